@@ -1,0 +1,235 @@
+"""Fused CPU kernels: K steps per call, replicas in parallel, Philox in-kernel.
+
+Each kernel composes the compiled forms of the same Python functions the NumPy reference
+uses (rng, potentials, dynamics updates).  Kernels assume validated input.  A replica whose
+new state is non-finite or beyond `bound` keeps its last state and gets
+``dstep[m] = t + 1``.  Arguments: x (M, d) state, dstep (M,) int64, t0 first step,
+K steps, k0/k1 Philox key, rep0 global id of row 0, es/ts schedule codes (kind, start,
+end, steps) of step size and temperature.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from .. import rng
+from ..dynamics import langevin, schedules, sgd
+from ..potentials import double_well
+from .jit import compile_functions, jit, pjit
+
+_rng = compile_functions(rng, ["philox4x32_10", "block_words", "box_muller", "block_normals",
+                               "bounded_index"])
+block_normals, block_words, bounded_index = _rng.block_normals, _rng.block_words, _rng.bounded_index
+schedule_value = jit(schedules.schedule_value)
+dw_grad = jit(double_well.dw_grad)
+overdamped_update = jit(langevin.overdamped_update)
+baoab_first = jit(langevin.baoab_first)
+sgd_update = jit(sgd.sgd_update)
+
+
+@jit
+def pick(z0, z1, z2, z3, w):
+    if w == 0:
+        return z0
+    if w == 1:
+        return z1
+    if w == 2:
+        return z2
+    return z3
+
+
+@jit
+def ok(v, bound):
+    return abs(v) <= bound
+
+
+@jit
+def sched(code, t):
+    return schedule_value(int(code[0]), code[1], code[2], code[3], t)
+
+
+@pjit
+def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
+    """Overdamped Langevin on DoubleWell (coef = center, a, barrier, tilt)."""
+    M, d = x.shape
+    for m in prange(M):
+        if dstep[m] >= 0:
+            continue
+        rep = np.uint64(rep0 + m)
+        new = np.empty(d, dtype=x.dtype)
+        cur = np.int64(-1)
+        z0 = z1 = z2 = z3 = 0.0
+        for t in range(t0, t0 + K):
+            eta = sched(es, t)
+            sigma = math.sqrt(2.0 * eta * sched(ts, t))
+            good = True
+            for i in range(d):
+                n = t * d + i
+                if n // 4 != cur:
+                    cur = n // 4
+                    z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
+                xi = pick(z0, z1, z2, z3, n % 4)
+                xv = x[m, i]
+                g = dw_grad(xv, coef[0], coef[1], coef[2], coef[3])
+                v = overdamped_update(0.0, g, eta, sigma, xi)
+                new[i] = xv + v
+                good = good and ok(new[i], bound)
+            if not good:
+                dstep[m] = t + 1
+                break
+            x[m, :] = new
+
+
+@pjit
+def baoab_double_well(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, coef, bound):
+    """BAOAB on DoubleWell; p and g are the momenta and gradient at x (M, d)."""
+    M, d = x.shape
+    inv_m = 1.0 / mass
+    for m in prange(M):
+        if dstep[m] >= 0:
+            continue
+        rep = np.uint64(rep0 + m)
+        nx = np.empty(d, dtype=x.dtype)
+        npm = np.empty(d, dtype=x.dtype)
+        ng = np.empty(d, dtype=x.dtype)
+        cur = np.int64(-1)
+        z0 = z1 = z2 = z3 = 0.0
+        for t in range(t0, t0 + K):
+            eta = sched(es, t)
+            c1 = math.exp(-friction * eta)
+            c2 = math.sqrt((1.0 - c1 * c1) * mass * sched(ts, t))
+            good = True
+            for i in range(d):
+                n = t * d + i
+                if n // 4 != cur:
+                    cur = n // 4
+                    z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
+                xi = pick(z0, z1, z2, z3, n % 4)
+                xv, pv = baoab_first(x[m, i], p[m, i], g[m, i], 0.5 * eta, inv_m, c1, c2, xi)
+                nx[i] = xv
+                ng[i] = dw_grad(nx[i], coef[0], coef[1], coef[2], coef[3])
+                npm[i] = pv - 0.5 * eta * ng[i]
+                gv = ng[i]
+                good = good and ok(nx[i], bound) and ok(npm[i], bound) and ok(gv, bound)
+            if not good:
+                dstep[m] = t + 1
+                break
+            x[m, :] = nx
+            p[m, :] = npm
+            g[m, :] = ng
+
+
+@jit
+def add_noise_block(x, G, tmp, dstep, lo, t, k0, k1, rep0, eta, sigma, bound):
+    """Overdamped update of rows lo.. of x given their gradients G; dense-gradient kernels."""
+    B, d = G.shape
+    for r in range(B):
+        m = lo + r
+        if dstep[m] >= 0:
+            continue
+        rep = np.uint64(rep0 + m)
+        good = True
+        cur = np.int64(-1)
+        z0 = z1 = z2 = z3 = 0.0
+        for i in range(d):
+            n = t * d + i
+            if n // 4 != cur:
+                cur = n // 4
+                z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
+            xi = pick(z0, z1, z2, z3, n % 4)
+            tmp[r, i] = x[m, i] + overdamped_update(0.0, G[r, i], eta, sigma, xi)
+            good = good and ok(tmp[r, i], bound)
+        if good:
+            x[m, :] = tmp[r, :]
+        else:
+            dstep[m] = t + 1
+
+
+@pjit
+def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, block):
+    """Overdamped Langevin on a dense Quadratic: gradient x H - c H by one GEMM per block."""
+    M, d = x.shape
+    nb = (M + block - 1) // block
+    for b in prange(nb):
+        lo = b * block
+        hi = min(M, lo + block)
+        tmp = np.empty((hi - lo, d), dtype=x.dtype)
+        for t in range(t0, t0 + K):
+            eta = sched(es, t)
+            sigma = math.sqrt(2.0 * eta * sched(ts, t))
+            G = np.dot(x[lo:hi], H) - cH
+            add_noise_block(x, G, tmp, dstep, lo, t, k0, k1, rep0, eta, sigma, bound)
+
+
+@pjit
+def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, A, y,
+                          batch, replacement, bound):
+    """Minibatch SGD on LinearRegression (A (n, d), y (n,)); batch = B, 0 for full batch."""
+    M, d = x.shape
+    n = A.shape[0]
+    B = batch if batch > 0 else n
+    per_epoch = n // B
+    for m in prange(M):
+        if dstep[m] >= 0:
+            continue
+        rep = np.uint64(rep0 + m)
+        idx = np.empty(B, dtype=np.int64)
+        keys = np.empty(n, dtype=np.uint64)
+        perm = np.arange(n)
+        epoch = np.int64(-1)
+        g = np.empty(d, dtype=x.dtype)
+        nx = np.empty(d, dtype=x.dtype)
+        nv = np.empty(d, dtype=x.dtype)
+        for t in range(t0, t0 + K):
+            lr = sched(ls, t)
+            T = sched(ts, t)
+            sigma = math.sqrt(2.0 * lr * T)
+            if batch == 0:
+                for b in range(B):
+                    idx[b] = b
+            elif replacement:
+                for b in range(B):
+                    nn = np.uint64(t * B + b)
+                    w = block_words(k0, k1, np.uint64(rng.MINIBATCH), rep, nn // np.uint64(4))
+                    idx[b] = np.int64(bounded_index(w[nn % np.uint64(4)], n))
+            else:
+                e = t // per_epoch
+                if e != epoch:
+                    epoch = e
+                    for i in range(n):
+                        nn = np.uint64(e * n + i)
+                        w = block_words(k0, k1, np.uint64(rng.PERMUTE), rep, nn // np.uint64(4))
+                        keys[i] = w[nn % np.uint64(4)]
+                    perm = np.argsort(keys, kind="mergesort")
+                j = t - e * per_epoch
+                for b in range(B):
+                    idx[b] = perm[j * B + b]
+            g[:] = 0.0
+            for b in range(B):
+                r = -y[idx[b]]
+                for i in range(d):
+                    r += A[idx[b], i] * x[m, i]
+                for i in range(d):
+                    g[i] += r * A[idx[b], i]
+            good = True
+            cur = np.int64(-1)
+            z0 = z1 = z2 = z3 = 0.0
+            for i in range(d):
+                xi = 0.0
+                if T > 0:
+                    nn = t * d + i
+                    if nn // 4 != cur:
+                        cur = nn // 4
+                        z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
+                    xi = pick(z0, z1, z2, z3, nn % 4)
+                xv, vv = sgd_update(x[m, i], v[m, i], g[i] / B, lr, momentum, wd, sigma, xi)
+                nx[i] = xv
+                nv[i] = vv
+                good = good and ok(xv, bound) and ok(vv, bound)
+            if not good:
+                dstep[m] = t + 1
+                break
+            x[m, :] = nx
+            v[m, :] = nv

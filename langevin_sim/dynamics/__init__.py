@@ -1,0 +1,9 @@
+"""Update rules. Each class states its equations; parameters are validated at construction."""
+from .base import REGISTRY, Dynamics, NoiseSource
+from .langevin import OverdampedLangevin, UnderdampedLangevin
+from .mala import MALA
+from .schedules import Schedule
+from .sgd import SGD
+
+__all__ = ["REGISTRY", "Dynamics", "NoiseSource", "OverdampedLangevin", "UnderdampedLangevin",
+           "MALA", "SGD", "Schedule"]

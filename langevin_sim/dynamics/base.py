@@ -1,0 +1,80 @@
+"""Dynamics base class and the NumPy reference context for random numbers."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .. import rng
+from ..errors import ConfigError
+from .schedules import Schedule
+
+REGISTRY: dict[str, type["Dynamics"]] = {}
+
+
+class NoiseSource:
+    """Random numbers for replicas `replicas` (global ids) under `seed` (NumPy reference)."""
+
+    def __init__(self, seed: int, replicas: np.ndarray):
+        self.seed, self.replicas = int(seed), np.asarray(replicas, dtype=np.uint64)
+
+    def normals(self, step: int, lanes: int, purpose: int = rng.NOISE) -> np.ndarray:
+        """(M, lanes) float64 normals of one step."""
+        return rng.step_normals(self.seed, self.replicas, step, lanes, purpose)
+
+    def words(self, purpose: int, start: int, count: int) -> np.ndarray:
+        """(M, count) uint64 words at stream positions start..start+count-1."""
+        return rng.stream_words(self.seed, purpose, self.replicas, start, count)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dynamics:
+    """An update rule x_t -> x_{t+1} for all replicas; parameters validated at construction.
+
+    `state_names` lists the per-replica state arrays (all (M, d) unless `init_state` says
+    otherwise); `x` is always the position.  `reference_step` is the NumPy reference for one step t.
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = ("x",)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        REGISTRY[cls.__name__] = cls
+
+    def init_state(self, potential, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {"x": x}
+
+    def reference_step(self, potential, state: dict, t: int, noise: NoiseSource) -> dict:
+        raise NotImplementedError
+
+    def observables(self, state: dict) -> dict[str, np.ndarray]:
+        """Per-replica quantities of the dynamics recorded with the energy: name -> (M, ...)."""
+        return {}
+
+    def check_potential(self, potential) -> None:
+        """Raise ConfigError when this dynamics cannot run on `potential`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"class": type(self).__name__}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if isinstance(v, Schedule) else v
+        return out
+
+    @staticmethod
+    def from_dict(d: dict) -> "Dynamics":
+        d = dict(d)
+        name = d.pop("class")
+        if name not in REGISTRY:
+            raise ConfigError(f"unknown dynamics {name!r}; choose one of {sorted(REGISTRY)}")
+        return REGISTRY[name](**d)
+
+
+def project(potential, x, v):
+    """Tangent projection of v at x for constrained potentials (identity otherwise)."""
+    return potential.project(x, v) if potential.constrained else v
+
+
+def retract(potential, x):
+    return potential.retract(x) if potential.constrained else x

@@ -1,0 +1,97 @@
+"""Overdamped (Euler-Maruyama) and underdamped (BAOAB) Langevin dynamics."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+from .base import Dynamics, NoiseSource, project, retract
+from .schedules import Schedule, as_schedule
+
+
+def overdamped_update(x, g, eta, sigma, xi):
+    """x - eta * g + sigma * xi, with sigma = sqrt(2 eta T) (arrays or scalars)."""
+    return x - eta * g + sigma * xi
+
+
+def baoab_coeffs(eta, gamma, temperature, mass):
+    """(c1, c2) of the O step p <- c1 p + c2 xi: c1 = exp(-gamma eta), c2 = sqrt((1-c1^2) m T)."""
+    c1 = math.exp(-gamma * eta)
+    return c1, math.sqrt((1.0 - c1 * c1) * mass * temperature)
+
+
+def baoab_first(x, p, g, h, inv_mass, c1, c2, xi):
+    """B, A, O, A of one BAOAB step (h = eta/2); the caller then applies B with grad U(x)."""
+    p = p - h * g
+    x = x + h * inv_mass * p
+    p = c1 * p + c2 * xi
+    return x + h * inv_mass * p, p
+
+
+@dataclass(frozen=True)
+class OverdampedLangevin(Dynamics):
+    """x <- x - eta grad U(x) + sqrt(2 eta T) xi, xi ~ N(0, I).
+
+    `step` eta (time per step) and `temperature` T (energy units) are numbers or Schedules.
+    On a quadratic of curvature lam the exact discrete stationary variance is
+    T / (lam (1 - eta lam / 2)); as eta -> 0 the stationary law is exp(-U/T).
+    """
+
+    step: float | Schedule = 1e-2
+    temperature: float | Schedule = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "step", as_schedule(self.step, "step", positive=True))
+        object.__setattr__(self, "temperature", as_schedule(self.temperature, "temperature", False))
+
+    def reference_step(self, potential, state, t, noise: NoiseSource):
+        x = state["x"]
+        eta, T = self.step(t), self.temperature(t)
+        xi = noise.normals(t, x.shape[1]).astype(x.dtype)
+        dx = overdamped_update(0.0, potential.grad(x), eta, math.sqrt(2.0 * eta * T), xi)
+        return {"x": retract(potential, x + project(potential, x, dx).astype(x.dtype))}
+
+
+@dataclass(frozen=True)
+class UnderdampedLangevin(Dynamics):
+    """BAOAB splitting of dx = p/m dt, dp = -grad U dt - gamma p dt + sqrt(2 gamma m T) dW.
+
+    B: p -= eta/2 grad U; A: x += eta/2 p/m; O: p <- c1 p + c2 xi; A; B, with
+    c1 = exp(-gamma eta), c2 = sqrt((1 - c1^2) m T).  For a harmonic potential the
+    configurational marginal is exactly N(0, T/lam) at any stable step.  State: x, p and
+    the gradient g at x (M, d).  `friction` gamma is 1/time; `mass` m.
+    """
+
+    step: float | Schedule = 1e-2
+    friction: float = 1.0
+    temperature: float | Schedule = 1.0
+    mass: float = 1.0
+
+    state_names = ("x", "p", "g")
+
+    def __post_init__(self):
+        object.__setattr__(self, "step", as_schedule(self.step, "step", positive=True))
+        object.__setattr__(self, "temperature", as_schedule(self.temperature, "temperature", False))
+        if not self.friction >= 0:
+            raise ConfigError(f"friction must be >= 0, got {self.friction}")
+        if not self.mass > 0:
+            raise ConfigError(f"mass must be > 0, got {self.mass}")
+
+    def check_potential(self, potential):
+        if potential.constrained:
+            raise ConfigError(f"UnderdampedLangevin does not support the constrained "
+                              f"{type(potential).__name__}; use OverdampedLangevin")
+
+    def init_state(self, potential, x):
+        return {"x": x, "p": np.zeros_like(x), "g": potential.grad(x).astype(x.dtype)}
+
+    def reference_step(self, potential, state, t, noise):
+        x, p, g = state["x"], state["p"], state["g"]
+        eta, T = self.step(t), self.temperature(t)
+        c1, c2 = baoab_coeffs(eta, self.friction, T, self.mass)
+        xi = noise.normals(t, x.shape[1]).astype(x.dtype)
+        x, p = baoab_first(x, p, g, 0.5 * eta, 1.0 / self.mass, c1, c2, xi)
+        g = potential.grad(x).astype(x.dtype)
+        return {"x": x, "p": p - 0.5 * eta * g, "g": g}

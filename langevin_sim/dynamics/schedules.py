@@ -1,0 +1,80 @@
+"""Step-size and temperature schedules: a value as a pure function of the integer step."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+KINDS = {"constant": 0, "linear": 1, "exponential": 2, "cosine": 3}
+
+
+def schedule_value(kind, start, end, steps, step):
+    """Schedule value at `step` (scalar math; also compiled by Numba).
+
+    kind 0 constant: start; 1 linear; 2 exponential (geometric); 3 cosine from start to
+    end over `steps` steps, constant at `end` afterwards.
+    """
+    if kind == 0:
+        return start
+    f = min(step / steps, 1.0)
+    if kind == 1:
+        return start + (end - start) * f
+    if kind == 2:
+        return start * (end / start) ** f
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * f))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A schedule from `start` to `end` over `steps` steps (units of the scheduled quantity)."""
+
+    kind: str = "constant"
+    start: float = 0.0
+    end: float | None = None
+    steps: int = 1
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown schedule kind {self.kind!r}; use one of {sorted(KINDS)}")
+        if self.end is None:
+            object.__setattr__(self, "end", self.start)
+        if int(self.steps) < 1:
+            raise ConfigError(f"schedule steps must be >= 1, got {self.steps}")
+        if self.kind == "exponential" and (self.start <= 0 or self.end <= 0):
+            raise ConfigError("an exponential schedule needs start > 0 and end > 0")
+
+    @property
+    def code(self) -> tuple[int, float, float, float]:
+        """(kind id, start, end, steps) as passed to compiled kernels."""
+        return KINDS[self.kind], float(self.start), float(self.end), float(self.steps)
+
+    def __call__(self, step: int) -> float:
+        return schedule_value(*self.code, step)
+
+    def bounds(self) -> tuple[float, float]:
+        return min(self.start, self.end), max(self.start, self.end)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "start": self.start, "end": self.end, "steps": int(self.steps)}
+
+
+def as_schedule(value, name: str, positive: bool) -> Schedule:
+    """Coerce a float, dict or Schedule to a Schedule and check its sign."""
+    if isinstance(value, Schedule):
+        s = value
+    elif isinstance(value, dict):
+        s = Schedule(**value)
+    else:
+        try:
+            s = Schedule("constant", float(value))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number or a schedule, got {value!r}") from None
+    lo, hi = s.bounds()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    if positive and lo <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}; choose a positive {name}")
+    if not positive and lo < 0:
+        raise ConfigError(f"{name} must be >= 0, got {value!r}; use temperature=0 for no noise")
+    return s

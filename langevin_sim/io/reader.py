@@ -1,0 +1,211 @@
+"""Run-file reader: `open_run(path)` -> `Run`, trusting nothing beyond the commit marker."""
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+
+from ..errors import RunFileError
+from . import format as F
+
+
+class Series:
+    """A lazy view of one committed record series: (n_records, M, ...) sliced on demand."""
+
+    def __init__(self, ds: h5py.Dataset, n: int):
+        self.ds, self.n = ds, n
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n,) + self.ds.shape[1:]
+
+    @property
+    def dtype(self):
+        return self.ds.dtype
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            key = (key,)
+        first = key[0]
+        if isinstance(first, slice):
+            first = slice(*first.indices(self.n))
+        elif isinstance(first, (int, np.integer)):
+            first = int(first) + self.n if first < 0 else int(first)
+            if not 0 <= first < self.n:
+                raise IndexError(f"record {key[0]} out of range for {self.n} records")
+        else:
+            first = np.arange(self.n)[first]
+        return self.ds[(first,) + key[1:]]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.ds[: self.n]
+        return a if dtype is None else a.astype(dtype)
+
+
+class Run:
+    """An open run file. Records are lazy `Series`; `to_xarray()` loads them with labels."""
+
+    def __init__(self, path, swmr: bool = False, mode: str = "r", file: h5py.File | None = None):
+        self.path = "<memory>" if path is None else os.fspath(path)
+        self._potential = None
+        if file is not None:
+            self.f = file
+            return
+        if not os.path.exists(self.path):
+            raise RunFileError(f"no run file at {self.path}")
+        try:
+            if swmr:
+                self.f = h5py.File(self.path, "r", libver="latest", swmr=True)
+            else:
+                self.f = h5py.File(self.path, mode)
+        except OSError as e:
+            raise RunFileError(f"{self.path} is not a readable HDF5 file ({e}); if it was written "
+                               "with swmr=True and killed, run `h5clear -s -i` on it first") from None
+        if self.f.attrs.get("format") != F.FORMAT:
+            self.f.close()
+            raise RunFileError(f"{self.path} is not a langevin_sim run file (no format="
+                               f"'{F.FORMAT}' attribute); pass a file written by Simulation.run")
+
+    # -- lifecycle --------------------------------------------------------------
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def refresh(self) -> None:
+        """Re-read the commit marker and extents (for live SWMR reading)."""
+        for obj in (self.f[F.COMMIT], *self.f["records"].values()):
+            if self.f.swmr_mode:
+                obj.refresh()
+
+    # -- metadata -----------------------------------------------------------------
+    @property
+    def commit(self) -> np.ndarray:
+        return self.f[F.COMMIT][()]
+
+    @property
+    def n_records(self) -> int:
+        return int(self.commit[F.N_RECORDS])
+
+    @property
+    def steps_done(self) -> int:
+        return int(self.commit[F.STEPS_DONE])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.commit[F.COMPLETE])
+
+    @property
+    def config(self) -> dict:
+        return json.loads(self.f["config"].attrs["json"])
+
+    @property
+    def potential(self):
+        if self._potential is None:
+            from ..potentials.base import Potential
+
+            self._potential = Potential.from_hdf5(self.f["potential"])
+        return self._potential
+
+    @property
+    def diverged_step(self) -> np.ndarray:
+        """(M,) step count at which each replica diverged, -1 where never."""
+        return self.f["replicas/diverged_step"][()]
+
+    @property
+    def dt(self) -> float:
+        """Time per step of constant-step dynamics (nan for scheduled steps)."""
+        dyn = self.config["dynamics"]
+        s = dyn.get("step", dyn.get("lr"))
+        return float(s["start"]) if s and s["kind"] == "constant" else float("nan")
+
+    # -- records ------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        rec = self.f["records"]
+        return [k for k in rec if rec[k].maxshape and rec[k].maxshape[0] is None and k != "step"]
+
+    def __getitem__(self, name: str) -> Series:
+        if name not in self.f["records"]:
+            raise KeyError(f"no record series {name!r}; have {self.names}")
+        return Series(self.f["records"][name], self.n_records)
+
+    @property
+    def step(self) -> np.ndarray:
+        return self.f["records/step"][: self.n_records]
+
+    @property
+    def time(self) -> np.ndarray:
+        """Time of each record, step * dt in float64."""
+        return self.step.astype(np.float64) * self.dt
+
+    @property
+    def energy(self) -> Series:
+        return self["energy"]
+
+    @property
+    def positions(self) -> Series:
+        return self["positions"]
+
+    def checkpoint(self) -> tuple[int, dict, np.ndarray]:
+        """(step, state arrays, diverged_step) of the last valid checkpoint."""
+        c = self.commit
+        if c[F.CKPT_SLOT] < 0:
+            raise RunFileError(f"{self.path} holds no checkpoint yet; start the run again")
+        g = self.f[f"checkpoint/slot{int(c[F.CKPT_SLOT])}"]
+        state = {k: g[k][()] for k in g if k != "diverged_step"}
+        return int(c[F.CKPT_STEP]), state, g["diverged_step"][()]
+
+    def to_xarray(self):
+        """All committed records as an xarray.Dataset with dims (step, replica, ...)."""
+        import xarray as xr
+
+        n = self.n_records
+        rec = self.f["records"]
+        data = {}
+        for name in self.names:
+            ds = rec[name]
+            dims = ["step", "replica"] + (["coord"] if name == "positions" else
+                                          [f"{name}_dim{j}" for j in range(ds.ndim - 2)])
+            data[name] = (dims, ds[:n])
+        out = xr.Dataset(data, coords={"step": self.step, "replica": rec["replica"][()],
+                                       "time": ("step", self.time)})
+        out["diverged_step"] = ("replica", self.diverged_step)
+        out.attrs.update(config=json.dumps(self.config), complete=int(self.complete))
+        return out
+
+    def summary(self) -> str:
+        """Human-readable description (what `langevin-sim info` prints)."""
+        cfg = self.config
+        div = self.diverged_step
+        bad = np.flatnonzero(div >= 0)
+        lines = [f"run file   {self.path}",
+                 f"created    {self.f.attrs['created']}  (langevin_sim {self.f.attrs['package_version']})",
+                 f"potential  {json.dumps(cfg['potential'])}",
+                 f"dynamics   {json.dumps(cfg['dynamics'])}",
+                 f"replicas   {cfg['replicas']} (first id {cfg['first_replica']}), dtype {cfg['dtype']}, "
+                 f"backend {cfg['backend']}, seed {cfg['seed']}",
+                 f"progress   {self.steps_done} / {cfg.get('steps_target', '?')} steps, "
+                 f"{self.n_records} records every {cfg['record_every']} steps, "
+                 f"{'complete' if self.complete else 'INCOMPLETE (resume with `langevin-sim resume`)'}",
+                 f"records    {', '.join(f'{k}{self[k].shape}' for k in self.names)}",
+                 f"diverged   {bad.size} of {div.size} replicas"]
+        for m in bad[:20]:
+            lines.append(f"           replica {int(m)} diverged at step {int(div[m])}")
+        if bad.size > 20:
+            lines.append(f"           ... and {bad.size - 20} more")
+        return "\n".join(lines)
+
+
+def open_run(path, swmr: bool = False) -> Run:
+    """Open a run file for reading; `swmr=True` to follow a live SWMR run (call `refresh`)."""
+    return Run(path, swmr=swmr)

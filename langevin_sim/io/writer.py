@@ -1,0 +1,132 @@
+"""HDF5 run-file writer: data -> flush -> commit marker -> flush, two checkpoint slots."""
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+
+import h5py
+import numpy as np
+
+from ..errors import RunFileError
+from . import format as F
+
+
+def _chunk_rows(row_bytes: int) -> int:
+    return max(1, F.CHUNK_BYTES // max(1, row_bytes))
+
+
+class RunWriter:
+    """Appends record blocks and checkpoints to an open run file.
+
+    Layout: /records/{step, replica, coord, energy, positions, <observables>} with
+    dimension scales, /replicas/diverged_step, /checkpoint/slot{0,1}/<state arrays>,
+    and /commit (int64, fields in format.COMMIT_FIELDS), rewritten last after each block.
+    """
+
+    def __init__(self, f: h5py.File):
+        self.f = f
+        self.commit = f[F.COMMIT][()].copy()
+
+    # -- creation -----------------------------------------------------------
+    @classmethod
+    def create(cls, f: h5py.File, *, config: dict, potential, replicas: np.ndarray, d: int,
+               pos_dtype, record_positions: bool, observables: dict, state: dict,
+               compression: str | None, swmr: bool) -> "RunWriter":
+        """Lay out a new run file. `observables`: name -> (trailing shape, dtype)."""
+        from .. import __version__
+
+        f.attrs["format"] = F.FORMAT
+        f.attrs["format_version"] = F.FORMAT_VERSION
+        f.attrs["package_version"] = __version__
+        f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        f.attrs["command"] = " ".join(sys.argv)
+        f.create_group("config").attrs["json"] = json.dumps(config)
+        potential.to_hdf5(f.create_group("potential"))
+        M = len(replicas)
+        rec = f.create_group("records")
+        step = rec.create_dataset("step", (0,), np.int64, maxshape=(None,), chunks=(4096,))
+        step.make_scale("step")
+        rep = rec.create_dataset("replica", data=np.asarray(replicas, np.int64))
+        rep.make_scale("replica")
+        kw = {"compression": compression} if compression else {}
+
+        def series(name, trailing, dtype, dims):
+            row = int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize
+            ds = rec.create_dataset(name, (0,) + trailing, dtype, maxshape=(None,) + trailing,
+                                    chunks=(_chunk_rows(row),) + trailing, **kw)
+            for i, scale in enumerate(dims):
+                ds.dims[i].attach_scale(scale)
+            return ds
+
+        series("energy", (M,), np.float64, (step, rep))
+        if record_positions:
+            coord = rec.create_dataset("coord", data=np.arange(d, dtype=np.int64))
+            coord.make_scale("coord")
+            series("positions", (M, d), pos_dtype, (step, rep, coord))
+        for name, (trailing, dtype) in observables.items():
+            extra = []
+            for j, n in enumerate(trailing):
+                sc = rec.create_dataset(f"{name}_dim{j}", data=np.arange(n, dtype=np.int64))
+                sc.make_scale(f"{name}_dim{j}")
+                extra.append(sc)
+            series(name, (M,) + tuple(trailing), dtype, (step, rep, *extra))
+        f.create_group("replicas").create_dataset("diverged_step", data=np.full(M, -1, np.int64))
+        ck = f.create_group("checkpoint")
+        for slot in (0, 1):
+            g = ck.create_group(f"slot{slot}")
+            for k, v in state.items():
+                g.create_dataset(k, data=v)
+            g.create_dataset("diverged_step", data=np.full(M, -1, np.int64))
+        f.create_dataset(F.COMMIT, data=np.array([0, 0, -1, -1, 0], np.int64))
+        f.flush()
+        if swmr:
+            f.swmr_mode = True
+        return cls(f)
+
+    # -- appending ------------------------------------------------------------
+    @property
+    def n_records(self) -> int:
+        return int(self.commit[F.N_RECORDS])
+
+    def write_block(self, records: list[dict], state: dict | None, steps_done: int,
+                    diverged_step: np.ndarray, complete: bool = False) -> None:
+        """Append `records` (each: step, energy, positions?, observables) and optionally a
+        checkpoint of `state` at `steps_done`; then commit. Safe against a kill anywhere."""
+        rec = self.f["records"]
+        n0 = self.n_records
+        n1 = n0 + len(records)
+        if records:
+            for name in records[0]:
+                ds = rec[name]
+                if ds.shape[0] < n1:
+                    ds.resize(n1, axis=0)
+                ds[n0:n1] = np.stack([r[name] for r in records])
+        self.f["replicas/diverged_step"][...] = diverged_step
+        commit = self.commit.copy()
+        if state is not None:
+            slot = 1 - int(commit[F.CKPT_SLOT]) if commit[F.CKPT_SLOT] >= 0 else 0
+            g = self.f[f"checkpoint/slot{slot}"]
+            for k, v in state.items():
+                g[k][...] = v
+            g["diverged_step"][...] = diverged_step
+            commit[F.CKPT_SLOT], commit[F.CKPT_STEP] = slot, steps_done
+        commit[F.N_RECORDS], commit[F.STEPS_DONE], commit[F.COMPLETE] = n1, steps_done, complete
+        self.f.flush()
+        self.f[F.COMMIT][...] = commit
+        self.f.flush()
+        self.commit = commit
+
+    def truncate_to_checkpoint(self) -> None:
+        """Drop records beyond the last checkpoint (before resuming from it)."""
+        step_at = int(self.commit[F.CKPT_STEP])
+        steps = self.f["records/step"][: self.n_records]
+        keep = int(np.searchsorted(steps, step_at, side="right"))
+        for ds in self.f["records"].values():
+            if ds.maxshape[0] is None and ds.shape[0] > keep:
+                ds.resize(keep, axis=0)
+        commit = self.commit.copy()
+        commit[F.N_RECORDS], commit[F.STEPS_DONE], commit[F.COMPLETE] = keep, step_at, 0
+        self.f[F.COMMIT][...] = commit
+        self.f.flush()
+        self.commit = commit

@@ -1,0 +1,7 @@
+"""Loss surfaces. Each class states its formula, normalization, units and shapes."""
+from .base import REGISTRY, Potential
+from .double_well import DoubleWell
+from .linear_regression import LinearRegression
+from .quadratic import Quadratic
+
+__all__ = ["REGISTRY", "Potential", "DoubleWell", "LinearRegression", "Quadratic"]

@@ -1,0 +1,108 @@
+"""Potential base class: the loss surface U(x) on replica batches x of shape (M, d)."""
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConfigError, RunFileError
+
+REGISTRY: dict[str, type["Potential"]] = {}
+
+
+def array_module(x):
+    """NumPy or CuPy, whichever holds `x`."""
+    mod = type(x).__module__.split(".")[0]
+    if mod == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+class Potential:
+    """A loss surface U: R^d -> R evaluated on (M, d) replica batches.
+
+    Subclasses define `energy(x) -> (M,)`, `grad(x) -> (M, d)`, `params()` (JSON-able
+    scalars) and `arrays()` (the instance's arrays, stored in the run file), and are
+    rebuilt by `cls(**params, **arrays)`.  Finite-sum losses also set `n_samples` and
+    accept `grad(x, batch)` with `batch` an (M, B) int array of sample indices.
+    """
+
+    name: ClassVar[str] = ""
+    n_samples: int | None = None
+    constrained: ClassVar[bool] = False
+    d: int
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        REGISTRY[cls.__name__] = cls
+
+    # -- contract ---------------------------------------------------------
+    def energy(self, x):
+        raise NotImplementedError
+
+    def grad(self, x, batch=None):
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def observables(self, x) -> dict[str, np.ndarray]:
+        """Extra per-replica observables recorded with the energy: name -> (M, ...)."""
+        return {}
+
+    # -- generic helpers --------------------------------------------------
+    def hvp(self, x, v, eps: float = 1e-5):
+        """Hessian-vector products (M, d) by central differences of the gradient."""
+        return (self.grad(x + eps * v) - self.grad(x - eps * v)) / (2 * eps)
+
+    def hessian(self, x):
+        """Dense Hessians (M, d, d) column by column from `hvp` (small d only)."""
+        xp = array_module(x)
+        M, d = x.shape
+        H = xp.empty((M, d, d), dtype=x.dtype)
+        for j in range(d):
+            e = xp.zeros_like(x)
+            e[:, j] = 1.0
+            H[:, :, j] = self.hvp(x, e)
+        return 0.5 * (H + H.transpose(0, 2, 1))
+
+    def check_x(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.d:
+            raise ConfigError(
+                f"positions must have shape (M, {self.d}) for {type(self).__name__}, got {x.shape}")
+        return x
+
+    def default_init(self, z: np.ndarray) -> np.ndarray:
+        """Initial positions from standard normals z (M, d): by default x = z."""
+        return z
+
+    # -- storage ----------------------------------------------------------
+    def to_hdf5(self, group) -> None:
+        group.attrs["class"] = type(self).__name__
+        group.attrs["params"] = json.dumps(self.params())
+        for k, v in self.arrays().items():
+            group.create_dataset(k, data=np.asarray(v))
+
+    @staticmethod
+    def from_hdf5(group) -> "Potential":
+        cls_name = group.attrs.get("class")
+        if cls_name not in REGISTRY:
+            raise RunFileError(f"unknown potential class {cls_name!r} in run file; "
+                               "import the module defining it before opening the run")
+        params = json.loads(group.attrs["params"])
+        arrays = {k: group[k][()] for k in group.keys()}
+        return REGISTRY[cls_name](**params, **arrays)
+
+    def describe(self) -> dict[str, Any]:
+        return {"class": type(self).__name__, **self.params()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"

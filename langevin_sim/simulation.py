@@ -1,0 +1,268 @@
+"""Simulation: replicas, initial state, the run loop, recording, divergence, checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+
+import h5py
+import numpy as np
+
+from . import rng
+from .backends import get_backend
+from .dynamics.base import Dynamics
+from .errors import ConfigError, RunFileError
+from .io import Run, RunWriter
+from .io.format import STEPS_DONE
+from .potentials.base import Potential
+
+DTYPES = ("float64", "float32")
+
+
+class Simulation:
+    """M replicas of `dynamics` on `potential`, stepped by `backend`.
+
+    replicas: M, the number of chains; their global ids are first_replica .. first_replica+M-1,
+    and every random number depends only on (seed, id, step), so splitting replicas over
+    Simulations (workers) gives identical trajectories.  init: an (M, d) array, "default"
+    (the potential's `default_init` of INIT-stream normals), "zeros" or "normal" (N(0, 1)).
+    A replica whose state becomes non-finite or exceeds `divergence_bound` in absolute value is
+    frozen at its last good state, `diverged_step[m]` records the step count at which it went
+    bad, and its records are NaN from then on.
+    """
+
+    def __init__(self, potential: Potential, dynamics: Dynamics, replicas: int,
+                 backend: str = "numba", dtype: str = "float64", seed: int = 0,
+                 init="default", first_replica: int = 0, divergence_bound: float = 1e8,
+                 meta: dict | None = None):
+        if not isinstance(potential, Potential):
+            raise ConfigError(f"potential must be a langevin_sim Potential, got {type(potential).__name__}")
+        if not isinstance(dynamics, Dynamics):
+            raise ConfigError(f"dynamics must be a langevin_sim Dynamics, got {type(dynamics).__name__}")
+        if int(replicas) < 1:
+            raise ConfigError(f"replicas must be >= 1, got {replicas}")
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if not divergence_bound > 0:
+            raise ConfigError(f"divergence_bound must be > 0, got {divergence_bound}")
+        rng.key_of(seed)
+        dynamics.check_potential(potential)
+        self.potential, self.dynamics = potential, dynamics
+        self.backend_name = backend
+        self.backend = get_backend(backend)
+        self.n_replicas, self.first_replica = int(replicas), int(first_replica)
+        self.dtype, self.seed = np.dtype(dtype), int(seed)
+        self.divergence_bound = float(divergence_bound)
+        self.meta = dict(meta or {})
+        self.init_desc = init if isinstance(init, str) else "array"
+        x0 = self._initial_positions(init)
+        self.state = {k: np.ascontiguousarray(v, dtype=self.dtype if np.ndim(v) == 2 else np.float64)
+                      for k, v in dynamics.init_state(potential, x0).items()}
+        self.diverged_step = np.full(self.n_replicas, -1, dtype=np.int64)
+        self.step = 0
+        self._stop = False
+
+    # -- setup -------------------------------------------------------------------------
+    @property
+    def replica_ids(self) -> np.ndarray:
+        return np.arange(self.first_replica, self.first_replica + self.n_replicas)
+
+    def _initial_positions(self, init) -> np.ndarray:
+        M, d = self.n_replicas, self.potential.d
+        if isinstance(init, str):
+            if init == "zeros":
+                return np.zeros((M, d), self.dtype)
+            z = rng.stream_normals(self.seed, rng.INIT, self.replica_ids, 0, d)
+            if init == "normal":
+                return z.astype(self.dtype)
+            if init == "default":
+                return np.asarray(self.potential.default_init(z), dtype=self.dtype)
+            raise ConfigError(f"unknown init {init!r}; use an (M, d) array, 'default', 'zeros' or 'normal'")
+        x = np.asarray(init, dtype=np.float64)
+        if x.shape == (d,):
+            x = np.broadcast_to(x, (M, d))
+        if x.shape != (M, d):
+            raise ConfigError(f"init has shape {x.shape} but replicas={M} and the potential has "
+                              f"d={d}: pass an array of shape ({M}, {d}) (or ({d},) for all replicas)")
+        if not np.all(np.isfinite(x)):
+            raise ConfigError("init contains non-finite values; pass finite positions")
+        return x.astype(self.dtype)
+
+    def config(self) -> dict:
+        """The resolved configuration stored in the run file's /config."""
+        return {"potential": self.potential.describe(), "dynamics": self.dynamics.to_dict(),
+                "replicas": self.n_replicas, "first_replica": self.first_replica,
+                "dtype": self.dtype.name, "seed": self.seed, "backend": self.backend_name,
+                "init": self.init_desc, "divergence_bound": self.divergence_bound,
+                "meta": self.meta}
+
+    # -- stepping ----------------------------------------------------------------------
+    def advance(self, steps: int) -> None:
+        """Run `steps` steps without recording."""
+        self.backend.advance(self, self.step, int(steps))
+        self.step += int(steps)
+
+    def snapshot(self, record_positions: bool = True) -> dict:
+        """One record of the current state: step, energy (float64), positions, observables."""
+        x64 = self.state["x"].astype(np.float64)
+        with np.errstate(all="ignore"):
+            rec = {"step": np.int64(self.step), "energy": np.asarray(self.potential.energy(x64), np.float64)}
+            if record_positions:
+                rec["positions"] = self.state["x"].copy()
+            for k, v in self.potential.observables(x64).items():
+                rec[k] = np.asarray(v)
+            for k, v in self.dynamics.observables(self.state).items():
+                rec[k] = np.asarray(v)
+        dead = self.diverged_step >= 0
+        if dead.any():
+            for k, v in rec.items():
+                if k != "step" and v.dtype.kind == "f":
+                    v[dead] = np.nan
+        return rec
+
+    # -- running -----------------------------------------------------------------------
+    def run(self, steps: int, record_every: int = 100, out=None, record_positions: bool = True,
+            checkpoint_every: int | None = None, progress: bool | None = None,
+            overwrite: bool = False, swmr: bool = False, compression: str | None = None,
+            flush_seconds: float = 1.0) -> Run:
+        """Advance `steps` steps, recording every `record_every` steps, into run file `out`.
+
+        out=None keeps the run file in memory.  Records are flushed at least every
+        `flush_seconds` and at the end, each flush followed by the commit marker; a
+        checkpoint goes with every flush (or every `checkpoint_every` steps).  Returns the
+        Run, open for reading.
+        """
+        steps, record_every = int(steps), int(record_every)
+        if steps < 0 or record_every < 1:
+            raise ConfigError(f"need steps >= 0 and record_every >= 1, got {steps}, {record_every}")
+        cfg = dict(self.config(), record_every=record_every, record_positions=bool(record_positions),
+                   steps_target=self.step + steps)
+        f = _create_file(out, overwrite, swmr)
+        try:
+            probe = self.snapshot(record_positions)
+            obs = {k: (v.shape[1:], v.dtype) for k, v in probe.items()
+                   if k not in ("step", "energy", "positions")}
+            writer = RunWriter.create(f, config=cfg, potential=self.potential,
+                                      replicas=self.replica_ids, d=self.potential.d,
+                                      pos_dtype=self.dtype, record_positions=record_positions,
+                                      observables=obs, state=self.state,
+                                      compression=compression, swmr=swmr)
+            first = [probe] if self.step % record_every == 0 else []
+            self._loop(writer, self.step + steps, record_every, record_positions, first,
+                       checkpoint_every, progress, flush_seconds)
+        except BaseException:
+            f.close()
+            raise
+        return Run(out, file=f) if out is None else _reopen(f, out)
+
+    def _loop(self, writer: RunWriter, target: int, record_every: int, record_positions: bool,
+              pending: list, checkpoint_every: int | None, progress: bool | None,
+              flush_seconds: float) -> None:
+        from tqdm.auto import tqdm
+
+        show = sys.stderr.isatty() if progress is None else bool(progress)
+        bar = tqdm(total=target - self.step, disable=not show, unit="step", leave=False)
+        last_flush, last_ckpt = time.monotonic(), self.step
+        self._stop = False
+        with _sigterm_stops(self):
+            try:
+                while self.step < target and not self._stop:
+                    K = min(record_every - self.step % record_every, target - self.step)
+                    self.advance(K)
+                    bar.update(K)
+                    if self.step % record_every == 0:
+                        pending.append(self.snapshot(record_positions))
+                    now = time.monotonic()
+                    if now - last_flush >= flush_seconds or self.step == target:
+                        ckpt = checkpoint_every is None or self.step - last_ckpt >= checkpoint_every \
+                            or self.step == target
+                        writer.write_block(pending, self.state if ckpt else None, self.step,
+                                           self.diverged_step, complete=self.step == target)
+                        pending, last_flush = [], now
+                        last_ckpt = self.step if ckpt else last_ckpt
+                if pending or writer.commit[STEPS_DONE] != self.step or target == self.step == 0:
+                    writer.write_block(pending, self.state, self.step, self.diverged_step,
+                                       complete=self.step == target)
+            except KeyboardInterrupt:
+                writer.write_block(pending, self.state, self.step, self.diverged_step)
+                raise
+            finally:
+                bar.close()
+        if self._stop:
+            writer.f.close()
+            raise SystemExit(128 + signal.SIGTERM)
+
+
+class _sigterm_stops:
+    """While active in the main thread, SIGTERM asks the run loop to flush and stop."""
+
+    def __init__(self, sim):
+        self.sim, self.old = sim, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.sim._stop = True
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+
+
+def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
+    if out is None:
+        return h5py.File(f"mem-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False)
+    out = os.fspath(out)
+    if os.path.exists(out) and not overwrite:
+        raise ConfigError(f"output {out} exists; choose another path, delete it, or pass "
+                          "overwrite=True (--overwrite on the command line)")
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    return h5py.File(out, "w", libver="latest" if swmr else None)
+
+
+def _reopen(f: h5py.File, path) -> Run:
+    f.close()
+    return Run(path)
+
+
+def resume(path, steps: int | None = None, backend: str | None = None,
+           progress: bool | None = None, flush_seconds: float = 1.0) -> Run:
+    """Continue the run in `path` from its last checkpoint until `steps` total steps
+    (default: the target it was started with).  The continuation is bit-for-bit the
+    uninterrupted run's."""
+    path = os.fspath(path)
+    run = Run(path, mode="r+")
+    f = run.f
+    try:
+        cfg = run.config
+        step, state, dstep = run.checkpoint()
+        dyn = Dynamics.from_dict(cfg["dynamics"])
+        sim = Simulation(run.potential, dyn, cfg["replicas"], backend=backend or cfg["backend"],
+                         dtype=cfg["dtype"], seed=cfg["seed"], init=state["x"],
+                         first_replica=cfg["first_replica"],
+                         divergence_bound=cfg["divergence_bound"], meta=cfg.get("meta"))
+        sim.state = {k: np.ascontiguousarray(v) for k, v in state.items()}
+        sim.diverged_step, sim.step = dstep.astype(np.int64), step
+        target = int(cfg["steps_target"] if steps is None else steps)
+        if target < step:
+            raise ConfigError(f"--steps {target} is before the checkpoint at step {step}; "
+                              "give a total step count >= it")
+        if target != cfg["steps_target"]:
+            cfg["steps_target"] = target
+            f["config"].attrs["json"] = json.dumps(cfg)
+        writer = RunWriter(f)
+        writer.truncate_to_checkpoint()
+        sim._loop(writer, target, cfg["record_every"], cfg["record_positions"], [], None,
+                  progress, flush_seconds)
+    except BaseException:
+        if f.id.valid:
+            f.close()
+        raise
+    return _reopen(f, path)
