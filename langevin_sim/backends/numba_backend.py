@@ -14,53 +14,61 @@ from .numpy_backend import reference_advance
 
 _warned: set = set()
 QUADRATIC_BLOCK = 128  # replicas per GEMM block
+KERNELS: dict = {}
 
 
+def register(potential_cls, dynamics_cls):
+    """Decorator: `fn(sim, t0, K, k0, k1)` runs K fused steps of this pair in place."""
+    def deco(fn):
+        KERNELS[(potential_cls, dynamics_cls)] = fn
+        return fn
+    return deco
+
+
+
+@register(DoubleWell, OverdampedLangevin)
 def _overdamped_double_well(sim, t0, K, k0, k1):
     dyn = sim.dynamics
     nk.overdamped_double_well(sim.state["x"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                              _code(dyn.step), _code(dyn.temperature),
+                              schedule_code(dyn.step), schedule_code(dyn.temperature),
                               np.array(sim.potential.coeffs), sim.divergence_bound)
 
 
+@register(DoubleWell, UnderdampedLangevin)
 def _baoab_double_well(sim, t0, K, k0, k1):
     dyn, s = sim.dynamics, sim.state
     nk.baoab_double_well(s["x"], s["p"], s["g"], sim.diverged_step, t0, K, k0, k1,
-                         sim.first_replica, _code(dyn.step), _code(dyn.temperature),
+                         sim.first_replica, schedule_code(dyn.step), schedule_code(dyn.temperature),
                          float(dyn.friction), float(dyn.mass), np.array(sim.potential.coeffs),
                          sim.divergence_bound)
 
 
+@register(Quadratic, OverdampedLangevin)
 def _overdamped_quadratic(sim, t0, K, k0, k1):
     dyn, pot = sim.dynamics, sim.potential
     x = sim.state["x"]
     H = pot.H.astype(x.dtype)
     with threadpool_limits(1, user_api="blas"):
         nk.overdamped_quadratic(x, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                                _code(dyn.step), _code(dyn.temperature), H,
+                                schedule_code(dyn.step), schedule_code(dyn.temperature), H,
                                 (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
                                 QUADRATIC_BLOCK)
 
 
+@register(LinearRegression, SGD)
 def _sgd_linear_regression(sim, t0, K, k0, k1):
     dyn, pot, s = sim.dynamics, sim.potential, sim.state
     dt = s["x"].dtype
     nk.sgd_linear_regression(s["x"], s["v"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                             _code(dyn.lr), _code(dyn.temperature), float(dyn.momentum),
+                             schedule_code(dyn.lr), schedule_code(dyn.temperature), float(dyn.momentum),
                              float(dyn.weight_decay), pot.A.astype(dt), pot.y.astype(dt),
                              int(dyn.batch_size or 0), bool(dyn.replacement),
                              sim.divergence_bound)
 
 
-KERNELS = {
-    (DoubleWell, OverdampedLangevin): _overdamped_double_well,
-    (DoubleWell, UnderdampedLangevin): _baoab_double_well,
-    (Quadratic, OverdampedLangevin): _overdamped_quadratic,
-    (LinearRegression, SGD): _sgd_linear_regression,
-}
 
 
-def _code(schedule) -> np.ndarray:
+def schedule_code(schedule) -> np.ndarray:
     return np.array(schedule.code, dtype=np.float64)
 
 
