@@ -58,6 +58,9 @@ class Run:
             return
         if not os.path.exists(self.path):
             raise RunFileError(f"no run file at {self.path}")
+        if not h5py.is_hdf5(self.path):
+            raise RunFileError(f"{self.path} is not a langevin_sim run file (not HDF5); pass a "
+                               "file written by Simulation.run or `langevin-sim run`")
         try:
             if swmr:
                 self.f = h5py.File(self.path, "r", libver="latest", swmr=True)

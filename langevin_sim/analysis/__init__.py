@@ -1,0 +1,7 @@
+"""Importable analysis functions (used by analysis/ scripts and notebooks).
+
+Imports neither numba nor cupy: run files are plain NumPy for readers.
+"""
+from .stationary import MarginalFit, fit_marginal, run_marginal_fit
+
+__all__ = ["MarginalFit", "fit_marginal", "run_marginal_fit"]

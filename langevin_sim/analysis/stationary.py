@@ -1,0 +1,115 @@
+"""Stationary distributions: sampled marginals against exact Boltzmann densities."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import integrate, stats
+
+
+def boltzmann_bin_probabilities(energy_1d, temperature: float, edges: np.ndarray) -> np.ndarray:
+    """P(bin) under exp(-U(y)/T)/Z for a 1-D energy `energy_1d(y)`, by adaptive quadrature.
+
+    Z is integrated over the whole line; the returned (len(edges)-1,) probabilities sum to
+    the mass inside [edges[0], edges[-1]].
+    """
+    u0 = float(np.min(energy_1d(np.linspace(edges[0], edges[-1], 2001))))
+    dens = lambda y: np.exp(-(float(energy_1d(np.array([y]))[0]) - u0) / temperature)  # noqa: E731
+    pts = np.linspace(edges[0], edges[-1], 9)
+    z = integrate.quad(dens, -np.inf, edges[0])[0] + integrate.quad(dens, edges[-1], np.inf)[0]
+    z += sum(integrate.quad(dens, a, b, limit=200)[0] for a, b in zip(pts[:-1], pts[1:]))
+    return np.array([integrate.quad(dens, a, b)[0] for a, b in zip(edges[:-1], edges[1:])]) / z
+
+
+@dataclass
+class MarginalFit:
+    """Histogram of samples against exact bin probabilities, with a chi-square test."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+    expected: np.ndarray
+    chi2: float
+    dof: int
+    p_value: float
+    n: int
+
+    @property
+    def z(self) -> np.ndarray:
+        """Per-bin standardized residuals (counts - expected) / sqrt(expected)."""
+        return (self.counts - self.expected) / np.sqrt(self.expected)
+
+    def table(self) -> str:
+        c = 0.5 * (self.edges[1:] + self.edges[:-1])
+        w = np.diff(self.edges)
+        rows = [f"{'x':>8} {'sampled':>10} {'exact':>10} {'z':>7}"]
+        for ci, k, e, wi, zi in zip(c, self.counts, self.expected, w, self.z):
+            rows.append(f"{ci:8.3f} {k / self.n / wi:10.4f} {e / self.n / wi:10.4f} {zi:7.2f}")
+        rows.append(f"chi2 = {self.chi2:.1f} on {self.dof} dof, p = {self.p_value:.3g}, n = {self.n}")
+        return "\n".join(rows)
+
+
+def fit_marginal(samples: np.ndarray, energy_1d, temperature: float, bins: int = 40,
+                 lo: float | None = None, hi: float | None = None,
+                 min_expected: float = 20.0) -> MarginalFit:
+    """Chi-square goodness of fit of independent `samples` (any shape) to exp(-U/T).
+
+    Samples must be independent (e.g. distinct replicas at one record, or records spaced
+    beyond the correlation time).  Bins with fewer than `min_expected` expected counts are
+    merged into their neighbours; samples outside [lo, hi] form two tail bins.
+    """
+    s = np.asarray(samples, dtype=np.float64).ravel()
+    s = s[np.isfinite(s)]
+    lo = np.quantile(s, 0.001) if lo is None else lo
+    hi = np.quantile(s, 0.999) if hi is None else hi
+    edges = np.linspace(lo, hi, bins + 1)
+    p_in = boltzmann_bin_probabilities(energy_1d, temperature, edges)
+    p_lo = boltzmann_bin_probabilities(energy_1d, temperature, np.array([lo - 50 * (hi - lo), lo]))[0]
+    p = np.concatenate([[p_lo], p_in, [max(0.0, 1.0 - p_lo - p_in.sum())]])
+    counts = np.concatenate([[np.sum(s < lo)], np.histogram(s, edges)[0], [np.sum(s > hi)]])
+    full_edges = np.concatenate([[-np.inf], edges, [np.inf]])
+    n = s.size
+    exp = p * n
+    # merge sparse bins left to right
+    c_m, e_m, ed = [], [], [full_edges[0]]
+    acc_c = acc_e = 0.0
+    for k in range(len(exp)):
+        acc_c += counts[k]
+        acc_e += exp[k]
+        if acc_e >= min_expected:
+            c_m.append(acc_c)
+            e_m.append(acc_e)
+            ed.append(full_edges[k + 1])
+            acc_c = acc_e = 0.0
+    if acc_e > 0:
+        c_m[-1] += acc_c
+        e_m[-1] += acc_e
+        ed[-1] = full_edges[-1]
+    c_m, e_m = np.array(c_m), np.array(e_m)
+    chi2 = float(np.sum((c_m - e_m) ** 2 / e_m))
+    dof = len(c_m) - 1
+    return MarginalFit(np.array(ed), c_m, e_m, chi2, dof, float(stats.chi2.sf(chi2, dof)), n)
+
+
+def constant_temperature(config: dict) -> float:
+    """The constant temperature of a run's dynamics (ValueError if it is scheduled)."""
+    t = config["dynamics"]["temperature"]
+    if t["kind"] != "constant":
+        raise ValueError("the run's temperature is scheduled; pass the temperature explicitly")
+    return float(t["start"])
+
+
+def run_marginal_fit(run, record: int = -1, temperature: float | None = None, bins: int = 40,
+                     records: int = 1) -> MarginalFit:
+    """Fit the last `records` records' (or `record`'s) coordinates of a separable-potential
+    run to the exact marginal.  Coordinates and replicas are independent samples when the
+    potential is separable; records should be spaced beyond the correlation time."""
+    pot = run.potential
+    if not hasattr(pot, "marginal_energy"):
+        raise ValueError(f"{type(pot).__name__} has no marginal_energy; stationary marginals "
+                         "need a separable potential such as DoubleWell")
+    T = constant_temperature(run.config) if temperature is None else temperature
+    n = run.n_records
+    sel = slice(n - records, n) if record == -1 else slice(record, record + 1)
+    alive = run.diverged_step < 0
+    x = run.positions[sel][:, alive, :]
+    return fit_marginal(x, pot.marginal_energy, T, bins=bins)
