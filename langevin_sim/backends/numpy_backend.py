@@ -45,6 +45,7 @@ def reference_advance(sim, t0: int, K: int, replicas=None) -> None:
             if bad.any():
                 sim.diverged_step[alive[bad]] = t + 1
                 live &= ok
+            if not live.all():
                 for k in new:
                     sel = live.reshape((-1,) + (1,) * (new[k].ndim - 1))
                     new[k] = np.where(sel, new[k], state[k]).astype(state[k].dtype)

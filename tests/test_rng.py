@@ -1,0 +1,88 @@
+"""Philox4x32-10 known answers, stream layout, Numba parity, normal moments."""
+import numpy as np
+import pytest
+
+from langevin_sim import rng
+from langevin_sim.errors import ConfigError
+
+U = np.uint64
+
+# Known-answer vectors of Random123 (Salmon et al. 2011), philox4x32 with 10 rounds.
+KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.mark.parametrize("ctr,key,expected", KAT)
+def test_known_answers_numpy(ctr, key, expected):
+    out = rng.philox4x32_10(*map(U, ctr), *map(U, key))
+    assert tuple(int(v) for v in out) == expected
+
+
+def test_known_answers_numba_and_vectorized():
+    from langevin_sim.backends.numba_kernels import _rng
+
+    for ctr, key, expected in KAT:
+        assert tuple(int(v) for v in _rng.philox4x32_10(*map(U, ctr), *map(U, key))) == expected
+    c = np.array([k[0] for k in KAT], dtype=np.uint64).T
+    k = np.array([k[1] for k in KAT], dtype=np.uint64).T
+    out = rng.philox4x32_10(*c, *k)
+    assert [tuple(int(o[i]) for o in out) for i in range(3)] == [k[2] for k in KAT]
+
+
+def test_numba_words_and_normals_match_numpy():
+    from langevin_sim.backends.numba_kernels import _rng
+
+    seed = 0x1234_5678_9ABC
+    k0, k1 = rng.key_of(seed)
+    reps = np.array([0, 1, 7, 1000003])
+    words = rng.stream_words(seed, rng.NOISE, reps, 0, 64)
+    normals = rng.stream_normals(seed, rng.NOISE, reps, 0, 64)
+    for i, r in enumerate(reps):
+        for b in range(16):
+            w = _rng.block_words(k0, k1, U(rng.NOISE), U(r), U(b))
+            assert [int(v) for v in w] == [int(v) for v in words[i, 4 * b:4 * b + 4]]
+            z = _rng.block_normals(k0, k1, U(rng.NOISE), U(r), U(b))
+            np.testing.assert_allclose(z, normals[i, 4 * b:4 * b + 4], rtol=1e-14, atol=1e-15)
+
+
+def test_stream_layout_is_step_major():
+    seed, reps = 5, np.arange(3)
+    full = rng.stream_normals(seed, rng.NOISE, reps, 0, 7 * 10)
+    for step in range(10):
+        np.testing.assert_array_equal(rng.step_normals(seed, reps, step, 7), full[:, 7 * step:7 * step + 7])
+    # purposes and replicas are independent streams
+    assert not np.array_equal(rng.stream_words(seed, rng.NOISE, [0], 0, 8),
+                              rng.stream_words(seed, rng.INIT, [0], 0, 8))
+    assert not np.array_equal(full[0], full[1])
+
+
+def test_normal_moments():
+    z = rng.stream_normals(11, rng.NOISE, np.arange(64), 0, 4096).ravel()
+    n = z.size
+    # standard errors of mean, variance and 4th moment of N(0,1): 1/sqrt(n), sqrt(2/n), sqrt(96/n)
+    assert abs(z.mean()) < 5 / np.sqrt(n)
+    assert abs(z.var() - 1) < 5 * np.sqrt(2 / n)
+    assert abs(np.mean(z ** 4) - 3) < 5 * np.sqrt(96 / n)
+    # neighbouring normals from one block are uncorrelated
+    zz = z.reshape(-1, 4)
+    for a, b in [(0, 1), (1, 2), (0, 2)]:
+        assert abs(np.mean(zz[:, a] * zz[:, b])) < 5 / np.sqrt(zz.shape[0])
+
+
+def test_bounded_index_and_permutation():
+    w = rng.stream_words(3, rng.MINIBATCH, [0], 0, 40000)[0]
+    idx = rng.bounded_index(w, 10)
+    counts = np.bincount(idx.astype(np.int64), minlength=10)
+    assert idx.max() < 10 and counts.min() > 3600  # expected 4000, sd 60
+    p = rng.epoch_permutation(3, 5, 2, 17)
+    assert sorted(p) == list(range(17))
+    assert not np.array_equal(p, rng.epoch_permutation(3, 5, 3, 17))
+
+
+def test_bad_seed():
+    with pytest.raises(ConfigError, match="seed"):
+        rng.key_of(-1)
