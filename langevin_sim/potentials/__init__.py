@@ -5,3 +5,6 @@ from .linear_regression import LinearRegression
 from .quadratic import Quadratic
 
 __all__ = ["REGISTRY", "Potential", "DoubleWell", "LinearRegression", "Quadratic"]
+from .toynets import ModularArithmeticMLP, TeacherStudentMLP  # noqa: E402
+
+__all__ += ["ModularArithmeticMLP", "TeacherStudentMLP"]

@@ -1,0 +1,529 @@
+"""Toy neural networks as finite-sum losses: teacher-student regression and modular addition.
+
+Both are one-hidden-layer perceptrons whose parameters, for all M replicas, are ONE (M, d)
+array.  Per replica the flat vector is the concatenation, in this order, of
+
+    [E      (p, e)     only ModularArithmeticMLP with embed=e]
+    W1     (h, d_in)  first-layer weights, row-major (PyTorch's (out, in) convention)
+    b1     (h,)       first-layer bias
+    W2     (k, h)     read-out weights, row-major
+    b2     (k,)       read-out bias
+
+so W1[j, i] sits at x[:, off_W1 + j * d_in + i].  `ParamLayout` holds the offsets
+(`potential.layout`).  The network maps an input row a (d_in,) to
+
+    z = W1 a + b1,   h = phi(z),   out = W2 h + b2   (k,)
+
+with phi one of ``tanh``, ``relu`` (max(z, 0)) or ``quadratic`` (z^2).
+
+The math below is written once as plain-Python functions on arrays whose last two axes are
+(samples, features): with NumPy they run batched over replicas ((M, B, .) @ (M, ., .));
+`langevin_sim.backends.numba_toynets` compiles the same functions with Numba for one
+replica's 2-D arrays, swapping in only the transposed matrix products `mm_nt`/`mm_tn`.
+Constants in these functions are integers, so float32 inputs stay float32 under Numba.
+Gradients are hand-written backprop; Hessian-vector products are analytic (Pearlmutter's
+R-operator applied to the forward and backward passes).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import rng
+from ..errors import ConfigError
+from .base import Potential
+
+ACTIVATIONS = {"tanh": 0, "relu": 1, "quadratic": 2}
+CHUNK_ELEMENTS = 1 << 22  # full-data passes handle replicas in chunks of <= this many activations
+
+
+# ------------------------------------------------------------------ array math (shared)
+
+def mm_nt(a, b):
+    """a @ b^T over the last two axes (batched by broadcasting)."""
+    return a @ np.swapaxes(b, -1, -2)
+
+
+def mm_tn(a, b):
+    """a^T @ b over the last two axes (batched by broadcasting)."""
+    return np.swapaxes(a, -1, -2) @ b
+
+
+def act(z, kind):
+    """phi(z): kind 0 tanh, 1 relu, 2 quadratic (elementwise, dtype of z)."""
+    if kind == 0:
+        return np.tanh(z)
+    if kind == 1:
+        return z * (z > 0)
+    return z * z
+
+
+def act_d1(z, kind):
+    """phi'(z) (relu: 1 for z > 0, else 0)."""
+    if kind == 0:
+        t = np.tanh(z)
+        return 1 - t * t
+    if kind == 1:
+        return (z > 0).astype(z.dtype)
+    return 2 * z
+
+
+def act_d2(z, kind):
+    """phi''(z) (relu: 0 almost everywhere)."""
+    if kind == 0:
+        t = np.tanh(z)
+        return -2 * t * (1 - t * t)
+    if kind == 1:
+        return 0 * z
+    return 0 * z + 2
+
+
+def mlp_forward(A, W1, b1, W2, b2, kind):
+    """Forward pass on inputs A (.., B, d_in): returns Z (.., B, h), H = phi(Z), out (.., B, k).
+
+    W1 (.., h, d_in), W2 (.., k, h); b1, b2 broadcast against (.., B, h) and (.., B, k).
+    """
+    Z = mm_nt(A, W1) + b1
+    H = act(Z, kind)
+    return Z, H, mm_nt(H, W2) + b2
+
+
+def mlp_backward(A, Z, H, W2, dout, kind):
+    """Backprop of dout = dL/dout (.., B, k): returns (dW1, db1, dW2, db2, dZ).
+
+    dZ = (dout W2) * phi'(Z); dW1 = dZ^T A; db1 = sum_B dZ; dW2 = dout^T H; db2 = sum_B dout.
+    """
+    dZ = (dout @ W2) * act_d1(Z, kind)
+    return mm_tn(dZ, A), dZ.sum(axis=-2), mm_tn(dout, H), dout.sum(axis=-2), dZ
+
+
+def squared_error_dout(out, y, B):
+    """dL/dout of L = 1/(2B) sum_b |out_b - y_b|^2."""
+    return (out - y) / B
+
+
+def mlp_rforward(A, RA, Z, W1, W2, H, VW1, Vb1, VW2, Vb2, kind):
+    """R-operator (directional derivative along V) of the forward pass: (RZ, RH, Rout).
+
+    RA is the derivative of the inputs, None when they do not depend on the parameters.
+    """
+    RZ = mm_nt(A, VW1) + Vb1
+    if RA is not None:
+        RZ = RZ + mm_nt(RA, W1)
+    RH = act_d1(Z, kind) * RZ
+    return RZ, RH, mm_nt(RH, W2) + mm_nt(H, VW2) + Vb2
+
+
+def mlp_rbackward(A, RA, Z, H, RZ, RH, W2, VW2, dout, Rdout, kind):
+    """R-operator of `mlp_backward`: (RdW1, RdB1, RdW2, RdB2, dZ, RdZ)."""
+    d1 = act_d1(Z, kind)
+    dH = dout @ W2
+    dZ = dH * d1
+    RdZ = (Rdout @ W2 + dout @ VW2) * d1 + dH * act_d2(Z, kind) * RZ
+    RdW1 = mm_tn(RdZ, A)
+    if RA is not None:
+        RdW1 = RdW1 + mm_tn(dZ, RA)
+    return (RdW1, RdZ.sum(axis=-2), mm_tn(Rdout, H) + mm_tn(dout, RH), Rdout.sum(axis=-2),
+            dZ, RdZ)
+
+
+# ------------------------------------------------------------------ parameter layout
+
+class ParamLayout:
+    """Named blocks of the flat parameter vector: `blocks` is [(name, shape), ...] in order."""
+
+    def __init__(self, blocks: list[tuple[str, tuple[int, ...]]]):
+        self.blocks = [(name, tuple(int(s) for s in shape)) for name, shape in blocks]
+        self.offsets: dict[str, tuple[int, int]] = {}
+        o = 0
+        for name, shape in self.blocks:
+            size = int(np.prod(shape))
+            self.offsets[name] = (o, o + size)
+            o += size
+        self.d = o
+
+    def unpack(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Views (M, *shape) of each block of x (M, d)."""
+        return {name: x[:, slice(*self.offsets[name])].reshape((x.shape[0],) + shape)
+                for name, shape in self.blocks}
+
+    def pack(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        """(M, d) array from blocks (M, *shape), the inverse of `unpack`."""
+        return np.concatenate([parts[name].reshape(parts[name].shape[0], -1)
+                               for name, _ in self.blocks], axis=1)
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} {shape} at [{self.offsets[name][0]}, {self.offsets[name][1]})"
+                         for name, shape in self.blocks)
+
+
+def _activation_code(activation: str) -> int:
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"activation {activation!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[activation]
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if int(value) != value or int(value) < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class _MLPLoss:
+    """Shared machinery (not a Potential itself, so it is not registered).
+
+    Subclasses set `layout`, `kind`, `n_samples`, `d`, `init_scale` and define
+    `_inputs(P, rows, dtype, V)` -> (A, RA) and `_head(out, rows, Rout)`.
+    `rows` is None (all training samples), an (M, B) index array, or an (n,) array shared
+    by all replicas.
+    """
+
+    layout: ParamLayout
+    kind: int
+    init_scale: float
+
+    # -- per-subclass hooks -------------------------------------------------------------
+    def _inputs(self, P, rows, dtype, V=None):
+        """(A, RA): network inputs of `rows` and their derivative along V (None if fixed)."""
+        raise NotImplementedError
+
+    def _head(self, out, rows, Rout):
+        """(loss (M,), dout, Rdout) of the mean loss over `rows` given logits `out`."""
+        raise NotImplementedError
+
+    def _embed_grads(self, P, PV, rows, dZ, RdZ):
+        """Gradient and Hessian-vector blocks of input layers (embeddings) from dL/dZ and
+        its R-derivative (RdZ None: no Hessian-vector product); ({}, {}) when inputs are fixed."""
+        return {}, {}
+
+    # -- engine ---------------------------------------------------------------------------
+    def _evaluate(self, x, rows, V=None, grad=True):
+        """Mean loss over `rows` (M,) float64, its gradient (M, d) and Hessian-vector product."""
+        P = self.layout.unpack(x)
+        PV = self.layout.unpack(V) if V is not None else None
+        A, RA = self._inputs(P, rows, x.dtype, PV)
+        b1, b2 = P["b1"][:, None, :], P["b2"][:, None, :]
+        Z, H, out = mlp_forward(A, P["W1"], b1, P["W2"], b2, self.kind)
+        Rout = None
+        if PV is not None:
+            RZ, RH, Rout = mlp_rforward(A, RA, Z, P["W1"], P["W2"], H, PV["W1"],
+                                        PV["b1"][:, None, :], PV["W2"], PV["b2"][:, None, :],
+                                        self.kind)
+        loss, dout, Rdout = self._head(out, rows, Rout)
+        if not grad:
+            return loss, None, None
+        dW1, db1, dW2, db2, dZ = mlp_backward(A, Z, H, P["W2"], dout, self.kind)
+        g = {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+        hv, RdZ = None, None
+        if PV is not None:
+            RdW1, Rdb1, RdW2, Rdb2, _, RdZ = mlp_rbackward(A, RA, Z, H, RZ, RH, P["W2"], PV["W2"],
+                                                           dout, Rdout, self.kind)
+            hv = {"W1": RdW1, "b1": Rdb1, "W2": RdW2, "b2": Rdb2}
+        ge, he = self._embed_grads(P, PV, rows, dZ, RdZ)
+        g.update(ge)
+        if hv is not None:
+            hv.update(he)
+        return loss, self.layout.pack(g), None if hv is None else self.layout.pack(hv)
+
+    def _chunks(self, M: int, n: int):
+        step = max(1, CHUNK_ELEMENTS // max(1, n * self.width))
+        return [slice(lo, min(M, lo + step)) for lo in range(0, M, step)]
+
+    def _full(self, x, V=None, grad=True):
+        """`_evaluate` on all training samples, in replica chunks to bound memory."""
+        parts = [self._evaluate(x[s], None, None if V is None else V[s], grad)
+                 for s in self._chunks(x.shape[0], self.n_samples)]
+        loss = np.concatenate([p[0] for p in parts])
+        g = np.concatenate([p[1] for p in parts]) if grad else None
+        hv = np.concatenate([p[2] for p in parts]) if V is not None else None
+        return loss, g, hv
+
+    # -- Potential contract -----------------------------------------------------------
+    def energy(self, x):
+        """Full training loss (M,), float64."""
+        return self._full(self.check_x(x), grad=False)[0]
+
+    def batch_loss(self, x, batch):
+        """Minibatch loss (M,): the mean loss over samples batch[m] (batch (M, B) int)."""
+        x = self.check_x(x)
+        return self._evaluate(x, self._check_batch(batch, x.shape[0]), grad=False)[0]
+
+    def grad(self, x, batch=None):
+        """Gradient (M, d) of the full training loss, or of the minibatch loss of batch (M, B)."""
+        x = self.check_x(x)
+        if batch is None:
+            return self._full(x)[1]
+        return self._evaluate(x, self._check_batch(batch, x.shape[0]))[1]
+
+    def hvp(self, x, v, batch=None):
+        """Exact Hessian-vector products (M, d) of the full (or minibatch) training loss."""
+        x = self.check_x(x)
+        v = np.broadcast_to(np.asarray(v, dtype=x.dtype), x.shape)
+        if batch is None:
+            return self._full(x, v)[2]
+        return self._evaluate(x, self._check_batch(batch, x.shape[0]), v)[2]
+
+    def _check_batch(self, batch, M: int) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.ndim != 2 or batch.shape[0] != M or batch.dtype.kind not in "iu":
+            raise ConfigError(f"batch must be an integer array of shape ({M}, B), got "
+                              f"{batch.dtype} {batch.shape}")
+        return batch
+
+    def default_init(self, z):
+        """Weights init_scale * z / sqrt(fan_in) (embedding: init_scale * z), biases 0."""
+        x = np.zeros_like(z)
+        for name, shape in self.layout.blocks:
+            lo, hi = self.layout.offsets[name]
+            if name.startswith("b"):
+                continue
+            fan_in = shape[-1] if name != "E" else 1
+            x[:, lo:hi] = self.init_scale * z[:, lo:hi] / math.sqrt(fan_in)
+        return x
+
+    def weight_norm(self, x) -> np.ndarray:
+        """Euclidean norm of all parameters, sqrt(sum_i x_i^2) (M,)."""
+        return np.sqrt(np.sum(np.asarray(x, np.float64) ** 2, axis=1))
+
+    def _cast(self, name: str, dtype) -> np.ndarray:
+        key = (name, np.dtype(dtype).str)
+        if key not in self._cache:
+            self._cache[key] = getattr(self, name).astype(dtype)
+        return self._cache[key]
+
+
+def _gather(data: np.ndarray, rows):
+    """Rows of a dataset: all of it (rows None), shared rows (n,), or per replica (M, B)."""
+    return data if rows is None else data[rows]
+
+
+class TeacherStudentMLP(_MLPLoss, Potential):
+    """Student f(a) = W2 phi(W1 a + b1) + b2 (scalar output, k = 1) fitted by squared loss.
+
+    L(x) = 1/(2n) sum_i (f(a_i) - y_i)^2 over n training samples; the minibatch loss of a
+    batch b (size B) is 1/(2B) sum_{i in b} (...)^2, an unbiased estimate of L.
+    Data (DATA stream of `seed`, in this order): inputs a_i ~ N(0, I_{d_in}) for n training
+    and n_test test samples; a teacher of width `teacher_hidden` with the same activation,
+    f*(a) = sum_j w2*_j phi(w1*_j . a), w1* ~ N(0, I/d_in) (teacher_hidden, d_in),
+    w2* ~ N(0, 1/teacher_hidden) (teacher_hidden,), no biases; labels y = f*(a) + noise *
+    eps, eps ~ N(0, 1) (test labels are noisy too, so the test loss is >= noise^2/2 on
+    average).  A student with hidden >= teacher_hidden can fit the teacher exactly.
+    d = hidden * d_in + 2 * hidden + 1 (layout in the module docstring).  Observables:
+    train_loss (= energy), test_loss (same normalization on the test set), weight_norm.
+    No accuracy is reported: the task is regression.
+    """
+
+    def __init__(self, n: int = 256, d_in: int = 8, hidden: int = 16, teacher_hidden: int = 4,
+                 activation: str = "tanh", noise: float = 0.1, seed: int = 0, n_test: int = 1024,
+                 init_scale: float = 1.0, inputs=None, labels=None, test_inputs=None,
+                 test_labels=None, teacher_W1=None, teacher_W2=None):
+        n, d_in = _positive_int("n", n), _positive_int("d_in", d_in)
+        hidden, teacher_hidden = _positive_int("hidden", hidden), _positive_int("teacher_hidden", teacher_hidden)
+        n_test = _positive_int("n_test", n_test)
+        if not noise >= 0:
+            raise ConfigError(f"label noise must be >= 0, got {noise}")
+        if not init_scale > 0:
+            raise ConfigError(f"init_scale must be > 0, got {init_scale}")
+        self.kind = _activation_code(activation)
+        self.activation, self.noise, self.seed = activation, float(noise), int(seed)
+        self.n_samples, self.d_in, self.hidden, self.teacher_hidden = n, d_in, hidden, teacher_hidden
+        self.n_test, self.init_scale, self.width = n_test, float(init_scale), hidden
+        self.layout = ParamLayout([("W1", (hidden, d_in)), ("b1", (hidden,)), ("W2", (1, hidden)),
+                                   ("b2", (1,))])
+        self.d = self.layout.d
+        if inputs is None:
+            nt, th = n + n_test, teacher_hidden
+            z = rng.standard_normal(seed, rng.DATA, (nt * d_in + th * d_in + th + nt,))
+            a = z[: nt * d_in].reshape(nt, d_in)
+            o = nt * d_in
+            teacher_W1 = z[o: o + th * d_in].reshape(th, d_in) / math.sqrt(d_in)
+            teacher_W2 = z[o + th * d_in: o + th * d_in + th] / math.sqrt(th)
+            y = self.teacher(a, teacher_W1, teacher_W2) + noise * z[o + th * d_in + th:]
+            inputs, test_inputs, labels, test_labels = a[:n], a[n:], y[:n], y[n:]
+        self.inputs, self.labels, self.test_inputs, self.test_labels, self.teacher_W1, self.teacher_W2 = (
+            np.asarray(v, np.float64) for v in (inputs, labels, test_inputs, test_labels,
+                                                teacher_W1, teacher_W2))
+        expect = {"inputs": (n, d_in), "labels": (n,), "test_inputs": (n_test, d_in),
+                  "test_labels": (n_test,), "teacher_W1": (teacher_hidden, d_in),
+                  "teacher_W2": (teacher_hidden,)}
+        for k, shape in expect.items():
+            if getattr(self, k).shape != shape:
+                raise ConfigError(f"{k} must have shape {shape}, got {getattr(self, k).shape}")
+        self._cache: dict = {}
+
+    def teacher(self, a, W1=None, W2=None) -> np.ndarray:
+        """Noise-free teacher outputs f*(a) (N,) for inputs a (N, d_in)."""
+        W1 = self.teacher_W1 if W1 is None else W1
+        W2 = self.teacher_W2 if W2 is None else W2
+        return act(a @ W1.T, self.kind) @ W2
+
+    def params(self):
+        return {"n": self.n_samples, "d_in": self.d_in, "hidden": self.hidden,
+                "teacher_hidden": self.teacher_hidden, "activation": self.activation,
+                "noise": self.noise, "seed": self.seed, "n_test": self.n_test,
+                "init_scale": self.init_scale}
+
+    def arrays(self):
+        return {"inputs": self.inputs, "labels": self.labels, "test_inputs": self.test_inputs,
+                "test_labels": self.test_labels, "teacher_W1": self.teacher_W1,
+                "teacher_W2": self.teacher_W2}
+
+    def _inputs(self, P, rows, dtype, V=None):
+        return _gather(self._cast("inputs", dtype), rows), None
+
+    def _head(self, out, rows, Rout):
+        y = _gather(self._cast("labels", out.dtype), rows)[..., None]
+        B = y.shape[-2]
+        r = (out - y)[..., 0]
+        loss = 0.5 * np.mean(r.astype(np.float64) ** 2, axis=-1)
+        dout = squared_error_dout(out, y, B)
+        return loss, dout, None if Rout is None else Rout / B
+
+    def test_loss(self, x) -> np.ndarray:
+        """1/(2 n_test) sum over the test set of (f(a) - y)^2, (M,) float64."""
+        x = self.check_x(x)
+        out = []
+        for s in self._chunks(x.shape[0], self.n_test):
+            P = self.layout.unpack(x[s])
+            _, _, o = mlp_forward(self.test_inputs.astype(x.dtype), P["W1"], P["b1"][:, None, :],
+                                  P["W2"], P["b2"][:, None, :], self.kind)
+            r = o[..., 0].astype(np.float64) - self.test_labels
+            out.append(0.5 * np.mean(r ** 2, axis=1))
+        return np.concatenate(out)
+
+    def observables(self, x):
+        return {"train_loss": self.energy(x), "test_loss": self.test_loss(x),
+                "weight_norm": self.weight_norm(x)}
+
+
+class ModularArithmeticMLP(_MLPLoss, Potential):
+    """Modular addition c = (a + b) mod p learned by an MLP with cross-entropy: grokking.
+
+    All p^2 pairs (a, b) are split into n = round(train_fraction p^2) training pairs and the
+    rest for testing, by a stable argsort of the DATA-stream words of `seed` (pair index
+    a p + b; `train_pairs`/`test_pairs` (., 2) are stored).  Input encoding: one-hot
+    (embed=None), a = [e_a; e_b] in R^{2p} (so the columns of W1 act as per-operand
+    embeddings of width `hidden`, summed), or a learned embedding E (p, e) shared by both
+    operands, a = [E_a; E_b] in R^{2e} (embed=e).  Output: p logits; loss per pair
+    l = logsumexp(out) - out_c (natural log, nats); L = mean over training pairs (the energy),
+    a minibatch loss is the mean over its pairs.
+    d = [p e] + hidden * d_in + hidden + p * hidden + p, d_in = 2p or 2e.  Observables:
+    train_loss (= energy), test_loss, train_accuracy, test_accuracy (fraction of pairs whose
+    arg-max logit is c), weight_norm.
+    """
+
+    def __init__(self, p: int = 7, hidden: int = 16, train_fraction: float = 0.5,
+                 embed: int | None = None, activation: str = "relu", seed: int = 0,
+                 init_scale: float = 1.0, train_pairs=None, test_pairs=None):
+        p, hidden = _positive_int("p", p, 2), _positive_int("hidden", hidden)
+        if embed is not None:
+            embed = _positive_int("embed", embed)
+        if not 0 < train_fraction < 1:
+            raise ConfigError(f"train_fraction must be in (0, 1), got {train_fraction}")
+        n_train = int(round(train_fraction * p * p))
+        if not 1 <= n_train < p * p:
+            raise ConfigError(f"train_fraction={train_fraction} leaves {n_train} of {p * p} pairs "
+                              "for training; choose a fraction giving at least one train and one test pair")
+        if not init_scale > 0:
+            raise ConfigError(f"init_scale must be > 0, got {init_scale}")
+        self.kind = _activation_code(activation)
+        self.p, self.hidden, self.train_fraction, self.embed = p, hidden, float(train_fraction), embed
+        self.activation, self.seed, self.init_scale = activation, int(seed), float(init_scale)
+        self.width = max(hidden, p)
+        if train_pairs is None:
+            words = rng.stream_words(seed, rng.DATA, [0], 0, p * p)[0]
+            order = np.argsort(words, kind="mergesort")
+            idx_train, idx_test = np.sort(order[:n_train]), np.sort(order[n_train:])
+            train_pairs = np.stack(divmod(idx_train, p), axis=1)
+            test_pairs = np.stack(divmod(idx_test, p), axis=1)
+        self.train_pairs = np.asarray(train_pairs, np.int64)
+        self.test_pairs = np.asarray(test_pairs, np.int64)
+        if self.train_pairs.shape != (n_train, 2) or self.test_pairs.shape != (p * p - n_train, 2):
+            raise ConfigError(f"train_pairs/test_pairs must have shapes ({n_train}, 2) and "
+                              f"({p * p - n_train}, 2), got {self.train_pairs.shape}, {self.test_pairs.shape}")
+        self.n_samples = n_train
+        d_in = 2 * p if embed is None else 2 * embed
+        blocks = [] if embed is None else [("E", (p, embed))]
+        self.layout = ParamLayout(blocks + [("W1", (hidden, d_in)), ("b1", (hidden,)),
+                                            ("W2", (p, hidden)), ("b2", (p,))])
+        self.d = self.layout.d
+        eye = np.eye(p)
+        self.train_onehot = np.concatenate([eye[self.train_pairs[:, 0]], eye[self.train_pairs[:, 1]]], axis=1)
+        self.test_onehot = np.concatenate([eye[self.test_pairs[:, 0]], eye[self.test_pairs[:, 1]]], axis=1)
+        self.train_labels = self.train_pairs.sum(axis=1) % p
+        self.test_labels = self.test_pairs.sum(axis=1) % p
+        self._cache: dict = {}
+
+    def params(self):
+        return {"p": self.p, "hidden": self.hidden, "train_fraction": self.train_fraction,
+                "embed": self.embed, "activation": self.activation, "seed": self.seed,
+                "init_scale": self.init_scale}
+
+    def arrays(self):
+        return {"train_pairs": self.train_pairs, "test_pairs": self.test_pairs}
+
+    def _onehots(self, rows, dtype, test=False):
+        """One-hot operand matrices Xa, Xb (.., B, p) of the rows."""
+        X = _gather(self._cast("test_onehot" if test else "train_onehot", dtype), rows)
+        return X[..., : self.p], X[..., self.p:]
+
+    def _inputs(self, P, rows, dtype, V=None, test=False):
+        if self.embed is None:
+            return _gather(self._cast("test_onehot" if test else "train_onehot", dtype), rows), None
+        Xa, Xb = self._onehots(rows, dtype, test)
+        E = P["E"]
+        A = np.concatenate([Xa @ E, Xb @ E], axis=-1)
+        RA = None if V is None else np.concatenate([Xa @ V["E"], Xb @ V["E"]], axis=-1)
+        return A, RA
+
+    def _embed_grads(self, P, PV, rows, dZ, RdZ):
+        """dL/dE = Xa^T dA_a + Xb^T dA_b with dA = dZ W1 (and its R-derivative)."""
+        if self.embed is None:
+            return {}, {}
+        Xa, Xb = self._onehots(rows, dZ.dtype)
+        e = self.embed
+        dA = dZ @ P["W1"]
+        g = {"E": mm_tn(Xa, dA[..., :e]) + mm_tn(Xb, dA[..., e:])}
+        if RdZ is None:
+            return g, {}
+        RdA = RdZ @ P["W1"] + dZ @ PV["W1"]
+        return g, {"E": mm_tn(Xa, RdA[..., :e]) + mm_tn(Xb, RdA[..., e:])}
+
+    def _head(self, out, rows, Rout):
+        c = _gather(self.train_labels, rows)
+        B = c.shape[-1]
+        s = out - out.max(axis=-1, keepdims=True)
+        lse = np.log(np.exp(s).sum(axis=-1, keepdims=True))
+        logp = s - lse
+        loss = -np.mean(np.take_along_axis(logp, np.broadcast_to(c, out.shape[:-1])[..., None], -1)[..., 0]
+                        .astype(np.float64), axis=-1)
+        q = np.exp(logp)
+        Y = np.eye(self.p, dtype=out.dtype)[c]
+        Rdout = None if Rout is None else q * (Rout - (q * Rout).sum(axis=-1, keepdims=True)) / B
+        return loss, (q - Y) / B, Rdout
+
+    def _logits(self, x, test: bool) -> np.ndarray:
+        P = self.layout.unpack(x)
+        A, _ = self._inputs(P, None, x.dtype, test=test)
+        return mlp_forward(A, P["W1"], P["b1"][:, None, :], P["W2"], P["b2"][:, None, :], self.kind)[2]
+
+    def metrics(self, x, test: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(mean cross-entropy, accuracy) on the test or training pairs, each (M,) float64."""
+        x = self.check_x(x)
+        labels = self.test_labels if test else self.train_labels
+        losses, accs = [], []
+        for s in self._chunks(x.shape[0], labels.size):
+            out = self._logits(x[s], test).astype(np.float64)
+            m = out.max(axis=-1, keepdims=True)
+            lse = (m + np.log(np.exp(out - m).sum(axis=-1, keepdims=True)))[..., 0]
+            picked = np.take_along_axis(out, np.broadcast_to(labels, out.shape[:-1])[..., None], -1)[..., 0]
+            losses.append(np.mean(lse - picked, axis=-1))
+            accs.append(np.mean(out.argmax(axis=-1) == labels, axis=-1))
+        return np.concatenate(losses), np.concatenate(accs)
+
+    def observables(self, x):
+        train_loss, train_acc = self.metrics(x, test=False)
+        test_loss, test_acc = self.metrics(x, test=True)
+        return {"train_loss": train_loss, "test_loss": test_loss, "train_accuracy": train_acc,
+                "test_accuracy": test_acc, "weight_norm": self.weight_norm(x)}
