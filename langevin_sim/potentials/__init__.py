@@ -8,3 +8,6 @@ __all__ = ["REGISTRY", "Potential", "DoubleWell", "LinearRegression", "Quadratic
 from .toynets import ModularArithmeticMLP, TeacherStudentMLP  # noqa: E402
 
 __all__ += ["ModularArithmeticMLP", "TeacherStudentMLP"]
+from .pspin import SphericalPSpin  # noqa: E402
+
+__all__ += ["SphericalPSpin"]
