@@ -1,0 +1,207 @@
+"""Run files: format, resume bit-for-bit, SIGKILL durability, divergence, SWMR, xarray."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+import langevin_sim as ls
+from langevin_sim import Simulation, open_run, resume
+from langevin_sim.cli import main as cli
+from langevin_sim.dynamics import OverdampedLangevin, UnderdampedLangevin
+from langevin_sim.potentials import DoubleWell
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def dw_sim(**kw):
+    kw.setdefault("backend", "numba")
+    return Simulation(DoubleWell(d=2), UnderdampedLangevin(0.02, 1.0, 0.4), 64, seed=11, **kw)
+
+
+def test_records_layout_and_run_api(tmp_run):
+    run = dw_sim().run(1000, 100, out=tmp_run, progress=False)
+    assert run.complete and run.steps_done == 1000 and run.n_records == 11
+    np.testing.assert_array_equal(run.step, np.arange(0, 1001, 100))
+    assert run.energy.shape == (11, 64) and run.positions.shape == (11, 64, 2)
+    np.testing.assert_allclose(run.time, run.step * 0.02)
+    np.testing.assert_allclose(run.energy[-1], run.potential.energy(run.positions[-1]))
+    assert run.config["dynamics"]["class"] == "UnderdampedLangevin"
+    assert "complete" in run.summary()
+    run.close()
+
+
+def test_xarray_opens_records_with_named_dims(tmp_run):
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    dw_sim().run(500, 100, out=tmp_run, progress=False).close()
+    ds = xr.open_dataset(tmp_run, group="records", engine="h5netcdf")
+    assert ds["energy"].dims == ("step", "replica")
+    assert ds["positions"].dims == ("step", "replica", "coord")
+    assert list(ds["step"].values) == [0, 100, 200, 300, 400, 500]
+    ds.close()
+    with open_run(tmp_run) as run:
+        d2 = run.to_xarray()
+        assert d2["positions"].sizes == {"step": 6, "replica": 64, "coord": 2}
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+    ref = dw_sim().run(1000, 50, out=tmp_path / "ref.h5", progress=False)
+    part = dw_sim().run(400, 50, out=tmp_path / "part.h5", progress=False)
+    part.close()
+    done = resume(tmp_path / "part.h5", steps=1000, progress=False)
+    assert done.complete and done.steps_done == 1000
+    np.testing.assert_array_equal(done.step, ref.step)
+    np.testing.assert_array_equal(done.positions[:], ref.positions[:])
+    np.testing.assert_array_equal(done.energy[:], ref.energy[:])
+    np.testing.assert_array_equal(done.checkpoint()[1]["p"], ref.checkpoint()[1]["p"])
+
+
+def test_float32_run_keeps_counters_exact(tmp_run):
+    sim = Simulation(DoubleWell(d=3), OverdampedLangevin(1e-3, 0.5), 32, dtype="float32", seed=1)
+    sim.step = 2**24 - 2     # continue a long run past 2**24, where float32 cannot count
+    run = sim.run(5, 1, out=tmp_run, progress=False)
+    assert run.positions.dtype == np.float32
+    assert run["energy"].dtype == np.float64 and run.step.dtype == np.int64
+    np.testing.assert_array_equal(run.step, 2**24 - 2 + np.arange(6))
+    assert run.step[-1] == 16_777_219 and run.time[-1] == 16_777_219 * 1e-3
+    x64 = run.positions[-1].astype(np.float64)
+    np.testing.assert_array_equal(run.energy[-1], run.potential.energy(x64))
+
+
+def test_divergent_replica_is_frozen_flagged_and_reported(tmp_run, capsys):
+    init = np.ones((8, 1))
+    init[3] = 50.0           # gradient 5e5 at step 1e-2: overflows within a few steps
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.3), 8, seed=2, init=init)
+    run = sim.run(200, 10, out=tmp_run, progress=False)
+    div = run.diverged_step
+    assert div[3] > 0 and np.all(np.delete(div, 3) == -1)
+    assert run.complete
+    e = run.energy[:]
+    assert np.all(np.isnan(e[run.step >= div[3], 3])) and np.all(np.isfinite(np.delete(e, 3, axis=1)))
+    run.close()
+    assert cli(["info", str(tmp_run)]) == 0
+    assert f"replica 3 diverged at step {div[3]}" in capsys.readouterr().out
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from langevin_sim import Simulation
+    from langevin_sim.dynamics import UnderdampedLangevin
+    from langevin_sim.potentials import DoubleWell
+    sim = Simulation(DoubleWell(d=2), UnderdampedLangevin(0.02, 1.0, 0.4), 64, seed=11,
+                     backend="numpy")
+    sim.run(int(sys.argv[2]), 10, out=sys.argv[1], progress=False, flush_seconds=0.05,
+            swmr=len(sys.argv) > 3)
+""")
+
+
+def _start(tmp_path, path, steps, *extra):
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    return subprocess.Popen([sys.executable, str(script), str(path), str(steps), *extra], cwd=ROOT)
+
+
+def _wait_records(path, n, proc, timeout=60, swmr=False):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, "run finished before it could be killed; make it longer"
+        try:
+            if swmr:
+                with open_run(path, swmr=True) as run:
+                    if run.n_records >= n:
+                        return run.n_records
+            else:   # a file open for writing without SWMR: peek at the marker, no lock
+                with h5py.File(path, "r", locking=False) as f:
+                    if f["commit"][0] >= n:
+                        return int(f["commit"][0])
+        except (ls.RunFileError, OSError, KeyError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("run produced no records in time")
+
+
+def test_sigkill_leaves_readable_file_that_resumes_exactly(tmp_path):
+    steps = 3000
+    ref = Simulation(DoubleWell(d=2), UnderdampedLangevin(0.02, 1.0, 0.4), 64, seed=11,
+                     backend="numpy").run(steps, 10, out=tmp_path / "ref.h5", progress=False)
+    path = tmp_path / "killed.h5"
+    proc = _start(tmp_path, path, 10**7)      # planned far beyond what it can reach
+    _wait_records(path, 20, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open_run(path) as run:
+        n = run.n_records
+        assert 20 <= n and not run.complete
+        assert run.checkpoint()[0] < steps, "killed too late for this test's reference"
+        np.testing.assert_array_equal(run.positions[:], ref.positions[:n])
+        np.testing.assert_array_equal(run.energy[:], ref.energy[:n])
+    assert cli(["resume", str(path), "--steps", str(steps)]) == 0
+    with open_run(path) as run:
+        assert run.complete and run.n_records == ref.n_records
+        np.testing.assert_array_equal(run.positions[:], ref.positions[:])
+        np.testing.assert_array_equal(run.checkpoint()[1]["x"], ref.checkpoint()[1]["x"])
+        np.testing.assert_array_equal(run.checkpoint()[1]["p"], ref.checkpoint()[1]["p"])
+
+
+def test_sigterm_flushes_and_stops(tmp_path):
+    path = tmp_path / "term.h5"
+    proc = _start(tmp_path, path, 10**6)
+    _wait_records(path, 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    with open_run(path) as run:
+        assert not run.complete and run.n_records >= 5
+        assert run.checkpoint()[0] == run.steps_done
+
+
+def test_swmr_reader_sees_the_run_grow(tmp_path):
+    path = tmp_path / "live.h5"
+    proc = _start(tmp_path, path, 10**6, "swmr")
+    try:
+        n1 = _wait_records(path, 3, proc, swmr=True)
+        with open_run(path, swmr=True) as run:
+            first = run.n_records
+            t0 = time.time()
+            while run.n_records <= first and time.time() - t0 < 30:
+                time.sleep(0.1)
+                run.refresh()
+            assert run.n_records > first >= n1
+            assert run.energy[:].shape[0] == run.n_records
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_cli_run_info_resume(tmp_path, capsys):
+    out = tmp_path / "dw.h5"
+    scen = os.path.join(ROOT, "scenarios", "double_well.py")
+    args = ["run", scen, "--set", "steps=300", "--set", "replicas=16", "--set", "record_every=100",
+            "--out", str(out), "--no-progress"]
+    assert cli(args) == 0
+    assert cli(args) == 2
+    assert "exists" in capsys.readouterr().err
+    assert cli(args + ["--overwrite"]) == 0
+    assert cli(["resume", str(out), "--steps", "500"]) == 0
+    with open_run(out) as run:
+        assert run.steps_done == 500 and run.complete
+        assert run.config["meta"]["params"]["replicas"] == 16
+    r = subprocess.run([sys.executable, scen, "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "temperature" in r.stdout
+
+
+def test_not_a_run_file(tmp_path):
+    junk = tmp_path / "junk.h5"
+    with h5py.File(junk, "w") as f:
+        f["x"] = 1
+    with pytest.raises(ls.RunFileError, match="not a langevin_sim run file"):
+        open_run(junk)
+    txt = tmp_path / "a.txt"
+    txt.write_text("hello")
+    with pytest.raises(ls.RunFileError, match="not HDF5"):
+        open_run(txt)
