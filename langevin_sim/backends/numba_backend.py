@@ -93,3 +93,4 @@ class NumbaBackend:
             return
         k0, k1 = rng.key_of(sim.seed)
         kernel(sim, t0, K, k0, k1)
+from . import numba_pspin  # noqa: E402,F401
