@@ -11,3 +11,7 @@ __all__ += ["ModularArithmeticMLP", "TeacherStudentMLP"]
 from .pspin import SphericalPSpin  # noqa: E402
 
 __all__ += ["SphericalPSpin"]
+from .manifolds import ScaleSymmetric, Valley  # noqa: E402
+from .multiwell import MultiWell  # noqa: E402
+
+__all__ += ["ScaleSymmetric", "Valley", "MultiWell"]
