@@ -94,3 +94,4 @@ class NumbaBackend:
         k0, k1 = rng.key_of(sim.seed)
         kernel(sim, t0, K, k0, k1)
 from . import numba_pspin  # noqa: E402,F401
+from . import numba_toynets  # noqa: E402,F401

@@ -7,3 +7,6 @@ from .sgd import SGD
 
 __all__ = ["REGISTRY", "Dynamics", "NoiseSource", "OverdampedLangevin", "UnderdampedLangevin",
            "MALA", "SGD", "Schedule"]
+from .adamw import AdamW  # noqa: E402
+
+__all__ += ["AdamW"]

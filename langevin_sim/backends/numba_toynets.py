@@ -1,0 +1,152 @@
+"""Fused Numba kernels for the toy networks (`langevin_sim.potentials.toynets`).
+
+The forward/backward passes are the potentials' own functions (`mlp_forward`,
+`mlp_backward`, `squared_error_dout`, activations), compiled here for one replica's 2-D
+arrays; only the two transposed matrix products are given 2-D Numba forms (`a @ b.T`,
+`a.T @ b`, which Numba hands to BLAS).  Each replica has its own weights, so there is no
+product shared across replicas: a prange thread owns replicas, keeps each one's
+parameters in a private buffer for all K steps, and calls BLAS (one thread, see
+PERF_NOTES) on its (B, .) minibatch matrices.
+"""
+from __future__ import annotations
+
+import math
+import types
+
+import numpy as np
+from numba import prange
+from threadpoolctl import threadpool_limits
+
+from .. import rng
+from ..dynamics import SGD
+from ..potentials import toynets
+from ..potentials.toynets import TeacherStudentMLP
+from .jit import compile_functions, jit, pjit
+from .numba_backend import register, schedule_code
+from .numba_kernels import block_normals, block_words, bounded_index, ok, pick, sched, sgd_update
+
+
+def _mm_nt(a, b):
+    """a @ b^T for 2-D arrays (b.T is F-contiguous, so BLAS is used)."""
+    return a @ b.T
+
+
+def _mm_tn(a, b):
+    """a^T @ b for 2-D arrays."""
+    return a.T @ b
+
+
+_ns = types.SimpleNamespace(**{**vars(toynets), "mm_nt": _mm_nt, "mm_tn": _mm_tn})
+_nn = compile_functions(_ns, ["mm_nt", "mm_tn", "act", "act_d1", "act_d2", "mlp_forward",
+                              "mlp_backward", "squared_error_dout"])
+mlp_forward, mlp_backward, squared_error_dout = _nn.mlp_forward, _nn.mlp_backward, _nn.squared_error_dout
+
+
+@jit
+def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, replacement):
+    """Fill idx (B,) with the sample indices of step t for replica `rep`, as
+    `dynamics.sgd.minibatch`: with replacement word n = t*B + b of the MINIBATCH stream
+    mapped by `bounded_index`; without, slice t mod (n // B) of the epoch's permutation
+    (stable argsort of PERMUTE words e*n .. e*n + n - 1).  `perm`/`epoch` cache the current
+    permutation; returns the (possibly new) (perm, epoch)."""
+    if full:
+        for b in range(B):
+            idx[b] = b
+    elif replacement:
+        for b in range(B):
+            nn = np.uint64(t * B + b)
+            w = block_words(k0, k1, np.uint64(rng.MINIBATCH), rep, nn // np.uint64(4))
+            idx[b] = np.int64(bounded_index(w[nn % np.uint64(4)], n))
+    else:
+        per_epoch = n // B
+        e = t // per_epoch
+        if e != epoch:
+            epoch = e
+            for i in range(n):
+                nn = np.uint64(e * n + i)
+                w = block_words(k0, k1, np.uint64(rng.PERMUTE), rep, nn // np.uint64(4))
+                keys[i] = w[nn % np.uint64(4)]
+            perm = np.argsort(keys, kind="mergesort")
+        j = t - e * per_epoch
+        for b in range(B):
+            idx[b] = perm[j * B + b]
+    return perm, epoch
+
+
+@pjit
+def sgd_teacher_student(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, A, y2, batch,
+                        replacement, bound, hidden, kind):
+    """Minibatch SGD on TeacherStudentMLP: A (n, d_in) inputs, y2 (n, 1) labels, `hidden`
+    units, activation code `kind`; batch = B, 0 for full batch.  Parameter layout as in
+    `toynets` (W1, b1, W2 (1, h), b2)."""
+    M, d = x.shape
+    n, din = A.shape
+    h = hidden
+    o1 = h * din
+    o2 = o1 + h
+    o3 = o2 + h
+    B = batch if batch > 0 else n
+    for m in prange(M):
+        if dstep[m] >= 0:
+            continue
+        rep = np.uint64(rep0 + m)
+        xm = x[m].copy()
+        vm = v[m].copy()
+        W1 = xm[:o1].reshape(h, din)
+        b1 = xm[o1:o2]
+        W2 = xm[o2:o3].reshape(1, h)
+        b2 = xm[o3:]
+        idx = np.empty(B, dtype=np.int64)
+        keys = np.empty(n, dtype=np.uint64)
+        perm = np.arange(n)
+        epoch = np.int64(-1)
+        g = np.empty(d, dtype=x.dtype)
+        nx = np.empty(d, dtype=x.dtype)
+        nv = np.empty(d, dtype=x.dtype)
+        for t in range(t0, t0 + K):
+            lr = sched(ls, t)
+            T = sched(ts, t)
+            sigma = math.sqrt(2.0 * lr * T)
+            perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
+                                         replacement)
+            Ab = A[idx]
+            Z, H, out = mlp_forward(Ab, W1, b1, W2, b2, kind)
+            dW1, db1, dW2, db2, _ = mlp_backward(Ab, Z, H, W2, squared_error_dout(out, y2[idx], B), kind)
+            g[:o1] = dW1.ravel()
+            g[o1:o2] = db1
+            g[o2:o3] = dW2.ravel()
+            g[o3:] = db2
+            good = True
+            cur = np.int64(-1)
+            z0 = z1 = z2 = z3 = 0.0
+            for i in range(d):
+                xi = 0.0
+                if T > 0:
+                    nn = t * d + i
+                    if nn // 4 != cur:
+                        cur = nn // 4
+                        z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
+                    xi = pick(z0, z1, z2, z3, nn % 4)
+                xv, vv = sgd_update(xm[i], vm[i], g[i], lr, momentum, wd, sigma, xi)
+                nx[i] = xv
+                nv[i] = vv
+                good = good and ok(xv, bound) and ok(vv, bound)
+            if not good:
+                dstep[m] = t + 1
+                break
+            xm[:] = nx
+            vm[:] = nv
+        x[m, :] = xm
+        v[m, :] = vm
+
+
+@register(TeacherStudentMLP, SGD)
+def _sgd_teacher_student(sim, t0, K, k0, k1):
+    dyn, pot, s = sim.dynamics, sim.potential, sim.state
+    dt = s["x"].dtype
+    with threadpool_limits(1, user_api="blas"):
+        sgd_teacher_student(s["x"], s["v"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
+                            schedule_code(dyn.lr), schedule_code(dyn.temperature),
+                            float(dyn.momentum), float(dyn.weight_decay), pot.inputs.astype(dt),
+                            pot.labels.astype(dt).reshape(-1, 1), int(dyn.batch_size or 0),
+                            bool(dyn.replacement), sim.divergence_bound, pot.hidden, pot.kind)

@@ -1,0 +1,86 @@
+"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019), on minibatches."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+from .base import Dynamics, NoiseSource
+from .schedules import Schedule, as_schedule
+from .sgd import minibatch
+
+
+def adamw_update(x, m, s, g, lr, beta1, beta2, eps, weight_decay, c1, c2):
+    """One AdamW step (PyTorch's `AdamW`): returns (x, m, s).
+
+    m <- beta1 m + (1 - beta1) g;  s <- beta2 s + (1 - beta2) g^2;
+    x <- x - lr (weight_decay x + (m / c1) / (sqrt(s / c2) + eps)),
+    with bias corrections c1 = 1 - beta1^(t+1), c2 = 1 - beta2^(t+1) at 0-based step t.
+    """
+    m = beta1 * m + (1 - beta1) * g
+    s = beta2 * s + (1 - beta2) * g * g
+    return x - lr * (weight_decay * x + (m / c1) / (np.sqrt(s / c2) + eps)), m, s
+
+
+@dataclass(frozen=True)
+class AdamW(Dynamics):
+    """AdamW on a finite-sum loss L = mean_i l_i, with the minibatches of `SGD`.
+
+    g is the gradient of the batch mean (batches as in `SGD`: i.i.d. with replacement, or
+    slices of per-epoch permutations, from the MINIBATCH / PERMUTE streams; None = full
+    batch); the update is `adamw_update` with the step t counted from 0 over the whole run,
+    so a resumed run continues the bias corrections exactly.  Units: `lr` is parameter units
+    per step (Adam's steps have size ~lr regardless of the gradient scale); `weight_decay`
+    is per unit lr (decay factor 1 - lr * weight_decay per step).  State: x, the first
+    moment m and the second moment s (all (M, d)).  No noise: deterministic given the batches.
+    """
+
+    lr: float | Schedule = 1e-3
+    batch_size: int | None = None
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    replacement: bool = False
+
+    state_names = ("x", "m", "s")
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr", as_schedule(self.lr, "lr", positive=True))
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.eps > 0:
+            raise ConfigError(f"eps must be > 0, got {self.eps}; the default is 1e-8")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.batch_size is not None and int(self.batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1 or None (full batch), got {self.batch_size}")
+
+    def check_potential(self, potential):
+        n = potential.n_samples
+        if self.batch_size is None:
+            return
+        if n is None:
+            raise ConfigError(f"AdamW batch_size={self.batch_size} needs a finite-sum potential; "
+                              f"{type(potential).__name__} has no samples: use batch_size=None")
+        if self.batch_size > n:
+            raise ConfigError(f"batch_size {self.batch_size} exceeds the {n} samples; use <= {n}")
+
+    def init_state(self, potential, x):
+        return {"x": x, "m": np.zeros_like(x), "s": np.zeros_like(x)}
+
+    def reference_step(self, potential, state, t, noise: NoiseSource):
+        x, m, s = state["x"], state["m"], state["s"]
+        if self.batch_size is None:
+            g = potential.grad(x)
+        else:
+            g = potential.grad(x, minibatch(noise, t, self.batch_size, potential.n_samples,
+                                            self.replacement))
+        c1 = 1.0 - math.pow(self.beta1, t + 1)
+        c2 = 1.0 - math.pow(self.beta2, t + 1)
+        x, m, s = adamw_update(x, m, s, g.astype(x.dtype), self.lr(t), self.beta1, self.beta2,
+                               self.eps, self.weight_decay, c1, c2)
+        return {"x": x, "m": m, "s": s}
