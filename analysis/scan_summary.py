@@ -1,0 +1,62 @@
+"""Tabulate and plot the mean energy of every point of a parameter scan.
+
+usage: python analysis/scan_summary.py DIR [--x KEY] [--burn F] [--png PATH]
+Rebuilds the scan's manifest from its files (langevin_sim.scan.open_scan), takes each
+finished point's mean energy over the last (1 - F) of its records and its surviving
+replicas (langevin_sim.analysis.scan.energy_summary), combines repeats, prints the table
+and plots mean energy (with standard errors) against KEY (default: the first scan key),
+one line per value of the other scan keys.
+"""
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from langevin_sim.analysis.scan import energy_summary, gather, reduce_repeats  # noqa: E402
+from langevin_sim.scan import open_scan  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir", help="scan directory (langevin-sim scan --out DIR)")
+    ap.add_argument("--x", help="scan key on the horizontal axis (default: the first one)")
+    ap.add_argument("--burn", type=float, default=0.5,
+                    help="fraction of the records dropped as burn-in (default 0.5)")
+    ap.add_argument("--png", help="figure path (default DIR/scan_summary.png)")
+    a = ap.parse_args(argv)
+    scan = open_scan(a.dir)
+    print(scan.describe())
+    x = a.x or scan.keys[0]
+    if x not in scan.keys:
+        ap.error(f"--x {x}: not a scan key; this scan varies {scan.keys}")
+    red = reduce_repeats(gather(scan, energy_summary, burn=a.burn))
+    table = red.to_dataframe().reset_index()
+    keys = [k for k in scan.keys if k in table.columns]
+    table = table[keys + ["energy_mean", "energy_se", "n_repeat"]].sort_values(keys)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    others = [k for k in scan.grid if k != x] if x in scan.grid else list(scan.grid)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = table.groupby(others, sort=True) if others else [((), table)]
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        g = g.sort_values(x)
+        label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in zip(others, key)) or None
+        ax.errorbar(g[x], g["energy_mean"], yerr=g["energy_se"], marker="o", capsize=3, label=label)
+    ax.set(xlabel=x, ylabel="mean energy",
+           title=f"{Path(scan.spec['scenario']).name}: last {1 - a.burn:.0%} of records")
+    if others:
+        ax.legend(fontsize="small")
+    png = Path(a.png) if a.png else Path(a.dir) / "scan_summary.png"
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    print(f"figure: {png}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Scalar summaries of scan points, gathered into one xarray.Dataset over the scan axes.
+
+`gather(scan, fn)` applies `fn(run) -> float | {name: float}` to every finished point of a
+scan (`langevin_sim.scan.open_scan`) and returns a Dataset with one dimension per grid key,
+one ``zip`` dimension for keys varied together (those keys become coordinates along it),
+and ``repeat``; points that did not finish are NaN.  Imports neither numba nor dask;
+xarray and pandas are imported when called.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def energy_summary(run, burn: float = 0.5) -> dict:
+    """Mean energy over the last (1 - burn) of the records and the replicas that never diverged.
+
+    With E[t, m] the recorded energies (float64, energy units) of records t >= burn * n and
+    the surviving replicas m = 1..M', returns
+      energy_mean = mean_{t,m} E[t, m],
+      energy_se   = std_m(mean_t E[t, m]) / sqrt(M')    (replicas are independent chains,
+                    so this standard error needs no autocorrelation estimate; NaN if M' < 2),
+      alive       = M' / M.
+    """
+    if not 0 <= burn < 1:
+        raise ValueError(f"burn must be in [0, 1), got {burn}")
+    n = run.n_records
+    first = min(int(np.floor(burn * n)), n - 1)
+    alive = run.diverged_step < 0
+    if n == 0 or not alive.any():
+        return {"energy_mean": np.nan, "energy_se": np.nan, "alive": float(alive.mean())}
+    e = np.asarray(run.energy[first:n], dtype=np.float64)[:, alive]
+    per_replica = e.mean(axis=0)
+    m = per_replica.size
+    se = per_replica.std(ddof=1) / np.sqrt(m) if m > 1 else np.nan
+    return {"energy_mean": float(per_replica.mean()), "energy_se": float(se),
+            "alive": float(alive.mean())}
+
+
+def gather(scan, fn=None, **kwargs):
+    """xarray.Dataset of `fn(run, **kwargs)` over the points of `scan` (a Scan or a directory).
+
+    fn returns a float (variable ``fn.__name__``) or a dict {name: float}; default
+    `energy_summary`.  Dimensions: the grid keys, ``zip`` (when the scan has zip keys, which
+    become coordinates along it) and ``repeat``.  Variables also hold ``seed`` and
+    ``status`` per point.  Points whose status is not "done" get NaN.
+    """
+    import pandas as pd
+
+    from ..scan import open_scan
+
+    if not hasattr(scan, "manifest"):
+        scan = open_scan(scan)
+    fn = energy_summary if fn is None else fn
+    man = scan.manifest
+    zip_index: dict = {}
+    records = []
+    for _, row in man.iterrows():
+        values: dict = {}
+        if row["status"] == "done":
+            with scan.open(row["id"]) as run:
+                out = fn(run, **kwargs)
+            values = out if isinstance(out, dict) else {getattr(fn, "__name__", "value"): out}
+        rec = {k: row[k] for k in scan.grid}
+        if scan.zip:
+            rec["zip"] = zip_index.setdefault(tuple(row[k] for k in scan.zip), len(zip_index))
+        rec.update(repeat=int(row["repeat"]), seed=int(row["seed"]), status=row["status"],
+                   **{k: float(v) for k, v in values.items()})
+        records.append(rec)
+    index = list(scan.grid) + (["zip"] if scan.zip else []) + ["repeat"]
+    df = pd.DataFrame(records)
+    ds = df.set_index(index).to_xarray()
+    if scan.zip:
+        ds = ds.assign_coords({k: ("zip", [t[j] for t in zip_index]) for j, k in enumerate(scan.zip)})
+    ds.attrs.update(scan=str(scan.root), scenario=scan.spec["scenario"],
+                    scan_seed=scan.spec["scan_seed"])
+    return ds
+
+
+def reduce_repeats(ds, mean: str = "energy_mean", se: str = "energy_se"):
+    """Combine the ``repeat`` dimension: mean of the per-repeat means and their standard
+    error sqrt(sum_r se_r^2) / R over the R repeats present (NaN repeats skipped).
+
+    Returns a Dataset with `mean`, `se` and ``n_repeat`` over the remaining dimensions.
+    """
+    import xarray as xr
+
+    ok = ds[mean].notnull()
+    n = ok.sum("repeat")
+    m = ds[mean].where(ok).sum("repeat") / n
+    s = np.sqrt((ds[se].where(ok) ** 2).sum("repeat")) / n
+    return xr.Dataset({mean: m.where(n > 0), se: s.where(n > 0), "n_repeat": n})
