@@ -13,7 +13,10 @@ NumPy uint64 arrays (the reference) and compile unchanged with ``numba.njit``
 All 32-bit words live in uint64 containers and are masked after every multiply.
 
 Normals come from Box-Muller on word pairs: (w0, w1) -> (z0, z1), (w2, w3) -> (z2, z3),
-with uniforms u = (w + 0.5) / 2**32 in (0, 1), so |z| <= 6.66.
+with uniforms u = (w + 0.5) / 2**32 in (0, 1), so |z| <= 6.66.  Its logarithm, sine and
+cosine are written here as branch-free polynomials (relative error ~1e-16) so that the
+compiled kernels vectorize (Numba has no vector math library) and all targets compute the
+same bits.
 """
 from __future__ import annotations
 
@@ -60,11 +63,80 @@ def block_words(k0, k1, purpose, replica, block):
     return philox4x32_10(block & MASK32, block >> SHIFT32, replica, purpose, k0, k1)
 
 
+LN2 = 0.6931471805599453
+SQRT2 = 1.4142135623730951
+SQRT_HALF = 0.7071067811865476
+# 2 atanh(t) = 2 t sum_k t^(2k) / (2k + 1), |t| <= 0.1716: 11 terms reach 1e-17
+ATANH_C = tuple(1.0 / (2 * k + 1) for k in range(11))
+
+
+def log_u32(w):
+    """ln((w + 0.5) / 2**32) of 32-bit words, branch-free so that compiled loops vectorize.
+
+    Exact power-of-two scalings bring x = w + 0.5 into [sqrt(1/2), sqrt(2)] with exponent e,
+    then ln x = 2 atanh((x - 1)/(x + 1)) by its series; relative error ~1e-16.
+    """
+    x = w + 0.5
+    s = x >= 65536.0
+    x = x * (1.0 + s * (2.0 ** -16 - 1.0))
+    e = 16.0 * s - 32.0
+    s = x >= 256.0
+    x = x * (1.0 + s * (2.0 ** -8 - 1.0))
+    e = e + 8.0 * s
+    s = x >= 16.0
+    x = x * (1.0 + s * (2.0 ** -4 - 1.0))
+    e = e + 4.0 * s
+    s = x >= 4.0
+    x = x * (1.0 + s * (0.25 - 1.0))
+    e = e + 2.0 * s
+    s = x >= 2.0
+    x = x * (1.0 - 0.5 * s)
+    e = e + 1.0 * s
+    s = x > SQRT2
+    x = x * (1.0 - 0.5 * s)
+    e = e + 1.0 * s
+    s = x < SQRT_HALF
+    x = x * (1.0 + 1.0 * s)
+    e = e - 1.0 * s
+    t = (x - 1.0) / (x + 1.0)
+    t2 = t * t
+    p = ATANH_C[10]
+    for k in range(9, -1, -1):
+        p = p * t2 + ATANH_C[k]
+    return e * LN2 + 2.0 * t * p
+
+
+# Taylor coefficients of sin and cos on |phi| <= pi/4 (truncation < 1e-17)
+SIN_C = (1.0, -1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880, -1.0 / 39916800,
+         1.0 / 6227020800, -1.0 / 1307674368000, 1.0 / 355687428096000)
+COS_C = (1.0, -0.5, 1.0 / 24, -1.0 / 720, 1.0 / 40320, -1.0 / 3628800, 1.0 / 479001600,
+         -1.0 / 87178291200, 1.0 / 20922789888000, -1.0 / 6402373705728000)
+
+
+def sincos_2pi(v):
+    """(cos 2 pi v, sin 2 pi v) for v in [0, 1], branch-free: quarter-turn reduction + Taylor."""
+    k = np.floor(4.0 * v + 0.5)
+    phi = TWO_PI * (v - 0.25 * k)
+    p2 = phi * phi
+    sp = SIN_C[8]
+    for j in range(7, -1, -1):
+        sp = sp * p2 + SIN_C[j]
+    sp = sp * phi
+    cp = COS_C[9]
+    for j in range(8, -1, -1):
+        cp = cp * p2 + COS_C[j]
+    q1 = 1.0 * (k == 1.0)
+    q2 = 1.0 * (k == 2.0)
+    q3 = 1.0 * (k == 3.0)
+    q0 = 1.0 - q1 - q2 - q3
+    return (q0 - q2) * cp + (q3 - q1) * sp, (q0 - q2) * sp + (q1 - q3) * cp
+
+
 def box_muller(wa, wb):
-    """Two standard normals from two 32-bit words."""
-    r = np.sqrt(-2.0 * np.log((wa + 0.5) * TWO_NEG32))
-    theta = TWO_PI * ((wb + 0.5) * TWO_NEG32)
-    return r * np.cos(theta), r * np.sin(theta)
+    """Two standard normals from two 32-bit words: sqrt(-2 ln u) (cos, sin)(2 pi v)."""
+    r = np.sqrt(-2.0 * log_u32(wa))
+    c, s = sincos_2pi((wb + 0.5) * TWO_NEG32)
+    return r * c, r * s
 
 
 def block_normals(k0, k1, purpose, replica, block):
@@ -86,6 +158,11 @@ def key_of(seed: int) -> tuple[np.uint64, np.uint64]:
     if not 0 <= seed < 2 ** 64:
         raise ConfigError(f"seed must be an integer in [0, 2**64), got {seed}; pick a non-negative seed")
     return np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
+
+
+# Functions above that compiled targets build (in dependency order).
+DEVICE_FUNCTIONS = ("philox4x32_10", "block_words", "log_u32", "sincos_2pi", "box_muller",
+                    "block_normals", "bounded_index")
 
 
 # ---------------------------------------------------------------- NumPy reference

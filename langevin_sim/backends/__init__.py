@@ -18,11 +18,12 @@ def get_backend(name: str):
         return NumpyBackend()
     if name == "numba":
         try:
-            from .numba_backend import NumbaBackend
-        except ImportError as e:  # pragma: no cover - numba is a core dependency
+            import numba  # noqa: F401
+        except ImportError:  # pragma: no cover - numba is a core dependency
             raise BackendUnavailableError(
-                f"backend 'numba' needs numba ({e}); install it with `pip install numba` "
-                "or use backend='numpy'") from None
+                "backend 'numba' needs numba: `pip install numba`, or use backend='numpy'") from None
+        from .numba_backend import NumbaBackend
+
         return NumbaBackend()
     if name == "cuda":
         try:

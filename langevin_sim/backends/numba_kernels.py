@@ -19,8 +19,7 @@ from ..dynamics import langevin, schedules, sgd
 from ..potentials import double_well
 from .jit import compile_functions, jit, pjit
 
-_rng = compile_functions(rng, ["philox4x32_10", "block_words", "box_muller", "block_normals",
-                               "bounded_index"])
+_rng = compile_functions(rng, rng.DEVICE_FUNCTIONS)
 block_normals, block_words, bounded_index = _rng.block_normals, _rng.block_words, _rng.bounded_index
 schedule_value = jit(schedules.schedule_value)
 dw_grad = jit(double_well.dw_grad)
@@ -31,6 +30,7 @@ sgd_update = jit(sgd.sgd_update)
 
 @jit
 def pick(z0, z1, z2, z3, w):
+    """Word w (0..3) of a block's four normals."""
     if w == 0:
         return z0
     if w == 1:
@@ -38,6 +38,9 @@ def pick(z0, z1, z2, z3, w):
     if w == 2:
         return z2
     return z3
+
+
+CHUNK = 256  # normals generated per call of `noise_chunk` (a few steps when d is small)
 
 
 @jit
@@ -50,6 +53,28 @@ def sched(code, t):
     return schedule_value(int(code[0]), code[1], code[2], code[3], t)
 
 
+@jit
+def chunk_buffer(d):
+    """Scratch (rows, 4) for the normals of max(1, CHUNK // d) steps of d lanes."""
+    steps = max(1, CHUNK // d)
+    return np.empty(((steps * d + 3) // 4 + 1, 4)), steps
+
+
+@jit
+def noise_chunk(k0, k1, purpose, rep, n0, count, buf):
+    """Normals at stream positions n0 .. n0+count-1 of one replica: (z, off) with normal n at
+    z[off + n - n0].  The loop over Philox blocks is straight-line code, so it vectorizes."""
+    first = n0 // 4
+    nb = (n0 + count - 1) // 4 - first + 1
+    for b in range(nb):
+        z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(purpose), rep, np.uint64(first + b))
+        buf[b, 0] = z0
+        buf[b, 1] = z1
+        buf[b, 2] = z2
+        buf[b, 3] = z3
+    return buf.reshape(buf.size), n0 - 4 * first
+
+
 @pjit
 def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
     """Overdamped Langevin on DoubleWell (coef = center, a, barrier, tilt)."""
@@ -59,27 +84,25 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
             continue
         rep = np.uint64(rep0 + m)
         new = np.empty(d, dtype=x.dtype)
-        cur = np.int64(-1)
-        z0 = z1 = z2 = z3 = 0.0
-        for t in range(t0, t0 + K):
-            eta = sched(es, t)
-            sigma = math.sqrt(2.0 * eta * sched(ts, t))
-            good = True
-            for i in range(d):
-                n = t * d + i
-                if n // 4 != cur:
-                    cur = n // 4
-                    z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
-                xi = pick(z0, z1, z2, z3, n % 4)
-                xv = x[m, i]
-                g = dw_grad(xv, coef[0], coef[1], coef[2], coef[3])
-                v = overdamped_update(0.0, g, eta, sigma, xi)
-                new[i] = xv + v
-                good = good and ok(new[i], bound)
-            if not good:
-                dstep[m] = t + 1
-                break
-            x[m, :] = new
+        buf, per = chunk_buffer(d)
+        t = t0
+        while t < t0 + K and dstep[m] < 0:
+            tb = min(t0 + K, t + per)
+            z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, (tb - t) * d, buf)
+            for tt in range(t, tb):
+                eta = sched(es, tt)
+                sigma = math.sqrt(2.0 * eta * sched(ts, tt))
+                good = True
+                for i in range(d):
+                    xv = x[m, i]
+                    g = dw_grad(xv, coef[0], coef[1], coef[2], coef[3])
+                    new[i] = xv + overdamped_update(0.0, g, eta, sigma, z[off + (tt - t) * d + i])
+                    good = good and ok(new[i], bound)
+                if not good:
+                    dstep[m] = tt + 1
+                    break
+                x[m, :] = new
+            t = tb
 
 
 @pjit
@@ -94,73 +117,61 @@ def baoab_double_well(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mas
         nx = np.empty(d, dtype=x.dtype)
         npm = np.empty(d, dtype=x.dtype)
         ng = np.empty(d, dtype=x.dtype)
-        cur = np.int64(-1)
-        z0 = z1 = z2 = z3 = 0.0
-        for t in range(t0, t0 + K):
-            eta = sched(es, t)
-            c1 = math.exp(-friction * eta)
-            c2 = math.sqrt((1.0 - c1 * c1) * mass * sched(ts, t))
-            good = True
-            for i in range(d):
-                n = t * d + i
-                if n // 4 != cur:
-                    cur = n // 4
-                    z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
-                xi = pick(z0, z1, z2, z3, n % 4)
-                xv, pv = baoab_first(x[m, i], p[m, i], g[m, i], 0.5 * eta, inv_m, c1, c2, xi)
-                nx[i] = xv
-                ng[i] = dw_grad(nx[i], coef[0], coef[1], coef[2], coef[3])
-                npm[i] = pv - 0.5 * eta * ng[i]
-                gv = ng[i]
-                good = good and ok(nx[i], bound) and ok(npm[i], bound) and ok(gv, bound)
-            if not good:
-                dstep[m] = t + 1
-                break
-            x[m, :] = nx
-            p[m, :] = npm
-            g[m, :] = ng
-
-
-@jit
-def add_noise_block(x, G, tmp, dstep, lo, t, k0, k1, rep0, eta, sigma, bound):
-    """Overdamped update of rows lo.. of x given their gradients G; dense-gradient kernels."""
-    B, d = G.shape
-    for r in range(B):
-        m = lo + r
-        if dstep[m] >= 0:
-            continue
-        rep = np.uint64(rep0 + m)
-        good = True
-        cur = np.int64(-1)
-        z0 = z1 = z2 = z3 = 0.0
-        for i in range(d):
-            n = t * d + i
-            if n // 4 != cur:
-                cur = n // 4
-                z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
-            xi = pick(z0, z1, z2, z3, n % 4)
-            tmp[r, i] = x[m, i] + overdamped_update(0.0, G[r, i], eta, sigma, xi)
-            good = good and ok(tmp[r, i], bound)
-        if good:
-            x[m, :] = tmp[r, :]
-        else:
-            dstep[m] = t + 1
+        buf, per = chunk_buffer(d)
+        t = t0
+        while t < t0 + K and dstep[m] < 0:
+            tb = min(t0 + K, t + per)
+            z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, (tb - t) * d, buf)
+            for tt in range(t, tb):
+                eta = sched(es, tt)
+                c1 = math.exp(-friction * eta)
+                c2 = math.sqrt((1.0 - c1 * c1) * mass * sched(ts, tt))
+                good = True
+                for i in range(d):
+                    xv, pv = baoab_first(x[m, i], p[m, i], g[m, i], 0.5 * eta, inv_m, c1, c2,
+                                         z[off + (tt - t) * d + i])
+                    nx[i] = xv
+                    ng[i] = dw_grad(nx[i], coef[0], coef[1], coef[2], coef[3])
+                    npm[i] = pv - 0.5 * eta * ng[i]
+                    good = good and ok(nx[i], bound) and ok(npm[i], bound) and ok(ng[i], bound)
+                if not good:
+                    dstep[m] = tt + 1
+                    break
+                x[m, :] = nx
+                p[m, :] = npm
+                g[m, :] = ng
+            t = tb
 
 
 @pjit
 def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, block):
-    """Overdamped Langevin on a dense Quadratic: gradient x H - c H by one GEMM per block."""
+    """Overdamped Langevin on a dense Quadratic: gradient x H - c H by one GEMM per block of
+    `block` replicas and step, then a fused noise + update pass."""
     M, d = x.shape
     nb = (M + block - 1) // block
     for b in prange(nb):
         lo = b * block
         hi = min(M, lo + block)
-        tmp = np.empty((hi - lo, d), dtype=x.dtype)
+        new = np.empty(d, dtype=x.dtype)
+        G = np.empty((hi - lo, d), dtype=x.dtype)
+        buf = np.empty(((d + 3) // 4 + 1, 4))
         for t in range(t0, t0 + K):
             eta = sched(es, t)
             sigma = math.sqrt(2.0 * eta * sched(ts, t))
-            G = np.dot(x[lo:hi], H) - cH
-            add_noise_block(x, G, tmp, dstep, lo, t, k0, k1, rep0, eta, sigma, bound)
+            np.dot(x[lo:hi], H, G)
+            for r in range(hi - lo):
+                m = lo + r
+                if dstep[m] >= 0:
+                    continue
+                z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, d, buf)
+                good = True
+                for i in range(d):
+                    new[i] = x[m, i] + overdamped_update(0.0, G[r, i] - cH[i], eta, sigma, z[off + i])
+                    good = good and ok(new[i], bound)
+                if good:
+                    x[m, :] = new
+                else:
+                    dstep[m] = t + 1
 
 
 @pjit
@@ -182,6 +193,8 @@ def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd
         g = np.empty(d, dtype=x.dtype)
         nx = np.empty(d, dtype=x.dtype)
         nv = np.empty(d, dtype=x.dtype)
+        buf = np.empty(((d + 3) // 4 + 1, 4))
+        z, off = buf.reshape(buf.size), 0
         for t in range(t0, t0 + K):
             lr = sched(ls, t)
             T = sched(ts, t)
@@ -214,16 +227,10 @@ def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd
                 for i in range(d):
                     g[i] += r * A[idx[b], i]
             good = True
-            cur = np.int64(-1)
-            z0 = z1 = z2 = z3 = 0.0
+            if T > 0:
+                z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, d, buf)
             for i in range(d):
-                xi = 0.0
-                if T > 0:
-                    nn = t * d + i
-                    if nn // 4 != cur:
-                        cur = nn // 4
-                        z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
-                    xi = pick(z0, z1, z2, z3, nn % 4)
+                xi = z[off + i] if T > 0 else 0.0
                 xv, vv = sgd_update(x[m, i], v[m, i], g[i] / B, lr, momentum, wd, sigma, xi)
                 nx[i] = xv
                 nv[i] = vv
