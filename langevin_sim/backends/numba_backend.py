@@ -95,3 +95,4 @@ class NumbaBackend:
         kernel(sim, t0, K, k0, k1)
 from . import numba_pspin  # noqa: E402,F401
 from . import numba_toynets  # noqa: E402,F401
+from . import numba_manifolds  # noqa: E402,F401
