@@ -1,6 +1,8 @@
 """Fused CPU kernel for overdamped Langevin on the spherical p-spin glass.
 
-One call runs K steps.  Replicas are split into blocks (one per prange iteration); per step
+One call runs K steps.  Replicas are split into blocks, run in parallel by a thread pool
+calling the serial, GIL-free `pspin_block_steps` (a prange wrapper would add ~5-15 s of
+compilation per dtype for nothing: each block is one BLAS call per step).  Per step
 and block the gradient is one BLAS GEMM x^{(x)(p-1)} (B, N**(p-1)) @ (-p J) (N**(p-1), N),
 then the same NumPy-level functions as the reference (`pspin.sphere_project`,
 `pspin.sphere_retract`, `langevin.overdamped_update`, compiled by `compile_functions`)
@@ -12,19 +14,19 @@ runs round like the reference.  BLAS runs single-threaded inside the parallel re
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS np.dot calls in kernels: loaded now,
 # so that threadpool_limits below sees and limits it on the first call too)
-from numba import prange
 from threadpoolctl import threadpool_limits
 
 from .. import rng
 from ..dynamics import OverdampedLangevin
 from ..potentials import pspin
 from ..potentials.pspin import SphericalPSpin
-from .jit import compile_functions, pjit
+from .jit import compile_functions, jit
 from .numba_backend import register, schedule_code
 from .numba_kernels import block_normals, ok, overdamped_update, pick, sched
 
@@ -33,6 +35,7 @@ pspin_grad, sphere_project, sphere_retract = _ps.pspin_grad, _ps.sphere_project,
 
 PSPIN_BLOCK = 64                # most replicas per GEMM block
 PSPIN_BLOCK_ENTRIES = 1 << 21   # cap on B * N**(p-1), the outer-product rows of one block
+_POOLS: dict[int, ThreadPoolExecutor] = {}   # worker count -> pool
 
 
 def block_size(M: int, N: int, p: int) -> int:
@@ -41,55 +44,62 @@ def block_size(M: int, N: int, p: int) -> int:
     return max(1, min(PSPIN_BLOCK, per_thread, PSPIN_BLOCK_ENTRIES // N ** (p - 1)))
 
 
-@pjit
-def overdamped_pspin(x, dstep, t0, K, k0, k1, rep0, es, ts, gmat, p, bound, block):
-    """K overdamped Langevin steps on SphericalPSpin; gmat = -p J_eff as (N**(p-1), N) in x's dtype."""
-    M, N = x.shape
-    nb = (M + block - 1) // block
-    for b in prange(nb):
-        lo = b * block
-        hi = min(M, lo + block)
-        xi = np.zeros((hi - lo, N), dtype=x.dtype)
-        c = np.zeros(3, dtype=x.dtype)  # (0, eta, sigma) in the state dtype
-        for t in range(t0, t0 + K):
-            eta = sched(es, t)
-            c[1] = eta
-            c[2] = math.sqrt(2.0 * eta * sched(ts, t))
-            for r in range(hi - lo):
-                if dstep[lo + r] >= 0:
-                    continue
-                rep = np.uint64(rep0 + lo + r)
-                cur = np.int64(-1)
-                z0 = z1 = z2 = z3 = 0.0
-                for i in range(N):
-                    n = t * N + i
-                    if n // 4 != cur:
-                        cur = n // 4
-                        z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
-                    xi[r, i] = pick(z0, z1, z2, z3, n % 4)
-            xb = x[lo:hi]
-            dx = overdamped_update(c[0], pspin_grad(xb, gmat, p), c[1], c[2], xi)
-            new = sphere_retract(xb + sphere_project(xb, dx))
-            for r in range(hi - lo):
-                m = lo + r
-                if dstep[m] >= 0:
-                    continue
-                good = True
-                for i in range(N):
-                    good = good and ok(new[r, i], bound)
-                if good:
-                    x[m, :] = new[r, :]
-                else:
-                    dstep[m] = t + 1
+@jit
+def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, gmat, p, bound):
+    """K overdamped Langevin steps of replicas lo..hi-1 (one GEMM per step for the block)."""
+    N = x.shape[1]
+    xi = np.zeros((hi - lo, N), dtype=x.dtype)
+    c = np.zeros(3, dtype=x.dtype)  # (0, eta, sigma) in the state dtype
+    for t in range(t0, t0 + K):
+        eta = sched(es, t)
+        c[1] = eta
+        c[2] = math.sqrt(2.0 * eta * sched(ts, t))
+        for r in range(hi - lo):
+            if dstep[lo + r] >= 0:
+                continue
+            rep = np.uint64(rep0 + lo + r)
+            cur = np.int64(-1)
+            z0 = z1 = z2 = z3 = 0.0
+            for i in range(N):
+                n = t * N + i
+                if n // 4 != cur:
+                    cur = n // 4
+                    z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
+                xi[r, i] = pick(z0, z1, z2, z3, n % 4)
+        xb = x[lo:hi]
+        dx = overdamped_update(c[0], pspin_grad(xb, gmat, p), c[1], c[2], xi)
+        new = sphere_retract(xb + sphere_project(xb, dx))
+        for r in range(hi - lo):
+            m = lo + r
+            if dstep[m] >= 0:
+                continue
+            good = True
+            for i in range(N):
+                good = good and ok(new[r, i], bound)
+            if good:
+                x[m, :] = new[r, :]
+            else:
+                dstep[m] = t + 1
+
+
+def _pool() -> ThreadPoolExecutor:
+    n = numba.get_num_threads()
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="pspin")
+    return _POOLS[n]
 
 
 @register(SphericalPSpin, OverdampedLangevin)
 def _overdamped_pspin(sim, t0, K, k0, k1):
+    """Blocks of replicas run `pspin_block_steps` (nogil) on a thread pool of
+    numba.get_num_threads() workers, each block's rows owned by one thread."""
     dyn, pot = sim.dynamics, sim.potential
     x = sim.state["x"]
     M, N = x.shape
+    B = block_size(M, N, pot.p)
+    args = (t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
+            schedule_code(dyn.temperature), pot.gradient_matrix(x.dtype), pot.p,
+            sim.divergence_bound)
     with threadpool_limits(1, user_api="blas"):
-        overdamped_pspin(x, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                         schedule_code(dyn.step), schedule_code(dyn.temperature),
-                         pot.gradient_matrix(x.dtype), pot.p, sim.divergence_bound,
-                         block_size(M, N, pot.p))
+        list(_pool().map(lambda lo: pspin_block_steps(x, sim.diverged_step, lo, min(M, lo + B), *args),
+                         range(0, M, B)))
