@@ -436,19 +436,26 @@ def _fresh_run(task: dict):
 
 
 def _warm_numba_cache(scenario: str, tasks: list[dict], tries: int = 3) -> None:
-    """Build the first buildable pending point with 2 replicas and take one step, so its
-    Numba kernels are compiled into the on-disk cache before workers start."""
+    """Compile the Numba kernels of the pending points into the on-disk cache, in this
+    process, before workers start: for each distinct combination of the points' str/bool
+    coordinates (a backend, a dtype, a model switch: what can change the kernels; numbers
+    only change their arguments), build the first buildable point with 2 replicas and take
+    one step.  A point whose build fails is skipped here; its own run reports why."""
     from .scenario import load_scenario, resolve_params
 
     mod = load_scenario(scenario)
-    for task in tasks[:tries]:
-        try:
-            p = resolve_params(mod.Params, sets=task["params"])
-            sim = mod.build(dataclasses.replace(p, replicas=min(p.replicas, 2)))
-            sim.advance(1)
-            return
-        except Exception:  # this point fails; its own run reports why
-            continue
+    groups: dict = {}
+    for t in tasks:
+        key = tuple((k, v) for k, v in sorted(t["scan"]["coords"].items()) if isinstance(v, (str, bool)))
+        groups.setdefault(key, []).append(t)
+    for group in groups.values():
+        for task in group[:tries]:
+            try:
+                p = resolve_params(mod.Params, sets=task["params"])
+                mod.build(dataclasses.replace(p, replicas=min(p.replicas, 2))).advance(1)
+                break
+            except Exception:
+                continue
 
 
 # ----------------------------------------------------------------------------- the scan

@@ -5,3 +5,4 @@ Imports neither numba nor cupy: run files are plain NumPy for readers.
 from .stationary import MarginalFit, fit_marginal, run_marginal_fit
 
 __all__ = ["MarginalFit", "fit_marginal", "run_marginal_fit"]
+from .scan import energy_summary, gather, reduce_repeats  # noqa: E402,F401
