@@ -28,7 +28,7 @@ from ..potentials import pspin
 from ..potentials.pspin import SphericalPSpin
 from .jit import compile_functions, jit
 from .numba_backend import register, schedule_code
-from .numba_kernels import block_normals, ok, overdamped_update, pick, sched
+from .numba_kernels import chunk_buffer, noise_chunk, ok, overdamped_update, sched
 
 _ps = compile_functions(pspin, ["tensor_rows", "pspin_grad", "sphere_project", "sphere_retract"])
 pspin_grad, sphere_project, sphere_retract = _ps.pspin_grad, _ps.sphere_project, _ps.sphere_retract
@@ -50,6 +50,7 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, gmat, p, bo
     N = x.shape[1]
     xi = np.zeros((hi - lo, N), dtype=x.dtype)
     c = np.zeros(3, dtype=x.dtype)  # (0, eta, sigma) in the state dtype
+    buf, _ = chunk_buffer(N)
     for t in range(t0, t0 + K):
         eta = sched(es, t)
         c[1] = eta
@@ -57,15 +58,9 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, gmat, p, bo
         for r in range(hi - lo):
             if dstep[lo + r] >= 0:
                 continue
-            rep = np.uint64(rep0 + lo + r)
-            cur = np.int64(-1)
-            z0 = z1 = z2 = z3 = 0.0
+            z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + lo + r), t * N, N, buf)
             for i in range(N):
-                n = t * N + i
-                if n // 4 != cur:
-                    cur = n // 4
-                    z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
-                xi[r, i] = pick(z0, z1, z2, z3, n % 4)
+                xi[r, i] = z[off + i]
         xb = x[lo:hi]
         dx = overdamped_update(c[0], pspin_grad(xb, gmat, p), c[1], c[2], xi)
         new = sphere_retract(xb + sphere_project(xb, dx))
