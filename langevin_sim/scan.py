@@ -619,6 +619,14 @@ def _run_on_dask(tasks: list[dict], state: _Progress, scenario: str, workers: in
         client = scheduler
     try:
         _announce(client)
+        if cluster is None:
+            # an external cluster's nodes may have another CPU than this machine: warm the
+            # (shared) Numba cache on one of its workers, before fanning out
+            try:
+                client.submit(_warm_numba_cache, scenario, tasks, pure=False, retries=0).result()
+            except Exception as e:
+                print(f"warming the Numba cache on a worker failed ({type(e).__name__}: {e}); "
+                      "workers compile on their own", file=sys.stderr)
         for t in tasks:
             key = f"point-{t['scan']['id']}-{os.urandom(4).hex()}"
             futures[client.submit(run_point, t, key=key, pure=False, retries=0)] = t
