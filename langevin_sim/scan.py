@@ -59,6 +59,8 @@ import socket
 import sys
 import time
 import traceback
+import types
+import typing
 from pathlib import Path
 
 from .errors import ConfigError, RunFileError
@@ -145,6 +147,29 @@ def _parse_sets(sets) -> dict:
     return out
 
 
+def _canonical(params_cls, values: dict) -> dict:
+    """Python numbers given for float / int fields as those types (1 -> 1.0 for a float
+    field, 2.0 -> 2 for an int one), so that a point has the same id and seed whether its
+    values came from the command line (strings, coerced by `resolve_params`) or Python."""
+    hints = typing.get_type_hints(params_cls)
+    out = {}
+    for k, v in values.items():
+        hint = hints.get(k)
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        target = args[0] if args and typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            out[k] = v
+        elif target is float:
+            out[k] = float(v)
+        elif target is int and isinstance(v, float):
+            if not v.is_integer():
+                raise ConfigError(f"{k}={v!r}: expected an int")
+            out[k] = int(v)
+        else:
+            out[k] = v
+    return out
+
+
 def _jsonable(obj):
     return json.loads(json.dumps(obj))
 
@@ -159,6 +184,7 @@ def plan_scan(params_cls, grid=None, zipped=None, repeat: int = 1, sets=None, to
     from .scenario import resolve_params
 
     grid, zipped, sets = _parse_axes(grid, "--grid"), _parse_axes(zipped, "--zip"), _parse_sets(sets)
+    sets = _canonical(params_cls, sets)
     if int(repeat) < 1:
         raise ConfigError(f"--repeat must be >= 1, got {repeat}")
     fields = {f.name for f in dataclasses.fields(params_cls)}
@@ -186,7 +212,7 @@ def plan_scan(params_cls, grid=None, zipped=None, repeat: int = 1, sets=None, to
     points, seen = [], {}
     for gvals in itertools.product(*grid.values()):
         for zrow in zip_rows:
-            raw = dict(zip(grid, gvals), **zrow)
+            raw = _canonical(params_cls, dict(zip(grid, gvals), **zrow))
             p = resolve_params(params_cls, toml_path, {**sets, **raw})
             coords = _jsonable({k: getattr(p, k) for k in raw})
             for r in range(int(repeat)):
@@ -530,6 +556,9 @@ def _check_previous(root: Path, spec: dict, points: list[Point]) -> None:
         return
     if old.get("format") != SCAN_FORMAT:
         raise ConfigError(f"{root} holds a scan.json that is not a langevin_sim scan; use a new --out")
+    if os.path.basename(old["scenario"]) != os.path.basename(spec["scenario"]):
+        raise ConfigError(f"{root} holds a scan of {old['scenario']}, not of {spec['scenario']}; "
+                          "use a new --out directory")
     if set(old["grid"]) | set(old["zip"]) != set(spec["grid"]) | set(spec["zip"]) \
             or set(old["zip"]) != set(spec["zip"]):
         raise ConfigError(f"{root} holds a scan over grid {old['grid']} zip {old['zip']}, this one "

@@ -111,6 +111,10 @@ def test_plan_validates_axes():
     assert (grid, zipped, base["seed"], len(pts)) == (["temperature"], ["step", "d"], 5, 8)
     assert pts[0].coords == {"temperature": 0.5, "step": 0.01, "d": 1}    # coerced to field types
     assert len({p.id for p in pts}) == len({p.seed for p in pts}) == 8
+    # Python values plan the same points (ids, seeds, params) as command-line strings
+    again = plan_scan(P, {"temperature": [0.5, 1]}, {"step": [0.01, 0.02], "d": [1.0, 3]},
+                      repeat=2, sets={"seed": 5})
+    assert again == (base, pts, grid, zipped)
     bad = [dict(grid=["seed=1,2"]), dict(grid=["nope=1,2"]), dict(grid=["d=1,1.0"]),
            dict(zipped=["d=1,2", "step=0.1"]), dict(grid=["d=1,2"], sets=["d=3"]),
            dict(grid=["d=1", "d=2"]), dict(grid=["d="]), dict(repeat=0)]
