@@ -1,7 +1,7 @@
 """Parameter scans: one scenario run per point of a grid, on Dask workers or serially.
 
-    langevin-sim scan SCENARIO.py --grid temperature=0.5,1,2 --grid step=0.01,0.02 \
-        [--zip a=1,2 --zip b=3,4] [--repeat N] [--set key=value ...] --out DIR \
+    langevin-sim scan SCENARIO.py --grid temperature=0.5,1,2 --grid step=0.01,0.02
+        [--zip a=1,2 --zip b=3,4] [--repeat N] [--set key=value ...] --out DIR
         [--workers N | --scheduler tcp://HOST:PORT]
 
 Points.  The grid axes (``--grid``) form a Cartesian product; the ``--zip`` keys vary

@@ -236,7 +236,7 @@ def test_killed_worker_then_rerun_completes_without_duplicates(cluster, tmp_path
     killed = None
     with Client(cluster.scheduler_address) as client:
         deadline = time.monotonic() + 120
-        while killed is None and time.monotonic() < deadline:
+        while killed is None and th.is_alive() and time.monotonic() < deadline:
             if _committed_checkpoint(out / "points" / f"{slow}.h5"):
                 for addr, keys in client.processing().items():
                     if any(k.startswith(f"point-{slow}") for k in keys):
