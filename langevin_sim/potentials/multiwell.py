@@ -8,6 +8,7 @@ CuPy via ufuncs and operators) and compiled unchanged by Numba for the fused ker
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import ndtr
 
 from ..errors import ConfigError
 from .base import Potential, array_module
@@ -162,5 +163,8 @@ class MultiWell(Potential):
         return -self.depths / temperature - 0.5 * logdet
 
     def default_init(self, z):
-        """Replica m starts at centre m mod K, plus 0.1 z."""
-        return self.centers[np.arange(z.shape[0]) % self.n_wells] + 0.1 * z
+        """Each replica starts at a well drawn uniformly by its own normals, centre
+        j = floor(K Phi(z_1)) (Phi the normal CDF), plus 0.1 z: a pure function of the
+        replica's INIT stream, so splitting replicas over Simulations changes nothing."""
+        j = np.minimum((self.n_wells * ndtr(z[:, 0])).astype(np.int64), self.n_wells - 1)
+        return self.centers[j] + 0.1 * z
