@@ -452,6 +452,7 @@ class ModularArithmeticMLP(_MLPLoss, Potential):
         self.train_onehot = np.concatenate([eye[self.train_pairs[:, 0]], eye[self.train_pairs[:, 1]]], axis=1)
         self.test_onehot = np.concatenate([eye[self.test_pairs[:, 0]], eye[self.test_pairs[:, 1]]], axis=1)
         self.train_labels = self.train_pairs.sum(axis=1) % p
+        self.train_Y = eye[self.train_labels]
         self.test_labels = self.test_pairs.sum(axis=1) % p
         self._cache: dict = {}
 
@@ -494,14 +495,13 @@ class ModularArithmeticMLP(_MLPLoss, Potential):
         c = _gather(self.train_labels, rows)
         B = c.shape[-1]
         s = out - out.max(axis=-1, keepdims=True)
-        lse = np.log(np.exp(s).sum(axis=-1, keepdims=True))
-        logp = s - lse
-        loss = -np.mean(np.take_along_axis(logp, np.broadcast_to(c, out.shape[:-1])[..., None], -1)[..., 0]
-                        .astype(np.float64), axis=-1)
-        q = np.exp(logp)
-        Y = np.eye(self.p, dtype=out.dtype)[c]
+        e = np.exp(s)
+        norm = e.sum(axis=-1, keepdims=True)
+        s_c = np.take_along_axis(s, np.broadcast_to(c, out.shape[:-1])[..., None], -1)
+        loss = np.mean((np.log(norm) - s_c)[..., 0].astype(np.float64), axis=-1)
+        q = e / norm
         Rdout = None if Rout is None else q * (Rout - (q * Rout).sum(axis=-1, keepdims=True)) / B
-        return loss, (q - Y) / B, Rdout
+        return loss, (q - _gather(self._cast("train_Y", out.dtype), rows)) / B, Rdout
 
     def _logits(self, x, test: bool) -> np.ndarray:
         P = self.layout.unpack(x)

@@ -1,0 +1,58 @@
+"""Grokking: modular addition is memorized long before it is learned.
+
+An MLP with quadratic activation (Gromov 2023) reads one-hot operands (a, b) and predicts
+(a + b) mod p with cross-entropy, trained full-batch by AdamW with decoupled weight decay on
+60% of the p^2 = 529 pairs (p = 23).  Training accuracy reaches 100% within a few hundred
+steps while the test accuracy stays near or below chance (1/p); only after ~2000 steps,
+as weight decay shrinks the memorizing solution, does the test accuracy climb past 0.9.
+Records: train/test loss and accuracy and the weight norm every `record_every` steps.
+
+Cost: ~1 ms per step for 4 replicas with one BLAS thread (the NumPy reference runs it;
+there is no fused AdamW kernel).  Plain SGD does not show it at this cost: heavy-ball SGD
+(momentum 0.9, lr 0.1-1.0, weight decay 1e-3-3e-3, full batch) fits the training set and
+stalls at 30-60% test accuracy for 20000 steps, the known sluggishness of SGD here.
+"""
+from dataclasses import dataclass
+
+from threadpoolctl import threadpool_limits
+
+from langevin_sim import Simulation
+from langevin_sim.dynamics import AdamW
+from langevin_sim.potentials import ModularArithmeticMLP
+from langevin_sim.scenario import RunParams, main
+
+
+@dataclass(frozen=True)
+class Params(RunParams):
+    replicas: int = 4
+    steps: int = 4000
+    record_every: int = 50
+    backend: str = "numpy"
+    record_positions: bool = False
+    p: int = 23
+    hidden: int = 64
+    train_fraction: float = 0.6
+    activation: str = "quadratic"
+    embed: int | None = None
+    init_scale: float = 1.0
+    data_seed: int = 0
+    lr: float = 3e-3
+    weight_decay: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    batch_size: int | None = None
+
+
+def build(p: Params) -> Simulation:
+    # The (M, n, hidden) products are small: several BLAS threads only add overhead (PERF_NOTES).
+    threadpool_limits(1, user_api="blas")
+    pot = ModularArithmeticMLP(p=p.p, hidden=p.hidden, train_fraction=p.train_fraction,
+                               embed=p.embed, activation=p.activation, seed=p.data_seed,
+                               init_scale=p.init_scale)
+    dyn = AdamW(lr=p.lr, batch_size=p.batch_size, beta1=p.beta1, beta2=p.beta2,
+                weight_decay=p.weight_decay)
+    return Simulation(pot, dyn, replicas=p.replicas, backend=p.backend, dtype=p.dtype, seed=p.seed)
+
+
+if __name__ == "__main__":
+    main(__file__)

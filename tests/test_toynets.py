@@ -1,0 +1,313 @@
+"""Toy networks: backprop and R-operator against finite differences, data and observables
+against naive loops, SGD/AdamW streams (partition, resume), the fused Numba kernel against
+the NumPy reference, teacher-student learning and grokking."""
+import math
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from langevin_sim import ConfigError, Simulation, open_run
+from langevin_sim.dynamics import SGD, AdamW, Schedule
+from langevin_sim.potentials import LinearRegression, ModularArithmeticMLP, TeacherStudentMLP
+from langevin_sim.potentials.toynets import ACTIVATIONS, act
+
+NETS = {
+    "ts-tanh": lambda: TeacherStudentMLP(n=23, d_in=3, hidden=5, teacher_hidden=2, n_test=7, seed=1),
+    "ts-relu": lambda: TeacherStudentMLP(n=19, d_in=4, hidden=3, teacher_hidden=3, n_test=5,
+                                         activation="relu", seed=2),
+    "ts-quadratic": lambda: TeacherStudentMLP(n=17, d_in=2, hidden=4, teacher_hidden=1, n_test=5,
+                                              activation="quadratic", seed=3),
+    "mod-onehot-relu": lambda: ModularArithmeticMLP(p=5, hidden=4, train_fraction=0.6, seed=4),
+    "mod-onehot-quadratic": lambda: ModularArithmeticMLP(p=5, hidden=3, activation="quadratic", seed=5),
+    "mod-embed-tanh": lambda: ModularArithmeticMLP(p=5, hidden=4, embed=3, activation="tanh", seed=6),
+}
+
+
+def random_point(pot, M=3, seed=0):
+    return 0.7 * np.random.default_rng(seed).standard_normal((M, pot.d))
+
+
+def central_differences(f, x, eps):
+    """Columns j of (f(x + eps e_j) - f(x - eps e_j)) / (2 eps) for f: (M, d) -> (M, ...),
+    all d perturbations evaluated at once as M*d extra replicas: returns (M, ..., d)."""
+    M, d = x.shape
+    E = eps * np.eye(d)
+    xp = (x[:, None, :] + E).reshape(M * d, d)
+    xm = (x[:, None, :] - E).reshape(M * d, d)
+    diff = (f(xp) - f(xm)) / (2 * eps)
+    return np.moveaxis(diff.reshape((M, d) + diff.shape[1:]), 1, -1)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_gradient_matches_finite_differences(name):
+    """Central differences with eps = 1e-6 have error ~ eps^2 f''' + 1e-16 |f| / eps ~ 1e-10
+    relative; 1e-7 leaves three orders of margin, a wrong term is off by O(1)."""
+    pot = NETS[name]()
+    x = random_point(pot)
+    fd = central_differences(pot.energy, x, 1e-6)
+    g = pot.grad(x)
+    assert g.shape == x.shape
+    np.testing.assert_allclose(g, fd, rtol=0, atol=1e-7 * np.abs(fd).max())
+    # minibatch gradient: the mean over the rows of batch[m], repeated rows included
+    M, B = x.shape[0], 6
+    batch = np.random.default_rng(1).integers(0, pot.n_samples, (M, B))
+    fdb = central_differences(lambda y: pot.batch_loss(y, np.repeat(batch, pot.d, axis=0)), x, 1e-6)
+    np.testing.assert_allclose(pot.grad(x, batch), fdb, rtol=0, atol=1e-7 * np.abs(fdb).max())
+    # the batch of all samples is the full loss
+    allrows = np.tile(np.arange(pot.n_samples), (M, 1))
+    np.testing.assert_allclose(pot.grad(x, allrows), g, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(pot.batch_loss(x, allrows), pot.energy(x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_hessian_matches_gradient_differences(name):
+    """Analytic Hessians (column by column from the R-operator hvp) against central
+    differences of the analytic gradient; same error budget as the gradient test."""
+    pot = NETS[name]()
+    x = random_point(pot, M=2, seed=3)
+    H = pot.hessian(x)
+    fd = central_differences(pot.grad, x, 1e-6)
+    np.testing.assert_allclose(H, fd, rtol=0, atol=1e-7 * np.abs(fd).max())
+    v = np.random.default_rng(4).standard_normal(x.shape)
+    np.testing.assert_allclose(pot.hvp(x, v), np.einsum("mij,mj->mi", H, v), rtol=1e-10,
+                               atol=1e-12 * np.abs(H).max() * np.abs(v).sum())
+    batch = np.random.default_rng(5).integers(0, pot.n_samples, (2, 5))
+    fdb = (pot.grad(x + 1e-6 * v, batch) - pot.grad(x - 1e-6 * v, batch)) / 2e-6
+    np.testing.assert_allclose(pot.hvp(x, v, batch), fdb, rtol=0, atol=1e-7 * np.abs(fdb).max())
+
+
+def naive_mlp(a, W1, b1, W2, b2, activation):
+    """One sample through the network with explicit loops (the test's own reference)."""
+    h = [act(np.array(sum(W1[j, i] * a[i] for i in range(a.size)) + b1[j]), ACTIVATIONS[activation])
+         for j in range(b1.size)]
+    return np.array([sum(W2[k, j] * h[j] for j in range(b1.size)) + b2[k] for k in range(b2.size)])
+
+
+def test_teacher_student_losses_against_naive_loops():
+    pot = TeacherStudentMLP(n=11, d_in=3, hidden=4, teacher_hidden=2, n_test=6, seed=8)
+    x = random_point(pot, M=2)
+    P = pot.layout.unpack(x)
+    for m in range(2):
+        net = [P[k][m] for k in ("W1", "b1", "W2", "b2")]
+        train = [0.5 * (naive_mlp(a, *net, "tanh")[0] - y) ** 2 for a, y in zip(pot.inputs, pot.labels)]
+        test = [0.5 * (naive_mlp(a, *net, "tanh")[0] - y) ** 2
+                for a, y in zip(pot.test_inputs, pot.test_labels)]
+        obs = pot.observables(x)
+        assert math.isclose(pot.energy(x)[m], np.mean(train), rel_tol=1e-12)
+        assert math.isclose(obs["train_loss"][m], np.mean(train), rel_tol=1e-12)
+        assert math.isclose(obs["test_loss"][m], np.mean(test), rel_tol=1e-12)
+        assert math.isclose(obs["weight_norm"][m], math.sqrt(np.sum(x[m] ** 2)), rel_tol=1e-12)
+    # parameter layout: W1 row-major first, then b1, W2, b2
+    assert pot.d == 4 * 3 + 4 + 4 + 1
+    assert P["W1"][1, 2, 1] == x[1, 2 * 3 + 1] and P["b2"][0, 0] == x[0, -1]
+
+
+def test_modular_losses_and_accuracies_against_naive_loops():
+    pot = ModularArithmeticMLP(p=5, hidden=6, embed=2, train_fraction=0.4, seed=3)
+    x = random_point(pot, M=2, seed=2)
+    P = pot.layout.unpack(x)
+    obs = pot.observables(x)
+    for m in range(2):
+        net = [P[k][m] for k in ("W1", "b1", "W2", "b2")]
+        for pairs, tag in ((pot.train_pairs, "train"), (pot.test_pairs, "test")):
+            losses, hits = [], []
+            for a, b in pairs:
+                logits = naive_mlp(np.concatenate([P["E"][m, a], P["E"][m, b]]), *net, "relu")
+                c = (a + b) % 5
+                losses.append(math.log(np.sum(np.exp(logits))) - logits[c])
+                hits.append(np.argmax(logits) == c)
+            assert math.isclose(obs[f"{tag}_loss"][m], np.mean(losses), rel_tol=1e-12)
+            assert obs[f"{tag}_accuracy"][m] == np.mean(hits)
+        assert math.isclose(pot.energy(x)[m], obs["train_loss"][m], rel_tol=1e-12)
+
+
+def test_modular_split():
+    pot = ModularArithmeticMLP(p=7, train_fraction=0.3, seed=11)
+    train = {tuple(r) for r in pot.train_pairs}
+    test = {tuple(r) for r in pot.test_pairs}
+    assert len(train) == pot.n_samples == round(0.3 * 49) and not train & test
+    assert train | test == {(a, b) for a in range(7) for b in range(7)}
+    assert {tuple(r) for r in ModularArithmeticMLP(p=7, train_fraction=0.3, seed=12).train_pairs} != train
+
+
+def test_teacher_student_labels_are_teacher_plus_noise():
+    """Residuals y - f*(a) are the label noise: their std over N = 4096 samples is noise
+    within 4 standard errors (SE of a normal sample std = noise / sqrt(2N))."""
+    pot = TeacherStudentMLP(n=2048, n_test=2048, d_in=5, teacher_hidden=3, noise=0.3, seed=5)
+    r = np.concatenate([pot.labels - pot.teacher(pot.inputs), pot.test_labels - pot.teacher(pot.test_inputs)])
+    assert abs(r.std() - 0.3) <= 4 * 0.3 / math.sqrt(2 * r.size)
+    assert abs(r.mean()) <= 4 * 0.3 / math.sqrt(r.size)
+
+
+@pytest.mark.parametrize("name", ["ts-tanh", "mod-embed-tanh"])
+def test_instance_round_trip_through_run_file(name, tmp_run):
+    pot = NETS[name]()
+    sim = Simulation(pot, SGD(0.05, 4), 3, backend="numpy", seed=2)
+    run = sim.run(20, 10, out=tmp_run)
+    back = open_run(tmp_run).potential
+    assert type(back) is type(pot) and back.params() == pot.params()
+    x = np.asarray(run.positions[-1])
+    np.testing.assert_array_equal(back.energy(x), pot.energy(x))
+    np.testing.assert_array_equal(run["test_loss"][-1], pot.observables(x)["test_loss"])
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="activation"):
+        TeacherStudentMLP(activation="gelu")
+    with pytest.raises(ConfigError, match="train_fraction"):
+        ModularArithmeticMLP(p=5, train_fraction=1.0)
+    with pytest.raises(ConfigError, match="batch"):
+        TeacherStudentMLP().grad(np.zeros((2, TeacherStudentMLP().d)), np.zeros((3, 4), int))
+    with pytest.raises(ConfigError, match="beta2"):
+        AdamW(beta2=1.0)
+    with pytest.raises(ConfigError, match="exceeds"):
+        Simulation(ModularArithmeticMLP(p=3), AdamW(batch_size=100), 2)
+
+
+# ---------------------------------------------------------------- dynamics on the nets
+
+TS_SMALL = TeacherStudentMLP(n=37, d_in=3, hidden=5, teacher_hidden=2, n_test=11, seed=7)
+SGD_CASES = {
+    "permutation": SGD(Schedule("linear", 0.08, 0.02, 250), 7, momentum=0.3, weight_decay=1e-3,
+                       temperature=1e-4),
+    "replacement": SGD(0.05, 6, replacement=True),
+    "full-batch": SGD(0.05, None, momentum=0.5),
+}
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("case", sorted(SGD_CASES))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numba_matches_numpy(dtype, case, activation):
+    """Fused kernel vs reference over 250 steps, M = 5 replicas (odd), n = 37, B = 7 or 6,
+    d = 26.  float64: both evaluate the same formulas, differences are summation order
+    (~1e-15 per step); float32: ~1e-7 per step, 2e-4 allows the growth over 250 steps."""
+    pot = TeacherStudentMLP(n=37, d_in=3, hidden=5, teacher_hidden=2, n_test=11, seed=7,
+                            activation=activation, init_scale=0.8)
+    out = {}
+    for backend in ("numpy", "numba"):
+        sim = Simulation(pot, SGD_CASES[case], 5, backend=backend, seed=13, dtype=dtype)
+        sim.advance(250)
+        assert sim.state["x"].dtype == np.dtype(dtype)
+        assert (sim.diverged_step < 0).all()
+        out[backend] = sim.state
+    tol = dict(rtol=1e-9, atol=1e-11) if dtype == "float64" else dict(rtol=2e-4, atol=2e-4)
+    for k in out["numpy"]:
+        np.testing.assert_allclose(out["numba"][k], out["numpy"][k], **tol, err_msg=f"state {k}")
+
+
+def test_numba_freezes_diverging_replicas_like_numpy():
+    dyn = SGD(Schedule("linear", 0.05, 40.0, 60), 5)
+    res = {}
+    for backend in ("numpy", "numba"):
+        sim = Simulation(TS_SMALL, dyn, 4, backend=backend, seed=1, divergence_bound=50.0)
+        sim.advance(80)
+        res[backend] = (sim.diverged_step.copy(), sim.state["x"].copy())
+    assert (res["numpy"][0] > 0).any()
+    np.testing.assert_array_equal(res["numba"][0], res["numpy"][0])
+    np.testing.assert_allclose(res["numba"][1], res["numpy"][1], rtol=1e-9, atol=1e-10)
+
+
+STREAM_PAIRS = {
+    "ts-sgd-permutation": (TS_SMALL, SGD_CASES["permutation"]),
+    "ts-sgd-replacement": (TS_SMALL, SGD_CASES["replacement"]),
+    "mod-adamw-permutation": (ModularArithmeticMLP(p=5, hidden=4, seed=2), AdamW(0.01, 4, weight_decay=0.5)),
+    "mod-adamw-replacement": (ModularArithmeticMLP(p=5, hidden=4, embed=2, seed=2),
+                              AdamW(0.01, 3, replacement=True)),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("name", sorted(STREAM_PAIRS))
+def test_partition_and_resume_invariance(backend, name):
+    """Replicas split over two Simulations (first_replica) and a run cut at step 100 and
+    continued by a new Simulation from the carried state give the identical trajectory."""
+    pot, dyn = STREAM_PAIRS[name]
+    M = 6
+    whole = Simulation(pot, dyn, M, backend=backend, seed=21)
+    whole.advance(300)
+    parts = [Simulation(pot, dyn, r, backend=backend, seed=21, first_replica=r0)
+             for r0, r in ((0, 2), (2, 4))]
+    for p in parts:
+        p.advance(300)
+    first = Simulation(pot, dyn, M, backend=backend, seed=21)
+    first.advance(100)
+    second = Simulation(pot, dyn, M, backend=backend, seed=21, init=first.state["x"])
+    second.state = {k: v.copy() for k, v in first.state.items()}
+    second.step = first.step
+    second.advance(200)
+    for k in whole.state:
+        np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]), whole.state[k])
+        np.testing.assert_array_equal(second.state[k], whole.state[k])
+
+
+def test_teacher_student_sgd_learns_the_teacher():
+    """Realizable teacher-student (teacher width 4, student width 16, tanh, label noise 0.01):
+    minibatch SGD brings the test loss of every replica below 1% of its initial value and
+    below 1% of var(y_test)/2 (the loss of the best constant predictor).  Its floor is the
+    label noise, noise^2/2 = 5e-5, ~1e-4 of the initial loss."""
+    pot = TeacherStudentMLP(n=512, d_in=8, hidden=16, teacher_hidden=4, noise=0.01, n_test=1024, seed=1)
+    sim = Simulation(pot, SGD(0.05, 32, momentum=0.9), 4, backend="numba", seed=0)
+    run = sim.run(2000, 500, record_positions=False, progress=False)
+    test_loss = np.asarray(run["test_loss"])
+    assert (test_loss[-1] < 0.01 * test_loss[0]).all(), test_loss
+    assert (test_loss[-1] < 0.01 * np.var(pot.test_labels) / 2).all(), test_loss
+
+
+# ---------------------------------------------------------------- AdamW
+
+def test_adamw_first_step_and_bias_correction():
+    """At t = 0 the bias-corrected moments are g and g^2, so the step is
+    x1 = x0 - lr (wd x0 + g / (|g| + eps)) exactly; at t = 1 with a second gradient g1,
+    mhat = (beta1 (1-beta1) g0 + (1-beta1) g1) / (1 - beta1^2), similarly shat."""
+    pot = LinearRegression(n=40, d=5, seed=2)
+    dyn = AdamW(lr=0.01, beta1=0.8, beta2=0.9, eps=1e-3, weight_decay=0.5)
+    sim = Simulation(pot, dyn, 3, backend="numpy", seed=1)
+    x0 = sim.state["x"].copy()
+    g0 = pot.grad(x0)
+    sim.advance(1)
+    x1 = x0 - 0.01 * (0.5 * x0 + g0 / (np.abs(g0) + 1e-3))
+    np.testing.assert_allclose(sim.state["x"], x1, rtol=1e-14)
+    g1 = pot.grad(x1)
+    sim.advance(1)
+    mhat = (0.8 * 0.2 * g0 + 0.2 * g1) / (1 - 0.8 ** 2)
+    shat = (0.9 * 0.1 * g0 ** 2 + 0.1 * g1 ** 2) / (1 - 0.9 ** 2)
+    np.testing.assert_allclose(sim.state["x"], x1 - 0.01 * (0.5 * x1 + mhat / (np.sqrt(shat) + 1e-3)),
+                               rtol=1e-14)
+
+
+def test_adamw_converges_to_least_squares():
+    """Without weight decay and with a decaying lr, full-batch AdamW ends at the
+    least-squares minimizer (distance far below the ~lr_end step scale)."""
+    pot = LinearRegression(n=60, d=4, seed=5)
+    sim = Simulation(pot, AdamW(Schedule("exponential", 0.05, 1e-5, 3000), weight_decay=0.0), 3,
+                     backend="numpy", seed=2)
+    sim.advance(3000)
+    np.testing.assert_allclose(sim.state["x"], np.broadcast_to(pot.minimizer(), (3, 4)), atol=1e-4)
+
+
+# ---------------------------------------------------------------- grokking
+
+@pytest.mark.slow
+def test_grokking_delay():
+    """scenarios/grokking.py setting (p = 23, one-hot, width 64, quadratic activation, 60% of
+    pairs, full-batch AdamW lr 3e-3, beta2 0.98, weight decay 1), 3 replicas: every replica
+    fits the training set (accuracy 1.0) at least 5x earlier than its test accuracy reaches
+    0.9 (measured ~150 vs 1400-2000 steps), and the test accuracy at that earlier step is
+    below 0.1 (chance is 1/23)."""
+    from langevin_sim.scenario import load_scenario, resolve_params
+
+    mod = load_scenario("scenarios/grokking.py")
+    p = resolve_params(mod.Params, sets={"replicas": 3, "steps": 3000, "record_every": 50})
+    with threadpool_limits(1, user_api="blas"):
+        sim = mod.build(p)
+        run = sim.run(p.steps, p.record_every, record_positions=False, progress=False)
+    step = np.asarray(run.step)
+    train, test = np.asarray(run["train_accuracy"]), np.asarray(run["test_accuracy"])
+    for m in range(p.replicas):
+        assert (train[:, m] == 1.0).any() and (test[:, m] >= 0.9).any(), (train[:, m], test[:, m])
+        fit = np.argmax(train[:, m] == 1.0)
+        grok = np.argmax(test[:, m] >= 0.9)
+        assert step[grok] >= 5 * step[fit], (step[fit], step[grok])
+        assert test[fit, m] < 0.1
