@@ -20,6 +20,8 @@ same bits.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import ConfigError
@@ -42,20 +44,42 @@ ACCEPT = 5
 PERMUTE = 6
 
 
+def philox_round(c0, c1, c2, c3, k0, k1):
+    """One Philox4x32 round: two 32x32 -> 64-bit products, swaps and key xors."""
+    p0 = PHILOX_M0 * c0
+    p1 = PHILOX_M1 * c2
+    return (p1 >> SHIFT32) ^ c1 ^ k0, p1 & MASK32, (p0 >> SHIFT32) ^ c3 ^ k1, p0 & MASK32
+
+
+def philox_bump(k0, k1):
+    """The Weyl key schedule between rounds."""
+    return (k0 + PHILOX_W0) & MASK32, (k1 + PHILOX_W1) & MASK32
+
+
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
-    """Ten Philox4x32 rounds on a counter (c0..c3) with key (k0, k1); uint64 holding 32 bits."""
-    for _ in range(10):
-        p0 = PHILOX_M0 * c0
-        p1 = PHILOX_M1 * c2
-        c0, c1, c2, c3 = (
-            (p1 >> SHIFT32) ^ c1 ^ k0,
-            p1 & MASK32,
-            (p0 >> SHIFT32) ^ c3 ^ k1,
-            p0 & MASK32,
-        )
-        k0 = (k0 + PHILOX_W0) & MASK32
-        k1 = (k1 + PHILOX_W1) & MASK32
-    return c0, c1, c2, c3
+    """Ten Philox4x32 rounds on a counter (c0..c3) with key (k0, k1); uint64 holding 32 bits.
+
+    The rounds are written out (not looped) so that compilers unroll and vectorize them.
+    """
+    c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = philox_bump(k0, k1)
+    c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = philox_bump(k0, k1)
+    c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = philox_bump(k0, k1)
+    c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = philox_bump(k0, k1)
+    c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = philox_bump(k0, k1)
+    c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = philox_bump(k0, k1)
+    c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = philox_bump(k0, k1)
+    c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = philox_bump(k0, k1)
+    c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = philox_bump(k0, k1)
+    return philox_round(c0, c1, c2, c3, k0, k1)
 
 
 def block_words(k0, k1, purpose, replica, block):
@@ -67,7 +91,18 @@ LN2 = 0.6931471805599453
 SQRT2 = 1.4142135623730951
 SQRT_HALF = 0.7071067811865476
 # 2 atanh(t) = 2 t sum_k t^(2k) / (2k + 1), |t| <= 0.1716: 11 terms reach 1e-17
-ATANH_C = tuple(1.0 / (2 * k + 1) for k in range(11))
+A1, A2, A3, A4, A5, A6, A7, A8, A9, A10 = (1.0 / (2 * k + 1) for k in range(1, 11))
+
+
+def select(cond, a, b):
+    """`a` where `cond` else `b`.  Compiled targets substitute a scalar conditional
+    expression (backends/jit.py PRIMITIVES), which vectorizes to a blend."""
+    return np.where(cond, a, b)
+
+
+def sqrt(x):
+    """Square root (correctly rounded on every target; compiled targets use math.sqrt)."""
+    return np.sqrt(x)
 
 
 def log_u32(w):
@@ -78,39 +113,36 @@ def log_u32(w):
     """
     x = w + 0.5
     s = x >= 65536.0
-    x = x * (1.0 + s * (2.0 ** -16 - 1.0))
-    e = 16.0 * s - 32.0
+    x = x * select(s, 2.0 ** -16, 1.0)
+    e = select(s, -16.0, -32.0)
     s = x >= 256.0
-    x = x * (1.0 + s * (2.0 ** -8 - 1.0))
-    e = e + 8.0 * s
+    x = x * select(s, 2.0 ** -8, 1.0)
+    e = e + select(s, 8.0, 0.0)
     s = x >= 16.0
-    x = x * (1.0 + s * (2.0 ** -4 - 1.0))
-    e = e + 4.0 * s
+    x = x * select(s, 2.0 ** -4, 1.0)
+    e = e + select(s, 4.0, 0.0)
     s = x >= 4.0
-    x = x * (1.0 + s * (0.25 - 1.0))
-    e = e + 2.0 * s
+    x = x * select(s, 0.25, 1.0)
+    e = e + select(s, 2.0, 0.0)
     s = x >= 2.0
-    x = x * (1.0 - 0.5 * s)
-    e = e + 1.0 * s
+    x = x * select(s, 0.5, 1.0)
+    e = e + select(s, 1.0, 0.0)
     s = x > SQRT2
-    x = x * (1.0 - 0.5 * s)
-    e = e + 1.0 * s
+    x = x * select(s, 0.5, 1.0)
+    e = e + select(s, 1.0, 0.0)
     s = x < SQRT_HALF
-    x = x * (1.0 + 1.0 * s)
-    e = e - 1.0 * s
+    x = x * select(s, 2.0, 1.0)
+    e = e - select(s, 1.0, 0.0)
     t = (x - 1.0) / (x + 1.0)
     t2 = t * t
-    p = ATANH_C[10]
-    for k in range(9, -1, -1):
-        p = p * t2 + ATANH_C[k]
+    p = 1.0 + t2 * (A1 + t2 * (A2 + t2 * (A3 + t2 * (A4 + t2 * (A5 + t2 * (A6 + t2 * (
+        A7 + t2 * (A8 + t2 * (A9 + t2 * A10)))))))))
     return e * LN2 + 2.0 * t * p
 
 
 # Taylor coefficients of sin and cos on |phi| <= pi/4 (truncation < 1e-17)
-SIN_C = (1.0, -1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880, -1.0 / 39916800,
-         1.0 / 6227020800, -1.0 / 1307674368000, 1.0 / 355687428096000)
-COS_C = (1.0, -0.5, 1.0 / 24, -1.0 / 720, 1.0 / 40320, -1.0 / 3628800, 1.0 / 479001600,
-         -1.0 / 87178291200, 1.0 / 20922789888000, -1.0 / 6402373705728000)
+S1, S2, S3, S4, S5, S6, S7, S8 = ((-1) ** k / math.factorial(2 * k + 1) for k in range(1, 9))
+C1, C2, C3, C4, C5, C6, C7, C8, C9 = ((-1) ** k / math.factorial(2 * k) for k in range(1, 10))
 
 
 def sincos_2pi(v):
@@ -118,23 +150,18 @@ def sincos_2pi(v):
     k = np.floor(4.0 * v + 0.5)
     phi = TWO_PI * (v - 0.25 * k)
     p2 = phi * phi
-    sp = SIN_C[8]
-    for j in range(7, -1, -1):
-        sp = sp * p2 + SIN_C[j]
-    sp = sp * phi
-    cp = COS_C[9]
-    for j in range(8, -1, -1):
-        cp = cp * p2 + COS_C[j]
-    q1 = 1.0 * (k == 1.0)
-    q2 = 1.0 * (k == 2.0)
-    q3 = 1.0 * (k == 3.0)
-    q0 = 1.0 - q1 - q2 - q3
-    return (q0 - q2) * cp + (q3 - q1) * sp, (q0 - q2) * sp + (q1 - q3) * cp
+    sp = phi * (1.0 + p2 * (S1 + p2 * (S2 + p2 * (S3 + p2 * (S4 + p2 * (S5 + p2 * (S6 + p2 * (
+        S7 + p2 * S8))))))))
+    cp = 1.0 + p2 * (C1 + p2 * (C2 + p2 * (C3 + p2 * (C4 + p2 * (C5 + p2 * (C6 + p2 * (
+        C7 + p2 * (C8 + p2 * C9))))))))
+    c = select(k == 1.0, -sp, select(k == 2.0, -cp, select(k == 3.0, sp, cp)))
+    s = select(k == 1.0, cp, select(k == 2.0, -sp, select(k == 3.0, -cp, sp)))
+    return c, s
 
 
 def box_muller(wa, wb):
     """Two standard normals from two 32-bit words: sqrt(-2 ln u) (cos, sin)(2 pi v)."""
-    r = np.sqrt(-2.0 * log_u32(wa))
+    r = sqrt(-2.0 * log_u32(wa))
     c, s = sincos_2pi((wb + 0.5) * TWO_NEG32)
     return r * c, r * s
 
@@ -161,7 +188,7 @@ def key_of(seed: int) -> tuple[np.uint64, np.uint64]:
 
 
 # Functions above that compiled targets build (in dependency order).
-DEVICE_FUNCTIONS = ("philox4x32_10", "block_words", "log_u32", "sincos_2pi", "box_muller",
+DEVICE_FUNCTIONS = ("select", "sqrt", "philox_round", "philox_bump", "philox4x32_10", "block_words", "log_u32", "sincos_2pi", "box_muller",
                     "block_normals", "bounded_index")
 
 

@@ -21,6 +21,7 @@ from .jit import compile_functions, jit, pjit
 
 _rng = compile_functions(rng, rng.DEVICE_FUNCTIONS)
 block_normals, block_words, bounded_index = _rng.block_normals, _rng.block_words, _rng.bounded_index
+box_muller = _rng.box_muller
 schedule_value = jit(schedules.schedule_value)
 dw_grad = jit(double_well.dw_grad)
 overdamped_update = jit(langevin.overdamped_update)
@@ -54,25 +55,42 @@ def sched(code, t):
 
 
 @jit
+def noise_buffer(lanes):
+    """Scratch for `noise_chunk` calls of up to `lanes` normals."""
+    return np.empty((3, 4, (lanes + 3) // 4 + 1))
+
+
+@jit
 def chunk_buffer(d):
-    """Scratch (rows, 4) for the normals of max(1, CHUNK // d) steps of d lanes."""
+    """(scratch, steps): scratch for the normals of max(1, CHUNK // d) steps of d lanes."""
     steps = max(1, CHUNK // d)
-    return np.empty(((steps * d + 3) // 4 + 1, 4)), steps
+    return noise_buffer(steps * d), steps
 
 
 @jit
 def noise_chunk(k0, k1, purpose, rep, n0, count, buf):
     """Normals at stream positions n0 .. n0+count-1 of one replica: (z, off) with normal n at
-    z[off + n - n0].  The loop over Philox blocks is straight-line code, so it vectorizes."""
+    z[off + n - n0].  Three straight-line passes (Philox words, Box-Muller per word pair,
+    interleave) so that each vectorizes."""
     first = n0 // 4
     nb = (n0 + count - 1) // 4 - first + 1
+    W, Z, z = buf[0], buf[1], buf[2].reshape(buf.shape[1] * buf.shape[2])
     for b in range(nb):
-        z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(purpose), rep, np.uint64(first + b))
-        buf[b, 0] = z0
-        buf[b, 1] = z1
-        buf[b, 2] = z2
-        buf[b, 3] = z3
-    return buf.reshape(buf.size), n0 - 4 * first
+        w0, w1, w2, w3 = block_words(k0, k1, np.uint64(purpose), rep, np.uint64(first + b))
+        W[0, b] = w0
+        W[1, b] = w1
+        W[2, b] = w2
+        W[3, b] = w3
+    for b in range(nb):
+        Z[0, b], Z[1, b] = box_muller(W[0, b], W[1, b])
+    for b in range(nb):
+        Z[2, b], Z[3, b] = box_muller(W[2, b], W[3, b])
+    for b in range(nb):
+        z[4 * b] = Z[0, b]
+        z[4 * b + 1] = Z[1, b]
+        z[4 * b + 2] = Z[2, b]
+        z[4 * b + 3] = Z[3, b]
+    return z, n0 - 4 * first
 
 
 @pjit
@@ -154,7 +172,7 @@ def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, bl
         hi = min(M, lo + block)
         new = np.empty(d, dtype=x.dtype)
         G = np.empty((hi - lo, d), dtype=x.dtype)
-        buf = np.empty(((d + 3) // 4 + 1, 4))
+        buf = noise_buffer(d)
         for t in range(t0, t0 + K):
             eta = sched(es, t)
             sigma = math.sqrt(2.0 * eta * sched(ts, t))
@@ -193,7 +211,7 @@ def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd
         g = np.empty(d, dtype=x.dtype)
         nx = np.empty(d, dtype=x.dtype)
         nv = np.empty(d, dtype=x.dtype)
-        buf = np.empty(((d + 3) // 4 + 1, 4))
+        buf = noise_buffer(d)
         z, off = buf.reshape(buf.size), 0
         for t in range(t0, t0 + K):
             lr = sched(ls, t)

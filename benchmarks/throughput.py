@@ -1,0 +1,201 @@
+"""Chain-steps per second per workload and backend, next to this machine's limits.
+
+usage: python benchmarks/throughput.py [--only W1,W2] [--quick] [--out benchmarks/results/NAME.md]
+
+Limits are measured in the same run: the rate at which the kernels' own Philox + Box-Muller
+code generates normals alone (the ceiling for cheap potentials), the BLAS GEMM rate for the
+dense workloads' matrix shapes, and memory bandwidth.  Each workload states the criterion it
+is held to.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numba
+import numpy as np
+from numba import prange
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from langevin_sim import Simulation, rng
+from langevin_sim.backends.numba_kernels import noise_chunk
+from langevin_sim.dynamics import OverdampedLangevin
+from langevin_sim.potentials import DoubleWell, Quadratic
+
+
+# ------------------------------------------------------------------ machine limits
+
+@numba.njit(parallel=True, cache=True)
+def _normals_only(M, steps, d, k0, k1):
+    """Sum of the noise a fused kernel would draw for M replicas x steps x d lanes."""
+    acc = np.zeros(M)
+    for m in prange(M):
+        buf = np.empty(((256 + d + 3) // 4 + 1, 4))
+        per = max(1, 256 // d)
+        t = 0
+        s = 0.0
+        while t < steps:
+            tb = min(steps, t + per)
+            z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(m), t * d, (tb - t) * d, buf)
+            for i in range((tb - t) * d):
+                s += z[off + i]
+            t = tb
+        acc[m] = s
+    return acc
+
+
+def timed(fn, min_time=1.0):
+    """Best-of wall time of fn() over repeats filling about `min_time` seconds."""
+    fn()
+    best, total, n = np.inf, 0.0, 0
+    while total < min_time or n < 3:
+        t = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t
+        best, total, n = min(best, dt), total + dt, n + 1
+    return best
+
+
+def normal_rate(d: int, M: int, steps: int) -> float:
+    k0, k1 = rng.key_of(1)
+    return M * steps * d / timed(lambda: _normals_only(M, steps, d, k0, k1))
+
+
+def gemm_rate(m: int, k: int, n: int, dtype) -> float:
+    a = np.random.default_rng(0).standard_normal((m, k)).astype(dtype)
+    b = np.random.default_rng(1).standard_normal((k, n)).astype(dtype)
+    return 2.0 * m * k * n / timed(lambda: a @ b, 0.5)
+
+
+def memory_bandwidth() -> float:
+    a = np.ones(1 << 26)
+    b = np.empty_like(a)
+    return 2 * a.nbytes / timed(lambda: np.copyto(b, a), 0.5)
+
+
+# ------------------------------------------------------------------ workloads
+
+@dataclass
+class Workload:
+    name: str
+    title: str
+    build: Callable[[str, str], Simulation]      # (backend, dtype) -> Simulation
+    steps: dict                                  # backend -> steps to time
+    dtypes: tuple = ("float32", "float64")
+    flops_per_chain_step: float = 0.0            # for GEMM-bound workloads
+    gemm_shape: tuple | None = None              # (m, k, n) of one step's product
+
+
+WORKLOADS: dict[str, Workload] = {}
+
+
+def workload(w: Workload) -> Workload:
+    WORKLOADS[w.name] = w
+    return w
+
+
+workload(Workload(
+    "W1", "DoubleWell d=1, 2^20 replicas, overdamped Langevin",
+    lambda be, dt: Simulation(DoubleWell(d=1), OverdampedLangevin(1e-3, 0.5), 1 << 20,
+                              backend=be, dtype=dt, seed=1),
+    {"numpy": 4, "numba": 200}))
+
+workload(Workload(
+    "W2", "Quadratic dense H, d=256, 1024 replicas, overdamped Langevin",
+    lambda be, dt: Simulation(Quadratic(spectrum=np.linspace(0.1, 1.0, 256), seed=1),
+                              OverdampedLangevin(1e-2, 0.5), 1024, backend=be, dtype=dt, seed=1),
+    {"numpy": 10, "numba": 100},
+    flops_per_chain_step=2.0 * 256 * 256, gemm_shape=(1024, 256, 256)))
+
+
+def measure(w: Workload, backend: str, dtype: str, quick: bool) -> float:
+    sim = w.build(backend, dtype)
+    steps = max(1, w.steps[backend] // (4 if quick else 1))
+    sim.advance(1)  # compile / warm caches
+    dt = timed(lambda: sim.advance(steps), 0.5 if quick else 2.0)
+    return sim.n_replicas * steps / dt
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    blas = [{k: i.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+            "numpy": np.__version__, "numba": numba.__version__, "blas": blas,
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)")}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated workload names")
+    ap.add_argument("--quick", action="store_true", help="shorter timings (smoke test)")
+    ap.add_argument("--out", help="write a markdown + JSON report here")
+    a = ap.parse_args(argv)
+    names = a.only.split(",") if a.only else list(WORKLOADS)
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, BLAS {info['blas']}, "
+          f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}")
+    limits = {"memory_GBps": memory_bandwidth() / 1e9,
+              "normals_per_s_d1": normal_rate(1, 1 << 18, 256),
+              "normals_per_s_d256": normal_rate(256, 1024, 32)}
+    rows, checks = [], []
+    for name in names:
+        w = WORKLOADS[name]
+        for dtype in w.dtypes:
+            rate = {be: measure(w, be, dtype, a.quick) for be in w.steps}
+            row = {"workload": name, "title": w.title, "dtype": dtype,
+                   **{f"{be}_chain_steps_per_s": r for be, r in rate.items()}}
+            if w.gemm_shape:
+                g = gemm_rate(*w.gemm_shape, np.dtype(dtype))
+                row["gemm_flops_per_s"] = g
+                row["numba_gemm_fraction"] = rate["numba"] * w.flops_per_chain_step / g
+            rows.append(row)
+    for r in rows:
+        nb, npy = r.get("numba_chain_steps_per_s"), r.get("numpy_chain_steps_per_s")
+        if r["workload"] == "W1":
+            checks += [(f"W1 {r['dtype']}: numba >= 10x numpy", nb / npy, 10.0),
+                       (f"W1 {r['dtype']}: numba >= 0.5x normals-alone rate",
+                        nb / limits["normals_per_s_d1"], 0.5)]
+        if r["workload"] == "W2":
+            checks += [(f"W2 {r['dtype']}: numba >= numpy", nb / npy, 1.0),
+                       (f"W2 {r['dtype']}: numba >= 0.5x GEMM rate", r["numba_gemm_fraction"], 0.5)]
+    lines = [f"# Throughput on {info['cpu']} ({info['cores']} cores)", "",
+             f"numpy {info['numpy']}, numba {info['numba']} ({info['numba_threads']} threads), "
+             f"BLAS {info['blas']}, OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}", "",
+             "## Machine limits (measured in this run)", "",
+             f"- memory bandwidth (copy): {limits['memory_GBps']:.1f} GB/s",
+             f"- Philox + Box-Muller normals alone (kernel code, d=1 stream): {limits['normals_per_s_d1']:.3g} /s",
+             f"- same, d=256 stream: {limits['normals_per_s_d256']:.3g} /s", "",
+             "## Chain-steps per second", "",
+             "| workload | dtype | numpy | numba | numba/numpy | GEMM rate (FLOP/s) | numba % of GEMM |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        nb, npy = r.get("numba_chain_steps_per_s", np.nan), r.get("numpy_chain_steps_per_s", np.nan)
+        g = r.get("gemm_flops_per_s")
+        lines.append(f"| {r['workload']} {r['title']} | {r['dtype']} | {npy:.3g} | {nb:.3g} | {nb / npy:.1f} | "
+                     + (f"{g:.3g} | {100 * r['numba_gemm_fraction']:.0f}% |" if g else "– | – |"))
+    lines += ["", "## Criteria", ""]
+    for text, value, need in checks:
+        lines.append(f"- {'PASS' if value >= need else 'FAIL'}: {text} (measured {value:.2f}, need {need})")
+    report = "\n".join(lines)
+    print(report)
+    if a.out:
+        with open(a.out, "w") as fh:
+            fh.write(report + "\n")
+        with open(os.path.splitext(a.out)[0] + ".json", "w") as fh:
+            json.dump({"machine": info, "limits": limits, "rows": rows}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    with threadpool_limits(None):
+        main()
