@@ -44,24 +44,19 @@ VOLATILE_ATTRS = ("created", "command")
 
 
 def file_contents(path) -> dict:
-    """Every dataset and attribute of a run file, except the timestamps (created, command),
-    the dimension-scale references, and the checkpoint slots: which of the two slots holds
-    the last checkpoint, and what the other one holds, depend on when the writer's
-    time-based flushes fell.  The valid checkpoint (the one the commit marker names) is kept."""
+    """Every dataset and attribute of a run file, except the timestamps (created, command) and
+    the dimension-scale references.  Finished files mirror the final checkpoint into both
+    slots, so the slots are compared too."""
     out = {}
     with h5py.File(path, "r") as f:
         def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and not name.startswith("checkpoint/"):
+            if isinstance(obj, h5py.Dataset):
                 out[name] = obj[()]
             for k, v in obj.attrs.items():
                 if k not in ("DIMENSION_LIST", "REFERENCE_LIST"):
                     out[f"{name}@{k}"] = v
         f.visititems(visit)
         out.update({f"@{k}": v for k, v in f.attrs.items() if k not in VOLATILE_ATTRS})
-        commit = f[F.COMMIT][()]
-        slot = f[f"checkpoint/slot{commit[F.CKPT_SLOT]}"]
-        out.update({f"valid_checkpoint/{k}": slot[k][()] for k in slot})
-        out[F.COMMIT] = np.delete(commit, F.CKPT_SLOT)
         out["config@json"] = json.loads(out["config@json"])
     return out
 

@@ -112,6 +112,21 @@ class RunWriter:
             g["diverged_step"][...] = diverged_step
             commit[F.CKPT_SLOT], commit[F.CKPT_STEP] = slot, steps_done
         commit[F.N_RECORDS], commit[F.STEPS_DONE], commit[F.COMPLETE] = n1, steps_done, complete
+        self._commit(commit)
+        if complete and state is not None:
+            # Mirror the final state into the other slot and name slot 0, so a finished file
+            # does not depend on when earlier flushes happened (the valid slot is untouched
+            # until the marker moves).
+            other = self.f[f"checkpoint/slot{1 - slot}"]
+            for k, v in state.items():
+                other[k][...] = v
+            other["diverged_step"][...] = diverged_step
+            commit = commit.copy()
+            commit[F.CKPT_SLOT] = 0
+            self._commit(commit)
+
+    def _commit(self, commit: np.ndarray) -> None:
+        """Flush the data written so far, then the marker, then flush again."""
         self.f.flush()
         self.f[F.COMMIT][...] = commit
         self.f.flush()
@@ -127,6 +142,4 @@ class RunWriter:
                 ds.resize(keep, axis=0)
         commit = self.commit.copy()
         commit[F.N_RECORDS], commit[F.STEPS_DONE], commit[F.COMPLETE] = keep, step_at, 0
-        self.f[F.COMMIT][...] = commit
-        self.f.flush()
-        self.commit = commit
+        self._commit(commit)
