@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from langevin_sim import Simulation, rng
 from langevin_sim.backends.numba_kernels import noise_chunk
 from langevin_sim.dynamics import OverdampedLangevin
-from langevin_sim.potentials import DoubleWell, Quadratic
+from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin
 
 
 # ------------------------------------------------------------------ machine limits
@@ -112,6 +112,13 @@ workload(Workload(
     {"numpy": 10, "numba": 100},
     flops_per_chain_step=2.0 * 256 * 256, gemm_shape=(1024, 256, 256)))
 
+workload(Workload(
+    "W3", "Spherical p=3 spin glass, N=64, 256 replicas, overdamped Langevin",
+    lambda be, dt: Simulation(SphericalPSpin(64, 3, seed=1), OverdampedLangevin(1e-2, 0.5), 256,
+                              backend=be, dtype=dt, seed=1),
+    {"numpy": 10, "numba": 50},
+    flops_per_chain_step=2.0 * 64 ** 3, gemm_shape=(256, 64 * 64, 64)))
+
 
 def measure(w: Workload, backend: str, dtype: str, quick: bool) -> float:
     sim = w.build(backend, dtype)
@@ -169,6 +176,9 @@ def main(argv=None):
         if r["workload"] == "W2":
             checks += [(f"W2 {r['dtype']}: numba >= numpy", nb / npy, 1.0),
                        (f"W2 {r['dtype']}: numba >= 0.5x GEMM rate", r["numba_gemm_fraction"], 0.5)]
+        if r["workload"] == "W3":
+            checks += [(f"W3 {r['dtype']}: numba >= numpy", nb / npy, 1.0),
+                       (f"W3 {r['dtype']}: numba >= 0.5x GEMM rate", r["numba_gemm_fraction"], 0.5)]
     lines = [f"# Throughput on {info['cpu']} ({info['cores']} cores)", "",
              f"numpy {info['numpy']}, numba {info['numba']} ({info['numba_threads']} threads), "
              f"BLAS {info['blas']}, OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}", "",
