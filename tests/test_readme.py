@@ -16,5 +16,6 @@ def test_first_lines_are_the_two_commands_and_ci_runs_them():
 
 
 def test_python_examples_run():
+    """Blocks fenced as ```python run here; ```py marks cluster-only snippets."""
     for code in re.findall(r"```python\n(.*?)```", README, re.S):
         exec(compile(code, "README.md", "exec"), {})
