@@ -7,8 +7,10 @@ steps while the test accuracy stays near or below chance (1/p); only after ~2000
 as weight decay shrinks the memorizing solution, does the test accuracy climb past 0.9.
 Records: train/test loss and accuracy and the weight norm every `record_every` steps.
 
-Cost: ~1 ms per step for 4 replicas with one BLAS thread (the NumPy reference runs it;
-there is no fused AdamW kernel).  Plain SGD does not show it at this cost: heavy-ball SGD
+Cost: ~2.5 ms per step for 3 replicas with one BLAS thread, records included (the NumPy
+reference runs it; there is no fused AdamW kernel): the 4000 default steps take ~10-40 s on
+2 cores.  Measured (seeds 0, 1; 12 replicas): training accuracy 1.0 at step 150-200, test
+accuracy >= 0.9 at step 1400-2000, test accuracy <= 0.015 when the training set is fitted.  Plain SGD does not show it at this cost: heavy-ball SGD
 (momentum 0.9, lr 0.1-1.0, weight decay 1e-3-3e-3, full batch) fits the training set and
 stalls at 30-60% test accuracy for 20000 steps, the known sluggishness of SGD here.
 """

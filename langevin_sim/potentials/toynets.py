@@ -59,21 +59,19 @@ def act(z, kind):
     return z * z
 
 
-def act_d1(z, kind):
-    """phi'(z) (relu: 1 for z > 0, else 0)."""
+def act_d1(z, h, kind):
+    """phi'(z) given h = phi(z) (tanh: 1 - h^2, no second tanh; relu: 1 for z > 0, else 0)."""
     if kind == 0:
-        t = np.tanh(z)
-        return 1 - t * t
+        return 1 - h * h
     if kind == 1:
         return (z > 0).astype(z.dtype)
     return 2 * z
 
 
-def act_d2(z, kind):
-    """phi''(z) (relu: 0 almost everywhere)."""
+def act_d2(z, h, kind):
+    """phi''(z) given h = phi(z) (tanh: -2 h (1 - h^2); relu: 0 almost everywhere)."""
     if kind == 0:
-        t = np.tanh(z)
-        return -2 * t * (1 - t * t)
+        return -2 * h * (1 - h * h)
     if kind == 1:
         return 0 * z
     return 0 * z + 2
@@ -94,7 +92,7 @@ def mlp_backward(A, Z, H, W2, dout, kind):
 
     dZ = (dout W2) * phi'(Z); dW1 = dZ^T A; db1 = sum_B dZ; dW2 = dout^T H; db2 = sum_B dout.
     """
-    dZ = (dout @ W2) * act_d1(Z, kind)
+    dZ = (dout @ W2) * act_d1(Z, H, kind)
     return mm_tn(dZ, A), dZ.sum(axis=-2), mm_tn(dout, H), dout.sum(axis=-2), dZ
 
 
@@ -111,16 +109,16 @@ def mlp_rforward(A, RA, Z, W1, W2, H, VW1, Vb1, VW2, Vb2, kind):
     RZ = mm_nt(A, VW1) + Vb1
     if RA is not None:
         RZ = RZ + mm_nt(RA, W1)
-    RH = act_d1(Z, kind) * RZ
+    RH = act_d1(Z, H, kind) * RZ
     return RZ, RH, mm_nt(RH, W2) + mm_nt(H, VW2) + Vb2
 
 
 def mlp_rbackward(A, RA, Z, H, RZ, RH, W2, VW2, dout, Rdout, kind):
     """R-operator of `mlp_backward`: (RdW1, RdB1, RdW2, RdB2, dZ, RdZ)."""
-    d1 = act_d1(Z, kind)
+    d1 = act_d1(Z, H, kind)
     dH = dout @ W2
     dZ = dH * d1
-    RdZ = (Rdout @ W2 + dout @ VW2) * d1 + dH * act_d2(Z, kind) * RZ
+    RdZ = (Rdout @ W2 + dout @ VW2) * d1 + dH * act_d2(Z, H, kind) * RZ
     RdW1 = mm_tn(RdZ, A)
     if RA is not None:
         RdW1 = RdW1 + mm_tn(dZ, RA)
