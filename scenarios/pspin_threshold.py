@@ -1,4 +1,4 @@
-"""Spherical p-spin quench: gradient descent stalls near the threshold energy, far from the ground state.
+"""Spherical p-spin quench: gradient descent stalls near the threshold energy, not the ground state.
 
 Replicas start at uniform random points of the sphere |s|^2 = N (infinite temperature) of one
 Crisanti-Sommers p = 3 instance and descend by overdamped Langevin at `temperature` (0: plain

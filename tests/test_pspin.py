@@ -24,7 +24,8 @@ def sphere_points(N, M, seed):
 def brute_energy(J, s):
     """-sum over all ordered index tuples of J_{i1..ip} s_i1 ... s_ip (Python loop)."""
     N, p = J.shape[0], J.ndim
-    return -sum(J[idx] * math.prod(s[i] for i in idx) for idx in itertools.product(range(N), repeat=p))
+    return -sum(J[idx] * math.prod(s[i] for i in idx)
+                for idx in itertools.product(range(N), repeat=p))
 
 
 @pytest.mark.parametrize("convention", CONVENTIONS)
@@ -77,7 +78,8 @@ def test_covariance_over_coupling_seeds(p):
     var, cov = np.mean(H[:, 0] ** 2), np.mean(H[:, 0] * H[:, 1])       # E[H] = 0 exactly
     v0, c0 = N / 2, N * q ** p / 2
     assert_within_se(var, v0, v0 * math.sqrt(2 / (n - 1)), what=f"Var H(s), p={p}")
-    assert_within_se(cov, c0, math.sqrt((v0 ** 2 + c0 ** 2) / (n - 1)), what=f"Cov H(s)H(s'), p={p}")
+    assert_within_se(cov, c0, math.sqrt((v0 ** 2 + c0 ** 2) / (n - 1)),
+                     what=f"Cov H(s)H(s'), p={p}")
 
 
 @pytest.mark.parametrize("p", [2, 3, 4])
@@ -109,7 +111,8 @@ def test_hessian_matches_gradient_differences_and_hvp(p):
         np.testing.assert_allclose(Hs[:, :, i], col, rtol=1e-7, atol=1e-7)
     np.testing.assert_allclose(Hs, Hs.transpose(0, 2, 1), atol=1e-12)
     v = rng.standard_normal((3, N))
-    np.testing.assert_allclose(pot.hvp(x, v), np.einsum("mij,mj->mi", Hs, v), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(pot.hvp(x, v), np.einsum("mij,mj->mi", Hs, v),
+                               rtol=1e-12, atol=1e-12)
     # Euler's identity for a degree-p form: H(x) x = (p-1) grad H(x)
     np.testing.assert_allclose(np.einsum("mij,mj->mi", Hs, x), (p - 1) * pot.grad(x), atol=1e-11)
 
@@ -188,9 +191,11 @@ def test_analytic_landmarks():
 
 PARITY = {
     "p2": (SphericalPSpin(13, 2, seed=1), OverdampedLangevin(0.02, 0.4)),
-    "p3": (SphericalPSpin(13, 3, seed=2), OverdampedLangevin(0.01, Schedule("linear", 0.8, 0.3, 900))),
+    "p3": (SphericalPSpin(13, 3, seed=2),
+           OverdampedLangevin(0.01, Schedule("linear", 0.8, 0.3, 900))),
     "p3-planted": (SphericalPSpin(11, 3, seed=3, planted=1.2), OverdampedLangevin(0.01, 0.5)),
-    "p4": (SphericalPSpin(9, 4, "abc", seed=4), OverdampedLangevin(Schedule("cosine", 0.01, 0.002, 800), 0.5)),
+    "p4": (SphericalPSpin(9, 4, "abc", seed=4),
+           OverdampedLangevin(Schedule("cosine", 0.01, 0.002, 800), 0.5)),
 }
 
 
@@ -277,4 +282,5 @@ def test_equilibrium_energy_at_T2_is_paramagnetic():
     exact = pot.paramagnetic_energy(T)
     bias = 5e-6 + 3 * 3e-4 + abs(-(1.5 * eta) / ((1 + 2 * eta * T) ** 1.5 - 1) - exact)
     assert abs(means.mean() - exact) <= 4 * se + bias, (
-        f"stochastic test: <H>/N = {means.mean():.5f} +- {se:.5f} vs {exact} (allowed bias {bias:.4f})")
+        f"stochastic test: <H>/N = {means.mean():.5f} +- {se:.5f} vs {exact} "
+        f"(allowed bias {bias:.4f})")

@@ -77,7 +77,8 @@ def test_hutchinson_trace_quadratic_unbiased_with_exact_variance():
     H = q.H
     var1 = 2.0 * (np.sum(H ** 2) - np.sum(np.diag(H) ** 2))
     tr, se = hessian_trace(q, np.zeros((M, d)), probes=probes, seed=3)
-    assert_within_se(tr.mean(), np.trace(H), math.sqrt(var1 / (probes * M)), what="Hutchinson trace")
+    assert_within_se(tr.mean(), np.trace(H), math.sqrt(var1 / (probes * M)),
+                     what="Hutchinson trace")
     assert abs(np.mean(se ** 2) / (var1 / probes) - 1.0) < 0.2
 
 
@@ -107,7 +108,8 @@ def test_results_depend_on_global_replica_ids_only():
 
 def test_observer_records_every_k_steps():
     pot = SphericalPSpin(10, 3, seed=4)
-    sim = Simulation(pot, OverdampedLangevin(0.01, 0.5), 3, backend="numpy", seed=6, first_replica=4)
+    sim = Simulation(pot, OverdampedLangevin(0.01, 0.5), 3, backend="numpy", seed=6,
+                     first_replica=4)
     obs = SharpnessObserver(every=20, iters=9, probes=8)
     sim.advance(20)
     got = obs(sim)
@@ -116,7 +118,8 @@ def test_observer_records_every_k_steps():
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])
         assert got[k].shape == (3,)
-    np.testing.assert_allclose(got["sharpness"], tangent_spectra(pot, sim.state["x"])[:, -1], rtol=1e-10)
+    np.testing.assert_allclose(got["sharpness"], tangent_spectra(pot, sim.state["x"])[:, -1],
+                               rtol=1e-10)
     sim.advance(5)
     assert all(np.isnan(v).all() and v.shape == (3,) for v in obs(sim).values())
 

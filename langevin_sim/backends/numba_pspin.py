@@ -95,6 +95,8 @@ def _overdamped_pspin(sim, t0, K, k0, k1):
     args = (t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
             schedule_code(dyn.temperature), pot.gradient_matrix(x.dtype), pot.p,
             sim.divergence_bound)
+    def block(lo):
+        pspin_block_steps(x, sim.diverged_step, lo, min(M, lo + B), *args)
+
     with threadpool_limits(1, user_api="blas"):
-        list(_pool().map(lambda lo: pspin_block_steps(x, sim.diverged_step, lo, min(M, lo + B), *args),
-                         range(0, M, B)))
+        list(_pool().map(block, range(0, M, B)))

@@ -196,7 +196,8 @@ class SphericalPSpin(Potential):
     def hvp(self, x, v):
         """Ambient Hessian-vector products (M, N): (p-1) (v (x) x^{(x)(p-2)}) @ (-p J)."""
         gmat = self.gradient_matrix(x.dtype)
-        return self._rows(lambda xb, vb: (self.p - 1) * np.dot(tensor_rows(vb, xb, self.p - 2), gmat),
+        p = self.p
+        return self._rows(lambda xb, vb: (p - 1) * np.dot(tensor_rows(vb, xb, p - 2), gmat),
                           x, v.astype(x.dtype))
 
     def hessian(self, x):

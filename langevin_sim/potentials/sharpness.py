@@ -30,6 +30,7 @@ from ..errors import ConfigError
 PROBE = 7  # Philox purpose of sharpness random vectors (distinct from rng.NOISE .. rng.PERMUTE)
 STEP_STRIDE = 1 << 32   # stream positions per measurement step
 PROBE_OFFSET = 1 << 31  # first stream position of the Hutchinson probes within a step
+NAMES = ("sharpness", "hessian_trace", "hessian_trace_se")  # what `sharpness` returns
 
 
 def _rowdot(a, b):
@@ -47,8 +48,8 @@ def hessian_operator(potential, x: np.ndarray, riemannian: bool | None = None):
     if not riemannian:
         return (lambda v: np.asarray(potential.hvp(x, v), np.float64)), (lambda v: v), x.shape[1]
     if not hasattr(potential, "riemannian_hvp"):
-        raise ConfigError(f"{type(potential).__name__} has no riemannian_hvp; pass riemannian=False "
-                          "for the ambient Hessian")
+        raise ConfigError(f"{type(potential).__name__} has no riemannian_hvp; pass "
+                          "riemannian=False for the ambient Hessian")
     return (lambda v: potential.riemannian_hvp(x, v)), (lambda v: potential.project(x, v)), \
         x.shape[1] - 1
 
@@ -65,7 +66,8 @@ def _stream(seed, replicas, step, offset, d, kind):
 def _replica_ids(replicas, M):
     reps = np.arange(M) if replicas is None else np.asarray(replicas, dtype=np.int64).ravel()
     if reps.shape != (M,):
-        raise ConfigError(f"replicas must list one global id per row of x ({M}), got {reps.shape[0]}")
+        raise ConfigError(f"replicas must list one global id per row of x ({M}), "
+                          f"got {reps.shape[0]}")
     return reps
 
 
@@ -140,7 +142,8 @@ def hessian_trace(potential, x: np.ndarray, probes: int = 16, seed: int = 0, ste
 
 
 def sharpness(potential, x: np.ndarray, iters: int = 30, probes: int = 16, seed: int = 0,
-              step: int = 0, replicas=None, riemannian: bool | None = None) -> dict[str, np.ndarray]:
+              step: int = 0, replicas=None, riemannian: bool | None = None
+              ) -> dict[str, np.ndarray]:
     """{"sharpness": top Hessian eigenvalue (M,), "hessian_trace": Hutchinson trace (M,),
     "hessian_trace_se": its standard error (M,)} at positions x (M, d); float64."""
     kw = dict(seed=seed, step=step, replicas=replicas, riemannian=riemannian)
@@ -167,7 +170,7 @@ class SharpnessObserver:
     def __call__(self, sim) -> dict[str, np.ndarray]:
         M = sim.n_replicas
         if sim.step % self.every:
-            return {k: np.full(M, np.nan) for k in ("sharpness", "hessian_trace", "hessian_trace_se")}
+            return {k: np.full(M, np.nan) for k in NAMES}
         return sharpness(sim.potential, sim.state["x"].astype(np.float64), iters=self.iters,
                          probes=self.probes, seed=sim.seed, step=sim.step,
                          replicas=sim.replica_ids, riemannian=self.riemannian)
