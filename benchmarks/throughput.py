@@ -26,6 +26,8 @@ from langevin_sim import Simulation, rng
 from langevin_sim.backends.numba_kernels import noise_chunk
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin
+from langevin_sim.dynamics import SGD  # noqa: E402
+from langevin_sim.potentials import TeacherStudentMLP  # noqa: E402
 
 
 # ------------------------------------------------------------------ machine limits
@@ -119,6 +121,15 @@ workload(Workload(
     {"numpy": 10, "numba": 50},
     flops_per_chain_step=2.0 * 64 ** 3, gemm_shape=(256, 64 * 64, 64)))
 
+workload(Workload(
+    "W4", "TeacherStudentMLP d_in=16, hidden=32, tanh, 64 replicas, SGD batch 32",
+    lambda be, dt: Simulation(TeacherStudentMLP(n=1024, d_in=16, hidden=32, teacher_hidden=8,
+                                                noise=0.01, seed=1),
+                              SGD(0.02, 32, momentum=0.9), 64, backend=be, dtype=dt, seed=1),
+    {"numpy": 50, "numba": 500},
+    # forward A W1^T, H W2^T and backward dout W2, dZ^T A, dout^T H: 2 B h (2 d_in + 3)
+    flops_per_chain_step=2.0 * 32 * 32 * (2 * 16 + 3), gemm_shape=(32, 16, 32)))
+
 
 def measure(w: Workload, backend: str, dtype: str, quick: bool) -> float:
     sim = w.build(backend, dtype)
@@ -179,6 +190,8 @@ def main(argv=None):
         if r["workload"] == "W3":
             checks += [(f"W3 {r['dtype']}: numba >= numpy", nb / npy, 1.0),
                        (f"W3 {r['dtype']}: numba >= 0.5x GEMM rate", r["numba_gemm_fraction"], 0.5)]
+        if r["workload"] == "W4":  # small per-replica products + B*h scalar libm tanh per step
+            checks += [(f"W4 {r['dtype']}: numba >= 2x numpy", nb / npy, 2.0)]
     lines = [f"# Throughput on {info['cpu']} ({info['cores']} cores)", "",
              f"numpy {info['numpy']}, numba {info['numba']} ({info['numba_threads']} threads), "
              f"BLAS {info['blas']}, OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}", "",
