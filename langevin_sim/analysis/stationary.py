@@ -39,11 +39,9 @@ class MarginalFit:
         return (self.counts - self.expected) / np.sqrt(self.expected)
 
     def table(self) -> str:
-        c = 0.5 * (self.edges[1:] + self.edges[:-1])
-        w = np.diff(self.edges)
-        rows = [f"{'x':>8} {'sampled':>10} {'exact':>10} {'z':>7}"]
-        for ci, k, e, wi, zi in zip(c, self.counts, self.expected, w, self.z):
-            rows.append(f"{ci:8.3f} {k / self.n / wi:10.4f} {e / self.n / wi:10.4f} {zi:7.2f}")
+        rows = [f"{'bin':>17} {'sampled':>9} {'exact':>9} {'z':>6}   (fractions of n)"]
+        for a, b, k, e, zi in zip(self.edges[:-1], self.edges[1:], self.counts, self.expected, self.z):
+            rows.append(f"[{a:7.3f},{b:7.3f}) {k / self.n:9.5f} {e / self.n:9.5f} {zi:6.2f}")
         rows.append(f"chi2 = {self.chi2:.1f} on {self.dof} dof, p = {self.p_value:.3g}, n = {self.n}")
         return "\n".join(rows)
 
