@@ -278,7 +278,7 @@ class Valley(Potential):
     likewise below s_lo), so the Gibbs measure is normalizable.
 
     Exact Gibbs marginal along the curve: the transverse integral of exp(-U/T) is Gaussian,
-    so the density per unit arclength is prod_i (k(s) w_i)^(-1/2) ∝ k(s)^(-(d-1)/2) (times
+    so the density per unit arclength is prod_i (k(s) w_i)^(-1/2) prop. to k(s)^(-(d-1)/2) (times
     exp(-walls/T); on the circle up to terms of order exp(-k R^2 / 2T)): the Laplace
     prediction is exact here.  The drift this entropy causes: dU/ds = k'(s)/k(s) * U_transverse,
     whose equilibrium mean is (d-1) T k'/(2k): for "exp", a constant speed -(d-1) T alpha / 2.
