@@ -32,13 +32,15 @@ class Simulation:
     (the potential's `default_init` of INIT-stream normals), "zeros" or "normal" (N(0, 1)).
     A replica whose state becomes non-finite or exceeds `divergence_bound` in absolute value is
     frozen at its last good state, `diverged_step[m]` records the step count at which it went
-    bad, and its records are NaN from then on.
+    bad, and its records are NaN from then on.  `observers`: callables `obs(sim) -> {name: (M,
+    ...)}` evaluated at every record (e.g. `SharpnessObserver(every=k * record_every)`), with a
+    `to_dict()` so that `resume` rebuilds them.
     """
 
     def __init__(self, potential: Potential, dynamics: Dynamics, replicas: int,
                  backend: str = "numba", dtype: str = "float64", seed: int = 0,
                  init="default", first_replica: int = 0, divergence_bound: float = 1e8,
-                 meta: dict | None = None):
+                 observers=(), meta: dict | None = None):
         if not isinstance(potential, Potential):
             raise ConfigError(f"potential must be a langevin_sim Potential, got {type(potential).__name__}")
         if not isinstance(dynamics, Dynamics):
@@ -58,6 +60,7 @@ class Simulation:
         self.dtype, self.seed = np.dtype(dtype), int(seed)
         self.divergence_bound = float(divergence_bound)
         self.meta = dict(meta or {})
+        self.observers = tuple(observers)
         self.init_desc = init if isinstance(init, str) else "array"
         x0 = self._initial_positions(init)
         self.state = {k: np.ascontiguousarray(v, dtype=self.dtype if np.ndim(v) == 2 else np.float64)
@@ -98,7 +101,7 @@ class Simulation:
                 "replicas": self.n_replicas, "first_replica": self.first_replica,
                 "dtype": self.dtype.name, "seed": self.seed, "backend": self.backend_name,
                 "init": self.init_desc, "divergence_bound": self.divergence_bound,
-                "meta": self.meta}
+                "observers": [o.to_dict() for o in self.observers], "meta": self.meta}
 
     # -- stepping ----------------------------------------------------------------------
     def advance(self, steps: int) -> None:
@@ -117,6 +120,8 @@ class Simulation:
                 rec[k] = np.asarray(v)
             for k, v in self.dynamics.observables(self.state).items():
                 rec[k] = np.asarray(v)
+            for obs in self.observers:
+                rec.update({k: np.asarray(v) for k, v in obs(self).items()})
         dead = self.diverged_step >= 0
         if dead.any():
             for k, v in rec.items():
@@ -215,6 +220,18 @@ class _sigterm_stops:
             signal.signal(signal.SIGTERM, self.old)
 
 
+def _observer(spec: dict):
+    """Rebuild a recorded observer from its `to_dict()` form."""
+    from .potentials.sharpness import SharpnessObserver
+
+    spec = dict(spec)
+    kinds = {"SharpnessObserver": SharpnessObserver}
+    name = spec.pop("class")
+    if name not in kinds:
+        raise RunFileError(f"unknown observer {name!r} in run config; known: {sorted(kinds)}")
+    return kinds[name](**spec)
+
+
 def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
     if out is None:
         return h5py.File(f"mem-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False)
@@ -247,7 +264,9 @@ def resume(path, steps: int | None = None, backend: str | None = None,
         sim = Simulation(run.potential, dyn, cfg["replicas"], backend=backend or cfg["backend"],
                          dtype=cfg["dtype"], seed=cfg["seed"], init=state["x"],
                          first_replica=cfg["first_replica"],
-                         divergence_bound=cfg["divergence_bound"], meta=cfg.get("meta"))
+                         divergence_bound=cfg["divergence_bound"],
+                         observers=[_observer(o) for o in cfg.get("observers", [])],
+                         meta=cfg.get("meta"))
         sim.state = {k: np.ascontiguousarray(v) for k, v in state.items()}
         sim.diverged_step, sim.step = dstep.astype(np.int64), step
         target = int(cfg["steps_target"] if steps is None else steps)

@@ -205,3 +205,19 @@ def test_not_a_run_file(tmp_path):
     txt.write_text("hello")
     with pytest.raises(ls.RunFileError, match="not HDF5"):
         open_run(txt)
+
+
+def test_sharpness_observer_is_recorded_and_survives_resume(tmp_path):
+    from langevin_sim.potentials import Quadratic
+    from langevin_sim.potentials.sharpness import SharpnessObserver
+
+    pot = Quadratic(spectrum=[0.5, 1.0, 3.0], seed=1)
+    sim = Simulation(pot, OverdampedLangevin(0.05, 0.2), 4, seed=3,
+                     observers=[SharpnessObserver(every=20)])
+    sim.run(40, 10, out=tmp_path / "s.h5", progress=False).close()
+    run = resume(tmp_path / "s.h5", steps=80, progress=False)
+    top = run["sharpness"][:]
+    assert top.shape == (9, 4)
+    np.testing.assert_allclose(top[::2], 3.0, rtol=1e-8)     # exact for a quadratic
+    assert np.all(np.isnan(top[1::2]))
+    assert run.config["observers"][0]["every"] == 20

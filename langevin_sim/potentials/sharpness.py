@@ -167,6 +167,11 @@ class SharpnessObserver:
         self.every, self.iters, self.probes = int(every), int(iters), int(probes)
         self.riemannian = riemannian
 
+    def to_dict(self) -> dict:
+        """JSON form stored in the run config, so `resume` rebuilds the observer."""
+        return {"class": "SharpnessObserver", "every": self.every, "iters": self.iters,
+                "probes": self.probes, "riemannian": self.riemannian}
+
     def __call__(self, sim) -> dict[str, np.ndarray]:
         M = sim.n_replicas
         if sim.step % self.every:
