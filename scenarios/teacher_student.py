@@ -3,10 +3,11 @@
 A one-hidden-layer student of width `hidden` learns labels y = f*(a) + noise from a teacher
 of width `teacher_hidden` (same activation) on n Gaussian inputs, by minibatch SGD with
 momentum, weight decay and optional Langevin noise (temperature > 0: SGLD).  With
-hidden >= teacher_hidden the task is realizable: the test loss falls by orders of magnitude
-(to ~1e-3 of its initial value within ~1000 steps at the defaults) towards the noise floor
-noise^2 / 2.  Records the train loss (energy), test loss and weight norm of every replica.
-The fused Numba kernel runs it (~ms for 64 replicas per step at the defaults).
+hidden >= teacher_hidden the task is realizable: at the defaults, after 2000 steps the test
+loss of the 64 replicas is 0.17% (median) and at most 0.5% of its initial value, on its way
+to the noise floor noise^2 / 2.  Records the train loss (energy, also `train_loss`), test
+loss and weight norm of every replica.  The fused Numba kernel runs it: ~2.5 ms per step
+for the 64 replicas on 2 busy cores.
 """
 from dataclasses import dataclass
 

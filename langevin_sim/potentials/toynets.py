@@ -22,7 +22,8 @@ The math below is written once as plain-Python functions on arrays whose last tw
 replica's 2-D arrays, swapping in only the transposed matrix products `mm_nt`/`mm_tn`.
 Constants in these functions are integers, so float32 inputs stay float32 under Numba.
 Gradients are hand-written backprop; Hessian-vector products are analytic (Pearlmutter's
-R-operator applied to the forward and backward passes).
+R-operator applied to the forward and backward passes), and `hessian(x)` (small d) stacks
+d of them (`Potential.hessian`).  Losses are dimensionless; energy = full training loss.
 """
 from __future__ import annotations
 
@@ -151,10 +152,6 @@ class ParamLayout:
         return np.concatenate([parts[name].reshape(parts[name].shape[0], -1)
                                for name, _ in self.blocks], axis=1)
 
-    def describe(self) -> str:
-        return ", ".join(f"{name} {shape} at [{self.offsets[name][0]}, {self.offsets[name][1]})"
-                         for name, shape in self.blocks)
-
 
 def _activation_code(activation: str) -> int:
     if activation not in ACTIVATIONS:
@@ -171,10 +168,10 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
 class _MLPLoss:
     """Shared machinery (not a Potential itself, so it is not registered).
 
-    Subclasses set `layout`, `kind`, `n_samples`, `d`, `init_scale` and define
-    `_inputs(P, rows, dtype, V)` -> (A, RA) and `_head(out, rows, Rout)`.
-    `rows` is None (all training samples), an (M, B) index array, or an (n,) array shared
-    by all replicas.
+    Subclasses set `layout`, `kind`, `n_samples`, `d`, `init_scale`, `width` (the widest
+    per-sample activation, to size replica chunks) and define `_inputs(P, rows, dtype, V)`
+    -> (A, RA) and `_head(out, rows, Rout)`.  `rows` is None (all training samples) or an
+    (M, B) index array (one minibatch per replica).
     """
 
     layout: ParamLayout
@@ -292,7 +289,7 @@ class _MLPLoss:
 
 
 def _gather(data: np.ndarray, rows):
-    """Rows of a dataset: all of it (rows None), shared rows (n,), or per replica (M, B)."""
+    """Rows of a dataset: all of it (rows None) or one minibatch per replica (rows (M, B))."""
     return data if rows is None else data[rows]
 
 
@@ -317,7 +314,8 @@ class TeacherStudentMLP(_MLPLoss, Potential):
                  init_scale: float = 1.0, inputs=None, labels=None, test_inputs=None,
                  test_labels=None, teacher_W1=None, teacher_W2=None):
         n, d_in = _positive_int("n", n), _positive_int("d_in", d_in)
-        hidden, teacher_hidden = _positive_int("hidden", hidden), _positive_int("teacher_hidden", teacher_hidden)
+        hidden = _positive_int("hidden", hidden)
+        teacher_hidden = _positive_int("teacher_hidden", teacher_hidden)
         n_test = _positive_int("n_test", n_test)
         if not noise >= 0:
             raise ConfigError(f"label noise must be >= 0, got {noise}")
@@ -439,7 +437,8 @@ class ModularArithmeticMLP(_MLPLoss, Potential):
         self.test_pairs = np.asarray(test_pairs, np.int64)
         if self.train_pairs.shape != (n_train, 2) or self.test_pairs.shape != (p * p - n_train, 2):
             raise ConfigError(f"train_pairs/test_pairs must have shapes ({n_train}, 2) and "
-                              f"({p * p - n_train}, 2), got {self.train_pairs.shape}, {self.test_pairs.shape}")
+                              f"({p * p - n_train}, 2), got {self.train_pairs.shape}, "
+                              f"{self.test_pairs.shape}")
         self.n_samples = n_train
         d_in = 2 * p if embed is None else 2 * embed
         blocks = [] if embed is None else [("E", (p, embed))]
