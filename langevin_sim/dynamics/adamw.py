@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import ConfigError
 from .base import Dynamics, NoiseSource
 from .schedules import Schedule, as_schedule
-from .sgd import minibatch
+from .sgd import batch_gradient, check_batch_size, check_finite_sum
 
 
 def adamw_update(x, m, s, g, lr, beta1, beta2, eps, weight_decay, c1, c2):
@@ -56,29 +56,17 @@ class AdamW(Dynamics):
             raise ConfigError(f"eps must be > 0, got {self.eps}; the default is 1e-8")
         if not self.weight_decay >= 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.batch_size is not None and int(self.batch_size) < 1:
-            raise ConfigError(f"batch_size must be >= 1 or None (full batch), got {self.batch_size}")
+        check_batch_size(self.batch_size)
 
     def check_potential(self, potential):
-        n = potential.n_samples
-        if self.batch_size is None:
-            return
-        if n is None:
-            raise ConfigError(f"AdamW batch_size={self.batch_size} needs a finite-sum potential; "
-                              f"{type(potential).__name__} has no samples: use batch_size=None")
-        if self.batch_size > n:
-            raise ConfigError(f"batch_size {self.batch_size} exceeds the {n} samples; use <= {n}")
+        check_finite_sum("AdamW", self.batch_size, potential)
 
     def init_state(self, potential, x):
         return {"x": x, "m": np.zeros_like(x), "s": np.zeros_like(x)}
 
     def reference_step(self, potential, state, t, noise: NoiseSource):
         x, m, s = state["x"], state["m"], state["s"]
-        if self.batch_size is None:
-            g = potential.grad(x)
-        else:
-            g = potential.grad(x, minibatch(noise, t, self.batch_size, potential.n_samples,
-                                            self.replacement))
+        g = batch_gradient(potential, x, noise, t, self.batch_size, self.replacement)
         c1 = 1.0 - math.pow(self.beta1, t + 1)
         c2 = 1.0 - math.pow(self.beta2, t + 1)
         x, m, s = adamw_update(x, m, s, g.astype(x.dtype), self.lr(t), self.beta1, self.beta2,

@@ -28,6 +28,30 @@ def minibatch(noise: NoiseSource, t: int, batch_size: int, n: int, replacement: 
     return np.stack(perms)[:, j * batch_size:(j + 1) * batch_size].astype(np.int64)
 
 
+def check_batch_size(batch_size) -> None:
+    if batch_size is not None and int(batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1 or None (full batch), got {batch_size}")
+
+
+def check_finite_sum(dynamics: str, batch_size, potential) -> None:
+    """ConfigError unless `potential` can give minibatch gradients of `batch_size` samples."""
+    n = potential.n_samples
+    if batch_size is None:
+        return
+    if n is None:
+        raise ConfigError(f"{dynamics} batch_size={batch_size} needs a finite-sum potential; "
+                          f"{type(potential).__name__} has no samples: use batch_size=None")
+    if batch_size > n:
+        raise ConfigError(f"batch_size {batch_size} exceeds the {n} samples; use <= {n}")
+
+
+def batch_gradient(potential, x, noise: NoiseSource, t: int, batch_size, replacement: bool):
+    """Full gradient (batch_size None) or the minibatch gradient of step t, (M, d)."""
+    if batch_size is None:
+        return potential.grad(x)
+    return potential.grad(x, minibatch(noise, t, batch_size, potential.n_samples, replacement))
+
+
 @dataclass(frozen=True)
 class SGD(Dynamics):
     """Minibatch SGD on a finite-sum loss L = mean_i l_i.
@@ -56,18 +80,10 @@ class SGD(Dynamics):
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not self.weight_decay >= 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.batch_size is not None and int(self.batch_size) < 1:
-            raise ConfigError(f"batch_size must be >= 1 or None (full batch), got {self.batch_size}")
+        check_batch_size(self.batch_size)
 
     def check_potential(self, potential):
-        n = potential.n_samples
-        if self.batch_size is None:
-            return
-        if n is None:
-            raise ConfigError(f"SGD batch_size={self.batch_size} needs a finite-sum potential; "
-                              f"{type(potential).__name__} has no samples: use batch_size=None")
-        if self.batch_size > n:
-            raise ConfigError(f"batch_size {self.batch_size} exceeds the {n} samples; use <= {n}")
+        check_finite_sum("SGD", self.batch_size, potential)
 
     def init_state(self, potential, x):
         return {"x": x, "v": np.zeros_like(x)}
@@ -75,11 +91,7 @@ class SGD(Dynamics):
     def reference_step(self, potential, state, t, noise):
         x, v = state["x"], state["v"]
         lr, T = self.lr(t), self.temperature(t)
-        if self.batch_size is None:
-            g = potential.grad(x)
-        else:
-            g = potential.grad(x, minibatch(noise, t, self.batch_size, potential.n_samples,
-                                            self.replacement))
+        g = batch_gradient(potential, x, noise, t, self.batch_size, self.replacement)
         xi = noise.normals(t, x.shape[1]).astype(x.dtype) if T > 0 else 0.0
         x, v = sgd_update(x, v, g.astype(x.dtype), lr, self.momentum, self.weight_decay,
                           math.sqrt(2.0 * lr * T), xi)

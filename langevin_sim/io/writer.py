@@ -8,7 +8,6 @@ import sys
 import h5py
 import numpy as np
 
-from ..errors import RunFileError
 from . import format as F
 
 
