@@ -24,7 +24,7 @@ from ..potentials.manifolds import ScaleSymmetric, Valley
 from ..potentials.multiwell import MultiWell
 from .jit import compile_functions, jit, pjit
 from .numba_backend import register, schedule_code
-from .numba_kernels import noise_chunk, ok, overdamped_update, sched
+from .numba_kernels import noise_buffer, noise_chunk, ok, overdamped_update, sched
 
 _m = compile_functions(manifolds, ["layer_products", "scale_symmetric_grad", "profile_value",
                                    "valley_coords", "valley_fields"])
@@ -65,7 +65,7 @@ def block64(x, lo, hi):
 def scratch(x):
     """Per-block scratch: one new row (d,) and a noise buffer for d lanes."""
     d = x.shape[1]
-    return np.empty(d, dtype=x.dtype), np.empty(((d + 3) // 4 + 1, 4))
+    return np.empty(d, dtype=x.dtype), noise_buffer(d)
 
 
 @pjit
