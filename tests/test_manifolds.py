@@ -388,16 +388,16 @@ def test_valley_density_per_arclength_matches_laplace():
     """Density of s prop. to k(s)^(-(d-1)/2) (the Laplace law prod(curvatures)^(-1/2), exact
     for this valley) inside the walls [0, 2] (samples beyond the walls are left out: the law
     is compared conditioned on [0, 2]), for k = exp(s), d = 3: density e^(-s).
-    8000 independent replicas, started uniform in s on the curve, run 6 time units
+    6000 independent replicas, started uniform in s on the curve, run 5 time units
     (relaxation time S^2/(pi^2 T) = 0.4); chi-square p > 1e-3 on 25 bins.  EM bias:
     transverse variance T/(k (1 - eta k/2)), eta k <= 0.015: < 0.8% tilt.  Power: exponent
     x 1.25 and the uniform law must be rejected (p < 1e-6)."""
     T, d, S = 1.0, 3, 2.0
     pot = Valley(d=d, profile="exp", k0=1.0, alpha=1.0, bounds=(0.0, S), wall=200.0)
-    M = 8000
+    M = 6000
     s0 = (np.arange(M) + 0.5) / M * S
     sim = Simulation(pot, OverdampedLangevin(2e-3, T), M, backend="numba", seed=11, init=pot.point(s0))
-    sim.advance(3000)
+    sim.advance(2500)
     s = pot.observables(sim.state["x"])["s"]
     s = s[(s >= 0) & (s <= S)]
 

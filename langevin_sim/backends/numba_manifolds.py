@@ -1,7 +1,8 @@
 """Fused CPU kernels for overdamped Langevin on ScaleSymmetric, Valley and MultiWell.
 
-One call runs K steps.  Replicas are split into blocks (one per prange iteration); per step
-and block the gradient comes from the same block functions the NumPy reference uses
+One call of the parallel driver `overdamped_blocks` runs K steps for any of the three
+families.  Replicas are split into blocks (one per prange iteration); per step and block the
+gradient comes from the same block functions the NumPy reference uses
 (`manifolds.scale_symmetric_grad`, `manifolds.valley_fields`, `multiwell.multiwell_fields`,
 compiled by `compile_functions`), evaluated in float64 on the block, and `overdamped_rows`
 applies x <- x - eta grad U + sqrt(2 eta T) xi with the in-kernel Philox noise at the
@@ -68,9 +69,27 @@ def scratch(x):
     return np.empty(d, dtype=x.dtype), noise_buffer(d)
 
 
+SCALE_SYMMETRIC, VALLEY, MULTIWELL = 0, 1, 2
+
+
+@jit
+def block_gradient(which, xb, fp, a1, a2, a3):
+    """Gradient (B, d) of potential family `which` on the float64 block xb, from packed
+    coefficients (see `pack`): fp float64 scalars, a1..a3 float64 arrays."""
+    if which == SCALE_SYMMETRIC:
+        return scale_symmetric_grad(xb, fp[0], fp[1], fp[2])
+    if which == VALLEY:
+        return valley_fields(xb, int(fp[0]), fp[1], int(fp[2]), fp[3], fp[4], fp[5], a1, a2,
+                             fp[6], fp[7], fp[8], a3)[1]
+    nw, d = a3.shape[0], xb.shape[1]
+    return multiwell_fields(xb, a1.reshape(nw, d), a2.reshape(nw, d, d), a3, fp[0])[1]
+
+
 @pjit
-def overdamped_scale_symmetric(x, dstep, t0, K, k0, k1, rep0, es, ts, sxx, sxy, l2, bound, block):
-    """Overdamped Langevin on ScaleSymmetric (full-batch gradient from sxx, sxy, l2)."""
+def overdamped_blocks(x, dstep, t0, K, k0, k1, rep0, es, ts, which, fp, a1, a2, a3, bound, block):
+    """Overdamped Langevin on ScaleSymmetric, Valley or MultiWell (`which`), one prange
+    iteration per block of `block` replicas.  One parallel driver for the three families keeps
+    the parfor compilation (~5 s per state dtype) to one."""
     M = x.shape[0]
     for b in prange((M + block - 1) // block):
         lo = b * block
@@ -79,63 +98,30 @@ def overdamped_scale_symmetric(x, dstep, t0, K, k0, k1, rep0, es, ts, sxx, sxy, 
         for t in range(t0, t0 + K):
             eta = sched(es, t)
             sigma = math.sqrt(2.0 * eta * sched(ts, t))
-            G = scale_symmetric_grad(block64(x, lo, hi), sxx, sxy, l2)
+            G = block_gradient(which, block64(x, lo, hi), fp, a1, a2, a3)
             overdamped_rows(x, G, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf)
 
 
-@pjit
-def overdamped_valley(x, dstep, t0, K, k0, k1, rep0, es, ts, curve, radius, kind, kk0, alpha,
-                      omega, nodes_s, nodes_k, s_lo, s_hi, wall, w, bound, block):
-    """Overdamped Langevin on Valley (arguments curve..w as `Valley.coefficients`)."""
-    M = x.shape[0]
-    for b in prange((M + block - 1) // block):
-        lo = b * block
-        hi = min(M, lo + block)
-        new, buf = scratch(x)
-        for t in range(t0, t0 + K):
-            eta = sched(es, t)
-            sigma = math.sqrt(2.0 * eta * sched(ts, t))
-            G = valley_fields(block64(x, lo, hi), curve, radius, kind, kk0, alpha, omega,
-                              nodes_s, nodes_k, s_lo, s_hi, wall, w)[1]
-            overdamped_rows(x, G, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf)
+def pack(potential) -> tuple:
+    """(which, fp, a1, a2, a3) of `block_gradient` for a potential (float64, contiguous)."""
+    none = np.zeros(1)
+    if isinstance(potential, ScaleSymmetric):
+        return SCALE_SYMMETRIC, np.array([potential.sxx, potential.sxy, potential.l2]), none, none, none
+    if isinstance(potential, Valley):
+        curve, radius, kind, k0, alpha, omega, ns, nk, lo, hi, wall, w = potential.coefficients()
+        fp = np.array([curve, radius, kind, k0, alpha, omega, lo, hi, wall], dtype=np.float64)
+        return VALLEY, fp, ns, nk, w
+    c, H, E, tau = potential.coefficients()
+    return MULTIWELL, np.array([tau]), c.ravel(), H.ravel(), E
 
 
-@pjit
-def overdamped_multiwell(x, dstep, t0, K, k0, k1, rep0, es, ts, centers, hessians, depths, tau,
-                         bound, block):
-    """Overdamped Langevin on MultiWell (centers (K, d), hessians (K, d, d), depths (K,))."""
-    M = x.shape[0]
-    for b in prange((M + block - 1) // block):
-        lo = b * block
-        hi = min(M, lo + block)
-        new, buf = scratch(x)
-        for t in range(t0, t0 + K):
-            eta = sched(es, t)
-            sigma = math.sqrt(2.0 * eta * sched(ts, t))
-            G = multiwell_fields(block64(x, lo, hi), centers, hessians, depths, tau)[1]
-            overdamped_rows(x, G, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf)
-
-
-@register(ScaleSymmetric, OverdampedLangevin)
-def _overdamped_scale_symmetric(sim, t0, K, k0, k1):
-    dyn, pot = sim.dynamics, sim.potential
-    overdamped_scale_symmetric(sim.state["x"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                               schedule_code(dyn.step), schedule_code(dyn.temperature), pot.sxx,
-                               pot.sxy, pot.l2, sim.divergence_bound, BLOCK)
-
-
-@register(Valley, OverdampedLangevin)
-def _overdamped_valley(sim, t0, K, k0, k1):
+def _overdamped(sim, t0, K, k0, k1):
     dyn = sim.dynamics
-    overdamped_valley(sim.state["x"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                      schedule_code(dyn.step), schedule_code(dyn.temperature),
-                      *sim.potential.coefficients(), sim.divergence_bound, BLOCK)
+    with threadpool_limits(1, user_api="blas"):       # MultiWell's block products
+        overdamped_blocks(sim.state["x"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
+                          schedule_code(dyn.step), schedule_code(dyn.temperature),
+                          *pack(sim.potential), sim.divergence_bound, BLOCK)
 
 
-@register(MultiWell, OverdampedLangevin)
-def _overdamped_multiwell(sim, t0, K, k0, k1):
-    dyn = sim.dynamics
-    with threadpool_limits(1, user_api="blas"):
-        overdamped_multiwell(sim.state["x"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                             schedule_code(dyn.step), schedule_code(dyn.temperature),
-                             *sim.potential.coefficients(), sim.divergence_bound, BLOCK)
+for _cls in (ScaleSymmetric, Valley, MultiWell):
+    register(_cls, OverdampedLangevin)(_overdamped)
