@@ -622,8 +622,35 @@ class _Progress:
         self._write()
 
 
+_THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _environ_restored(keys):
+    """Put os.environ[keys] back as they were on exit.
+
+    A Dask Nanny writes its pre-spawn environment into this process's os.environ and leaves it
+    there; a later Numba compile here would then read NUMBA_NUM_THREADS anew and refuse it
+    (the thread pool is already launched with another size)."""
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _run_on_dask(tasks: list[dict], state: _Progress, scenario: str, workers: int | None,
                  scheduler, threads: int) -> None:
+    with _environ_restored(_THREAD_VARS):
+        _run_on_dask_cluster(tasks, state, scenario, workers, scheduler, threads)
+
+
+def _run_on_dask_cluster(tasks: list[dict], state: _Progress, scenario: str,
+                         workers: int | None, scheduler, threads: int) -> None:
     import dask
     from distributed import Client, LocalCluster, as_completed
 
@@ -631,8 +658,7 @@ def _run_on_dask(tasks: list[dict], state: _Progress, scenario: str, workers: in
     if scheduler is None:
         n = int(workers) if workers is not None else max(1, len(os.sched_getaffinity(0)) // threads)
         _warm_numba_cache(scenario, tasks)
-        env = {k: str(threads) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                          "OPENBLAS_NUM_THREADS")}
+        env = {k: str(threads) for k in _THREAD_VARS}
         # allowed-failures 0: a point whose worker dies is recorded as failed at once (the
         # rerun resumes it) instead of being retried on, and possibly killing, other workers
         with dask.config.set({"distributed.scheduler.allowed-failures": 0,

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numba
 import numpy as np
 import pytest
 
@@ -31,7 +32,8 @@ from langevin_sim import open_run  # noqa: E402
 from langevin_sim.cli import main as cli  # noqa: E402
 from langevin_sim.errors import ConfigError, RunFileError  # noqa: E402
 from langevin_sim.io import format as F  # noqa: E402
-from langevin_sim.scan import open_scan, plan_scan, point_id, point_seed, run_scan, splitmix64  # noqa: E402
+from langevin_sim.scan import (_THREAD_VARS, open_scan, plan_scan, point_id, point_seed,  # noqa: E402
+                               run_scan, splitmix64)
 from langevin_sim.scenario import load_scenario, run_scenario  # noqa: E402
 
 from .conftest import assert_within_se  # noqa: E402
@@ -41,6 +43,7 @@ SCEN = str(HERE / "scan_scenario.py")
 ROOT = HERE.parent
 GRID = {"step": [0.02, 0.05], "temperature": [0.5, 1.0, 2.0]}
 VOLATILE_ATTRS = ("created", "command")
+ENV_BEFORE = {k: os.environ.get(k) for k in _THREAD_VARS}
 
 
 def file_contents(path) -> dict:
@@ -139,6 +142,14 @@ def test_grid_scan_on_local_cluster(grid_scan):
             assert meta["id"] == row["id"] and meta["coords"] == {"step": row["step"],
                                                                   "temperature": row["temperature"]}
             assert cfg["dynamics"]["temperature"]["start"] == row["temperature"]
+
+
+def test_scan_leaves_this_process_environment_alone(grid_scan):
+    """The Nanny's pre-spawn environment (NUMBA_NUM_THREADS=1 ...) must not stay in
+    os.environ here: Numba rereads it at every compile and refuses a new thread count."""
+    for k in _THREAD_VARS:
+        assert os.environ.get(k) == ENV_BEFORE[k], k
+    numba.njit(lambda a: a + 1)(1)          # a fresh compile rereads the environment
 
 
 def test_summary_matches_exact_mean_energy(grid_scan):
