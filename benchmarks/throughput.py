@@ -23,22 +23,20 @@ from numba import prange
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from langevin_sim import Simulation, rng
-from langevin_sim.backends.numba_kernels import noise_chunk
-from langevin_sim.dynamics import OverdampedLangevin
-from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin
-from langevin_sim.dynamics import SGD  # noqa: E402
-from langevin_sim.potentials import TeacherStudentMLP  # noqa: E402
+from langevin_sim.backends.numba_kernels import chunk_buffer, noise_chunk
+from langevin_sim.dynamics import SGD, OverdampedLangevin
+from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, TeacherStudentMLP
 
 
 # ------------------------------------------------------------------ machine limits
 
 @numba.njit(parallel=True, cache=True)
 def _normals_only(M, steps, d, k0, k1):
-    """Sum of the noise a fused kernel would draw for M replicas x steps x d lanes."""
+    """Sum of the noise a fused kernel draws for M replicas x steps x d lanes, drawn the same
+    way (`noise_chunk` calls of `chunk_buffer(d)` steps): the RNG ceiling of such a kernel."""
     acc = np.zeros(M)
     for m in prange(M):
-        buf = np.empty(((256 + d + 3) // 4 + 1, 4))
-        per = max(1, 256 // d)
+        buf, per = chunk_buffer(d)
         t = 0
         s = 0.0
         while t < steps:

@@ -20,25 +20,12 @@ from ..potentials import double_well
 from .jit import compile_functions, jit, pjit
 
 _rng = compile_functions(rng, rng.DEVICE_FUNCTIONS)
-block_normals, block_words, bounded_index = _rng.block_normals, _rng.block_words, _rng.bounded_index
-box_muller = _rng.box_muller
+block_words, bounded_index, box_muller = _rng.block_words, _rng.bounded_index, _rng.box_muller
 schedule_value = jit(schedules.schedule_value)
 dw_grad = jit(double_well.dw_grad)
 overdamped_update = jit(langevin.overdamped_update)
 baoab_first = jit(langevin.baoab_first)
 sgd_update = jit(sgd.sgd_update)
-
-
-@jit
-def pick(z0, z1, z2, z3, w):
-    """Word w (0..3) of a block's four normals."""
-    if w == 0:
-        return z0
-    if w == 1:
-        return z1
-    if w == 2:
-        return z2
-    return z3
 
 
 CHUNK = 256  # normals generated per call of `noise_chunk` (a few steps when d is small)
@@ -192,6 +179,59 @@ def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, bl
                     dstep[m] = t + 1
 
 
+@jit
+def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, replacement):
+    """Fill idx (B,) with the sample indices of step t for replica `rep`, as
+    `dynamics.sgd.minibatch`: with replacement word n = t*B + b of the MINIBATCH stream
+    mapped by `bounded_index`; without, slice t mod (n // B) of the epoch's permutation
+    (stable argsort of PERMUTE words e*n .. e*n + n - 1).  keys (n,) is scratch; `perm` and
+    `epoch` cache the current permutation; returns the (possibly new) (perm, epoch)."""
+    if full:
+        for b in range(B):
+            idx[b] = b
+    elif replacement:
+        for b in range(B):
+            nn = np.uint64(t * B + b)
+            w = block_words(k0, k1, np.uint64(rng.MINIBATCH), rep, nn // np.uint64(4))
+            idx[b] = np.int64(bounded_index(w[nn % np.uint64(4)], n))
+    else:
+        per_epoch = n // B
+        e = t // per_epoch
+        if e != epoch:
+            epoch = e
+            for i in range(n):
+                nn = np.uint64(e * n + i)
+                w = block_words(k0, k1, np.uint64(rng.PERMUTE), rep, nn // np.uint64(4))
+                keys[i] = w[nn % np.uint64(4)]
+            perm = np.argsort(keys, kind="mergesort")
+        j = t - e * per_epoch
+        for b in range(B):
+            idx[b] = perm[j * B + b]
+    return perm, epoch
+
+
+@jit
+def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv):
+    """One SGD update of one replica: x, v, g (d,) position, velocity and mean minibatch
+    gradient; noise sqrt(2 lr T) xi, xi from the NOISE stream at n = t*d + i, when T > 0.
+    nx, nv (d,) and buf (`noise_buffer(d)`) are scratch.  Writes x, v and returns True, or
+    returns False with x, v untouched if a new value is non-finite or beyond `bound`."""
+    d = x.shape[0]
+    sigma = math.sqrt(2.0 * lr * T)
+    z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, d, buf) if T > 0 else (buf[2, 0], 0)
+    good = True
+    for i in range(d):
+        xi = z[off + i] if T > 0 else 0.0
+        xv, vv = sgd_update(x[i], v[i], g[i], lr, momentum, wd, sigma, xi)
+        nx[i] = xv
+        nv[i] = vv
+        good = good and ok(xv, bound) and ok(vv, bound)
+    if good:
+        x[:] = nx
+        v[:] = nv
+    return good
+
+
 @pjit
 def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, A, y,
                           batch, replacement, bound):
@@ -199,7 +239,6 @@ def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd
     M, d = x.shape
     n = A.shape[0]
     B = batch if batch > 0 else n
-    per_epoch = n // B
     for m in prange(M):
         if dstep[m] >= 0:
             continue
@@ -212,31 +251,9 @@ def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd
         nx = np.empty(d, dtype=x.dtype)
         nv = np.empty(d, dtype=x.dtype)
         buf = noise_buffer(d)
-        z, off = buf.reshape(buf.size), 0
         for t in range(t0, t0 + K):
-            lr = sched(ls, t)
-            T = sched(ts, t)
-            sigma = math.sqrt(2.0 * lr * T)
-            if batch == 0:
-                for b in range(B):
-                    idx[b] = b
-            elif replacement:
-                for b in range(B):
-                    nn = np.uint64(t * B + b)
-                    w = block_words(k0, k1, np.uint64(rng.MINIBATCH), rep, nn // np.uint64(4))
-                    idx[b] = np.int64(bounded_index(w[nn % np.uint64(4)], n))
-            else:
-                e = t // per_epoch
-                if e != epoch:
-                    epoch = e
-                    for i in range(n):
-                        nn = np.uint64(e * n + i)
-                        w = block_words(k0, k1, np.uint64(rng.PERMUTE), rep, nn // np.uint64(4))
-                        keys[i] = w[nn % np.uint64(4)]
-                    perm = np.argsort(keys, kind="mergesort")
-                j = t - e * per_epoch
-                for b in range(B):
-                    idx[b] = perm[j * B + b]
+            perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
+                                         replacement)
             g[:] = 0.0
             for b in range(B):
                 r = -y[idx[b]]
@@ -244,17 +261,9 @@ def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd
                     r += A[idx[b], i] * x[m, i]
                 for i in range(d):
                     g[i] += r * A[idx[b], i]
-            good = True
-            if T > 0:
-                z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, d, buf)
             for i in range(d):
-                xi = z[off + i] if T > 0 else 0.0
-                xv, vv = sgd_update(x[m, i], v[m, i], g[i] / B, lr, momentum, wd, sigma, xi)
-                nx[i] = xv
-                nv[i] = vv
-                good = good and ok(xv, bound) and ok(vv, bound)
-            if not good:
+                g[i] /= B
+            if not sgd_step(x[m], v[m], g, t, k0, k1, rep, sched(ls, t), sched(ts, t), momentum,
+                            wd, bound, buf, nx, nv):
                 dstep[m] = t + 1
                 break
-            x[m, :] = nx
-            v[m, :] = nv

@@ -10,20 +10,18 @@ PERF_NOTES) on its (B, .) minibatch matrices.
 """
 from __future__ import annotations
 
-import math
 import types
 
 import numpy as np
 from numba import prange
 from threadpoolctl import threadpool_limits
 
-from .. import rng
 from ..dynamics import SGD
 from ..potentials import toynets
 from ..potentials.toynets import TeacherStudentMLP
-from .jit import compile_functions, jit, pjit
+from .jit import compile_functions, pjit
 from .numba_backend import register, schedule_code
-from .numba_kernels import block_normals, block_words, bounded_index, ok, pick, sched, sgd_update
+from .numba_kernels import minibatch_rows, noise_buffer, sched, sgd_step
 
 
 def _mm_nt(a, b):
@@ -40,37 +38,6 @@ _ns = types.SimpleNamespace(**{**vars(toynets), "mm_nt": _mm_nt, "mm_tn": _mm_tn
 _nn = compile_functions(_ns, ["mm_nt", "mm_tn", "act", "act_d1", "act_d2", "mlp_forward",
                               "mlp_backward", "squared_error_dout"])
 mlp_forward, mlp_backward, squared_error_dout = _nn.mlp_forward, _nn.mlp_backward, _nn.squared_error_dout
-
-
-@jit
-def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, replacement):
-    """Fill idx (B,) with the sample indices of step t for replica `rep`, as
-    `dynamics.sgd.minibatch`: with replacement word n = t*B + b of the MINIBATCH stream
-    mapped by `bounded_index`; without, slice t mod (n // B) of the epoch's permutation
-    (stable argsort of PERMUTE words e*n .. e*n + n - 1).  `perm`/`epoch` cache the current
-    permutation; returns the (possibly new) (perm, epoch)."""
-    if full:
-        for b in range(B):
-            idx[b] = b
-    elif replacement:
-        for b in range(B):
-            nn = np.uint64(t * B + b)
-            w = block_words(k0, k1, np.uint64(rng.MINIBATCH), rep, nn // np.uint64(4))
-            idx[b] = np.int64(bounded_index(w[nn % np.uint64(4)], n))
-    else:
-        per_epoch = n // B
-        e = t // per_epoch
-        if e != epoch:
-            epoch = e
-            for i in range(n):
-                nn = np.uint64(e * n + i)
-                w = block_words(k0, k1, np.uint64(rng.PERMUTE), rep, nn // np.uint64(4))
-                keys[i] = w[nn % np.uint64(4)]
-            perm = np.argsort(keys, kind="mergesort")
-        j = t - e * per_epoch
-        for b in range(B):
-            idx[b] = perm[j * B + b]
-    return perm, epoch
 
 
 @pjit
@@ -103,10 +70,8 @@ def sgd_teacher_student(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, 
         g = np.empty(d, dtype=x.dtype)
         nx = np.empty(d, dtype=x.dtype)
         nv = np.empty(d, dtype=x.dtype)
+        buf = noise_buffer(d)
         for t in range(t0, t0 + K):
-            lr = sched(ls, t)
-            T = sched(ts, t)
-            sigma = math.sqrt(2.0 * lr * T)
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
                                          replacement)
             Ab = A[idx]
@@ -116,26 +81,10 @@ def sgd_teacher_student(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, 
             g[o1:o2] = db1
             g[o2:o3] = dW2.ravel()
             g[o3:] = db2
-            good = True
-            cur = np.int64(-1)
-            z0 = z1 = z2 = z3 = 0.0
-            for i in range(d):
-                xi = 0.0
-                if T > 0:
-                    nn = t * d + i
-                    if nn // 4 != cur:
-                        cur = nn // 4
-                        z0, z1, z2, z3 = block_normals(k0, k1, np.uint64(rng.NOISE), rep, np.uint64(cur))
-                    xi = pick(z0, z1, z2, z3, nn % 4)
-                xv, vv = sgd_update(xm[i], vm[i], g[i], lr, momentum, wd, sigma, xi)
-                nx[i] = xv
-                nv[i] = vv
-                good = good and ok(xv, bound) and ok(vv, bound)
-            if not good:
+            if not sgd_step(xm, vm, g, t, k0, k1, rep, sched(ls, t), sched(ts, t), momentum, wd,
+                            bound, buf, nx, nv):
                 dstep[m] = t + 1
                 break
-            xm[:] = nx
-            vm[:] = nv
         x[m, :] = xm
         v[m, :] = vm
 
