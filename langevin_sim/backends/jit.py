@@ -14,6 +14,13 @@ def jit(fn):
     return numba.njit(**OPTIONS)(fn)
 
 
+def ijit(fn):
+    """Compile a small scalar helper that Numba inlines into its callers (at Numba-IR level,
+    before LLVM sees the loop): LLVM cannot vectorize a loop that still calls a function,
+    and Numba links separately compiled functions only after LLVM's loop passes."""
+    return numba.njit(inline="always", **OPTIONS)(fn)
+
+
 def pjit(fn):
     """Compile a kernel parallel over replicas with prange."""
     return numba.njit(parallel=True, **OPTIONS)(fn)

@@ -17,21 +17,21 @@ from numba import prange
 from .. import rng
 from ..dynamics import langevin, schedules, sgd
 from ..potentials import double_well
-from .jit import compile_functions, jit, pjit
+from .jit import compile_functions, ijit, jit, pjit
 
-_rng = compile_functions(rng, rng.DEVICE_FUNCTIONS)
+_rng = compile_functions(rng, rng.DEVICE_FUNCTIONS, compiler=ijit)
 block_words, bounded_index, box_muller = _rng.block_words, _rng.bounded_index, _rng.box_muller
 schedule_value = jit(schedules.schedule_value)
-dw_grad = jit(double_well.dw_grad)
-overdamped_update = jit(langevin.overdamped_update)
-baoab_first = jit(langevin.baoab_first)
-sgd_update = jit(sgd.sgd_update)
+dw_grad = ijit(double_well.dw_grad)
+overdamped_update = ijit(langevin.overdamped_update)
+baoab_first = ijit(langevin.baoab_first)
+sgd_update = ijit(sgd.sgd_update)
 
 
 CHUNK = 256  # normals generated per call of `noise_chunk` (a few steps when d is small)
 
 
-@jit
+@ijit
 def ok(v, bound):
     return abs(v) <= bound
 
