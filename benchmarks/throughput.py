@@ -103,7 +103,7 @@ workload(Workload(
     "W1", "DoubleWell d=1, 2^20 replicas, overdamped Langevin",
     lambda be, dt: Simulation(DoubleWell(d=1), OverdampedLangevin(1e-3, 0.5), 1 << 20,
                               backend=be, dtype=dt, seed=1),
-    {"numpy": 4, "numba": 200}))
+    {"numpy": 4, "numba": 1024}))
 
 workload(Workload(
     "W2", "Quadratic dense H, d=256, 1024 replicas, overdamped Langevin",

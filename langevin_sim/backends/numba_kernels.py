@@ -80,34 +80,88 @@ def noise_chunk(k0, k1, purpose, rep, n0, count, buf):
     return z, n0 - 4 * first
 
 
+TILE = 64  # replicas x coordinates that the tiled kernels update together in one loop
+
+
+@jit
+def fill_noise_tile(Z, buf, k0, k1, rep, d, t, S, live):
+    """Z[s, r*d + i] = NOISE normal of replica rep[r] at n = (t + s) * d + i for s < S and
+    the live replicas (live: (n*d,) lane mask; rows of the others are left as they are)."""
+    for r in range(rep.shape[0]):
+        if live[r * d]:
+            z, off = noise_chunk(k0, k1, rng.NOISE, rep[r], t * d, S * d, buf)
+            for s in range(S):
+                for i in range(d):
+                    Z[s, r * d + i] = z[off + s * d + i]
+
+
+@jit
+def freeze_tile(x, new, live, dstep, lo, d, step, bound):
+    """After a step with a bad lane: each live replica r of the tile with a non-finite or
+    out-of-bound lane in `new` is frozen (its lanes of `new` reset to x, its lanes of the
+    mask `live` cleared, dstep[lo + r] = step).  Returns the number of replicas still live."""
+    count = 0
+    for r in range(live.shape[0] // d):
+        if not live[r * d]:
+            continue
+        good = True
+        for i in range(d):
+            good = good and ok(new[r * d + i], bound)
+        if good:
+            count += 1
+        else:
+            dstep[lo + r] = step
+            for i in range(d):
+                live[r * d + i] = False
+                new[r * d + i] = x[r * d + i]
+    return count
+
+
 @pjit
 def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
-    """Overdamped Langevin on DoubleWell (coef = center, a, barrier, tilt)."""
+    """Overdamped Langevin on DoubleWell (coef = center, a, barrier, tilt).  DoubleWell is
+    separable, so each step updates a tile of R = max(1, TILE // d) replicas in one loop
+    over its R*d lanes that vectorizes across replicas (frozen lanes masked, divergence
+    found by one and-reduction); noise comes in chunks of S = max(1, CHUNK // d) steps per
+    replica (a tile's noise, S x R*d, stays in L2)."""
     M, d = x.shape
-    for m in prange(M):
-        if dstep[m] >= 0:
-            continue
-        rep = np.uint64(rep0 + m)
-        new = np.empty(d, dtype=x.dtype)
-        buf, per = chunk_buffer(d)
+    R = max(1, TILE // d)
+    S = max(1, CHUNK // d)
+    c, a, barrier, tilt = coef[0], coef[1], coef[2], coef[3]
+    for b in prange((M + R - 1) // R):
+        lo = b * R
+        n = min(M, lo + R) - lo
+        L = n * d
+        live = np.empty(L, dtype=np.bool_)
+        for j in range(L):
+            live[j] = dstep[lo + j // d] < 0
+        nlive = (dstep[lo:lo + n] < 0).sum()
+        rep = np.arange(n).astype(np.uint64) + np.uint64(rep0 + lo)
+        xt = x[lo:lo + n].copy().reshape(L)
+        new = np.empty(L, dtype=x.dtype)
+        Z = np.empty((S, L))
+        buf = noise_buffer(S * d)
         t = t0
-        while t < t0 + K and dstep[m] < 0:
-            tb = min(t0 + K, t + per)
-            z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, (tb - t) * d, buf)
-            for tt in range(t, tb):
-                eta = sched(es, tt)
-                sigma = math.sqrt(2.0 * eta * sched(ts, tt))
+        while t < t0 + K and nlive > 0:
+            sn = min(S, t0 + K - t)
+            fill_noise_tile(Z, buf, k0, k1, rep, d, t, sn, live)
+            for s in range(sn):
+                eta = sched(es, t + s)
+                sigma = math.sqrt(2.0 * eta * sched(ts, t + s))
                 good = True
-                for i in range(d):
-                    xv = x[m, i]
-                    g = dw_grad(xv, coef[0], coef[1], coef[2], coef[3])
-                    new[i] = xv + overdamped_update(0.0, g, eta, sigma, z[off + (tt - t) * d + i])
-                    good = good and ok(new[i], bound)
+                for j in range(L):
+                    xv = xt[j]
+                    v = xv + overdamped_update(0.0, dw_grad(xv, c, a, barrier, tilt), eta, sigma,
+                                               Z[s, j])
+                    new[j] = v if live[j] else xv
+                    good = good & ok(new[j], bound)
                 if not good:
-                    dstep[m] = tt + 1
+                    nlive = freeze_tile(xt, new, live, dstep, lo, d, t + s + 1, bound)
+                xt, new = new, xt
+                if nlive == 0:
                     break
-                x[m, :] = new
-            t = tb
+            t += sn
+        x[lo:lo + n] = xt.reshape(n, d)
 
 
 @pjit
