@@ -32,18 +32,20 @@ from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, Teach
 
 @numba.njit(parallel=True, cache=True)
 def _normals_only(M, steps, d, k0, k1):
-    """Sum of the noise a fused kernel draws for M replicas x steps x d lanes, drawn the same
-    way (`noise_chunk` calls of `chunk_buffer(d)` steps): the RNG ceiling of such a kernel."""
-    acc = np.zeros(M)
+    """Normals a fused kernel draws for M replicas x steps x d lanes, drawn the same way
+    (`noise_chunk` calls of `chunk_buffer(d)` steps): the RNG ceiling of such a kernel.  Each
+    normal is consumed by a vectorizable count of positives (a float sum would add a serial
+    dependency chain and understate the ceiling)."""
+    acc = np.zeros(M, dtype=np.int64)
     for m in prange(M):
         buf, per = chunk_buffer(d)
         t = 0
-        s = 0.0
+        s = 0
         while t < steps:
             tb = min(steps, t + per)
             z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(m), t * d, (tb - t) * d, buf)
             for i in range((tb - t) * d):
-                s += z[off + i]
+                s += z[off + i] > 0.0
             t = tb
         acc[m] = s
     return acc

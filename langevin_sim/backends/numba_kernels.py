@@ -96,6 +96,24 @@ def fill_noise_tile(Z, buf, k0, k1, rep, d, t, S, live):
 
 
 @jit
+def fill_noise_tile_d1(Z, k0, k1, rep, t, S):
+    """d = 1 form of `fill_noise_tile`, generated across the tile's replicas (the Philox
+    counter's replica word) so that it vectorizes with no transposition: row 4*(q - t//4) + k
+    of Z takes word k of stream block q, so step t + s is row s + t % 4.  Z: (S + 4, n)."""
+    first = t // 4
+    for q in range(first, (t + S - 1) // 4 + 1):
+        b = 4 * (q - first)
+        for r in range(rep.shape[0]):
+            w0, w1, w2, w3 = block_words(k0, k1, np.uint64(rng.NOISE), rep[r], np.uint64(q))
+            z0, z1 = box_muller(w0, w1)
+            z2, z3 = box_muller(w2, w3)
+            Z[b, r] = z0
+            Z[b + 1, r] = z1
+            Z[b + 2, r] = z2
+            Z[b + 3, r] = z3
+
+
+@jit
 def freeze_tile(x, new, live, dstep, lo, d, step, bound):
     """After a step with a bad lane: each live replica r of the tile with a non-finite or
     out-of-bound lane in `new` is frozen (its lanes of `new` reset to x, its lanes of the
@@ -123,7 +141,7 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
     separable, so each step updates a tile of R = max(1, TILE // d) replicas in one loop
     over its R*d lanes that vectorizes across replicas (frozen lanes masked, divergence
     found by one and-reduction); noise comes in chunks of S = max(1, CHUNK // d) steps per
-    replica (a tile's noise, S x R*d, stays in L2)."""
+    replica (a tile's noise, S x R*d, stays in L2), for d = 1 generated across replicas."""
     M, d = x.shape
     R = max(1, TILE // d)
     S = max(1, CHUNK // d)
@@ -139,12 +157,17 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
         rep = np.arange(n).astype(np.uint64) + np.uint64(rep0 + lo)
         xt = x[lo:lo + n].copy().reshape(L)
         new = np.empty(L, dtype=x.dtype)
-        Z = np.empty((S, L))
+        Z = np.empty((S + 4, L))
         buf = noise_buffer(S * d)
         t = t0
         while t < t0 + K and nlive > 0:
             sn = min(S, t0 + K - t)
-            fill_noise_tile(Z, buf, k0, k1, rep, d, t, sn, live)
+            if d == 1:
+                fill_noise_tile_d1(Z, k0, k1, rep, t, sn)
+                row = t % 4
+            else:
+                fill_noise_tile(Z, buf, k0, k1, rep, d, t, sn, live)
+                row = 0
             for s in range(sn):
                 eta = sched(es, t + s)
                 sigma = math.sqrt(2.0 * eta * sched(ts, t + s))
@@ -152,7 +175,7 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
                 for j in range(L):
                     xv = xt[j]
                     v = xv + overdamped_update(0.0, dw_grad(xv, c, a, barrier, tilt), eta, sigma,
-                                               Z[s, j])
+                                               Z[row + s, j])
                     new[j] = v if live[j] else xv
                     good = good & ok(new[j], bound)
                 if not good:
