@@ -225,6 +225,26 @@ def baoab_double_well(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mas
             t = tb
 
 
+@jit
+def overdamped_rows(x, G, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf):
+    """x[m] <- x[m] - eta G[m - lo] + sigma xi for the live rows lo .. lo + len(G) - 1 at step t,
+    or freeze row m with dstep[m] = t + 1 when the new state is non-finite or beyond bound."""
+    B, d = G.shape
+    for r in range(B):
+        m = lo + r
+        if dstep[m] >= 0:
+            continue
+        z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, d, buf)
+        good = True
+        for i in range(d):
+            new[i] = x[m, i] + overdamped_update(0.0, G[r, i], eta, sigma, z[off + i])
+            good = good and ok(new[i], bound)
+        if good:
+            x[m, :] = new
+        else:
+            dstep[m] = t + 1
+
+
 @pjit
 def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, block):
     """Overdamped Langevin on a dense Quadratic: gradient x H - c H by one GEMM per block of
@@ -242,18 +262,9 @@ def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, bl
             sigma = math.sqrt(2.0 * eta * sched(ts, t))
             np.dot(x[lo:hi], H, G)
             for r in range(hi - lo):
-                m = lo + r
-                if dstep[m] >= 0:
-                    continue
-                z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, d, buf)
-                good = True
                 for i in range(d):
-                    new[i] = x[m, i] + overdamped_update(0.0, G[r, i] - cH[i], eta, sigma, z[off + i])
-                    good = good and ok(new[i], bound)
-                if good:
-                    x[m, :] = new
-                else:
-                    dstep[m] = t + 1
+                    G[r, i] -= cH[i]
+            overdamped_rows(x, G, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf)
 
 
 @jit

@@ -4,7 +4,8 @@ One call of the parallel driver `overdamped_blocks` runs K steps for any of the 
 families.  Replicas are split into blocks (one per prange iteration); per step and block the
 gradient comes from the same block functions the NumPy reference uses
 (`manifolds.scale_symmetric_grad`, `manifolds.valley_fields`, `multiwell.multiwell_fields`,
-compiled by `compile_functions`), evaluated in float64 on the block, and `overdamped_rows`
+compiled by `compile_functions`), evaluated in float64 on the block, and
+`numba_kernels.overdamped_rows`
 applies x <- x - eta grad U + sqrt(2 eta T) xi with the in-kernel Philox noise at the
 reference's stream positions (n = step * d + lane, purpose NOISE) and the divergence
 check.  float32 states therefore agree with the reference to float32 rounding of the
@@ -18,14 +19,13 @@ import numpy as np
 from numba import prange
 from threadpoolctl import threadpool_limits
 
-from .. import rng
 from ..dynamics import OverdampedLangevin
 from ..potentials import manifolds, multiwell
 from ..potentials.manifolds import ScaleSymmetric, Valley
 from ..potentials.multiwell import MultiWell
 from .jit import compile_functions, jit, pjit
 from .numba_backend import register, schedule_code
-from .numba_kernels import noise_buffer, noise_chunk, ok, overdamped_update, sched
+from .numba_kernels import noise_buffer, overdamped_rows, sched
 
 _m = compile_functions(manifolds, ["layer_products", "scale_symmetric_grad", "profile_value",
                                    "valley_coords", "valley_fields"])
@@ -34,26 +34,6 @@ scale_symmetric_grad, valley_fields = _m.scale_symmetric_grad, _m.valley_fields
 multiwell_fields = _w.multiwell_fields
 
 BLOCK = 256  # replicas per block (one prange iteration)
-
-
-@jit
-def overdamped_rows(x, G, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf):
-    """x[m] <- x[m] - eta G[m - lo] + sigma xi for the live rows lo .. lo + len(G) - 1 at step t,
-    or freeze row m with dstep[m] = t + 1 when the new state is non-finite or beyond bound."""
-    B, d = G.shape
-    for r in range(B):
-        m = lo + r
-        if dstep[m] >= 0:
-            continue
-        z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, d, buf)
-        good = True
-        for i in range(d):
-            new[i] = x[m, i] + overdamped_update(0.0, G[r, i], eta, sigma, z[off + i])
-            good = good and ok(new[i], bound)
-        if good:
-            x[m, :] = new
-        else:
-            dstep[m] = t + 1
 
 
 @jit
