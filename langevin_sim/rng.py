@@ -16,7 +16,10 @@ Normals come from Box-Muller on word pairs: (w0, w1) -> (z0, z1), (w2, w3) -> (z
 with uniforms u = (w + 0.5) / 2**32 in (0, 1), so |z| <= 6.66.  Its logarithm, sine and
 cosine are written here as branch-free polynomials (relative error ~1e-16) so that the
 compiled kernels vectorize (Numba has no vector math library) and all targets compute the
-same bits.
+same bits.  Float32 runs draw float32 normals from the same words (`block_normals_f32`:
+uniforms (q + 0.5) / 2**23 of the top 23 bits q, float32 polynomials, |z| <= 5.77), twice
+as fast on SIMD hardware; they agree with the float64 normals of the same words to ~1e-6 in
+99% of draws (less closely in the tails, where the 23-bit uniforms are coarser).
 """
 from __future__ import annotations
 
@@ -105,6 +108,11 @@ def sqrt(x):
     return np.sqrt(x)
 
 
+def sqrt32(x):
+    """float32 square root of float32 x (correctly rounded on every target)."""
+    return np.sqrt(x)
+
+
 def log_u32(w):
     """ln((w + 0.5) / 2**32) of 32-bit words, branch-free so that compiled loops vectorize.
 
@@ -174,6 +182,85 @@ def block_normals(k0, k1, purpose, replica, block):
     return z0, z1, z2, z3
 
 
+# ---- float32 normals (float32 runs): 23-bit uniforms, float32 arithmetic throughout, so
+# compiled loops run 8 lanes per 256-bit vector.  Polynomials are truncated for float32
+# (truncation < 3e-9 relative); every operation is a correctly rounded float32 one.
+F32 = np.float32
+SHIFT9 = np.uint64(9)
+HALF_F, ONE_F, TWO_F, ZERO_F = F32(0.5), F32(1.0), F32(2.0), F32(0.0)
+LN2_F, SQRT2_F, SQRT_HALF_F = F32(LN2), F32(SQRT2), F32(SQRT_HALF)
+TWO_NEG23_F, TWO_PI_F, FOUR_F, QUARTER_F = F32(2.0 ** -23), F32(TWO_PI), F32(4.0), F32(0.25)
+B1, B2, B3, B4 = (F32(1.0 / (2 * k + 1)) for k in range(1, 5))
+T1, T2, T3, T4 = (F32((-1) ** k / math.factorial(2 * k + 1)) for k in range(1, 5))
+D1, D2, D3, D4, D5 = (F32((-1) ** k / math.factorial(2 * k)) for k in range(1, 6))
+# log_u23 range reduction: (threshold, scale, exponent step) per stage
+R1, R2, R3 = (F32(2.0 ** 12), F32(2.0 ** -12), F32(12.0)), (F32(64.0), F32(2.0 ** -6), F32(6.0)), \
+    (F32(8.0), F32(0.125), F32(3.0))
+E0_F, Q1_F, Q2_F, Q3_F = F32(-23.0), F32(1.0), F32(2.0), F32(3.0)
+
+
+def word_u23(w):
+    """float32 q + 1/2 of the word's top 23 bits q = w >> 9: in [1/2, 2**23), exact."""
+    return F32(np.int32(w >> SHIFT9)) + HALF_F
+
+
+def log_u23(x):
+    """float32 ln(x / 2**23) for x = `word_u23(w)`, branch-free (abs error < 2e-6)."""
+    s = x >= R1[0]
+    x = x * select(s, R1[1], ONE_F)
+    e = E0_F + select(s, R1[2], ZERO_F)
+    s = x >= R2[0]
+    x = x * select(s, R2[1], ONE_F)
+    e = e + select(s, R2[2], ZERO_F)
+    s = x >= R3[0]
+    x = x * select(s, R3[1], ONE_F)
+    e = e + select(s, R3[2], ZERO_F)
+    s = x >= TWO_F
+    x = x * select(s, HALF_F, ONE_F)
+    e = e + select(s, ONE_F, ZERO_F)
+    s = x >= TWO_F
+    x = x * select(s, HALF_F, ONE_F)
+    e = e + select(s, ONE_F, ZERO_F)
+    s = x > SQRT2_F
+    x = x * select(s, HALF_F, ONE_F)
+    e = e + select(s, ONE_F, ZERO_F)
+    s = x < SQRT_HALF_F
+    x = x * select(s, TWO_F, ONE_F)
+    e = e - select(s, ONE_F, ZERO_F)
+    t = (x - ONE_F) / (x + ONE_F)
+    t2 = t * t
+    p = ONE_F + t2 * (B1 + t2 * (B2 + t2 * (B3 + t2 * B4)))
+    return e * LN2_F + TWO_F * t * p
+
+
+def sincos_2pi_u23(x):
+    """float32 (cos 2 pi v, sin 2 pi v) of v = x / 2**23 for x = `word_u23(w)`."""
+    v = x * TWO_NEG23_F
+    k = np.floor(FOUR_F * v + HALF_F)
+    phi = TWO_PI_F * (v - QUARTER_F * k)
+    p2 = phi * phi
+    sp = phi * (ONE_F + p2 * (T1 + p2 * (T2 + p2 * (T3 + p2 * T4))))
+    cp = ONE_F + p2 * (D1 + p2 * (D2 + p2 * (D3 + p2 * (D4 + p2 * D5))))
+    c = select(k == Q1_F, -sp, select(k == Q2_F, -cp, select(k == Q3_F, sp, cp)))
+    s = select(k == Q1_F, cp, select(k == Q2_F, -sp, select(k == Q3_F, -cp, sp)))
+    return c, s
+
+
+def box_muller_f32(wa, wb):
+    """Two float32 normals from the `word_u23` values of two words; |z| <= sqrt(48 ln 2) = 5.77."""
+    r = sqrt32(-TWO_F * log_u23(wa))
+    c, s = sincos_2pi_u23(wb)
+    return r * c, r * s
+
+
+def block_normals_f32(k0, k1, purpose, replica, block):
+    """The four float32 normals of one stream block (float32 runs)."""
+    w0, w1, w2, w3 = block_words(k0, k1, purpose, replica, block)
+    z0, z1 = box_muller_f32(word_u23(w0), word_u23(w1))
+    z2, z3 = box_muller_f32(word_u23(w2), word_u23(w3))
+    return z0, z1, z2, z3
+
+
 def bounded_index(word, n):
     """Map a 32-bit word to an index in [0, n) by multiply-shift (bias <= n / 2**32)."""
     return (word * np.uint64(n)) >> SHIFT32
@@ -188,8 +275,9 @@ def key_of(seed: int) -> tuple[np.uint64, np.uint64]:
 
 
 # Functions above that compiled targets build (in dependency order).
-DEVICE_FUNCTIONS = ("select", "sqrt", "philox_round", "philox_bump", "philox4x32_10", "block_words", "log_u32", "sincos_2pi", "box_muller",
-                    "block_normals", "bounded_index")
+DEVICE_FUNCTIONS = ("select", "sqrt", "sqrt32", "philox_round", "philox_bump", "philox4x32_10", "block_words",
+                    "log_u32", "sincos_2pi", "box_muller", "block_normals", "word_u23", "log_u23",
+                    "sincos_2pi_u23", "box_muller_f32", "block_normals_f32", "bounded_index")
 
 
 # ---------------------------------------------------------------- NumPy reference
@@ -211,14 +299,19 @@ def stream_words(seed: int, purpose: int, replicas, start: int, count: int) -> n
     return _stream_blocks(seed, purpose, replicas, start, count, block_words)
 
 
-def stream_normals(seed: int, purpose: int, replicas, start: int, count: int) -> np.ndarray:
-    """float64 array (M, count) of standard normals at stream positions start.."""
-    return _stream_blocks(seed, purpose, replicas, start, count, block_normals)
+def stream_normals(seed: int, purpose: int, replicas, start: int, count: int,
+                   dtype=np.float64) -> np.ndarray:
+    """(M, count) standard normals at stream positions start..; dtype float64 (`block_normals`)
+    or float32 (`block_normals_f32`, computed in float32 from the same words)."""
+    f32 = np.dtype(dtype) == np.float32
+    return _stream_blocks(seed, purpose, replicas, start, count,
+                          block_normals_f32 if f32 else block_normals)
 
 
-def step_normals(seed: int, replicas, step: int, lanes: int, purpose: int = NOISE) -> np.ndarray:
+def step_normals(seed: int, replicas, step: int, lanes: int, purpose: int = NOISE,
+                 dtype=np.float64) -> np.ndarray:
     """Dynamics noise for one step: (M, lanes) normals at n = step * lanes + lane."""
-    return stream_normals(seed, purpose, replicas, step * lanes, lanes)
+    return stream_normals(seed, purpose, replicas, step * lanes, lanes, dtype)
 
 
 def standard_normal(seed: int, purpose: int, shape) -> np.ndarray:

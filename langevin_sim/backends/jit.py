@@ -5,6 +5,8 @@ import math
 import types
 
 import numba
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
 
 OPTIONS = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 
@@ -27,8 +29,23 @@ def pjit(fn):
 
 
 def select_scalar(cond, a, b):
-    """Scalar form of `rng.select` for compiled targets (vectorizes to a blend)."""
+    """Scalar form of `rng.select` for targets that compile Python control flow (CUDA)."""
     return a if cond else b
+
+
+@intrinsic
+def select_cpu(typingctx, cond, a, b):
+    """`rng.select` for the CPU: one LLVM select instruction (a blend when vectorized).
+    A conditional expression would work too, but inlined several levels deep (overloads
+    inlining helpers that inline `select`) it trips Numba's IR scope check."""
+    ty = typingctx.unify_types(a, b)
+
+    def codegen(context, builder, sig, args):
+        c = context.cast(builder, args[0], sig.args[0], nbtypes.boolean)
+        x = context.cast(builder, args[1], sig.args[1], ty)
+        y = context.cast(builder, args[2], sig.args[2], ty)
+        return builder.select(c, x, y)
+    return ty(cond, a, b), codegen
 
 
 def sqrt_scalar(x):
@@ -36,18 +53,25 @@ def sqrt_scalar(x):
     return math.sqrt(x)
 
 
+# Scalar forms of the reference's array primitives, per target: any target that compiles
+# Python control flow (numba-cuda, its simulator), and the CPU.
 PRIMITIVES = {"select": select_scalar, "sqrt": sqrt_scalar}
+CPU_PRIMITIVES = dict(PRIMITIVES, select=select_cpu)
 
 
-def compile_functions(module, names, compiler=jit) -> types.SimpleNamespace:
+def compile_functions(module, names, compiler=jit, primitives=CPU_PRIMITIVES) -> types.SimpleNamespace:
     """Compile plain-Python reference functions of `module` that call each other by global
     name: each copy sees the compiled versions of its siblings (one algorithm, another
-    target).  Names in PRIMITIVES are replaced by their scalar forms.  `compiler` is e.g.
-    `jit` or `numba.cuda.jit(device=True)`."""
+    target).  Names in `primitives` are replaced by their scalar forms (Python functions are
+    compiled, intrinsics used as they are).  `compiler` is e.g. `jit`, `ijit` or
+    `numba.cuda.jit(device=True)` with `primitives=PRIMITIVES`."""
     env = dict(vars(module))
     out = {}
     for name in names:
-        f = PRIMITIVES.get(name, getattr(module, name))
+        f = primitives.get(name, getattr(module, name))
+        if not isinstance(f, types.FunctionType):
+            out[name] = env[name] = f
+            continue
         g = types.FunctionType(f.__code__, env, f.__name__, f.__defaults__, f.__closure__)
         g.__qualname__, g.__module__ = f.__qualname__, f.__module__
         out[name] = env[name] = compiler(g)

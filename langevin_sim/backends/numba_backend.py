@@ -31,7 +31,8 @@ def _overdamped_double_well(sim, t0, K, k0, k1):
     dyn = sim.dynamics
     nk.overdamped_double_well(sim.state["x"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
                               schedule_code(dyn.step), schedule_code(dyn.temperature),
-                              np.array(sim.potential.coeffs), sim.divergence_bound)
+                              np.array(sim.potential.grad_coeffs, dtype=sim.state["x"].dtype),
+                              sim.divergence_bound)
 
 
 @register(DoubleWell, UnderdampedLangevin)
@@ -39,7 +40,7 @@ def _baoab_double_well(sim, t0, K, k0, k1):
     dyn, s = sim.dynamics, sim.state
     nk.baoab_double_well(s["x"], s["p"], s["g"], sim.diverged_step, t0, K, k0, k1,
                          sim.first_replica, schedule_code(dyn.step), schedule_code(dyn.temperature),
-                         float(dyn.friction), float(dyn.mass), np.array(sim.potential.coeffs),
+                         float(dyn.friction), float(dyn.mass), np.array(sim.potential.grad_coeffs),
                          sim.divergence_bound)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from .. import rng
 from ..dynamics import langevin, schedules, sgd
@@ -20,7 +21,8 @@ from ..potentials import double_well
 from .jit import compile_functions, ijit, jit, pjit
 
 _rng = compile_functions(rng, rng.DEVICE_FUNCTIONS, compiler=ijit)
-block_words, bounded_index, box_muller = _rng.block_words, _rng.bounded_index, _rng.box_muller
+block_words, bounded_index = _rng.block_words, _rng.bounded_index
+box_muller, box_muller_f32, word_u23 = _rng.box_muller, _rng.box_muller_f32, _rng.word_u23
 schedule_value = jit(schedules.schedule_value)
 dw_grad = ijit(double_well.dw_grad)
 overdamped_update = ijit(langevin.overdamped_update)
@@ -41,37 +43,78 @@ def sched(code, t):
     return schedule_value(int(code[0]), code[1], code[2], code[3], t)
 
 
-@jit
-def noise_buffer(lanes):
-    """Scratch for `noise_chunk` calls of up to `lanes` normals."""
-    return np.empty((3, 4, (lanes + 3) // 4 + 1))
+# ---- normals of the state's dtype: the reference draws float32 normals for float32 runs
+# (`rng.block_normals_f32`).  Between the Philox pass and the Box-Muller pass a word is kept
+# in the state's dtype (`stored_word`), so the Box-Muller loop reads and writes only that
+# type and vectorizes 8 lanes wide for float32.
+
+def stored_word(w, like):
+    """Word w as kept for normals of like's dtype: float64 value, or float32 `rng.word_u23`."""
+    return rng.word_u23(w) if like.dtype == np.float32 else np.float64(w)
+
+
+def normal_pair(wa, wb):
+    """Two normals from two `stored_word` values (their dtype picks the Box-Muller)."""
+    return rng.box_muller_f32(wa, wb) if wa.dtype == np.float32 else rng.box_muller(wa, wb)
+
+
+def like(v, arr):
+    """Scalar v in arr's dtype (as NumPy rounds a Python scalar used with arr)."""
+    return arr.dtype.type(v)
+
+
+@overload(stored_word, inline="always")
+def _stored_word(w, like):
+    if like.dtype == types.float32:
+        return lambda w, like: word_u23(w)
+    return lambda w, like: np.float64(w)
+
+
+@overload(normal_pair, inline="always")
+def _normal_pair(wa, wb):
+    if wa == types.float32:
+        return _rng.box_muller_f32.py_func
+    return _rng.box_muller.py_func
+
+
+@overload(like, inline="always")
+def _like(v, arr):
+    if arr.dtype == types.float32:
+        return lambda v, arr: np.float32(v)
+    return lambda v, arr: np.float64(v)
 
 
 @jit
-def chunk_buffer(d):
+def noise_buffer(lanes, x):
+    """Scratch (x's dtype) for `noise_chunk` calls of up to `lanes` normals."""
+    return np.empty((3, 4, (lanes + 3) // 4 + 1), dtype=x.dtype)
+
+
+@jit
+def chunk_buffer(d, x):
     """(scratch, steps): scratch for the normals of max(1, CHUNK // d) steps of d lanes."""
     steps = max(1, CHUNK // d)
-    return noise_buffer(steps * d), steps
+    return noise_buffer(steps * d, x), steps
 
 
 @jit
 def noise_chunk(k0, k1, purpose, rep, n0, count, buf):
-    """Normals at stream positions n0 .. n0+count-1 of one replica: (z, off) with normal n at
-    z[off + n - n0].  Three straight-line passes (Philox words, Box-Muller per word pair,
-    interleave) so that each vectorizes."""
+    """Normals (buf's dtype) at stream positions n0 .. n0+count-1 of one replica: (z, off)
+    with normal n at z[off + n - n0].  Three straight-line passes (Philox words, Box-Muller
+    per word pair, interleave) so that each vectorizes."""
     first = n0 // 4
     nb = (n0 + count - 1) // 4 - first + 1
     W, Z, z = buf[0], buf[1], buf[2].reshape(buf.shape[1] * buf.shape[2])
     for b in range(nb):
         w0, w1, w2, w3 = block_words(k0, k1, np.uint64(purpose), rep, np.uint64(first + b))
-        W[0, b] = w0
-        W[1, b] = w1
-        W[2, b] = w2
-        W[3, b] = w3
+        W[0, b] = stored_word(w0, W)
+        W[1, b] = stored_word(w1, W)
+        W[2, b] = stored_word(w2, W)
+        W[3, b] = stored_word(w3, W)
     for b in range(nb):
-        Z[0, b], Z[1, b] = box_muller(W[0, b], W[1, b])
+        Z[0, b], Z[1, b] = normal_pair(W[0, b], W[1, b])
     for b in range(nb):
-        Z[2, b], Z[3, b] = box_muller(W[2, b], W[3, b])
+        Z[2, b], Z[3, b] = normal_pair(W[2, b], W[3, b])
     for b in range(nb):
         z[4 * b] = Z[0, b]
         z[4 * b + 1] = Z[1, b]
@@ -96,21 +139,25 @@ def fill_noise_tile(Z, buf, k0, k1, rep, d, t, S, live):
 
 
 @jit
-def fill_noise_tile_d1(Z, k0, k1, rep, t, S):
+def fill_noise_tile_d1(Z, W, k0, k1, rep, t, S):
     """d = 1 form of `fill_noise_tile`, generated across the tile's replicas (the Philox
     counter's replica word) so that it vectorizes with no transposition: row 4*(q - t//4) + k
-    of Z takes word k of stream block q, so step t + s is row s + t % 4.  Z: (S + 4, n)."""
+    of Z takes word k of stream block q, so step t + s is row s + t % 4.  Z: (S + 4, n);
+    W: (4, n) scratch of Z's dtype."""
     first = t // 4
+    n = rep.shape[0]
     for q in range(first, (t + S - 1) // 4 + 1):
         b = 4 * (q - first)
-        for r in range(rep.shape[0]):
+        for r in range(n):
             w0, w1, w2, w3 = block_words(k0, k1, np.uint64(rng.NOISE), rep[r], np.uint64(q))
-            z0, z1 = box_muller(w0, w1)
-            z2, z3 = box_muller(w2, w3)
-            Z[b, r] = z0
-            Z[b + 1, r] = z1
-            Z[b + 2, r] = z2
-            Z[b + 3, r] = z3
+            W[0, r] = stored_word(w0, W)
+            W[1, r] = stored_word(w1, W)
+            W[2, r] = stored_word(w2, W)
+            W[3, r] = stored_word(w3, W)
+        for r in range(n):
+            Z[b, r], Z[b + 1, r] = normal_pair(W[0, r], W[1, r])
+        for r in range(n):
+            Z[b + 2, r], Z[b + 3, r] = normal_pair(W[2, r], W[3, r])
 
 
 @jit
@@ -137,7 +184,8 @@ def freeze_tile(x, new, live, dstep, lo, d, step, bound):
 
 @pjit
 def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
-    """Overdamped Langevin on DoubleWell (coef = center, a, barrier, tilt).  DoubleWell is
+    """Overdamped Langevin on DoubleWell (coef = `DoubleWell.grad_coeffs` in x's dtype; step
+    size and noise scale are cast to it as well, as NumPy does).  DoubleWell is
     separable, so each step updates a tile of R = max(1, TILE // d) replicas in one loop
     over its R*d lanes that vectorizes across replicas (frozen lanes masked, divergence
     found by one and-reduction); noise comes in chunks of S = max(1, CHUNK // d) steps per
@@ -145,7 +193,8 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
     M, d = x.shape
     R = max(1, TILE // d)
     S = max(1, CHUNK // d)
-    c, a, barrier, tilt = coef[0], coef[1], coef[2], coef[3]
+    c, a2, k, tilt = coef[0], coef[1], coef[2], coef[3]
+    zero = like(0.0, x)
     for b in prange((M + R - 1) // R):
         lo = b * R
         n = min(M, lo + R) - lo
@@ -157,24 +206,26 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
         rep = np.arange(n).astype(np.uint64) + np.uint64(rep0 + lo)
         xt = x[lo:lo + n].copy().reshape(L)
         new = np.empty(L, dtype=x.dtype)
-        Z = np.empty((S + 4, L))
-        buf = noise_buffer(S * d)
+        Z = np.empty((S + 4, L), dtype=x.dtype)
+        W = np.empty((4, L), dtype=x.dtype)
+        buf = noise_buffer(S * d, x)
         t = t0
         while t < t0 + K and nlive > 0:
             sn = min(S, t0 + K - t)
             if d == 1:
-                fill_noise_tile_d1(Z, k0, k1, rep, t, sn)
+                fill_noise_tile_d1(Z, W, k0, k1, rep, t, sn)
                 row = t % 4
             else:
                 fill_noise_tile(Z, buf, k0, k1, rep, d, t, sn, live)
                 row = 0
             for s in range(sn):
-                eta = sched(es, t + s)
-                sigma = math.sqrt(2.0 * eta * sched(ts, t + s))
+                e = sched(es, t + s)
+                eta = like(e, x)
+                sigma = like(math.sqrt(2.0 * e * sched(ts, t + s)), x)
                 good = True
                 for j in range(L):
                     xv = xt[j]
-                    v = xv + overdamped_update(0.0, dw_grad(xv, c, a, barrier, tilt), eta, sigma,
+                    v = xv + overdamped_update(zero, dw_grad(xv, c, a2, k, tilt), eta, sigma,
                                                Z[row + s, j])
                     new[j] = v if live[j] else xv
                     good = good & ok(new[j], bound)
@@ -189,7 +240,8 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
 
 @pjit
 def baoab_double_well(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, coef, bound):
-    """BAOAB on DoubleWell; p and g are the momenta and gradient at x (M, d)."""
+    """BAOAB on DoubleWell (coef = `DoubleWell.grad_coeffs`); p and g are the momenta and
+    gradient at x (M, d)."""
     M, d = x.shape
     inv_m = 1.0 / mass
     for m in prange(M):
@@ -199,7 +251,7 @@ def baoab_double_well(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mas
         nx = np.empty(d, dtype=x.dtype)
         npm = np.empty(d, dtype=x.dtype)
         ng = np.empty(d, dtype=x.dtype)
-        buf, per = chunk_buffer(d)
+        buf, per = chunk_buffer(d, x)
         t = t0
         while t < t0 + K and dstep[m] < 0:
             tb = min(t0 + K, t + per)
@@ -226,18 +278,21 @@ def baoab_double_well(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mas
 
 
 @jit
-def overdamped_rows(x, G, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf):
-    """x[m] <- x[m] - eta G[m - lo] + sigma xi for the live rows lo .. lo + len(G) - 1 at step t,
-    or freeze row m with dstep[m] = t + 1 when the new state is non-finite or beyond bound."""
+def overdamped_rows(x, G, off, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf):
+    """x[m] <- x[m] - eta (G[m - lo] - off) + sigma xi for the live rows lo .. lo + len(G) - 1
+    at step t, or freeze row m with dstep[m] = t + 1 when the new state is non-finite or
+    beyond bound.  off (d,) is a constant gradient offset; eta and sigma come in x's dtype
+    (`like`), so float32 rows update in float32 as the reference does."""
     B, d = G.shape
+    zero = like(0.0, x)
     for r in range(B):
         m = lo + r
         if dstep[m] >= 0:
             continue
-        z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, d, buf)
+        z, o = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, d, buf)
         good = True
         for i in range(d):
-            new[i] = x[m, i] + overdamped_update(0.0, G[r, i], eta, sigma, z[off + i])
+            new[i] = x[m, i] + overdamped_update(zero, G[r, i] - off[i], eta, sigma, z[o + i])
             good = good and ok(new[i], bound)
         if good:
             x[m, :] = new
@@ -248,7 +303,8 @@ def overdamped_rows(x, G, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, bu
 @pjit
 def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, block):
     """Overdamped Langevin on a dense Quadratic: gradient x H - c H by one GEMM per block of
-    `block` replicas and step, then a fused noise + update pass."""
+    `block` replicas and step (BLAS single-threaded, one block per thread), then a fused
+    noise + update pass; arithmetic in x's dtype."""
     M, d = x.shape
     nb = (M + block - 1) // block
     for b in prange(nb):
@@ -256,15 +312,13 @@ def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, bl
         hi = min(M, lo + block)
         new = np.empty(d, dtype=x.dtype)
         G = np.empty((hi - lo, d), dtype=x.dtype)
-        buf = noise_buffer(d)
+        buf = noise_buffer(d, x)
         for t in range(t0, t0 + K):
-            eta = sched(es, t)
-            sigma = math.sqrt(2.0 * eta * sched(ts, t))
+            e = sched(es, t)
+            eta = like(e, x)
+            sigma = like(math.sqrt(2.0 * e * sched(ts, t)), x)
             np.dot(x[lo:hi], H, G)
-            for r in range(hi - lo):
-                for i in range(d):
-                    G[r, i] -= cH[i]
-            overdamped_rows(x, G, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf)
+            overdamped_rows(x, G, cH, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf)
 
 
 @jit
@@ -302,7 +356,7 @@ def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, replaceme
 def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv):
     """One SGD update of one replica: x, v, g (d,) position, velocity and mean minibatch
     gradient; noise sqrt(2 lr T) xi, xi from the NOISE stream at n = t*d + i, when T > 0.
-    nx, nv (d,) and buf (`noise_buffer(d)`) are scratch.  Writes x, v and returns True, or
+    nx, nv (d,) and buf (`noise_buffer(d, x)`) are scratch.  Writes x, v and returns True, or
     returns False with x, v untouched if a new value is non-finite or beyond `bound`."""
     d = x.shape[0]
     sigma = math.sqrt(2.0 * lr * T)
@@ -338,7 +392,7 @@ def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd
         g = np.empty(d, dtype=x.dtype)
         nx = np.empty(d, dtype=x.dtype)
         nv = np.empty(d, dtype=x.dtype)
-        buf = noise_buffer(d)
+        buf = noise_buffer(d, x)
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
                                          replacement)

@@ -25,7 +25,7 @@ from ..potentials.manifolds import ScaleSymmetric, Valley
 from ..potentials.multiwell import MultiWell
 from .jit import compile_functions, jit, pjit
 from .numba_backend import register, schedule_code
-from .numba_kernels import noise_buffer, overdamped_rows, sched
+from .numba_kernels import like, noise_buffer, overdamped_rows, sched
 
 _m = compile_functions(manifolds, ["layer_products", "scale_symmetric_grad", "profile_value",
                                    "valley_coords", "valley_fields"])
@@ -44,9 +44,9 @@ def block64(x, lo, hi):
 
 @jit
 def scratch(x):
-    """Per-block scratch: one new row (d,) and a noise buffer for d lanes."""
+    """Per-block scratch: one new row (d,), a noise buffer for d lanes, a zero offset (d,)."""
     d = x.shape[1]
-    return np.empty(d, dtype=x.dtype), noise_buffer(d)
+    return np.empty(d, dtype=x.dtype), noise_buffer(d, x), np.zeros(d)
 
 
 SCALE_SYMMETRIC, VALLEY, MULTIWELL = 0, 1, 2
@@ -74,12 +74,13 @@ def overdamped_blocks(x, dstep, t0, K, k0, k1, rep0, es, ts, which, fp, a1, a2, 
     for b in prange((M + block - 1) // block):
         lo = b * block
         hi = min(M, lo + block)
-        new, buf = scratch(x)
+        new, buf, zero = scratch(x)
         for t in range(t0, t0 + K):
             eta = sched(es, t)
             sigma = math.sqrt(2.0 * eta * sched(ts, t))
             G = block_gradient(which, block64(x, lo, hi), fp, a1, a2, a3)
-            overdamped_rows(x, G, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf)
+            overdamped_rows(x, G, zero, lo, dstep, t, k0, k1, rep0, like(eta, x), like(sigma, x),
+                            bound, new, buf)
 
 
 def pack(potential) -> tuple:

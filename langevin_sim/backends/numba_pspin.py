@@ -50,7 +50,7 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, gmat, p, bo
     N = x.shape[1]
     xi = np.zeros((hi - lo, N), dtype=x.dtype)
     c = np.zeros(3, dtype=x.dtype)  # (0, eta, sigma) in the state dtype
-    buf, _ = chunk_buffer(N)
+    buf, _ = chunk_buffer(N, x)
     for t in range(t0, t0 + K):
         eta = sched(es, t)
         c[1] = eta

@@ -70,7 +70,7 @@ def sgd_teacher_student(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, 
         g = np.empty(d, dtype=x.dtype)
         nx = np.empty(d, dtype=x.dtype)
         nv = np.empty(d, dtype=x.dtype)
-        buf = noise_buffer(d)
+        buf = noise_buffer(d, x)
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
                                          replacement)

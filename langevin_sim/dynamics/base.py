@@ -19,9 +19,10 @@ class NoiseSource:
     def __init__(self, seed: int, replicas: np.ndarray):
         self.seed, self.replicas = int(seed), np.asarray(replicas, dtype=np.uint64)
 
-    def normals(self, step: int, lanes: int, purpose: int = rng.NOISE) -> np.ndarray:
-        """(M, lanes) float64 normals of one step."""
-        return rng.step_normals(self.seed, self.replicas, step, lanes, purpose)
+    def normals(self, step: int, lanes: int, purpose: int = rng.NOISE,
+                dtype=np.float64) -> np.ndarray:
+        """(M, lanes) normals of one step: float64, or float32 ones for float32 states."""
+        return rng.step_normals(self.seed, self.replicas, step, lanes, purpose, dtype)
 
     def words(self, purpose: int, start: int, count: int) -> np.ndarray:
         """(M, count) uint64 words at stream positions start..start+count-1."""

@@ -49,7 +49,7 @@ class OverdampedLangevin(Dynamics):
     def reference_step(self, potential, state, t, noise: NoiseSource):
         x = state["x"]
         eta, T = self.step(t), self.temperature(t)
-        xi = noise.normals(t, x.shape[1]).astype(x.dtype)
+        xi = noise.normals(t, x.shape[1], dtype=x.dtype)
         dx = overdamped_update(0.0, potential.grad(x), eta, math.sqrt(2.0 * eta * T), xi)
         return {"x": retract(potential, x + project(potential, x, dx).astype(x.dtype))}
 
@@ -91,7 +91,7 @@ class UnderdampedLangevin(Dynamics):
         x, p, g = state["x"], state["p"], state["g"]
         eta, T = self.step(t), self.temperature(t)
         c1, c2 = baoab_coeffs(eta, self.friction, T, self.mass)
-        xi = noise.normals(t, x.shape[1]).astype(x.dtype)
+        xi = noise.normals(t, x.shape[1], dtype=x.dtype)
         x, p = baoab_first(x, p, g, 0.5 * eta, 1.0 / self.mass, c1, c2, xi)
         g = potential.grad(x).astype(x.dtype)
         return {"x": x, "p": p - 0.5 * eta * g, "g": g}

@@ -44,7 +44,7 @@ class MALA(Dynamics):
     def reference_step(self, potential, state, t, noise):
         x, u, g = state["x"], state["u"], state["g"]
         eta, T = self.step(t), self.temperature(t)
-        y = x - eta * g + math.sqrt(2 * eta * T) * noise.normals(t, x.shape[1]).astype(x.dtype)
+        y = x - eta * g + math.sqrt(2 * eta * T) * noise.normals(t, x.shape[1], dtype=x.dtype)
         uy, gy = potential.energy(y), potential.grad(y)
         fwd = np.sum((y - x + eta * g) ** 2, axis=1)
         bwd = np.sum((x - y + eta * gy) ** 2, axis=1)

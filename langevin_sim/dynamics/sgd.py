@@ -92,7 +92,7 @@ class SGD(Dynamics):
         x, v = state["x"], state["v"]
         lr, T = self.lr(t), self.temperature(t)
         g = batch_gradient(potential, x, noise, t, self.batch_size, self.replacement)
-        xi = noise.normals(t, x.shape[1]).astype(x.dtype) if T > 0 else 0.0
+        xi = noise.normals(t, x.shape[1], dtype=x.dtype) if T > 0 else 0.0
         x, v = sgd_update(x, v, g.astype(x.dtype), lr, self.momentum, self.weight_decay,
                           math.sqrt(2.0 * lr * T), xi)
         return {"x": x, "v": v}
