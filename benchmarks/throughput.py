@@ -31,14 +31,14 @@ from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, Teach
 # ------------------------------------------------------------------ machine limits
 
 @numba.njit(parallel=True, cache=True)
-def _normals_only(M, steps, d, k0, k1):
-    """Normals a fused kernel draws for M replicas x steps x d lanes, drawn the same way
-    (`noise_chunk` calls of `chunk_buffer(d)` steps): the RNG ceiling of such a kernel.  Each
+def _normals_only(M, steps, d, k0, k1, like):
+    """Normals (like's dtype) a fused kernel draws for M replicas x steps x d lanes, drawn
+    the same way (`noise_chunk` calls of `chunk_buffer(d)` steps): its RNG ceiling.  Each
     normal is consumed by a vectorizable count of positives (a float sum would add a serial
     dependency chain and understate the ceiling)."""
     acc = np.zeros(M, dtype=np.int64)
     for m in prange(M):
-        buf, per = chunk_buffer(d)
+        buf, per = chunk_buffer(d, like)
         t = 0
         s = 0
         while t < steps:
@@ -63,9 +63,10 @@ def timed(fn, min_time=1.0):
     return best
 
 
-def normal_rate(d: int, M: int, steps: int) -> float:
+def normal_rate(d: int, M: int, steps: int, dtype: str) -> float:
     k0, k1 = rng.key_of(1)
-    return M * steps * d / timed(lambda: _normals_only(M, steps, d, k0, k1))
+    like = np.zeros(1, dtype)
+    return M * steps * d / timed(lambda: _normals_only(M, steps, d, k0, k1, like))
 
 
 def gemm_rate(m: int, k: int, n: int, dtype) -> float:
@@ -164,9 +165,10 @@ def main(argv=None):
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, BLAS {info['blas']}, "
           f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}")
-    limits = {"memory_GBps": memory_bandwidth() / 1e9,
-              "normals_per_s_d1": normal_rate(1, 1 << 18, 256),
-              "normals_per_s_d256": normal_rate(256, 1024, 32)}
+    limits = {"memory_GBps": memory_bandwidth() / 1e9}
+    for dtype in ("float32", "float64"):     # float32 runs draw float32 normals
+        limits[f"normals_per_s_d1_{dtype}"] = normal_rate(1, 1 << 18, 256, dtype)
+        limits[f"normals_per_s_d256_{dtype}"] = normal_rate(256, 1024, 32, dtype)
     rows, checks = [], []
     for name in names:
         w = WORKLOADS[name]
@@ -181,7 +183,7 @@ def main(argv=None):
                 # the best fraction of GEMM rate possible when the noise costs what it costs
                 # alone: t_gemm / (t_gemm + t_noise) per chain-step
                 t_gemm = w.flops_per_chain_step / g
-                t_noise = w.normals_per_chain_step / limits["normals_per_s_d256"]
+                t_noise = w.normals_per_chain_step / limits[f"normals_per_s_d256_{dtype}"]
                 row["gemm_fraction_ceiling_given_rng"] = t_gemm / (t_gemm + t_noise)
             rows.append(row)
     for r in rows:
@@ -189,7 +191,7 @@ def main(argv=None):
         if r["workload"] == "W1":
             checks += [(f"W1 {r['dtype']}: numba >= 10x numpy", nb / npy, 10.0),
                        (f"W1 {r['dtype']}: numba >= 0.5x normals-alone rate",
-                        nb / limits["normals_per_s_d1"], 0.5)]
+                        nb / limits[f"normals_per_s_d1_{r['dtype']}"], 0.5)]
         if r["workload"] == "W2":
             checks += [(f"W2 {r['dtype']}: numba >= numpy", nb / npy, 1.0),
                        (f"W2 {r['dtype']}: numba >= 0.5x GEMM rate", r["numba_gemm_fraction"], 0.5)]
@@ -203,8 +205,9 @@ def main(argv=None):
              f"BLAS {info['blas']}, OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}", "",
              "## Machine limits (measured in this run)", "",
              f"- memory bandwidth (copy): {limits['memory_GBps']:.1f} GB/s",
-             f"- Philox + Box-Muller normals alone (kernel code, d=1 stream): {limits['normals_per_s_d1']:.3g} /s",
-             f"- same, d=256 stream: {limits['normals_per_s_d256']:.3g} /s", "",
+             *(f"- Philox + Box-Muller {dt} normals alone (kernel code), d=1 stream: "
+               f"{limits[f'normals_per_s_d1_{dt}']:.3g} /s, d=256 stream: "
+               f"{limits[f'normals_per_s_d256_{dt}']:.3g} /s" for dt in ("float32", "float64")), "",
              "## Chain-steps per second", "",
              "| workload | dtype | numpy | numba | numba/numpy | GEMM rate (FLOP/s) | numba % of GEMM "
              "| ceiling % of GEMM (GEMM + noise alone) |",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 
+import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -13,7 +14,7 @@ from . import numba_kernels as nk
 from .numpy_backend import reference_advance
 
 _warned: set = set()
-QUADRATIC_BLOCK = 128  # replicas per GEMM block
+GEMM_BLOCK_BYTES = 1 << 20  # cap on a GEMM block's state + gradient rows (stays in L2)
 KERNELS: dict = {}
 
 
@@ -53,7 +54,7 @@ def _overdamped_quadratic(sim, t0, K, k0, k1):
         nk.overdamped_quadratic(x, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
                                 schedule_code(dyn.step), schedule_code(dyn.temperature), H,
                                 (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
-                                QUADRATIC_BLOCK)
+                                gemm_block(*x.shape, x.itemsize))
 
 
 @register(LinearRegression, SGD)
@@ -67,6 +68,14 @@ def _sgd_linear_regression(sim, t0, K, k0, k1):
                              sim.divergence_bound)
 
 
+
+
+def gemm_block(M: int, d: int, itemsize: int) -> int:
+    """Replicas per GEMM block: one block per thread (large single-threaded GEMMs run
+    closest to the BLAS rate), capped so that a block's x and gradient rows fit in
+    GEMM_BLOCK_BYTES.  Results do not depend on it."""
+    per_thread = -(-M // numba.get_num_threads())
+    return max(1, min(per_thread, GEMM_BLOCK_BYTES // (2 * d * itemsize)))
 
 
 def schedule_code(schedule) -> np.ndarray:

@@ -267,7 +267,7 @@ def baoab_double_well(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mas
                     nx[i] = xv
                     ng[i] = dw_grad(nx[i], coef[0], coef[1], coef[2], coef[3])
                     npm[i] = pv - 0.5 * eta * ng[i]
-                    good = good and ok(nx[i], bound) and ok(npm[i], bound) and ok(ng[i], bound)
+                    good = good & ok(nx[i], bound) & ok(npm[i], bound) & ok(ng[i], bound)
                 if not good:
                     dstep[m] = tt + 1
                     break
@@ -293,9 +293,10 @@ def overdamped_rows(x, G, off, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, ne
         good = True
         for i in range(d):
             new[i] = x[m, i] + overdamped_update(zero, G[r, i] - off[i], eta, sigma, z[o + i])
-            good = good and ok(new[i], bound)
+            good = good & ok(new[i], bound)
         if good:
-            x[m, :] = new
+            for i in range(d):
+                x[m, i] = new[i]
         else:
             dstep[m] = t + 1
 
@@ -367,7 +368,7 @@ def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv):
         xv, vv = sgd_update(x[i], v[i], g[i], lr, momentum, wd, sigma, xi)
         nx[i] = xv
         nv[i] = vv
-        good = good and ok(xv, bound) and ok(vv, bound)
+        good = good & ok(xv, bound) & ok(vv, bound)
     if good:
         x[:] = nx
         v[:] = nv

@@ -70,7 +70,7 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, gmat, p, bo
                 continue
             good = True
             for i in range(N):
-                good = good and ok(new[r, i], bound)
+                good = good & ok(new[r, i], bound)
             if good:
                 x[m, :] = new[r, :]
             else:
