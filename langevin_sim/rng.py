@@ -90,9 +90,9 @@ def block_words(k0, k1, purpose, replica, block):
     return philox4x32_10(block & MASK32, block >> SHIFT32, replica, purpose, k0, k1)
 
 
+F64 = np.float64
 LN2 = 0.6931471805599453
 SQRT2 = 1.4142135623730951
-SQRT_HALF = 0.7071067811865476
 # 2 atanh(t) = 2 t sum_k t^(2k) / (2k + 1), |t| <= 0.1716: 11 terms reach 1e-17
 A1, A2, A3, A4, A5, A6, A7, A8, A9, A10 = (1.0 / (2 * k + 1) for k in range(1, 11))
 
@@ -113,35 +113,43 @@ def sqrt32(x):
     return np.sqrt(x)
 
 
+def float_bits(x):
+    """Bit pattern of float64 x as int64.  Compiled targets substitute a bit cast."""
+    return np.asarray(x, dtype=np.float64).view(np.int64)
+
+
+def bits_float(b):
+    """float64 with bit pattern b (int64): the inverse of `float_bits`."""
+    return np.asarray(b, dtype=np.int64).view(np.float64)
+
+
+def float32_bits(x):
+    """Bit pattern of float32 x as int32.  Compiled targets substitute a bit cast."""
+    return np.asarray(x, dtype=np.float32).view(np.int32)
+
+
+def bits_float32(b):
+    """float32 with bit pattern b (an integer below 2**31): the inverse of `float32_bits`."""
+    return np.asarray(b).astype(np.int32).view(np.float32)
+
+
+MANT64, ONE64, SHIFT52 = np.int64((1 << 52) - 1), np.int64(0x3FF << 52), np.int64(52)
+BIAS_U32 = np.int64(1023 + 32)
+
+
 def log_u32(w):
     """ln((w + 0.5) / 2**32) of 32-bit words, branch-free so that compiled loops vectorize.
 
-    Exact power-of-two scalings bring x = w + 0.5 into [sqrt(1/2), sqrt(2)] with exponent e,
-    then ln x = 2 atanh((x - 1)/(x + 1)) by its series; relative error ~1e-16.
+    x = w + 0.5 = m 2^e with m in (sqrt(1/2), sqrt(2)] read off its bit pattern (exact), then
+    ln x = e ln 2 + 2 atanh((m - 1)/(m + 1)) by its series; relative error ~1e-16.
     """
-    x = w + 0.5
-    s = x >= 65536.0
-    x = x * select(s, 2.0 ** -16, 1.0)
-    e = select(s, -16.0, -32.0)
-    s = x >= 256.0
-    x = x * select(s, 2.0 ** -8, 1.0)
-    e = e + select(s, 8.0, 0.0)
-    s = x >= 16.0
-    x = x * select(s, 2.0 ** -4, 1.0)
-    e = e + select(s, 4.0, 0.0)
-    s = x >= 4.0
-    x = x * select(s, 0.25, 1.0)
-    e = e + select(s, 2.0, 0.0)
-    s = x >= 2.0
-    x = x * select(s, 0.5, 1.0)
+    bits = float_bits(w + 0.5)
+    m = bits_float((bits & MANT64) | ONE64)
+    e = F64((bits >> SHIFT52) - BIAS_U32)
+    s = m > SQRT2
+    m = m * select(s, 0.5, 1.0)
     e = e + select(s, 1.0, 0.0)
-    s = x > SQRT2
-    x = x * select(s, 0.5, 1.0)
-    e = e + select(s, 1.0, 0.0)
-    s = x < SQRT_HALF
-    x = x * select(s, 2.0, 1.0)
-    e = e - select(s, 1.0, 0.0)
-    t = (x - 1.0) / (x + 1.0)
+    t = (m - 1.0) / (m + 1.0)
     t2 = t * t
     p = 1.0 + t2 * (A1 + t2 * (A2 + t2 * (A3 + t2 * (A4 + t2 * (A5 + t2 * (A6 + t2 * (
         A7 + t2 * (A8 + t2 * (A9 + t2 * A10)))))))))
@@ -188,15 +196,14 @@ def block_normals(k0, k1, purpose, replica, block):
 F32 = np.float32
 SHIFT9 = np.uint64(9)
 HALF_F, ONE_F, TWO_F, ZERO_F = F32(0.5), F32(1.0), F32(2.0), F32(0.0)
-LN2_F, SQRT2_F, SQRT_HALF_F = F32(LN2), F32(SQRT2), F32(SQRT_HALF)
+LN2_F, SQRT2_F = F32(LN2), F32(SQRT2)
 TWO_NEG23_F, TWO_PI_F, FOUR_F, QUARTER_F = F32(2.0 ** -23), F32(TWO_PI), F32(4.0), F32(0.25)
 B1, B2, B3, B4 = (F32(1.0 / (2 * k + 1)) for k in range(1, 5))
 T1, T2, T3, T4 = (F32((-1) ** k / math.factorial(2 * k + 1)) for k in range(1, 5))
 D1, D2, D3, D4, D5 = (F32((-1) ** k / math.factorial(2 * k)) for k in range(1, 6))
-# log_u23 range reduction: (threshold, scale, exponent step) per stage
-R1, R2, R3 = (F32(2.0 ** 12), F32(2.0 ** -12), F32(12.0)), (F32(64.0), F32(2.0 ** -6), F32(6.0)), \
-    (F32(8.0), F32(0.125), F32(3.0))
-E0_F, Q1_F, Q2_F, Q3_F = F32(-23.0), F32(1.0), F32(2.0), F32(3.0)
+MANT32, ONE32, SHIFT23 = np.int32((1 << 23) - 1), np.int32(0x7F << 23), np.int32(23)
+BIAS_U23 = np.int32(127 + 23)
+Q1_F, Q2_F, Q3_F = F32(1.0), F32(2.0), F32(3.0)   # quarter turns
 
 
 def word_u23(w):
@@ -205,29 +212,14 @@ def word_u23(w):
 
 
 def log_u23(x):
-    """float32 ln(x / 2**23) for x = `word_u23(w)`, branch-free (abs error < 2e-6)."""
-    s = x >= R1[0]
-    x = x * select(s, R1[1], ONE_F)
-    e = E0_F + select(s, R1[2], ZERO_F)
-    s = x >= R2[0]
-    x = x * select(s, R2[1], ONE_F)
-    e = e + select(s, R2[2], ZERO_F)
-    s = x >= R3[0]
-    x = x * select(s, R3[1], ONE_F)
-    e = e + select(s, R3[2], ZERO_F)
-    s = x >= TWO_F
-    x = x * select(s, HALF_F, ONE_F)
+    """float32 ln(x / 2**23) for x = `word_u23(w)`, as `log_u32` (abs error < 2e-6)."""
+    bits = float32_bits(x)
+    m = bits_float32((bits & MANT32) | ONE32)
+    e = F32((bits >> SHIFT23) - BIAS_U23)
+    s = m > SQRT2_F
+    m = m * select(s, HALF_F, ONE_F)
     e = e + select(s, ONE_F, ZERO_F)
-    s = x >= TWO_F
-    x = x * select(s, HALF_F, ONE_F)
-    e = e + select(s, ONE_F, ZERO_F)
-    s = x > SQRT2_F
-    x = x * select(s, HALF_F, ONE_F)
-    e = e + select(s, ONE_F, ZERO_F)
-    s = x < SQRT_HALF_F
-    x = x * select(s, TWO_F, ONE_F)
-    e = e - select(s, ONE_F, ZERO_F)
-    t = (x - ONE_F) / (x + ONE_F)
+    t = (m - ONE_F) / (m + ONE_F)
     t2 = t * t
     p = ONE_F + t2 * (B1 + t2 * (B2 + t2 * (B3 + t2 * B4)))
     return e * LN2_F + TWO_F * t * p
@@ -275,7 +267,7 @@ def key_of(seed: int) -> tuple[np.uint64, np.uint64]:
 
 
 # Functions above that compiled targets build (in dependency order).
-DEVICE_FUNCTIONS = ("select", "sqrt", "sqrt32", "philox_round", "philox_bump", "philox4x32_10", "block_words",
+DEVICE_FUNCTIONS = ("select", "sqrt", "sqrt32", "float_bits", "bits_float", "float32_bits", "bits_float32", "philox_round", "philox_bump", "philox4x32_10", "block_words",
                     "log_u32", "sincos_2pi", "box_muller", "block_normals", "word_u23", "log_u23",
                     "sincos_2pi_u23", "box_muller_f32", "block_normals_f32", "bounded_index")
 

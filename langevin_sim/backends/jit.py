@@ -53,10 +53,26 @@ def sqrt_scalar(x):
     return math.sqrt(x)
 
 
+def bitcast(src, dst):
+    """An intrinsic reinterpreting the bits of a `src` value (after conversion to src) as
+    `dst` (numba types of equal width): one LLVM bitcast, free when vectorized."""
+    @intrinsic
+    def cast(typingctx, x):
+        def codegen(context, builder, sig, args):
+            v = context.cast(builder, args[0], sig.args[0], src)
+            return builder.bitcast(v, context.get_value_type(dst))
+        return dst(x), codegen
+    return cast
+
+
 # Scalar forms of the reference's array primitives, per target: any target that compiles
 # Python control flow (numba-cuda, its simulator), and the CPU.
 PRIMITIVES = {"select": select_scalar, "sqrt": sqrt_scalar}
-CPU_PRIMITIVES = dict(PRIMITIVES, select=select_cpu)
+CPU_PRIMITIVES = dict(PRIMITIVES, select=select_cpu,
+                      float_bits=bitcast(nbtypes.float64, nbtypes.int64),
+                      bits_float=bitcast(nbtypes.int64, nbtypes.float64),
+                      float32_bits=bitcast(nbtypes.float32, nbtypes.int32),
+                      bits_float32=bitcast(nbtypes.int32, nbtypes.float32))
 
 
 def compile_functions(module, names, compiler=jit, primitives=CPU_PRIMITIVES) -> types.SimpleNamespace:
