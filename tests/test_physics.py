@@ -29,11 +29,12 @@ def eigen_variances(sim, burn, records, spacing):
     return var, var * np.sqrt(2.0 / y.shape[0])
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_euler_maruyama_discrete_stationary_variance(backend):
+@pytest.mark.parametrize("backend,dtype", [("numpy", "float64"), ("numba", "float64"),
+                                           ("numba", "float32")])
+def test_euler_maruyama_discrete_stationary_variance(backend, dtype):
     eta, T = 0.2, 0.7        # eta * lam_max = 1.6: discrete variance 5x the continuous one
     pot = Quadratic(spectrum=SPECTRUM, seed=1)
-    sim = Simulation(pot, OverdampedLangevin(eta, T), 2000, backend=backend, seed=2)
+    sim = Simulation(pot, OverdampedLangevin(eta, T), 2000, backend=backend, seed=2, dtype=dtype)
     # slowest mode decays as (1 - 0.1)^k: 60 steps -> 2e-3 correlation between samples
     var, se = eigen_variances(sim, 200, 12, 60)
     exact = T / (SPECTRUM * (1 - eta * SPECTRUM / 2))
@@ -50,10 +51,11 @@ def test_baoab_configurational_variance_is_exact(backend):
     assert_within_se(var, T / SPECTRUM, se, what="BAOAB configurational variance")
 
 
-def test_double_well_marginal_matches_boltzmann():
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_double_well_marginal_matches_boltzmann(dtype):
     T = 0.5
     pot = DoubleWell(d=4, barrier=1.0, a=1.0)
-    sim = Simulation(pot, OverdampedLangevin(2e-3, T), 8192, backend="numba", seed=5)
+    sim = Simulation(pot, OverdampedLangevin(2e-3, T), 8192, backend="numba", seed=5, dtype=dtype)
     sim.advance(6000)         # 12 time units; Kramers time ~ 4, start balanced by symmetry
     x = sim.state["x"]
     good = fit_marginal(x, pot.marginal_energy, T)
