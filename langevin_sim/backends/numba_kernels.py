@@ -375,6 +375,16 @@ def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv):
     return good
 
 
+@jit
+def sgd_scratch(x, n, B):
+    """Per-replica scratch of the SGD kernels for n samples, batches of B and d = x.shape[1]
+    parameters: (idx, keys, perm, epoch) for `minibatch_rows`, (g, nx, nv, buf) for `sgd_step`."""
+    d = x.shape[1]
+    return (np.empty(B, dtype=np.int64), np.empty(n, dtype=np.uint64), np.arange(n), np.int64(-1),
+            np.empty(d, dtype=x.dtype), np.empty(d, dtype=x.dtype), np.empty(d, dtype=x.dtype),
+            noise_buffer(d, x))
+
+
 @pjit
 def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, A, y,
                           batch, replacement, bound):
@@ -386,14 +396,7 @@ def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd
         if dstep[m] >= 0:
             continue
         rep = np.uint64(rep0 + m)
-        idx = np.empty(B, dtype=np.int64)
-        keys = np.empty(n, dtype=np.uint64)
-        perm = np.arange(n)
-        epoch = np.int64(-1)
-        g = np.empty(d, dtype=x.dtype)
-        nx = np.empty(d, dtype=x.dtype)
-        nv = np.empty(d, dtype=x.dtype)
-        buf = noise_buffer(d, x)
+        idx, keys, perm, epoch, g, nx, nv, buf = sgd_scratch(x, n, B)
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
                                          replacement)

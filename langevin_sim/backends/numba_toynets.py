@@ -21,7 +21,7 @@ from ..potentials import toynets
 from ..potentials.toynets import TeacherStudentMLP
 from .jit import compile_functions, pjit
 from .numba_backend import register, schedule_code
-from .numba_kernels import minibatch_rows, noise_buffer, sched, sgd_step
+from .numba_kernels import minibatch_rows, sched, sgd_scratch, sgd_step
 
 
 def _mm_nt(a, b):
@@ -63,14 +63,7 @@ def sgd_teacher_student(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, 
         b1 = xm[o1:o2]
         W2 = xm[o2:o3].reshape(1, h)
         b2 = xm[o3:]
-        idx = np.empty(B, dtype=np.int64)
-        keys = np.empty(n, dtype=np.uint64)
-        perm = np.arange(n)
-        epoch = np.int64(-1)
-        g = np.empty(d, dtype=x.dtype)
-        nx = np.empty(d, dtype=x.dtype)
-        nv = np.empty(d, dtype=x.dtype)
-        buf = noise_buffer(d, x)
+        idx, keys, perm, epoch, g, nx, nv, buf = sgd_scratch(x, n, B)
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
                                          replacement)
