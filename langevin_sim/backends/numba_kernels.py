@@ -22,7 +22,7 @@ from .jit import compile_functions, ijit, jit, pjit
 
 _rng = compile_functions(rng, rng.DEVICE_FUNCTIONS, compiler=ijit)
 block_words, bounded_index = _rng.block_words, _rng.bounded_index
-box_muller, box_muller_f32, word_u23 = _rng.box_muller, _rng.box_muller_f32, _rng.word_u23
+word_u23 = _rng.word_u23
 schedule_value = jit(schedules.schedule_value)
 dw_grad = ijit(double_well.dw_grad)
 overdamped_update = ijit(langevin.overdamped_update)
@@ -41,6 +41,19 @@ def ok(v, bound):
 @jit
 def sched(code, t):
     return schedule_value(int(code[0]), code[1], code[2], code[3], t)
+
+
+@jit
+def overdamped_coeffs(es, ts, t0, K, x):
+    """(eta, sigma) (K,) of steps t0 .. t0+K-1 in x's dtype, sigma = sqrt(2 eta T): computed
+    once per call instead of once per step and tile."""
+    eta = np.empty(K, dtype=x.dtype)
+    sigma = np.empty(K, dtype=x.dtype)
+    for k in range(K):
+        e = sched(es, t0 + k)
+        eta[k] = e
+        sigma[k] = math.sqrt(2.0 * e * sched(ts, t0 + k))
+    return eta, sigma
 
 
 # ---- normals of the state's dtype: the reference draws float32 normals for float32 runs
@@ -72,6 +85,7 @@ def _stored_word(w, like):
 
 @overload(normal_pair, inline="always")
 def _normal_pair(wa, wb):
+    # the compiled copies' Python functions: their globals are the compiled siblings
     if wa == types.float32:
         return _rng.box_muller_f32.py_func
     return _rng.box_muller.py_func
@@ -123,7 +137,7 @@ def noise_chunk(k0, k1, purpose, rep, n0, count, buf):
     return z, n0 - 4 * first
 
 
-TILE = 64  # replicas x coordinates that the tiled kernels update together in one loop
+TILE = 256  # replicas x coordinates that the tiled kernels update together in one loop
 
 
 @jit
@@ -182,6 +196,38 @@ def freeze_tile(x, new, live, dstep, lo, d, step, bound):
     return count
 
 
+@jit
+def double_well_tile_steps(xt, new, live, Z, row, etas, sigmas, coef, zero, bound, dstep, lo, d,
+                           t, nlive):
+    """len(etas) overdamped steps t, t+1, .. of one DoubleWell tile: lanes xt (L,), noise of
+    step t + s in Z[row + s]; new (L,) is scratch.  Ends with the state in xt; returns the
+    number of live replicas.  A function of its own: inlined into the parallel kernel, whose
+    scratch sizes are known only at run time, this loop compiled ~5x slower (not vectorized
+    the same way); with arrays as arguments it vectorizes fully."""
+    c, a2, k, tilt = coef[0], coef[1], coef[2], coef[3]
+    L = xt.shape[0]
+    a, b = xt, new
+    odd = False
+    for s in range(etas.shape[0]):
+        eta, sigma = etas[s], sigmas[s]
+        good = True
+        for j in range(L):
+            xv = a[j]
+            v = xv + overdamped_update(zero, dw_grad(xv, c, a2, k, tilt), eta, sigma, Z[row + s, j])
+            b[j] = v if live[j] else xv
+            good = good & ok(b[j], bound)
+        if not good:
+            nlive = freeze_tile(a, b, live, dstep, lo, d, t + s + 1, bound)
+        a, b = b, a
+        odd = not odd
+        if nlive == 0:
+            break
+    if odd:
+        for j in range(L):
+            xt[j] = a[j]
+    return nlive
+
+
 @pjit
 def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
     """Overdamped Langevin on DoubleWell (coef = `DoubleWell.grad_coeffs` in x's dtype; step
@@ -193,8 +239,8 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
     M, d = x.shape
     R = max(1, TILE // d)
     S = max(1, CHUNK // d)
-    c, a2, k, tilt = coef[0], coef[1], coef[2], coef[3]
     zero = like(0.0, x)
+    etas, sigmas = overdamped_coeffs(es, ts, t0, K, x)
     for b in prange((M + R - 1) // R):
         lo = b * R
         n = min(M, lo + R) - lo
@@ -218,22 +264,9 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
             else:
                 fill_noise_tile(Z, buf, k0, k1, rep, d, t, sn, live)
                 row = 0
-            for s in range(sn):
-                e = sched(es, t + s)
-                eta = like(e, x)
-                sigma = like(math.sqrt(2.0 * e * sched(ts, t + s)), x)
-                good = True
-                for j in range(L):
-                    xv = xt[j]
-                    v = xv + overdamped_update(zero, dw_grad(xv, c, a2, k, tilt), eta, sigma,
-                                               Z[row + s, j])
-                    new[j] = v if live[j] else xv
-                    good = good & ok(new[j], bound)
-                if not good:
-                    nlive = freeze_tile(xt, new, live, dstep, lo, d, t + s + 1, bound)
-                xt, new = new, xt
-                if nlive == 0:
-                    break
+            nlive = double_well_tile_steps(xt, new, live, Z, row, etas[t - t0:t - t0 + sn],
+                                           sigmas[t - t0:t - t0 + sn], coef, zero, bound, dstep,
+                                           lo, d, t, nlive)
             t += sn
         x[lo:lo + n] = xt.reshape(n, d)
 
