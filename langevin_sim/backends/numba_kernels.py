@@ -101,7 +101,7 @@ def _like(v, arr):
 @jit
 def noise_buffer(lanes, x):
     """Scratch (x's dtype) for `noise_chunk` calls of up to `lanes` normals."""
-    return np.empty((3, 4, (lanes + 3) // 4 + 1), dtype=x.dtype)
+    return np.empty((2, 4, (lanes + 3) // 4 + 1), dtype=x.dtype)
 
 
 @jit
@@ -114,11 +114,12 @@ def chunk_buffer(d, x):
 @jit
 def noise_chunk(k0, k1, purpose, rep, n0, count, buf):
     """Normals (buf's dtype) at stream positions n0 .. n0+count-1 of one replica: (z, off)
-    with normal n at z[off + n - n0].  Three straight-line passes (Philox words, Box-Muller
-    per word pair, interleave) so that each vectorizes."""
+    with normal n at z[off + n - n0].  Two straight-line passes that each vectorize: Philox
+    words (stored in buf's dtype), then Box-Muller on both word pairs of a block with
+    interleaved stores."""
     first = n0 // 4
     nb = (n0 + count - 1) // 4 - first + 1
-    W, Z, z = buf[0], buf[1], buf[2].reshape(buf.shape[1] * buf.shape[2])
+    W, z = buf[0], buf[1].reshape(buf.shape[1] * buf.shape[2])
     for b in range(nb):
         w0, w1, w2, w3 = block_words(k0, k1, np.uint64(purpose), rep, np.uint64(first + b))
         W[0, b] = stored_word(w0, W)
@@ -126,14 +127,12 @@ def noise_chunk(k0, k1, purpose, rep, n0, count, buf):
         W[2, b] = stored_word(w2, W)
         W[3, b] = stored_word(w3, W)
     for b in range(nb):
-        Z[0, b], Z[1, b] = normal_pair(W[0, b], W[1, b])
-    for b in range(nb):
-        Z[2, b], Z[3, b] = normal_pair(W[2, b], W[3, b])
-    for b in range(nb):
-        z[4 * b] = Z[0, b]
-        z[4 * b + 1] = Z[1, b]
-        z[4 * b + 2] = Z[2, b]
-        z[4 * b + 3] = Z[3, b]
+        z0, z1 = normal_pair(W[0, b], W[1, b])
+        z2, z3 = normal_pair(W[2, b], W[3, b])
+        z[4 * b] = z0
+        z[4 * b + 1] = z1
+        z[4 * b + 2] = z2
+        z[4 * b + 3] = z3
     return z, n0 - 4 * first
 
 
@@ -394,7 +393,7 @@ def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv):
     returns False with x, v untouched if a new value is non-finite or beyond `bound`."""
     d = x.shape[0]
     sigma = math.sqrt(2.0 * lr * T)
-    z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, d, buf) if T > 0 else (buf[2, 0], 0)
+    z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, d, buf) if T > 0 else (buf[1, 0], 0)
     good = True
     for i in range(d):
         xi = z[off + i] if T > 0 else 0.0
