@@ -40,7 +40,7 @@ def test_numba_matches_numpy_float64(name):
                                    err_msg=f"{name}: state {k}")
 
 
-@pytest.mark.parametrize("name", ["dw-overdamped", "quadratic-overdamped", "linreg-sgd"])
+@pytest.mark.parametrize("name", ["dw-overdamped", "dw-baoab", "quadratic-overdamped", "linreg-sgd"])
 def test_numba_matches_numpy_float32(name):
     pot, dyn = PAIRS[name]
     out = {}
@@ -81,38 +81,41 @@ def test_chunking_invariance(backend, name):
 
 
 @pytest.mark.parametrize("d", [1, 3])
-def test_numba_freezes_diverging_replicas_like_numpy(d):
+@pytest.mark.parametrize("dyn", [OverdampedLangevin(1e-2, 0.4), UnderdampedLangevin(0.05, 1.0, 0.4)],
+                         ids=["overdamped", "baoab"])
+def test_numba_freezes_diverging_replicas_like_numpy(d, dyn):
     """Replicas started at different distances overflow at different steps, in several
-    tiles of the vectorized DoubleWell kernel (64 lanes each, the last one partial)."""
-    M = 150
+    tiles of the vectorized DoubleWell kernel (TILE lanes each, the last one partial); a
+    frozen replica keeps its whole state (positions, and momenta and gradients for BAOAB)."""
+    M = 600
     init = np.random.default_rng(0).uniform(-1.5, 1.5, (M, d))
-    far = np.arange(5, M, 17)
+    far = np.arange(5, M, 67)
     init[far, -1] = np.linspace(20.0, 60.0, far.size)      # gradient ~ 4 x^3: blows up
     out = {}
     for backend in ("numpy", "numba"):
-        sim = Simulation(DoubleWell(d=d), OverdampedLangevin(1e-2, 0.4), M, backend=backend,
-                         seed=5, init=init)
+        sim = Simulation(DoubleWell(d=d), dyn, M, backend=backend, seed=5, init=init)
         sim.advance(300)
-        out[backend] = sim.diverged_step.copy(), sim.state["x"]
-    (dn, xn), (db, xb) = out["numpy"], out["numba"]
+        out[backend] = sim.diverged_step.copy(), sim.state
+    (dn, sn), (db, sb) = out["numpy"], out["numba"]
     assert np.array_equal(np.flatnonzero(dn >= 0), far) and len(set(dn[far])) > 1
     np.testing.assert_array_equal(db, dn)
-    np.testing.assert_allclose(xb, xn, rtol=1e-9, atol=1e-11)
+    for k in sn:
+        np.testing.assert_allclose(sb[k], sn[k], rtol=1e-9, atol=1e-11, err_msg=k)
 
 
 def test_tiled_kernel_partition_and_chunks_across_tiles():
-    """The tiled DoubleWell kernel (d = 1: 64 replicas a tile, 256-step noise chunks): an
-    uneven split of 150 replicas and uneven calls crossing chunk and block boundaries give
+    """The tiled DoubleWell kernel (d = 1: TILE = 256 replicas a tile, 256-step noise chunks):
+    an uneven split of 600 replicas and uneven calls crossing chunk and block boundaries give
     the bits of one call over all replicas."""
     pot, dyn = PAIRS["dw1-overdamped"]
-    whole = Simulation(pot, dyn, 150, backend="numba", seed=4)
+    whole = Simulation(pot, dyn, 600, backend="numba", seed=4)
     whole.advance(600)
     parts = [Simulation(pot, dyn, n, backend="numba", seed=4, first_replica=r0)
-             for r0, n in ((0, 73), (73, 77))]
+             for r0, n in ((0, 293), (293, 307))]
     for p in parts:
         for k in (3, 254, 1, 342):
             p.advance(k)
     np.testing.assert_array_equal(np.concatenate([p.state["x"] for p in parts]), whole.state["x"])
-    ref = Simulation(pot, dyn, 150, backend="numpy", seed=4)
+    ref = Simulation(pot, dyn, 600, backend="numpy", seed=4)
     ref.advance(600)
     np.testing.assert_allclose(whole.state["x"], ref.state["x"], rtol=1e-9, atol=1e-11)

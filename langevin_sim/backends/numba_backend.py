@@ -27,22 +27,32 @@ def register(potential_cls, dynamics_cls):
 
 
 
+TILE_CALL_STEPS = 1 << 16  # steps per call of a tiled kernel (bounds its step table)
+
+
+def _double_well(sim, t0, K, k0, k1, kind, names, friction=0.0, mass=1.0):
+    """Run `nk.double_well_tiles` on the state arrays `names`, stacked (len(names), M, d)."""
+    dyn, x = sim.dynamics, sim.state["x"]
+    state = np.stack([sim.state[k] for k in names])
+    coef = np.array(sim.potential.grad_coeffs, dtype=x.dtype)
+    for t in range(t0, t0 + K, TILE_CALL_STEPS):
+        nk.double_well_tiles(kind, state, sim.diverged_step, t, min(TILE_CALL_STEPS, t0 + K - t),
+                             k0, k1, sim.first_replica, schedule_code(dyn.step),
+                             schedule_code(dyn.temperature), friction, mass, coef,
+                             sim.divergence_bound)
+    for k, v in zip(names, state):
+        sim.state[k][...] = v
+
+
 @register(DoubleWell, OverdampedLangevin)
 def _overdamped_double_well(sim, t0, K, k0, k1):
-    dyn = sim.dynamics
-    nk.overdamped_double_well(sim.state["x"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                              schedule_code(dyn.step), schedule_code(dyn.temperature),
-                              np.array(sim.potential.grad_coeffs, dtype=sim.state["x"].dtype),
-                              sim.divergence_bound)
+    _double_well(sim, t0, K, k0, k1, nk.OVERDAMPED, ("x",))
 
 
 @register(DoubleWell, UnderdampedLangevin)
 def _baoab_double_well(sim, t0, K, k0, k1):
-    dyn, s = sim.dynamics, sim.state
-    nk.baoab_double_well(s["x"], s["p"], s["g"], sim.diverged_step, t0, K, k0, k1,
-                         sim.first_replica, schedule_code(dyn.step), schedule_code(dyn.temperature),
-                         float(dyn.friction), float(dyn.mass), np.array(sim.potential.grad_coeffs),
-                         sim.divergence_bound)
+    dyn = sim.dynamics
+    _double_well(sim, t0, K, k0, k1, nk.BAOAB, ("x", "p", "g"), float(dyn.friction), float(dyn.mass))
 
 
 @register(Quadratic, OverdampedLangevin)

@@ -43,19 +43,6 @@ def sched(code, t):
     return schedule_value(int(code[0]), code[1], code[2], code[3], t)
 
 
-@jit
-def overdamped_coeffs(es, ts, t0, K, x):
-    """(eta, sigma) (K,) of steps t0 .. t0+K-1 in x's dtype, sigma = sqrt(2 eta T): computed
-    once per call instead of once per step and tile."""
-    eta = np.empty(K, dtype=x.dtype)
-    sigma = np.empty(K, dtype=x.dtype)
-    for k in range(K):
-        e = sched(es, t0 + k)
-        eta[k] = e
-        sigma[k] = math.sqrt(2.0 * e * sched(ts, t0 + k))
-    return eta, sigma
-
-
 # ---- normals of the state's dtype: the reference draws float32 normals for float32 runs
 # (`rng.block_normals_f32`).  Between the Philox pass and the Box-Muller pass a word is kept
 # in the state's dtype (`stored_word`), so the Box-Muller loop reads and writes only that
@@ -174,47 +161,104 @@ def fill_noise_tile_d1(Z, W, k0, k1, rep, t, S):
 
 
 @jit
-def freeze_tile(x, new, live, dstep, lo, d, step, bound):
+def freeze_tile(old, new, live, dstep, lo, d, step, bound):
     """After a step with a bad lane: each live replica r of the tile with a non-finite or
-    out-of-bound lane in `new` is frozen (its lanes of `new` reset to x, its lanes of the
-    mask `live` cleared, dstep[lo + r] = step).  Returns the number of replicas still live."""
+    out-of-bound value in `new` (L * k,: k values per lane, lane-major) is frozen (its lanes of
+    `new` reset to `old`, its lanes of the mask `live` (L,) cleared, dstep[lo + r] = step).
+    Returns the number of replicas still live."""
+    k = new.shape[0] // live.shape[0]
     count = 0
     for r in range(live.shape[0] // d):
         if not live[r * d]:
             continue
         good = True
-        for i in range(d):
-            good = good and ok(new[r * d + i], bound)
+        for i in range(k * r * d, k * (r + 1) * d):
+            good = good and ok(new[i], bound)
         if good:
             count += 1
         else:
             dstep[lo + r] = step
             for i in range(d):
                 live[r * d + i] = False
-                new[r * d + i] = x[r * d + i]
+            for i in range(k * r * d, k * (r + 1) * d):
+                new[i] = old[i]
     return count
 
 
+OVERDAMPED, BAOAB = 0, 1   # the dynamics of `double_well_tiles`
+
+
 @jit
-def double_well_tile_steps(xt, new, live, Z, row, etas, sigmas, coef, zero, bound, dstep, lo, d,
-                           t, nlive):
-    """len(etas) overdamped steps t, t+1, .. of one DoubleWell tile: lanes xt (L,), noise of
-    step t + s in Z[row + s]; new (L,) is scratch.  Ends with the state in xt; returns the
-    number of live replicas.  A function of its own: inlined into the parallel kernel, whose
-    scratch sizes are known only at run time, this loop compiled ~5x slower (not vectorized
-    the same way); with arrays as arguments it vectorizes fully."""
+def double_well_step_table(kind, es, ts, t0, K, friction, mass, x):
+    """Per-step coefficients (3, K) of steps t0 .. t0+K-1 in x's dtype, computed once per call:
+    OVERDAMPED (eta, sqrt(2 eta T), 0), BAOAB (eta / 2, c1, c2) of `langevin.baoab_coeffs`."""
+    c = np.zeros((3, K), dtype=x.dtype)
+    for k in range(K):
+        eta, T = sched(es, t0 + k), sched(ts, t0 + k)
+        if kind == OVERDAMPED:
+            c[0, k] = eta
+            c[1, k] = math.sqrt(2.0 * eta * T)
+        else:
+            c1 = math.exp(-friction * eta)
+            c[0, k] = 0.5 * eta
+            c[1, k] = c1
+            c[2, k] = math.sqrt((1.0 - c1 * c1) * mass * T)
+    return c
+
+
+@jit
+def overdamped_lanes(a, b, live, z, eta, sigma, coef, bound):
+    """One overdamped step of a DoubleWell tile from positions a (L,) into b with noise z (L,);
+    frozen lanes (not live) copied.  Returns whether every new lane is finite and within bound."""
     c, a2, k, tilt = coef[0], coef[1], coef[2], coef[3]
-    L = xt.shape[0]
-    a, b = xt, new
+    zero = like(0.0, a)
+    good = True
+    for j in range(a.shape[0]):
+        xv = a[j]
+        v = xv + overdamped_update(zero, dw_grad(xv, c, a2, k, tilt), eta, sigma, z[j])
+        b[j] = v if live[j] else xv
+        good = good & ok(b[j], bound)
+    return good
+
+
+@jit
+def baoab_lanes(a, b, live, z, h, c1, c2, inv_m, coef, bound):
+    """One BAOAB step (h = eta / 2) of a DoubleWell tile from a (3 L,) position, momentum,
+    gradient of each lane into b, as `overdamped_lanes` (flat with a constant stride of 3 so
+    that the vectorizer sees the access pattern)."""
+    c, a2, k, tilt = coef[0], coef[1], coef[2], coef[3]
+    good = True
+    for j in range(live.shape[0]):
+        x0, p0, g0 = a[3 * j], a[3 * j + 1], a[3 * j + 2]
+        xv, pv = baoab_first(x0, p0, g0, h, inv_m, c1, c2, z[j])
+        gv = dw_grad(xv, c, a2, k, tilt)
+        pv = pv - h * gv
+        keep = not live[j]
+        b[3 * j] = x0 if keep else xv
+        b[3 * j + 1] = p0 if keep else pv
+        b[3 * j + 2] = g0 if keep else gv
+        good = good & ok(b[3 * j], bound) & ok(b[3 * j + 1], bound) & ok(b[3 * j + 2], bound)
+    return good
+
+
+@jit
+def double_well_tile_steps(kind, st, new, live, Z, row, c, inv_m, coef, bound, dstep, lo, d, t,
+                           nlive):
+    """Steps t, t+1, .. (one per column of the step table c) of one DoubleWell tile: state st
+    (L,) positions (OVERDAMPED) or (3 L,) position, momentum, gradient per lane (BAOAB); noise of
+    step t + s in Z[row + s]; new is scratch like st.  Ends with the state in st; returns the
+    number of live replicas.  Each step's lane loop is a function of its own, with the old
+    and new state as distinct arguments: inlined into the parallel kernel these loops
+    compiled ~5x slower, and with the swapped buffers in one function the BAOAB loop did not
+    vectorize at all."""
+    a, b = st, new
     odd = False
-    for s in range(etas.shape[0]):
-        eta, sigma = etas[s], sigmas[s]
-        good = True
-        for j in range(L):
-            xv = a[j]
-            v = xv + overdamped_update(zero, dw_grad(xv, c, a2, k, tilt), eta, sigma, Z[row + s, j])
-            b[j] = v if live[j] else xv
-            good = good & ok(b[j], bound)
+    for s in range(c.shape[1]):
+        if kind == OVERDAMPED:
+            good = overdamped_lanes(a, b, live, Z[row + s], c[0, s], c[1, s], coef, bound)
+        else:
+            good = baoab_lanes(a, b, live, Z[row + s], c[0, s], c[1, s], c[2, s], inv_m, coef,
+                               bound)
         if not good:
             nlive = freeze_tile(a, b, live, dstep, lo, d, t + s + 1, bound)
         a, b = b, a
@@ -222,24 +266,26 @@ def double_well_tile_steps(xt, new, live, Z, row, etas, sigmas, coef, zero, boun
         if nlive == 0:
             break
     if odd:
-        for j in range(L):
-            xt[j] = a[j]
+        st[:] = a
     return nlive
 
 
 @pjit
-def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
-    """Overdamped Langevin on DoubleWell (coef = `DoubleWell.grad_coeffs` in x's dtype; step
-    size and noise scale are cast to it as well, as NumPy does).  DoubleWell is
-    separable, so each step updates a tile of R = max(1, TILE // d) replicas in one loop
-    over its R*d lanes that vectorizes across replicas (frozen lanes masked, divergence
-    found by one and-reduction); noise comes in chunks of S = max(1, CHUNK // d) steps per
-    replica (a tile's noise, S x R*d, stays in L2), for d = 1 generated across replicas."""
-    M, d = x.shape
+def double_well_tiles(kind, state, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, coef, bound):
+    """Overdamped Langevin (kind OVERDAMPED, state (1, M, d) positions) or BAOAB (kind BAOAB,
+    state (3, M, d) positions, momenta, gradients at the positions) on DoubleWell, in place.
+    coef = `DoubleWell.grad_coeffs` in the state's dtype; step coefficients are cast to it as
+    well, as NumPy does.  DoubleWell is separable, so each step updates a tile of
+    R = max(1, TILE // d) replicas in one loop over its R*d lanes that vectorizes across
+    replicas (frozen lanes masked, divergence found by one and-reduction); noise comes in
+    chunks of S = max(1, CHUNK // d) steps per replica (a tile's noise, S x R*d, stays in L2),
+    for d = 1 generated across replicas.  One parallel driver for both dynamics: one parfor
+    compilation per dtype."""
+    nq, M, d = state.shape
     R = max(1, TILE // d)
     S = max(1, CHUNK // d)
-    zero = like(0.0, x)
-    etas, sigmas = overdamped_coeffs(es, ts, t0, K, x)
+    table = double_well_step_table(kind, es, ts, t0, K, friction, mass, state)
+    inv_m = like(1.0 / mass, state)
     for b in prange((M + R - 1) // R):
         lo = b * R
         n = min(M, lo + R) - lo
@@ -249,11 +295,14 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
             live[j] = dstep[lo + j // d] < 0
         nlive = (dstep[lo:lo + n] < 0).sum()
         rep = np.arange(n).astype(np.uint64) + np.uint64(rep0 + lo)
-        xt = x[lo:lo + n].copy().reshape(L)
-        new = np.empty(L, dtype=x.dtype)
-        Z = np.empty((S + 4, L), dtype=x.dtype)
-        W = np.empty((4, L), dtype=x.dtype)
-        buf = noise_buffer(S * d, x)
+        st = np.empty(L * nq, dtype=state.dtype)
+        for j in range(L):
+            for q in range(nq):
+                st[j * nq + q] = state[q, lo + j // d, j % d]
+        new = np.empty(L * nq, dtype=state.dtype)
+        Z = np.empty((S + 4, L), dtype=state.dtype)
+        W = np.empty((4, L), dtype=state.dtype)
+        buf = noise_buffer(S * d, state)
         t = t0
         while t < t0 + K and nlive > 0:
             sn = min(S, t0 + K - t)
@@ -263,50 +312,12 @@ def overdamped_double_well(x, dstep, t0, K, k0, k1, rep0, es, ts, coef, bound):
             else:
                 fill_noise_tile(Z, buf, k0, k1, rep, d, t, sn, live)
                 row = 0
-            nlive = double_well_tile_steps(xt, new, live, Z, row, etas[t - t0:t - t0 + sn],
-                                           sigmas[t - t0:t - t0 + sn], coef, zero, bound, dstep,
-                                           lo, d, t, nlive)
+            nlive = double_well_tile_steps(kind, st, new, live, Z, row, table[:, t - t0:t - t0 + sn],
+                                           inv_m, coef, bound, dstep, lo, d, t, nlive)
             t += sn
-        x[lo:lo + n] = xt.reshape(n, d)
-
-
-@pjit
-def baoab_double_well(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, coef, bound):
-    """BAOAB on DoubleWell (coef = `DoubleWell.grad_coeffs`); p and g are the momenta and
-    gradient at x (M, d)."""
-    M, d = x.shape
-    inv_m = 1.0 / mass
-    for m in prange(M):
-        if dstep[m] >= 0:
-            continue
-        rep = np.uint64(rep0 + m)
-        nx = np.empty(d, dtype=x.dtype)
-        npm = np.empty(d, dtype=x.dtype)
-        ng = np.empty(d, dtype=x.dtype)
-        buf, per = chunk_buffer(d, x)
-        t = t0
-        while t < t0 + K and dstep[m] < 0:
-            tb = min(t0 + K, t + per)
-            z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, (tb - t) * d, buf)
-            for tt in range(t, tb):
-                eta = sched(es, tt)
-                c1 = math.exp(-friction * eta)
-                c2 = math.sqrt((1.0 - c1 * c1) * mass * sched(ts, tt))
-                good = True
-                for i in range(d):
-                    xv, pv = baoab_first(x[m, i], p[m, i], g[m, i], 0.5 * eta, inv_m, c1, c2,
-                                         z[off + (tt - t) * d + i])
-                    nx[i] = xv
-                    ng[i] = dw_grad(nx[i], coef[0], coef[1], coef[2], coef[3])
-                    npm[i] = pv - 0.5 * eta * ng[i]
-                    good = good & ok(nx[i], bound) & ok(npm[i], bound) & ok(ng[i], bound)
-                if not good:
-                    dstep[m] = tt + 1
-                    break
-                x[m, :] = nx
-                p[m, :] = npm
-                g[m, :] = ng
-            t = tb
+        for j in range(L):
+            for q in range(nq):
+                state[q, lo + j // d, j % d] = st[j * nq + q]
 
 
 @jit
