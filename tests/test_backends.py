@@ -17,6 +17,8 @@ def pairs():
         "quadratic-overdamped": (Quadratic(spectrum=np.linspace(0.5, 3, 5), seed=2,
                                            center=np.arange(5) * 0.1),
                                  OverdampedLangevin(0.05, 0.3)),
+        "quadratic-baoab": (Quadratic(spectrum=np.linspace(0.5, 3, 5), seed=2, center=np.arange(5) * 0.1),
+                            UnderdampedLangevin(0.1, 1.5, Schedule("linear", 0.5, 0.2, 600))),
         "linreg-sgd": (LinearRegression(n=50, d=5, seed=3),
                        SGD(0.05, 8, momentum=0.3, weight_decay=1e-3, temperature=1e-3)),
         "linreg-sgd-replacement": (LinearRegression(n=50, d=5, seed=3), SGD(0.05, 7, replacement=True)),
@@ -40,7 +42,8 @@ def test_numba_matches_numpy_float64(name):
                                    err_msg=f"{name}: state {k}")
 
 
-@pytest.mark.parametrize("name", ["dw-overdamped", "dw-baoab", "quadratic-overdamped", "linreg-sgd"])
+@pytest.mark.parametrize("name", ["dw-overdamped", "dw-baoab", "quadratic-overdamped", "quadratic-baoab",
+                                  "linreg-sgd"])
 def test_numba_matches_numpy_float32(name):
     pot, dyn = PAIRS[name]
     out = {}
@@ -98,6 +101,27 @@ def test_numba_freezes_diverging_replicas_like_numpy(d, dyn):
         out[backend] = sim.diverged_step.copy(), sim.state
     (dn, sn), (db, sb) = out["numpy"], out["numba"]
     assert np.array_equal(np.flatnonzero(dn >= 0), far) and len(set(dn[far])) > 1
+    np.testing.assert_array_equal(db, dn)
+    for k in sn:
+        np.testing.assert_allclose(sb[k], sn[k], rtol=1e-9, atol=1e-11, err_msg=k)
+
+
+@pytest.mark.parametrize("dyn", [OverdampedLangevin(0.6, 0.1), UnderdampedLangevin(1.2, 0.5, 0.1)],
+                         ids=["overdamped", "baoab"])
+def test_quadratic_kernels_freeze_diverging_replicas_like_numpy(dyn):
+    """Beyond the stability limit (eta lam_max > 2 overdamped, eta sqrt(lam_max) > 2 BAOAB)
+    replicas started at amplitudes 1e-3 .. 1e3 overflow the bound at different steps; the
+    GEMM-block kernels flag the same steps and keep the others' states."""
+    M, d = 40, 4
+    pot = Quadratic(spectrum=[0.1, 0.5, 1.0, 4.0], seed=7)
+    init = np.random.default_rng(1).standard_normal((M, d)) * np.logspace(-3, 3, M)[:, None]
+    out = {}
+    for backend in ("numpy", "numba"):
+        sim = Simulation(pot, dyn, M, backend=backend, seed=3, init=init)
+        sim.advance(400)
+        out[backend] = sim.diverged_step.copy(), sim.state
+    (dn, sn), (db, sb) = out["numpy"], out["numba"]
+    assert (dn >= 0).all() and len(set(dn)) > 5
     np.testing.assert_array_equal(db, dn)
     for k in sn:
         np.testing.assert_allclose(sb[k], sn[k], rtol=1e-9, atol=1e-11, err_msg=k)

@@ -27,7 +27,7 @@ def register(potential_cls, dynamics_cls):
 
 
 
-TILE_CALL_STEPS = 1 << 16  # steps per call of a tiled kernel (bounds its step table)
+TILE_CALL_STEPS = 1 << 16  # steps per kernel call where a kernel tabulates its step coefficients
 
 
 def _double_well(sim, t0, K, k0, k1, kind, names, friction=0.0, mass=1.0):
@@ -65,6 +65,20 @@ def _overdamped_quadratic(sim, t0, K, k0, k1):
                                 schedule_code(dyn.step), schedule_code(dyn.temperature), H,
                                 (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
                                 gemm_block(*x.shape, x.itemsize))
+
+
+@register(Quadratic, UnderdampedLangevin)
+def _baoab_quadratic(sim, t0, K, k0, k1):
+    dyn, pot, s = sim.dynamics, sim.potential, sim.state
+    x = s["x"]
+    with threadpool_limits(1, user_api="blas"):
+        for t in range(t0, t0 + K, TILE_CALL_STEPS):
+            nk.baoab_quadratic(x, s["p"], s["g"], sim.diverged_step, t,
+                               min(TILE_CALL_STEPS, t0 + K - t), k0, k1, sim.first_replica,
+                               schedule_code(dyn.step), schedule_code(dyn.temperature),
+                               float(dyn.friction), float(dyn.mass), pot.H.astype(x.dtype),
+                               (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
+                               gemm_block(*x.shape, x.itemsize))
 
 
 @register(LinearRegression, SGD)

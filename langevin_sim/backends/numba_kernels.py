@@ -189,7 +189,7 @@ OVERDAMPED, BAOAB = 0, 1   # the dynamics of `double_well_tiles`
 
 
 @jit
-def double_well_step_table(kind, es, ts, t0, K, friction, mass, x):
+def langevin_step_table(kind, es, ts, t0, K, friction, mass, x):
     """Per-step coefficients (3, K) of steps t0 .. t0+K-1 in x's dtype, computed once per call:
     OVERDAMPED (eta, sqrt(2 eta T), 0), BAOAB (eta / 2, c1, c2) of `langevin.baoab_coeffs`."""
     c = np.zeros((3, K), dtype=x.dtype)
@@ -284,7 +284,7 @@ def double_well_tiles(kind, state, dstep, t0, K, k0, k1, rep0, es, ts, friction,
     nq, M, d = state.shape
     R = max(1, TILE // d)
     S = max(1, CHUNK // d)
-    table = double_well_step_table(kind, es, ts, t0, K, friction, mass, state)
+    table = langevin_step_table(kind, es, ts, t0, K, friction, mass, state)
     inv_m = like(1.0 / mass, state)
     for b in prange((M + R - 1) // R):
         lo = b * R
@@ -363,6 +363,75 @@ def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, bl
             sigma = like(math.sqrt(2.0 * e * sched(ts, t)), x)
             np.dot(x[lo:hi], H, G)
             overdamped_rows(x, G, cH, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf)
+
+
+@jit
+def baoab_first_lanes(x, p, g, z, h, inv_m, c1, c2, nx, npm):
+    """B, A, O, A of one BAOAB step for one replica's d lanes (1-D rows) into nx, npm."""
+    for i in range(x.shape[0]):
+        nx[i], npm[i] = baoab_first(x[i], p[i], g[i], h, inv_m, c1, c2, z[i])
+
+
+@jit
+def baoab_last_lanes(G, off, h, bound, npm):
+    """The closing B of a BAOAB step for one replica: gradient G - off (written into G) and
+    momentum npm - h (G - off) (into npm).  Returns whether both are finite and within bound."""
+    good = True
+    for i in range(G.shape[0]):
+        gv = G[i] - off[i]
+        pv = npm[i] - h * gv
+        G[i] = gv
+        npm[i] = pv
+        good = good & ok(gv, bound) & ok(pv, bound)
+    return good
+
+
+@pjit
+def baoab_quadratic(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, H, cH, bound,
+                    block):
+    """BAOAB on a dense Quadratic (p, g momenta and gradient at x, (M, d)): per block of
+    `block` replicas and step, B A O A row by row with in-kernel noise, one GEMM for the new
+    gradients x H - c H, then the closing B; coefficients in x's dtype.  A replica whose new
+    x, p or g is non-finite or beyond bound keeps its state and gets dstep = t + 1."""
+    M, d = x.shape
+    table = langevin_step_table(BAOAB, es, ts, t0, K, friction, mass, x)
+    inv_m = like(1.0 / mass, x)
+    for b in prange((M + block - 1) // block):
+        lo = b * block
+        hi = min(M, lo + block)
+        nx = x[lo:hi].copy()
+        npm = p[lo:hi].copy()
+        G = np.empty((hi - lo, d), dtype=x.dtype)
+        buf = noise_buffer(d, x)
+        for t in range(t0, t0 + K):
+            h, c1, c2 = table[0, t - t0], table[1, t - t0], table[2, t - t0]
+            for r in range(hi - lo):
+                m = lo + r
+                if dstep[m] < 0:
+                    z, o = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, d, buf)
+                    baoab_first_lanes(x[m], p[m], g[m], z[o:o + d], h, inv_m, c1, c2, nx[r],
+                                      npm[r])
+            np.dot(nx, H, G)
+            for r in range(hi - lo):
+                m = lo + r
+                if dstep[m] >= 0:
+                    continue
+                if baoab_last_lanes(G[r], cH, h, bound, npm[r]) and finite_row(nx[r], bound):
+                    x[m] = nx[r]
+                    p[m] = npm[r]
+                    g[m] = G[r]
+                else:
+                    dstep[m] = t + 1
+                    nx[r] = x[m]
+
+
+@jit
+def finite_row(v, bound):
+    """Whether every entry of v is finite and within bound."""
+    good = True
+    for i in range(v.shape[0]):
+        good = good & ok(v[i], bound)
+    return good
 
 
 @jit
