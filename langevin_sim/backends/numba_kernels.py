@@ -497,11 +497,27 @@ def sgd_scratch(x, n, B):
             noise_buffer(d, x))
 
 
+@jit
+def linreg_batch_grad(A, y, idx, x, g):
+    """Mean minibatch gradient g (d,) of (a.x - y)^2 / 2 over the rows idx of A (n, d), y (n,)
+    at parameters x (d,) (a function of its own so that its loops vectorize)."""
+    g[:] = 0.0
+    for b in range(idx.shape[0]):
+        a = A[idx[b]]
+        r = -y[idx[b]]
+        for i in range(x.shape[0]):
+            r += a[i] * x[i]
+        for i in range(x.shape[0]):
+            g[i] += r * a[i]
+    for i in range(x.shape[0]):
+        g[i] /= idx.shape[0]
+
+
 @pjit
 def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, A, y,
                           batch, replacement, bound):
     """Minibatch SGD on LinearRegression (A (n, d), y (n,)); batch = B, 0 for full batch."""
-    M, d = x.shape
+    M = x.shape[0]
     n = A.shape[0]
     B = batch if batch > 0 else n
     for m in prange(M):
@@ -512,15 +528,7 @@ def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
                                          replacement)
-            g[:] = 0.0
-            for b in range(B):
-                r = -y[idx[b]]
-                for i in range(d):
-                    r += A[idx[b], i] * x[m, i]
-                for i in range(d):
-                    g[i] += r * A[idx[b], i]
-            for i in range(d):
-                g[i] /= B
+            linreg_batch_grad(A, y, idx, x[m], g)
             if not sgd_step(x[m], v[m], g, t, k0, k1, rep, sched(ls, t), sched(ts, t), momentum,
                             wd, bound, buf, nx, nv):
                 dstep[m] = t + 1
