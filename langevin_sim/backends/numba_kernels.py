@@ -163,7 +163,7 @@ def fill_noise_tile_d1(Z, W, k0, k1, rep, t, S):
 @jit
 def freeze_tile(old, new, live, dstep, lo, d, step, bound):
     """After a step with a bad lane: each live replica r of the tile with a non-finite or
-    out-of-bound value in `new` (L * k,: k values per lane, lane-major) is frozen (its lanes of
+    out-of-bound value in `new` (L * k values, k per lane, lane-major) is frozen (its lanes of
     `new` reset to `old`, its lanes of the mask `live` (L,) cleared, dstep[lo + r] = step).
     Returns the number of replicas still live."""
     k = new.shape[0] // live.shape[0]
