@@ -6,6 +6,8 @@ from langevin_sim import Simulation
 from langevin_sim.dynamics import SGD, OverdampedLangevin, Schedule, UnderdampedLangevin
 from langevin_sim.potentials import DoubleWell, LinearRegression, Quadratic
 
+from .conftest import both_backends
+
 
 def pairs():
     return {
@@ -32,11 +34,7 @@ PAIRS = pairs()
 @pytest.mark.parametrize("name", sorted(PAIRS))
 def test_numba_matches_numpy_float64(name):
     pot, dyn = PAIRS[name]
-    out = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(pot, dyn, 13, backend=backend, seed=42)
-        sim.advance(1000)
-        out[backend] = sim.state
+    out = {b: sim.state for b, sim in both_backends(pot, dyn, 13, 1000, seed=42).items()}
     for k in out["numpy"]:
         np.testing.assert_allclose(out["numba"][k], out["numpy"][k], rtol=1e-9, atol=1e-11,
                                    err_msg=f"{name}: state {k}")
@@ -46,13 +44,8 @@ def test_numba_matches_numpy_float64(name):
                                   "linreg-sgd"])
 def test_numba_matches_numpy_float32(name):
     pot, dyn = PAIRS[name]
-    out = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(pot, dyn, 9, backend=backend, seed=1, dtype="float32")
-        sim.advance(200)
-        assert sim.state["x"].dtype == np.float32
-        out[backend] = sim.state["x"]
-    np.testing.assert_allclose(out["numba"], out["numpy"], rtol=2e-4, atol=2e-4)
+    out = both_backends(pot, dyn, 9, 200, seed=1, dtype="float32")
+    np.testing.assert_allclose(out["numba"].state["x"], out["numpy"].state["x"], rtol=2e-4, atol=2e-4)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
@@ -94,12 +87,8 @@ def test_numba_freezes_diverging_replicas_like_numpy(d, dyn):
     init = np.random.default_rng(0).uniform(-1.5, 1.5, (M, d))
     far = np.arange(5, M, 67)
     init[far, -1] = np.linspace(20.0, 60.0, far.size)      # gradient ~ 4 x^3: blows up
-    out = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(DoubleWell(d=d), dyn, M, backend=backend, seed=5, init=init)
-        sim.advance(300)
-        out[backend] = sim.diverged_step.copy(), sim.state
-    (dn, sn), (db, sb) = out["numpy"], out["numba"]
+    out = both_backends(DoubleWell(d=d), dyn, M, 300, seed=5, init=init)
+    (dn, sn), (db, sb) = ((out[b].diverged_step, out[b].state) for b in ("numpy", "numba"))
     assert np.array_equal(np.flatnonzero(dn >= 0), far) and len(set(dn[far])) > 1
     np.testing.assert_array_equal(db, dn)
     for k in sn:
@@ -115,12 +104,8 @@ def test_quadratic_kernels_freeze_diverging_replicas_like_numpy(dyn):
     M, d = 40, 4
     pot = Quadratic(spectrum=[0.1, 0.5, 1.0, 4.0], seed=7)
     init = np.random.default_rng(1).standard_normal((M, d)) * np.logspace(-3, 3, M)[:, None]
-    out = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(pot, dyn, M, backend=backend, seed=3, init=init)
-        sim.advance(400)
-        out[backend] = sim.diverged_step.copy(), sim.state
-    (dn, sn), (db, sb) = out["numpy"], out["numba"]
+    out = both_backends(pot, dyn, M, 400, seed=3, init=init)
+    (dn, sn), (db, sb) = ((out[b].diverged_step, out[b].state) for b in ("numpy", "numba"))
     assert (dn >= 0).all() and len(set(dn)) > 5
     np.testing.assert_array_equal(db, dn)
     for k in sn:

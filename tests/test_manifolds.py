@@ -20,7 +20,7 @@ from langevin_sim.dynamics.sgd import minibatch
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import ScaleSymmetric, Valley
 
-from .conftest import assert_within_se
+from .conftest import assert_within_se, both_backends
 
 
 # --------------------------------------------------------------------------- derivatives
@@ -142,13 +142,8 @@ def test_numba_matches_numpy(name, dtype, tol):
     rounding (the kernel evaluates gradients in float64)."""
     pot = PARITY[name]
     dyn = OverdampedLangevin({"kind": "linear", "start": 0.02, "end": 0.005, "steps": 20}, 0.3)
-    out = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(pot, dyn, 301, backend=backend, dtype=dtype, seed=7)
-        sim.advance(23)
-        assert sim.state["x"].dtype == np.dtype(dtype)
-        out[backend] = sim.state["x"]
-    np.testing.assert_allclose(out["numba"], out["numpy"], rtol=tol, atol=tol)
+    out = both_backends(pot, dyn, 301, 23, dtype=dtype, seed=7)
+    np.testing.assert_allclose(out["numba"].state["x"], out["numpy"].state["x"], rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("name", sorted(PARITY))
@@ -157,11 +152,9 @@ def test_numba_divergence_and_partition(name):
     replicas over two Simulations gives bit-identical states."""
     pot = PARITY[name]
     dyn = OverdampedLangevin(0.05, 2.0)
-    states, dsteps = {}, {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(pot, dyn, 40, backend=backend, seed=3, divergence_bound=2.5)
-        sim.advance(60)
-        states[backend], dsteps[backend] = sim.state["x"], sim.diverged_step
+    out = both_backends(pot, dyn, 40, 60, seed=3, divergence_bound=2.5)
+    states = {b: sim.state["x"] for b, sim in out.items()}
+    dsteps = {b: sim.diverged_step for b, sim in out.items()}
     assert 0 < np.sum(dsteps["numba"] >= 0) < 40, dsteps["numba"]
     np.testing.assert_array_equal(dsteps["numba"], dsteps["numpy"])
     np.testing.assert_allclose(states["numba"], states["numpy"], rtol=1e-12, atol=1e-12)

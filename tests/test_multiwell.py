@@ -14,6 +14,7 @@ from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import MultiWell
 
+from .conftest import both_backends
 from .test_manifolds import check_derivatives
 
 
@@ -85,23 +86,14 @@ def test_numba_matches_numpy(name, dtype, tol):
     states agree to float32 rounding (the kernel evaluates gradients in float64)."""
     pot = CASES[name]
     dyn = OverdampedLangevin(0.01, 0.5)
-    out = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(pot, dyn, 301, backend=backend, dtype=dtype, seed=5)
-        sim.advance(23)
-        assert sim.state["x"].dtype == np.dtype(dtype)
-        out[backend] = sim.state["x"]
-    np.testing.assert_allclose(out["numba"], out["numpy"], rtol=tol, atol=tol)
+    out = both_backends(pot, dyn, 301, 23, dtype=dtype, seed=5)
+    np.testing.assert_allclose(out["numba"].state["x"], out["numpy"].state["x"], rtol=tol, atol=tol)
 
 
 def test_numba_divergence_and_partition():
     pot = CASES["three-wells-3d"]
     dyn = OverdampedLangevin(0.05, 1.0)
-    res = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(pot, dyn, 40, backend=backend, seed=3, divergence_bound=2.5)
-        sim.advance(60)
-        res[backend] = sim
+    res = both_backends(pot, dyn, 40, 60, seed=3, divergence_bound=2.5)
     assert 0 < np.sum(res["numba"].diverged_step >= 0) < 40
     np.testing.assert_array_equal(res["numba"].diverged_step, res["numpy"].diverged_step)
     np.testing.assert_allclose(res["numba"].state["x"], res["numpy"].state["x"], rtol=1e-12, atol=1e-12)

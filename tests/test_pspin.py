@@ -11,7 +11,7 @@ from langevin_sim.dynamics import OverdampedLangevin, Schedule
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import Potential, SphericalPSpin
 
-from .conftest import assert_within_se
+from .conftest import assert_within_se, both_backends
 
 CONVENTIONS = ["crisanti-sommers", "abc"]
 
@@ -202,12 +202,8 @@ PARITY = {
 @pytest.mark.parametrize("name", sorted(PARITY))
 def test_numba_matches_numpy_float64(name):
     pot, dyn = PARITY[name]
-    out = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(pot, dyn, 71, backend=backend, seed=12, first_replica=3)
-        sim.advance(400)
-        sim.advance(600)
-        out[backend] = sim.state["x"]
+    out = {b: sim.state["x"] for b, sim in
+           both_backends(pot, dyn, 71, 400, 600, seed=12, first_replica=3).items()}
     # 1000 steps; the shared noise keeps trajectories together: observed differences ~1e-14
     np.testing.assert_allclose(out["numba"], out["numpy"], rtol=0, atol=1e-10)
 
@@ -215,12 +211,7 @@ def test_numba_matches_numpy_float64(name):
 @pytest.mark.parametrize("name", ["p3", "p4"])
 def test_numba_matches_numpy_float32(name):
     pot, dyn = PARITY[name]
-    out = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(pot, dyn, 37, backend=backend, seed=5, dtype="float32")
-        sim.advance(1000)
-        assert sim.state["x"].dtype == np.float32
-        out[backend] = sim.state["x"]
+    out = {b: sim.state["x"] for b, sim in both_backends(pot, dyn, 37, 1000, seed=5, dtype="float32").items()}
     # float32 rounding (6e-8 per operation) accumulated over 1000 steps: observed ~5e-6
     np.testing.assert_allclose(out["numba"], out["numpy"], rtol=0, atol=2e-4)
 

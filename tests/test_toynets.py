@@ -12,6 +12,8 @@ from langevin_sim.dynamics import SGD, AdamW, Schedule
 from langevin_sim.potentials import LinearRegression, ModularArithmeticMLP, TeacherStudentMLP
 from langevin_sim.potentials.toynets import ACTIVATIONS, act
 
+from .conftest import both_backends
+
 NETS = {
     "ts-tanh": lambda: TeacherStudentMLP(n=23, d_in=3, hidden=5, teacher_hidden=2, n_test=7, seed=1),
     "ts-relu": lambda: TeacherStudentMLP(n=19, d_in=4, hidden=3, teacher_hidden=3, n_test=5,
@@ -185,13 +187,9 @@ def test_numba_matches_numpy(dtype, case, activation):
     (~1e-15 per step); float32: ~1e-7 per step, 2e-4 allows the growth over 250 steps."""
     pot = TeacherStudentMLP(n=37, d_in=3, hidden=5, teacher_hidden=2, n_test=11, seed=7,
                             activation=activation, init_scale=0.8)
-    out = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(pot, SGD_CASES[case], 5, backend=backend, seed=13, dtype=dtype)
-        sim.advance(250)
-        assert sim.state["x"].dtype == np.dtype(dtype)
-        assert (sim.diverged_step < 0).all()
-        out[backend] = sim.state
+    sims = both_backends(pot, SGD_CASES[case], 5, 250, seed=13, dtype=dtype)
+    assert all((sim.diverged_step < 0).all() for sim in sims.values())
+    out = {b: sim.state for b, sim in sims.items()}
     tol = dict(rtol=1e-9, atol=1e-11) if dtype == "float64" else dict(rtol=2e-4, atol=2e-4)
     for k in out["numpy"]:
         np.testing.assert_allclose(out["numba"][k], out["numpy"][k], **tol, err_msg=f"state {k}")
@@ -199,11 +197,8 @@ def test_numba_matches_numpy(dtype, case, activation):
 
 def test_numba_freezes_diverging_replicas_like_numpy():
     dyn = SGD(Schedule("linear", 0.05, 40.0, 60), 5)
-    res = {}
-    for backend in ("numpy", "numba"):
-        sim = Simulation(TS_SMALL, dyn, 4, backend=backend, seed=1, divergence_bound=50.0)
-        sim.advance(80)
-        res[backend] = (sim.diverged_step.copy(), sim.state["x"].copy())
+    res = {b: (sim.diverged_step, sim.state["x"]) for b, sim in
+           both_backends(TS_SMALL, dyn, 4, 80, seed=1, divergence_bound=50.0).items()}
     assert (res["numpy"][0] > 0).any()
     np.testing.assert_array_equal(res["numba"][0], res["numpy"][0])
     np.testing.assert_allclose(res["numba"][1], res["numpy"][1], rtol=1e-9, atol=1e-10)
