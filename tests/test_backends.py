@@ -1,9 +1,12 @@
 """Numba kernels against the NumPy reference; partition and resume invariance."""
+import warnings
+
 import numpy as np
 import pytest
 
 from langevin_sim import Simulation
-from langevin_sim.dynamics import SGD, OverdampedLangevin, Schedule, UnderdampedLangevin
+from langevin_sim.backends import numba_backend
+from langevin_sim.dynamics import MALA, SGD, OverdampedLangevin, Schedule, UnderdampedLangevin
 from langevin_sim.potentials import DoubleWell, LinearRegression, Quadratic
 
 from .conftest import both_backends
@@ -128,3 +131,40 @@ def test_tiled_kernel_partition_and_chunks_across_tiles():
     ref = Simulation(pot, dyn, 600, backend="numpy", seed=4)
     ref.advance(600)
     np.testing.assert_allclose(whole.state["x"], ref.state["x"], rtol=1e-9, atol=1e-11)
+
+
+def fallback_warnings(run) -> list[str]:
+    """Messages of the numba fallback warnings emitted while calling `run()`."""
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        run()
+    return [str(w.message) for w in rec if "no fused kernel" in str(w.message)]
+
+
+def test_numba_fallback_warns_once_per_pair_and_runs_the_reference(monkeypatch):
+    """A pair without a fused kernel (MALA on DoubleWell) warns once per process, naming the
+    pair, however many Simulations and calls follow, and gives the reference's bits."""
+    monkeypatch.setattr(numba_backend, "_warned", set())
+    pot, dyn = DoubleWell(d=2, tilt=0.1), MALA(0.05, 0.5)
+    assert not numba_backend.has_kernel(pot, dyn)
+    sim = Simulation(pot, dyn, 7, backend="numba", seed=2)
+
+    def run():
+        sim.advance(30)
+        sim.advance(20)
+        Simulation(pot, dyn, 3, backend="numba", seed=2).advance(5)
+
+    msgs = fallback_warnings(run)
+    assert len(msgs) == 1 and "DoubleWell x MALA" in msgs[0] and "NumPy reference" in msgs[0], msgs
+    ref = Simulation(pot, dyn, 7, backend="numpy", seed=2)
+    ref.advance(50)
+    assert sim.state["accepted"].sum() > 0
+    for k in ref.state:
+        np.testing.assert_array_equal(sim.state[k], ref.state[k], err_msg=k)
+
+
+def test_numba_fused_pair_does_not_warn(monkeypatch):
+    monkeypatch.setattr(numba_backend, "_warned", set())
+    pot, dyn = DoubleWell(d=2), OverdampedLangevin(0.01, 0.5)
+    assert numba_backend.has_kernel(pot, dyn)
+    assert fallback_warnings(lambda: Simulation(pot, dyn, 5, backend="numba", seed=1).advance(20)) == []

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import ConfigError
 from .base import Dynamics, NoiseSource
 from .schedules import Schedule, as_schedule
-from .sgd import batch_gradient, check_batch_size, check_finite_sum
+from .sgd import batch_gradient, check_batch_size, check_constrained_weight_decay, check_finite_sum
 
 
 def adamw_update(x, m, s, g, lr, beta1, beta2, eps, weight_decay, c1, c2):
@@ -35,6 +35,12 @@ class AdamW(Dynamics):
     per step (Adam's steps have size ~lr regardless of the gradient scale); `weight_decay`
     is per unit lr (decay factor 1 - lr * weight_decay per step).  State: x, the first
     moment m and the second moment s (all (M, d)).  No noise: deterministic given the batches.
+
+    Constrained potentials (e.g. the sphere of `SphericalPSpin`): the moments see the tangent
+    gradient P_x g, the step -lr P_x(m_hat / (sqrt(s_hat) + eps)) is taken in the tangent
+    space and retracted, and m is carried to the new tangent space by projection (s, a
+    per-coordinate scale, is kept as is).  weight_decay > 0 is refused there (check_potential):
+    the decay -lr wd x is radial, so the retraction would undo it; pass weight_decay=0.
     """
 
     lr: float | Schedule = 1e-3
@@ -60,6 +66,7 @@ class AdamW(Dynamics):
 
     def check_potential(self, potential):
         check_finite_sum("AdamW", self.batch_size, potential)
+        check_constrained_weight_decay("AdamW", self.weight_decay, potential)
 
     def init_state(self, potential, x):
         return {"x": x, "m": np.zeros_like(x), "s": np.zeros_like(x)}
@@ -69,6 +76,12 @@ class AdamW(Dynamics):
         g = batch_gradient(potential, x, noise, t, self.batch_size, self.replacement)
         c1 = 1.0 - math.pow(self.beta1, t + 1)
         c2 = 1.0 - math.pow(self.beta2, t + 1)
-        x, m, s = adamw_update(x, m, s, g.astype(x.dtype), self.lr(t), self.beta1, self.beta2,
-                               self.eps, self.weight_decay, c1, c2)
-        return {"x": x, "m": m, "s": s}
+        if not potential.constrained:
+            x, m, s = adamw_update(x, m, s, g.astype(x.dtype), self.lr(t), self.beta1, self.beta2,
+                                   self.eps, self.weight_decay, c1, c2)
+            return {"x": x, "m": m, "s": s}
+        # tangent step from 0 (weight_decay is 0 here, see check_potential), then retraction
+        dx, m, s = adamw_update(0.0, m, s, potential.project(x, g.astype(x.dtype)), self.lr(t),
+                                self.beta1, self.beta2, self.eps, 0.0, c1, c2)
+        x = potential.retract(x + potential.project(x, dx))
+        return {"x": x, "m": potential.project(x, m), "s": s}

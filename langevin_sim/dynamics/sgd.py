@@ -45,6 +45,16 @@ def check_finite_sum(dynamics: str, batch_size, potential) -> None:
         raise ConfigError(f"batch_size {batch_size} exceeds the {n} samples; use <= {n}")
 
 
+def check_constrained_weight_decay(dynamics: str, weight_decay: float, potential) -> None:
+    """ConfigError for weight_decay > 0 on a constrained potential (the package's constraints
+    are spheres |x|^2 = const): the decay -wd x is radial, so it has no tangent component and
+    the retraction would undo it."""
+    if potential.constrained and weight_decay > 0:
+        raise ConfigError(f"{dynamics} weight_decay={weight_decay} has no effect on the constrained "
+                          f"{type(potential).__name__} (the decay is radial and the retraction "
+                          f"undoes it); use weight_decay=0")
+
+
 def batch_gradient(potential, x, noise: NoiseSource, t: int, batch_size, replacement: bool):
     """Full gradient (batch_size None) or the minibatch gradient of step t, (M, d)."""
     if batch_size is None:
@@ -62,6 +72,13 @@ class SGD(Dynamics):
     n mod B samples of each epoch are dropped).  `batch_size=None` means full batch, and
     is the only choice for potentials that are not finite sums.  On a quadratic of top
     curvature lam, full-batch heavy ball is stable iff lr lam < 2 (1 + momentum).
+
+    Constrained potentials (e.g. the sphere of `SphericalPSpin`): Riemannian heavy ball,
+    g <- P_x g; v <- momentum v + g; x' = retract(x + P_x(-lr v + sqrt(2 lr T) xi));
+    v <- P_x' v (P the tangent projection: the buffer is carried to the new tangent space
+    by projection, so it stays tangent).  With momentum 0 this is `OverdampedLangevin`
+    with step lr.  weight_decay > 0 is refused there: the penalty wd |x|^2 / 2 is constant
+    on a sphere |x|^2 = N, its gradient wd x is radial and would be projected out.
     """
 
     lr: float | Schedule = 1e-2
@@ -84,6 +101,7 @@ class SGD(Dynamics):
 
     def check_potential(self, potential):
         check_finite_sum("SGD", self.batch_size, potential)
+        check_constrained_weight_decay("SGD", self.weight_decay, potential)
 
     def init_state(self, potential, x):
         return {"x": x, "v": np.zeros_like(x)}
@@ -93,6 +111,12 @@ class SGD(Dynamics):
         lr, T = self.lr(t), self.temperature(t)
         g = batch_gradient(potential, x, noise, t, self.batch_size, self.replacement)
         xi = noise.normals(t, x.shape[1], dtype=x.dtype) if T > 0 else 0.0
-        x, v = sgd_update(x, v, g.astype(x.dtype), lr, self.momentum, self.weight_decay,
-                          math.sqrt(2.0 * lr * T), xi)
-        return {"x": x, "v": v}
+        sigma = math.sqrt(2.0 * lr * T)
+        if not potential.constrained:
+            x, v = sgd_update(x, v, g.astype(x.dtype), lr, self.momentum, self.weight_decay, sigma, xi)
+            return {"x": x, "v": v}
+        # tangent step from 0 (weight_decay is 0 here, see check_potential), then retraction
+        dx, v = sgd_update(0.0, v, potential.project(x, g.astype(x.dtype)), lr, self.momentum,
+                           0.0, sigma, xi)
+        x = potential.retract(x + potential.project(x, dx))
+        return {"x": x, "v": potential.project(x, v)}
