@@ -2,10 +2,11 @@
 __version__ = "0.1.0"
 
 from . import dynamics, potentials  # noqa: E402
-from .errors import BackendUnavailableError, ConfigError, LangevinSimError, RunFileError  # noqa: E402
+from .errors import (BackendUnavailableError, ConfigError, DivergenceWarning,  # noqa: E402
+                     LangevinSimError, RunFileError, RunStopped, RunTerminated)
 from .io import Run, open_run  # noqa: E402
 from .simulation import Simulation, resume  # noqa: E402
 
 __all__ = ["Simulation", "resume", "open_run", "Run", "potentials", "dynamics",
            "LangevinSimError", "ConfigError", "BackendUnavailableError", "RunFileError",
-           "__version__"]
+           "DivergenceWarning", "RunStopped", "RunTerminated", "__version__"]

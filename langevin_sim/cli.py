@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from .errors import LangevinSimError
+from .errors import DivergenceWarning, LangevinSimError, RunStopped, RunTerminated
 
 
 def _run(a) -> int:
@@ -19,7 +20,11 @@ def _resume(a) -> int:
     from .simulation import resume
 
     run = resume(a.path, steps=a.steps, backend=a.backend, progress=a.progress)
-    print(run.summary())
+    if run.resumed_from is None:
+        print(f"{a.path} is already complete at step {run.steps_done}; nothing to do "
+              "(pass --steps N to extend it to N steps in all)")
+    else:
+        print(run.summary())
     return 0
 
 
@@ -64,13 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def guarded(fn, *args, prog: str = "langevin-sim") -> int:
+    """Call `fn(*args)` as a command: exit status 0, a one-line error (status 2) for a
+    LangevinSimError, one line for a run stopped by a signal (status 128 + signal), and
+    DivergenceWarnings as one `warning:` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DivergenceWarning)
+        try:
+            status = fn(*args)
+        except LangevinSimError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+        except (RunStopped, RunTerminated) as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return e.exit_code
+        finally:
+            for w in caught:
+                if issubclass(w.category, DivergenceWarning):
+                    print(f"{prog}: warning: {w.message}", file=sys.stderr)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return status or 0
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    try:
-        return a.fn(a)
-    except LangevinSimError as e:
-        print(f"langevin-sim: error: {e}", file=sys.stderr)
-        return 2
+    return guarded(a.fn, a)
 
 
 if __name__ == "__main__":

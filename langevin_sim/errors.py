@@ -15,3 +15,32 @@ class BackendUnavailableError(LangevinSimError, RuntimeError):
 
 class RunFileError(LangevinSimError, OSError):
     """A run file is missing, not a run file, or inconsistent."""
+
+
+class DivergenceWarning(UserWarning):
+    """Some replicas of a run diverged (non-finite or beyond `divergence_bound`)."""
+
+
+class RunStopped(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (SIGINT) after committing its records and checkpoint.
+
+    `str(e)` is one line: the step reached, the checkpoint, the command that resumes it;
+    `exit_code` is 128 + SIGINT.  A KeyboardInterrupt, so `except Exception` lets it pass."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = int(exit_code)
+
+
+class RunTerminated(SystemExit):
+    """A run stopped by SIGTERM after committing its records and checkpoint.
+
+    Uncaught, the process exits with status 128 + SIGTERM, as a terminated process should;
+    `str(e)` is the same one line as for RunStopped."""
+
+    def __init__(self, message: str, exit_code: int = 143):
+        super().__init__(int(exit_code))
+        self.message, self.exit_code = message, int(exit_code)
+
+    def __str__(self) -> str:
+        return self.message

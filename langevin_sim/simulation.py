@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shlex
 import signal
 import sys
 import threading
 import time
 import uuid
+import warnings
 
 import h5py
 import numpy as np
@@ -15,9 +18,11 @@ import numpy as np
 from . import rng
 from .backends import get_backend
 from .dynamics.base import Dynamics
-from .errors import ConfigError, RunFileError
+from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped,
+                     RunTerminated)
 from .io import Run, RunWriter
-from .io.format import STEPS_DONE
+from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE
+from .io.swmr import writer_info
 from .potentials.base import Potential
 
 DTYPES = ("float64", "float32")
@@ -67,6 +72,7 @@ class Simulation:
                       for k, v in dynamics.init_state(potential, x0).items()}
         self.diverged_step = np.full(self.n_replicas, -1, dtype=np.int64)
         self.step = 0
+        self._clock = (0, 0.0)  # (step, time) of scheduled step sizes, summed incrementally
         self._stop = False
 
     # -- setup -------------------------------------------------------------------------
@@ -103,6 +109,21 @@ class Simulation:
                 "init": self.init_desc, "divergence_bound": self.divergence_bound,
                 "observers": [o.to_dict() for o in self.observers], "meta": self.meta}
 
+    @property
+    def time(self) -> float:
+        """Time at the current step: the sum of the step sizes (`step` or `lr`) before it."""
+        eta = getattr(self.dynamics, "step", getattr(self.dynamics, "lr", None))
+        if eta is None:
+            return float("nan")
+        if eta.kind == "constant":
+            return self.step * float(eta.start)
+        t0, acc = self._clock
+        if t0 > self.step:
+            t0, acc = 0, 0.0
+        acc += math.fsum(eta(k) for k in range(t0, self.step))
+        self._clock = (self.step, acc)
+        return acc
+
     # -- stepping ----------------------------------------------------------------------
     def advance(self, steps: int) -> None:
         """Run `steps` steps without recording."""
@@ -113,7 +134,8 @@ class Simulation:
         """One record of the current state: step, energy (float64), positions, observables."""
         x64 = self.state["x"].astype(np.float64)
         with np.errstate(all="ignore"):
-            rec = {"step": np.int64(self.step), "energy": np.asarray(self.potential.energy(x64), np.float64)}
+            rec = {"step": np.int64(self.step), "time": np.float64(self.time),
+                   "energy": np.asarray(self.potential.energy(x64), np.float64)}
             if record_positions:
                 rec["positions"] = self.state["x"].copy()
             for k, v in self.potential.observables(x64).items():
@@ -125,7 +147,7 @@ class Simulation:
         dead = self.diverged_step >= 0
         if dead.any():
             for k, v in rec.items():
-                if k != "step" and v.dtype.kind == "f":
+                if k not in ("step", "time") and v.dtype.kind == "f":
                     v[dead] = np.nan
         return rec
 
@@ -150,7 +172,7 @@ class Simulation:
         try:
             probe = self.snapshot(record_positions)
             obs = {k: (v.shape[1:], v.dtype) for k, v in probe.items()
-                   if k not in ("step", "energy", "positions")}
+                   if k not in ("step", "time", "energy", "positions")}
             writer = RunWriter.create(f, config=cfg, potential=self.potential,
                                       replicas=self.replica_ids, d=self.potential.d,
                                       pos_dtype=self.dtype, record_positions=record_positions,
@@ -160,8 +182,10 @@ class Simulation:
             self._loop(writer, self.step + steps, record_every, record_positions, first,
                        checkpoint_every, progress, flush_seconds)
         except BaseException:
-            f.close()
+            if f.id.valid:
+                f.close()
             raise
+        report_divergence(self.diverged_step, self.replica_ids)
         return Run(out, file=f) if out is None else _reopen(f, out)
 
     def _loop(self, writer: RunWriter, target: int, record_every: int, record_positions: bool,
@@ -172,8 +196,8 @@ class Simulation:
         show = sys.stderr.isatty() if progress is None else bool(progress)
         bar = tqdm(total=target - self.step, disable=not show, unit="step", leave=False)
         last_flush, last_ckpt = time.monotonic(), self.step
-        self._stop = False
-        with _sigterm_stops(self):
+        self._stop = 0
+        with _signals_stop(self):
             try:
                 while self.step < target and not self._stop:
                     K = min(record_every - self.step % record_every, target - self.step)
@@ -189,35 +213,64 @@ class Simulation:
                                            self.diverged_step, complete=self.step == target)
                         pending, last_flush = [], now
                         last_ckpt = self.step if ckpt else last_ckpt
-                if pending or writer.commit[STEPS_DONE] != self.step or target == self.step == 0:
+                done = self.step == target
+                if pending or writer.commit[STEPS_DONE] != self.step or \
+                        (done and not writer.commit[COMPLETE]):
                     writer.write_block(pending, self.state, self.step, self.diverged_step,
-                                       complete=self.step == target)
+                                       complete=done)
             except KeyboardInterrupt:
-                writer.write_block(pending, self.state, self.step, self.diverged_step)
-                raise
+                # A second Ctrl-C: abort now; the last commit (data and checkpoint) stands.
+                raise RunStopped(self._stopped(writer, target, "aborted by a second Ctrl-C"),
+                                 128 + signal.SIGINT) from None
             finally:
                 bar.close()
         if self._stop:
+            sig = signal.Signals(self._stop)
+            msg = self._stopped(writer, target, f"stopped by {sig.name}")
             writer.f.close()
-            raise SystemExit(128 + signal.SIGTERM)
+            raise (RunStopped if sig == signal.SIGINT else RunTerminated)(msg, 128 + sig)
+
+    def _stopped(self, writer: RunWriter, target: int, why: str) -> str:
+        """One line: where the run stopped, its checkpoint, and how to resume it."""
+        f, c = writer.f, writer.commit
+        where = (f"checkpoint at step {int(c[CKPT_STEP])}" if c[CKPT_SLOT] >= 0 else "no checkpoint yet")
+        if f.driver == "core":
+            return f"{why} at step {self.step} of {target}; the run was in memory, nothing to resume"
+        return (f"{why} at step {self.step} of {target}; {where} in {f.filename}; resume with: "
+                f"langevin-sim resume {shlex.quote(f.filename)}")
 
 
-class _sigterm_stops:
-    """While active in the main thread, SIGTERM asks the run loop to flush and stop."""
+def report_divergence(diverged_step: np.ndarray, replica_ids: np.ndarray) -> None:
+    """Warn (DivergenceWarning) how many replicas diverged and when the first did."""
+    bad = np.flatnonzero(diverged_step >= 0)
+    if bad.size:
+        first = bad[np.argmin(diverged_step[bad])]
+        warnings.warn(f"{bad.size} of {diverged_step.size} replicas diverged, the first (replica "
+                      f"{int(replica_ids[first])}) at step {int(diverged_step[first])}; their "
+                      "records are NaN from then on (see diverged_step, or `langevin-sim info`)",
+                      DivergenceWarning, stacklevel=3)
+
+
+class _signals_stop:
+    """While active in the main thread, SIGTERM and a first SIGINT (Ctrl-C) ask the run loop
+    to flush, checkpoint and stop at the next record boundary; a second SIGINT aborts."""
 
     def __init__(self, sim):
-        self.sim, self.old = sim, None
+        self.sim, self.old = sim, {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.old = signal.signal(signal.SIGTERM, self._handle)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        self.sim._stop = True
+        if signum == signal.SIGINT and self.sim._stop:
+            raise KeyboardInterrupt
+        self.sim._stop = signum
 
     def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGTERM, self.old)
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
 
 
 def _observer(spec: dict):
@@ -253,12 +306,19 @@ def resume(path, steps: int | None = None, backend: str | None = None,
            progress: bool | None = None, flush_seconds: float = 1.0) -> Run:
     """Continue the run in `path` from its last checkpoint until `steps` total steps
     (default: the target it was started with).  The continuation is bit-for-bit the
-    uninterrupted run's."""
+    uninterrupted run's.  A complete run at that target is left untouched (the returned
+    Run's `resumed_from` is None); a file that reached its target but was not marked
+    complete is repaired.  A file whose SWMR writer was killed is recovered first."""
     path = os.fspath(path)
+    with Run(path) as run:
+        cfg = run.config
+        if run.complete and (steps is None or int(steps) == run.steps_done):
+            done = Run(path)
+            done.resumed_from = None
+            return done
     run = Run(path, mode="r+")
     f = run.f
     try:
-        cfg = run.config
         step, state, dstep = run.checkpoint()
         dyn = Dynamics.from_dict(cfg["dynamics"])
         sim = Simulation(run.potential, dyn, cfg["replicas"], backend=backend or cfg["backend"],
@@ -276,6 +336,7 @@ def resume(path, steps: int | None = None, backend: str | None = None,
         if target != cfg["steps_target"]:
             cfg["steps_target"] = target
             f["config"].attrs["json"] = json.dumps(cfg)
+        f.attrs["writer"] = writer_info()
         writer = RunWriter(f)
         writer.truncate_to_checkpoint()
         sim._loop(writer, target, cfg["record_every"], cfg["record_positions"], [], None,
@@ -284,4 +345,7 @@ def resume(path, steps: int | None = None, backend: str | None = None,
         if f.id.valid:
             f.close()
         raise
-    return _reopen(f, path)
+    report_divergence(sim.diverged_step, sim.replica_ids)
+    done = _reopen(f, path)
+    done.resumed_from = step
+    return done

@@ -126,15 +126,21 @@ def _wait_records(path, n, proc, timeout=60, swmr=False):
     raise AssertionError("run produced no records in time")
 
 
-def test_sigkill_leaves_readable_file_that_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("swmr", [False, True], ids=["plain", "swmr"])
+def test_sigkill_leaves_readable_file_that_resumes_exactly(tmp_path, swmr, capsys):
     steps = 3000
     ref = Simulation(DoubleWell(d=2), UnderdampedLangevin(0.02, 1.0, 0.4), 64, seed=11,
                      backend="numpy").run(steps, 10, out=tmp_path / "ref.h5", progress=False)
     path = tmp_path / "killed.h5"
-    proc = _start(tmp_path, path, 10**7)      # planned far beyond what it can reach
-    _wait_records(path, 20, proc)
+    proc = _start(tmp_path, path, 10**7, *(["swmr"] if swmr else []))  # planned far beyond reach
+    _wait_records(path, 20, proc, swmr=swmr)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    if swmr:    # the killed SWMR writer left the superblock's "open for write" flags set
+        with pytest.raises(OSError, match="already open for write"):
+            h5py.File(path, "r")
+    assert cli(["info", str(path)]) == 0
+    assert "INCOMPLETE" in capsys.readouterr().out
     with open_run(path) as run:
         n = run.n_records
         assert 20 <= n and not run.complete
@@ -145,8 +151,43 @@ def test_sigkill_leaves_readable_file_that_resumes_exactly(tmp_path):
     with open_run(path) as run:
         assert run.complete and run.n_records == ref.n_records
         np.testing.assert_array_equal(run.positions[:], ref.positions[:])
+        np.testing.assert_array_equal(run.time, ref.time)
         np.testing.assert_array_equal(run.checkpoint()[1]["x"], ref.checkpoint()[1]["x"])
         np.testing.assert_array_equal(run.checkpoint()[1]["p"], ref.checkpoint()[1]["p"])
+    h5py.File(path, "r").close()     # flags cleared: plain HDF5 opens it again
+
+
+def test_resume_refuses_a_live_swmr_writer_and_reads_it(tmp_path):
+    path = tmp_path / "live.h5"
+    proc = _start(tmp_path, path, 10**7, "swmr")
+    try:
+        _wait_records(path, 3, proc, swmr=True)
+        with open_run(path) as run:          # read-only: opened in SWMR mode, no flag changes
+            assert run.n_records >= 3 and not run.complete
+        with pytest.raises(ls.RunFileError, match=f"being written .SWMR. by process {proc.pid}"):
+            resume(path, progress=False)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_reading_a_run_written_without_swmr_names_the_writer_and_swmr(tmp_path):
+    xr = pytest.importorskip("xarray")
+    path = tmp_path / "busy.h5"
+    proc = _start(tmp_path, path, 10**7)
+    try:
+        _wait_records(path, 3, proc)
+        for open_it in (open_run, lambda p: resume(p, progress=False),
+                        lambda p: open_run(p).to_xarray()):
+            with pytest.raises(ls.RunFileError) as e:
+                open_it(path)
+            msg = str(e.value)
+            assert "another process is writing" in msg and "--swmr" in msg and "h5clear" not in msg
+        with pytest.raises(BlockingIOError):      # xarray itself can only say this
+            xr.open_dataset(path, group="records", engine="h5netcdf")
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_sigterm_flushes_and_stops(tmp_path):
@@ -158,6 +199,30 @@ def test_sigterm_flushes_and_stops(tmp_path):
     with open_run(path) as run:
         assert not run.complete and run.n_records >= 5
         assert run.checkpoint()[0] == run.steps_done
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_stop_prints_one_line_with_the_resume_command(tmp_path, sig):
+    path = tmp_path / "stop.h5"
+    scen = os.path.join(ROOT, "scenarios", "double_well.py")
+    proc = subprocess.Popen([sys.executable, "-m", "langevin_sim.cli", "run", scen, "--backend",
+                             "numpy", "--set", "steps=10000000", "--set", "record_every=100",
+                             "--set", "replicas=64", "--out", str(path), "--no-progress"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_records(path, 3, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    with open_run(path) as run:
+        n, k = run.steps_done, run.checkpoint()[0]
+        assert not run.complete and n >= 200
+    assert err.strip() == (f"langevin-sim: stopped by {sig.name} at step {n} of 10000000; "
+                           f"checkpoint at step {k} in {path}; resume with: langevin-sim resume "
+                           f"{path}")
+    assert cli(["resume", str(path), "--steps", str(n + 200)]) == 0
+    with open_run(path) as run:
+        assert run.complete and run.steps_done == n + 200
 
 
 def test_swmr_reader_sees_the_run_grow(tmp_path):
@@ -221,3 +286,100 @@ def test_sharpness_observer_is_recorded_and_survives_resume(tmp_path):
     np.testing.assert_allclose(top[::2], 3.0, rtol=1e-8)     # exact for a quadratic
     assert np.all(np.isnan(top[1::2]))
     assert run.config["observers"][0]["every"] == 20
+
+
+def test_resume_of_a_complete_run_is_a_no_op_and_says_so(tmp_run, capsys):
+    dw_sim().run(300, 100, out=tmp_run, progress=False).close()
+    before = tmp_run.read_bytes()
+    assert cli(["resume", str(tmp_run)]) == 0
+    assert "already complete at step 300; nothing to do" in capsys.readouterr().out
+    run = resume(tmp_run, progress=False)
+    assert run.resumed_from is None and run.complete
+    run.close()
+    assert tmp_run.read_bytes() == before
+    assert cli(["info", str(tmp_run)]) == 0 and "INCOMPLETE" not in capsys.readouterr().out
+
+
+def test_resume_repairs_a_file_at_its_target_marked_incomplete(tmp_path):
+    ref = dw_sim().run(300, 100, out=tmp_path / "ref.h5", progress=False)
+    path = tmp_path / "bad.h5"
+    dw_sim().run(300, 100, out=path, progress=False).close()
+    with h5py.File(path, "r+") as f:          # what the old `resume` of a finished run did
+        f["commit"][4] = 0
+    with open_run(path) as run:
+        assert not run.complete and run.steps_done == 300
+    run = resume(path, progress=False)
+    assert run.complete and run.resumed_from == 300 and run.n_records == 4
+    np.testing.assert_array_equal(run.positions[:], ref.positions[:])
+    np.testing.assert_array_equal(run.checkpoint()[1]["p"], ref.checkpoint()[1]["p"])
+    np.testing.assert_array_equal(run.commit, ref.commit)
+    run.close()
+
+
+def test_divergence_is_reported_at_the_end_of_run(tmp_run, capsys):
+    import warnings
+
+    from langevin_sim.cli import guarded
+
+    init = np.ones((8, 1))
+    init[[3, 5], 0] = 50.0, 60.0
+
+    def sim():
+        return Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.3), 8, seed=2, init=init,
+                          first_replica=100)
+
+    with pytest.warns(ls.DivergenceWarning) as w:
+        run = sim().run(200, 10, out=tmp_run, progress=False)
+    div = run.diverged_step
+    run.close()
+    bad = np.flatnonzero(div >= 0)
+    first = bad[np.argmin(div[bad])]
+    assert list(bad) == [3, 5] and len(w) == 1
+    msg = (f"2 of 8 replicas diverged, the first (replica {100 + first}) at step {div[first]}; "
+           "their records are NaN from then on (see diverged_step, or `langevin-sim info`)")
+    assert str(w[0].message) == msg
+    assert guarded(lambda: sim().run(200, 10, progress=False) and 0) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [f"langevin-sim: warning: {msg}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.3), 8, seed=2).run(50, 10)
+
+
+@pytest.mark.filterwarnings("error")
+def test_every_group_opens_in_xarray_without_phony_dims(tmp_run):
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    from langevin_sim.dynamics import SGD, Schedule
+    from langevin_sim.potentials import LinearRegression
+    from langevin_sim.potentials.sharpness import SharpnessObserver
+
+    lr = Schedule("linear", 0.05, 0.01, 60)
+    sim = Simulation(LinearRegression(n=32, d=3, seed=1), SGD(lr=lr, batch_size=4, momentum=0.5),
+                     5, seed=1, observers=[SharpnessObserver(every=20)])
+    sim.run(100, 20, out=tmp_run, progress=False).close()
+    groups, unscaled = ["/"], []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Group):
+            groups.append(name)
+        elif not obj.is_scale and not all(len(d) for d in obj.dims):
+            unscaled.append(name)
+
+    with h5py.File(tmp_run, "r") as f:
+        f.visititems(visit)
+    assert unscaled == [] and {"records", "potential", "checkpoint/slot1"} <= set(groups)
+    for g in groups:
+        with xr.open_dataset(tmp_run, group=g, engine="h5netcdf") as ds:
+            assert not any(d.startswith("phony") for d in ds.dims), (g, ds.dims)
+    with xr.open_dataset(tmp_run, group="records", engine="h5netcdf") as ds:
+        assert ds["time"].dims == ("step",) and "time" in ds.coords
+        assert ds["diverged_step"].dims == ("replica",)
+        assert ds["sharpness"].dims == ("step", "replica")
+        etas = [lr(k) for k in range(100)]
+        np.testing.assert_allclose(ds["time"].values, [sum(etas[:n]) for n in range(0, 101, 20)],
+                                   rtol=1e-12)
+    with h5py.File(tmp_run, "r") as f, xr.open_dataset(tmp_run, group="checkpoint/slot0",
+                                                       engine="h5netcdf") as ds:
+        assert ds["x"].dims == ("replica", "coord") and ds["v"].dims == ("replica", "coord")
+        assert [x.decode() for x in f["commit_field"][()]] == [
+            "n_records", "steps_done", "checkpoint_slot", "checkpoint_step", "complete"]

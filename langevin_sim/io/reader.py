@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import RunFileError
 from . import format as F
+from . import swmr as swmr_file
 
 
 class Series:
@@ -53,6 +54,7 @@ class Run:
     def __init__(self, path, swmr: bool = False, mode: str = "r", file: h5py.File | None = None):
         self.path = "<memory>" if path is None else os.fspath(path)
         self._potential = None
+        self.resumed_from: int | None = None  # set by `resume`: the checkpoint step it continued
         if file is not None:
             self.f = file
             return
@@ -61,14 +63,7 @@ class Run:
         if not h5py.is_hdf5(self.path):
             raise RunFileError(f"{self.path} is not a langevin_sim run file (not HDF5); pass a "
                                "file written by Simulation.run or `langevin-sim run`")
-        try:
-            if swmr:
-                self.f = h5py.File(self.path, "r", libver="latest", swmr=True)
-            else:
-                self.f = h5py.File(self.path, mode)
-        except OSError as e:
-            raise RunFileError(f"{self.path} is not a readable HDF5 file ({e}); if it was written "
-                               "with swmr=True and killed, run `h5clear -s -i` on it first") from None
+        self.f = _open_file(self.path, mode, swmr)
         if self.f.attrs.get("format") != F.FORMAT:
             self.f.close()
             raise RunFileError(f"{self.path} is not a langevin_sim run file (no format="
@@ -122,7 +117,9 @@ class Run:
     @property
     def diverged_step(self) -> np.ndarray:
         """(M,) step count at which each replica diverged, -1 where never."""
-        return self.f["replicas/diverged_step"][()]
+        if "diverged_step" in self.f["records"]:
+            return self.f["records/diverged_step"][()]
+        return self.f["replicas/diverged_step"][()]  # format version 1
 
     @property
     def dt(self) -> float:
@@ -135,7 +132,8 @@ class Run:
     @property
     def names(self) -> list[str]:
         rec = self.f["records"]
-        return [k for k in rec if rec[k].maxshape and rec[k].maxshape[0] is None and k != "step"]
+        return [k for k in rec if rec[k].maxshape and rec[k].maxshape[0] is None
+                and k not in ("step", "time")]
 
     def __getitem__(self, name: str) -> Series:
         if name not in self.f["records"]:
@@ -148,8 +146,10 @@ class Run:
 
     @property
     def time(self) -> np.ndarray:
-        """Time of each record, step * dt in float64."""
-        return self.step.astype(np.float64) * self.dt
+        """Time of each record: the sum of the step sizes (or learning rates) before it."""
+        if "time" in self.f["records"]:
+            return self.f["records/time"][: self.n_records]
+        return self.step.astype(np.float64) * self.dt  # format version 1
 
     @property
     def energy(self) -> Series:
@@ -180,8 +180,10 @@ class Run:
             dims = ["step", "replica"] + (["coord"] if name == "positions" else
                                           [f"{name}_dim{j}" for j in range(ds.ndim - 2)])
             data[name] = (dims, ds[:n])
-        out = xr.Dataset(data, coords={"step": self.step, "replica": rec["replica"][()],
-                                       "time": ("step", self.time)})
+        coords = {"step": self.step, "replica": rec["replica"][()], "time": ("step", self.time)}
+        coords.update({k: rec[k][()] for k in rec if k not in coords and rec[k].attrs.get("CLASS")
+                       == b"DIMENSION_SCALE"})
+        out = xr.Dataset(data, coords=coords)
         out["diverged_step"] = ("replica", self.diverged_step)
         out.attrs.update(config=json.dumps(self.config), complete=int(self.complete))
         return out
@@ -207,6 +209,43 @@ class Run:
         if bad.size > 20:
             lines.append(f"           ... and {bad.size - 20} more")
         return "\n".join(lines)
+
+
+def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
+    """Open `path` with h5py, turning HDF5's open failures into errors that name the fix.
+
+    A file whose SWMR writer was killed is opened read-only in SWMR mode; for writing
+    (`mode="r+"`, i.e. resume) its consistency flags are cleared first, once no process
+    is writing it any more (see `swmr.py`)."""
+    try:
+        if swmr:
+            return h5py.File(path, "r", libver="latest", swmr=True)
+        return h5py.File(path, mode)
+    except BlockingIOError:
+        raise RunFileError(
+            f"another process is writing {path} (it holds the file's lock): wait for that run "
+            "to finish or stop it; to read a run while it is written, start it with --swmr "
+            "(swmr=True) and read it with open_run(path, swmr=True)") from None
+    except OSError as e:
+        if not swmr_file.flags_set(path):
+            raise RunFileError(f"{path} is not a readable HDF5 file ({e})") from None
+    # The superblock says a writer has the file open: a live or killed SWMR writer, or a
+    # killed plain one (a live plain writer holds the file lock, caught above).
+    try:
+        f = h5py.File(path, "r", libver="latest", swmr=True)
+    except OSError:
+        f = None
+    if f is not None:
+        if mode == "r":
+            return f
+        with f:
+            info = f.attrs.get("writer")
+        live = swmr_file.writer_alive(path, info)
+        if live is not None:
+            raise RunFileError(f"{path} is being written (SWMR) by {live}; wait for it to "
+                               "finish or stop it, then resume")
+    swmr_file.clear_flags(path)
+    return h5py.File(path, mode)
 
 
 def open_run(path, swmr: bool = False) -> Run:

@@ -9,6 +9,29 @@ import h5py
 import numpy as np
 
 from . import format as F
+from .swmr import writer_info
+
+
+def _scales(group: h5py.Group, values: dict) -> dict:
+    """Create 1-D dimension-scale datasets `name -> values` in `group`."""
+    out = {}
+    for name, v in values.items():
+        out[name] = group.create_dataset(name, data=np.asarray(v, np.int64))
+        out[name].make_scale(name)
+    return out
+
+
+def _scale_the_rest(group: h5py.Group) -> None:
+    """Give every dimension without a scale in `group` (recursively) a scale `<name>_dim<i>`."""
+    todo = []
+    group.visititems(lambda n, o: todo.append(o) if isinstance(o, h5py.Dataset) and not o.is_scale
+                     else None)
+    for ds in todo:
+        for i, n in enumerate(ds.shape):
+            if not len(ds.dims[i]):
+                name = f"{ds.name.rsplit('/', 1)[1]}_dim{i}"
+                sc = _scales(ds.parent, {name: np.arange(n)})[name]
+                ds.dims[i].attach_scale(sc)
 
 
 def _chunk_rows(row_bytes: int) -> int:
@@ -18,9 +41,11 @@ def _chunk_rows(row_bytes: int) -> int:
 class RunWriter:
     """Appends record blocks and checkpoints to an open run file.
 
-    Layout: /records/{step, replica, coord, energy, positions, <observables>} with
-    dimension scales, /replicas/diverged_step, /checkpoint/slot{0,1}/<state arrays>,
-    and /commit (int64, fields in format.COMMIT_FIELDS), rewritten last after each block.
+    Layout: /records/{step, time, replica, coord, energy, positions, <observables>,
+    diverged_step}, /checkpoint/slot{0,1}/<state
+    arrays>, and /commit (int64, fields in format.COMMIT_FIELDS), rewritten last after each
+    block.  Every dimension of every dataset has a dimension scale (netCDF-4 style), so that
+    xarray opens any group without phony dimensions.
     """
 
     def __init__(self, f: h5py.File):
@@ -40,6 +65,7 @@ class RunWriter:
         f.attrs["package_version"] = __version__
         f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         f.attrs["command"] = " ".join(sys.argv)
+        f.attrs["writer"] = writer_info()
         f.create_group("config").attrs["json"] = json.dumps(config)
         potential.to_hdf5(f.create_group("potential"))
         M = len(replicas)
@@ -56,6 +82,7 @@ class RunWriter:
                                     chunks=(_chunk_rows(row),) + trailing, **kw)
             for i, scale in enumerate(dims):
                 ds.dims[i].attach_scale(scale)
+            ds.attrs["coordinates"] = "time"  # CF: xarray makes `time` a coordinate on `step`
             return ds
 
         series("energy", (M,), np.float64, (step, rep))
@@ -70,14 +97,27 @@ class RunWriter:
                 sc.make_scale(f"{name}_dim{j}")
                 extra.append(sc)
             series(name, (M,) + tuple(trailing), dtype, (step, rep, *extra))
-        f.create_group("replicas").create_dataset("diverged_step", data=np.full(M, -1, np.int64))
+        tm = rec.create_dataset("time", (0,), np.float64, maxshape=(None,), chunks=(4096,))
+        tm.dims[0].attach_scale(step)
+        div = rec.create_dataset("diverged_step", data=np.full(M, -1, np.int64))
+        div.dims[0].attach_scale(rep)
         ck = f.create_group("checkpoint")
+        ck_scales = _scales(ck, {"replica": np.asarray(replicas, np.int64), "coord": np.arange(d)})
         for slot in (0, 1):
             g = ck.create_group(f"slot{slot}")
-            for k, v in state.items():
-                g.create_dataset(k, data=v)
-            g.create_dataset("diverged_step", data=np.full(M, -1, np.int64))
-        f.create_dataset(F.COMMIT, data=np.array([0, 0, -1, -1, 0], np.int64))
+            for k, v in dict(state, diverged_step=np.full(M, -1, np.int64)).items():
+                ds = g.create_dataset(k, data=v)
+                for i, n in enumerate(ds.shape):
+                    name = ("replica" if i == 0 else "coord") if (i < 2 and n == (M, d)[i]) \
+                        else f"{k}_dim{i}"
+                    if name not in ck_scales:
+                        ck_scales.update(_scales(ck, {name: np.arange(n)}))
+                    ds.dims[i].attach_scale(ck_scales[name])
+        _scale_the_rest(f["potential"])
+        fields = f.create_dataset("commit_field", data=np.array(F.COMMIT_FIELDS, dtype="S"))
+        fields.make_scale("commit_field")
+        f.create_dataset(F.COMMIT, data=np.array([0, 0, -1, -1, 0], np.int64)).dims[0] \
+            .attach_scale(fields)
         f.flush()
         if swmr:
             f.swmr_mode = True
@@ -97,11 +137,13 @@ class RunWriter:
         n1 = n0 + len(records)
         if records:
             for name in records[0]:
+                if name == "time" and name not in rec:
+                    continue  # format version 1 files have no /records/time
                 ds = rec[name]
                 if ds.shape[0] < n1:
                     ds.resize(n1, axis=0)
                 ds[n0:n1] = np.stack([r[name] for r in records])
-        self.f["replicas/diverged_step"][...] = diverged_step
+        self.f["records/diverged_step"][...] = diverged_step
         commit = self.commit.copy()
         if state is not None:
             slot = 1 - int(commit[F.CKPT_SLOT]) if commit[F.CKPT_SLOT] >= 0 else 0

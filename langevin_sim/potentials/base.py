@@ -97,7 +97,7 @@ class Potential:
             raise RunFileError(f"unknown potential class {cls_name!r} in run file; "
                                "import the module defining it before opening the run")
         params = json.loads(group.attrs["params"])
-        arrays = {k: group[k][()] for k in group.keys()}
+        arrays = {k: v[()] for k, v in group.items() if not v.is_scale}  # scales label dims
         return REGISTRY[cls_name](**params, **arrays)
 
     def describe(self) -> dict[str, Any]:
