@@ -45,6 +45,7 @@ INIT = 3
 DATA = 4
 ACCEPT = 5
 PERMUTE = 6
+PROBE = 7  # sharpness probe vectors (potentials/sharpness.py)
 
 
 def philox_round(c0, c1, c2, c3, k0, k1):

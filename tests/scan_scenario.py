@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from langevin_sim import Simulation
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.potentials import Quadratic
-from langevin_sim.scenario import RunParams, main
+from langevin_sim.scenario import RunParams, main, param
 
 
 @dataclass(frozen=True)
@@ -17,10 +17,10 @@ class Params(RunParams):
     replicas: int = 64
     steps: int = 1000
     record_every: int = 10
-    d: int = 2
-    curvature: float = 1.0
-    temperature: float = 1.0
-    step: float = 0.05
+    d: int = param(2, "number of coordinates")
+    curvature: float = param(1.0, "curvature k of the isotropic well")
+    temperature: float = param(1.0, "temperature T of the Langevin noise")
+    step: float = param(0.05, "Euler-Maruyama time step")
 
 
 def build(p: Params) -> Simulation:

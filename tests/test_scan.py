@@ -1,9 +1,11 @@
-"""Parameter scans: cluster vs serial, manifest, failures, a killed worker, resume, summary.
+"""Parameter scans: cluster vs serial, manifest, failures, a killed worker, resume, repair,
+summary.
 
 The scenario is tests/scan_scenario.py (isotropic quadratic well, overdamped Langevin), whose
 stationary mean energy is known exactly for the discrete dynamics; its build raises for
 curvature <= 0 and every replica diverges when step * curvature > 2.
 """
+import hashlib
 import json
 import os
 import runpy
@@ -32,8 +34,8 @@ from langevin_sim import open_run  # noqa: E402
 from langevin_sim.cli import main as cli  # noqa: E402
 from langevin_sim.errors import ConfigError, RunFileError  # noqa: E402
 from langevin_sim.io import format as F  # noqa: E402
-from langevin_sim.scan import (_THREAD_VARS, open_scan, plan_scan, point_id, point_seed,  # noqa: E402
-                               run_scan, splitmix64)
+from langevin_sim.scan import open_scan, plan_scan, point_id, point_seed, run_scan, splitmix64  # noqa: E402
+from langevin_sim.scan.cluster import THREAD_VARS, announce  # noqa: E402
 from langevin_sim.scenario import load_scenario, run_scenario  # noqa: E402
 
 from .conftest import assert_within_se  # noqa: E402
@@ -42,13 +44,29 @@ HERE = Path(__file__).resolve().parent
 SCEN = str(HERE / "scan_scenario.py")
 ROOT = HERE.parent
 GRID = {"step": [0.02, 0.05], "temperature": [0.5, 1.0, 2.0]}
-VOLATILE_ATTRS = ("created", "command")
-ENV_BEFORE = {k: os.environ.get(k) for k in _THREAD_VARS}
+PARAMS = load_scenario(SCEN).Params
+VOLATILE_ATTRS = ("created", "command", "writer")   # writer: host and pid that wrote the file
+ENV_BEFORE = {k: os.environ.get(k) for k in THREAD_VARS}
+THIS_PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def exact_mean_energy(temperature, step, curvature=1.0, d=2):
+    """<U> = d T / (2 (1 - eta k / 2)): Euler-Maruyama's stationary mean energy (scan_scenario)."""
+    return d * temperature / (2 * (1 - step * curvature / 2))
+
+
+def sidecar(root: Path, pid: str) -> dict:
+    return json.loads((root / "points" / f"{pid}.json").read_text())
+
+
+def mtimes(root: Path, ids) -> dict:
+    """Modification times of the run files and sidecars of points `ids`."""
+    return {p: p.stat().st_mtime_ns for i in ids for p in (root / "points").glob(f"{i}.*")}
 
 
 def file_contents(path) -> dict:
-    """Every dataset and attribute of a run file, except the timestamps (created, command) and
-    the dimension-scale references.  Finished files mirror the final checkpoint into both
+    """Every dataset and attribute of a run file, except VOLATILE_ATTRS (when, by which command
+    and process it was written) and the dimension-scale references.  Finished files mirror the final checkpoint into both
     slots, so the slots are compared too."""
     out = {}
     with h5py.File(path, "r") as f:
@@ -93,71 +111,110 @@ def cluster():
 
 
 def test_seed_derivation_known_answers():
-    # SplitMix64 reference (Vigna, splitmix64.c): the first output from state 0
-    assert splitmix64(0) == 0xE220A8397B1DCDAF
+    # SplitMix64 reference (Vigna, splitmix64.c): the first outputs from state 0; splitmix64(z)
+    # is the output after one step from state z - gamma, so output k is splitmix64(k gamma)
+    gamma = 0x9E3779B97F4A7C15
+    assert [splitmix64(k * gamma) for k in range(4)] == [
+        0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F, 0xF88BB8A8724C81EC]
+    # the id is SHA-256 of the canonical JSON (sorted keys, no spaces), whatever the axis order
+    canon = b'{"coords":{"step":0.02,"temperature":0.5},"repeat":0}'
     pid = point_id({"temperature": 0.5, "step": 0.02}, 0)
-    assert pid == point_id({"step": 0.02, "temperature": 0.5}, 0)     # order of the axes
+    assert pid == "p" + hashlib.sha256(canon).hexdigest()[:16] == "pd353036b780479e8"
+    assert pid == point_id({"step": 0.02, "temperature": 0.5}, 0)
     assert pid != point_id({"step": 0.02, "temperature": 0.5}, 1)
-    assert point_seed(7, pid) == splitmix64(splitmix64(7) ^ int(pid[1:], 16)) >> 1
-    assert point_seed(7, pid) != point_seed(8, pid)
+    # pinned: changing it would change the seed of every point of every existing scan
+    assert point_seed(7, pid) == 2414189677209262351 < 2 ** 63
+    assert point_seed(8, pid) != point_seed(7, pid)
 
 
 def test_plan_validates_axes():
-    P = load_scenario(SCEN).Params
-    base, pts, grid, zipped = plan_scan(P, ["temperature=0.5,1"], ["step=0.01,0.02", "d=1,3"],
+    base, pts, grid, zipped = plan_scan(PARAMS, ["temperature=0.5,1"], ["step=0.01,0.02", "d=1,3"],
                                         repeat=2, sets=["seed=5"])
-    assert (grid, zipped, base["seed"], len(pts)) == (["temperature"], ["step", "d"], 5, 8)
-    assert pts[0].coords == {"temperature": 0.5, "step": 0.01, "d": 1}    # coerced to field types
-    assert len({p.id for p in pts}) == len({p.seed for p in pts}) == 8
+    assert (grid, zipped, base["seed"]) == (["temperature"], ["step", "d"], 5)
+    # grid axes outermost (last fastest), then the zip axis, repeats fastest; values coerced
+    # to the field types (temperature, step float; d int)
+    assert [(p.coords, p.repeat) for p in pts] == [
+        ({"temperature": t, "step": s, "d": d}, r)
+        for t in (0.5, 1.0) for s, d in ((0.01, 1), (0.02, 3)) for r in (0, 1)]
+    assert all(type(p.coords["temperature"]) is float and type(p.coords["d"]) is int for p in pts)
+    for p in pts:
+        assert p.id == point_id(p.coords, p.repeat) and p.seed == point_seed(5, p.id)
+        assert p.params == dict(base, **p.coords, seed=p.seed) and p.path == f"points/{p.id}.h5"
+    assert len({p.seed for p in pts}) == 8
     # Python values plan the same points (ids, seeds, params) as command-line strings
-    again = plan_scan(P, {"temperature": [0.5, 1]}, {"step": [0.01, 0.02], "d": [1.0, 3]},
+    again = plan_scan(PARAMS, {"temperature": [0.5, 1]}, {"step": [0.01, 0.02], "d": [1.0, 3]},
                       repeat=2, sets={"seed": 5})
     assert again == (base, pts, grid, zipped)
-    bad = [dict(grid=["seed=1,2"]), dict(grid=["nope=1,2"]), dict(grid=["d=1,1.0"]),
-           dict(zipped=["d=1,2", "step=0.1"]), dict(grid=["d=1,2"], sets=["d=3"]),
-           dict(grid=["d=1", "d=2"]), dict(grid=["d="]), dict(repeat=0)]
-    for kw in bad:
-        with pytest.raises(ConfigError):
-            plan_scan(P, **kw)
+    # a point's id and seed do not depend on the other points of the scan
+    alone = plan_scan(PARAMS, {"temperature": [1.0]}, {"step": [0.02], "d": [3]}, repeat=2,
+                      sets={"seed": 5})[1]
+    assert alone == pts[-2:]
+    bad = {"seed cannot be a scan axis": dict(grid=["seed=1,2"]),
+           r"\['nope'\] are not parameters": dict(grid=["nope=1,2"]),
+           "coincide after type coercion": dict(grid=["temperature=1,1.0"]),
+           "lists of equal length": dict(zipped=["d=1,2", "step=0.1"]),
+           "both as scan axes and --set": dict(grid=["d=1,2"], sets=["d=3"]),
+           "--grid d given twice": dict(grid=["d=1", "d=2"]),
+           "comma-separated list": dict(grid=["d="]),
+           "--repeat must be >= 1": dict(repeat=0)}
+    for match, kw in bad.items():
+        with pytest.raises(ConfigError, match=match):
+            plan_scan(PARAMS, **kw)
 
 
 def test_grid_scan_on_local_cluster(grid_scan):
     man, root = grid_scan.manifest, grid_scan.root
-    assert len(man) == 6 and man["id"].is_unique and (man["status"] == "done").all(), man
-    assert sorted(zip(man["step"], man["temperature"])) == sorted(
-        (s, t) for s in GRID["step"] for t in GRID["temperature"])
+    plan = plan_scan(PARAMS, GRID)[1]
+    assert list(man["id"]) == [p.id for p in plan], man          # plan order, 6 points
+    assert [(r["step"], r["temperature"]) for _, r in man.iterrows()] == [
+        (s, t) for s in GRID["step"] for t in GRID["temperature"]]
+    assert (man["status"] == "done").all() and (man["error"] == "").all(), man
     csv = pd.read_csv(root / "manifest.csv", keep_default_na=False)
     assert list(csv.columns) == ["id", "step", "temperature", "repeat", "seed", "status", "path",
                                  "wall_s", "error"]
-    assert list(csv["id"]) == list(man["id"]) and list(csv["seed"]) == list(man["seed"])
-    assert (csv["status"] == "done").all() and (csv["error"] == "").all() and (csv["wall_s"] > 0).all()
+    pd.testing.assert_frame_equal(csv, man, check_dtype=False)
     assert sorted(p.name for p in (root / "points").glob("*.h5")) == sorted(f"{i}.h5" for i in man["id"])
-    for _, row in man.iterrows():
+    for p, (_, row) in zip(plan, man.iterrows()):
+        side = sidecar(root, p.id)
+        # the manifest's wall time is the attempt's own; it ran on a worker, from scratch
+        assert side["status"] == "done" and side["wall_s"] == row["wall_s"] > 0
+        assert side["worker"] != THIS_PROCESS and side["resumed_from"] is None
+        assert (row["path"], row["repeat"], row["seed"]) == (p.path, 0, point_seed(0, p.id))
         with open_run(root / row["path"]) as run:
             cfg = run.config
-            params, meta = cfg["meta"]["params"], cfg["meta"]["scan"]
-            assert run.complete and run.steps_done == 1000 and run.n_records == 101
-            assert (params["step"], params["temperature"]) == (row["step"], row["temperature"])
-            assert params["seed"] == cfg["seed"] == row["seed"] == point_seed(0, row["id"])
-            assert meta["id"] == row["id"] and meta["coords"] == {"step": row["step"],
-                                                                  "temperature": row["temperature"]}
+            assert cfg["meta"]["params"] == p.params and p.params["seed"] == cfg["seed"] == p.seed
+            assert cfg["meta"]["scan"] == {"id": p.id, "coords": p.coords, "repeat": 0, "scan_seed": 0}
             assert cfg["dynamics"]["temperature"]["start"] == row["temperature"]
+            assert cfg["dynamics"]["step"]["start"] == row["step"] and cfg["replicas"] == 64
+            assert run.complete and run.steps_done == 1000
+            np.testing.assert_array_equal(run.step, np.arange(0, 1001, 10))
+            assert (run.diverged_step == -1).all()
 
 
 def test_scan_leaves_this_process_environment_alone(grid_scan):
     """The Nanny's pre-spawn environment (NUMBA_NUM_THREADS=1 ...) must not stay in
     os.environ here: Numba rereads it at every compile and refuses a new thread count."""
-    for k in _THREAD_VARS:
+    for k in THREAD_VARS:
         assert os.environ.get(k) == ENV_BEFORE[k], k
-    numba.njit(lambda a: a + 1)(1)          # a fresh compile rereads the environment
+    assert numba.njit(lambda a: a + 1)(1) == 2     # a fresh compile rereads the environment
 
 
-def test_summary_matches_exact_mean_energy(grid_scan):
+def test_summary_matches_records_and_exact_mean_energy(grid_scan):
     ds = grid_scan.summarize()
     assert dict(ds.sizes) == {"step": 2, "temperature": 3, "repeat": 1}
-    eta, T = ds["step"], ds["temperature"]
-    exact = 2 * T / (2 * (1 - eta / 2))       # d T / (2 (1 - eta k / 2)), d = 2, k = 1
-    # per-replica time averages of 50 records over 64 independent replicas: SE from their
+    assert list(ds["step"]) == GRID["step"] and list(ds["temperature"]) == GRID["temperature"]
+    # each value from the point's own records: the last half (records 50..100 of 101) of
+    # the 64 replicas, SE from the spread of the per-replica means
+    for _, row in grid_scan.manifest.iterrows():
+        pt = ds.sel(step=row["step"], temperature=row["temperature"], repeat=0)
+        with grid_scan.open(row["id"]) as run:
+            per_replica = np.asarray(run.energy[50:]).mean(axis=0)
+        assert per_replica.shape == (64,)
+        assert float(pt["energy_mean"]) == pytest.approx(per_replica.mean(), rel=1e-12)
+        assert float(pt["energy_se"]) == pytest.approx(per_replica.std(ddof=1) / 8, rel=1e-12)
+        assert (float(pt["alive"]), int(pt["seed"]), pt["status"].item()) == (1.0, row["seed"], "done")
+    exact = exact_mean_energy(ds["temperature"], ds["step"])
+    # per-replica time averages of 51 records over 64 independent replicas: SE from their
     # spread (~3% here), tolerance 4 SE; a factor-2 error in T or d fails by > 20 SE
     assert_within_se(ds["energy_mean"].values, exact.broadcast_like(ds["energy_mean"]).values,
                      ds["energy_se"].values, what="scan mean energy")
@@ -165,58 +222,118 @@ def test_summary_matches_exact_mean_energy(grid_scan):
 
 def test_serial_scan_gives_identical_files_and_points_rerun_alone(grid_scan, tmp_path):
     out = tmp_path / "serial"
-    rc = cli(["scan", SCEN, "--grid", "step=0.02,0.05", "--grid", "temperature=0.5,1,2",
-              "--workers", "1", "--threads", "1", "--out", str(out)])
-    assert rc == 0
+    args = ["scan", SCEN, "--grid", "step=0.02,0.05", "--grid", "temperature=0.5,1,2",
+            "--workers", "1", "--threads", "1", "--out", str(out)]
+    assert cli(args) == 0
     serial = open_scan(out)
     assert list(serial.manifest["id"]) == list(grid_scan.manifest["id"])
+    assert (serial.manifest["status"] == "done").all()
     for rel in grid_scan.manifest["path"]:
         assert_same_file(grid_scan.root / rel, out / rel)
+    ids = list(serial.manifest["id"])
+    assert all(sidecar(out, i)["worker"] == THIS_PROCESS for i in ids)   # in this process
     # one point alone, from its manifest row, gives the same records
     row = serial.manifest.iloc[4]
     alone = run_scenario(SCEN, {"step": row["step"], "temperature": row["temperature"],
                                 "seed": int(row["seed"])}, out=tmp_path / "alone.h5", progress=False)
     with alone, open_run(out / row["path"]) as run:
-        np.testing.assert_array_equal(alone.energy[:], run.energy[:])
-        np.testing.assert_array_equal(alone.positions[:], run.positions[:])
-    # rerunning the same command touches no finished point
-    mtimes = {p: p.stat().st_mtime_ns for p in (out / "points").iterdir()}
-    assert cli(["scan", SCEN, "--grid", "step=0.02,0.05", "--grid", "temperature=0.5,1,2",
-                "--workers", "1", "--out", str(out)]) == 0
-    assert {p: p.stat().st_mtime_ns for p in (out / "points").iterdir()} == mtimes
-    # a half-written (truncated, unreadable) file is detected and redone from scratch
+        for name in ("step", "energy", "positions", "diverged_step"):
+            np.testing.assert_array_equal(getattr(alone, name)[:], getattr(run, name)[:], err_msg=name)
+    # rerunning the same command touches no finished point (run files and sidecars)
+    before = mtimes(out, ids)
+    assert len(before) == 12 and cli(args) == 0
+    assert mtimes(out, ids) == before
+    # a half-written (truncated, unreadable) file is detected and redone from scratch, alone
     victim = out / row["path"]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    assert open_scan(out).manifest.set_index("id").loc[row["id"], "status"] == "incomplete"
-    run_scan(SCEN, grid=GRID, out=out, workers=1, threads=1)
+    status = open_scan(out).manifest.set_index("id")["status"]
+    assert status[row["id"]] == "incomplete" and (status.drop(row["id"]) == "done").all()
+    others = {p: t for p, t in before.items() if not p.name.startswith(row["id"])}
+    again = run_scan(SCEN, grid=GRID, out=out, workers=1, threads=1)
+    assert (again.manifest["status"] == "done").all()
+    assert sidecar(out, row["id"])["resumed_from"] is None
     assert_same_file(grid_scan.root / row["path"], victim)
+    assert {p: p.stat().st_mtime_ns for p in others} == others
     # another base parameter in the same directory is refused, not mixed in
-    with pytest.raises(ConfigError, match="other base parameters"):
+    with pytest.raises(ConfigError, match=r"other base parameters \(steps: 1000 -> 2000\)"):
         run_scan(SCEN, grid=GRID, sets=["steps=2000"], out=out, workers=1)
 
 
-def test_failing_and_diverging_points_are_recorded(cluster, tmp_path):
+def test_rerun_repairs_a_point_at_its_target_marked_incomplete(tmp_path):
+    """A finished point whose commit marker says incomplete at its target step (what
+    `langevin-sim resume` of a complete run used to leave) is repaired by the rerun: exit 0,
+    the file complete again and otherwise unchanged, not an endless 'incomplete'."""
+    out = tmp_path / "repair"
+    args = ["scan", SCEN, "--grid", "temperature=0.5,1", "--set", "steps=200", "--workers", "1",
+            "--out", str(out)]
+    assert cli(args) == 0
+    ids = list(open_scan(out).manifest["id"])
+    victim, kept = out / "points" / f"{ids[0]}.h5", tmp_path / "finished.h5"
+    shutil.copy(victim, kept)
+    with h5py.File(victim, "r+") as f:
+        commit = f[F.COMMIT][()]
+        assert commit[F.COMPLETE] == 1 and commit[F.STEPS_DONE] == commit[F.CKPT_STEP] == 200
+        commit[F.COMPLETE] = 0
+        f[F.COMMIT][...] = commit
+    row = open_scan(out).manifest.iloc[0]
+    assert (row["status"], row["error"]) == ("incomplete", "run file incomplete at step 200 of 200")
+    before = mtimes(out, ids[1:])
+    assert cli(args) == 0
+    man = open_scan(out).manifest
+    assert list(man["status"]) == ["done", "done"], man
+    with open_run(victim) as run:
+        assert run.complete and run.steps_done == 200 and run.n_records == 21
+    assert_same_file(kept, victim)                  # records, checkpoints, config: unchanged
+    side = sidecar(out, ids[0])
+    assert side["status"] == "done" and side["resumed_from"] == 200
+    assert mtimes(out, ids[1:]) == before           # the other point was not touched
+
+
+def test_failing_and_diverging_points_are_recorded(cluster, tmp_path, capsys):
     out = tmp_path / "fail"
     scan = run_scan(SCEN, grid={"curvature": [1.0, -1.0, 100.0]}, repeat=2, out=out,
                     scheduler=cluster.scheduler_address, sets=["steps=200"])
     man = scan.manifest.set_index("id")
     assert len(man) == 6 and man["seed"].is_unique
+    assert sorted(man["curvature"]) == [-1.0] * 2 + [1.0] * 2 + [100.0] * 2
     by = {c: man[man["curvature"] == c] for c in (1.0, -1.0, 100.0)}
-    assert (by[1.0]["status"] == "done").all()
+    assert (by[1.0]["status"] == "done").all() and (by[1.0]["error"] == "").all()
     assert (by[-1.0]["status"] == "failed").all()
-    assert by[-1.0]["error"].str.contains("ValueError: curvature must be > 0, got -1.0").all()
+    assert (by[-1.0]["error"] == "ValueError: curvature must be > 0, got -1.0").all()
     assert not any((out / p).exists() for p in by[-1.0]["path"])
-    side = json.loads((out / "points" / f"{by[-1.0].index[0]}.json").read_text())
-    assert side["status"] == "failed" and "raise ValueError" in side["traceback"]
-    # step * curvature = 5 > 2: Euler-Maruyama is unstable, every replica diverges
+    for pid in by[-1.0].index:
+        side = sidecar(out, pid)
+        assert side["status"] == "failed" and "raise ValueError" in side["traceback"]
+        assert side["wall_s"] == man.loc[pid, "wall_s"]
+    # step * curvature = 5 > 2: Euler-Maruyama is unstable, every replica diverges; the
+    # error names the first divergence step recorded in the file
     assert (by[100.0]["status"] == "diverged").all()
-    assert by[100.0]["error"].str.contains("all 64 replicas diverged").all()
+    for pid, row in by[100.0].iterrows():
+        with open_run(out / row["path"]) as run:
+            assert run.complete and (run.diverged_step >= 0).all()
+            first = int(run.diverged_step.min())
+        assert row["error"] == f"all 64 replicas diverged (first at step {first})"
     ds = scan.summarize()
     assert np.isnan(ds["energy_mean"].sel(curvature=[-1.0, 100.0])).all()
-    assert np.isfinite(ds["energy_mean"].sel(curvature=1.0)).all()
+    assert (ds["status"].sel(curvature=-1.0) == "failed").all()
+    # the finished points: 21 records, the last 11 (steps 100..200, 5 relaxation times in)
+    assert_within_se(ds["energy_mean"].sel(curvature=1.0).values, exact_mean_energy(1.0, 0.05),
+                     ds["energy_se"].sel(curvature=1.0).values, what="curvature 1 mean energy")
     csv = pd.read_csv(out / "manifest.csv")
     assert sorted(csv["status"]) == ["diverged"] * 2 + ["done"] * 2 + ["failed"] * 2
-    assert "curvature must be > 0" in scan.describe()
+    # the command's rerun: exit 1 (not every point done), the failed points listed, tried
+    # again, the finished ones (done and diverged) untouched
+    finished_ids = [*by[1.0].index, *by[100.0].index]
+    finished = mtimes(out, finished_ids)
+    capsys.readouterr()
+    assert cli(["scan", SCEN, "--grid", "curvature=1,-1,100", "--repeat", "2", "--set", "steps=200",
+                "--scheduler", cluster.scheduler_address, "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"scan {out}: 6 points: 2 diverged, 2 done, 2 failed" in printed
+    assert all(f"{pid} (curvature=-1.0, repeat {r}): failed: ValueError: curvature must be > 0"
+               in printed for pid, r in by[-1.0]["repeat"].items())
+    assert mtimes(out, finished_ids) == finished
+    assert open_scan(out).manifest.set_index("id")["status"].equals(man["status"])
 
 
 def _committed_checkpoint(path: Path) -> bool:
@@ -252,39 +369,66 @@ def test_killed_worker_then_rerun_completes_without_duplicates(cluster, tmp_path
     th.join(timeout=120)
     assert killed is not None, "the slow point finished or never started before the kill"
     man = result["scan"].manifest.set_index("id")
-    assert man.loc[slow, "status"] == "failed" and "KilledWorker" in man.loc[slow, "error"]
+    assert man.loc[slow, "status"] == "failed"
+    assert man.loc[slow, "error"].startswith("KilledWorker: ") and "the worker process died" in \
+        man.loc[slow, "error"]
+    fast = [i for i in man.index if i != slow]
+    assert (man.loc[fast, "status"] == "done").all()
     try:
         with open_run(out / "points" / f"{slow}.h5") as run:     # half-written, committed
             assert not run.complete and 0 < run.steps_done < slow_steps
         torn = False
     except RunFileError:      # torn by the kill mid-write: the rerun must start it again
         torn = True
+    before = mtimes(out, fast)
     again = run_scan(SCEN, **kw)
     man = again.manifest
     assert len(man) == 3 and man["id"].is_unique and (man["status"] == "done").all(), man
     assert sorted(p.name for p in (out / "points").glob("*.h5")) == sorted(f"{i}.h5" for i in man["id"])
-    with open_run(out / "points" / f"{slow}.h5") as run:
+    assert mtimes(out, fast) == before                 # the finished points were skipped
+    side = sidecar(out, slow)
+    assert side["status"] == "done" and side["worker"] != THIS_PROCESS
+    if not torn:      # resumed from a committed checkpoint, which sits on a record step
+        assert 0 < side["resumed_from"] < slow_steps and side["resumed_from"] % slow_every == 0
+    with open_run(out / "points" / f"{slow}.h5") as run:       # every record once
         assert run.complete and run.steps_done == slow_steps
         np.testing.assert_array_equal(run.step, np.arange(0, slow_steps + 1, slow_every))
-        assert np.isfinite(run.energy[:]).all()
-    side = json.loads((out / "points" / f"{slow}.json").read_text())
-    assert side["status"] == "done" and (torn or side["resumed_from"] > 0), side
+        assert (run.diverged_step == -1).all()
     ds = again.summarize()
-    assert ds["energy_mean"].dims == ("zip", "repeat") and list(ds["steps"]) == [200, 200, slow_steps]
+    assert ds["energy_mean"].dims == ("zip", "repeat")
+    assert list(ds["steps"]) == [200, 200, slow_steps] and list(ds["temperature"]) == [0.5, 1.0, 2.0]
+    # the resumed point samples its stationary law (the bit-for-bit continuation of a killed
+    # run is tests/test_runfile.py's): the last 101 records of 64 replicas, T = 2
+    slow_ds = ds.isel(zip=2, repeat=0)
+    assert_within_se(float(slow_ds["energy_mean"]), exact_mean_energy(2.0, 0.05),
+                     float(slow_ds["energy_se"]), what="resumed point's mean energy")
 
 
 def test_scan_summary_script_writes_table_and_png(grid_scan, tmp_path, capsys):
+    import matplotlib.image
+
     png = tmp_path / "summary.png"
     main = runpy.run_path(str(ROOT / "analysis" / "scan_summary.py"))["main"]
     table = main([str(grid_scan.root), "--x", "temperature", "--png", str(png)])
-    assert png.stat().st_size > 1000
-    assert len(table) == 6 and (table["n_repeat"] == 1).all()
+    assert matplotlib.image.imread(png).shape[:2] == (480, 720)      # 6 x 4 in at 120 dpi
+    # one row per point (sorted by step, temperature), the repeat's own summary values
+    assert [(r.step, r.temperature) for r in table.itertuples()] == [
+        (s, t) for s in GRID["step"] for t in GRID["temperature"]]
+    assert (table["n_repeat"] == 1).all()
+    ds = grid_scan.summarize().sel(repeat=0)
+    for r in table.itertuples():
+        pt = ds.sel(step=r.step, temperature=r.temperature)
+        assert r.energy_mean == pytest.approx(float(pt["energy_mean"]), rel=1e-12)
+        assert r.energy_se == pytest.approx(float(pt["energy_se"]), rel=1e-12)
     printed = capsys.readouterr().out
-    assert "energy_mean" in printed and "6 done" in printed
+    assert f"scan {grid_scan.root}: 6 points: 6 done\n" in printed and f"figure: {png}" in printed
+    assert table.to_string(index=False, float_format=lambda v: f"{v:.6g}") in printed
 
 
-def test_import_langevin_sim_needs_no_dask(tmp_path):
-    code = ("import sys, langevin_sim, langevin_sim.scan, langevin_sim.analysis, langevin_sim.cli;"
+def test_import_langevin_sim_needs_no_dask_and_analysis_needs_no_scan(tmp_path):
+    code = ("import sys, langevin_sim, langevin_sim.analysis;"
+            "assert 'langevin_sim.scan' not in sys.modules;"     # no scan <-> analysis cycle
+            "import langevin_sim.scan, langevin_sim.cli;"
             "langevin_sim.cli.build_parser();"
             "bad = [m for m in ('dask', 'distributed', 'pandas', 'xarray') if m in sys.modules];"
             "assert not bad, bad")
@@ -303,10 +447,10 @@ def test_cold_numba_cache_is_warmed_once_before_workers(tmp_path):
                     "dtype=float64,float32", "--grid", "temperature=0.5,1", "--set", "steps=200",
                     "--workers", "2", "--out", str(out)], check=True, env=env, cwd=tmp_path)
     scan = open_scan(out)
-    assert (scan.manifest["status"] == "done").all()
+    assert len(scan.manifest) == 4 and (scan.manifest["status"] == "done").all()
     starts = []
     for pid in scan.manifest["id"]:
-        side = json.loads((out / "points" / f"{pid}.json").read_text())
+        side = sidecar(out, pid)
         end = datetime.datetime.fromisoformat(side["finished"]).timestamp()
         starts.append(end - side["wall_s"])
     written = [f.stat().st_mtime for f in cache.rglob("*") if f.suffix in (".nbi", ".nbc")]
@@ -316,12 +460,10 @@ def test_cold_numba_cache_is_warmed_once_before_workers(tmp_path):
 def test_scheduler_address_and_dashboard_note(cluster, capsys):
     import importlib.util
 
-    from langevin_sim.scan import _announce
-
     with Client(cluster.scheduler_address) as client:
-        _announce(client)
+        announce(client)
     err = capsys.readouterr().err
-    assert cluster.scheduler_address in err and "2 workers" in err
+    assert f"dask scheduler {cluster.scheduler_address} (2 workers)" in err
     if importlib.util.find_spec("bokeh") is None:
         assert "no dashboard: it needs `pip install bokeh`" in err
     else:
@@ -331,10 +473,17 @@ def test_scheduler_address_and_dashboard_note(cluster, capsys):
 def test_scan_directory_lock_refuses_a_second_scan(tmp_path):
     out = tmp_path / "locked"
     (out / "points").mkdir(parents=True)
-    (out / "scan.lock").write_text(f"{socket.gethostname()}:{os.getpid()}")
-    with pytest.raises(ConfigError, match="another scan"):
+    live = f"{socket.gethostname()}:{os.getpid()}"
+    (out / "scan.lock").write_text(live)
+    with pytest.raises(ConfigError, match=f"another scan \\({live}\\) is running"):
         run_scan(SCEN, grid={"temperature": [1.0]}, out=out, workers=1)
+    # refused before writing anything; the live owner keeps its lock
+    assert (out / "scan.lock").read_text() == live
+    assert sorted(p.name for p in out.rglob("*")) == ["points", "scan.lock"]
     (out / "scan.lock").write_text(f"{socket.gethostname()}:999999999")   # a dead owner
-    run_scan(SCEN, grid={"temperature": [1.0]}, sets=["steps=20"], out=out, workers=1)
+    scan = run_scan(SCEN, grid={"temperature": [1.0]}, sets=["steps=20"], out=out, workers=1)
+    assert list(scan.manifest["status"]) == ["done"] and not (out / "scan.lock").exists()
+    # a scan refused inside the lock (other base parameters) releases it too
+    with pytest.raises(ConfigError, match="other base parameters"):
+        run_scan(SCEN, grid={"temperature": [1.0]}, sets=["steps=40"], out=out, workers=1)
     assert not (out / "scan.lock").exists()
-    shutil.rmtree(out)

@@ -1,9 +1,10 @@
 """Scalar summaries of scan points, gathered into one xarray.Dataset over the scan axes.
 
 `gather(scan, fn)` applies `fn(run) -> float | {name: float}` to every finished point of a
-scan (`langevin_sim.scan.open_scan`) and returns a Dataset with one dimension per grid key,
-one ``zip`` dimension for keys varied together (those keys become coordinates along it),
-and ``repeat``; points that did not finish are NaN.  Imports neither numba nor dask;
+scan (a `langevin_sim.scan.Scan`, from `open_scan(DIR)`) and returns a Dataset with one
+dimension per grid key, one ``zip`` dimension for keys varied together (those keys become
+coordinates along it), and ``repeat``; points that did not finish are NaN.  Imports
+neither numba, dask nor `langevin_sim.scan` (whose `Scan.summarize` calls `gather`);
 xarray and pandas are imported when called.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ def energy_summary(run, burn: float = 0.5) -> dict:
 
 
 def gather(scan, fn=None, **kwargs):
-    """xarray.Dataset of `fn(run, **kwargs)` over the points of `scan` (a Scan or a directory).
+    """xarray.Dataset of `fn(run, **kwargs)` over the points of `scan` (a `Scan`).
 
     fn returns a float (variable ``fn.__name__``) or a dict {name: float}; default
     `energy_summary`.  Dimensions: the grid keys, ``zip`` (when the scan has zip keys, which
@@ -46,10 +47,6 @@ def gather(scan, fn=None, **kwargs):
     """
     import pandas as pd
 
-    from ..scan import open_scan
-
-    if not hasattr(scan, "manifest"):
-        scan = open_scan(scan)
     fn = energy_summary if fn is None else fn
     man = scan.manifest
     zip_index: dict = {}

@@ -10,7 +10,7 @@ For constrained potentials (`potential.constrained`, e.g. the spherical p-spin) 
 operator is the Riemannian Hessian on the tangent space (`potential.riemannian_hvp`); pass
 `riemannian=False` for the ambient Euclidean Hessian `potential.hvp`.
 
-Random vectors are Philox streams (purpose PROBE, key `seed`, counter replica = global
+Random vectors are Philox streams (purpose rng.PROBE, key `seed`, counter replica = global
 replica id), so results do not depend on how replicas are split.  Measurement `step` of
 replica r uses the stream positions n = step * 2**32 + offset, with offset
   j d + lane,            0 <= j < iters   Lanczos start (j = 0) and restart vectors (normals),
@@ -27,7 +27,6 @@ import numpy as np
 from .. import rng
 from ..errors import ConfigError
 
-PROBE = 7  # Philox purpose of sharpness random vectors (distinct from rng.NOISE .. rng.PERMUTE)
 STEP_STRIDE = 1 << 32   # stream positions per measurement step
 PROBE_OFFSET = 1 << 31  # first stream position of the Hutchinson probes within a step
 NAMES = ("sharpness", "hessian_trace", "hessian_trace_se")  # what `sharpness` returns
@@ -60,7 +59,7 @@ def _stream(seed, replicas, step, offset, d, kind):
         raise ConfigError(f"iters * d and probes * d must stay below 2**31 (d={d}); use fewer "
                           "iterations or probes")
     f = rng.stream_normals if kind == "normal" else rng.stream_words
-    return f(seed, PROBE, replicas, int(step) * STEP_STRIDE + offset, d)
+    return f(seed, rng.PROBE, replicas, int(step) * STEP_STRIDE + offset, d)
 
 
 def _replica_ids(replicas, M):

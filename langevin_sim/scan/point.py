@@ -1,0 +1,115 @@
+"""One scan point, run where it lands (a Dask worker or this process), and the Numba warm-up.
+
+`run_point` never raises for a failing point: it returns how the attempt ended, and the
+status it reports is the run file's own (``done`` only when the file is complete).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..io import Run
+from ..scenario import load_scenario, resolve_params
+from ..simulation import resume
+from .manifest import inspect_run
+
+
+@contextlib.contextmanager
+def _thread_limits(threads: int | None) -> Iterator[None]:
+    """Cap Numba parallel threads (this thread) and BLAS/OpenMP threads at `threads`."""
+    if threads is None:
+        yield
+        return
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        with threadpool_limits(limits=int(threads)):
+            yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def run_point(task: dict) -> dict:
+    """Run one scan point (on a worker or in-process); never raises for a failing point.
+
+    task: scenario (path), params (full, JSON), out (run-file path), scan (meta stored in
+    the file), threads, flush_seconds.  An incomplete file (a killed worker's, or one at its
+    target step but not marked complete) is resumed from its checkpoint when its parameters
+    match, else replaced.  Returns {id, status: done | diverged | failed, wall_s, error,
+    traceback, resumed_from, worker}; a file still incomplete afterwards is ``failed``.
+    """
+    t0 = time.perf_counter()
+    pid, out = task["scan"]["id"], Path(task["out"])
+    res = {"id": pid, "resumed_from": None, "error": "", "traceback": "",
+           "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    try:
+        with _thread_limits(task["threads"]):
+            run = None
+            info = inspect_run(out)
+            if info["state"] in ("complete", "incomplete") and info["params"] == task["params"]:
+                if info["state"] == "complete":
+                    run = Run(out)
+                elif info["checkpoint_step"] is not None:
+                    try:
+                        run = resume(out, progress=False, flush_seconds=task["flush_seconds"])
+                        res["resumed_from"] = info["checkpoint_step"]
+                    except Exception:  # a damaged file: start again below
+                        run = None
+            if run is None:
+                run = _fresh_run(task)
+            with run:
+                div = run.diverged_step
+                if not run.complete:
+                    res.update(status="failed", error=f"run file still incomplete at step "
+                                                      f"{run.steps_done} of {run.config['steps_target']}")
+                elif div.size and (div >= 0).all():
+                    res.update(status="diverged", error=f"all {div.size} replicas diverged "
+                                                        f"(first at step {int(div.min())})")
+                else:
+                    res["status"] = "done"
+    except Exception as e:
+        res.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    res["wall_s"] = round(time.perf_counter() - t0, 6)
+    return res
+
+
+def _fresh_run(task: dict) -> Run:
+    mod = load_scenario(task["scenario"])
+    p = resolve_params(mod.Params, sets=task["params"])
+    sim = mod.build(p)
+    sim.meta.update(scenario=os.path.basename(task["scenario"]), params=dataclasses.asdict(p),
+                    scan=task["scan"])
+    out = Path(task["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return sim.run(p.steps, p.record_every, out=out, record_positions=p.record_positions,
+                   overwrite=True, progress=False, flush_seconds=task["flush_seconds"])
+
+
+def warm_numba_cache(scenario: str, tasks: list[dict], tries: int = 3) -> None:
+    """Compile the Numba kernels of the pending points into the on-disk cache, in this
+    process, before workers start: for each distinct combination of the points' str/bool
+    coordinates (a backend, a dtype, a model switch: what can change the kernels; numbers
+    only change their arguments), build the first buildable point with 2 replicas and take
+    one step.  A point whose build fails is skipped here; its own run reports why."""
+    mod = load_scenario(scenario)
+    groups: dict = {}
+    for t in tasks:
+        key = tuple((k, v) for k, v in sorted(t["scan"]["coords"].items()) if isinstance(v, (str, bool)))
+        groups.setdefault(key, []).append(t)
+    for group in groups.values():
+        for task in group[:tries]:
+            try:
+                p = resolve_params(mod.Params, sets=task["params"])
+                mod.build(dataclasses.replace(p, replicas=min(p.replicas, 2))).advance(1)
+                break
+            except Exception:
+                continue
