@@ -2,8 +2,10 @@
 
 usage: python analysis/stationary.py RUN.h5 [--records K] [--bins B] [--png PATH]
 Prints the table (sampled vs exact density per bin, z-scores, chi-square) and saves a figure.
+Needs a separable potential (DoubleWell); other runs get a one-line error.
 """
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from langevin_sim import open_run  # noqa: E402
+from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis import run_marginal_fit  # noqa: E402
 
 
@@ -24,12 +26,16 @@ def main(argv=None):
     ap.add_argument("--bins", type=int, default=40)
     ap.add_argument("--png", help="figure path (default: next to the run, *_stationary.png)")
     a = ap.parse_args(argv)
-    with open_run(a.run) as run:
-        fit = run_marginal_fit(run, bins=a.bins, records=a.records)
-        pot, T = run.potential, run.config["dynamics"]["temperature"]["start"]
-        print(f"{a.run}: {type(pot).__name__}, T = {T}, steps {run.steps_done}")
-        print(fit.table())
-        x = np.asarray(run.positions[run.n_records - a.records:])[:, run.diverged_step < 0]
+    try:
+        with open_run(a.run) as run:
+            fit = run_marginal_fit(run, bins=a.bins, records=a.records)
+            pot, T = run.potential, run.config["dynamics"]["temperature"]["start"]
+            print(f"{a.run}: {type(pot).__name__}, T = {T}, steps {run.steps_done}")
+            print(fit.table())
+            x = np.asarray(run.positions[run.n_records - a.records:])[:, run.diverged_step < 0]
+    except LangevinSimError as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
     y = np.linspace(fit.edges[1], fit.edges[-2], 400)
     dens = np.exp(-(pot.marginal_energy(y) - pot.marginal_energy(y).min()) / T)
     dens /= np.trapezoid(dens, y) / (fit.expected[1:-1].sum() / fit.n)

@@ -4,21 +4,28 @@ A scenario file defines
 
     @dataclass(frozen=True)
     class Params(RunParams):      # RunParams: replicas, steps, record_every, seed, backend, ...
-        temperature: float = 0.5
+        replicas: int = 4096      # a new default; the meaning is RunParams'
+        temperature: float = param(0.5, "temperature T of the Langevin noise")
+        model: Literal["a", "b"] = param("a", "which model")   # --help lists the choices
 
     def build(p: Params) -> Simulation: ...
 
-and ends with ``if __name__ == "__main__": main(__file__)``.  Parameters come from the
-dataclass defaults, then an optional TOML file, then ``--set key=value`` overrides, each
-checked against the field's type.  The resolved parameters are stored in the run file.
+and ends with ``if __name__ == "__main__": main(__file__)``.  Every field states its meaning
+once, in `param(default, help)`; ``--help`` prints it with the type, default and choices.
+Parameters come from the dataclass defaults, then an optional TOML file, then
+``--set key=value`` overrides, each checked against the field's type.  The resolved
+parameters are stored in the run file.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import importlib.util
+import numbers
 import os
+import re
 import sys
+import textwrap
 import tomllib
 import types
 import typing
@@ -27,78 +34,180 @@ from pathlib import Path
 from .errors import ConfigError
 from .io import Run
 
+Backend = typing.Literal["numpy", "numba", "cuda"]
+Dtype = typing.Literal["float64", "float32"]
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def param(default, help: str):
+    """A `Params` field: its default and one line of meaning, shown by the scenario's --help."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
 
 @dataclasses.dataclass(frozen=True)
 class RunParams:
     """Parameters every scenario has: how many replicas, how long, where, how recorded."""
 
-    replicas: int = 256
-    steps: int = 10_000
-    record_every: int = 100
-    seed: int = 0
-    backend: str = "numba"
-    dtype: str = "float64"
-    record_positions: bool = True
+    replicas: int = param(256, "number of independent replicas (chains) simulated together")
+    steps: int = param(10_000, "number of steps to run (the run's planned total)")
+    record_every: int = param(100, "steps between two records")
+    seed: int = param(0, "seed of every random number: noise, minibatches, initial states")
+    backend: Backend = param("numba", "numpy: the float64 reference; numba: compiled CPU "
+                                      "kernels; cuda: GPU (pip install 'langevin_sim[gpu]')")
+    dtype: Dtype = param("float64", "floating-point type of the state")
+    record_positions: bool = param(True, "record every replica's position (false: energies and "
+                                         "observables only)")
 
 
 def load_scenario(path) -> types.ModuleType:
     """Import a scenario script by path; it must define `Params` and `build`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no scenario script at {path}; pass the path of a scenarios/*.py file")
+    if not path.exists():
+        raise ConfigError(f"scenario {path}: no such file; pass the path of a scenario script "
+                          "such as scenarios/double_well.py")
+    if not path.is_file() or path.suffix != ".py":
+        raise ConfigError(f"{path} is not a scenario: a scenario is a Python script (*.py) "
+                          "defining `Params` and `build`, such as scenarios/double_well.py")
     name = f"langevin_scenario_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
-    for attr in ("Params", "build"):
-        if not hasattr(mod, attr):
-            raise ConfigError(f"scenario {path} defines no `{attr}`; see langevin_sim.scenario")
+    params = getattr(mod, "Params", None)
+    lacks = [what for what, ok in [
+        ("`Params` (a dataclass extending langevin_sim.scenario.RunParams)",
+         isinstance(params, type) and issubclass(params, RunParams)),
+        ("`build(params) -> Simulation`", callable(getattr(mod, "build", None)))] if not ok]
+    if lacks:
+        raise ConfigError(f"{path} is not a scenario: it defines no {' and no '.join(lacks)}; "
+                          "see scenarios/double_well.py")
     return mod
 
 
-def _coerce(field: dataclasses.Field, hint, value):
-    if not isinstance(value, str):
-        return value
-    origin = typing.get_origin(hint)
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    target = args[0] if origin in (typing.Union, types.UnionType) and args else hint
-    if value.lower() in ("none", "null") and type(None) in typing.get_args(hint):
-        return None
+def _read_toml(path) -> dict:
+    """The table of TOML file `path`; ConfigError naming the file (and line) if unreadable."""
     try:
-        if target is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if target in (int, float, str):
-            return target(float(value)) if target is int and "e" in value.lower() else target(value)
-    except ValueError:
-        raise ConfigError(f"--set {field.name}={value!r}: expected {getattr(target, '__name__', target)}") from None
-    return value
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not a TOML file (not UTF-8 text)") from None
+    except tomllib.TOMLDecodeError as e:
+        m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", str(e))
+        where = f"at line {m[2]}, column {m[3]}: {m[1]}" if m else str(e)
+        raise ConfigError(f"--config {path}: invalid TOML {where}") from None
+
+
+def _optional(hint) -> bool:
+    return (typing.get_origin(hint) in (typing.Union, types.UnionType)
+            and type(None) in typing.get_args(hint))
+
+
+def _choices(hint) -> tuple:
+    """The allowed values of a Literal (or optional Literal) field type, else ()."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return sum((_choices(a) for a in typing.get_args(hint)), ())
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is typing.Literal:
+        return type(typing.get_args(hint)[0]).__name__
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _parse(kind: type, value):
+    """`value` as a `kind` (bool, int, float or str): strings are parsed, numbers converted
+    when exactly representable; ValueError if it does not fit."""
+    if isinstance(value, str) and kind is not str:
+        v = value.strip().lower()
+        if kind is bool and v in _TRUE + _FALSE:
+            return v in _TRUE
+        value = int(v) if kind is int and re.fullmatch(r"[-+]?\d+", v) else float(v)
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind is float and number:
+        return float(value)
+    if kind is int and number and float(value).is_integer():
+        return int(value)
+    if kind in (bool, str) and isinstance(value, kind):
+        return value
+    raise ValueError(value)
+
+
+def _coerce(hint, value, where: str):
+    """`value` as a value of field type `hint` (bool, int, float, str, a Literal, or one of
+    them | None); ConfigError naming `where` the value came from if it does not fit."""
+    if _optional(hint):
+        if value is None or isinstance(value, str) and value.lower() in ("none", "null"):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is typing.Literal:
+        for c in typing.get_args(hint):
+            if value == c or isinstance(value, str) and value == str(c):
+                return c
+        raise ConfigError(f"{where}: expected one of {', '.join(map(str, _choices(hint)))}")
+    if hint not in (bool, int, float, str):
+        return value
+    try:
+        return _parse(hint, value)
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{where}: expected {_type_name(hint)}") from None
 
 
 def resolve_params(params_cls, toml_path=None, sets: dict | list | None = None):
-    """Defaults <- TOML file <- overrides (dict or ['key=value', ...]) -> frozen Params."""
-    values: dict = {}
+    """Defaults <- TOML file <- overrides (dict or ['key=value', ...]) -> frozen Params.
+
+    An unknown key or a value of the wrong type is a ConfigError naming where it came from
+    (the --config file and key, the --set item, or the argument)."""
+    given: dict = {}  # key -> (value, where it came from)
     if toml_path is not None:
-        with open(toml_path, "rb") as fh:
-            values.update(tomllib.load(fh))
+        given.update((k, (v, f"{k} = {v!r} in --config {toml_path}"))
+                     for k, v in _read_toml(toml_path).items())
     if isinstance(sets, (list, tuple)):
         for item in sets:
             if "=" not in item:
                 raise ConfigError(f"--set expects key=value, got {item!r}")
-            k, v = item.split("=", 1)
-            values[k.strip()] = v.strip()
+            k, v = (s.strip() for s in item.split("=", 1))
+            given[k] = (v, f"--set {k}={v}")
     elif sets:
-        values.update(sets)
-    fields = {f.name: f for f in dataclasses.fields(params_cls)}
-    unknown = sorted(set(values) - set(fields))
+        given.update((k, (v, f"{k}={v!r}")) for k, v in sets.items())
+    fields = {f.name for f in dataclasses.fields(params_cls)}
+    unknown = [where for k, (_, where) in given.items() if k not in fields]
     if unknown:
-        raise ConfigError(f"unknown parameter(s) {unknown}; this scenario takes {sorted(fields)}")
+        raise ConfigError(f"unknown parameter(s): {'; '.join(unknown)}; this scenario takes "
+                          f"{sorted(fields)}")
     hints = typing.get_type_hints(params_cls)
-    return params_cls(**{k: _coerce(fields[k], hints[k], v) for k, v in values.items()})
+    return params_cls(**{k: _coerce(hints[k], v, where) for k, (v, where) in given.items()})
+
+
+def field_help(params_cls, name: str) -> str:
+    """A `Params` field's meaning: its `param(..., help)`, else that of the field it overrides
+    (ConfigError if there is none)."""
+    for cls in params_cls.__mro__:
+        f = vars(cls).get("__dataclass_fields__", {}).get(name)
+        if f is not None and "help" in f.metadata:
+            return f.metadata["help"]
+    raise ConfigError(f"scenario parameter {name!r} has no help text; declare it as "
+                      f"`{name}: type = param(default, \"what it means\")`")
+
+
+def params_help(params_cls) -> str:
+    """The --help listing of a scenario's parameters: name, type, default, choices and
+    meaning of each (ConfigError if a field has no help text)."""
+    hints = typing.get_type_hints(params_cls)
+    out = ["parameters (--set KEY=VALUE, or KEY = VALUE lines in the --config TOML file):"]
+    for f in dataclasses.fields(params_cls):
+        head = f"  {f.name}: {_type_name(hints[f.name])} = {f.default!r}"
+        if _choices(hints[f.name]):
+            head += f"  (one of: {', '.join(map(str, _choices(hints[f.name])))})"
+        out += [head, textwrap.fill(field_help(params_cls, f.name), 92,
+                                    initial_indent=" " * 6, subsequent_indent=" " * 6)]
+    return "\n".join(out)
 
 
 def run_scenario(path, sets=None, toml_path=None, out=None, overwrite: bool = False,
@@ -117,25 +226,50 @@ def run_scenario(path, sets=None, toml_path=None, out=None, overwrite: bool = Fa
                    overwrite=overwrite, progress=progress, swmr=swmr, flush_seconds=flush_seconds)
 
 
+class _ScenarioParser(argparse.ArgumentParser):
+    """A scenario script's parser; its help ends with `params_help`, built when asked for, so
+    a field without help text fails ``--help`` but not a run."""
+
+    def __init__(self, params_cls, **kwargs):
+        super().__init__(formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        self.params_cls = params_cls
+
+    def format_help(self) -> str:
+        self.epilog = params_help(self.params_cls)
+        return super().format_help()
+
+
 def main(path, argv=None) -> Run:
-    """Command line of a scenario script: ``python scenarios/X.py [--set k=v] [--out PATH]``."""
-    mod = load_scenario(path)
-    ap = argparse.ArgumentParser(prog=os.path.basename(path), description=mod.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(ap)
-    ap.epilog = "parameters (--set key=value):\n" + "\n".join(
-        f"  {f.name} = {f.default!r}" for f in dataclasses.fields(mod.Params))
-    a = ap.parse_args(argv)
-    run = run_scenario(path, a.set, a.config, a.out, a.overwrite, a.backend, a.progress, a.swmr)
-    print(run.summary())
-    return run
+    """Command line of a scenario script: ``python scenarios/X.py [--set k=v] [--out PATH]``.
+
+    A LangevinSimError exits with status 2 and one line ``X.py: error: ...``; Ctrl-C and
+    SIGTERM stop with one line saying how to resume; diverged replicas are reported."""
+    from .cli import guarded
+
+    prog = os.path.basename(path)
+    done = []
+
+    def go() -> None:
+        mod = load_scenario(path)
+        ap = _ScenarioParser(mod.Params, prog=prog, description=mod.__doc__)
+        add_run_arguments(ap)
+        a = ap.parse_args(argv)
+        done.append(run_scenario(path, a.set, a.config, a.out, a.overwrite, a.backend,
+                                 a.progress, a.swmr))
+        print(done[0].summary())
+
+    status = guarded(go, prog=prog)
+    if status:
+        sys.exit(status)
+    return done[0]
 
 
 def add_run_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of `langevin-sim run` and of a scenario script."""
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a scenario parameter (repeatable)")
     ap.add_argument("--config", metavar="TOML", help="TOML file of scenario parameters")
-    ap.add_argument("--backend", choices=("numpy", "numba", "cuda"), help="override the backend")
+    ap.add_argument("--backend", choices=typing.get_args(Backend), help="override the backend")
     ap.add_argument("--out", help="run file to write (default data/<scenario>.h5)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     ap.add_argument("--swmr", action="store_true", help="write in SWMR mode for live reading")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from langevin_sim import Simulation
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.potentials import DoubleWell
-from langevin_sim.scenario import RunParams, main
+from langevin_sim.scenario import RunParams, main, param
 
 
 @dataclass(frozen=True)
@@ -18,12 +18,12 @@ class Params(RunParams):
     replicas: int = 4096
     steps: int = 20_000
     record_every: int = 500
-    d: int = 1
-    barrier: float = 1.0
-    a: float = 1.0
-    tilt: float = 0.0
-    temperature: float = 0.5
-    step: float = 2e-3
+    d: int = param(1, "number of coordinates (independent double wells)")
+    barrier: float = param(1.0, "barrier height at the centre (energy)")
+    a: float = param(1.0, "distance of each well from the centre (at tilt 0)")
+    tilt: float = param(0.0, "linear tilt (energy / length): > 0 lowers the left well")
+    temperature: float = param(0.5, "temperature T of the Langevin noise")
+    step: float = param(2e-3, "Euler-Maruyama time step")
 
 
 def build(p: Params) -> Simulation:

@@ -20,7 +20,7 @@ import numpy as np
 from langevin_sim import Simulation
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.potentials import MultiWell
-from langevin_sim.scenario import RunParams, main
+from langevin_sim.scenario import RunParams, main, param
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,15 @@ class Params(RunParams):
     steps: int = 10_000
     record_every: int = 100
     record_positions: bool = False
-    d: int = 4
-    k_sharp: float = 8.0
-    k_flat: float = 1.0
-    separation: float = 3.0
-    depth_gap: float = 0.0
-    softness: float = 0.1
-    temperature: float = 1.0
-    step: float = 5e-3
+    d: int = param(4, "dimension")
+    k_sharp: float = param(8.0, "curvature of the sharp well, in every direction")
+    k_flat: float = param(1.0, "curvature of the flat well, in every direction")
+    separation: float = param(3.0, "distance between the two well centres, along x_1")
+    depth_gap: float = param(0.0, "energy of the flat well's bottom above the sharp one's "
+                                  "(> 0: the sharp well is deeper)")
+    softness: float = param(0.1, "softness tau of the smooth minimum joining the wells (energy)")
+    temperature: float = param(1.0, "temperature T of the Langevin noise")
+    step: float = param(5e-3, "Euler-Maruyama time step")
 
 
 def build(p: Params) -> Simulation:

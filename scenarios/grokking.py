@@ -19,13 +19,14 @@ test accuracy 0.33-0.37, 0.30-0.34, 0.43-0.58; relu (0.3, 3e-3) at 0.06-0.08; a 
 decay (0.3, 1e-2) collapses the weights and fits nothing (train accuracy 0.06).
 """
 from dataclasses import dataclass
+from typing import Literal
 
 from threadpoolctl import threadpool_limits
 
 from langevin_sim import Simulation
 from langevin_sim.dynamics import AdamW
 from langevin_sim.potentials import ModularArithmeticMLP
-from langevin_sim.scenario import RunParams, main
+from langevin_sim.scenario import Backend, RunParams, main, param
 
 
 @dataclass(frozen=True)
@@ -33,20 +34,21 @@ class Params(RunParams):
     replicas: int = 4
     steps: int = 4000
     record_every: int = 50
-    backend: str = "numpy"
+    backend: Backend = "numpy"
     record_positions: bool = False
-    p: int = 23
-    hidden: int = 64
-    train_fraction: float = 0.6
-    activation: str = "quadratic"
-    embed: int | None = None
-    init_scale: float = 1.0
-    data_seed: int = 0
-    lr: float = 3e-3
-    weight_decay: float = 1.0
-    beta1: float = 0.9
-    beta2: float = 0.98
-    batch_size: int | None = None
+    p: int = param(23, "modulus: the task is (a + b) mod p")
+    hidden: int = param(64, "width of the hidden layer")
+    train_fraction: float = param(0.6, "fraction of the p^2 pairs trained on (the rest: test)")
+    activation: Literal["tanh", "relu", "quadratic"] = param("quadratic",
+                                                             "activation of the hidden layer")
+    embed: int | None = param(None, "width of a learned operand embedding (none: one-hot inputs)")
+    init_scale: float = param(1.0, "scale of the initial weights (times 1 / sqrt(fan-in))")
+    data_seed: int = param(0, "seed of the train/test split")
+    lr: float = param(3e-3, "AdamW learning rate")
+    weight_decay: float = param(1.0, "AdamW decoupled weight decay, per unit lr")
+    beta1: float = param(0.9, "AdamW first-moment decay")
+    beta2: float = param(0.98, "AdamW second-moment decay")
+    batch_size: int | None = param(None, "minibatch size (none: full batch)")
 
 
 def build(p: Params) -> Simulation:

@@ -19,11 +19,12 @@ replicas at N = 64 on the shared two-core machine.  Compare the recorded energie
 eigenvalue and the trace of the Riemannian Hessian at the recorded points.
 """
 from dataclasses import dataclass
+from typing import Literal
 
 from langevin_sim import Simulation
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.potentials import SphericalPSpin
-from langevin_sim.scenario import RunParams, main
+from langevin_sim.scenario import RunParams, main, param
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,15 @@ class Params(RunParams):
     steps: int = 20_000
     record_every: int = 100
     record_positions: bool = False
-    N: int = 64
-    p: int = 3
-    convention: str = "crisanti-sommers"
-    coupling_seed: int = 0
-    planted: float = 0.0
-    temperature: float = 0.0
-    step: float = 0.05
+    N: int = param(64, "number of spins (the sphere is |s|^2 = N)")
+    p: Literal[2, 3, 4] = param(3, "order p of the interaction (p spins per coupling)")
+    convention: Literal["crisanti-sommers", "abc"] = param(
+        "crisanti-sommers", "normalization of the coupling variance")
+    coupling_seed: int = param(0, "seed of the coupling tensor (the instance)")
+    planted: float = param(0.0, "strength of a planted direction, energy -N planted m^p with m the "
+                                  "overlap (0: pure p-spin glass)")
+    temperature: float = param(0.0, "temperature T of the Langevin noise (0: gradient descent)")
+    step: float = param(0.05, "Euler-Maruyama time step")
 
 
 def build(p: Params) -> Simulation:

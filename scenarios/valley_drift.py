@@ -22,7 +22,7 @@ import numpy as np
 from langevin_sim import Simulation
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.potentials import Valley
-from langevin_sim.scenario import RunParams, main
+from langevin_sim.scenario import RunParams, main, param
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,13 @@ class Params(RunParams):
     steps: int = 20_000
     record_every: int = 200
     record_positions: bool = False
-    d: int = 5
-    k_sharp: float = 20.0
-    k_flat: float = 1.0
-    length: float = 6.0
-    wall: float = 100.0
-    temperature: float = 0.5
-    step: float = 1e-3
+    d: int = param(5, "dimension: the valley's axis and d - 1 transverse directions")
+    k_sharp: float = param(20.0, "transverse curvature at the sharp end s = 0")
+    k_flat: float = param(1.0, "transverse curvature at the flat end s = length")
+    length: float = param(6.0, "length of the valley between its end walls")
+    wall: float = param(100.0, "curvature of the end walls (energy / length^2)")
+    temperature: float = param(0.5, "temperature T of the Langevin noise")
+    step: float = param(1e-3, "Euler-Maruyama time step")
 
 
 def build(p: Params) -> Simulation:

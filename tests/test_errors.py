@@ -1,10 +1,22 @@
 """Bad input gets one clear error that names the fix."""
+import os
+import runpy
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
 from langevin_sim import BackendUnavailableError, ConfigError, Simulation
+from langevin_sim.cli import main as cli
 from langevin_sim.dynamics import MALA, SGD, OverdampedLangevin, Schedule, UnderdampedLangevin
 from langevin_sim.potentials import DoubleWell, LinearRegression, Quadratic
+from langevin_sim.scenario import RunParams, field_help, load_scenario, run_scenario
+from langevin_sim.scenario import main as scenario_main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOUBLE_WELL = os.path.join(ROOT, "scenarios", "double_well.py")
 
 
 def test_unknown_backend():
@@ -80,3 +92,110 @@ def test_output_exists(tmp_run):
     with pytest.raises(ConfigError, match="exists.*overwrite"):
         sim.run(10, 5, out=tmp_run, progress=False)
     sim.run(10, 5, out=tmp_run, progress=False, overwrite=True).close()
+
+
+# ------------------------------------------------------------- command-line errors: one line
+
+def one_error_line(err: str, prog: str) -> str:
+    """The only line of a command's stderr: `prog: error: ...`, no traceback."""
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    return lines[0]
+
+
+def write(path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["toml syntax", "toml missing", "readme", "no Params",
+                                  "missing scenario", "toml type", "toml int", "bad choice"])
+def test_cli_errors_are_one_line(case, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    syntax, typed, integer = (tmp_path / f"{name}.toml" for name in ("syntax", "type", "int"))
+    argv, expect = {
+        "toml syntax": ([DOUBLE_WELL, "--config", write(syntax, "replicas = 64\ntemperature = \n")],
+                        [f"--config {syntax}: invalid TOML at line 2, column 15"]),
+        "toml missing": ([DOUBLE_WELL, "--config", "nope.toml"],
+                         ["--config nope.toml: no such file"]),
+        "readme": ([os.path.join(ROOT, "README.md")],
+                   ["README.md is not a scenario", "Python script (*.py)"]),
+        "no Params": ([write(tmp_path / "x.py", "x = 1\n")],
+                      ["x.py is not a scenario", "no `Params`",
+                       "no `build(params) -> Simulation`"]),
+        "missing scenario": (["nope.py"], ["scenario nope.py: no such file"]),
+        "toml type": ([DOUBLE_WELL, "--config", write(typed, 'temperature = "hot"\n')],
+                      [f"temperature = 'hot' in --config {typed}: expected float"]),
+        "toml int": ([DOUBLE_WELL, "--config", write(integer, "steps = 1.5\n")],
+                     [f"steps = 1.5 in --config {integer}: expected int"]),
+        "bad choice": ([DOUBLE_WELL, "--set", "dtype=float16"],
+                       ["--set dtype=float16: expected one of float64, float32"]),
+    }[case]
+    assert cli(["run", *argv, "--out", str(tmp_path / "o.h5"), "--no-progress"]) == 2
+    line = one_error_line(capsys.readouterr().err, "langevin-sim")
+    assert all(e in line for e in expect), line
+    assert case != "toml type" or "--set" not in line
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_scenario_script_error_is_one_line(tmp_path):
+    bad = write(tmp_path / "bad.toml", "temperature = \n")
+    r = subprocess.run([sys.executable, DOUBLE_WELL, "--config", bad, "--out",
+                        str(tmp_path / "o.h5")], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2
+    line = one_error_line(r.stderr, "double_well.py")
+    assert f"--config {bad}: invalid TOML at line 1, column 15" in line
+
+
+def test_stationary_analysis_needs_separable_potential_and_positions(tmp_path, monkeypatch,
+                                                                    capsys):
+    """analysis/stationary.py on a p-spin run and on a non-diagonal Quadratic run: one line
+    naming the potential and what to compare instead; on a run without positions: one line
+    saying how to record them."""
+    pspin = tmp_path / "pspin.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "pspin_threshold.py"),
+                 ["N=8", "replicas=2", "steps=4", "record_every=2", "record_positions=true"],
+                 out=pspin, progress=False).close()
+    quad = tmp_path / "quad.h5"
+    Simulation(Quadratic(np.array([[2.0, 0.5], [0.5, 1.0]])), OverdampedLangevin(0.1), 2,
+               backend="numpy").run(4, 2, out=quad, progress=False).close()
+    blind = tmp_path / "blind.h5"
+    run_scenario(DOUBLE_WELL, ["replicas=2", "steps=4", "record_every=2",
+                               "record_positions=false"], out=blind, progress=False).close()
+    separable = ["needs a separable potential", "eigen-coordinate", "energies and observables"]
+    for path, expect in ((pspin, separable + ["this run's SphericalPSpin is not"]),
+                         (quad, separable + ["this run's Quadratic is not"]),
+                         (blind, ["recorded no positions", "--set record_positions=true"])):
+        monkeypatch.setattr(sys, "argv", ["stationary.py", str(path)])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(os.path.join(ROOT, "analysis", "stationary.py"), run_name="__main__")
+        assert e.value.code == 2
+        line = one_error_line(capsys.readouterr().err, "stationary.py")
+        assert all(s in line for s in expect), line
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_scenario_help_needs_every_meaning(tmp_path, capsys):
+    """--help of a scenario with a field lacking help text fails, naming the field; an
+    override of a RunParams field inherits its meaning."""
+    path = write(tmp_path / "bare.py", textwrap.dedent("""
+        from dataclasses import dataclass
+        from langevin_sim.scenario import RunParams, param
+
+        @dataclass(frozen=True)
+        class Params(RunParams):
+            replicas: int = 8
+            gain: float = param(1.0, "gain")
+            bare: float = 0.5
+
+        def build(p): ...
+    """))
+    with pytest.raises(SystemExit) as e:
+        scenario_main(path, ["--help"])
+    assert e.value.code == 2
+    line = one_error_line(capsys.readouterr().err, "bare.py")
+    assert "parameter 'bare' has no help text" in line and "param(default" in line
+    P = load_scenario(path).Params
+    assert field_help(P, "replicas") == field_help(RunParams, "replicas")
+    assert field_help(P, "gain") == "gain"

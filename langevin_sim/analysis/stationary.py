@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import integrate, stats
 
+from ..errors import ConfigError
+
 
 def boltzmann_bin_probabilities(energy_1d, temperature: float, edges: np.ndarray) -> np.ndarray:
     """P(bin) under exp(-U(y)/T)/Z for a 1-D energy `energy_1d(y)`, by adaptive quadrature.
@@ -89,10 +91,10 @@ def fit_marginal(samples: np.ndarray, energy_1d, temperature: float, bins: int =
 
 
 def constant_temperature(config: dict) -> float:
-    """The constant temperature of a run's dynamics (ValueError if it is scheduled)."""
+    """The constant temperature of a run's dynamics (ConfigError if it is scheduled)."""
     t = config["dynamics"]["temperature"]
     if t["kind"] != "constant":
-        raise ValueError("the run's temperature is scheduled; pass the temperature explicitly")
+        raise ConfigError("the run's temperature is scheduled; pass the temperature explicitly")
     return float(t["start"])
 
 
@@ -100,11 +102,21 @@ def run_marginal_fit(run, record: int = -1, temperature: float | None = None, bi
                      records: int = 1) -> MarginalFit:
     """Fit the last `records` records' (or `record`'s) coordinates of a separable-potential
     run to the exact marginal.  Coordinates and replicas are independent samples when the
-    potential is separable; records should be spaced beyond the correlation time."""
+    potential is separable; records should be spaced beyond the correlation time.
+    ConfigError if the potential has no `marginal_energy`."""
     pot = run.potential
     if not hasattr(pot, "marginal_energy"):
-        raise ValueError(f"{type(pot).__name__} has no marginal_energy; stationary marginals "
-                         "need a separable potential such as DoubleWell")
+        name = type(pot).__name__
+        raise ConfigError(
+            "the stationary-marginal analysis needs a separable potential (independent "
+            f"coordinates with one 1-D `marginal_energy`, such as DoubleWell); this run's {name} "
+            f"is not.  Compare the run's records with {name}'s own stationary law instead: e.g. "
+            "for a Quadratic the variance of each eigen-coordinate of the positions against "
+            "T / eigenvalue (the README's Python example), or the recorded energies and "
+            "observables")
+    if "positions" not in run.names:
+        raise ConfigError("the run recorded no positions; rerun it with record_positions "
+                          "true (--set record_positions=true)")
     T = constant_temperature(run.config) if temperature is None else temperature
     n = run.n_records
     sel = slice(n - records, n) if record == -1 else slice(record, record + 1)
