@@ -78,7 +78,8 @@ def test_divergent_replica_is_frozen_flagged_and_reported(tmp_run, capsys):
     init = np.ones((8, 1))
     init[3] = 50.0           # gradient 5e5 at step 1e-2: overflows within a few steps
     sim = Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.3), 8, seed=2, init=init)
-    run = sim.run(200, 10, out=tmp_run, progress=False)
+    with pytest.warns(ls.DivergenceWarning, match="1 of 8 replicas diverged"):
+        run = sim.run(200, 10, out=tmp_run, progress=False)
     div = run.diverged_step
     assert div[3] > 0 and np.all(np.delete(div, 3) == -1)
     assert run.complete
