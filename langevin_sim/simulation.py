@@ -20,6 +20,8 @@ from .backends import get_backend
 from .dynamics.base import Dynamics
 from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped,
                      RunTerminated)
+from .first_passage import STATE_KEYS as FP_KEYS
+from .first_passage import FirstPassage
 from .io import Run, RunWriter
 from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE
 from .io.swmr import writer_info
@@ -39,13 +41,16 @@ class Simulation:
     frozen at its last good state, `diverged_step[m]` records the step count at which it went
     bad, and its records are NaN from then on.  `observers`: callables `obs(sim) -> {name: (M,
     ...)}` evaluated at every record (e.g. `SharpnessObserver(every=k * record_every)`), with a
-    `to_dict()` so that `resume` rebuilds them.
+    `to_dict()` so that `resume` rebuilds them.  `first_passage`: a `FirstPassage` observer,
+    updated by the backend after every step (first entry into labelled regions, crossing
+    counts; its arrays are part of `state`, so they are checkpointed and resumed).
     """
 
     def __init__(self, potential: Potential, dynamics: Dynamics, replicas: int,
                  backend: str = "numba", dtype: str = "float64", seed: int = 0,
                  init="default", first_replica: int = 0, divergence_bound: float = 1e8,
-                 observers=(), meta: dict | None = None):
+                 observers=(), meta: dict | None = None,
+                 first_passage: FirstPassage | None = None):
         if not isinstance(potential, Potential):
             raise ConfigError(f"potential must be a langevin_sim Potential, got {type(potential).__name__}")
         if not isinstance(dynamics, Dynamics):
@@ -58,6 +63,11 @@ class Simulation:
             raise ConfigError(f"divergence_bound must be > 0, got {divergence_bound}")
         rng.key_of(seed)
         dynamics.check_potential(potential)
+        if first_passage is not None:
+            if not isinstance(first_passage, FirstPassage):
+                raise ConfigError("first_passage must be a langevin_sim.first_passage.FirstPassage, "
+                                  f"got {type(first_passage).__name__}")
+            first_passage.check(potential.d)
         self.potential, self.dynamics = potential, dynamics
         self.backend_name = backend
         self.backend = get_backend(backend)
@@ -70,6 +80,9 @@ class Simulation:
         x0 = self._initial_positions(init)
         self.state = {k: np.ascontiguousarray(v, dtype=self.dtype if np.ndim(v) == 2 else np.float64)
                       for k, v in dynamics.init_state(potential, x0).items()}
+        self.first_passage = first_passage
+        if first_passage is not None:
+            self.state.update(first_passage.init_state(self.state["x"]))
         self.diverged_step = np.full(self.n_replicas, -1, dtype=np.int64)
         self.step = 0
         self._clock = (0, 0.0)  # (step, time) of scheduled step sizes, summed incrementally
@@ -107,7 +120,12 @@ class Simulation:
                 "replicas": self.n_replicas, "first_replica": self.first_replica,
                 "dtype": self.dtype.name, "seed": self.seed, "backend": self.backend_name,
                 "init": self.init_desc, "divergence_bound": self.divergence_bound,
-                "observers": [o.to_dict() for o in self.observers], "meta": self.meta}
+                "observers": [o.to_dict() for o in self.observers], "meta": self.meta,
+                **({"first_passage": self.first_passage.to_dict()} if self.first_passage else {})}
+
+    def first_passage_state(self) -> dict | None:
+        """The first-passage observer's arrays (STATE_KEYS -> (M, R)), or None."""
+        return None if self.first_passage is None else {k: self.state[k] for k in FP_KEYS}
 
     @property
     def time(self) -> float:
@@ -177,7 +195,9 @@ class Simulation:
                                       replicas=self.replica_ids, d=self.potential.d,
                                       pos_dtype=self.dtype, record_positions=record_positions,
                                       observables=obs, state=self.state,
-                                      compression=compression, swmr=swmr)
+                                      compression=compression, swmr=swmr,
+                                      first_passage=self.first_passage,
+                                      first_passage_step=self.step)
             first = [probe] if self.step % record_every == 0 else []
             self._loop(writer, self.step + steps, record_every, record_positions, first,
                        checkpoint_every, progress, flush_seconds)
@@ -210,14 +230,15 @@ class Simulation:
                         ckpt = checkpoint_every is None or self.step - last_ckpt >= checkpoint_every \
                             or self.step == target
                         writer.write_block(pending, self.state if ckpt else None, self.step,
-                                           self.diverged_step, complete=self.step == target)
+                                           self.diverged_step, complete=self.step == target,
+                                           first_passage=self.first_passage_state())
                         pending, last_flush = [], now
                         last_ckpt = self.step if ckpt else last_ckpt
                 done = self.step == target
                 if pending or writer.commit[STEPS_DONE] != self.step or \
                         (done and not writer.commit[COMPLETE]):
                     writer.write_block(pending, self.state, self.step, self.diverged_step,
-                                       complete=done)
+                                       complete=done, first_passage=self.first_passage_state())
             except KeyboardInterrupt:
                 # A second Ctrl-C: abort now; the last commit (data and checkpoint) stands.
                 raise RunStopped(self._stopped(writer, target, "aborted by a second Ctrl-C"),
@@ -326,7 +347,9 @@ def resume(path, steps: int | None = None, backend: str | None = None,
                          first_replica=cfg["first_replica"],
                          divergence_bound=cfg["divergence_bound"],
                          observers=[_observer(o) for o in cfg.get("observers", [])],
-                         meta=cfg.get("meta"))
+                         meta=cfg.get("meta"),
+                         first_passage=FirstPassage.from_dict(cfg["first_passage"])
+                         if cfg.get("first_passage") else None)
         sim.state = {k: np.ascontiguousarray(v) for k, v in state.items()}
         sim.diverged_step, sim.step = dstep.astype(np.int64), step
         target = int(cfg["steps_target"] if steps is None else steps)

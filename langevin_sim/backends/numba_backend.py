@@ -8,6 +8,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .. import rng
+from ..first_passage import STATE_KEYS as FP_KEYS
 from ..dynamics import SGD, OverdampedLangevin, UnderdampedLangevin
 from ..potentials import DoubleWell, LinearRegression, Quadratic
 from . import numba_kernels as nk
@@ -31,17 +32,31 @@ TILE_CALL_STEPS = 1 << 16  # steps per kernel call where a kernel tabulates its 
 
 
 def _double_well(sim, t0, K, k0, k1, kind, names, friction=0.0, mass=1.0):
-    """Run `nk.double_well_tiles` on the state arrays `names`, stacked (len(names), M, d)."""
+    """Run `nk.double_well_tiles` on the state arrays `names`, stacked (len(names), M, d),
+    and the first-passage arrays (FP_KEYS, stacked (5, M, R)) when an observer is attached."""
     dyn, x = sim.dynamics, sim.state["x"]
     state = np.stack([sim.state[k] for k in names])
     coef = np.array(sim.potential.grad_coeffs, dtype=x.dtype)
+    fpo = getattr(sim, "first_passage", None)
+    if fpo is None:
+        regions, fp = nk.no_regions(x.shape[1])
+    else:
+        regions, fp = fpo.arrays(x.shape[1]), np.stack([sim.state[k] for k in FP_KEYS])
     for t in range(t0, t0 + K, TILE_CALL_STEPS):
         nk.double_well_tiles(kind, state, sim.diverged_step, t, min(TILE_CALL_STEPS, t0 + K - t),
                              k0, k1, sim.first_replica, schedule_code(dyn.step),
                              schedule_code(dyn.temperature), friction, mass, coef,
-                             sim.divergence_bound)
+                             sim.divergence_bound, regions, fp)
     for k, v in zip(names, state):
         sim.state[k][...] = v
+    if fpo is not None:
+        for k, v in zip(FP_KEYS, fp):
+            sim.state[k][...] = v
+
+
+# Pairs whose fused kernel updates a first-passage observer after every step; with an
+# observer attached, the other pairs run the reference (with a warning), never ignore it.
+FIRST_PASSAGE_PAIRS = {(DoubleWell, OverdampedLangevin), (DoubleWell, UnderdampedLangevin)}
 
 
 @register(DoubleWell, OverdampedLangevin)
@@ -116,7 +131,18 @@ class NumbaBackend:
     name = "numba"
 
     def advance(self, sim, t0: int, K: int) -> None:
-        kernel = KERNELS.get((type(sim.potential), type(sim.dynamics)))
+        key = (type(sim.potential), type(sim.dynamics))
+        kernel = KERNELS.get(key)
+        if kernel is not None and getattr(sim, "first_passage", None) is not None \
+                and key not in FIRST_PASSAGE_PAIRS:
+            pair = (key[0].__name__, key[1].__name__)
+            if pair + ("first_passage",) not in _warned:
+                _warned.add(pair + ("first_passage",))
+                warnings.warn(f"numba backend's fused kernel for {pair[0]} x {pair[1]} does not "
+                              "update first-passage observers; running the NumPy reference "
+                              "(correct, slower)", stacklevel=3)
+            reference_advance(sim, t0, K)
+            return
         if kernel is None:
             pair = (type(sim.potential).__name__, type(sim.dynamics).__name__)
             if pair not in _warned:

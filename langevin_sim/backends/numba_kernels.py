@@ -15,6 +15,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
+from .. import first_passage as fpass
 from .. import rng
 from ..dynamics import langevin, schedules, sgd
 from ..potentials import double_well
@@ -242,17 +243,92 @@ def baoab_lanes(a, b, live, z, h, c1, c2, inv_m, coef, bound):
 
 
 @jit
+def region_flags(pos, nq, d, kind, vec, thr, now, ins):
+    """Membership of one region for the n replicas of a tile after a step: now[r] = replica
+    r in {x : vec . x > thr} (kind HALF_SPACE) or {x : |x - vec|^2 < thr} (BALL), with
+    replica r's coordinate i at pos[nq * (r d + i)] (nq = 1 positions, 3 BAOAB triples), in
+    float64 summed over i = 0, 1, .. in order as `FirstPassage.membership`.  Returns the
+    number of replicas whose membership differs from ins (the previous one).  A lane loop
+    of its own, so that it vectorizes (d = 1 has a loop without the inner sum)."""
+    n = now.shape[0]
+    if d == 1:
+        if kind == fpass.HALF_SPACE:
+            for r in range(n):
+                now[r] = vec[0] * np.float64(pos[nq * r]) > thr
+        else:
+            for r in range(n):
+                y = np.float64(pos[nq * r]) - vec[0]
+                now[r] = y * y < thr
+    else:
+        for r in range(n):
+            acc = 0.0
+            if kind == fpass.HALF_SPACE:
+                for i in range(d):
+                    acc += vec[i] * np.float64(pos[nq * (r * d + i)])
+                now[r] = acc > thr
+            else:
+                for i in range(d):
+                    y = np.float64(pos[nq * (r * d + i)]) - vec[i]
+                    acc += y * y
+                now[r] = acc < thr
+    diff = 0
+    for r in range(n):
+        diff += now[r] != ins[r]
+    return diff
+
+
+@jit
+def region_changes(now, ins, lo, k, step, fp):
+    """Record the membership changes now != ins of region k at step count `step` in fp (5, M,
+    R) int64 (first entry, first exit, last crossing, crossings, inside; rows lo + r); then
+    ins = now."""
+    for r in range(now.shape[0]):
+        if now[r] != ins[r]:
+            m = lo + r
+            fp[fpass.CROSSINGS, m, k] += 1
+            fp[fpass.LAST_CROSSING, m, k] = step
+            fp[fpass.INSIDE, m, k] = 1 if now[r] else 0
+            if now[r]:
+                if fp[fpass.FIRST_ENTRY, m, k] < 0:
+                    fp[fpass.FIRST_ENTRY, m, k] = step
+            elif fp[fpass.FIRST_EXIT, m, k] < 0:
+                fp[fpass.FIRST_EXIT, m, k] = step
+            ins[r] = now[r]
+
+
+@jit
+def region_scratch(fp, lo, n, R):
+    """(now, ins): (R, n) bool scratch and the current membership of a tile's rows lo .. lo+n-1."""
+    now = np.zeros((R, n), dtype=np.bool_)
+    ins = np.zeros((R, n), dtype=np.bool_)
+    for k in range(R):
+        for r in range(n):
+            ins[k, r] = fp[fpass.INSIDE, lo + r, k] != 0
+    return now, ins
+
+
+def no_regions(d: int):
+    """The (regions, fp) arguments of the DoubleWell kernels without a first-passage observer."""
+    return ((np.zeros(0, np.int64), np.zeros((0, d)), np.zeros(0)),
+            np.zeros((5, 1, 0), np.int64))
+
+
+@jit
 def double_well_tile_steps(kind, st, new, live, Z, row, c, inv_m, coef, bound, dstep, lo, d, t,
-                           nlive):
+                           nlive, regions, fp, now, ins):
     """Steps t, t+1, .. (one per column of the step table c) of one DoubleWell tile: state st
     (L,) positions (OVERDAMPED) or (3 L,) position, momentum, gradient per lane (BAOAB); noise of
     step t + s in Z[row + s]; new is scratch like st.  Ends with the state in st; returns the
     number of live replicas.  Each step's lane loop is a function of its own, with the old
     and new state as distinct arguments: inlined into the parallel kernel these loops
     compiled ~5x slower, and with the swapped buffers in one function the BAOAB loop did not
-    vectorize at all."""
+    vectorize at all.  With first-passage regions (regions = `FirstPassage.arrays`, not
+    empty) `region_flags` runs after every step on the new state and `region_changes` records
+    the changes (rare) in fp; now, ins: `region_scratch`."""
     a, b = st, new
     odd = False
+    nq = 1 if kind == OVERDAMPED else 3
+    kinds, vecs, thr = regions
     for s in range(c.shape[1]):
         if kind == OVERDAMPED:
             good = overdamped_lanes(a, b, live, Z[row + s], c[0, s], c[1, s], coef, bound)
@@ -261,6 +337,9 @@ def double_well_tile_steps(kind, st, new, live, Z, row, c, inv_m, coef, bound, d
                                bound)
         if not good:
             nlive = freeze_tile(a, b, live, dstep, lo, d, t + s + 1, bound)
+        for k in range(kinds.shape[0]):
+            if region_flags(b, nq, d, kinds[k], vecs[k], thr[k], now[k], ins[k]):
+                region_changes(now[k], ins[k], lo, k, t + s + 1, fp)
         a, b = b, a
         odd = not odd
         if nlive == 0:
@@ -271,9 +350,12 @@ def double_well_tile_steps(kind, st, new, live, Z, row, c, inv_m, coef, bound, d
 
 
 @pjit
-def double_well_tiles(kind, state, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, coef, bound):
+def double_well_tiles(kind, state, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, coef, bound,
+                      regions, fp):
     """Overdamped Langevin (kind OVERDAMPED, state (1, M, d) positions) or BAOAB (kind BAOAB,
-    state (3, M, d) positions, momenta, gradients at the positions) on DoubleWell, in place.
+    state (3, M, d) positions, momenta, gradients at the positions) on DoubleWell, in place;
+    with a first-passage observer, regions and fp (5, M, R) as in `region_changes` (else
+    `no_regions(d)`), updated after every step.
     coef = `DoubleWell.grad_coeffs` in the state's dtype; step coefficients are cast to it as
     well, as NumPy does.  DoubleWell is separable, so each step updates a tile of
     R = max(1, TILE // d) replicas in one loop over its R*d lanes that vectorizes across
@@ -303,6 +385,7 @@ def double_well_tiles(kind, state, dstep, t0, K, k0, k1, rep0, es, ts, friction,
         Z = np.empty((S + 4, L), dtype=state.dtype)
         W = np.empty((4, L), dtype=state.dtype)
         buf = noise_buffer(S * d, state)
+        now, ins = region_scratch(fp, lo, n, regions[0].shape[0])
         t = t0
         while t < t0 + K and nlive > 0:
             sn = min(S, t0 + K - t)
@@ -313,7 +396,8 @@ def double_well_tiles(kind, state, dstep, t0, K, k0, k1, rep0, es, ts, friction,
                 fill_noise_tile(Z, buf, k0, k1, rep, d, t, sn, live)
                 row = 0
             nlive = double_well_tile_steps(kind, st, new, live, Z, row, table[:, t - t0:t - t0 + sn],
-                                           inv_m, coef, bound, dstep, lo, d, t, nlive)
+                                           inv_m, coef, bound, dstep, lo, d, t, nlive, regions, fp,
+                                           now, ins)
             t += sn
         for j in range(L):
             for q in range(nq):

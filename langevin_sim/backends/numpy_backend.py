@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dynamics.base import NoiseSource
+from ..first_passage import STATE_KEYS as FP_KEYS
 
 
 def finite_and_bounded(arrays, bound: float) -> np.ndarray:
@@ -29,12 +30,16 @@ class NumpyBackend:
 
 
 def reference_advance(sim, t0: int, K: int, replicas=None) -> None:
-    """Reference steps for all replicas (or the index array `replicas`) of `sim`."""
+    """Reference steps for all replicas (or the index array `replicas`) of `sim`.  A
+    first-passage observer (`sim.first_passage`) is updated after every step from the new
+    positions (a frozen replica keeps its position, so its entries do not change)."""
     idx = np.arange(sim.n_replicas) if replicas is None else replicas
     alive = idx[sim.diverged_step[idx] < 0]
     if alive.size == 0:
         return
-    state = {k: v[alive] for k, v in sim.state.items()}
+    fp = getattr(sim, "first_passage", None)
+    fp_state = None if fp is None else {k: sim.state[k][alive] for k in FP_KEYS}
+    state = {k: v[alive] for k, v in sim.state.items() if k not in FP_KEYS}
     noise = NoiseSource(sim.seed, sim.first_replica + alive)
     live = np.ones(alive.size, bool)
     with np.errstate(all="ignore"):
@@ -50,5 +55,9 @@ def reference_advance(sim, t0: int, K: int, replicas=None) -> None:
                     sel = live.reshape((-1,) + (1,) * (new[k].ndim - 1))
                     new[k] = np.where(sel, new[k], state[k]).astype(state[k].dtype)
             state = {k: np.asarray(new[k], dtype=state[k].dtype) for k in new}
+            if fp_state is not None:
+                fp.update(fp_state, state["x"], t + 1)
     for k, v in state.items():
+        sim.state[k][alive] = v
+    for k, v in (fp_state or {}).items():
         sim.state[k][alive] = v

@@ -159,6 +159,32 @@ class Run:
     def positions(self) -> Series:
         return self["positions"]
 
+    @property
+    def first_passage(self):
+        """The first-passage observer's arrays (`langevin_sim.first_passage.FirstPassageData`),
+        or None when the run had none.  Taken from the committed checkpoint (the slot the
+        commit marker names), so a killed or live file gives a consistent set, valid at the
+        checkpoint's step (= steps_done for finished runs and, by default, after every flush);
+        /first_passage holds the same arrays for plain-HDF5 readers, exact once complete."""
+        if "first_passage" not in self.f:
+            return None
+        from ..first_passage import NAMES, STATE_KEYS, FirstPassageData
+
+        g = self.f["first_passage"]
+        spec = json.loads(g.attrs["definition"])
+        c = self.commit
+        if c[F.CKPT_SLOT] >= 0:
+            ck = self.f[f"checkpoint/slot{int(c[F.CKPT_SLOT])}"]
+            arrays = {name: ck[key][()] for key, name in zip(STATE_KEYS, NAMES)}
+            step, dstep = int(c[F.CKPT_STEP]), ck["diverged_step"][()]
+        else:  # nothing committed yet: the arrays at the start
+            arrays = {name: g[name][()] for name in NAMES}
+            step, dstep = int(g["step"][()]), np.full(len(g["replica"]), -1, np.int64)
+        labels = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in g["label"][()])
+        return FirstPassageData(labels=labels, regions=tuple(spec["regions"]),
+                                replica=g["replica"][()], step=step, dt=self.dt,
+                                diverged_step=dstep, **arrays)
+
     def checkpoint(self) -> tuple[int, dict, np.ndarray]:
         """(step, state arrays, diverged_step) of the last valid checkpoint."""
         c = self.commit
@@ -208,6 +234,12 @@ class Run:
             lines.append(f"           replica {int(m)} diverged at step {int(div[m])}")
         if bad.size > 20:
             lines.append(f"           ... and {bad.size - 20} more")
+        fp = self.first_passage
+        for k, lab in enumerate(fp.labels if fp is not None else ()):
+            e = fp.first_entry_step[:, k]
+            lines.append(f"{'passage' if k == 0 else '':10s} region {lab!r}: {int(np.sum(e > 0))} of "
+                         f"{int(np.sum(e != 0))} starting outside entered by step {fp.step}, "
+                         f"{int(fp.crossings[:, k].sum())} crossings")
         return "\n".join(lines)
 
 

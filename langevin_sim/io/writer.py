@@ -34,6 +34,31 @@ def _scale_the_rest(group: h5py.Group) -> None:
                 ds.dims[i].attach_scale(sc)
 
 
+def _first_passage_layout(f: h5py.File, fp, replicas, state: dict, step: int) -> None:
+    """/first_passage: region labels, (replica, region) int64 arrays first_entry_step,
+    first_exit_step, last_crossing_step, crossings, inside, and the step they describe."""
+    from ..first_passage import NAMES, STATE_KEYS
+
+    g = f.create_group("first_passage")
+    sc = _scales(g, {"replica": np.asarray(replicas, np.int64), "region": np.arange(len(fp))})
+    lab = g.create_dataset("label", data=np.array(fp.labels, dtype=h5py.string_dtype()))
+    lab.dims[0].attach_scale(sc["region"])
+    for key, name in zip(STATE_KEYS, NAMES):
+        ds = g.create_dataset(name, data=np.asarray(state[key], np.int64))
+        ds.dims[0].attach_scale(sc["replica"])
+        ds.dims[1].attach_scale(sc["region"])
+    g.create_dataset("step", data=np.int64(step))
+    g.attrs["definition"] = json.dumps(fp.to_dict())
+
+
+def _write_first_passage(g: h5py.Group, arrays: dict, step: int) -> None:
+    from ..first_passage import NAMES, STATE_KEYS
+
+    for key, name in zip(STATE_KEYS, NAMES):
+        g[name][...] = arrays[key]
+    g["step"][()] = np.int64(step)
+
+
 def _chunk_rows(row_bytes: int) -> int:
     return max(1, F.CHUNK_BYTES // max(1, row_bytes))
 
@@ -43,9 +68,10 @@ class RunWriter:
 
     Layout: /records/{step, time, replica, coord, energy, positions, <observables>,
     diverged_step}, /checkpoint/slot{0,1}/<state
-    arrays>, and /commit (int64, fields in format.COMMIT_FIELDS), rewritten last after each
-    block.  Every dimension of every dataset has a dimension scale (netCDF-4 style), so that
-    xarray opens any group without phony dimensions.
+    arrays>, /first_passage (with a first-passage observer), and /commit (int64, fields in
+    format.COMMIT_FIELDS), rewritten last after each block.  Every dimension of every dataset
+    has a dimension scale (netCDF-4 style), so that xarray opens any group without phony
+    dimensions.
     """
 
     def __init__(self, f: h5py.File):
@@ -56,8 +82,11 @@ class RunWriter:
     @classmethod
     def create(cls, f: h5py.File, *, config: dict, potential, replicas: np.ndarray, d: int,
                pos_dtype, record_positions: bool, observables: dict, state: dict,
-               compression: str | None, swmr: bool) -> "RunWriter":
-        """Lay out a new run file. `observables`: name -> (trailing shape, dtype)."""
+               compression: str | None, swmr: bool, first_passage=None,
+               first_passage_step: int = 0) -> "RunWriter":
+        """Lay out a new run file. `observables`: name -> (trailing shape, dtype).
+        `first_passage`: the Simulation's `FirstPassage` observer (its arrays are in `state`),
+        laid out in /first_passage."""
         from .. import __version__
 
         f.attrs["format"] = F.FORMAT
@@ -110,10 +139,14 @@ class RunWriter:
                 for i, n in enumerate(ds.shape):
                     name = ("replica" if i == 0 else "coord") if (i < 2 and n == (M, d)[i]) \
                         else f"{k}_dim{i}"
+                    if k.startswith("fp_") and i == 1:
+                        name = "region"  # first-passage arrays: (replica, region)
                     if name not in ck_scales:
                         ck_scales.update(_scales(ck, {name: np.arange(n)}))
                     ds.dims[i].attach_scale(ck_scales[name])
         _scale_the_rest(f["potential"])
+        if first_passage is not None:
+            _first_passage_layout(f, first_passage, replicas, state, first_passage_step)
         fields = f.create_dataset("commit_field", data=np.array(F.COMMIT_FIELDS, dtype="S"))
         fields.make_scale("commit_field")
         f.create_dataset(F.COMMIT, data=np.array([0, 0, -1, -1, 0], np.int64)).dims[0] \
@@ -129,9 +162,13 @@ class RunWriter:
         return int(self.commit[F.N_RECORDS])
 
     def write_block(self, records: list[dict], state: dict | None, steps_done: int,
-                    diverged_step: np.ndarray, complete: bool = False) -> None:
+                    diverged_step: np.ndarray, complete: bool = False,
+                    first_passage: dict | None = None) -> None:
         """Append `records` (each: step, energy, positions?, observables) and optionally a
-        checkpoint of `state` at `steps_done`; then commit. Safe against a kill anywhere."""
+        checkpoint of `state` at `steps_done`; then commit. Safe against a kill anywhere.
+        `first_passage`: the observer's arrays at `steps_done` (first_passage.STATE_KEYS ->
+        (M, R)), rewritten in /first_passage before the marker (a plain-HDF5 view; readers
+        take the committed checkpoint's copy, see `Run.first_passage`)."""
         rec = self.f["records"]
         n0 = self.n_records
         n1 = n0 + len(records)
@@ -144,6 +181,8 @@ class RunWriter:
                     ds.resize(n1, axis=0)
                 ds[n0:n1] = np.stack([r[name] for r in records])
         self.f["records/diverged_step"][...] = diverged_step
+        if first_passage is not None and "first_passage" in self.f:
+            _write_first_passage(self.f["first_passage"], first_passage, steps_done)
         commit = self.commit.copy()
         if state is not None:
             slot = 1 - int(commit[F.CKPT_SLOT]) if commit[F.CKPT_SLOT] >= 0 else 0
