@@ -272,3 +272,19 @@ def test_stats_helpers_agree_with_scipy():
     r = escape_rate(np.array([1.0, 2.0, 3.0, 4.0]), np.array([True, True, False, True]))
     lo, hi = stats.chi2.ppf([0.025, 0.975], [6, 8]) / 20
     assert (r.lower, r.upper) == pytest.approx((lo, hi))
+
+
+def test_double_well_scenario_records_escapes_for_the_analysis(tmp_path):
+    from langevin_sim.scenario import run_scenario
+
+    scen = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scenarios", "double_well.py")
+    run = run_scenario(scen, ["start=left", "first_passage=true", "temperature=0.3",
+                              "replicas=1000", "steps=15000", "record_every=5000"],
+                       out=tmp_path / "esc.h5")
+    fp = run.first_passage
+    assert fp.labels == ("right",) and np.all(fp.first_entry_step != 0)   # all start left
+    res = analyze_run(run)
+    run.close()
+    assert res.rate.events > 500
+    assert_within_se(res.rate.mfpt, res.quadrature, res.rate.mfpt_se,
+                     what="scenario MFPT vs quadrature")
