@@ -1,0 +1,96 @@
+"""Compare a run's sampled mean and covariance with its exact predicted stationary law.
+
+usage: python analysis/covariance.py RUN.h5 [--burn auto|K] [--png PATH]
+For Quadratic runs (Euler-Maruyama, BAOAB, full-batch SGD) and LinearRegression + SGD runs
+(langevin_sim.analysis.covariance.predicted_laws): prints the variances along the predicted
+law's eigen-directions (sampled ± se, predicted, z, and the alternative laws), a chi-square
+test of means and covariances, KL and W2 distances, and a verdict; for SGD runs also how far
+the continuous Lyapunov approximation is from the exact law over a grid of learning rates;
+otherwise the chi-square fits of the last record's eigen-coordinate marginals (and, for
+BAOAB, of the energy) by quadrature.  Saves a two-panel figure.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from langevin_sim import LangevinSimError, open_run  # noqa: E402
+from langevin_sim.analysis.covariance import (compare_covariance,  # noqa: E402
+                                              gaussian_marginal_fits, gibbs_energy_fit,
+                                              lyapunov_gap, predicted_laws)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run")
+    ap.add_argument("--burn", default="auto",
+                    help="records to drop, or 'auto' for the MSER burn-in (default)")
+    ap.add_argument("--png", help="figure path (default: next to the run, *_covariance.png)")
+    a = ap.parse_args(argv)
+    try:
+        with open_run(a.run) as run:
+            cfg = run.config
+            dyn = cfg["dynamics"]
+            laws = predicted_laws(run)
+            cmp = compare_covariance(run, laws[0], laws[1:],
+                                     burn=a.burn if a.burn == "auto" else int(a.burn))
+            print(f"{a.run}: {type(run.potential).__name__} (d = {run.potential.d}), "
+                  f"{dyn['class']}, {cfg['replicas']} replicas, steps {run.steps_done}")
+            print(cmp.table())
+            gap = fits = None
+            if dyn["class"] == "SGD":
+                lr = dyn["lr"]["start"]
+                kw = {k: dyn[k] for k in ("batch_size", "momentum", "weight_decay")}
+                sampling = "iid" if dyn["replacement"] else "subset"
+                gap = lyapunov_gap(run.potential, lr * 2.0 ** np.arange(-6, 4), sampling=sampling,
+                                   temperature=dyn["temperature"]["start"], **kw)
+                print(f"continuous Lyapunov vs exact SGD law ({sampling} batches) over lr "
+                      f"(this run: lr = {lr:g}):")
+                print(gap.table())
+            else:
+                fits = gaussian_marginal_fits(run, laws[0])
+                for k, f in enumerate(fits):
+                    print(f"eigen-coordinate {k} marginal (last record, quadrature): chi2 = "
+                          f"{f.chi2:.1f} on {f.dof} dof, p = {f.p_value:.3g}")
+                if dyn["class"] == "UnderdampedLangevin":
+                    alive = run.diverged_step < 0
+                    e = gibbs_energy_fit(run.energy[-1][alive], run.potential.d,
+                                         dyn["temperature"]["start"])
+                    print(f"energy marginal (Gamma(d/2) T): chi2 = {e.chi2:.1f} on {e.dof} dof, "
+                          f"p = {e.p_value:.3g}")
+    except LangevinSimError as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    cmp.plot(a1)
+    if gap is not None:
+        gap.plot(a2)
+        a2.axvline(gap.eta_lambda_max[np.argmin(abs(gap.lr - lr))], color="r", ls="--",
+                   label="this run")
+        a2.legend(fontsize="small")
+    else:
+        k = int(np.argmax(cmp.predicted))
+        f = fits[k]
+        edges = f.edges[1:-1]
+        a2.stairs(f.counts[1:-1] / (f.n * np.diff(edges)), edges, fill=True, alpha=0.5,
+                  label=f"sampled, eigen-coordinate {k}")
+        y = np.linspace(edges[0], edges[-1], 300)
+        v = cmp.predicted[k]
+        a2.plot(y, np.exp(-y ** 2 / (2 * v)) / np.sqrt(2 * np.pi * v), "k-",
+                label=f"N(0, {v:.3g}) ({laws[0].name})")
+        a2.set(xlabel="y", ylabel="density", title=f"chi2/dof = {f.chi2:.1f}/{f.dof}, "
+                                                  f"p = {f.p_value:.2g}")
+        a2.legend(fontsize="small")
+    png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_covariance.png")
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    print(f"figure: {png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,727 @@
+"""d-dimensional stationary laws: sampled mean and covariance against exact predictions.
+
+Sampled side: `sample_moments` of an (n_records, M, d) series (or a `Run`'s positions)
+with autocorrelation-aware standard errors (the ArviZ ESS of each entry's series, via
+`diagnostics.ess`).  Predicted side (`StationaryLaw`: mean (d,), covariance (d, d)):
+
+- `gibbs_law`            exp(-U/T) on U = (x-c)^T H (x-c)/2:  Sigma = T H^-1.
+- `euler_maruyama_law`   x' = x - eta H (x-c) + sqrt(2 eta T) xi, exact at any stable step:
+                         Sigma = Q diag(T / (lam (1 - eta lam / 2))) Q^T,  H = Q diag(lam) Q^T.
+- `baoab_law`            BAOAB (dynamics.langevin.UnderdampedLangevin), exact: positions
+                         Sigma_x = T H^-1 (Gibbs at any stable step), stored momenta
+                         Sigma_p = T (m I - eta^2 H / 4), Cov(x, p) = 0.
+- `sgd_law`              minibatch SGD (+ momentum, weight decay, SGLD temperature) on least
+                         squares, exact discrete-time second moment (a linear equation, solved
+                         on vec Sigma) for i.i.d. batches, independent random subsets, or the
+                         engine's per-epoch reshuffling (enumerated; tiny n only).
+- `sgd_lyapunov_law`     the continuous (Mandt, Hoffman & Blei 2017) approximation
+                         A Sigma + Sigma A = eta f C / (1 - mu) + 2 T (1 - mu) I.
+
+`compare_covariance` puts the two side by side in the eigenbasis of the predicted
+covariance (z-scores, a chi-square test, Gaussian KL divergence and 2-Wasserstein distance
+with jackknife errors over replicas); `gaussian_marginal_fits` and `gibbs_energy_fit` test
+1-D marginals with `stationary.fit_marginal` (quadrature).  Units: positions in the
+potential's length units, covariances in length^2, temperature in energy units, eta
+(step / lr) in time per step.  Imports neither numba nor cupy.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+from scipy import linalg, stats
+
+from ..errors import ConfigError
+from ..io.reader import Run
+from .diagnostics import burn_in, ess, load_records
+from .stationary import MarginalFit, fit_marginal
+
+SAMPLINGS = ("iid", "subset", "epoch")
+MAX_SEQUENCES = 20000
+
+
+# ---------------------------------------------------------------------------- laws
+
+@dataclass(frozen=True)
+class StationaryLaw:
+    """A predicted Gaussian stationary law: mean (d,), cov (d, d) of the positions.
+
+    name: short label; note: the dynamics and sampling it is exact for (or why it is an
+    approximation); momentum_cov: (d, d) covariance of BAOAB's momenta or SGD's velocity
+    buffer when known, else None.
+    """
+
+    name: str
+    mean: np.ndarray
+    cov: np.ndarray
+    note: str
+    momentum_cov: np.ndarray | None = None
+
+    @property
+    def variances(self) -> np.ndarray:
+        """Eigenvalues of cov, ascending (the variances along its eigen-directions)."""
+        return np.linalg.eigvalsh(self.cov)
+
+    def table(self) -> str:
+        v = " ".join(f"{x:.4g}" for x in self.variances)
+        return f"{self.name}: eigen-variances [{v}]\n  {self.note}"
+
+    def plot(self, ax):
+        """Eigen-variances of the law (log scale)."""
+        ax.semilogy(np.arange(self.cov.shape[0]), self.variances, "o", label=self.name)
+        ax.set(xlabel="eigen-direction", ylabel="variance")
+        ax.legend(fontsize="small")
+
+
+def _spd(H) -> np.ndarray:
+    H = np.asarray(H, dtype=np.float64)
+    if H.ndim != 2 or H.shape[0] != H.shape[1] or not np.allclose(H, H.T):
+        raise ConfigError(f"H must be a symmetric (d, d) matrix, got shape {H.shape}")
+    if np.linalg.eigvalsh(H).min() <= 0:
+        raise ConfigError("H must be positive-definite (the stationary law of a quadratic "
+                          "with a flat or unstable direction is not Gaussian)")
+    return 0.5 * (H + H.T)
+
+
+def _center(center, d: int) -> np.ndarray:
+    return np.zeros(d) if center is None else np.asarray(center, dtype=np.float64).reshape(d)
+
+
+def gibbs_law(H, temperature: float, center=None) -> StationaryLaw:
+    """exp(-U/T)/Z for U = (x-c)^T H (x-c)/2: N(c, T H^-1)."""
+    H = _spd(H)
+    return StationaryLaw("Gibbs T H^-1", _center(center, H.shape[0]),
+                         temperature * np.linalg.inv(H),
+                         f"exp(-U/T) at T = {temperature:g}; exact for BAOAB positions at any "
+                         "stable step, the eta -> 0 limit of Euler-Maruyama")
+
+
+def euler_maruyama_law(H, step: float, temperature: float, center=None) -> StationaryLaw:
+    """Exact stationary law of x' = x - eta H (x-c) + sqrt(2 eta T) xi.
+
+    Per eigenvalue lam of H, sigma^2 (1 - (1 - eta lam)^2) = 2 eta T, so
+    sigma^2 = T / (lam (1 - eta lam / 2)); stable iff eta lam_max < 2."""
+    H = _spd(H)
+    lam, Q = np.linalg.eigh(H)
+    if step * lam[-1] >= 2:
+        raise ConfigError(f"Euler-Maruyama is unstable at eta lam_max = {step * lam[-1]:.3g} "
+                          ">= 2; lower the step")
+    var = temperature / (lam * (1 - step * lam / 2))
+    return StationaryLaw("Euler-Maruyama exact", _center(center, H.shape[0]), (Q * var) @ Q.T,
+                         f"OverdampedLangevin at eta = {step:g}, T = {temperature:g}: "
+                         "T / (lam (1 - eta lam / 2)) per eigenvalue")
+
+
+def baoab_law(H, step: float, temperature: float, mass: float = 1.0,
+              center=None) -> StationaryLaw:
+    """Exact stationary law of BAOAB (UnderdampedLangevin) on U = (x-c)^T H (x-c)/2.
+
+    Per eigen-mode the one-step map of (x, p) is linear with additive noise; its discrete
+    Lyapunov equation gives Var x = T / lam, Var p = T (m - eta^2 lam / 4), Cov(x, p) = 0
+    for the momenta stored after the final B step, at any friction, stable iff
+    eta sqrt(lam / m) < 2."""
+    H = _spd(H)
+    lam = np.linalg.eigvalsh(H)
+    if step * math.sqrt(lam[-1] / mass) >= 2:
+        raise ConfigError(f"BAOAB is unstable at eta sqrt(lam_max / m) = "
+                          f"{step * math.sqrt(lam[-1] / mass):.3g} >= 2; lower the step")
+    d = H.shape[0]
+    return StationaryLaw("BAOAB exact", _center(center, d), temperature * np.linalg.inv(H),
+                         f"UnderdampedLangevin at eta = {step:g}, T = {temperature:g}, "
+                         f"m = {mass:g}: positions exactly Gibbs; momenta T (m I - eta^2 H / 4)",
+                         momentum_cov=temperature * (mass * np.eye(d) - step ** 2 * H / 4))
+
+
+# ---------------------------------------------------------------- SGD on least squares
+
+def _samples(potential) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample gradient pieces g_i(x) = P_i x - q_i: P (n, d, d), q (n, d).
+
+    LinearRegression l_i = (a_i . x - y_i)^2 / 2: P_i = a_i a_i^T, q_i = y_i a_i.  A
+    Quadratic is one sample, P = H, q = H c (full batch only)."""
+    from ..potentials import LinearRegression, Quadratic
+
+    if isinstance(potential, LinearRegression):
+        A, y = potential.A, potential.y
+        return np.einsum("ni,nj->nij", A, A), A * y[:, None]
+    if isinstance(potential, Quadratic):
+        return potential.H[None], (potential.H @ potential.center)[None]
+    raise ConfigError(f"the SGD laws need a quadratic loss (LinearRegression or Quadratic), "
+                      f"got {type(potential).__name__}")
+
+
+def _noise_factor(n: int, batch_size, sampling: str) -> float:
+    """f with Cov(batch mean) = f Cov_population: 1/S i.i.d.; (n-S)/(S(n-1)) without
+    replacement; 0 for the full batch."""
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    if batch_size is None or n == 1:
+        return 0.0
+    S = int(batch_size)
+    if not 1 <= S <= n:
+        raise ConfigError(f"batch_size must be in [1, {n}], got {batch_size}")
+    return 1.0 / S if sampling == "iid" else (n - S) / (S * (n - 1))
+
+
+def _step_maps(P, q, lr, momentum, weight_decay) -> np.ndarray:
+    """(n, D, D) affine one-step maps of z = (x, v, 1), D = 2d + 1, one per sample.
+
+    v' = mu v + (P_i + wd) x - q_i;  x' = x - lr v'.  A batch's map is the mean of its
+    samples' maps (the batch gradient is the mean of the per-sample gradients)."""
+    n, d = q.shape
+    G = P + weight_decay * np.eye(d)
+    T = np.zeros((n, 2 * d + 1, 2 * d + 1))
+    T[:, :d, :d] = np.eye(d) - lr * G
+    T[:, :d, d:2 * d] = -lr * momentum * np.eye(d)
+    T[:, :d, -1] = lr * q
+    T[:, d:2 * d, :d] = G
+    T[:, d:2 * d, d:2 * d] = momentum * np.eye(d)
+    T[:, d:2 * d, -1] = -q
+    T[:, -1, -1] = 1.0
+    return T
+
+
+def _kron_mean(T: np.ndarray) -> np.ndarray:
+    """mean_i T_i (x) T_i as a (D^2, D^2) matrix, rows (a, b), columns (c, e): T_ac T_be
+    (row-major vec: (T S T^T).ravel() = kron(T, T) @ S.ravel())."""
+    n, D, _ = T.shape
+    K = np.tensordot(T / n, T, axes=([0], [0]))                 # (a, c, b, e)
+    return K.transpose(0, 2, 1, 3).reshape(D * D, D * D)
+
+
+def _affine_moments(Tbar, TT, Q) -> tuple[np.ndarray, np.ndarray, float]:
+    """Stationary mean (k,) and covariance (k, k) of z' = T z + noise, z = (u, 1), k = D-1.
+
+    Tbar = E[T] (D, D), TT = E[T (x) T] (D^2, D^2), Q (k, k) the added noise covariance.
+    The mean solves (I - Tbar_uu) m = Tbar_u1; in coordinates centred on m, the covariance
+    solves S = E[T_uu S T_uu^T] + E[t t^T] + Q (t the centred map's offset), a linear
+    system on vec S.  Also returns the spectral radius of S -> E[T_uu S T_uu^T], < 1 iff
+    the recursion is mean-square stable (ConfigError otherwise)."""
+    D = Tbar.shape[0]
+    k = D - 1
+    m = np.linalg.solve(np.eye(k) - Tbar[:k, :k], Tbar[:k, k])
+    sh, shi = np.eye(D), np.eye(D)
+    sh[:k, k], shi[:k, k] = -m, m
+    K4 = (np.kron(sh, sh) @ TT @ np.kron(shi, shi)).reshape(D, D, D, D)
+    Kuu = K4[:k, :k, :k, :k].reshape(k * k, k * k)
+    rho = float(np.abs(np.linalg.eigvals(Kuu)).max())
+    if rho >= 1:
+        raise ConfigError(f"the second moment diverges (mean-square spectral radius {rho:.4g} "
+                          ">= 1): the step is beyond SGD's mean-square stability; lower lr")
+    S = np.linalg.solve(np.eye(k * k) - Kuu, (K4[:k, :k, k, k] + Q).ravel()).reshape(k, k)
+    return m, 0.5 * (S + S.T), rho
+
+
+def _batch_sequences(items: tuple, size: int, count: int):
+    """All ordered sequences of `count` disjoint `size`-subsets of `items`."""
+    if count == 0:
+        yield ()
+        return
+    for b in combinations(items, size):
+        rest = tuple(i for i in items if i not in b)
+        for tail in _batch_sequences(rest, size, count - 1):
+            yield (b,) + tail
+
+
+def _epoch_moments(T, batch_size: int, Q, phase: int):
+    """Stationary law of the engine's epoch reshuffling, by enumeration of the batch orders.
+
+    Every ordered sequence of k = n // S disjoint batches is equally likely (a uniform
+    permutation, the last n mod S samples dropped).  At epoch boundaries z_end = Phi z +
+    noise with Phi the product of the k batch maps (random, independent of z): the law is
+    `_affine_moments(E Phi, E Phi (x) Phi, E N)` with N the noise accumulated over the
+    epoch.  At `phase` p > 0 (records p batches into an epoch) the boundary law is pushed
+    through the first p batch maps of a fresh order."""
+    n, D, _ = T.shape
+    S, k = int(batch_size), n // int(batch_size)
+    count = math.factorial(n) // (math.factorial(S) ** k * math.factorial(n - k * S))
+    if count > MAX_SEQUENCES:
+        raise ConfigError(f"the epoch-reshuffling law enumerates {count} batch orders "
+                          f"(n = {n}, batch_size = {S}); it is exact only for tiny problems "
+                          f"(<= {MAX_SEQUENCES} orders); use sampling='subset' or 'iid'")
+    u = slice(0, D - 1)
+    acc = {key: 0.0 for key in ("Phi", "PP", "N", "Phi_p", "PP_p", "N_p")}
+    for seq in _batch_sequences(tuple(range(n)), S, k):
+        Phi, N = np.eye(D), np.zeros((D - 1, D - 1))
+        for j, b in enumerate(seq):
+            if phase and j == phase:
+                acc["Phi_p"] += Phi
+                acc["PP_p"] += np.kron(Phi, Phi)
+                acc["N_p"] += N
+            Tb = T[list(b)].mean(axis=0)
+            Phi = Tb @ Phi
+            N = Tb[u, u] @ N @ Tb[u, u].T + Q
+        acc["Phi"] += Phi
+        acc["PP"] += np.kron(Phi, Phi)
+        acc["N"] += N
+    acc = {key: v / count for key, v in acc.items()}
+    m0, S0, rho = _affine_moments(acc["Phi"], acc["PP"], acc["N"])
+    if phase == 0:
+        return m0, S0, rho
+    second = np.zeros((D, D))                    # augmented second moment about m0
+    second[u, u], second[-1, -1] = S0, 1.0
+    sh, shi = np.eye(D), np.eye(D)
+    sh[u, -1], shi[u, -1] = -m0, m0
+    Phi_c = sh @ acc["Phi_p"] @ shi
+    pushed = ((np.kron(sh, sh) @ acc["PP_p"] @ np.kron(shi, shi)) @ second.ravel()).reshape(D, D)
+    shift = Phi_c[u, -1]                         # mean offset from m0 after p batches
+    cov = pushed[u, u] + acc["N_p"] - np.outer(shift, shift)
+    return m0 + shift, 0.5 * (cov + cov.T), rho
+
+
+def sgd_law(potential, lr: float, batch_size: int | None = None, momentum: float = 0.0,
+            weight_decay: float = 0.0, temperature: float = 0.0, sampling: str = "iid",
+            phase: int = 0) -> StationaryLaw:
+    """Exact stationary law of SGD (dynamics.sgd.SGD) on a quadratic finite-sum loss.
+
+    With per-sample gradients g_i(x) = P_i x - q_i (LinearRegression: P_i = a_i a_i^T,
+    q_i = y_i a_i; Hessian H = mean P_i) the step v' = mu v + g_B(x) + wd x, x' = x - lr v'
+    + sqrt(2 lr T) xi is affine in z = (x, v) with a random matrix: the minibatch noise
+    (P_B - H) x - (q_B - qbar) is multiplicative.  For batches independent of the past,
+    E[T_B (x) T_B] = Tbar (x) Tbar + f (mean_i T_i (x) T_i - Tbar (x) Tbar) with
+    f = 1/S for sampling="iid" (with replacement) and f = (n-S)/(S(n-1)) for "subset"
+    (independent uniformly random subsets: the finite-population correction); the mean is
+    the ridge solution (H + wd)^-1 qbar and the covariance solves the linear equation of
+    `_affine_moments` (size (2d)^2; cost O(d^6)).
+
+    sampling="epoch" is the engine's replacement=False: a fresh permutation per epoch cut
+    into n // S consecutive batches.  Batches within an epoch are not independent, so
+    neither formula above applies; this law is exact at records `phase` batches into an
+    epoch (phase 0: epoch boundaries, i.e. record_every a multiple of n // S), computed by
+    enumerating all batch orders (tiny n only).  Returns the positions' law and the
+    velocity buffer's covariance (momentum_cov).  ConfigError if not mean-square stable."""
+    P, q = _samples(potential)
+    n, d = q.shape
+    if batch_size is None and sampling == "epoch":
+        raise ConfigError("sampling='epoch' needs a batch_size")
+    f = _noise_factor(n, batch_size, sampling)
+    T = _step_maps(P, q, lr, momentum, weight_decay)
+    Q = np.zeros((2 * d, 2 * d))
+    Q[:d, :d] = 2 * lr * temperature * np.eye(d)
+    what = (f"lr = {lr:g}, S = {batch_size}, momentum = {momentum:g}, weight decay = "
+            f"{weight_decay:g}, T = {temperature:g}")
+    if sampling == "epoch":
+        if not 0 <= phase < n // int(batch_size):
+            raise ConfigError(f"phase must be in [0, {n // int(batch_size)}), got {phase}")
+        m, S, rho = _epoch_moments(T, batch_size, Q, phase)
+        name, note = "SGD exact (epoch reshuffling)", (
+            f"{what}; the engine's replacement=False, exact at records {phase} batches into "
+            "an epoch (enumerated batch orders)")
+    else:
+        Tbar = T.mean(axis=0)
+        TT = np.kron(Tbar, Tbar)
+        TT += f * (_kron_mean(T) - TT)
+        m, S, rho = _affine_moments(Tbar, TT, Q)
+        if batch_size is None:
+            name, note = "SGD exact (full batch)", f"{what}; deterministic gradient"
+        elif sampling == "iid":
+            name, note = "SGD exact (i.i.d. batches)", (
+                f"{what}; exact for replacement=True (batches drawn with replacement)")
+        else:
+            name, note = "SGD exact (independent subsets)", (
+                f"{what}; exact for independent random subsets each step -- NOT the engine's "
+                "per-epoch reshuffling (replacement=False)")
+    return StationaryLaw(name, m[:d], S[:d, :d],
+                         f"{note}; mean-square spectral radius {rho:.4f}", momentum_cov=S[d:, d:])
+
+
+def sgd_lyapunov_law(potential, lr: float, batch_size: int | None = None, momentum: float = 0.0,
+                     weight_decay: float = 0.0, temperature: float = 0.0,
+                     sampling: str = "iid") -> StationaryLaw:
+    """Continuous-time (Ornstein-Uhlenbeck) approximation of SGD's stationary law.
+
+    A Sigma + Sigma A = lr f C / (1 - mu) + 2 T (1 - mu) I  (Mandt, Hoffman & Blei 2017 for
+    mu = T = 0, f = 1/S), with A = H + wd I, the mean m = A^-1 qbar, C = mean_i g_i g_i^T
+    the per-sample gradient covariance at m (g_i = (P_i + wd) m - q_i, mean zero), f as in
+    `sgd_law` ("iid" or "subset"), and heavy ball's effective step lr / (1 - mu).  It keeps
+    the noise additive (C frozen at m) and drops O(lr lam) terms; `lyapunov_gap` measures
+    how far it is from `sgd_law`."""
+    if sampling == "epoch":
+        raise ConfigError("the continuous approximation has no epoch-reshuffling form; use "
+                          "sampling='iid' or 'subset'")
+    P, q = _samples(potential)
+    n, d = q.shape
+    f = _noise_factor(n, batch_size, sampling)
+    A = P.mean(axis=0) + weight_decay * np.eye(d)
+    m = np.linalg.solve(A, q.mean(axis=0))
+    g = (P + weight_decay * np.eye(d)) @ m - q
+    C = g.T @ g / n - np.outer(g.mean(axis=0), g.mean(axis=0))
+    rhs = lr * f * C / (1 - momentum) + 2 * temperature * (1 - momentum) * np.eye(d)
+    S = linalg.solve_continuous_lyapunov(A, rhs)
+    return StationaryLaw(f"continuous Lyapunov ({sampling})", m, 0.5 * (S + S.T),
+                         f"A Sigma + Sigma A = lr f C / (1 - mu) + 2 T (1 - mu) I, f = {f:.4g}; "
+                         "an O(lr lam) approximation")
+
+
+@dataclass(frozen=True)
+class LyapunovGap:
+    """Distance of the continuous approximation from the exact SGD law over a grid of lr.
+
+    lr (k,); eta_lambda_max = lr lam_max(H + wd) (k,); rel_diff = |Sigma_L - Sigma_exact|_F /
+    |Sigma_exact|_F (k,); top_ratio = Var_L / Var_exact along the top eigenvector of H (k,);
+    NaN where SGD is not mean-square stable (no exact stationary law).
+    """
+
+    lr: np.ndarray
+    eta_lambda_max: np.ndarray
+    rel_diff: np.ndarray
+    top_ratio: np.ndarray
+
+    def table(self) -> str:
+        rows = [f"{'lr':>10} {'lr lam_max':>10} {'rel diff':>10} {'top ratio':>10}"]
+        rows += [f"{a:10.4g} {b:10.4g} {c:10.4g} {e:10.4g}" for a, b, c, e in
+                 zip(self.lr, self.eta_lambda_max, self.rel_diff, self.top_ratio)]
+        return "\n".join(rows)
+
+    def plot(self, ax):
+        """Relative difference and 1 - top_ratio against lr lam_max (log-log)."""
+        from matplotlib.ticker import NullFormatter
+
+        ax.loglog(self.eta_lambda_max, self.rel_diff, "o-", label="|Σ_L - Σ|_F / |Σ|_F")
+        ax.loglog(self.eta_lambda_max, np.abs(1 - self.top_ratio), "s--", mfc="none",
+                  label="|1 - Var_L / Var| along the top eigenvector")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set(xlabel=r"$\eta\lambda_{max}$", ylabel="continuous approximation's error")
+        ax.legend(fontsize="small")
+
+
+def lyapunov_gap(potential, lrs, batch_size: int | None = None, momentum: float = 0.0,
+                 weight_decay: float = 0.0, temperature: float = 0.0,
+                 sampling: str = "iid") -> LyapunovGap:
+    """`sgd_lyapunov_law` against `sgd_law` at each lr of `lrs` (same other arguments)."""
+    P, q = _samples(potential)
+    _noise_factor(q.shape[0], batch_size, sampling)              # validate before the loop
+    lam, V = np.linalg.eigh(P.mean(axis=0) + weight_decay * np.eye(P.shape[1]))
+    top = V[:, -1]
+    kw = dict(batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+              temperature=temperature, sampling=sampling)
+    rows = []
+    for lr in np.asarray(lrs, dtype=np.float64):
+        try:
+            ex = sgd_law(potential, lr, **kw).cov
+        except ConfigError:                                       # not mean-square stable
+            rows.append((lr, lr * lam[-1], np.nan, np.nan))
+            continue
+        ly = sgd_lyapunov_law(potential, lr, **kw).cov
+        rows.append((lr, lr * lam[-1], np.linalg.norm(ly - ex) / np.linalg.norm(ex),
+                     (top @ ly @ top) / (top @ ex @ top)))
+    return LyapunovGap(*map(np.array, zip(*rows)))
+
+
+# ------------------------------------------------------------------ laws of a run
+
+def predicted_laws(source) -> tuple[StationaryLaw, ...]:
+    """The stationary laws that apply to a run (a `Run` or a (potential, dynamics) pair),
+    the exact one first, then approximations and alternatives for comparison.
+
+    Quadratic + OverdampedLangevin: Euler-Maruyama exact, Gibbs.  Quadratic +
+    UnderdampedLangevin: BAOAB exact.  Quadratic + full-batch SGD: SGD exact, continuous.
+    LinearRegression + SGD, replacement=True: i.i.d. exact, continuous.  replacement=False:
+    the epoch-reshuffling law when it is enumerable and every record falls at an epoch
+    boundary (record_every a multiple of n // S), then the independent-subset law (first
+    when the epoch law is not available), i.i.d. exact, continuous.  ConfigError for
+    scheduled step sizes or temperatures and for other potentials or dynamics."""
+    from ..dynamics import SGD, OverdampedLangevin, UnderdampedLangevin
+    from ..dynamics.base import Dynamics
+    from ..potentials import LinearRegression, Quadratic
+
+    record_every = None
+    if isinstance(source, Run):
+        pot, dyn = source.potential, Dynamics.from_dict(source.config["dynamics"])
+        record_every = int(source.config["record_every"])
+    else:
+        pot, dyn = source
+    for key in ("step", "lr", "temperature"):
+        s = getattr(dyn, key, None)
+        if s is not None and s.kind != "constant":
+            raise ConfigError(f"the run's {key} is scheduled ({s.kind}); stationary laws need a "
+                              "constant step size and temperature")
+    T = dyn.temperature.start
+    if isinstance(pot, Quadratic) and isinstance(dyn, OverdampedLangevin):
+        eta = dyn.step.start
+        return (euler_maruyama_law(pot.H, eta, T, pot.center), gibbs_law(pot.H, T, pot.center))
+    if isinstance(pot, Quadratic) and isinstance(dyn, UnderdampedLangevin):
+        return (baoab_law(pot.H, dyn.step.start, T, dyn.mass, pot.center),)
+    if isinstance(pot, (Quadratic, LinearRegression)) and isinstance(dyn, SGD):
+        kw = dict(batch_size=dyn.batch_size, momentum=dyn.momentum,
+                  weight_decay=dyn.weight_decay, temperature=T)
+        lr = dyn.lr.start
+        if dyn.replacement or dyn.batch_size is None:
+            return (sgd_law(pot, lr, **kw), sgd_lyapunov_law(pot, lr, **kw))
+        laws = [sgd_law(pot, lr, sampling="subset", **kw), sgd_law(pot, lr, **kw),
+                sgd_lyapunov_law(pot, lr, sampling="subset", **kw)]
+        per_epoch = pot.n_samples // dyn.batch_size
+        if record_every is not None and record_every % per_epoch == 0:
+            try:
+                laws.insert(0, sgd_law(pot, lr, sampling="epoch", **kw))
+            except ConfigError:       # too many batch orders to enumerate
+                pass
+        return tuple(laws)
+    raise ConfigError(f"no predicted stationary law for {type(pot).__name__} with "
+                      f"{type(dyn).__name__}; supported: Quadratic with OverdampedLangevin, "
+                      "UnderdampedLangevin or full-batch SGD, LinearRegression with SGD")
+
+
+# --------------------------------------------------------------- sampled moments
+
+@dataclass(frozen=True)
+class SampleMoments:
+    """Pooled mean (d,) and covariance (d, d) of (n, M, d) records x replicas, with standard
+    errors se = sd / sqrt(ESS) from the ArviZ ESS (method "mean") of each entry's series:
+    x_i for the mean, (x_i - mean_i)(x_j - mean_j) for the covariance (so autocorrelation
+    across records is accounted for; replicas are independent chains)."""
+
+    mean: np.ndarray
+    mean_se: np.ndarray
+    cov: np.ndarray
+    cov_se: np.ndarray
+    ess_mean: np.ndarray
+    ess_cov: np.ndarray
+    n_records: int
+    n_replicas: int
+
+    def table(self) -> str:
+        d = self.mean.size
+        rows = [f"{self.n_records} records x {self.n_replicas} replicas",
+                f"{'i':>3} {'j':>3} {'cov':>11} {'se':>9} {'ESS':>9}"]
+        rows += [f"{i:3d} {j:3d} {self.cov[i, j]:11.4g} {self.cov_se[i, j]:9.2g} "
+                 f"{self.ess_cov[i, j]:9.0f}" for i in range(d) for j in range(i, d)]
+        return "\n".join(rows)
+
+    def plot(self, ax):
+        """Covariance entries with their error bars."""
+        iu = np.triu_indices(self.mean.size)
+        ax.errorbar(np.arange(iu[0].size), self.cov[iu], 2 * self.cov_se[iu], fmt="o", ms=3)
+        ax.set(xlabel="entry (i <= j, row-major)", ylabel="covariance ± 2 se")
+
+
+def sample_moments(data, name: str = "positions", burn: int = 0) -> SampleMoments:
+    """`SampleMoments` of an (n_records, M, d) array, or of a `Run`'s series `name`, after
+    `burn` records (diverged replicas dropped; >= 4 records needed for the ESS)."""
+    x = load_records(data, name).after(int(burn)).values
+    if x.ndim != 3 or x.shape[0] < 4:
+        raise ConfigError(f"sample moments need (n >= 4, M, d) records, got {x.shape}")
+    n, M, d = x.shape
+    mean = x.mean(axis=(0, 1))
+    y = x - mean
+    prod = y[..., :, None] * y[..., None, :]                        # (n, M, d, d)
+    ess_mean = ess(x, "mean")
+    iu = np.triu_indices(d)
+    ess_c = np.zeros((d, d))
+    ess_c[iu] = ess(prod[..., iu[0], iu[1]], "mean")
+    ess_c = np.maximum(ess_c, ess_c.T)
+    return SampleMoments(mean, x.std(axis=(0, 1), ddof=1) / np.sqrt(ess_mean),
+                         prod.mean(axis=(0, 1)) * (n * M / (n * M - 1)),
+                         prod.std(axis=(0, 1), ddof=1) / np.sqrt(ess_c), ess_mean, ess_c, n, M)
+
+
+# ------------------------------------------------------------ Gaussian distances
+
+def gaussian_kl(mean0, cov0, mean1, cov1) -> float:
+    """KL(N0 || N1) = (tr(S1^-1 S0) - d + dm^T S1^-1 dm + ln det S1 - ln det S0) / 2, nats."""
+    mean0, cov0, mean1, cov1 = (np.asarray(a, np.float64) for a in (mean0, cov0, mean1, cov1))
+    L = np.linalg.cholesky(cov1)
+    dm = np.linalg.solve(L, mean1 - mean0)
+    W = np.linalg.solve(L, np.linalg.solve(L, cov0).T)          # L^-1 S0 L^-T
+    ld0 = np.linalg.slogdet(cov0)[1]
+    return float(0.5 * (np.trace(W) - len(dm) + dm @ dm + 2 * np.log(np.diag(L)).sum() - ld0))
+
+
+def gaussian_w2(mean0, cov0, mean1, cov1) -> float:
+    """2-Wasserstein distance: W2^2 = |m0 - m1|^2 + tr S0 + tr S1 - 2 tr (S1^1/2 S0 S1^1/2)^1/2."""
+    mean0, cov0, mean1, cov1 = (np.asarray(a, np.float64) for a in (mean0, cov0, mean1, cov1))
+    lam, V = np.linalg.eigh(cov1)
+    r = (V * np.sqrt(np.clip(lam, 0, None))) @ V.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(r @ cov0 @ r), 0, None)).sum()
+    w2 = np.sum((mean0 - mean1) ** 2) + np.trace(cov0) + np.trace(cov1) - 2 * cross
+    return float(np.sqrt(max(w2, 0.0)))
+
+
+def _jackknife(y: np.ndarray, groups: int, stat) -> tuple[float, float, float]:
+    """(stat, se, bias) of stat(mean, cov) of (n, M, d) y, delete-one-group jackknife over
+    `groups` groups of consecutive replicas (independent chains, so records stay together)."""
+    n, M, d = y.shape
+    G = min(groups, M)
+    part = np.array_split(np.arange(M), G)
+    s1 = np.stack([y[:, p].sum(axis=(0, 1)) for p in part])
+    s2 = np.stack([np.einsum("tmi,tmj->ij", y[:, p], y[:, p]) for p in part])
+    cnt = np.array([n * p.size for p in part], dtype=np.float64)
+
+    def moments(a, b, c):
+        m = a / c
+        return m, b / c - np.outer(m, m)
+
+    full = stat(*moments(s1.sum(0), s2.sum(0), cnt.sum()))
+    if G < 2:
+        return full, np.nan, np.nan
+    loo = np.array([stat(*moments(s1.sum(0) - s1[g], s2.sum(0) - s2[g], cnt.sum() - cnt[g]))
+                    for g in range(G)])
+    se = math.sqrt((G - 1) / G * np.sum((loo - loo.mean()) ** 2))
+    return full, se, (G - 1) * (loo.mean() - full)
+
+
+# ------------------------------------------------------------------- comparison
+
+@dataclass(frozen=True)
+class CovarianceComparison:
+    """Sampled mean and covariance against a predicted `law` (and `alternatives`).
+
+    Everything is expressed in the eigenbasis `basis` (d, d) of law.cov, centred on
+    law.mean: y = (x - law.mean) @ basis, where the predicted law is N(0, diag(predicted)).
+    `sampled`: `SampleMoments` of y after `burn` records.  z-scores: (sampled - predicted) /
+    se for the d means and the d(d+1)/2 covariance entries; chi2 = sum z^2 on that many
+    degrees of freedom (entries are nearly uncorrelated in this basis when the law holds).
+    kl = KL(sampled || law), w2 = W2(sampled, law), each with a jackknife se and bias over
+    replica groups; both are >= 0 and biased upwards by sampling noise (about
+    (d + d(d+1)/2) / (2 ESS) for KL), so judge them against their se and bias.
+    """
+
+    name: str
+    law: StationaryLaw
+    alternatives: tuple[StationaryLaw, ...]
+    basis: np.ndarray
+    burn: int
+    dropped: int
+    sampled: SampleMoments
+    kl: tuple[float, float, float]
+    w2: tuple[float, float, float]
+    p_threshold: float = field(default=1e-3)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """(d,) predicted variances along the eigen-directions (ascending)."""
+        return np.diag(self.basis.T @ self.law.cov @ self.basis)
+
+    def in_basis(self, law: StationaryLaw) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, cov) of `law` in this comparison's centred eigen-coordinates."""
+        return (law.mean - self.law.mean) @ self.basis, self.basis.T @ law.cov @ self.basis
+
+    def z_scores(self, law: StationaryLaw | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """z of the sampled means (d,) and covariance entries (d, d) against `law` (default
+        the predicted law)."""
+        m, c = self.in_basis(self.law if law is None else law)
+        s = self.sampled
+        return (s.mean - m) / s.mean_se, (s.cov - c) / s.cov_se
+
+    def chi2(self, law: StationaryLaw | None = None) -> tuple[float, int, float]:
+        """(chi2, dof, p) of the means and upper-triangle covariance entries against `law`."""
+        zm, zc = self.z_scores(law)
+        z = np.concatenate([zm, zc[np.triu_indices(zm.size)]])
+        c = float(np.sum(z ** 2))
+        return c, z.size, float(stats.chi2.sf(c, z.size))
+
+    @property
+    def consistent(self) -> bool:
+        return self.chi2()[2] > self.p_threshold
+
+    @property
+    def verdict(self) -> str:
+        c, dof, p = self.chi2()
+        word = "consistent" if self.consistent else "INCONSISTENT"
+        return f"verdict: {word} with {self.law.name} (chi2 = {c:.1f} on {dof} dof, p = {p:.3g})"
+
+    def table(self) -> str:
+        s = self.sampled
+        d = s.mean.size
+        zm, zc = self.z_scores()
+        alt = [np.diag(self.in_basis(a)[1]) for a in self.alternatives]
+        head = f"{'k':>3} {'predicted':>11} {'sampled':>11} {'± se':>9} {'z':>6}"
+        head += "".join(f" | {a.name[:31]:>31} {'z':>7}" for a in self.alternatives)
+        rows = [f"{self.name}: {s.n_records} records x {s.n_replicas} replicas after burn-in "
+                f"{self.burn} records ({self.dropped} diverged replicas dropped)",
+                f"predicted: {self.law.name} -- {self.law.note}",
+                "variances along the eigen-directions of the predicted covariance:", head]
+        for k in range(d):
+            r = (f"{k:3d} {self.predicted[k]:11.5g} {s.cov[k, k]:11.5g} {s.cov_se[k, k]:9.2g} "
+                 f"{zc[k, k]:6.2f}")
+            r += "".join(f" | {v[k]:31.5g} {(s.cov[k, k] - v[k]) / s.cov_se[k, k]:7.1f}"
+                         for v in alt)
+            rows.append(r)
+        off = np.abs(zc[np.triu_indices(d, 1)])
+        rows.append(f"means (eigen-coordinates): max |z| = {np.abs(zm).max():.2f}; off-diagonal "
+                    f"covariances: max |z| = {off.max() if off.size else 0.0:.2f} "
+                    f"({off.size} entries)")
+        for a in self.alternatives:
+            c, dof, p = self.chi2(a)
+            rows.append(f"alternative {a.name}: chi2 = {c:.1f} on {dof} dof, p = {p:.3g}")
+        (kl, kse, kb), (w, wse, wb) = self.kl, self.w2
+        rows.append(f"KL(sampled || predicted) = {kl:.3g} ± {kse:.2g} nats (jackknife bias "
+                    f"{kb:.2g}); W2 = {w:.3g} ± {wse:.2g} (bias {wb:.2g})")
+        rows.append(self.verdict)
+        return "\n".join(rows)
+
+    def plot(self, ax):
+        """Sampled / predicted variance per eigen-direction (± 2 se), with alternatives."""
+        s, pred = self.sampled, self.predicted
+        k = np.arange(pred.size)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.errorbar(k, np.diag(s.cov) / pred, 2 * np.diag(s.cov_se) / pred, fmt="o", ms=4,
+                    capsize=3, label=f"sampled ± 2 se / {self.law.name}")
+        for j, a in enumerate(self.alternatives):
+            ax.plot(k, np.diag(self.in_basis(a)[1]) / pred, "sx^dv"[j % 5], mfc="none",
+                    label=a.name)
+        ax.set_xticks(k)
+        ax.set(xlabel="eigen-direction k (ascending predicted variance)",
+               ylabel="variance / predicted", title=self.verdict.replace("verdict: ", ""))
+        ax.title.set_fontsize("small")
+        ax.legend(fontsize="small")
+
+
+def compare_covariance(data, law: StationaryLaw, alternatives=(), *, name: str = "positions",
+                       burn="auto", groups: int = 20) -> CovarianceComparison:
+    """Compare an (n_records, M, d) series (or a `Run`'s series `name`) with `law`.
+
+    burn: records to drop, or "auto" for the MSER burn-in (`diagnostics.burn_in`) of the
+    eigen-coordinates y and of y^2 (so a relaxing variance counts, not only the mean).
+    groups: replica groups of the KL / W2 jackknife.  Diverged replicas are dropped."""
+    rec = load_records(data, name)
+    x = rec.values
+    if x.ndim != 3 or x.shape[2] != law.mean.size:
+        raise ConfigError(f"{rec.name} has shape {x.shape}; the law needs "
+                          f"(n, M, {law.mean.size})")
+    var, basis = np.linalg.eigh(law.cov)
+    if var[0] <= 0:
+        raise ConfigError(f"{law.name} has a singular covariance (smallest variance "
+                          f"{var[0]:.3g}): a point mass (deterministic dynamics) has no "
+                          "Gaussian comparison")
+    y = (x - law.mean) @ basis
+    if burn == "auto":
+        burn = burn_in(np.concatenate([y, y ** 2], axis=2)).record
+    y = y[int(burn):]
+    if y.shape[0] < 4:
+        raise ConfigError(f"{y.shape[0]} records after burn-in {burn}; need >= 4 (run longer)")
+    pred_cov = np.diag(np.diag(basis.T @ law.cov @ basis))
+    zero = np.zeros(y.shape[2])
+    kl = _jackknife(y, groups, lambda m, c: gaussian_kl(m, c, zero, pred_cov))
+    w2 = _jackknife(y, groups, lambda m, c: gaussian_w2(m, c, zero, pred_cov))
+    return CovarianceComparison(rec.name, law, tuple(alternatives), basis, int(burn), rec.dropped,
+                                sample_moments(y), kl, w2)
+
+
+# --------------------------------------------------------------------- marginals
+
+def gaussian_marginal_fits(data, law: StationaryLaw, *, name: str = "positions",
+                           record: int = -1, bins: int = 30) -> tuple[MarginalFit, ...]:
+    """Chi-square fits of each eigen-coordinate y_k = ((x - law.mean) @ basis)_k of one
+    record (replicas are independent samples) to its predicted density N(0, var_k),
+    by `stationary.fit_marginal` (quadrature of exp(-y^2 / (2 var_k)))."""
+    x = load_records(data, name).values[record]                    # (M', d)
+    var, basis = np.linalg.eigh(law.cov)
+    y = (x - law.mean) @ basis
+    return tuple(fit_marginal(y[:, k], lambda u, v=v: u ** 2 / (2 * v), 1.0, bins=bins)
+                 for k, v in enumerate(var))
+
+
+def gibbs_energy_fit(energies, d: int, temperature: float, bins: int = 30) -> MarginalFit:
+    """Chi-square fit of independent energies U - U_min of a d-dimensional quadratic under
+    Gibbs, U / T ~ Gamma(d / 2): density exp(-(u - (d/2 - 1) T ln u) / T) on u > 0
+    (`stationary.fit_marginal`).  Exact for BAOAB positions; not for Euler-Maruyama or SGD,
+    whose energies are weighted chi-square sums."""
+    def energy_1d(u):
+        u = np.asarray(u, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(u > 0, u - (d / 2 - 1) * temperature * np.log(u), np.inf)
+
+    return fit_marginal(energies, energy_1d, temperature, bins=bins)

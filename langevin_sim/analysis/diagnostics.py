@@ -1,0 +1,309 @@
+"""Convergence diagnostics of recorded series through the ArviZ stack (arviz-stats).
+
+Layout: a series is an array of shape (n_records, M, ...) -- records x replicas x trailing
+components, the run-file layout -- or a `Run` and a series name.  Replicas are the chains
+and records the draws of ArviZ; every statistic is computed per trailing component with
+`arviz_stats.base.array_stats` (rank-normalized split R-hat, nested R-hat, bulk / tail /
+mean ESS with Geyer's initial monotone sequence, MCSE, FFT autocovariance).  Units: ESS
+in samples, integrated autocorrelation times in records (x steps per record for steps).
+
+`burn_in` detects the end of the initial transient with MSER (White 1997) on the
+replica-mean series.  Imports neither numba nor cupy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..io.reader import Run
+
+QUANTILES = (0.05, 0.5, 0.95)
+
+
+@dataclass(frozen=True)
+class Records:
+    """A recorded series with diverged replicas removed.
+
+    values: (n, M', ...) float64; step: (n,) step of each record (the record index for a
+    bare array); dropped: replicas removed (diverged, or non-finite anywhere).
+    """
+
+    name: str
+    values: np.ndarray
+    step: np.ndarray
+    dropped: int
+
+    @property
+    def steps_per_record(self) -> float:
+        return float(np.median(np.diff(self.step))) if self.step.size > 1 else 1.0
+
+    def after(self, burn: int) -> "Records":
+        """The records from index `burn` on."""
+        return Records(self.name, self.values[burn:], self.step[burn:], self.dropped)
+
+
+def load_records(data, name: str | None = None) -> Records:
+    """`Records` of an (n_records, M, ...) array or of series `name` of a `Run` (a `Records`
+    is returned as is).
+
+    A run's replicas with diverged_step >= 0 are dropped; for an array, replicas holding any
+    non-finite value are (the run file writes NaN after a divergence)."""
+    if isinstance(data, Records):
+        return data
+    if isinstance(data, Run):
+        if name is None:
+            raise ConfigError(f"name the series to analyse: one of {data.names}")
+        values = np.asarray(data[name], dtype=np.float64)
+        alive = data.diverged_step < 0
+        step = np.asarray(data.step)
+    else:
+        values = np.asarray(data, dtype=np.float64)
+        if values.ndim < 2:
+            raise ConfigError(f"a series needs shape (n_records, replicas, ...), got "
+                              f"{values.shape}")
+        alive = np.ones(values.shape[1], bool)
+        step = np.arange(values.shape[0])
+        name = "series" if name is None else name
+    alive &= np.isfinite(values).reshape(values.shape[0], values.shape[1], -1).all(axis=(0, 2))
+    if not alive.any():
+        raise ConfigError(f"every replica of {name!r} diverged or holds non-finite values")
+    return Records(name, values[:, alive], step, int(alive.size - alive.sum()))
+
+
+def _chains_draws(values: np.ndarray) -> np.ndarray:
+    """(n, M, ...) -> (..., M, n): ArviZ's (chain, draw) as the last two axes."""
+    return np.moveaxis(np.moveaxis(values, 0, -1), 0, -2)
+
+
+def ess(values: np.ndarray, method: str = "bulk", prob=None) -> np.ndarray:
+    """ArviZ effective sample size of (n, M, ...) values, per trailing component (...).
+
+    method "bulk" (rank-normalized), "mean", "tail" (min of the 5% and 95% quantile ESS
+    unless `prob` says otherwise), or any other `array_stats.ess` method."""
+    from arviz_stats.base import array_stats
+
+    if method == "tail" and prob is None:
+        prob = (QUANTILES[0], QUANTILES[-1])
+    return np.asarray(array_stats.ess(_chains_draws(values), method=method, prob=prob))
+
+
+def integrated_autocorrelation_time(values: np.ndarray) -> np.ndarray:
+    """tau = n M / ESS_mean in records, per trailing component of (n, M, ...) values.
+
+    For an AR(1) series of coefficient phi, tau = (1 + phi) / (1 - phi)."""
+    n, m = values.shape[:2]
+    return n * m / ess(values, "mean")
+
+
+@dataclass(frozen=True)
+class SeriesDiagnostics:
+    """ArviZ diagnostics of one component of one series (draws = records, chains = replicas).
+
+    mean, sd, quantiles: pooled over records and replicas.  ess_*: effective sample sizes
+    (bulk, tail, of the mean).  iat = n_draws n_chains / ess_mean, in records.  mcse_mean =
+    sd / sqrt(ess_mean); mcse_quantiles: ArviZ's quantile MCSE at QUANTILES.  rhat:
+    rank-normalized split R-hat over replicas; rhat_nested: nested R-hat with `superchains`
+    groups of consecutive replicas (the remainder of M / superchains left out; NaN if
+    fewer than 2 per group).  acf: the multi-chain autocorrelation at lags 0.. (records),
+    the one ArviZ's ESS sums (so iat ~ 1 + 2 sum acf).
+    """
+
+    name: str
+    component: tuple[int, ...]
+    n_draws: int
+    n_chains: int
+    dropped: int
+    steps_per_record: float
+    mean: float
+    sd: float
+    quantiles: np.ndarray
+    ess_bulk: float
+    ess_tail: float
+    ess_mean: float
+    mcse_mean: float
+    mcse_quantiles: np.ndarray
+    rhat: float
+    rhat_nested: float
+    superchains: int
+    acf: np.ndarray
+
+    @property
+    def iat(self) -> float:
+        """Integrated autocorrelation time in records: n_draws n_chains / ess_mean."""
+        return self.n_draws * self.n_chains / self.ess_mean
+
+    @property
+    def iat_steps(self) -> float:
+        return self.iat * self.steps_per_record
+
+    @property
+    def label(self) -> str:
+        comp = ",".join(map(str, self.component))
+        return f"{self.name}[{comp}]" if self.component else self.name
+
+    HEADER = (f"{'series':<16} {'mean':>11} {'mcse':>9} {'sd':>9} {'ESS bulk':>9} {'ESS tail':>9}"
+              f" {'IAT[rec]':>9} {'R-hat':>7} {'nR-hat':>7}")
+
+    def row(self) -> str:
+        return (f"{self.label:<16} {self.mean:11.4g} {self.mcse_mean:9.2g} {self.sd:9.3g} "
+                f"{self.ess_bulk:9.0f} {self.ess_tail:9.0f} {self.iat:9.2f} {self.rhat:7.4f} "
+                f"{self.rhat_nested:7.4f}")
+
+    def table(self) -> str:
+        q = "  ".join(f"q{p:g} = {v:.4g} ± {e:.2g}" for p, v, e in
+                      zip(QUANTILES, self.quantiles, self.mcse_quantiles))
+        return "\n".join([self.HEADER, self.row(),
+                          f"{self.n_draws} records x {self.n_chains} replicas ({self.dropped} "
+                          f"dropped), IAT = {self.iat_steps:.4g} steps; {q}"])
+
+    def plot(self, ax):
+        """Autocorrelation function against lag, with the AR(1) law of the same IAT."""
+        lag = np.arange(self.acf.size)
+        rho = (self.iat - 1) / (self.iat + 1)
+        ax.plot(lag, self.acf, "o-", ms=3, label=f"{self.label} (multi-chain)")
+        ax.plot(lag, np.sign(rho) ** lag * np.abs(rho) ** lag, "k--",
+                label=f"AR(1) with IAT {self.iat:.3g}")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set(xlabel="lag [records]", ylabel="autocorrelation")
+        ax.legend(fontsize="small")
+
+
+def diagnose(data, name: str | None = None, *, burn: int = 0, superchains: int = 4,
+             max_lag: int = 50) -> tuple[SeriesDiagnostics, ...]:
+    """ArviZ diagnostics of every trailing component of a series, after `burn` records.
+
+    data: (n_records, M, ...) array, or a `Run` with series `name` (diverged replicas
+    dropped).  Needs >= 4 records after burn-in (ArviZ's minimum draws) and >= 2 replicas
+    for R-hat (NaN otherwise).  Returns one `SeriesDiagnostics` per component, C order."""
+    from arviz_stats.base import array_stats
+
+    rec = load_records(data, name).after(int(burn))
+    x = rec.values
+    n, m = x.shape[:2]
+    if n < 4:
+        raise ConfigError(f"{rec.name}: {n} records after burn-in {burn}; ArviZ needs >= 4 "
+                          "(record more often, run longer or lower the burn-in)")
+    cd = _chains_draws(x)
+    per_group = m // superchains if superchains > 0 else 0
+    if per_group >= 2:
+        ids = np.repeat(np.arange(superchains), per_group)
+        nested = array_stats.rhat_nested(cd[..., : ids.size, :], superchain_ids=ids)
+    else:
+        nested = np.full(x.shape[2:], np.nan)
+    stats = {
+        "mean": x.mean(axis=(0, 1)), "sd": x.std(axis=(0, 1), ddof=1),
+        "ess_bulk": ess(x, "bulk"), "ess_tail": ess(x, "tail"), "ess_mean": ess(x, "mean"),
+        "mcse_mean": array_stats.mcse(cd, method="mean"),
+        "rhat": array_stats.rhat(cd) if m >= 2 else np.full(x.shape[2:], np.nan),
+        "rhat_nested": nested,
+    }
+    quant = np.moveaxis(np.quantile(x, QUANTILES, axis=(0, 1)), 0, -1)
+    mcse_q = np.stack([array_stats.mcse(cd, method="quantile", prob=p) for p in QUANTILES], -1)
+    lags = min(max_lag, n - 1) + 1
+    acf = _multichain_acf(cd, lags)
+    out = []
+    for idx in np.ndindex(x.shape[2:]):
+        out.append(SeriesDiagnostics(
+            rec.name, idx, n, m, rec.dropped, rec.steps_per_record,
+            **{k: float(np.asarray(v)[idx]) for k, v in stats.items()},
+            quantiles=quant[idx], mcse_quantiles=mcse_q[idx],
+            superchains=superchains if per_group >= 2 else 0, acf=acf[idx]))
+    return tuple(out)
+
+
+def _multichain_acf(cd: np.ndarray, lags: int) -> np.ndarray:
+    """Multi-chain autocorrelation (Vehtari et al. 2021, eq. 10) of (..., M, n) draws, the
+    one ArviZ's ESS sums: rho_t = 1 - (W - mean_m acov_m(t)) / var+, with W the mean
+    within-chain variance and var+ = W (n-1)/n + Var_m(chain means)."""
+    from arviz_stats.base import array_stats
+
+    n = cd.shape[-1]
+    acov = np.asarray(array_stats.autocov(cd, axis=-1)).mean(axis=-2)[..., :lags]
+    w = acov[..., :1] * n / (n - 1)
+    chain_var = cd.mean(axis=-1).var(axis=-1, ddof=1)[..., None] if cd.shape[-2] > 1 else 0.0
+    return 1 - (w - acov) / (w * (n - 1) / n + chain_var)
+
+
+def diagnostics_table(results) -> str:
+    """One header and one row per `SeriesDiagnostics` in `results`."""
+    return "\n".join([SeriesDiagnostics.HEADER] + [r.row() for r in results])
+
+
+@dataclass(frozen=True)
+class BurnIn:
+    """MSER truncation point of a series (White 1997).
+
+    With Y_t the replica mean of component c at record t (batched in means of `batch`
+    records), MSER(k) = sum_{t>=k} (Y_t - mean(Y_k..))^2 / (n_b - k)^2 estimates the
+    squared error of the mean after discarding k batches; k* = argmin over the first half.
+    record: the first kept record (max over components); per_component: (C,) records;
+    converged: False when, for some component, MSER over the first three quarters is
+    smallest in the second half (the transient outlasts half the run: run longer).  The
+    last quarter is left out because MSER of a few batches is noise-dominated.
+    replica_mean, replica_se: (n, C) series and its standard error sd_replicas / sqrt(M),
+    for the plot.
+    """
+
+    name: str
+    record: int
+    step: int
+    n_records: int
+    per_component: np.ndarray
+    converged: bool
+    batch: int
+    replica_mean: np.ndarray
+    replica_se: np.ndarray
+
+    def table(self) -> str:
+        worst = int(np.argmax(self.per_component))
+        verdict = "converged" if self.converged else \
+            "NOT converged: the MSER minimum lies in the second half; run longer"
+        return (f"burn-in of {self.name} (MSER, batches of {self.batch} records): record "
+                f"{self.record} of {self.n_records} (step {self.step}), set by component "
+                f"{worst}; {verdict}")
+
+    def plot(self, ax):
+        """The replica-mean series of the deciding component, +-2 se, and the burn-in."""
+        c = int(np.argmax(self.per_component))
+        t = np.arange(self.n_records)
+        y, s = self.replica_mean[:, c], self.replica_se[:, c]
+        ax.fill_between(t, y - 2 * s, y + 2 * s, alpha=0.3, lw=0)
+        what = self.name if self.per_component.size == 1 else f"{self.name} component {c}"
+        ax.plot(t, y, "-", lw=1, label=f"{what}: replica mean ± 2 se")
+        ax.axvline(self.record, color="r", ls="--", label=f"MSER burn-in: record {self.record}")
+        ax.set(xlabel="record", ylabel=self.name)
+        ax.legend(fontsize="small")
+
+
+def mser(y: np.ndarray) -> np.ndarray:
+    """MSER(k) = sum_{t>=k} (y_t - mean(y_k..))^2 / (n - k)^2 for k = 0..n-1, y of shape (n, C)."""
+    s1 = np.cumsum(y[::-1], axis=0)[::-1]           # suffix sums over t >= k
+    s2 = np.cumsum(y[::-1] ** 2, axis=0)[::-1]
+    count = np.arange(y.shape[0], 0, -1)[:, None]   # n - k
+    return (s2 - s1 ** 2 / count) / count ** 2
+
+
+def burn_in(data, name: str | None = None, *, batch: int = 1) -> BurnIn:
+    """MSER burn-in of every component of a (n, M, ...) series (or a `Run`'s series `name`).
+
+    Returns the first record to keep: the largest over components of the MSER truncation
+    point of the replica-mean series (see `BurnIn`)."""
+    rec = load_records(data, name)
+    x = rec.values.reshape(rec.values.shape[0], rec.values.shape[1], -1)
+    n = x.shape[0]
+    nb = n // batch
+    if nb < 4:
+        raise ConfigError(f"{rec.name}: burn-in detection needs >= 4 batches of {batch} "
+                          f"records, got {n} records")
+    y = x.mean(axis=1)
+    yb = y[: nb * batch].reshape(nb, batch, -1).mean(axis=1)
+    curve = mser(yb)[: (3 * nb) // 4]       # the noisy last quarter is never a candidate
+    half = (nb + 1) // 2
+    k = np.argmin(curve[:half], axis=0)
+    converged = bool(np.all(np.argmin(curve, axis=0) < half))
+    per = k * batch
+    first = int(per.max())
+    se = x.std(axis=1, ddof=1) / np.sqrt(x.shape[1]) if x.shape[1] > 1 else np.zeros_like(y)
+    return BurnIn(rec.name, first, int(rec.step[first]), n, per, converged, batch, y, se)
