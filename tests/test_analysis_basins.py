@@ -1,0 +1,210 @@
+"""Basins: quench, clustering, Hessian spectra, Laplace volumes, attraction fractions and
+occupancy, each against a case with a known answer, then against Langevin simulations."""
+import os
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+from langevin_sim import Simulation, open_run
+from langevin_sim.analysis.basins import (exact_basin_log_z, find_basins, hessian_spectrum,
+                                          laplace_log_z, occupancy_from_log_z, quench,
+                                          run_occupancy)
+from langevin_sim.dynamics import OverdampedLangevin
+from langevin_sim.errors import ConfigError
+from langevin_sim.potentials import DoubleWell, MultiWell, Quadratic, SphericalPSpin
+from langevin_sim.scenario import run_scenario
+
+from .conftest import assert_within_se
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_multiwell_minima_spectra_and_laplace_volumes():
+    """Two rotated quadratic wells 4 apart (softness 0.05: the joining terms are e^-160 at the
+    centres): the quench finds both centres, the Hessian spectra are the wells' spectra, and
+    log Z_b = -E_b/T + (3/2) log(2 pi T) - 1/2 log det H_b exactly, so the predicted
+    occupancy ratio is e^(-0.3/T) sqrt(6 / 120)."""
+    pot = MultiWell([[-2, 0, 0], [2, 0, 0]], spectra=[[1, 2, 3], [4, 5, 6]], depths=[0, 0.3],
+                    softness=0.05, seed=3)
+    T = 0.2
+    b = find_basins(pot, 2 * np.random.default_rng(0).standard_normal((1000, 3)), temperature=T)
+    assert b.points.shape == (2, 3) and b.n_unconverged == 0 and b.counts.sum() == 1000
+    np.testing.assert_allclose(b.points, pot.centers, atol=1e-8)
+    np.testing.assert_allclose(b.energy, [0, 0.3], atol=1e-12)
+    np.testing.assert_allclose(b.eigenvalues, [[1, 2, 3], [4, 5, 6]], rtol=1e-9)
+    assert list(b.index) == [0, 0]
+    analytic = -pot.depths / T + 1.5 * np.log(2 * np.pi * T) - 0.5 * np.log([6.0, 120.0])
+    np.testing.assert_allclose(b.log_z, analytic, rtol=1e-10)
+    p = b.predicted
+    np.testing.assert_allclose(p[1] / p[0], np.exp(-0.3 / T) * np.sqrt(6 / 120), rtol=1e-10)
+    assert "Laplace P" in b.table()
+
+
+def test_quench_on_the_sphere_and_riemannian_spectrum():
+    """Spherical 2-spin H = -s^T J s on |s|^2 = N: the only minima are +-sqrt(N) v_1 (top
+    eigenvector of J), energy -N lam_1, Riemannian Hessian eigenvalues 2 (lam_1 - lam_i),
+    i >= 2; random starts reach each with probability 1/2 (binomial, 4 se), and the Lanczos
+    path gives the same smallest eigenvalues as the dense one."""
+    N = 8
+    pot = SphericalPSpin(N=N, p=2, seed=1)
+    lam, V = np.linalg.eigh(pot.J)
+    b = find_basins(pot, np.random.default_rng(1).standard_normal((2000, N)), tol=1e-3)
+    assert b.points.shape == (2, N) and b.n_unconverged == 0
+    np.testing.assert_allclose(np.abs(b.points @ V[:, -1]), np.sqrt(N), rtol=1e-8)
+    np.testing.assert_allclose(b.energy, -N * lam[-1], rtol=1e-10)
+    np.testing.assert_allclose(b.eigenvalues, np.tile(2 * (lam[-1] - lam[:-1])[::-1], (2, 1)),
+                               rtol=1e-6)
+    assert_within_se(b.fraction, 0.5, b.fraction_se, what="attraction fraction on the sphere")
+    np.testing.assert_allclose(hessian_spectrum(pot, b.points, k=3), b.eigenvalues[:, :3],
+                               rtol=1e-8)
+
+
+def test_lanczos_spectrum_of_a_large_quadratic():
+    """Quadratic d = 60 with a known spectrum: dense gives it all, Lanczos the 4 smallest."""
+    spec = np.geomspace(0.1, 100, 60)
+    pot = Quadratic(spectrum=spec, seed=2)
+    x = np.zeros((1, 60))
+    np.testing.assert_allclose(hessian_spectrum(pot, x)[0], spec, rtol=1e-10)
+    np.testing.assert_allclose(hessian_spectrum(pot, x, k=4)[0], spec[:4], rtol=1e-8)
+    q = quench(pot, np.random.default_rng(3).standard_normal((200, 60)), gtol=1e-9)
+    assert q.converged.all() and np.abs(q.x).max() < 1e-7
+    assert "200 converged" in q.table()
+    fig, ax = plt.subplots()
+    q.plot(ax)
+    plt.close(fig)
+
+
+def test_attraction_fractions_of_a_tilted_double_well():
+    """1-D double well with tilt 1: the basins are split at the barrier top x_b (root of
+    U' = 4 x (x^2 - 1) + 1 near 0, x_b = 0.2696), so starts uniform on [-1, 3] reach the left
+    minimum with probability (x_b + 1) / 4 = 0.317 (binomial, 4 se; a boundary at 0 would
+    give 0.25).  max_step keeps the quench on the gradient flow (without it, ~7% of the
+    starts overshoot into the deeper well)."""
+    pot = DoubleWell(d=1, tilt=1.0)
+    x0 = np.random.default_rng(4).uniform(-1, 3, size=(4000, 1))
+    b = find_basins(pot, x0, max_step=0.1)
+    xb = brentq(lambda y: 4 * y * (y * y - 1) + 1.0, -0.5, 0.5)
+    assert b.points.shape == (2, 1) and b.points[0, 0] < 0 < b.points[1, 0]
+    assert_within_se(b.fraction[0], (xb + 1) / 4, b.fraction_se[0], what="left attraction fraction")
+    # symmetric 2-D double well: four basins of a quarter each
+    b2 = find_basins(DoubleWell(d=2), np.random.default_rng(5).uniform(-2, 2, size=(4000, 2)),
+                     max_step=0.1)
+    assert b2.points.shape == (4, 2)
+    assert_within_se(b2.fraction, 0.25, b2.fraction_se, what="2-D attraction fractions")
+
+
+def test_laplace_approaches_quadrature_at_low_temperature():
+    """Tilted 1-D double well: log Z_exact - log Z_Laplace = c_1 T + O(T^2) with
+    c_1 = 5 U'''^2 / (24 U''^3) - U'''' / (8 U''^2) at each minimum; at T = 0.0125 the
+    quadrature matches to |(exact - Laplace)/T - c_1| < 0.01 (measured 0.002 and 0.004).
+    Quadratic MultiWell wells in 2-D (grid quadrature over quenched basins): exact equals
+    Laplace to 1e-6 once the joining region is negligible (T = 0.1), 2-D separable double well
+    = sum of the 1-D ones."""
+    pot = DoubleWell(d=1, tilt=0.25)
+    b = find_basins(pot, np.array([[-1.0], [1.0]]))
+    x = b.points[:, 0]
+    f2, f3, f4 = 12 * x ** 2 - 4, 24 * x, 24.0
+    c1 = 5 * f3 ** 2 / (24 * f2 ** 3) - f4 / (8 * f2 ** 2)
+    errs = []
+    for T in (0.05, 0.025, 0.0125):
+        diff = exact_basin_log_z(pot, b, T) - laplace_log_z(b.energy, b.eigenvalues, T)
+        errs.append(np.abs(diff / T - c1))
+    assert np.all(errs[-1] < 0.01), errs
+    assert np.all(np.diff(errs, axis=0) < 0), errs
+    b2 = find_basins(DoubleWell(d=2, tilt=0.25), np.array([[-1.0, -1], [-1, 1], [1, -1], [1, 1]]))
+    one = exact_basin_log_z(pot, b, 0.3)
+    expect = [one[0] + one[0], one[0] + one[1], one[0] + one[1], one[1] + one[1]]
+    np.testing.assert_allclose(exact_basin_log_z(DoubleWell(d=2, tilt=0.25), b2, 0.3), expect,
+                               rtol=1e-9)
+    mw = MultiWell([[-1.5, 0], [1.5, 0]], spectra=[[8, 8], [1, 1]], depths=[0, 0.5],
+                   softness=0.1, seed=0)
+    bm = find_basins(mw, np.array([[-1.5, 0.1], [1.4, 0.0]]), temperature=0.1)
+    np.testing.assert_allclose(exact_basin_log_z(mw, bm, 0.1), bm.log_z, atol=1e-6)
+    mw3 = MultiWell(3 * np.eye(3), spectra=np.ones((3, 3)))
+    with pytest.raises(ConfigError, match="d <= 2 or a separable"):
+        exact_basin_log_z(mw3, find_basins(mw3, 3 * np.eye(3)), 0.1)
+
+
+@pytest.fixture(scope="module")
+def tilted_run(tmp_path_factory):
+    """Overdamped Langevin, tilted 1-D double well (tilt 0.25, barrier 1), T = 0.5, h = 0.01:
+    4000 replicas starting half in each well; the well-to-well relaxation time is ~4, the
+    run lasts t = 30 (records every t = 1)."""
+    path = tmp_path_factory.mktemp("basins") / "dw.h5"
+    sim = Simulation(DoubleWell(d=1, tilt=0.25), OverdampedLangevin(step=0.01, temperature=0.5),
+                     4000, backend="numpy", seed=1)
+    sim.run(3000, record_every=100, out=path).close()
+    return path
+
+
+def test_langevin_occupancy_matches_quadrature(tilted_run):
+    """Replicas at the last record (independent; binomial se 0.007) occupy the left well with
+    the exact quadrature probability 0.7095 within 4 se, as do the last 10 records pooled (se
+    across replicas, 0.005), while the first record is ~1/2; the Laplace prediction is 0.712.
+    The nearest-minimum rule misplaces the barrier top (at +0.063, the midpoint of the minima
+    is -0.03) and the 1.2% of mass in between: it is biased by ~ -2.4 se here."""
+    with open_run(tilted_run) as run:
+        basins, occ = run_occupancy(run)
+        _, pooled = run_occupancy(run, basins=basins, tail=10)
+    assert basins.points.shape == (2, 1)
+    assert abs(occ.exact[0] - 0.7095) < 1e-3 and abs(occ.laplace[0] - 0.712) < 1e-3
+    assert abs(occ.fractions[0, 0] - 0.5) < 0.05
+    assert_within_se(occ.final, occ.exact, occ.final_se, what="last-record occupancy")
+    np.testing.assert_allclose(occ.final_se, occ.se[-1], rtol=1e-3)
+    assert_within_se(pooled.final, pooled.exact, pooled.final_se, what="pooled occupancy")
+    assert "CONSISTENT with exact quadrature" in occ.table()
+
+
+@pytest.mark.slow
+def test_langevin_occupancy_flat_vs_sharp_2d(tmp_path):
+    """Flat (k = 1) and sharp (k = 8) wells in 2-D at equal depth, T = 0.7 (barrier 3.5 T),
+    h = 0.0025 (Euler bias on the sharp well's volume < 1%): 8192 replicas from the sharp
+    centre, t = 100; the pooled occupancy of the last 10 records (t >= 55) matches the grid
+    quadrature within 4 se, and the Laplace ratio 8 : 1 is within 2% of it."""
+    run = run_scenario(os.path.join(ROOT, "scenarios", "flat_vs_sharp.py"),
+                       ["d=2", "temperature=0.7", "step=0.0025", "replicas=8192", "steps=40000",
+                        "record_every=2000", "record_positions=true"], out=tmp_path / "fs.h5",
+                       progress=False)
+    with run:
+        basins, occ = run_occupancy(run, tail=10)
+    np.testing.assert_allclose(occ.laplace, occ.exact, atol=0.02 * occ.exact.max())
+    assert_within_se(occ.final, occ.exact, occ.final_se, what="flat/sharp occupancy")
+
+
+def test_occupancy_from_log_z():
+    """Z_b / sum Z, NaN entries (saddles) left out."""
+    np.testing.assert_allclose(occupancy_from_log_z([np.log(3), 0.0, np.nan]), [0.75, 0.25, 0])
+
+
+def test_basins_script_on_flat_vs_sharp(tmp_path):
+    """analysis/basins.py on a quick flat_vs_sharp run (d = 2, 1000 replicas, t = 25 at
+    T = 1; the sharp well drains to equilibrium by t ~ 13): prints the basins table with the Hessian
+    spectra (1, 1) and (8, 8) and Laplace occupancies 8/9 and 1/9, the sampled occupancy
+    against quadrature with the verdict, and an 800 x 320 figure."""
+    out = tmp_path / "fs.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "flat_vs_sharp.py"),
+                 ["d=2", "replicas=1000", "steps=2500", "step=0.01", "record_every=250",
+                  "record_positions=true", "backend=numpy"], out=out, progress=False).close()
+    with open_run(out) as run:
+        _, by_quench = run_occupancy(run, tail=3)
+        _, by_label = run_occupancy(run, tail=3, method="observable")
+        with pytest.raises(ConfigError, match="'nearest' or 'observable'"):
+            run_occupancy(run, method="voronoi")
+    np.testing.assert_allclose(by_label.final, by_quench.final, atol=0.02)
+    png = tmp_path / "basins.png"
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "analysis", "basins.py"), str(out),
+                          "--tail", "3", "--png", str(png)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout
+    assert "2 minima" in text and "0.8889" in text and "0.1111" in text, text
+    assert "CONSISTENT with exact quadrature" in text, text
+    img = plt.imread(png)
+    assert img.shape == (320, 800, 4)
+    rgb = img[..., :3]
+    assert (rgb.max(axis=-1) - rgb.min(axis=-1) > 0.1).mean() > 0.01, "no coloured curves"
+    assert (rgb.max(axis=-1) < 0.3).mean() > 0.002, "no axes or text drawn"

@@ -1,0 +1,182 @@
+"""Heavy tails: Hill estimator on Pareto samples, Kesten's index on closed forms, and SGD
+on least squares, whose stationary tail index must match Kesten's from its data set."""
+import os
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from langevin_sim import Simulation
+from langevin_sim.analysis.tails import (hill, hill_plot, kesten_alpha, moment_exponent,
+                                         moment_exponent_2, run_tail_index)
+from langevin_sim.dynamics import SGD
+from langevin_sim.potentials import LinearRegression
+
+from .conftest import assert_within_se
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("alpha", [1.5, 3.0])
+def test_hill_recovers_pareto_index(alpha):
+    """Pareto(alpha) samples, P(X > u) = u^-alpha: Hill within 4 se (alpha / sqrt(k), ~6% at
+    the default k = 316 of 1e5, so alpha/2 or 2 alpha fails) at the default k and at k = 3000;
+    every point of the Hill plot too (a Pareto law has no second-order bias)."""
+    x = np.random.default_rng(7).pareto(alpha, size=100_000) + 1.0
+    h = hill(x)
+    assert h.k == 316 and h.n == 100_000
+    assert_within_se(h.alpha, alpha, h.se, what="Hill alpha")
+    h3 = hill(x, k=3000)
+    assert_within_se(h3.alpha, alpha, h3.se, what="Hill alpha at k = 3000")
+    hp = hill_plot(x)
+    assert_within_se(hp.alpha, alpha, hp.se, k=4.5, what="Hill plot")
+
+
+def test_kesten_two_point_closed_forms():
+    """d = 1: with 1 - lr a^2 in {1/2, -sqrt(7)/2} equally likely, E|1 - lr a^2|^alpha =
+    (2^-alpha + (7/4)^(alpha/2)) / 2 = 1 at alpha = 2 exactly (so the exact h(2) is 0); with
+    {1/4, -2}: 4^-alpha + 2^alpha = 2 gives 2^alpha = golden ratio."""
+    lr = 1.0
+    a = np.sqrt([[0.5], [1 + np.sqrt(7) / 2]])
+    k = kesten_alpha(a, lr)
+    assert k.method == "exact" and k.se == 0
+    assert abs(k.alpha - 2.0) < 1e-6
+    assert abs(k.h2) < 1e-12
+    k = kesten_alpha(np.sqrt([[0.75], [3.0]]), lr)
+    assert abs(k.alpha - np.log2((1 + np.sqrt(5)) / 2)) < 1e-6
+    # all |1 - lr a^2| <= 1: bounded stationary law, no power tail
+    assert kesten_alpha(np.sqrt([[0.5], [1.5]]), lr).alpha == np.inf
+
+
+def test_moment_exponent_monte_carlo_against_exact():
+    """The population-dynamics h(alpha) agrees within 4 se with exact values: d = 1,
+    log mean |1 - lr a^2|^alpha (alpha = 1, 3); d = 3 and a batch of 4, h(2) =
+    log rho(E[A (x) A]).  A wrong batch normalization (lr vs lr/b) moves h(2) by > 0.1."""
+    A1 = LinearRegression(n=200, d=1, noise=0.5, seed=1).A
+    for alpha in (1.0, 3.0):
+        h, se = moment_exponent(A1, 0.6, alpha, walkers=4000, steps=300)
+        exact = np.log(np.mean(np.abs(1 - 0.6 * A1[:, 0] ** 2) ** alpha))
+        assert_within_se(h, exact, se, what=f"h({alpha}), d = 1")
+    A3 = LinearRegression(n=200, d=3, noise=0.5, seed=1).A
+    for lr, b in ((0.4, 1), (1.2, 4)):
+        h, se = moment_exponent(A3, lr, 2.0, batch_size=b, walkers=4000, steps=300)
+        assert_within_se(h, moment_exponent_2(A3, lr, b), se, what=f"h(2), d = 3, b = {b}")
+    assert abs(moment_exponent_2(A3, 1.2, 4) - moment_exponent_2(A3, 0.3, 1)) > 0.1
+
+
+def test_kesten_monte_carlo_root():
+    """d = 2: the Monte Carlo root lies on the side of 2 that the exact h(2) says (alpha > 2
+    iff h(2) < 0; measured 3.46 at lr 0.4, 1.86 at lr 0.5), h changes sign at it, and se is
+    small (< 2%)."""
+    A = LinearRegression(n=200, d=2, noise=0.5, seed=1).A
+    for lr in (0.4, 0.5):
+        k = kesten_alpha(A, lr, walkers=2000, steps=200)
+        assert k.method == "Monte Carlo" and 0 < k.se < 0.02 * k.alpha
+        assert (k.alpha > 2) == (k.h2 < 0), k.table()
+        assert np.all(k.h[k.alphas < 0.9 * k.alpha][1:] < 0)
+        assert np.all(k.h[k.alphas > 1.1 * k.alpha] > 0)
+
+
+def test_sgd_step_is_the_kesten_recursion():
+    """The engine's SGD with batch 1 on LinearRegression (L = 1/(2n) sum (a.x - y)^2) maps x
+    to (1 - lr a a^T) x + lr a y for the drawn row (here the only row), to rounding."""
+    pot = LinearRegression(n=1, d=2, noise=0.3, seed=4)
+    x0 = np.array([[0.7, -1.3], [2.0, 0.5]])
+    sim = Simulation(pot, SGD(lr=0.3, batch_size=1, replacement=True), 2, backend="numpy",
+                     init=x0)
+    sim.advance(1)
+    a, y = pot.A[0], pot.y[0]
+    expect = x0 - 0.3 * np.outer(x0 @ a, a) + 0.3 * a * y
+    np.testing.assert_allclose(sim.state["x"], expect, rtol=1e-14, atol=1e-14)
+
+
+def _sgd_run(path, d, lr, replicas, steps, record_every):
+    pot = LinearRegression(n=200, d=d, noise=0.5, seed=1)
+    sim = Simulation(pot, SGD(lr=lr, batch_size=1, replacement=True), replicas, backend="numpy",
+                     init="zeros", seed=2)
+    sim.run(steps, record_every=record_every, out=path).close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def sgd_run_1d(tmp_path_factory):
+    """SGD, batch 1, lr 0.6 on a d = 1 data set of 200 rows (Kesten alpha = 3.15): 20000
+    replicas from x = 0, records every 200 steps (contraction E log|A| = -0.5 per step, so
+    records 200 steps apart are independent and the chain is stationary after ~100 steps)."""
+    return _sgd_run(tmp_path_factory.mktemp("tails") / "sgd1.h5", 1, 0.6, 20_000, 800, 200)
+
+
+def test_sgd_tail_index_matches_kesten(sgd_run_1d):
+    """Hill's alpha of |x - x*| over 3 records x 20000 replicas (k = 244) matches Kesten's
+    exact alpha = 3.15 within 4 se (se = alpha/sqrt(k) ~ 0.2: half or double alpha fails)."""
+    from langevin_sim import open_run
+
+    with open_run(sgd_run_1d) as run:
+        tc = run_tail_index(run, records=3)
+    assert tc.kesten.method == "exact" and abs(tc.kesten.alpha - 3.152) < 1e-3
+    assert tc.hill.n == 60_000
+    assert_within_se(tc.hill.alpha, tc.kesten.alpha, np.hypot(tc.hill.se, tc.kesten.se),
+                     what="Hill alpha of SGD iterates vs Kesten")
+    assert tc.consistent, tc.table()
+
+
+@pytest.mark.slow
+def test_sgd_tail_index_matches_kesten_2d(tmp_path):
+    """d = 2, lr 0.4: Hill's alpha of |x - x*| (4 records x 50000 replicas, k = 447) matches
+    the Monte Carlo Kesten alpha (~3.45) within 4 combined se (measured 3.47 +- 0.16)."""
+    from langevin_sim import open_run
+
+    path = _sgd_run(tmp_path / "sgd2.h5", 2, 0.4, 50_000, 1500, 250)
+    with open_run(path) as run:
+        tc = run_tail_index(run, records=4)
+    assert tc.kesten.method == "Monte Carlo"
+    assert_within_se(tc.hill.alpha, tc.kesten.alpha, np.hypot(tc.hill.se, tc.kesten.se),
+                     what="Hill alpha of SGD iterates vs Kesten, d = 2")
+
+
+def test_tails_script(sgd_run_1d, tmp_path):
+    """analysis/tails.py prints Hill vs Kesten with the verdict and saves an 800 x 320 figure
+    (10 x 4 in at 80 dpi) with a coloured band and dark curves."""
+    png = tmp_path / "tails.png"
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "analysis", "tails.py"),
+                          str(sgd_run_1d), "--records", "3", "--png", str(png)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Kesten alpha = 3.152 (exact" in out.stdout
+    assert "CONSISTENT" in out.stdout and "INCONSISTENT" not in out.stdout, out.stdout
+    img = plt.imread(png)
+    assert img.shape == (320, 800, 4)
+    rgb = img[..., :3]
+    assert (rgb.max(axis=-1) - rgb.min(axis=-1) > 0.1).mean() > 0.01, "no coloured band drawn"
+    assert (rgb.max(axis=-1) < 0.3).mean() > 0.002, "no axes, text or curve drawn"
+
+
+def test_run_tail_index_rejects_other_runs():
+    """A Langevin run on a DoubleWell is refused with an error naming what is needed."""
+    from langevin_sim.dynamics import OverdampedLangevin
+    from langevin_sim.errors import ConfigError
+    from langevin_sim.potentials import DoubleWell
+
+    run = Simulation(DoubleWell(), OverdampedLangevin(step=0.01, temperature=1.0), 4,
+                     backend="numpy").run(10, record_every=10)
+    with pytest.raises(ConfigError, match="needs SGD on LinearRegression"):
+        run_tail_index(run)
+
+
+def test_results_tables_and_plots():
+    """HillEstimate (with and without samples), HillPlot and KestenIndex draw on an axis and
+    tabulate."""
+    x = np.random.default_rng(8).pareto(2.0, size=5000) + 1.0
+    h, hp = hill(x), hill_plot(x, reference=2.0)
+    k = kesten_alpha(np.sqrt([[0.5], [1 + np.sqrt(7) / 2]]), 1.0)
+    fig, axes = plt.subplots(1, 4)
+    h.plot(axes[0], x)
+    h.plot(axes[1])
+    hp.plot(axes[2])
+    k.plot(axes[3])
+    plt.close(fig)
+    assert "k = 70 of n = 5000" in h.table()
+    assert len(hp.table().splitlines()) == hp.ks.size + 1
+    assert "alpha = 2.000 (exact" in k.table()
