@@ -114,6 +114,8 @@ def _choices(hint) -> tuple:
 
 
 def _type_name(hint) -> str:
+    if typing.get_origin(hint) is tuple:
+        return f"list of {typing.get_args(hint)[0].__name__}"
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) is typing.Literal:
@@ -151,6 +153,13 @@ def _coerce(hint, value, where: str):
             if value == c or isinstance(value, str) and value == str(c):
                 return c
         raise ConfigError(f"{where}: expected one of {', '.join(map(str, _choices(hint)))}")
+    if typing.get_origin(hint) is tuple:  # tuple[kind, ...]: "1,2" / "[1, 2]" or a TOML array
+        kind = typing.get_args(hint)[0]
+        items = value.strip().strip("[]()").split(",") if isinstance(value, str) else value
+        try:
+            return tuple(_parse(kind, v) for v in items if not (isinstance(v, str) and not v.strip()))
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{where}: expected a list of {kind.__name__}") from None
     if hint not in (bool, int, float, str):
         return value
     try:
