@@ -118,6 +118,8 @@ def test_command_line_block(tmp_path, monkeypatch, capsys):
 
 
 def type_name(hint) -> str:
+    if typing.get_origin(hint) is tuple:
+        return f"list of {typing.get_args(hint)[0].__name__}"
     if typing.get_origin(hint) is typing.Literal:
         return type(typing.get_args(hint)[0]).__name__
     return " | ".join("None" if a is type(None) else a.__name__ for a in typing.get_args(hint)) \
@@ -128,7 +130,7 @@ def type_name(hint) -> str:
 def test_every_scenario_help_lists_type_meaning_and_choices(path, monkeypatch, capsys):
     """`python scenarios/X.py --help` (README: "every scenario lists its parameters"): each
     field as `name: type = default`, its choices when it has some, then its meaning."""
-    assert len(SCENARIOS) == 6
+    assert len(SCENARIOS) >= 8
     with pytest.raises(SystemExit) as e:
         sh(f"python {shlex.quote(path)} --help", monkeypatch)
     assert e.value.code == 0
