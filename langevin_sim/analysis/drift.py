@@ -1,0 +1,543 @@
+"""Drift along a manifold of minima: velocity, diffusion, density and time to a target.
+
+A manifold coordinate s (n_records, M) -- the arclength `s` of a `Valley`, any recorded
+observable (ScaleSymmetric's `log_ratio`, a toy net's `test_accuracy`), or a function of
+the positions -- is followed over the run's time axis t (n_records,) (`Run.time`: the sum of
+the step sizes, in the dynamics' time units).  Replicas are independent, so every error bar
+comes from the spread between replicas.
+
+Drift and diffusion (`fit_drift`).  For s(t) = s(0) + v t + sqrt(2 D) W(t) the mean
+displacement is <Delta s> = v t and its variance Var(Delta s) = 2 D t.  Near walls or
+ends of the manifold v and D change, so increments may be counted only while the replica is
+inside a `region` [lo, hi] at the start of each record interval (an indicator known at that
+time).  Per replica r, X_r = sum_j a_rj (s_r,j+1 - s_rj) and T_r = sum_j a_rj (t_j+1 - t_j)
+with a_rj = 1{s_rj in region}; optional stopping gives E[X - v T] = 0 and
+E[(X - v T)^2] = 2 D E[T] exactly for that process, hence the ratio estimators
+
+    v = sum_r X_r / sum_r T_r,      D = M/(M-1) sum_r (X_r - v T_r)^2 / (2 sum_r T_r),
+
+with standard errors of ratio estimators over the M independent replicas.  Without a
+region, X_r is the displacement over the window and T_r its duration: v is the endpoint
+(maximum-likelihood) estimate of <Delta s> = v t and D is Var(Delta s) / 2t.
+
+Valley prediction (`valley_velocity`): for k(s) = k0 e^(alpha s) the entropic force
+-dU/ds = -(alpha/2) sum_i k w_i y_i^2 averages, by equipartition, to v0 = -alpha (d-1) T/2
+(Valley's docstring), with D = T.  To first order the transverse variances carry the
+Euler-Maruyama factor 1 + eta k w_i / 2 and lag behind k(s(t)) by alpha v0 / (2 k w_i).
+
+Time to a target (`time_to_target`): the first record time at which s enters a target
+interval, right-censored at the last finite record (Kaplan-Meier survival, Greenwood
+errors).  Density over time (`density_evolution`): histograms of s at chosen records
+against a stationary law exp(log_density(s)), both conditioned on the histogram range.
+Imports neither numba nor cupy.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import stats
+
+from ..errors import ConfigError
+from ..io.reader import Run
+from .stationary import constant_temperature
+
+TRACES = ("sharpness", "hessian_trace", "curvature", "weight_norm", "test_accuracy")
+
+
+def _as_series(times, s) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(times, dtype=np.float64).ravel()
+    s = np.asarray(s, dtype=np.float64)
+    if s.ndim == 1:
+        s = s[:, None]
+    if s.ndim != 2 or s.shape[0] != t.size:
+        raise ConfigError(f"need times (n,) and a coordinate (n, M) with the same n records, got "
+                          f"times {t.shape} and coordinate {s.shape}")
+    if t.size < 2 or not np.all(np.diff(t) > 0):
+        raise ConfigError("times must hold >= 2 strictly increasing record times; a scheduled "
+                          "run with zero step sizes has no time axis")
+    return t, s
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """R = sum a / sum b over replicas and its standard error (delta method, M/(M-1))."""
+    m = a.size
+    r = a.sum() / b.sum()
+    return float(r), float(math.sqrt(m / (m - 1) * np.sum((a - r * b) ** 2)) / b.sum())
+
+
+# ----------------------------------------------------------------------------- drift
+
+@dataclass(frozen=True)
+class DriftFit:
+    """Drift velocity v and diffusion coefficient D of a coordinate, with standard errors.
+
+    v in coordinate units per time unit, D in coordinate units^2 per time unit.  Curves
+    (n,) at the window's records: `elapsed` <T(t)> (counted time per replica), `mean`
+    <X(t)> (counted displacement) and `msd` <(X - v T)^2>; for a drifted Brownian motion
+    mean = v elapsed and msd = 2 D elapsed.  `predictions`: rows (label, v, D) to compare.
+    """
+
+    v: float
+    v_se: float
+    D: float
+    D_se: float
+    replicas: int
+    exposure: float
+    window: tuple[float, float]
+    region: tuple[float, float] | None
+    elapsed: np.ndarray
+    mean: np.ndarray
+    msd: np.ndarray
+    predictions: tuple[tuple[str, float, float], ...] = ()
+
+    def z(self, v: float, D: float | None = None) -> tuple[float, float]:
+        """z-scores (v_hat - v) / se and (D_hat - D) / se (nan when D is None)."""
+        zd = float("nan") if D is None else (self.D - D) / self.D_se
+        return (self.v - v) / self.v_se, zd
+
+    def table(self) -> str:
+        reg = "all of s" if self.region is None else f"s in [{self.region[0]:.3g}, {self.region[1]:.3g}]"
+        rows = [f"drift over t in [{self.window[0]:.4g}, {self.window[1]:.4g}], increments counted "
+                f"for {reg}: {self.replicas} replicas, {self.exposure:.4g} replica-time units",
+                f"  v = {self.v:.5g} +- {self.v_se:.2g}    D = {self.D:.5g} +- {self.D_se:.2g}"]
+        for label, v, D in self.predictions:
+            zv, zd = self.z(v, D)
+            rows.append(f"  prediction {label}: v = {v:.5g} (z = {zv:+.2f}), D = {D:.5g} (z = {zd:+.2f})")
+        return "\n".join(rows)
+
+    def plot(self, ax) -> None:
+        """Mean displacement and MSD against counted time, with the lines v t and 2 D t."""
+        ax.plot(self.elapsed, self.mean, "o", ms=3, label=r"$\langle\Delta s\rangle$")
+        ax.plot(self.elapsed, self.msd, "s", ms=3, label=r"$\langle(\Delta s - vt)^2\rangle$")
+        t = np.array([0.0, self.elapsed.max()])
+        ax.plot(t, self.v * t, "k-", lw=1, label=f"v t, v = {self.v:.3g}")
+        ax.plot(t, 2 * self.D * t, "k--", lw=1, label=f"2 D t, D = {self.D:.3g}")
+        ax.set(xlabel="time counted per replica", ylabel="displacement")
+        ax.legend(fontsize=7)
+
+
+def fit_drift(times, s, t_min: float | None = None, t_max: float | None = None,
+              region: tuple[float, float] | None = None,
+              predictions: tuple[tuple[str, float, float], ...] = ()) -> DriftFit:
+    """v and D of coordinate `s` (n, M) at record `times` (n,) over records in [t_min, t_max].
+
+    Increments whose starting value lies outside `region` (or either end is non-finite: a
+    diverged replica) are not counted; see the module docstring for the estimators.
+    """
+    t, s = _as_series(times, s)
+    lo_t = t[0] if t_min is None else t_min
+    hi_t = t[-1] if t_max is None else t_max
+    w = (t >= lo_t) & (t <= hi_t)
+    if w.sum() < 2:
+        raise ConfigError(f"the window [{lo_t}, {hi_t}] holds {w.sum()} records; it needs >= 2 "
+                          f"(records span [{t[0]:.4g}, {t[-1]:.4g}])")
+    t, s = t[w], s[w]
+    ds, dt = np.diff(s, axis=0), np.diff(t)[:, None]
+    a = np.isfinite(ds)
+    if region is not None:
+        a &= (s[:-1] >= region[0]) & (s[:-1] <= region[1])
+    X = np.vstack([np.zeros(s.shape[1]), np.cumsum(np.where(a, ds, 0.0), axis=0)])
+    T = np.vstack([np.zeros(s.shape[1]), np.cumsum(a * dt, axis=0)])
+    keep = T[-1] > 0
+    m = int(keep.sum())
+    if m < 2:
+        raise ConfigError(f"only {m} replicas have increments counted in the window and region "
+                          f"{region}; widen them")
+    X, T = X[:, keep], T[:, keep]
+    v, v_se = _ratio(X[-1], T[-1])
+    e2 = (X - v * T) ** 2 * m / (m - 1)
+    D, D_se = _ratio(e2[-1] / 2, T[-1])
+    return DriftFit(v, v_se, D, D_se, m, float(T[-1].sum()), (float(t[0]), float(t[-1])),
+                    None if region is None else (float(region[0]), float(region[1])),
+                    T.mean(axis=1), X.mean(axis=1), e2.mean(axis=1), tuple(predictions))
+
+
+def valley_velocity(potential, temperature: float, step: float = 0.0, s=None) -> float:
+    """Drift velocity of s on a line Valley with profile "exp" at temperature T.
+
+    Without `s`: v0 = -alpha (d-1) T / 2 (time units of the dynamics).  With the positions
+    `s` (any shape) at which increments were counted: v0 times the mean over s of
+    mean_i (1 + step k(s) w_i / 2 + alpha v0 / (2 k(s) w_i)), the first-order Euler-Maruyama
+    (step) and adiabatic-lag corrections of the transverse variances T / (k w_i).
+    """
+    if type(potential).__name__ != "Valley" or potential.profile != "exp" or potential.curve != "line":
+        raise ConfigError("a constant drift velocity is predicted for a line Valley with profile "
+                          f"'exp' only, got {type(potential).__name__} "
+                          f"{getattr(potential, 'params', dict)()}; pass your own predictions")
+    v0 = -potential.alpha * (potential.d - 1) * float(temperature) / 2
+    if s is None:
+        return v0
+    kw = potential.curvature(np.asarray(s, np.float64).ravel())[:, None] * potential.weights
+    return float(v0 * np.mean(1 + step * kw / 2 + potential.alpha * v0 / (2 * kw)))
+
+
+# ----------------------------------------------------------------------------- first passage
+
+def kaplan_meier(durations, observed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kaplan-Meier survival S(t) = prod_{t_i <= t} (1 - d_i / n_i) of right-censored data.
+
+    durations (M,), observed (M,) bool (False: censored at that time).  Returns the distinct
+    event times (k,), S just after each (k,) and Greenwood's variance of S (k,)."""
+    durations = np.asarray(durations, np.float64)
+    observed = np.asarray(observed, bool)
+    ev = np.unique(durations[observed])
+    at_risk = np.sum(durations[None, :] >= ev[:, None], axis=1)
+    events = np.sum((durations[None, :] == ev[:, None]) & observed[None, :], axis=1)
+    surv = np.cumprod(1 - events / at_risk)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        green = np.cumsum(events / (at_risk * (at_risk - events)))
+    return ev, surv, np.where(surv > 0, surv ** 2 * green, 0.0)
+
+
+@dataclass(frozen=True)
+class TimeToTarget:
+    """Time at which each replica first enters `target`, right-censored when it never does.
+
+    durations (M,): the first record time in the target, or the censoring time (last finite
+    record) where `observed` is False.  Kaplan-Meier curve `event_times` (k,), `survival`
+    (k,) = P(not yet reached) just after each, `survival_var` (k,) (Greenwood).
+    """
+
+    target: tuple[float, float]
+    durations: np.ndarray
+    observed: np.ndarray
+    event_times: np.ndarray
+    survival: np.ndarray
+    survival_var: np.ndarray
+
+    def survival_at(self, t) -> tuple[np.ndarray, np.ndarray]:
+        """S(t) and its standard error at times t (array), from the Kaplan-Meier step curve."""
+        t = np.asarray(t, np.float64)
+        S, var = np.append(1.0, self.survival), np.append(0.0, self.survival_var)
+        i = np.searchsorted(self.event_times, t, side="right")      # 0: before any event
+        return S[i], np.sqrt(var[i])
+
+    @property
+    def fraction_reached(self) -> float:
+        """1 - S at the last event time (the empirical fraction without early censoring)."""
+        return float(1 - self.survival[-1]) if self.survival.size else 0.0
+
+    def quantile(self, q: float) -> float:
+        """Smallest time by which a fraction q has reached the target (nan if never)."""
+        hit = np.flatnonzero(1 - self.survival >= q - 1e-12)
+        return float(self.event_times[hit[0]]) if hit.size else float("nan")
+
+    def table(self) -> str:
+        lo, hi = self.target
+        reached = int(self.observed.sum())
+        _, se = self.survival_at(self.event_times[-1:])
+        qs = "  ".join(f"t{int(100 * q)} = {self.quantile(q):.4g}" for q in (0.25, 0.5, 0.75))
+        return (f"first passage into [{lo:.4g}, {hi:.4g}]: {reached} of {self.durations.size} "
+                f"replicas reached it; Kaplan-Meier fraction {self.fraction_reached:.3f} +- "
+                f"{float(se.sum()):.3f}\n  {qs}  (nan: not reached by that fraction)")
+
+    def plot(self, ax) -> None:
+        """Kaplan-Meier fraction reached 1 - S(t) as a step curve."""
+        ax.step(np.concatenate([[0.0], self.event_times]), np.concatenate([[0.0], 1 - self.survival]),
+                where="post", label="reached (Kaplan-Meier)")
+        ax.set(xlabel="time", ylabel="fraction reached", ylim=(0, 1))
+
+
+def time_to_target(times, s, target: tuple[float, float]) -> TimeToTarget:
+    """First record time at which s (n, M) lies in the closed interval `target` = (lo, hi)
+    (use +-inf for a one-sided target); censored at each replica's last finite record."""
+    t, s = _as_series(times, s)
+    lo, hi = (float(b) for b in target)
+    inside = (s >= lo) & (s <= hi)
+    hit = inside.any(axis=0)
+    finite = np.isfinite(s)
+    last = np.where(finite.any(axis=0), s.shape[0] - 1 - np.argmax(finite[::-1], axis=0), 0)
+    dur = np.where(hit, t[np.argmax(inside, axis=0)], t[last])
+    ev, S, var = kaplan_meier(dur, hit)
+    return TimeToTarget((lo, hi), dur, hit, ev, S, var)
+
+
+# ----------------------------------------------------------------------------- density
+
+@dataclass(frozen=True)
+class DensityEvolution:
+    """Histograms of s at selected records against the stationary law, on [edges[0], edges[-1]].
+
+    times (k,); density (k, B) per unit s and `expected` (B,) bin-averaged predicted density,
+    both normalized on the range; counts (k,) samples in range; tv (k,) total-variation
+    distance between binned laws; chi2, dof, p (k,) Pearson test of the counts, bins merged
+    to >= 5 expected (samples at one record are independent replicas).
+    """
+
+    times: np.ndarray
+    edges: np.ndarray
+    density: np.ndarray
+    expected: np.ndarray
+    counts: np.ndarray
+    tv: np.ndarray
+    chi2: np.ndarray
+    dof: np.ndarray
+    p: np.ndarray
+
+    def table(self) -> str:
+        rows = [f"density of s on [{self.edges[0]:.4g}, {self.edges[-1]:.4g}] "
+                f"({self.edges.size - 1} bins) against the stationary law",
+                f"{'time':>10} {'n':>7} {'TV':>7} {'chi2/dof':>12} {'p':>9}"]
+        for t, n, tv, c, k, p in zip(self.times, self.counts, self.tv, self.chi2, self.dof, self.p):
+            rows.append(f"{t:10.4g} {int(n):7d} {tv:7.3f} {c:7.1f}/{int(k):<4d} {p:9.3g}")
+        return "\n".join(rows)
+
+    def plot(self, ax) -> None:
+        """Each selected record's histogram (colour = time) and the stationary density (log
+        axis: an exponential law is a line)."""
+        mid = 0.5 * (self.edges[1:] + self.edges[:-1])
+        from matplotlib import colormaps
+
+        cmap = colormaps["viridis"]
+        for j, t in enumerate(self.times):
+            ax.step(mid, self.density[j], where="mid", color=cmap(j / max(1, len(self.times) - 1)),
+                    lw=1, label=f"t = {t:.3g}")
+        ax.plot(mid, self.expected, "k--", lw=1.5, label="stationary")
+        top = max(self.density.max(), self.expected.max())
+        ax.set(xlabel="s", ylabel="density", yscale="log",
+               ylim=(max(self.expected[self.expected > 0].min() / 10, top * 1e-4), 2 * top))
+        ax.legend(fontsize=7)
+
+
+def density_evolution(times, s, log_density: Callable[[np.ndarray], np.ndarray],
+                      records=None, bins: int = 30, lo: float | None = None,
+                      hi: float | None = None) -> DensityEvolution:
+    """Histograms of s (n, M) at `records` (indices; default 6 spread over the run) against
+    exp(log_density(s)) (unnormalized, e.g. `lambda s: valley.log_density(s, T)`), both
+    conditioned on [lo, hi] (default: the range of all finite samples)."""
+    t, s = _as_series(times, s)
+    idx = np.unique(np.linspace(0, t.size - 1, 6).round().astype(int)) if records is None \
+        else np.atleast_1d(np.asarray(records, int)) % t.size
+    fin = s[np.isfinite(s)]
+    lo = float(fin.min()) if lo is None else float(lo)
+    hi = float(fin.max()) if hi is None else float(hi)
+    edges = np.linspace(lo, hi, bins + 1)
+    grid = np.linspace(lo, hi, 200 * bins + 1)
+    logp = log_density(grid)
+    f = np.exp(logp - logp.max())
+    cum = np.concatenate([[0.0], np.cumsum((f[1:] + f[:-1]) / 2 * np.diff(grid))])
+    prob = np.diff(cum[::200]) / cum[-1]
+    width = np.diff(edges)
+    dens, counts, tv, chi2, dof = [], [], [], [], []
+    for j in idx:
+        c = np.histogram(s[j][np.isfinite(s[j])], edges)[0]
+        n = c.sum()
+        dens.append(c / max(n, 1) / width)
+        counts.append(n)
+        tv.append(0.5 * np.abs(c / max(n, 1) - prob).sum())
+        x2, k = _pearson(c, prob * n)
+        chi2.append(x2)
+        dof.append(k)
+    return DensityEvolution(t[idx], edges, np.array(dens), prob / width, np.array(counts),
+                            np.array(tv), np.array(chi2), np.array(dof),
+                            stats.chi2.sf(chi2, np.maximum(dof, 1)))
+
+
+def _pearson(counts: np.ndarray, expected: np.ndarray, min_expected: float = 5.0) -> tuple[float, int]:
+    """Pearson chi2 and its degrees of freedom after merging adjacent bins (left to right,
+    the remainder into the last) until each expects >= min_expected counts."""
+    c_m, e_m = [], []
+    acc_c = acc_e = 0.0
+    for c, e in zip(counts, expected):
+        acc_c, acc_e = acc_c + c, acc_e + e
+        if acc_e >= min_expected:
+            c_m.append(acc_c)
+            e_m.append(acc_e)
+            acc_c = acc_e = 0.0
+    if not c_m:
+        return float("nan"), 0
+    c_m[-1] += acc_c
+    e_m[-1] += acc_e
+    c_m, e_m = np.array(c_m), np.array(e_m)
+    return float(np.sum((c_m - e_m) ** 2 / e_m)), len(c_m) - 1
+
+
+# ----------------------------------------------------------------------------- traces
+
+@dataclass(frozen=True)
+class Trace:
+    """Replica statistics of an observable over time (records where it was measured).
+
+    times, mean, se, median, q10, q90: (n,); se from the spread of the finite replicas.
+    """
+
+    name: str
+    times: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+    median: np.ndarray
+    q10: np.ndarray
+    q90: np.ndarray
+
+    def table(self, rows: int = 8) -> str:
+        out = [f"{self.name} over time (mean +- se, median [10%, 90%] over replicas)"]
+        for j in np.unique(np.linspace(0, self.times.size - 1, rows).round().astype(int)):
+            out.append(f"  t = {self.times[j]:9.4g}: {self.mean[j]:.5g} +- {self.se[j]:.2g}, "
+                       f"{self.median[j]:.5g} [{self.q10[j]:.4g}, {self.q90[j]:.4g}]")
+        return "\n".join(out)
+
+    def plot(self, ax) -> None:
+        ax.fill_between(self.times, self.q10, self.q90, alpha=0.3)
+        ax.plot(self.times, self.median, "-", label=f"{self.name} (median, 10-90%)")
+        ax.set(xlabel="time", ylabel=self.name)
+
+
+def trace(times, values, name: str = "observable") -> Trace:
+    """`Trace` of values (n, M); records where no replica is finite (e.g. a sharpness
+    observer's unmeasured records, NaN) are left out."""
+    t, v = _as_series(times, values)
+    keep = np.isfinite(v).any(axis=1)
+    t, v = t[keep], v[keep]
+    n = np.isfinite(v).sum(axis=1)
+    q = np.nanquantile(v, [0.1, 0.5, 0.9], axis=1)
+    se = np.nanstd(v, axis=1, ddof=1) / np.sqrt(n) if v.shape[1] > 1 else np.full(t.size, np.nan)
+    return Trace(name, t, np.nanmean(v, axis=1), se, q[1], q[0], q[2])
+
+
+# ----------------------------------------------------------------------------- runs
+
+def manifold_coordinate(run: Run, coordinate: str | Callable | None = None) -> np.ndarray:
+    """The coordinate (n_records, M) of a run, NaN for diverged replicas' records.
+
+    None: the recorded observable `s` (Valley), else computed from recorded positions with
+    `run.potential.observables(x)["s"]`; a str: that recorded observable (1-D per replica;
+    a multi-component one such as `log_ratio` (n, M, k-1) gives its first component); a
+    callable: f(positions (M, d)) -> (M,) applied to each record's positions.
+    """
+    names = run.names
+    if callable(coordinate):
+        if "positions" not in names:
+            raise ConfigError("a coordinate function needs recorded positions; rerun with "
+                              "record_positions true (--set record_positions=true)")
+        pos = run.positions
+        s = np.stack([np.asarray(coordinate(np.asarray(pos[j], np.float64)), np.float64)
+                      for j in range(run.n_records)])
+    elif coordinate is not None or "s" in names:
+        name = "s" if coordinate is None else coordinate
+        if name not in names:
+            raise ConfigError(f"the run recorded no {name!r}; recorded series: {names}")
+        s = np.asarray(run[name], np.float64)
+        s = s.reshape(s.shape[0], s.shape[1], -1)[:, :, 0]
+    elif "positions" in names and type(run.potential).__name__ == "Valley":
+        pos = run.positions
+        s = np.stack([run.potential.observables(np.asarray(pos[j], np.float64))["s"]
+                      for j in range(run.n_records)])
+    else:
+        raise ConfigError(f"no manifold coordinate: the run has no 's' record and is no Valley "
+                          f"run with positions; pass coordinate= a recorded series ({names}) or "
+                          "a function of the positions")
+    return s
+
+
+def default_region(run: Run) -> tuple[float, float] | None:
+    """For a line Valley with walls (s_lo, s_hi): (s_lo + m, s_hi - m), the margin m =
+    4 sqrt(2 T dt_rec) + |v0| dt_rec keeping counted record intervals off the walls
+    (dt_rec the time between records); None for anything else."""
+    pot = run.potential
+    if type(pot).__name__ != "Valley" or pot.curve != "line" or pot.bounds is None:
+        return None
+    T = constant_temperature(run.config)
+    dtr = float(np.median(np.diff(run.time)))
+    v0 = abs(valley_velocity(pot, T)) if pot.profile == "exp" else 0.0
+    m = 4 * math.sqrt(2 * T * dtr) + v0 * dtr
+    lo, hi = pot.bounds[0] + m, pot.bounds[1] - m
+    if not lo < hi:
+        raise ConfigError(f"the walls at {pot.bounds} are closer than twice the margin {m:.3g} "
+                          "(records too sparse); pass region= explicitly")
+    return (lo, hi)
+
+
+def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float | None = None,
+              t_max: float | None = None, region: tuple[float, float] | None | str = "auto"
+              ) -> DriftFit:
+    """`fit_drift` of a run's manifold coordinate on `run.time`.  region "auto":
+    `default_region` (inside a walled line Valley's walls; everything otherwise).  For an
+    overdamped-Langevin run on an "exp" line Valley the predictions -alpha(d-1)T/2 and its
+    first-order correction over the counted positions are attached, with D = T."""
+    s = manifold_coordinate(run, coordinate)
+    pot = run.potential
+    if coordinate is None and getattr(pot, "curve", None) == "circle":
+        s = np.unwrap(s, period=2 * math.pi * pot.radius, axis=0)   # arclength travelled
+    t = run.time
+    region = default_region(run) if region == "auto" else region
+    fit = fit_drift(t, s, t_min, t_max, region)
+    dyn = run.config["dynamics"]
+    if (coordinate is None and type(pot).__name__ == "Valley" and pot.profile == "exp"
+            and pot.curve == "line" and dyn["class"] == "OverdampedLangevin"
+            and dyn["temperature"]["kind"] == "constant" and dyn["step"]["kind"] == "constant"):
+        T, eta = dyn["temperature"]["start"], dyn["step"]["start"]
+        w = (t >= fit.window[0]) & (t < fit.window[1])
+        at = s[w]
+        if region is not None:
+            at = at[(at >= region[0]) & (at <= region[1])]
+        preds = (("-alpha(d-1)T/2", valley_velocity(pot, T), T),
+                 ("first order (EM, lag)", valley_velocity(pot, T, eta, at[np.isfinite(at)]), T))
+        fit = replace(fit, predictions=preds)
+    return fit
+
+
+def run_time_to_target(run: Run, target: tuple[float, float],
+                      coordinate: str | Callable | None = None) -> TimeToTarget:
+    """`time_to_target` of a run's coordinate (see `manifold_coordinate`) on `run.time`."""
+    return time_to_target(run.time, manifold_coordinate(run, coordinate), target)
+
+
+def run_density(run: Run, records=None, bins: int = 30, temperature: float | None = None
+                ) -> DensityEvolution:
+    """`density_evolution` of a Valley run's s against Valley.log_density(s, T) on the walls'
+    interval (line with bounds) or the range of the samples."""
+    pot = run.potential
+    if not hasattr(pot, "log_density"):
+        raise ConfigError(f"{type(pot).__name__} has no log_density; call density_evolution "
+                          "with your own stationary law")
+    T = constant_temperature(run.config) if temperature is None else temperature
+    lo, hi = (None, None) if pot.bounds is None else pot.bounds
+    return density_evolution(run.time, manifold_coordinate(run), lambda s: pot.log_density(s, T),
+                             records, bins, lo, hi)
+
+
+def run_traces(run: Run, names=TRACES) -> tuple[Trace, ...]:
+    """`trace` of each recorded observable among `names` (sharpness, weight norm, ...)."""
+    alive = run.diverged_step < 0
+    return tuple(trace(run.time, np.asarray(run[n], np.float64)[:, alive], n)
+                 for n in names if n in run.names)
+
+
+@dataclass(frozen=True)
+class DriftComparison:
+    """Drift, diffusion and time to target of several runs side by side (e.g. SGD vs
+    isotropic Langevin on the same manifold)."""
+
+    labels: tuple[str, ...]
+    drifts: tuple[DriftFit, ...]
+    passages: tuple[TimeToTarget | None, ...]
+
+    def table(self) -> str:
+        rows = [f"{'run':>14} {'v':>10} {'+-':>8} {'D':>10} {'+-':>8} {'reached':>8} {'t50':>9}"]
+        for lab, f, fp in zip(self.labels, self.drifts, self.passages):
+            reach = ("-", "-") if fp is None else (f"{fp.fraction_reached:.3f}", f"{fp.quantile(0.5):.4g}")
+            rows.append(f"{lab:>14} {f.v:10.4g} {f.v_se:8.2g} {f.D:10.4g} {f.D_se:8.2g} "
+                        f"{reach[0]:>8} {reach[1]:>9}")
+        return "\n".join(rows)
+
+    def plot(self, ax) -> None:
+        """Mean counted displacement against counted time for each run."""
+        for lab, f in zip(self.labels, self.drifts):
+            ax.plot(f.elapsed, f.mean, "-", label=f"{lab}: v = {f.v:.3g} +- {f.v_se:.1g}")
+        ax.set(xlabel="time counted per replica", ylabel=r"$\langle\Delta s\rangle$")
+        ax.legend(fontsize=7)
+
+
+def compare_runs(runs: Mapping[str, Run], coordinate: str | Callable | None = None,
+                 target: tuple[float, float] | None = None, t_min: float | None = None,
+                 t_max: float | None = None, region: tuple[float, float] | None | str = "auto"
+                 ) -> DriftComparison:
+    """`run_drift` (and `run_time_to_target` when `target` is given) of each labelled run with
+    the same coordinate, window and region."""
+    drifts = tuple(run_drift(r, coordinate, t_min, t_max, region) for r in runs.values())
+    fps = tuple(None if target is None else run_time_to_target(r, target, coordinate)
+                for r in runs.values())
+    return DriftComparison(tuple(runs), drifts, fps)

@@ -1,0 +1,254 @@
+"""langevin_sim.analysis.drift on synthetic data with known answers, then on simulations.
+
+Synthetic walks s(t) = v t + sqrt(2 D) W(t) sampled at records (Gaussian increments, exact).
+Statistical checks use k = 4 standard errors computed from independent replicas; where a
+single z-score would let a too-large standard error pass, the z-scores of many independent
+data sets are checked to have unit spread.
+"""
+import math
+import os
+import runpy
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from scipy import stats
+
+from langevin_sim import Simulation, open_run
+from langevin_sim.analysis.drift import (compare_runs, density_evolution, fit_drift,
+                                         kaplan_meier, run_drift, time_to_target, trace,
+                                         valley_velocity)
+from langevin_sim.dynamics import OverdampedLangevin
+from langevin_sim.errors import ConfigError
+from langevin_sim.potentials import Valley
+from langevin_sim.scenario import run_scenario
+
+from .conftest import assert_within_se
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def walk(rng, times, M, v, D, walls=None, substeps=1):
+    """(n, M) drifted Brownian motion from 0 at `times`; with walls (0, L) reflected at both
+    ends on a grid of `substeps` Euler steps per record interval."""
+    s = np.zeros((times.size, M))
+    x = np.zeros(M)
+    for j, dt in enumerate(np.diff(times)):
+        h = dt / substeps
+        for _ in range(substeps):
+            x = x + v * h + math.sqrt(2 * D * h) * rng.standard_normal(M)
+            if walls is not None:
+                x = np.abs(x)
+                x = np.where(x > walls[1], 2 * walls[1] - x, x)
+        s[j + 1] = x
+    return s
+
+
+# --------------------------------------------------------------------------- drift and diffusion
+
+def test_fit_drift_recovers_v_and_D_with_calibrated_errors():
+    """40 independent data sets (300 replicas, 40 irregularly spaced records over t = 4,
+    v = 0.3, D = 0.7): every |z| <= 4, and the z-scores have mean ~ 0 and unit spread
+    (std in [0.7, 1.35]: a standard error off by a factor 2 gives 0.5 or 2).  Relative SE:
+    v 7%, D 8% per data set, so a factor-2 bug in v or D fails by > 10 SE."""
+    rng = np.random.default_rng(1)
+    v, D, M = 0.3, 0.7, 300
+    zs = []
+    for _ in range(40):
+        times = np.concatenate([[0.0], np.sort(rng.uniform(0, 4, 38)), [4.0]])
+        fit = fit_drift(times, walk(rng, times, M, v, D))
+        zs.append(fit.z(v, D))
+    zs = np.array(zs)
+    assert np.all(np.abs(zs) <= 4), f"stochastic test: z-scores {zs[np.abs(zs) > 4]}"
+    for k, name in enumerate(("v", "D")):
+        mean, spread = zs[:, k].mean(), zs[:, k].std(ddof=1)
+        assert abs(mean) <= 4 / math.sqrt(40), f"stochastic test: mean z of {name} {mean}"
+        assert 0.7 <= spread <= 1.35, f"stochastic test: spread of z of {name} {spread}"
+
+
+def test_fit_drift_window_and_diverged_replicas():
+    """Displacements are taken within the window; a replica that diverges (NaN records)
+    contributes its increments up to the divergence, and the fit stays unbiased."""
+    rng = np.random.default_rng(2)
+    times = np.linspace(0, 10, 101)
+    s = walk(rng, times, 2000, -0.2, 0.5)
+    s[60:, :100] = np.nan
+    s[:, 0] = np.nan                                   # never finite: dropped
+    fit = fit_drift(times, s, t_min=2.0, t_max=8.0)
+    assert fit.window == (2.0, 8.0) and fit.replicas == 1999
+    np.testing.assert_allclose(fit.exposure, 1900 * 6.0 + 99 * 3.9)   # 1..99 stop at t = 5.9
+    assert_within_se(fit.v, -0.2, fit.v_se, what="v")
+    assert_within_se(fit.D, 0.5, fit.D_se, what="D")
+    np.testing.assert_allclose(fit.elapsed[-1] * fit.replicas, fit.exposure)
+    with pytest.raises(ConfigError, match="window"):
+        fit_drift(times, s, t_min=20.0)
+
+
+def test_region_removes_wall_bias():
+    """Reflecting walls at 0 and 6, start at 0, v = D = 0.5 (the valley_drift geometry):
+    over the whole run the wall at 0 adds ~D/v to <Delta s> and the far wall stops it, so
+    the plain fit is badly biased; counting increments that start inside [1.5, 4.5]
+    recovers v and D within 4 SE (SE ~ 2% of v, 4% of D)."""
+    rng = np.random.default_rng(3)
+    times = np.linspace(0, 20, 101)
+    s = walk(rng, times, 2000, 0.5, 0.5, walls=(0.0, 6.0), substeps=20)
+    naive = fit_drift(times, s)
+    assert abs(naive.z(0.5)[0]) > 20
+    fit = fit_drift(times, s, region=(1.5, 4.5))
+    assert_within_se(fit.v, 0.5, fit.v_se, what="v in the region")
+    assert_within_se(fit.D, 0.5, fit.D_se, what="D in the region")
+    assert fit.v_se < 0.03 and fit.D_se < 0.03
+
+
+# --------------------------------------------------------------------------- first passage
+
+def test_kaplan_meier_by_hand():
+    """Times 1, 2+, 3, 3, 4+ (+: censored): S = 4/5 after 1, 4/5 * 1/3 after 3;
+    Greenwood var at 3 = S^2 (1/(5*4) + 2/(3*1))."""
+    ev, S, var = kaplan_meier([1, 2, 3, 3, 4], [True, False, True, True, False])
+    np.testing.assert_allclose(ev, [1, 3])
+    np.testing.assert_allclose(S, [0.8, 0.8 / 3])
+    np.testing.assert_allclose(var[1], (0.8 / 3) ** 2 * (1 / 20 + 2 / 3))
+
+
+def test_time_to_target_of_a_drifted_walk_is_inverse_gaussian():
+    """Hitting time of L = 2 by v t + sqrt(2D) W, v = D = 0.5: inverse Gaussian with mean
+    L/v = 4 and shape L^2/(2D) = 4.  Records every dt = 0.01 overshoot the level by
+    0.5826 sqrt(2 D dt) on average (Siegmund), so the law of the recorded hitting time is
+    that of L + 0.058.  3000 replicas to t = 12; 10% are censored early at random times (as
+    diverged replicas), so Kaplan-Meier is needed.  The survival at the law's 10..90%
+    quantiles agrees within 4 Greenwood SE (SE ~ 0.009); a factor 2 in time fails."""
+    rng = np.random.default_rng(4)
+    v, D, L, dt, M = 0.5, 0.5, 2.0, 0.01, 3000
+    times = np.arange(1201) * dt
+    steps = v * dt + math.sqrt(2 * D * dt) * rng.standard_normal((1200, M))
+    s = np.vstack([np.zeros(M), np.cumsum(steps, axis=0)])
+    cut = rng.uniform(0, 12, M)
+    early = rng.random(M) < 0.1
+    s[(times[:, None] > cut[None, :]) & early[None, :]] = np.nan
+    fp = time_to_target(times, s, (L, np.inf))
+    assert fp.observed.sum() < M and np.all(fp.durations[~fp.observed] <= 12)
+    Leff = L + 0.5826 * math.sqrt(2 * D * dt)
+    law = stats.invgauss(mu=(Leff / v) / (Leff ** 2 / (2 * D)), scale=Leff ** 2 / (2 * D))
+    q = law.ppf([0.1, 0.25, 0.5, 0.75, 0.9])
+    S, se = fp.survival_at(q)
+    assert_within_se(S, law.sf(q), se, what="Kaplan-Meier survival")
+    wrong = stats.invgauss(mu=law.mean() * 2 / (Leff ** 2 / (2 * D)), scale=Leff ** 2 / (2 * D))
+    assert np.max(np.abs((S - wrong.sf(q)) / se)) > 10
+    assert abs(fp.quantile(0.5) - law.median()) < 0.2
+    assert fp.fraction_reached == pytest.approx(law.cdf(12.0), abs=0.02)
+    assert "first passage into [2, inf]" in fp.table()
+
+
+# --------------------------------------------------------------------------- density, traces
+
+def test_density_evolution_against_a_known_law():
+    """Record 0: uniform on [0, 3]; record 1: density prop. to e^s (inverse CDF), 4000
+    samples each.  Against log_density = s the second passes (p > 1e-3), the first and the
+    wrong exponent 1.25 s are rejected (p < 1e-6); the predicted bin densities are the
+    exact bin averages of e^s / (e^3 - 1)."""
+    rng = np.random.default_rng(5)
+    u = rng.random((2, 4000))
+    s = np.stack([3 * u[0], np.log1p(u[1] * (math.e ** 3 - 1))])
+    t = np.array([0.0, 1.0])
+    ev = density_evolution(t, s, lambda x: x, bins=20, lo=0.0, hi=3.0)
+    edges = np.linspace(0, 3, 21)
+    np.testing.assert_allclose(ev.expected, np.diff(np.exp(edges)) / np.diff(edges) / (math.e ** 3 - 1),
+                               rtol=1e-6)
+    assert ev.p[1] > 1e-3 and ev.p[0] < 1e-6, ev.table()
+    assert ev.tv[1] < 0.05 < ev.tv[0]
+    wrong = density_evolution(t, s, lambda x: 1.25 * x, bins=20, lo=0.0, hi=3.0)
+    assert wrong.p[1] < 1e-6, wrong.table()
+
+
+def test_trace_skips_unmeasured_records():
+    """A sharpness observer writes NaN on unmeasured records: those are left out."""
+    v = np.full((5, 4), np.nan)
+    v[::2] = np.arange(12.0).reshape(3, 4)
+    tr = trace(np.arange(5.0), v, "sharpness")
+    np.testing.assert_allclose(tr.times, [0, 2, 4])
+    np.testing.assert_allclose(tr.mean, [1.5, 5.5, 9.5])
+    np.testing.assert_allclose(tr.se, np.std([0, 1, 2, 3], ddof=1) / 2)
+
+
+# --------------------------------------------------------------------------- simulations
+
+def valley_run(T, M=1000, steps=2000, eta=5e-4, seed=8, record_every=100):
+    """Line valley k = 40 e^(-s/2), d = 5, no walls, from s = 0 with equilibrated transverse
+    coordinates; the NumPy reference (no compilation)."""
+    k0, alpha, d = 40.0, -0.5, 5
+    pot = Valley(d=d, profile="exp", k0=k0, alpha=alpha)
+    z = np.random.default_rng(seed).standard_normal((M, d - 1))
+    x0 = pot.point(np.zeros(M), z * math.sqrt(T / (k0 * (1 - eta * k0 / 2))))
+    sim = Simulation(pot, OverdampedLangevin(eta, T), M, backend="numpy", seed=seed, init=x0)
+    return sim.run(steps, record_every, record_positions=False, progress=False)
+
+
+def test_valley_drift_velocity_matches_the_entropic_prediction():
+    """Overdamped Langevin on k = 40 e^(-s/2), d = 5, T = 0.5: v = -alpha (d-1) T / 2 = 0.5
+    and D = T within 4 SE (SE: 6% of v, 4.5% of D; a factor 2 fails by > 8 SE).  Model
+    error: Euler-Maruyama eta k / 2 <= 1.5% and adiabatic lag |alpha v / 2k| < 0.6%."""
+    run = valley_run(0.5)
+    fit = run_drift(run)
+    v0 = valley_velocity(run.potential, 0.5)
+    assert v0 == 0.5 and fit.predictions[0][1:] == (0.5, 0.5)
+    assert_within_se(fit.v, v0, fit.v_se, what="drift velocity")
+    assert_within_se(fit.D, 0.5, fit.D_se, what="diffusion coefficient")
+    assert fit.v_se < 0.04
+    with pytest.raises(ConfigError, match="exp"):
+        valley_velocity(Valley(d=3, profile="cos", alpha=0.5), 1.0)
+
+
+def test_compare_runs_side_by_side():
+    """The same valley at T and 2T: s(t) at 2T is s(2t) at T in law (v and D both double),
+    so v and D double (within 4 combined SE) and the median time to s >= 0.3 about halves
+    (inverse Gaussian: 0.29 and 0.15; records every 0.01 overshoot the level by ~0.04-0.06,
+    measured 0.43 and 0.20; allowed: ratio within 25% of 1/2)."""
+    kw = dict(M=600, steps=1000, eta=1e-3, record_every=10)    # same EM bias at both T
+    runs = {"T=0.25": valley_run(0.25, **kw), "T=0.5": valley_run(0.5, seed=9, **kw)}
+    cmp = compare_runs(runs, target=(0.3, np.inf))
+    lo, hi = cmp.drifts
+    assert_within_se(hi.v - 2 * lo.v, 0.0, math.hypot(hi.v_se, 2 * lo.v_se), what="v(2T) - 2 v(T)")
+    assert_within_se(hi.D - 2 * lo.D, 0.0, math.hypot(hi.D_se, 2 * lo.D_se), what="D(2T) - 2 D(T)")
+    t_lo, t_hi = (fp.quantile(0.5) for fp in cmp.passages)
+    assert 0.75 < 2 * t_hi / t_lo < 1.33
+    text = cmp.table()
+    assert "T=0.25" in text and "T=0.5" in text
+
+
+def test_drift_script(tmp_path, capsys, monkeypatch):
+    """analysis/drift.py on a short valley_drift run (512 replicas, t = 4): prints the fit,
+    a verdict, the first passage and the density tables, and writes a figure with coloured
+    curves."""
+    out = tmp_path / "valley.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "valley_drift.py"),
+                 ["replicas=512", "steps=4000", "record_every=100", "backend=numpy"], out=out,
+                 progress=False).close()
+    png = tmp_path / "drift.png"
+    monkeypatch.setattr(sys, "argv", ["drift.py", str(out), "--png", str(png)])
+    runpy.run_path(os.path.join(ROOT, "analysis", "drift.py"), run_name="__main__")
+    text = capsys.readouterr().out
+    assert "verdict: drift velocity" in text and "-alpha(d-1)T/2" in text
+    assert "first passage into" in text and "density of s" in text
+    img = plt.imread(png)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400
+    rgb = img[..., :3]
+    assert (rgb.max(axis=-1) - rgb.min(axis=-1) > 0.1).mean() > 0.01, "no coloured curves"
+    assert (rgb.max(axis=-1) < 0.3).mean() > 0.002, "no axes or text"
+
+
+@pytest.mark.slow
+def test_valley_drift_scenario_velocity(tmp_path):
+    """The full valley_drift scenario (2048 replicas, t = 20, walls at 0 and 6): inside the
+    default region the drift velocity agrees with -alpha (d-1) T / 2 within 4 SE (measured
+    z = -2.2: the transverse variances lag behind k(s) by alpha v / 2k ~ 3%) and with the
+    first-order prediction within 4 SE (measured z = -0.8); D = T within 4 SE."""
+    path = tmp_path / "valley.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "valley_drift.py"), [], out=path,
+                 progress=False).close()
+    with open_run(path) as run:
+        fit = run_drift(run)
+    for _, v, D in fit.predictions:
+        assert abs(fit.z(v, D)[0]) <= 4, fit.table()
+    assert abs(fit.z(0.5, 0.5)[1]) <= 4, fit.table()
