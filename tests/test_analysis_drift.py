@@ -17,8 +17,8 @@ from scipy import stats
 
 from langevin_sim import Simulation, open_run
 from langevin_sim.analysis.drift import (compare_runs, density_evolution, fit_drift,
-                                         kaplan_meier, run_drift, time_to_target, trace,
-                                         valley_velocity)
+                                         run_drift, time_to_target, trace, valley_velocity)
+from langevin_sim.analysis.escape import kaplan_meier
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import Valley
@@ -106,10 +106,9 @@ def test_region_removes_wall_bias():
 def test_kaplan_meier_by_hand():
     """Times 1, 2+, 3, 3, 4+ (+: censored): S = 4/5 after 1, 4/5 * 1/3 after 3;
     Greenwood var at 3 = S^2 (1/(5*4) + 2/(3*1))."""
-    ev, S, var = kaplan_meier([1, 2, 3, 3, 4], [True, False, True, True, False])
-    np.testing.assert_allclose(ev, [1, 3])
-    np.testing.assert_allclose(S, [0.8, 0.8 / 3])
-    np.testing.assert_allclose(var[1], (0.8 / 3) ** 2 * (1 / 20 + 2 / 3))
+    km = kaplan_meier([1, 2, 3, 3, 4], [True, False, True, True, False])
+    np.testing.assert_allclose(km.at([0.5, 1, 2, 3, 4]), [1, 0.8, 0.8, 0.8 / 3, 0.8 / 3])
+    np.testing.assert_allclose(km.se[km.time == 3] ** 2, (0.8 / 3) ** 2 * (1 / 20 + 2 / 3))
 
 
 def test_time_to_target_of_a_drifted_walk_is_inverse_gaussian():

@@ -42,6 +42,7 @@ from scipy import stats
 
 from ..errors import ConfigError
 from ..io.reader import Run
+from .escape import kaplan_meier
 from .stationary import constant_temperature
 
 TRACES = ("sharpness", "hessian_trace", "curvature", "weight_norm", "test_accuracy")
@@ -176,22 +177,6 @@ def valley_velocity(potential, temperature: float, step: float = 0.0, s=None) ->
 
 # ----------------------------------------------------------------------------- first passage
 
-def kaplan_meier(durations, observed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kaplan-Meier survival S(t) = prod_{t_i <= t} (1 - d_i / n_i) of right-censored data.
-
-    durations (M,), observed (M,) bool (False: censored at that time).  Returns the distinct
-    event times (k,), S just after each (k,) and Greenwood's variance of S (k,)."""
-    durations = np.asarray(durations, np.float64)
-    observed = np.asarray(observed, bool)
-    ev = np.unique(durations[observed])
-    at_risk = np.sum(durations[None, :] >= ev[:, None], axis=1)
-    events = np.sum((durations[None, :] == ev[:, None]) & observed[None, :], axis=1)
-    surv = np.cumprod(1 - events / at_risk)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        green = np.cumsum(events / (at_risk * (at_risk - events)))
-    return ev, surv, np.where(surv > 0, surv ** 2 * green, 0.0)
-
-
 @dataclass(frozen=True)
 class TimeToTarget:
     """Time at which each replica first enters `target`, right-censored when it never does.
@@ -251,8 +236,8 @@ def time_to_target(times, s, target: tuple[float, float]) -> TimeToTarget:
     finite = np.isfinite(s)
     last = np.where(finite.any(axis=0), s.shape[0] - 1 - np.argmax(finite[::-1], axis=0), 0)
     dur = np.where(hit, t[np.argmax(inside, axis=0)], t[last])
-    ev, S, var = kaplan_meier(dur, hit)
-    return TimeToTarget((lo, hi), dur, hit, ev, S, var)
+    km = kaplan_meier(dur, hit)
+    return TimeToTarget((lo, hi), dur, hit, km.time, km.survival, km.se ** 2)
 
 
 # ----------------------------------------------------------------------------- density
