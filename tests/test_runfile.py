@@ -238,7 +238,8 @@ def test_swmr_reader_sees_the_run_grow(tmp_path):
                 time.sleep(0.1)
                 run.refresh()
             assert run.n_records > first >= n1
-            assert run.energy[:].shape[0] == run.n_records
+            energy = run.energy        # a Series of the records committed when it was made
+            assert energy[:].shape[0] == len(energy) > first
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
