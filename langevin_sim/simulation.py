@@ -143,13 +143,24 @@ class Simulation:
         return acc
 
     # -- stepping ----------------------------------------------------------------------
-    def advance(self, steps: int) -> None:
-        """Run `steps` steps without recording."""
+    def advance(self, steps: int, sync: bool = True) -> None:
+        """Run `steps` steps without recording; `sync=False` leaves a device backend's state
+        on the device (the run loop syncs at records and checkpoints)."""
         self.backend.advance(self, self.step, int(steps))
         self.step += int(steps)
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
+        """Bring `state` and `diverged_step` up to date on the host (device backends)."""
+        to_host = getattr(self.backend, "to_host", None)
+        if to_host is not None:
+            to_host(self)
 
     def snapshot(self, record_positions: bool = True) -> dict:
-        """One record of the current state: step, energy (float64), positions, observables."""
+        """One record of the current state: step, energy (float64), positions, observables
+        (copies: NaN-filling a diverged replica's entries never touches the state)."""
+        self.sync()
         x64 = self.state["x"].astype(np.float64)
         with np.errstate(all="ignore"), _one_blas_thread():
             rec = {"step": np.int64(self.step), "time": np.float64(self.time),
@@ -157,11 +168,11 @@ class Simulation:
             if record_positions:
                 rec["positions"] = self.state["x"].copy()
             for k, v in self.potential.observables(x64).items():
-                rec[k] = np.asarray(v)
+                rec[k] = np.array(v)
             for k, v in self.dynamics.observables(self.state).items():
-                rec[k] = np.asarray(v)
+                rec[k] = np.array(v)
             for obs in self.observers:
-                rec.update({k: np.asarray(v) for k, v in obs(self).items()})
+                rec.update({k: np.array(v) for k, v in obs(self).items()})
         dead = self.diverged_step >= 0
         if dead.any():
             for k, v in rec.items():
@@ -221,7 +232,7 @@ class Simulation:
             try:
                 while self.step < target and not self._stop:
                     K = min(record_every - self.step % record_every, target - self.step)
-                    self.advance(K)
+                    self.advance(K, sync=False)
                     bar.update(K)
                     if self.step % record_every == 0:
                         pending.append(self.snapshot(record_positions))
@@ -229,6 +240,7 @@ class Simulation:
                     if now - last_flush >= flush_seconds or self.step == target:
                         ckpt = checkpoint_every is None or self.step - last_ckpt >= checkpoint_every \
                             or self.step == target
+                        self.sync()
                         writer.write_block(pending, self.state if ckpt else None, self.step,
                                            self.diverged_step, complete=self.step == target,
                                            first_passage=self.first_passage_state())
@@ -237,6 +249,7 @@ class Simulation:
                 done = self.step == target
                 if pending or writer.commit[STEPS_DONE] != self.step or \
                         (done and not writer.commit[COMPLETE]):
+                    self.sync()
                     writer.write_block(pending, self.state, self.step, self.diverged_step,
                                        complete=done, first_passage=self.first_passage_state())
             except KeyboardInterrupt:

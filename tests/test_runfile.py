@@ -385,3 +385,19 @@ def test_every_group_opens_in_xarray_without_phony_dims(tmp_run):
         assert ds["x"].dims == ("replica", "coord") and ds["v"].dims == ("replica", "coord")
         assert [x.decode() for x in f["commit_field"][()]] == [
             "n_records", "steps_done", "checkpoint_slot", "checkpoint_step", "complete"]
+
+
+def test_records_of_a_diverged_replica_do_not_touch_the_state(tmp_run):
+    """NaN-filling a diverged replica's record entries must work on copies: MALA records its
+    `accepted` state array as an observable."""
+    from langevin_sim.dynamics import MALA
+
+    init = np.ones((4, 1))
+    init[2] = 1e3
+    sim = Simulation(DoubleWell(d=1), MALA(0.5, 0.3), 4, seed=3, init=init, backend="numpy",
+                     divergence_bound=1e5)
+    with pytest.warns(ls.DivergenceWarning):
+        run = sim.run(20, 10, out=tmp_run, progress=False)
+    assert sim.diverged_step[2] >= 0 and np.isnan(run["accepted"][-1][2])
+    assert all(np.all(np.isfinite(v)) for v in sim.state.values())
+    run.close()
