@@ -11,7 +11,8 @@ from .errors import DivergenceWarning, LangevinSimError, RunStopped, RunTerminat
 def _run(a) -> int:
     from .scenario import run_scenario
 
-    run = run_scenario(a.scenario, a.set, a.config, a.out, a.overwrite, a.backend, a.progress, a.swmr)
+    run = run_scenario(a.scenario, a.set, a.config, a.out, a.overwrite, a.backend, a.progress, a.swmr,
+                       quick=a.quick)
     print(run.summary())
     return 0
 
@@ -43,6 +44,7 @@ def _scan(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backends import NAMES as BACKENDS
     from .scenario import add_run_arguments
 
     ap = argparse.ArgumentParser(prog="langevin-sim", description="Langevin / SGD simulation engine")
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="continue a killed or finished run from its checkpoint")
     s.add_argument("path")
     s.add_argument("--steps", type=int, help="total step count to reach (default: the planned total)")
-    s.add_argument("--backend", choices=("numpy", "numba", "cuda"))
+    s.add_argument("--backend", choices=BACKENDS)
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     s.set_defaults(fn=_resume)
     i = sub.add_parser("info", help="print a run file's config, progress, records, divergences")

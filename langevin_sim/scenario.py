@@ -12,9 +12,18 @@ A scenario file defines
 
 and ends with ``if __name__ == "__main__": main(__file__)``.  Every field states its meaning
 once, in `param(default, help)`; ``--help`` prints it with the type, default and choices.
-Parameters come from the dataclass defaults, then an optional TOML file, then
-``--set key=value`` overrides, each checked against the field's type.  The resolved
-parameters are stored in the run file.
+Parameters come from the dataclass defaults, then (with ``--quick``) the scenario's quick
+preset, then an optional TOML file, then ``--set key=value`` overrides, each checked against
+the field's type.  The resolved parameters are stored in the run file.
+
+The quick preset is a module-level dict next to `Params`,
+
+    QUICK = {"replicas": 256, "steps": 2000}   # a small run of the same experiment, seconds
+
+used by ``--quick`` (``python scenarios/X.py --quick``, ``langevin-sim run X.py --quick``,
+``run_scenario(..., quick=True)``), by the tests, and by the notebooks when
+LANGEVIN_SIM_QUICK=1; a quick run writes ``data/<scenario>_quick.h5`` by default, so it never
+replaces the real run's file.
 """
 from __future__ import annotations
 
@@ -31,10 +40,11 @@ import types
 import typing
 from pathlib import Path
 
+from .backends import NAMES as BACKENDS
 from .errors import ConfigError
 from .io import Run
 
-Backend = typing.Literal["numpy", "numba", "cuda"]
+Backend = typing.Literal[BACKENDS]
 Dtype = typing.Literal["float64", "float32"]
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -168,12 +178,16 @@ def _coerce(hint, value, where: str):
         raise ConfigError(f"{where}: expected {_type_name(hint)}") from None
 
 
-def resolve_params(params_cls, toml_path=None, sets: dict | list | None = None):
-    """Defaults <- TOML file <- overrides (dict or ['key=value', ...]) -> frozen Params.
+def resolve_params(params_cls, toml_path=None, sets: dict | list | None = None,
+                   preset: dict | None = None):
+    """Defaults <- preset (a scenario's QUICK dict) <- TOML file <- overrides (dict or
+    ['key=value', ...]) -> frozen Params.
 
     An unknown key or a value of the wrong type is a ConfigError naming where it came from
-    (the --config file and key, the --set item, or the argument)."""
+    (the preset, the --config file and key, the --set item, or the argument)."""
     given: dict = {}  # key -> (value, where it came from)
+    if preset:
+        given.update((k, (v, f"{k}={v!r} in the quick preset (QUICK)")) for k, v in preset.items())
     if toml_path is not None:
         given.update((k, (v, f"{k} = {v!r} in --config {toml_path}"))
                      for k, v in _read_toml(toml_path).items())
@@ -219,18 +233,32 @@ def params_help(params_cls) -> str:
     return "\n".join(out)
 
 
+def quick_preset(mod: types.ModuleType) -> dict:
+    """A loaded scenario's quick preset: its module-level ``QUICK`` dict of parameter
+    overrides (ConfigError if it declares none or not a dict)."""
+    preset = getattr(mod, "QUICK", None)
+    if not isinstance(preset, dict):
+        name = getattr(mod, "__file__", mod.__name__)
+        raise ConfigError(f"{name} declares no quick preset; add a module-level dict next to "
+                          "Params, e.g. QUICK = {\"replicas\": 256, \"steps\": 2000}")
+    return dict(preset)
+
+
 def run_scenario(path, sets=None, toml_path=None, out=None, overwrite: bool = False,
                  backend: str | None = None, progress: bool | None = None,
-                 swmr: bool = False, flush_seconds: float = 1.0) -> Run:
-    """Load, resolve, build and run a scenario; returns the Run (file at `out`)."""
+                 swmr: bool = False, flush_seconds: float = 1.0, quick: bool = False) -> Run:
+    """Load, resolve, build and run a scenario; returns the Run (file at `out`, default
+    data/<scenario>.h5, or data/<scenario>_quick.h5 for the quick preset).
+
+    quick: apply the scenario's `QUICK` preset before `toml_path` and `sets`."""
     mod = load_scenario(path)
-    p = resolve_params(mod.Params, toml_path, sets)
+    p = resolve_params(mod.Params, toml_path, sets, preset=quick_preset(mod) if quick else None)
     if backend is not None:
         p = dataclasses.replace(p, backend=backend)
     sim = mod.build(p)
     sim.meta.update(scenario=os.path.basename(str(path)), params=dataclasses.asdict(p))
     if out is None:
-        out = Path("data") / f"{Path(path).stem}.h5"
+        out = Path("data") / f"{Path(path).stem}{'_quick' if quick else ''}.h5"
     return sim.run(p.steps, p.record_every, out=out, record_positions=p.record_positions,
                    overwrite=overwrite, progress=progress, swmr=swmr, flush_seconds=flush_seconds)
 
@@ -239,12 +267,16 @@ class _ScenarioParser(argparse.ArgumentParser):
     """A scenario script's parser; its help ends with `params_help`, built when asked for, so
     a field without help text fails ``--help`` but not a run."""
 
-    def __init__(self, params_cls, **kwargs):
+    def __init__(self, params_cls, quick: dict | None = None, **kwargs):
         super().__init__(formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
-        self.params_cls = params_cls
+        self.params_cls, self.quick = params_cls, quick
 
     def format_help(self) -> str:
         self.epilog = params_help(self.params_cls)
+        if self.quick:
+            self.epilog += "\n\n" + textwrap.fill(
+                "quick preset (--quick): " + ", ".join(f"{k}={v}" for k, v in self.quick.items()),
+                92, subsequent_indent="  ")
         return super().format_help()
 
 
@@ -260,11 +292,12 @@ def main(path, argv=None) -> Run:
 
     def go() -> None:
         mod = load_scenario(path)
-        ap = _ScenarioParser(mod.Params, prog=prog, description=mod.__doc__)
+        ap = _ScenarioParser(mod.Params, getattr(mod, "QUICK", None), prog=prog,
+                             description=mod.__doc__)
         add_run_arguments(ap)
         a = ap.parse_args(argv)
         done.append(run_scenario(path, a.set, a.config, a.out, a.overwrite, a.backend,
-                                 a.progress, a.swmr))
+                                 a.progress, a.swmr, quick=a.quick))
         print(done[0].summary())
 
     status = guarded(go, prog=prog)
@@ -279,7 +312,10 @@ def add_run_arguments(ap: argparse.ArgumentParser) -> None:
                     help="override a scenario parameter (repeatable)")
     ap.add_argument("--config", metavar="TOML", help="TOML file of scenario parameters")
     ap.add_argument("--backend", choices=typing.get_args(Backend), help="override the backend")
-    ap.add_argument("--out", help="run file to write (default data/<scenario>.h5)")
+    ap.add_argument("--quick", action="store_true", help="start from the scenario's quick preset (QUICK: a small run of seconds; "
+                         "--config and --set still apply on top)")
+    ap.add_argument("--out", help="run file to write (default data/<scenario>.h5, "
+                                  "data/<scenario>_quick.h5 with --quick)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     ap.add_argument("--swmr", action="store_true", help="write in SWMR mode for live reading")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -18,6 +18,10 @@ from langevin_sim.potentials import DoubleWell
 from langevin_sim.scenario import RunParams, main, param
 
 
+# --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
+QUICK = {"replicas": 512, "steps": 2000, "record_every": 250, "backend": "numpy"}
+
+
 @dataclass(frozen=True)
 class Params(RunParams):
     replicas: int = 4096

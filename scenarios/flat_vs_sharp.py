@@ -23,6 +23,10 @@ from langevin_sim.potentials import MultiWell
 from langevin_sim.scenario import RunParams, main, param
 
 
+# --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
+QUICK = {"replicas": 512, "steps": 4000, "record_every": 200, "backend": "numpy"}
+
+
 @dataclass(frozen=True)
 class Params(RunParams):
     replicas: int = 4096

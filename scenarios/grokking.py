@@ -29,6 +29,10 @@ from langevin_sim.potentials import ModularArithmeticMLP
 from langevin_sim.scenario import Backend, RunParams, main, param
 
 
+# --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
+QUICK = {"replicas": 2, "steps": 300, "record_every": 50, "backend": "numpy"}
+
+
 @dataclass(frozen=True)
 class Params(RunParams):
     replicas: int = 4

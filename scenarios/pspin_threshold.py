@@ -27,6 +27,10 @@ from langevin_sim.potentials import SphericalPSpin
 from langevin_sim.scenario import RunParams, main, param
 
 
+# --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
+QUICK = {"N": 32, "replicas": 16, "steps": 1000, "record_every": 10, "backend": "numpy"}
+
+
 @dataclass(frozen=True)
 class Params(RunParams):
     replicas: int = 64

@@ -14,6 +14,10 @@ from langevin_sim.potentials import Quadratic
 from langevin_sim.scenario import RunParams, main, param
 
 
+# --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
+QUICK = {"replicas": 256, "steps": 1000, "record_every": 20, "backend": "numpy"}
+
+
 @dataclass(frozen=True)
 class Params(RunParams):
     replicas: int = 2048

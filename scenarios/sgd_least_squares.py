@@ -7,13 +7,36 @@ moment is known exactly (`analysis/covariance.py`: the exact discrete law for i.
 independent subsets or, for small n, the engine's epoch reshuffling, next to the continuous
 Lyapunov approximation of Mandt et al.), and with batch_size=1 its tails are power laws of
 Kesten's index (`analysis/tails.py`).  Defaults: replacement (i.i.d. batches), d = 4.
+
+Claim 1 of docs/results.md ("SGD samples exp(-L/T)") uses two more switches.  `spectrum`
+whitens the Gaussian inputs and rescales them so that the Hessian H = A^T A / n is exactly
+diag(spectrum) (isotropic: all equal; anisotropic: spread), which sets lr lambda_max and the
+shape of the minibatch noise.  `dynamics=matched_langevin` replaces minibatch SGD by
+isotropic Langevin on the same loss, x' = x - lr grad L + sqrt(2 lr T) xi (Euler-Maruyama,
+step lr), run on the equal quadratic L(x) - L(x*) = (x - x*)^T H (x - x*) / 2 (`Quadratic`,
+centre x* the least-squares solution: d^2 work per step instead of n d), at the
+temperature matched to this SGD's gradient noise,
+
+    T = lr tr(C) / (2 S d),   C = (1/n) sum_i g_i g_i^T - gbar gbar^T at the minimizer,
+
+g_i the per-sample gradients and S the batch size (the minibatch noise covariance is C / S
+for i.i.d. batches): the one temperature at which isotropic Langevin has the same mean
+noise power per coordinate as SGD.  When C is not a multiple of the identity no single T
+matches every direction (see `matched_temperature`).
 """
 from dataclasses import dataclass
+from typing import Literal
 
-from langevin_sim import Simulation
-from langevin_sim.dynamics import SGD
-from langevin_sim.potentials import LinearRegression
+import numpy as np
+
+from langevin_sim import ConfigError, Simulation
+from langevin_sim.dynamics import SGD, OverdampedLangevin
+from langevin_sim.potentials import LinearRegression, Quadratic
 from langevin_sim.scenario import RunParams, main, param
+
+
+# --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
+QUICK = {"replicas": 512, "steps": 1000, "record_every": 25, "backend": "numpy"}
 
 
 @dataclass(frozen=True)
@@ -32,14 +55,59 @@ class Params(RunParams):
     temperature: float = param(0.0, "Langevin noise temperature (> 0: SGLD)")
     replacement: bool = param(True, "minibatches drawn i.i.d. with replacement (false: "
                                     "per-epoch permutations)")
+    spectrum: tuple[float, ...] = param(
+        (), "Hessian eigenvalues: whiten the inputs and rescale them so that H = A^T A / n = "
+            "diag(spectrum) exactly, d values (empty: raw N(0, I) inputs)")
+    dynamics: Literal["sgd", "matched_langevin"] = param(
+        "sgd", "sgd: minibatch SGD; matched_langevin: isotropic Langevin (Euler-Maruyama, step "
+               "lr, no momentum or weight decay) on the same loss at the temperature "
+               "lr tr(C) / (2 S d) matched to this SGD's minibatch noise (S = batch_size)")
+
+
+def data_set(p: Params) -> LinearRegression:
+    """The regression data set of `p`: N(0, I) inputs and labels (seed `data_seed`), the inputs
+    whitened and rescaled to the Hessian diag(spectrum) when a spectrum is given."""
+    pot = LinearRegression(n=p.n, d=p.d, noise=p.noise, seed=p.data_seed)
+    if not p.spectrum:
+        return pot
+    if len(p.spectrum) != p.d or min(p.spectrum) <= 0:
+        raise ConfigError(f"spectrum must hold d = {p.d} positive eigenvalues, got {p.spectrum}")
+    w, V = np.linalg.eigh(pot.A.T @ pot.A / p.n)
+    A = pot.A @ (V / np.sqrt(w)) @ V.T * np.sqrt(np.asarray(p.spectrum))  # A^T A/n = diag(spec.)
+    y = A @ pot.w_star + (pot.y - pot.A @ pot.w_star)                 # same teacher, same noise
+    return LinearRegression(n=p.n, d=p.d, noise=p.noise, seed=p.data_seed, A=A, y=y,
+                            w_star=pot.w_star)
+
+
+def matched_temperature(pot: LinearRegression, lr: float, batch_size: int | None) -> dict:
+    """The Langevin temperature matched to SGD's minibatch noise on `pot` at the minimizer m:
+    C = (1/n) sum_i g_i g_i^T - gbar gbar^T with g_i = a_i (a_i . m - y_i), noise covariance
+    of an i.i.d. batch C / S; T = lr tr(C) / (2 S d) (isotropic Langevin with the same noise
+    power per coordinate).  Returns {"T", "C", "per_direction"}: per_direction[k] =
+    lr C_kk / (2 S) in H's eigenbasis (ascending eigenvalues), the temperature each
+    direction would need; they are all equal only when C is isotropic there."""
+    if batch_size is None:
+        raise ConfigError("full-batch SGD has no minibatch noise to match (batch_size=none)")
+    m = pot.minimizer()
+    g = pot.A * (pot.A @ m - pot.y)[:, None]
+    C = g.T @ g / pot.n_samples - np.outer(g.mean(axis=0), g.mean(axis=0))
+    V = np.linalg.eigh(pot.hessian_matrix)[1]
+    return {"T": lr * np.trace(C) / (2 * batch_size * pot.d), "C": C,
+            "per_direction": lr * np.diag(V.T @ C @ V) / (2 * batch_size)}
 
 
 def build(p: Params) -> Simulation:
-    pot = LinearRegression(n=p.n, d=p.d, noise=p.noise, seed=p.data_seed)
-    dyn = SGD(lr=p.lr, batch_size=p.batch_size, momentum=p.momentum, weight_decay=p.weight_decay,
-              temperature=p.temperature, replacement=p.replacement)
+    pot = data_set(p)
+    if p.dynamics == "matched_langevin":
+        T = matched_temperature(pot, p.lr, p.batch_size)["T"]
+        pot, dyn = (Quadratic(H=pot.hessian_matrix, center=pot.minimizer()),
+                    OverdampedLangevin(step=p.lr, temperature=T))
+    else:
+        dyn = SGD(lr=p.lr, batch_size=p.batch_size, momentum=p.momentum,
+                  weight_decay=p.weight_decay, temperature=p.temperature,
+                  replacement=p.replacement)
     return Simulation(pot, dyn, replicas=p.replicas, backend=p.backend, dtype=p.dtype, seed=p.seed,
-                      init=pot.w_star)
+                      init=data_set(p).w_star)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ from langevin_sim.potentials import TeacherStudentMLP
 from langevin_sim.scenario import RunParams, main, param
 
 
+# --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
+QUICK = {"replicas": 16, "steps": 500, "record_every": 50, "backend": "numpy"}
+
+
 @dataclass(frozen=True)
 class Params(RunParams):
     replicas: int = 64

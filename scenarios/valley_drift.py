@@ -25,6 +25,10 @@ from langevin_sim.potentials import Valley
 from langevin_sim.scenario import RunParams, main, param
 
 
+# --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
+QUICK = {"replicas": 256, "steps": 2000, "record_every": 200, "backend": "numpy"}
+
+
 @dataclass(frozen=True)
 class Params(RunParams):
     replicas: int = 2048

@@ -1,0 +1,95 @@
+"""Every scenario's quick preset (`QUICK`, `--quick`) runs in seconds, and the analysis script
+made for the scenario reads its output, prints its table and saves a figure (the issue "one
+scenario, one notebook and one verdict per claim": quick presets in the default suite).
+
+The presets run on the NumPy backend, so no Numba kernel is compiled here; the whole file
+takes ~15 s on the 2-core machine."""
+import glob
+import os
+import runpy
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from langevin_sim import ConfigError, open_run
+from langevin_sim.cli import main as cli_main
+from langevin_sim.scenario import load_scenario, main as scenario_main, quick_preset, run_scenario
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIOS = sorted(glob.glob(os.path.join(ROOT, "scenarios", "*.py")))
+# the analysis script made for each scenario's runs (docs/analysis.md), and what it prints
+SCRIPTS = {"double_well": ("stationary.py", "chi2 ="),
+           "flat_vs_sharp": ("basins.py", "sampled occupancy"),
+           "quadratic": ("covariance.py", "verdict:"),
+           "sgd_least_squares": ("covariance.py", "verdict:"),
+           "valley_drift": ("drift.py", "verdict:"),
+           "pspin_threshold": ("spinglass.py", "verdict:"),
+           "teacher_student": ("diagnostics.py", "verdict:"),
+           "grokking": None}          # its figures are in the scenario's docstring; no script
+
+
+def test_every_scenario_has_a_script_entry():
+    assert len(SCENARIOS) >= 8
+    assert {os.path.basename(p)[:-3] for p in SCENARIOS} == set(SCRIPTS)
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: os.path.basename(p)[:-3])
+def test_quick_preset_runs_in_seconds_and_its_analysis_reads_it(path, tmp_path, capsys,
+                                                                monkeypatch):
+    name = os.path.basename(path)[:-3]
+    preset = quick_preset(load_scenario(path))
+    out = tmp_path / f"{name}.h5"
+    t0 = time.perf_counter()
+    run_scenario(path, out=out, quick=True, progress=False).close()
+    wall = time.perf_counter() - t0
+    assert wall < 30, f"{name} quick preset took {wall:.1f} s (budget 30 s on 2 cores)"
+    with open_run(out) as run:
+        params = run.config["meta"]["params"]
+        assert run.complete and run.steps_done == preset.get("steps", params["steps"])
+        assert all(params[k] == (list(v) if isinstance(v, tuple) else v)
+                   for k, v in preset.items()), (params, preset)
+        assert (run.diverged_step < 0).all()
+    if SCRIPTS[name] is None:
+        return
+    script, says = SCRIPTS[name]
+    png = tmp_path / f"{name}.png"
+    capsys.readouterr()
+    monkeypatch.setattr("sys.argv", [script, str(out), "--png", str(png)])
+    runpy.run_path(os.path.join(ROOT, "analysis", script), run_name="__main__")
+    text = capsys.readouterr().out
+    assert says in text, text
+    img = plt.imread(png)
+    assert img.shape[0] >= 200 and img.shape[1] >= 300, img.shape
+    assert np.mean(img[..., :3].min(axis=-1) < 0.5) > 0.01, "blank figure"
+
+
+def test_quick_flag_on_the_command_lines(tmp_path, monkeypatch, capsys):
+    """`langevin-sim run X.py --quick` and `python X.py --quick` apply the preset; --set
+    still wins over it; the default output is data/<scenario>_quick.h5; --help shows it."""
+    monkeypatch.chdir(tmp_path)
+    path = os.path.join(ROOT, "scenarios", "quadratic.py")
+    assert cli_main(["run", path, "--quick", "--set", "steps=200"]) == 0
+    with open_run(tmp_path / "data" / "quadratic_quick.h5") as run:
+        p = run.config["meta"]["params"]
+        assert (p["replicas"], p["steps"], p["backend"]) == (256, 200, "numpy")
+    run = scenario_main(path, ["--quick", "--out", "q.h5"])
+    assert run.steps_done == 1000
+    run.close()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        scenario_main(path, ["--help"])
+    assert "quick preset (--quick): replicas=256, steps=1000" in capsys.readouterr().out
+
+
+def test_a_scenario_without_a_preset_is_told_how_to_add_one(tmp_path):
+    src = open(os.path.join(ROOT, "scenarios", "quadratic.py")).read()
+    bare = tmp_path / "bare.py"
+    bare.write_text(src.replace("\nQUICK = ", "\n_NOT_QUICK = "))
+    with pytest.raises(ConfigError, match="declares no quick preset; add a module-level dict"):
+        run_scenario(bare, out=tmp_path / "x.h5", quick=True)
+    bad = tmp_path / "bad.py"
+    bad.write_text(src.replace('QUICK = {"replicas": 256', 'QUICK = {"replicaz": 256'))
+    with pytest.raises(ConfigError, match="replicaz=256 in the quick preset"):
+        run_scenario(bad, out=tmp_path / "x.h5", quick=True)
