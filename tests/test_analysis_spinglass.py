@@ -19,10 +19,10 @@ from scipy.optimize import brentq
 from threadpoolctl import threadpool_limits
 
 from langevin_sim import Simulation, open_run
-from langevin_sim.analysis.spinglass import (dynamical_transition, fit_power_law, hessian_index,
-                                             landmarks, one_rsb, overlaps, run_hessian_index,
-                                             run_relaxation, static_transition,
-                                             two_time_correlation)
+from langevin_sim.analysis.spinglass import (Aging, dynamical_transition, fit_power_law,
+                                             hessian_index, landmarks, one_rsb, overlaps,
+                                             run_hessian_index, run_relaxation,
+                                             static_transition, two_time_correlation)
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.potentials import SphericalPSpin
 from langevin_sim.scenario import run_scenario
@@ -291,3 +291,17 @@ def test_spinglass_script_on_the_default_quench(tmp_path, capsys, monkeypatch):
         assert np.mean(run_hessian_index(run).index == 0) >= 0.9
         rel = run_relaxation(run)
     assert rel.landmarks.e_th < rel.late_mean < -1.03, rel.table()
+
+
+def test_aging_verdict_needs_more_than_noise():
+    """C that grows with t_w only within its error bars is not called aging."""
+    rng = np.random.default_rng(0)
+    t = np.arange(0.0, 41.0)
+    lags = t[None, :] - np.array([1.0, 4.0, 10.0])[:, None]
+    C = np.where(lags >= 0, np.exp(-np.maximum(lags, 0) / 5.0), np.nan)
+    for shift, expect in ((0.0, "no aging resolved"), (0.3, "aging; C grows")):
+        Cw = C + shift * np.array([0.0, 0.5, 1.0])[:, None] * (lags >= 0)
+        a = Aging(waiting=np.array([1.0, 4.0, 10.0]), lags=np.where(lags >= 0, lags, np.nan),
+                  C=Cw + 0.001 * rng.standard_normal(C.shape), se=np.full(C.shape, 0.05),
+                  level=0.5, decay_time=np.full(3, np.nan))
+        assert expect in a.verdict(), (shift, a.verdict())

@@ -400,10 +400,20 @@ class Aging:
         for tw, c, s, td in zip(self.waiting, c_tau, se_tau, self.decay_time):
             out.append(f"  t_w = {tw:9.4g}: C = {c:.4f} +- {s:.4f}, tau(C={self.level:g}) = "
                        + (f"{td:.4g}" if np.isfinite(td) else "not reached"))
-        slower = bool(np.all(np.diff(c_tau) > 0))
-        out.append("  " + ("older systems decorrelate more slowly (aging)" if slower else
-                           "no monotonic aging: C at the common lag does not grow with t_w"))
+        out.append("  " + self.verdict())
         return "\n".join(out)
+
+    def verdict(self) -> str:
+        """Aging when C at the common lag grows from the first to the last waiting time by more
+        than 3 standard errors and never falls by more than 3 between neighbours."""
+        c, se = self.at_lag(self.common_lag)
+        z = (c[-1] - c[0]) / np.hypot(se[-1], se[0]) if c.size > 1 else 0.0
+        drops = np.diff(c) < -3 * np.hypot(se[1:], se[:-1])
+        if z > 3 and not drops.any():
+            return f"older systems decorrelate more slowly (aging; C grows by {z:.1f} se)"
+        if abs(z) <= 3:
+            return f"no aging resolved: C at the common lag changes by {z:+.1f} se with t_w"
+        return f"not aging: C at the common lag falls with t_w ({z:+.1f} se)"
 
     def plot(self, ax) -> None:
         """C against tau (log axis), one curve per waiting time."""
