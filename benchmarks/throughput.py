@@ -23,8 +23,8 @@ from numba import prange
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from langevin_sim import Simulation, rng
-from langevin_sim.backends.numba_kernels import (CHUNK, TILE, chunk_buffer, fill_noise_tile_d1,
-                                                 noise_chunk)
+from langevin_sim.kernels.common import (CHUNK, TILE, chunk_buffer, fill_noise_tile_d1,
+                                         noise_chunk)
 from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, TeacherStudentMLP
 

@@ -168,3 +168,54 @@ def test_numba_fused_pair_does_not_warn(monkeypatch):
     pot, dyn = DoubleWell(d=2), OverdampedLangevin(0.01, 0.5)
     assert numba_backend.has_kernel(pot, dyn)
     assert fallback_warnings(lambda: Simulation(pot, dyn, 5, backend="numba", seed=1).advance(20)) == []
+
+
+def test_registry_holds_every_fused_pair_once_and_refuses_unknown_backends():
+    """One registry maps (potential, dynamics, backend) to a kernel; the numba backend finds
+    its kernels there, a second kernel for a registered pair and unknown backends are refused."""
+    from langevin_sim.backends import NAMES, registry
+    from langevin_sim.potentials import SphericalPSpin, TeacherStudentMLP
+
+    numba_pairs = set(registry.pairs("numba"))
+    for pot, dyn in [(DoubleWell, OverdampedLangevin), (DoubleWell, UnderdampedLangevin),
+                     (Quadratic, OverdampedLangevin), (Quadratic, UnderdampedLangevin),
+                     (LinearRegression, SGD), (SphericalPSpin, OverdampedLangevin),
+                     (TeacherStudentMLP, SGD)]:
+        assert (pot, dyn) in numba_pairs, (pot, dyn)
+    assert registry.kernel_for(DoubleWell(), OverdampedLangevin(), "numba").first_passage
+    assert not registry.kernel_for(Quadratic(spectrum=[1.0]), OverdampedLangevin(), "numba").first_passage
+    assert registry.kernel_for(DoubleWell(), MALA(), "numba") is None
+    with pytest.raises(ValueError, match="unknown backend"):
+        registry.register(DoubleWell, MALA, "gpu")
+    with pytest.raises(ValueError, match="two numba kernels for DoubleWell x OverdampedLangevin"):
+        registry.register(DoubleWell, OverdampedLangevin, "numba")(lambda sim, t0, K, k0, k1: None)
+    assert set(b for _, _, b in registry.KERNELS) <= set(NAMES)
+
+
+def test_registry_imports_no_kernel_module():
+    """The registry imports nothing from the family modules (no import cycle): importing it
+    loads no kernel module; the numba backend imports them all."""
+    import subprocess
+    import sys
+
+    code = ("import sys, langevin_sim.backends.registry\n"
+            "assert not [m for m in sys.modules if m.startswith('langevin_sim.kernels')]\n"
+            "import langevin_sim.backends.numba_backend\n"
+            "assert 'langevin_sim.kernels.double_well' in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_backend_names_are_defined_once():
+    """`backends.NAMES` is the list: the scenarios' `backend` type and the CLI choices use it."""
+    import typing
+
+    from langevin_sim.backends import NAMES
+    from langevin_sim.cli import build_parser
+    from langevin_sim.scenario import Backend
+
+    assert typing.get_args(Backend) == NAMES
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd").choices
+    for cmd in ("run", "resume", "scan"):
+        if cmd in sub:
+            assert tuple(next(a for a in sub[cmd]._actions if a.dest == "backend").choices) == NAMES

@@ -23,7 +23,7 @@ def test_known_answers_numpy(ctr, key, expected):
 
 
 def test_known_answers_numba_and_vectorized():
-    from langevin_sim.backends.numba_kernels import _rng
+    from langevin_sim.kernels.common import rng_cpu as _rng
 
     for ctr, key, expected in KAT:
         assert tuple(int(v) for v in _rng.philox4x32_10(*map(U, ctr), *map(U, key))) == expected
@@ -34,7 +34,7 @@ def test_known_answers_numba_and_vectorized():
 
 
 def test_numba_words_and_normals_match_numpy():
-    from langevin_sim.backends.numba_kernels import _rng
+    from langevin_sim.kernels.common import rng_cpu as _rng
 
     seed = 0x1234_5678_9ABC
     k0, k1 = rng.key_of(seed)
@@ -66,7 +66,7 @@ def test_kernel_noise_chunk_matches_numpy(dtype):
     the reference's normals bit for bit, from any stream offset."""
     import numba
 
-    from langevin_sim.backends.numba_kernels import noise_buffer, noise_chunk
+    from langevin_sim.kernels.common import noise_buffer, noise_chunk
 
     @numba.njit
     def draw(k0, k1, rep, n0, count, like):

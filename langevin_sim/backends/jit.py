@@ -75,20 +75,33 @@ CPU_PRIMITIVES = dict(PRIMITIVES, select=select_cpu,
                       bits_float32=bitcast(nbtypes.int32, nbtypes.float32))
 
 
-def compile_functions(module, names, compiler=jit, primitives=CPU_PRIMITIVES) -> types.SimpleNamespace:
-    """Compile plain-Python reference functions of `module` that call each other by global
-    name: each copy sees the compiled versions of its siblings (one algorithm, another
-    target).  Names in `primitives` are replaced by their scalar forms (Python functions are
-    compiled, intrinsics used as they are).  `compiler` is e.g. `jit`, `ijit` or
-    `numba.cuda.jit(device=True)` with `primitives=PRIMITIVES`."""
-    env = dict(vars(module))
+def compile_functions(module, names, compiler=jit, primitives=CPU_PRIMITIVES) -> types.ModuleType:
+    """Compile the plain-Python reference functions `names` of `module` (a module or any
+    namespace), which call each other by global name: each copy sees the compiled versions of
+    its siblings (one algorithm, another target) and, for every other name, the globals of
+    the module that defines it as they are at this call (so the functions may come from
+    several modules, and a module may compile its own functions once they are defined).
+    Names in `primitives` are replaced by their scalar forms (Python functions are compiled,
+    intrinsics used as they are).  `compiler` is e.g. `jit`, `ijit` or
+    `numba.cuda.jit(device=True)` with `primitives=PRIMITIVES`.
+
+    Returns a module object holding the compiled copies: compiled code calls them as
+    attributes of a global (``cpu.dw_grad(x, ...)`` with ``cpu = compile_functions(...)``),
+    which Numba resolves at compile time like any module attribute (and inlines `ijit`
+    copies), so the plain-Python originals keep their names for the other targets."""
+    envs: dict[int, dict] = {}   # id of a defining module's globals -> the copies' globals
     out = {}
     for name in names:
         f = primitives.get(name, getattr(module, name))
         if not isinstance(f, types.FunctionType):
-            out[name] = env[name] = f
+            out[name] = f
             continue
+        env = envs.setdefault(id(f.__globals__), dict(f.__globals__))
         g = types.FunctionType(f.__code__, env, f.__name__, f.__defaults__, f.__closure__)
         g.__qualname__, g.__module__ = f.__qualname__, f.__module__
-        out[name] = env[name] = compiler(g)
-    return types.SimpleNamespace(**out)
+        out[name] = compiler(g)
+    for env in envs.values():   # compilation is lazy: the copies see their siblings
+        env.update(out)
+    compiled = types.ModuleType(f"{getattr(module, '__name__', 'functions')}.compiled")
+    compiled.__dict__.update(out)
+    return compiled

@@ -7,6 +7,12 @@ from ..dynamics.base import NoiseSource
 from ..first_passage import STATE_KEYS as FP_KEYS
 
 
+def within_bound(v, bound):
+    """The divergence test of one value (arrays or scalars; the fused kernels compile it):
+    |v| <= bound, False for NaN and inf."""
+    return abs(v) <= bound
+
+
 def finite_and_bounded(arrays, bound: float) -> np.ndarray:
     """(M,) bool: every float entry of every (M, ...) array is finite and |.| <= bound."""
     ok = None
@@ -14,7 +20,7 @@ def finite_and_bounded(arrays, bound: float) -> np.ndarray:
         if a.dtype.kind != "f":
             continue
         a2 = a.reshape(a.shape[0], -1)
-        good = np.all(np.abs(a2) <= bound, axis=1)  # False for NaN and inf
+        good = np.all(within_bound(a2, bound), axis=1)
         ok = good if ok is None else ok & good
     return ok
 

@@ -11,6 +11,14 @@ from .base import Dynamics, NoiseSource, project, retract
 from .schedules import Schedule, as_schedule
 
 
+# Scalar step rules (arrays or scalars): the reference steps below use them, and the fused
+# kernels compile the same functions for each target (`langevin_sim.kernels`).
+
+def noise_scale(eta, temperature):
+    """sigma = sqrt(2 eta T), the noise amplitude of a Langevin step of size eta at T."""
+    return math.sqrt(2.0 * eta * temperature)
+
+
 def overdamped_update(x, g, eta, sigma, xi):
     """x - eta * g + sigma * xi, with sigma = sqrt(2 eta T) (arrays or scalars)."""
     return x - eta * g + sigma * xi
@@ -28,6 +36,11 @@ def baoab_first(x, p, g, h, inv_mass, c1, c2, xi):
     x = x + h * inv_mass * p
     p = c1 * p + c2 * xi
     return x + h * inv_mass * p, p
+
+
+def baoab_last(p, g, h):
+    """The closing B of a BAOAB step (h = eta/2): p - h grad U(x) at the new x."""
+    return p - h * g
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,7 @@ class OverdampedLangevin(Dynamics):
         x = state["x"]
         eta, T = self.step(t), self.temperature(t)
         xi = noise.normals(t, x.shape[1], dtype=x.dtype)
-        dx = overdamped_update(0.0, potential.grad(x), eta, math.sqrt(2.0 * eta * T), xi)
+        dx = overdamped_update(0.0, potential.grad(x), eta, noise_scale(eta, T), xi)
         return {"x": retract(potential, x + project(potential, x, dx).astype(x.dtype))}
 
 
@@ -94,4 +107,4 @@ class UnderdampedLangevin(Dynamics):
         xi = noise.normals(t, x.shape[1], dtype=x.dtype)
         x, p = baoab_first(x, p, g, 0.5 * eta, 1.0 / self.mass, c1, c2, xi)
         g = potential.grad(x).astype(x.dtype)
-        return {"x": x, "p": p - 0.5 * eta * g, "g": g}
+        return {"x": x, "p": baoab_last(p, g, 0.5 * eta), "g": g}

@@ -1,7 +1,6 @@
 """Metropolis-adjusted Langevin: the exact Boltzmann reference sampler."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,6 +8,7 @@ import numpy as np
 from .. import rng
 from ..errors import ConfigError
 from .base import Dynamics
+from .langevin import noise_scale
 from .schedules import Schedule, as_schedule
 
 
@@ -44,7 +44,7 @@ class MALA(Dynamics):
     def reference_step(self, potential, state, t, noise):
         x, u, g = state["x"], state["u"], state["g"]
         eta, T = self.step(t), self.temperature(t)
-        y = x - eta * g + math.sqrt(2 * eta * T) * noise.normals(t, x.shape[1], dtype=x.dtype)
+        y = x - eta * g + noise_scale(eta, T) * noise.normals(t, x.shape[1], dtype=x.dtype)
         uy, gy = potential.energy(y), potential.grad(y)
         fwd = np.sum((y - x + eta * g) ** 2, axis=1)
         bwd = np.sum((x - y + eta * gy) ** 2, axis=1)

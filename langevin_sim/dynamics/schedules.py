@@ -10,14 +10,15 @@ KINDS = {"constant": 0, "linear": 1, "exponential": 2, "cosine": 3}
 
 
 def schedule_value(kind, start, end, steps, step):
-    """Schedule value at `step` (scalar math; also compiled by Numba).
+    """Schedule value at `step` (scalar math; also compiled by Numba, for the CPU and CUDA).
 
     kind 0 constant: start; 1 linear; 2 exponential (geometric); 3 cosine from start to
     end over `steps` steps, constant at `end` afterwards.
     """
     if kind == 0:
         return start
-    f = min(step / steps, 1.0)
+    f = step / steps
+    f = 1.0 if f > 1.0 else f   # min(f, 1.0), which Numba's CUDA target fails to compile
     if kind == 1:
         return start + (end - start) * f
     if kind == 2:

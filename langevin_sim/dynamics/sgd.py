@@ -1,7 +1,6 @@
 """Minibatch SGD with momentum, weight decay and optional Langevin noise (SGLD)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,6 +8,7 @@ import numpy as np
 from .. import rng
 from ..errors import ConfigError
 from .base import Dynamics, NoiseSource
+from .langevin import noise_scale
 from .schedules import Schedule, as_schedule
 
 
@@ -111,7 +111,7 @@ class SGD(Dynamics):
         lr, T = self.lr(t), self.temperature(t)
         g = batch_gradient(potential, x, noise, t, self.batch_size, self.replacement)
         xi = noise.normals(t, x.shape[1], dtype=x.dtype) if T > 0 else 0.0
-        sigma = math.sqrt(2.0 * lr * T)
+        sigma = noise_scale(lr, T)
         if not potential.constrained:
             x, v = sgd_update(x, v, g.astype(x.dtype), lr, self.momentum, self.weight_decay, sigma, xi)
             return {"x": x, "v": v}

@@ -2,7 +2,7 @@
 
 The module-level functions are the math, written once: they take (B, d) blocks of replicas
 (NumPy or CuPy arrays, via ufuncs and operators only) and compile unchanged with Numba for
-the fused kernels in `langevin_sim.backends.numba_manifolds`.
+the fused kernels in `langevin_sim.kernels.manifolds`.
 """
 from __future__ import annotations
 

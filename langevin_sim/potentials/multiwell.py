@@ -3,7 +3,7 @@ a smooth minimum, for flat-versus-sharp studies.
 
 `well_quadratic` and `multiwell_fields` are the math, written once on (B, d) blocks (NumPy or
 CuPy via ufuncs and operators) and compiled unchanged by Numba for the fused kernels in
-`langevin_sim.backends.numba_manifolds`.
+`langevin_sim.kernels.manifolds`.
 """
 from __future__ import annotations
 

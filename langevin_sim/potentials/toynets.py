@@ -18,7 +18,7 @@ with phi one of ``tanh``, ``relu`` (max(z, 0)) or ``quadratic`` (z^2).
 
 The math below is written once as plain-Python functions on arrays whose last two axes are
 (samples, features): with NumPy they run batched over replicas ((M, B, .) @ (M, ., .));
-`langevin_sim.backends.numba_toynets` compiles the same functions with Numba for one
+`langevin_sim.kernels.toynets` compiles the same functions with Numba for one
 replica's 2-D arrays, swapping in only the transposed matrix products `mm_nt`/`mm_tn`.
 Constants in these functions are integers, so float32 inputs stay float32 under Numba.
 Gradients are hand-written backprop; Hessian-vector products are analytic (Pearlmutter's

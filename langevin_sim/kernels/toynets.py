@@ -1,12 +1,13 @@
-"""Fused Numba kernels for the toy networks (`langevin_sim.potentials.toynets`).
+"""TeacherStudentMLP: its CPU kernel for minibatch SGD.
 
-The forward/backward passes are the potentials' own functions (`mlp_forward`,
-`mlp_backward`, `squared_error_dout`, activations), compiled here for one replica's 2-D
-arrays; only the two transposed matrix products are given 2-D Numba forms (`a @ b.T`,
-`a.T @ b`, which Numba hands to BLAS).  Each replica has its own weights, so there is no
-product shared across replicas: a prange thread owns replicas, keeps each one's
-parameters in a private buffer for all K steps, and calls BLAS (one thread, see
-PERF_NOTES) on its (B, .) minibatch matrices.
+The forward/backward passes are the potential's own functions (`mlp_forward`,
+`mlp_backward`, `squared_error_dout`, activations of `potentials.toynets`), compiled here for
+one replica's 2-D arrays; only the two transposed matrix products are given 2-D Numba forms
+(`a @ b.T`, `a.T @ b`, which Numba hands to BLAS).  Each replica has its own weights, so there
+is no product shared across replicas: a prange thread owns replicas, keeps each one's
+parameters in a private buffer for all K steps, and calls BLAS (one thread, see PERF_NOTES) on
+its (B, .) minibatch matrices; the update is the shared `common.sgd_step`.  The family has no
+scalar step function of its own: `STEPS` is empty.
 """
 from __future__ import annotations
 
@@ -16,13 +17,17 @@ import numpy as np
 from numba import prange
 from threadpoolctl import threadpool_limits
 
+from ..backends.jit import compile_functions, pjit
+from ..backends.registry import register
 from ..dynamics import SGD
 from ..potentials import toynets
 from ..potentials.toynets import TeacherStudentMLP
-from .jit import compile_functions, pjit
-from .numba_backend import register, schedule_code
-from .numba_kernels import minibatch_rows, sched, sgd_scratch, sgd_step
+from .common import minibatch_rows, sched, schedule_code, sgd_scratch, sgd_step
 
+STEPS = ()
+
+
+# ---------------------------------------------------------------- CPU kernels (backend "numba")
 
 def _mm_nt(a, b):
     """a @ b^T for 2-D arrays (b.T is F-contiguous, so BLAS is used)."""
@@ -34,10 +39,9 @@ def _mm_tn(a, b):
     return a.T @ b
 
 
-_ns = types.SimpleNamespace(**{**vars(toynets), "mm_nt": _mm_nt, "mm_tn": _mm_tn})
-_nn = compile_functions(_ns, ["mm_nt", "mm_tn", "act", "act_d1", "act_d2", "mlp_forward",
-                              "mlp_backward", "squared_error_dout"])
-mlp_forward, mlp_backward, squared_error_dout = _nn.mlp_forward, _nn.mlp_backward, _nn.squared_error_dout
+nn = compile_functions(types.SimpleNamespace(**{**vars(toynets), "mm_nt": _mm_nt, "mm_tn": _mm_tn}),
+                       ["mm_nt", "mm_tn", "act", "act_d1", "act_d2", "mlp_forward", "mlp_backward",
+                        "squared_error_dout"])
 
 
 @pjit
@@ -68,8 +72,9 @@ def sgd_teacher_student(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, 
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
                                          replacement)
             Ab = A[idx]
-            Z, H, out = mlp_forward(Ab, W1, b1, W2, b2, kind)
-            dW1, db1, dW2, db2, _ = mlp_backward(Ab, Z, H, W2, squared_error_dout(out, y2[idx], B), kind)
+            Z, H, out = nn.mlp_forward(Ab, W1, b1, W2, b2, kind)
+            dW1, db1, dW2, db2, _ = nn.mlp_backward(Ab, Z, H, W2,
+                                                    nn.squared_error_dout(out, y2[idx], B), kind)
             g[:o1] = dW1.ravel()
             g[o1:o2] = db1
             g[o2:o3] = dW2.ravel()
@@ -82,7 +87,7 @@ def sgd_teacher_student(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, 
         v[m, :] = vm
 
 
-@register(TeacherStudentMLP, SGD)
+@register(TeacherStudentMLP, SGD, "numba")
 def _sgd_teacher_student(sim, t0, K, k0, k1):
     dyn, pot, s = sim.dynamics, sim.potential, sim.state
     dt = s["x"].dtype

@@ -1,19 +1,20 @@
-"""Fused CPU kernel for overdamped Langevin on the spherical p-spin glass.
+"""SphericalPSpin: its CPU kernel for overdamped Langevin on the sphere.
 
 One call runs K steps.  Replicas are split into blocks, run in parallel by a thread pool
 calling the serial, GIL-free `pspin_block_steps` (a prange wrapper would add ~5-15 s of
 compilation per dtype for nothing: each block is one BLAS call per step).  Per step
 and block the gradient is one BLAS GEMM x^{(x)(p-1)} (B, N**(p-1)) @ (-p J) (N**(p-1), N),
-then the same NumPy-level functions as the reference (`pspin.sphere_project`,
-`pspin.sphere_retract`, `langevin.overdamped_update`, compiled by `compile_functions`)
-give x <- retract(x + P(-eta grad H + sqrt(2 eta T) xi)).  Noise xi comes from the in-kernel
-Philox at the reference's stream positions n = step * N + lane, purpose NOISE.  Step size
-and noise scale are cast to the state dtype, as NumPy does with Python scalars, so float32
-runs round like the reference.  BLAS runs single-threaded inside the parallel region.
+then the same functions as the reference (`pspin.sphere_project`, `pspin.sphere_retract`,
+row functions compiled by `compile_functions`, and the shared rules of `common.STEPS`) give
+x <- retract(x + P(-eta grad H + sqrt(2 eta T) xi)).  Noise xi comes from the in-kernel
+Philox at the reference's stream positions n = step * N + lane, purpose NOISE.  BLAS runs
+single-threaded inside the parallel region.  The family has no scalar step function of its
+own: `STEPS` is empty (the sphere's projection and retraction are row functions of
+`potentials.pspin`, with a sum over the row).
 """
 from __future__ import annotations
 
-import math
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -23,15 +24,19 @@ import scipy.linalg.cython_blas  # noqa: F401  (the BLAS np.dot calls in kernels
 from threadpoolctl import threadpool_limits
 
 from .. import rng
+from ..backends.jit import compile_functions, jit
+from ..backends.registry import register
 from ..dynamics import OverdampedLangevin
 from ..potentials import pspin
 from ..potentials.pspin import SphericalPSpin
-from .jit import compile_functions, jit
-from .numba_backend import register, schedule_code
-from .numba_kernels import chunk_buffer, noise_chunk, ok, overdamped_update, sched
+from .common import chunk_buffer, compile_steps, noise_chunk, sched, schedule_code
 
-_ps = compile_functions(pspin, ["tensor_rows", "pspin_grad", "sphere_project", "sphere_retract"])
-pspin_grad, sphere_project, sphere_retract = _ps.pspin_grad, _ps.sphere_project, _ps.sphere_retract
+STEPS = ()
+
+# ---------------------------------------------------------------- CPU kernels (backend "numba")
+
+cpu = compile_steps(sys.modules[__name__])
+rows = compile_functions(pspin, ["tensor_rows", "pspin_grad", "sphere_project", "sphere_retract"])
 
 PSPIN_BLOCK = 64                # most replicas per GEMM block
 PSPIN_BLOCK_ENTRIES = 1 << 21   # cap on B * N**(p-1), the outer-product rows of one block
@@ -54,7 +59,7 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, gmat, p, bo
     for t in range(t0, t0 + K):
         eta = sched(es, t)
         c[1] = eta
-        c[2] = math.sqrt(2.0 * eta * sched(ts, t))
+        c[2] = cpu.noise_scale(eta, sched(ts, t))
         for r in range(hi - lo):
             if dstep[lo + r] >= 0:
                 continue
@@ -62,15 +67,15 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, gmat, p, bo
             for i in range(N):
                 xi[r, i] = z[off + i]
         xb = x[lo:hi]
-        dx = overdamped_update(c[0], pspin_grad(xb, gmat, p), c[1], c[2], xi)
-        new = sphere_retract(xb + sphere_project(xb, dx))
+        dx = cpu.overdamped_update(c[0], rows.pspin_grad(xb, gmat, p), c[1], c[2], xi)
+        new = rows.sphere_retract(xb + rows.sphere_project(xb, dx))
         for r in range(hi - lo):
             m = lo + r
             if dstep[m] >= 0:
                 continue
             good = True
             for i in range(N):
-                good = good & ok(new[r, i], bound)
+                good = good & cpu.within_bound(new[r, i], bound)
             if good:
                 x[m, :] = new[r, :]
             else:
@@ -84,7 +89,7 @@ def _pool() -> ThreadPoolExecutor:
     return _POOLS[n]
 
 
-@register(SphericalPSpin, OverdampedLangevin)
+@register(SphericalPSpin, OverdampedLangevin, "numba")
 def _overdamped_pspin(sim, t0, K, k0, k1):
     """Blocks of replicas run `pspin_block_steps` (nogil) on a thread pool of
     numba.get_num_threads() workers, each block's rows owned by one thread."""
@@ -95,6 +100,7 @@ def _overdamped_pspin(sim, t0, K, k0, k1):
     args = (t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
             schedule_code(dyn.temperature), pot.gradient_matrix(x.dtype), pot.p,
             sim.divergence_bound)
+
     def block(lo):
         pspin_block_steps(x, sim.diverged_step, lo, min(M, lo + B), *args)
 

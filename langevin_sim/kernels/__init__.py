@@ -1,0 +1,37 @@
+"""Fused kernels, one module per potential family; importing this package registers them all.
+
+Layout:
+
+    common.py             the shared step rules (`STEPS`: updates, noise scale, BAOAB pieces,
+                          schedules, the divergence test) and `compile_steps`; the CPU pieces
+                          every family uses (in-kernel normals, divergence freezing, step
+                          coefficients, SGD and overdamped row updates, first-passage regions)
+    double_well.py        DoubleWell x OverdampedLangevin, UnderdampedLangevin
+    quadratic.py          Quadratic x OverdampedLangevin, UnderdampedLangevin
+    linear_regression.py  LinearRegression x SGD
+    pspin.py              SphericalPSpin x OverdampedLangevin
+    toynets.py            TeacherStudentMLP x SGD
+    manifolds.py          ScaleSymmetric, Valley, MultiWell x OverdampedLangevin (one driver)
+
+A family module holds, in this order: its step functions (plain Python, scalar, named in
+`STEPS`; every target compiles them with `common.compile_steps`, the shared rules included),
+then per backend its kernels and the adapters that register them with
+``@register(Potential, Dynamics, backend)`` (`backends.registry`).  Compiled code calls a
+target's copies through the module `compile_steps` returns (``cpu.baoab_step(...)``).
+
+Adding a fused kernel for a new pair touches the potential family's module only:
+
+1. the step functions the pair needs beyond `common.STEPS`, as plain scalar Python calling
+   the potential's and the dynamics' own functions (import them), named in `STEPS`;
+2. the CPU kernel, calling their compiled copies ``cpu = compile_steps(sys.modules[__name__])``
+   and the CPU pieces of `common` (noise, freezing, schedules);
+3. its adapter ``fn(sim, t0, K, k0, k1)``, decorated ``@register(Potential, Dynamics, "numba")``
+   (``first_passage=True`` only if it updates first-passage observers).
+
+A new family is a new module here, added to the import line below.  Test the pair against the
+reference as tests/test_backends.py does (add it to its `PAIRS`), and its step functions
+under the CUDA simulator as tests/test_cudasim.py does.
+"""
+from . import double_well, linear_regression, manifolds, pspin, quadratic, toynets
+
+FAMILIES = (double_well, quadratic, linear_regression, pspin, toynets, manifolds)

@@ -1,0 +1,137 @@
+"""Quadratic (dense H): its CPU kernels for overdamped Langevin and BAOAB.
+
+The gradient x H - c H of a block of replicas is one GEMM per step (BLAS single-threaded,
+one block of `common.gemm_block` replicas per thread); the rest of a step is the shared
+rules of `common.STEPS` applied lane by lane with in-kernel noise (`common.overdamped_rows`,
+and the BAOAB lane loops below).  The family has no step function of its own: `STEPS` is
+empty.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from numba import prange
+from threadpoolctl import threadpool_limits
+
+from .. import rng
+from ..backends.jit import jit, pjit
+from ..backends.registry import register
+from ..dynamics import OverdampedLangevin, UnderdampedLangevin
+from ..potentials.quadratic import Quadratic
+from .common import (BAOAB, TILE_CALL_STEPS, compile_steps, finite_row, gemm_block,
+                     langevin_step_table, like, noise_buffer, noise_chunk, overdamped_rows, sched,
+                     schedule_code)
+
+STEPS = ()
+
+# ---------------------------------------------------------------- CPU kernels (backend "numba")
+
+cpu = compile_steps(sys.modules[__name__])
+
+
+@pjit
+def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, block):
+    """Overdamped Langevin on a dense Quadratic: gradient x H - c H by one GEMM per block of
+    `block` replicas and step (BLAS single-threaded, one block per thread), then a fused
+    noise + update pass; arithmetic in x's dtype."""
+    M, d = x.shape
+    nb = (M + block - 1) // block
+    for b in prange(nb):
+        lo = b * block
+        hi = min(M, lo + block)
+        new = np.empty(d, dtype=x.dtype)
+        G = np.empty((hi - lo, d), dtype=x.dtype)
+        buf = noise_buffer(d, x)
+        for t in range(t0, t0 + K):
+            e = sched(es, t)
+            eta = like(e, x)
+            sigma = like(cpu.noise_scale(e, sched(ts, t)), x)
+            np.dot(x[lo:hi], H, G)
+            overdamped_rows(x, G, cH, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf)
+
+
+@jit
+def baoab_first_lanes(x, p, g, z, h, inv_m, c1, c2, nx, npm):
+    """B, A, O, A of one BAOAB step for one replica's d lanes (1-D rows) into nx, npm."""
+    for i in range(x.shape[0]):
+        nx[i], npm[i] = cpu.baoab_first(x[i], p[i], g[i], h, inv_m, c1, c2, z[i])
+
+
+@jit
+def baoab_last_lanes(G, off, h, bound, npm):
+    """The closing B of a BAOAB step for one replica: gradient G - off (written into G) and
+    momentum npm - h (G - off) (into npm).  Returns whether both are finite and within bound."""
+    good = True
+    for i in range(G.shape[0]):
+        gv = G[i] - off[i]
+        pv = cpu.baoab_last(npm[i], gv, h)
+        G[i] = gv
+        npm[i] = pv
+        good = good & cpu.within_bound(gv, bound) & cpu.within_bound(pv, bound)
+    return good
+
+
+@pjit
+def baoab_quadratic(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, H, cH, bound,
+                    block):
+    """BAOAB on a dense Quadratic (p, g momenta and gradient at x, (M, d)): per block of
+    `block` replicas and step, B A O A row by row with in-kernel noise, one GEMM for the new
+    gradients x H - c H, then the closing B; coefficients in x's dtype.  A replica whose new
+    x, p or g is non-finite or beyond bound keeps its state and gets dstep = t + 1."""
+    M, d = x.shape
+    table = langevin_step_table(BAOAB, es, ts, t0, K, friction, mass, x)
+    inv_m = like(1.0 / mass, x)
+    for b in prange((M + block - 1) // block):
+        lo = b * block
+        hi = min(M, lo + block)
+        nx = x[lo:hi].copy()
+        npm = p[lo:hi].copy()
+        G = np.empty((hi - lo, d), dtype=x.dtype)
+        buf = noise_buffer(d, x)
+        for t in range(t0, t0 + K):
+            h, c1, c2 = table[0, t - t0], table[1, t - t0], table[2, t - t0]
+            for r in range(hi - lo):
+                m = lo + r
+                if dstep[m] < 0:
+                    z, o = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, d, buf)
+                    baoab_first_lanes(x[m], p[m], g[m], z[o:o + d], h, inv_m, c1, c2, nx[r],
+                                      npm[r])
+            np.dot(nx, H, G)
+            for r in range(hi - lo):
+                m = lo + r
+                if dstep[m] >= 0:
+                    continue
+                if baoab_last_lanes(G[r], cH, h, bound, npm[r]) and finite_row(nx[r], bound):
+                    x[m] = nx[r]
+                    p[m] = npm[r]
+                    g[m] = G[r]
+                else:
+                    dstep[m] = t + 1
+                    nx[r] = x[m]
+
+
+@register(Quadratic, OverdampedLangevin, "numba")
+def _overdamped_quadratic(sim, t0, K, k0, k1):
+    dyn, pot = sim.dynamics, sim.potential
+    x = sim.state["x"]
+    H = pot.H.astype(x.dtype)
+    with threadpool_limits(1, user_api="blas"):
+        overdamped_quadratic(x, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
+                             schedule_code(dyn.step), schedule_code(dyn.temperature), H,
+                             (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
+                             gemm_block(*x.shape, x.itemsize))
+
+
+@register(Quadratic, UnderdampedLangevin, "numba")
+def _baoab_quadratic(sim, t0, K, k0, k1):
+    dyn, pot, s = sim.dynamics, sim.potential, sim.state
+    x = s["x"]
+    with threadpool_limits(1, user_api="blas"):
+        for t in range(t0, t0 + K, TILE_CALL_STEPS):
+            baoab_quadratic(x, s["p"], s["g"], sim.diverged_step, t,
+                            min(TILE_CALL_STEPS, t0 + K - t), k0, k1, sim.first_replica,
+                            schedule_code(dyn.step), schedule_code(dyn.temperature),
+                            float(dyn.friction), float(dyn.mass), pot.H.astype(x.dtype),
+                            (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
+                            gemm_block(*x.shape, x.itemsize))
