@@ -2,14 +2,16 @@
 
 `numpy` is the reference (every potential x dynamics pair); `numba` runs fused multi-step
 CPU kernels where one exists and falls back to the reference otherwise (saying so once);
-`cuda` needs CuPy and a GPU.
+`cuda` keeps the state on an NVIDIA GPU (CuPy + numba-cuda; under numba's CUDA simulator
+with a NumPy stand-in for CuPy, see docs/gpu.md).  The fused kernels live in `langevin_sim.kernels` (one module per
+potential family) and are looked up in `registry`.
 """
 from __future__ import annotations
 
 from ..errors import BackendUnavailableError, ConfigError
 from .numpy_backend import NumpyBackend
 
-NAMES = ("numpy", "numba", "cuda")
+NAMES = ("numpy", "numba", "cuda")   # the backend names, here only: the rest derives from it
 
 
 def get_backend(name: str):
@@ -26,12 +28,7 @@ def get_backend(name: str):
 
         return NumbaBackend()
     if name == "cuda":
-        try:
-            import cupy  # noqa: F401
-        except ImportError:
-            raise BackendUnavailableError(
-                "backend 'cuda' needs CuPy: `pip install 'langevin_sim[gpu]'` on a machine with "
-                "an NVIDIA GPU, or use backend='numba'") from None
-        raise BackendUnavailableError(
-            "backend 'cuda' is not built yet in this version; use backend='numba'")
+        from .cuda_backend import CudaBackend   # one-line errors from cuda_runtime.require()
+
+        return CudaBackend()
     raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)}")

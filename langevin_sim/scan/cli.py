@@ -2,7 +2,7 @@
 
     langevin-sim scan SCENARIO.py --grid temperature=0.5,1,2 --grid step=0.01,0.02
         [--zip a=1,2 --zip b=3,4] [--repeat N] [--set key=value ...] --out DIR
-        [--workers N | --scheduler tcp://HOST:PORT]
+        [--workers N | --scheduler tcp://HOST:PORT] [--gpus N]
 
 Points.  The grid axes (``--grid``) form a Cartesian product; the ``--zip`` keys vary
 together as one more axis; ``--repeat N`` runs N seeds per point.  Each point is the
@@ -35,6 +35,12 @@ Resume.  Rerunning the same command skips points whose file is complete ("done",
 killed worker) is resumed from its last checkpoint, or run again from scratch when the
 file holds none; failed points run again.
 
+GPUs.  With ``backend=cuda`` (``--set backend=cuda`` or ``--backend cuda``) the local cluster
+has one worker per GPU (``--gpus N``, default every visible GPU), pinned with
+CUDA_VISIBLE_DEVICES and declaring the Dask resource GPU=1; each point requests it, so a GPU
+runs one point at a time.  On ``--scheduler`` the points request GPU=1 when the workers
+declare it (``dask worker ADDRESS --nthreads 1 --resources GPU=1``, one per GPU).
+
 Workers.  The default is a `distributed.LocalCluster` of spawned worker processes, one per
 core, each with ``threads`` (default 1) threads; NUMBA_NUM_THREADS, OMP_NUM_THREADS,
 MKL_NUM_THREADS and OPENBLAS_NUM_THREADS are set to ``threads`` before they start, and each
@@ -48,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..backends import NAMES as BACKENDS
 from .runner import run_scan
 
 
@@ -64,7 +71,7 @@ def add_scan_parser(sub: argparse._SubParsersAction, fn) -> None:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario parameter for every point (repeatable)")
     s.add_argument("--config", metavar="TOML", help="TOML file of scenario parameters")
-    s.add_argument("--backend", choices=("numpy", "numba", "cuda"), help="override the backend")
+    s.add_argument("--backend", choices=BACKENDS, help="override the backend")
     s.add_argument("--out", required=True, metavar="DIR", help="scan directory (resumed if it exists)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, help="1: serial in this process; N: a local cluster "
@@ -72,6 +79,9 @@ def add_scan_parser(sub: argparse._SubParsersAction, fn) -> None:
     g.add_argument("--scheduler", metavar="ADDRESS", help="submit to a running Dask scheduler, "
                    "e.g. tcp://10.0.0.1:8786")
     s.add_argument("--threads", type=int, help="threads per point (default 1 on workers)")
+    s.add_argument("--gpus", type=int, metavar="N", help="a local cluster of N workers, one per "
+                   "GPU (pinned with CUDA_VISIBLE_DEVICES, each declaring the Dask resource GPU=1 "
+                   "that every point requests); default with backend=cuda: one per visible GPU")
     s.add_argument("--flush-seconds", type=float, default=1.0,
                    help="flush records and checkpoint at least this often (default 1)")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -81,7 +91,10 @@ def add_scan_parser(sub: argparse._SubParsersAction, fn) -> None:
 
 def cli_scan(a: argparse.Namespace) -> int:
     """`langevin-sim scan`: exit status 0 when every point is done, 1 otherwise."""
-    scan = run_scan(a.scenario, a.grid, a.zip, a.repeat, a.set, a.out, a.workers, a.scheduler,
-                    a.threads, a.config, a.backend, a.progress, a.flush_seconds)
+    from .cluster import requested_gpus
+
+    with requested_gpus(a.gpus):
+        scan = run_scan(a.scenario, a.grid, a.zip, a.repeat, a.set, a.out, a.workers, a.scheduler,
+                        a.threads, a.config, a.backend, a.progress, a.flush_seconds)
     print(scan.describe())
     return 0 if (scan.manifest["status"] == "done").all() else 1

@@ -3,6 +3,12 @@ running scheduler (an address or a `distributed.Client`).
 
 On the local cluster ``allowed-failures`` is 0 (a point whose worker dies fails at once; the
 rerun resumes it) and the workers start with NUMBA/OMP/MKL/OPENBLAS threads = ``threads``.
+
+GPUs.  Points with ``backend=cuda`` (or ``--gpus N``) run one point per GPU at a time: the
+local cluster then has one worker per GPU, each pinned to its device with
+CUDA_VISIBLE_DEVICES and declaring the Dask resource ``GPU=1``, and every point requests
+``resources={"GPU": 1}``.  On an external scheduler the points request the resource when its
+workers declare it (``dask worker ... --resources GPU=1``, one worker per GPU).
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from collections.abc import Callable, Iterator
 from .point import run_point, warm_numba_cache
 
 THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+GPU = "GPU"                # the Dask resource a GPU worker declares and a cuda point requests
+_requested_gpus: list = [None]   # `--gpus N` of the CLI (see `requested_gpus`)
 
 
 @contextlib.contextmanager
@@ -34,20 +42,92 @@ def _environ_restored(keys) -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def requested_gpus(n: int | None) -> Iterator[None]:
+    """While active, `run_on_dask` uses n GPU workers (the CLI's ``--gpus N``; None: one per
+    visible GPU when the points use backend=cuda)."""
+    if n is not None and int(n) < 1:
+        from ..errors import ConfigError
+        raise ConfigError(f"--gpus must be >= 1, got {n}")
+    _requested_gpus.append(None if n is None else int(n))
+    try:
+        yield
+    finally:
+        _requested_gpus.pop()
+
+
+def uses_gpu(tasks: list[dict]) -> bool:
+    """Whether any of the points runs on the cuda backend."""
+    return any(t["params"].get("backend") == "cuda" for t in tasks)
+
+
+def gpu_ids(n: int | None) -> list[str]:
+    """Device ids for n GPU workers: the first n of this process's CUDA_VISIBLE_DEVICES when
+    set, else 0 .. n-1; n None: every visible GPU (at least one)."""
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in vis.split(",") if v.strip() not in ("", "-1")] if vis is not None else None
+    if n is None:
+        from ..backends.cuda_runtime import device_count
+        n = max(1, len(ids) if ids is not None else device_count())
+    if ids is None:
+        return [str(i) for i in range(n)]
+    if n > len(ids):
+        from ..errors import ConfigError
+        raise ConfigError(f"--gpus {n} but CUDA_VISIBLE_DEVICES={vis!r} lists {len(ids)} device(s)")
+    return ids[:n]
+
+
+def gpu_cluster(ids: list[str], threads: int):
+    """A local Dask cluster of one spawned worker per GPU id: CUDA_VISIBLE_DEVICES=id, resource
+    GPU=1, `threads` threads (the resource, not the thread count, keeps a GPU to one point)."""
+    import logging
+
+    import dask
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    env = {k: str(threads) for k in THREAD_VARS}
+    specs = {f"gpu-{i}": {"cls": Nanny, "options": {
+        "nthreads": threads, "resources": {GPU: 1}, "silence_logs": logging.WARNING,
+        "env": dict(env, CUDA_VISIBLE_DEVICES=i)}} for i in ids}
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.worker.multiprocessing-method": "spawn"}):
+        return SpecCluster(workers=specs, scheduler={"cls": Scheduler,
+                                                     "options": {"dashboard_address": ":0"}},
+                           silence_logs=logging.WARNING)
+
+
+def _workers_declare_gpus(client) -> bool:
+    workers = client.scheduler_info().get("workers", {})
+    return any(GPU in (w.get("resources") or {}) for w in workers.values())
+
+
 def run_on_dask(tasks: list[dict], finished: Callable[[dict, dict], None], scenario: str,
-                workers: int | None, scheduler, threads: int) -> None:
-    """Run `tasks` (see `run_point`) on Dask; call `finished(task, result)` as each ends."""
+                workers: int | None, scheduler, threads: int, gpus: int | None = None) -> None:
+    """Run `tasks` (see `run_point`) on Dask; call `finished(task, result)` as each ends.
+    gpus: GPU workers of the local cluster (default: `requested_gpus`, else one per visible
+    GPU when a point uses backend=cuda)."""
+    if gpus is None:
+        gpus = _requested_gpus[-1]
     with _environ_restored(THREAD_VARS):
-        _run_on_dask_cluster(tasks, finished, scenario, workers, scheduler, threads)
+        _run_on_dask_cluster(tasks, finished, scenario, workers, scheduler, threads, gpus)
 
 
 def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], None], scenario: str,
-                         workers: int | None, scheduler, threads: int) -> None:
+                         workers: int | None, scheduler, threads: int,
+                         gpus: int | None = None) -> None:
     import dask
     from distributed import Client, LocalCluster, as_completed
 
     cluster, futures = None, {}
-    if scheduler is None:
+    gpu_mode = gpus is not None or uses_gpu(tasks)
+    if scheduler is None and gpu_mode:
+        ids = gpu_ids(gpus)
+        if workers is not None and int(workers) != len(ids):
+            print(f"{len(ids)} GPU worker(s) (one per GPU: {','.join(ids)}); --workers {workers} "
+                  "does not apply to GPU points", file=sys.stderr)
+        cluster = gpu_cluster(ids, threads)
+        client = Client(cluster, set_as_default=False)
+    elif scheduler is None:
         n = int(workers) if workers is not None else max(1, len(os.sched_getaffinity(0)) // threads)
         warm_numba_cache(scenario, tasks)
         env = {k: str(threads) for k in THREAD_VARS}
@@ -66,6 +146,14 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
         client = scheduler
     try:
         announce(client)
+        resources = None
+        if gpu_mode:
+            if cluster is not None or _workers_declare_gpus(client):
+                resources = {GPU: 1}
+            else:
+                print("the scheduler's workers declare no GPU resource, so cuda points may share "
+                      "a GPU; start one worker per GPU with `--resources GPU=1` (docs/gpu.md)",
+                      file=sys.stderr)
         if cluster is None:
             # an external cluster's nodes may have another CPU than this machine: warm the
             # (shared) Numba cache on one of its workers, before fanning out
@@ -76,7 +164,8 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
                       "workers compile on their own", file=sys.stderr)
         for t in tasks:
             key = f"point-{t['scan']['id']}-{os.urandom(4).hex()}"
-            futures[client.submit(run_point, t, key=key, pure=False, retries=0)] = t
+            futures[client.submit(run_point, t, key=key, pure=False, retries=0,
+                                  resources=resources)] = t
         for fut in as_completed(futures, loop=client.loop):
             t = futures.pop(fut)
             if fut.status == "finished":

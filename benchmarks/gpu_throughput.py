@@ -1,0 +1,436 @@
+"""Chain-steps per second of the cuda backend, next to the device's limits measured here.
+
+usage: python benchmarks/gpu_throughput.py [--only W1,W2] [--dtypes float32,float64]
+           [--seconds S] [--no-jax] [--tiny] [--out benchmarks/results/gpu-MODEL.md]
+
+Workloads (the issue's GPU sizes; float32 and float64):
+  W1  DoubleWell d=1, 2^24 replicas, overdamped Langevin
+  W2  Quadratic dense H, d=256, 2^16 replicas, overdamped Langevin
+  W3  spherical p=3 spin glass, N=64, 2^14 replicas, overdamped Langevin
+  W4  TeacherStudentMLP d_in=16, hidden=32, 2^12 replicas, SGD batch 32, momentum 0.9
+
+Limits, measured on the same device in the same run: the Philox-only normal rate of the
+project's own generator (rng.block_normals compiled for numba-cuda, every normal consumed),
+device copy bandwidth, the cuBLAS GEMM rate at each dense workload's shape, and (when JAX is
+installed) a JAX jit + lax.scan implementation of the same workload.  Rates are medians of
+repeats; each repeat runs enough steps to last about --seconds / 4.  Targets (issue 12): W1 >=
+50% of the Philox-only rate; W2, W3 >= 50% of the GEMM rate at their shape; every workload
+ahead of JAX.  `--tiny` shrinks every size so that the script runs under the CUDA simulator
+(NUMBA_ENABLE_CUDASIM=1; the numbers then mean nothing).  Writes markdown and JSON to --out
+(default benchmarks/results/gpu-<device model>.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+cuda = None   # numba.cuda, set by `setup()` (a module global: the simulator swaps it in kernels)
+
+
+# ------------------------------------------------------------------ device helpers
+
+def setup():
+    """(xp, backend class, device description, synchronize)."""
+    global cuda
+    from langevin_sim.backends import cuda_runtime as rt
+    from langevin_sim.backends.cuda_backend import CudaBackend
+
+    desc = rt.require()
+    xp = rt.xp()
+    cuda = rt.cuda()
+    if rt.is_fake(xp):
+        def sync():
+            pass
+    else:
+        def sync():
+            xp.cuda.Device().synchronize()
+    return xp, CudaBackend, desc, sync
+
+
+def cuda_simulation(potential, dynamics, replicas, dtype, backend_cls):
+    """A Simulation stepped by the cuda backend, syncing to the host only when asked (the
+    benchmark times device steps, not copies)."""
+    from langevin_sim import Simulation
+
+    sim = Simulation(potential, dynamics, replicas, backend="numpy", dtype=dtype, seed=1)
+    sim.backend, sim.backend_name = backend_cls(), "cuda"
+    sim.sync = lambda: sim.backend.to_host(sim)      # lazy host mirror (docs/gpu.md)
+    return sim
+
+
+def median_rate(run: Callable[[int], None], work_per_step: float, seconds: float, sync,
+                repeats: int = 5, max_steps: int = 1 << 16) -> float:
+    """Median of `repeats` timings of run(k) (k steps, chosen to last ~seconds/4), as work
+    per second; run(1) first compiles and warms up."""
+    run(1)
+    sync()
+    t = time.perf_counter()
+    run(1)
+    sync()
+    one = max(time.perf_counter() - t, 1e-6)
+    k = int(min(max_steps, max(1, seconds / 4 / one)))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run(k)
+        sync()
+        times.append(time.perf_counter() - t)
+    return work_per_step * k / statistics.median(times)
+
+
+# ------------------------------------------------------------------ limits
+
+_philox_kernels: dict = {}
+
+
+def philox_kernel(f32: bool):
+    """M threads, each drawing `count` normals of its replica's NOISE stream with the
+    project's generator (four per Philox block) and counting the positive ones."""
+    if f32 in _philox_kernels:
+        return _philox_kernels[f32]
+    from langevin_sim.backends.cuda_kernels import device_rng
+
+    dev = device_rng()
+    bn = dev.block_normals_f32 if f32 else dev.block_normals
+    noise = np.uint64(1)
+
+    @cuda.jit
+    def kernel(acc, count, k0, k1):
+        r = cuda.grid(1)
+        if r >= acc.shape[0]:
+            return
+        s = 0
+        rep = np.uint64(r)
+        for b in range((count + 3) // 4):
+            z0, z1, z2, z3 = bn(k0, k1, noise, rep, np.uint64(b))
+            s += (z0 > 0) + (z1 > 0) + (z2 > 0) + (z3 > 0)
+        acc[r] = s
+    _philox_kernels[f32] = kernel
+    return kernel
+
+
+def philox_rate(xp, M: int, dtype: str, seconds: float, sync) -> float:
+    from langevin_sim import rng
+    from langevin_sim.backends import cuda_runtime as rt
+
+    acc = xp.zeros(M, dtype=np.int64)
+    k0, k1 = rng.key_of(1)
+    kern = philox_kernel(dtype == "float32")
+    return median_rate(lambda k: rt.launch(kern, M, acc, 4 * k, k0, k1), 4.0 * M, seconds, sync)
+
+
+def copy_bandwidth(xp, nbytes: int, seconds: float, sync) -> float:
+    a = xp.ones(nbytes // 4, dtype=np.float32)
+    b = xp.empty_like(a)
+
+    def run(k):
+        for _ in range(k):
+            b[...] = a
+    return median_rate(run, 2.0 * a.nbytes, seconds, sync)
+
+
+def gemm_rate(xp, shape, dtype: str, seconds: float, sync) -> float:
+    """FLOP/s of xp.matmul at `shape`: (m, k, n) or (batch, m, k, n)."""
+    r = np.random.default_rng(0)
+    if len(shape) == 3:
+        m, k, n = shape
+        a = xp.asarray(r.standard_normal((m, k)).astype(dtype))
+        b = xp.asarray(r.standard_normal((k, n)).astype(dtype))
+        flops = 2.0 * m * k * n
+    else:
+        nb, m, k, n = shape
+        a = xp.asarray(r.standard_normal((nb, m, k)).astype(dtype))
+        b = xp.asarray(r.standard_normal((nb, k, n)).astype(dtype))
+        flops = 2.0 * nb * m * k * n
+
+    def run(steps):
+        for _ in range(steps):
+            xp.matmul(a, b)
+    return median_rate(run, flops, seconds, sync)
+
+
+# ------------------------------------------------------------------ workloads
+
+@dataclass
+class Workload:
+    name: str
+    title: str
+    replicas: int
+    build: Callable                 # (dtype, backend class) -> Simulation
+    gemm_shape: tuple | None = None
+    flops_per_chain_step: float = 0.0
+    jax: Callable | None = None     # (dtype, replicas) -> run(k) (JAX jit + lax.scan)
+
+
+def workloads(tiny: bool) -> dict:
+    from langevin_sim.dynamics import SGD, OverdampedLangevin
+    from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, TeacherStudentMLP
+
+    M1, M2, M3, M4 = (16, 8, 8, 8) if tiny else (1 << 24, 1 << 16, 1 << 14, 1 << 12)
+    d2, N3 = (8, 4) if tiny else (256, 64)
+    n4, din, hid, B = (64, 4, 4, 8) if tiny else (1024, 16, 32, 32)
+    quad = Quadratic(spectrum=np.linspace(0.1, 1.0, d2), seed=1)
+    pspin = SphericalPSpin(N3, 3, seed=1)
+    mlp = TeacherStudentMLP(n=n4, d_in=din, hidden=hid, teacher_hidden=max(1, hid // 4),
+                            noise=0.01, seed=1, n_test=16)
+    out = {
+        "W1": Workload("W1", f"DoubleWell d=1, {M1} replicas, overdamped Langevin", M1,
+                       lambda dt, be: cuda_simulation(DoubleWell(d=1), OverdampedLangevin(1e-3, 0.5),
+                                                      M1, dt, be),
+                       jax=lambda dt, M: jax_double_well(dt, M)),
+        "W2": Workload("W2", f"Quadratic dense H, d={d2}, {M2} replicas, overdamped Langevin", M2,
+                       lambda dt, be: cuda_simulation(quad, OverdampedLangevin(1e-2, 0.5), M2, dt, be),
+                       gemm_shape=(M2, d2, d2), flops_per_chain_step=2.0 * d2 * d2,
+                       jax=lambda dt, M: jax_quadratic(dt, M, quad.H)),
+        "W3": Workload("W3", f"spherical p=3 spin glass, N={N3}, {M3} replicas, overdamped Langevin",
+                       M3, lambda dt, be: cuda_simulation(pspin, OverdampedLangevin(1e-2, 0.5), M3,
+                                                          dt, be),
+                       gemm_shape=(M3, N3 * N3, N3), flops_per_chain_step=2.0 * N3 ** 3,
+                       jax=lambda dt, M: jax_pspin(dt, M, pspin.gradient_matrix())),
+        "W4": Workload("W4", f"TeacherStudentMLP d_in={din}, hidden={hid}, {M4} replicas, SGD "
+                             f"batch {B}", M4,
+                       lambda dt, be: cuda_simulation(mlp, SGD(0.02, B, momentum=0.9), M4, dt, be),
+                       gemm_shape=(M4, B, din, hid),
+                       # forward A W1^T, H W2^T; backward dout W2, dZ^T A, dout^T H
+                       flops_per_chain_step=2.0 * B * hid * (2 * din + 3),
+                       jax=lambda dt, M: jax_mlp(dt, M, mlp, B)),
+    }
+    return out
+
+
+# ------------------------------------------------------------------ JAX peers
+
+def _jax(dtype):
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    return jax, jnp, (jnp.float32 if dtype == "float32" else jnp.float64)
+
+
+def _scan_runner(jax, step, carry0):
+    """run(k): k steps of `step` under jit + lax.scan, blocking until done."""
+    runs: dict = {}
+    state = {"carry": carry0}
+
+    def run(k):
+        if k not in runs:
+            runs[k] = jax.jit(lambda c: jax.lax.scan(lambda c, _: (step(c), None), c, None,
+                                                     length=k)[0])
+        state["carry"] = runs[k](state["carry"])
+        jax.block_until_ready(state["carry"])
+    return run
+
+
+def jax_double_well(dtype, M):
+    jax, jnp, dt = _jax(dtype)
+    eta, sig = 1e-3, math.sqrt(2 * 1e-3 * 0.5)
+
+    def step(c):
+        x, key = c
+        key, sub = jax.random.split(key)
+        g = 4.0 * x * (x * x - 1.0)
+        return x - eta * g + sig * jax.random.normal(sub, x.shape, dt), key
+    return _scan_runner(jax, step, (jnp.ones((M, 1), dt), jax.random.PRNGKey(0)))
+
+
+def jax_quadratic(dtype, M, H):
+    jax, jnp, dt = _jax(dtype)
+    Hd = jnp.asarray(H, dt)
+    eta, sig = 1e-2, math.sqrt(2 * 1e-2 * 0.5)
+
+    def step(c):
+        x, key = c
+        key, sub = jax.random.split(key)
+        return x - eta * (x @ Hd) + sig * jax.random.normal(sub, x.shape, dt), key
+    return _scan_runner(jax, step, (jnp.zeros((M, H.shape[0]), dt), jax.random.PRNGKey(0)))
+
+
+def jax_pspin(dtype, M, gmat):
+    jax, jnp, dt = _jax(dtype)
+    G = jnp.asarray(gmat, dt)
+    N = G.shape[1]
+    eta, sig = 1e-2, math.sqrt(2 * 1e-2 * 0.5)
+
+    def step(c):
+        x, key = c
+        key, sub = jax.random.split(key)
+        g = (x[:, :, None] * x[:, None, :]).reshape(M, N * N) @ G
+        dx = -eta * g + sig * jax.random.normal(sub, x.shape, dt)
+        dx = dx - (jnp.sum(dx * x, axis=1) / N)[:, None] * x
+        x = x + dx
+        return x / jnp.sqrt(jnp.sum(x * x, axis=1) / N)[:, None], key
+    return _scan_runner(jax, step, (jnp.ones((M, N), dt), jax.random.PRNGKey(0)))
+
+
+def jax_mlp(dtype, M, mlp, B):
+    jax, jnp, dt = _jax(dtype)
+    A, y = jnp.asarray(mlp.inputs, dt), jnp.asarray(mlp.labels, dt)
+    lay = mlp.layout
+    n = A.shape[0]
+
+    def loss(w, idx):
+        W1 = w[slice(*lay.offsets["W1"])].reshape(mlp.hidden, mlp.d_in)
+        b1 = w[slice(*lay.offsets["b1"])]
+        W2 = w[slice(*lay.offsets["W2"])].reshape(1, mlp.hidden)
+        b2 = w[slice(*lay.offsets["b2"])]
+        out = jnp.tanh(A[idx] @ W1.T + b1) @ W2.T + b2
+        return 0.5 * jnp.mean((out[:, 0] - y[idx]) ** 2)
+    grad = jax.vmap(jax.grad(loss))
+
+    def step(c):
+        x, v, key = c
+        key, sub = jax.random.split(key)
+        g = grad(x, jax.random.randint(sub, (M, B), 0, n))
+        v = 0.9 * v + g
+        return x - 0.02 * v, v, key
+    x0 = jnp.asarray(np.random.default_rng(0).standard_normal((M, mlp.d)) * 0.3, dt)
+    return _scan_runner(jax, step, (x0, jnp.zeros_like(x0), jax.random.PRNGKey(0)))
+
+
+def have_jax() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("jax") is not None
+
+
+# ------------------------------------------------------------------ report
+
+def device_model(desc: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", desc.split(",")[0]).strip("-") or "device"
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for pkg in ("cupy", "cupy-cuda12x", "cupy-cuda13x", "numba", "numba-cuda", "jax", "jaxlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated workload names (default all)")
+    ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement")
+    ap.add_argument("--no-jax", action="store_true", help="skip the JAX peer")
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes (CUDA simulator smoke test)")
+    ap.add_argument("--out", help="markdown report path (JSON next to it)")
+    a = ap.parse_args(argv)
+    xp, backend_cls, desc, sync = setup()
+    seconds = 0.05 if a.tiny else a.seconds
+    W = workloads(a.tiny)
+    names = a.only.split(",") if a.only else list(W)
+    dtypes = a.dtypes.split(",")
+    use_jax = have_jax() and not a.no_jax
+    print(f"device: {desc}; {versions()}", flush=True)
+
+    limits = {"copy_GBps": copy_bandwidth(xp, (1 << 16) if a.tiny else (1 << 28), seconds, sync) / 1e9}
+    for dt in dtypes:
+        limits[f"philox_normals_per_s_{dt}"] = philox_rate(
+            xp, 16 if a.tiny else 1 << 22, dt, seconds, sync)
+    print(f"limits: {limits}", flush=True)
+    rows = []
+    for name in names:
+        w = W[name]
+        for dt in dtypes:
+            sim = w.build(dt, backend_cls)
+            M = sim.n_replicas
+
+            def run(k, sim=sim):          # device steps only: the host copy is not timed
+                sim.backend.advance(sim, sim.step, k)
+                sim.step += k
+            t0 = time.perf_counter()
+            rate = median_rate(run, M, seconds, sync, repeats=1 if a.tiny else 5)
+            sim.sync()
+            row = {"workload": name, "title": w.title, "dtype": dt, "replicas": M,
+                   "cuda_chain_steps_per_s": rate, "wall_s": round(time.perf_counter() - t0, 3),
+                   "host_bridged": sorted(sim.backend.device_run(sim).pot.bridged),
+                   "finite": bool(np.isfinite(sim.state["x"]).all())}
+            if w.gemm_shape:
+                g = gemm_rate(xp, w.gemm_shape, dt, seconds, sync)
+                row["gemm_flops_per_s"] = g
+                row["gemm_fraction"] = rate * w.flops_per_chain_step / g
+            if name == "W1":
+                row["philox_fraction"] = rate / limits[f"philox_normals_per_s_{dt}"]
+            if use_jax and w.jax is not None:
+                try:
+                    row["jax_chain_steps_per_s"] = median_rate(w.jax(dt, M), M, seconds, lambda: None,
+                                                               repeats=1 if a.tiny else 5)
+                except Exception as e:   # a peer that fails is reported, not fatal
+                    row["jax_error"] = f"{type(e).__name__}: {e}"[:200]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            del sim
+
+    checks = []
+    for r in rows:
+        tag = f"{r['workload']} {r['dtype']}"
+        if "philox_fraction" in r:
+            checks.append((f"{tag}: >= 50% of the Philox-only normal rate", r["philox_fraction"], 0.5))
+        if r["workload"] in ("W2", "W3") and "gemm_fraction" in r:
+            checks.append((f"{tag}: >= 50% of the GEMM rate at its shape", r["gemm_fraction"], 0.5))
+        if "jax_chain_steps_per_s" in r:
+            checks.append((f"{tag}: ahead of JAX jit+scan", r["cuda_chain_steps_per_s"]
+                           / r["jax_chain_steps_per_s"], 1.0))
+    lines = [f"# GPU throughput on {desc}", "",
+             f"{'TINY SIZES UNDER THE SIMULATOR: not a measurement. ' if a.tiny else ''}"
+             f"`python benchmarks/gpu_throughput.py{' --tiny' if a.tiny else ''}`, "
+             f"{time.strftime('%Y-%m-%d %H:%M')}; versions: {versions()}", "",
+             "## Device limits (measured in this run)", "",
+             f"- device copy bandwidth: {limits['copy_GBps']:.1f} GB/s (read + write)",
+             *(f"- Philox-only {dt} normals (the project's generator, rng.block_normals"
+               f"{'_f32' if dt == 'float32' else ''} on the device): "
+               f"{limits[f'philox_normals_per_s_{dt}']:.3g} /s" for dt in dtypes), "",
+             "## Chain-steps per second (medians)", "",
+             "| workload | dtype | cuda | GEMM rate at its shape (FLOP/s) | % of GEMM | % of Philox "
+             "| JAX jit+scan | cuda / JAX | host-run methods |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        g = r.get("gemm_flops_per_s")
+        j = r.get("jax_chain_steps_per_s")
+        lines.append(
+            f"| {r['workload']} {r['title']} | {r['dtype']} | {r['cuda_chain_steps_per_s']:.3g} | "
+            + (f"{g:.3g} | {100 * r['gemm_fraction']:.0f}% | " if g else "– | – | ")
+            + (f"{100 * r['philox_fraction']:.0f}% | " if "philox_fraction" in r else "– | ")
+            + (f"{j:.3g} | {r['cuda_chain_steps_per_s'] / j:.2f} | " if j else
+               f"{r.get('jax_error', 'not installed' if not use_jax else '–')} | – | ")
+            + (", ".join(r["host_bridged"]) or "none") + " |")
+    lines += ["", "## Targets (issue 12)", ""]
+    for text, value, need in checks:
+        lines.append(f"- {'PASS' if value >= need else 'FAIL'}: {text} (measured {value:.2f}, "
+                     f"need {need})")
+    if not checks:
+        lines.append("- no target could be evaluated")
+    lines += ["", "The generic device path (potential gradient in CuPy array code, one fused "
+              "numba-cuda update kernel per step) is what runs until the per-family fused kernels "
+              "exist; 'host-run methods' are potential methods not yet written with the array "
+              "module of x (docs/gpu.md)."]
+    report = "\n".join(lines)
+    print(report)
+    out = a.out or os.path.join(HERE, "results", f"gpu-{device_model(desc)}.md")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        fh.write(report + "\n")
+    with open(os.path.splitext(out)[0] + ".json", "w") as fh:
+        json.dump({"device": desc, "versions": versions(), "limits": limits, "rows": rows,
+                   "tiny": a.tiny}, fh, indent=1)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,521 @@
+"""The cuda backend: device-resident runs of every (potential, dynamics) pair.
+
+Residency.  For each Simulation the backend keeps a `DeviceRun`: the state arrays, the
+divergence flags (`diverged_step`), the first-passage arrays and the potential's instance
+arrays live on the device (CuPy; the NumPy stand-in in simulator mode) from the first
+`advance` on.  The host arrays `sim.state` / `sim.diverged_step` become a mirror that
+`to_host(sim)` refreshes (only when the device moved on since the last copy).  The host is
+read as the truth again when its arrays are *replaced* (``sim.state = ...``, as `resume`
+does, or any ``sim.state[k] = new_array``); after editing a host array in place, call
+`upload(sim)`.  A Simulation that defines `sync()` (calling `to_host`) syncs at records and
+checkpoints only; with one that does not, `advance` copies back after every call (correct,
+one copy per call).
+
+Paths, per step t (scalars of schedules are evaluated on the host, as by the reference):
+
+- a fused kernel registered for the pair on "cuda" (`backends.registry`, by
+  ``@register(Potential, Dynamics, "cuda")`` in the family's module of `langevin_sim.kernels`)
+  runs K steps at once: ``fn(run, sim, t0, K)`` on the device arrays `run.state` and
+  `run.dstep` in place (`run.k0`, `run.k1`, `run.rep0`, `run.bound`, the device copy of the
+  potential `run.pot.dev` at hand); with a first-passage observer attached only if it was
+  registered with ``first_passage=True``;
+- otherwise the generic path: the gradient from the potential's own array code on the
+  device arrays (cuBLAS behind CuPy's matmul for dense potentials), then ONE kernel of
+  `cuda_kernels` per step applying the dynamics' own scalar update rule with in-kernel
+  Philox noise, the divergence test and the freeze.  Rules: OverdampedLangevin, SGD
+  (minibatch indices drawn on the device: i.i.d. words, or per-epoch permutations by a
+  stable sort of PERMUTE-stream words), AdamW, UnderdampedLangevin (BAOAB: a kernel before
+  and one after the gradient at the new position).  Constrained potentials: the kernel
+  writes the tangent-step candidate, the potential's own `project` / `retract` run on the
+  device arrays, and `cuda_kernels.commit` tests and freezes;
+- a dynamics without a rule here (MALA; any new Dynamics) runs its own `reference_step` on
+  the device arrays with a device noise source (normals and words from Philox kernels), and
+  the freeze in array code.
+
+The potential's methods run on a device copy of the instance (`device_copy`: its NumPy
+arrays moved to the device).  A method that is not written with the array module of x
+(it converts to NumPy or mixes host arrays) is detected by a probe when the run starts and
+then runs on the host for every call, with a warning naming it: nothing falls back to the
+host silently.  `xp_clean_report()` lists which methods of which potentials are device-clean.
+A first-passage observer is updated after every step by `cuda_kernels.first_passage`.
+
+Results equal the NumPy reference to rounding (float64), with the same divergence flags;
+the random numbers are bit-identical (same Philox, same stream positions).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+import weakref
+
+import numpy as np
+
+from .. import rng
+from ..dynamics import SGD, AdamW, OverdampedLangevin, UnderdampedLangevin
+from ..dynamics.langevin import baoab_coeffs, noise_scale
+from ..first_passage import STATE_KEYS as FP_KEYS
+from . import cuda_kernels as ck
+from . import cuda_runtime as rt
+from .numpy_backend import finite_and_bounded
+from .registry import kernel_for
+
+NAME = "cuda"
+_warned: set = set()
+
+
+def fused_kernel(sim):
+    """The fused "cuda" kernel registered for the pair of `sim` (`backends.registry`), or
+    None: the generic path (also when a first-passage observer is attached and the kernel
+    does not update it)."""
+    import langevin_sim.kernels  # noqa: F401  (importing the families registers their kernels)
+
+    k = kernel_for(sim.potential, sim.dynamics, NAME)
+    if k is None or (getattr(sim, "first_passage", None) is not None and not k.first_passage):
+        return None
+    return k.fn
+
+
+class CudaBackend:
+    """Device-resident stepping on CuPy + numba-cuda (or the simulator); see the module
+    docstring.  `device` describes where it runs."""
+
+    name = NAME
+
+    def __init__(self):
+        self.device = rt.require()
+        self._runs: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    # -- the backend interface -------------------------------------------------------
+    def advance(self, sim, t0: int, K: int) -> None:
+        """Run steps t0 .. t0+K-1 of `sim` on the device; freeze and flag diverging replicas."""
+        run = self.attach(sim)
+        if K > 0:
+            try:
+                with np.errstate(all="ignore"):
+                    kernel = fused_kernel(sim)
+                    if kernel is not None:
+                        kernel(run, sim, t0, K)
+                    else:
+                        for t in range(t0, t0 + K):
+                            run.step(t)
+            except Exception as e:
+                if rt.is_out_of_memory(e):
+                    raise rt.out_of_memory_error(sim) from None
+                raise
+            run.host_stale = True
+        if not callable(getattr(sim, "sync", None)):
+            self.to_host(sim)
+
+    def to_host(self, sim) -> None:
+        """Copy the device state, divergence flags and first-passage arrays into the host
+        arrays of `sim` (in place), if the device moved on since the last copy."""
+        run = self._runs.get(sim)
+        if run is None or not run.host_stale or not run.owns(sim):
+            return
+        for k, v in run.state.items():
+            _copy_to_host(v, sim.state[k])
+        _copy_to_host(run.dstep, sim.diverged_step)
+        run.host_stale = False
+
+    def upload(self, sim) -> None:
+        """Take the host arrays of `sim` as the truth again (after editing them in place)."""
+        self._runs.pop(sim, None)
+        self.attach(sim)
+
+    def attach(self, sim) -> "DeviceRun":
+        """The DeviceRun of `sim`, created (host -> device copy) on first use or when the host
+        arrays were replaced since."""
+        run = self._runs.get(sim)
+        if run is not None and run.owns(sim):
+            return run
+        pot = None
+        if run is not None and run.sim_potential is sim.potential:
+            pot = run.pot                      # keep the device copy of the instance
+        else:
+            rt.check_memory(sim)
+        try:
+            run = DeviceRun(sim, pot)
+        except Exception as e:
+            if rt.is_out_of_memory(e):
+                raise rt.out_of_memory_error(sim) from None
+            raise
+        self._runs[sim] = run
+        return run
+
+    def device_run(self, sim) -> "DeviceRun | None":
+        return self._runs.get(sim)
+
+
+def _copy_to_host(dev, host: np.ndarray) -> None:
+    """Device array -> the host array `host`, in place (directly when it is contiguous)."""
+    if host.flags.c_contiguous and host.dtype == dev.dtype and host.shape == dev.shape:
+        dev.get(out=host)
+    else:
+        host[...] = rt.asnumpy(dev)
+
+
+# ---------------------------------------------------------------- device state
+
+class DeviceRun:
+    """One Simulation's device arrays: `state` (name -> array), `dstep` (M,) int64, the
+    potential (`DevicePotential`), scratch buffers, and the cache of minibatch permutations."""
+
+    def __init__(self, sim, pot=None):
+        xp = rt.xp()
+        self.xp, self.sim_ref = xp, weakref.ref(sim)
+        self.sim_potential = sim.potential
+        self.host = (sim.state, tuple(sim.state.items()), sim.diverged_step)
+        self.state = {k: xp.ascontiguousarray(xp.asarray(v)) for k, v in sim.state.items()}
+        self.dstep = xp.asarray(sim.diverged_step, dtype=xp.int64)
+        self.dtype = sim.dtype
+        self.M = sim.n_replicas
+        self.k0, self.k1 = rng.key_of(sim.seed)
+        self.rep0 = np.uint64(sim.first_replica)
+        self.bound = float(sim.divergence_bound)
+        self.host_stale = False
+        self.scratch: dict = {}
+        self.perm_epoch, self.perms = None, None
+        fp = getattr(sim, "first_passage", None)
+        self.regions = None
+        if fp is not None:
+            kinds, vecs, thr = fp.arrays(sim.potential.d)
+            self.regions = (xp.asarray(kinds), xp.asarray(vecs), xp.asarray(thr))
+        self.rule = RULES.get(type(sim.dynamics))
+        self.pot = pot if pot is not None else DevicePotential(
+            sim.potential, xp, self.state["x"][: min(self.M, 2)], sim.dynamics, self.rule is None)
+        self.f32 = self.dtype == np.float32
+
+    def owns(self, sim) -> bool:
+        """Whether the host arrays of `sim` are the ones this run was made from."""
+        st, items, ds = self.host
+        return sim.state is st and sim.diverged_step is ds and len(st) == len(items) and \
+            all(st.get(k) is v for k, v in items)
+
+    @property
+    def sim(self):
+        return self.sim_ref()
+
+    # -- helpers -----------------------------------------------------------------------
+    def cast(self, v):
+        """A Python scalar in the state's dtype (the reference's NumPy arithmetic with Python
+        scalars runs in the array's dtype)."""
+        return self.dtype.type(v)
+
+    def buffer(self, name: str, like):
+        """A scratch array shaped like `like` (reused across steps)."""
+        b = self.scratch.get(name)
+        if b is None or b.shape != like.shape or b.dtype != like.dtype:
+            b = self.scratch[name] = self.xp.empty_like(like)
+        return b
+
+    def swap(self, name: str, new) -> None:
+        """Make `new` the state array `name`; the old one becomes the scratch buffer."""
+        old = self.state[name]
+        self.state[name] = new
+        self.scratch[name] = old
+
+    def device(self, a):
+        """`a` as a C-contiguous device array in the state's dtype."""
+        return self.xp.ascontiguousarray(a, dtype=self.dtype)
+
+    def grad(self, x, batch=None):
+        return self.device(self.pot.grad(x, batch))
+
+    def launch(self, kernel, *args) -> None:
+        rt.launch(kernel, self.M, *args)
+
+    # -- random numbers on the device -----------------------------------------------------
+    def normals(self, start: int, count: int, purpose: int = rng.NOISE, dtype=np.float64):
+        out = self.xp.empty((self.M, count), dtype=np.float32 if np.dtype(dtype) == np.float32
+                            else np.float64)
+        self.launch(ck.normals(out.dtype == np.float32), out, self.k0, self.k1,
+                    np.uint64(purpose), self.rep0, int(start))
+        return out
+
+    def words(self, purpose: int, start: int, count: int, n: int = 0):
+        """(M, count) uint64 words at stream positions start..; with n > 0 the indices
+        `rng.bounded_index(word, n)` as int64."""
+        out = self.xp.empty((self.M, count), dtype=np.int64 if n > 0 else np.uint64)
+        self.launch(ck.words(), out, self.k0, self.k1, np.uint64(purpose), self.rep0, int(start),
+                    int(n))
+        return out
+
+    def minibatch(self, t: int, batch_size: int, replacement: bool):
+        """(M, B) int64 sample indices of step t, as `dynamics.sgd.minibatch` draws them."""
+        n = self.sim.potential.n_samples
+        if replacement:
+            return self.words(rng.MINIBATCH, t * batch_size, batch_size, n)
+        epoch, j = divmod(t, n // batch_size)
+        if self.perm_epoch != epoch:
+            w = self.words(rng.PERMUTE, epoch * n, n)
+            self.perms = _argsort_stable(self.xp, w)
+            self.perm_epoch = epoch
+        return self.xp.ascontiguousarray(self.perms[:, j * batch_size:(j + 1) * batch_size])
+
+    def batch_grad(self, x, t: int, dyn):
+        if dyn.batch_size is None:
+            return self.grad(x)
+        return self.grad(x, self.minibatch(t, dyn.batch_size, dyn.replacement))
+
+    # -- one step --------------------------------------------------------------------------
+    def step(self, t: int) -> None:
+        sim = self.sim
+        if self.rule is not None:
+            self.rule(self, sim.dynamics, t)
+        else:
+            xp_reference_step(self, sim.dynamics, t)
+        if self.regions is not None:
+            kinds, vecs, thr = self.regions
+            s = self.state
+            self.launch(ck.first_passage(), s["x"], *(s[k] for k in FP_KEYS), kinds, vecs, thr,
+                        int(t + 1))
+
+    def commit(self, t: int, news: list) -> None:
+        """Divergence test and freeze of the new arrays [(name, array)] (up to 3), which
+        then become the state."""
+        pairs = [(self.state[k], v) for k, v in news]
+        while len(pairs) < 3:      # unused slots: distinct zero-width arrays (never aliases:
+            pairs.append((self.xp.empty((self.M, 0), self.dtype),   # the simulator copies
+                          self.xp.empty((self.M, 0), self.dtype)))  # each argument back)
+        self.launch(ck.commit(), self.dstep, int(t), self.bound, len(news),
+                    *(a for pair in pairs for a in pair))
+        for k, v in news:
+            old, self.state[k] = self.state[k], v
+            if self.scratch.get(k) is v:       # a scratch buffer became the state
+                self.scratch[k] = old
+
+
+def _argsort_stable(xp, a):
+    """Row-wise stable argsort (int64): the reference's mergesort order, on the device."""
+    if rt.is_fake(xp):
+        return xp.argsort(a, axis=1, kind="stable").astype(np.int64)
+    return xp.argsort(a, axis=1).astype(np.int64)   # CuPy's sort is stable (kind=None)
+
+
+# ---------------------------------------------------------------- update rules
+
+def overdamped_rule(run: DeviceRun, dyn, t: int) -> None:
+    """`OverdampedLangevin.reference_step` on the device."""
+    x, pot = run.state["x"], run.pot
+    eta, T = dyn.step(t), dyn.temperature(t)
+    out = run.buffer("x", x)
+    run.launch(ck.overdamped(run.f32), x, run.grad(x), out, run.dstep, int(t), run.k0, run.k1,
+               run.rep0, run.cast(eta), run.cast(noise_scale(eta, T)), run.cast(0.0),
+               run.bound, bool(pot.constrained))
+    if pot.constrained:
+        run.commit(t, [("x", run.device(pot.retract(x + pot.project(x, out))))])
+    else:
+        run.swap("x", out)
+
+
+def sgd_rule(run: DeviceRun, dyn, t: int) -> None:
+    """`SGD.reference_step` on the device (Riemannian heavy ball on constrained potentials)."""
+    x, v, pot = run.state["x"], run.state["v"], run.pot
+    lr, T = dyn.lr(t), dyn.temperature(t)
+    g = run.batch_grad(x, t, dyn)
+    if pot.constrained:
+        g = run.device(pot.project(x, g))
+    xo, vo = run.buffer("x", x), run.buffer("v", v)
+    run.launch(ck.sgd(run.f32), x, v, g, xo, vo, run.dstep, int(t), run.k0, run.k1, run.rep0,
+               run.cast(lr), run.cast(dyn.momentum), run.cast(dyn.weight_decay),
+               run.cast(noise_scale(lr, T)), run.cast(0.0), bool(T > 0), run.bound,
+               bool(pot.constrained))
+    if pot.constrained:
+        xn = run.device(pot.retract(x + pot.project(x, xo)))
+        run.commit(t, [("x", xn), ("v", run.device(pot.project(xn, vo)))])
+    else:
+        run.swap("x", xo)
+        run.swap("v", vo)
+
+
+def adamw_rule(run: DeviceRun, dyn, t: int) -> None:
+    """`AdamW.reference_step` on the device."""
+    x, m, s, pot = run.state["x"], run.state["m"], run.state["s"], run.pot
+    g = run.batch_grad(x, t, dyn)
+    if pot.constrained:
+        g = run.device(pot.project(x, g))
+    c1 = 1.0 - math.pow(dyn.beta1, t + 1)
+    c2 = 1.0 - math.pow(dyn.beta2, t + 1)
+    xo, mo, so = run.buffer("x", x), run.buffer("m", m), run.buffer("s", s)
+    c = run.cast
+    run.launch(ck.adamw(run.f32), x, m, s, g, xo, mo, so, run.dstep, int(t), c(dyn.lr(t)),
+               c(dyn.beta1), c(dyn.beta2), c(dyn.eps), c(dyn.weight_decay), c(c1), c(c2), c(0.0),
+               run.bound, bool(pot.constrained))
+    if pot.constrained:
+        xn = run.device(pot.retract(x + pot.project(x, xo)))
+        run.commit(t, [("x", xn), ("m", run.device(pot.project(xn, mo))), ("s", so)])
+    else:
+        run.swap("x", xo)
+        run.swap("m", mo)
+        run.swap("s", so)
+
+
+def baoab_rule(run: DeviceRun, dyn, t: int) -> None:
+    """`UnderdampedLangevin.reference_step` on the device: BAOA kernel, gradient, B kernel."""
+    x, p, g = run.state["x"], run.state["p"], run.state["g"]
+    eta, T = dyn.step(t), dyn.temperature(t)
+    c1, c2 = baoab_coeffs(eta, dyn.friction, T, dyn.mass)
+    h = run.cast(0.5 * eta)
+    xo, po = run.buffer("x", x), run.buffer("p", p)
+    run.launch(ck.baoab_first(run.f32), x, p, g, xo, po, run.dstep, int(t), run.k0, run.k1,
+               run.rep0, h, run.cast(1.0 / dyn.mass), run.cast(c1), run.cast(c2))
+    gn = run.grad(xo)
+    run.launch(ck.baoab_last(), x, p, g, xo, po, gn, run.dstep, int(t), h, run.bound)
+    run.swap("x", xo)
+    run.swap("p", po)
+    run.state["g"] = gn
+
+
+RULES = {OverdampedLangevin: overdamped_rule, SGD: sgd_rule, AdamW: adamw_rule,
+         UnderdampedLangevin: baoab_rule}
+
+
+# ---------------------------------------------------------------- other dynamics
+
+class DeviceNoise:
+    """`dynamics.base.NoiseSource` on the device: normals and words from Philox kernels at
+    the reference's stream positions (`replicas` and `seed` as the reference has them)."""
+
+    def __init__(self, run: DeviceRun):
+        sim = run.sim
+        self.run, self.seed = run, sim.seed
+        self.replicas = np.arange(sim.first_replica, sim.first_replica + sim.n_replicas,
+                                  dtype=np.uint64)
+
+    def normals(self, step: int, lanes: int, purpose: int = rng.NOISE, dtype=np.float64):
+        return self.run.normals(step * lanes, lanes, purpose, dtype)
+
+    def words(self, purpose: int, start: int, count: int):
+        return self.run.words(purpose, start, count)
+
+
+def xp_reference_step(run: DeviceRun, dyn, t: int) -> None:
+    """A dynamics without a device rule (MALA, new ones): its own `reference_step` on the
+    device arrays (all replicas; frozen ones are kept), then the reference's freeze."""
+    xp = run.xp
+    state = {k: v for k, v in run.state.items() if k not in FP_KEYS}
+    new = dyn.reference_step(run.pot, state, t, DeviceNoise(run))
+    ok = finite_and_bounded(new.values(), run.bound)
+    live = run.dstep < 0
+    run.dstep = xp.where(live & ~ok, np.int64(t + 1), run.dstep)
+    keep = live & ok
+    for k, v in new.items():
+        sel = keep.reshape((-1,) + (1,) * (v.ndim - 1))
+        run.state[k] = xp.ascontiguousarray(xp.where(sel, v, state[k]).astype(state[k].dtype))
+
+
+# ---------------------------------------------------------------- the potential on the device
+
+def device_copy(potential, xp):
+    """A shallow copy of `potential` whose NumPy arrays (attributes, and arrays held in dict
+    attributes such as dtype caches) are device arrays: the instance data lives on the device
+    and the potential's own methods run there when they use the array module of x."""
+    dev = copy.copy(potential)
+    for k, v in vars(potential).items():
+        if isinstance(v, np.ndarray):
+            setattr(dev, k, xp.asarray(v))
+        elif isinstance(v, dict) and any(isinstance(u, np.ndarray) for u in v.values()):
+            setattr(dev, k, {kk: xp.asarray(u) if isinstance(u, np.ndarray) else u
+                             for kk, u in v.items()})
+    return dev
+
+
+class DevicePotential:
+    """The potential as the device steps see it: `device_copy` of it, and for each method a
+    probe: a method that raises TypeError on device arrays (a host conversion, or NumPy
+    arrays mixed in: what CuPy refuses) or returns host arrays runs on the host instead,
+    with one warning per (class, method) naming it.  Other attributes come from the copy."""
+
+    def __init__(self, potential, xp, x_probe, dynamics, all_methods: bool):
+        self.host, self.xp = potential, xp
+        self.dev = device_copy(potential, xp)
+        self.bridged: dict[str, str] = {}
+        needed = ["grad"]
+        if getattr(dynamics, "batch_size", None) is not None:
+            needed.append("grad_batch")
+        if potential.constrained:
+            needed += ["project", "retract"]
+        if all_methods:
+            needed.append("energy")
+        for name in needed:
+            why = probe(self.dev, name, x_probe, xp)
+            if why:
+                self.bridged[name] = why
+                key = (type(potential).__name__, name)
+                if key not in _warned:
+                    _warned.add(key)
+                    warnings.warn(f"cuda backend: {key[0]}.{name.replace('_batch', '')}"
+                                  f"{'(x, batch)' if name == 'grad_batch' else ''} is not written "
+                                  f"with the array module of x ({why}); it runs on the host at "
+                                  "every step (correct, slower): see docs/gpu.md", stacklevel=4)
+
+    def __getattr__(self, name):
+        if name in ("host", "xp", "dev", "bridged") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.dev, name)
+
+    def _host(self, fn, *arrays):
+        xp = self.xp
+        out = fn(*(None if a is None else rt.asnumpy(a) for a in arrays))
+        return tuple(xp.asarray(o) for o in out) if isinstance(out, tuple) else xp.asarray(out)
+
+    def grad(self, x, batch=None):
+        if batch is None:
+            if "grad" in self.bridged:
+                return self._host(self.host.grad, x)
+            return self.dev.grad(x)
+        if "grad_batch" in self.bridged:
+            return self._host(self.host.grad, x, batch)
+        return self.dev.grad(x, batch)
+
+    def energy(self, x):
+        if "energy" in self.bridged:
+            return self._host(self.host.energy, x)
+        return self.dev.energy(x)
+
+    def project(self, x, v):
+        if "project" in self.bridged:
+            return self._host(self.host.project, x, v)
+        return self.dev.project(x, v)
+
+    def retract(self, x):
+        if "retract" in self.bridged:
+            return self._host(self.host.retract, x)
+        return self.dev.retract(x)
+
+
+def probe(dev, name: str, x, xp) -> str:
+    """'' when method `name` of the device copy `dev` runs on device arrays and returns
+    device arrays, else why not (one line)."""
+    calls = {"grad": lambda: dev.grad(x),
+             "grad_batch": lambda: dev.grad(x, xp.asarray(np.zeros((x.shape[0], 1), np.int64))),
+             "energy": lambda: dev.energy(x),
+             "project": lambda: dev.project(x, x),
+             "retract": lambda: dev.retract(x),
+             "hvp": lambda: dev.hvp(x, x)}
+    try:
+        with np.errstate(all="ignore"):
+            out = calls[name]()
+    except (TypeError, AttributeError) as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    outs = out if isinstance(out, tuple) else (out,)
+    if not all(isinstance(o, xp.ndarray) for o in outs):
+        return f"returns {type(outs[0]).__module__}.{type(outs[0]).__name__}, not a device array"
+    return ""
+
+
+def xp_clean_report(potentials, methods=("energy", "grad", "grad_batch", "hvp")) -> dict:
+    """{(class name, method): '' if device-clean else why} for instances `potentials`, with
+    their arrays on the device (`device_copy`), probed on 2 default-initialized replicas."""
+    xp = rt.xp()
+    out = {}
+    for pot in potentials:
+        z = rng.stream_normals(0, rng.INIT, np.arange(2), 0, pot.d)
+        x = xp.asarray(np.asarray(pot.default_init(z), dtype=np.float64))
+        dev = device_copy(pot, xp)
+        for name in methods:
+            if name == "grad_batch" and pot.n_samples is None:
+                continue
+            out[(type(pot).__name__, name)] = probe(dev, name, x, xp)
+    return out

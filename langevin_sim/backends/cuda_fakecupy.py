@@ -1,0 +1,209 @@
+"""A strict NumPy stand-in for CuPy, used by the cuda backend under the CUDA simulator.
+
+Under ``NUMBA_ENABLE_CUDASIM=1`` (or ``LANGEVIN_SIM_CUDA_SIM=1``) there is no GPU, so the
+backend's array module `xp` is this module instead of CuPy.  Its `ndarray` wraps a NumPy
+array and behaves like a CuPy array where that matters for correctness on a real device:
+
+- implicit conversion to NumPy raises TypeError (``np.asarray(a)``, ``np.ascontiguousarray``,
+  a NumPy array created from it), as CuPy's ``__array__`` does: use `asnumpy` / ``.get()``;
+- a NumPy array mixed into an operation, a ufunc or a module function raises TypeError, as
+  CuPy does ("Unsupported type <class 'numpy.ndarray'>"); NumPy and Python scalars are fine;
+- full reductions return 0-d arrays, not NumPy scalars;
+- NumPy functions applied to it dispatch here (``__array_function__`` / ``__array_ufunc__``),
+  as they dispatch to CuPy.
+
+So code that runs on these arrays without TypeError uses only the array module of its input
+(or device-resident data), and runs on CuPy arrays too: the simulator tests of the cuda
+backend check that every potential's gradient stays on the device or say that it does not.
+The class reports ``__module__ == "cupy"`` so that `potentials.base.array_module` (which
+dispatches on the module of the array type and then imports ``cupy``) returns this module;
+`cuda_runtime.xp()` registers it as ``sys.modules["cupy"]`` in simulator mode, and only when
+no real CuPy is imported.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import numpy.lib.mixins
+
+FAKE = True  # lets code tell the stand-in from the real CuPy
+
+
+def _host_error(what: str) -> TypeError:
+    return TypeError(f"Unsupported type <class 'numpy.ndarray'> ({what}): a NumPy array mixed "
+                     "with device arrays (CuPy would refuse it; move it with xp.asarray first)")
+
+
+def _unwrap(v, what: str):
+    """The NumPy array under a stand-in array; NumPy arrays are refused (as CuPy does)."""
+    if isinstance(v, ndarray):
+        return v._a
+    if isinstance(v, np.ndarray):
+        raise _host_error(what)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_unwrap(u, what) for u in v)
+    if isinstance(v, dict):
+        return {k: _unwrap(u, what) for k, u in v.items()}
+    return v
+
+
+def _unwrap_index(key):
+    """Indices may mix device arrays, NumPy integer arrays (CuPy copies those), slices, ints."""
+    if isinstance(key, ndarray):
+        return key._a
+    if isinstance(key, tuple):
+        return tuple(_unwrap_index(k) for k in key)
+    if isinstance(key, list):
+        return [_unwrap_index(k) for k in key]
+    return key
+
+
+def _wrap(r):
+    if isinstance(r, np.ndarray):
+        return ndarray(r)
+    if isinstance(r, np.generic) and not isinstance(r, (np.str_, np.bytes_)):
+        return ndarray(np.asarray(r))
+    if isinstance(r, tuple):
+        return tuple(_wrap(u) for u in r)
+    if isinstance(r, list):
+        return [_wrap(u) for u in r]
+    return r
+
+
+class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
+    """A device array of the stand-in: a NumPy array that refuses to meet NumPy arrays."""
+
+    __slots__ = ("_a",)
+    __array_priority__ = 100
+
+    def __init__(self, a: np.ndarray):
+        self._a = a
+
+    # -- what CuPy forbids ---------------------------------------------------------------
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use "
+                        "`.get()` to construct a NumPy array explicitly.")
+
+    def get(self, stream=None, out=None):
+        if out is not None:
+            out[...] = self._a
+            return out
+        return self._a.copy()
+
+    # -- dispatch ------------------------------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kw):
+        args = [_unwrap(i, f"ufunc {ufunc.__name__}") for i in inputs]
+        if "out" in kw:
+            kw["out"] = tuple(_unwrap(o, "out=") for o in kw["out"])
+        return _wrap(getattr(ufunc, method)(*args, **kw))
+
+    def __array_function__(self, func, types, args, kwargs):
+        name = getattr(func, "__name__", str(func))
+        return _wrap(func(*_unwrap(args, f"numpy.{name}"), **_unwrap(kwargs, f"numpy.{name}")))
+
+    # -- array protocol --------------------------------------------------------------------
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    nbytes = property(lambda self: self._a.nbytes)
+    itemsize = property(lambda self: self._a.itemsize)
+    strides = property(lambda self: self._a.strides)
+    flags = property(lambda self: self._a.flags)
+    T = property(lambda self: ndarray(self._a.T))
+    real = property(lambda self: ndarray(self._a.real))
+
+    def __getitem__(self, key):
+        return _wrap(self._a[_unwrap_index(key)])
+
+    def __setitem__(self, key, value):
+        self._a[_unwrap_index(key)] = _unwrap(value, "setitem value")
+
+    def __len__(self):
+        return len(self._a)
+
+    def __iter__(self):
+        return (ndarray(np.asarray(v)) for v in self._a)
+
+    def __bool__(self):
+        return bool(self._a)
+
+    def __float__(self):
+        return float(self._a)
+
+    def __int__(self):
+        return int(self._a)
+
+    def __index__(self):
+        return self._a.__index__()
+
+    def __repr__(self):
+        return f"array({np.array2string(self._a)}, dtype={self._a.dtype}) [cupy stand-in]"
+
+    def __getattr__(self, name):
+        # methods (sum, astype, reshape, copy, ...) and attributes of the NumPy array, with
+        # arguments checked and results wrapped as for module functions
+        if name.startswith("__"):
+            raise AttributeError(name)
+        attr = getattr(self._a, name)
+        if not callable(attr):
+            return _wrap(attr)
+
+        def method(*args, **kwargs):
+            return _wrap(attr(*_unwrap(args, f"ndarray.{name}"),
+                              **_unwrap(kwargs, f"ndarray.{name}")))
+        method.__name__ = name
+        return method
+
+    def __reduce__(self):
+        raise TypeError("device arrays are not pickled; copy to the host with asnumpy first")
+
+
+ndarray.__module__ = "cupy"
+
+# creation functions that accept host data (CuPy copies it to the device)
+_FROM_HOST = {"asarray", "array", "asanyarray", "ascontiguousarray"}
+
+
+def _host_ok(v):
+    if isinstance(v, ndarray):
+        return v._a
+    if isinstance(v, (list, tuple)):
+        return type(v)(_host_ok(u) for u in v)
+    return v
+
+
+def asnumpy(a, stream=None, out=None):
+    """A NumPy copy of a device array (NumPy input is returned as a NumPy array)."""
+    if isinstance(a, ndarray):
+        return a.get(out=out)
+    return np.array(a, copy=True)
+
+
+def get_array_module(*args):
+    return __import__(__name__, fromlist=["_"])
+
+
+def __getattr__(name):
+    attr = getattr(np, name)
+    if isinstance(attr, (type, numbers.Number)) or attr is None or not callable(attr):
+        return attr   # dtypes, constants (pi, inf, newaxis)
+    if isinstance(attr, np.ufunc):
+        def ufunc(*args, **kwargs):
+            return _wrap(attr(*_unwrap(args, f"ufunc {name}"), **_unwrap(kwargs, f"ufunc {name}")))
+        ufunc.__name__ = name
+        return ufunc
+    if name in _FROM_HOST:
+        def create(obj, *args, **kwargs):
+            if isinstance(obj, ndarray):          # on the device already: no copy unless cast
+                return ndarray(attr(obj._a, *args, **kwargs))
+            # host data is copied to the "device": never an alias of a host array
+            return ndarray(np.array(attr(_host_ok(obj), *args, **kwargs), copy=True))
+        create.__name__ = name
+        return create
+
+    def fn(*args, **kwargs):
+        return _wrap(attr(*_unwrap(args, f"{name}"), **_unwrap(kwargs, f"{name}")))
+    fn.__name__ = name
+    return fn

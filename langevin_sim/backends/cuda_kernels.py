@@ -1,0 +1,403 @@
+"""numba-cuda kernels of the cuda backend's generic path: one thread per replica.
+
+Nothing here is a new step rule.  The scalar rules are the ones every target compiles
+(`kernels.common.STEPS`, compiled for numba-cuda by `kernels.common.compile_steps`, the same
+call the fused kernels use), plus AdamW's:
+
+    overdamped_update, overdamped_lane, baoab_first, baoab_last   dynamics/langevin.py, kernels/common.py
+    sgd_update                         dynamics/sgd.py
+    adamw_update                       dynamics/adamw.py
+    within_bound                       backends/numpy_backend.py (the divergence test)
+    block_normals(_f32), block_words, bounded_index     rng.py (Philox4x32-10, Box-Muller)
+
+and each kernel applies one of them to every lane of its replica after drawing the lane's
+normal at the reference's stream position (n = step * d + lane, purpose NOISE; word n % 4 of
+Philox block n // 4; float32 states draw `block_normals_f32`), then tests the replica's new
+state for divergence (every entry finite and |.| <= bound) and freezes it (old state kept,
+`dstep` = step + 1), as `numpy_backend.reference_advance` does.  The kernel writes the new
+state into separate output arrays (the backend swaps them with the state), so a replica's
+old state is intact until its divergence test is done.
+
+Constrained potentials: with ``candidate=True`` a kernel writes the tangent-step candidate
+(the rule applied from the origin, as the reference does) and leaves the divergence test to
+`commit`, after the potential's own `project` / `retract` ran on the device arrays.
+
+Kernels are built per state dtype (float32 states draw float32 normals and run float32
+arithmetic: scalars are passed in the state's dtype) and cached.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .. import first_passage as fpass
+from .. import rng
+from ..dynamics import adamw as adamw_mod
+from . import cuda_runtime as rt
+
+# A module global: the CUDA simulator runs a kernel by swapping the `numba.cuda` module in its
+# function's globals for a fake one (thread and block indices), so kernels must see `cuda`
+# as a global of this module, not as a closure variable.
+cuda = rt.cuda()
+NOISE = np.uint64(rng.NOISE)
+
+
+@functools.lru_cache(maxsize=None)
+def device_rng():
+    """rng.py's functions compiled as numba-cuda device functions."""
+    return rt.device_compile(rng, rng.DEVICE_FUNCTIONS)
+
+
+@functools.lru_cache(maxsize=None)
+def steps():
+    """The step rules as numba-cuda device functions: `kernels.common.STEPS` (the shared
+    rules of every target) and `adamw_update`, by `kernels.common.compile_steps`."""
+    from types import SimpleNamespace
+
+    from ..kernels.common import compile_steps
+
+    own = SimpleNamespace(__name__=__name__, STEPS=("adamw_update",),
+                          adamw_update=adamw_mod.adamw_update)
+    return compile_steps(own, cuda.jit(device=True), rt.primitives())
+
+
+@functools.lru_cache(maxsize=None)
+def helpers():
+
+    @cuda.jit(device=True)
+    def pick(w, z0, z1, z2, z3):
+        """Word w of a Philox block's four values."""
+        if w == 0:
+            return z0
+        if w == 1:
+            return z1
+        if w == 2:
+            return z2
+        return z3
+
+    within_bound = steps().within_bound
+
+    @cuda.jit(device=True)
+    def row_ok(a, r, bound):
+        """Every entry of row r passes the divergence test `within_bound`."""
+        for j in range(a.shape[1]):
+            if not within_bound(a[r, j], bound):
+                return False
+        return True
+
+    @cuda.jit(device=True)
+    def copy_row(src, dst, r):
+        for j in range(src.shape[1]):
+            dst[r, j] = src[r, j]
+
+    return pick, row_ok, copy_row
+
+
+def _normals_fn(f32: bool):
+    dev = device_rng()
+    return dev.block_normals_f32 if f32 else dev.block_normals
+
+
+# ---------------------------------------------------------------- random numbers
+
+@functools.lru_cache(maxsize=None)
+def normals(f32: bool):
+    """out[r, j] = the normal at stream position start + j of replica rep0 + r."""
+    bn = _normals_fn(f32)
+    pick = helpers()[0]
+
+    @cuda.jit
+    def kernel(out, k0, k1, purpose, rep0, start):
+        r = cuda.grid(1)
+        if r >= out.shape[0]:
+            return
+        C = out.shape[1]
+        rep = rep0 + np.uint64(r)
+        for b in range(start // 4, (start + C - 1) // 4 + 1):
+            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(b))
+            for w in range(4):
+                j = 4 * b + w - start
+                if j >= 0 and j < C:
+                    out[r, j] = pick(w, z0, z1, z2, z3)
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def words():
+    """out[r, j] = the 32-bit word at stream position start + j of replica rep0 + r (uint64);
+    with n > 0, the index `bounded_index(word, n)` instead (out int64): minibatch draws."""
+    dev = device_rng()
+    bw, bi = dev.block_words, dev.bounded_index
+    pick = helpers()[0]
+
+    @cuda.jit
+    def kernel(out, k0, k1, purpose, rep0, start, n):
+        r = cuda.grid(1)
+        if r >= out.shape[0]:
+            return
+        C = out.shape[1]
+        rep = rep0 + np.uint64(r)
+        for b in range(start // 4, (start + C - 1) // 4 + 1):
+            w0, w1, w2, w3 = bw(k0, k1, purpose, rep, np.uint64(b))
+            for w in range(4):
+                j = 4 * b + w - start
+                if j >= 0 and j < C:
+                    word = pick(w, w0, w1, w2, w3)
+                    if n > 0:
+                        out[r, j] = bi(word, n)
+                    else:
+                        out[r, j] = word
+    return kernel
+
+
+# ---------------------------------------------------------------- update rules
+
+@functools.lru_cache(maxsize=None)
+def overdamped(f32: bool):
+    """Euler-Maruyama: out = `overdamped_lane` = x + (0 - eta g + sigma xi), or the candidate
+    step `overdamped_update`(0, g, ...) alone (candidate=True, constrained potentials)."""
+    bn = _normals_fn(f32)
+    st = steps()
+    upd, lane, ok_ = st.overdamped_update, st.overdamped_lane, st.within_bound
+    pick, _, copy_row = helpers()
+
+    @cuda.jit
+    def kernel(x, g, out, dstep, t, k0, k1, rep0, eta, sigma, zero, bound, candidate):
+        r = cuda.grid(1)
+        if r >= x.shape[0]:
+            return
+        d = x.shape[1]
+        alive = dstep[r] < 0
+        ok = True
+        if alive:
+            rep = rep0 + np.uint64(r)
+            n0 = t * d
+            for b in range(n0 // 4, (n0 + d - 1) // 4 + 1):
+                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
+                for w in range(4):
+                    j = 4 * b + w - n0
+                    if j >= 0 and j < d:
+                        z = pick(w, z0, z1, z2, z3)
+                        if candidate:
+                            v = upd(zero, g[r, j], eta, sigma, z)
+                        else:
+                            v = lane(x[r, j], g[r, j], z, eta, sigma, zero)
+                        out[r, j] = v
+                        ok = ok and ok_(v, bound)
+        if candidate:
+            return
+        if not (alive and ok):
+            copy_row(x, out, r)
+            if alive:
+                dstep[r] = t + 1
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def sgd(f32: bool):
+    """Heavy ball (`sgd_update`) with optional Langevin noise (noisy: temperature > 0)."""
+    bn = _normals_fn(f32)
+    upd, ok_ = steps().sgd_update, steps().within_bound
+    pick, _, copy_row = helpers()
+
+    @cuda.jit
+    def kernel(x, v, g, xo, vo, dstep, t, k0, k1, rep0, lr, momentum, wd, sigma, zero, noisy,
+               bound, candidate):
+        r = cuda.grid(1)
+        if r >= x.shape[0]:
+            return
+        d = x.shape[1]
+        alive = dstep[r] < 0
+        ok = True
+        if alive:
+            rep = rep0 + np.uint64(r)
+            n0 = t * d
+            for b in range(n0 // 4, (n0 + d - 1) // 4 + 1):
+                z0 = z1 = z2 = z3 = zero
+                if noisy:
+                    z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
+                for w in range(4):
+                    j = 4 * b + w - n0
+                    if j >= 0 and j < d:
+                        xi = pick(w, z0, z1, z2, z3)
+                        if candidate:
+                            xn, vn = upd(zero, v[r, j], g[r, j], lr, momentum, zero, sigma, xi)
+                        else:
+                            xn, vn = upd(x[r, j], v[r, j], g[r, j], lr, momentum, wd, sigma, xi)
+                        xo[r, j] = xn
+                        vo[r, j] = vn
+                        ok = ok and ok_(xn, bound) and ok_(vn, bound)
+        if candidate:
+            return
+        if not (alive and ok):
+            copy_row(x, xo, r)
+            copy_row(v, vo, r)
+            if alive:
+                dstep[r] = t + 1
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def adamw(f32: bool):
+    """AdamW (`adamw_update`); no noise.  c1, c2: the step's bias corrections."""
+    upd, ok_ = steps().adamw_update, steps().within_bound
+    _, _, copy_row = helpers()
+
+    @cuda.jit
+    def kernel(x, m, s, g, xo, mo, so, dstep, t, lr, beta1, beta2, eps, wd, c1, c2, zero, bound,
+               candidate):
+        r = cuda.grid(1)
+        if r >= x.shape[0]:
+            return
+        d = x.shape[1]
+        alive = dstep[r] < 0
+        ok = True
+        if alive:
+            for j in range(d):
+                if candidate:
+                    xn, mn, sn = upd(zero, m[r, j], s[r, j], g[r, j], lr, beta1, beta2, eps, zero,
+                                     c1, c2)
+                else:
+                    xn, mn, sn = upd(x[r, j], m[r, j], s[r, j], g[r, j], lr, beta1, beta2, eps,
+                                     wd, c1, c2)
+                xo[r, j] = xn
+                mo[r, j] = mn
+                so[r, j] = sn
+                ok = ok and ok_(xn, bound) and ok_(mn, bound) and ok_(sn, bound)
+        if candidate:
+            return
+        if not (alive and ok):
+            copy_row(x, xo, r)
+            copy_row(m, mo, r)
+            copy_row(s, so, r)
+            if alive:
+                dstep[r] = t + 1
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def baoab_first(f32: bool):
+    """B, A, O, A of BAOAB (`baoab_first`) into xo, po; frozen replicas carry x, p."""
+    bn = _normals_fn(f32)
+    first = steps().baoab_first
+    pick, _, copy_row = helpers()
+
+    @cuda.jit
+    def kernel(x, p, g, xo, po, dstep, t, k0, k1, rep0, h, inv_mass, c1, c2):
+        r = cuda.grid(1)
+        if r >= x.shape[0]:
+            return
+        if dstep[r] >= 0:
+            copy_row(x, xo, r)
+            copy_row(p, po, r)
+            return
+        d = x.shape[1]
+        rep = rep0 + np.uint64(r)
+        n0 = t * d
+        for b in range(n0 // 4, (n0 + d - 1) // 4 + 1):
+            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
+            for w in range(4):
+                j = 4 * b + w - n0
+                if j >= 0 and j < d:
+                    xn, pn = first(x[r, j], p[r, j], g[r, j], h, inv_mass, c1, c2,
+                                   pick(w, z0, z1, z2, z3))
+                    xo[r, j] = xn
+                    po[r, j] = pn
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def baoab_last():
+    """The closing B (`baoab_last`: p - h grad U(x_new)), the divergence test of (x, p, g),
+    the freeze."""
+    last, ok_ = steps().baoab_last, steps().within_bound
+    _, row_ok, copy_row = helpers()
+
+    @cuda.jit
+    def kernel(x, p, g, xo, po, gn, dstep, t, h, bound):
+        r = cuda.grid(1)
+        if r >= x.shape[0]:
+            return
+        alive = dstep[r] < 0
+        ok = True
+        if alive:
+            for j in range(x.shape[1]):
+                pv = last(po[r, j], gn[r, j], h)
+                po[r, j] = pv
+                ok = ok and ok_(pv, bound)
+            ok = ok and row_ok(xo, r, bound) and row_ok(gn, r, bound)
+        if not (alive and ok):
+            copy_row(x, xo, r)
+            copy_row(p, po, r)
+            copy_row(g, gn, r)
+            if alive:
+                dstep[r] = t + 1
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def commit():
+    """Divergence test and freeze for up to three (M, d) state arrays after a device step
+    that ran outside a kernel (the constraint): the new arrays an, bn, cn keep their rows
+    where the replica is alive and finite and bounded, else get the old rows back."""
+    _, row_ok, copy_row = helpers()
+
+    @cuda.jit
+    def kernel(dstep, t, bound, S, a, an, b, bn, c, cn):
+        r = cuda.grid(1)
+        if r >= a.shape[0]:
+            return
+        alive = dstep[r] < 0
+        ok = alive and row_ok(an, r, bound)
+        if S > 1:
+            ok = ok and row_ok(bn, r, bound)
+        if S > 2:
+            ok = ok and row_ok(cn, r, bound)
+        if not ok:
+            copy_row(a, an, r)
+            if S > 1:
+                copy_row(b, bn, r)
+            if S > 2:
+                copy_row(c, cn, r)
+            if alive:
+                dstep[r] = t + 1
+    return kernel
+
+
+# ---------------------------------------------------------------- observers
+
+@functools.lru_cache(maxsize=None)
+def first_passage():
+    """`FirstPassage.update` for one replica per thread: membership in float64 summed over
+    coordinates 0, 1, .. (the reference's order, so the flags agree bit for bit), then the
+    five (M, R) int64 arrays at step count `step`."""
+    HALF = fpass.HALF_SPACE
+
+    @cuda.jit
+    def kernel(x, first_entry, first_exit, last_crossing, crossings, inside, kinds, vecs, thr,
+               step):
+        r = cuda.grid(1)
+        if r >= x.shape[0]:
+            return
+        d = x.shape[1]
+        for k in range(kinds.shape[0]):
+            s = 0.0
+            for i in range(d):
+                xi = np.float64(x[r, i])
+                if kinds[k] == HALF:
+                    s = s + vecs[k, i] * xi
+                else:
+                    y = xi - vecs[k, i]
+                    s = s + y * y
+            now = s > thr[k] if kinds[k] == HALF else s < thr[k]
+            was = inside[r, k] != 0
+            if now != was:
+                crossings[r, k] += 1
+                last_crossing[r, k] = step
+            if now and first_entry[r, k] < 0:
+                first_entry[r, k] = step
+            if (not now) and first_exit[r, k] < 0:
+                first_exit[r, k] = step
+            inside[r, k] = 1 if now else 0
+    return kernel

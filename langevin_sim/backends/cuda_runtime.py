@@ -1,0 +1,371 @@
+"""The cuda backend's runtime: the array module switch, availability checks with one-line
+errors, memory estimates, and how kernels are compiled and launched.
+
+Array module.  `xp()` is CuPy on a real GPU.  In simulator mode it is the strict NumPy
+stand-in `cuda_fakecupy` (NumPy arrays that refuse implicit host conversions, as CuPy does),
+and numba-cuda kernels run in numba's CUDA simulator.  Simulator mode is on when
+
+    NUMBA_ENABLE_CUDASIM=1     (numba's own switch; must be set before numba is imported), or
+    LANGEVIN_SIM_CUDA_SIM=1    (this package's switch; sets the former if numba.cuda is not
+                                imported yet)
+
+It is how CI and machines without a GPU run the whole backend, at tiny sizes (the simulator
+runs every CUDA thread as a Python thread).  In simulator mode the stand-in is registered as
+``sys.modules["cupy"]`` (when no real CuPy is imported), so that code dispatching on CuPy
+(`potentials.base.array_module`) sees it.
+
+Errors.  `require()` raises a one-line `BackendUnavailableError` naming the fix for: CuPy
+missing (the extra to install), numba-cuda missing, no GPU visible, a driver older than the
+CUDA toolkit CuPy was built for; `check_memory` / `out_of_memory_error` say how many
+replicas fit when the device memory does not suffice.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import os
+import sys
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, ConfigError
+
+SIM_ENV = "LANGEVIN_SIM_CUDA_SIM"
+THREADS_ENV = "LANGEVIN_SIM_CUDA_THREADS"
+INSTALL = ("pip install 'langevin_sim[gpu]' (CUDA 12 driver; the same as [cuda12]) or "
+           "'langevin_sim[cuda13]' (CUDA 13 driver)")
+
+
+# ---------------------------------------------------------------- simulator mode
+
+def simulated() -> bool:
+    """True when the backend runs under numba's CUDA simulator with the NumPy stand-in."""
+    if os.environ.get(SIM_ENV, "") not in ("", "0"):
+        return True
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0"):
+        return True
+    if "numba" in sys.modules:
+        from numba.core import config
+        return bool(config.ENABLE_CUDASIM)
+    return False
+
+
+def _enable_numba_simulator() -> None:
+    """Make numba.cuda the simulator when LANGEVIN_SIM_CUDA_SIM=1 asked for it (call before
+    importing numba.cuda; a no-op outside simulator mode)."""
+    if not simulated() or os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0"):
+        return
+    if "numba.cuda" in sys.modules:
+        from numba.core import config
+        if not config.ENABLE_CUDASIM:
+            raise ConfigError(f"{SIM_ENV}=1 but numba.cuda was imported before in this process "
+                              "without the simulator; set NUMBA_ENABLE_CUDASIM=1 before starting "
+                              "Python instead")
+        return
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    if "numba" in sys.modules:
+        from numba.core import config
+        config.reload_config()
+
+
+@functools.lru_cache(maxsize=None)
+def xp():
+    """The array module of device arrays: CuPy, or the NumPy stand-in in simulator mode."""
+    if simulated():
+        from . import cuda_fakecupy
+
+        _enable_numba_simulator()
+        have = sys.modules.get("cupy")
+        if have is not None and not getattr(have, "FAKE", False):
+            raise ConfigError("simulator mode (NUMBA_ENABLE_CUDASIM=1) uses a NumPy stand-in for "
+                              "CuPy, but the real CuPy is already imported in this process; "
+                              "start a fresh process with the simulator switch set")
+        sys.modules["cupy"] = cuda_fakecupy
+        return cuda_fakecupy
+    return _import_cupy()
+
+
+def asnumpy(a) -> np.ndarray:
+    """A host (NumPy) copy of a device array."""
+    return xp().asnumpy(a)
+
+
+def is_fake(mod) -> bool:
+    return bool(getattr(mod, "FAKE", False))
+
+
+# ---------------------------------------------------------------- availability
+
+def _import_cupy():
+    try:
+        import cupy
+    except ModuleNotFoundError as e:
+        if e.name in ("cupy", None):
+            raise cupy_missing_error() from None
+        raise cupy_broken_error(f"{type(e).__name__}: {e}") from None
+    except ImportError as e:       # installed, but its CUDA libraries do not load
+        raise cupy_broken_error(f"{type(e).__name__}: {e}") from None
+    return cupy
+
+
+def cupy_missing_error() -> BackendUnavailableError:
+    return BackendUnavailableError(f"backend 'cuda' needs CuPy: {INSTALL}, on a machine with an "
+                                   "NVIDIA GPU; or use backend='numba'")
+
+
+def cupy_broken_error(detail: str) -> BackendUnavailableError:
+    first = detail.splitlines()[0][:200] if detail else ""
+    return BackendUnavailableError(f"CuPy is installed but does not load ({first}): its CUDA "
+                                   "libraries are missing or do not match the driver; install the "
+                                   "extra for your driver's CUDA major: " + INSTALL)
+
+
+def numba_cuda_missing_error(detail: str = "") -> BackendUnavailableError:
+    why = f" ({detail})" if detail else ""
+    return BackendUnavailableError(f"backend 'cuda' needs numba-cuda{why}: {INSTALL} (it brings "
+                                   "numba-cuda), or pip install 'numba-cuda[cu12]'")
+
+
+def no_gpu_error(detail: str = "") -> BackendUnavailableError:
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+    shown = f"; CUDA_VISIBLE_DEVICES={vis!r}" if vis is not None else ""
+    why = f" ({detail})" if detail else ""
+    return BackendUnavailableError(f"backend 'cuda' found no GPU{why}{shown}: run on a machine "
+                                   "with an NVIDIA GPU and driver (nvidia-smi lists it), or use "
+                                   "backend='numba'")
+
+
+def driver_mismatch_error(driver: int, runtime: int) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"the NVIDIA driver supports CUDA up to {_version(driver)} but CuPy was built for CUDA "
+        f"{_version(runtime)}: install the CuPy for your driver ('langevin_sim[cuda{driver // 1000}]'"
+        f"), or update the driver")
+
+
+def _version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def numba_cuda_installed() -> bool:
+    """Whether the numba-cuda package (the maintained CUDA target of numba) is installed."""
+    try:
+        importlib.metadata.version("numba-cuda")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def require() -> str:
+    """Check that the cuda backend can run here; returns a one-line description of the
+    device.  Raises a one-line BackendUnavailableError otherwise."""
+    mod = xp()
+    try:
+        from numba import cuda
+    except ImportError as e:   # numba without its CUDA target and no numba-cuda
+        raise numba_cuda_missing_error(str(e)) from None
+    if is_fake(mod):
+        return "CUDA simulator (numba) with the NumPy stand-in for CuPy"
+    runtime = mod.cuda.runtime
+    try:
+        n = runtime.getDeviceCount()
+    except mod.cuda.runtime.CUDARuntimeError as e:
+        msg = str(e)
+        if "InsufficientDriver" in msg or "insufficient" in msg.lower():
+            raise driver_mismatch_error(_driver_version(runtime), runtime.runtimeGetVersion()) from None
+        raise no_gpu_error(msg) from None
+    if n < 1:
+        raise no_gpu_error()
+    drv, rt = _driver_version(runtime), runtime.runtimeGetVersion()
+    if drv and rt and drv < rt and drv // 1000 != rt // 1000:
+        raise driver_mismatch_error(drv, rt)
+    try:
+        cuda.current_context()
+    except Exception as e:  # numba's driver binding failed while CuPy works
+        if not numba_cuda_installed():
+            raise numba_cuda_missing_error(f"numba's built-in CUDA target failed: {e}") from None
+        raise no_gpu_error(f"numba-cuda: {e}") from None
+    # CuPy and numba-cuda share the legacy default stream, so kernels and CuPy operations are
+    # ordered already; numba's per-launch synchronization on CuPy's stream is not needed.
+    from numba.core import config
+    config.CUDA_ARRAY_INTERFACE_SYNC = False
+    props = runtime.getDeviceProperties(runtime.getDevice())
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return f"{name}, CUDA driver {_version(drv)}, runtime {_version(rt)}"
+
+
+def _driver_version(runtime) -> int:
+    try:
+        return int(runtime.driverGetVersion())
+    except Exception:
+        return 0
+
+
+def device_count() -> int:
+    """GPUs visible to this process (CUDA_VISIBLE_DEVICES, else nvidia-smi, else CuPy);
+    1 in simulator mode."""
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if vis is not None:
+        return len([v for v in vis.split(",") if v.strip() not in ("", "-1")])
+    if simulated():
+        return 1
+    import shutil
+    import subprocess
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+            n = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+            if n:
+                return n
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        return int(_import_cupy().cuda.runtime.getDeviceCount())
+    except Exception:
+        return 0
+
+
+# ---------------------------------------------------------------- memory
+
+def state_bytes_per_replica(sim) -> int:
+    """Bytes of one replica's state (all state arrays, the divergence flag)."""
+    return int(sum(v.nbytes // max(1, v.shape[0]) for v in sim.state.values())) + 8
+
+
+def bytes_per_replica(sim, work_factor: float = 4.0) -> int:
+    """Estimated device bytes per replica for the generic path: the state twice (it is
+    double-buffered), the gradient, and `work_factor` gradient-sized temporaries of the
+    potential's own array code."""
+    d, item = sim.potential.d, sim.dtype.itemsize
+    return int(2 * state_bytes_per_replica(sim) + (1 + work_factor) * d * item)
+
+
+def potential_bytes(potential) -> int:
+    """Bytes of the potential's arrays (its instance data, copied to the device once)."""
+    return int(sum(np.asarray(v).nbytes for v in potential.arrays().values()))
+
+
+def free_device_bytes() -> tuple[int, int]:
+    """(free, total) bytes of the current device (simulator: this machine's memory as a
+    stand-in, so the estimate still runs)."""
+    mod = xp()
+    if is_fake(mod):
+        try:
+            pages, size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+            return int(pages * size), int(os.sysconf("SC_PHYS_PAGES") * size)
+        except (ValueError, OSError):
+            return 1 << 40, 1 << 40
+    free, total = mod.cuda.runtime.memGetInfo()
+    pool = mod.get_default_memory_pool()
+    return int(free + pool.free_bytes()), int(total)
+
+
+def replicas_that_fit(sim, free: int) -> int:
+    per = bytes_per_replica(sim)
+    return max(0, int((free - potential_bytes(sim.potential)) * 0.9 // per))
+
+
+def out_of_memory_error(sim, free: int | None = None, total: int | None = None) -> BackendUnavailableError:
+    """One line: the replicas asked for, the estimate per replica, and how many would fit."""
+    if free is None:
+        try:
+            free, total = free_device_bytes()
+        except Exception:
+            free, total = 0, 0
+    per, M = bytes_per_replica(sim), sim.n_replicas
+    fit = replicas_that_fit(sim, free)
+    gib = 2.0 ** 30
+    return BackendUnavailableError(
+        f"out of GPU memory: {M} replicas of {type(sim.potential).__name__} x "
+        f"{type(sim.dynamics).__name__} need about {M * per / gib:.2f} GiB ({per} bytes per replica, "
+        f"plus {potential_bytes(sim.potential) / gib:.2f} GiB of potential data) but "
+        f"{free / gib:.2f} of {total / gib:.2f} GiB are free: use replicas <= {fit}, or split them "
+        f"over runs with first_replica=")
+
+
+def check_memory(sim) -> None:
+    """Raise `out_of_memory_error` before uploading when the estimate exceeds free memory."""
+    free, total = free_device_bytes()
+    need = sim.n_replicas * bytes_per_replica(sim) + potential_bytes(sim.potential)
+    if need > free:
+        raise out_of_memory_error(sim, free, total)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is CuPy's or numba-cuda's out-of-memory error."""
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or "CUDA_ERROR_OUT_OF_MEMORY" in str(exc) or \
+        "cudaErrorMemoryAllocation" in str(exc)
+
+
+# ---------------------------------------------------------------- compile and launch
+
+def cuda():
+    """numba.cuda (the simulator in simulator mode)."""
+    _enable_numba_simulator()
+    from numba import cuda as mod
+    return mod
+
+
+@functools.lru_cache(maxsize=None)
+def primitives() -> dict:
+    """`rng.py`'s target-dependent primitives for numba-cuda: the scalar forms of
+    `backends.jit.PRIMITIVES`, and on a real device libdevice's bit casts (the reference's
+    NumPy `.view` casts run only in the simulator)."""
+    from .jit import PRIMITIVES
+
+    if simulated():
+        return dict(PRIMITIVES)
+    from numba.cuda import libdevice
+
+    i32, i64, f32, f64 = np.int32, np.int64, np.float32, np.float64
+
+    # closures (compile_functions keeps them): libdevice's casts with their exact argument
+    # types, since numba widens int32 arithmetic (`bits & MANT32 | ONE32`) to int64
+    def float_bits(x):
+        return libdevice.double_as_longlong(f64(x))
+
+    def bits_float(b):
+        return libdevice.longlong_as_double(i64(b))
+
+    def float32_bits(x):
+        return libdevice.float_as_int(f32(x))
+
+    def bits_float32(b):
+        return libdevice.int_as_float(i32(b))
+
+    return dict(PRIMITIVES, float_bits=float_bits, bits_float=bits_float,
+                float32_bits=float32_bits, bits_float32=bits_float32)
+
+
+def device_compile(module, names):
+    """`jit.compile_functions` for numba-cuda device functions: the reference scalar
+    functions `names` of `module`, compiled unchanged (one algorithm, another target)."""
+    from .jit import compile_functions
+
+    c = cuda()
+    return compile_functions(module, names, compiler=c.jit(device=True), primitives=primitives())
+
+
+def threads_per_block() -> int:
+    """Threads per block: 128 on a GPU; 4 in the simulator, so that tiny tests span several
+    blocks (and the simulator's thread-per-CUDA-thread cost stays small).  Override with
+    LANGEVIN_SIM_CUDA_THREADS."""
+    v = os.environ.get(THREADS_ENV)
+    if v:
+        return max(1, int(v))
+    return 4 if simulated() else 128
+
+
+def launch(kernel, n: int, *args) -> None:
+    """Run `kernel` on n threads (one per replica), arguments as device arrays or scalars.
+    In simulator mode the stand-in arrays are handed to numba as the NumPy arrays they wrap
+    (the simulator copies them in and back)."""
+    if n <= 0:
+        return
+    tpb = threads_per_block()
+    if simulated():
+        from .cuda_fakecupy import ndarray as fake
+        args = tuple(a._a if isinstance(a, fake) else a for a in args)
+    kernel[(n + tpb - 1) // tpb, tpb](*args)

@@ -1,0 +1,422 @@
+"""The cuda backend against the NumPy reference, under numba's CUDA simulator with the strict
+NumPy stand-in for CuPy (`backends/cuda_fakecupy.py`), at tiny sizes.
+
+numba reads NUMBA_ENABLE_CUDASIM when it is imported, so the simulator tests run in their own
+pytest process: in the default suite `test_cuda_backend_under_the_simulator` runs this file
+again with NUMBA_ENABLE_CUDASIM=1, and there the tests in the `if SIM:` block run (directly:
+``NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_backend.py -q -p no:cacheprovider``).
+The other tests (errors, extras, the stand-in's strictness) run in either process.
+
+Every (potential, dynamics) pair of the registries is built by `pair_cases()` (a new
+potential or dynamics class fails `test_pair_cases_cover_the_registries` until it has a
+tiny instance there); tests/test_gpu.py runs the same cases on a real GPU.
+"""
+from __future__ import annotations
+
+import configparser
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from langevin_sim import Simulation
+from langevin_sim.dynamics import (MALA, REGISTRY as DYNAMICS, SGD, AdamW, OverdampedLangevin,
+                                   Schedule, UnderdampedLangevin)
+from langevin_sim.errors import BackendUnavailableError
+from langevin_sim.potentials import (REGISTRY as POTENTIALS, DoubleWell, LinearRegression,
+                                     ModularArithmeticMLP, MultiWell, Quadratic, ScaleSymmetric,
+                                     SphericalPSpin, TeacherStudentMLP, Valley)
+
+ROOT = Path(__file__).resolve().parents[1]
+SIM = os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0")
+
+
+# ---------------------------------------------------------------- the pairs
+
+POTENTIAL_CASES = {
+    "DoubleWell": lambda: DoubleWell(d=3, barrier=1.5, a=0.8, tilt=0.1),
+    "Quadratic": lambda: Quadratic(spectrum=[0.5, 1.5, 3.0], seed=2, center=[0.1, 0.2, -0.1]),
+    "LinearRegression": lambda: LinearRegression(n=12, d=3, seed=3),
+    "TeacherStudentMLP": lambda: TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1,
+                                                   n_test=4, seed=1),
+    "ModularArithmeticMLP": lambda: ModularArithmeticMLP(p=3, hidden=2, embed=1, seed=1),
+    "SphericalPSpin": lambda: SphericalPSpin(N=4, p=3, seed=1),
+    "ScaleSymmetric": lambda: ScaleSymmetric(depth=3, n=4, noise=0.1, seed=1),
+    "Valley": lambda: Valley(d=3, curve="circle", radius=1.5, profile="cos", alpha=0.3,
+                             omega=2 / 1.5),
+    "MultiWell": lambda: MultiWell(centers=[[-1, 0, 0], [1, 0.5, 0]],
+                                   spectra=[[1, 2, 3], [2, 2, 4]], softness=0.2),
+}
+
+
+def dynamics_cases(pot) -> dict:
+    """Every dynamics class that accepts `pot`, with schedules, momentum, noise and batches
+    where the dynamics has them (SGD twice on finite sums: permutations and i.i.d. draws)."""
+    fs, c = pot.n_samples is not None, pot.constrained
+    out = {"OverdampedLangevin": OverdampedLangevin(Schedule("linear", 0.02, 0.01, 10), 0.4),
+           "SGD": SGD(0.02, 3 if fs else None, momentum=0.5, weight_decay=0.0 if c else 1e-2,
+                      temperature=0.05),
+           "AdamW": AdamW(0.01, 3 if fs else None, weight_decay=0.0 if c else 0.01)}
+    if not c:
+        out["UnderdampedLangevin"] = UnderdampedLangevin(0.05, 1.5, Schedule("cosine", 0.5, 0.2, 10))
+        out["MALA"] = MALA(0.02, 0.5)
+    if fs:
+        out["SGD-iid"] = SGD(0.02, 4, replacement=True)
+    return out
+
+
+def pair_cases() -> dict:
+    """{"Potential-Dynamics": (potential factory, dynamics)} for every valid pair."""
+    out = {}
+    for pn, make in POTENTIAL_CASES.items():
+        for dn, dyn in dynamics_cases(make()).items():
+            out[f"{pn}-{dn}"] = (make, dyn)
+    return out
+
+
+PAIRS = pair_cases()
+F32_PAIRS = ["DoubleWell-OverdampedLangevin", "DoubleWell-UnderdampedLangevin",
+             "Quadratic-UnderdampedLangevin", "LinearRegression-SGD", "SphericalPSpin-SGD",
+             "MultiWell-MALA", "ScaleSymmetric-AdamW"]
+# potentials whose methods are not written with the array module of x (they run on the
+# host, with a warning): see docs/gpu.md
+NOT_XP_CLEAN = {"SphericalPSpin": {"grad", "energy"},
+                "TeacherStudentMLP": {"grad", "grad_batch", "energy", "hvp"},
+                "ModularArithmeticMLP": {"grad", "grad_batch", "energy", "hvp"}}
+
+
+def test_pair_cases_cover_the_registries():
+    assert set(POTENTIAL_CASES) == set(POTENTIALS), set(POTENTIAL_CASES) ^ set(POTENTIALS)
+    covered = {name.split("-")[1] for name in PAIRS}
+    assert {"OverdampedLangevin", "UnderdampedLangevin", "SGD", "AdamW", "MALA"} <= covered
+    assert set(DYNAMICS) <= covered, set(DYNAMICS) - covered
+    assert len(PAIRS) == 47
+
+
+def use_cuda_backend():
+    """Route get_backend("cuda") to CudaBackend while backends/__init__.py does not (its
+    one-line change, docs/gpu.md); a no-op once it does."""
+    import langevin_sim.backends as B
+    import langevin_sim.simulation as S
+    from langevin_sim.backends.cuda_backend import CudaBackend
+
+    try:
+        if isinstance(B.get_backend("cuda"), CudaBackend):
+            return
+    except BackendUnavailableError:
+        pass
+    orig = B.get_backend
+
+    def get_backend(name):
+        return CudaBackend() if name == "cuda" else orig(name)
+    B.get_backend = S.get_backend = get_backend
+
+
+def backends_agree(backend, make, dyn, replicas, steps, rtol=1e-9, atol=1e-11, what="", **kw):
+    """The same Simulation on the NumPy reference and on `backend`, advanced by each count in
+    `steps`: states equal to rounding, divergence flags equal.  Returns the two sims."""
+    out = {}
+    for b in ("numpy", backend):
+        sim = Simulation(make(), dyn, replicas, backend=b, **kw)
+        for n in steps:
+            sim.advance(n)
+        assert sim.state["x"].dtype == np.dtype(kw.get("dtype", "float64"))
+        out[b] = sim
+    ref, got = out["numpy"], out[backend]
+    np.testing.assert_array_equal(got.diverged_step, ref.diverged_step, err_msg=what)
+    for k in ref.state:
+        np.testing.assert_allclose(got.state[k], ref.state[k], rtol=rtol, atol=atol,
+                                   err_msg=f"{what}: state {k}")
+    return ref, got
+
+
+# ---------------------------------------------------------------- without the simulator
+
+def test_fake_cupy_refuses_what_cupy_refuses():
+    from langevin_sim.backends import cuda_fakecupy as cp
+
+    a = cp.asarray(np.arange(6.0).reshape(2, 3))
+    host = np.ones(3)
+    for bad in (lambda: np.asarray(a), lambda: a + host, lambda: host * a,
+                lambda: np.where(a > 1, a, host), lambda: cp.exp(host),
+                lambda: np.concatenate([a, host[None]])):
+        with pytest.raises(TypeError):
+            bad()
+    assert isinstance(a.sum(), cp.ndarray) and a.sum().ndim == 0        # 0-d, as CuPy
+    assert isinstance(np.tanh(a), cp.ndarray) and isinstance(np.ones_like(a), cp.ndarray)
+    assert type(a).__module__ == "cupy"            # potentials.base.array_module dispatches on it
+    h = np.arange(3.0)
+    d = cp.asarray(h)
+    h[0] = 7.0
+    assert float(d[0]) == 0.0                       # host data is copied, never aliased
+    np.testing.assert_array_equal(cp.asnumpy(a * 2.0 + 1), np.arange(6.0).reshape(2, 3) * 2 + 1)
+
+
+def test_errors_are_one_line_and_name_the_fix():
+    from langevin_sim.backends import cuda_runtime as rt
+
+    msgs = [str(rt.cupy_missing_error()), str(rt.numba_cuda_missing_error("no module")),
+            str(rt.no_gpu_error("cudaErrorNoDevice")), str(rt.driver_mismatch_error(12040, 13000)),
+            str(rt.cupy_broken_error("ImportError: libnvrtc.so.13: cannot open shared object\nmore"))]
+    assert all("\n" not in m for m in msgs)
+    # tests/test_errors.py holds get_backend("cuda") to naming 'langevin_sim[gpu]'
+    assert "pip install 'langevin_sim[gpu]'" in msgs[0] and "langevin_sim[cuda13]" in msgs[0]
+    assert "backend='numba'" in msgs[0]
+    assert "numba-cuda" in msgs[1] and "langevin_sim[gpu]" in msgs[1]
+    assert "no GPU" in msgs[2]
+    assert "12.4" in msgs[3] and "13.0" in msgs[3] and "langevin_sim[cuda12]" in msgs[3]
+    assert "libnvrtc" in msgs[4] and "does not load" in msgs[4] and "langevin_sim[cuda13]" in msgs[4]
+    sim = Simulation(DoubleWell(d=4), UnderdampedLangevin(0.01), 1 << 16, backend="numpy",
+                     init="zeros")
+    per = rt.bytes_per_replica(sim)
+    assert per >= 2 * 3 * 4 * 8            # x, p, g of 4 float64 coordinates, double-buffered
+    err = rt.out_of_memory_error(sim, free=1 << 24, total=1 << 34)
+    fit = rt.replicas_that_fit(sim, 1 << 24)
+    assert 0 < fit < 1 << 16 and f"replicas <= {fit}" in str(err) and "\n" not in str(err)
+    assert "65536 replicas" in str(err) and fit * per <= 1 << 24
+
+
+def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    extras = {k: v.split() for k, v in cfg["options.extras_require"].items()}
+    assert any(r.startswith("cupy-cuda12x") for r in extras["cuda12"])
+    assert any(r.startswith("numba-cuda[cu12]") for r in extras["cuda12"])
+    assert any(r.startswith("cupy-cuda13x") for r in extras["cuda13"])
+    assert any(r.startswith("numba-cuda[cu13]") for r in extras["cuda13"])
+    assert extras["gpu"] == extras["cuda12"]
+
+
+if not SIM:
+    def test_cuda_backend_under_the_simulator():
+        """This file's simulator tests, in a pytest process with NUMBA_ENABLE_CUDASIM=1."""
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONDONTWRITEBYTECODE="1")
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
+                            "-x"],
+                           env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        tail = (r.stdout + r.stderr)[-6000:]
+        assert r.returncode == 0, f"simulator tests failed:\n{tail}"
+        print(tail.strip().splitlines()[-1], f"({time.monotonic() - t0:.0f} s)")
+
+
+# ---------------------------------------------------------------- under the simulator
+
+if SIM:
+    from langevin_sim import open_run
+    from langevin_sim.backends import cuda_backend, cuda_runtime
+    from langevin_sim.first_passage import Ball, FirstPassage, HalfSpace
+    from langevin_sim.simulation import resume
+
+    use_cuda_backend()
+    DEVICE_BACKENDS = ["cuda"]
+
+    @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
+    @pytest.mark.parametrize("name", sorted(PAIRS))
+    def test_pair_matches_reference_and_is_partition_and_chunk_invariant(backend, name):
+        """float64 parity with the reference (7 replicas, 3 + 4 steps), and the bits of an
+        uneven replica split (first_replica) advanced in one call of 7 steps."""
+        make, dyn = PAIRS[name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)     # host-run methods say so once
+            _, whole = backends_agree(backend, make, dyn, 7, (3, 4), what=name, seed=11)
+            parts = []
+            for r0, n in ((0, 3), (3, 4)):
+                p = Simulation(make(), dyn, n, backend=backend, seed=11, first_replica=r0)
+                p.advance(7)
+                parts.append(p)
+        for k in whole.state:
+            np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
+                                          whole.state[k], err_msg=f"{name}: partition, {k}")
+
+    @pytest.mark.parametrize("name", F32_PAIRS)
+    def test_float32_pairs_match_reference_to_float32_rounding(name):
+        make, dyn = PAIRS[name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            backends_agree("cuda", make, dyn, 5, (6,), rtol=2e-4, atol=2e-4, what=name, seed=1,
+                           dtype="float32")
+
+    def test_numba_partition_and_chunking_bodies_run_on_cuda():
+        """tests/test_backends.py's own bodies with backend="cuda" (on its cheapest pairs: they
+        run 150 steps, seconds each under the simulator; every pair's partition and chunking
+        invariance is tested above at tiny sizes)."""
+        from tests import test_backends as tb
+
+        tb.test_partition_invariance("cuda", "linreg-gd")
+        tb.test_chunking_invariance("cuda", "dw1-overdamped")
+
+    @pytest.mark.parametrize("dyn", [OverdampedLangevin(1e-2, 0.4), UnderdampedLangevin(0.05, 1.0, 0.4),
+                                     SGD(0.01, None, momentum=0.5, temperature=0.1),
+                                     AdamW(0.5, None, weight_decay=0.0), MALA(0.01, 0.4)],
+                             ids=["overdamped", "baoab", "sgd", "adamw", "mala"])
+    def test_divergence_flags_and_frozen_states_match_reference(dyn):
+        """Replicas started far out overflow at different steps: same flags, frozen states."""
+        M, d = 17, 3
+        init = np.random.default_rng(0).uniform(-1.5, 1.5, (M, d))
+        far = np.arange(2, M, 4)
+        init[far, -1] = np.linspace(20.0, 60.0, far.size)
+        ref, got = backends_agree("cuda", lambda: DoubleWell(d=d), dyn, M, (4, 6), seed=5,
+                                  init=init, what=type(dyn).__name__)
+        if not isinstance(dyn, (MALA, AdamW)):   # MALA rejects blown-up proposals, AdamW's
+            #                                          steps are ~lr whatever the gradient
+            assert (ref.diverged_step[far] > 0).all() and (ref.diverged_step >= 0).sum() == far.size
+
+    @pytest.mark.parametrize("dyn", [OverdampedLangevin(0.3, 2.0), SGD(0.3, None, momentum=0.5,
+                                                                       temperature=2.0)],
+                             ids=["overdamped", "sgd"])
+    def test_constrained_commit_freezes_like_reference(dyn):
+        """On the sphere |x|^2 = 4 a bound of 1.8 on |x_i| is crossed by some replicas: the
+        commit kernel (after the device projection and retraction) flags the same steps."""
+        ref, _ = backends_agree("cuda", lambda: SphericalPSpin(N=4, p=2, seed=3), dyn, 11, (2, 3),
+                                seed=2, divergence_bound=1.8, what="pspin commit")
+        assert 0 < (ref.diverged_step >= 0).sum() < 11
+
+    def test_first_passage_arrays_equal_reference():
+        fp = FirstPassage(HalfSpace([1.0, 0, 0], 0.0, "right"), Ball([-0.8, 0, 0], 0.5, "left"))
+        for dyn in (OverdampedLangevin(0.05, 1.0), MALA(0.05, 1.0)):
+            ref, got = backends_agree("cuda", lambda: DoubleWell(d=3, a=0.3, barrier=0.2), dyn, 9,
+                                      (6, 4), seed=1, first_passage=fp)
+            for k in ref.state:
+                if k.startswith("fp_"):
+                    np.testing.assert_array_equal(got.state[k], ref.state[k], err_msg=k)
+            assert ref.state["fp_crossings"].sum() > 5
+
+    def test_run_file_resumes_across_backends(tmp_path):
+        """A run started on cuda resumes on numpy and the other way round: records and final
+        checkpoint equal the uninterrupted reference run to rounding."""
+        make, dyn = PAIRS["Quadratic-UnderdampedLangevin"]
+        full = Simulation(make(), dyn, 5, backend="numpy", seed=4).run(12, record_every=3,
+                                                                      out=tmp_path / "ref.h5")
+        for first, then in (("cuda", "numpy"), ("numpy", "cuda"), ("cuda", "cuda")):
+            path = tmp_path / f"{first}-{then}.h5"
+            Simulation(make(), dyn, 5, backend=first, seed=4).run(6, record_every=3, out=path).close()
+            resume(path, steps=12, backend=then, progress=False).close()
+            with open_run(path) as a, open_run(tmp_path / "ref.h5") as b:
+                assert a.complete and a.steps_done == 12
+                np.testing.assert_allclose(np.asarray(a.positions[:]), np.asarray(b.positions[:]),
+                                           rtol=1e-9, atol=1e-11, err_msg=f"{first} -> {then}")
+                np.testing.assert_allclose(a.energy[:], b.energy[:], rtol=1e-9, atol=1e-11)
+                sa, sb = a.checkpoint()[1], b.checkpoint()[1]
+                for k in sb:
+                    np.testing.assert_allclose(sa[k], sb[k], rtol=1e-9, atol=1e-11, err_msg=k)
+        full.close()
+
+    class SyncingSimulation(Simulation):
+        """Simulation with the proposed host-sync hook (docs/gpu.md, "Simulation"): advance
+        leaves the state on the device when sync=False; snapshot syncs first."""
+
+        def advance(self, steps, sync=True):
+            self.backend.advance(self, self.step, int(steps))
+            self.step += int(steps)
+            if sync:
+                self.sync()
+
+        def sync(self):
+            to_host = getattr(self.backend, "to_host", None)
+            if to_host is not None:
+                to_host(self)
+
+        def snapshot(self, record_positions=True):
+            self.sync()
+            return super().snapshot(record_positions)
+
+    def test_state_stays_on_device_until_sync_and_host_replacement_wins():
+        make, dyn = PAIRS["DoubleWell-SGD"]
+        sim = SyncingSimulation(make(), dyn, 6, backend="cuda", seed=3)
+        x0 = sim.state["x"].copy()
+        sim.advance(3, sync=False)
+        sim.advance(2, sync=False)
+        run = sim.backend.device_run(sim)
+        assert run.host_stale and np.array_equal(sim.state["x"], x0)     # host untouched
+        rec = sim.snapshot()                                               # a record syncs
+        assert not run.host_stale and not np.array_equal(sim.state["x"], x0)
+        ref = Simulation(make(), dyn, 6, backend="numpy", seed=3)
+        ref.advance(5)
+        np.testing.assert_allclose(rec["positions"], ref.state["x"], rtol=1e-12)
+        # the host's arrays replaced (as resume does): the device takes them
+        sim.state = {k: v.copy() for k, v in ref.state.items()}
+        sim.advance(4)
+        ref.advance(4)
+        np.testing.assert_allclose(sim.state["x"], ref.state["x"], rtol=1e-12)
+        assert sim.backend.device_run(sim).owns(sim)
+        # and a plain Simulation (no sync hook) gets its host copy after every advance
+        plain = Simulation(make(), dyn, 6, backend="cuda", seed=3)
+        plain.advance(9)
+        np.testing.assert_allclose(plain.state["x"], ref.state["x"], rtol=1e-12)
+
+    def test_potential_methods_on_device_arrays():
+        """Which methods of which potentials use only the array module of x (with the
+        instance's arrays on the device); the others run on the host with one warning."""
+        pots = [make() for make in POTENTIAL_CASES.values()]
+        report = cuda_backend.xp_clean_report(pots)
+        dirty = {}
+        for (cls, method), why in report.items():
+            if why:
+                dirty.setdefault(cls, set()).add(method)
+                assert "TypeError" in why or "device array" in why, (cls, method, why)
+        assert dirty == NOT_XP_CLEAN, dirty
+        cuda_backend._warned.clear()
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            sim = Simulation(SphericalPSpin(N=4, p=3), OverdampedLangevin(0.01, 0.5), 3,
+                             backend="cuda")
+            sim.advance(2)
+            Simulation(DoubleWell(d=2), OverdampedLangevin(0.01, 0.5), 3, backend="cuda").advance(2)
+            Simulation(SphericalPSpin(N=4, p=3), OverdampedLangevin(0.01, 0.5), 3,
+                       backend="cuda").advance(2)
+        msgs = [str(w.message) for w in rec if "cuda backend" in str(w.message)]
+        assert len(msgs) == 1 and "SphericalPSpin.grad is not written with the array module" \
+            in msgs[0] and "host" in msgs[0], msgs
+        run = sim.backend.device_run(sim)
+        assert set(run.pot.bridged) == {"grad"} and type(run.state["x"]).__module__ == "cupy"
+
+    def test_a_registered_cuda_kernel_replaces_the_generic_path(monkeypatch):
+        """`backends.registry`: a kernel registered for (pair, "cuda") is called as
+        fn(run, sim, t0, K) with the device arrays; with a first-passage observer attached it
+        is bypassed unless registered with first_passage=True."""
+        from langevin_sim.backends import registry
+
+        calls = []
+
+        def fused(run, sim, t0, K):       # stands in for a fused kernel: the generic steps
+            calls.append((t0, K, type(run.state["x"]).__module__))
+            for t in range(t0, t0 + K):
+                run.step(t)
+        monkeypatch.setitem(registry.KERNELS, (DoubleWell, OverdampedLangevin, "cuda"),
+                            registry.Kernel(fused))
+        make, dyn = (lambda: DoubleWell(d=2), OverdampedLangevin(0.02, 0.5))
+        backends_agree("cuda", make, dyn, 5, (3, 4), seed=2)
+        assert calls == [(0, 3, "cupy"), (3, 4, "cupy")]
+        fp = FirstPassage(HalfSpace([1.0, 0.0], 0.0, "right"))
+        backends_agree("cuda", make, dyn, 5, (3,), seed=2, first_passage=fp)
+        assert len(calls) == 2
+
+    def test_state_and_instance_arrays_live_on_the_device():
+        make, dyn = PAIRS["LinearRegression-SGD"]
+        sim = Simulation(make(), dyn, 4, backend="cuda", seed=1)
+        sim.advance(2)
+        run = sim.backend.device_run(sim)
+        xp = cuda_runtime.xp()
+        assert all(isinstance(v, xp.ndarray) for v in run.state.values())
+        assert isinstance(run.dstep, xp.ndarray) and isinstance(run.pot.dev.A, xp.ndarray)
+        assert isinstance(sim.state["x"], np.ndarray)                   # the host mirror
+        assert "simulator" in sim.backend.device
+
+    def test_gpu_throughput_script_runs_tiny_under_the_simulator(tmp_path, monkeypatch, capsys):
+        import runpy
+
+        out = tmp_path / "gpu-sim.md"
+        monkeypatch.setattr(sys, "argv", ["gpu_throughput.py", "--tiny", "--out", str(out)])
+        with pytest.raises(SystemExit) as e, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            runpy.run_path(str(ROOT / "benchmarks" / "gpu_throughput.py"), run_name="__main__")
+        assert e.value.code == 0, capsys.readouterr().err[-3000:]
+        text = out.read_text()
+        for w in ("W1", "W2", "W3", "W4", "float32", "float64", "Philox"):
+            assert w in text, (w, text)

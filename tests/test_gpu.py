@@ -1,0 +1,197 @@
+"""The cuda backend on a real GPU with CuPy (marked gpu: ``python -m pytest -m gpu
+tests/test_gpu.py``, or benchmarks/gpu_check.sh).  Deselected by default; skipped where CuPy
+or a GPU is missing, or under the simulator (tests/test_cuda_backend.py covers that).
+
+- Philox integers bit-identical to the CPU reference, normals to rounding;
+- every (potential, dynamics) pair of the registries (tests/test_cuda_backend.pair_cases)
+  equal to the NumPy reference to rounding, float64 and float32, with partition invariance;
+- a run killed with SIGKILL resumes to the same final state as an uninterrupted run;
+- the physics oracles (Euler-Maruyama variance, BAOAB, double-well Boltzmann, p-spin
+  paramagnet) with backend="cuda": the test bodies of tests/test_physics.py and
+  tests/test_pspin.py, run with the cuda backend.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from langevin_sim import Simulation, open_run, rng
+
+from .test_cuda_backend import F32_PAIRS, PAIRS, backends_agree, use_cuda_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gpu_ready() -> str:
+    """'' when CuPy sees a GPU here (and not the simulator), else why the tests skip."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0") or \
+            os.environ.get("LANGEVIN_SIM_CUDA_SIM", "") not in ("", "0"):
+        return "simulator mode: tests/test_cuda_backend.py covers it"
+    try:
+        from langevin_sim.backends import cuda_runtime as rt
+        rt.require()
+    except Exception as e:
+        return f"no usable GPU: {e}"
+    return ""
+
+
+WHY = _gpu_ready()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(bool(WHY), reason=WHY or "a GPU is here")]
+if not WHY:
+    use_cuda_backend()
+
+
+def test_philox_integers_bit_identical_and_normals_to_rounding():
+    from langevin_sim.backends import cuda_kernels as ck
+    from langevin_sim.backends import cuda_runtime as rt
+
+    xp = rt.xp()
+    M, start, count, seed = 1000, 12345, 37, 2 ** 40 + 7
+    k0, k1 = rng.key_of(seed)
+    w = xp.empty((M, count), dtype=np.uint64)
+    rt.launch(ck.words(), M, w, k0, k1, np.uint64(rng.MINIBATCH), np.uint64(5), start, 0)
+    ref = rng.stream_words(seed, rng.MINIBATCH, np.arange(5, 5 + M), start, count)
+    np.testing.assert_array_equal(rt.asnumpy(w), ref)
+    for dt in (np.float64, np.float32):
+        z = xp.empty((M, count), dtype=dt)
+        rt.launch(ck.normals(dt == np.float32), M, z, k0, k1, np.uint64(rng.NOISE), np.uint64(5),
+                  start)
+        ref = rng.stream_normals(seed, rng.NOISE, np.arange(5, 5 + M), start, count, dt)
+        tol = 1e-13 if dt == np.float64 else 2e-6      # FMA contraction on the device
+        np.testing.assert_allclose(rt.asnumpy(z), ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_every_pair_matches_reference_on_the_device(name):
+    make, dyn = PAIRS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        _, whole = backends_agree("cuda", make, dyn, 37, (5, 6), rtol=1e-8, atol=1e-10, what=name,
+                                  seed=11)
+        parts = []
+        for r0, n in ((0, 12), (12, 25)):
+            p = Simulation(make(), dyn, n, backend="cuda", seed=11, first_replica=r0)
+            p.advance(11)
+            parts.append(p)
+        if name in F32_PAIRS:
+            backends_agree("cuda", make, dyn, 37, (11,), rtol=2e-4, atol=2e-4, what=name, seed=1,
+                           dtype="float32")
+    for k in whole.state:     # cuBLAS may block differently for other row counts: to rounding
+        np.testing.assert_allclose(np.concatenate([p.state[k] for p in parts]), whole.state[k],
+                                   rtol=1e-10, atol=1e-12, err_msg=f"{name}: partition, {k}")
+
+
+RUN = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.test_cuda_backend import use_cuda_backend
+use_cuda_backend()
+from langevin_sim.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-c", RUN.format(root=str(ROOT)), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_final_state(tmp_path):
+    """A cuda run killed with SIGKILL mid-run resumes (on cuda) to the bits of a run that was
+    never interrupted; and its checkpoint resumes on numba to rounding."""
+    sets = ["--set", "backend=cuda", "--set", "replicas=4096", "--set", "steps=40000",
+            "--set", "record_every=1000"]
+    full, killed = tmp_path / "full.h5", tmp_path / "killed.h5"
+    p = _cli("run", "scenarios/double_well.py", *sets, "--out", str(full))
+    assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+    p = _cli("run", "scenarios/double_well.py", *sets, "--out", str(killed), "--swmr")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120:
+        time.sleep(0.5)
+        try:
+            with open_run(killed, swmr=True) as run:
+                if run.steps_done >= 5000:
+                    break
+        except Exception:
+            continue
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)
+    with open_run(killed, swmr=True) as run:
+        assert 0 < run.steps_done < 40000, run.steps_done
+    p = _cli("resume", str(killed))
+    assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+    with open_run(killed) as a, open_run(full) as b:
+        assert a.complete and a.steps_done == b.steps_done == 40000
+        np.testing.assert_array_equal(a.checkpoint()[1]["x"], b.checkpoint()[1]["x"])
+        np.testing.assert_array_equal(np.asarray(a.positions[-1]), np.asarray(b.positions[-1]))
+
+
+def test_run_started_on_cuda_resumes_on_numba(tmp_path):
+    make, dyn = PAIRS["DoubleWell-UnderdampedLangevin"]
+    ref = Simulation(make(), dyn, 64, backend="numba", seed=3).run(400, 100, out=tmp_path / "r.h5")
+    Simulation(make(), dyn, 64, backend="cuda", seed=3).run(200, 100, out=tmp_path / "c.h5").close()
+    from langevin_sim.simulation import resume
+
+    resume(tmp_path / "c.h5", steps=400, backend="numba", progress=False).close()
+    with open_run(tmp_path / "c.h5") as a:
+        np.testing.assert_allclose(np.asarray(a.positions[:]), np.asarray(ref.positions[:]),
+                                   rtol=1e-8, atol=1e-10)
+    ref.close()
+
+
+# ---------------------------------------------------------------- physics oracles
+
+def _on_cuda(monkeypatch, module):
+    """Make `module`'s test bodies build their Simulations on the cuda backend."""
+    def cuda_simulation(*a, **k):
+        k["backend"] = "cuda"
+        return Simulation(*a, **k)
+    monkeypatch.setattr(module, "Simulation", cuda_simulation)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_euler_maruyama_variance_on_cuda(dtype):
+    from tests import test_physics
+
+    test_physics.test_euler_maruyama_discrete_stationary_variance("cuda", dtype)
+
+
+def test_baoab_variance_on_cuda():
+    from tests import test_physics
+
+    test_physics.test_baoab_configurational_variance_is_exact("cuda")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_double_well_boltzmann_on_cuda(monkeypatch, dtype):
+    from tests import test_physics
+
+    _on_cuda(monkeypatch, test_physics)
+    test_physics.test_double_well_marginal_matches_boltzmann(dtype)
+
+
+def test_pspin_paramagnet_on_cuda(monkeypatch):
+    from tests import test_pspin
+
+    _on_cuda(monkeypatch, test_pspin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)    # SphericalPSpin.grad runs on the host
+        test_pspin.test_equilibrium_energy_at_T2_is_paramagnetic()
+
+
+def test_scenario_runs_unchanged_with_backend_cuda(tmp_path):
+    p = _cli("run", "scenarios/double_well.py", "--set", "backend=cuda", "--set", "steps=2000",
+             "--out", str(tmp_path / "dw.h5"))
+    assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+    with open_run(tmp_path / "dw.h5") as run:
+        assert run.complete and run.config["backend"] == "cuda"
+        print(json.dumps({"records": run.n_records}))
