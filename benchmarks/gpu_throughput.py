@@ -331,6 +331,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="markdown report path (JSON next to it)")
     a = ap.parse_args(argv)
     xp, backend_cls, desc, sync = setup()
+    from langevin_sim.backends.cuda_backend import fused_kernel
     seconds = 0.05 if a.tiny else a.seconds
     W = workloads(a.tiny)
     names = a.only.split(",") if a.only else list(W)
@@ -359,6 +360,7 @@ def main(argv=None) -> int:
             row = {"workload": name, "title": w.title, "dtype": dt, "replicas": M,
                    "cuda_chain_steps_per_s": rate, "wall_s": round(time.perf_counter() - t0, 3),
                    "host_bridged": sorted(sim.backend.device_run(sim).pot.bridged),
+                   "path": "fused" if fused_kernel(sim) is not None else "generic",
                    "finite": bool(np.isfinite(sim.state["x"]).all())}
             if w.gemm_shape:
                 g = gemm_rate(xp, w.gemm_shape, dt, seconds, sync)
@@ -415,10 +417,12 @@ def main(argv=None) -> int:
                      f"need {need})")
     if not checks:
         lines.append("- no target could be evaluated")
-    lines += ["", "The generic device path (potential gradient in CuPy array code, one fused "
-              "numba-cuda update kernel per step) is what runs until the per-family fused kernels "
-              "exist; 'host-run methods' are potential methods not yet written with the array "
-              "module of x (docs/gpu.md)."]
+    paths = ", ".join(f"{r['workload']} {r['dtype']}: {r['path']}" for r in rows)
+    lines += ["", f"Device path per row ({paths}): 'fused' is a multi-step numba-cuda kernel of "
+              "the pair (langevin_sim/kernels/<family>.py), 'generic' the per-step path "
+              "(potential gradient in CuPy array code, one numba-cuda update kernel per step); "
+              "'host-run methods' are potential methods not yet written with the array module of "
+              "x (docs/gpu.md)."]
     report = "\n".join(lines)
     print(report)
     out = a.out or os.path.join(HERE, "results", f"gpu-{device_model(desc)}.md")

@@ -114,6 +114,17 @@ def sqrt32(x):
     return np.sqrt(x)
 
 
+def floor(x):
+    """Floor of float64 x as float64 (numba-cuda has no np.floor: the CUDA primitive is
+    libdevice's)."""
+    return np.floor(x)
+
+
+def floor32(x):
+    """Floor of float32 x as float32 (numba-cuda: libdevice's floorf)."""
+    return np.floor(x)
+
+
 def float_bits(x):
     """Bit pattern of float64 x as int64.  Compiled targets substitute a bit cast."""
     return np.asarray(x, dtype=np.float64).view(np.int64)
@@ -164,7 +175,7 @@ C1, C2, C3, C4, C5, C6, C7, C8, C9 = ((-1) ** k / math.factorial(2 * k) for k in
 
 def sincos_2pi(v):
     """(cos 2 pi v, sin 2 pi v) for v in [0, 1], branch-free: quarter-turn reduction + Taylor."""
-    k = np.floor(4.0 * v + 0.5)
+    k = floor(4.0 * v + 0.5)
     phi = TWO_PI * (v - 0.25 * k)
     p2 = phi * phi
     sp = phi * (1.0 + p2 * (S1 + p2 * (S2 + p2 * (S3 + p2 * (S4 + p2 * (S5 + p2 * (S6 + p2 * (
@@ -229,7 +240,7 @@ def log_u23(x):
 def sincos_2pi_u23(x):
     """float32 (cos 2 pi v, sin 2 pi v) of v = x / 2**23 for x = `word_u23(w)`."""
     v = x * TWO_NEG23_F
-    k = np.floor(FOUR_F * v + HALF_F)
+    k = floor32(FOUR_F * v + HALF_F)
     phi = TWO_PI_F * (v - QUARTER_F * k)
     p2 = phi * phi
     sp = phi * (ONE_F + p2 * (T1 + p2 * (T2 + p2 * (T3 + p2 * T4))))
@@ -268,7 +279,7 @@ def key_of(seed: int) -> tuple[np.uint64, np.uint64]:
 
 
 # Functions above that compiled targets build (in dependency order).
-DEVICE_FUNCTIONS = ("select", "sqrt", "sqrt32", "float_bits", "bits_float", "float32_bits", "bits_float32", "philox_round", "philox_bump", "philox4x32_10", "block_words",
+DEVICE_FUNCTIONS = ("select", "sqrt", "sqrt32", "floor", "floor32", "float_bits", "bits_float", "float32_bits", "bits_float32", "philox_round", "philox_bump", "philox4x32_10", "block_words",
                     "log_u32", "sincos_2pi", "box_muller", "block_normals", "word_u23", "log_u23",
                     "sincos_2pi_u23", "box_muller_f32", "block_normals_f32", "bounded_index")
 

@@ -282,6 +282,18 @@ PTX_CODE = textwrap.dedent("""
         ptx, _ = cuda.compile_ptx(dw_overdamped, (V, V, ft, ft, V, V), cc=(9, 0))
         assert (ft is float64) == (".f64" in ptx.split("dw_overdamped")[-1]), ft  # f32 stays f32
         cuda.compile_ptx(dw_baoab, (V, V, V, V, ft, ft, ft, V, W), cc=(9, 0))
+
+    # the fused DoubleWell kernels of the cuda backend (with rng's libdevice primitives)
+    from numba import int64, uint64
+    from langevin_sim.kernels.common import BAOAB, OVERDAMPED
+    I1, I2, F1, F2 = int64[::1], int64[:, ::1], float64[::1], float64[:, ::1]
+    for ft in (float32, float64):
+        W = ft[:, ::1]
+        for kind in (OVERDAMPED, BAOAB):
+            k = kernels.double_well.cuda_kernel(kind, ft is float32, 2)
+            cuda.compile_ptx(k.py_func, (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1,
+                                         F1, float64, float64, ft, ft, ft, ft, ft, float64, I1,
+                                         F2, F1, I2, I2, I2, I2, I2), cc=(9, 0))
     print("ok")
 """)
 

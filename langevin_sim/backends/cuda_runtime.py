@@ -335,8 +335,19 @@ def primitives() -> dict:
     def bits_float32(b):
         return libdevice.int_as_float(i32(b))
 
+    # np.sqrt and np.floor do not compile for numba-cuda: libdevice's, type-preserving
+    def sqrt32(x):
+        return libdevice.sqrtf(f32(x))
+
+    def floor(x):
+        return libdevice.floor(f64(x))
+
+    def floor32(x):
+        return libdevice.floorf(f32(x))
+
     return dict(PRIMITIVES, float_bits=float_bits, bits_float=bits_float,
-                float32_bits=float32_bits, bits_float32=bits_float32)
+                float32_bits=float32_bits, bits_float32=bits_float32, sqrt32=sqrt32,
+                floor=floor, floor32=floor32)
 
 
 def device_compile(module, names):
