@@ -6,7 +6,8 @@ import pytest
 
 from langevin_sim import Simulation
 from langevin_sim.backends import numba_backend
-from langevin_sim.dynamics import MALA, SGD, OverdampedLangevin, Schedule, UnderdampedLangevin
+from langevin_sim.dynamics import (MALA, SGD, Heun, LeimkuhlerMatthews, OverdampedLangevin, Schedule,
+                                   UnderdampedLangevin)
 from langevin_sim.potentials import DoubleWell, LinearRegression, Quadratic
 
 from .conftest import both_backends
@@ -24,6 +25,10 @@ def pairs():
                                  OverdampedLangevin(0.05, 0.3)),
         "quadratic-baoab": (Quadratic(spectrum=np.linspace(0.5, 3, 5), seed=2, center=np.arange(5) * 0.1),
                             UnderdampedLangevin(0.1, 1.5, Schedule("linear", 0.5, 0.2, 600))),
+        "quadratic-heun": (Quadratic(spectrum=np.linspace(0.5, 3, 5), seed=2, center=np.arange(5) * 0.1),
+                           Heun(Schedule("linear", 0.08, 0.02, 600), 0.3)),
+        "quadratic-lm": (Quadratic(spectrum=np.linspace(0.5, 3, 5), seed=2, center=np.arange(5) * 0.1),
+                         LeimkuhlerMatthews(0.1, Schedule("cosine", 0.5, 0.2, 600))),
         "linreg-sgd": (LinearRegression(n=50, d=5, seed=3),
                        SGD(0.05, 8, momentum=0.3, weight_decay=1e-3, temperature=1e-3)),
         "linreg-sgd-replacement": (LinearRegression(n=50, d=5, seed=3), SGD(0.05, 7, replacement=True)),
@@ -44,7 +49,7 @@ def test_numba_matches_numpy_float64(name):
 
 
 @pytest.mark.parametrize("name", ["dw-overdamped", "dw-baoab", "quadratic-overdamped", "quadratic-baoab",
-                                  "linreg-sgd"])
+                                  "quadratic-heun", "quadratic-lm", "linreg-sgd"])
 def test_numba_matches_numpy_float32(name):
     pot, dyn = PAIRS[name]
     out = both_backends(pot, dyn, 9, 200, seed=1, dtype="float32")
@@ -98,10 +103,11 @@ def test_numba_freezes_diverging_replicas_like_numpy(d, dyn):
         np.testing.assert_allclose(sb[k], sn[k], rtol=1e-9, atol=1e-11, err_msg=k)
 
 
-@pytest.mark.parametrize("dyn", [OverdampedLangevin(0.6, 0.1), UnderdampedLangevin(1.2, 0.5, 0.1)],
-                         ids=["overdamped", "baoab"])
+@pytest.mark.parametrize("dyn", [OverdampedLangevin(0.6, 0.1), UnderdampedLangevin(1.2, 0.5, 0.1),
+                                 Heun(0.6, 0.1), LeimkuhlerMatthews(0.6, 0.1)],
+                         ids=["overdamped", "baoab", "heun", "lm"])
 def test_quadratic_kernels_freeze_diverging_replicas_like_numpy(dyn):
-    """Beyond the stability limit (eta lam_max > 2 overdamped, eta sqrt(lam_max) > 2 BAOAB)
+    """Beyond the stability limit (eta lam_max > 2 overdamped, Heun and LM, eta sqrt(lam_max) > 2 BAOAB)
     replicas started at amplitudes 1e-3 .. 1e3 overflow the bound at different steps; the
     GEMM-block kernels flag the same steps and keep the others' states."""
     M, d = 40, 4
@@ -179,8 +185,8 @@ def test_registry_holds_every_fused_pair_once_and_refuses_unknown_backends():
     numba_pairs = set(registry.pairs("numba"))
     for pot, dyn in [(DoubleWell, OverdampedLangevin), (DoubleWell, UnderdampedLangevin),
                      (Quadratic, OverdampedLangevin), (Quadratic, UnderdampedLangevin),
-                     (LinearRegression, SGD), (SphericalPSpin, OverdampedLangevin),
-                     (TeacherStudentMLP, SGD)]:
+                     (Quadratic, Heun), (Quadratic, LeimkuhlerMatthews), (LinearRegression, SGD),
+                     (SphericalPSpin, OverdampedLangevin), (TeacherStudentMLP, SGD)]:
         assert (pot, dyn) in numba_pairs, (pot, dyn)
     assert registry.kernel_for(DoubleWell(), OverdampedLangevin(), "numba").first_passage
     assert not registry.kernel_for(Quadratic(spectrum=[1.0]), OverdampedLangevin(), "numba").first_passage

@@ -22,6 +22,8 @@ from .test_potential_derivatives import registered, small_potential
 
 DYNAMICS = {
     "OverdampedLangevin": [dict(step=0.02, temperature=0.5)],
+    "Heun": [dict(step=0.02, temperature=0.5)],
+    "LeimkuhlerMatthews": [dict(step=0.02, temperature=0.5)],
     "SGD": [dict(lr=0.05), dict(lr=0.02, momentum=0.9, temperature=0.1)],
     "AdamW": [dict(lr=0.05, weight_decay=0.0)],
 }

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 
 from langevin_sim import Simulation
-from langevin_sim.dynamics import (MALA, REGISTRY as DYNAMICS, SGD, AdamW, OverdampedLangevin,
-                                   Schedule, UnderdampedLangevin)
+from langevin_sim.dynamics import (MALA, REGISTRY as DYNAMICS, SGD, AdamW, Heun,
+                                   LeimkuhlerMatthews, OverdampedLangevin, Schedule,
+                                   UnderdampedLangevin)
 from langevin_sim.errors import BackendUnavailableError
 from langevin_sim.potentials import (REGISTRY as POTENTIALS, DoubleWell, LinearRegression,
                                      ModularArithmeticMLP, MultiWell, Quadratic, ScaleSymmetric,
@@ -61,7 +62,9 @@ def dynamics_cases(pot) -> dict:
     out = {"OverdampedLangevin": OverdampedLangevin(Schedule("linear", 0.02, 0.01, 10), 0.4),
            "SGD": SGD(0.02, 3 if fs else None, momentum=0.5, weight_decay=0.0 if c else 1e-2,
                       temperature=0.05),
-           "AdamW": AdamW(0.01, 3 if fs else None, weight_decay=0.0 if c else 0.01)}
+           "AdamW": AdamW(0.01, 3 if fs else None, weight_decay=0.0 if c else 0.01),
+           "Heun": Heun(Schedule("linear", 0.02, 0.01, 10), 0.4),
+           "LeimkuhlerMatthews": LeimkuhlerMatthews(0.02, Schedule("cosine", 0.5, 0.2, 10))}
     if not c:
         out["UnderdampedLangevin"] = UnderdampedLangevin(0.05, 1.5, Schedule("cosine", 0.5, 0.2, 10))
         out["MALA"] = MALA(0.02, 0.5)
@@ -95,7 +98,7 @@ def test_pair_cases_cover_the_registries():
     covered = {name.split("-")[1] for name in PAIRS}
     assert {"OverdampedLangevin", "UnderdampedLangevin", "SGD", "AdamW", "MALA"} <= covered
     assert set(DYNAMICS) <= covered, set(DYNAMICS) - covered
-    assert len(PAIRS) == 47
+    assert len(PAIRS) == 65
 
 
 def use_cuda_backend():
@@ -420,3 +423,78 @@ if SIM:
         text = out.read_text()
         for w in ("W1", "W2", "W3", "W4", "float32", "float64", "Philox"):
             assert w in text, (w, text)
+
+    # ------------------------------------------------------------ fused DoubleWell kernels
+
+    DW_FUSED = {"overdamped": OverdampedLangevin(Schedule("linear", 0.05, 0.01, 12),
+                                                 Schedule("linear", 0.8, 0.2, 9)),
+                "baoab": UnderdampedLangevin(Schedule("linear", 0.08, 0.02, 12), 1.3,
+                                             Schedule("cosine", 0.9, 0.3, 9), mass=1.5)}
+
+    def no_generic_steps(monkeypatch):
+        """Make the generic per-step path fail: what runs is the fused kernel."""
+        def generic(run, t):
+            raise AssertionError("generic path used for a pair with a fused cuda kernel")
+        monkeypatch.setattr(cuda_backend.DeviceRun, "step", generic)
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("dyn", list(DW_FUSED.values()), ids=list(DW_FUSED))
+    def test_fused_double_well_kernels_equal_reference(dyn, dtype, monkeypatch):
+        """DoubleWell x Overdamped/BAOAB run by the fused kernels (several K-step calls, step
+        and temperature schedules, replicas started far out that diverge, an uneven
+        first_replica split): bit for bit the reference in float64 (float32 to rounding;
+        under the simulator bit for bit as well), the same divergence flags."""
+        from langevin_sim.kernels import double_well as dwk
+
+        no_generic_steps(monkeypatch)
+        M, d = 7, 2
+        init = np.random.default_rng(3).uniform(-1.5, 1.5, (M, d))
+        init[[1, 5], [1, 0]] = [40.0, 25.0]                 # these overflow within a few steps
+        make = lambda: DoubleWell(d=d, barrier=1.2, a=0.9, tilt=0.2)   # noqa: E731
+        kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=1e6)
+        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
+        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        assert cuda_backend.fused_kernel(whole).__module__ == dwk.__name__
+        parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
+                            **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 2), (2, 5))]
+        for K in (3, 1, 6, 4):
+            for s in [ref, whole] + parts:
+                s.advance(K)
+        assert ((ref.diverged_step >= 0).sum() == 2 and (ref.diverged_step[[1, 5]] > 0).all())
+        np.testing.assert_array_equal(whole.diverged_step, ref.diverged_step)
+        np.testing.assert_array_equal(np.concatenate([p.diverged_step for p in parts]),
+                                      ref.diverged_step)
+        for k in ref.state:
+            if dtype == "float64":
+                np.testing.assert_array_equal(whole.state[k], ref.state[k], err_msg=k)
+            else:
+                np.testing.assert_allclose(whole.state[k], ref.state[k], rtol=1e-5, atol=1e-5,
+                                           err_msg=k)
+            np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
+                                          whole.state[k], err_msg=f"partition, {k}")
+
+    def test_fused_double_well_first_passage_and_resume(tmp_path, monkeypatch):
+        """The fused kernels update first-passage observers (bit for bit the reference's
+        arrays), and a run file resumes across backends through them."""
+        no_generic_steps(monkeypatch)
+        fp = FirstPassage(HalfSpace([1.0, 0.0], 0.0, "right"), Ball([-0.8, 0.0], 0.5, "left"))
+        make = lambda: DoubleWell(d=2, a=0.3, barrier=0.2)   # noqa: E731
+        for dyn in DW_FUSED.values():
+            ref, got = backends_agree("cuda", make, dyn, 9, (6, 5), seed=1, first_passage=fp,
+                                      rtol=0, atol=0)
+            for k in ref.state:
+                np.testing.assert_array_equal(got.state[k], ref.state[k], err_msg=k)
+            assert ref.state["fp_crossings"].sum() > 1
+        dyn = DW_FUSED["baoab"]
+        Simulation(make(), dyn, 5, backend="numpy", seed=4).run(
+            10, record_every=5, out=tmp_path / "ref.h5").close()
+        for first, then in (("cuda", "cuda"), ("numpy", "cuda"), ("cuda", "numpy")):
+            path = tmp_path / f"{first}-{then}.h5"
+            Simulation(make(), dyn, 5, backend=first, seed=4).run(5, record_every=5,
+                                                                  out=path).close()
+            resume(path, steps=10, backend=then, progress=False).close()
+            with open_run(path) as a, open_run(tmp_path / "ref.h5") as b:
+                assert a.complete and a.steps_done == 10
+                sa, sb = a.checkpoint()[1], b.checkpoint()[1]
+                for k in sb:
+                    np.testing.assert_array_equal(sa[k], sb[k], err_msg=f"{first} -> {then}: {k}")

@@ -7,7 +7,7 @@ Layout:
                           every family uses (in-kernel normals, divergence freezing, step
                           coefficients, SGD and overdamped row updates, first-passage regions)
     double_well.py        DoubleWell x OverdampedLangevin, UnderdampedLangevin
-    quadratic.py          Quadratic x OverdampedLangevin, UnderdampedLangevin
+    quadratic.py          Quadratic x OverdampedLangevin, UnderdampedLangevin, Heun, LeimkuhlerMatthews
     linear_regression.py  LinearRegression x SGD
     pspin.py              SphericalPSpin x OverdampedLangevin
     toynets.py            TeacherStudentMLP x SGD
