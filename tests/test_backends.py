@@ -33,6 +33,15 @@ def pairs():
                        SGD(0.05, 8, momentum=0.3, weight_decay=1e-3, temperature=1e-3)),
         "linreg-sgd-replacement": (LinearRegression(n=50, d=5, seed=3), SGD(0.05, 7, replacement=True)),
         "linreg-gd": (LinearRegression(n=50, d=5, seed=3), SGD(0.05, None, momentum=0.5)),
+        "linreg-sgd-subset": (LinearRegression(n=50, d=5, seed=3),
+                              SGD(0.05, 7, momentum=0.3, sampling="subset")),
+        "linreg-sgd-label-noise": (LinearRegression(n=50, d=5, seed=3),
+                                   SGD(0.05, 8, label_noise=0.5, temperature=1e-3)),
+        "linreg-gd-label-noise": (LinearRegression(n=50, d=5, seed=3),
+                                  SGD(0.05, None, momentum=0.5, label_noise=0.3)),
+        "linreg-sgd-grad-noise": (LinearRegression(n=50, d=5, seed=3),
+                                  SGD(0.05, 8, momentum=0.5, sampling="iid", grad_noise=0.3,
+                                      temperature=1e-3)),
     }
 
 
@@ -49,7 +58,8 @@ def test_numba_matches_numpy_float64(name):
 
 
 @pytest.mark.parametrize("name", ["dw-overdamped", "dw-baoab", "quadratic-overdamped", "quadratic-baoab",
-                                  "quadratic-heun", "quadratic-lm", "linreg-sgd"])
+                                  "quadratic-heun", "quadratic-lm", "linreg-sgd", "linreg-sgd-subset",
+                                  "linreg-sgd-label-noise", "linreg-sgd-grad-noise"])
 def test_numba_matches_numpy_float32(name):
     pot, dyn = PAIRS[name]
     out = both_backends(pot, dyn, 9, 200, seed=1, dtype="float32")

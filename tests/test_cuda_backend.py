@@ -70,6 +70,10 @@ def dynamics_cases(pot) -> dict:
         out["MALA"] = MALA(0.02, 0.5)
     if fs:
         out["SGD-iid"] = SGD(0.02, 4, replacement=True)
+        out["SGD-subset-gradnoise"] = SGD(0.02, 3, momentum=0.5, sampling="subset",
+                                          grad_noise=0.05)
+    if callable(getattr(pot, "grad_noisy_labels", None)):
+        out["SGD-labelnoise"] = SGD(0.02, 3, label_noise=0.1)
     return out
 
 
@@ -98,7 +102,7 @@ def test_pair_cases_cover_the_registries():
     covered = {name.split("-")[1] for name in PAIRS}
     assert {"OverdampedLangevin", "UnderdampedLangevin", "SGD", "AdamW", "MALA"} <= covered
     assert set(DYNAMICS) <= covered, set(DYNAMICS) - covered
-    assert len(PAIRS) == 65
+    assert len(PAIRS) == 72
 
 
 def use_cuda_backend():

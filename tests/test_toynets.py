@@ -175,6 +175,8 @@ SGD_CASES = {
                        temperature=1e-4),
     "replacement": SGD(0.05, 6, replacement=True),
     "full-batch": SGD(0.05, None, momentum=0.5),
+    "noise-models": SGD(0.05, 6, momentum=0.5, sampling="subset", label_noise=0.1,
+                        grad_noise=0.05),
 }
 
 
@@ -207,6 +209,7 @@ def test_numba_freezes_diverging_replicas_like_numpy():
 STREAM_PAIRS = {
     "ts-sgd-permutation": (TS_SMALL, SGD_CASES["permutation"]),
     "ts-sgd-replacement": (TS_SMALL, SGD_CASES["replacement"]),
+    "ts-sgd-noise-models": (TS_SMALL, SGD_CASES["noise-models"]),
     "mod-adamw-permutation": (ModularArithmeticMLP(p=5, hidden=4, seed=2), AdamW(0.01, 4, weight_decay=0.5)),
     "mod-adamw-replacement": (ModularArithmeticMLP(p=5, hidden=4, embed=2, seed=2),
                               AdamW(0.01, 3, replacement=True)),

@@ -225,7 +225,7 @@ def _batch_sequences(items: tuple, size: int, count: int):
             yield (b,) + tail
 
 
-def _epoch_moments(T, batch_size: int, Q, phase: int):
+def _epoch_moments(T, batch_size: int, Q, phase: int, Qi=None):
     """Stationary law of the engine's epoch reshuffling, by enumeration of the batch orders.
 
     Every ordered sequence of k = n // S disjoint batches is equally likely (a uniform
@@ -233,7 +233,8 @@ def _epoch_moments(T, batch_size: int, Q, phase: int):
     noise with Phi the product of the k batch maps (random, independent of z): the law is
     `_affine_moments(E Phi, E Phi (x) Phi, E N)` with N the noise accumulated over the
     epoch.  At `phase` p > 0 (records p batches into an epoch) the boundary law is pushed
-    through the first p batch maps of a fresh order."""
+    through the first p batch maps of a fresh order.  Qi (n, D-1, D-1): per-sample noise,
+    a batch B adding Q + mean_{i in B} Qi (label noise)."""
     n, D, _ = T.shape
     S, k = int(batch_size), n // int(batch_size)
     count = math.factorial(n) // (math.factorial(S) ** k * math.factorial(n - k * S))
@@ -252,7 +253,7 @@ def _epoch_moments(T, batch_size: int, Q, phase: int):
                 acc["N_p"] += N
             Tb = T[list(b)].mean(axis=0)
             Phi = Tb @ Phi
-            N = Tb[u, u] @ N @ Tb[u, u].T + Q
+            N = Tb[u, u] @ N @ Tb[u, u].T + Q + (0.0 if Qi is None else Qi[list(b)].mean(axis=0))
         acc["Phi"] += Phi
         acc["PP"] += np.kron(Phi, Phi)
         acc["N"] += N
@@ -273,8 +274,14 @@ def _epoch_moments(T, batch_size: int, Q, phase: int):
 
 def sgd_law(potential, lr: float, batch_size: int | None = None, momentum: float = 0.0,
             weight_decay: float = 0.0, temperature: float = 0.0, sampling: str = "iid",
-            phase: int = 0) -> StationaryLaw:
+            phase: int = 0, label_noise: float = 0.0, grad_noise: float = 0.0) -> StationaryLaw:
     """Exact stationary law of SGD (dynamics.sgd.SGD) on a quadratic finite-sum loss.
+
+    Noise models of `SGD` (additive, mean 0 given the batch, so they only add to the noise
+    covariance Q of (x, v), with L = (-lr I; I) the way a buffer kick enters (x, v)):
+    grad_noise s_g adds s_g^2 L L^T; label_noise s_l (LinearRegression only) adds, for a
+    batch B of size S, (s_l / S)^2 L (sum_{i in B} a_i a_i^T) L^T, i.e. s_l^2 / S L H L^T
+    on average (iid and subset; the epoch law keeps it per batch).
 
     With per-sample gradients g_i(x) = P_i x - q_i (LinearRegression: P_i = a_i a_i^T,
     q_i = y_i a_i; Hessian H = mean P_i) the step v' = mu v + g_B(x) + wd x, x' = x - lr v'
@@ -300,12 +307,27 @@ def sgd_law(potential, lr: float, batch_size: int | None = None, momentum: float
     T = _step_maps(P, q, lr, momentum, weight_decay)
     Q = np.zeros((2 * d, 2 * d))
     Q[:d, :d] = 2 * lr * temperature * np.eye(d)
+    L = np.vstack([-lr * np.eye(d), np.eye(d)])
+    Q += grad_noise ** 2 * (L @ L.T)
+    Qi = None
+    if label_noise > 0:
+        from ..potentials import LinearRegression
+
+        if not isinstance(potential, LinearRegression):
+            raise ConfigError(f"label_noise needs per-sample labels (LinearRegression), got "
+                              f"{type(potential).__name__}; use grad_noise for a Quadratic")
+        S_ = n if batch_size is None else int(batch_size)
+        Qi = (label_noise ** 2 / S_) * np.einsum("ab,nbc,dc->nad", L, P, L)
+        if sampling != "epoch":
+            Q += Qi.mean(axis=0)
     what = (f"lr = {lr:g}, S = {batch_size}, momentum = {momentum:g}, weight decay = "
             f"{weight_decay:g}, T = {temperature:g}")
+    if label_noise or grad_noise:
+        what += f", label noise = {label_noise:g}, grad noise = {grad_noise:g}"
     if sampling == "epoch":
         if not 0 <= phase < n // int(batch_size):
             raise ConfigError(f"phase must be in [0, {n // int(batch_size)}), got {phase}")
-        m, S, rho = _epoch_moments(T, batch_size, Q, phase)
+        m, S, rho = _epoch_moments(T, batch_size, Q, phase, Qi)
         name, note = "SGD exact (epoch reshuffling)", (
             f"{what}; the engine's replacement=False, exact at records {phase} batches into "
             "an epoch (enumerated batch orders)")
@@ -318,11 +340,11 @@ def sgd_law(potential, lr: float, batch_size: int | None = None, momentum: float
             name, note = "SGD exact (full batch)", f"{what}; deterministic gradient"
         elif sampling == "iid":
             name, note = "SGD exact (i.i.d. batches)", (
-                f"{what}; exact for replacement=True (batches drawn with replacement)")
+                f"{what}; exact for sampling='iid' (batches drawn with replacement)")
         else:
             name, note = "SGD exact (independent subsets)", (
-                f"{what}; exact for independent random subsets each step -- NOT the engine's "
-                "per-epoch reshuffling (replacement=False)")
+                f"{what}; exact for sampling='subset' (independent random subsets each step) "
+                "-- NOT per-epoch reshuffling (sampling='epoch')")
     return StationaryLaw(name, m[:d], S[:d, :d],
                          f"{note}; mean-square spectral radius {rho:.4f}", momentum_cov=S[d:, d:])
 
@@ -418,7 +440,9 @@ def predicted_laws(source) -> tuple[StationaryLaw, ...]:
 
     Quadratic + OverdampedLangevin: Euler-Maruyama exact, Gibbs.  Quadratic +
     UnderdampedLangevin: BAOAB exact.  Quadratic + full-batch SGD: SGD exact, continuous.
-    LinearRegression + SGD, replacement=True: i.i.d. exact, continuous.  replacement=False:
+    LinearRegression + SGD, sampling="iid": i.i.d. exact, continuous; "subset": subset
+    exact, i.i.d. exact, continuous; with label_noise / grad_noise: the exact law of the
+    sampling only (epoch: when recorded at epoch boundaries).  sampling="epoch":
     the epoch-reshuffling law when it is enumerable and every record falls at an epoch
     boundary (record_every a multiple of n // S), then the independent-subset law (first
     when the epoch law is not available), i.i.d. exact, continuous.  ConfigError for
@@ -448,8 +472,23 @@ def predicted_laws(source) -> tuple[StationaryLaw, ...]:
         kw = dict(batch_size=dyn.batch_size, momentum=dyn.momentum,
                   weight_decay=dyn.weight_decay, temperature=T)
         lr = dyn.lr.start
-        if dyn.replacement or dyn.batch_size is None:
+        if dyn.label_noise or dyn.grad_noise:      # exact law only (no continuous analogue here)
+            nkw = dict(kw, label_noise=dyn.label_noise, grad_noise=dyn.grad_noise)
+            if dyn.batch_size is None or dyn.sampling != "epoch":
+                return (sgd_law(pot, lr, sampling=dyn.sampling if dyn.batch_size else "iid",
+                                **nkw),)
+            laws = [sgd_law(pot, lr, sampling="subset", **nkw)]
+            if record_every is not None and record_every % (pot.n_samples // dyn.batch_size) == 0:
+                try:
+                    laws.insert(0, sgd_law(pot, lr, sampling="epoch", **nkw))
+                except ConfigError:
+                    pass
+            return tuple(laws)
+        if dyn.sampling == "iid" or dyn.batch_size is None:
             return (sgd_law(pot, lr, **kw), sgd_lyapunov_law(pot, lr, **kw))
+        if dyn.sampling == "subset":
+            return (sgd_law(pot, lr, sampling="subset", **kw), sgd_law(pot, lr, **kw),
+                    sgd_lyapunov_law(pot, lr, sampling="subset", **kw))
         laws = [sgd_law(pot, lr, sampling="subset", **kw), sgd_law(pot, lr, **kw),
                 sgd_lyapunov_law(pot, lr, sampling="subset", **kw)]
         per_epoch = pot.n_samples // dyn.batch_size

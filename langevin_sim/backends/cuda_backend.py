@@ -28,7 +28,8 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   and one after the gradient at the new position).  Constrained potentials: the kernel
   writes the tangent-step candidate, the potential's own `project` / `retract` run on the
   device arrays, and `cuda_kernels.commit` tests and freezes;
-- a dynamics without a rule here (MALA; any new Dynamics) runs its own `reference_step` on
+- a dynamics without a rule here (MALA; any new Dynamics; SGD with sampling="subset",
+  label_noise or grad_noise, see `device_rule`) runs its own `reference_step` on
   the device arrays with a device noise source (normals and words from Philox kernels), and
   the freeze in array code.
 
@@ -181,7 +182,7 @@ class DeviceRun:
         if fp is not None:
             kinds, vecs, thr = fp.arrays(sim.potential.d)
             self.regions = (xp.asarray(kinds), xp.asarray(vecs), xp.asarray(thr))
-        self.rule = RULES.get(type(sim.dynamics))
+        self.rule = device_rule(sim.dynamics)
         self.pot = pot if pot is not None else DevicePotential(
             sim.potential, xp, self.state["x"][: min(self.M, 2)], sim.dynamics, self.rule is None)
         self.f32 = self.dtype == np.float32
@@ -371,6 +372,17 @@ RULES = {OverdampedLangevin: overdamped_rule, SGD: sgd_rule, AdamW: adamw_rule,
          UnderdampedLangevin: baoab_rule}
 
 
+def device_rule(dyn):
+    """The rule of `RULES` for `dyn`, or None: its `reference_step` on the device arrays.
+    SGD's rule covers sampling "iid" / "epoch" without noise models; sampling="subset",
+    label_noise and grad_noise run the reference step (Floyd's subsets, label and gradient
+    normals from the device noise source), bit-identical random numbers either way."""
+    if isinstance(dyn, SGD) and (dyn.sampling == "subset" or dyn.label_noise > 0
+                                 or dyn.grad_noise > 0):
+        return None
+    return RULES.get(type(dyn))
+
+
 # ---------------------------------------------------------------- other dynamics
 
 class DeviceNoise:
@@ -434,6 +446,8 @@ class DevicePotential:
         needed = ["grad"]
         if getattr(dynamics, "batch_size", None) is not None:
             needed.append("grad_batch")
+        if getattr(dynamics, "label_noise", 0) > 0:
+            needed.append("grad_noisy_labels")
         if potential.constrained:
             needed += ["project", "retract"]
         if all_methods:
@@ -469,6 +483,11 @@ class DevicePotential:
             return self._host(self.host.grad, x, batch)
         return self.dev.grad(x, batch)
 
+    def grad_noisy_labels(self, x, batch, shift):
+        if "grad_noisy_labels" in self.bridged:
+            return self._host(self.host.grad_noisy_labels, x, batch, shift)
+        return self.dev.grad_noisy_labels(x, batch, shift)
+
     def energy(self, x):
         if "energy" in self.bridged:
             return self._host(self.host.energy, x)
@@ -490,6 +509,9 @@ def probe(dev, name: str, x, xp) -> str:
     device arrays, else why not (one line)."""
     calls = {"grad": lambda: dev.grad(x),
              "grad_batch": lambda: dev.grad(x, xp.asarray(np.zeros((x.shape[0], 1), np.int64))),
+             "grad_noisy_labels": lambda: dev.grad_noisy_labels(
+                 x, xp.asarray(np.zeros((x.shape[0], 1), np.int64)),
+                 xp.asarray(np.zeros((x.shape[0], 1), x.dtype))),
              "energy": lambda: dev.energy(x),
              "project": lambda: dev.project(x, x),
              "retract": lambda: dev.retract(x),

@@ -297,20 +297,32 @@ def overdamped_rows(x, G, off, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, ne
 
 
 @jit
-def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, replacement):
+def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, sampling):
     """Fill idx (B,) with the sample indices of step t for replica `rep`, as
-    `dynamics.sgd.minibatch`: with replacement word n = t*B + b of the MINIBATCH stream
-    mapped by `bounded_index`; without, slice t mod (n // B) of the epoch's permutation
-    (stable argsort of PERMUTE words e*n .. e*n + n - 1).  keys (n,) is scratch; `perm` and
-    `epoch` cache the current permutation; returns the (possibly new) (perm, epoch)."""
+    `dynamics.sgd.minibatch` (sampling: `sgd.SAMPLING_CODES`): "iid" word n = t*B + b of the
+    MINIBATCH stream mapped by `bounded_index`; "subset" Floyd's algorithm on SUBSET words
+    t*B .. t*B + B - 1 (`sgd.floyd_subset`); "epoch" slice t mod (n // B) of the epoch's
+    permutation (stable argsort of PERMUTE words e*n .. e*n + n - 1).  keys (n,) is scratch;
+    `perm` and `epoch` cache the current permutation; returns the (possibly new) (perm, epoch)."""
     if full:
         for b in range(B):
             idx[b] = b
-    elif replacement:
+    elif sampling == 1:
         for b in range(B):
             nn = np.uint64(t * B + b)
             w = rng_cpu.block_words(k0, k1, np.uint64(rng.MINIBATCH), rep, nn // np.uint64(4))
             idx[b] = np.int64(rng_cpu.bounded_index(w[nn % np.uint64(4)], n))
+    elif sampling == 2:
+        for b in range(B):
+            nn = np.uint64(t * B + b)
+            w = rng_cpu.block_words(k0, k1, np.uint64(rng.SUBSET), rep, nn // np.uint64(4))
+            j = n - B + b
+            c = np.int64(rng_cpu.bounded_index(w[nn % np.uint64(4)], j + 1))
+            for q in range(b):
+                if idx[q] == c:
+                    c = j
+                    break
+            idx[b] = c
     else:
         per_epoch = n // B
         e = t // per_epoch
@@ -328,12 +340,32 @@ def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, replaceme
 
 
 @jit
-def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv):
+def label_shifts(shift, t, k0, k1, rep, sigma, buf):
+    """shift (B,) <- sigma eps_b, eps_b the LABEL_NOISE normals of step t at n = t*B + b
+    (`SGD.label_noise`; buf: `noise_buffer(B, x)`); zeros when sigma is 0."""
+    B = shift.shape[0]
+    if sigma > 0:
+        z, off = noise_chunk(k0, k1, rng.LABEL_NOISE, rep, t * B, B, buf)
+        for b in range(B):
+            shift[b] = like(sigma, shift) * z[off + b]
+    else:
+        shift[:] = 0.0
+
+
+@jit
+def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv, gsig=0.0):
     """One SGD update of one replica: x, v, g (d,) position, velocity and mean minibatch
-    gradient; noise sqrt(2 lr T) xi, xi from the NOISE stream at n = t*d + i, when T > 0.
-    nx, nv (d,) and buf (`noise_buffer(d, x)`) are scratch.  Writes x, v and returns True, or
-    returns False with x, v untouched if a new value is non-finite or beyond `bound`."""
+    gradient; g += gsig xi_g (GRAD_NOISE stream at n = t*d + i, `SGD.grad_noise`) when gsig
+    > 0 (g is overwritten); noise sqrt(2 lr T) xi, xi from the NOISE stream at n = t*d + i,
+    when T > 0.  nx, nv (d,) and buf (`noise_buffer(d, x)`) are scratch.  Writes x, v and
+    returns True, or returns False with x, v untouched if a new value is non-finite or
+    beyond `bound`."""
     d = x.shape[0]
+    if gsig > 0:
+        zg, og = noise_chunk(k0, k1, rng.GRAD_NOISE, rep, t * d, d, buf)
+        s = like(gsig, g)
+        for i in range(d):
+            g[i] = g[i] + s * zg[og + i]
     sigma = cpu.noise_scale(lr, T)
     z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, d, buf) if T > 0 else (buf[1, 0], 0)
     good = True
@@ -352,11 +384,12 @@ def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv):
 @jit
 def sgd_scratch(x, n, B):
     """Per-replica scratch of the SGD kernels for n samples, batches of B and d = x.shape[1]
-    parameters: (idx, keys, perm, epoch) for `minibatch_rows`, (g, nx, nv, buf) for `sgd_step`."""
+    parameters: (idx, keys, perm, epoch) for `minibatch_rows`, (g, nx, nv, buf) for `sgd_step`,
+    (shift, lbuf) for `label_shifts`."""
     d = x.shape[1]
     return (np.empty(B, dtype=np.int64), np.empty(n, dtype=np.uint64), np.arange(n), np.int64(-1),
             np.empty(d, dtype=x.dtype), np.empty(d, dtype=x.dtype), np.empty(d, dtype=x.dtype),
-            noise_buffer(d, x))
+            noise_buffer(d, x), np.zeros(B, dtype=x.dtype), noise_buffer(B, x))
 
 
 # ---------------------------------------------------------------- first-passage observers (CPU)

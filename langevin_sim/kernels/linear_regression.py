@@ -1,8 +1,9 @@
 """LinearRegression: its CPU kernel for minibatch SGD.
 
 One prange iteration per replica: the minibatch of each step (`common.minibatch_rows`, the
-reference's indices), the mean minibatch gradient (`linreg_batch_grad`), and the SGD update of
-the shared rules (`common.sgd_step`).  The family has no step function of its own: `STEPS` is
+reference's indices, every `SGD.sampling`), the label shifts of `SGD.label_noise`
+(`common.label_shifts`), the mean minibatch gradient (`linreg_batch_grad`), and the SGD update
+of the shared rules with `SGD.grad_noise` (`common.sgd_step`).  The family has no step function of its own: `STEPS` is
 empty.
 """
 from __future__ import annotations
@@ -14,7 +15,9 @@ from ..backends.jit import jit, pjit
 from ..backends.registry import register
 from ..dynamics import SGD
 from ..potentials.linear_regression import LinearRegression
-from .common import minibatch_rows, sched, schedule_code, sgd_scratch, sgd_step
+from ..dynamics.sgd import SAMPLING_CODES
+from .common import (label_shifts, minibatch_rows, sched, schedule_code, sgd_scratch,
+                     sgd_step)
 
 STEPS = ()
 
@@ -22,15 +25,17 @@ STEPS = ()
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
 @jit
-def linreg_batch_grad(A, y, idx, x, g):
-    """Mean minibatch gradient g (d,) of (a.x - y)^2 / 2 over the rows idx of A (n, d), y (n,)
-    at parameters x (d,) (a function of its own so that its loops vectorize)."""
+def linreg_batch_grad(A, y, idx, x, g, shift):
+    """Mean minibatch gradient g (d,) of (a.x - y - shift_b)^2 / 2 over the rows idx of A
+    (n, d), y (n,) at parameters x (d,), shift (B,) the label shifts of the batch slots
+    (`SGD.label_noise`; zeros without) (a function of its own so that its loops vectorize)."""
     g[:] = 0.0
     for b in range(idx.shape[0]):
         a = A[idx[b]]
         r = -y[idx[b]]
         for i in range(x.shape[0]):
             r += a[i] * x[i]
+        r -= shift[b]
         for i in range(x.shape[0]):
             g[i] += r * a[i]
     for i in range(x.shape[0]):
@@ -39,8 +44,9 @@ def linreg_batch_grad(A, y, idx, x, g):
 
 @pjit
 def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, A, y,
-                          batch, replacement, bound):
-    """Minibatch SGD on LinearRegression (A (n, d), y (n,)); batch = B, 0 for full batch."""
+                          batch, sampling, bound, lsig, gsig):
+    """Minibatch SGD on LinearRegression (A (n, d), y (n,)); batch = B, 0 for full batch;
+    sampling: `sgd.SAMPLING_CODES`; lsig, gsig: label_noise, grad_noise."""
     M = x.shape[0]
     n = A.shape[0]
     B = batch if batch > 0 else n
@@ -48,13 +54,14 @@ def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd
         if dstep[m] >= 0:
             continue
         rep = np.uint64(rep0 + m)
-        idx, keys, perm, epoch, g, nx, nv, buf = sgd_scratch(x, n, B)
+        idx, keys, perm, epoch, g, nx, nv, buf, shift, lbuf = sgd_scratch(x, n, B)
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
-                                         replacement)
-            linreg_batch_grad(A, y, idx, x[m], g)
+                                         sampling)
+            label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
+            linreg_batch_grad(A, y, idx, x[m], g, shift)
             if not sgd_step(x[m], v[m], g, t, k0, k1, rep, sched(ls, t), sched(ts, t), momentum,
-                            wd, bound, buf, nx, nv):
+                            wd, bound, buf, nx, nv, gsig):
                 dstep[m] = t + 1
                 break
 
@@ -66,5 +73,5 @@ def _sgd_linear_regression(sim, t0, K, k0, k1):
     sgd_linear_regression(s["x"], s["v"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
                           schedule_code(dyn.lr), schedule_code(dyn.temperature), float(dyn.momentum),
                           float(dyn.weight_decay), pot.A.astype(dt), pot.y.astype(dt),
-                          int(dyn.batch_size or 0), bool(dyn.replacement),
-                          sim.divergence_bound)
+                          int(dyn.batch_size or 0), SAMPLING_CODES[dyn.sampling],
+                          sim.divergence_bound, float(dyn.label_noise), float(dyn.grad_noise))

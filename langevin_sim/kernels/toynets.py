@@ -22,7 +22,9 @@ from ..backends.registry import register
 from ..dynamics import SGD
 from ..potentials import toynets
 from ..potentials.toynets import TeacherStudentMLP
-from .common import minibatch_rows, sched, schedule_code, sgd_scratch, sgd_step
+from ..dynamics.sgd import SAMPLING_CODES
+from .common import (label_shifts, minibatch_rows, sched, schedule_code, sgd_scratch,
+                     sgd_step)
 
 STEPS = ()
 
@@ -46,9 +48,10 @@ nn = compile_functions(types.SimpleNamespace(**{**vars(toynets), "mm_nt": _mm_nt
 
 @pjit
 def sgd_teacher_student(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, A, y2, batch,
-                        replacement, bound, hidden, kind):
+                        sampling, bound, hidden, kind, lsig, gsig):
     """Minibatch SGD on TeacherStudentMLP: A (n, d_in) inputs, y2 (n, 1) labels, `hidden`
-    units, activation code `kind`; batch = B, 0 for full batch.  Parameter layout as in
+    units, activation code `kind`; batch = B, 0 for full batch; sampling: `sgd.SAMPLING_CODES`;
+    lsig, gsig: `SGD.label_noise` (labels y + lsig eps_b), `SGD.grad_noise`.  Parameter layout as in
     `toynets` (W1, b1, W2 (1, h), b2)."""
     M, d = x.shape
     n, din = A.shape
@@ -67,20 +70,24 @@ def sgd_teacher_student(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, 
         b1 = xm[o1:o2]
         W2 = xm[o2:o3].reshape(1, h)
         b2 = xm[o3:]
-        idx, keys, perm, epoch, g, nx, nv, buf = sgd_scratch(x, n, B)
+        idx, keys, perm, epoch, g, nx, nv, buf, shift, lbuf = sgd_scratch(x, n, B)
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
-                                         replacement)
+                                         sampling)
             Ab = A[idx]
+            yb = y2[idx]
+            if lsig > 0:
+                label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
+                yb = yb + shift.reshape(B, 1)
             Z, H, out = nn.mlp_forward(Ab, W1, b1, W2, b2, kind)
             dW1, db1, dW2, db2, _ = nn.mlp_backward(Ab, Z, H, W2,
-                                                    nn.squared_error_dout(out, y2[idx], B), kind)
+                                                    nn.squared_error_dout(out, yb, B), kind)
             g[:o1] = dW1.ravel()
             g[o1:o2] = db1
             g[o2:o3] = dW2.ravel()
             g[o3:] = db2
             if not sgd_step(xm, vm, g, t, k0, k1, rep, sched(ls, t), sched(ts, t), momentum, wd,
-                            bound, buf, nx, nv):
+                            bound, buf, nx, nv, gsig):
                 dstep[m] = t + 1
                 break
         x[m, :] = xm
@@ -96,4 +103,5 @@ def _sgd_teacher_student(sim, t0, K, k0, k1):
                             schedule_code(dyn.lr), schedule_code(dyn.temperature),
                             float(dyn.momentum), float(dyn.weight_decay), pot.inputs.astype(dt),
                             pot.labels.astype(dt).reshape(-1, 1), int(dyn.batch_size or 0),
-                            bool(dyn.replacement), sim.divergence_bound, pot.hidden, pot.kind)
+                            SAMPLING_CODES[dyn.sampling], sim.divergence_bound, pot.hidden,
+                            pot.kind, float(dyn.label_noise), float(dyn.grad_noise))

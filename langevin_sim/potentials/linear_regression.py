@@ -48,6 +48,13 @@ class LinearRegression(Potential):
         r = np.einsum("mbd,md->mb", Ab, x) - self.y.astype(x.dtype)[batch]
         return np.einsum("mb,mbd->md", r, Ab) / batch.shape[1]
 
+    def grad_noisy_labels(self, x, batch, shift):
+        """Gradient (M, d) of the batch loss with labels y_i + shift: batch (M, B) indices,
+        shift (M, B) one label shift per batch slot (SGD label_noise)."""
+        Ab = self.A.astype(x.dtype)[batch]              # (M, B, d)
+        r = np.einsum("mbd,md->mb", Ab, x) - self.y.astype(x.dtype)[batch] - shift
+        return np.einsum("mb,mbd->md", r, Ab) / batch.shape[1]
+
     @property
     def hessian_matrix(self) -> np.ndarray:
         return self.A.T @ self.A / self.n_samples

@@ -133,6 +133,14 @@ class ScaleSymmetric(Potential):
         xb, yb = xin[batch], y[batch]
         return ((p[:, None] * xb - yb) * xb).mean(axis=1)
 
+    def grad_noisy_labels(self, x, batch, shift):
+        """Gradient (M, d) of the batch loss with labels y_i + shift (batch, shift (M, B)):
+        the residual r - mean_b shift_b x_{i_b} times q (SGD label_noise)."""
+        _, q = layer_products(x)
+        xin, _ = self._data(x)
+        r = self.residual(x, batch) - (shift * xin[batch]).mean(axis=1)
+        return r[:, None] * q + self.l2 * x
+
     def grad(self, x, batch=None):
         if batch is None:
             return scale_symmetric_grad(x, self.sxx, self.sxy, self.l2)

@@ -193,8 +193,9 @@ class _MLPLoss:
         return {}, {}
 
     # -- engine ---------------------------------------------------------------------------
-    def _evaluate(self, x, rows, V=None, grad=True):
-        """Mean loss over `rows` (M,) float64, its gradient (M, d) and Hessian-vector product."""
+    def _evaluate(self, x, rows, V=None, grad=True, label_shift=None):
+        """Mean loss over `rows` (M,) float64, its gradient (M, d) and Hessian-vector product
+        (label_shift (M, B): labels y + label_shift, regression heads only)."""
         P = self.layout.unpack(x)
         PV = self.layout.unpack(V) if V is not None else None
         A, RA = self._inputs(P, rows, x.dtype, PV)
@@ -205,7 +206,8 @@ class _MLPLoss:
             RZ, RH, Rout = mlp_rforward(A, RA, Z, P["W1"], P["W2"], H, PV["W1"],
                                         PV["b1"][:, None, :], PV["W2"], PV["b2"][:, None, :],
                                         self.kind)
-        loss, dout, Rdout = self._head(out, rows, Rout)
+        loss, dout, Rdout = (self._head(out, rows, Rout) if label_shift is None else
+                             self._head(out, rows, Rout, label_shift))
         if not grad:
             return loss, None, None
         dW1, db1, dW2, db2, dZ = mlp_backward(A, Z, H, P["W2"], dout, self.kind)
@@ -368,8 +370,17 @@ class TeacherStudentMLP(_MLPLoss, Potential):
     def _inputs(self, P, rows, dtype, V=None):
         return _gather(self._cast("inputs", dtype), rows), None
 
-    def _head(self, out, rows, Rout):
+    def grad_noisy_labels(self, x, batch, shift):
+        """Gradient (M, d) of the minibatch loss with labels y_i + shift (batch, shift (M, B)):
+        SGD label_noise."""
+        x = self.check_x(x)
+        return self._evaluate(x, self._check_batch(batch, x.shape[0]),
+                              label_shift=shift)[1]
+
+    def _head(self, out, rows, Rout, label_shift=None):
         y = _gather(self._cast("labels", out.dtype), rows)[..., None]
+        if label_shift is not None:
+            y = y + label_shift[..., None]
         B = y.shape[-2]
         r = (out - y)[..., 0]
         loss = 0.5 * np.mean(r.astype(np.float64) ** 2, axis=-1)
