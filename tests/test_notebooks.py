@@ -22,7 +22,7 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "analysis", "notebooks", "*.ipyn
 def test_there_is_a_notebook_per_claim_in_scope():
     names = {os.path.basename(p) for p in NOTEBOOKS}
     assert {"claim1_sgd_samples_boltzmann.ipynb", "claim2_flat_minima_volume.ipynb",
-            "claim4_spin_glass_threshold.ipynb"} <= names, names
+            "claim4_spin_glass_threshold.ipynb", "claim5_grokking_diffusion.ipynb"} <= names, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
