@@ -22,7 +22,8 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "analysis", "notebooks", "*.ipyn
 def test_there_is_a_notebook_per_claim_in_scope():
     names = {os.path.basename(p) for p in NOTEBOOKS}
     assert {"claim1_sgd_samples_boltzmann.ipynb", "claim2_flat_minima_volume.ipynb",
-            "claim4_spin_glass_threshold.ipynb", "claim5_grokking_diffusion.ipynb"} <= names, names
+            "claim3_saddles_and_minima.ipynb", "claim4_spin_glass_threshold.ipynb",
+            "claim5_grokking_diffusion.ipynb", "claim6_overparameterization.ipynb"} <= names, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
@@ -50,7 +51,7 @@ def test_notebook_runs_on_the_quick_runs(path, tmp_path, monkeypatch):
     assert list(tmp_path.glob("*.png")), "the notebook saved no figure"
     with open(os.path.join(ROOT, "docs", "results.md")) as fh:
         results = " ".join(fh.read().replace("\\\n", " ").split())
-    commands = [line for line in text.splitlines() if line.startswith("langevin-sim ")]
+    commands = [line for line in text.splitlines() if line.startswith(("langevin-sim ", "python analysis/"))]
     assert commands, "the notebook printed no command for its real runs"
     for cmd in commands:
         assert " ".join(cmd.split()) in results, f"docs/results.md does not quote: {cmd}"

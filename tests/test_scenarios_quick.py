@@ -94,3 +94,18 @@ def test_a_scenario_without_a_preset_is_told_how_to_add_one(tmp_path):
     bad.write_text(src.replace('QUICK = {"replicas": 256', 'QUICK = {"replicaz": 256'))
     with pytest.raises(ConfigError, match="replicaz=256 in the quick preset"):
         run_scenario(bad, out=tmp_path / "x.h5", quick=True)
+
+
+def test_teacher_student_records_sharpness_every_k_steps(tmp_path):
+    """teacher_student's sharpness_every: the top Hessian eigenvalue at the steps that are a
+    multiple of it (the claim 6 notebook), NaN at the other records."""
+    path = os.path.join(ROOT, "scenarios", "teacher_student.py")
+    out = tmp_path / "ts.h5"
+    run_scenario(path, {"sharpness_every": 250, "replicas": 4, "hidden": 4}, out=out, quick=True,
+                 progress=False).close()
+    with open_run(out) as run:
+        s = np.asarray(run["sharpness"], np.float64)
+        steps = np.rint(run.time / run.time[-1] * run.steps_done).astype(int)
+        measured = np.isfinite(s).all(axis=1)
+        assert (measured == (steps % 250 == 0)).all(), (steps, measured)
+        assert (s[measured] > 0).all()

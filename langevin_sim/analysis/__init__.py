@@ -7,6 +7,7 @@ frozen dataclasses with `.table()` and `.plot(ax)` (docs/analysis.md):
     stationary   1-D marginals against exact Boltzmann densities (quadrature)
     covariance   d-dimensional stationary laws: Gibbs, exact EM / BAOAB / SGD, Lyapunov
     basins       quench, Hessian spectra, Laplace volumes, occupancy vs quadrature
+    critical     critical points from minimizing |grad U|^2, their Hessian indices
     escape       first-passage times, Kaplan-Meier, rates, Arrhenius, Kramers, exact MFPT
     drift        drift and diffusion along a manifold of minima, time to target
     tails        Hill tail index against Kesten's prediction for SGD
@@ -15,9 +16,11 @@ frozen dataclasses with `.table()` and `.plot(ax)` (docs/analysis.md):
 
 Imports neither numba nor cupy: run files are plain NumPy for readers.
 """
-from . import basins, covariance, diagnostics, drift, escape, scan, spinglass, stationary, tails
+from . import (basins, covariance, critical, diagnostics, drift, escape, scan, spinglass,
+               stationary, tails)
 from .basins import find_basins, quench, run_occupancy
 from .covariance import compare_covariance, predicted_laws, sample_moments
+from .critical import critical_points
 from .diagnostics import burn_in, diagnose, ess
 from .drift import compare_runs, fit_drift, run_drift
 from .escape import analyze_run, escape_rate, escape_summary, kaplan_meier, mfpt_1d
@@ -26,10 +29,10 @@ from .spinglass import landmarks, run_aging, run_hessian_index, run_relaxation
 from .stationary import MarginalFit, fit_marginal, run_marginal_fit
 from .tails import hill, kesten_alpha, run_tail_index
 
-__all__ = ["basins", "covariance", "diagnostics", "drift", "escape", "scan", "spinglass",
+__all__ = ["basins", "covariance", "critical", "diagnostics", "drift", "escape", "scan", "spinglass",
            "stationary", "tails",
            "find_basins", "quench", "run_occupancy",
-           "compare_covariance", "predicted_laws", "sample_moments",
+           "compare_covariance", "predicted_laws", "sample_moments", "critical_points",
            "burn_in", "diagnose", "ess",
            "compare_runs", "fit_drift", "run_drift",
            "analyze_run", "escape_rate", "escape_summary", "kaplan_meier", "mfpt_1d",
