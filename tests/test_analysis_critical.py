@@ -2,32 +2,22 @@
 import numpy as np
 
 from langevin_sim.analysis.critical import critical_points, semicircle_index_fraction
-from langevin_sim.potentials import SphericalPSpin
-from langevin_sim.potentials.base import Potential
+from langevin_sim.potentials import DoubleWell, SphericalPSpin
 
 
-class _DoubleWell2D(Potential):
-    """U = (x^2 - 1)^2 + y^2: minima (+-1, 0) at U = 0, a saddle (0, 0) of index 1 at U = 1."""
-    d = 2
-
-    def energy(self, x):
-        return (x[:, 0] ** 2 - 1) ** 2 + x[:, 1] ** 2
-
-    def grad(self, x, batch=None):
-        return np.stack([4 * x[:, 0] * (x[:, 0] ** 2 - 1), 2 * x[:, 1]], axis=1)
-
-    def hvp(self, x, v):
-        return np.stack([(12 * x[:, 0] ** 2 - 4) * v[:, 0], 2 * v[:, 1]], axis=1)
-
-
-def test_double_well_minima_and_saddle():
-    starts = np.random.default_rng(0).uniform(-1.5, 1.5, (60, 2))
-    cp = critical_points(_DoubleWell2D(), starts, tol=1e-8, max_iter=500)
-    order = np.argsort(cp.x[:, 0])
-    assert np.allclose(cp.x[order], [[-1, 0], [0, 0], [1, 0]], atol=1e-6), cp.x
-    assert list(cp.index[order]) == [0, 1, 0]
-    assert np.allclose(cp.energy[order], [0, 1, 0], atol=1e-10)
-    assert cp.dim == 2 and cp.found == cp.hits.sum() and abs(cp.fraction_minima - 2 / 3) < 1e-12
+def test_double_well_minima_saddles_and_maximum():
+    """Separable DoubleWell in d = 2, U = sum_i (x_i^2 - 1)^2: critical points at x_i in
+    {-1, 0, 1}; the index and the energy both count the coordinates at 0 (4 minima, 4 index-1
+    saddles, one maximum of index 2)."""
+    starts = np.random.default_rng(0).uniform(-1.5, 1.5, (120, 2))
+    cp = critical_points(DoubleWell(d=2), starts, tol=1e-8, max_iter=500)
+    assert np.allclose(cp.x, np.round(cp.x), atol=1e-6), cp.x
+    zeros = np.sum(np.abs(cp.x) < 0.5, axis=1)
+    assert np.array_equal(cp.index, zeros) and np.allclose(cp.energy, zeros, atol=1e-10)
+    assert {0, 1} <= set(cp.index.tolist())
+    assert len({tuple(p) for p in np.round(cp.x)}) == cp.x.shape[0]       # merged
+    assert cp.dim == 2 and cp.found == cp.hits.sum()
+    assert abs(cp.fraction_minima - np.mean(cp.index == 0)) < 1e-12
 
 
 def test_p2_sphere_eigenvectors_have_index_equal_to_rank():
