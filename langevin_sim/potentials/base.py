@@ -73,7 +73,7 @@ class Potential:
         return 0.5 * (H + H.transpose(0, 2, 1))
 
     def check_x(self, x) -> np.ndarray:
-        x = np.asarray(x)
+        x = array_module(x).asarray(x)
         if x.ndim != 2 or x.shape[1] != self.d:
             raise ConfigError(
                 f"positions must have shape (M, {self.d}) for {type(self).__name__}, got {x.shape}")

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import rng
 from ..errors import ConfigError
-from .base import Potential
+from .base import Potential, array_module
 
 # E[H(s) H(s')] = VARIANCE[convention] * N * q^p with q = s.s'/N.
 VARIANCE = {"crisanti-sommers": 0.5, "abc": 1.0}
@@ -30,7 +30,7 @@ def tensor_rows(P, x, k):
 def pspin_grad(x, gmat, p):
     """Gradient rows (B, N) of H at x (B, N): x^{(x)(p-1)} @ gmat, with gmat = -p J
     reshaped to (N**(p-1), N) (one GEMM for all rows)."""
-    return np.dot(tensor_rows(np.ones((x.shape[0], 1), x.dtype), x, p - 1), gmat)
+    return np.dot(tensor_rows(np.ones_like(x[:, :1]), x, p - 1), gmat)
 
 
 def sphere_project(x, v):
@@ -153,7 +153,8 @@ class SphericalPSpin(Potential):
         """-p J_eff reshaped to (N**(p-1), N) in `dtype` (C-contiguous; cached)."""
         dtype = np.dtype(dtype)
         if dtype not in self._gmat:
-            self._gmat[dtype] = np.ascontiguousarray(self._gmat[np.dtype(np.float64)], dtype=dtype)
+            src = self._gmat[np.dtype(np.float64)]
+            self._gmat[dtype] = array_module(src).ascontiguousarray(src, dtype=dtype)
         return self._gmat[dtype]
 
     @property

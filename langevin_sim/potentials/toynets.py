@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import rng
 from ..errors import ConfigError
-from .base import Potential
+from .base import Potential, array_module
 
 ACTIVATIONS = {"tanh": 0, "relu": 1, "quadratic": 2}
 CHUNK_ELEMENTS = 1 << 22  # full-data passes handle replicas in chunks of <= this many activations
@@ -256,13 +256,14 @@ class _MLPLoss:
     def hvp(self, x, v, batch=None):
         """Exact Hessian-vector products (M, d) of the full (or minibatch) training loss."""
         x = self.check_x(x)
-        v = np.broadcast_to(np.asarray(v, dtype=x.dtype), x.shape)
+        xp = array_module(x)
+        v = xp.broadcast_to(xp.asarray(v, dtype=x.dtype), x.shape)
         if batch is None:
             return self._full(x, v)[2]
         return self._evaluate(x, self._check_batch(batch, x.shape[0]), v)[2]
 
     def _check_batch(self, batch, M: int) -> np.ndarray:
-        batch = np.asarray(batch)
+        batch = array_module(batch).asarray(batch)
         if batch.ndim != 2 or batch.shape[0] != M or batch.dtype.kind not in "iu":
             raise ConfigError(f"batch must be an integer array of shape ({M}, B), got "
                               f"{batch.dtype} {batch.shape}")
