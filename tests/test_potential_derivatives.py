@@ -34,6 +34,9 @@ SMALL = {
     "Valley": dict(d=3, profile="cos", k0=1.5, alpha=0.8, omega=2.0, weights=[1.0, 2.0]),
     "MultiWell": dict(centers=[[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]], spectra=[[1, 2, 3], [4, 5, 6]],
                       depths=[0.0, 0.2], softness=0.3, seed=2),
+    "ShiftedMultiWell": dict(centers=[[0.0, 0.0], [1.5, 0.5]], spectra=[[1, 2], [4, 3]],
+                             shifts=[[0.1, -0.2], [-0.3, 0.1], [0.2, 0.1]], depths=[0.0, 0.1],
+                             softness=0.3, seed=1),
 }
 
 

@@ -12,6 +12,6 @@ from .pspin import SphericalPSpin  # noqa: E402
 
 __all__ += ["SphericalPSpin"]
 from .manifolds import ScaleSymmetric, Valley  # noqa: E402
-from .multiwell import MultiWell  # noqa: E402
+from .multiwell import MultiWell, ShiftedMultiWell  # noqa: E402
 
-__all__ += ["ScaleSymmetric", "Valley", "MultiWell"]
+__all__ += ["ScaleSymmetric", "Valley", "MultiWell", "ShiftedMultiWell"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
+from .. import rng
 from ..errors import ConfigError
 from .base import Potential, array_module
 from .quadratic import random_rotation
@@ -168,3 +169,87 @@ class MultiWell(Potential):
         replica's INIT stream, so splitting replicas over Simulations changes nothing."""
         j = np.minimum((self.n_wells * ndtr(z[:, 0])).astype(np.int64), self.n_wells - 1)
         return self.centers[j] + 0.1 * z
+
+
+def random_shifts(n: int, d: int, scale: float, seed: int) -> np.ndarray:
+    """(n, d) per-sample shifts scale * z_i, centred (mean 0 exactly), z from the DATA stream
+    of `seed`: their covariance is scale^2 I up to sampling error (length units)."""
+    if int(n) < 1 or not scale >= 0:
+        raise ConfigError(f"need n >= 1 samples and a scale >= 0, got n={n}, scale={scale}")
+    z = rng.standard_normal(int(seed), rng.DATA, (int(n) * int(d),)).reshape(int(n), int(d))
+    return float(scale) * (z - z.mean(axis=0))
+
+
+class ShiftedMultiWell(MultiWell):
+    """A finite-sum MultiWell: sample i sees the landscape shifted by xi_i,
+
+        l_i(x) = MW(x - xi_i),   U(x) = (1/n) sum_i l_i(x),
+
+    MW the `MultiWell` of the same arguments and `shifts` xi (n, d).  The full loss is MW
+    smoothed by the shifts; with centred shifts (mean 0) and far from the other wells it is
+    q_j(x) + tr(H_j Cov(xi)) / 2, the same well raised by its smoothing, and the per-sample
+    gradients there are g_i = H_j (x - c_j - xi_i): minibatch noise of covariance
+    H_j Cov(xi) H_j, aligned with the well's Hessian (sharper wells are noisier).
+    `smoothing` gives the raise per well, so `depths` can be chosen to equalize the full
+    loss's minima.  The minibatch gradient of a batch (M, B) of sample indices is the mean
+    of its samples' gradients.  `basin` labels by the unshifted wells.  Units as MultiWell;
+    x: (M, d).
+    """
+
+    def __init__(self, centers, shifts, hessians=None, spectra=None, depths=None,
+                 softness: float = 0.05, seed: int = 0):
+        super().__init__(centers, hessians=hessians, spectra=spectra, depths=depths,
+                         softness=softness, seed=seed)
+        xi = np.asarray(shifts, dtype=np.float64)
+        if xi.ndim != 2 or xi.shape[1] != self.d or xi.shape[0] < 1 or not np.all(np.isfinite(xi)):
+            raise ConfigError(f"shifts must be a finite (n, {self.d}) array with n >= 1, got "
+                              f"shape {xi.shape}")
+        self.shifts, self.n_samples = np.ascontiguousarray(xi), xi.shape[0]
+
+    def arrays(self):
+        return {**super().arrays(), "shifts": self.shifts}
+
+    @property
+    def shift_covariance(self) -> np.ndarray:
+        """(d, d) Cov(xi) = (1/n) sum_i (xi_i - mean)(xi_i - mean)^T (length^2)."""
+        y = self.shifts - self.shifts.mean(axis=0)
+        return y.T @ y / self.n_samples
+
+    def smoothing(self) -> np.ndarray:
+        """(K,) tr(H_j Cov(xi)) / 2: how much the shifts raise well j of the full loss (energy)."""
+        return 0.5 * np.einsum("kij,ji->k", self.hessians, self.shift_covariance)
+
+    def _shifted(self, x, batch):
+        """(M, S, d) copies x - xi_i for the samples i of `batch` (M, S) (all samples if None)."""
+        xp = array_module(x)
+        xi = xp.asarray(self.shifts, dtype=x.dtype)
+        xi = xi[None] if batch is None else xi[xp.asarray(batch)]
+        return x[:, None, :] - xi
+
+    def _mean(self, x, batch, which: int):
+        y = self._shifted(x, batch)
+        M, S, d = y.shape
+        out = multiwell_fields(y.reshape(M * S, d), *self.coefficients(array_module(x), x.dtype))
+        return out[which].reshape((M, S) + out[which].shape[1:]).mean(axis=1)
+
+    def energy(self, x):
+        return self._mean(x, None, 0)
+
+    def grad(self, x, batch=None):
+        return self._mean(x, batch, 1)
+
+    def hessian(self, x):
+        y = self._shifted(x, None)
+        M, S, d = y.shape
+        return super().hessian(y.reshape(M * S, d)).reshape(M, S, d, d).mean(axis=1)
+
+    def hvp(self, x, v):
+        y = self._shifted(x, None)
+        M, S, d = y.shape
+        vv = array_module(x).broadcast_to(v[:, None, :], y.shape).reshape(M * S, d)
+        return super().hvp(y.reshape(M * S, d), vv).reshape(M, S, d).mean(axis=1)
+
+    def log_laplace_weights(self, temperature: float) -> np.ndarray:
+        """(K,) Laplace log-weights of the full loss: depths raised by `smoothing`."""
+        logdet = np.linalg.slogdet(self.hessians)[1]
+        return -(self.depths + self.smoothing()) / temperature - 0.5 * logdet
