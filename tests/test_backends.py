@@ -158,9 +158,13 @@ def fallback_warnings(run) -> list[str]:
 
 
 def test_numba_fallback_warns_once_per_pair_and_runs_the_reference(monkeypatch):
-    """A pair without a fused kernel (MALA on DoubleWell) warns once per process, naming the
-    pair, however many Simulations and calls follow, and gives the reference's bits."""
+    """A pair without a fused kernel (MALA on DoubleWell, its kernel removed here: every
+    valid pair has one) warns once per process, naming the pair, however many Simulations and
+    calls follow, and gives the reference's bits."""
+    from langevin_sim.backends import registry
+
     monkeypatch.setattr(numba_backend, "_warned", set())
+    monkeypatch.delitem(registry.KERNELS, (DoubleWell, MALA, "numba"))
     pot, dyn = DoubleWell(d=2, tilt=0.1), MALA(0.05, 0.5)
     assert not numba_backend.has_kernel(pot, dyn)
     sim = Simulation(pot, dyn, 7, backend="numba", seed=2)
@@ -200,7 +204,7 @@ def test_registry_holds_every_fused_pair_once_and_refuses_unknown_backends():
         assert (pot, dyn) in numba_pairs, (pot, dyn)
     assert registry.kernel_for(DoubleWell(), OverdampedLangevin(), "numba").first_passage
     assert not registry.kernel_for(Quadratic(spectrum=[1.0]), OverdampedLangevin(), "numba").first_passage
-    assert registry.kernel_for(DoubleWell(), MALA(), "numba") is None
+    assert registry.kernel_for(DoubleWell(), MALA(), "cuda") is None   # the device's generic path
     with pytest.raises(ValueError, match="unknown backend"):
         registry.register(DoubleWell, MALA, "gpu")
     with pytest.raises(ValueError, match="two numba kernels for DoubleWell x OverdampedLangevin"):

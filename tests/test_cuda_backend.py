@@ -31,7 +31,7 @@ from langevin_sim.dynamics import (MALA, REGISTRY as DYNAMICS, SGD, AdamW, Heun,
 from langevin_sim.errors import BackendUnavailableError
 from langevin_sim.potentials import (REGISTRY as POTENTIALS, DoubleWell, LinearRegression,
                                      ModularArithmeticMLP, MultiWell, Quadratic, ScaleSymmetric,
-                                     SphericalPSpin, TeacherStudentMLP, Valley)
+                                     ShiftedMultiWell, SphericalPSpin, TeacherStudentMLP, Valley)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0")
@@ -52,6 +52,9 @@ POTENTIAL_CASES = {
                              omega=2 / 1.5),
     "MultiWell": lambda: MultiWell(centers=[[-1, 0, 0], [1, 0.5, 0]],
                                    spectra=[[1, 2, 3], [2, 2, 4]], softness=0.2),
+    "ShiftedMultiWell": lambda: ShiftedMultiWell(centers=[[-1, 0], [1, 0.5]],
+                                                 shifts=[[0.1, 0.2], [-0.2, 0.1], [0.1, -0.3], [0.0, 0.1], [-0.1, 0.0]],
+                                                 spectra=[[1, 2], [2, 4]], softness=0.2),
 }
 
 
@@ -97,7 +100,7 @@ def test_pair_cases_cover_the_registries():
     covered = {name.split("-")[1] for name in PAIRS}
     assert {"OverdampedLangevin", "UnderdampedLangevin", "SGD", "AdamW", "MALA"} <= covered
     assert set(DYNAMICS) <= covered, set(DYNAMICS) - covered
-    assert len(PAIRS) == 72
+    assert len(PAIRS) == 81
 
 
 def use_cuda_backend():

@@ -216,6 +216,54 @@ def test_numba_matches_numpy_float32(name):
     np.testing.assert_allclose(out["numba"], out["numpy"], rtol=0, atol=2e-4)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("p,N", [(2, 7), (3, 9), (4, 6)])
+def test_packed_gradient_equals_the_full_tensor_contraction(p, N, dtype):
+    """The kernel's gradient: one GEMM over the C(N+p-2, p-1) multisets of p-1 indices, each
+    weighted by its number of orderings, equals x^{(x)(p-1)} @ (-p J_eff) (planted included)
+    to the dtype's rounding."""
+    from langevin_sim.kernels import pspin as kp
+
+    pot = SphericalPSpin(N, p, seed=p, planted=0.7)
+    x = sphere_points(N, 5, p).astype(dtype)
+    CT, runs, starts, offsets = kp.packed_gradient(pot, dtype)
+    assert CT.shape == (N, math.comb(N + p - 2, p - 1)) and CT.dtype == np.dtype(dtype)
+    XT = np.ascontiguousarray(x.T)
+    YT = np.full((CT.shape[1], 5), np.nan, dtype)
+    kp.packed_columns(XT, runs, starts, offsets, np.empty(5, dtype), YT)
+    g = (CT @ YT).T
+    ref = pot.grad(x.astype(np.float64))
+    tol = 1e-13 if dtype == "float64" else 2e-6
+    np.testing.assert_allclose(g, ref, rtol=0, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name", ["p2", "p3-planted", "p4"])
+def test_numba_partition_and_chunking_invariance(name):
+    """Several GEMM blocks (M = 150 on the thread pool), split over first_replica and advanced
+    in uneven calls: the bits of one call over all replicas."""
+    pot, dyn = PARITY[name]
+    whole = Simulation(pot, dyn, 150, backend="numba", seed=7)
+    whole.advance(60)
+    parts = [Simulation(pot, dyn, n, backend="numba", seed=7, first_replica=r0)
+             for r0, n in ((0, 41), (41, 109))]
+    for part in parts:
+        for k in (1, 37, 22):
+            part.advance(k)
+    np.testing.assert_array_equal(np.concatenate([s.state["x"] for s in parts]), whole.state["x"])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numba_freezes_like_numpy(dtype):
+    """With a bound below the largest coordinate on the sphere, replicas cross it at different
+    steps: the kernel flags the same steps as the reference and keeps the frozen states."""
+    pot, dyn = SphericalPSpin(6, 3, seed=2), OverdampedLangevin(0.05, 1.0)
+    out = both_backends(pot, dyn, 40, 200, seed=4, divergence_bound=1.9, dtype=dtype)
+    (dn, xn), (db, xb) = ((out[b].diverged_step, out[b].state["x"]) for b in ("numpy", "numba"))
+    assert (dn >= 0).sum() > 10 and len(set(dn[dn >= 0])) > 5
+    np.testing.assert_array_equal(db, dn)
+    np.testing.assert_allclose(xb, xn, rtol=0, atol=1e-12 if dtype == "float64" else 1e-5)
+
+
 def test_constraint_holds_after_1e5_steps_numba():
     N = 16
     pot = SphericalPSpin(N, 3, seed=13)

@@ -296,7 +296,8 @@ def test_grokking_delay():
     from langevin_sim.scenario import load_scenario, resolve_params
 
     mod = load_scenario("scenarios/grokking.py")
-    p = resolve_params(mod.Params, sets={"replicas": 3, "steps": 3000, "record_every": 50})
+    p = resolve_params(mod.Params, sets={"replicas": 3, "steps": 3000, "record_every": 50,
+                                         "backend": "numpy"})
     with threadpool_limits(1, user_api="blas"):
         sim = mod.build(p)
         run = sim.run(p.steps, p.record_every, record_positions=False, progress=False)

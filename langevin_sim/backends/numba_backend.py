@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from .. import kernels  # noqa: F401  (imports every family module: fills the registry)
 from .. import rng
+from ..kernels import drivers
+from ..warmup import compile_notice
 from . import registry
 from .numpy_backend import reference_advance
 
@@ -37,9 +41,19 @@ class NumbaBackend:
                        "first-passage observers; running the NumPy reference (correct, slower)")
         else:
             k0, k1 = rng.key_of(sim.seed)
-            kernel.fn(sim, t0, K, k0, k1)
+            with compile_notice(f"{pot} x {dyn} ({sim.dtype.name})"):   # the first run's wait
+                kernel.fn(sim, t0, K, k0, k1)
             return
         reference_advance(sim, t0, K)
+
+    def record_energy(self, potential, x) -> np.ndarray:
+        """U (M,) float64 of positions x (M, d) for a record: the family's compiled energy
+        (`kernels.drivers.energy_kernel`, float32 rows widened block by block), or the
+        potential's on a float64 copy where the family has none."""
+        fn = drivers.energy_kernel(potential)
+        if fn is None:
+            return np.asarray(potential.energy(np.asarray(x, np.float64)), np.float64)
+        return fn(x)
 
 
 def _warn_once(key: tuple, message: str) -> None:

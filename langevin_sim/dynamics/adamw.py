@@ -7,21 +7,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from ..rng import sqrt
 from .base import Dynamics, NoiseSource
 from .schedules import Schedule, as_schedule
 from .sgd import batch_gradient, check_batch_size, check_constrained_weight_decay, check_finite_sum
 
 
 def adamw_update(x, m, s, g, lr, beta1, beta2, eps, weight_decay, c1, c2):
-    """One AdamW step (PyTorch's `AdamW`): returns (x, m, s).
+    """One AdamW step (PyTorch's `AdamW`) on arrays or scalars: returns (x, m, s).
 
     m <- beta1 m + (1 - beta1) g;  s <- beta2 s + (1 - beta2) g^2;
     x <- x - lr (weight_decay x + (m / c1) / (sqrt(s / c2) + eps)),
     with bias corrections c1 = 1 - beta1^(t+1), c2 = 1 - beta2^(t+1) at 0-based step t.
+    A step rule: the fused kernels compile it (`kernels.toynets.STEPS`, `sqrt` the target's).
     """
     m = beta1 * m + (1 - beta1) * g
     s = beta2 * s + (1 - beta2) * g * g
-    return x - lr * (weight_decay * x + (m / c1) / (np.sqrt(s / c2) + eps)), m, s
+    return x - lr * (weight_decay * x + (m / c1) / (sqrt(s / c2) + eps)), m, s
 
 
 @dataclass(frozen=True)

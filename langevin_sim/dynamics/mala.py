@@ -8,8 +8,33 @@ import numpy as np
 from .. import rng
 from ..errors import ConfigError
 from .base import Dynamics
-from .langevin import noise_scale
+from .langevin import noise_scale, overdamped_update
 from .schedules import Schedule, as_schedule
+
+
+# Scalar step rules (arrays or scalars): the reference step below and the fused kernels
+# (`kernels.drivers`, via `kernels.common.STEPS`) use them.
+
+def proposal_residual2(to, frm, g_frm, eta):
+    """(to - frm + eta g_frm)^2: one coordinate's term of -4 eta T ln q(to | frm)."""
+    r = to - frm + eta * g_frm
+    return r * r
+
+
+def mala_log_alpha(uy, u, bwd, fwd, eta, temperature):
+    """ln of the acceptance ratio -(U(y) - U(x))/T - (|bwd|^2 - |fwd|^2) / (4 eta T), with
+    fwd, bwd the sums of `proposal_residual2` of the forward and backward moves."""
+    return -(uy - u) / temperature - (bwd - fwd) / (4 * eta * temperature)
+
+
+def accept_uniform(word):
+    """Uniform in (0, 1) from one 32-bit ACCEPT word: (w + 1/2) 2^-32."""
+    return (word + 0.5) * rng.TWO_NEG32
+
+
+def mala_accept(uni, log_alpha):
+    """The Metropolis test ln(uni) < ln alpha."""
+    return np.log(uni) < log_alpha
 
 
 @dataclass(frozen=True)
@@ -44,13 +69,13 @@ class MALA(Dynamics):
     def reference_step(self, potential, state, t, noise):
         x, u, g = state["x"], state["u"], state["g"]
         eta, T = self.step(t), self.temperature(t)
-        y = x - eta * g + noise_scale(eta, T) * noise.normals(t, x.shape[1], dtype=x.dtype)
+        y = overdamped_update(x, g, eta, noise_scale(eta, T),
+                              noise.normals(t, x.shape[1], dtype=x.dtype))
         uy, gy = potential.energy(y), potential.grad(y)
-        fwd = np.sum((y - x + eta * g) ** 2, axis=1)
-        bwd = np.sum((x - y + eta * gy) ** 2, axis=1)
-        log_alpha = -(uy - u) / T - (bwd - fwd) / (4 * eta * T)
-        uni = (noise.words(rng.ACCEPT, t, 1)[:, 0] + 0.5) * rng.TWO_NEG32
-        acc = np.log(uni) < log_alpha
+        fwd = np.sum(proposal_residual2(y, x, g, eta), axis=1)
+        bwd = np.sum(proposal_residual2(x, y, gy, eta), axis=1)
+        log_alpha = mala_log_alpha(uy, u, bwd, fwd, eta, T)
+        acc = mala_accept(accept_uniform(noise.words(rng.ACCEPT, t, 1)[:, 0]), log_alpha)
         a = acc[:, None]
         return {"x": np.where(a, y, x), "u": np.where(acc, uy, u), "g": np.where(a, gy, g),
                 "accepted": state["accepted"] + acc}

@@ -8,10 +8,13 @@ Layout:
                           coefficients, SGD and overdamped row updates, first-passage regions)
     double_well.py        DoubleWell x OverdampedLangevin, UnderdampedLangevin
     quadratic.py          Quadratic x OverdampedLangevin, UnderdampedLangevin, Heun, LeimkuhlerMatthews
-    linear_regression.py  LinearRegression x SGD
+    linear_regression.py  LinearRegression: hooks only (every dynamics by the generic drivers)
     pspin.py              SphericalPSpin x OverdampedLangevin
-    toynets.py            TeacherStudentMLP x SGD
+    toynets.py            TeacherStudentMLP, ModularArithmeticMLP x SGD, AdamW
     manifolds.py          ScaleSymmetric, Valley, MultiWell x OverdampedLangevin (one driver)
+    drivers.py            every other pair: one generic driver per dynamics, compiled per family
+                          from the family's block hooks (`drivers.Hooks`, at the end of each
+                          family module)
 
 A family module holds, in this order: its step functions (plain Python, scalar, named in
 `STEPS`; every target compiles them with `common.compile_steps`, the shared rules included),
@@ -32,6 +35,7 @@ A new family is a new module here, added to the import line below.  Test the pai
 reference as tests/test_backends.py does (add it to its `PAIRS`), and its step functions
 under the CUDA simulator as tests/test_cudasim.py does.
 """
-from . import double_well, linear_regression, manifolds, pspin, quadratic, toynets
+from . import double_well, drivers, linear_regression, manifolds, pspin, quadratic, toynets
 
 FAMILIES = (double_well, quadratic, linear_regression, pspin, toynets, manifolds)
+drivers.register_generic()   # after every family: its dedicated kernels stay

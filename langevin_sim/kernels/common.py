@@ -36,10 +36,14 @@ from .. import first_passage as fpass
 from .. import rng
 from ..backends.jit import CPU_PRIMITIVES, compile_functions, ijit, jit
 from ..backends.numpy_backend import within_bound
-from ..dynamics.langevin import (baoab_coeffs, baoab_first, baoab_last, noise_scale,
+from ..dynamics.adamw import adamw_update
+from ..dynamics.heun import heun_update
+from ..dynamics.langevin import (baoab_coeffs, baoab_first, baoab_last, lm_update, noise_scale,
                                  overdamped_update)
+from ..dynamics.mala import accept_uniform, mala_accept, mala_log_alpha, proposal_residual2
 from ..dynamics.schedules import schedule_value
 from ..dynamics.sgd import sgd_update
+from ..rng import sqrt
 
 
 # ---------------------------------------------------------------- step rules, every target
@@ -53,7 +57,10 @@ def overdamped_lane(x, g, z, eta, sigma, zero):
 _SHARED = dict(within_bound=within_bound, schedule_value=schedule_value, noise_scale=noise_scale,
                overdamped_update=overdamped_update, overdamped_lane=overdamped_lane,
                baoab_coeffs=baoab_coeffs, baoab_first=baoab_first, baoab_last=baoab_last,
-               sgd_update=sgd_update)
+               sgd_update=sgd_update, heun_update=heun_update, lm_update=lm_update,
+               sqrt=sqrt, adamw_update=adamw_update, proposal_residual2=proposal_residual2,
+               mala_log_alpha=mala_log_alpha, accept_uniform=accept_uniform,
+               mala_accept=mala_accept)
 STEPS = tuple(_SHARED)   # the step rules every family shares
 
 
@@ -297,13 +304,52 @@ def overdamped_rows(x, G, off, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, ne
 
 
 @jit
+def epoch_words(keys, k0, k1, rep, n0):
+    """keys[i] = PERMUTE word n0 + i of replica rep (i < len(keys)), one Philox call per block
+    of four words."""
+    n = keys.shape[0]
+    for q in range(n0 // 4, (n0 + n - 1) // 4 + 1):
+        w = rng_cpu.block_words(k0, k1, np.uint64(rng.PERMUTE), rep, np.uint64(q))
+        for k in range(4):
+            i = 4 * q + k - n0
+            if 0 <= i < n:
+                keys[i] = w[k]
+
+
+@jit
+def stable_argsort32(keys, perm):
+    """np.argsort(keys, kind="mergesort") for keys < 2^32 (n,) into perm (n,) int64 (returned):
+    an LSD radix sort, four passes of 8 bits (stable, so ties keep index order)."""
+    n = keys.shape[0]
+    tmp = np.empty(n, np.int64)
+    count = np.empty(257, np.int64)
+    for i in range(n):
+        perm[i] = i
+    src, dst = perm, tmp
+    for shift in range(0, 32, 8):
+        count[:] = 0
+        for i in range(n):
+            count[((keys[i] >> np.uint64(shift)) & np.uint64(255)) + 1] += 1
+        for c in range(1, 257):
+            count[c] += count[c - 1]
+        for i in range(n):
+            j = src[i]
+            c = (keys[j] >> np.uint64(shift)) & np.uint64(255)
+            dst[count[c]] = j
+            count[c] += 1
+        src, dst = dst, src
+    return src
+
+
+@jit
 def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, sampling):
     """Fill idx (B,) with the sample indices of step t for replica `rep`, as
     `dynamics.sgd.minibatch` (sampling: `sgd.SAMPLING_CODES`): "iid" word n = t*B + b of the
     MINIBATCH stream mapped by `bounded_index`; "subset" Floyd's algorithm on SUBSET words
     t*B .. t*B + B - 1 (`sgd.floyd_subset`); "epoch" slice t mod (n // B) of the epoch's
-    permutation (stable argsort of PERMUTE words e*n .. e*n + n - 1).  keys (n,) is scratch;
-    `perm` and `epoch` cache the current permutation; returns the (possibly new) (perm, epoch)."""
+    permutation (stable argsort of PERMUTE words e*n .. e*n + n - 1, `stable_argsort32`).
+    keys (n,) is scratch; `perm` (n,) int64 and `epoch` cache the current permutation
+    (rewritten in place); returns (perm, epoch)."""
     if full:
         for b in range(B):
             idx[b] = b
@@ -328,11 +374,8 @@ def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, sampling)
         e = t // per_epoch
         if e != epoch:
             epoch = e
-            for i in range(n):
-                nn = np.uint64(e * n + i)
-                w = rng_cpu.block_words(k0, k1, np.uint64(rng.PERMUTE), rep, nn // np.uint64(4))
-                keys[i] = w[nn % np.uint64(4)]
-            perm = np.argsort(keys, kind="mergesort")
+            epoch_words(keys, k0, k1, rep, e * n)
+            perm = stable_argsort32(keys, perm)
         j = t - e * per_epoch
         for b in range(B):
             idx[b] = perm[j * B + b]
@@ -357,7 +400,8 @@ def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv, g
     """One SGD update of one replica: x, v, g (d,) position, velocity and mean minibatch
     gradient; g += gsig xi_g (GRAD_NOISE stream at n = t*d + i, `SGD.grad_noise`) when gsig
     > 0 (g is overwritten); noise sqrt(2 lr T) xi, xi from the NOISE stream at n = t*d + i,
-    when T > 0.  nx, nv (d,) and buf (`noise_buffer(d, x)`) are scratch.  Writes x, v and
+    when T > 0; scalars in x's dtype (as NumPy's with Python floats).  nx, nv (d,) and buf
+    (`noise_buffer(d, x)`) are scratch.  Writes x, v and
     returns True, or returns False with x, v untouched if a new value is non-finite or
     beyond `bound`."""
     d = x.shape[0]
@@ -366,12 +410,13 @@ def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv, g
         s = like(gsig, g)
         for i in range(d):
             g[i] = g[i] + s * zg[og + i]
-    sigma = cpu.noise_scale(lr, T)
+    sigma = like(cpu.noise_scale(lr, T), x)
     z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, d, buf) if T > 0 else (buf[1, 0], 0)
+    lr_, mu, wd_, zero = like(lr, x), like(momentum, x), like(wd, x), like(0.0, x)
     good = True
     for i in range(d):
-        xi = z[off + i] if T > 0 else 0.0
-        xv, vv = cpu.sgd_update(x[i], v[i], g[i], lr, momentum, wd, sigma, xi)
+        xi = z[off + i] if T > 0 else zero
+        xv, vv = cpu.sgd_update(x[i], v[i], g[i], lr_, mu, wd_, sigma, xi)
         nx[i] = xv
         nv[i] = vv
         good = good & cpu.within_bound(xv, bound) & cpu.within_bound(vv, bound)

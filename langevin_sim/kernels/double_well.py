@@ -19,15 +19,17 @@ import sys
 import numpy as np
 from numba import prange
 
-from ..backends.jit import jit, pjit
+from ..backends.jit import compile_functions, jit, pjit
 from ..backends.registry import register
 from ..dynamics import OverdampedLangevin, UnderdampedLangevin
 from ..first_passage import STATE_KEYS as FP_KEYS
+from ..potentials import double_well as potentials_double_well
 from ..potentials.double_well import DoubleWell, dw_grad
 from .common import (BAOAB, CHUNK, OVERDAMPED, TILE, TILE_CALL_STEPS, baoab_first, baoab_last,
                      compile_steps, fill_noise_tile, fill_noise_tile_d1, freeze_tile,
                      langevin_step_table, like, no_regions, noise_buffer, overdamped_lane,
                      region_changes, region_flags, region_scratch, schedule_code)
+from .drivers import Hooks, family
 
 
 # ---------------------------------------------------------------- step functions, every target
@@ -384,3 +386,31 @@ def _overdamped_double_well_cuda(run, sim, t0, K):
 @register(DoubleWell, UnderdampedLangevin, "cuda", first_passage=True)
 def _baoab_double_well_cuda(run, sim, t0, K):
     _double_well_cuda(run, sim, t0, K, BAOAB)
+
+
+# ---------------------------------------------------------------- generic drivers' hooks (CPU)
+# Heun, Leimkuhler-Matthews, MALA and full-batch SGD / AdamW run `kernels.drivers` on these.
+
+dw_fields = compile_functions(potentials_double_well, ["dw_energy", "dw_grad"])
+
+
+@jit
+def dw_grad_block(xb, args):
+    """grad U (B, d) in xb's dtype; args: `dw_args`."""
+    return dw_fields.dw_grad(xb, args[0], args[1], args[2], args[3])
+
+
+@jit
+def dw_energy_block(xb, args):
+    """U (B,) float64 (summed in float64)."""
+    u = dw_fields.dw_energy(xb, args[4], args[5], args[6], args[3])
+    return u.astype(np.float64).sum(axis=1)
+
+
+def dw_args(pot: DoubleWell, dtype) -> tuple:
+    """(center, a^2, 4 barrier / a^4, tilt, center, a, barrier) in `dtype`."""
+    c, a2, k, tilt = pot.grad_coeffs
+    return tuple(np.dtype(dtype).type(v) for v in (c, a2, k, tilt, pot.center, pot.a, pot.barrier))
+
+
+family(DoubleWell, Hooks(dw_grad_block, dw_energy_block, dw_args))

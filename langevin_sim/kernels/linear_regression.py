@@ -1,28 +1,23 @@
-"""LinearRegression: its CPU kernel for minibatch SGD.
+"""LinearRegression: its hooks for the generic CPU drivers (`kernels.drivers`).
 
-One prange iteration per replica: the minibatch of each step (`common.minibatch_rows`, the
-reference's indices, every `SGD.sampling`), the label shifts of `SGD.label_noise`
-(`common.label_shifts`), the mean minibatch gradient (`linreg_batch_grad`), and the SGD update
-of the shared rules with `SGD.grad_noise` (`common.sgd_step`).  The family has no step function of its own: `STEPS` is
-empty.
+The full-batch gradient and energy of a block of replicas are the reference's products
+(`linreg_grad_block`, `linreg_energy_block`); minibatch SGD and AdamW (every `SGD.sampling`,
+label and gradient noise) run the generic per-replica drivers on `linreg_batch_grad`, the
+mean minibatch gradient with label shifts.  The family has no step function of its own:
+`STEPS` is empty.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from ..backends.jit import jit, pjit
-from ..backends.registry import register
-from ..dynamics import SGD
+from ..backends.jit import jit
 from ..potentials.linear_regression import LinearRegression
-from ..dynamics.sgd import SAMPLING_CODES
-from .common import (label_shifts, minibatch_rows, sched, schedule_code, sgd_scratch,
-                     sgd_step)
+from .drivers import Hooks, family
 
 STEPS = ()
 
 
-# ---------------------------------------------------------------- CPU kernels (backend "numba")
+# ---------------------------------------------------------------- hooks (CPU)
 
 @jit
 def linreg_batch_grad(A, y, idx, x, g, shift):
@@ -42,36 +37,26 @@ def linreg_batch_grad(A, y, idx, x, g, shift):
         g[i] /= idx.shape[0]
 
 
-@pjit
-def sgd_linear_regression(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, A, y,
-                          batch, sampling, bound, lsig, gsig):
-    """Minibatch SGD on LinearRegression (A (n, d), y (n,)); batch = B, 0 for full batch;
-    sampling: `sgd.SAMPLING_CODES`; lsig, gsig: label_noise, grad_noise."""
-    M = x.shape[0]
-    n = A.shape[0]
-    B = batch if batch > 0 else n
-    for m in prange(M):
-        if dstep[m] >= 0:
-            continue
-        rep = np.uint64(rep0 + m)
-        idx, keys, perm, epoch, g, nx, nv, buf, shift, lbuf = sgd_scratch(x, n, B)
-        for t in range(t0, t0 + K):
-            perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
-                                         sampling)
-            label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
-            linreg_batch_grad(A, y, idx, x[m], g, shift)
-            if not sgd_step(x[m], v[m], g, t, k0, k1, rep, sched(ls, t), sched(ts, t), momentum,
-                            wd, bound, buf, nx, nv, gsig):
-                dstep[m] = t + 1
-                break
+@jit
+def linreg_grad_block(xb, args):
+    """Full-batch gradient (x A^T - y) A / n (B, d) in xb's dtype; args: (A, y, n) in it."""
+    return ((xb @ args[0].T - args[1]) @ args[0]) / args[2]
 
 
-@register(LinearRegression, SGD, "numba")
-def _sgd_linear_regression(sim, t0, K, k0, k1):
-    dyn, pot, s = sim.dynamics, sim.potential, sim.state
-    dt = s["x"].dtype
-    sgd_linear_regression(s["x"], s["v"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                          schedule_code(dyn.lr), schedule_code(dyn.temperature), float(dyn.momentum),
-                          float(dyn.weight_decay), pot.A.astype(dt), pot.y.astype(dt),
-                          int(dyn.batch_size or 0), SAMPLING_CODES[dyn.sampling],
-                          sim.divergence_bound, float(dyn.label_noise), float(dyn.grad_noise))
+@jit
+def linreg_energy_block(xb, args):
+    """L = mean_i (a_i.x - y_i)^2 / 2 (B,), the squares summed in float64."""
+    r = (xb @ args[0].T - args[1]).astype(np.float64)
+    return 0.5 * (r * r).sum(axis=1) / args[2]
+
+
+@jit
+def linreg_batch_grad_hook(x, idx, shift, args, g):
+    """`linreg_batch_grad` with the generic drivers' argument order."""
+    linreg_batch_grad(args[0], args[1], idx, x, g, shift)
+
+
+family(LinearRegression, Hooks(linreg_grad_block, linreg_energy_block,
+                               lambda pot, dtype: (pot.A.astype(dtype), pot.y.astype(dtype),
+                                                   np.dtype(dtype).type(pot.n_samples)),
+                               batch_grad=linreg_batch_grad_hook, blas=True))

@@ -26,8 +26,9 @@ from ..backends.registry import register
 from ..dynamics import OverdampedLangevin
 from ..potentials import manifolds, multiwell
 from ..potentials.manifolds import ScaleSymmetric, Valley
-from ..potentials.multiwell import MultiWell
+from ..potentials.multiwell import MultiWell, ShiftedMultiWell
 from .common import compile_steps, like, noise_buffer, overdamped_rows, sched, schedule_code
+from .drivers import Hooks, family
 
 STEPS = ()
 
@@ -107,3 +108,113 @@ def _overdamped(sim, t0, K, k0, k1):
         overdamped_blocks(sim.state["x"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
                           schedule_code(dyn.step), schedule_code(dyn.temperature),
                           *pack(sim.potential), sim.divergence_bound, BLOCK)
+
+
+# ---------------------------------------------------------------- generic drivers' hooks (CPU)
+# The other dynamics run `kernels.drivers` on these; ScaleSymmetric in the state's dtype as
+# the reference, Valley and MultiWell in float64 (as `overdamped_blocks`), cast back.
+
+scale = compile_functions(manifolds, ["layer_products", "scale_symmetric_energy",
+                                      "scale_symmetric_batch_grad"])
+
+
+@jit
+def scale_symmetric_grad_block(xb, args):
+    """Full-batch gradient (B, k) in xb's dtype; args: (sxx, sxy, l2, inputs, targets)."""
+    return blocks.scale_symmetric_grad(xb, args[0], args[1], args[2])
+
+
+@jit
+def scale_symmetric_energy_block(xb, args):
+    """U (B,) float64."""
+    return scale.scale_symmetric_energy(xb, args[3], args[4], args[2]).astype(np.float64)
+
+
+@jit
+def scale_symmetric_batch_grad_hook(x, idx, shift, args, g):
+    """g (k,) <- the minibatch gradient of replica x (k,) over samples idx (S,) with label
+    shifts shift (S,)."""
+    S = idx.shape[0]
+    g[:] = scale.scale_symmetric_batch_grad(x.reshape(1, -1), args[3][idx].reshape(1, S),
+                                            args[4][idx].reshape(1, S), shift.reshape(1, S),
+                                            args[2])[0]
+
+
+def scale_symmetric_args(pot: ScaleSymmetric, dtype) -> tuple:
+    t = np.dtype(dtype).type
+    return (t(pot.sxx), t(pot.sxy), t(pot.l2), pot.inputs.astype(dtype), pot.targets.astype(dtype))
+
+
+@jit
+def valley_grad_block(xb, args):
+    """grad U (B, d) computed in float64, in xb's dtype; args: `Valley.coefficients()`."""
+    return blocks.valley_fields(xb.astype(np.float64), *args)[1].astype(xb.dtype)
+
+
+@jit
+def valley_energy_block(xb, args):
+    """U (B,) float64."""
+    return blocks.valley_fields(xb.astype(np.float64), *args)[0]
+
+
+@jit
+def multiwell_grad_block(xb, args):
+    """grad U (B, d) computed in float64, in xb's dtype; args: `MultiWell.coefficients()`."""
+    return wells.multiwell_fields(xb.astype(np.float64), *args)[1].astype(xb.dtype)
+
+
+@jit
+def multiwell_energy_block(xb, args):
+    """U (B,) float64."""
+    return wells.multiwell_fields(xb.astype(np.float64), *args)[0]
+
+
+@jit
+def shifted_energy_block(xb, args):
+    """ShiftedMultiWell's U (B,) float64: the mean over samples i of MultiWell's energy at
+    xb - xi_i; args: `MultiWell.coefficients()` + (shifts (n, d),)."""
+    c, H, E, tau, xi = args
+    x64 = xb.astype(np.float64)
+    acc = np.zeros(xb.shape[0])
+    for i in range(xi.shape[0]):
+        acc += wells.multiwell_fields(x64 - xi[i], c, H, E, tau)[0]
+    return acc / xi.shape[0]
+
+
+@jit
+def shifted_grad_block(xb, args):
+    """ShiftedMultiWell's full gradient (B, d) computed in float64, in xb's dtype."""
+    c, H, E, tau, xi = args
+    x64 = xb.astype(np.float64)
+    acc = np.zeros(x64.shape)
+    for i in range(xi.shape[0]):
+        acc += wells.multiwell_fields(x64 - xi[i], c, H, E, tau)[1]
+    return (acc / xi.shape[0]).astype(xb.dtype)
+
+
+@jit
+def shifted_batch_grad(x, idx, shift, args, g):
+    """g (d,) <- the minibatch gradient of replica x (d,): the mean over samples idx (S,) of
+    MultiWell's gradient at x - xi_i (no labels: `shift` is unused)."""
+    c, H, E, tau, xi = args
+    S, d = idx.shape[0], x.shape[0]
+    y = np.empty((S, d))
+    for b in range(S):
+        for j in range(d):
+            y[b, j] = x[j] - xi[idx[b], j]
+    G = wells.multiwell_fields(y, c, H, E, tau)[1]
+    for j in range(d):
+        acc = 0.0
+        for b in range(S):
+            acc += G[b, j]
+        g[j] = acc / S
+
+
+family(ScaleSymmetric, Hooks(scale_symmetric_grad_block, scale_symmetric_energy_block,
+                             scale_symmetric_args, batch_grad=scale_symmetric_batch_grad_hook))
+family(Valley, Hooks(valley_grad_block, valley_energy_block, lambda pot, dtype: pot.coefficients()))
+family(MultiWell, Hooks(multiwell_grad_block, multiwell_energy_block,
+                        lambda pot, dtype: pot.coefficients(), blas=True))
+family(ShiftedMultiWell, Hooks(shifted_grad_block, shifted_energy_block,
+                               lambda pot, dtype: (*pot.coefficients(), pot.shifts),
+                               batch_grad=shifted_batch_grad, blas=True))

@@ -2,19 +2,27 @@
 
 One call runs K steps.  Replicas are split into blocks, run in parallel by a thread pool
 calling the serial, GIL-free `pspin_block_steps` (a prange wrapper would add ~5-15 s of
-compilation per dtype for nothing: each block is one BLAS call per step).  Per step
-and block the gradient is one BLAS GEMM x^{(x)(p-1)} (B, N**(p-1)) @ (-p J) (N**(p-1), N),
-then the same functions as the reference (`pspin.sphere_project`, `pspin.sphere_retract`,
-row functions compiled by `compile_functions`, and the shared rules of `common.STEPS`) give
-x <- retract(x + P(-eta grad H + sqrt(2 eta T) xi)).  Noise xi comes from the in-kernel
-Philox at the reference's stream positions n = step * N + lane, purpose NOISE.  BLAS runs
-single-threaded inside the parallel region.  The family has no scalar step function of its
-own: `STEPS` is empty (the sphere's projection and retraction are row functions of
-`potentials.pspin`, with a sum over the row).
+compilation per dtype for nothing: each block is one BLAS call per step).  The gradient uses
+the symmetry of J: the (p-1)! / prod(count!) orderings of a multiset i1 <= .. <= i_{p-1} give
+equal terms of g_m = sum (-p J)_{i1..i_{p-1} m} x_i1 .. x_i{p-1}, so per step and block it is
+one BLAS GEMM CT (N, P) @ YT (P, B) with P = C(N+p-2, p-1) packed products (one per
+multiset, `packed_columns`) and CT the multiplicity-weighted rows of -p J_eff
+(`packed_gradient`): N(N+1)/2 instead of N**2 for p = 3 (half the flops and coupling
+traffic), ~N**3/6 instead of N**3 for p = 4, the same for p = 2.  Replicas are the GEMM's
+columns, padded to a multiple of `GEMM_COLUMNS` so that the bits do not depend on the
+split.  Then per replica `sphere_row_step`, the reference's step
+x <- retract(x + P(0 - eta grad H + sqrt(2 eta T) xi)) row by row in x's dtype (the shared
+rules of `common.STEPS` inside; `pspin.sphere_project`, `pspin.sphere_retract` in the
+reference), with noise xi from the in-kernel Philox at the reference's stream positions
+n = step * N + lane, purpose NOISE.  BLAS runs single-threaded inside the parallel region.
+The family has no scalar step function of its own: `STEPS` is empty.
 """
 from __future__ import annotations
 
+import itertools
+import math
 import sys
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -29,55 +37,153 @@ from ..backends.registry import register
 from ..dynamics import OverdampedLangevin
 from ..potentials import pspin
 from ..potentials.pspin import SphericalPSpin
-from .common import chunk_buffer, compile_steps, noise_chunk, sched, schedule_code
+from .common import chunk_buffer, compile_steps, like, noise_chunk, sched, schedule_code
 
 STEPS = ()
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
 cpu = compile_steps(sys.modules[__name__])
-rows = compile_functions(pspin, ["tensor_rows", "pspin_grad", "sphere_project", "sphere_retract"])
 
 PSPIN_BLOCK = 64                # most replicas per GEMM block
-PSPIN_BLOCK_ENTRIES = 1 << 21   # cap on B * N**(p-1), the outer-product rows of one block
+PSPIN_BLOCK_ENTRIES = 1 << 21   # cap on B * C(N+p-2, p-1), the packed products of one block
+GEMM_COLUMNS = 16               # GEMM columns (replicas) padded to a multiple of this: OpenBLAS
+# then computes every column with the same instructions wherever it sits, so a replica's bits
+# do not depend on the block split (first_replica, thread count); other widths differ (~1e-16)
 _POOLS: dict[int, ThreadPoolExecutor] = {}   # worker count -> pool
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # potential -> {dtype: tables}
+
+
+def multisets(N: int, k: int) -> np.ndarray:
+    """The multisets of k indices < N as sorted rows (C(N+k-1, k), k) int64, in lexicographic
+    order: for k >= 1 the last index runs fastest, from the one before it to N - 1."""
+    return np.array(list(itertools.combinations_with_replacement(range(N), k)),
+                    dtype=np.int64).reshape(-1, k)
 
 
 def block_size(M: int, N: int, p: int) -> int:
-    """Replicas per block: all threads busy, <= PSPIN_BLOCK, outer products <= 16 MiB (f64)."""
+    """Replicas per block: all threads busy, <= PSPIN_BLOCK, packed products <= 16 MiB (f64),
+    a multiple of GEMM_COLUMNS (the padding is computed anyway)."""
     per_thread = -(-M // numba.get_num_threads())
-    return max(1, min(PSPIN_BLOCK, per_thread, PSPIN_BLOCK_ENTRIES // N ** (p - 1)))
+    B = min(PSPIN_BLOCK, per_thread, PSPIN_BLOCK_ENTRIES // math.comb(N + p - 2, p - 1))
+    return max(GEMM_COLUMNS, -(-B // GEMM_COLUMNS) * GEMM_COLUMNS)
+
+
+def packed_gradient(pot: SphericalPSpin, dtype) -> tuple:
+    """(CT, runs, starts, offsets) of `pspin_block_steps` for pot in `dtype` (cached).
+
+    CT (N, P), P = C(N+p-2, p-1): column q = (number of orderings of multiset q) * the row of
+    -p J_eff (reshaped (N**(p-1), N)) at that tuple, so that the gradient columns are
+    CT @ YT with YT (P, B) the packed products (`packed_columns`).  The rows of YT come in
+    runs: run s has the prefix runs[s] (p-2 indices) and covers rows offsets[s] ..
+    offsets[s+1]-1, its prefix's product times x_k for k = starts[s] .. N-1 (p = 2: one
+    run, no prefix)."""
+    dtype = np.dtype(dtype)
+    cache = _PACKED.setdefault(pot, {})
+    if dtype not in cache:
+        N, p = pot.N, pot.p
+        idx = multisets(N, p - 1)
+        run = np.ones(idx.shape, dtype=np.int64)      # prod over positions = prod of count!
+        for u in range(1, p - 1):
+            run[:, u] = np.where(idx[:, u] == idx[:, u - 1], run[:, u - 1] + 1, 1)
+        mult = math.factorial(p - 1) / np.prod(run, axis=1)
+        flat = np.ravel_multi_index(tuple(idx.T), (N,) * (p - 1))
+        CT = np.ascontiguousarray((pot.gradient_matrix(np.float64)[flat] * mult[:, None]).T,
+                                  dtype=dtype)
+        if p == 2:
+            runs, starts, offsets = np.zeros((1, 0), np.int64), np.zeros(1, np.int64), \
+                np.array([0, N], np.int64)
+        else:
+            heads = np.flatnonzero(idx[:, p - 2] == idx[:, p - 3])  # k == last prefix index
+            runs, starts = idx[heads, :p - 2], idx[heads, p - 3]
+            offsets = np.append(heads, len(idx)).astype(np.int64)
+        cache[dtype] = (CT, np.ascontiguousarray(runs), starts, offsets)
+    return cache[dtype]
 
 
 @jit
-def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, gmat, p, bound):
-    """K overdamped Langevin steps of replicas lo..hi-1 (one GEMM per step for the block)."""
+def packed_columns(XT, runs, starts, offsets, A, YT):
+    """YT (P, B) <- the packed products of the columns of XT (N, B) (replica r in column r):
+    row offsets[s] + k - starts[s] is (1 * XT[runs[s, 0]] * .. * XT[runs[s, -1]]) * XT[k],
+    the factors multiplied in the order of `pspin.tensor_rows`; A (B,) is scratch."""
+    N, B = XT.shape
+    for s in range(starts.shape[0]):
+        for r in range(B):
+            A[r] = 1.0
+        for u in range(runs.shape[1]):
+            xu = XT[runs[s, u]]
+            for r in range(B):
+                A[r] = A[r] * xu[r]
+        k0, o = starts[s], offsets[s]
+        for k in range(N - k0):
+            xk, yk = XT[k0 + k], YT[o + k]
+            for r in range(B):
+                yk[r] = A[r] * xk[r]
+
+
+@jit
+def sphere_row_step(x, g, z, eta, sigma, bound, new):
+    """One projected step of one replica (x, g, z, new: (N,) rows of x's dtype): the
+    reference's retract(x + project(x, 0 - eta g + sigma z)) (`pspin.sphere_project`,
+    `pspin.sphere_retract`; the row sums in order) into new.  Returns whether every new
+    value is finite and within bound."""
+    N = x.shape[0]
+    n, zero = like(N, x), like(0.0, x)
+    dot = zero
+    for i in range(N):
+        d = cpu.overdamped_update(zero, g[i], eta, sigma, z[i])
+        new[i] = d
+        dot += d * x[i]
+    c = dot / n
+    norm = zero
+    for i in range(N):
+        y = x[i] + (new[i] - c * x[i])
+        new[i] = y
+        norm += y * y
+    scale = np.sqrt(norm / n)
+    good = True
+    for i in range(N):
+        v = new[i] / scale
+        new[i] = v
+        good = good & cpu.within_bound(v, bound)
+    return good
+
+
+@jit
+def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, starts, offsets,
+                      bound):
+    """K overdamped Langevin steps of replicas lo..hi-1 (one packed GEMM per step for the
+    block, then `sphere_row_step` per live replica; arithmetic in x's dtype)."""
     N = x.shape[1]
-    xi = np.zeros((hi - lo, N), dtype=x.dtype)
-    c = np.zeros(3, dtype=x.dtype)  # (0, eta, sigma) in the state dtype
+    B = hi - lo
+    BP = -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
+    XT = np.zeros((N, BP), dtype=x.dtype)          # columns B .. BP-1 stay 0
+    YT = np.empty((CT.shape[1], BP), dtype=x.dtype)
+    GT = np.empty((N, BP), dtype=x.dtype)
+    G = np.empty((B, N), dtype=x.dtype)
+    A = np.empty(BP, dtype=x.dtype)
+    new = np.empty(N, dtype=x.dtype)
     buf, _ = chunk_buffer(N, x)
     for t in range(t0, t0 + K):
-        eta = sched(es, t)
-        c[1] = eta
-        c[2] = cpu.noise_scale(eta, sched(ts, t))
-        for r in range(hi - lo):
-            if dstep[lo + r] >= 0:
-                continue
-            z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + lo + r), t * N, N, buf)
+        e = sched(es, t)
+        eta = like(e, x)
+        sigma = like(cpu.noise_scale(e, sched(ts, t)), x)
+        for r in range(B):
             for i in range(N):
-                xi[r, i] = z[off + i]
-        xb = x[lo:hi]
-        dx = cpu.overdamped_update(c[0], rows.pspin_grad(xb, gmat, p), c[1], c[2], xi)
-        new = rows.sphere_retract(xb + rows.sphere_project(xb, dx))
-        for r in range(hi - lo):
+                XT[i, r] = x[lo + r, i]
+        packed_columns(XT, runs, starts, offsets, A, YT)
+        np.dot(CT, YT, GT)
+        for r in range(B):
+            for i in range(N):
+                G[r, i] = GT[i, r]
+        for r in range(B):
             m = lo + r
             if dstep[m] >= 0:
                 continue
-            good = True
-            for i in range(N):
-                good = good & cpu.within_bound(new[r, i], bound)
-            if good:
-                x[m, :] = new[r, :]
+            z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * N, N, buf)
+            if sphere_row_step(x[m], G[r], z[off:off + N], eta, sigma, bound, new):
+                for i in range(N):      # loops, not slice assignments: each of those kinds
+                    x[m, i] = new[i]    # adds seconds of compilation
             else:
                 dstep[m] = t + 1
 
@@ -98,11 +204,49 @@ def _overdamped_pspin(sim, t0, K, k0, k1):
     M, N = x.shape
     B = block_size(M, N, pot.p)
     args = (t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
-            schedule_code(dyn.temperature), pot.gradient_matrix(x.dtype), pot.p,
-            sim.divergence_bound)
+            schedule_code(dyn.temperature), *packed_gradient(pot, x.dtype), sim.divergence_bound)
 
     def block(lo):
         pspin_block_steps(x, sim.diverged_step, lo, min(M, lo + B), *args)
 
     with threadpool_limits(1, user_api="blas"):
         list(_pool().map(block, range(0, M, B)))
+
+
+# ---------------------------------------------------------------- generic drivers' hooks (CPU)
+# Section owned by the generic drivers (`kernels.drivers`): Heun, Leimkuhler-Matthews and
+# full-batch SGD / AdamW run them on these block functions of `potentials.pspin`.
+from .drivers import Hooks, family  # noqa: E402
+
+hook_rows = compile_functions(pspin, ["tensor_rows", "pspin_grad", "sphere_project",
+                                      "sphere_retract"])
+
+
+@jit
+def pspin_grad_block(xb, args):
+    """Ambient gradient (B, N) in xb's dtype: one GEMM; args: (gmat, p)."""
+    return hook_rows.pspin_grad(xb, args[0], args[1])
+
+
+@jit
+def pspin_energy_block(xb, args):
+    """H (B,) = x . grad H / p, summed in float64 (Euler's identity, as `energy`)."""
+    g = hook_rows.pspin_grad(xb, args[0], args[1])
+    return (xb.astype(np.float64) * g.astype(np.float64)).sum(axis=1) / args[1]
+
+
+@jit
+def pspin_project_block(xb, vb):
+    """Tangent projection of the rows vb at xb."""
+    return hook_rows.sphere_project(xb, vb)
+
+
+@jit
+def pspin_retract_block(xb):
+    """Rows rescaled onto |x|^2 = N."""
+    return hook_rows.sphere_retract(xb)
+
+
+family(SphericalPSpin, Hooks(pspin_grad_block, pspin_energy_block,
+                             lambda pot, dtype: (pot.gradient_matrix(dtype), pot.p),
+                             pspin_project_block, pspin_retract_block, blas=True))

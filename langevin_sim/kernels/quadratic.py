@@ -26,6 +26,7 @@ from ..potentials.quadratic import Quadratic
 from .common import (BAOAB, TILE_CALL_STEPS, compile_steps, finite_row, gemm_block,
                      langevin_step_table, like, noise_buffer, noise_chunk, overdamped_rows, sched,
                      schedule_code)
+from .drivers import Hooks, family
 
 
 
@@ -255,3 +256,24 @@ def _dense_overdamped(kernel):
 
 register(Quadratic, Heun, "numba")(_dense_overdamped(heun_quadratic))
 register(Quadratic, LeimkuhlerMatthews, "numba")(_dense_overdamped(lm_quadratic))
+
+
+# ---------------------------------------------------------------- generic drivers' hooks (CPU)
+# MALA and full-batch SGD / AdamW run `kernels.drivers` on these (the reference's formulas).
+
+@jit
+def quadratic_grad_block(xb, args):
+    """grad U = (x - c) H (B, d) in xb's dtype; args: (H, c) in xb's dtype."""
+    return (xb - args[1]) @ args[0]
+
+
+@jit
+def quadratic_energy_block(xb, args):
+    """U = (x - c) H (x - c) / 2 (B,), the products summed in float64."""
+    y = xb - args[1]
+    return 0.5 * (y.astype(np.float64) * (y @ args[0]).astype(np.float64)).sum(axis=1)
+
+
+family(Quadratic, Hooks(quadratic_grad_block, quadratic_energy_block,
+                        lambda pot, dtype: (pot.H.astype(dtype), pot.center.astype(dtype)),
+                        blas=True))

@@ -1,107 +1,554 @@
-"""TeacherStudentMLP: its CPU kernel for minibatch SGD.
+"""TeacherStudentMLP and ModularArithmeticMLP: one CPU kernel for minibatch SGD and AdamW.
 
-The forward/backward passes are the potential's own functions (`mlp_forward`,
-`mlp_backward`, `squared_error_dout`, activations of `potentials.toynets`), compiled here for
-one replica's 2-D arrays; only the two transposed matrix products are given 2-D Numba forms
-(`a @ b.T`, `a.T @ b`, which Numba hands to BLAS).  Each replica has its own weights, so there
-is no product shared across replicas: a prange thread owns replicas, keeps each one's
-parameters in a private buffer for all K steps, and calls BLAS (one thread, see PERF_NOTES) on
-its (B, .) minibatch matrices; the update is the shared `common.sgd_step`.  The family has no
-scalar step function of its own: `STEPS` is empty.
+The kernel follows the reference step by step (`SGD.reference_step`, `AdamW.reference_step`,
+the nets' `_evaluate`): the minibatch of each step (`common.minibatch_rows`, every sampling
+mode), SGD's label shifts (`common.label_shifts`), the mean minibatch gradient by hand-written
+backprop (`mlp_grad`), then the update: `common.sgd_step` (momentum, weight decay, grad_noise,
+temperature) or `adamw_step` (the shared rule `dynamics.adamw.adamw_update`).
+Each thread (`numba.get_num_threads()` of them, started by the adapter, the kernel runs
+without the GIL) owns every T-th replica and reuses one scratch for all its K steps.
+
+Products go to BLAS (np.dot without the GIL, one BLAS thread: the adapter limits it): even
+W4's 32 x 16 x 32 ones take a third of the time of hand-written loops (OpenBLAS's small-matrix
+kernels), the grokking net's 317 x 64 x 23 ones a fifth.  Activations are sample-major, (B, h)
+as the reference's; the logits class-major (k, B), so that softmax and the loss head run along
+samples.  One-hot inputs (ModularArithmeticMLP without embedding) gather rows of W1^T instead
+of multiplying, and their W1 gradient scatters rows of dZ; a learned embedding gathers rows of
+E into dense inputs and scatters dA = dZ W1 back.  tanh and softmax's exp are branch-free
+polynomials that vectorize, in the run's precision: float64 `tanh64` / `expm1_neg` (1e-15
+relative), float32 `tanh32` / `exp32_neg` (6 and 1 ulp).  Summation orders differ from NumPy's,
+so trajectories agree with the reference to rounding.  Options (net, activation, dynamics,
+sampling, noise models) are run-time arguments: one compiled kernel per dtype.
 """
 from __future__ import annotations
 
-import types
+import math
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
-from numba import prange
+import scipy.linalg.cython_blas  # noqa: F401  (the BLAS of np.dot in kernels: loaded now, so
+# that threadpool_limits below sees and limits it on the first call too)
+from numba import types
+from numba.extending import overload
 from threadpoolctl import threadpool_limits
 
-from ..backends.jit import compile_functions, pjit
+from ..backends.jit import CPU_PRIMITIVES, ijit, jit, select_cpu
 from ..backends.registry import register
-from ..dynamics import SGD
-from ..potentials import toynets
-from ..potentials.toynets import TeacherStudentMLP
+from ..dynamics import SGD, AdamW
 from ..dynamics.sgd import SAMPLING_CODES
-from .common import (label_shifts, minibatch_rows, sched, schedule_code, sgd_scratch,
-                     sgd_step)
+from ..potentials.toynets import ModularArithmeticMLP, TeacherStudentMLP
+from .common import (compile_steps, label_shifts, like, minibatch_rows, sched, schedule_code,
+                     sgd_scratch, sgd_step)
 
-STEPS = ()
+STEPS = ()   # the shared rules suffice: `sgd_update`, `adamw_update` (with `sqrt`)
 
+cpu = compile_steps(sys.modules[__name__])
 
-# ---------------------------------------------------------------- CPU kernels (backend "numba")
+# ---------------------------------------------------------------- vectorizable exp and tanh
 
-def _mm_nt(a, b):
-    """a @ b^T for 2-D arrays (b.T is F-contiguous, so BLAS is used)."""
-    return a @ b.T
-
-
-def _mm_tn(a, b):
-    """a^T @ b for 2-D arrays."""
-    return a.T @ b
-
-
-nn = compile_functions(types.SimpleNamespace(**{**vars(toynets), "mm_nt": _mm_nt, "mm_tn": _mm_tn}),
-                       ["mm_nt", "mm_tn", "act", "act_d1", "act_d2", "mlp_forward", "mlp_backward",
-                        "squared_error_dout"])
+_bits_float = CPU_PRIMITIVES["bits_float"]
+LOG2E = 1.4426950408889634
+LN2_HI, LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # fdlibm's split of ln 2
+ROUND = 6755399441055744.0   # 1.5 * 2^52: (v + ROUND) - ROUND rounds v to an integer
+E2, E3, E4, E5, E6, E7, E8, E9, E10, E11, E12, E13 = (1.0 / math.factorial(k) for k in range(2, 14))
 
 
-@pjit
-def sgd_teacher_student(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, A, y2, batch,
-                        sampling, bound, hidden, kind, lsig, gsig):
-    """Minibatch SGD on TeacherStudentMLP: A (n, d_in) inputs, y2 (n, 1) labels, `hidden`
-    units, activation code `kind`; batch = B, 0 for full batch; sampling: `sgd.SAMPLING_CODES`;
-    lsig, gsig: `SGD.label_noise` (labels y + lsig eps_b), `SGD.grad_noise`.  Parameter layout as in
-    `toynets` (W1, b1, W2 (1, h), b2)."""
-    M, d = x.shape
-    n, din = A.shape
-    h = hidden
-    o1 = h * din
-    o2 = o1 + h
-    o3 = o2 + h
+@ijit
+def expm1_neg(u):
+    """e^u - 1 for float64 u <= 0 (u < -708 is taken as -708; NaN stays NaN), branch-free.
+
+    u = k ln 2 + r, |r| <= ln 2 / 2 (Cody-Waite), expm1(r) by its Taylor series to r^13
+    (truncation < 2e-17 relative), e^u - 1 = 2^k expm1(r) + (2^k - 1).  Measured relative
+    error against np.expm1 below 4e-16 (tests/test_toynet_kernels.py)."""
+    uc = select_cpu(u < -708.0, -708.0, u)
+    k = (select_cpu(uc == uc, uc, 0.0) * LOG2E + ROUND) - ROUND
+    r = (uc - k * LN2_HI) - k * LN2_LO
+    p = r * (1.0 + r * (E2 + r * (E3 + r * (E4 + r * (E5 + r * (E6 + r * (E7 + r * (
+        E8 + r * (E9 + r * (E10 + r * (E11 + r * (E12 + r * E13))))))))))))
+    scale = _bits_float((np.int64(k) + 1023) << 52)
+    return scale * p + (scale - 1.0)
+
+
+@ijit
+def tanh64(z):
+    """tanh of float64 z as -em / (2 + em), em = expm1(-2|z|), with the sign of z:
+    relative error against np.tanh below 1e-15 (measured), NaN stays NaN."""
+    em = expm1_neg(-2.0 * abs(z))
+    t = -em / (2.0 + em)
+    return select_cpu(z < 0.0, -t, t)
+
+
+# Eigen's float32 tanh: x P(x^2) / Q(x^2) on |x| <= 7.905 (tanh rounds to +-1 in float32
+# beyond), x itself below 4e-4.
+F32 = np.float32
+T_CLAMP, T_SMALL = F32(7.90531110763549805), F32(4e-4)
+TA1, TA3, TA5, TA7, TA9, TA11, TA13 = (F32(c) for c in (
+    4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+    -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16))
+TB0, TB2, TB4, TB6 = (F32(c) for c in (4.89352518554385e-03, 2.26843463243900e-03,
+                                       1.18534705686654e-04, 1.19825839466702e-06))
+
+
+@ijit
+def tanh32(z):
+    """tanh of float32 z in float32 arithmetic, branch-free: within 6 float32 ulp of np.tanh
+    (measured), NaN stays NaN."""
+    x = select_cpu(z > T_CLAMP, T_CLAMP, select_cpu(z < -T_CLAMP, -T_CLAMP, z))
+    x2 = x * x
+    p = x * (TA1 + x2 * (TA3 + x2 * (TA5 + x2 * (TA7 + x2 * (TA9 + x2 * (TA11 + x2 * TA13))))))
+    q = TB0 + x2 * (TB2 + x2 * (TB4 + x2 * TB6))
+    return select_cpu(abs(z) < T_SMALL, z, p / q)
+
+
+_bits_float32 = CPU_PRIMITIVES["bits_float32"]
+# Cephes' expf: e^u = 2^k e^r, r = u - k ln 2 (ln 2 = C1 + C2, C1 exact in 9 bits), e^r by
+# a degree-7 polynomial
+X_LO, LOG2E32, ROUND32 = F32(-87.0), F32(1.4426950408889634), F32(12582912.0)  # 1.5 * 2^23
+X_C1, X_C2 = F32(0.693359375), F32(-2.12194440e-4)
+XP0, XP1, XP2 = F32(1.9875691500e-4), F32(1.3981999507e-3), F32(8.3334519073e-3)
+XP3, XP4, XP5, X_ONE = F32(4.1665795894e-2), F32(1.6666665459e-1), F32(5.0000001201e-1), F32(1.0)
+
+
+@ijit
+def exp32_neg(u):
+    """e^u for float32 u <= 0 in float32 arithmetic (u < -87 is taken as -87; NaN stays NaN),
+    branch-free: within 1 float32 ulp of the exact value (measured: 0.97)."""
+    uc = select_cpu(u < X_LO, X_LO, u)
+    k = (select_cpu(uc == uc, uc, F32(0.0)) * LOG2E32 + ROUND32) - ROUND32
+    r = (uc - k * X_C1) - k * X_C2
+    y = ((((((XP0 * r + XP1) * r + XP2) * r + XP3) * r + XP4) * r + XP5) * (r * r) + r) + X_ONE
+    return y * _bits_float32((np.int64(k) + 127) << 23)
+
+
+def exp_of(u):
+    """e^u for u <= 0 in u's precision (compiled code only): `exp32_neg` or 1 + `expm1_neg`."""
+    return np.exp(u)
+
+
+@overload(exp_of, inline="always")
+def _exp_of(u):
+    if u == types.float32:
+        return lambda u: exp32_neg(u)
+    return lambda u: expm1_neg(u) + 1.0
+
+
+def tanh_of(z):
+    """tanh in z's precision (compiled code only): `tanh32` or `tanh64`."""
+    return np.tanh(z)
+
+
+@overload(tanh_of, inline="always")
+def _tanh_of(z):
+    if z == types.float32:
+        return lambda z: tanh32(z)
+    return lambda z: tanh64(z)
+
+
+# ---------------------------------------------------------------- the passes (CPU)
+
+@jit
+def transpose(dst, src):
+    """dst (c, r) = src (r, c)^T, in 16 x 16 tiles (a plain loop writes with a stride of a
+    whole row: 10x slower at 64 x 317)."""
+    R, C = src.shape
+    for r0 in range(0, R, 16):
+        r1 = min(r0 + 16, R)
+        for c0 in range(0, C, 16):
+            for c in range(c0, min(c0 + 16, C)):
+                row = dst[c]
+                for r in range(r0, r1):
+                    row[r] = src[r, c]
+
+
+@jit
+def add_bias(C, b):
+    """C[r, :] += b[r]."""
+    for r in range(C.shape[0]):
+        br = b[r]
+        row = C[r]
+        for c in range(row.shape[0]):
+            row[c] = row[c] + br
+
+
+@jit
+def activate(ZT, HT, DT, kind):
+    """HT = phi(ZT) and DT = phi'(ZT) (`toynets.act`, `act_d1`; kind 0 tanh, 1 relu,
+    2 quadratic), elementwise (any C-contiguous shape), tanh in the arrays' precision."""
+    z, h, d = ZT.reshape(ZT.size), HT.reshape(HT.size), DT.reshape(DT.size)
+    one = like(1.0, h)
+    zero = like(0.0, h)
+    if kind == 0:
+        for i in range(z.shape[0]):
+            v = tanh_of(z[i])
+            h[i] = v
+            d[i] = one - v * v
+    elif kind == 1:
+        for i in range(z.shape[0]):
+            pos = select_cpu(z[i] > zero, one, zero)
+            h[i] = z[i] * pos
+            d[i] = pos
+    else:
+        for i in range(z.shape[0]):
+            h[i] = z[i] * z[i]
+            d[i] = 2 * z[i]
+
+
+@jit
+def regression_dout(outT, y, idx, shift):
+    """outT (1, B) <- dL/dout = (out - (y[idx] + shift)) / B of the squared error."""
+    B = idx.shape[0]
+    o = outT[0]
+    inv = like(B, o)
+    for b in range(B):
+        o[b] = (o[b] - (y[idx[b]] + shift[b])) / inv
+
+
+@jit
+def softmax_dout(outT, cls, idx, mx, nrm):
+    """outT (k, B) logits <- dL/dout = (softmax(out) - onehot(cls[idx])) / B of the mean
+    cross-entropy, column b a sample (as `ModularArithmeticMLP._head`, with multiplications
+    by reciprocals for its divisions); mx, nrm (B,) scratch."""
+    k, B = outT.shape
+    mx[:] = outT[0]
+    for q in range(1, k):
+        row = outT[q]
+        for b in range(B):
+            mx[b] = select_cpu(row[b] > mx[b], row[b], mx[b])
+    nrm[:] = 0.0
+    for q in range(k):
+        row = outT[q]
+        for b in range(B):
+            e = exp_of(row[b] - mx[b])
+            row[b] = e
+            nrm[b] = nrm[b] + e
+    one = like(1.0, nrm)
+    for b in range(B):
+        nrm[b] = one / nrm[b]
+    for q in range(k):
+        row = outT[q]
+        for b in range(B):
+            row[b] = row[b] * nrm[b]
+    for b in range(B):
+        outT[cls[idx[b]], b] -= 1
+    inv = one / like(B, nrm)
+    for q in range(k):
+        row = outT[q]
+        for b in range(B):
+            row[b] = row[b] * inv
+
+
+@jit
+def row_sums(s, M):
+    """s (r,) = the sums of the rows of M (r, c), four partial sums each (independent chains)."""
+    R, C = M.shape
+    for q in range(R):
+        row = M[q]
+        p0 = p1 = p2 = p3 = like(0.0, s)
+        for c in range(0, C - 3, 4):
+            p0 += row[c]
+            p1 += row[c + 1]
+            p2 += row[c + 2]
+            p3 += row[c + 3]
+        for c in range(C - C % 4, C):
+            p0 += row[c]
+        s[q] = (p0 + p1) + (p2 + p3)
+
+
+@jit
+def mlp_scratch(x, B, din, h, k):
+    """Per-replica scratch of `mlp_grad` in x's dtype: 2-D (Ab (B, din), Z, H, D (B, h),
+    outT (k, B), W1T, gW1T (din, h), dA (B, din)), 1-D (mx, nrm (B,)), and the int64
+    operand rows (2, B) of one-hot inputs."""
+    dt = x.dtype
+    return ((np.empty((B, din), dt), np.empty((B, h), dt), np.empty((B, h), dt),
+             np.empty((B, h), dt), np.empty((k, B), dt), np.empty((din, h), dt),
+             np.empty((din, h), dt), np.empty((B, din), dt)),
+            (np.empty(B, dt), np.empty(B, dt)), np.empty((2, B), np.int64))
+
+
+@jit
+def mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops):
+    """The forward pass of `mlp_grad` (same arguments) at parameters x (d,) on the samples
+    idx (B,), into S2: dense inputs Ab (B, din) (net 0 and 2), Z = A W1^T + b1, H = phi(Z),
+    D = phi'(Z) (B, h), logits outT = W2 H^T + b2 (k, B); one-hot operand rows into ops."""
+    din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
+    Ab, Z, H, D, outT, W1T, _, _ = S2
+    B = idx.shape[0]
+    oW1 = p * e if net == 2 else 0
+    ob1 = oW1 + h * din
+    oW2 = ob1 + h
+    ob2 = oW2 + k * h
+    W1 = x[oW1:ob1].reshape(h, din)
+    W2 = x[oW2:ob2].reshape(k, h)
+    # forward: Z = A W1^T + b1 (B, h), H = phi(Z), D = phi'(Z), logits outT = W2 H^T + b2
+    if net == 1:    # one-hot operands: Z[b] = W1T[a_b] + W1T[p + b_b]
+        transpose(W1T, W1)
+        for b in range(B):
+            ops[0, b] = pairs[idx[b], 0]
+            ops[1, b] = p + pairs[idx[b], 1]
+            za, zb, zr = W1T[ops[0, b]], W1T[ops[1, b]], Z[b]
+            for j in range(h):
+                zr[j] = za[j] + zb[j]
+    else:
+        if net == 0:    # (explicit loops: a slice copy per row costs 10x more here)
+            for b in range(B):
+                src, dst = A[idx[b]], Ab[b]
+                for i in range(din):
+                    dst[i] = src[i]
+        else:
+            E = x[:oW1].reshape(p, e)
+            for b in range(B):
+                ea, eb, dst = E[pairs[idx[b], 0]], E[pairs[idx[b], 1]], Ab[b]
+                for i in range(e):
+                    dst[i] = ea[i]
+                    dst[e + i] = eb[i]
+        np.dot(Ab, W1.T, Z)
+    b1 = x[ob1:oW2]
+    for b in range(B):
+        zr = Z[b]
+        for j in range(h):
+            zr[j] = zr[j] + b1[j]
+    activate(Z, H, D, kind)
+    np.dot(W2, H.T, outT)
+    add_bias(outT, x[ob2:])
+
+
+@jit
+def mlp_grad(x, g, idx, shift, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
+    """Mean minibatch gradient g (d,) at parameters x (d,) over the samples idx (B,), as the
+    reference's `_evaluate`: net 0 TeacherStudentMLP (inputs A (n, d_in), labels y (n,) +
+    shift (B,)), 1 ModularArithmeticMLP one-hot, 2 with embedding (operands pairs (n, 2),
+    classes cls (n,)).  dims = (d_in, h, k, p, e); kind the activation code; S2, S1, ops:
+    `mlp_scratch`.  Layout of x and g as in `potentials.toynets` ([E], W1, b1, W2, b2).
+    Activations are sample-major (B, h), as the reference's, the logits class-major (k, B)
+    (softmax and the loss head run along samples); products by BLAS (np.dot)."""
+    din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
+    Ab, Z, H, D, outT, W1T, gW1T, dA = S2
+    mx, nrm = S1
+    B = idx.shape[0]
+    oW1 = p * e if net == 2 else 0
+    ob1 = oW1 + h * din
+    oW2 = ob1 + h
+    ob2 = oW2 + k * h
+    W1 = x[oW1:ob1].reshape(h, din)
+    W2 = x[oW2:ob2].reshape(k, h)
+    mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops)
+    if net == 0:
+        regression_dout(outT, y, idx, shift)
+    else:
+        softmax_dout(outT, cls, idx, mx, nrm)
+    # backward: outT is dL/dout now; dZ = (dout W2) * phi' (B, h), kept in Z
+    row_sums(g[ob2:], outT)
+    np.dot(outT, H, g[oW2:ob2].reshape(k, h))
+    np.dot(outT.T, W2, Z)
+    gb1 = g[ob1:oW2]
+    gb1[:] = 0.0
+    for b in range(B):
+        zr, dr = Z[b], D[b]
+        for j in range(h):
+            zr[j] = zr[j] * dr[j]
+            gb1[j] = gb1[j] + zr[j]
+    if net == 1:    # rows a_b and p + b_b of dW1^T collect dZ[b]
+        gW1T[:] = 0.0
+        for b in range(B):
+            ra, rb, zr = gW1T[ops[0, b]], gW1T[ops[1, b]], Z[b]
+            for j in range(h):
+                ra[j] = ra[j] + zr[j]
+            for j in range(h):
+                rb[j] = rb[j] + zr[j]
+        transpose(g[oW1:ob1].reshape(h, din), gW1T)
+    else:
+        np.dot(Z.T, Ab, g[oW1:ob1].reshape(h, din))
+    if net == 2:    # dE rows of the operands collect dA = dZ W1
+        np.dot(Z, W1, dA)
+        gE = g[:oW1].reshape(p, e)
+        gE[:] = 0.0
+        for b in range(B):
+            ra, rb, ab = gE[pairs[idx[b], 0]], gE[pairs[idx[b], 1]], dA[b]
+            for i in range(e):
+                ra[i] = ra[i] + ab[i]
+            for i in range(e):
+                rb[i] = rb[i] + ab[e + i]
+
+
+# ---------------------------------------------------------------- updates and the kernel (CPU)
+
+@jit
+def adamw_step(x, m, s, g, t, lr, coef, bound, nx, nm, ns):
+    """One AdamW update of one replica (x, m, s, g (d,); coef as in `train_mlp`), the
+    reference's: `adamw_update` with the bias corrections of step t, scalars in x's dtype.
+    Writes x, m, s and returns True, or returns False with them untouched if a new value is
+    non-finite or beyond `bound`.  nx, nm, ns (d,) are scratch."""
+    b1, b2 = coef[2], coef[3]
+    c1 = like(1.0 - math.pow(b1, t + 1), x)
+    c2 = like(1.0 - math.pow(b2, t + 1), x)
+    lr_, b1_, b2_ = like(lr, x), like(b1, x), like(b2, x)
+    eps, wd = like(coef[4], x), like(coef[1], x)
+    good = True
+    for i in range(x.shape[0]):
+        xv, mv, sv = cpu.adamw_update(x[i], m[i], s[i], g[i], lr_, b1_, b2_, eps, wd, c1, c2)
+        nx[i] = xv
+        nm[i] = mv
+        ns[i] = sv
+        good = (good & cpu.within_bound(xv, bound) & cpu.within_bound(mv, bound)
+                & cpu.within_bound(sv, bound))
+    if good:
+        x[:] = nx
+        m[:] = nm
+        s[:] = ns
+    return good
+
+
+@jit
+def train_mlp(first, stride, x, u, s, dstep, t0, K, k0, k1, rep0, adam, ls, ts, coef, batch,
+              sampling, bound, net, kind, dims, A, y, pairs, cls):
+    """Steps t0 .. t0+K-1 of SGD (adam False: u the velocity v, s unused) or AdamW (u, s the
+    moments m, s) on a toy net (net, kind, dims, A, y, pairs, cls: `mlp_grad`) for the live
+    replica rows first, first + stride, ...  coef = (momentum, weight_decay, beta1, beta2,
+    eps, label_noise, grad_noise) float64; ls, ts: schedule codes of lr and temperature;
+    batch = B (0: full batch); sampling: `sgd.SAMPLING_CODES`.  Runs without the GIL: the
+    adapter starts one call per thread (a prange kernel around it took ~10 s more to compile,
+    and each level of calls adds its callees' optimization again)."""
+    d = x.shape[1]
+    n = A.shape[0] if net == 0 else pairs.shape[0]
     B = batch if batch > 0 else n
-    for m in prange(M):
+    idx, keys, perm, epoch, g, nx, nv, buf, shift, lbuf = sgd_scratch(x, n, B)
+    S2, S1, ops = mlp_scratch(x, B, dims[0], dims[1], dims[2])
+    ns = np.empty(d, x.dtype)
+    for m in range(first, x.shape[0], stride):
         if dstep[m] >= 0:
             continue
         rep = np.uint64(rep0 + m)
-        xm = x[m].copy()
-        vm = v[m].copy()
-        W1 = xm[:o1].reshape(h, din)
-        b1 = xm[o1:o2]
-        W2 = xm[o2:o3].reshape(1, h)
-        b2 = xm[o3:]
-        idx, keys, perm, epoch, g, nx, nv, buf, shift, lbuf = sgd_scratch(x, n, B)
+        epoch = np.int64(-1)   # not the literal -1: that types a second minibatch_rows
+        xm, um = x[m], u[m]
         for t in range(t0, t0 + K):
-            perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
-                                         sampling)
-            Ab = A[idx]
-            yb = y2[idx]
-            if lsig > 0:
-                label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
-                yb = yb + shift.reshape(B, 1)
-            Z, H, out = nn.mlp_forward(Ab, W1, b1, W2, b2, kind)
-            dW1, db1, dW2, db2, _ = nn.mlp_backward(Ab, Z, H, W2,
-                                                    nn.squared_error_dout(out, yb, B), kind)
-            g[:o1] = dW1.ravel()
-            g[o1:o2] = db1
-            g[o2:o3] = dW2.ravel()
-            g[o3:] = db2
-            if not sgd_step(xm, vm, g, t, k0, k1, rep, sched(ls, t), sched(ts, t), momentum, wd,
-                            bound, buf, nx, nv, gsig):
+            perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B,
+                                         batch == 0, sampling)
+            label_shifts(shift, t, k0, k1, rep, coef[5], lbuf)
+            mlp_grad(xm, g, idx, shift, net, kind, dims, A, y, pairs, cls, S2, S1, ops)
+            if adam:
+                ok = adamw_step(xm, um, s[m], g, t, sched(ls, t), coef, bound, nx, nv, ns)
+            else:
+                ok = sgd_step(xm, um, g, t, k0, k1, rep, sched(ls, t), sched(ts, t), coef[0],
+                              coef[1], bound, buf, nx, nv, coef[6])
+            if not ok:
                 dstep[m] = t + 1
                 break
-        x[m, :] = xm
-        v[m, :] = vm
 
 
-@register(TeacherStudentMLP, SGD, "numba")
-def _sgd_teacher_student(sim, t0, K, k0, k1):
-    dyn, pot, s = sim.dynamics, sim.potential, sim.state
-    dt = s["x"].dtype
+def _net_args(pot, dt) -> tuple:
+    """(net, kind, dims, A, y, pairs, cls) of `train_mlp` for a toy net, data in dtype dt."""
+    no_f, no_i = np.zeros((1, 1), dt), np.zeros((1, 2), np.int64)
+    if isinstance(pot, TeacherStudentMLP):
+        dims = np.array([pot.d_in, pot.hidden, 1, 0, 0], np.int64)
+        return (0, pot.kind, dims, pot._cast("inputs", dt), pot._cast("labels", dt), no_i,
+                np.zeros(1, np.int64))
+    e = pot.embed or 0
+    dims = np.array([2 * (e or pot.p), pot.hidden, pot.p, pot.p, e], np.int64)
+    return (1 if e == 0 else 2, pot.kind, dims, no_f, np.zeros(1, dt), pot.train_pairs,
+            pot.train_labels.astype(np.int64))
+
+
+def _train(sim, t0, K, k0, k1):
+    dyn, pot, st = sim.dynamics, sim.potential, sim.state
+    dt = st["x"].dtype
+    adam = isinstance(dyn, AdamW)
+    if adam:
+        u, s = st["m"], st["s"]
+        coef = (0.0, dyn.weight_decay, dyn.beta1, dyn.beta2, dyn.eps, 0.0, 0.0)
+        ts, sampling = np.zeros(4), SAMPLING_CODES["iid" if dyn.replacement else "epoch"]
+    else:
+        u, s = st["v"], np.zeros((1, 1), dt)
+        coef = (dyn.momentum, dyn.weight_decay, 0.0, 0.0, 0.0, dyn.label_noise, dyn.grad_noise)
+        ts, sampling = schedule_code(dyn.temperature), SAMPLING_CODES[dyn.sampling]
+    args = (st["x"], u, s, sim.diverged_step, t0, K, k0, k1, sim.first_replica, adam,
+            schedule_code(dyn.lr), ts, np.array(coef, np.float64), int(dyn.batch_size or 0),
+            sampling, sim.divergence_bound) + _net_args(pot, dt)
+    T = min(numba.get_num_threads(), st["x"].shape[0])
     with threadpool_limits(1, user_api="blas"):
-        sgd_teacher_student(s["x"], s["v"], sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                            schedule_code(dyn.lr), schedule_code(dyn.temperature),
-                            float(dyn.momentum), float(dyn.weight_decay), pot.inputs.astype(dt),
-                            pot.labels.astype(dt).reshape(-1, 1), int(dyn.batch_size or 0),
-                            SAMPLING_CODES[dyn.sampling], sim.divergence_bound, pot.hidden,
-                            pot.kind, float(dyn.label_noise), float(dyn.grad_noise))
+        if T == 1:
+            train_mlp(0, 1, *args)
+            return
+        with ThreadPoolExecutor(T) as pool:
+            for f in [pool.submit(train_mlp, i, T, *args) for i in range(T)]:
+                f.result()
+
+
+for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
+    for _dyn in (SGD, AdamW):
+        register(_pot, _dyn, "numba")(_train)
+
+
+# ---------------------------------------------------------------- generic drivers' hooks (CPU)
+# Section owned by the generic drivers (`kernels.drivers`): the Langevin dynamics and MALA run
+# them on the full-batch gradient of `mlp_grad` and the loss of `mlp_loss` above, replica by
+# replica; recording energies use `mlp_loss` too.
+from .drivers import Hooks, family  # noqa: E402
+
+
+@jit
+def net_grad_block(xb, args):
+    """Full-batch gradient (B, d) in xb's dtype of the rows xb; args: `_net_args` + (idx, shift),
+    all samples and zero label shifts."""
+    net, kind, dims, A, y, pairs, cls, idx, shift = args
+    G = np.empty_like(xb)
+    S2, S1, ops = mlp_scratch(xb, idx.shape[0], dims[0], dims[1], dims[2])
+    for r in range(xb.shape[0]):
+        mlp_grad(np.ascontiguousarray(xb[r]), G[r], idx, shift, net, kind, dims, A, y, pairs, cls,
+                 S2, S1, ops)
+    return G
+
+
+@jit
+def mlp_loss(x, idx, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
+    """Mean loss (float64) at parameters x (d,) over the samples idx (B,) (arguments as
+    `mlp_grad`), in the reference's arithmetic (`_head`): logits and residuals (squared error)
+    or log-sum-exp minus the class logit (cross-entropy) in x's dtype, then float64."""
+    mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops)
+    outT = S2[4]
+    B = idx.shape[0]
+    total = 0.0
+    if net == 0:    # 1/(2B) sum_b (out_b - y_b)^2, the residual in x's dtype
+        o = outT[0]
+        for b in range(B):
+            r = np.float64(o[b] - y[idx[b]])
+            total += r * r
+        return 0.5 * (total / B)
+    mx, nrm = S1    # per sample: log sum_q e^(out_q - max) - (out_c - max)
+    mx[:] = outT[0]
+    for q in range(1, outT.shape[0]):
+        row = outT[q]
+        for b in range(B):
+            mx[b] = select_cpu(row[b] > mx[b], row[b], mx[b])
+    nrm[:] = 0.0
+    for q in range(outT.shape[0]):
+        row = outT[q]
+        for b in range(B):
+            nrm[b] = nrm[b] + exp_of(row[b] - mx[b])
+    for b in range(B):
+        total += np.float64(np.log(nrm[b]) - (outT[cls[idx[b]], b] - mx[b]))
+    return total / B
+
+
+@jit
+def net_energy_block(xb, args):
+    """Full training loss (B,) float64 of the rows xb (B, d), in xb's dtype's arithmetic as the
+    reference's `energy`; args as `net_grad_block`."""
+    net, kind, dims, A, y, pairs, cls, idx, shift = args
+    u = np.empty(xb.shape[0])
+    S2, S1, ops = mlp_scratch(xb, idx.shape[0], dims[0], dims[1], dims[2])
+    for r in range(xb.shape[0]):
+        u[r] = mlp_loss(np.ascontiguousarray(xb[r]), idx, net, kind, dims, A, y, pairs, cls, S2,
+                        S1, ops)
+    return u
+
+
+def _hook_args(pot, dtype) -> tuple:
+    return _net_args(pot, dtype) + (np.arange(pot.n_samples, dtype=np.int64),
+                                    np.zeros(pot.n_samples, dtype))
+
+
+for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
+    family(_pot, Hooks(net_grad_block, net_energy_block, _hook_args, blas=True))

@@ -40,6 +40,21 @@ def scale_symmetric_grad(a, sxx, sxy, l2):
     return r[:, None] * q + l2 * a
 
 
+def scale_symmetric_energy(a, xin, y, l2):
+    """U (B,) = 1/(2n) sum_i (p x_i - y_i)^2 + l2/2 |a|^2 on a block a (B, k); xin, y (n,)."""
+    p, _ = layer_products(a)
+    res = p[:, None] * xin - y
+    return 0.5 * ((res * res).sum(axis=1) / xin.shape[0]) + 0.5 * l2 * (a * a).sum(axis=1)
+
+
+def scale_symmetric_batch_grad(a, xb, yb, shift, l2):
+    """Minibatch gradient (B, k) r q + l2 a, r = mean_s (p x_s - y_s - shift_s) x_s over each
+    row's samples: xb, yb (B, S) inputs and targets, shift (B, S) label shifts (or 0)."""
+    p, q = layer_products(a)
+    r = ((p[:, None] * xb - yb - shift) * xb).sum(axis=1) / xb.shape[1]
+    return r[:, None] * q + l2 * a
+
+
 class ScaleSymmetric(Potential):
     """Deep scalar linear net: U(a) = 1/(2n) sum_i (p(a) x_i - y_i)^2 + (l2/2) |a|^2.
 
@@ -118,11 +133,7 @@ class ScaleSymmetric(Potential):
         return xp.asarray(self.inputs, dtype=x.dtype), xp.asarray(self.targets, dtype=x.dtype)
 
     def energy(self, x):
-        xp = array_module(x)
-        p, _ = layer_products(x)
-        xin, y = self._data(x)
-        loss = 0.5 * xp.mean((p[:, None] * xin - y) ** 2, axis=1)
-        return loss + 0.5 * self.l2 * xp.sum(x * x, axis=1)
+        return scale_symmetric_energy(x, *self._data(x), self.l2)
 
     def residual(self, x, batch=None):
         """(M,) residual r = mean_{i in batch} (p x_i - y_i) x_i (full data if batch is None)."""
@@ -134,18 +145,16 @@ class ScaleSymmetric(Potential):
         return ((p[:, None] * xb - yb) * xb).mean(axis=1)
 
     def grad_noisy_labels(self, x, batch, shift):
-        """Gradient (M, d) of the batch loss with labels y_i + shift (batch, shift (M, B)):
-        the residual r - mean_b shift_b x_{i_b} times q (SGD label_noise)."""
-        _, q = layer_products(x)
-        xin, _ = self._data(x)
-        r = self.residual(x, batch) - (shift * xin[batch]).mean(axis=1)
-        return r[:, None] * q + self.l2 * x
+        """Gradient (M, d) of the batch loss with labels y_i + shift (batch, shift (M, B))
+        (SGD label_noise)."""
+        xin, y = self._data(x)
+        return scale_symmetric_batch_grad(x, xin[batch], y[batch], shift, self.l2)
 
     def grad(self, x, batch=None):
         if batch is None:
             return scale_symmetric_grad(x, self.sxx, self.sxy, self.l2)
-        _, q = layer_products(x)
-        return self.residual(x, batch)[:, None] * q + self.l2 * x
+        xin, y = self._data(x)
+        return scale_symmetric_batch_grad(x, xin[batch], y[batch], 0.0, self.l2)
 
     def batch_residual_second_moment(self, x, batch_size: int):
         """(M,) E[r_B^2] over batches of `batch_size` samples drawn i.i.d. with replacement:

@@ -1,0 +1,571 @@
+"""Generic fused drivers: one parallel CPU kernel per dynamics, compiled once per family.
+
+A potential family contributes only `Hooks`, compiled block functions of its potential:
+``grad_block(xb, args) -> (B, d)`` in xb's dtype, ``energy_block(xb, args) -> (B,)`` float64,
+``args_of(potential, dtype) -> tuple`` (the coefficients after xb), and where they apply the
+sphere's ``project_block(xb, vb)`` / ``retract_block(xb)`` and a finite sum's per-replica
+minibatch gradient ``batch_grad(x (d,), idx (B,), shift (B,), args, g (d,))``; it registers
+them with `family` (at the end of its module).  The drivers below are plain Python, written
+once per dynamics; `compiled(cls)` compiles them per family (`compile_functions`, the hooks
+resolved as globals at compile time, so Numba inlines and specializes them; each family's
+copy has its own qualified name and so its own on-disk cache entry: a Numba function taking
+dispatchers as arguments is never loaded from the cache).
+
+Every driver is serial and GIL-free on one block of replicas (lo..hi-1, `BLOCK` rows),
+and `run_blocks` spreads the blocks over a thread pool (as `kernels.pspin`: a prange
+wrapper would add a parfor compilation per family, dynamics and dtype).  Per step and
+block: the block's normals from the in-kernel Philox at the reference's stream positions (NOISE at n = t*d + i;
+Leimkuhler-Matthews also those of step t + 1, SGD's GRAD_NOISE, MALA's uniform ACCEPT word
+n = t), the gradient of the block, the update by the step rules of `common.STEPS` (the same
+scalar functions as each `reference_step`), and divergence freezing (a replica with a
+non-finite or out-of-bound new value keeps its state, dstep = t + 1).  Scalars are cast to
+the state's dtype (`like`), as NumPy does with Python scalars.  `register_generic` (called
+by `kernels/__init__`) registers the drivers for every pair of a family with hooks and a
+dynamics below that has no dedicated kernel.  `energy_kernel(potential)` gives recording a
+compiled float64 energy.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Callable
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .. import rng
+from ..backends import registry
+from ..backends.jit import compile_functions, jit
+from ..backends.numpy_backend import reference_advance
+from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+                        UnderdampedLangevin)
+from ..dynamics.sgd import SAMPLING_CODES, sampling_of
+from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_buffer, noise_chunk,
+                     rng_cpu, sched, schedule_code, sgd_scratch, sgd_step)
+
+STEPS = ()
+cpu = compile_steps(sys.modules[__name__])
+BLOCK = 256  # replicas per block (one task of the thread pool)
+ENERGY_BLOCK_BYTES = 1 << 20  # float64 rows per block of the recording energies
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """A family's compiled block functions (see the module docstring); without `energy_block`
+    MALA and recording energies are not compiled for it; `blas`: they call BLAS (run
+    single-threaded inside the drivers' parallel region)."""
+
+    grad_block: Callable
+    energy_block: Callable | None
+    args_of: Callable
+    project_block: Callable | None = None
+    retract_block: Callable | None = None
+    batch_grad: Callable | None = None
+    blas: bool = False
+
+
+FAMILIES: dict[type, Hooks] = {}
+_COMPILED: dict[type, object] = {}
+_POOLS: dict[int, ThreadPoolExecutor] = {}   # worker count -> pool
+_warned: set = set()
+
+
+def family(potential_cls: type, hooks: Hooks) -> None:
+    """Give the generic drivers the hooks of `potential_cls`."""
+    FAMILIES[potential_cls] = hooks
+
+
+# ---------------------------------------------------------------- pieces (hook-free)
+
+@jit
+def tangent_identity(xb, vb):
+    """The projection of an unconstrained potential: vb itself."""
+    return vb
+
+
+@jit
+def retract_identity(xb):
+    """The retraction of an unconstrained potential: xb itself."""
+    return xb
+
+
+@jit
+def block_noise(xi, dstep, lo, t, steps, purpose, k0, k1, rep0, buf):
+    """xi[r] (steps * d,) <- the `purpose` normals at n = t*d .. (t + steps)*d - 1 of each
+    live row lo + r (d = xi.shape[1] // steps; buf: `noise_buffer(xi.shape[1], x)`)."""
+    n = xi.shape[1]
+    for r in range(xi.shape[0]):
+        if dstep[lo + r] < 0:
+            rep = np.uint64(rep0 + lo + r)
+            z, off = noise_chunk(k0, k1, purpose, rep, t * (n // steps), n, buf)
+            for i in range(n):
+                xi[r, i] = z[off + i]
+
+
+@jit
+def row_ok(a, r, bound):
+    """Whether row r of the 2-D array a is finite and within bound."""
+    good = True
+    for i in range(a.shape[1]):
+        good = good & cpu.within_bound(a[r, i], bound)
+    return good
+
+
+@jit
+def commit(x, new, dstep, lo, t, bound):
+    """x[lo + r] <- new[r] for the live rows whose new values pass the divergence test; the
+    others are frozen with dstep = t + 1."""
+    for r in range(new.shape[0]):
+        m = lo + r
+        if dstep[m] < 0:
+            if row_ok(new, r, bound):
+                x[m, :] = new[r, :]
+            else:
+                dstep[m] = t + 1
+
+
+@jit
+def commit2(x, v, nx, nv, dstep, lo, t, bound):
+    """`commit` of two state arrays together."""
+    for r in range(nx.shape[0]):
+        m = lo + r
+        if dstep[m] < 0:
+            if row_ok(nx, r, bound) and row_ok(nv, r, bound):
+                x[m, :] = nx[r, :]
+                v[m, :] = nv[r, :]
+            else:
+                dstep[m] = t + 1
+
+
+@jit
+def commit3(x, v, w, nx, nv, nw, dstep, lo, t, bound):
+    """`commit` of three state arrays together."""
+    for r in range(nx.shape[0]):
+        m = lo + r
+        if dstep[m] < 0:
+            if row_ok(nx, r, bound) and row_ok(nv, r, bound) and row_ok(nw, r, bound):
+                x[m, :] = nx[r, :]
+                v[m, :] = nv[r, :]
+                w[m, :] = nw[r, :]
+            else:
+                dstep[m] = t + 1
+
+
+@jit
+def accept_word(k0, k1, rep, t):
+    """The ACCEPT word at stream position n = t of replica rep."""
+    w = rng_cpu.block_words(k0, k1, np.uint64(rng.ACCEPT), rep, np.uint64(t // 4))
+    return w[t % 4]
+
+
+# ---------------------------------------------------------------- drivers (compiled per family)
+
+def overdamped_driver(x, dstep, t0, K, k0, k1, rep0, es, ts, args, bound, lo, hi):
+    """Overdamped Langevin (Euler-Maruyama): x <- retract(x + P(-eta grad U + sigma xi))."""
+    d = x.shape[1]
+    xi = np.zeros((hi - lo, d), x.dtype)
+    buf = noise_buffer(d, x)
+    zero = like(0.0, x)
+    for t in range(t0, t0 + K):
+        eta = sched(es, t)
+        sigma = cpu.noise_scale(eta, sched(ts, t))
+        block_noise(xi, dstep, lo, t, 1, rng.NOISE, k0, k1, rep0, buf)
+        xb = x[lo:hi]
+        dx = cpu.overdamped_update(zero, grad_block(xb, args), like(eta, x), like(sigma, x), xi)
+        commit(x, retract_block(xb + project_block(xb, dx)), dstep, lo, t, bound)
+
+
+def lm_driver(x, dstep, t0, K, k0, k1, rep0, es, ts, args, bound, lo, hi):
+    """Leimkuhler-Matthews: the normals of steps t and t + 1 averaged (`lm_update`)."""
+    d = x.shape[1]
+    xi = np.zeros((hi - lo, 2 * d), x.dtype)
+    buf = noise_buffer(2 * d, x)
+    zero = like(0.0, x)
+    for t in range(t0, t0 + K):
+        eta = sched(es, t)
+        half = 0.5 * cpu.noise_scale(eta, sched(ts, t))
+        block_noise(xi, dstep, lo, t, 2, rng.NOISE, k0, k1, rep0, buf)
+        xb = x[lo:hi]
+        dx = cpu.lm_update(zero, grad_block(xb, args), like(eta, x), like(half, x),
+                           xi[:, :d], xi[:, d:])
+        commit(x, retract_block(xb + project_block(xb, dx)), dstep, lo, t, bound)
+
+
+def heun_driver(x, dstep, t0, K, k0, k1, rep0, es, ts, args, bound, lo, hi):
+    """Stochastic Heun: Euler predictor, then the corrector `heun_update` with one normal."""
+    d = x.shape[1]
+    xi = np.zeros((hi - lo, d), x.dtype)
+    buf = noise_buffer(d, x)
+    zero = like(0.0, x)
+    for t in range(t0, t0 + K):
+        eta = sched(es, t)
+        sigma = like(cpu.noise_scale(eta, sched(ts, t)), x)
+        block_noise(xi, dstep, lo, t, 1, rng.NOISE, k0, k1, rep0, buf)
+        xb = x[lo:hi]
+        g = grad_block(xb, args)
+        dx = cpu.overdamped_update(zero, g, like(eta, x), sigma, xi)
+        xt = retract_block(xb + project_block(xb, dx))
+        dx = cpu.heun_update(zero, g, grad_block(xt, args), like(0.5 * eta, x), sigma, xi)
+        commit(x, retract_block(xb + project_block(xb, dx)), dstep, lo, t, bound)
+
+
+def baoab_driver(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, args, bound,
+                 lo, hi):
+    """BAOAB: state x, p and the gradient g at x (`baoab_first`, then `baoab_last`)."""
+    d = x.shape[1]
+    xi = np.zeros((hi - lo, d), x.dtype)
+    buf = noise_buffer(d, x)
+    for t in range(t0, t0 + K):
+        eta = sched(es, t)
+        c1, c2 = cpu.baoab_coeffs(eta, friction, sched(ts, t), mass)
+        h = like(0.5 * eta, x)
+        block_noise(xi, dstep, lo, t, 1, rng.NOISE, k0, k1, rep0, buf)
+        nx, np_ = cpu.baoab_first(x[lo:hi], p[lo:hi], g[lo:hi], h, like(1.0 / mass, x),
+                                  like(c1, x), like(c2, x), xi)
+        ng = grad_block(nx, args)
+        commit3(x, p, g, nx, cpu.baoab_last(np_, ng, h), ng, dstep, lo, t, bound)
+
+
+def mala_driver(x, u, g, acc, dstep, t0, K, k0, k1, rep0, es, ts, args, bound, lo, hi):
+    """MALA: state x, u = U(x) (M,), g = grad U(x), acc (M,) accepted proposals."""
+    d = x.shape[1]
+    xi = np.zeros((hi - lo, d), x.dtype)
+    buf = noise_buffer(d, x)
+    for t in range(t0, t0 + K):
+        eta, T = sched(es, t), sched(ts, t)
+        e = like(eta, x)
+        block_noise(xi, dstep, lo, t, 1, rng.NOISE, k0, k1, rep0, buf)
+        xb, gb = x[lo:hi], g[lo:hi]
+        y = cpu.overdamped_update(xb, gb, e, like(cpu.noise_scale(eta, T), x), xi)
+        uy = energy_block(y, args)
+        gy = grad_block(y, args)
+        for r in range(hi - lo):
+            m = lo + r
+            if dstep[m] >= 0:
+                continue
+            fwd = 0.0
+            bwd = 0.0
+            for i in range(d):
+                fwd += cpu.proposal_residual2(y[r, i], xb[r, i], gb[r, i], e)
+                bwd += cpu.proposal_residual2(xb[r, i], y[r, i], gy[r, i], e)
+            log_alpha = cpu.mala_log_alpha(uy[r], u[m], bwd, fwd, eta, T)
+            uni = cpu.accept_uniform(accept_word(k0, k1, np.uint64(rep0 + m), t))
+            take = cpu.mala_accept(uni, log_alpha)
+            if take:   # the divergence test sees the whole new state, as the reference's
+                good = (row_ok(y, r, bound) and row_ok(gy, r, bound)
+                        and cpu.within_bound(uy[r], bound)
+                        and cpu.within_bound(acc[m] + 1.0, bound))
+            else:
+                good = (row_ok(xb, r, bound) and row_ok(gb, r, bound)
+                        and cpu.within_bound(u[m], bound) and cpu.within_bound(acc[m], bound))
+            if not good:
+                dstep[m] = t + 1
+            elif take:
+                x[m, :] = y[r, :]
+                g[m, :] = gy[r, :]
+                u[m] = uy[r]
+                acc[m] += 1.0
+
+
+def sgd_driver(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, gsig, constrained, args,
+               bound, lo, hi):
+    """Full-batch SGD (heavy ball, `sgd_update`; SGLD noise when T > 0, grad_noise gsig);
+    constrained: Riemannian heavy ball as `SGD.reference_step`."""
+    d = x.shape[1]
+    xi = np.zeros((hi - lo, d), x.dtype)
+    xg = np.zeros((hi - lo, d), x.dtype)
+    buf = noise_buffer(d, x)
+    zero = like(0.0, x)
+    mu, decay = like(momentum, x), like(wd, x)
+    for t in range(t0, t0 + K):
+        lr, T = sched(ls, t), sched(ts, t)
+        sigma = like(cpu.noise_scale(lr, T), x)
+        xb, vb = x[lo:hi], v[lo:hi]
+        G = grad_block(xb, args)
+        if gsig > 0:
+            block_noise(xg, dstep, lo, t, 1, rng.GRAD_NOISE, k0, k1, rep0, buf)
+            G = G + like(gsig, x) * xg
+        if T > 0:
+            block_noise(xi, dstep, lo, t, 1, rng.NOISE, k0, k1, rep0, buf)
+        else:
+            xi[:] = 0.0
+        if constrained:
+            dx, nv = cpu.sgd_update(zero, vb, project_block(xb, G), like(lr, x), mu, zero,
+                                    sigma, xi)
+            nx = retract_block(xb + project_block(xb, dx))
+            commit2(x, v, nx, project_block(nx, nv), dstep, lo, t, bound)
+        else:
+            nx, nv = cpu.sgd_update(xb, vb, G, like(lr, x), mu, decay, sigma, xi)
+            commit2(x, v, nx, nv, dstep, lo, t, bound)
+
+
+def sgd_batch_driver(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, n, batch, sampling,
+                     lsig, gsig, args, bound, lo, hi):
+    """Minibatch SGD on a finite sum, replica by replica: the reference's minibatch of each
+    step (`minibatch_rows`, every sampling; batch 0: full batch), label shifts lsig eps_b
+    (`label_shifts`), `batch_grad`, then `sgd_step` (momentum, weight decay, grad_noise gsig,
+    temperature)."""
+    B = batch if batch > 0 else n
+    for q in range(lo, hi):
+        if dstep[q] >= 0:
+            continue
+        rep = np.uint64(rep0 + q)
+        idx, keys, perm, epoch, g, nx, nv, buf, shift, lbuf = sgd_scratch(x, n, B)
+        for t in range(t0, t0 + K):
+            perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
+                                         sampling)
+            label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
+            batch_grad(x[q], idx, shift, args, g)
+            if not sgd_step(x[q], v[q], g, t, k0, k1, rep, sched(ls, t), sched(ts, t), momentum,
+                            wd, bound, buf, nx, nv, gsig):
+                dstep[q] = t + 1
+                break
+
+
+def adamw_driver(x, m, s, dstep, t0, K, rep0, ls, beta1, beta2, eps, wd, constrained, args,
+                 bound, lo, hi):
+    """Full-batch AdamW (`adamw_update`); constrained: tangent step, retraction, m projected."""
+    d = x.shape[1]
+    nx = np.empty((hi - lo, d), x.dtype)
+    nm = np.empty((hi - lo, d), x.dtype)
+    ns = np.empty((hi - lo, d), x.dtype)
+    zero = like(0.0, x)
+    b1, b2, ep, decay = like(beta1, x), like(beta2, x), like(eps, x), like(wd, x)
+    for t in range(t0, t0 + K):
+        lr = like(sched(ls, t), x)
+        c1 = like(1.0 - math.pow(beta1, t + 1), x)
+        c2 = like(1.0 - math.pow(beta2, t + 1), x)
+        xb = x[lo:hi]
+        G = grad_block(xb, args)
+        if constrained:
+            G = project_block(xb, G)
+        for r in range(hi - lo):
+            for i in range(d):
+                x0 = zero if constrained else xb[r, i]
+                nx[r, i], nm[r, i], ns[r, i] = cpu.adamw_update(
+                    x0, m[lo + r, i], s[lo + r, i], G[r, i], lr, b1, b2, ep, decay, c1, c2)
+        if constrained:
+            new = retract_block(xb + project_block(xb, nx))
+            commit3(x, m, s, new, project_block(new, nm), ns, dstep, lo, t, bound)
+        else:
+            commit3(x, m, s, nx, nm, ns, dstep, lo, t, bound)
+
+
+def adamw_batch_driver(x, m, s, dstep, t0, K, k0, k1, rep0, ls, beta1, beta2, eps, wd, n, batch,
+                       sampling, args, bound, lo, hi):
+    """Minibatch AdamW on a finite sum, replica by replica (`batch_grad` on the reference's
+    minibatch of each step; batch 0: full batch)."""
+    d = x.shape[1]
+    B = batch if batch > 0 else n
+    b1, b2, ep, decay = like(beta1, x), like(beta2, x), like(eps, x), like(wd, x)
+    ns = np.empty(d, x.dtype)
+    for q in range(lo, hi):
+        if dstep[q] >= 0:
+            continue
+        rep = np.uint64(rep0 + q)
+        idx, keys, perm, epoch, g, nx, nm, _, shift, _ = sgd_scratch(x, n, B)
+        for t in range(t0, t0 + K):
+            perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
+                                         sampling)
+            batch_grad(x[q], idx, shift, args, g)
+            lr = like(sched(ls, t), x)
+            c1 = like(1.0 - math.pow(beta1, t + 1), x)
+            c2 = like(1.0 - math.pow(beta2, t + 1), x)
+            good = True
+            for i in range(d):
+                nx[i], nm[i], ns[i] = cpu.adamw_update(x[q, i], m[q, i], s[q, i], g[i], lr, b1, b2,
+                                                       ep, decay, c1, c2)
+                good = (good & cpu.within_bound(nx[i], bound) & cpu.within_bound(nm[i], bound)
+                        & cpu.within_bound(ns[i], bound))
+            if not good:
+                dstep[q] = t + 1
+                break
+            x[q, :] = nx
+            m[q, :] = nm
+            s[q, :] = ns
+
+
+def energy_driver(x, out, args, lo, hi):
+    """out[lo:hi] <- U (float64) of rows lo..hi-1 of x, converted to float64 first."""
+    out[lo:hi] = energy_block(x[lo:hi].astype(np.float64), args)
+
+
+DRIVERS = ("overdamped_driver", "lm_driver", "heun_driver", "baoab_driver", "mala_driver",
+           "sgd_driver", "sgd_batch_driver", "adamw_driver", "adamw_batch_driver", "energy_driver")
+
+
+def compiled(potential_cls: type):
+    """The drivers compiled for one family (a module object; each compiles per dtype on first
+    call and is cached on disk under its own name)."""
+    if potential_cls not in _COMPILED:
+        h = FAMILIES[potential_cls]
+        hooks = dict(grad_block=h.grad_block, energy_block=h.energy_block or no_energy_block,
+                     project_block=h.project_block or tangent_identity,
+                     retract_block=h.retract_block or retract_identity,
+                     batch_grad=h.batch_grad or no_batch_grad)
+        ns = SimpleNamespace(__name__=__name__, **{k: globals()[k] for k in DRIVERS}, **hooks)
+
+        def compiler(fn):   # own name: own on-disk cache entry
+            fn.__qualname__ = f"{fn.__qualname__}__{potential_cls.__name__}"
+            return jit(fn)
+        _COMPILED[potential_cls] = compile_functions(ns, DRIVERS + tuple(hooks), compiler)
+    return _COMPILED[potential_cls]
+
+
+@jit
+def no_energy_block(xb, args):
+    """The `energy_block` of a family without one (never called: nothing is registered)."""
+    return np.full(xb.shape[0], np.nan)
+
+
+@jit
+def no_batch_grad(x, idx, shift, args, g):
+    """The `batch_grad` of a family without minibatches (never called: the adapter refuses)."""
+    g[:] = np.nan
+
+
+# ---------------------------------------------------------------- adapters (backend "numba")
+
+def _pool() -> ThreadPoolExecutor:
+    n = numba.get_num_threads()
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="drivers")
+    return _POOLS[n]
+
+
+def run_blocks(fn, M: int, hooks: Hooks, *args, rows: int = BLOCK) -> None:
+    """fn(*args, lo, hi) over blocks of `rows` replicas on the thread pool (the drivers release
+    the GIL); BLAS single-threaded meanwhile where the hooks call it.  Results do not depend
+    on the split (every update is row by row)."""
+    def block(lo):
+        fn(*args, lo, min(M, lo + rows))
+    with threadpool_limits(1, user_api="blas") if hooks.blas else nullcontext():
+        if M <= rows:
+            block(0)
+        else:
+            list(_pool().map(block, range(0, M, rows)))
+
+
+def _common(sim):
+    """(drivers, hooks, args in the state dtype) of sim's potential family."""
+    cls = type(sim.potential)
+    return compiled(cls), FAMILIES[cls], FAMILIES[cls].args_of(sim.potential, sim.dtype)
+
+
+def _langevin(name):
+    """The adapter of an x-only Langevin driver (overdamped, Heun, Leimkuhler-Matthews)."""
+    def fn(sim, t0, K, k0, k1):
+        drv, hooks, args = _common(sim)
+        dyn, x = sim.dynamics, sim.state["x"]
+        run_blocks(getattr(drv, name), x.shape[0], hooks, x, sim.diverged_step, t0, K, k0, k1,
+                   sim.first_replica, schedule_code(dyn.step), schedule_code(dyn.temperature),
+                   args, sim.divergence_bound)
+    fn.__name__ = fn.__qualname__ = f"generic_{name}"
+    return fn
+
+
+def generic_baoab(sim, t0, K, k0, k1):
+    drv, hooks, args = _common(sim)
+    dyn, s = sim.dynamics, sim.state
+    run_blocks(drv.baoab_driver, s["x"].shape[0], hooks, s["x"], s["p"], s["g"], sim.diverged_step,
+               t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
+               schedule_code(dyn.temperature), float(dyn.friction), float(dyn.mass), args,
+               sim.divergence_bound)
+
+
+def generic_mala(sim, t0, K, k0, k1):
+    drv, hooks, args = _common(sim)
+    dyn, s = sim.dynamics, sim.state
+    run_blocks(drv.mala_driver, s["x"].shape[0], hooks, s["x"], s["u"], s["g"], s["accepted"],
+               sim.diverged_step, t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
+               schedule_code(dyn.temperature), args, sim.divergence_bound)
+
+
+def generic_sgd(sim, t0, K, k0, k1):
+    drv, hooks, args = _common(sim)
+    dyn, s = sim.dynamics, sim.state
+    ls, ts, M = schedule_code(dyn.lr), schedule_code(dyn.temperature), s["x"].shape[0]
+    if sim.potential.n_samples is not None:   # a finite sum: minibatches (or all samples)
+        if hooks.batch_grad is None:
+            return _fallback(sim, t0, K, "minibatches")
+        run_blocks(drv.sgd_batch_driver, M, hooks, s["x"], s["v"], sim.diverged_step, t0, K, k0,
+                   k1, sim.first_replica, ls, ts, float(dyn.momentum), float(dyn.weight_decay),
+                   sim.potential.n_samples, int(dyn.batch_size or 0),
+                   SAMPLING_CODES[dyn.sampling], float(dyn.label_noise), float(dyn.grad_noise),
+                   args, sim.divergence_bound)
+    else:
+        run_blocks(drv.sgd_driver, M, hooks, s["x"], s["v"], sim.diverged_step, t0, K, k0, k1,
+                   sim.first_replica, ls, ts, float(dyn.momentum), float(dyn.weight_decay),
+                   float(dyn.grad_noise), sim.potential.constrained, args, sim.divergence_bound)
+
+
+def generic_adamw(sim, t0, K, k0, k1):
+    drv, hooks, args = _common(sim)
+    dyn, s = sim.dynamics, sim.state
+    coeffs = (schedule_code(dyn.lr), float(dyn.beta1), float(dyn.beta2), float(dyn.eps),
+              float(dyn.weight_decay))
+    n, M = sim.potential.n_samples, s["x"].shape[0]
+    if n is not None:
+        if hooks.batch_grad is None:
+            return _fallback(sim, t0, K, "minibatches")
+        run_blocks(drv.adamw_batch_driver, M, hooks, s["x"], s["m"], s["s"], sim.diverged_step, t0,
+                   K, k0, k1, sim.first_replica, *coeffs, n, int(dyn.batch_size or 0),
+                   SAMPLING_CODES[sampling_of(dyn.replacement)], args, sim.divergence_bound)
+    else:
+        run_blocks(drv.adamw_driver, M, hooks, s["x"], s["m"], s["s"], sim.diverged_step, t0, K,
+                   sim.first_replica, *coeffs, sim.potential.constrained, args,
+                   sim.divergence_bound)
+
+
+def _fallback(sim, t0, K, what: str) -> None:
+    """The reference, with a warning once per pair, for options the drivers do not cover."""
+    key = (type(sim.potential), type(sim.dynamics), what)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(f"numba backend's generic {type(sim.dynamics).__name__} driver does not "
+                      f"cover {what} on {type(sim.potential).__name__}; running the NumPy "
+                      "reference (correct, slower)", stacklevel=5)
+    reference_advance(sim, t0, K)
+
+
+ADAPTERS = {OverdampedLangevin: _langevin("overdamped_driver"), Heun: _langevin("heun_driver"),
+            LeimkuhlerMatthews: _langevin("lm_driver"), UnderdampedLangevin: generic_baoab,
+            MALA: generic_mala, SGD: generic_sgd, AdamW: generic_adamw}
+
+
+def register_generic() -> None:
+    """Register the generic drivers for every (family with hooks, dynamics) pair that has no
+    numba kernel yet (dedicated kernels are faster and stay)."""
+    for pcls, hooks in FAMILIES.items():
+        for dcls, fn in ADAPTERS.items():
+            if dcls is MALA and hooks.energy_block is None:
+                continue
+            if (pcls, dcls, "numba") not in registry.KERNELS:
+                registry.register(pcls, dcls, "numba")(fn)
+
+
+# ---------------------------------------------------------------- energies for recording
+
+def energy_kernel(potential) -> Callable | None:
+    """x (M, d) -> U(x) (M,) float64 by the family's compiled `energy_block` (rows converted to
+    float64 per block, parallel over blocks), or None for a potential without hooks."""
+    cls = type(potential)
+    if cls not in FAMILIES or FAMILIES[cls].energy_block is None:
+        return None
+    drv, hooks = compiled(cls), FAMILIES[cls]
+    args = hooks.args_of(potential, np.dtype(np.float64))
+
+    def energy(x):
+        x = np.ascontiguousarray(x)
+        out = np.empty(x.shape[0])
+        # one step's work per block is tiny: blocks of ~1 MiB of float64 rows, not BLOCK
+        run_blocks(drv.energy_driver, x.shape[0], hooks, x, out, args,
+                   rows=max(BLOCK, ENERGY_BLOCK_BYTES // (8 * x.shape[1])))
+        return out
+    return energy

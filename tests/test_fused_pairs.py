@@ -1,0 +1,189 @@
+"""Every valid (potential, dynamics) pair on the numba backend: fused (no fallback warning),
+equal to the NumPy reference (float64 to rounding, float32 to float32 rounding), invariant
+under replica partition and step chunking, with the reference's divergence flags; and the
+compiled recording energies.  Pairs come from the potential and dynamics registries with the
+small constructors below; a few cover every generic driver by default, the rest are slow
+(each pair compiles its driver per dtype: seconds on a cold cache)."""
+import warnings
+
+import numpy as np
+import pytest
+
+from langevin_sim import Simulation
+from langevin_sim.backends import numba_backend, registry
+from langevin_sim.dynamics import REGISTRY as DYNAMICS
+from langevin_sim.errors import ConfigError
+from langevin_sim.kernels import drivers
+from langevin_sim.potentials import REGISTRY as POTENTIALS
+
+POTS = {
+    "DoubleWell": lambda: POTENTIALS["DoubleWell"](d=3, barrier=1.5, a=0.8, tilt=0.1),
+    "Quadratic": lambda: POTENTIALS["Quadratic"](spectrum=[0.5, 1.0, 3.0], seed=2,
+                                                 center=[0.1, -0.2, 0.3]),
+    "LinearRegression": lambda: POTENTIALS["LinearRegression"](n=12, d=3, seed=3),
+    "MultiWell": lambda: POTENTIALS["MultiWell"](centers=[[-1.0, 0.0], [1.0, 0.5]],
+                                                 spectra=[[1.0, 2.0], [4.0, 3.0]],
+                                                 depths=[0.0, 0.2], softness=0.3, seed=1),
+    "ScaleSymmetric": lambda: POTENTIALS["ScaleSymmetric"](depth=3, n=5, noise=0.3, l2=0.01,
+                                                           seed=1),
+    "Valley": lambda: POTENTIALS["Valley"](d=3, curve="circle", profile="cos", alpha=0.5),
+    "SphericalPSpin": lambda: POTENTIALS["SphericalPSpin"](6, 3, seed=1),
+    "TeacherStudentMLP": lambda: POTENTIALS["TeacherStudentMLP"](n=10, d_in=3, hidden=4, seed=1),
+    "ModularArithmeticMLP": lambda: POTENTIALS["ModularArithmeticMLP"](p=5, hidden=4, seed=1),
+    "ShiftedMultiWell": lambda: POTENTIALS["ShiftedMultiWell"](
+        centers=[[-1.0, 0.0], [1.0, 0.5]], shifts=[[0.1, 0.2], [-0.2, 0.1], [0.1, -0.3]],
+        spectra=[[1.0, 2.0], [2.0, 4.0]], softness=0.3),
+}
+
+
+def dynamics(name: str, pot):
+    """A small instance of dynamics `name` for `pot` (minibatches where it is a finite sum)."""
+    batch = None if pot.n_samples is None else max(1, pot.n_samples // 3)
+    return {
+        "OverdampedLangevin": lambda: DYNAMICS[name](2e-2, 0.4),
+        "UnderdampedLangevin": lambda: DYNAMICS[name](5e-2, 1.5, 0.4),
+        "Heun": lambda: DYNAMICS[name](2e-2, 0.4),
+        "LeimkuhlerMatthews": lambda: DYNAMICS[name](2e-2, 0.4),
+        "MALA": lambda: DYNAMICS[name](5e-2, 0.4),
+        "SGD": lambda: DYNAMICS[name](2e-2, batch, momentum=0.5, temperature=1e-2,
+                                      grad_noise=0.1),
+        "AdamW": lambda: DYNAMICS[name](1e-2, batch, weight_decay=0.0 if pot.constrained else 0.01),
+    }[name]()
+
+
+def valid_pairs() -> dict:
+    out = {}
+    for pn in sorted(POTENTIALS):
+        for dn in sorted(DYNAMICS):
+            pot = POTS[pn]()
+            try:
+                dyn = dynamics(dn, pot)
+                Simulation(pot, dyn, 2, backend="numpy", seed=0)
+            except ConfigError:
+                continue
+            out[f"{pn}-{dn}"] = (pn, dn)
+    return out
+
+
+PAIRS = valid_pairs()
+GENERIC = {f"{p.__name__}-{d.__name__}" for p, d, b in registry.KERNELS
+           if b == "numba" and registry.KERNELS[p, d, b].fn.__module__ == drivers.__name__}
+# one pair per generic driver (and the sphere) by default; every pair with -m slow
+DEFAULT = {"DoubleWell-MALA", "SphericalPSpin-Heun", "LinearRegression-AdamW",
+           "Valley-UnderdampedLangevin"}
+FLOAT32_DEFAULT = {"DoubleWell-MALA"}
+
+
+def params(names, default):
+    return [pytest.param(n, marks=() if n in default else (pytest.mark.slow,))
+            for n in sorted(names)]
+
+
+def test_every_registered_class_has_a_small_constructor():
+    assert set(POTENTIALS) <= set(POTS), set(POTENTIALS) - set(POTS)
+    assert {"DoubleWell-MALA", "Quadratic-SGD", "SphericalPSpin-AdamW"} <= set(PAIRS)
+
+
+def simulate(pn, dn, M, steps, **kw):
+    """{backend: Simulation} after `steps` (a list of advance counts) on each backend."""
+    out = {}
+    for backend in ("numpy", "numba"):
+        pot = POTS[pn]()
+        sim = Simulation(pot, dynamics(dn, pot), M, backend=backend, **kw)
+        for n in steps:
+            sim.advance(n)
+        out[backend] = sim
+    return out
+
+
+def fallback_messages(run) -> list[str]:
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        run()
+    return [str(w.message) for w in rec if "no fused kernel" in str(w.message)
+            or "does not cover" in str(w.message)]
+
+
+@pytest.mark.parametrize("name", params(PAIRS, DEFAULT))
+def test_pair_float64(name, monkeypatch):
+    """Fused without a warning; the reference's states to rounding; the bits of one call
+    under a replica split and uneven calls; the reference's divergence flags and frozen states
+    with a bound that freezes some replicas."""
+    pn, dn = PAIRS[name]
+    monkeypatch.setattr(numba_backend, "_warned", set())
+    monkeypatch.setattr(drivers, "_warned", set())
+    out = {}
+    assert fallback_messages(lambda: out.update(simulate(pn, dn, 7, [40], seed=5))) == []
+    for k in out["numpy"].state:
+        np.testing.assert_allclose(out["numba"].state[k], out["numpy"].state[k], rtol=1e-9,
+                                   atol=1e-11, err_msg=f"{name}: {k}")
+    assert (out["numpy"].diverged_step < 0).all()
+    whole = out["numba"]
+    pot = POTS[pn]()
+    parts = [Simulation(pot, dynamics(dn, pot), n, backend="numba", seed=5, first_replica=r0)
+             for r0, n in ((0, 3), (3, 4))]
+    for p, chunks in zip(parts, ([40], [13, 1, 26])):
+        for n in chunks:
+            p.advance(n)
+    rtol = 0 if name in GENERIC else 1e-12   # dedicated kernels may block GEMMs by M
+    for k in whole.state:
+        np.testing.assert_allclose(np.concatenate([p.state[k] for p in parts]), whole.state[k],
+                                   rtol=rtol, atol=0, err_msg=f"{name}: {k}")
+    # a bound that the larger half of the final states exceed: they freeze on the way
+    rowmax = np.max([np.abs(v.reshape(7, -1)).max(axis=1) for v in out["numpy"].state.values()],
+                    axis=0)
+    bound = 0.95 * float(np.median(rowmax))
+    div = simulate(pn, dn, 7, [40], seed=5, divergence_bound=bound)
+    dn_, db = div["numpy"].diverged_step, div["numba"].diverged_step
+    assert (dn_ >= 0).any(), dn_
+    np.testing.assert_array_equal(db, dn_)
+    for k in div["numpy"].state:
+        np.testing.assert_allclose(div["numba"].state[k], div["numpy"].state[k], rtol=1e-9,
+                                   atol=1e-11, err_msg=f"{name} (bound {bound}): {k}")
+
+
+@pytest.mark.parametrize("name", params(PAIRS, FLOAT32_DEFAULT))
+def test_pair_float32(name, monkeypatch):
+    """float32 states, fused: the reference's to float32 rounding.  MALA's accept decisions
+    can flip within rounding of the boundary: replicas with equal accept counts must agree,
+    and nearly all do."""
+    pn, dn = PAIRS[name]
+    monkeypatch.setattr(numba_backend, "_warned", set())
+    monkeypatch.setattr(drivers, "_warned", set())
+    out = {}
+    assert fallback_messages(lambda: out.update(simulate(pn, dn, 8, [25], seed=2,
+                                                         dtype="float32"))) == []
+    a, r = out["numba"].state, out["numpy"].state
+    same = np.ones(8, bool)
+    if "accepted" in r:
+        same = a["accepted"] == r["accepted"]
+        assert same.sum() >= 7 and r["accepted"].sum() > 0, (a["accepted"], r["accepted"])
+    for k in r:
+        assert a[k].dtype == r[k].dtype, k
+        np.testing.assert_allclose(a[k][same], r[k][same], rtol=3e-4, atol=3e-4, err_msg=k)
+
+
+@pytest.mark.parametrize("pn", params([c.__name__ for c in drivers.FAMILIES],
+                                      {"DoubleWell", "SphericalPSpin"}))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_energy_kernel_matches_the_potential(pn, dtype):
+    """`energy_kernel` gives U (float64) of float64 and float32 states, as the potential's
+    energy of the float64 copy, over several blocks."""
+    pot = POTS[pn]()
+    sim = Simulation(pot, dynamics("OverdampedLangevin", pot), 150, backend="numpy", seed=1,
+                     dtype=dtype)
+    sim.advance(3)
+    x = sim.state["x"]
+    u = drivers.energy_kernel(pot)(x)
+    assert u.dtype == np.float64 and u.shape == (150,)
+    np.testing.assert_allclose(u, pot.energy(x.astype(np.float64)), rtol=1e-12, atol=1e-12)
+
+
+def test_generic_pairs_are_registered_after_the_dedicated_kernels():
+    """The generic drivers take only the pairs without a dedicated kernel."""
+    from langevin_sim.potentials import DoubleWell, Quadratic
+    from langevin_sim.dynamics import Heun, OverdampedLangevin
+
+    assert "DoubleWell-Heun" in GENERIC and "Quadratic-MALA" in GENERIC
+    for p, d in ((DoubleWell, OverdampedLangevin), (Quadratic, Heun)):
+        assert registry.KERNELS[p, d, "numba"].fn.__module__ != drivers.__name__
