@@ -1,4 +1,4 @@
-"""`langevin-sim run | resume | scan | info`."""
+"""`langevin-sim run | resume | scan | info | warmup`."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,16 @@ def _info(a) -> int:
     return 0
 
 
+def _warmup(a) -> int:
+    from .warmup import warmup
+
+    results = [r for _, _, r in warmup(dtypes=a.dtype.split(","), only=a.only)]
+    done = [r for r in results if isinstance(r, float)]
+    failed = sum(str(r).startswith("failed") for r in results)
+    print(f"{len(done)} kernels ready in {sum(done):.1f} s" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
 def _scan(a) -> int:
     from .scan import cli_scan
 
@@ -62,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a run file's config, progress, records, divergences")
     i.add_argument("path")
     i.set_defaults(fn=_info)
+    w = sub.add_parser("warmup", help="compile every numba kernel ahead of the first run "
+                                      "(fills Numba's on-disk cache)")
+    w.add_argument("--dtype", default="float32,float64", help="comma-separated dtypes "
+                   "(default: float32,float64)")
+    w.add_argument("--only", action="append", metavar="POTENTIAL,DYNAMICS",
+                   help="one pair by class names, e.g. DoubleWell,OverdampedLangevin (repeatable)")
+    w.set_defaults(fn=_warmup)
     try:
         from .scan import add_scan_parser
     except ImportError:

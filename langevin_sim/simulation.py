@@ -25,9 +25,11 @@ from .first_passage import FirstPassage
 from .io import Run, RunWriter
 from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE
 from .io.swmr import writer_info
+from .io.writer import WriterThread
 from .potentials.base import Potential
 
 DTYPES = ("float64", "float32")
+_BATCH_BYTES = 1 << 20   # records gathered before they go to the writer thread together
 
 
 class Simulation:
@@ -158,17 +160,20 @@ class Simulation:
             to_host(self)
 
     def snapshot(self, record_positions: bool = True) -> dict:
-        """One record of the current state: step, energy (float64), positions, observables
-        (copies: NaN-filling a diverged replica's entries never touches the state)."""
+        """One record of the current state: step, time, energy (float64, (M,)), positions
+        ((M, d), the state's dtype), observables (new arrays: NaN-filling a diverged replica's
+        entries never touches the state).  A float32 state is widened block by block for the
+        potential's observables, never whole."""
         self.sync()
-        x64 = self.state["x"].astype(np.float64)
+        x = self.state["x"]
         with np.errstate(all="ignore"), _one_blas_thread():
-            rec = {"step": np.int64(self.step), "time": np.float64(self.time),
-                   "energy": np.asarray(self.potential.energy(x64), np.float64)}
+            energy = (self.backend.record_energy(self.potential, x)
+                      if hasattr(self.backend, "record_energy") else
+                      np.asarray(self.potential.energy(np.asarray(x, np.float64)), np.float64))
+            rec = {"step": np.int64(self.step), "time": np.float64(self.time), "energy": energy}
             if record_positions:
-                rec["positions"] = self.state["x"].copy()
-            for k, v in self.potential.observables(x64).items():
-                rec[k] = np.array(v)
+                rec["positions"] = x.copy()
+            rec.update(_in_float64(self.potential.observables, x))
             for k, v in self.dynamics.observables(self.state).items():
                 rec[k] = np.array(v)
             for obs in self.observers:
@@ -222,12 +227,20 @@ class Simulation:
     def _loop(self, writer: RunWriter, target: int, record_every: int, record_positions: bool,
               pending: list, checkpoint_every: int | None, progress: bool | None,
               flush_seconds: float) -> None:
+        """Advance to `target`, recording every `record_every` steps.  Records go to a writer
+        thread as they are taken (alone, or gathered up to _BATCH_BYTES), so the file is
+        written while the next block computes; a commit goes at least every `flush_seconds`
+        and at the end, with a checkpoint (or every `checkpoint_every` steps).  SIGTERM and a
+        first Ctrl-C stop at the next record after a commit, a second Ctrl-C at once."""
         from tqdm.auto import tqdm
 
         show = sys.stderr.isatty() if progress is None else bool(progress)
         bar = tqdm(total=target - self.step, disable=not show, unit="step", leave=False)
         last_flush, last_ckpt = time.monotonic(), self.step
+        committed = (int(writer.commit[STEPS_DONE]), bool(writer.commit[COMPLETE]))
+        size = sum(v.nbytes for r in pending for v in r.values())
         self._stop = 0
+        thread = WriterThread(writer)
         with _signals_stop(self):
             try:
                 while self.step < target and not self._stop:
@@ -236,26 +249,29 @@ class Simulation:
                     bar.update(K)
                     if self.step % record_every == 0:
                         pending.append(self.snapshot(record_positions))
+                        size += sum(v.nbytes for v in pending[-1].values())
+                        if size >= _BATCH_BYTES:
+                            thread.submit("append", pending)
+                            pending, size = [], 0
                     now = time.monotonic()
                     if now - last_flush >= flush_seconds or self.step == target:
                         ckpt = checkpoint_every is None or self.step - last_ckpt >= checkpoint_every \
                             or self.step == target
-                        self.sync()
-                        writer.write_block(pending, self.state if ckpt else None, self.step,
-                                           self.diverged_step, complete=self.step == target,
-                                           first_passage=self.first_passage_state())
-                        pending, last_flush = [], now
+                        committed = self._commit(thread, pending, ckpt, self.step == target)
+                        pending, size, last_flush = [], 0, now
                         last_ckpt = self.step if ckpt else last_ckpt
                 done = self.step == target
-                if pending or writer.commit[STEPS_DONE] != self.step or \
-                        (done and not writer.commit[COMPLETE]):
-                    self.sync()
-                    writer.write_block(pending, self.state, self.step, self.diverged_step,
-                                       complete=done, first_passage=self.first_passage_state())
+                if pending or committed[0] != self.step or (done and not committed[1]):
+                    self._commit(thread, pending, True, done, final=True)
+                thread.close()
             except KeyboardInterrupt:
                 # A second Ctrl-C: abort now; the last commit (data and checkpoint) stands.
+                thread.close(abort=True)
                 raise RunStopped(self._stopped(writer, target, "aborted by a second Ctrl-C"),
                                  128 + signal.SIGINT) from None
+            except BaseException:
+                thread.close(abort=True)
+                raise
             finally:
                 bar.close()
         if self._stop:
@@ -263,6 +279,21 @@ class Simulation:
             msg = self._stopped(writer, target, f"stopped by {sig.name}")
             writer.f.close()
             raise (RunStopped if sig == signal.SIGINT else RunTerminated)(msg, 128 + sig)
+
+    def _commit(self, thread: WriterThread, pending: list, checkpoint: bool, complete: bool,
+                final: bool = False) -> tuple[int, bool]:
+        """Queue `pending` records and a commit at the current step, with a checkpoint of the
+        state if `checkpoint`.  The state is copied unless this is the last commit before the
+        writer closes (`final`, or `complete`: no step follows).  Returns (step, complete)."""
+        self.sync()
+        keep = (lambda v: v) if final or complete else np.copy
+        if pending:
+            thread.submit("append", pending)
+        state = {k: keep(v) for k, v in self.state.items()} if checkpoint else None
+        fp = self.first_passage_state()
+        thread.submit("commit_block", state, self.step, keep(self.diverged_step), complete,
+                      None if fp is None else {k: keep(v) for k, v in fp.items()})
+        return self.step, complete
 
     def _stopped(self, writer: RunWriter, target: int, why: str) -> str:
         """One line: where the run stopped, its checkpoint, and how to resume it."""
@@ -272,6 +303,37 @@ class Simulation:
             return f"{why} at step {self.step} of {target}; the run was in memory, nothing to resume"
         return (f"{why} at step {self.step} of {target}; {where} in {f.filename}; resume with: "
                 f"langevin-sim resume {shlex.quote(f.filename)}")
+
+
+_WIDEN_BYTES = 1 << 20   # float64 bytes per block of rows for record-time observables
+_POOL = None
+
+
+def _in_float64(fn, x: np.ndarray) -> dict:
+    """`fn(x)` -> {name: (M, ...)} evaluated in float64 as new arrays, on blocks of rows (at
+    most ~1 MiB of float64 each, at least one per thread) spread over a small thread pool
+    (NumPy and single-threaded BLAS release the GIL): a float32 `x` is widened block by
+    block, never whole, and the record's observables take one thread's share of the time."""
+    global _POOL
+    import numba
+    from concurrent.futures import ThreadPoolExecutor
+
+    def part(rows):
+        with np.errstate(all="ignore"):
+            return fn(np.asarray(rows, np.float64))
+
+    if not part(x[:1]):
+        return {}
+    threads = numba.get_num_threads()
+    n = max(1, min(_WIDEN_BYTES // (8 * max(1, x.shape[1])), -(-len(x) // threads)))
+    blocks = [x[i:i + n] for i in range(0, len(x), n)]
+    if len(blocks) == 1:
+        parts = [part(x)]
+    else:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(threads, thread_name_prefix="langevin-sim records")
+        parts = list(_POOL.map(part, blocks))
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
 def _one_blas_thread():
@@ -361,10 +423,15 @@ def resume(path, steps: int | None = None, backend: str | None = None,
     path = os.fspath(path)
     with Run(path) as run:
         cfg = run.config
-        if run.complete and (steps is None or int(steps) == run.steps_done):
+        ladder = "exchange" in (cfg.get("meta") or {})  # a rung of a replica-exchange run
+        if not ladder and run.complete and (steps is None or int(steps) == run.steps_done):
             done = Run(path)
             done.resumed_from = None
             return done
+    if ladder:
+        from .exchange import resume as resume_ladder
+
+        return resume_ladder(path, steps, backend, progress, flush_seconds)
     run = Run(path, mode="r+")
     f = run.f
     try:

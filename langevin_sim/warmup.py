@@ -1,0 +1,139 @@
+"""The first run after install: a one-line notice while Numba compiles, and `warmup`, which
+compiles every fused numba kernel ahead (`langevin-sim warmup`) so that runs start at once.
+
+Numba caches compiled kernels on disk (next to the sources, or in NUMBA_CACHE_DIR); an empty
+cache costs 1-60 s per kernel and dtype on the first call.  `compile_notice` tells the user
+why a run is silent meanwhile: it listens for Numba's "numba:compile" events, which fire only
+for real compilations (not for cache loads).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+from numba.core import event
+
+DTYPES = ("float32", "float64")
+_said: set = set()      # the pairs (and dtypes) this process has announced or seen loaded
+_lock = threading.Lock()
+_quiet = False          # set while `warmup` runs: it prints its own lines
+
+
+class _Notice(event.Listener):
+    """Prints the notice for `what` at the first compilation it hears of."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def on_start(self, ev) -> None:
+        with _lock:
+            if self.what in _said or _quiet:
+                return
+            _said.add(self.what)
+        print(f"langevin-sim: compiling numba kernels for {self.what}, first run only; cached "
+              "afterwards (`langevin-sim warmup` compiles them all ahead)", file=sys.stderr,
+              flush=True)
+
+    def on_end(self, ev) -> None:
+        pass
+
+
+@contextmanager
+def compile_notice(what: str):
+    """Within the block, the first Numba compilation prints one line to stderr naming `what`
+    (e.g. "DoubleWell x OverdampedLangevin (float32)"), once per `what` per process.  After
+    the first block for `what` it costs nothing: its kernels are then loaded or compiled."""
+    if what in _said:
+        yield
+        return
+    with event.install_listener("numba:compile", _Notice(what)):
+        yield
+    _said.add(what)
+
+
+def small_instances() -> tuple[dict, dict]:
+    """Class name -> factory of small instances, for potentials and dynamics whose defaults
+    need arguments or are large (other classes are built with their defaults).  Dynamics list
+    variants (minibatch and full batch): a pair runs each one its potential accepts."""
+    from .dynamics import SGD, AdamW
+    from .potentials import (ModularArithmeticMLP, MultiWell, Quadratic, ShiftedMultiWell,
+                             SphericalPSpin, TeacherStudentMLP)
+
+    pots = {"Quadratic": lambda: Quadratic(spectrum=[0.5, 1.0, 2.0], seed=1),
+            "MultiWell": lambda: MultiWell(centers=[[-1.0, 0.0], [1.0, 0.5]],
+                                           spectra=[[1.0, 1.0], [4.0, 4.0]]),
+            "ShiftedMultiWell": lambda: ShiftedMultiWell([[-1.0, 0.0], [1.0, 0.5]],
+                                                         0.1 * np.eye(4, 2) - 0.025,
+                                                         spectra=[[1.0, 1.0], [4.0, 4.0]]),
+            "SphericalPSpin": lambda: SphericalPSpin(8, 3, seed=1),
+            "TeacherStudentMLP": lambda: TeacherStudentMLP(n=16, d_in=3, hidden=4,
+                                                           teacher_hidden=2, seed=1),
+            "ModularArithmeticMLP": lambda: ModularArithmeticMLP(p=5, hidden=3, seed=1)}
+    dyns = {"SGD": lambda: [SGD(1e-2, 4, momentum=0.5), SGD(1e-2, None, momentum=0.5)],
+            "AdamW": lambda: [AdamW(1e-3, 4, weight_decay=0.0), AdamW(1e-3, None, weight_decay=0.0)]}
+    return pots, dyns
+
+
+def _variants(pcls: type, dcls: type) -> tuple:
+    """(potential, [dynamics the potential accepts], the refusal when there is none)."""
+    pots, dyns = small_instances()
+    pot = pots[pcls.__name__]() if pcls.__name__ in pots else pcls()
+    ok, why = [], None
+    for dyn in (dyns[dcls.__name__]() if dcls.__name__ in dyns else [dcls()]):
+        try:
+            dyn.check_potential(pot)
+        except Exception as e:
+            why = why or e
+        else:
+            ok.append(dyn)
+    return pot, ok, why
+
+
+def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout) -> list[tuple]:
+    """Run a tiny simulation (3 replicas, 2 steps and a record) of every pair with a numba
+    kernel (`registry.pairs("numba")`), or of the pairs named "Potential,Dynamics" in `only`,
+    for each dtype, so that Numba's on-disk cache holds them before the first real run.
+    Prints one line per pair and dtype to `out`: the seconds it took, or why it failed.
+    Returns [(pair name, dtype, seconds or the error)]."""
+    global _quiet
+    from .backends import numba_backend  # noqa: F401  (fills the registry)
+    from .backends.registry import pairs
+    from .errors import ConfigError
+    from .simulation import DTYPES as SIM_DTYPES
+    from .simulation import Simulation
+
+    bad = [d for d in dtypes if d not in SIM_DTYPES]
+    if bad:
+        raise ConfigError(f"unknown dtype {bad[0]!r}; choose from {', '.join(SIM_DTYPES)}")
+    todo = {f"{p.__name__},{d.__name__}": (p, d) for p, d in pairs("numba")}
+    for name in only or ():
+        if name.replace(" ", "") not in todo:
+            raise ConfigError(f"no numba kernel for {name!r}; the pairs are: {', '.join(sorted(todo))}")
+    if only:
+        todo = {k: v for k, v in todo.items() if k in {n.replace(" ", "") for n in only}}
+    results = []
+    _quiet = True
+    try:
+        for pcls, dcls in todo.values():
+            for dtype in dtypes:
+                label = f"{pcls.__name__} x {dcls.__name__} ({dtype})"
+                t = time.perf_counter()
+                try:
+                    pot, dyns, why = _variants(pcls, dcls)
+                    for dyn in dyns:
+                        sim = Simulation(pot, dyn, 3, backend="numba", dtype=dtype, seed=0)
+                        sim.advance(2)
+                        sim.snapshot()
+                    res = time.perf_counter() - t if dyns else f"skipped: no small instance ({why})"
+                except Exception as e:  # one pair's failure must not stop the others
+                    res = f"failed: {type(e).__name__}: {e}"
+                _said.add(label)
+                results.append((label, dtype, res))
+                print(f"{label}: " + (f"{res:.1f} s" if isinstance(res, float) else res),
+                      file=out, flush=True)
+    finally:
+        _quiet = False
+    return results

@@ -1,0 +1,160 @@
+"""Recording: records written by the writer thread, batching, widening float32 states by
+blocks, errors in the thread, and diverged_step written only when it changes."""
+import threading
+
+import h5py
+import numpy as np
+import pytest
+
+from langevin_sim import Simulation, open_run, resume, simulation
+from langevin_sim.dynamics import SGD, OverdampedLangevin
+from langevin_sim.errors import DivergenceWarning
+from langevin_sim.io import writer
+from langevin_sim.io.writer import RunWriter
+from langevin_sim.potentials import DoubleWell, LinearRegression
+
+
+def lr_sim(dtype="float64", M=7):
+    return Simulation(LinearRegression(n=20, d=3, seed=2), SGD(0.05, 4, momentum=0.5, temperature=1e-2),
+                      M, dtype=dtype, seed=4)
+
+
+def dw_sim():
+    """Replicas leave |x| <= 1.6 (flagged as diverged) at steps 35, 43, 68 and 129."""
+    return Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), 40, seed=3,
+                      divergence_bound=1.6)
+
+
+def writer_threads():
+    return [t for t in threading.enumerate() if t.name == "langevin-sim writer"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_records_hold_the_state_at_each_record_step(tmp_run, dtype, monkeypatch):
+    """Written on the writer thread, each record equals an independent twin's positions at that
+    step, its float64 energy and observables; small records go in batches."""
+    calls = []
+    real = RunWriter.append
+
+    def append(self, records):
+        calls.append((threading.current_thread().name, len(records)))
+        real(self, records)
+
+    monkeypatch.setattr(RunWriter, "append", append)
+    with lr_sim(dtype).run(200, 10, out=tmp_run, progress=False) as run:
+        assert run.complete and run.n_records == 21 and not writer_threads()
+        twin = lr_sim(dtype)
+        for i in range(21):
+            x = twin.state["x"]
+            assert run.step[i] == twin.step
+            np.testing.assert_array_equal(run.positions[i], x)
+            x64 = x.astype(np.float64)
+            np.testing.assert_allclose(run.energy[i], twin.potential.energy(x64), rtol=1e-10)
+            np.testing.assert_allclose(run["weight_error"][i],
+                                       ((x64 - twin.potential.w_star) ** 2).sum(axis=1), rtol=1e-12)
+            twin.advance(10)
+    assert {name for name, _ in calls} == {"langevin-sim writer"}
+    assert sum(n for _, n in calls) == 21 and max(n for _, n in calls) > 1
+
+
+def test_batched_and_committed_records_agree(tmp_path):
+    """Records gathered into batches (one commit) and committed one by one give equal files."""
+    a = lr_sim().run(80, 1, out=tmp_path / "a.h5", progress=False)
+    b = lr_sim().run(80, 1, out=tmp_path / "b.h5", progress=False, flush_seconds=0.0)
+    with a, b:
+        assert a.n_records == b.n_records == 81
+        np.testing.assert_array_equal(a.step, b.step)
+        np.testing.assert_array_equal(a.time, b.time)
+        for name in ("energy", "positions", "weight_error"):
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_large_rows_are_written_as_whole_chunks(tmp_path, dtype):
+    """Rows of a chunk each (1-2 MiB) go in as raw chunks (here in SWMR mode): the same
+    records as through HDF5's filtered path, and the twin's state."""
+    def sim():
+        return Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), 1 << 18, dtype=dtype, seed=1)
+
+    a = sim().run(20, 10, out=tmp_path / "a.h5", progress=False, swmr=True)
+    b = sim().run(20, 10, out=tmp_path / "b.h5", progress=False, compression="gzip")
+    twin = sim()
+    twin.advance(20)
+    with a, b, h5py.File(tmp_path / "a.h5", "r") as f, h5py.File(tmp_path / "b.h5", "r") as g:
+        assert all(writer._row_is_chunk(f["records"][k]) for k in ("positions", "energy"))
+        assert not writer._row_is_chunk(g["records/positions"])
+        np.testing.assert_array_equal(a.positions[:], b.positions[:])
+        np.testing.assert_array_equal(a.energy[:], b.energy[:])
+        np.testing.assert_array_equal(a.positions[-1], twin.state["x"])
+        assert a.n_records == 3 and np.isfinite(a.energy[:]).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float32_states_are_widened_by_blocks(monkeypatch, dtype):
+    """Observables of a float32 state, evaluated on float64 blocks of rows, equal the
+    whole-state evaluation; the record's arrays are copies."""
+    sim = lr_sim(dtype, M=11)
+    sim.advance(30)
+    monkeypatch.setattr(simulation, "_WIDEN_BYTES", 3 * 8 * 3)   # blocks of 3 rows
+    rec = sim.snapshot()
+    x64 = sim.state["x"].astype(np.float64)
+    np.testing.assert_array_equal(rec["weight_error"], sim.potential.observables(x64)["weight_error"])
+    rec["positions"][:] = np.nan
+    assert np.isfinite(sim.state["x"]).all()
+    assert simulation._in_float64(lambda x: {}, sim.state["x"]) == {}
+
+
+def test_error_in_the_writer_thread_reaches_the_caller(tmp_run, monkeypatch):
+    """The writer thread's error is raised by `run`, the thread is gone, the file keeps every
+    commit before it and resumes to the uninterrupted run's records."""
+    real, calls = RunWriter.commit_block, []
+
+    def failing(self, *args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(RunWriter, "commit_block", failing)
+    with pytest.raises(OSError, match="disk full"):
+        lr_sim().run(300, 10, out=tmp_run, progress=False, flush_seconds=0.0)
+    monkeypatch.setattr(RunWriter, "commit_block", real)
+    assert not writer_threads()
+    with open_run(tmp_run) as run:
+        assert run.steps_done == 20 and run.n_records == 3 and not run.complete
+    with resume(tmp_run, progress=False) as done, \
+            lr_sim().run(300, 10, out=tmp_run.with_name("ref.h5"), progress=False) as ref:
+        np.testing.assert_array_equal(done.positions[:], ref.positions[:])
+        np.testing.assert_array_equal(done.energy[:], ref.energy[:])
+
+
+@pytest.mark.parametrize("stop_at", [5, 8, 14])
+def test_diverged_step_in_checkpoints_as_replicas_diverge(tmp_run, monkeypatch, stop_at):
+    """diverged_step is rewritten only when it changed, yet every committed checkpoint slot
+    and /records/diverged_step hold the step counts of their step, slots alternating."""
+    real, calls = RunWriter._commit, []
+
+    def dying(self, commit):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise RuntimeError("killed")
+        real(self, commit)
+
+    monkeypatch.setattr(RunWriter, "_commit", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        dw_sim().run(300, 10, out=tmp_run, progress=False, flush_seconds=0.0)
+    monkeypatch.setattr(RunWriter, "_commit", real)
+    with open_run(tmp_run) as run:
+        step, _, dstep = run.checkpoint()
+        ref = dw_sim()
+        ref.advance(step)
+        assert step == 10 * (stop_at - 1)
+        np.testing.assert_array_equal(dstep, ref.diverged_step)
+    with pytest.warns(DivergenceWarning, match="4 of 40 replicas diverged"):
+        resume(tmp_run, progress=False).close()
+    with h5py.File(tmp_run) as f:
+        ref.advance(300 - step)
+        assert (ref.diverged_step >= 0).sum() == 4
+        for path in ("records/diverged_step", "checkpoint/slot0/diverged_step",
+                     "checkpoint/slot1/diverged_step"):
+            np.testing.assert_array_equal(f[path][()], ref.diverged_step, err_msg=path)

@@ -1,0 +1,102 @@
+"""The first run after install: the compile notice, and `langevin-sim warmup`."""
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+
+from langevin_sim import Simulation, warmup
+from langevin_sim.backends import numba_backend, registry
+from langevin_sim.cli import main as cli
+from langevin_sim.dynamics import OverdampedLangevin
+from langevin_sim.errors import ConfigError
+from langevin_sim.potentials import DoubleWell
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTICE = "langevin-sim: compiling numba kernels for"
+RUN = ("from langevin_sim import Simulation; from langevin_sim.potentials import DoubleWell; "
+       "from langevin_sim.dynamics import OverdampedLangevin; "
+       "Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), 5, dtype='float64').advance(3)")
+
+
+def python(*args, env=None):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, **(env or {})), timeout=600)
+
+
+def test_warmup_one_pair_prints_its_time_then_a_run_loads_silently():
+    """`warmup --only` compiles (or loads) one pair and prints its seconds; a later process
+    finds the kernel in Numba's cache and prints no notice."""
+    r = python("-m", "langevin_sim.cli", "warmup", "--only", "DoubleWell,OverdampedLangevin",
+               "--dtype", "float64")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("DoubleWell x OverdampedLangevin (float64): ") and lines[0].endswith(" s")
+    assert lines[-1].startswith("1 kernels ready in ") and NOTICE not in r.stderr
+    r = python("-c", RUN)
+    assert r.returncode == 0, r.stderr
+    assert NOTICE not in r.stderr
+
+
+def test_warmup_rejects_unknown_pairs_and_dtypes(capsys):
+    assert cli(["warmup", "--only", "DoubleWell,Nothing"]) == 2
+    assert "no numba kernel for 'DoubleWell,Nothing'; the pairs are: " in capsys.readouterr().err
+    assert cli(["warmup", "--dtype", "float16", "--only", "DoubleWell,OverdampedLangevin"]) == 2
+    assert "unknown dtype 'float16'" in capsys.readouterr().err
+
+
+def test_every_numba_pair_has_a_small_instance():
+    """warmup builds every registered pair (new kernels included) small, without compiling;
+    where the dynamics refuses the potential altogether it skips the pair."""
+    for pcls, dcls in registry.pairs("numba"):
+        pot, dyns, why = warmup._variants(pcls, dcls)
+        assert dyns or isinstance(why, ConfigError), f"{pcls.__name__} x {dcls.__name__}: {why}"
+        assert pot.d <= 64, f"{pcls.__name__}: not small (d = {pot.d})"
+
+
+def test_notice_printed_once_when_a_kernel_compiles(monkeypatch, capsys):
+    """A kernel whose call compiles something prints one line naming the pair and dtype;
+    the next calls (nothing left to compile) print nothing.  A fresh jit function inside
+    the registered kernel stands in for an empty on-disk cache."""
+    key = (DoubleWell, OverdampedLangevin, "numba")
+    real = registry.KERNELS[key]
+    fresh = numba.njit(cache=False)(lambda a: a * 2.0)
+
+    def kernel(sim, t0, K, k0, k1):
+        fresh(np.float64(sim.step))
+        real.fn(sim, t0, K, k0, k1)
+
+    monkeypatch.setitem(registry.KERNELS, key, registry.Kernel(kernel, real.first_passage))
+    monkeypatch.setattr(warmup, "_said", set())
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), 5, dtype="float32")
+    sim.advance(3)
+    err = capsys.readouterr().err
+    assert err.count(NOTICE) == 1
+    assert "DoubleWell x OverdampedLangevin (float32), first run only; cached afterwards" in err
+    sim.advance(3)
+    Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), 4, dtype="float32").advance(2)
+    assert capsys.readouterr().err == ""
+
+
+def test_no_notice_when_nothing_compiles(monkeypatch, capsys):
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), 5, dtype="float64")
+    sim.advance(2)                           # compiled or loaded by now
+    monkeypatch.setattr(warmup, "_said", set())
+    sim.advance(2)
+    assert NOTICE not in capsys.readouterr().err
+    assert numba_backend.compile_notice is warmup.compile_notice
+
+
+@pytest.mark.slow
+def test_notice_with_an_empty_numba_cache(tmp_path):
+    """A process with an empty NUMBA_CACHE_DIR compiles and says so once; the next one loads
+    from that cache silently (about a minute of compilation)."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    r = python("-c", RUN, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count(NOTICE) == 1
+    assert "DoubleWell x OverdampedLangevin (float64), first run only" in r.stderr
+    r = python("-c", RUN, env=env)
+    assert r.returncode == 0 and NOTICE not in r.stderr, r.stderr
