@@ -49,6 +49,7 @@ PROBE = 7  # sharpness probe vectors (potentials/sharpness.py)
 SUBSET = 8       # SGD sampling="subset": Floyd's words, n = step * B + k (dynamics/sgd.py)
 LABEL_NOISE = 9  # SGD label_noise: one normal per batch slot, n = step * B + b
 GRAD_NOISE = 10  # SGD grad_noise: one normal per coordinate, n = step * d + i
+EXCHANGE = 11    # replica exchange: one word per rung pair, replica = ladder, n = exchange * (K-1) + k
 
 
 def philox_round(c0, c1, c2, c3, k0, k1):

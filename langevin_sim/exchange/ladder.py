@@ -1,0 +1,272 @@
+"""Replica exchange (parallel tempering): K rungs at T_1 < ... < T_K, M ladders.
+
+Rung k is an ordinary `Simulation` (same potential, the dynamics at T_k, M replicas with the
+ladder ids, seed `rung_seed(seed, k)`), advanced by its backend's fused kernels between
+exchanges.  Ladder m has one walker on each rung.  At every step s = n * every (n = 1, 2,
+...) the pairs (k, k+1) with k = n mod 2, n mod 2 + 2, ... swap configurations with
+probability min(1, exp((1/T_k - 1/T_{k+1}) (U_k - U_{k+1}))), decided by the Philox word at
+(seed, EXCHANGE, ladder id, n (K-1) + k): a pure function of (seed, ladder, exchange), so
+splitting ladders (first_replica) or resuming changes nothing.  The exchange is part of
+reaching step s: records and checkpoints at s see the swapped state.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+
+import numpy as np
+
+from .. import rng
+from ..dynamics import MALA, Heun, LeimkuhlerMatthews, OverdampedLangevin, UnderdampedLangevin
+from ..errors import ConfigError, RunStopped, RunTerminated
+from ..io import Run, RunWriter
+from ..io import format as F
+from ..scan.ids import splitmix64
+from ..simulation import Simulation, _create_file, _signals_stop, report_divergence
+from . import log
+
+# Boltzmann samplers a swap is valid for; SGD / AdamW do not sample exp(-U/T).
+SAMPLERS = (OverdampedLangevin, LeimkuhlerMatthews, Heun, UnderdampedLangevin, MALA)
+SWAPPED = ("x", "g", "u")   # functions of the configuration: they travel with it
+RESCALED = ("p",)           # momenta: p -> p sqrt(T_new / T_old) (Sugita & Okamoto 2000)
+KEPT = ("accepted",)        # MALA's acceptance counter stays with its rung (temperature)
+
+
+def rung_seed(seed: int, k: int) -> int:
+    """Seed of rung k's dynamics noise: splitmix64(splitmix64(seed) ^ k) >> 1 (63 bits)."""
+    return splitmix64(splitmix64(int(seed)) ^ int(k)) >> 1
+
+
+def rung_path(out, k: int):
+    """Run file of rung k: `out` itself for k = 0, else <stem>.rung<k>.h5 beside it."""
+    if out is None or k == 0:
+        return out
+    root, ext = os.path.splitext(os.fspath(out))
+    return f"{root}.rung{k}{ext or '.h5'}"
+
+
+class ReplicaExchange:
+    """M ladders of K rungs of `dynamics` on `potential`, one `Simulation` per rung.
+
+    temperatures: T_1 < ... < T_K (energy units, K >= 2); `dynamics` must be a Boltzmann
+    sampler (SAMPLERS) with a constant temperature, which is replaced by T_k on rung k.
+    every: steps between exchanges.  replicas: M ladders with ids first_replica ...; init
+    as for Simulation ("default": each rung draws its own).  Swaps exchange x (and g, u);
+    BAOAB momenta are rescaled by sqrt(T_new / T_old), which leaves the acceptance rule on U
+    exact for the joint (x, p) law; MALA's `accepted` count stays with its rung.  A ladder
+    whose walker diverged on either rung of a pair does not swap there.  `run` writes one
+    ordinary run file per rung (`rung_path`) and the exchange log in rung 0's file.
+    """
+
+    def __init__(self, potential, dynamics, temperatures, replicas: int, every: int = 10,
+                 backend: str = "numba", dtype: str = "float64", seed: int = 0,
+                 init="default", first_replica: int = 0, divergence_bound: float = 1e8,
+                 meta: dict | None = None):
+        T = [float(t) for t in temperatures]
+        if len(T) < 2 or not all(t > 0 and math.isfinite(t) for t in T) or \
+                any(b <= a for a, b in zip(T, T[1:])):
+            raise ConfigError(f"temperatures must be >= 2 finite values 0 < T_1 < T_2 < ..., got {T}")
+        if not isinstance(dynamics, SAMPLERS):
+            raise ConfigError(f"replica exchange needs a Boltzmann sampler ({', '.join(c.__name__ for c in SAMPLERS)}); "
+                              f"{type(dynamics).__name__} does not sample exp(-U/T), so the swap rule would be wrong")
+        if dynamics.temperature.kind != "constant":
+            raise ConfigError("replica exchange sets each rung's temperature; give the dynamics a constant temperature")
+        if int(every) < 1:
+            raise ConfigError(f"every (steps between exchanges) must be >= 1, got {every}")
+        if backend == "cuda":
+            raise ConfigError("replica exchange swaps host state between kernels; use backend numba or numpy")
+        self.temperatures, self.every, self.seed = T, int(every), int(seed)
+        self.meta = dict(meta or {})
+        self.rungs = [Simulation(potential, dataclasses.replace(dynamics, temperature=t), replicas,
+                                 backend=backend, dtype=dtype, seed=rung_seed(seed, k), init=init,
+                                 first_replica=first_replica, divergence_bound=divergence_bound)
+                      for k, t in enumerate(T)]
+        odd = set(self.rungs[0].state) - set(SWAPPED + RESCALED + KEPT)
+        if odd:
+            raise ConfigError(f"replica exchange does not know how to swap state {sorted(odd)}")
+        self.walker = np.tile(np.arange(len(T), dtype=np.int16), (self.rungs[0].n_replicas, 1))
+        self.step, self._stop = 0, 0
+        self.runs: list[Run] = []
+
+    @property
+    def ladder_ids(self) -> np.ndarray:
+        return self.rungs[0].replica_ids
+
+    def exchange_config(self, k: int, files: list) -> dict:
+        """What rung k's run file stores under meta.exchange (rung 0: everything resume needs)."""
+        out = {"rung": k, "temperatures": self.temperatures, "every": self.every, "seed": self.seed,
+               "files": [None if p is None else os.path.basename(p) for p in files]}
+        return out if k == 0 else {"rung": k, "lowest": out["files"][0]}
+
+    # -- exchanges ------------------------------------------------------------
+    def exchange(self) -> dict:
+        """Attempt the swaps of exchange n = step // every (step a multiple of every); return
+        its log row."""
+        n, K = self.step // self.every, len(self.rungs)
+        for sim in self.rungs:
+            sim.sync()
+        with np.errstate(all="ignore"):
+            U = np.stack([np.asarray(s.potential.energy(s.state["x"].astype(np.float64)), np.float64)
+                          for s in self.rungs], axis=1)
+        words = rng.stream_words(self.seed, rng.EXCHANGE, self.ladder_ids, n * (K - 1), K - 1)
+        log_u = np.log((words + 0.5) * rng.TWO_NEG32)
+        acc = np.full((U.shape[0], K - 1), -1, np.int8)
+        for k in range(n % 2, K - 1, 2):
+            lo, hi = self.rungs[k], self.rungs[k + 1]
+            Tl, Th = self.temperatures[k], self.temperatures[k + 1]
+            alive = (lo.diverged_step < 0) & (hi.diverged_step < 0)
+            with np.errstate(all="ignore"):
+                swap = alive & (log_u[:, k] < (1.0 / Tl - 1.0 / Th) * (U[:, k] - U[:, k + 1]))
+            acc[:, k] = np.where(alive, swap, -1)
+            self._swap(lo, hi, math.sqrt(Th / Tl), np.flatnonzero(swap))
+            self.walker[swap, k], self.walker[swap, k + 1] = \
+                self.walker[swap, k + 1], self.walker[swap, k]
+        return {"step": np.int64(self.step), "walker": self.walker.copy(), "accepted": acc,
+                "energy": U}
+
+    @staticmethod
+    def _swap(lo: Simulation, hi: Simulation, ratio: float, idx: np.ndarray) -> None:
+        """Exchange the configurations of replicas `idx` between rungs lo and hi (in place);
+        momenta rescaled by ratio = sqrt(T_hi / T_lo) going up, 1/ratio going down."""
+        for key in SWAPPED + RESCALED:
+            if key not in lo.state:
+                continue
+            a, b = lo.state[key], hi.state[key]
+            up, down = a[idx].copy(), b[idx].copy()
+            if key in RESCALED:
+                up, down = up * ratio, down / ratio
+            a[idx], b[idx] = down.astype(a.dtype), up.astype(b.dtype)
+
+    # -- running ----------------------------------------------------------------
+    def run(self, steps: int, record_every: int = 100, out=None, record_positions: bool = True,
+            progress: bool | None = None, overwrite: bool = False, swmr: bool = False,
+            compression: str | None = None, flush_seconds: float = 1.0) -> Run:
+        """Advance `steps` steps with exchanges every `every`, recording every `record_every`;
+        rung k writes `rung_path(out, k)` (out=None: in memory, all in `self.runs`).  Every
+        flush checkpoints every rung.  Returns rung 0's Run (the lowest temperature)."""
+        steps, record_every = int(steps), int(record_every)
+        if steps < 0 or record_every < 1:
+            raise ConfigError(f"need steps >= 0 and record_every >= 1, got {steps}, {record_every}")
+        files = [rung_path(out, k) for k in range(len(self.rungs))]
+        target = self.step + steps
+        handles, writers, pending = [], [], []
+        try:
+            for k, (sim, path) in enumerate(zip(self.rungs, files)):
+                sim.meta = dict(self.meta, exchange=self.exchange_config(k, files))
+                f = _create_file(path, overwrite, swmr)
+                handles.append(f)
+                probe = sim.snapshot(record_positions)
+                writers.append(_create_writer(sim, f, probe, record_every, record_positions,
+                                              target, compression, swmr=swmr and k > 0))
+                if k == 0:
+                    log.create(f, self.ladder_ids, self.temperatures, self.every)
+                    f.flush()
+                    if swmr:
+                        f.swmr_mode = True
+                pending.append([probe] if self.step % record_every == 0 else [])
+            self._loop(writers, target, record_every, record_positions, pending, progress,
+                       flush_seconds)
+        except BaseException:
+            for f in handles:
+                if f.id.valid:
+                    f.close()
+            raise
+        return self._finish(handles, files)
+
+    def _finish(self, handles, files) -> Run:
+        for sim in self.rungs:
+            report_divergence(sim.diverged_step, sim.replica_ids)
+        if files[0] is None:
+            self.runs = [Run(None, file=f) for f in handles]
+        else:
+            for f in handles:
+                f.close()
+            self.runs = [Run(p) for p in files]
+        return self.runs[0]
+
+    def _loop(self, writers, target: int, record_every: int, record_positions: bool,
+              pending: list, progress: bool | None, flush_seconds: float) -> None:
+        from tqdm.auto import tqdm
+
+        show = sys.stderr.isatty() if progress is None else bool(progress)
+        bar = tqdm(total=target - self.step, disable=not show, unit="step", leave=False)
+        rows, last_flush, self._stop = [], time.monotonic(), 0
+        with _signals_stop(self):
+            try:
+                while self.step < target and not self._stop:
+                    nxt = min(target, _next(self.step, record_every), _next(self.step, self.every))
+                    for sim in self.rungs:
+                        sim.advance(nxt - self.step, sync=False)
+                    bar.update(nxt - self.step)
+                    self.step = nxt
+                    if nxt % self.every == 0:
+                        rows.append(self.exchange())
+                    if nxt % record_every == 0:
+                        for sim, p in zip(self.rungs, pending):
+                            p.append(sim.snapshot(record_positions))
+                    if time.monotonic() - last_flush >= flush_seconds or nxt == target:
+                        self._commit(writers, pending, rows, complete=nxt == target)
+                        rows, last_flush = [], time.monotonic()
+                if rows or any(pending) or writers[0].commit[F.STEPS_DONE] != self.step:
+                    self._commit(writers, pending, rows, complete=self.step == target)
+            except KeyboardInterrupt:
+                raise RunStopped(self._stopped(writers[0], target, "aborted by a second Ctrl-C"),
+                                 128 + signal.SIGINT) from None
+            finally:
+                bar.close()
+        if self._stop:
+            sig = signal.Signals(self._stop)
+            msg = self._stopped(writers[0], target, f"stopped by {sig.name}")
+            for w in writers:
+                w.f.close()
+            raise (RunStopped if sig == signal.SIGINT else RunTerminated)(msg, 128 + sig)
+
+    def _commit(self, writers, pending: list, rows: list, complete: bool) -> None:
+        """Checkpoint rungs K-1 .. 1, then rung 0 with the exchange rows: rung 0's marker
+        commits the whole ladder; rungs 1.. are marked complete only after it."""
+        for sim in self.rungs:
+            sim.sync()
+        state = [(sim.state, sim.step, sim.diverged_step) for sim in self.rungs]
+        for k in range(len(self.rungs) - 1, 0, -1):
+            writers[k].write_block(pending[k], *state[k], complete=False)
+        f0 = writers[0].f
+        log.append(f0, rows, log.committed(f0, writers[0].commit[F.STEPS_DONE]))
+        writers[0].write_block(pending[0], *state[0], complete=complete)
+        if complete:
+            for k in range(1, len(self.rungs)):
+                writers[k].write_block([], *state[k], complete=True)
+        for p in pending:
+            p.clear()
+        rows.clear()
+
+    def _stopped(self, writer: RunWriter, target: int, why: str) -> str:
+        f, c = writer.f, writer.commit
+        if f.driver == "core":
+            return f"{why} at step {self.step} of {target}; the run was in memory, nothing to resume"
+        return (f"{why} at step {self.step} of {target}; the ladder is committed at step "
+                f"{int(c[F.STEPS_DONE])} in {f.filename} (and its .rung<k> files); resume with: "
+                f"langevin-sim resume {shlex.quote(f.filename)}")
+
+
+def _next(step: int, every: int) -> int:
+    """The first multiple of `every` after `step`."""
+    return (step // every + 1) * every
+
+
+def _create_writer(sim: Simulation, f, probe: dict, record_every: int, record_positions: bool,
+                   target: int, compression, swmr: bool) -> RunWriter:
+    """Lay out rung `sim`'s run file as Simulation.run does (same config and records)."""
+    cfg = dict(sim.config(), record_every=record_every, record_positions=bool(record_positions),
+               steps_target=target)
+    obs = {k: (v.shape[1:], v.dtype) for k, v in probe.items()
+           if k not in ("step", "time", "energy", "positions")}
+    return RunWriter.create(f, config=cfg, potential=sim.potential, replicas=sim.replica_ids,
+                            d=sim.potential.d, pos_dtype=sim.dtype,
+                            record_positions=record_positions, observables=obs, state=sim.state,
+                            compression=compression, swmr=swmr)
+

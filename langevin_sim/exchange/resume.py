@@ -1,0 +1,131 @@
+"""Resuming a replica-exchange run from its files: all rungs back to rung 0's commit.
+
+Every flush checkpoints every rung, rungs K-1 .. 1 first and rung 0 (with the exchange log)
+last, so rung 0's marker is the ladder's commit S.  A kill between them leaves a rung whose
+valid checkpoint is the next flush's step S' > S; its other slot still holds S (each rung
+wrote its previous checkpoint at S, and the slots alternate), so resume points the rung's
+marker back at that slot and drops its records after S.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..dynamics.base import Dynamics
+from ..errors import ConfigError, RunFileError
+from ..io import Run, RunWriter
+from ..io import format as F
+from ..io.swmr import writer_info
+from ..simulation import Simulation
+from . import log
+from .ladder import ReplicaExchange
+
+
+def lowest_rung(path) -> str:
+    """The rung-0 file of the ladder that run file `path` belongs to."""
+    path = os.fspath(path)
+    with Run(path) as run:
+        ex = run.config.get("meta", {}).get("exchange")
+    if ex is None:
+        raise RunFileError(f"{path} is not part of a replica-exchange run")
+    return path if ex["rung"] == 0 else os.path.join(os.path.dirname(path), ex["lowest"])
+
+
+def resume(path, steps: int | None = None, backend: str | None = None,
+           progress: bool | None = None, flush_seconds: float = 1.0) -> Run:
+    """Continue the replica-exchange run that `path` (any rung's file) belongs to until
+    `steps` total steps (default: its planned total), bit for bit as if uninterrupted;
+    returns rung 0's Run (`resumed_from`: the step it continued from, None if complete)."""
+    path = lowest_rung(path)
+    with Run(path) as run:
+        ex = run.config["meta"]["exchange"]
+    files = [os.path.join(os.path.dirname(path), name) for name in ex["files"]]
+    runs = [Run(p, mode="r+") for p in files]
+    try:
+        c0 = runs[0].commit
+        if c0[F.CKPT_SLOT] < 0:
+            raise RunFileError(f"{path} holds no checkpoint yet; start the run again")
+        S = int(c0[F.CKPT_STEP])
+        cfg0 = runs[0].config
+        target = int(cfg0["steps_target"] if steps is None else steps)
+        if target < S:
+            raise ConfigError(f"--steps {target} is before the checkpoint at step {S}; "
+                              "give a total step count >= it")
+        for run in runs[1:]:
+            _roll_back(run, S)
+        if c0[F.COMPLETE] and target == S:
+            ladder = _ladder(runs, ex, backend, S)
+            if not all(r.complete for r in runs):  # killed while marking rungs 1.. complete
+                ladder._commit([RunWriter(r.f) for r in runs], [[] for _ in runs], [], True)
+            return _done(ladder, runs, files, None)
+        ladder = _ladder(runs, ex, backend, S)
+        for run in runs:
+            cfg = run.config
+            if cfg["steps_target"] != target:
+                cfg["steps_target"] = target
+                run.f["config"].attrs["json"] = json.dumps(cfg)
+            run.f.attrs["writer"] = writer_info()
+        writers = [RunWriter(r.f) for r in runs]
+        for w in writers:
+            w.truncate_to_checkpoint()
+        log.truncate(runs[0].f, log.committed(runs[0].f, S))
+        ladder._loop(writers, target, cfg0["record_every"], cfg0["record_positions"],
+                     [[] for _ in runs], progress, flush_seconds)
+    except BaseException:
+        for r in runs:
+            if r.f.id.valid:
+                r.f.close()
+        raise
+    return _done(ladder, runs, files, S)
+
+
+def _roll_back(run: Run, S: int) -> None:
+    """Point a rung whose valid checkpoint is past the ladder's commit S at its other slot."""
+    c = run.commit
+    if int(c[F.CKPT_STEP]) == S:
+        return
+    if c[F.CKPT_SLOT] < 0 or int(c[F.CKPT_STEP]) < S or c[F.COMPLETE]:
+        raise RunFileError(f"{run.path}: checkpoint at step {int(c[F.CKPT_STEP])} does not fit "
+                           f"the ladder's commit at step {S}; the files are not one run")
+    c = c.copy()
+    c[F.CKPT_SLOT], c[F.CKPT_STEP], c[F.STEPS_DONE] = 1 - c[F.CKPT_SLOT], S, S
+    RunWriter(run.f)._commit(c)
+
+
+def _ladder(runs: list[Run], ex: dict, backend: str | None, S: int) -> ReplicaExchange:
+    """The ladder at its commit S: one Simulation per rung from its checkpoint, the walker
+    permutation from the last committed exchange."""
+    ladder = ReplicaExchange.__new__(ReplicaExchange)
+    ladder.temperatures, ladder.every, ladder.seed = ex["temperatures"], ex["every"], ex["seed"]
+    ladder.rungs = [_rung(run, backend) for run in runs]
+    ladder.meta = dict(ladder.rungs[0].meta)
+    ladder.meta.pop("exchange", None)
+    n = log.committed(runs[0].f, S)
+    K = len(runs)
+    ladder.walker = (runs[0].f[log.GROUP]["walker"][n - 1].copy() if n else
+                     np.tile(np.arange(K, dtype=np.int16), (ladder.rungs[0].n_replicas, 1)))
+    ladder.step, ladder._stop, ladder.runs = S, 0, []
+    return ladder
+
+
+def _rung(run: Run, backend: str | None) -> Simulation:
+    """A rung's Simulation at its (valid) checkpoint."""
+    cfg = run.config
+    step, state, dstep = run.checkpoint()
+    sim = Simulation(run.potential, Dynamics.from_dict(cfg["dynamics"]), cfg["replicas"],
+                     backend=backend or cfg["backend"], dtype=cfg["dtype"], seed=cfg["seed"],
+                     init=state["x"], first_replica=cfg["first_replica"],
+                     divergence_bound=cfg["divergence_bound"], meta=cfg.get("meta"))
+    sim.state = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    sim.diverged_step, sim.step = dstep.astype(np.int64), step
+    return sim
+
+
+def _done(ladder: ReplicaExchange, runs: list[Run], files: list, resumed_from) -> Run:
+    for r in runs:
+        r.f.close()
+    ladder.runs = [Run(p) for p in files]
+    ladder.runs[0].resumed_from = resumed_from
+    return ladder.runs[0]
