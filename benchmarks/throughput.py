@@ -1,11 +1,19 @@
-"""Chain-steps per second per workload and backend, next to this machine's limits.
+"""Chain-steps per second per workload: the engine against its peers and this machine's limits.
 
-usage: python benchmarks/throughput.py [--only W1,W2] [--quick] [--out benchmarks/results/NAME.md]
+usage: python benchmarks/throughput.py [--only W1,W3b] [--quick] [--repeats N] [--out PATH.md]
 
-Limits are measured in the same run: the rate at which the kernels' own Philox + Box-Muller
-code generates normals alone (the ceiling for cheap potentials), the BLAS GEMM rate for the
-dense workloads' matrix shapes, and memory bandwidth.  Each workload states the criterion it
-is held to.
+Per workload and dtype every implementation is timed in the same run, round-robin: repeat
+r calls each implementation once (in an order rotated by r), and a figure is the median over
+the repeats, so each ratio compares timings taken under the same conditions.  The
+implementations: the engine's NumPy reference (`numpy`), the engine's Numba backend
+advancing (`numba`: ``sim.advance(steps)``) and running with ten records of the positions
+into an HDF5 file (`numba_run`: ``sim.run(steps, record_every=steps // 10, out=...)``),
+and the peers of `peers.py`: a plain NumPy loop (`numpy_loop`) and JAX jit + lax.scan (`jax`;
+skipped where JAX is missing).  The GEMM of the workload's shape is timed in the same
+round-robin.  Limits measured once per run: the rate at which the kernels' own Philox +
+Box-Muller code generates normals alone, and memory bandwidth.  Each workload states the
+criteria it is held to; W1 and W2 are also compared with a committed result of the same
+machine (--baseline).
 """
 from __future__ import annotations
 
@@ -13,8 +21,12 @@ import argparse
 import json
 import os
 import platform
+import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Callable
 
 import numba
@@ -23,10 +35,54 @@ from numba import prange
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from langevin_sim import Simulation, rng
+from langevin_sim.backends import registry
+from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.kernels.common import (CHUNK, TILE, chunk_buffer, fill_noise_tile_d1,
                                          noise_chunk)
-from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, TeacherStudentMLP
+from langevin_sim.scenario import load_scenario
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402  (benchmarks/ is not a package)
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "benchmarks" / "results" / "epyc-2core-ci-class.json"
+
+
+# ------------------------------------------------------------------ timing
+
+def wall(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5) -> float:
+    """Median wall time (s) of fn() over `repeats` calls after one warm-up call."""
+    fn()
+    return float(np.median([wall(fn) for _ in range(repeats)]))
+
+
+@dataclass
+class Entry:
+    """One timed implementation: `call` does `work` units (chain-steps or FLOP); `warm`
+    compiles it before timing (other first-call costs are left to the median)."""
+    call: Callable[[], object]
+    work: float
+    warm: Callable[[], object] = lambda: None
+
+
+def interleaved(entries: dict[str, Entry], repeats: int) -> dict[str, list[float]]:
+    """Wall times (s) of each entry over `repeats` round-robin rounds, the order rotated by
+    one entry per round (so no entry always follows the same neighbour)."""
+    for e in entries.values():
+        e.warm()
+    names = list(entries)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            times[k].append(wall(entries[k].call))
+    return times
 
 
 # ------------------------------------------------------------------ machine limits
@@ -61,18 +117,6 @@ def _normals_only(M, steps, d, k0, k1, like):
     return acc
 
 
-def timed(fn, min_time=1.0):
-    """Best-of wall time of fn() over repeats filling about `min_time` seconds."""
-    fn()
-    best, total, n = np.inf, 0.0, 0
-    while total < min_time or n < 3:
-        t = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t
-        best, total, n = min(best, dt), total + dt, n + 1
-    return best
-
-
 @numba.njit(parallel=True, cache=True)
 def _normals_only_d1(M, steps, k0, k1, like):
     """d = 1 normals drawn as the d = 1 DoubleWell kernel draws them (`fill_noise_tile_d1`
@@ -93,39 +137,49 @@ def _normals_only_d1(M, steps, k0, k1, like):
     return acc
 
 
-def normal_rate(d: int, M: int, steps: int, dtype: str) -> float:
-    """Normals per second of the generation code the kernels use for d lanes."""
+def normal_rate(d: int, M: int, steps: int, dtype: str, repeats: int) -> float:
+    """Normals per second (median) of the generation code the kernels use for d lanes."""
     k0, k1 = rng.key_of(1)
     like = np.zeros(1, dtype)
     if d == 1:
-        return M * steps / timed(lambda: _normals_only_d1(M, steps, k0, k1, like))
-    return M * steps * d / timed(lambda: _normals_only(M, steps, d, k0, k1, like))
+        return M * steps / median_time(lambda: _normals_only_d1(M, steps, k0, k1, like), repeats)
+    return M * steps * d / median_time(lambda: _normals_only(M, steps, d, k0, k1, like), repeats)
 
 
-def gemm_rate(m: int, k: int, n: int, dtype) -> float:
+def gemm_entry(m: int, k: int, n: int, dtype) -> Entry:
+    """The BLAS product (m, k) @ (k, n) in `dtype`, repeated to take ~ as long as a kernel call."""
     a = np.random.default_rng(0).standard_normal((m, k)).astype(dtype)
     b = np.random.default_rng(1).standard_normal((k, n)).astype(dtype)
-    return 2.0 * m * k * n / timed(lambda: a @ b, 0.5)
+    reps = max(1, int(5e9 // (2.0 * m * k * n)))
+    call = lambda: [a @ b for _ in range(reps)]  # noqa: E731
+    return Entry(call, 2.0 * m * k * n * reps, call)
 
 
-def memory_bandwidth() -> float:
+def memory_bandwidth(repeats: int) -> float:
+    """Bytes per second (median) read + written by a 512 MiB float64 copy."""
     a = np.ones(1 << 26)
     b = np.empty_like(a)
-    return 2 * a.nbytes / timed(lambda: np.copyto(b, a), 0.5)
+    return 2 * a.nbytes / median_time(lambda: np.copyto(b, a), repeats)
 
 
 # ------------------------------------------------------------------ workloads
+
+IMPLEMENTATIONS = ("numpy", "numba", "numba_run", "numpy_loop", "jax")
+
 
 @dataclass
 class Workload:
     name: str
     title: str
     build: Callable[[str, str], Simulation]      # (backend, dtype) -> Simulation
-    steps: dict                                  # backend -> steps to time
+    steps: dict                                  # implementation -> steps per timed call
     dtypes: tuple = ("float32", "float64")
+    peers: bool = True                           # time the NumPy-loop and JAX peers
+    blas_threads: int | None = None              # BLAS threads while timed (None: as set)
     flops_per_chain_step: float = 0.0            # for GEMM-bound workloads
     gemm_shape: tuple | None = None              # (m, k, n) of one step's product
     normals_per_chain_step: int = 0              # noise drawn besides the product
+    multiple: dict = field(default_factory=dict)  # implementation -> steps must be a multiple of
 
 
 WORKLOADS: dict[str, Workload] = {}
@@ -136,43 +190,124 @@ def workload(w: Workload) -> Workload:
     return w
 
 
+def sim_of(potential: Callable, dynamics, replicas: int) -> Callable[[str, str], Simulation]:
+    """A Workload.build of one (cached) potential instance, seed 1."""
+    return lambda be, dt: Simulation(potential(), dynamics, replicas, backend=be, dtype=dt, seed=1)
+
+
+def grokking(be: str, dt: str) -> Simulation:
+    """scenarios/grokking.py's Simulation with 64 replicas (its other parameters as default)."""
+    mod = load_scenario(ROOT / "scenarios" / "grokking.py")
+    with threadpool_limits(limits=None):     # build() limits BLAS for good: keep it to W5
+        return mod.build(mod.Params(replicas=64, backend=be, dtype=dt))
+
+
 workload(Workload(
     "W1", "DoubleWell d=1, 2^20 replicas, overdamped Langevin",
-    lambda be, dt: Simulation(DoubleWell(d=1), OverdampedLangevin(1e-3, 0.5), 1 << 20,
-                              backend=be, dtype=dt, seed=1),
-    {"numpy": 4, "numba": 1024}))
+    sim_of(cache(lambda: DoubleWell(d=1)), OverdampedLangevin(1e-3, 0.5), 1 << 20),
+    {"numpy": 4, "numba": 1000, "numpy_loop": 16, "jax": 64}))
 
 workload(Workload(
     "W2", "Quadratic dense H, d=256, 1024 replicas, overdamped Langevin",
-    lambda be, dt: Simulation(Quadratic(spectrum=np.linspace(0.1, 1.0, 256), seed=1),
-                              OverdampedLangevin(1e-2, 0.5), 1024, backend=be, dtype=dt, seed=1),
-    {"numpy": 10, "numba": 100},
+    sim_of(cache(lambda: Quadratic(spectrum=np.linspace(0.1, 1.0, 256), seed=1)),
+           OverdampedLangevin(1e-2, 0.5), 1024),
+    {"numpy": 20, "numba": 400, "numpy_loop": 20, "jax": 100},
     flops_per_chain_step=2.0 * 256 * 256, gemm_shape=(1024, 256, 256), normals_per_chain_step=256))
 
 workload(Workload(
     "W3", "Spherical p=3 spin glass, N=64, 256 replicas, overdamped Langevin",
-    lambda be, dt: Simulation(SphericalPSpin(64, 3, seed=1), OverdampedLangevin(1e-2, 0.5), 256,
-                              backend=be, dtype=dt, seed=1),
-    {"numpy": 10, "numba": 50},
+    sim_of(cache(lambda: SphericalPSpin(64, 3, seed=1)), OverdampedLangevin(1e-2, 0.5), 256),
+    {"numpy": 40, "numba": 200, "numpy_loop": 40, "jax": 200},
     flops_per_chain_step=2.0 * 64 ** 3, gemm_shape=(256, 64 * 64, 64), normals_per_chain_step=64))
 
 workload(Workload(
+    "W3b", "Spherical p=3 spin glass, N=256, 32 replicas, overdamped Langevin",
+    sim_of(cache(lambda: SphericalPSpin(256, 3, seed=1)), OverdampedLangevin(1e-2, 0.5), 32),
+    {"numba": 50, "numpy_loop": 20, "jax": 40},
+    flops_per_chain_step=2.0 * 256 ** 3, gemm_shape=(32, 256 * 256, 256), normals_per_chain_step=256))
+
+workload(Workload(
     "W4", "TeacherStudentMLP d_in=16, hidden=32, tanh, 64 replicas, SGD batch 32",
-    lambda be, dt: Simulation(TeacherStudentMLP(n=1024, d_in=16, hidden=32, teacher_hidden=8,
-                                                noise=0.01, seed=1),
-                              SGD(0.02, 32, momentum=0.9), 64, backend=be, dtype=dt, seed=1),
-    {"numpy": 50, "numba": 500},
+    sim_of(cache(lambda: TeacherStudentMLP(n=1024, d_in=16, hidden=32, teacher_hidden=8,
+                                           noise=0.01, seed=1)),
+           SGD(0.02, 32, momentum=0.9), 64),
+    {"numpy": 50, "numba": 1000, "numpy_loop": 300, "jax": 1024},
     # forward A W1^T, H W2^T and backward dout W2, dZ^T A, dout^T H: 2 B h (2 d_in + 3)
-    flops_per_chain_step=2.0 * 32 * 32 * (2 * 16 + 3), gemm_shape=(32, 16, 32)))
+    flops_per_chain_step=2.0 * 32 * 32 * (2 * 16 + 3), gemm_shape=(32, 16, 32),
+    multiple={"jax": 32}))          # the JAX peer runs whole epochs of 1024 / 32 batches
+
+workload(Workload(
+    "W5", "grokking: ModularArithmeticMLP p=23, hidden=64, quadratic, full batch, AdamW, "
+          "64 replicas (scenarios/grokking.py)",
+    grokking, {"numpy": 10, "numba": 50}, peers=False, blas_threads=1))
 
 
-def measure(w: Workload, backend: str, dtype: str, quick: bool) -> float:
-    sim = w.build(backend, dtype)
-    steps = max(1, w.steps[backend] // (4 if quick else 1))
-    sim.advance(1)  # compile / warm caches
-    dt = timed(lambda: sim.advance(steps), 0.5 if quick else 2.0)
-    return sim.n_replicas * steps / dt
+def steps_of(w: Workload, impl: str, quick: bool) -> int:
+    """Steps per timed call (an eighth with --quick), a multiple of 10 for the engine (ten
+    records per run) and of the implementation's own granularity."""
+    base = w.steps["numba" if impl == "numba_run" else impl]
+    q = {"numba": 10, "numba_run": 10}.get(impl, w.multiple.get(impl, 1))
+    return max(q, (base // (8 if quick else 1)) // q * q)
 
+
+def entries(w: Workload, dtype: str, quick: bool,
+            folder: str) -> tuple[dict[str, Entry], dict, Simulation]:
+    """The timed entries of one workload and dtype, their steps per call, the numba Simulation."""
+    nb = w.build("numba", dtype)
+    M = nb.n_replicas
+    out, steps = {}, {}
+    impls = [i for i in IMPLEMENTATIONS if i in w.steps or i == "numba_run"]
+    if not w.peers:
+        impls = [i for i in impls if i not in ("numpy_loop", "jax")]
+    elif peers.jax_module() is None:
+        impls.remove("jax")
+    for impl in impls:
+        s = steps[impl] = steps_of(w, impl, quick)
+        if impl == "numpy":
+            ref = w.build("numpy", dtype)
+            out[impl] = Entry(lambda ref=ref, s=s: ref.advance(s), M * s, lambda ref=ref: ref.advance(1))
+        elif impl == "numba":
+            out[impl] = Entry(lambda s=s: nb.advance(s), M * s)
+        elif impl == "numba_run":
+            path = os.path.join(folder, f"{w.name}-{dtype}.h5")
+            out[impl] = Entry(lambda s=s: nb.run(s, record_every=s // 10, out=path, overwrite=True,
+                                                 progress=False).close(), M * s)
+        else:        # peers start from the engine's initial state: build them before it moves
+            peer = (peers.NumpyLoop if impl == "numpy_loop" else peers.JaxScan)(nb, seed=1)
+            call = lambda peer=peer, s=s: peer.advance(s)  # noqa: E731
+            out[impl] = Entry(call, M * s, call if impl == "jax" else lambda: None)
+    if w.gemm_shape:
+        out["gemm"] = gemm_entry(*w.gemm_shape, np.dtype(dtype))
+    nb.advance(1)    # compiles; off the record grid: each run then writes ten records
+    return out, steps, nb
+
+
+def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, limits: dict) -> dict:
+    """One row: rates (work per second, medians of interleaved repeats) of every entry."""
+    with threadpool_limits(w.blas_threads, user_api="blas"):
+        es, steps, sim = entries(w, dtype, quick, folder)
+        times = interleaved(es, repeats)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    row = {"workload": w.name, "title": w.title, "dtype": dtype, "steps_per_call": steps,
+           "numba_fused": registry.kernel_for(sim.potential, sim.dynamics, "numba") is not None,
+           "times_s": times,
+           "spread": {k: float(np.subtract(*np.percentile(v, [75, 25])) / med[k])
+                      for k, v in times.items()},
+           **{f"{k}_chain_steps_per_s": es[k].work / med[k] for k in es if k != "gemm"}}
+    rate = row["numba_chain_steps_per_s"]
+    row["recording_cost"] = 1.0 - row["numba_run_chain_steps_per_s"] / rate
+    row["seconds_per_record"] = (med["numba_run"] - med["numba"]) / 10
+    if "gemm" in es:
+        g = row["gemm_flops_per_s"] = es["gemm"].work / med["gemm"]
+        row["numba_gemm_fraction"] = rate * w.flops_per_chain_step / g
+        # the best fraction of the GEMM rate when the noise costs what it costs alone
+        t_gemm = w.flops_per_chain_step / g
+        t_noise = w.normals_per_chain_step / limits[f"normals_per_s_d256_{dtype}"]
+        row["gemm_fraction_ceiling_given_rng"] = t_gemm / (t_gemm + t_noise)
+    return row
+
+
+# ------------------------------------------------------------------ criteria and report
 
 def machine() -> dict:
     cpu = platform.processor()
@@ -183,85 +318,175 @@ def machine() -> dict:
         pass
     blas = [{k: i.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
             for i in threadpool_info() if i.get("user_api") == "blas"]
-    return {"cpu": cpu, "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+    jax = peers.jax_module()
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "numba_threads": numba.get_num_threads(),
             "numpy": np.__version__, "numba": numba.__version__, "blas": blas,
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)")}
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+            "jax": jax.__version__ if jax else None,
+            "jax_devices": [str(d) for d in jax.devices()] if jax else [],
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS", "(unset: one XLA thread per core)")}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="comma-separated workload names")
-    ap.add_argument("--quick", action="store_true", help="shorter timings (smoke test)")
-    ap.add_argument("--out", help="write a markdown + JSON report here")
-    a = ap.parse_args(argv)
-    names = a.only.split(",") if a.only else list(WORKLOADS)
-    info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, BLAS {info['blas']}, "
-          f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}")
-    limits = {"memory_GBps": memory_bandwidth() / 1e9}
-    for dtype in ("float32", "float64"):     # float32 runs draw float32 normals
-        limits[f"normals_per_s_d1_{dtype}"] = normal_rate(1, 1 << 20, 256, dtype)
-        limits[f"normals_per_s_d256_{dtype}"] = normal_rate(256, 1024, 32, dtype)
-    rows, checks = [], []
-    for name in names:
-        w = WORKLOADS[name]
-        for dtype in w.dtypes:
-            rate = {be: measure(w, be, dtype, a.quick) for be in w.steps}
-            row = {"workload": name, "title": w.title, "dtype": dtype,
-                   **{f"{be}_chain_steps_per_s": r for be, r in rate.items()}}
-            if w.gemm_shape:
-                g = gemm_rate(*w.gemm_shape, np.dtype(dtype))
-                row["gemm_flops_per_s"] = g
-                row["numba_gemm_fraction"] = rate["numba"] * w.flops_per_chain_step / g
-                # the best fraction of GEMM rate possible when the noise costs what it costs
-                # alone: t_gemm / (t_gemm + t_noise) per chain-step
-                t_gemm = w.flops_per_chain_step / g
-                t_noise = w.normals_per_chain_step / limits[f"normals_per_s_d256_{dtype}"]
-                row["gemm_fraction_ceiling_given_rng"] = t_gemm / (t_gemm + t_noise)
-            rows.append(row)
+def baseline_of(path, info: dict) -> tuple[dict | None, str]:
+    """Numba rates {(workload, dtype): chain-steps/s} of a committed result on the same
+    machine (cpu name and cores), or None and why not."""
+    try:
+        with open(path) as fh:
+            base = json.load(fh)
+    except OSError as e:
+        return None, f"no baseline ({e.strerror}: {path})"
+    m = base["machine"]
+    if (m["cpu"], m["cores"]) != (info["cpu"], info["cores"]):
+        return None, f"baseline machine {m['cpu']} ({m['cores']} cores) is not this one"
+    return {(r["workload"], r["dtype"]): r["numba_chain_steps_per_s"] for r in base["rows"]}, ""
+
+
+def criteria(rows: list[dict], limits: dict, baseline: dict | None, why: str) -> list[tuple]:
+    """(text, measured or None for SKIP, op, need) per criterion."""
+    out = []
     for r in rows:
-        nb, npy = r.get("numba_chain_steps_per_s"), r.get("numpy_chain_steps_per_s")
-        if r["workload"] == "W1":
-            checks += [(f"W1 {r['dtype']}: numba >= 10x numpy", nb / npy, 10.0),
-                       (f"W1 {r['dtype']}: numba >= 0.5x normals-alone rate",
-                        nb / limits[f"normals_per_s_d1_{r['dtype']}"], 0.5)]
-        if r["workload"] == "W2":
-            checks += [(f"W2 {r['dtype']}: numba >= numpy", nb / npy, 1.0),
-                       (f"W2 {r['dtype']}: numba >= 0.5x GEMM rate", r["numba_gemm_fraction"], 0.5)]
-        if r["workload"] == "W3":
-            checks += [(f"W3 {r['dtype']}: numba >= numpy", nb / npy, 1.0),
-                       (f"W3 {r['dtype']}: numba >= 0.5x GEMM rate", r["numba_gemm_fraction"], 0.5)]
-        if r["workload"] == "W4":  # small per-replica products + B*h scalar libm tanh per step
-            checks += [(f"W4 {r['dtype']}: numba >= 2x numpy", nb / npy, 2.0)]
+        w, dt = r["workload"], r["dtype"]
+        nb, npy = r["numba_chain_steps_per_s"], r.get("numpy_chain_steps_per_s")
+        jx = r.get("jax_chain_steps_per_s")
+        rel = lambda other: None if other is None else nb / other  # noqa: E731
+        jax_need = {"W1": 1.0, "W2": 1.0, "W3": 1.5, "W3b": 1.5, "W4": 2.5}.get(w)
+        if w == "W1":
+            out += [(f"W1 {dt}: numba >= 10x numpy", rel(npy), ">=", 10.0),
+                    (f"W1 {dt}: numba >= 0.5x normals-alone rate",
+                     nb / limits[f"normals_per_s_d1_{dt}"], ">=", 0.5)]
+        if w in ("W2", "W3"):
+            out += [(f"{w} {dt}: numba >= numpy", rel(npy), ">=", 1.0),
+                    (f"{w} {dt}: numba >= 0.5x GEMM rate", r["numba_gemm_fraction"], ">=", 0.5)]
+        if w == "W4":
+            out += [(f"W4 {dt}: numba >= 2x numpy", rel(npy), ">=", 2.0)]
+        if jax_need:
+            out += [(f"{w} {dt}: numba >= {jax_need:g}x JAX"
+                     + ("" if jx else " (jax is not installed)"), rel(jx), ">=", jax_need)]
+        if w in ("W1", "W2", "W3", "W4"):
+            out += [(f"{w} {dt}: recording cost (1 - run/advance, 10 records) <= 10%",
+                     r["recording_cost"], "<=", 0.10)]
+        if w in ("W1", "W2"):
+            b = None if baseline is None else baseline.get((w, dt))
+            out += [(f"{w} {dt}: numba no slower than the committed result (ratio)"
+                     + ("" if b else f" ({why or 'no committed figure'})"), rel(b), ">=", 0.9)]
+        if w == "W5":
+            out += [(f"W5 {dt}: numba >= 10x the NumPy reference", rel(npy), ">=", 10.0)]
+    return out
+
+
+def verdict(value, op: str, need: float) -> str:
+    if value is None:
+        return "SKIP"
+    return "PASS" if (value >= need if op == ">=" else value <= need) else "FAIL"
+
+
+def fmt(v) -> str:
+    return "–" if v is None else f"{v:.3g}"
+
+
+def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args, wall_s: float) -> str:
+    blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']} "
+                     f"({b['num_threads']} threads)" for b in info["blas"])
     lines = [f"# Throughput on {info['cpu']} ({info['cores']} cores)", "",
-             f"numpy {info['numpy']}, numba {info['numba']} ({info['numba_threads']} threads), "
-             f"BLAS {info['blas']}, OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}", "",
+             f"{info['platform']}, Python {info['python']}; numpy {info['numpy']}, numba "
+             f"{info['numba']} ({info['numba_threads']} threads, "
+             f"{info['numba_threading_layer']} layer); BLAS {blas}, "
+             f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}; JAX {info['jax'] or '(not installed)'} "
+             f"{info['jax_devices']}, XLA_FLAGS={info['XLA_FLAGS']}.", "",
+             f"Medians of {args.repeats} interleaved repeats{' (--quick)' if args.quick else ''}; "
+             f"whole benchmark {wall_s:.0f} s.  numba: `sim.advance(steps)`; numba_run: "
+             "`sim.run(steps, record_every=steps // 10, out=file.h5)` (positions recorded); "
+             f"numpy_loop / jax: benchmarks/peers.py.  Run files in {tempfile.gettempdir()}.  "
+             "W5 times both engine backends with one BLAS thread, as scenarios/grokking.py "
+             f"runs.  Committed result W1 and W2 are compared with: {args.baseline}.", "",
              "## Machine limits (measured in this run)", "",
              f"- memory bandwidth (copy): {limits['memory_GBps']:.1f} GB/s",
              *(f"- Philox + Box-Muller {dt} normals alone (the kernels' code: across replicas for "
                f"d=1, per replica stream for d=256), d=1: "
                f"{limits[f'normals_per_s_d1_{dt}']:.3g} /s, d=256: "
-               f"{limits[f'normals_per_s_d256_{dt}']:.3g} /s" for dt in ("float32", "float64")), "",
+               f"{limits[f'normals_per_s_d256_{dt}']:.3g} /s" for dt in ("float32", "float64")),
+             "- GEMM of each workload's shape: in the table (timed in its round-robin)", "",
              "## Chain-steps per second", "",
-             "| workload | dtype | numpy | numba | numba/numpy | GEMM rate (FLOP/s) | numba % of GEMM "
-             "| ceiling % of GEMM (GEMM + noise alone) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| workload | dtype | numpy | numba | numba_run | numpy_loop | jax | numba/numpy "
+             "| numba/numpy_loop | numba/jax | recording cost | s per record | GEMM FLOP/s "
+             "| numba % of GEMM | max spread |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        nb, npy = r.get("numba_chain_steps_per_s", np.nan), r.get("numpy_chain_steps_per_s", np.nan)
+        rate = {i: r.get(f"{i}_chain_steps_per_s") for i in IMPLEMENTATIONS}
+        ratio = lambda i: None if rate[i] is None else rate["numba"] / rate[i]  # noqa: E731
         g = r.get("gemm_flops_per_s")
-        lines.append(f"| {r['workload']} {r['title']} | {r['dtype']} | {npy:.3g} | {nb:.3g} | {nb / npy:.1f} | "
-                     + (f"{g:.3g} | {100 * r['numba_gemm_fraction']:.0f}% | "
-                        f"{100 * r['gemm_fraction_ceiling_given_rng']:.0f}% |" if g else "– | – | – |"))
-    lines += ["", "## Criteria", ""]
-    for text, value, need in checks:
-        lines.append(f"- {'PASS' if value >= need else 'FAIL'}: {text} (measured {value:.2f}, need {need})")
-    report = "\n".join(lines)
-    print(report)
+        cells = [fmt(rate[i]) + ("†" if i == "numba" and not r["numba_fused"] else "")
+                 for i in IMPLEMENTATIONS]
+        lines.append(f"| {r['workload']} {r['title']} | {r['dtype']} | " + " | ".join(cells) + " | "
+                     + " | ".join(fmt(ratio(i)) for i in ("numpy", "numpy_loop", "jax"))
+                     + f" | {100 * r['recording_cost']:.1f}% | {r['seconds_per_record']:.3g} | "
+                     + (f"{g:.3g} | {100 * r['numba_gemm_fraction']:.0f}%" if g else "– | –")
+                     + f" | {100 * max(r['spread'].values()):.0f}% |")
+    lines += ["", "†: no fused numba kernel for the pair, the numba backend ran the NumPy reference.",
+              "Spread: interquartile range / median of a row's timings, the largest over its "
+              "implementations.  Steps per call: "
+              + "; ".join(f"{r['workload']} {r['dtype']} {r['steps_per_call']}" for r in rows
+                          if r["dtype"] == rows[0]["dtype"]) + ".", "", "## Criteria", ""]
+    for text, value, op, need in checks:
+        lines.append(f"- {verdict(value, op, need)}: {text}"
+                     + ("" if value is None else f" (measured {value:.3g}, need {op} {need:g})"))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated workload names (of " + ", ".join(WORKLOADS) + ")")
+    ap.add_argument("--quick", action="store_true",
+                    help="an eighth of the steps, 3 repeats (smoke test)")
+    ap.add_argument("--repeats", type=int,
+                    help="interleaved repeats per workload (default 5, --quick 3)")
+    ap.add_argument("--baseline", default=str(BASELINE),
+                    help="committed JSON result W1 and W2 must not fall below (same machine only)")
+    ap.add_argument("--out", help="write a markdown report here and the JSON next to it")
+    a = ap.parse_args(argv)
+    a.repeats = a.repeats or (3 if a.quick else 5)
+    names = a.only.split(",") if a.only else list(WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    start = time.perf_counter()
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, BLAS {info['blas']}, "
+          f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}, JAX {info['jax']}", flush=True)
+    limits = {"memory_GBps": memory_bandwidth(a.repeats) / 1e9}
+    for dtype in ("float32", "float64"):     # float32 runs draw float32 normals
+        limits[f"normals_per_s_d1_{dtype}"] = normal_rate(1, 1 << 20, 256, dtype, a.repeats)
+        limits[f"normals_per_s_d256_{dtype}"] = normal_rate(256, 1024, 32, dtype, a.repeats)
+    info["numba_threading_layer"] = numba.threading_layer()   # known once a parallel kernel ran
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="throughput-") as folder:
+        for name in names:
+            for dtype in WORKLOADS[name].dtypes:
+                t = time.perf_counter()
+                rows.append(measure(WORKLOADS[name], dtype, a.quick, a.repeats, folder, limits))
+                r = rows[-1]
+                print(f"{name} {dtype} ({time.perf_counter() - t:.0f} s): "
+                      + ", ".join(f"{i} {r[f'{i}_chain_steps_per_s']:.3g}" for i in IMPLEMENTATIONS
+                                  if f"{i}_chain_steps_per_s" in r), flush=True)
+    baseline, why = baseline_of(a.baseline, info)
+    checks = criteria(rows, limits, baseline, why)
+    wall_s = time.perf_counter() - start
+    text = report(info, limits, rows, checks, a, wall_s)
+    print(text)
     if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out, "w") as fh:
-            fh.write(report + "\n")
+            fh.write(text + "\n")
         with open(os.path.splitext(a.out)[0] + ".json", "w") as fh:
-            json.dump({"machine": info, "limits": limits, "rows": rows}, fh, indent=1)
+            json.dump({"machine": info, "settings": {"quick": a.quick, "repeats": a.repeats,
+                                                     "baseline": a.baseline,
+                                                     "run_files_in": tempfile.gettempdir()},
+                       "wall_s": wall_s, "limits": limits, "rows": rows,
+                       "criteria": [{"text": t, "measured": v, "op": op, "need": n,
+                                     "verdict": verdict(v, op, n)} for t, v, op, n in checks]},
+                      fh, indent=1)
+    print(f"wall time of the whole benchmark: {wall_s:.0f} s")
 
 
 if __name__ == "__main__":

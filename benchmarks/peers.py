@@ -1,0 +1,241 @@
+"""Peers of the throughput workloads: the same runs written without the engine.
+
+Two ways a user would write a workload of `throughput.py` (same sizes, dtype, initial
+state, update rule and gradient as the engine's `Simulation`):
+
+- `NumpyLoop`: a Python loop over steps, vectorized over replicas, noise from
+  ``np.random.default_rng`` normals of the state's dtype, minibatches from per-epoch
+  permutations (``Generator.permuted``), batched forward/backward passes by ``matmul``;
+- `JaxScan`: ``jax.jit`` of ``lax.scan`` over steps (SGD: over epochs, then over the
+  epoch's batches), ``jax.random`` (its default PRNG) normals of the state's dtype and
+  permutations.  `jax_module` switches 64-bit JAX on, so float32 and float64 runs share a
+  process; every array keeps its own dtype (Python scalars are weakly typed).
+
+The problems (`Langevin`, `MLPSGD`) hold one step each, written once on the array module
+``xp`` (``numpy`` or ``jax.numpy``), and the data in NumPy arrays of the run's dtype.
+tests/test_benchmark_peers.py checks each step against the engine's reference step.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from langevin_sim.dynamics import SGD, OverdampedLangevin
+from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, TeacherStudentMLP
+
+
+def jax_module():
+    """`jax` with 64-bit types enabled, or None where JAX is not installed."""
+    try:
+        import jax
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+# ------------------------------------------------------------------ gradients (xp: numpy or jax.numpy)
+
+def double_well_grad(xp, x, center, a2, k, tilt):
+    """DoubleWell gradient k (x - c)((x - c)^2 - a^2) + tilt, x (M, d)."""
+    y = x - center
+    return k * y * (y * y - a2) + tilt
+
+
+def quadratic_grad(xp, x, H, center):
+    """Quadratic gradient (x - c) @ H, x (M, d), H (d, d)."""
+    return (x - center) @ H
+
+
+def pspin_grad(xp, x, gmat):
+    """p-spin gradient x^{(x)(p-1)} @ gmat, gmat = -p J reshaped to (N**(p-1), N), x (M, N)."""
+    M, N = x.shape
+    rows = x
+    while rows.shape[1] < gmat.shape[0]:
+        rows = (rows[:, :, None] * x[:, None, :]).reshape(M, -1)
+    return rows @ gmat
+
+
+def sphere_step(xp, x, dx):
+    """x + P_x dx rescaled onto |x|^2 = N (P_x the tangent projection), rows of (M, N)."""
+    N = x.shape[1]
+    y = x + dx - (xp.sum(dx * x, axis=1) / N)[:, None] * x
+    return y / xp.sqrt(xp.sum(y * y, axis=1) / N)[:, None]
+
+
+def mlp_grad(xp, params, A, y):
+    """Gradient of the squared-error batch loss 1/(2B) sum_b (f(A_b) - y_b)^2 of a tanh MLP
+    f(a) = W2 tanh(W1 a + b1) + b2 per replica: params (W1 (M, h, i), b1 (M, h), W2 (M, 1, h),
+    b2 (M, 1)), inputs A (M, B, i), labels y (M, B); returns the gradients in params' shapes."""
+    W1, b1, W2, b2 = params
+    H = xp.tanh(A @ xp.swapaxes(W1, 1, 2) + b1[:, None, :])            # (M, B, h)
+    dout = ((H @ xp.swapaxes(W2, 1, 2))[..., 0] + b2 - y)[..., None] / A.shape[1]
+    dZ = (dout @ W2) * (1 - H * H)
+    return (xp.swapaxes(dZ, 1, 2) @ A, dZ.sum(axis=1), xp.swapaxes(dout, 1, 2) @ H,
+            dout.sum(axis=1))
+
+
+# ------------------------------------------------------------------ problems
+
+class Langevin:
+    """Overdamped Langevin x <- x - eta grad U(x) + sigma z, sigma = sqrt(2 eta T) (on the
+    sphere: tangent step, then retraction) for DoubleWell, Quadratic and SphericalPSpin."""
+
+    def __init__(self, potential, dynamics, dtype):
+        if not isinstance(dynamics, OverdampedLangevin) or dynamics.step.kind != "constant" \
+                or dynamics.temperature.kind != "constant":
+            raise ValueError("Langevin peers run OverdampedLangevin at a constant step and temperature")
+        dt = np.dtype(dtype)
+        self.eta = float(dynamics.step.start)
+        self.sigma = math.sqrt(2.0 * self.eta * float(dynamics.temperature.start))
+        self.sphere = bool(potential.constrained)
+        if isinstance(potential, DoubleWell):
+            self.grad, args = double_well_grad, potential.grad_coeffs
+        elif isinstance(potential, Quadratic):
+            self.grad, args = quadratic_grad, (potential.H, potential.center)
+        elif isinstance(potential, SphericalPSpin) and potential.planted == 0:
+            p, N = potential.p, potential.N
+            self.grad, args = pspin_grad, ((-p * potential.J).reshape(N ** (p - 1), N),)
+        else:
+            raise ValueError(f"no Langevin peer for {potential!r}")
+        self.data = tuple(np.asarray(a, dt) for a in args)
+
+    def init(self, x):
+        return np.array(x)
+
+    def positions(self, state):
+        return state
+
+    def step(self, xp, x, z, data):
+        """One step from x (M, d) with normals z (M, d); data: `self.data` in xp's arrays."""
+        dx = -self.eta * self.grad(xp, x, *data) + self.sigma * z
+        return sphere_step(xp, x, dx) if self.sphere else x + dx
+
+
+class MLPSGD:
+    """Heavy-ball minibatch SGD (v <- mu v + g; x <- x - lr v) with per-epoch reshuffled
+    batches on a tanh TeacherStudentMLP, parameters kept as per-block arrays (M, ...)."""
+
+    def __init__(self, potential, dynamics, dtype):
+        if not isinstance(potential, TeacherStudentMLP) or potential.activation != "tanh":
+            raise ValueError(f"no SGD peer for {potential!r}")
+        d = dynamics
+        plain = isinstance(d, SGD) and d.sampling == "epoch" and d.batch_size is not None and not (
+            d.weight_decay or d.label_noise or d.grad_noise or d.temperature.start)
+        if not plain or d.lr.kind != "constant" or d.temperature.kind != "constant":
+            raise ValueError("SGD peers run constant-lr heavy ball on per-epoch batches, "
+                             "no noise or decay")
+        dt = np.dtype(dtype)
+        self.lr, self.momentum, self.batch = float(d.lr.start), d.momentum, d.batch_size
+        self.n, self.layout = potential.n_samples, potential.layout
+        self.per_epoch = self.n // self.batch
+        self.data = (potential.inputs.astype(dt), potential.labels.astype(dt))
+
+    def init(self, x):
+        """(params, velocities) from flat positions x (M, d)."""
+        params = tuple(np.ascontiguousarray(v) for v in self.layout.unpack(np.asarray(x)).values())
+        return params, tuple(np.zeros_like(p) for p in params)
+
+    def positions(self, state):
+        return np.concatenate([np.asarray(p).reshape(p.shape[0], -1) for p in state[0]], axis=1)
+
+    def step(self, xp, state, idx, data):
+        """One step from state (params, velocities) on the batches idx (M, B) int."""
+        inputs, labels = data
+        params, vel = state
+        g = mlp_grad(xp, params, inputs[idx], labels[idx])
+        vel = tuple(self.momentum * v + gi for v, gi in zip(vel, g))
+        return tuple(p - self.lr * v for p, v in zip(params, vel)), vel
+
+
+def problem_of(sim):
+    """The peer problem of a Simulation's (potential, dynamics) pair in its dtype."""
+    cls = MLPSGD if isinstance(sim.dynamics, SGD) else Langevin
+    return cls(sim.potential, sim.dynamics, sim.dtype)
+
+
+# ------------------------------------------------------------------ runners
+
+class NumpyLoop:
+    """A plain NumPy loop over steps from the Simulation's initial state; `advance(steps)`."""
+
+    def __init__(self, sim, seed: int = 0):
+        self.problem = problem_of(sim)
+        self.state = self.problem.init(sim.state["x"])
+        self.rng = np.random.default_rng(seed)
+        self.t = 0
+        self._perm = None
+
+    def advance(self, steps: int) -> None:
+        pr, state = self.problem, self.state
+        for t in range(self.t, self.t + steps):
+            if isinstance(pr, Langevin):
+                state = pr.step(np, state, self.rng.standard_normal(state.shape, state.dtype), pr.data)
+                continue
+            epoch, j = divmod(t, pr.per_epoch)
+            if j == 0 or self._perm is None:
+                M = state[0][0].shape[0]
+                self._perm = self.rng.permuted(np.tile(np.arange(pr.n), (M, 1)), axis=1)
+            state = pr.step(np, state, self._perm[:, j * pr.batch:(j + 1) * pr.batch], pr.data)
+        self.state, self.t = state, self.t + steps
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self.problem.positions(self.state)
+
+
+class JaxScan:
+    """``jax.jit`` + ``lax.scan`` over steps from the Simulation's initial state (one
+    compilation per distinct step count); `advance(steps)` blocks until done.  SGD runs
+    whole epochs: steps must be a multiple of the batches per epoch."""
+
+    def __init__(self, sim, seed: int = 0):
+        self.jax = jax_module()
+        if self.jax is None:
+            raise ImportError("JaxScan needs jax (pip install -e '.[bench]')")
+        jnp = self.jax.numpy
+        self.problem = problem_of(sim)
+        self.data = tuple(jnp.asarray(a) for a in self.problem.data)
+        self.state = self.jax.tree_util.tree_map(jnp.asarray, self.problem.init(sim.state["x"]))
+        self.key = self.jax.random.key(seed)
+        self.t = 0
+        self._compiled = {}
+
+    def _scan(self, steps: int):
+        jax, pr = self.jax, self.problem
+        jnp, lax, random = jax.numpy, jax.lax, jax.random
+
+        if isinstance(pr, Langevin):
+            def run(x, key, t0, data):
+                def body(x, t):
+                    z = random.normal(random.fold_in(key, t), x.shape, x.dtype)
+                    return pr.step(jnp, x, z, data), None
+                return lax.scan(body, x, t0 + jnp.arange(steps))[0]
+            return jax.jit(run)
+        if steps % pr.per_epoch:
+            raise ValueError(f"JAX SGD peer runs whole epochs: steps {steps} is not a multiple "
+                             f"of {pr.per_epoch}")
+
+        def run(state, key, t0, data):
+            M = state[0][0].shape[0]
+
+            def epoch(state, e):
+                keys = random.split(random.fold_in(key, e), M)
+                perm = jax.vmap(lambda k: random.permutation(k, pr.n))(keys)
+                idx = perm[:, :pr.per_epoch * pr.batch].reshape(M, pr.per_epoch, pr.batch)
+                body = lambda s, i: (pr.step(jnp, s, i, data), None)  # noqa: E731
+                return lax.scan(body, state, jnp.swapaxes(idx, 0, 1))[0], None
+            return lax.scan(epoch, state, t0 // pr.per_epoch + jnp.arange(steps // pr.per_epoch))[0]
+        return jax.jit(run)
+
+    def advance(self, steps: int) -> None:
+        if steps not in self._compiled:
+            self._compiled[steps] = self._scan(steps)
+        self.state = self._compiled[steps](self.state, self.key, self.t, self.data)
+        self.jax.block_until_ready(self.state)
+        self.t += steps
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self.problem.positions(self.jax.tree_util.tree_map(np.asarray, self.state))

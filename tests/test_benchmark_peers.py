@@ -1,0 +1,95 @@
+"""The benchmark's peers (benchmarks/peers.py) take the engine's reference step."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from langevin_sim import Simulation
+from langevin_sim.dynamics import SGD, OverdampedLangevin
+from langevin_sim.dynamics.base import NoiseSource
+from langevin_sim.dynamics.sgd import minibatch
+from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, TeacherStudentMLP
+
+_spec = importlib.util.spec_from_file_location(
+    "benchmark_peers", Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py")
+peers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(peers)
+
+M, T = 7, 3   # replicas, the step compared
+RTOL = {"float64": 1e-12, "float32": 2e-6}
+
+
+def langevin_cases():
+    return {"double-well": DoubleWell(d=3, barrier=1.5, a=0.8, center=0.2, tilt=0.1),
+            "quadratic": Quadratic(spectrum=np.linspace(0.5, 3.0, 5), seed=2, center=np.arange(5) * 0.1),
+            "pspin": SphericalPSpin(8, 3, seed=1)}
+
+
+def jax_step(problem):
+    jax = peers.jax_module()
+    if jax is None:
+        pytest.skip("jax is not installed")
+    return jax.jit(lambda s, r, data: problem.step(jax.numpy, s, r, data)), jax
+
+
+def check(got, want, dtype, what):
+    got = np.asarray(got)
+    assert got.dtype == np.dtype(dtype), f"{what}: dtype {got.dtype}, want {dtype}"
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale, err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(langevin_cases()))
+def test_langevin_peer_step_is_the_reference_step(name, dtype):
+    pot = langevin_cases()[name]
+    dyn = OverdampedLangevin(0.05, 0.7)
+    x = np.random.default_rng(5).standard_normal((M, pot.d)) + 0.3
+    x = (pot.retract(x) if pot.constrained else x).astype(dtype)
+    noise = NoiseSource(11, np.arange(M))
+    z = noise.normals(T, pot.d, dtype=np.dtype(dtype))
+    want = dyn.reference_step(pot, {"x": x}, T, noise)["x"]
+    assert np.abs(want - x).max() > 0.05    # the step moves: the comparison can fail
+    problem = peers.Langevin(pot, dyn, dtype)
+    check(problem.step(np, x, z, problem.data), want, dtype, f"numpy {name}")
+    step, jax = jax_step(problem)
+    check(step(x, z, tuple(jax.numpy.asarray(a) for a in problem.data)), want, dtype, f"jax {name}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sgd_peer_step_is_the_reference_step(dtype):
+    pot = TeacherStudentMLP(n=40, d_in=3, hidden=4, teacher_hidden=2, seed=1)
+    dyn = SGD(0.05, 8, momentum=0.9)
+    r = np.random.default_rng(6)
+    x, v = (r.standard_normal((M, pot.d)).astype(dtype) for _ in range(2))
+    noise = NoiseSource(11, np.arange(M))
+    want = dyn.reference_step(pot, {"x": x, "v": v}, T, noise)
+    idx = minibatch(noise, T, 8, 40, "epoch")
+    problem = peers.MLPSGD(pot, dyn, dtype)
+    state = problem.init(x)[0], problem.init(v)[0]
+    out = problem.step(np, state, idx, problem.data)
+    check(problem.positions(out), want["x"], dtype, "numpy x")
+    check(problem.positions((out[1], None)), want["v"], dtype, "numpy v")
+    step, jax = jax_step(problem)
+    out = step(state, idx, tuple(jax.numpy.asarray(a) for a in problem.data))
+    check(problem.positions(out), want["x"], dtype, "jax x")
+    check(problem.positions((out[1], None)), want["v"], dtype, "jax v")
+
+
+@pytest.mark.parametrize("runner", ["NumpyLoop", "JaxScan"])
+def test_runners_keep_dtype_and_move(runner):
+    if runner == "JaxScan" and peers.jax_module() is None:
+        pytest.skip("jax is not installed")
+    sims = [Simulation(SphericalPSpin(8, 3, seed=1), OverdampedLangevin(0.05, 0.7), 5,
+                       backend="numpy", dtype="float32"),
+            Simulation(TeacherStudentMLP(n=40, d_in=3, hidden=4, teacher_hidden=2, seed=1),
+                       SGD(0.05, 8, momentum=0.9), 5, backend="numpy", dtype="float32")]
+    for sim in sims[1:] if runner == "JaxScan" else sims:   # JAX compiles cost ~1 s each
+        peer = getattr(peers, runner)(sim, seed=3)
+        peer.advance(10)     # two epochs of 5 batches for SGD
+        x = peer.positions
+        assert x.dtype == np.float32 and x.shape == sim.state["x"].shape and np.isfinite(x).all()
+        assert np.abs(x - sim.state["x"]).max() > 1e-3
+        if sim.potential.constrained:
+            np.testing.assert_allclose((x.astype(np.float64) ** 2).sum(axis=1), 8, rtol=1e-5)

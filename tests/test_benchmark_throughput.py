@@ -1,0 +1,64 @@
+"""benchmarks/throughput.py's bookkeeping: interleaving, step counts, criteria (no timing)."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load():
+    sys.path.insert(0, str(BENCH))   # throughput imports its sibling peers.py
+    try:
+        spec = importlib.util.spec_from_file_location("benchmark_throughput", BENCH / "throughput.py")
+        mod = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # for dataclasses
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+tp = _load()
+
+
+def test_interleaved_rotates_the_order_and_warms_once():
+    calls = []
+    entries = {k: tp.Entry(lambda k=k: calls.append(k), 1.0, lambda k=k: calls.append("warm " + k))
+               for k in "abc"}
+    times = tp.interleaved(entries, 3)
+    assert calls == ["warm a", "warm b", "warm c", *"abc", *"bca", *"cab"]
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_step_counts_respect_records_and_epochs():
+    w4, w3b = tp.WORKLOADS["W4"], tp.WORKLOADS["W3b"]
+    for quick in (False, True):
+        assert tp.steps_of(w4, "jax", quick) % 32 == 0          # whole epochs of 1024 / 32
+        assert tp.steps_of(w4, "numba_run", quick) == tp.steps_of(w4, "numba", quick)
+        assert tp.steps_of(w3b, "numba_run", quick) % 10 == 0   # ten records per run
+    assert tp.steps_of(w3b, "numba", True) == 10
+
+
+def row(workload, **rates):
+    return {"workload": workload, "dtype": "float32", "recording_cost": 0.2,
+            **{f"{k}_chain_steps_per_s": v for k, v in rates.items()}}
+
+
+def test_criteria_pass_fail_and_skip(tmp_path):
+    info = {"cpu": "Some CPU", "cores": 2}
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps({"machine": info, "rows": [
+        {"workload": "W1", "dtype": "float32", "numba_chain_steps_per_s": 100.0}]}))
+    rows = [row("W1", numba=95.0, numpy=5.0), row("W4", numba=30.0, numpy=10.0, jax=10.0),
+            row("W5", numba=50.0, numpy=10.0)]
+    limits = {"normals_per_s_d1_float32": 100.0}
+
+    def verdicts(base_info):
+        base, why = tp.baseline_of(path, base_info)
+        return [tp.verdict(v, op, need) for _, v, op, need in tp.criteria(rows, limits, base, why)]
+
+    # W1: 10x numpy, 0.5x normals, JAX (missing), recording cost, committed result;
+    # W4: 2x numpy, 2.5x JAX, recording cost; W5: 10x the reference
+    assert verdicts(info) == ["PASS", "PASS", "SKIP", "FAIL", "PASS",
+                              "PASS", "PASS", "FAIL", "FAIL"]
+    assert verdicts({"cpu": "Other CPU", "cores": 2})[4] == "SKIP"
