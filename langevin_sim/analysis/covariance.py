@@ -16,6 +16,10 @@ with autocorrelation-aware standard errors (the ArviZ ESS of each entry's series
                          engine's per-epoch reshuffling (enumerated; tiny n only).
 - `sgd_lyapunov_law`     the continuous (Mandt, Hoffman & Blei 2017) approximation
                          A Sigma + Sigma A = eta f C / (1 - mu) + 2 T (1 - mu) I.
+- `linearized_sgd`       any finite-sum loss near a minimum: plain SGD linearized with the
+                         Hessian H and the per-sample gradient covariance C there
+                         (`gradient_noise_covariance`), exact discrete, continuous, and
+                         Gibbs / Euler-Maruyama at the matched T on H's top eigen-directions.
 
 `compare_covariance` puts the two side by side in the eigenbasis of the predicted
 covariance (z-scores, a chi-square test, Gaussian KL divergence and 2-Wasserstein distance
@@ -430,6 +434,108 @@ def lyapunov_gap(potential, lrs, batch_size: int | None = None, momentum: float 
         rows.append((lr, lr * lam[-1], np.linalg.norm(ly - ex) / np.linalg.norm(ex),
                      (top @ ly @ top) / (top @ ex @ top)))
     return LyapunovGap(*map(np.array, zip(*rows)))
+
+
+# ------------------------------------------------- SGD linearized at a minimum
+
+def gradient_noise_covariance(potential, x) -> np.ndarray:
+    """Per-sample gradient covariance C = (1/n) sum_i g_i g_i^T - gbar gbar^T (d, d) of a
+    finite-sum potential at one point x (d,), g_i = grad l_i(x) from `grad(x, [[i]])`
+    (energy^2 / length^2).  An i.i.d. batch of S samples has gradient noise C / S."""
+    n = potential.n_samples
+    if n is None:
+        raise ConfigError(f"{type(potential).__name__} is not a finite sum (no per-sample "
+                          "gradients); the minibatch noise covariance needs n_samples")
+    x = np.asarray(x, np.float64).reshape(1, potential.d)
+    g = np.asarray(potential.grad(np.repeat(x, n, axis=0), np.arange(n)[:, None]), np.float64)
+    gc = g - g.mean(axis=0)
+    return gc.T @ gc / n
+
+
+@dataclass(frozen=True)
+class LinearizedSGD:
+    """Plain SGD (no momentum) linearized at a minimum x*: y' = (I - lr H) y + lr zeta,
+    y = x - x*, zeta the batch gradient noise, Cov zeta = f C (f = `_noise_factor`), in the
+    coordinates of H's top-k eigenvectors V (d, k) (ascending eigenvalues lam (k,)), where
+    the linear dynamics decouples from the other directions exactly.
+
+    discrete: the exact stationary law of that linear recursion (discrete Lyapunov,
+    S = (I - lr L) S (I - lr L) + lr^2 f C_k); continuous: Mandt et al., L S + S L =
+    lr f C_k; gibbs: isotropic Langevin's Gibbs law T L^-1 at the matched temperature
+    T = lr f tr(C) / (2 d) (tr over all d directions, as in claim 1); euler_maruyama: the
+    Euler-Maruyama chain at that T with step lr.  All four are (k, k) covariances of V^T y.
+    Units: covariances length^2, T energy.
+    """
+
+    lam: np.ndarray
+    V: np.ndarray
+    C: np.ndarray
+    lr: float
+    noise_factor: float
+    temperature: float
+    discrete: StationaryLaw
+    continuous: StationaryLaw
+    gibbs: StationaryLaw
+    euler_maruyama: StationaryLaw
+
+    @property
+    def temperatures(self) -> np.ndarray:
+        """(k,) per-direction temperatures lam_i Var_i of the exact linearized law."""
+        return self.lam * np.diag(self.discrete.cov)
+
+    def table(self) -> str:
+        rows = [f"SGD linearized at a minimum: lr = {self.lr:g}, f = {self.noise_factor:.4g}, "
+                f"matched T = {self.temperature:.4g}",
+                f"{'lam':>9} {'lr lam':>7} {'Var exact':>10} {'continuous':>10} "
+                f"{'Gibbs T':>10} {'EM T':>10} {'T_i/T':>7}"]
+        for i in range(self.lam.size):
+            rows.append(f"{self.lam[i]:9.4g} {self.lr * self.lam[i]:7.3f} "
+                        f"{self.discrete.cov[i, i]:10.4g} {self.continuous.cov[i, i]:10.4g} "
+                        f"{self.gibbs.cov[i, i]:10.4g} {self.euler_maruyama.cov[i, i]:10.4g} "
+                        f"{self.temperatures[i] / self.temperature:7.3f}")
+        return "\n".join(rows)
+
+    def plot(self, ax):
+        """Variance along each eigen-direction: exact linear SGD, continuous, Gibbs (log-log)."""
+        for law, mk in ((self.discrete, "o"), (self.continuous, "x"), (self.gibbs, "s")):
+            ax.loglog(self.lam, np.diag(law.cov), mk, mfc="none", label=law.name)
+        ax.set(xlabel="Hessian eigenvalue", ylabel="variance")
+        ax.legend(fontsize="small")
+
+
+def linearized_sgd(H, C, lr: float, batch_size: int | None, n: int, sampling: str = "iid",
+                   k: int | None = None) -> LinearizedSGD:
+    """`LinearizedSGD` from the Hessian H (d, d) and per-sample gradient covariance C (d, d)
+    at a minimum (`gradient_noise_covariance`), for SGD with learning rate lr and batches of
+    `batch_size` of n samples drawn by `sampling` ("iid" or "subset"), on the top k
+    eigen-directions of H (default: all; they must have lam > 0, and lr lam < 2)."""
+    H, C = (0.5 * (np.asarray(a, np.float64) + np.asarray(a, np.float64).T) for a in (H, C))
+    d = H.shape[0]
+    if H.shape != (d, d) or C.shape != (d, d):
+        raise ConfigError(f"H and C must be (d, d) matrices, got {H.shape} and {C.shape}")
+    f = _noise_factor(int(n), batch_size, sampling)
+    lam, V = np.linalg.eigh(H)
+    k = d if k is None else int(k)
+    if not 1 <= k <= d:
+        raise ConfigError(f"k must be in 1..{d}, got {k}")
+    lam, V = lam[-k:], V[:, -k:]
+    if lam[0] <= 0 or lr * lam[-1] >= 2:
+        raise ConfigError(f"the linearized SGD law needs 0 < lr lam < 2 on the chosen directions; "
+                          f"got lam in [{lam[0]:.3g}, {lam[-1]:.3g}] at lr = {lr:g} (lower k or lr)")
+    Ck = V.T @ C @ V
+    A = np.eye(k) - lr * np.diag(lam)
+    S = linalg.solve_discrete_lyapunov(A, lr ** 2 * f * Ck)
+    Sc = linalg.solve_continuous_lyapunov(np.diag(lam), lr * f * Ck)
+    T = lr * f * np.trace(C) / (2 * d)
+    L, zero = np.diag(lam), np.zeros(k)
+    what = f"lr = {lr:g}, S = {batch_size}, {sampling}"
+    return LinearizedSGD(
+        lam, V, Ck, float(lr), f, float(T),
+        StationaryLaw("linear SGD exact", zero, 0.5 * (S + S.T),
+                      f"{what}: S = (I - lr H) S (I - lr H) + lr^2 f C"),
+        StationaryLaw("continuous (Mandt)", zero, 0.5 * (Sc + Sc.T),
+                      f"{what}: H S + S H = lr f C, an O(lr lam) approximation"),
+        gibbs_law(L, T), euler_maruyama_law(L, lr, T))
 
 
 # ------------------------------------------------------------------ laws of a run
