@@ -23,7 +23,8 @@ def test_there_is_a_notebook_per_claim_in_scope():
     names = {os.path.basename(p) for p in NOTEBOOKS}
     assert {"claim1_sgd_samples_boltzmann.ipynb", "claim2_flat_minima_volume.ipynb",
             "claim3_saddles_and_minima.ipynb", "claim4_spin_glass_threshold.ipynb",
-            "claim5_grokking_diffusion.ipynb", "claim6_overparameterization.ipynb"} <= names, names
+            "claim5_grokking_diffusion.ipynb", "claim5c_grokking_delay.ipynb",
+            "claim6_overparameterization.ipynb"} <= names, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)

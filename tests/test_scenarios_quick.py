@@ -22,12 +22,14 @@ SCENARIOS = sorted(glob.glob(os.path.join(ROOT, "scenarios", "*.py")))
 # the analysis script made for each scenario's runs (docs/analysis.md), and what it prints
 SCRIPTS = {"double_well": ("stationary.py", "chi2 ="),
            "flat_vs_sharp": ("basins.py", "sampled occupancy"),
+           "flat_vs_sharp_sgd": None,  # analysed in the claim 2b notebook (analysis.sgd_basins)
            "quadratic": ("covariance.py", "verdict:"),
            "sgd_least_squares": ("covariance.py", "verdict:"),
            "valley_drift": ("drift.py", "verdict:"),
            "pspin_threshold": ("spinglass.py", "verdict:"),
            "teacher_student": ("diagnostics.py", "verdict:"),
-           "grokking": None,          # its figures are in the scenario's docstring; no script
+           "grokking": ("grokking.py", "verdict:"),
+           "exchange_double_well": None,  # read with langevin_sim.exchange (tests/test_exchange.py)
            "scale_symmetric": None}   # analysed in the claim 5 notebook (analysis.drift)
 
 

@@ -7,17 +7,19 @@ frozen dataclasses with `.table()` and `.plot(ax)` (docs/analysis.md):
     stationary   1-D marginals against exact Boltzmann densities (quadrature)
     covariance   d-dimensional stationary laws: Gibbs, exact EM / BAOAB / SGD, Lyapunov
     basins       quench, Hessian spectra, Laplace volumes, occupancy vs quadrature
+    sgd_basins   per-basin SGD temperatures, Gibbs and blowtorch occupancy of basin labels
     critical     critical points from minimizing |grad U|^2, their Hessian indices
     escape       first-passage times, Kaplan-Meier, rates, Arrhenius, Kramers, exact MFPT
     drift        drift and diffusion along a manifold of minima, time to target
+    grokking     delay from fitting to generalizing per replica (censored), 1/(lr wd) fit
     tails        Hill tail index against Kesten's prediction for SGD
     spinglass    p-spin relaxation, 1RSB landmarks, aging, overlaps, Hessian index
     scan         per-point summaries of a parameter scan
 
 Imports neither numba nor cupy: run files are plain NumPy for readers.
 """
-from . import (basins, covariance, critical, diagnostics, drift, escape, scan, spinglass,
-               stationary, tails)
+from . import (basins, covariance, critical, diagnostics, drift, escape, grokking, scan,
+               sgd_basins, spinglass, stationary, tails)
 from .basins import find_basins, quench, run_occupancy
 from .covariance import compare_covariance, predicted_laws, sample_moments
 from .critical import critical_points
@@ -29,7 +31,8 @@ from .spinglass import landmarks, run_aging, run_hessian_index, run_relaxation
 from .stationary import MarginalFit, fit_marginal, run_marginal_fit
 from .tails import hill, kesten_alpha, run_tail_index
 
-__all__ = ["basins", "covariance", "critical", "diagnostics", "drift", "escape", "scan", "spinglass",
+__all__ = ["basins", "covariance", "critical", "diagnostics", "drift", "escape", "grokking", "scan",
+           "sgd_basins", "spinglass",
            "stationary", "tails",
            "find_basins", "quench", "run_occupancy",
            "compare_covariance", "predicted_laws", "sample_moments", "critical_points",
