@@ -70,7 +70,7 @@ GENERIC = {f"{p.__name__}-{d.__name__}" for p, d, b in registry.KERNELS
            if b == "numba" and registry.KERNELS[p, d, b].fn.__module__ == drivers.__name__}
 # one pair per generic driver (and the sphere) by default; every pair with -m slow
 DEFAULT = {"DoubleWell-MALA", "SphericalPSpin-Heun", "LinearRegression-AdamW",
-           "Valley-UnderdampedLangevin"}
+           "LinearRegression-UnderdampedLangevin"}
 FLOAT32_DEFAULT = {"DoubleWell-MALA"}
 
 
@@ -177,6 +177,21 @@ def test_energy_kernel_matches_the_potential(pn, dtype):
     u = drivers.energy_kernel(pot)(x)
     assert u.dtype == np.float64 and u.shape == (150,)
     np.testing.assert_allclose(u, pot.energy(x.astype(np.float64)), rtol=1e-12, atol=1e-12)
+
+
+def test_records_use_the_compiled_energy_from_its_size_on(monkeypatch):
+    """A record of a state with >= COMPILED_ENERGY_SIZE numbers takes the compiled energy
+    (equal to the potential's), a smaller one the potential's own."""
+    pot = POTS["DoubleWell"]()                           # d = 3
+    calls = []
+    real = drivers.energy_kernel
+    monkeypatch.setattr(drivers, "energy_kernel", lambda p: calls.append(p) or real(p))
+    for M in (100, numba_backend.COMPILED_ENERGY_SIZE // 3 + 1):
+        run = Simulation(pot, dynamics("OverdampedLangevin", pot), M, backend="numba", seed=2,
+                         dtype="float32").run(4, record_every=2)
+        x = np.asarray(run.positions[-1], np.float64)
+        np.testing.assert_allclose(np.asarray(run.energy[-1]), pot.energy(x), rtol=1e-12)
+        assert len(calls) == (M > 100) * 3, (M, len(calls))   # three records
 
 
 def test_generic_pairs_are_registered_after_the_dedicated_kernels():

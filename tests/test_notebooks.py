@@ -9,6 +9,7 @@ be the ones docs/results.md quotes."""
 import glob
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -37,15 +38,34 @@ def test_notebook_is_committed_without_outputs(path):
                 f"{os.path.basename(path)} has outputs; clear them before committing")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
-def test_notebook_runs_on_the_quick_runs(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("LANGEVIN_SIM_QUICK", "1")
-    monkeypatch.setenv("LANGEVIN_SIM_DATA", str(tmp_path))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+def _execute(path: str, data_dir: str):
+    """The notebook at `path` executed in a fresh kernel on the quick runs (files in data_dir)."""
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": os.path.dirname(path)}})
-    client.execute()
+    client.execute(env=dict(os.environ, LANGEVIN_SIM_QUICK="1", LANGEVIN_SIM_DATA=data_dir,
+                            MPLBACKEND="Agg"))
+    return nb
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """path -> (future of the executed notebook, its data directory): every notebook started
+    when the first is asked for, two kernels at a time (each kernel is mostly one busy
+    thread, so a 2-core machine runs them in about half the time)."""
+    pool = ThreadPoolExecutor(2)
+    out = {}
+    for path in NOTEBOOKS:
+        d = tmp_path_factory.mktemp(os.path.basename(path).split(".")[0])
+        out[path] = (pool.submit(_execute, path, str(d)), d)
+    yield out
+    pool.shutdown(cancel_futures=True)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_runs_on_the_quick_runs(path, executed):
+    future, tmp_path = executed[path]
+    nb = future.result()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.outputs if o.get("name") == "stdout")
     assert "VERDICT" in text, "the notebook printed no verdict"

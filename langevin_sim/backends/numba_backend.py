@@ -14,6 +14,7 @@ from . import registry
 from .numpy_backend import reference_advance
 
 _warned: set = set()   # the fallbacks this process has warned about
+COMPILED_ENERGY_SIZE = 1 << 15   # M * d from which records use the compiled energy
 
 
 def has_kernel(potential, dynamics) -> bool:
@@ -48,9 +49,11 @@ class NumbaBackend:
 
     def record_energy(self, potential, x) -> np.ndarray:
         """U (M,) float64 of positions x (M, d) for a record: the family's compiled energy
-        (`kernels.drivers.energy_kernel`, float32 rows widened block by block), or the
-        potential's on a float64 copy where the family has none."""
-        fn = drivers.energy_kernel(potential)
+        (`kernels.drivers.energy_kernel`, float32 rows widened block by block) for states of
+        at least COMPILED_ENERGY_SIZE numbers, or the potential's on a float64 copy (smaller
+        states, where that costs about a millisecond and compiling the energy would cost
+        seconds on a run's first record, and families without a compiled energy)."""
+        fn = drivers.energy_kernel(potential) if x.size >= COMPILED_ENERGY_SIZE else None
         if fn is None:
             return np.asarray(potential.energy(np.asarray(x, np.float64)), np.float64)
         return fn(x)
