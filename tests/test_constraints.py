@@ -55,9 +55,15 @@ def assert_refusal_names_the_fix(err: ConfigError) -> None:
     assert "\n" not in msg and "use " in msg, f"refusal should be one line naming the fix: {msg!r}"
 
 
+def backend_dtypes() -> list:
+    """(backend, dtype); numba in float32 is slow: each pair compiles a kernel per dtype and
+    the constraint code does not depend on it (float64 covers it by default)."""
+    return [pytest.param(b, dt, marks=(pytest.mark.slow,) if (b, dt) == ("numba", "float32") else ())
+            for b in available_backends() for dt in ("float64", "float32")]
+
+
 @pytest.mark.filterwarnings(FALLBACK)
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("backend", available_backends())
+@pytest.mark.parametrize("backend,dtype", backend_dtypes())
 @pytest.mark.parametrize("pot_name,dyn_name,kw", cases())
 def test_dynamics_respect_the_constraint(pot_name, dyn_name, kw, backend, dtype):
     """300 steps, 8 replicas: x is a fixed point of the retraction (|x|^2 = N on the sphere)

@@ -11,7 +11,7 @@ Layout:
     linear_regression.py  LinearRegression: hooks only (every dynamics by the generic drivers)
     pspin.py              SphericalPSpin x OverdampedLangevin
     toynets.py            TeacherStudentMLP, ModularArithmeticMLP x SGD, AdamW
-    manifolds.py          ScaleSymmetric, Valley, MultiWell x OverdampedLangevin (one driver)
+    manifolds.py          ScaleSymmetric, Valley, MultiWell, ShiftedMultiWell: hooks only
     drivers.py            every other pair: one generic driver per dynamics, compiled per family
                           from the family's block hooks (`drivers.Hooks`, at the end of each
                           family module)
