@@ -218,13 +218,16 @@ workload(Workload(
     "W3", "Spherical p=3 spin glass, N=64, 256 replicas, overdamped Langevin",
     sim_of(cache(lambda: SphericalPSpin(64, 3, seed=1)), OverdampedLangevin(1e-2, 0.5), 256),
     {"numpy": 40, "numba": 200, "numpy_loop": 40, "jax": 200},
-    flops_per_chain_step=2.0 * 64 ** 3, gemm_shape=(256, 64 * 64, 64), normals_per_chain_step=64))
+    # the kernel's product: -p J over the N(N+1)/2 unique pairs (kernels/pspin.py) times the
+    # replicas' packed x_j x_k, half the full contraction's 2 N^3 (the peers do all of it)
+    flops_per_chain_step=2.0 * 64 * 2080, gemm_shape=(64, 2080, 256), normals_per_chain_step=64))
 
 workload(Workload(
     "W3b", "Spherical p=3 spin glass, N=256, 32 replicas, overdamped Langevin",
     sim_of(cache(lambda: SphericalPSpin(256, 3, seed=1)), OverdampedLangevin(1e-2, 0.5), 32),
     {"numba": 50, "numpy_loop": 20, "jax": 40},
-    flops_per_chain_step=2.0 * 256 ** 3, gemm_shape=(32, 256 * 256, 256), normals_per_chain_step=256))
+    flops_per_chain_step=2.0 * 256 * 32896, gemm_shape=(256, 32896, 32),
+    normals_per_chain_step=256))
 
 workload(Workload(
     "W4", "TeacherStudentMLP d_in=16, hidden=32, tanh, 64 replicas, SGD batch 32",
