@@ -200,20 +200,11 @@ class Simulation:
         steps, record_every = int(steps), int(record_every)
         if steps < 0 or record_every < 1:
             raise ConfigError(f"need steps >= 0 and record_every >= 1, got {steps}, {record_every}")
-        cfg = dict(self.config(), record_every=record_every, record_positions=bool(record_positions),
-                   steps_target=self.step + steps)
         f = _create_file(out, overwrite, swmr)
         try:
             probe = self.snapshot(record_positions)
-            obs = {k: (v.shape[1:], v.dtype) for k, v in probe.items()
-                   if k not in ("step", "time", "energy", "positions")}
-            writer = RunWriter.create(f, config=cfg, potential=self.potential,
-                                      replicas=self.replica_ids, d=self.potential.d,
-                                      pos_dtype=self.dtype, record_positions=record_positions,
-                                      observables=obs, state=self.state,
-                                      compression=compression, swmr=swmr,
-                                      first_passage=self.first_passage,
-                                      first_passage_step=self.step)
+            writer = self.create_writer(f, probe, record_every, record_positions,
+                                        self.step + steps, compression, swmr)
             first = [probe] if self.step % record_every == 0 else []
             self._loop(writer, self.step + steps, record_every, record_positions, first,
                        checkpoint_every, progress, flush_seconds)
@@ -223,6 +214,22 @@ class Simulation:
             raise
         report_divergence(self.diverged_step, self.replica_ids)
         return Run(out, file=f) if out is None else _reopen(f, out)
+
+    def create_writer(self, f, probe: dict, record_every: int, record_positions: bool,
+                      target: int, compression: str | None = None,
+                      swmr: bool = False) -> RunWriter:
+        """Lay out the open HDF5 file f as this simulation's run file: config (with the
+        recording plan and the target step), potential, record datasets shaped like the
+        snapshot `probe`, the current state as checkpoint, first-passage observers."""
+        cfg = dict(self.config(), record_every=record_every, record_positions=bool(record_positions),
+                   steps_target=target)
+        obs = {k: (v.shape[1:], v.dtype) for k, v in probe.items()
+               if k not in ("step", "time", "energy", "positions")}
+        return RunWriter.create(f, config=cfg, potential=self.potential, replicas=self.replica_ids,
+                                d=self.potential.d, pos_dtype=self.dtype,
+                                record_positions=record_positions, observables=obs,
+                                state=self.state, compression=compression, swmr=swmr,
+                                first_passage=self.first_passage, first_passage_step=self.step)
 
     def _loop(self, writer: RunWriter, target: int, record_every: int, record_positions: bool,
               pending: list, checkpoint_every: int | None, progress: bool | None,

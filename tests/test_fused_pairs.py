@@ -197,8 +197,8 @@ def test_records_use_the_compiled_energy_from_its_size_on(monkeypatch):
 def test_generic_pairs_are_registered_after_the_dedicated_kernels():
     """The generic drivers take only the pairs without a dedicated kernel."""
     from langevin_sim.potentials import DoubleWell, Quadratic
-    from langevin_sim.dynamics import Heun, OverdampedLangevin
+    from langevin_sim.dynamics import OverdampedLangevin, UnderdampedLangevin
 
     assert "DoubleWell-Heun" in GENERIC and "Quadratic-MALA" in GENERIC
-    for p, d in ((DoubleWell, OverdampedLangevin), (Quadratic, Heun)):
+    for p, d in ((DoubleWell, OverdampedLangevin), (Quadratic, UnderdampedLangevin)):
         assert registry.KERNELS[p, d, "numba"].fn.__module__ != drivers.__name__

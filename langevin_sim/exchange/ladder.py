@@ -161,8 +161,8 @@ class ReplicaExchange:
                 f = _create_file(path, overwrite, swmr)
                 handles.append(f)
                 probe = sim.snapshot(record_positions)
-                writers.append(_create_writer(sim, f, probe, record_every, record_positions,
-                                              target, compression, swmr=swmr and k > 0))
+                writers.append(sim.create_writer(f, probe, record_every, record_positions, target,
+                                                 compression, swmr=swmr and k > 0))
                 if k == 0:
                     log.create(f, self.ladder_ids, self.temperatures, self.every)
                     f.flush()
@@ -257,16 +257,4 @@ def _next(step: int, every: int) -> int:
     """The first multiple of `every` after `step`."""
     return (step // every + 1) * every
 
-
-def _create_writer(sim: Simulation, f, probe: dict, record_every: int, record_positions: bool,
-                   target: int, compression, swmr: bool) -> RunWriter:
-    """Lay out rung `sim`'s run file as Simulation.run does (same config and records)."""
-    cfg = dict(sim.config(), record_every=record_every, record_positions=bool(record_positions),
-               steps_target=target)
-    obs = {k: (v.shape[1:], v.dtype) for k, v in probe.items()
-           if k not in ("step", "time", "energy", "positions")}
-    return RunWriter.create(f, config=cfg, potential=sim.potential, replicas=sim.replica_ids,
-                            d=sim.potential.d, pos_dtype=sim.dtype,
-                            record_positions=record_positions, observables=obs, state=sim.state,
-                            compression=compression, swmr=swmr)
 

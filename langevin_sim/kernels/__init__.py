@@ -7,7 +7,7 @@ Layout:
                           every family uses (in-kernel normals, divergence freezing, step
                           coefficients, SGD and overdamped row updates, first-passage regions)
     double_well.py        DoubleWell x OverdampedLangevin, UnderdampedLangevin
-    quadratic.py          Quadratic x OverdampedLangevin, UnderdampedLangevin, Heun, LeimkuhlerMatthews
+    quadratic.py          Quadratic x OverdampedLangevin, UnderdampedLangevin
     linear_regression.py  LinearRegression: hooks only (every dynamics by the generic drivers)
     pspin.py              SphericalPSpin x OverdampedLangevin
     toynets.py            TeacherStudentMLP, ModularArithmeticMLP x SGD, AdamW

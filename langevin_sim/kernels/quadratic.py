@@ -1,12 +1,11 @@
-"""Quadratic (dense H): its CPU kernels for overdamped Langevin, BAOAB, stochastic Heun and
-Leimkuhler-Matthews.
+"""Quadratic (dense H): its CPU kernels for overdamped Langevin and BAOAB.
 
-The gradient x H - c H of a block of replicas is one GEMM per step (two for Heun: at x and at
-the predictor; BLAS single-threaded, one block of `common.gemm_block` replicas per thread);
-the rest of a step is the step rules applied lane by lane with in-kernel noise
-(`common.overdamped_rows`, and the lane loops below).  The family's own `STEPS` are the
-update rules of Heun and Leimkuhler-Matthews (`dynamics.heun.heun_update`,
-`dynamics.langevin.lm_update`) and their lane forms.
+The gradient x H - c H of a block of replicas is one GEMM per step (BLAS single-threaded, one
+block of `common.gemm_block` replicas per thread); the rest of a step is the step rules
+applied lane by lane with in-kernel noise (`common.overdamped_rows`, and the BAOAB lane loops
+below).  The other dynamics run the generic drivers (`kernels.drivers`) on the hooks at the
+end (Heun and Leimkuhler-Matthews had dedicated kernels here, the same algorithm as the
+drivers'; they went to save their compilation).  No scalar step function of its own.
 """
 from __future__ import annotations
 
@@ -19,29 +18,14 @@ from threadpoolctl import threadpool_limits
 from .. import rng
 from ..backends.jit import jit, pjit
 from ..backends.registry import register
-from ..dynamics import Heun, LeimkuhlerMatthews, OverdampedLangevin, UnderdampedLangevin
-from ..dynamics.heun import heun_update
-from ..dynamics.langevin import lm_update
+from ..dynamics import OverdampedLangevin, UnderdampedLangevin
 from ..potentials.quadratic import Quadratic
 from .common import (BAOAB, TILE_CALL_STEPS, compile_steps, finite_row, gemm_block,
                      langevin_step_table, like, noise_buffer, noise_chunk, overdamped_rows, sched,
                      schedule_code)
 from .drivers import Hooks, family
 
-
-
-def heun_lane(x, g, gt, z, h, sigma, zero):
-    """Heun's corrector for one coordinate as the reference takes it: x + (0 - h (g + gt) + sigma z)."""
-    return x + heun_update(zero, g, gt, h, sigma, z)
-
-
-def lm_lane(x, g, z, z_next, eta, half_sigma, zero):
-    """One Leimkuhler-Matthews coordinate as the reference takes it:
-    x + (0 - eta g + (sigma/2) (z + z_next))."""
-    return x + lm_update(zero, g, eta, half_sigma, z, z_next)
-
-
-STEPS = ("heun_update", "lm_update", "heun_lane", "lm_lane")
+STEPS = ()
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
@@ -67,91 +51,6 @@ def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, bl
             sigma = like(cpu.noise_scale(e, sched(ts, t)), x)
             np.dot(x[lo:hi], H, G)
             overdamped_rows(x, G, cH, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, new, buf)
-
-
-@pjit
-def heun_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, block):
-    """Stochastic Heun on a dense Quadratic: per block of `block` replicas and step, one GEMM
-    for the gradients at x, the predictor rows with in-kernel noise (kept for the corrector),
-    one GEMM for the gradients at the predictors, then the corrector rows; arithmetic in x's
-    dtype.  A replica whose new x is non-finite or beyond bound keeps its state and gets
-    dstep = t + 1 (the predictor is not tested, as in the reference)."""
-    M, d = x.shape
-    for b in prange((M + block - 1) // block):
-        lo = b * block
-        hi = min(M, lo + block)
-        new = np.empty(d, dtype=x.dtype)
-        G = np.empty((hi - lo, d), dtype=x.dtype)
-        Gt = np.empty((hi - lo, d), dtype=x.dtype)
-        Xt = np.zeros((hi - lo, d), dtype=x.dtype)
-        Z = np.zeros((hi - lo, d), dtype=x.dtype)
-        buf = noise_buffer(d, x)
-        zero = like(0.0, x)
-        for t in range(t0, t0 + K):
-            e = sched(es, t)
-            eta = like(e, x)
-            h = like(0.5 * e, x)
-            sigma = like(cpu.noise_scale(e, sched(ts, t)), x)
-            np.dot(x[lo:hi], H, G)
-            for r in range(hi - lo):
-                m = lo + r
-                if dstep[m] >= 0:
-                    continue
-                z, o = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, d, buf)
-                for i in range(d):
-                    Z[r, i] = z[o + i]
-                    Xt[r, i] = cpu.overdamped_lane(x[m, i], G[r, i] - cH[i], z[o + i], eta, sigma,
-                                                   zero)
-            np.dot(Xt, H, Gt)
-            for r in range(hi - lo):
-                m = lo + r
-                if dstep[m] >= 0:
-                    continue
-                good = True
-                for i in range(d):
-                    new[i] = cpu.heun_lane(x[m, i], G[r, i] - cH[i], Gt[r, i] - cH[i], Z[r, i], h,
-                                           sigma, zero)
-                    good = good & cpu.within_bound(new[i], bound)
-                if good:
-                    for i in range(d):
-                        x[m, i] = new[i]
-                else:
-                    dstep[m] = t + 1
-
-
-@pjit
-def lm_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, block):
-    """Leimkuhler-Matthews on a dense Quadratic: one GEMM per block and step, then per row the
-    normals of steps t and t + 1 (stream positions t d .. t d + 2d - 1, one `noise_chunk`)
-    and the update; arithmetic in x's dtype, freezing as `heun_quadratic`."""
-    M, d = x.shape
-    for b in prange((M + block - 1) // block):
-        lo = b * block
-        hi = min(M, lo + block)
-        new = np.empty(d, dtype=x.dtype)
-        G = np.empty((hi - lo, d), dtype=x.dtype)
-        buf = noise_buffer(2 * d, x)
-        zero = like(0.0, x)
-        for t in range(t0, t0 + K):
-            e = sched(es, t)
-            eta = like(e, x)
-            half_sigma = like(0.5 * cpu.noise_scale(e, sched(ts, t)), x)
-            np.dot(x[lo:hi], H, G)
-            for r in range(hi - lo):
-                m = lo + r
-                if dstep[m] >= 0:
-                    continue
-                z, o = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, 2 * d, buf)
-                good = True
-                for i in range(d):
-                    new[i] = cpu.lm_lane(x[m, i], G[r, i] - cH[i], z[o + i], z[o + d + i], eta,
-                                         half_sigma, zero)
-                    good = good & cpu.within_bound(new[i], bound)
-                if good:
-                    for i in range(d):
-                        x[m, i] = new[i]
-                else:
-                    dstep[m] = t + 1
 
 
 @jit
@@ -240,26 +139,9 @@ def _baoab_quadratic(sim, t0, K, k0, k1):
                             gemm_block(*x.shape, x.itemsize))
 
 
-def _dense_overdamped(kernel):
-    """The adapter of a dense-GEMM overdamped kernel with `overdamped_quadratic`'s arguments."""
-    def adapter(sim, t0, K, k0, k1):
-        dyn, pot = sim.dynamics, sim.potential
-        x = sim.state["x"]
-        with threadpool_limits(1, user_api="blas"):
-            kernel(x, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                   schedule_code(dyn.step), schedule_code(dyn.temperature), pot.H.astype(x.dtype),
-                   (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
-                   gemm_block(*x.shape, x.itemsize))
-    adapter.__qualname__ = adapter.__name__ = f"_{kernel.__name__}"
-    return adapter
-
-
-register(Quadratic, Heun, "numba")(_dense_overdamped(heun_quadratic))
-register(Quadratic, LeimkuhlerMatthews, "numba")(_dense_overdamped(lm_quadratic))
-
-
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
-# MALA and full-batch SGD / AdamW run `kernels.drivers` on these (the reference's formulas).
+# Heun, Leimkuhler-Matthews, MALA and full-batch SGD / AdamW run `kernels.drivers` on these
+# (the reference's formulas).
 
 @jit
 def quadratic_grad_block(xb, args):
