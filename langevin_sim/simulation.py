@@ -17,6 +17,7 @@ import numpy as np
 
 from . import rng
 from .backends import get_backend
+from .backends.jit import one_blas_thread
 from .dynamics.base import Dynamics
 from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped,
                      RunTerminated)
@@ -166,14 +167,16 @@ class Simulation:
         potential's observables, never whole."""
         self.sync()
         x = self.state["x"]
-        with np.errstate(all="ignore"), _one_blas_thread():
-            energy = (self.backend.record_energy(self.potential, x)
+        with np.errstate(all="ignore"), one_blas_thread():
+            energy = (self.backend.record_energy(self)
                       if hasattr(self.backend, "record_energy") else
                       np.asarray(self.potential.energy(np.asarray(x, np.float64)), np.float64))
             rec = {"step": np.int64(self.step), "time": np.float64(self.time), "energy": energy}
             if record_positions:
                 rec["positions"] = x.copy()
-            rec.update(_in_float64(self.potential.observables, x))
+            compiled = getattr(self.backend, "record_observables", None)
+            obs = None if compiled is None else compiled(self, energy)
+            rec.update(_in_float64(self.potential, x, energy) if obs is None else obs)
             for k, v in self.dynamics.observables(self.state).items():
                 rec[k] = np.array(v)
             for obs in self.observers:
@@ -316,46 +319,34 @@ _WIDEN_BYTES = 1 << 20   # float64 bytes per block of rows for record-time obser
 _POOL = None
 
 
-def _in_float64(fn, x: np.ndarray) -> dict:
-    """`fn(x)` -> {name: (M, ...)} evaluated in float64 as new arrays, on blocks of rows (at
-    most ~1 MiB of float64 each, at least one per thread) spread over a small thread pool
-    (NumPy and single-threaded BLAS release the GIL): a float32 `x` is widened block by
-    block, never whole, and the record's observables take one thread's share of the time."""
+def _in_float64(potential: Potential, x: np.ndarray, energy: np.ndarray) -> dict:
+    """`potential.observables(x, energy)` -> {name: (M, ...)} evaluated in float64 as new
+    arrays, on blocks of rows (at most ~1 MiB of float64 each, at least one per thread) spread
+    over a small thread pool (NumPy and single-threaded BLAS release the GIL): a float32 `x` is
+    widened block by block, never whole, and the record's observables take one thread's share
+    of the time.  `energy` (M,): the record's, for observables derived from it."""
     global _POOL
     import numba
     from concurrent.futures import ThreadPoolExecutor
 
-    def part(rows):
-        with np.errstate(all="ignore"):
-            return fn(np.asarray(rows, np.float64))
-
-    if not part(x[:1]):
+    if type(potential).observables is Potential.observables:
         return {}
+
+    def part(lo):
+        with np.errstate(all="ignore"):
+            return potential.observables(np.asarray(x[lo:lo + n], np.float64), energy[lo:lo + n])
+
     threads = numba.get_num_threads()
     n = max(1, min(_WIDEN_BYTES // (8 * max(1, x.shape[1])), -(-len(x) // threads)))
-    blocks = [x[i:i + n] for i in range(0, len(x), n)]
-    if len(blocks) == 1:
-        parts = [part(x)]
+    if n >= len(x):
+        parts = [part(0)]
     else:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(threads, thread_name_prefix="langevin-sim records")
-        parts = list(_POOL.map(part, blocks))
+        parts = list(_POOL.map(part, range(0, len(x), n)))
+    if not parts[0]:
+        return {}
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-
-
-def _one_blas_thread():
-    """Single-threaded BLAS for record-time energies and observables: their products are
-    small, and a multithreaded BLAS beside the compiled kernels' threads ran them up to ~17x
-    slower (SphericalPSpin, N = 32, 64 replicas, on 2 cores)."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
-
-
-_BLAS = None
 
 
 def report_divergence(diverged_step: np.ndarray, replica_ids: np.ndarray) -> None:

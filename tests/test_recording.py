@@ -101,7 +101,7 @@ def test_float32_states_are_widened_by_blocks(monkeypatch, dtype):
     np.testing.assert_array_equal(rec["weight_error"], sim.potential.observables(x64)["weight_error"])
     rec["positions"][:] = np.nan
     assert np.isfinite(sim.state["x"]).all()
-    assert simulation._in_float64(lambda x: {}, sim.state["x"]) == {}
+    assert simulation._in_float64(DoubleWell(d=3), sim.state["x"], rec["energy"]) == {}
 
 
 def test_error_in_the_writer_thread_reaches_the_caller(tmp_run, monkeypatch):

@@ -23,6 +23,23 @@ def ijit(fn):
     return numba.njit(inline="always", **OPTIONS)(fn)
 
 
+def one_blas_thread():
+    """Context manager: BLAS single-threaded inside it (kernels that call BLAS from their own
+    threads, record-time energies and observables).  One `ThreadpoolController`, made on first
+    use, serves every call: `threadpool_limits()` rescans the loaded libraries (/proc maps)
+    each time, ~5 ms, which was most of a small run's cost per record."""
+    global _BLAS
+    if _BLAS is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (SciPy's BLAS, loaded before the scan)
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+_BLAS = None
+
+
 def pjit(fn):
     """Compile a kernel parallel over replicas with prange."""
     return numba.njit(parallel=True, **OPTIONS)(fn)

@@ -14,7 +14,7 @@ from . import registry
 from .numpy_backend import reference_advance
 
 _warned: set = set()   # the fallbacks this process has warned about
-COMPILED_ENERGY_SIZE = 1 << 15   # M * d from which records use the compiled energy
+COMPILED_ENERGY_SIZE = 1 << 13   # M * d from which records use the compiled energy
 
 
 def has_kernel(potential, dynamics) -> bool:
@@ -47,16 +47,26 @@ class NumbaBackend:
             return
         reference_advance(sim, t0, K)
 
-    def record_energy(self, potential, x) -> np.ndarray:
-        """U (M,) float64 of positions x (M, d) for a record: the family's compiled energy
-        (`kernels.drivers.energy_kernel`, float32 rows widened block by block) for states of
-        at least COMPILED_ENERGY_SIZE numbers, or the potential's on a float64 copy (smaller
-        states, where that costs about a millisecond and compiling the energy would cost
-        seconds on a run's first record, and families without a compiled energy)."""
+    def record_energy(self, sim) -> np.ndarray:
+        """U (M,) float64 of the positions x (M, d) of `sim` for a record: the family's
+        compiled energy (`kernels.drivers.energy_kernel`, float32 rows widened block by
+        block) for states of at least COMPILED_ENERGY_SIZE numbers, or the potential's on a
+        float64 copy (smaller states, where that costs about a millisecond and compiling the
+        energy would cost seconds on a run's first record, and families without a compiled
+        energy)."""
+        potential, x = sim.potential, sim.state["x"]
         fn = drivers.energy_kernel(potential) if x.size >= COMPILED_ENERGY_SIZE else None
         if fn is None:
             return np.asarray(potential.energy(np.asarray(x, np.float64)), np.float64)
         return fn(x)
+
+    def record_observables(self, sim, energy: np.ndarray) -> dict | None:
+        """The potential's observables of `sim`'s positions for a record, by the family's
+        compiled code (`kernels.drivers.observables_kernel`) for states of at least
+        COMPILED_ENERGY_SIZE numbers; None: the caller evaluates `potential.observables`."""
+        x = sim.state["x"]
+        fn = drivers.observables_kernel(sim.potential) if x.size >= COMPILED_ENERGY_SIZE else None
+        return None if fn is None else fn(x, energy)
 
 
 def _warn_once(key: tuple, message: str) -> None:

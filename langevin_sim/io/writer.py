@@ -139,14 +139,16 @@ class RunWriter:
             series(name, (M,) + tuple(trailing), dtype, (step, rep, *extra))
         tm = rec.create_dataset("time", (0,), np.float64, maxshape=(None,), chunks=(4096,))
         tm.dims[0].attach_scale(step)
-        div = rec.create_dataset("diverged_step", data=np.full(M, -1, np.int64))
+        div = rec.create_dataset("diverged_step", (M,), np.int64, fillvalue=-1)
         div.dims[0].attach_scale(rep)
         ck = f.create_group("checkpoint")
         ck_scales = _scales(ck, {"replica": np.asarray(replicas, np.int64), "coord": np.arange(d)})
         for slot in (0, 1):
             g = ck.create_group(f"slot{slot}")
-            for k, v in dict(state, diverged_step=np.full(M, -1, np.int64)).items():
-                ds = g.create_dataset(k, data=v)
+            # shapes only: the first commit writes a slot (no slot is valid before it)
+            for k, v in dict(state, diverged_step=np.empty(M, np.int64)).items():
+                ds = g.create_dataset(k, v.shape, v.dtype,
+                                      fillvalue=-1 if k == "diverged_step" else None)
                 for i, n in enumerate(ds.shape):
                     name = ("replica" if i == 0 else "coord") if (i < 2 and n == (M, d)[i]) \
                         else f"{k}_dim{i}"

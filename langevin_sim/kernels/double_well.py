@@ -8,18 +8,18 @@ rules of `common.STEPS`.  The CPU kernel runs them on tiles of R = max(1, TILE /
 replicas: each step updates the tile's R*d lanes in one loop that vectorizes across replicas
 (frozen lanes masked, divergence found by one and-reduction); noise comes in chunks of
 S = max(1, CHUNK // d) steps per replica (a tile's noise, S x R*d, stays in L2), for d = 1
-generated across replicas.  One parallel driver serves both dynamics: one parfor
-compilation per dtype.
+generated across replicas.  One serial driver serves both dynamics (one compilation per
+dtype); a thread pool runs it on contiguous groups of tiles.
 """
 from __future__ import annotations
 
 import functools
 import sys
 
+import numba
 import numpy as np
-from numba import prange
 
-from ..backends.jit import compile_functions, jit, pjit
+from ..backends.jit import compile_functions, jit
 from ..backends.registry import register
 from ..dynamics import OverdampedLangevin, UnderdampedLangevin
 from ..first_passage import STATE_KEYS as FP_KEYS
@@ -29,7 +29,7 @@ from .common import (BAOAB, CHUNK, OVERDAMPED, TILE, TILE_CALL_STEPS, baoab_firs
                      compile_steps, fill_noise_tile, fill_noise_tile_d1, freeze_tile,
                      langevin_step_table, like, no_regions, noise_buffer, overdamped_lane,
                      region_changes, region_flags, region_scratch, schedule_code)
-from .drivers import Hooks, family
+from .drivers import FAMILIES, Hooks, family, run_blocks
 
 
 # ---------------------------------------------------------------- step functions, every target
@@ -121,26 +121,28 @@ def double_well_tile_steps(kind, st, new, live, Z, row, c, inv_m, coef, bound, d
         odd = not odd
         if nlive == 0:
             break
-    if odd:
-        st[:] = a
+    if odd:   # a loop: an array assignment compiles Numba's shape-error formatting (~2 s)
+        for j in range(a.shape[0]):
+            st[j] = a[j]
     return nlive
 
 
-@pjit
-def double_well_tiles(kind, state, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, coef, bound,
-                      regions, fp):
+@jit
+def double_well_tiles(kind, state, dstep, t0, table, k0, k1, rep0, inv_m, coef, bound, regions,
+                      fp, b0, b1):
     """Overdamped Langevin (kind OVERDAMPED, state (1, M, d) positions) or BAOAB (kind BAOAB,
-    state (3, M, d) positions, momenta, gradients at the positions) on DoubleWell, in place;
-    with a first-passage observer, regions and fp (5, M, R) as in `region_changes` (else
-    `no_regions(d)`), updated after every step.
-    coef = `DoubleWell.grad_coeffs` in the state's dtype; step coefficients are cast to it as
-    well, as NumPy does.  Tiles, noise chunks: see the module docstring."""
+    state (3, M, d) positions, momenta, gradients at the positions) on DoubleWell, in place,
+    for tiles b0..b1-1 (of R = max(1, TILE // d) replicas) and steps t0 .. t0 + K - 1 (table:
+    `langevin_step_table`, (3, K)); with a first-passage observer, regions and fp (5, M, R) as
+    in `region_changes` (else `no_regions(d)`), updated after every step.
+    coef = `DoubleWell.grad_coeffs`, inv_m = 1 / mass in the state's dtype (cast as NumPy
+    does).  Serial and GIL-free: `_double_well` spreads the tiles over a thread pool (a prange
+    kernel compiled ~5 s longer).  Tiles, noise chunks: see the module docstring."""
     nq, M, d = state.shape
     R = max(1, TILE // d)
     S = max(1, CHUNK // d)
-    table = langevin_step_table(kind, es, ts, t0, K, friction, mass, state)
-    inv_m = like(1.0 / mass, state)
-    for b in prange((M + R - 1) // R):
+    K = table.shape[1]
+    for b in range(b0, b1):
         lo = b * R
         n = min(M, lo + R) - lo
         L = n * d
@@ -187,11 +189,15 @@ def _double_well(sim, t0, K, k0, k1, kind, names, friction=0.0, mass=1.0):
         regions, fp = no_regions(x.shape[1])
     else:
         regions, fp = fpo.arrays(x.shape[1]), np.stack([sim.state[k] for k in FP_KEYS])
+    es, ts, inv_m = schedule_code(dyn.step), schedule_code(dyn.temperature), x.dtype.type(1.0 / mass)
+    tiles = -(-x.shape[0] // max(1, TILE // x.shape[1]))
+    per_task = max(1, tiles // (4 * numba.get_num_threads()))   # 4 tasks a thread: balance
     for t in range(t0, t0 + K, TILE_CALL_STEPS):
-        double_well_tiles(kind, state, sim.diverged_step, t, min(TILE_CALL_STEPS, t0 + K - t),
-                          k0, k1, sim.first_replica, schedule_code(dyn.step),
-                          schedule_code(dyn.temperature), friction, mass, coef,
-                          sim.divergence_bound, regions, fp)
+        table = langevin_step_table(kind, es, ts, t, min(TILE_CALL_STEPS, t0 + K - t), friction,
+                                    mass, state)
+        run_blocks(double_well_tiles, tiles, FAMILIES[DoubleWell], kind, state, sim.diverged_step,
+                   t, table, k0, k1, sim.first_replica, inv_m, coef, sim.divergence_bound,
+                   regions, fp, rows=per_task)
     for k, v in zip(names, state):
         sim.state[k][...] = v
     if fpo is not None:

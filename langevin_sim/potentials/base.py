@@ -52,8 +52,10 @@ class Potential:
     def arrays(self) -> dict[str, np.ndarray]:
         return {}
 
-    def observables(self, x) -> dict[str, np.ndarray]:
-        """Extra per-replica observables recorded with the energy: name -> (M, ...)."""
+    def observables(self, x, energy=None) -> dict[str, np.ndarray]:
+        """Extra per-replica observables recorded with the energy: name -> (M, ...).  `energy`
+        (M,) float64: x's energies where the caller has them (a record does), so that
+        observables derived from the energy do not compute it again."""
         return {}
 
     # -- generic helpers --------------------------------------------------

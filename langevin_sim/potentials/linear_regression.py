@@ -68,5 +68,5 @@ class LinearRegression(Potential):
     def minimizer(self) -> np.ndarray:
         return np.linalg.lstsq(self.A, self.y, rcond=None)[0]
 
-    def observables(self, x):
+    def observables(self, x, energy=None):
         return {"weight_error": np.sum((x - self.w_star) ** 2, axis=1)}

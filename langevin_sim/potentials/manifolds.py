@@ -190,7 +190,7 @@ class ScaleSymmetric(Potential):
         xp = array_module(x)
         return xp.einsum("mjl,ml->mj", self.hessian(x), v)
 
-    def observables(self, x):
+    def observables(self, x, energy=None):
         """product p (M,); imbalance a_j^2 - a_{j+1}^2 and log_ratio ln|a_j / a_{j+1}|
         (M, k-1); curvature S_xx |q|^2 (M,), the transverse curvature of the data loss
         (its only nonzero Hessian eigenvalue on the manifold)."""
@@ -463,7 +463,7 @@ class Valley(Potential):
         out[:, 2:] = usy * (gs * v[:, :2]).sum(axis=1)[:, None] + kyy * v[:, 2:]
         return out
 
-    def observables(self, x):
+    def observables(self, x, energy=None):
         """s: arclength coordinate (M,); curvature: k(s) (M,); distance: Euclidean distance
         to the curve (M,)."""
         xp = array_module(x)

@@ -154,7 +154,7 @@ class MultiWell(Potential):
         q, _, _ = self._wells(x)
         return q.argmin(axis=1).astype(np.int64)
 
-    def observables(self, x):
+    def observables(self, x, energy=None):
         """basin: label of the lowest well quadratic at x (M,) int64."""
         return {"basin": self.basin(x)}
 

@@ -243,8 +243,8 @@ class SphericalPSpin(Potential):
         """m = u.x / sqrt(N) (M,), the overlap with the planted direction."""
         return np.asarray(x, np.float64) @ self.spike / math.sqrt(self.N)
 
-    def observables(self, x):
-        out = {"energy_per_spin": self.energy(x) / self.N}
+    def observables(self, x, energy=None):
+        out = {"energy_per_spin": (self.energy(x) if energy is None else energy) / self.N}
         if self.planted != 0.0:
             out["overlap"] = self.overlap(x)
         return out

@@ -400,8 +400,9 @@ class TeacherStudentMLP(_MLPLoss, Potential):
             out.append(0.5 * np.mean(r ** 2, axis=1))
         return np.concatenate(out)
 
-    def observables(self, x):
-        return {"train_loss": self.energy(x), "test_loss": self.test_loss(x),
+    def observables(self, x, energy=None):
+        return {"train_loss": self.energy(x) if energy is None else energy,
+                "test_loss": self.test_loss(x),
                 "weight_norm": self.weight_norm(x)}
 
 
@@ -531,7 +532,7 @@ class ModularArithmeticMLP(_MLPLoss, Potential):
             accs.append(np.mean(out.argmax(axis=-1) == labels, axis=-1))
         return np.concatenate(losses), np.concatenate(accs)
 
-    def observables(self, x):
+    def observables(self, x, energy=None):
         train_loss, train_acc = self.metrics(x, test=False)
         test_loss, test_acc = self.metrics(x, test=True)
         return {"train_loss": train_loss, "test_loss": test_loss, "train_accuracy": train_acc,
