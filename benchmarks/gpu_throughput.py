@@ -183,6 +183,7 @@ def workloads(tiny: bool) -> dict:
     n4, din, hid, B = (64, 4, 4, 8) if tiny else (1024, 16, 32, 32)
     quad = Quadratic(spectrum=np.linspace(0.1, 1.0, d2), seed=1)
     pspin = SphericalPSpin(N3, 3, seed=1)
+    P3 = math.comb(N3 + 1, 2)     # the fused W3 kernel's packed products (kernels/pspin.py)
     mlp = TeacherStudentMLP(n=n4, d_in=din, hidden=hid, teacher_hidden=max(1, hid // 4),
                             noise=0.01, seed=1, n_test=16)
     out = {
@@ -192,12 +193,14 @@ def workloads(tiny: bool) -> dict:
                        jax=lambda dt, M: jax_double_well(dt, M)),
         "W2": Workload("W2", f"Quadratic dense H, d={d2}, {M2} replicas, overdamped Langevin", M2,
                        lambda dt, be: cuda_simulation(quad, OverdampedLangevin(1e-2, 0.5), M2, dt, be),
-                       gemm_shape=(M2, d2, d2), flops_per_chain_step=2.0 * d2 * d2,
+                       # the fused kernel's GEMM: H^T (d, d) @ XT (d, M), state transposed
+                       gemm_shape=(d2, d2, M2), flops_per_chain_step=2.0 * d2 * d2,
                        jax=lambda dt, M: jax_quadratic(dt, M, quad.H)),
         "W3": Workload("W3", f"spherical p=3 spin glass, N={N3}, {M3} replicas, overdamped Langevin",
                        M3, lambda dt, be: cuda_simulation(pspin, OverdampedLangevin(1e-2, 0.5), M3,
                                                           dt, be),
-                       gemm_shape=(M3, N3 * N3, N3), flops_per_chain_step=2.0 * N3 ** 3,
+                       # the fused kernel's packed GEMM: CT (N, P) @ YT (P, M)
+                       gemm_shape=(N3, P3, M3), flops_per_chain_step=2.0 * N3 * P3,
                        jax=lambda dt, M: jax_pspin(dt, M, pspin.gradient_matrix())),
         "W4": Workload("W4", f"TeacherStudentMLP d_in={din}, hidden={hid}, {M4} replicas, SGD "
                              f"batch {B}", M4,
@@ -398,14 +401,15 @@ def main(argv=None) -> int:
                f"{'_f32' if dt == 'float32' else ''} on the device): "
                f"{limits[f'philox_normals_per_s_{dt}']:.3g} /s" for dt in dtypes), "",
              "## Chain-steps per second (medians)", "",
-             "| workload | dtype | cuda | GEMM rate at its shape (FLOP/s) | % of GEMM | % of Philox "
-             "| JAX jit+scan | cuda / JAX | host-run methods |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| workload | dtype | path | cuda | GEMM rate at its shape (FLOP/s) | % of GEMM "
+             "| % of Philox | JAX jit+scan | cuda / JAX | host-run methods |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         g = r.get("gemm_flops_per_s")
         j = r.get("jax_chain_steps_per_s")
         lines.append(
-            f"| {r['workload']} {r['title']} | {r['dtype']} | {r['cuda_chain_steps_per_s']:.3g} | "
+            f"| {r['workload']} {r['title']} | {r['dtype']} | {r['path']} | "
+            f"{r['cuda_chain_steps_per_s']:.3g} | "
             + (f"{g:.3g} | {100 * r['gemm_fraction']:.0f}% | " if g else "– | – | ")
             + (f"{100 * r['philox_fraction']:.0f}% | " if "philox_fraction" in r else "– | ")
             + (f"{j:.3g} | {r['cuda_chain_steps_per_s'] / j:.2f} | " if j else
@@ -417,12 +421,13 @@ def main(argv=None) -> int:
                      f"need {need})")
     if not checks:
         lines.append("- no target could be evaluated")
-    paths = ", ".join(f"{r['workload']} {r['dtype']}: {r['path']}" for r in rows)
-    lines += ["", f"Device path per row ({paths}): 'fused' is a multi-step numba-cuda kernel of "
-              "the pair (langevin_sim/kernels/<family>.py), 'generic' the per-step path "
-              "(potential gradient in CuPy array code, one numba-cuda update kernel per step); "
-              "'host-run methods' are potential methods not yet written with the array module of "
-              "x (docs/gpu.md)."]
+    lines += ["", "Path: 'fused' is the pair's registered numba-cuda kernel "
+              "(langevin_sim/kernels/<family>.py; W1 one multi-step kernel per launch, W2 and W3 "
+              "one cuBLAS GEMM + one fused step kernel per step), 'generic' the per-step path "
+              "(potential gradient in CuPy array code, one numba-cuda update kernel per step). "
+              "GEMM shapes are those the fused kernels run (W2 H^T @ XT; W3 the packed "
+              "CT (N, C(N+1, 2)) @ YT); 'host-run methods' are potential methods not yet written "
+              "with the array module of x (docs/gpu.md)."]
     report = "\n".join(lines)
     print(report)
     out = a.out or os.path.join(HERE, "results", f"gpu-{device_model(desc)}.md")

@@ -91,7 +91,8 @@ def pair_cases() -> dict:
 
 PAIRS = pair_cases()
 F32_PAIRS = ["DoubleWell-OverdampedLangevin", "DoubleWell-UnderdampedLangevin",
-             "Quadratic-UnderdampedLangevin", "LinearRegression-SGD", "SphericalPSpin-SGD",
+             "Quadratic-OverdampedLangevin", "Quadratic-UnderdampedLangevin",
+             "LinearRegression-SGD", "SphericalPSpin-OverdampedLangevin", "SphericalPSpin-SGD",
              "MultiWell-MALA", "ScaleSymmetric-AdamW"]
 
 
@@ -197,7 +198,48 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
     assert extras["gpu"] == extras["cuda12"]
 
 
+PTX_CODE = """
+import types
+try:
+    import numba.cuda.dispatcher as dispatcher
+    from numba import cuda
+    from numba.cuda.cudadrv import nvvm
+    assert nvvm.is_available() and hasattr(dispatcher, "get_current_device")
+except Exception as e:
+    print("skip:", repr(e)[:200])
+    raise SystemExit(0)
+dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+from numba import float32, float64, int64, uint64
+from langevin_sim.backends import cuda_kernels as ck
+from langevin_sim.kernels import pspin, quadratic
+I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
+for ft in (float32, float64):
+    f32, W, V = ft is float32, ft[:, ::1], ft[::1]
+    head = (W, W, I1, int64, uint64, uint64, uint64, F1, F1, float64)
+    row, refresh, products = pspin._cuda_rules(f32, 5)
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5).py_func, head + (W, I2, I1, I1), cc=(9, 0))
+    cuda.compile_ptx(products.py_func, (W, W, I2, I1, I1), cc=(9, 0))
+    row, refresh = quadratic._cuda_rules()
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))
+print("ok")
+"""
+
+
 if not SIM:
+    def test_fused_dense_kernels_compile_for_the_real_cuda_target():
+        """The fused GEMM-step kernel with the p-spin and Quadratic row rules (and the packed
+        products kernel) compile to PTX with numba's CUDA target, float32 and float64: the
+        typing the simulator does not do (column views, local arrays, libdevice primitives).
+        No GPU needed; skipped where libNVVM is missing."""
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM")}
+        r = subprocess.run([sys.executable, "-c", PTX_CODE], env=env, capture_output=True,
+                           text=True, timeout=300, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-3000:]
+        if r.stdout.startswith("skip:"):
+            pytest.skip(r.stdout.strip())
+        assert r.stdout.strip() == "ok", r.stdout[-2000:]
+
     def test_cuda_backend_under_the_simulator():
         """This file's simulator tests, in a pytest process with NUMBA_ENABLE_CUDASIM=1."""
         env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONDONTWRITEBYTECODE="1")
@@ -507,3 +549,100 @@ if SIM:
                 sa, sb = a.checkpoint()[1], b.checkpoint()[1]
                 for k in sb:
                     np.testing.assert_array_equal(sa[k], sb[k], err_msg=f"{first} -> {then}: {k}")
+
+    # ------------------------------------------------------------ fused dense kernels (GEMM + step)
+
+    def _unstable_quadratic():
+        """A Quadratic whose stiffest mode grows by 1.5 per step at eta = 0.1."""
+        return Quadratic(spectrum=[0.5, 1.5, 25.0], seed=2, center=[0.1, 0.2, -0.1])
+
+    DENSE_FUSED = {
+        # replicas on the sphere |x|^2 = 4 (p = 2): |x_i| <= 1.9 is crossed by some
+        "pspin": (lambda: SphericalPSpin(N=4, p=2, seed=3),
+                  OverdampedLangevin(Schedule("linear", 0.3, 0.2, 12),
+                                     Schedule("linear", 2.0, 1.0, 9)), 1.9, None),
+        "pspin-p3": (lambda: SphericalPSpin(N=5, p=3, seed=1, planted=0.5),
+                     OverdampedLangevin(Schedule("linear", 0.05, 0.02, 12),
+                                        Schedule("cosine", 0.9, 0.3, 9)), 1e8, None),
+        # the unstable mode carries replicas started far out past the bound first
+        "quadratic": (_unstable_quadratic,
+                      OverdampedLangevin(0.1, Schedule("linear", 1e-4, 1e-5, 9)), 20.0,
+                      np.r_[0.01 * np.ones(5), 5.0, 0.01]),
+    }
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("case", list(DENSE_FUSED))
+    def test_fused_dense_kernels_equal_reference(case, dtype, monkeypatch):
+        """SphericalPSpin and Quadratic x OverdampedLangevin run by one GEMM + one fused kernel
+        per step (several calls, schedules, replicas that diverge, an uneven first_replica
+        split): the reference's states to rounding (float64 1e-12 relative, float32 to its
+        rounding), the same divergence flags, and the split equal bit for bit."""
+        make, dyn, bound, scale = DENSE_FUSED[case]
+        no_generic_steps(monkeypatch)
+        M = 7
+        pot = make()
+        z = np.random.default_rng(3).normal(size=(M, pot.d))
+        init = pot.default_init(z)
+        if scale is not None:       # along the unstable eigenvector, scaled per replica
+            init = pot.center + scale[:, None] * pot.eigh[1][:, -1] + 0.01 * z
+        kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=bound)
+        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
+        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        assert cuda_backend.fused_kernel(whole).__module__.startswith("langevin_sim.kernels.")
+        parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
+                            **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 2), (2, 5))]
+        for K in (3, 1, 6, 4):
+            for s in [ref, whole] + parts:
+                s.advance(K)
+        if bound < 1e8:
+            assert 0 < (ref.diverged_step >= 0).sum() < M
+        if scale is not None:
+            assert ref.diverged_step[5] > 0
+        np.testing.assert_array_equal(whole.diverged_step, ref.diverged_step)
+        np.testing.assert_array_equal(np.concatenate([p.diverged_step for p in parts]),
+                                      ref.diverged_step)
+        tol = 1e-12 if dtype == "float64" else 2e-6
+        np.testing.assert_allclose(whole.state["x"], ref.state["x"], rtol=tol, atol=tol)
+        np.testing.assert_array_equal(np.concatenate([p.state["x"] for p in parts]),
+                                      whole.state["x"], err_msg="partition")
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    def test_record_energies_on_the_device_and_resume_through_fused_kernels(dtype, tmp_path,
+                                                                           monkeypatch):
+        """Records of a cuda run take the potential's energy on the device copy of the state
+        (float64) and equal the NumPy backend's to rounding; a run file resumes across
+        backends through the fused p-spin kernel."""
+        from langevin_sim.potentials.pspin import SphericalPSpin as PS
+
+        seen = []
+        energy = PS.energy
+
+        def spy(self, x):
+            seen.append((type(x).__module__, x.dtype))
+            return energy(self, x)
+        monkeypatch.setattr(PS, "energy", spy)
+        make = lambda: SphericalPSpin(N=5, p=3, seed=2)   # noqa: E731
+        dyn = OverdampedLangevin(0.05, 0.5)
+        kw = dict(seed=4, dtype=dtype)
+        Simulation(make(), dyn, 6, backend="numpy", **kw).run(
+            8, record_every=2, out=tmp_path / "ref.h5").close()
+        for first, then in (("cuda", "cuda"), ("cuda", "numpy"), ("numpy", "cuda")):
+            path = tmp_path / f"{first}-{then}.h5"
+            Simulation(make(), dyn, 6, backend=first, **kw).run(4, record_every=2,
+                                                                out=path).close()
+            seen.clear()
+            resume(path, steps=8, backend=then, progress=False).close()
+            if then == "cuda":
+                assert ("cupy", np.dtype(np.float64)) in seen, seen
+            with open_run(path) as a, open_run(tmp_path / "ref.h5") as b:
+                assert a.complete and a.steps_done == 8
+                tol = 1e-12 if dtype == "float64" else 1e-5
+                np.testing.assert_allclose(a.energy[:], b.energy[:], rtol=tol, atol=tol)
+                np.testing.assert_allclose(a.checkpoint()[1]["x"], b.checkpoint()[1]["x"],
+                                           rtol=tol, atol=tol)
+        sim = Simulation(make(), dyn, 6, backend="cuda", **kw)
+        sim.advance(3)
+        e = sim.backend.record_energy(sim)
+        assert e.dtype == np.float64 and e.shape == (6,)
+        np.testing.assert_allclose(e, make().energy(sim.state["x"].astype(np.float64)),
+                                   rtol=1e-13)

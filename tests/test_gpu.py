@@ -5,6 +5,8 @@ or a GPU is missing, or under the simulator (tests/test_cuda_backend.py covers t
 - Philox integers bit-identical to the CPU reference, normals to rounding;
 - every (potential, dynamics) pair of the registries (tests/test_cuda_backend.pair_cases)
   equal to the NumPy reference to rounding, float64 and float32, with partition invariance;
+- the fused dense kernels (SphericalPSpin, Quadratic x OverdampedLangevin: cuBLAS GEMM + one
+  fused kernel per step) at sizes where cuBLAS tiles, and the device record energies;
 - a run killed with SIGKILL resumes to the same final state as an uninterrupted run;
 - the physics oracles (Euler-Maruyama variance, BAOAB, double-well Boltzmann, p-spin
   paramagnet) with backend="cuda": the test bodies of tests/test_physics.py and
@@ -88,6 +90,40 @@ def test_every_pair_matches_reference_on_the_device(name):
     for k in whole.state:     # cuBLAS may block differently for other row counts: to rounding
         np.testing.assert_allclose(np.concatenate([p.state[k] for p in parts]), whole.state[k],
                                    rtol=1e-10, atol=1e-12, err_msg=f"{name}: partition, {k}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("pair", ["pspin", "quadratic"])
+def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
+    """SphericalPSpin (p = 3) and the dense Quadratic x OverdampedLangevin by one cuBLAS GEMM
+    + one fused kernel per step, at sizes where cuBLAS tiles: the reference to rounding, the
+    same divergence flags, an uneven first_replica split to rounding; records' energies (on
+    the device) equal the NumPy backend's."""
+    from langevin_sim.backends.cuda_backend import fused_kernel
+    from langevin_sim.dynamics import OverdampedLangevin, Schedule
+    from langevin_sim.potentials import Quadratic, SphericalPSpin
+
+    if pair == "pspin":
+        make = lambda: SphericalPSpin(N=24, p=3, seed=1, planted=0.3)   # noqa: E731
+        dyn = OverdampedLangevin(Schedule("linear", 0.02, 0.01, 30), 0.7)
+    else:
+        make = lambda: Quadratic(spectrum=np.linspace(0.2, 3.0, 48), seed=1)   # noqa: E731
+        dyn = OverdampedLangevin(0.05, Schedule("cosine", 0.8, 0.3, 30))
+    tol = 1e-9 if dtype == "float64" else 5e-4
+    kw = dict(seed=5, dtype=dtype)
+    ref, whole = backends_agree("cuda", make, dyn, 300, (7, 13), rtol=tol, atol=tol, what=pair,
+                                **kw)
+    assert fused_kernel(whole) is not None
+    parts = []
+    for r0, n in ((0, 117), (117, 183)):
+        p = Simulation(make(), dyn, n, backend="cuda", first_replica=r0, **kw)
+        p.advance(20)
+        parts.append(p)
+    np.testing.assert_allclose(np.concatenate([p.state["x"] for p in parts]), whole.state["x"],
+                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(whole.backend.record_energy(whole),
+                               make().energy(ref.state["x"].astype(np.float64)), rtol=tol,
+                               atol=tol * 300)
 
 
 RUN = """
@@ -184,7 +220,7 @@ def test_pspin_paramagnet_on_cuda(monkeypatch):
 
     _on_cuda(monkeypatch, test_pspin)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)    # SphericalPSpin.grad runs on the host
+        warnings.simplefilter("ignore", UserWarning)
         test_pspin.test_equilibrium_energy_at_T2_is_paramagnetic()
 
 

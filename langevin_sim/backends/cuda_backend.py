@@ -18,7 +18,8 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   runs K steps at once: ``fn(run, sim, t0, K)`` on the device arrays `run.state` and
   `run.dstep` in place (`run.k0`, `run.k1`, `run.rep0`, `run.bound`, the device copy of the
   potential `run.pot.dev` at hand); with a first-passage observer attached only if it was
-  registered with ``first_passage=True``;
+  registered with ``first_passage=True``.  The dense pairs' kernels run `gemm_steps`: per
+  step one GEMM for all replicas and one fused kernel (`cuda_kernels.gemm_step`);
 - otherwise the generic path: the gradient from the potential's own array code on the
   device arrays (cuBLAS behind CuPy's matmul for dense potentials), then ONE kernel of
   `cuda_kernels` per step applying the dynamics' own scalar update rule with in-kernel
@@ -39,6 +40,7 @@ arrays moved to the device).  A method that is not written with the array module
 then runs on the host for every call, with a warning naming it: nothing falls back to the
 host silently.  `xp_clean_report()` lists which methods of which potentials are device-clean.
 A first-passage observer is updated after every step by `cuda_kernels.first_passage`.
+Records' energies are computed on the device (`CudaBackend.record_energy`).
 
 Results equal the NumPy reference to rounding (float64), with the same divergence flags;
 the random numbers are bit-identical (same Philox, same stream positions).
@@ -146,6 +148,15 @@ class CudaBackend:
 
     def device_run(self, sim) -> "DeviceRun | None":
         return self._runs.get(sim)
+
+    def record_energy(self, sim) -> np.ndarray:
+        """U (M,) float64 of `sim`'s positions for a record, computed on the device: the
+        potential's own `energy` on a float64 copy of the device state (as the reference
+        computes it on a float64 copy of the host's); only the (M,) energies come back."""
+        run = self.attach(sim)
+        xp = run.xp
+        e = run.pot.energy(xp.asarray(run.state["x"], dtype=np.float64))
+        return rt.asnumpy(xp.asarray(e, dtype=np.float64))
 
 
 def _copy_to_host(dev, host: np.ndarray) -> None:
@@ -285,6 +296,44 @@ class DeviceRun:
             old, self.state[k] = self.state[k], v
             if self.scratch.get(k) is v:       # a scratch buffer became the state
                 self.scratch[k] = old
+
+
+# ---------------------------------------------------------------- fused dense steps
+
+def padded_columns(M: int) -> int:
+    """Columns of the transposed state of M replicas (`gemm_steps`)."""
+    return -(-M // ck.GEMM_COLUMNS) * ck.GEMM_COLUMNS
+
+
+def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
+               prime=None) -> None:
+    """Steps t0 .. t0+K-1 of overdamped Langevin for a dense family (the fused "cuda"
+    kernels of Quadratic and SphericalPSpin): the state is transposed once per call into
+    XT (N, MP) (replica r in column r, MP = `padded_columns`(M), padding 0), `prime(XT)`
+    prepares the first GEMM's operand, then per step ONE GEMM ``gemm(XT, GT)`` writes every
+    replica's gradient into GT (N, MP) and ONE launch of `cuda_kernels.gemm_step(row,
+    refresh, ...)` draws the noise, applies the family's row rule, tests divergence and
+    freezes (aux: the family's arrays a0..a3, up to four).  The steps are queued on the
+    device with no host synchronization; XT is transposed back into the state at the end."""
+    from ..kernels.common import schedule_code
+
+    xp, x, dyn = run.xp, run.state["x"], sim.dynamics
+    M, N = x.shape
+    XT = xp.zeros((N, padded_columns(M)), dtype=x.dtype)
+    XT[:, :M] = x.T
+    GT = xp.empty_like(XT)
+    if prime is not None:
+        prime(XT)
+    aux = tuple(aux) + tuple(xp.empty(0, x.dtype) for _ in range(4 - len(aux)))  # distinct:
+    es = xp.asarray(schedule_code(dyn.step))           # the simulator copies each one back
+    ts = xp.asarray(schedule_code(dyn.temperature))
+    kernel = ck.gemm_step(row, refresh, run.f32, N)
+    XTk, GTk, dstep, esk, tsk, *auxk = rt.kernel_arrays(XT, GT, run.dstep, es, ts, *aux)
+    for t in range(t0, t0 + K):
+        gemm(XT, GT)
+        rt.launch(kernel, M, XTk, GTk, dstep, int(t), run.k0, run.k1, run.rep0, esk, tsk,
+                  run.bound, *auxk)
+    x[...] = XT[:, :M].T
 
 
 def _argsort_stable(xp, a):
@@ -443,15 +492,14 @@ class DevicePotential:
         self.host, self.xp = potential, xp
         self.dev = device_copy(potential, xp)
         self.bridged: dict[str, str] = {}
-        needed = ["grad"]
+        self.cache: dict = {}     # fused kernels' device tables of this potential (by key)
+        needed = ["grad", "energy"]   # energy: records (`CudaBackend.record_energy`)
         if getattr(dynamics, "batch_size", None) is not None:
             needed.append("grad_batch")
         if getattr(dynamics, "label_noise", 0) > 0:
             needed.append("grad_noisy_labels")
         if potential.constrained:
             needed += ["project", "retract"]
-        if all_methods:
-            needed.append("energy")
         for name in needed:
             why = probe(self.dev, name, x_probe, xp)
             if why:
@@ -462,10 +510,11 @@ class DevicePotential:
                     warnings.warn(f"cuda backend: {key[0]}.{name.replace('_batch', '')}"
                                   f"{'(x, batch)' if name == 'grad_batch' else ''} is not written "
                                   f"with the array module of x ({why}); it runs on the host at "
-                                  "every step (correct, slower): see docs/gpu.md", stacklevel=4)
+                                  f"every {'record' if name == 'energy' else 'step'} (correct, "
+                                  "slower): see docs/gpu.md", stacklevel=4)
 
     def __getattr__(self, name):
-        if name in ("host", "xp", "dev", "bridged") or name.startswith("__"):
+        if name in ("host", "xp", "dev", "bridged", "cache") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dev, name)
 

@@ -1,4 +1,5 @@
-"""numba-cuda kernels of the cuda backend's generic path: one thread per replica.
+"""numba-cuda kernels of the cuda backend's generic path, and the fused step kernel of the
+dense families (`gemm_step`): one thread per replica.
 
 Nothing here is a new step rule.  The scalar rules are the ones every target compiles
 (`kernels.common.STEPS`, compiled for numba-cuda by `kernels.common.compile_steps`, the same
@@ -24,6 +25,11 @@ Constrained potentials: with ``candidate=True`` a kernel writes the tangent-step
 
 Kernels are built per state dtype (float32 states draw float32 normals and run float32
 arithmetic: scalars are passed in the state's dtype) and cached.
+
+`gemm_step` is the one fused "gradient given, now step" kernel of the dense pairs'
+registered "cuda" kernels (SphericalPSpin, Quadratic x OverdampedLangevin): after the step's
+GEMM, noise, the family's row rule (a hook), divergence and freeze in one launch, on the
+transposed state (`cuda_backend.gemm_steps`).
 """
 from __future__ import annotations
 
@@ -362,6 +368,66 @@ def commit():
                 copy_row(c, cn, r)
             if alive:
                 dstep[r] = t + 1
+    return kernel
+
+
+# ---------------------------------------------------------------- fused steps after a GEMM
+
+GEMM_COLUMNS = 16   # replica columns of the transposed state padded to a multiple of this (as
+# the CPU p-spin kernel pads its GEMM): a column's GEMM bits then do not depend on where it
+# sits or on the replica count's remainder, so runs split by first_replica agree bit for bit
+
+
+@functools.lru_cache(maxsize=None)
+def gemm_step(row, refresh, f32: bool, N: int):
+    """One fused overdamped step of the dense families on "cuda", after the step's GEMM
+    produced every replica's gradient: one thread per replica r on the transposed state
+    XT (N, MP) and gradient GT (N, MP) (replica r in column r: coalesced across a warp;
+    columns >= M are padding and never stepped).  For a live replica at step t: step size
+    and temperature from the schedule codes es, ts (`schedule_value`, float64, cast to the
+    state's dtype as the reference casts its Python scalars), the N normals of step t at
+    n = t N + i (purpose NOISE) into a per-thread array, then the family's row rule
+    ``row(x, g, z, eta, sigma, zero, bound, new, a0)`` on the columns x = XT[:, r],
+    g = GT[:, r] (a device function returning whether every new value passes the
+    divergence test).  A good step is committed to XT and ``refresh(XT, r, a0, a1, a2, a3)``
+    prepares the next GEMM's operand from it; a bad one freezes the replica
+    (dstep = t + 1).  a0..a3 are the family's arrays; compiled per (row, refresh, dtype, N)."""
+    bn = _normals_fn(f32)
+    st = steps()
+    sched, noise_scale = st.schedule_value, st.noise_scale
+    pick = helpers()[0]
+    ftype = np.float32 if f32 else np.float64
+
+    @cuda.jit(device=True)
+    def cast(v):
+        return ftype(v)
+
+    @cuda.jit
+    def kernel(XT, GT, dstep, t, k0, k1, rep0, es, ts, bound, a0, a1, a2, a3):
+        r = cuda.grid(1)
+        if r >= dstep.shape[0]:
+            return
+        if dstep[r] >= 0:
+            return
+        z = cuda.local.array(N, ftype)
+        new = cuda.local.array(N, ftype)
+        e = sched(int(es[0]), es[1], es[2], es[3], t)
+        T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
+        rep = rep0 + np.uint64(r)
+        n0 = np.int64(t) * N
+        for b in range(n0 // 4, (n0 + N - 1) // 4 + 1):
+            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
+            for w in range(4):
+                j = 4 * b + w - n0
+                if j >= 0 and j < N:
+                    z[j] = pick(w, z0, z1, z2, z3)
+        if row(XT[:, r], GT[:, r], z, cast(e), cast(noise_scale(e, T)), cast(0.0), bound, new,
+               a0):
+            for i in range(N):
+                XT[i, r] = new[i]
+            refresh(XT, r, a0, a1, a2, a3)
+        else:
+            dstep[r] = t + 1
     return kernel
 
 

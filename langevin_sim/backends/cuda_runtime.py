@@ -369,6 +369,18 @@ def threads_per_block() -> int:
     return 4 if simulated() else 128
 
 
+def kernel_arrays(*arrays) -> tuple:
+    """Device arrays as numba-cuda takes them at least cost, for kernels launched many times
+    on the same arrays: numba device-array views of CuPy arrays (no copy; numba converts a
+    CuPy argument at every launch otherwise), the wrapped NumPy arrays in the simulator."""
+    if simulated():
+        from .cuda_fakecupy import ndarray as fake
+        return tuple(a._a if isinstance(a, fake) else a for a in arrays)
+    c = cuda()
+    return tuple(c.as_cuda_array(a) if hasattr(a, "__cuda_array_interface__") else a
+                 for a in arrays)
+
+
 def launch(kernel, n: int, *args) -> None:
     """Run `kernel` on n threads (one per replica), arguments as device arrays or scalars.
     In simulator mode the stand-in arrays are handed to numba as the NumPy arrays they wrap

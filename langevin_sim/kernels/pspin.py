@@ -15,10 +15,12 @@ x <- retract(x + P(0 - eta grad H + sqrt(2 eta T) xi)) row by row in x's dtype (
 rules of `common.STEPS` inside; `pspin.sphere_project`, `pspin.sphere_retract` in the
 reference), with noise xi from the in-kernel Philox at the reference's stream positions
 n = step * N + lane, purpose NOISE.  BLAS runs single-threaded inside the parallel region.
-The family has no scalar step function of its own: `STEPS` is empty.
+`sphere_row_step` is the family's step function (`STEPS`): the CPU kernel and the fused
+numba-cuda kernel (the section "CUDA kernels" at the end) compile it from this one source.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sys
@@ -27,19 +29,49 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  (the BLAS np.dot calls in kernels: loaded now,
-# so that threadpool_limits below sees and limits it on the first call too)
-from threadpoolctl import threadpool_limits
 
 from .. import rng
-from ..backends.jit import compile_functions, jit
+from ..backends.jit import compile_functions, jit, one_blas_thread
+from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
 from ..dynamics import OverdampedLangevin
+from ..dynamics.langevin import overdamped_update
 from ..potentials import pspin
 from ..potentials.pspin import SphericalPSpin
+from ..rng import sqrt
 from .common import chunk_buffer, compile_steps, like, noise_chunk, sched, schedule_code
 
-STEPS = ()
+
+# ---------------------------------------------------------------- step functions, every target
+
+def sphere_row_step(x, g, z, eta, sigma, zero, n, bound, new):
+    """One projected overdamped step of one replica: x, g, z, new (N,) rows (or strided
+    columns) of x's dtype; eta, sigma, zero = 0 and n = N in x's dtype.  Writes the
+    reference's retract(x + project(x, 0 - eta g + sigma z)) (`pspin.sphere_project`,
+    `pspin.sphere_retract`; the row sums in order) into new and returns whether every new
+    value is finite and within bound."""
+    N = x.shape[0]
+    dot = zero
+    for i in range(N):
+        d = overdamped_update(zero, g[i], eta, sigma, z[i])
+        new[i] = d
+        dot += d * x[i]
+    c = dot / n
+    norm = zero
+    for i in range(N):
+        y = x[i] + (new[i] - c * x[i])
+        new[i] = y
+        norm += y * y
+    scale = sqrt(norm / n)
+    good = True
+    for i in range(N):
+        v = new[i] / scale
+        new[i] = v
+        good = good & within_bound(v, bound)
+    return good
+
+
+STEPS = ("sphere_row_step",)
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
@@ -122,34 +154,6 @@ def packed_columns(XT, runs, starts, offsets, A, YT):
 
 
 @jit
-def sphere_row_step(x, g, z, eta, sigma, bound, new):
-    """One projected step of one replica (x, g, z, new: (N,) rows of x's dtype): the
-    reference's retract(x + project(x, 0 - eta g + sigma z)) (`pspin.sphere_project`,
-    `pspin.sphere_retract`; the row sums in order) into new.  Returns whether every new
-    value is finite and within bound."""
-    N = x.shape[0]
-    n, zero = like(N, x), like(0.0, x)
-    dot = zero
-    for i in range(N):
-        d = cpu.overdamped_update(zero, g[i], eta, sigma, z[i])
-        new[i] = d
-        dot += d * x[i]
-    c = dot / n
-    norm = zero
-    for i in range(N):
-        y = x[i] + (new[i] - c * x[i])
-        new[i] = y
-        norm += y * y
-    scale = np.sqrt(norm / n)
-    good = True
-    for i in range(N):
-        v = new[i] / scale
-        new[i] = v
-        good = good & cpu.within_bound(v, bound)
-    return good
-
-
-@jit
 def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, starts, offsets,
                       bound):
     """K overdamped Langevin steps of replicas lo..hi-1 (one packed GEMM per step for the
@@ -164,6 +168,7 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, s
     A = np.empty(BP, dtype=x.dtype)
     new = np.empty(N, dtype=x.dtype)
     buf, _ = chunk_buffer(N, x)
+    zero, n = like(0.0, x), like(N, x)
     for t in range(t0, t0 + K):
         e = sched(es, t)
         eta = like(e, x)
@@ -181,7 +186,7 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, s
             if dstep[m] >= 0:
                 continue
             z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * N, N, buf)
-            if sphere_row_step(x[m], G[r], z[off:off + N], eta, sigma, bound, new):
+            if cpu.sphere_row_step(x[m], G[r], z[off:off + N], eta, sigma, zero, n, bound, new):
                 for i in range(N):      # loops, not slice assignments: each of those kinds
                     x[m, i] = new[i]    # adds seconds of compilation
             else:
@@ -209,8 +214,94 @@ def _overdamped_pspin(sim, t0, K, k0, k1):
     def block(lo):
         pspin_block_steps(x, sim.diverged_step, lo, min(M, lo + B), *args)
 
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         list(_pool().map(block, range(0, M, B)))
+
+
+# ---------------------------------------------------------------- CUDA kernels (backend "cuda")
+# SphericalPSpin x OverdampedLangevin on the device, by the dense families' fused path
+# (`cuda_backend.gemm_steps`): the state transposed (replica r in column r, columns padded to
+# GEMM_COLUMNS), then per step ONE GEMM for all replicas, GT (N, MP) = CT (N, P) @ YT (P, MP),
+# with the CPU kernel's packed tables (`packed_gradient`: P = C(N+p-2, p-1) multisets instead
+# of the N**(p-1) ordered tuples of the plain (M, N**(p-1)) x (N**(p-1), N) contraction: for
+# p = 3, N = 64 half the flops and half the operand bytes of YT, the GEMM's only large
+# input), and ONE launch of the shared fused kernel `cuda_kernels.gemm_step`: per replica the
+# NOISE normals of the step, this family's `sphere_row_step` (the source the CPU kernel
+# compiles), divergence and freeze, then `refresh` writes the packed products of the new state
+# into YT column r (the next GEMM's operand), so building YT costs no launch of its own.  The
+# steps are queued without a host synchronization.
+
+cuda = None          # numba.cuda, set by `_cuda_rules` (the simulator swaps this global)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_steps():
+    """This module's step functions (with the shared ones) compiled for numba-cuda."""
+    from ..backends import cuda_runtime as rt
+
+    return compile_steps(sys.modules[__name__], rt.cuda().jit(device=True), rt.primitives())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_rules(f32: bool, N: int):
+    """(row, refresh, products) device functions / kernel of `gemm_step` for N spins."""
+    global cuda
+    from ..backends import cuda_runtime as rt
+
+    cuda = rt.cuda()
+    step = _cuda_steps().sphere_row_step
+    ftype = np.float32 if f32 else np.float64
+
+    @cuda.jit(device=True)
+    def cast(v):
+        return ftype(v)
+
+    @cuda.jit(device=True)
+    def row(x, g, z, eta, sigma, zero, bound, new, a0):
+        return step(x, g, z, eta, sigma, zero, cast(N), bound, new)
+
+    @cuda.jit(device=True)
+    def refresh(XT, r, YT, runs, starts, offsets):
+        """Column r of YT <- the packed products of column r of XT (`packed_columns`' order)."""
+        for s in range(starts.shape[0]):
+            a = cast(1.0)
+            for u in range(runs.shape[1]):
+                a = a * XT[runs[s, u], r]
+            k0, o = starts[s], offsets[s]
+            for k in range(N - k0):
+                YT[o + k, r] = a * XT[k0 + k, r]
+
+    @cuda.jit
+    def products(XT, YT, runs, starts, offsets):
+        r = cuda.grid(1)
+        if r < XT.shape[1]:
+            refresh(XT, r, YT, runs, starts, offsets)
+    return row, refresh, products
+
+
+@register(SphericalPSpin, OverdampedLangevin, "cuda")
+def _overdamped_pspin_cuda(run, sim, t0, K):
+    """`cuda_backend.gemm_steps` with the packed GEMM (tables on the device, cached per dtype
+    on the run's device potential)."""
+    from ..backends import cuda_runtime as rt
+    from ..backends.cuda_backend import gemm_steps, padded_columns
+
+    xp, x = run.xp, run.state["x"]
+    M, N = x.shape
+    key = ("pspin packed", x.dtype)
+    if key not in run.pot.cache:
+        run.pot.cache[key] = tuple(xp.asarray(a) for a in packed_gradient(sim.potential, x.dtype))
+    CT, runs, starts, offsets = run.pot.cache[key]
+    row, refresh, products = _cuda_rules(run.f32, N)
+    YT = xp.empty((CT.shape[1], padded_columns(M)), dtype=x.dtype)
+
+    def prime(XT):
+        rt.launch(products, XT.shape[1], *rt.kernel_arrays(XT, YT, runs, starts, offsets))
+
+    def gemm(XT, GT):
+        xp.matmul(CT, YT, out=GT)
+
+    gemm_steps(run, sim, t0, K, gemm, row, refresh, (YT, runs, starts, offsets), prime)
 
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)

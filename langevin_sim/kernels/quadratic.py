@@ -5,27 +5,46 @@ block of `common.gemm_block` replicas per thread); the rest of a step is the ste
 applied lane by lane with in-kernel noise (`common.overdamped_rows`, and the BAOAB lane loops
 below).  The other dynamics run the generic drivers (`kernels.drivers`) on the hooks at the
 end (Heun and Leimkuhler-Matthews had dedicated kernels here, the same algorithm as the
-drivers'; they went to save their compilation).  No scalar step function of its own.
+drivers'; they went to save their compilation).  Its step function `offset_row_step` (one
+replica's overdamped step from a GEMM gradient with a constant offset) is the row rule of
+the fused numba-cuda kernel (the section "CUDA kernels" at the end).
 """
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
 from numba import prange
-from threadpoolctl import threadpool_limits
 
 from .. import rng
-from ..backends.jit import jit, pjit
+from ..backends.jit import jit, one_blas_thread, pjit
+from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
 from ..dynamics import OverdampedLangevin, UnderdampedLangevin
 from ..potentials.quadratic import Quadratic
 from .common import (BAOAB, TILE_CALL_STEPS, compile_steps, finite_row, gemm_block,
-                     langevin_step_table, like, noise_buffer, noise_chunk, overdamped_rows, sched,
-                     schedule_code)
+                     langevin_step_table, like, noise_buffer, noise_chunk, overdamped_lane,
+                     overdamped_rows, sched, schedule_code)
 from .drivers import Hooks, family
 
-STEPS = ()
+
+# ---------------------------------------------------------------- step functions, every target
+
+def offset_row_step(x, g, off, z, eta, sigma, zero, bound, new):
+    """One overdamped step of one replica whose gradient is g - off (x, g, z, new: (d,) rows
+    or strided columns of x's dtype; off (d,) a constant offset, c H for the dense kernels'
+    x H - c H): new = `overdamped_lane` of each coordinate.  Returns whether every new value
+    is finite and within bound."""
+    good = True
+    for i in range(x.shape[0]):
+        v = overdamped_lane(x[i], g[i] - off[i], z[i], eta, sigma, zero)
+        new[i] = v
+        good = good & within_bound(v, bound)
+    return good
+
+
+STEPS = ("offset_row_step",)
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
@@ -118,7 +137,7 @@ def _overdamped_quadratic(sim, t0, K, k0, k1):
     dyn, pot = sim.dynamics, sim.potential
     x = sim.state["x"]
     H = pot.H.astype(x.dtype)
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         overdamped_quadratic(x, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
                              schedule_code(dyn.step), schedule_code(dyn.temperature), H,
                              (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
@@ -129,7 +148,7 @@ def _overdamped_quadratic(sim, t0, K, k0, k1):
 def _baoab_quadratic(sim, t0, K, k0, k1):
     dyn, pot, s = sim.dynamics, sim.potential, sim.state
     x = s["x"]
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         for t in range(t0, t0 + K, TILE_CALL_STEPS):
             baoab_quadratic(x, s["p"], s["g"], sim.diverged_step, t,
                             min(TILE_CALL_STEPS, t0 + K - t), k0, k1, sim.first_replica,
@@ -137,6 +156,57 @@ def _baoab_quadratic(sim, t0, K, k0, k1):
                             float(dyn.friction), float(dyn.mass), pot.H.astype(x.dtype),
                             (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
                             gemm_block(*x.shape, x.itemsize))
+
+
+# ---------------------------------------------------------------- CUDA kernels (backend "cuda")
+# Quadratic x OverdampedLangevin on the device, by the dense families' fused path
+# (`cuda_backend.gemm_steps`, as SphericalPSpin's): per step ONE GEMM for all replicas on the
+# transposed state, GT (d, MP) = H^T @ XT (cuBLAS behind xp.matmul; x H - c H as on the CPU,
+# with c H computed once), then ONE launch of the shared fused kernel `cuda_kernels.gemm_step`
+# with `offset_row_step` as its row rule (NOISE normals, the overdamped update, divergence,
+# freeze).  No operand to refresh: the GEMM reads the state itself.
+
+cuda = None          # numba.cuda, set by `_cuda_rules` (the simulator swaps this global)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_rules():
+    """(row, refresh) device functions of `gemm_step` for the dense Quadratic."""
+    global cuda
+    from ..backends import cuda_runtime as rt
+
+    cuda = rt.cuda()
+    step = compile_steps(sys.modules[__name__], cuda.jit(device=True),
+                         rt.primitives()).offset_row_step
+
+    @cuda.jit(device=True)
+    def row(x, g, z, eta, sigma, zero, bound, new, off):
+        return step(x, g, off, z, eta, sigma, zero, bound, new)
+
+    @cuda.jit(device=True)
+    def refresh(XT, r, a0, a1, a2, a3):
+        return
+    return row, refresh
+
+
+@register(Quadratic, OverdampedLangevin, "cuda")
+def _overdamped_quadratic_cuda(run, sim, t0, K):
+    """`cuda_backend.gemm_steps` with GT = H^T XT (H^T and c H cached per dtype on the run's
+    device potential)."""
+    from ..backends.cuda_backend import gemm_steps
+
+    xp, x, pot = run.xp, run.state["x"], sim.potential
+    key = ("quadratic", x.dtype)
+    if key not in run.pot.cache:
+        run.pot.cache[key] = (xp.asarray(np.ascontiguousarray(pot.H.T, dtype=x.dtype)),
+                              xp.asarray((pot.center @ pot.H).astype(x.dtype)))
+    HT, cH = run.pot.cache[key]
+    row, refresh = _cuda_rules()
+
+    def gemm(XT, GT):
+        xp.matmul(HT, XT, out=GT)
+
+    gemm_steps(run, sim, t0, K, gemm, row, refresh, (cH,))
 
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
