@@ -33,3 +33,37 @@ def assert_within_se(estimate, exact, se, k=4.0, what="estimate"):
     z = (estimate - exact) / se
     assert np.all(np.abs(z) <= k), (
         f"stochastic test: {what} = {estimate} vs exact {exact}, z = {z} (tolerance {k} SE)")
+
+
+# Compiling numba-cuda kernels to PTX needs libNVVM, not a GPU: the code run by
+# `compile_ptx_in_subprocess` starts with this (skip where libNVVM is missing; a device of
+# compute capability 9.0 pretended).
+PTX_PREAMBLE = """
+import types
+try:
+    import numba.cuda.dispatcher as dispatcher
+    from numba import cuda
+    from numba.cuda.cudadrv import nvvm
+    assert nvvm.is_available() and hasattr(dispatcher, "get_current_device")
+except Exception as e:
+    print("skip:", repr(e)[:200])
+    raise SystemExit(0)
+dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+"""
+
+
+def compile_ptx_in_subprocess(code: str) -> None:
+    """Run PTX_PREAMBLE + code (which prints "ok") in a fresh Python without the CUDA
+    simulator; skip the test where libNVVM is missing."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM")}
+    r = subprocess.run([sys.executable, "-c", PTX_PREAMBLE + code], env=env, capture_output=True,
+                       text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    if r.stdout.startswith("skip:"):
+        pytest.skip(r.stdout.strip())
+    assert r.stdout.strip() == "ok", r.stdout[-2000:]

@@ -33,6 +33,8 @@ from langevin_sim.potentials import (REGISTRY as POTENTIALS, DoubleWell, LinearR
                                      ModularArithmeticMLP, MultiWell, Quadratic, ScaleSymmetric,
                                      ShiftedMultiWell, SphericalPSpin, TeacherStudentMLP, Valley)
 
+from .conftest import compile_ptx_in_subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0")
 
@@ -199,16 +201,6 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
 
 
 PTX_CODE = """
-import types
-try:
-    import numba.cuda.dispatcher as dispatcher
-    from numba import cuda
-    from numba.cuda.cudadrv import nvvm
-    assert nvvm.is_available() and hasattr(dispatcher, "get_current_device")
-except Exception as e:
-    print("skip:", repr(e)[:200])
-    raise SystemExit(0)
-dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 from numba import float32, float64, int64, uint64
 from langevin_sim.backends import cuda_kernels as ck
 from langevin_sim.kernels import pspin, quadratic
@@ -231,14 +223,7 @@ if not SIM:
         products kernel) compile to PTX with numba's CUDA target, float32 and float64: the
         typing the simulator does not do (column views, local arrays, libdevice primitives).
         No GPU needed; skipped where libNVVM is missing."""
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM")}
-        r = subprocess.run([sys.executable, "-c", PTX_CODE], env=env, capture_output=True,
-                           text=True, timeout=300, cwd=ROOT)
-        assert r.returncode == 0, r.stderr[-3000:]
-        if r.stdout.startswith("skip:"):
-            pytest.skip(r.stdout.strip())
-        assert r.stdout.strip() == "ok", r.stdout[-2000:]
+        compile_ptx_in_subprocess(PTX_CODE)
 
     def test_cuda_backend_under_the_simulator():
         """This file's simulator tests, in a pytest process with NUMBA_ENABLE_CUDASIM=1."""

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
+from .conftest import compile_ptx_in_subprocess
 
 CODE = textwrap.dedent("""
     import numpy as np
@@ -216,17 +216,6 @@ def test_every_family_step_functions_compile_for_cuda_and_match_the_reference():
 
 
 PTX_CODE = textwrap.dedent("""
-    import types
-    try:
-        import numba.cuda.dispatcher as dispatcher
-        from numba import cuda
-        from numba.cuda.cudadrv import nvvm
-        assert nvvm.is_available() and hasattr(dispatcher, "get_current_device")
-    except Exception as e:
-        print("skip:", repr(e)[:200])
-        raise SystemExit(0)
-    # no GPU needed: device functions are compiled for the compute capability asked for
-    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
     from numba import boolean, float32, float64
     from langevin_sim import kernels
     from langevin_sim.backends.jit import PRIMITIVES
@@ -302,10 +291,4 @@ def test_step_functions_compile_for_the_real_cuda_target():
     """Every family's step functions compile to PTX with Numba's CUDA target (no GPU needed,
     libNVVM is): the typing the simulator does not do (module-attribute calls of device
     functions, float32 staying float32).  Skipped where libNVVM is missing."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    r = subprocess.run([sys.executable, "-c", PTX_CODE], env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    if r.stdout.startswith("skip:"):
-        pytest.skip(r.stdout.strip())
-    assert r.stdout.strip() == "ok", r.stdout[-2000:]
+    compile_ptx_in_subprocess(PTX_CODE)
