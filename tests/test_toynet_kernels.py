@@ -3,9 +3,9 @@ ModularArithmeticMLP) against the NumPy reference in both dtypes, with partition
 divergence checks, its vectorizable tanh / exp against NumPy's, and the epoch permutation of
 `common.minibatch_rows` against `rng.epoch_permutation`.
 
-One compiled kernel per dtype serves every case, so the default run (one SGD and one AdamW
-case per net and dtype, one partition/resume and divergence case per net) costs two compiles;
-the other option combinations are marked slow."""
+One compiled kernel per dynamics and dtype serves every case, so the default run (one SGD
+and one AdamW case per net and dtype, one partition/resume and divergence case per net) costs
+four compiles; the other option combinations are marked slow."""
 import numpy as np
 import pytest
 
@@ -108,29 +108,34 @@ def test_divergence_is_flagged_like_the_reference(net, dyn):
 
 
 def test_tanh_and_expm1_against_numpy():
-    """The branch-free tanh and expm1 of the kernel: relative error < 1e-15 (tanh) and
-    < 4e-16 (expm1) over 12 decades and both signs; NaN propagates; float32 tanh rounds to
-    within one float32 ulp of NumPy's."""
+    """The branch-free tanh, expm1 and exp (softmax's) of the kernel: relative error < 1e-15
+    (tanh), < 4e-16 (expm1) and < 4e-16 (exp, down to -708) over 12 decades and both signs;
+    NaN propagates; float32 tanh rounds to within one float32 ulp of NumPy's."""
     import numba
 
-    from langevin_sim.kernels.toynets import expm1_neg, tanh64
+    from langevin_sim.kernels.toynets import exp64_neg, expm1_neg, tanh64
 
-    @numba.njit
+    @numba.njit(error_model="numpy")
     def both(z):
-        t, e = np.empty_like(z), np.empty_like(z)
+        t, e, x = np.empty_like(z), np.empty_like(z), np.empty_like(z)
         for i in range(z.shape[0]):
             t[i] = tanh64(z[i])
             e[i] = expm1_neg(-abs(z[i]))
-        return t, e
+            x[i] = exp64_neg(-abs(z[i]))
+        return t, e, x
 
     mag = np.logspace(-9, 2.9, 200001)
     z = np.concatenate([mag, -mag, [0.0, np.inf, -np.inf]])
-    t, e = both(z)
+    t, e, x = both(z)
     assert np.nanmax(np.abs(t - np.tanh(z)) / np.maximum(np.abs(np.tanh(z)), 1e-300)) < 1e-15
     ref = np.expm1(-np.abs(z))
     assert np.max(np.abs(e - ref) / np.maximum(np.abs(ref), 1e-300)) < 4e-16
+    inside = np.abs(z) <= 708
+    ref = np.exp(-np.abs(z[inside]))
+    assert np.max(np.abs(x[inside] - ref) / ref) < 4e-16
+    assert np.all(x[~inside] == x[~inside].max()) and 0 < x.min() < 1e-307
     nan = both(np.array([np.nan]))
-    assert np.isnan(nan[0]).all() and np.isnan(nan[1]).all()
+    assert all(np.isnan(v).all() for v in nan)
     z32 = z.astype(np.float32)
     t32 = both(z32.astype(np.float64))[0].astype(np.float32)
     assert np.max(np.abs(t32 - np.tanh(z32)) / np.spacing(np.abs(np.tanh(z32)) + 1e-30)) <= 1.0

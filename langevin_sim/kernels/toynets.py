@@ -10,15 +10,19 @@ without the GIL) owns every T-th replica and reuses one scratch for all its K st
 
 Products go to BLAS (np.dot without the GIL, one BLAS thread: the adapter limits it): even
 W4's 32 x 16 x 32 ones take a third of the time of hand-written loops (OpenBLAS's small-matrix
-kernels), the grokking net's 317 x 64 x 23 ones a fifth.  Activations are sample-major, (B, h)
-as the reference's; the logits class-major (k, B), so that softmax and the loss head run along
-samples.  One-hot inputs (ModularArithmeticMLP without embedding) gather rows of W1^T instead
-of multiplying, and their W1 gradient scatters rows of dZ; a learned embedding gathers rows of
-E into dense inputs and scatters dA = dZ W1 back.  tanh and softmax's exp are branch-free
-polynomials that vectorize, in the run's precision: float64 `tanh64` / `expm1_neg` (1e-15
-relative), float32 `tanh32` / `exp32_neg` (6 and 1 ulp).  Summation orders differ from NumPy's,
-so trajectories agree with the reference to rounding.  Options (net, activation, dynamics,
-sampling, noise models) are run-time arguments: one compiled kernel per dtype.
+kernels), the grokking net's 317 x 64 x 23 ones a fifth.  Every product's operands are
+C-contiguous or a transposed first operand: OpenBLAS runs a transposed *second* operand
+(W2 H^T) at half the rate, so W1 and W2 are transposed into scratch first.  Activations are
+sample-major, (B, h) as the reference's; the logits are computed sample-major (H W2^T) and
+transposed class-major (k, B), so that softmax and the loss head run along samples.  One-hot
+inputs (ModularArithmeticMLP without embedding) gather rows of W1^T instead of multiplying,
+their W1 gradient scatters rows of dZ (and db1 is the sum of the first operand's rows); a
+learned embedding gathers rows of E into dense inputs and scatters dA = dZ W1 back.  tanh and
+softmax's exp are branch-free polynomials that vectorize, in the run's precision: float64
+`tanh64` / `exp64_neg` (1e-15 and 2 ulp), float32 `tanh32` / `exp32_neg` (6 and 1 ulp).
+Summation orders differ from NumPy's, so trajectories agree with the reference to rounding.
+Options (net, activation, sampling, noise models) are run-time arguments; the dynamics is
+chosen at compile time (None arguments, `train_mlp`): one kernel per dynamics and dtype.
 """
 from __future__ import annotations
 
@@ -28,13 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  (the BLAS of np.dot in kernels: loaded now, so
-# that threadpool_limits below sees and limits it on the first call too)
 from numba import types
 from numba.extending import overload
-from threadpoolctl import threadpool_limits
 
-from ..backends.jit import CPU_PRIMITIVES, ijit, jit, select_cpu
+from ..backends.jit import CPU_PRIMITIVES, ijit, jit, one_blas_thread, select_cpu
 from ..backends.registry import register
 from ..dynamics import SGD, AdamW
 from ..dynamics.sgd import SAMPLING_CODES
@@ -80,6 +81,25 @@ def tanh64(z):
     return select_cpu(z < 0.0, -t, t)
 
 
+# Cephes' exp: e^r = 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2)) on |r| <= ln 2 / 2
+XP_0, XP_1, XP_2 = 1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1
+XQ_0, XQ_1, XQ_2 = 3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1
+
+
+@ijit
+def exp64_neg(u):
+    """e^u for float64 u <= 0 (u < -708 is taken as -708; NaN stays NaN), branch-free:
+    Cody-Waite reduction as `expm1_neg`, then Cephes' rational form (one division, half
+    the operations of the Taylor series): within 2 ulp of np.exp (measured, tests)."""
+    uc = select_cpu(u < -708.0, -708.0, u)
+    k = (select_cpu(uc == uc, uc, 0.0) * LOG2E + ROUND) - ROUND
+    r = (uc - k * LN2_HI) - k * LN2_LO
+    rr = r * r
+    px = r * ((XP_0 * rr + XP_1) * rr + XP_2)
+    q = ((XQ_0 * rr + XQ_1) * rr + XQ_2) * rr + 2.0
+    return (1.0 + 2.0 * (px / (q - px))) * _bits_float((np.int64(k) + 1023) << 52)
+
+
 # Eigen's float32 tanh: x P(x^2) / Q(x^2) on |x| <= 7.905 (tanh rounds to +-1 in float32
 # beyond), x itself below 4e-4.
 F32 = np.float32
@@ -119,11 +139,11 @@ def exp32_neg(u):
     k = (select_cpu(uc == uc, uc, F32(0.0)) * LOG2E32 + ROUND32) - ROUND32
     r = (uc - k * X_C1) - k * X_C2
     y = ((((((XP0 * r + XP1) * r + XP2) * r + XP3) * r + XP4) * r + XP5) * (r * r) + r) + X_ONE
-    return y * _bits_float32((np.int64(k) + 127) << 23)
+    return y * _bits_float32((np.int32(k) + np.int32(127)) << np.int32(23))   # 16 int32 lanes
 
 
 def exp_of(u):
-    """e^u for u <= 0 in u's precision (compiled code only): `exp32_neg` or 1 + `expm1_neg`."""
+    """e^u for u <= 0 in u's precision (compiled code only): `exp32_neg` or `exp64_neg`."""
     return np.exp(u)
 
 
@@ -131,7 +151,7 @@ def exp_of(u):
 def _exp_of(u):
     if u == types.float32:
         return lambda u: exp32_neg(u)
-    return lambda u: expm1_neg(u) + 1.0
+    return lambda u: exp64_neg(u)
 
 
 def tanh_of(z):
@@ -150,16 +170,17 @@ def _tanh_of(z):
 
 @jit
 def transpose(dst, src):
-    """dst (c, r) = src (r, c)^T, in 16 x 16 tiles (a plain loop writes with a stride of a
-    whole row: 10x slower at 64 x 317)."""
+    """dst (c, r) = src (r, c)^T, in strips of 8 source rows (contiguous runs of 8 written
+    per destination row): 3x faster than 16 x 16 tiles at 317 x 64, 10x than a plain loop."""
     R, C = src.shape
-    for r0 in range(0, R, 16):
-        r1 = min(r0 + 16, R)
-        for c0 in range(0, C, 16):
-            for c in range(c0, min(c0 + 16, C)):
-                row = dst[c]
-                for r in range(r0, r1):
-                    row[r] = src[r, c]
+    for r0 in range(0, R - 7, 8):
+        for c in range(C):
+            row = dst[c]
+            for q in range(8):
+                row[r0 + q] = src[r0 + q, c]
+    for r in range(R - R % 8, R):
+        for c in range(C):
+            dst[c, r] = src[r, c]
 
 
 @jit
@@ -173,10 +194,10 @@ def add_bias(C, b):
 
 
 @jit
-def activate(ZT, HT, DT, kind):
-    """HT = phi(ZT) and DT = phi'(ZT) (`toynets.act`, `act_d1`; kind 0 tanh, 1 relu,
+def activate(Z, H, D, kind):
+    """H = phi(Z) and D = phi'(Z) (`toynets.act`, `act_d1`; kind 0 tanh, 1 relu,
     2 quadratic), elementwise (any C-contiguous shape), tanh in the arrays' precision."""
-    z, h, d = ZT.reshape(ZT.size), HT.reshape(HT.size), DT.reshape(DT.size)
+    z, h, d = Z.reshape(Z.size), H.reshape(H.size), D.reshape(D.size)
     one = like(1.0, h)
     zero = like(0.0, h)
     if kind == 0:
@@ -211,70 +232,58 @@ def softmax_dout(outT, cls, idx, mx, nrm):
     cross-entropy, column b a sample (as `ModularArithmeticMLP._head`, with multiplications
     by reciprocals for its divisions); mx, nrm (B,) scratch."""
     k, B = outT.shape
-    mx[:] = outT[0]
+    first = outT[0]
+    for b in range(B):
+        mx[b] = first[b]
     for q in range(1, k):
         row = outT[q]
         for b in range(B):
             mx[b] = select_cpu(row[b] > mx[b], row[b], mx[b])
-    nrm[:] = 0.0
+    one = like(1.0, nrm)
+    for b in range(B):
+        nrm[b] = 0.0
     for q in range(k):
         row = outT[q]
         for b in range(B):
             e = exp_of(row[b] - mx[b])
             row[b] = e
             nrm[b] = nrm[b] + e
-    one = like(1.0, nrm)
     for b in range(B):
         nrm[b] = one / nrm[b]
-    for q in range(k):
-        row = outT[q]
-        for b in range(B):
-            row[b] = row[b] * nrm[b]
-    for b in range(B):
-        outT[cls[idx[b]], b] -= 1
     inv = one / like(B, nrm)
+    for b in range(B):      # the class entries first: mx keeps (q_c - 1) / B
+        c = cls[idx[b]]
+        mx[b] = (outT[c, b] * nrm[b] - one) * inv
     for q in range(k):
         row = outT[q]
         for b in range(B):
-            row[b] = row[b] * inv
-
-
-@jit
-def row_sums(s, M):
-    """s (r,) = the sums of the rows of M (r, c), four partial sums each (independent chains)."""
-    R, C = M.shape
-    for q in range(R):
-        row = M[q]
-        p0 = p1 = p2 = p3 = like(0.0, s)
-        for c in range(0, C - 3, 4):
-            p0 += row[c]
-            p1 += row[c + 1]
-            p2 += row[c + 2]
-            p3 += row[c + 3]
-        for c in range(C - C % 4, C):
-            p0 += row[c]
-        s[q] = (p0 + p1) + (p2 + p3)
+            row[b] = (row[b] * nrm[b]) * inv
+    for b in range(B):
+        outT[cls[idx[b]], b] = mx[b]
 
 
 @jit
 def mlp_scratch(x, B, din, h, k):
     """Per-replica scratch of `mlp_grad` in x's dtype: 2-D (Ab (B, din), Z, H, D (B, h),
-    outT (k, B), W1T, gW1T (din, h), dA (B, din)), 1-D (mx, nrm (B,)), and the int64
-    operand rows (2, B) of one-hot inputs."""
+    outT (k, B), W1T, gW1T (din, h), dA (B, din), W2T (h, k), outS (B, k)), 1-D (mx, nrm,
+    ones (B,)), and the int64 operand rows (2, B) of one-hot inputs."""
     dt = x.dtype
     return ((np.empty((B, din), dt), np.empty((B, h), dt), np.empty((B, h), dt),
              np.empty((B, h), dt), np.empty((k, B), dt), np.empty((din, h), dt),
-             np.empty((din, h), dt), np.empty((B, din), dt)),
-            (np.empty(B, dt), np.empty(B, dt)), np.empty((2, B), np.int64))
+             np.empty((din, h), dt), np.empty((B, din), dt), np.empty((h, k), dt),
+             np.empty((B, k), dt)),
+            (np.empty(B, dt), np.empty(B, dt), np.ones(B, dt)), np.empty((2, B), np.int64))
 
 
 @jit
 def mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops):
     """The forward pass of `mlp_grad` (same arguments) at parameters x (d,) on the samples
     idx (B,), into S2: dense inputs Ab (B, din) (net 0 and 2), Z = A W1^T + b1, H = phi(Z),
-    D = phi'(Z) (B, h), logits outT = W2 H^T + b2 (k, B); one-hot operand rows into ops."""
+    D = phi'(Z) (B, h), logits outT = (H W2T)^T + b2 (k, B) via outS = H W2T (B, k), W2T =
+    W2^T stored (OpenBLAS runs products with a transposed view as second operand, W2 H^T,
+    at half the rate); one-hot operand rows into ops."""
     din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
-    Ab, Z, H, D, outT, W1T, _, _ = S2
+    Ab, Z, H, D, outT, W1T, _, _, W2T, outS = S2
     B = idx.shape[0]
     oW1 = p * e if net == 2 else 0
     ob1 = oW1 + h * din
@@ -282,15 +291,16 @@ def mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops):
     ob2 = oW2 + k * h
     W1 = x[oW1:ob1].reshape(h, din)
     W2 = x[oW2:ob2].reshape(k, h)
+    b1 = x[ob1:oW2]
     # forward: Z = A W1^T + b1 (B, h), H = phi(Z), D = phi'(Z), logits outT = W2 H^T + b2
-    if net == 1:    # one-hot operands: Z[b] = W1T[a_b] + W1T[p + b_b]
+    if net == 1:    # one-hot operands: Z[b] = (W1T[a_b] + W1T[p + b_b]) + b1
         transpose(W1T, W1)
         for b in range(B):
             ops[0, b] = pairs[idx[b], 0]
             ops[1, b] = p + pairs[idx[b], 1]
             za, zb, zr = W1T[ops[0, b]], W1T[ops[1, b]], Z[b]
             for j in range(h):
-                zr[j] = za[j] + zb[j]
+                zr[j] = (za[j] + zb[j]) + b1[j]
     else:
         if net == 0:    # (explicit loops: a slice copy per row costs 10x more here)
             for b in range(B):
@@ -304,14 +314,16 @@ def mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops):
                 for i in range(e):
                     dst[i] = ea[i]
                     dst[e + i] = eb[i]
-        np.dot(Ab, W1.T, Z)
-    b1 = x[ob1:oW2]
-    for b in range(B):
-        zr = Z[b]
-        for j in range(h):
-            zr[j] = zr[j] + b1[j]
+        transpose(W1T, W1)
+        np.dot(Ab, W1T, Z)
+        for b in range(B):
+            zr = Z[b]
+            for j in range(h):
+                zr[j] = zr[j] + b1[j]
     activate(Z, H, D, kind)
-    np.dot(W2, H.T, outT)
+    transpose(W2T, W2)
+    np.dot(H, W2T, outS)
+    transpose(outT, outS)
     add_bias(outT, x[ob2:])
 
 
@@ -325,8 +337,8 @@ def mlp_grad(x, g, idx, shift, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
     Activations are sample-major (B, h), as the reference's, the logits class-major (k, B)
     (softmax and the loss head run along samples); products by BLAS (np.dot)."""
     din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
-    Ab, Z, H, D, outT, W1T, gW1T, dA = S2
-    mx, nrm = S1
+    Ab, Z, H, D, outT, W1T, gW1T, dA, _, _ = S2
+    mx, nrm, ones = S1
     B = idx.shape[0]
     oW1 = p * e if net == 2 else 0
     ob1 = oW1 + h * din
@@ -340,27 +352,31 @@ def mlp_grad(x, g, idx, shift, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
     else:
         softmax_dout(outT, cls, idx, mx, nrm)
     # backward: outT is dL/dout now; dZ = (dout W2) * phi' (B, h), kept in Z
-    row_sums(g[ob2:], outT)
+    np.dot(outT, ones, g[ob2:])
     np.dot(outT, H, g[oW2:ob2].reshape(k, h))
     np.dot(outT.T, W2, Z)
     gb1 = g[ob1:oW2]
     gb1[:] = 0.0
+    if net == 1:    # rows a_b and p + b_b of dW1^T collect dZ[b]; db1 = the sum of rows < p
+        gW1T[:] = 0.0
+        for b in range(B):
+            ra, rb, zr, dr = gW1T[ops[0, b]], gW1T[ops[1, b]], Z[b], D[b]
+            for j in range(h):
+                v = zr[j] * dr[j]
+                ra[j] = ra[j] + v
+                rb[j] = rb[j] + v
+        for a in range(p):
+            ra = gW1T[a]
+            for j in range(h):
+                gb1[j] = gb1[j] + ra[j]
+        transpose(g[oW1:ob1].reshape(h, din), gW1T)
+        return
     for b in range(B):
         zr, dr = Z[b], D[b]
         for j in range(h):
             zr[j] = zr[j] * dr[j]
             gb1[j] = gb1[j] + zr[j]
-    if net == 1:    # rows a_b and p + b_b of dW1^T collect dZ[b]
-        gW1T[:] = 0.0
-        for b in range(B):
-            ra, rb, zr = gW1T[ops[0, b]], gW1T[ops[1, b]], Z[b]
-            for j in range(h):
-                ra[j] = ra[j] + zr[j]
-            for j in range(h):
-                rb[j] = rb[j] + zr[j]
-        transpose(g[oW1:ob1].reshape(h, din), gW1T)
-    else:
-        np.dot(Z.T, Ab, g[oW1:ob1].reshape(h, din))
+    np.dot(Z.T, Ab, g[oW1:ob1].reshape(h, din))
     if net == 2:    # dE rows of the operands collect dA = dZ W1
         np.dot(Z, W1, dA)
         gE = g[:oW1].reshape(p, e)
@@ -395,22 +411,24 @@ def adamw_step(x, m, s, g, t, lr, coef, bound, nx, nm, ns):
         good = (good & cpu.within_bound(xv, bound) & cpu.within_bound(mv, bound)
                 & cpu.within_bound(sv, bound))
     if good:
-        x[:] = nx
-        m[:] = nm
-        s[:] = ns
+        for i in range(x.shape[0]):
+            x[i] = nx[i]
+            m[i] = nm[i]
+            s[i] = ns[i]
     return good
 
 
 @jit
-def train_mlp(first, stride, x, u, s, dstep, t0, K, k0, k1, rep0, adam, ls, ts, coef, batch,
+def train_mlp(first, stride, x, u, s, dstep, t0, K, k0, k1, rep0, ls, ts, coef, batch,
               sampling, bound, net, kind, dims, A, y, pairs, cls):
-    """Steps t0 .. t0+K-1 of SGD (adam False: u the velocity v, s unused) or AdamW (u, s the
+    """Steps t0 .. t0+K-1 of SGD (s None: u the velocity v) or AdamW (ts None: u, s the
     moments m, s) on a toy net (net, kind, dims, A, y, pairs, cls: `mlp_grad`) for the live
     replica rows first, first + stride, ...  coef = (momentum, weight_decay, beta1, beta2,
     eps, label_noise, grad_noise) float64; ls, ts: schedule codes of lr and temperature;
-    batch = B (0: full batch); sampling: `sgd.SAMPLING_CODES`.  Runs without the GIL: the
-    adapter starts one call per thread (a prange kernel around it took ~10 s more to compile,
-    and each level of calls adds its callees' optimization again)."""
+    batch = B (0: full batch); sampling: `sgd.SAMPLING_CODES`.  Numba prunes the branches on
+    `ts is None` / `s is not None` at compile time (it does so for None arguments only), so
+    each dynamics compiles only its own update and noise.  Runs without the GIL: the adapter
+    starts one call per thread (a prange kernel around it took ~10 s more to compile)."""
     d = x.shape[1]
     n = A.shape[0] if net == 0 else pairs.shape[0]
     B = batch if batch > 0 else n
@@ -426,10 +444,13 @@ def train_mlp(first, stride, x, u, s, dstep, t0, K, k0, k1, rep0, adam, ls, ts, 
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B,
                                          batch == 0, sampling)
-            label_shifts(shift, t, k0, k1, rep, coef[5], lbuf)
+            if ts is not None:
+                label_shifts(shift, t, k0, k1, rep, coef[5], lbuf)
             mlp_grad(xm, g, idx, shift, net, kind, dims, A, y, pairs, cls, S2, S1, ops)
-            if adam:
-                ok = adamw_step(xm, um, s[m], g, t, sched(ls, t), coef, bound, nx, nv, ns)
+            ok = True
+            if ts is None:
+                if s is not None:
+                    ok = adamw_step(xm, um, s[m], g, t, sched(ls, t), coef, bound, nx, nv, ns)
             else:
                 ok = sgd_step(xm, um, g, t, k0, k1, rep, sched(ls, t), sched(ts, t), coef[0],
                               coef[1], bound, buf, nx, nv, coef[6])
@@ -458,16 +479,16 @@ def _train(sim, t0, K, k0, k1):
     if adam:
         u, s = st["m"], st["s"]
         coef = (0.0, dyn.weight_decay, dyn.beta1, dyn.beta2, dyn.eps, 0.0, 0.0)
-        ts, sampling = np.zeros(4), SAMPLING_CODES["iid" if dyn.replacement else "epoch"]
+        ts, sampling = None, SAMPLING_CODES["iid" if dyn.replacement else "epoch"]
     else:
-        u, s = st["v"], np.zeros((1, 1), dt)
+        u, s = st["v"], None
         coef = (dyn.momentum, dyn.weight_decay, 0.0, 0.0, 0.0, dyn.label_noise, dyn.grad_noise)
         ts, sampling = schedule_code(dyn.temperature), SAMPLING_CODES[dyn.sampling]
-    args = (st["x"], u, s, sim.diverged_step, t0, K, k0, k1, sim.first_replica, adam,
+    args = (st["x"], u, s, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
             schedule_code(dyn.lr), ts, np.array(coef, np.float64), int(dyn.batch_size or 0),
             sampling, sim.divergence_bound) + _net_args(pot, dt)
     T = min(numba.get_num_threads(), st["x"].shape[0])
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         if T == 1:
             train_mlp(0, 1, *args)
             return
@@ -485,7 +506,7 @@ for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
 # Section owned by the generic drivers (`kernels.drivers`): the Langevin dynamics and MALA run
 # them on the full-batch gradient of `mlp_grad` and the loss of `mlp_loss` above, replica by
 # replica; recording energies use `mlp_loss` too.
-from .drivers import Hooks, family  # noqa: E402
+from .drivers import FAMILIES, Hooks, family, run_blocks  # noqa: E402
 
 
 @jit
@@ -516,8 +537,10 @@ def mlp_loss(x, idx, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
             r = np.float64(o[b] - y[idx[b]])
             total += r * r
         return 0.5 * (total / B)
-    mx, nrm = S1    # per sample: log sum_q e^(out_q - max) - (out_c - max)
-    mx[:] = outT[0]
+    mx, nrm, _ = S1    # per sample: log sum_q e^(out_q - max) - (out_c - max)
+    first = outT[0]
+    for b in range(B):
+        mx[b] = first[b]
     for q in range(1, outT.shape[0]):
         row = outT[q]
         for b in range(B):
@@ -550,5 +573,72 @@ def _hook_args(pot, dtype) -> tuple:
                                     np.zeros(pot.n_samples, dtype))
 
 
+# ---------------------------------------------------------------- record-time observables
+# `Hooks.observables`: the nets' observables (`TeacherStudentMLP.observables`,
+# `ModularArithmeticMLP.observables`) by the compiled forward pass, on float64 rows (the
+# reference evaluates observables on float64 rows) and in float64 accumulation, parallel over
+# replicas: the NumPy forward passes (np.tanh, per-replica products) took most of a record.
+
+@jit
+def net_metrics(x, out, args, lo, hi):
+    """out[r] <- (mean loss, accuracy) float64 of rows r = lo..hi-1 of x on the samples of args
+    (`_metric_args`), each row converted to float64 first; accuracy: the fraction of samples
+    whose first arg-max logit is the class (as `np.argmax`; 0 for the regression net)."""
+    net, kind, dims, A, y, pairs, cls, idx, shift = args
+    d, B = x.shape[1], idx.shape[0]
+    xr = np.empty(d)
+    S2, S1, ops = mlp_scratch(xr, B, dims[0], dims[1], dims[2])
+    for r in range(lo, hi):
+        for i in range(d):
+            xr[i] = x[r, i]
+        out[r, 0] = mlp_loss(xr, idx, net, kind, dims, A, y, pairs, cls, S2, S1, ops)
+        hits = 0
+        if net != 0:
+            outT = S2[4]
+            for b in range(B):
+                c = cls[idx[b]]
+                top = outT[c, b]
+                ok = True
+                for q in range(outT.shape[0]):
+                    if outT[q, b] > top or (q < c and outT[q, b] == top):
+                        ok = False
+                hits += ok
+        out[r, 1] = hits / B
+
+
+def _metric_args(pot, test: bool) -> tuple:
+    """`net_metrics` args: the training or test samples of a net, in float64."""
+    net, kind, dims, A, y, pairs, cls = _net_args(pot, np.float64)
+    if test and isinstance(pot, TeacherStudentMLP):
+        A, y = pot.test_inputs, pot.test_labels
+    elif test:
+        pairs, cls = pot.test_pairs, pot.test_labels.astype(np.int64)
+    n = y.shape[0] if isinstance(pot, TeacherStudentMLP) else cls.shape[0]
+    return (net, kind, dims, A, y, pairs, cls, np.arange(n, dtype=np.int64), np.zeros(n))
+
+
+def net_observables(pot):
+    """x (M, d), energy (M,) -> the observables of `pot.observables(x, energy)`."""
+    regression = isinstance(pot, TeacherStudentMLP)
+    sets = {"test": _metric_args(pot, True)}
+    if not regression:      # the regression net's training loss is the energy
+        sets["train"] = _metric_args(pot, False)
+
+    def observables(x, energy):
+        x, M = np.ascontiguousarray(x), x.shape[0]
+        rows = max(1, -(-M // numba.get_num_threads()))
+        res = {"train_loss": np.array(energy, np.float64)} if regression else {}
+        for name, args in sets.items():
+            out = np.empty((M, 2))
+            run_blocks(net_metrics, M, FAMILIES[type(pot)], x, out, args, rows=rows)
+            res[f"{name}_loss"] = out[:, 0].copy()
+            if not regression:
+                res[f"{name}_accuracy"] = out[:, 1].copy()
+        res["weight_norm"] = pot.weight_norm(x)
+        return res
+    return observables
+
+
 for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
-    family(_pot, Hooks(net_grad_block, net_energy_block, _hook_args, blas=True))
+    family(_pot, Hooks(net_grad_block, net_energy_block, _hook_args, blas=True,
+                       observables=net_observables))

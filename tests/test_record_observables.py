@@ -1,0 +1,56 @@
+"""Record-time observables by a family's compiled code (`Hooks.observables`): equal to the
+potential's own `observables` on float64 rows (accuracies exactly, losses to rounding), in both
+state dtypes, and used by the numba backend's records from `COMPILED_ENERGY_SIZE` numbers on
+(a run's records equal the NumPy backend's).  Families come from the drivers' registry."""
+import numpy as np
+import pytest
+
+from langevin_sim import Simulation
+from langevin_sim.backends import numba_backend
+from langevin_sim.kernels import drivers
+
+from .test_fused_pairs import POTS, dynamics
+
+OBSERVED = sorted(c.__name__ for c, h in drivers.FAMILIES.items() if h.observables is not None)
+
+
+def test_the_toy_nets_have_compiled_observables():
+    assert {"TeacherStudentMLP", "ModularArithmeticMLP"} <= set(OBSERVED)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", OBSERVED)
+def test_compiled_observables_equal_the_potentials(name, dtype):
+    pot = POTS[name]()
+    rng = np.random.default_rng(3)
+    x = (pot.default_init(rng.normal(size=(7, pot.d))) + 0.3 * rng.normal(size=(7, pot.d))).astype(dtype)
+    x64 = x.astype(np.float64)
+    energy = pot.energy(x64)
+    got = drivers.observables_kernel(pot)(x, energy)
+    want = pot.observables(x64)
+    assert sorted(got) == sorted(want)
+    for k, v in want.items():
+        assert got[k].dtype == np.float64 and got[k].shape == v.shape, k
+        if k.endswith("accuracy"):
+            np.testing.assert_array_equal(got[k], v, err_msg=k)
+        else:
+            np.testing.assert_allclose(got[k], v, rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("name", OBSERVED)
+def test_numba_records_take_the_compiled_observables(monkeypatch, name):
+    """With the size threshold at 1 every numba record takes the compiled observables; the
+    records equal a NumPy-backend run's (float64)."""
+    pot = POTS[name]()
+    calls = []
+    real = drivers.observables_kernel
+    monkeypatch.setattr(drivers, "observables_kernel", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(numba_backend, "COMPILED_ENERGY_SIZE", 1)
+    runs = [Simulation(pot, dynamics("SGD", pot), 5, backend=be, seed=4).run(6, record_every=3)
+            for be in ("numba", "numpy")]
+    assert len(calls) == 3       # the probe record and two more
+    names = [k for k in runs[1].names if k not in ("energy", "positions", "diverged_step")]
+    assert "test_loss" in names
+    for k in names:
+        a, b = np.asarray(runs[0][k][:]), np.asarray(runs[1][k][:])
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=k)
