@@ -77,6 +77,17 @@ def small_instances() -> tuple[dict, dict]:
     return pots, dyns
 
 
+def _record_kernels(pot, x: np.ndarray) -> None:
+    """Compile the family's record-time energy and observables for x's dtype, if it has them."""
+    from .kernels import drivers
+
+    energy, observe = drivers.energy_kernel(pot), drivers.observables_kernel(pot)
+    if energy is not None:
+        e = energy(x)
+        if observe is not None:
+            observe(x, e)
+
+
 def _variants(pcls: type, dcls: type) -> tuple:
     """(potential, [dynamics the potential accepts], the refusal when there is none)."""
     pots, dyns = small_instances()
@@ -93,8 +104,8 @@ def _variants(pcls: type, dcls: type) -> tuple:
 
 
 def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout) -> list[tuple]:
-    """Run a tiny simulation (3 replicas, 2 steps and a record) of every pair with a numba
-    kernel (`registry.pairs("numba")`), or of the pairs named "Potential,Dynamics" in `only`,
+    """Run a tiny simulation (3 replicas, 2 steps and a record; the compiled record-time
+    energy and observables of the family too) of every pair with a numba kernel (`registry.pairs("numba")`), or of the pairs named "Potential,Dynamics" in `only`,
     for each dtype, so that Numba's on-disk cache holds them before the first real run.
     Prints one line per pair and dtype to `out`: the seconds it took, or why it failed.
     Returns [(pair name, dtype, seconds or the error)]."""
@@ -127,6 +138,8 @@ def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout) -> list
                         sim = Simulation(pot, dyn, 3, backend="numba", dtype=dtype, seed=0)
                         sim.advance(2)
                         sim.snapshot()
+                    if dyns:     # what records of large states use (`record_energy`)
+                        _record_kernels(pot, sim.state["x"])
                     res = time.perf_counter() - t if dyns else f"skipped: no small instance ({why})"
                 except Exception as e:  # one pair's failure must not stop the others
                     res = f"failed: {type(e).__name__}: {e}"

@@ -58,7 +58,8 @@ class NumbaBackend:
         fn = drivers.energy_kernel(potential) if x.size >= COMPILED_ENERGY_SIZE else None
         if fn is None:
             return np.asarray(potential.energy(np.asarray(x, np.float64)), np.float64)
-        return fn(x)
+        with compile_notice(f"{type(potential).__name__} records ({x.dtype.name})"):
+            return fn(x)
 
     def record_observables(self, sim, energy: np.ndarray) -> dict | None:
         """The potential's observables of `sim`'s positions for a record, by the family's
@@ -66,7 +67,10 @@ class NumbaBackend:
         COMPILED_ENERGY_SIZE numbers; None: the caller evaluates `potential.observables`."""
         x = sim.state["x"]
         fn = drivers.observables_kernel(sim.potential) if x.size >= COMPILED_ENERGY_SIZE else None
-        return None if fn is None else fn(x, energy)
+        if fn is None:
+            return None
+        with compile_notice(f"{type(sim.potential).__name__} records ({x.dtype.name})"):
+            return fn(x, energy)
 
 
 def _warn_once(key: tuple, message: str) -> None:
