@@ -29,7 +29,7 @@ from .common import (BAOAB, CHUNK, OVERDAMPED, TILE, TILE_CALL_STEPS, baoab_firs
                      compile_steps, fill_noise_tile, fill_noise_tile_d1, freeze_tile,
                      langevin_step_table, like, no_regions, noise_buffer, overdamped_lane,
                      region_changes, region_flags, region_scratch, schedule_code)
-from .drivers import FAMILIES, Hooks, family, run_blocks
+from .drivers import FAMILIES, Hooks, family, row_sums, run_blocks
 
 
 # ---------------------------------------------------------------- step functions, every target
@@ -149,8 +149,11 @@ def double_well_tiles(kind, state, dstep, t0, table, k0, k1, rep0, inv_m, coef, 
         live = np.empty(L, dtype=np.bool_)
         for j in range(L):
             live[j] = dstep[lo + j // d] < 0
-        nlive = (dstep[lo:lo + n] < 0).sum()
-        rep = np.arange(n).astype(np.uint64) + np.uint64(rep0 + lo)
+        nlive = np.int64(0)   # (a literal 0 would compile double_well_tile_steps twice)
+        rep = np.empty(n, dtype=np.uint64)
+        for r in range(n):   # loops, not array expressions: less to compile
+            nlive += dstep[lo + r] < 0
+            rep[r] = np.uint64(rep0 + lo + r)
         st = np.empty(L * nq, dtype=state.dtype)
         for j in range(L):
             for q in range(nq):
@@ -410,7 +413,7 @@ def dw_grad_block(xb, args):
 def dw_energy_block(xb, args):
     """U (B,) float64 (summed in float64)."""
     u = dw_fields.dw_energy(xb, args[4], args[5], args[6], args[3])
-    return u.astype(np.float64).sum(axis=1)
+    return row_sums(u)
 
 
 def dw_args(pot: DoubleWell, dtype) -> tuple:

@@ -46,7 +46,7 @@ from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLa
                         UnderdampedLangevin)
 from ..dynamics.sgd import SAMPLING_CODES, sampling_of
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_buffer, noise_chunk,
-                     rng_cpu, sched, schedule_code, sgd_scratch, sgd_step)
+                     sched, schedule_code, sgd_scratch, sgd_step, stream_word)
 
 STEPS = ()
 cpu = compile_steps(sys.modules[__name__])
@@ -120,6 +120,27 @@ def row_ok(a, r, bound):
 
 
 @jit
+def copy_row(dst, m, src, r):
+    """dst[m, :] <- src[r, :] (a loop: an array assignment compiles Numba's shape-error
+    formatting, ~2 s per kernel using it)."""
+    for i in range(src.shape[1]):
+        dst[m, i] = src[r, i]
+
+
+@jit
+def row_sums(a):
+    """Row sums (B,) float64 of a (B, n), each summed in float64 in order as Numba's
+    ``a.astype(np.float64).sum(axis=1)`` (whose axis check compiles error formatting, ~1.5 s)."""
+    out = np.zeros(a.shape[0])
+    for r in range(a.shape[0]):
+        acc = 0.0
+        for i in range(a.shape[1]):
+            acc += np.float64(a[r, i])
+        out[r] = acc
+    return out
+
+
+@jit
 def commit(x, new, dstep, lo, t, bound):
     """x[lo + r] <- new[r] for the live rows whose new values pass the divergence test; the
     others are frozen with dstep = t + 1."""
@@ -127,7 +148,7 @@ def commit(x, new, dstep, lo, t, bound):
         m = lo + r
         if dstep[m] < 0:
             if row_ok(new, r, bound):
-                x[m, :] = new[r, :]
+                copy_row(x, m, new, r)
             else:
                 dstep[m] = t + 1
 
@@ -139,8 +160,8 @@ def commit2(x, v, nx, nv, dstep, lo, t, bound):
         m = lo + r
         if dstep[m] < 0:
             if row_ok(nx, r, bound) and row_ok(nv, r, bound):
-                x[m, :] = nx[r, :]
-                v[m, :] = nv[r, :]
+                copy_row(x, m, nx, r)
+                copy_row(v, m, nv, r)
             else:
                 dstep[m] = t + 1
 
@@ -152,18 +173,18 @@ def commit3(x, v, w, nx, nv, nw, dstep, lo, t, bound):
         m = lo + r
         if dstep[m] < 0:
             if row_ok(nx, r, bound) and row_ok(nv, r, bound) and row_ok(nw, r, bound):
-                x[m, :] = nx[r, :]
-                v[m, :] = nv[r, :]
-                w[m, :] = nw[r, :]
+                copy_row(x, m, nx, r)
+                copy_row(v, m, nv, r)
+                copy_row(w, m, nw, r)
             else:
                 dstep[m] = t + 1
 
 
 @jit
 def accept_word(k0, k1, rep, t):
-    """The ACCEPT word at stream position n = t of replica rep."""
-    w = rng_cpu.block_words(k0, k1, np.uint64(rng.ACCEPT), rep, np.uint64(t // 4))
-    return w[t % 4]
+    """The ACCEPT word at stream position n = t of replica rep (`stream_word`: the Philox copy
+    the minibatch samplings compile too)."""
+    return stream_word(k0, k1, rng.ACCEPT, rep, np.uint64(t))
 
 
 # ---------------------------------------------------------------- drivers (compiled per family)
@@ -269,8 +290,8 @@ def mala_driver(x, u, g, acc, dstep, t0, K, k0, k1, rep0, es, ts, args, bound, l
             if not good:
                 dstep[m] = t + 1
             elif take:
-                x[m, :] = y[r, :]
-                g[m, :] = gy[r, :]
+                copy_row(x, m, y, r)
+                copy_row(g, m, gy, r)
                 u[m] = uy[r]
                 acc[m] += 1.0
 
@@ -388,9 +409,10 @@ def adamw_batch_driver(x, m, s, dstep, t0, K, k0, k1, rep0, ls, beta1, beta2, ep
             if not good:
                 dstep[q] = t + 1
                 break
-            x[q, :] = nx
-            m[q, :] = nm
-            s[q, :] = ns
+            for i in range(d):
+                x[q, i] = nx[i]
+                m[q, i] = nm[i]
+                s[q, i] = ns[i]
 
 
 def energy_driver(x, out, args, lo, hi):
@@ -400,7 +422,9 @@ def energy_driver(x, out, args, lo, hi):
     sub = max(1, 4096 // x.shape[1])
     for a in range(lo, hi, sub):
         b = min(hi, a + sub)
-        out[a:b] = energy_block(x[a:b].astype(np.float64), args)
+        u = energy_block(x[a:b].astype(np.float64), args)
+        for r in range(b - a):
+            out[a + r] = u[r]
 
 
 DRIVERS = ("overdamped_driver", "lm_driver", "heun_driver", "baoab_driver", "mala_driver",
@@ -571,9 +595,10 @@ def energy_kernel(potential) -> Callable | None:
     def energy(x):
         x = np.ascontiguousarray(x)
         out = np.empty(x.shape[0])
-        # one step's work per block is tiny: blocks of ~1 MiB of float64 rows, not BLOCK
-        run_blocks(drv.energy_driver, x.shape[0], hooks, x, out, args,
-                   rows=max(BLOCK, ENERGY_BLOCK_BYTES // (8 * x.shape[1])))
+        # blocks of ~1 MiB of float64 rows (a row's energy is cheap), at least one a thread
+        M = x.shape[0]
+        rows = max(1, min(ENERGY_BLOCK_BYTES // (8 * x.shape[1]), -(-M // numba.get_num_threads())))
+        run_blocks(drv.energy_driver, M, hooks, x, out, args, rows=rows)
         return out
     return energy
 

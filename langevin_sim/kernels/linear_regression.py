@@ -12,7 +12,7 @@ import numpy as np
 
 from ..backends.jit import jit
 from ..potentials.linear_regression import LinearRegression
-from .drivers import Hooks, family
+from .drivers import Hooks, family, row_sums
 
 STEPS = ()
 
@@ -47,7 +47,7 @@ def linreg_grad_block(xb, args):
 def linreg_energy_block(xb, args):
     """L = mean_i (a_i.x - y_i)^2 / 2 (B,), the squares summed in float64."""
     r = (xb @ args[0].T - args[1]).astype(np.float64)
-    return 0.5 * (r * r).sum(axis=1) / args[2]
+    return 0.5 * row_sums(r * r) / args[2]
 
 
 @jit

@@ -307,7 +307,7 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
 # Section owned by the generic drivers (`kernels.drivers`): Heun, Leimkuhler-Matthews and
 # full-batch SGD / AdamW run them on these block functions of `potentials.pspin`.
-from .drivers import Hooks, family  # noqa: E402
+from .drivers import Hooks, family, row_sums  # noqa: E402
 
 hook_rows = compile_functions(pspin, ["tensor_rows", "pspin_grad", "sphere_project",
                                       "sphere_retract"])
@@ -323,7 +323,7 @@ def pspin_grad_block(xb, args):
 def pspin_energy_block(xb, args):
     """H (B,) = x . grad H / p, summed in float64 (Euler's identity, as `energy`)."""
     g = hook_rows.pspin_grad(xb, args[0], args[1])
-    return (xb.astype(np.float64) * g.astype(np.float64)).sum(axis=1) / args[1]
+    return row_sums(xb.astype(np.float64) * g.astype(np.float64)) / args[1]
 
 
 @jit

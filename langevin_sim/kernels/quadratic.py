@@ -15,10 +15,9 @@ import functools
 import sys
 
 import numpy as np
-from numba import prange
 
 from .. import rng
-from ..backends.jit import jit, one_blas_thread, pjit
+from ..backends.jit import jit
 from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
 from ..dynamics import OverdampedLangevin, UnderdampedLangevin
@@ -26,7 +25,7 @@ from ..potentials.quadratic import Quadratic
 from .common import (BAOAB, TILE_CALL_STEPS, compile_steps, finite_row, gemm_block,
                      langevin_step_table, like, noise_buffer, noise_chunk, overdamped_lane,
                      overdamped_rows, sched, schedule_code)
-from .drivers import Hooks, family
+from .drivers import FAMILIES, Hooks, family, row_sums, run_blocks
 
 
 # ---------------------------------------------------------------- step functions, every target
@@ -51,14 +50,15 @@ STEPS = ("offset_row_step",)
 cpu = compile_steps(sys.modules[__name__])
 
 
-@pjit
-def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, block):
-    """Overdamped Langevin on a dense Quadratic: gradient x H - c H by one GEMM per block of
-    `block` replicas and step (BLAS single-threaded, one block per thread), then a fused
-    noise + update pass; arithmetic in x's dtype."""
+@jit
+def overdamped_quadratic(x, dstep, t0, K, k0, k1, rep0, es, ts, H, cH, bound, block, b0, b1):
+    """Overdamped Langevin on a dense Quadratic for blocks b0..b1-1 of `block` replicas:
+    gradient x H - c H by one GEMM per block and step, then a fused noise + update pass;
+    arithmetic in x's dtype.  Serial and GIL-free: the adapter spreads the blocks over the
+    thread pool with BLAS single-threaded (`drivers.run_blocks`; a prange kernel compiled
+    ~5 s longer)."""
     M, d = x.shape
-    nb = (M + block - 1) // block
-    for b in prange(nb):
+    for b in range(b0, b1):
         lo = b * block
         hi = min(M, lo + block)
         new = np.empty(d, dtype=x.dtype)
@@ -93,17 +93,17 @@ def baoab_last_lanes(G, off, h, bound, npm):
     return good
 
 
-@pjit
-def baoab_quadratic(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, H, cH, bound,
-                    block):
-    """BAOAB on a dense Quadratic (p, g momenta and gradient at x, (M, d)): per block of
-    `block` replicas and step, B A O A row by row with in-kernel noise, one GEMM for the new
-    gradients x H - c H, then the closing B; coefficients in x's dtype.  A replica whose new
-    x, p or g is non-finite or beyond bound keeps its state and gets dstep = t + 1."""
+@jit
+def baoab_quadratic(x, p, g, dstep, t0, k0, k1, rep0, table, inv_m, H, cH, bound, block, b0, b1):
+    """BAOAB on a dense Quadratic (p, g momenta and gradient at x, (M, d)) for blocks b0..b1-1
+    of `block` replicas and steps t0 .. t0 + K - 1 (table: `langevin_step_table`, (3, K);
+    inv_m = 1 / mass in x's dtype): per block and step, B A O A row by row with in-kernel
+    noise, one GEMM for the new gradients x H - c H, then the closing B; coefficients in x's
+    dtype.  A replica whose new x, p or g is non-finite or beyond bound keeps its state and
+    gets dstep = t + 1.  Serial and GIL-free, as `overdamped_quadratic`."""
     M, d = x.shape
-    table = langevin_step_table(BAOAB, es, ts, t0, K, friction, mass, x)
-    inv_m = like(1.0 / mass, x)
-    for b in prange((M + block - 1) // block):
+    K = table.shape[1]
+    for b in range(b0, b1):
         lo = b * block
         hi = min(M, lo + block)
         nx = x[lo:hi].copy()
@@ -124,38 +124,41 @@ def baoab_quadratic(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass,
                 if dstep[m] >= 0:
                     continue
                 if baoab_last_lanes(G[r], cH, h, bound, npm[r]) and finite_row(nx[r], bound):
-                    x[m] = nx[r]
-                    p[m] = npm[r]
-                    g[m] = G[r]
+                    for i in range(d):   # loops: an array assignment compiles error formatting
+                        x[m, i] = nx[r, i]
+                        p[m, i] = npm[r, i]
+                        g[m, i] = G[r, i]
                 else:
                     dstep[m] = t + 1
-                    nx[r] = x[m]
+                    for i in range(d):
+                        nx[r, i] = x[m, i]
 
 
 @register(Quadratic, OverdampedLangevin, "numba")
 def _overdamped_quadratic(sim, t0, K, k0, k1):
     dyn, pot = sim.dynamics, sim.potential
     x = sim.state["x"]
-    H = pot.H.astype(x.dtype)
-    with one_blas_thread():
-        overdamped_quadratic(x, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-                             schedule_code(dyn.step), schedule_code(dyn.temperature), H,
-                             (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
-                             gemm_block(*x.shape, x.itemsize))
+    block = gemm_block(*x.shape, x.itemsize)
+    run_blocks(overdamped_quadratic, -(-x.shape[0] // block), FAMILIES[Quadratic], x,
+               sim.diverged_step, t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
+               schedule_code(dyn.temperature), pot.H.astype(x.dtype),
+               (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound, block, rows=1)
 
 
 @register(Quadratic, UnderdampedLangevin, "numba")
 def _baoab_quadratic(sim, t0, K, k0, k1):
     dyn, pot, s = sim.dynamics, sim.potential, sim.state
     x = s["x"]
-    with one_blas_thread():
-        for t in range(t0, t0 + K, TILE_CALL_STEPS):
-            baoab_quadratic(x, s["p"], s["g"], sim.diverged_step, t,
-                            min(TILE_CALL_STEPS, t0 + K - t), k0, k1, sim.first_replica,
-                            schedule_code(dyn.step), schedule_code(dyn.temperature),
-                            float(dyn.friction), float(dyn.mass), pot.H.astype(x.dtype),
-                            (pot.center @ pot.H).astype(x.dtype), sim.divergence_bound,
-                            gemm_block(*x.shape, x.itemsize))
+    es, ts = schedule_code(dyn.step), schedule_code(dyn.temperature)
+    H, cH = pot.H.astype(x.dtype), (pot.center @ pot.H).astype(x.dtype)
+    block = gemm_block(*x.shape, x.itemsize)
+    for t in range(t0, t0 + K, TILE_CALL_STEPS):
+        table = langevin_step_table(BAOAB, es, ts, t, min(TILE_CALL_STEPS, t0 + K - t),
+                                    float(dyn.friction), float(dyn.mass), x)
+        run_blocks(baoab_quadratic, -(-x.shape[0] // block), FAMILIES[Quadratic], x, s["p"],
+                   s["g"], sim.diverged_step, t, k0, k1, sim.first_replica, table,
+                   x.dtype.type(1.0 / float(dyn.mass)), H, cH, sim.divergence_bound, block,
+                   rows=1)
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
@@ -223,7 +226,7 @@ def quadratic_grad_block(xb, args):
 def quadratic_energy_block(xb, args):
     """U = (x - c) H (x - c) / 2 (B,), the products summed in float64."""
     y = xb - args[1]
-    return 0.5 * (y.astype(np.float64) * (y @ args[0]).astype(np.float64)).sum(axis=1)
+    return 0.5 * row_sums(y.astype(np.float64) * (y @ args[0]).astype(np.float64))
 
 
 family(Quadratic, Hooks(quadratic_grad_block, quadratic_energy_block,
