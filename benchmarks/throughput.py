@@ -7,10 +7,10 @@ r calls each implementation once (in an order rotated by r), and a figure is the
 the repeats, so each ratio compares timings taken under the same conditions.  The
 implementations: the engine's NumPy reference (`numpy`), the engine's Numba backend
 advancing (`numba`: ``sim.advance(steps)``) and running with ten records of the positions
-into an HDF5 file (`numba_run`: ``sim.run(steps, record_every=steps // 10, out=...)``, with
-more steps than `numba`'s call: a run of ~1.5-6 s here, so ten records sit in a run of a
-length a user records ten times; the recording cost is a ratio of rates and the seconds per
-record are reported, so other lengths can be read off),
+into an HDF5 file (`numba_run`: ``sim.run(steps, record_every=steps // 10, out=...)``, the
+same steps as `numba`'s call: ~1.5-6 s here, so that ten records sit in a run of a length a
+user records ten times, and per-call costs weigh as in a run; the seconds per record are
+reported, so other lengths can be read off),
 and the peers of `peers.py`: a plain NumPy loop (`numpy_loop`) and JAX jit + lax.scan (`jax`;
 skipped where JAX is missing).  The GEMM of the workload's shape is timed in the same
 round-robin.  Limits measured once per run: the rate at which the kernels' own Philox +
@@ -176,7 +176,7 @@ class Workload:
     title: str
     build: Callable[[str, str], Simulation]      # (backend, dtype) -> Simulation
     steps: dict                                  # implementation -> steps per timed call
-    # (numba_run: a run of ~1.5-6 s on a 2-core machine, ten records, one per tenth)
+    # (numba and numba_run: the same steps, a run of ~1.5-6 s on a 2-core machine)
     dtypes: tuple = ("float32", "float64")
     peers: bool = True                           # time the NumPy-loop and JAX peers
     blas_threads: int | None = None              # BLAS threads while timed (None: as set)
@@ -209,19 +209,19 @@ def grokking(be: str, dt: str) -> Simulation:
 workload(Workload(
     "W1", "DoubleWell d=1, 2^20 replicas, overdamped Langevin",
     sim_of(cache(lambda: DoubleWell(d=1)), OverdampedLangevin(1e-3, 0.5), 1 << 20),
-    {"numpy": 4, "numba": 1000, "numba_run": 4000, "numpy_loop": 16, "jax": 64}))
+    {"numpy": 4, "numba": 4000, "numpy_loop": 16, "jax": 64}))
 
 workload(Workload(
     "W2", "Quadratic dense H, d=256, 1024 replicas, overdamped Langevin",
     sim_of(cache(lambda: Quadratic(spectrum=np.linspace(0.1, 1.0, 256), seed=1)),
            OverdampedLangevin(1e-2, 0.5), 1024),
-    {"numpy": 20, "numba": 400, "numba_run": 2000, "numpy_loop": 20, "jax": 100},
+    {"numpy": 20, "numba": 2000, "numpy_loop": 20, "jax": 100},
     flops_per_chain_step=2.0 * 256 * 256, gemm_shape=(1024, 256, 256), normals_per_chain_step=256))
 
 workload(Workload(
     "W3", "Spherical p=3 spin glass, N=64, 256 replicas, overdamped Langevin",
     sim_of(cache(lambda: SphericalPSpin(64, 3, seed=1)), OverdampedLangevin(1e-2, 0.5), 256),
-    {"numpy": 40, "numba": 200, "numba_run": 2000, "numpy_loop": 40, "jax": 200},
+    {"numpy": 40, "numba": 2000, "numpy_loop": 40, "jax": 200},
     # the kernel's product: -p J over the N(N+1)/2 unique pairs (kernels/pspin.py) times the
     # replicas' packed x_j x_k, half the full contraction's 2 N^3 (the peers do all of it)
     flops_per_chain_step=2.0 * 64 * 2080, gemm_shape=(64, 2080, 256), normals_per_chain_step=64))
@@ -229,7 +229,7 @@ workload(Workload(
 workload(Workload(
     "W3b", "Spherical p=3 spin glass, N=256, 32 replicas, overdamped Langevin",
     sim_of(cache(lambda: SphericalPSpin(256, 3, seed=1)), OverdampedLangevin(1e-2, 0.5), 32),
-    {"numba": 50, "numba_run": 200, "numpy_loop": 20, "jax": 40},
+    {"numba": 200, "numpy_loop": 20, "jax": 40},
     flops_per_chain_step=2.0 * 256 * 32896, gemm_shape=(256, 32896, 32),
     normals_per_chain_step=256))
 
@@ -238,7 +238,7 @@ workload(Workload(
     sim_of(cache(lambda: TeacherStudentMLP(n=1024, d_in=16, hidden=32, teacher_hidden=8,
                                            noise=0.01, seed=1)),
            SGD(0.02, 32, momentum=0.9), 64),
-    {"numpy": 50, "numba": 1000, "numba_run": 8000, "numpy_loop": 300, "jax": 1024},
+    {"numpy": 50, "numba": 8000, "numpy_loop": 300, "jax": 1024},
     # forward A W1^T, H W2^T and backward dout W2, dZ^T A, dout^T H: 2 B h (2 d_in + 3)
     flops_per_chain_step=2.0 * 32 * 32 * (2 * 16 + 3), gemm_shape=(32, 16, 32),
     multiple={"jax": 32}))          # the JAX peer runs whole epochs of 1024 / 32 batches
@@ -246,13 +246,13 @@ workload(Workload(
 workload(Workload(
     "W5", "grokking: ModularArithmeticMLP p=23, hidden=64, quadratic, full batch, AdamW, "
           "64 replicas (scenarios/grokking.py)",
-    grokking, {"numpy": 10, "numba": 50, "numba_run": 500}, peers=False, blas_threads=1))
+    grokking, {"numpy": 10, "numba": 500}, peers=False, blas_threads=1))
 
 
 def steps_of(w: Workload, impl: str, quick: bool) -> int:
     """Steps per timed call (an eighth with --quick), a multiple of 10 for the engine (ten
     records per run) and of the implementation's own granularity."""
-    base = w.steps[impl]
+    base = w.steps["numba" if impl == "numba_run" else impl]
     q = {"numba": 10, "numba_run": 10}.get(impl, w.multiple.get(impl, 1))
     return max(q, (base // (8 if quick else 1)) // q * q)
 
@@ -263,7 +263,7 @@ def entries(w: Workload, dtype: str, quick: bool,
     nb = w.build("numba", dtype)
     M = nb.n_replicas
     out, steps = {}, {}
-    impls = [i for i in IMPLEMENTATIONS if i in w.steps]
+    impls = [i for i in IMPLEMENTATIONS if i in w.steps or i == "numba_run"]
     if not w.peers:
         impls = [i for i in impls if i not in ("numpy_loop", "jax")]
     elif peers.jax_module() is None:
@@ -303,7 +303,7 @@ def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, lim
            **{f"{k}_chain_steps_per_s": es[k].work / med[k] for k in es if k != "gemm"}}
     rate = row["numba_chain_steps_per_s"]
     row["recording_cost"] = 1.0 - row["numba_run_chain_steps_per_s"] / rate
-    row["seconds_per_record"] = (med["numba_run"] - es["numba_run"].work / rate) / 10
+    row["seconds_per_record"] = (med["numba_run"] - med["numba"]) / 10
     if "gemm" in es:
         g = row["gemm_flops_per_s"] = es["gemm"].work / med["gemm"]
         row["numba_gemm_fraction"] = rate * w.flops_per_chain_step / g
@@ -403,8 +403,8 @@ def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args
              f"{info['jax_devices']}, XLA_FLAGS={info['XLA_FLAGS']}.", "",
              f"Medians of {args.repeats} interleaved repeats{' (--quick)' if args.quick else ''}; "
              f"whole benchmark {wall_s:.0f} s.  numba: `sim.advance(steps)`; numba_run: "
-             "`sim.run(steps, record_every=steps // 10, out=file.h5)` (positions recorded; its steps per "
-             "call below: runs of ~1.5-6 s here, ten records each); "
+             "`sim.run(steps, record_every=steps // 10, out=file.h5)` (positions recorded; the same "
+             "steps per call as numba, below: ~1.5-6 s here, ten records each); "
              f"numpy_loop / jax: benchmarks/peers.py.  Run files in {tempfile.gettempdir()}.  "
              "W5 times both engine backends with one BLAS thread, as scenarios/grokking.py "
              f"runs.  Committed result W1 and W2 are compared with: {args.baseline}.", "",
