@@ -266,15 +266,14 @@ def valley_fields(x, curve, radius, kind, k0, alpha, omega, nodes_s, nodes_k, s_
     energy = 0.5 * k * dist2 + 0.5 * wall * over * over
     fs = 0.5 * dk * dist2 + wall * over        # dU/ds
     fr = k * w[0] * r                            # dU/dr
-    G = np.zeros_like(x)
     if curve == 0:
-        G[:, 0] = fs
-        G[:, 1] = fr
+        g1, g2 = fs * 1.0, fr * 1.0
     else:
         rho = r + radius                         # grad s = R (-x2, x1)/rho^2, grad r = (x1, x2)/rho
-        G[:, 0] = (fr * x1 - fs * radius * x2 / rho) / rho
-        G[:, 1] = (fr * x2 + fs * radius * x1 / rho) / rho
-    G[:, 2:] = k[:, None] * w[1:] * y
+        g1 = (fr * x1 - fs * radius * x2 / rho) / rho
+        g2 = (fr * x2 + fs * radius * x1 / rho) / rho
+    # whole arrays, no column assignments: compiled, those cost seconds of error formatting
+    G = np.concatenate((np.stack((g1, g2), axis=1), k[:, None] * w[1:] * y), axis=1)
     return energy, G, s, k
 
 
