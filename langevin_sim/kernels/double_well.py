@@ -147,17 +147,19 @@ def double_well_tiles(kind, state, dstep, t0, table, k0, k1, rep0, inv_m, coef, 
         n = min(M, lo + R) - lo
         L = n * d
         live = np.empty(L, dtype=np.bool_)
-        for j in range(L):
-            live[j] = dstep[lo + j // d] < 0
         nlive = np.int64(0)   # (a literal 0 would compile double_well_tile_steps twice)
         rep = np.empty(n, dtype=np.uint64)
         for r in range(n):   # loops, not array expressions: less to compile
             nlive += dstep[lo + r] < 0
             rep[r] = np.uint64(rep0 + lo + r)
         st = np.empty(L * nq, dtype=state.dtype)
-        for j in range(L):
-            for q in range(nq):
-                st[j * nq + q] = state[q, lo + j // d, j % d]
+        for q in range(nq):     # lane j = r d + i of row r: (r, i) loops, no j // d, j % d
+            src = state[q]      # (the divisions were a third of a tile's setup)
+            for r in range(n):
+                alive = dstep[lo + r] < 0
+                for i in range(d):
+                    live[r * d + i] = alive
+                    st[(r * d + i) * nq + q] = src[lo + r, i]
         new = np.empty(L * nq, dtype=state.dtype)
         Z = np.empty((S + 4, L), dtype=state.dtype)
         W = np.empty((4, L), dtype=state.dtype)
@@ -176,9 +178,11 @@ def double_well_tiles(kind, state, dstep, t0, table, k0, k1, rep0, inv_m, coef, 
                                            inv_m, coef, bound, dstep, lo, d, t, nlive, regions, fp,
                                            now, ins)
             t += sn
-        for j in range(L):
-            for q in range(nq):
-                state[q, lo + j // d, j % d] = st[j * nq + q]
+        for q in range(nq):
+            dst = state[q]
+            for r in range(n):
+                for i in range(d):
+                    dst[lo + r, i] = st[(r * d + i) * nq + q]
 
 
 def _double_well(sim, t0, K, k0, k1, kind, names, friction=0.0, mass=1.0):
@@ -194,7 +198,8 @@ def _double_well(sim, t0, K, k0, k1, kind, names, friction=0.0, mass=1.0):
         regions, fp = fpo.arrays(x.shape[1]), np.stack([sim.state[k] for k in FP_KEYS])
     es, ts, inv_m = schedule_code(dyn.step), schedule_code(dyn.temperature), x.dtype.type(1.0 / mass)
     tiles = -(-x.shape[0] // max(1, TILE // x.shape[1]))
-    per_task = max(1, tiles // (4 * numba.get_num_threads()))   # 4 tasks a thread: balance
+    # 16 tasks a thread: with 4, the wait for a call's last task cost W1 ~20 ms a call
+    per_task = max(1, tiles // (16 * numba.get_num_threads()))
     for t in range(t0, t0 + K, TILE_CALL_STEPS):
         table = langevin_step_table(kind, es, ts, t, min(TILE_CALL_STEPS, t0 + K - t), friction,
                                     mass, state)
