@@ -50,27 +50,35 @@ class NumbaBackend:
     def record_energy(self, sim) -> np.ndarray:
         """U (M,) float64 of the positions x (M, d) of `sim` for a record: the family's
         compiled energy (`kernels.drivers.energy_kernel`, float32 rows widened block by
-        block) for states of at least COMPILED_ENERGY_SIZE numbers, or the potential's on a
-        float64 copy (smaller states, where that costs about a millisecond and compiling the
-        energy would cost seconds on a run's first record, and families without a compiled
-        energy)."""
-        potential, x = sim.potential, sim.state["x"]
-        fn = drivers.energy_kernel(potential) if x.size >= COMPILED_ENERGY_SIZE else None
-        if fn is None:
-            return np.asarray(potential.energy(np.asarray(x, np.float64)), np.float64)
-        with compile_notice(f"{type(potential).__name__} records ({x.dtype.name})"):
-            return fn(x)
+        block), or the potential's on a float64 copy (see `_record_kernel`)."""
+        fn = _record_kernel(sim, drivers.energy_kernel)
+        x = sim.state["x"]
+        return (np.asarray(sim.potential.energy(np.asarray(x, np.float64)), np.float64)
+                if fn is None else fn(x))
 
     def record_observables(self, sim, energy: np.ndarray) -> dict | None:
         """The potential's observables of `sim`'s positions for a record, by the family's
-        compiled code (`kernels.drivers.observables_kernel`) for states of at least
-        COMPILED_ENERGY_SIZE numbers; None: the caller evaluates `potential.observables`."""
-        x = sim.state["x"]
-        fn = drivers.observables_kernel(sim.potential) if x.size >= COMPILED_ENERGY_SIZE else None
-        if fn is None:
-            return None
-        with compile_notice(f"{type(sim.potential).__name__} records ({x.dtype.name})"):
-            return fn(x, energy)
+        compiled code (`kernels.drivers.observables_kernel`); None: the caller evaluates
+        `potential.observables` (see `_record_kernel`)."""
+        fn = _record_kernel(sim, drivers.observables_kernel)
+        return None if fn is None else fn(sim.state["x"], energy)
+
+
+def _record_kernel(sim, kernel_of):
+    """`kernel_of(potential)` (a compiled record-time function, or None) for states of at least
+    COMPILED_ENERGY_SIZE numbers, announced by the compile notice on its first call; None for
+    smaller states, where NumPy costs about a millisecond and compiling would cost seconds on
+    a run's first record."""
+    x = sim.state["x"]
+    fn = kernel_of(sim.potential) if x.size >= COMPILED_ENERGY_SIZE else None
+    if fn is None:
+        return None
+    what = f"{type(sim.potential).__name__} records ({x.dtype.name})"
+
+    def announced(*args):
+        with compile_notice(what):
+            return fn(*args)
+    return announced
 
 
 def _warn_once(key: tuple, message: str) -> None:
