@@ -56,13 +56,15 @@ def compile_notice(what: str):
 
 def small_instances() -> tuple[dict, dict]:
     """Class name -> factory of small instances, for potentials and dynamics whose defaults
-    need arguments or are large (other classes are built with their defaults).  Dynamics list
-    variants (minibatch and full batch): a pair runs each one its potential accepts."""
+    need arguments or are large (other classes are built with their defaults).  Both list
+    variants that compile kernels of their own (DoubleWell: d = 1 and d > 1 noise paths;
+    dynamics: minibatch and full batch): a pair runs each one its potential accepts."""
     from .dynamics import SGD, AdamW
-    from .potentials import (ModularArithmeticMLP, MultiWell, Quadratic, ShiftedMultiWell,
-                             SphericalPSpin, TeacherStudentMLP)
+    from .potentials import (DoubleWell, ModularArithmeticMLP, MultiWell, Quadratic,
+                             ShiftedMultiWell, SphericalPSpin, TeacherStudentMLP)
 
-    pots = {"Quadratic": lambda: Quadratic(spectrum=[0.5, 1.0, 2.0], seed=1),
+    pots = {"DoubleWell": lambda: [DoubleWell(d=1), DoubleWell(d=2)],
+            "Quadratic": lambda: Quadratic(spectrum=[0.5, 1.0, 2.0], seed=1),
             "MultiWell": lambda: MultiWell(centers=[[-1.0, 0.0], [1.0, 0.5]],
                                            spectra=[[1.0, 1.0], [4.0, 4.0]]),
             "ShiftedMultiWell": lambda: ShiftedMultiWell([[-1.0, 0.0], [1.0, 0.5]],
@@ -89,18 +91,19 @@ def _record_kernels(pot, x: np.ndarray) -> None:
 
 
 def _variants(pcls: type, dcls: type) -> tuple:
-    """(potential, [dynamics the potential accepts], the refusal when there is none)."""
+    """([(potential, dynamics)] of the variants that go together, the refusal when none does)."""
     pots, dyns = small_instances()
-    pot = pots[pcls.__name__]() if pcls.__name__ in pots else pcls()
+    made = pots[pcls.__name__]() if pcls.__name__ in pots else pcls()
     ok, why = [], None
-    for dyn in (dyns[dcls.__name__]() if dcls.__name__ in dyns else [dcls()]):
-        try:
-            dyn.check_potential(pot)
-        except Exception as e:
-            why = why or e
-        else:
-            ok.append(dyn)
-    return pot, ok, why
+    for pot in made if isinstance(made, list) else [made]:
+        for dyn in (dyns[dcls.__name__]() if dcls.__name__ in dyns else [dcls()]):
+            try:
+                dyn.check_potential(pot)
+            except Exception as e:
+                why = why or e
+            else:
+                ok.append((pot, dyn))
+    return ok, why
 
 
 def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout) -> list[tuple]:
@@ -133,14 +136,15 @@ def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout) -> list
                 label = f"{pcls.__name__} x {dcls.__name__} ({dtype})"
                 t = time.perf_counter()
                 try:
-                    pot, dyns, why = _variants(pcls, dcls)
-                    for dyn in dyns:
+                    variants, why = _variants(pcls, dcls)
+                    for pot, dyn in variants:
                         sim = Simulation(pot, dyn, 3, backend="numba", dtype=dtype, seed=0)
                         sim.advance(2)
                         sim.snapshot()
-                    if dyns:     # what records of large states use (`record_energy`)
+                        # what records of large states use (`record_energy`)
                         _record_kernels(pot, sim.state["x"])
-                    res = time.perf_counter() - t if dyns else f"skipped: no small instance ({why})"
+                    res = (time.perf_counter() - t if variants else
+                           f"skipped: no small instance ({why})")
                 except Exception as e:  # one pair's failure must not stop the others
                     res = f"failed: {type(e).__name__}: {e}"
                 _said.add(label)

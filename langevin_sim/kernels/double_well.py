@@ -129,12 +129,15 @@ def double_well_tile_steps(kind, st, new, live, Z, row, c, inv_m, coef, bound, d
 
 @jit
 def double_well_tiles(kind, state, dstep, t0, table, k0, k1, rep0, inv_m, coef, bound, regions,
-                      fp, b0, b1):
+                      fp, one, many, b0, b1):
     """Overdamped Langevin (kind OVERDAMPED, state (1, M, d) positions) or BAOAB (kind BAOAB,
     state (3, M, d) positions, momenta, gradients at the positions) on DoubleWell, in place,
     for tiles b0..b1-1 (of R = max(1, TILE // d) replicas) and steps t0 .. t0 + K - 1 (table:
     `langevin_step_table`, (3, K)); with a first-passage observer, regions and fp (5, M, R) as
-    in `region_changes` (else `no_regions(d)`), updated after every step.
+    in `region_changes` (else `no_regions(d)`), updated after every step.  one, many: (True,
+    None) for d = 1 (noise generated across replicas), (None, True) for d > 1: Numba drops a
+    branch under `x is not None` at compile time when x is None (and only then), so each
+    kernel compiles one noise path (each alone ~2-3.5 s shorter to compile than both).
     coef = `DoubleWell.grad_coeffs`, inv_m = 1 / mass in the state's dtype (cast as NumPy
     does).  Serial and GIL-free: `_double_well` spreads the tiles over a thread pool (a prange
     kernel compiled ~5 s longer).  Tiles, noise chunks: see the module docstring."""
@@ -168,12 +171,12 @@ def double_well_tiles(kind, state, dstep, t0, table, k0, k1, rep0, inv_m, coef, 
         t = t0
         while t < t0 + K and nlive > 0:
             sn = min(S, t0 + K - t)
-            if d == 1:
+            row = 0
+            if many is not None:
+                fill_noise_tile(Z, buf, k0, k1, rep, d, t, sn, live)
+            if one is not None:
                 fill_noise_tile_d1(Z, W, k0, k1, rep, t, sn)
                 row = t % 4
-            else:
-                fill_noise_tile(Z, buf, k0, k1, rep, d, t, sn, live)
-                row = 0
             nlive = double_well_tile_steps(kind, st, new, live, Z, row, table[:, t - t0:t - t0 + sn],
                                            inv_m, coef, bound, dstep, lo, d, t, nlive, regions, fp,
                                            now, ins)
@@ -205,7 +208,8 @@ def _double_well(sim, t0, K, k0, k1, kind, names, friction=0.0, mass=1.0):
                                     mass, state)
         run_blocks(double_well_tiles, tiles, FAMILIES[DoubleWell], kind, state, sim.diverged_step,
                    t, table, k0, k1, sim.first_replica, inv_m, coef, sim.divergence_bound,
-                   regions, fp, rows=per_task)
+                   regions, fp, *((True, None) if x.shape[1] == 1 else (None, True)),
+                   rows=per_task)
     for k, v in zip(names, state):
         sim.state[k][...] = v
     if fpo is not None:
