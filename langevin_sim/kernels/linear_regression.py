@@ -1,18 +1,28 @@
-"""LinearRegression: its hooks for the generic CPU drivers (`kernels.drivers`).
+"""LinearRegression: its hooks for the generic CPU drivers (`kernels.drivers`) and its fused
+full-batch Langevin step on "cuda".
 
 The full-batch gradient and energy of a block of replicas are the reference's products
 (`linreg_grad_block`, `linreg_energy_block`); minibatch SGD and AdamW (every `SGD.sampling`,
 label and gradient noise) run the generic per-replica drivers on `linreg_batch_grad`, the
 mean minibatch gradient with label shifts.  The family has no step function of its own:
 `STEPS` is empty.
+
+On "cuda", OverdampedLangevin runs the dense Quadratic's fused path
+(`quadratic.quadratic_form_steps`): the full-batch gradient is x H - b with H = A^T A / n and
+b = A^T y / n, formed once in float64, so a step is ONE (d, d) GEMM for all replicas and ONE
+fused kernel instead of the reference's two (n, d) products (equal to the reference to
+rounding: the same sums in another order).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..backends.jit import jit
+from ..backends.registry import register
+from ..dynamics import OverdampedLangevin
 from ..potentials.linear_regression import LinearRegression
 from .drivers import Hooks, family, row_sums
+from .quadratic import quadratic_form_steps
 
 STEPS = ()
 
@@ -60,3 +70,13 @@ family(LinearRegression, Hooks(linreg_grad_block, linreg_energy_block,
                                lambda pot, dtype: (pot.A.astype(dtype), pot.y.astype(dtype),
                                                    np.dtype(dtype).type(pot.n_samples)),
                                batch_grad=linreg_batch_grad_hook, blas=True))
+
+
+# ---------------------------------------------------------------- CUDA kernels (backend "cuda")
+
+@register(LinearRegression, OverdampedLangevin, "cuda")
+def _overdamped_linreg_cuda(run, sim, t0, K):
+    """`quadratic_form_steps` with H = A^T A / n and b = A^T y / n."""
+    pot = sim.potential
+    quadratic_form_steps(run, sim, t0, K, "linreg",
+                         lambda: (pot.A.T @ pot.A / pot.n_samples, pot.A.T @ pot.y / pot.n_samples))

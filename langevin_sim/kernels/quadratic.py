@@ -192,24 +192,33 @@ def _cuda_rules():
     return row, refresh
 
 
-@register(Quadratic, OverdampedLangevin, "cuda")
-def _overdamped_quadratic_cuda(run, sim, t0, K):
-    """`cuda_backend.gemm_steps` with GT = H^T XT (H^T and c H cached per dtype on the run's
-    device potential)."""
+def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
+    """`cuda_backend.gemm_steps` for a gradient x H - o (the dense Quadratic's; LinearRegression's
+    full batch too): GT = H^T XT, then `offset_row_step` with o.  form() -> (H (d, d), o (d,))
+    in float64, cast to the state's dtype once and cached per dtype on the run's device
+    potential under `name`."""
     from ..backends.cuda_backend import gemm_steps
 
-    xp, x, pot = run.xp, run.state["x"], sim.potential
-    key = ("quadratic", x.dtype)
+    xp, x = run.xp, run.state["x"]
+    key = (name, x.dtype)
     if key not in run.pot.cache:
-        run.pot.cache[key] = (xp.asarray(np.ascontiguousarray(pot.H.T, dtype=x.dtype)),
-                              xp.asarray((pot.center @ pot.H).astype(x.dtype)))
-    HT, cH = run.pot.cache[key]
+        H, o = form()
+        run.pot.cache[key] = (xp.asarray(np.ascontiguousarray(H.T, dtype=x.dtype)),
+                              xp.asarray(o.astype(x.dtype)))
+    HT, o = run.pot.cache[key]
     row, refresh = _cuda_rules()
 
     def gemm(XT, GT):
         xp.matmul(HT, XT, out=GT)
 
-    gemm_steps(run, sim, t0, K, gemm, row, refresh, (cH,))
+    gemm_steps(run, sim, t0, K, gemm, row, refresh, (o,))
+
+
+@register(Quadratic, OverdampedLangevin, "cuda")
+def _overdamped_quadratic_cuda(run, sim, t0, K):
+    """`quadratic_form_steps` with H and c H."""
+    pot = sim.potential
+    quadratic_form_steps(run, sim, t0, K, "quadratic", lambda: (pot.H, pot.center @ pot.H))
 
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
