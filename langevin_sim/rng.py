@@ -129,6 +129,18 @@ def floor32(x):
     return np.floor(x)
 
 
+def row_sum(a):
+    """Sums (B,) of the rows of a (B, k), in a's dtype.  Compiled targets substitute a loop
+    in the order of Numba's axis sum (backends/jit.py CPU_PRIMITIVES): Numba's own
+    `sum(axis=1)` compiles its error formatting, seconds per kernel."""
+    return a.sum(axis=1)
+
+
+def set_column(a, j, v):
+    """a[:, j] = v in place (compiled targets: a loop, as for `row_sum`)."""
+    a[:, j] = v
+
+
 def float_bits(x):
     """Bit pattern of float64 x as int64.  Compiled targets substitute a bit cast."""
     return np.asarray(x, dtype=np.float64).view(np.int64)

@@ -5,6 +5,7 @@ import math
 import types
 
 import numba
+import numpy as np
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
@@ -82,10 +83,30 @@ def bitcast(src, dst):
     return cast
 
 
+def row_sum_loop(a):
+    """`rng.row_sum` compiled: each row summed in a's dtype, in order (as Numba's axis sum,
+    without its axis check, whose error formatting costs seconds of compilation)."""
+    out = np.zeros(a.shape[0], a.dtype)
+    for r in range(a.shape[0]):
+        acc = out[r]
+        for i in range(a.shape[1]):
+            acc += a[r, i]
+        out[r] = acc
+    return out
+
+
+def set_column_loop(a, j, v):
+    """`rng.set_column` compiled: a loop (an array assignment compiles Numba's shape-error
+    formatting, seconds per kernel)."""
+    for r in range(a.shape[0]):
+        a[r, j] = v[r]
+
+
 # Scalar forms of the reference's array primitives, per target: any target that compiles
 # Python control flow (numba-cuda, its simulator), and the CPU.
 PRIMITIVES = {"select": select_scalar, "sqrt": sqrt_scalar}
-CPU_PRIMITIVES = dict(PRIMITIVES, select=select_cpu,
+CPU_PRIMITIVES = dict(PRIMITIVES, select=select_cpu, row_sum=row_sum_loop,
+                      set_column=set_column_loop,
                       float_bits=bitcast(nbtypes.float64, nbtypes.int64),
                       bits_float=bitcast(nbtypes.int64, nbtypes.float64),
                       float32_bits=bitcast(nbtypes.float32, nbtypes.int32),

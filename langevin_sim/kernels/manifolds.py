@@ -23,14 +23,16 @@ from .drivers import Hooks, family
 
 STEPS = ()
 
+# row_sum, set_column: the CPU's loops (backends/jit.py CPU_PRIMITIVES), not Numba's axis sum
+# and column assignment, whose error formatting compiled for seconds in every pair
 blocks = compile_functions(manifolds, ["layer_products", "scale_symmetric_grad", "profile_value",
-                                       "valley_coords", "valley_fields"])
-wells = compile_functions(multiwell, ["well_quadratic", "multiwell_fields"])
+                                       "valley_coords", "valley_fields", "row_sum", "set_column"])
+wells = compile_functions(multiwell, ["well_quadratic", "multiwell_fields", "row_sum"])
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
 
 scale = compile_functions(manifolds, ["layer_products", "scale_symmetric_energy",
-                                      "scale_symmetric_batch_grad"])
+                                      "scale_symmetric_batch_grad", "row_sum", "set_column"])
 
 
 @jit

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import rng
 from ..errors import ConfigError
+from ..rng import row_sum, set_column
 from .base import Potential, array_module
 
 
@@ -23,11 +24,11 @@ def layer_products(a):
     q = np.ones_like(a)
     left = q[:, 0].copy()
     for j in range(k):
-        q[:, j] = left
+        set_column(q, j, left)
         left = left * a[:, j]
     right = np.ones_like(left)
     for j in range(k - 1, -1, -1):
-        q[:, j] = q[:, j] * right
+        set_column(q, j, q[:, j] * right)
         right = right * a[:, j]
     return left, q
 
@@ -44,14 +45,14 @@ def scale_symmetric_energy(a, xin, y, l2):
     """U (B,) = 1/(2n) sum_i (p x_i - y_i)^2 + l2/2 |a|^2 on a block a (B, k); xin, y (n,)."""
     p, _ = layer_products(a)
     res = p[:, None] * xin - y
-    return 0.5 * ((res * res).sum(axis=1) / xin.shape[0]) + 0.5 * l2 * (a * a).sum(axis=1)
+    return 0.5 * (row_sum(res * res) / xin.shape[0]) + 0.5 * l2 * row_sum(a * a)
 
 
 def scale_symmetric_batch_grad(a, xb, yb, shift, l2):
     """Minibatch gradient (B, k) r q + l2 a, r = mean_s (p x_s - y_s - shift_s) x_s over each
     row's samples: xb, yb (B, S) inputs and targets, shift (B, S) label shifts (or 0)."""
     p, q = layer_products(a)
-    r = ((p[:, None] * xb - yb - shift) * xb).sum(axis=1) / xb.shape[1]
+    r = row_sum((p[:, None] * xb - yb - shift) * xb) / xb.shape[1]
     return r[:, None] * q + l2 * a
 
 
@@ -258,7 +259,7 @@ def valley_fields(x, curve, radius, kind, k0, alpha, omega, nodes_s, nodes_k, s_
     x1 = x[:, 0]
     x2 = x[:, 1]
     y = x[:, 2:]
-    rest = (w[1:] * y * y).sum(axis=1)
+    rest = row_sum(w[1:] * y * y)
     s, r = valley_coords(x1, x2, curve, radius)
     k, dk, _ = profile_value(s, kind, k0, alpha, omega, nodes_s, nodes_k)
     dist2 = w[0] * r * r + rest

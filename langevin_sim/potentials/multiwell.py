@@ -12,6 +12,7 @@ from scipy.special import ndtr
 
 from .. import rng
 from ..errors import ConfigError
+from ..rng import row_sum
 from .base import Potential, array_module
 from .quadratic import random_rotation
 
@@ -20,7 +21,7 @@ def well_quadratic(x, center, H, depth):
     """q = depth + 1/2 (x - c)^T H (x - c) (B,) and its gradient H (x - c) (B, d)."""
     y = x - center
     g = y @ H
-    return depth + 0.5 * (y * g).sum(axis=1), g
+    return depth + 0.5 * row_sum(y * g), g
 
 
 def multiwell_fields(x, centers, hessians, depths, tau):
