@@ -190,3 +190,24 @@ def test_epoch_permutation_matches_rng(n):
     ties = np.random.default_rng(0).integers(0, 50, 1000).astype(np.uint64) << np.uint64(20)
     np.testing.assert_array_equal(stable_argsort32(ties, np.empty(1000, np.int64)),
                                   np.argsort(ties, kind="mergesort"))
+
+
+def test_bound_like_is_the_references_divergence_test():
+    """`bound_like`: the kernel's float32 test |v| <= bound_like(bound) agrees with the
+    reference's (`within_bound` on float32 arrays: NumPy casts the bound to float32) for
+    values next to the bound, inf and NaN; beyond float32's range inf still diverges; float64
+    keeps the bound."""
+    from langevin_sim.backends.numpy_backend import within_bound
+    from langevin_sim.kernels.toynets import bound_like
+
+    for bound in (30.0, 0.1, 1e-3, 16777217.0, 1e10, 3e38):
+        assert bound_like(bound, np.float64) == bound
+        b32 = bound_like(bound, np.float32)
+        assert b32.dtype == np.float32
+        c = np.float32(bound)
+        v = np.array([c, np.nextafter(c, np.float32(0)), np.nextafter(c, np.float32(np.inf)),
+                      np.inf, np.nan, 0.0], np.float32)
+        v = np.concatenate([v, -v])
+        np.testing.assert_array_equal(np.abs(v) <= b32, within_bound(v, bound), err_msg=str(bound))
+    huge = bound_like(1e300, np.float32)
+    assert huge == np.finfo(np.float32).max and not np.inf <= huge

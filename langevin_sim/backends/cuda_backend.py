@@ -56,6 +56,7 @@ import numpy as np
 
 from .. import rng
 from ..dynamics import SGD, AdamW, OverdampedLangevin, UnderdampedLangevin
+from ..dynamics.adamw import complements
 from ..dynamics.langevin import baoab_coeffs, noise_scale
 from ..first_passage import STATE_KEYS as FP_KEYS
 from . import cuda_kernels as ck
@@ -387,11 +388,12 @@ def adamw_rule(run: DeviceRun, dyn, t: int) -> None:
         g = run.device(pot.project(x, g))
     c1 = 1.0 - math.pow(dyn.beta1, t + 1)
     c2 = 1.0 - math.pow(dyn.beta2, t + 1)
+    a1, a2 = complements(dyn.beta1, dyn.beta2)
     xo, mo, so = run.buffer("x", x), run.buffer("m", m), run.buffer("s", s)
     c = run.cast
     run.launch(ck.adamw(run.f32), x, m, s, g, xo, mo, so, run.dstep, int(t), c(dyn.lr(t)),
-               c(dyn.beta1), c(dyn.beta2), c(dyn.eps), c(dyn.weight_decay), c(c1), c(c2), c(0.0),
-               run.bound, bool(pot.constrained))
+               c(dyn.beta1), c(dyn.beta2), c(a1), c(a2), c(dyn.eps), c(dyn.weight_decay), c(c1),
+               c(c2), c(0.0), run.bound, bool(pot.constrained))
     if pot.constrained:
         xn = run.device(pot.retract(x + pot.project(x, xo)))
         run.commit(t, [("x", xn), ("m", run.device(pot.project(xn, mo))), ("s", so)])

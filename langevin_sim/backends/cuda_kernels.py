@@ -246,13 +246,14 @@ def sgd(f32: bool):
 
 @functools.lru_cache(maxsize=None)
 def adamw(f32: bool):
-    """AdamW (`adamw_update`); no noise.  c1, c2: the step's bias corrections."""
+    """AdamW (`adamw_update`); no noise.  a1, a2: 1 - beta1, 1 - beta2; c1, c2: the step's
+    bias corrections."""
     upd, ok_ = steps().adamw_update, steps().within_bound
     _, _, copy_row = helpers()
 
     @cuda.jit
-    def kernel(x, m, s, g, xo, mo, so, dstep, t, lr, beta1, beta2, eps, wd, c1, c2, zero, bound,
-               candidate):
+    def kernel(x, m, s, g, xo, mo, so, dstep, t, lr, beta1, beta2, a1, a2, eps, wd, c1, c2, zero,
+               bound, candidate):
         r = cuda.grid(1)
         if r >= x.shape[0]:
             return
@@ -262,11 +263,11 @@ def adamw(f32: bool):
         if alive:
             for j in range(d):
                 if candidate:
-                    xn, mn, sn = upd(zero, m[r, j], s[r, j], g[r, j], lr, beta1, beta2, eps, zero,
-                                     c1, c2)
+                    xn, mn, sn = upd(zero, m[r, j], s[r, j], g[r, j], lr, beta1, beta2, a1, a2,
+                                     eps, zero, c1, c2)
                 else:
-                    xn, mn, sn = upd(x[r, j], m[r, j], s[r, j], g[r, j], lr, beta1, beta2, eps,
-                                     wd, c1, c2)
+                    xn, mn, sn = upd(x[r, j], m[r, j], s[r, j], g[r, j], lr, beta1, beta2, a1,
+                                     a2, eps, wd, c1, c2)
                 xo[r, j] = xn
                 mo[r, j] = mn
                 so[r, j] = sn

@@ -13,17 +13,24 @@ from .schedules import Schedule, as_schedule
 from .sgd import batch_gradient, check_batch_size, check_constrained_weight_decay, check_finite_sum
 
 
-def adamw_update(x, m, s, g, lr, beta1, beta2, eps, weight_decay, c1, c2):
+def adamw_update(x, m, s, g, lr, beta1, beta2, a1, a2, eps, weight_decay, c1, c2):
     """One AdamW step (PyTorch's `AdamW`) on arrays or scalars: returns (x, m, s).
 
-    m <- beta1 m + (1 - beta1) g;  s <- beta2 s + (1 - beta2) g^2;
+    m <- beta1 m + a1 g;  s <- beta2 s + a2 g^2;
     x <- x - lr (weight_decay x + (m / c1) / (sqrt(s / c2) + eps)),
-    with bias corrections c1 = 1 - beta1^(t+1), c2 = 1 - beta2^(t+1) at 0-based step t.
-    A step rule: the fused kernels compile it (`kernels.toynets.STEPS`, `sqrt` the target's).
+    with a1 = 1 - beta1, a2 = 1 - beta2 (`complements`: the caller's, computed in float64,
+    then in the state's dtype like every scalar: an int literal's 1 - beta1 would widen a
+    float32 kernel to float64) and bias corrections c1 = 1 - beta1^(t+1), c2 = 1 - beta2^(t+1)
+    at 0-based step t.  A step rule: the fused kernels compile it (`sqrt` the target's).
     """
-    m = beta1 * m + (1 - beta1) * g
-    s = beta2 * s + (1 - beta2) * g * g
+    m = beta1 * m + a1 * g
+    s = beta2 * s + a2 * g * g
     return x - lr * (weight_decay * x + (m / c1) / (sqrt(s / c2) + eps)), m, s
+
+
+def complements(beta1: float, beta2: float) -> tuple[float, float]:
+    """(1 - beta1, 1 - beta2) in float64: `adamw_update`'s a1, a2."""
+    return 1.0 - float(beta1), 1.0 - float(beta2)
 
 
 @dataclass(frozen=True)
@@ -78,12 +85,13 @@ class AdamW(Dynamics):
         g = batch_gradient(potential, x, noise, t, self.batch_size, self.replacement)
         c1 = 1.0 - math.pow(self.beta1, t + 1)
         c2 = 1.0 - math.pow(self.beta2, t + 1)
+        a1, a2 = complements(self.beta1, self.beta2)
         if not potential.constrained:
             x, m, s = adamw_update(x, m, s, g.astype(x.dtype), self.lr(t), self.beta1, self.beta2,
-                                   self.eps, self.weight_decay, c1, c2)
+                                   a1, a2, self.eps, self.weight_decay, c1, c2)
             return {"x": x, "m": m, "s": s}
         # tangent step from 0 (weight_decay is 0 here, see check_potential), then retraction
         dx, m, s = adamw_update(0.0, m, s, potential.project(x, g.astype(x.dtype)), self.lr(t),
-                                self.beta1, self.beta2, self.eps, 0.0, c1, c2)
+                                self.beta1, self.beta2, a1, a2, self.eps, 0.0, c1, c2)
         x = potential.retract(x + potential.project(x, dx))
         return {"x": x, "m": potential.project(x, m), "s": s}

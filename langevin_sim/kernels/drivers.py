@@ -360,6 +360,7 @@ def adamw_driver(x, m, s, dstep, t0, K, rep0, ls, beta1, beta2, eps, wd, constra
     ns = np.empty((hi - lo, d), x.dtype)
     zero = like(0.0, x)
     b1, b2, ep, decay = like(beta1, x), like(beta2, x), like(eps, x), like(wd, x)
+    a1, a2 = like(1.0 - beta1, x), like(1.0 - beta2, x)
     for t in range(t0, t0 + K):
         lr = like(sched(ls, t), x)
         c1 = like(1.0 - math.pow(beta1, t + 1), x)
@@ -372,7 +373,8 @@ def adamw_driver(x, m, s, dstep, t0, K, rep0, ls, beta1, beta2, eps, wd, constra
             for i in range(d):
                 x0 = zero if constrained else xb[r, i]
                 nx[r, i], nm[r, i], ns[r, i] = cpu.adamw_update(
-                    x0, m[lo + r, i], s[lo + r, i], G[r, i], lr, b1, b2, ep, decay, c1, c2)
+                    x0, m[lo + r, i], s[lo + r, i], G[r, i], lr, b1, b2, a1, a2, ep, decay, c1,
+                    c2)
         if constrained:
             new = retract_block(xb + project_block(xb, nx))
             commit3(x, m, s, new, project_block(new, nm), ns, dstep, lo, t, bound)
@@ -387,6 +389,7 @@ def adamw_batch_driver(x, m, s, dstep, t0, K, k0, k1, rep0, ls, beta1, beta2, ep
     d = x.shape[1]
     B = batch if batch > 0 else n
     b1, b2, ep, decay = like(beta1, x), like(beta2, x), like(eps, x), like(wd, x)
+    a1, a2 = like(1.0 - beta1, x), like(1.0 - beta2, x)
     ns = np.empty(d, x.dtype)
     for q in range(lo, hi):
         if dstep[q] >= 0:
@@ -403,7 +406,7 @@ def adamw_batch_driver(x, m, s, dstep, t0, K, k0, k1, rep0, ls, beta1, beta2, ep
             good = True
             for i in range(d):
                 nx[i], nm[i], ns[i] = cpu.adamw_update(x[q, i], m[q, i], s[q, i], g[i], lr, b1, b2,
-                                                       ep, decay, c1, c2)
+                                                       a1, a2, ep, decay, c1, c2)
                 good = (good & cpu.within_bound(nx[i], bound) & cpu.within_bound(nm[i], bound)
                         & cpu.within_bound(ns[i], bound))
             if not good:

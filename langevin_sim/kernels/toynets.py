@@ -184,13 +184,17 @@ def transpose(dst, src):
 
 
 @jit
-def add_bias(C, b):
-    """C[r, :] += b[r]."""
-    for r in range(C.shape[0]):
-        br = b[r]
-        row = C[r]
-        for c in range(row.shape[0]):
-            row[c] = row[c] + br
+def transpose_bias(dst, src, b):
+    """dst (c, r) = src (r, c)^T + b[c], in `transpose`'s strips."""
+    R, C = src.shape
+    for r0 in range(0, R - 7, 8):
+        for c in range(C):
+            row, bc = dst[c], b[c]
+            for q in range(8):
+                row[r0 + q] = src[r0 + q, c] + bc
+    for r in range(R - R % 8, R):
+        for c in range(C):
+            dst[c, r] = src[r, c] + b[c]
 
 
 @jit
@@ -213,7 +217,7 @@ def activate(Z, H, D, kind):
     else:
         for i in range(z.shape[0]):
             h[i] = z[i] * z[i]
-            d[i] = 2 * z[i]
+            d[i] = z[i] + z[i]   # 2 z exactly, without widening float32 to float64
 
 
 @jit
@@ -227,18 +231,24 @@ def regression_dout(outT, y, idx, shift):
 
 
 @jit
+def column_max(outT, mx):
+    """mx (B,) <- the largest entry of each column of outT (k, B) (a NaN in row 0 stays)."""
+    first = outT[0]
+    for b in range(outT.shape[1]):
+        mx[b] = first[b]
+    for q in range(1, outT.shape[0]):
+        row = outT[q]
+        for b in range(outT.shape[1]):
+            mx[b] = select_cpu(row[b] > mx[b], row[b], mx[b])
+
+
+@jit
 def softmax_dout(outT, cls, idx, mx, nrm):
     """outT (k, B) logits <- dL/dout = (softmax(out) - onehot(cls[idx])) / B of the mean
     cross-entropy, column b a sample (as `ModularArithmeticMLP._head`, with multiplications
     by reciprocals for its divisions); mx, nrm (B,) scratch."""
     k, B = outT.shape
-    first = outT[0]
-    for b in range(B):
-        mx[b] = first[b]
-    for q in range(1, k):
-        row = outT[q]
-        for b in range(B):
-            mx[b] = select_cpu(row[b] > mx[b], row[b], mx[b])
+    column_max(outT, mx)
     one = like(1.0, nrm)
     for b in range(B):
         nrm[b] = 0.0
@@ -293,8 +303,8 @@ def mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops):
     W2 = x[oW2:ob2].reshape(k, h)
     b1 = x[ob1:oW2]
     # forward: Z = A W1^T + b1 (B, h), H = phi(Z), D = phi'(Z), logits outT = W2 H^T + b2
+    transpose(W1T, W1)
     if net == 1:    # one-hot operands: Z[b] = (W1T[a_b] + W1T[p + b_b]) + b1
-        transpose(W1T, W1)
         for b in range(B):
             ops[0, b] = pairs[idx[b], 0]
             ops[1, b] = p + pairs[idx[b], 1]
@@ -314,7 +324,6 @@ def mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops):
                 for i in range(e):
                     dst[i] = ea[i]
                     dst[e + i] = eb[i]
-        transpose(W1T, W1)
         np.dot(Ab, W1T, Z)
         for b in range(B):
             zr = Z[b]
@@ -323,8 +332,7 @@ def mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops):
     activate(Z, H, D, kind)
     transpose(W2T, W2)
     np.dot(H, W2T, outS)
-    transpose(outT, outS)
-    add_bias(outT, x[ob2:])
+    transpose_bias(outT, outS, x[ob2:])
 
 
 @jit
@@ -394,17 +402,21 @@ def mlp_grad(x, g, idx, shift, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
 @jit
 def adamw_step(x, m, s, g, t, lr, coef, bound, nx, nm, ns):
     """One AdamW update of one replica (x, m, s, g (d,); coef as in `train_mlp`), the
-    reference's: `adamw_update` with the bias corrections of step t, scalars in x's dtype.
-    Writes x, m, s and returns True, or returns False with them untouched if a new value is
-    non-finite or beyond `bound`.  nx, nm, ns (d,) are scratch."""
+    reference's: `adamw_update` with the bias corrections of step t, scalars in x's dtype
+    (a1, a2 = 1 - beta1, 1 - beta2 cast from float64 as NumPy casts a Python float), one
+    vectorized loop.  Writes x, m, s and returns True, or returns False with them untouched
+    if a new value is non-finite or beyond `bound` (`bound_like`, in x's dtype).  nx, nm, ns
+    (d,) are scratch."""
     b1, b2 = coef[2], coef[3]
     c1 = like(1.0 - math.pow(b1, t + 1), x)
     c2 = like(1.0 - math.pow(b2, t + 1), x)
     lr_, b1_, b2_ = like(lr, x), like(b1, x), like(b2, x)
+    a1, a2 = like(1.0 - b1, x), like(1.0 - b2, x)
     eps, wd = like(coef[4], x), like(coef[1], x)
     good = True
     for i in range(x.shape[0]):
-        xv, mv, sv = cpu.adamw_update(x[i], m[i], s[i], g[i], lr_, b1_, b2_, eps, wd, c1, c2)
+        xv, mv, sv = cpu.adamw_update(x[i], m[i], s[i], g[i], lr_, b1_, b2_, a1, a2, eps, wd, c1,
+                                      c2)
         nx[i] = xv
         nm[i] = mv
         ns[i] = sv
@@ -425,7 +437,8 @@ def train_mlp(first, stride, x, u, s, dstep, t0, K, k0, k1, rep0, ls, ts, coef, 
     moments m, s) on a toy net (net, kind, dims, A, y, pairs, cls: `mlp_grad`) for the live
     replica rows first, first + stride, ...  coef = (momentum, weight_decay, beta1, beta2,
     eps, label_noise, grad_noise) float64; ls, ts: schedule codes of lr and temperature;
-    batch = B (0: full batch); sampling: `sgd.SAMPLING_CODES`.  Numba prunes the branches on
+    batch = B (0: full batch); sampling: `sgd.SAMPLING_CODES`; bound: the divergence bound in
+    x's dtype (`bound_like`).  Numba prunes the branches on
     `ts is None` / `s is not None` at compile time (it does so for None arguments only), so
     each dynamics compiles only its own update and noise.  Runs without the GIL: the adapter
     starts one call per thread (a prange kernel around it took ~10 s more to compile)."""
@@ -459,6 +472,13 @@ def train_mlp(first, stride, x, u, s, dstep, t0, K, k0, k1, rep0, ls, ts, coef, 
                 break
 
 
+def bound_like(bound: float, dt) -> np.floating:
+    """The divergence bound in dtype dt, as the reference's test compares with it (NumPy
+    casts the Python float to a float32 array's dtype, to nearest); beyond dt's range its
+    largest finite value, so inf still diverges.  The kernel's tests then need no widening."""
+    return np.dtype(dt).type(min(bound, float(np.finfo(dt).max)))
+
+
 def _net_args(pot, dt) -> tuple:
     """(net, kind, dims, A, y, pairs, cls) of `train_mlp` for a toy net, data in dtype dt."""
     no_f, no_i = np.zeros((1, 1), dt), np.zeros((1, 2), np.int64)
@@ -486,7 +506,7 @@ def _train(sim, t0, K, k0, k1):
         ts, sampling = schedule_code(dyn.temperature), SAMPLING_CODES[dyn.sampling]
     args = (st["x"], u, s, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
             schedule_code(dyn.lr), ts, np.array(coef, np.float64), int(dyn.batch_size or 0),
-            sampling, sim.divergence_bound) + _net_args(pot, dt)
+            sampling, bound_like(sim.divergence_bound, dt)) + _net_args(pot, dt)
     T = min(numba.get_num_threads(), st["x"].shape[0])
     with one_blas_thread():
         if T == 1:
@@ -538,13 +558,7 @@ def mlp_loss(x, idx, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
             total += r * r
         return 0.5 * (total / B)
     mx, nrm, _ = S1    # per sample: log sum_q e^(out_q - max) - (out_c - max)
-    first = outT[0]
-    for b in range(B):
-        mx[b] = first[b]
-    for q in range(1, outT.shape[0]):
-        row = outT[q]
-        for b in range(B):
-            mx[b] = select_cpu(row[b] > mx[b], row[b], mx[b])
+    column_max(outT, mx)
     nrm[:] = 0.0
     for q in range(outT.shape[0]):
         row = outT[q]
