@@ -466,10 +466,12 @@ def no_batch_grad(x, idx, shift, args, g):
 
 # ---------------------------------------------------------------- adapters (backend "numba")
 
-def _pool() -> ThreadPoolExecutor:
+def thread_pool() -> ThreadPoolExecutor:
+    """The kernels' shared pool of numba.get_num_threads() workers, made once per count (a
+    pool made per call cost ~8 ms of thread starts)."""
     n = numba.get_num_threads()
     if n not in _POOLS:
-        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="drivers")
+        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="langevin-sim kernels")
     return _POOLS[n]
 
 
@@ -483,7 +485,7 @@ def run_blocks(fn, M: int, hooks: Hooks, *args, rows: int = BLOCK) -> None:
         if M <= rows:
             block(0)
         else:
-            list(_pool().map(block, range(0, M, rows)))
+            list(thread_pool().map(block, range(0, M, rows)))
 
 
 def _common(sim):

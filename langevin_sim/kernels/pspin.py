@@ -25,7 +25,6 @@ import itertools
 import math
 import sys
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -82,7 +81,6 @@ PSPIN_BLOCK_ENTRIES = 1 << 21   # cap on B * C(N+p-2, p-1), the packed products 
 GEMM_COLUMNS = 16               # GEMM columns (replicas) padded to a multiple of this: OpenBLAS
 # then computes every column with the same instructions wherever it sits, so a replica's bits
 # do not depend on the block split (first_replica, thread count); other widths differ (~1e-16)
-_POOLS: dict[int, ThreadPoolExecutor] = {}   # worker count -> pool
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # potential -> {dtype: tables}
 
 
@@ -193,13 +191,6 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, s
                 dstep[m] = t + 1
 
 
-def _pool() -> ThreadPoolExecutor:
-    n = numba.get_num_threads()
-    if n not in _POOLS:
-        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="pspin")
-    return _POOLS[n]
-
-
 @register(SphericalPSpin, OverdampedLangevin, "numba")
 def _overdamped_pspin(sim, t0, K, k0, k1):
     """Blocks of replicas run `pspin_block_steps` (nogil) on a thread pool of
@@ -215,7 +206,7 @@ def _overdamped_pspin(sim, t0, K, k0, k1):
         pspin_block_steps(x, sim.diverged_step, lo, min(M, lo + B), *args)
 
     with one_blas_thread():
-        list(_pool().map(block, range(0, M, B)))
+        list(thread_pool().map(block, range(0, M, B)))
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
@@ -307,7 +298,7 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
 # Section owned by the generic drivers (`kernels.drivers`): Heun, Leimkuhler-Matthews and
 # full-batch SGD / AdamW run them on these block functions of `potentials.pspin`.
-from .drivers import Hooks, family, row_sums  # noqa: E402
+from .drivers import Hooks, family, row_sums, thread_pool  # noqa: E402
 
 hook_rows = compile_functions(pspin, ["tensor_rows", "pspin_grad", "sphere_project",
                                       "sphere_retract"])

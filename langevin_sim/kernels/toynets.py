@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -512,9 +511,8 @@ def _train(sim, t0, K, k0, k1):
         if T == 1:
             train_mlp(0, 1, *args)
             return
-        with ThreadPoolExecutor(T) as pool:
-            for f in [pool.submit(train_mlp, i, T, *args) for i in range(T)]:
-                f.result()
+        for f in [thread_pool().submit(train_mlp, i, T, *args) for i in range(T)]:
+            f.result()
 
 
 for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
@@ -526,7 +524,7 @@ for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
 # Section owned by the generic drivers (`kernels.drivers`): the Langevin dynamics and MALA run
 # them on the full-batch gradient of `mlp_grad` and the loss of `mlp_loss` above, replica by
 # replica; recording energies use `mlp_loss` too.
-from .drivers import FAMILIES, Hooks, family, run_blocks  # noqa: E402
+from .drivers import FAMILIES, Hooks, family, run_blocks, thread_pool  # noqa: E402
 
 
 @jit
