@@ -279,7 +279,8 @@ def entries(w: Workload, dtype: str, quick: bool,
         elif impl == "numba_run":
             path = os.path.join(folder, f"{w.name}-{dtype}.h5")
             out[impl] = Entry(lambda s=s: nb.run(s, record_every=s // 10, out=path, overwrite=True,
-                                                 progress=False).close(), M * s)
+                                                 progress=False).close(), M * s,
+                              nb.snapshot)    # compiles the record-time energy and observables
         else:        # peers start from the engine's initial state: build them before it moves
             peer = (peers.NumpyLoop if impl == "numpy_loop" else peers.JaxScan)(nb, seed=1)
             call = lambda peer=peer, s=s: peer.advance(s)  # noqa: E731
