@@ -132,3 +132,25 @@ def test_bounded_index_and_permutation():
 def test_bad_seed():
     with pytest.raises(ConfigError, match="seed"):
         rng.key_of(-1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_array_primitives_compiled_as_the_reference(dtype):
+    """`rng.row_sum` and `rng.set_column` compiled for the CPU (loops, CPU_PRIMITIVES) give
+    Numba's own axis sum bit for bit and NumPy's column assignment exactly, in the array's
+    dtype; the axis sum agrees with NumPy's (pairwise) to rounding."""
+    import numba
+
+    from langevin_sim.backends.jit import compile_functions
+
+    cpu = compile_functions(rng, ["row_sum", "set_column"])
+    a = np.random.default_rng(1).normal(size=(7, 37)).astype(dtype)
+    got = cpu.row_sum(a)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, numba.njit(lambda v: v.sum(axis=1))(a))
+    np.testing.assert_allclose(got, rng.row_sum(a), rtol=20 * np.finfo(dtype).eps, atol=0)
+    q, ref = np.ones_like(a), np.ones_like(a)
+    v = np.random.default_rng(2).normal(size=7)          # float64 into a's dtype, as NumPy
+    cpu.set_column(q, 3, v)
+    rng.set_column(ref, 3, v)
+    np.testing.assert_array_equal(q, ref)
