@@ -137,12 +137,14 @@ def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout) -> list
                 t = time.perf_counter()
                 try:
                     variants, why = _variants(pcls, dcls)
+                    states = {}
                     for pot, dyn in variants:
                         sim = Simulation(pot, dyn, 3, backend="numba", dtype=dtype, seed=0)
                         sim.advance(2)
                         sim.snapshot()
-                        # what records of large states use (`record_energy`)
-                        _record_kernels(pot, sim.state["x"])
+                        states[id(pot)] = (pot, sim.state["x"])
+                    for pot, x in states.values():   # what records of large states use
+                        _record_kernels(pot, x)
                     res = (time.perf_counter() - t if variants else
                            f"skipped: no small instance ({why})")
                 except Exception as e:  # one pair's failure must not stop the others

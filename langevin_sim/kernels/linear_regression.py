@@ -79,4 +79,4 @@ def _overdamped_linreg_cuda(run, sim, t0, K):
     """`quadratic_form_steps` with H = A^T A / n and b = A^T y / n."""
     pot = sim.potential
     quadratic_form_steps(run, sim, t0, K, "linreg",
-                         lambda: (pot.A.T @ pot.A / pot.n_samples, pot.A.T @ pot.y / pot.n_samples))
+                         lambda: (pot.hessian_matrix, pot.A.T @ pot.y / pot.n_samples))
