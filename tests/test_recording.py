@@ -1,5 +1,8 @@
 """Recording: records written by the writer thread, batching, widening float32 states by
 blocks, errors in the thread, and diverged_step written only when it changes."""
+import os
+import shutil
+import subprocess
 import threading
 
 import h5py
@@ -87,6 +90,23 @@ def test_large_rows_are_written_as_whole_chunks(tmp_path, dtype):
         np.testing.assert_array_equal(a.energy[:], b.energy[:])
         np.testing.assert_array_equal(a.positions[-1], twin.state["x"])
         assert a.n_records == 3 and np.isfinite(a.energy[:]).all()
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None or not hasattr(os, "posix_fadvise"),
+                    reason="needs Linux fadvise and util-linux fincore")
+def test_committed_pages_leave_the_page_cache(tmp_path):
+    """After each commit the writer hands the file's written pages back to the kernel: of a
+    ~10 MB run file (ten 1 MiB records), at most the last records' pages stay cached."""
+    path = tmp_path / "a.h5"
+    if subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True,
+                      text=True).stdout.strip() in ("tmpfs", "ramfs"):
+        pytest.skip("a memory file system has no pages to drop")
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), 1 << 17, seed=1)
+    sim.run(100, 10, out=path, progress=False, flush_seconds=0.0).close()
+    cached = int(subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
+                                 str(path)], capture_output=True, text=True, check=True).stdout)
+    assert os.path.getsize(path) > 10 << 20
+    assert cached < 4 << 20, cached
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import queue
 import sys
 import threading
@@ -251,11 +252,29 @@ class RunWriter:
             self._held[path] = np.array(value)
 
     def _commit(self, commit: np.ndarray) -> None:
-        """Flush the data written so far, then the marker, then flush again."""
+        """Flush the data written so far, then the marker, then flush again; then hand the
+        file's cached pages back (`_drop_cached_pages`)."""
         self.f.flush()
         self.f[F.COMMIT][...] = commit
         self.f.flush()
         self.commit = commit
+        self._drop_cached_pages()
+
+    def _drop_cached_pages(self) -> None:
+        """Start writing the flushed pages to disk and free those already written (Linux
+        POSIX_FADV_DONTNEED: dirty pages are queued for writeback, clean ones dropped), so that
+        the next record's writes reuse freshly freed memory instead of growing the page cache.
+        On VMs whose host backs guest memory lazily (free page reporting), a new page-cache
+        page costs ~15-35 us, a recycled one ~0.5 us: a 12 MB record took ~115 ms to write
+        the plain way, ~4 ms this way (docs/design_changes.md 24).  No durability is implied
+        or lost; where there is no fadvise or file descriptor (other HDF5 drivers) nothing
+        happens."""
+        if not hasattr(os, "posix_fadvise") or self.f.driver != "sec2":
+            return
+        try:
+            os.posix_fadvise(self.f.id.get_vfd_handle(), 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
 
     def truncate_to_checkpoint(self) -> None:
         """Drop records beyond the last checkpoint (before resuming from it)."""
