@@ -26,6 +26,7 @@ from .first_passage import FirstPassage
 from .io import Run, RunWriter
 from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE
 from .io.swmr import writer_info
+from .io.direct import ALIGN
 from .io.writer import WriterThread
 from .potentials.base import Potential
 
@@ -403,7 +404,7 @@ def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
                           "overwrite=True (--overwrite on the command line)")
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    return h5py.File(out, "w", libver="latest" if swmr else None)
+    return h5py.File(out, "w", libver="latest" if swmr else None, **ALIGN)
 
 
 def _reopen(f: h5py.File, path) -> Run:

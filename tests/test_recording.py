@@ -73,23 +73,39 @@ def test_batched_and_committed_records_agree(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_large_rows_are_written_as_whole_chunks(tmp_path, dtype):
-    """Rows of a chunk each (1-2 MiB) go in as raw chunks (here in SWMR mode): the same
-    records as through HDF5's filtered path, and the twin's state."""
+def test_large_rows_are_written_as_whole_chunks(tmp_path, dtype, monkeypatch):
+    """Rows of a chunk each (0.5-1 MiB and a few bytes: an unaligned tail) go in as whole
+    chunks, past the page cache where O_DIRECT serves (here in SWMR mode): the same records as
+    through HDF5's chunk writes (O_DIRECT off) and its filtered path, and the twin's state;
+    a run resumed to a later target writes the records the uninterrupted run wrote."""
     def sim():
-        return Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), 1 << 18, dtype=dtype, seed=1)
+        return Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), (1 << 17) + 3,
+                          dtype=dtype, seed=1)
 
+    direct = []
+    write = writer.DirectRows.write
+    monkeypatch.setattr(writer.DirectRows, "write",
+                        lambda self, *a: direct.append(write(self, *a)) or direct[-1])
     a = sim().run(20, 10, out=tmp_path / "a.h5", progress=False, swmr=True)
     b = sim().run(20, 10, out=tmp_path / "b.h5", progress=False, compression="gzip")
+    sim().run(10, 10, out=tmp_path / "d.h5", progress=False).close()
+    d = resume(tmp_path / "d.h5", steps=20)
+    with monkeypatch.context() as m:
+        m.setattr(writer.DirectRows, "open", classmethod(lambda cls, f: None))
+        c = sim().run(20, 10, out=tmp_path / "c.h5", progress=False)
     twin = sim()
     twin.advance(20)
-    with a, b, h5py.File(tmp_path / "a.h5", "r") as f, h5py.File(tmp_path / "b.h5", "r") as g:
+    with a, b, c, d, h5py.File(tmp_path / "a.h5", "r") as f, \
+            h5py.File(tmp_path / "b.h5", "r") as g:
         assert all(writer._row_is_chunk(f["records"][k]) for k in ("positions", "energy"))
         assert not writer._row_is_chunk(g["records/positions"])
-        np.testing.assert_array_equal(a.positions[:], b.positions[:])
-        np.testing.assert_array_equal(a.energy[:], b.energy[:])
+        for other in (b, c, d):
+            np.testing.assert_array_equal(a.positions[:], other.positions[:])
+            np.testing.assert_array_equal(a.energy[:], other.energy[:])
         np.testing.assert_array_equal(a.positions[-1], twin.state["x"])
         assert a.n_records == 3 and np.isfinite(a.energy[:]).all()
+    if direct:   # the file system takes O_DIRECT (not tmpfs): every chunk row went that way
+        assert len(direct) == 2 * (3 + 3) and all(direct), direct
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None or not hasattr(os, "posix_fadvise"),

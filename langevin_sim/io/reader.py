@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import RunFileError
 from . import format as F
 from . import swmr as swmr_file
+from .direct import ALIGN
 
 
 class Series:
@@ -243,6 +244,11 @@ class Run:
         return "\n".join(lines)
 
 
+def _plain(path: str, mode: str) -> h5py.File:
+    """h5py.File(path, mode); for writing with the alignment that `DirectRows` needs."""
+    return h5py.File(path, mode, **(ALIGN if mode != "r" else {}))
+
+
 def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
     """Open `path` with h5py, turning HDF5's open failures into errors that name the fix.
 
@@ -252,7 +258,7 @@ def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
     try:
         if swmr:
             return h5py.File(path, "r", libver="latest", swmr=True)
-        return h5py.File(path, mode)
+        return _plain(path, mode)
     except BlockingIOError:
         raise RunFileError(
             f"another process is writing {path} (it holds the file's lock): wait for that run "
@@ -277,7 +283,7 @@ def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
             raise RunFileError(f"{path} is being written (SWMR) by {live}; wait for it to "
                                "finish or stop it, then resume")
     swmr_file.clear_flags(path)
-    return h5py.File(path, mode)
+    return _plain(path, mode)
 
 
 def open_run(path, swmr: bool = False) -> Run:

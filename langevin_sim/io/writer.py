@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from . import format as F
+from .direct import DirectRows, early_chunks_plist
 from .swmr import writer_info
 
 
@@ -89,6 +90,7 @@ class RunWriter:
         self.commit = f[F.COMMIT][()].copy()
         self.rows = self.n_records   # record rows written, committed or not
         self._held: dict[str, np.ndarray] = {}   # dataset path -> what this writer last wrote there
+        self._direct = DirectRows.open(f)
 
     # -- creation -----------------------------------------------------------
     @classmethod
@@ -119,8 +121,12 @@ class RunWriter:
 
         def series(name, trailing, dtype, dims):
             row = int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize
+            rows = _chunk_rows(row)
+            # a row a chunk: allocated on extension, written past the page cache (DirectRows)
+            early = {"dcpl": early_chunks_plist(), "fill_time": "never"} \
+                if rows == 1 and not compression else {}
             ds = rec.create_dataset(name, (0,) + trailing, dtype, maxshape=(None,) + trailing,
-                                    chunks=(_chunk_rows(row),) + trailing, **kw)
+                                    chunks=(rows,) + trailing, **kw, **early)
             for i, scale in enumerate(dims):
                 ds.dims[i].attach_scale(scale)
             ds.attrs["coordinates"] = "time"  # CF: xarray makes `time` a coordinate on `step`
@@ -206,10 +212,11 @@ class RunWriter:
             if ds.shape[0] < n1:
                 ds.resize(n1, axis=0)
             rows = [r[name] for r in records]
-            if _row_is_chunk(ds):   # large rows: raw chunk writes, a quarter of the CPU time
+            if _row_is_chunk(ds):   # large rows: whole chunks, past HDF5's element machinery
                 for i, row in enumerate(rows, n0):
-                    ds.id.write_direct_chunk((i,) + (0,) * (ds.ndim - 1),
-                                             np.ascontiguousarray(row, ds.dtype))
+                    if self._direct is None or not self._direct.write(ds, i, row):
+                        ds.id.write_direct_chunk((i,) + (0,) * (ds.ndim - 1),
+                                                 np.ascontiguousarray(row, ds.dtype))
             else:
                 ds[n0:n1] = np.asarray(rows[0])[None] if len(rows) == 1 else np.stack(rows)
         self.rows = n1
@@ -263,11 +270,11 @@ class RunWriter:
     def _drop_cached_pages(self) -> None:
         """Start writing the flushed pages to disk and free those already written (Linux
         POSIX_FADV_DONTNEED: dirty pages are queued for writeback, clean ones dropped), so that
-        the next record's writes reuse freshly freed memory instead of growing the page cache.
-        On VMs whose host backs guest memory lazily (free page reporting), a new page-cache
-        page costs ~15-35 us, a recycled one ~0.5 us: a 12 MB record took ~115 ms to write
-        the plain way, ~4 ms this way (docs/design_changes.md 24).  No durability is implied
-        or lost; where there is no fadvise or file descriptor (other HDF5 drivers) nothing
+        the next commit's writes through the page cache (checkpoints, small series, metadata;
+        large record rows bypass it, `DirectRows`) reuse freshly freed memory instead of
+        growing the page cache: on VMs whose host backs guest memory lazily a new page costs
+        15-35 us, a recycled one ~0.5 us (docs/design_changes.md 24).  No durability is
+        implied or lost; without fadvise or a file descriptor (other HDF5 drivers) nothing
         happens."""
         if not hasattr(os, "posix_fadvise") or self.f.driver != "sec2":
             return
