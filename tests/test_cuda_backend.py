@@ -203,7 +203,8 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
 PTX_CODE = """
 from numba import float32, float64, int64, uint64
 from langevin_sim.backends import cuda_kernels as ck
-from langevin_sim.kernels import pspin, quadratic
+from langevin_sim.kernels import pspin, quadratic, toynets_cuda
+import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
 for ft in (float32, float64):
     f32, W, V = ft is float32, ft[:, ::1], ft[::1]
@@ -213,6 +214,12 @@ for ft in (float32, float64):
     cuda.compile_ptx(products.py_func, (W, W, I2, I1, I1), cc=(9, 0))
     row, refresh = quadratic._cuda_rules()
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))
+    # TeacherStudentMLP x SGD at W4's sizes: the owned parameters stay out of local memory
+    ptx, _ = cuda.compile_ptx(toynets_cuda.cuda_kernel(f32, 16, 32, 32).py_func,
+                              (W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, ft, ft,
+                               float64, W, V, I2, int64, int64, int64), cc=(9, 0))
+    depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
+    assert depot is None or int(depot.group(1)) <= 18 * ft.bitwidth // 8, depot.group(0)
 print("ok")
 """
 
@@ -220,8 +227,9 @@ print("ok")
 if not SIM:
     def test_fused_dense_kernels_compile_for_the_real_cuda_target():
         """The fused GEMM-step kernel with the p-spin and Quadratic row rules (and the packed
-        products kernel) compile to PTX with numba's CUDA target, float32 and float64: the
-        typing the simulator does not do (column views, local arrays, libdevice primitives).
+        products kernel), and the fused TeacherStudentMLP x SGD kernel, compile to PTX with
+        numba's CUDA target, float32 and float64: the typing the simulator does not do
+        (column views, local and shared arrays, block votes, libdevice primitives).
         No GPU needed; skipped where libNVVM is missing."""
         compile_ptx_in_subprocess(PTX_CODE)
 
@@ -419,6 +427,7 @@ if SIM:
         """`backends.registry`: a kernel registered for (pair, "cuda") is called as
         fn(run, sim, t0, K) with the device arrays; with a first-passage observer attached it
         is bypassed unless registered with first_passage=True."""
+        import langevin_sim.kernels  # noqa: F401  (the real kernels first: the patch replaces one)
         from langevin_sim.backends import registry
 
         calls = []
@@ -647,3 +656,78 @@ if SIM:
         assert e.dtype == np.float64 and e.shape == (6,)
         np.testing.assert_allclose(e, make().energy(sim.state["x"].astype(np.float64)),
                                    rtol=1e-13)
+
+    # ------------------------------------------------------------ fused TeacherStudentMLP x SGD
+
+    MLP_FUSED = {   # activation, dynamics, init scale of replicas 1 and 3, divergence bound
+        "tanh-epoch": ("tanh", SGD(Schedule("linear", 1.5, 3.0, 6), 3, momentum=0.5,
+                                   weight_decay=1e-2,
+                                   temperature=Schedule("linear", 0.05, 0.01, 9)), 3.0, 20.0),
+        "relu-iid-T0": ("relu", SGD(0.3, 4, sampling="iid", momentum=0.9), 3.0, 50.0),
+        "quadratic-full": ("quadratic", SGD(0.1, None, momentum=0.3, weight_decay=1e-3,
+                                            temperature=0.02), 3.0, 50.0),
+    }
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("case", list(MLP_FUSED))
+    def test_fused_teacher_student_sgd_equals_reference(case, dtype, monkeypatch):
+        """TeacherStudentMLP x SGD run by the fused kernel (one warp per replica; epoch
+        permutations, i.i.d. draws, full batch; each activation; T > 0 and T = 0, momentum,
+        weight decay, schedules; replicas started far out that diverge): the reference's
+        states to rounding, the same divergence flags, and a first_replica split advanced in
+        one call equal to the whole run advanced in several, bit for bit."""
+        from langevin_sim.kernels import toynets_cuda
+
+        act, dyn, scale, bound = MLP_FUSED[case]
+        no_generic_steps(monkeypatch)
+        M = 4
+
+        def make():
+            return TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1,
+                                     activation=act)
+        pot = make()
+        init = pot.default_init(np.random.default_rng(3).normal(size=(M, pot.d)))
+        init[[1, 3]] *= scale
+        kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=bound)
+        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
+        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        assert cuda_backend.fused_kernel(whole).__module__ == toynets_cuda.__name__
+        parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
+                            **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 1), (1, 3))]
+        for K in (2, 1, 3):
+            ref.advance(K)
+            whole.advance(K)
+        for p in parts:
+            p.advance(6)
+        assert 0 < (ref.diverged_step >= 0).sum() < M and (ref.diverged_step != 1).any()
+        np.testing.assert_array_equal(whole.diverged_step, ref.diverged_step)
+        np.testing.assert_array_equal(np.concatenate([p.diverged_step for p in parts]),
+                                      ref.diverged_step)
+        tol = 1e-12 if dtype == "float64" else 2e-5
+        for k in ref.state:
+            scale_k = np.abs(ref.state[k]).max()
+            np.testing.assert_allclose(whole.state[k], ref.state[k], rtol=tol,
+                                       atol=tol * scale_k, err_msg=k)
+            np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
+                                          whole.state[k], err_msg=f"partition, {k}")
+
+    def test_fused_teacher_student_sgd_declines_what_it_does_not_run():
+        """Subset sampling, label and gradient noise and a batch beyond the shared memory take
+        the generic path (`accepts`); W4's sizes take the fused kernel in both dtypes."""
+        from langevin_sim.kernels import toynets_cuda
+
+        def fused(pot, dyn, dtype="float64"):
+            sim = Simulation(pot, dyn, 2, backend="cuda", dtype=dtype)
+            k = cuda_backend.fused_kernel(sim)
+            return k is not None and k.__module__ == toynets_cuda.__name__
+
+        small = TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1)
+        assert fused(small, SGD(0.02, 3)) and fused(small, SGD(0.02, None), "float32")
+        for dyn in (SGD(0.02, 3, sampling="subset"), SGD(0.02, 3, label_noise=0.1),
+                    SGD(0.02, 3, grad_noise=0.1)):
+            assert not fused(small, dyn), dyn
+        w4 = TeacherStudentMLP(n=1024, d_in=16, hidden=32, teacher_hidden=8, noise=0.01,
+                               n_test=4, seed=1)
+        for dtype in ("float32", "float64"):
+            assert fused(w4, SGD(0.02, 32, momentum=0.9), dtype)
+        assert not fused(w4, SGD(0.02, 256, momentum=0.9))      # 8 x 256 x 49 > 48 KiB

@@ -71,11 +71,13 @@ _warned: set = set()
 def fused_kernel(sim):
     """The fused "cuda" kernel registered for the pair of `sim` (`backends.registry`), or
     None: the generic path (also when a first-passage observer is attached and the kernel
-    does not update it)."""
+    does not update it, or when its `accepts(sim)` declines the run's options or sizes)."""
     import langevin_sim.kernels  # noqa: F401  (importing the families registers their kernels)
 
     k = kernel_for(sim.potential, sim.dynamics, NAME)
     if k is None or (getattr(sim, "first_passage", None) is not None and not k.first_passage):
+        return None
+    if k.accepts is not None and not k.accepts(sim):
         return None
     return k.fn
 
@@ -260,11 +262,18 @@ class DeviceRun:
         if replacement:
             return self.words(rng.MINIBATCH, t * batch_size, batch_size, n)
         epoch, j = divmod(t, n // batch_size)
+        perms = self.permutations(epoch)
+        return self.xp.ascontiguousarray(perms[:, j * batch_size:(j + 1) * batch_size])
+
+    def permutations(self, epoch: int):
+        """(M, n) int64 sample permutations of `epoch` (`rng.epoch_permutation` of every
+        replica: a stable sort of PERMUTE words), cached for the current epoch."""
         if self.perm_epoch != epoch:
+            n = self.sim.potential.n_samples
             w = self.words(rng.PERMUTE, epoch * n, n)
             self.perms = _argsort_stable(self.xp, w)
             self.perm_epoch = epoch
-        return self.xp.ascontiguousarray(self.perms[:, j * batch_size:(j + 1) * batch_size])
+        return self.perms
 
     def batch_grad(self, x, t: int, dyn):
         if dyn.batch_size is None:
