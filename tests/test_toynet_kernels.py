@@ -1,11 +1,13 @@
 """The fused toy-net kernel (kernels/toynets.py: SGD and AdamW on TeacherStudentMLP and
 ModularArithmeticMLP) against the NumPy reference in both dtypes, with partition, resume and
 divergence checks, its vectorizable tanh / exp against NumPy's, and the epoch permutation of
-`common.minibatch_rows` against `rng.epoch_permutation`.
+`common.minibatch_rows` against `rng.epoch_permutation`, and SGD's noises compiled away
+(None arguments) equal to the noises at zero, bit for bit.
 
-One compiled kernel per dynamics and dtype serves every case, so the default run (one SGD
-and one AdamW case per net and dtype, one partition/resume and divergence case per net) costs
-four compiles; the other option combinations are marked slow."""
+The kernel compiles per net, dynamics, set of SGD noises on and dtype, so the default run
+keeps to one SGD and one AdamW case per net (between them: label noise, gradient noise, a
+temperature that reaches 0, one-hot and embedded inputs); the other option combinations are
+marked slow."""
 import numpy as np
 import pytest
 
@@ -33,6 +35,9 @@ CASES = {
     "ts-sgd-subset-noise": (lambda: ts("quadratic"), SGD(0.03, 6, momentum=0.5, sampling="subset",
                                                        label_noise=0.1, grad_noise=0.05)),
     "ts-sgd-full": (ts, SGD(0.05, None, momentum=0.9, label_noise=0.05)),
+    "ts-sgd-epoch-label-cooling": (ts, SGD(Schedule("linear", 0.08, 0.02, 60), 6, momentum=0.5,
+                                           weight_decay=1e-2, label_noise=0.1,
+                                           temperature=Schedule("linear", 1e-4, 0.0, 30))),
     "ts-adamw-epoch": (ts, AdamW(0.01, 6, weight_decay=0.1)),
     "ts-adamw-iid": (lambda: ts("relu"), AdamW(Schedule("cosine", 0.02, 0.002, 60), 5,
                                                replacement=True, beta2=0.98)),
@@ -45,16 +50,15 @@ CASES = {
 }
 
 
-DEFAULT = ("ts-sgd-epoch-tanh", "ts-adamw-epoch", "mod-sgd-subset-embed", "mod-adamw-full")
+# each (case, dtype) compiles a kernel of its own (per-option pruning): the default suite
+# runs every net, dynamics, sampling and noise path in one dtype at least
+DEFAULT = {"ts-sgd-epoch-label-cooling": ("float64", "float32"), "ts-adamw-epoch": ("float64",),
+           "mod-sgd-subset-embed": ("float64",), "mod-adamw-full": ("float32",)}
 
 
-def _marked(names):
-    """The names as pytest params, those outside DEFAULT marked slow."""
-    return [pytest.param(n, marks=() if n in DEFAULT else pytest.mark.slow) for n in sorted(names)]
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("name", _marked(CASES))
+@pytest.mark.parametrize("name, dtype", [
+    pytest.param(n, dt, marks=() if dt in DEFAULT.get(n, ()) else pytest.mark.slow)
+    for n in sorted(CASES) for dt in ("float64", "float32")])
 def test_kernel_matches_reference(name, dtype):
     """60 steps on 3 replicas: float64 to rounding (summation orders differ from BLAS),
     float32 to float32 rounding grown over the steps."""
@@ -211,3 +215,50 @@ def test_bound_like_is_the_references_divergence_test():
         np.testing.assert_array_equal(np.abs(v) <= b32, within_bound(v, bound), err_msg=str(bound))
     huge = bound_like(1e300, np.float32)
     assert huge == np.finfo(np.float32).max and not np.inf <= huge
+
+
+def test_temperature_code_is_none_only_for_a_temperature_zero_at_every_step():
+    """`temperature_code` drops the temperature (None) of schedules that are +0.0 at every
+    step, and keeps the code of the others (-0.0 included); `noise_level` drops amplitudes
+    that are not > 0."""
+    from langevin_sim.kernels.common import noise_level, temperature_code
+
+    for zero in (Schedule(), Schedule("constant", 0.0, 5.0), Schedule("linear", 0.0, 0.0, 9),
+                 Schedule("cosine", 0.0, 0.0, 9)):
+        assert temperature_code(zero) is None, zero
+        assert all(zero(t) == 0.0 and np.copysign(1.0, zero(t)) > 0 for t in range(12)), zero
+    for hot in (Schedule("constant", 1e-3), Schedule("linear", 1e-3, 0.0, 9),
+                Schedule("cosine", 0.0, 1e-3, 9), Schedule("exponential", 1e-3, 1e-4, 9),
+                Schedule("constant", -0.0), Schedule("linear", 0.0, -0.0, 9)):
+        np.testing.assert_array_equal(temperature_code(hot), hot.code, err_msg=str(hot))
+    assert noise_level(0.0) is None and noise_level(-0.0) is None
+    assert noise_level(0.25) == 0.25
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sgd_step_without_noises_is_the_step_at_zero_noise(dtype):
+    """`common.sgd_step` with ts and gsig None (compiled without the temperature and gradient
+    noise) writes the bits of the step with an all-zero temperature schedule and gsig 0,
+    and its code calls no Philox normals (`noise_chunk`) while the other's does."""
+    import numba
+
+    from langevin_sim.kernels.common import noise_buffer, schedule_code, sgd_step
+    from langevin_sim.kernels.toynets import bound_like
+
+    step = numba.njit(sgd_step.py_func)   # uncached: its LLVM IR can be read
+    d = 7
+    gen = np.random.default_rng(1)
+    x0, v0, g0 = (gen.standard_normal(d).astype(dtype) for _ in range(3))
+    out = {}
+    for ts, gsig in ((None, None), (schedule_code(Schedule("linear", 0.0, 0.0, 5)), 0.0)):
+        x, v, g = x0.copy(), v0.copy(), g0.copy()
+        ok = step(x, v, g, 3, np.uint64(1), np.uint64(2), np.uint64(0), 0.05, ts, 0.5, 1e-2,
+                  bound_like(1e6, dtype), noise_buffer(d, x), np.empty_like(x), np.empty_like(x),
+                  gsig)
+        assert ok
+        out[ts is None] = (x, v, g)
+    for a, b in zip(out[True], out[False]):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    assert not np.array_equal(out[True][0], x0)
+    llvm = {sig[8] == numba.types.none: ir for sig, ir in step.inspect_llvm().items()}
+    assert "noise_chunk" not in llvm[True] and "noise_chunk" in llvm[False]

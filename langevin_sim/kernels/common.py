@@ -24,6 +24,7 @@ with Python scalars, so float32 runs round like the reference.
 """
 from __future__ import annotations
 
+import math
 import sys
 import types as pytypes
 
@@ -41,7 +42,7 @@ from ..dynamics.heun import heun_update
 from ..dynamics.langevin import (baoab_coeffs, baoab_first, baoab_last, lm_update, noise_scale,
                                  overdamped_update)
 from ..dynamics.mala import accept_uniform, mala_accept, mala_log_alpha, proposal_residual2
-from ..dynamics.schedules import schedule_value
+from ..dynamics.schedules import KINDS, schedule_value
 from ..dynamics.sgd import sgd_update
 from ..rng import sqrt
 
@@ -247,6 +248,23 @@ def schedule_code(schedule) -> np.ndarray:
     return np.array(schedule.code, dtype=np.float64)
 
 
+def temperature_code(schedule) -> np.ndarray | None:
+    """A temperature schedule as `sgd_step` takes it: `schedule_code`, or None when its value
+    is +0.0 at every step (a constant +0.0, or start = end = +0.0: linear and cosine
+    schedules then give +0.0 too, exponential ones are positive), so that the kernel compiles
+    without the noise.  -0.0 keeps its code: sqrt(2 lr (-0.0)) = -0.0 can sign a zero."""
+    kind, start, end, _ = schedule.code
+    ends = (start,) if kind == KINDS["constant"] else (start, end)
+    zero = all(v == 0.0 and math.copysign(1.0, v) > 0 for v in ends)
+    return None if zero else schedule_code(schedule)
+
+
+def noise_level(sigma: float) -> float | None:
+    """A noise amplitude (`SGD.label_noise`, `grad_noise`) as the SGD kernels take it: the
+    float, or None when it is not > 0 (that noise absent: its branch is compiled away)."""
+    return float(sigma) if sigma > 0 else None
+
+
 def gemm_block(M: int, d: int, itemsize: int) -> int:
     """Replicas per GEMM block: one block per thread (large single-threaded GEMMs run
     closest to the BLAS rate), capped so that a block's x and gradient rows fit in
@@ -398,7 +416,8 @@ def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, sampling)
 @jit
 def label_shifts(shift, t, k0, k1, rep, sigma, buf):
     """shift (B,) <- sigma eps_b, eps_b the LABEL_NOISE normals of step t at n = t*B + b
-    (`SGD.label_noise`; buf: `noise_buffer(B, x)`); zeros when sigma is 0."""
+    (`SGD.label_noise`; buf: `noise_buffer(B, x)`); zeros when sigma is 0.  Kernels without
+    label noise (`noise_level` None) skip the call: shift stays `sgd_scratch`'s zeros."""
     B = shift.shape[0]
     if sigma > 0:
         z, off = noise_chunk(k0, k1, rng.LABEL_NOISE, rep, t * B, B, buf)
@@ -409,27 +428,35 @@ def label_shifts(shift, t, k0, k1, rep, sigma, buf):
 
 
 @jit
-def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv, gsig=0.0):
-    """One SGD update of one replica: x, v, g (d,) position, velocity and mean minibatch
-    gradient; g += gsig xi_g (GRAD_NOISE stream at n = t*d + i, `SGD.grad_noise`) when gsig
-    > 0 (g is overwritten); noise sqrt(2 lr T) xi, xi from the NOISE stream at n = t*d + i,
-    when T > 0; scalars in x's dtype (as NumPy's with Python floats).  nx, nv (d,) and buf
-    (`noise_buffer(d, x)`) are scratch.  Writes x, v and
-    returns True, or returns False with x, v untouched if a new value is non-finite or
-    beyond `bound`."""
+def sgd_step(x, v, g, t, k0, k1, rep, lr, ts, momentum, wd, bound, buf, nx, nv, gsig):
+    """One SGD update of one replica at step t: x, v, g (d,) position, velocity and mean
+    minibatch gradient; g += gsig xi_g (GRAD_NOISE stream at n = t*d + i, `SGD.grad_noise`)
+    when gsig > 0 (g is overwritten); noise sqrt(2 lr T) xi, T = sched(ts, t) the
+    temperature, xi from the NOISE stream at n = t*d + i, when T > 0; scalars in x's dtype
+    (as NumPy's with Python floats).  gsig None: no gradient noise (`noise_level`); ts None:
+    a temperature +0 at every step (`temperature_code`): Numba drops those branches, and
+    their Philox, at compile time.  nx, nv (d,) and buf (`noise_buffer(d, x)`) are scratch.
+    Writes x, v and returns True, or returns False with x, v untouched if a new value is
+    non-finite or beyond `bound`."""
     d = x.shape[0]
-    if gsig > 0:
-        zg, og = noise_chunk(k0, k1, rng.GRAD_NOISE, rep, t * d, d, buf)
-        s = like(gsig, g)
-        for i in range(d):
-            g[i] = g[i] + s * zg[og + i]
-    sigma = like(cpu.noise_scale(lr, T), x)
-    z, off = (noise_chunk(k0, k1, rng.NOISE, rep, t * d, d, buf) if T > 0
-              else (buf[buf.shape[0] // 2:], 0))
-    lr_, mu, wd_, zero = like(lr, x), like(momentum, x), like(wd, x), like(0.0, x)
+    if gsig is not None:
+        if gsig > 0:
+            zg, og = noise_chunk(k0, k1, rng.GRAD_NOISE, rep, t * d, d, buf)
+            s = like(gsig, g)
+            for i in range(d):
+                g[i] = g[i] + s * zg[og + i]
+    zero = like(0.0, x)
+    sigma, z, off, noisy = zero, buf[buf.shape[0] // 2:], 0, False
+    if ts is not None:
+        T = sched(ts, t)
+        sigma = like(cpu.noise_scale(lr, T), x)
+        if T > 0:
+            z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, d, buf)
+            noisy = True
+    lr_, mu, wd_ = like(lr, x), like(momentum, x), like(wd, x)
     good = True
     for i in range(d):
-        xi = z[off + i] if T > 0 else zero
+        xi = z[off + i] if noisy else zero
         xv, vv = cpu.sgd_update(x[i], v[i], g[i], lr_, mu, wd_, sigma, xi)
         nx[i] = xv
         nv[i] = vv
@@ -441,11 +468,12 @@ def sgd_step(x, v, g, t, k0, k1, rep, lr, T, momentum, wd, bound, buf, nx, nv, g
     return good
 
 
-@jit
+@ijit
 def sgd_scratch(x, n, B):
     """Per-replica scratch of the SGD kernels for n samples, batches of B and d = x.shape[1]
     parameters: (idx, keys, perm, epoch) for `minibatch_rows`, (g, nx, nv, buf) for `sgd_step`,
-    (shift, lbuf) for `label_shifts`."""
+    (shift, lbuf) for `label_shifts`.  Inlined into the kernels: compiled on its own it took
+    0.7-1.2 s of a toy-net kernel's cold compile (measured)."""
     d = x.shape[1]
     return (np.empty(B, dtype=np.int64), np.empty(n, dtype=np.uint64), np.arange(n), np.int64(-1),
             np.empty(d, dtype=x.dtype), np.empty(d, dtype=x.dtype), np.empty(d, dtype=x.dtype),

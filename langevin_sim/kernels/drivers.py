@@ -46,7 +46,8 @@ from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLa
                         UnderdampedLangevin)
 from ..dynamics.sgd import SAMPLING_CODES, sampling_of
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_buffer, noise_chunk,
-                     sched, schedule_code, sgd_scratch, sgd_step, stream_word)
+                     noise_level, sched, schedule_code, sgd_scratch, sgd_step, stream_word,
+                     temperature_code)
 
 STEPS = ()
 cpu = compile_steps(sys.modules[__name__])
@@ -333,7 +334,8 @@ def sgd_batch_driver(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, n, 
     """Minibatch SGD on a finite sum, replica by replica: the reference's minibatch of each
     step (`minibatch_rows`, every sampling; batch 0: full batch), label shifts lsig eps_b
     (`label_shifts`), `batch_grad`, then `sgd_step` (momentum, weight decay, grad_noise gsig,
-    temperature)."""
+    temperature ts).  lsig, gsig: `noise_level`, ts: `temperature_code` (None: compiled
+    without that noise)."""
     B = batch if batch > 0 else n
     for q in range(lo, hi):
         if dstep[q] >= 0:
@@ -343,10 +345,11 @@ def sgd_batch_driver(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, n, 
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
                                          sampling)
-            label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
+            if lsig is not None:
+                label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
             batch_grad(x[q], idx, shift, args, g)
-            if not sgd_step(x[q], v[q], g, t, k0, k1, rep, sched(ls, t), sched(ts, t), momentum,
-                            wd, bound, buf, nx, nv, gsig):
+            if not sgd_step(x[q], v[q], g, t, k0, k1, rep, sched(ls, t), ts, momentum, wd, bound,
+                            buf, nx, nv, gsig):
                 dstep[q] = t + 1
                 break
 
@@ -531,10 +534,11 @@ def generic_sgd(sim, t0, K, k0, k1):
         if hooks.batch_grad is None:
             return _fallback(sim, t0, K, "minibatches")
         run_blocks(drv.sgd_batch_driver, M, hooks, s["x"], s["v"], sim.diverged_step, t0, K, k0,
-                   k1, sim.first_replica, ls, ts, float(dyn.momentum), float(dyn.weight_decay),
-                   sim.potential.n_samples, int(dyn.batch_size or 0),
-                   SAMPLING_CODES[dyn.sampling], float(dyn.label_noise), float(dyn.grad_noise),
-                   args, sim.divergence_bound)
+                   k1, sim.first_replica, ls, temperature_code(dyn.temperature),
+                   float(dyn.momentum), float(dyn.weight_decay), sim.potential.n_samples,
+                   int(dyn.batch_size or 0), SAMPLING_CODES[dyn.sampling],
+                   noise_level(dyn.label_noise), noise_level(dyn.grad_noise), args,
+                   sim.divergence_bound)
     else:
         run_blocks(drv.sgd_driver, M, hooks, s["x"], s["v"], sim.diverged_step, t0, K, k0, k1,
                    sim.first_replica, ls, ts, float(dyn.momentum), float(dyn.weight_decay),

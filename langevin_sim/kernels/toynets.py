@@ -21,8 +21,10 @@ learned embedding gathers rows of E into dense inputs and scatters dA = dZ W1 ba
 softmax's exp are branch-free polynomials that vectorize, in the run's precision: float64
 `tanh64` / `exp64_neg` (1e-15 and 2 ulp), float32 `tanh32` / `exp32_neg` (6 and 1 ulp).
 Summation orders differ from NumPy's, so trajectories agree with the reference to rounding.
-Options (net, activation, sampling, noise models) are run-time arguments; the dynamics is
-chosen at compile time (None arguments, `train_mlp`): one kernel per dynamics and dtype.
+The net, the dynamics and which of SGD's noises (temperature, label, gradient) are on are
+chosen at compile time by None arguments (`train_mlp`, `_net_args`): a user's run compiles
+only its own code (W4's TeacherStudentMLP x SGD at T = 0 no Philox normals at all); the
+activation, sampling and schedules are run-time arguments.
 """
 from __future__ import annotations
 
@@ -39,8 +41,8 @@ from ..backends.registry import register
 from ..dynamics import SGD, AdamW
 from ..dynamics.sgd import SAMPLING_CODES
 from ..potentials.toynets import ModularArithmeticMLP, TeacherStudentMLP
-from .common import (compile_steps, label_shifts, like, minibatch_rows, sched, schedule_code,
-                     sgd_scratch, sgd_step)
+from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_level, sched,
+                     schedule_code, sgd_scratch, sgd_step, temperature_code)
 
 STEPS = ()   # the shared rules suffice: `sgd_update`, `adamw_update` (with `sqrt`)
 
@@ -271,11 +273,13 @@ def softmax_dout(outT, cls, idx, mx, nrm):
         outT[cls[idx[b]], b] = mx[b]
 
 
-@jit
+@ijit
 def mlp_scratch(x, B, din, h, k):
     """Per-replica scratch of `mlp_grad` in x's dtype: 2-D (Ab (B, din), Z, H, D (B, h),
     outT (k, B), W1T, gW1T (din, h), dA (B, din), W2T (h, k), outS (B, k)), 1-D (mx, nrm,
-    ones (B,)), and the int64 operand rows (2, B) of one-hot inputs."""
+    ones (B,)), and the int64 operand rows (2, B) of one-hot inputs.  Inlined into its
+    callers, as `first_layer`, `first_layer_grad` and `common.sgd_scratch`: compiled on
+    their own, the four added ~1-2 s to W4's cold start (measured, noisy)."""
     dt = x.dtype
     return ((np.empty((B, din), dt), np.empty((B, h), dt), np.empty((B, h), dt),
              np.empty((B, h), dt), np.empty((k, B), dt), np.empty((din, h), dt),
@@ -284,17 +288,39 @@ def mlp_scratch(x, B, din, h, k):
             (np.empty(B, dt), np.empty(B, dt), np.ones(B, dt)), np.empty((2, B), np.int64))
 
 
+@ijit
+def first_layer(Ab, W1T, b1, Z):
+    """Z (B, h) = Ab W1T + b1 of dense inputs Ab (B, din), W1T = W1^T (din, h), b1 (h,)."""
+    np.dot(Ab, W1T, Z)
+    for b in range(Z.shape[0]):
+        zr = Z[b]
+        for j in range(Z.shape[1]):
+            zr[j] = zr[j] + b1[j]
+
+
+@ijit
+def first_layer_grad(Z, D, Ab, gb1, gW1):
+    """Backward through `first_layer`: Z (B, h) <- dZ = Z * D (D = phi'), gb1 (h,) += the
+    column sums of dZ, gW1 (h, din) = dZ^T Ab."""
+    for b in range(Z.shape[0]):
+        zr, dr = Z[b], D[b]
+        for j in range(Z.shape[1]):
+            zr[j] = zr[j] * dr[j]
+            gb1[j] = gb1[j] + zr[j]
+    np.dot(Z.T, Ab, gW1)
+
+
 @jit
-def mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops):
+def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops):
     """The forward pass of `mlp_grad` (same arguments) at parameters x (d,) on the samples
-    idx (B,), into S2: dense inputs Ab (B, din) (net 0 and 2), Z = A W1^T + b1, H = phi(Z),
-    D = phi'(Z) (B, h), logits outT = (H W2T)^T + b2 (k, B) via outS = H W2T (B, k), W2T =
-    W2^T stored (OpenBLAS runs products with a transposed view as second operand, W2 H^T,
-    at half the rate); one-hot operand rows into ops."""
+    idx (B,), into S2: dense inputs Ab (B, din) (rows of A, or embedded operands), Z = A W1^T
+    + b1, H = phi(Z), D = phi'(Z) (B, h), logits outT = (H W2T)^T + b2 (k, B) via outS =
+    H W2T (B, k), W2T = W2^T stored (OpenBLAS runs products with a transposed view as second
+    operand, W2 H^T, at half the rate); one-hot operand rows into ops."""
     din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
     Ab, Z, H, D, outT, W1T, _, _, W2T, outS = S2
     B = idx.shape[0]
-    oW1 = p * e if net == 2 else 0
+    oW1 = p * e     # the embedding E (p, e) comes first; e = 0 without one
     ob1 = oW1 + h * din
     oW2 = ob1 + h
     ob2 = oW2 + k * h
@@ -303,31 +329,27 @@ def mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops):
     b1 = x[ob1:oW2]
     # forward: Z = A W1^T + b1 (B, h), H = phi(Z), D = phi'(Z), logits outT = W2 H^T + b2
     transpose(W1T, W1)
-    if net == 1:    # one-hot operands: Z[b] = (W1T[a_b] + W1T[p + b_b]) + b1
+    if hot is not None:     # one-hot operands: Z[b] = (W1T[a_b] + W1T[p + b_b]) + b1
         for b in range(B):
             ops[0, b] = pairs[idx[b], 0]
             ops[1, b] = p + pairs[idx[b], 1]
             za, zb, zr = W1T[ops[0, b]], W1T[ops[1, b]], Z[b]
             for j in range(h):
                 zr[j] = (za[j] + zb[j]) + b1[j]
-    else:
-        if net == 0:    # (explicit loops: a slice copy per row costs 10x more here)
-            for b in range(B):
-                src, dst = A[idx[b]], Ab[b]
-                for i in range(din):
-                    dst[i] = src[i]
-        else:
-            E = x[:oW1].reshape(p, e)
-            for b in range(B):
-                ea, eb, dst = E[pairs[idx[b], 0]], E[pairs[idx[b], 1]], Ab[b]
-                for i in range(e):
-                    dst[i] = ea[i]
-                    dst[e + i] = eb[i]
-        np.dot(Ab, W1T, Z)
+    if A is not None:       # (explicit loops: a slice copy per row costs 10x more here)
         for b in range(B):
-            zr = Z[b]
-            for j in range(h):
-                zr[j] = zr[j] + b1[j]
+            src, dst = A[idx[b]], Ab[b]
+            for i in range(din):
+                dst[i] = src[i]
+        first_layer(Ab, W1T, b1, Z)
+    if emb is not None:
+        E = x[:oW1].reshape(p, e)
+        for b in range(B):
+            ea, eb, dst = E[pairs[idx[b], 0]], E[pairs[idx[b], 1]], Ab[b]
+            for i in range(e):
+                dst[i] = ea[i]
+                dst[e + i] = eb[i]
+        first_layer(Ab, W1T, b1, Z)
     activate(Z, H, D, kind)
     transpose(W2T, W2)
     np.dot(H, W2T, outS)
@@ -335,28 +357,30 @@ def mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops):
 
 
 @jit
-def mlp_grad(x, g, idx, shift, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
+def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops):
     """Mean minibatch gradient g (d,) at parameters x (d,) over the samples idx (B,), as the
-    reference's `_evaluate`: net 0 TeacherStudentMLP (inputs A (n, d_in), labels y (n,) +
-    shift (B,)), 1 ModularArithmeticMLP one-hot, 2 with embedding (operands pairs (n, 2),
-    classes cls (n,)).  dims = (d_in, h, k, p, e); kind the activation code; S2, S1, ops:
-    `mlp_scratch`.  Layout of x and g as in `potentials.toynets` ([E], W1, b1, W2, b2).
-    Activations are sample-major (B, h), as the reference's, the logits class-major (k, B)
-    (softmax and the loss head run along samples); products by BLAS (np.dot)."""
+    reference's `_evaluate` (`_net_args`: TeacherStudentMLP inputs A (n, d_in), labels
+    y (n,) + shift (B,); ModularArithmeticMLP operands pairs (n, 2), classes cls (n,),
+    one-hot inputs (hot) or a learned embedding (emb); the absent ones None, and Numba
+    compiles only the present ones' branches).  dims = (d_in, h, k, p, e); kind the
+    activation code; S2, S1, ops: `mlp_scratch`.  Layout of x and g as in
+    `potentials.toynets` ([E], W1, b1, W2, b2).  Activations are sample-major (B, h), as the
+    reference's, the logits class-major (k, B) (softmax and the loss head run along
+    samples); products by BLAS (np.dot)."""
     din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
     Ab, Z, H, D, outT, W1T, gW1T, dA, _, _ = S2
     mx, nrm, ones = S1
     B = idx.shape[0]
-    oW1 = p * e if net == 2 else 0
+    oW1 = p * e
     ob1 = oW1 + h * din
     oW2 = ob1 + h
     ob2 = oW2 + k * h
     W1 = x[oW1:ob1].reshape(h, din)
     W2 = x[oW2:ob2].reshape(k, h)
-    mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops)
-    if net == 0:
+    mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops)
+    if y is not None:
         regression_dout(outT, y, idx, shift)
-    else:
+    if cls is not None:
         softmax_dout(outT, cls, idx, mx, nrm)
     # backward: outT is dL/dout now; dZ = (dout W2) * phi' (B, h), kept in Z
     np.dot(outT, ones, g[ob2:])
@@ -364,7 +388,7 @@ def mlp_grad(x, g, idx, shift, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
     np.dot(outT.T, W2, Z)
     gb1 = g[ob1:oW2]
     gb1[:] = 0.0
-    if net == 1:    # rows a_b and p + b_b of dW1^T collect dZ[b]; db1 = the sum of rows < p
+    if hot is not None:     # rows a_b and p + b_b of dW1^T collect dZ[b]; db1 = the sum of rows < p
         gW1T[:] = 0.0
         for b in range(B):
             ra, rb, zr, dr = gW1T[ops[0, b]], gW1T[ops[1, b]], Z[b], D[b]
@@ -377,14 +401,10 @@ def mlp_grad(x, g, idx, shift, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
             for j in range(h):
                 gb1[j] = gb1[j] + ra[j]
         transpose(g[oW1:ob1].reshape(h, din), gW1T)
-        return
-    for b in range(B):
-        zr, dr = Z[b], D[b]
-        for j in range(h):
-            zr[j] = zr[j] * dr[j]
-            gb1[j] = gb1[j] + zr[j]
-    np.dot(Z.T, Ab, g[oW1:ob1].reshape(h, din))
-    if net == 2:    # dE rows of the operands collect dA = dZ W1
+    if A is not None:
+        first_layer_grad(Z, D, Ab, gb1, g[oW1:ob1].reshape(h, din))
+    if emb is not None:     # dE rows of the operands collect dA = dZ W1
+        first_layer_grad(Z, D, Ab, gb1, g[oW1:ob1].reshape(h, din))
         np.dot(Z, W1, dA)
         gE = g[:oW1].reshape(p, e)
         gE[:] = 0.0
@@ -430,44 +450,55 @@ def adamw_step(x, m, s, g, t, lr, coef, bound, nx, nm, ns):
 
 
 @jit
-def train_mlp(first, stride, x, u, s, dstep, t0, K, k0, k1, rep0, ls, ts, coef, batch,
-              sampling, bound, net, kind, dims, A, y, pairs, cls):
-    """Steps t0 .. t0+K-1 of SGD (s None: u the velocity v) or AdamW (ts None: u, s the
-    moments m, s) on a toy net (net, kind, dims, A, y, pairs, cls: `mlp_grad`) for the live
+def train_mlp(first, stride, x, v, m, s, dstep, t0, K, k0, k1, rep0, ls, ts, lsig, gsig, coef,
+              batch, sampling, bound, kind, dims, A, y, pairs, cls, hot, emb):
+    """Steps t0 .. t0+K-1 of SGD (v the velocity; m, s None) or AdamW (m, s the moments; v
+    None) on a toy net (kind, dims, A, y, pairs, cls, hot, emb: `mlp_grad`) for the live
     replica rows first, first + stride, ...  coef = (momentum, weight_decay, beta1, beta2,
-    eps, label_noise, grad_noise) float64; ls, ts: schedule codes of lr and temperature;
-    batch = B (0: full batch); sampling: `sgd.SAMPLING_CODES`; bound: the divergence bound in
-    x's dtype (`bound_like`).  Numba prunes the branches on
-    `ts is None` / `s is not None` at compile time (it does so for None arguments only), so
-    each dynamics compiles only its own update and noise.  Runs without the GIL: the adapter
-    starts one call per thread (a prange kernel around it took ~10 s more to compile)."""
+    eps) float64; ls: schedule code of lr; SGD's noises: ts the temperature's code
+    (`temperature_code`), lsig label noise and gsig gradient noise (`noise_level`), None
+    when absent (always for AdamW); batch = B, or None for the full batch (samples 0 .. n-1
+    every step: no sampling compiled); sampling: `sgd.SAMPLING_CODES`; bound: the divergence
+    bound in x's dtype (`bound_like`).  Numba drops a branch `if a is not None` at compile
+    time when a is an argument typed None (only then), so each net, dynamics, batch mode and
+    set of noises compiles only its own code.  Runs without the GIL: the adapter starts one
+    call per thread (a prange kernel around it took ~10 s more to compile)."""
     d = x.shape[1]
-    n = A.shape[0] if net == 0 else pairs.shape[0]
-    B = batch if batch > 0 else n
+    n = 0
+    if y is not None:
+        n = y.shape[0]
+    if cls is not None:
+        n = cls.shape[0]
+    B = n
+    if batch is not None:
+        B = batch
     idx, keys, perm, epoch, g, nx, nv, buf, shift, lbuf = sgd_scratch(x, n, B)
+    if batch is None:
+        for b in range(n):
+            idx[b] = b
     S2, S1, ops = mlp_scratch(x, B, dims[0], dims[1], dims[2])
     ns = np.empty(d, x.dtype)
-    for m in range(first, x.shape[0], stride):
-        if dstep[m] >= 0:
+    for r in range(first, x.shape[0], stride):
+        if dstep[r] >= 0:
             continue
-        rep = np.uint64(rep0 + m)
+        rep = np.uint64(rep0 + r)
         epoch = np.int64(-1)   # not the literal -1: that types a second minibatch_rows
-        xm, um = x[m], u[m]
+        xr = x[r]
         for t in range(t0, t0 + K):
-            perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B,
-                                         batch == 0, sampling)
-            if ts is not None:
-                label_shifts(shift, t, k0, k1, rep, coef[5], lbuf)
-            mlp_grad(xm, g, idx, shift, net, kind, dims, A, y, pairs, cls, S2, S1, ops)
+            if batch is not None:
+                perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B,
+                                             batch is None, sampling)   # (not a literal False)
+            if lsig is not None:
+                label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
+            mlp_grad(xr, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops)
             ok = True
-            if ts is None:
-                if s is not None:
-                    ok = adamw_step(xm, um, s[m], g, t, sched(ls, t), coef, bound, nx, nv, ns)
-            else:
-                ok = sgd_step(xm, um, g, t, k0, k1, rep, sched(ls, t), sched(ts, t), coef[0],
-                              coef[1], bound, buf, nx, nv, coef[6])
+            if v is not None:
+                ok = sgd_step(xr, v[r], g, t, k0, k1, rep, sched(ls, t), ts, coef[0], coef[1],
+                              bound, buf, nx, nv, gsig)
+            if m is not None:
+                ok = adamw_step(xr, m[r], s[r], g, t, sched(ls, t), coef, bound, nx, nv, ns)
             if not ok:
-                dstep[m] = t + 1
+                dstep[r] = t + 1
                 break
 
 
@@ -479,33 +510,38 @@ def bound_like(bound: float, dt) -> np.floating:
 
 
 def _net_args(pot, dt) -> tuple:
-    """(net, kind, dims, A, y, pairs, cls) of `train_mlp` for a toy net, data in dtype dt."""
-    no_f, no_i = np.zeros((1, 1), dt), np.zeros((1, 2), np.int64)
+    """(kind, dims, A, y, pairs, cls, hot, emb) of `mlp_grad` for a toy net, data in dtype dt:
+    TeacherStudentMLP A, y its inputs and labels (pairs, cls, hot, emb None);
+    ModularArithmeticMLP pairs, cls its operands and classes (A, y None) and hot = True
+    (one-hot inputs, emb None) or emb = True (a learned embedding, hot None)."""
     if isinstance(pot, TeacherStudentMLP):
         dims = np.array([pot.d_in, pot.hidden, 1, 0, 0], np.int64)
-        return (0, pot.kind, dims, pot._cast("inputs", dt), pot._cast("labels", dt), no_i,
-                np.zeros(1, np.int64))
+        return (pot.kind, dims, pot._cast("inputs", dt), pot._cast("labels", dt), None, None,
+                None, None)
     e = pot.embed or 0
     dims = np.array([2 * (e or pot.p), pot.hidden, pot.p, pot.p, e], np.int64)
-    return (1 if e == 0 else 2, pot.kind, dims, no_f, np.zeros(1, dt), pot.train_pairs,
-            pot.train_labels.astype(np.int64))
+    return (pot.kind, dims, None, None, pot.train_pairs, pot.train_labels.astype(np.int64),
+            None if e else True, True if e else None)
 
 
 def _train(sim, t0, K, k0, k1):
     dyn, pot, st = sim.dynamics, sim.potential, sim.state
     dt = st["x"].dtype
-    adam = isinstance(dyn, AdamW)
-    if adam:
-        u, s = st["m"], st["s"]
-        coef = (0.0, dyn.weight_decay, dyn.beta1, dyn.beta2, dyn.eps, 0.0, 0.0)
-        ts, sampling = None, SAMPLING_CODES["iid" if dyn.replacement else "epoch"]
+    if isinstance(dyn, AdamW):
+        v, m, s = None, st["m"], st["s"]
+        coef = (0.0, dyn.weight_decay, dyn.beta1, dyn.beta2, dyn.eps)
+        ts = lsig = gsig = None
+        sampling = SAMPLING_CODES["iid" if dyn.replacement else "epoch"]
     else:
-        u, s = st["v"], None
-        coef = (dyn.momentum, dyn.weight_decay, 0.0, 0.0, 0.0, dyn.label_noise, dyn.grad_noise)
-        ts, sampling = schedule_code(dyn.temperature), SAMPLING_CODES[dyn.sampling]
-    args = (st["x"], u, s, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
-            schedule_code(dyn.lr), ts, np.array(coef, np.float64), int(dyn.batch_size or 0),
-            sampling, bound_like(sim.divergence_bound, dt)) + _net_args(pot, dt)
+        v, m, s = st["v"], None, None
+        coef = (dyn.momentum, dyn.weight_decay, 0.0, 0.0, 0.0)
+        ts, lsig, gsig = (temperature_code(dyn.temperature), noise_level(dyn.label_noise),
+                          noise_level(dyn.grad_noise))
+        sampling = SAMPLING_CODES[dyn.sampling]
+    args = (st["x"], v, m, s, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
+            schedule_code(dyn.lr), ts, lsig, gsig, np.array(coef, np.float64),
+            None if dyn.batch_size is None else int(dyn.batch_size), sampling,
+            bound_like(sim.divergence_bound, dt)) + _net_args(pot, dt)
     T = min(numba.get_num_threads(), st["x"].shape[0])
     with one_blas_thread():
         if T == 1:
@@ -531,39 +567,40 @@ from .drivers import FAMILIES, Hooks, family, run_blocks, thread_pool  # noqa: E
 def net_grad_block(xb, args):
     """Full-batch gradient (B, d) in xb's dtype of the rows xb; args: `_net_args` + (idx, shift),
     all samples and zero label shifts."""
-    net, kind, dims, A, y, pairs, cls, idx, shift = args
+    kind, dims, A, y, pairs, cls, hot, emb, idx, shift = args
     G = np.empty_like(xb)
     S2, S1, ops = mlp_scratch(xb, idx.shape[0], dims[0], dims[1], dims[2])
     for r in range(xb.shape[0]):
-        mlp_grad(np.ascontiguousarray(xb[r]), G[r], idx, shift, net, kind, dims, A, y, pairs, cls,
-                 S2, S1, ops)
+        mlp_grad(np.ascontiguousarray(xb[r]), G[r], idx, shift, kind, dims, A, y, pairs, cls, hot,
+                 emb, S2, S1, ops)
     return G
 
 
 @jit
-def mlp_loss(x, idx, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
+def mlp_loss(x, idx, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops):
     """Mean loss (float64) at parameters x (d,) over the samples idx (B,) (arguments as
-    `mlp_grad`), in the reference's arithmetic (`_head`): logits and residuals (squared error)
-    or log-sum-exp minus the class logit (cross-entropy) in x's dtype, then float64."""
-    mlp_forward_pass(x, idx, net, kind, dims, A, pairs, S2, ops)
+    `mlp_grad`), in the reference's arithmetic (`_head`): logits and residuals (squared error,
+    y) or log-sum-exp minus the class logit (cross-entropy, cls) in x's dtype, then float64."""
+    mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops)
     outT = S2[4]
     B = idx.shape[0]
     total = 0.0
-    if net == 0:    # 1/(2B) sum_b (out_b - y_b)^2, the residual in x's dtype
+    if y is not None:   # 1/(2B) sum_b (out_b - y_b)^2, the residual in x's dtype
         o = outT[0]
         for b in range(B):
             r = np.float64(o[b] - y[idx[b]])
             total += r * r
         return 0.5 * (total / B)
-    mx, nrm, _ = S1    # per sample: log sum_q e^(out_q - max) - (out_c - max)
-    column_max(outT, mx)
-    nrm[:] = 0.0
-    for q in range(outT.shape[0]):
-        row = outT[q]
+    if cls is not None:     # per sample: log sum_q e^(out_q - max) - (out_c - max)
+        mx, nrm, _ = S1
+        column_max(outT, mx)
+        nrm[:] = 0.0
+        for q in range(outT.shape[0]):
+            row = outT[q]
+            for b in range(B):
+                nrm[b] = nrm[b] + exp_of(row[b] - mx[b])
         for b in range(B):
-            nrm[b] = nrm[b] + exp_of(row[b] - mx[b])
-    for b in range(B):
-        total += np.float64(np.log(nrm[b]) - (outT[cls[idx[b]], b] - mx[b]))
+            total += np.float64(np.log(nrm[b]) - (outT[cls[idx[b]], b] - mx[b]))
     return total / B
 
 
@@ -571,12 +608,12 @@ def mlp_loss(x, idx, net, kind, dims, A, y, pairs, cls, S2, S1, ops):
 def net_energy_block(xb, args):
     """Full training loss (B,) float64 of the rows xb (B, d), in xb's dtype's arithmetic as the
     reference's `energy`; args as `net_grad_block`."""
-    net, kind, dims, A, y, pairs, cls, idx, shift = args
+    kind, dims, A, y, pairs, cls, hot, emb, idx, shift = args
     u = np.empty(xb.shape[0])
     S2, S1, ops = mlp_scratch(xb, idx.shape[0], dims[0], dims[1], dims[2])
     for r in range(xb.shape[0]):
-        u[r] = mlp_loss(np.ascontiguousarray(xb[r]), idx, net, kind, dims, A, y, pairs, cls, S2,
-                        S1, ops)
+        u[r] = mlp_loss(np.ascontiguousarray(xb[r]), idx, kind, dims, A, y, pairs, cls, hot, emb,
+                        S2, S1, ops)
     return u
 
 
@@ -592,41 +629,47 @@ def _hook_args(pot, dtype) -> tuple:
 # replicas: the NumPy forward passes (np.tanh, per-replica products) took most of a record.
 
 @jit
+def class_hits(outT, cls, idx):
+    """The number of samples b (columns of the logits outT (k, B)) whose first arg-max logit
+    is their class cls[idx[b]] (as `np.argmax`); 0 without classes (cls None)."""
+    hits = 0
+    if cls is not None:
+        for b in range(outT.shape[1]):
+            c = cls[idx[b]]
+            top = outT[c, b]
+            ok = True
+            for q in range(outT.shape[0]):
+                if outT[q, b] > top or (q < c and outT[q, b] == top):
+                    ok = False
+            hits += ok
+    return hits
+
+
+@jit
 def net_metrics(x, out, args, lo, hi):
     """out[r] <- (mean loss, accuracy) float64 of rows r = lo..hi-1 of x on the samples of args
     (`_metric_args`), each row converted to float64 first; accuracy: the fraction of samples
-    whose first arg-max logit is the class (as `np.argmax`; 0 for the regression net)."""
-    net, kind, dims, A, y, pairs, cls, idx, shift = args
+    whose first arg-max logit is the class (`class_hits`; 0 for the regression net)."""
+    kind, dims, A, y, pairs, cls, hot, emb, idx, shift = args
     d, B = x.shape[1], idx.shape[0]
     xr = np.empty(d)
     S2, S1, ops = mlp_scratch(xr, B, dims[0], dims[1], dims[2])
     for r in range(lo, hi):
         for i in range(d):
             xr[i] = x[r, i]
-        out[r, 0] = mlp_loss(xr, idx, net, kind, dims, A, y, pairs, cls, S2, S1, ops)
-        hits = 0
-        if net != 0:
-            outT = S2[4]
-            for b in range(B):
-                c = cls[idx[b]]
-                top = outT[c, b]
-                ok = True
-                for q in range(outT.shape[0]):
-                    if outT[q, b] > top or (q < c and outT[q, b] == top):
-                        ok = False
-                hits += ok
-        out[r, 1] = hits / B
+        out[r, 0] = mlp_loss(xr, idx, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops)
+        out[r, 1] = class_hits(S2[4], cls, idx) / B
 
 
 def _metric_args(pot, test: bool) -> tuple:
     """`net_metrics` args: the training or test samples of a net, in float64."""
-    net, kind, dims, A, y, pairs, cls = _net_args(pot, np.float64)
+    kind, dims, A, y, pairs, cls, hot, emb = _net_args(pot, np.float64)
     if test and isinstance(pot, TeacherStudentMLP):
         A, y = pot.test_inputs, pot.test_labels
     elif test:
         pairs, cls = pot.test_pairs, pot.test_labels.astype(np.int64)
     n = y.shape[0] if isinstance(pot, TeacherStudentMLP) else cls.shape[0]
-    return (net, kind, dims, A, y, pairs, cls, np.arange(n, dtype=np.int64), np.zeros(n))
+    return (kind, dims, A, y, pairs, cls, hot, emb, np.arange(n, dtype=np.int64), np.zeros(n))
 
 
 def net_observables(pot):
