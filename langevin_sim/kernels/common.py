@@ -342,7 +342,7 @@ def epoch_words(keys, k0, k1, rep, n0):
     of four words."""
     n = keys.shape[0]
     for q in range(n0 // 4, (n0 + n - 1) // 4 + 1):
-        w = stream_block(k0, k1, rng.PERMUTE, rep, q)
+        w = stream_block(k0, k1, rng.PERMUTE, rep, np.uint64(q))   # (uint64, as stream_word)
         for k in range(4):
             i = 4 * q + k - n0
             if 0 <= i < n:
@@ -374,23 +374,31 @@ def stable_argsort32(keys, perm):
     return src
 
 
+def sampling_args(sampling: str) -> tuple:
+    """(iid, subset, shuffled) of `minibatch_rows` for a sampling name (`sgd.sampling_of`):
+    True for that sampling, None for the others (their code is compiled away)."""
+    return tuple(True if sampling == name else None for name in ("iid", "subset", "epoch"))
+
+
 @jit
-def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, sampling):
+def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, iid, subset, shuffled):
     """Fill idx (B,) with the sample indices of step t for replica `rep`, as
-    `dynamics.sgd.minibatch` (sampling: `sgd.SAMPLING_CODES`): "iid" word n = t*B + b of the
-    MINIBATCH stream mapped by `bounded_index`; "subset" Floyd's algorithm on SUBSET words
-    t*B .. t*B + B - 1 (`sgd.floyd_subset`); "epoch" slice t mod (n // B) of the epoch's
-    permutation (stable argsort of PERMUTE words e*n .. e*n + n - 1, `stable_argsort32`).
-    keys (n,) is scratch; `perm` (n,) int64 and `epoch` cache the current permutation
-    (rewritten in place); returns (perm, epoch)."""
+    `dynamics.sgd.minibatch`, the sampling given by which of iid, subset, shuffled is not
+    None (`sampling_args`; Numba compiles only its branch): iid, word n = t*B + b of the
+    MINIBATCH stream mapped by `bounded_index`; subset, Floyd's algorithm on SUBSET words
+    t*B .. t*B + B - 1 (`sgd.floyd_subset`); shuffled ("epoch"), slice t mod (n // B) of the
+    epoch's permutation (stable argsort of PERMUTE words e*n .. e*n + n - 1,
+    `stable_argsort32`).  full: samples 0 .. B-1.  keys (n,) is scratch; `perm` (n,) int64
+    and `epoch` cache the current permutation (rewritten in place); returns (perm, epoch)."""
     if full:
         for b in range(B):
             idx[b] = b
-    elif sampling == 1:
+        return perm, epoch
+    if iid is not None:
         for b in range(B):
             w = stream_word(k0, k1, rng.MINIBATCH, rep, np.uint64(t * B + b))
             idx[b] = np.int64(rng_cpu.bounded_index(w, n))
-    elif sampling == 2:
+    if subset is not None:
         for b in range(B):
             w = stream_word(k0, k1, rng.SUBSET, rep, np.uint64(t * B + b))
             j = n - B + b
@@ -400,7 +408,7 @@ def minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, full, sampling)
                     c = j
                     break
             idx[b] = c
-    else:
+    if shuffled is not None:
         per_epoch = n // B
         e = t // per_epoch
         if e != epoch:

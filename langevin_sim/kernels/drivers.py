@@ -44,10 +44,10 @@ from ..backends.jit import compile_functions, jit, one_blas_thread
 from ..backends.numpy_backend import reference_advance
 from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
-from ..dynamics.sgd import SAMPLING_CODES, sampling_of
+from ..dynamics.sgd import sampling_of
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_buffer, noise_chunk,
-                     noise_level, sched, schedule_code, sgd_scratch, sgd_step, stream_word,
-                     temperature_code)
+                     noise_level, sampling_args, sched, schedule_code, sgd_scratch, sgd_step,
+                     stream_word, temperature_code)
 
 STEPS = ()
 cpu = compile_steps(sys.modules[__name__])
@@ -329,10 +329,11 @@ def sgd_driver(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, gsig, con
             commit2(x, v, nx, nv, dstep, lo, t, bound)
 
 
-def sgd_batch_driver(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, n, batch, sampling,
-                     lsig, gsig, args, bound, lo, hi):
+def sgd_batch_driver(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, n, batch, iid,
+                     subset, shuffled, lsig, gsig, args, bound, lo, hi):
     """Minibatch SGD on a finite sum, replica by replica: the reference's minibatch of each
-    step (`minibatch_rows`, every sampling; batch 0: full batch), label shifts lsig eps_b
+    step (`minibatch_rows`, iid / subset / shuffled: `sampling_args`; batch 0: full batch),
+    label shifts lsig eps_b
     (`label_shifts`), `batch_grad`, then `sgd_step` (momentum, weight decay, grad_noise gsig,
     temperature ts).  lsig, gsig: `noise_level`, ts: `temperature_code` (None: compiled
     without that noise)."""
@@ -344,7 +345,7 @@ def sgd_batch_driver(x, v, dstep, t0, K, k0, k1, rep0, ls, ts, momentum, wd, n, 
         idx, keys, perm, epoch, g, nx, nv, buf, shift, lbuf = sgd_scratch(x, n, B)
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
-                                         sampling)
+                                         iid, subset, shuffled)
             if lsig is not None:
                 label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
             batch_grad(x[q], idx, shift, args, g)
@@ -386,9 +387,9 @@ def adamw_driver(x, m, s, dstep, t0, K, rep0, ls, beta1, beta2, eps, wd, constra
 
 
 def adamw_batch_driver(x, m, s, dstep, t0, K, k0, k1, rep0, ls, beta1, beta2, eps, wd, n, batch,
-                       sampling, args, bound, lo, hi):
+                       iid, subset, shuffled, args, bound, lo, hi):
     """Minibatch AdamW on a finite sum, replica by replica (`batch_grad` on the reference's
-    minibatch of each step; batch 0: full batch)."""
+    minibatch of each step, `sampling_args`; batch 0: full batch)."""
     d = x.shape[1]
     B = batch if batch > 0 else n
     b1, b2, ep, decay = like(beta1, x), like(beta2, x), like(eps, x), like(wd, x)
@@ -401,7 +402,7 @@ def adamw_batch_driver(x, m, s, dstep, t0, K, k0, k1, rep0, ls, beta1, beta2, ep
         idx, keys, perm, epoch, g, nx, nm, _, shift, _ = sgd_scratch(x, n, B)
         for t in range(t0, t0 + K):
             perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B, batch == 0,
-                                         sampling)
+                                         iid, subset, shuffled)
             batch_grad(x[q], idx, shift, args, g)
             lr = like(sched(ls, t), x)
             c1 = like(1.0 - math.pow(beta1, t + 1), x)
@@ -536,7 +537,7 @@ def generic_sgd(sim, t0, K, k0, k1):
         run_blocks(drv.sgd_batch_driver, M, hooks, s["x"], s["v"], sim.diverged_step, t0, K, k0,
                    k1, sim.first_replica, ls, temperature_code(dyn.temperature),
                    float(dyn.momentum), float(dyn.weight_decay), sim.potential.n_samples,
-                   int(dyn.batch_size or 0), SAMPLING_CODES[dyn.sampling],
+                   int(dyn.batch_size or 0), *sampling_args(dyn.sampling),
                    noise_level(dyn.label_noise), noise_level(dyn.grad_noise), args,
                    sim.divergence_bound)
     else:
@@ -556,7 +557,7 @@ def generic_adamw(sim, t0, K, k0, k1):
             return _fallback(sim, t0, K, "minibatches")
         run_blocks(drv.adamw_batch_driver, M, hooks, s["x"], s["m"], s["s"], sim.diverged_step, t0,
                    K, k0, k1, sim.first_replica, *coeffs, n, int(dyn.batch_size or 0),
-                   SAMPLING_CODES[sampling_of(dyn.replacement)], args, sim.divergence_bound)
+                   *sampling_args(sampling_of(dyn.replacement)), args, sim.divergence_bound)
     else:
         run_blocks(drv.adamw_driver, M, hooks, s["x"], s["m"], s["s"], sim.diverged_step, t0, K,
                    sim.first_replica, *coeffs, sim.potential.constrained, args,

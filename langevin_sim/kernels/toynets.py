@@ -39,10 +39,10 @@ from numba.extending import overload
 from ..backends.jit import CPU_PRIMITIVES, ijit, jit, one_blas_thread, select_cpu
 from ..backends.registry import register
 from ..dynamics import SGD, AdamW
-from ..dynamics.sgd import SAMPLING_CODES
+from ..dynamics.sgd import sampling_of
 from ..potentials.toynets import ModularArithmeticMLP, TeacherStudentMLP
-from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_level, sched,
-                     schedule_code, sgd_scratch, sgd_step, temperature_code)
+from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_level,
+                     sampling_args, sched, schedule_code, sgd_scratch, sgd_step, temperature_code)
 
 STEPS = ()   # the shared rules suffice: `sgd_update`, `adamw_update` (with `sqrt`)
 
@@ -451,14 +451,14 @@ def adamw_step(x, m, s, g, t, lr, coef, bound, nx, nm, ns):
 
 @jit
 def train_mlp(first, stride, x, v, m, s, dstep, t0, K, k0, k1, rep0, ls, ts, lsig, gsig, coef,
-              batch, sampling, bound, kind, dims, A, y, pairs, cls, hot, emb):
+              batch, iid, subset, shuffled, bound, kind, dims, A, y, pairs, cls, hot, emb):
     """Steps t0 .. t0+K-1 of SGD (v the velocity; m, s None) or AdamW (m, s the moments; v
     None) on a toy net (kind, dims, A, y, pairs, cls, hot, emb: `mlp_grad`) for the live
     replica rows first, first + stride, ...  coef = (momentum, weight_decay, beta1, beta2,
     eps) float64; ls: schedule code of lr; SGD's noises: ts the temperature's code
     (`temperature_code`), lsig label noise and gsig gradient noise (`noise_level`), None
     when absent (always for AdamW); batch = B, or None for the full batch (samples 0 .. n-1
-    every step: no sampling compiled); sampling: `sgd.SAMPLING_CODES`; bound: the divergence
+    every step: no sampling compiled); iid, subset, shuffled: `sampling_args`; bound: the divergence
     bound in x's dtype (`bound_like`).  Numba drops a branch `if a is not None` at compile
     time when a is an argument typed None (only then), so each net, dynamics, batch mode and
     set of noises compiles only its own code.  Runs without the GIL: the adapter starts one
@@ -486,8 +486,9 @@ def train_mlp(first, stride, x, v, m, s, dstep, t0, K, k0, k1, rep0, ls, ts, lsi
         xr = x[r]
         for t in range(t0, t0 + K):
             if batch is not None:
+                # full: `batch is None`, not a literal False (that types a second copy)
                 perm, epoch = minibatch_rows(idx, keys, perm, epoch, t, k0, k1, rep, n, B,
-                                             batch is None, sampling)   # (not a literal False)
+                                             batch is None, iid, subset, shuffled)
             if lsig is not None:
                 label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
             mlp_grad(xr, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops)
@@ -531,16 +532,16 @@ def _train(sim, t0, K, k0, k1):
         v, m, s = None, st["m"], st["s"]
         coef = (0.0, dyn.weight_decay, dyn.beta1, dyn.beta2, dyn.eps)
         ts = lsig = gsig = None
-        sampling = SAMPLING_CODES["iid" if dyn.replacement else "epoch"]
+        sampling = sampling_of(dyn.replacement)
     else:
         v, m, s = st["v"], None, None
         coef = (dyn.momentum, dyn.weight_decay, 0.0, 0.0, 0.0)
         ts, lsig, gsig = (temperature_code(dyn.temperature), noise_level(dyn.label_noise),
                           noise_level(dyn.grad_noise))
-        sampling = SAMPLING_CODES[dyn.sampling]
+        sampling = dyn.sampling
     args = (st["x"], v, m, s, sim.diverged_step, t0, K, k0, k1, sim.first_replica,
             schedule_code(dyn.lr), ts, lsig, gsig, np.array(coef, np.float64),
-            None if dyn.batch_size is None else int(dyn.batch_size), sampling,
+            None if dyn.batch_size is None else int(dyn.batch_size), *sampling_args(sampling),
             bound_like(sim.divergence_bound, dt)) + _net_args(pot, dt)
     T = min(numba.get_num_threads(), st["x"].shape[0])
     with one_blas_thread():
