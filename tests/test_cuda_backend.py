@@ -203,7 +203,7 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
 PTX_CODE = """
 from numba import float32, float64, int64, uint64
 from langevin_sim.backends import cuda_kernels as ck
-from langevin_sim.kernels import pspin, quadratic, toynets_cuda
+from langevin_sim.kernels import pspin, quadratic, toynets
 import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
 for ft in (float32, float64):
@@ -215,7 +215,7 @@ for ft in (float32, float64):
     row, refresh = quadratic._cuda_rules()
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))
     # TeacherStudentMLP x SGD at W4's sizes: the owned parameters stay out of local memory
-    ptx, _ = cuda.compile_ptx(toynets_cuda.cuda_kernel(f32, 16, 32, 32).py_func,
+    ptx, _ = cuda.compile_ptx(toynets.cuda_kernel(f32, 16, 32, 32).py_func,
                               (W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, ft, ft,
                                float64, W, V, I2, int64, int64, int64), cc=(9, 0))
     depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
@@ -676,7 +676,7 @@ if SIM:
         weight decay, schedules; replicas started far out that diverge): the reference's
         states to rounding, the same divergence flags, and a first_replica split advanced in
         one call equal to the whole run advanced in several, bit for bit."""
-        from langevin_sim.kernels import toynets_cuda
+        from langevin_sim.kernels import toynets
 
         act, dyn, scale, bound = MLP_FUSED[case]
         no_generic_steps(monkeypatch)
@@ -691,7 +691,7 @@ if SIM:
         kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=bound)
         ref = Simulation(make(), dyn, M, backend="numpy", **kw)
         whole = Simulation(make(), dyn, M, backend="cuda", **kw)
-        assert cuda_backend.fused_kernel(whole).__module__ == toynets_cuda.__name__
+        assert cuda_backend.fused_kernel(whole).__module__ == toynets.__name__
         parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
                             **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 1), (1, 3))]
         for K in (2, 1, 3):
@@ -714,12 +714,12 @@ if SIM:
     def test_fused_teacher_student_sgd_declines_what_it_does_not_run():
         """Subset sampling, label and gradient noise and a batch beyond the shared memory take
         the generic path (`accepts`); W4's sizes take the fused kernel in both dtypes."""
-        from langevin_sim.kernels import toynets_cuda
+        from langevin_sim.kernels import toynets
 
         def fused(pot, dyn, dtype="float64"):
             sim = Simulation(pot, dyn, 2, backend="cuda", dtype=dtype)
             k = cuda_backend.fused_kernel(sim)
-            return k is not None and k.__module__ == toynets_cuda.__name__
+            return k is not None and k.__module__ == toynets.__name__
 
         small = TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1)
         assert fused(small, SGD(0.02, 3)) and fused(small, SGD(0.02, None), "float32")

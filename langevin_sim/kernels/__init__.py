@@ -11,7 +11,6 @@ Layout:
     linear_regression.py  LinearRegression: hooks only (every dynamics by the generic drivers)
     pspin.py              SphericalPSpin x OverdampedLangevin
     toynets.py            TeacherStudentMLP, ModularArithmeticMLP x SGD, AdamW
-    toynets_cuda.py       TeacherStudentMLP x SGD on the cuda backend (to merge into toynets.py)
     manifolds.py          ScaleSymmetric, Valley, MultiWell, ShiftedMultiWell: hooks only
     drivers.py            every other pair: one generic driver per dynamics, compiled per family
                           from the family's block hooks (`drivers.Hooks`, at the end of each
@@ -37,7 +36,6 @@ reference as tests/test_backends.py does (add it to its `PAIRS`), and its step f
 under the CUDA simulator as tests/test_cudasim.py does.
 """
 from . import double_well, drivers, linear_regression, manifolds, pspin, quadratic, toynets
-from . import toynets_cuda  # noqa: F401  (registers TeacherStudentMLP x SGD on "cuda")
 
 FAMILIES = (double_well, quadratic, linear_regression, pspin, toynets, manifolds)
 drivers.register_generic()   # after every family: its dedicated kernels stay
