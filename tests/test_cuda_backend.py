@@ -256,8 +256,13 @@ if SIM:
     use_cuda_backend()
     DEVICE_BACKENDS = ["cuda"]
 
+    # the fused MLP kernel runs a warp per replica in the simulator (16-20 s each here); its
+    # parity, sampling modes, partition and chunking are test_fused_teacher_student_sgd_*'s
+    SLOW_PAIRS = {"TeacherStudentMLP-SGD", "TeacherStudentMLP-SGD-iid"}
+
     @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
-    @pytest.mark.parametrize("name", sorted(PAIRS))
+    @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PAIRS
+                                      else n for n in sorted(PAIRS)])
     def test_pair_matches_reference_and_is_partition_and_chunk_invariant(backend, name):
         """float64 parity with the reference (7 replicas, 3 + 4 steps), and the bits of an
         uneven replica split (first_replica) advanced in one call of 7 steps."""
@@ -668,8 +673,12 @@ if SIM:
                                             temperature=0.02), 3.0, 50.0),
     }
 
-    @pytest.mark.parametrize("dtype", ["float64", "float32"])
-    @pytest.mark.parametrize("case", list(MLP_FUSED))
+    MLP_DEFAULT = {"tanh-epoch": "float32", "relu-iid-T0": "float64",   # the simulator runs a
+                   "quadratic-full": "float32"}       # warp per replica: each case in one dtype
+
+    @pytest.mark.parametrize("case, dtype", [
+        pytest.param(c, dt, marks=() if MLP_DEFAULT[c] == dt else pytest.mark.slow)
+        for c in MLP_FUSED for dt in ("float64", "float32")])
     def test_fused_teacher_student_sgd_equals_reference(case, dtype, monkeypatch):
         """TeacherStudentMLP x SGD run by the fused kernel (one warp per replica; epoch
         permutations, i.i.d. draws, full batch; each activation; T > 0 and T = 0, momentum,

@@ -72,7 +72,7 @@ def test_batched_and_committed_records_agree(tmp_path):
             np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_large_rows_are_written_as_whole_chunks(tmp_path, dtype, monkeypatch):
     """Rows of a chunk each (0.5-1 MiB and a few bytes: an unaligned tail) go in as whole
     chunks, past the page cache where O_DIRECT serves (here in SWMR mode): the same records as
