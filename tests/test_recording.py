@@ -77,15 +77,18 @@ def test_large_rows_are_written_as_whole_chunks(tmp_path, dtype, monkeypatch):
     """Rows of a chunk each (0.5-1 MiB and a few bytes: an unaligned tail) go in as whole
     chunks, past the page cache where O_DIRECT serves (here in SWMR mode): the same records as
     through HDF5's chunk writes (O_DIRECT off) and its filtered path, and the twin's state;
-    a run resumed to a later target writes the records the uninterrupted run wrote."""
+    checkpoints of the state are written the same way: a run resumed from one to a later
+    target writes the records the uninterrupted run wrote."""
     def sim():
         return Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), (1 << 17) + 3,
                           dtype=dtype, seed=1)
 
-    direct = []
-    write = writer.DirectRows.write
+    direct, whole = [], []
+    write, write_whole = writer.DirectRows.write, writer.DirectRows.write_whole
     monkeypatch.setattr(writer.DirectRows, "write",
                         lambda self, *a: direct.append(write(self, *a)) or direct[-1])
+    monkeypatch.setattr(writer.DirectRows, "write_whole",
+                        lambda self, *a: whole.append(write_whole(self, *a)) or whole[-1])
     a = sim().run(20, 10, out=tmp_path / "a.h5", progress=False, swmr=True)
     b = sim().run(20, 10, out=tmp_path / "b.h5", progress=False, compression="gzip")
     sim().run(10, 10, out=tmp_path / "d.h5", progress=False).close()
@@ -104,8 +107,9 @@ def test_large_rows_are_written_as_whole_chunks(tmp_path, dtype, monkeypatch):
             np.testing.assert_array_equal(a.energy[:], other.energy[:])
         np.testing.assert_array_equal(a.positions[-1], twin.state["x"])
         assert a.n_records == 3 and np.isfinite(a.energy[:]).all()
-    if direct:   # the file system takes O_DIRECT (not tmpfs): every chunk row went that way
-        assert len(direct) == 2 * (3 + 3) and all(direct), direct
+    if direct:   # the file system takes O_DIRECT (not tmpfs): every chunk row went that way,
+        assert len(direct) == 2 * (3 + 3) and all(direct), direct   # and every checkpoint's x
+        assert whole and all(whole), whole    # (d resumed from one: its records equal a's)
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None or not hasattr(os, "posix_fadvise"),

@@ -1,4 +1,5 @@
-"""Record rows written past the page cache: O_DIRECT writes of whole, aligned chunks.
+"""Record rows and checkpoints written past the page cache: O_DIRECT writes of whole, aligned
+chunks and contiguous datasets.
 
 A record row of a large series (energies, positions: one row a chunk, `writer._row_is_chunk`)
 is written straight from an aligned buffer into its chunk's place in the file, which HDF5
@@ -8,7 +9,8 @@ row first fills new page-cache pages; on VMs whose host backs guest memory lazil
 reporting) a new page costs 15-35 us of the writer's CPU, so a 12 MB record took ~115 ms of CPU
 (~100 MB/s) against ~2 ms (a copy) and ~9 ms of wall time this way (docs/design_changes.md
 24).  The file stays a plain HDF5 file: HDF5 owns the chunk's address, the bytes are what
-`write_direct_chunk` would write.  Where O_DIRECT is unavailable (not Linux, tmpfs, a refused
+`write_direct_chunk` would write.  Large checkpoint arrays (contiguous, allocated when the file
+is laid out) go the same way (`write_whole`).  Where O_DIRECT is unavailable (not Linux, tmpfs, a refused
 write) the caller writes the row through HDF5 as before.
 """
 from __future__ import annotations
@@ -61,22 +63,40 @@ class DirectRows:
         if ds.id.get_create_plist().get_alloc_time() != h5py.h5d.ALLOC_TIME_EARLY:
             return False
         info = ds.id.get_chunk_info_by_coord((i,) + (0,) * (ds.ndim - 1))
-        n = row.size * ds.dtype.itemsize
-        if (info.byte_offset is None or info.byte_offset % ALIGNMENT or info.size != n
-                or info.filter_mask):
+        if info.byte_offset is None or info.size != row.size * ds.dtype.itemsize \
+                or info.filter_mask:
             return False
+        return self._put(info.byte_offset, row, ds.dtype)
+
+    def write_whole(self, ds: h5py.Dataset, value: np.ndarray) -> bool:
+        """Write `value` as the whole of the contiguous dataset `ds` (a checkpoint array,
+        allocated at creation, `early_chunks_plist`).  False, having written nothing, where
+        `ds` has no aligned contiguous storage."""
+        if ds.chunks is not None or value.shape != ds.shape or \
+                ds.id.get_create_plist().get_alloc_time() != h5py.h5d.ALLOC_TIME_EARLY:
+            return False
+        offset = ds.id.get_offset()
+        return offset is not None and self._put(offset, value, ds.dtype)
+
+    def _put(self, offset: int, value: np.ndarray, dtype: np.dtype) -> bool:
+        """Copy `value` as `dtype` into the aligned buffer and write it at file `offset` (an
+        aligned head with O_DIRECT, the tail through HDF5's descriptor); False if the offset
+        is unaligned or the head is refused (then nothing was written)."""
+        if offset % ALIGNMENT:
+            return False
+        n = value.size * dtype.itemsize
         buf = self._buffer(n)
-        np.copyto(np.frombuffer(buf, ds.dtype, row.size).reshape(row.shape), row,
+        np.copyto(np.frombuffer(buf, dtype, value.size).reshape(value.shape), value,
                   casting="same_kind")
         head = n - n % ALIGNMENT
         view = memoryview(buf)
         if head:
             try:
-                os.pwrite(self.fd, view[:head], info.byte_offset)
+                os.pwrite(self.fd, view[:head], offset)
             except OSError:   # refused (e.g. EINVAL: a larger logical block): HDF5 writes it
                 return False
         if head < n:   # the unaligned tail through HDF5's own (buffered) descriptor
-            os.pwrite(self.f.id.get_vfd_handle(), view[head:n], info.byte_offset + head)
+            os.pwrite(self.f.id.get_vfd_handle(), view[head:n], offset + head)
         return True
 
     def _buffer(self, n: int) -> mmap.mmap:

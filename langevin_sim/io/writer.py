@@ -154,8 +154,11 @@ class RunWriter:
             g = ck.create_group(f"slot{slot}")
             # shapes only: the first commit writes a slot (no slot is valid before it)
             for k, v in dict(state, diverged_step=np.empty(M, np.int64)).items():
+                # large state arrays: storage allocated now, written past the page cache
+                early = {"dcpl": early_chunks_plist(), "fill_time": "never"} \
+                    if k != "diverged_step" and v.nbytes >= F.CHUNK_BYTES // 2 else {}
                 ds = g.create_dataset(k, v.shape, v.dtype,
-                                      fillvalue=-1 if k == "diverged_step" else None)
+                                      fillvalue=-1 if k == "diverged_step" else None, **early)
                 for i, n in enumerate(ds.shape):
                     name = ("replica" if i == 0 else "coord") if (i < 2 and n == (M, d)[i]) \
                         else f"{k}_dim{i}"
@@ -232,8 +235,7 @@ class RunWriter:
         if state is not None:
             slot = 1 - int(commit[F.CKPT_SLOT]) if commit[F.CKPT_SLOT] >= 0 else 0
             g = self.f[f"checkpoint/slot{slot}"]
-            for k, v in state.items():
-                g[k][...] = v
+            self._write_state(g, state)
             self._put(f"checkpoint/slot{slot}/diverged_step", diverged_step)
             commit[F.CKPT_SLOT], commit[F.CKPT_STEP] = slot, steps_done
         commit[F.N_RECORDS], commit[F.STEPS_DONE], commit[F.COMPLETE] = self.rows, steps_done, complete
@@ -243,12 +245,18 @@ class RunWriter:
             # does not depend on when earlier flushes happened (the valid slot is untouched
             # until the marker moves).
             other = self.f[f"checkpoint/slot{1 - slot}"]
-            for k, v in state.items():
-                other[k][...] = v
+            self._write_state(other, state)
             self._put(f"checkpoint/slot{1 - slot}/diverged_step", diverged_step)
             commit = commit.copy()
             commit[F.CKPT_SLOT] = 0
             self._commit(commit)
+
+    def _write_state(self, g: h5py.Group, state: dict) -> None:
+        """The state arrays into checkpoint slot g: large ones past the page cache
+        (`DirectRows.write_whole`), the rest through HDF5."""
+        for k, v in state.items():
+            if self._direct is None or not self._direct.write_whole(g[k], v):
+                g[k][...] = v
 
     def _put(self, path: str, value: np.ndarray) -> None:
         """Overwrite dataset `path` with `value`, unless this writer already wrote that value
