@@ -9,9 +9,9 @@ row first fills new page-cache pages; on VMs whose host backs guest memory lazil
 reporting) a new page costs 15-35 us of the writer's CPU, so a 12 MB record took ~115 ms of CPU
 (~100 MB/s) against ~2 ms (a copy) and ~9 ms of wall time this way (docs/design_changes.md
 24).  The file stays a plain HDF5 file: HDF5 owns the chunk's address, the bytes are what
-`write_direct_chunk` would write.  Large checkpoint arrays (contiguous, allocated when the file
-is laid out) go the same way (`write_whole`).  Where O_DIRECT is unavailable (not Linux, tmpfs, a refused
-write) the caller writes the row through HDF5 as before.
+`write_direct_chunk` would write.  Large checkpoint arrays (contiguous, allocated when the
+file is laid out) go the same way (`write_whole`).  Where O_DIRECT is unavailable (not Linux,
+tmpfs, a refused write) the caller writes through HDF5 as before.
 """
 from __future__ import annotations
 
