@@ -29,12 +29,12 @@ ALIGNMENT = 4096       # bytes: file offsets, lengths and buffers of O_DIRECT wr
 ALIGN = {"alignment_threshold": F.CHUNK_BYTES // 2, "alignment_interval": ALIGNMENT}
 
 
-def early_chunks_plist() -> h5py.h5p.PropDCID:
-    """A dataset-creation property list whose chunks are allocated when the dataset is
-    extended, with no fill values written (h5py adds the chunk shape)."""
+def early_allocation() -> dict:
+    """`create_dataset` keywords for storage that `DirectRows` can write: allocated when the
+    dataset is created or extended (allocation time EARLY), with no fill values written."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    return dcpl
+    return {"dcpl": dcpl, "fill_time": "never"}
 
 
 class DirectRows:
@@ -45,6 +45,7 @@ class DirectRows:
         weakref.finalize(self, os.close, self.fd)
         self.f = f
         self._buf: mmap.mmap | None = None
+        self._refused = False     # a write was refused: HDF5 writes everything from then on
 
     @classmethod
     def open(cls, f: h5py.File) -> "DirectRows | None":
@@ -70,7 +71,7 @@ class DirectRows:
 
     def write_whole(self, ds: h5py.Dataset, value: np.ndarray) -> bool:
         """Write `value` as the whole of the contiguous dataset `ds` (a checkpoint array,
-        allocated at creation, `early_chunks_plist`).  False, having written nothing, where
+        allocated at creation, `early_allocation`).  False, having written nothing, where
         `ds` has no aligned contiguous storage."""
         if ds.chunks is not None or value.shape != ds.shape or \
                 ds.id.get_create_plist().get_alloc_time() != h5py.h5d.ALLOC_TIME_EARLY:
@@ -82,7 +83,7 @@ class DirectRows:
         """Copy `value` as `dtype` into the aligned buffer and write it at file `offset` (an
         aligned head with O_DIRECT, the tail through HDF5's descriptor); False if the offset
         is unaligned or the head is refused (then nothing was written)."""
-        if offset % ALIGNMENT:
+        if offset % ALIGNMENT or self._refused:
             return False
         n = value.size * dtype.itemsize
         buf = self._buffer(n)
@@ -94,6 +95,7 @@ class DirectRows:
             try:
                 os.pwrite(self.fd, view[:head], offset)
             except OSError:   # refused (e.g. EINVAL: a larger logical block): HDF5 writes it
+                self._refused = True
                 return False
         if head < n:   # the unaligned tail through HDF5's own (buffered) descriptor
             os.pwrite(self.f.id.get_vfd_handle(), view[head:n], offset + head)

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from . import format as F
-from .direct import DirectRows, early_chunks_plist
+from .direct import DirectRows, early_allocation
 from .swmr import writer_info
 
 
@@ -123,8 +123,7 @@ class RunWriter:
             row = int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize
             rows = _chunk_rows(row)
             # a row a chunk: allocated on extension, written past the page cache (DirectRows)
-            early = {"dcpl": early_chunks_plist(), "fill_time": "never"} \
-                if rows == 1 and not compression else {}
+            early = early_allocation() if rows == 1 and not compression else {}
             ds = rec.create_dataset(name, (0,) + trailing, dtype, maxshape=(None,) + trailing,
                                     chunks=(rows,) + trailing, **kw, **early)
             for i, scale in enumerate(dims):
@@ -155,7 +154,7 @@ class RunWriter:
             # shapes only: the first commit writes a slot (no slot is valid before it)
             for k, v in dict(state, diverged_step=np.empty(M, np.int64)).items():
                 # large state arrays: storage allocated now, written past the page cache
-                early = {"dcpl": early_chunks_plist(), "fill_time": "never"} \
+                early = early_allocation() \
                     if k != "diverged_step" and v.nbytes >= F.CHUNK_BYTES // 2 else {}
                 ds = g.create_dataset(k, v.shape, v.dtype,
                                       fillvalue=-1 if k == "diverged_step" else None, **early)
