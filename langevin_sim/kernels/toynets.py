@@ -200,27 +200,45 @@ def transpose_bias(dst, src, b):
             dst[c, r] = src[r, c] + b[c]
 
 
-@jit
-def activate(Z, H, D, kind):
-    """H = phi(Z) and D = phi'(Z) (`toynets.act`, `act_d1`; kind 0 tanh, 1 relu,
-    2 quadratic), elementwise (any C-contiguous shape), tanh in the arrays' precision."""
-    z, h, d = Z.reshape(Z.size), H.reshape(H.size), D.reshape(D.size)
-    one = like(1.0, h)
-    zero = like(0.0, h)
+@ijit
+def phi(z, kind, one, zero):
+    """The activation of z (`toynets.act`; kind 0 tanh, 1 relu, 2 quadratic) in z's
+    precision, as the reference computes it (relu: z (z > 0), so NaN stays NaN); one, zero:
+    1 and 0 in that dtype."""
     if kind == 0:
-        for i in range(z.shape[0]):
-            v = tanh_of(z[i])
-            h[i] = v
-            d[i] = one - v * v
-    elif kind == 1:
-        for i in range(z.shape[0]):
-            pos = select_cpu(z[i] > zero, one, zero)
-            h[i] = z[i] * pos
-            d[i] = pos
-    else:
-        for i in range(z.shape[0]):
-            h[i] = z[i] * z[i]
-            d[i] = z[i] + z[i]   # 2 z exactly, without widening float32 to float64
+        return tanh_of(z)
+    if kind == 1:
+        return z * select_cpu(z > zero, one, zero)
+    return z * z
+
+
+@ijit
+def phi_d1(z, h, kind, one, zero):
+    """phi'(z) given h = phi(z) (`toynets.act_d1`): 1 - h^2, 1 or 0, 2 z (exactly, without
+    widening float32 to float64)."""
+    if kind == 0:
+        return one - h * h
+    if kind == 1:
+        return select_cpu(z > zero, one, zero)
+    return z + z
+
+
+@jit
+def activate(Z, H, kind):
+    """H = phi(Z) elementwise (any C-contiguous shape)."""
+    z, h = Z.reshape(Z.size), H.reshape(H.size)
+    one, zero = like(1.0, h), like(0.0, h)
+    for i in range(z.shape[0]):
+        h[i] = phi(z[i], kind, one, zero)
+
+
+@jit
+def backprop_activation(G, Z, H, kind):
+    """G <- G * phi'(Z) (dL/dH to dL/dZ; H = phi(Z)), elementwise."""
+    g, z, h = G.reshape(G.size), Z.reshape(Z.size), H.reshape(H.size)
+    one, zero = like(1.0, h), like(0.0, h)
+    for i in range(g.shape[0]):
+        g[i] = g[i] * phi_d1(z[i], h[i], kind, one, zero)
 
 
 @jit
@@ -277,7 +295,7 @@ def softmax_dout(outT, cls, idx, mx, nrm):
 
 @ijit
 def mlp_scratch(x, B, din, h, k):
-    """Per-replica scratch of `mlp_grad` in x's dtype: 2-D (Ab (B, din), Z, H, D (B, h),
+    """Per-replica scratch of `mlp_grad` in x's dtype: 2-D (Ab (B, din), Z, H, G (B, h),
     outT (k, B), W1T, gW1T (din, h), dA (B, din), W2T (h, k), outS (B, k)), 1-D (mx, nrm,
     ones (B,)), and the int64 operand rows (2, B) of one-hot inputs.  Inlined into its
     callers, as `first_layer`, `first_layer_grad` and `common.sgd_scratch`: compiled on
@@ -301,26 +319,27 @@ def first_layer(Ab, W1T, b1, Z):
 
 
 @ijit
-def first_layer_grad(Z, D, Ab, gb1, gW1):
-    """Backward through `first_layer`: Z (B, h) <- dZ = Z * D (D = phi'), gb1 (h,) += the
-    column sums of dZ, gW1 (h, din) = dZ^T Ab."""
-    for b in range(Z.shape[0]):
-        zr, dr = Z[b], D[b]
-        for j in range(Z.shape[1]):
-            zr[j] = zr[j] * dr[j]
-            gb1[j] = gb1[j] + zr[j]
-    np.dot(Z.T, Ab, gW1)
+def first_layer_grad(G, Z, H, kind, Ab, gb1, gW1):
+    """Backward through `first_layer` and the activation H = phi(Z): G (B, h) <- dZ = dL/dH
+    phi'(Z), gb1 (h,) += the column sums of dZ, gW1 (h, din) = dZ^T Ab."""
+    backprop_activation(G, Z, H, kind)
+    for b in range(G.shape[0]):
+        gr = G[b]
+        for j in range(G.shape[1]):
+            gb1[j] = gb1[j] + gr[j]
+    np.dot(G.T, Ab, gW1)
 
 
 @jit
 def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops):
     """The forward pass of `mlp_grad` (same arguments) at parameters x (d,) on the samples
     idx (B,), into S2: dense inputs Ab (B, din) (rows of A, or embedded operands), Z = A W1^T
-    + b1, H = phi(Z), D = phi'(Z) (B, h), logits outT = (H W2T)^T + b2 (k, B) via outS =
-    H W2T (B, k), W2T = W2^T stored (OpenBLAS runs products with a transposed view as second
-    operand, W2 H^T, at half the rate); one-hot operand rows into ops."""
+    + b1 and H = phi(Z) (B, h) (one-hot operands: both in one pass), logits outT =
+    (H W2T)^T + b2 (k, B) via outS = H W2T (B, k), W2T = W2^T stored (OpenBLAS runs products
+    with a transposed view as second operand, W2 H^T, at half the rate); one-hot operand rows
+    into ops."""
     din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
-    Ab, Z, H, D, outT, W1T, _, _, W2T, outS = S2
+    Ab, Z, H, _, outT, W1T, _, _, W2T, outS = S2
     B = idx.shape[0]
     oW1 = p * e     # the embedding E (p, e) comes first; e = 0 without one
     ob1 = oW1 + h * din
@@ -329,21 +348,27 @@ def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops):
     W1 = x[oW1:ob1].reshape(h, din)
     W2 = x[oW2:ob2].reshape(k, h)
     b1 = x[ob1:oW2]
-    # forward: Z = A W1^T + b1 (B, h), H = phi(Z), D = phi'(Z), logits outT = W2 H^T + b2
+    # forward: Z = A W1^T + b1 (B, h), H = phi(Z), logits outT = W2 H^T + b2
     transpose(W1T, W1)
-    if hot is not None:     # one-hot operands: Z[b] = (W1T[a_b] + W1T[p + b_b]) + b1
+    if hot is not None:     # one-hot operands: Z[b] = (W1T[a_b] + W1T[p + b_b]) + b1, H[b]
+        one, zero = like(1.0, x), like(0.0, x)
         for b in range(B):
-            ops[0, b] = pairs[idx[b], 0]
-            ops[1, b] = p + pairs[idx[b], 1]
-            za, zb, zr = W1T[ops[0, b]], W1T[ops[1, b]], Z[b]
+            a0 = pairs[idx[b], 0]
+            a1 = p + pairs[idx[b], 1]
+            ops[0, b] = a0
+            ops[1, b] = a1
+            za, zb, zr, hr = W1T[a0], W1T[a1], Z[b], H[b]
             for j in range(h):
-                zr[j] = (za[j] + zb[j]) + b1[j]
+                z = (za[j] + zb[j]) + b1[j]
+                zr[j] = z
+                hr[j] = phi(z, kind, one, zero)
     if A is not None:       # (explicit loops: a slice copy per row costs 10x more here)
         for b in range(B):
             src, dst = A[idx[b]], Ab[b]
             for i in range(din):
                 dst[i] = src[i]
         first_layer(Ab, W1T, b1, Z)
+        activate(Z, H, kind)
     if emb is not None:
         E = x[:oW1].reshape(p, e)
         for b in range(B):
@@ -352,7 +377,7 @@ def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops):
                 dst[i] = ea[i]
                 dst[e + i] = eb[i]
         first_layer(Ab, W1T, b1, Z)
-    activate(Z, H, D, kind)
+        activate(Z, H, kind)
     transpose(W2T, W2)
     np.dot(H, W2T, outS)
     transpose_bias(outT, outS, x[ob2:])
@@ -370,7 +395,7 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
     reference's, the logits class-major (k, B) (softmax and the loss head run along
     samples); products by BLAS (np.dot)."""
     din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
-    Ab, Z, H, D, outT, W1T, gW1T, dA, _, _ = S2
+    Ab, Z, H, G, outT, W1T, gW1T, dA, _, _ = S2
     mx, nrm, ones = S1
     B = idx.shape[0]
     oW1 = p * e
@@ -384,18 +409,19 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
         regression_dout(outT, y, idx, shift)
     if cls is not None:
         softmax_dout(outT, cls, idx, mx, nrm)
-    # backward: outT is dL/dout now; dZ = (dout W2) * phi' (B, h), kept in Z
+    # backward: outT is dL/dout now; G = dL/dH = dout W2 (B, h), dZ = G * phi'(Z)
     np.dot(outT, ones, g[ob2:])
     np.dot(outT, H, g[oW2:ob2].reshape(k, h))
-    np.dot(outT.T, W2, Z)
+    np.dot(outT.T, W2, G)
     gb1 = g[ob1:oW2]
     gb1[:] = 0.0
     if hot is not None:     # rows a_b and p + b_b of dW1^T collect dZ[b]; db1 = the sum of rows < p
         gW1T[:] = 0.0
+        one, zero = like(1.0, x), like(0.0, x)
         for b in range(B):
-            ra, rb, zr, dr = gW1T[ops[0, b]], gW1T[ops[1, b]], Z[b], D[b]
+            ra, rb, gr, zr, hr = gW1T[ops[0, b]], gW1T[ops[1, b]], G[b], Z[b], H[b]
             for j in range(h):
-                v = zr[j] * dr[j]
+                v = gr[j] * phi_d1(zr[j], hr[j], kind, one, zero)
                 ra[j] = ra[j] + v
                 rb[j] = rb[j] + v
         for a in range(p):
@@ -404,10 +430,10 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
                 gb1[j] = gb1[j] + ra[j]
         transpose(g[oW1:ob1].reshape(h, din), gW1T)
     if A is not None:
-        first_layer_grad(Z, D, Ab, gb1, g[oW1:ob1].reshape(h, din))
+        first_layer_grad(G, Z, H, kind, Ab, gb1, g[oW1:ob1].reshape(h, din))
     if emb is not None:     # dE rows of the operands collect dA = dZ W1
-        first_layer_grad(Z, D, Ab, gb1, g[oW1:ob1].reshape(h, din))
-        np.dot(Z, W1, dA)
+        first_layer_grad(G, Z, H, kind, Ab, gb1, g[oW1:ob1].reshape(h, din))
+        np.dot(G, W1, dA)
         gE = g[:oW1].reshape(p, e)
         gE[:] = 0.0
         for b in range(B):
