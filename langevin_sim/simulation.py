@@ -27,6 +27,7 @@ from .io import Run, RunWriter
 from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE
 from .io.swmr import writer_info
 from .io.direct import ALIGN
+from .io.recycle import Recycler
 from .io.writer import WriterThread
 from .potentials.base import Potential
 
@@ -161,20 +162,23 @@ class Simulation:
         if to_host is not None:
             to_host(self)
 
-    def snapshot(self, record_positions: bool = True) -> dict:
+    def snapshot(self, record_positions: bool = True, buffers: Recycler | None = None) -> dict:
         """One record of the current state: step, time, energy (float64, (M,)), positions
         ((M, d), the state's dtype), observables (new arrays: NaN-filling a diverged replica's
-        entries never touches the state).  A float32 state is widened block by block for the
-        potential's observables, never whole."""
+        entries never touches the state; energy and positions in arrays of `buffers` when
+        given).  A float32 state is widened block by block for the potential's observables,
+        never whole."""
         self.sync()
         x = self.state["x"]
         with np.errstate(all="ignore"), one_blas_thread():
-            energy = (self.backend.record_energy(self)
-                      if hasattr(self.backend, "record_energy") else
-                      np.asarray(self.potential.energy(np.asarray(x, np.float64)), np.float64))
+            if hasattr(self.backend, "record_energy"):
+                out = None if buffers is None else buffers.empty(x.shape[0], np.float64)
+                energy = self.backend.record_energy(self, out)
+            else:
+                energy = np.asarray(self.potential.energy(np.asarray(x, np.float64)), np.float64)
             rec = {"step": np.int64(self.step), "time": np.float64(self.time), "energy": energy}
             if record_positions:
-                rec["positions"] = x.copy()
+                rec["positions"] = x.copy() if buffers is None else buffers.copy(x)
             compiled = getattr(self.backend, "record_observables", None)
             obs = None if compiled is None else compiled(self, energy)
             rec.update(_in_float64(self.potential, x, energy) if obs is None else obs)
@@ -251,7 +255,8 @@ class Simulation:
         committed = (int(writer.commit[STEPS_DONE]), bool(writer.commit[COMPLETE]))
         size = sum(v.nbytes for r in pending for v in r.values())
         self._stop = 0
-        thread = WriterThread(writer)
+        buffers = Recycler()      # the copies handed to the writer thread, reused once written
+        thread = WriterThread(writer, recycler=buffers)
         with _signals_stop(self):
             try:
                 while self.step < target and not self._stop:
@@ -259,7 +264,7 @@ class Simulation:
                     self.advance(K, sync=False)
                     bar.update(K)
                     if self.step % record_every == 0:
-                        pending.append(self.snapshot(record_positions))
+                        pending.append(self.snapshot(record_positions, buffers))
                         size += sum(v.nbytes for v in pending[-1].values())
                         if size >= _BATCH_BYTES:
                             thread.submit("append", pending)
@@ -268,12 +273,13 @@ class Simulation:
                     if now - last_flush >= flush_seconds or self.step == target:
                         ckpt = checkpoint_every is None or self.step - last_ckpt >= checkpoint_every \
                             or self.step == target
-                        committed = self._commit(thread, pending, ckpt, self.step == target)
+                        committed = self._commit(thread, pending, ckpt, self.step == target,
+                                                 buffers)
                         pending, size, last_flush = [], 0, now
                         last_ckpt = self.step if ckpt else last_ckpt
                 done = self.step == target
                 if pending or committed[0] != self.step or (done and not committed[1]):
-                    self._commit(thread, pending, True, done, final=True)
+                    self._commit(thread, pending, True, done, buffers, final=True)
                 thread.close()
             except KeyboardInterrupt:
                 # A second Ctrl-C: abort now; the last commit (data and checkpoint) stands.
@@ -292,12 +298,13 @@ class Simulation:
             raise (RunStopped if sig == signal.SIGINT else RunTerminated)(msg, 128 + sig)
 
     def _commit(self, thread: WriterThread, pending: list, checkpoint: bool, complete: bool,
-                final: bool = False) -> tuple[int, bool]:
+                buffers: Recycler, final: bool = False) -> tuple[int, bool]:
         """Queue `pending` records and a commit at the current step, with a checkpoint of the
-        state if `checkpoint`.  The state is copied unless this is the last commit before the
-        writer closes (`final`, or `complete`: no step follows).  Returns (step, complete)."""
+        state if `checkpoint`.  The state is copied (into `buffers`) unless this is the last
+        commit before the writer closes (`final`, or `complete`: no step follows).  Returns
+        (step, complete)."""
         self.sync()
-        keep = (lambda v: v) if final or complete else np.copy
+        keep = (lambda v: v) if final or complete else buffers.copy
         if pending:
             thread.submit("append", pending)
         state = {k: keep(v) for k, v in self.state.items()} if checkpoint else None

@@ -12,7 +12,7 @@ import pytest
 from langevin_sim import Simulation, open_run, resume, simulation
 from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.errors import DivergenceWarning
-from langevin_sim.io import writer
+from langevin_sim.io import recycle, writer
 from langevin_sim.io.writer import RunWriter
 from langevin_sim.potentials import DoubleWell, LinearRegression
 
@@ -110,6 +110,47 @@ def test_large_rows_are_written_as_whole_chunks(tmp_path, dtype, monkeypatch):
     if direct:   # the file system takes O_DIRECT (not tmpfs): every chunk row went that way,
         assert len(direct) == 2 * (3 + 3) and all(direct), direct   # and every checkpoint's x
         assert whole and all(whole), whole    # (d resumed from one: its records equal a's)
+
+
+def test_recycler_takes_back_only_what_it_handed_out():
+    """Large arrays come back to the free list once given (any nesting), small ones and
+    foreign arrays are never kept, and a buffer is handed out again only after its return."""
+    r = recycle.Recycler(min_bytes=1024)
+    a = r.copy(np.arange(256.0))
+    small = r.empty(3, np.float64)
+    foreign = np.empty(256)
+    assert r.allocated == 1 and r.empty(256, np.float64) is not a and r.allocated == 2
+    r.give([{"x": a, "s": small}, (foreign,)])
+    b = r.empty((256,), "float64")
+    assert b is a and r.allocated == 2
+    r.give(b)
+    r.give(b)          # a second return of the same handing adds nothing
+    assert r.empty(256, np.float64) is a and r.empty(256, np.float64) is not a
+    assert r.empty((16, 16), np.float64) is not a     # another shape: another buffer
+
+
+@pytest.mark.parametrize("flush", [0.0, 1.0])
+def test_large_records_reuse_buffers_written_before_reuse(tmp_path, flush, monkeypatch):
+    """Records and checkpoints of a large state (1 MiB arrays) are copied into a few recycled
+    buffers, each reused only after the writer thread wrote it: every record equals the
+    twin's state at its step (committed one by one with checkpoints, or in batches)."""
+    made = []
+    init = recycle.Recycler.__init__
+    monkeypatch.setattr(recycle.Recycler, "__init__",
+                        lambda self, *a, **k: init(self, *a, **k) or made.append(self))
+
+    def sim():
+        return Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), 1 << 17, seed=5)
+
+    with sim().run(40, 1, out=tmp_path / "a.h5", progress=False, flush_seconds=flush) as run:
+        twin = sim()
+        for i in range(41):
+            np.testing.assert_array_equal(run.positions[i], twin.state["x"])
+            np.testing.assert_allclose(run.energy[i],
+                                       twin.potential.energy(twin.state["x"])[:], rtol=1e-12)
+            twin.advance(1)
+    (r,) = made
+    assert 0 < r.allocated <= 24, r.allocated     # 40 records x 2 arrays (+ checkpoints)
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None or not hasattr(os, "posix_fadvise"),

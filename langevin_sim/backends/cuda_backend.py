@@ -152,14 +152,19 @@ class CudaBackend:
     def device_run(self, sim) -> "DeviceRun | None":
         return self._runs.get(sim)
 
-    def record_energy(self, sim) -> np.ndarray:
-        """U (M,) float64 of `sim`'s positions for a record, computed on the device: the
-        potential's own `energy` on a float64 copy of the device state (as the reference
-        computes it on a float64 copy of the host's); only the (M,) energies come back."""
+    def record_energy(self, sim, out: np.ndarray | None = None) -> np.ndarray:
+        """U (M,) float64 of `sim`'s positions for a record (into `out` when given), computed
+        on the device: the potential's own `energy` on a float64 copy of the device state (as
+        the reference computes it on a float64 copy of the host's); only the (M,) energies
+        come back."""
         run = self.attach(sim)
         xp = run.xp
-        e = run.pot.energy(xp.asarray(run.state["x"], dtype=np.float64))
-        return rt.asnumpy(xp.asarray(e, dtype=np.float64))
+        e = xp.asarray(run.pot.energy(xp.asarray(run.state["x"], dtype=np.float64)),
+                       dtype=np.float64)
+        if out is None:
+            return rt.asnumpy(e)
+        _copy_to_host(e, out)
+        return out
 
 
 def _copy_to_host(dev, host: np.ndarray) -> None:

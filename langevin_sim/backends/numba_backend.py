@@ -47,14 +47,19 @@ class NumbaBackend:
             return
         reference_advance(sim, t0, K)
 
-    def record_energy(self, sim) -> np.ndarray:
-        """U (M,) float64 of the positions x (M, d) of `sim` for a record: the family's
-        compiled energy (`kernels.drivers.energy_kernel`, float32 rows widened block by
-        block), or the potential's on a float64 copy (see `_record_kernel`)."""
+    def record_energy(self, sim, out: np.ndarray | None = None) -> np.ndarray:
+        """U (M,) float64 of the positions x (M, d) of `sim` for a record (into `out` when
+        given): the family's compiled energy (`kernels.drivers.energy_kernel`, float32 rows
+        widened block by block), or the potential's on a float64 copy (see `_record_kernel`)."""
         fn = _record_kernel(sim, drivers.energy_kernel)
         x = sim.state["x"]
-        return (np.asarray(sim.potential.energy(np.asarray(x, np.float64)), np.float64)
-                if fn is None else fn(x))
+        if fn is not None:
+            return fn(x, out)
+        u = np.asarray(sim.potential.energy(np.asarray(x, np.float64)), np.float64)
+        if out is None:
+            return u
+        out[...] = u
+        return out
 
     def record_observables(self, sim, energy: np.ndarray) -> dict | None:
         """The potential's observables of `sim`'s positions for a record, by the family's

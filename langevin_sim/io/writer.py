@@ -13,6 +13,7 @@ import numpy as np
 
 from . import format as F
 from .direct import DirectRows, early_allocation
+from .recycle import Recycler
 from .swmr import writer_info
 
 
@@ -309,12 +310,13 @@ class WriterThread:
     `submit("commit_block", ...)` queue its calls and return at once, so that HDF5 writes and
     flushes overlap the next block's compute (the kernels release the GIL).  Calls run in
     order, so the commit marker keeps its meaning (data -> flush -> marker -> flush).  Arrays
-    handed over must not change afterwards (pass copies).  At most `depth` calls wait; an
-    error in the thread drops the calls after it and is raised by the next `submit` or by
-    `close`."""
+    handed over must not change afterwards (pass copies); those from `recycler` are given
+    back to it once their call has written them.  At most `depth` calls wait; an error in the
+    thread drops the calls after it and is raised by the next `submit` or by `close`."""
 
-    def __init__(self, writer: RunWriter, depth: int = 4):
+    def __init__(self, writer: RunWriter, depth: int = 4, recycler: Recycler | None = None):
         self.writer = writer
+        self.recycler = recycler
         self._jobs: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None
         self._drop = self._closed = False
@@ -328,6 +330,9 @@ class WriterThread:
                     getattr(self.writer, job[0])(*job[1])
                 except BaseException as e:  # raised in the submitting thread
                     self._error = e
+                else:
+                    if self.recycler is not None:
+                        self.recycler.give(job[1])
 
     def submit(self, method: str, *args) -> None:
         """Queue `writer.<method>(*args)` (blocks while `depth` calls wait)."""

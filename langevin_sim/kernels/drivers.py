@@ -594,17 +594,18 @@ def register_generic() -> None:
 # ---------------------------------------------------------------- energies for recording
 
 def energy_kernel(potential) -> Callable | None:
-    """x (M, d) -> U(x) (M,) float64 by the family's compiled `energy_block` (rows converted to
-    float64 per block, parallel over blocks), or None for a potential without hooks."""
+    """(x (M, d), out (M,) float64 or None) -> U(x) (M,) float64 (in `out` when given) by the
+    family's compiled `energy_block` (rows converted to float64 per block, parallel over
+    blocks), or None for a potential without hooks."""
     cls = type(potential)
     if cls not in FAMILIES or FAMILIES[cls].energy_block is None:
         return None
     drv, hooks = compiled(cls), FAMILIES[cls]
     args = hooks.args_of(potential, np.dtype(np.float64))
 
-    def energy(x):
+    def energy(x, out=None):
         x = np.ascontiguousarray(x)
-        out = np.empty(x.shape[0])
+        out = np.empty(x.shape[0]) if out is None else out
         # blocks of ~1 MiB of float64 rows (a row's energy is cheap), at least one a thread
         M = x.shape[0]
         rows = max(1, min(ENERGY_BLOCK_BYTES // (8 * x.shape[1]), -(-M // numba.get_num_threads())))
