@@ -15,19 +15,24 @@ rounds of 1 - t(numba) / t(numba_run), both timed in the same round),
 and the peers of `peers.py`: a plain NumPy loop (`numpy_loop`) and JAX jit + lax.scan (`jax`;
 skipped where JAX is missing).  The GEMM of the workload's shape is timed in the same
 round-robin.  Limits measured once per run: the rate at which the kernels' own Philox +
-Box-Muller code generates normals alone, and memory bandwidth.  Each workload states the
-criteria it is held to; W1 and W2 are also compared with a committed result of the same
-machine (--baseline).
+Box-Muller code generates normals alone, and memory bandwidth.  Each row (workload and
+dtype) runs in a new process, as a user's script starts; then its cold start is timed in
+another, with an empty Numba cache.  Each workload states the criteria it is held to; W1 and
+W2 are also compared with a committed result of the same machine (--baseline).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import multiprocessing
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -159,6 +164,20 @@ def gemm_entry(m: int, k: int, n: int, dtype) -> Entry:
     return Entry(call, 2.0 * m * k * n * reps, call)
 
 
+def keep_freed_memory() -> bool:
+    """Tell glibc to keep freed memory for reuse (mmap threshold at its 32 MiB maximum, trim
+    threshold 1 GiB) instead of returning it to the kernel: on a VM whose host takes freed
+    pages back, every fresh page costs 15-35 us on first touch (docs/design_changes.md 24).
+    Process-wide from here on; False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+                    and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 def memory_bandwidth(repeats: int) -> float:
     """Bytes per second (median) read + written by a 512 MiB float64 copy."""
     a = np.ones(1 << 26)
@@ -185,6 +204,9 @@ class Workload:
     gemm_shape: tuple | None = None              # (m, k, n) of one step's product
     normals_per_chain_step: int = 0              # noise drawn besides the product
     multiple: dict = field(default_factory=dict)  # implementation -> steps must be a multiple of
+    # time the NumPy reference once more after `keep_freed_memory` (its temporaries then reuse
+    # memory: no first-touch page faults), next to its rate in the process as a user starts it
+    kept_memory_reference: bool = False
 
 
 WORKLOADS: dict[str, Workload] = {}
@@ -247,7 +269,8 @@ workload(Workload(
 workload(Workload(
     "W5", "grokking: ModularArithmeticMLP p=23, hidden=64, quadratic, full batch, AdamW, "
           "64 replicas (scenarios/grokking.py)",
-    grokking, {"numpy": 10, "numba": 1000}, peers=False, blas_threads=1))
+    grokking, {"numpy": 10, "numba": 1000}, peers=False, blas_threads=1,
+    kept_memory_reference=True))
 
 
 def steps_of(w: Workload, impl: str, quick: bool) -> int:
@@ -291,11 +314,48 @@ def entries(w: Workload, dtype: str, quick: bool,
     return out, steps, nb
 
 
+def measure_fresh(name: str, dtype: str, quick: bool, repeats: int, folder: str,
+                  limits: dict) -> dict:
+    """`measure` in a new Python process: each row starts as a user's script starts (malloc's
+    state, hence the NumPy implementations' page faults, does not depend on the rows before
+    it; design_changes 26)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        return ex.submit(_measure_named, name, dtype, quick, repeats, folder, limits).result()
+
+
+def _measure_named(name: str, dtype: str, quick: bool, repeats: int, folder: str,
+                   limits: dict) -> dict:
+    with threadpool_limits(None):
+        return measure(WORKLOADS[name], dtype, quick, repeats, folder, limits)
+
+
+def cold_start(name: str, dtype: str) -> float:
+    """Seconds a user's first call waits with an empty Numba cache: building the workload's
+    numba Simulation, its first `advance(1)` and its first record (`snapshot`: the compiled
+    record-time energy and observables), in a new process with a new NUMBA_CACHE_DIR."""
+    with tempfile.TemporaryDirectory(prefix="numba-cold-") as cache:
+        res = subprocess.run([sys.executable, __file__, "--cold-one", name, dtype],
+                             env=dict(os.environ, NUMBA_CACHE_DIR=cache), capture_output=True,
+                             text=True, check=True)
+    return float(res.stdout.split()[-1])
+
+
+def _cold_one(name: str, dtype: str) -> None:
+    t = time.perf_counter()
+    sim = WORKLOADS[name].build("numba", dtype)
+    sim.advance(1)
+    sim.snapshot()
+    print(time.perf_counter() - t)
+
+
 def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, limits: dict) -> dict:
     """One row: rates (work per second, medians of interleaved repeats) of every entry."""
     with threadpool_limits(w.blas_threads, user_api="blas"):
         es, steps, sim = entries(w, dtype, quick, folder)
         times = interleaved(es, repeats)
+        kept = None
+        if w.kept_memory_reference and "numpy" in es and keep_freed_memory():
+            kept = es["numpy"].work / median_time(es["numpy"].call, repeats)
     med = {k: float(np.median(v)) for k, v in times.items()}
     row = {"workload": w.name, "title": w.title, "dtype": dtype, "steps_per_call": steps,
            "numba_fused": registry.kernel_for(sim.potential, sim.dynamics, "numba") is not None,
@@ -303,6 +363,8 @@ def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, lim
            "spread": {k: float(np.subtract(*np.percentile(v, [75, 25])) / med[k])
                       for k, v in times.items()},
            **{f"{k}_chain_steps_per_s": es[k].work / med[k] for k in es if k != "gemm"}}
+    if kept is not None:
+        row["numpy_kept_memory_chain_steps_per_s"] = kept
     rate = row["numba_chain_steps_per_s"]
     # paired by round: both calls of a round ran under the same conditions
     adv, run = np.array(times["numba"]), np.array(times["numba_run"])
@@ -383,6 +445,9 @@ def criteria(rows: list[dict], limits: dict, baseline: dict | None, why: str) ->
                      + ("" if b else f" ({why or 'no committed figure'})"), rel(b), ">=", 0.9)]
         if w == "W5":
             out += [(f"W5 {dt}: numba >= 10x the NumPy reference", rel(npy), ">=", 10.0)]
+        if w != "W3b":      # W3b: the pair and dtype of W3
+            out += [(f"{w} {dt}: cold start (empty Numba cache) <= 10 s", r.get("cold_start_s"),
+                     "<=", 10.0)]
     return out
 
 
@@ -412,7 +477,10 @@ def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args
              "median over the rounds of 1 - t(numba) / t(numba_run)); "
              f"numpy_loop / jax: benchmarks/peers.py.  Run files in {tempfile.gettempdir()}.  "
              "W5 times both engine backends with one BLAS thread, as scenarios/grokking.py "
-             f"runs.  Committed result W1 and W2 are compared with: {args.baseline}.", "",
+             "runs.  Each row is measured in a new process (as a user's script starts: "
+             "malloc's state, which decides the NumPy implementations' page faults here, does not "
+             f"carry over from the rows before).  Committed result W1 and W2 are compared with: "
+             f"{args.baseline}.", "",
              "## Machine limits (measured in this run)", "",
              f"- memory bandwidth (copy): {limits['memory_GBps']:.1f} GB/s",
              *(f"- Philox + Box-Muller {dt} normals alone (the kernels' code: across replicas for "
@@ -423,8 +491,8 @@ def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args
              "## Chain-steps per second", "",
              "| workload | dtype | numpy | numba | numba_run | numpy_loop | jax | numba/numpy "
              "| numba/numpy_loop | numba/jax | recording cost | s per record | GEMM FLOP/s "
-             "| numba % of GEMM | max spread |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| numba % of GEMM | max spread | cold start s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rate = {i: r.get(f"{i}_chain_steps_per_s") for i in IMPLEMENTATIONS}
         ratio = lambda i: None if rate[i] is None else rate["numba"] / rate[i]  # noqa: E731
@@ -435,10 +503,23 @@ def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args
                      + " | ".join(fmt(ratio(i)) for i in ("numpy", "numpy_loop", "jax"))
                      + f" | {100 * r['recording_cost']:.1f}% | {r['seconds_per_record']:.3g} | "
                      + (f"{g:.3g} | {100 * r['numba_gemm_fraction']:.0f}%" if g else "– | –")
-                     + f" | {100 * max(r['spread'].values()):.0f}% |")
+                     + f" | {100 * max(r['spread'].values()):.0f}% | "
+                     + f"{fmt(r.get('cold_start_s'))} |")
+    kept = [r for r in rows if r.get("numpy_kept_memory_chain_steps_per_s")]
+    if kept:
+        lines += ["", "The NumPy reference once more in the same process after glibc was told to "
+                  "keep freed memory (`keep_freed_memory`: its temporaries then reuse pages instead "
+                  "of touching fresh ones, 15-35 us each on this VM), for comparison: "
+                  + "; ".join(f"{r['workload']} {r['dtype']} {r['numpy_kept_memory_chain_steps_per_s']:.3g} "
+                              f"chain-steps/s (numba / that: "
+                              f"{r['numba_chain_steps_per_s'] / r['numpy_kept_memory_chain_steps_per_s']:.3g})"
+                              for r in kept) + "."]
     lines += ["", "†: no fused numba kernel for the pair, the numba backend ran the NumPy reference.",
               "Spread: interquartile range / median of a row's timings, the largest over its "
-              "implementations.  Steps per call: "
+              "implementations.  Cold start: seconds from building the numba Simulation to the end "
+              "of its first step and first record, with an empty Numba cache, in a new process "
+              "(`cold_start`; what a first run waits, the kernels then load from the cache).  "
+              "Steps per call: "
               + "; ".join(f"{r['workload']} {r['dtype']} {r['steps_per_call']}" for r in rows
                           if r["dtype"] == rows[0]["dtype"]) + ".", "", "## Criteria", ""]
     for text, value, op, need in checks:
@@ -457,7 +538,11 @@ def main(argv=None):
     ap.add_argument("--baseline", default=str(BASELINE),
                     help="committed JSON result W1 and W2 must not fall below (same machine only)")
     ap.add_argument("--out", help="write a markdown report here and the JSON next to it")
+    ap.add_argument("--cold-one", nargs=2, metavar=("WORKLOAD", "DTYPE"),
+                    help=argparse.SUPPRESS)    # `cold_start`'s child
     a = ap.parse_args(argv)
+    if a.cold_one:
+        return _cold_one(*a.cold_one)
     a.repeats = a.repeats or (3 if a.quick else 5)
     names = a.only.split(",") if a.only else list(WORKLOADS)
     unknown = [n for n in names if n not in WORKLOADS]
@@ -477,8 +562,9 @@ def main(argv=None):
         for name in names:
             for dtype in WORKLOADS[name].dtypes:
                 t = time.perf_counter()
-                rows.append(measure(WORKLOADS[name], dtype, a.quick, a.repeats, folder, limits))
+                rows.append(measure_fresh(name, dtype, a.quick, a.repeats, folder, limits))
                 r = rows[-1]
+                r["cold_start_s"] = cold_start(name, dtype)
                 print(f"{name} {dtype} ({time.perf_counter() - t:.0f} s): "
                       + ", ".join(f"{i} {r[f'{i}_chain_steps_per_s']:.3g}" for i in IMPLEMENTATIONS
                                   if f"{i}_chain_steps_per_s" in r), flush=True)

@@ -49,7 +49,8 @@ def test_criteria_pass_fail_and_skip(tmp_path):
     path = tmp_path / "base.json"
     path.write_text(json.dumps({"machine": info, "rows": [
         {"workload": "W1", "dtype": "float32", "numba_chain_steps_per_s": 100.0}]}))
-    rows = [row("W1", numba=95.0, numpy=5.0), row("W4", numba=30.0, numpy=10.0, jax=10.0),
+    rows = [dict(row("W1", numba=95.0, numpy=5.0), cold_start_s=4.0),
+            dict(row("W4", numba=30.0, numpy=10.0, jax=10.0), cold_start_s=12.0),
             row("W5", numba=50.0, numpy=10.0)]
     limits = {"normals_per_s_d1_float32": 100.0}
 
@@ -57,8 +58,9 @@ def test_criteria_pass_fail_and_skip(tmp_path):
         base, why = tp.baseline_of(path, base_info)
         return [tp.verdict(v, op, need) for _, v, op, need in tp.criteria(rows, limits, base, why)]
 
-    # W1: 10x numpy, 0.5x normals, JAX (missing), recording cost, committed result;
-    # W4: 2x numpy, 2.5x JAX, recording cost; W5: 10x the reference
-    assert verdicts(info) == ["PASS", "PASS", "SKIP", "FAIL", "PASS",
-                              "PASS", "PASS", "FAIL", "FAIL"]
+    # W1: 10x numpy, 0.5x normals, JAX (missing), recording cost, committed result, cold start;
+    # W4: 2x numpy, 2.5x JAX, recording cost, cold start; W5: 10x the reference, cold start
+    # (not measured)
+    assert verdicts(info) == ["PASS", "PASS", "SKIP", "FAIL", "PASS", "PASS",
+                              "PASS", "PASS", "FAIL", "FAIL", "FAIL", "SKIP"]
     assert verdicts({"cpu": "Other CPU", "cores": 2})[4] == "SKIP"
