@@ -12,7 +12,7 @@ import pytest
 from langevin_sim import Simulation, open_run, resume, simulation
 from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.errors import DivergenceWarning
-from langevin_sim.io import recycle, writer
+from langevin_sim.io import direct, recycle, writer
 from langevin_sim.io.writer import RunWriter
 from langevin_sim.potentials import DoubleWell, LinearRegression
 
@@ -110,6 +110,34 @@ def test_large_rows_are_written_as_whole_chunks(tmp_path, dtype, monkeypatch):
     if direct:   # the file system takes O_DIRECT (not tmpfs): every chunk row went that way,
         assert len(direct) == 2 * (3 + 3) and all(direct), direct   # and every checkpoint's x
         assert whole and all(whole), whole    # (d resumed from one: its records equal a's)
+
+
+def test_large_potential_arrays_and_pieces_go_past_the_page_cache(tmp_path, monkeypatch):
+    """A potential's large array (a p-spin coupling tensor, 2 MiB) is allocated at layout and
+    written like checkpoints (`write_whole`); writes split into pieces of a small buffer
+    (PIECE of 8 KiB) give the file an unsplit write gives."""
+    from langevin_sim.potentials import SphericalPSpin
+
+    whole = []
+    write_whole = writer.DirectRows.write_whole
+    monkeypatch.setattr(writer.DirectRows, "write_whole",
+                        lambda self, ds, v: whole.append((ds.name, write_whole(self, ds, v)))
+                        or whole[-1][1])
+
+    def sim():
+        return Simulation(SphericalPSpin(64, 3, seed=2), OverdampedLangevin(1e-2, 0.5), 2048,
+                          seed=1)
+
+    a = sim().run(10, 5, out=tmp_path / "a.h5", progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(direct, "PIECE", 8192)
+        b = sim().run(10, 5, out=tmp_path / "b.h5", progress=False)
+    with a, b:
+        np.testing.assert_array_equal(a.potential.J, sim().potential.J)
+        np.testing.assert_array_equal(b.potential.J, a.potential.J)
+        for name in ("energy", "positions"):
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+    assert ("/potential/J", True) in whole or not any(ok for _, ok in whole)
 
 
 def test_recycler_takes_back_only_what_it_handed_out():

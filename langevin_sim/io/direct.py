@@ -25,6 +25,7 @@ import numpy as np
 from . import format as F
 
 ALIGNMENT = 4096       # bytes: file offsets, lengths and buffers of O_DIRECT writes
+PIECE = 8 << 20        # bytes written per O_DIRECT call at most (the buffer's size)
 # the file-access alignment for every object of at least half a chunk (h5py.File keywords)
 ALIGN = {"alignment_threshold": F.CHUNK_BYTES // 2, "alignment_interval": ALIGNMENT}
 
@@ -80,25 +81,34 @@ class DirectRows:
         return offset is not None and self._put(offset, value, ds.dtype)
 
     def _put(self, offset: int, value: np.ndarray, dtype: np.dtype) -> bool:
-        """Copy `value` as `dtype` into the aligned buffer and write it at file `offset` (an
-        aligned head with O_DIRECT, the tail through HDF5's descriptor); False if the offset
-        is unaligned or the head is refused (then nothing was written)."""
+        """Copy `value` as `dtype` into the aligned buffer and write it at file `offset`, in
+        pieces of at most PIECE bytes (one buffer of that size serves any array: no new
+        pages), aligned heads with O_DIRECT, an unaligned tail through HDF5's descriptor;
+        False if the offset is unaligned or the first write is refused (then nothing was
+        written).  A later refusal writes the rest through HDF5's descriptor."""
         if offset % ALIGNMENT or self._refused:
             return False
-        n = value.size * dtype.itemsize
-        buf = self._buffer(n)
-        np.copyto(np.frombuffer(buf, dtype, value.size).reshape(value.shape), value,
-                  casting="same_kind")
-        head = n - n % ALIGNMENT
-        view = memoryview(buf)
-        if head:
-            try:
-                os.pwrite(self.fd, view[:head], offset)
-            except OSError:   # refused (e.g. EINVAL: a larger logical block): HDF5 writes it
-                self._refused = True
-                return False
-        if head < n:   # the unaligned tail through HDF5's own (buffered) descriptor
-            os.pwrite(self.f.id.get_vfd_handle(), view[head:n], offset + head)
+        flat = np.ascontiguousarray(value).reshape(-1)
+        per = PIECE // dtype.itemsize
+        fd = self.fd
+        for a in range(0, flat.size, per):
+            part = flat[a:a + per]
+            n = part.size * dtype.itemsize
+            buf = self._buffer(n)
+            np.copyto(np.frombuffer(buf, dtype, part.size), part, casting="same_kind")
+            head = n - n % ALIGNMENT if fd == self.fd else 0
+            view = memoryview(buf)
+            at = offset + a * dtype.itemsize
+            if head:
+                try:
+                    os.pwrite(fd, view[:head], at)
+                except OSError:   # refused (e.g. EINVAL: a larger logical block): HDF5 writes
+                    self._refused = True
+                    if a == 0:
+                        return False
+                    fd, head = self.f.id.get_vfd_handle(), 0
+            if head < n:   # an unaligned tail (or all, after a refusal) through HDF5's descriptor
+                os.pwrite(self.f.id.get_vfd_handle(), view[head:n], at + head)
         return True
 
     def _buffer(self, n: int) -> mmap.mmap:

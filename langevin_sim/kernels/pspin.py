@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import queue
 import sys
 import weakref
 
@@ -82,6 +83,7 @@ GEMM_COLUMNS = 16               # GEMM columns (replicas) padded to a multiple o
 # then computes every column with the same instructions wherever it sits, so a replica's bits
 # do not depend on the block split (first_replica, thread count); other widths differ (~1e-16)
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # potential -> {dtype: tables}
+_BUFFERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # sim -> (key, free buffers)
 
 
 def multisets(N: int, k: int) -> np.ndarray:
@@ -153,14 +155,16 @@ def packed_columns(XT, runs, starts, offsets, A, YT):
 
 @jit
 def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, starts, offsets,
-                      bound):
+                      bound, ybuf):
     """K overdamped Langevin steps of replicas lo..hi-1 (one packed GEMM per step for the
-    block, then `sphere_row_step` per live replica; arithmetic in x's dtype)."""
+    block, then `sphere_row_step` per live replica; arithmetic in x's dtype).  ybuf: at least
+    P * BP items of x's dtype for the packed products (the block's largest array, up to
+    16 MiB: kept by the caller across calls, `_packed_buffers`)."""
     N = x.shape[1]
     B = hi - lo
     BP = -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
     XT = np.zeros((N, BP), dtype=x.dtype)          # columns B .. BP-1 stay 0
-    YT = np.empty((CT.shape[1], BP), dtype=x.dtype)
+    YT = ybuf[:CT.shape[1] * BP].reshape(CT.shape[1], BP)
     GT = np.empty((N, BP), dtype=x.dtype)
     G = np.empty((B, N), dtype=x.dtype)
     A = np.empty(BP, dtype=x.dtype)
@@ -199,14 +203,35 @@ def _overdamped_pspin(sim, t0, K, k0, k1):
     x = sim.state["x"]
     M, N = x.shape
     B = block_size(M, N, pot.p)
+    tables = packed_gradient(pot, x.dtype)
     args = (t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
-            schedule_code(dyn.temperature), *packed_gradient(pot, x.dtype), sim.divergence_bound)
+            schedule_code(dyn.temperature), *tables, sim.divergence_bound)
+    free = _packed_buffers(sim, tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS,
+                           x.dtype)
 
     def block(lo):
-        pspin_block_steps(x, sim.diverged_step, lo, min(M, lo + B), *args)
+        try:
+            ybuf = free.get_nowait()
+        except queue.Empty:
+            ybuf = np.empty(tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS, x.dtype)
+        try:
+            pspin_block_steps(x, sim.diverged_step, lo, min(M, lo + B), *args, ybuf)
+        finally:
+            free.put(ybuf)
 
     with one_blas_thread():
         list(thread_pool().map(block, range(0, M, B)))
+
+
+def _packed_buffers(sim, size: int, dtype) -> queue.SimpleQueue:
+    """The packed-product buffers of `sim`'s blocks (one per thread running a block at once),
+    kept between calls: a new 8-16 MiB array per call cost ~2000 first touches of fresh pages
+    (15-35 us each on this VM: ~50 ms, a W3b record's worth, per `advance`)."""
+    key = (size, np.dtype(dtype).str)
+    held = _BUFFERS.get(sim)
+    if held is None or held[0] != key:
+        held = _BUFFERS[sim] = (key, queue.SimpleQueue())
+    return held[1]
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
@@ -298,7 +323,7 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
 # Section owned by the generic drivers (`kernels.drivers`): Heun, Leimkuhler-Matthews and
 # full-batch SGD / AdamW run them on these block functions of `potentials.pspin`.
-from .drivers import Hooks, family, row_sums, thread_pool  # noqa: E402
+from .drivers import Hooks, family, thread_pool  # noqa: E402
 
 hook_rows = compile_functions(pspin, ["tensor_rows", "pspin_grad", "sphere_project",
                                       "sphere_retract"])
@@ -312,9 +337,27 @@ def pspin_grad_block(xb, args):
 
 @jit
 def pspin_energy_block(xb, args):
-    """H (B,) = x . grad H / p, summed in float64 (Euler's identity, as `energy`)."""
-    g = hook_rows.pspin_grad(xb, args[0], args[1])
-    return row_sums(xb.astype(np.float64) * g.astype(np.float64)) / args[1]
+    """H (B,) = x . grad H / p, summed in float64 (Euler's identity, as `energy`), grad H as
+    the kernel computes it: CT @ the packed products (`packed_columns`, `packed_gradient`
+    tables in args[2:]; half the products of the full contraction, and no `tensor_rows`
+    to compile), the columns padded to GEMM_COLUMNS so a row's value does not depend on
+    the block it came in."""
+    p, CT, runs, starts, offsets = args[1], args[2], args[3], args[4], args[5]
+    B, N = xb.shape
+    BP = -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
+    XT = np.zeros((N, BP), dtype=xb.dtype)
+    for r in range(B):
+        for i in range(N):
+            XT[i, r] = xb[r, i]
+    YT = np.empty((CT.shape[1], BP), dtype=xb.dtype)
+    packed_columns(XT, runs, starts, offsets, np.empty(BP, dtype=xb.dtype), YT)
+    GT = np.dot(CT, YT)
+    u = np.zeros(B)
+    for i in range(N):
+        xi, gi = XT[i], GT[i]
+        for r in range(B):
+            u[r] += np.float64(xi[r]) * np.float64(gi[r])
+    return u / p
 
 
 @jit
@@ -330,5 +373,6 @@ def pspin_retract_block(xb):
 
 
 family(SphericalPSpin, Hooks(pspin_grad_block, pspin_energy_block,
-                             lambda pot, dtype: (pot.gradient_matrix(dtype), pot.p),
+                             lambda pot, dtype: (pot.gradient_matrix(dtype), pot.p)
+                             + packed_gradient(pot, dtype),
                              pspin_project_block, pspin_retract_block, blas=True))

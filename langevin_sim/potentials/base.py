@@ -86,11 +86,16 @@ class Potential:
         return z
 
     # -- storage ----------------------------------------------------------
-    def to_hdf5(self, group) -> None:
+    def to_hdf5(self, group, put=None) -> None:
+        """Class, parameters (JSON attributes) and arrays of the potential into the HDF5
+        group; put(group, name, array) writes each array (default: `create_dataset`)."""
         group.attrs["class"] = type(self).__name__
         group.attrs["params"] = json.dumps(self.params())
         for k, v in self.arrays().items():
-            group.create_dataset(k, data=np.asarray(v))
+            if put is None:
+                group.create_dataset(k, data=np.asarray(v))
+            else:
+                put(group, k, np.asarray(v))
 
     @staticmethod
     def from_hdf5(group) -> "Potential":
