@@ -54,3 +54,25 @@ def test_numba_records_take_the_compiled_observables(monkeypatch, name):
     for k in names:
         a, b = np.asarray(runs[0][k][:]), np.asarray(runs[1][k][:])
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+ENERGY_HOOKED = sorted(c.__name__ for c, h in drivers.FAMILIES.items() if h.energy is not None)
+
+
+@pytest.mark.slow     # compiles the energy driver beside the records' function
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ENERGY_HOOKED)
+def test_a_familys_record_energy_equals_its_energy_driver(name, dtype):
+    """A family's own record energy (`Hooks.energy`) gives, bit for bit, what the energy
+    driver over its `energy_block` gives (MALA's energies)."""
+    pot = POTS[name]()
+    rng = np.random.default_rng(4)
+    x = (pot.default_init(rng.normal(size=(9, pot.d))) + 0.3 * rng.normal(size=(9, pot.d))).astype(dtype)
+    hooks = drivers.FAMILIES[type(pot)]
+    want = np.empty(9)
+    drivers.run_blocks(drivers.compiled(type(pot)).energy_driver, 9, hooks, x, want,
+                       hooks.args_of(pot, np.dtype(np.float64)), rows=4)
+    out = np.full(9, np.nan)
+    got = drivers.energy_kernel(pot)(x, out)
+    assert got is out and got.tobytes() == want.tobytes()
+    assert {"TeacherStudentMLP", "ModularArithmeticMLP"} <= set(ENERGY_HOOKED)

@@ -61,7 +61,10 @@ class Hooks:
     MALA and recording energies are not compiled for it; `blas`: they call BLAS (run
     single-threaded inside the drivers' parallel region); `observables(potential)`: None, or
     a function (x (M, d), energy (M,) float64) -> the potential's `observables(x, energy)`
-    computed by compiled code (float64 accumulation), for records."""
+    computed by compiled code (float64 accumulation), for records; `energy(potential)`: None
+    (records take `energy_driver` over `energy_block`), or the records' energy function
+    (x, out) as `energy_kernel` returns it, where the family computes it with code its
+    observables compile anyway."""
 
     grad_block: Callable
     energy_block: Callable | None
@@ -71,6 +74,7 @@ class Hooks:
     batch_grad: Callable | None = None
     blas: bool = False
     observables: Callable | None = None
+    energy: Callable | None = None
 
 
 FAMILIES: dict[type, Hooks] = {}
@@ -600,6 +604,8 @@ def energy_kernel(potential) -> Callable | None:
     cls = type(potential)
     if cls not in FAMILIES or FAMILIES[cls].energy_block is None:
         return None
+    if FAMILIES[cls].energy is not None:
+        return FAMILIES[cls].energy(potential)
     drv, hooks = compiled(cls), FAMILIES[cls]
     args = hooks.args_of(potential, np.dtype(np.float64))
 

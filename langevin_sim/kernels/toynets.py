@@ -701,6 +701,23 @@ def _metric_args(pot, test: bool) -> tuple:
     return (kind, dims, A, y, pairs, cls, hot, emb, np.arange(n, dtype=np.int64), np.zeros(n))
 
 
+def net_energy(pot):
+    """(x (M, d), out (M,) float64 or None) -> the training loss of each row, by `net_metrics`
+    (the records' observables compile it anyway; `net_energy_block` then compiles only for
+    MALA): the values of `net_energy_block`, the same float64 rows through `mlp_loss`."""
+    args = _metric_args(pot, False)
+
+    def energy(x, out=None):
+        x, M = np.ascontiguousarray(x), x.shape[0]
+        res = np.empty((M, 2))
+        run_blocks(net_metrics, M, FAMILIES[type(pot)], x, res, args,
+                   rows=max(1, -(-M // numba.get_num_threads())))
+        out = np.empty(M) if out is None else out
+        out[:] = res[:, 0]
+        return out
+    return energy
+
+
 def net_observables(pot):
     """x (M, d), energy (M,) -> the observables of `pot.observables(x, energy)`."""
     regression = isinstance(pot, TeacherStudentMLP)
@@ -725,7 +742,7 @@ def net_observables(pot):
 
 for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
     family(_pot, Hooks(net_grad_block, net_energy_block, _hook_args, blas=True,
-                       observables=net_observables))
+                       observables=net_observables, energy=net_energy))
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
