@@ -15,7 +15,7 @@ import weakref
 
 import numpy as np
 
-MIN_BYTES = 1 << 20     # smaller arrays come from malloc's own free lists at no page cost
+MIN_BYTES = 128 << 10   # glibc's first mmap threshold: smaller blocks come from its free lists
 KEEP = 8                # spare buffers kept per (shape, dtype)
 
 
