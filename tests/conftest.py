@@ -67,3 +67,18 @@ def compile_ptx_in_subprocess(code: str) -> None:
     if r.stdout.startswith("skip:"):
         pytest.skip(r.stdout.strip())
     assert r.stdout.strip() == "ok", r.stdout[-2000:]
+
+
+def assert_split_matches(parts: list, whole, potential, rtol: float = 0.0, what: str = "") -> None:
+    """The states of a replica split (`parts`, Simulations in replica order) against the
+    whole run's: bit for bit (or to `rtol`), and to rounding (rtol 1e-12) where the potential
+    multiplies the whole batch in one product (`Potential.batched_products`: the library's
+    blocking, and so its rounding, may depend on the number of replicas).  Rounding is
+    measured against each array's largest entry (a velocity that has decayed to ~1e-7 carries
+    the rounding of its earlier O(1) values)."""
+    rtol = max(rtol, 1e-12 if potential.batched_products else 0.0)
+    for k, w in whole.state.items():
+        scale = float(np.nanmax(np.abs(w), initial=0.0)) if rtol else 0.0
+        np.testing.assert_allclose(np.concatenate([p.state[k] for p in parts]), w, rtol=rtol,
+                                   atol=rtol * scale, err_msg=f"{what}: replica split, {k}")
+

@@ -33,7 +33,7 @@ from langevin_sim.potentials import (REGISTRY as POTENTIALS, DoubleWell, LinearR
                                      ModularArithmeticMLP, MultiWell, Quadratic, ScaleSymmetric,
                                      ShiftedMultiWell, SphericalPSpin, TeacherStudentMLP, Valley)
 
-from .conftest import compile_ptx_in_subprocess
+from .conftest import assert_split_matches, compile_ptx_in_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0")
@@ -275,9 +275,7 @@ if SIM:
                 p = Simulation(make(), dyn, n, backend=backend, seed=11, first_replica=r0)
                 p.advance(7)
                 parts.append(p)
-        for k in whole.state:
-            np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
-                                          whole.state[k], err_msg=f"{name}: partition, {k}")
+        assert_split_matches(parts, whole, make(), what=name)
 
     @pytest.mark.parametrize("name", F32_PAIRS)
     def test_float32_pairs_match_reference_to_float32_rounding(name):

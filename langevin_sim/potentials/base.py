@@ -33,6 +33,11 @@ class Potential:
     name: ClassVar[str] = ""
     n_samples: int | None = None
     constrained: ClassVar[bool] = False
+    # True where energy and gradient multiply the whole (M, d) batch by a matrix in one
+    # product (BLAS, cuBLAS): how the library blocks it can depend on M, and with it the
+    # rounding, so a replica split (`first_replica`) reproduces trajectories to rounding, not
+    # bit for bit (design_changes 31).  The random numbers stay bit-identical.
+    batched_products: ClassVar[bool] = False
     d: int
 
     def __init_subclass__(cls, **kw):

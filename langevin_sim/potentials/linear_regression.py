@@ -16,6 +16,8 @@ class LinearRegression(Potential):
     1/(2b) sum_{i in B} (...)^2, an unbiased estimate of L.  Hessian A^T A / n.
     """
 
+    batched_products = True
+
     def __init__(self, n: int = 256, d: int = 8, noise: float = 0.1, seed: int = 0,
                  A=None, y=None, w_star=None):
         if int(n) < 1 or int(d) < 1:

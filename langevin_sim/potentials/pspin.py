@@ -97,6 +97,7 @@ class SphericalPSpin(Potential):
     to |x|^2 = N) after each step.
     """
 
+    batched_products = True
     constrained = True
 
     def __init__(self, N: int, p: int = 3, convention: str = "crisanti-sommers", seed: int = 0,

@@ -21,6 +21,8 @@ class Quadratic(Potential):
     Haar-random rotation Q.  `center` c (d,) defaults to 0.  Units: H is energy / length^2.
     """
 
+    batched_products = True
+
     def __init__(self, H=None, spectrum=None, seed: int = 0, center=None, d: int | None = None):
         if H is None:
             if spectrum is None:
