@@ -4,10 +4,16 @@ compiles every fused numba kernel ahead (`langevin-sim warmup`) so that runs sta
 Numba caches compiled kernels on disk (next to the sources, or in NUMBA_CACHE_DIR); an empty
 cache costs 1-60 s per kernel and dtype on the first call.  `compile_notice` tells the user
 why a run is silent meanwhile: it listens for Numba's "numba:compile" events, which fire only
-for real compilations (not for cache loads).
+for real compilations (not for cache loads).  Numba compiles on one core; while a cold run
+compiles its step kernel, `compile_records_aside` compiles the kernels its records will need
+in a helper process on another core, and the first record loads them from the cache.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import pickle
+import subprocess
 import sys
 import threading
 import time
@@ -23,10 +29,10 @@ _quiet = False          # set while `warmup` runs: it prints its own lines
 
 
 class _Notice(event.Listener):
-    """Prints the notice for `what` at the first compilation it hears of."""
+    """Prints the notice for `what` at the first compilation it hears of, and calls `then`."""
 
-    def __init__(self, what: str):
-        self.what = what
+    def __init__(self, what: str, then=None):
+        self.what, self.then = what, then
 
     def on_start(self, ev) -> None:
         with _lock:
@@ -36,22 +42,94 @@ class _Notice(event.Listener):
         print(f"langevin-sim: compiling numba kernels for {self.what}, first run only; cached "
               "afterwards (`langevin-sim warmup` compiles them all ahead)", file=sys.stderr,
               flush=True)
+        if self.then is not None:
+            self.then()
 
     def on_end(self, ev) -> None:
         pass
 
 
 @contextmanager
-def compile_notice(what: str):
+def compile_notice(what: str, then=None):
     """Within the block, the first Numba compilation prints one line to stderr naming `what`
-    (e.g. "DoubleWell x OverdampedLangevin (float32)"), once per `what` per process.  After
-    the first block for `what` it costs nothing: its kernels are then loaded or compiled."""
+    (e.g. "DoubleWell x OverdampedLangevin (float32)"), once per `what` per process, and then
+    calls `then()` (if given).  After the first block for `what` it costs nothing: its
+    kernels are then loaded or compiled."""
     if what in _said:
         yield
         return
-    with event.install_listener("numba:compile", _Notice(what)):
+    with event.install_listener("numba:compile", _Notice(what, then)):
         yield
     _said.add(what)
+
+
+# ---------------------------------------------------------------- record kernels, compiled aside
+
+ASIDE_ENV = "LANGEVIN_SIM_COMPILE_ASIDE"   # "0": no helper process; records compile in place
+ASIDE_WAIT_S = 300.0                       # the longest a first record waits for the helper
+_aside: dict = {}       # (potential class, dtype) -> the helper process, or None once awaited
+
+
+def compile_records_aside(potential, x: np.ndarray) -> None:
+    """Compile `potential`'s record-time energy and observables for x's dtype (`_record_kernels`
+    on x's first rows) in a helper process, once per potential class and dtype per process,
+    into Numba's on-disk cache; `await_records_aside` waits for it.  Called while a cold run
+    compiles its step kernel (one core), so both compile at once on a machine with two."""
+    key = (type(potential), x.dtype.str)
+    if os.environ.get(ASIDE_ENV, "1") == "0":
+        return
+    with _lock:
+        if key in _aside:
+            return
+        _aside[key] = None
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from langevin_sim.warmup import _aside_main; _aside_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except Exception:   # nothing gained, nothing lost: the first record compiles in place
+        return
+    rows = np.ascontiguousarray(x[:4])
+    threading.Thread(target=_feed, args=(proc, (potential, rows)), daemon=True).start()
+    _aside[key] = proc
+
+
+def _stop_asides() -> None:
+    """At exit: a helper still compiling for records this process never took stops."""
+    for proc in _aside.values():
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+def _feed(proc: subprocess.Popen, obj) -> None:
+    """Pickle obj into the helper's stdin (a potential that does not pickle: the helper
+    exits, and the first record compiles in place)."""
+    try:
+        with proc.stdin:
+            pickle.dump(obj, proc.stdin, protocol=5)
+    except Exception:
+        pass
+
+
+def await_records_aside(potential, dtype) -> None:
+    """Wait (at most ASIDE_WAIT_S) for the helper compiling `potential`'s record kernels in
+    `dtype`, if one was started: its kernels then load from the cache."""
+    key = (type(potential), np.dtype(dtype).str)
+    proc = _aside.get(key)
+    if proc is None:
+        return
+    try:
+        proc.wait(timeout=ASIDE_WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    _aside[key] = None
+
+
+def _aside_main() -> None:
+    """The helper process of `compile_records_aside`: (potential, rows) pickled on stdin."""
+    global _quiet
+    _quiet = True
+    potential, x = pickle.load(sys.stdin.buffer)
+    _record_kernels(potential, x)
 
 
 def small_instances() -> tuple[dict, dict]:

@@ -90,7 +90,6 @@ def test_no_notice_when_nothing_compiles(monkeypatch, capsys):
     monkeypatch.setattr(warmup, "_said", set())
     sim.advance(2)
     assert NOTICE not in capsys.readouterr().err
-    assert numba_backend.compile_notice is warmup.compile_notice
 
 
 @pytest.mark.slow
@@ -104,3 +103,32 @@ def test_notice_with_an_empty_numba_cache(tmp_path):
     assert "DoubleWell x OverdampedLangevin (float64), first run only" in r.stderr
     r = python("-c", RUN, env=env)
     assert r.returncode == 0 and NOTICE not in r.stderr, r.stderr
+
+
+ASIDE = """
+import numpy as np
+from numba.core import event
+from langevin_sim import warmup
+from langevin_sim.kernels import drivers
+from langevin_sim.potentials import DoubleWell
+pot = DoubleWell(d=2)
+x = np.random.default_rng(0).normal(size=(8, 2))
+warmup.compile_records_aside(pot, x.astype(np.float32))
+warmup.await_records_aside(pot, np.float32)
+for dt in (np.float32, np.float64):   # float64: not compiled aside, compiled here
+    with event.install_recorder("numba:compile") as rec:
+        u = drivers.energy_kernel(pot)(x.astype(dt))
+    print(len(rec.buffer), np.abs(u - pot.energy(x.astype(dt).astype(np.float64))).max())
+"""
+
+
+def test_record_kernels_compiled_aside_load_from_the_cache(tmp_path):
+    """`compile_records_aside` compiles a family's record energy in a helper process into an
+    empty Numba cache: the energy in that dtype then loads (no compilation in this process)
+    and equals the potential's; in the other dtype, not compiled aside, it compiles here."""
+    r = python("-c", ASIDE, env={"NUMBA_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    (n32, err32), (n64, err64) = (line.split() for line in r.stdout.splitlines())
+    assert int(n32) == 0 and int(n64) > 0
+    assert float(err32) < 1e-12 and float(err64) < 1e-12
+

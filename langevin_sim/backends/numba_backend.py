@@ -9,7 +9,7 @@ import numpy as np
 from .. import kernels  # noqa: F401  (imports every family module: fills the registry)
 from .. import rng
 from ..kernels import drivers
-from ..warmup import compile_notice
+from .. import warmup
 from . import registry
 from .numpy_backend import reference_advance
 
@@ -42,7 +42,12 @@ class NumbaBackend:
                        "first-passage observers; running the NumPy reference (correct, slower)")
         else:
             k0, k1 = rng.key_of(sim.seed)
-            with compile_notice(f"{pot} x {dyn} ({sim.dtype.name})"):   # the first run's wait
+            x = sim.state["x"]
+            aside = ((lambda: warmup.compile_records_aside(sim.potential, x))
+                     if x.size >= COMPILED_ENERGY_SIZE and drivers.has_record_kernels(sim.potential)
+                     else None)
+            # the first run's wait; its records' kernels compile meanwhile on another core
+            with warmup.compile_notice(f"{pot} x {dyn} ({sim.dtype.name})", aside):
                 kernel.fn(sim, t0, K, k0, k1)
             return
         reference_advance(sim, t0, K)
@@ -81,7 +86,8 @@ def _record_kernel(sim, kernel_of):
     what = f"{type(sim.potential).__name__} records ({x.dtype.name})"
 
     def announced(*args):
-        with compile_notice(what):
+        warmup.await_records_aside(sim.potential, x.dtype)
+        with warmup.compile_notice(what):
             return fn(*args)
     return announced
 

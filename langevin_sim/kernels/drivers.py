@@ -620,6 +620,12 @@ def energy_kernel(potential) -> Callable | None:
     return energy
 
 
+def has_record_kernels(potential) -> bool:
+    """Whether records of `potential` use compiled code (`energy_kernel`, `observables_kernel`)."""
+    hooks = FAMILIES.get(type(potential))
+    return hooks is not None and (hooks.energy_block is not None or hooks.observables is not None)
+
+
 def observables_kernel(potential) -> Callable | None:
     """The family's compiled record-time observables of `potential` (`Hooks.observables`),
     or None where it has none."""
