@@ -1,9 +1,64 @@
 import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------- subprocesses started early
+# A test whose work is one long subprocess (the CUDA simulator's pytest, PTX compilations)
+# names it with `@starts_early(spec)`: the subprocess starts when collection ends and runs
+# beside the tests before it (mostly one busy core: Numba compiles on one), and the test
+# takes its result with `early_result`.
+
+_started: dict = {}
+
+
+def starts_early(spec):
+    """Decorator: spec() -> (argv, env) of the test's subprocess (cwd: the repository)."""
+    def mark(fn):
+        fn.early_spec = spec
+        return fn
+    return mark
+
+
+def _start(spec):
+    argv, env = spec()
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=err, text=True), out, err
+
+
+def pytest_collection_finish(session):
+    for item in session.items:
+        fn = getattr(item, "function", None)
+        spec = getattr(fn, "early_spec", None)
+        if spec is not None and fn not in _started:
+            _started[fn] = _start(spec)
+
+
+def early_result(fn, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The finished subprocess of the `starts_early` test function fn (started now if it was
+    not collected early)."""
+    proc, out, err = _started.pop(fn, None) or _start(fn.early_spec)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    with out, err:
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+
+
+def pytest_sessionfinish(session):
+    for proc, _, _ in _started.values():    # deselected at run time, or the session aborted
+        proc.kill()
 
 
 @pytest.fixture
@@ -36,7 +91,7 @@ def assert_within_se(estimate, exact, se, k=4.0, what="estimate"):
 
 
 # Compiling numba-cuda kernels to PTX needs libNVVM, not a GPU: the code run by
-# `compile_ptx_in_subprocess` starts with this (skip where libNVVM is missing; a device of
+# `ptx_compilation` starts with this (skip where libNVVM is missing; a device of
 # compute capability 9.0 pretended).
 PTX_PREAMBLE = """
 import types
@@ -52,17 +107,18 @@ dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability
 """
 
 
-def compile_ptx_in_subprocess(code: str) -> None:
-    """Run PTX_PREAMBLE + code (which prints "ok") in a fresh Python without the CUDA
-    simulator; skip the test where libNVVM is missing."""
-    import os
-    import subprocess
-    import sys
-
+def ptx_compilation(code: str):
+    """`starts_early` spec: PTX_PREAMBLE + code (which prints "ok") in a fresh Python without
+    the CUDA simulator."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM")}
-    r = subprocess.run([sys.executable, "-c", PTX_PREAMBLE + code], env=env, capture_output=True,
-                       text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    return lambda: ([sys.executable, "-c", PTX_PREAMBLE + code], env)
+
+
+def check_ptx_compilation(fn) -> None:
+    """The result of the `ptx_compilation` test function fn: "ok", or the test skipped where
+    libNVVM is missing."""
+    r = early_result(fn, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     if r.stdout.startswith("skip:"):
         pytest.skip(r.stdout.strip())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import configparser
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -33,7 +32,8 @@ from langevin_sim.potentials import (REGISTRY as POTENTIALS, DoubleWell, LinearR
                                      ModularArithmeticMLP, MultiWell, Quadratic, ScaleSymmetric,
                                      ShiftedMultiWell, SphericalPSpin, TeacherStudentMLP, Valley)
 
-from .conftest import assert_split_matches, compile_ptx_in_subprocess
+from .conftest import (assert_split_matches, check_ptx_compilation, early_result, ptx_compilation,
+                       starts_early)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0")
@@ -225,24 +225,26 @@ print("ok")
 
 
 if not SIM:
+    @starts_early(ptx_compilation(PTX_CODE))
     def test_fused_dense_kernels_compile_for_the_real_cuda_target():
         """The fused GEMM-step kernel with the p-spin and Quadratic row rules (and the packed
         products kernel), and the fused TeacherStudentMLP x SGD kernel, compile to PTX with
         numba's CUDA target, float32 and float64: the typing the simulator does not do
         (column views, local and shared arrays, block votes, libdevice primitives).
         No GPU needed; skipped where libNVVM is missing."""
-        compile_ptx_in_subprocess(PTX_CODE)
+        check_ptx_compilation(test_fused_dense_kernels_compile_for_the_real_cuda_target)
 
+    @starts_early(lambda: ([sys.executable, "-m", "pytest", __file__, "-q", "-p",
+                            "no:cacheprovider", "-x"],
+                           dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONDONTWRITEBYTECODE="1")))
     def test_cuda_backend_under_the_simulator():
-        """This file's simulator tests, in a pytest process with NUMBA_ENABLE_CUDASIM=1."""
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONDONTWRITEBYTECODE="1")
+        """This file's simulator tests, in a pytest process with NUMBA_ENABLE_CUDASIM=1
+        (started when collection ends, beside the tests before this one)."""
         t0 = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
-                            "-x"],
-                           env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        r = early_result(test_cuda_backend_under_the_simulator)
         tail = (r.stdout + r.stderr)[-6000:]
         assert r.returncode == 0, f"simulator tests failed:\n{tail}"
-        print(tail.strip().splitlines()[-1], f"({time.monotonic() - t0:.0f} s)")
+        print(tail.strip().splitlines()[-1], f"(waited {time.monotonic() - t0:.0f} s)")
 
 
 # ---------------------------------------------------------------- under the simulator

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from .conftest import compile_ptx_in_subprocess
+from .conftest import check_ptx_compilation, ptx_compilation, starts_early
 
 CODE = textwrap.dedent("""
     import numpy as np
@@ -287,8 +287,9 @@ PTX_CODE = textwrap.dedent("""
 """)
 
 
+@starts_early(ptx_compilation(PTX_CODE))
 def test_step_functions_compile_for_the_real_cuda_target():
     """Every family's step functions compile to PTX with Numba's CUDA target (no GPU needed,
     libNVVM is): the typing the simulator does not do (module-attribute calls of device
     functions, float32 staying float32).  Skipped where libNVVM is missing."""
-    compile_ptx_in_subprocess(PTX_CODE)
+    check_ptx_compilation(test_step_functions_compile_for_the_real_cuda_target)

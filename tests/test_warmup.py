@@ -126,7 +126,7 @@ def test_record_kernels_compiled_aside_load_from_the_cache(tmp_path):
     """`compile_records_aside` compiles a family's record energy in a helper process into an
     empty Numba cache: the energy in that dtype then loads (no compilation in this process)
     and equals the potential's; in the other dtype, not compiled aside, it compiles here."""
-    r = python("-c", ASIDE, env={"NUMBA_CACHE_DIR": str(tmp_path)})
+    r = python("-c", ASIDE, env={"NUMBA_CACHE_DIR": str(tmp_path), warmup.ASIDE_ENV: "1"})
     assert r.returncode == 0, r.stderr
     (n32, err32), (n64, err64) = (line.split() for line in r.stdout.splitlines())
     assert int(n32) == 0 and int(n64) > 0
