@@ -33,6 +33,7 @@ from .potentials.base import Potential
 
 DTYPES = ("float64", "float32")
 _BATCH_BYTES = 1 << 20   # records gathered before they go to the writer thread together
+_BETWEEN_RUNS = 2      # recycled buffers a simulation keeps per shape between runs
 
 
 class Simulation:
@@ -92,6 +93,7 @@ class Simulation:
         self.step = 0
         self._clock = (0, 0.0)  # (step, time) of scheduled step sizes, summed incrementally
         self._stop = False
+        self._buffers: Recycler | None = None   # `run`'s copies for its writer, kept across runs
 
     # -- setup -------------------------------------------------------------------------
     @property
@@ -255,7 +257,9 @@ class Simulation:
         committed = (int(writer.commit[STEPS_DONE]), bool(writer.commit[COMPLETE]))
         size = sum(v.nbytes for r in pending for v in r.values())
         self._stop = 0
-        buffers = Recycler()      # the copies handed to the writer thread, reused once written
+        # the copies handed to the writer thread, reused once written, by this run and (up to
+        # _BETWEEN_RUNS a shape) the next
+        buffers = self._buffers = self._buffers or Recycler()
         thread = WriterThread(writer, recycler=buffers)
         with _signals_stop(self):
             try:
@@ -291,6 +295,7 @@ class Simulation:
                 raise
             finally:
                 bar.close()
+                buffers.trim(_BETWEEN_RUNS)
         if self._stop:
             sig = signal.Signals(self._stop)
             msg = self._stopped(writer, target, f"stopped by {sig.name}")

@@ -155,6 +155,11 @@ def test_recycler_takes_back_only_what_it_handed_out():
     r.give(b)          # a second return of the same handing adds nothing
     assert r.empty(256, np.float64) is a and r.empty(256, np.float64) is not a
     assert r.empty((16, 16), np.float64) is not a     # another shape: another buffer
+    held = [r.empty(256, np.float64) for _ in range(3)]
+    r.give(held)
+    r.trim(1)          # what a simulation keeps between runs: the first one given back
+    (kept,) = r._free[((256,), np.dtype(np.float64).str)]
+    assert kept is held[0]
 
 
 @pytest.mark.parametrize("flush", [0.0, 1.0])
@@ -170,8 +175,8 @@ def test_large_records_reuse_buffers_written_before_reuse(tmp_path, flush, monke
     def sim():
         return Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.5), 1 << 17, seed=5)
 
-    with sim().run(40, 1, out=tmp_path / "a.h5", progress=False, flush_seconds=flush) as run:
-        twin = sim()
+    s, twin = sim(), sim()
+    with s.run(40, 1, out=tmp_path / "a.h5", progress=False, flush_seconds=flush) as run:
         for i in range(41):
             np.testing.assert_array_equal(run.positions[i], twin.state["x"])
             np.testing.assert_allclose(run.energy[i],
@@ -179,6 +184,16 @@ def test_large_records_reuse_buffers_written_before_reuse(tmp_path, flush, monke
             twin.advance(1)
     (r,) = made
     assert 0 < r.allocated <= 24, r.allocated     # 40 records x 2 arrays (+ checkpoints)
+    # the next run of the same simulation takes the buffers the first one kept (two a shape)
+    first = r.allocated
+    assert all(len(free) <= 2 for free in r._free.values())
+    twin = sim()
+    twin.advance(40)
+    with s.run(20, 1, out=tmp_path / "b.h5", progress=False, flush_seconds=flush) as run:
+        for i in range(21):
+            np.testing.assert_array_equal(run.positions[i], twin.state["x"])
+            twin.advance(1)
+    assert made == [r] and r.allocated - first < first, (len(made), first, r.allocated)
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None or not hasattr(os, "posix_fadvise"),

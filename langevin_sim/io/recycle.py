@@ -71,3 +71,10 @@ class Recycler:
         elif isinstance(obj, (list, tuple)):
             for v in obj:
                 self.give(v)
+
+    def trim(self, keep: int) -> None:
+        """Drop free buffers beyond `keep` per (shape, dtype) (what to hold between runs)."""
+        with self._lock:
+            for free in self._free.values():
+                del free[keep:]
+
