@@ -82,10 +82,14 @@ def compile_records_aside(potential, x: np.ndarray) -> None:
         if key in _aside:
             return
         _aside[key] = None
+    # this package where it was imported from, also when that is not on the default path
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", "from langevin_sim.warmup import _aside_main; _aside_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONPATH=path))
     except Exception:   # nothing gained, nothing lost: the first record compiles in place
         return
     rows = np.ascontiguousarray(x[:4])
