@@ -3,6 +3,7 @@ import itertools
 import math
 
 import h5py
+import numba
 import numpy as np
 import pytest
 
@@ -11,7 +12,7 @@ from langevin_sim.dynamics import OverdampedLangevin, Schedule
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import Potential, SphericalPSpin
 
-from .conftest import assert_within_se, both_backends
+from .conftest import assert_split_matches, assert_within_se, both_backends
 
 CONVENTIONS = ["crisanti-sommers", "abc"]
 
@@ -323,3 +324,42 @@ def test_equilibrium_energy_at_T2_is_paramagnetic():
     assert abs(means.mean() - exact) <= 4 * se + bias, (
         f"stochastic test: <H>/N = {means.mean():.5f} +- {se:.5f} vs {exact} "
         f"(allowed bias {bias:.4f})")
+
+
+@pytest.fixture
+def split_rows(monkeypatch):
+    """`_overdamped_pspin` on small instances as on W3b (few replicas, many spins): each
+    step's GEMM split by rows of CT across the threads, in chunks of 3 rows."""
+    from langevin_sim.kernels import pspin as kp
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("the row split needs two threads")
+    monkeypatch.setattr(kp, "ROW_CHUNK", 3)
+    return kp
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["p3", "p4"])
+def test_rows_split_matches_numpy_and_is_chunk_and_partition_invariant(split_rows, name, dtype):
+    """The row-split path against the reference (to the dtype's rounding), the bits of one
+    call under uneven calls, a replica split to rounding (p-spin's products span the batch)."""
+    pot, dyn = PARITY[name]
+    assert split_rows.rows_split(37, pot.N, pot.p) and not split_rows.rows_split(150, pot.N, pot.p)
+    out = both_backends(pot, dyn, 37, 400, 600, seed=12, first_replica=3, dtype=dtype)
+    np.testing.assert_allclose(out["numba"].state["x"], out["numpy"].state["x"], rtol=0,
+                               atol=1e-10 if dtype == "float64" else 2e-4)
+    whole = Simulation(pot, dyn, 37, backend="numba", seed=12, first_replica=3, dtype=dtype)
+    whole.advance(1000)
+    np.testing.assert_array_equal(whole.state["x"], out["numba"].state["x"])
+    parts = [Simulation(pot, dyn, n, backend="numba", seed=12, first_replica=r0, dtype=dtype)
+             for r0, n in ((3, 20), (23, 17))]
+    for part in parts:
+        part.advance(1000)
+    assert_split_matches(parts, whole, pot, 1e-12 if dtype == "float64" else 1e-5, name)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_rows_split_freezes_like_numpy(split_rows, dtype):
+    """test_numba_freezes_like_numpy through the row-split path."""
+    assert split_rows.rows_split(40, 6, 3)
+    test_numba_freezes_like_numpy(dtype)

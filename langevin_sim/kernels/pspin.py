@@ -2,7 +2,9 @@
 
 One call runs K steps.  Replicas are split into blocks, run in parallel by a thread pool
 calling the serial, GIL-free `pspin_block_steps` (a prange wrapper would add ~5-15 s of
-compilation per dtype for nothing: each block is one BLAS call per step).  The gradient uses
+compilation per dtype for nothing: each block is one BLAS call per step); few replicas of
+many spins (W3b) instead split each step's GEMM by rows across the threads (`rows_split`).
+The gradient uses
 the symmetry of J: the (p-1)! / prod(count!) orderings of a multiset i1 <= .. <= i_{p-1} give
 equal terms of g_m = sum (-p J)_{i1..i_{p-1} m} x_i1 .. x_i{p-1}, so per step and block it is
 one BLAS GEMM CT (N, P) @ YT (P, B) with P = C(N+p-2, p-1) packed products (one per
@@ -79,6 +81,7 @@ cpu = compile_steps(sys.modules[__name__])
 
 PSPIN_BLOCK = 64                # most replicas per GEMM block
 PSPIN_BLOCK_ENTRIES = 1 << 21   # cap on B * C(N+p-2, p-1), the packed products of one block
+ROW_CHUNK = 128                 # rows of CT per GEMM call when a step's GEMM is split by rows
 GEMM_COLUMNS = 16               # GEMM columns (replicas) padded to a multiple of this: OpenBLAS
 # then computes every column with the same instructions wherever it sits, so a replica's bits
 # do not depend on the block split (first_replica, thread count); other widths differ (~1e-16)
@@ -154,12 +157,53 @@ def packed_columns(XT, runs, starts, offsets, A, YT):
 
 
 @jit
+def pspin_gather(x, lo, hi, XT, runs, starts, offsets, A, YT):
+    """Columns 0 .. hi-lo-1 of XT (N, BP) <- rows lo .. hi-1 of x (the others stay 0), then
+    YT (P, BP) <- the packed products of every column (`packed_columns`)."""
+    N = x.shape[1]
+    for r in range(hi - lo):
+        for i in range(N):
+            XT[i, r] = x[lo + r, i]
+    packed_columns(XT, runs, starts, offsets, A, YT)
+
+
+@jit
+def pspin_update(x, dstep, lo, hi, t, k0, k1, rep0, eta, sigma, bound, GT, G, buf, new):
+    """Step t of the live replicas lo .. hi-1 from their gradient columns GT (N, >= hi-lo):
+    `sphere_row_step` with this step's NOISE normals; a replica that fails it is frozen and
+    flagged (dstep = t + 1).  G (hi-lo, N), buf (`chunk_buffer`) and new (N,) are scratch."""
+    N = x.shape[1]
+    B = hi - lo
+    zero, n = like(0.0, x), like(N, x)
+    for r in range(B):
+        for i in range(N):
+            G[r, i] = GT[i, r]
+    for r in range(B):
+        m = lo + r
+        if dstep[m] >= 0:
+            continue
+        z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * N, N, buf)
+        if cpu.sphere_row_step(x[m], G[r], z[off:off + N], eta, sigma, zero, n, bound, new):
+            for i in range(N):      # loops, not slice assignments: each of those kinds
+                x[m, i] = new[i]    # adds seconds of compilation
+        else:
+            dstep[m] = t + 1
+
+
+@jit
+def pspin_step_scalars(es, ts, t, x):
+    """(eta, sigma) of step t in x's dtype, as `pspin_block_steps` computes them."""
+    e = sched(es, t)
+    return like(e, x), like(cpu.noise_scale(e, sched(ts, t)), x)
+
+
+@jit
 def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, starts, offsets,
                       bound, ybuf):
     """K overdamped Langevin steps of replicas lo..hi-1 (one packed GEMM per step for the
-    block, then `sphere_row_step` per live replica; arithmetic in x's dtype).  ybuf: at least
-    P * BP items of x's dtype for the packed products (the block's largest array, up to
-    16 MiB: kept by the caller across calls, `_packed_buffers`)."""
+    block, then `pspin_update`; arithmetic in x's dtype).  ybuf: at least P * BP items of x's
+    dtype for the packed products (the block's largest array, up to 16 MiB: kept by the
+    caller across calls, `_packed_buffers`)."""
     N = x.shape[1]
     B = hi - lo
     BP = -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
@@ -170,40 +214,77 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, s
     A = np.empty(BP, dtype=x.dtype)
     new = np.empty(N, dtype=x.dtype)
     buf, _ = chunk_buffer(N, x)
-    zero, n = like(0.0, x), like(N, x)
     for t in range(t0, t0 + K):
-        e = sched(es, t)
-        eta = like(e, x)
-        sigma = like(cpu.noise_scale(e, sched(ts, t)), x)
-        for r in range(B):
-            for i in range(N):
-                XT[i, r] = x[lo + r, i]
-        packed_columns(XT, runs, starts, offsets, A, YT)
+        eta, sigma = pspin_step_scalars(es, ts, t, x)
+        pspin_gather(x, lo, hi, XT, runs, starts, offsets, A, YT)
         np.dot(CT, YT, GT)
-        for r in range(B):
-            for i in range(N):
-                G[r, i] = GT[i, r]
-        for r in range(B):
-            m = lo + r
-            if dstep[m] >= 0:
-                continue
-            z, off = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * N, N, buf)
-            if cpu.sphere_row_step(x[m], G[r], z[off:off + N], eta, sigma, zero, n, bound, new):
-                for i in range(N):      # loops, not slice assignments: each of those kinds
-                    x[m, i] = new[i]    # adds seconds of compilation
-            else:
-                dstep[m] = t + 1
+        pspin_update(x, dstep, lo, hi, t, k0, k1, rep0, eta, sigma, bound, GT, G, buf, new)
+
+
+def rows_split(M: int, N: int, p: int) -> bool:
+    """Whether `_overdamped_pspin` splits each step's GEMM by rows of CT across the threads
+    (`_pspin_row_steps`) rather than replicas into blocks: with few replicas and large N
+    (W3b: 32 replicas, N = 256) blocks of 16 columns per thread run OpenBLAS at 59 GFLOP/s a
+    thread (float32, this machine) and each thread streams all of CT; halves of CT by 32
+    columns run at 76, each thread streaming half."""
+    BP = -(-M // GEMM_COLUMNS) * GEMM_COLUMNS
+    return (numba.get_num_threads() > 1 and N >= 2 * ROW_CHUNK and BP <= PSPIN_BLOCK
+            and BP * math.comb(N + p - 2, p - 1) <= PSPIN_BLOCK_ENTRIES)
+
+
+def _pspin_row_steps(sim, t0, K, k0, k1, tables, ybuf):
+    """K steps of all replicas as one GEMM block whose rows (chunks of ROW_CHUNK rows of CT,
+    a fixed split: bits independent of the thread count) are computed by the thread pool;
+    gathering the packed products and the per-replica updates run on this thread, without
+    the GIL."""
+    dyn, x = sim.dynamics, sim.state["x"]
+    M, N = x.shape
+    CT, runs, starts, offsets = tables
+    BP = -(-M // GEMM_COLUMNS) * GEMM_COLUMNS
+    XT = np.zeros((N, BP), dtype=x.dtype)
+    YT = ybuf[:CT.shape[1] * BP].reshape(CT.shape[1], BP)
+    GT = np.empty((N, BP), dtype=x.dtype)
+    G, A, new = np.empty((M, N), x.dtype), np.empty(BP, x.dtype), np.empty(N, x.dtype)
+    buf, _ = chunk_buffer(N, x)
+    es, ts = schedule_code(dyn.step), schedule_code(dyn.temperature)
+    chunks = [(r, min(N, r + ROW_CHUNK)) for r in range(0, N, ROW_CHUNK)]
+    pool = thread_pool()
+
+    def rows(c):
+        np.dot(CT[c[0]:c[1]], YT, GT[c[0]:c[1]])
+
+    for t in range(t0, t0 + K):
+        eta, sigma = pspin_step_scalars(es, ts, t, x)
+        pspin_gather(x, 0, M, XT, runs, starts, offsets, A, YT)
+        list(pool.map(rows, chunks))
+        pspin_update(x, sim.diverged_step, 0, M, t, k0, k1, sim.first_replica, eta, sigma,
+                     sim.divergence_bound, GT, G, buf, new)
 
 
 @register(SphericalPSpin, OverdampedLangevin, "numba")
 def _overdamped_pspin(sim, t0, K, k0, k1):
     """Blocks of replicas run `pspin_block_steps` (nogil) on a thread pool of
-    numba.get_num_threads() workers, each block's rows owned by one thread."""
+    numba.get_num_threads() workers, each block's rows owned by one thread; or, for few
+    replicas of many spins (`rows_split`), each step's GEMM split by rows (`_pspin_row_steps`)."""
     dyn, pot = sim.dynamics, sim.potential
     x = sim.state["x"]
     M, N = x.shape
-    B = block_size(M, N, pot.p)
     tables = packed_gradient(pot, x.dtype)
+    if rows_split(M, N, pot.p):
+        B = M
+        free = _packed_buffers(sim, tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS,
+                               x.dtype)
+        try:
+            ybuf = free.get_nowait()
+        except queue.Empty:
+            ybuf = np.empty(tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS, x.dtype)
+        try:
+            with one_blas_thread():
+                _pspin_row_steps(sim, t0, K, k0, k1, tables, ybuf)
+        finally:
+            free.put(ybuf)
+        return
+    B = block_size(M, N, pot.p)
     args = (t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
             schedule_code(dyn.temperature), *tables, sim.divergence_bound)
     free = _packed_buffers(sim, tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS,
