@@ -33,7 +33,7 @@ import numba
 import numpy as np
 
 from .. import rng
-from ..backends.jit import compile_functions, jit, one_blas_thread
+from ..backends.jit import jit, one_blas_thread
 from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
 from ..dynamics import OverdampedLangevin
@@ -403,27 +403,16 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
 # Section owned by the generic drivers (`kernels.drivers`): Heun, Leimkuhler-Matthews and
-# full-batch SGD / AdamW run them on these block functions of `potentials.pspin`.
+# full-batch SGD / AdamW run them on the packed GEMM of the kernel above and the sphere's
+# projection and retraction of `potentials.pspin`.
 from .drivers import Hooks, family, thread_pool  # noqa: E402
 
-hook_rows = compile_functions(pspin, ["tensor_rows", "pspin_grad", "sphere_project",
-                                      "sphere_retract"])
-
-
 @jit
-def pspin_grad_block(xb, args):
-    """Ambient gradient (B, N) in xb's dtype: one GEMM; args: (gmat, p)."""
-    return hook_rows.pspin_grad(xb, args[0], args[1])
-
-
-@jit
-def pspin_energy_block(xb, args):
-    """H (B,) = x . grad H / p, summed in float64 (Euler's identity, as `energy`), grad H as
-    the kernel computes it: CT @ the packed products (`packed_columns`, `packed_gradient`
-    tables in args[2:]; half the products of the full contraction, and no `tensor_rows`
-    to compile), the columns padded to GEMM_COLUMNS so a row's value does not depend on
-    the block it came in."""
-    p, CT, runs, starts, offsets = args[1], args[2], args[3], args[4], args[5]
+def packed_block_gradient(xb, CT, runs, starts, offsets):
+    """(XT, GT): the rows xb (B, N) transposed and their ambient gradient columns GT (N, BP)
+    as the kernel computes them, CT @ the packed products (`packed_columns`, the
+    `packed_gradient` tables; half the products of the full contraction), the columns padded
+    to GEMM_COLUMNS so that a row's value does not depend on the block it came in."""
     B, N = xb.shape
     BP = -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
     XT = np.zeros((N, BP), dtype=xb.dtype)
@@ -432,28 +421,70 @@ def pspin_energy_block(xb, args):
             XT[i, r] = xb[r, i]
     YT = np.empty((CT.shape[1], BP), dtype=xb.dtype)
     packed_columns(XT, runs, starts, offsets, np.empty(BP, dtype=xb.dtype), YT)
-    GT = np.dot(CT, YT)
+    return XT, np.dot(CT, YT)
+
+
+@jit
+def pspin_grad_block(xb, args):
+    """Ambient gradient (B, N) in xb's dtype (`packed_block_gradient`); args: (p, CT, runs,
+    starts, offsets)."""
+    B, N = xb.shape
+    _, GT = packed_block_gradient(xb, args[1], args[2], args[3], args[4])
+    g = np.empty((B, N), dtype=xb.dtype)
+    for r in range(B):
+        for i in range(N):
+            g[r, i] = GT[i, r]
+    return g
+
+
+@jit
+def pspin_energy_block(xb, args):
+    """H (B,) = x . grad H / p, summed in float64 (Euler's identity, as `energy`), grad H as
+    `pspin_grad_block` computes it."""
+    B, N = xb.shape
+    XT, GT = packed_block_gradient(xb, args[1], args[2], args[3], args[4])
     u = np.zeros(B)
     for i in range(N):
         xi, gi = XT[i], GT[i]
         for r in range(B):
             u[r] += np.float64(xi[r]) * np.float64(gi[r])
-    return u / p
+    return u / args[0]
 
 
 @jit
 def pspin_project_block(xb, vb):
-    """Tangent projection of the rows vb at xb."""
-    return hook_rows.sphere_project(xb, vb)
+    """Tangent projection of the rows vb at xb (B, N), `pspin.sphere_project` in xb's dtype
+    (the row sum in order); loops: the reference's broadcasting expression compiled for
+    ~1.8 s in every generic pair."""
+    B, N = xb.shape
+    n = like(N, xb)
+    out = np.empty((B, N), dtype=xb.dtype)
+    for r in range(B):
+        dot = like(0.0, xb)
+        for i in range(N):
+            dot += vb[r, i] * xb[r, i]
+        c = dot / n
+        for i in range(N):
+            out[r, i] = vb[r, i] - c * xb[r, i]
+    return out
 
 
 @jit
 def pspin_retract_block(xb):
-    """Rows rescaled onto |x|^2 = N."""
-    return hook_rows.sphere_retract(xb)
+    """Rows rescaled onto |x|^2 = N, `pspin.sphere_retract` in xb's dtype (loops)."""
+    B, N = xb.shape
+    n = like(N, xb)
+    out = np.empty((B, N), dtype=xb.dtype)
+    for r in range(B):
+        sq = like(0.0, xb)
+        for i in range(N):
+            sq += xb[r, i] * xb[r, i]
+        scale = np.sqrt(sq / n)
+        for i in range(N):
+            out[r, i] = xb[r, i] / scale
+    return out
 
 
 family(SphericalPSpin, Hooks(pspin_grad_block, pspin_energy_block,
-                             lambda pot, dtype: (pot.gradient_matrix(dtype), pot.p)
-                             + packed_gradient(pot, dtype),
+                             lambda pot, dtype: (pot.p,) + packed_gradient(pot, dtype),
                              pspin_project_block, pspin_retract_block, blas=True))
