@@ -66,7 +66,7 @@ def compile_notice(what: str, then=None):
 # ---------------------------------------------------------------- record kernels, compiled aside
 
 ASIDE_ENV = "LANGEVIN_SIM_COMPILE_ASIDE"   # "0": no helper process; records compile in place
-ASIDE_WAIT_S = 300.0                       # the longest a first record waits for the helper
+ASIDE_WAIT_S = 60.0    # the longest a first record waits for the helper (its compile: ~1-5 s)
 _aside: dict = {}       # (potential class, dtype) -> the helper process, or None once awaited
 
 
