@@ -22,6 +22,7 @@ numba-cuda kernel (the section "CUDA kernels" at the end) compile it from this o
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -203,7 +204,7 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, s
     """K overdamped Langevin steps of replicas lo..hi-1 (one packed GEMM per step for the
     block, then `pspin_update`; arithmetic in x's dtype).  ybuf: at least P * BP items of x's
     dtype for the packed products (the block's largest array, up to 16 MiB: kept by the
-    caller across calls, `_packed_buffers`)."""
+    caller across calls, `_packed_buffer`)."""
     N = x.shape[1]
     B = hi - lo
     BP = -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
@@ -271,48 +272,40 @@ def _overdamped_pspin(sim, t0, K, k0, k1):
     M, N = x.shape
     tables = packed_gradient(pot, x.dtype)
     if rows_split(M, N, pot.p):
-        B = M
-        free = _packed_buffers(sim, tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS,
-                               x.dtype)
-        try:
-            ybuf = free.get_nowait()
-        except queue.Empty:
-            ybuf = np.empty(tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS, x.dtype)
-        try:
-            with one_blas_thread():
-                _pspin_row_steps(sim, t0, K, k0, k1, tables, ybuf)
-        finally:
-            free.put(ybuf)
+        with one_blas_thread(), _packed_buffer(sim, tables, M, x.dtype) as ybuf:
+            _pspin_row_steps(sim, t0, K, k0, k1, tables, ybuf)
         return
     B = block_size(M, N, pot.p)
     args = (t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
             schedule_code(dyn.temperature), *tables, sim.divergence_bound)
-    free = _packed_buffers(sim, tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS,
-                           x.dtype)
 
     def block(lo):
-        try:
-            ybuf = free.get_nowait()
-        except queue.Empty:
-            ybuf = np.empty(tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS, x.dtype)
-        try:
+        with _packed_buffer(sim, tables, B, x.dtype) as ybuf:
             pspin_block_steps(x, sim.diverged_step, lo, min(M, lo + B), *args, ybuf)
-        finally:
-            free.put(ybuf)
 
     with one_blas_thread():
         list(thread_pool().map(block, range(0, M, B)))
 
 
-def _packed_buffers(sim, size: int, dtype) -> queue.SimpleQueue:
-    """The packed-product buffers of `sim`'s blocks (one per thread running a block at once),
-    kept between calls: a new 8-16 MiB array per call cost ~2000 first touches of fresh pages
-    (15-35 us each on this VM: ~50 ms, a W3b record's worth, per `advance`)."""
+@contextlib.contextmanager
+def _packed_buffer(sim, tables: tuple, B: int, dtype):
+    """A packed-product buffer for a block of B replicas of `sim` (P * BP items), taken from
+    and given back to the ones kept for it between calls (one per thread running a block at
+    once): a new 8-16 MiB array per call cost ~2000 first touches of fresh pages (15-35 us
+    each on this VM: ~50 ms, a W3b record's worth, per `advance`)."""
+    size = tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
     key = (size, np.dtype(dtype).str)
     held = _BUFFERS.get(sim)
     if held is None or held[0] != key:
         held = _BUFFERS[sim] = (key, queue.SimpleQueue())
-    return held[1]
+    try:
+        buf = held[1].get_nowait()
+    except queue.Empty:
+        buf = np.empty(size, dtype)
+    try:
+        yield buf
+    finally:
+        held[1].put(buf)
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
@@ -416,11 +409,8 @@ def packed_block_gradient(xb, CT, runs, starts, offsets):
     B, N = xb.shape
     BP = -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
     XT = np.zeros((N, BP), dtype=xb.dtype)
-    for r in range(B):
-        for i in range(N):
-            XT[i, r] = xb[r, i]
     YT = np.empty((CT.shape[1], BP), dtype=xb.dtype)
-    packed_columns(XT, runs, starts, offsets, np.empty(BP, dtype=xb.dtype), YT)
+    pspin_gather(xb, 0, B, XT, runs, starts, offsets, np.empty(BP, dtype=xb.dtype), YT)
     return XT, np.dot(CT, YT)
 
 
