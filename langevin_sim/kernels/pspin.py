@@ -1,24 +1,24 @@
 """SphericalPSpin: its CPU kernel for overdamped Langevin on the sphere.
 
-One call runs K steps.  Replicas are split into blocks, run in parallel by a thread pool
-calling the serial, GIL-free `pspin_block_steps` (a prange wrapper would add ~5-15 s of
-compilation per dtype for nothing: each block is one BLAS call per step); few replicas of
-many spins (W3b) instead split each step's GEMM by rows across the threads (`rows_split`).
-The gradient uses
-the symmetry of J: the (p-1)! / prod(count!) orderings of a multiset i1 <= .. <= i_{p-1} give
-equal terms of g_m = sum (-p J)_{i1..i_{p-1} m} x_i1 .. x_i{p-1}, so per step and block it is
-one BLAS GEMM CT (N, P) @ YT (P, B) with P = C(N+p-2, p-1) packed products (one per
-multiset, `packed_columns`) and CT the multiplicity-weighted rows of -p J_eff
-(`packed_gradient`): N(N+1)/2 instead of N**2 for p = 3 (half the flops and coupling
-traffic), ~N**3/6 instead of N**3 for p = 4, the same for p = 2.  Replicas are the GEMM's
-columns, padded to a multiple of `GEMM_COLUMNS` so that the bits do not depend on the
-split.  Then per replica `sphere_row_step`, the reference's step
-x <- retract(x + P(0 - eta grad H + sqrt(2 eta T) xi)) row by row in x's dtype (the shared
-rules of `common.STEPS` inside; `pspin.sphere_project`, `pspin.sphere_retract` in the
-reference), with noise xi from the in-kernel Philox at the reference's stream positions
-n = step * N + lane, purpose NOISE.  BLAS runs single-threaded inside the parallel region.
-`sphere_row_step` is the family's step function (`STEPS`): the CPU kernel and the fused
-numba-cuda kernel (the section "CUDA kernels" at the end) compile it from this one source.
+One call runs K steps. Replicas are split into blocks, run in parallel by a thread pool calling
+the serial, GIL-free `pspin_block_steps` (a prange wrapper would add ~5-15 s of compilation per
+dtype for nothing: each block is one product call per step); few replicas of many spins (W3b)
+instead split each step's product by rows of CT across the threads (`rows_split`). The gradient
+uses the symmetry of J: the (p-1)! / prod(count!) orderings of a multiset i1 <= .. <= i_{p-1}
+give equal terms of g_m = sum (-p J)_{i1..i_{p-1} m} x_i1 .. x_i{p-1}, so per step and block it
+is one product Y (B, P) @ CT.T with P = C(N+p-2, p-1) packed products per replica (one per
+multiset, `packed_rows`) and CT (N, P) the multiplicity-weighted rows of -p J_eff
+(`packed_gradient`): N(N+1)/2 instead of N**2 for p = 3 (half the flops and coupling traffic),
+~N**3/6 instead of N**3 for p = 4, the same for p = 2. The product is the kernels' own tiled
+GEMM (`gemm.dot_rows`: 1.4-1.7x OpenBLAS's AVX2 kernels on an AVX-512 core; BLAS where the CPU
+lacks AVX-512). Replicas are its rows, padded to a multiple of `REPLICA_PAD` so that the bits
+do not depend on the split. Then per replica `sphere_row_step`, the reference's step x <-
+retract(x + P(0 - eta grad H + sqrt(2 eta T) xi)) row by row in x's dtype (the shared rules of
+`common.STEPS` inside; `pspin.sphere_project`, `pspin.sphere_retract` in the reference), with
+noise xi from the in-kernel Philox at the reference's stream positions n = step * N + lane,
+purpose NOISE. BLAS (if used) runs single-threaded in the blocks. `sphere_row_step` is the
+family's step function (`STEPS`): the CPU kernel and the fused numba-cuda kernel (the section
+"CUDA kernels" at the end) compile it from this one source.
 """
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ from ..dynamics.langevin import overdamped_update
 from ..potentials import pspin
 from ..potentials.pspin import SphericalPSpin
 from ..rng import sqrt
+from . import gemm
 from .common import chunk_buffer, compile_steps, like, noise_chunk, sched, schedule_code
+from .gemm import dot_rows
 
 
 # ---------------------------------------------------------------- step functions, every target
@@ -82,10 +84,11 @@ cpu = compile_steps(sys.modules[__name__])
 
 PSPIN_BLOCK = 64                # most replicas per GEMM block
 PSPIN_BLOCK_ENTRIES = 1 << 21   # cap on B * C(N+p-2, p-1), the packed products of one block
-ROW_CHUNK = 128                 # rows of CT per GEMM call when a step's GEMM is split by rows
-GEMM_COLUMNS = 16               # GEMM columns (replicas) padded to a multiple of this: OpenBLAS
-# then computes every column with the same instructions wherever it sits, so a replica's bits
-# do not depend on the block split (first_replica, thread count); other widths differ (~1e-16)
+ROW_CHUNK = 128                 # rows of CT per product call when a step's product is split
+REPLICA_PAD = gemm.TILE if gemm.OWN_PRODUCT else 16  # replicas (rows of Y) padded to a multiple
+# of this: the product then computes every replica with the same instructions wherever it
+# sits, so its bits do not depend on the block split (first_replica, thread count); with BLAS
+# (no AVX-512) 16 is OpenBLAS's widest unroll, other widths differ (~1e-16)
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # potential -> {dtype: tables}
 _BUFFERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # sim -> (key, free buffers)
 
@@ -97,21 +100,25 @@ def multisets(N: int, k: int) -> np.ndarray:
                     dtype=np.int64).reshape(-1, k)
 
 
+def padded(B: int) -> int:
+    """B replicas padded to a multiple of REPLICA_PAD."""
+    return -(-B // REPLICA_PAD) * REPLICA_PAD
+
+
 def block_size(M: int, N: int, p: int) -> int:
     """Replicas per block: all threads busy, <= PSPIN_BLOCK, packed products <= 16 MiB (f64),
-    a multiple of GEMM_COLUMNS (the padding is computed anyway)."""
+    a multiple of REPLICA_PAD (the padding is computed anyway)."""
     per_thread = -(-M // numba.get_num_threads())
-    B = min(PSPIN_BLOCK, per_thread, PSPIN_BLOCK_ENTRIES // math.comb(N + p - 2, p - 1))
-    return max(GEMM_COLUMNS, -(-B // GEMM_COLUMNS) * GEMM_COLUMNS)
+    return padded(min(PSPIN_BLOCK, per_thread, PSPIN_BLOCK_ENTRIES // math.comb(N + p - 2, p - 1)))
 
 
 def packed_gradient(pot: SphericalPSpin, dtype) -> tuple:
     """(CT, runs, starts, offsets) of `pspin_block_steps` for pot in `dtype` (cached).
 
     CT (N, P), P = C(N+p-2, p-1): column q = (number of orderings of multiset q) * the row of
-    -p J_eff (reshaped (N**(p-1), N)) at that tuple, so that the gradient columns are
-    CT @ YT with YT (P, B) the packed products (`packed_columns`).  The rows of YT come in
-    runs: run s has the prefix runs[s] (p-2 indices) and covers rows offsets[s] ..
+    -p J_eff (reshaped (N**(p-1), N)) at that tuple, so that the gradient rows are
+    Y @ CT.T with Y (B, P) the packed products (`packed_rows`).  The entries of a row of Y
+    come in runs: run s has the prefix runs[s] (p-2 indices) and covers entries offsets[s] ..
     offsets[s+1]-1, its prefix's product times x_k for k = starts[s] .. N-1 (p = 2: one
     run, no prefix)."""
     dtype = np.dtype(dtype)
@@ -138,48 +145,33 @@ def packed_gradient(pot: SphericalPSpin, dtype) -> tuple:
 
 
 @jit
-def packed_columns(XT, runs, starts, offsets, A, YT):
-    """YT (P, B) <- the packed products of the columns of XT (N, B) (replica r in column r):
-    row offsets[s] + k - starts[s] is (1 * XT[runs[s, 0]] * .. * XT[runs[s, -1]]) * XT[k],
-    the factors multiplied in the order of `pspin.tensor_rows`; A (B,) is scratch."""
-    N, B = XT.shape
-    for s in range(starts.shape[0]):
-        for r in range(B):
-            A[r] = 1.0
-        for u in range(runs.shape[1]):
-            xu = XT[runs[s, u]]
-            for r in range(B):
-                A[r] = A[r] * xu[r]
-        k0, o = starts[s], offsets[s]
-        for k in range(N - k0):
-            xk, yk = XT[k0 + k], YT[o + k]
-            for r in range(B):
-                yk[r] = A[r] * xk[r]
-
-
-@jit
-def pspin_gather(x, lo, hi, XT, runs, starts, offsets, A, YT):
-    """Columns 0 .. hi-lo-1 of XT (N, BP) <- rows lo .. hi-1 of x (the others stay 0), then
-    YT (P, BP) <- the packed products of every column (`packed_columns`)."""
+def packed_rows(x, lo, hi, runs, starts, offsets, Y):
+    """Rows 0 .. hi-lo-1 of Y (BP, P) <- the packed products of rows lo .. hi-1 of x: entry
+    offsets[s] + k - starts[s] is (1 * x[runs[s, 0]] * .. * x[runs[s, -1]]) * x[k], the
+    factors multiplied in the order of `pspin.tensor_rows`; the padding rows <- 0."""
     N = x.shape[1]
     for r in range(hi - lo):
-        for i in range(N):
-            XT[i, r] = x[lo + r, i]
-    packed_columns(XT, runs, starts, offsets, A, YT)
+        xr, yr = x[lo + r], Y[r]
+        for s in range(starts.shape[0]):
+            a = like(1.0, x)
+            for u in range(runs.shape[1]):
+                a = a * xr[runs[s, u]]
+            k0, o = starts[s], offsets[s]
+            for k in range(N - k0):
+                yr[o + k] = a * xr[k0 + k]
+    for r in range(hi - lo, Y.shape[0]):
+        for q in range(Y.shape[1]):
+            Y[r, q] = 0
 
 
 @jit
-def pspin_update(x, dstep, lo, hi, t, k0, k1, rep0, eta, sigma, bound, GT, G, buf, new):
-    """Step t of the live replicas lo .. hi-1 from their gradient columns GT (N, >= hi-lo):
+def pspin_update(x, dstep, lo, hi, t, k0, k1, rep0, eta, sigma, bound, G, buf, new):
+    """Step t of the live replicas lo .. hi-1 from their gradient rows G (>= hi-lo, N):
     `sphere_row_step` with this step's NOISE normals; a replica that fails it is frozen and
-    flagged (dstep = t + 1).  G (hi-lo, N), buf (`chunk_buffer`) and new (N,) are scratch."""
+    flagged (dstep = t + 1).  buf (`chunk_buffer`) and new (N,) are scratch."""
     N = x.shape[1]
-    B = hi - lo
     zero, n = like(0.0, x), like(N, x)
-    for r in range(B):
-        for i in range(N):
-            G[r, i] = GT[i, r]
-    for r in range(B):
+    for r in range(hi - lo):
         m = lo + r
         if dstep[m] >= 0:
             continue
@@ -201,65 +193,62 @@ def pspin_step_scalars(es, ts, t, x):
 @jit
 def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, starts, offsets,
                       bound, ybuf):
-    """K overdamped Langevin steps of replicas lo..hi-1 (one packed GEMM per step for the
-    block, then `pspin_update`; arithmetic in x's dtype).  ybuf: at least P * BP items of x's
+    """K overdamped Langevin steps of replicas lo..hi-1 (one packed product for the block per
+    step, then `pspin_update`; arithmetic in x's dtype).  ybuf: at least BP * P items of x's
     dtype for the packed products (the block's largest array, up to 16 MiB: kept by the
     caller across calls, `_packed_buffer`)."""
     N = x.shape[1]
-    B = hi - lo
-    BP = -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
-    XT = np.zeros((N, BP), dtype=x.dtype)          # columns B .. BP-1 stay 0
-    YT = ybuf[:CT.shape[1] * BP].reshape(CT.shape[1], BP)
-    GT = np.empty((N, BP), dtype=x.dtype)
-    G = np.empty((B, N), dtype=x.dtype)
-    A = np.empty(BP, dtype=x.dtype)
+    BP = -(-(hi - lo) // REPLICA_PAD) * REPLICA_PAD
+    Y = ybuf[:BP * CT.shape[1]].reshape(BP, CT.shape[1])
+    G = np.empty((BP, N), dtype=x.dtype)
     new = np.empty(N, dtype=x.dtype)
     buf, _ = chunk_buffer(N, x)
     for t in range(t0, t0 + K):
         eta, sigma = pspin_step_scalars(es, ts, t, x)
-        pspin_gather(x, lo, hi, XT, runs, starts, offsets, A, YT)
-        np.dot(CT, YT, GT)
-        pspin_update(x, dstep, lo, hi, t, k0, k1, rep0, eta, sigma, bound, GT, G, buf, new)
+        packed_rows(x, lo, hi, runs, starts, offsets, Y)
+        dot_rows(CT, Y, G, 0, N)
+        pspin_update(x, dstep, lo, hi, t, k0, k1, rep0, eta, sigma, bound, G, buf, new)
 
 
 def rows_split(M: int, N: int, p: int) -> bool:
-    """Whether `_overdamped_pspin` splits each step's GEMM by rows of CT across the threads
+    """Whether `_overdamped_pspin` splits each step's product by rows of CT across the threads
     (`_pspin_row_steps`) rather than replicas into blocks: with few replicas and large N
-    (W3b: 32 replicas, N = 256) blocks of 16 columns per thread run OpenBLAS at 59 GFLOP/s a
-    thread (float32, this machine) and each thread streams all of CT; halves of CT by 32
-    columns run at 76, each thread streaming half."""
-    BP = -(-M // GEMM_COLUMNS) * GEMM_COLUMNS
-    return (numba.get_num_threads() > 1 and N >= 2 * ROW_CHUNK and BP <= PSPIN_BLOCK
-            and BP * math.comb(N + p - 2, p - 1) <= PSPIN_BLOCK_ENTRIES)
+    (W3b: 32 replicas, N = 256) blocks of 16 replicas per thread each stream all of CT
+    (67 MB in float64) per step; halves of CT by all replicas stream half each."""
+    return (numba.get_num_threads() > 1 and N >= 2 * ROW_CHUNK and padded(M) <= PSPIN_BLOCK
+            and padded(M) * math.comb(N + p - 2, p - 1) <= PSPIN_BLOCK_ENTRIES)
 
 
 def _pspin_row_steps(sim, t0, K, k0, k1, tables, ybuf):
-    """K steps of all replicas as one GEMM block whose rows (chunks of ROW_CHUNK rows of CT,
-    a fixed split: bits independent of the thread count) are computed by the thread pool;
-    gathering the packed products and the per-replica updates run on this thread, without
-    the GIL."""
+    """K steps of all replicas as one product block whose rows (chunks of ROW_CHUNK rows of
+    CT, a fixed split: bits independent of the thread count) are computed by the thread pool,
+    after it gathered the packed products in two halves of the replicas; the per-replica
+    updates run on this thread, without the GIL."""
     dyn, x = sim.dynamics, sim.state["x"]
     M, N = x.shape
     CT, runs, starts, offsets = tables
-    BP = -(-M // GEMM_COLUMNS) * GEMM_COLUMNS
-    XT = np.zeros((N, BP), dtype=x.dtype)
-    YT = ybuf[:CT.shape[1] * BP].reshape(CT.shape[1], BP)
-    GT = np.empty((N, BP), dtype=x.dtype)
-    G, A, new = np.empty((M, N), x.dtype), np.empty(BP, x.dtype), np.empty(N, x.dtype)
+    BP = padded(M)
+    Y = ybuf[:BP * CT.shape[1]].reshape(BP, CT.shape[1])
+    G, new = np.empty((BP, N), x.dtype), np.empty(N, x.dtype)
     buf, _ = chunk_buffer(N, x)
     es, ts = schedule_code(dyn.step), schedule_code(dyn.temperature)
     chunks = [(r, min(N, r + ROW_CHUNK)) for r in range(0, N, ROW_CHUNK)]
+    half = min(M, padded(-(-M // 2)))
     pool = thread_pool()
 
+    def gather(lo):
+        hi = half if lo == 0 else M
+        packed_rows(x, lo, hi, runs, starts, offsets, Y[lo:half if lo == 0 else BP])
+
     def rows(c):
-        np.dot(CT[c[0]:c[1]], YT, GT[c[0]:c[1]])
+        dot_rows(CT, Y, G, c[0], c[1])
 
     for t in range(t0, t0 + K):
         eta, sigma = pspin_step_scalars(es, ts, t, x)
-        pspin_gather(x, 0, M, XT, runs, starts, offsets, A, YT)
+        list(pool.map(gather, (0, half)))
         list(pool.map(rows, chunks))
         pspin_update(x, sim.diverged_step, 0, M, t, k0, k1, sim.first_replica, eta, sigma,
-                     sim.divergence_bound, GT, G, buf, new)
+                     sim.divergence_bound, G, buf, new)
 
 
 @register(SphericalPSpin, OverdampedLangevin, "numba")
@@ -293,7 +282,7 @@ def _packed_buffer(sim, tables: tuple, B: int, dtype):
     and given back to the ones kept for it between calls (one per thread running a block at
     once): a new 8-16 MiB array per call cost ~2000 first touches of fresh pages (15-35 us
     each on this VM: ~50 ms, a W3b record's worth, per `advance`)."""
-    size = tables[0].shape[1] * -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
+    size = tables[0].shape[1] * padded(B)
     key = (size, np.dtype(dtype).str)
     held = _BUFFERS.get(sim)
     if held is None or held[0] != key:
@@ -311,8 +300,8 @@ def _packed_buffer(sim, tables: tuple, B: int, dtype):
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
 # SphericalPSpin x OverdampedLangevin on the device, by the dense families' fused path
 # (`cuda_backend.gemm_steps`): the state transposed (replica r in column r, columns padded to
-# GEMM_COLUMNS), then per step ONE GEMM for all replicas, GT (N, MP) = CT (N, P) @ YT (P, MP),
-# with the CPU kernel's packed tables (`packed_gradient`: P = C(N+p-2, p-1) multisets instead
+# cuda_kernels.GEMM_COLUMNS), then per step ONE cuBLAS GEMM for all replicas,
+# GT (N, MP) = CT (N, P) @ YT (P, MP), with the CPU kernel's packed tables (`packed_gradient`: P = C(N+p-2, p-1) multisets instead
 # of the N**(p-1) ordered tuples of the plain (M, N**(p-1)) x (N**(p-1), N) contraction: for
 # p = 3, N = 64 half the flops and half the operand bytes of YT, the GEMM's only large
 # input), and ONE launch of the shared fused kernel `cuda_kernels.gemm_step`: per replica the
@@ -352,7 +341,7 @@ def _cuda_rules(f32: bool, N: int):
 
     @cuda.jit(device=True)
     def refresh(XT, r, YT, runs, starts, offsets):
-        """Column r of YT <- the packed products of column r of XT (`packed_columns`' order)."""
+        """Column r of YT <- the packed products of column r of XT (`packed_rows`' order)."""
         for s in range(starts.shape[0]):
             a = cast(1.0)
             for u in range(runs.shape[1]):
@@ -402,16 +391,17 @@ from .drivers import Hooks, family, thread_pool  # noqa: E402
 
 @jit
 def packed_block_gradient(xb, CT, runs, starts, offsets):
-    """(XT, GT): the rows xb (B, N) transposed and their ambient gradient columns GT (N, BP)
-    as the kernel computes them, CT @ the packed products (`packed_columns`, the
-    `packed_gradient` tables; half the products of the full contraction), the columns padded
-    to GEMM_COLUMNS so that a row's value does not depend on the block it came in."""
+    """Ambient gradient rows G (BP, N) of the rows xb (B, N) as the kernel computes them,
+    the packed products (`packed_rows`, the `packed_gradient` tables; half the products of the
+    full contraction) @ CT.T, the rows padded to REPLICA_PAD so that a row's value does not
+    depend on the block it came in."""
     B, N = xb.shape
-    BP = -(-B // GEMM_COLUMNS) * GEMM_COLUMNS
-    XT = np.zeros((N, BP), dtype=xb.dtype)
-    YT = np.empty((CT.shape[1], BP), dtype=xb.dtype)
-    pspin_gather(xb, 0, B, XT, runs, starts, offsets, np.empty(BP, dtype=xb.dtype), YT)
-    return XT, np.dot(CT, YT)
+    BP = -(-B // REPLICA_PAD) * REPLICA_PAD
+    Y = np.empty((BP, CT.shape[1]), dtype=xb.dtype)
+    packed_rows(xb, 0, B, runs, starts, offsets, Y)
+    G = np.empty((BP, N), dtype=xb.dtype)
+    dot_rows(CT, Y, G, 0, N)
+    return G
 
 
 @jit
@@ -419,11 +409,11 @@ def pspin_grad_block(xb, args):
     """Ambient gradient (B, N) in xb's dtype (`packed_block_gradient`); args: (p, CT, runs,
     starts, offsets)."""
     B, N = xb.shape
-    _, GT = packed_block_gradient(xb, args[1], args[2], args[3], args[4])
+    G = packed_block_gradient(xb, args[1], args[2], args[3], args[4])
     g = np.empty((B, N), dtype=xb.dtype)
     for r in range(B):
         for i in range(N):
-            g[r, i] = GT[i, r]
+            g[r, i] = G[r, i]
     return g
 
 
@@ -432,12 +422,11 @@ def pspin_energy_block(xb, args):
     """H (B,) = x . grad H / p, summed in float64 (Euler's identity, as `energy`), grad H as
     `pspin_grad_block` computes it."""
     B, N = xb.shape
-    XT, GT = packed_block_gradient(xb, args[1], args[2], args[3], args[4])
+    G = packed_block_gradient(xb, args[1], args[2], args[3], args[4])
     u = np.zeros(B)
-    for i in range(N):
-        xi, gi = XT[i], GT[i]
-        for r in range(B):
-            u[r] += np.float64(xi[r]) * np.float64(gi[r])
+    for r in range(B):
+        for i in range(N):
+            u[r] += np.float64(xb[r, i]) * np.float64(G[r, i])
     return u / args[0]
 
 

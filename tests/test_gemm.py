@@ -1,0 +1,44 @@
+"""The CPU kernels' own product (`kernels.gemm`) against float64 NumPy on random inputs."""
+import numpy as np
+import pytest
+
+from langevin_sim.kernels import gemm
+
+SHAPES = [  # (N rows of A, K, B rows of Y, i0, i1): tiles, leftover rows of A and Y, chunks
+    (9, 45, 8, 0, 9), (10, 1300, 7, 3, 10), (64, 2080, 12, 0, 64), (5, 3, 4, 1, 2),
+    (6, 2 * gemm.KC_BYTES // 4 + 5, 9, 2, 6)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("product", ["row_dots", "blas_rows", "dot_rows"])
+def test_product_matches_numpy_and_leaves_other_columns(product, dtype):
+    """Every entry of G[:, i0:i1] to the dtype's rounding of K terms; the others untouched."""
+    rng = np.random.default_rng(3)
+    eps = np.finfo(dtype).eps
+    for N, K, B, i0, i1 in SHAPES:
+        A = rng.standard_normal((N, K)).astype(dtype)
+        Y = rng.standard_normal((B, K)).astype(dtype)
+        G = np.full((B, N), np.nan, dtype)
+        getattr(gemm, product)(A, Y, G, i0, i1)
+        ref = Y.astype(np.float64) @ A[i0:i1].astype(np.float64).T
+        scale = np.abs(Y).astype(np.float64) @ np.abs(A[i0:i1]).astype(np.float64).T
+        assert (np.abs(G[:, i0:i1] - ref) <= 4 * eps * scale).all(), (product, N, K, B)
+        assert np.isnan(G[:, :i0]).all() and np.isnan(G[:, i1:]).all()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_own_product_bits_do_not_depend_on_the_row_position(dtype):
+    """A row of Y gives the same bits in any tile slot (rows moved by TILE, or the block cut
+    at another multiple of TILE): a replica's gradient does not depend on its block."""
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((11, 3000)).astype(dtype)
+    Y = rng.standard_normal((4 * gemm.TILE, 3000)).astype(dtype)
+    G = np.empty((len(Y), 11), dtype)
+    gemm.row_dots(A, Y, G, 0, 11)
+    moved = np.concatenate([Y[gemm.TILE:], Y[:gemm.TILE]])
+    H = np.empty_like(G)
+    gemm.row_dots(A, moved, H, 0, 11)
+    np.testing.assert_array_equal(np.concatenate([H[-gemm.TILE:], H[:-gemm.TILE]]), G)
+    part = np.empty((gemm.TILE, 11), dtype)
+    gemm.row_dots(A, Y[2 * gemm.TILE:3 * gemm.TILE], part, 0, 11)
+    np.testing.assert_array_equal(part, G[2 * gemm.TILE:3 * gemm.TILE])
