@@ -120,10 +120,6 @@ def blas_rows(A, Y, G, i0, i1):
             G[m, i] = H[m, i - i0]
 
 
-@jit
-def dot_rows(A, Y, G, i0, i1):
-    """G[:, i0:i1] <- Y @ A[i0:i1].T: `row_dots` on AVX-512, else `blas_rows` (`OWN_PRODUCT`)."""
-    if OWN_PRODUCT:
-        row_dots(A, Y, G, i0, i1)
-    else:
-        blas_rows(A, Y, G, i0, i1)
+# G[:, i0:i1] <- Y @ A[i0:i1].T: `row_dots` on AVX-512, else `blas_rows` (a name bound at
+# import, so a kernel compiles only the one it calls)
+dot_rows = row_dots if OWN_PRODUCT else blas_rows
