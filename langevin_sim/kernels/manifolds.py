@@ -1,7 +1,7 @@
 """ScaleSymmetric, Valley, MultiWell and ShiftedMultiWell: their hooks for the generic drivers.
 
 Every dynamics runs `kernels.drivers` on these block functions, the same ones the NumPy
-reference uses (`manifolds.scale_symmetric_grad`, `manifolds.valley_fields`,
+reference uses (`manifolds.scale_symmetric_grad`, `manifolds.valley_point`,
 `multiwell.multiwell_fields`, compiled by `compile_functions`): ScaleSymmetric in the state's
 dtype as the reference, Valley and the wells in float64, cast back (float32 states agree with
 the reference to float32 rounding of the gradient).  The overdamped pair had a dedicated
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends.jit import compile_functions, jit
+from ..backends.jit import compile_functions, ijit, jit
 from ..potentials import manifolds, multiwell
 from ..potentials.manifolds import ScaleSymmetric, Valley
 from ..potentials.multiwell import MultiWell, ShiftedMultiWell
@@ -25,8 +25,11 @@ STEPS = ()
 
 # row_sum, set_column: the CPU's loops (backends/jit.py CPU_PRIMITIVES), not Numba's axis sum
 # and column assignment, whose error formatting compiled for seconds in every pair
-blocks = compile_functions(manifolds, ["layer_products", "scale_symmetric_grad", "profile_value",
-                                       "valley_coords", "valley_fields", "row_sum", "set_column"])
+blocks = compile_functions(manifolds, ["layer_products", "scale_symmetric_grad", "row_sum",
+                                       "set_column"])
+# Valley point by point: its reference's elementwise functions compiled on scalars, inlined
+# into the row loop of `valley_rows` (compiled on arrays, `valley_fields` took ~5 s cold)
+point = compile_functions(manifolds, ["profile_value", "valley_coords", "valley_point"], ijit)
 wells = compile_functions(multiwell, ["well_quadratic", "multiwell_fields", "row_sum"])
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
@@ -63,15 +66,43 @@ def scale_symmetric_args(pot: ScaleSymmetric, dtype) -> tuple:
 
 
 @jit
+def valley_rows(xb, args, G):
+    """U (B,) float64 of the rows xb (B, d), and their gradient into G (B, d) (None: not
+    computed) in G's dtype, both computed in float64 as `valley_fields` (the same operations
+    in the same order per point; the transverse sum in order, as the CPU's `row_sum`);
+    args: `Valley.coefficients()`."""
+    curve, radius, kind, k0, alpha, omega, nodes_s, nodes_k, s_lo, s_hi, wall, w = args
+    B, d = xb.shape
+    u = np.empty(B)
+    for r in range(B):
+        rest = 0.0
+        for i in range(2, d):
+            y = np.float64(xb[r, i])
+            rest += w[i - 1] * y * y
+        e, g1, g2, s, k = point.valley_point(np.float64(xb[r, 0]), np.float64(xb[r, 1]), rest,
+                                             curve, radius, kind, k0, alpha, omega, nodes_s,
+                                             nodes_k, s_lo, s_hi, wall, w[0])
+        u[r] = e
+        if G is not None:
+            G[r, 0] = g1
+            G[r, 1] = g2
+            for i in range(2, d):
+                G[r, i] = k * w[i - 1] * np.float64(xb[r, i])
+    return u
+
+
+@jit
 def valley_grad_block(xb, args):
     """grad U (B, d) computed in float64, in xb's dtype; args: `Valley.coefficients()`."""
-    return blocks.valley_fields(xb.astype(np.float64), *args)[1].astype(xb.dtype)
+    G = np.empty(xb.shape, xb.dtype)
+    valley_rows(xb, args, G)
+    return G
 
 
 @jit
 def valley_energy_block(xb, args):
     """U (B,) float64."""
-    return blocks.valley_fields(xb.astype(np.float64), *args)[0]
+    return valley_rows(xb, args, None)
 
 
 @jit

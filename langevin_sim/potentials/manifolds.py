@@ -249,30 +249,37 @@ def valley_coords(x1, x2, curve, radius):
     return radius * np.arctan2(x2, x1), np.sqrt(x1 * x1 + x2 * x2) - radius
 
 
+def valley_point(x1, x2, rest, curve, radius, kind, k0, alpha, omega, nodes_s, nodes_k, s_lo,
+                 s_hi, wall, w0):
+    """Energy, dU/dx_1, dU/dx_2, arclength s and k(s) of `Valley` from the (x_1, x_2) plane and
+    rest = sum_{i>=2} w_{i-1} x_i^2, elementwise (arrays (B,) in the reference, one point's
+    scalars in the compiled blocks); w0 the in-plane transverse weight."""
+    s, r = valley_coords(x1, x2, curve, radius)
+    k, dk, _ = profile_value(s, kind, k0, alpha, omega, nodes_s, nodes_k)
+    dist2 = w0 * r * r + rest
+    over = np.maximum(s - s_hi, 0.0) - np.maximum(s_lo - s, 0.0)
+    energy = 0.5 * k * dist2 + 0.5 * wall * over * over
+    fs = 0.5 * dk * dist2 + wall * over        # dU/ds
+    fr = k * w0 * r                              # dU/dr
+    if curve == 0:
+        return energy, fs * 1.0, fr * 1.0, s, k
+    rho = r + radius                             # grad s = R (-x2, x1)/rho^2, grad r = (x1, x2)/rho
+    return (energy, (fr * x1 - fs * radius * x2 / rho) / rho,
+            (fr * x2 + fs * radius * x1 / rho) / rho, s, k)
+
+
 def valley_fields(x, curve, radius, kind, k0, alpha, omega, nodes_s, nodes_k, s_lo, s_hi,
                   wall, w):
     """Energy (B,), gradient (B, d), arclength s (B,) and k(s) (B,) of `Valley` on a block x.
 
     U = k(s)/2 (w_0 r^2 + sum_{i>=2} w_{i-1} x_i^2) + wall/2 * (excursion of s outside
-    [s_lo, s_hi])^2, with (s, r) from `valley_coords`; w (d-1,) transverse weights.
+    [s_lo, s_hi])^2, with (s, r) from `valley_coords`; w (d-1,) transverse weights
+    (`valley_point` per point).
     """
-    x1 = x[:, 0]
-    x2 = x[:, 1]
     y = x[:, 2:]
     rest = row_sum(w[1:] * y * y)
-    s, r = valley_coords(x1, x2, curve, radius)
-    k, dk, _ = profile_value(s, kind, k0, alpha, omega, nodes_s, nodes_k)
-    dist2 = w[0] * r * r + rest
-    over = np.maximum(s - s_hi, 0.0) - np.maximum(s_lo - s, 0.0)
-    energy = 0.5 * k * dist2 + 0.5 * wall * over * over
-    fs = 0.5 * dk * dist2 + wall * over        # dU/ds
-    fr = k * w[0] * r                            # dU/dr
-    if curve == 0:
-        g1, g2 = fs * 1.0, fr * 1.0
-    else:
-        rho = r + radius                         # grad s = R (-x2, x1)/rho^2, grad r = (x1, x2)/rho
-        g1 = (fr * x1 - fs * radius * x2 / rho) / rho
-        g2 = (fr * x2 + fs * radius * x1 / rho) / rho
+    energy, g1, g2, s, k = valley_point(x[:, 0], x[:, 1], rest, curve, radius, kind, k0, alpha,
+                                        omega, nodes_s, nodes_k, s_lo, s_hi, wall, w[0])
     # whole arrays, no column assignments: compiled, those cost seconds of error formatting
     G = np.concatenate((np.stack((g1, g2), axis=1), k[:, None] * w[1:] * y), axis=1)
     return energy, G, s, k
