@@ -5,8 +5,9 @@ Numba caches compiled kernels on disk (next to the sources, or in NUMBA_CACHE_DI
 cache costs 1-60 s per kernel and dtype on the first call.  `compile_notice` tells the user
 why a run is silent meanwhile: it listens for Numba's "numba:compile" events, which fire only
 for real compilations (not for cache loads).  Numba compiles on one core; while a cold run
-compiles its step kernel, `compile_records_aside` compiles the kernels its records will need
-in a helper process on another core, and the first record loads them from the cache.
+compiles its step kernel, `compile_aside` compiles in a helper process on another core what
+the run will need later: a generic driver's shared callees (the main process compiles its
+family's blocks first) and the kernels of its records; they then load from the cache.
 """
 from __future__ import annotations
 
@@ -63,20 +64,22 @@ def compile_notice(what: str, then=None):
     _said.add(what)
 
 
-# ---------------------------------------------------------------- record kernels, compiled aside
+# ---------------------------------------------------------------- compiled aside
 
-ASIDE_ENV = "LANGEVIN_SIM_COMPILE_ASIDE"   # "0": no helper process; records compile in place
+ASIDE_ENV = "LANGEVIN_SIM_COMPILE_ASIDE"   # "0": no helper process; everything compiles in place
 ASIDE_WAIT_S = 60.0    # the longest a first record waits for the helper (its compile: ~1-5 s)
 _aside: dict = {}       # (potential class, dtype) -> the helper process, or None once awaited
 
 
-def compile_records_aside(potential, x: np.ndarray) -> None:
-    """Compile `potential`'s record-time energy and observables for x's dtype (`_record_kernels`
-    on x's first rows) in a helper process, once per potential class and dtype per process,
-    into Numba's on-disk cache; `await_records_aside` waits for it.  Called while a cold run
-    compiles its step kernel (one core), so both compile at once on a machine with two."""
+def compile_aside(potential, x: np.ndarray, records: bool, shared: tuple = ()) -> None:
+    """In a helper process, once per potential class and dtype per process, compile into
+    Numba's on-disk cache first the generic drivers' callees `shared`
+    (`drivers.compile_shared`, for x's dtype), then, if `records`, `potential`'s record-time
+    energy and observables (`_record_kernels` on x's first rows); `await_records_aside` waits
+    for it.  Called at a cold run's first compilation, so both processes compile at once;
+    not on a machine with one core, where they would only take turns."""
     key = (type(potential), x.dtype.str)
-    if os.environ.get(ASIDE_ENV, "1") == "0":
+    if os.environ.get(ASIDE_ENV, "1") == "0" or len(os.sched_getaffinity(0)) < 2:
         return
     with _lock:
         if key in _aside:
@@ -90,15 +93,16 @@ def compile_records_aside(potential, x: np.ndarray) -> None:
             [sys.executable, "-c", "from langevin_sim.warmup import _aside_main; _aside_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=dict(os.environ, PYTHONPATH=path))
-    except Exception:   # nothing gained, nothing lost: the first record compiles in place
+    except Exception:   # nothing gained, nothing lost: everything compiles in place
         return
-    rows = np.ascontiguousarray(x[:4])
-    threading.Thread(target=_feed, args=(proc, (potential, rows)), daemon=True).start()
+    job = (potential if records else None, np.ascontiguousarray(x[:4]), tuple(shared))
+    threading.Thread(target=_feed, args=(proc, job), daemon=True).start()
     _aside[key] = proc
 
 
+@atexit.register
 def _stop_asides() -> None:
-    """At exit: a helper still compiling for records this process never took stops."""
+    """At exit: a helper still compiling what this process never took stops."""
     for proc in _aside.values():
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -106,7 +110,7 @@ def _stop_asides() -> None:
 
 def _feed(proc: subprocess.Popen, obj) -> None:
     """Pickle obj into the helper's stdin (a potential that does not pickle: the helper
-    exits, and the first record compiles in place)."""
+    exits, and everything compiles in place)."""
     try:
         with proc.stdin:
             pickle.dump(obj, proc.stdin, protocol=5)
@@ -129,11 +133,17 @@ def await_records_aside(potential, dtype) -> None:
 
 
 def _aside_main() -> None:
-    """The helper process of `compile_records_aside`: (potential, rows) pickled on stdin."""
+    """The helper process of `compile_aside`: (potential or None, rows, shared) pickled on
+    stdin."""
     global _quiet
     _quiet = True
-    potential, x = pickle.load(sys.stdin.buffer)
-    _record_kernels(potential, x)
+    potential, x, shared = pickle.load(sys.stdin.buffer)
+    if shared:
+        from .kernels import drivers
+
+        drivers.compile_shared(x.dtype, shared)
+    if potential is not None:
+        _record_kernels(potential, x)
 
 
 def small_instances() -> tuple[dict, dict]:

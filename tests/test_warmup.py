@@ -1,7 +1,9 @@
 """The first run after install: the compile notice, and `langevin-sim warmup`."""
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numba
 import numpy as np
@@ -13,6 +15,8 @@ from langevin_sim.cli import main as cli
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import DoubleWell
+
+from .conftest import early_result, starts_early
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTICE = "langevin-sim: compiling numba kernels for"
@@ -113,22 +117,67 @@ from langevin_sim.kernels import drivers
 from langevin_sim.potentials import DoubleWell
 pot = DoubleWell(d=2)
 x = np.random.default_rng(0).normal(size=(8, 2))
-warmup.compile_records_aside(pot, x.astype(np.float32))
+warmup.compile_aside(pot, x.astype(np.float32), True, ("noise1",))
 warmup.await_records_aside(pot, np.float32)
 for dt in (np.float32, np.float64):   # float64: not compiled aside, compiled here
     with event.install_recorder("numba:compile") as rec:
         u = drivers.energy_kernel(pot)(x.astype(dt))
-    print(len(rec.buffer), np.abs(u - pot.energy(x.astype(dt).astype(np.float64))).max())
+    with event.install_recorder("numba:compile") as shared:
+        drivers.compile_shared(dt, ("noise1",))
+    print(len(rec.buffer), len(shared.buffer),
+          np.abs(u - pot.energy(x.astype(dt).astype(np.float64))).max())
 """
 
 
-def test_record_kernels_compiled_aside_load_from_the_cache(tmp_path):
-    """`compile_records_aside` compiles a family's record energy in a helper process into an
-    empty Numba cache: the energy in that dtype then loads (no compilation in this process)
-    and equals the potential's; in the other dtype, not compiled aside, it compiles here."""
+def test_kernels_compiled_aside_load_from_the_cache(tmp_path):
+    """`compile_aside` compiles a family's record energy and the drivers' shared callees in a
+    helper process into an empty Numba cache: in that dtype they then load (no compilation
+    in this process) and the energy equals the potential's; in the other dtype, not compiled
+    aside, they compile here."""
     r = python("-c", ASIDE, env={"NUMBA_CACHE_DIR": str(tmp_path), warmup.ASIDE_ENV: "1"})
     assert r.returncode == 0, r.stderr
-    (n32, err32), (n64, err64) = (line.split() for line in r.stdout.splitlines())
-    assert int(n32) == 0 and int(n64) > 0
+    (n32, s32, err32), (n64, s64, err64) = (line.split() for line in r.stdout.splitlines())
+    assert int(n32) == 0 and int(s32) == 0 and int(n64) > 0 and int(s64) > 0
     assert float(err32) < 1e-12 and float(err64) < 1e-12
 
+
+SHARED = """
+import numpy as np
+from langevin_sim import Simulation
+from langevin_sim.backends import registry
+from langevin_sim.dynamics import MALA, LeimkuhlerMatthews
+from langevin_sim.kernels import drivers
+from langevin_sim.potentials import DoubleWell
+pot = DoubleWell(d=2)
+for dyn in (MALA(1e-2, 0.5), LeimkuhlerMatthews(1e-2, 0.5)):
+    sim = Simulation(pot, dyn, 8, backend="numba", seed=0, dtype="float32")
+    sim.advance(1)
+    jobs = drivers.shared_callees(sim, registry.kernel_for(pot, dyn, "numba").fn)
+    for fn, sig in drivers.shared_signatures(np.float32, jobs):
+        print(type(dyn).__name__, fn.py_func.__name__, tuple(sig) in [tuple(s) for s in fn.signatures])
+"""
+
+
+_SHARED_CACHE: list = []   # the subprocess's empty Numba cache, removed by the test
+
+
+def _shared_spec():
+    _SHARED_CACHE.append(tempfile.mkdtemp())
+    env = dict(os.environ, NUMBA_CACHE_DIR=_SHARED_CACHE[-1], **{warmup.ASIDE_ENV: "0"})
+    return [sys.executable, "-c", SHARED], env
+
+
+@starts_early(_shared_spec)
+def test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside():
+    """What `compile_aside` compiles for a generic driver (`drivers.shared_signatures` of its
+    `shared_callees`) is what the driver calls: drivers compiled cold in a fresh process
+    (nothing aside) call them with exactly those signatures, so on a cold run with the
+    helper they load from the cache instead of compiling again.  MALA: one step's normals
+    per call and the accept word; Leimkuhler-Matthews: two steps' normals."""
+    r = early_result(test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside,
+                     timeout=300)
+    for path in _SHARED_CACHE:
+        shutil.rmtree(path, ignore_errors=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["MALA block_noise True", "MALA accept_word True",
+                                         "LeimkuhlerMatthews block_noise True"], r.stdout

@@ -43,10 +43,12 @@ class NumbaBackend:
         else:
             k0, k1 = rng.key_of(sim.seed)
             x = sim.state["x"]
-            aside = ((lambda: warmup.compile_records_aside(sim.potential, x))
-                     if x.size >= COMPILED_ENERGY_SIZE and drivers.has_record_kernels(sim.potential)
-                     else None)
-            # the first run's wait; its records' kernels compile meanwhile on another core
+            records = x.size >= COMPILED_ENERGY_SIZE and drivers.has_record_kernels(sim.potential)
+            shared = drivers.shared_callees(sim, kernel.fn)
+            aside = ((lambda: warmup.compile_aside(sim.potential, x, records, shared))
+                     if records or shared else None)
+            # the first run's wait; a generic driver's shared callees and the records' kernels
+            # compile meanwhile on another core
             with warmup.compile_notice(f"{pot} x {dyn} ({sim.dtype.name})", aside):
                 kernel.fn(sim, t0, K, k0, k1)
             return

@@ -81,6 +81,7 @@ FAMILIES: dict[type, Hooks] = {}
 _COMPILED: dict[type, object] = {}
 _POOLS: dict[int, ThreadPoolExecutor] = {}   # worker count -> pool
 _warned: set = set()
+_PRIMED: set = set()   # (potential class, dtype, dynamics class) whose blocks `_prime` compiled
 
 
 def family(potential_cls: type, hooks: Hooks) -> None:
@@ -496,10 +497,67 @@ def run_blocks(fn, M: int, hooks: Hooks, *args, rows: int = BLOCK) -> None:
             list(thread_pool().map(block, range(0, M, rows)))
 
 
-def _common(sim):
-    """(drivers, hooks, args in the state dtype) of sim's potential family."""
+def _common(sim, prime: bool = True):
+    """(drivers, hooks, args in the state dtype) of sim's potential family; with `prime`, the
+    family's blocks the driver calls are compiled first (`_prime`)."""
     cls = type(sim.potential)
-    return compiled(cls), FAMILIES[cls], FAMILIES[cls].args_of(sim.potential, sim.dtype)
+    hooks, args = FAMILIES[cls], FAMILIES[cls].args_of(sim.potential, sim.dtype)
+    if prime:
+        _prime(sim, hooks, args, isinstance(sim.dynamics, MALA))
+    return compiled(cls), hooks, args
+
+
+def _prime(sim, hooks: Hooks, args: tuple, energy: bool) -> None:
+    """Call the family's gradient (and energy) block on one row of the state, once per family,
+    dtype and dynamics per process: a cold run compiles them before its driver, while a helper
+    process compiles the driver's `shared_callees` (`warmup.compile_aside`), which the
+    driver's typing then loads from the cache (~2 s of a cold pair on two cores)."""
+    key = (type(sim.potential), sim.dtype, type(sim.dynamics))
+    if key in _PRIMED:
+        return
+    _PRIMED.add(key)
+    xb = np.ascontiguousarray(sim.state["x"][:1])   # the driver's rows x[lo:hi]: C-contiguous
+    with one_blas_thread() if hooks.blas else nullcontext():
+        hooks.grad_block(xb, args)
+        if energy:
+            hooks.energy_block(xb, args)
+
+
+def shared_callees(sim, fn) -> tuple:
+    """What the driver run by the adapter `fn` on `sim` calls besides its family's blocks and
+    compiles after them on a cold run, the same for every family: `block_noise` with one
+    ("noise1") or two ("noise2") steps' normals per call, MALA's `accept_word` ("accept");
+    () for other kernels, and for the drivers of minibatches and AdamW (no such callee, or
+    not primed).  `compile_shared` compiles them."""
+    if fn not in ADAPTERS.values() or isinstance(sim.dynamics, AdamW):
+        return ()
+    if isinstance(sim.dynamics, SGD):
+        return () if sim.potential.n_samples is not None else ("noise1",)
+    if isinstance(sim.dynamics, LeimkuhlerMatthews):
+        return ("noise2",)
+    return ("noise1", "accept") if isinstance(sim.dynamics, MALA) else ("noise1",)
+
+
+def shared_signatures(dtype, jobs: tuple) -> list:
+    """(dispatcher, signature) of the `shared_callees` `jobs` for states of `dtype`, with the
+    argument types the drivers call them with (a literal step count: Numba types the
+    constant argument so)."""
+    ft, i64, u64 = numba.from_dtype(np.dtype(dtype)), numba.types.int64, numba.types.uint64
+    out = []
+    for job in jobs:
+        if job.startswith("noise"):
+            out.append((block_noise, (numba.types.Array(ft, 2, "C"), numba.types.Array(i64, 1, "C"),
+                                      i64, i64, numba.types.literal(int(job[5:])), i64, u64, u64,
+                                      i64, numba.types.Array(ft, 1, "C"))))
+        elif job == "accept":
+            out.append((accept_word, (u64, u64, u64, i64)))
+    return out
+
+
+def compile_shared(dtype, jobs: tuple) -> None:
+    """Compile (or load) `shared_signatures` (in the helper of `warmup.compile_aside`)."""
+    for fn, sig in shared_signatures(dtype, jobs):
+        fn.compile(sig)
 
 
 def _langevin(name):
@@ -532,7 +590,7 @@ def generic_mala(sim, t0, K, k0, k1):
 
 
 def generic_sgd(sim, t0, K, k0, k1):
-    drv, hooks, args = _common(sim)
+    drv, hooks, args = _common(sim, prime=sim.potential.n_samples is None)
     dyn, s = sim.dynamics, sim.state
     ls, ts, M = schedule_code(dyn.lr), schedule_code(dyn.temperature), s["x"].shape[0]
     if sim.potential.n_samples is not None:   # a finite sum: minibatches (or all samples)
@@ -551,7 +609,7 @@ def generic_sgd(sim, t0, K, k0, k1):
 
 
 def generic_adamw(sim, t0, K, k0, k1):
-    drv, hooks, args = _common(sim)
+    drv, hooks, args = _common(sim, prime=False)
     dyn, s = sim.dynamics, sim.state
     coeffs = (schedule_code(dyn.lr), float(dyn.beta1), float(dyn.beta2), float(dyn.eps),
               float(dyn.weight_decay))

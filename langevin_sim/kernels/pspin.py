@@ -39,7 +39,6 @@ from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
 from ..dynamics import OverdampedLangevin
 from ..dynamics.langevin import overdamped_update
-from ..potentials import pspin
 from ..potentials.pspin import SphericalPSpin
 from ..rng import sqrt
 from . import gemm
