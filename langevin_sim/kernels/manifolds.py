@@ -55,9 +55,10 @@ def scale_symmetric_batch_grad_hook(x, idx, shift, args, g):
     """g (k,) <- the minibatch gradient of replica x (k,) over samples idx (S,) with label
     shifts shift (S,)."""
     S = idx.shape[0]
-    g[:] = scale.scale_symmetric_batch_grad(x.reshape(1, -1), args[3][idx].reshape(1, S),
-                                            args[4][idx].reshape(1, S), shift.reshape(1, S),
-                                            args[2])[0]
+    G = scale.scale_symmetric_batch_grad(x.reshape(1, -1), args[3][idx].reshape(1, S),
+                                         args[4][idx].reshape(1, S), shift.reshape(1, S), args[2])
+    for i in range(g.shape[0]):     # a loop: `g[:] = G[0]` compiled ~2 s of shape-error code
+        g[i] = G[0, i]
 
 
 def scale_symmetric_args(pot: ScaleSymmetric, dtype) -> tuple:
