@@ -79,7 +79,9 @@ def compile_aside(potential, x: np.ndarray, records: bool, shared: tuple = ()) -
     for it.  Called at a cold run's first compilation, so both processes compile at once;
     not on a machine with one core, where they would only take turns."""
     key = (type(potential), x.dtype.str)
-    if os.environ.get(ASIDE_ENV, "1") == "0" or len(os.sched_getaffinity(0)) < 2:
+    cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1)
+    if os.environ.get(ASIDE_ENV, "1") == "0" or cpus < 2:
         return
     with _lock:
         if key in _aside:

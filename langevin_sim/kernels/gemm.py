@@ -4,9 +4,9 @@ every entry a dot product of a row of A with a row of Y (both contiguous, K long
 `row_dots` computes 4 x 4 tiles of G at once, sixteen dot products in one loop over a chunk
 of KC_BYTES of K (the chunks in order, each tile's partial sums added to G), so the sixteen
 accumulators stay in vector registers and each loaded vector feeds four FMAs.  It needs 32
-vector registers: on an AVX-512 core (Zen 5, 2 threads) the SphericalPSpin N = 64 product ran
+vector registers: on an AVX-512 core (Zen 5, one thread) the SphericalPSpin N = 64 product ran
 at 70-90 GFLOP/s in float64 and 140-170 in float32, against 47 and 105 for OpenBLAS pinned to
-its Haswell kernels (`OPENBLAS_CORETYPE=Haswell`, as on this project's CI machines); compiled
+its Haswell kernels (`OPENBLAS_CORETYPE=Haswell`, as that machine's environment sets); compiled
 for AVX2 only (16 registers) it ran at 29 (float64), so there `dot_rows` calls BLAS instead
 (`OWN_PRODUCT`).  Every entry is computed by the same instructions wherever its row of Y sits
 when B is a multiple of TILE (the callers pad): a replica's gradient does not depend on the
@@ -26,7 +26,8 @@ KC_BYTES = 4096     # bytes of each row of A and Y per chunk along K (4 + 4 rows
 
 
 def _avx512() -> bool:
-    """Whether Numba compiles for a CPU with AVX-512 (its 32 vector registers hold a tile)."""
+    """Whether Numba compiles for a CPU with AVX-512 (its 32 vector registers hold a tile):
+    the features of NUMBA_CPU_FEATURES, else the host's (as Numba's code generator)."""
     features = numba.config.CPU_FEATURES
     if features is None:
         features = ll.get_host_cpu_features().flatten()
