@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from .. import rng
-from ..backends.jit import jit, one_blas_thread
+from ..backends.jit import ijit, jit, one_blas_thread
 from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
 from ..dynamics import OverdampedLangevin
@@ -99,8 +99,9 @@ def multisets(N: int, k: int) -> np.ndarray:
                     dtype=np.int64).reshape(-1, k)
 
 
+@ijit
 def padded(B: int) -> int:
-    """B replicas padded to a multiple of REPLICA_PAD."""
+    """B replicas padded to a multiple of REPLICA_PAD (Python and compiled callers)."""
     return -(-B // REPLICA_PAD) * REPLICA_PAD
 
 
@@ -197,7 +198,7 @@ def pspin_block_steps(x, dstep, lo, hi, t0, K, k0, k1, rep0, es, ts, CT, runs, s
     dtype for the packed products (the block's largest array, up to 16 MiB: kept by the
     caller across calls, `_packed_buffer`)."""
     N = x.shape[1]
-    BP = -(-(hi - lo) // REPLICA_PAD) * REPLICA_PAD
+    BP = padded(hi - lo)
     Y = ybuf[:BP * CT.shape[1]].reshape(BP, CT.shape[1])
     G = np.empty((BP, N), dtype=x.dtype)
     new = np.empty(N, dtype=x.dtype)
@@ -233,18 +234,18 @@ def _pspin_row_steps(sim, t0, K, k0, k1, tables, ybuf):
     es, ts = schedule_code(dyn.step), schedule_code(dyn.temperature)
     chunks = [(r, min(N, r + ROW_CHUNK)) for r in range(0, N, ROW_CHUNK)]
     half = min(M, padded(-(-M // 2)))
+    halves = ((0, half, half), (half, M, BP))   # replicas lo..hi-1 into rows lo..end-1 of Y
     pool = thread_pool()
 
-    def gather(lo):
-        hi = half if lo == 0 else M
-        packed_rows(x, lo, hi, runs, starts, offsets, Y[lo:half if lo == 0 else BP])
+    def gather(h):
+        packed_rows(x, h[0], h[1], runs, starts, offsets, Y[h[0]:h[2]])
 
     def rows(c):
         dot_rows(CT, Y, G, c[0], c[1])
 
     for t in range(t0, t0 + K):
         eta, sigma = pspin_step_scalars(es, ts, t, x)
-        list(pool.map(gather, (0, half)))
+        list(pool.map(gather, halves))
         list(pool.map(rows, chunks))
         pspin_update(x, sim.diverged_step, 0, M, t, k0, k1, sim.first_replica, eta, sigma,
                      sim.divergence_bound, G, buf, new)
@@ -299,15 +300,15 @@ def _packed_buffer(sim, tables: tuple, B: int, dtype):
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
 # SphericalPSpin x OverdampedLangevin on the device, by the dense families' fused path
 # (`cuda_backend.gemm_steps`): the state transposed (replica r in column r, columns padded to
-# cuda_kernels.GEMM_COLUMNS), then per step ONE cuBLAS GEMM for all replicas,
-# GT (N, MP) = CT (N, P) @ YT (P, MP), with the CPU kernel's packed tables (`packed_gradient`: P = C(N+p-2, p-1) multisets instead
-# of the N**(p-1) ordered tuples of the plain (M, N**(p-1)) x (N**(p-1), N) contraction: for
-# p = 3, N = 64 half the flops and half the operand bytes of YT, the GEMM's only large
-# input), and ONE launch of the shared fused kernel `cuda_kernels.gemm_step`: per replica the
-# NOISE normals of the step, this family's `sphere_row_step` (the source the CPU kernel
-# compiles), divergence and freeze, then `refresh` writes the packed products of the new state
-# into YT column r (the next GEMM's operand), so building YT costs no launch of its own.  The
-# steps are queued without a host synchronization.
+# cuda_kernels.GEMM_COLUMNS), then per step ONE cuBLAS GEMM for all replicas, GT (N, MP) = CT
+# (N, P) @ YT (P, MP), with the CPU kernel's packed tables (`packed_gradient`: P = C(N+p-2,
+# p-1) multisets instead of the N**(p-1) ordered tuples of the plain (M, N**(p-1)) x (N**(p-1),
+# N) contraction: for p = 3, N = 64 half the flops and half the operand bytes of YT, the GEMM's
+# only large input), and ONE launch of the shared fused kernel `cuda_kernels.gemm_step`: per
+# replica the NOISE normals of the step, this family's `sphere_row_step` (the source the CPU
+# kernel compiles), divergence and freeze, then `refresh` writes the packed products of the new
+# state into YT column r (the next GEMM's operand), so building YT costs no launch of its own.
+# The steps are queued without a host synchronization.
 
 cuda = None          # numba.cuda, set by `_cuda_rules` (the simulator swaps this global)
 
@@ -395,7 +396,7 @@ def packed_block_gradient(xb, CT, runs, starts, offsets):
     full contraction) @ CT.T, the rows padded to REPLICA_PAD so that a row's value does not
     depend on the block it came in."""
     B, N = xb.shape
-    BP = -(-B // REPLICA_PAD) * REPLICA_PAD
+    BP = padded(B)
     Y = np.empty((BP, CT.shape[1]), dtype=xb.dtype)
     packed_rows(xb, 0, B, runs, starts, offsets, Y)
     G = np.empty((BP, N), dtype=xb.dtype)
@@ -407,13 +408,7 @@ def packed_block_gradient(xb, CT, runs, starts, offsets):
 def pspin_grad_block(xb, args):
     """Ambient gradient (B, N) in xb's dtype (`packed_block_gradient`); args: (p, CT, runs,
     starts, offsets)."""
-    B, N = xb.shape
-    G = packed_block_gradient(xb, args[1], args[2], args[3], args[4])
-    g = np.empty((B, N), dtype=xb.dtype)
-    for r in range(B):
-        for i in range(N):
-            g[r, i] = G[r, i]
-    return g
+    return packed_block_gradient(xb, args[1], args[2], args[3], args[4])[:xb.shape[0]]
 
 
 @jit
@@ -429,6 +424,16 @@ def pspin_energy_block(xb, args):
     return u / args[0]
 
 
+@ijit
+def row_dot(a, b, r):
+    """sum_i a[r, i] b[r, i] in a's dtype, in order (`rng.row_sum` of the reference's
+    product)."""
+    acc = like(0.0, a)
+    for i in range(a.shape[1]):
+        acc += a[r, i] * b[r, i]
+    return acc
+
+
 @jit
 def pspin_project_block(xb, vb):
     """Tangent projection of the rows vb at xb (B, N), `pspin.sphere_project` in xb's dtype
@@ -438,10 +443,7 @@ def pspin_project_block(xb, vb):
     n = like(N, xb)
     out = np.empty((B, N), dtype=xb.dtype)
     for r in range(B):
-        dot = like(0.0, xb)
-        for i in range(N):
-            dot += vb[r, i] * xb[r, i]
-        c = dot / n
+        c = row_dot(vb, xb, r) / n
         for i in range(N):
             out[r, i] = vb[r, i] - c * xb[r, i]
     return out
@@ -454,10 +456,7 @@ def pspin_retract_block(xb):
     n = like(N, xb)
     out = np.empty((B, N), dtype=xb.dtype)
     for r in range(B):
-        sq = like(0.0, xb)
-        for i in range(N):
-            sq += xb[r, i] * xb[r, i]
-        scale = np.sqrt(sq / n)
+        scale = np.sqrt(row_dot(xb, xb, r) / n)
         for i in range(N):
             out[r, i] = xb[r, i] / scale
     return out
