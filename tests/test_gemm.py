@@ -42,3 +42,44 @@ def test_own_product_bits_do_not_depend_on_the_row_position(dtype):
     part = np.empty((gemm.TILE, 11), dtype)
     gemm.row_dots(A, Y[2 * gemm.TILE:3 * gemm.TILE], part, 0, 11)
     np.testing.assert_array_equal(part, G[2 * gemm.TILE:3 * gemm.TILE])
+
+
+AXPY_SHAPES = [  # (m, K, n): tiles of 4 rows and 4 terms, leftover rows and terms, W4 / W5 shapes
+    (32, 16, 32), (32, 32, 16), (23, 317, 64), (7, 5, 3), (1, 32, 32), (6, 1, 9)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("product", ["row_axpys", "own_axpys", "blas_axpys", "axpy_rows"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_axpy_product_matches_numpy(product, dtype, transposed):
+    """C = A @ Bm to the dtype's rounding of K terms, A contiguous or a transposed view, C
+    overwritten (it starts as NaN)."""
+    rng = np.random.default_rng(5)
+    eps = np.finfo(dtype).eps
+    for m, K, n in AXPY_SHAPES:
+        A = rng.standard_normal((K, m) if transposed else (m, K)).astype(dtype)
+        A = A.T if transposed else A
+        Bm = rng.standard_normal((K, n)).astype(dtype)
+        C = np.full((m, n), np.nan, dtype)
+        getattr(gemm, product)(A, Bm, C)
+        ref = A.astype(np.float64) @ Bm.astype(np.float64)
+        scale = np.abs(A).astype(np.float64) @ np.abs(Bm).astype(np.float64)
+        assert (np.abs(C - ref) <= 4 * eps * scale).all(), (product, m, K, n)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_axpy_product_bits_do_not_depend_on_the_row_position(dtype):
+    """A row of A gives the same bits of C in a tile of four rows and among the leftover rows
+    (each entry the in-order FMA chain over K), and whatever A's layout."""
+    rng = np.random.default_rng(6)
+    A = rng.standard_normal((7, 37)).astype(dtype)
+    Bm = rng.standard_normal((37, 45)).astype(dtype)
+    C = np.empty((7, 45), dtype)
+    gemm.row_axpys(A, Bm, C)
+    moved = np.roll(A, -4, axis=0)      # rows 4..6 go to the tile, rows 0..3 to the leftovers
+    D = np.empty_like(C)
+    gemm.row_axpys(moved, Bm, D)
+    np.testing.assert_array_equal(np.roll(D, 4, axis=0), C)
+    E = np.empty_like(C)
+    gemm.row_axpys(np.asfortranarray(A), Bm, E)
+    np.testing.assert_array_equal(E, C)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from langevin_sim import Simulation, warmup
-from langevin_sim.backends import numba_backend, registry
+from langevin_sim.backends import registry
 from langevin_sim.cli import main as cli
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.errors import ConfigError
+from langevin_sim.kernels import gemm
 from langevin_sim.potentials import DoubleWell
 
 from .conftest import early_result, starts_early
@@ -145,11 +146,12 @@ SHARED = """
 import numpy as np
 from langevin_sim import Simulation
 from langevin_sim.backends import registry
-from langevin_sim.dynamics import MALA, LeimkuhlerMatthews
+from langevin_sim.dynamics import MALA, AdamW, LeimkuhlerMatthews
 from langevin_sim.kernels import drivers
-from langevin_sim.potentials import DoubleWell
-pot = DoubleWell(d=2)
-for dyn in (MALA(1e-2, 0.5), LeimkuhlerMatthews(1e-2, 0.5)):
+from langevin_sim.potentials import DoubleWell, ModularArithmeticMLP
+net = ModularArithmeticMLP(p=5, hidden=8)
+for pot, dyn in ((DoubleWell(d=2), MALA(1e-2, 0.5)), (DoubleWell(d=2), LeimkuhlerMatthews(1e-2, 0.5)),
+                 (net, AdamW(1e-3))):
     sim = Simulation(pot, dyn, 8, backend="numba", seed=0, dtype="float32")
     sim.advance(1)
     jobs = drivers.shared_callees(sim, registry.kernel_for(pot, dyn, "numba").fn)
@@ -173,11 +175,13 @@ def test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside():
     `shared_callees`) is what the driver calls: drivers compiled cold in a fresh process
     (nothing aside) call them with exactly those signatures, so on a cold run with the
     helper they load from the cache instead of compiling again.  MALA: one step's normals
-    per call and the accept word; Leimkuhler-Matthews: two steps' normals."""
+    per call and the accept word; Leimkuhler-Matthews: two steps' normals; the grokking net's
+    kernel (AdamW): its own product `row_dots` (on AVX-512; else nothing)."""
     r = early_result(test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside,
                      timeout=300)
     for path in _SHARED_CACHE:
         shutil.rmtree(path, ignore_errors=True)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:3] == ["MALA block_noise True", "MALA accept_word True",
-                                         "LeimkuhlerMatthews block_noise True"], r.stdout
+    net = ["AdamW row_dots True"] if gemm.OWN_PRODUCT else []
+    assert r.stdout.split("\n")[:-1] == ["MALA block_noise True", "MALA accept_word True",
+                                          "LeimkuhlerMatthews block_noise True"] + net, r.stdout

@@ -1,5 +1,7 @@
-"""The CPU kernels' own product for a few hundred replicas: G (B, N) = Y (B, K) @ A (N, K).T,
-every entry a dot product of a row of A with a row of Y (both contiguous, K long).
+"""The CPU kernels' own products, in two forms.  `row_dots`, for a few hundred replicas:
+G (B, N) = Y (B, K) @ A (N, K).T, every entry a dot product of a row of A with a row of Y (both
+contiguous, K long).  `row_axpys`, for the toy nets' small products: C (m, n) = A (m, K) @
+Bm (K, n), rows of C built as sums of rows of Bm.
 
 `row_dots` computes 4 x 4 tiles of G at once, sixteen dot products in one loop over a chunk
 of KC_BYTES of K (the chunks in order, each tile's partial sums added to G), so the sixteen
@@ -19,7 +21,7 @@ import llvmlite.binding as ll
 import numba
 import numpy as np
 
-from ..backends.jit import jit
+from ..backends.jit import ijit, jit
 
 TILE = 4            # rows of Y (replicas) and of A per tile: callers pad B to a multiple of it
 KC_BYTES = 4096     # bytes of each row of A and Y per chunk along K (4 + 4 rows: 32 KiB, L1)
@@ -121,6 +123,72 @@ def blas_rows(A, Y, G, i0, i1):
             G[m, i] = H[m, i - i0]
 
 
-# G[:, i0:i1] <- Y @ A[i0:i1].T: `row_dots` on AVX-512, else `blas_rows` (a name bound at
-# import, so a kernel compiles only the one it calls)
-dot_rows = row_dots if OWN_PRODUCT else blas_rows
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def row_axpys(A, Bm, C):
+    """C (m, n) <- A (m, K) @ Bm (K, n), C and the rows of Bm contiguous (A any layout: a
+    transposed view serves).  Four rows of C at a time take four rows of Bm at a time: per
+    vector of a row of C, four loads of Bm feed sixteen FMAs (LLVM vectorizes along n; no
+    reassociation, so each entry is the in-order FMA chain over K, the same bits in any row
+    slot).  On an AVX-512 core, float64, OpenBLAS (Haswell kernels) against this: W4's
+    32 x 16 x 32 product 0.95 vs 0.71 us, its 32 x 32 x 16 gradient 1.21 vs 0.96, the grokking
+    net's 23 x 64 x 317 logits 24 vs 15 us (float32: 15 vs 8.7)."""
+    m, K = A.shape
+    n = Bm.shape[1]
+    K4 = K - K % 4
+    mT = m - m % 4
+    for i in range(0, mT, 4):
+        c0, c1, c2, c3 = C[i], C[i + 1], C[i + 2], C[i + 3]
+        for j in range(n):
+            c0[j] = 0
+            c1[j] = 0
+            c2[j] = 0
+            c3[j] = 0
+        for q in range(0, K4, 4):
+            b0, b1, b2, b3 = Bm[q], Bm[q + 1], Bm[q + 2], Bm[q + 3]
+            a00, a01, a02, a03 = A[i, q], A[i, q + 1], A[i, q + 2], A[i, q + 3]
+            a10, a11, a12, a13 = A[i + 1, q], A[i + 1, q + 1], A[i + 1, q + 2], A[i + 1, q + 3]
+            a20, a21, a22, a23 = A[i + 2, q], A[i + 2, q + 1], A[i + 2, q + 2], A[i + 2, q + 3]
+            a30, a31, a32, a33 = A[i + 3, q], A[i + 3, q + 1], A[i + 3, q + 2], A[i + 3, q + 3]
+            for j in range(n):
+                u0, u1, u2, u3 = b0[j], b1[j], b2[j], b3[j]
+                c0[j] = c0[j] + a00 * u0 + a01 * u1 + a02 * u2 + a03 * u3
+                c1[j] = c1[j] + a10 * u0 + a11 * u1 + a12 * u2 + a13 * u3
+                c2[j] = c2[j] + a20 * u0 + a21 * u1 + a22 * u2 + a23 * u3
+                c3[j] = c3[j] + a30 * u0 + a31 * u1 + a32 * u2 + a33 * u3
+        for q in range(K4, K):
+            bq = Bm[q]
+            a0, a1, a2, a3 = A[i, q], A[i + 1, q], A[i + 2, q], A[i + 3, q]
+            for j in range(n):
+                u = bq[j]
+                c0[j] = c0[j] + a0 * u
+                c1[j] = c1[j] + a1 * u
+                c2[j] = c2[j] + a2 * u
+                c3[j] = c3[j] + a3 * u
+    for i in range(mT, m):
+        c = C[i]
+        for j in range(n):
+            c[j] = 0
+        for q in range(K):
+            bq = Bm[q]
+            a = A[i, q]
+            for j in range(n):
+                c[j] = c[j] + a * bq[j]
+
+
+@ijit
+def own_axpys(A, Bm, C):
+    """C <- A @ Bm by `row_axpys`, A passed as a view typed with any layout: one
+    specialization per dtype serves A contiguous and transposed (each costs ~0.5 s cold)."""
+    row_axpys(A[:, :], Bm, C)
+
+
+@jit
+def blas_axpys(A, Bm, C):
+    """C <- A @ Bm by BLAS (np.dot)."""
+    np.dot(A, Bm, C)
+
+
+# names bound at import, so a kernel compiles only the one it calls: on AVX-512 our own
+# products, else BLAS
+dot_rows = row_dots if OWN_PRODUCT else blas_rows       # G[:, i0:i1] <- Y @ A[i0:i1].T
+axpy_rows = own_axpys if OWN_PRODUCT else blas_axpys     # C <- A @ Bm

@@ -9,13 +9,16 @@ temperature) or `adamw_step` (the shared rule `dynamics.adamw.adamw_update`).
 Each thread (`numba.get_num_threads()` of them, started by the adapter, the kernel runs
 without the GIL) owns every T-th replica and reuses one scratch for all its K steps.
 
-Products go to BLAS (np.dot without the GIL, one BLAS thread: the adapter limits it): even
-W4's 32 x 16 x 32 ones take a third of the time of hand-written loops (OpenBLAS's small-matrix
-kernels), the grokking net's 317 x 64 x 23 ones a fifth.  Every product's operands are
-C-contiguous or a transposed first operand: OpenBLAS runs a transposed *second* operand
-(W2 H^T) at half the rate, so W1 and W2 are transposed into scratch first.  Activations are
-sample-major, (B, h) as the reference's; the logits are computed sample-major (H W2^T) and
-transposed class-major (k, B), so that softmax and the loss head run along samples.  One-hot
+Products are the CPU kernels' own (`kernels.gemm`, where the CPU has AVX-512; BLAS with one
+thread elsewhere): `axpy_rows` for Z = A W1^T (W1^T transposed into scratch first), dW1 =
+dZ^T A, the logits outT = W2 H^T and, for the classes, dH = dout^T W2; `dot_rows` for the
+classes' dW2 = dout H (dot products of rows of dout and H^T, K = B long).  On one Zen 5 core
+they took W4's step from 5.9 to ~4.8 us per replica in float64 and the grokking net's from
+~63 to ~50 us in float32 (OpenBLAS's call overhead dominated W4's 32 x 16 x 32 products; the
+grokking net's 317 x 64 x 23 ones run 1.5-2x faster).  Activations are sample-major, (B, h)
+as the reference's, and transposed once into HT (h, B); the logits are class-major (k, B),
+so that softmax and the loss head run along samples.  The regression head (one output) is
+plain loops.  One-hot
 inputs (ModularArithmeticMLP without embedding) gather rows of W1^T instead of multiplying,
 their W1 gradient scatters rows of dZ (and db1 is the sum of the first operand's rows); a
 learned embedding gathers rows of E into dense inputs and scatters dA = dZ W1 back.  tanh and
@@ -47,6 +50,7 @@ from ..dynamics.sgd import SAMPLING_CODES, sampling_of
 from ..potentials.toynets import ACTIVATIONS, ModularArithmeticMLP, TeacherStudentMLP
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_level,
                      sampling_args, sched, schedule_code, sgd_scratch, sgd_step, temperature_code)
+from .gemm import axpy_rows, dot_rows
 
 STEPS = ()   # the shared rules suffice: `sgd_update`, `adamw_update` (with `sqrt`)
 
@@ -188,20 +192,6 @@ def transpose(dst, src):
             dst[c, r] = src[r, c]
 
 
-@jit
-def transpose_bias(dst, src, b):
-    """dst (c, r) = src (r, c)^T + b[c], in `transpose`'s strips."""
-    R, C = src.shape
-    for r0 in range(0, R - 7, 8):
-        for c in range(C):
-            row, bc = dst[c], b[c]
-            for q in range(8):
-                row[r0 + q] = src[r0 + q, c] + bc
-    for r in range(R - R % 8, R):
-        for c in range(C):
-            dst[c, r] = src[r, c] + b[c]
-
-
 @ijit
 def phi(z, kind, one, zero):
     """The activation of z (`toynets.act`; kind 0 tanh, 1 relu, 2 quadratic) in z's
@@ -298,22 +288,21 @@ def softmax_dout(outT, cls, idx, mx, nrm):
 @ijit
 def mlp_scratch(x, B, din, h, k):
     """Per-replica scratch of `mlp_grad` in x's dtype: 2-D (Ab (B, din), Z, H, G (B, h),
-    outT (k, B), W1T, gW1T (din, h), dA (B, din), W2T (h, k), outS (B, k)), 1-D (mx, nrm,
-    ones (B,)), and the int64 operand rows (2, B) of one-hot inputs.  Inlined into its
+    outT (k, B), W1T, gW1T (din, h), dA (B, din), HT (h, B)), 1-D (mx, nrm (B,)), and the
+    int64 operand rows (2, B) of one-hot inputs.  Inlined into its
     callers, as `first_layer`, `first_layer_grad` and `common.sgd_scratch`: compiled on
     their own, the four added ~1-2 s to W4's cold start (measured, noisy)."""
     dt = x.dtype
     return ((np.empty((B, din), dt), np.empty((B, h), dt), np.empty((B, h), dt),
              np.empty((B, h), dt), np.empty((k, B), dt), np.empty((din, h), dt),
-             np.empty((din, h), dt), np.empty((B, din), dt), np.empty((h, k), dt),
-             np.empty((B, k), dt)),
-            (np.empty(B, dt), np.empty(B, dt), np.ones(B, dt)), np.empty((2, B), np.int64))
+             np.empty((din, h), dt), np.empty((B, din), dt), np.empty((h, B), dt)),
+            (np.empty(B, dt), np.empty(B, dt)), np.empty((2, B), np.int64))
 
 
 @ijit
 def first_layer(Ab, W1T, b1, Z):
     """Z (B, h) = Ab W1T + b1 of dense inputs Ab (B, din), W1T = W1^T (din, h), b1 (h,)."""
-    np.dot(Ab, W1T, Z)
+    axpy_rows(Ab, W1T, Z)
     for b in range(Z.shape[0]):
         zr = Z[b]
         for j in range(Z.shape[1]):
@@ -329,19 +318,17 @@ def first_layer_grad(G, Z, H, kind, Ab, gb1, gW1):
         gr = G[b]
         for j in range(G.shape[1]):
             gb1[j] = gb1[j] + gr[j]
-    np.dot(G.T, Ab, gW1)
+    axpy_rows(G.T, Ab, gW1)
 
 
 @jit
 def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops):
     """The forward pass of `mlp_grad` (same arguments) at parameters x (d,) on the samples
     idx (B,), into S2: dense inputs Ab (B, din) (rows of A, or embedded operands), Z = A W1^T
-    + b1 and H = phi(Z) (B, h) (one-hot operands: both in one pass), logits outT =
-    (H W2T)^T + b2 (k, B) via outS = H W2T (B, k), W2T = W2^T stored (OpenBLAS runs products
-    with a transposed view as second operand, W2 H^T, at half the rate); one-hot operand rows
-    into ops."""
+    + b1 and H = phi(Z) (B, h) (one-hot operands: both in one pass), HT = H^T (h, B), logits
+    outT = W2 HT + b2 (k, B); one-hot operand rows into ops."""
     din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
-    Ab, Z, H, _, outT, W1T, _, _, W2T, outS = S2
+    Ab, Z, H, _, outT, W1T, _, _, HT = S2
     B = idx.shape[0]
     oW1 = p * e     # the embedding E (p, e) comes first; e = 0 without one
     ob1 = oW1 + h * din
@@ -380,9 +367,13 @@ def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops):
                 dst[e + i] = eb[i]
         first_layer(Ab, W1T, b1, Z)
         activate(Z, H, kind)
-    transpose(W2T, W2)
-    np.dot(H, W2T, outS)
-    transpose_bias(outT, outS, x[ob2:])
+    transpose(HT, H)
+    axpy_rows(W2, HT, outT)
+    b2 = x[ob2:]
+    for q in range(k):
+        row, bq = outT[q], b2[q]
+        for b in range(B):
+            row[b] = row[b] + bq
 
 
 @jit
@@ -397,8 +388,8 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
     reference's, the logits class-major (k, B) (softmax and the loss head run along
     samples); products by BLAS (np.dot)."""
     din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
-    Ab, Z, H, G, outT, W1T, gW1T, dA, _, _ = S2
-    mx, nrm, ones = S1
+    Ab, Z, H, G, outT, W1T, gW1T, dA, HT = S2
+    mx, nrm = S1
     B = idx.shape[0]
     oW1 = p * e
     ob1 = oW1 + h * din
@@ -412,9 +403,22 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
     if cls is not None:
         softmax_dout(outT, cls, idx, mx, nrm)
     # backward: outT is dL/dout now; G = dL/dH = dout W2 (B, h), dZ = G * phi'(Z)
-    np.dot(outT, ones, g[ob2:])
-    np.dot(outT, H, g[oW2:ob2].reshape(k, h))
-    np.dot(outT.T, W2, G)
+    gb2 = g[ob2:]
+    gb2[:] = 0.0
+    for b in range(B):
+        for q in range(k):
+            gb2[q] = gb2[q] + outT[q, b]
+    if y is not None:   # one output: gW2 = dout H, and G the outer product of dout and W2
+        o, w, gw = outT[0], W2[0], g[oW2:ob2]
+        gw[:] = 0.0
+        for b in range(B):
+            hr, gr, ob = H[b], G[b], o[b]
+            for j in range(h):
+                gw[j] = gw[j] + ob * hr[j]
+                gr[j] = ob * w[j]
+    if cls is not None:     # gW2 = dout H as dot products of rows of dout and of H^T
+        dot_rows(HT, outT, g[oW2:ob2].reshape(k, h), 0, h)
+        axpy_rows(outT.T, W2, G)
     gb1 = g[ob1:oW2]
     gb1[:] = 0.0
     if hot is not None:     # rows a_b and p + b_b of dW1^T collect dZ[b]; db1 = the sum of rows < p
@@ -435,7 +439,7 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
         first_layer_grad(G, Z, H, kind, Ab, gb1, g[oW1:ob1].reshape(h, din))
     if emb is not None:     # dE rows of the operands collect dA = dZ W1
         first_layer_grad(G, Z, H, kind, Ab, gb1, g[oW1:ob1].reshape(h, din))
-        np.dot(G, W1, dA)
+        axpy_rows(G, W1, dA)
         gE = g[:oW1].reshape(p, e)
         gE[:] = 0.0
         for b in range(B):
@@ -623,7 +627,7 @@ def mlp_loss(x, idx, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops):
             total += r * r
         return 0.5 * (total / B)
     if cls is not None:     # per sample: log sum_q e^(out_q - max) - (out_c - max)
-        mx, nrm, _ = S1
+        mx, nrm = S1
         column_max(outT, mx)
         nrm[:] = 0.0
         for q in range(outT.shape[0]):
@@ -771,9 +775,9 @@ def net_observables(pot):
     return observables
 
 
-for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
+for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_rows",))):
     family(_pot, Hooks(net_grad_block, net_energy_block, _hook_args, blas=True,
-                       observables=net_observables, energy=net_energy))
+                       observables=net_observables, energy=net_energy, callees=_callees))
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
