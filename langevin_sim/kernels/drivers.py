@@ -65,8 +65,8 @@ class Hooks:
     computed by compiled code (float64 accumulation), for records; `energy(potential)`: None
     (records take `energy_driver` over `energy_block`), or the records' energy function
     (x, out) as `energy_kernel` returns it, where the family computes it with code its
-    observables compile anyway; `callees`: jobs of `shared_signatures` that the blocks call,
-    compiled aside on a cold run with the drivers' `shared_callees`."""
+    observables compile anyway; `callees`: jobs of `shared_signatures` that the family's own
+    fused kernels call (not its blocks), compiled aside on their cold run (`shared_callees`)."""
 
     grad_block: Callable
     energy_block: Callable | None
@@ -528,21 +528,21 @@ def _prime(sim, hooks: Hooks, args: tuple, energy: bool) -> None:
 
 def shared_callees(sim, fn) -> tuple:
     """What the kernel run by the adapter `fn` on `sim` calls that a helper process can
-    compile meanwhile on a cold run (`compile_shared`, in this order): first the family's
-    `Hooks.callees` (any of its kernels), then, for a generic driver, what it calls besides
-    the family's blocks and compiles after them, the same for every family: `block_noise`
-    with one ("noise1") or two ("noise2") steps' normals per call, MALA's `accept_word`
-    ("accept"); none for the drivers of minibatches and AdamW (no such callee, or not
-    primed)."""
-    hooks = FAMILIES.get(type(sim.potential))
-    own = hooks.callees if hooks is not None else ()
-    if fn not in ADAPTERS.values() or isinstance(sim.dynamics, AdamW):
-        return own
+    compile meanwhile on a cold run (`compile_shared`): for the family's own kernels its
+    `Hooks.callees`; for a generic driver what it calls besides the family's blocks and
+    compiles after them, the same for every family: `block_noise` with one ("noise1") or two
+    ("noise2") steps' normals per call, MALA's `accept_word` ("accept"); none for the
+    drivers of minibatches and AdamW (no such callee, or not primed)."""
+    if fn not in ADAPTERS.values():
+        hooks = FAMILIES.get(type(sim.potential))
+        return hooks.callees if hooks is not None else ()
+    if isinstance(sim.dynamics, AdamW):
+        return ()
     if isinstance(sim.dynamics, SGD):
-        return own + (() if sim.potential.n_samples is not None else ("noise1",))
+        return () if sim.potential.n_samples is not None else ("noise1",)
     if isinstance(sim.dynamics, LeimkuhlerMatthews):
-        return own + ("noise2",)
-    return own + (("noise1", "accept") if isinstance(sim.dynamics, MALA) else ("noise1",))
+        return ("noise2",)
+    return ("noise1", "accept") if isinstance(sim.dynamics, MALA) else ("noise1",)
 
 
 def shared_signatures(dtype, jobs: tuple) -> list:

@@ -9,16 +9,18 @@ temperature) or `adamw_step` (the shared rule `dynamics.adamw.adamw_update`).
 Each thread (`numba.get_num_threads()` of them, started by the adapter, the kernel runs
 without the GIL) owns every T-th replica and reuses one scratch for all its K steps.
 
-Products are the CPU kernels' own (`kernels.gemm`, where the CPU has AVX-512; BLAS with one
-thread elsewhere): `axpy_rows` for Z = A W1^T (W1^T transposed into scratch first), dW1 =
-dZ^T A, the logits outT = W2 H^T and, for the classes, dH = dout^T W2; `dot_rows` for the
-classes' dW2 = dout H (dot products of rows of dout and H^T, K = B long).  On one Zen 5 core
-they took W4's step from 5.9 to ~4.8 us per replica in float64 and the grokking net's from
-~63 to ~50 us in float32 (OpenBLAS's call overhead dominated W4's 32 x 16 x 32 products; the
-grokking net's 317 x 64 x 23 ones run 1.5-2x faster).  Activations are sample-major, (B, h)
-as the reference's, and transposed once into HT (h, B); the logits are class-major (k, B),
-so that softmax and the loss head run along samples.  The regression head (one output) is
-plain loops.  One-hot
+The SGD / AdamW kernel's products are the CPU kernels' own (`kernels.gemm`, on AVX-512; BLAS
+with one thread elsewhere): `axpy_rows` for Z = A W1^T (W1^T transposed into scratch first),
+dW1 = dZ^T A, the logits outT = W2 H^T and, for the classes, dH = dout^T W2; `dot_rows` for
+the classes' dW2 = dout H (dot products of rows of dout and H^T, K = B long).  One Zen 5
+thread, us per replica-step: W4 float64 5.9 -> 5.6, the grokking net float32 62 -> 55; on two
+threads W4 float64 gained ~20% (OpenBLAS's small GEMMs scaled ~1.5x there).  The generic
+drivers' blocks (`net_grad_block`, `net_energy_block`) and the records' metrics keep BLAS
+(`own` None): Numba links a callee's code into every caller's module and optimizes it again
+there, ~0.4 s per level for each own product, and their call trees are deep (driver, block,
+`mlp_grad`, `mlp_forward_pass`).  Activations are sample-major, (B, h) as the reference's,
+and transposed once into HT (h, B); the logits are class-major (k, B), so that softmax and the
+loss head run along samples.  The regression head (one output) is plain loops.  One-hot
 inputs (ModularArithmeticMLP without embedding) gather rows of W1^T instead of multiplying,
 their W1 gradient scatters rows of dZ (and db1 is the sum of the first operand's rows); a
 learned embedding gathers rows of E into dense inputs and scatters dA = dZ W1 back.  tanh and
@@ -300,9 +302,19 @@ def mlp_scratch(x, B, din, h, k):
 
 
 @ijit
-def first_layer(Ab, W1T, b1, Z):
+def product(A, Bm, C, own):
+    """C <- A @ Bm: by `gemm.axpy_rows` (the kernels' own product on AVX-512) where own is
+    True (a literal: Numba then compiles only that branch), by BLAS where own is None."""
+    if own is not None:
+        axpy_rows(A, Bm, C)
+    if own is None:
+        np.dot(A, Bm, C)
+
+
+@ijit
+def first_layer(Ab, W1T, b1, Z, own):
     """Z (B, h) = Ab W1T + b1 of dense inputs Ab (B, din), W1T = W1^T (din, h), b1 (h,)."""
-    axpy_rows(Ab, W1T, Z)
+    product(Ab, W1T, Z, own)
     for b in range(Z.shape[0]):
         zr = Z[b]
         for j in range(Z.shape[1]):
@@ -310,7 +322,7 @@ def first_layer(Ab, W1T, b1, Z):
 
 
 @ijit
-def first_layer_grad(G, Z, H, kind, Ab, gb1, gW1):
+def first_layer_grad(G, Z, H, kind, Ab, gb1, gW1, own):
     """Backward through `first_layer` and the activation H = phi(Z): G (B, h) <- dZ = dL/dH
     phi'(Z), gb1 (h,) += the column sums of dZ, gW1 (h, din) = dZ^T Ab."""
     backprop_activation(G, Z, H, kind)
@@ -318,11 +330,11 @@ def first_layer_grad(G, Z, H, kind, Ab, gb1, gW1):
         gr = G[b]
         for j in range(G.shape[1]):
             gb1[j] = gb1[j] + gr[j]
-    axpy_rows(G.T, Ab, gW1)
+    product(G.T, Ab, gW1, own)
 
 
 @jit
-def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops):
+def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops, own):
     """The forward pass of `mlp_grad` (same arguments) at parameters x (d,) on the samples
     idx (B,), into S2: dense inputs Ab (B, din) (rows of A, or embedded operands), Z = A W1^T
     + b1 and H = phi(Z) (B, h) (one-hot operands: both in one pass), HT = H^T (h, B), logits
@@ -356,7 +368,7 @@ def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops):
             src, dst = A[idx[b]], Ab[b]
             for i in range(din):
                 dst[i] = src[i]
-        first_layer(Ab, W1T, b1, Z)
+        first_layer(Ab, W1T, b1, Z, own)
         activate(Z, H, kind)
     if emb is not None:
         E = x[:oW1].reshape(p, e)
@@ -365,10 +377,10 @@ def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops):
             for i in range(e):
                 dst[i] = ea[i]
                 dst[e + i] = eb[i]
-        first_layer(Ab, W1T, b1, Z)
+        first_layer(Ab, W1T, b1, Z, own)
         activate(Z, H, kind)
     transpose(HT, H)
-    axpy_rows(W2, HT, outT)
+    product(W2, HT, outT, own)
     b2 = x[ob2:]
     for q in range(k):
         row, bq = outT[q], b2[q]
@@ -377,16 +389,17 @@ def mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops):
 
 
 @jit
-def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops):
+def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops, own):
     """Mean minibatch gradient g (d,) at parameters x (d,) over the samples idx (B,), as the
     reference's `_evaluate` (`_net_args`: TeacherStudentMLP inputs A (n, d_in), labels
     y (n,) + shift (B,); ModularArithmeticMLP operands pairs (n, 2), classes cls (n,),
     one-hot inputs (hot) or a learned embedding (emb); the absent ones None, and Numba
     compiles only the present ones' branches).  dims = (d_in, h, k, p, e); kind the
-    activation code; S2, S1, ops: `mlp_scratch`.  Layout of x and g as in
+    activation code; S2, S1, ops: `mlp_scratch`; own: literal True for the products of
+    `kernels.gemm`, None for BLAS (`product`).  Layout of x and g as in
     `potentials.toynets` ([E], W1, b1, W2, b2).  Activations are sample-major (B, h), as the
     reference's, the logits class-major (k, B) (softmax and the loss head run along
-    samples); products by BLAS (np.dot)."""
+    samples)."""
     din, h, k, p, e = dims[0], dims[1], dims[2], dims[3], dims[4]
     Ab, Z, H, G, outT, W1T, gW1T, dA, HT = S2
     mx, nrm = S1
@@ -397,7 +410,7 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
     ob2 = oW2 + k * h
     W1 = x[oW1:ob1].reshape(h, din)
     W2 = x[oW2:ob2].reshape(k, h)
-    mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops)
+    mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops, own)
     if y is not None:
         regression_dout(outT, y, idx, shift)
     if cls is not None:
@@ -416,9 +429,12 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
             for j in range(h):
                 gw[j] = gw[j] + ob * hr[j]
                 gr[j] = ob * w[j]
-    if cls is not None:     # gW2 = dout H as dot products of rows of dout and of H^T
-        dot_rows(HT, outT, g[oW2:ob2].reshape(k, h), 0, h)
-        axpy_rows(outT.T, W2, G)
+    if cls is not None:     # own: gW2 = dout H as dot products of rows of dout and of H^T
+        if own is not None:
+            dot_rows(HT, outT, g[oW2:ob2].reshape(k, h), 0, h)
+        if own is None:
+            np.dot(outT, H, g[oW2:ob2].reshape(k, h))
+        product(outT.T, W2, G, own)
     gb1 = g[ob1:oW2]
     gb1[:] = 0.0
     if hot is not None:     # rows a_b and p + b_b of dW1^T collect dZ[b]; db1 = the sum of rows < p
@@ -436,10 +452,10 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
                 gb1[j] = gb1[j] + ra[j]
         transpose(g[oW1:ob1].reshape(h, din), gW1T)
     if A is not None:
-        first_layer_grad(G, Z, H, kind, Ab, gb1, g[oW1:ob1].reshape(h, din))
+        first_layer_grad(G, Z, H, kind, Ab, gb1, g[oW1:ob1].reshape(h, din), own)
     if emb is not None:     # dE rows of the operands collect dA = dZ W1
-        first_layer_grad(G, Z, H, kind, Ab, gb1, g[oW1:ob1].reshape(h, din))
-        axpy_rows(G, W1, dA)
+        first_layer_grad(G, Z, H, kind, Ab, gb1, g[oW1:ob1].reshape(h, din), own)
+        product(G, W1, dA, own)
         gE = g[:oW1].reshape(p, e)
         gE[:] = 0.0
         for b in range(B):
@@ -525,7 +541,7 @@ def train_mlp(first, stride, x, v, m, s, dstep, t0, K, k0, k1, rep0, ls, ts, lsi
                                              batch is None, iid, subset, shuffled)
             if lsig is not None:
                 label_shifts(shift, t, k0, k1, rep, lsig, lbuf)
-            mlp_grad(xr, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops)
+            mlp_grad(xr, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops, True)
             ok = True
             if v is not None:
                 ok = sgd_step(xr, v[r], g, t, k0, k1, rep, sched(ls, t), ts, coef[0], coef[1],
@@ -607,16 +623,17 @@ def net_grad_block(xb, args):
     S2, S1, ops = mlp_scratch(xb, idx.shape[0], dims[0], dims[1], dims[2])
     for r in range(xb.shape[0]):
         mlp_grad(np.ascontiguousarray(xb[r]), G[r], idx, shift, kind, dims, A, y, pairs, cls, hot,
-                 emb, S2, S1, ops)
+                 emb, S2, S1, ops, None)
     return G
 
 
 @jit
 def mlp_loss(x, idx, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, ops):
     """Mean loss (float64) at parameters x (d,) over the samples idx (B,) (arguments as
-    `mlp_grad`), in the reference's arithmetic (`_head`): logits and residuals (squared error,
-    y) or log-sum-exp minus the class logit (cross-entropy, cls) in x's dtype, then float64."""
-    mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops)
+    `mlp_grad`; products by BLAS), in the reference's arithmetic (`_head`): logits and
+    residuals (squared error, y) or log-sum-exp minus the class logit (cross-entropy, cls) in
+    x's dtype, then float64."""
+    mlp_forward_pass(x, idx, kind, dims, A, pairs, hot, emb, S2, ops, None)
     outT = S2[4]
     B = idx.shape[0]
     total = 0.0
