@@ -6,8 +6,9 @@ cache costs 1-60 s per kernel and dtype on the first call.  `compile_notice` tel
 why a run is silent meanwhile: it listens for Numba's "numba:compile" events, which fire only
 for real compilations (not for cache loads).  Numba compiles on one core; while a cold run
 compiles its step kernel, `compile_aside` compiles in a helper process on another core what
-the run will need later: a generic driver's shared callees (the main process compiles its
-family's blocks first) and the kernels of its records; they then load from the cache.
+the run will need later: its kernel's shared callees (a generic driver's: the main process
+compiles the family's blocks first) and the kernels of its records; they then load from the
+cache.
 """
 from __future__ import annotations
 
@@ -73,8 +74,8 @@ _aside: dict = {}       # (potential class, dtype) -> the helper process, or Non
 
 def compile_aside(potential, x: np.ndarray, records: bool, shared: tuple = ()) -> None:
     """In a helper process, once per potential class and dtype per process, compile into
-    Numba's on-disk cache first the generic drivers' callees `shared`
-    (`drivers.compile_shared`, for x's dtype), then, if `records`, `potential`'s record-time
+    Numba's on-disk cache first the kernel's callees `shared` (`drivers.shared_callees`,
+    compiled by `drivers.compile_shared` for x's dtype), then, if `records`, `potential`'s record-time
     energy and observables (`_record_kernels` on x's first rows); `await_records_aside` waits
     for it.  Called at a cold run's first compilation, so both processes compile at once;
     not on a machine with one core, where they would only take turns."""

@@ -47,7 +47,7 @@ class NumbaBackend:
             shared = drivers.shared_callees(sim, kernel.fn)
             aside = ((lambda: warmup.compile_aside(sim.potential, x, records, shared))
                      if records or shared else None)
-            # the first run's wait; a generic driver's shared callees and the records' kernels
+            # the first run's wait; the kernel's shared callees and the records' kernels
             # compile meanwhile on another core
             with warmup.compile_notice(f"{pot} x {dyn} ({sim.dtype.name})", aside):
                 kernel.fn(sim, t0, K, k0, k1)

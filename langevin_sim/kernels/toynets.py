@@ -307,7 +307,7 @@ def product(A, Bm, C, own):
     True (a literal: Numba then compiles only that branch), by BLAS where own is None."""
     if own is not None:
         axpy_rows(A, Bm, C)
-    if own is None:
+    else:
         np.dot(A, Bm, C)
 
 
@@ -432,7 +432,7 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
     if cls is not None:     # own: gW2 = dout H as dot products of rows of dout and of H^T
         if own is not None:
             dot_rows(HT, outT, g[oW2:ob2].reshape(k, h), 0, h)
-        if own is None:
+        else:
             np.dot(outT, H, g[oW2:ob2].reshape(k, h))
         product(outT.T, W2, G, own)
     gb1 = g[ob1:oW2]
