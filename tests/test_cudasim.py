@@ -272,17 +272,29 @@ PTX_CODE = textwrap.dedent("""
         assert (ft is float64) == (".f64" in ptx.split("dw_overdamped")[-1]), ft  # f32 stays f32
         cuda.compile_ptx(dw_baoab, (V, V, V, V, ft, ft, ft, V, W), cc=(9, 0))
 
-    # the fused DoubleWell kernels of the cuda backend (with rng's libdevice primitives)
-    from numba import int64, uint64
-    from langevin_sim.kernels.common import BAOAB, OVERDAMPED
+    # the row kernels of the cuda backend (`kernels.rows`, with rng's libdevice primitives):
+    # DoubleWell's two Langevin kernels, every dynamics on the wells (the largest row gradient,
+    # a tuple of arrays as args), ScaleSymmetric's overdamped one
+    from numba import int64, uint64, types as nt
+    from langevin_sim.kernels import rows
+    from langevin_sim.potentials import DoubleWell, MultiWell, ScaleSymmetric
     I1, I2, F1, F2 = int64[::1], int64[:, ::1], float64[::1], float64[:, ::1]
-    for ft in (float32, float64):
+    WELLS = nt.Tuple((F2, float64[:, :, ::1], F1, float64, F2))
+    cases = [(DoubleWell, k, ft, nt.UniTuple(ft, 4)) for k in (rows.OVERDAMPED, rows.BAOAB)
+             for ft in (float32, float64)]
+    cases += [(MultiWell, k, float32, WELLS) for k in range(len(rows.RULES))]
+    cases += [(MultiWell, rows.OVERDAMPED, float64, WELLS),
+              (ScaleSymmetric, rows.OVERDAMPED, float64, nt.UniTuple(float64, 3))]
+    for pcls, kind, ft, args in cases:
         W = ft[:, ::1]
-        for kind in (OVERDAMPED, BAOAB):
-            k = kernels.double_well.cuda_kernel(kind, ft is float32, 2)
-            cuda.compile_ptx(k.py_func, (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1,
-                                         F1, float64, float64, ft, ft, ft, ft, ft, float64, I1,
-                                         F2, F1, I2, I2, I2, I2, I2), cc=(9, 0))
+        k = rows.row_kernel(pcls, kind, ft is float32, 2)
+        ptx, _ = cuda.compile_ptx(k.py_func, (W, W, W, I1, int64, int64, uint64, uint64, uint64,
+                                              F1, F1) + (float64,) * 5 + (args, I1, F2, F1) +
+                                  (I2,) * 5, cc=(9, 0))
+        if pcls is DoubleWell:   # the replica's lanes stay in registers (the kernel's body
+            body = ptx[ptx.index(".entry"):]          # has no local depot; libdevice's trig
+            body = body[:body.find("\\n.func") % (len(body) + 1)]   # slow path has its own)
+            assert "__local_depot" not in body, (kind, ft)
     print("ok")
 """)
 

@@ -35,7 +35,8 @@ A new family is a new module here, added to the import line below.  Test the pai
 reference as tests/test_backends.py does (add it to its `PAIRS`), and its step functions
 under the CUDA simulator as tests/test_cudasim.py does.
 """
-from . import double_well, drivers, linear_regression, manifolds, pspin, quadratic, toynets
+from . import double_well, drivers, linear_regression, manifolds, pspin, quadratic, rows, toynets
 
 FAMILIES = (double_well, quadratic, linear_regression, pspin, toynets, manifolds)
 drivers.register_generic()   # after every family: its dedicated kernels stay
+rows.register_rows()

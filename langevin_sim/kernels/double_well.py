@@ -1,6 +1,5 @@
-"""DoubleWell: its step functions (every target), its CPU kernels and its fused numba-cuda
-kernels (overdamped Langevin and BAOAB, with first-passage observers; the CUDA design is
-described at its section below).
+"""DoubleWell: its step functions (every target), its CPU kernels, and its row gradient for
+the fused numba-cuda kernels of `kernels.rows` (every dynamics, first-passage observers).
 
 DoubleWell is separable, so a step is the same scalar function on every coordinate of every
 replica: `overdamped_step` and `baoab_step` below, from the potential's `dw_grad` and the shared
@@ -13,7 +12,6 @@ dtype); a thread pool runs it on contiguous groups of tiles.
 """
 from __future__ import annotations
 
-import functools
 import sys
 
 import numba
@@ -30,6 +28,7 @@ from .common import (BAOAB, CHUNK, OVERDAMPED, TILE, TILE_CALL_STEPS, baoab_firs
                      langevin_step_table, like, no_regions, noise_buffer, overdamped_lane,
                      region_changes, region_flags, region_scratch, schedule_code)
 from .drivers import FAMILIES, Hooks, family, row_sums, run_blocks
+from .rows import row_family
 
 
 # ---------------------------------------------------------------- step functions, every target
@@ -48,7 +47,15 @@ def baoab_step(x, p, g, z, h, inv_m, c1, c2, c, a2, k, tilt):
     return x, baoab_last(p, g, h), g
 
 
-STEPS = ("dw_grad", "overdamped_step", "baoab_step")
+def dw_grad_row(x, g, w, args):
+    """g (d,) float64 <- grad U of one replica x (d,), `dw_grad` per coordinate in x's dtype;
+    args: `DoubleWell.grad_coeffs` in x's dtype (`kernels.rows`; w unused)."""
+    c, a2, k, tilt = args
+    for i in range(x.shape[0]):
+        g[i] = dw_grad(x[i], c, a2, k, tilt)
+
+
+STEPS = ("dw_grad", "overdamped_step", "baoab_step", "dw_grad_row")
 
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
@@ -233,181 +240,10 @@ def _baoab_double_well(sim, t0, K, k0, k1):
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
-# One thread per replica runs K steps of all its d coordinates (steps outer, lanes inner):
-# the replica's state sits in per-thread arrays of compile-time size d (`cuda.local.array`;
-# the kernel is compiled per (dynamics, dtype, d), so for small d the lane loops unroll and the
-# arrays live in registers), loaded once and stored once per call.  Normals are drawn in
-# stream order, n = t d + i (step t, lane i), four per Philox block (the block's normals are
-# kept across lanes and steps, so each block is computed once, as `noise_chunk` does on the
-# CPU).  A step's new lanes go to a second set of arrays and are committed only when all of
-# them (x; x, p, g for BAOAB) pass `within_bound`; otherwise the replica keeps its state, gets
-# dstep = t + 1 and stops.  One thread per (replica, lane) was not chosen: four lanes share a
-# Philox block (each thread would compute a whole block for one normal, or exchange them by
-# shuffles), the freeze of a replica's lanes would need a cross-thread vote per step, and d = 1
-# (W1) has one lane per replica anyway.  Schedules (step size, temperature) are evaluated per
-# step in the kernel from their codes (`schedule_value`, float64) and cast to the state's dtype
-# as the reference casts its Python scalars.  First-passage observers are updated after every
-# step (float64 membership in the reference's summation order), and once more after a freeze
-# (idempotent: what the reference's later updates on the frozen state amount to).
+# Every dynamics (first-passage observers included) runs `kernels.rows` on `dw_grad_row`.
 
-cuda = None          # numba.cuda, set by `cuda_kernel` (the simulator swaps this global)
-CUDA_CALL_STEPS = 4096   # steps per kernel launch (results do not depend on it)
-
-
-def cuda_kernel(kind: int, f32: bool, d: int):
-    """The fused numba-cuda kernel of `kind` (OVERDAMPED or BAOAB) for float32 (f32) or
-    float64 states of d coordinates, compiled on first use (cached)."""
-    return _cuda_kernel(kind, bool(f32), int(d))
-
-
-@functools.lru_cache(maxsize=None)
-def _cuda_kernel(kind, f32, D):
-    global cuda
-    from .. import first_passage as fpass
-    from .. import rng
-    from ..backends import cuda_kernels as ck
-    from ..backends import cuda_runtime as rt
-
-    cuda = rt.cuda()
-    dev = compile_steps(sys.modules[__name__], cuda.jit(device=True), rt.primitives())
-    bn = ck._normals_fn(f32)
-    pick = ck.helpers()[0]
-    NOISE, HALF = np.uint64(rng.NOISE), fpass.HALF_SPACE
-    ftype = np.float32 if f32 else np.float64
-    sched, noise_scale, coeffs = dev.schedule_value, dev.noise_scale, dev.baoab_coeffs
-    od_step, ba_step, ok_ = dev.overdamped_step, dev.baoab_step, dev.within_bound
-    NQ = 1 if kind == OVERDAMPED else 3
-    NP = 2 * D if kind == BAOAB else 1     # momenta, then gradients (BAOAB)
-
-    @cuda.jit(device=True)
-    def cast(v):
-        return ftype(v)
-
-    @cuda.jit(device=True)
-    def observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, step):
-        """`FirstPassage.update` of replica r at step count `step` (positions xs)."""
-        for k in range(kinds.shape[0]):
-            s = 0.0
-            for i in range(D):
-                xi = np.float64(xs[i])
-                if kinds[k] == HALF:
-                    s = s + vecs[k, i] * xi
-                else:
-                    y = xi - vecs[k, i]
-                    s = s + y * y
-            now = s > thr[k] if kinds[k] == HALF else s < thr[k]
-            if now != (ins[r, k] != 0):
-                cr[r, k] += 1
-                lc[r, k] = step
-            if now and fe[r, k] < 0:
-                fe[r, k] = step
-            if (not now) and fx[r, k] < 0:
-                fx[r, k] = step
-            ins[r, k] = 1 if now else 0
-
-    @cuda.jit
-    def kernel(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, c, a2, kk, tilt,
-               inv_m, bound, kinds, vecs, thr, fe, fx, lc, cr, ins):
-        r = cuda.grid(1)
-        if r >= x.shape[0]:
-            return
-        xs = cuda.local.array(D, ftype)
-        ps = cuda.local.array(NP, ftype)
-        xn = cuda.local.array(D, ftype)
-        pn = cuda.local.array(NP, ftype)
-        for i in range(D):
-            xs[i] = x[r, i]
-            if NQ == 3:
-                ps[i] = p[r, i]
-                ps[D + i] = g[r, i]
-        zero = cast(0.0)
-        if dstep[r] >= 0:          # frozen before this call
-            observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t0 + 1)
-            return
-        rep = rep0 + np.uint64(r)
-        blk = np.int64(-1)
-        z0 = z1 = z2 = z3 = zero
-        for t in range(t0, t0 + K):
-            eta = sched(int(es[0]), es[1], es[2], es[3], t)
-            T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
-            if NQ == 1:
-                a, s1, s2 = cast(eta), cast(noise_scale(eta, T)), zero
-            else:
-                c1, c2 = coeffs(eta, friction, T, mass)
-                a, s1, s2 = cast(0.5 * eta), cast(c1), cast(c2)
-            good = True
-            for i in range(D):
-                n = np.int64(t) * D + i
-                b = n // 4
-                if b != blk:
-                    z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
-                    blk = b
-                z = pick(n - 4 * b, z0, z1, z2, z3)
-                if NQ == 1:
-                    v = od_step(xs[i], z, a, s1, zero, c, a2, kk, tilt)
-                    xn[i] = v
-                    good = good and ok_(v, bound)
-                else:
-                    xv, pv, gv = ba_step(xs[i], ps[i], ps[D + i], z, a, inv_m, s1, s2, c, a2, kk,
-                                         tilt)
-                    xn[i] = xv
-                    pn[i] = pv
-                    pn[D + i] = gv
-                    good = good and ok_(xv, bound) and ok_(pv, bound) and ok_(gv, bound)
-            if not good:
-                dstep[r] = t + 1
-                observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t + 1)
-                break
-            for i in range(D):
-                xs[i] = xn[i]
-            if NQ == 3:
-                for i in range(2 * D):
-                    ps[i] = pn[i]
-            observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t + 1)
-        for i in range(D):
-            x[r, i] = xs[i]
-            if NQ == 3:
-                p[r, i] = ps[i]
-                g[r, i] = ps[D + i]
-    return kernel
-
-
-def _double_well_cuda(run, sim, t0, K, kind):
-    """Launch `cuda_kernel` on the device state of `run` (one thread per replica), in calls of
-    at most CUDA_CALL_STEPS steps."""
-    from ..backends import cuda_runtime as rt
-
-    xp, x, dyn = run.xp, run.state["x"], sim.dynamics
-    M, d = x.shape
-    kernel = cuda_kernel(kind, run.f32, d)
-    if kind == BAOAB:
-        p, g = run.state["p"], run.state["g"]
-        friction, mass = float(dyn.friction), float(dyn.mass)
-    else:      # distinct unused arrays (the simulator copies each argument back)
-        p, g = xp.empty((0, d), x.dtype), xp.empty((0, d), x.dtype)
-        friction, mass = 0.0, 1.0
-    if run.regions is not None:
-        regions, fp = run.regions, [run.state[k] for k in FP_KEYS]
-    else:
-        regions = (xp.zeros(0, np.int64), xp.zeros((0, d)), xp.zeros(0))
-        fp = [xp.zeros((0, 0), np.int64) for _ in FP_KEYS]
-    es = xp.asarray(schedule_code(dyn.step))
-    ts = xp.asarray(schedule_code(dyn.temperature))
-    coef = [run.cast(v) for v in sim.potential.grad_coeffs]
-    for t in range(t0, t0 + K, CUDA_CALL_STEPS):
-        rt.launch(kernel, M, x, p, g, run.dstep, int(t), int(min(CUDA_CALL_STEPS, t0 + K - t)),
-                  run.k0, run.k1, run.rep0, es, ts, friction, mass, *coef,
-                  run.cast(1.0 / mass), run.bound, *regions, *fp)
-
-
-@register(DoubleWell, OverdampedLangevin, "cuda", first_passage=True)
-def _overdamped_double_well_cuda(run, sim, t0, K):
-    _double_well_cuda(run, sim, t0, K, OVERDAMPED)
-
-
-@register(DoubleWell, UnderdampedLangevin, "cuda", first_passage=True)
-def _baoab_double_well_cuda(run, sim, t0, K):
-    _double_well_cuda(run, sim, t0, K, BAOAB)
+row_family(DoubleWell, "dw_grad_row",
+           lambda pot, xp, dtype: tuple(np.dtype(dtype).type(v) for v in pot.grad_coeffs))
 
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)

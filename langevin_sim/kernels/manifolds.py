@@ -8,10 +8,17 @@ the reference to float32 rounding of the gradient).  The overdamped pair had a d
 prange kernel here, the same algorithm as `drivers.overdamped_driver` (bit-identical states,
 ~15 % faster) at 25-45 s of cold compilation per dtype on 2 cores: the generic driver
 serves it now.
-The wells' block products call BLAS (run single-threaded by the drivers).  No scalar step
-function of their own: `STEPS` is empty.
+The wells' block products call BLAS (run single-threaded by the drivers).
+
+On "cuda" the row kernels of `kernels.rows` run every dynamics on the row gradients below
+(`STEPS`): ScaleSymmetric's and the wells' (MultiWell: one zero shift; ShiftedMultiWell: the
+mean over its shifts), in float64, the reference's operations per row (the products H (x - c)
+in order instead of BLAS: equal to rounding).  Valley has none yet (the generic path runs it:
+its `valley_point` calls np.exp and np.searchsorted, which numba-cuda does not compile).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -20,8 +27,69 @@ from ..potentials import manifolds, multiwell
 from ..potentials.manifolds import ScaleSymmetric, Valley
 from ..potentials.multiwell import MultiWell, ShiftedMultiWell
 from .drivers import Hooks, family
+from .rows import row_family
 
-STEPS = ()
+
+# ---------------------------------------------------------------- row gradients, every target
+
+def scale_symmetric_grad_row(x, g, w, args):
+    """g (k,) float64 <- r q_j + l2 a_j of one replica a = x (k,) as `scale_symmetric_grad`
+    (p and q_j by prefix and suffix products, in float64); w[0]: the prefix products;
+    args: (sxx, sxy, l2)."""
+    sxx, sxy, l2 = args
+    k = x.shape[0]
+    left = 1.0
+    for j in range(k):
+        w[0, j] = left
+        left = left * np.float64(x[j])
+    r = sxx * left - sxy
+    right = 1.0
+    for j in range(k - 1, -1, -1):
+        a = np.float64(x[j])
+        g[j] = r * (w[0, j] * right) + l2 * a
+        right = right * a
+
+
+def wells_grad_row(x, g, w, args):
+    """g (d,) float64 <- the mean over the shifts xi_s of MultiWell's gradient at x - xi_s, for
+    one replica x (d,): `multiwell_fields`'s streaming log-sum-exp over the wells, in float64;
+    w[0]: the weighted sum of the wells' gradients, w[1]: the current well's H_j y;
+    args: `MultiWell.coefficients()` + (shifts (n, d),) (MultiWell: one zero row)."""
+    c, H, E, tau, xi = args
+    d, K, n = x.shape[0], c.shape[0], xi.shape[0]
+    for i in range(d):
+        g[i] = 0.0
+    for s in range(n):
+        m = 0.0
+        S = 1.0
+        for j in range(K):
+            q = 0.0
+            for a in range(d):
+                acc = 0.0
+                for b in range(d):
+                    acc += (np.float64(x[b]) - xi[s, b] - c[j, b]) * H[j, b, a]
+                w[1, a] = acc
+                q += (np.float64(x[a]) - xi[s, a] - c[j, a]) * acc
+            q = E[j] + 0.5 * q
+            if j == 0:
+                m = q
+                for a in range(d):
+                    w[0, a] = w[1, a]
+            else:
+                m_new = m if m < q else q
+                f_old = math.exp((m_new - m) / tau)
+                f_new = math.exp((m_new - q) / tau)
+                S = S * f_old + f_new
+                for a in range(d):
+                    w[0, a] = w[0, a] * f_old + w[1, a] * f_new
+                m = m_new
+        for a in range(d):
+            g[a] += w[0, a] / S
+    for a in range(d):
+        g[a] = g[a] / n
+
+
+STEPS = ("scale_symmetric_grad_row", "wells_grad_row")
 
 # row_sum, set_column: the CPU's loops (backends/jit.py CPU_PRIMITIVES), not Numba's axis sum
 # and column assignment, whose error formatting compiled for seconds in every pair
@@ -167,3 +235,19 @@ family(MultiWell, Hooks(multiwell_grad_block, multiwell_energy_block,
 family(ShiftedMultiWell, Hooks(shifted_grad_block, shifted_energy_block,
                                lambda pot, dtype: (*pot.coefficients(), pot.shifts),
                                batch_grad=shifted_batch_grad, blas=True))
+
+
+# ---------------------------------------------------------------- row gradients' registration (cuda)
+
+def wells_args(pot: MultiWell, xp, dtype) -> tuple:
+    """`wells_grad_row`'s args in float64: MultiWell's coefficients and its shifts (one zero
+    row for MultiWell itself)."""
+    c, H, E, tau = pot.coefficients(xp)
+    xi = pot.shifts if isinstance(pot, ShiftedMultiWell) else np.zeros((1, pot.d))
+    return c, H, E, float(tau), xp.asarray(xi, dtype=np.float64)
+
+
+row_family(ScaleSymmetric, "scale_symmetric_grad_row",
+           lambda pot, xp, dtype: (float(pot.sxx), float(pot.sxy), float(pot.l2)))
+row_family(MultiWell, "wells_grad_row", wells_args, scratch=2)
+row_family(ShiftedMultiWell, "wells_grad_row", wells_args, scratch=2)

@@ -1,0 +1,345 @@
+"""Fused numba-cuda kernels for the low-dimensional families: one thread per replica runs
+many steps of every Langevin and optimizer dynamics, compiled from the family's row gradient.
+
+A family contributes one step function, `grad_row(x, g, w, args)`: plain scalar Python in
+the family's module (named in its `STEPS`, so every target compiles it), writing into g
+(d,) float64 the gradient of U at one replica x (d,) (x's dtype), with w (scratch, d)
+float64 scratch; args is the tuple ``args_of(potential, xp, dtype)`` of the potential's
+coefficients (arrays of the array module xp, scalars).  It registers it with
+``row_family(Potential, "grad_row_name", args_of, scratch)`` at the end of its module.
+`register_rows()` (called by `kernels/__init__`, after every family) registers `advance` on
+"cuda" for every such family and every dynamics of `RULES` without a dedicated kernel.
+
+The kernel (`row_kernel`, compiled per (family, dynamics, dtype, d) on first use) keeps the
+replica's state in per-thread arrays of compile-time size d (registers for small d: the lane
+loops unroll), loaded once and stored once per launch of up to CUDA_CALL_STEPS steps.  Per
+step: the step size and temperature from the schedules' codes (`schedule_value`, float64,
+cast to the state's dtype as the reference casts its Python scalars), the gradient row, the
+dynamics' own scalar rules of `common.STEPS` lane by lane with normals drawn in the kernel at
+the reference's stream positions (n = t d + i; Leimkuhler-Matthews also (t + 1) d + i; SGD's
+GRAD_NOISE at t d + i), four per Philox block, each block computed once; then the divergence
+test on every new lane: a replica with a bad lane keeps its state, gets dstep = t + 1 and
+stops.  First-passage observers are updated after every step (float64 membership in the
+reference's summation order) and once more after a freeze.  Why one thread per replica and
+not per coordinate: four lanes share a Philox block, the freeze of a replica's lanes would
+need a cross-thread vote each step, the gradient couples the lanes, and d = 1 (W1) has one
+lane per replica anyway.
+
+Not run here (the generic path runs them, `accepts`): minibatches and label noise of a
+finite sum (the full-batch SGD / AdamW run here), MALA (its energies and accept words), d
+beyond MAX_D (local arrays would spill; the generic path's array code runs those).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
+
+import numpy as np
+
+from ..backends.registry import KERNELS, register
+from ..dynamics import (SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+                        UnderdampedLangevin)
+from ..first_passage import STATE_KEYS as FP_KEYS
+from .common import compile_steps, schedule_code
+
+OVERDAMPED, BAOAB, HEUN, LM, SGD_, ADAMW = range(6)
+# dynamics -> (kernel kind, state arrays after x)
+RULES = {OverdampedLangevin: (OVERDAMPED, ()), UnderdampedLangevin: (BAOAB, ("p", "g")),
+         Heun: (HEUN, ()), LeimkuhlerMatthews: (LM, ()), SGD: (SGD_, ("v",)),
+         AdamW: (ADAMW, ("m", "s"))}
+cuda = None          # numba.cuda, set by `row_kernel` (the simulator swaps this global)
+CUDA_CALL_STEPS = 4096   # steps per kernel launch (results do not depend on it)
+MAX_D = 64               # coordinates per replica run here (local arrays: 8-10 rows of d)
+
+
+@dataclass(frozen=True)
+class RowFamily:
+    """A family's row gradient: `module`'s step function `grad` (a name in its STEPS),
+    `args_of(potential, xp, dtype) -> tuple`, and the rows of float64 scratch it needs."""
+
+    module: ModuleType
+    grad: str
+    args_of: Callable
+    scratch: int = 1
+
+
+FAMILIES: dict[type, RowFamily] = {}
+
+
+def row_family(potential_cls: type, grad: str, args_of: Callable, scratch: int = 1) -> None:
+    """Give the row kernels `potential_cls`'s row gradient `grad`, a step function of the
+    calling family module (see the module docstring)."""
+    module = sys.modules[sys._getframe(1).f_globals["__name__"]]
+    if grad not in module.STEPS:
+        raise ValueError(f"{grad!r} is not a step function of {module.__name__} (its STEPS)")
+    FAMILIES[potential_cls] = RowFamily(module, grad, args_of, max(1, int(scratch)))
+
+
+def accepts(sim) -> bool:
+    """Whether the row kernel runs `sim`: d <= MAX_D, an unconstrained potential, float32 or
+    float64, and for SGD / AdamW the full batch without label noise."""
+    dyn, pot = sim.dynamics, sim.potential
+    if pot.constrained or sim.state["x"].shape[1] > MAX_D or sim.dtype not in (np.float32,
+                                                                               np.float64):
+        return False
+    if isinstance(dyn, (SGD, AdamW)):
+        full = dyn.batch_size is None or pot.n_samples is None
+        return full and getattr(dyn, "label_noise", 0.0) == 0
+    return True
+
+
+def register_rows() -> None:
+    """Register `advance` for every row family and dynamics of RULES that has no dedicated
+    "cuda" kernel (called once every family module is imported)."""
+    for pcls in FAMILIES:
+        for dcls in RULES:
+            if (pcls, dcls, "cuda") not in KERNELS:
+                register(pcls, dcls, "cuda", first_passage=True, accepts=accepts)(advance)
+
+
+def row_kernel(potential_cls: type, kind: int, f32: bool, d: int):
+    """The fused kernel of `kind` for the row family `potential_cls`, float32 (f32) or float64
+    states of d coordinates, compiled on first use (cached)."""
+    return _row_kernel(potential_cls, int(kind), bool(f32), int(d))
+
+
+@functools.lru_cache(maxsize=None)
+def _row_kernel(pcls, KIND, f32, D):
+    global cuda
+    from .. import first_passage as fpass
+    from .. import rng
+    from ..backends import cuda_kernels as ck
+    from ..backends import cuda_runtime as rt
+
+    cuda = rt.cuda()
+    fam = FAMILIES[pcls]
+    dev = compile_steps(fam.module, cuda.jit(device=True), rt.primitives())
+    grad_row = getattr(dev, fam.grad)
+    bn = ck._normals_fn(f32)
+    pick = ck.helpers()[0]
+    NOISE, GNOISE, HALF = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE), fpass.HALF_SPACE
+    ftype = np.float32 if f32 else np.float64
+    sched, noise_scale, ok_ = dev.schedule_value, dev.noise_scale, dev.within_bound
+    od_lane, od_update, heun, lm = (dev.overdamped_lane, dev.overdamped_update, dev.heun_update,
+                                    dev.lm_update)
+    first, last, coeffs = dev.baoab_first, dev.baoab_last, dev.baoab_coeffs
+    sgd_update, adamw_update = dev.sgd_update, dev.adamw_update
+    S = fam.scratch
+    NA = 0 if KIND in (OVERDAMPED, HEUN, LM) else D      # second state array (p, v, m)
+    NB = D if KIND in (BAOAB, ADAMW) else 0              # third (g, s)
+    NG = D if KIND == HEUN else 0                        # Heun's predictor gradient
+    LA, LB, LG = max(NA, 1), max(NB, 1), max(NG, 1)      # local arrays' sizes
+
+    @cuda.jit(device=True)
+    def cast(v):
+        return ftype(v)
+
+    @cuda.jit(device=True)
+    def draw(k0, k1, purpose, rep, n, blk, z0, z1, z2, z3):
+        """The normal at stream position n, with the cached Philox block (blk, z0..z3)."""
+        b = n // 4
+        if b != blk:
+            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(b))
+            blk = b
+        return pick(n - 4 * b, z0, z1, z2, z3), b, z0, z1, z2, z3
+
+    @cuda.jit(device=True)
+    def observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, step):
+        """`FirstPassage.update` of replica r at step count `step` (positions xs)."""
+        for k in range(kinds.shape[0]):
+            s = 0.0
+            for i in range(D):
+                xi = np.float64(xs[i])
+                if kinds[k] == HALF:
+                    s = s + vecs[k, i] * xi
+                else:
+                    y = xi - vecs[k, i]
+                    s = s + y * y
+            now = s > thr[k] if kinds[k] == HALF else s < thr[k]
+            if now != (ins[r, k] != 0):
+                cr[r, k] += 1
+                lc[r, k] = step
+            if now and fe[r, k] < 0:
+                fe[r, k] = step
+            if (not now) and fx[r, k] < 0:
+                fx[r, k] = step
+            ins[r, k] = 1 if now else 0
+
+    @cuda.jit
+    def kernel(x, a, b, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, bound, args,
+               kinds, vecs, thr, fe, fx, lc, cr, ins):
+        """K steps of replica r from t0; es, ts: schedule codes (step size or learning rate,
+        temperature; AdamW: ts unused); q0..q3 per kind: BAOAB friction, mass; SGD momentum,
+        weight decay, grad_noise; AdamW beta1, beta2, eps, weight decay."""
+        r = cuda.grid(1)
+        if r >= x.shape[0]:
+            return
+        xs = cuda.local.array(D, ftype)
+        xn = cuda.local.array(D, ftype)
+        As = cuda.local.array(LA, ftype)
+        An = cuda.local.array(LA, ftype)
+        Bs = cuda.local.array(LB, ftype)
+        Bn = cuda.local.array(LB, ftype)
+        zs = cuda.local.array(LG, ftype)
+        g = cuda.local.array(D, np.float64)
+        g0 = cuda.local.array(LG, np.float64)
+        w = cuda.local.array((S, D), np.float64)
+        for i in range(D):
+            xs[i] = x[r, i]
+            if NA > 0:
+                As[i] = a[r, i]
+            if NB > 0:
+                Bs[i] = b[r, i]
+        if dstep[r] >= 0:          # frozen before this call
+            observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t0 + 1)
+            return
+        zero = cast(0.0)
+        rep = rep0 + np.uint64(r)
+        blk = blk2 = np.int64(-1)
+        z0 = z1 = z2 = z3 = u0 = u1 = u2 = u3 = zero
+        c0, c1_, c2_, c3_ = cast(q0), cast(q1), cast(q2), cast(q3)   # SGD: mu, decay, gsig
+        a1, a2 = cast(1.0 - q0), cast(1.0 - q1)    # AdamW: 1 - beta1, 1 - beta2 (`complements`)
+        for t in range(t0, t0 + K):
+            eta = sched(int(es[0]), es[1], es[2], es[3], t)
+            T = 0.0 if KIND == ADAMW else sched(int(ts[0]), ts[1], ts[2], ts[3], t)
+            grad_row(xs, g, w, args)
+            good = True
+            if KIND == OVERDAMPED or KIND == LM:
+                e = cast(eta)
+                s1 = cast(noise_scale(eta, T)) if KIND == OVERDAMPED else cast(
+                    0.5 * noise_scale(eta, T))
+                for i in range(D):
+                    n = np.int64(t) * D + i
+                    z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    if KIND == OVERDAMPED:
+                        v = od_lane(xs[i], cast(g[i]), z, e, s1, zero)
+                    else:
+                        z2n, blk2, u0, u1, u2, u3 = draw(k0, k1, NOISE, rep, n + D, blk2, u0, u1,
+                                                         u2, u3)
+                        v = xs[i] + lm(zero, cast(g[i]), e, s1, z, z2n)
+                    xn[i] = v
+                    good = good and ok_(v, bound)
+            elif KIND == HEUN:
+                e, h, s1 = cast(eta), cast(0.5 * eta), cast(noise_scale(eta, T))
+                for i in range(D):
+                    n = np.int64(t) * D + i
+                    z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    zs[i] = z
+                    g0[i] = g[i]
+                    xn[i] = xs[i] + od_update(zero, cast(g[i]), e, s1, z)
+                grad_row(xn, g, w, args)
+                for i in range(D):
+                    v = xs[i] + heun(zero, cast(g0[i]), cast(g[i]), h, s1, zs[i])
+                    xn[i] = v
+                    good = good and ok_(v, bound)
+            elif KIND == BAOAB:
+                c1, c2 = coeffs(eta, q0, T, q1)
+                h, inv_m, s1, s2 = cast(0.5 * eta), cast(1.0 / q1), cast(c1), cast(c2)
+                for i in range(D):
+                    n = np.int64(t) * D + i
+                    z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    xv, pv = first(xs[i], As[i], Bs[i], h, inv_m, s1, s2, z)
+                    xn[i] = xv
+                    An[i] = pv
+                grad_row(xn, g, w, args)
+                for i in range(D):
+                    gv = cast(g[i])
+                    pv = last(An[i], gv, h)
+                    An[i] = pv
+                    Bn[i] = gv
+                    good = good and ok_(xn[i], bound) and ok_(pv, bound) and ok_(gv, bound)
+            elif KIND == SGD_:
+                lr, s1 = cast(eta), cast(noise_scale(eta, T))
+                for i in range(D):
+                    n = np.int64(t) * D + i
+                    gi = cast(g[i])
+                    if q2 > 0:
+                        zg, blk2, u0, u1, u2, u3 = draw(k0, k1, GNOISE, rep, n, blk2, u0, u1, u2,
+                                                        u3)
+                        gi = gi + c2_ * zg
+                    z = zero
+                    if T > 0:
+                        z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    xv, vv = sgd_update(xs[i], As[i], gi, lr, c0, c1_, s1, z)
+                    xn[i] = xv
+                    An[i] = vv
+                    good = good and ok_(xv, bound) and ok_(vv, bound)
+            else:   # ADAMW
+                lr = cast(eta)
+                c1, c2 = cast(1.0 - math.pow(q0, t + 1)), cast(1.0 - math.pow(q1, t + 1))
+                for i in range(D):
+                    xv, mv, sv = adamw_update(xs[i], As[i], Bs[i], cast(g[i]), lr, c0, c1_,
+                                              a1, a2, c2_, c3_, c1, c2)
+                    xn[i] = xv
+                    An[i] = mv
+                    Bn[i] = sv
+                    good = good and ok_(xv, bound) and ok_(mv, bound) and ok_(sv, bound)
+            if not good:
+                dstep[r] = t + 1
+                observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t + 1)
+                break
+            for i in range(D):
+                xs[i] = xn[i]
+                if NA > 0:
+                    As[i] = An[i]
+                if NB > 0:
+                    Bs[i] = Bn[i]
+            observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t + 1)
+        for i in range(D):
+            x[r, i] = xs[i]
+            if NA > 0:
+                a[r, i] = As[i]
+            if NB > 0:
+                b[r, i] = Bs[i]
+    return kernel
+
+
+def kernel_arguments(run, sim) -> tuple:
+    """(es, ts, q0, q1, q2, q3) of `row_kernel` for the run's dynamics."""
+    dyn, xp = sim.dynamics, run.xp
+    kind = RULES[type(dyn)][0]
+    if kind in (SGD_, ADAMW):
+        es = schedule_code(dyn.lr)
+    else:
+        es = schedule_code(dyn.step)
+    ts = schedule_code(dyn.temperature) if kind != ADAMW else es
+    q = (0.0, 0.0, 0.0, 0.0)
+    if kind == BAOAB:
+        q = (float(dyn.friction), float(dyn.mass), 0.0, 0.0)
+    elif kind == SGD_:
+        q = (float(dyn.momentum), float(dyn.weight_decay), float(dyn.grad_noise), 0.0)
+    elif kind == ADAMW:
+        q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps), float(dyn.weight_decay))
+    return (xp.asarray(es), xp.asarray(ts)) + q
+
+
+def advance(run, sim, t0: int, K: int) -> None:
+    """Steps t0 .. t0+K-1 of `sim` on the device state of `run` by `row_kernel` (one thread
+    per replica), in launches of at most CUDA_CALL_STEPS steps."""
+    from ..backends import cuda_runtime as rt
+
+    xp, x = run.xp, run.state["x"]
+    M, d = x.shape
+    pcls, fam = type(sim.potential), FAMILIES[type(sim.potential)]
+    kind, names = RULES[type(sim.dynamics)]
+    kernel = row_kernel(pcls, kind, run.f32, d)
+    extra = [run.state[k] for k in names]
+    while len(extra) < 2:        # distinct unused arrays (the simulator copies each back)
+        extra.append(xp.empty((0, d), x.dtype))
+    key = ("rows", x.dtype)
+    if key not in run.pot.cache:
+        run.pot.cache[key] = rt.kernel_arrays(*fam.args_of(sim.potential, xp, x.dtype))
+    args = run.pot.cache[key]
+    if run.regions is not None:
+        regions, fp = run.regions, [run.state[k] for k in FP_KEYS]
+    else:
+        regions = (xp.zeros(0, np.int64), xp.zeros((0, d)), xp.zeros(0))
+        fp = [xp.zeros((0, 0), np.int64) for _ in FP_KEYS]
+    coded = kernel_arguments(run, sim)
+    for t in range(t0, t0 + K, CUDA_CALL_STEPS):
+        rt.launch(kernel, M, x, *extra, run.dstep, int(t), int(min(CUDA_CALL_STEPS, t0 + K - t)),
+                  run.k0, run.k1, run.rep0, *coded, run.bound, args, *regions, *fp)
