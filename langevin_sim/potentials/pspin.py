@@ -241,8 +241,9 @@ class SphericalPSpin(Potential):
         return sphere_retract(np.asarray(z, dtype=np.float64))
 
     def overlap(self, x):
-        """m = u.x / sqrt(N) (M,), the overlap with the planted direction."""
-        return np.asarray(x, np.float64) @ self.spike / math.sqrt(self.N)
+        """m = u.x / sqrt(N) (M,) float64, the overlap with the planted direction (x's array
+        module)."""
+        return array_module(x).asarray(x, np.float64) @ self.spike / math.sqrt(self.N)
 
     def observables(self, x, energy=None):
         out = {"energy_per_spin": (self.energy(x) if energy is None else energy) / self.N}

@@ -281,8 +281,9 @@ class _MLPLoss:
         return x
 
     def weight_norm(self, x) -> np.ndarray:
-        """Euclidean norm of all parameters, sqrt(sum_i x_i^2) (M,)."""
-        return np.sqrt(np.sum(np.asarray(x, np.float64) ** 2, axis=1))
+        """Euclidean norm of all parameters, sqrt(sum_i x_i^2) (M,) float64 (x's array module)."""
+        xp = array_module(x)
+        return xp.sqrt(xp.sum(xp.asarray(x, np.float64) ** 2, axis=1))
 
     def _cast(self, name: str, dtype) -> np.ndarray:
         key = (name, np.dtype(dtype).str)
