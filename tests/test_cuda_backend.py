@@ -740,3 +740,142 @@ if SIM:
         for dtype in ("float32", "float64"):
             assert fused(w4, SGD(0.02, 32, momentum=0.9), dtype)
         assert not fused(w4, SGD(0.02, 256, momentum=0.9))      # 8 x 256 x 49 > 48 KiB
+
+
+# ---------------------------------------------------------------- records on the device
+# Device observables, the host fallback for observables that are not device-clean, and the
+# page-locked buffers of the host copies (`CudaBackend.record_observables`, `to_host`,
+# `DeviceRun.copy_to_host`); simulator only.
+
+if SIM:
+    from langevin_sim.simulation import _in_float64
+
+    def _advanced(pot, M=5, dtype="float64", **kw):
+        """A cuda Simulation of `pot` x overdamped Langevin, 2 steps in (state on the device)."""
+        sim = Simulation(pot, OverdampedLangevin(0.01, 0.3), M, backend="cuda", seed=1,
+                         dtype=dtype, **kw)
+        sim.advance(2, sync=False)
+        return sim
+
+    @pytest.mark.parametrize("name", sorted(POTENTIAL_CASES) + ["SphericalPSpin-planted"])
+    def test_device_observables_equal_the_host_computation(name):
+        """Every registered potential's observables run on the device (a float64 copy of the
+        device state, float32 widened as the host widens it) and equal `_in_float64` on the
+        host mirror: same keys, dtypes and shapes, values to float64 rounding (and the host
+        instance's caches never get the device's arrays: `device_copy`)."""
+        make = (lambda: SphericalPSpin(N=4, p=3, seed=1, planted=1.5)) \
+            if name == "SphericalPSpin-planted" else POTENTIAL_CASES[name]
+        for dtype in ("float64", "float32"):
+            sim = _advanced(make(), dtype=dtype)
+            run = sim.backend.device_run(sim)
+            assert "observables" not in run.pot.bridged, run.pot.bridged
+            energy = sim.backend.record_energy(sim)
+            got = sim.backend.record_observables(sim, energy)
+            sim.sync()
+            ref = _in_float64(sim.potential, sim.state["x"], energy)
+            assert set(got) == set(ref) and (bool(ref) == run.pot.observes), (name, got, ref)
+            if name == "SphericalPSpin-planted":
+                assert "overlap" in got
+            for k, v in ref.items():
+                assert isinstance(got[k], np.ndarray), (name, k, type(got[k]))
+                assert (got[k].dtype, got[k].shape) == (v.dtype, v.shape), (name, dtype, k)
+                np.testing.assert_allclose(got[k], v, rtol=1e-13, atol=1e-15,
+                                           err_msg=f"{name} {dtype} {k}")
+
+    def test_cuda_records_equal_numpy_records_with_diverged_replicas_nan_filled():
+        """A cuda run's records (energy, positions, observables; float and int) equal a numpy
+        run's, with a diverged replica's float entries NaN-filled the same way."""
+        cases = {"LinearRegression": (lambda: LinearRegression(n=12, d=3, seed=3), 2.5),
+                 "MultiWell": (POTENTIAL_CASES["MultiWell"], 1.5)}
+        for name, (make, eta) in cases.items():
+            pot = make()
+            init = pot.default_init(np.random.default_rng(1).normal(size=(5, pot.d)))
+            init[[1, 3]] *= 30
+            runs = {}
+            for b in ("numpy", "cuda"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")       # the divergence report
+                    runs[b] = Simulation(make(), OverdampedLangevin(eta, 0.1), 5, backend=b,
+                                         seed=2, init=init, divergence_bound=40.0).run(
+                        4, record_every=2, progress=False)
+            ref, got = runs["numpy"], runs["cuda"]
+            dead = ref.diverged_step >= 0
+            assert 0 < dead.sum() < 5, ref.diverged_step
+            np.testing.assert_array_equal(got.diverged_step, ref.diverged_step)
+            assert got.names == ref.names and len(ref.names) > 2, (got.names, ref.names)
+            for k in ref.names:
+                a, b = got[k][:], ref[k][:]
+                assert a.dtype == b.dtype and a.shape == b.shape, (name, k)
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=f"{name} {k}")
+                if b.dtype.kind == "f":
+                    assert np.isnan(a[-1][dead]).all() and not np.isnan(a[-1][~dead]).any(), k
+            ref.close()
+            got.close()
+
+    def test_observables_that_are_not_device_clean_run_on_the_host_with_one_warning():
+        """An observables method that converts to NumPy (TypeError on device arrays) or that
+        returns host arrays is computed on the host mirror, with one warning per class."""
+        class HostConversion(LinearRegression):
+            def observables(self, x, energy=None):
+                return {"weight_error": np.sum((np.asarray(x) - self.w_star) ** 2, axis=1)}
+
+        class HostResult(LinearRegression):
+            def observables(self, x, energy=None):
+                return {"zeros": np.zeros(len(x))}
+
+        for cls in (HostConversion, HostResult):
+            cuda_backend._warned.discard((cls.__name__, "observables"))
+            with warnings.catch_warnings(record=True) as rec:
+                warnings.simplefilter("always")
+                sims = [_advanced(cls(n=12, d=3, seed=3)) for _ in range(2)]
+                snaps = [s.snapshot() for s in sims]
+            msgs = [str(w.message) for w in rec if "cuda backend" in str(w.message)]
+            assert len(msgs) == 1 and f"{cls.__name__}.observables is not written" in msgs[0] \
+                and "every record" in msgs[0], msgs
+            run = sims[0].backend.device_run(sims[0])
+            assert set(run.pot.bridged) == {"observables"}, run.pot.bridged
+            assert sims[0].backend.record_observables(sims[0], snaps[0]["energy"]) is None
+            want = sims[0].potential.observables(sims[0].state["x"])
+            for k, v in want.items():
+                np.testing.assert_array_equal(snaps[0][k], v, err_msg=k)
+
+    def test_host_copies_go_through_the_runs_pinned_buffers(monkeypatch):
+        """Records and checkpoints copy the device state through page-locked buffers allocated
+        once per run (state arrays, divergence flags, energies) and reused at every record;
+        the host mirror stays the Simulation's own arrays.  The stand-in's get(out=) refuses
+        what CuPy refuses."""
+        allocated = []
+        empty_pinned = cuda_runtime.empty_pinned
+
+        def counting(shape, dtype):
+            allocated.append((tuple(shape), np.dtype(dtype)))
+            return empty_pinned(shape, dtype)
+        monkeypatch.setattr(cuda_runtime, "empty_pinned", counting)
+        make, dyn = PAIRS["DoubleWell-UnderdampedLangevin"]
+        sim = Simulation(make(), dyn, 5, backend="cuda", seed=3)
+        ref = Simulation(make(), dyn, 5, backend="numpy", seed=3)
+        host = dict(sim.state)
+        run, buffers = None, None
+        for _ in range(3):
+            sim.advance(2, sync=False)
+            ref.advance(2)
+            rec = sim.snapshot()
+            run = sim.backend.device_run(sim)
+            if buffers is None:
+                buffers = {k: id(v) for k, v in run.pinned.items()}
+            assert {k: id(v) for k, v in run.pinned.items()} == buffers
+            np.testing.assert_allclose(rec["positions"], ref.state["x"], rtol=1e-12)
+            np.testing.assert_allclose(rec["energy"], ref.snapshot()["energy"], rtol=1e-12)
+        assert set(buffers) == set(sim.state) | {"diverged_step", "energy"}
+        assert len(allocated) == len(buffers)                   # once per run
+        assert all(sim.state[k] is v and all(v is not b for b in run.pinned.values())
+                   for k, v in host.items())                    # the mirror is the host's own
+        xp = cuda_runtime.xp()
+        a = xp.asarray(np.arange(6.0).reshape(2, 3))
+        for out, err in ((np.empty((2, 3), np.float32), TypeError), ([0.0] * 6, TypeError),
+                         (np.empty((3, 2)), ValueError),
+                         (np.empty((2, 6))[:, ::2], RuntimeError)):
+            with pytest.raises(err):
+                a.get(out=out)
+        out = np.empty((2, 3))
+        assert a.get(out=out) is out and np.array_equal(out, np.arange(6.0).reshape(2, 3))

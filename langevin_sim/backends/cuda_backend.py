@@ -40,7 +40,9 @@ arrays moved to the device).  A method that is not written with the array module
 then runs on the host for every call, with a warning naming it: nothing falls back to the
 host silently.  `xp_clean_report()` lists which methods of which potentials are device-clean.
 A first-passage observer is updated after every step by `cuda_kernels.first_passage`.
-Records' energies are computed on the device (`CudaBackend.record_energy`).
+Records' energies and the potential's observables are computed on the device, in float64
+(`CudaBackend.record_energy`, `CudaBackend.record_observables`); the host mirror is refreshed
+through page-locked buffers allocated once per run (`DeviceRun.copy_to_host`).
 
 Results equal the NumPy reference to rounding (float64), with the same divergence flags;
 the random numbers are bit-identical (same Philox, same stream positions).
@@ -59,6 +61,7 @@ from ..dynamics import SGD, AdamW, OverdampedLangevin, UnderdampedLangevin
 from ..dynamics.adamw import complements
 from ..dynamics.langevin import baoab_coeffs, noise_scale
 from ..first_passage import STATE_KEYS as FP_KEYS
+from ..potentials.base import Potential
 from . import cuda_kernels as ck
 from . import cuda_runtime as rt
 from .numpy_backend import finite_and_bounded
@@ -115,13 +118,14 @@ class CudaBackend:
 
     def to_host(self, sim) -> None:
         """Copy the device state, divergence flags and first-passage arrays into the host
-        arrays of `sim` (in place), if the device moved on since the last copy."""
+        arrays of `sim` (in place, through the run's page-locked buffers), if the device
+        moved on since the last copy."""
         run = self._runs.get(sim)
         if run is None or not run.host_stale or not run.owns(sim):
             return
         for k, v in run.state.items():
-            _copy_to_host(v, sim.state[k])
-        _copy_to_host(run.dstep, sim.diverged_step)
+            run.copy_to_host(k, v, sim.state[k])
+        run.copy_to_host("diverged_step", run.dstep, sim.diverged_step)
         run.host_stale = False
 
     def upload(self, sim) -> None:
@@ -158,21 +162,23 @@ class CudaBackend:
         the reference computes it on a float64 copy of the host's); only the (M,) energies
         come back."""
         run = self.attach(sim)
-        xp = run.xp
-        e = xp.asarray(run.pot.energy(xp.asarray(run.state["x"], dtype=np.float64)),
-                       dtype=np.float64)
-        if out is None:
-            return rt.asnumpy(e)
-        _copy_to_host(e, out)
-        return out
+        e = run.xp.asarray(run.pot.energy(run.positions64()), dtype=np.float64)
+        return run.copy_to_host("energy", e, np.empty(e.shape, e.dtype) if out is None else out)
 
-
-def _copy_to_host(dev, host: np.ndarray) -> None:
-    """Device array -> the host array `host`, in place (directly when it is contiguous)."""
-    if host.flags.c_contiguous and host.dtype == dev.dtype and host.shape == dev.shape:
-        dev.get(out=host)
-    else:
-        host[...] = rt.asnumpy(dev)
+    def record_observables(self, sim, energy: np.ndarray) -> dict | None:
+        """The potential's observables {name: (M, ...)} of `sim`'s positions for a record, as
+        new host arrays: its own `observables` run on the device copy of the potential, on a
+        float64 copy of the device state (as the reference widens the host's) and the record's
+        energies `energy` (M,) float64.  None when its observables are not device-clean (the
+        run's probe warned once): the caller evaluates them on the host mirror."""
+        run = self.attach(sim)
+        pot = run.pot
+        if not pot.observes:
+            return {}
+        if "observables" in pot.bridged:
+            return None
+        obs = pot.dev.observables(run.positions64(), run.xp.asarray(energy, dtype=np.float64))
+        return {k: rt.asnumpy(v) for k, v in obs.items()}
 
 
 # ---------------------------------------------------------------- device state
@@ -195,6 +201,7 @@ class DeviceRun:
         self.bound = float(sim.divergence_bound)
         self.host_stale = False
         self.scratch: dict = {}
+        self.pinned: dict[str, np.ndarray] = {}    # page-locked host buffers (`copy_to_host`)
         self.perm_epoch, self.perms = None, None
         fp = getattr(sim, "first_passage", None)
         self.regions = None
@@ -234,6 +241,22 @@ class DeviceRun:
         old = self.state[name]
         self.state[name] = new
         self.scratch[name] = old
+
+    def positions64(self):
+        """The positions x (M, d) as a float64 device array (a widened copy of a float32
+        state; the state itself in float64): what records evaluate the potential on."""
+        return self.xp.asarray(self.state["x"], dtype=np.float64)
+
+    def copy_to_host(self, name: str, dev, host: np.ndarray) -> np.ndarray:
+        """Copy the device array `dev` into the host array `host` (in place, any layout;
+        returned): a DMA copy into the run's page-locked buffer `name` (allocated on first
+        use, reused at every record and checkpoint), then a host-side copy into `host`."""
+        buf = self.pinned.get(name)
+        if buf is None or buf.shape != dev.shape or buf.dtype != dev.dtype:
+            buf = self.pinned[name] = rt.empty_pinned(dev.shape, dev.dtype)
+        dev.get(out=buf)
+        host[...] = buf
+        return host
 
     def device(self, a):
         """`a` as a C-contiguous device array in the state's dtype."""
@@ -487,12 +510,13 @@ def xp_reference_step(run: DeviceRun, dyn, t: int) -> None:
 def device_copy(potential, xp):
     """A shallow copy of `potential` whose NumPy arrays (attributes, and arrays held in dict
     attributes such as dtype caches) are device arrays: the instance data lives on the device
-    and the potential's own methods run there when they use the array module of x."""
+    and the potential's own methods run there when they use the array module of x.  Every
+    dict attribute is the copy's own (a cache filled on the device never reaches the host)."""
     dev = copy.copy(potential)
     for k, v in vars(potential).items():
         if isinstance(v, np.ndarray):
             setattr(dev, k, xp.asarray(v))
-        elif isinstance(v, dict) and any(isinstance(u, np.ndarray) for u in v.values()):
+        elif isinstance(v, dict):
             setattr(dev, k, {kk: xp.asarray(u) if isinstance(u, np.ndarray) else u
                              for kk, u in v.items()})
     return dev
@@ -502,14 +526,19 @@ class DevicePotential:
     """The potential as the device steps see it: `device_copy` of it, and for each method a
     probe: a method that raises TypeError on device arrays (a host conversion, or NumPy
     arrays mixed in: what CuPy refuses) or returns host arrays runs on the host instead,
-    with one warning per (class, method) naming it.  Other attributes come from the copy."""
+    with one warning per (class, method) naming it.  Other attributes come from the copy.
+    `observes`: whether the potential has observables (records take them on the device
+    unless "observables" is in `bridged`)."""
 
     def __init__(self, potential, xp, x_probe, dynamics, all_methods: bool):
         self.host, self.xp = potential, xp
         self.dev = device_copy(potential, xp)
         self.bridged: dict[str, str] = {}
         self.cache: dict = {}     # fused kernels' device tables of this potential (by key)
+        self.observes = type(potential).observables is not Potential.observables
         needed = ["grad", "energy"]   # energy: records (`CudaBackend.record_energy`)
+        if self.observes:
+            needed.append("observables")   # records (`CudaBackend.record_observables`)
         if getattr(dynamics, "batch_size", None) is not None:
             needed.append("grad_batch")
         if getattr(dynamics, "label_noise", 0) > 0:
@@ -526,11 +555,11 @@ class DevicePotential:
                     warnings.warn(f"cuda backend: {key[0]}.{name.replace('_batch', '')}"
                                   f"{'(x, batch)' if name == 'grad_batch' else ''} is not written "
                                   f"with the array module of x ({why}); it runs on the host at "
-                                  f"every {'record' if name == 'energy' else 'step'} (correct, "
-                                  "slower): see docs/gpu.md", stacklevel=4)
+                                  f"every {'record' if name in RECORD_METHODS else 'step'} "
+                                  "(correct, slower): see docs/gpu.md", stacklevel=4)
 
     def __getattr__(self, name):
-        if name in ("host", "xp", "dev", "bridged", "cache") or name.startswith("__"):
+        if name in ("host", "xp", "dev", "bridged", "cache", "observes") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dev, name)
 
@@ -569,15 +598,21 @@ class DevicePotential:
         return self.dev.retract(x)
 
 
+RECORD_METHODS = ("energy", "observables")   # the methods only records call
+
+
 def probe(dev, name: str, x, xp) -> str:
     """'' when method `name` of the device copy `dev` runs on device arrays and returns
-    device arrays, else why not (one line)."""
+    device arrays (every value of a returned dict), else why not (one line).  Observables
+    are probed on a float64 copy of x, as records call them."""
     calls = {"grad": lambda: dev.grad(x),
              "grad_batch": lambda: dev.grad(x, xp.asarray(np.zeros((x.shape[0], 1), np.int64))),
              "grad_noisy_labels": lambda: dev.grad_noisy_labels(
                  x, xp.asarray(np.zeros((x.shape[0], 1), np.int64)),
                  xp.asarray(np.zeros((x.shape[0], 1), x.dtype))),
              "energy": lambda: dev.energy(x),
+             "observables": lambda: dev.observables(xp.asarray(x, dtype=np.float64),
+                                                    xp.zeros(x.shape[0], np.float64)),
              "project": lambda: dev.project(x, x),
              "retract": lambda: dev.retract(x),
              "hvp": lambda: dev.hvp(x, x)}
@@ -586,13 +621,16 @@ def probe(dev, name: str, x, xp) -> str:
             out = calls[name]()
     except (TypeError, AttributeError) as e:
         return f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
-    outs = out if isinstance(out, tuple) else (out,)
-    if not all(isinstance(o, xp.ndarray) for o in outs):
-        return f"returns {type(outs[0]).__module__}.{type(outs[0]).__name__}, not a device array"
+    outs = tuple(out.values()) if isinstance(out, dict) else out if isinstance(out, tuple) \
+        else (out,)
+    bad = [o for o in outs if not isinstance(o, xp.ndarray)]
+    if bad:
+        return f"returns {type(bad[0]).__module__}.{type(bad[0]).__name__}, not a device array"
     return ""
 
 
-def xp_clean_report(potentials, methods=("energy", "grad", "grad_batch", "hvp")) -> dict:
+def xp_clean_report(potentials, methods=("energy", "grad", "grad_batch", "hvp",
+                                         "observables")) -> dict:
     """{(class name, method): '' if device-clean else why} for instances `potentials`, with
     their arrays on the device (`device_copy`), probed on 2 default-initialized replicas."""
     xp = rt.xp()

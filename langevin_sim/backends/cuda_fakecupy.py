@@ -9,6 +9,8 @@ array and behaves like a CuPy array where that matters for correctness on a real
 - a NumPy array mixed into an operation, a ufunc or a module function raises TypeError, as
   CuPy does ("Unsupported type <class 'numpy.ndarray'>"); NumPy and Python scalars are fine;
 - full reductions return 0-d arrays, not NumPy scalars;
+- ``get(out=...)`` refuses an `out` of another dtype or shape, or not contiguous, as CuPy
+  does; `empty_pinned` stands in for ``cupyx.empty_pinned`` (a plain NumPy array here);
 - NumPy functions applied to it dispatch here (``__array_function__`` / ``__array_ufunc__``),
   as they dispatch to CuPy.
 
@@ -85,11 +87,23 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
         raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use "
                         "`.get()` to construct a NumPy array explicitly.")
 
-    def get(self, stream=None, out=None):
-        if out is not None:
-            out[...] = self._a
-            return out
-        return self._a.copy()
+    def get(self, stream=None, order="C", out=None):
+        """A host copy (into `out` when given), refusing the `out` CuPy refuses: not a NumPy
+        array, another dtype or shape, or neither C- nor F-contiguous."""
+        if out is None:
+            return np.array(self._a, order=order, copy=True)
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"Only numpy.ndarray can be obtained from cupy.ndarray, not "
+                            f"{type(out).__name__}")
+        if out.dtype != self.dtype:
+            raise TypeError(f"{out.dtype} array cannot be obtained from {self.dtype} array")
+        if out.shape != self.shape:
+            raise ValueError(f"Shape mismatch. Expected shape: {self.shape}, actual shape: "
+                             f"{out.shape}")
+        if not (out.flags.c_contiguous or out.flags.f_contiguous):
+            raise RuntimeError("`out` cannot be specified when copying to non-contiguous ndarray")
+        out[...] = self._a
+        return out
 
     # -- dispatch ------------------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kw):
@@ -177,8 +191,13 @@ def _host_ok(v):
 def asnumpy(a, stream=None, out=None):
     """A NumPy copy of a device array (NumPy input is returned as a NumPy array)."""
     if isinstance(a, ndarray):
-        return a.get(out=out)
+        return a.get(stream=stream, out=out)
     return np.array(a, copy=True)
+
+
+def empty_pinned(shape, dtype=float, order="C") -> np.ndarray:
+    """`cupyx.empty_pinned`: an uninitialized NumPy array (page-locked on a GPU; plain here)."""
+    return np.empty(shape, dtype, order)
 
 
 def get_array_module(*args):

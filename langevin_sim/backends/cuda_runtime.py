@@ -95,6 +95,17 @@ def is_fake(mod) -> bool:
     return bool(getattr(mod, "FAKE", False))
 
 
+def empty_pinned(shape: tuple, dtype) -> np.ndarray:
+    """An uninitialized C-contiguous NumPy array of `shape` and `dtype` in page-locked host
+    memory (`cupyx.empty_pinned`; the stand-in's plain array in simulator mode): the target
+    of device -> host copies at full bus bandwidth (`ndarray.get(out=...)`)."""
+    mod = xp()
+    if is_fake(mod):
+        return mod.empty_pinned(shape, dtype)
+    import cupyx
+    return cupyx.empty_pinned(shape, dtype)
+
+
 # ---------------------------------------------------------------- availability
 
 def _import_cupy():
