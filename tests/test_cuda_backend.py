@@ -494,7 +494,7 @@ if SIM:
         and temperature schedules, replicas started far out that diverge, an uneven
         first_replica split): bit for bit the reference in float64 (float32 to rounding;
         under the simulator bit for bit as well), the same divergence flags."""
-        from langevin_sim.kernels import double_well as dwk
+        from langevin_sim.kernels import rows
 
         no_generic_steps(monkeypatch)
         M, d = 7, 2
@@ -504,7 +504,7 @@ if SIM:
         kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=1e6)
         ref = Simulation(make(), dyn, M, backend="numpy", **kw)
         whole = Simulation(make(), dyn, M, backend="cuda", **kw)
-        assert cuda_backend.fused_kernel(whole).__module__ == dwk.__name__
+        assert cuda_backend.fused_kernel(whole) is rows.advance
         parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
                             **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 2), (2, 5))]
         for K in (3, 1, 6, 4):
@@ -522,6 +522,72 @@ if SIM:
                                            err_msg=k)
             np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
                                           whole.state[k], err_msg=f"partition, {k}")
+
+    ROW_CASES = {   # every dynamics of the row kernels, each on another row family
+        "overdamped": (lambda: MultiWell(centers=[[-1, 0, 0], [1, 0.5, 0]], softness=0.2,
+                                         spectra=[[1, 2, 3], [2, 2, 4]]),
+                       OverdampedLangevin(Schedule("linear", 0.05, 0.02, 12), 0.4)),
+        "baoab": (lambda: ScaleSymmetric(depth=3, n=4, noise=0.1, seed=1),
+                  UnderdampedLangevin(0.05, 1.3, Schedule("cosine", 0.5, 0.2, 9), mass=1.5)),
+        "heun": (POTENTIAL_CASES["ShiftedMultiWell"],
+                 Heun(Schedule("linear", 0.05, 0.02, 12), 0.4)),
+        "lm": (lambda: Valley(d=3, profile="table", nodes_s=[-1.0, 0.0, 0.5, 2.0],
+                              nodes_k=[1.0, 3.0, 2.0, 4.0], bounds=(-0.8, 1.5)),
+               LeimkuhlerMatthews(0.05, Schedule("cosine", 0.5, 0.2, 9))),
+        "sgd": (POTENTIAL_CASES["ShiftedMultiWell"],
+                SGD(Schedule("linear", 0.05, 0.02, 12), None, momentum=0.5, weight_decay=1e-2,
+                    temperature=0.1, grad_noise=0.05)),
+        "adamw": (POTENTIAL_CASES["MultiWell"], AdamW(0.05, None, weight_decay=0.01)),
+    }
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("case", list(ROW_CASES))
+    def test_row_kernels_equal_reference(case, dtype, monkeypatch):
+        """Every dynamics of `kernels.rows` (full-batch SGD with momentum, weight decay,
+        temperature and grad_noise; AdamW), run by the row kernel in several calls, with
+        schedules and two replicas started beyond the bound that freeze: the reference's states to
+        rounding (the row gradients sum in another order than BLAS), the same divergence
+        flags, and an uneven first_replica split bit for bit the whole run."""
+        from langevin_sim.kernels import rows
+
+        no_generic_steps(monkeypatch)
+        make, dyn = ROW_CASES[case]
+        M, d = 7, make().d
+        init = np.random.default_rng(3).uniform(-1.0, 1.0, (M, d))
+        init[[1, 5], [0, d - 1]] = [3e6, -5e6]            # these leave the bound at once
+        kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=1e6)
+        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
+        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        assert cuda_backend.fused_kernel(whole) is rows.advance
+        parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
+                            **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 2), (2, 5))]
+        with np.errstate(all="ignore"):
+            for K in (3, 1, 4):
+                for s in [ref, whole] + parts:
+                    s.advance(K)
+        assert (ref.diverged_step[[1, 5]] > 0).all() and (ref.diverged_step >= 0).sum() == 2
+        np.testing.assert_array_equal(whole.diverged_step, ref.diverged_step)
+        tol = 1e-10 if dtype == "float64" else 2e-4
+        for k in ref.state:
+            live = ref.diverged_step < 0
+            np.testing.assert_allclose(whole.state[k][live], ref.state[k][live], rtol=tol,
+                                       atol=tol, err_msg=k)
+        assert_split_matches(parts, whole, make(), what=case)
+
+    def test_row_kernels_decline_what_they_do_not_run():
+        """Minibatches and label noise of a finite sum, MALA and d > MAX_D take the generic
+        path; full-batch SGD on a finite sum runs fused."""
+        from langevin_sim.kernels import rows
+
+        shifted = POTENTIAL_CASES["ShiftedMultiWell"]
+        fused = lambda pot, dyn: cuda_backend.fused_kernel(   # noqa: E731
+            Simulation(pot, dyn, 2, backend="cuda")) is rows.advance
+        assert fused(shifted(), SGD(0.01, None))
+        assert not fused(shifted(), SGD(0.01, 2))
+        assert not fused(ScaleSymmetric(depth=3, n=4, seed=1), SGD(0.01, None, label_noise=0.1))
+        assert not fused(shifted(), MALA(0.01, 0.5))
+        assert fused(DoubleWell(d=rows.MAX_D), OverdampedLangevin(0.01, 0.5))
+        assert not fused(DoubleWell(d=rows.MAX_D + 1), OverdampedLangevin(0.01, 0.5))
 
     def test_fused_double_well_first_passage_and_resume(tmp_path, monkeypatch):
         """The fused kernels update first-passage observers (bit for bit the reference's

@@ -274,17 +274,19 @@ PTX_CODE = textwrap.dedent("""
 
     # the row kernels of the cuda backend (`kernels.rows`, with rng's libdevice primitives):
     # DoubleWell's two Langevin kernels, every dynamics on the wells (the largest row gradient,
-    # a tuple of arrays as args), ScaleSymmetric's overdamped one
+    # a tuple of arrays as args), ScaleSymmetric's and Valley's overdamped ones
     from numba import int64, uint64, types as nt
     from langevin_sim.kernels import rows
-    from langevin_sim.potentials import DoubleWell, MultiWell, ScaleSymmetric
+    from langevin_sim.potentials import DoubleWell, MultiWell, ScaleSymmetric, Valley
     I1, I2, F1, F2 = int64[::1], int64[:, ::1], float64[::1], float64[:, ::1]
     WELLS = nt.Tuple((F2, float64[:, :, ::1], F1, float64, F2))
     cases = [(DoubleWell, k, ft, nt.UniTuple(ft, 4)) for k in (rows.OVERDAMPED, rows.BAOAB)
              for ft in (float32, float64)]
     cases += [(MultiWell, k, float32, WELLS) for k in range(len(rows.RULES))]
+    VALLEY = nt.Tuple((int64, float64, int64) + (float64,) * 3 + (F1, F1) + (float64,) * 3 + (F1,))
     cases += [(MultiWell, rows.OVERDAMPED, float64, WELLS),
-              (ScaleSymmetric, rows.OVERDAMPED, float64, nt.UniTuple(float64, 3))]
+              (ScaleSymmetric, rows.OVERDAMPED, float64, nt.UniTuple(float64, 3)),
+              (Valley, rows.OVERDAMPED, float32, VALLEY)]
     for pcls, kind, ft, args in cases:
         W = ft[:, ::1]
         k = rows.row_kernel(pcls, kind, ft is float32, 2)

@@ -71,6 +71,20 @@ def sqrt_scalar(x):
     return math.sqrt(x)
 
 
+def exp_scalar(x):
+    """Scalar exponential for compiled targets (numba-cuda compiles no np.exp)."""
+    return math.exp(x)
+
+
+def table_index_scalar(nodes, s):
+    """Scalar form of `potentials.manifolds.table_index`: the last i <= n - 2 with
+    nodes[i] <= s, by a scan (short tables)."""
+    i = 0
+    while i < nodes.shape[0] - 2 and nodes[i + 1] <= s:
+        i += 1
+    return i
+
+
 def bitcast(src, dst):
     """An intrinsic reinterpreting the bits of a `src` value (after conversion to src) as
     `dst` (numba types of equal width): one LLVM bitcast, free when vectorized."""
@@ -104,7 +118,8 @@ def set_column_loop(a, j, v):
 
 # Scalar forms of the reference's array primitives, per target: any target that compiles
 # Python control flow (numba-cuda, its simulator), and the CPU.
-PRIMITIVES = {"select": select_scalar, "sqrt": sqrt_scalar}
+PRIMITIVES = {"select": select_scalar, "sqrt": sqrt_scalar, "exp": exp_scalar,
+              "table_index": table_index_scalar}
 CPU_PRIMITIVES = dict(PRIMITIVES, select=select_cpu, row_sum=row_sum_loop,
                       set_column=set_column_loop,
                       float_bits=bitcast(nbtypes.float64, nbtypes.int64),

@@ -11,10 +11,10 @@ serves it now.
 The wells' block products call BLAS (run single-threaded by the drivers).
 
 On "cuda" the row kernels of `kernels.rows` run every dynamics on the row gradients below
-(`STEPS`): ScaleSymmetric's and the wells' (MultiWell: one zero shift; ShiftedMultiWell: the
-mean over its shifts), in float64, the reference's operations per row (the products H (x - c)
-in order instead of BLAS: equal to rounding).  Valley has none yet (the generic path runs it:
-its `valley_point` calls np.exp and np.searchsorted, which numba-cuda does not compile).
+(`STEPS`): ScaleSymmetric's, Valley's (the reference's `valley_point`, compiled with its
+primitives `exp`, `sqrt`, `table_index`) and the wells' (MultiWell: one zero shift;
+ShiftedMultiWell: the mean over its shifts), in float64, the reference's operations per row
+(the wells' products H (x - c) in order instead of BLAS: equal to rounding).
 """
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ import numpy as np
 
 from ..backends.jit import compile_functions, ijit, jit
 from ..potentials import manifolds, multiwell
-from ..potentials.manifolds import ScaleSymmetric, Valley
+from ..potentials.manifolds import (ScaleSymmetric, Valley, valley_point)
+from ..potentials.manifolds import (  # noqa: F401  (step functions: `STEPS` names them)
+    exp, profile_value, sqrt, table_index, valley_coords)
 from ..potentials.multiwell import MultiWell, ShiftedMultiWell
 from .drivers import Hooks, family
 from .rows import row_family
@@ -48,6 +50,23 @@ def scale_symmetric_grad_row(x, g, w, args):
         a = np.float64(x[j])
         g[j] = r * (w[0, j] * right) + l2 * a
         right = right * a
+
+
+def valley_grad_row(x, g, w, args):
+    """g (d,) float64 <- Valley's gradient at one replica x (d,), as `valley_rows` (w unused);
+    args: `Valley.coefficients()`."""
+    curve, radius, kind, k0, alpha, omega, nodes_s, nodes_k, s_lo, s_hi, wall, wt = args
+    d = x.shape[0]
+    rest = 0.0
+    for i in range(2, d):
+        y = np.float64(x[i])
+        rest += wt[i - 1] * y * y
+    e, g1, g2, s, k = valley_point(np.float64(x[0]), np.float64(x[1]), rest, curve, radius, kind,
+                                   k0, alpha, omega, nodes_s, nodes_k, s_lo, s_hi, wall, wt[0])
+    g[0] = g1
+    g[1] = g2
+    for i in range(2, d):
+        g[i] = k * wt[i - 1] * np.float64(x[i])
 
 
 def wells_grad_row(x, g, w, args):
@@ -89,7 +108,8 @@ def wells_grad_row(x, g, w, args):
         g[a] = g[a] / n
 
 
-STEPS = ("scale_symmetric_grad_row", "wells_grad_row")
+STEPS = ("exp", "sqrt", "table_index", "profile_value", "valley_coords", "valley_point",
+         "scale_symmetric_grad_row", "valley_grad_row", "wells_grad_row")
 
 # row_sum, set_column: the CPU's loops (backends/jit.py CPU_PRIMITIVES), not Numba's axis sum
 # and column assignment, whose error formatting compiled for seconds in every pair
@@ -97,7 +117,8 @@ blocks = compile_functions(manifolds, ["layer_products", "scale_symmetric_grad",
                                        "set_column"])
 # Valley point by point: its reference's elementwise functions compiled on scalars, inlined
 # into the row loop of `valley_rows` (compiled on arrays, `valley_fields` took ~5 s cold)
-point = compile_functions(manifolds, ["profile_value", "valley_coords", "valley_point"], ijit)
+point = compile_functions(manifolds, ["exp", "sqrt", "table_index", "profile_value",
+                                      "valley_coords", "valley_point"], ijit)
 wells = compile_functions(multiwell, ["well_quadratic", "multiwell_fields", "row_sum"])
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
@@ -249,5 +270,6 @@ def wells_args(pot: MultiWell, xp, dtype) -> tuple:
 
 row_family(ScaleSymmetric, "scale_symmetric_grad_row",
            lambda pot, xp, dtype: (float(pot.sxx), float(pot.sxy), float(pot.l2)))
+row_family(Valley, "valley_grad_row", lambda pot, xp, dtype: pot.coefficients(xp))
 row_family(MultiWell, "wells_grad_row", wells_args, scratch=2)
 row_family(ShiftedMultiWell, "wells_grad_row", wells_args, scratch=2)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import rng
 from ..errors import ConfigError
-from ..rng import row_sum, set_column
+from ..rng import row_sum, set_column, sqrt
 from .base import Potential, array_module
 
 
@@ -215,6 +215,19 @@ CURVES = {"line": 0, "circle": 1}
 PROFILES = {"exp": 0, "cos": 1, "table": 2}
 
 
+def exp(x):
+    """e^x (compiled targets: `math.exp` on scalars, backends/jit.py PRIMITIVES; numba-cuda
+    compiles no np.exp)."""
+    return np.exp(x)
+
+
+def table_index(nodes, s):
+    """Index i (0 .. n - 2) of the table interval [nodes[i], nodes[i + 1]] holding s, for s
+    within [nodes[0], nodes[n - 1]] (compiled targets: a scan, backends/jit.py PRIMITIVES;
+    numba-cuda compiles no np.searchsorted)."""
+    return np.minimum(np.searchsorted(nodes, s, side="right") - 1, nodes.shape[0] - 2)
+
+
 def profile_value(s, kind, k0, alpha, omega, nodes_s, nodes_k):
     """Curvature profile k(s) and its derivatives k'(s), k''(s) at arclength s.
 
@@ -223,16 +236,16 @@ def profile_value(s, kind, k0, alpha, omega, nodes_s, nodes_k):
     between nodes; k' jumps at the nodes).
     """
     if kind == 0:
-        k = k0 * np.exp(alpha * s)
+        k = k0 * exp(alpha * s)
         return k, alpha * k, alpha * alpha * k
     if kind == 1:
         c = np.cos(omega * s)
         w = alpha * omega * np.sin(omega * s)
-        k = k0 * np.exp(alpha * c)
+        k = k0 * exp(alpha * c)
         return k, -w * k, (w * w - alpha * omega * omega * c) * k
     n = nodes_s.shape[0]
     sc = np.minimum(np.maximum(s, nodes_s[0]), nodes_s[n - 1])
-    i = np.minimum(np.searchsorted(nodes_s, sc, side="right") - 1, n - 2)
+    i = table_index(nodes_s, sc)
     slope = (nodes_k[i + 1] - nodes_k[i]) / (nodes_s[i + 1] - nodes_s[i])
     dk = slope * (s == sc)
     return nodes_k[i] + slope * (sc - nodes_s[i]), dk, 0.0 * dk
@@ -246,7 +259,7 @@ def valley_coords(x1, x2, curve, radius):
     """
     if curve == 0:
         return x1 * 1.0, x2 * 1.0
-    return radius * np.arctan2(x2, x1), np.sqrt(x1 * x1 + x2 * x2) - radius
+    return radius * np.arctan2(x2, x1), sqrt(x1 * x1 + x2 * x2) - radius
 
 
 def valley_point(x1, x2, rest, curve, radius, kind, k0, alpha, omega, nodes_s, nodes_k, s_lo,
