@@ -274,25 +274,27 @@ PTX_CODE = textwrap.dedent("""
 
     # the row kernels of the cuda backend (`kernels.rows`, with rng's libdevice primitives):
     # DoubleWell's two Langevin kernels, every dynamics on the wells (the largest row gradient,
-    # a tuple of arrays as args), ScaleSymmetric's and Valley's overdamped ones
+    # a tuple of arrays as args), ScaleSymmetric's MALA and minibatch SGD, Valley's overdamped
     from numba import int64, uint64, types as nt
     from langevin_sim.kernels import rows
     from langevin_sim.potentials import DoubleWell, MultiWell, ScaleSymmetric, Valley
     I1, I2, F1, F2 = int64[::1], int64[:, ::1], float64[::1], float64[:, ::1]
     WELLS = nt.Tuple((F2, float64[:, :, ::1], F1, float64, F2))
-    cases = [(DoubleWell, k, ft, nt.UniTuple(ft, 4)) for k in (rows.OVERDAMPED, rows.BAOAB)
+    cases = [(DoubleWell, k, ft, nt.UniTuple(ft, 7)) for k in (rows.OVERDAMPED, rows.BAOAB)
              for ft in (float32, float64)]
     cases += [(MultiWell, k, float32, WELLS) for k in range(len(rows.RULES))]
+    cases += [(ScaleSymmetric, rows.SGD_, float64, nt.Tuple((float64,) * 3 + (F1, F1)), s)
+              for s in (rows.IID, rows.EPOCH)]
     VALLEY = nt.Tuple((int64, float64, int64) + (float64,) * 3 + (F1, F1) + (float64,) * 3 + (F1,))
     cases += [(MultiWell, rows.OVERDAMPED, float64, WELLS),
-              (ScaleSymmetric, rows.OVERDAMPED, float64, nt.UniTuple(float64, 3)),
+              (ScaleSymmetric, rows.MALA_, float64, nt.Tuple((float64,) * 3 + (F1, F1))),
               (Valley, rows.OVERDAMPED, float32, VALLEY)]
-    for pcls, kind, ft, args in cases:
+    for pcls, kind, ft, args, *samp in cases:
         W = ft[:, ::1]
-        k = rows.row_kernel(pcls, kind, ft is float32, 2)
-        ptx, _ = cuda.compile_ptx(k.py_func, (W, W, W, I1, int64, int64, uint64, uint64, uint64,
-                                              F1, F1) + (float64,) * 5 + (args, I1, F2, F1) +
-                                  (I2,) * 5, cc=(9, 0))
+        k = rows.row_kernel(pcls, kind, ft is float32, 2, *samp, *(3,) * len(samp))
+        ptx, _ = cuda.compile_ptx(k.py_func, (W, W, W, F1, F1, I1, int64, int64, uint64,
+                                              uint64, uint64, F1, F1) + (float64,) * 5 +
+                                  (args, I2, int64, I1, F2, F1) + (I2,) * 5, cc=(9, 0))
         if pcls is DoubleWell:   # the replica's lanes stay in registers (the kernel's body
             body = ptx[ptx.index(".entry"):]          # has no local depot; libdevice's trig
             body = body[:body.find("\\n.func") % (len(body) + 1)]   # slow path has its own)

@@ -7,15 +7,15 @@ Layout:
                           every family uses (in-kernel normals, divergence freezing, step
                           coefficients, SGD and overdamped row updates, first-passage regions)
     double_well.py        DoubleWell x OverdampedLangevin, UnderdampedLangevin (CPU); its row
-                          gradient for `rows`
+                          function for `rows`
     quadratic.py          Quadratic x OverdampedLangevin, UnderdampedLangevin
     linear_regression.py  LinearRegression: hooks only (every dynamics by the generic drivers)
     pspin.py              SphericalPSpin x OverdampedLangevin
     toynets.py            TeacherStudentMLP, ModularArithmeticMLP x SGD, AdamW
     manifolds.py          ScaleSymmetric, Valley, MultiWell, ShiftedMultiWell: hooks and row
-                          gradients only
+                          functions only
     rows.py               "cuda": one fused kernel per dynamics for every family that gives a
-                          row gradient (`rows.row_family`), compiled from the family's `grad_row`
+                          row function (`rows.row_family`): its loss and gradient at one replica
     drivers.py            every other pair: one generic driver per dynamics, compiled per family
                           from the family's block hooks (`drivers.Hooks`, at the end of each
                           family module)
@@ -35,8 +35,9 @@ Adding a fused kernel for a new pair touches the potential family's module only:
 3. its adapter ``fn(sim, t0, K, k0, k1)``, decorated ``@register(Potential, Dynamics, "numba")``
    (``first_passage=True`` only if it updates first-passage observers).
 
-On "cuda", a low-dimensional family needs only its row gradient: a step function
-``grad_row(x, g, w, args)`` named in `STEPS`, registered with `rows.row_family` (see `rows`).
+On "cuda", a low-dimensional family needs only its row function: a step function
+``row(x, g, w, args, idx, nb, energy)`` named in `STEPS`, registered with `rows.row_family`
+(see `rows`).
 A new family is a new module here, added to the import line below.  Test the pair against the
 reference as tests/test_backends.py does (add it to its `PAIRS`), and its step functions
 under the CUDA simulator as tests/test_cudasim.py does.

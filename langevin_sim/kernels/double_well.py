@@ -22,7 +22,7 @@ from ..backends.registry import register
 from ..dynamics import OverdampedLangevin, UnderdampedLangevin
 from ..first_passage import STATE_KEYS as FP_KEYS
 from ..potentials import double_well as potentials_double_well
-from ..potentials.double_well import DoubleWell, dw_grad
+from ..potentials.double_well import DoubleWell, dw_energy, dw_grad
 from .common import (BAOAB, CHUNK, OVERDAMPED, TILE, TILE_CALL_STEPS, baoab_first, baoab_last,
                      compile_steps, fill_noise_tile, fill_noise_tile_d1, freeze_tile,
                      langevin_step_table, like, no_regions, noise_buffer, overdamped_lane,
@@ -47,15 +47,20 @@ def baoab_step(x, p, g, z, h, inv_m, c1, c2, c, a2, k, tilt):
     return x, baoab_last(p, g, h), g
 
 
-def dw_grad_row(x, g, w, args):
-    """g (d,) float64 <- grad U of one replica x (d,), `dw_grad` per coordinate in x's dtype;
-    args: `DoubleWell.grad_coeffs` in x's dtype (`kernels.rows`; w unused)."""
-    c, a2, k, tilt = args
+def dw_row(x, g, w, args, idx, nb, energy):
+    """U (float64) of one replica x (d,), and its gradient into g (d,) float64: `dw_grad` per
+    coordinate in x's dtype (`kernels.rows`; w, idx, nb unused: no samples); args: `dw_args`
+    in x's dtype; U summed in float64 as `dw_energy_block`, only when `energy`."""
+    c, a2, k, tilt, center, a, barrier = args
+    u = 0.0
     for i in range(x.shape[0]):
         g[i] = dw_grad(x[i], c, a2, k, tilt)
+        if energy:
+            u += np.float64(dw_energy(x[i], center, a, barrier, tilt))
+    return u
 
 
-STEPS = ("dw_grad", "overdamped_step", "baoab_step", "dw_grad_row")
+STEPS = ("dw_grad", "dw_energy", "overdamped_step", "baoab_step", "dw_row")
 
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
@@ -239,13 +244,6 @@ def _baoab_double_well(sim, t0, K, k0, k1):
     _double_well(sim, t0, K, k0, k1, BAOAB, ("x", "p", "g"), float(dyn.friction), float(dyn.mass))
 
 
-# ---------------------------------------------------------------- CUDA kernels (backend "cuda")
-# Every dynamics (first-passage observers included) runs `kernels.rows` on `dw_grad_row`.
-
-row_family(DoubleWell, "dw_grad_row",
-           lambda pot, xp, dtype: tuple(np.dtype(dtype).type(v) for v in pot.grad_coeffs))
-
-
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
 # Heun, Leimkuhler-Matthews, MALA and full-batch SGD / AdamW run `kernels.drivers` on these.
 
@@ -272,3 +270,9 @@ def dw_args(pot: DoubleWell, dtype) -> tuple:
 
 
 family(DoubleWell, Hooks(dw_grad_block, dw_energy_block, dw_args))
+
+
+# ---------------------------------------------------------------- CUDA (backend "cuda")
+# Every dynamics (first-passage observers included) runs `kernels.rows` on `dw_row`.
+
+row_family(DoubleWell, "dw_row", lambda pot, xp, dtype: dw_args(pot, dtype))

@@ -34,27 +34,47 @@ from .rows import row_family
 
 # ---------------------------------------------------------------- row gradients, every target
 
-def scale_symmetric_grad_row(x, g, w, args):
-    """g (k,) float64 <- r q_j + l2 a_j of one replica a = x (k,) as `scale_symmetric_grad`
-    (p and q_j by prefix and suffix products, in float64); w[0]: the prefix products;
-    args: (sxx, sxy, l2)."""
-    sxx, sxy, l2 = args
+def scale_symmetric_row(x, g, w, args, idx, nb, energy):
+    """U (float64, when `energy`) of one replica a = x (k,) and its gradient r q_j + l2 a_j
+    into g (k,) float64, over the samples idx[:nb] (nb = 0: all, r = sxx p - sxy as
+    `scale_symmetric_grad`; else r = mean_s (p x_s - y_s) x_s as `scale_symmetric_batch_grad`),
+    p and q_j by prefix and suffix products; w[0]: the prefix products; args: (sxx, sxy, l2,
+    inputs (n,), targets (n,)) in float64."""
+    sxx, sxy, l2, xin, y = args
     k = x.shape[0]
     left = 1.0
     for j in range(k):
         w[0, j] = left
         left = left * np.float64(x[j])
-    r = sxx * left - sxy
+    if nb == 0:
+        r = sxx * left - sxy
+    else:
+        r = 0.0
+        for b in range(nb):
+            s = idx[b]
+            r += (left * xin[s] - y[s]) * xin[s]
+        r = r / nb
     right = 1.0
+    aa = 0.0
     for j in range(k - 1, -1, -1):
         a = np.float64(x[j])
         g[j] = r * (w[0, j] * right) + l2 * a
         right = right * a
+        aa += a * a
+    u = 0.0
+    if energy:
+        n = xin.shape[0] if nb == 0 else nb
+        for b in range(n):
+            s = b if nb == 0 else idx[b]
+            res = left * xin[s] - y[s]
+            u += res * res
+        u = 0.5 * (u / n) + 0.5 * l2 * aa
+    return u
 
 
-def valley_grad_row(x, g, w, args):
-    """g (d,) float64 <- Valley's gradient at one replica x (d,), as `valley_rows` (w unused);
-    args: `Valley.coefficients()`."""
+def valley_row(x, g, w, args, idx, nb, energy):
+    """U (float64) of one replica x (d,) and its gradient into g (d,) float64, as
+    `valley_rows` (w, idx, nb unused); args: `Valley.coefficients()`."""
     curve, radius, kind, k0, alpha, omega, nodes_s, nodes_k, s_lo, s_hi, wall, wt = args
     d = x.shape[0]
     rest = 0.0
@@ -67,26 +87,31 @@ def valley_grad_row(x, g, w, args):
     g[1] = g2
     for i in range(2, d):
         g[i] = k * wt[i - 1] * np.float64(x[i])
+    return e
 
 
-def wells_grad_row(x, g, w, args):
-    """g (d,) float64 <- the mean over the shifts xi_s of MultiWell's gradient at x - xi_s, for
-    one replica x (d,): `multiwell_fields`'s streaming log-sum-exp over the wells, in float64;
-    w[0]: the weighted sum of the wells' gradients, w[1]: the current well's H_j y;
-    args: `MultiWell.coefficients()` + (shifts (n, d),) (MultiWell: one zero row)."""
+def wells_row(x, g, w, args, idx, nb, energy):
+    """The mean over the shifts xi_s (s in idx[:nb]; nb = 0: all) of MultiWell's energy
+    (returned, float64) and gradient (into g (d,) float64) at x - xi_s, for one replica x (d,):
+    `multiwell_fields`'s streaming log-sum-exp over the wells, in float64; w[0]: the weighted
+    sum of the wells' gradients, w[1]: the current well's H_j y; args:
+    `MultiWell.coefficients()` + (shifts (n, d),) (MultiWell: one zero row)."""
     c, H, E, tau, xi = args
-    d, K, n = x.shape[0], c.shape[0], xi.shape[0]
+    d, K = x.shape[0], c.shape[0]
+    n = xi.shape[0] if nb == 0 else nb
+    u = 0.0
     for i in range(d):
         g[i] = 0.0
-    for s in range(n):
+    for b in range(n):
+        s = b if nb == 0 else idx[b]
         m = 0.0
         S = 1.0
         for j in range(K):
             q = 0.0
             for a in range(d):
                 acc = 0.0
-                for b in range(d):
-                    acc += (np.float64(x[b]) - xi[s, b] - c[j, b]) * H[j, b, a]
+                for e in range(d):
+                    acc += (np.float64(x[e]) - xi[s, e] - c[j, e]) * H[j, e, a]
                 w[1, a] = acc
                 q += (np.float64(x[a]) - xi[s, a] - c[j, a]) * acc
             q = E[j] + 0.5 * q
@@ -104,12 +129,14 @@ def wells_grad_row(x, g, w, args):
                 m = m_new
         for a in range(d):
             g[a] += w[0, a] / S
+        u += m - tau * math.log(S)
     for a in range(d):
         g[a] = g[a] / n
+    return u / n
 
 
 STEPS = ("exp", "sqrt", "table_index", "profile_value", "valley_coords", "valley_point",
-         "scale_symmetric_grad_row", "valley_grad_row", "wells_grad_row")
+         "scale_symmetric_row", "valley_row", "wells_row")
 
 # row_sum, set_column: the CPU's loops (backends/jit.py CPU_PRIMITIVES), not Numba's axis sum
 # and column assignment, whose error formatting compiled for seconds in every pair
@@ -261,15 +288,17 @@ family(ShiftedMultiWell, Hooks(shifted_grad_block, shifted_energy_block,
 # ---------------------------------------------------------------- row gradients' registration (cuda)
 
 def wells_args(pot: MultiWell, xp, dtype) -> tuple:
-    """`wells_grad_row`'s args in float64: MultiWell's coefficients and its shifts (one zero
+    """`wells_row`'s args in float64: MultiWell's coefficients and its shifts (one zero
     row for MultiWell itself)."""
     c, H, E, tau = pot.coefficients(xp)
     xi = pot.shifts if isinstance(pot, ShiftedMultiWell) else np.zeros((1, pot.d))
     return c, H, E, float(tau), xp.asarray(xi, dtype=np.float64)
 
 
-row_family(ScaleSymmetric, "scale_symmetric_grad_row",
-           lambda pot, xp, dtype: (float(pot.sxx), float(pot.sxy), float(pot.l2)))
-row_family(Valley, "valley_grad_row", lambda pot, xp, dtype: pot.coefficients(xp))
-row_family(MultiWell, "wells_grad_row", wells_args, scratch=2)
-row_family(ShiftedMultiWell, "wells_grad_row", wells_args, scratch=2)
+row_family(ScaleSymmetric, "scale_symmetric_row",
+           lambda pot, xp, dtype: (float(pot.sxx), float(pot.sxy), float(pot.l2),
+                                   xp.asarray(pot.inputs, dtype=np.float64),
+                                   xp.asarray(pot.targets, dtype=np.float64)))
+row_family(Valley, "valley_row", lambda pot, xp, dtype: pot.coefficients(xp))
+row_family(MultiWell, "wells_row", wells_args, scratch=2)
+row_family(ShiftedMultiWell, "wells_row", wells_args, scratch=2)

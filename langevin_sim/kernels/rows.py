@@ -1,33 +1,39 @@
 """Fused numba-cuda kernels for the low-dimensional families: one thread per replica runs
-many steps of every Langevin and optimizer dynamics, compiled from the family's row gradient.
+many steps of every dynamics, compiled from the family's row function.
 
-A family contributes one step function, `grad_row(x, g, w, args)`: plain scalar Python in
-the family's module (named in its `STEPS`, so every target compiles it), writing into g
-(d,) float64 the gradient of U at one replica x (d,) (x's dtype), with w (scratch, d)
-float64 scratch; args is the tuple ``args_of(potential, xp, dtype)`` of the potential's
-coefficients (arrays of the array module xp, scalars).  It registers it with
-``row_family(Potential, "grad_row_name", args_of, scratch)`` at the end of its module.
-`register_rows()` (called by `kernels/__init__`, after every family) registers `advance` on
-"cuda" for every such family and every dynamics of `RULES` without a dedicated kernel.
+A family contributes one step function, ``row(x, g, w, args, idx, nb, energy) -> U``: plain
+scalar Python in the family's module (named in its `STEPS`, so every target compiles it) that
+writes into g (d,) float64 the gradient at one replica x (d,) (x's dtype) of the loss over the
+samples idx[:nb] (idx int64; nb = 0: the full loss, the only one of a family without samples)
+and returns that loss (float64) when `energy` (else anything: only MALA asks), with w
+(scratch, d) float64 scratch and args the tuple ``args_of(potential, xp, dtype)`` of the
+potential's coefficients (arrays of the array module xp, scalars).  It registers it with
+``row_family(Potential, "row", args_of, scratch)`` at the end of its module.  `register_rows()`
+(called by `kernels/__init__`, after every family) registers `advance` on "cuda" for every
+such family and every dynamics of `RULES` without a dedicated kernel.
 
-The kernel (`row_kernel`, compiled per (family, dynamics, dtype, d) on first use) keeps the
-replica's state in per-thread arrays of compile-time size d (registers for small d: the lane
-loops unroll), loaded once and stored once per launch of up to CUDA_CALL_STEPS steps.  Per
-step: the step size and temperature from the schedules' codes (`schedule_value`, float64,
-cast to the state's dtype as the reference casts its Python scalars), the gradient row, the
-dynamics' own scalar rules of `common.STEPS` lane by lane with normals drawn in the kernel at
+The kernel (`row_kernel`, compiled per (family, dynamics, sampling, batch, dtype, d) on first
+use) keeps the replica's state in per-thread arrays of compile-time size d (registers for
+small d: the lane loops unroll), loaded once and stored once per launch of up to
+CUDA_CALL_STEPS steps.  Per step: the step size (learning rate) and temperature from the
+schedules' codes (`schedule_value`, float64, cast to the state's dtype as the reference casts
+its Python scalars); SGD's and AdamW's minibatch (i.i.d.: `bounded_index` of MINIBATCH words
+t B + b; epoch: a slice of the epoch's permutations, computed on the device once per epoch by
+the generic path's code, a launch then running at most to the epoch's end); the row; the
+dynamics' own scalar rules of `common.STEPS` lane by lane, with normals drawn in the kernel at
 the reference's stream positions (n = t d + i; Leimkuhler-Matthews also (t + 1) d + i; SGD's
-GRAD_NOISE at t d + i), four per Philox block, each block computed once; then the divergence
-test on every new lane: a replica with a bad lane keeps its state, gets dstep = t + 1 and
-stops.  First-passage observers are updated after every step (float64 membership in the
-reference's summation order) and once more after a freeze.  Why one thread per replica and
-not per coordinate: four lanes share a Philox block, the freeze of a replica's lanes would
-need a cross-thread vote each step, the gradient couples the lanes, and d = 1 (W1) has one
-lane per replica anyway.
+GRAD_NOISE at t d + i), four per Philox block, each block computed once; MALA's energy, the
+proposal's residuals summed in float64 and its ACCEPT word at n = t; then the divergence test
+on every new value: a replica with a bad one keeps its state, gets dstep = t + 1 and stops.
+First-passage observers are updated after every step (float64 membership in the reference's
+summation order) and once more after a freeze.  Why one thread per replica and not per
+coordinate: four lanes share a Philox block, the freeze of a replica's lanes would need a
+cross-thread vote each step, the gradient couples the lanes, and d = 1 (W1) has one lane per
+replica anyway.
 
-Not run here (the generic path runs them, `accepts`): minibatches and label noise of a
-finite sum (the full-batch SGD / AdamW run here), MALA (its energies and accept words), d
-beyond MAX_D (local arrays would spill; the generic path's array code runs those).
+Not run here (`accepts`; the generic path runs them): label noise, "subset" minibatches, d
+beyond MAX_D (local arrays would spill; the generic path's array code suits large d),
+constrained potentials.
 """
 from __future__ import annotations
 
@@ -41,16 +47,18 @@ from typing import Callable
 import numpy as np
 
 from ..backends.registry import KERNELS, register
-from ..dynamics import (SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
+from ..dynamics.sgd import sampling_of
 from ..first_passage import STATE_KEYS as FP_KEYS
 from .common import compile_steps, schedule_code
 
-OVERDAMPED, BAOAB, HEUN, LM, SGD_, ADAMW = range(6)
-# dynamics -> (kernel kind, state arrays after x)
-RULES = {OverdampedLangevin: (OVERDAMPED, ()), UnderdampedLangevin: (BAOAB, ("p", "g")),
-         Heun: (HEUN, ()), LeimkuhlerMatthews: (LM, ()), SGD: (SGD_, ("v",)),
-         AdamW: (ADAMW, ("m", "s"))}
+OVERDAMPED, BAOAB, HEUN, LM, SGD_, ADAMW, MALA_ = range(7)
+# dynamics -> (kernel kind, its (M, d) state arrays after x, its (M,) state arrays)
+RULES = {OverdampedLangevin: (OVERDAMPED, (), ()), UnderdampedLangevin: (BAOAB, ("p", "g"), ()),
+         Heun: (HEUN, (), ()), LeimkuhlerMatthews: (LM, (), ()), SGD: (SGD_, ("v",), ()),
+         AdamW: (ADAMW, ("m", "s"), ()), MALA: (MALA_, ("g",), ("u", "accepted"))}
+FULL, IID, EPOCH = 0, 1, 2    # how SGD / AdamW take their samples (FULL: every other dynamics)
 cuda = None          # numba.cuda, set by `row_kernel` (the simulator swaps this global)
 CUDA_CALL_STEPS = 4096   # steps per kernel launch (results do not depend on it)
 MAX_D = 64               # coordinates per replica run here (local arrays: 8-10 rows of d)
@@ -58,11 +66,11 @@ MAX_D = 64               # coordinates per replica run here (local arrays: 8-10 
 
 @dataclass(frozen=True)
 class RowFamily:
-    """A family's row gradient: `module`'s step function `grad` (a name in its STEPS),
+    """A family's row function: `module`'s step function `row` (a name in its STEPS),
     `args_of(potential, xp, dtype) -> tuple`, and the rows of float64 scratch it needs."""
 
     module: ModuleType
-    grad: str
+    row: str
     args_of: Callable
     scratch: int = 1
 
@@ -70,26 +78,31 @@ class RowFamily:
 FAMILIES: dict[type, RowFamily] = {}
 
 
-def row_family(potential_cls: type, grad: str, args_of: Callable, scratch: int = 1) -> None:
-    """Give the row kernels `potential_cls`'s row gradient `grad`, a step function of the
+def row_family(potential_cls: type, row: str, args_of: Callable, scratch: int = 1) -> None:
+    """Give the row kernels `potential_cls`'s row function `row`, a step function of the
     calling family module (see the module docstring)."""
     module = sys.modules[sys._getframe(1).f_globals["__name__"]]
-    if grad not in module.STEPS:
-        raise ValueError(f"{grad!r} is not a step function of {module.__name__} (its STEPS)")
-    FAMILIES[potential_cls] = RowFamily(module, grad, args_of, max(1, int(scratch)))
+    if row not in module.STEPS:
+        raise ValueError(f"{row!r} is not a step function of {module.__name__} (its STEPS)")
+    FAMILIES[potential_cls] = RowFamily(module, row, args_of, max(1, int(scratch)))
+
+
+def sampling(dyn) -> int:
+    """FULL, IID or EPOCH: how the dynamics takes its samples (-1: "subset")."""
+    if getattr(dyn, "batch_size", None) is None:
+        return FULL
+    return {"iid": IID, "epoch": EPOCH}.get(sampling_of(getattr(dyn, "sampling", dyn.replacement)),
+                                            -1)
 
 
 def accepts(sim) -> bool:
     """Whether the row kernel runs `sim`: d <= MAX_D, an unconstrained potential, float32 or
-    float64, and for SGD / AdamW the full batch without label noise."""
+    float64, no label noise, minibatches i.i.d. or by epochs."""
     dyn, pot = sim.dynamics, sim.potential
     if pot.constrained or sim.state["x"].shape[1] > MAX_D or sim.dtype not in (np.float32,
                                                                                np.float64):
         return False
-    if isinstance(dyn, (SGD, AdamW)):
-        full = dyn.batch_size is None or pot.n_samples is None
-        return full and getattr(dyn, "label_noise", 0.0) == 0
-    return True
+    return getattr(dyn, "label_noise", 0.0) == 0 and sampling(dyn) >= 0
 
 
 def register_rows() -> None:
@@ -101,14 +114,15 @@ def register_rows() -> None:
                 register(pcls, dcls, "cuda", first_passage=True, accepts=accepts)(advance)
 
 
-def row_kernel(potential_cls: type, kind: int, f32: bool, d: int):
+def row_kernel(potential_cls: type, kind: int, f32: bool, d: int, samp: int = FULL, batch: int = 1):
     """The fused kernel of `kind` for the row family `potential_cls`, float32 (f32) or float64
-    states of d coordinates, compiled on first use (cached)."""
-    return _row_kernel(potential_cls, int(kind), bool(f32), int(d))
+    states of d coordinates, minibatches of `batch` samples taken by `samp` (FULL, IID or
+    EPOCH), compiled on first use (cached)."""
+    return _row_kernel(potential_cls, int(kind), bool(f32), int(d), int(samp), int(batch))
 
 
 @functools.lru_cache(maxsize=None)
-def _row_kernel(pcls, KIND, f32, D):
+def _row_kernel(pcls, KIND, f32, D, SAMP, B):
     global cuda
     from .. import first_passage as fpass
     from .. import rng
@@ -118,10 +132,15 @@ def _row_kernel(pcls, KIND, f32, D):
     cuda = rt.cuda()
     fam = FAMILIES[pcls]
     dev = compile_steps(fam.module, cuda.jit(device=True), rt.primitives())
-    grad_row = getattr(dev, fam.grad)
-    bn = ck._normals_fn(f32)
+    row = getattr(dev, fam.row)
+    bn, bw, bounded = ck._normals_fn(f32), ck.device_rng().block_words, ck.device_rng().bounded_index
     pick = ck.helpers()[0]
     NOISE, GNOISE, HALF = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE), fpass.HALF_SPACE
+    MINIBATCH, ACCEPT = np.uint64(rng.MINIBATCH), np.uint64(rng.ACCEPT)
+    residual2, log_alpha, uniform, accept = (dev.proposal_residual2, dev.mala_log_alpha,
+                                             dev.accept_uniform, dev.mala_accept)
+    NB_ = 0 if SAMP == FULL else B                       # samples per step (0: all)
+    ENERGY = KIND == MALA_
     ftype = np.float32 if f32 else np.float64
     sched, noise_scale, ok_ = dev.schedule_value, dev.noise_scale, dev.within_bound
     od_lane, od_update, heun, lm = (dev.overdamped_lane, dev.overdamped_update, dev.heun_update,
@@ -129,7 +148,7 @@ def _row_kernel(pcls, KIND, f32, D):
     first, last, coeffs = dev.baoab_first, dev.baoab_last, dev.baoab_coeffs
     sgd_update, adamw_update = dev.sgd_update, dev.adamw_update
     S = fam.scratch
-    NA = 0 if KIND in (OVERDAMPED, HEUN, LM) else D      # second state array (p, v, m)
+    NA = 0 if KIND in (OVERDAMPED, HEUN, LM) else D      # second state array (p, v, m, g)
     NB = D if KIND in (BAOAB, ADAMW) else 0              # third (g, s)
     NG = D if KIND == HEUN else 0                        # Heun's predictor gradient
     LA, LB, LG = max(NA, 1), max(NB, 1), max(NG, 1)      # local arrays' sizes
@@ -146,6 +165,15 @@ def _row_kernel(pcls, KIND, f32, D):
             z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(b))
             blk = b
         return pick(n - 4 * b, z0, z1, z2, z3), b, z0, z1, z2, z3
+
+    @cuda.jit(device=True)
+    def word(k0, k1, purpose, rep, n, blk, w0, w1, w2, w3):
+        """The 32-bit word at stream position n, with the cached block (blk, w0..w3)."""
+        b = n // 4
+        if b != blk:
+            w0, w1, w2, w3 = bw(k0, k1, purpose, rep, np.uint64(b))
+            blk = b
+        return pick(n - 4 * b, w0, w1, w2, w3), b, w0, w1, w2, w3
 
     @cuda.jit(device=True)
     def observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, step):
@@ -170,11 +198,13 @@ def _row_kernel(pcls, KIND, f32, D):
             ins[r, k] = 1 if now else 0
 
     @cuda.jit
-    def kernel(x, a, b, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, bound, args,
-               kinds, vecs, thr, fe, fx, lc, cr, ins):
-        """K steps of replica r from t0; es, ts: schedule codes (step size or learning rate,
-        temperature; AdamW: ts unused); q0..q3 per kind: BAOAB friction, mass; SGD momentum,
-        weight decay, grad_noise; AdamW beta1, beta2, eps, weight decay."""
+    def kernel(x, a, b, u, acc, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, bound, args,
+               perm, nsamp, kinds, vecs, thr, fe, fx, lc, cr, ins):
+        """K steps of replica r from t0; a, b: the second and third (M, d) state arrays, u, acc:
+        MALA's (M,) energies and acceptance counts; es, ts: schedule codes (step size or
+        learning rate, temperature; AdamW: ts unused); q0..q3 per kind: BAOAB friction, mass;
+        SGD momentum, weight decay, grad_noise; AdamW beta1, beta2, eps, weight decay; perm
+        (M, nsamp): the epoch's permutations (EPOCH), nsamp the potential's samples."""
         r = cuda.grid(1)
         if r >= x.shape[0]:
             return
@@ -188,6 +218,7 @@ def _row_kernel(pcls, KIND, f32, D):
         g = cuda.local.array(D, np.float64)
         g0 = cuda.local.array(LG, np.float64)
         w = cuda.local.array((S, D), np.float64)
+        idx = cuda.local.array(B, np.int64)
         for i in range(D):
             xs[i] = x[r, i]
             if NA > 0:
@@ -199,14 +230,26 @@ def _row_kernel(pcls, KIND, f32, D):
             return
         zero = cast(0.0)
         rep = rep0 + np.uint64(r)
-        blk = blk2 = np.int64(-1)
+        blk = blk2 = blkw = np.int64(-1)
         z0 = z1 = z2 = z3 = u0 = u1 = u2 = u3 = zero
+        w0 = w1 = w2 = w3 = np.uint64(0)
+        ur = u[r] if ENERGY else 0.0
         c0, c1_, c2_, c3_ = cast(q0), cast(q1), cast(q2), cast(q3)   # SGD: mu, decay, gsig
         a1, a2 = cast(1.0 - q0), cast(1.0 - q1)    # AdamW: 1 - beta1, 1 - beta2 (`complements`)
         for t in range(t0, t0 + K):
             eta = sched(int(es[0]), es[1], es[2], es[3], t)
             T = 0.0 if KIND == ADAMW else sched(int(ts[0]), ts[1], ts[2], ts[3], t)
-            grad_row(xs, g, w, args)
+            if SAMP == IID:
+                for j in range(B):
+                    wd, blkw, w0, w1, w2, w3 = word(k0, k1, MINIBATCH, rep, np.int64(t) * B + j,
+                                                    blkw, w0, w1, w2, w3)
+                    idx[j] = np.int64(bounded(wd, nsamp))
+            elif SAMP == EPOCH:
+                j0 = (t % (nsamp // B)) * B
+                for j in range(B):
+                    idx[j] = perm[r, j0 + j]
+            if KIND != MALA_:
+                row(xs, g, w, args, idx, NB_, False)
             good = True
             if KIND == OVERDAMPED or KIND == LM:
                 e = cast(eta)
@@ -231,7 +274,7 @@ def _row_kernel(pcls, KIND, f32, D):
                     zs[i] = z
                     g0[i] = g[i]
                     xn[i] = xs[i] + od_update(zero, cast(g[i]), e, s1, z)
-                grad_row(xn, g, w, args)
+                row(xn, g, w, args, idx, NB_, False)
                 for i in range(D):
                     v = xs[i] + heun(zero, cast(g0[i]), cast(g[i]), h, s1, zs[i])
                     xn[i] = v
@@ -245,7 +288,7 @@ def _row_kernel(pcls, KIND, f32, D):
                     xv, pv = first(xs[i], As[i], Bs[i], h, inv_m, s1, s2, z)
                     xn[i] = xv
                     An[i] = pv
-                grad_row(xn, g, w, args)
+                row(xn, g, w, args, idx, NB_, False)
                 for i in range(D):
                     gv = cast(g[i])
                     pv = last(An[i], gv, h)
@@ -268,6 +311,35 @@ def _row_kernel(pcls, KIND, f32, D):
                     xn[i] = xv
                     An[i] = vv
                     good = good and ok_(xv, bound) and ok_(vv, bound)
+            elif KIND == MALA_:
+                e, s1 = cast(eta), cast(noise_scale(eta, T))
+                for i in range(D):
+                    n = np.int64(t) * D + i
+                    z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    xn[i] = od_update(xs[i], As[i], e, s1, z)
+                uy = row(xn, g, w, args, idx, 0, True)
+                fwd = 0.0
+                bwd = 0.0
+                for i in range(D):
+                    An[i] = cast(g[i])
+                    fwd += residual2(xn[i], xs[i], As[i], e)
+                    bwd += residual2(xs[i], xn[i], An[i], e)
+                wd, blkw, w0, w1, w2, w3 = word(k0, k1, ACCEPT, rep, np.int64(t), blkw, w0, w1,
+                                                w2, w3)
+                take = accept(uniform(wd), log_alpha(uy, ur, bwd, fwd, eta, T))
+                if take:
+                    for i in range(D):
+                        good = good and ok_(xn[i], bound) and ok_(An[i], bound)
+                    good = good and ok_(uy, bound) and ok_(acc[r] + 1.0, bound)
+                else:
+                    for i in range(D):
+                        good = good and ok_(xs[i], bound) and ok_(As[i], bound)
+                        xn[i] = xs[i]
+                        An[i] = As[i]
+                    good = good and ok_(ur, bound) and ok_(acc[r], bound)
+                if good and take:
+                    ur = uy
+                    acc[r] += 1.0
             else:   # ADAMW
                 lr = cast(eta)
                 c1, c2 = cast(1.0 - math.pow(q0, t + 1)), cast(1.0 - math.pow(q1, t + 1))
@@ -295,6 +367,8 @@ def _row_kernel(pcls, KIND, f32, D):
                 a[r, i] = As[i]
             if NB > 0:
                 b[r, i] = Bs[i]
+        if ENERGY:
+            u[r] = ur
     return kernel
 
 
@@ -302,11 +376,8 @@ def kernel_arguments(run, sim) -> tuple:
     """(es, ts, q0, q1, q2, q3) of `row_kernel` for the run's dynamics."""
     dyn, xp = sim.dynamics, run.xp
     kind = RULES[type(dyn)][0]
-    if kind in (SGD_, ADAMW):
-        es = schedule_code(dyn.lr)
-    else:
-        es = schedule_code(dyn.step)
-    ts = schedule_code(dyn.temperature) if kind != ADAMW else es
+    es = schedule_code(dyn.lr if kind in (SGD_, ADAMW) else dyn.step)
+    ts = es if kind == ADAMW else schedule_code(dyn.temperature)
     q = (0.0, 0.0, 0.0, 0.0)
     if kind == BAOAB:
         q = (float(dyn.friction), float(dyn.mass), 0.0, 0.0)
@@ -319,20 +390,25 @@ def kernel_arguments(run, sim) -> tuple:
 
 def advance(run, sim, t0: int, K: int) -> None:
     """Steps t0 .. t0+K-1 of `sim` on the device state of `run` by `row_kernel` (one thread
-    per replica), in launches of at most CUDA_CALL_STEPS steps."""
+    per replica), in launches of at most CUDA_CALL_STEPS steps (epoch sampling: at most to
+    the epoch's end, after its permutations were computed on the device)."""
     from ..backends import cuda_runtime as rt
 
-    xp, x = run.xp, run.state["x"]
+    xp, x, pot, dyn = run.xp, run.state["x"], sim.potential, sim.dynamics
     M, d = x.shape
-    pcls, fam = type(sim.potential), FAMILIES[type(sim.potential)]
-    kind, names = RULES[type(sim.dynamics)]
-    kernel = row_kernel(pcls, kind, run.f32, d)
-    extra = [run.state[k] for k in names]
+    fam = FAMILIES[type(pot)]
+    kind, rows2, rows1 = RULES[type(dyn)]
+    samp = sampling(dyn)
+    B = 1 if samp == FULL else int(dyn.batch_size)
+    nsamp = int(pot.n_samples or 0)
+    kernel = row_kernel(type(pot), kind, run.f32, d, samp, B)
+    extra = [run.state[k] for k in rows2]
     while len(extra) < 2:        # distinct unused arrays (the simulator copies each back)
         extra.append(xp.empty((0, d), x.dtype))
+    extra += [run.state[k] for k in rows1] or [xp.empty(0), xp.empty(0)]
     key = ("rows", x.dtype)
     if key not in run.pot.cache:
-        run.pot.cache[key] = rt.kernel_arrays(*fam.args_of(sim.potential, xp, x.dtype))
+        run.pot.cache[key] = rt.kernel_arrays(*fam.args_of(pot, xp, x.dtype))
     args = run.pot.cache[key]
     if run.regions is not None:
         regions, fp = run.regions, [run.state[k] for k in FP_KEYS]
@@ -340,6 +416,16 @@ def advance(run, sim, t0: int, K: int) -> None:
         regions = (xp.zeros(0, np.int64), xp.zeros((0, d)), xp.zeros(0))
         fp = [xp.zeros((0, 0), np.int64) for _ in FP_KEYS]
     coded = kernel_arguments(run, sim)
-    for t in range(t0, t0 + K, CUDA_CALL_STEPS):
-        rt.launch(kernel, M, x, *extra, run.dstep, int(t), int(min(CUDA_CALL_STEPS, t0 + K - t)),
-                  run.k0, run.k1, run.rep0, *coded, run.bound, args, *regions, *fp)
+    t = t0
+    while t < t0 + K:
+        end = min(t0 + K, t + CUDA_CALL_STEPS)
+        if samp == EPOCH:
+            per_epoch = nsamp // B
+            epoch = t // per_epoch
+            perm = run.permutations(epoch)
+            end = min(end, (epoch + 1) * per_epoch)
+        else:
+            perm = xp.zeros((0, 0), np.int64)
+        rt.launch(kernel, M, x, *extra, run.dstep, int(t), int(end - t), run.k0, run.k1,
+                  run.rep0, *coded, run.bound, args, perm, nsamp, *regions, *fp)
+        t = end
