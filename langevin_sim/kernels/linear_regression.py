@@ -7,11 +7,11 @@ label and gradient noise) run the generic per-replica drivers on `linreg_batch_g
 mean minibatch gradient with label shifts.  The family has no step function of its own:
 `STEPS` is empty.
 
-On "cuda", OverdampedLangevin runs the dense Quadratic's fused path
-(`quadratic.quadratic_form_steps`): the full-batch gradient is x H - b with H = A^T A / n and
-b = A^T y / n, formed once in float64, so a step is ONE (d, d) GEMM for all replicas and ONE
-fused kernel instead of the reference's two (n, d) products (equal to the reference to
-rounding: the same sums in another order).
+On "cuda", OverdampedLangevin and UnderdampedLangevin (BAOAB) run the dense Quadratic's fused
+path (`quadratic.quadratic_form_steps`): the full-batch gradient is x H - b with H = A^T A / n
+and b = A^T y / n, formed once in float64, so a step is ONE (d, d) GEMM for all replicas and
+ONE fused kernel launch instead of the reference's two (n, d) products (equal to the
+reference to rounding: the same sums in another order).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..backends.jit import jit
 from ..backends.registry import register
-from ..dynamics import OverdampedLangevin
+from ..dynamics import OverdampedLangevin, UnderdampedLangevin
 from ..potentials.linear_regression import LinearRegression
 from .drivers import Hooks, family, row_sums
 from .quadratic import quadratic_form_steps
@@ -75,8 +75,10 @@ family(LinearRegression, Hooks(linreg_grad_block, linreg_energy_block,
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
 
 @register(LinearRegression, OverdampedLangevin, "cuda")
-def _overdamped_linreg_cuda(run, sim, t0, K):
-    """`quadratic_form_steps` with H = A^T A / n and b = A^T y / n."""
+@register(LinearRegression, UnderdampedLangevin, "cuda")
+def _linreg_cuda(run, sim, t0, K):
+    """`quadratic_form_steps` with H = A^T A / n and b = A^T y / n (a first-passage observer:
+    the generic path)."""
     pot = sim.potential
     quadratic_form_steps(run, sim, t0, K, "linreg",
                          lambda: (pot.hessian_matrix, pot.A.T @ pot.y / pot.n_samples))

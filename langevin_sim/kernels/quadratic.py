@@ -7,7 +7,8 @@ below).  The other dynamics run the generic drivers (`kernels.drivers`) on the h
 end (Heun and Leimkuhler-Matthews had dedicated kernels here, the same algorithm as the
 drivers'; they went to save their compilation).  Its step function `offset_row_step` (one
 replica's overdamped step from a GEMM gradient with a constant offset) is the row rule of
-the fused numba-cuda kernel (the section "CUDA kernels" at the end).
+the fused numba-cuda kernel (the section "CUDA kernels" at the end), where BAOAB has a fused
+kernel of its own on the shared BAOAB rules (`baoab_kernel`).
 """
 from __future__ import annotations
 
@@ -168,6 +169,12 @@ def _baoab_quadratic(sim, t0, K, k0, k1):
 # with c H computed once), then ONE launch of the shared fused kernel `cuda_kernels.gemm_step`
 # with `offset_row_step` as its row rule (NOISE normals, the overdamped update, divergence,
 # freeze).  No operand to refresh: the GEMM reads the state itself.
+#
+# Quadratic x UnderdampedLangevin (BAOAB) likewise, ONE GEMM and ONE launch of `baoab_kernel`
+# per step (`baoab_form_steps`): a BAOAB step straddles its GEMM (B A O A before it, the
+# closing B after it), so launch t closes step t - 1 with the GEMM's gradient and opens step t,
+# whose candidate position is the next GEMM's operand; one more launch opens the first step of
+# a call and one closes its last.
 
 cuda = None          # numba.cuda, set by `_cuda_rules` (the simulator swaps this global)
 
@@ -192,11 +199,118 @@ def _cuda_rules():
     return row, refresh
 
 
+@functools.lru_cache(maxsize=None)
+def baoab_kernel(f32: bool):
+    """The fused BAOAB launch of the dense quadratic forms (gradient G - off from a GEMM G),
+    one thread per replica r on transposed (N, MP) arrays, replica r in column r: the state
+    XT, PT, GT (x, p, g), the step's candidate YT, QT (x and p after B A O A; YT is the
+    GEMM's operand) and the GEMM's output FT = H^T YT; off (N,).  For a live replica:
+
+    - close (step t - 1): g = FT - off, p = `baoab_last`(QT, g, h) with h = eta(t - 1) / 2;
+      when the candidate x, p and g are finite and within bound they become the state, else
+      the replica freezes (dstep = t, state kept, YT reset to x: the GEMMs read finite columns);
+    - open (step t): the normals of step t at n = t N + i (purpose NOISE), eta and T of step
+      t from the schedule codes es, ts, (c1, c2) = `baoab_coeffs`(eta, friction, T, mass),
+      then (YT, QT) = `baoab_first`(x, p, g, h, 1 / mass, c1, c2, z).
+
+    Coefficients are computed in float64 and cast to the state's dtype, as the reference's
+    Python scalars are; compiled per dtype."""
+    global cuda
+    from ..backends import cuda_kernels as ck
+    from ..backends import cuda_runtime as rt
+
+    cuda = rt.cuda()
+    st = ck.steps()
+    sched, coeffs, first, last, ok_ = (st.schedule_value, st.baoab_coeffs, st.baoab_first,
+                                       st.baoab_last, st.within_bound)
+    bn, pick = ck._normals_fn(f32), ck.helpers()[0]
+    NOISE = np.uint64(rng.NOISE)
+    ftype = np.float32 if f32 else np.float64
+
+    @cuda.jit(device=True)
+    def cast(v):
+        return ftype(v)
+
+    @cuda.jit
+    def kernel(XT, PT, GT, YT, QT, FT, off, dstep, t, close, open_, k0, k1, rep0, es, ts,
+               friction, mass, bound):
+        r = cuda.grid(1)
+        if r >= dstep.shape[0] or dstep[r] >= 0:
+            return
+        N = XT.shape[0]
+        if close:
+            h = cast(0.5 * sched(int(es[0]), es[1], es[2], es[3], t - 1))
+            good = True
+            for i in range(N):
+                g = FT[i, r] - off[i]
+                p = last(QT[i, r], g, h)
+                FT[i, r] = g
+                QT[i, r] = p
+                good = good and ok_(YT[i, r], bound) and ok_(p, bound) and ok_(g, bound)
+            if not good:
+                dstep[r] = t          # step t - 1 diverged
+                for i in range(N):
+                    YT[i, r] = XT[i, r]
+                return
+            for i in range(N):
+                XT[i, r] = YT[i, r]
+                PT[i, r] = QT[i, r]
+                GT[i, r] = FT[i, r]
+        if open_:
+            e = sched(int(es[0]), es[1], es[2], es[3], t)
+            c1, c2 = coeffs(e, friction, sched(int(ts[0]), ts[1], ts[2], ts[3], t), mass)
+            h, inv_m, c1, c2 = cast(0.5 * e), cast(1.0 / mass), cast(c1), cast(c2)
+            rep = rep0 + np.uint64(r)
+            n0 = np.int64(t) * N
+            for b in range(n0 // 4, (n0 + N - 1) // 4 + 1):
+                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
+                for w in range(4):
+                    j = 4 * b + w - n0
+                    if j >= 0 and j < N:
+                        xv, pv = first(XT[j, r], PT[j, r], GT[j, r], h, inv_m, c1, c2,
+                                       pick(w, z0, z1, z2, z3))
+                        YT[j, r] = xv
+                        QT[j, r] = pv
+    return kernel
+
+
+def baoab_form_steps(run, sim, t0: int, K: int, gemm, off) -> None:
+    """Steps t0 .. t0+K-1 of BAOAB for a gradient G - off with G = gemm(YT, FT) (H^T YT):
+    the state x, p, g (M, N) transposed once per call into XT, PT, GT (N, MP) (MP =
+    `cuda_backend.padded_columns`(M), padding 0: a replica's bits do not depend on its
+    column), then one launch of `baoab_kernel` opening step t0 and per step ONE GEMM and ONE
+    launch (closing the step, opening the next; the last closes only), queued with no host
+    synchronization; the state is transposed back at the end."""
+    from ..backends import cuda_runtime as rt
+    from ..backends.cuda_backend import padded_columns
+
+    xp, dyn, state = run.xp, sim.dynamics, run.state
+    M, N = state["x"].shape
+    cols = []
+    for k in ("x", "p", "g"):
+        a = xp.zeros((N, padded_columns(M)), dtype=state[k].dtype)
+        a[:, :M] = state[k].T
+        cols.append(a)
+    YT = cols[0].copy()
+    QT, FT = xp.zeros_like(YT), xp.empty_like(YT)
+    es, ts = (xp.asarray(schedule_code(s)) for s in (dyn.step, dyn.temperature))
+    kernel = baoab_kernel(run.f32)
+    *arrays, esk, tsk = rt.kernel_arrays(*cols, YT, QT, FT, off, run.dstep, es, ts)
+    keys = (run.k0, run.k1, run.rep0, esk, tsk, float(dyn.friction), float(dyn.mass), run.bound)
+    rt.launch(kernel, M, *arrays, int(t0), False, True, *keys)
+    for t in range(t0 + 1, t0 + K + 1):
+        gemm(YT, FT)
+        rt.launch(kernel, M, *arrays, int(t), True, t < t0 + K, *keys)
+    for k, a in zip(("x", "p", "g"), cols):
+        state[k][...] = a[:, :M].T
+
+
 def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
-    """`cuda_backend.gemm_steps` for a gradient x H - o (the dense Quadratic's; LinearRegression's
-    full batch too): GT = H^T XT, then `offset_row_step` with o.  form() -> (H (d, d), o (d,))
-    in float64, cast to the state's dtype once and cached per dtype on the run's device
-    potential under `name`."""
+    """The fused path of a gradient x H - o (the dense Quadratic's; LinearRegression's full
+    batch too): OverdampedLangevin by `cuda_backend.gemm_steps` (GT = H^T XT, then
+    `offset_row_step` with o), UnderdampedLangevin by `baoab_form_steps`.  form() -> (H (d, d),
+    o (d,)) in float64, cast to the state's dtype once and cached per dtype on the run's
+    device potential under `name`."""
     from ..backends.cuda_backend import gemm_steps
 
     xp, x = run.xp, run.state["x"]
@@ -206,17 +320,20 @@ def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
         run.pot.cache[key] = (xp.asarray(np.ascontiguousarray(H.T, dtype=x.dtype)),
                               xp.asarray(o.astype(x.dtype)))
     HT, o = run.pot.cache[key]
-    row, refresh = _cuda_rules()
 
     def gemm(XT, GT):
         xp.matmul(HT, XT, out=GT)
 
-    gemm_steps(run, sim, t0, K, gemm, row, refresh, (o,))
+    if isinstance(sim.dynamics, UnderdampedLangevin):
+        baoab_form_steps(run, sim, t0, K, gemm, o)
+    else:
+        gemm_steps(run, sim, t0, K, gemm, *_cuda_rules(), (o,))
 
 
 @register(Quadratic, OverdampedLangevin, "cuda")
-def _overdamped_quadratic_cuda(run, sim, t0, K):
-    """`quadratic_form_steps` with H and c H."""
+@register(Quadratic, UnderdampedLangevin, "cuda")
+def _quadratic_cuda(run, sim, t0, K):
+    """`quadratic_form_steps` with H and c H (a first-passage observer: the generic path)."""
     pot = sim.potential
     quadratic_form_steps(run, sim, t0, K, "quadratic", lambda: (pot.H, pot.center @ pot.H))
 
