@@ -435,31 +435,28 @@ def gemm_step(row, refresh, f32: bool, N: int):
 # ---------------------------------------------------------------- observers
 
 @functools.lru_cache(maxsize=None)
-def first_passage():
-    """`FirstPassage.update` for one replica per thread: membership in float64 summed over
-    coordinates 0, 1, .. (the reference's order, so the flags agree bit for bit), then the
-    five (M, R) int64 arrays at step count `step`."""
+def observer():
+    """`FirstPassage.update` of one replica as a device function ``observe(xs, r, kinds, vecs,
+    thr, first_entry, first_exit, last_crossing, crossings, inside, step)``: membership of
+    the positions xs (d,) in float64 summed over coordinates 0, 1, .. (the reference's
+    order, so the flags agree bit for bit), then row r of the five (M, R) int64 arrays at
+    step count `step` (the generic path's kernel below, and the row kernels)."""
     HALF = fpass.HALF_SPACE
 
-    @cuda.jit
-    def kernel(x, first_entry, first_exit, last_crossing, crossings, inside, kinds, vecs, thr,
-               step):
-        r = cuda.grid(1)
-        if r >= x.shape[0]:
-            return
-        d = x.shape[1]
+    @cuda.jit(device=True)
+    def observe(xs, r, kinds, vecs, thr, first_entry, first_exit, last_crossing, crossings,
+                inside, step):
         for k in range(kinds.shape[0]):
             s = 0.0
-            for i in range(d):
-                xi = np.float64(x[r, i])
+            for i in range(xs.shape[0]):
+                xi = np.float64(xs[i])
                 if kinds[k] == HALF:
                     s = s + vecs[k, i] * xi
                 else:
                     y = xi - vecs[k, i]
                     s = s + y * y
             now = s > thr[k] if kinds[k] == HALF else s < thr[k]
-            was = inside[r, k] != 0
-            if now != was:
+            if now != (inside[r, k] != 0):
                 crossings[r, k] += 1
                 last_crossing[r, k] = step
             if now and first_entry[r, k] < 0:
@@ -467,4 +464,20 @@ def first_passage():
             if (not now) and first_exit[r, k] < 0:
                 first_exit[r, k] = step
             inside[r, k] = 1 if now else 0
+    return observe
+
+
+@functools.lru_cache(maxsize=None)
+def first_passage():
+    """`observer` for every replica, one per thread, on the state x (M, d)."""
+    observe = observer()
+
+    @cuda.jit
+    def kernel(x, first_entry, first_exit, last_crossing, crossings, inside, kinds, vecs, thr,
+               step):
+        r = cuda.grid(1)
+        if r >= x.shape[0]:
+            return
+        observe(x[r], r, kinds, vecs, thr, first_entry, first_exit, last_crossing, crossings,
+                inside, step)
     return kernel

@@ -124,7 +124,6 @@ def row_kernel(potential_cls: type, kind: int, f32: bool, d: int, samp: int = FU
 @functools.lru_cache(maxsize=None)
 def _row_kernel(pcls, KIND, f32, D, SAMP, B):
     global cuda
-    from .. import first_passage as fpass
     from .. import rng
     from ..backends import cuda_kernels as ck
     from ..backends import cuda_runtime as rt
@@ -134,8 +133,8 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
     dev = compile_steps(fam.module, cuda.jit(device=True), rt.primitives())
     row = getattr(dev, fam.row)
     bn, bw, bounded = ck._normals_fn(f32), ck.device_rng().block_words, ck.device_rng().bounded_index
-    pick = ck.helpers()[0]
-    NOISE, GNOISE, HALF = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE), fpass.HALF_SPACE
+    pick, observe = ck.helpers()[0], ck.observer()
+    NOISE, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE)
     MINIBATCH, ACCEPT = np.uint64(rng.MINIBATCH), np.uint64(rng.ACCEPT)
     residual2, log_alpha, uniform, accept = (dev.proposal_residual2, dev.mala_log_alpha,
                                              dev.accept_uniform, dev.mala_accept)
@@ -174,28 +173,6 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
             w0, w1, w2, w3 = bw(k0, k1, purpose, rep, np.uint64(b))
             blk = b
         return pick(n - 4 * b, w0, w1, w2, w3), b, w0, w1, w2, w3
-
-    @cuda.jit(device=True)
-    def observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, step):
-        """`FirstPassage.update` of replica r at step count `step` (positions xs)."""
-        for k in range(kinds.shape[0]):
-            s = 0.0
-            for i in range(D):
-                xi = np.float64(xs[i])
-                if kinds[k] == HALF:
-                    s = s + vecs[k, i] * xi
-                else:
-                    y = xi - vecs[k, i]
-                    s = s + y * y
-            now = s > thr[k] if kinds[k] == HALF else s < thr[k]
-            if now != (ins[r, k] != 0):
-                cr[r, k] += 1
-                lc[r, k] = step
-            if now and fe[r, k] < 0:
-                fe[r, k] = step
-            if (not now) and fx[r, k] < 0:
-                fx[r, k] = step
-            ins[r, k] = 1 if now else 0
 
     @cuda.jit
     def kernel(x, a, b, u, acc, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, bound, args,
