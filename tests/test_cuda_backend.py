@@ -201,8 +201,9 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
 
 
 PTX_CODE = """
-from numba import float32, float64, int64, uint64
+from numba import boolean, float32, float64, int64, uint64
 from langevin_sim.backends import cuda_kernels as ck
+from langevin_sim.dynamics import SGD, AdamW
 from langevin_sim.kernels import pspin, quadratic, toynets
 import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
@@ -214,12 +215,20 @@ for ft in (float32, float64):
     cuda.compile_ptx(products.py_func, (W, W, I2, I1, I1), cc=(9, 0))
     row, refresh = quadratic._cuda_rules()
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))
-    # TeacherStudentMLP x SGD at W4's sizes: the owned parameters stay out of local memory
-    ptx, _ = cuda.compile_ptx(toynets.cuda_kernel(f32, 16, 32, 32).py_func,
-                              (W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, ft, ft,
-                               float64, W, V, I2, int64, int64, int64), cc=(9, 0))
-    depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
-    assert depot is None or int(depot.group(1)) <= 18 * ft.bitwidth // 8, depot.group(0)
+    # Quadratic / LinearRegression x BAOAB: no per-thread arrays (normals drawn 4 at a time)
+    ptx, _ = cuda.compile_ptx(quadratic.baoab_kernel(f32).py_func,
+                              (W,) * 6 + (V, I1, int64, boolean, boolean, uint64, uint64, uint64,
+                                          F1, F1, float64, float64, float64), cc=(9, 0))
+    assert "__local_depot" not in ptx
+    # TeacherStudentMLP x SGD / AdamW at W4's sizes: the owned parameters and their optimizer
+    # states stay out of local memory (SGD keeps its 18 normals there, AdamW nothing)
+    for rule, normals in ((SGD, 18), (AdamW, 0)):
+        ptx, _ = cuda.compile_ptx(toynets.cuda_kernel(f32, 16, 32, 32, rule).py_func,
+                                  (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1,
+                                   float64, float64, float64, float64, float64, W, V, I2, int64,
+                                   int64, int64), cc=(9, 0))
+        depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
+        assert depot is None or int(depot.group(1)) <= normals * ft.bitwidth // 8, depot.group(0)
 print("ok")
 """
 
@@ -228,9 +237,11 @@ if not SIM:
     @starts_early(ptx_compilation(PTX_CODE))
     def test_fused_dense_kernels_compile_for_the_real_cuda_target():
         """The fused GEMM-step kernel with the p-spin and Quadratic row rules (and the packed
-        products kernel), and the fused TeacherStudentMLP x SGD kernel, compile to PTX with
-        numba's CUDA target, float32 and float64: the typing the simulator does not do
-        (column views, local and shared arrays, block votes, libdevice primitives).
+        products kernel), the dense quadratic forms' BAOAB kernel, and the fused
+        TeacherStudentMLP kernel with SGD's and AdamW's rules, compile to PTX with numba's
+        CUDA target, float32 and float64: the typing the
+        simulator does not do (column views, local and shared arrays, block votes,
+        libdevice primitives).
         No GPU needed; skipped where libNVVM is missing."""
         check_ptx_compilation(test_fused_dense_kernels_compile_for_the_real_cuda_target)
 
@@ -259,8 +270,9 @@ if SIM:
     DEVICE_BACKENDS = ["cuda"]
 
     # the fused MLP kernel runs a warp per replica in the simulator (16-20 s each here); its
-    # parity, sampling modes, partition and chunking are test_fused_teacher_student_sgd_*'s
-    SLOW_PAIRS = {"TeacherStudentMLP-SGD", "TeacherStudentMLP-SGD-iid"}
+    # parity, sampling modes, partition and chunking are test_fused_teacher_student_*'s
+    SLOW_PAIRS = {"TeacherStudentMLP-SGD", "TeacherStudentMLP-SGD-iid",
+                  "TeacherStudentMLP-AdamW"}
 
     @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
     @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PAIRS
@@ -538,13 +550,19 @@ if SIM:
                 SGD(Schedule("linear", 0.05, 0.02, 12), None, momentum=0.5, weight_decay=1e-2,
                     temperature=0.1, grad_noise=0.05)),
         "adamw": (POTENTIAL_CASES["MultiWell"], AdamW(0.05, None, weight_decay=0.01)),
+        "mala": (lambda: ScaleSymmetric(depth=3, n=4, noise=0.1, seed=1),
+                 MALA(Schedule("linear", 0.05, 0.02, 12), 0.4)),
+        "sgd-iid": (lambda: ScaleSymmetric(depth=3, n=6, noise=0.1, seed=1),
+                    SGD(0.05, 2, sampling="iid", momentum=0.3, temperature=0.05)),
+        "adamw-epoch": (POTENTIAL_CASES["ShiftedMultiWell"], AdamW(0.05, 2, weight_decay=0.01)),
     }
 
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     @pytest.mark.parametrize("case", list(ROW_CASES))
     def test_row_kernels_equal_reference(case, dtype, monkeypatch):
         """Every dynamics of `kernels.rows` (full-batch SGD with momentum, weight decay,
-        temperature and grad_noise; AdamW), run by the row kernel in several calls, with
+        temperature and grad_noise; AdamW; MALA; i.i.d. and epoch minibatches of finite sums,
+        epochs crossed within a call), run by the row kernel in several calls, with
         schedules and two replicas started beyond the bound that freeze: the reference's states to
         rounding (the row gradients sum in another order than BLAS), the same divergence
         flags, and an uneven first_replica split bit for bit the whole run."""
@@ -575,17 +593,17 @@ if SIM:
         assert_split_matches(parts, whole, make(), what=case)
 
     def test_row_kernels_decline_what_they_do_not_run():
-        """Minibatches and label noise of a finite sum, MALA and d > MAX_D take the generic
-        path; full-batch SGD on a finite sum runs fused."""
+        """Label noise, "subset" minibatches and d > MAX_D take the generic path; full batches,
+        i.i.d. and epoch minibatches and MALA run fused."""
         from langevin_sim.kernels import rows
 
         shifted = POTENTIAL_CASES["ShiftedMultiWell"]
         fused = lambda pot, dyn: cuda_backend.fused_kernel(   # noqa: E731
             Simulation(pot, dyn, 2, backend="cuda")) is rows.advance
-        assert fused(shifted(), SGD(0.01, None))
-        assert not fused(shifted(), SGD(0.01, 2))
+        assert fused(shifted(), SGD(0.01, None)) and fused(shifted(), MALA(0.01, 0.5))
+        assert fused(shifted(), SGD(0.01, 2)) and fused(shifted(), AdamW(0.01, 2, replacement=True))
+        assert not fused(shifted(), SGD(0.01, 2, sampling="subset"))
         assert not fused(ScaleSymmetric(depth=3, n=4, seed=1), SGD(0.01, None, label_noise=0.1))
-        assert not fused(shifted(), MALA(0.01, 0.5))
         assert fused(DoubleWell(d=rows.MAX_D), OverdampedLangevin(0.01, 0.5))
         assert not fused(DoubleWell(d=rows.MAX_D + 1), OverdampedLangevin(0.01, 0.5))
 
@@ -621,11 +639,11 @@ if SIM:
         """A Quadratic whose stiffest mode grows by 1.5 per step at eta = 0.1."""
         return Quadratic(spectrum=[0.5, 1.5, 25.0], seed=2, center=[0.1, 0.2, -0.1])
 
-    def _along_unstable_mode(center, H):
-        """init(pot, z): replicas at `center` + a multiple of H's stiffest eigenvector (5.0
+    def _along_unstable_mode(center, H, far=5.0):
+        """init(pot, z): replicas at `center` + a multiple of H's stiffest eigenvector (`far`
         for replica 5, 0.01 for the others) + 0.01 z."""
         def init(pot, z):
-            scale = np.r_[0.01 * np.ones(5), 5.0, 0.01]
+            scale = np.r_[0.01 * np.ones(5), far, 0.01]
             return center(pot) + scale[:, None] * np.linalg.eigh(H(pot))[1][:, -1] + 0.01 * z
         return init
 
@@ -686,6 +704,68 @@ if SIM:
         np.testing.assert_allclose(whole.state["x"], ref.state["x"], rtol=tol, atol=tol)
         np.testing.assert_array_equal(np.concatenate([p.state["x"] for p in parts]),
                                       whole.state["x"], err_msg="partition")
+
+    # ------------------------------------------------------------ fused dense BAOAB (GEMM + step)
+    # Quadratic and LinearRegression x UnderdampedLangevin: one GEMM and one launch of
+    # `quadratic.baoab_kernel` per step (`quadratic.baoab_form_steps`).
+
+    DENSE_BAOAB = {   # potential, mass, divergence bound, init
+        # eta sqrt(lam / m) ~ 2.1 on the stiffest mode (lam = 25, m = 1.5): BAOAB grows it
+        # ~1.3-fold per step, and replica 5, started 0.5 along it, leaves the bound first
+        "quadratic": (_unstable_quadratic, 1.5, 30.0,
+                      _along_unstable_mode(lambda p: p.center, lambda p: p.H, far=0.5)),
+        # the same frequency on the stiffest mode of A^T A / n (the mass scaled with it)
+        "linreg": (lambda: LinearRegression(n=12, d=3, seed=3),
+                   1.5 * np.linalg.eigvalsh(_LINREG.hessian_matrix)[-1] / 25.0, 10.0,
+                   _along_unstable_mode(lambda p: p.minimizer(), lambda p: p.hessian_matrix,
+                                        far=2.0)),
+    }
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("case", list(DENSE_BAOAB))
+    def test_fused_dense_baoab_equals_reference(case, dtype, monkeypatch):
+        """Quadratic and LinearRegression x BAOAB run by one GEMM + one fused launch per step
+        (several calls, step size and temperature schedules, friction and mass != 1, a replica
+        that leaves the bound inside a call, an uneven first_replica split): the reference's
+        x, p and g to rounding (float64 1e-12 relative, float32 to its rounding), the same
+        divergence flags, and the split equal bit for bit."""
+        make, mass, bound, start = DENSE_BAOAB[case]
+        dyn = UnderdampedLangevin(Schedule("linear", 0.52, 0.49, 12), 1.3,
+                                  Schedule("cosine", 1e-4, 1e-5, 9), mass=mass)
+        no_generic_steps(monkeypatch)
+        M = 7
+        pot = make()
+        init = start(pot, np.random.default_rng(3).normal(size=(M, pot.d)))
+        kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=bound)
+        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
+        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        assert cuda_backend.fused_kernel(whole).__module__.startswith("langevin_sim.kernels.")
+        parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
+                            **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 2), (2, 5))]
+        for K in (3, 1, 6, 4):
+            for s in [ref, whole] + parts:
+                s.advance(K)
+        # replica 5 alone freezes, inside the third call (steps 5 .. 10), not at its first step
+        assert 5 < ref.diverged_step[5] <= 10 and (ref.diverged_step >= 0).sum() == 1
+        np.testing.assert_array_equal(whole.diverged_step, ref.diverged_step)
+        np.testing.assert_array_equal(np.concatenate([p.diverged_step for p in parts]),
+                                      ref.diverged_step)
+        tol = 1e-12 if dtype == "float64" else 2e-6   # relative to each array's largest entry
+        for k in ref.state:
+            scale = np.abs(ref.state[k]).max()
+            np.testing.assert_allclose(whole.state[k], ref.state[k], rtol=tol, atol=tol * scale,
+                                       err_msg=k)
+            np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
+                                          whole.state[k], err_msg=f"partition, {k}")
+
+    def test_fused_dense_baoab_declines_first_passage():
+        """A first-passage observer sends the dense BAOAB pairs to the generic path."""
+        fp = FirstPassage(HalfSpace([1.0, 0, 0], 0.0, "right"))
+        for case, (make, mass, _, _) in DENSE_BAOAB.items():
+            dyn = UnderdampedLangevin(0.1, 1.3, 0.5, mass=mass)
+            assert cuda_backend.fused_kernel(Simulation(make(), dyn, 2, backend="cuda")), case
+            assert cuda_backend.fused_kernel(Simulation(make(), dyn, 2, backend="cuda",
+                                                        first_passage=fp)) is None, case
 
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     def test_record_energies_on_the_device_and_resume_through_fused_kernels(dtype, tmp_path,
@@ -806,6 +886,104 @@ if SIM:
         for dtype in ("float32", "float64"):
             assert fused(w4, SGD(0.02, 32, momentum=0.9), dtype)
         assert not fused(w4, SGD(0.02, 256, momentum=0.9))      # 8 x 256 x 49 > 48 KiB
+
+    # ------------------------------------------------------------ fused TeacherStudentMLP x AdamW
+    # The same kernel with `adamw_update` compiled in (`toynets.cuda_kernel(..., AdamW)`).
+
+    def adamw_mlp_runs(act, dyn, bound, dtype, init, calls, splits=(), n=10):
+        """(reference, fused whole, fused parts) of TeacherStudentMLP (d_in 2, hidden 2, n
+        samples) x `dyn` from `init` (M, d): the whole run advanced in `calls` (steps per
+        call), each first_replica part ((first, count) in `splits`) in one call of as many
+        steps; the generic path is made to fail by the caller (`no_generic_steps`)."""
+        from langevin_sim.kernels import toynets
+
+        def make():
+            return TeacherStudentMLP(n=n, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1,
+                                     activation=act)
+        kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=bound)
+        M = init.shape[0]
+        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
+        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        assert cuda_backend.fused_kernel(whole).__module__ == toynets.__name__
+        for K in calls:
+            ref.advance(K)
+            whole.advance(K)
+        parts = [Simulation(make(), dyn, c, backend="cuda", first_replica=r0,
+                            **dict(kw, init=init[r0:r0 + c])) for r0, c in splits]
+        for p in parts:
+            p.advance(sum(calls))
+        return ref, whole, parts
+
+    def assert_states_close(got, ref, dtype):
+        """got's x, m, s and divergence flags against the reference's: float64 to 1e-12, float32
+        to 2e-5, relative to each array's largest entry."""
+        np.testing.assert_array_equal(got.diverged_step, ref.diverged_step)
+        tol = 1e-12 if dtype == "float64" else 2e-5
+        for k in ref.state:
+            np.testing.assert_allclose(got.state[k], ref.state[k], rtol=tol,
+                                       atol=tol * np.abs(ref.state[k]).max(), err_msg=k)
+
+    def test_fused_teacher_student_adamw_tiny_run_equals_reference(monkeypatch):
+        """The default suite's AdamW case (a few seconds): 3 replicas, epoch batches of 2 of 4
+        samples (3 steps cross an epoch), an lr schedule, two calls, replicas that diverge at
+        step 3: the reference's x, m, s to 1e-12 and the same flags, by the fused kernel."""
+        no_generic_steps(monkeypatch)
+        pot = TeacherStudentMLP(n=4, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1)
+        init = pot.default_init(np.random.default_rng(3).normal(size=(3, pot.d)))
+        dyn = AdamW(Schedule("linear", 1.0, 2.0, 3), 2, weight_decay=1e-2)
+        ref, whole, _ = adamw_mlp_runs("tanh", dyn, 3.3, "float64", init, (2, 1), n=4)
+        assert list(ref.diverged_step) == [-1, 3, 3]
+        assert_states_close(whole, ref, "float64")
+
+    MLP_ADAMW = {   # activation, AdamW, divergence bound (replicas 1 and 3 start 3x out)
+        "tanh-epoch": ("tanh", AdamW(Schedule("linear", 0.5, 1.0, 6), 3, weight_decay=1e-2), 7.1),
+        "relu-iid": ("relu", AdamW(2.0, 4, replacement=True, weight_decay=0.0), 8.0),
+        "quadratic-full": ("quadratic", AdamW(0.3, None, beta1=0.8, beta2=0.99, eps=1e-6,
+                                              weight_decay=1e-3), 60.0),
+    }
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("case", list(MLP_ADAMW))
+    def test_fused_teacher_student_adamw_equals_reference(case, dtype, monkeypatch):
+        """TeacherStudentMLP x AdamW by the fused kernel (epoch permutations, i.i.d. draws
+        (replacement=True), full batch; each activation; lr schedule, betas, eps, weight decay;
+        replicas started far out, some diverging after step 1): the reference's x, m, s to
+        rounding over calls of 2, 1, 3 steps, the same flags, and an uneven first_replica split
+        advanced in one call equal to the whole run bit for bit."""
+        act, dyn, bound = MLP_ADAMW[case]
+        no_generic_steps(monkeypatch)
+        pot = TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1)
+        init = pot.default_init(np.random.default_rng(3).normal(size=(4, pot.d)))
+        init[[1, 3]] *= 3.0
+        ref, whole, parts = adamw_mlp_runs(act, dyn, bound, dtype, init, (2, 1, 3),
+                                           ((0, 1), (1, 3)))
+        assert 0 < (ref.diverged_step >= 0).sum() < 4 and (ref.diverged_step > 1).any()
+        assert_states_close(whole, ref, dtype)
+        np.testing.assert_array_equal(np.concatenate([p.diverged_step for p in parts]),
+                                      whole.diverged_step)
+        for k in whole.state:
+            np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
+                                          whole.state[k], err_msg=f"partition, {k}")
+
+    def test_fused_teacher_student_adamw_declines_what_it_does_not_run():
+        """AdamW takes the fused kernel with either sampling, full batches and both dtypes
+        (W4's sizes too), and the generic path beyond the shared memory (`accepts`)."""
+        from langevin_sim.kernels import toynets
+
+        def fused(pot, dyn, dtype="float64"):
+            sim = Simulation(pot, dyn, 2, backend="cuda", dtype=dtype)
+            k = cuda_backend.fused_kernel(sim)
+            return k is not None and k.__module__ == toynets.__name__
+
+        small = TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1)
+        assert fused(small, AdamW(0.01, 3)) and fused(small, AdamW(0.01, 3, replacement=True))
+        assert fused(small, AdamW(0.01, None), "float32")
+        w4 = TeacherStudentMLP(n=1024, d_in=16, hidden=32, teacher_hidden=8, noise=0.01,
+                               n_test=4, seed=1)
+        for dtype in ("float32", "float64"):
+            assert fused(w4, AdamW(1e-3, 32), dtype)
+        assert not fused(w4, AdamW(1e-3, 256))      # 8 x 256 x 49 > 48 KiB
 
 
 # ---------------------------------------------------------------- records on the device

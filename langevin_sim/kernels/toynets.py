@@ -798,18 +798,19 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
-# TeacherStudentMLP x SGD: the fused numba-cuda kernel.
-# One block of 32 threads (one warp) per replica runs many SGD steps per launch; the replica's
+# TeacherStudentMLP x SGD and x AdamW: one fused numba-cuda kernel, the update rule compiled in.
+# One block of 32 threads (one warp) per replica runs many steps per launch; the replica's
 # parameters stay on chip for the whole launch.  Lane l owns hidden units j = l, l + 32, ...:
-# their W1 row, b1_j and W2_j, and the velocities of these, in per-thread arrays (registers);
-# every lane keeps b2 and its velocity (the same values, computed redundantly).  Per step, with
-# a block barrier between phases (`syncthreads`: a one-warp block, and what the simulator has):
+# their W1 row, b1_j and W2_j, and the optimizer's state of these (SGD: the velocity v; AdamW:
+# the moments m, s), in per-thread arrays (registers); every lane keeps b2 and its state (the
+# same values, computed redundantly).  Per step, with a block barrier between phases
+# (`syncthreads`: a one-warp block, and what the simulator has):
 #
 # 1. the B sample indices of step t into shared memory, lanes over batch slots: i.i.d. draws
-#    `bounded_index` of MINIBATCH word t B + b ("iid"), slot (t mod n/B) B + b of the epoch's
-#    permutation ("epoch": `DeviceRun.permutations`, the generic path's stable sort of PERMUTE
-#    words, computed on the device once per epoch; a launch runs to the epoch's end), or b
-#    (full batch);
+#    `bounded_index` of MINIBATCH word t B + b ("iid"; AdamW's replacement=True), slot
+#    (t mod n/B) B + b of the epoch's permutation ("epoch": `DeviceRun.permutations`, the
+#    generic path's stable sort of PERMUTE words, computed on the device once per epoch; a
+#    launch runs to the epoch's end), or b (full batch);
 # 2. the batch's input rows gathered into shared A (B, d_in) (consecutive lanes read
 #    consecutive entries of a row: coalesced; the dataset is shared by every replica and stays
 #    in L1/L2);
@@ -820,16 +821,21 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # 5. backward, lanes over hidden units, samples summed in order b = 0 .. B - 1 in scalar
 #    accumulators: dz_bj = (dout_b W2_j) phi'_bj (written over column j of S), db1_j, dW2_j =
 #    sum_b dout_b h_bj, then dW1_ji = sum_b dz_bj A_bi; db2 = sum_b dout_b on every lane;
-# 6. the owned parameters' normals at the reference's stream positions t d + p (purpose NOISE,
-#    only when the temperature of step t is > 0; each Philox block once), the update
-#    `sgd_update` (dynamics/sgd.py, compiled for numba-cuda by `compile_steps`), the divergence
-#    test `within_bound` of the new x and v, and a block vote (`syncthreads_and`): a good step
-#    is committed, a bad one freezes the replica (dstep = t + 1, its state untouched) and ends
-#    its launch.
+# 6. the update of every owned parameter by the rule compiled in (`update`): SGD's
+#    `sgd_update` (dynamics/sgd.py) with its normal at the reference's stream position t d + p
+#    (purpose NOISE, only when the temperature of step t is > 0; each Philox block once), or
+#    AdamW's `adamw_update` (dynamics/adamw.py) with the bias corrections of step t (float64,
+#    then the state's dtype; no noise), both compiled for numba-cuda by `compile_steps`; the
+#    divergence test `within_bound` of the new x and state, and a block vote
+#    (`syncthreads_and`): a good step is committed, a bad one freezes the replica (dstep =
+#    t + 1, its state untouched) and ends its launch.
 #
 # The per-thread arrays are indexed only in loops of compile-time length, so that NVVM unrolls
-# them and keeps parameters, velocities and gradients in registers (W4: only the 18 normals go
-# to local memory; a default test compiles the kernel to PTX and checks this).
+# them and keeps parameters, optimizer states and gradients in registers (W4: SGD only its 18
+# normals in local memory, AdamW none; a default test compiles both kernels to PTX and checks
+# this).  The new values are not buffered: the rule is evaluated once for the test and once
+# more for the commit (the same operands, the same bits), which keeps AdamW's x, m, s, g
+# within the registers.
 #
 # Learning rate and temperature come from the schedules' codes per step (`schedule_value`,
 # float64, cast to the state's dtype as the reference casts its Python scalars).  Shared memory
@@ -846,6 +852,7 @@ CALL_STEPS = 4096    # steps per launch with i.i.d. or full batches (results do 
 SHARED_BYTES = 48 * 1024   # static shared memory of a block
 EPOCH, IID, FULL = SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"], -1
 TANH, RELU = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
+OPTIMIZER_STATE = {SGD: ("v",), AdamW: ("m", "s")}   # each rule's state arrays besides x
 
 
 def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int) -> int:
@@ -860,28 +867,38 @@ def batch_of(sim) -> int:
     return sim.potential.n_samples if B is None else int(B)
 
 
+def mode_of(dyn) -> int | None:
+    """The kernel's sampling code of an SGD or AdamW: FULL (full batch), IID or EPOCH (SGD's
+    `sampling`, AdamW's `replacement`), or None (SGD's "subset": not run here)."""
+    if dyn.batch_size is None:
+        return FULL
+    name = dyn.sampling if isinstance(dyn, SGD) else sampling_of(dyn.replacement)
+    return {"iid": IID, "epoch": EPOCH}.get(name)
+
+
 def accepts(sim) -> bool:
     """Whether the fused kernel runs `sim` (else the generic path does): sampling "iid" or
-    "epoch" (or full batch), no label or gradient noise, float32 / float64, and one replica's
-    shared memory (`shared_bytes`) within `SHARED_BYTES`."""
+    "epoch" (or full batch), no label or gradient noise (SGD), float32 / float64, and one
+    replica's shared memory (`shared_bytes`) within `SHARED_BYTES`."""
     dyn, pot = sim.dynamics, sim.potential
-    if dyn.label_noise > 0 or dyn.grad_noise > 0 or pot.constrained:
+    if isinstance(dyn, SGD) and (dyn.label_noise > 0 or dyn.grad_noise > 0):
         return False
-    if dyn.batch_size is not None and dyn.sampling not in ("iid", "epoch"):
+    if pot.constrained or mode_of(dyn) is None:
         return False
     if sim.dtype not in (np.float32, np.float64):
         return False
     return shared_bytes(pot.d_in, pot.hidden, batch_of(sim), sim.dtype.itemsize) <= SHARED_BYTES
 
 
-def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int):
-    """The fused kernel for float32 (f32) or float64 states of a net (d_in, hidden) and B
-    samples per step, compiled on first use (cached)."""
-    return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B))
+def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD):
+    """The fused kernel of the update rule of `rule` (the class SGD or AdamW) for float32
+    (f32) or float64 states of a net (d_in, hidden) and B samples per step, compiled on first
+    use (cached)."""
+    return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), rule is AdamW)
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel(f32, DIN, H, B):
+def _cuda_kernel(f32, DIN, H, B, ADAM):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -892,8 +909,8 @@ def _cuda_kernel(f32, DIN, H, B):
     bits = ck.device_rng()
     bn, bw, bi = ck._normals_fn(f32), bits.block_words, bits.bounded_index
     pick = ck.helpers()[0]
-    sched, noise_scale, upd, ok_ = dev.schedule_value, dev.noise_scale, dev.sgd_update, \
-        dev.within_bound
+    sched, noise_scale, ok_ = dev.schedule_value, dev.noise_scale, dev.within_bound
+    sgd_update, adamw_update = dev.sgd_update, dev.adamw_update
     NOISE, MINIBATCH = np.uint64(rng.NOISE), np.uint64(rng.MINIBATCH)
     ftype = np.float32 if f32 else np.float64
     zero, one, two, fB = ftype(0), ftype(1), ftype(2), ftype(B)
@@ -901,6 +918,8 @@ def _cuda_kernel(f32, DIN, H, B):
     HPL = -(-H // WARP)                  # hidden units per lane
     SPL = -(-B // WARP)                  # batch slots per lane
     NPL = HPL * E
+    NB = NPL if ADAM else 1              # AdamW's s (SGD: none)
+    NX = 1 if ADAM else NPL              # SGD's normals (AdamW: none)
     HP = H + 1                           # activation rows padded: step 4 reads them row-wise
     D = H * DIN + 2 * H + 1
 
@@ -935,9 +954,27 @@ def _cuda_kernel(f32, DIN, H, B):
             return s * zero, zero
         return s * s, two * s
 
+    @cuda.jit(device=True)
+    def update(x, a, b, g, z, h, c):
+        """The rule compiled in, on one parameter x with gradient g and state a, b (SGD: v and
+        an unused 0; AdamW: m, s): the new (x, a, b).  h: the dynamics' coefficients in the
+        state's dtype (SGD: momentum, weight decay; AdamW: beta1, beta2, eps, weight decay,
+        1 - beta1, 1 - beta2); c: step t's (lr, sigma, c1, c2) (SGD: noise scale sigma with
+        the normal z; AdamW: bias corrections c1, c2)."""
+        if ADAM:
+            return adamw_update(x, a, b, g, c[0], h[0], h[1], h[4], h[5], h[2], h[3], c[2],
+                                c[3])
+        xn, vn = sgd_update(x, a, g, c[0], h[0], h[1], c[1], z)
+        return xn, vn, b
+
     @cuda.jit
-    def kernel(x, v, dstep, t0, K, k0, k1, rep0, es, ts, mom, wd, bound, inputs, labels, perm,
-               per_epoch, mode, kind):
+    def kernel(x, a, b, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, bound, inputs,
+               labels, perm, per_epoch, mode, kind):
+        """Steps t0 .. t0+K-1 of replica blockIdx.x: x (M, D) parameters, a, b (M, D) the
+        rule's state (SGD: v and an unused (0, D); AdamW: m, s); es, ts schedule codes of lr
+        and temperature (AdamW: ts unused); q0..q3 float64 (SGD: momentum, weight decay;
+        AdamW: beta1, beta2, eps, weight decay); perm (M, n) the epoch's permutations (EPOCH),
+        per_epoch = n // B; mode the sampling code; kind the activation."""
         r = cuda.blockIdx.x
         lane = cuda.threadIdx.x
         if dstep[r] >= 0:                 # frozen before this launch (uniform in the block)
@@ -947,80 +984,90 @@ def _cuda_kernel(f32, DIN, H, B):
         W2 = cuda.shared.array(H, ftype)
         dout = cuda.shared.array(B, ftype)
         idx = cuda.shared.array(B, np.int64)
-        P = cuda.local.array(NPL, ftype)    # owned parameters, velocities, gradient / new x,
-        V = cuda.local.array(NPL, ftype)    # new v, normals
+        P = cuda.local.array(NPL, ftype)    # owned parameters, their states a and b, gradient,
+        Sa = cuda.local.array(NPL, ftype)   # SGD's normals
+        Sb = cuda.local.array(NB, ftype)
         G = cuda.local.array(NPL, ftype)
-        VN = cuda.local.array(NPL, ftype)
-        XI = cuda.local.array(NPL, ftype)
+        XI = cuda.local.array(NX, ftype)
         for q in range(HPL):
             j = lane + WARP * q
             if j < H:
                 for k in range(E):
                     P[q * E + k] = x[r, slot(j, k)]
-                    V[q * E + k] = v[r, slot(j, k)]
+                    Sa[q * E + k] = a[r, slot(j, k)]
+                    if ADAM:
+                        Sb[q * E + k] = b[r, slot(j, k)]
                 W2[j] = P[q * E + DIN + 1]
-        b2, vb2 = x[r, D - 1], v[r, D - 1]
+        b2, ab2 = x[r, D - 1], a[r, D - 1]
+        bb2 = b[r, D - 1] if ADAM else zero
+        h = (cast(q0), cast(q1), cast(q2), cast(q3), cast(1.0 - q0), cast(1.0 - q1))
         rep = rep0 + np.uint64(r)
         cuda.syncthreads()
         for t in range(t0, t0 + K):
             for s in range(SPL):          # 1. sample indices
-                b = lane + WARP * s
-                if b < B:
+                b_ = lane + WARP * s
+                if b_ < B:
                     if mode == IID:
-                        n = np.int64(t) * B + b
+                        n = np.int64(t) * B + b_
                         blk = n // 4
                         w0, w1, w2, w3 = bw(k0, k1, MINIBATCH, rep, np.uint64(blk))
-                        idx[b] = bi(pick(n - 4 * blk, w0, w1, w2, w3), inputs.shape[0])
+                        idx[b_] = bi(pick(n - 4 * blk, w0, w1, w2, w3), inputs.shape[0])
                     elif mode == EPOCH:
-                        idx[b] = perm[r, (t % per_epoch) * B + b]
+                        idx[b_] = perm[r, (t % per_epoch) * B + b_]
                     else:
-                        idx[b] = b
+                        idx[b_] = b_
             cuda.syncthreads()
             for e in range(lane, B * DIN, WARP):    # 2. gather the batch's inputs
-                b = e // DIN
-                A[b, e - b * DIN] = inputs[idx[b], e - b * DIN]
+                b_ = e // DIN
+                A[b_, e - b_ * DIN] = inputs[idx[b_], e - b_ * DIN]
             cuda.syncthreads()
             for q in range(HPL):          # 3. forward, lanes over hidden units
                 j = lane + WARP * q
                 if j < H:
-                    for b in range(B):
+                    for b_ in range(B):
                         z = zero
                         for i in range(DIN):
-                            z += A[b, i] * P[q * E + i]
-                        S[b, j] = stored(z + P[q * E + DIN], kind)
+                            z += A[b_, i] * P[q * E + i]
+                        S[b_, j] = stored(z + P[q * E + DIN], kind)
             cuda.syncthreads()
             for s in range(SPL):          # 4. read-out and loss head, lanes over samples
-                b = lane + WARP * s
-                if b < B:
+                b_ = lane + WARP * s
+                if b_ < B:
                     o = zero
                     for j in range(H):
-                        o += unit(S[b, j], kind)[0] * W2[j]
-                    dout[b] = (o + b2 - labels[idx[b]]) / fB
+                        o += unit(S[b_, j], kind)[0] * W2[j]
+                    dout[b_] = (o + b2 - labels[idx[b_]]) / fB
             cuda.syncthreads()
             gb2 = zero                    # 5. backward, lanes over hidden units
-            for b in range(B):
-                gb2 += dout[b]
+            for b_ in range(B):
+                gb2 += dout[b_]
             for q in range(HPL):
                 j = lane + WARP * q
                 if j < H:
                     w2, gb1, gw2 = P[q * E + DIN + 1], zero, zero
-                    for b in range(B):
-                        g = dout[b]
-                        h, d1 = unit(S[b, j], kind)
+                    for b_ in range(B):
+                        g = dout[b_]
+                        hb, d1 = unit(S[b_, j], kind)
                         dz = (g * w2) * d1
                         gb1 += dz
-                        gw2 += g * h
-                        S[b, j] = dz          # column j is this lane's: dZ replaces phi
+                        gw2 += g * hb
+                        S[b_, j] = dz         # column j is this lane's: dZ replaces phi
                     for i in range(DIN):
                         acc = zero
-                        for b in range(B):
-                            acc += S[b, j] * A[b, i]
+                        for b_ in range(B):
+                            acc += S[b_, j] * A[b_, i]
                         G[q * E + i] = acc
                     G[q * E + DIN] = gb1
                     G[q * E + DIN + 1] = gw2
             eta = sched(int(es[0]), es[1], es[2], es[3], t)   # 6. update, test, vote
-            T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
-            lr, sigma, noisy = cast(eta), cast(noise_scale(eta, T)), T > 0
+            if ADAM:
+                T = 0.0
+                c = (cast(eta), zero, cast(1.0 - math.pow(q0, t + 1)),
+                     cast(1.0 - math.pow(q1, t + 1)))
+            else:
+                T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
+                c = (cast(eta), cast(noise_scale(eta, T)), zero, zero)
+            noisy = T > 0
             xb2 = zero
             if noisy:                     # normals at t d + p, each Philox block once
                 cached = np.int64(-1)
@@ -1039,39 +1086,47 @@ def _cuda_kernel(f32, DIN, H, B):
                 blk = n // 4
                 z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(blk))
                 xb2 = pick(n - 4 * blk, z0, z1, z2, z3)
-            ok = True
+            ok = True                     # the test: the rule's new values, not kept
             for q in range(HPL):
                 j = lane + WARP * q
                 if j < H:
                     for k in range(E):
-                        xn, vn = upd(P[q * E + k], V[q * E + k], G[q * E + k], lr, mom, wd, sigma,
-                                     XI[q * E + k] if noisy else zero)
-                        G[q * E + k] = xn
-                        VN[q * E + k] = vn
-                        ok = ok and ok_(xn, bound) and ok_(vn, bound)
-            b2n, vb2n = upd(b2, vb2, gb2, lr, mom, wd, sigma, xb2)
-            ok = ok and ok_(b2n, bound) and ok_(vb2n, bound)
+                        i = q * E + k
+                        xn, an, bn_ = update(P[i], Sa[i], Sb[i] if ADAM else zero, G[i],
+                                             XI[i] if noisy else zero, h, c)
+                        ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
+            b2n, ab2n, bb2n = update(b2, ab2, bb2, gb2, xb2, h, c)
+            ok = ok and ok_(b2n, bound) and ok_(ab2n, bound) and ok_(bb2n, bound)
             if cuda.syncthreads_and(1 if ok else 0) == 0:
                 if lane == 0:
                     dstep[r] = t + 1
                 break
-            for q in range(HPL):
+            for q in range(HPL):          # the commit: the same rule on the same operands
                 j = lane + WARP * q
                 if j < H:
                     for k in range(E):
-                        P[q * E + k] = G[q * E + k]
-                        V[q * E + k] = VN[q * E + k]
+                        i = q * E + k
+                        xn, an, bn_ = update(P[i], Sa[i], Sb[i] if ADAM else zero, G[i],
+                                             XI[i] if noisy else zero, h, c)
+                        P[i] = xn
+                        Sa[i] = an
+                        if ADAM:
+                            Sb[i] = bn_
                     W2[j] = P[q * E + DIN + 1]
-            b2, vb2 = b2n, vb2n
+            b2, ab2, bb2 = b2n, ab2n, bb2n
         for q in range(HPL):
             j = lane + WARP * q
             if j < H:
                 for k in range(E):
                     x[r, slot(j, k)] = P[q * E + k]
-                    v[r, slot(j, k)] = V[q * E + k]
+                    a[r, slot(j, k)] = Sa[q * E + k]
+                    if ADAM:
+                        b[r, slot(j, k)] = Sb[q * E + k]
         if lane == 0:
             x[r, D - 1] = b2
-            v[r, D - 1] = vb2
+            a[r, D - 1] = ab2
+            if ADAM:
+                b[r, D - 1] = bb2
     return kernel
 
 
@@ -1085,25 +1140,37 @@ def _data(run, pot: TeacherStudentMLP):
     return run.pot.cache[key]
 
 
+def _coefficients(dyn) -> tuple:
+    """The kernel's q0..q3 (float64) for an SGD (momentum, weight decay, 0, 0) or an AdamW
+    (beta1, beta2, eps, weight decay)."""
+    if isinstance(dyn, AdamW):
+        return (float(dyn.beta1), float(dyn.beta2), float(dyn.eps), float(dyn.weight_decay))
+    return (float(dyn.momentum), float(dyn.weight_decay), 0.0, 0.0)
+
+
 @register(TeacherStudentMLP, SGD, "cuda", accepts=accepts)
-def _sgd_teacher_student_cuda(run, sim, t0: int, K: int) -> None:
-    """Steps t0 .. t0+K-1 of SGD on TeacherStudentMLP on the device state of `run`: one block
-    of 32 threads per replica, launches of up to `CALL_STEPS` steps (epoch sampling: up to the
-    epoch's end, after its permutations were computed on the device)."""
+@register(TeacherStudentMLP, AdamW, "cuda", accepts=accepts)
+def _train_teacher_student_cuda(run, sim, t0: int, K: int) -> None:
+    """Steps t0 .. t0+K-1 of SGD or AdamW on TeacherStudentMLP on the device state of `run`:
+    one block of 32 threads per replica, launches of up to `CALL_STEPS` steps (epoch sampling:
+    up to the epoch's end, after its permutations were computed on the device)."""
     from ..backends import cuda_runtime as rt
 
     pot, dyn, xp = sim.potential, sim.dynamics, run.xp
-    x, v = run.state["x"], run.state["v"]
+    x = run.state["x"]
     M, B = x.shape[0], batch_of(sim)
-    mode = FULL if dyn.batch_size is None else SAMPLING_CODES[dyn.sampling]
+    states = [run.state[k] for k in OPTIMIZER_STATE[type(dyn)]]
+    if len(states) == 1:                 # SGD: an unused b (distinct: the simulator copies it)
+        states.append(xp.empty((0, x.shape[1]), x.dtype))
+    mode = mode_of(dyn)
     per_epoch = pot.n_samples // B
-    kernel = cuda_kernel(run.f32, pot.d_in, pot.hidden, B)
+    kernel = cuda_kernel(run.f32, pot.d_in, pot.hidden, B, type(dyn))
     inputs, labels = _data(run, pot)
     es = xp.asarray(schedule_code(dyn.lr))
-    ts = xp.asarray(schedule_code(dyn.temperature))
-    head = rt.kernel_arrays(x, v, run.dstep)
+    ts = xp.asarray(schedule_code(dyn.temperature) if isinstance(dyn, SGD) else es)
+    head = rt.kernel_arrays(x, *states, run.dstep)
     tail = rt.kernel_arrays(es, ts, inputs, labels, xp.zeros((0, 0), np.int64))
-    scalars = (run.cast(dyn.momentum), run.cast(dyn.weight_decay), run.bound)
+    scalars = _coefficients(dyn) + (run.bound,)
     t = t0
     while t < t0 + K:
         if mode == EPOCH:
