@@ -346,7 +346,8 @@ def padded_columns(M: int) -> int:
 def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
                prime=None) -> None:
     """Steps t0 .. t0+K-1 of overdamped Langevin for a dense family (the fused "cuda"
-    kernels of Quadratic and SphericalPSpin): the state is transposed once per call into
+    kernels of Quadratic, LinearRegression and SphericalPSpin; their BAOAB, on the same
+    layout: `kernels.quadratic.baoab_form_steps`): the state is transposed once per call into
     XT (N, MP) (replica r in column r, MP = `padded_columns`(M), padding 0), `prime(XT)`
     prepares the first GEMM's operand, then per step ONE GEMM ``gemm(XT, GT)`` writes every
     replica's gradient into GT (N, MP) and ONE launch of `cuda_kernels.gemm_step(row,

@@ -29,7 +29,9 @@ arithmetic: scalars are passed in the state's dtype) and cached.
 `gemm_step` is the one fused "gradient given, now step" kernel of the dense pairs'
 registered "cuda" kernels (SphericalPSpin, Quadratic x OverdampedLangevin): after the step's
 GEMM, noise, the family's row rule (a hook), divergence and freeze in one launch, on the
-transposed state (`cuda_backend.gemm_steps`).
+transposed state (`cuda_backend.gemm_steps`).  BAOAB on the dense quadratic forms straddles
+its GEMM (B A O A before, the closing B after) and has a kernel of its own on the same
+layout, `kernels.quadratic.baoab_kernel`.
 """
 from __future__ import annotations
 

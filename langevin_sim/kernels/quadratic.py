@@ -176,7 +176,7 @@ def _baoab_quadratic(sim, t0, K, k0, k1):
 # whose candidate position is the next GEMM's operand; one more launch opens the first step of
 # a call and one closes its last.
 
-cuda = None          # numba.cuda, set by `_cuda_rules` (the simulator swaps this global)
+cuda = None   # numba.cuda, set by `_cuda_rules`, `baoab_kernel` (the simulator swaps this global)
 
 
 @functools.lru_cache(maxsize=None)
@@ -207,8 +207,9 @@ def baoab_kernel(f32: bool):
     GEMM's operand) and the GEMM's output FT = H^T YT; off (N,).  For a live replica:
 
     - close (step t - 1): g = FT - off, p = `baoab_last`(QT, g, h) with h = eta(t - 1) / 2;
-      when the candidate x, p and g are finite and within bound they become the state, else
-      the replica freezes (dstep = t, state kept, YT reset to x: the GEMMs read finite columns);
+      when YT, p and g are finite and within bound they become the state (the rule evaluated
+      for the test and again for the commit), else the replica freezes (dstep = t, state
+      kept, YT reset to x: the GEMMs read finite columns);
     - open (step t): the normals of step t at n = t N + i (purpose NOISE), eta and T of step
       t from the schedule codes es, ts, (c1, c2) = `baoab_coeffs`(eta, friction, T, mass),
       then (YT, QT) = `baoab_first`(x, p, g, h, 1 / mass, c1, c2, z).
@@ -243,19 +244,18 @@ def baoab_kernel(f32: bool):
             good = True
             for i in range(N):
                 g = FT[i, r] - off[i]
-                p = last(QT[i, r], g, h)
-                FT[i, r] = g
-                QT[i, r] = p
-                good = good and ok_(YT[i, r], bound) and ok_(p, bound) and ok_(g, bound)
+                good = (good and ok_(YT[i, r], bound) and ok_(last(QT[i, r], g, h), bound)
+                        and ok_(g, bound))
             if not good:
                 dstep[r] = t          # step t - 1 diverged
                 for i in range(N):
                     YT[i, r] = XT[i, r]
                 return
-            for i in range(N):
+            for i in range(N):    # the rule again: no scratch writes
+                g = FT[i, r] - off[i]
                 XT[i, r] = YT[i, r]
-                PT[i, r] = QT[i, r]
-                GT[i, r] = FT[i, r]
+                PT[i, r] = last(QT[i, r], g, h)
+                GT[i, r] = g
         if open_:
             e = sched(int(es[0]), es[1], es[2], es[3], t)
             c1, c2 = coeffs(e, friction, sched(int(ts[0]), ts[1], ts[2], ts[3], t), mass)
@@ -296,11 +296,11 @@ def baoab_form_steps(run, sim, t0: int, K: int, gemm, off) -> None:
     es, ts = (xp.asarray(schedule_code(s)) for s in (dyn.step, dyn.temperature))
     kernel = baoab_kernel(run.f32)
     *arrays, esk, tsk = rt.kernel_arrays(*cols, YT, QT, FT, off, run.dstep, es, ts)
-    keys = (run.k0, run.k1, run.rep0, esk, tsk, float(dyn.friction), float(dyn.mass), run.bound)
-    rt.launch(kernel, M, *arrays, int(t0), False, True, *keys)
+    rest = (run.k0, run.k1, run.rep0, esk, tsk, float(dyn.friction), float(dyn.mass), run.bound)
+    rt.launch(kernel, M, *arrays, int(t0), False, True, *rest)
     for t in range(t0 + 1, t0 + K + 1):
         gemm(YT, FT)
-        rt.launch(kernel, M, *arrays, int(t), True, t < t0 + K, *keys)
+        rt.launch(kernel, M, *arrays, int(t), True, t < t0 + K, *rest)
     for k, a in zip(("x", "p", "g"), cols):
         state[k][...] = a[:, :M].T
 
