@@ -18,8 +18,10 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   runs K steps at once: ``fn(run, sim, t0, K)`` on the device arrays `run.state` and
   `run.dstep` in place (`run.k0`, `run.k1`, `run.rep0`, `run.bound`, the device copy of the
   potential `run.pot.dev` at hand); with a first-passage observer attached only if it was
-  registered with ``first_passage=True``.  The dense pairs' kernels run `gemm_steps`: per
-  step one GEMM for all replicas and one fused kernel (`cuda_kernels.gemm_step`);
+  registered with ``first_passage=True``.  The dense pairs' overdamped kernels run
+  `gemm_steps`: per step one GEMM for all replicas and one fused kernel
+  (`cuda_kernels.gemm_step`); their BAOAB, `quadratic.baoab_form_steps` (one GEMM and one
+  launch per step, too); the low-dimensional families, `kernels.rows`;
 - otherwise the generic path: the gradient from the potential's own array code on the
   device arrays (cuBLAS behind CuPy's matmul for dense potentials), then ONE kernel of
   `cuda_kernels` per step applying the dynamics' own scalar update rule with in-kernel
