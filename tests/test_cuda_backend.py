@@ -218,15 +218,19 @@ for ft in (float32, float64):
     cuda.compile_ptx(quadratic.baoab_kernel(f32).py_func,
                      (W,) * 6 + (V, I1, int64, boolean, boolean, uint64, uint64, uint64, F1, F1,
                                  float64, float64, float64), cc=(9, 0))
-    # TeacherStudentMLP x SGD / AdamW at W4's sizes: the owned parameters and their optimizer
-    # states stay out of local memory (SGD keeps its 18 normals there, AdamW nothing)
-    for rule, normals in ((SGD, 18), (AdamW, 0)):
-        ptx, _ = cuda.compile_ptx(toynets.cuda_kernel(f32, 16, 32, 32, rule).py_func,
-                                  (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1,
-                                   float64, float64, float64, float64, float64, W, V, I2, int64,
-                                   int64, int64), cc=(9, 0))
-        depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
-        assert depot is None or int(depot.group(1)) <= normals * ft.bitwidth // 8, depot.group(0)
+    # the toy nets' kernel, batch 32, TeacherStudentMLP at W4's sizes (d_in 16, hidden 32) and
+    # ModularArithmeticMLP p = 7, hidden 16 (one-hot, int64 labels), x SGD / AdamW: parameters
+    # and optimizer states stay out of local memory; only SGD's normals go there (W4: the 18
+    # of the owned parameters; p = 7: 22 owned and 7 of b2, 16-byte aligned: 30 items)
+    for d_in, hidden, classes, labels, normals in ((16, 32, 0, V, 18), (14, 16, 7, I1, 30)):
+        for rule in (SGD, AdamW):
+            ptx, _ = cuda.compile_ptx(
+                toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes).py_func,
+                (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64,
+                 float64, float64, float64, W, labels, I2, int64, int64, int64), cc=(9, 0))
+            depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
+            budget = normals * ft.bitwidth // 8 if rule is SGD else 0
+            assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
 print("ok")
 """
 
@@ -235,11 +239,10 @@ if not SIM:
     @starts_early(ptx_compilation(PTX_CODE))
     def test_fused_dense_kernels_compile_for_the_real_cuda_target():
         """The fused GEMM-step kernel with the p-spin and Quadratic row rules (and the packed
-        products kernel), the dense quadratic forms' BAOAB kernel, and the fused
-        TeacherStudentMLP kernel with SGD's and AdamW's rules, compile to PTX with numba's
-        CUDA target, float32 and float64: the typing the
-        simulator does not do (column views, local and shared arrays, block votes,
-        libdevice primitives).
+        products kernel), the dense quadratic forms' BAOAB kernel, and the fused toy-net kernel
+        (TeacherStudentMLP, ModularArithmeticMLP) with SGD's and AdamW's rules, compile to PTX
+        with numba's CUDA target, float32 and float64: the typing the simulator does not do
+        (column views, local and shared arrays, block votes, libdevice primitives).
         No GPU needed; skipped where libNVVM is missing."""
         check_ptx_compilation(test_fused_dense_kernels_compile_for_the_real_cuda_target)
 
@@ -888,16 +891,13 @@ if SIM:
     # ------------------------------------------------------------ fused TeacherStudentMLP x AdamW
     # The same kernel with `adamw_update` compiled in (`toynets.cuda_kernel(..., AdamW)`).
 
-    def adamw_mlp_runs(act, dyn, bound, dtype, init, calls, splits=(), n=10):
-        """(reference, fused whole, fused parts) of TeacherStudentMLP (d_in 2, hidden 2, n
-        samples) x `dyn` from `init` (M, d): the whole run advanced in `calls` (steps per
-        call), each first_replica part ((first, count) in `splits`) in one call of as many
-        steps; the generic path is made to fail by the caller (`no_generic_steps`)."""
+    def toynet_runs(make, dyn, bound, dtype, init, calls, splits=()):
+        """(reference, fused whole, fused parts) of the toy net `make()` x `dyn` from `init`
+        (M, d): the whole run advanced in `calls` (steps per call), each first_replica part
+        ((first, count) in `splits`) in one call of as many steps; the generic path is made to
+        fail by the caller (`no_generic_steps`)."""
         from langevin_sim.kernels import toynets
 
-        def make():
-            return TeacherStudentMLP(n=n, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1,
-                                     activation=act)
         kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=bound)
         M = init.shape[0]
         ref = Simulation(make(), dyn, M, backend="numpy", **kw)
@@ -913,8 +913,8 @@ if SIM:
         return ref, whole, parts
 
     def assert_states_close(got, ref, dtype):
-        """got's x, m, s and divergence flags against the reference's: float64 to 1e-12, float32
-        to 2e-5, relative to each array's largest entry."""
+        """got's state arrays and divergence flags against the reference's: float64 to 1e-12,
+        float32 to 2e-5, relative to each array's largest entry."""
         np.testing.assert_array_equal(got.diverged_step, ref.diverged_step)
         tol = 1e-12 if dtype == "float64" else 2e-5
         for k in ref.state:
@@ -926,10 +926,13 @@ if SIM:
         samples (3 steps cross an epoch), an lr schedule, two calls, replicas that diverge at
         step 3: the reference's x, m, s to 1e-12 and the same flags, by the fused kernel."""
         no_generic_steps(monkeypatch)
-        pot = TeacherStudentMLP(n=4, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1)
-        init = pot.default_init(np.random.default_rng(3).normal(size=(3, pot.d)))
+
+        def make():
+            return TeacherStudentMLP(n=4, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1,
+                                     activation="tanh")
+        init = make().default_init(np.random.default_rng(3).normal(size=(3, make().d)))
         dyn = AdamW(Schedule("linear", 1.0, 2.0, 3), 2, weight_decay=1e-2)
-        ref, whole, _ = adamw_mlp_runs("tanh", dyn, 3.3, "float64", init, (2, 1), n=4)
+        ref, whole, _ = toynet_runs(make, dyn, 3.3, "float64", init, (2, 1))
         assert list(ref.diverged_step) == [-1, 3, 3]
         assert_states_close(whole, ref, "float64")
 
@@ -951,11 +954,19 @@ if SIM:
         advanced in one call equal to the whole run bit for bit."""
         act, dyn, bound = MLP_ADAMW[case]
         no_generic_steps(monkeypatch)
-        pot = TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1)
-        init = pot.default_init(np.random.default_rng(3).normal(size=(4, pot.d)))
+        check_fused_toynet(lambda: TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1,
+                                                     n_test=4, seed=1, activation=act),
+                           dyn, bound, dtype)
+
+    def check_fused_toynet(make, dyn, bound, dtype):
+        """4 replicas, 1 and 3 started 3x out (some diverging after step 1): the fused kernel's
+        x and optimizer states equal the reference's to rounding over calls of 2, 1, 3 steps,
+        the same flags, and an uneven first_replica split advanced in one call equals the
+        whole run bit for bit."""
+        init = make().default_init(np.random.default_rng(3).normal(size=(4, make().d)))
         init[[1, 3]] *= 3.0
-        ref, whole, parts = adamw_mlp_runs(act, dyn, bound, dtype, init, (2, 1, 3),
-                                           ((0, 1), (1, 3)))
+        ref, whole, parts = toynet_runs(make, dyn, bound, dtype, init, (2, 1, 3),
+                                        ((0, 1), (1, 3)))
         assert 0 < (ref.diverged_step >= 0).sum() < 4 and (ref.diverged_step > 1).any()
         assert_states_close(whole, ref, dtype)
         np.testing.assert_array_equal(np.concatenate([p.diverged_step for p in parts]),
@@ -982,6 +993,60 @@ if SIM:
         for dtype in ("float32", "float64"):
             assert fused(w4, AdamW(1e-3, 32), dtype)
         assert not fused(w4, AdamW(1e-3, 256))      # 8 x 256 x 49 > 48 KiB
+
+    # ------------------------------------------------------------ fused ModularArithmeticMLP
+    # The same kernel with p logits and the softmax head (`toynets.cuda_kernel(..., classes=p)`),
+    # one-hot inputs only (a learned embedding takes the generic path).
+
+    MA_FUSED = {   # activation, dynamics, divergence bound (replicas 1 and 3 start 3x out)
+        "relu-sgd-epoch": ("relu", SGD(Schedule("linear", 0.5, 1.0, 6), 2, momentum=0.5,
+                                       weight_decay=1e-2, temperature=0.05), 3.0),
+        "tanh-adamw-iid": ("tanh", AdamW(Schedule("linear", 0.5, 1.0, 6), 3, replacement=True,
+                                         weight_decay=1e-2), 4.0),
+        "quadratic-sgd-full": ("quadratic", SGD(1.0, None, momentum=0.3), 8.0),
+    }
+
+    def test_fused_modular_arithmetic_tiny_run_equals_reference(monkeypatch):
+        """The default suite's ModularArithmeticMLP case (a few seconds): p = 3 (4 training
+        pairs), hidden 2, 2 replicas, AdamW with i.i.d. batches of 3 over two calls: the
+        reference's x, m, s to 1e-12, by the fused kernel."""
+        no_generic_steps(monkeypatch)
+
+        def make():
+            return ModularArithmeticMLP(p=3, hidden=2, seed=1, activation="tanh")
+        init = make().default_init(np.random.default_rng(3).normal(size=(2, make().d)))
+        ref, whole, _ = toynet_runs(make, MA_FUSED["tanh-adamw-iid"][1], 1e6, "float64", init,
+                                    (2, 1))
+        assert_states_close(whole, ref, "float64")
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("case", list(MA_FUSED))
+    def test_fused_modular_arithmetic_equals_reference(case, dtype, monkeypatch):
+        """ModularArithmeticMLP (p = 3, one-hot) x SGD / AdamW by the fused kernel (epoch,
+        i.i.d., full batch; each activation; temperature, momentum, schedules): as
+        `check_fused_toynet`."""
+        act, dyn, bound = MA_FUSED[case]
+        no_generic_steps(monkeypatch)
+        check_fused_toynet(lambda: ModularArithmeticMLP(p=3, hidden=2, seed=1, activation=act),
+                           dyn, bound, dtype)
+
+    def test_fused_modular_arithmetic_declines_what_it_does_not_run():
+        """One-hot nets take the fused kernel (SGD, AdamW, both dtypes); a learned embedding,
+        more than `toynets.MAX_OWNED` parameters per lane (p = 97: 2p + 1 + p per hidden unit)
+        and SGD's subset sampling take the generic path (`accepts`)."""
+        from langevin_sim.kernels import toynets
+
+        def fused(pot, dyn, dtype="float64"):
+            sim = Simulation(pot, dyn, 2, backend="cuda", dtype=dtype)
+            k = cuda_backend.fused_kernel(sim)
+            return k is not None and k.__module__ == toynets.__name__
+
+        onehot = ModularArithmeticMLP(p=7, hidden=16, seed=1)
+        assert fused(onehot, SGD(0.1, 8)) and fused(onehot, AdamW(1e-3, 8), "float32")
+        assert not fused(ModularArithmeticMLP(p=3, hidden=2, embed=1, seed=1), SGD(0.1, 2))
+        assert not fused(ModularArithmeticMLP(p=97, hidden=32, seed=1), AdamW(1e-3, 32))
+        assert not fused(onehot, SGD(0.1, 8, sampling="subset"))
 
 
 # ---------------------------------------------------------------- records on the device

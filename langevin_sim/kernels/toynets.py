@@ -1,5 +1,6 @@
 """TeacherStudentMLP and ModularArithmeticMLP: one CPU kernel for minibatch SGD and AdamW, and
-a fused numba-cuda kernel for TeacherStudentMLP x SGD (its section at the end).
+one fused numba-cuda kernel for both nets (one-hot inputs) x SGD and AdamW (its section at the
+end).
 
 The kernel follows the reference step by step (`SGD.reference_step`, `AdamW.reference_step`,
 the nets' `_evaluate`): the minibatch of each step (`common.minibatch_rows`, every sampling
@@ -798,11 +799,13 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
-# TeacherStudentMLP x SGD and x AdamW: one fused numba-cuda kernel, the update rule compiled in.
+# TeacherStudentMLP and ModularArithmeticMLP (one-hot inputs) x SGD and x AdamW: one fused
+# numba-cuda kernel, the net's head and the update rule compiled in.
 # One block of 32 threads (one warp) per replica runs many steps per launch; the replica's
 # parameters stay on chip for the whole launch.  Lane l owns hidden units j = l, l + 32, ...:
-# their W1 row, b1_j and W2_j, and the optimizer's state of these (SGD: the velocity v; AdamW:
-# the moments m, s), in per-thread arrays (registers); every lane keeps b2 and its state (the
+# their W1 row, b1_j and W2[:, j] (K outputs: 1 for the teacher-student regression, p logits
+# for modular arithmetic), and the optimizer's state of these (SGD: the velocity v; AdamW: the
+# moments m, s), in per-thread arrays (registers); every lane keeps b2 (K,) and its state (the
 # same values, computed redundantly).  Per step, with a block barrier between phases
 # (`syncthreads`: a one-warp block, and what the simulator has):
 #
@@ -813,14 +816,17 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    launch runs to the epoch's end), or b (full batch);
 # 2. the batch's input rows gathered into shared A (B, d_in) (consecutive lanes read
 #    consecutive entries of a row: coalesced; the dataset is shared by every replica and stays
-#    in L1/L2);
+#    in L1/L2; modular arithmetic: the one-hot rows [e_a; e_b], as the reference multiplies);
 # 3. forward, lanes over hidden units: z_bj = (sum_i A_bi W1_ji) + b1_j, kept in shared S
 #    (B, h + 1) (tanh: h = tanh z, since phi' = 1 - h^2 needs only h; relu, quadratic: z);
-# 4. read-out, lanes over batch slots: out_b = (sum_j phi_bj W2_j) + b2 (W2 mirrored in shared
-#    memory), dout_b = (out_b - y_b) / B into shared;
+# 4. read-out and loss head, lanes over batch slots: out_bc = (sum_j phi_bj W2_cj) + b2_c (W2
+#    and b2 mirrored in shared memory), then into shared dout_bc = (out_b - y_b) / B
+#    (regression) or (softmax(out_b)_c - [c = y_b]) / B (classes: the reference's max-shifted
+#    exp);
 # 5. backward, lanes over hidden units, samples summed in order b = 0 .. B - 1 in scalar
-#    accumulators: dz_bj = (dout_b W2_j) phi'_bj (written over column j of S), db1_j, dW2_j =
-#    sum_b dout_b h_bj, then dW1_ji = sum_b dz_bj A_bi; db2 = sum_b dout_b on every lane;
+#    accumulators: dz_bj = (sum_c dout_bc W2_cj) phi'_bj (written over column j of S), db1_j,
+#    dW2_cj = sum_b dout_bc h_bj, then dW1_ji = sum_b dz_bj A_bi; db2 = sum_b dout_b on every
+#    lane;
 # 6. the update of every owned parameter by the rule compiled in (`update`): SGD's
 #    `sgd_update` (dynamics/sgd.py) with its normal at the reference's stream position t d + p
 #    (purpose NOISE, only when the temperature of step t is > 0; each Philox block once), or
@@ -831,34 +837,47 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    t + 1, its state untouched) and ends its launch.
 #
 # The per-thread arrays are indexed only in loops of compile-time length, so that NVVM unrolls
-# them and keeps parameters, optimizer states and gradients in registers (W4: SGD only its 18
-# normals in local memory, AdamW none; a default test compiles both kernels to PTX and checks
-# this).  The new values are not buffered: the rule is evaluated once for the test and once
-# more for the commit (the same operands, the same bits), which keeps AdamW's x, m, s, g
-# within the registers.
+# them and keeps parameters, optimizer states and gradients in registers (W4 and modular
+# arithmetic at p = 7, hidden 16: SGD only its normals in local memory, AdamW nothing; a default
+# test compiles the kernels to PTX and checks this).  The new values are not buffered: the rule is evaluated once for the test and once
+# more for the commit (the same operands, the same bits), so that four values per owned
+# parameter are live (x, its two states, g), not seven.
 #
 # Learning rate and temperature come from the schedules' codes per step (`schedule_value`,
 # float64, cast to the state's dtype as the reference casts its Python scalars).  Shared memory
-# per replica: (B d_in + B (h + 1) + h + B) items + 8 B bytes, at most 48 KiB (W4 in float64:
-# 13 KiB).  Options the kernel does not run take the generic path (`accepts`): sampling="subset",
-# label_noise, grad_noise, dtypes other than float32 and float64, batches whose shared memory
-# exceeds the limit, first-passage observers.  Results equal the reference to rounding (the
-# sums are the reference's, in another order): float64 to ~1e-12 relative, float32 to its
-# rounding; the same divergence flags; a replica's bits do not depend on the others.
+# per replica: (B d_in + B (h + 1) + K (h + 1) + B K) items + 8 B bytes, at most 48 KiB (W4 in
+# float64: 13 KiB).  Options the kernel does not run take the generic path (`accepts`):
+# sampling="subset", label_noise, grad_noise, a learned embedding (ModularArithmeticMLP's
+# embed), dtypes other than float32 and float64, batches whose shared memory exceeds the limit,
+# more than `MAX_OWNED` parameters per lane (they would live in local memory), first-passage
+# observers.  Results equal the reference to rounding (the sums are the reference's, in another
+# order): float64 to ~1e-12 relative, float32 to its rounding; the same divergence flags; a
+# replica's bits do not depend on the others.
 
 cuda = None          # numba.cuda, set by `cuda_kernel` (the simulator swaps this global)
 WARP = 32            # threads per block: one warp per replica
 CALL_STEPS = 4096    # steps per launch with i.i.d. or full batches (results do not depend on it)
 SHARED_BYTES = 48 * 1024   # static shared memory of a block
+MAX_OWNED = 64       # parameters per lane (hidden units per lane x (d_in + 1 + K)) run fused
 EPOCH, IID, FULL = SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"], -1
 TANH, RELU = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
 OPTIMIZER_STATE = {SGD: ("v",), AdamW: ("m", "s")}   # each rule's state arrays besides x
 
 
-def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int) -> int:
+def net_sizes(pot) -> tuple[int, int, int]:
+    """(d_in, hidden, classes) of a toy net: classes 0 for TeacherStudentMLP's one regression
+    output, p for ModularArithmeticMLP's logits (one-hot inputs: d_in = 2p)."""
+    if isinstance(pot, ModularArithmeticMLP):
+        return 2 * pot.p, pot.hidden, pot.p
+    return pot.d_in, pot.hidden, 0
+
+
+def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0) -> int:
     """Shared memory of one replica's block (bytes): inputs A (B, d_in), activations
-    (B, hidden + 1), W2 (hidden,), dout (B,) in the state's dtype, indices (B,) int64."""
-    return itemsize * (B * d_in + B * (hidden + 1) + hidden + B) + 8 * B
+    (B, hidden + 1), W2 (K, hidden), b2 (K,), dout (B, K) in the state's dtype (K =
+    max(classes, 1) outputs), indices (B,) int64."""
+    K = max(classes, 1)
+    return itemsize * (B * d_in + B * (hidden + 1) + K * (hidden + 1) + B * K) + 8 * B
 
 
 def batch_of(sim) -> int:
@@ -878,27 +897,31 @@ def mode_of(dyn) -> int | None:
 
 def accepts(sim) -> bool:
     """Whether the fused kernel runs `sim` (else the generic path does): sampling "iid" or
-    "epoch" (or full batch), no label or gradient noise (SGD), float32 / float64, and one
-    replica's shared memory (`shared_bytes`) within `SHARED_BYTES`."""
+    "epoch" (or full batch), no label or gradient noise (SGD), no learned embedding,
+    float32 / float64, at most `MAX_OWNED` parameters per lane and one replica's shared memory
+    (`shared_bytes`) within `SHARED_BYTES`."""
     dyn, pot = sim.dynamics, sim.potential
     if isinstance(dyn, SGD) and (dyn.label_noise > 0 or dyn.grad_noise > 0):
         return False
-    if pot.constrained or mode_of(dyn) is None:
+    if pot.constrained or mode_of(dyn) is None or getattr(pot, "embed", None) is not None:
         return False
     if sim.dtype not in (np.float32, np.float64):
         return False
-    return shared_bytes(pot.d_in, pot.hidden, batch_of(sim), sim.dtype.itemsize) <= SHARED_BYTES
+    d_in, hidden, classes = net_sizes(pot)
+    if -(-hidden // WARP) * (d_in + 1 + max(classes, 1)) > MAX_OWNED:
+        return False
+    return shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes) <= SHARED_BYTES
 
 
-def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD):
+def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: int = 0):
     """The fused kernel of the update rule of `rule` (the class SGD or AdamW) for float32
-    (f32) or float64 states of a net (d_in, hidden) and B samples per step, compiled on first
-    use (cached)."""
-    return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), rule is AdamW)
+    (f32) or float64 states of a net (d_in, hidden) with a regression output (classes 0) or
+    a softmax over `classes` logits, B samples per step, compiled on first use (cached)."""
+    return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes), rule is AdamW)
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel(f32, DIN, H, B, ADAM):
+def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -914,14 +937,16 @@ def _cuda_kernel(f32, DIN, H, B, ADAM):
     NOISE, MINIBATCH = np.uint64(rng.NOISE), np.uint64(rng.MINIBATCH)
     ftype = np.float32 if f32 else np.float64
     zero, one, two, fB = ftype(0), ftype(1), ftype(2), ftype(B)
-    E = DIN + 2                          # parameters per hidden unit: W1 row, b1_j, W2_j
+    KO = max(CLASSES, 1)                 # outputs
+    E = DIN + 1 + KO                     # parameters per hidden unit: W1 row, b1_j, W2[:, j]
     HPL = -(-H // WARP)                  # hidden units per lane
     SPL = -(-B // WARP)                  # batch slots per lane
     NPL = HPL * E
-    NB = NPL if ADAM else 1              # AdamW's s (SGD: none)
-    NX = 1 if ADAM else NPL              # SGD's normals (AdamW: none)
+    NB, NB2 = (NPL, KO) if ADAM else (1, 1)      # AdamW's s (SGD: none)
+    NX, NX2 = (1, 1) if ADAM else (NPL, KO)      # SGD's normals (AdamW: none)
     HP = H + 1                           # activation rows padded: step 4 reads them row-wise
-    D = H * DIN + 2 * H + 1
+    D = H * DIN + H + KO * H + KO
+    O2 = D - KO                          # flat index of b2[0]
 
     @cuda.jit(device=True)
     def cast(v):
@@ -929,12 +954,12 @@ def _cuda_kernel(f32, DIN, H, B, ADAM):
 
     @cuda.jit(device=True)
     def slot(j, k):
-        """Flat parameter index of entry k of hidden unit j ([W1 row, b1_j, W2_j])."""
+        """Flat parameter index of entry k of hidden unit j ([W1 row, b1_j, W2[:, j]])."""
         if k < DIN:
             return j * DIN + k
         if k == DIN:
             return H * DIN + j
-        return H * DIN + H + j
+        return H * DIN + H + (k - DIN - 1) * H + j
 
     @cuda.jit(device=True)
     def stored(z, kind):
@@ -955,16 +980,16 @@ def _cuda_kernel(f32, DIN, H, B, ADAM):
         return s * s, two * s
 
     @cuda.jit(device=True)
-    def update(x, a, b, g, z, h, c):
+    def update(x, a, b, g, z, h, co):
         """The rule compiled in, on one parameter x with gradient g and state a, b (SGD: v and
         an unused 0; AdamW: m, s): the new (x, a, b).  h: the dynamics' coefficients in the
         state's dtype (SGD: momentum, weight decay; AdamW: beta1, beta2, eps, weight decay,
-        1 - beta1, 1 - beta2); c: step t's (lr, sigma, c1, c2) (SGD: noise scale sigma with
+        1 - beta1, 1 - beta2); co: step t's (lr, sigma, c1, c2) (SGD: noise scale sigma with
         the normal z; AdamW: bias corrections c1, c2)."""
         if ADAM:
-            return adamw_update(x, a, b, g, c[0], h[0], h[1], h[4], h[5], h[2], h[3], c[2],
-                                c[3])
-        xn, vn = sgd_update(x, a, g, c[0], h[0], h[1], c[1], z)
+            return adamw_update(x, a, b, g, co[0], h[0], h[1], h[4], h[5], h[2], h[3], co[2],
+                                co[3])
+        xn, vn = sgd_update(x, a, g, co[0], h[0], h[1], co[1], z)
         return xn, vn, b
 
     @cuda.jit
@@ -973,22 +998,29 @@ def _cuda_kernel(f32, DIN, H, B, ADAM):
         """Steps t0 .. t0+K-1 of replica blockIdx.x: x (M, D) parameters, a, b (M, D) the
         rule's state (SGD: v and an unused (0, D); AdamW: m, s); es, ts schedule codes of lr
         and temperature (AdamW: ts unused); q0..q3 float64 (SGD: momentum, weight decay;
-        AdamW: beta1, beta2, eps, weight decay); perm (M, n) the epoch's permutations (EPOCH),
-        per_epoch = n // B; mode the sampling code; kind the activation."""
+        AdamW: beta1, beta2, eps, weight decay); inputs (n, d_in), labels (n,) (the targets,
+        or the classes as int64); perm (M, n) the epoch's permutations (EPOCH), per_epoch =
+        n // B; mode the sampling code; kind the activation."""
         r = cuda.blockIdx.x
         lane = cuda.threadIdx.x
         if dstep[r] >= 0:                 # frozen before this launch (uniform in the block)
             return
         A = cuda.shared.array((B, DIN), ftype)
         S = cuda.shared.array((B, HP), ftype)
-        W2 = cuda.shared.array(H, ftype)
-        dout = cuda.shared.array(B, ftype)
+        W2 = cuda.shared.array((KO, H), ftype)
+        B2 = cuda.shared.array(KO, ftype)
+        dout = cuda.shared.array((B, KO), ftype)
         idx = cuda.shared.array(B, np.int64)
         P = cuda.local.array(NPL, ftype)    # owned parameters, their states a and b, gradient,
         Sa = cuda.local.array(NPL, ftype)   # SGD's normals
         Sb = cuda.local.array(NB, ftype)
         G = cuda.local.array(NPL, ftype)
         XI = cuda.local.array(NX, ftype)
+        P2 = cuda.local.array(KO, ftype)    # the same for b2
+        Sa2 = cuda.local.array(KO, ftype)
+        Sb2 = cuda.local.array(NB2, ftype)
+        G2 = cuda.local.array(KO, ftype)
+        XI2 = cuda.local.array(NX2, ftype)
         for q in range(HPL):
             j = lane + WARP * q
             if j < H:
@@ -997,9 +1029,14 @@ def _cuda_kernel(f32, DIN, H, B, ADAM):
                     Sa[q * E + k] = a[r, slot(j, k)]
                     if ADAM:
                         Sb[q * E + k] = b[r, slot(j, k)]
-                W2[j] = P[q * E + DIN + 1]
-        b2, ab2 = x[r, D - 1], a[r, D - 1]
-        bb2 = b[r, D - 1] if ADAM else zero
+                for c in range(KO):
+                    W2[c, j] = P[q * E + DIN + 1 + c]
+        for c in range(KO):
+            P2[c] = x[r, O2 + c]
+            Sa2[c] = a[r, O2 + c]
+            if ADAM:
+                Sb2[c] = b[r, O2 + c]
+            B2[c] = P2[c]
         h = (cast(q0), cast(q1), cast(q2), cast(q3), cast(1.0 - q0), cast(1.0 - q1))
         rep = rep0 + np.uint64(r)
         cuda.syncthreads()
@@ -1033,24 +1070,47 @@ def _cuda_kernel(f32, DIN, H, B, ADAM):
             for s in range(SPL):          # 4. read-out and loss head, lanes over samples
                 b_ = lane + WARP * s
                 if b_ < B:
-                    o = zero
-                    for j in range(H):
-                        o += unit(S[b_, j], kind)[0] * W2[j]
-                    dout[b_] = (o + b2 - labels[idx[b_]]) / fB
+                    for c in range(KO):
+                        o = zero
+                        for j in range(H):
+                            o += unit(S[b_, j], kind)[0] * W2[c, j]
+                        dout[b_, c] = o + B2[c]
+                    if CLASSES:           # softmax: exp(out - max) / sum, minus the one-hot
+                        mx = dout[b_, 0]
+                        for c in range(1, KO):
+                            if dout[b_, c] > mx:
+                                mx = dout[b_, c]
+                        nrm = zero
+                        for c in range(KO):
+                            e = cast(math.exp(dout[b_, c] - mx))
+                            dout[b_, c] = e
+                            nrm += e
+                        for c in range(KO):
+                            y = one if c == labels[idx[b_]] else zero
+                            dout[b_, c] = (dout[b_, c] / nrm - y) / fB
+                    else:
+                        dout[b_, 0] = (dout[b_, 0] - labels[idx[b_]]) / fB
             cuda.syncthreads()
-            gb2 = zero                    # 5. backward, lanes over hidden units
-            for b_ in range(B):
-                gb2 += dout[b_]
+            for c in range(KO):           # 5. backward, lanes over hidden units
+                G2[c] = zero
+            for b_ in range(B):           # (classes inner: unrolled, G2 stays in registers)
+                for c in range(KO):
+                    G2[c] += dout[b_, c]
             for q in range(HPL):
                 j = lane + WARP * q
                 if j < H:
-                    w2, gb1, gw2 = P[q * E + DIN + 1], zero, zero
+                    gb1 = zero
+                    for c in range(KO):
+                        G[q * E + DIN + 1 + c] = zero
                     for b_ in range(B):
-                        g = dout[b_]
                         hb, d1 = unit(S[b_, j], kind)
-                        dz = (g * w2) * d1
+                        dh = zero
+                        for c in range(KO):
+                            g = dout[b_, c]
+                            dh += g * P[q * E + DIN + 1 + c]
+                            G[q * E + DIN + 1 + c] += g * hb
+                        dz = dh * d1
                         gb1 += dz
-                        gw2 += g * hb
                         S[b_, j] = dz         # column j is this lane's: dZ replaces phi
                     for i in range(DIN):
                         acc = zero
@@ -1058,34 +1118,31 @@ def _cuda_kernel(f32, DIN, H, B, ADAM):
                             acc += S[b_, j] * A[b_, i]
                         G[q * E + i] = acc
                     G[q * E + DIN] = gb1
-                    G[q * E + DIN + 1] = gw2
             eta = sched(int(es[0]), es[1], es[2], es[3], t)   # 6. update, test, vote
             if ADAM:
                 T = 0.0
-                c = (cast(eta), zero, cast(1.0 - math.pow(q0, t + 1)),
-                     cast(1.0 - math.pow(q1, t + 1)))
+                co = (cast(eta), zero, cast(1.0 - math.pow(q0, t + 1)),
+                      cast(1.0 - math.pow(q1, t + 1)))
             else:
                 T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
-                c = (cast(eta), cast(noise_scale(eta, T)), zero, zero)
+                co = (cast(eta), cast(noise_scale(eta, T)), zero, zero)
             noisy = T > 0
-            xb2 = zero
             if noisy:                     # normals at t d + p, each Philox block once
                 cached = np.int64(-1)
                 z0 = z1 = z2 = z3 = zero
-                for q in range(HPL):
+                for q in range(HPL + 1):  # the owned units, then b2
                     j = lane + WARP * q
-                    if j < H:
-                        for k in range(E):
-                            n = np.int64(t) * D + slot(j, k)
+                    if q == HPL or j < H:
+                        for k in range(E if q < HPL else KO):
+                            n = np.int64(t) * D + (slot(j, k) if q < HPL else O2 + k)
                             blk = n // 4
                             if blk != cached:
                                 z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(blk))
                                 cached = blk
-                            XI[q * E + k] = pick(n - 4 * blk, z0, z1, z2, z3)
-                n = np.int64(t) * D + D - 1
-                blk = n // 4
-                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(blk))
-                xb2 = pick(n - 4 * blk, z0, z1, z2, z3)
+                            if q < HPL:
+                                XI[q * E + k] = pick(n - 4 * blk, z0, z1, z2, z3)
+                            else:
+                                XI2[k] = pick(n - 4 * blk, z0, z1, z2, z3)
             ok = True                     # the test: the rule's new values, not kept
             for q in range(HPL):
                 j = lane + WARP * q
@@ -1093,10 +1150,12 @@ def _cuda_kernel(f32, DIN, H, B, ADAM):
                     for k in range(E):
                         i = q * E + k
                         xn, an, bn_ = update(P[i], Sa[i], Sb[i] if ADAM else zero, G[i],
-                                             XI[i] if noisy else zero, h, c)
+                                             XI[i] if noisy else zero, h, co)
                         ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
-            b2n, ab2n, bb2n = update(b2, ab2, bb2, gb2, xb2, h, c)
-            ok = ok and ok_(b2n, bound) and ok_(ab2n, bound) and ok_(bb2n, bound)
+            for c in range(KO):
+                xn, an, bn_ = update(P2[c], Sa2[c], Sb2[c] if ADAM else zero, G2[c],
+                                     XI2[c] if noisy else zero, h, co)
+                ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
             if cuda.syncthreads_and(1 if ok else 0) == 0:
                 if lane == 0:
                     dstep[r] = t + 1
@@ -1107,13 +1166,21 @@ def _cuda_kernel(f32, DIN, H, B, ADAM):
                     for k in range(E):
                         i = q * E + k
                         xn, an, bn_ = update(P[i], Sa[i], Sb[i] if ADAM else zero, G[i],
-                                             XI[i] if noisy else zero, h, c)
+                                             XI[i] if noisy else zero, h, co)
                         P[i] = xn
                         Sa[i] = an
                         if ADAM:
                             Sb[i] = bn_
-                    W2[j] = P[q * E + DIN + 1]
-            b2, ab2, bb2 = b2n, ab2n, bb2n
+                    for c in range(KO):
+                        W2[c, j] = P[q * E + DIN + 1 + c]
+            for c in range(KO):
+                xn, an, bn_ = update(P2[c], Sa2[c], Sb2[c] if ADAM else zero, G2[c],
+                                     XI2[c] if noisy else zero, h, co)
+                P2[c] = xn
+                Sa2[c] = an
+                if ADAM:
+                    Sb2[c] = bn_
+                B2[c] = xn
         for q in range(HPL):
             j = lane + WARP * q
             if j < H:
@@ -1123,20 +1190,26 @@ def _cuda_kernel(f32, DIN, H, B, ADAM):
                     if ADAM:
                         b[r, slot(j, k)] = Sb[q * E + k]
         if lane == 0:
-            x[r, D - 1] = b2
-            a[r, D - 1] = ab2
-            if ADAM:
-                b[r, D - 1] = bb2
+            for c in range(KO):
+                x[r, O2 + c] = P2[c]
+                a[r, O2 + c] = Sa2[c]
+                if ADAM:
+                    b[r, O2 + c] = Sb2[c]
     return kernel
 
 
-def _data(run, pot: TeacherStudentMLP):
-    """The training inputs (n, d_in) and labels (n,) in the state's dtype, on the device (as
-    the reference casts them, `_cast`), kept on the run's device potential."""
+def _data(run, pot):
+    """The training inputs (n, d_in) in the state's dtype (as the reference casts them,
+    `_cast`; ModularArithmeticMLP: the one-hot rows) and the labels (n,) (the targets in the
+    state's dtype; ModularArithmeticMLP: the classes, int64), on the device, kept on the run's
+    device potential."""
     key = ("mlp_data", run.dtype.str)
     if key not in run.pot.cache:
-        run.pot.cache[key] = tuple(run.xp.asarray(pot._cast(name, run.dtype))
-                                   for name in ("inputs", "labels"))
+        if isinstance(pot, ModularArithmeticMLP):
+            data = (pot._cast("train_onehot", run.dtype), pot.train_labels.astype(np.int64))
+        else:
+            data = (pot._cast("inputs", run.dtype), pot._cast("labels", run.dtype))
+        run.pot.cache[key] = tuple(run.xp.asarray(v) for v in data)
     return run.pot.cache[key]
 
 
@@ -1148,12 +1221,10 @@ def _coefficients(dyn) -> tuple:
     return (float(dyn.momentum), float(dyn.weight_decay), 0.0, 0.0)
 
 
-@register(TeacherStudentMLP, SGD, "cuda", accepts=accepts)
-@register(TeacherStudentMLP, AdamW, "cuda", accepts=accepts)
-def _train_teacher_student_cuda(run, sim, t0: int, K: int) -> None:
-    """Steps t0 .. t0+K-1 of SGD or AdamW on TeacherStudentMLP on the device state of `run`:
-    one block of 32 threads per replica, launches of up to `CALL_STEPS` steps (epoch sampling:
-    up to the epoch's end, after its permutations were computed on the device)."""
+def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
+    """Steps t0 .. t0+K-1 of SGD or AdamW on a toy net on the device state of `run`: one
+    block of 32 threads per replica, launches of up to `CALL_STEPS` steps (epoch sampling: up
+    to the epoch's end, after its permutations were computed on the device)."""
     from ..backends import cuda_runtime as rt
 
     pot, dyn, xp = sim.potential, sim.dynamics, run.xp
@@ -1164,7 +1235,8 @@ def _train_teacher_student_cuda(run, sim, t0: int, K: int) -> None:
         states.append(xp.empty((0, x.shape[1]), x.dtype))
     mode = mode_of(dyn)
     per_epoch = pot.n_samples // B
-    kernel = cuda_kernel(run.f32, pot.d_in, pot.hidden, B, type(dyn))
+    d_in, hidden, classes = net_sizes(pot)
+    kernel = cuda_kernel(run.f32, d_in, hidden, B, type(dyn), classes)
     inputs, labels = _data(run, pot)
     es = xp.asarray(schedule_code(dyn.lr))
     ts = xp.asarray(schedule_code(dyn.temperature) if isinstance(dyn, SGD) else es)
@@ -1183,3 +1255,8 @@ def _train_teacher_student_cuda(run, sim, t0: int, K: int) -> None:
                         *scalars, tail[2], tail[3], perm, int(per_epoch), int(mode),
                         int(pot.kind))
         t = end
+
+
+for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
+    for _dyn in (SGD, AdamW):
+        register(_pot, _dyn, "cuda", accepts=accepts)(_train_toynet_cuda)
