@@ -494,6 +494,21 @@ if SIM:
                 "baoab": UnderdampedLangevin(Schedule("linear", 0.08, 0.02, 12), 1.3,
                                              Schedule("cosine", 0.9, 0.3, 9), mass=1.5)}
 
+    def fused_and_reference(make, dyn, M: int, kw: dict, calls: tuple):
+        """The reference, the whole cuda run and an uneven first_replica split of it ((0, 2),
+        (2, M - 2) replicas, `kw["init"]` split accordingly), each advanced by every count in
+        `calls` (overflows of replicas that freeze are expected: silenced)."""
+        init = kw["init"]
+        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
+        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
+                            **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 2), (2, M - 2))]
+        with np.errstate(all="ignore"):
+            for K in calls:
+                for s in [ref, whole] + parts:
+                    s.advance(K)
+        return ref, whole, parts
+
     def no_generic_steps(monkeypatch):
         """Make the generic per-step path fail: what runs is the fused kernel."""
         def generic(run, t):
@@ -515,14 +530,8 @@ if SIM:
         init[[1, 5], [1, 0]] = [40.0, 25.0]                 # these overflow within a few steps
         make = lambda: DoubleWell(d=d, barrier=1.2, a=0.9, tilt=0.2)   # noqa: E731
         kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=1e6)
-        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
-        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        ref, whole, parts = fused_and_reference(make, dyn, M, kw, (3, 1, 6, 4))
         assert cuda_backend.fused_kernel(whole) is rows.advance
-        parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
-                            **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 2), (2, 5))]
-        for K in (3, 1, 6, 4):
-            for s in [ref, whole] + parts:
-                s.advance(K)
         assert ((ref.diverged_step >= 0).sum() == 2 and (ref.diverged_step[[1, 5]] > 0).all())
         np.testing.assert_array_equal(whole.diverged_step, ref.diverged_step)
         np.testing.assert_array_equal(np.concatenate([p.diverged_step for p in parts]),
@@ -575,15 +584,8 @@ if SIM:
         init = np.random.default_rng(3).uniform(-1.0, 1.0, (M, d))
         init[[1, 5], [0, d - 1]] = [3e6, -5e6]            # these leave the bound at once
         kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=1e6)
-        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
-        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        ref, whole, parts = fused_and_reference(make, dyn, M, kw, (3, 1, 4))
         assert cuda_backend.fused_kernel(whole) is rows.advance
-        parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
-                            **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 2), (2, 5))]
-        with np.errstate(all="ignore"):
-            for K in (3, 1, 4):
-                for s in [ref, whole] + parts:
-                    s.advance(K)
         assert (ref.diverged_step[[1, 5]] > 0).all() and (ref.diverged_step >= 0).sum() == 2
         np.testing.assert_array_equal(whole.diverged_step, ref.diverged_step)
         tol = 1e-10 if dtype == "float64" else 2e-4
@@ -684,14 +686,8 @@ if SIM:
         z = np.random.default_rng(3).normal(size=(M, pot.d))
         init = pot.default_init(z) if start is None else start(pot, z)
         kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=bound)
-        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
-        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        ref, whole, parts = fused_and_reference(make, dyn, M, kw, (3, 1, 6, 4))
         assert cuda_backend.fused_kernel(whole).__module__.startswith("langevin_sim.kernels.")
-        parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
-                            **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 2), (2, 5))]
-        for K in (3, 1, 6, 4):
-            for s in [ref, whole] + parts:
-                s.advance(K)
         if bound < 1e8:
             assert 0 < (ref.diverged_step >= 0).sum() < M
         if start is not None:
@@ -738,14 +734,8 @@ if SIM:
         pot = make()
         init = start(pot, np.random.default_rng(3).normal(size=(M, pot.d)))
         kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=bound)
-        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
-        whole = Simulation(make(), dyn, M, backend="cuda", **kw)
+        ref, whole, parts = fused_and_reference(make, dyn, M, kw, (3, 1, 6, 4))
         assert cuda_backend.fused_kernel(whole).__module__.startswith("langevin_sim.kernels.")
-        parts = [Simulation(make(), dyn, n, backend="cuda", first_replica=r0,
-                            **dict(kw, init=init[r0:r0 + n])) for r0, n in ((0, 2), (2, 5))]
-        for K in (3, 1, 6, 4):
-            for s in [ref, whole] + parts:
-                s.advance(K)
         # replica 5 alone freezes, inside the third call (steps 5 .. 10), not at its first step
         assert 5 < ref.diverged_step[5] <= 10 and (ref.diverged_step >= 0).sum() == 1
         np.testing.assert_array_equal(whole.diverged_step, ref.diverged_step)
