@@ -1,27 +1,56 @@
 #!/usr/bin/env bash
-# All GPU checks of the cuda backend in one run (under 8 minutes on one GPU), for a machine
-# with an NVIDIA GPU and `pip install -e ".[cuda12,dev]"` (or cuda13) done:
+# All GPU checks of the cuda backend in one run (under 8 minutes on one GPU):
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root
 #
 # 1. the device and versions (nvidia-smi, CuPy, numba-cuda);
 # 2. the GPU-marked tests (tests/test_gpu.py: Philox bits, every pair's parity with the NumPy
-#    reference, SIGKILL + resume, the physics oracles with backend="cuda"), <= 300 s;
+#    reference, SIGKILL + resume, the physics oracles with backend="cuda"), <= 300 s, spread
+#    over pytest-xdist workers when it is installed (GPU_TEST_WORKERS, default 8: the tests
+#    are bound by kernel compilation, one CPU core each);
 # 3. the throughput benchmark (benchmarks/gpu_throughput.py: W1-W4, float32 and float64, next
 #    to the Philox-only rate, copy bandwidth, cuBLAS GEMM and JAX when installed), <= 150 s.
 # Everything is printed, and written to ONE file: benchmarks/results/gpu-<model>.md (the
-# benchmark report, then the test summary, then this script's full log of both steps).
+# benchmark report, then the test summary, then this script's full log of both steps); when
+# $OUT names a folder (the device tool's output folder), the file is copied there too.
+#
+# It needs no install and no network: with `pip install -e ".[cuda12,dev]"` (or cuda13) done
+# it uses that; otherwise it puts the repository on PYTHONPATH (the package is pure Python:
+# its kernels compile at run time) and runs with what the machine has (CuPy, numba-cuda,
+# h5py, SciPy, pytest). Wheels of anything missing, saved under .whl/ (for the device tool:
+# see docs/gpu.md), are installed into /tmp/gpu-check-site first. PYTHON picks the
+# interpreter (default: python3). GPU_CHECK_DRY=1 runs the same steps under numba's CUDA
+# simulator (the GPU tests then skip, the benchmark runs --tiny: the numbers mean nothing), to
+# try the script itself on a machine without a GPU; its report is gpu-simulator.md, not kept.
 set -u
 cd "$(dirname "$0")/.."
 unset NUMBA_ENABLE_CUDASIM LANGEVIN_SIM_CUDA_SIM
+BENCH_ARGS=(--seconds 1.5)
+if [[ "${GPU_CHECK_DRY:-0}" == 1 ]]; then
+    export NUMBA_ENABLE_CUDASIM=1
+    BENCH_ARGS=(--tiny --seconds 0.2 --no-jax)
+fi
+PY=${PYTHON:-python3}
 TEST_BUDGET=${TEST_BUDGET:-300}
 BENCH_BUDGET=${BENCH_BUDGET:-150}
+WORKERS=${GPU_TEST_WORKERS:-8}
 LOG=$(mktemp -t gpu_check.XXXXXX.log)
 start=$(date +%s)
+export PYTHONUNBUFFERED=1
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/gpu-check-site .whl/*.whl 2>&1 | tee -a "$LOG"
+    export PYTHONPATH=/tmp/gpu-check-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+if ! "$PY" -c "import langevin_sim" 2>/dev/null; then
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+    echo "langevin_sim is not installed: running it from $PWD (PYTHONPATH)" | tee -a "$LOG"
+fi
 
 echo "== device" | tee -a "$LOG"
-(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "nvidia-smi failed") | tee -a "$LOG"
-MODEL=$(python - <<'EOF' 2>>"$LOG"
+(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "nvidia-smi failed") 2>&1 | tee -a "$LOG"
+MODEL=$("$PY" - <<'EOF' 2>>"$LOG"
 import re
 try:
     from langevin_sim.backends import cuda_runtime as rt
@@ -36,23 +65,36 @@ if [[ "$MODEL" == ERROR* || -z "$MODEL" ]]; then
     echo "the cuda backend cannot run here: ${MODEL#ERROR }" | tee -a "$LOG"
     exit 2
 fi
-OUT=benchmarks/results/gpu-$MODEL.md
-python -c "import cupy, numba; print('cupy', cupy.__version__, 'numba', numba.__version__)" 2>&1 | tee -a "$LOG"
-pip list 2>/dev/null | grep -i -E "^(cupy|numba|jax|cuda)" | tee -a "$LOG"
+REPORT=benchmarks/results/gpu-$MODEL.md
+if [[ "${GPU_CHECK_DRY:-0}" == 1 ]]; then
+    REPORT=$(dirname "$LOG")/gpu-simulator.md
+    rm -f "$REPORT"
+fi
+"$PY" - <<'EOF' 2>&1 | tee -a "$LOG"
+import importlib, sys
+print("python", sys.version.split()[0], *(
+    f"{m} {getattr(importlib.import_module(m), '__version__', '?')}" if importlib.util.find_spec(m)
+    else f"{m} missing" for m in ("numpy", "numba", "numba_cuda", "cupy", "h5py", "scipy", "jax")))
+EOF
+"$PY" -m pip list 2>/dev/null | grep -i -E "^(cupy|numba|jax|cuda)" | tee -a "$LOG"
 
 echo "== GPU tests (budget ${TEST_BUDGET}s)" | tee -a "$LOG"
-timeout --signal=INT "$TEST_BUDGET" python -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
-    -ra --durations=10 2>&1 | tee -a "$LOG"
+XDIST=()
+if [[ "$WORKERS" -gt 1 ]] && "$PY" -c "import xdist" 2>/dev/null; then
+    XDIST=(-n "$WORKERS")
+fi
+timeout --signal=INT "$TEST_BUDGET" "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    "${XDIST[@]}" -ra --durations=10 2>&1 | tee -a "$LOG"
 TESTS=${PIPESTATUS[0]}
 echo "pytest exit status: $TESTS" | tee -a "$LOG"
 
 echo "== throughput (budget ${BENCH_BUDGET}s)" | tee -a "$LOG"
-timeout --signal=INT "$BENCH_BUDGET" python benchmarks/gpu_throughput.py --seconds 1.5 --out "$OUT" 2>&1 | tee -a "$LOG"
+timeout --signal=INT "$BENCH_BUDGET" "$PY" benchmarks/gpu_throughput.py "${BENCH_ARGS[@]}" --out "$REPORT" 2>&1 | tee -a "$LOG"
 BENCH=${PIPESTATUS[0]}
 echo "benchmark exit status: $BENCH" | tee -a "$LOG"
 
-if [[ ! -f "$OUT" ]]; then
-    echo "# GPU check on $MODEL (the benchmark wrote no report: exit status $BENCH)" > "$OUT"
+if [[ ! -f "$REPORT" ]]; then
+    echo "# GPU check on $MODEL (the benchmark wrote no report: exit status $BENCH)" > "$REPORT"
 fi
 {
     echo
@@ -67,6 +109,9 @@ fi
     echo '```'
     cat "$LOG"
     echo '```'
-} >> "$OUT"
-echo "wrote $OUT ($(( $(date +%s) - start )) s)"
+} >> "$REPORT"
+echo "wrote $REPORT ($(( $(date +%s) - start )) s)"
+if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
+    cp "$REPORT" "$OUT"/ && echo "copied to $OUT/$(basename "$REPORT")"
+fi
 [[ $TESTS -eq 0 && $BENCH -eq 0 ]]

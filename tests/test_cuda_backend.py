@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -474,18 +475,19 @@ if SIM:
         assert isinstance(sim.state["x"], np.ndarray)                   # the host mirror
         assert "simulator" in sim.backend.device
 
-    def test_gpu_throughput_script_runs_tiny_under_the_simulator(tmp_path, monkeypatch, capsys):
-        import runpy
-
-        out = tmp_path / "gpu-sim.md"
-        monkeypatch.setattr(sys, "argv", ["gpu_throughput.py", "--tiny", "--out", str(out)])
-        with pytest.raises(SystemExit) as e, warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            runpy.run_path(str(ROOT / "benchmarks" / "gpu_throughput.py"), run_name="__main__")
-        assert e.value.code == 0, capsys.readouterr().err[-3000:]
-        text = out.read_text()
-        for w in ("W1", "W2", "W3", "W4", "float32", "float64", "Philox"):
-            assert w in text, (w, text)
+    def test_gpu_check_script_runs_dry_under_the_simulator(tmp_path):
+        """benchmarks/gpu_check.sh with GPU_CHECK_DRY=1: its steps as on a GPU (the GPU tests
+        collected and skipped, gpu_throughput.py --tiny), its one report copied to $OUT."""
+        env = dict(os.environ, GPU_CHECK_DRY="1", PYTHON=sys.executable, OUT=str(tmp_path),
+                   GPU_TEST_WORKERS="1")
+        r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        text = (tmp_path / "gpu-simulator.md").read_text()
+        for w in ("W1", "W2", "W3", "W4", "float32", "float64", "Philox",
+                  "## GPU tests (pytest -m gpu tests/test_gpu.py): exit status 0",
+                  "skipped", "simulator mode", "benchmark exit status: 0"):
+            assert w in text, (w, text[-3000:])
 
     # ------------------------------------------------------------ fused DoubleWell kernels
 
