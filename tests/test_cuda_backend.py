@@ -567,6 +567,17 @@ if SIM:
         "sgd-iid": (lambda: ScaleSymmetric(depth=3, n=6, noise=0.1, seed=1),
                     SGD(0.05, 2, sampling="iid", momentum=0.3, temperature=0.05)),
         "adamw-epoch": (POTENTIAL_CASES["ShiftedMultiWell"], AdamW(0.05, 2, weight_decay=0.01)),
+        # label noise (with grad noise and temperature: three streams' cached blocks at once)
+        "sgd-iid-labels": (lambda: LinearRegression(n=8, d=3, noise=0.2, seed=1),
+                           SGD(Schedule("linear", 0.05, 0.02, 12), 3, sampling="iid",
+                               momentum=0.3, temperature=0.05, grad_noise=0.05,
+                               label_noise=0.4)),
+        "sgd-epoch-labels": (lambda: ScaleSymmetric(depth=3, n=6, noise=0.1, seed=1),
+                             SGD(0.05, 2, label_noise=0.3)),
+        "sgd-full-labels": (lambda: ScaleSymmetric(depth=3, n=4, noise=0.1, seed=1),
+                            SGD(0.05, None, momentum=0.5, label_noise=0.3)),
+        "mala-linreg": (lambda: LinearRegression(n=8, d=3, noise=0.2, seed=1),
+                        MALA(Schedule("linear", 0.05, 0.02, 12), 0.4)),
     }
 
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -574,7 +585,8 @@ if SIM:
     def test_row_kernels_equal_reference(case, dtype, monkeypatch):
         """Every dynamics of `kernels.rows` (full-batch SGD with momentum, weight decay,
         temperature and grad_noise; AdamW; MALA; i.i.d. and epoch minibatches of finite sums,
-        epochs crossed within a call), run by the row kernel in several calls, with
+        epochs crossed within a call; SGD's label noise on full and minibatches), run by the
+        row kernel in several calls, with
         schedules and two replicas started beyond the bound that freeze: the reference's states to
         rounding (the row gradients sum in another order than BLAS), the same divergence
         flags, and an uneven first_replica split bit for bit the whole run."""
@@ -598,8 +610,10 @@ if SIM:
         assert_split_matches(parts, whole, make(), what=case)
 
     def test_row_kernels_decline_what_they_do_not_run():
-        """Label noise, "subset" minibatches and d > MAX_D take the generic path; full batches,
-        i.i.d. and epoch minibatches and MALA run fused."""
+        """"subset" minibatches, d > MAX_D and label noise on a full batch of more than
+        MAX_LABELS samples take the generic path; full batches, i.i.d. and epoch minibatches,
+        label noise and MALA run fused; LinearRegression's Langevin pairs keep their dense
+        kernel."""
         from langevin_sim.kernels import rows
 
         shifted = POTENTIAL_CASES["ShiftedMultiWell"]
@@ -608,7 +622,11 @@ if SIM:
         assert fused(shifted(), SGD(0.01, None)) and fused(shifted(), MALA(0.01, 0.5))
         assert fused(shifted(), SGD(0.01, 2)) and fused(shifted(), AdamW(0.01, 2, replacement=True))
         assert not fused(shifted(), SGD(0.01, 2, sampling="subset"))
-        assert not fused(ScaleSymmetric(depth=3, n=4, seed=1), SGD(0.01, None, label_noise=0.1))
+        assert fused(ScaleSymmetric(depth=3, n=4, seed=1), SGD(0.01, None, label_noise=0.1))
+        big = LinearRegression(n=rows.MAX_LABELS + 1, d=2)
+        assert not fused(big, SGD(0.01, None, label_noise=0.1))
+        assert fused(big, SGD(0.01, 8, label_noise=0.1)) and fused(big, SGD(0.01, None))
+        assert not fused(big, OverdampedLangevin(0.01, 0.5))                  # the dense kernel
         assert fused(DoubleWell(d=rows.MAX_D), OverdampedLangevin(0.01, 0.5))
         assert not fused(DoubleWell(d=rows.MAX_D + 1), OverdampedLangevin(0.01, 0.5))
 

@@ -274,10 +274,12 @@ PTX_CODE = textwrap.dedent("""
 
     # the row kernels of the cuda backend (`kernels.rows`, with rng's libdevice primitives):
     # DoubleWell's two Langevin kernels, every dynamics on the wells (the largest row gradient,
-    # a tuple of arrays as args), ScaleSymmetric's MALA and minibatch SGD, Valley's overdamped
+    # a tuple of arrays as args), ScaleSymmetric's MALA and minibatch SGD, Valley's overdamped,
+    # SGD with label noise on LinearRegression (i.i.d. minibatches) and ScaleSymmetric (full)
     from numba import int64, uint64, types as nt
     from langevin_sim.kernels import rows
-    from langevin_sim.potentials import DoubleWell, MultiWell, ScaleSymmetric, Valley
+    from langevin_sim.potentials import (DoubleWell, LinearRegression, MultiWell, ScaleSymmetric,
+                                         Valley)
     I1, I2, F1, F2 = int64[::1], int64[:, ::1], float64[::1], float64[:, ::1]
     WELLS = nt.Tuple((F2, float64[:, :, ::1], F1, float64, F2))
     cases = [(DoubleWell, k, ft, nt.UniTuple(ft, 7)) for k in (rows.OVERDAMPED, rows.BAOAB)
@@ -289,11 +291,14 @@ PTX_CODE = textwrap.dedent("""
     cases += [(MultiWell, rows.OVERDAMPED, float64, WELLS),
               (ScaleSymmetric, rows.MALA_, float64, nt.Tuple((float64,) * 3 + (F1, F1))),
               (Valley, rows.OVERDAMPED, float32, VALLEY)]
+    cases += [(LinearRegression, rows.SGD_, float32, nt.Tuple((F2, F1)), rows.IID, 3, True),
+              (ScaleSymmetric, rows.SGD_, float64, nt.Tuple((float64,) * 3 + (F1, F1)), rows.FULL,
+               4, True)]
     for pcls, kind, ft, args, *samp in cases:
         W = ft[:, ::1]
-        k = rows.row_kernel(pcls, kind, ft is float32, 2, *samp, *(3,) * len(samp))
+        k = rows.row_kernel(pcls, kind, ft is float32, 2, *samp, *(3,) * (len(samp) == 1))
         ptx, _ = cuda.compile_ptx(k.py_func, (W, W, W, F1, F1, I1, int64, int64, uint64,
-                                              uint64, uint64, F1, F1) + (float64,) * 5 +
+                                              uint64, uint64, F1, F1) + (float64,) * 6 +
                                   (args, I2, int64, I1, F2, F1) + (I2,) * 5, cc=(9, 0))
         if pcls is DoubleWell:   # the replica's lanes stay in registers (the kernel's body
             body = ptx[ptx.index(".entry"):]          # has no local depot; libdevice's trig

@@ -47,9 +47,9 @@ def baoab_step(x, p, g, z, h, inv_m, c1, c2, c, a2, k, tilt):
     return x, baoab_last(p, g, h), g
 
 
-def dw_row(x, g, w, args, idx, nb, energy):
+def dw_row(x, g, w, args, idx, nb, lab, energy):
     """U (float64) of one replica x (d,), and its gradient into g (d,) float64: `dw_grad` per
-    coordinate in x's dtype (`kernels.rows`; w, idx, nb unused: no samples); args: `dw_args`
+    coordinate in x's dtype (`kernels.rows`; w, idx, nb, lab unused: no samples); args: `dw_args`
     in x's dtype; U summed in float64 as `dw_energy_block`, only when `energy`."""
     c, a2, k, tilt, center, a, barrier = args
     u = 0.0

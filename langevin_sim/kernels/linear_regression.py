@@ -1,17 +1,19 @@
-"""LinearRegression: its hooks for the generic CPU drivers (`kernels.drivers`) and its fused
-full-batch Langevin step on "cuda".
+"""LinearRegression: its hooks for the generic CPU drivers (`kernels.drivers`), its fused
+full-batch Langevin step on "cuda", and its row for the cuda row kernels.
 
 The full-batch gradient and energy of a block of replicas are the reference's products
 (`linreg_grad_block`, `linreg_energy_block`); minibatch SGD and AdamW (every `SGD.sampling`,
 label and gradient noise) run the generic per-replica drivers on `linreg_batch_grad`, the
-mean minibatch gradient with label shifts.  The family has no step function of its own:
-`STEPS` is empty.
+mean minibatch gradient with label shifts.  Its one step function, `linreg_row`, is the
+gradient of one replica for `kernels.rows`.
 
 On "cuda", OverdampedLangevin and UnderdampedLangevin (BAOAB) run the dense Quadratic's fused
 path (`quadratic.quadratic_form_steps`): the full-batch gradient is x H - b with H = A^T A / n
 and b = A^T y / n, formed once in float64, so a step is ONE (d, d) GEMM for all replicas and
 ONE fused kernel launch instead of the reference's two (n, d) products (equal to the
-reference to rounding: the same sums in another order).
+reference to rounding: the same sums in another order).  Every other dynamics (SGD and AdamW
+full batch or i.i.d. / epoch minibatches, SGD's label noise, Heun, Leimkuhler-Matthews, MALA)
+runs the row kernels of `kernels.rows` on `linreg_row` (one thread per replica, d <= 64).
 """
 from __future__ import annotations
 
@@ -23,8 +25,35 @@ from ..dynamics import OverdampedLangevin, UnderdampedLangevin
 from ..potentials.linear_regression import LinearRegression
 from .drivers import Hooks, family, row_sums
 from .quadratic import quadratic_form_steps
+from .rows import row_family
 
-STEPS = ()
+STEPS = ("linreg_row",)
+
+
+def linreg_row(x, g, w, args, idx, nb, lab, energy):
+    """L (float64) of one replica x (d,) over the samples idx[:nb] (nb = 0: all n), each
+    label shifted by lab[b], and its gradient mean_b (a_s.x - y_s - lab[b]) a_s (s = idx[b])
+    into g (d,) float64 (`kernels.rows`; w unused); the residuals in float64; args: (A (n, d),
+    y (n,)) in float64."""
+    A, y = args
+    d = x.shape[0]
+    n = A.shape[0] if nb == 0 else nb
+    for i in range(d):
+        g[i] = 0.0
+    u = 0.0
+    for b in range(n):
+        s = b if nb == 0 else idx[b]
+        r = -y[s]
+        for i in range(d):
+            r += A[s, i] * np.float64(x[i])
+        if nb > 0:
+            r -= lab[b]
+        for i in range(d):
+            g[i] += r * A[s, i]
+        u += r * r
+    for i in range(d):
+        g[i] = g[i] / n
+    return 0.5 * (u / n)
 
 
 # ---------------------------------------------------------------- hooks (CPU)
@@ -82,3 +111,8 @@ def _linreg_cuda(run, sim, t0, K):
     pot = sim.potential
     quadratic_form_steps(run, sim, t0, K, "linreg",
                          lambda: (pot.hessian_matrix, pot.A.T @ pot.y / pot.n_samples))
+
+
+row_family(LinearRegression, "linreg_row",
+           lambda pot, xp, dtype: (xp.asarray(pot.A, dtype=np.float64),
+                                   xp.asarray(pot.y, dtype=np.float64)), labels=True)

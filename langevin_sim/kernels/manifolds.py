@@ -34,10 +34,11 @@ from .rows import row_family
 
 # ---------------------------------------------------------------- row gradients, every target
 
-def scale_symmetric_row(x, g, w, args, idx, nb, energy):
+def scale_symmetric_row(x, g, w, args, idx, nb, lab, energy):
     """U (float64, when `energy`) of one replica a = x (k,) and its gradient r q_j + l2 a_j
     into g (k,) float64, over the samples idx[:nb] (nb = 0: all, r = sxx p - sxy as
-    `scale_symmetric_grad`; else r = mean_s (p x_s - y_s) x_s as `scale_symmetric_batch_grad`),
+    `scale_symmetric_grad`; else r = mean_b (p x_s - y_s - lab[b]) x_s, s = idx[b], as
+    `scale_symmetric_batch_grad` with label shifts lab (float64)),
     p and q_j by prefix and suffix products; w[0]: the prefix products; args: (sxx, sxy, l2,
     inputs (n,), targets (n,)) in float64."""
     sxx, sxy, l2, xin, y = args
@@ -52,7 +53,7 @@ def scale_symmetric_row(x, g, w, args, idx, nb, energy):
         r = 0.0
         for b in range(nb):
             s = idx[b]
-            r += (left * xin[s] - y[s]) * xin[s]
+            r += (left * xin[s] - y[s] - lab[b]) * xin[s]
         r = r / nb
     right = 1.0
     aa = 0.0
@@ -72,9 +73,9 @@ def scale_symmetric_row(x, g, w, args, idx, nb, energy):
     return u
 
 
-def valley_row(x, g, w, args, idx, nb, energy):
+def valley_row(x, g, w, args, idx, nb, lab, energy):
     """U (float64) of one replica x (d,) and its gradient into g (d,) float64, as
-    `valley_rows` (w, idx, nb unused); args: `Valley.coefficients()`."""
+    `valley_rows` (w, idx, nb, lab unused); args: `Valley.coefficients()`."""
     curve, radius, kind, k0, alpha, omega, nodes_s, nodes_k, s_lo, s_hi, wall, wt = args
     d = x.shape[0]
     rest = 0.0
@@ -90,12 +91,13 @@ def valley_row(x, g, w, args, idx, nb, energy):
     return e
 
 
-def wells_row(x, g, w, args, idx, nb, energy):
+def wells_row(x, g, w, args, idx, nb, lab, energy):
     """The mean over the shifts xi_s (s in idx[:nb]; nb = 0: all) of MultiWell's energy
     (returned, float64) and gradient (into g (d,) float64) at x - xi_s, for one replica x (d,):
     `multiwell_fields`'s streaming log-sum-exp over the wells, in float64; w[0]: the weighted
     sum of the wells' gradients, w[1]: the current well's H_j y; args:
-    `MultiWell.coefficients()` + (shifts (n, d),) (MultiWell: one zero row)."""
+    `MultiWell.coefficients()` + (shifts (n, d),) (MultiWell: one zero row); lab unused (no
+    labels)."""
     c, H, E, tau, xi = args
     d, K = x.shape[0], c.shape[0]
     n = xi.shape[0] if nb == 0 else nb
@@ -298,7 +300,7 @@ def wells_args(pot: MultiWell, xp, dtype) -> tuple:
 row_family(ScaleSymmetric, "scale_symmetric_row",
            lambda pot, xp, dtype: (float(pot.sxx), float(pot.sxy), float(pot.l2),
                                    xp.asarray(pot.inputs, dtype=np.float64),
-                                   xp.asarray(pot.targets, dtype=np.float64)))
+                                   xp.asarray(pot.targets, dtype=np.float64)), labels=True)
 row_family(Valley, "valley_row", lambda pot, xp, dtype: pot.coefficients(xp))
 row_family(MultiWell, "wells_row", wells_args, scratch=2)
 row_family(ShiftedMultiWell, "wells_row", wells_args, scratch=2)

@@ -1,14 +1,16 @@
 """Fused numba-cuda kernels for the low-dimensional families: one thread per replica runs
 many steps of every dynamics, compiled from the family's row function.
 
-A family contributes one step function, ``row(x, g, w, args, idx, nb, energy) -> U``: plain
-scalar Python in the family's module (named in its `STEPS`, so every target compiles it) that
-writes into g (d,) float64 the gradient at one replica x (d,) (x's dtype) of the loss over the
-samples idx[:nb] (idx int64; nb = 0: the full loss, the only one of a family without samples)
-and returns that loss (float64) when `energy` (else anything: only MALA asks), with w
-(scratch, d) float64 scratch and args the tuple ``args_of(potential, xp, dtype)`` of the
-potential's coefficients (arrays of the array module xp, scalars).  It registers it with
-``row_family(Potential, "row", args_of, scratch)`` at the end of its module.  `register_rows()`
+A family contributes one step function, ``row(x, g, w, args, idx, nb, lab, energy) -> U``:
+plain scalar Python in the family's module (named in its `STEPS`, so every target compiles it)
+that writes into g (d,) float64 the gradient at one replica x (d,) (x's dtype) of the loss over
+the samples idx[:nb] (idx int64; nb = 0: the full loss, the only one of a family without
+samples), each sample b's label shifted by lab[b] (float64; a family with labels only, and only
+when nb > 0: SGD's label noise), and returns that loss (float64) when `energy` (else anything:
+only MALA asks), with w (scratch, d) float64 scratch and args the tuple
+``args_of(potential, xp, dtype)`` of the potential's coefficients (arrays of the array module
+xp, scalars).  It registers it with ``row_family(Potential, "row", args_of, scratch, labels)``
+at the end of its module (labels: whether its row applies lab, i.e. runs SGD's label noise).  `register_rows()`
 (called by `kernels/__init__`, after every family) registers `advance` on "cuda" for every
 such family and every dynamics of `RULES` without a dedicated kernel.
 
@@ -19,7 +21,9 @@ CUDA_CALL_STEPS steps.  Per step: the step size (learning rate) and temperature 
 schedules' codes (`schedule_value`, float64, cast to the state's dtype as the reference casts
 its Python scalars); SGD's and AdamW's minibatch (i.i.d.: `bounded_index` of MINIBATCH words
 t B + b; epoch: a slice of the epoch's permutations, computed on the device once per epoch by
-the generic path's code, a launch then running at most to the epoch's end); the row; the
+the generic path's code, a launch then running at most to the epoch's end); SGD's label shifts
+(s_l times LABEL_NOISE normals at t B + b, in the state's dtype; a full batch with label noise
+is the minibatch of all n samples in order, as in the reference); the row; the
 dynamics' own scalar rules of `common.STEPS` lane by lane, with normals drawn in the kernel at
 the reference's stream positions (n = t d + i; Leimkuhler-Matthews also (t + 1) d + i; SGD's
 GRAD_NOISE at t d + i), four per Philox block, each block computed once; MALA's energy, the
@@ -31,9 +35,9 @@ coordinate: four lanes share a Philox block, the freeze of a replica's lanes wou
 cross-thread vote each step, the gradient couples the lanes, and d = 1 (W1) has one lane per
 replica anyway.
 
-Not run here (`accepts`; the generic path runs them): label noise, "subset" minibatches, d
-beyond MAX_D (local arrays would spill; the generic path's array code suits large d),
-constrained potentials.
+Not run here (`accepts`; the generic path runs them): "subset" minibatches, d beyond MAX_D
+(local arrays would spill; the generic path's array code suits large d), label noise on a full
+batch of more than MAX_LABELS samples, constrained potentials.
 """
 from __future__ import annotations
 
@@ -62,29 +66,33 @@ FULL, IID, EPOCH = 0, 1, 2    # how SGD / AdamW take their samples (FULL: every 
 cuda = None          # numba.cuda, set by `row_kernel` (the simulator swaps this global)
 CUDA_CALL_STEPS = 4096   # steps per kernel launch (results do not depend on it)
 MAX_D = 64               # coordinates per replica run here (local arrays: 8-10 rows of d)
+MAX_LABELS = 1024        # label shifts per step held per thread (a full batch with label noise)
 
 
 @dataclass(frozen=True)
 class RowFamily:
     """A family's row function: `module`'s step function `row` (a name in its STEPS),
-    `args_of(potential, xp, dtype) -> tuple`, and the rows of float64 scratch it needs."""
+    `args_of(potential, xp, dtype) -> tuple`, the rows of float64 scratch it needs, and
+    whether it applies label shifts (SGD's label noise)."""
 
     module: ModuleType
     row: str
     args_of: Callable
     scratch: int = 1
+    labels: bool = False
 
 
 FAMILIES: dict[type, RowFamily] = {}
 
 
-def row_family(potential_cls: type, row: str, args_of: Callable, scratch: int = 1) -> None:
+def row_family(potential_cls: type, row: str, args_of: Callable, scratch: int = 1,
+               labels: bool = False) -> None:
     """Give the row kernels `potential_cls`'s row function `row`, a step function of the
     calling family module (see the module docstring)."""
     module = sys.modules[sys._getframe(1).f_globals["__name__"]]
     if row not in module.STEPS:
         raise ValueError(f"{row!r} is not a step function of {module.__name__} (its STEPS)")
-    FAMILIES[potential_cls] = RowFamily(module, row, args_of, max(1, int(scratch)))
+    FAMILIES[potential_cls] = RowFamily(module, row, args_of, max(1, int(scratch)), bool(labels))
 
 
 def sampling(dyn) -> int:
@@ -95,14 +103,25 @@ def sampling(dyn) -> int:
                                             -1)
 
 
+def label_slots(dyn, pot) -> int:
+    """Label shifts per step: 0 without label noise, else the batch size (n: full batch)."""
+    if getattr(dyn, "label_noise", 0.0) <= 0:
+        return 0
+    return int(pot.n_samples) if sampling(dyn) == FULL else int(dyn.batch_size)
+
+
 def accepts(sim) -> bool:
     """Whether the row kernel runs `sim`: d <= MAX_D, an unconstrained potential, float32 or
-    float64, no label noise, minibatches i.i.d. or by epochs."""
+    float64, minibatches i.i.d. or by epochs, label noise only on a family whose row applies
+    it and with at most MAX_LABELS shifts per step."""
     dyn, pot = sim.dynamics, sim.potential
     if pot.constrained or sim.state["x"].shape[1] > MAX_D or sim.dtype not in (np.float32,
                                                                                np.float64):
         return False
-    return getattr(dyn, "label_noise", 0.0) == 0 and sampling(dyn) >= 0
+    nl = label_slots(dyn, pot)
+    if nl and not (FAMILIES[type(pot)].labels and nl <= MAX_LABELS):
+        return False
+    return sampling(dyn) >= 0
 
 
 def register_rows() -> None:
@@ -114,15 +133,18 @@ def register_rows() -> None:
                 register(pcls, dcls, "cuda", first_passage=True, accepts=accepts)(advance)
 
 
-def row_kernel(potential_cls: type, kind: int, f32: bool, d: int, samp: int = FULL, batch: int = 1):
+def row_kernel(potential_cls: type, kind: int, f32: bool, d: int, samp: int = FULL, batch: int = 1,
+               labels: bool = False):
     """The fused kernel of `kind` for the row family `potential_cls`, float32 (f32) or float64
     states of d coordinates, minibatches of `batch` samples taken by `samp` (FULL, IID or
-    EPOCH), compiled on first use (cached)."""
-    return _row_kernel(potential_cls, int(kind), bool(f32), int(d), int(samp), int(batch))
+    EPOCH; with `labels`, FULL means all `batch` = n samples in order), label noise when
+    `labels` (SGD), compiled on first use (cached)."""
+    return _row_kernel(potential_cls, int(kind), bool(f32), int(d), int(samp), int(batch),
+                       bool(labels))
 
 
 @functools.lru_cache(maxsize=None)
-def _row_kernel(pcls, KIND, f32, D, SAMP, B):
+def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -135,10 +157,11 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
     bn, bw, bounded = ck._normals_fn(f32), ck.device_rng().block_words, ck.device_rng().bounded_index
     pick, observe = ck.helpers()[0], ck.observer()
     NOISE, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE)
-    MINIBATCH, ACCEPT = np.uint64(rng.MINIBATCH), np.uint64(rng.ACCEPT)
+    MINIBATCH, ACCEPT, LABEL = (np.uint64(rng.MINIBATCH), np.uint64(rng.ACCEPT),
+                                np.uint64(rng.LABEL_NOISE))
     residual2, log_alpha, uniform, accept = (dev.proposal_residual2, dev.mala_log_alpha,
                                              dev.accept_uniform, dev.mala_accept)
-    NB_ = 0 if SAMP == FULL else B                       # samples per step (0: all)
+    NB_ = B if SAMP != FULL or LABELS else 0            # samples per step (0: all)
     ENERGY = KIND == MALA_
     ftype = np.float32 if f32 else np.float64
     sched, noise_scale, ok_ = dev.schedule_value, dev.noise_scale, dev.within_bound
@@ -175,13 +198,14 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
         return pick(n - 4 * b, w0, w1, w2, w3), b, w0, w1, w2, w3
 
     @cuda.jit
-    def kernel(x, a, b, u, acc, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, bound, args,
-               perm, nsamp, kinds, vecs, thr, fe, fx, lc, cr, ins):
+    def kernel(x, a, b, u, acc, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, q4, bound,
+               args, perm, nsamp, kinds, vecs, thr, fe, fx, lc, cr, ins):
         """K steps of replica r from t0; a, b: the second and third (M, d) state arrays, u, acc:
         MALA's (M,) energies and acceptance counts; es, ts: schedule codes (step size or
-        learning rate, temperature; AdamW: ts unused); q0..q3 per kind: BAOAB friction, mass;
-        SGD momentum, weight decay, grad_noise; AdamW beta1, beta2, eps, weight decay; perm
-        (M, nsamp): the epoch's permutations (EPOCH), nsamp the potential's samples."""
+        learning rate, temperature; AdamW: ts unused); q0..q4 per kind: BAOAB friction, mass;
+        SGD momentum, weight decay, grad_noise, label_noise; AdamW beta1, beta2, eps, weight
+        decay; perm (M, nsamp): the epoch's permutations (EPOCH), nsamp the potential's
+        samples."""
         r = cuda.grid(1)
         if r >= x.shape[0]:
             return
@@ -196,6 +220,9 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
         g0 = cuda.local.array(LG, np.float64)
         w = cuda.local.array((S, D), np.float64)
         idx = cuda.local.array(B, np.int64)
+        lab = cuda.local.array(B, np.float64)     # label shifts (zeros without label noise)
+        for j in range(B):
+            lab[j] = 0.0
         for i in range(D):
             xs[i] = x[r, i]
             if NA > 0:
@@ -207,11 +234,15 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
             return
         zero = cast(0.0)
         rep = rep0 + np.uint64(r)
-        blk = blk2 = blkw = np.int64(-1)
-        z0 = z1 = z2 = z3 = u0 = u1 = u2 = u3 = zero
+        blk = blk2 = blkw = blkl = np.int64(-1)      # one cached Philox block per stream
+        z0 = z1 = z2 = z3 = u0 = u1 = u2 = u3 = l0 = l1 = l2 = l3 = zero
         w0 = w1 = w2 = w3 = np.uint64(0)
         ur = u[r] if ENERGY else 0.0
         c0, c1_, c2_, c3_ = cast(q0), cast(q1), cast(q2), cast(q3)   # SGD: mu, decay, gsig
+        c4 = cast(q4)                                                # SGD: label_noise
+        if LABELS and SAMP == FULL:
+            for j in range(B):
+                idx[j] = j
         a1, a2 = cast(1.0 - q0), cast(1.0 - q1)    # AdamW: 1 - beta1, 1 - beta2 (`complements`)
         for t in range(t0, t0 + K):
             eta = sched(int(es[0]), es[1], es[2], es[3], t)
@@ -225,8 +256,13 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
                 j0 = (t % (nsamp // B)) * B
                 for j in range(B):
                     idx[j] = perm[r, j0 + j]
+            if LABELS:
+                for j in range(B):
+                    z, blkl, l0, l1, l2, l3 = draw(k0, k1, LABEL, rep, np.int64(t) * B + j,
+                                                   blkl, l0, l1, l2, l3)
+                    lab[j] = np.float64(c4 * z)
             if KIND != MALA_:
-                row(xs, g, w, args, idx, NB_, False)
+                row(xs, g, w, args, idx, NB_, lab, False)
             good = True
             if KIND == OVERDAMPED or KIND == LM:
                 e = cast(eta)
@@ -251,7 +287,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
                     zs[i] = z
                     g0[i] = g[i]
                     xn[i] = xs[i] + od_update(zero, cast(g[i]), e, s1, z)
-                row(xn, g, w, args, idx, NB_, False)
+                row(xn, g, w, args, idx, NB_, lab, False)
                 for i in range(D):
                     v = xs[i] + heun(zero, cast(g0[i]), cast(g[i]), h, s1, zs[i])
                     xn[i] = v
@@ -265,7 +301,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
                     xv, pv = first(xs[i], As[i], Bs[i], h, inv_m, s1, s2, z)
                     xn[i] = xv
                     An[i] = pv
-                row(xn, g, w, args, idx, NB_, False)
+                row(xn, g, w, args, idx, NB_, lab, False)
                 for i in range(D):
                     gv = cast(g[i])
                     pv = last(An[i], gv, h)
@@ -294,7 +330,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
                     n = np.int64(t) * D + i
                     z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
                     xn[i] = od_update(xs[i], As[i], e, s1, z)
-                uy = row(xn, g, w, args, idx, 0, True)
+                uy = row(xn, g, w, args, idx, 0, lab, True)
                 fwd = 0.0
                 bwd = 0.0
                 for i in range(D):
@@ -350,18 +386,19 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B):
 
 
 def kernel_arguments(run, sim) -> tuple:
-    """(es, ts, q0, q1, q2, q3) of `row_kernel` for the run's dynamics."""
+    """(es, ts, q0, q1, q2, q3, q4) of `row_kernel` for the run's dynamics."""
     dyn, xp = sim.dynamics, run.xp
     kind = RULES[type(dyn)][0]
     es = schedule_code(dyn.lr if kind in (SGD_, ADAMW) else dyn.step)
     ts = es if kind == ADAMW else schedule_code(dyn.temperature)
-    q = (0.0, 0.0, 0.0, 0.0)
+    q = (0.0, 0.0, 0.0, 0.0, 0.0)
     if kind == BAOAB:
-        q = (float(dyn.friction), float(dyn.mass), 0.0, 0.0)
+        q = (float(dyn.friction), float(dyn.mass), 0.0, 0.0, 0.0)
     elif kind == SGD_:
-        q = (float(dyn.momentum), float(dyn.weight_decay), float(dyn.grad_noise), 0.0)
+        q = (float(dyn.momentum), float(dyn.weight_decay), float(dyn.grad_noise), 0.0,
+             float(dyn.label_noise))
     elif kind == ADAMW:
-        q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps), float(dyn.weight_decay))
+        q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps), float(dyn.weight_decay), 0.0)
     return (xp.asarray(es), xp.asarray(ts)) + q
 
 
@@ -376,9 +413,10 @@ def advance(run, sim, t0: int, K: int) -> None:
     fam = FAMILIES[type(pot)]
     kind, rows2, rows1 = RULES[type(dyn)]
     samp = sampling(dyn)
-    B = 1 if samp == FULL else int(dyn.batch_size)
+    nl = label_slots(dyn, pot)
+    B = nl or (1 if samp == FULL else int(dyn.batch_size))
     nsamp = int(pot.n_samples or 0)
-    kernel = row_kernel(type(pot), kind, run.f32, d, samp, B)
+    kernel = row_kernel(type(pot), kind, run.f32, d, samp, B, nl > 0)
     extra = [run.state[k] for k in rows2]
     while len(extra) < 2:        # distinct unused arrays (the simulator copies each back)
         extra.append(xp.empty((0, d), x.dtype))
