@@ -574,6 +574,8 @@ if SIM:
                                label_noise=0.4)),
         "sgd-epoch-labels": (lambda: ScaleSymmetric(depth=3, n=6, noise=0.1, seed=1),
                              SGD(0.05, 2, label_noise=0.3)),
+        "sgd-subset": (lambda: LinearRegression(n=6, d=3, noise=0.2, seed=1),   # collisions
+                       SGD(0.05, 4, sampling="subset", momentum=0.3, label_noise=0.2)),
         "sgd-full-labels": (lambda: ScaleSymmetric(depth=3, n=4, noise=0.1, seed=1),
                             SGD(0.05, None, momentum=0.5, label_noise=0.3)),
         "mala-linreg": (lambda: LinearRegression(n=8, d=3, noise=0.2, seed=1),
@@ -585,8 +587,8 @@ if SIM:
     def test_row_kernels_equal_reference(case, dtype, monkeypatch):
         """Every dynamics of `kernels.rows` (full-batch SGD with momentum, weight decay,
         temperature and grad_noise; AdamW; MALA; i.i.d. and epoch minibatches of finite sums,
-        epochs crossed within a call; SGD's label noise on full and minibatches), run by the
-        row kernel in several calls, with
+        epochs crossed within a call; "subset" minibatches by Floyd's algorithm; SGD's label
+        noise on full and minibatches), run by the row kernel in several calls, with
         schedules and two replicas started beyond the bound that freeze: the reference's states to
         rounding (the row gradients sum in another order than BLAS), the same divergence
         flags, and an uneven first_replica split bit for bit the whole run."""
@@ -610,10 +612,9 @@ if SIM:
         assert_split_matches(parts, whole, make(), what=case)
 
     def test_row_kernels_decline_what_they_do_not_run():
-        """"subset" minibatches, d > MAX_D and label noise on a full batch of more than
-        MAX_LABELS samples take the generic path; full batches, i.i.d. and epoch minibatches,
-        label noise and MALA run fused; LinearRegression's Langevin pairs keep their dense
-        kernel."""
+        """d > MAX_D and label noise on a full batch of more than MAX_LABELS samples take the
+        generic path; full batches, i.i.d., epoch and "subset" minibatches, label noise and MALA
+        run fused; LinearRegression's Langevin pairs keep their dense kernel."""
         from langevin_sim.kernels import rows
 
         shifted = POTENTIAL_CASES["ShiftedMultiWell"]
@@ -621,7 +622,7 @@ if SIM:
             Simulation(pot, dyn, 2, backend="cuda")) is rows.advance
         assert fused(shifted(), SGD(0.01, None)) and fused(shifted(), MALA(0.01, 0.5))
         assert fused(shifted(), SGD(0.01, 2)) and fused(shifted(), AdamW(0.01, 2, replacement=True))
-        assert not fused(shifted(), SGD(0.01, 2, sampling="subset"))
+        assert fused(shifted(), SGD(0.01, 2, sampling="subset"))
         assert fused(ScaleSymmetric(depth=3, n=4, seed=1), SGD(0.01, None, label_noise=0.1))
         big = LinearRegression(n=rows.MAX_LABELS + 1, d=2)
         assert not fused(big, SGD(0.01, None, label_noise=0.1))

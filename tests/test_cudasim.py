@@ -286,7 +286,7 @@ PTX_CODE = textwrap.dedent("""
              for ft in (float32, float64)]
     cases += [(MultiWell, k, float32, WELLS) for k in range(len(rows.RULES))]
     cases += [(ScaleSymmetric, rows.SGD_, float64, nt.Tuple((float64,) * 3 + (F1, F1)), s)
-              for s in (rows.IID, rows.EPOCH)]
+              for s in (rows.IID, rows.EPOCH, rows.SUBSET)]
     VALLEY = nt.Tuple((int64, float64, int64) + (float64,) * 3 + (F1, F1) + (float64,) * 3 + (F1,))
     cases += [(MultiWell, rows.OVERDAMPED, float64, WELLS),
               (ScaleSymmetric, rows.MALA_, float64, nt.Tuple((float64,) * 3 + (F1, F1))),

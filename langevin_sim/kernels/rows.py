@@ -21,7 +21,8 @@ CUDA_CALL_STEPS steps.  Per step: the step size (learning rate) and temperature 
 schedules' codes (`schedule_value`, float64, cast to the state's dtype as the reference casts
 its Python scalars); SGD's and AdamW's minibatch (i.i.d.: `bounded_index` of MINIBATCH words
 t B + b; epoch: a slice of the epoch's permutations, computed on the device once per epoch by
-the generic path's code, a launch then running at most to the epoch's end); SGD's label shifts
+the generic path's code, a launch then running at most to the epoch's end; subset: Floyd's
+algorithm on SUBSET words t B + k, as `dynamics.sgd.floyd_subset`); SGD's label shifts
 (s_l times LABEL_NOISE normals at t B + b, in the state's dtype; a full batch with label noise
 is the minibatch of all n samples in order, as in the reference); the row; the
 dynamics' own scalar rules of `common.STEPS` lane by lane, with normals drawn in the kernel at
@@ -35,7 +36,7 @@ coordinate: four lanes share a Philox block, the freeze of a replica's lanes wou
 cross-thread vote each step, the gradient couples the lanes, and d = 1 (W1) has one lane per
 replica anyway.
 
-Not run here (`accepts`; the generic path runs them): "subset" minibatches, d beyond MAX_D
+Not run here (`accepts`; the generic path runs them): d beyond MAX_D
 (local arrays would spill; the generic path's array code suits large d), label noise on a full
 batch of more than MAX_LABELS samples, constrained potentials.
 """
@@ -62,7 +63,7 @@ OVERDAMPED, BAOAB, HEUN, LM, SGD_, ADAMW, MALA_ = range(7)
 RULES = {OverdampedLangevin: (OVERDAMPED, (), ()), UnderdampedLangevin: (BAOAB, ("p", "g"), ()),
          Heun: (HEUN, (), ()), LeimkuhlerMatthews: (LM, (), ()), SGD: (SGD_, ("v",), ()),
          AdamW: (ADAMW, ("m", "s"), ()), MALA: (MALA_, ("g",), ("u", "accepted"))}
-FULL, IID, EPOCH = 0, 1, 2    # how SGD / AdamW take their samples (FULL: every other dynamics)
+FULL, IID, EPOCH, SUBSET = 0, 1, 2, 3   # how SGD / AdamW take samples (FULL: other dynamics)
 cuda = None          # numba.cuda, set by `row_kernel` (the simulator swaps this global)
 CUDA_CALL_STEPS = 4096   # steps per kernel launch (results do not depend on it)
 MAX_D = 64               # coordinates per replica run here (local arrays: 8-10 rows of d)
@@ -96,11 +97,11 @@ def row_family(potential_cls: type, row: str, args_of: Callable, scratch: int = 
 
 
 def sampling(dyn) -> int:
-    """FULL, IID or EPOCH: how the dynamics takes its samples (-1: "subset")."""
+    """FULL, IID, EPOCH or SUBSET: how the dynamics takes its samples."""
     if getattr(dyn, "batch_size", None) is None:
         return FULL
-    return {"iid": IID, "epoch": EPOCH}.get(sampling_of(getattr(dyn, "sampling", dyn.replacement)),
-                                            -1)
+    return {"iid": IID, "epoch": EPOCH, "subset": SUBSET}[
+        sampling_of(getattr(dyn, "sampling", dyn.replacement))]
 
 
 def label_slots(dyn, pot) -> int:
@@ -112,16 +113,14 @@ def label_slots(dyn, pot) -> int:
 
 def accepts(sim) -> bool:
     """Whether the row kernel runs `sim`: d <= MAX_D, an unconstrained potential, float32 or
-    float64, minibatches i.i.d. or by epochs, label noise only on a family whose row applies
-    it and with at most MAX_LABELS shifts per step."""
+    float64, label noise only on a family whose row applies it and with at most MAX_LABELS
+    shifts per step."""
     dyn, pot = sim.dynamics, sim.potential
     if pot.constrained or sim.state["x"].shape[1] > MAX_D or sim.dtype not in (np.float32,
                                                                                np.float64):
         return False
     nl = label_slots(dyn, pot)
-    if nl and not (FAMILIES[type(pot)].labels and nl <= MAX_LABELS):
-        return False
-    return sampling(dyn) >= 0
+    return not nl or (FAMILIES[type(pot)].labels and nl <= MAX_LABELS)
 
 
 def register_rows() -> None:
@@ -136,8 +135,8 @@ def register_rows() -> None:
 def row_kernel(potential_cls: type, kind: int, f32: bool, d: int, samp: int = FULL, batch: int = 1,
                labels: bool = False):
     """The fused kernel of `kind` for the row family `potential_cls`, float32 (f32) or float64
-    states of d coordinates, minibatches of `batch` samples taken by `samp` (FULL, IID or
-    EPOCH; with `labels`, FULL means all `batch` = n samples in order), label noise when
+    states of d coordinates, minibatches of `batch` samples taken by `samp` (FULL, IID, EPOCH
+    or SUBSET; with `labels`, FULL means all `batch` = n samples in order), label noise when
     `labels` (SGD), compiled on first use (cached)."""
     return _row_kernel(potential_cls, int(kind), bool(f32), int(d), int(samp), int(batch),
                        bool(labels))
@@ -157,8 +156,8 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS):
     bn, bw, bounded = ck._normals_fn(f32), ck.device_rng().block_words, ck.device_rng().bounded_index
     pick, observe = ck.helpers()[0], ck.observer()
     NOISE, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE)
-    MINIBATCH, ACCEPT, LABEL = (np.uint64(rng.MINIBATCH), np.uint64(rng.ACCEPT),
-                                np.uint64(rng.LABEL_NOISE))
+    MINIBATCH, ACCEPT, LABEL, SUBSET_ = (np.uint64(rng.MINIBATCH), np.uint64(rng.ACCEPT),
+                                         np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET))
     residual2, log_alpha, uniform, accept = (dev.proposal_residual2, dev.mala_log_alpha,
                                              dev.accept_uniform, dev.mala_accept)
     NB_ = B if SAMP != FULL or LABELS else 0            # samples per step (0: all)
@@ -256,6 +255,17 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS):
                 j0 = (t % (nsamp // B)) * B
                 for j in range(B):
                     idx[j] = perm[r, j0 + j]
+            elif SAMP == SUBSET:         # Floyd's algorithm, as dynamics.sgd.floyd_subset
+                for j in range(B):
+                    wd, blkw, w0, w1, w2, w3 = word(k0, k1, SUBSET_, rep, np.int64(t) * B + j,
+                                                    blkw, w0, w1, w2, w3)
+                    top = nsamp - B + j
+                    c = np.int64(bounded(wd, top + 1))
+                    for i in range(j):
+                        if idx[i] == c:
+                            c = np.int64(top)
+                            break
+                    idx[j] = c
             if LABELS:
                 for j in range(B):
                     z, blkl, l0, l1, l2, l3 = draw(k0, k1, LABEL, rep, np.int64(t) * B + j,
