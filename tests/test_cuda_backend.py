@@ -222,15 +222,19 @@ for ft in (float32, float64):
     # the toy nets' kernel, batch 32, TeacherStudentMLP at W4's sizes (d_in 16, hidden 32) and
     # ModularArithmeticMLP p = 7, hidden 16 (one-hot, int64 labels), x SGD / AdamW: parameters
     # and optimizer states stay out of local memory; only SGD's normals go there (W4: the 18
-    # of the owned parameters; p = 7: 22 owned and 7 of b2, 16-byte aligned: 30 items)
-    for d_in, hidden, classes, labels, normals in ((16, 32, 0, V, 18), (14, 16, 7, I1, 30)):
-        for rule in (SGD, AdamW):
+    # of the owned parameters; p = 7: 22 owned and 7 of b2, 16-byte aligned: 30 items); W4's
+    # SGD also with gradient and label noise and subset draws (the gradient noise puts the 18
+    # gradients there too: twice the budget)
+    for d_in, hidden, classes, labels, normals, rule, *opts in (
+            (16, 32, 0, V, 18, SGD), (16, 32, 0, V, 18, AdamW), (14, 16, 7, I1, 30, SGD),
+            (14, 16, 7, I1, 30, AdamW), (16, 32, 0, V, 18, SGD, True, True, True)):
+        if True:
             ptx, _ = cuda.compile_ptx(
-                toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes).py_func,
+                toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
                 (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64,
                  float64, float64, float64, W, labels, I2, int64, int64, int64), cc=(9, 0))
             depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
-            budget = normals * ft.bitwidth // 8 if rule is SGD else 0
+            budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is SGD else 0
             assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
 print("ok")
 """
@@ -829,13 +833,16 @@ if SIM:
         "relu-iid-T0": ("relu", SGD(0.3, 4, sampling="iid", momentum=0.9), 3.0, 50.0),
         "quadratic-full": ("quadratic", SGD(0.1, None, momentum=0.3, weight_decay=1e-3,
                                             temperature=0.02), 3.0, 50.0),
+        "relu-subset-noises": ("relu", SGD(0.3, 4, sampling="subset", momentum=0.5,
+                                           label_noise=0.2, grad_noise=0.1), 3.0, 50.0),
     }
 
     MLP_DEFAULT = {"tanh-epoch": "float32", "relu-iid-T0": "float64",   # the simulator runs a
                    "quadratic-full": "float32"}       # warp per replica: each case in one dtype
+    # (the noises' case: slow only; test_fused_teacher_student_sgd_noises_tiny_run runs them)
 
     @pytest.mark.parametrize("case, dtype", [
-        pytest.param(c, dt, marks=() if MLP_DEFAULT[c] == dt else pytest.mark.slow)
+        pytest.param(c, dt, marks=() if MLP_DEFAULT.get(c) == dt else pytest.mark.slow)
         for c in MLP_FUSED for dt in ("float64", "float32")])
     def test_fused_teacher_student_sgd_equals_reference(case, dtype, monkeypatch):
         """TeacherStudentMLP x SGD run by the fused kernel (one warp per replica; epoch
@@ -879,8 +886,9 @@ if SIM:
                                           whole.state[k], err_msg=f"partition, {k}")
 
     def test_fused_teacher_student_sgd_declines_what_it_does_not_run():
-        """Subset sampling, label and gradient noise and a batch beyond the shared memory take
-        the generic path (`accepts`); W4's sizes take the fused kernel in both dtypes."""
+        """A batch beyond the shared memory takes the generic path (`accepts`); subset
+        sampling, label and gradient noise, and W4's sizes in both dtypes take the fused
+        kernel."""
         from langevin_sim.kernels import toynets
 
         def fused(pot, dyn, dtype="float64"):
@@ -892,7 +900,7 @@ if SIM:
         assert fused(small, SGD(0.02, 3)) and fused(small, SGD(0.02, None), "float32")
         for dyn in (SGD(0.02, 3, sampling="subset"), SGD(0.02, 3, label_noise=0.1),
                     SGD(0.02, 3, grad_noise=0.1)):
-            assert not fused(small, dyn), dyn
+            assert fused(small, dyn), dyn
         w4 = TeacherStudentMLP(n=1024, d_in=16, hidden=32, teacher_hidden=8, noise=0.01,
                                n_test=4, seed=1)
         for dtype in ("float32", "float64"):
@@ -946,6 +954,28 @@ if SIM:
         ref, whole, _ = toynet_runs(make, dyn, 3.3, "float64", init, (2, 1))
         assert list(ref.diverged_step) == [-1, 3, 3]
         assert_states_close(whole, ref, "float64")
+
+    def test_fused_teacher_student_sgd_noises_tiny_run_equals_reference(monkeypatch):
+        """SGD's noise models in the fused kernel (a few seconds): "subset" minibatches (4 of
+        6 samples: Floyd's draws collide), label noise, gradient noise and temperature, with
+        momentum, 3 replicas over two calls: the reference's x, v to rounding (float64), and
+        a first_replica split bit for bit; the label noise moves the run."""
+        no_generic_steps(monkeypatch)
+
+        def make():
+            return TeacherStudentMLP(n=6, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1,
+                                     activation="tanh")
+        init = make().default_init(np.random.default_rng(3).normal(size=(3, make().d)))
+        dyn = SGD(0.05, 4, sampling="subset", momentum=0.3, label_noise=0.3, grad_noise=0.1,
+                  temperature=0.01)
+        ref, whole, parts = toynet_runs(make, dyn, 1e6, "float64", init, (3, 2), ((0, 1), (1, 2)))
+        assert_states_close(whole, ref, "float64")
+        np.testing.assert_array_equal(np.concatenate([p.state["x"] for p in parts]),
+                                      whole.state["x"])
+        quiet = Simulation(make(), SGD(0.05, 4, sampling="subset", momentum=0.3, grad_noise=0.1,
+                                       temperature=0.01), 3, backend="numpy", seed=7, init=init)
+        quiet.advance(5)
+        assert np.abs(quiet.state["x"] - ref.state["x"]).max() > 1e-3
 
     MLP_ADAMW = {   # activation, AdamW, divergence bound (replicas 1 and 3 start 3x out)
         "tanh-epoch": ("tanh", AdamW(Schedule("linear", 0.5, 1.0, 6), 3, weight_decay=1e-2), 7.1),
@@ -1044,8 +1074,9 @@ if SIM:
 
     def test_fused_modular_arithmetic_declines_what_it_does_not_run():
         """One-hot nets take the fused kernel (SGD, AdamW, both dtypes); a learned embedding,
-        more than `toynets.MAX_OWNED` parameters per lane (p = 97: 2p + 1 + p per hidden unit)
-        and SGD's subset sampling take the generic path (`accepts`)."""
+        and more than `toynets.MAX_OWNED` parameters per lane (p = 97: 2p + 1 + p per hidden
+        unit) take the generic path (`accepts`); SGD's subset sampling and gradient noise run
+        fused."""
         from langevin_sim.kernels import toynets
 
         def fused(pot, dyn, dtype="float64"):
@@ -1057,7 +1088,7 @@ if SIM:
         assert fused(onehot, SGD(0.1, 8)) and fused(onehot, AdamW(1e-3, 8), "float32")
         assert not fused(ModularArithmeticMLP(p=3, hidden=2, embed=1, seed=1), SGD(0.1, 2))
         assert not fused(ModularArithmeticMLP(p=97, hidden=32, seed=1), AdamW(1e-3, 32))
-        assert not fused(onehot, SGD(0.1, 8, sampling="subset"))
+        assert fused(onehot, SGD(0.1, 8, sampling="subset", grad_noise=0.1))
 
 
 # ---------------------------------------------------------------- records on the device

@@ -813,7 +813,9 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    `bounded_index` of MINIBATCH word t B + b ("iid"; AdamW's replacement=True), slot
 #    (t mod n/B) B + b of the epoch's permutation ("epoch": `DeviceRun.permutations`, the
 #    generic path's stable sort of PERMUTE words, computed on the device once per epoch; a
-#    launch runs to the epoch's end), or b (full batch);
+#    launch runs to the epoch's end), Floyd's draws ("subset": `bounded_index` of SUBSET word
+#    t B + k below n - B + k + 1 by lanes, then lane 0 replaces a draw already taken by
+#    n - B + k, as `dynamics.sgd.floyd_subset`), or b (full batch);
 # 2. the batch's input rows gathered into shared A (B, d_in) (consecutive lanes read
 #    consecutive entries of a row: coalesced; the dataset is shared by every replica and stays
 #    in L1/L2; modular arithmetic: the one-hot rows [e_a; e_b], as the reference multiplies);
@@ -821,15 +823,16 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    (B, h + 1) (tanh: h = tanh z, since phi' = 1 - h^2 needs only h; relu, quadratic: z);
 # 4. read-out and loss head, lanes over batch slots: out_bc = (sum_j phi_bj W2_cj) + b2_c (W2
 #    and b2 mirrored in shared memory), then into shared dout_bc = (out_b - y_b) / B
-#    (regression) or (softmax(out_b)_c - [c = y_b]) / B (classes: the reference's max-shifted
-#    exp);
+#    (regression; SGD's label noise: y_b + s_l eps_b, eps_b the LABEL_NOISE normal at t B + b)
+#    or (softmax(out_b)_c - [c = y_b]) / B (classes: the reference's max-shifted exp);
 # 5. backward, lanes over hidden units, samples summed in order b = 0 .. B - 1 in scalar
 #    accumulators: dz_bj = (sum_c dout_bc W2_cj) phi'_bj (written over column j of S), db1_j,
 #    dW2_cj = sum_b dout_bc h_bj, then dW1_ji = sum_b dz_bj A_bi; db2 = sum_b dout_b on every
 #    lane;
 # 6. the update of every owned parameter by the rule compiled in (`update`): SGD's
 #    `sgd_update` (dynamics/sgd.py) with its normal at the reference's stream position t d + p
-#    (purpose NOISE, only when the temperature of step t is > 0; each Philox block once), or
+#    (purpose NOISE, only when the temperature of step t is > 0; each Philox block once; SGD's
+#    gradient noise: grad_noise times the GRAD_NOISE normal at t d + p added to the gradient), or
 #    AdamW's `adamw_update` (dynamics/adamw.py) with the bias corrections of step t (float64,
 #    then the state's dtype; no noise), both compiled for numba-cuda by `compile_steps`; the
 #    divergence test `within_bound` of the new x and state, and a block vote
@@ -847,8 +850,8 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # float64, cast to the state's dtype as the reference casts its Python scalars).  Shared memory
 # per replica: (B d_in + B (h + 1) + K (h + 1) + B K) items + 8 B bytes, at most 48 KiB (W4 in
 # float64: 13 KiB).  Options the kernel does not run take the generic path (`accepts`):
-# sampling="subset", label_noise, grad_noise, a learned embedding (ModularArithmeticMLP's
-# embed), dtypes other than float32 and float64, batches whose shared memory exceeds the limit,
+# a learned embedding (ModularArithmeticMLP's embed), dtypes other than float32 and float64,
+# batches whose shared memory exceeds the limit,
 # more than `MAX_OWNED` parameters per lane (they would live in local memory), first-passage
 # observers.  Results equal the reference to rounding (the sums are the reference's, in another
 # order): float64 to ~1e-12 relative, float32 to its rounding; the same divergence flags; a
@@ -859,7 +862,8 @@ WARP = 32            # threads per block: one warp per replica
 CALL_STEPS = 4096    # steps per launch with i.i.d. or full batches (results do not depend on it)
 SHARED_BYTES = 48 * 1024   # static shared memory of a block
 MAX_OWNED = 64       # parameters per lane (hidden units per lane x (d_in + 1 + K)) run fused
-EPOCH, IID, FULL = SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"], -1
+EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
+                            SAMPLING_CODES["subset"], -1)
 TANH, RELU = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
 OPTIMIZER_STATE = {SGD: ("v",), AdamW: ("m", "s")}   # each rule's state arrays besides x
 
@@ -886,24 +890,28 @@ def batch_of(sim) -> int:
     return sim.potential.n_samples if B is None else int(B)
 
 
-def mode_of(dyn) -> int | None:
-    """The kernel's sampling code of an SGD or AdamW: FULL (full batch), IID or EPOCH (SGD's
-    `sampling`, AdamW's `replacement`), or None (SGD's "subset": not run here)."""
+def mode_of(dyn) -> int:
+    """The kernel's sampling code of an SGD or AdamW: FULL (full batch), IID, EPOCH or SUBSET
+    (SGD's `sampling`, AdamW's `replacement`)."""
     if dyn.batch_size is None:
         return FULL
     name = dyn.sampling if isinstance(dyn, SGD) else sampling_of(dyn.replacement)
-    return {"iid": IID, "epoch": EPOCH}.get(name)
+    return {"iid": IID, "epoch": EPOCH, "subset": SUBSET}[name]
+
+
+def noises(dyn) -> tuple[bool, bool]:
+    """(gradient noise, label noise) of the dynamics: SGD's grad_noise > 0, label_noise > 0."""
+    if not isinstance(dyn, SGD):
+        return False, False
+    return dyn.grad_noise > 0, dyn.label_noise > 0
 
 
 def accepts(sim) -> bool:
-    """Whether the fused kernel runs `sim` (else the generic path does): sampling "iid" or
-    "epoch" (or full batch), no label or gradient noise (SGD), no learned embedding,
-    float32 / float64, at most `MAX_OWNED` parameters per lane and one replica's shared memory
-    (`shared_bytes`) within `SHARED_BYTES`."""
-    dyn, pot = sim.dynamics, sim.potential
-    if isinstance(dyn, SGD) and (dyn.label_noise > 0 or dyn.grad_noise > 0):
-        return False
-    if pot.constrained or mode_of(dyn) is None or getattr(pot, "embed", None) is not None:
+    """Whether the fused kernel runs `sim` (else the generic path does): no learned
+    embedding, float32 / float64, at most `MAX_OWNED` parameters per lane and one replica's
+    shared memory (`shared_bytes`) within `SHARED_BYTES`."""
+    pot = sim.potential
+    if pot.constrained or getattr(pot, "embed", None) is not None:
         return False
     if sim.dtype not in (np.float32, np.float64):
         return False
@@ -913,15 +921,19 @@ def accepts(sim) -> bool:
     return shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes) <= SHARED_BYTES
 
 
-def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: int = 0):
+def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: int = 0,
+                grad_noise: bool = False, label_noise: bool = False, subset: bool = False):
     """The fused kernel of the update rule of `rule` (the class SGD or AdamW) for float32
     (f32) or float64 states of a net (d_in, hidden) with a regression output (classes 0) or
-    a softmax over `classes` logits, B samples per step, compiled on first use (cached)."""
-    return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes), rule is AdamW)
+    a softmax over `classes` logits, B samples per step (drawn by Floyd's algorithm when
+    `subset`), SGD's gradient and label noise compiled in when asked, compiled on first use
+    (cached)."""
+    return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes), rule is AdamW,
+                        bool(grad_noise), bool(label_noise), bool(subset))
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM):
+def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -934,7 +946,9 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM):
     pick = ck.helpers()[0]
     sched, noise_scale, ok_ = dev.schedule_value, dev.noise_scale, dev.within_bound
     sgd_update, adamw_update = dev.sgd_update, dev.adamw_update
-    NOISE, MINIBATCH = np.uint64(rng.NOISE), np.uint64(rng.MINIBATCH)
+    NOISE, MINIBATCH, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.MINIBATCH), np.uint64(
+        rng.GRAD_NOISE)
+    LABEL, SUBSET_ = np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET)
     ftype = np.float32 if f32 else np.float64
     zero, one, two, fB = ftype(0), ftype(1), ftype(2), ftype(B)
     KO = max(CLASSES, 1)                 # outputs
@@ -960,6 +974,16 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM):
         if k == DIN:
             return H * DIN + j
         return H * DIN + H + (k - DIN - 1) * H + j
+
+    @cuda.jit(device=True)
+    def draw(k0, k1, purpose, rep, n, cached, z0, z1, z2, z3):
+        """The normal at stream position n of `purpose`, with the cached Philox block
+        (cached, z0..z3)."""
+        blk = n // 4
+        if blk != cached:
+            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(blk))
+            cached = blk
+        return pick(n - 4 * blk, z0, z1, z2, z3), cached, z0, z1, z2, z3
 
     @cuda.jit(device=True)
     def stored(z, kind):
@@ -997,10 +1021,11 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM):
                labels, perm, per_epoch, mode, kind):
         """Steps t0 .. t0+K-1 of replica blockIdx.x: x (M, D) parameters, a, b (M, D) the
         rule's state (SGD: v and an unused (0, D); AdamW: m, s); es, ts schedule codes of lr
-        and temperature (AdamW: ts unused); q0..q3 float64 (SGD: momentum, weight decay;
-        AdamW: beta1, beta2, eps, weight decay); inputs (n, d_in), labels (n,) (the targets,
-        or the classes as int64); perm (M, n) the epoch's permutations (EPOCH), per_epoch =
-        n // B; mode the sampling code; kind the activation."""
+        and temperature (AdamW: ts unused); q0..q3 float64 (SGD: momentum, weight decay,
+        grad_noise, label_noise; AdamW: beta1, beta2, eps, weight decay); inputs (n, d_in),
+        labels (n,) (the targets, or the classes as int64); perm (M, n) the epoch's
+        permutations (EPOCH), per_epoch = n // B; mode the sampling code; kind the
+        activation."""
         r = cuda.blockIdx.x
         lane = cuda.threadIdx.x
         if dstep[r] >= 0:                 # frozen before this launch (uniform in the block)
@@ -1044,15 +1069,25 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM):
             for s in range(SPL):          # 1. sample indices
                 b_ = lane + WARP * s
                 if b_ < B:
-                    if mode == IID:
+                    if mode == IID or mode == SUBSET:
                         n = np.int64(t) * B + b_
                         blk = n // 4
-                        w0, w1, w2, w3 = bw(k0, k1, MINIBATCH, rep, np.uint64(blk))
-                        idx[b_] = bi(pick(n - 4 * blk, w0, w1, w2, w3), inputs.shape[0])
+                        w0, w1, w2, w3 = bw(k0, k1, SUBSET_ if mode == SUBSET else MINIBATCH,
+                                            rep, np.uint64(blk))
+                        top = inputs.shape[0] - (B - b_ - 1 if mode == SUBSET else 0)
+                        idx[b_] = bi(pick(n - 4 * blk, w0, w1, w2, w3), top)
                     elif mode == EPOCH:
                         idx[b_] = perm[r, (t % per_epoch) * B + b_]
                     else:
                         idx[b_] = b_
+            if SUB:                       # Floyd's algorithm: a taken draw k becomes n - B + k
+                cuda.syncthreads()
+                if lane == 0:
+                    for k in range(1, B):
+                        for i in range(k):
+                            if idx[i] == idx[k]:
+                                idx[k] = inputs.shape[0] - B + k
+                                break
             cuda.syncthreads()
             for e in range(lane, B * DIN, WARP):    # 2. gather the batch's inputs
                 b_ = e // DIN
@@ -1088,6 +1123,12 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM):
                         for c in range(KO):
                             y = one if c == labels[idx[b_]] else zero
                             dout[b_, c] = (dout[b_, c] / nrm - y) / fB
+                    elif LN:              # label noise: y + s_l eps at LABEL_NOISE t B + b
+                        n = np.int64(t) * B + b_
+                        blk = n // 4
+                        z0, z1, z2, z3 = bn(k0, k1, LABEL, rep, np.uint64(blk))
+                        y = labels[idx[b_]] + h[3] * pick(n - 4 * blk, z0, z1, z2, z3)
+                        dout[b_, 0] = (dout[b_, 0] - y) / fB
                     else:
                         dout[b_, 0] = (dout[b_, 0] - labels[idx[b_]]) / fB
             cuda.syncthreads()
@@ -1127,22 +1168,29 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM):
                 T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
                 co = (cast(eta), cast(noise_scale(eta, T)), zero, zero)
             noisy = T > 0
-            if noisy:                     # normals at t d + p, each Philox block once
-                cached = np.int64(-1)
-                z0 = z1 = z2 = z3 = zero
-                for q in range(HPL + 1):  # the owned units, then b2
+            if noisy or GN:               # normals at t d + p, each Philox block once: NOISE
+                cz = cy = np.int64(-1)    # (T > 0), GRAD_NOISE (added to the gradient)
+                z0 = z1 = z2 = z3 = y0 = y1 = y2 = y3 = zero
+                for q in range(HPL):      # the owned units
                     j = lane + WARP * q
-                    if q == HPL or j < H:
-                        for k in range(E if q < HPL else KO):
-                            n = np.int64(t) * D + (slot(j, k) if q < HPL else O2 + k)
-                            blk = n // 4
-                            if blk != cached:
-                                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(blk))
-                                cached = blk
-                            if q < HPL:
-                                XI[q * E + k] = pick(n - 4 * blk, z0, z1, z2, z3)
-                            else:
-                                XI2[k] = pick(n - 4 * blk, z0, z1, z2, z3)
+                    if j < H:
+                        for k in range(E):
+                            n = np.int64(t) * D + slot(j, k)
+                            if noisy:
+                                XI[q * E + k], cz, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n,
+                                                                         cz, z0, z1, z2, z3)
+                            if GN:
+                                zg, cy, y0, y1, y2, y3 = draw(k0, k1, GNOISE, rep, n, cy, y0, y1,
+                                                              y2, y3)
+                                G[q * E + k] = G[q * E + k] + h[2] * zg
+                for k in range(KO):       # b2
+                    n = np.int64(t) * D + O2 + k
+                    if noisy:
+                        XI2[k], cz, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, cz, z0, z1, z2,
+                                                          z3)
+                    if GN:
+                        zg, cy, y0, y1, y2, y3 = draw(k0, k1, GNOISE, rep, n, cy, y0, y1, y2, y3)
+                        G2[k] = G2[k] + h[2] * zg
             ok = True                     # the test: the rule's new values, not kept
             for q in range(HPL):
                 j = lane + WARP * q
@@ -1214,11 +1262,12 @@ def _data(run, pot):
 
 
 def _coefficients(dyn) -> tuple:
-    """The kernel's q0..q3 (float64) for an SGD (momentum, weight decay, 0, 0) or an AdamW
-    (beta1, beta2, eps, weight decay)."""
+    """The kernel's q0..q3 (float64) for an SGD (momentum, weight decay, grad_noise,
+    label_noise) or an AdamW (beta1, beta2, eps, weight decay)."""
     if isinstance(dyn, AdamW):
         return (float(dyn.beta1), float(dyn.beta2), float(dyn.eps), float(dyn.weight_decay))
-    return (float(dyn.momentum), float(dyn.weight_decay), 0.0, 0.0)
+    return (float(dyn.momentum), float(dyn.weight_decay), float(dyn.grad_noise),
+            float(dyn.label_noise))
 
 
 def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
@@ -1236,7 +1285,8 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     mode = mode_of(dyn)
     per_epoch = pot.n_samples // B
     d_in, hidden, classes = net_sizes(pot)
-    kernel = cuda_kernel(run.f32, d_in, hidden, B, type(dyn), classes)
+    kernel = cuda_kernel(run.f32, d_in, hidden, B, type(dyn), classes, *noises(dyn),
+                         mode == SUBSET)
     inputs, labels = _data(run, pot)
     es = xp.asarray(schedule_code(dyn.lr))
     ts = xp.asarray(schedule_code(dyn.temperature) if isinstance(dyn, SGD) else es)
