@@ -278,7 +278,8 @@ if SIM:
     # the fused MLP kernel runs a warp per replica in the simulator (16-20 s each here); its
     # parity, sampling modes, partition and chunking are test_fused_teacher_student_*'s
     SLOW_PAIRS = {"TeacherStudentMLP-SGD", "TeacherStudentMLP-SGD-iid",
-                  "TeacherStudentMLP-AdamW"}
+                  "TeacherStudentMLP-AdamW", "TeacherStudentMLP-SGD-labelnoise",
+                  "TeacherStudentMLP-SGD-subset-gradnoise"}
 
     @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
     @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PAIRS
@@ -584,6 +585,11 @@ if SIM:
                             SGD(0.05, None, momentum=0.5, label_noise=0.3)),
         "mala-linreg": (lambda: LinearRegression(n=8, d=3, noise=0.2, seed=1),
                         MALA(Schedule("linear", 0.05, 0.02, 12), 0.4)),
+        "mala-quadratic": (lambda: Quadratic(spectrum=[0.5, 2.0, 4.0], seed=2,
+                                             center=[0.3, -0.2, 0.1]),
+                           MALA(Schedule("linear", 0.05, 0.02, 12), 0.4)),
+        "sgd-quadratic": (lambda: Quadratic(spectrum=[0.5, 2.0, 4.0], seed=2),
+                          SGD(0.1, None, momentum=0.8, weight_decay=0.01, temperature=0.05)),
     }
 
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -618,7 +624,8 @@ if SIM:
     def test_row_kernels_decline_what_they_do_not_run():
         """d > MAX_D and label noise on a full batch of more than MAX_LABELS samples take the
         generic path; full batches, i.i.d., epoch and "subset" minibatches, label noise and MALA
-        run fused; LinearRegression's Langevin pairs keep their dense kernel."""
+        run fused; LinearRegression's and Quadratic's Langevin pairs keep their dense
+        kernels."""
         from langevin_sim.kernels import rows
 
         shifted = POTENTIAL_CASES["ShiftedMultiWell"]
@@ -632,6 +639,9 @@ if SIM:
         assert not fused(big, SGD(0.01, None, label_noise=0.1))
         assert fused(big, SGD(0.01, 8, label_noise=0.1)) and fused(big, SGD(0.01, None))
         assert not fused(big, OverdampedLangevin(0.01, 0.5))                  # the dense kernel
+        assert fused(Quadratic(spectrum=np.ones(rows.MAX_D)), Heun(0.01, 0.5))
+        assert not fused(Quadratic(spectrum=np.ones(rows.MAX_D + 1)), Heun(0.01, 0.5))
+        assert not fused(Quadratic(spectrum=[1.0, 2.0]), UnderdampedLangevin(0.01, 1.0, 0.5))
         assert fused(DoubleWell(d=rows.MAX_D), OverdampedLangevin(0.01, 0.5))
         assert not fused(DoubleWell(d=rows.MAX_D + 1), OverdampedLangevin(0.01, 0.5))
 
@@ -958,23 +968,23 @@ if SIM:
     def test_fused_teacher_student_sgd_noises_tiny_run_equals_reference(monkeypatch):
         """SGD's noise models in the fused kernel (a few seconds): "subset" minibatches (4 of
         6 samples: Floyd's draws collide), label noise, gradient noise and temperature, with
-        momentum, 3 replicas over two calls: the reference's x, v to rounding (float64), and
+        momentum, 2 replicas over two calls: the reference's x, v to rounding (float64), and
         a first_replica split bit for bit; the label noise moves the run."""
         no_generic_steps(monkeypatch)
 
         def make():
             return TeacherStudentMLP(n=6, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1,
                                      activation="tanh")
-        init = make().default_init(np.random.default_rng(3).normal(size=(3, make().d)))
+        init = make().default_init(np.random.default_rng(3).normal(size=(2, make().d)))
         dyn = SGD(0.05, 4, sampling="subset", momentum=0.3, label_noise=0.3, grad_noise=0.1,
                   temperature=0.01)
-        ref, whole, parts = toynet_runs(make, dyn, 1e6, "float64", init, (3, 2), ((0, 1), (1, 2)))
+        ref, whole, parts = toynet_runs(make, dyn, 1e6, "float64", init, (2, 1), ((0, 1), (1, 1)))
         assert_states_close(whole, ref, "float64")
         np.testing.assert_array_equal(np.concatenate([p.state["x"] for p in parts]),
                                       whole.state["x"])
         quiet = Simulation(make(), SGD(0.05, 4, sampling="subset", momentum=0.3, grad_noise=0.1,
-                                       temperature=0.01), 3, backend="numpy", seed=7, init=init)
-        quiet.advance(5)
+                                       temperature=0.01), 2, backend="numpy", seed=7, init=init)
+        quiet.advance(3)
         assert np.abs(quiet.state["x"] - ref.state["x"]).max() > 1e-3
 
     MLP_ADAMW = {   # activation, AdamW, divergence bound (replicas 1 and 3 start 3x out)

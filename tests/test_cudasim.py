@@ -275,11 +275,12 @@ PTX_CODE = textwrap.dedent("""
     # the row kernels of the cuda backend (`kernels.rows`, with rng's libdevice primitives):
     # DoubleWell's two Langevin kernels, every dynamics on the wells (the largest row gradient,
     # a tuple of arrays as args), ScaleSymmetric's MALA and minibatch SGD, Valley's overdamped,
-    # SGD with label noise on LinearRegression (i.i.d. minibatches) and ScaleSymmetric (full)
+    # SGD with label noise on LinearRegression (i.i.d. minibatches) and ScaleSymmetric (full),
+    # the dense Quadratic's Heun
     from numba import int64, uint64, types as nt
     from langevin_sim.kernels import rows
-    from langevin_sim.potentials import (DoubleWell, LinearRegression, MultiWell, ScaleSymmetric,
-                                         Valley)
+    from langevin_sim.potentials import (DoubleWell, LinearRegression, MultiWell, Quadratic,
+                                         ScaleSymmetric, Valley)
     I1, I2, F1, F2 = int64[::1], int64[:, ::1], float64[::1], float64[:, ::1]
     WELLS = nt.Tuple((F2, float64[:, :, ::1], F1, float64, F2))
     cases = [(DoubleWell, k, ft, nt.UniTuple(ft, 7)) for k in (rows.OVERDAMPED, rows.BAOAB)
@@ -293,7 +294,7 @@ PTX_CODE = textwrap.dedent("""
               (Valley, rows.OVERDAMPED, float32, VALLEY)]
     cases += [(LinearRegression, rows.SGD_, float32, nt.Tuple((F2, F1)), rows.IID, 3, True),
               (ScaleSymmetric, rows.SGD_, float64, nt.Tuple((float64,) * 3 + (F1, F1)), rows.FULL,
-               4, True)]
+               4, True), (Quadratic, rows.HEUN, float64, nt.Tuple((F2, F1)))]
     for pcls, kind, ft, args, *samp in cases:
         W = ft[:, ::1]
         k = rows.row_kernel(pcls, kind, ft is float32, 2, *samp, *(3,) * (len(samp) == 1))

@@ -8,7 +8,10 @@ end (Heun and Leimkuhler-Matthews had dedicated kernels here, the same algorithm
 drivers'; they went to save their compilation).  Its step function `offset_row_step` (one
 replica's overdamped step from a GEMM gradient with a constant offset) is the row rule of
 the fused numba-cuda kernel (the section "CUDA kernels" at the end), where BAOAB has a fused
-kernel of its own on the shared BAOAB rules (`baoab_kernel`).
+kernel of its own on the shared BAOAB rules (`baoab_kernel`).  Its other step function,
+`quadratic_row`, is one replica's gradient for `kernels.rows`: Heun, Leimkuhler-Matthews,
+MALA, SGD and AdamW run the row kernels on "cuda" at d <= 64 (d^2 per step per replica, no
+GEMM).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from .common import (BAOAB, TILE_CALL_STEPS, compile_steps, finite_row, gemm_blo
                      langevin_step_table, like, noise_buffer, noise_chunk, overdamped_lane,
                      overdamped_rows, sched, schedule_code)
 from .drivers import FAMILIES, Hooks, family, row_sums, run_blocks
+from .rows import row_family
 
 
 # ---------------------------------------------------------------- step functions, every target
@@ -44,7 +48,25 @@ def offset_row_step(x, g, off, z, eta, sigma, zero, bound, new):
     return good
 
 
-STEPS = ("offset_row_step",)
+def quadratic_row(x, g, w, args, idx, nb, lab, energy):
+    """U = (x - c) H (x - c) / 2 (float64) of one replica x (d,) and its gradient (x - c) H
+    into g (d,) float64 (`kernels.rows`; idx, nb, lab unused: no samples); w[0]: x - c; args:
+    (H (d, d), c (d,)) in float64."""
+    H, c = args
+    d = x.shape[0]
+    for j in range(d):
+        w[0, j] = np.float64(x[j]) - c[j]
+    u = 0.0
+    for i in range(d):
+        acc = 0.0
+        for j in range(d):
+            acc += w[0, j] * H[j, i]
+        g[i] = acc
+        u += w[0, i] * acc
+    return 0.5 * u
+
+
+STEPS = ("offset_row_step", "quadratic_row")
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
@@ -358,3 +380,8 @@ def quadratic_energy_block(xb, args):
 family(Quadratic, Hooks(quadratic_grad_block, quadratic_energy_block,
                         lambda pot, dtype: (pot.H.astype(dtype), pot.center.astype(dtype)),
                         blas=True))
+
+
+row_family(Quadratic, "quadratic_row",
+           lambda pot, xp, dtype: (xp.asarray(pot.H, dtype=np.float64),
+                                   xp.asarray(pot.center, dtype=np.float64)))
