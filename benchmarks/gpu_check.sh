@@ -7,7 +7,8 @@
 # 2. the GPU-marked tests (tests/test_gpu.py: Philox bits, every pair's parity with the NumPy
 #    reference, SIGKILL + resume, the physics oracles with backend="cuda"), <= 300 s, spread
 #    over pytest-xdist workers when it is installed (GPU_TEST_WORKERS, default 8: the tests
-#    are bound by kernel compilation, one CPU core each);
+#    are bound by kernel compilation, one CPU core each), each test at most GPU_TEST_TIMEOUT
+#    (150) s where pytest-timeout is installed;
 # 3. the throughput benchmark (benchmarks/gpu_throughput.py: W1-W4, float32 and float64, next
 #    to the Philox-only rate, copy bandwidth, cuBLAS GEMM and JAX when installed), <= 150 s.
 # Everything is printed, and written to ONE file: benchmarks/results/gpu-<model>.md (the
@@ -79,12 +80,15 @@ EOF
 "$PY" -m pip list 2>/dev/null | grep -i -E "^(cupy|numba|jax|cuda)" | tee -a "$LOG"
 
 echo "== GPU tests (budget ${TEST_BUDGET}s)" | tee -a "$LOG"
-XDIST=()
+OPTS=()
 if [[ "$WORKERS" -gt 1 ]] && "$PY" -c "import xdist" 2>/dev/null; then
-    XDIST=(-n "$WORKERS")
+    OPTS=(-n "$WORKERS")
+fi
+if "$PY" -c "import pytest_timeout" 2>/dev/null; then
+    OPTS+=(--timeout "${GPU_TEST_TIMEOUT:-150}")   # a hung test fails alone
 fi
 timeout --signal=INT "$TEST_BUDGET" "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
-    "${XDIST[@]}" -ra --durations=10 2>&1 | tee -a "$LOG"
+    "${OPTS[@]}" -ra --durations=10 2>&1 | tee -a "$LOG"
 TESTS=${PIPESTATUS[0]}
 echo "pytest exit status: $TESTS" | tee -a "$LOG"
 
