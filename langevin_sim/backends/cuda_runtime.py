@@ -154,6 +154,23 @@ def driver_mismatch_error(driver: int, runtime: int) -> BackendUnavailableError:
         f"), or update the driver")
 
 
+PER_THREAD_STREAM = ("CUPY_CUDA_PER_THREAD_DEFAULT_STREAM", "NUMBA_CUDA_PER_THREAD_DEFAULT_STREAM")
+
+
+def stream_mismatch_error(env=None) -> BackendUnavailableError | None:
+    """The error when CuPy and numba-cuda would launch on different default streams (one of
+    them set to per-thread default streams, the other not), None when they agree: the backend
+    orders CuPy's GEMMs and numba's kernels by sharing one stream."""
+    env = os.environ if env is None else env
+    on = {k: env.get(k, "0").strip() not in ("", "0") for k in PER_THREAD_STREAM}
+    if len(set(on.values())) == 1:
+        return None
+    set_, unset = (k for want in (True, False) for k in PER_THREAD_STREAM if on[k] == want)
+    return BackendUnavailableError(
+        f"{set_} is set but {unset} is not: CuPy and numba-cuda would launch on different "
+        f"default streams and race; set both to 1 or unset both")
+
+
 def _version(v: int) -> str:
     return f"{v // 1000}.{(v % 1000) // 10}"
 
@@ -178,6 +195,9 @@ def require() -> str:
         raise numba_cuda_missing_error(str(e)) from None
     if is_fake(mod):
         return "CUDA simulator (numba) with the NumPy stand-in for CuPy"
+    mismatch = stream_mismatch_error()
+    if mismatch is not None:
+        raise mismatch
     runtime = mod.cuda.runtime
     try:
         n = runtime.getDeviceCount()
@@ -197,8 +217,9 @@ def require() -> str:
         if not numba_cuda_installed():
             raise numba_cuda_missing_error(f"numba's built-in CUDA target failed: {e}") from None
         raise no_gpu_error(f"numba-cuda: {e}") from None
-    # CuPy and numba-cuda share the legacy default stream, so kernels and CuPy operations are
-    # ordered already; numba's per-launch synchronization on CuPy's stream is not needed.
+    # CuPy and numba-cuda share the default stream (legacy, or per-thread for both: checked
+    # above), so kernels and CuPy operations are ordered already; numba's per-launch
+    # synchronization on CuPy's stream is not needed.
     from numba.core import config
     config.CUDA_ARRAY_INTERFACE_SYNC = False
     props = runtime.getDeviceProperties(runtime.getDevice())
