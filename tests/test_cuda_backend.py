@@ -164,6 +164,14 @@ def test_fake_cupy_refuses_what_cupy_refuses():
     h[0] = 7.0
     assert float(d[0]) == 0.0                       # host data is copied, never aliased
     np.testing.assert_array_equal(cp.asnumpy(a * 2.0 + 1), np.arange(6.0).reshape(2, 3) * 2 + 1)
+    # what CuPy does not have (CuPy 14.2): refused on the module, the array and by dispatch
+    for missing in (lambda: cp.insert, lambda: a.resize, lambda: cp.spacing(a)):
+        with pytest.raises(AttributeError):
+            missing()
+    with pytest.raises(TypeError, match="CuPy has no insert"):
+        np.insert(a, 0, 1.0)
+    with pytest.raises(TypeError, match="CuPy has no spacing"):
+        np.spacing(a)
 
 
 def test_errors_are_one_line_and_name_the_fix():

@@ -12,7 +12,10 @@ array and behaves like a CuPy array where that matters for correctness on a real
 - ``get(out=...)`` refuses an `out` of another dtype or shape, or not contiguous, as CuPy
   does; `empty_pinned` stands in for ``cupyx.empty_pinned`` (a plain NumPy array here);
 - NumPy functions applied to it dispatch here (``__array_function__`` / ``__array_ufunc__``),
-  as they dispatch to CuPy.
+  as they dispatch to CuPy;
+- the NumPy functions and array methods CuPy does not have (`NOT_IN_CUPY`,
+  `NOT_ON_CUPY_ARRAYS`: read off CuPy 14.2 next to NumPy 2.4) are refused: AttributeError on
+  the module and the array, TypeError when a NumPy function of them is applied to an array.
 
 So code that runs on these arrays without TypeError uses only the array module of its input
 (or device-resident data), and runs on CuPy arrays too: the simulator tests of the cuda
@@ -30,6 +33,17 @@ import numpy as np
 import numpy.lib.mixins
 
 FAKE = True  # lets code tell the stand-in from the real CuPy
+
+# NumPy's public functions that CuPy 14.2 lacks, and ndarray attributes cupy.ndarray lacks
+NOT_IN_CUPY = frozenset((
+    "asmatrix", "block", "bmat", "busday_count", "busday_offset", "datetime_as_string",
+    "datetime_data", "einsum_path", "frompyfunc", "fromregex", "geomspace", "get_include",
+    "getbufsize", "geterr", "geterrcall", "histogram_bin_edges", "info", "insert", "is_busday",
+    "isnat", "matvec", "nanpercentile", "nanquantile", "nested_iters", "polyder", "polydiv",
+    "polyint", "setbufsize", "seterr", "seterrcall", "show_runtime", "spacing", "test",
+    "unstack", "vecdot", "vecmat"))
+NOT_ON_CUPY_ARRAYS = frozenset(("ctypes", "getfield", "resize", "setfield", "setflags",
+                                "to_device"))
 
 
 def _host_error(what: str) -> TypeError:
@@ -107,6 +121,9 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
 
     # -- dispatch ------------------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kw):
+        if ufunc.__name__ in NOT_IN_CUPY:
+            raise TypeError(f"operand type(s) all returned NotImplemented from "
+                            f"__array_ufunc__({ufunc!r}, ...) (CuPy has no {ufunc.__name__})")
         args = [_unwrap(i, f"ufunc {ufunc.__name__}") for i in inputs]
         if "out" in kw:
             kw["out"] = tuple(_unwrap(o, "out=") for o in kw["out"])
@@ -114,6 +131,10 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
 
     def __array_function__(self, func, types, args, kwargs):
         name = getattr(func, "__name__", str(func))
+        if name in NOT_IN_CUPY:
+            raise TypeError(f"no implementation found for 'numpy.{name}' on types that "
+                            f"implement __array_function__: [<class 'cupy.ndarray'>] (CuPy has "
+                            f"no {name})")
         return _wrap(func(*_unwrap(args, f"numpy.{name}"), **_unwrap(kwargs, f"numpy.{name}")))
 
     # -- array protocol --------------------------------------------------------------------
@@ -158,8 +179,8 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
     def __getattr__(self, name):
         # methods (sum, astype, reshape, copy, ...) and attributes of the NumPy array, with
         # arguments checked and results wrapped as for module functions
-        if name.startswith("__"):
-            raise AttributeError(name)
+        if name.startswith("__") or name in NOT_ON_CUPY_ARRAYS:
+            raise AttributeError(f"'cupy.ndarray' object has no attribute '{name}'")
         attr = getattr(self._a, name)
         if not callable(attr):
             return _wrap(attr)
@@ -205,6 +226,8 @@ def get_array_module(*args):
 
 
 def __getattr__(name):
+    if name in NOT_IN_CUPY:
+        raise AttributeError(f"module 'cupy' has no attribute '{name}'")
     attr = getattr(np, name)
     if isinstance(attr, (type, numbers.Number)) or attr is None or not callable(attr):
         return attr   # dtypes, constants (pi, inf, newaxis)
