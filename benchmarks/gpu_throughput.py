@@ -424,8 +424,8 @@ def main(argv=None) -> int:
         lines.append("- no target could be evaluated")
     lines += ["", "Path: 'fused' is the pair's registered numba-cuda kernel "
               "(langevin_sim/kernels/<family>.py; W1 one multi-step kernel per launch, W4 one "
-              "multi-step kernel per launch with a warp per replica (epoch sampling: one launch "
-              "per epoch), W2 and W3 one cuBLAS GEMM + one fused step kernel per step), 'generic' "
+              "multi-step kernel per launch with a warp per replica (each epoch's permutation "
+              "sorted in the kernel), W2 and W3 one cuBLAS GEMM + one fused step kernel per step), 'generic' "
               "the per-step path (potential gradient in CuPy array code, one numba-cuda update "
               "kernel per step). GEMM shapes are those the fused kernels run (W2 H^T @ XT; W3 the "
               "packed CT (N, C(N+1, 2)) @ YT); 'host-run methods' are potential methods not yet "

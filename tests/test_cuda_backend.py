@@ -237,18 +237,19 @@ for ft in (float32, float64):
     # and optimizer states stay out of local memory; only SGD's normals go there (W4: the 18
     # of the owned parameters; p = 7: 22 owned and 7 of b2, 16-byte aligned: 30 items); W4's
     # SGD also with gradient and label noise and subset draws (the gradient noise puts the 18
-    # gradients there too: twice the budget)
+    # gradients there too: twice the budget), and with W4's epoch permutations of 1024 samples
+    # sorted in the kernel (the keys in shared memory: the same budget)
     for d_in, hidden, classes, labels, normals, rule, *opts in (
             (16, 32, 0, V, 18, SGD), (16, 32, 0, V, 18, AdamW), (14, 16, 7, I1, 30, SGD),
-            (14, 16, 7, I1, 30, AdamW), (16, 32, 0, V, 18, SGD, True, True, True)):
-        if True:
-            ptx, _ = cuda.compile_ptx(
-                toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
-                (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64,
-                 float64, float64, float64, W, labels, I2, int64, int64, int64), cc=(9, 0))
-            depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
-            budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is SGD else 0
-            assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
+            (14, 16, 7, I1, 30, AdamW), (16, 32, 0, V, 18, SGD, True, True, True),
+            (16, 32, 0, V, 18, SGD, False, False, False, 1024)):
+        ptx, _ = cuda.compile_ptx(
+            toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
+            (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64,
+             float64, float64, float64, W, labels, I2, int64, int64, int64), cc=(9, 0))
+        depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
+        budget = normals * ft.bitwidth // 8 * (2 if any(opts[:1]) else 1) if rule is SGD else 0
+        assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
 print("ok")
 """
 
@@ -963,11 +964,23 @@ if SIM:
             np.testing.assert_allclose(got.state[k], ref.state[k], rtol=tol,
                                        atol=tol * np.abs(ref.state[k]).max(), err_msg=k)
 
-    def test_fused_teacher_student_adamw_tiny_run_equals_reference(monkeypatch):
+    @pytest.mark.parametrize("in_kernel", [True, False], ids=["kernel-perms", "host-perms"])
+    def test_fused_teacher_student_adamw_tiny_run_equals_reference(in_kernel, monkeypatch):
         """The default suite's AdamW case (a few seconds): 3 replicas, epoch batches of 2 of 4
         samples (3 steps cross an epoch), an lr schedule, two calls, replicas that diverge at
-        step 3: the reference's x, m, s to 1e-12 and the same flags, by the fused kernel."""
+        step 3: the reference's x, m, s to 1e-12 and the same flags, by the fused kernel, with
+        the epochs' permutations sorted in the kernel (the device's row sort never runs) or,
+        where the sort keys would not fit in shared memory, by the device between launches."""
+        from langevin_sim.kernels import toynets
+
         no_generic_steps(monkeypatch)
+        if in_kernel:
+            def host_sort(run, epoch):
+                raise AssertionError("the epoch's permutation was sorted outside the kernel")
+            monkeypatch.setattr(cuda_backend.DeviceRun, "permutations", host_sort)
+        else:   # room for the kernel's data but not for the 4 sort keys
+            need = toynets.shared_bytes(2, 2, 2, 8)
+            monkeypatch.setattr(toynets, "SHARED_BYTES", need + 8 * 4 - 1)
 
         def make():
             return TeacherStudentMLP(n=4, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1,
@@ -975,6 +988,7 @@ if SIM:
         init = make().default_init(np.random.default_rng(3).normal(size=(3, make().d)))
         dyn = AdamW(Schedule("linear", 1.0, 2.0, 3), 2, weight_decay=1e-2)
         ref, whole, _ = toynet_runs(make, dyn, 3.3, "float64", init, (2, 1))
+        assert toynets.permutes_in_kernel(whole) == in_kernel
         assert list(ref.diverged_step) == [-1, 3, 3]
         assert_states_close(whole, ref, "float64")
 

@@ -809,11 +809,16 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # same values, computed redundantly).  Per step, with a block barrier between phases
 # (`syncthreads`: a one-warp block, and what the simulator has):
 #
+# 0. at an epoch's first step (and a launch's), with epoch sampling: the epoch's permutation,
+#    sorted in shared memory: keys (PERMUTE word e n + i << 32 | i), unique, so their ascending
+#    order is the reference's stable argsort, by a bitonic network over the power of two >= n
+#    (lanes over compare-exchange pairs, a barrier per stage; n log^2 n / 64 per lane per
+#    epoch); where the keys do not fit in shared memory beside the rest
+#    (`permutes_in_kernel`), the generic path's row sort computes it between launches instead
+#    (`DeviceRun.permutations`), a launch then running to the epoch's end;
 # 1. the B sample indices of step t into shared memory, lanes over batch slots: i.i.d. draws
 #    `bounded_index` of MINIBATCH word t B + b ("iid"; AdamW's replacement=True), slot
-#    (t mod n/B) B + b of the epoch's permutation ("epoch": `DeviceRun.permutations`, the
-#    generic path's stable sort of PERMUTE words, computed on the device once per epoch; a
-#    launch runs to the epoch's end), Floyd's draws ("subset": `bounded_index` of SUBSET word
+#    (t mod n/B) B + b of the epoch's permutation ("epoch"), Floyd's draws ("subset": `bounded_index` of SUBSET word
 #    t B + k below n - B + k + 1 by lanes, then lane 0 replaces a draw already taken by
 #    n - B + k, as `dynamics.sgd.floyd_subset`), or b (full batch);
 # 2. the batch's input rows gathered into shared A (B, d_in) (consecutive lanes read
@@ -921,19 +926,38 @@ def accepts(sim) -> bool:
     return shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes) <= SHARED_BYTES
 
 
+def sort_slots(n: int) -> int:
+    """Keys sorted in shared memory for an epoch's permutation of n samples: the power of two
+    >= n (the bitonic network's width)."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def permutes_in_kernel(sim) -> bool:
+    """Whether the kernel computes the epochs' permutations itself (epoch sampling, and the
+    sort keys fit in shared memory beside the rest); else the device's row sort does, once
+    per epoch, between launches."""
+    if mode_of(sim.dynamics) != EPOCH:
+        return False
+    d_in, hidden, classes = net_sizes(sim.potential)
+    return (shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes)
+            + 8 * sort_slots(sim.potential.n_samples) <= SHARED_BYTES)
+
+
 def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: int = 0,
-                grad_noise: bool = False, label_noise: bool = False, subset: bool = False):
+                grad_noise: bool = False, label_noise: bool = False, subset: bool = False,
+                permute: int = 0):
     """The fused kernel of the update rule of `rule` (the class SGD or AdamW) for float32
     (f32) or float64 states of a net (d_in, hidden) with a regression output (classes 0) or
     a softmax over `classes` logits, B samples per step (drawn by Floyd's algorithm when
-    `subset`), SGD's gradient and label noise compiled in when asked, compiled on first use
-    (cached)."""
+    `subset`; with `permute` = n > 0, epoch sampling with each epoch's permutation of the n
+    samples computed in the kernel), SGD's gradient and label noise compiled in when asked,
+    compiled on first use (cached)."""
     return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes), rule is AdamW,
-                        bool(grad_noise), bool(label_noise), bool(subset))
+                        bool(grad_noise), bool(label_noise), bool(subset), int(permute))
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB):
+def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -949,6 +973,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB):
     NOISE, MINIBATCH, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.MINIBATCH), np.uint64(
         rng.GRAD_NOISE)
     LABEL, SUBSET_ = np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET)
+    PERMUTE, LOW32, TOP = np.uint64(rng.PERMUTE), np.uint64(0xFFFFFFFF), np.uint64(2 ** 64 - 1)
+    NP = sort_slots(NS) if NS else 1        # the epoch's sort keys (NS = 0: perm from the host)
     ftype = np.float32 if f32 else np.float64
     zero, one, two, fB = ftype(0), ftype(1), ftype(2), ftype(B)
     KO = max(CLASSES, 1)                 # outputs
@@ -1036,6 +1062,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB):
         B2 = cuda.shared.array(KO, ftype)
         dout = cuda.shared.array((B, KO), ftype)
         idx = cuda.shared.array(B, np.int64)
+        keys = cuda.shared.array(NP, np.uint64)
         P = cuda.local.array(NPL, ftype)    # owned parameters, their states a and b, gradient,
         Sa = cuda.local.array(NPL, ftype)   # SGD's normals
         Sb = cuda.local.array(NB, ftype)
@@ -1066,6 +1093,31 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB):
         rep = rep0 + np.uint64(r)
         cuda.syncthreads()
         for t in range(t0, t0 + K):
+            if NS and (t == t0 or t % per_epoch == 0):   # 0. the epoch's permutation
+                epoch = np.int64(t // per_epoch)
+                for i in range(lane, NP, WARP):   # keys (word << 32 | i): unique, so their
+                    key = TOP                     # order is the stable argsort's
+                    if i < NS:
+                        n = epoch * NS + i
+                        blk = n // 4
+                        w0, w1, w2, w3 = bw(k0, k1, PERMUTE, rep, np.uint64(blk))
+                        key = (pick(n - 4 * blk, w0, w1, w2, w3) << np.uint64(32)) | np.uint64(i)
+                    keys[i] = key
+                cuda.syncthreads()
+                k = 2
+                while k <= NP:                # bitonic sort, ascending
+                    j = k // 2
+                    while j > 0:
+                        for i in range(lane, NP, WARP):
+                            m = i ^ j
+                            if m > i:
+                                u, v = keys[i], keys[m]
+                                if (u > v) == ((i & k) == 0):
+                                    keys[i] = v
+                                    keys[m] = u
+                        cuda.syncthreads()
+                        j //= 2
+                    k *= 2
             for s in range(SPL):          # 1. sample indices
                 b_ = lane + WARP * s
                 if b_ < B:
@@ -1076,6 +1128,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB):
                                             rep, np.uint64(blk))
                         top = inputs.shape[0] - (B - b_ - 1 if mode == SUBSET else 0)
                         idx[b_] = bi(pick(n - 4 * blk, w0, w1, w2, w3), top)
+                    elif mode == EPOCH and NS:
+                        idx[b_] = np.int64(keys[(t % per_epoch) * B + b_] & LOW32)
                     elif mode == EPOCH:
                         idx[b_] = perm[r, (t % per_epoch) * B + b_]
                     else:
@@ -1272,8 +1326,9 @@ def _coefficients(dyn) -> tuple:
 
 def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     """Steps t0 .. t0+K-1 of SGD or AdamW on a toy net on the device state of `run`: one
-    block of 32 threads per replica, launches of up to `CALL_STEPS` steps (epoch sampling: up
-    to the epoch's end, after its permutations were computed on the device)."""
+    block of 32 threads per replica, launches of up to `CALL_STEPS` steps (epoch sampling with
+    permutations too large for the kernel's shared memory: up to the epoch's end, after its
+    permutations were computed on the device)."""
     from ..backends import cuda_runtime as rt
 
     pot, dyn, xp = sim.potential, sim.dynamics, run.xp
@@ -1285,8 +1340,9 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     mode = mode_of(dyn)
     per_epoch = pot.n_samples // B
     d_in, hidden, classes = net_sizes(pot)
+    inside = permutes_in_kernel(sim)
     kernel = cuda_kernel(run.f32, d_in, hidden, B, type(dyn), classes, *noises(dyn),
-                         mode == SUBSET)
+                         mode == SUBSET, pot.n_samples if inside else 0)
     inputs, labels = _data(run, pot)
     es = xp.asarray(schedule_code(dyn.lr))
     ts = xp.asarray(schedule_code(dyn.temperature) if isinstance(dyn, SGD) else es)
@@ -1295,7 +1351,7 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     scalars = _coefficients(dyn) + (run.bound,)
     t = t0
     while t < t0 + K:
-        if mode == EPOCH:
+        if mode == EPOCH and not inside:
             epoch = t // per_epoch
             perm = rt.kernel_arrays(run.permutations(epoch))[0]
             end = min(t0 + K, (epoch + 1) * per_epoch)
