@@ -236,19 +236,20 @@ for ft in (float32, float64):
     # ModularArithmeticMLP p = 7, hidden 16 (one-hot, int64 labels), x SGD / AdamW: parameters
     # and optimizer states stay out of local memory; only SGD's normals go there (W4: the 18
     # of the owned parameters; p = 7: 22 owned and 7 of b2, 16-byte aligned: 30 items); W4's
-    # SGD also with gradient and label noise and subset draws (the gradient noise puts the 18
-    # gradients there too: twice the budget), and with W4's epoch permutations of 1024 samples
-    # sorted in the kernel (the keys in shared memory: the same budget)
-    for d_in, hidden, classes, labels, normals, rule, *opts in (
-            (16, 32, 0, V, 18, SGD), (16, 32, 0, V, 18, AdamW), (14, 16, 7, I1, 30, SGD),
-            (14, 16, 7, I1, 30, AdamW), (16, 32, 0, V, 18, SGD, True, True, True),
-            (16, 32, 0, V, 18, SGD, False, False, False, 1024)):
+    # SGD in float32 also with gradient and label noise, subset draws and W4's epoch
+    # permutations of 1024 samples sorted in the kernel (keys in shared memory; the gradient
+    # noise puts the 18 gradients in local memory too: twice the budget)
+    variants = [(16, 32, 0, V, 18, SGD), (16, 32, 0, V, 18, AdamW), (14, 16, 7, I1, 30, SGD),
+                (14, 16, 7, I1, 30, AdamW)]
+    if f32:
+        variants.append((16, 32, 0, V, 18, SGD, True, True, True, 1024))
+    for d_in, hidden, classes, labels, normals, rule, *opts in variants:
         ptx, _ = cuda.compile_ptx(
             toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
             (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64,
              float64, float64, float64, W, labels, I2, int64, int64, int64), cc=(9, 0))
         depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
-        budget = normals * ft.bitwidth // 8 * (2 if any(opts[:1]) else 1) if rule is SGD else 0
+        budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is SGD else 0
         assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
 print("ok")
 """
@@ -861,9 +862,9 @@ if SIM:
                                            label_noise=0.2, grad_noise=0.1), 3.0, 50.0),
     }
 
-    MLP_DEFAULT = {"tanh-epoch": "float32", "relu-iid-T0": "float64",   # the simulator runs a
-                   "quadratic-full": "float32"}       # warp per replica: each case in one dtype
-    # (the noises' case: slow only; test_fused_teacher_student_sgd_noises_tiny_run runs them)
+    MLP_DEFAULT = {"relu-iid-T0": "float64",   # the simulator runs a warp per replica: each
+                   "quadratic-full": "float32"}       # default case in one dtype (epoch sampling:
+    # test_fused_teacher_student_adamw_tiny_run's two paths; the noises: ..._sgd_noises_tiny_run)
 
     @pytest.mark.parametrize("case, dtype", [
         pytest.param(c, dt, marks=() if MLP_DEFAULT.get(c) == dt else pytest.mark.slow)
