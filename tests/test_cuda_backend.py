@@ -620,6 +620,7 @@ if SIM:
         from langevin_sim.kernels import rows
 
         no_generic_steps(monkeypatch)
+        no_host_permutations(monkeypatch)      # epochs of <= MAX_PERM samples: sorted inside
         make, dyn = ROW_CASES[case]
         M, d = 7, make().d
         init = np.random.default_rng(3).uniform(-1.0, 1.0, (M, d))
@@ -635,6 +636,27 @@ if SIM:
             np.testing.assert_allclose(whole.state[k][live], ref.state[k][live], rtol=tol,
                                        atol=tol, err_msg=k)
         assert_split_matches(parts, whole, make(), what=case)
+
+    def no_host_permutations(monkeypatch):
+        """Make the device's row sort of epoch permutations fail: the kernel sorts them."""
+        def host_sort(run, epoch):
+            raise AssertionError("the epoch's permutation was sorted outside the kernel")
+        monkeypatch.setattr(cuda_backend.DeviceRun, "permutations", host_sort)
+
+    def test_row_kernels_take_epoch_permutations_from_the_host_beyond_max_perm(monkeypatch):
+        """Epoch sampling of more than MAX_PERM samples: the permutations come from the
+        device's row sort between launches (one launch per epoch), equal to the reference."""
+        from langevin_sim.kernels import rows
+
+        no_generic_steps(monkeypatch)
+        monkeypatch.setattr(rows, "MAX_PERM", 5)
+        make, dyn = ROW_CASES["sgd-epoch-labels"]            # 6 samples
+        init = np.random.default_rng(3).uniform(-1.0, 1.0, (3, make().d))
+        ref, whole, parts = fused_and_reference(make, dyn, 3, dict(seed=7, init=init), (4, 3))
+        assert not rows.permutes_in_kernel(whole)
+        for k in ref.state:
+            np.testing.assert_allclose(whole.state[k], ref.state[k], rtol=1e-10, atol=1e-10)
+        assert_split_matches(parts, whole, make())
 
     def test_row_kernels_decline_what_they_do_not_run():
         """d > MAX_D and label noise on a full batch of more than MAX_LABELS samples take the
@@ -976,9 +998,7 @@ if SIM:
 
         no_generic_steps(monkeypatch)
         if in_kernel:
-            def host_sort(run, epoch):
-                raise AssertionError("the epoch's permutation was sorted outside the kernel")
-            monkeypatch.setattr(cuda_backend.DeviceRun, "permutations", host_sort)
+            no_host_permutations(monkeypatch)
         else:   # room for the kernel's data but not for the 4 sort keys
             need = toynets.shared_bytes(2, 2, 2, 8)
             monkeypatch.setattr(toynets, "SHARED_BYTES", need + 8 * 4 - 1)

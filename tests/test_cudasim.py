@@ -276,7 +276,7 @@ PTX_CODE = textwrap.dedent("""
     # DoubleWell's two Langevin kernels, every dynamics on the wells (the largest row gradient,
     # a tuple of arrays as args), ScaleSymmetric's MALA and minibatch SGD, Valley's overdamped,
     # SGD with label noise on LinearRegression (i.i.d. minibatches) and ScaleSymmetric (full),
-    # the dense Quadratic's Heun
+    # the dense Quadratic's Heun, epoch permutations of 12 samples sorted in the kernel
     from numba import int64, uint64, types as nt
     from langevin_sim.kernels import rows
     from langevin_sim.potentials import (DoubleWell, LinearRegression, MultiWell, Quadratic,
@@ -294,7 +294,9 @@ PTX_CODE = textwrap.dedent("""
               (Valley, rows.OVERDAMPED, float32, VALLEY)]
     cases += [(LinearRegression, rows.SGD_, float32, nt.Tuple((F2, F1)), rows.IID, 3, True),
               (ScaleSymmetric, rows.SGD_, float64, nt.Tuple((float64,) * 3 + (F1, F1)), rows.FULL,
-               4, True), (Quadratic, rows.HEUN, float64, nt.Tuple((F2, F1)))]
+               4, True), (Quadratic, rows.HEUN, float64, nt.Tuple((F2, F1))),
+              (ScaleSymmetric, rows.SGD_, float32, nt.Tuple((float64,) * 3 + (F1, F1)),
+               rows.EPOCH, 3, False, 12)]
     for pcls, kind, ft, args, *samp in cases:
         W = ft[:, ::1]
         k = rows.row_kernel(pcls, kind, ft is float32, 2, *samp, *(3,) * (len(samp) == 1))

@@ -20,8 +20,11 @@ small d: the lane loops unroll), loaded once and stored once per launch of up to
 CUDA_CALL_STEPS steps.  Per step: the step size (learning rate) and temperature from the
 schedules' codes (`schedule_value`, float64, cast to the state's dtype as the reference casts
 its Python scalars); SGD's and AdamW's minibatch (i.i.d.: `bounded_index` of MINIBATCH words
-t B + b; epoch: a slice of the epoch's permutations, computed on the device once per epoch by
-the generic path's code, a launch then running at most to the epoch's end; subset: Floyd's
+t B + b; epoch: a slice of the epoch's permutation, which the thread sorts itself at the
+epoch's first step (keys PERMUTE word << 32 | i, unique, so their order is the stable argsort;
+heapsort in local memory, at most MAX_PERM samples), or beyond MAX_PERM computed on the device
+once per epoch by the generic path's code, a launch then running at most to the epoch's end;
+subset: Floyd's
 algorithm on SUBSET words t B + k, as `dynamics.sgd.floyd_subset`); SGD's label shifts
 (s_l times LABEL_NOISE normals at t B + b, in the state's dtype; a full batch with label noise
 is the minibatch of all n samples in order, as in the reference); the row; the
@@ -68,6 +71,7 @@ cuda = None          # numba.cuda, set by `row_kernel` (the simulator swaps this
 CUDA_CALL_STEPS = 4096   # steps per kernel launch (results do not depend on it)
 MAX_D = 64               # coordinates per replica run here (local arrays: 8-10 rows of d)
 MAX_LABELS = 1024        # label shifts per step held per thread (a full batch with label noise)
+MAX_PERM = 1024          # samples whose epoch permutation a thread sorts itself (8 bytes each)
 
 
 @dataclass(frozen=True)
@@ -132,18 +136,25 @@ def register_rows() -> None:
                 register(pcls, dcls, "cuda", first_passage=True, accepts=accepts)(advance)
 
 
+def permutes_in_kernel(sim) -> bool:
+    """Whether each thread sorts its replica's epoch permutations itself (epoch sampling of at
+    most MAX_PERM samples); else the device's row sort computes them between launches."""
+    return sampling(sim.dynamics) == EPOCH and int(sim.potential.n_samples) <= MAX_PERM
+
+
 def row_kernel(potential_cls: type, kind: int, f32: bool, d: int, samp: int = FULL, batch: int = 1,
-               labels: bool = False):
+               labels: bool = False, permute: int = 0):
     """The fused kernel of `kind` for the row family `potential_cls`, float32 (f32) or float64
     states of d coordinates, minibatches of `batch` samples taken by `samp` (FULL, IID, EPOCH
-    or SUBSET; with `labels`, FULL means all `batch` = n samples in order), label noise when
-    `labels` (SGD), compiled on first use (cached)."""
+    or SUBSET; with `labels`, FULL means all `batch` = n samples in order; EPOCH with
+    `permute` = n > 0: each epoch's permutation of the n samples sorted in the kernel), label
+    noise when `labels` (SGD), compiled on first use (cached)."""
     return _row_kernel(potential_cls, int(kind), bool(f32), int(d), int(samp), int(batch),
-                       bool(labels))
+                       bool(labels), int(permute))
 
 
 @functools.lru_cache(maxsize=None)
-def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS):
+def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -158,6 +169,8 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS):
     NOISE, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE)
     MINIBATCH, ACCEPT, LABEL, SUBSET_ = (np.uint64(rng.MINIBATCH), np.uint64(rng.ACCEPT),
                                          np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET))
+    PERMUTE, LOW32 = np.uint64(rng.PERMUTE), np.uint64(0xFFFFFFFF)
+    NK = max(NS, 1)                                      # an epoch's sort keys (NS = 0: none)
     residual2, log_alpha, uniform, accept = (dev.proposal_residual2, dev.mala_log_alpha,
                                              dev.accept_uniform, dev.mala_accept)
     NB_ = B if SAMP != FULL or LABELS else 0            # samples per step (0: all)
@@ -196,6 +209,38 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS):
             blk = b
         return pick(n - 4 * b, w0, w1, w2, w3), b, w0, w1, w2, w3
 
+    @cuda.jit(device=True)
+    def sift(keys, root, end):
+        """Restore the max-heap below `root` of keys[:end + 1]."""
+        while 2 * root + 1 <= end:
+            child = 2 * root + 1
+            top = root
+            if keys[top] < keys[child]:
+                top = child
+            if child + 1 <= end and keys[top] < keys[child + 1]:
+                top = child + 1
+            if top == root:
+                return
+            keys[root], keys[top] = keys[top], keys[root]
+            root = top
+
+    @cuda.jit(device=True)
+    def permutation(k0, k1, rep, epoch, keys):
+        """keys[:NS] <- the replica's keys (PERMUTE word e n + i << 32 | i) of epoch e, sorted
+        ascending by heapsort: unique keys, so their order is `rng.epoch_permutation`'s stable
+        argsort (the indices in the low 32 bits)."""
+        blk = np.int64(-1)
+        w0 = w1 = w2 = w3 = np.uint64(0)
+        for i in range(NS):
+            wd, blk, w0, w1, w2, w3 = word(k0, k1, PERMUTE, rep, epoch * NS + i, blk, w0, w1,
+                                           w2, w3)
+            keys[i] = (wd << np.uint64(32)) | np.uint64(i)
+        for root in range((NS - 2) // 2, -1, -1):
+            sift(keys, root, NS - 1)
+        for end in range(NS - 1, 0, -1):
+            keys[0], keys[end] = keys[end], keys[0]
+            sift(keys, 0, end - 1)
+
     @cuda.jit
     def kernel(x, a, b, u, acc, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, q4, bound,
                args, perm, nsamp, kinds, vecs, thr, fe, fx, lc, cr, ins):
@@ -220,6 +265,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS):
         w = cuda.local.array((S, D), np.float64)
         idx = cuda.local.array(B, np.int64)
         lab = cuda.local.array(B, np.float64)     # label shifts (zeros without label noise)
+        keys = cuda.local.array(NK, np.uint64)
         for j in range(B):
             lab[j] = 0.0
         for i in range(D):
@@ -251,6 +297,12 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS):
                     wd, blkw, w0, w1, w2, w3 = word(k0, k1, MINIBATCH, rep, np.int64(t) * B + j,
                                                     blkw, w0, w1, w2, w3)
                     idx[j] = np.int64(bounded(wd, nsamp))
+            elif SAMP == EPOCH and NS:
+                j0 = (t % (NS // B)) * B
+                if t == t0 or j0 == 0:
+                    permutation(k0, k1, rep, np.int64(t // (NS // B)), keys)
+                for j in range(B):
+                    idx[j] = np.int64(keys[j0 + j] & LOW32)
             elif SAMP == EPOCH:
                 j0 = (t % (nsamp // B)) * B
                 for j in range(B):
@@ -414,8 +466,9 @@ def kernel_arguments(run, sim) -> tuple:
 
 def advance(run, sim, t0: int, K: int) -> None:
     """Steps t0 .. t0+K-1 of `sim` on the device state of `run` by `row_kernel` (one thread
-    per replica), in launches of at most CUDA_CALL_STEPS steps (epoch sampling: at most to
-    the epoch's end, after its permutations were computed on the device)."""
+    per replica), in launches of at most CUDA_CALL_STEPS steps (epoch sampling of more than
+    MAX_PERM samples: at most to the epoch's end, after its permutations were computed on the
+    device)."""
     from ..backends import cuda_runtime as rt
 
     xp, x, pot, dyn = run.xp, run.state["x"], sim.potential, sim.dynamics
@@ -426,7 +479,8 @@ def advance(run, sim, t0: int, K: int) -> None:
     nl = label_slots(dyn, pot)
     B = nl or (1 if samp == FULL else int(dyn.batch_size))
     nsamp = int(pot.n_samples or 0)
-    kernel = row_kernel(type(pot), kind, run.f32, d, samp, B, nl > 0)
+    inside = permutes_in_kernel(sim)
+    kernel = row_kernel(type(pot), kind, run.f32, d, samp, B, nl > 0, nsamp if inside else 0)
     extra = [run.state[k] for k in rows2]
     while len(extra) < 2:        # distinct unused arrays (the simulator copies each back)
         extra.append(xp.empty((0, d), x.dtype))
@@ -444,7 +498,7 @@ def advance(run, sim, t0: int, K: int) -> None:
     t = t0
     while t < t0 + K:
         end = min(t0 + K, t + CUDA_CALL_STEPS)
-        if samp == EPOCH:
+        if samp == EPOCH and not inside:
             per_epoch = nsamp // B
             epoch = t // per_epoch
             perm = run.permutations(epoch)
