@@ -10,9 +10,9 @@ when nb > 0: SGD's label noise), and returns that loss (float64) when `energy` (
 only MALA asks), with w (scratch, d) float64 scratch and args the tuple
 ``args_of(potential, xp, dtype)`` of the potential's coefficients (arrays of the array module
 xp, scalars).  It registers it with ``row_family(Potential, "row", args_of, scratch, labels)``
-at the end of its module (labels: whether its row applies lab, i.e. runs SGD's label noise).  `register_rows()`
-(called by `kernels/__init__`, after every family) registers `advance` on "cuda" for every
-such family and every dynamics of `RULES` without a dedicated kernel.
+at the end of its module (labels: whether its row applies lab, i.e. runs SGD's label noise).
+`register_rows()` (called by `kernels/__init__`, after every family) registers `advance` on
+"cuda" for every such family and every dynamics of `RULES` without a dedicated kernel.
 
 The kernel (`row_kernel`, compiled per (family, dynamics, sampling, batch, dtype, d) on first
 use) keeps the replica's state in per-thread arrays of compile-time size d (registers for
@@ -24,10 +24,9 @@ t B + b; epoch: a slice of the epoch's permutation, which the thread sorts itsel
 epoch's first step (keys PERMUTE word << 32 | i, unique, so their order is the stable argsort;
 heapsort in local memory, at most MAX_PERM samples), or beyond MAX_PERM computed on the device
 once per epoch by the generic path's code, a launch then running at most to the epoch's end;
-subset: Floyd's
-algorithm on SUBSET words t B + k, as `dynamics.sgd.floyd_subset`); SGD's label shifts
-(s_l times LABEL_NOISE normals at t B + b, in the state's dtype; a full batch with label noise
-is the minibatch of all n samples in order, as in the reference); the row; the
+subset: Floyd's algorithm on SUBSET words t B + k, as `dynamics.sgd.floyd_subset`); SGD's
+label shifts (s_l times LABEL_NOISE normals at t B + b, in the state's dtype; a full batch
+with label noise is the minibatch of all n samples in order, as in the reference); the row; the
 dynamics' own scalar rules of `common.STEPS` lane by lane, with normals drawn in the kernel at
 the reference's stream positions (n = t d + i; Leimkuhler-Matthews also (t + 1) d + i; SGD's
 GRAD_NOISE at t d + i), four per Philox block, each block computed once; MALA's energy, the
@@ -39,9 +38,9 @@ coordinate: four lanes share a Philox block, the freeze of a replica's lanes wou
 cross-thread vote each step, the gradient couples the lanes, and d = 1 (W1) has one lane per
 replica anyway.
 
-Not run here (`accepts`; the generic path runs them): d beyond MAX_D
-(local arrays would spill; the generic path's array code suits large d), label noise on a full
-batch of more than MAX_LABELS samples, constrained potentials.
+Not run here (`accepts`; the generic path runs them): d beyond MAX_D (local arrays would
+spill; the generic path's array code suits large d), label noise on a full batch of more than
+MAX_LABELS samples, constrained potentials.
 """
 from __future__ import annotations
 

@@ -818,9 +818,10 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    (`DeviceRun.permutations`), a launch then running to the epoch's end;
 # 1. the B sample indices of step t into shared memory, lanes over batch slots: i.i.d. draws
 #    `bounded_index` of MINIBATCH word t B + b ("iid"; AdamW's replacement=True), slot
-#    (t mod n/B) B + b of the epoch's permutation ("epoch"), Floyd's draws ("subset": `bounded_index` of SUBSET word
-#    t B + k below n - B + k + 1 by lanes, then lane 0 replaces a draw already taken by
-#    n - B + k, as `dynamics.sgd.floyd_subset`), or b (full batch);
+#    (t mod n/B) B + b of the epoch's permutation ("epoch"), Floyd's draws ("subset":
+#    `bounded_index` of SUBSET word t B + k below n - B + k + 1 by lanes, then lane 0
+#    replaces a draw already taken by n - B + k, as `dynamics.sgd.floyd_subset`), or b (full
+#    batch);
 # 2. the batch's input rows gathered into shared A (B, d_in) (consecutive lanes read
 #    consecutive entries of a row: coalesced; the dataset is shared by every replica and stays
 #    in L1/L2; modular arithmetic: the one-hot rows [e_a; e_b], as the reference multiplies);
@@ -847,7 +848,8 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # The per-thread arrays are indexed only in loops of compile-time length, so that NVVM unrolls
 # them and keeps parameters, optimizer states and gradients in registers (W4 and modular
 # arithmetic at p = 7, hidden 16: SGD only its normals in local memory, AdamW nothing; a default
-# test compiles the kernels to PTX and checks this).  The new values are not buffered: the rule is evaluated once for the test and once
+# test compiles the kernels to PTX and checks this; with SGD's gradient noise the gradients
+# too).  The new values are not buffered: the rule is evaluated once for the test and once
 # more for the commit (the same operands, the same bits), so that four values per owned
 # parameter are live (x, its two states, g), not seven.
 #
