@@ -163,8 +163,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
     fam = FAMILIES[pcls]
     dev = compile_steps(fam.module, cuda.jit(device=True), rt.primitives())
     row = getattr(dev, fam.row)
-    bn, bw, bounded = ck._normals_fn(f32), ck.device_rng().block_words, ck.device_rng().bounded_index
-    pick, observe = ck.helpers()[0], ck.observer()
+    bounded, observe = ck.device_rng().bounded_index, ck.observer()
     NOISE, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE)
     MINIBATCH, ACCEPT, LABEL, SUBSET_ = (np.uint64(rng.MINIBATCH), np.uint64(rng.ACCEPT),
                                          np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET))
@@ -190,23 +189,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
     def cast(v):
         return ftype(v)
 
-    @cuda.jit(device=True)
-    def draw(k0, k1, purpose, rep, n, blk, z0, z1, z2, z3):
-        """The normal at stream position n, with the cached Philox block (blk, z0..z3)."""
-        b = n // 4
-        if b != blk:
-            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(b))
-            blk = b
-        return pick(n - 4 * b, z0, z1, z2, z3), b, z0, z1, z2, z3
-
-    @cuda.jit(device=True)
-    def word(k0, k1, purpose, rep, n, blk, w0, w1, w2, w3):
-        """The 32-bit word at stream position n, with the cached block (blk, w0..w3)."""
-        b = n // 4
-        if b != blk:
-            w0, w1, w2, w3 = bw(k0, k1, purpose, rep, np.uint64(b))
-            blk = b
-        return pick(n - 4 * b, w0, w1, w2, w3), b, w0, w1, w2, w3
+    draw, word = ck.cached_draws(f32)        # normals / words with a cached Philox block
 
     @cuda.jit(device=True)
     def sift(keys, root, end):

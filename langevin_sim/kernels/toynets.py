@@ -970,6 +970,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
     bits = ck.device_rng()
     bn, bw, bi = ck._normals_fn(f32), bits.block_words, bits.bounded_index
     pick = ck.helpers()[0]
+    draw = ck.cached_draws(f32)[0]       # normals with a cached Philox block
     sched, noise_scale, ok_ = dev.schedule_value, dev.noise_scale, dev.within_bound
     sgd_update, adamw_update = dev.sgd_update, dev.adamw_update
     NOISE, MINIBATCH, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.MINIBATCH), np.uint64(
@@ -1002,16 +1003,6 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
         if k == DIN:
             return H * DIN + j
         return H * DIN + H + (k - DIN - 1) * H + j
-
-    @cuda.jit(device=True)
-    def draw(k0, k1, purpose, rep, n, cached, z0, z1, z2, z3):
-        """The normal at stream position n of `purpose`, with the cached Philox block
-        (cached, z0..z3)."""
-        blk = n // 4
-        if blk != cached:
-            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(blk))
-            cached = blk
-        return pick(n - 4 * blk, z0, z1, z2, z3), cached, z0, z1, z2, z3
 
     @cuda.jit(device=True)
     def stored(z, kind):
