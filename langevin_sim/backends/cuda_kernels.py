@@ -114,25 +114,20 @@ def cached_draws(f32: bool):
     stream position n of `purpose`, with the caller's cached Philox block (its index blk, -1
     for none, and its four values): a block is computed once for the four positions it holds.
     A kernel keeps one cache per stream it draws from."""
-    bn, bw, pick = _normals_fn(f32), device_rng().block_words, helpers()[0]
+    return _block_cached(_normals_fn(f32)), _block_cached(device_rng().block_words)
+
+
+def _block_cached(block):
+    pick = helpers()[0]
 
     @cuda.jit(device=True)
-    def draw(k0, k1, purpose, rep, n, blk, z0, z1, z2, z3):
+    def value(k0, k1, purpose, rep, n, blk, c0, c1, c2, c3):
         b = n // 4
         if b != blk:
-            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(b))
+            c0, c1, c2, c3 = block(k0, k1, purpose, rep, np.uint64(b))
             blk = b
-        return pick(n - 4 * b, z0, z1, z2, z3), b, z0, z1, z2, z3
-
-    @cuda.jit(device=True)
-    def word(k0, k1, purpose, rep, n, blk, w0, w1, w2, w3):
-        b = n // 4
-        if b != blk:
-            w0, w1, w2, w3 = bw(k0, k1, purpose, rep, np.uint64(b))
-            blk = b
-        return pick(n - 4 * b, w0, w1, w2, w3), b, w0, w1, w2, w3
-
-    return draw, word
+        return pick(n - 4 * b, c0, c1, c2, c3), b, c0, c1, c2, c3
+    return value
 
 
 # ---------------------------------------------------------------- random numbers
