@@ -301,7 +301,7 @@ PTX_CODE = textwrap.dedent("""
         W = ft[:, ::1]
         k = rows.row_kernel(pcls, kind, ft is float32, 2, *samp, *(3,) * (len(samp) == 1))
         ptx, _ = cuda.compile_ptx(k.py_func, (W, W, W, F1, F1, I1, int64, int64, uint64,
-                                              uint64, uint64, F1, F1) + (float64,) * 6 +
+                                              uint64, uint64, F1, F1) + (float64,) * 5 +
                                   (args, I2, int64, I1, F2, F1) + (I2,) * 5, cc=(9, 0))
         if pcls is DoubleWell:   # the replica's lanes stay in registers (the kernel's body
             body = ptx[ptx.index(".entry"):]          # has no local depot; libdevice's trig

@@ -224,11 +224,11 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
             sift(keys, 0, end - 1)
 
     @cuda.jit
-    def kernel(x, a, b, u, acc, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, q4, bound,
-               args, perm, nsamp, kinds, vecs, thr, fe, fx, lc, cr, ins):
+    def kernel(x, a, b, u, acc, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, bound, args,
+               perm, nsamp, kinds, vecs, thr, fe, fx, lc, cr, ins):
         """K steps of replica r from t0; a, b: the second and third (M, d) state arrays, u, acc:
         MALA's (M,) energies and acceptance counts; es, ts: schedule codes (step size or
-        learning rate, temperature; AdamW: ts unused); q0..q4 per kind: BAOAB friction, mass;
+        learning rate, temperature; AdamW: ts unused); q0..q3 per kind: BAOAB friction, mass;
         SGD momentum, weight decay, grad_noise, label_noise; AdamW beta1, beta2, eps, weight
         decay; perm (M, nsamp): the epoch's permutations (EPOCH), nsamp the potential's
         samples."""
@@ -265,8 +265,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
         z0 = z1 = z2 = z3 = u0 = u1 = u2 = u3 = l0 = l1 = l2 = l3 = zero
         w0 = w1 = w2 = w3 = np.uint64(0)
         ur = u[r] if ENERGY else 0.0
-        c0, c1_, c2_, c3_ = cast(q0), cast(q1), cast(q2), cast(q3)   # SGD: mu, decay, gsig
-        c4 = cast(q4)                                                # SGD: label_noise
+        c0, c1_, c2_, c3_ = cast(q0), cast(q1), cast(q2), cast(q3)   # SGD: mu, decay, gsig, lsig
         if LABELS and SAMP == FULL:
             for j in range(B):
                 idx[j] = j
@@ -304,7 +303,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
                 for j in range(B):
                     z, blkl, l0, l1, l2, l3 = draw(k0, k1, LABEL, rep, np.int64(t) * B + j,
                                                    blkl, l0, l1, l2, l3)
-                    lab[j] = np.float64(c4 * z)
+                    lab[j] = np.float64(c3_ * z)
             if KIND != MALA_:
                 row(xs, g, w, args, idx, NB_, lab, False)
             good = True
@@ -430,19 +429,19 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
 
 
 def kernel_arguments(run, sim) -> tuple:
-    """(es, ts, q0, q1, q2, q3, q4) of `row_kernel` for the run's dynamics."""
+    """(es, ts, q0, q1, q2, q3) of `row_kernel` for the run's dynamics."""
     dyn, xp = sim.dynamics, run.xp
     kind = RULES[type(dyn)][0]
     es = schedule_code(dyn.lr if kind in (SGD_, ADAMW) else dyn.step)
     ts = es if kind == ADAMW else schedule_code(dyn.temperature)
-    q = (0.0, 0.0, 0.0, 0.0, 0.0)
+    q = (0.0, 0.0, 0.0, 0.0)
     if kind == BAOAB:
-        q = (float(dyn.friction), float(dyn.mass), 0.0, 0.0, 0.0)
+        q = (float(dyn.friction), float(dyn.mass), 0.0, 0.0)
     elif kind == SGD_:
-        q = (float(dyn.momentum), float(dyn.weight_decay), float(dyn.grad_noise), 0.0,
+        q = (float(dyn.momentum), float(dyn.weight_decay), float(dyn.grad_noise),
              float(dyn.label_noise))
     elif kind == ADAMW:
-        q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps), float(dyn.weight_decay), 0.0)
+        q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps), float(dyn.weight_decay))
     return (xp.asarray(es), xp.asarray(ts)) + q
 
 
