@@ -31,10 +31,10 @@ STEPS = ("linreg_row",)
 
 
 def linreg_row(x, g, w, args, idx, nb, lab, energy):
-    """L (float64) of one replica x (d,) over the samples idx[:nb] (nb = 0: all n), each
-    label shifted by lab[b], and its gradient mean_b (a_s.x - y_s - lab[b]) a_s (s = idx[b])
-    into g (d,) float64 (`kernels.rows`; w unused); the residuals in float64; args: (A (n, d),
-    y (n,)) in float64."""
+    """L (float64, when `energy`) of one replica x (d,) over the samples idx[:nb] (nb = 0: all
+    n), each label shifted by lab[b], and its gradient mean_b (a_s.x - y_s - lab[b]) a_s
+    (s = idx[b]) into g (d,) float64 (`kernels.rows`; w unused); the residuals in float64;
+    args: (A (n, d), y (n,)) in float64."""
     A, y = args
     d = x.shape[0]
     n = A.shape[0] if nb == 0 else nb
@@ -50,7 +50,8 @@ def linreg_row(x, g, w, args, idx, nb, lab, energy):
             r -= lab[b]
         for i in range(d):
             g[i] += r * A[s, i]
-        u += r * r
+        if energy:
+            u += r * r
     for i in range(d):
         g[i] = g[i] / n
     return 0.5 * (u / n)

@@ -49,7 +49,7 @@ def offset_row_step(x, g, off, z, eta, sigma, zero, bound, new):
 
 
 def quadratic_row(x, g, w, args, idx, nb, lab, energy):
-    """U = (x - c) H (x - c) / 2 (float64) of one replica x (d,) and its gradient (x - c) H
+    """U = (x - c) H (x - c) / 2 (float64, when `energy`) of one replica x (d,) and its gradient (x - c) H
     into g (d,) float64 (`kernels.rows`; idx, nb, lab unused: no samples); w[0]: x - c; args:
     (H (d, d), c (d,)) in float64."""
     H, c = args
@@ -62,7 +62,8 @@ def quadratic_row(x, g, w, args, idx, nb, lab, energy):
         for j in range(d):
             acc += w[0, j] * H[j, i]
         g[i] = acc
-        u += w[0, i] * acc
+        if energy:
+            u += w[0, i] * acc
     return 0.5 * u
 
 
