@@ -170,6 +170,28 @@ class Simulation:
         entries never touches the state; energy and positions in arrays of `buffers` when
         given).  A float32 state is widened block by block for the potential's observables,
         never whole."""
+        return self.begin_snapshot(record_positions, buffers)()
+
+    def begin_snapshot(self, record_positions: bool = True, buffers: Recycler | None = None):
+        """Start `snapshot` of the current state and return the function that completes it.
+        A device backend computes the record on the device and copies it into host arrays
+        (page-locked ones of `buffers`) while the steps queued next compute
+        (`begin_record`); on the host, or with observers, the record is taken now."""
+        begin = getattr(self.backend, "begin_record", None)
+        taking = None if begin is None or self.observers else \
+            begin(self, record_positions, np.empty if buffers is None else buffers.empty)
+        head = {"step": np.int64(self.step), "time": np.float64(self.time)}
+        if taking is None:
+            rec = self._record(head, record_positions, buffers)
+            return lambda: rec
+
+        def complete() -> dict:
+            rec = dict(head, **taking())
+            return _nan_diverged(rec, rec.pop("diverged_step") >= 0)
+        return complete
+
+    def _record(self, rec: dict, record_positions: bool, buffers: Recycler | None) -> dict:
+        """`rec` (step and time) completed with the record's arrays from the host mirror."""
         self.sync()
         x = self.state["x"]
         with np.errstate(all="ignore"), one_blas_thread():
@@ -178,7 +200,7 @@ class Simulation:
                 energy = self.backend.record_energy(self, out)
             else:
                 energy = np.asarray(self.potential.energy(np.asarray(x, np.float64)), np.float64)
-            rec = {"step": np.int64(self.step), "time": np.float64(self.time), "energy": energy}
+            rec["energy"] = energy
             if record_positions:
                 rec["positions"] = x.copy() if buffers is None else buffers.copy(x)
             compiled = getattr(self.backend, "record_observables", None)
@@ -188,12 +210,7 @@ class Simulation:
                 rec[k] = np.array(v)
             for obs in self.observers:
                 rec.update({k: np.array(v) for k, v in obs(self).items()})
-        dead = self.diverged_step >= 0
-        if dead.any():
-            for k, v in rec.items():
-                if k not in ("step", "time") and v.dtype.kind == "f":
-                    v[dead] = np.nan
-        return rec
+        return _nan_diverged(rec, self.diverged_step >= 0)
 
     # -- running -----------------------------------------------------------------------
     def run(self, steps: int, record_every: int = 100, out=None, record_positions: bool = True,
@@ -246,9 +263,11 @@ class Simulation:
               flush_seconds: float) -> None:
         """Advance to `target`, recording every `record_every` steps.  Records go to a writer
         thread as they are taken (alone, or gathered up to _BATCH_BYTES), so the file is
-        written while the next block computes; a commit goes at least every `flush_seconds`
-        and at the end, with a checkpoint (or every `checkpoint_every` steps).  SIGTERM and a
-        first Ctrl-C stop at the next record after a commit, a second Ctrl-C at once."""
+        written while the next block computes; a device backend's record is completed (its
+        copy to the host waited for) only after the next block is queued.  A commit goes at
+        least every `flush_seconds` and at the end, with a checkpoint (or every
+        `checkpoint_every` steps).  SIGTERM and a first Ctrl-C stop at the next record after a
+        commit, a second Ctrl-C at once."""
         from tqdm.auto import tqdm
 
         show = sys.stderr.isatty() if progress is None else bool(progress)
@@ -258,29 +277,43 @@ class Simulation:
         size = sum(v.nbytes for r in pending for v in r.values())
         self._stop = 0
         # the copies handed to the writer thread, reused once written, by this run and (up to
-        # _BETWEEN_RUNS a shape) the next
-        buffers = self._buffers = self._buffers or Recycler()
+        # _BETWEEN_RUNS a shape) the next; in the backend's page-locked memory if it has one
+        alloc = getattr(self.backend, "empty_host", np.empty)
+        if self._buffers is None or self._buffers.alloc is not alloc:
+            self._buffers = Recycler(alloc=alloc)
+        buffers = self._buffers
         thread = WriterThread(writer, recycler=buffers)
+        taking = None     # the record begun before the block last queued
+
+        def take():
+            nonlocal pending, size, taking
+            if taking is not None:
+                pending.append(taking())
+                size += sum(v.nbytes for v in pending[-1].values())
+                taking = None
+            if size >= _BATCH_BYTES:
+                thread.submit("append", pending)
+                pending, size = [], 0
+
         with _signals_stop(self):
             try:
                 while self.step < target and not self._stop:
                     K = min(record_every - self.step % record_every, target - self.step)
                     self.advance(K, sync=False)
                     bar.update(K)
+                    take()
                     if self.step % record_every == 0:
-                        pending.append(self.snapshot(record_positions, buffers))
-                        size += sum(v.nbytes for v in pending[-1].values())
-                        if size >= _BATCH_BYTES:
-                            thread.submit("append", pending)
-                            pending, size = [], 0
+                        taking = self.begin_snapshot(record_positions, buffers)
                     now = time.monotonic()
                     if now - last_flush >= flush_seconds or self.step == target:
+                        take()
                         ckpt = checkpoint_every is None or self.step - last_ckpt >= checkpoint_every \
                             or self.step == target
                         committed = self._commit(thread, pending, ckpt, self.step == target,
                                                  buffers)
                         pending, size, last_flush = [], 0, now
                         last_ckpt = self.step if ckpt else last_ckpt
+                take()
                 done = self.step == target
                 if pending or committed[0] != self.step or (done and not committed[1]):
                     self._commit(thread, pending, True, done, buffers, final=True)
@@ -326,6 +359,15 @@ class Simulation:
             return f"{why} at step {self.step} of {target}; the run was in memory, nothing to resume"
         return (f"{why} at step {self.step} of {target}; {where} in {f.filename}; resume with: "
                 f"langevin-sim resume {shlex.quote(f.filename)}")
+
+
+def _nan_diverged(rec: dict, dead: np.ndarray) -> dict:
+    """`rec` with the float entries of the replicas flagged in `dead` (M,) set to NaN."""
+    if dead.any():
+        for k, v in rec.items():
+            if k not in ("step", "time") and v.dtype.kind == "f":
+                v[dead] = np.nan
+    return rec
 
 
 _WIDEN_BYTES = 1 << 20   # float64 bytes per block of rows for record-time observables

@@ -1219,6 +1219,42 @@ if SIM:
             ref.close()
             got.close()
 
+    def test_a_record_is_copied_while_the_next_block_computes():
+        """`begin_snapshot` computes a record on the device and starts its copy to the host;
+        the steps queued next overwrite the state (the stand-in runs the copy only when it is
+        waited for, as late as a GPU could), yet the completed record is the state at its own
+        step: energies, positions, observables, MALA's acceptances, and NaN only for the
+        replicas diverged by then (here replica 3 at step 4; replica 1 diverges at step 6)."""
+        pot = LinearRegression(n=12, d=3, seed=3)
+        init = pot.default_init(np.random.default_rng(1).normal(size=(5, pot.d)))
+        far = init.copy()
+        far[[1, 3]] *= 30
+        for dyn, x0, at, more in [(OverdampedLangevin(2.0, 0.1), far, 5, 4),
+                                  (MALA(0.05, 0.3), init, 3, 5)]:
+            sims, records = {}, {}
+            for b in ("numpy", "cuda"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")       # the divergence report
+                    sim = sims[b] = Simulation(LinearRegression(n=12, d=3, seed=3), dyn, 5,
+                                               backend=b, seed=2, init=x0,
+                                               divergence_bound=40.0)
+                    sim.advance(at, sync=False)
+                    taking = sim.begin_snapshot(True)
+                    sim.advance(more, sync=False)
+                    sim.sync()
+                    records[b] = taking()
+            want, got = records["numpy"], records["cuda"]
+            assert list(got) == list(want), (list(got), list(want))
+            for k, v in want.items():
+                assert np.asarray(got[k]).dtype == np.asarray(v).dtype, k
+                np.testing.assert_allclose(got[k], v, rtol=1e-12, atol=1e-14, err_msg=f"{dyn} {k}")
+            ds = sims["cuda"].diverged_step
+            np.testing.assert_array_equal(ds, sims["numpy"].diverged_step)
+            if isinstance(dyn, OverdampedLangevin):     # one diverged before, one after
+                assert np.isnan(got["energy"]).sum() == 1 and ((ds > at) & (ds <= at + more)).any()
+            else:
+                assert "accepted" in got and not np.isnan(got["energy"]).any()
+
     def test_observables_that_are_not_device_clean_run_on_the_host_with_one_warning():
         """An observables method that converts to NumPy (TypeError on device arrays) or that
         returns host arrays is computed on the host mirror, with one warning per class."""
@@ -1246,11 +1282,12 @@ if SIM:
             for k, v in want.items():
                 np.testing.assert_array_equal(snaps[0][k], v, err_msg=k)
 
-    def test_host_copies_go_through_the_runs_pinned_buffers(monkeypatch):
-        """Records and checkpoints copy the device state through page-locked buffers allocated
-        once per run (state arrays, divergence flags, energies) and reused at every record;
-        the host mirror stays the Simulation's own arrays.  The stand-in's get(out=) refuses
-        what CuPy refuses."""
+    def test_host_copies_go_through_the_runs_pinned_buffers(monkeypatch, tmp_path):
+        """Checkpoints copy the device state through page-locked buffers allocated once per run
+        (state arrays, divergence flags) and reused at every sync, the host mirror staying the
+        Simulation's own arrays; a run's records land in page-locked arrays (the backend's
+        `empty_host`, which the run's Recycler allocates from).  The stand-in's get(out=) refuses what CuPy
+        refuses."""
         allocated = []
         empty_pinned = cuda_runtime.empty_pinned
 
@@ -1258,6 +1295,7 @@ if SIM:
             allocated.append((tuple(shape), np.dtype(dtype)))
             return empty_pinned(shape, dtype)
         monkeypatch.setattr(cuda_runtime, "empty_pinned", counting)
+        monkeypatch.setattr(cuda_backend.CudaBackend, "empty_host", staticmethod(counting))
         make, dyn = PAIRS["DoubleWell-UnderdampedLangevin"]
         sim = Simulation(make(), dyn, 5, backend="cuda", seed=3)
         ref = Simulation(make(), dyn, 5, backend="numpy", seed=3)
@@ -1266,17 +1304,22 @@ if SIM:
         for _ in range(3):
             sim.advance(2, sync=False)
             ref.advance(2)
-            rec = sim.snapshot()
+            sim.sync()
             run = sim.backend.device_run(sim)
             if buffers is None:
                 buffers = {k: id(v) for k, v in run.pinned.items()}
             assert {k: id(v) for k, v in run.pinned.items()} == buffers
-            np.testing.assert_allclose(rec["positions"], ref.state["x"], rtol=1e-12)
-            np.testing.assert_allclose(rec["energy"], ref.snapshot()["energy"], rtol=1e-12)
-        assert set(buffers) == set(sim.state) | {"diverged_step", "energy"}
+            for k, v in ref.state.items():
+                np.testing.assert_allclose(sim.state[k], v, rtol=1e-12, err_msg=k)
+        assert set(buffers) == set(sim.state) | {"diverged_step"}
         assert len(allocated) == len(buffers)                   # once per run
         assert all(sim.state[k] is v and all(v is not b for b in run.pinned.values())
                    for k, v in host.items())                    # the mirror is the host's own
+        del allocated[:]
+        with sim.run(60, record_every=2, out=tmp_path / "r.h5", progress=False) as r:
+            assert len(r["energy"]) == 31
+        positions = [a for a in allocated if a == ((5, 3), np.dtype(np.float64))]
+        assert len(positions) >= 30, allocated                  # every record after the probe
         xp = cuda_runtime.xp()
         a = xp.asarray(np.arange(6.0).reshape(2, 3))
         for out, err in ((np.empty((2, 3), np.float32), TypeError), ([0.0] * 6, TypeError),

@@ -7,7 +7,8 @@ or a GPU is missing, or under the simulator (tests/test_cuda_backend.py covers t
   equal to the NumPy reference to rounding, float64 and float32, with partition invariance;
 - the fused dense kernels (SphericalPSpin, Quadratic x OverdampedLangevin: cuBLAS GEMM + one
   fused kernel per step) at sizes where cuBLAS tiles, and the device record energies;
-- a run killed with SIGKILL resumes to the same final state as an uninterrupted run;
+- a run killed with SIGKILL resumes to the same final state as an uninterrupted run; records
+  copied while the next block computes equal the CPU's;
 - the physics oracles (Euler-Maruyama variance, BAOAB, double-well Boltzmann, p-spin
   paramagnet) with backend="cuda": the test bodies of tests/test_physics.py and
   tests/test_pspin.py, run with the cuda backend.
@@ -182,6 +183,24 @@ def test_run_started_on_cuda_resumes_on_numba(tmp_path):
         np.testing.assert_allclose(np.asarray(a.positions[:]), np.asarray(ref.positions[:]),
                                    rtol=1e-8, atol=1e-10)
     ref.close()
+
+
+def test_records_copied_beside_the_next_block_equal_the_cpu_records():
+    """Records every 5 steps of 2^16 replicas: each record's copy runs on the copy stream
+    while the next block computes (`CudaBackend.begin_record`), and every record (positions,
+    energies) equals numba's to rounding, the divergence flags exactly: no record reads a
+    state the next block has begun to overwrite."""
+    make, dyn = PAIRS["DoubleWell-UnderdampedLangevin"]
+    runs = {b: Simulation(make(), dyn, 1 << 16, backend=b, seed=5).run(200, 5, progress=False)
+            for b in ("numba", "cuda")}
+    a, b = runs["cuda"], runs["numba"]
+    assert len(a["energy"]) == len(b["energy"]) == 41
+    np.testing.assert_allclose(np.asarray(a.positions[:]), np.asarray(b.positions[:]),
+                               rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(a["energy"][:], b["energy"][:], rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(a.diverged_step, b.diverged_step)
+    a.close()
+    b.close()
 
 
 # ---------------------------------------------------------------- physics oracles

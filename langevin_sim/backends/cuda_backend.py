@@ -42,9 +42,11 @@ arrays moved to the device).  A method that is not written with the array module
 then runs on the host for every call, with a warning naming it: nothing falls back to the
 host silently.  `xp_clean_report()` lists which methods of which potentials are device-clean.
 A first-passage observer is updated after every step by `cuda_kernels.first_passage`.
-Records' energies and the potential's observables are computed on the device, in float64
-(`CudaBackend.record_energy`, `CudaBackend.record_observables`); the host mirror is refreshed
-through page-locked buffers allocated once per run (`DeviceRun.copy_to_host`).
+Records' energies and the potential's observables are computed on the device, in float64;
+in a run, a record's arrays are copied to page-locked host arrays on a copy stream of their
+own while the next block of steps computes (`CudaBackend.begin_record`, `rt.CopyStream`).
+The host mirror is refreshed at checkpoints through page-locked buffers allocated once per
+run (`DeviceRun.copy_to_host`).
 
 Results equal the NumPy reference to rounding (float64), with the same divergence flags;
 the random numbers are bit-identical (same Philox, same stream positions).
@@ -92,6 +94,7 @@ class CudaBackend:
     docstring.  `device` describes where it runs."""
 
     name = NAME
+    empty_host = staticmethod(rt.empty_pinned)   # host arrays for records and checkpoints
 
     def __init__(self):
         self.device = rt.require()
@@ -164,7 +167,7 @@ class CudaBackend:
         the reference computes it on a float64 copy of the host's); only the (M,) energies
         come back."""
         run = self.attach(sim)
-        e = run.xp.asarray(run.pot.energy(run.positions64()), dtype=np.float64)
+        e = run.energy64(run.positions64())
         return run.copy_to_host("energy", e, np.empty(e.shape, e.dtype) if out is None else out)
 
     def record_observables(self, sim, energy: np.ndarray) -> dict | None:
@@ -174,13 +177,42 @@ class CudaBackend:
         energies `energy` (M,) float64.  None when its observables are not device-clean (the
         run's probe warned once): the caller evaluates them on the host mirror."""
         run = self.attach(sim)
-        pot = run.pot
-        if not pot.observes:
-            return {}
-        if "observables" in pot.bridged:
+        obs = run.observables64(run.positions64(), run.xp.asarray(energy, dtype=np.float64))
+        return None if obs is None else {k: rt.asnumpy(v) for k, v in obs.items()}
+
+    def begin_record(self, sim, record_positions: bool, empty=np.empty):
+        """Start one record of `sim`'s device state and return the function that completes it,
+        or None where a record needs the host mirror (observables not device-clean, or
+        dynamics observables that are not device arrays).  The record's arrays are computed
+        (energy and observables in float64, as `record_energy` and `record_observables`) or
+        copied (positions, dynamics observables, divergence flags) on the device now, and
+        copied into host arrays from `empty(shape, dtype)` on the run's copy stream while the
+        steps queued next compute.  The function returns {name: host array} (the potential's
+        observables after energy and positions, then the dynamics', then "diverged_step", the
+        flags at the record's step), waiting for the copy if it is not done."""
+        run = self.attach(sim)
+        dyn = sim.dynamics.observables(run.state)
+        if not all(isinstance(v, run.xp.ndarray) for v in dyn.values()):
             return None
-        obs = pot.dev.observables(run.positions64(), run.xp.asarray(energy, dtype=np.float64))
-        return {k: rt.asnumpy(v) for k, v in obs.items()}
+        x64 = run.positions64()
+        energy = run.energy64(x64)
+        obs = run.observables64(x64, energy)
+        if obs is None:
+            return None
+        dev = {"energy": energy}
+        if record_positions:
+            dev["positions"] = run.state["x"].copy()
+        dev.update(obs)
+        dev.update((k, run.xp.array(v, copy=True)) for k, v in dyn.items())
+        dev["diverged_step"] = run.dstep.copy()
+        dev = {k: run.xp.ascontiguousarray(v) for k, v in dev.items()}
+        host = {k: empty(v.shape, v.dtype) for k, v in dev.items()}
+        run.copies.start([(dev[k], host[k]) for k in dev])
+
+        def complete() -> dict:
+            run.copies.wait()
+            return host
+        return complete
 
 
 # ---------------------------------------------------------------- device state
@@ -204,6 +236,7 @@ class DeviceRun:
         self.host_stale = False
         self.scratch: dict = {}
         self.pinned: dict[str, np.ndarray] = {}    # page-locked host buffers (`copy_to_host`)
+        self.copies = rt.CopyStream()               # records' copies (`CudaBackend.begin_record`)
         self.perm_epoch, self.perms = None, None
         fp = getattr(sim, "first_passage", None)
         self.regions = None
@@ -248,6 +281,20 @@ class DeviceRun:
         """The positions x (M, d) as a float64 device array (a widened copy of a float32
         state; the state itself in float64): what records evaluate the potential on."""
         return self.xp.asarray(self.state["x"], dtype=np.float64)
+
+    def energy64(self, x64):
+        """U (M,) float64 of the float64 positions `x64` (M, d): the potential's own `energy`."""
+        return self.xp.asarray(self.pot.energy(x64), dtype=np.float64)
+
+    def observables64(self, x64, energy) -> dict | None:
+        """The potential's observables {name: device array} of `x64` (M, d) float64 and the
+        energies `energy` (M,) float64 ({} when it has none; None when they are not
+        device-clean)."""
+        if not self.pot.observes:
+            return {}
+        if "observables" in self.pot.bridged:
+            return None
+        return self.pot.dev.observables(x64, energy)
 
     def copy_to_host(self, name: str, dev, host: np.ndarray) -> np.ndarray:
         """Copy the device array `dev` into the host array `host` (in place, any layout;

@@ -11,6 +11,12 @@ array and behaves like a CuPy array where that matters for correctness on a real
 - full reductions return 0-d arrays, not NumPy scalars;
 - ``get(out=...)`` refuses an `out` of another dtype or shape, or not contiguous, as CuPy
   does; `empty_pinned` stands in for ``cupyx.empty_pinned`` (a plain NumPy array here);
+- streams run late: ``get(stream=s, blocking=False)`` on a `cuda.Stream` copies only when
+  that stream (or an event recorded on it) is synchronized, reading the device array as it
+  is then, the latest a GPU could run it.  Work on the current (null) stream runs at once,
+  so a copy started before later work on the same arrays reads what that work left: code
+  that hands a copy stream an array the next steps overwrite fails here as it would race
+  on a GPU;
 - NumPy functions applied to it dispatch here (``__array_function__`` / ``__array_ufunc__``),
   as they dispatch to CuPy;
 - the NumPy functions and array methods CuPy does not have (`NOT_IN_CUPY`,
@@ -28,6 +34,7 @@ no real CuPy is imported.
 from __future__ import annotations
 
 import numbers
+import types
 
 import numpy as np
 import numpy.lib.mixins
@@ -101,9 +108,16 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
         raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use "
                         "`.get()` to construct a NumPy array explicitly.")
 
-    def get(self, stream=None, order="C", out=None):
+    def get(self, stream=None, order="C", out=None, blocking=True):
         """A host copy (into `out` when given), refusing the `out` CuPy refuses: not a NumPy
-        array, another dtype or shape, or neither C- nor F-contiguous."""
+        array, another dtype or shape, or neither C- nor F-contiguous.  With
+        ``blocking=False`` on a `cuda.Stream` the copy into `out` waits for that stream's
+        synchronization (see the module docstring)."""
+        if not blocking and isinstance(stream, Stream) and stream is not Stream.null:
+            if out is None:
+                out = np.empty(self.shape, self.dtype, order=order)
+            stream.queue.append(lambda: self.get(out=out))
+            return out
         if out is None:
             return np.array(self._a, order=order, copy=True)
         if not isinstance(out, np.ndarray):
@@ -196,6 +210,40 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
 
 
 ndarray.__module__ = "cupy"
+
+
+class Stream:
+    """`cupy.cuda.Stream`: work queued on it (asynchronous copies) runs at `synchronize`."""
+
+    def __init__(self, null=False, non_blocking=False, ptds=False):
+        self.queue: list = []
+
+    def synchronize(self) -> None:
+        queue, self.queue = self.queue, []
+        for job in queue:
+            job()
+
+    def wait_event(self, event) -> None:
+        """Work on other streams ran when it was queued: nothing to wait for."""
+
+
+class Event:
+    """`cupy.cuda.Event`: synchronizing it runs the work queued on its stream."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.stream = None
+
+    def record(self, stream=None) -> None:
+        self.stream = stream
+
+    def synchronize(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
+
+
+Stream.null = Stream(null=True)
+cuda = types.SimpleNamespace(Stream=Stream, Event=Event,
+                             get_current_stream=lambda device=None: Stream.null)
 
 # creation functions that accept host data (CuPy copies it to the device)
 _FROM_HOST = {"asarray", "array", "asanyarray", "ascontiguousarray"}

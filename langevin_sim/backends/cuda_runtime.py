@@ -106,6 +106,41 @@ def empty_pinned(shape: tuple, dtype) -> np.ndarray:
     return cupyx.empty_pinned(shape, dtype)
 
 
+class CopyStream:
+    """Device -> host copies that run on a stream of their own while the compute stream goes
+    on (the copy engine works beside the kernels): `start` queues copies ordered after all
+    work queued so far, `wait` blocks until they are done.  The device arrays must not be
+    written, and the host arrays not read, until `wait` returns (`start` keeps references to
+    both); the host arrays should be page-locked (`empty_pinned`), or the copy is staged and
+    synchronous."""
+
+    def __init__(self):
+        self._cuda = xp().cuda
+        self._stream = self._cuda.Stream(non_blocking=True)
+        self._done = None
+        self._held: tuple = ()
+
+    def start(self, pairs: list) -> None:
+        """Queue the copies `dev.get(out=host)` of `pairs` [(dev, host)] after the work queued
+        on the current stream; one batch is in flight at a time (an unfinished one is
+        waited for first)."""
+        self.wait()
+        ready = self._cuda.Event(disable_timing=True)
+        ready.record(self._cuda.get_current_stream())
+        self._stream.wait_event(ready)
+        for dev, host in pairs:
+            dev.get(out=host, stream=self._stream, blocking=False)
+        self._done = self._cuda.Event(disable_timing=True)
+        self._done.record(self._stream)
+        self._held = tuple(pairs)
+
+    def wait(self) -> None:
+        """Block until the copies started last are in their host arrays."""
+        if self._done is not None:
+            self._done.synchronize()
+        self._done, self._held = None, ()
+
+
 # ---------------------------------------------------------------- availability
 
 def _import_cupy():

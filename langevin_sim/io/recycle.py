@@ -23,10 +23,11 @@ class Recycler:
     """Arrays of at least `min_bytes` handed out by `empty` / `copy` and returned by `give`
     (from any thread) once nothing reads them any more; smaller ones are plain new arrays.
     Only arrays this Recycler handed out are taken back, each at most once per handing.
-    `allocated` counts the large arrays it had to create."""
+    `allocated` counts the large arrays it had to create; all come from `alloc(shape, dtype)`
+    (a device backend's page-locked host memory, the target of its asynchronous copies)."""
 
-    def __init__(self, min_bytes: int = MIN_BYTES, keep: int = KEEP):
-        self.min_bytes, self.keep = min_bytes, keep
+    def __init__(self, min_bytes: int = MIN_BYTES, keep: int = KEEP, alloc=np.empty):
+        self.min_bytes, self.keep, self.alloc = min_bytes, keep, alloc
         self.allocated = 0
         self._free: dict[tuple, list[np.ndarray]] = {}
         self._out: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -37,12 +38,12 @@ class Recycler:
         dtype = np.dtype(dtype)
         shape = (int(shape),) if np.isscalar(shape) else tuple(int(n) for n in shape)
         if int(np.prod(shape)) * dtype.itemsize < self.min_bytes:
-            return np.empty(shape, dtype)
+            return self.alloc(shape, dtype)
         with self._lock:
             free = self._free.get((shape, dtype.str))
             a = free.pop() if free else None
         if a is None:
-            a = np.empty(shape, dtype)
+            a = self.alloc(shape, dtype)
             self.allocated += 1
         with self._lock:
             self._out[id(a)] = a
