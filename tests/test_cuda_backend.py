@@ -217,7 +217,7 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
 PTX_CODE = """
 from numba import boolean, float32, float64, int64, uint64
 from langevin_sim.backends import cuda_kernels as ck
-from langevin_sim.dynamics import SGD, AdamW
+from langevin_sim.dynamics import SGD, AdamW, LeimkuhlerMatthews, OverdampedLangevin
 from langevin_sim.kernels import pspin, quadratic, toynets
 import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
@@ -238,18 +238,20 @@ for ft in (float32, float64):
     # of the owned parameters; p = 7: 22 owned and 7 of b2, 16-byte aligned: 30 items); W4's
     # SGD in float32 also with gradient and label noise, subset draws and W4's epoch
     # permutations of 1024 samples sorted in the kernel (keys in shared memory; the gradient
-    # noise puts the 18 gradients in local memory too: twice the budget)
+    # noise puts the 18 gradients in local memory too: twice the budget); the full-batch
+    # Langevin rules (overdamped in float64, Leimkuhler-Matthews in float32) as SGD
     variants = [(16, 32, 0, V, 18, SGD), (16, 32, 0, V, 18, AdamW), (14, 16, 7, I1, 30, SGD),
                 (14, 16, 7, I1, 30, AdamW)]
     if f32:
         variants.append((16, 32, 0, V, 18, SGD, True, True, True, 1024))
+    variants.append((16, 32, 0, V, 18, LeimkuhlerMatthews if f32 else OverdampedLangevin))
     for d_in, hidden, classes, labels, normals, rule, *opts in variants:
         ptx, _ = cuda.compile_ptx(
             toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
             (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64,
              float64, float64, float64, W, labels, I2, int64, int64, int64), cc=(9, 0))
         depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
-        budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is SGD else 0
+        budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is not AdamW else 0
         assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
 print("ok")
 """
@@ -294,7 +296,8 @@ if SIM:
     # parity, sampling modes, partition and chunking are test_fused_teacher_student_*'s
     SLOW_PAIRS = {"TeacherStudentMLP-SGD", "TeacherStudentMLP-SGD-iid",
                   "TeacherStudentMLP-AdamW", "TeacherStudentMLP-SGD-labelnoise",
-                  "TeacherStudentMLP-SGD-subset-gradnoise"}
+                  "TeacherStudentMLP-SGD-subset-gradnoise", "TeacherStudentMLP-OverdampedLangevin",
+                  "TeacherStudentMLP-LeimkuhlerMatthews"}
 
     @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
     @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PAIRS
@@ -1012,6 +1015,29 @@ if SIM:
         assert toynets.permutes_in_kernel(whole) == in_kernel
         assert list(ref.diverged_step) == [-1, 3, 3]
         assert_states_close(whole, ref, "float64")
+
+    @pytest.mark.parametrize("rule, dtype", [("overdamped", "float32"), ("lm", "float64")])
+    def test_fused_teacher_student_langevin_tiny_run_equals_reference(rule, dtype, monkeypatch):
+        """Overdamped Langevin and Leimkuhler-Matthews on the full batch by the same kernel
+        (`sgd_update`'s place taken by `overdamped_lane` / `lm_update`, no optimizer state;
+        LM's normals of steps t and t + 1), with step and temperature schedules (T = 0 at the
+        last step), 3 replicas, two calls, one replica started far out that diverges: the
+        reference's x to rounding, the same flags, a first_replica split bit for bit."""
+        no_generic_steps(monkeypatch)
+
+        def make():
+            return TeacherStudentMLP(n=5, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1,
+                                     activation="quadratic")
+        init = make().default_init(np.random.default_rng(3).normal(size=(3, make().d)))
+        init[2] *= 3
+        cls = OverdampedLangevin if rule == "overdamped" else LeimkuhlerMatthews
+        dyn = cls(Schedule("linear", 0.02, 0.01, 3), Schedule("linear", 0.5, 0.0, 3))
+        ref, whole, parts = toynet_runs(make, dyn, 60.0, dtype, init, (2, 2), ((0, 1), (1, 2)))
+        assert list(ref.diverged_step >= 0) == [False, False, True], ref.diverged_step
+        assert_states_close(whole, ref, dtype)
+        for k in ref.state:
+            np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
+                                          whole.state[k], err_msg=f"partition, {k}")
 
     def test_fused_teacher_student_sgd_noises_tiny_run_equals_reference(monkeypatch):
         """SGD's noise models in the fused kernel (a few seconds): "subset" minibatches (4 of

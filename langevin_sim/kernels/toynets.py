@@ -1,6 +1,6 @@
 """TeacherStudentMLP and ModularArithmeticMLP: one CPU kernel for minibatch SGD and AdamW, and
-one fused numba-cuda kernel for both nets (one-hot inputs) x SGD and AdamW (its section at the
-end).
+one fused numba-cuda kernel for both nets (one-hot inputs) x SGD, AdamW and the full-batch
+OverdampedLangevin and LeimkuhlerMatthews (its section at the end).
 
 The kernel follows the reference step by step (`SGD.reference_step`, `AdamW.reference_step`,
 the nets' `_evaluate`): the minibatch of each step (`common.minibatch_rows`, every sampling
@@ -48,7 +48,7 @@ from numba.extending import overload
 
 from ..backends.jit import CPU_PRIMITIVES, ijit, jit, one_blas_thread, select_cpu
 from ..backends.registry import register
-from ..dynamics import SGD, AdamW
+from ..dynamics import SGD, AdamW, LeimkuhlerMatthews, OverdampedLangevin
 from ..dynamics.sgd import SAMPLING_CODES, sampling_of
 from ..potentials.toynets import ACTIVATIONS, ModularArithmeticMLP, TeacherStudentMLP
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_level,
@@ -838,9 +838,12 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # 6. the update of every owned parameter by the rule compiled in (`update`): SGD's
 #    `sgd_update` (dynamics/sgd.py) with its normal at the reference's stream position t d + p
 #    (purpose NOISE, only when the temperature of step t is > 0; each Philox block once; SGD's
-#    gradient noise: grad_noise times the GRAD_NOISE normal at t d + p added to the gradient), or
+#    gradient noise: grad_noise times the GRAD_NOISE normal at t d + p added to the gradient),
 #    AdamW's `adamw_update` (dynamics/adamw.py) with the bias corrections of step t (float64,
-#    then the state's dtype; no noise), both compiled for numba-cuda by `compile_steps`; the
+#    then the state's dtype; no noise), or the Langevin rules on the full batch (all n
+#    samples in order, as SGD's full batch): `overdamped_lane` (x + (0 - eta g + sigma xi)) and
+#    Leimkuhler-Matthews' `lm_update` (xi the sum of the NOISE normals at t d + p and
+#    (t + 1) d + p, with sigma / 2), all compiled for numba-cuda by `compile_steps`; the
 #    divergence test `within_bound` of the new x and state, and a block vote
 #    (`syncthreads_and`): a good step is committed, a bad one freezes the replica (dstep =
 #    t + 1, its state untouched) and ends its launch.
@@ -872,7 +875,9 @@ MAX_OWNED = 64       # parameters per lane (hidden units per lane x (d_in + 1 + 
 EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
                             SAMPLING_CODES["subset"], -1)
 TANH, RELU = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
-OPTIMIZER_STATE = {SGD: ("v",), AdamW: ("m", "s")}   # each rule's state arrays besides x
+OPTIMIZER_STATE = {SGD: ("v",), AdamW: ("m", "s"), OverdampedLangevin: (),
+                   LeimkuhlerMatthews: ()}          # each rule's state arrays besides x
+RULE_CODES = {SGD: 0, AdamW: 1, OverdampedLangevin: 2, LeimkuhlerMatthews: 3}
 
 
 def net_sizes(pot) -> tuple[int, int, int]:
@@ -892,15 +897,16 @@ def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0
 
 
 def batch_of(sim) -> int:
-    """Samples per step: the batch size, or n for full batches."""
-    B = sim.dynamics.batch_size
+    """Samples per step: the batch size, or n for full batches (the Langevin dynamics)."""
+    B = getattr(sim.dynamics, "batch_size", None)
     return sim.potential.n_samples if B is None else int(B)
 
 
 def mode_of(dyn) -> int:
-    """The kernel's sampling code of an SGD or AdamW: FULL (full batch), IID, EPOCH or SUBSET
-    (SGD's `sampling`, AdamW's `replacement`)."""
-    if dyn.batch_size is None:
+    """The kernel's sampling code of the dynamics: FULL (full batch: SGD's or AdamW's without
+    a batch size, the Langevin dynamics), IID, EPOCH or SUBSET (SGD's `sampling`, AdamW's
+    `replacement`)."""
+    if getattr(dyn, "batch_size", None) is None:
         return FULL
     name = dyn.sampling if isinstance(dyn, SGD) else sampling_of(dyn.replacement)
     return {"iid": IID, "epoch": EPOCH, "subset": SUBSET}[name]
@@ -948,18 +954,20 @@ def permutes_in_kernel(sim) -> bool:
 def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: int = 0,
                 grad_noise: bool = False, label_noise: bool = False, subset: bool = False,
                 permute: int = 0):
-    """The fused kernel of the update rule of `rule` (the class SGD or AdamW) for float32
+    """The fused kernel of the update rule of `rule` (a class of RULE_CODES: SGD, AdamW, or
+    the full-batch OverdampedLangevin or LeimkuhlerMatthews) for float32
     (f32) or float64 states of a net (d_in, hidden) with a regression output (classes 0) or
     a softmax over `classes` logits, B samples per step (drawn by Floyd's algorithm when
     `subset`; with `permute` = n > 0, epoch sampling with each epoch's permutation of the n
     samples computed in the kernel), SGD's gradient and label noise compiled in when asked,
     compiled on first use (cached)."""
-    return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes), rule is AdamW,
-                        bool(grad_noise), bool(label_noise), bool(subset), int(permute))
+    return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes),
+                        RULE_CODES[rule], bool(grad_noise), bool(label_noise), bool(subset),
+                        int(permute))
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
+def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -973,6 +981,10 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
     draw = ck.cached_draws(f32)[0]       # normals with a cached Philox block
     sched, noise_scale, ok_ = dev.schedule_value, dev.noise_scale, dev.within_bound
     sgd_update, adamw_update = dev.sgd_update, dev.adamw_update
+    od_lane, lm_update = dev.overdamped_lane, dev.lm_update
+    ADAM, OD, LM = RULE == RULE_CODES[AdamW], RULE == RULE_CODES[OverdampedLangevin], \
+        RULE == RULE_CODES[LeimkuhlerMatthews]
+    LANGEVIN = OD or LM                  # no state besides x
     NOISE, MINIBATCH, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.MINIBATCH), np.uint64(
         rng.GRAD_NOISE)
     LABEL, SUBSET_ = np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET)
@@ -985,8 +997,9 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
     HPL = -(-H // WARP)                  # hidden units per lane
     SPL = -(-B // WARP)                  # batch slots per lane
     NPL = HPL * E
+    NA, NA2 = (1, 1) if LANGEVIN else (NPL, KO)  # SGD's v, AdamW's m (Langevin: none)
     NB, NB2 = (NPL, KO) if ADAM else (1, 1)      # AdamW's s (SGD: none)
-    NX, NX2 = (1, 1) if ADAM else (NPL, KO)      # SGD's normals (AdamW: none)
+    NX, NX2 = (1, 1) if ADAM else (NPL, KO)      # the normals (AdamW: none)
     HP = H + 1                           # activation rows padded: step 4 reads them row-wise
     D = H * DIN + H + KO * H + KO
     O2 = D - KO                          # flat index of b2[0]
@@ -1025,10 +1038,15 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
     @cuda.jit(device=True)
     def update(x, a, b, g, z, h, co):
         """The rule compiled in, on one parameter x with gradient g and state a, b (SGD: v and
-        an unused 0; AdamW: m, s): the new (x, a, b).  h: the dynamics' coefficients in the
-        state's dtype (SGD: momentum, weight decay; AdamW: beta1, beta2, eps, weight decay,
-        1 - beta1, 1 - beta2); co: step t's (lr, sigma, c1, c2) (SGD: noise scale sigma with
-        the normal z; AdamW: bias corrections c1, c2)."""
+        an unused 0; AdamW: m, s; Langevin: two unused 0s): the new (x, a, b).  h: the
+        dynamics' coefficients in the state's dtype (SGD: momentum, weight decay; AdamW: beta1,
+        beta2, eps, weight decay, 1 - beta1, 1 - beta2); co: step t's (lr, sigma, c1, c2) (SGD,
+        overdamped Langevin: noise scale sigma with the normal z; Leimkuhler-Matthews: sigma / 2
+        with z the sum of steps t's and t + 1's normals; AdamW: bias corrections c1, c2)."""
+        if OD:
+            return od_lane(x, g, z, co[0], co[1], zero), a, b
+        if LM:                           # (xi_t + xi_t+1) summed as the reference sums them
+            return x + lm_update(zero, g, co[0], co[1], z, zero), a, b
         if ADAM:
             return adamw_update(x, a, b, g, co[0], h[0], h[1], h[4], h[5], h[2], h[3], co[2],
                                 co[3])
@@ -1057,12 +1075,12 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
         idx = cuda.shared.array(B, np.int64)
         keys = cuda.shared.array(NP, np.uint64)
         P = cuda.local.array(NPL, ftype)    # owned parameters, their states a and b, gradient,
-        Sa = cuda.local.array(NPL, ftype)   # SGD's normals
+        Sa = cuda.local.array(NA, ftype)    # normals
         Sb = cuda.local.array(NB, ftype)
         G = cuda.local.array(NPL, ftype)
         XI = cuda.local.array(NX, ftype)
         P2 = cuda.local.array(KO, ftype)    # the same for b2
-        Sa2 = cuda.local.array(KO, ftype)
+        Sa2 = cuda.local.array(NA2, ftype)
         Sb2 = cuda.local.array(NB2, ftype)
         G2 = cuda.local.array(KO, ftype)
         XI2 = cuda.local.array(NX2, ftype)
@@ -1071,14 +1089,16 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
             if j < H:
                 for k in range(E):
                     P[q * E + k] = x[r, slot(j, k)]
-                    Sa[q * E + k] = a[r, slot(j, k)]
+                    if not LANGEVIN:
+                        Sa[q * E + k] = a[r, slot(j, k)]
                     if ADAM:
                         Sb[q * E + k] = b[r, slot(j, k)]
                 for c in range(KO):
                     W2[c, j] = P[q * E + DIN + 1 + c]
         for c in range(KO):
             P2[c] = x[r, O2 + c]
-            Sa2[c] = a[r, O2 + c]
+            if not LANGEVIN:
+                Sa2[c] = a[r, O2 + c]
             if ADAM:
                 Sb2[c] = b[r, O2 + c]
             B2[c] = P2[c]
@@ -1213,11 +1233,13 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
                       cast(1.0 - math.pow(q1, t + 1)))
             else:
                 T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
-                co = (cast(eta), cast(noise_scale(eta, T)), zero, zero)
+                sig = noise_scale(eta, T)
+                co = (cast(eta), cast(0.5 * sig if LM else sig), zero, zero)
             noisy = T > 0
             if noisy or GN:               # normals at t d + p, each Philox block once: NOISE
-                cz = cy = np.int64(-1)    # (T > 0), GRAD_NOISE (added to the gradient)
-                z0 = z1 = z2 = z3 = y0 = y1 = y2 = y3 = zero
+                cz = cy = cw = np.int64(-1)   # (T > 0; Leimkuhler-Matthews also at (t + 1) d
+                z0 = z1 = z2 = z3 = y0 = y1 = y2 = y3 = zero    # + p), GRAD_NOISE (added to
+                w0 = w1 = w2 = w3 = zero                        # the gradient)
                 for q in range(HPL):      # the owned units
                     j = lane + WARP * q
                     if j < H:
@@ -1226,6 +1248,10 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
                             if noisy:
                                 XI[q * E + k], cz, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n,
                                                                          cz, z0, z1, z2, z3)
+                                if LM:
+                                    zn, cw, w0, w1, w2, w3 = draw(k0, k1, NOISE, rep, n + D, cw,
+                                                                  w0, w1, w2, w3)
+                                    XI[q * E + k] = XI[q * E + k] + zn
                             if GN:
                                 zg, cy, y0, y1, y2, y3 = draw(k0, k1, GNOISE, rep, n, cy, y0, y1,
                                                               y2, y3)
@@ -1235,6 +1261,10 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
                     if noisy:
                         XI2[k], cz, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, cz, z0, z1, z2,
                                                           z3)
+                        if LM:
+                            zn, cw, w0, w1, w2, w3 = draw(k0, k1, NOISE, rep, n + D, cw, w0, w1,
+                                                          w2, w3)
+                            XI2[k] = XI2[k] + zn
                     if GN:
                         zg, cy, y0, y1, y2, y3 = draw(k0, k1, GNOISE, rep, n, cy, y0, y1, y2, y3)
                         G2[k] = G2[k] + h[2] * zg
@@ -1244,11 +1274,12 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
                 if j < H:
                     for k in range(E):
                         i = q * E + k
-                        xn, an, bn_ = update(P[i], Sa[i], Sb[i] if ADAM else zero, G[i],
+                        xn, an, bn_ = update(P[i], zero if LANGEVIN else Sa[i], Sb[i] if ADAM else zero, G[i],
                                              XI[i] if noisy else zero, h, co)
                         ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
             for c in range(KO):
-                xn, an, bn_ = update(P2[c], Sa2[c], Sb2[c] if ADAM else zero, G2[c],
+                xn, an, bn_ = update(P2[c], zero if LANGEVIN else Sa2[c], Sb2[c] if ADAM else zero,
+                                     G2[c],
                                      XI2[c] if noisy else zero, h, co)
                 ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
             if cuda.syncthreads_and(1 if ok else 0) == 0:
@@ -1260,19 +1291,22 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
                 if j < H:
                     for k in range(E):
                         i = q * E + k
-                        xn, an, bn_ = update(P[i], Sa[i], Sb[i] if ADAM else zero, G[i],
+                        xn, an, bn_ = update(P[i], zero if LANGEVIN else Sa[i], Sb[i] if ADAM else zero, G[i],
                                              XI[i] if noisy else zero, h, co)
                         P[i] = xn
-                        Sa[i] = an
+                        if not LANGEVIN:
+                            Sa[i] = an
                         if ADAM:
                             Sb[i] = bn_
                     for c in range(KO):
                         W2[c, j] = P[q * E + DIN + 1 + c]
             for c in range(KO):
-                xn, an, bn_ = update(P2[c], Sa2[c], Sb2[c] if ADAM else zero, G2[c],
+                xn, an, bn_ = update(P2[c], zero if LANGEVIN else Sa2[c], Sb2[c] if ADAM else zero,
+                                     G2[c],
                                      XI2[c] if noisy else zero, h, co)
                 P2[c] = xn
-                Sa2[c] = an
+                if not LANGEVIN:
+                    Sa2[c] = an
                 if ADAM:
                     Sb2[c] = bn_
                 B2[c] = xn
@@ -1281,13 +1315,15 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, ADAM, GN, LN, SUB, NS):
             if j < H:
                 for k in range(E):
                     x[r, slot(j, k)] = P[q * E + k]
-                    a[r, slot(j, k)] = Sa[q * E + k]
+                    if not LANGEVIN:
+                        a[r, slot(j, k)] = Sa[q * E + k]
                     if ADAM:
                         b[r, slot(j, k)] = Sb[q * E + k]
         if lane == 0:
             for c in range(KO):
                 x[r, O2 + c] = P2[c]
-                a[r, O2 + c] = Sa2[c]
+                if not LANGEVIN:
+                    a[r, O2 + c] = Sa2[c]
                 if ADAM:
                     b[r, O2 + c] = Sb2[c]
     return kernel
@@ -1310,7 +1346,10 @@ def _data(run, pot):
 
 def _coefficients(dyn) -> tuple:
     """The kernel's q0..q3 (float64) for an SGD (momentum, weight decay, grad_noise,
-    label_noise) or an AdamW (beta1, beta2, eps, weight decay)."""
+    label_noise) or an AdamW (beta1, beta2, eps, weight decay); zeros for the Langevin
+    dynamics."""
+    if not isinstance(dyn, (SGD, AdamW)):
+        return (0.0, 0.0, 0.0, 0.0)
     if isinstance(dyn, AdamW):
         return (float(dyn.beta1), float(dyn.beta2), float(dyn.eps), float(dyn.weight_decay))
     return (float(dyn.momentum), float(dyn.weight_decay), float(dyn.grad_noise),
@@ -1328,8 +1367,8 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     x = run.state["x"]
     M, B = x.shape[0], batch_of(sim)
     states = [run.state[k] for k in OPTIMIZER_STATE[type(dyn)]]
-    if len(states) == 1:                 # SGD: an unused b (distinct: the simulator copies it)
-        states.append(xp.empty((0, x.shape[1]), x.dtype))
+    while len(states) < 2:               # SGD: an unused b, Langevin: a and b (distinct: the
+        states.append(xp.empty((0, x.shape[1]), x.dtype))   # simulator copies them)
     mode = mode_of(dyn)
     per_epoch = pot.n_samples // B
     d_in, hidden, classes = net_sizes(pot)
@@ -1337,8 +1376,9 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     kernel = cuda_kernel(run.f32, d_in, hidden, B, type(dyn), classes, *noises(dyn),
                          mode == SUBSET, pot.n_samples if inside else 0)
     inputs, labels = _data(run, pot)
-    es = xp.asarray(schedule_code(dyn.lr))
-    ts = xp.asarray(schedule_code(dyn.temperature) if isinstance(dyn, SGD) else es)
+    optimizer = isinstance(dyn, (SGD, AdamW))
+    es = xp.asarray(schedule_code(dyn.lr if optimizer else dyn.step))
+    ts = xp.asarray(es if isinstance(dyn, AdamW) else schedule_code(dyn.temperature))
     head = rt.kernel_arrays(x, *states, run.dstep)
     tail = rt.kernel_arrays(es, ts, inputs, labels, xp.zeros((0, 0), np.int64))
     scalars = _coefficients(dyn) + (run.bound,)
@@ -1357,5 +1397,5 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
 
 
 for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
-    for _dyn in (SGD, AdamW):
+    for _dyn in RULE_CODES:
         register(_pot, _dyn, "cuda", accepts=accepts)(_train_toynet_cuda)
