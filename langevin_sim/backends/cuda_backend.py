@@ -61,7 +61,7 @@ import weakref
 import numpy as np
 
 from .. import rng
-from ..dynamics import SGD, AdamW, OverdampedLangevin, UnderdampedLangevin
+from ..dynamics import SGD, AdamW, LeimkuhlerMatthews, OverdampedLangevin, UnderdampedLangevin
 from ..dynamics.adamw import complements
 from ..dynamics.langevin import baoab_coeffs, noise_scale
 from ..first_passage import STATE_KEYS as FP_KEYS
@@ -395,8 +395,9 @@ def padded_columns(M: int) -> int:
 def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
                prime=None) -> None:
     """Steps t0 .. t0+K-1 of overdamped Langevin for a dense family (the fused "cuda"
-    kernels of Quadratic, LinearRegression and SphericalPSpin; their BAOAB, on the same
-    layout: `kernels.quadratic.baoab_form_steps`): the state is transposed once per call into
+    kernels of Quadratic, LinearRegression and SphericalPSpin, and SphericalPSpin's
+    Leimkuhler-Matthews; their BAOAB, on the same layout:
+    `kernels.quadratic.baoab_form_steps`): the state is transposed once per call into
     XT (N, MP) (replica r in column r, MP = `padded_columns`(M), padding 0), `prime(XT)`
     prepares the first GEMM's operand, then per step ONE GEMM ``gemm(XT, GT)`` writes every
     replica's gradient into GT (N, MP) and ONE launch of `cuda_kernels.gemm_step(row,
@@ -415,7 +416,7 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     aux = tuple(aux) + tuple(xp.empty(0, x.dtype) for _ in range(4 - len(aux)))  # distinct:
     es = xp.asarray(schedule_code(dyn.step))           # the simulator copies each one back
     ts = xp.asarray(schedule_code(dyn.temperature))
-    kernel = ck.gemm_step(row, refresh, run.f32, N)
+    kernel = ck.gemm_step(row, refresh, run.f32, N, isinstance(dyn, LeimkuhlerMatthews))
     XTk, GTk, dstep, esk, tsk, *auxk = rt.kernel_arrays(XT, GT, run.dstep, es, ts, *aux)
     for t in range(t0, t0 + K):
         gemm(XT, GT)

@@ -405,7 +405,7 @@ GEMM_COLUMNS = 16   # replica columns of the transposed state padded to a multip
 
 
 @functools.lru_cache(maxsize=None)
-def gemm_step(row, refresh, f32: bool, N: int):
+def gemm_step(row, refresh, f32: bool, N: int, lm: bool = False):
     """One fused overdamped step of the dense families on "cuda", after the step's GEMM
     produced every replica's gradient: one thread per replica r on the transposed state
     XT (N, MP) and gradient GT (N, MP) (replica r in column r: coalesced across a warp;
@@ -417,7 +417,10 @@ def gemm_step(row, refresh, f32: bool, N: int):
     g = GT[:, r] (a device function returning whether every new value passes the
     divergence test).  A good step is committed to XT and ``refresh(XT, r, a0, a1, a2, a3)``
     prepares the next GEMM's operand from it; a bad one freezes the replica
-    (dstep = t + 1).  a0..a3 are the family's arrays; compiled per (row, refresh, dtype, N)."""
+    (dstep = t + 1).  a0..a3 are the family's arrays; compiled per (row, refresh, dtype, N,
+    lm).  With `lm` the step is Leimkuhler-Matthews': the noise is the sum of the normals of
+    steps t and t + 1 (at t N + i and (t + 1) N + i) with sigma / 2, which is
+    `lm_update(0, g, eta, sigma / 2, xi_t, xi_t+1)` in the row's `overdamped_update`."""
     bn = _normals_fn(f32)
     st = steps()
     sched, noise_scale = st.schedule_value, st.noise_scale
@@ -440,15 +443,20 @@ def gemm_step(row, refresh, f32: bool, N: int):
         e = sched(int(es[0]), es[1], es[2], es[3], t)
         T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
         rep = rep0 + np.uint64(r)
-        n0 = np.int64(t) * N
-        for b in range(n0 // 4, (n0 + N - 1) // 4 + 1):
-            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
-            for w in range(4):
-                j = 4 * b + w - n0
-                if j >= 0 and j < N:
-                    z[j] = pick(w, z0, z1, z2, z3)
-        if row(XT[:, r], GT[:, r], z, cast(e), cast(noise_scale(e, T)), cast(0.0), bound, new,
-               a0):
+        for s in range(2 if lm else 1):
+            n0 = (np.int64(t) + s) * N
+            for b in range(n0 // 4, (n0 + N - 1) // 4 + 1):
+                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
+                for w in range(4):
+                    j = 4 * b + w - n0
+                    if j >= 0 and j < N:
+                        if s == 0:
+                            z[j] = pick(w, z0, z1, z2, z3)
+                        else:
+                            z[j] = z[j] + pick(w, z0, z1, z2, z3)
+        sigma = noise_scale(e, T)
+        if row(XT[:, r], GT[:, r], z, cast(e), cast(0.5 * sigma if lm else sigma), cast(0.0),
+               bound, new, a0):
             for i in range(N):
                 XT[i, r] = new[i]
             refresh(XT, r, a0, a1, a2, a3)

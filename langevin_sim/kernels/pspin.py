@@ -18,7 +18,9 @@ retract(x + P(0 - eta grad H + sqrt(2 eta T) xi)) row by row in x's dtype (the s
 noise xi from the in-kernel Philox at the reference's stream positions n = step * N + lane,
 purpose NOISE. BLAS (if used) runs single-threaded in the blocks. `sphere_row_step` is the
 family's step function (`STEPS`): the CPU kernel and the fused numba-cuda kernel (the section
-"CUDA kernels" at the end) compile it from this one source.
+"CUDA kernels" at the end) compile it from this one source. On "cuda" the same GEMM + step
+kernel runs Leimkuhler-Matthews too (`cuda_kernels.gemm_step` with `lm`: the noise the sum of
+the normals of steps t and t + 1, with sigma / 2).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from .. import rng
 from ..backends.jit import ijit, jit, one_blas_thread
 from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
-from ..dynamics import OverdampedLangevin
+from ..dynamics import LeimkuhlerMatthews, OverdampedLangevin
 from ..dynamics.langevin import overdamped_update
 from ..potentials.pspin import SphericalPSpin
 from ..rng import sqrt
@@ -359,6 +361,7 @@ def _cuda_rules(f32: bool, N: int):
 
 
 @register(SphericalPSpin, OverdampedLangevin, "cuda")
+@register(SphericalPSpin, LeimkuhlerMatthews, "cuda")
 def _overdamped_pspin_cuda(run, sim, t0, K):
     """`cuda_backend.gemm_steps` with the packed GEMM (tables on the device, cached per dtype
     on the run's device potential)."""
