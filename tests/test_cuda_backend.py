@@ -1286,6 +1286,29 @@ if SIM:
             else:
                 assert "accepted" in got and not np.isnan(got["energy"]).any()
 
+    def test_dynamics_observables_written_for_numpy_come_from_the_host_mirror():
+        """A dynamics whose observables convert to NumPy (TypeError on device arrays) or return
+        host arrays: its records are taken from the host mirror at the record's step (as on
+        the CPU backends), the same as the numpy backend's."""
+        class Converting(OverdampedLangevin):
+            def observables(self, state):
+                return {"norm": np.linalg.norm(np.asarray(state["x"]), axis=1)}
+
+        class HostArrays(OverdampedLangevin):
+            def observables(self, state):
+                return {"ones": np.ones(len(state["x"]))}
+
+        for cls in (Converting, HostArrays):
+            runs = {b: Simulation(LinearRegression(n=12, d=3, seed=3), cls(0.05, 0.2), 4,
+                                  backend=b, seed=2).run(6, record_every=2, progress=False)
+                    for b in ("numpy", "cuda")}
+            ref, got = runs["numpy"], runs["cuda"]
+            assert got.names == ref.names and len(got["energy"]) == 4, (got.names, ref.names)
+            for k in ref.names:
+                np.testing.assert_allclose(got[k][:], ref[k][:], rtol=1e-12, err_msg=k)
+            ref.close()
+            got.close()
+
     def test_observables_that_are_not_device_clean_run_on_the_host_with_one_warning():
         """An observables method that converts to NumPy (TypeError on device arrays) or that
         returns host arrays is computed on the host mirror, with one warning per class."""
