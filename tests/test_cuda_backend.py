@@ -223,9 +223,10 @@ import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
 for ft in (float32, float64):
     f32, W, V = ft is float32, ft[:, ::1], ft[::1]
-    head = (W, W, I1, int64, uint64, uint64, uint64, F1, F1, float64)
+    head = (W, W, W, W, I1, int64, uint64, uint64, uint64, F1, F1, float64)
     row, refresh, products = pspin._cuda_rules(f32, 5)
-    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5, not f32).py_func, head + (W, I2, I1, I1),
+    rule = ck.GEMM_CORRECT if f32 else ck.GEMM_LM   # Heun's corrector, Leimkuhler-Matthews
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5, rule).py_func, head + (W, I2, I1, I1),
                      cc=(9, 0))
     cuda.compile_ptx(products.py_func, (W, W, I2, I1, I1), cc=(9, 0))
     row, refresh = quadratic._cuda_rules()
@@ -733,10 +734,14 @@ if SIM:
         "pspin": (lambda: SphericalPSpin(N=4, p=2, seed=3),
                   OverdampedLangevin(Schedule("linear", 0.3, 0.2, 12),
                                      Schedule("linear", 2.0, 1.0, 9)), 1.9, None),
-        # Leimkuhler-Matthews: the same kernel, the normals of steps t and t + 1 summed
+        # Leimkuhler-Matthews: the same kernel, the normals of steps t and t + 1 summed;
+        # Heun: two GEMMs and two launches per step
         "pspin-lm": (lambda: SphericalPSpin(N=4, p=2, seed=3),
                      LeimkuhlerMatthews(Schedule("linear", 0.3, 0.2, 12),
                                         Schedule("linear", 2.0, 1.0, 9)), 1.9, None),
+        "pspin-heun": (lambda: SphericalPSpin(N=4, p=2, seed=3),
+                       Heun(Schedule("linear", 0.3, 0.2, 12), Schedule("linear", 2.0, 1.0, 9)),
+                       1.9, None),
         "pspin-p3": (lambda: SphericalPSpin(N=5, p=3, seed=1, planted=0.5),
                      OverdampedLangevin(Schedule("linear", 0.05, 0.02, 12),
                                         Schedule("cosine", 0.9, 0.3, 9)), 1e8, None),
@@ -755,7 +760,8 @@ if SIM:
     @pytest.mark.parametrize("case", list(DENSE_FUSED))
     def test_fused_dense_kernels_equal_reference(case, dtype, monkeypatch):
         """SphericalPSpin, Quadratic and LinearRegression x OverdampedLangevin (and
-        SphericalPSpin x Leimkuhler-Matthews) run by one GEMM + one fused kernel per step (several calls, schedules, replicas that diverge, an
+        SphericalPSpin x Leimkuhler-Matthews, and Heun with two of each) run by one GEMM + one
+        fused kernel per step (several calls, schedules, replicas that diverge, an
         uneven first_replica split): the reference's states to rounding (float64 1e-12
         relative, float32 to its rounding), the same divergence flags, and the split equal
         bit for bit."""

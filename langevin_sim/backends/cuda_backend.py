@@ -61,7 +61,8 @@ import weakref
 import numpy as np
 
 from .. import rng
-from ..dynamics import SGD, AdamW, LeimkuhlerMatthews, OverdampedLangevin, UnderdampedLangevin
+from ..dynamics import (SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+                        UnderdampedLangevin)
 from ..dynamics.adamw import complements
 from ..dynamics.langevin import baoab_coeffs, noise_scale
 from ..first_passage import STATE_KEYS as FP_KEYS
@@ -399,14 +400,16 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
                prime=None) -> None:
     """Steps t0 .. t0+K-1 of overdamped Langevin for a dense family (the fused "cuda"
     kernels of Quadratic, LinearRegression and SphericalPSpin, and SphericalPSpin's
-    Leimkuhler-Matthews; their BAOAB, on the same layout:
+    Leimkuhler-Matthews and Heun; their BAOAB, on the same layout:
     `kernels.quadratic.baoab_form_steps`): the state is transposed once per call into
     XT (N, MP) (replica r in column r, MP = `padded_columns`(M), padding 0), `prime(XT)`
     prepares the first GEMM's operand, then per step ONE GEMM ``gemm(XT, GT)`` writes every
     replica's gradient into GT (N, MP) and ONE launch of `cuda_kernels.gemm_step(row,
     refresh, ...)` draws the noise, applies the family's row rule, tests divergence and
-    freezes (aux: the family's arrays a0..a3, up to four).  The steps are queued on the
-    device with no host synchronization; XT is transposed back into the state at the end."""
+    freezes (aux: the family's arrays a0..a3, up to four); Heun runs two of each per step
+    (the predictor's launch, the GEMM at the predictor ``gemm(X2, G2)``, the corrector's).
+    The steps are queued on the device with no host synchronization; XT is transposed back
+    into the state at the end."""
     from ..kernels.common import schedule_code
 
     xp, x, dyn = run.xp, run.state["x"], sim.dynamics
@@ -414,17 +417,26 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     XT = xp.zeros((N, padded_columns(M)), dtype=x.dtype)
     XT[:, :M] = x.T
     GT = xp.empty_like(XT)
-    if prime is not None:
+    heun = isinstance(dyn, Heun)
+    X2, G2 = (xp.empty_like(XT), xp.empty_like(XT)) if heun else \
+        (xp.empty((N, 0), x.dtype), xp.empty((N, 0), x.dtype))   # distinct: the simulator
+    if prime is not None:                                        # copies each one back
         prime(XT)
-    aux = tuple(aux) + tuple(xp.empty(0, x.dtype) for _ in range(4 - len(aux)))  # distinct:
-    es = xp.asarray(schedule_code(dyn.step))           # the simulator copies each one back
+    aux = tuple(aux) + tuple(xp.empty(0, x.dtype) for _ in range(4 - len(aux)))
+    es = xp.asarray(schedule_code(dyn.step))
     ts = xp.asarray(schedule_code(dyn.temperature))
-    kernel = ck.gemm_step(row, refresh, run.f32, N, isinstance(dyn, LeimkuhlerMatthews))
-    XTk, GTk, dstep, esk, tsk, *auxk = rt.kernel_arrays(XT, GT, run.dstep, es, ts, *aux)
+    rules = (ck.GEMM_PREDICT, ck.GEMM_CORRECT) if heun else \
+        (ck.GEMM_LM if isinstance(dyn, LeimkuhlerMatthews) else ck.GEMM_OVERDAMPED,)
+    kernels = [ck.gemm_step(row, refresh, run.f32, N, rule) for rule in rules]
+    arrays = rt.kernel_arrays(XT, GT, X2, G2, run.dstep, es, ts, *aux)
+    head, (esk, tsk, *auxk) = arrays[:5], arrays[5:]
     for t in range(t0, t0 + K):
         gemm(XT, GT)
-        rt.launch(kernel, M, XTk, GTk, dstep, int(t), run.k0, run.k1, run.rep0, esk, tsk,
-                  run.bound, *auxk)
+        for i, kernel in enumerate(kernels):
+            if i:
+                gemm(X2, G2)
+            rt.launch(kernel, M, *head, int(t), run.k0, run.k1, run.rep0, esk, tsk, run.bound,
+                      *auxk)
     x[...] = XT[:, :M].T
 
 

@@ -404,8 +404,13 @@ GEMM_COLUMNS = 16   # replica columns of the transposed state padded to a multip
 # sits or on the replica count's remainder, so runs split by first_replica agree bit for bit
 
 
+# the step kernels after a GEMM (`gemm_step`'s `rule`): overdamped Langevin, Leimkuhler-Matthews,
+# Heun's predictor and Heun's corrector
+GEMM_OVERDAMPED, GEMM_LM, GEMM_PREDICT, GEMM_CORRECT = range(4)
+
+
 @functools.lru_cache(maxsize=None)
-def gemm_step(row, refresh, f32: bool, N: int, lm: bool = False):
+def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     """One fused overdamped step of the dense families on "cuda", after the step's GEMM
     produced every replica's gradient: one thread per replica r on the transposed state
     XT (N, MP) and gradient GT (N, MP) (replica r in column r: coalesced across a warp;
@@ -418,9 +423,14 @@ def gemm_step(row, refresh, f32: bool, N: int, lm: bool = False):
     divergence test).  A good step is committed to XT and ``refresh(XT, r, a0, a1, a2, a3)``
     prepares the next GEMM's operand from it; a bad one freezes the replica
     (dstep = t + 1).  a0..a3 are the family's arrays; compiled per (row, refresh, dtype, N,
-    lm).  With `lm` the step is Leimkuhler-Matthews': the noise is the sum of the normals of
-    steps t and t + 1 (at t N + i and (t + 1) N + i) with sigma / 2, which is
-    `lm_update(0, g, eta, sigma / 2, xi_t, xi_t+1)` in the row's `overdamped_update`."""
+    rule).  X2, G2 (N, MP): Heun's predictor and its gradient (unused by the other rules).
+    Rules: GEMM_OVERDAMPED; GEMM_LM, Leimkuhler-Matthews: the noise is the sum of the normals
+    of steps t and t + 1 (at t N + i and (t + 1) N + i) with sigma / 2, which is
+    `lm_update(0, g, eta, sigma / 2, xi_t, xi_t+1)` in the row's `overdamped_update`;
+    GEMM_PREDICT, Heun's predictor: the overdamped row step into X2 (not tested, not
+    committed: the reference tests only the corrector's result), refreshing the next GEMM's
+    operand from X2; GEMM_CORRECT, Heun's corrector: the row step from XT with eta / 2 and
+    the gradient GT + G2 (`heun_update(0, g, g~, eta / 2, sigma, xi)`, the same normals)."""
     bn = _normals_fn(f32)
     st = steps()
     sched, noise_scale = st.schedule_value, st.noise_scale
@@ -431,8 +441,10 @@ def gemm_step(row, refresh, f32: bool, N: int, lm: bool = False):
     def cast(v):
         return ftype(v)
 
+    lm = rule == GEMM_LM
+
     @cuda.jit
-    def kernel(XT, GT, dstep, t, k0, k1, rep0, es, ts, bound, a0, a1, a2, a3):
+    def kernel(XT, GT, X2, G2, dstep, t, k0, k1, rep0, es, ts, bound, a0, a1, a2, a3):
         r = cuda.grid(1)
         if r >= dstep.shape[0]:
             return
@@ -455,8 +467,21 @@ def gemm_step(row, refresh, f32: bool, N: int, lm: bool = False):
                         else:
                             z[j] = z[j] + pick(w, z0, z1, z2, z3)
         sigma = noise_scale(e, T)
-        if row(XT[:, r], GT[:, r], z, cast(e), cast(0.5 * sigma if lm else sigma), cast(0.0),
-               bound, new, a0):
+        if rule == GEMM_PREDICT:
+            row(XT[:, r], GT[:, r], z, cast(e), cast(sigma), cast(0.0), bound, new, a0)
+            for i in range(N):
+                X2[i, r] = new[i]
+            refresh(X2, r, a0, a1, a2, a3)
+            return
+        if rule == GEMM_CORRECT:
+            g = cuda.local.array(N, ftype)
+            for i in range(N):
+                g[i] = GT[i, r] + G2[i, r]
+            ok = row(XT[:, r], g, z, cast(0.5 * e), cast(sigma), cast(0.0), bound, new, a0)
+        else:
+            ok = row(XT[:, r], GT[:, r], z, cast(e), cast(0.5 * sigma if lm else sigma),
+                     cast(0.0), bound, new, a0)
+        if ok:
             for i in range(N):
                 XT[i, r] = new[i]
             refresh(XT, r, a0, a1, a2, a3)

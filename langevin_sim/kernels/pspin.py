@@ -19,8 +19,9 @@ noise xi from the in-kernel Philox at the reference's stream positions n = step 
 purpose NOISE. BLAS (if used) runs single-threaded in the blocks. `sphere_row_step` is the
 family's step function (`STEPS`): the CPU kernel and the fused numba-cuda kernel (the section
 "CUDA kernels" at the end) compile it from this one source. On "cuda" the same GEMM + step
-kernel runs Leimkuhler-Matthews too (`cuda_kernels.gemm_step` with `lm`: the noise the sum of
-the normals of steps t and t + 1, with sigma / 2).
+kernel runs Leimkuhler-Matthews (`cuda_kernels.gemm_step`'s GEMM_LM: the noise the sum of the
+normals of steps t and t + 1, with sigma / 2) and Heun (two GEMMs and two launches per step:
+the predictor, then the corrector with eta / 2 and the two gradients summed).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from .. import rng
 from ..backends.jit import ijit, jit, one_blas_thread
 from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
-from ..dynamics import LeimkuhlerMatthews, OverdampedLangevin
+from ..dynamics import Heun, LeimkuhlerMatthews, OverdampedLangevin
 from ..dynamics.langevin import overdamped_update
 from ..potentials.pspin import SphericalPSpin
 from ..rng import sqrt
@@ -362,6 +363,7 @@ def _cuda_rules(f32: bool, N: int):
 
 @register(SphericalPSpin, OverdampedLangevin, "cuda")
 @register(SphericalPSpin, LeimkuhlerMatthews, "cuda")
+@register(SphericalPSpin, Heun, "cuda")
 def _overdamped_pspin_cuda(run, sim, t0, K):
     """`cuda_backend.gemm_steps` with the packed GEMM (tables on the device, cached per dtype
     on the run's device potential)."""
