@@ -217,7 +217,8 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
 PTX_CODE = """
 from numba import boolean, float32, float64, int64, uint64
 from langevin_sim.backends import cuda_kernels as ck
-from langevin_sim.dynamics import SGD, AdamW, LeimkuhlerMatthews, OverdampedLangevin
+from langevin_sim.dynamics import (SGD, AdamW, LeimkuhlerMatthews, OverdampedLangevin,
+                                   UnderdampedLangevin)
 from langevin_sim.kernels import pspin, quadratic, toynets
 import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
@@ -247,6 +248,7 @@ for ft in (float32, float64):
     if f32:
         variants.append((16, 32, 0, V, 18, SGD, True, True, True, 1024))
     variants.append((16, 32, 0, V, 18, LeimkuhlerMatthews if f32 else OverdampedLangevin))
+    variants.append((16, 32, 0, V, 18, UnderdampedLangevin))
     for d_in, hidden, classes, labels, normals, rule, *opts in variants:
         ptx, _ = cuda.compile_ptx(
             toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
@@ -299,7 +301,7 @@ if SIM:
     SLOW_PAIRS = {"TeacherStudentMLP-SGD", "TeacherStudentMLP-SGD-iid",
                   "TeacherStudentMLP-AdamW", "TeacherStudentMLP-SGD-labelnoise",
                   "TeacherStudentMLP-SGD-subset-gradnoise", "TeacherStudentMLP-OverdampedLangevin",
-                  "TeacherStudentMLP-LeimkuhlerMatthews"}
+                  "TeacherStudentMLP-LeimkuhlerMatthews", "TeacherStudentMLP-UnderdampedLangevin"}
 
     @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
     @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PAIRS
@@ -1027,13 +1029,16 @@ if SIM:
         assert list(ref.diverged_step) == [-1, 3, 3]
         assert_states_close(whole, ref, "float64")
 
-    @pytest.mark.parametrize("rule, dtype", [("overdamped", "float32"), ("lm", "float64")])
+    @pytest.mark.parametrize("rule, dtype", [("overdamped", "float32"), ("lm", "float64"),
+                                             ("baoab", "float64")])
     def test_fused_teacher_student_langevin_tiny_run_equals_reference(rule, dtype, monkeypatch):
-        """Overdamped Langevin and Leimkuhler-Matthews on the full batch by the same kernel
-        (`sgd_update`'s place taken by `overdamped_lane` / `lm_update`, no optimizer state;
-        LM's normals of steps t and t + 1), with step and temperature schedules (T = 0 at the
-        last step), 3 replicas, two calls, one replica started far out that diverges: the
-        reference's x to rounding, the same flags, a first_replica split bit for bit."""
+        """Overdamped Langevin, Leimkuhler-Matthews and BAOAB on the full batch by the same
+        kernel (`sgd_update`'s place taken by `overdamped_lane` / `lm_update`, no optimizer
+        state; LM's normals of steps t and t + 1; BAOAB's B A O A before the gradient, its
+        closing B after, state p and g, a frozen replica's x restored), with step and
+        temperature schedules (T = 0 at the last step), 3 replicas, two calls, one replica
+        started far out that diverges: the reference's states to rounding, the same flags, a
+        first_replica split bit for bit."""
         no_generic_steps(monkeypatch)
 
         def make():
@@ -1041,9 +1046,12 @@ if SIM:
                                      activation="quadratic")
         init = make().default_init(np.random.default_rng(3).normal(size=(3, make().d)))
         init[2] *= 3
-        cls = OverdampedLangevin if rule == "overdamped" else LeimkuhlerMatthews
-        dyn = cls(Schedule("linear", 0.02, 0.01, 3), Schedule("linear", 0.5, 0.0, 3))
-        ref, whole, parts = toynet_runs(make, dyn, 60.0, dtype, init, (2, 2), ((0, 1), (1, 2)))
+        schedules = (Schedule("linear", 0.02, 0.01, 3), Schedule("linear", 0.5, 0.0, 3))
+        dyn, bound = {"overdamped": (OverdampedLangevin(*schedules), 60.0),
+                      "lm": (LeimkuhlerMatthews(*schedules), 60.0),
+                      "baoab": (UnderdampedLangevin(Schedule("linear", 0.05, 0.02, 3), 2.0,
+                                                    schedules[1], mass=0.5), 300.0)}[rule]
+        ref, whole, parts = toynet_runs(make, dyn, bound, dtype, init, (2, 2), ((0, 1), (1, 2)))
         assert list(ref.diverged_step >= 0) == [False, False, True], ref.diverged_step
         assert_states_close(whole, ref, dtype)
         for k in ref.state:

@@ -1,6 +1,7 @@
 """TeacherStudentMLP and ModularArithmeticMLP: one CPU kernel for minibatch SGD and AdamW, and
 one fused numba-cuda kernel for both nets (one-hot inputs) x SGD, AdamW and the full-batch
-OverdampedLangevin and LeimkuhlerMatthews (its section at the end).
+OverdampedLangevin, LeimkuhlerMatthews and UnderdampedLangevin (BAOAB) (its section at the
+end).
 
 The kernel follows the reference step by step (`SGD.reference_step`, `AdamW.reference_step`,
 the nets' `_evaluate`): the minibatch of each step (`common.minibatch_rows`, every sampling
@@ -48,7 +49,7 @@ from numba.extending import overload
 
 from ..backends.jit import CPU_PRIMITIVES, ijit, jit, one_blas_thread, select_cpu
 from ..backends.registry import register
-from ..dynamics import SGD, AdamW, LeimkuhlerMatthews, OverdampedLangevin
+from ..dynamics import SGD, AdamW, LeimkuhlerMatthews, OverdampedLangevin, UnderdampedLangevin
 from ..dynamics.sgd import SAMPLING_CODES, sampling_of
 from ..potentials.toynets import ACTIVATIONS, ModularArithmeticMLP, TeacherStudentMLP
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_level,
@@ -843,7 +844,10 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    then the state's dtype; no noise), or the Langevin rules on the full batch (all n
 #    samples in order, as SGD's full batch): `overdamped_lane` (x + (0 - eta g + sigma xi)) and
 #    Leimkuhler-Matthews' `lm_update` (xi the sum of the NOISE normals at t d + p and
-#    (t + 1) d + p, with sigma / 2), all compiled for numba-cuda by `compile_steps`; the
+#    (t + 1) d + p, with sigma / 2), or BAOAB's closing B `baoab_last` (its B A O A,
+#    `baoab_first` with the stored g and the NOISE normals at t d + p, ran before step 1, so
+#    that steps 1-5 take the gradient at the new x; x before the step kept for a freeze), all
+#    compiled for numba-cuda by `compile_steps`; the
 #    divergence test `within_bound` of the new x and state, and a block vote
 #    (`syncthreads_and`): a good step is committed, a bad one freezes the replica (dstep =
 #    t + 1, its state untouched) and ends its launch.
@@ -876,8 +880,9 @@ EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
                             SAMPLING_CODES["subset"], -1)
 TANH, RELU = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
 OPTIMIZER_STATE = {SGD: ("v",), AdamW: ("m", "s"), OverdampedLangevin: (),
-                   LeimkuhlerMatthews: ()}          # each rule's state arrays besides x
-RULE_CODES = {SGD: 0, AdamW: 1, OverdampedLangevin: 2, LeimkuhlerMatthews: 3}
+                   LeimkuhlerMatthews: (), UnderdampedLangevin: ("p", "g")}   # besides x
+RULE_CODES = {SGD: 0, AdamW: 1, OverdampedLangevin: 2, LeimkuhlerMatthews: 3,
+              UnderdampedLangevin: 4}
 
 
 def net_sizes(pot) -> tuple[int, int, int]:
@@ -982,8 +987,10 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
     sched, noise_scale, ok_ = dev.schedule_value, dev.noise_scale, dev.within_bound
     sgd_update, adamw_update = dev.sgd_update, dev.adamw_update
     od_lane, lm_update = dev.overdamped_lane, dev.lm_update
+    coeffs, first, last = dev.baoab_coeffs, dev.baoab_first, dev.baoab_last
     ADAM, OD, LM = RULE == RULE_CODES[AdamW], RULE == RULE_CODES[OverdampedLangevin], \
         RULE == RULE_CODES[LeimkuhlerMatthews]
+    BA = RULE == RULE_CODES[UnderdampedLangevin]   # BAOAB: a = p, b = g
     LANGEVIN = OD or LM                  # no state besides x
     NOISE, MINIBATCH, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.MINIBATCH), np.uint64(
         rng.GRAD_NOISE)
@@ -998,7 +1005,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
     SPL = -(-B // WARP)                  # batch slots per lane
     NPL = HPL * E
     NA, NA2 = (1, 1) if LANGEVIN else (NPL, KO)  # SGD's v, AdamW's m (Langevin: none)
-    NB, NB2 = (NPL, KO) if ADAM else (1, 1)      # AdamW's s (SGD: none)
+    NB, NB2 = (NPL, KO) if ADAM or BA else (1, 1)   # AdamW's s, BAOAB's g (SGD: none)
+    N0, N02 = (NPL, KO) if BA else (1, 1)        # BAOAB: x before the step (a freeze's)
     NX, NX2 = (1, 1) if ADAM else (NPL, KO)      # the normals (AdamW: none)
     HP = H + 1                           # activation rows padded: step 4 reads them row-wise
     D = H * DIN + H + KO * H + KO
@@ -1042,7 +1050,11 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
         dynamics' coefficients in the state's dtype (SGD: momentum, weight decay; AdamW: beta1,
         beta2, eps, weight decay, 1 - beta1, 1 - beta2); co: step t's (lr, sigma, c1, c2) (SGD,
         overdamped Langevin: noise scale sigma with the normal z; Leimkuhler-Matthews: sigma / 2
-        with z the sum of steps t's and t + 1's normals; AdamW: bias corrections c1, c2)."""
+        with z the sum of steps t's and t + 1's normals; AdamW: bias corrections c1, c2; BAOAB:
+        c1 = eta / 2, with x = x' and a = p' after B A O A and g the gradient at x': the
+        closing B, (x', p' - (eta / 2) g, g))."""
+        if BA:
+            return x, last(a, g, co[2]), g
         if OD:
             return od_lane(x, g, z, co[0], co[1], zero), a, b
         if LM:                           # (xi_t + xi_t+1) summed as the reference sums them
@@ -1084,6 +1096,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
         Sb2 = cuda.local.array(NB2, ftype)
         G2 = cuda.local.array(KO, ftype)
         XI2 = cuda.local.array(NX2, ftype)
+        X0 = cuda.local.array(N0, ftype)
+        X02 = cuda.local.array(N02, ftype)
         for q in range(HPL):
             j = lane + WARP * q
             if j < H:
@@ -1091,7 +1105,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                     P[q * E + k] = x[r, slot(j, k)]
                     if not LANGEVIN:
                         Sa[q * E + k] = a[r, slot(j, k)]
-                    if ADAM:
+                    if ADAM or BA:
                         Sb[q * E + k] = b[r, slot(j, k)]
                 for c in range(KO):
                     W2[c, j] = P[q * E + DIN + 1 + c]
@@ -1099,13 +1113,50 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
             P2[c] = x[r, O2 + c]
             if not LANGEVIN:
                 Sa2[c] = a[r, O2 + c]
-            if ADAM:
+            if ADAM or BA:
                 Sb2[c] = b[r, O2 + c]
             B2[c] = P2[c]
         h = (cast(q0), cast(q1), cast(q2), cast(q3), cast(1.0 - q0), cast(1.0 - q1))
         rep = rep0 + np.uint64(r)
         cuda.syncthreads()
         for t in range(t0, t0 + K):
+            half = zero                   # BAOAB's eta / 2
+            if BA:                        # 0. BAOAB's B A O A with the stored g: x' into P
+                eta = sched(int(es[0]), es[1], es[2], es[3], t)   # (the old x kept), p' into
+                T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)     # XI, for the gradient at x'
+                c1, c2 = coeffs(eta, q0, T, q1)
+                half, im, s1, s2 = cast(0.5 * eta), cast(1.0 / q1), cast(c1), cast(c2)
+                cz = np.int64(-1)         # the normals first, in a loop of their own (the
+                z0 = z1 = z2 = z3 = zero  # draws keep NVVM from unrolling the loop they
+                for q in range(HPL):      # are in: what it writes goes to local memory)
+                    j = lane + WARP * q
+                    if j < H:
+                        for k in range(E):
+                            XI[q * E + k], cz, z0, z1, z2, z3 = draw(
+                                k0, k1, NOISE, rep, np.int64(t) * D + slot(j, k), cz, z0, z1,
+                                z2, z3)
+                for c in range(KO):
+                    XI2[c], cz, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep,
+                                                      np.int64(t) * D + O2 + c, cz, z0, z1, z2,
+                                                      z3)
+                for q in range(HPL):
+                    j = lane + WARP * q
+                    if j < H:
+                        for k in range(E):
+                            i = q * E + k
+                            xv, pv = first(P[i], Sa[i], Sb[i], half, im, s1, s2, XI[i])
+                            X0[i] = P[i]
+                            P[i] = xv
+                            XI[i] = pv
+                        for c in range(KO):
+                            W2[c, j] = P[q * E + DIN + 1 + c]
+                for c in range(KO):
+                    xv, pv = first(P2[c], Sa2[c], Sb2[c], half, im, s1, s2, XI2[c])
+                    X02[c] = P2[c]
+                    P2[c] = xv
+                    XI2[c] = pv
+                    B2[c] = xv
+                cuda.syncthreads()
             if NS and (t == t0 or t % per_epoch == 0):   # 0. the epoch's permutation
                 epoch = np.int64(t // per_epoch)
                 for i in range(lane, NP, WARP):   # keys (word << 32 | i): unique, so their
@@ -1234,9 +1285,9 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
             else:
                 T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
                 sig = noise_scale(eta, T)
-                co = (cast(eta), cast(0.5 * sig if LM else sig), zero, zero)
+                co = (cast(eta), cast(0.5 * sig if LM else sig), half, zero)
             noisy = T > 0
-            if noisy or GN:               # normals at t d + p, each Philox block once: NOISE
+            if not BA and (noisy or GN):  # normals at t d + p, each Philox block once: NOISE
                 cz = cy = cw = np.int64(-1)   # (T > 0; Leimkuhler-Matthews also at (t + 1) d
                 z0 = z1 = z2 = z3 = y0 = y1 = y2 = y3 = zero    # + p), GRAD_NOISE (added to
                 w0 = w1 = w2 = w3 = zero                        # the gradient)
@@ -1269,20 +1320,26 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                         zg, cy, y0, y1, y2, y3 = draw(k0, k1, GNOISE, rep, n, cy, y0, y1, y2, y3)
                         G2[k] = G2[k] + h[2] * zg
             ok = True                     # the test: the rule's new values, not kept
-            for q in range(HPL):
-                j = lane + WARP * q
+            for q in range(HPL):          # (operands: a is BAOAB's p' in XI, no state for the
+                j = lane + WARP * q       # other Langevin rules; b is AdamW's s, BAOAB's g)
                 if j < H:
                     for k in range(E):
                         i = q * E + k
-                        xn, an, bn_ = update(P[i], zero if LANGEVIN else Sa[i], Sb[i] if ADAM else zero, G[i],
+                        ai = XI[i] if BA else (zero if LANGEVIN else Sa[i])
+                        xn, an, bn_ = update(P[i], ai, Sb[i] if ADAM or BA else zero, G[i],
                                              XI[i] if noisy else zero, h, co)
                         ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
             for c in range(KO):
-                xn, an, bn_ = update(P2[c], zero if LANGEVIN else Sa2[c], Sb2[c] if ADAM else zero,
-                                     G2[c],
+                ai = XI2[c] if BA else (zero if LANGEVIN else Sa2[c])
+                xn, an, bn_ = update(P2[c], ai, Sb2[c] if ADAM or BA else zero, G2[c],
                                      XI2[c] if noisy else zero, h, co)
                 ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
             if cuda.syncthreads_and(1 if ok else 0) == 0:
+                if BA:                    # the state before the step: x back from X0
+                    for i in range(NPL):
+                        P[i] = X0[i]
+                    for c in range(KO):
+                        P2[c] = X02[c]
                 if lane == 0:
                     dstep[r] = t + 1
                 break
@@ -1291,23 +1348,24 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                 if j < H:
                     for k in range(E):
                         i = q * E + k
-                        xn, an, bn_ = update(P[i], zero if LANGEVIN else Sa[i], Sb[i] if ADAM else zero, G[i],
+                        ai = XI[i] if BA else (zero if LANGEVIN else Sa[i])
+                        xn, an, bn_ = update(P[i], ai, Sb[i] if ADAM or BA else zero, G[i],
                                              XI[i] if noisy else zero, h, co)
                         P[i] = xn
                         if not LANGEVIN:
                             Sa[i] = an
-                        if ADAM:
+                        if ADAM or BA:
                             Sb[i] = bn_
                     for c in range(KO):
                         W2[c, j] = P[q * E + DIN + 1 + c]
             for c in range(KO):
-                xn, an, bn_ = update(P2[c], zero if LANGEVIN else Sa2[c], Sb2[c] if ADAM else zero,
-                                     G2[c],
+                ai = XI2[c] if BA else (zero if LANGEVIN else Sa2[c])
+                xn, an, bn_ = update(P2[c], ai, Sb2[c] if ADAM or BA else zero, G2[c],
                                      XI2[c] if noisy else zero, h, co)
                 P2[c] = xn
                 if not LANGEVIN:
                     Sa2[c] = an
-                if ADAM:
+                if ADAM or BA:
                     Sb2[c] = bn_
                 B2[c] = xn
         for q in range(HPL):
@@ -1317,14 +1375,14 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                     x[r, slot(j, k)] = P[q * E + k]
                     if not LANGEVIN:
                         a[r, slot(j, k)] = Sa[q * E + k]
-                    if ADAM:
+                    if ADAM or BA:
                         b[r, slot(j, k)] = Sb[q * E + k]
         if lane == 0:
             for c in range(KO):
                 x[r, O2 + c] = P2[c]
                 if not LANGEVIN:
                     a[r, O2 + c] = Sa2[c]
-                if ADAM:
+                if ADAM or BA:
                     b[r, O2 + c] = Sb2[c]
     return kernel
 
@@ -1346,8 +1404,10 @@ def _data(run, pot):
 
 def _coefficients(dyn) -> tuple:
     """The kernel's q0..q3 (float64) for an SGD (momentum, weight decay, grad_noise,
-    label_noise) or an AdamW (beta1, beta2, eps, weight decay); zeros for the Langevin
-    dynamics."""
+    label_noise), an AdamW (beta1, beta2, eps, weight decay) or an UnderdampedLangevin
+    (friction, mass); zeros for the overdamped Langevin dynamics."""
+    if isinstance(dyn, UnderdampedLangevin):
+        return (float(dyn.friction), float(dyn.mass), 0.0, 0.0)
     if not isinstance(dyn, (SGD, AdamW)):
         return (0.0, 0.0, 0.0, 0.0)
     if isinstance(dyn, AdamW):
