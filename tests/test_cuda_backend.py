@@ -217,7 +217,7 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
 PTX_CODE = """
 from numba import boolean, float32, float64, int64, uint64
 from langevin_sim.backends import cuda_kernels as ck
-from langevin_sim.dynamics import (SGD, AdamW, LeimkuhlerMatthews, OverdampedLangevin,
+from langevin_sim.dynamics import (SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                                    UnderdampedLangevin)
 from langevin_sim.kernels import pspin, quadratic, toynets
 import re
@@ -242,13 +242,14 @@ for ft in (float32, float64):
     # SGD in float32 also with gradient and label noise, subset draws and W4's epoch
     # permutations of 1024 samples sorted in the kernel (keys in shared memory; the gradient
     # noise puts the 18 gradients in local memory too: twice the budget); the full-batch
-    # Langevin rules (overdamped in float64, Leimkuhler-Matthews in float32) as SGD
+    # Langevin rules (overdamped and Heun in float64, Leimkuhler-Matthews and BAOAB in
+    # float32) as SGD: only their normals
     variants = [(16, 32, 0, V, 18, SGD), (16, 32, 0, V, 18, AdamW), (14, 16, 7, I1, 30, SGD),
                 (14, 16, 7, I1, 30, AdamW)]
     if f32:
         variants.append((16, 32, 0, V, 18, SGD, True, True, True, 1024))
     variants.append((16, 32, 0, V, 18, LeimkuhlerMatthews if f32 else OverdampedLangevin))
-    variants.append((16, 32, 0, V, 18, UnderdampedLangevin))
+    variants.append((16, 32, 0, V, 18, UnderdampedLangevin if f32 else Heun))
     for d_in, hidden, classes, labels, normals, rule, *opts in variants:
         ptx, _ = cuda.compile_ptx(
             toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
@@ -301,7 +302,8 @@ if SIM:
     SLOW_PAIRS = {"TeacherStudentMLP-SGD", "TeacherStudentMLP-SGD-iid",
                   "TeacherStudentMLP-AdamW", "TeacherStudentMLP-SGD-labelnoise",
                   "TeacherStudentMLP-SGD-subset-gradnoise", "TeacherStudentMLP-OverdampedLangevin",
-                  "TeacherStudentMLP-LeimkuhlerMatthews", "TeacherStudentMLP-UnderdampedLangevin"}
+                  "TeacherStudentMLP-LeimkuhlerMatthews", "TeacherStudentMLP-UnderdampedLangevin",
+                  "TeacherStudentMLP-Heun"}
 
     @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
     @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PAIRS
@@ -1030,12 +1032,13 @@ if SIM:
         assert_states_close(whole, ref, "float64")
 
     @pytest.mark.parametrize("rule, dtype", [("overdamped", "float32"), ("lm", "float64"),
-                                             ("baoab", "float64")])
+                                             ("baoab", "float64"), ("heun", "float32")])
     def test_fused_teacher_student_langevin_tiny_run_equals_reference(rule, dtype, monkeypatch):
-        """Overdamped Langevin, Leimkuhler-Matthews and BAOAB on the full batch by the same
-        kernel (`sgd_update`'s place taken by `overdamped_lane` / `lm_update`, no optimizer
-        state; LM's normals of steps t and t + 1; BAOAB's B A O A before the gradient, its
-        closing B after, state p and g, a frozen replica's x restored), with step and
+        """Overdamped Langevin, Leimkuhler-Matthews, BAOAB and Heun on the full batch by the
+        same kernel (`sgd_update`'s place taken by `overdamped_lane` / `lm_update`, no
+        optimizer state; LM's normals of steps t and t + 1; BAOAB's B A O A before the
+        gradient, its closing B after, state p and g, a frozen replica's x restored; Heun's
+        second forward and backward pass at the predictor), with step and
         temperature schedules (T = 0 at the last step), 3 replicas, two calls, one replica
         started far out that diverges: the reference's states to rounding, the same flags, a
         first_replica split bit for bit."""
@@ -1049,6 +1052,7 @@ if SIM:
         schedules = (Schedule("linear", 0.02, 0.01, 3), Schedule("linear", 0.5, 0.0, 3))
         dyn, bound = {"overdamped": (OverdampedLangevin(*schedules), 60.0),
                       "lm": (LeimkuhlerMatthews(*schedules), 60.0),
+                      "heun": (Heun(*schedules), 60.0),
                       "baoab": (UnderdampedLangevin(Schedule("linear", 0.05, 0.02, 3), 2.0,
                                                     schedules[1], mass=0.5), 300.0)}[rule]
         ref, whole, parts = toynet_runs(make, dyn, bound, dtype, init, (2, 2), ((0, 1), (1, 2)))

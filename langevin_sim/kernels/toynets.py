@@ -1,7 +1,7 @@
 """TeacherStudentMLP and ModularArithmeticMLP: one CPU kernel for minibatch SGD and AdamW, and
 one fused numba-cuda kernel for both nets (one-hot inputs) x SGD, AdamW and the full-batch
-OverdampedLangevin, LeimkuhlerMatthews and UnderdampedLangevin (BAOAB) (its section at the
-end).
+OverdampedLangevin, LeimkuhlerMatthews, UnderdampedLangevin (BAOAB) and Heun (its section at
+the end).
 
 The kernel follows the reference step by step (`SGD.reference_step`, `AdamW.reference_step`,
 the nets' `_evaluate`): the minibatch of each step (`common.minibatch_rows`, every sampling
@@ -49,7 +49,8 @@ from numba.extending import overload
 
 from ..backends.jit import CPU_PRIMITIVES, ijit, jit, one_blas_thread, select_cpu
 from ..backends.registry import register
-from ..dynamics import SGD, AdamW, LeimkuhlerMatthews, OverdampedLangevin, UnderdampedLangevin
+from ..dynamics import (SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+                        UnderdampedLangevin)
 from ..dynamics.sgd import SAMPLING_CODES, sampling_of
 from ..potentials.toynets import ACTIVATIONS, ModularArithmeticMLP, TeacherStudentMLP
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_level,
@@ -846,8 +847,10 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    Leimkuhler-Matthews' `lm_update` (xi the sum of the NOISE normals at t d + p and
 #    (t + 1) d + p, with sigma / 2), or BAOAB's closing B `baoab_last` (its B A O A,
 #    `baoab_first` with the stored g and the NOISE normals at t d + p, ran before step 1, so
-#    that steps 1-5 take the gradient at the new x; x before the step kept for a freeze), all
-#    compiled for numba-cuda by `compile_steps`; the
+#    that steps 1-5 take the gradient at the new x; x before the step kept for a freeze), or
+#    Heun's corrector (`overdamped_lane` with eta / 2 on the sum of the gradients at x and at
+#    the predictor x~ = x + (0 - eta g + sigma xi): steps 3-5 run twice, the second time at
+#    x~), all compiled for numba-cuda by `compile_steps`; the
 #    divergence test `within_bound` of the new x and state, and a block vote
 #    (`syncthreads_and`): a good step is committed, a bad one freezes the replica (dstep =
 #    t + 1, its state untouched) and ends its launch.
@@ -880,9 +883,9 @@ EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
                             SAMPLING_CODES["subset"], -1)
 TANH, RELU = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
 OPTIMIZER_STATE = {SGD: ("v",), AdamW: ("m", "s"), OverdampedLangevin: (),
-                   LeimkuhlerMatthews: (), UnderdampedLangevin: ("p", "g")}   # besides x
+                   LeimkuhlerMatthews: (), UnderdampedLangevin: ("p", "g"), Heun: ()}
 RULE_CODES = {SGD: 0, AdamW: 1, OverdampedLangevin: 2, LeimkuhlerMatthews: 3,
-              UnderdampedLangevin: 4}
+              UnderdampedLangevin: 4, Heun: 5}     # (state arrays besides x; kernel codes)
 
 
 def net_sizes(pot) -> tuple[int, int, int]:
@@ -991,7 +994,9 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
     ADAM, OD, LM = RULE == RULE_CODES[AdamW], RULE == RULE_CODES[OverdampedLangevin], \
         RULE == RULE_CODES[LeimkuhlerMatthews]
     BA = RULE == RULE_CODES[UnderdampedLangevin]   # BAOAB: a = p, b = g
-    LANGEVIN = OD or LM                  # no state besides x
+    HEUN = RULE == RULE_CODES[Heun]      # a: the gradient at x (g at the predictor in G)
+    LANGEVIN = OD or LM                  # no operand a
+    NOSTATE = LANGEVIN or HEUN           # no state arrays besides x
     NOISE, MINIBATCH, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.MINIBATCH), np.uint64(
         rng.GRAD_NOISE)
     LABEL, SUBSET_ = np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET)
@@ -1006,7 +1011,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
     NPL = HPL * E
     NA, NA2 = (1, 1) if LANGEVIN else (NPL, KO)  # SGD's v, AdamW's m (Langevin: none)
     NB, NB2 = (NPL, KO) if ADAM or BA else (1, 1)   # AdamW's s, BAOAB's g (SGD: none)
-    N0, N02 = (NPL, KO) if BA else (1, 1)        # BAOAB: x before the step (a freeze's)
+    N0, N02 = (NPL, KO) if BA or HEUN else (1, 1)   # x before the step (BAOAB: a freeze's)
     NX, NX2 = (1, 1) if ADAM else (NPL, KO)      # the normals (AdamW: none)
     HP = H + 1                           # activation rows padded: step 4 reads them row-wise
     D = H * DIN + H + KO * H + KO
@@ -1052,9 +1057,12 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
         overdamped Langevin: noise scale sigma with the normal z; Leimkuhler-Matthews: sigma / 2
         with z the sum of steps t's and t + 1's normals; AdamW: bias corrections c1, c2; BAOAB:
         c1 = eta / 2, with x = x' and a = p' after B A O A and g the gradient at x': the
-        closing B, (x', p' - (eta / 2) g, g))."""
+        closing B, (x', p' - (eta / 2) g, g); Heun: c1 = eta / 2, a the gradient at x and g
+        the gradient at the predictor: the corrector)."""
         if BA:
             return x, last(a, g, co[2]), g
+        if HEUN:                         # x + (0 - (eta / 2)(g + g~) + sigma xi)
+            return od_lane(x, a + g, z, co[2], co[1], zero), zero, b
         if OD:
             return od_lane(x, g, z, co[0], co[1], zero), a, b
         if LM:                           # (xi_t + xi_t+1) summed as the reference sums them
@@ -1103,7 +1111,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
             if j < H:
                 for k in range(E):
                     P[q * E + k] = x[r, slot(j, k)]
-                    if not LANGEVIN:
+                    if not NOSTATE:
                         Sa[q * E + k] = a[r, slot(j, k)]
                     if ADAM or BA:
                         Sb[q * E + k] = b[r, slot(j, k)]
@@ -1111,7 +1119,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                     W2[c, j] = P[q * E + DIN + 1 + c]
         for c in range(KO):
             P2[c] = x[r, O2 + c]
-            if not LANGEVIN:
+            if not NOSTATE:
                 Sa2[c] = a[r, O2 + c]
             if ADAM or BA:
                 Sb2[c] = b[r, O2 + c]
@@ -1120,7 +1128,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
         rep = rep0 + np.uint64(r)
         cuda.syncthreads()
         for t in range(t0, t0 + K):
-            half = zero                   # BAOAB's eta / 2
+            half = zero                   # BAOAB's and Heun's eta / 2
             if BA:                        # 0. BAOAB's B A O A with the stored g: x' into P
                 eta = sched(int(es[0]), es[1], es[2], es[3], t)   # (the old x kept), p' into
                 T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)     # XI, for the gradient at x'
@@ -1211,72 +1219,109 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                 b_ = e // DIN
                 A[b_, e - b_ * DIN] = inputs[idx[b_], e - b_ * DIN]
             cuda.syncthreads()
-            for q in range(HPL):          # 3. forward, lanes over hidden units
-                j = lane + WARP * q
-                if j < H:
-                    for b_ in range(B):
-                        z = zero
-                        for i in range(DIN):
-                            z += A[b_, i] * P[q * E + i]
-                        S[b_, j] = stored(z + P[q * E + DIN], kind)
-            cuda.syncthreads()
-            for s in range(SPL):          # 4. read-out and loss head, lanes over samples
-                b_ = lane + WARP * s
-                if b_ < B:
-                    for c in range(KO):
-                        o = zero
-                        for j in range(H):
-                            o += unit(S[b_, j], kind)[0] * W2[c, j]
-                        dout[b_, c] = o + B2[c]
-                    if CLASSES:           # softmax: exp(out - max) / sum, minus the one-hot
-                        mx = dout[b_, 0]
-                        for c in range(1, KO):
-                            if dout[b_, c] > mx:
-                                mx = dout[b_, c]
-                        nrm = zero
-                        for c in range(KO):
-                            e = cast(math.exp(dout[b_, c] - mx))
-                            dout[b_, c] = e
-                            nrm += e
-                        for c in range(KO):
-                            y = one if c == labels[idx[b_]] else zero
-                            dout[b_, c] = (dout[b_, c] / nrm - y) / fB
-                    elif LN:              # label noise: y + s_l eps at LABEL_NOISE t B + b
-                        n = np.int64(t) * B + b_
-                        blk = n // 4
-                        z0, z1, z2, z3 = bn(k0, k1, LABEL, rep, np.uint64(blk))
-                        y = labels[idx[b_]] + h[3] * pick(n - 4 * blk, z0, z1, z2, z3)
-                        dout[b_, 0] = (dout[b_, 0] - y) / fB
-                    else:
-                        dout[b_, 0] = (dout[b_, 0] - labels[idx[b_]]) / fB
-            cuda.syncthreads()
-            for c in range(KO):           # 5. backward, lanes over hidden units
-                G2[c] = zero
-            for b_ in range(B):           # (classes inner: unrolled, G2 stays in registers)
-                for c in range(KO):
-                    G2[c] += dout[b_, c]
-            for q in range(HPL):
-                j = lane + WARP * q
-                if j < H:
-                    gb1 = zero
-                    for c in range(KO):
-                        G[q * E + DIN + 1 + c] = zero
-                    for b_ in range(B):
-                        hb, d1 = unit(S[b_, j], kind)
-                        dh = zero
-                        for c in range(KO):
-                            g = dout[b_, c]
-                            dh += g * P[q * E + DIN + 1 + c]
-                            G[q * E + DIN + 1 + c] += g * hb
-                        dz = dh * d1
-                        gb1 += dz
-                        S[b_, j] = dz         # column j is this lane's: dZ replaces phi
-                    for i in range(DIN):
-                        acc = zero
+            for stage in range(2 if HEUN else 1):   # Heun: a second gradient, at x~
+                for q in range(HPL):          # 3. forward, lanes over hidden units
+                    j = lane + WARP * q
+                    if j < H:
                         for b_ in range(B):
-                            acc += S[b_, j] * A[b_, i]
-                        G[q * E + i] = acc
-                    G[q * E + DIN] = gb1
+                            z = zero
+                            for i in range(DIN):
+                                z += A[b_, i] * P[q * E + i]
+                            S[b_, j] = stored(z + P[q * E + DIN], kind)
+                cuda.syncthreads()
+                for s in range(SPL):          # 4. read-out and loss head, lanes over samples
+                    b_ = lane + WARP * s
+                    if b_ < B:
+                        for c in range(KO):
+                            o = zero
+                            for j in range(H):
+                                o += unit(S[b_, j], kind)[0] * W2[c, j]
+                            dout[b_, c] = o + B2[c]
+                        if CLASSES:           # softmax: exp(out - max) / sum, minus the one-hot
+                            mx = dout[b_, 0]
+                            for c in range(1, KO):
+                                if dout[b_, c] > mx:
+                                    mx = dout[b_, c]
+                            nrm = zero
+                            for c in range(KO):
+                                e = cast(math.exp(dout[b_, c] - mx))
+                                dout[b_, c] = e
+                                nrm += e
+                            for c in range(KO):
+                                y = one if c == labels[idx[b_]] else zero
+                                dout[b_, c] = (dout[b_, c] / nrm - y) / fB
+                        elif LN:              # label noise: y + s_l eps at LABEL_NOISE t B + b
+                            n = np.int64(t) * B + b_
+                            blk = n // 4
+                            z0, z1, z2, z3 = bn(k0, k1, LABEL, rep, np.uint64(blk))
+                            y = labels[idx[b_]] + h[3] * pick(n - 4 * blk, z0, z1, z2, z3)
+                            dout[b_, 0] = (dout[b_, 0] - y) / fB
+                        else:
+                            dout[b_, 0] = (dout[b_, 0] - labels[idx[b_]]) / fB
+                cuda.syncthreads()
+                for c in range(KO):           # 5. backward, lanes over hidden units
+                    G2[c] = zero
+                for b_ in range(B):           # (classes inner: unrolled, G2 stays in registers)
+                    for c in range(KO):
+                        G2[c] += dout[b_, c]
+                for q in range(HPL):
+                    j = lane + WARP * q
+                    if j < H:
+                        gb1 = zero
+                        for c in range(KO):
+                            G[q * E + DIN + 1 + c] = zero
+                        for b_ in range(B):
+                            hb, d1 = unit(S[b_, j], kind)
+                            dh = zero
+                            for c in range(KO):
+                                g = dout[b_, c]
+                                dh += g * P[q * E + DIN + 1 + c]
+                                G[q * E + DIN + 1 + c] += g * hb
+                            dz = dh * d1
+                            gb1 += dz
+                            S[b_, j] = dz         # column j is this lane's: dZ replaces phi
+                        for i in range(DIN):
+                            acc = zero
+                            for b_ in range(B):
+                                acc += S[b_, j] * A[b_, i]
+                            G[q * E + i] = acc
+                        G[q * E + DIN] = gb1
+                if HEUN and stage == 0:   # Heun's predictor x~ = x + (0 - eta g + sigma xi)
+                    eta = sched(int(es[0]), es[1], es[2], es[3], t)   # into P (x kept in X0,
+                    T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)     # g in Sa), its normals
+                    se, sp = cast(eta), cast(noise_scale(eta, T))     # in XI (none at T = 0)
+                    cz = np.int64(-1)
+                    z0 = z1 = z2 = z3 = zero
+                    for q in range(HPL):
+                        j = lane + WARP * q
+                        if j < H:
+                            for k in range(E):
+                                XI[q * E + k] = zero
+                                if T > 0:
+                                    XI[q * E + k], cz, z0, z1, z2, z3 = draw(
+                                        k0, k1, NOISE, rep, np.int64(t) * D + slot(j, k), cz,
+                                        z0, z1, z2, z3)
+                    for c in range(KO):
+                        XI2[c] = zero
+                        if T > 0:
+                            XI2[c], cz, z0, z1, z2, z3 = draw(
+                                k0, k1, NOISE, rep, np.int64(t) * D + O2 + c, cz, z0, z1, z2, z3)
+                    for q in range(HPL):
+                        j = lane + WARP * q
+                        if j < H:
+                            for k in range(E):
+                                i = q * E + k
+                                X0[i] = P[i]
+                                Sa[i] = G[i]
+                                P[i] = od_lane(P[i], G[i], XI[i], se, sp, zero)
+                            for c in range(KO):
+                                W2[c, j] = P[q * E + DIN + 1 + c]
+                    for c in range(KO):
+                        X02[c] = P2[c]
+                        Sa2[c] = G2[c]
+                        P2[c] = od_lane(P2[c], G2[c], XI2[c], se, sp, zero)
+                        B2[c] = P2[c]
+                    cuda.syncthreads()
             eta = sched(int(es[0]), es[1], es[2], es[3], t)   # 6. update, test, vote
             if ADAM:
                 T = 0.0
@@ -1287,10 +1332,17 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                 sig = noise_scale(eta, T)
                 co = (cast(eta), cast(0.5 * sig if LM else sig), half, zero)
             noisy = T > 0
-            if not BA and (noisy or GN):  # normals at t d + p, each Philox block once: NOISE
-                cz = cy = cw = np.int64(-1)   # (T > 0; Leimkuhler-Matthews also at (t + 1) d
-                z0 = z1 = z2 = z3 = y0 = y1 = y2 = y3 = zero    # + p), GRAD_NOISE (added to
-                w0 = w1 = w2 = w3 = zero                        # the gradient)
+            if HEUN:                      # x back from the predictor
+                half = cast(0.5 * eta)
+                for i in range(NPL):
+                    P[i] = X0[i]
+                for c in range(KO):
+                    P2[c] = X02[c]
+                co = (co[0], co[1], half, zero)
+            if not (BA or HEUN) and (noisy or GN):   # normals at t d + p, each Philox
+                cz = cy = cw = np.int64(-1)   # block once: NOISE (T > 0; Leimkuhler-Matthews
+                z0 = z1 = z2 = z3 = y0 = y1 = y2 = y3 = zero    # also at (t + 1) d + p),
+                w0 = w1 = w2 = w3 = zero      # GRAD_NOISE (added to the gradient)
                 for q in range(HPL):      # the owned units
                     j = lane + WARP * q
                     if j < H:
@@ -1352,7 +1404,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                         xn, an, bn_ = update(P[i], ai, Sb[i] if ADAM or BA else zero, G[i],
                                              XI[i] if noisy else zero, h, co)
                         P[i] = xn
-                        if not LANGEVIN:
+                        if not NOSTATE:
                             Sa[i] = an
                         if ADAM or BA:
                             Sb[i] = bn_
@@ -1363,7 +1415,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                 xn, an, bn_ = update(P2[c], ai, Sb2[c] if ADAM or BA else zero, G2[c],
                                      XI2[c] if noisy else zero, h, co)
                 P2[c] = xn
-                if not LANGEVIN:
+                if not NOSTATE:
                     Sa2[c] = an
                 if ADAM or BA:
                     Sb2[c] = bn_
@@ -1373,14 +1425,14 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
             if j < H:
                 for k in range(E):
                     x[r, slot(j, k)] = P[q * E + k]
-                    if not LANGEVIN:
+                    if not NOSTATE:
                         a[r, slot(j, k)] = Sa[q * E + k]
                     if ADAM or BA:
                         b[r, slot(j, k)] = Sb[q * E + k]
         if lane == 0:
             for c in range(KO):
                 x[r, O2 + c] = P2[c]
-                if not LANGEVIN:
+                if not NOSTATE:
                     a[r, O2 + c] = Sa2[c]
                 if ADAM or BA:
                     b[r, O2 + c] = Sb2[c]
