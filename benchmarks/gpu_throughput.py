@@ -195,8 +195,8 @@ def workloads(tiny: bool) -> dict:
     from langevin_sim.dynamics import SGD, OverdampedLangevin
     from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, TeacherStudentMLP
 
-    # tiny W4: 2 replicas (the simulator runs the fused kernel's warp per replica in Python)
-    M1, M2, M3, M4 = (16, 8, 8, 2) if tiny else (1 << 24, 1 << 16, 1 << 14, 1 << 12)
+    # tiny W4: 1 replica (the simulator runs the fused kernel's warp per replica in Python)
+    M1, M2, M3, M4 = (16, 8, 8, 1) if tiny else (1 << 24, 1 << 16, 1 << 14, 1 << 12)
     d2, N3 = (8, 4) if tiny else (256, 64)
     n4, din, hid, B = (64, 4, 4, 8) if tiny else (1024, 16, 32, 32)
     quad = Quadratic(spectrum=np.linspace(0.1, 1.0, d2), seed=1)
