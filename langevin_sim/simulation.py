@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 
 import h5py
 import numpy as np
@@ -172,7 +173,8 @@ class Simulation:
         never whole."""
         return self.begin_snapshot(record_positions, buffers)()
 
-    def begin_snapshot(self, record_positions: bool = True, buffers: Recycler | None = None):
+    def begin_snapshot(self, record_positions: bool = True,
+                       buffers: Recycler | None = None) -> Callable[[], dict]:
         """Start `snapshot` of the current state and return the function that completes it.
         A device backend computes the record on the device and copies it into host arrays
         (page-locked ones of `buffers`) while the steps queued next compute

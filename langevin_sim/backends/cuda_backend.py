@@ -57,6 +57,7 @@ import copy
 import math
 import warnings
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 
@@ -181,7 +182,8 @@ class CudaBackend:
         obs = run.observables64(run.positions64(), run.xp.asarray(energy, dtype=np.float64))
         return None if obs is None else {k: rt.asnumpy(v) for k, v in obs.items()}
 
-    def begin_record(self, sim, record_positions: bool, empty=np.empty):
+    def begin_record(self, sim, record_positions: bool,
+                     empty=np.empty) -> Callable[[], dict] | None:
         """Start one record of `sim`'s device state and return the function that completes it,
         or None where a record needs the host mirror (observables not device-clean, or
         dynamics observables that are not device arrays).  The record's arrays are computed
