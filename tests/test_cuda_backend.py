@@ -223,11 +223,13 @@ import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
 for ft in (float32, float64):
     f32, W, V = ft is float32, ft[:, ::1], ft[::1]
-    head = (W, W, W, W, I1, int64, uint64, uint64, uint64, F1, F1, float64)
+    head = (W, W, W, W, I1, int64, uint64, uint64, uint64, F1, F1, float64, float64)
     row, refresh, products = pspin._cuda_rules(f32, 5)
     rule = ck.GEMM_CORRECT if f32 else ck.GEMM_LM   # Heun's corrector, Leimkuhler-Matthews
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5, rule).py_func, head + (W, I2, I1, I1),
                      cc=(9, 0))
+    cuda.compile_ptx(ck.gemm_step(pspin._cuda_sgd_row(f32, 5), refresh, f32, 5,
+                                  ck.GEMM_SGD).py_func, head + (W, I2, I1, I1), cc=(9, 0))
     cuda.compile_ptx(products.py_func, (W, W, I2, I1, I1), cc=(9, 0))
     row, refresh = quadratic._cuda_rules()
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))
@@ -743,6 +745,10 @@ if SIM:
         "pspin-heun": (lambda: SphericalPSpin(N=4, p=2, seed=3),
                        Heun(Schedule("linear", 0.3, 0.2, 12), Schedule("linear", 2.0, 1.0, 9)),
                        1.9, None),
+        # full-batch SGD: the velocity (momentum) transposed beside x, projected at the new x
+        "pspin-sgd": (lambda: SphericalPSpin(N=4, p=2, seed=3),
+                      SGD(Schedule("linear", 0.3, 0.2, 12), None, momentum=0.6,
+                          temperature=Schedule("linear", 2.0, 1.0, 9)), 1.9, None),
         "pspin-p3": (lambda: SphericalPSpin(N=5, p=3, seed=1, planted=0.5),
                      OverdampedLangevin(Schedule("linear", 0.05, 0.02, 12),
                                         Schedule("cosine", 0.9, 0.3, 9)), 1e8, None),
@@ -761,8 +767,8 @@ if SIM:
     @pytest.mark.parametrize("case", list(DENSE_FUSED))
     def test_fused_dense_kernels_equal_reference(case, dtype, monkeypatch):
         """SphericalPSpin, Quadratic and LinearRegression x OverdampedLangevin (and
-        SphericalPSpin x Leimkuhler-Matthews, and Heun with two of each) run by one GEMM + one
-        fused kernel per step (several calls, schedules, replicas that diverge, an
+        SphericalPSpin x Leimkuhler-Matthews, SGD, and Heun with two of each) run by one GEMM
+        + one fused kernel per step (several calls, schedules, replicas that diverge, an
         uneven first_replica split): the reference's states to rounding (float64 1e-12
         relative, float32 to its rounding), the same divergence flags, and the split equal
         bit for bit."""
@@ -785,9 +791,11 @@ if SIM:
         # float32: LinearRegression's H = A^T A / n is rounded once, the reference's two
         # products every step: float32 rounding, grown ~1.5^14 by the unstable mode
         tol = 1e-12 if dtype == "float64" else (5e-5 if case == "linreg" else 2e-6)
-        np.testing.assert_allclose(whole.state["x"], ref.state["x"], rtol=tol, atol=tol)
-        np.testing.assert_array_equal(np.concatenate([p.state["x"] for p in parts]),
-                                      whole.state["x"], err_msg="partition")
+        for k in ref.state:                   # x (and SGD's v)
+            np.testing.assert_allclose(whole.state[k], ref.state[k], rtol=tol, atol=tol,
+                                       err_msg=k)
+            np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
+                                          whole.state[k], err_msg=f"partition, {k}")
 
     # ------------------------------------------------------------ fused dense BAOAB (GEMM + step)
     # Quadratic and LinearRegression x UnderdampedLangevin: one GEMM and one launch of

@@ -405,8 +405,8 @@ GEMM_COLUMNS = 16   # replica columns of the transposed state padded to a multip
 
 
 # the step kernels after a GEMM (`gemm_step`'s `rule`): overdamped Langevin, Leimkuhler-Matthews,
-# Heun's predictor and Heun's corrector
-GEMM_OVERDAMPED, GEMM_LM, GEMM_PREDICT, GEMM_CORRECT = range(4)
+# Heun's predictor and Heun's corrector, SGD
+GEMM_OVERDAMPED, GEMM_LM, GEMM_PREDICT, GEMM_CORRECT, GEMM_SGD = range(5)
 
 
 @functools.lru_cache(maxsize=None)
@@ -430,7 +430,9 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     GEMM_PREDICT, Heun's predictor: the overdamped row step into X2 (not tested, not
     committed: the reference tests only the corrector's result), refreshing the next GEMM's
     operand from X2; GEMM_CORRECT, Heun's corrector: the row step from XT with eta / 2 and
-    the gradient GT + G2 (`heun_update(0, g, g~, eta / 2, sigma, xi)`, the same normals)."""
+    the gradient GT + G2 (`heun_update(0, g, g~, eta / 2, sigma, xi)`, the same normals);
+    GEMM_SGD: the family's SGD row ``row(x, g, v, z, lr, momentum, sigma, zero, bound, new,
+    vnew, a0)`` with the velocity v = X2[:, r] (committed with x) and the momentum q."""
     bn = _normals_fn(f32)
     st = steps()
     sched, noise_scale = st.schedule_value, st.noise_scale
@@ -444,7 +446,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     lm = rule == GEMM_LM
 
     @cuda.jit
-    def kernel(XT, GT, X2, G2, dstep, t, k0, k1, rep0, es, ts, bound, a0, a1, a2, a3):
+    def kernel(XT, GT, X2, G2, dstep, t, k0, k1, rep0, es, ts, bound, q, a0, a1, a2, a3):
         r = cuda.grid(1)
         if r >= dstep.shape[0]:
             return
@@ -473,7 +475,14 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
                 X2[i, r] = new[i]
             refresh(X2, r, a0, a1, a2, a3)
             return
-        if rule == GEMM_CORRECT:
+        if rule == GEMM_SGD:
+            vn = cuda.local.array(N, ftype)
+            ok = row(XT[:, r], GT[:, r], X2[:, r], z, cast(e), cast(q), cast(sigma), cast(0.0),
+                     bound, new, vn, a0)
+            if ok:
+                for i in range(N):
+                    X2[i, r] = vn[i]
+        elif rule == GEMM_CORRECT:
             g = cuda.local.array(N, ftype)
             for i in range(N):
                 g[i] = GT[i, r] + G2[i, r]

@@ -20,8 +20,9 @@ purpose NOISE. BLAS (if used) runs single-threaded in the blocks. `sphere_row_st
 family's step function (`STEPS`): the CPU kernel and the fused numba-cuda kernel (the section
 "CUDA kernels" at the end) compile it from this one source. On "cuda" the same GEMM + step
 kernel runs Leimkuhler-Matthews (`cuda_kernels.gemm_step`'s GEMM_LM: the noise the sum of the
-normals of steps t and t + 1, with sigma / 2) and Heun (two GEMMs and two launches per step:
-the predictor, then the corrector with eta / 2 and the two gradients summed).
+normals of steps t and t + 1, with sigma / 2), Heun (two GEMMs and two launches per step:
+the predictor, then the corrector with eta / 2 and the two gradients summed) and full-batch
+SGD (GEMM_SGD with the step function `sphere_sgd_step`, the velocity beside x).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from .. import rng
 from ..backends.jit import ijit, jit, one_blas_thread
 from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
-from ..dynamics import Heun, LeimkuhlerMatthews, OverdampedLangevin
+from ..dynamics import SGD, Heun, LeimkuhlerMatthews, OverdampedLangevin
 from ..dynamics.langevin import overdamped_update
 from ..potentials.pspin import SphericalPSpin
 from ..rng import sqrt
@@ -78,7 +79,34 @@ def sphere_row_step(x, g, z, eta, sigma, zero, n, bound, new):
     return good
 
 
-STEPS = ("sphere_row_step",)
+def sphere_sgd_step(x, g, v, z, lr, momentum, sigma, zero, n, bound, new, vnew):
+    """One SGD step on the sphere (`SGD.reference_step` on a constrained potential, no weight
+    decay) of one replica: x, g, v, z, new, vnew (N,) rows or strided columns of x's dtype;
+    lr, momentum, sigma, zero and n = N in x's dtype.  The velocity takes the tangent
+    gradient, v' = momentum v + (g - (g.x / n) x); the position the tangent step from 0,
+    0 - lr v' + sigma z, by `sphere_row_step` (projected, retracted); the velocity is then
+    projected onto the tangent space at the new position.  Writes the new x and v into new
+    and vnew; returns whether every new value is finite and within bound."""
+    N = x.shape[0]
+    dot = zero
+    for i in range(N):
+        dot += g[i] * x[i]
+    c = dot / n
+    for i in range(N):
+        vnew[i] = momentum * v[i] + (g[i] - c * x[i])
+    good = sphere_row_step(x, vnew, z, lr, sigma, zero, n, bound, new)
+    dot = zero
+    for i in range(N):
+        dot += vnew[i] * new[i]
+    c = dot / n
+    for i in range(N):
+        w = vnew[i] - c * new[i]
+        vnew[i] = w
+        good = good & within_bound(w, bound)
+    return good
+
+
+STEPS = ("sphere_row_step", "sphere_sgd_step")
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
@@ -361,12 +389,34 @@ def _cuda_rules(f32: bool, N: int):
     return row, refresh, products
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_sgd_row(f32: bool, N: int):
+    """SGD's row rule of `gemm_step` (GEMM_SGD) for N spins: `sphere_sgd_step`."""
+    global cuda
+    from ..backends import cuda_runtime as rt
+
+    cuda = rt.cuda()
+    step = _cuda_steps().sphere_sgd_step
+    ftype = np.float32 if f32 else np.float64
+
+    @cuda.jit(device=True)
+    def row(x, g, v, z, lr, momentum, sigma, zero, bound, new, vnew, a0):
+        return step(x, g, v, z, lr, momentum, sigma, zero, ftype(N), bound, new, vnew)
+    return row
+
+
+def _no_grad_noise(sim) -> bool:
+    return sim.dynamics.grad_noise == 0
+
+
 @register(SphericalPSpin, OverdampedLangevin, "cuda")
 @register(SphericalPSpin, LeimkuhlerMatthews, "cuda")
 @register(SphericalPSpin, Heun, "cuda")
+@register(SphericalPSpin, SGD, "cuda", accepts=_no_grad_noise)
 def _overdamped_pspin_cuda(run, sim, t0, K):
     """`cuda_backend.gemm_steps` with the packed GEMM (tables on the device, cached per dtype
-    on the run's device potential)."""
+    on the run's device potential); SGD (full batch, momentum, temperature; gradient noise
+    takes the generic path) with its row rule `sphere_sgd_step`."""
     from ..backends import cuda_runtime as rt
     from ..backends.cuda_backend import gemm_steps, padded_columns
 
@@ -377,6 +427,8 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
         run.pot.cache[key] = tuple(xp.asarray(a) for a in packed_gradient(sim.potential, x.dtype))
     CT, runs, starts, offsets = run.pot.cache[key]
     row, refresh, products = _cuda_rules(run.f32, N)
+    if isinstance(sim.dynamics, SGD):
+        row = _cuda_sgd_row(run.f32, N)
     YT = xp.empty((CT.shape[1], padded_columns(M)), dtype=x.dtype)
 
     def prime(XT):
