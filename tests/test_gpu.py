@@ -94,21 +94,24 @@ def test_every_pair_matches_reference_on_the_device(name):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("pair", ["pspin", "pspin-heun", "quadratic"])
+@pytest.mark.parametrize("pair", ["pspin", "pspin-heun", "pspin-sgd", "quadratic"])
 def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
-    """SphericalPSpin (p = 3) x OverdampedLangevin and Heun (two GEMMs per step), and the
-    dense Quadratic x OverdampedLangevin by one cuBLAS GEMM + one fused kernel per step, at
+    """SphericalPSpin (p = 3) x OverdampedLangevin, full-batch SGD and Heun (two GEMMs per
+    step), and the dense Quadratic x OverdampedLangevin by one cuBLAS GEMM + one fused kernel
+    per step, at
     sizes where cuBLAS tiles: the reference to rounding, the same divergence flags, an uneven
     first_replica split to rounding; records' energies (on the device) equal the NumPy
     backend's."""
     from langevin_sim.backends.cuda_backend import fused_kernel
-    from langevin_sim.dynamics import Heun, OverdampedLangevin, Schedule
+    from langevin_sim.dynamics import SGD, Heun, OverdampedLangevin, Schedule
     from langevin_sim.potentials import Quadratic, SphericalPSpin
 
     if pair.startswith("pspin"):
         make = lambda: SphericalPSpin(N=24, p=3, seed=1, planted=0.3)   # noqa: E731
         dyn = (Heun if pair == "pspin-heun" else OverdampedLangevin)(
             Schedule("linear", 0.02, 0.01, 30), 0.7)
+        if pair == "pspin-sgd":
+            dyn = SGD(Schedule("linear", 0.02, 0.01, 30), None, momentum=0.5, temperature=0.7)
     else:
         make = lambda: Quadratic(spectrum=np.linspace(0.2, 3.0, 48), seed=1)   # noqa: E731
         dyn = OverdampedLangevin(0.05, Schedule("cosine", 0.8, 0.3, 30))
