@@ -223,13 +223,15 @@ import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
 for ft in (float32, float64):
     f32, W, V = ft is float32, ft[:, ::1], ft[::1]
-    head = (W, W, W, W, I1, int64, uint64, uint64, uint64, F1, F1, float64, float64)
+    head = (W, W, W, W, I1, int64, uint64, uint64, uint64, F1, F1, float64, float64, float64,
+            float64)
     row, refresh, products = pspin._cuda_rules(f32, 5)
     rule = ck.GEMM_CORRECT if f32 else ck.GEMM_LM   # Heun's corrector, Leimkuhler-Matthews
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5, rule).py_func, head + (W, I2, I1, I1),
                      cc=(9, 0))
-    cuda.compile_ptx(ck.gemm_step(pspin._cuda_sgd_row(f32, 5), refresh, f32, 5,
-                                  ck.GEMM_SGD).py_func, head + (W, I2, I1, I1), cc=(9, 0))
+    sgd = (pspin._cuda_sgd_row, ck.GEMM_SGD) if f32 else (pspin._cuda_adamw_row, ck.GEMM_ADAMW)
+    cuda.compile_ptx(ck.gemm_step(sgd[0](f32, 5), refresh, f32, 5, sgd[1]).py_func,
+                     head + (W, I2, I1, I1), cc=(9, 0))
     cuda.compile_ptx(products.py_func, (W, W, I2, I1, I1), cc=(9, 0))
     row, refresh = quadratic._cuda_rules()
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))
@@ -745,10 +747,14 @@ if SIM:
         "pspin-heun": (lambda: SphericalPSpin(N=4, p=2, seed=3),
                        Heun(Schedule("linear", 0.3, 0.2, 12), Schedule("linear", 2.0, 1.0, 9)),
                        1.9, None),
-        # full-batch SGD: the velocity (momentum) transposed beside x, projected at the new x
+        # full-batch SGD: the velocity (momentum) transposed beside x, projected at the new x;
+        # AdamW: its moments beside x, m projected
         "pspin-sgd": (lambda: SphericalPSpin(N=4, p=2, seed=3),
                       SGD(Schedule("linear", 0.3, 0.2, 12), None, momentum=0.6,
                           temperature=Schedule("linear", 2.0, 1.0, 9)), 1.9, None),
+        "pspin-adamw": (lambda: SphericalPSpin(N=4, p=2, seed=3),
+                        AdamW(Schedule("linear", 0.4, 0.2, 12), None, beta2=0.95,
+                              weight_decay=0.0), 1.7, None),
         "pspin-p3": (lambda: SphericalPSpin(N=5, p=3, seed=1, planted=0.5),
                      OverdampedLangevin(Schedule("linear", 0.05, 0.02, 12),
                                         Schedule("cosine", 0.9, 0.3, 9)), 1e8, None),
@@ -767,7 +773,7 @@ if SIM:
     @pytest.mark.parametrize("case", list(DENSE_FUSED))
     def test_fused_dense_kernels_equal_reference(case, dtype, monkeypatch):
         """SphericalPSpin, Quadratic and LinearRegression x OverdampedLangevin (and
-        SphericalPSpin x Leimkuhler-Matthews, SGD, and Heun with two of each) run by one GEMM
+        SphericalPSpin x Leimkuhler-Matthews, SGD, AdamW, and Heun with two of each) run by one GEMM
         + one fused kernel per step (several calls, schedules, replicas that diverge, an
         uneven first_replica split): the reference's states to rounding (float64 1e-12
         relative, float32 to its rounding), the same divergence flags, and the split equal

@@ -94,16 +94,17 @@ def test_every_pair_matches_reference_on_the_device(name):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("pair", ["pspin", "pspin-heun", "pspin-sgd", "quadratic"])
+@pytest.mark.parametrize("pair", ["pspin", "pspin-heun", "pspin-sgd", "pspin-adamw",
+                                  "quadratic"])
 def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
-    """SphericalPSpin (p = 3) x OverdampedLangevin, full-batch SGD and Heun (two GEMMs per
-    step), and the dense Quadratic x OverdampedLangevin by one cuBLAS GEMM + one fused kernel
+    """SphericalPSpin (p = 3) x OverdampedLangevin, full-batch SGD and AdamW, and Heun (two
+    GEMMs per step), and the dense Quadratic x OverdampedLangevin by one cuBLAS GEMM + one fused kernel
     per step, at
     sizes where cuBLAS tiles: the reference to rounding, the same divergence flags, an uneven
     first_replica split to rounding; records' energies (on the device) equal the NumPy
     backend's."""
     from langevin_sim.backends.cuda_backend import fused_kernel
-    from langevin_sim.dynamics import SGD, Heun, OverdampedLangevin, Schedule
+    from langevin_sim.dynamics import SGD, AdamW, Heun, OverdampedLangevin, Schedule
     from langevin_sim.potentials import Quadratic, SphericalPSpin
 
     if pair.startswith("pspin"):
@@ -112,6 +113,8 @@ def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
             Schedule("linear", 0.02, 0.01, 30), 0.7)
         if pair == "pspin-sgd":
             dyn = SGD(Schedule("linear", 0.02, 0.01, 30), None, momentum=0.5, temperature=0.7)
+        elif pair == "pspin-adamw":
+            dyn = AdamW(Schedule("linear", 0.02, 0.01, 30), None, weight_decay=0.0)
     else:
         make = lambda: Quadratic(spectrum=np.linspace(0.2, 3.0, 48), seed=1)   # noqa: E731
         dyn = OverdampedLangevin(0.05, Schedule("cosine", 0.8, 0.3, 30))

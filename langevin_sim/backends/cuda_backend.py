@@ -402,8 +402,8 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
                prime=None) -> None:
     """Steps t0 .. t0+K-1 of overdamped Langevin for a dense family (the fused "cuda"
     kernels of Quadratic, LinearRegression and SphericalPSpin, and SphericalPSpin's
-    Leimkuhler-Matthews, Heun and full-batch SGD (its velocity transposed into X2 as x into
-    XT); their BAOAB, on the same layout:
+    Leimkuhler-Matthews, Heun and full-batch SGD and AdamW (the velocity, or the moments,
+    transposed into X2 (and G2) as x into XT); their BAOAB, on the same layout:
     `kernels.quadratic.baoab_form_steps`): the state is transposed once per call into
     XT (N, MP) (replica r in column r, MP = `padded_columns`(M), padding 0), `prime(XT)`
     prepares the first GEMM's operand, then per step ONE GEMM ``gemm(XT, GT)`` writes every
@@ -420,35 +420,38 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     XT = xp.zeros((N, padded_columns(M)), dtype=x.dtype)
     XT[:, :M] = x.T
     GT = xp.empty_like(XT)
-    heun, sgd = isinstance(dyn, Heun), isinstance(dyn, SGD)
+    heun, sgd, adam = isinstance(dyn, Heun), isinstance(dyn, SGD), isinstance(dyn, AdamW)
+    state = ("m", "s") if adam else ("v",) if sgd else ()   # transposed as x into X2 (G2)
     if heun:                             # the predictor and its gradient
         X2, G2 = xp.empty_like(XT), xp.empty_like(XT)
-    else:                                # SGD: the velocity, transposed as x; else unused
-        X2 = xp.zeros_like(XT) if sgd else xp.empty((N, 0), x.dtype)
-        G2 = xp.empty((N, 0), x.dtype)   # (distinct: the simulator copies each one back)
-    if sgd:
-        X2[:, :M] = run.state["v"].T
+    else:                                # (unused: distinct, the simulator copies each back)
+        X2, G2 = (xp.zeros_like(XT) if k < len(state) else xp.empty((N, 0), x.dtype)
+                  for k in range(2))
+    for k, a in zip(state, (X2, G2)):
+        a[:, :M] = run.state[k].T
     if prime is not None:
         prime(XT)
     aux = tuple(aux) + tuple(xp.empty(0, x.dtype) for _ in range(4 - len(aux)))
-    es = xp.asarray(schedule_code(dyn.lr if sgd else dyn.step))
-    ts = xp.asarray(schedule_code(dyn.temperature))
+    es = xp.asarray(schedule_code(dyn.lr if sgd or adam else dyn.step))
+    ts = es if adam else xp.asarray(schedule_code(dyn.temperature))
     rules = (ck.GEMM_PREDICT, ck.GEMM_CORRECT) if heun else (ck.GEMM_SGD,) if sgd else \
+        (ck.GEMM_ADAMW,) if adam else \
         (ck.GEMM_LM if isinstance(dyn, LeimkuhlerMatthews) else ck.GEMM_OVERDAMPED,)
     kernels = [ck.gemm_step(row, refresh, run.f32, N, rule) for rule in rules]
     arrays = rt.kernel_arrays(XT, GT, X2, G2, run.dstep, es, ts, *aux)
     head, (esk, tsk, *auxk) = arrays[:5], arrays[5:]
-    q = float(dyn.momentum) if sgd else 0.0
+    q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps)) if adam else \
+        (float(dyn.momentum) if sgd else 0.0, 0.0, 0.0)
     for t in range(t0, t0 + K):
         gemm(XT, GT)
         for i, kernel in enumerate(kernels):
             if i:
                 gemm(X2, G2)
             rt.launch(kernel, M, *head, int(t), run.k0, run.k1, run.rep0, esk, tsk, run.bound,
-                      q, *auxk)
+                      *q, *auxk)
     x[...] = XT[:, :M].T
-    if sgd:
-        run.state["v"][...] = X2[:, :M].T
+    for k, a in zip(state, (X2, G2)):
+        run.state[k][...] = a[:, :M].T
 
 
 def _argsort_stable(xp, a):

@@ -36,6 +36,7 @@ layout, `kernels.quadratic.baoab_kernel`.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -405,8 +406,8 @@ GEMM_COLUMNS = 16   # replica columns of the transposed state padded to a multip
 
 
 # the step kernels after a GEMM (`gemm_step`'s `rule`): overdamped Langevin, Leimkuhler-Matthews,
-# Heun's predictor and Heun's corrector, SGD
-GEMM_OVERDAMPED, GEMM_LM, GEMM_PREDICT, GEMM_CORRECT, GEMM_SGD = range(5)
+# Heun's predictor and Heun's corrector, SGD, AdamW
+GEMM_OVERDAMPED, GEMM_LM, GEMM_PREDICT, GEMM_CORRECT, GEMM_SGD, GEMM_ADAMW = range(6)
 
 
 @functools.lru_cache(maxsize=None)
@@ -432,7 +433,11 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     operand from X2; GEMM_CORRECT, Heun's corrector: the row step from XT with eta / 2 and
     the gradient GT + G2 (`heun_update(0, g, g~, eta / 2, sigma, xi)`, the same normals);
     GEMM_SGD: the family's SGD row ``row(x, g, v, z, lr, momentum, sigma, zero, bound, new,
-    vnew, a0)`` with the velocity v = X2[:, r] (committed with x) and the momentum q."""
+    vnew, a0)`` with the velocity v = X2[:, r] (committed with x) and the momentum q0;
+    GEMM_ADAMW: the family's AdamW row ``row(x, g, m, s, lr, beta1, beta2, 1 - beta1,
+    1 - beta2, eps, c1, c2, zero, bound, new, mnew, snew, a0)`` with the moments m = X2[:, r],
+    s = G2[:, r] (committed with x), beta1, beta2, eps = q0, q1, q2 and the bias corrections
+    c1 = 1 - beta1^(t+1), c2 = 1 - beta2^(t+1) (float64, then the state's dtype); no noise."""
     bn = _normals_fn(f32)
     st = steps()
     sched, noise_scale = st.schedule_value, st.noise_scale
@@ -446,7 +451,8 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     lm = rule == GEMM_LM
 
     @cuda.jit
-    def kernel(XT, GT, X2, G2, dstep, t, k0, k1, rep0, es, ts, bound, q, a0, a1, a2, a3):
+    def kernel(XT, GT, X2, G2, dstep, t, k0, k1, rep0, es, ts, bound, q0, q1, q2, a0, a1, a2,
+               a3):
         r = cuda.grid(1)
         if r >= dstep.shape[0]:
             return
@@ -457,7 +463,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
         e = sched(int(es[0]), es[1], es[2], es[3], t)
         T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
         rep = rep0 + np.uint64(r)
-        for s in range(2 if lm else 1):
+        for s in range(0 if rule == GEMM_ADAMW else 2 if lm else 1):
             n0 = (np.int64(t) + s) * N
             for b in range(n0 // 4, (n0 + N - 1) // 4 + 1):
                 z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
@@ -477,11 +483,21 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
             return
         if rule == GEMM_SGD:
             vn = cuda.local.array(N, ftype)
-            ok = row(XT[:, r], GT[:, r], X2[:, r], z, cast(e), cast(q), cast(sigma), cast(0.0),
-                     bound, new, vn, a0)
+            ok = row(XT[:, r], GT[:, r], X2[:, r], z, cast(e), cast(q0), cast(sigma),
+                     cast(0.0), bound, new, vn, a0)
             if ok:
                 for i in range(N):
                     X2[i, r] = vn[i]
+        elif rule == GEMM_ADAMW:
+            mn = cuda.local.array(N, ftype)
+            sn = cuda.local.array(N, ftype)
+            ok = row(XT[:, r], GT[:, r], X2[:, r], G2[:, r], cast(e), cast(q0), cast(q1),
+                     cast(1.0 - q0), cast(1.0 - q1), cast(q2), cast(1.0 - math.pow(q0, t + 1)),
+                     cast(1.0 - math.pow(q1, t + 1)), cast(0.0), bound, new, mn, sn, a0)
+            if ok:
+                for i in range(N):
+                    X2[i, r] = mn[i]
+                    G2[i, r] = sn[i]
         elif rule == GEMM_CORRECT:
             g = cuda.local.array(N, ftype)
             for i in range(N):

@@ -22,7 +22,8 @@ family's step function (`STEPS`): the CPU kernel and the fused numba-cuda kernel
 kernel runs Leimkuhler-Matthews (`cuda_kernels.gemm_step`'s GEMM_LM: the noise the sum of the
 normals of steps t and t + 1, with sigma / 2), Heun (two GEMMs and two launches per step:
 the predictor, then the corrector with eta / 2 and the two gradients summed) and full-batch
-SGD (GEMM_SGD with the step function `sphere_sgd_step`, the velocity beside x).
+SGD and AdamW (GEMM_SGD, GEMM_ADAMW with the step functions `sphere_sgd_step`,
+`sphere_adamw_step`, the velocity or the moments beside x).
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ from .. import rng
 from ..backends.jit import ijit, jit, one_blas_thread
 from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
-from ..dynamics import SGD, Heun, LeimkuhlerMatthews, OverdampedLangevin
+from ..dynamics import SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin
+from ..dynamics.adamw import adamw_update
 from ..dynamics.langevin import overdamped_update
 from ..potentials.pspin import SphericalPSpin
 from ..rng import sqrt
@@ -52,18 +54,15 @@ from .gemm import dot_rows
 
 # ---------------------------------------------------------------- step functions, every target
 
-def sphere_row_step(x, g, z, eta, sigma, zero, n, bound, new):
-    """One projected overdamped step of one replica: x, g, z, new (N,) rows (or strided
-    columns) of x's dtype; eta, sigma, zero = 0 and n = N in x's dtype.  Writes the
-    reference's retract(x + project(x, 0 - eta g + sigma z)) (`pspin.sphere_project`,
-    `pspin.sphere_retract`; the row sums in order) into new and returns whether every new
-    value is finite and within bound."""
+def sphere_move(x, new, zero, n, bound):
+    """The sphere's tangent step of one replica: new (N,) holds a step d on entry and the
+    reference's retract(x + project(x, d)) on exit (`pspin.sphere_project`,
+    `pspin.sphere_retract`; the row sums in order); x (N,) a row or strided column, zero = 0
+    and n = N in x's dtype.  Returns whether every new value is finite and within bound."""
     N = x.shape[0]
     dot = zero
     for i in range(N):
-        d = overdamped_update(zero, g[i], eta, sigma, z[i])
-        new[i] = d
-        dot += d * x[i]
+        dot += new[i] * x[i]
     c = dot / n
     norm = zero
     for i in range(N):
@@ -77,6 +76,16 @@ def sphere_row_step(x, g, z, eta, sigma, zero, n, bound, new):
         new[i] = v
         good = good & within_bound(v, bound)
     return good
+
+
+def sphere_row_step(x, g, z, eta, sigma, zero, n, bound, new):
+    """One projected overdamped step of one replica: x, g, z, new (N,) rows (or strided
+    columns) of x's dtype; eta, sigma, zero = 0 and n = N in x's dtype.  Writes the
+    reference's retract(x + project(x, 0 - eta g + sigma z)) into new (`sphere_move`) and
+    returns whether every new value is finite and within bound."""
+    for i in range(x.shape[0]):
+        new[i] = overdamped_update(zero, g[i], eta, sigma, z[i])
+    return sphere_move(x, new, zero, n, bound)
 
 
 def sphere_sgd_step(x, g, v, z, lr, momentum, sigma, zero, n, bound, new, vnew):
@@ -106,7 +115,39 @@ def sphere_sgd_step(x, g, v, z, lr, momentum, sigma, zero, n, bound, new, vnew):
     return good
 
 
-STEPS = ("sphere_row_step", "sphere_sgd_step")
+def sphere_adamw_step(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, n, bound, new,
+                      mnew, snew):
+    """One AdamW step on the sphere (`AdamW.reference_step` on a constrained potential, no
+    weight decay) of one replica: x, g, m, s, new, mnew, snew (N,) of x's dtype, the scalars
+    in x's dtype (a1, a2 = 1 - beta1, 1 - beta2; c1, c2 the step's bias corrections).  The
+    moments take the tangent gradient g - (g.x / n) x (`adamw_update` from 0, no weight
+    decay), the position its step by `sphere_move`, and m is then projected onto the tangent
+    space at the new position (s is not).  Writes the new x, m, s into new, mnew, snew;
+    returns whether every new value is finite and within bound."""
+    N = x.shape[0]
+    dot = zero
+    for i in range(N):
+        dot += g[i] * x[i]
+    c = dot / n
+    for i in range(N):
+        d, mi, si = adamw_update(zero, m[i], s[i], g[i] - c * x[i], lr, beta1, beta2, a1, a2,
+                                 eps, zero, c1, c2)
+        new[i] = d
+        mnew[i] = mi
+        snew[i] = si
+    good = sphere_move(x, new, zero, n, bound)
+    dot = zero
+    for i in range(N):
+        dot += mnew[i] * new[i]
+    c = dot / n
+    for i in range(N):
+        w = mnew[i] - c * new[i]
+        mnew[i] = w
+        good = good & within_bound(w, bound) & within_bound(snew[i], bound)
+    return good
+
+
+STEPS = ("sphere_move", "sphere_row_step", "sphere_sgd_step", "sphere_adamw_step")
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
@@ -405,6 +446,24 @@ def _cuda_sgd_row(f32: bool, N: int):
     return row
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_adamw_row(f32: bool, N: int):
+    """AdamW's row rule of `gemm_step` (GEMM_ADAMW) for N spins: `sphere_adamw_step`."""
+    global cuda
+    from ..backends import cuda_runtime as rt
+
+    cuda = rt.cuda()
+    step = _cuda_steps().sphere_adamw_step
+    ftype = np.float32 if f32 else np.float64
+
+    @cuda.jit(device=True)
+    def row(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, bound, new, mnew, snew,
+            a0):
+        return step(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, ftype(N), bound,
+                    new, mnew, snew)
+    return row
+
+
 def _no_grad_noise(sim) -> bool:
     return sim.dynamics.grad_noise == 0
 
@@ -413,10 +472,12 @@ def _no_grad_noise(sim) -> bool:
 @register(SphericalPSpin, LeimkuhlerMatthews, "cuda")
 @register(SphericalPSpin, Heun, "cuda")
 @register(SphericalPSpin, SGD, "cuda", accepts=_no_grad_noise)
+@register(SphericalPSpin, AdamW, "cuda")
 def _overdamped_pspin_cuda(run, sim, t0, K):
     """`cuda_backend.gemm_steps` with the packed GEMM (tables on the device, cached per dtype
     on the run's device potential); SGD (full batch, momentum, temperature; gradient noise
-    takes the generic path) with its row rule `sphere_sgd_step`."""
+    takes the generic path) and AdamW (full batch) with their row rules `sphere_sgd_step`,
+    `sphere_adamw_step`."""
     from ..backends import cuda_runtime as rt
     from ..backends.cuda_backend import gemm_steps, padded_columns
 
@@ -429,6 +490,8 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
     row, refresh, products = _cuda_rules(run.f32, N)
     if isinstance(sim.dynamics, SGD):
         row = _cuda_sgd_row(run.f32, N)
+    elif isinstance(sim.dynamics, AdamW):
+        row = _cuda_adamw_row(run.f32, N)
     YT = xp.empty((CT.shape[1], padded_columns(M)), dtype=x.dtype)
 
     def prime(XT):
