@@ -229,9 +229,9 @@ for ft in (float32, float64):
     rule = ck.GEMM_CORRECT if f32 else ck.GEMM_LM   # Heun's corrector, Leimkuhler-Matthews
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5, rule).py_func, head + (W, I2, I1, I1),
                      cc=(9, 0))
-    sgd = (pspin._cuda_sgd_row, ck.GEMM_SGD) if f32 else (pspin._cuda_adamw_row, ck.GEMM_ADAMW)
-    cuda.compile_ptx(ck.gemm_step(sgd[0](f32, 5), refresh, f32, 5, sgd[1]).py_func,
-                     head + (W, I2, I1, I1), cc=(9, 0))
+    optimizer = ck.GEMM_ADAMW if not f32 else ck.GEMM_SGD   # SGD in float32, AdamW in float64
+    cuda.compile_ptx(ck.gemm_step(pspin._cuda_optimizer_row(f32, 5, not f32), refresh, f32, 5,
+                                  optimizer).py_func, head + (W, I2, I1, I1), cc=(9, 0))
     cuda.compile_ptx(products.py_func, (W, W, I2, I1, I1), cc=(9, 0))
     row, refresh = quadratic._cuda_rules()
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))

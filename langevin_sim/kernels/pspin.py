@@ -54,16 +54,33 @@ from .gemm import dot_rows
 
 # ---------------------------------------------------------------- step functions, every target
 
+def tangent_dot(a, x, zero):
+    """a.x of two rows (or strided columns) (N,), summed in order from `zero`."""
+    dot = zero
+    for i in range(x.shape[0]):
+        dot += a[i] * x[i]
+    return dot
+
+
+def sphere_project_into(a, x, zero, n, bound):
+    """a (N,) <- a - (a.x / n) x in place (`pspin.sphere_project` at x, the sum in order);
+    returns whether every new value is finite and within bound."""
+    c = tangent_dot(a, x, zero) / n
+    good = True
+    for i in range(x.shape[0]):
+        w = a[i] - c * x[i]
+        a[i] = w
+        good = good & within_bound(w, bound)
+    return good
+
+
 def sphere_move(x, new, zero, n, bound):
     """The sphere's tangent step of one replica: new (N,) holds a step d on entry and the
     reference's retract(x + project(x, d)) on exit (`pspin.sphere_project`,
     `pspin.sphere_retract`; the row sums in order); x (N,) a row or strided column, zero = 0
     and n = N in x's dtype.  Returns whether every new value is finite and within bound."""
     N = x.shape[0]
-    dot = zero
-    for i in range(N):
-        dot += new[i] * x[i]
-    c = dot / n
+    c = tangent_dot(new, x, zero) / n
     norm = zero
     for i in range(N):
         y = x[i] + (new[i] - c * x[i])
@@ -96,23 +113,11 @@ def sphere_sgd_step(x, g, v, z, lr, momentum, sigma, zero, n, bound, new, vnew):
     0 - lr v' + sigma z, by `sphere_row_step` (projected, retracted); the velocity is then
     projected onto the tangent space at the new position.  Writes the new x and v into new
     and vnew; returns whether every new value is finite and within bound."""
-    N = x.shape[0]
-    dot = zero
-    for i in range(N):
-        dot += g[i] * x[i]
-    c = dot / n
-    for i in range(N):
+    c = tangent_dot(g, x, zero) / n
+    for i in range(x.shape[0]):
         vnew[i] = momentum * v[i] + (g[i] - c * x[i])
     good = sphere_row_step(x, vnew, z, lr, sigma, zero, n, bound, new)
-    dot = zero
-    for i in range(N):
-        dot += vnew[i] * new[i]
-    c = dot / n
-    for i in range(N):
-        w = vnew[i] - c * new[i]
-        vnew[i] = w
-        good = good & within_bound(w, bound)
-    return good
+    return sphere_project_into(vnew, new, zero, n, bound) & good
 
 
 def sphere_adamw_step(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, n, bound, new,
@@ -124,30 +129,21 @@ def sphere_adamw_step(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, n
     decay), the position its step by `sphere_move`, and m is then projected onto the tangent
     space at the new position (s is not).  Writes the new x, m, s into new, mnew, snew;
     returns whether every new value is finite and within bound."""
-    N = x.shape[0]
-    dot = zero
-    for i in range(N):
-        dot += g[i] * x[i]
-    c = dot / n
-    for i in range(N):
+    c = tangent_dot(g, x, zero) / n
+    good = True
+    for i in range(x.shape[0]):
         d, mi, si = adamw_update(zero, m[i], s[i], g[i] - c * x[i], lr, beta1, beta2, a1, a2,
                                  eps, zero, c1, c2)
         new[i] = d
         mnew[i] = mi
         snew[i] = si
-    good = sphere_move(x, new, zero, n, bound)
-    dot = zero
-    for i in range(N):
-        dot += mnew[i] * new[i]
-    c = dot / n
-    for i in range(N):
-        w = mnew[i] - c * new[i]
-        mnew[i] = w
-        good = good & within_bound(w, bound) & within_bound(snew[i], bound)
-    return good
+        good = good & within_bound(si, bound)
+    good = sphere_move(x, new, zero, n, bound) & good
+    return sphere_project_into(mnew, new, zero, n, bound) & good
 
 
-STEPS = ("sphere_move", "sphere_row_step", "sphere_sgd_step", "sphere_adamw_step")
+STEPS = ("tangent_dot", "sphere_project_into", "sphere_move", "sphere_row_step",
+         "sphere_sgd_step", "sphere_adamw_step")
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
@@ -386,22 +382,22 @@ cuda = None          # numba.cuda, set by `_cuda_rules` (the simulator swaps thi
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_steps():
-    """This module's step functions (with the shared ones) compiled for numba-cuda."""
+def _cuda_target(f32: bool) -> tuple:
+    """(this module's step functions compiled for numba-cuda, the state's dtype); sets the
+    module's `cuda` (numba.cuda) for the device functions defined after it."""
+    global cuda
     from ..backends import cuda_runtime as rt
 
-    return compile_steps(sys.modules[__name__], rt.cuda().jit(device=True), rt.primitives())
+    cuda = rt.cuda()
+    steps = compile_steps(sys.modules[__name__], cuda.jit(device=True), rt.primitives())
+    return steps, (np.float32 if f32 else np.float64)
 
 
 @functools.lru_cache(maxsize=None)
 def _cuda_rules(f32: bool, N: int):
     """(row, refresh, products) device functions / kernel of `gemm_step` for N spins."""
-    global cuda
-    from ..backends import cuda_runtime as rt
-
-    cuda = rt.cuda()
-    step = _cuda_steps().sphere_row_step
-    ftype = np.float32 if f32 else np.float64
+    step, ftype = _cuda_target(f32)
+    step = step.sphere_row_step
 
     @cuda.jit(device=True)
     def cast(v):
@@ -431,36 +427,24 @@ def _cuda_rules(f32: bool, N: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_sgd_row(f32: bool, N: int):
-    """SGD's row rule of `gemm_step` (GEMM_SGD) for N spins: `sphere_sgd_step`."""
-    global cuda
-    from ..backends import cuda_runtime as rt
+def _cuda_optimizer_row(f32: bool, N: int, adam: bool):
+    """The row rule of `gemm_step` for N spins of SGD (GEMM_SGD: `sphere_sgd_step`) or, with
+    `adam`, AdamW (GEMM_ADAMW: `sphere_adamw_step`)."""
+    steps, ftype = _cuda_target(f32)
+    if adam:
+        adamw = steps.sphere_adamw_step
 
-    cuda = rt.cuda()
-    step = _cuda_steps().sphere_sgd_step
-    ftype = np.float32 if f32 else np.float64
+        @cuda.jit(device=True)
+        def row(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, bound, new, mnew,
+                snew, a0):
+            return adamw(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, ftype(N),
+                         bound, new, mnew, snew)
+        return row
+    sgd = steps.sphere_sgd_step
 
     @cuda.jit(device=True)
     def row(x, g, v, z, lr, momentum, sigma, zero, bound, new, vnew, a0):
-        return step(x, g, v, z, lr, momentum, sigma, zero, ftype(N), bound, new, vnew)
-    return row
-
-
-@functools.lru_cache(maxsize=None)
-def _cuda_adamw_row(f32: bool, N: int):
-    """AdamW's row rule of `gemm_step` (GEMM_ADAMW) for N spins: `sphere_adamw_step`."""
-    global cuda
-    from ..backends import cuda_runtime as rt
-
-    cuda = rt.cuda()
-    step = _cuda_steps().sphere_adamw_step
-    ftype = np.float32 if f32 else np.float64
-
-    @cuda.jit(device=True)
-    def row(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, bound, new, mnew, snew,
-            a0):
-        return step(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, ftype(N), bound,
-                    new, mnew, snew)
+        return sgd(x, g, v, z, lr, momentum, sigma, zero, ftype(N), bound, new, vnew)
     return row
 
 
@@ -488,10 +472,8 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
         run.pot.cache[key] = tuple(xp.asarray(a) for a in packed_gradient(sim.potential, x.dtype))
     CT, runs, starts, offsets = run.pot.cache[key]
     row, refresh, products = _cuda_rules(run.f32, N)
-    if isinstance(sim.dynamics, SGD):
-        row = _cuda_sgd_row(run.f32, N)
-    elif isinstance(sim.dynamics, AdamW):
-        row = _cuda_adamw_row(run.f32, N)
+    if isinstance(sim.dynamics, (SGD, AdamW)):
+        row = _cuda_optimizer_row(run.f32, N, isinstance(sim.dynamics, AdamW))
     YT = xp.empty((CT.shape[1], padded_columns(M)), dtype=x.dtype)
 
     def prime(XT):
