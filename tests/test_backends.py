@@ -203,7 +203,8 @@ def test_registry_holds_every_fused_pair_once_and_refuses_unknown_backends():
         assert (pot, dyn) in numba_pairs, (pot, dyn)
     assert registry.kernel_for(DoubleWell(), OverdampedLangevin(), "numba").first_passage
     assert not registry.kernel_for(Quadratic(spectrum=[1.0]), OverdampedLangevin(), "numba").first_passage
-    assert registry.kernel_for(SphericalPSpin(N=4), SGD(0.1, None), "cuda") is None   # generic
+    assert registry.kernel_for(TeacherStudentMLP(n=8, d_in=2, hidden=2), MALA(0.01),
+                               "cuda") is None                                  # generic path
     with pytest.raises(ValueError, match="unknown backend"):
         registry.register(DoubleWell, MALA, "gpu")
     with pytest.raises(ValueError, match="two numba kernels for DoubleWell x OverdampedLangevin"):
