@@ -750,7 +750,7 @@ if SIM:
         # full-batch SGD: the velocity (momentum) transposed beside x, projected at the new x;
         # AdamW: its moments beside x, m projected
         "pspin-sgd": (lambda: SphericalPSpin(N=4, p=2, seed=3),
-                      SGD(Schedule("linear", 0.3, 0.2, 12), None, momentum=0.6,
+                      SGD(Schedule("linear", 0.3, 0.2, 12), None, momentum=0.6, grad_noise=0.4,
                           temperature=Schedule("linear", 2.0, 1.0, 9)), 1.9, None),
         "pspin-adamw": (lambda: SphericalPSpin(N=4, p=2, seed=3),
                         AdamW(Schedule("linear", 0.4, 0.2, 12), None, beta2=0.95,

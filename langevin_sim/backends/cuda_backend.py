@@ -441,7 +441,7 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     arrays = rt.kernel_arrays(XT, GT, X2, G2, run.dstep, es, ts, *aux)
     head, (esk, tsk, *auxk) = arrays[:5], arrays[5:]
     q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps)) if adam else \
-        (float(dyn.momentum) if sgd else 0.0, 0.0, 0.0)
+        (float(dyn.momentum), float(dyn.grad_noise), 0.0) if sgd else (0.0, 0.0, 0.0)
     for t in range(t0, t0 + K):
         gemm(XT, GT)
         for i, kernel in enumerate(kernels):

@@ -49,7 +49,7 @@ from . import cuda_runtime as rt
 # function's globals for a fake one (thread and block indices), so kernels must see `cuda`
 # as a global of this module, not as a closure variable.
 cuda = rt.cuda()
-NOISE = np.uint64(rng.NOISE)
+NOISE, GRAD_NOISE = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE)
 
 
 @functools.lru_cache(maxsize=None)
@@ -433,7 +433,8 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     operand from X2; GEMM_CORRECT, Heun's corrector: the row step from XT with eta / 2 and
     the gradient GT + G2 (`heun_update(0, g, g~, eta / 2, sigma, xi)`, the same normals);
     GEMM_SGD: the family's SGD row ``row(x, g, v, z, lr, momentum, sigma, zero, bound, new,
-    vnew, a0)`` with the velocity v = X2[:, r] (committed with x) and the momentum q0;
+    vnew, a0)`` with the velocity v = X2[:, r] (committed with x), the momentum q0 and the
+    gradient noise q1 (q1 times the GRAD_NOISE normals at t N + i added to the gradient);
     GEMM_ADAMW: the family's AdamW row ``row(x, g, m, s, lr, beta1, beta2, 1 - beta1,
     1 - beta2, eps, c1, c2, zero, bound, new, mnew, snew, a0)`` with the moments m = X2[:, r],
     s = G2[:, r] (committed with x), beta1, beta2, eps = q0, q1, q2 and the bias corrections
@@ -450,6 +451,18 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
 
     lm = rule == GEMM_LM
 
+    @cuda.jit(device=True)
+    def normals_into(z, k0, k1, purpose, rep, n0, scale, add):
+        """z[j] = scale xi_j, or z[j] + scale xi_j with `add`, for the normals xi_j of
+        `purpose` at stream positions n0 + j, j < N (each Philox block once)."""
+        for b in range(n0 // 4, (n0 + N - 1) // 4 + 1):
+            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(b))
+            for w in range(4):
+                j = 4 * b + w - n0
+                if j >= 0 and j < N:
+                    v = scale * pick(w, z0, z1, z2, z3)
+                    z[j] = z[j] + v if add else v
+
     @cuda.jit
     def kernel(XT, GT, X2, G2, dstep, t, k0, k1, rep0, es, ts, bound, q0, q1, q2, a0, a1, a2,
                a3):
@@ -464,16 +477,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
         T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
         rep = rep0 + np.uint64(r)
         for s in range(0 if rule == GEMM_ADAMW else 2 if lm else 1):
-            n0 = (np.int64(t) + s) * N
-            for b in range(n0 // 4, (n0 + N - 1) // 4 + 1):
-                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
-                for w in range(4):
-                    j = 4 * b + w - n0
-                    if j >= 0 and j < N:
-                        if s == 0:
-                            z[j] = pick(w, z0, z1, z2, z3)
-                        else:
-                            z[j] = z[j] + pick(w, z0, z1, z2, z3)
+            normals_into(z, k0, k1, NOISE, rep, (np.int64(t) + s) * N, cast(1.0), s > 0)
         sigma = noise_scale(e, T)
         if rule == GEMM_PREDICT:
             row(XT[:, r], GT[:, r], z, cast(e), cast(sigma), cast(0.0), bound, new, a0)
@@ -483,8 +487,13 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
             return
         if rule == GEMM_SGD:
             vn = cuda.local.array(N, ftype)
-            ok = row(XT[:, r], GT[:, r], X2[:, r], z, cast(e), cast(q0), cast(sigma),
-                     cast(0.0), bound, new, vn, a0)
+            gq = cuda.local.array(N, ftype)     # the gradient, plus q1 GRAD_NOISE normals
+            for i in range(N):
+                gq[i] = GT[i, r]
+            if q1 > 0:
+                normals_into(gq, k0, k1, GRAD_NOISE, rep, np.int64(t) * N, cast(q1), True)
+            ok = row(XT[:, r], gq, X2[:, r], z, cast(e), cast(q0), cast(sigma), cast(0.0),
+                     bound, new, vn, a0)
             if ok:
                 for i in range(N):
                     X2[i, r] = vn[i]

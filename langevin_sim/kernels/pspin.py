@@ -448,20 +448,15 @@ def _cuda_optimizer_row(f32: bool, N: int, adam: bool):
     return row
 
 
-def _no_grad_noise(sim) -> bool:
-    return sim.dynamics.grad_noise == 0
-
-
 @register(SphericalPSpin, OverdampedLangevin, "cuda")
 @register(SphericalPSpin, LeimkuhlerMatthews, "cuda")
 @register(SphericalPSpin, Heun, "cuda")
-@register(SphericalPSpin, SGD, "cuda", accepts=_no_grad_noise)
+@register(SphericalPSpin, SGD, "cuda")
 @register(SphericalPSpin, AdamW, "cuda")
 def _overdamped_pspin_cuda(run, sim, t0, K):
     """`cuda_backend.gemm_steps` with the packed GEMM (tables on the device, cached per dtype
-    on the run's device potential); SGD (full batch, momentum, temperature; gradient noise
-    takes the generic path) and AdamW (full batch) with their row rules `sphere_sgd_step`,
-    `sphere_adamw_step`."""
+    on the run's device potential); SGD (full batch, momentum, temperature, gradient noise)
+    and AdamW (full batch) with their row rules `sphere_sgd_step`, `sphere_adamw_step`."""
     from ..backends import cuda_runtime as rt
     from ..backends.cuda_backend import gemm_steps, padded_columns
 
