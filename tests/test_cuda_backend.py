@@ -1164,6 +1164,10 @@ if SIM:
         "tanh-adamw-iid": ("tanh", AdamW(Schedule("linear", 0.5, 1.0, 6), 3, replacement=True,
                                          weight_decay=1e-2), 4.0),
         "quadratic-sgd-full": ("quadratic", SGD(1.0, None, momentum=0.3), 8.0),
+        # the full-batch Langevin rules with the softmax head
+        "tanh-baoab": ("tanh", UnderdampedLangevin(Schedule("linear", 0.5, 1.0, 6), 1.0, 0.1),
+                       3.0),
+        "tanh-heun": ("tanh", Heun(Schedule("linear", 0.5, 1.0, 6), 0.1), 4.0),
     }
 
     def test_fused_modular_arithmetic_tiny_run_equals_reference(monkeypatch):
@@ -1184,8 +1188,8 @@ if SIM:
     @pytest.mark.parametrize("case", list(MA_FUSED))
     def test_fused_modular_arithmetic_equals_reference(case, dtype, monkeypatch):
         """ModularArithmeticMLP (p = 3, one-hot) x SGD / AdamW by the fused kernel (epoch,
-        i.i.d., full batch; each activation; temperature, momentum, schedules): as
-        `check_fused_toynet`."""
+        i.i.d., full batch; each activation; temperature, momentum, schedules), and the
+        full-batch BAOAB and Heun: as `check_fused_toynet`."""
         act, dyn, bound = MA_FUSED[case]
         no_generic_steps(monkeypatch)
         check_fused_toynet(lambda: ModularArithmeticMLP(p=3, hidden=2, seed=1, activation=act),
