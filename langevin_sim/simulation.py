@@ -285,7 +285,8 @@ class Simulation:
             self._buffers = Recycler(alloc=alloc)
         buffers = self._buffers
         thread = WriterThread(writer, recycler=buffers)
-        taking = None     # the record begun before the block last queued
+        taking = None     # the record begun before the block last queued (device backends)
+        deferred = hasattr(self.backend, "begin_record")   # else a record is complete at once
 
         def take():
             nonlocal pending, size, taking
@@ -306,6 +307,8 @@ class Simulation:
                     take()
                     if self.step % record_every == 0:
                         taking = self.begin_snapshot(record_positions, buffers)
+                        if not deferred:     # to the writer now: written while the next
+                            take()           # block computes
                     now = time.monotonic()
                     if now - last_flush >= flush_seconds or self.step == target:
                         take()
