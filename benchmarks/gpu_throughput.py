@@ -231,6 +231,38 @@ def workloads(tiny: bool) -> dict:
     return out
 
 
+def graph_gain(tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
+    """W3's landscape at few replicas, where the host's launches bound the rate: chain-steps
+    per second with the dense steps queued as replays of CUDA graphs (the default) and one
+    launch at a time (LANGEVIN_SIM_CUDA_GRAPH_STEPS=0); "graphs_failed": why capture failed,
+    if it did (the first rate is then one launch at a time as well)."""
+    from langevin_sim.backends import cuda_runtime as rt
+    from langevin_sim.dynamics import OverdampedLangevin
+    from langevin_sim.potentials import SphericalPSpin
+
+    N, M = (4, 8) if tiny else (64, 256)
+    out = {"N": N, "replicas": M, "dtype": dt}
+    saved = os.environ.pop(rt.GRAPH_ENV, None)
+    try:
+        for label, steps in (("graphs", None), ("one_by_one", "0")):
+            if steps is not None:
+                os.environ[rt.GRAPH_ENV] = steps
+            sim = cuda_simulation(SphericalPSpin(N, 3, seed=1), OverdampedLangevin(1e-2, 0.5), M,
+                                  dt, backend_cls)
+
+            def run(k, sim=sim):
+                sim.backend.advance(sim, sim.step, k)
+                sim.step += k
+            out[label] = median_rate(run, M, seconds, sync, repeats=1 if tiny else 3)
+    finally:
+        os.environ.pop(rt.GRAPH_ENV, None)
+        if saved is not None:
+            os.environ[rt.GRAPH_ENV] = saved
+    if rt._GRAPHS_FAILED:
+        out["graphs_failed"] = rt._GRAPHS_FAILED[0]
+    return out
+
+
 # ------------------------------------------------------------------ JAX peers
 
 def _jax(dtype):
@@ -405,6 +437,9 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
             del sim
 
+    gain = graph_gain(a.tiny, dtypes[0], backend_cls, seconds, sync) if "W3" in names else None
+    if gain:
+        print(json.dumps({"graph_gain": gain}), flush=True)
     checks = []
     for r in rows:
         tag = f"{r['workload']} {r['dtype']}"
@@ -441,6 +476,13 @@ def main(argv=None) -> int:
             + (f"{j:.3g} | {r['cuda_chain_steps_per_s'] / j:.2f} | " if j else
                f"{r.get('jax_error', 'not installed' if not use_jax else '–')} | – | ")
             + (", ".join(r["host_bridged"]) or "none") + " |")
+    if gain:
+        lines += ["", "## CUDA graphs at a launch-bound size", "",
+                  f"W3's landscape at N={gain['N']}, {gain['replicas']} replicas, {gain['dtype']}: "
+                  f"{gain['graphs']:.3g} chain-steps/s with the steps queued as CUDA graph replays "
+                  f"({'capture FAILED: ' + gain['graphs_failed'] if 'graphs_failed' in gain else 'the default'}), "
+                  f"{gain['one_by_one']:.3g} with one GEMM and one launch at a time "
+                  f"(LANGEVIN_SIM_CUDA_GRAPH_STEPS=0): {gain['graphs'] / gain['one_by_one']:.2f}x."]
     lines += ["", "## Targets (issue 12)", ""]
     for text, value, need in checks:
         lines.append(f"- {'PASS' if value >= need else 'FAIL'}: {text} (measured {value:.2f}, "
@@ -454,7 +496,8 @@ def main(argv=None) -> int:
               "", "Path: 'fused' is the pair's registered numba-cuda kernel "
               "(langevin_sim/kernels/<family>.py; W1 one multi-step kernel per launch, W4 one "
               "multi-step kernel per launch with a warp per replica (each epoch's permutation "
-              "sorted in the kernel), W2 and W3 one cuBLAS GEMM + one fused step kernel per step), 'generic' "
+              "sorted in the kernel), W2 and W3 one cuBLAS GEMM + one fused step kernel per step, queued as "
+              "replays of 32-step CUDA graphs), 'generic' "
               "the per-step path (potential gradient in CuPy array code, one numba-cuda update "
               "kernel per step). GEMM shapes are those the fused kernels run (W2 H^T @ XT; W3 the "
               "packed CT (N, C(N+1, 2)) @ YT); 'host-run methods' are potential methods not yet "
@@ -467,7 +510,7 @@ def main(argv=None) -> int:
         fh.write(report + "\n")
     with open(os.path.splitext(out)[0] + ".json", "w") as fh:
         json.dump({"device": desc, "versions": versions(), "limits": limits, "rows": rows,
-                   "tiny": a.tiny}, fh, indent=1)
+                   "graph_gain": gain, "tiny": a.tiny}, fh, indent=1)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

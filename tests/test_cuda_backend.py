@@ -174,6 +174,35 @@ def test_fake_cupy_refuses_what_cupy_refuses():
         np.spacing(a)
 
 
+def test_fake_cupy_stream_capture_records_only_launches_and_matmuls():
+    """The stand-in's stream capture, as a CUDA graph: nothing runs at capture; matmul into
+    `out` is recorded (reading its operands at replay); anything else (an allocation, an
+    in-place update, a matmul that would allocate its result) is refused during capture; the
+    null stream cannot capture; each `launch` of the graph replays the work."""
+    from langevin_sim.backends import cuda_fakecupy as cp
+
+    A, x, out = cp.asarray(np.eye(2) * 2.0), cp.asarray(np.ones((2, 1))), cp.zeros((2, 1))
+    s = cp.cuda.Stream(non_blocking=True)
+    with pytest.raises(RuntimeError, match="legacy"):
+        cp.cuda.Stream.null.begin_capture()
+    with s:
+        assert cp.cuda.get_current_stream() is s
+        s.begin_capture()
+        cp.matmul(A, x, out=out)
+        for bad in (lambda: cp.zeros(3), lambda: x + 1.0, lambda: out.fill(1.0),
+                    lambda: cp.matmul(A, x), lambda: x.__setitem__(0, 3.0)):
+            with pytest.raises(RuntimeError, match="during stream capture"):
+                bad()
+        graph = s.end_capture()
+    assert cp.cuda.get_current_stream() is cp.cuda.Stream.null
+    assert float(out.sum()) == 0.0                  # captured, not run
+    graph.launch()
+    np.testing.assert_array_equal(cp.asnumpy(out), [[2.0], [2.0]])
+    x[...] = 5.0                                     # replays read the arrays as they are
+    graph.launch()
+    np.testing.assert_array_equal(cp.asnumpy(out), [[10.0], [10.0]])
+
+
 def test_errors_are_one_line_and_name_the_fix():
     from langevin_sim.backends import cuda_runtime as rt
 
@@ -223,8 +252,8 @@ import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
 for ft in (float32, float64):
     f32, W, V = ft is float32, ft[:, ::1], ft[::1]
-    head = (W, W, W, W, I1, int64, uint64, uint64, uint64, F1, F1, float64, float64, float64,
-            float64)
+    head = (W, W, W, W, I1, I1, int64, uint64, uint64, uint64, F1, F1, float64, float64,
+            float64, float64)
     row, refresh, products = pspin._cuda_rules(f32, 5)
     rule = ck.GEMM_CORRECT if f32 else ck.GEMM_LM   # Heun's corrector, Leimkuhler-Matthews
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5, rule).py_func, head + (W, I2, I1, I1),
@@ -236,8 +265,9 @@ for ft in (float32, float64):
     row, refresh = quadratic._cuda_rules()
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))
     cuda.compile_ptx(quadratic.baoab_kernel(f32).py_func,
-                     (W,) * 6 + (V, I1, int64, boolean, boolean, uint64, uint64, uint64, F1, F1,
-                                 float64, float64, float64), cc=(9, 0))
+                     (W,) * 6 + (V, I1, I1, int64, boolean, boolean, uint64, uint64, uint64, F1,
+                                 F1, float64, float64, float64), cc=(9, 0))
+    cuda.compile_ptx(ck.step_counter().py_func, (I1, int64), cc=(9, 0))
     # the toy nets' kernel, batch 32, TeacherStudentMLP at W4's sizes (d_in 16, hidden 32) and
     # ModularArithmeticMLP p = 7, hidden 16 (one-hot, int64 labels), x SGD / AdamW: parameters
     # and optimizer states stay out of local memory; only SGD's normals go there (W4: the 18
@@ -802,6 +832,51 @@ if SIM:
                                        err_msg=k)
             np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
                                           whole.state[k], err_msg=f"partition, {k}")
+
+    @pytest.mark.parametrize("case", ["pspin-heun", "pspin-sgd", "baoab"])
+    def test_dense_steps_replay_cuda_graphs_bit_for_bit(case, monkeypatch):
+        """The dense paths queue their steps as replays of CUDA graphs (`DeviceRun.queue_steps`;
+        3 steps a graph in the simulator, a shorter chunk for the rest, the first step of a
+        run as queued): calls of 3, 1, 6, 4 and 5 steps replay graphs of 2, 1, 3, 3, 3, 1, 3, 2
+        steps (BAOAB, whose first and last launch of a call are not in graphs: 1, 3, 2, 3, 3,
+        1), three captured graphs in all, and x, the dynamics' state and the divergence flags
+        equal bit for bit those of the same run with graphs off
+        (LANGEVIN_SIM_CUDA_GRAPH_STEPS=0), as they equal the reference
+        (test_fused_dense_kernels_equal_reference)."""
+        from langevin_sim.backends import cuda_fakecupy, cuda_runtime
+
+        if case == "baoab":
+            make, mass, bound, start = DENSE_BAOAB["quadratic"]
+            dyn = UnderdampedLangevin(Schedule("linear", 0.52, 0.49, 12), 1.3,
+                                      Schedule("cosine", 1e-4, 1e-5, 9), mass=mass)
+        else:
+            make, dyn, bound, start = DENSE_FUSED[case]
+        pot = make()
+        z = np.random.default_rng(3).normal(size=(7, pot.d))
+        init = pot.default_init(z) if start is None else start(pot, z)
+        launched = []
+        replay = cuda_fakecupy.Graph.launch
+        monkeypatch.setattr(cuda_fakecupy.Graph, "launch",
+                            lambda g, stream=None: (launched.append(g), replay(g, stream)))
+        runs = {}
+        for steps in ("", "0"):
+            monkeypatch.setenv(cuda_runtime.GRAPH_ENV, steps)
+            launched.clear()
+            sim = Simulation(make(), dyn, 7, backend="cuda", seed=7, init=init,
+                             divergence_bound=bound)
+            with np.errstate(all="ignore"):
+                for K in (3, 1, 6, 4, 5):
+                    sim.advance(K)
+            runs[steps] = sim
+            if steps:
+                assert not launched, "graphs off: nothing may be replayed"
+            else:
+                assert len(launched) == (6 if case == "baoab" else 8)
+                assert len(set(map(id, launched))) == 3
+        assert (runs[""].diverged_step >= 0).any()
+        for k in runs[""].state:
+            np.testing.assert_array_equal(runs[""].state[k], runs["0"].state[k], err_msg=k)
+        np.testing.assert_array_equal(runs[""].diverged_step, runs["0"].diverged_step)
 
     # ------------------------------------------------------------ fused dense BAOAB (GEMM + step)
     # Quadratic and LinearRegression x UnderdampedLangevin: one GEMM and one launch of

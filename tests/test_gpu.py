@@ -135,6 +135,38 @@ def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
                                atol=tol * 300)
 
 
+@pytest.mark.parametrize("pair", ["pspin-heun", "quadratic-baoab"])
+def test_dense_steps_as_cuda_graphs_equal_one_launch_at_a_time(pair, monkeypatch):
+    """The dense paths' steps queued as replays of captured CUDA graphs (cuBLAS GEMMs and
+    numba-cuda launches on a capturing stream; the kernels read the step from the device
+    counter) give bit for bit the state of the same run launched one step at a time
+    (LANGEVIN_SIM_CUDA_GRAPH_STEPS=0), and the capture did not fail (it would warn and fall
+    back to launching one by one)."""
+    from langevin_sim.backends import cuda_runtime as rt
+    from langevin_sim.dynamics import Heun, Schedule, UnderdampedLangevin
+    from langevin_sim.potentials import Quadratic, SphericalPSpin
+
+    if pair == "pspin-heun":
+        make = lambda: SphericalPSpin(N=24, p=3, seed=1, planted=0.3)   # noqa: E731
+        dyn = Heun(Schedule("linear", 0.02, 0.01, 60), 0.7)
+    else:
+        make = lambda: Quadratic(spectrum=np.linspace(0.2, 3.0, 48), seed=1)   # noqa: E731
+        dyn = UnderdampedLangevin(0.05, 1.0, Schedule("cosine", 0.8, 0.3, 60))
+    out = {}
+    for steps in ("", "0"):
+        monkeypatch.setenv(rt.GRAPH_ENV, steps)
+        sim = Simulation(make(), dyn, 1 << 12, backend="cuda", seed=5, dtype="float32")
+        for K in (1, 40, 7, 33):
+            sim.advance(K)
+        out[steps] = sim
+    assert not rt._GRAPHS_FAILED, rt._GRAPHS_FAILED
+    run = out[""].backend.device_run(out[""])
+    assert any(ws.graphs for ws in run.workspaces.values()), "no graph was captured"
+    for k in out[""].state:
+        np.testing.assert_array_equal(out[""].state[k], out["0"].state[k], err_msg=k)
+    np.testing.assert_array_equal(out[""].diverged_step, out["0"].diverged_step)
+
+
 RUN = """
 import sys
 sys.path.insert(0, {root!r})

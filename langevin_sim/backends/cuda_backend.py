@@ -21,7 +21,9 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   registered with ``first_passage=True``.  The dense pairs' overdamped kernels run
   `gemm_steps`: per step one GEMM for all replicas and one fused kernel
   (`cuda_kernels.gemm_step`); their BAOAB, `quadratic.baoab_form_steps` (one GEMM and one
-  launch per step, too); the low-dimensional families, `kernels.rows`;
+  launch per step, too); both queue their steps as replays of CUDA graphs of several steps
+  (`DeviceRun.queue_steps`: the kernels read the step from a device counter); the
+  low-dimensional families, `kernels.rows`;
 - otherwise the generic path: the gradient from the potential's own array code on the
   device arrays (cuBLAS behind CuPy's matmul for dense potentials), then ONE kernel of
   `cuda_kernels` per step applying the dynamics' own scalar update rule with in-kernel
@@ -244,6 +246,8 @@ class DeviceRun:
         self.pinned: dict[str, np.ndarray] = {}    # page-locked host buffers (`copy_to_host`)
         self.copies = rt.CopyStream()               # records' copies (`CudaBackend.begin_record`)
         self.perm_epoch, self.perms = None, None
+        self.tv = xp.zeros(1, dtype=xp.int64)      # the dense paths' step counter (`queue_steps`)
+        self.workspaces: dict = {}
         fp = getattr(sim, "first_passage", None)
         self.regions = None
         if fp is not None:
@@ -276,6 +280,53 @@ class DeviceRun:
         if b is None or b.shape != like.shape or b.dtype != like.dtype:
             b = self.scratch[name] = self.xp.empty_like(like)
         return b
+
+    def workspace(self, key, build: Callable[[], dict]) -> "Workspace":
+        """The `Workspace` of a fused path under `key` (hashable: everything its kernels take
+        by value besides the workspace's arrays), made from ``build()`` -> {name: device
+        array} on first use and kept for the run: graphs captured on its arrays hold their
+        addresses."""
+        ws = self.workspaces.get(key)
+        if ws is None:
+            ws = self.workspaces[key] = Workspace(build())
+        return ws
+
+    def queue_steps(self, ws: "Workspace", t0: int, n: int, body: Callable[[int], None]) -> None:
+        """Queue steps t0 .. t0+n-1 on the device: ``body(k)`` queues one step's GEMMs and
+        launches, whose kernels take the step t = tv[0] + k from the device counter `tv` (set
+        to t0 here; a `cuda_kernels.step_counter` launch after every m steps adds m).  The
+        first step of a workspace runs as queued (kernels compile, libraries initialize);
+        then the steps go in chunks of `rt.graph_steps()` (and one shorter chunk), each the
+        replay of a CUDA graph captured once per chunk length on `ws` (`rt.capture`; up to
+        four lengths kept), so the host queues one graph launch per chunk instead of one
+        launch per kernel and GEMM.  With graphs off (`rt.graphs_enabled`) every step is
+        queued as is; the numbers are the same."""
+        self.tv.fill(t0)
+        tv, counter = rt.kernel_arrays(self.tv)[0], ck.step_counter()
+
+        def chunk(m: int) -> None:
+            for k in range(m):
+                body(k)
+            rt.launch(counter, 1, tv, m)
+
+        done, S = 0, rt.graph_steps() if rt.graphs_enabled() else 0
+        if n > 0 and (S == 0 or not ws.warm):
+            done = n if S == 0 else 1
+            chunk(done)
+            ws.warm = True
+        while done < n:
+            m = min(S, n - done)
+            graph = ws.graphs.get(m)
+            if graph is None:
+                graph = rt.capture(lambda: chunk(m))
+                if graph is None:          # capture failed (warned): queue the rest as is
+                    chunk(n - done)
+                    return
+                if len(ws.graphs) >= 4:
+                    ws.graphs.pop(next(iter(ws.graphs)))
+                ws.graphs[m] = graph
+            graph.launch()
+            done += m
 
     def swap(self, name: str, new) -> None:
         """Make `new` the state array `name`; the old one becomes the scratch buffer."""
@@ -393,6 +444,15 @@ class DeviceRun:
 
 # ---------------------------------------------------------------- fused dense steps
 
+class Workspace:
+    """Device arrays of one fused path that persist across its calls (`arrays`), the CUDA
+    graphs captured on them by chunk length (`graphs`), and whether its kernels ran once
+    (`warm`): see `DeviceRun.queue_steps`."""
+
+    def __init__(self, arrays: dict):
+        self.arrays, self.graphs, self.warm = arrays, {}, False
+
+
 def padded_columns(M: int) -> int:
     """Columns of the transposed state of M replicas (`gemm_steps`)."""
     return -(-M // ck.GEMM_COLUMNS) * ck.GEMM_COLUMNS
@@ -411,44 +471,58 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     refresh, ...)` draws the noise, applies the family's row rule, tests divergence and
     freezes (aux: the family's arrays a0..a3, up to four); Heun runs two of each per step
     (the predictor's launch, the GEMM at the predictor ``gemm(X2, G2)``, the corrector's).
-    The steps are queued on the device with no host synchronization; XT is transposed back
-    into the state at the end."""
+    The steps are queued by `DeviceRun.queue_steps` (replays of CUDA graphs), so XT, GT, X2,
+    G2 and the schedule codes live in a run `Workspace`, and `gemm` and `aux` must use arrays
+    that persist for the run; XT is transposed back into the state at the end."""
     from ..kernels.common import schedule_code
 
     xp, x, dyn = run.xp, run.state["x"], sim.dynamics
     M, N = x.shape
-    XT = xp.zeros((N, padded_columns(M)), dtype=x.dtype)
-    XT[:, :M] = x.T
-    GT = xp.empty_like(XT)
     heun, sgd, adam = isinstance(dyn, Heun), isinstance(dyn, SGD), isinstance(dyn, AdamW)
     state = ("m", "s") if adam else ("v",) if sgd else ()   # transposed as x into X2 (G2)
-    if heun:                             # the predictor and its gradient
-        X2, G2 = xp.empty_like(XT), xp.empty_like(XT)
-    else:                                # (unused: distinct, the simulator copies each back)
-        X2, G2 = (xp.zeros_like(XT) if k < len(state) else xp.empty((N, 0), x.dtype)
-                  for k in range(2))
+    ecode = schedule_code(dyn.lr if sgd or adam else dyn.step)
+    tcode = ecode if adam else schedule_code(dyn.temperature)
+    rules = (ck.GEMM_PREDICT, ck.GEMM_CORRECT) if heun else (ck.GEMM_SGD,) if sgd else \
+        (ck.GEMM_ADAMW,) if adam else \
+        (ck.GEMM_LM if isinstance(dyn, LeimkuhlerMatthews) else ck.GEMM_OVERDAMPED,)
+    q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps)) if adam else \
+        (float(dyn.momentum), float(dyn.grad_noise), 0.0) if sgd else (0.0, 0.0, 0.0)
+    aux = tuple(aux)
+
+    def build() -> dict:
+        XT = xp.zeros((N, padded_columns(M)), dtype=x.dtype)
+        if heun:                         # the predictor and its gradient
+            X2, G2 = xp.empty_like(XT), xp.empty_like(XT)
+        else:                            # (unused: distinct, the simulator copies each back)
+            X2, G2 = (xp.zeros_like(XT) if k < len(state) else xp.empty((N, 0), x.dtype)
+                      for k in range(2))
+        return dict(XT=XT, GT=xp.empty_like(XT), X2=X2, G2=G2, es=xp.asarray(ecode),
+                    ts=xp.asarray(tcode), aux=aux + tuple(xp.empty(0, x.dtype)
+                                                          for _ in range(4 - len(aux))))
+
+    key = ("gemm", x.dtype, rules, row, refresh, tuple(map(id, aux)), tuple(ecode),
+           tuple(tcode), q)
+    ws = run.workspace(key, build)
+    w = ws.arrays
+    XT, GT, X2, G2 = w["XT"], w["GT"], w["X2"], w["G2"]
+    XT[:, :M] = x.T
     for k, a in zip(state, (X2, G2)):
         a[:, :M] = run.state[k].T
     if prime is not None:
         prime(XT)
-    aux = tuple(aux) + tuple(xp.empty(0, x.dtype) for _ in range(4 - len(aux)))
-    es = xp.asarray(schedule_code(dyn.lr if sgd or adam else dyn.step))
-    ts = es if adam else xp.asarray(schedule_code(dyn.temperature))
-    rules = (ck.GEMM_PREDICT, ck.GEMM_CORRECT) if heun else (ck.GEMM_SGD,) if sgd else \
-        (ck.GEMM_ADAMW,) if adam else \
-        (ck.GEMM_LM if isinstance(dyn, LeimkuhlerMatthews) else ck.GEMM_OVERDAMPED,)
     kernels = [ck.gemm_step(row, refresh, run.f32, N, rule) for rule in rules]
-    arrays = rt.kernel_arrays(XT, GT, X2, G2, run.dstep, es, ts, *aux)
-    head, (esk, tsk, *auxk) = arrays[:5], arrays[5:]
-    q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps)) if adam else \
-        (float(dyn.momentum), float(dyn.grad_noise), 0.0) if sgd else (0.0, 0.0, 0.0)
-    for t in range(t0, t0 + K):
+    head = rt.kernel_arrays(XT, GT, X2, G2, run.dstep, run.tv)
+    esk, tsk, *auxk = rt.kernel_arrays(w["es"], w["ts"], *w["aux"])
+    rest = (run.k0, run.k1, run.rep0, esk, tsk, run.bound, *q, *auxk)
+
+    def step(k: int) -> None:
         gemm(XT, GT)
         for i, kernel in enumerate(kernels):
             if i:
                 gemm(X2, G2)
-            rt.launch(kernel, M, *head, int(t), run.k0, run.k1, run.rep0, esk, tsk, run.bound,
-                      *q, *auxk)
+            rt.launch(kernel, M, *head, k, *rest)
+
+    run.queue_steps(ws, t0, K, step)
     x[...] = XT[:, :M].T
     for k, a in zip(state, (X2, G2)):
         run.state[k][...] = a[:, :M].T

@@ -17,6 +17,13 @@ array and behaves like a CuPy array where that matters for correctness on a real
   so a copy started before later work on the same arrays reads what that work left: code
   that hands a copy stream an array the next steps overwrite fails here as it would race
   on a GPU;
+- stream capture records, as a CUDA graph does: between ``Stream.begin_capture`` and
+  ``end_capture`` nothing runs; only kernel launches (`cuda_runtime.launch` records them,
+  arguments as they are: arrays by reference, scalars by value) and ``matmul(a, b, out=)``
+  are recorded, and any other operation on device arrays is refused (on a GPU it would
+  allocate from the memory pool inside the graph, or not be captured); ``Graph.launch`` runs
+  the recorded work again, so a captured step that baked a host value (a step index) replays
+  it unchanged here as on a GPU;
 - NumPy functions applied to it dispatch here (``__array_function__`` / ``__array_ufunc__``),
   as they dispatch to CuPy;
 - the NumPy functions and array methods CuPy does not have (`NOT_IN_CUPY`,
@@ -56,6 +63,26 @@ NOT_ON_CUPY_ARRAYS = frozenset(("ctypes", "getfield", "resize", "setfield", "set
 def _host_error(what: str) -> TypeError:
     return TypeError(f"Unsupported type <class 'numpy.ndarray'> ({what}): a NumPy array mixed "
                      "with device arrays (CuPy would refuse it; move it with xp.asarray first)")
+
+
+_CAPTURE: list = []   # the capturing streams' recorded work (at most one stream captures)
+
+
+def capturing() -> bool:
+    """Whether a stream is capturing (`Stream.begin_capture`)."""
+    return bool(_CAPTURE)
+
+
+def record(job) -> None:
+    """Add `job` (a callable) to the capturing stream's graph."""
+    _CAPTURE[-1].append(job)
+
+
+def _no_capture(what: str) -> None:
+    if _CAPTURE:
+        raise RuntimeError(f"{what} during stream capture: the stand-in captures only kernel "
+                           "launches and matmul(a, b, out=) (anything else would allocate inside "
+                           "the graph or run at capture time)")
 
 
 def _unwrap(v, what: str):
@@ -135,6 +162,7 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
 
     # -- dispatch ------------------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kw):
+        _no_capture(f"ufunc {ufunc.__name__}")
         if ufunc.__name__ in NOT_IN_CUPY:
             raise TypeError(f"operand type(s) all returned NotImplemented from "
                             f"__array_ufunc__({ufunc!r}, ...) (CuPy has no {ufunc.__name__})")
@@ -145,6 +173,7 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
 
     def __array_function__(self, func, types, args, kwargs):
         name = getattr(func, "__name__", str(func))
+        _no_capture(f"numpy.{name}")
         if name in NOT_IN_CUPY:
             raise TypeError(f"no implementation found for 'numpy.{name}' on types that "
                             f"implement __array_function__: [<class 'cupy.ndarray'>] (CuPy has "
@@ -167,6 +196,7 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
         return _wrap(self._a[_unwrap_index(key)])
 
     def __setitem__(self, key, value):
+        _no_capture("setitem")
         self._a[_unwrap_index(key)] = _unwrap(value, "setitem value")
 
     def __len__(self):
@@ -200,6 +230,7 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):
             return _wrap(attr)
 
         def method(*args, **kwargs):
+            _no_capture(f"ndarray.{name}")
             return _wrap(attr(*_unwrap(args, f"ndarray.{name}"),
                               **_unwrap(kwargs, f"ndarray.{name}")))
         method.__name__ = name
@@ -213,10 +244,15 @@ ndarray.__module__ = "cupy"
 
 
 class Stream:
-    """`cupy.cuda.Stream`: work queued on it (asynchronous copies) runs at `synchronize`."""
+    """`cupy.cuda.Stream`: work queued on it (asynchronous copies) runs at `synchronize`;
+    ``with stream:`` makes it the current stream; `begin_capture` / `end_capture` record a
+    `Graph` (see the module docstring)."""
+
+    _current: list = []
 
     def __init__(self, null=False, non_blocking=False, ptds=False):
         self.queue: list = []
+        self.ptr = 0 if null else id(self)
 
     def synchronize(self) -> None:
         queue, self.queue = self.queue, []
@@ -225,6 +261,39 @@ class Stream:
 
     def wait_event(self, event) -> None:
         """Work on other streams ran when it was queued: nothing to wait for."""
+
+    def __enter__(self):
+        Stream._current.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        Stream._current.pop()
+
+    def begin_capture(self, mode=None) -> None:
+        if self is Stream.null:
+            raise RuntimeError("cannot capture on the default (legacy) stream")
+        if _CAPTURE:
+            raise RuntimeError("a stream is capturing already")
+        _CAPTURE.append([])
+
+    def end_capture(self) -> "Graph":
+        return Graph(_CAPTURE.pop())
+
+    def is_capturing(self) -> bool:
+        return bool(_CAPTURE)
+
+
+class Graph:
+    """`cupy.cuda.Graph`: `launch` runs the captured work, in order (at once: the work of the
+    null stream runs when queued)."""
+
+    def __init__(self, jobs: list):
+        self.jobs = jobs
+
+    def launch(self, stream=None) -> None:
+        _no_capture("Graph.launch")
+        for job in self.jobs:
+            job()
 
 
 class Event:
@@ -242,8 +311,23 @@ class Event:
 
 
 Stream.null = Stream(null=True)
-cuda = types.SimpleNamespace(Stream=Stream, Event=Event,
-                             get_current_stream=lambda device=None: Stream.null)
+cuda = types.SimpleNamespace(
+    Stream=Stream, Event=Event, Graph=Graph,
+    get_current_stream=lambda device=None: Stream._current[-1] if Stream._current else Stream.null)
+
+
+def matmul(a, b, out=None, **kwargs):
+    """`cupy.matmul`; recorded during stream capture (into `out`, which capture needs)."""
+    if _CAPTURE:
+        if not isinstance(out, ndarray) or kwargs:
+            raise RuntimeError("matmul during stream capture needs out= (a device array) and no "
+                               "other keyword: its result would be allocated inside the graph")
+        A, B, O = _unwrap(a, "matmul"), _unwrap(b, "matmul"), out._a
+        record(lambda: np.matmul(A, B, out=O))
+        return out
+    return _wrap(np.matmul(*_unwrap((a, b), "matmul"), out=_unwrap(out, "out="),
+                           **_unwrap(kwargs, "matmul")))
+
 
 # creation functions that accept host data (CuPy copies it to the device)
 _FROM_HOST = {"asarray", "array", "asanyarray", "ascontiguousarray"}
@@ -281,11 +365,13 @@ def __getattr__(name):
         return attr   # dtypes, constants (pi, inf, newaxis)
     if isinstance(attr, np.ufunc):
         def ufunc(*args, **kwargs):
+            _no_capture(f"ufunc {name}")
             return _wrap(attr(*_unwrap(args, f"ufunc {name}"), **_unwrap(kwargs, f"ufunc {name}")))
         ufunc.__name__ = name
         return ufunc
     if name in _FROM_HOST:
         def create(obj, *args, **kwargs):
+            _no_capture(name)
             if isinstance(obj, ndarray):          # on the device already: no copy unless cast
                 return ndarray(attr(obj._a, *args, **kwargs))
             # host data is copied to the "device": never an alias of a host array
@@ -294,6 +380,7 @@ def __getattr__(name):
         return create
 
     def fn(*args, **kwargs):
+        _no_capture(name)
         return _wrap(attr(*_unwrap(args, f"{name}"), **_unwrap(kwargs, f"{name}")))
     fn.__name__ = name
     return fn

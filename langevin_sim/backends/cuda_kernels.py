@@ -415,7 +415,9 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     """One fused overdamped step of the dense families on "cuda", after the step's GEMM
     produced every replica's gradient: one thread per replica r on the transposed state
     XT (N, MP) and gradient GT (N, MP) (replica r in column r: coalesced across a warp;
-    columns >= M are padding and never stepped).  For a live replica at step t: step size
+    columns >= M are padding and never stepped).  For a live replica at step t = tv[0] + k
+    (tv: the device step counter of `DeviceRun.queue_steps`, so a CUDA graph of the launch
+    replays at later steps): step size
     and temperature from the schedule codes es, ts (`schedule_value`, float64, cast to the
     state's dtype as the reference casts its Python scalars), the N normals of step t at
     n = t N + i (purpose NOISE) into a per-thread array, then the family's row rule
@@ -464,13 +466,14 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
                     z[j] = z[j] + v if add else v
 
     @cuda.jit
-    def kernel(XT, GT, X2, G2, dstep, t, k0, k1, rep0, es, ts, bound, q0, q1, q2, a0, a1, a2,
-               a3):
+    def kernel(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, a0, a1,
+               a2, a3):
         r = cuda.grid(1)
         if r >= dstep.shape[0]:
             return
         if dstep[r] >= 0:
             return
+        t = tv[0] + k
         z = cuda.local.array(N, ftype)
         new = cuda.local.array(N, ftype)
         e = sched(int(es[0]), es[1], es[2], es[3], t)
@@ -521,6 +524,17 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
             refresh(XT, r, a0, a1, a2, a3)
         else:
             dstep[r] = t + 1
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def step_counter():
+    """tv[0] += n (one thread): the device step counter of `gemm_step`'s launches moves on by
+    the n steps queued before it (`DeviceRun.queue_steps`)."""
+    @cuda.jit
+    def kernel(tv, n):
+        if cuda.grid(1) == 0:
+            tv[0] += n
     return kernel
 
 

@@ -33,6 +33,7 @@ from ..errors import BackendUnavailableError, ConfigError
 
 SIM_ENV = "LANGEVIN_SIM_CUDA_SIM"
 THREADS_ENV = "LANGEVIN_SIM_CUDA_THREADS"
+GRAPH_ENV = "LANGEVIN_SIM_CUDA_GRAPH_STEPS"
 INSTALL = ("pip install 'langevin_sim[gpu]' (CUDA 12 driver; the same as [cuda12]) or "
            "'langevin_sim[cuda13]' (CUDA 13 driver)")
 
@@ -448,14 +449,95 @@ def kernel_arrays(*arrays) -> tuple:
                  for a in arrays)
 
 
+_LAUNCH_STREAM: list = []   # numba's handle of the capturing stream, while one captures
+
+
 def launch(kernel, n: int, *args) -> None:
-    """Run `kernel` on n threads (one per replica), arguments as device arrays or scalars.
+    """Run `kernel` on n threads (one per replica), arguments as device arrays or scalars,
+    on the default stream (on the capturing stream inside `capture`, where it is recorded).
     In simulator mode the stand-in arrays are handed to numba as the NumPy arrays they wrap
-    (the simulator copies them in and back)."""
+    (the simulator copies them in and back); inside `capture` the launch is recorded with
+    these arguments and runs when the graph is launched."""
     if n <= 0:
         return
     tpb = threads_per_block()
     if simulated():
-        from .cuda_fakecupy import ndarray as fake
-        args = tuple(a._a if isinstance(a, fake) else a for a in args)
-    kernel[(n + tpb - 1) // tpb, tpb](*args)
+        from . import cuda_fakecupy as fake
+        args = tuple(a._a if isinstance(a, fake.ndarray) else a for a in args)
+        configured = kernel[(n + tpb - 1) // tpb, tpb]
+        if fake.capturing():
+            fake.record(lambda: configured(*args))
+        else:
+            configured(*args)
+        return
+    if _LAUNCH_STREAM:
+        kernel[(n + tpb - 1) // tpb, tpb, _LAUNCH_STREAM[-1]](*args)
+    else:
+        kernel[(n + tpb - 1) // tpb, tpb](*args)
+
+
+# ---------------------------------------------------------------- CUDA graphs
+
+def graph_steps() -> int:
+    """Steps per captured CUDA graph of the dense paths (`capture`): 32 on a GPU, 3 in the
+    simulator (so that tiny tests replay graphs several times, with remainders); 0 turns
+    graphs off.  Override with LANGEVIN_SIM_CUDA_GRAPH_STEPS."""
+    v = os.environ.get(GRAPH_ENV)
+    if v:
+        return max(0, int(v))
+    return 3 if simulated() else 32
+
+
+_GRAPHS_FAILED: list = []   # why capture failed on this device (then graphs stay off)
+
+
+def graphs_enabled() -> bool:
+    return graph_steps() > 0 and not _GRAPHS_FAILED
+
+
+def _refuse_allocation(size: int):
+    raise MemoryError(f"a {size}-byte allocation from CuPy's pool during stream capture")
+
+
+def capture(body):
+    """The CUDA graph of the work `body()` queues: CuPy operations and `launch`es are recorded
+    on a new non-blocking stream (CuPy's relaxed capture mode), nothing runs; the graph's
+    ``launch()`` replays the same kernels with the same arguments (device pointers and scalar
+    values as they were at capture) on the current stream.  The body must only launch kernels
+    and write into preallocated arrays (a GEMM with ``out=``): CuPy's pool refuses to allocate
+    during the capture, since an array freed after it would be reused while the graph still
+    writes it.  On a GPU a capture that fails warns once and returns None, and graphs stay off
+    in this process (the caller queues the work itself); in the simulator it raises."""
+    mod = xp()
+    stream = mod.cuda.Stream(non_blocking=True)
+    if is_fake(mod):
+        with stream:
+            stream.begin_capture()
+            try:
+                body()
+            finally:
+                graph = stream.end_capture()
+        return graph
+    import contextlib
+    import warnings
+
+    graph = None
+    try:
+        with stream, mod.cuda.using_allocator(_refuse_allocation):
+            _LAUNCH_STREAM.append(cuda().external_stream(stream.ptr))
+            stream.begin_capture()
+            try:
+                body()
+            finally:
+                _LAUNCH_STREAM.pop()
+                with contextlib.suppress(Exception):
+                    graph = stream.end_capture()
+        if graph is None:
+            raise RuntimeError("cudaStreamEndCapture returned no graph")
+        return graph
+    except Exception as e:   # noqa: BLE001 - any failure: the same work, launched one by one
+        _GRAPHS_FAILED.append(f"{type(e).__name__}: {e}")
+        warnings.warn(f"cuda: capturing the dense steps as a CUDA graph failed ({_GRAPHS_FAILED[0]}"
+                      f"); launching them one by one (set {GRAPH_ENV}=0 to skip the attempt)",
+                      RuntimeWarning, stacklevel=2)
+        return None

@@ -469,7 +469,9 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
     row, refresh, products = _cuda_rules(run.f32, N)
     if isinstance(sim.dynamics, (SGD, AdamW)):
         row = _cuda_optimizer_row(run.f32, N, isinstance(sim.dynamics, AdamW))
-    YT = xp.empty((CT.shape[1], padded_columns(M)), dtype=x.dtype)
+    YT = run.workspace(("pspin products", x.dtype),     # persists: graphs hold its address
+                       lambda: {"YT": xp.empty((CT.shape[1], padded_columns(M)),
+                                               dtype=x.dtype)}).arrays["YT"]
 
     def prime(XT):
         rt.launch(products, XT.shape[1], *rt.kernel_arrays(XT, YT, runs, starts, offsets))

@@ -256,12 +256,13 @@ def baoab_kernel(f32: bool):
         return ftype(v)
 
     @cuda.jit
-    def kernel(XT, PT, GT, YT, QT, FT, off, dstep, t, close, open_, k0, k1, rep0, es, ts,
+    def kernel(XT, PT, GT, YT, QT, FT, off, dstep, tv, k, close, open_, k0, k1, rep0, es, ts,
                friction, mass, bound):
         r = cuda.grid(1)
         if r >= dstep.shape[0] or dstep[r] >= 0:
             return
         N = XT.shape[0]
+        t = tv[0] + k
         if close:
             h = cast(0.5 * sched(int(es[0]), es[1], es[2], es[3], t - 1))
             good = True
@@ -302,29 +303,47 @@ def baoab_form_steps(run, sim, t0: int, K: int, gemm, off) -> None:
     the state x, p, g (M, N) transposed once per call into XT, PT, GT (N, MP) (MP =
     `cuda_backend.padded_columns`(M), padding 0: a replica's bits do not depend on its
     column), then one launch of `baoab_kernel` opening step t0 and per step ONE GEMM and ONE
-    launch (closing the step, opening the next; the last closes only), queued with no host
-    synchronization; the state is transposed back at the end."""
+    launch (closing the step, opening the next; the last closes only), the steps between
+    queued by `DeviceRun.queue_steps` (replays of CUDA graphs: the kernel reads its step
+    from the run's device counter), with no host synchronization; the state is transposed
+    back at the end.  The arrays live in a run `Workspace`; `gemm` and `off` must persist."""
     from ..backends import cuda_runtime as rt
     from ..backends.cuda_backend import padded_columns
 
     xp, dyn, state = run.xp, sim.dynamics, run.state
     M, N = state["x"].shape
-    cols = []
-    for k in ("x", "p", "g"):
-        a = xp.zeros((N, padded_columns(M)), dtype=state[k].dtype)
+    ecode, tcode = schedule_code(dyn.step), schedule_code(dyn.temperature)
+
+    def build() -> dict:
+        cols = {k: xp.zeros((N, padded_columns(M)), dtype=state[k].dtype) for k in "xpg"}
+        return dict(cols, YT=xp.zeros_like(cols["x"]), QT=xp.zeros_like(cols["x"]),
+                    FT=xp.empty_like(cols["x"]), es=xp.asarray(ecode), ts=xp.asarray(tcode),
+                    off=off)
+
+    key = ("baoab", state["x"].dtype, id(off), tuple(ecode), tuple(tcode),
+           float(dyn.friction), float(dyn.mass))
+    ws = run.workspace(key, build)
+    w = ws.arrays
+    cols = [w[k] for k in "xpg"]
+    for k, a in zip("xpg", cols):
         a[:, :M] = state[k].T
-        cols.append(a)
-    YT = cols[0].copy()
-    QT, FT = xp.zeros_like(YT), xp.empty_like(YT)
-    es, ts = (xp.asarray(schedule_code(s)) for s in (dyn.step, dyn.temperature))
+    YT, FT = w["YT"], w["FT"]
+    YT[...] = cols[0]
     kernel = baoab_kernel(run.f32)
-    *arrays, esk, tsk = rt.kernel_arrays(*cols, YT, QT, FT, off, run.dstep, es, ts)
-    rest = (run.k0, run.k1, run.rep0, esk, tsk, float(dyn.friction), float(dyn.mass), run.bound)
-    rt.launch(kernel, M, *arrays, int(t0), False, True, *rest)
-    for t in range(t0 + 1, t0 + K + 1):
+    arrays = rt.kernel_arrays(*cols, YT, w["QT"], FT, off, run.dstep, run.tv)
+    rest = (run.k0, run.k1, run.rep0, *rt.kernel_arrays(w["es"], w["ts"]),
+            float(dyn.friction), float(dyn.mass), run.bound)
+    run.tv.fill(t0)
+    rt.launch(kernel, M, *arrays, 0, False, True, *rest)
+
+    def step(k: int) -> None:             # closes step t - 1, opens t = tv[0] + k
         gemm(YT, FT)
-        rt.launch(kernel, M, *arrays, int(t), True, t < t0 + K, *rest)
-    for k, a in zip(("x", "p", "g"), cols):
+        rt.launch(kernel, M, *arrays, k, True, True, *rest)
+
+    run.queue_steps(ws, t0 + 1, K - 1, step)
+    gemm(YT, FT)                          # tv = t0 + K: closes the last step only
+    rt.launch(kernel, M, *arrays, 0, True, False, *rest)
+    for k, a in zip("xpg", cols):
         state[k][...] = a[:, :M].T
 
 
