@@ -193,7 +193,7 @@ def test_registry_holds_every_fused_pair_once_and_refuses_unknown_backends():
     """One registry maps (potential, dynamics, backend) to a kernel; the numba backend finds
     its kernels there, a second kernel for a registered pair and unknown backends are refused."""
     from langevin_sim.backends import NAMES, registry
-    from langevin_sim.potentials import SphericalPSpin, TeacherStudentMLP
+    from langevin_sim.potentials import ModularArithmeticMLP, SphericalPSpin, TeacherStudentMLP
 
     numba_pairs = set(registry.pairs("numba"))
     for pot, dyn in [(DoubleWell, OverdampedLangevin), (DoubleWell, UnderdampedLangevin),
@@ -203,8 +203,10 @@ def test_registry_holds_every_fused_pair_once_and_refuses_unknown_backends():
         assert (pot, dyn) in numba_pairs, (pot, dyn)
     assert registry.kernel_for(DoubleWell(), OverdampedLangevin(), "numba").first_passage
     assert not registry.kernel_for(Quadratic(spectrum=[1.0]), OverdampedLangevin(), "numba").first_passage
-    assert registry.kernel_for(TeacherStudentMLP(n=8, d_in=2, hidden=2), MALA(0.01),
-                               "cuda") is None                                  # generic path
+    assert registry.kernel_for(SphericalPSpin(N=4), MALA(0.01), "cuda") is None   # none: the
+    # pair is refused by MALA; a net with a learned embedding: registered, `accepts` declines
+    assert registry.kernel_for(ModularArithmeticMLP(p=3, hidden=2, embed=2), MALA(0.01),
+                               "cuda").accepts is not None
     with pytest.raises(ValueError, match="unknown backend"):
         registry.register(DoubleWell, MALA, "gpu")
     with pytest.raises(ValueError, match="two numba kernels for DoubleWell x OverdampedLangevin"):

@@ -246,7 +246,7 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
 PTX_CODE = """
 from numba import boolean, float32, float64, int64, uint64
 from langevin_sim.backends import cuda_kernels as ck
-from langevin_sim.dynamics import SGD, AdamW, Heun, UnderdampedLangevin
+from langevin_sim.dynamics import MALA, SGD, AdamW, Heun, UnderdampedLangevin
 from langevin_sim.kernels import pspin, quadratic, toynets
 import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
@@ -275,17 +275,18 @@ for ft in (float32, float64):
     # SGD in float32 also with gradient and label noise, subset draws and W4's epoch
     # permutations of 1024 samples sorted in the kernel (keys in shared memory; the gradient
     # noise puts the 18 gradients in local memory too: twice the budget); the full-batch
-    # BAOAB (float32) and Heun (float64) as SGD: only their normals
+    # BAOAB (float32) and Heun (float64) as SGD: only their normals; MALA (p = 7) too
     variants = [(16, 32, 0, V, 18, SGD), (16, 32, 0, V, 18, AdamW), (14, 16, 7, I1, 30, SGD),
                 (14, 16, 7, I1, 30, AdamW)]
     if f32:
         variants.append((16, 32, 0, V, 18, SGD, True, True, True, 1024))
     variants.append((16, 32, 0, V, 18, UnderdampedLangevin if f32 else Heun))
+    variants.append((14, 16, 7, I1, 30, MALA))   # x kept, g as state: only the normals too
     for d_in, hidden, classes, labels, normals, rule, *opts in variants:
         ptx, _ = cuda.compile_ptx(
             toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
             (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64,
-             float64, float64, float64, W, labels, I2, int64, int64, int64), cc=(9, 0))
+             float64, float64, float64, W, labels, I2, int64, int64, int64, F1, F1), cc=(9, 0))
         depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
         budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is not AdamW else 0
         assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
@@ -334,7 +335,7 @@ if SIM:
                   "TeacherStudentMLP-AdamW", "TeacherStudentMLP-SGD-labelnoise",
                   "TeacherStudentMLP-SGD-subset-gradnoise", "TeacherStudentMLP-OverdampedLangevin",
                   "TeacherStudentMLP-LeimkuhlerMatthews", "TeacherStudentMLP-UnderdampedLangevin",
-                  "TeacherStudentMLP-Heun"}
+                  "TeacherStudentMLP-Heun", "TeacherStudentMLP-MALA"}
 
     @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
     @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PAIRS
@@ -1149,6 +1150,38 @@ if SIM:
             np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
                                           whole.state[k], err_msg=f"partition, {k}")
 
+    @pytest.mark.parametrize("net, dtype", [("teacher-student", "float64"),
+                                            ("modular", "float32")])
+    def test_fused_toynet_mala_tiny_run_equals_reference(net, dtype, monkeypatch):
+        """MALA on the full batch by the toy nets' kernel: the proposal y = x - eta g +
+        sigma xi (NOISE normals at t d + p) before the passes, the loss at y summed in float64
+        over the samples (squared error / cross-entropy), the proposal's residuals summed over
+        the lanes, the Metropolis test with the ACCEPT word of step t, then y, g(y), U(y) or
+        x, g, U kept, and the divergence test of that state.  3 replicas (one started farther
+        out), step and temperature schedules, two calls: proposals accepted and rejected, a
+        replica frozen in the second call (its acceptance count passes the bound: the
+        reference tests every state array), x, g, U and the counts as the reference's to
+        rounding, the same flags; a first_replica split bit for bit (teacher-student)."""
+        no_generic_steps(monkeypatch)
+        if net == "modular":
+            make, step, bound = (lambda: ModularArithmeticMLP(p=3, hidden=2, seed=1)), 1.0, 4.5
+        else:
+            make, step, bound = (lambda: TeacherStudentMLP(
+                n=5, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1, activation="tanh")), \
+                0.3, 6.0
+        init = make().default_init(np.random.default_rng(3).normal(size=(3, make().d)))
+        init[2] *= 3
+        dyn = MALA(Schedule("linear", step, step / 3, 6), Schedule("linear", 0.5, 0.1, 6))
+        splits = ((0, 1), (1, 2)) if net == "teacher-student" else ()
+        ref, whole, parts = toynet_runs(make, dyn, bound, dtype, init, (4, 3), splits)
+        frozen = ref.diverged_step[ref.diverged_step >= 0]
+        assert len(frozen) == 1 and 4 < frozen[0] <= 7, ref.diverged_step   # in the 2nd call
+        assert 0 < ref.state["accepted"][ref.diverged_step < 0].min() < 7, ref.state["accepted"]
+        assert_states_close(whole, ref, dtype)
+        for k in ref.state if parts else ():
+            np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
+                                          whole.state[k], err_msg=f"partition, {k}")
+
     def test_fused_teacher_student_sgd_noises_tiny_run_equals_reference(monkeypatch):
         """SGD's noise models in the fused kernel (a few seconds): "subset" minibatches (4 of
         6 samples: Floyd's draws collide), label noise, gradient noise and temperature, with
@@ -1243,6 +1276,7 @@ if SIM:
         "tanh-baoab": ("tanh", UnderdampedLangevin(Schedule("linear", 0.5, 1.0, 6), 1.0, 0.1),
                        3.0),
         "tanh-heun": ("tanh", Heun(Schedule("linear", 0.5, 1.0, 6), 0.1), 4.0),
+        "tanh-mala": ("tanh", MALA(Schedule("linear", 1.0, 0.5, 6), 0.3), 5.0),
     }
 
     def test_fused_modular_arithmetic_tiny_run_equals_reference(monkeypatch):
@@ -1264,7 +1298,7 @@ if SIM:
     def test_fused_modular_arithmetic_equals_reference(case, dtype, monkeypatch):
         """ModularArithmeticMLP (p = 3, one-hot) x SGD / AdamW by the fused kernel (epoch,
         i.i.d., full batch; each activation; temperature, momentum, schedules), and the
-        full-batch BAOAB and Heun: as `check_fused_toynet`."""
+        full-batch BAOAB, Heun and MALA: as `check_fused_toynet`."""
         act, dyn, bound = MA_FUSED[case]
         no_generic_steps(monkeypatch)
         check_fused_toynet(lambda: ModularArithmeticMLP(p=3, hidden=2, seed=1, activation=act),

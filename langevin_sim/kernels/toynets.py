@@ -49,7 +49,7 @@ from numba.extending import overload
 
 from ..backends.jit import CPU_PRIMITIVES, ijit, jit, one_blas_thread, select_cpu
 from ..backends.registry import register
-from ..dynamics import (SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
 from ..dynamics.sgd import SAMPLING_CODES, sampling_of
 from ..potentials.toynets import ACTIVATIONS, ModularArithmeticMLP, TeacherStudentMLP
@@ -801,8 +801,9 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
-# TeacherStudentMLP and ModularArithmeticMLP (one-hot inputs) x SGD and x AdamW: one fused
-# numba-cuda kernel, the net's head and the update rule compiled in.
+# TeacherStudentMLP and ModularArithmeticMLP (one-hot inputs) x SGD, AdamW and the full-batch
+# Langevin dynamics and MALA: one fused numba-cuda kernel, the net's head and the update rule
+# compiled in.
 # One block of 32 threads (one warp) per replica runs many steps per launch; the replica's
 # parameters stay on chip for the whole launch.  Lane l owns hidden units j = l, l + 32, ...:
 # their W1 row, b1_j and W2[:, j] (K outputs: 1 for the teacher-student regression, p logits
@@ -854,6 +855,15 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    divergence test `within_bound` of the new x and state, and a block vote
 #    (`syncthreads_and`): a good step is committed, a bad one freezes the replica (dstep =
 #    t + 1, its state untouched) and ends its launch.
+#    MALA (state g, U(x), acceptance count): its proposal y = `overdamped_update`(x, g, eta,
+#    sigma, xi) with the NOISE normals at t d + p is made before step 1 (x kept), steps 3-5
+#    run at y, step 4 also writing each sample's loss in float64 (squared residual;
+#    log-sum-exp minus the class logit, in the state's dtype, as `mlp_loss`), summed in sample
+#    order; each lane sums `proposal_residual2` of the forward and backward moves over its
+#    parameters (lane 0 also over b2) into shared memory, every lane adds the 32 sums in lane
+#    order (one decision for the block), the ACCEPT word of step t decides (`mala_log_alpha`,
+#    `accept_uniform`, `mala_accept`), the new state (y, g(y), U(y), count + 1, or x, g, U,
+#    count) is tested whole, as the reference tests it, and a block vote commits or freezes.
 #
 # The per-thread arrays are indexed only in loops of compile-time length, so that NVVM unrolls
 # them and keeps parameters, optimizer states and gradients in registers (W4 and modular
@@ -883,9 +893,10 @@ EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
                             SAMPLING_CODES["subset"], -1)
 TANH, RELU = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
 OPTIMIZER_STATE = {SGD: ("v",), AdamW: ("m", "s"), OverdampedLangevin: (),
-                   LeimkuhlerMatthews: (), UnderdampedLangevin: ("p", "g"), Heun: ()}
+                   LeimkuhlerMatthews: (), UnderdampedLangevin: ("p", "g"), Heun: (),
+                   MALA: ("g",)}
 RULE_CODES = {SGD: 0, AdamW: 1, OverdampedLangevin: 2, LeimkuhlerMatthews: 3,
-              UnderdampedLangevin: 4, Heun: 5}     # (state arrays besides x; kernel codes)
+              UnderdampedLangevin: 4, Heun: 5, MALA: 6}   # (state arrays besides x; codes)
 
 
 def net_sizes(pot) -> tuple[int, int, int]:
@@ -896,12 +907,15 @@ def net_sizes(pot) -> tuple[int, int, int]:
     return pot.d_in, pot.hidden, 0
 
 
-def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0) -> int:
+def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0,
+                 mala: bool = False) -> int:
     """Shared memory of one replica's block (bytes): inputs A (B, d_in), activations
     (B, hidden + 1), W2 (K, hidden), b2 (K,), dout (B, K) in the state's dtype (K =
-    max(classes, 1) outputs), indices (B,) int64."""
+    max(classes, 1) outputs), indices (B,) int64; MALA: the samples' losses (B,) and the
+    lanes' sums of the proposal's residuals (2, 32) in float64."""
     K = max(classes, 1)
-    return itemsize * (B * d_in + B * (hidden + 1) + K * (hidden + 1) + B * K) + 8 * B
+    return itemsize * (B * d_in + B * (hidden + 1) + K * (hidden + 1) + B * K) + 8 * B + \
+        (8 * (B + 2 * WARP) if mala else 0)
 
 
 def batch_of(sim) -> int:
@@ -939,7 +953,8 @@ def accepts(sim) -> bool:
     d_in, hidden, classes = net_sizes(pot)
     if -(-hidden // WARP) * (d_in + 1 + max(classes, 1)) > MAX_OWNED:
         return False
-    return shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes) <= SHARED_BYTES
+    return shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes,
+                        isinstance(sim.dynamics, MALA)) <= SHARED_BYTES
 
 
 def sort_slots(n: int) -> int:
@@ -963,7 +978,8 @@ def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: in
                 grad_noise: bool = False, label_noise: bool = False, subset: bool = False,
                 permute: int = 0):
     """The fused kernel of the update rule of `rule` (a class of RULE_CODES: SGD, AdamW, or
-    the full-batch OverdampedLangevin or LeimkuhlerMatthews) for float32
+    the full-batch OverdampedLangevin, LeimkuhlerMatthews, UnderdampedLangevin, Heun or
+    MALA) for float32
     (f32) or float64 states of a net (d_in, hidden) with a regression output (classes 0) or
     a softmax over `classes` logits, B samples per step (drawn by Floyd's algorithm when
     `subset`; with `permute` = n > 0, epoch sampling with each epoch's permutation of the n
@@ -993,13 +1009,18 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
     coeffs, first, last = dev.baoab_coeffs, dev.baoab_first, dev.baoab_last
     ADAM, OD, LM = RULE == RULE_CODES[AdamW], RULE == RULE_CODES[OverdampedLangevin], \
         RULE == RULE_CODES[LeimkuhlerMatthews]
+    MH = RULE == RULE_CODES[MALA]        # a: the gradient at x; x kept while y is tried
+    od_update, residual2, log_alpha, uniform, accept = (
+        dev.overdamped_update, dev.proposal_residual2, dev.mala_log_alpha, dev.accept_uniform,
+        dev.mala_accept)
     BA = RULE == RULE_CODES[UnderdampedLangevin]   # BAOAB: a = p, b = g
     HEUN = RULE == RULE_CODES[Heun]      # a: the gradient at x (g at the predictor in G)
     LANGEVIN = OD or LM                  # no operand a
     NOSTATE = LANGEVIN or HEUN           # no state arrays besides x
     NOISE, MINIBATCH, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.MINIBATCH), np.uint64(
         rng.GRAD_NOISE)
-    LABEL, SUBSET_ = np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET)
+    LABEL, SUBSET_, ACCEPT = (np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET),
+                              np.uint64(rng.ACCEPT))
     PERMUTE, LOW32, TOP = np.uint64(rng.PERMUTE), np.uint64(0xFFFFFFFF), np.uint64(2 ** 64 - 1)
     NP = sort_slots(NS) if NS else 1        # the epoch's sort keys (NS = 0: perm from the host)
     ftype = np.float32 if f32 else np.float64
@@ -1011,7 +1032,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
     NPL = HPL * E
     NA, NA2 = (1, 1) if LANGEVIN else (NPL, KO)  # SGD's v, AdamW's m (Langevin: none)
     NB, NB2 = (NPL, KO) if ADAM or BA else (1, 1)   # AdamW's s, BAOAB's g (SGD: none)
-    N0, N02 = (NPL, KO) if BA or HEUN else (1, 1)   # x before the step (BAOAB: a freeze's)
+    N0, N02 = (NPL, KO) if BA or HEUN or MH else (1, 1)   # x before the step (BAOAB: a
+    LB, RW = (B, WARP) if MH else (1, 1)  # freeze's); MALA's sample losses, lanes' residuals
     NX, NX2 = (1, 1) if ADAM else (NPL, KO)      # the normals (AdamW: none)
     HP = H + 1                           # activation rows padded: step 4 reads them row-wise
     D = H * DIN + H + KO * H + KO
@@ -1049,6 +1071,49 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
         return s * s, two * s
 
     @cuda.jit(device=True)
+    def step_normals(XI, XI2, lane, t, k0, k1, rep):
+        """XI, XI2: the NOISE normals of step t at t d + p of the lane's parameters and of b2
+        (each Philox block once), in a loop of their own (the draws keep NVVM from unrolling
+        the loop they are in: what that loop writes would go to local memory)."""
+        cz = np.int64(-1)
+        z0 = z1 = z2 = z3 = zero
+        for q in range(HPL):
+            j = lane + WARP * q
+            if j < H:
+                for k in range(E):
+                    XI[q * E + k], cz, z0, z1, z2, z3 = draw(
+                        k0, k1, NOISE, rep, np.int64(t) * D + slot(j, k), cz, z0, z1, z2, z3)
+        for c in range(KO):
+            XI2[c], cz, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, np.int64(t) * D + O2 + c, cz,
+                                              z0, z1, z2, z3)
+
+    @cuda.jit(device=True)
+    def propose(P, P2, X0, X02, Gs, Gs2, XI, XI2, W2, B2, lane, se, sp, heun):
+        """x kept in X0, X02; P, P2 (and their mirrors W2, B2) moved to the overdamped step
+        from x with gradient Gs, Gs2 and the normals XI, XI2: Heun's predictor
+        `overdamped_lane` (x + (0 - eta g + sigma xi)), MALA's proposal `overdamped_update`
+        (as each reference computes it)."""
+        for q in range(HPL):
+            j = lane + WARP * q
+            if j < H:
+                for k in range(E):
+                    i = q * E + k
+                    X0[i] = P[i]
+                    if heun:
+                        P[i] = od_lane(P[i], Gs[i], XI[i], se, sp, zero)
+                    else:
+                        P[i] = od_update(P[i], Gs[i], se, sp, XI[i])
+                for c in range(KO):
+                    W2[c, j] = P[q * E + DIN + 1 + c]
+        for c in range(KO):
+            X02[c] = P2[c]
+            if heun:
+                P2[c] = od_lane(P2[c], Gs2[c], XI2[c], se, sp, zero)
+            else:
+                P2[c] = od_update(P2[c], Gs2[c], se, sp, XI2[c])
+            B2[c] = P2[c]
+
+    @cuda.jit(device=True)
     def update(x, a, b, g, z, h, co):
         """The rule compiled in, on one parameter x with gradient g and state a, b (SGD: v and
         an unused 0; AdamW: m, s; Langevin: two unused 0s): the new (x, a, b).  h: the
@@ -1075,14 +1140,14 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
 
     @cuda.jit
     def kernel(x, a, b, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, bound, inputs,
-               labels, perm, per_epoch, mode, kind):
+               labels, perm, per_epoch, mode, kind, ux, nacc):
         """Steps t0 .. t0+K-1 of replica blockIdx.x: x (M, D) parameters, a, b (M, D) the
         rule's state (SGD: v and an unused (0, D); AdamW: m, s); es, ts schedule codes of lr
         and temperature (AdamW: ts unused); q0..q3 float64 (SGD: momentum, weight decay,
         grad_noise, label_noise; AdamW: beta1, beta2, eps, weight decay); inputs (n, d_in),
         labels (n,) (the targets, or the classes as int64); perm (M, n) the epoch's
         permutations (EPOCH), per_epoch = n // B; mode the sampling code; kind the
-        activation."""
+        activation; ux, nacc (M,) float64: MALA's U(x) and accepted proposals (else unused)."""
         r = cuda.blockIdx.x
         lane = cuda.threadIdx.x
         if dstep[r] >= 0:                 # frozen before this launch (uniform in the block)
@@ -1094,6 +1159,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
         dout = cuda.shared.array((B, KO), ftype)
         idx = cuda.shared.array(B, np.int64)
         keys = cuda.shared.array(NP, np.uint64)
+        Lb = cuda.shared.array(LB, np.float64)   # MALA: the samples' losses at y
+        R = cuda.shared.array((2, RW), np.float64)   # MALA: the lanes' residual sums
         P = cuda.local.array(NPL, ftype)    # owned parameters, their states a and b, gradient,
         Sa = cuda.local.array(NA, ftype)    # normals
         Sb = cuda.local.array(NB, ftype)
@@ -1126,27 +1193,24 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
             B2[c] = P2[c]
         h = (cast(q0), cast(q1), cast(q2), cast(q3), cast(1.0 - q0), cast(1.0 - q1))
         rep = rep0 + np.uint64(r)
+        ur = ux[r] if MH else 0.0         # MALA's U(x) and acceptance count (every lane)
+        ar = nacc[r] if MH else 0.0
         cuda.syncthreads()
         for t in range(t0, t0 + K):
             half = zero                   # BAOAB's and Heun's eta / 2
+            if MH:                        # 0. MALA's proposal y = x - eta g + sigma xi into P
+                eta = sched(int(es[0]), es[1], es[2], es[3], t)   # (x kept in X0), with the
+                T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)     # NOISE normals at t d + p
+                se, sp = cast(eta), cast(noise_scale(eta, T))
+                step_normals(XI, XI2, lane, t, k0, k1, rep)
+                propose(P, P2, X0, X02, Sa, Sa2, XI, XI2, W2, B2, lane, se, sp, False)
+                cuda.syncthreads()
             if BA:                        # 0. BAOAB's B A O A with the stored g: x' into P
                 eta = sched(int(es[0]), es[1], es[2], es[3], t)   # (the old x kept), p' into
                 T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)     # XI, for the gradient at x'
                 c1, c2 = coeffs(eta, q0, T, q1)
                 half, im, s1, s2 = cast(0.5 * eta), cast(1.0 / q1), cast(c1), cast(c2)
-                cz = np.int64(-1)         # the normals first, in a loop of their own (the
-                z0 = z1 = z2 = z3 = zero  # draws keep NVVM from unrolling the loop they
-                for q in range(HPL):      # are in: what it writes goes to local memory)
-                    j = lane + WARP * q
-                    if j < H:
-                        for k in range(E):
-                            XI[q * E + k], cz, z0, z1, z2, z3 = draw(
-                                k0, k1, NOISE, rep, np.int64(t) * D + slot(j, k), cz, z0, z1,
-                                z2, z3)
-                for c in range(KO):
-                    XI2[c], cz, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep,
-                                                      np.int64(t) * D + O2 + c, cz, z0, z1, z2,
-                                                      z3)
+                step_normals(XI, XI2, lane, t, k0, k1, rep)   # first, in a loop of their own
                 for q in range(HPL):
                     j = lane + WARP * q
                     if j < H:
@@ -1242,11 +1306,14 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                             for c in range(1, KO):
                                 if dout[b_, c] > mx:
                                     mx = dout[b_, c]
+                            oc = dout[b_, labels[idx[b_]]] - mx
                             nrm = zero
                             for c in range(KO):
                                 e = cast(math.exp(dout[b_, c] - mx))
                                 dout[b_, c] = e
                                 nrm += e
+                            if MH:            # the loss log sum e^(out - max) - (out_c - max)
+                                Lb[b_] = np.float64(cast(math.log(nrm)) - oc)
                             for c in range(KO):
                                 y = one if c == labels[idx[b_]] else zero
                                 dout[b_, c] = (dout[b_, c] / nrm - y) / fB
@@ -1257,7 +1324,10 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                             y = labels[idx[b_]] + h[3] * pick(n - 4 * blk, z0, z1, z2, z3)
                             dout[b_, 0] = (dout[b_, 0] - y) / fB
                         else:
-                            dout[b_, 0] = (dout[b_, 0] - labels[idx[b_]]) / fB
+                            res = dout[b_, 0] - labels[idx[b_]]
+                            if MH:            # the squared residual, in float64
+                                Lb[b_] = np.float64(res) * np.float64(res)
+                            dout[b_, 0] = res / fB
                 cuda.syncthreads()
                 for c in range(KO):           # 5. backward, lanes over hidden units
                     G2[c] = zero
@@ -1290,38 +1360,91 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                     eta = sched(int(es[0]), es[1], es[2], es[3], t)   # into P (x kept in X0,
                     T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)     # g in Sa), its normals
                     se, sp = cast(eta), cast(noise_scale(eta, T))     # in XI (none at T = 0)
-                    cz = np.int64(-1)
-                    z0 = z1 = z2 = z3 = zero
-                    for q in range(HPL):
-                        j = lane + WARP * q
-                        if j < H:
-                            for k in range(E):
-                                XI[q * E + k] = zero
-                                if T > 0:
-                                    XI[q * E + k], cz, z0, z1, z2, z3 = draw(
-                                        k0, k1, NOISE, rep, np.int64(t) * D + slot(j, k), cz,
-                                        z0, z1, z2, z3)
+                    if T > 0:
+                        step_normals(XI, XI2, lane, t, k0, k1, rep)
+                    else:
+                        for i in range(NPL):
+                            XI[i] = zero
+                        for c in range(KO):
+                            XI2[c] = zero
+                    for i in range(NPL):
+                        Sa[i] = G[i]
                     for c in range(KO):
-                        XI2[c] = zero
-                        if T > 0:
-                            XI2[c], cz, z0, z1, z2, z3 = draw(
-                                k0, k1, NOISE, rep, np.int64(t) * D + O2 + c, cz, z0, z1, z2, z3)
-                    for q in range(HPL):
-                        j = lane + WARP * q
-                        if j < H:
-                            for k in range(E):
-                                i = q * E + k
-                                X0[i] = P[i]
-                                Sa[i] = G[i]
-                                P[i] = od_lane(P[i], G[i], XI[i], se, sp, zero)
-                            for c in range(KO):
-                                W2[c, j] = P[q * E + DIN + 1 + c]
-                    for c in range(KO):
-                        X02[c] = P2[c]
                         Sa2[c] = G2[c]
-                        P2[c] = od_lane(P2[c], G2[c], XI2[c], se, sp, zero)
-                        B2[c] = P2[c]
+                    propose(P, P2, X0, X02, G, G2, XI, XI2, W2, B2, lane, se, sp, True)
                     cuda.syncthreads()
+            if MH:                        # 6. MALA: U(y), the residuals, the Metropolis
+                uy = 0.0                  # test, the divergence test of the new state, vote
+                for b_ in range(B):
+                    uy += Lb[b_]
+                uy = uy / B if CLASSES else 0.5 * (uy / B)
+                fw = 0.0                  # the lane's sums; b2's terms on lane 0 only
+                bw_ = 0.0
+                for q in range(HPL):
+                    j = lane + WARP * q
+                    if j < H:
+                        for k in range(E):
+                            i = q * E + k
+                            fw += residual2(P[i], X0[i], Sa[i], se)
+                            bw_ += residual2(X0[i], P[i], G[i], se)
+                if lane == 0:
+                    for c in range(KO):
+                        fw += residual2(P2[c], X02[c], Sa2[c], se)
+                        bw_ += residual2(X02[c], P2[c], G2[c], se)
+                R[0, lane] = fw
+                R[1, lane] = bw_
+                cuda.syncthreads()
+                fwd = 0.0                 # every lane sums the lanes' in order: one decision
+                bwd = 0.0
+                for i in range(WARP):
+                    fwd += R[0, i]
+                    bwd += R[1, i]
+                w0, w1, w2, w3 = bw(k0, k1, ACCEPT, rep, np.uint64(t // 4))
+                take = accept(uniform(pick(t - 4 * (t // 4), w0, w1, w2, w3)),
+                              log_alpha(uy, ur, bwd, fwd, eta, T))
+                ok = True
+                for q in range(HPL):
+                    j = lane + WARP * q
+                    if j < H:
+                        for k in range(E):
+                            i = q * E + k
+                            if take:
+                                ok = ok and ok_(P[i], bound) and ok_(G[i], bound)
+                            else:
+                                ok = ok and ok_(X0[i], bound) and ok_(Sa[i], bound)
+                for c in range(KO):
+                    if take:
+                        ok = ok and ok_(P2[c], bound) and ok_(G2[c], bound)
+                    else:
+                        ok = ok and ok_(X02[c], bound) and ok_(Sa2[c], bound)
+                if take:
+                    ok = ok and ok_(uy, bound) and ok_(ar + 1.0, bound)
+                else:
+                    ok = ok and ok_(ur, bound) and ok_(ar, bound)
+                good = cuda.syncthreads_and(1 if ok else 0) != 0
+                if take and good:         # y, g(y), U(y) become the state
+                    for i in range(NPL):
+                        Sa[i] = G[i]
+                    for c in range(KO):
+                        Sa2[c] = G2[c]
+                    ur = uy
+                    ar += 1.0
+                    continue
+                for q in range(HPL):      # rejected, or frozen: x back from X0
+                    j = lane + WARP * q
+                    if j < H:
+                        for k in range(E):
+                            P[q * E + k] = X0[q * E + k]
+                        for c in range(KO):
+                            W2[c, j] = P[q * E + DIN + 1 + c]
+                for c in range(KO):
+                    P2[c] = X02[c]
+                    B2[c] = P2[c]
+                if not good:
+                    if lane == 0:
+                        dstep[r] = t + 1
+                    break
+                continue
             eta = sched(int(es[0]), es[1], es[2], es[3], t)   # 6. update, test, vote
             if ADAM:
                 T = 0.0
@@ -1436,6 +1559,9 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                     a[r, O2 + c] = Sa2[c]
                 if ADAM or BA:
                     b[r, O2 + c] = Sb2[c]
+            if MH:
+                ux[r] = ur
+                nacc[r] = ar
     return kernel
 
 
@@ -1469,7 +1595,8 @@ def _coefficients(dyn) -> tuple:
 
 
 def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
-    """Steps t0 .. t0+K-1 of SGD or AdamW on a toy net on the device state of `run`: one
+    """Steps t0 .. t0+K-1 of a RULE_CODES dynamics on a toy net on the device state of `run`
+    (MALA: its U and acceptance counts too): one
     block of 32 threads per replica, launches of up to `CALL_STEPS` steps (epoch sampling with
     permutations too large for the kernel's shared memory: up to the epoch's end, after its
     permutations were computed on the device)."""
@@ -1493,6 +1620,8 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     ts = xp.asarray(es if isinstance(dyn, AdamW) else schedule_code(dyn.temperature))
     head = rt.kernel_arrays(x, *states, run.dstep)
     tail = rt.kernel_arrays(es, ts, inputs, labels, xp.zeros((0, 0), np.int64))
+    mh = rt.kernel_arrays(*((run.state["u"], run.state["accepted"]) if isinstance(dyn, MALA)
+                            else (xp.zeros(0), xp.zeros(1))))
     scalars = _coefficients(dyn) + (run.bound,)
     t = t0
     while t < t0 + K:
@@ -1504,7 +1633,7 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
             perm, end = tail[4], min(t0 + K, t + CALL_STEPS)
         kernel[M, WARP](*head, int(t), int(end - t), run.k0, run.k1, run.rep0, tail[0], tail[1],
                         *scalars, tail[2], tail[3], perm, int(per_epoch), int(mode),
-                        int(pot.kind))
+                        int(pot.kind), *mh)
         t = end
 
 
