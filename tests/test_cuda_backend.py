@@ -290,6 +290,16 @@ for ft in (float32, float64):
         depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
         budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is not AdamW else 0
         assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
+    # a learned embedding (p = 7, e = 4, hidden 16; inputs the operand pairs, int64): the
+    # lane's embedding entry stays out of local memory too (SGD in float32: the unit's 16
+    # normals only; AdamW in float64: nothing)
+    rule = SGD if f32 else AdamW
+    ptx, _ = cuda.compile_ptx(
+        toynets.cuda_kernel(f32, 8, 16, 32, rule, 7, embed=4).py_func,
+        (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64, float64,
+         float64, float64, I2, I1, I2, int64, int64, int64, F1, F1), cc=(9, 0))
+    depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
+    assert depot is None or int(depot.group(1)) <= (64 if f32 else 0), ("embed", depot.group(0))
 print("ok")
 """
 
@@ -330,12 +340,14 @@ if SIM:
     DEVICE_BACKENDS = ["cuda"]
 
     # the fused MLP kernel runs a warp per replica in the simulator (16-20 s each here); its
-    # parity, sampling modes, partition and chunking are test_fused_teacher_student_*'s
+    # parity, sampling modes, partition and chunking are test_fused_teacher_student_*'s and
+    # test_fused_embedding_*'s (the registry's ModularArithmeticMLP has a learned embedding)
     SLOW_PAIRS = {"TeacherStudentMLP-SGD", "TeacherStudentMLP-SGD-iid",
                   "TeacherStudentMLP-AdamW", "TeacherStudentMLP-SGD-labelnoise",
                   "TeacherStudentMLP-SGD-subset-gradnoise", "TeacherStudentMLP-OverdampedLangevin",
                   "TeacherStudentMLP-LeimkuhlerMatthews", "TeacherStudentMLP-UnderdampedLangevin",
-                  "TeacherStudentMLP-Heun", "TeacherStudentMLP-MALA"}
+                  "TeacherStudentMLP-Heun", "TeacherStudentMLP-MALA"} | {
+                      n for n in PAIRS if n.startswith("ModularArithmeticMLP-")}   # embedding
 
     @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
     @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PAIRS
@@ -1278,6 +1290,57 @@ if SIM:
         "tanh-heun": ("tanh", Heun(Schedule("linear", 0.5, 1.0, 6), 0.1), 4.0),
         "tanh-mala": ("tanh", MALA(Schedule("linear", 1.0, 0.5, 6), 0.3), 5.0),
     }
+
+    EMB_FUSED = {   # activation, dynamics, divergence bound (replicas 1 and 3 start 3x out)
+        "relu-sgd-epoch": ("relu", SGD(Schedule("linear", 0.5, 1.0, 6), 2, momentum=0.5,
+                                       weight_decay=1e-2, temperature=0.05), 6.0),
+        "tanh-adamw-iid": ("tanh", AdamW(Schedule("linear", 0.5, 1.0, 6), 3, replacement=True,
+                                         weight_decay=1e-2), 6.0),
+        "tanh-lm": ("tanh", LeimkuhlerMatthews(Schedule("linear", 0.5, 1.0, 6), 0.1), 4.0),
+        "tanh-baoab": ("tanh", UnderdampedLangevin(Schedule("linear", 0.5, 1.0, 6), 1.0, 0.1),
+                       4.0),
+        "tanh-heun": ("tanh", Heun(Schedule("linear", 0.5, 1.0, 6), 0.1), 4.0),
+        "relu-mala": ("relu", MALA(Schedule("linear", 1.0, 0.5, 6), 0.3), 3.0),
+    }
+
+    def _embedding_net(act):
+        return lambda: ModularArithmeticMLP(p=3, hidden=2, embed=2, seed=1, activation=act)
+
+    @pytest.mark.parametrize("case, dtype", [("relu-sgd-epoch", "float64"),
+                                             ("tanh-heun", "float32")])
+    def test_fused_embedding_tiny_run_equals_reference(case, dtype, monkeypatch):
+        """ModularArithmeticMLP with a learned embedding E (p, e) by the fused kernel: the
+        lanes own E's entries besides their units, the batch's rows [E_a; E_b] are gathered
+        from E mirrored in shared memory (again at Heun's predictor), and E's gradient is
+        dA = dZ W1 (W1 mirrored) summed over the samples of each operand.  Epoch minibatches
+        with momentum, weight decay and temperature (float64), and Heun on the full batch
+        (float32): the reference's states to rounding and the same flags (replicas that
+        diverge), a first_replica split bit for bit."""
+        act, dyn, bound = EMB_FUSED[case]
+        no_generic_steps(monkeypatch)
+        check_fused_toynet(_embedding_net(act), dyn, bound, dtype)
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("case", list(EMB_FUSED))
+    def test_fused_embedding_equals_reference(case, dtype, monkeypatch):
+        """The learned embedding with every rule of the kernel, both dtypes: as
+        `check_fused_toynet`."""
+        act, dyn, bound = EMB_FUSED[case]
+        no_generic_steps(monkeypatch)
+        check_fused_toynet(_embedding_net(act), dyn, bound, dtype)
+
+    def test_toynets_beyond_the_kernel_take_the_generic_path(monkeypatch):
+        """A net with more parameters per lane than `MAX_OWNED` takes the generic path (the
+        potential's own gradient in array code on the device), equal to the reference."""
+        from langevin_sim.kernels import toynets
+
+        monkeypatch.setattr(toynets, "MAX_OWNED", 4)
+        make = _embedding_net("tanh")
+        dyn = AdamW(0.3, None, weight_decay=1e-2)
+        assert toynets.owned(make()) > 4
+        assert cuda_backend.fused_kernel(Simulation(make(), dyn, 2, backend="cuda")) is None
+        backends_agree("cuda", make, dyn, 3, (2, 1), what="generic net", seed=5)
 
     def test_fused_modular_arithmetic_tiny_run_equals_reference(monkeypatch):
         """The default suite's ModularArithmeticMLP case (a few seconds): p = 3 (4 training

@@ -1,7 +1,7 @@
 """TeacherStudentMLP and ModularArithmeticMLP: one CPU kernel for minibatch SGD and AdamW, and
-one fused numba-cuda kernel for both nets (one-hot inputs) x SGD, AdamW and the full-batch
-OverdampedLangevin, LeimkuhlerMatthews, UnderdampedLangevin (BAOAB) and Heun (its section at
-the end).
+one fused numba-cuda kernel for both nets (one-hot inputs or a learned embedding) x SGD, AdamW
+and the full-batch OverdampedLangevin, LeimkuhlerMatthews, UnderdampedLangevin (BAOAB), Heun
+and MALA (its section at the end).
 
 The kernel follows the reference step by step (`SGD.reference_step`, `AdamW.reference_step`,
 the nets' `_evaluate`): the minibatch of each step (`common.minibatch_rows`, every sampling
@@ -801,15 +801,18 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
-# TeacherStudentMLP and ModularArithmeticMLP (one-hot inputs) x SGD, AdamW and the full-batch
-# Langevin dynamics and MALA: one fused numba-cuda kernel, the net's head and the update rule
-# compiled in.
+# TeacherStudentMLP and ModularArithmeticMLP (one-hot inputs or a learned embedding) x SGD,
+# AdamW and the full-batch Langevin dynamics and MALA: one fused numba-cuda kernel, the net's
+# head and the update rule compiled in.
 # One block of 32 threads (one warp) per replica runs many steps per launch; the replica's
 # parameters stay on chip for the whole launch.  Lane l owns hidden units j = l, l + 32, ...:
 # their W1 row, b1_j and W2[:, j] (K outputs: 1 for the teacher-student regression, p logits
 # for modular arithmetic), and the optimizer's state of these (SGD: the velocity v; AdamW: the
 # moments m, s), in per-thread arrays (registers); every lane keeps b2 (K,) and its state (the
-# same values, computed redundantly).  Per step, with a block barrier between phases
+# same values, computed redundantly).  A learned embedding E (p, e) (flat at the front of x):
+# lane l owns its entries f = l, l + 32, .. in per-thread arrays as well, and E and W1 are
+# mirrored in shared memory (E for the inputs, W1 for E's gradient).  Per step, with a block
+# barrier between phases
 # (`syncthreads`: a one-warp block, and what the simulator has):
 #
 # 0. at an epoch's first step (and a launch's), with epoch sampling: the epoch's permutation,
@@ -827,7 +830,9 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    batch);
 # 2. the batch's input rows gathered into shared A (B, d_in) (consecutive lanes read
 #    consecutive entries of a row: coalesced; the dataset is shared by every replica and stays
-#    in L1/L2; modular arithmetic: the one-hot rows [e_a; e_b], as the reference multiplies);
+#    in L1/L2; modular arithmetic: the one-hot rows [e_a; e_b], as the reference multiplies,
+#    or with a learned embedding the rows [E_a; E_b] of the mirrored E, gathered again at
+#    Heun's predictor);
 # 3. forward, lanes over hidden units: z_bj = (sum_i A_bi W1_ji) + b1_j, kept in shared S
 #    (B, h + 1) (tanh: h = tanh z, since phi' = 1 - h^2 needs only h; relu, quadratic: z);
 # 4. read-out and loss head, lanes over batch slots: out_bc = (sum_j phi_bj W2_cj) + b2_c (W2
@@ -876,11 +881,14 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # Learning rate and temperature come from the schedules' codes per step (`schedule_value`,
 # float64, cast to the state's dtype as the reference casts its Python scalars).  Shared memory
 # per replica: (B d_in + B (h + 1) + K (h + 1) + B K) items + 8 B bytes, at most 48 KiB (W4 in
-# float64: 13 KiB).  Options the kernel does not run take the generic path (`accepts`):
-# a learned embedding (ModularArithmeticMLP's embed), dtypes other than float32 and float64,
+# float64: 13 KiB; a learned embedding adds the mirrors of E and W1).  Options the kernel does
+# not run take the generic path (`accepts`): dtypes other than float32 and float64,
 # batches whose shared memory exceeds the limit,
 # more than `MAX_OWNED` parameters per lane (they would live in local memory), first-passage
-# observers.  Results equal the reference to rounding (the sums are the reference's, in another
+# observers.  With a learned embedding, step 5 ends with E's gradient: dA = dZ W1 (lanes over
+# (b, i), the units in order, over A), then entry (c, k) sums dA[b, k] over the samples whose
+# first operand is c and dA[b, e + k] over those whose second is, as Xa^T dA_a + Xb^T dA_b.
+# Results equal the reference to rounding (the sums are the reference's, in another
 # order): float64 to ~1e-12 relative, float32 to its rounding; the same divergence flags; a
 # replica's bits do not depend on the others.
 
@@ -901,21 +909,37 @@ RULE_CODES = {SGD: 0, AdamW: 1, OverdampedLangevin: 2, LeimkuhlerMatthews: 3,
 
 def net_sizes(pot) -> tuple[int, int, int]:
     """(d_in, hidden, classes) of a toy net: classes 0 for TeacherStudentMLP's one regression
-    output, p for ModularArithmeticMLP's logits (one-hot inputs: d_in = 2p)."""
+    output, p for ModularArithmeticMLP's logits (d_in = 2p with one-hot inputs, 2e with a
+    learned embedding of width e)."""
     if isinstance(pot, ModularArithmeticMLP):
-        return 2 * pot.p, pot.hidden, pot.p
+        return 2 * (pot.p if pot.embed is None else pot.embed), pot.hidden, pot.p
     return pot.d_in, pot.hidden, 0
 
 
+def embed_of(pot) -> int:
+    """The width e of a learned embedding E (p, e); 0 for one-hot or real inputs."""
+    return int(getattr(pot, "embed", None) or 0)
+
+
 def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0,
-                 mala: bool = False) -> int:
+                 mala: bool = False, embed: int = 0) -> int:
     """Shared memory of one replica's block (bytes): inputs A (B, d_in), activations
     (B, hidden + 1), W2 (K, hidden), b2 (K,), dout (B, K) in the state's dtype (K =
     max(classes, 1) outputs), indices (B,) int64; MALA: the samples' losses (B,) and the
-    lanes' sums of the proposal's residuals (2, 32) in float64."""
+    lanes' sums of the proposal's residuals (2, 32) in float64; a learned embedding of width
+    `embed`: E (classes, embed) and W1 (hidden, d_in) mirrored."""
     K = max(classes, 1)
-    return itemsize * (B * d_in + B * (hidden + 1) + K * (hidden + 1) + B * K) + 8 * B + \
-        (8 * (B + 2 * WARP) if mala else 0)
+    mirrors = classes * embed + hidden * d_in if embed else 0
+    return itemsize * (B * d_in + B * (hidden + 1) + K * (hidden + 1) + B * K + mirrors) + \
+        8 * B + (8 * (B + 2 * WARP) if mala else 0)
+
+
+def owned(pot) -> int:
+    """Parameters a lane owns: its hidden units' (W1 row, b1_j, W2[:, j]) and its share of a
+    learned embedding's entries."""
+    d_in, hidden, classes = net_sizes(pot)
+    return -(-hidden // WARP) * (d_in + 1 + max(classes, 1)) + \
+        -(-classes * embed_of(pot) // WARP)
 
 
 def batch_of(sim) -> int:
@@ -942,19 +966,17 @@ def noises(dyn) -> tuple[bool, bool]:
 
 
 def accepts(sim) -> bool:
-    """Whether the fused kernel runs `sim` (else the generic path does): no learned
-    embedding, float32 / float64, at most `MAX_OWNED` parameters per lane and one replica's
-    shared memory (`shared_bytes`) within `SHARED_BYTES`."""
+    """Whether the fused kernel runs `sim` (else the generic path does): float32 / float64,
+    at most `MAX_OWNED` parameters per lane (`owned`) and one replica's shared memory
+    (`shared_bytes`) within `SHARED_BYTES`."""
     pot = sim.potential
-    if pot.constrained or getattr(pot, "embed", None) is not None:
+    if pot.constrained or sim.dtype not in (np.float32, np.float64):
         return False
-    if sim.dtype not in (np.float32, np.float64):
+    if owned(pot) > MAX_OWNED:
         return False
     d_in, hidden, classes = net_sizes(pot)
-    if -(-hidden // WARP) * (d_in + 1 + max(classes, 1)) > MAX_OWNED:
-        return False
     return shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes,
-                        isinstance(sim.dynamics, MALA)) <= SHARED_BYTES
+                        isinstance(sim.dynamics, MALA), embed_of(pot)) <= SHARED_BYTES
 
 
 def sort_slots(n: int) -> int:
@@ -970,13 +992,14 @@ def permutes_in_kernel(sim) -> bool:
     if mode_of(sim.dynamics) != EPOCH:
         return False
     d_in, hidden, classes = net_sizes(sim.potential)
-    return (shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes)
+    return (shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes, False,
+                         embed_of(sim.potential))
             + 8 * sort_slots(sim.potential.n_samples) <= SHARED_BYTES)
 
 
 def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: int = 0,
                 grad_noise: bool = False, label_noise: bool = False, subset: bool = False,
-                permute: int = 0):
+                permute: int = 0, embed: int = 0):
     """The fused kernel of the update rule of `rule` (a class of RULE_CODES: SGD, AdamW, or
     the full-batch OverdampedLangevin, LeimkuhlerMatthews, UnderdampedLangevin, Heun or
     MALA) for float32
@@ -984,14 +1007,15 @@ def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: in
     a softmax over `classes` logits, B samples per step (drawn by Floyd's algorithm when
     `subset`; with `permute` = n > 0, epoch sampling with each epoch's permutation of the n
     samples computed in the kernel), SGD's gradient and label noise compiled in when asked,
-    compiled on first use (cached)."""
+    with `embed` = e > 0 a learned embedding E (classes, e) (d_in = 2e; the inputs are then
+    the samples' operand pairs), compiled on first use (cached)."""
     return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes),
                         RULE_CODES[rule], bool(grad_noise), bool(label_noise), bool(subset),
-                        int(permute))
+                        int(permute), int(embed))
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
+def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -1036,7 +1060,10 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
     LB, RW = (B, WARP) if MH else (1, 1)  # freeze's); MALA's sample losses, lanes' residuals
     NX, NX2 = (1, 1) if ADAM else (NPL, KO)      # the normals (AdamW: none)
     HP = H + 1                           # activation rows padded: step 4 reads them row-wise
-    D = H * DIN + H + KO * H + KO
+    PE = KO * EMB                        # a learned embedding's entries E (p, e), flat at 0
+    EPL = -(-PE // WARP)                 # entries per lane (lane l owns f = l, l + 32, ..)
+    NQ, NEM, NW1 = max(EPL, 1), max(PE, 1), H * DIN if EMB else 1
+    D = PE + H * DIN + H + KO * H + KO
     O2 = D - KO                          # flat index of b2[0]
 
     @cuda.jit(device=True)
@@ -1047,10 +1074,20 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
     def slot(j, k):
         """Flat parameter index of entry k of hidden unit j ([W1 row, b1_j, W2[:, j]])."""
         if k < DIN:
-            return j * DIN + k
+            return PE + j * DIN + k
         if k == DIN:
-            return H * DIN + j
-        return H * DIN + H + (k - DIN - 1) * H + j
+            return PE + H * DIN + j
+        return PE + H * DIN + H + (k - DIN - 1) * H + j
+
+    @cuda.jit(device=True)
+    def mirror(P, q, j, W2, W1M):
+        """Unit j's (the lane's q-th) W2 column into shared W2, and with a learned embedding
+        its W1 row into shared W1M (the embedding's gradient needs every unit's row)."""
+        for c in range(KO):
+            W2[c, j] = P[q * E + DIN + 1 + c]
+        if EMB:
+            for i in range(DIN):
+                W1M[j * DIN + i] = P[q * E + i]
 
     @cuda.jit(device=True)
     def stored(z, kind):
@@ -1071,12 +1108,18 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
         return s * s, two * s
 
     @cuda.jit(device=True)
-    def step_normals(XI, XI2, lane, t, k0, k1, rep):
-        """XI, XI2: the NOISE normals of step t at t d + p of the lane's parameters and of b2
-        (each Philox block once), in a loop of their own (the draws keep NVVM from unrolling
-        the loop they are in: what that loop writes would go to local memory)."""
+    def step_normals(XI, XI2, QXI, lane, t, k0, k1, rep):
+        """XI, XI2, QXI: the NOISE normals of step t at t d + p of the lane's parameters, of
+        b2 and of the lane's embedding entries (each Philox block once), in a loop of their
+        own (the draws keep NVVM from unrolling the loop they are in: what that loop writes
+        would go to local memory)."""
         cz = np.int64(-1)
         z0 = z1 = z2 = z3 = zero
+        for q in range(EPL):
+            f = lane + WARP * q
+            if f < PE:
+                QXI[q], cz, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, np.int64(t) * D + f, cz,
+                                                  z0, z1, z2, z3)
         for q in range(HPL):
             j = lane + WARP * q
             if j < H:
@@ -1088,11 +1131,21 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                                               z0, z1, z2, z3)
 
     @cuda.jit(device=True)
-    def propose(P, P2, X0, X02, Gs, Gs2, XI, XI2, W2, B2, lane, se, sp, heun):
-        """x kept in X0, X02; P, P2 (and their mirrors W2, B2) moved to the overdamped step
-        from x with gradient Gs, Gs2 and the normals XI, XI2: Heun's predictor
-        `overdamped_lane` (x + (0 - eta g + sigma xi)), MALA's proposal `overdamped_update`
-        (as each reference computes it)."""
+    def propose(P, P2, X0, X02, Gs, Gs2, XI, XI2, W2, B2, W1M, Q, Q0, QGs, QXI, EM, lane, se,
+                sp, heun):
+        """x kept in X0, X02 (Q0); P, P2 and the embedding entries Q (and their mirrors W2,
+        B2, W1M, EM) moved to the overdamped step from x with gradient Gs, Gs2 (QGs) and the
+        normals XI, XI2 (QXI): Heun's predictor `overdamped_lane` (x + (0 - eta g + sigma
+        xi)), MALA's proposal `overdamped_update` (as each reference computes it)."""
+        for q in range(EPL):
+            f = lane + WARP * q
+            if f < PE:
+                Q0[q] = Q[q]
+                if heun:
+                    Q[q] = od_lane(Q[q], QGs[q], QXI[q], se, sp, zero)
+                else:
+                    Q[q] = od_update(Q[q], QGs[q], se, sp, QXI[q])
+                EM[f] = Q[q]
         for q in range(HPL):
             j = lane + WARP * q
             if j < H:
@@ -1103,8 +1156,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                         P[i] = od_lane(P[i], Gs[i], XI[i], se, sp, zero)
                     else:
                         P[i] = od_update(P[i], Gs[i], se, sp, XI[i])
-                for c in range(KO):
-                    W2[c, j] = P[q * E + DIN + 1 + c]
+                mirror(P, q, j, W2, W1M)
         for c in range(KO):
             X02[c] = P2[c]
             if heun:
@@ -1159,6 +1211,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
         dout = cuda.shared.array((B, KO), ftype)
         idx = cuda.shared.array(B, np.int64)
         keys = cuda.shared.array(NP, np.uint64)
+        EM = cuda.shared.array(NEM, ftype)       # a learned embedding E (p, e), flat
+        W1M = cuda.shared.array(NW1, ftype)      # and W1 (h, d_in), flat, mirrored
         Lb = cuda.shared.array(LB, np.float64)   # MALA: the samples' losses at y
         R = cuda.shared.array((2, RW), np.float64)   # MALA: the lanes' residual sums
         P = cuda.local.array(NPL, ftype)    # owned parameters, their states a and b, gradient,
@@ -1173,6 +1227,12 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
         XI2 = cuda.local.array(NX2, ftype)
         X0 = cuda.local.array(N0, ftype)
         X02 = cuda.local.array(N02, ftype)
+        Q = cuda.local.array(NQ, ftype)     # the same for the lane's embedding entries
+        Qa = cuda.local.array(NQ, ftype)
+        Qb = cuda.local.array(NQ, ftype)
+        QG = cuda.local.array(NQ, ftype)
+        QXI = cuda.local.array(NQ, ftype)
+        Q0 = cuda.local.array(NQ, ftype)
         for q in range(HPL):
             j = lane + WARP * q
             if j < H:
@@ -1182,8 +1242,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                         Sa[q * E + k] = a[r, slot(j, k)]
                     if ADAM or BA:
                         Sb[q * E + k] = b[r, slot(j, k)]
-                for c in range(KO):
-                    W2[c, j] = P[q * E + DIN + 1 + c]
+                mirror(P, q, j, W2, W1M)
         for c in range(KO):
             P2[c] = x[r, O2 + c]
             if not NOSTATE:
@@ -1191,6 +1250,15 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
             if ADAM or BA:
                 Sb2[c] = b[r, O2 + c]
             B2[c] = P2[c]
+        for q in range(EPL):
+            f = lane + WARP * q
+            if f < PE:
+                Q[q] = x[r, f]
+                if not NOSTATE:
+                    Qa[q] = a[r, f]
+                if ADAM or BA:
+                    Qb[q] = b[r, f]
+                EM[f] = Q[q]
         h = (cast(q0), cast(q1), cast(q2), cast(q3), cast(1.0 - q0), cast(1.0 - q1))
         rep = rep0 + np.uint64(r)
         ur = ux[r] if MH else 0.0         # MALA's U(x) and acceptance count (every lane)
@@ -1202,15 +1270,16 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                 eta = sched(int(es[0]), es[1], es[2], es[3], t)   # (x kept in X0), with the
                 T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)     # NOISE normals at t d + p
                 se, sp = cast(eta), cast(noise_scale(eta, T))
-                step_normals(XI, XI2, lane, t, k0, k1, rep)
-                propose(P, P2, X0, X02, Sa, Sa2, XI, XI2, W2, B2, lane, se, sp, False)
+                step_normals(XI, XI2, QXI, lane, t, k0, k1, rep)
+                propose(P, P2, X0, X02, Sa, Sa2, XI, XI2, W2, B2, W1M, Q, Q0, Qa, QXI, EM, lane, se,
+                        sp, False)
                 cuda.syncthreads()
             if BA:                        # 0. BAOAB's B A O A with the stored g: x' into P
                 eta = sched(int(es[0]), es[1], es[2], es[3], t)   # (the old x kept), p' into
                 T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)     # XI, for the gradient at x'
                 c1, c2 = coeffs(eta, q0, T, q1)
                 half, im, s1, s2 = cast(0.5 * eta), cast(1.0 / q1), cast(c1), cast(c2)
-                step_normals(XI, XI2, lane, t, k0, k1, rep)   # first, in a loop of their own
+                step_normals(XI, XI2, QXI, lane, t, k0, k1, rep)   # first, in a loop of their own
                 for q in range(HPL):
                     j = lane + WARP * q
                     if j < H:
@@ -1220,14 +1289,21 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                             X0[i] = P[i]
                             P[i] = xv
                             XI[i] = pv
-                        for c in range(KO):
-                            W2[c, j] = P[q * E + DIN + 1 + c]
+                        mirror(P, q, j, W2, W1M)
                 for c in range(KO):
                     xv, pv = first(P2[c], Sa2[c], Sb2[c], half, im, s1, s2, XI2[c])
                     X02[c] = P2[c]
                     P2[c] = xv
                     XI2[c] = pv
                     B2[c] = xv
+                for q in range(EPL):
+                    f = lane + WARP * q
+                    if f < PE:
+                        xv, pv = first(Q[q], Qa[q], Qb[q], half, im, s1, s2, QXI[q])
+                        Q0[q] = Q[q]
+                        Q[q] = xv
+                        QXI[q] = pv
+                        EM[f] = xv
                 cuda.syncthreads()
             if NS and (t == t0 or t % per_epoch == 0):   # 0. the epoch's permutation
                 epoch = np.int64(t // per_epoch)
@@ -1279,11 +1355,16 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                                 idx[k] = inputs.shape[0] - B + k
                                 break
             cuda.syncthreads()
-            for e in range(lane, B * DIN, WARP):    # 2. gather the batch's inputs
-                b_ = e // DIN
-                A[b_, e - b_ * DIN] = inputs[idx[b_], e - b_ * DIN]
-            cuda.syncthreads()
             for stage in range(2 if HEUN else 1):   # Heun: a second gradient, at x~
+                for e in range(lane, B * DIN, WARP):    # 2. gather the batch's inputs (an
+                    b_ = e // DIN                       # embedding's rows [E_a; E_b]: at
+                    i = e - b_ * DIN                    # Heun's predictor too)
+                    if EMB:
+                        w = int(inputs[idx[b_], 0 if i < EMB else 1])
+                        A[b_, i] = EM[w * EMB + (i if i < EMB else i - EMB)]
+                    else:
+                        A[b_, i] = inputs[idx[b_], i]
+                cuda.syncthreads()
                 for q in range(HPL):          # 3. forward, lanes over hidden units
                     j = lane + WARP * q
                     if j < H:
@@ -1356,12 +1437,35 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                                 acc += S[b_, j] * A[b_, i]
                             G[q * E + i] = acc
                         G[q * E + DIN] = gb1
+                if EMB:                   # the embedding's gradient: dA = dZ W1 (lanes over
+                    cuda.syncthreads()    # (b, i), units in order) over A, then each entry
+                    for e in range(lane, B * DIN, WARP):   # (c, k) sums the rows of the
+                        b_ = e // DIN                      # samples whose operands are c
+                        i = e - b_ * DIN                   # (first operands, then second,
+                        acc = zero                         # as Xa^T dA_a + Xb^T dA_b)
+                        for j in range(H):
+                            acc += S[b_, j] * W1M[j * DIN + i]
+                        A[b_, i] = acc
+                    cuda.syncthreads()
+                    for q in range(EPL):
+                        f = lane + WARP * q
+                        if f < PE:
+                            c = f // EMB
+                            k = f - c * EMB
+                            ga = zero
+                            gb = zero
+                            for b_ in range(B):
+                                if int(inputs[idx[b_], 0]) == c:
+                                    ga += A[b_, k]
+                                if int(inputs[idx[b_], 1]) == c:
+                                    gb += A[b_, EMB + k]
+                            QG[q] = ga + gb
                 if HEUN and stage == 0:   # Heun's predictor x~ = x + (0 - eta g + sigma xi)
                     eta = sched(int(es[0]), es[1], es[2], es[3], t)   # into P (x kept in X0,
                     T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)     # g in Sa), its normals
                     se, sp = cast(eta), cast(noise_scale(eta, T))     # in XI (none at T = 0)
                     if T > 0:
-                        step_normals(XI, XI2, lane, t, k0, k1, rep)
+                        step_normals(XI, XI2, QXI, lane, t, k0, k1, rep)
                     else:
                         for i in range(NPL):
                             XI[i] = zero
@@ -1371,7 +1475,10 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                         Sa[i] = G[i]
                     for c in range(KO):
                         Sa2[c] = G2[c]
-                    propose(P, P2, X0, X02, G, G2, XI, XI2, W2, B2, lane, se, sp, True)
+                    for i in range(NQ):
+                        Qa[i] = QG[i]
+                    propose(P, P2, X0, X02, G, G2, XI, XI2, W2, B2, W1M, Q, Q0, QG, QXI, EM,
+                            lane, se, sp, True)
                     cuda.syncthreads()
             if MH:                        # 6. MALA: U(y), the residuals, the Metropolis
                 uy = 0.0                  # test, the divergence test of the new state, vote
@@ -1387,6 +1494,10 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                             i = q * E + k
                             fw += residual2(P[i], X0[i], Sa[i], se)
                             bw_ += residual2(X0[i], P[i], G[i], se)
+                for q in range(EPL):
+                    if lane + WARP * q < PE:
+                        fw += residual2(Q[q], Q0[q], Qa[q], se)
+                        bw_ += residual2(Q0[q], Q[q], QG[q], se)
                 if lane == 0:
                     for c in range(KO):
                         fw += residual2(P2[c], X02[c], Sa2[c], se)
@@ -1417,6 +1528,12 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                         ok = ok and ok_(P2[c], bound) and ok_(G2[c], bound)
                     else:
                         ok = ok and ok_(X02[c], bound) and ok_(Sa2[c], bound)
+                for q in range(EPL):
+                    if lane + WARP * q < PE:
+                        if take:
+                            ok = ok and ok_(Q[q], bound) and ok_(QG[q], bound)
+                        else:
+                            ok = ok and ok_(Q0[q], bound) and ok_(Qa[q], bound)
                 if take:
                     ok = ok and ok_(uy, bound) and ok_(ar + 1.0, bound)
                 else:
@@ -1427,6 +1544,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                         Sa[i] = G[i]
                     for c in range(KO):
                         Sa2[c] = G2[c]
+                    for i in range(NQ):
+                        Qa[i] = QG[i]
                     ur = uy
                     ar += 1.0
                     continue
@@ -1435,11 +1554,15 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                     if j < H:
                         for k in range(E):
                             P[q * E + k] = X0[q * E + k]
-                        for c in range(KO):
-                            W2[c, j] = P[q * E + DIN + 1 + c]
+                        mirror(P, q, j, W2, W1M)
                 for c in range(KO):
                     P2[c] = X02[c]
                     B2[c] = P2[c]
+                for q in range(EPL):
+                    f = lane + WARP * q
+                    if f < PE:
+                        Q[q] = Q0[q]
+                        EM[f] = Q[q]
                 if not good:
                     if lane == 0:
                         dstep[r] = t + 1
@@ -1461,11 +1584,28 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                     P[i] = X0[i]
                 for c in range(KO):
                     P2[c] = X02[c]
+                for i in range(NQ):
+                    Q[i] = Q0[i]
                 co = (co[0], co[1], half, zero)
             if not (BA or HEUN) and (noisy or GN):   # normals at t d + p, each Philox
                 cz = cy = cw = np.int64(-1)   # block once: NOISE (T > 0; Leimkuhler-Matthews
                 z0 = z1 = z2 = z3 = y0 = y1 = y2 = y3 = zero    # also at (t + 1) d + p),
                 w0 = w1 = w2 = w3 = zero      # GRAD_NOISE (added to the gradient)
+                for q in range(EPL):      # the owned embedding entries
+                    f = lane + WARP * q
+                    if f < PE:
+                        n = np.int64(t) * D + f
+                        if noisy:
+                            QXI[q], cz, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, cz, z0, z1,
+                                                              z2, z3)
+                            if LM:
+                                zn, cw, w0, w1, w2, w3 = draw(k0, k1, NOISE, rep, n + D, cw, w0,
+                                                              w1, w2, w3)
+                                QXI[q] = QXI[q] + zn
+                        if GN:
+                            zg, cy, y0, y1, y2, y3 = draw(k0, k1, GNOISE, rep, n, cy, y0, y1, y2,
+                                                          y3)
+                            QG[q] = QG[q] + h[2] * zg
                 for q in range(HPL):      # the owned units
                     j = lane + WARP * q
                     if j < H:
@@ -1509,12 +1649,20 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                 xn, an, bn_ = update(P2[c], ai, Sb2[c] if ADAM or BA else zero, G2[c],
                                      XI2[c] if noisy else zero, h, co)
                 ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
+            for q in range(EPL):
+                if lane + WARP * q < PE:
+                    ai = QXI[q] if BA else (zero if LANGEVIN else Qa[q])
+                    xn, an, bn_ = update(Q[q], ai, Qb[q] if ADAM or BA else zero, QG[q],
+                                         QXI[q] if noisy else zero, h, co)
+                    ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
             if cuda.syncthreads_and(1 if ok else 0) == 0:
                 if BA:                    # the state before the step: x back from X0
                     for i in range(NPL):
                         P[i] = X0[i]
                     for c in range(KO):
                         P2[c] = X02[c]
+                    for i in range(NQ):
+                        Q[i] = Q0[i]
                 if lane == 0:
                     dstep[r] = t + 1
                 break
@@ -1531,8 +1679,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                             Sa[i] = an
                         if ADAM or BA:
                             Sb[i] = bn_
-                    for c in range(KO):
-                        W2[c, j] = P[q * E + DIN + 1 + c]
+                    mirror(P, q, j, W2, W1M)
             for c in range(KO):
                 ai = XI2[c] if BA else (zero if LANGEVIN else Sa2[c])
                 xn, an, bn_ = update(P2[c], ai, Sb2[c] if ADAM or BA else zero, G2[c],
@@ -1543,6 +1690,26 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
                 if ADAM or BA:
                     Sb2[c] = bn_
                 B2[c] = xn
+            for q in range(EPL):
+                f = lane + WARP * q
+                if f < PE:
+                    ai = QXI[q] if BA else (zero if LANGEVIN else Qa[q])
+                    xn, an, bn_ = update(Q[q], ai, Qb[q] if ADAM or BA else zero, QG[q],
+                                         QXI[q] if noisy else zero, h, co)
+                    Q[q] = xn
+                    if not NOSTATE:
+                        Qa[q] = an
+                    if ADAM or BA:
+                        Qb[q] = bn_
+                    EM[f] = xn
+        for q in range(EPL):
+            f = lane + WARP * q
+            if f < PE:
+                x[r, f] = Q[q]
+                if not NOSTATE:
+                    a[r, f] = Qa[q]
+                if ADAM or BA:
+                    b[r, f] = Qb[q]
         for q in range(HPL):
             j = lane + WARP * q
             if j < H:
@@ -1567,12 +1734,15 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS):
 
 def _data(run, pot):
     """The training inputs (n, d_in) in the state's dtype (as the reference casts them,
-    `_cast`; ModularArithmeticMLP: the one-hot rows) and the labels (n,) (the targets in the
+    `_cast`; ModularArithmeticMLP: the one-hot rows, or with a learned embedding the operand
+    pairs (n, 2) int64) and the labels (n,) (the targets in the
     state's dtype; ModularArithmeticMLP: the classes, int64), on the device, kept on the run's
     device potential."""
     key = ("mlp_data", run.dtype.str)
     if key not in run.pot.cache:
-        if isinstance(pot, ModularArithmeticMLP):
+        if isinstance(pot, ModularArithmeticMLP) and pot.embed is not None:
+            data = (pot.train_pairs.astype(np.int64), pot.train_labels.astype(np.int64))
+        elif isinstance(pot, ModularArithmeticMLP):
             data = (pot._cast("train_onehot", run.dtype), pot.train_labels.astype(np.int64))
         else:
             data = (pot._cast("inputs", run.dtype), pot._cast("labels", run.dtype))
@@ -1613,7 +1783,7 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     d_in, hidden, classes = net_sizes(pot)
     inside = permutes_in_kernel(sim)
     kernel = cuda_kernel(run.f32, d_in, hidden, B, type(dyn), classes, *noises(dyn),
-                         mode == SUBSET, pot.n_samples if inside else 0)
+                         mode == SUBSET, pot.n_samples if inside else 0, embed_of(pot))
     inputs, labels = _data(run, pot)
     optimizer = isinstance(dyn, (SGD, AdamW))
     es = xp.asarray(schedule_code(dyn.lr if optimizer else dyn.step))
