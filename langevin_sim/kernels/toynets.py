@@ -1190,6 +1190,33 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
         xn, vn = sgd_update(x, a, g, co[0], h[0], h[1], co[1], z)
         return xn, vn, b
 
+    @cuda.jit(device=True)
+    def rule_at(Pv, Sav, Sbv, Gv, XIv, i, h, co, noisy):
+        """`update` of parameter i of one group of owned values (the units', b2's or the
+        embedding's: x Pv, states Sav, Sbv, gradient Gv, normals XIv), its operands as the
+        rule takes them (a: BAOAB's p' in XIv, none for the other Langevin rules; b: AdamW's s,
+        BAOAB's g)."""
+        ai = XIv[i] if BA else (zero if LANGEVIN else Sav[i])
+        return update(Pv[i], ai, Sbv[i] if ADAM or BA else zero, Gv[i],
+                      XIv[i] if noisy else zero, h, co)
+
+    @cuda.jit(device=True)
+    def rule_ok(Pv, Sav, Sbv, Gv, XIv, i, h, co, noisy, bound):
+        """Whether `rule_at`'s new values pass the divergence test (not kept)."""
+        xn, an, bn_ = rule_at(Pv, Sav, Sbv, Gv, XIv, i, h, co, noisy)
+        return ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
+
+    @cuda.jit(device=True)
+    def rule_commit(Pv, Sav, Sbv, Gv, XIv, i, h, co, noisy):
+        """`rule_at` again, its values committed into Pv, Sav, Sbv; returns the new x."""
+        xn, an, bn_ = rule_at(Pv, Sav, Sbv, Gv, XIv, i, h, co, noisy)
+        Pv[i] = xn
+        if not NOSTATE:
+            Sav[i] = an
+        if ADAM or BA:
+            Sbv[i] = bn_
+        return xn
+
     @cuda.jit
     def kernel(x, a, b, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, bound, inputs,
                labels, perm, per_epoch, mode, kind, ux, nacc):
@@ -1635,26 +1662,15 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                         zg, cy, y0, y1, y2, y3 = draw(k0, k1, GNOISE, rep, n, cy, y0, y1, y2, y3)
                         G2[k] = G2[k] + h[2] * zg
             ok = True                     # the test: the rule's new values, not kept
-            for q in range(HPL):          # (operands: a is BAOAB's p' in XI, no state for the
-                j = lane + WARP * q       # other Langevin rules; b is AdamW's s, BAOAB's g)
-                if j < H:
+            for q in range(HPL):
+                if lane + WARP * q < H:
                     for k in range(E):
-                        i = q * E + k
-                        ai = XI[i] if BA else (zero if LANGEVIN else Sa[i])
-                        xn, an, bn_ = update(P[i], ai, Sb[i] if ADAM or BA else zero, G[i],
-                                             XI[i] if noisy else zero, h, co)
-                        ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
+                        ok = ok and rule_ok(P, Sa, Sb, G, XI, q * E + k, h, co, noisy, bound)
             for c in range(KO):
-                ai = XI2[c] if BA else (zero if LANGEVIN else Sa2[c])
-                xn, an, bn_ = update(P2[c], ai, Sb2[c] if ADAM or BA else zero, G2[c],
-                                     XI2[c] if noisy else zero, h, co)
-                ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
+                ok = ok and rule_ok(P2, Sa2, Sb2, G2, XI2, c, h, co, noisy, bound)
             for q in range(EPL):
                 if lane + WARP * q < PE:
-                    ai = QXI[q] if BA else (zero if LANGEVIN else Qa[q])
-                    xn, an, bn_ = update(Q[q], ai, Qb[q] if ADAM or BA else zero, QG[q],
-                                         QXI[q] if noisy else zero, h, co)
-                    ok = ok and ok_(xn, bound) and ok_(an, bound) and ok_(bn_, bound)
+                    ok = ok and rule_ok(Q, Qa, Qb, QG, QXI, q, h, co, noisy, bound)
             if cuda.syncthreads_and(1 if ok else 0) == 0:
                 if BA:                    # the state before the step: x back from X0
                     for i in range(NPL):
@@ -1670,38 +1686,14 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                 j = lane + WARP * q
                 if j < H:
                     for k in range(E):
-                        i = q * E + k
-                        ai = XI[i] if BA else (zero if LANGEVIN else Sa[i])
-                        xn, an, bn_ = update(P[i], ai, Sb[i] if ADAM or BA else zero, G[i],
-                                             XI[i] if noisy else zero, h, co)
-                        P[i] = xn
-                        if not NOSTATE:
-                            Sa[i] = an
-                        if ADAM or BA:
-                            Sb[i] = bn_
+                        rule_commit(P, Sa, Sb, G, XI, q * E + k, h, co, noisy)
                     mirror(P, q, j, W2, W1M)
             for c in range(KO):
-                ai = XI2[c] if BA else (zero if LANGEVIN else Sa2[c])
-                xn, an, bn_ = update(P2[c], ai, Sb2[c] if ADAM or BA else zero, G2[c],
-                                     XI2[c] if noisy else zero, h, co)
-                P2[c] = xn
-                if not NOSTATE:
-                    Sa2[c] = an
-                if ADAM or BA:
-                    Sb2[c] = bn_
-                B2[c] = xn
+                B2[c] = rule_commit(P2, Sa2, Sb2, G2, XI2, c, h, co, noisy)
             for q in range(EPL):
                 f = lane + WARP * q
                 if f < PE:
-                    ai = QXI[q] if BA else (zero if LANGEVIN else Qa[q])
-                    xn, an, bn_ = update(Q[q], ai, Qb[q] if ADAM or BA else zero, QG[q],
-                                         QXI[q] if noisy else zero, h, co)
-                    Q[q] = xn
-                    if not NOSTATE:
-                        Qa[q] = an
-                    if ADAM or BA:
-                        Qb[q] = bn_
-                    EM[f] = xn
+                    EM[f] = rule_commit(Q, Qa, Qb, QG, QXI, q, h, co, noisy)
         for q in range(EPL):
             f = lane + WARP * q
             if f < PE:
