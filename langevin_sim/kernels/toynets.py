@@ -1140,30 +1140,26 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
         for q in range(EPL):
             f = lane + WARP * q
             if f < PE:
-                Q0[q] = Q[q]
-                if heun:
-                    Q[q] = od_lane(Q[q], QGs[q], QXI[q], se, sp, zero)
-                else:
-                    Q[q] = od_update(Q[q], QGs[q], se, sp, QXI[q])
-                EM[f] = Q[q]
+                EM[f] = move_at(Q, Q0, QGs, QXI, q, se, sp, heun)
         for q in range(HPL):
             j = lane + WARP * q
             if j < H:
                 for k in range(E):
-                    i = q * E + k
-                    X0[i] = P[i]
-                    if heun:
-                        P[i] = od_lane(P[i], Gs[i], XI[i], se, sp, zero)
-                    else:
-                        P[i] = od_update(P[i], Gs[i], se, sp, XI[i])
+                    move_at(P, X0, Gs, XI, q * E + k, se, sp, heun)
                 mirror(P, q, j, W2, W1M)
         for c in range(KO):
-            X02[c] = P2[c]
-            if heun:
-                P2[c] = od_lane(P2[c], Gs2[c], XI2[c], se, sp, zero)
-            else:
-                P2[c] = od_update(P2[c], Gs2[c], se, sp, XI2[c])
-            B2[c] = P2[c]
+            B2[c] = move_at(P2, X02, Gs2, XI2, c, se, sp, heun)
+
+    @cuda.jit(device=True)
+    def move_at(Pv, X0v, Gv, XIv, i, se, sp, heun):
+        """Entry i of one group of owned values: x kept in X0v[i], Pv[i] moved by `propose`'s
+        step (Heun's `overdamped_lane`, MALA's `overdamped_update`); returns the new value."""
+        X0v[i] = Pv[i]
+        if heun:
+            Pv[i] = od_lane(Pv[i], Gv[i], XIv[i], se, sp, zero)
+        else:
+            Pv[i] = od_update(Pv[i], Gv[i], se, sp, XIv[i])
+        return Pv[i]
 
     @cuda.jit(device=True)
     def update(x, a, b, g, z, h, co):
