@@ -253,7 +253,7 @@ I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
 for ft in (float32, float64):
     f32, W, V = ft is float32, ft[:, ::1], ft[::1]
     head = (W, W, W, W, I1, I1, int64, uint64, uint64, uint64, F1, F1, float64, float64,
-            float64, float64)
+            float64, float64, float64)
     row, refresh, products = pspin._cuda_rules(f32, 5)
     rule = ck.GEMM_CORRECT if f32 else ck.GEMM_LM   # Heun's corrector, Leimkuhler-Matthews
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5, rule).py_func, head + (W, I2, I1, I1),
@@ -264,6 +264,8 @@ for ft in (float32, float64):
     cuda.compile_ptx(products.py_func, (W, W, I2, I1, I1), cc=(9, 0))
     row, refresh = quadratic._cuda_rules()
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))
+    cuda.compile_ptx(ck.gemm_step(quadratic._cuda_optimizer_row(not f32), refresh, f32, 3,
+                                  optimizer).py_func, head + (V, V, V, V), cc=(9, 0))
     cuda.compile_ptx(quadratic.baoab_kernel(f32).py_func,
                      (W,) * 6 + (V, I1, I1, int64, boolean, boolean, uint64, uint64, uint64, F1,
                                  F1, float64, float64, float64), cc=(9, 0))
@@ -680,7 +682,9 @@ if SIM:
         init[[1, 5], [0, d - 1]] = [3e6, -5e6]            # these leave the bound at once
         kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=1e6)
         ref, whole, parts = fused_and_reference(make, dyn, M, kw, (3, 1, 4))
-        assert cuda_backend.fused_kernel(whole) is rows.advance
+        kernel = cuda_backend.fused_kernel(whole)    # (a quadratic form's runs the row kernel)
+        assert kernel is rows.advance or (kernel.__name__.endswith("_dense_cuda")
+                                          and rows.accepts(whole))
         assert (ref.diverged_step[[1, 5]] > 0).all() and (ref.diverged_step >= 0).sum() == 2
         np.testing.assert_array_equal(whole.diverged_step, ref.diverged_step)
         tol = 1e-10 if dtype == "float64" else 2e-4
@@ -715,12 +719,21 @@ if SIM:
         """d > MAX_D and label noise on a full batch of more than MAX_LABELS samples take the
         generic path; full batches, i.i.d., epoch and "subset" minibatches, label noise and MALA
         run fused; LinearRegression's and Quadratic's Langevin pairs keep their dense
-        kernels."""
-        from langevin_sim.kernels import rows
+        kernels, and beyond MAX_D their Leimkuhler-Matthews, Heun and full-batch SGD and
+        AdamW take the GEMM path (`quadratic.form_or_rows`), first-passage observers and
+        minibatches there the generic path."""
+        from langevin_sim.kernels import linear_regression, quadratic, rows
 
         shifted = POTENTIAL_CASES["ShiftedMultiWell"]
-        fused = lambda pot, dyn: cuda_backend.fused_kernel(   # noqa: E731
-            Simulation(pot, dyn, 2, backend="cuda")) is rows.advance
+        forms = (quadratic._quadratic_dense_cuda, linear_regression._linreg_dense_cuda)
+
+        def kernel(pot, dyn, **kw):
+            sim = Simulation(pot, dyn, 2, backend="cuda", **kw)
+            return cuda_backend.fused_kernel(sim), rows.accepts(sim)
+
+        def fused(pot, dyn):                  # the row kernel runs it (directly, or by a form's)
+            k, small = kernel(pot, dyn)
+            return k is rows.advance or (k in forms and small)
         assert fused(shifted(), SGD(0.01, None)) and fused(shifted(), MALA(0.01, 0.5))
         assert fused(shifted(), SGD(0.01, 2)) and fused(shifted(), AdamW(0.01, 2, replacement=True))
         assert fused(shifted(), SGD(0.01, 2, sampling="subset"))
@@ -730,7 +743,16 @@ if SIM:
         assert fused(big, SGD(0.01, 8, label_noise=0.1)) and fused(big, SGD(0.01, None))
         assert not fused(big, OverdampedLangevin(0.01, 0.5))                  # the dense kernel
         assert fused(Quadratic(spectrum=np.ones(rows.MAX_D)), Heun(0.01, 0.5))
-        assert not fused(Quadratic(spectrum=np.ones(rows.MAX_D + 1)), Heun(0.01, 0.5))
+        wide = Quadratic(spectrum=np.ones(rows.MAX_D + 1))
+        for dyn in (Heun(0.01, 0.5), LeimkuhlerMatthews(0.01, 0.5), SGD(0.01, None),
+                    AdamW(0.01, None)):
+            assert kernel(wide, dyn) == (quadratic._quadratic_dense_cuda, False), dyn
+        fp = FirstPassage(HalfSpace(np.eye(rows.MAX_D + 1)[0], 0.0, "right"))
+        assert kernel(wide, Heun(0.01, 0.5), first_passage=fp)[0] is None
+        wide = LinearRegression(n=rows.MAX_D + 4, d=rows.MAX_D + 1)
+        assert kernel(wide, SGD(0.01, None, momentum=0.5))[0] is linear_regression._linreg_dense_cuda
+        assert kernel(wide, SGD(0.01, 8))[0] is None
+        assert kernel(wide, SGD(0.01, None, label_noise=0.1))[0] is None
         assert not fused(Quadratic(spectrum=[1.0, 2.0]), UnderdampedLangevin(0.01, 1.0, 0.5))
         assert fused(DoubleWell(d=rows.MAX_D), OverdampedLangevin(0.01, 0.5))
         assert not fused(DoubleWell(d=rows.MAX_D + 1), OverdampedLangevin(0.01, 0.5))
@@ -810,19 +832,49 @@ if SIM:
                    OverdampedLangevin(2.5 / np.linalg.eigvalsh(_LINREG.hessian_matrix)[-1],
                                       Schedule("linear", 1e-4, 1e-5, 9)), 20.0,
                    _along_unstable_mode(lambda p: p.minimizer(), lambda p: p.hessian_matrix)),
+        # beyond rows.MAX_D (lowered to 2 below) the quadratic forms' other dynamics take the
+        # GEMM path too (`quadratic.form_or_rows`): Leimkuhler-Matthews (growth 1.5 a step),
+        # Heun (1.625), heavy-ball SGD with weight decay, gradient noise and a temperature
+        # (lr lam ~ 3.4: growth ~1.3), AdamW with weight decay
+        "quadratic-lm": (_unstable_quadratic,
+                         LeimkuhlerMatthews(0.1, Schedule("linear", 1e-4, 1e-5, 9)), 20.0,
+                         _along_unstable_mode(lambda p: p.center, lambda p: p.H)),
+        "quadratic-heun": (_unstable_quadratic,
+                           Heun(0.1, Schedule("linear", 1e-4, 1e-5, 9)), 20.0,
+                           _along_unstable_mode(lambda p: p.center, lambda p: p.H)),
+        "quadratic-sgd": (_unstable_quadratic,
+                          SGD(Schedule("linear", 0.135, 0.134, 12), None, momentum=0.6,
+                              weight_decay=0.05, grad_noise=0.3,
+                              temperature=Schedule("linear", 1e-4, 1e-5, 9)), 20.0,
+                          _along_unstable_mode(lambda p: p.center, lambda p: p.H)),
+        "quadratic-adamw": (_unstable_quadratic,
+                            AdamW(Schedule("linear", 0.2, 0.1, 12), None, beta2=0.95,
+                                  weight_decay=0.05), 1e8, None),
+        "linreg-sgd": (lambda: LinearRegression(n=12, d=3, seed=3),
+                       SGD(3.36 / (np.linalg.eigvalsh(_LINREG.hessian_matrix)[-1] + 0.02), None,
+                           momentum=0.6, weight_decay=0.02), 20.0,
+                       _along_unstable_mode(lambda p: p.minimizer(),
+                                            lambda p: p.hessian_matrix)),
     }
 
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     @pytest.mark.parametrize("case", list(DENSE_FUSED))
     def test_fused_dense_kernels_equal_reference(case, dtype, monkeypatch):
         """SphericalPSpin, Quadratic and LinearRegression x OverdampedLangevin (and
-        SphericalPSpin x Leimkuhler-Matthews, SGD, AdamW, and Heun with two of each) run by one GEMM
-        + one fused kernel per step (several calls, schedules, replicas that diverge, an
-        uneven first_replica split): the reference's states to rounding (float64 1e-12
-        relative, float32 to its rounding), the same divergence flags, and the split equal
-        bit for bit."""
+        SphericalPSpin x Leimkuhler-Matthews, SGD, AdamW, and Heun with two of each; the
+        quadratic forms' too beyond the row kernels' size) run by one GEMM + one fused kernel
+        per step (several calls, schedules, replicas that diverge, an uneven first_replica
+        split): the reference's states to rounding (float64 1e-12 relative, float32 to its
+        rounding), the same divergence flags, and the split equal bit for bit."""
+        from langevin_sim.kernels import rows
+
         make, dyn, bound, start = DENSE_FUSED[case]
         no_generic_steps(monkeypatch)
+        monkeypatch.setattr(rows, "MAX_D", 2)       # d = 3, 4, 5: beyond the row kernels
+
+        def no_rows(*args):
+            raise AssertionError("a row kernel ran")
+        monkeypatch.setattr(rows, "advance", no_rows)
         M = 7
         pot = make()
         z = np.random.default_rng(3).normal(size=(M, pot.d))
@@ -838,8 +890,10 @@ if SIM:
         np.testing.assert_array_equal(np.concatenate([p.diverged_step for p in parts]),
                                       ref.diverged_step)
         # float32: LinearRegression's H = A^T A / n is rounded once, the reference's two
-        # products every step: float32 rounding, grown ~1.5^14 by the unstable mode
-        tol = 1e-12 if dtype == "float64" else (5e-5 if case == "linreg" else 2e-6)
+        # products every step: float32 rounding, grown ~1.5^14 by the unstable mode (heavy
+        # ball's too: x H - c H against the reference's (x - c) H, grown through x and v)
+        loose = case.startswith("linreg") or case == "quadratic-sgd"
+        tol = 1e-12 if dtype == "float64" else (5e-5 if loose else 2e-6)
         for k in ref.state:                   # x (and SGD's v)
             np.testing.assert_allclose(whole.state[k], ref.state[k], rtol=tol, atol=tol,
                                        err_msg=k)

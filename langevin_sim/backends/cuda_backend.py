@@ -461,8 +461,8 @@ def padded_columns(M: int) -> int:
 def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
                prime=None) -> None:
     """Steps t0 .. t0+K-1 of overdamped Langevin for a dense family (the fused "cuda"
-    kernels of Quadratic, LinearRegression and SphericalPSpin, and SphericalPSpin's
-    Leimkuhler-Matthews, Heun and full-batch SGD and AdamW (the velocity, or the moments,
+    kernels of Quadratic, LinearRegression and SphericalPSpin, and their Leimkuhler-Matthews,
+    Heun and full-batch SGD and AdamW (the velocity, or the moments,
     transposed into X2 (and G2) as x into XT); their BAOAB, on the same layout:
     `kernels.quadratic.baoab_form_steps`): the state is transposed once per call into
     XT (N, MP) (replica r in column r, MP = `padded_columns`(M), padding 0), `prime(XT)`
@@ -485,8 +485,9 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     rules = (ck.GEMM_PREDICT, ck.GEMM_CORRECT) if heun else (ck.GEMM_SGD,) if sgd else \
         (ck.GEMM_ADAMW,) if adam else \
         (ck.GEMM_LM if isinstance(dyn, LeimkuhlerMatthews) else ck.GEMM_OVERDAMPED,)
-    q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps)) if adam else \
-        (float(dyn.momentum), float(dyn.grad_noise), 0.0) if sgd else (0.0, 0.0, 0.0)
+    q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps), float(dyn.weight_decay)) if adam \
+        else (float(dyn.momentum), float(dyn.grad_noise), 0.0, float(dyn.weight_decay)) if sgd \
+        else (0.0,) * 4
     aux = tuple(aux)
 
     def build() -> dict:

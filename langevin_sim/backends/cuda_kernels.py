@@ -433,14 +433,18 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     GEMM_PREDICT, Heun's predictor: the overdamped row step into X2 (not tested, not
     committed: the reference tests only the corrector's result), refreshing the next GEMM's
     operand from X2; GEMM_CORRECT, Heun's corrector: the row step from XT with eta / 2 and
-    the gradient GT + G2 (`heun_update(0, g, g~, eta / 2, sigma, xi)`, the same normals);
-    GEMM_SGD: the family's SGD row ``row(x, g, v, z, lr, momentum, sigma, zero, bound, new,
-    vnew, a0)`` with the velocity v = X2[:, r] (committed with x), the momentum q0 and the
-    gradient noise q1 (q1 times the GRAD_NOISE normals at t N + i added to the gradient);
-    GEMM_ADAMW: the family's AdamW row ``row(x, g, m, s, lr, beta1, beta2, 1 - beta1,
-    1 - beta2, eps, c1, c2, zero, bound, new, mnew, snew, a0)`` with the moments m = X2[:, r],
-    s = G2[:, r] (committed with x), beta1, beta2, eps = q0, q1, q2 and the bias corrections
-    c1 = 1 - beta1^(t+1), c2 = 1 - beta2^(t+1) (float64, then the state's dtype); no noise."""
+    the gradient GT + G2 (`heun_update(0, g, g~, eta / 2, sigma, xi)`, the same normals),
+    the row taking a1 where the other rules pass a0 (a family whose gradient is GEMM - off
+    passes off as a0 and 2 off as a1: two gradients summed carry the offset twice);
+    GEMM_SGD: the family's SGD row ``row(x, g, v, z, lr, momentum, wd, sigma, zero, bound,
+    new, vnew, a0)`` with the velocity v = X2[:, r] (committed with x), the momentum q0, the
+    gradient noise q1 (q1 times the GRAD_NOISE normals at t N + i added to the gradient) and
+    the weight decay q3; GEMM_ADAMW: the family's AdamW row ``row(x, g, m, s, lr, beta1,
+    beta2, 1 - beta1, 1 - beta2, eps, wd, c1, c2, zero, bound, new, mnew, snew, a0)`` with the
+    moments m = X2[:, r], s = G2[:, r] (committed with x), beta1, beta2, eps, wd = q0, q1, q2,
+    q3 and the bias corrections c1 = 1 - beta1^(t+1), c2 = 1 - beta2^(t+1) (float64, then the
+    state's dtype); no noise.  (A constrained family's rows take wd and ignore it: the
+    dynamics refuse weight decay there.)"""
     bn = _normals_fn(f32)
     st = steps()
     sched, noise_scale = st.schedule_value, st.noise_scale
@@ -466,8 +470,8 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
                     z[j] = z[j] + v if add else v
 
     @cuda.jit
-    def kernel(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, a0, a1,
-               a2, a3):
+    def kernel(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3, a0,
+               a1, a2, a3):
         r = cuda.grid(1)
         if r >= dstep.shape[0]:
             return
@@ -495,8 +499,8 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
                 gq[i] = GT[i, r]
             if q1 > 0:
                 normals_into(gq, k0, k1, GRAD_NOISE, rep, np.int64(t) * N, cast(q1), True)
-            ok = row(XT[:, r], gq, X2[:, r], z, cast(e), cast(q0), cast(sigma), cast(0.0),
-                     bound, new, vn, a0)
+            ok = row(XT[:, r], gq, X2[:, r], z, cast(e), cast(q0), cast(q3), cast(sigma),
+                     cast(0.0), bound, new, vn, a0)
             if ok:
                 for i in range(N):
                     X2[i, r] = vn[i]
@@ -504,7 +508,8 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
             mn = cuda.local.array(N, ftype)
             sn = cuda.local.array(N, ftype)
             ok = row(XT[:, r], GT[:, r], X2[:, r], G2[:, r], cast(e), cast(q0), cast(q1),
-                     cast(1.0 - q0), cast(1.0 - q1), cast(q2), cast(1.0 - math.pow(q0, t + 1)),
+                     cast(1.0 - q0), cast(1.0 - q1), cast(q2), cast(q3),
+                     cast(1.0 - math.pow(q0, t + 1)),
                      cast(1.0 - math.pow(q1, t + 1)), cast(0.0), bound, new, mn, sn, a0)
             if ok:
                 for i in range(N):
@@ -514,7 +519,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
             g = cuda.local.array(N, ftype)
             for i in range(N):
                 g[i] = GT[i, r] + G2[i, r]
-            ok = row(XT[:, r], g, z, cast(0.5 * e), cast(sigma), cast(0.0), bound, new, a0)
+            ok = row(XT[:, r], g, z, cast(0.5 * e), cast(sigma), cast(0.0), bound, new, a1)
         else:
             ok = row(XT[:, r], GT[:, r], z, cast(e), cast(0.5 * sigma if lm else sigma),
                      cast(0.0), bound, new, a0)

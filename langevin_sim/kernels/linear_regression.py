@@ -13,7 +13,9 @@ and b = A^T y / n, formed once in float64, so a step is ONE (d, d) GEMM for all 
 ONE fused kernel launch instead of the reference's two (n, d) products (equal to the
 reference to rounding: the same sums in another order).  Every other dynamics (SGD and AdamW
 full batch or i.i.d. / epoch minibatches, SGD's label noise, Heun, Leimkuhler-Matthews, MALA)
-runs the row kernels of `kernels.rows` on `linreg_row` (one thread per replica, d <= 64).
+runs the row kernels of `kernels.rows` on `linreg_row` (one thread per replica, d <= 64);
+beyond d = 64 Leimkuhler-Matthews, Heun and full-batch SGD (without label noise) and AdamW
+take the same GEMM path (`quadratic.form_or_rows`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from ..backends.registry import register
 from ..dynamics import OverdampedLangevin, UnderdampedLangevin
 from ..potentials.linear_regression import LinearRegression
 from .drivers import Hooks, family, row_sums
-from .quadratic import quadratic_form_steps
+from .quadratic import FORM_OR_ROWS, form_accepts, form_or_rows, quadratic_form_steps
 from .rows import row_family
 
 STEPS = ("linreg_row",)
@@ -104,14 +106,27 @@ family(LinearRegression, Hooks(linreg_grad_block, linreg_energy_block,
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
 
+def _linreg_form(pot):
+    """(H, b) = (A^T A / n, A^T y / n): the full-batch gradient x H - b."""
+    return lambda: (pot.hessian_matrix, pot.A.T @ pot.y / pot.n_samples)
+
+
 @register(LinearRegression, OverdampedLangevin, "cuda")
 @register(LinearRegression, UnderdampedLangevin, "cuda")
 def _linreg_cuda(run, sim, t0, K):
-    """`quadratic_form_steps` with H = A^T A / n and b = A^T y / n (a first-passage observer:
-    the generic path)."""
-    pot = sim.potential
-    quadratic_form_steps(run, sim, t0, K, "linreg",
-                         lambda: (pot.hessian_matrix, pot.A.T @ pot.y / pot.n_samples))
+    """`quadratic_form_steps` with H and b (a first-passage observer: the generic path)."""
+    quadratic_form_steps(run, sim, t0, K, "linreg", _linreg_form(sim.potential))
+
+
+def _linreg_dense_cuda(run, sim, t0, K):
+    """`form_or_rows` with H and b (minibatches and label noise: the row kernels up to
+    rows.MAX_D coordinates, the generic path beyond)."""
+    form_or_rows(run, sim, t0, K, "linreg", _linreg_form(sim.potential))
+
+
+for _dyn in FORM_OR_ROWS:
+    register(LinearRegression, _dyn, "cuda", first_passage=True, accepts=form_accepts)(
+        _linreg_dense_cuda)
 
 
 row_family(LinearRegression, "linreg_row",

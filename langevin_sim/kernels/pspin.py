@@ -429,13 +429,14 @@ def _cuda_rules(f32: bool, N: int):
 @functools.lru_cache(maxsize=None)
 def _cuda_optimizer_row(f32: bool, N: int, adam: bool):
     """The row rule of `gemm_step` for N spins of SGD (GEMM_SGD: `sphere_sgd_step`) or, with
-    `adam`, AdamW (GEMM_ADAMW: `sphere_adamw_step`)."""
+    `adam`, AdamW (GEMM_ADAMW: `sphere_adamw_step`); the weight decay wd is 0 on the sphere
+    (`check_constrained_weight_decay`)."""
     steps, ftype = _cuda_target(f32)
     if adam:
         adamw = steps.sphere_adamw_step
 
         @cuda.jit(device=True)
-        def row(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, bound, new, mnew,
+        def row(x, g, m, s, lr, beta1, beta2, a1, a2, eps, wd, c1, c2, zero, bound, new, mnew,
                 snew, a0):
             return adamw(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, ftype(N),
                          bound, new, mnew, snew)
@@ -443,7 +444,7 @@ def _cuda_optimizer_row(f32: bool, N: int, adam: bool):
     sgd = steps.sphere_sgd_step
 
     @cuda.jit(device=True)
-    def row(x, g, v, z, lr, momentum, sigma, zero, bound, new, vnew, a0):
+    def row(x, g, v, z, lr, momentum, wd, sigma, zero, bound, new, vnew, a0):
         return sgd(x, g, v, z, lr, momentum, sigma, zero, ftype(N), bound, new, vnew)
     return row
 

@@ -11,7 +11,9 @@ the fused numba-cuda kernel (the section "CUDA kernels" at the end), where BAOAB
 kernel of its own on the shared BAOAB rules (`baoab_kernel`).  Its other step function,
 `quadratic_row`, is one replica's gradient for `kernels.rows`: Heun, Leimkuhler-Matthews,
 MALA, SGD and AdamW run the row kernels on "cuda" at d <= 64 (d^2 per step per replica, no
-GEMM).
+GEMM); beyond it Leimkuhler-Matthews, Heun and full-batch SGD and AdamW run the GEMM path
+(`form_or_rows`), SGD and AdamW with the step functions `offset_sgd_step` and
+`offset_adamw_step`.
 """
 from __future__ import annotations
 
@@ -24,12 +26,16 @@ from .. import rng
 from ..backends.jit import jit
 from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
-from ..dynamics import OverdampedLangevin, UnderdampedLangevin
+from ..dynamics import (SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+                        UnderdampedLangevin)
+from ..dynamics.adamw import adamw_update
+from ..dynamics.sgd import sgd_update
 from ..potentials.quadratic import Quadratic
 from .common import (BAOAB, TILE_CALL_STEPS, compile_steps, finite_row, gemm_block,
                      langevin_step_table, like, noise_buffer, noise_chunk, overdamped_lane,
                      overdamped_rows, sched, schedule_code)
 from .drivers import FAMILIES, Hooks, family, row_sums, run_blocks
+from . import rows
 from .rows import row_family
 
 
@@ -45,6 +51,39 @@ def offset_row_step(x, g, off, z, eta, sigma, zero, bound, new):
         v = overdamped_lane(x[i], g[i] - off[i], z[i], eta, sigma, zero)
         new[i] = v
         good = good & within_bound(v, bound)
+    return good
+
+
+def offset_sgd_step(x, g, off, v, z, lr, momentum, wd, sigma, zero, bound, new, vnew):
+    """One heavy-ball step (`sgd_update`: v' = momentum v + (g - off) + wd x, x' = x - lr v'
+    + sigma z) of one replica whose gradient is g - off (x, g, v, z, new, vnew: (d,) rows or
+    strided columns of x's dtype, the scalars in x's dtype; `zero` unused, as the sphere's
+    rows take it).  Writes x' and v' into new and vnew; returns whether every new value is
+    finite and within bound."""
+    good = True
+    for i in range(x.shape[0]):
+        xn, vn = sgd_update(x[i], v[i], g[i] - off[i], lr, momentum, wd, sigma, z[i])
+        new[i] = xn
+        vnew[i] = vn
+        good = good & within_bound(xn, bound) & within_bound(vn, bound)
+    return good
+
+
+def offset_adamw_step(x, g, off, m, s, lr, beta1, beta2, a1, a2, eps, wd, c1, c2, bound, new,
+                      mnew, snew):
+    """One AdamW step (`adamw_update`) of one replica whose gradient is g - off (x, g, m, s,
+    new, mnew, snew: (d,) of x's dtype; a1, a2 = 1 - beta1, 1 - beta2; c1, c2 the step's bias
+    corrections).  Writes the new x, m, s into new, mnew, snew; returns whether every new
+    value is finite and within bound."""
+    good = True
+    for i in range(x.shape[0]):
+        xn, mn, sn = adamw_update(x[i], m[i], s[i], g[i] - off[i], lr, beta1, beta2, a1, a2,
+                                  eps, wd, c1, c2)
+        new[i] = xn
+        mnew[i] = mn
+        snew[i] = sn
+        good = good & within_bound(xn, bound) & within_bound(mn, bound) & \
+            within_bound(sn, bound)
     return good
 
 
@@ -67,7 +106,7 @@ def quadratic_row(x, g, w, args, idx, nb, lab, energy):
     return 0.5 * u
 
 
-STEPS = ("offset_row_step", "quadratic_row")
+STEPS = ("offset_row_step", "offset_sgd_step", "offset_adamw_step", "quadratic_row")
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
@@ -203,14 +242,19 @@ cuda = None   # numba.cuda, set by `_cuda_rules`, `baoab_kernel` (the simulator 
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_rules():
-    """(row, refresh) device functions of `gemm_step` for the dense Quadratic."""
+def _cuda_steps():
+    """This module's step functions compiled as numba-cuda device functions."""
     global cuda
     from ..backends import cuda_runtime as rt
 
     cuda = rt.cuda()
-    step = compile_steps(sys.modules[__name__], cuda.jit(device=True),
-                         rt.primitives()).offset_row_step
+    return compile_steps(sys.modules[__name__], cuda.jit(device=True), rt.primitives())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_rules():
+    """(row, refresh) device functions of `gemm_step` for the dense Quadratic."""
+    step = _cuda_steps().offset_row_step
 
     @cuda.jit(device=True)
     def row(x, g, z, eta, sigma, zero, bound, new, off):
@@ -220,6 +264,28 @@ def _cuda_rules():
     def refresh(XT, r, a0, a1, a2, a3):
         return
     return row, refresh
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_optimizer_row(adam: bool):
+    """The row rule of `gemm_step` for full-batch SGD (GEMM_SGD: `offset_sgd_step`) or, with
+    `adam`, AdamW (GEMM_ADAMW: `offset_adamw_step`), the gradient GT - off."""
+    steps = _cuda_steps()
+    if adam:
+        adamw = steps.offset_adamw_step
+
+        @cuda.jit(device=True)
+        def row(x, g, m, s, lr, beta1, beta2, a1, a2, eps, wd, c1, c2, zero, bound, new, mnew,
+                snew, off):
+            return adamw(x, g, off, m, s, lr, beta1, beta2, a1, a2, eps, wd, c1, c2, bound, new,
+                         mnew, snew)
+        return row
+    sgd = steps.offset_sgd_step
+
+    @cuda.jit(device=True)
+    def row(x, g, v, z, lr, momentum, wd, sigma, zero, bound, new, vnew, off):
+        return sgd(x, g, off, v, z, lr, momentum, wd, sigma, zero, bound, new, vnew)
+    return row
 
 
 @functools.lru_cache(maxsize=None)
@@ -349,10 +415,11 @@ def baoab_form_steps(run, sim, t0: int, K: int, gemm, off) -> None:
 
 def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
     """The fused path of a gradient x H - o (the dense Quadratic's; LinearRegression's full
-    batch too): OverdampedLangevin by `cuda_backend.gemm_steps` (GT = H^T XT, then
-    `offset_row_step` with o), UnderdampedLangevin by `baoab_form_steps`.  form() -> (H (d, d),
-    o (d,)) in float64, cast to the state's dtype once and cached per dtype on the run's
-    device potential under `name`."""
+    batch too): OverdampedLangevin, Leimkuhler-Matthews and Heun by `cuda_backend.gemm_steps`
+    (GT = H^T XT, then `offset_row_step` with o), full-batch SGD and AdamW by the same with
+    `offset_sgd_step`, `offset_adamw_step`, UnderdampedLangevin by `baoab_form_steps`.
+    form() -> (H (d, d), o (d,)) in float64, cast to the state's dtype once and cached per
+    dtype on the run's device potential under `name`."""
     from ..backends.cuda_backend import gemm_steps
 
     xp, x = run.xp, run.state["x"]
@@ -360,24 +427,68 @@ def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
     if key not in run.pot.cache:
         H, o = form()
         run.pot.cache[key] = (xp.asarray(np.ascontiguousarray(H.T, dtype=x.dtype)),
-                              xp.asarray(o.astype(x.dtype)))
-    HT, o = run.pot.cache[key]
+                              xp.asarray(o.astype(x.dtype)), xp.asarray((2 * o).astype(x.dtype)))
+    HT, o, o2 = run.pot.cache[key]
 
     def gemm(XT, GT):
         xp.matmul(HT, XT, out=GT)
 
-    if isinstance(sim.dynamics, UnderdampedLangevin):
+    dyn = sim.dynamics
+    row, refresh = _cuda_rules()
+    if isinstance(dyn, (SGD, AdamW)):
+        row = _cuda_optimizer_row(isinstance(dyn, AdamW))
+    if isinstance(dyn, UnderdampedLangevin):
         baoab_form_steps(run, sim, t0, K, gemm, o)
     else:
-        gemm_steps(run, sim, t0, K, gemm, *_cuda_rules(), (o,))
+        gemm_steps(run, sim, t0, K, gemm, row, refresh, (o, o2))   # o2: Heun's corrector
+
+
+FORM_OR_ROWS = (LeimkuhlerMatthews, Heun, SGD, AdamW)   # dynamics of `form_or_rows`
+
+
+def form_accepts(sim) -> bool:
+    """Whether `form_or_rows` runs `sim`: the row kernels' options (`rows.accepts`: d <=
+    rows.MAX_D, first-passage observers), or else the form's GEMM path (float32 / float64,
+    the full batch without label noise, no observer)."""
+    if rows.accepts(sim):
+        return True
+    dyn = sim.dynamics
+    return (sim.dtype in (np.float32, np.float64) and getattr(dyn, "batch_size", None) is None
+            and getattr(dyn, "label_noise", 0.0) <= 0
+            and getattr(sim, "first_passage", None) is None)
+
+
+def form_or_rows(run, sim, t0: int, K: int, name: str, form) -> None:
+    """Leimkuhler-Matthews, Heun, SGD and AdamW of a quadratic form: the row kernels
+    (`kernels.rows`, one thread per replica, the d^2 gradient in registers) up to
+    rows.MAX_D coordinates, beyond it `quadratic_form_steps` (one GEMM for all replicas per
+    gradient), whose cost does not grow with d inside a thread."""
+    if rows.accepts(sim):
+        rows.advance(run, sim, t0, K)
+    else:
+        quadratic_form_steps(run, sim, t0, K, name, form)
+
+
+def _quadratic_form(pot):
+    """(H, c H): the dense Quadratic's gradient x H - c H."""
+    return lambda: (pot.H, pot.center @ pot.H)
 
 
 @register(Quadratic, OverdampedLangevin, "cuda")
 @register(Quadratic, UnderdampedLangevin, "cuda")
 def _quadratic_cuda(run, sim, t0, K):
     """`quadratic_form_steps` with H and c H (a first-passage observer: the generic path)."""
-    pot = sim.potential
-    quadratic_form_steps(run, sim, t0, K, "quadratic", lambda: (pot.H, pot.center @ pot.H))
+    quadratic_form_steps(run, sim, t0, K, "quadratic", _quadratic_form(sim.potential))
+
+
+def _quadratic_dense_cuda(run, sim, t0, K):
+    """`form_or_rows` with H and c H."""
+    form_or_rows(run, sim, t0, K, "quadratic", _quadratic_form(sim.potential))
+
+
+for _dyn in FORM_OR_ROWS:
+    register(Quadratic, _dyn, "cuda", first_passage=True, accepts=form_accepts)(
+        _quadratic_dense_cuda)
 
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
