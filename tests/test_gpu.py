@@ -95,10 +95,11 @@ def test_every_pair_matches_reference_on_the_device(name):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("pair", ["pspin", "pspin-heun", "pspin-sgd", "pspin-adamw",
-                                  "quadratic"])
+                                  "quadratic", "quadratic-wide-heun", "quadratic-wide-sgd"])
 def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
     """SphericalPSpin (p = 3) x OverdampedLangevin, full-batch SGD and AdamW, and Heun (two
-    GEMMs per step), and the dense Quadratic x OverdampedLangevin by one cuBLAS GEMM + one fused kernel
+    GEMMs per step), and the dense Quadratic x OverdampedLangevin (and beyond the row
+    kernels' d = 64, Heun and SGD with weight decay) by one cuBLAS GEMM + one fused kernel
     per step, at
     sizes where cuBLAS tiles: the reference to rounding, the same divergence flags, an uneven
     first_replica split to rounding; records' energies (on the device) equal the NumPy
@@ -115,14 +116,22 @@ def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
             dyn = SGD(Schedule("linear", 0.02, 0.01, 30), None, momentum=0.5, temperature=0.7)
         elif pair == "pspin-adamw":
             dyn = AdamW(Schedule("linear", 0.02, 0.01, 30), None, weight_decay=0.0)
-    else:
+    elif pair == "quadratic":
         make = lambda: Quadratic(spectrum=np.linspace(0.2, 3.0, 48), seed=1)   # noqa: E731
         dyn = OverdampedLangevin(0.05, Schedule("cosine", 0.8, 0.3, 30))
+    else:
+        make = lambda: Quadratic(spectrum=np.linspace(0.2, 3.0, 96), seed=1)   # noqa: E731
+        dyn = Heun(0.05, Schedule("cosine", 0.8, 0.3, 30)) if pair.endswith("heun") else \
+            SGD(0.05, None, momentum=0.5, weight_decay=0.01, grad_noise=0.2, temperature=0.8)
     tol = 1e-9 if dtype == "float64" else 5e-4
     kw = dict(seed=5, dtype=dtype)
     ref, whole = backends_agree("cuda", make, dyn, 300, (7, 13), rtol=tol, atol=tol, what=pair,
                                 **kw)
     assert fused_kernel(whole) is not None
+    if "wide" in pair:                       # the GEMM path, not the row kernels
+        from langevin_sim.kernels import quadratic, rows
+        assert fused_kernel(whole) is quadratic._quadratic_dense_cuda
+        assert not rows.accepts(whole)
     parts = []
     for r0, n in ((0, 117), (117, 183)):
         p = Simulation(make(), dyn, n, backend="cuda", first_replica=r0, **kw)
