@@ -56,48 +56,6 @@ def early_result(fn, timeout: float = 900) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
-# ---------------------------------------------------------------- a second pytest process
-# The tests run one at a time and Numba compiles on one core, so on a 2-core machine the
-# second core idles through most of the suite (the subprocesses above fill a part of it).
-# When the run collects `test_side_files_pass` (tests/test_side_files.py), the selected tests
-# of SIDE_FILES leave this process and run in a second pytest process started when
-# collection ends, whose outcome that test reports.  A side file run on its own, or a run
-# that does not collect that test, is unaffected.  The files are chosen for their weight
-# (about 30% of the suite's time) and for compiling kernels that the main process's early
-# tests do not.
-
-SIDE_FILES = ("test_toynet_kernels.py", "test_toynets.py", "test_pspin.py", "test_manifolds.py",
-              "test_multiwell.py", "test_gemm.py", "test_constraints.py")
-SIDE_TEST = "test_side_files_pass"
-side_nodeids: list = []     # the tests handed to the second process (node ids)
-side_report: list = []      # its summary line, for this run's terminal summary
-
-
-@pytest.hookimpl(trylast=True)        # after -m and -k deselected theirs
-def pytest_collection_modifyitems(session, config, items):
-    if not any(item.name == SIDE_TEST for item in items):
-        return
-    moved = [item for item in items if os.path.basename(str(item.path)) in SIDE_FILES]
-    side_nodeids[:] = [item.nodeid for item in moved]
-    ids = set(side_nodeids)
-    items[:] = [item for item in items if item.nodeid not in ids]
-
-
-def side_spec():
-    """`starts_early` spec of `test_side_files_pass`: pytest on `side_nodeids` (their
-    selection made here: every marker admitted), or nothing to do."""
-    if not side_nodeids:
-        return [sys.executable, "-c", "pass"], None
-    return ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m",
-             "slow or not slow", *side_nodeids], None)
-
-
-def pytest_terminal_summary(terminalreporter):
-    if side_report:
-        terminalreporter.write_line(f"second pytest process ({len(side_nodeids)} tests of "
-                                    f"{', '.join(SIDE_FILES)}): {side_report[-1]}")
-
-
 def pytest_sessionfinish(session):
     for proc, _, _ in _started.values():    # deselected at run time, or the session aborted
         proc.kill()
