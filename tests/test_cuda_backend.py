@@ -270,6 +270,8 @@ for ft in (float32, float64):
                      (W,) * 6 + (V, I1, I1, int64, boolean, boolean, uint64, uint64, uint64, F1,
                                  F1, float64, float64, float64), cc=(9, 0))
     cuda.compile_ptx(ck.step_counter().py_func, (I1, int64), cc=(9, 0))
+    cuda.compile_ptx(ck.first_passage_columns().py_func,
+                     (W, int64) + (I2,) * 5 + (I1, float64[:, ::1], F1, I1, int64), cc=(9, 0))
     # the toy nets' kernel, batch 32, TeacherStudentMLP at W4's sizes (d_in 16, hidden 32) and
     # ModularArithmeticMLP p = 7, hidden 16 (one-hot, int64 labels), x SGD / AdamW: parameters
     # and optimizer states stay out of local memory; only SGD's normals go there (W4: the 18
@@ -720,8 +722,8 @@ if SIM:
         generic path; full batches, i.i.d., epoch and "subset" minibatches, label noise and MALA
         run fused; LinearRegression's and Quadratic's Langevin pairs keep their dense
         kernels, and beyond MAX_D their Leimkuhler-Matthews, Heun and full-batch SGD and
-        AdamW take the GEMM path (`quadratic.form_or_rows`), first-passage observers and
-        minibatches there the generic path."""
+        AdamW take the GEMM path (`quadratic.form_or_rows`, first-passage observers too),
+        minibatches and label noise there the generic path."""
         from langevin_sim.kernels import linear_regression, quadratic, rows
 
         shifted = POTENTIAL_CASES["ShiftedMultiWell"]
@@ -748,7 +750,7 @@ if SIM:
                     AdamW(0.01, None)):
             assert kernel(wide, dyn) == (quadratic._quadratic_dense_cuda, False), dyn
         fp = FirstPassage(HalfSpace(np.eye(rows.MAX_D + 1)[0], 0.0, "right"))
-        assert kernel(wide, Heun(0.01, 0.5), first_passage=fp)[0] is None
+        assert kernel(wide, Heun(0.01, 0.5), first_passage=fp)[0] is quadratic._quadratic_dense_cuda
         wide = LinearRegression(n=rows.MAX_D + 4, d=rows.MAX_D + 1)
         assert kernel(wide, SGD(0.01, None, momentum=0.5))[0] is linear_regression._linreg_dense_cuda
         assert kernel(wide, SGD(0.01, 8))[0] is None
@@ -992,14 +994,45 @@ if SIM:
             np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
                                           whole.state[k], err_msg=f"partition, {k}")
 
-    def test_fused_dense_baoab_declines_first_passage():
-        """A first-passage observer sends the dense BAOAB pairs to the generic path."""
-        fp = FirstPassage(HalfSpace([1.0, 0, 0], 0.0, "right"))
-        for case, (make, mass, _, _) in DENSE_BAOAB.items():
-            dyn = UnderdampedLangevin(0.1, 1.3, 0.5, mass=mass)
-            assert cuda_backend.fused_kernel(Simulation(make(), dyn, 2, backend="cuda")), case
-            assert cuda_backend.fused_kernel(Simulation(make(), dyn, 2, backend="cuda",
-                                                        first_passage=fp)) is None, case
+    DENSE_OBSERVED = {   # the dense paths with an observer: pair, regions (d = 4 or 3)
+        "pspin": (lambda: SphericalPSpin(N=4, p=2, seed=3), OverdampedLangevin(0.05, 1.0),
+                  lambda: FirstPassage(HalfSpace([1.0, 0, 0, 0], 0.0, "right"),
+                                       Ball([0, -1.6, 0, 0], 1.0, "left"))),
+        "pspin-heun": (lambda: SphericalPSpin(N=4, p=2, seed=3), Heun(0.05, 1.0),
+                       lambda: FirstPassage(HalfSpace([1.0, 0, 0, 0], 0.0, "right"))),
+        "quadratic": (lambda: Quadratic(spectrum=[0.5, 1.5, 3.0], seed=2), OverdampedLangevin(
+            0.05, 1.0), lambda: FirstPassage(HalfSpace([1.0, 0, 0], 0.0, "right"),
+                                            Ball([-0.8, 0, 0], 0.5, "left"))),
+        "quadratic-sgd": (lambda: Quadratic(spectrum=[0.5, 1.5, 3.0], seed=2),
+                          SGD(0.05, None, momentum=0.5, weight_decay=0.01, temperature=1.0),
+                          lambda: FirstPassage(HalfSpace([0, 1.0, 0], 0.1, "right"))),
+        "linreg-lm": (lambda: LinearRegression(n=12, d=3, seed=3), LeimkuhlerMatthews(0.05, 1.0),
+                      lambda: FirstPassage(HalfSpace([1.0, 0, 0], 0.0, "right"))),
+        # BAOAB: a step straddles two launches; the observer follows each closing one
+        "quadratic-baoab": (lambda: Quadratic(spectrum=[0.5, 1.5, 3.0], seed=2),
+                            UnderdampedLangevin(0.1, 1.0, 1.0),
+                            lambda: FirstPassage(HalfSpace([1.0, 0, 0], 0.0, "right"),
+                                                 Ball([-0.8, 0, 0], 0.5, "left"))),
+    }
+
+    @pytest.mark.parametrize("case", list(DENSE_OBSERVED))
+    def test_dense_paths_update_first_passage_arrays_like_reference(case, monkeypatch):
+        """The dense paths (p-spin's and the quadratic forms' GEMM + fused kernel, beyond
+        rows.MAX_D, lowered here, for the forms' other dynamics) update first-passage
+        observers after every step on the device (`first_passage_columns`, replayed in the
+        CUDA graphs): the reference's arrays exactly, over several calls."""
+        from langevin_sim.kernels import rows
+
+        make, dyn, fp = DENSE_OBSERVED[case]
+        no_generic_steps(monkeypatch)
+        monkeypatch.setattr(rows, "MAX_D", 2)
+        ref, got = backends_agree("cuda", make, dyn, 9, (6, 4, 5), seed=1, first_passage=fp(),
+                                  rtol=1e-11, atol=1e-12, what=case)
+        assert cuda_backend.fused_kernel(got) is not None
+        for k in ref.state:
+            if k.startswith("fp_"):
+                np.testing.assert_array_equal(got.state[k], ref.state[k], err_msg=k)
+        assert ref.state["fp_crossings"].sum() > 5
 
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     def test_record_energies_on_the_device_and_resume_through_fused_kernels(dtype, tmp_path,

@@ -149,10 +149,12 @@ def test_dense_steps_as_cuda_graphs_equal_one_launch_at_a_time(pair, monkeypatch
     """The dense paths' steps queued as replays of captured CUDA graphs (cuBLAS GEMMs and
     numba-cuda launches on a capturing stream; the kernels read the step from the device
     counter) give bit for bit the state of the same run launched one step at a time
-    (LANGEVIN_SIM_CUDA_GRAPH_STEPS=0), and the capture did not fail (it would warn and fall
-    back to launching one by one)."""
+    (LANGEVIN_SIM_CUDA_GRAPH_STEPS=0), first-passage arrays included (BAOAB's observer
+    launches are in the graphs), and the capture did not fail (it would warn and fall back to
+    launching one by one)."""
     from langevin_sim.backends import cuda_runtime as rt
     from langevin_sim.dynamics import Heun, Schedule, UnderdampedLangevin
+    from langevin_sim.first_passage import FirstPassage, HalfSpace
     from langevin_sim.potentials import Quadratic, SphericalPSpin
 
     if pair == "pspin-heun":
@@ -161,10 +163,12 @@ def test_dense_steps_as_cuda_graphs_equal_one_launch_at_a_time(pair, monkeypatch
     else:
         make = lambda: Quadratic(spectrum=np.linspace(0.2, 3.0, 48), seed=1)   # noqa: E731
         dyn = UnderdampedLangevin(0.05, 1.0, Schedule("cosine", 0.8, 0.3, 60))
+    kw = {} if pair == "pspin-heun" else dict(
+        first_passage=FirstPassage(HalfSpace(np.eye(48)[0], 0.0, "right")))
     out = {}
     for steps in ("", "0"):
         monkeypatch.setenv(rt.GRAPH_ENV, steps)
-        sim = Simulation(make(), dyn, 1 << 12, backend="cuda", seed=5, dtype="float32")
+        sim = Simulation(make(), dyn, 1 << 12, backend="cuda", seed=5, dtype="float32", **kw)
         for K in (1, 40, 7, 33):
             sim.advance(K)
         out[steps] = sim
@@ -174,6 +178,8 @@ def test_dense_steps_as_cuda_graphs_equal_one_launch_at_a_time(pair, monkeypatch
     for k in out[""].state:
         np.testing.assert_array_equal(out[""].state[k], out["0"].state[k], err_msg=k)
     np.testing.assert_array_equal(out[""].diverged_step, out["0"].diverged_step)
+    if kw:
+        assert out[""].state["fp_crossings"].sum() > 100
 
 
 RUN = """

@@ -328,6 +328,16 @@ class DeviceRun:
             graph.launch()
             done += m
 
+    def observer_launch(self, XT) -> Callable[[int], None]:
+        """observe(k): the launch that updates the first-passage arrays from the transposed
+        state XT (N, MP) after step tv[0] + k (`cuda_kernels.first_passage_columns`; the
+        dense paths), or nothing without an observer."""
+        if self.regions is None:
+            return lambda k: None
+        args = rt.kernel_arrays(XT, *(self.state[k] for k in FP_KEYS), *self.regions, self.tv)
+        kernel = ck.first_passage_columns()
+        return lambda k: rt.launch(kernel, self.M, args[0], self.M, *args[1:], k)
+
     def swap(self, name: str, new) -> None:
         """Make `new` the state array `name`; the old one becomes the scratch buffer."""
         old = self.state[name]
@@ -502,7 +512,7 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
                                                           for _ in range(4 - len(aux))))
 
     key = ("gemm", x.dtype, rules, row, refresh, tuple(map(id, aux)), tuple(ecode),
-           tuple(tcode), q)
+           tuple(tcode), q, run.regions is not None)
     ws = run.workspace(key, build)
     w = ws.arrays
     XT, GT, X2, G2 = w["XT"], w["GT"], w["X2"], w["G2"]
@@ -516,12 +526,15 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     esk, tsk, *auxk = rt.kernel_arrays(w["es"], w["ts"], *w["aux"])
     rest = (run.k0, run.k1, run.rep0, esk, tsk, run.bound, *q, *auxk)
 
+    observe = run.observer_launch(XT)
+
     def step(k: int) -> None:
         gemm(XT, GT)
         for i, kernel in enumerate(kernels):
             if i:
                 gemm(X2, G2)
             rt.launch(kernel, M, *head, k, *rest)
+        observe(k)
 
     run.queue_steps(ws, t0, K, step)
     x[...] = XT[:, :M].T

@@ -579,6 +579,26 @@ def observer():
 
 
 @functools.lru_cache(maxsize=None)
+def first_passage_columns():
+    """`observer` for the replicas r < M of a transposed state XT (N, MP) (the dense paths'
+    layout, replica r in column r) at step count tv[0] + k + 1 (the device step counter of
+    `DeviceRun.queue_steps`: a CUDA graph of the launch replays at later steps).  Every
+    replica, frozen ones too, as the reference updates them (unchanged membership changes
+    nothing)."""
+    observe = observer()
+
+    @cuda.jit
+    def kernel(XT, M, first_entry, first_exit, last_crossing, crossings, inside, kinds, vecs,
+               thr, tv, k):
+        r = cuda.grid(1)
+        if r >= M:
+            return
+        observe(XT[:, r], r, kinds, vecs, thr, first_entry, first_exit, last_crossing,
+                crossings, inside, tv[0] + k + 1)
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
 def first_passage():
     """`observer` for every replica, one per thread, on the state x (M, d)."""
     observe = observer()

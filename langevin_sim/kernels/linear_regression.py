@@ -111,10 +111,10 @@ def _linreg_form(pot):
     return lambda: (pot.hessian_matrix, pot.A.T @ pot.y / pot.n_samples)
 
 
-@register(LinearRegression, OverdampedLangevin, "cuda")
-@register(LinearRegression, UnderdampedLangevin, "cuda")
+@register(LinearRegression, OverdampedLangevin, "cuda", first_passage=True)
+@register(LinearRegression, UnderdampedLangevin, "cuda", first_passage=True)
 def _linreg_cuda(run, sim, t0, K):
-    """`quadratic_form_steps` with H and b (a first-passage observer: the generic path)."""
+    """`quadratic_form_steps` with H and b."""
     quadratic_form_steps(run, sim, t0, K, "linreg", _linreg_form(sim.potential))
 
 

@@ -449,15 +449,16 @@ def _cuda_optimizer_row(f32: bool, N: int, adam: bool):
     return row
 
 
-@register(SphericalPSpin, OverdampedLangevin, "cuda")
-@register(SphericalPSpin, LeimkuhlerMatthews, "cuda")
-@register(SphericalPSpin, Heun, "cuda")
-@register(SphericalPSpin, SGD, "cuda")
-@register(SphericalPSpin, AdamW, "cuda")
+@register(SphericalPSpin, OverdampedLangevin, "cuda", first_passage=True)
+@register(SphericalPSpin, LeimkuhlerMatthews, "cuda", first_passage=True)
+@register(SphericalPSpin, Heun, "cuda", first_passage=True)
+@register(SphericalPSpin, SGD, "cuda", first_passage=True)
+@register(SphericalPSpin, AdamW, "cuda", first_passage=True)
 def _overdamped_pspin_cuda(run, sim, t0, K):
     """`cuda_backend.gemm_steps` with the packed GEMM (tables on the device, cached per dtype
     on the run's device potential); SGD (full batch, momentum, temperature, gradient noise)
-    and AdamW (full batch) with their row rules `sphere_sgd_step`, `sphere_adamw_step`."""
+    and AdamW (full batch) with their row rules `sphere_sgd_step`, `sphere_adamw_step`;
+    first-passage observers after every step (`cuda_kernels.first_passage_columns`)."""
     from ..backends import cuda_runtime as rt
     from ..backends.cuda_backend import gemm_steps, padded_columns
 

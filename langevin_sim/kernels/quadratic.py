@@ -372,7 +372,9 @@ def baoab_form_steps(run, sim, t0: int, K: int, gemm, off) -> None:
     launch (closing the step, opening the next; the last closes only), the steps between
     queued by `DeviceRun.queue_steps` (replays of CUDA graphs: the kernel reads its step
     from the run's device counter), with no host synchronization; the state is transposed
-    back at the end.  The arrays live in a run `Workspace`; `gemm` and `off` must persist."""
+    back at the end.  The arrays live in a run `Workspace`; `gemm` and `off` must persist.
+    A first-passage observer is updated after each closing launch (`DeviceRun.observer_launch`
+    on XT, which then holds the state after the closed step)."""
     from ..backends import cuda_runtime as rt
     from ..backends.cuda_backend import padded_columns
 
@@ -387,7 +389,7 @@ def baoab_form_steps(run, sim, t0: int, K: int, gemm, off) -> None:
                     off=off)
 
     key = ("baoab", state["x"].dtype, id(off), tuple(ecode), tuple(tcode),
-           float(dyn.friction), float(dyn.mass))
+           float(dyn.friction), float(dyn.mass), run.regions is not None)
     ws = run.workspace(key, build)
     w = ws.arrays
     cols = [w[k] for k in "xpg"]
@@ -399,16 +401,19 @@ def baoab_form_steps(run, sim, t0: int, K: int, gemm, off) -> None:
     arrays = rt.kernel_arrays(*cols, YT, w["QT"], FT, off, run.dstep, run.tv)
     rest = (run.k0, run.k1, run.rep0, *rt.kernel_arrays(w["es"], w["ts"]),
             float(dyn.friction), float(dyn.mass), run.bound)
+    observe = run.observer_launch(cols[0])      # after step t - 1 closed: count t = tv[0] + k
     run.tv.fill(t0)
     rt.launch(kernel, M, *arrays, 0, False, True, *rest)
 
     def step(k: int) -> None:             # closes step t - 1, opens t = tv[0] + k
         gemm(YT, FT)
         rt.launch(kernel, M, *arrays, k, True, True, *rest)
+        observe(k - 1)
 
     run.queue_steps(ws, t0 + 1, K - 1, step)
     gemm(YT, FT)                          # tv = t0 + K: closes the last step only
     rt.launch(kernel, M, *arrays, 0, True, False, *rest)
+    observe(-1)
     for k, a in zip("xpg", cols):
         state[k][...] = a[:, :M].T
 
@@ -448,14 +453,13 @@ FORM_OR_ROWS = (LeimkuhlerMatthews, Heun, SGD, AdamW)   # dynamics of `form_or_r
 
 def form_accepts(sim) -> bool:
     """Whether `form_or_rows` runs `sim`: the row kernels' options (`rows.accepts`: d <=
-    rows.MAX_D, first-passage observers), or else the form's GEMM path (float32 / float64,
-    the full batch without label noise, no observer)."""
+    rows.MAX_D), or else the form's GEMM path (float32 / float64, the full batch without
+    label noise).  Both update first-passage observers."""
     if rows.accepts(sim):
         return True
     dyn = sim.dynamics
     return (sim.dtype in (np.float32, np.float64) and getattr(dyn, "batch_size", None) is None
-            and getattr(dyn, "label_noise", 0.0) <= 0
-            and getattr(sim, "first_passage", None) is None)
+            and getattr(dyn, "label_noise", 0.0) <= 0)
 
 
 def form_or_rows(run, sim, t0: int, K: int, name: str, form) -> None:
@@ -474,10 +478,10 @@ def _quadratic_form(pot):
     return lambda: (pot.H, pot.center @ pot.H)
 
 
-@register(Quadratic, OverdampedLangevin, "cuda")
-@register(Quadratic, UnderdampedLangevin, "cuda")
+@register(Quadratic, OverdampedLangevin, "cuda", first_passage=True)
+@register(Quadratic, UnderdampedLangevin, "cuda", first_passage=True)
 def _quadratic_cuda(run, sim, t0, K):
-    """`quadratic_form_steps` with H and c H (a first-passage observer: the generic path)."""
+    """`quadratic_form_steps` with H and c H."""
     quadratic_form_steps(run, sim, t0, K, "quadratic", _quadratic_form(sim.potential))
 
 
