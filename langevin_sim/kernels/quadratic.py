@@ -466,7 +466,7 @@ def form_or_rows(run, sim, t0: int, K: int, name: str, form) -> None:
     """Leimkuhler-Matthews, Heun, SGD and AdamW of a quadratic form: the row kernels
     (`kernels.rows`, one thread per replica, the d^2 gradient in registers) up to
     rows.MAX_D coordinates, beyond it `quadratic_form_steps` (one GEMM for all replicas per
-    gradient), whose cost does not grow with d inside a thread."""
+    gradient: a thread's work is then d a step, not d^2, and its arrays stay small)."""
     if rows.accepts(sim):
         rows.advance(run, sim, t0, K)
     else:
