@@ -144,6 +144,29 @@ def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
                                atol=tol * 300)
 
 
+def test_dense_first_passage_arrays_equal_the_reference_on_the_device():
+    """SphericalPSpin (p = 3, N = 24) x OverdampedLangevin with a first-passage observer, by
+    the GEMM path (its observer launch replayed in the CUDA graphs): the reference's arrays
+    exactly (membership in float64 in the reference's order; positions equal to ~1e-12, so
+    a flip would need a replica that close to a boundary), over several calls."""
+    from langevin_sim.backends.cuda_backend import fused_kernel
+    from langevin_sim.dynamics import OverdampedLangevin
+    from langevin_sim.first_passage import Ball, FirstPassage, HalfSpace
+    from langevin_sim.potentials import SphericalPSpin
+
+    e = np.eye(24)                       # on the sphere |x|^2 = 24: x_i ~ 1
+    fp = FirstPassage(HalfSpace(e[0], 0.0, "right"), HalfSpace(e[1], 1.0, "high"),
+                      Ball(4.0 * e[2], 4.5, "cap"))
+    ref, got = backends_agree("cuda", lambda: SphericalPSpin(N=24, p=3, seed=1, planted=0.3),
+                              OverdampedLangevin(0.02, 0.7), 300, (7, 40, 13), rtol=1e-9,
+                              atol=1e-11, what="pspin first passage", seed=5, first_passage=fp)
+    assert fused_kernel(got) is not None
+    for k in ref.state:
+        if k.startswith("fp_"):
+            np.testing.assert_array_equal(got.state[k], ref.state[k], err_msg=k)
+    assert ref.state["fp_crossings"].sum() > 100
+
+
 @pytest.mark.parametrize("pair", ["pspin-heun", "quadratic-baoab"])
 def test_dense_steps_as_cuda_graphs_equal_one_launch_at_a_time(pair, monkeypatch):
     """The dense paths' steps queued as replays of captured CUDA graphs (cuBLAS GEMMs and
