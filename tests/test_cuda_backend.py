@@ -253,7 +253,7 @@ I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
 for ft in (float32, float64):
     f32, W, V = ft is float32, ft[:, ::1], ft[::1]
     head = (W, W, W, W, I1, I1, int64, uint64, uint64, uint64, F1, F1, float64, float64,
-            float64, float64, float64)
+            float64, float64, float64, F1, F1)
     row, refresh, products = pspin._cuda_rules(f32, 5)
     rule = ck.GEMM_CORRECT if f32 else ck.GEMM_LM   # Heun's corrector, Leimkuhler-Matthews
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5, rule).py_func, head + (W, I2, I1, I1),
@@ -266,6 +266,8 @@ for ft in (float32, float64):
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))
     cuda.compile_ptx(ck.gemm_step(quadratic._cuda_optimizer_row(not f32), refresh, f32, 3,
                                   optimizer).py_func, head + (V, V, V, V), cc=(9, 0))
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3, ck.GEMM_MALA).py_func,
+                     head + (V, V, V, V), cc=(9, 0))
     cuda.compile_ptx(quadratic.baoab_kernel(f32).py_func,
                      (W,) * 6 + (V, I1, I1, int64, boolean, boolean, uint64, uint64, uint64, F1,
                                  F1, float64, float64, float64), cc=(9, 0))
@@ -721,8 +723,8 @@ if SIM:
         """d > MAX_D and label noise on a full batch of more than MAX_LABELS samples take the
         generic path; full batches, i.i.d., epoch and "subset" minibatches, label noise and MALA
         run fused; LinearRegression's and Quadratic's Langevin pairs keep their dense
-        kernels, and beyond MAX_D their Leimkuhler-Matthews, Heun and full-batch SGD and
-        AdamW take the GEMM path (`quadratic.form_or_rows`, first-passage observers too),
+        kernels, and beyond MAX_D their Leimkuhler-Matthews, Heun, MALA and full-batch SGD
+        and AdamW take the GEMM path (`quadratic.form_or_rows`, first-passage observers too),
         minibatches and label noise there the generic path."""
         from langevin_sim.kernels import linear_regression, quadratic, rows
 
@@ -747,7 +749,7 @@ if SIM:
         assert fused(Quadratic(spectrum=np.ones(rows.MAX_D)), Heun(0.01, 0.5))
         wide = Quadratic(spectrum=np.ones(rows.MAX_D + 1))
         for dyn in (Heun(0.01, 0.5), LeimkuhlerMatthews(0.01, 0.5), SGD(0.01, None),
-                    AdamW(0.01, None)):
+                    AdamW(0.01, None), MALA(0.01, 0.5)):
             assert kernel(wide, dyn) == (quadratic._quadratic_dense_cuda, False), dyn
         fp = FirstPassage(HalfSpace(np.eye(rows.MAX_D + 1)[0], 0.0, "right"))
         assert kernel(wide, Heun(0.01, 0.5), first_passage=fp)[0] is quadratic._quadratic_dense_cuda
@@ -852,6 +854,16 @@ if SIM:
         "quadratic-adamw": (_unstable_quadratic,
                             AdamW(Schedule("linear", 0.2, 0.1, 12), None, beta2=0.95,
                                   weight_decay=0.05), 1e8, None),
+        # MALA: one GEMM at the proposal per step, the Metropolis test on the device;
+        # replica 5, started 5 along the stiff mode, has U ~ 312 > the bound: its first new
+        # state (accepted or not) freezes it; c != 0 and LinearRegression's constant
+        # mean(y^2) / 2 enter U
+        "quadratic-mala": (_unstable_quadratic,
+                           MALA(Schedule("linear", 0.08, 0.05, 12), 0.5), 300.0,
+                           _along_unstable_mode(lambda p: p.center, lambda p: p.H)),
+        "linreg-mala": (lambda: LinearRegression(n=12, d=3, seed=3),
+                        MALA(0.5 / np.linalg.eigvalsh(_LINREG.hessian_matrix)[-1], 0.3), 1e8,
+                        None),
         "linreg-sgd": (lambda: LinearRegression(n=12, d=3, seed=3),
                        SGD(3.36 / (np.linalg.eigvalsh(_LINREG.hessian_matrix)[-1] + 0.02), None,
                            momentum=0.6, weight_decay=0.02), 20.0,

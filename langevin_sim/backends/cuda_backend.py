@@ -64,7 +64,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import rng
-from ..dynamics import (SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
 from ..dynamics.adamw import complements
 from ..dynamics.langevin import baoab_coeffs, noise_scale
@@ -469,7 +469,7 @@ def padded_columns(M: int) -> int:
 
 
 def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
-               prime=None) -> None:
+               prime=None, energy_constant: float = 0.0) -> None:
     """Steps t0 .. t0+K-1 of overdamped Langevin for a dense family (the fused "cuda"
     kernels of Quadratic, LinearRegression and SphericalPSpin, and their Leimkuhler-Matthews,
     Heun and full-batch SGD and AdamW (the velocity, or the moments,
@@ -481,6 +481,10 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     refresh, ...)` draws the noise, applies the family's row rule, tests divergence and
     freezes (aux: the family's arrays a0..a3, up to four); Heun runs two of each per step
     (the predictor's launch, the GEMM at the predictor ``gemm(X2, G2)``, the corrector's).
+    MALA (the quadratic forms': gradient GEMM - aux[0], energy y.(GEMM / 2 - aux[0]) +
+    `energy_constant`): one GEMM at x per call, then per step the proposal (GEMM_PREDICT into
+    X2), the GEMM at it and the Metropolis launch (GEMM_MALA), U and the acceptance count
+    updated in place; GT carries the raw gradient, and g = GT - aux[0] at the end.
     The steps are queued by `DeviceRun.queue_steps` (replays of CUDA graphs), so XT, GT, X2,
     G2 and the schedule codes live in a run `Workspace`, and `gemm` and `aux` must use arrays
     that persist for the run; XT is transposed back into the state at the end."""
@@ -489,20 +493,21 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     xp, x, dyn = run.xp, run.state["x"], sim.dynamics
     M, N = x.shape
     heun, sgd, adam = isinstance(dyn, Heun), isinstance(dyn, SGD), isinstance(dyn, AdamW)
+    mala = isinstance(dyn, MALA)
     state = ("m", "s") if adam else ("v",) if sgd else ()   # transposed as x into X2 (G2)
     ecode = schedule_code(dyn.lr if sgd or adam else dyn.step)
     tcode = ecode if adam else schedule_code(dyn.temperature)
     rules = (ck.GEMM_PREDICT, ck.GEMM_CORRECT) if heun else (ck.GEMM_SGD,) if sgd else \
-        (ck.GEMM_ADAMW,) if adam else \
+        (ck.GEMM_ADAMW,) if adam else (ck.GEMM_PREDICT, ck.GEMM_MALA) if mala else \
         (ck.GEMM_LM if isinstance(dyn, LeimkuhlerMatthews) else ck.GEMM_OVERDAMPED,)
     q = (float(dyn.beta1), float(dyn.beta2), float(dyn.eps), float(dyn.weight_decay)) if adam \
         else (float(dyn.momentum), float(dyn.grad_noise), 0.0, float(dyn.weight_decay)) if sgd \
-        else (0.0,) * 4
+        else (float(energy_constant), 0.0, 0.0, 0.0) if mala else (0.0,) * 4
     aux = tuple(aux)
 
     def build() -> dict:
         XT = xp.zeros((N, padded_columns(M)), dtype=x.dtype)
-        if heun:                         # the predictor and its gradient
+        if heun or mala:                 # the predictor (proposal) and its gradient
             X2, G2 = xp.empty_like(XT), xp.empty_like(XT)
         else:                            # (unused: distinct, the simulator copies each back)
             X2, G2 = (xp.zeros_like(XT) if k < len(state) else xp.empty((N, 0), x.dtype)
@@ -521,15 +526,21 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
         a[:, :M] = run.state[k].T
     if prime is not None:
         prime(XT)
+    if mala:                             # GT: the raw gradient at x, carried across steps
+        gemm(XT, GT)
+        ua = (run.state["u"], run.state["accepted"])
+    else:
+        ua = w.setdefault("ua", (xp.empty(0), xp.empty(0)))
     kernels = [ck.gemm_step(row, refresh, run.f32, N, rule) for rule in rules]
     head = rt.kernel_arrays(XT, GT, X2, G2, run.dstep, run.tv)
     esk, tsk, *auxk = rt.kernel_arrays(w["es"], w["ts"], *w["aux"])
-    rest = (run.k0, run.k1, run.rep0, esk, tsk, run.bound, *q, *auxk)
+    rest = (run.k0, run.k1, run.rep0, esk, tsk, run.bound, *q, *rt.kernel_arrays(*ua), *auxk)
 
     observe = run.observer_launch(XT)
 
     def step(k: int) -> None:
-        gemm(XT, GT)
+        if not mala:
+            gemm(XT, GT)
         for i, kernel in enumerate(kernels):
             if i:
                 gemm(X2, G2)
@@ -540,6 +551,8 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     x[...] = XT[:, :M].T
     for k, a in zip(state, (X2, G2)):
         run.state[k][...] = a[:, :M].T
+    if mala:
+        run.state["g"][...] = (GT[:, :M] - aux[0][:, None]).T
 
 
 def _argsort_stable(xp, a):

@@ -49,7 +49,8 @@ from . import cuda_runtime as rt
 # function's globals for a fake one (thread and block indices), so kernels must see `cuda`
 # as a global of this module, not as a closure variable.
 cuda = rt.cuda()
-NOISE, GRAD_NOISE = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE)
+NOISE, GRAD_NOISE, ACCEPT = (np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE),
+                             np.uint64(rng.ACCEPT))
 
 
 @functools.lru_cache(maxsize=None)
@@ -406,8 +407,8 @@ GEMM_COLUMNS = 16   # replica columns of the transposed state padded to a multip
 
 
 # the step kernels after a GEMM (`gemm_step`'s `rule`): overdamped Langevin, Leimkuhler-Matthews,
-# Heun's predictor and Heun's corrector, SGD, AdamW
-GEMM_OVERDAMPED, GEMM_LM, GEMM_PREDICT, GEMM_CORRECT, GEMM_SGD, GEMM_ADAMW = range(6)
+# Heun's predictor and Heun's corrector, SGD, AdamW, MALA's Metropolis test
+GEMM_OVERDAMPED, GEMM_LM, GEMM_PREDICT, GEMM_CORRECT, GEMM_SGD, GEMM_ADAMW, GEMM_MALA = range(7)
 
 
 @functools.lru_cache(maxsize=None)
@@ -444,10 +445,22 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     moments m = X2[:, r], s = G2[:, r] (committed with x), beta1, beta2, eps, wd = q0, q1, q2,
     q3 and the bias corrections c1 = 1 - beta1^(t+1), c2 = 1 - beta2^(t+1) (float64, then the
     state's dtype); no noise.  (A constrained family's rows take wd and ignore it: the
-    dynamics refuse weight decay there.)"""
+    dynamics refuse weight decay there.)  GEMM_MALA, MALA's test of the proposal y = X2[:, r]
+    (made by a GEMM_PREDICT launch from x and its gradient) after the GEMM at y, for a
+    quadratic form (gradient GEMM - a0, energy U(y) = y.(G2 / 2 - a0) + q0 summed in
+    float64): the forward and backward proposal residuals (`proposal_residual2`, summed in
+    float64), U(x) = u[r], the ACCEPT word at n = t (`mala_log_alpha`, `accept_uniform`,
+    `mala_accept`); the new state (y, its raw gradient G2, U(y), nacc[r] + 1, or the old
+    one) is tested whole, as the reference tests it, then committed (XT, GT, u, nacc) or the
+    replica frozen.  u and nacc (M,) float64 are MALA's U and acceptance count (unused by
+    the other rules); GT then holds the raw gradient GEMM(x) across steps."""
     bn = _normals_fn(f32)
     st = steps()
     sched, noise_scale = st.schedule_value, st.noise_scale
+    residual2, log_alpha, uniform, accept, within = (st.proposal_residual2, st.mala_log_alpha,
+                                                     st.accept_uniform, st.mala_accept,
+                                                     st.within_bound)
+    word = cached_draws(f32)[1]
     pick = helpers()[0]
     ftype = np.float32 if f32 else np.float64
 
@@ -470,8 +483,8 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
                     z[j] = z[j] + v if add else v
 
     @cuda.jit
-    def kernel(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3, a0,
-               a1, a2, a3):
+    def kernel(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3, u,
+               nacc, a0, a1, a2, a3):
         r = cuda.grid(1)
         if r >= dstep.shape[0]:
             return
@@ -483,7 +496,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
         e = sched(int(es[0]), es[1], es[2], es[3], t)
         T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
         rep = rep0 + np.uint64(r)
-        for s in range(0 if rule == GEMM_ADAMW else 2 if lm else 1):
+        for s in range(0 if rule in (GEMM_ADAMW, GEMM_MALA) else 2 if lm else 1):
             normals_into(z, k0, k1, NOISE, rep, (np.int64(t) + s) * N, cast(1.0), s > 0)
         sigma = noise_scale(e, T)
         if rule == GEMM_PREDICT:
@@ -491,6 +504,33 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
             for i in range(N):
                 X2[i, r] = new[i]
             refresh(X2, r, a0, a1, a2, a3)
+            return
+        if rule == GEMM_MALA:
+            ew, fwd, bwd, uy = cast(e), 0.0, 0.0, q0
+            for i in range(N):
+                y = X2[i, r]
+                fwd += residual2(y, XT[i, r], GT[i, r] - a0[i], ew)
+                bwd += residual2(XT[i, r], y, G2[i, r] - a0[i], ew)
+                uy += np.float64(y) * (0.5 * np.float64(G2[i, r]) - np.float64(a0[i]))
+            wd = word(k0, k1, ACCEPT, rep, np.int64(t), np.int64(-1), np.uint64(0),
+                      np.uint64(0), np.uint64(0), np.uint64(0))[0]
+            take = accept(uniform(wd), log_alpha(uy, u[r], bwd, fwd, e, T))
+            if not take:
+                uy = u[r]
+            good = within(uy, bound) and within(nacc[r] + (1.0 if take else 0.0), bound)
+            for i in range(N):
+                if take:
+                    good = good and within(X2[i, r], bound) and within(G2[i, r] - a0[i], bound)
+                else:
+                    good = good and within(XT[i, r], bound) and within(GT[i, r] - a0[i], bound)
+            if not good:
+                dstep[r] = t + 1
+            elif take:
+                for i in range(N):
+                    XT[i, r] = X2[i, r]
+                    GT[i, r] = G2[i, r]
+                u[r] = uy
+                nacc[r] += 1.0
             return
         if rule == GEMM_SGD:
             vn = cuda.local.array(N, ftype)

@@ -14,8 +14,8 @@ ONE fused kernel launch instead of the reference's two (n, d) products (equal to
 reference to rounding: the same sums in another order).  Every other dynamics (SGD and AdamW
 full batch or i.i.d. / epoch minibatches, SGD's label noise, Heun, Leimkuhler-Matthews, MALA)
 runs the row kernels of `kernels.rows` on `linreg_row` (one thread per replica, d <= 64);
-beyond d = 64 Leimkuhler-Matthews, Heun and full-batch SGD (without label noise) and AdamW
-take the same GEMM path (`quadratic.form_or_rows`).
+beyond d = 64 Leimkuhler-Matthews, Heun, MALA and full-batch SGD (without label noise) and
+AdamW take the same GEMM path (`quadratic.form_or_rows`).
 """
 from __future__ import annotations
 
@@ -107,8 +107,10 @@ family(LinearRegression, Hooks(linreg_grad_block, linreg_energy_block,
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
 
 def _linreg_form(pot):
-    """(H, b) = (A^T A / n, A^T y / n): the full-batch gradient x H - b."""
-    return lambda: (pot.hessian_matrix, pot.A.T @ pot.y / pot.n_samples)
+    """(H, b, c0) = (A^T A / n, A^T y / n, mean(y^2) / 2): the full-batch gradient x H - b
+    and loss x.(x H / 2 - b) + c0."""
+    return lambda: (pot.hessian_matrix, pot.A.T @ pot.y / pot.n_samples,
+                    0.5 * np.mean(pot.y ** 2))
 
 
 @register(LinearRegression, OverdampedLangevin, "cuda", first_passage=True)

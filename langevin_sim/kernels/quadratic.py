@@ -11,9 +11,9 @@ the fused numba-cuda kernel (the section "CUDA kernels" at the end), where BAOAB
 kernel of its own on the shared BAOAB rules (`baoab_kernel`).  Its other step function,
 `quadratic_row`, is one replica's gradient for `kernels.rows`: Heun, Leimkuhler-Matthews,
 MALA, SGD and AdamW run the row kernels on "cuda" at d <= 64 (d^2 per step per replica, no
-GEMM); beyond it Leimkuhler-Matthews, Heun and full-batch SGD and AdamW run the GEMM path
-(`form_or_rows`), SGD and AdamW with the step functions `offset_sgd_step` and
-`offset_adamw_step`.
+GEMM); beyond it Leimkuhler-Matthews, Heun, MALA and full-batch SGD and AdamW run the GEMM
+path (`form_or_rows`), SGD and AdamW with the step functions `offset_sgd_step` and
+`offset_adamw_step`, MALA with `gemm_step`'s Metropolis test.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .. import rng
 from ..backends.jit import jit
 from ..backends.numpy_backend import within_bound
 from ..backends.registry import register
-from ..dynamics import (SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
 from ..dynamics.adamw import adamw_update
 from ..dynamics.sgd import sgd_update
@@ -422,18 +422,20 @@ def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
     """The fused path of a gradient x H - o (the dense Quadratic's; LinearRegression's full
     batch too): OverdampedLangevin, Leimkuhler-Matthews and Heun by `cuda_backend.gemm_steps`
     (GT = H^T XT, then `offset_row_step` with o), full-batch SGD and AdamW by the same with
-    `offset_sgd_step`, `offset_adamw_step`, UnderdampedLangevin by `baoab_form_steps`.
-    form() -> (H (d, d), o (d,)) in float64, cast to the state's dtype once and cached per
+    `offset_sgd_step`, `offset_adamw_step`, MALA by the same (its Metropolis test with the
+    energy x.(x H / 2 - o) + c0), UnderdampedLangevin by `baoab_form_steps`.  form() -> (H
+    (d, d), o (d,), c0) in float64, H and o cast to the state's dtype once and cached per
     dtype on the run's device potential under `name`."""
     from ..backends.cuda_backend import gemm_steps
 
     xp, x = run.xp, run.state["x"]
     key = (name, x.dtype)
     if key not in run.pot.cache:
-        H, o = form()
+        H, o, c0 = form()
         run.pot.cache[key] = (xp.asarray(np.ascontiguousarray(H.T, dtype=x.dtype)),
-                              xp.asarray(o.astype(x.dtype)), xp.asarray((2 * o).astype(x.dtype)))
-    HT, o, o2 = run.pot.cache[key]
+                              xp.asarray(o.astype(x.dtype)), xp.asarray((2 * o).astype(x.dtype)),
+                              float(c0))
+    HT, o, o2, c0 = run.pot.cache[key]
 
     def gemm(XT, GT):
         xp.matmul(HT, XT, out=GT)
@@ -445,10 +447,11 @@ def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
     if isinstance(dyn, UnderdampedLangevin):
         baoab_form_steps(run, sim, t0, K, gemm, o)
     else:
-        gemm_steps(run, sim, t0, K, gemm, row, refresh, (o, o2))   # o2: Heun's corrector
+        gemm_steps(run, sim, t0, K, gemm, row, refresh, (o, o2),    # o2: Heun's corrector
+                   energy_constant=c0)
 
 
-FORM_OR_ROWS = (LeimkuhlerMatthews, Heun, SGD, AdamW)   # dynamics of `form_or_rows`
+FORM_OR_ROWS = (LeimkuhlerMatthews, Heun, MALA, SGD, AdamW)   # dynamics of `form_or_rows`
 
 
 def form_accepts(sim) -> bool:
@@ -463,7 +466,7 @@ def form_accepts(sim) -> bool:
 
 
 def form_or_rows(run, sim, t0: int, K: int, name: str, form) -> None:
-    """Leimkuhler-Matthews, Heun, SGD and AdamW of a quadratic form: the row kernels
+    """Leimkuhler-Matthews, Heun, MALA, SGD and AdamW of a quadratic form: the row kernels
     (`kernels.rows`, one thread per replica, the d^2 gradient in registers) up to
     rows.MAX_D coordinates, beyond it `quadratic_form_steps` (one GEMM for all replicas per
     gradient: a thread's work is then d a step, not d^2, and its arrays stay small)."""
@@ -474,8 +477,9 @@ def form_or_rows(run, sim, t0: int, K: int, name: str, form) -> None:
 
 
 def _quadratic_form(pot):
-    """(H, c H): the dense Quadratic's gradient x H - c H."""
-    return lambda: (pot.H, pot.center @ pot.H)
+    """(H, c H, c H c / 2): the dense Quadratic's gradient x H - c H and energy
+    x.(x H / 2 - c H) + c H c / 2."""
+    return lambda: (pot.H, pot.center @ pot.H, 0.5 * pot.center @ pot.H @ pot.center)
 
 
 @register(Quadratic, OverdampedLangevin, "cuda", first_passage=True)
