@@ -1131,6 +1131,18 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                                               z0, z1, z2, z3)
 
     @cuda.jit(device=True)
+    def copy_owned(dst, dst2, dstq, src, src2, srcq):
+        """A lane's values of its units, of b2 and of its embedding entries (src, src2, srcq)
+        copied into dst, dst2, dstq: Heun's gradient at x kept for the corrector, x put back
+        from X0 (Heun's corrector, BAOAB's frozen step); MALA's g(y) kept on acceptance."""
+        for i in range(NPL):
+            dst[i] = src[i]
+        for c in range(KO):
+            dst2[c] = src2[c]
+        for i in range(NQ):
+            dstq[i] = srcq[i]
+
+    @cuda.jit(device=True)
     def propose(P, P2, X0, X02, Gs, Gs2, XI, XI2, W2, B2, W1M, Q, Q0, QGs, QXI, EM, lane, se,
                 sp, heun):
         """x kept in X0, X02 (Q0); P, P2 and the embedding entries Q (and their mirrors W2,
@@ -1494,12 +1506,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                             XI[i] = zero
                         for c in range(KO):
                             XI2[c] = zero
-                    for i in range(NPL):
-                        Sa[i] = G[i]
-                    for c in range(KO):
-                        Sa2[c] = G2[c]
-                    for i in range(NQ):
-                        Qa[i] = QG[i]
+                    copy_owned(Sa, Sa2, Qa, G, G2, QG)
                     propose(P, P2, X0, X02, G, G2, XI, XI2, W2, B2, W1M, Q, Q0, QG, QXI, EM,
                             lane, se, sp, True)
                     cuda.syncthreads()
@@ -1563,12 +1570,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                     ok = ok and ok_(ur, bound) and ok_(ar, bound)
                 good = cuda.syncthreads_and(1 if ok else 0) != 0
                 if take and good:         # y, g(y), U(y) become the state
-                    for i in range(NPL):
-                        Sa[i] = G[i]
-                    for c in range(KO):
-                        Sa2[c] = G2[c]
-                    for i in range(NQ):
-                        Qa[i] = QG[i]
+                    copy_owned(Sa, Sa2, Qa, G, G2, QG)
                     ur = uy
                     ar += 1.0
                     continue
@@ -1603,12 +1605,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
             noisy = T > 0
             if HEUN:                      # x back from the predictor
                 half = cast(0.5 * eta)
-                for i in range(NPL):
-                    P[i] = X0[i]
-                for c in range(KO):
-                    P2[c] = X02[c]
-                for i in range(NQ):
-                    Q[i] = Q0[i]
+                copy_owned(P, P2, Q, X0, X02, Q0)
                 co = (co[0], co[1], half, zero)
             if not (BA or HEUN) and (noisy or GN):   # normals at t d + p, each Philox
                 cz = cy = cw = np.int64(-1)   # block once: NOISE (T > 0; Leimkuhler-Matthews
@@ -1669,12 +1666,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                     ok = ok and rule_ok(Q, Qa, Qb, QG, QXI, q, h, co, noisy, bound)
             if cuda.syncthreads_and(1 if ok else 0) == 0:
                 if BA:                    # the state before the step: x back from X0
-                    for i in range(NPL):
-                        P[i] = X0[i]
-                    for c in range(KO):
-                        P2[c] = X02[c]
-                    for i in range(NQ):
-                        Q[i] = Q0[i]
+                    copy_owned(P, P2, Q, X0, X02, Q0)
                 if lane == 0:
                     dstep[r] = t + 1
                 break
