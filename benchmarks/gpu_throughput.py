@@ -8,6 +8,9 @@ Workloads (the issue's GPU sizes; float32 and float64):
   W2  Quadratic dense H, d=256, 2^16 replicas, overdamped Langevin
   W3  spherical p=3 spin glass, N=64, 2^14 replicas, overdamped Langevin
   W4  TeacherStudentMLP d_in=16, hidden=32, 2^12 replicas, SGD batch 32, momentum 0.9
+Beside them (first dtype only): W3's landscape at 256 replicas with and without CUDA graphs,
+and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 256 replicas)
+by the fused toy-net kernel and by the generic path.
 
 Limits, measured on the same device in the same run: the Philox-only normal rate of the
 project's own generator (rng.block_normals compiled for numba-cuda, every normal consumed),
@@ -263,6 +266,39 @@ def graph_gain(tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
     return out
 
 
+def toynet_gain(tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
+    """The grokking scenario's default net (ModularArithmeticMLP p = 23, hidden 64, 317
+    training pairs, full-batch AdamW) at 256 replicas: chain-steps per second by the fused
+    toy-net kernel (two warps per replica, the batch in tiles) and by the generic path (the
+    potential's batched products in CuPy, one update kernel per step; the fused kernel declined
+    with `toynets.MAX_OWNED` = 0)."""
+    from langevin_sim.backends.cuda_backend import fused_kernel
+    from langevin_sim.dynamics import AdamW
+    from langevin_sim.kernels import toynets
+    from langevin_sim.potentials import ModularArithmeticMLP
+
+    p, hidden, M = (3, 2, 2) if tiny else (23, 64, 256)
+    pot = ModularArithmeticMLP(p=p, hidden=hidden, train_fraction=0.6, seed=1)
+    out = {"p": p, "hidden": hidden, "samples": pot.n_samples, "replicas": M, "dtype": dt}
+    saved = toynets.MAX_OWNED
+    try:
+        for label in ("fused", "generic"):
+            if label == "generic":
+                toynets.MAX_OWNED = 0
+            sim = cuda_simulation(pot, AdamW(1e-3, None, weight_decay=1.0), M, dt, backend_cls)
+            assert (fused_kernel(sim) is not None) == (label == "fused"), label
+            if label == "fused":
+                out["warps"], out["tile"], _ = toynets.layout(sim)
+
+            def run(k, sim=sim):
+                sim.backend.advance(sim, sim.step, k)
+                sim.step += k
+            out[label] = median_rate(run, M, seconds, sync, repeats=1 if tiny else 3)
+    finally:
+        toynets.MAX_OWNED = saved
+    return out
+
+
 # ------------------------------------------------------------------ JAX peers
 
 def _jax(dtype):
@@ -440,6 +476,9 @@ def main(argv=None) -> int:
     gain = graph_gain(a.tiny, dtypes[0], backend_cls, seconds, sync) if "W3" in names else None
     if gain:
         print(json.dumps({"graph_gain": gain}), flush=True)
+    nets = toynet_gain(a.tiny, dtypes[0], backend_cls, seconds, sync) if "W4" in names else None
+    if nets:
+        print(json.dumps({"toynet_gain": nets}), flush=True)
     checks = []
     for r in rows:
         tag = f"{r['workload']} {r['dtype']}"
@@ -483,6 +522,14 @@ def main(argv=None) -> int:
                   f"({'capture FAILED: ' + gain['graphs_failed'] if 'graphs_failed' in gain else 'the default'}), "
                   f"{gain['one_by_one']:.3g} with one GEMM and one launch at a time "
                   f"(LANGEVIN_SIM_CUDA_GRAPH_STEPS=0): {gain['graphs'] / gain['one_by_one']:.2f}x."]
+    if nets:
+        lines += ["", "## A large toy net: the fused kernel against the generic path", "",
+                  f"ModularArithmeticMLP p={nets['p']}, hidden {nets['hidden']}, "
+                  f"{nets['samples']} training pairs (the grokking scenario's default net), "
+                  f"full-batch AdamW, {nets['replicas']} replicas, {nets['dtype']}: "
+                  f"{nets['fused']:.3g} chain-steps/s by the fused kernel ({nets['warps']} "
+                  f"warps per replica, tiles of {nets['tile']} samples), {nets['generic']:.3g} "
+                  f"by the generic path: {nets['fused'] / nets['generic']:.2f}x."]
     lines += ["", "## Targets (issue 12)", ""]
     for text, value, need in checks:
         lines.append(f"- {'PASS' if value >= need else 'FAIL'}: {text} (measured {value:.2f}, "
@@ -510,7 +557,7 @@ def main(argv=None) -> int:
         fh.write(report + "\n")
     with open(os.path.splitext(out)[0] + ".json", "w") as fh:
         json.dump({"device": desc, "versions": versions(), "limits": limits, "rows": rows,
-                   "graph_gain": gain, "tiny": a.tiny}, fh, indent=1)
+                   "graph_gain": gain, "toynet_gain": nets, "tiny": a.tiny}, fh, indent=1)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

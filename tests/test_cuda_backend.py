@@ -306,6 +306,16 @@ for ft in (float32, float64):
          float64, float64, I2, I1, I2, int64, int64, int64, F1, F1), cc=(9, 0))
     depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
     assert depot is None or int(depot.group(1)) <= (64 if f32 else 0), ("embed", depot.group(0))
+    # the grokking scenario's default net (p = 23, hidden 64, 317 samples, full batch) x AdamW:
+    # two warps per replica, the batch in tiles; its 70 parameters per lane and their states go
+    # to local memory (at most the four arrays x, m, s, g, 16-byte aligned)
+    tile = toynets.tile_of(46, 64, 317, ft.bitwidth // 8, 23)
+    ptx, _ = cuda.compile_ptx(
+        toynets.cuda_kernel(f32, 46, 64, 317, AdamW, 23, warps=2, tile=tile).py_func,
+        (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64, float64,
+         float64, float64, W, I1, I2, int64, int64, int64, F1, F1), cc=(9, 0))
+    depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
+    assert 0 < tile < 317 and (depot is None or int(depot.group(1)) <= 4 * 72 * ft.bitwidth // 8)
 print("ok")
 """
 
@@ -564,6 +574,7 @@ if SIM:
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
         text = (tmp_path / "gpu-simulator.md").read_text()
         for w in ("W1", "W2", "W3", "W4", "float32", "float64", "Philox",
+                  "A large toy net: the fused kernel against the generic path",
                   "## GPU tests (pytest -m gpu tests/test_gpu.py): exit status 0",
                   "skipped", "simulator mode", "benchmark exit status: 0"):
             assert w in text, (w, text[-3000:])
@@ -1148,10 +1159,11 @@ if SIM:
             np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
                                           whole.state[k], err_msg=f"partition, {k}")
 
-    def test_fused_teacher_student_sgd_declines_what_it_does_not_run():
-        """A batch beyond the shared memory takes the generic path (`accepts`); subset
-        sampling, label and gradient noise, and W4's sizes in both dtypes take the fused
-        kernel."""
+    def test_fused_teacher_student_sgd_declines_what_it_does_not_run(monkeypatch):
+        """Subset sampling, label and gradient noise, and W4's sizes in both dtypes take the
+        fused kernel, a batch beyond the shared memory in tiles; a block whose fixed part (the
+        batch's indices, W2, b2) leaves no room for one sample takes the generic path
+        (`accepts`)."""
         from langevin_sim.kernels import toynets
 
         def fused(pot, dyn, dtype="float64"):
@@ -1168,7 +1180,12 @@ if SIM:
                                n_test=4, seed=1)
         for dtype in ("float32", "float64"):
             assert fused(w4, SGD(0.02, 32, momentum=0.9), dtype)
-        assert not fused(w4, SGD(0.02, 256, momentum=0.9))      # 8 x 256 x 49 > 48 KiB
+        big = Simulation(w4, SGD(0.02, 256, momentum=0.9), 2, backend="cuda")
+        assert fused(w4, big.dynamics) and toynets.layout(big) == (1, 117, False)
+        # 8 x 117 x (16 + 33 + 1) (a tile's A, S, dout) + 8 x 33 (W2, b2) + 8 x 256 (indices)
+        # bytes of 48 KiB; the epoch's 1024 sort keys would shrink the tile: sorted outside
+        monkeypatch.setattr(toynets, "SHARED_BYTES", 8 * (33 + 256) + 8 * 50 - 1)
+        assert toynets.layout(big)[1] == 0 and not fused(w4, big.dynamics)
 
     # ------------------------------------------------------------ fused TeacherStudentMLP x AdamW
     # The same kernel with `adamw_update` compiled in (`toynets.cuda_kernel(..., AdamW)`).
@@ -1352,7 +1369,7 @@ if SIM:
 
     def test_fused_teacher_student_adamw_declines_what_it_does_not_run():
         """AdamW takes the fused kernel with either sampling, full batches and both dtypes
-        (W4's sizes too), and the generic path beyond the shared memory (`accepts`)."""
+        (W4's sizes too; a batch beyond the shared memory in tiles)."""
         from langevin_sim.kernels import toynets
 
         def fused(pot, dyn, dtype="float64"):
@@ -1367,7 +1384,7 @@ if SIM:
                                n_test=4, seed=1)
         for dtype in ("float32", "float64"):
             assert fused(w4, AdamW(1e-3, 32), dtype)
-        assert not fused(w4, AdamW(1e-3, 256))      # 8 x 256 x 49 > 48 KiB
+        assert fused(w4, AdamW(1e-3, 256))      # 8 x 256 x 49 > 48 KiB: in tiles
 
     # ------------------------------------------------------------ fused ModularArithmeticMLP
     # The same kernel with p logits and the softmax head (`toynets.cuda_kernel(..., classes=p)`),
@@ -1402,25 +1419,15 @@ if SIM:
     def _embedding_net(act):
         return lambda: ModularArithmeticMLP(p=3, hidden=2, embed=2, seed=1, activation=act)
 
-    def test_fused_embedding_tiny_run_equals_reference(monkeypatch):
-        """ModularArithmeticMLP with a learned embedding E (p, e) by the fused kernel: the
-        lanes own E's entries besides their units, the batch's rows [E_a; E_b] are gathered
-        from E mirrored in shared memory (again at Heun's predictor), and E's gradient is
-        dA = dZ W1 (W1 mirrored) summed over the samples of each operand.  Heun on the full
-        batch in float32 (the other rules and float64: test_fused_embedding_equals_reference,
-        slow): the reference's states to rounding and the same flags (replicas that diverge),
-        a first_replica split bit for bit."""
-        act, dyn, bound = EMB_FUSED["tanh-heun"]
-        dtype = "float32"
-        no_generic_steps(monkeypatch)
-        check_fused_toynet(_embedding_net(act), dyn, bound, dtype)
-
     @pytest.mark.slow
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     @pytest.mark.parametrize("case", list(EMB_FUSED))
     def test_fused_embedding_equals_reference(case, dtype, monkeypatch):
-        """The learned embedding with every rule of the kernel, both dtypes: as
-        `check_fused_toynet`."""
+        """ModularArithmeticMLP with a learned embedding E (p, e) by the fused kernel, every
+        rule, both dtypes: the lanes own E's entries besides their units, the batch's rows
+        [E_a; E_b] are gathered from E mirrored in shared memory (again at Heun's predictor),
+        and E's gradient is dA = dZ W1 (W1 mirrored) summed over the samples of each operand;
+        as `check_fused_toynet` (the default suite's case: "embed-heun" of TILED)."""
         act, dyn, bound = EMB_FUSED[case]
         no_generic_steps(monkeypatch)
         check_fused_toynet(_embedding_net(act), dyn, bound, dtype)
@@ -1464,9 +1471,10 @@ if SIM:
 
     def test_fused_modular_arithmetic_declines_what_it_does_not_run():
         """One-hot nets and a learned embedding take the fused kernel (SGD, AdamW, both
-        dtypes); more than `toynets.MAX_OWNED` parameters per lane (p = 97: 2p + 1 + p per
-        hidden unit; or a unit's 2e + 1 + p with the lane's share of E) take the generic path
-        (`accepts`); SGD's subset sampling and gradient noise run fused."""
+        dtypes), the grokking scenario's default net (p = 23, hidden 64, full batch) with two
+        warps per replica and the batch in tiles; more than `toynets.MAX_OWNED` parameters per
+        lane (p = 97: 2p + 1 + p per hidden unit) take the generic path (`accepts`); SGD's
+        subset sampling and gradient noise run fused."""
         from langevin_sim.kernels import toynets
 
         def fused(pot, dyn, dtype="float64"):
@@ -1477,10 +1485,86 @@ if SIM:
         onehot = ModularArithmeticMLP(p=7, hidden=16, seed=1)
         assert fused(onehot, SGD(0.1, 8)) and fused(onehot, AdamW(1e-3, 8), "float32")
         assert fused(ModularArithmeticMLP(p=3, hidden=2, embed=1, seed=1), SGD(0.1, 2))
-        big_embed = ModularArithmeticMLP(p=23, hidden=32, embed=16, seed=1)   # 56 + 12 > 64
-        assert toynets.owned(big_embed) == 68 and not fused(big_embed, AdamW(1e-3, 32))
+        big_embed = ModularArithmeticMLP(p=23, hidden=32, embed=16, seed=1)   # 56 + 12
+        assert toynets.owned(big_embed) == 68 and fused(big_embed, AdamW(1e-3, 32))
+        grok = ModularArithmeticMLP(p=23, hidden=64, train_fraction=0.6, seed=1)
+        for dtype in ("float32", "float64"):
+            sim = Simulation(grok, AdamW(1e-3, None, weight_decay=1.0), 2, backend="cuda",
+                             dtype=dtype)
+            warps, tile, _ = toynets.layout(sim)
+            assert fused(grok, sim.dynamics, dtype) and toynets.owned(grok) == 70
+            assert warps == 2 and 0 < tile < grok.n_samples == 317, (dtype, tile)
+        assert toynets.owned(ModularArithmeticMLP(p=97, hidden=32, seed=1)) == 292
         assert not fused(ModularArithmeticMLP(p=97, hidden=32, seed=1), AdamW(1e-3, 32))
         assert fused(onehot, SGD(0.1, 8, sampling="subset", grad_noise=0.1))
+
+    # ------------------------------------------------------------ several warps, batch tiles
+    # Nets with more than 32 hidden units run blocks of `warps_of(hidden)` warps (lane l owns
+    # units l, l + 32 W, ...); batches whose block would not fit in shared memory run in tiles
+    # of `layout(sim)[1]` samples, every sum over samples carried across the tiles in order.
+    # The simulator runs a block's threads as Python threads: these tests make a "warp" 4
+    # threads wide (`toynets.WARP`; the kernel uses no warp intrinsics, only block barriers),
+    # so that hidden 10 with at most 2 warps is a block of 8 lanes, some owning 2 units.
+
+    TILED = {   # net, dynamics, divergence bound, tile, dtype (replicas 1 and 3 start 3x out)
+        "onehot-2warps-mala": (lambda: ModularArithmeticMLP(p=3, hidden=10, seed=1,
+                                                            activation="tanh"),
+                               MALA(Schedule("linear", 0.8, 0.4, 6), 0.3), 4.0, 3, "float64"),
+        # the default suite's learned-embedding case (all rules: test_fused_embedding_...)
+        "embed-heun": (_embedding_net("tanh"), Heun(Schedule("linear", 0.5, 1.0, 6), 0.1),
+                       4.0, 3, "float32"),
+        "teacher-sgd-label-noise": (lambda: TeacherStudentMLP(
+            n=7, d_in=2, hidden=3, teacher_hidden=1, n_test=4, seed=1, activation="tanh"),
+            SGD(2.0, 5, momentum=0.5, label_noise=0.3, temperature=0.01), 5.0, 2, "float64"),
+    }
+
+    def _force_tile(monkeypatch, sim, tile):
+        """Shrink `toynets.SHARED_BYTES` to the block of `sim` with `tile` samples a tile."""
+        from langevin_sim.kernels import toynets
+
+        d_in, hidden, classes = toynets.net_sizes(sim.potential)
+        need = toynets.shared_bytes(d_in, hidden, toynets.batch_of(sim), sim.dtype.itemsize,
+                                    classes, isinstance(sim.dynamics, MALA),
+                                    toynets.embed_of(sim.potential), tile,
+                                    toynets.warps_of(hidden))
+        monkeypatch.setattr(toynets, "SHARED_BYTES", need)
+        assert toynets.layout(sim)[1] == tile < toynets.batch_of(sim)
+
+    @pytest.mark.parametrize("case", list(TILED))
+    def test_fused_toynet_tiles_and_warps_equal_reference(case, monkeypatch):
+        """The batch in tiles (and blocks of two warps: MALA's residual sums over all the
+        block's lanes), 4 replicas (1 and 3 started 3x out, some diverging after step 1), 6
+        steps in one call: the reference's states to rounding and the same flags, and the
+        tiled run equal to the untiled one bit for bit (the sums over samples, the embedding's
+        two operand sums and MALA's losses carried across the tiles in order; label noise
+        drawn at the sample's position in the batch)."""
+        from langevin_sim.kernels import toynets
+
+        make, dyn, bound, tile, dtype = TILED[case]
+        no_generic_steps(monkeypatch)
+        monkeypatch.setattr(toynets, "WARP", 4)
+        monkeypatch.setattr(toynets, "MAX_WARPS", 2)
+        init = make().default_init(np.random.default_rng(3).normal(size=(4, make().d)))
+        init[[1, 3]] *= 3.0
+        kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=bound)
+        runs = {}
+        for name in ("numpy", "untiled", "tiled"):
+            sim = Simulation(make(), dyn, 4, backend="numpy" if name == "numpy" else "cuda",
+                             **kw)
+            if name == "tiled":
+                _force_tile(monkeypatch, sim, tile)
+            elif name == "untiled":
+                assert toynets.layout(sim)[1] == toynets.batch_of(sim)
+            sim.advance(6)
+            runs[name] = sim
+        ref, tiled = runs["numpy"], runs["tiled"]
+        assert 0 < (ref.diverged_step >= 0).sum() < 4 and (ref.diverged_step > 1).any()
+        if "2warps" in case:   # 8 lanes, lanes 0 and 1 owning units 8 and 9 too
+            assert toynets.warps_of(make().hidden) == 2 and toynets.owned(make()) == 2 * 10
+        assert_states_close(tiled, ref, dtype)
+        np.testing.assert_array_equal(tiled.diverged_step, runs["untiled"].diverged_step)
+        for k in ref.state:
+            np.testing.assert_array_equal(tiled.state[k], runs["untiled"].state[k], err_msg=k)
 
 
 # ---------------------------------------------------------------- records on the device

@@ -149,6 +149,37 @@ def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
                                atol=tol * 300)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_grokking_net_runs_fused_in_tiles_on_the_device(dtype):
+    """The grokking scenario's default net (p = 23, hidden 64, one-hot, 317 training pairs)
+    x full-batch AdamW with weight decay by the fused toy-net kernel: two warps per replica,
+    the batch in tiles, 70 parameters per lane in local memory: the reference to rounding
+    over 20 steps, 40 replicas, and an uneven first_replica split to rounding."""
+    from langevin_sim.backends.cuda_backend import fused_kernel
+    from langevin_sim.dynamics import AdamW
+    from langevin_sim.kernels import toynets
+    from langevin_sim.potentials import ModularArithmeticMLP
+
+    def make():
+        return ModularArithmeticMLP(p=23, hidden=64, train_fraction=0.6, seed=1)
+    dyn = AdamW(1e-3, None, weight_decay=1.0)
+    tol = 1e-9 if dtype == "float64" else 5e-4
+    kw = dict(seed=3, dtype=dtype)
+    _, whole = backends_agree("cuda", make, dyn, 40, (12, 8), rtol=tol, atol=tol, what="grok",
+                              **kw)
+    assert fused_kernel(whole) is not None and fused_kernel(whole).__module__ == toynets.__name__
+    warps, tile, _ = toynets.layout(whole)
+    assert warps == 2 and 0 < tile < 317
+    parts = []
+    for r0, n in ((0, 13), (13, 27)):
+        p = Simulation(make(), dyn, n, backend="cuda", first_replica=r0, **kw)
+        p.advance(20)
+        parts.append(p)
+    for k in whole.state:
+        np.testing.assert_allclose(np.concatenate([p.state[k] for p in parts]), whole.state[k],
+                                   rtol=tol, atol=tol, err_msg=k)
+
+
 def test_dense_first_passage_arrays_equal_the_reference_on_the_device():
     """SphericalPSpin (p = 3, N = 24) x OverdampedLangevin with a first-passage observer, by
     the GEMM path (its observer launch replayed in the CUDA graphs): the reference's arrays

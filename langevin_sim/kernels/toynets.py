@@ -804,16 +804,19 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # TeacherStudentMLP and ModularArithmeticMLP (one-hot inputs or a learned embedding) x SGD,
 # AdamW and the full-batch Langevin dynamics and MALA: one fused numba-cuda kernel, the net's
 # head and the update rule compiled in.
-# One block of 32 threads (one warp) per replica runs many steps per launch; the replica's
-# parameters stay on chip for the whole launch.  Lane l owns hidden units j = l, l + 32, ...:
+# One block of NT = 32 W threads (W = `warps_of(hidden)` warps: one per 32 hidden units, up to
+# `MAX_WARPS`) per replica runs many steps per launch; the replica's parameters stay on chip
+# for the whole launch.  Lane l owns hidden units j = l, l + NT, ...:
 # their W1 row, b1_j and W2[:, j] (K outputs: 1 for the teacher-student regression, p logits
 # for modular arithmetic), and the optimizer's state of these (SGD: the velocity v; AdamW: the
 # moments m, s), in per-thread arrays (registers); every lane keeps b2 (K,) and its state (the
 # same values, computed redundantly).  A learned embedding E (p, e) (flat at the front of x):
-# lane l owns its entries f = l, l + 32, .. in per-thread arrays as well, and E and W1 are
+# lane l owns its entries f = l, l + NT, .. in per-thread arrays as well, and E and W1 are
 # mirrored in shared memory (E for the inputs, W1 for E's gradient).  Per step, with a block
-# barrier between phases
-# (`syncthreads`: a one-warp block, and what the simulator has):
+# barrier between phases (`syncthreads`: the block's warps, and what the simulator has; no
+# warp intrinsics), steps 2-5 once per tile of TB samples (`layout`: the largest tile whose
+# block fits in shared memory; the gradient's sums carried across the tiles, so that the
+# result does not depend on TB):
 #
 # 0. at an epoch's first step (and a launch's), with epoch sampling: the epoch's permutation,
 #    sorted in shared memory: keys (PERMUTE word e n + i << 32 | i), unique, so their ascending
@@ -828,13 +831,13 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    `bounded_index` of SUBSET word t B + k below n - B + k + 1 by lanes, then lane 0
 #    replaces a draw already taken by n - B + k, as `dynamics.sgd.floyd_subset`), or b (full
 #    batch);
-# 2. the batch's input rows gathered into shared A (B, d_in) (consecutive lanes read
+# 2. the tile's input rows gathered into shared A (TB, d_in) (consecutive lanes read
 #    consecutive entries of a row: coalesced; the dataset is shared by every replica and stays
 #    in L1/L2; modular arithmetic: the one-hot rows [e_a; e_b], as the reference multiplies,
 #    or with a learned embedding the rows [E_a; E_b] of the mirrored E, gathered again at
 #    Heun's predictor);
 # 3. forward, lanes over hidden units: z_bj = (sum_i A_bi W1_ji) + b1_j, kept in shared S
-#    (B, h + 1) (tanh: h = tanh z, since phi' = 1 - h^2 needs only h; relu, quadratic: z);
+#    (TB, h + 1) (tanh: h = tanh z, since phi' = 1 - h^2 needs only h; relu, quadratic: z);
 # 4. read-out and loss head, lanes over batch slots: out_bc = (sum_j phi_bj W2_cj) + b2_c (W2
 #    and b2 mirrored in shared memory), then into shared dout_bc = (out_b - y_b) / B
 #    (regression; SGD's label noise: y_b + s_l eps_b, eps_b the LABEL_NOISE normal at t B + b)
@@ -842,7 +845,8 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # 5. backward, lanes over hidden units, samples summed in order b = 0 .. B - 1 in scalar
 #    accumulators: dz_bj = (sum_c dout_bc W2_cj) phi'_bj (written over column j of S), db1_j,
 #    dW2_cj = sum_b dout_bc h_bj, then dW1_ji = sum_b dz_bj A_bi; db2 = sum_b dout_b on every
-#    lane;
+#    lane (the embedding's sums over first and second operands carried apart, added at the
+#    end, as Xa^T dA_a + Xb^T dA_b);
 # 6. the update of every owned parameter by the rule compiled in (`update`): SGD's
 #    `sgd_update` (dynamics/sgd.py) with its normal at the reference's stream position t d + p
 #    (purpose NOISE, only when the temperature of step t is > 0; each Philox block once; SGD's
@@ -865,7 +869,7 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    run at y, step 4 also writing each sample's loss in float64 (squared residual;
 #    log-sum-exp minus the class logit, in the state's dtype, as `mlp_loss`), summed in sample
 #    order; each lane sums `proposal_residual2` of the forward and backward moves over its
-#    parameters (lane 0 also over b2) into shared memory, every lane adds the 32 sums in lane
+#    parameters (lane 0 also over b2) into shared memory, every lane adds the NT sums in lane
 #    order (one decision for the block), the ACCEPT word of step t decides (`mala_log_alpha`,
 #    `accept_uniform`, `mala_accept`), the new state (y, g(y), U(y), count + 1, or x, g, U,
 #    count) is tested whole, as the reference tests it, and a block vote commits or freezes.
@@ -874,29 +878,34 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # them and keeps parameters, optimizer states and gradients in registers (W4 and modular
 # arithmetic at p = 7, hidden 16: SGD only its normals in local memory, AdamW nothing; a default
 # test compiles the kernels to PTX and checks this; with SGD's gradient noise the gradients
-# too).  The new values are not buffered: the rule is evaluated once for the test and once
-# more for the commit (the same operands, the same bits), so that four values per owned
-# parameter are live (x, its two states, g), not seven.
+# too).  Up to `MAX_OWNED` = 128 parameters per lane run fused, in local memory where they do
+# not fit in registers (the grokking scenario's default net, p = 23 and hidden 64: 70 per lane
+# of two warps): L1-cached, and still one launch for thousands of steps where the generic
+# path makes several array-code launches and allocations per step.  The new values are not
+# buffered: the rule is evaluated once for the test and once more for the commit (the same
+# operands, the same bits), so that four values per owned parameter are live (x, its two
+# states, g), not seven.
 #
 # Learning rate and temperature come from the schedules' codes per step (`schedule_value`,
 # float64, cast to the state's dtype as the reference casts its Python scalars).  Shared memory
-# per replica: (B d_in + B (h + 1) + K (h + 1) + B K) items + 8 B bytes, at most 48 KiB (W4 in
-# float64: 13 KiB; a learned embedding adds the mirrors of E and W1).  Options the kernel does
-# not run take the generic path (`accepts`): dtypes other than float32 and float64,
-# batches whose shared memory exceeds the limit,
-# more than `MAX_OWNED` parameters per lane (they would live in local memory), first-passage
-# observers.  With a learned embedding, step 5 ends with E's gradient: dA = dZ W1 (lanes over
-# (b, i), the units in order, over A), then entry (c, k) sums dA[b, k] over the samples whose
-# first operand is c and dA[b, e + k] over those whose second is, as Xa^T dA_a + Xb^T dA_b.
+# per replica: (TB d_in + TB (h + 1) + K (h + 1) + TB K) items + 8 B bytes, at most 48 KiB (W4
+# in float64: 13 KiB, untiled; a learned embedding adds the mirrors of E and W1).  Options the
+# kernel does not run take the generic path (`accepts`): dtypes other than float32 and
+# float64, blocks whose fixed part (indices, W2, b2, mirrors) leaves no room for a tile of one
+# sample, more than `MAX_OWNED` parameters per lane, first-passage observers.  With a learned
+# embedding, step 5 ends with E's gradient: dA = dZ W1 (lanes over (b, i), the units in order,
+# over A), then entry (c, k) sums dA[b, k] over the samples whose first operand is c and
+# dA[b, e + k] over those whose second is, as Xa^T dA_a + Xb^T dA_b.
 # Results equal the reference to rounding (the sums are the reference's, in another
 # order): float64 to ~1e-12 relative, float32 to its rounding; the same divergence flags; a
 # replica's bits do not depend on the others.
 
 cuda = None          # numba.cuda, set by `cuda_kernel` (the simulator swaps this global)
-WARP = 32            # threads per block: one warp per replica
+WARP = 32            # threads per warp; a block has `warps_of(hidden)` warps
+MAX_WARPS = 8        # warps per block: lane l of the block owns units l, l + 32 W, ...
 CALL_STEPS = 4096    # steps per launch with i.i.d. or full batches (results do not depend on it)
 SHARED_BYTES = 48 * 1024   # static shared memory of a block
-MAX_OWNED = 64       # parameters per lane (hidden units per lane x (d_in + 1 + K)) run fused
+MAX_OWNED = 128      # parameters per lane (hidden units per lane x (d_in + 1 + K)) run fused
 EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
                             SAMPLING_CODES["subset"], -1)
 TANH, RELU = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
@@ -921,25 +930,44 @@ def embed_of(pot) -> int:
     return int(getattr(pot, "embed", None) or 0)
 
 
+def warps_of(hidden: int) -> int:
+    """Warps per block (one block per replica): one per 32 hidden units, up to `MAX_WARPS`."""
+    return max(1, min(MAX_WARPS, -(-int(hidden) // WARP)))
+
+
 def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0,
-                 mala: bool = False, embed: int = 0) -> int:
-    """Shared memory of one replica's block (bytes): inputs A (B, d_in), activations
-    (B, hidden + 1), W2 (K, hidden), b2 (K,), dout (B, K) in the state's dtype (K =
-    max(classes, 1) outputs), indices (B,) int64; MALA: the samples' losses (B,) and the
-    lanes' sums of the proposal's residuals (2, 32) in float64; a learned embedding of width
-    `embed`: E (classes, embed) and W1 (hidden, d_in) mirrored."""
+                 mala: bool = False, embed: int = 0, tile: int | None = None,
+                 warps: int = 1) -> int:
+    """Shared memory of one replica's block (bytes) for B samples per step taken `tile` at a
+    time (None: all B): a tile's inputs A (tile, d_in), activations (tile, hidden + 1) and
+    dout (tile, K), W2 (K, hidden), b2 (K,) in the state's dtype (K = max(classes, 1)
+    outputs), the indices (B,) int64; MALA: the samples' losses (B,) and the lanes' sums of
+    the proposal's residuals (2, 32 warps) in float64; a learned embedding of width `embed`:
+    E (classes, embed) and W1 (hidden, d_in) mirrored."""
     K = max(classes, 1)
+    tile = B if tile is None else tile
     mirrors = classes * embed + hidden * d_in if embed else 0
-    return itemsize * (B * d_in + B * (hidden + 1) + K * (hidden + 1) + B * K + mirrors) + \
-        8 * B + (8 * (B + 2 * WARP) if mala else 0)
+    return itemsize * (tile * (d_in + hidden + 1 + K) + K * (hidden + 1) + mirrors) + \
+        8 * B + (8 * (B + 2 * WARP * warps) if mala else 0)
+
+
+def tile_of(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0,
+            mala: bool = False, embed: int = 0, keys: int = 0) -> int:
+    """Samples per tile: the most, up to B, whose block fits in `SHARED_BYTES` beside `keys`
+    sort keys (8 bytes each); 0 where not even one fits."""
+    warps = warps_of(hidden)
+    fixed = shared_bytes(d_in, hidden, B, itemsize, classes, mala, embed, 0, warps) + 8 * keys
+    per = itemsize * (d_in + hidden + 1 + max(classes, 1))
+    return max(0, min(int(B), (SHARED_BYTES - fixed) // per))
 
 
 def owned(pot) -> int:
     """Parameters a lane owns: its hidden units' (W1 row, b1_j, W2[:, j]) and its share of a
     learned embedding's entries."""
     d_in, hidden, classes = net_sizes(pot)
-    return -(-hidden // WARP) * (d_in + 1 + max(classes, 1)) + \
-        -(-classes * embed_of(pot) // WARP)
+    lanes = WARP * warps_of(hidden)
+    return -(-hidden // lanes) * (d_in + 1 + max(classes, 1)) + \
+        -(-classes * embed_of(pot) // lanes)
 
 
 def batch_of(sim) -> int:
@@ -965,41 +993,46 @@ def noises(dyn) -> tuple[bool, bool]:
     return dyn.grad_noise > 0, dyn.label_noise > 0
 
 
-def accepts(sim) -> bool:
-    """Whether the fused kernel runs `sim` (else the generic path does): float32 / float64,
-    at most `MAX_OWNED` parameters per lane (`owned`) and one replica's shared memory
-    (`shared_bytes`) within `SHARED_BYTES`."""
-    pot = sim.potential
-    if pot.constrained or sim.dtype not in (np.float32, np.float64):
-        return False
-    if owned(pot) > MAX_OWNED:
-        return False
-    d_in, hidden, classes = net_sizes(pot)
-    return shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes,
-                        isinstance(sim.dynamics, MALA), embed_of(pot)) <= SHARED_BYTES
-
-
 def sort_slots(n: int) -> int:
     """Keys sorted in shared memory for an epoch's permutation of n samples: the power of two
     >= n (the bitonic network's width)."""
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+def layout(sim) -> tuple[int, int, bool]:
+    """(warps per block, samples per tile, whether the kernel sorts the epochs' permutations
+    itself) of `sim`'s fused kernel: the sort keys go in shared memory (epoch sampling) only
+    where they leave the tile as large as without them; else the device's row sort computes
+    each epoch's permutations between launches.  A tile of 0: the kernel does not run it."""
+    d_in, hidden, classes = net_sizes(sim.potential)
+    shape = (d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes,
+             isinstance(sim.dynamics, MALA), embed_of(sim.potential))
+    tile = tile_of(*shape)
+    inside = mode_of(sim.dynamics) == EPOCH and \
+        tile_of(*shape, keys=sort_slots(sim.potential.n_samples)) == tile > 0
+    return warps_of(hidden), tile, inside
+
+
+def accepts(sim) -> bool:
+    """Whether the fused kernel runs `sim` (else the generic path does): float32 / float64,
+    at most `MAX_OWNED` parameters per lane (`owned`), and room in shared memory for the
+    block's fixed part and a tile of at least one sample (`layout`)."""
+    pot = sim.potential
+    if pot.constrained or sim.dtype not in (np.float32, np.float64):
+        return False
+    return owned(pot) <= MAX_OWNED and layout(sim)[1] > 0
+
+
 def permutes_in_kernel(sim) -> bool:
     """Whether the kernel computes the epochs' permutations itself (epoch sampling, and the
     sort keys fit in shared memory beside the rest); else the device's row sort does, once
     per epoch, between launches."""
-    if mode_of(sim.dynamics) != EPOCH:
-        return False
-    d_in, hidden, classes = net_sizes(sim.potential)
-    return (shared_bytes(d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes, False,
-                         embed_of(sim.potential))
-            + 8 * sort_slots(sim.potential.n_samples) <= SHARED_BYTES)
+    return layout(sim)[2]
 
 
 def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: int = 0,
                 grad_noise: bool = False, label_noise: bool = False, subset: bool = False,
-                permute: int = 0, embed: int = 0):
+                permute: int = 0, embed: int = 0, warps: int = 1, tile: int = 0):
     """The fused kernel of the update rule of `rule` (a class of RULE_CODES: SGD, AdamW, or
     the full-batch OverdampedLangevin, LeimkuhlerMatthews, UnderdampedLangevin, Heun or
     MALA) for float32
@@ -1008,14 +1041,15 @@ def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: in
     `subset`; with `permute` = n > 0, epoch sampling with each epoch's permutation of the n
     samples computed in the kernel), SGD's gradient and label noise compiled in when asked,
     with `embed` = e > 0 a learned embedding E (classes, e) (d_in = 2e; the inputs are then
-    the samples' operand pairs), compiled on first use (cached)."""
+    the samples' operand pairs), for blocks of `warps` warps, the batch's samples taken `tile`
+    at a time (0: all B at once), compiled on first use (cached)."""
     return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes),
                         RULE_CODES[rule], bool(grad_noise), bool(label_noise), bool(subset),
-                        int(permute), int(embed))
+                        int(permute), int(embed), WARP * int(warps), int(tile) or int(B))
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
+def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -1051,17 +1085,19 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
     zero, one, two, fB = ftype(0), ftype(1), ftype(2), ftype(B)
     KO = max(CLASSES, 1)                 # outputs
     E = DIN + 1 + KO                     # parameters per hidden unit: W1 row, b1_j, W2[:, j]
-    HPL = -(-H // WARP)                  # hidden units per lane
-    SPL = -(-B // WARP)                  # batch slots per lane
+    NTB = -(-B // TB)                    # NT threads per block (one per replica), NTB tiles
+    HPL = -(-H // NT)                    # hidden units per lane
+    SPL = -(-B // NT)                    # batch slots per lane
+    TPL = -(-TB // NT)                   # a tile's slots per lane
     NPL = HPL * E
     NA, NA2 = (1, 1) if LANGEVIN else (NPL, KO)  # SGD's v, AdamW's m (Langevin: none)
     NB, NB2 = (NPL, KO) if ADAM or BA else (1, 1)   # AdamW's s, BAOAB's g (SGD: none)
     N0, N02 = (NPL, KO) if BA or HEUN or MH else (1, 1)   # x before the step (BAOAB: a
-    LB, RW = (B, WARP) if MH else (1, 1)  # freeze's); MALA's sample losses, lanes' residuals
+    LB, RW = (B, NT) if MH else (1, 1)  # freeze's); MALA's sample losses, lanes' residuals
     NX, NX2 = (1, 1) if ADAM else (NPL, KO)      # the normals (AdamW: none)
     HP = H + 1                           # activation rows padded: step 4 reads them row-wise
     PE = KO * EMB                        # a learned embedding's entries E (p, e), flat at 0
-    EPL = -(-PE // WARP)                 # entries per lane (lane l owns f = l, l + 32, ..)
+    EPL = -(-PE // NT)                   # entries per lane (lane l owns f = l, l + NT, ..)
     NQ, NEM, NW1 = max(EPL, 1), max(PE, 1), H * DIN if EMB else 1
     D = PE + H * DIN + H + KO * H + KO
     O2 = D - KO                          # flat index of b2[0]
@@ -1116,12 +1152,12 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
         cz = np.int64(-1)
         z0 = z1 = z2 = z3 = zero
         for q in range(EPL):
-            f = lane + WARP * q
+            f = lane + NT * q
             if f < PE:
                 QXI[q], cz, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, np.int64(t) * D + f, cz,
                                                   z0, z1, z2, z3)
         for q in range(HPL):
-            j = lane + WARP * q
+            j = lane + NT * q
             if j < H:
                 for k in range(E):
                     XI[q * E + k], cz, z0, z1, z2, z3 = draw(
@@ -1150,11 +1186,11 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
         normals XI, XI2 (QXI): Heun's predictor `overdamped_lane` (x + (0 - eta g + sigma
         xi)), MALA's proposal `overdamped_update` (as each reference computes it)."""
         for q in range(EPL):
-            f = lane + WARP * q
+            f = lane + NT * q
             if f < PE:
                 EM[f] = move_at(Q, Q0, QGs, QXI, q, se, sp, heun)
         for q in range(HPL):
-            j = lane + WARP * q
+            j = lane + NT * q
             if j < H:
                 for k in range(E):
                     move_at(P, X0, Gs, XI, q * E + k, se, sp, heun)
@@ -1239,11 +1275,11 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
         lane = cuda.threadIdx.x
         if dstep[r] >= 0:                 # frozen before this launch (uniform in the block)
             return
-        A = cuda.shared.array((B, DIN), ftype)
-        S = cuda.shared.array((B, HP), ftype)
+        A = cuda.shared.array((TB, DIN), ftype)   # a tile's inputs, activations, dout
+        S = cuda.shared.array((TB, HP), ftype)
         W2 = cuda.shared.array((KO, H), ftype)
         B2 = cuda.shared.array(KO, ftype)
-        dout = cuda.shared.array((B, KO), ftype)
+        dout = cuda.shared.array((TB, KO), ftype)
         idx = cuda.shared.array(B, np.int64)
         keys = cuda.shared.array(NP, np.uint64)
         EM = cuda.shared.array(NEM, ftype)       # a learned embedding E (p, e), flat
@@ -1268,8 +1304,9 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
         QG = cuda.local.array(NQ, ftype)
         QXI = cuda.local.array(NQ, ftype)
         Q0 = cuda.local.array(NQ, ftype)
+        QGb = cuda.local.array(NQ, ftype)   # E's gradient from the second operands
         for q in range(HPL):
-            j = lane + WARP * q
+            j = lane + NT * q
             if j < H:
                 for k in range(E):
                     P[q * E + k] = x[r, slot(j, k)]
@@ -1286,7 +1323,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                 Sb2[c] = b[r, O2 + c]
             B2[c] = P2[c]
         for q in range(EPL):
-            f = lane + WARP * q
+            f = lane + NT * q
             if f < PE:
                 Q[q] = x[r, f]
                 if not NOSTATE:
@@ -1316,7 +1353,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                 half, im, s1, s2 = cast(0.5 * eta), cast(1.0 / q1), cast(c1), cast(c2)
                 step_normals(XI, XI2, QXI, lane, t, k0, k1, rep)   # first, in a loop of their own
                 for q in range(HPL):
-                    j = lane + WARP * q
+                    j = lane + NT * q
                     if j < H:
                         for k in range(E):
                             i = q * E + k
@@ -1332,7 +1369,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                     XI2[c] = pv
                     B2[c] = xv
                 for q in range(EPL):
-                    f = lane + WARP * q
+                    f = lane + NT * q
                     if f < PE:
                         xv, pv = first(Q[q], Qa[q], Qb[q], half, im, s1, s2, QXI[q])
                         Q0[q] = Q[q]
@@ -1342,7 +1379,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                 cuda.syncthreads()
             if NS and (t == t0 or t % per_epoch == 0):   # 0. the epoch's permutation
                 epoch = np.int64(t // per_epoch)
-                for i in range(lane, NP, WARP):   # keys (word << 32 | i): unique, so their
+                for i in range(lane, NP, NT):   # keys (word << 32 | i): unique, so their
                     key = TOP                     # order is the stable argsort's
                     if i < NS:
                         n = epoch * NS + i
@@ -1355,7 +1392,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                 while k <= NP:                # bitonic sort, ascending
                     j = k // 2
                     while j > 0:
-                        for i in range(lane, NP, WARP):
+                        for i in range(lane, NP, NT):
                             m = i ^ j
                             if m > i:
                                 u, v = keys[i], keys[m]
@@ -1366,7 +1403,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                         j //= 2
                     k *= 2
             for s in range(SPL):          # 1. sample indices
-                b_ = lane + WARP * s
+                b_ = lane + NT * s
                 if b_ < B:
                     if mode == IID or mode == SUBSET:
                         n = np.int64(t) * B + b_
@@ -1391,110 +1428,122 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                                 break
             cuda.syncthreads()
             for stage in range(2 if HEUN else 1):   # Heun: a second gradient, at x~
-                for e in range(lane, B * DIN, WARP):    # 2. gather the batch's inputs (an
-                    b_ = e // DIN                       # embedding's rows [E_a; E_b]: at
-                    i = e - b_ * DIN                    # Heun's predictor too)
-                    if EMB:
-                        w = int(inputs[idx[b_], 0 if i < EMB else 1])
-                        A[b_, i] = EM[w * EMB + (i if i < EMB else i - EMB)]
-                    else:
-                        A[b_, i] = inputs[idx[b_], i]
-                cuda.syncthreads()
-                for q in range(HPL):          # 3. forward, lanes over hidden units
-                    j = lane + WARP * q
-                    if j < H:
-                        for b_ in range(B):
-                            z = zero
-                            for i in range(DIN):
-                                z += A[b_, i] * P[q * E + i]
-                            S[b_, j] = stored(z + P[q * E + DIN], kind)
-                cuda.syncthreads()
-                for s in range(SPL):          # 4. read-out and loss head, lanes over samples
-                    b_ = lane + WARP * s
-                    if b_ < B:
-                        for c in range(KO):
-                            o = zero
-                            for j in range(H):
-                                o += unit(S[b_, j], kind)[0] * W2[c, j]
-                            dout[b_, c] = o + B2[c]
-                        if CLASSES:           # softmax: exp(out - max) / sum, minus the one-hot
-                            mx = dout[b_, 0]
-                            for c in range(1, KO):
-                                if dout[b_, c] > mx:
-                                    mx = dout[b_, c]
-                            oc = dout[b_, labels[idx[b_]]] - mx
-                            nrm = zero
-                            for c in range(KO):
-                                e = cast(math.exp(dout[b_, c] - mx))
-                                dout[b_, c] = e
-                                nrm += e
-                            if MH:            # the loss log sum e^(out - max) - (out_c - max)
-                                Lb[b_] = np.float64(cast(math.log(nrm)) - oc)
-                            for c in range(KO):
-                                y = one if c == labels[idx[b_]] else zero
-                                dout[b_, c] = (dout[b_, c] / nrm - y) / fB
-                        elif LN:              # label noise: y + s_l eps at LABEL_NOISE t B + b
-                            n = np.int64(t) * B + b_
-                            blk = n // 4
-                            z0, z1, z2, z3 = bn(k0, k1, LABEL, rep, np.uint64(blk))
-                            y = labels[idx[b_]] + h[3] * pick(n - 4 * blk, z0, z1, z2, z3)
-                            dout[b_, 0] = (dout[b_, 0] - y) / fB
-                        else:
-                            res = dout[b_, 0] - labels[idx[b_]]
-                            if MH:            # the squared residual, in float64
-                                Lb[b_] = np.float64(res) * np.float64(res)
-                            dout[b_, 0] = res / fB
-                cuda.syncthreads()
-                for c in range(KO):           # 5. backward, lanes over hidden units
+                for c in range(KO):       # the gradient's sums, carried across the tiles
                     G2[c] = zero
-                for b_ in range(B):           # (classes inner: unrolled, G2 stays in registers)
-                    for c in range(KO):
-                        G2[c] += dout[b_, c]
-                for q in range(HPL):
-                    j = lane + WARP * q
-                    if j < H:
-                        gb1 = zero
-                        for c in range(KO):
-                            G[q * E + DIN + 1 + c] = zero
-                        for b_ in range(B):
-                            hb, d1 = unit(S[b_, j], kind)
-                            dh = zero
-                            for c in range(KO):
-                                g = dout[b_, c]
-                                dh += g * P[q * E + DIN + 1 + c]
-                                G[q * E + DIN + 1 + c] += g * hb
-                            dz = dh * d1
-                            gb1 += dz
-                            S[b_, j] = dz         # column j is this lane's: dZ replaces phi
-                        for i in range(DIN):
-                            acc = zero
-                            for b_ in range(B):
-                                acc += S[b_, j] * A[b_, i]
-                            G[q * E + i] = acc
-                        G[q * E + DIN] = gb1
-                if EMB:                   # the embedding's gradient: dA = dZ W1 (lanes over
-                    cuda.syncthreads()    # (b, i), units in order) over A, then each entry
-                    for e in range(lane, B * DIN, WARP):   # (c, k) sums the rows of the
-                        b_ = e // DIN                      # samples whose operands are c
-                        i = e - b_ * DIN                   # (first operands, then second,
-                        acc = zero                         # as Xa^T dA_a + Xb^T dA_b)
-                        for j in range(H):
-                            acc += S[b_, j] * W1M[j * DIN + i]
-                        A[b_, i] = acc
+                for i in range(NPL):
+                    G[i] = zero
+                for q in range(NQ):
+                    QG[q] = zero
+                    QGb[q] = zero
+                for it in range(NTB):     # tile it: the batch's samples b0 .. b0 + nb - 1
+                    b0 = it * TB
+                    nb = TB if it < NTB - 1 else B - (NTB - 1) * TB
+                    for e in range(lane, nb * DIN, NT):   # 2. gather the tile's inputs (an
+                        b_ = e // DIN                     # embedding's rows [E_a; E_b]: at
+                        i = e - b_ * DIN                  # Heun's predictor too)
+                        if EMB:
+                            w = int(inputs[idx[b0 + b_], 0 if i < EMB else 1])
+                            A[b_, i] = EM[w * EMB + (i if i < EMB else i - EMB)]
+                        else:
+                            A[b_, i] = inputs[idx[b0 + b_], i]
                     cuda.syncthreads()
+                    for q in range(HPL):      # 3. forward, lanes over hidden units
+                        j = lane + NT * q
+                        if j < H:
+                            for b_ in range(nb):
+                                z = zero
+                                for i in range(DIN):
+                                    z += A[b_, i] * P[q * E + i]
+                                S[b_, j] = stored(z + P[q * E + DIN], kind)
+                    cuda.syncthreads()
+                    for s in range(TPL):      # 4. read-out and loss head, lanes over samples
+                        b_ = lane + NT * s
+                        if b_ < nb:
+                            y_ = labels[idx[b0 + b_]]
+                            for c in range(KO):
+                                o = zero
+                                for j in range(H):
+                                    o += unit(S[b_, j], kind)[0] * W2[c, j]
+                                dout[b_, c] = o + B2[c]
+                            if CLASSES:       # softmax: exp(out - max) / sum, minus the one-hot
+                                mx = dout[b_, 0]
+                                for c in range(1, KO):
+                                    if dout[b_, c] > mx:
+                                        mx = dout[b_, c]
+                                oc = dout[b_, y_] - mx
+                                nrm = zero
+                                for c in range(KO):
+                                    e = cast(math.exp(dout[b_, c] - mx))
+                                    dout[b_, c] = e
+                                    nrm += e
+                                if MH:        # the loss log sum e^(out - max) - (out_c - max)
+                                    Lb[b0 + b_] = np.float64(cast(math.log(nrm)) - oc)
+                                for c in range(KO):
+                                    y = one if c == y_ else zero
+                                    dout[b_, c] = (dout[b_, c] / nrm - y) / fB
+                            elif LN:          # label noise: y + s_l eps at LABEL_NOISE t B + b
+                                n = np.int64(t) * B + b0 + b_
+                                blk = n // 4
+                                z0, z1, z2, z3 = bn(k0, k1, LABEL, rep, np.uint64(blk))
+                                y = y_ + h[3] * pick(n - 4 * blk, z0, z1, z2, z3)
+                                dout[b_, 0] = (dout[b_, 0] - y) / fB
+                            else:
+                                res = dout[b_, 0] - y_
+                                if MH:        # the squared residual, in float64
+                                    Lb[b0 + b_] = np.float64(res) * np.float64(res)
+                                dout[b_, 0] = res / fB
+                    cuda.syncthreads()
+                    for b_ in range(nb):      # 5. backward, lanes over hidden units (classes
+                        for c in range(KO):   # inner: unrolled, G2 stays in registers)
+                            G2[c] += dout[b_, c]
+                    for q in range(HPL):
+                        j = lane + NT * q
+                        if j < H:
+                            gb1 = G[q * E + DIN]
+                            for b_ in range(nb):
+                                hb, d1 = unit(S[b_, j], kind)
+                                dh = zero
+                                for c in range(KO):
+                                    g = dout[b_, c]
+                                    dh += g * P[q * E + DIN + 1 + c]
+                                    G[q * E + DIN + 1 + c] += g * hb
+                                dz = dh * d1
+                                gb1 += dz
+                                S[b_, j] = dz     # column j is this lane's: dZ replaces phi
+                            for i in range(DIN):
+                                acc = G[q * E + i]
+                                for b_ in range(nb):
+                                    acc += S[b_, j] * A[b_, i]
+                                G[q * E + i] = acc
+                            G[q * E + DIN] = gb1
+                    if EMB:               # the embedding's gradient: dA = dZ W1 (lanes over
+                        cuda.syncthreads()    # (b, i), units in order) over A, then each entry
+                        for e in range(lane, nb * DIN, NT):   # (c, k) sums the rows of the
+                            b_ = e // DIN                     # samples whose operands are c
+                            i = e - b_ * DIN                  # (first operands, then second,
+                            acc = zero                        # as Xa^T dA_a + Xb^T dA_b)
+                            for j in range(H):
+                                acc += S[b_, j] * W1M[j * DIN + i]
+                            A[b_, i] = acc
+                        cuda.syncthreads()
+                        for q in range(EPL):
+                            f = lane + NT * q
+                            if f < PE:
+                                c = f // EMB
+                                k = f - c * EMB
+                                ga = QG[q]
+                                gb = QGb[q]
+                                for b_ in range(nb):
+                                    if int(inputs[idx[b0 + b_], 0]) == c:
+                                        ga += A[b_, k]
+                                    if int(inputs[idx[b0 + b_], 1]) == c:
+                                        gb += A[b_, EMB + k]
+                                QG[q] = ga
+                                QGb[q] = gb
+                    cuda.syncthreads()    # the tile's A, S, dout read by all before the next
+                if EMB:
                     for q in range(EPL):
-                        f = lane + WARP * q
-                        if f < PE:
-                            c = f // EMB
-                            k = f - c * EMB
-                            ga = zero
-                            gb = zero
-                            for b_ in range(B):
-                                if int(inputs[idx[b_], 0]) == c:
-                                    ga += A[b_, k]
-                                if int(inputs[idx[b_], 1]) == c:
-                                    gb += A[b_, EMB + k]
-                            QG[q] = ga + gb
+                        QG[q] = QG[q] + QGb[q]
                 if HEUN and stage == 0:   # Heun's predictor x~ = x + (0 - eta g + sigma xi)
                     eta = sched(int(es[0]), es[1], es[2], es[3], t)   # into P (x kept in X0,
                     T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)     # g in Sa), its normals
@@ -1518,14 +1567,14 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                 fw = 0.0                  # the lane's sums; b2's terms on lane 0 only
                 bw_ = 0.0
                 for q in range(HPL):
-                    j = lane + WARP * q
+                    j = lane + NT * q
                     if j < H:
                         for k in range(E):
                             i = q * E + k
                             fw += residual2(P[i], X0[i], Sa[i], se)
                             bw_ += residual2(X0[i], P[i], G[i], se)
                 for q in range(EPL):
-                    if lane + WARP * q < PE:
+                    if lane + NT * q < PE:
                         fw += residual2(Q[q], Q0[q], Qa[q], se)
                         bw_ += residual2(Q0[q], Q[q], QG[q], se)
                 if lane == 0:
@@ -1537,7 +1586,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                 cuda.syncthreads()
                 fwd = 0.0                 # every lane sums the lanes' in order: one decision
                 bwd = 0.0
-                for i in range(WARP):
+                for i in range(NT):
                     fwd += R[0, i]
                     bwd += R[1, i]
                 w0, w1, w2, w3 = bw(k0, k1, ACCEPT, rep, np.uint64(t // 4))
@@ -1545,7 +1594,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                               log_alpha(uy, ur, bwd, fwd, eta, T))
                 ok = True
                 for q in range(HPL):
-                    j = lane + WARP * q
+                    j = lane + NT * q
                     if j < H:
                         for k in range(E):
                             i = q * E + k
@@ -1559,7 +1608,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                     else:
                         ok = ok and ok_(X02[c], bound) and ok_(Sa2[c], bound)
                 for q in range(EPL):
-                    if lane + WARP * q < PE:
+                    if lane + NT * q < PE:
                         if take:
                             ok = ok and ok_(Q[q], bound) and ok_(QG[q], bound)
                         else:
@@ -1575,7 +1624,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                     ar += 1.0
                     continue
                 for q in range(HPL):      # rejected, or frozen: x back from X0
-                    j = lane + WARP * q
+                    j = lane + NT * q
                     if j < H:
                         for k in range(E):
                             P[q * E + k] = X0[q * E + k]
@@ -1584,7 +1633,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                     P2[c] = X02[c]
                     B2[c] = P2[c]
                 for q in range(EPL):
-                    f = lane + WARP * q
+                    f = lane + NT * q
                     if f < PE:
                         Q[q] = Q0[q]
                         EM[f] = Q[q]
@@ -1612,7 +1661,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                 z0 = z1 = z2 = z3 = y0 = y1 = y2 = y3 = zero    # also at (t + 1) d + p),
                 w0 = w1 = w2 = w3 = zero      # GRAD_NOISE (added to the gradient)
                 for q in range(EPL):      # the owned embedding entries
-                    f = lane + WARP * q
+                    f = lane + NT * q
                     if f < PE:
                         n = np.int64(t) * D + f
                         if noisy:
@@ -1627,7 +1676,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                                                           y3)
                             QG[q] = QG[q] + h[2] * zg
                 for q in range(HPL):      # the owned units
-                    j = lane + WARP * q
+                    j = lane + NT * q
                     if j < H:
                         for k in range(E):
                             n = np.int64(t) * D + slot(j, k)
@@ -1656,13 +1705,13 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                         G2[k] = G2[k] + h[2] * zg
             ok = True                     # the test: the rule's new values, not kept
             for q in range(HPL):
-                if lane + WARP * q < H:
+                if lane + NT * q < H:
                     for k in range(E):
                         ok = ok and rule_ok(P, Sa, Sb, G, XI, q * E + k, h, co, noisy, bound)
             for c in range(KO):
                 ok = ok and rule_ok(P2, Sa2, Sb2, G2, XI2, c, h, co, noisy, bound)
             for q in range(EPL):
-                if lane + WARP * q < PE:
+                if lane + NT * q < PE:
                     ok = ok and rule_ok(Q, Qa, Qb, QG, QXI, q, h, co, noisy, bound)
             if cuda.syncthreads_and(1 if ok else 0) == 0:
                 if BA:                    # the state before the step: x back from X0
@@ -1671,7 +1720,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                     dstep[r] = t + 1
                 break
             for q in range(HPL):          # the commit: the same rule on the same operands
-                j = lane + WARP * q
+                j = lane + NT * q
                 if j < H:
                     for k in range(E):
                         rule_commit(P, Sa, Sb, G, XI, q * E + k, h, co, noisy)
@@ -1679,11 +1728,11 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
             for c in range(KO):
                 B2[c] = rule_commit(P2, Sa2, Sb2, G2, XI2, c, h, co, noisy)
             for q in range(EPL):
-                f = lane + WARP * q
+                f = lane + NT * q
                 if f < PE:
                     EM[f] = rule_commit(Q, Qa, Qb, QG, QXI, q, h, co, noisy)
         for q in range(EPL):
-            f = lane + WARP * q
+            f = lane + NT * q
             if f < PE:
                 x[r, f] = Q[q]
                 if not NOSTATE:
@@ -1691,7 +1740,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB):
                 if ADAM or BA:
                     b[r, f] = Qb[q]
         for q in range(HPL):
-            j = lane + WARP * q
+            j = lane + NT * q
             if j < H:
                 for k in range(E):
                     x[r, slot(j, k)] = P[q * E + k]
@@ -1746,10 +1795,10 @@ def _coefficients(dyn) -> tuple:
 
 def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     """Steps t0 .. t0+K-1 of a RULE_CODES dynamics on a toy net on the device state of `run`
-    (MALA: its U and acceptance counts too): one
-    block of 32 threads per replica, launches of up to `CALL_STEPS` steps (epoch sampling with
-    permutations too large for the kernel's shared memory: up to the epoch's end, after its
-    permutations were computed on the device)."""
+    (MALA: its U and acceptance counts too): one block of `warps_of(hidden)` warps per
+    replica, the batch in tiles (`layout`), launches of up to `CALL_STEPS` steps (epoch
+    sampling with permutations too large for the kernel's shared memory: up to the epoch's
+    end, after its permutations were computed on the device)."""
     from ..backends import cuda_runtime as rt
 
     pot, dyn, xp = sim.potential, sim.dynamics, run.xp
@@ -1761,9 +1810,10 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     mode = mode_of(dyn)
     per_epoch = pot.n_samples // B
     d_in, hidden, classes = net_sizes(pot)
-    inside = permutes_in_kernel(sim)
+    warps, tile, inside = layout(sim)
     kernel = cuda_kernel(run.f32, d_in, hidden, B, type(dyn), classes, *noises(dyn),
-                         mode == SUBSET, pot.n_samples if inside else 0, embed_of(pot))
+                         mode == SUBSET, pot.n_samples if inside else 0, embed_of(pot), warps,
+                         tile)
     inputs, labels = _data(run, pot)
     optimizer = isinstance(dyn, (SGD, AdamW))
     es = xp.asarray(schedule_code(dyn.lr if optimizer else dyn.step))
@@ -1781,9 +1831,9 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
             end = min(t0 + K, (epoch + 1) * per_epoch)
         else:
             perm, end = tail[4], min(t0 + K, t + CALL_STEPS)
-        kernel[M, WARP](*head, int(t), int(end - t), run.k0, run.k1, run.rep0, tail[0], tail[1],
-                        *scalars, tail[2], tail[3], perm, int(per_epoch), int(mode),
-                        int(pot.kind), *mh)
+        kernel[M, WARP * warps](*head, int(t), int(end - t), run.k0, run.k1, run.rep0, tail[0],
+                                tail[1], *scalars, tail[2], tail[3], perm, int(per_epoch),
+                                int(mode), int(pot.kind), *mh)
         t = end
 
 
