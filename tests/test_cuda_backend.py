@@ -307,13 +307,15 @@ for ft in (float32, float64):
     depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
     assert depot is None or int(depot.group(1)) <= (64 if f32 else 0), ("embed", depot.group(0))
     # the grokking scenario's default net (p = 23, hidden 64, 317 samples, full batch) x AdamW:
-    # two warps per replica, the batch in tiles; its 70 parameters per lane and their states go
-    # to local memory (at most the four arrays x, m, s, g, 16-byte aligned)
-    tile = toynets.tile_of(46, 64, 317, ft.bitwidth // 8, 23)
+    # two warps per replica, the batch in tiles, the one-hot inputs gathered (operand pairs,
+    # int64); its 70 parameters per lane and their states go to local memory (at most the four
+    # arrays x, m, s, g, 16-byte aligned)
+    tile = toynets.tile_of(46, 64, 317, ft.bitwidth // 8, 23, gather=True)
     ptx, _ = cuda.compile_ptx(
-        toynets.cuda_kernel(f32, 46, 64, 317, AdamW, 23, warps=2, tile=tile).py_func,
+        toynets.cuda_kernel(f32, 46, 64, 317, AdamW, 23, warps=2, tile=tile,
+                            gather=True).py_func,
         (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64, float64,
-         float64, float64, W, I1, I2, int64, int64, int64, F1, F1), cc=(9, 0))
+         float64, float64, I2, I1, I2, int64, int64, int64, F1, F1), cc=(9, 0))
     depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
     assert 0 < tile < 317 and (depot is None or int(depot.group(1)) <= 4 * 72 * ft.bitwidth // 8)
 print("ok")
@@ -1493,7 +1495,9 @@ if SIM:
                              dtype=dtype)
             warps, tile, _ = toynets.layout(sim)
             assert fused(grok, sim.dynamics, dtype) and toynets.owned(grok) == 70
-            assert warps == 2 and 0 < tile < grok.n_samples == 317, (dtype, tile)
+            assert toynets.gathers(grok) and not toynets.gathers(onehot)
+            # 4 (or 8) x (65 + 23) bytes a sample (no inputs: gathered), beside W2, b2, indices
+            assert warps == 2 and tile == {"float32": 115, "float64": 49}[dtype] < 317
         assert toynets.owned(ModularArithmeticMLP(p=97, hidden=32, seed=1)) == 292
         assert not fused(ModularArithmeticMLP(p=97, hidden=32, seed=1), AdamW(1e-3, 32))
         assert fused(onehot, SGD(0.1, 8, sampling="subset", grad_noise=0.1))
@@ -1518,6 +1522,40 @@ if SIM:
             SGD(2.0, 5, momentum=0.5, label_noise=0.3, temperature=0.01), 5.0, 2, "float64"),
     }
 
+    @pytest.mark.parametrize("case", ["relu-sgd-epoch", "tanh-heun"])
+    def test_fused_one_hot_gather_equals_the_dense_product(case, monkeypatch):
+        """One-hot inputs gathered (`toynets.gathers`, here forced with `REG_OWNED` = 0: z =
+        (W1[j, a] + W1[j, p + b]) + b1, dz added into the two entries of dW1) give the bits of
+        the dense one-hot product (its sums without their zero terms): relu (exact zeros in dz)
+        with SGD's epochs and temperature, and Heun (two passes); and the reference's states
+        to rounding, the same flags."""
+        from langevin_sim.kernels import toynets
+
+        act, dyn, bound = MA_FUSED[case]
+        no_generic_steps(monkeypatch)
+        monkeypatch.setattr(toynets, "WARP", 4)
+
+        def make():
+            return ModularArithmeticMLP(p=3, hidden=2, seed=1, activation=act)
+        init = make().default_init(np.random.default_rng(3).normal(size=(4, make().d)))
+        init[[1, 3]] *= 3.0
+        kw = dict(seed=7, dtype="float64", init=init, divergence_bound=bound)
+        runs = {}
+        for name in ("numpy", "dense", "gather"):
+            if name == "gather":
+                monkeypatch.setattr(toynets, "REG_OWNED", 0)
+            sim = Simulation(make(), dyn, 4, backend="numpy" if name == "numpy" else "cuda",
+                             **kw)
+            assert name == "numpy" or toynets.gathers(sim.potential) == (name == "gather")
+            sim.advance(6)
+            runs[name] = sim
+        ref, gather = runs["numpy"], runs["gather"]
+        assert 0 < (ref.diverged_step >= 0).sum() < 4 and (ref.diverged_step > 1).any()
+        assert_states_close(gather, ref, "float64")
+        np.testing.assert_array_equal(gather.diverged_step, runs["dense"].diverged_step)
+        for k in ref.state:
+            np.testing.assert_array_equal(gather.state[k], runs["dense"].state[k], err_msg=k)
+
     def _force_tile(monkeypatch, sim, tile):
         """Shrink `toynets.SHARED_BYTES` to the block of `sim` with `tile` samples a tile."""
         from langevin_sim.kernels import toynets
@@ -1526,7 +1564,7 @@ if SIM:
         need = toynets.shared_bytes(d_in, hidden, toynets.batch_of(sim), sim.dtype.itemsize,
                                     classes, isinstance(sim.dynamics, MALA),
                                     toynets.embed_of(sim.potential), tile,
-                                    toynets.warps_of(hidden))
+                                    toynets.warps_of(hidden), toynets.gathers(sim.potential))
         monkeypatch.setattr(toynets, "SHARED_BYTES", need)
         assert toynets.layout(sim)[1] == tile < toynets.batch_of(sim)
 

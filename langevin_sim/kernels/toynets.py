@@ -881,7 +881,8 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # too).  Up to `MAX_OWNED` = 128 parameters per lane run fused, in local memory where they do
 # not fit in registers (the grokking scenario's default net, p = 23 and hidden 64: 70 per lane
 # of two warps): L1-cached, and still one launch for thousands of steps where the generic
-# path makes several array-code launches and allocations per step.  The new values are not
+# path makes several array-code launches and allocations per step; there one-hot inputs are
+# gathered (`gathers`: 2 terms per sample and unit in steps 3 and 5 instead of 2p).  The new values are not
 # buffered: the rule is evaluated once for the test and once more for the commit (the same
 # operands, the same bits), so that four values per owned parameter are live (x, its two
 # states, g), not seven.
@@ -906,6 +907,7 @@ MAX_WARPS = 8        # warps per block: lane l of the block owns units l, l + 32
 CALL_STEPS = 4096    # steps per launch with i.i.d. or full batches (results do not depend on it)
 SHARED_BYTES = 48 * 1024   # static shared memory of a block
 MAX_OWNED = 128      # parameters per lane (hidden units per lane x (d_in + 1 + K)) run fused
+REG_OWNED = 64       # beyond this many per lane (local memory), one-hot inputs are gathered
 EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
                             SAMPLING_CODES["subset"], -1)
 TANH, RELU = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
@@ -937,28 +939,29 @@ def warps_of(hidden: int) -> int:
 
 def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0,
                  mala: bool = False, embed: int = 0, tile: int | None = None,
-                 warps: int = 1) -> int:
+                 warps: int = 1, gather: bool = False) -> int:
     """Shared memory of one replica's block (bytes) for B samples per step taken `tile` at a
     time (None: all B): a tile's inputs A (tile, d_in), activations (tile, hidden + 1) and
     dout (tile, K), W2 (K, hidden), b2 (K,) in the state's dtype (K = max(classes, 1)
     outputs), the indices (B,) int64; MALA: the samples' losses (B,) and the lanes' sums of
     the proposal's residuals (2, 32 warps) in float64; a learned embedding of width `embed`:
-    E (classes, embed) and W1 (hidden, d_in) mirrored."""
+    E (classes, embed) and W1 (hidden, d_in) mirrored; `gather`: no inputs A (`gathers`)."""
     K = max(classes, 1)
     tile = B if tile is None else tile
     mirrors = classes * embed + hidden * d_in if embed else 0
-    return itemsize * (tile * (d_in + hidden + 1 + K) + K * (hidden + 1) + mirrors) + \
-        8 * B + (8 * (B + 2 * WARP * warps) if mala else 0)
+    return itemsize * (tile * ((0 if gather else d_in) + hidden + 1 + K) + K * (hidden + 1) +
+                       mirrors) + 8 * B + (8 * (B + 2 * WARP * warps) if mala else 0)
 
 
 def tile_of(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0,
-            mala: bool = False, embed: int = 0, keys: int = 0) -> int:
+            mala: bool = False, embed: int = 0, keys: int = 0, gather: bool = False) -> int:
     """Samples per tile: the most, up to B, whose block fits in `SHARED_BYTES` beside `keys`
     sort keys (8 bytes each); 0 where not even one fits."""
-    warps = warps_of(hidden)
-    fixed = shared_bytes(d_in, hidden, B, itemsize, classes, mala, embed, 0, warps) + 8 * keys
-    per = itemsize * (d_in + hidden + 1 + max(classes, 1))
-    return max(0, min(int(B), (SHARED_BYTES - fixed) // per))
+    def block(tile):
+        return shared_bytes(d_in, hidden, B, itemsize, classes, mala, embed, tile,
+                            warps_of(hidden), gather)
+    fixed = block(0) + 8 * keys
+    return max(0, min(int(B), (SHARED_BYTES - fixed) // (block(1) - block(0))))
 
 
 def owned(pot) -> int:
@@ -968,6 +971,15 @@ def owned(pot) -> int:
     lanes = WARP * warps_of(hidden)
     return -(-hidden // lanes) * (d_in + 1 + max(classes, 1)) + \
         -(-classes * embed_of(pot) // lanes)
+
+
+def gathers(pot) -> bool:
+    """Whether the kernel gathers a one-hot net's inputs (z = (W1[j, a] + W1[j, p + b]) + b1,
+    dz added into dW1[j, a] and dW1[j, p + b], as the CPU kernel does) instead of multiplying
+    the one-hot rows: where a lane's parameters are in local memory anyway (more than
+    `REG_OWNED`); the sums are the dense ones without their zero terms, so the bits agree."""
+    return isinstance(pot, ModularArithmeticMLP) and pot.embed is None and \
+        owned(pot) > REG_OWNED
 
 
 def batch_of(sim) -> int:
@@ -1007,9 +1019,10 @@ def layout(sim) -> tuple[int, int, bool]:
     d_in, hidden, classes = net_sizes(sim.potential)
     shape = (d_in, hidden, batch_of(sim), sim.dtype.itemsize, classes,
              isinstance(sim.dynamics, MALA), embed_of(sim.potential))
-    tile = tile_of(*shape)
+    gather = gathers(sim.potential)
+    tile = tile_of(*shape, gather=gather)
     inside = mode_of(sim.dynamics) == EPOCH and \
-        tile_of(*shape, keys=sort_slots(sim.potential.n_samples)) == tile > 0
+        tile_of(*shape, keys=sort_slots(sim.potential.n_samples), gather=gather) == tile > 0
     return warps_of(hidden), tile, inside
 
 
@@ -1032,7 +1045,8 @@ def permutes_in_kernel(sim) -> bool:
 
 def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: int = 0,
                 grad_noise: bool = False, label_noise: bool = False, subset: bool = False,
-                permute: int = 0, embed: int = 0, warps: int = 1, tile: int = 0):
+                permute: int = 0, embed: int = 0, warps: int = 1, tile: int = 0,
+                gather: bool = False):
     """The fused kernel of the update rule of `rule` (a class of RULE_CODES: SGD, AdamW, or
     the full-batch OverdampedLangevin, LeimkuhlerMatthews, UnderdampedLangevin, Heun or
     MALA) for float32
@@ -1042,14 +1056,16 @@ def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: in
     samples computed in the kernel), SGD's gradient and label noise compiled in when asked,
     with `embed` = e > 0 a learned embedding E (classes, e) (d_in = 2e; the inputs are then
     the samples' operand pairs), for blocks of `warps` warps, the batch's samples taken `tile`
-    at a time (0: all B at once), compiled on first use (cached)."""
+    at a time (0: all B at once), with `gather` one-hot inputs given as the operand pairs
+    (n, 2) and gathered (`gathers`), compiled on first use (cached)."""
     return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes),
                         RULE_CODES[rule], bool(grad_noise), bool(label_noise), bool(subset),
-                        int(permute), int(embed), WARP * int(warps), int(tile) or int(B))
+                        int(permute), int(embed), WARP * int(warps), int(tile) or int(B),
+                        bool(gather))
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB):
+def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GATHER):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -1275,8 +1291,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB):
         lane = cuda.threadIdx.x
         if dstep[r] >= 0:                 # frozen before this launch (uniform in the block)
             return
-        A = cuda.shared.array((TB, DIN), ftype)   # a tile's inputs, activations, dout
-        S = cuda.shared.array((TB, HP), ftype)
+        A = cuda.shared.array((1 if GATHER else TB, DIN), ftype)   # a tile's inputs,
+        S = cuda.shared.array((TB, HP), ftype)            # activations, dout
         W2 = cuda.shared.array((KO, H), ftype)
         B2 = cuda.shared.array(KO, ftype)
         dout = cuda.shared.array((TB, KO), ftype)
@@ -1438,9 +1454,9 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB):
                 for it in range(NTB):     # tile it: the batch's samples b0 .. b0 + nb - 1
                     b0 = it * TB
                     nb = TB if it < NTB - 1 else B - (NTB - 1) * TB
-                    for e in range(lane, nb * DIN, NT):   # 2. gather the tile's inputs (an
-                        b_ = e // DIN                     # embedding's rows [E_a; E_b]: at
-                        i = e - b_ * DIN                  # Heun's predictor too)
+                    for e in range(lane, 0 if GATHER else nb * DIN, NT):   # 2. the tile's
+                        b_ = e // DIN                     # inputs (an embedding's rows
+                        i = e - b_ * DIN                  # [E_a; E_b]: at Heun's predictor too)
                         if EMB:
                             w = int(inputs[idx[b0 + b_], 0 if i < EMB else 1])
                             A[b_, i] = EM[w * EMB + (i if i < EMB else i - EMB)]
@@ -1451,9 +1467,13 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB):
                         j = lane + NT * q
                         if j < H:
                             for b_ in range(nb):
-                                z = zero
-                                for i in range(DIN):
-                                    z += A[b_, i] * P[q * E + i]
+                                if GATHER:    # the one-hot row's two ones
+                                    z = P[q * E + inputs[idx[b0 + b_], 0]] + \
+                                        P[q * E + CLASSES + inputs[idx[b0 + b_], 1]]
+                                else:
+                                    z = zero
+                                    for i in range(DIN):
+                                        z += A[b_, i] * P[q * E + i]
                                 S[b_, j] = stored(z + P[q * E + DIN], kind)
                     cuda.syncthreads()
                     for s in range(TPL):      # 4. read-out and loss head, lanes over samples
@@ -1510,11 +1530,16 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB):
                                 dz = dh * d1
                                 gb1 += dz
                                 S[b_, j] = dz     # column j is this lane's: dZ replaces phi
-                            for i in range(DIN):
-                                acc = G[q * E + i]
+                            if GATHER:        # dz into the entries of the two ones
                                 for b_ in range(nb):
-                                    acc += S[b_, j] * A[b_, i]
-                                G[q * E + i] = acc
+                                    G[q * E + inputs[idx[b0 + b_], 0]] += S[b_, j]
+                                    G[q * E + CLASSES + inputs[idx[b0 + b_], 1]] += S[b_, j]
+                            else:
+                                for i in range(DIN):
+                                    acc = G[q * E + i]
+                                    for b_ in range(nb):
+                                        acc += S[b_, j] * A[b_, i]
+                                    G[q * E + i] = acc
                             G[q * E + DIN] = gb1
                     if EMB:               # the embedding's gradient: dA = dZ W1 (lanes over
                         cuda.syncthreads()    # (b, i), units in order) over A, then each entry
@@ -1761,15 +1786,15 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB):
     return kernel
 
 
-def _data(run, pot):
+def _data(run, pot, gather: bool = False):
     """The training inputs (n, d_in) in the state's dtype (as the reference casts them,
-    `_cast`; ModularArithmeticMLP: the one-hot rows, or with a learned embedding the operand
-    pairs (n, 2) int64) and the labels (n,) (the targets in the
+    `_cast`; ModularArithmeticMLP: the one-hot rows, or with a learned embedding or `gather`
+    the operand pairs (n, 2) int64) and the labels (n,) (the targets in the
     state's dtype; ModularArithmeticMLP: the classes, int64), on the device, kept on the run's
     device potential."""
-    key = ("mlp_data", run.dtype.str)
+    key = ("mlp_data", run.dtype.str, gather)
     if key not in run.pot.cache:
-        if isinstance(pot, ModularArithmeticMLP) and pot.embed is not None:
+        if isinstance(pot, ModularArithmeticMLP) and (pot.embed is not None or gather):
             data = (pot.train_pairs.astype(np.int64), pot.train_labels.astype(np.int64))
         elif isinstance(pot, ModularArithmeticMLP):
             data = (pot._cast("train_onehot", run.dtype), pot.train_labels.astype(np.int64))
@@ -1813,8 +1838,8 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     warps, tile, inside = layout(sim)
     kernel = cuda_kernel(run.f32, d_in, hidden, B, type(dyn), classes, *noises(dyn),
                          mode == SUBSET, pot.n_samples if inside else 0, embed_of(pot), warps,
-                         tile)
-    inputs, labels = _data(run, pot)
+                         tile, gathers(pot))
+    inputs, labels = _data(run, pot, gathers(pot))
     optimizer = isinstance(dyn, (SGD, AdamW))
     es = xp.asarray(schedule_code(dyn.lr if optimizer else dyn.step))
     ts = xp.asarray(es if isinstance(dyn, AdamW) else schedule_code(dyn.temperature))
