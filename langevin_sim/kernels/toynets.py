@@ -878,14 +878,14 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # them and keeps parameters, optimizer states and gradients in registers (W4 and modular
 # arithmetic at p = 7, hidden 16: SGD only its normals in local memory, AdamW nothing; a default
 # test compiles the kernels to PTX and checks this; with SGD's gradient noise the gradients
-# too).  Up to `MAX_OWNED` = 128 parameters per lane run fused, in local memory where they do
-# not fit in registers (the grokking scenario's default net, p = 23 and hidden 64: 70 per lane
-# of two warps): L1-cached, and still one launch for thousands of steps where the generic
-# path makes several array-code launches and allocations per step; there one-hot inputs are
-# gathered (`gathers`: 2 terms per sample and unit in steps 3 and 5 instead of 2p).  The new values are not
-# buffered: the rule is evaluated once for the test and once more for the commit (the same
-# operands, the same bits), so that four values per owned parameter are live (x, its two
-# states, g), not seven.
+# too). Up to `MAX_OWNED` = 128 parameters per lane run fused, in local memory where they do not
+# fit in registers (the grokking scenario's default net, p = 23 and hidden 64: 70 per lane of
+# two warps): L1-cached, and still one launch for thousands of steps where the generic path
+# makes several array-code launches and allocations per step; there one-hot inputs are gathered
+# (`gathers`: 2 terms per sample and unit in steps 3 and 5 instead of 2p). The new values are
+# not buffered: the rule is evaluated once for the test and once more for the commit (the same
+# operands, the same bits), so that four values per owned parameter are live (x, its two states,
+# g), not seven.
 #
 # Learning rate and temperature come from the schedules' codes per step (`schedule_value`,
 # float64, cast to the state's dtype as the reference casts its Python scalars).  Shared memory
