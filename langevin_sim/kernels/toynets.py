@@ -1109,7 +1109,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
     NA, NA2 = (1, 1) if LANGEVIN else (NPL, KO)  # SGD's v, AdamW's m (Langevin: none)
     NB, NB2 = (NPL, KO) if ADAM or BA else (1, 1)   # AdamW's s, BAOAB's g (SGD: none)
     N0, N02 = (NPL, KO) if BA or HEUN or MH else (1, 1)   # x before the step (BAOAB: a
-    LB, RW = (B, NT) if MH else (1, 1)  # freeze's); MALA's sample losses, lanes' residuals
+    LB, RW = (B, NT) if MH else (1, 1)    # freeze's); MALA's sample losses, lanes' residuals
     NX, NX2 = (1, 1) if ADAM else (NPL, KO)      # the normals (AdamW: none)
     HP = H + 1                           # activation rows padded: step 4 reads them row-wise
     PE = KO * EMB                        # a learned embedding's entries E (p, e), flat at 0
@@ -1395,7 +1395,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                 cuda.syncthreads()
             if NS and (t == t0 or t % per_epoch == 0):   # 0. the epoch's permutation
                 epoch = np.int64(t // per_epoch)
-                for i in range(lane, NP, NT):   # keys (word << 32 | i): unique, so their
+                for i in range(lane, NP, NT):     # keys (word << 32 | i): unique, so their
                     key = TOP                     # order is the stable argsort's
                     if i < NS:
                         n = epoch * NS + i
