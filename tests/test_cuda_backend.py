@@ -603,6 +603,17 @@ if SIM:
                     s.advance(K)
         return ref, whole, parts
 
+    @pytest.fixture
+    def narrow_warps(monkeypatch):
+        """The toy nets' kernel with "warps" of 4 lanes (`toynets.WARP`): the kernel's logic
+        does not depend on the width (block barriers only, no warp intrinsics; lanes stride by
+        the block's width), and the simulator runs every lane as a Python thread, so the parity
+        tests run about 3x faster.  The real width of 32 runs in the tiny AdamW and modular
+        arithmetic cases, the PTX test and the GPU tests."""
+        from langevin_sim.kernels import toynets
+
+        monkeypatch.setattr(toynets, "WARP", 4)
+
     def no_generic_steps(monkeypatch):
         """Make the generic per-step path fail: what runs is the fused kernel."""
         def generic(run, t):
@@ -1120,7 +1131,7 @@ if SIM:
     @pytest.mark.parametrize("case, dtype", [
         pytest.param(c, dt, marks=() if MLP_DEFAULT.get(c) == dt else pytest.mark.slow)
         for c in MLP_FUSED for dt in ("float64", "float32")])
-    def test_fused_teacher_student_sgd_equals_reference(case, dtype, monkeypatch):
+    def test_fused_teacher_student_sgd_equals_reference(case, dtype, monkeypatch, narrow_warps):
         """TeacherStudentMLP x SGD run by the fused kernel (one warp per replica; epoch
         permutations, i.i.d. draws, full batch; each activation; T > 0 and T = 0, momentum,
         weight decay, schedules; replicas started far out that diverge): the reference's
@@ -1250,7 +1261,8 @@ if SIM:
 
     @pytest.mark.parametrize("rule, dtype", [("overdamped", "float32"), ("lm", "float64"),
                                              ("baoab", "float64"), ("heun", "float32")])
-    def test_fused_teacher_student_langevin_tiny_run_equals_reference(rule, dtype, monkeypatch):
+    def test_fused_teacher_student_langevin_tiny_run_equals_reference(rule, dtype, monkeypatch,
+                                                                      narrow_warps):
         """Overdamped Langevin, Leimkuhler-Matthews, BAOAB and Heun on the full batch by the
         same kernel (`sgd_update`'s place taken by `overdamped_lane` / `lm_update`, no
         optimizer state; LM's normals of steps t and t + 1; BAOAB's B A O A before the
@@ -1282,7 +1294,7 @@ if SIM:
 
     @pytest.mark.parametrize("net, dtype", [("teacher-student", "float64"),
                                             ("modular", "float32")])
-    def test_fused_toynet_mala_tiny_run_equals_reference(net, dtype, monkeypatch):
+    def test_fused_toynet_mala_tiny_run_equals_reference(net, dtype, monkeypatch, narrow_warps):
         """MALA on the full batch by the toy nets' kernel: the proposal y = x - eta g +
         sigma xi (NOISE normals at t d + p) before the passes, the loss at y summed in float64
         over the samples (squared error / cross-entropy), the proposal's residuals summed over
@@ -1308,7 +1320,8 @@ if SIM:
         assert 0 < ref.state["accepted"][ref.diverged_step < 0].min() < 7, ref.state["accepted"]
         assert_states_close(whole, ref, dtype)
 
-    def test_fused_teacher_student_sgd_noises_tiny_run_equals_reference(monkeypatch):
+    def test_fused_teacher_student_sgd_noises_tiny_run_equals_reference(monkeypatch,
+                                                                         narrow_warps):
         """SGD's noise models in the fused kernel (a few seconds): "subset" minibatches (4 of
         6 samples: Floyd's draws collide), label noise, gradient noise and temperature, with
         momentum, 2 replicas over two calls: the reference's x, v to rounding (float64), and
@@ -1340,7 +1353,8 @@ if SIM:
     @pytest.mark.slow
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     @pytest.mark.parametrize("case", list(MLP_ADAMW))
-    def test_fused_teacher_student_adamw_equals_reference(case, dtype, monkeypatch):
+    def test_fused_teacher_student_adamw_equals_reference(case, dtype, monkeypatch,
+                                                          narrow_warps):
         """TeacherStudentMLP x AdamW by the fused kernel (epoch permutations, i.i.d. draws
         (replacement=True), full batch; each activation; lr schedule, betas, eps, weight decay;
         replicas started far out, some diverging after step 1): the reference's x, m, s to
@@ -1424,7 +1438,7 @@ if SIM:
     @pytest.mark.slow
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     @pytest.mark.parametrize("case", list(EMB_FUSED))
-    def test_fused_embedding_equals_reference(case, dtype, monkeypatch):
+    def test_fused_embedding_equals_reference(case, dtype, monkeypatch, narrow_warps):
         """ModularArithmeticMLP with a learned embedding E (p, e) by the fused kernel, every
         rule, both dtypes: the lanes own E's entries besides their units, the batch's rows
         [E_a; E_b] are gathered from E mirrored in shared memory (again at Heun's predictor),
@@ -1462,7 +1476,8 @@ if SIM:
     @pytest.mark.slow
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     @pytest.mark.parametrize("case", list(MA_FUSED))
-    def test_fused_modular_arithmetic_equals_reference(case, dtype, monkeypatch):
+    def test_fused_modular_arithmetic_equals_reference(case, dtype, monkeypatch,
+                                                       narrow_warps):
         """ModularArithmeticMLP (p = 3, one-hot) x SGD / AdamW by the fused kernel (epoch,
         i.i.d., full batch; each activation; temperature, momentum, schedules), and the
         full-batch BAOAB, Heun and MALA: as `check_fused_toynet`."""
@@ -1506,9 +1521,8 @@ if SIM:
     # Nets with more than 32 hidden units run blocks of `warps_of(hidden)` warps (lane l owns
     # units l, l + 32 W, ...); batches whose block would not fit in shared memory run in tiles
     # of `layout(sim)[1]` samples, every sum over samples carried across the tiles in order.
-    # The simulator runs a block's threads as Python threads: these tests make a "warp" 4
-    # threads wide (`toynets.WARP`; the kernel uses no warp intrinsics, only block barriers),
-    # so that hidden 10 with at most 2 warps is a block of 8 lanes, some owning 2 units.
+    # With `narrow_warps` (a "warp" of 4 lanes), hidden 10 with at most 2 warps is a block of
+    # 8 lanes, some owning 2 units.
 
     TILED = {   # net, dynamics, divergence bound, tile, dtype (replicas 1 and 3 start 3x out)
         "onehot-2warps-mala": (lambda: ModularArithmeticMLP(p=3, hidden=10, seed=1,
@@ -1523,7 +1537,7 @@ if SIM:
     }
 
     @pytest.mark.parametrize("case", ["relu-sgd-epoch", "tanh-heun"])
-    def test_fused_one_hot_gather_equals_the_dense_product(case, monkeypatch):
+    def test_fused_one_hot_gather_equals_the_dense_product(case, monkeypatch, narrow_warps):
         """One-hot inputs gathered (`toynets.gathers`, here forced with `REG_OWNED` = 0: z =
         (W1[j, a] + W1[j, p + b]) + b1, dz added into the two entries of dW1) give the bits of
         the dense one-hot product (its sums without their zero terms): relu (exact zeros in dz)
@@ -1533,7 +1547,6 @@ if SIM:
 
         act, dyn, bound = MA_FUSED[case]
         no_generic_steps(monkeypatch)
-        monkeypatch.setattr(toynets, "WARP", 4)
 
         def make():
             return ModularArithmeticMLP(p=3, hidden=2, seed=1, activation=act)
@@ -1569,7 +1582,7 @@ if SIM:
         assert toynets.layout(sim)[1] == tile < toynets.batch_of(sim)
 
     @pytest.mark.parametrize("case", list(TILED))
-    def test_fused_toynet_tiles_and_warps_equal_reference(case, monkeypatch):
+    def test_fused_toynet_tiles_and_warps_equal_reference(case, monkeypatch, narrow_warps):
         """The batch in tiles (and blocks of two warps: MALA's residual sums over all the
         block's lanes), 4 replicas (1 and 3 started 3x out, some diverging after step 1), 6
         steps in one call: the reference's states to rounding and the same flags, and the
@@ -1580,7 +1593,6 @@ if SIM:
 
         make, dyn, bound, tile, dtype = TILED[case]
         no_generic_steps(monkeypatch)
-        monkeypatch.setattr(toynets, "WARP", 4)
         monkeypatch.setattr(toynets, "MAX_WARPS", 2)
         init = make().default_init(np.random.default_rng(3).normal(size=(4, make().d)))
         init[[1, 3]] *= 3.0
@@ -1621,7 +1633,7 @@ if SIM:
         return sim
 
     @pytest.mark.parametrize("name", sorted(POTENTIAL_CASES) + ["SphericalPSpin-planted"])
-    def test_device_observables_equal_the_host_computation(name):
+    def test_device_observables_equal_the_host_computation(name, narrow_warps):
         """Every registered potential's observables run on the device (a float64 copy of the
         device state, float32 widened as the host widens it) and equal `_in_float64` on the
         host mirror: same keys, dtypes and shapes, values to float64 rounding (and the host
