@@ -198,7 +198,7 @@ def workloads(tiny: bool) -> dict:
     from langevin_sim.dynamics import SGD, OverdampedLangevin
     from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, TeacherStudentMLP
 
-    # tiny W4: 1 replica (the simulator runs the fused kernel's warp per replica in Python)
+    # tiny W4: 1 replica (the simulator runs the fused kernel's block per replica in Python)
     M1, M2, M3, M4 = (16, 8, 8, 1) if tiny else (1 << 24, 1 << 16, 1 << 14, 1 << 12)
     d2, N3 = (8, 4) if tiny else (256, 64)
     n4, din, hid, B = (64, 4, 4, 8) if tiny else (1024, 16, 32, 32)
@@ -542,7 +542,7 @@ def main(argv=None) -> int:
               "HDF5 writer in its own thread), and its percentage of the device-only rate.",
               "", "Path: 'fused' is the pair's registered numba-cuda kernel "
               "(langevin_sim/kernels/<family>.py; W1 one multi-step kernel per launch, W4 one "
-              "multi-step kernel per launch with a warp per replica (each epoch's permutation "
+              "multi-step kernel per launch with a block per replica (each epoch's permutation "
               "sorted in the kernel), W2 and W3 one cuBLAS GEMM + one fused step kernel per step, queued as "
               "replays of 32-step CUDA graphs), 'generic' "
               "the per-step path (potential gradient in CuPy array code, one numba-cuda update "
