@@ -318,6 +318,9 @@ for ft in (float32, float64):
          float64, float64, I2, I1, I2, int64, int64, int64, F1, F1), cc=(9, 0))
     depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
     assert 0 < tile < 317 and (depot is None or int(depot.group(1)) <= 4 * 72 * ft.bitwidth // 8)
+    # its static shared memory (the arrays' sizes, each padded to 8 bytes) within 48 KiB
+    shared = re.findall(r"\\.shared \\.align \\d+ \\.b8 \\S+\\[(\\d+)\\]", ptx)
+    assert sum(-(-int(n) // 8) * 8 for n in shared) <= 48 * 1024, shared
 print("ok")
 """
 
@@ -1194,10 +1197,11 @@ if SIM:
         for dtype in ("float32", "float64"):
             assert fused(w4, SGD(0.02, 32, momentum=0.9), dtype)
         big = Simulation(w4, SGD(0.02, 256, momentum=0.9), 2, backend="cuda")
-        assert fused(w4, big.dynamics) and toynets.layout(big) == (1, 117, False)
-        # 8 x 117 x (16 + 33 + 1) (a tile's A, S, dout) + 8 x 33 (W2, b2) + 8 x 256 (indices)
-        # bytes of 48 KiB; the epoch's 1024 sort keys would shrink the tile: sorted outside
-        monkeypatch.setattr(toynets, "SHARED_BYTES", 8 * (33 + 256) + 8 * 50 - 1)
+        assert fused(w4, big.dynamics) and toynets.layout(big) == (1, 116, False)
+        # 8 x 116 x (16 + 33 + 1) (a tile's A, S, dout) + 8 x 33 (W2, b2) + 8 x 256 (indices)
+        # bytes of 48 KiB less the slack; the epoch's 1024 sort keys would shrink the tile
+        monkeypatch.setattr(toynets, "SHARED_BYTES",
+                            toynets.SHARED_SLACK + 8 * (33 + 256) + 8 * 50 - 1)
         assert toynets.layout(big)[1] == 0 and not fused(w4, big.dynamics)
 
     # ------------------------------------------------------------ fused TeacherStudentMLP x AdamW
@@ -1247,7 +1251,8 @@ if SIM:
             no_host_permutations(monkeypatch)
         else:   # room for the kernel's data but not for the 4 sort keys
             need = toynets.shared_bytes(2, 2, 2, 8)
-            monkeypatch.setattr(toynets, "SHARED_BYTES", need + 8 * 4 - 1)
+            monkeypatch.setattr(toynets, "SHARED_BYTES",
+                                toynets.SHARED_SLACK + need + 8 * 4 - 1)
 
         def make():
             return TeacherStudentMLP(n=4, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1,
@@ -1512,7 +1517,7 @@ if SIM:
             assert fused(grok, sim.dynamics, dtype) and toynets.owned(grok) == 70
             assert toynets.gathers(grok) and not toynets.gathers(onehot)
             # 4 (or 8) x (65 + 23) bytes a sample (no inputs: gathered), beside W2, b2, indices
-            assert warps == 2 and tile == {"float32": 115, "float64": 49}[dtype] < 317
+            assert warps == 2 and tile == {"float32": 114, "float64": 48}[dtype] < 317
         assert toynets.owned(ModularArithmeticMLP(p=97, hidden=32, seed=1)) == 292
         assert not fused(ModularArithmeticMLP(p=97, hidden=32, seed=1), AdamW(1e-3, 32))
         assert fused(onehot, SGD(0.1, 8, sampling="subset", grad_noise=0.1))
@@ -1578,7 +1583,7 @@ if SIM:
                                     classes, isinstance(sim.dynamics, MALA),
                                     toynets.embed_of(sim.potential), tile,
                                     toynets.warps_of(hidden), toynets.gathers(sim.potential))
-        monkeypatch.setattr(toynets, "SHARED_BYTES", need)
+        monkeypatch.setattr(toynets, "SHARED_BYTES", toynets.SHARED_SLACK + need)
         assert toynets.layout(sim)[1] == tile < toynets.batch_of(sim)
 
     @pytest.mark.parametrize("case", list(TILED))

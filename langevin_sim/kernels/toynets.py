@@ -906,6 +906,7 @@ WARP = 32            # threads per warp; a block has `warps_of(hidden)` warps
 MAX_WARPS = 8        # warps per block: lane l of the block owns units l, l + 32 W, ...
 CALL_STEPS = 4096    # steps per launch with i.i.d. or full batches (results do not depend on it)
 SHARED_BYTES = 48 * 1024   # static shared memory of a block
+SHARED_SLACK = 256   # of it kept for unused arrays' 1-item placeholders and alignment padding
 MAX_OWNED = 128      # parameters per lane (hidden units per lane x (d_in + 1 + K)) run fused
 REG_OWNED = 64       # beyond this many per lane (local memory), one-hot inputs are gathered
 EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
@@ -945,23 +946,25 @@ def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0
     dout (tile, K), W2 (K, hidden), b2 (K,) in the state's dtype (K = max(classes, 1)
     outputs), the indices (B,) int64; MALA: the samples' losses (B,) and the lanes' sums of
     the proposal's residuals (2, 32 warps) in float64; a learned embedding of width `embed`:
-    E (classes, embed) and W1 (hidden, d_in) mirrored; `gather`: no inputs A (`gathers`)."""
+    E (classes, embed) and W1 (hidden, d_in) mirrored; `gather`: one row of inputs A
+    (`gathers`), not a tile's."""
     K = max(classes, 1)
     tile = B if tile is None else tile
     mirrors = classes * embed + hidden * d_in if embed else 0
     return itemsize * (tile * ((0 if gather else d_in) + hidden + 1 + K) + K * (hidden + 1) +
-                       mirrors) + 8 * B + (8 * (B + 2 * WARP * warps) if mala else 0)
+                       mirrors + (d_in if gather else 0)) + 8 * B + \
+        (8 * (B + 2 * WARP * warps) if mala else 0)
 
 
 def tile_of(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0,
             mala: bool = False, embed: int = 0, keys: int = 0, gather: bool = False) -> int:
-    """Samples per tile: the most, up to B, whose block fits in `SHARED_BYTES` beside `keys`
-    sort keys (8 bytes each); 0 where not even one fits."""
+    """Samples per tile: the most, up to B, whose block fits in `SHARED_BYTES` less
+    `SHARED_SLACK` beside `keys` sort keys (8 bytes each); 0 where not even one fits."""
     def block(tile):
         return shared_bytes(d_in, hidden, B, itemsize, classes, mala, embed, tile,
                             warps_of(hidden), gather)
     fixed = block(0) + 8 * keys
-    return max(0, min(int(B), (SHARED_BYTES - fixed) // (block(1) - block(0))))
+    return max(0, min(int(B), (SHARED_BYTES - SHARED_SLACK - fixed) // (block(1) - block(0))))
 
 
 def owned(pot) -> int:
