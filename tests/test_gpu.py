@@ -153,8 +153,9 @@ def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
 def test_grokking_net_runs_fused_in_tiles_on_the_device(dtype):
     """The grokking scenario's default net (p = 23, hidden 64, one-hot, 317 training pairs)
     x full-batch AdamW with weight decay by the fused toy-net kernel: two warps per replica,
-    the batch in tiles, 70 parameters per lane in local memory: the reference to rounding
-    over 20 steps, 40 replicas, and an uneven first_replica split to rounding."""
+    the batch in tiles, the one-hot inputs gathered, 70 parameters per lane in local memory:
+    the reference to rounding over 20 steps, 40 replicas, and an uneven first_replica split
+    to rounding."""
     from langevin_sim.backends.cuda_backend import fused_kernel
     from langevin_sim.dynamics import AdamW
     from langevin_sim.kernels import toynets
@@ -169,7 +170,7 @@ def test_grokking_net_runs_fused_in_tiles_on_the_device(dtype):
                               **kw)
     assert fused_kernel(whole) is not None and fused_kernel(whole).__module__ == toynets.__name__
     warps, tile, _ = toynets.layout(whole)
-    assert warps == 2 and 0 < tile < 317
+    assert warps == 2 and 0 < tile < 317 and toynets.gathers(whole.potential)
     parts = []
     for r0, n in ((0, 13), (13, 27)):
         p = Simulation(make(), dyn, n, backend="cuda", first_replica=r0, **kw)
