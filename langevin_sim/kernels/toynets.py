@@ -1839,10 +1839,11 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
     per_epoch = pot.n_samples // B
     d_in, hidden, classes = net_sizes(pot)
     warps, tile, inside = layout(sim)
+    gather = gathers(pot)
     kernel = cuda_kernel(run.f32, d_in, hidden, B, type(dyn), classes, *noises(dyn),
                          mode == SUBSET, pot.n_samples if inside else 0, embed_of(pot), warps,
-                         tile, gathers(pot))
-    inputs, labels = _data(run, pot, gathers(pot))
+                         tile, gather)
+    inputs, labels = _data(run, pot, gather)
     optimizer = isinstance(dyn, (SGD, AdamW))
     es = xp.asarray(schedule_code(dyn.lr if optimizer else dyn.step))
     ts = xp.asarray(es if isinstance(dyn, AdamW) else schedule_code(dyn.temperature))
