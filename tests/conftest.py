@@ -1,7 +1,9 @@
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -11,53 +13,80 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---------------------------------------------------------------- subprocesses started early
-# A test whose work is one long subprocess (the CUDA simulator's pytest, PTX compilations)
-# names it with `@starts_early(spec)`: the subprocess starts when collection ends and runs
-# beside the tests before it (mostly one busy core: Numba compiles on one), and the test
+# A test whose work is one long subprocess (the CUDA simulator's pytest, PTX compilations,
+# the notebooks) names it with `@starts_early(spec)`, spec(**params) -> (argv, env), params
+# those of the test's parametrization. When collection ends, these subprocesses are queued in
+# collection order and run BACKGROUND_SLOTS at a time at low priority (`nice`): they fill the
+# core the tests' process leaves idle (Numba compiles on one) without slowing it. The test
 # takes its result with `early_result`.
 
-_started: dict = {}
+BACKGROUND_SLOTS = 2
+_pool = None
+_jobs: dict = {}
+_running: set = set()
+_NICE = [shutil.which("nice"), "-n", "10"] if shutil.which("nice") else []
 
 
-def starts_early(spec):
-    """Decorator: spec() -> (argv, env) of the test's subprocess (cwd: the repository)."""
+def starts_early(spec, timeout: float = 900):
+    """Decorator: spec(**params) -> (argv, env) of the test's subprocess (cwd: the
+    repository), killed after `timeout` seconds of its own run."""
     def mark(fn):
-        fn.early_spec = spec
+        fn.early_spec, fn.early_timeout = spec, timeout
         return fn
     return mark
 
 
-def _start(spec):
-    argv, env = spec()
-    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=err, text=True), out, err
+def _run(fn, params: dict) -> subprocess.CompletedProcess:
+    argv, env = fn.early_spec(**params)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(_NICE + argv, env=env, cwd=ROOT, stdout=out, stderr=err,
+                                text=True)
+        _running.add(proc)
+        try:
+            proc.wait(fn.early_timeout)
+            note = ""
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            note = f"\n(killed after {fn.early_timeout:.0f} s)"
+        finally:
+            _running.discard(proc)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(argv, proc.returncode, out.read(), err.read() + note)
+
+
+def _key(fn, params: dict):
+    return fn, tuple(sorted(params.items()))
+
+
+def _submit(fn, params: dict):
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(BACKGROUND_SLOTS)
+    return _pool.submit(_run, fn, params)
 
 
 def pytest_collection_finish(session):
     for item in session.items:
         fn = getattr(item, "function", None)
-        spec = getattr(fn, "early_spec", None)
-        if spec is not None and fn not in _started:
-            _started[fn] = _start(spec)
+        if getattr(fn, "early_spec", None) is not None:
+            params = dict(getattr(getattr(item, "callspec", None), "params", {}))
+            if _key(fn, params) not in _jobs:
+                _jobs[_key(fn, params)] = _submit(fn, params)
 
 
-def early_result(fn, timeout: float = 900) -> subprocess.CompletedProcess:
-    """The finished subprocess of the `starts_early` test function fn (started now if it was
-    not collected early)."""
-    proc, out, err = _started.pop(fn, None) or _start(fn.early_spec)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    with out, err:
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+def early_result(fn, **params) -> subprocess.CompletedProcess:
+    """The finished subprocess of the `starts_early` test function fn with these parameters
+    (run now if it was not queued at collection)."""
+    job = _jobs.pop(_key(fn, params), None) or _submit(fn, params)
+    return job.result()
 
 
 def pytest_sessionfinish(session):
-    for proc, _, _ in _started.values():    # deselected at run time, or the session aborted
+    if _pool is not None:               # deselected at run time, or the session aborted
+        _pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list(_running):
         proc.kill()
 
 
@@ -118,7 +147,7 @@ def ptx_compilation(code: str):
 def check_ptx_compilation(fn) -> None:
     """The result of the `ptx_compilation` test function fn: "ok", or the test skipped where
     libNVVM is missing."""
-    r = early_result(fn, timeout=300)
+    r = early_result(fn)
     assert r.returncode == 0, r.stderr[-3000:]
     if r.stdout.startswith("skip:"):
         pytest.skip(r.stdout.strip())

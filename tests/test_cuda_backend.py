@@ -326,7 +326,7 @@ print("ok")
 
 
 if not SIM:
-    @starts_early(ptx_compilation(PTX_CODE))
+    @starts_early(ptx_compilation(PTX_CODE), timeout=600)
     def test_fused_dense_kernels_compile_for_the_real_cuda_target():
         """The fused GEMM-step kernel with the p-spin and Quadratic row rules (and the packed
         products kernel), the dense quadratic forms' BAOAB kernel, and the fused toy-net kernel

@@ -311,7 +311,7 @@ PTX_CODE = textwrap.dedent("""
 """)
 
 
-@starts_early(ptx_compilation(PTX_CODE))
+@starts_early(ptx_compilation(PTX_CODE), timeout=600)
 def test_step_functions_compile_for_the_real_cuda_target():
     """Every family's step functions compile to PTX with Numba's CUDA target (no GPU needed,
     libNVVM is): the typing the simulator does not do (module-attribute calls of device

@@ -1,17 +1,20 @@
 """Every notebook in analysis/notebooks/ runs end to end on the quick runs (the issue "one
 scenario, one notebook and one verdict per claim").
 
-Each notebook is executed with nbclient in a fresh kernel, with LANGEVIN_SIM_QUICK=1 (the
-scenarios' quick presets) and LANGEVIN_SIM_DATA set to a temporary directory, where the
-notebook makes its quick run files and figures itself (analysis/notebooks/runs.py).  The
-notebooks are committed without outputs; the commands they print for the real runs must
+Each notebook is executed with nbclient in a fresh kernel (in a subprocess queued when
+collection ends: `starts_early`), with LANGEVIN_SIM_QUICK=1 (the scenarios' quick presets)
+and LANGEVIN_SIM_DATA set to a temporary directory, where the notebook makes its quick run
+files and figures itself (analysis/notebooks/runs.py).  The notebooks are committed without
+outputs; the commands they print for the real runs must
 be the ones docs/results.md quotes."""
 import glob
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+import sys
 
 import pytest
+
+from .conftest import early_result, starts_early
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -38,38 +41,34 @@ def test_notebook_is_committed_without_outputs(path):
                 f"{os.path.basename(path)} has outputs; clear them before committing")
 
 
-def _execute(path: str, data_dir: str):
-    """The notebook at `path` executed in a fresh kernel on the quick runs (files in data_dir)."""
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": os.path.dirname(path)}})
-    client.execute(env=dict(os.environ, LANGEVIN_SIM_QUICK="1", LANGEVIN_SIM_DATA=data_dir,
-                            MPLBACKEND="Agg"))
-    return nb
-
-
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory):
-    """path -> (future of the executed notebook, its data directory): every notebook started
-    when the first is asked for, two kernels at a time (each kernel is mostly one busy
-    thread, so a 2-core machine runs them in about half the time)."""
-    pool = ThreadPoolExecutor(2)
-    out = {}
-    for path in NOTEBOOKS:
-        d = tmp_path_factory.mktemp(os.path.basename(path).split(".")[0])
-        out[path] = (pool.submit(_execute, path, str(d)), d)
-    yield out
-    pool.shutdown(cancel_futures=True)
+# The notebook at argv[1] executed in a fresh kernel on the quick runs (files in a temporary
+# directory); prints {"stdout": the cells' printed text, "figures": the .png files it saved}.
+EXECUTE = """
+import json, os, sys, tempfile
+import nbclient, nbformat
+path = sys.argv[1]
+nb = nbformat.read(path, as_version=4)
+with tempfile.TemporaryDirectory() as data:
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": os.path.dirname(path)}}).execute(
+        env=dict(os.environ, LANGEVIN_SIM_QUICK="1", LANGEVIN_SIM_DATA=data, MPLBACKEND="Agg"))
+    figures = sorted(f for f in os.listdir(data) if f.endswith(".png"))
+text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+               for o in c.outputs if o.get("name") == "stdout")
+print(json.dumps({"stdout": text, "figures": figures}))
+"""
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
-def test_notebook_runs_on_the_quick_runs(path, executed):
-    future, tmp_path = executed[path]
-    nb = future.result()
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                   for o in c.outputs if o.get("name") == "stdout")
+@starts_early(lambda path: ([sys.executable, "-c", EXECUTE, path], dict(os.environ)), timeout=600)
+def test_notebook_runs_on_the_quick_runs(path):
+    """(Its notebook runs in a subprocess queued when collection ends.)"""
+    r = early_result(test_notebook_runs_on_the_quick_runs, path=path)
+    assert r.returncode == 0, r.stderr[-4000:]
+    done = json.loads(r.stdout.strip().splitlines()[-1])
+    text = done["stdout"]
     assert "VERDICT" in text, "the notebook printed no verdict"
-    assert list(tmp_path.glob("*.png")), "the notebook saved no figure"
+    assert done["figures"], "the notebook saved no figure"
     with open(os.path.join(ROOT, "docs", "results.md")) as fh:
         results = " ".join(fh.read().replace("\\\n", " ").split())
     commands = [line for line in text.splitlines() if line.startswith(("langevin-sim ", "python analysis/"))]

@@ -169,7 +169,7 @@ def _shared_spec():
     return [sys.executable, "-c", SHARED], env
 
 
-@starts_early(_shared_spec)
+@starts_early(_shared_spec, timeout=600)
 def test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside():
     """What `compile_aside` compiles for a generic driver (`drivers.shared_signatures` of its
     `shared_callees`) is what the driver calls: drivers compiled cold in a fresh process
@@ -177,8 +177,7 @@ def test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside():
     helper they load from the cache instead of compiling again.  MALA: one step's normals
     per call and the accept word; Leimkuhler-Matthews: two steps' normals; the grokking net's
     kernel (AdamW): its own product `row_dots` (on AVX-512; else nothing)."""
-    r = early_result(test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside,
-                     timeout=300)
+    r = early_result(test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside)
     for path in _SHARED_CACHE:
         shutil.rmtree(path, ignore_errors=True)
     assert r.returncode == 0, r.stderr
