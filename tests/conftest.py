@@ -17,8 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the notebooks) names it with `@starts_early(spec)`, spec(**params) -> (argv, env), params
 # those of the test's parametrization. When collection ends, these subprocesses are queued in
 # collection order and run BACKGROUND_SLOTS at a time at low priority (`nice`): they fill the
-# core the tests' process leaves idle (Numba compiles on one) without slowing it. The test
-# takes its result with `early_result`.
+# core the tests' process leaves idle (Numba compiles on one) without slowing it. The tests
+# that take their results (`early_result`) run last, when the subprocesses are done.
 
 BACKGROUND_SLOTS = 2
 _pool = None
@@ -34,6 +34,10 @@ def starts_early(spec, timeout: float = 900):
         fn.early_spec, fn.early_timeout = spec, timeout
         return fn
     return mark
+
+
+def _early_spec(item):
+    return getattr(getattr(item, "function", None), "early_spec", None)
 
 
 def _run(fn, params: dict) -> subprocess.CompletedProcess:
@@ -67,10 +71,15 @@ def _submit(fn, params: dict):
     return _pool.submit(_run, fn, params)
 
 
+def pytest_collection_modifyitems(items):
+    last = [item for item in items if _early_spec(item) is not None]
+    items[:] = [item for item in items if _early_spec(item) is None] + last
+
+
 def pytest_collection_finish(session):
     for item in session.items:
         fn = getattr(item, "function", None)
-        if getattr(fn, "early_spec", None) is not None:
+        if _early_spec(item) is not None:
             params = dict(getattr(getattr(item, "callspec", None), "params", {}))
             if _key(fn, params) not in _jobs:
                 _jobs[_key(fn, params)] = _submit(fn, params)

@@ -130,12 +130,32 @@ for dt in (np.float32, np.float64):   # float64: not compiled aside, compiled he
 """
 
 
-def test_kernels_compiled_aside_load_from_the_cache(tmp_path):
+_CACHES: dict = {}   # code -> the empty Numba cache of its subprocess, removed by its test
+
+
+def in_empty_cache(code: str, aside: str):
+    """`starts_early` spec: `python -c code` with an empty Numba cache of its own, and
+    `compile_aside` on ("1") or off ("0")."""
+    def spec():
+        _CACHES[code] = tempfile.mkdtemp()
+        return [sys.executable, "-c", code], dict(os.environ, NUMBA_CACHE_DIR=_CACHES[code],
+                                                  **{warmup.ASIDE_ENV: aside})
+    return spec
+
+
+def result_in_empty_cache(fn, code: str) -> subprocess.CompletedProcess:
+    r = early_result(fn)
+    shutil.rmtree(_CACHES.pop(code), ignore_errors=True)
+    return r
+
+
+@starts_early(in_empty_cache(ASIDE, "1"), timeout=600)
+def test_kernels_compiled_aside_load_from_the_cache():
     """`compile_aside` compiles a family's record energy and the drivers' shared callees in a
     helper process into an empty Numba cache: in that dtype they then load (no compilation
     in this process) and the energy equals the potential's; in the other dtype, not compiled
     aside, they compile here."""
-    r = python("-c", ASIDE, env={"NUMBA_CACHE_DIR": str(tmp_path), warmup.ASIDE_ENV: "1"})
+    r = result_in_empty_cache(test_kernels_compiled_aside_load_from_the_cache, ASIDE)
     assert r.returncode == 0, r.stderr
     (n32, s32, err32), (n64, s64, err64) = (line.split() for line in r.stdout.splitlines())
     assert int(n32) == 0 and int(s32) == 0 and int(n64) > 0 and int(s64) > 0
@@ -160,16 +180,7 @@ for pot, dyn in ((DoubleWell(d=2), MALA(1e-2, 0.5)), (DoubleWell(d=2), Leimkuhle
 """
 
 
-_SHARED_CACHE: list = []   # the subprocess's empty Numba cache, removed by the test
-
-
-def _shared_spec():
-    _SHARED_CACHE.append(tempfile.mkdtemp())
-    env = dict(os.environ, NUMBA_CACHE_DIR=_SHARED_CACHE[-1], **{warmup.ASIDE_ENV: "0"})
-    return [sys.executable, "-c", SHARED], env
-
-
-@starts_early(_shared_spec, timeout=600)
+@starts_early(in_empty_cache(SHARED, "0"), timeout=600)
 def test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside():
     """What `compile_aside` compiles for a generic driver (`drivers.shared_signatures` of its
     `shared_callees`) is what the driver calls: drivers compiled cold in a fresh process
@@ -177,9 +188,8 @@ def test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside():
     helper they load from the cache instead of compiling again.  MALA: one step's normals
     per call and the accept word; Leimkuhler-Matthews: two steps' normals; the grokking net's
     kernel (AdamW): its own product `row_dots` (on AVX-512; else nothing)."""
-    r = early_result(test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside)
-    for path in _SHARED_CACHE:
-        shutil.rmtree(path, ignore_errors=True)
+    r = result_in_empty_cache(
+        test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside, SHARED)
     assert r.returncode == 0, r.stderr
     net = ["AdamW row_dots True"] if gemm.OWN_PRODUCT else []
     assert r.stdout.split("\n")[:-1] == ["MALA block_noise True", "MALA accept_word True",
