@@ -77,6 +77,8 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
     for item in session.items:
         fn = getattr(item, "function", None)
         if _early_spec(item) is not None:
