@@ -5,8 +5,7 @@ Each notebook is executed with nbclient in a fresh kernel (in a subprocess queue
 collection ends: `starts_early`), with LANGEVIN_SIM_QUICK=1 (the scenarios' quick presets)
 and LANGEVIN_SIM_DATA set to a temporary directory, where the notebook makes its quick run
 files and figures itself (analysis/notebooks/runs.py).  The notebooks are committed without
-outputs; the commands they print for the real runs must
-be the ones docs/results.md quotes."""
+outputs; the commands they print for the real runs must be the ones docs/results.md quotes."""
 import glob
 import json
 import os
