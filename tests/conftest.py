@@ -24,7 +24,7 @@ BACKGROUND_SLOTS = 2
 _pool = None
 _jobs: dict = {}
 _running: set = set()
-_NICE = [shutil.which("nice"), "-n", "10"] if shutil.which("nice") else []
+_NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
 
 
 def starts_early(spec, timeout: float = 900):
