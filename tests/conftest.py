@@ -35,9 +35,10 @@ _running: set = set()
 _NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
 
 
-def starts_early(spec, timeout: float = 900):
+def starts_early(spec, timeout=900):
     """Decorator: spec(**params) -> (argv, env) of the test's subprocess (cwd: the
-    repository), killed after `timeout` seconds of its own run."""
+    repository), killed after `timeout` seconds of its own run (a number, or
+    timeout(**params) -> seconds)."""
     def mark(fn):
         fn.early_spec, fn.early_timeout = spec, timeout
         return fn
@@ -50,17 +51,18 @@ def _early_spec(item):
 
 def _run(fn, params: dict) -> subprocess.CompletedProcess:
     argv, env = fn.early_spec(**params)
+    timeout = fn.early_timeout(**params) if callable(fn.early_timeout) else fn.early_timeout
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(_NICE + argv, env=env, cwd=ROOT, stdout=out, stderr=err,
                                 text=True)
         _running.add(proc)
         try:
-            proc.wait(fn.early_timeout)
+            proc.wait(timeout)
             note = ""
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            note = f"\n(killed after {fn.early_timeout:.0f} s)"
+            note = f"\n(killed after {timeout:.0f} s)"
         finally:
             _running.discard(proc)
         out.seek(0)

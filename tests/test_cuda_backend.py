@@ -336,14 +336,20 @@ if not SIM:
         No GPU needed; skipped where libNVVM is missing."""
         check_ptx_compilation(test_fused_dense_kernels_compile_for_the_real_cuda_target)
 
-    @starts_early(lambda: ([sys.executable, "-m", "pytest", __file__, "-q", "-p",
-                            "no:cacheprovider", "-x"],
-                           dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONDONTWRITEBYTECODE="1")))
-    def test_cuda_backend_under_the_simulator():
-        """This file's simulator tests, in a pytest process with NUMBA_ENABLE_CUDASIM=1
-        (started when collection ends, beside the tests before this one)."""
+    # the simulator process selects as this one does: its default tests with the default
+    # suite, its slow ones (the registry's toy-net pairs, ~13 min on 2 cores) with -m slow
+    @pytest.mark.parametrize("selection", [pytest.param("not slow and not gpu", id="default"),
+                                           pytest.param("slow", marks=pytest.mark.slow)])
+    @starts_early(lambda selection: ([sys.executable, "-m", "pytest", __file__, "-q", "-p",
+                                      "no:cacheprovider", "-x", "-m", selection],
+                                     dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
+                                          PYTHONDONTWRITEBYTECODE="1")),
+                  timeout=lambda selection: 2400 if selection == "slow" else 900)
+    def test_cuda_backend_under_the_simulator(selection):
+        """This file's simulator tests of `selection`, in a pytest process with
+        NUMBA_ENABLE_CUDASIM=1 (started when collection ends, beside the other tests)."""
         t0 = time.monotonic()
-        r = early_result(test_cuda_backend_under_the_simulator)
+        r = early_result(test_cuda_backend_under_the_simulator, selection=selection)
         tail = (r.stdout + r.stderr)[-6000:]
         assert r.returncode == 0, f"simulator tests failed:\n{tail}"
         print(tail.strip().splitlines()[-1], f"(waited {time.monotonic() - t0:.0f} s)")
