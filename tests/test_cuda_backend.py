@@ -337,11 +337,13 @@ if not SIM:
         check_ptx_compilation(test_fused_dense_kernels_compile_for_the_real_cuda_target)
 
     # the simulator process selects as this one does: its default tests with the default
-    # suite, its slow ones (the registry's toy-net pairs, ~13 min on 2 cores) with -m slow
-    @pytest.mark.parametrize("selection", [pytest.param("not slow and not gpu", id="default"),
+    # suite (setup.cfg's -m), its slow ones (the registry's toy-net pairs, ~13 min on 2 cores)
+    # with -m slow
+    @pytest.mark.parametrize("selection", [pytest.param(None, id="default"),
                                            pytest.param("slow", marks=pytest.mark.slow)])
     @starts_early(lambda selection: ([sys.executable, "-m", "pytest", __file__, "-q", "-p",
-                                      "no:cacheprovider", "-x", "-m", selection],
+                                      "no:cacheprovider", "-x"]
+                                     + (["-m", selection] if selection else []),
                                      dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
                                           PYTHONDONTWRITEBYTECODE="1")),
                   timeout=lambda selection: 2400 if selection == "slow" else 900)
