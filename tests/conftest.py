@@ -144,16 +144,13 @@ def assert_within_se(estimate, exact, se, k=4.0, what="estimate"):
 # `ptx_compilation` starts with this (skip where libNVVM is missing; a device of
 # compute capability 9.0 pretended).
 PTX_PREAMBLE = """
-import types
+from langevin_sim.backends import cuda_runtime
+from langevin_sim.errors import BackendUnavailableError
 try:
-    import numba.cuda.dispatcher as dispatcher
-    from numba import cuda
-    from numba.cuda.cudadrv import nvvm
-    assert nvvm.is_available() and hasattr(dispatcher, "get_current_device")
-except Exception as e:
-    print("skip:", repr(e)[:200])
+    cuda = cuda_runtime.offline_compiler((9, 0))
+except BackendUnavailableError as e:
+    print("skip:", str(e)[:200])
     raise SystemExit(0)
-dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 """
 
 

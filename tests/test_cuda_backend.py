@@ -252,22 +252,19 @@ import re
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
 for ft in (float32, float64):
     f32, W, V = ft is float32, ft[:, ::1], ft[::1]
-    head = (W, W, W, W, I1, I1, int64, uint64, uint64, uint64, F1, F1, float64, float64,
-            float64, float64, float64, F1, F1)
+    PS, QS = ck.gemm_signature(f32, (W, I2, I1, I1)), ck.gemm_signature(f32, (V, V, V, V))
     row, refresh, products = pspin._cuda_rules(f32, 5)
     rule = ck.GEMM_CORRECT if f32 else ck.GEMM_LM   # Heun's corrector, Leimkuhler-Matthews
-    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5, rule).py_func, head + (W, I2, I1, I1),
-                     cc=(9, 0))
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 5, rule).py_func, PS, cc=(9, 0))
     optimizer = ck.GEMM_ADAMW if not f32 else ck.GEMM_SGD   # SGD in float32, AdamW in float64
     cuda.compile_ptx(ck.gemm_step(pspin._cuda_optimizer_row(f32, 5, not f32), refresh, f32, 5,
-                                  optimizer).py_func, head + (W, I2, I1, I1), cc=(9, 0))
+                                  optimizer).py_func, PS, cc=(9, 0))
     cuda.compile_ptx(products.py_func, (W, W, I2, I1, I1), cc=(9, 0))
     row, refresh = quadratic._cuda_rules()
-    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, head + (V, V, V, V), cc=(9, 0))
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3).py_func, QS, cc=(9, 0))
     cuda.compile_ptx(ck.gemm_step(quadratic._cuda_optimizer_row(not f32), refresh, f32, 3,
-                                  optimizer).py_func, head + (V, V, V, V), cc=(9, 0))
-    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3, ck.GEMM_MALA).py_func,
-                     head + (V, V, V, V), cc=(9, 0))
+                                  optimizer).py_func, QS, cc=(9, 0))
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3, ck.GEMM_MALA).py_func, QS, cc=(9, 0))
     cuda.compile_ptx(quadratic.baoab_kernel(f32).py_func,
                      (W,) * 6 + (V, I1, I1, int64, boolean, boolean, uint64, uint64, uint64, F1,
                                  F1, float64, float64, float64), cc=(9, 0))
@@ -335,6 +332,27 @@ if not SIM:
         (column views, local and shared arrays, block votes, libdevice primitives).
         No GPU needed; skipped where libNVVM is missing."""
         check_ptx_compilation(test_fused_dense_kernels_compile_for_the_real_cuda_target)
+
+    @pytest.mark.slow
+    def test_kernel_resources_report(tmp_path):
+        """benchmarks/kernel_resources.py (~4 min): every kernel it lists compiles for sm_90
+        with the types the backend launches it with (`cuda_signature`), and ptxas assembles
+        it within a block's limits: exit 0, a row per kernel and dtype with its registers
+        (1-255).  Skipped without libNVVM or ptxas (exit 3)."""
+        out = tmp_path / "resources.md"
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM")}
+        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_resources.py"),
+                            "--arch", "sm_90", "--out", str(out)], capture_output=True,
+                           text=True, env=env, timeout=1200)
+        if r.returncode == 3:
+            pytest.skip(r.stderr.strip())
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        table = [line.split("|")[1:-1] for line in out.read_text().splitlines()
+                 if line.startswith(("| rows", "| gemm", "| toynets"))]
+        fused = [c for c in table if c[3].strip() == "sm_90"]
+        assert {c[0].strip() for c in fused} == {"rows", "gemm", "toynets"}
+        assert len(fused) >= 20 and all(1 <= int(c[5]) <= 255 for c in fused), table
 
     # the simulator process selects as this one does: its default tests with the default
     # suite (setup.cfg's -m), its slow ones (the registry's toy-net pairs, ~13 min on 2 cores)
@@ -1472,6 +1490,43 @@ if SIM:
         assert toynets.owned(make()) > 4
         assert cuda_backend.fused_kernel(Simulation(make(), dyn, 2, backend="cuda")) is None
         backends_agree("cuda", make, dyn, 3, (2, 1), what="generic net", seed=5)
+
+    @pytest.mark.parametrize("pot, dyn, dtype", [
+        ("DoubleWell", "OverdampedLangevin", "float32"), ("Quadratic", "MALA", "float64"),
+        ("LinearRegression", "SGD-labelnoise", "float32"), ("TeacherStudentMLP", "SGD", "float64"),
+        ("ModularArithmeticMLP", "AdamW", "float32"), ("TeacherStudentMLP", "MALA", "float32")])
+    def test_kernel_signatures_type_the_launches(pot, dyn, dtype, monkeypatch):
+        """`rows.cuda_signature` and `toynets.cuda_signature` (which
+        benchmarks/kernel_resources.py compiles the kernels for, ahead of any launch) are the
+        types of the arguments the backend launches `kernel_of(sim)` with."""
+        import numba
+
+        from langevin_sim.backends import cuda_runtime as rt
+        from langevin_sim.kernels import rows, toynets
+
+        p = POTENTIAL_CASES[pot]()
+        sim = Simulation(p, dynamics_cases(p)[dyn], 2, backend="cuda", dtype=dtype)
+        mod = toynets if pot.endswith("MLP") else rows
+        kernel, seen = mod.kernel_of(sim), []
+        launch = rt.launch
+
+        def record(k, n, *args):          # the row kernels' launches
+            if k is kernel:
+                seen.append(tuple(numba.typeof(a) for a in rt.kernel_arrays(*args)))
+            launch(k, n, *args)
+
+        class Recorder:                   # the toy nets' kernel[blocks, threads](*args)
+            def __getitem__(self, config):
+                def go(*args):
+                    seen.append(tuple(numba.typeof(a) for a in args))
+                    kernel[config](*args)
+                return go
+
+        monkeypatch.setattr(rt, "launch", record)
+        monkeypatch.setattr(toynets, "kernel_of", lambda s: Recorder())
+        sim.advance(2)
+        assert seen and all(s == mod.cuda_signature(sim) for s in seen), (seen[0],
+                                                                          mod.cuda_signature(sim))
 
     def test_fused_modular_arithmetic_tiny_run_equals_reference(monkeypatch):
         """The default suite's ModularArithmeticMLP case (a few seconds): p = 3 (4 training

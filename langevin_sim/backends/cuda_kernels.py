@@ -572,6 +572,18 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     return kernel
 
 
+def gemm_signature(f32: bool, aux: tuple) -> tuple:
+    """The numba types of `gemm_step`'s arguments as `cuda_backend.gemm_steps` passes them:
+    XT, GT, X2, G2 (N, MP) in the state's dtype, dstep and the step counter tv, k, the Philox
+    keys, the schedules' codes, the bound, q0..q3, MALA's u and nacc (float64), then the
+    family's arrays a0..a3 typed `aux` -- for compiling it ahead of a launch
+    (`numba.cuda.compile_ptx`)."""
+    from numba import float32, float64, int64, uint64
+    W, I1, F1 = (float32 if f32 else float64)[:, ::1], int64[::1], float64[::1]
+    return (W, W, W, W, I1, I1, int64, uint64, uint64, uint64, F1, F1) + (float64,) * 5 + \
+        (F1, F1) + tuple(aux)
+
+
 @functools.lru_cache(maxsize=None)
 def step_counter():
     """tv[0] += n (one thread): the device step counter of `gemm_step`'s launches moves on by

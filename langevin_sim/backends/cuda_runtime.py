@@ -376,6 +376,32 @@ def cuda():
     return mod
 
 
+def offline_compiler(cc: tuple[int, int] = (9, 0)):
+    """numba.cuda set up to compile kernels to PTX (`numba.cuda.compile_ptx`) without a GPU,
+    as for a device of compute capability `cc`: needs numba-cuda and libNVVM (the CUDA
+    toolkit's, or the `nvidia-cuda-nvcc` wheel's), not a driver.  Not in simulator mode.
+    Raises BackendUnavailableError naming what is missing."""
+    import types
+
+    if simulated():
+        raise BackendUnavailableError("offline compilation needs the real CUDA target: unset "
+                                      "NUMBA_ENABLE_CUDASIM and LANGEVIN_SIM_CUDA_SIM")
+    try:
+        import numba.cuda.dispatcher as dispatcher
+        from numba import cuda as mod
+        from numba.cuda.cudadrv import nvvm
+        available = nvvm.is_available() and hasattr(dispatcher, "get_current_device")
+    except Exception as e:           # any import failure: the same fix
+        raise BackendUnavailableError(f"offline compilation needs numba-cuda ({e!r:.120}): "
+                                      "pip install 'langevin_sim[gpu]'") from None
+    if not available:
+        raise BackendUnavailableError("offline compilation needs libNVVM: install the CUDA "
+                                      "toolkit (set CUDA_HOME) or pip install "
+                                      "nvidia-cuda-nvcc-cu12")
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)
+    return mod
+
+
 @functools.lru_cache(maxsize=None)
 def primitives() -> dict:
     """`rng.py`'s target-dependent primitives for numba-cuda: the scalar forms of

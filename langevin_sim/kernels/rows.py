@@ -428,6 +428,33 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
     return kernel
 
 
+def kernel_of(sim):
+    """The row kernel `advance` launches for `sim` (which `accepts` takes), one thread per
+    replica; its arguments' types are `cuda_signature(sim)`."""
+    pot, dyn = sim.potential, sim.dynamics
+    samp, nl = sampling(dyn), label_slots(dyn, pot)
+    return row_kernel(type(pot), RULES[type(dyn)][0], sim.dtype == np.float32,
+                      sim.state["x"].shape[1], samp,
+                      nl or (1 if samp == FULL else int(dyn.batch_size)), nl > 0,
+                      int(pot.n_samples) if permutes_in_kernel(sim) else 0)
+
+
+def cuda_signature(sim) -> tuple:
+    """The numba types of the arguments of `kernel_of(sim)` as `advance` passes them: x and
+    two more (M, d) state arrays, two (M,) float64 ones, dstep, the step range and Philox
+    keys, the schedules' codes, q0..q3 and the bound, the family's `args_of` (typed as its
+    NumPy values), the epoch permutations, n, the first-passage regions and state -- for
+    compiling it ahead of a launch (`numba.cuda.compile_ptx`)."""
+    import numba
+    from numba import float32, float64, int64, uint64
+    ft = float32 if sim.dtype == np.float32 else float64
+    W, I1, I2, F1 = ft[:, ::1], int64[::1], int64[:, ::1], float64[::1]
+    args = FAMILIES[type(sim.potential)].args_of(sim.potential, np, sim.dtype)
+    return (W, W, W, F1, F1, I1, int64, int64, uint64, uint64, uint64, F1, F1) + \
+        (float64,) * 5 + (numba.typeof(tuple(args)), I2, int64, I1, float64[:, ::1], F1) + \
+        (I2,) * 5
+
+
 def kernel_arguments(run, sim) -> tuple:
     """(es, ts, q0, q1, q2, q3) of `row_kernel` for the run's dynamics."""
     dyn, xp = sim.dynamics, run.xp
@@ -455,13 +482,12 @@ def advance(run, sim, t0: int, K: int) -> None:
     xp, x, pot, dyn = run.xp, run.state["x"], sim.potential, sim.dynamics
     M, d = x.shape
     fam = FAMILIES[type(pot)]
-    kind, rows2, rows1 = RULES[type(dyn)]
+    _, rows2, rows1 = RULES[type(dyn)]
     samp = sampling(dyn)
-    nl = label_slots(dyn, pot)
-    B = nl or (1 if samp == FULL else int(dyn.batch_size))
+    B = label_slots(dyn, pot) or (1 if samp == FULL else int(dyn.batch_size))
     nsamp = int(pot.n_samples or 0)
     inside = permutes_in_kernel(sim)
-    kernel = row_kernel(type(pot), kind, run.f32, d, samp, B, nl > 0, nsamp if inside else 0)
+    kernel = kernel_of(sim)
     extra = [run.state[k] for k in rows2]
     while len(extra) < 2:        # distinct unused arrays (the simulator copies each back)
         extra.append(xp.empty((0, d), x.dtype))

@@ -1067,6 +1067,35 @@ def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: in
                         bool(gather))
 
 
+def kernel_of(sim):
+    """The fused kernel `_train_toynet_cuda` launches for `sim` (which `accepts` takes), one
+    block of `WARP * layout(sim)[0]` threads per replica; its arguments' types are
+    `cuda_signature(sim)`."""
+    pot, dyn = sim.potential, sim.dynamics
+    d_in, hidden, classes = net_sizes(pot)
+    warps, tile, inside = layout(sim)
+    return cuda_kernel(sim.dtype == np.float32, d_in, hidden, batch_of(sim), type(dyn),
+                       classes, *noises(dyn), mode_of(dyn) == SUBSET,
+                       pot.n_samples if inside else 0, embed_of(pot), warps, tile,
+                       gathers(pot))
+
+
+def cuda_signature(sim) -> tuple:
+    """The numba types of the arguments of `kernel_of(sim)` as `_train_toynet_cuda` passes
+    them: the state's and optimizer's arrays (M, P), dstep, the step range and Philox keys,
+    the schedules' codes, q0..q3 and the bound, the inputs (n, d_in) in the state's dtype or
+    operand pairs (n, 2) int64, the labels (the state's dtype; classes: int64), the epoch
+    permutations, the sampling codes, MALA's U and acceptance counts (float64) -- for
+    compiling it ahead of a launch (`numba.cuda.compile_ptx`)."""
+    from numba import float32, float64, int64, uint64
+    ft = float32 if sim.dtype == np.float32 else float64
+    W, I1, I2, F1 = ft[:, ::1], int64[::1], int64[:, ::1], float64[::1]
+    _, _, classes = net_sizes(sim.potential)
+    pairs = embed_of(sim.potential) > 0 or gathers(sim.potential)
+    return (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1) + (float64,) * 5 + \
+        (I2 if pairs else W, I1 if classes else ft[::1], I2, int64, int64, int64, F1, F1)
+
+
 @functools.lru_cache(maxsize=None)
 def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GATHER):
     global cuda
@@ -1837,13 +1866,9 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
         states.append(xp.empty((0, x.shape[1]), x.dtype))   # simulator copies them)
     mode = mode_of(dyn)
     per_epoch = pot.n_samples // B
-    d_in, hidden, classes = net_sizes(pot)
-    warps, tile, inside = layout(sim)
-    gather = gathers(pot)
-    kernel = cuda_kernel(run.f32, d_in, hidden, B, type(dyn), classes, *noises(dyn),
-                         mode == SUBSET, pot.n_samples if inside else 0, embed_of(pot), warps,
-                         tile, gather)
-    inputs, labels = _data(run, pot, gather)
+    warps, _, inside = layout(sim)
+    kernel = kernel_of(sim)
+    inputs, labels = _data(run, pot, gathers(pot))
     optimizer = isinstance(dyn, (SGD, AdamW))
     es = xp.asarray(schedule_code(dyn.lr if optimizer else dyn.step))
     ts = xp.asarray(es if isinstance(dyn, AdamW) else schedule_code(dyn.temperature))
