@@ -11,7 +11,8 @@
 #    (150) s where pytest-timeout is installed;
 # 3. the throughput benchmark (benchmarks/gpu_throughput.py: W1-W4, float32 and float64, next
 #    to the Philox-only rate, copy bandwidth, cuBLAS GEMM and JAX when installed; CUDA graphs
-#    at a launch-bound size; the grokking net fused against the generic path), <= 150 s.
+#    at a launch-bound size; the grokking net fused against the generic path; W4 with its
+#    batch loops opaque and unrolled), <= 150 s.
 # Everything is printed, and written to ONE file: benchmarks/results/gpu-<model>.md (the
 # benchmark report, then the test summary, then this script's full log of both steps); when
 # $OUT names a folder (the device tool's output folder), the file is copied there too.

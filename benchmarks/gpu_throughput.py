@@ -10,7 +10,9 @@ Workloads (the issue's GPU sizes; float32 and float64):
   W4  TeacherStudentMLP d_in=16, hidden=32, 2^12 replicas, SGD batch 32, momentum 0.9
 Beside them (first dtype only): W3's landscape at 256 replicas with and without CUDA graphs,
 and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 256 replicas)
-by the fused toy-net kernel and by the generic path.
+by the fused toy-net kernel and by the generic path; and W4 by the toy-net kernel with its
+one-tile batch loops opaque to the compiler (the default) and unrolled whole, with the
+registers and local memory the device reports for each.
 
 Limits, measured on the same device in the same run: the Philox-only normal rate of the
 project's own generator (rng.block_normals compiled for numba-cuda, every normal consumed),
@@ -299,6 +301,41 @@ def toynet_gain(tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
     return out
 
 
+def kernel_resources(kernel) -> list | None:
+    """Registers and local memory per thread and shared memory per block of each compiled
+    specialization of a numba-cuda kernel, as the device reports them; None in the
+    simulator."""
+    if not hasattr(kernel, "get_regs_per_thread"):
+        return None
+    return [{"registers": o.regs_per_thread, "local_bytes": o.local_mem_per_thread,
+             "shared_bytes": o.shared_mem_per_block} for o in kernel.overloads.values()]
+
+
+def unroll_gain(w4: Workload, tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
+    """W4 (its batch in one tile) by the fused toy-net kernel with the batch's sample count
+    opaque to the compiler (`toynets.OPAQUE_BATCH`, the default) and as a constant (the
+    forward and backward sample loops unrolled whole; ptxas: 255 registers and spills, design
+    changes 59): chain-steps per second of each, and the resources the device reports."""
+    from langevin_sim.kernels import toynets
+
+    out = {"dtype": dt, "replicas": w4.replicas}
+    saved = toynets.OPAQUE_BATCH
+    try:
+        for label, opaque in (("opaque", True), ("unrolled", False)):
+            toynets.OPAQUE_BATCH = opaque
+            sim = w4.build(dt, backend_cls)
+
+            def run(k, sim=sim):
+                sim.backend.advance(sim, sim.step, k)
+                sim.step += k
+            out[label] = median_rate(run, sim.n_replicas, seconds, sync,
+                                     repeats=1 if tiny else 3)
+            out[f"{label}_resources"] = kernel_resources(toynets.kernel_of(sim))
+    finally:
+        toynets.OPAQUE_BATCH = saved
+    return out
+
+
 # ------------------------------------------------------------------ JAX peers
 
 def _jax(dtype):
@@ -479,6 +516,10 @@ def main(argv=None) -> int:
     nets = toynet_gain(a.tiny, dtypes[0], backend_cls, seconds, sync) if "W4" in names else None
     if nets:
         print(json.dumps({"toynet_gain": nets}), flush=True)
+    unroll = {dtypes[0]: unroll_gain(W["W4"], a.tiny, dtypes[0], backend_cls, seconds,
+                                     sync)} if "W4" in names else None
+    if unroll:
+        print(json.dumps({"unroll_gain": unroll}), flush=True)
     checks = []
     for r in rows:
         tag = f"{r['workload']} {r['dtype']}"
@@ -530,6 +571,14 @@ def main(argv=None) -> int:
                   f"{nets['fused']:.3g} chain-steps/s by the fused kernel ({nets['warps']} "
                   f"warps per replica, tiles of {nets['tile']} samples), {nets['generic']:.3g} "
                   f"by the generic path: {nets['fused'] / nets['generic']:.2f}x."]
+    if unroll:
+        lines += ["", "## W4's batch loops: opaque or unrolled whole (design_changes 59)", "",
+                  "| dtype | opaque (default) chain-steps/s | unrolled | opaque / unrolled | "
+                  "resources opaque | resources unrolled |", "|---|---|---|---|---|---|"]
+        for dt, u in unroll.items():
+            lines.append(f"| {dt} | {u['opaque']:.3g} | {u['unrolled']:.3g} | "
+                         f"{u['opaque'] / u['unrolled']:.2f} | {u['opaque_resources']} | "
+                         f"{u['unrolled_resources']} |")
     lines += ["", "## Targets (issue 12)", ""]
     for text, value, need in checks:
         lines.append(f"- {'PASS' if value >= need else 'FAIL'}: {text} (measured {value:.2f}, "
@@ -557,7 +606,8 @@ def main(argv=None) -> int:
         fh.write(report + "\n")
     with open(os.path.splitext(out)[0] + ".json", "w") as fh:
         json.dump({"device": desc, "versions": versions(), "limits": limits, "rows": rows,
-                   "graph_gain": gain, "toynet_gain": nets, "tiny": a.tiny}, fh, indent=1)
+                   "graph_gain": gain, "toynet_gain": nets, "unroll_gain": unroll,
+                   "tiny": a.tiny}, fh, indent=1)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -196,8 +196,9 @@ def main(argv=None) -> int:
     except BackendUnavailableError as e:
         print(f"kernel_resources: {e}", file=sys.stderr)
         return UNAVAILABLE
-    version = subprocess.run([ptxas, "--version"], capture_output=True,
-                             text=True).stdout.strip().splitlines()[-1]
+    version = [line for line in subprocess.run([ptxas, "--version"], capture_output=True,
+                                               text=True).stdout.splitlines()
+               if "release" in line][-1].strip()
     import numba
 
     head = ["| group | kernel | dtype | arch | threads/block | registers | stack B | "
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
                 lines.append(line)
     report = [f"# Fused kernels' resources ({', '.join(archs)}), from ptxas without a GPU", "",
               f"{datetime.date.today()}, `python benchmarks/kernel_resources.py --arch "
-              f"{a.arch}` on {platform.node() or 'this machine'}: numba {numba.__version__}, "
+              f"{a.arch}` ({platform.machine()}, no GPU): numba {numba.__version__}, ptxas "
               f"{version}.  Registers per thread, stack frame and spills per thread (local "
               "memory), static shared memory per block; blocks per SM and occupancy (resident "
               "warps / the SM's maximum) from the per-SM limits of each architecture.", "",

@@ -885,7 +885,11 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # (`gathers`: 2 terms per sample and unit in steps 3 and 5 instead of 2p). The new values are
 # not buffered: the rule is evaluated once for the test and once more for the commit (the same
 # operands, the same bits), so that four values per owned parameter are live (x, its two states,
-# g), not seven.
+# g), not seven.  A batch in one tile (NTB = 1) has its sample count nb made opaque to the
+# compiler (bounded by n at run time, never binding): with nb a constant (W4: 32) LLVM
+# unrolled steps 3 and 5 whole and ptxas spilled (W4 SGD float32: 255 registers, 1.7 KB of
+# spill stores per thread; opaque: 164 registers, none; benchmarks/kernel_resources.py).  With
+# several tiles it is left alone: there the unrolled tile loop spills less than the opaque one.
 #
 # Learning rate and temperature come from the schedules' codes per step (`schedule_value`,
 # float64, cast to the state's dtype as the reference casts its Python scalars).  Shared memory
@@ -908,6 +912,8 @@ CALL_STEPS = 4096    # steps per launch with i.i.d. or full batches (results do 
 SHARED_BYTES = 48 * 1024   # static shared memory of a block
 SHARED_SLACK = 256   # of it kept for unused arrays' 1-item placeholders and alignment padding
 MAX_OWNED = 128      # parameters per lane (hidden units per lane x (d_in + 1 + K)) run fused
+OPAQUE_BATCH = True  # a one-tile batch's sample count hidden from the compiler (see below;
+                     # benchmarks/gpu_throughput.py measures W4 both ways)
 REG_OWNED = 64       # beyond this many per lane (local memory), one-hot inputs are gathered
 EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
                             SAMPLING_CODES["subset"], -1)
@@ -1049,7 +1055,7 @@ def permutes_in_kernel(sim) -> bool:
 def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: int = 0,
                 grad_noise: bool = False, label_noise: bool = False, subset: bool = False,
                 permute: int = 0, embed: int = 0, warps: int = 1, tile: int = 0,
-                gather: bool = False):
+                gather: bool = False, opaque: bool = True):
     """The fused kernel of the update rule of `rule` (a class of RULE_CODES: SGD, AdamW, or
     the full-batch OverdampedLangevin, LeimkuhlerMatthews, UnderdampedLangevin, Heun or
     MALA) for float32
@@ -1060,11 +1066,12 @@ def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: in
     with `embed` = e > 0 a learned embedding E (classes, e) (d_in = 2e; the inputs are then
     the samples' operand pairs), for blocks of `warps` warps, the batch's samples taken `tile`
     at a time (0: all B at once), with `gather` one-hot inputs given as the operand pairs
-    (n, 2) and gathered (`gathers`), compiled on first use (cached)."""
+    (n, 2) and gathered (`gathers`), with `opaque` the sample count of a batch in one tile
+    hidden from the compiler (`OPAQUE_BATCH`), compiled on first use (cached)."""
     return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes),
                         RULE_CODES[rule], bool(grad_noise), bool(label_noise), bool(subset),
                         int(permute), int(embed), WARP * int(warps), int(tile) or int(B),
-                        bool(gather))
+                        bool(gather), bool(opaque))
 
 
 def kernel_of(sim):
@@ -1077,7 +1084,7 @@ def kernel_of(sim):
     return cuda_kernel(sim.dtype == np.float32, d_in, hidden, batch_of(sim), type(dyn),
                        classes, *noises(dyn), mode_of(dyn) == SUBSET,
                        pot.n_samples if inside else 0, embed_of(pot), warps, tile,
-                       gathers(pot))
+                       gathers(pot), OPAQUE_BATCH)
 
 
 def cuda_signature(sim) -> tuple:
@@ -1097,7 +1104,7 @@ def cuda_signature(sim) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GATHER):
+def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GATHER, OPQ):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -1486,6 +1493,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                 for it in range(NTB):     # tile it: the batch's samples b0 .. b0 + nb - 1
                     b0 = it * TB
                     nb = TB if it < NTB - 1 else B - (NTB - 1) * TB
+                    if OPQ and NTB == 1 and inputs.shape[0] < nb:   # never (n >= B): a
+                        nb = inputs.shape[0]      # batch in one tile, not unrolled whole
                     for e in range(lane, 0 if GATHER else nb * DIN, NT):   # 2. the tile's
                         b_ = e // DIN                     # inputs (an embedding's rows
                         i = e - b_ * DIN                  # [E_a; E_b]: at Heun's predictor too)
