@@ -269,8 +269,12 @@ for ft in (float32, float64):
                      (W,) * 6 + (V, I1, I1, int64, boolean, boolean, uint64, uint64, uint64, F1,
                                  F1, float64, float64, float64), cc=(9, 0))
     cuda.compile_ptx(ck.step_counter().py_func, (I1, int64), cc=(9, 0))
-    cuda.compile_ptx(ck.first_passage_columns().py_func,
-                     (W, int64) + (I2,) * 5 + (I1, float64[:, ::1], F1, I1, int64), cc=(9, 0))
+    # the first-passage membership's products and sums carry .rn: ptxas fuses a plain mul.f64
+    # feeding an add.f64 into an FMA (one rounding where the reference has two)
+    ptx, _ = cuda.compile_ptx(ck.first_passage_columns().py_func,
+                              (W, int64) + (I2,) * 5 + (I1, float64[:, ::1], F1, I1, int64),
+                              cc=(9, 0))
+    assert "mul.rn.f64" in ptx and not re.search(r"\\b(mul|add|fma)\\.f64", ptx), "fusable"
     # the toy nets' kernel, batch 32, TeacherStudentMLP at W4's sizes (d_in 16, hidden 32) and
     # ModularArithmeticMLP p = 7, hidden 16 (one-hot, int64 labels), x SGD / AdamW: parameters
     # and optimizer states stay out of local memory; only SGD's normals go there (W4: the 18

@@ -598,13 +598,35 @@ def step_counter():
 # ---------------------------------------------------------------- observers
 
 @functools.lru_cache(maxsize=None)
+def rounded():
+    """(mul, add) of two float64 values, each rounded to nearest and never contracted into an
+    FMA: on a GPU libdevice's dmul_rn / dadd_rn (PTX mul.rn / add.rn; ptxas fuses a plain
+    mul.f64 feeding an add.f64, which numba-cuda emits by default), in the simulator * and +.
+    For results that must equal the reference's bit for bit."""
+    if rt.simulated():
+        @cuda.jit(device=True)
+        def mul(a, b):
+            return a * b
+
+        @cuda.jit(device=True)
+        def add(a, b):
+            return a + b
+        return mul, add
+    from numba.cuda import libdevice
+    return libdevice.dmul_rn, libdevice.dadd_rn
+
+
+@functools.lru_cache(maxsize=None)
 def observer():
     """`FirstPassage.update` of one replica as a device function ``observe(xs, r, kinds, vecs,
     thr, first_entry, first_exit, last_crossing, crossings, inside, step)``: membership of
     the positions xs (d,) in float64 summed over coordinates 0, 1, .. (the reference's
     order, so the flags agree bit for bit), then row r of the five (M, R) int64 arrays at
-    step count `step` (the generic path's kernel below, and the row kernels)."""
+    step count `step` (the generic path's kernel below, and the row kernels).  Products and
+    sums are `rounded`'s: never fused into an FMA, which would round once where the reference
+    rounds twice and could flip a flag at a region's boundary."""
     HALF = fpass.HALF_SPACE
+    mul, add = rounded()
 
     @cuda.jit(device=True)
     def observe(xs, r, kinds, vecs, thr, first_entry, first_exit, last_crossing, crossings,
@@ -614,10 +636,10 @@ def observer():
             for i in range(xs.shape[0]):
                 xi = np.float64(xs[i])
                 if kinds[k] == HALF:
-                    s = s + vecs[k, i] * xi
+                    s = add(s, mul(vecs[k, i], xi))
                 else:
                     y = xi - vecs[k, i]
-                    s = s + y * y
+                    s = add(s, mul(y, y))
             now = s > thr[k] if kinds[k] == HALF else s < thr[k]
             if now != (inside[r, k] != 0):
                 crossings[r, k] += 1
