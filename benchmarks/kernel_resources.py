@@ -9,7 +9,8 @@ Kernels (each compiled for the argument types the backend launches it with, from
 Simulation settings, float32 and float64; a net the fused kernel does not take in a dtype is
 listed as run by the generic path):
   rows     `kernels/rows.py`: W1 (DoubleWell d=1, overdamped and BAOAB), and the row kernel's
-           largest states: the dense Quadratic at MAX_D = 64 with SGD (momentum) and MALA
+           largest states: the dense Quadratic at MAX_D = 64 with SGD (momentum), and with
+           MALA at d = 16, 32, 64 (where registers run out)
   gemm     `cuda_kernels.gemm_step`: W2 (Quadratic d=256) and W3 (p-spin N=64), overdamped
   toynets  `kernels/toynets.py`: W4 (TeacherStudentMLP d_in=16, hidden=32, SGD batch 32), the
            grokking scenario's default net (p=23, hidden 64, full-batch AdamW), its MALA, and
@@ -130,13 +131,13 @@ def specimens(only: set[str]):
     from numba import float32, float64, int64
 
     threads = rt.threads_per_block()
-    H = np.eye(64) + 0.1
     rows_cases = [
         ("W1 DoubleWell d=1 overdamped", DoubleWell(), OverdampedLangevin(step=1e-3)),
         ("W1 DoubleWell d=1 BAOAB", DoubleWell(), UnderdampedLangevin(step=1e-2)),
-        ("Quadratic d=64 SGD momentum", Quadratic(H),
+        ("Quadratic d=64 SGD momentum", Quadratic(np.eye(64) + 0.1),
          SGD(lr=1e-2, momentum=0.9, temperature=0.1)),
-        ("Quadratic d=64 MALA", Quadratic(H), MALA(step=1e-2))]
+        *((f"Quadratic d={d} MALA", Quadratic(np.eye(d) + 0.1), MALA(step=1e-2))
+          for d in (16, 32, 64))]
     w4 = TeacherStudentMLP(n=1024, d_in=16, hidden=32, teacher_hidden=8)
     grok = ModularArithmeticMLP(p=23, hidden=64, train_fraction=0.6)
     net_cases = [
