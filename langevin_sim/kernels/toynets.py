@@ -912,7 +912,7 @@ CALL_STEPS = 4096    # steps per launch with i.i.d. or full batches (results do 
 SHARED_BYTES = 48 * 1024   # static shared memory of a block
 SHARED_SLACK = 256   # of it kept for unused arrays' 1-item placeholders and alignment padding
 MAX_OWNED = 128      # parameters per lane (hidden units per lane x (d_in + 1 + K)) run fused
-OPAQUE_BATCH = True  # a one-tile batch's sample count hidden from the compiler (see below;
+OPAQUE_BATCH = True  # a one-tile batch's sample count hidden from the compiler (see above;
                      # benchmarks/gpu_throughput.py measures W4 both ways)
 REG_OWNED = 64       # beyond this many per lane (local memory), one-hot inputs are gathered
 EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
