@@ -283,17 +283,16 @@ for ft in (float32, float64):
     # permutations of 1024 samples sorted in the kernel (keys in shared memory; the gradient
     # noise puts the 18 gradients in local memory too: twice the budget); the full-batch
     # BAOAB (float32) and Heun (float64) as SGD: only their normals; MALA (p = 7) too
-    variants = [(16, 32, 0, V, 18, SGD), (16, 32, 0, V, 18, AdamW), (14, 16, 7, I1, 30, SGD),
-                (14, 16, 7, I1, 30, AdamW)]
+    variants = [(16, 32, 0, 18, SGD), (16, 32, 0, 18, AdamW), (14, 16, 7, 30, SGD),
+                (14, 16, 7, 30, AdamW)]
     if f32:
-        variants.append((16, 32, 0, V, 18, SGD, True, True, True, 1024))
-    variants.append((16, 32, 0, V, 18, UnderdampedLangevin if f32 else Heun))
-    variants.append((14, 16, 7, I1, 30, MALA))   # x kept, g as state: only the normals too
-    for d_in, hidden, classes, labels, normals, rule, *opts in variants:
+        variants.append((16, 32, 0, 18, SGD, True, True, True, 1024))
+    variants.append((16, 32, 0, 18, UnderdampedLangevin if f32 else Heun))
+    variants.append((14, 16, 7, 30, MALA))   # x kept, g as state: only the normals too
+    for d_in, hidden, classes, normals, rule, *opts in variants:
         ptx, _ = cuda.compile_ptx(
             toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
-            (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64,
-             float64, float64, float64, W, labels, I2, int64, int64, int64, F1, F1), cc=(9, 0))
+            toynets.launch_types(f32, classes), cc=(9, 0))
         depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
         budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is not AdamW else 0
         assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
@@ -303,8 +302,7 @@ for ft in (float32, float64):
     rule = SGD if f32 else AdamW
     ptx, _ = cuda.compile_ptx(
         toynets.cuda_kernel(f32, 8, 16, 32, rule, 7, embed=4).py_func,
-        (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64, float64,
-         float64, float64, I2, I1, I2, int64, int64, int64, F1, F1), cc=(9, 0))
+        toynets.launch_types(f32, 7, pairs=True), cc=(9, 0))
     depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
     assert depot is None or int(depot.group(1)) <= (64 if f32 else 0), ("embed", depot.group(0))
     # the grokking scenario's default net (p = 23, hidden 64, 317 samples, full batch) x AdamW:
@@ -315,8 +313,7 @@ for ft in (float32, float64):
     ptx, _ = cuda.compile_ptx(
         toynets.cuda_kernel(f32, 46, 64, 317, AdamW, 23, warps=2, tile=tile,
                             gather=True).py_func,
-        (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1, float64, float64, float64,
-         float64, float64, I2, I1, I2, int64, int64, int64, F1, F1), cc=(9, 0))
+        toynets.launch_types(f32, 23, pairs=True), cc=(9, 0))
     depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
     assert 0 < tile < 317 and (depot is None or int(depot.group(1)) <= 4 * 72 * ft.bitwidth // 8)
     # its static shared memory (the arrays' sizes, each padded to 8 bytes) within 48 KiB

@@ -277,11 +277,11 @@ PTX_CODE = textwrap.dedent("""
     # a tuple of arrays as args), ScaleSymmetric's MALA and minibatch SGD, Valley's overdamped,
     # SGD with label noise on LinearRegression (i.i.d. minibatches) and ScaleSymmetric (full),
     # the dense Quadratic's Heun, epoch permutations of 12 samples sorted in the kernel
-    from numba import int64, uint64, types as nt
+    from numba import int64, types as nt
     from langevin_sim.kernels import rows
     from langevin_sim.potentials import (DoubleWell, LinearRegression, MultiWell, Quadratic,
                                          ScaleSymmetric, Valley)
-    I1, I2, F1, F2 = int64[::1], int64[:, ::1], float64[::1], float64[:, ::1]
+    F1, F2 = float64[::1], float64[:, ::1]
     WELLS = nt.Tuple((F2, float64[:, :, ::1], F1, float64, F2))
     cases = [(DoubleWell, k, ft, nt.UniTuple(ft, 7)) for k in (rows.OVERDAMPED, rows.BAOAB)
              for ft in (float32, float64)]
@@ -300,9 +300,7 @@ PTX_CODE = textwrap.dedent("""
     for pcls, kind, ft, args, *samp in cases:
         W = ft[:, ::1]
         k = rows.row_kernel(pcls, kind, ft is float32, 2, *samp, *(3,) * (len(samp) == 1))
-        ptx, _ = cuda.compile_ptx(k.py_func, (W, W, W, F1, F1, I1, int64, int64, uint64,
-                                              uint64, uint64, F1, F1) + (float64,) * 5 +
-                                  (args, I2, int64, I1, F2, F1) + (I2,) * 5, cc=(9, 0))
+        ptx, _ = cuda.compile_ptx(k.py_func, rows.launch_types(ft is float32, args), cc=(9, 0))
         if pcls is DoubleWell:   # the replica's lanes stay in registers (the kernel's body
             body = ptx[ptx.index(".entry"):]          # has no local depot; libdevice's trig
             body = body[:body.find("\\n.func") % (len(body) + 1)]   # slow path has its own)

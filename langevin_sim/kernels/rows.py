@@ -440,19 +440,24 @@ def kernel_of(sim):
 
 
 def cuda_signature(sim) -> tuple:
-    """The numba types of the arguments of `kernel_of(sim)` as `advance` passes them: x and
-    two more (M, d) state arrays, two (M,) float64 ones, dstep, the step range and Philox
-    keys, the schedules' codes, q0..q3 and the bound, the family's `args_of` (typed as its
-    NumPy values), the epoch permutations, n, the first-passage regions and state -- for
-    compiling it ahead of a launch (`numba.cuda.compile_ptx`)."""
+    """The numba types of the arguments `advance` launches `kernel_of(sim)` with
+    (`launch_types`, the family's `args_of` typed as its NumPy values) -- for compiling it
+    ahead of a launch (`numba.cuda.compile_ptx`)."""
     import numba
-    from numba import float32, float64, int64, uint64
-    ft = float32 if sim.dtype == np.float32 else float64
-    W, I1, I2, F1 = ft[:, ::1], int64[::1], int64[:, ::1], float64[::1]
     args = FAMILIES[type(sim.potential)].args_of(sim.potential, np, sim.dtype)
+    return launch_types(sim.dtype == np.float32, numba.typeof(tuple(args)))
+
+
+def launch_types(f32: bool, args) -> tuple:
+    """The numba types of a `row_kernel`'s arguments: x and two more (M, d) state arrays, two
+    (M,) float64 ones, dstep, the step range and Philox keys, the schedules' codes, q0..q3 and
+    the bound, the family's arguments (numba type `args`), the epoch permutations, n, the
+    first-passage regions and state."""
+    from numba import float32, float64, int64, uint64
+    W, I1, I2, F1 = (float32 if f32 else float64)[:, ::1], int64[::1], int64[:, ::1], \
+        float64[::1]
     return (W, W, W, F1, F1, I1, int64, int64, uint64, uint64, uint64, F1, F1) + \
-        (float64,) * 5 + (numba.typeof(tuple(args)), I2, int64, I1, float64[:, ::1], F1) + \
-        (I2,) * 5
+        (float64,) * 5 + (args, I2, int64, I1, float64[:, ::1], F1) + (I2,) * 5
 
 
 def kernel_arguments(run, sim) -> tuple:

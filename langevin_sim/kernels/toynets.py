@@ -1088,17 +1088,23 @@ def kernel_of(sim):
 
 
 def cuda_signature(sim) -> tuple:
-    """The numba types of the arguments of `kernel_of(sim)` as `_train_toynet_cuda` passes
-    them: the state's and optimizer's arrays (M, P), dstep, the step range and Philox keys,
-    the schedules' codes, q0..q3 and the bound, the inputs (n, d_in) in the state's dtype or
-    operand pairs (n, 2) int64, the labels (the state's dtype; classes: int64), the epoch
-    permutations, the sampling codes, MALA's U and acceptance counts (float64) -- for
-    compiling it ahead of a launch (`numba.cuda.compile_ptx`)."""
-    from numba import float32, float64, int64, uint64
-    ft = float32 if sim.dtype == np.float32 else float64
-    W, I1, I2, F1 = ft[:, ::1], int64[::1], int64[:, ::1], float64[::1]
+    """The numba types of the arguments `_train_toynet_cuda` launches `kernel_of(sim)` with
+    (`launch_types`) -- for compiling it ahead of a launch (`numba.cuda.compile_ptx`)."""
     _, _, classes = net_sizes(sim.potential)
-    pairs = embed_of(sim.potential) > 0 or gathers(sim.potential)
+    return launch_types(sim.dtype == np.float32, classes,
+                        embed_of(sim.potential) > 0 or gathers(sim.potential))
+
+
+def launch_types(f32: bool, classes: int = 0, pairs: bool = False) -> tuple:
+    """The numba types of a `cuda_kernel`'s arguments: the state's and optimizer's arrays
+    (M, P), dstep, the step range and Philox keys, the schedules' codes, q0..q3 and the
+    bound, the inputs (n, d_in) in the state's dtype or, with `pairs` (a learned embedding,
+    gathered one-hot inputs), the operand pairs (n, 2) int64, the labels (the state's dtype;
+    with classes: int64), the epoch permutations, the sampling codes, MALA's U and
+    acceptance counts (float64)."""
+    from numba import float32, float64, int64, uint64
+    ft = float32 if f32 else float64
+    W, I1, I2, F1 = ft[:, ::1], int64[::1], int64[:, ::1], float64[::1]
     return (W, W, W, I1, int64, int64, uint64, uint64, uint64, F1, F1) + (float64,) * 5 + \
         (I2 if pairs else W, I1 if classes else ft[::1], I2, int64, int64, int64, F1, F1)
 
