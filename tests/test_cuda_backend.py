@@ -487,6 +487,53 @@ if SIM:
                     np.testing.assert_allclose(sa[k], sb[k], rtol=1e-9, atol=1e-11, err_msg=k)
         full.close()
 
+    @pytest.mark.parametrize("dyn", [OverdampedLangevin(0.02), UnderdampedLangevin(0.05, 0.5),
+                                     MALA(0.05)], ids=["overdamped", "baoab", "mala"])
+    def test_replica_exchange_swaps_on_the_device_like_reference(dyn, tmp_path):
+        """A ladder on cuda (the swaps on the device arrays: x, g, u travel, BAOAB momenta
+        rescaled, MALA's counters kept) equals the NumPy ladder: the exchange log's decisions
+        exactly, energies and states to rounding; ladders 2..3 alone (first_replica=2) equal
+        ladders 2..3 of the whole; a cuda ladder resumed on numpy ends where the reference
+        does."""
+        from langevin_sim.exchange import (ExchangeRun, ReplicaExchange, open_exchange,
+                                           resume as resume_ladder)
+
+        pot, T = DoubleWell(d=1, barrier=1.0, tilt=0.1), [0.2, 0.35, 0.6]
+        kw = dict(every=7, seed=5)
+
+        def ladder(backend, M=6, **more):
+            return ReplicaExchange(pot, dyn, T, M, backend=backend, **kw, **more)
+        ref, got = ladder("numpy"), ladder("cuda")
+        ref.run(84, 21, out=tmp_path / "ref.h5", progress=False).close()
+        got.run(84, 21, out=tmp_path / "got.h5", progress=False).close()
+        part = ladder("cuda", M=2, first_replica=2)
+        part.run(84, 21, progress=False)
+        with open_exchange(tmp_path / "ref.h5") as a, open_exchange(tmp_path / "got.h5") as b:
+            assert (a.accepted == 1).sum() >= 5 and (a.accepted == 0).any()
+            for name in ("step", "walker", "accepted"):
+                np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)
+            np.testing.assert_allclose(b.energy, a.energy, rtol=1e-12, atol=1e-14)
+        p = ExchangeRun(part.runs)
+        for r_got, r_part in zip(got.rungs, part.rungs):
+            for k in r_got.state:
+                np.testing.assert_array_equal(r_part.state[k], r_got.state[k][2:4], err_msg=k)
+        for r_ref, r_got in zip(ref.rungs, got.rungs):
+            for k in r_ref.state:
+                np.testing.assert_allclose(r_got.state[k], r_ref.state[k], rtol=1e-10,
+                                           atol=1e-12, err_msg=k)
+        with open_exchange(tmp_path / "got.h5") as b:
+            np.testing.assert_array_equal(p.walker, b.walker[:, 2:4])
+        # half on cuda, the rest on numpy: the reference's end
+        ladder("cuda").run(42, 21, out=tmp_path / "half.h5", progress=False).close()
+        resume_ladder(tmp_path / "half.h5", steps=84, backend="numpy", progress=False).close()
+        with open_exchange(tmp_path / "ref.h5") as a, open_exchange(tmp_path / "half.h5") as b:
+            np.testing.assert_array_equal(b.accepted, a.accepted)
+            for ra, rb in zip(a.runs, b.runs):
+                assert rb.complete and rb.steps_done == 84
+                xa, xb = ra.checkpoint()[1], rb.checkpoint()[1]
+                for k in xa:
+                    np.testing.assert_allclose(xb[k], xa[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
     class SyncingSimulation(Simulation):
         """Simulation with the proposed host-sync hook (docs/gpu.md, "Simulation"): advance
         leaves the state on the device when sync=False; snapshot syncs first."""

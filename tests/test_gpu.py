@@ -11,7 +11,8 @@ or a GPU is missing, or under the simulator (tests/test_cuda_backend.py covers t
   copied while the next block computes equal the CPU's;
 - the physics oracles (Euler-Maruyama variance, BAOAB, double-well Boltzmann, p-spin
   paramagnet) with backend="cuda": the test bodies of tests/test_physics.py and
-  tests/test_pspin.py, run with the cuda backend.
+  tests/test_pspin.py, run with the cuda backend; replica exchange's rung-0 Boltzmann
+  occupancy (tests/test_exchange.py) with every rung on the device.
 """
 from __future__ import annotations
 
@@ -320,12 +321,15 @@ def test_records_copied_beside_the_next_block_equal_the_cpu_records():
 
 # ---------------------------------------------------------------- physics oracles
 
-def _on_cuda(monkeypatch, module):
-    """Make `module`'s test bodies build their Simulations on the cuda backend."""
-    def cuda_simulation(*a, **k):
+def _on_cuda(monkeypatch, module, name: str = "Simulation"):
+    """Make `module`'s test bodies build their Simulations (or the class `name`, which
+    takes a `backend` keyword) on the cuda backend."""
+    cls = getattr(module, name)
+
+    def on_cuda(*a, **k):
         k["backend"] = "cuda"
-        return Simulation(*a, **k)
-    monkeypatch.setattr(module, "Simulation", cuda_simulation)
+        return cls(*a, **k)
+    monkeypatch.setattr(module, name, on_cuda)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -356,6 +360,15 @@ def test_pspin_paramagnet_on_cuda(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         test_pspin.test_equilibrium_energy_at_T2_is_paramagnetic()
+
+
+def test_replica_exchange_boltzmann_on_cuda(monkeypatch):
+    """The ladder's rungs on the device, swaps on the device arrays: rung 0 reaches the exact
+    tilted well's P(x < 0) where a single chain is stuck (the plain chains stay on numba)."""
+    from tests import test_exchange
+
+    _on_cuda(monkeypatch, test_exchange, "ReplicaExchange")
+    test_exchange.test_lowest_rung_occupancy_is_boltzmann_where_a_single_chain_is_stuck(8_000, 50)
 
 
 def test_scenario_runs_unchanged_with_backend_cuda(tmp_path):

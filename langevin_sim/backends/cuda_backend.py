@@ -165,6 +165,18 @@ class CudaBackend:
     def device_run(self, sim) -> "DeviceRun | None":
         return self._runs.get(sim)
 
+    def live_state(self, sim) -> tuple:
+        """(xp, state, diverged_step, energy) of `sim` between advances, for callers that edit
+        the state where it lives (replica exchange): the device arrays `state` (name -> (M,
+        ...), edited in place; the host mirror is refreshed from them at the next sync), and
+        host copies of the divergence flags (M,) int64 and of the energies U (M,) float64
+        (`record_energy`): only 16 bytes per replica travel."""
+        run = self.attach(sim)
+        flags = run.copy_to_host("diverged_step", run.dstep, np.empty(run.M, np.int64))
+        energy = self.record_energy(sim)
+        run.host_stale = True
+        return run.xp, run.state, flags, energy
+
     def record_energy(self, sim, out: np.ndarray | None = None) -> np.ndarray:
         """U (M,) float64 of `sim`'s positions for a record (into `out` when given), computed
         on the device: the potential's own `energy` on a float64 copy of the device state (as

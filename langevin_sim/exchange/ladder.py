@@ -78,8 +78,6 @@ class ReplicaExchange:
             raise ConfigError("replica exchange sets each rung's temperature; give the dynamics a constant temperature")
         if int(every) < 1:
             raise ConfigError(f"every (steps between exchanges) must be >= 1, got {every}")
-        if backend == "cuda":
-            raise ConfigError("replica exchange swaps host state between kernels; use backend numba or numpy")
         self.temperatures, self.every, self.seed = T, int(every), int(seed)
         self.meta = dict(meta or {})
         self.rungs = [Simulation(potential, dataclasses.replace(dynamics, temperature=t), replicas,
@@ -108,35 +106,34 @@ class ReplicaExchange:
         """Attempt the swaps of exchange n = step // every (step a multiple of every); return
         its log row."""
         n, K = self.step // self.every, len(self.rungs)
-        for sim in self.rungs:
-            sim.sync()
-        with np.errstate(all="ignore"):
-            U = np.stack([np.asarray(s.potential.energy(s.state["x"].astype(np.float64)), np.float64)
-                          for s in self.rungs], axis=1)
+        live = [_live(sim) for sim in self.rungs]
+        U = np.stack([e for _, _, _, e in live], axis=1)
         words = rng.stream_words(self.seed, rng.EXCHANGE, self.ladder_ids, n * (K - 1), K - 1)
         log_u = np.log((words + 0.5) * rng.TWO_NEG32)
         acc = np.full((U.shape[0], K - 1), -1, np.int8)
         for k in range(n % 2, K - 1, 2):
-            lo, hi = self.rungs[k], self.rungs[k + 1]
+            (xp, lo, lo_flags, _), (_, hi, hi_flags, _) = live[k], live[k + 1]
             Tl, Th = self.temperatures[k], self.temperatures[k + 1]
-            alive = (lo.diverged_step < 0) & (hi.diverged_step < 0)
+            alive = (lo_flags < 0) & (hi_flags < 0)
             with np.errstate(all="ignore"):
                 swap = alive & (log_u[:, k] < (1.0 / Tl - 1.0 / Th) * (U[:, k] - U[:, k + 1]))
             acc[:, k] = np.where(alive, swap, -1)
-            self._swap(lo, hi, math.sqrt(Th / Tl), np.flatnonzero(swap))
+            if swap.any():
+                self._swap(lo, hi, math.sqrt(Th / Tl), xp.asarray(np.flatnonzero(swap)))
             self.walker[swap, k], self.walker[swap, k + 1] = \
                 self.walker[swap, k + 1], self.walker[swap, k]
         return {"step": np.int64(self.step), "walker": self.walker.copy(), "accepted": acc,
                 "energy": U}
 
     @staticmethod
-    def _swap(lo: Simulation, hi: Simulation, ratio: float, idx: np.ndarray) -> None:
-        """Exchange the configurations of replicas `idx` between rungs lo and hi (in place);
-        momenta rescaled by ratio = sqrt(T_hi / T_lo) going up, 1/ratio going down."""
+    def _swap(lo: dict, hi: dict, ratio: float, idx) -> None:
+        """Exchange the configurations of replicas `idx` between the state arrays of rungs lo
+        and hi (in place, host or device arrays, `idx` of their array module); momenta
+        rescaled by ratio = sqrt(T_hi / T_lo) going up, 1/ratio going down."""
         for key in SWAPPED + RESCALED:
-            if key not in lo.state:
+            if key not in lo:
                 continue
-            a, b = lo.state[key], hi.state[key]
+            a, b = lo[key], hi[key]
             up, down = a[idx].copy(), b[idx].copy()
             if key in RESCALED:
                 up, down = up * ratio, down / ratio
@@ -251,6 +248,19 @@ class ReplicaExchange:
         return (f"{why} at step {self.step} of {target}; the ladder is committed at step "
                 f"{int(c[F.STEPS_DONE])} in {f.filename} (and its .rung<k> files); resume with: "
                 f"langevin-sim resume {shlex.quote(f.filename)}")
+
+
+def _live(sim: Simulation) -> tuple:
+    """(xp, state, diverged_step, energy) of rung `sim` where its state lives between
+    advances: a device backend's arrays (`live_state`: the swaps edit them there, only the
+    (M,) flags and energies come to the host), else the host's arrays and U (M,) float64 of
+    the positions widened to float64."""
+    live = getattr(sim.backend, "live_state", None)
+    if live is not None:
+        return live(sim)
+    with np.errstate(all="ignore"):
+        U = np.asarray(sim.potential.energy(sim.state["x"].astype(np.float64)), np.float64)
+    return np, sim.state, sim.diverged_step, U
 
 
 def _next(step: int, every: int) -> int:
