@@ -232,6 +232,33 @@ def test_errors_are_one_line_and_name_the_fix():
     assert err.startswith(f"{numba_} is set but {cupy_} is not") and "\n" not in err
 
 
+ARRAY_INTERFACE_SYNC = """
+import importlib
+from langevin_sim.backends import cuda_runtime as rt
+from numba.cuda import api
+from numba.cuda.cudadrv import devicearray
+assert api.config.CUDA_ARRAY_INTERFACE_SYNC, "numba's default synchronizes"
+print(rt.no_array_interface_sync())
+for mod in (api, devicearray):   # the config modules the conversions of CuPy arrays read
+    cfg = getattr(mod, "config", None)
+    assert cfg is None or cfg.CUDA_ARRAY_INTERFACE_SYNC is False, (mod.__name__, cfg.__name__)
+"""
+
+
+def test_cuda_array_interface_sync_is_off_where_numba_cuda_reads_it():
+    """`require` turns off numba's stream synchronization at each conversion of a CuPy
+    argument in the config module the installed CUDA target reads (numba-cuda's own
+    `numba.cuda.core.config`, or numba's for its built-in target); left on, every launch
+    with a CuPy argument waits on the host for the stream.  Run in a fresh interpreter: the
+    real CUDA target is imported (no GPU needed)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM")}
+    p = subprocess.run([sys.executable, "-c", ARRAY_INTERFACE_SYNC], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "numba.core.config" in p.stdout
+
+
 def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")

@@ -253,14 +253,30 @@ def require() -> str:
         if not numba_cuda_installed():
             raise numba_cuda_missing_error(f"numba's built-in CUDA target failed: {e}") from None
         raise no_gpu_error(f"numba-cuda: {e}") from None
-    # CuPy and numba-cuda share the default stream (legacy, or per-thread for both: checked
-    # above), so kernels and CuPy operations are ordered already; numba's per-launch
-    # synchronization on CuPy's stream is not needed.
-    from numba.core import config
-    config.CUDA_ARRAY_INTERFACE_SYNC = False
+    no_array_interface_sync()
     props = runtime.getDeviceProperties(runtime.getDevice())
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     return f"{name}, CUDA driver {_version(drv)}, runtime {_version(rt)}"
+
+
+def no_array_interface_sync() -> list[str]:
+    """Turn off numba's synchronization on the stream a CuPy array names (its CUDA array
+    interface) at every conversion of a CuPy kernel argument, a host-blocking wait per
+    launch (and an error inside a stream capture): CuPy and numba-cuda share the default
+    stream (legacy, or per-thread for both: `stream_mismatch_error`), so their work is
+    ordered already.  Set in every config module numba's CUDA target may read: the numba-cuda
+    package reads `numba.cuda.core.config` (numba's own module where its import redirection
+    maps it there, as with numba 0.68 and numba-cuda 0.30; its own copy otherwise), numba's
+    built-in target `numba.core.config`.  Returns the modules set."""
+    done = []
+    for name in ("numba.cuda.core.config", "numba.core.config"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        mod.CUDA_ARRAY_INTERFACE_SYNC = False
+        done.append(name)
+    return done
 
 
 def _driver_version(runtime) -> int:
