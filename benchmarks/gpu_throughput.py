@@ -12,7 +12,8 @@ Beside them (first dtype only): W3's landscape at 256 replicas with and without 
 and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 256 replicas)
 by the fused toy-net kernel and by the generic path; and W4 by the toy-net kernel with its
 one-tile batch loops opaque to the compiler (the default) and unrolled whole, with the
-registers and local memory the device reports for each.
+registers and local memory the device reports for each; and the dense Quadratic at the row
+kernel's limit (d = 64, float64, SGD and MALA) by the row kernel and by the GEMM path.
 
 Limits, measured on the same device in the same run: the Philox-only normal rate of the
 project's own generator (rng.block_normals compiled for numba-cuda, every normal consumed),
@@ -336,6 +337,39 @@ def unroll_gain(w4: Workload, tiny: bool, dt: str, backend_cls, seconds: float, 
     return out
 
 
+def rows_gain(tiny: bool, backend_cls, seconds: float, sync) -> dict:
+    """The dense Quadratic at the row kernel's limit (d = rows.MAX_D, 2^14 replicas, float64,
+    where its local arrays spill most: kernel-resources.md), full-batch SGD with momentum and
+    MALA, by the row kernel (a thread per replica, the d^2 product in its own loop) and by
+    the GEMM form path (`quadratic.quadratic_form_steps`, one cuBLAS GEMM for all replicas
+    per gradient; the row kernel declined with rows.MAX_D = 0): chain-steps per second of
+    each, which says whether MAX_D should be lower (design_changes 59)."""
+    from langevin_sim.dynamics import MALA, SGD
+    from langevin_sim.kernels import rows
+    from langevin_sim.potentials import Quadratic
+
+    saved = rows.MAX_D
+    d, M = (4, 8) if tiny else (saved, 1 << 14)
+    pot = Quadratic(spectrum=np.linspace(0.1, 1.0, d), seed=1)
+    out = {"d": d, "replicas": M, "dtype": "float64"}
+    try:
+        for rule, dyn in (("sgd", SGD(0.05, None, momentum=0.9, temperature=0.1)),
+                          ("mala", MALA(0.05, 0.5))):
+            for label, max_d in (("rows", saved), ("gemm", 0)):
+                rows.MAX_D = max_d
+                sim = cuda_simulation(pot, dyn, M, "float64", backend_cls)
+                assert rows.accepts(sim) == (label == "rows"), label
+
+                def run(k, sim=sim):
+                    sim.backend.advance(sim, sim.step, k)
+                    sim.step += k
+                out[f"{rule}_{label}"] = median_rate(run, M, seconds, sync,
+                                                     repeats=1 if tiny else 3)
+    finally:
+        rows.MAX_D = saved
+    return out
+
+
 # ------------------------------------------------------------------ JAX peers
 
 def _jax(dtype):
@@ -447,6 +481,43 @@ def versions() -> dict:
     return out
 
 
+def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float, sync,
+            record_every: int, tiny: bool, use_jax: bool) -> dict:
+    """One row of the report: workload `w` in dtype `dt`, its device-only and recorded rates,
+    the GEMM rate at its shape, its share of the limits, and the JAX peer."""
+    from langevin_sim.backends.cuda_backend import fused_kernel
+
+    sim = w.build(dt, backend_cls)
+    M = sim.n_replicas
+
+    def run(k):          # device steps only: the host copy is not timed
+        sim.backend.advance(sim, sim.step, k)
+        sim.step += k
+    t0 = time.perf_counter()
+    rate = median_rate(run, M, seconds, sync, repeats=1 if tiny else 5)
+    sim.sync()
+    row = {"workload": w.name, "title": w.title, "dtype": dt, "replicas": M,
+           "cuda_chain_steps_per_s": rate, "wall_s": round(time.perf_counter() - t0, 3),
+           "host_bridged": sorted(sim.backend.device_run(sim).pot.bridged),
+           "path": "fused" if fused_kernel(sim) is not None else "generic",
+           "finite": bool(np.isfinite(sim.state["x"]).all())}
+    row["recorded_chain_steps_per_s"] = recorded_rate(
+        sim, record_every, 1 if tiny else 4, sync, repeats=1 if tiny else 3, warm=not tiny)
+    if w.gemm_shape:
+        g = gemm_rate(xp, w.gemm_shape, dt, seconds, sync)
+        row["gemm_flops_per_s"] = g
+        row["gemm_fraction"] = rate * w.flops_per_chain_step / g
+    if w.name == "W1":
+        row["philox_fraction"] = rate / limits[f"philox_normals_per_s_{dt}"]
+    if use_jax and w.jax is not None:
+        try:
+            row["jax_chain_steps_per_s"] = median_rate(w.jax(dt, M), M, seconds, lambda: None,
+                                                       repeats=1 if tiny else 5)
+        except Exception as e:   # a peer that fails is reported, not fatal
+            row["jax_error"] = f"{type(e).__name__}: {e}"[:200]
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated workload names (default all)")
@@ -459,7 +530,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="markdown report path (JSON next to it)")
     a = ap.parse_args(argv)
     xp, backend_cls, desc, sync = setup()
-    from langevin_sim.backends.cuda_backend import fused_kernel
     seconds = 0.05 if a.tiny else a.seconds
     record_every = 1 if a.tiny else a.record_every
     W = workloads(a.tiny)
@@ -473,53 +543,38 @@ def main(argv=None) -> int:
         limits[f"philox_normals_per_s_{dt}"] = philox_rate(
             xp, 16 if a.tiny else 1 << 22, dt, seconds, sync)
     print(f"limits: {limits}", flush=True)
-    rows = []
-    for name in names:
-        w = W[name]
-        for dt in dtypes:
-            sim = w.build(dt, backend_cls)
-            M = sim.n_replicas
+    rows, cut = [], []      # cut: where the time budget's SIGINT stopped the measurements
+    try:
+        for name in names:
+            w = W[name]
+            for dt in dtypes:
+                rows.append(measure(w, dt, backend_cls, xp, limits, seconds, sync, record_every,
+                                    a.tiny, use_jax))
+                print(json.dumps(rows[-1]), flush=True)
+    except KeyboardInterrupt:
+        cut.append(f"{name} {dt}")
 
-            def run(k, sim=sim):          # device steps only: the host copy is not timed
-                sim.backend.advance(sim, sim.step, k)
-                sim.step += k
-            t0 = time.perf_counter()
-            rate = median_rate(run, M, seconds, sync, repeats=1 if a.tiny else 5)
-            sim.sync()
-            row = {"workload": name, "title": w.title, "dtype": dt, "replicas": M,
-                   "cuda_chain_steps_per_s": rate, "wall_s": round(time.perf_counter() - t0, 3),
-                   "host_bridged": sorted(sim.backend.device_run(sim).pot.bridged),
-                   "path": "fused" if fused_kernel(sim) is not None else "generic",
-                   "finite": bool(np.isfinite(sim.state["x"]).all())}
-            row["recorded_chain_steps_per_s"] = recorded_rate(
-                sim, record_every, 1 if a.tiny else 4, sync, repeats=1 if a.tiny else 3,
-                warm=not a.tiny)
-            if w.gemm_shape:
-                g = gemm_rate(xp, w.gemm_shape, dt, seconds, sync)
-                row["gemm_flops_per_s"] = g
-                row["gemm_fraction"] = rate * w.flops_per_chain_step / g
-            if name == "W1":
-                row["philox_fraction"] = rate / limits[f"philox_normals_per_s_{dt}"]
-            if use_jax and w.jax is not None:
-                try:
-                    row["jax_chain_steps_per_s"] = median_rate(w.jax(dt, M), M, seconds, lambda: None,
-                                                               repeats=1 if a.tiny else 5)
-                except Exception as e:   # a peer that fails is reported, not fatal
-                    row["jax_error"] = f"{type(e).__name__}: {e}"[:200]
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            del sim
+    def optional(label: str, wanted: bool, fn, *args):
+        """fn(*args) unless not wanted or cut short before; None when the budget's SIGINT
+        interrupts it (the report is still written, saying where it was cut)."""
+        if not wanted or cut:
+            return None
+        try:
+            out = fn(*args)
+        except KeyboardInterrupt:
+            cut.append(label)
+            return None
+        print(json.dumps({label: out}), flush=True)
+        return out
 
-    gain = graph_gain(a.tiny, dtypes[0], backend_cls, seconds, sync) if "W3" in names else None
-    if gain:
-        print(json.dumps({"graph_gain": gain}), flush=True)
-    nets = toynet_gain(a.tiny, dtypes[0], backend_cls, seconds, sync) if "W4" in names else None
-    if nets:
-        print(json.dumps({"toynet_gain": nets}), flush=True)
-    unroll = {dtypes[0]: unroll_gain(W["W4"], a.tiny, dtypes[0], backend_cls, seconds,
-                                     sync)} if "W4" in names else None
-    if unroll:
-        print(json.dumps({"unroll_gain": unroll}), flush=True)
+    gain = optional("graph_gain", "W3" in names, graph_gain, a.tiny, dtypes[0], backend_cls,
+                    seconds, sync)
+    nets = optional("toynet_gain", "W4" in names, toynet_gain, a.tiny, dtypes[0], backend_cls,
+                    seconds, sync)
+    unroll = optional("unroll_gain", "W4" in names, lambda: {dtypes[0]: unroll_gain(
+        W["W4"], a.tiny, dtypes[0], backend_cls, seconds, sync)})
+    crossover = optional("rows_gain", "W2" in names, rows_gain, a.tiny, backend_cls, seconds,
+                         sync)
     checks = []
     for r in rows:
         tag = f"{r['workload']} {r['dtype']}"
@@ -534,6 +589,8 @@ def main(argv=None) -> int:
              f"{'TINY SIZES UNDER THE SIMULATOR: not a measurement. ' if a.tiny else ''}"
              f"`python benchmarks/gpu_throughput.py{' --tiny' if a.tiny else ''}`, "
              f"{time.strftime('%Y-%m-%d %H:%M')}; versions: {versions()}", "",
+             *([f"**Cut short by the time budget (SIGINT) at: {cut[0]}**; what follows is what "
+                "was measured before it.", ""] if cut else []),
              "## Device limits (measured in this run)", "",
              f"- device copy bandwidth: {limits['copy_GBps']:.1f} GB/s (read + write)",
              *(f"- Philox-only {dt} normals (the project's generator, rng.block_normals"
@@ -579,6 +636,16 @@ def main(argv=None) -> int:
             lines.append(f"| {dt} | {u['opaque']:.3g} | {u['unrolled']:.3g} | "
                          f"{u['opaque'] / u['unrolled']:.2f} | {u['opaque_resources']} | "
                          f"{u['unrolled_resources']} |")
+    if crossover:
+        c = crossover
+        lines += ["", "## The row kernel at its limit against the GEMM path (rows.MAX_D)", "",
+                  f"Dense Quadratic d={c['d']}, {c['replicas']} replicas, {c['dtype']}, "
+                  "chain-steps/s:", "",
+                  "| dynamics | row kernel | GEMM path | row / GEMM |", "|---|---|---|---|",
+                  *(f"| {rule} | {c[rule + '_rows']:.3g} | {c[rule + '_gemm']:.3g} | "
+                    f"{c[rule + '_rows'] / c[rule + '_gemm']:.2f} |" for rule in ("sgd", "mala")),
+                  "", "Below 1, the GEMM path is faster at this d and MAX_D should be lower "
+                  "(design_changes 59)."]
     lines += ["", "## Targets (issue 12)", ""]
     for text, value, need in checks:
         lines.append(f"- {'PASS' if value >= need else 'FAIL'}: {text} (measured {value:.2f}, "
@@ -607,9 +674,10 @@ def main(argv=None) -> int:
     with open(os.path.splitext(out)[0] + ".json", "w") as fh:
         json.dump({"device": desc, "versions": versions(), "limits": limits, "rows": rows,
                    "graph_gain": gain, "toynet_gain": nets, "unroll_gain": unroll,
+                   "rows_gain": crossover, "cut": cut[0] if cut else None,
                    "tiny": a.tiny}, fh, indent=1)
     print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return 1 if cut else 0
 
 
 if __name__ == "__main__":
