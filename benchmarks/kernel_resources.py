@@ -66,22 +66,33 @@ class Usage:
     shared: int
 
 
+def ptxas_release(path: str) -> tuple[int, int]:
+    """(major, minor) CUDA release of the ptxas at `path`; (0, 0) where it does not say."""
+    out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    return (int(m[1]), int(m[2])) if m else (0, 0)
+
+
 def find_ptxas() -> str:
-    """The path of ptxas: PATH, $CUDA_HOME/bin, /usr/local/cuda*/bin, the nvidia-cuda-nvcc
-    wheel's; BackendUnavailableError naming the fix where there is none."""
-    found = shutil.which("ptxas")
+    """The newest ptxas of PATH, $CUDA_HOME/bin, /usr/local/cuda*/bin and the nvidia-cuda-nvcc
+    wheels' (libNVVM's PTX needs a ptxas at least as new: numba-cuda with a newer libNVVM
+    wheel writes a PTX version an older toolkit's ptxas refuses); BackendUnavailableError
+    naming the fix where there is none."""
     roots = [os.environ.get("CUDA_HOME", ""), *sorted(glob.glob("/usr/local/cuda*"))]
-    candidates = [os.path.join(r, "bin", "ptxas") for r in roots if r]
-    try:
-        import nvidia.cuda_nvcc
-        candidates += [os.path.join(p, "bin", "ptxas") for p in nvidia.cuda_nvcc.__path__]
+    candidates = [shutil.which("ptxas")] + [os.path.join(r, "bin", "ptxas") for r in roots if r]
+    try:   # the wheels' layouts: nvidia/cuda_nvcc/bin (CUDA 12), nvidia/cu13/bin (CUDA 13)
+        import nvidia
+        candidates += [p for root in nvidia.__path__
+                       for p in sorted(glob.glob(os.path.join(root, "*", "bin", "ptxas")))]
     except ImportError:
         pass
-    for path in [found] + candidates:
-        if path and os.access(path, os.X_OK):
-            return path
-    raise BackendUnavailableError("ptxas not found: install the CUDA toolkit (set CUDA_HOME) or "
-                                  "pip install nvidia-cuda-nvcc-cu12")
+    found = list(dict.fromkeys(os.path.realpath(p) for p in candidates
+                               if p and os.access(p, os.X_OK)))
+    if not found:
+        raise BackendUnavailableError("ptxas not found: install the CUDA toolkit (set CUDA_HOME) "
+                                      "or pip install nvidia-cuda-nvcc (CUDA 13; "
+                                      "nvidia-cuda-nvcc-cu12 for CUDA 12)")
+    return max(found, key=ptxas_release)
 
 
 def assemble(ptxas: str, ptx: str, arch: str, workdir: str) -> Usage:
@@ -93,6 +104,10 @@ def assemble(ptxas: str, ptx: str, arch: str, workdir: str) -> Usage:
                        capture_output=True, text=True)
     out = r.stdout + r.stderr
     if r.returncode != 0:
+        if "Unsupported .version" in out:
+            out += (" (libNVVM wrote a newer PTX version than this ptxas reads: pip install "
+                    "nvidia-cuda-nvcc of libNVVM's CUDA release, or set CUDA_HOME to that "
+                    "toolkit)")
         raise RuntimeError(f"ptxas {arch} failed: {out[-1500:]}")
     entry = out[out.index("Compiling entry function"):]
     stack = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "

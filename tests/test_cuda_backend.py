@@ -361,6 +361,27 @@ if not SIM:
         No GPU needed; skipped where libNVVM is missing."""
         check_ptx_compilation(test_fused_dense_kernels_compile_for_the_real_cuda_target)
 
+    def test_kernel_resources_takes_the_newest_ptxas(tmp_path, monkeypatch):
+        """libNVVM's PTX needs a ptxas at least as new (numba-cuda 0.30 with the CUDA 13.5
+        libNVVM wheel writes PTX 9.5, which CUDA 13.0's ptxas refuses): of several, the newest
+        release is taken, wherever it is found."""
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        try:
+            import kernel_resources as kr
+        finally:
+            sys.path.remove(str(ROOT / "benchmarks"))
+        for name, release in (("old", "12.4"), ("new", "13.5"), ("older", "11.8")):
+            tool = tmp_path / name / "bin" / "ptxas"
+            tool.parent.mkdir(parents=True)
+            tool.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {release}, V{release}.1'\n")
+            tool.chmod(0o755)
+        monkeypatch.setenv("PATH", str(tmp_path / "old" / "bin"))
+        monkeypatch.setenv("CUDA_HOME", str(tmp_path / "new"))
+        monkeypatch.setattr(kr.glob, "glob", lambda pattern: [str(tmp_path / "older")]
+                            if pattern == "/usr/local/cuda*" else [])
+        assert kr.find_ptxas() == str(tmp_path / "new" / "bin" / "ptxas")
+        assert kr.ptxas_release(kr.find_ptxas()) == (13, 5)
+
     @pytest.mark.slow
     def test_kernel_resources_report(tmp_path):
         """benchmarks/kernel_resources.py (~4 min): every kernel it lists compiles for sm_90
