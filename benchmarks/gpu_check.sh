@@ -43,10 +43,15 @@ LOG=$(mktemp -t gpu_check.XXXXXX.log)
 start=$(date +%s)
 export PYTHONUNBUFFERED=1
 
+SITE=/tmp/gpu-check-site
 if compgen -G ".whl/*.whl" > /dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/gpu-check-site .whl/*.whl 2>&1 | tee -a "$LOG"
-    export PYTHONPATH=/tmp/gpu-check-site${PYTHONPATH:+:$PYTHONPATH}
+        --target "$SITE" .whl/*.whl 2>&1 | tee -a "$LOG"
+    export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+    if compgen -G "$SITE/*.pth" > /dev/null; then
+        # a PYTHONPATH folder's .pth files are not run (numba-cuda's redirects numba.cuda)
+        cp benchmarks/gpu_check_site.py "$SITE/sitecustomize.py"
+    fi
 fi
 if ! "$PY" -c "import langevin_sim" 2>/dev/null; then
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -76,7 +81,9 @@ if [[ "${GPU_CHECK_DRY:-0}" == 1 ]]; then
     rm -f "$REPORT"
 fi
 "$PY" - <<'EOF' 2>&1 | tee -a "$LOG"
-import importlib, sys
+import importlib, os, sys
+import numba.cuda
+print("numba.cuda is", os.path.dirname(numba.cuda.__file__))
 print("python", sys.version.split()[0], *(
     f"{m} {getattr(importlib.import_module(m), '__version__', '?')}" if importlib.util.find_spec(m)
     else f"{m} missing" for m in ("numpy", "numba", "numba_cuda", "cupy", "h5py", "scipy", "jax")))

@@ -382,6 +382,26 @@ if not SIM:
         assert kr.find_ptxas() == str(tmp_path / "new" / "bin" / "ptxas")
         assert kr.ptxas_release(kr.find_ptxas()) == (13, 5)
 
+    def test_carried_wheels_pth_files_run_and_a_shadowed_sitecustomize_too(tmp_path):
+        """gpu_check.sh installs carried wheels (.whl/) into a folder on PYTHONPATH, whose .pth
+        files Python does not run; numba-cuda's redirects numba.cuda to it. The folder's
+        sitecustomize (benchmarks/gpu_check_site.py) runs them, then the image's own
+        sitecustomize that it shadows."""
+        site_dir, shadow = tmp_path / "site", tmp_path / "shadow"
+        site_dir.mkdir()
+        shadow.mkdir()
+        (site_dir / "carried.pth").write_text("import os; os.environ['CARRIED_PTH'] = 'ran'\n")
+        (site_dir / "sitecustomize.py").write_text(
+            (ROOT / "benchmarks" / "gpu_check_site.py").read_text())
+        (shadow / "sitecustomize.py").write_text("import os; os.environ['SHADOWED'] = 'ran'\n")
+        env = dict(os.environ, PYTHONPATH=f"{site_dir}{os.pathsep}{shadow}")
+        p = subprocess.run([sys.executable, "-c", "import os, sys; print(os.environ.get("
+                            "'CARRIED_PTH'), os.environ.get('SHADOWED'), "
+                            f"sys.path.count({str(site_dir)!r}))"],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert p.returncode == 0 and not p.stderr, p.stderr
+        assert p.stdout.split() == ["ran", "ran", "1"], p.stdout
+
     @pytest.mark.slow
     def test_kernel_resources_report(tmp_path):
         """benchmarks/kernel_resources.py (~4 min): every kernel it lists compiles for sm_90
