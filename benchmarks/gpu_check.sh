@@ -23,7 +23,8 @@
 # it uses that; otherwise it puts the repository on PYTHONPATH (the package is pure Python:
 # its kernels compile at run time) and runs with what the machine has (CuPy, numba-cuda,
 # h5py, SciPy, pytest). Wheels of anything missing, saved under .whl/ (for the device tool:
-# see docs/gpu.md), are installed into /tmp/gpu-check-site first. PYTHON picks the
+# see docs/gpu.md), are installed into /tmp/gpu-check-site first (their .pth files run, by
+# benchmarks/gpu_check_site.py: a carried numba-cuda takes over numba.cuda). PYTHON picks the
 # interpreter (default: python3). GPU_CHECK_DRY=1 runs the same steps under numba's CUDA
 # simulator (the GPU tests then skip, the benchmark runs --tiny: the numbers mean nothing), to
 # try the script itself on a machine without a GPU; its report is gpu-simulator.md, not kept.
