@@ -1,4 +1,4 @@
-"""`langevin-sim run | resume | scan | info | warmup`."""
+"""`langevin-sim run | resume | scan | info | warmup | backends`."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +47,19 @@ def _warmup(a) -> int:
     return 1 if failed else 0
 
 
+def _backends(a) -> int:
+    from .backends import NAMES, describe
+
+    missing = 0
+    for name in a.names or NAMES:
+        try:
+            line = describe(name)
+        except LangevinSimError as e:
+            line, missing = f"unavailable: {e}", missing + 1
+        print(f"{name:6s} {line}")
+    return 1 if a.names and missing else 0
+
+
 def _scan(a) -> int:
     from .scan import cli_scan
 
@@ -79,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--only", action="append", metavar="POTENTIAL,DYNAMICS",
                    help="one pair by class names, e.g. DoubleWell,OverdampedLangevin (repeatable)")
     w.set_defaults(fn=_warmup)
+    b = sub.add_parser("backends", help="say which backends run here and how (versions, "
+                                        "threads, GPU), or why not and the fix")
+    b.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"backends to check (of {', '.join(BACKENDS)}; default all); exit "
+                        "status 1 if one of those named cannot run here")
+    b.set_defaults(fn=_backends)
     try:
         from .scan import add_scan_parser
     except ImportError:

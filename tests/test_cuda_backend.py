@@ -711,6 +711,14 @@ if SIM:
         assert isinstance(sim.state["x"], np.ndarray)                   # the host mirror
         assert "simulator" in sim.backend.device
 
+    def test_backends_command_names_the_simulator_and_the_kernel_target(capsys):
+        from langevin_sim.cli import main as cli
+
+        assert cli(["backends", "cuda"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("cuda   CUDA simulator (numba) with the NumPy stand-in for CuPy; "
+                              "kernels by numba"), out
+
     def test_gpu_check_script_runs_dry_under_the_simulator(tmp_path):
         """benchmarks/gpu_check.sh with GPU_CHECK_DRY=1: its steps as on a GPU (the GPU tests
         collected and skipped, gpu_throughput.py --tiny), its one report copied to $OUT."""

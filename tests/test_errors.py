@@ -35,6 +35,29 @@ def test_cuda_without_cupy_names_the_install():
         Simulation(DoubleWell(), OverdampedLangevin(), 4, backend="cuda")
 
 
+def test_backends_command_says_what_runs_here_and_the_fix_for_what_does_not(capsys):
+    """`langevin-sim backends`: a line per backend; where CuPy is missing the cuda line is
+    the backend's own error naming the install; exit status 1 only when a backend named on
+    the command line cannot run (tests/test_cuda_backend.py: the simulator's line)."""
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed")
+    except ImportError:
+        pass
+    import numba
+
+    assert cli(["backends"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["numpy", "numba", "cuda"]
+    assert f"numba {numba.__version__}" in lines[1] and f"on {numba.get_num_threads()} threads" in lines[1]
+    assert lines[2].startswith("cuda   unavailable: backend 'cuda' needs CuPy: pip install "
+                               "'langevin_sim[gpu]'")
+    assert cli(["backends", "numpy", "numba"]) == 0
+    assert cli(["backends", "cuda"]) == 1
+    assert cli(["backends", "gpu"]) == 1
+    assert "unknown backend 'gpu'" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("make", [
     lambda: OverdampedLangevin(0.1, -1.0),
     lambda: UnderdampedLangevin(0.1, 1.0, -0.5),

@@ -32,3 +32,21 @@ def get_backend(name: str):
 
         return CudaBackend()
     raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)}")
+
+
+def describe(name: str) -> str:
+    """One line on how backend `name` runs on this machine (versions, threads, device);
+    raises the backend's one-line error (naming the fix) where it cannot run here."""
+    backend = get_backend(name)
+    if name == "numpy":
+        import numpy
+        return f"NumPy {numpy.__version__}: the float64 reference, one step at a time"
+    if name == "numba":
+        import numba
+        cache = numba.config.CACHE_DIR or "beside the package's sources"
+        return (f"numba {numba.__version__}: fused CPU kernels on {numba.get_num_threads()} "
+                f"threads; compiled kernels cached {'in ' if numba.config.CACHE_DIR else ''}"
+                f"{cache}")
+    from . import cuda_runtime
+    return f"{backend.device}; {cuda_runtime.targets()}"
+

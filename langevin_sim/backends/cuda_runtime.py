@@ -279,6 +279,20 @@ def no_array_interface_sync() -> list[str]:
     return done
 
 
+def targets() -> str:
+    """Which CuPy (none in simulator mode: the NumPy stand-in) and which numba CUDA target
+    (the numba-cuda package or numba's built-in one) the backend uses here, with versions."""
+    mod = xp()
+    arrays = "" if is_fake(mod) else f"CuPy {mod.__version__}, "
+    import numba
+    from numba import cuda as target
+    if "numba_cuda" in (getattr(target, "__file__", None) or ""):
+        kernels = f"numba-cuda {importlib.metadata.version('numba-cuda')}"
+    else:
+        kernels = f"numba {numba.__version__}'s built-in CUDA target"
+    return f"{arrays}kernels by {kernels}"
+
+
 def _driver_version(runtime) -> int:
     try:
         return int(runtime.driverGetVersion())
