@@ -49,4 +49,3 @@ def describe(name: str) -> str:
                 f"{cache}")
     from . import cuda_runtime
     return f"{backend.device}; {cuda_runtime.targets()}"
-
