@@ -79,6 +79,14 @@ class StationaryLaw:
         ax.legend(fontsize="small")
 
 
+def _unstable(q: float) -> bool:
+    """Whether a step's stability number q (eta lam, eta sqrt(lam / m), lr lam) is >= 2 to
+    rounding (relative 1e-12): at q = 2 the stationary variance diverges, and a largest
+    eigenvalue that LAPACK returns an ulp low (it varies between NumPy builds) must not turn
+    the edge of stability into a finite law."""
+    return q >= 2 * (1 - 1e-12)
+
+
 def _spd(H) -> np.ndarray:
     H = np.asarray(H, dtype=np.float64)
     if H.ndim != 2 or H.shape[0] != H.shape[1] or not np.allclose(H, H.T):
@@ -109,7 +117,7 @@ def euler_maruyama_law(H, step: float, temperature: float, center=None) -> Stati
     sigma^2 = T / (lam (1 - eta lam / 2)); stable iff eta lam_max < 2."""
     H = _spd(H)
     lam, Q = np.linalg.eigh(H)
-    if step * lam[-1] >= 2:
+    if _unstable(step * lam[-1]):
         raise ConfigError(f"Euler-Maruyama is unstable at eta lam_max = {step * lam[-1]:.3g} "
                           ">= 2; lower the step")
     var = temperature / (lam * (1 - step * lam / 2))
@@ -128,7 +136,7 @@ def baoab_law(H, step: float, temperature: float, mass: float = 1.0,
     eta sqrt(lam / m) < 2."""
     H = _spd(H)
     lam = np.linalg.eigvalsh(H)
-    if step * math.sqrt(lam[-1] / mass) >= 2:
+    if _unstable(step * math.sqrt(lam[-1] / mass)):
         raise ConfigError(f"BAOAB is unstable at eta sqrt(lam_max / m) = "
                           f"{step * math.sqrt(lam[-1] / mass):.3g} >= 2; lower the step")
     d = H.shape[0]
@@ -519,7 +527,7 @@ def linearized_sgd(H, C, lr: float, batch_size: int | None, n: int, sampling: st
     if not 1 <= k <= d:
         raise ConfigError(f"k must be in 1..{d}, got {k}")
     lam, V = lam[-k:], V[:, -k:]
-    if lam[0] <= 0 or lr * lam[-1] >= 2:
+    if lam[0] <= 0 or _unstable(lr * lam[-1]):
         raise ConfigError(f"the linearized SGD law needs 0 < lr lam < 2 on the chosen directions; "
                           f"got lam in [{lam[0]:.3g}, {lam[-1]:.3g}] at lr = {lr:g} (lower k or lr)")
     Ck = V.T @ C @ V
