@@ -259,6 +259,21 @@ def test_cuda_array_interface_sync_is_off_where_numba_cuda_reads_it():
     assert "numba.core.config" in p.stdout
 
 
+def test_numpy_compat_gives_numba_cuda_the_row_stack_numpy_2_5_removed(monkeypatch):
+    """numba-cuda 0.30.4's typing registry overloads np.row_stack, which NumPy 2.5 (the GPU
+    image's) removed: without it every real compilation failed with an AttributeError (seen
+    under Python 3.12 + NumPy 2.5.2, where the PTX tests then pass). Where NumPy has the name
+    it is left alone."""
+    from langevin_sim.backends import cuda_runtime as rt
+
+    own = getattr(np, "row_stack", None)
+    rt.numpy_compat()
+    assert getattr(np, "row_stack", None) is own or own is None
+    monkeypatch.delattr(np, "row_stack", raising=False)
+    rt.numpy_compat()
+    assert np.row_stack is np.vstack
+
+
 def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")

@@ -225,6 +225,7 @@ def require() -> str:
     """Check that the cuda backend can run here; returns a one-line description of the
     device.  Raises a one-line BackendUnavailableError otherwise."""
     mod = xp()
+    numpy_compat()
     try:
         from numba import cuda
     except ImportError as e:   # numba without its CUDA target and no numba-cuda
@@ -399,9 +400,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 # ---------------------------------------------------------------- compile and launch
 
+def numpy_compat() -> None:
+    """Let numba-cuda <= 0.30.4 compile kernels under NumPy >= 2.5: its typing registry
+    overloads `np.row_stack`, which NumPy 2.5 removed (an AttributeError at the first
+    compilation otherwise), so the name is given back as what it was, `np.vstack`.  A no-op
+    where NumPy has it.  Called before numba's CUDA target compiles anything."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
 def cuda():
     """numba.cuda (the simulator in simulator mode)."""
     _enable_numba_simulator()
+    numpy_compat()
     from numba import cuda as mod
     return mod
 
@@ -416,6 +427,7 @@ def offline_compiler(cc: tuple[int, int] = (9, 0)):
     if simulated():
         raise BackendUnavailableError("offline compilation needs the real CUDA target: unset "
                                       "NUMBA_ENABLE_CUDASIM and LANGEVIN_SIM_CUDA_SIM")
+    numpy_compat()
     try:
         import numba.cuda.dispatcher as dispatcher
         from numba import cuda as mod
