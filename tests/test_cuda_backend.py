@@ -266,12 +266,13 @@ def test_numpy_compat_gives_numba_cuda_the_row_stack_numpy_2_5_removed(monkeypat
     it is left alone."""
     from langevin_sim.backends import cuda_runtime as rt
 
-    own = getattr(np, "row_stack", None)
+    own = {k: getattr(np, k, None) for k in rt.RENAMED}
     rt.numpy_compat()
-    assert getattr(np, "row_stack", None) is own or own is None
-    monkeypatch.delattr(np, "row_stack", raising=False)
+    assert all(own[k] is None or getattr(np, k) is own[k] for k in rt.RENAMED)
+    for k in rt.RENAMED:
+        monkeypatch.delattr(np, k, raising=False)
     rt.numpy_compat()
-    assert np.row_stack is np.vstack
+    assert np.row_stack is np.vstack and np.trapz is np.trapezoid and np.round_ is np.round
 
 
 def test_extras_name_cupy_and_numba_cuda_per_cuda_major():

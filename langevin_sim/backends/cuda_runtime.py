@@ -400,13 +400,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 # ---------------------------------------------------------------- compile and launch
 
+# NumPy names removed after NumPy 2.0 that are plain renames of what remains
+RENAMED = {"row_stack": "vstack", "trapz": "trapezoid", "round_": "round"}
+
+
 def numpy_compat() -> None:
     """Let numba-cuda <= 0.30.4 compile kernels under NumPy >= 2.5: its typing registry
     overloads `np.row_stack`, which NumPy 2.5 removed (an AttributeError at the first
-    compilation otherwise), so the name is given back as what it was, `np.vstack`.  A no-op
-    where NumPy has it.  Called before numba's CUDA target compiles anything."""
-    if not hasattr(np, "row_stack"):
-        np.row_stack = np.vstack
+    compilation otherwise), so the name is given back as what it was, `np.vstack`; likewise
+    the other removed plain renames (`RENAMED`) that older numba-cuda releases may overload.
+    A no-op where NumPy has them.  Called before numba's CUDA target compiles anything."""
+    for old, new in RENAMED.items():
+        if not hasattr(np, old) and hasattr(np, new):
+            setattr(np, old, getattr(np, new))
 
 
 def cuda():
