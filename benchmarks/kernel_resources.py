@@ -22,8 +22,9 @@ thread), static shared memory (bytes per block), then per architecture the resid
 per SM (the least of the register, shared-memory, warp and block limits) and the occupancy
 (resident warps / the SM's maximum).  Fails (exit 1) where ptxas refuses a kernel, a block's
 static shared memory exceeds 48 KiB, or its registers do not fit one block.  Needs
-numba-cuda with libNVVM and `ptxas` (PATH, $CUDA_HOME/bin or the nvidia-cuda-nvcc wheel),
-no GPU or driver (exit 3, naming the fix, where one is missing).
+numba-cuda with libNVVM and a `ptxas` at least as new (PATH, $CUDA_HOME/bin or the
+nvidia-cuda-nvcc wheel), no GPU or driver (exit 3, naming the fix, where one is missing or
+too old).
 """
 from __future__ import annotations
 
@@ -104,10 +105,11 @@ def assemble(ptxas: str, ptx: str, arch: str, workdir: str) -> Usage:
                        capture_output=True, text=True)
     out = r.stdout + r.stderr
     if r.returncode != 0:
-        if "Unsupported .version" in out:
-            out += (" (libNVVM wrote a newer PTX version than this ptxas reads: pip install "
-                    "nvidia-cuda-nvcc of libNVVM's CUDA release, or set CUDA_HOME to that "
-                    "toolkit)")
+        if "Unsupported .version" in out:    # a tool missing, not a kernel failing
+            raise BackendUnavailableError(
+                f"{ptxas} is older than libNVVM's PTX ({out.strip().splitlines()[0]}): pip "
+                "install nvidia-cuda-nvcc of libNVVM's CUDA release, or set CUDA_HOME to that "
+                "toolkit")
         raise RuntimeError(f"ptxas {arch} failed: {out[-1500:]}")
     entry = out[out.index("Compiling entry function"):]
     stack = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
@@ -233,6 +235,9 @@ def main(argv=None) -> int:
                 ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=cc)
                 try:
                     u = assemble(ptxas, ptx, arch, work)
+                except BackendUnavailableError as e:
+                    print(f"kernel_resources: {e}", file=sys.stderr)
+                    return UNAVAILABLE
                 except RuntimeError as e:
                     failures.append(f"{name} {dtype}: {e}")
                     continue
