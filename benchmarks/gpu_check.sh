@@ -54,7 +54,8 @@ if compgen -G ".whl/*.whl" > /dev/null; then
         cp benchmarks/gpu_check_site.py "$SITE/sitecustomize.py"
     fi
 fi
-if ! "$PY" -c "import langevin_sim" 2>/dev/null; then
+if ! (cd / && "$PY" -c "import langevin_sim") 2>/dev/null; then
+    # (from /: `python -c` puts the current folder on sys.path, a script its own folder)
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     echo "langevin_sim is not installed: running it from $PWD (PYTHONPATH)" | tee -a "$LOG"
 fi
