@@ -1,7 +1,7 @@
 """Chain-steps per second of the cuda backend, next to the device's limits measured here.
 
 usage: python benchmarks/gpu_throughput.py [--only W1,W2] [--dtypes float32,float64]
-           [--seconds S] [--no-jax] [--tiny] [--out benchmarks/results/gpu-MODEL.md]
+           [--seconds S] [--no-jax] [--tiny] [--ab-only] [--out benchmarks/results/gpu-MODEL.md]
 
 Workloads (the issue's GPU sizes; float32 and float64):
   W1  DoubleWell d=1, 2^24 replicas, overdamped Langevin
@@ -528,6 +528,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-jax", action="store_true", help="skip the JAX peer")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (CUDA simulator smoke test)")
     ap.add_argument("--out", help="markdown report path (JSON next to it)")
+    ap.add_argument("--ab-only", action="store_true",
+                    help="skip the workloads' table: only the A/B sections of the workloads "
+                         "named (CUDA graphs, fused toy net, W4 unrolled, row kernel vs GEMM)")
     a = ap.parse_args(argv)
     xp, backend_cls, desc, sync = setup()
     seconds = 0.05 if a.tiny else a.seconds
@@ -545,7 +548,7 @@ def main(argv=None) -> int:
     print(f"limits: {limits}", flush=True)
     rows, cut = [], []      # cut: where the time budget's SIGINT stopped the measurements
     try:
-        for name in names:
+        for name in ([] if a.ab_only else names):
             w = W[name]
             for dt in dtypes:
                 rows.append(measure(w, dt, backend_cls, xp, limits, seconds, sync, record_every,

@@ -110,9 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
 def guarded(fn, *args, prog: str = "langevin-sim") -> int:
     """Call `fn(*args)` as a command: exit status 0, a one-line error (status 2) for a
     LangevinSimError, one line for a run stopped by a signal (status 128 + signal), and
-    DivergenceWarnings as one `warning:` line each."""
-    with warnings.catch_warnings(record=True) as caught:
+    DivergenceWarnings as one `warning:` line each.  Warnings are shown as they come (under
+    the filters in force), not recorded: a run's warnings could number millions."""
+    with warnings.catch_warnings():
         warnings.simplefilter("always", DivergenceWarning)
+        show = warnings.showwarning
+
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DivergenceWarning):
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = one_line
         try:
             status = fn(*args)
         except LangevinSimError as e:
@@ -121,12 +131,6 @@ def guarded(fn, *args, prog: str = "langevin-sim") -> int:
         except (RunStopped, RunTerminated) as e:
             print(f"{prog}: {e}", file=sys.stderr)
             return e.exit_code
-        finally:
-            for w in caught:
-                if issubclass(w.category, DivergenceWarning):
-                    print(f"{prog}: warning: {w.message}", file=sys.stderr)
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     return status or 0
 
 

@@ -203,6 +203,43 @@ def test_fake_cupy_stream_capture_records_only_launches_and_matmuls():
     np.testing.assert_array_equal(cp.asnumpy(out), [[10.0], [10.0]])
 
 
+def _column_major_gemm(op_b, op_a, n, m, k, B, ldb, A, lda, ldc):
+    """cuBLAS's gemm (alpha 1, beta 0) on flat buffers, as its documentation defines it:
+    C (n x m, column-major, leading dimension ldc) = op(B) (n x k) @ op(A) (k x m), where a
+    buffer read column-major with leading dimension ld is the matrix M[i, j] = buf[i + j ld]."""
+    def mat(buf, ld, rows, cols, op):
+        r, c = (cols, rows) if op else (rows, cols)     # the stored matrix, before op
+        M = np.array([[buf[i + j * ld] for j in range(c)] for i in range(r)])
+        return M.T if op else M
+    C = mat(B, ldb, n, k, op_b) @ mat(A, lda, k, m, op_a)
+    out = np.zeros(ldc * m)
+    for j in range(m):
+        out[j * ldc:j * ldc + n] = C[:, j]
+    return out
+
+
+@pytest.mark.parametrize("m,k,n", [(3, 4, 5), (1, 4, 2), (4, 1, 3), (2, 3, 1)])
+@pytest.mark.parametrize("a_c", [True, False])
+@pytest.mark.parametrize("b_c", [True, False])
+def test_gemm_args_compute_a_row_major_product_with_column_major_cublas(m, k, n, a_c, b_c):
+    """`cuda_runtime.gemm` calls cuBLAS (column-major) on the buffers of C- or
+    Fortran-contiguous operands: `gemm_args`' call, run as cuBLAS defines it, writes a @ b
+    into the C-contiguous out's buffer (random operands, each layout, degenerate sizes)."""
+    from langevin_sim.backends.cuda_runtime import gemm_args
+
+    rng = np.random.default_rng(m * 100 + k * 10 + n)
+    a, b = rng.normal(size=(m, k)), rng.normal(size=(k, n))
+    A = (a if a_c else np.asfortranarray(a)).ravel(order="K")
+    B = (b if b_c else np.asfortranarray(b)).ravel(order="K")
+    op_b, op_a, n_, m_, k_, ldb, lda, ldc = gemm_args(a.shape, a_c, b.shape, b_c)
+    assert (n_, m_, k_) == (n, m, k) and ldb >= max(1, k if op_b else n)
+    assert lda >= max(1, m if op_a else k) and ldc >= max(1, n)
+    got = _column_major_gemm(op_b, op_a, n, m, k, B, ldb, A, lda, ldc)
+    np.testing.assert_allclose(got[:m * n].reshape(m, n), a @ b, rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="do not chain"):
+        gemm_args((m, k), a_c, (k + 1, n), b_c)
+
+
 def test_errors_are_one_line_and_name_the_fix():
     from langevin_sim.backends import cuda_runtime as rt
 
@@ -237,22 +274,27 @@ import importlib
 from langevin_sim.backends import cuda_runtime as rt
 from numba.cuda import api
 from numba.cuda.cudadrv import devicearray
+from numba.cuda import dispatcher
 assert api.config.CUDA_ARRAY_INTERFACE_SYNC, "numba's default synchronizes"
-print(rt.no_array_interface_sync())
+assert dispatcher.config.CUDA_LOW_OCCUPANCY_WARNINGS, "numba's default warns"
+print(rt.configure_numba())
 for mod in (api, devicearray):   # the config modules the conversions of CuPy arrays read
     cfg = getattr(mod, "config", None)
     assert cfg is None or cfg.CUDA_ARRAY_INTERFACE_SYNC is False, (mod.__name__, cfg.__name__)
+assert dispatcher.config.CUDA_LOW_OCCUPANCY_WARNINGS is False   # what each launch reads
 """
 
 
-def test_cuda_array_interface_sync_is_off_where_numba_cuda_reads_it():
+def test_cuda_array_interface_sync_and_occupancy_warnings_are_off_where_numba_cuda_reads_them():
     """`require` turns off numba's stream synchronization at each conversion of a CuPy
     argument in the config module the installed CUDA target reads (numba-cuda's own
     `numba.cuda.core.config`, or numba's for its built-in target); left on, every launch
-    with a CuPy argument waits on the host for the stream.  Run in a fresh interpreter: the
+    with a CuPy argument waits on the host for the stream.  And the low-occupancy warning of
+    each launch of fewer than 128 blocks (seen on the GPU: a CLI run of 4096 replicas spent
+    minutes showing them).  Run in a fresh interpreter: the
     real CUDA target is imported (no GPU needed)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM")}
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM", "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS")}
     p = subprocess.run([sys.executable, "-c", ARRAY_INTERFACE_SYNC], capture_output=True,
                        text=True, env=env, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]

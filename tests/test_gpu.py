@@ -205,6 +205,34 @@ def test_dense_first_passage_arrays_equal_the_reference_on_the_device():
     assert ref.state["fp_crossings"].sum() > 100
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_own_cublas_gemm_equals_cupy_matmul_and_captures_in_a_graph(dtype):
+    """`cuda_runtime.gemm` (cuBLAS through the module's own handle and workspace, since CuPy
+    refuses cuBLAS during stream capture) equals CuPy's matmul to rounding for C- and
+    Fortran-contiguous operands, and a graph captured around it replays the product of the
+    operands as they are at the replay."""
+    from langevin_sim.backends import cuda_runtime as rt
+
+    cp = rt.xp()
+    r = np.random.default_rng(1)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    for fa in (False, True):
+        for fb in (False, True):
+            a = cp.asarray(r.normal(size=(70, 33)).astype(dtype))
+            b = cp.asarray(r.normal(size=(33, 129)).astype(dtype))
+            a, b = (cp.asfortranarray(a) if fa else a), (cp.asfortranarray(b) if fb else b)
+            out = cp.empty((70, 129), dtype=dtype)
+            rt.gemm(a, b, out)
+            np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(cp.matmul(a, b)), **tol)
+    assert rt._cublas(cp) is not None, "the own cuBLAS handle could not be made"
+    graph = rt.capture(lambda: rt.gemm(a, b, out))
+    assert graph is not None, rt._GRAPHS_FAILED
+    b[...] = cp.asarray(r.normal(size=b.shape).astype(dtype))
+    graph.launch()
+    cp.cuda.get_current_stream().synchronize()
+    np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(a) @ cp.asnumpy(b), **tol)
+
+
 @pytest.mark.parametrize("pair", ["pspin-heun", "quadratic-baoab"])
 def test_dense_steps_as_cuda_graphs_equal_one_launch_at_a_time(pair, monkeypatch):
     """The dense paths' steps queued as replays of captured CUDA graphs (cuBLAS GEMMs and
@@ -244,7 +272,8 @@ def test_dense_steps_as_cuda_graphs_equal_one_launch_at_a_time(pair, monkeypatch
 
 
 RUN = """
-import sys
+import faulthandler, sys
+faulthandler.dump_traceback_later({dump}, exit=True)   # a hung child shows where, and ends
 sys.path.insert(0, {root!r})
 from tests.test_cuda_backend import use_cuda_backend
 use_cuda_backend()
@@ -253,37 +282,57 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
-def _cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-c", RUN.format(root=str(ROOT)), *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+class _Cli:
+    """``langevin-sim ARGS`` in a child process on the cuda backend, its output in files (a
+    pipe nobody reads fills up and stops the child); after `dump` seconds a child still
+    running prints every thread's stack to its stderr and exits."""
+
+    def __init__(self, tmp_path, *args, dump: int = 50):
+        self.err = tmp_path / f"cli{len(list(tmp_path.glob('cli*.err')))}.err"
+        with open(self.err, "w") as err:
+            self.p = subprocess.Popen(
+                [sys.executable, "-c", RUN.format(root=str(ROOT), dump=dump), *args], cwd=ROOT,
+                stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, text=True)
+        self.pid = self.p.pid
+
+    def ok(self, timeout: float = 60) -> None:
+        """Wait for the child; fail with the end of its output unless it exits with 0."""
+        try:
+            rc = self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            rc = f"still running after {timeout} s"
+        if rc != 0:
+            pytest.fail(f"langevin-sim {' '.join(self.p.args[3:])}: {rc}\n"
+                        + self.err.read_text()[-4000:])
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_final_state(tmp_path):
     """A cuda run killed with SIGKILL mid-run resumes (on cuda) to the bits of a run that was
-    never interrupted; and its checkpoint resumes on numba to rounding."""
-    sets = ["--set", "backend=cuda", "--set", "replicas=4096", "--set", "steps=40000",
-            "--set", "record_every=1000"]
+    never interrupted.  The run is long enough (seconds: 4096 threads, each 2e7 steps in
+    turn) for the kill to land after its first flush and before its end."""
+    steps = 20_000_000
+    sets = ["--set", "backend=cuda", "--set", "replicas=4096", "--set", f"steps={steps}",
+            "--set", "record_every=100000"]
     full, killed = tmp_path / "full.h5", tmp_path / "killed.h5"
-    p = _cli("run", "scenarios/double_well.py", *sets, "--out", str(full))
-    assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
-    p = _cli("run", "scenarios/double_well.py", *sets, "--out", str(killed), "--swmr")
+    _Cli(tmp_path, "run", "scenarios/double_well.py", *sets, "--out", str(full)).ok()
+    p = _Cli(tmp_path, "run", "scenarios/double_well.py", *sets, "--out", str(killed), "--swmr")
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 120:
+    while time.monotonic() - t0 < 40:
         time.sleep(0.5)
         try:
             with open_run(killed, swmr=True) as run:
-                if run.steps_done >= 5000:
+                if run.steps_done > 0:
                     break
         except Exception:
             continue
     os.kill(p.pid, signal.SIGKILL)
-    p.wait(timeout=60)
+    p.p.wait(timeout=60)
     with open_run(killed, swmr=True) as run:
-        assert 0 < run.steps_done < 40000, run.steps_done
-    p = _cli("resume", str(killed))
-    assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+        assert 0 < run.steps_done < steps, run.steps_done
+    _Cli(tmp_path, "resume", str(killed)).ok()
     with open_run(killed) as a, open_run(full) as b:
-        assert a.complete and a.steps_done == b.steps_done == 40000
+        assert a.complete and a.steps_done == b.steps_done == steps
         np.testing.assert_array_equal(a.checkpoint()[1]["x"], b.checkpoint()[1]["x"])
         np.testing.assert_array_equal(np.asarray(a.positions[-1]), np.asarray(b.positions[-1]))
 
@@ -372,9 +421,8 @@ def test_replica_exchange_boltzmann_on_cuda(monkeypatch):
 
 
 def test_scenario_runs_unchanged_with_backend_cuda(tmp_path):
-    p = _cli("run", "scenarios/double_well.py", "--set", "backend=cuda", "--set", "steps=2000",
-             "--out", str(tmp_path / "dw.h5"))
-    assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+    _Cli(tmp_path, "run", "scenarios/double_well.py", "--set", "backend=cuda", "--set",
+         "steps=2000", "--out", str(tmp_path / "dw.h5")).ok()
     with open_run(tmp_path / "dw.h5") as run:
         assert run.complete and run.config["backend"] == "cuda"
         print(json.dumps({"records": run.n_records}))

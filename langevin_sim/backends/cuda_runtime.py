@@ -26,6 +26,7 @@ import importlib
 import importlib.metadata
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -254,28 +255,36 @@ def require() -> str:
         if not numba_cuda_installed():
             raise numba_cuda_missing_error(f"numba's built-in CUDA target failed: {e}") from None
         raise no_gpu_error(f"numba-cuda: {e}") from None
-    no_array_interface_sync()
+    configure_numba()
     props = runtime.getDeviceProperties(runtime.getDevice())
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     return f"{name}, CUDA driver {_version(drv)}, runtime {_version(rt)}"
 
 
-def no_array_interface_sync() -> list[str]:
-    """Turn off numba's synchronization on the stream a CuPy array names (its CUDA array
-    interface) at every conversion of a CuPy kernel argument, a host-blocking wait per
-    launch (and an error inside a stream capture): CuPy and numba-cuda share the default
-    stream (legacy, or per-thread for both: `stream_mismatch_error`), so their work is
-    ordered already.  Set in every config module numba's CUDA target may read: the numba-cuda
-    package reads `numba.cuda.core.config` (numba's own module where its import redirection
-    maps it there, as with numba 0.68 and numba-cuda 0.30; its own copy otherwise), numba's
-    built-in target `numba.core.config`.  Returns the modules set."""
+def configure_numba() -> list[str]:
+    """numba's CUDA settings for this backend, set in every config module numba's CUDA target
+    may read (the numba-cuda package reads `numba.cuda.core.config`: numba's own module where
+    its import redirection maps it there, as with numba 0.68 and numba-cuda 0.30, its own copy
+    otherwise; numba's built-in target `numba.core.config`).  Returns the modules set.
+
+    - CUDA_ARRAY_INTERFACE_SYNC off: numba synchronizes the stream a CuPy array names (its
+      CUDA array interface) at every conversion of a CuPy kernel argument, a host-blocking
+      wait per launch (and an error inside a stream capture); CuPy and numba-cuda share the
+      default stream (legacy, or per-thread for both: `stream_mismatch_error`), so their work
+      is ordered already.
+    - CUDA_LOW_OCCUPANCY_WARNINGS off, unless NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS is set: the
+      grid is the run's replica count, and the warning came at every launch of a run of fewer
+      than 128 blocks (16384 replicas), hundreds of thousands of times in a long run."""
     done = []
+    quiet = "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ
     for name in ("numba.cuda.core.config", "numba.core.config"):
         try:
             mod = importlib.import_module(name)
         except ImportError:
             continue
         mod.CUDA_ARRAY_INTERFACE_SYNC = False
+        if quiet:
+            mod.CUDA_LOW_OCCUPANCY_WARNINGS = False
         done.append(name)
     return done
 
@@ -548,6 +557,96 @@ def launch(kernel, n: int, *args) -> None:
         kernel[(n + tpb - 1) // tpb, tpb, _LAUNCH_STREAM[-1]](*args)
     else:
         kernel[(n + tpb - 1) // tpb, tpb](*args)
+
+
+# ---------------------------------------------------------------- GEMM
+
+def gemm_args(a_shape: tuple, a_c: bool, b_shape: tuple, b_c: bool) -> tuple:
+    """The column-major cuBLAS call computing the C-contiguous ``out (m, n) = a (m, k) @ b (k,
+    n)``: ``(op_b, op_a, n, m, k, ldb, lda, ldc)`` for ``gemm(op_b, op_a, n, m, k, 1, b, ldb,
+    a, lda, 0, out, ldc)``, i.e. out^T = b^T a^T read from the same buffers.  a_c / b_c: the
+    operand is C-contiguous (else Fortran-contiguous); op 0 = N, 1 = T."""
+    (m, k), (k2, n) = a_shape, b_shape
+    if k2 != k:
+        raise ValueError(f"gemm: shapes {a_shape} and {b_shape} do not chain")
+    return (0 if b_c else 1, 0 if a_c else 1, n, m, k,
+            max(1, n if b_c else k), max(1, k if a_c else m), max(1, n))
+
+
+_CUBLAS: dict = {}          # device id -> (library, handle, workspace, [stream bound])
+_CUBLAS_LOCK = threading.Lock()
+CUBLAS_WORKSPACE = 32 << 20  # bytes: cuBLAS's recommendation for Hopper (enough before it)
+
+
+def _cublas(mod):
+    """This process's own cuBLAS handle on the current device, with its own workspace, from
+    the library CuPy loaded (None where that library cannot be found or called)."""
+    dev = mod.cuda.Device().id
+    if dev in _CUBLAS:
+        return _CUBLAS[dev]
+    import ctypes
+
+    lib = None
+    try:
+        mod.cuda.device.get_cublas_handle()          # CuPy loads libcublas
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if "/libcublas.so" in ln}
+        for path in sorted(paths):
+            lib = ctypes.CDLL(path)
+            break
+        if lib is not None:
+            handle = ctypes.c_void_p()
+            if lib.cublasCreate_v2(ctypes.byref(handle)) != 0:
+                raise RuntimeError("cublasCreate_v2 failed")
+            for f in (lib.cublasSgemm_v2, lib.cublasDgemm_v2):
+                f.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 5 + [
+                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                    ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+            lib.cublasSetStream_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+            lib.cublasSetWorkspace_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+            lib = (lib, handle, mod.empty(CUBLAS_WORKSPACE, dtype=np.uint8), [None])
+    except Exception:   # noqa: BLE001 - then CuPy's matmul (graphs of GEMMs fail, and say so)
+        lib = None
+    _CUBLAS[dev] = lib
+    return lib
+
+
+def gemm(a, b, out) -> None:
+    """``out[...] = a @ b`` for 2-D device arrays of one float dtype (`out` C-contiguous, `a`
+    and `b` C- or Fortran-contiguous), queued on the current stream.  On a GPU cuBLAS is called
+    through a handle of this module's own with its own workspace: CuPy refuses every cuBLAS
+    call while a stream captures a CUDA graph (13.6 to 14.2: "calling cuBLAS API during stream
+    capture is currently unsupported"), while cuBLAS itself captures fine when the workspace
+    is the caller's.  Elsewhere (the simulator, other dtypes or layouts) it is CuPy's matmul."""
+    import ctypes
+
+    mod = xp()
+    c = None if is_fake(mod) else _cublas(mod)
+    dt = out.dtype
+    flags = [x.flags for x in (a, b)]
+    if (c is None or dt not in (np.float32, np.float64) or a.dtype != dt or b.dtype != dt
+            or not out.flags.c_contiguous
+            or not all(f.c_contiguous or f.f_contiguous for f in flags)
+            or out.shape != (a.shape[0], b.shape[1]) or max(*a.shape, *b.shape) >= 2 ** 31):
+        mod.matmul(a, b, out=out)
+        return
+    lib, handle, work, bound = c
+    op_b, op_a, n, m, k, ldb, lda, ldc = gemm_args(a.shape, flags[0].c_contiguous, b.shape,
+                                                   flags[1].c_contiguous)
+    one, zero = (ctypes.c_float(1), ctypes.c_float(0)) if dt == np.float32 else (
+        ctypes.c_double(1), ctypes.c_double(0))
+    fn = lib.cublasSgemm_v2 if dt == np.float32 else lib.cublasDgemm_v2
+    stream = mod.cuda.get_current_stream().ptr
+    with _CUBLAS_LOCK:
+        if bound[0] != stream:     # setting the stream resets the workspace to cuBLAS's pool
+            if (lib.cublasSetStream_v2(handle, stream)
+                    or lib.cublasSetWorkspace_v2(handle, work.data.ptr, work.nbytes)):
+                raise RuntimeError("cuBLAS: binding the stream or the workspace failed")
+            bound[0] = stream
+        status = fn(handle, op_b, op_a, n, m, k, ctypes.byref(one), b.data.ptr, ldb, a.data.ptr,
+                    lda, ctypes.byref(zero), out.data.ptr, ldc)
+    if status:
+        raise RuntimeError(f"cuBLAS {fn.__name__} failed with status {status}")
 
 
 # ---------------------------------------------------------------- CUDA graphs

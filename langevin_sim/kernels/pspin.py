@@ -479,7 +479,7 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
         rt.launch(products, XT.shape[1], *rt.kernel_arrays(XT, YT, runs, starts, offsets))
 
     def gemm(XT, GT):
-        xp.matmul(CT, YT, out=GT)
+        rt.gemm(CT, YT, GT)
 
     gemm_steps(run, sim, t0, K, gemm, row, refresh, (YT, runs, starts, offsets), prime)
 

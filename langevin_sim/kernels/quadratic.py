@@ -227,7 +227,7 @@ def _baoab_quadratic(sim, t0, K, k0, k1):
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
 # Quadratic x OverdampedLangevin on the device, by the dense families' fused path
 # (`cuda_backend.gemm_steps`, as SphericalPSpin's): per step ONE GEMM for all replicas on the
-# transposed state, GT (d, MP) = H^T @ XT (cuBLAS behind xp.matmul; x H - c H as on the CPU,
+# transposed state, GT (d, MP) = H^T @ XT (cuBLAS by `cuda_runtime.gemm`; x H - c H as on the CPU,
 # with c H computed once), then ONE launch of the shared fused kernel `cuda_kernels.gemm_step`
 # with `offset_row_step` as its row rule (NOISE normals, the overdamped update, divergence,
 # freeze).  No operand to refresh: the GEMM reads the state itself.
@@ -426,6 +426,7 @@ def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
     energy x.(x H / 2 - o) + c0), UnderdampedLangevin by `baoab_form_steps`.  form() -> (H
     (d, d), o (d,), c0) in float64, H and o cast to the state's dtype once and cached per
     dtype on the run's device potential under `name`."""
+    from ..backends import cuda_runtime as rt
     from ..backends.cuda_backend import gemm_steps
 
     xp, x = run.xp, run.state["x"]
@@ -438,7 +439,7 @@ def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
     HT, o, o2, c0 = run.pot.cache[key]
 
     def gemm(XT, GT):
-        xp.matmul(HT, XT, out=GT)
+        rt.gemm(HT, XT, GT)
 
     dyn = sim.dynamics
     row, refresh = _cuda_rules()
