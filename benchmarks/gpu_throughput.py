@@ -12,8 +12,9 @@ Beside them (first dtype only): W3's landscape at 256 replicas with and without 
 and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 256 replicas)
 by the fused toy-net kernel and by the generic path; and W4 by the toy-net kernel with its
 one-tile batch loops opaque to the compiler (the default) and unrolled whole, with the
-registers and local memory the device reports for each; and the dense Quadratic at the row
-kernel's limit (d = 64, float64, SGD and MALA) by the row kernel and by the GEMM path.
+registers and local memory the device reports for each; and the dense Quadratic at
+d = quadratic.FORM_ROWS_MAX_D and at the row kernel's limit rows.MAX_D (float64, SGD and
+MALA) by the row kernel and by the GEMM path.
 
 Limits, measured on the same device in the same run: the Philox-only normal rate of the
 project's own generator (rng.block_normals compiled for numba-cuda, every normal consumed),
@@ -338,35 +339,38 @@ def unroll_gain(w4: Workload, tiny: bool, dt: str, backend_cls, seconds: float, 
 
 
 def rows_gain(tiny: bool, backend_cls, seconds: float, sync) -> dict:
-    """The dense Quadratic at the row kernel's limit (d = rows.MAX_D, 2^14 replicas, float64,
-    where its local arrays spill most: kernel-resources.md), full-batch SGD with momentum and
-    MALA, by the row kernel (a thread per replica, the d^2 product in its own loop) and by
-    the GEMM form path (`quadratic.quadratic_form_steps`, one cuBLAS GEMM for all replicas
-    per gradient; the row kernel declined with rows.MAX_D = 0): chain-steps per second of
-    each, which says whether MAX_D should be lower (design_changes 59)."""
+    """The dense Quadratic at d = quadratic.FORM_ROWS_MAX_D and at the row kernel's limit
+    rows.MAX_D (2^14 replicas, float64; the row kernel's local arrays spill most at MAX_D:
+    kernel-resources.md), full-batch SGD with momentum and MALA, by the row kernel (a thread
+    per replica, the d^2 product in its own loop) and by the GEMM form path
+    (`quadratic.quadratic_form_steps`, one cuBLAS GEMM for all replicas per gradient):
+    chain-steps per second of each, {d: {"sgd_rows": ..., ...}}, which says where the forms'
+    crossover FORM_ROWS_MAX_D should be (design_changes 62)."""
     from langevin_sim.dynamics import MALA, SGD
-    from langevin_sim.kernels import rows
+    from langevin_sim.kernels import quadratic, rows
     from langevin_sim.potentials import Quadratic
 
-    saved = rows.MAX_D
-    d, M = (4, 8) if tiny else (saved, 1 << 14)
-    pot = Quadratic(spectrum=np.linspace(0.1, 1.0, d), seed=1)
-    out = {"d": d, "replicas": M, "dtype": "float64"}
+    saved = quadratic.FORM_ROWS_MAX_D
+    M = 8 if tiny else 1 << 14
+    out = {"replicas": M, "dtype": "float64"}
     try:
-        for rule, dyn in (("sgd", SGD(0.05, None, momentum=0.9, temperature=0.1)),
-                          ("mala", MALA(0.05, 0.5))):
-            for label, max_d in (("rows", saved), ("gemm", 0)):
-                rows.MAX_D = max_d
-                sim = cuda_simulation(pot, dyn, M, "float64", backend_cls)
-                assert rows.accepts(sim) == (label == "rows"), label
+        for d in ((2, 4) if tiny else sorted({saved, rows.MAX_D})):
+            pot = Quadratic(spectrum=np.linspace(0.1, 1.0, d), seed=1)
+            got = out[d] = {}
+            for rule, dyn in (("sgd", SGD(0.05, None, momentum=0.9, temperature=0.1)),
+                              ("mala", MALA(0.05, 0.5))):
+                for label, max_d in (("rows", d), ("gemm", 0)):
+                    quadratic.FORM_ROWS_MAX_D = max_d
+                    sim = cuda_simulation(pot, dyn, M, "float64", backend_cls)
+                    assert quadratic.by_rows(sim) == (label == "rows"), label
 
-                def run(k, sim=sim):
-                    sim.backend.advance(sim, sim.step, k)
-                    sim.step += k
-                out[f"{rule}_{label}"] = median_rate(run, M, seconds, sync,
-                                                     repeats=1 if tiny else 3)
+                    def run(k, sim=sim):
+                        sim.backend.advance(sim, sim.step, k)
+                        sim.step += k
+                    got[f"{rule}_{label}"] = median_rate(run, M, seconds, sync,
+                                                         repeats=1 if tiny else 3)
     finally:
-        rows.MAX_D = saved
+        quadratic.FORM_ROWS_MAX_D = saved
     return out
 
 
@@ -640,15 +644,18 @@ def main(argv=None) -> int:
                          f"{u['opaque'] / u['unrolled']:.2f} | {u['opaque_resources']} | "
                          f"{u['unrolled_resources']} |")
     if crossover:
+        from langevin_sim.kernels import quadratic
+
         c = crossover
-        lines += ["", "## The row kernel at its limit against the GEMM path (rows.MAX_D)", "",
-                  f"Dense Quadratic d={c['d']}, {c['replicas']} replicas, {c['dtype']}, "
-                  "chain-steps/s:", "",
-                  "| dynamics | row kernel | GEMM path | row / GEMM |", "|---|---|---|---|",
-                  *(f"| {rule} | {c[rule + '_rows']:.3g} | {c[rule + '_gemm']:.3g} | "
-                    f"{c[rule + '_rows'] / c[rule + '_gemm']:.2f} |" for rule in ("sgd", "mala")),
-                  "", "Below 1, the GEMM path is faster at this d and MAX_D should be lower "
-                  "(design_changes 59)."]
+        lines += ["", "## Quadratic forms: the row kernel against the GEMM path "
+                  "(quadratic.FORM_ROWS_MAX_D)", "",
+                  f"Dense Quadratic, {c['replicas']} replicas, {c['dtype']}, chain-steps/s:", "",
+                  "| d | dynamics | row kernel | GEMM path | row / GEMM |", "|---|---|---|---|---|",
+                  *(f"| {d} | {rule} | {r[rule + '_rows']:.3g} | {r[rule + '_gemm']:.3g} | "
+                    f"{r[rule + '_rows'] / r[rule + '_gemm']:.2f} |"
+                    for d, r in c.items() if isinstance(r, dict) for rule in ("sgd", "mala")),
+                  "", "Below 1, the GEMM path is faster at that d; FORM_ROWS_MAX_D (now "
+                  f"{quadratic.FORM_ROWS_MAX_D}) should be below it (design_changes 62)."]
     lines += ["", "## Targets (issue 12)", ""]
     for text, value, need in checks:
         lines.append(f"- {'PASS' if value >= need else 'FAIL'}: {text} (measured {value:.2f}, "

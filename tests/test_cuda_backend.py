@@ -971,8 +971,9 @@ if SIM:
             return cuda_backend.fused_kernel(sim), rows.accepts(sim)
 
         def fused(pot, dyn):                  # the row kernel runs it (directly, or by a form's)
-            k, small = kernel(pot, dyn)
-            return k is rows.advance or (k in forms and small)
+            sim = Simulation(pot, dyn, 2, backend="cuda")
+            k = cuda_backend.fused_kernel(sim)
+            return k is rows.advance or (k in forms and quadratic.by_rows(sim))
         assert fused(shifted(), SGD(0.01, None)) and fused(shifted(), MALA(0.01, 0.5))
         assert fused(shifted(), SGD(0.01, 2)) and fused(shifted(), AdamW(0.01, 2, replacement=True))
         assert fused(shifted(), SGD(0.01, 2, sampling="subset"))
@@ -981,7 +982,15 @@ if SIM:
         assert not fused(big, SGD(0.01, None, label_noise=0.1))
         assert fused(big, SGD(0.01, 8, label_noise=0.1)) and fused(big, SGD(0.01, None))
         assert not fused(big, OverdampedLangevin(0.01, 0.5))                  # the dense kernel
-        assert fused(Quadratic(spectrum=np.ones(rows.MAX_D)), Heun(0.01, 0.5))
+        assert fused(Quadratic(spectrum=np.ones(quadratic.FORM_ROWS_MAX_D)), Heun(0.01, 0.5))
+        # between FORM_ROWS_MAX_D and MAX_D a form's GEMM path where it can, the rows where not
+        mid = quadratic.FORM_ROWS_MAX_D + 1
+        assert not fused(Quadratic(spectrum=np.ones(mid)), Heun(0.01, 0.5))
+        assert kernel(Quadratic(spectrum=np.ones(mid)), Heun(0.01, 0.5)) == (
+            quadratic._quadratic_dense_cuda, True)
+        assert not fused(LinearRegression(n=mid + 4, d=mid), SGD(0.01, None))
+        assert fused(LinearRegression(n=mid + 4, d=mid), SGD(0.01, 8))
+        assert fused(LinearRegression(n=mid + 4, d=mid), SGD(0.01, None, label_noise=0.1))
         wide = Quadratic(spectrum=np.ones(rows.MAX_D + 1))
         for dyn in (Heun(0.01, 0.5), LeimkuhlerMatthews(0.01, 0.5), SGD(0.01, None),
                     AdamW(0.01, None), MALA(0.01, 0.5)):

@@ -453,25 +453,38 @@ def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
 
 
 FORM_OR_ROWS = (LeimkuhlerMatthews, Heun, MALA, SGD, AdamW)   # dynamics of `form_or_rows`
+# d up to which a quadratic form's pairs take the row kernel where its GEMM path could run
+# them too (design_changes 62: on an H200 at d = 64 the GEMM path ran full-batch SGD 1.7x
+# and MALA 1.1x faster, float64, 2^14 replicas; 32 is below that crossover, not measured yet)
+FORM_ROWS_MAX_D = 32
 
 
-def form_accepts(sim) -> bool:
-    """Whether `form_or_rows` runs `sim`: the row kernels' options (`rows.accepts`: d <=
-    rows.MAX_D), or else the form's GEMM path (float32 / float64, the full batch without
-    label noise).  Both update first-passage observers."""
-    if rows.accepts(sim):
-        return True
+def _gemm_fits(sim) -> bool:
+    """The form's GEMM path runs `sim`: float32 / float64, the full batch, no label noise."""
     dyn = sim.dynamics
     return (sim.dtype in (np.float32, np.float64) and getattr(dyn, "batch_size", None) is None
             and getattr(dyn, "label_noise", 0.0) <= 0)
 
 
+def by_rows(sim) -> bool:
+    """`form_or_rows` takes the row kernel: it runs `sim` (`rows.accepts`: d <= rows.MAX_D)
+    and either d <= FORM_ROWS_MAX_D or the GEMM path cannot (minibatches, label noise)."""
+    return rows.accepts(sim) and (sim.state["x"].shape[1] <= FORM_ROWS_MAX_D
+                                  or not _gemm_fits(sim))
+
+
+def form_accepts(sim) -> bool:
+    """Whether `form_or_rows` runs `sim`: by the row kernel or by the form's GEMM path (both
+    update first-passage observers)."""
+    return rows.accepts(sim) or _gemm_fits(sim)
+
+
 def form_or_rows(run, sim, t0: int, K: int, name: str, form) -> None:
     """Leimkuhler-Matthews, Heun, MALA, SGD and AdamW of a quadratic form: the row kernels
-    (`kernels.rows`, one thread per replica, the d^2 gradient in registers) up to
-    rows.MAX_D coordinates, beyond it `quadratic_form_steps` (one GEMM for all replicas per
-    gradient: a thread's work is then d a step, not d^2, and its arrays stay small)."""
-    if rows.accepts(sim):
+    (`kernels.rows`, one thread per replica, the d^2 gradient in registers) where `by_rows`,
+    else `quadratic_form_steps` (one GEMM for all replicas per gradient: a thread's work is
+    then d a step, not d^2, and its arrays stay small)."""
+    if by_rows(sim):
         rows.advance(run, sim, t0, K)
     else:
         quadratic_form_steps(run, sim, t0, K, name, form)
