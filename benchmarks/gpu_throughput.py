@@ -8,6 +8,7 @@ Workloads (the issue's GPU sizes; float32 and float64):
   W2  Quadratic dense H, d=256, 2^16 replicas, overdamped Langevin
   W3  spherical p=3 spin glass, N=64, 2^14 replicas, overdamped Langevin
   W4  TeacherStudentMLP d_in=16, hidden=32, 2^12 replicas, SGD batch 32, momentum 0.9
+W2 and W3 also with their GEMMs left out (where a dense step's time goes).
 Beside them (first dtype only): W3's landscape at 256 replicas with and without CUDA graphs,
 and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 256 replicas)
 by the fused toy-net kernel and by the generic path; and W4 by the toy-net kernel with its
@@ -485,6 +486,33 @@ def versions() -> dict:
     return out
 
 
+def without_gemm_rate(w: Workload, dt: str, backend_cls, seconds: float, sync,
+                      tiny: bool) -> float:
+    """Chain-steps per second of a dense workload (W2, W3) with its GEMMs left out: a new
+    run whose `cuda_runtime.gemm` computes the first step's product only (outside the graphs,
+    which are captured afterwards without it), so every later step reuses that gradient and
+    the rate is that of everything else (the fused step kernel, W3's products, the graphs'
+    launches).  Set against the GEMM rate at the shape it says where a step's time goes."""
+    from langevin_sim.backends import cuda_runtime as rt
+
+    real, calls = rt.gemm, []
+
+    def first_only(a, b, out):
+        if not calls:
+            real(a, b, out)
+        calls.append(1)
+    rt.gemm = first_only
+    try:
+        sim = w.build(dt, backend_cls)
+
+        def run(k):
+            sim.backend.advance(sim, sim.step, k)
+            sim.step += k
+        return median_rate(run, sim.n_replicas, seconds, sync, repeats=1 if tiny else 5)
+    finally:
+        rt.gemm = real
+
+
 def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float, sync,
             record_every: int, tiny: bool, use_jax: bool) -> dict:
     """One row of the report: workload `w` in dtype `dt`, its device-only and recorded rates,
@@ -511,6 +539,9 @@ def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float,
         g = gemm_rate(xp, w.gemm_shape, dt, seconds, sync)
         row["gemm_flops_per_s"] = g
         row["gemm_fraction"] = rate * w.flops_per_chain_step / g
+        if w.name in ("W2", "W3") and row["path"] == "fused":
+            row["without_gemm_chain_steps_per_s"] = without_gemm_rate(w, dt, backend_cls,
+                                                                      seconds, sync, tiny)
     if w.name == "W1":
         row["philox_fraction"] = rate / limits[f"philox_normals_per_s_{dt}"]
     if use_jax and w.jax is not None:
@@ -620,6 +651,21 @@ def main(argv=None) -> int:
             + (f"{j:.3g} | {r['cuda_chain_steps_per_s'] / j:.2f} | " if j else
                f"{r.get('jax_error', 'not installed' if not use_jax else '–')} | – | ")
             + (", ".join(r["host_bridged"]) or "none") + " |")
+    split = [r for r in rows if "without_gemm_chain_steps_per_s" in r]
+    if split:
+        lines += ["", "## Where a dense step's time goes (W2, W3)", "",
+                  "Microseconds per step of all replicas: the whole step, the same run with its "
+                  "GEMMs left out (each step reusing the first step's product), and the GEMM "
+                  "alone at its shape.", "",
+                  "| workload | dtype | step (us) | without the GEMM (us) | GEMM alone (us) "
+                  "| remainder / GEMM |", "|---|---|---|---|---|---|"]
+        for r in split:
+            w = W[r["workload"]]
+            us = [1e6 * r["replicas"] / r["cuda_chain_steps_per_s"],
+                  1e6 * r["replicas"] / r["without_gemm_chain_steps_per_s"],
+                  1e6 * r["replicas"] * w.flops_per_chain_step / r["gemm_flops_per_s"]]
+            lines.append(f"| {r['workload']} | {r['dtype']} | {us[0]:.3g} | {us[1]:.3g} | "
+                         f"{us[2]:.3g} | {us[1] / us[2]:.2f} |")
     if gain:
         lines += ["", "## CUDA graphs at a launch-bound size", "",
                   f"W3's landscape at N={gain['N']}, {gain['replicas']} replicas, {gain['dtype']}: "
