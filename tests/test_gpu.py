@@ -309,11 +309,11 @@ class _Cli:
 
 def test_sigkill_then_resume_gives_the_uninterrupted_final_state(tmp_path):
     """A cuda run killed with SIGKILL mid-run resumes (on cuda) to the bits of a run that was
-    never interrupted.  The run is long enough (seconds: 4096 threads, each 2e7 steps in
+    never interrupted.  The run is long enough (seconds: 4096 threads, each 1e7 steps in
     turn) for the kill to land after its first flush and before its end."""
-    steps = 20_000_000
+    steps = 10_000_000
     sets = ["--set", "backend=cuda", "--set", "replicas=4096", "--set", f"steps={steps}",
-            "--set", "record_every=100000"]
+            "--set", "record_every=50000"]
     full, killed = tmp_path / "full.h5", tmp_path / "killed.h5"
     _Cli(tmp_path, "run", "scenarios/double_well.py", *sets, "--out", str(full)).ok()
     p = _Cli(tmp_path, "run", "scenarios/double_well.py", *sets, "--out", str(killed), "--swmr")

@@ -270,9 +270,19 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
             for j in range(B):
                 idx[j] = j
         a1, a2 = cast(1.0 - q0), cast(1.0 - q1)    # AdamW: 1 - beta1, 1 - beta2 (`complements`)
+        # the noise scale as the kind uses it (LM: sigma / 2) and BAOAB's (c1, c2), from float64
+        # (a sqrt; an exp): once where both schedules are constant (kind 0), else every step
+        fixed = int(es[0]) == 0 and (KIND == ADAMW or int(ts[0]) == 0)
+        sc = bc1 = bc2 = zero
         for t in range(t0, t0 + K):
             eta = sched(int(es[0]), es[1], es[2], es[3], t)
             T = 0.0 if KIND == ADAMW else sched(int(ts[0]), ts[1], ts[2], ts[3], t)
+            if t == t0 or not fixed:
+                sig = noise_scale(eta, T)
+                sc = cast(0.5 * sig) if KIND == LM else cast(sig)
+                if KIND == BAOAB:
+                    c1, c2 = coeffs(eta, q0, T, q1)
+                    bc1, bc2 = cast(c1), cast(c2)
             if SAMP == IID:
                 for j in range(B):
                     wd, blkw, w0, w1, w2, w3 = word(k0, k1, MINIBATCH, rep, np.int64(t) * B + j,
@@ -308,9 +318,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
                 row(xs, g, w, args, idx, NB_, lab, False)
             good = True
             if KIND == OVERDAMPED or KIND == LM:
-                e = cast(eta)
-                s1 = cast(noise_scale(eta, T)) if KIND == OVERDAMPED else cast(
-                    0.5 * noise_scale(eta, T))
+                e, s1 = cast(eta), sc
                 for i in range(D):
                     n = np.int64(t) * D + i
                     z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
@@ -323,7 +331,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
                     xn[i] = v
                     good = good and ok_(v, bound)
             elif KIND == HEUN:
-                e, h, s1 = cast(eta), cast(0.5 * eta), cast(noise_scale(eta, T))
+                e, h, s1 = cast(eta), cast(0.5 * eta), sc
                 for i in range(D):
                     n = np.int64(t) * D + i
                     z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
@@ -336,8 +344,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
                     xn[i] = v
                     good = good and ok_(v, bound)
             elif KIND == BAOAB:
-                c1, c2 = coeffs(eta, q0, T, q1)
-                h, inv_m, s1, s2 = cast(0.5 * eta), cast(1.0 / q1), cast(c1), cast(c2)
+                h, inv_m, s1, s2 = cast(0.5 * eta), cast(1.0 / q1), bc1, bc2
                 for i in range(D):
                     n = np.int64(t) * D + i
                     z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
@@ -352,7 +359,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
                     Bn[i] = gv
                     good = good and ok_(xn[i], bound) and ok_(pv, bound) and ok_(gv, bound)
             elif KIND == SGD_:
-                lr, s1 = cast(eta), cast(noise_scale(eta, T))
+                lr, s1 = cast(eta), sc
                 for i in range(D):
                     n = np.int64(t) * D + i
                     gi = cast(g[i])
@@ -368,7 +375,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
                     An[i] = vv
                     good = good and ok_(xv, bound) and ok_(vv, bound)
             elif KIND == MALA_:
-                e, s1 = cast(eta), cast(noise_scale(eta, T))
+                e, s1 = cast(eta), sc
                 for i in range(D):
                     n = np.int64(t) * D + i
                     z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
