@@ -13,7 +13,8 @@ Beside them (first dtype only): W3's landscape at 256 replicas with and without 
 and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 256 replicas)
 by the fused toy-net kernel and by the generic path; and W4 by the toy-net kernel with its
 one-tile batch loops opaque to the compiler (the default) and unrolled whole, with the
-registers and local memory the device reports for each; and the dense Quadratic at
+registers and local memory the device reports for each; W1 with the row kernel's registers
+capped at 64 and not; and the dense Quadratic at
 d = quadratic.FORM_ROWS_MAX_D and at the row kernel's limit rows.MAX_D (float64, SGD and
 MALA) by the row kernel and by the GEMM path.
 
@@ -339,6 +340,34 @@ def unroll_gain(w4: Workload, tiny: bool, dt: str, backend_cls, seconds: float, 
     return out
 
 
+def regcap_gain(w1: Workload, tiny: bool, dtypes: list, backend_cls, seconds: float,
+                sync) -> dict:
+    """W1 by the row kernel with the compiler's register count (80 float32, 87 float64 on
+    sm_90 by ptxas: 6 and 5 blocks of 128 per SM) and capped at 64 (`rows.MAX_REGISTERS`: 8
+    blocks, a few dozen bytes spilled): chain-steps per second of each and the resources the
+    device reports, per dtype (design_changes 64)."""
+    from langevin_sim.kernels import rows
+
+    out = {}
+    saved = rows.MAX_REGISTERS
+    try:
+        for dt in dtypes:
+            got = out[dt] = {"replicas": w1.replicas}
+            for label, cap in (("default", 0), ("cap64", 64)):
+                rows.MAX_REGISTERS = cap
+                sim = w1.build(dt, backend_cls)
+
+                def run(k, sim=sim):
+                    sim.backend.advance(sim, sim.step, k)
+                    sim.step += k
+                got[label] = median_rate(run, sim.n_replicas, seconds, sync,
+                                         repeats=1 if tiny else 3)
+                got[f"{label}_resources"] = kernel_resources(rows.kernel_of(sim))
+    finally:
+        rows.MAX_REGISTERS = saved
+    return out
+
+
 def rows_gain(tiny: bool, backend_cls, seconds: float, sync) -> dict:
     """The dense Quadratic at d = quadratic.FORM_ROWS_MAX_D and at the row kernel's limit
     rows.MAX_D (2^14 replicas, float64; the row kernel's local arrays spill most at MAX_D:
@@ -565,7 +594,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="markdown report path (JSON next to it)")
     ap.add_argument("--ab-only", action="store_true",
                     help="skip the workloads' table: only the A/B sections of the workloads "
-                         "named (CUDA graphs, fused toy net, W4 unrolled, row kernel vs GEMM)")
+                         "named (CUDA graphs, fused toy net, W4 unrolled, W1 register cap, row kernel vs GEMM)")
     a = ap.parse_args(argv)
     xp, backend_cls, desc, sync = setup()
     seconds = 0.05 if a.tiny else a.seconds
@@ -611,6 +640,8 @@ def main(argv=None) -> int:
                     seconds, sync)
     unroll = optional("unroll_gain", "W4" in names, lambda: {dtypes[0]: unroll_gain(
         W["W4"], a.tiny, dtypes[0], backend_cls, seconds, sync)})
+    regcap = optional("regcap_gain", "W1" in names, regcap_gain, W["W1"], a.tiny, dtypes,
+                      backend_cls, seconds, sync)
     crossover = optional("rows_gain", "W2" in names, rows_gain, a.tiny, backend_cls, seconds,
                          sync)
     checks = []
@@ -689,6 +720,14 @@ def main(argv=None) -> int:
             lines.append(f"| {dt} | {u['opaque']:.3g} | {u['unrolled']:.3g} | "
                          f"{u['opaque'] / u['unrolled']:.2f} | {u['opaque_resources']} | "
                          f"{u['unrolled_resources']} |")
+    if regcap:
+        lines += ["", "## W1's row kernel with its registers capped at 64 (rows.MAX_REGISTERS)", "",
+                  "| dtype | default chain-steps/s | capped at 64 | cap / default | resources "
+                  "default | resources capped |", "|---|---|---|---|---|---|",
+                  *(f"| {dt} | {r['default']:.3g} | {r['cap64']:.3g} | "
+                    f"{r['cap64'] / r['default']:.2f} | {r['default_resources']} | "
+                    f"{r['cap64_resources']} |" for dt, r in regcap.items()),
+                  "", "Above 1, the cap pays: set rows.MAX_REGISTERS (design_changes 64)."]
     if crossover:
         from langevin_sim.kernels import quadratic
 
@@ -730,7 +769,7 @@ def main(argv=None) -> int:
     with open(os.path.splitext(out)[0] + ".json", "w") as fh:
         json.dump({"device": desc, "versions": versions(), "limits": limits, "rows": rows,
                    "graph_gain": gain, "toynet_gain": nets, "unroll_gain": unroll,
-                   "rows_gain": crossover, "cut": cut[0] if cut else None,
+                   "rows_gain": crossover, "regcap_gain": regcap, "cut": cut[0] if cut else None,
                    "tiny": a.tiny}, fh, indent=1)
     print(f"wrote {out}", file=sys.stderr)
     return 1 if cut else 0

@@ -71,6 +71,8 @@ CUDA_CALL_STEPS = 4096   # steps per kernel launch (results do not depend on it)
 MAX_D = 64               # coordinates per replica run here (local arrays: 8-10 rows of d)
 MAX_LABELS = 1024        # label shifts per step held per thread (a full batch with label noise)
 MAX_PERM = 1024          # samples whose epoch permutation a thread sorts itself (8 bytes each)
+MAX_REGISTERS = 0        # registers per thread a row kernel may use; 0: the compiler's choice
+                         # (design_changes 64: gpu_throughput measures W1 capped at 64)
 
 
 @dataclass(frozen=True)
@@ -149,11 +151,11 @@ def row_kernel(potential_cls: type, kind: int, f32: bool, d: int, samp: int = FU
     `permute` = n > 0: each epoch's permutation of the n samples sorted in the kernel), label
     noise when `labels` (SGD), compiled on first use (cached)."""
     return _row_kernel(potential_cls, int(kind), bool(f32), int(d), int(samp), int(batch),
-                       bool(labels), int(permute))
+                       bool(labels), int(permute), int(MAX_REGISTERS))
 
 
 @functools.lru_cache(maxsize=None)
-def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
+def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -223,7 +225,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS):
             keys[0], keys[end] = keys[end], keys[0]
             sift(keys, 0, end - 1)
 
-    @cuda.jit
+    @cuda.jit(**({"max_registers": MAXREG} if MAXREG and not rt.simulated() else {}))
     def kernel(x, a, b, u, acc, dstep, t0, K, k0, k1, rep0, es, ts, q0, q1, q2, q3, bound, args,
                perm, nsamp, kinds, vecs, thr, fe, fx, lc, cr, ins):
         """K steps of replica r from t0; a, b: the second and third (M, d) state arrays, u, acc:
