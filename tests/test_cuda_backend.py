@@ -290,9 +290,9 @@ def test_cuda_array_interface_sync_and_occupancy_warnings_are_off_where_numba_cu
     argument in the config module the installed CUDA target reads (numba-cuda's own
     `numba.cuda.core.config`, or numba's for its built-in target); left on, every launch
     with a CuPy argument waits on the host for the stream.  And the low-occupancy warning of
-    each launch of fewer than 128 blocks (seen on the GPU: a CLI run of 4096 replicas spent
-    minutes showing them).  Run in a fresh interpreter: the
-    real CUDA target is imported (no GPU needed)."""
+    each launch of fewer than 128 blocks (the grid is the replica count; on the GPU it set off
+    the CLI's warning loop, design_changes 63).  Run in a fresh interpreter: the real CUDA
+    target is imported (no GPU needed)."""
     env = {k: v for k, v in os.environ.items() if k not in (
         "NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM", "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS")}
     p = subprocess.run([sys.executable, "-c", ARRAY_INTERFACE_SYNC], capture_output=True,

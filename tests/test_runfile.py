@@ -347,6 +347,44 @@ def test_divergence_is_reported_at_the_end_of_run(tmp_run, capsys):
         Simulation(DoubleWell(d=1), OverdampedLangevin(1e-2, 0.3), 8, seed=2).run(50, 10)
 
 
+GUARDED = """
+import sys, warnings
+from langevin_sim import DivergenceWarning
+from langevin_sim.cli import guarded
+warnings.simplefilter("always")
+
+def command():
+    for i in range(3):
+        warnings.warn(f"warning {i}", UserWarning)
+        print(f"after {i}", flush=True)
+    warnings.warn(DivergenceWarning("2 of 8 replicas diverged"))
+    print("done", flush=True)
+    return 0
+
+sys.exit(guarded(command, prog="x"))
+"""
+
+
+def test_cli_shows_warnings_as_they_come_and_keeps_none():
+    """`cli.guarded` shows each warning when it is issued (in a fresh interpreter, as the CLI
+    runs). The guard used to record every warning and replay the others at the end inside its
+    own recording context: each replay was recorded again, an endless loop after any warning
+    that was not a DivergenceWarning (on the GPU: numba-cuda's at the first launch; this
+    test then timed out; design_changes 63)."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-u", "-c", GUARDED], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout
+    lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
+    order = [i for i, ln in enumerate(lines) if "UserWarning: warning" in ln or
+             ln.startswith(("after", "done", "x: warning"))]
+    assert [lines[i].split(": ")[-1] if "UserWarning" in lines[i] else lines[i]
+            for i in order] == ["warning 0", "after 0", "warning 1", "after 1", "warning 2",
+                                "after 2", "x: warning: 2 of 8 replicas diverged", "done"], lines
+
+
 @pytest.mark.filterwarnings("error")
 def test_every_group_opens_in_xarray_without_phony_dims(tmp_run):
     xr = pytest.importorskip("xarray")

@@ -273,8 +273,8 @@ def configure_numba() -> list[str]:
       default stream (legacy, or per-thread for both: `stream_mismatch_error`), so their work
       is ordered already.
     - CUDA_LOW_OCCUPANCY_WARNINGS off, unless NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS is set: the
-      grid is the run's replica count, and the warning came at every launch of a run of fewer
-      than 128 blocks (16384 replicas), hundreds of thousands of times in a long run."""
+      grid is the run's replica count (the warning comes at every launch of fewer than 128
+      blocks, 16384 replicas), so it says nothing to act on (design_changes 63)."""
     done = []
     quiet = "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ
     for name in ("numba.cuda.core.config", "numba.core.config"):
