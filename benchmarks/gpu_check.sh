@@ -12,8 +12,9 @@
 # 3. the throughput benchmark (benchmarks/gpu_throughput.py: W1-W4, float32 and float64, next
 #    to the Philox-only rate, copy bandwidth, cuBLAS GEMM and JAX when installed; CUDA graphs
 #    at a launch-bound size; the grokking net fused against the generic path; W4 with its
-#    batch loops opaque and unrolled; the dense Quadratic at d = 64 by the row kernel and by
-#    the GEMM path), <= 250 s; cut short by the budget, it still writes its report with what
+#    batch loops opaque and unrolled; W2 and W3 without their GEMMs; W1 with its registers
+#    capped at 64; the dense Quadratic at d = 32 and 64 by the row kernel and by the GEMM
+#    path), <= 250 s; cut short by the budget, it still writes its report with what
 #    it measured, saying where it was cut (exit status 124).
 # Everything is printed, and written to ONE file: benchmarks/results/gpu-<model>.md (the
 # benchmark report, then the test summary, then this script's full log of both steps); when

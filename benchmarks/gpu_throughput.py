@@ -99,6 +99,15 @@ def median_rate(run: Callable[[int], None], work_per_step: float, seconds: float
     return work_per_step * k / statistics.median(times)
 
 
+def device_rate(sim, seconds: float, sync, repeats: int) -> float:
+    """Chain-steps per second of `sim`'s device steps alone (`median_rate` of its backend's
+    advance; the host copy is not timed)."""
+    def run(k):
+        sim.backend.advance(sim, sim.step, k)
+        sim.step += k
+    return median_rate(run, sim.n_replicas, seconds, sync, repeats=repeats)
+
+
 def recorded_rate(sim, record_every: int, records: int, sync, repeats: int = 3,
                   warm: bool = True) -> float:
     """Chain-steps per second of `sim.run` with `records` records (energies and positions,
@@ -258,11 +267,7 @@ def graph_gain(tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
                 os.environ[rt.GRAPH_ENV] = steps
             sim = cuda_simulation(SphericalPSpin(N, 3, seed=1), OverdampedLangevin(1e-2, 0.5), M,
                                   dt, backend_cls)
-
-            def run(k, sim=sim):
-                sim.backend.advance(sim, sim.step, k)
-                sim.step += k
-            out[label] = median_rate(run, M, seconds, sync, repeats=1 if tiny else 3)
+            out[label] = device_rate(sim, seconds, sync, 1 if tiny else 3)
     finally:
         os.environ.pop(rt.GRAPH_ENV, None)
         if saved is not None:
@@ -295,11 +300,7 @@ def toynet_gain(tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
             assert (fused_kernel(sim) is not None) == (label == "fused"), label
             if label == "fused":
                 out["warps"], out["tile"], _ = toynets.layout(sim)
-
-            def run(k, sim=sim):
-                sim.backend.advance(sim, sim.step, k)
-                sim.step += k
-            out[label] = median_rate(run, M, seconds, sync, repeats=1 if tiny else 3)
+            out[label] = device_rate(sim, seconds, sync, 1 if tiny else 3)
     finally:
         toynets.MAX_OWNED = saved
     return out
@@ -328,12 +329,7 @@ def unroll_gain(w4: Workload, tiny: bool, dt: str, backend_cls, seconds: float, 
         for label, opaque in (("opaque", True), ("unrolled", False)):
             toynets.OPAQUE_BATCH = opaque
             sim = w4.build(dt, backend_cls)
-
-            def run(k, sim=sim):
-                sim.backend.advance(sim, sim.step, k)
-                sim.step += k
-            out[label] = median_rate(run, sim.n_replicas, seconds, sync,
-                                     repeats=1 if tiny else 3)
+            out[label] = device_rate(sim, seconds, sync, 1 if tiny else 3)
             out[f"{label}_resources"] = kernel_resources(toynets.kernel_of(sim))
     finally:
         toynets.OPAQUE_BATCH = saved
@@ -356,12 +352,7 @@ def regcap_gain(w1: Workload, tiny: bool, dtypes: list, backend_cls, seconds: fl
             for label, cap in (("default", 0), ("cap64", 64)):
                 rows.MAX_REGISTERS = cap
                 sim = w1.build(dt, backend_cls)
-
-                def run(k, sim=sim):
-                    sim.backend.advance(sim, sim.step, k)
-                    sim.step += k
-                got[label] = median_rate(run, sim.n_replicas, seconds, sync,
-                                         repeats=1 if tiny else 3)
+                got[label] = device_rate(sim, seconds, sync, 1 if tiny else 3)
                 got[f"{label}_resources"] = kernel_resources(rows.kernel_of(sim))
     finally:
         rows.MAX_REGISTERS = saved
@@ -393,12 +384,7 @@ def rows_gain(tiny: bool, backend_cls, seconds: float, sync) -> dict:
                     quadratic.FORM_ROWS_MAX_D = max_d
                     sim = cuda_simulation(pot, dyn, M, "float64", backend_cls)
                     assert quadratic.by_rows(sim) == (label == "rows"), label
-
-                    def run(k, sim=sim):
-                        sim.backend.advance(sim, sim.step, k)
-                        sim.step += k
-                    got[f"{rule}_{label}"] = median_rate(run, M, seconds, sync,
-                                                         repeats=1 if tiny else 3)
+                    got[f"{rule}_{label}"] = device_rate(sim, seconds, sync, 1 if tiny else 3)
     finally:
         quadratic.FORM_ROWS_MAX_D = saved
     return out
@@ -524,20 +510,15 @@ def without_gemm_rate(w: Workload, dt: str, backend_cls, seconds: float, sync,
     launches).  Set against the GEMM rate at the shape it says where a step's time goes."""
     from langevin_sim.backends import cuda_runtime as rt
 
-    real, calls = rt.gemm, []
+    real, done = rt.gemm, []
 
     def first_only(a, b, out):
-        if not calls:
+        if not done:
             real(a, b, out)
-        calls.append(1)
+            done.append(True)
     rt.gemm = first_only
     try:
-        sim = w.build(dt, backend_cls)
-
-        def run(k):
-            sim.backend.advance(sim, sim.step, k)
-            sim.step += k
-        return median_rate(run, sim.n_replicas, seconds, sync, repeats=1 if tiny else 5)
+        return device_rate(w.build(dt, backend_cls), seconds, sync, 1 if tiny else 5)
     finally:
         rt.gemm = real
 
@@ -550,12 +531,8 @@ def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float,
 
     sim = w.build(dt, backend_cls)
     M = sim.n_replicas
-
-    def run(k):          # device steps only: the host copy is not timed
-        sim.backend.advance(sim, sim.step, k)
-        sim.step += k
     t0 = time.perf_counter()
-    rate = median_rate(run, M, seconds, sync, repeats=1 if tiny else 5)
+    rate = device_rate(sim, seconds, sync, 1 if tiny else 5)
     sim.sync()
     row = {"workload": w.name, "title": w.title, "dtype": dt, "replicas": M,
            "cuda_chain_steps_per_s": rate, "wall_s": round(time.perf_counter() - t0, 3),

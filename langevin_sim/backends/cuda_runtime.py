@@ -573,42 +573,60 @@ def gemm_args(a_shape: tuple, a_c: bool, b_shape: tuple, b_c: bool) -> tuple:
             max(1, n if b_c else k), max(1, k if a_c else m), max(1, n))
 
 
-_CUBLAS: dict = {}          # device id -> (library, handle, workspace, [stream bound])
+_CUBLAS: dict = {}          # device id -> _Cublas, or None where it cannot be made
 _CUBLAS_LOCK = threading.Lock()
 CUBLAS_WORKSPACE = 32 << 20  # bytes: cuBLAS's recommendation for Hopper (enough before it)
 
 
-def _cublas(mod):
-    """This process's own cuBLAS handle on the current device, with its own workspace, from
-    the library CuPy loaded (None where that library cannot be found or called)."""
-    dev = mod.cuda.Device().id
-    if dev in _CUBLAS:
-        return _CUBLAS[dev]
-    import ctypes
+class _Cublas:
+    """This process's own cuBLAS handle on one device, with its own workspace and the stream
+    it is bound to, from the library CuPy loaded; per dtype the gemm and its (1, 0)."""
 
-    lib = None
-    try:
+    def __init__(self, mod):
+        import ctypes
+
         mod.cuda.device.get_cublas_handle()          # CuPy loads libcublas
         with open("/proc/self/maps") as f:
             paths = {ln.split()[-1] for ln in f if "/libcublas.so" in ln}
-        for path in sorted(paths):
-            lib = ctypes.CDLL(path)
-            break
-        if lib is not None:
-            handle = ctypes.c_void_p()
-            if lib.cublasCreate_v2(ctypes.byref(handle)) != 0:
-                raise RuntimeError("cublasCreate_v2 failed")
-            for f in (lib.cublasSgemm_v2, lib.cublasDgemm_v2):
-                f.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 5 + [
-                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                    ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-            lib.cublasSetStream_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-            lib.cublasSetWorkspace_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-            lib = (lib, handle, mod.empty(CUBLAS_WORKSPACE, dtype=np.uint8), [None])
-    except Exception:   # noqa: BLE001 - then CuPy's matmul (graphs of GEMMs fail, and say so)
-        lib = None
-    _CUBLAS[dev] = lib
-    return lib
+        if not paths:
+            raise RuntimeError("libcublas is not loaded")
+        lib = ctypes.CDLL(min(paths))
+        self.handle = ctypes.c_void_p()
+        if lib.cublasCreate_v2(ctypes.byref(self.handle)) != 0:
+            raise RuntimeError("cublasCreate_v2 failed")
+        for f in (lib.cublasSgemm_v2, lib.cublasDgemm_v2):
+            f.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * 5 + [
+                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        lib.cublasSetStream_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.cublasSetWorkspace_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        self.lib, self.stream = lib, None
+        self.work = mod.empty(CUBLAS_WORKSPACE, dtype=np.uint8)
+        self.gemm = {np.dtype(np.float32): (lib.cublasSgemm_v2, ctypes.byref(ctypes.c_float(1)),
+                                            ctypes.byref(ctypes.c_float(0))),
+                     np.dtype(np.float64): (lib.cublasDgemm_v2, ctypes.byref(ctypes.c_double(1)),
+                                            ctypes.byref(ctypes.c_double(0)))}
+
+    def bind(self, stream: int) -> None:
+        """Queue on `stream` (setting a stream resets the workspace to cuBLAS's pool, so it
+        is set again)."""
+        if self.stream != stream:
+            if (self.lib.cublasSetStream_v2(self.handle, stream) or
+                    self.lib.cublasSetWorkspace_v2(self.handle, self.work.data.ptr,
+                                                   self.work.nbytes)):
+                raise RuntimeError("cuBLAS: binding the stream or the workspace failed")
+            self.stream = stream
+
+
+def _cublas(mod):
+    """The current device's `_Cublas` (made once; None where it cannot be made)."""
+    dev = mod.cuda.Device().id
+    if dev not in _CUBLAS:
+        try:
+            _CUBLAS[dev] = _Cublas(mod)
+        except Exception:   # noqa: BLE001 - then CuPy's matmul (graphs of GEMMs fail, and say so)
+            _CUBLAS[dev] = None
+    return _CUBLAS[dev]
 
 
 def gemm(a, b, out) -> None:
@@ -618,33 +636,22 @@ def gemm(a, b, out) -> None:
     call while a stream captures a CUDA graph (13.6 to 14.2: "calling cuBLAS API during stream
     capture is currently unsupported"), while cuBLAS itself captures fine when the workspace
     is the caller's.  Elsewhere (the simulator, other dtypes or layouts) it is CuPy's matmul."""
-    import ctypes
-
     mod = xp()
     c = None if is_fake(mod) else _cublas(mod)
-    dt = out.dtype
-    flags = [x.flags for x in (a, b)]
-    if (c is None or dt not in (np.float32, np.float64) or a.dtype != dt or b.dtype != dt
-            or not out.flags.c_contiguous
-            or not all(f.c_contiguous or f.f_contiguous for f in flags)
+    fa, fb = a.flags, b.flags
+    if (c is None or out.dtype not in c.gemm or a.dtype != out.dtype or b.dtype != out.dtype
+            or not out.flags.c_contiguous or not (fa.c_contiguous or fa.f_contiguous)
+            or not (fb.c_contiguous or fb.f_contiguous)
             or out.shape != (a.shape[0], b.shape[1]) or max(*a.shape, *b.shape) >= 2 ** 31):
         mod.matmul(a, b, out=out)
         return
-    lib, handle, work, bound = c
-    op_b, op_a, n, m, k, ldb, lda, ldc = gemm_args(a.shape, flags[0].c_contiguous, b.shape,
-                                                   flags[1].c_contiguous)
-    one, zero = (ctypes.c_float(1), ctypes.c_float(0)) if dt == np.float32 else (
-        ctypes.c_double(1), ctypes.c_double(0))
-    fn = lib.cublasSgemm_v2 if dt == np.float32 else lib.cublasDgemm_v2
-    stream = mod.cuda.get_current_stream().ptr
+    op_b, op_a, n, m, k, ldb, lda, ldc = gemm_args(a.shape, fa.c_contiguous, b.shape,
+                                                   fb.c_contiguous)
+    fn, one, zero = c.gemm[out.dtype]
     with _CUBLAS_LOCK:
-        if bound[0] != stream:     # setting the stream resets the workspace to cuBLAS's pool
-            if (lib.cublasSetStream_v2(handle, stream)
-                    or lib.cublasSetWorkspace_v2(handle, work.data.ptr, work.nbytes)):
-                raise RuntimeError("cuBLAS: binding the stream or the workspace failed")
-            bound[0] = stream
-        status = fn(handle, op_b, op_a, n, m, k, ctypes.byref(one), b.data.ptr, ldb, a.data.ptr,
-                    lda, ctypes.byref(zero), out.data.ptr, ldc)
+        c.bind(mod.cuda.get_current_stream().ptr)
+        status = fn(c.handle, op_b, op_a, n, m, k, one, b.data.ptr, ldb, a.data.ptr, lda, zero,
+                    out.data.ptr, ldc)
     if status:
         raise RuntimeError(f"cuBLAS {fn.__name__} failed with status {status}")
 
