@@ -21,7 +21,8 @@ MALA) by the row kernel and by the GEMM path.
 Limits, measured on the same device in the same run: the Philox-only normal rate of the
 project's own generator (rng.block_normals compiled for numba-cuda, every normal consumed),
 device copy bandwidth, the cuBLAS GEMM rate at each dense workload's shape, and (when JAX is
-installed) a JAX jit + lax.scan implementation of the same workload.  Rates are medians of
+installed) a JAX jit + lax.scan implementation of the same workload (its matmuls in true
+float32, `JAX_PRECISION`; in float32 also at JAX's TF32 default, for information).  Rates are medians of
 repeats; each repeat runs enough steps to last about --seconds / 4.  Targets (issue 12): W1 >=
 50% of the Philox-only rate; W2, W3 >= 50% of the GEMM rate at their shape; every workload
 ahead of JAX.  `--tiny` shrinks every size so that the script runs under the CUDA simulator
@@ -206,7 +207,8 @@ class Workload:
     build: Callable                 # (dtype, backend class) -> Simulation
     gemm_shape: tuple | None = None
     flops_per_chain_step: float = 0.0
-    jax: Callable | None = None     # (dtype, replicas) -> run(k) (JAX jit + lax.scan)
+    jax: Callable | None = None     # (dtype, replicas[, matmul precision]) -> run(k)
+    #                                 (JAX jit + lax.scan)
 
 
 def workloads(tiny: bool) -> dict:
@@ -226,25 +228,25 @@ def workloads(tiny: bool) -> dict:
         "W1": Workload("W1", f"DoubleWell d=1, {M1} replicas, overdamped Langevin", M1,
                        lambda dt, be: cuda_simulation(DoubleWell(d=1), OverdampedLangevin(1e-3, 0.5),
                                                       M1, dt, be),
-                       jax=lambda dt, M: jax_double_well(dt, M)),
+                       jax=lambda dt, M, p=None: jax_double_well(dt, M, p)),
         "W2": Workload("W2", f"Quadratic dense H, d={d2}, {M2} replicas, overdamped Langevin", M2,
                        lambda dt, be: cuda_simulation(quad, OverdampedLangevin(1e-2, 0.5), M2, dt, be),
                        # the fused kernel's GEMM: H^T (d, d) @ XT (d, M), state transposed
                        gemm_shape=(d2, d2, M2), flops_per_chain_step=2.0 * d2 * d2,
-                       jax=lambda dt, M: jax_quadratic(dt, M, quad.H)),
+                       jax=lambda dt, M, p=None: jax_quadratic(dt, M, quad.H, p)),
         "W3": Workload("W3", f"spherical p=3 spin glass, N={N3}, {M3} replicas, overdamped Langevin",
                        M3, lambda dt, be: cuda_simulation(pspin, OverdampedLangevin(1e-2, 0.5), M3,
                                                           dt, be),
                        # the fused kernel's packed GEMM: CT (N, P) @ YT (P, M)
                        gemm_shape=(N3, P3, M3), flops_per_chain_step=2.0 * N3 * P3,
-                       jax=lambda dt, M: jax_pspin(dt, M, pspin.gradient_matrix())),
+                       jax=lambda dt, M, p=None: jax_pspin(dt, M, pspin.gradient_matrix(), p)),
         "W4": Workload("W4", f"TeacherStudentMLP d_in={din}, hidden={hid}, {M4} replicas, SGD "
                              f"batch {B}", M4,
                        lambda dt, be: cuda_simulation(mlp, SGD(0.02, B, momentum=0.9), M4, dt, be),
                        gemm_shape=(M4, B, din, hid),
                        # forward A W1^T, H W2^T; backward dout W2, dZ^T A, dout^T H
                        flops_per_chain_step=2.0 * B * hid * (2 * din + 3),
-                       jax=lambda dt, M: jax_mlp(dt, M, mlp, B)),
+                       jax=lambda dt, M, p=None: jax_mlp(dt, M, mlp, B, p)),
     }
     return out
 
@@ -399,21 +401,29 @@ def _jax(dtype):
     return jax, jnp, (jnp.float32 if dtype == "float32" else jnp.float64)
 
 
-def _scan_runner(jax, step, carry0):
-    """run(k): k steps of `step` under jit + lax.scan, blocking until done."""
+JAX_PRECISION = "highest"   # JAX's matmuls in true float32, as cuBLAS computes ours; JAX's
+# default on NVIDIA GPUs since Ampere rounds float32 operands to TF32 (10-bit mantissas)
+
+
+def _scan_runner(jax, step, carry0, precision=None):
+    """run(k): k steps of `step` under jit + lax.scan, blocking until done; the matmuls traced
+    at `jax_default_matmul_precision` = precision (None: `JAX_PRECISION`; "default": JAX's
+    own default)."""
     runs: dict = {}
     state = {"carry": carry0}
+    precision = JAX_PRECISION if precision is None else precision
 
     def run(k):
         if k not in runs:
             runs[k] = jax.jit(lambda c: jax.lax.scan(lambda c, _: (step(c), None), c, None,
                                                      length=k)[0])
-        state["carry"] = runs[k](state["carry"])
+        with jax.default_matmul_precision(None if precision == "default" else precision):
+            state["carry"] = runs[k](state["carry"])
         jax.block_until_ready(state["carry"])
     return run
 
 
-def jax_double_well(dtype, M):
+def jax_double_well(dtype, M, precision=None):
     jax, jnp, dt = _jax(dtype)
     eta, sig = 1e-3, math.sqrt(2 * 1e-3 * 0.5)
 
@@ -422,10 +432,10 @@ def jax_double_well(dtype, M):
         key, sub = jax.random.split(key)
         g = 4.0 * x * (x * x - 1.0)
         return x - eta * g + sig * jax.random.normal(sub, x.shape, dt), key
-    return _scan_runner(jax, step, (jnp.ones((M, 1), dt), jax.random.PRNGKey(0)))
+    return _scan_runner(jax, step, (jnp.ones((M, 1), dt), jax.random.PRNGKey(0)), precision)
 
 
-def jax_quadratic(dtype, M, H):
+def jax_quadratic(dtype, M, H, precision=None):
     jax, jnp, dt = _jax(dtype)
     Hd = jnp.asarray(H, dt)
     eta, sig = 1e-2, math.sqrt(2 * 1e-2 * 0.5)
@@ -434,10 +444,11 @@ def jax_quadratic(dtype, M, H):
         x, key = c
         key, sub = jax.random.split(key)
         return x - eta * (x @ Hd) + sig * jax.random.normal(sub, x.shape, dt), key
-    return _scan_runner(jax, step, (jnp.zeros((M, H.shape[0]), dt), jax.random.PRNGKey(0)))
+    return _scan_runner(jax, step, (jnp.zeros((M, H.shape[0]), dt), jax.random.PRNGKey(0)),
+                        precision)
 
 
-def jax_pspin(dtype, M, gmat):
+def jax_pspin(dtype, M, gmat, precision=None):
     jax, jnp, dt = _jax(dtype)
     G = jnp.asarray(gmat, dt)
     N = G.shape[1]
@@ -451,10 +462,10 @@ def jax_pspin(dtype, M, gmat):
         dx = dx - (jnp.sum(dx * x, axis=1) / N)[:, None] * x
         x = x + dx
         return x / jnp.sqrt(jnp.sum(x * x, axis=1) / N)[:, None], key
-    return _scan_runner(jax, step, (jnp.ones((M, N), dt), jax.random.PRNGKey(0)))
+    return _scan_runner(jax, step, (jnp.ones((M, N), dt), jax.random.PRNGKey(0)), precision)
 
 
-def jax_mlp(dtype, M, mlp, B):
+def jax_mlp(dtype, M, mlp, B, precision=None):
     jax, jnp, dt = _jax(dtype)
     A, y = jnp.asarray(mlp.inputs, dt), jnp.asarray(mlp.labels, dt)
     lay = mlp.layout
@@ -476,7 +487,7 @@ def jax_mlp(dtype, M, mlp, B):
         v = 0.9 * v + g
         return x - 0.02 * v, v, key
     x0 = jnp.asarray(np.random.default_rng(0).standard_normal((M, mlp.d)) * 0.3, dt)
-    return _scan_runner(jax, step, (x0, jnp.zeros_like(x0), jax.random.PRNGKey(0)))
+    return _scan_runner(jax, step, (x0, jnp.zeros_like(x0), jax.random.PRNGKey(0)), precision)
 
 
 def have_jax() -> bool:
@@ -554,6 +565,9 @@ def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float,
         try:
             row["jax_chain_steps_per_s"] = median_rate(w.jax(dt, M), M, seconds, lambda: None,
                                                        repeats=1 if tiny else 5)
+            if dt == "float32" and w.name != "W1":    # information: JAX's TF32 matmuls
+                row["jax_default_chain_steps_per_s"] = median_rate(
+                    w.jax(dt, M, "default"), M, seconds, lambda: None, repeats=1 if tiny else 5)
         except Exception as e:   # a peer that fails is reported, not fatal
             row["jax_error"] = f"{type(e).__name__}: {e}"[:200]
     return row
@@ -644,8 +658,9 @@ def main(argv=None) -> int:
                f"{limits[f'philox_normals_per_s_{dt}']:.3g} /s" for dt in dtypes), "",
              "## Chain-steps per second (medians)", "",
              "| workload | dtype | path | cuda | with records | GEMM rate at its shape (FLOP/s) "
-             "| % of GEMM | % of Philox | JAX jit+scan | cuda / JAX | host-run methods |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| % of GEMM | % of Philox | JAX jit+scan | cuda / JAX | JAX, TF32 matmuls "
+             "| host-run methods |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         g = r.get("gemm_flops_per_s")
         j = r.get("jax_chain_steps_per_s")
@@ -658,6 +673,8 @@ def main(argv=None) -> int:
             + (f"{100 * r['philox_fraction']:.0f}% | " if "philox_fraction" in r else "– | ")
             + (f"{j:.3g} | {r['cuda_chain_steps_per_s'] / j:.2f} | " if j else
                f"{r.get('jax_error', 'not installed' if not use_jax else '–')} | – | ")
+            + (f"{r['jax_default_chain_steps_per_s']:.3g} | "
+               if "jax_default_chain_steps_per_s" in r else "– | ")
             + (", ".join(r["host_bridged"]) or "none") + " |")
     split = [r for r in rows if "without_gemm_chain_steps_per_s" in r]
     if split:
@@ -736,7 +753,11 @@ def main(argv=None) -> int:
               "the per-step path (potential gradient in CuPy array code, one numba-cuda update "
               "kernel per step). GEMM shapes are those the fused kernels run (W2 H^T @ XT; W3 the "
               "packed CT (N, C(N+1, 2)) @ YT); 'host-run methods' are potential methods not yet "
-              "written with the array module of x (docs/gpu.md)."]
+              "written with the array module of x (docs/gpu.md).", "",
+              f"JAX jit+scan runs its matmuls at `jax_default_matmul_precision` = "
+              f"'{JAX_PRECISION}' (true float32, as cuBLAS computes ours; the targets compare "
+              "with it); 'JAX, TF32 matmuls' is JAX's own default on this GPU (float32 operands "
+              "rounded to TF32's 10-bit mantissas: a different computation), for information."]
     report = "\n".join(lines)
     print(report)
     out = a.out or os.path.join(HERE, "results", f"gpu-{device_model(desc)}.md")
