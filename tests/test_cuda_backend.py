@@ -350,6 +350,11 @@ for ft in (float32, float64):
     cuda.compile_ptx(ck.gemm_step(quadratic._cuda_optimizer_row(not f32), refresh, f32, 3,
                                   optimizer).py_func, QS, cc=(9, 0))
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3, ck.GEMM_MALA).py_func, QS, cc=(9, 0))
+    blk = (32, 4)       # the sliced kernel: 4 threads per replica (shared-memory sums, votes)
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 10, ck.GEMM_LM, blk).py_func, QS, cc=(9, 0))
+    row, refresh, _ = pspin._cuda_rules(f32, 7, blk)
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 7, ck.GEMM_OVERDAMPED, blk).py_func, PS,
+                     cc=(9, 0))
     cuda.compile_ptx(quadratic.baoab_kernel(f32).py_func,
                      (W,) * 6 + (V, I1, I1, int64, boolean, boolean, uint64, uint64, uint64, F1,
                                  F1, float64, float64, float64), cc=(9, 0))
@@ -1124,6 +1129,38 @@ if SIM:
         per step (several calls, schedules, replicas that diverge, an uneven first_replica
         split): the reference's states to rounding (float64 1e-12 relative, float32 to its
         rounding), the same divergence flags, and the split equal bit for bit."""
+        check_fused_dense(case, dtype, monkeypatch)
+
+    SLICED = ["pspin", "pspin-lm", "pspin-p3", "quadratic", "quadratic-lm", "linreg"]
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("case", SLICED)
+    def test_fused_dense_kernels_with_several_threads_per_replica(case, dtype, monkeypatch):
+        """The same checks with `cuda_kernels.GEMM_LANES` = 3 (`gemm_step`'s sliced kernel:
+        the N = 3, 4, 5 coordinates in slices of 1 or 2 (the last one shorter), so slices
+        share Philox blocks and straddle them; the sphere's sums completed across the slices):
+        the reference to rounding, the split bit for bit, and the quadratic forms (elementwise:
+        the same operations) equal bit for bit to one thread per replica."""
+        from langevin_sim.backends import cuda_backend as cb
+        from langevin_sim.backends import cuda_kernels as ck
+
+        blocks = []
+        real = cb.gemm_block
+        monkeypatch.setattr(cb, "gemm_block", lambda dyn, N: blocks.append(real(dyn, N))
+                            or blocks[-1])
+        one = check_fused_dense(case, dtype, monkeypatch)
+        assert blocks and all(b == (0, 1) for b in blocks)
+        blocks.clear()
+        monkeypatch.setattr(ck, "GEMM_LANES", 3)
+        sliced = check_fused_dense(case, dtype, monkeypatch)
+        assert blocks and all(b[1] in (2, 3) and b[0] > 1 for b in blocks), blocks
+        assert (sliced.diverged_step >= 0).any() or DENSE_FUSED[case][2] >= 1e8
+        if not case.startswith("pspin"):
+            for k in one.state:
+                np.testing.assert_array_equal(sliced.state[k], one.state[k], err_msg=k)
+
+    def check_fused_dense(case, dtype, monkeypatch):
+        """test_fused_dense_kernels_equal_reference's checks; returns the whole cuda run."""
         from langevin_sim.kernels import rows
 
         make, dyn, bound, start = DENSE_FUSED[case]
@@ -1157,6 +1194,7 @@ if SIM:
                                        err_msg=k)
             np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
                                           whole.state[k], err_msg=f"partition, {k}")
+        return whole
 
     @pytest.mark.parametrize("case", ["pspin-heun", "pspin-sgd", "baoab"])
     def test_dense_steps_replay_cuda_graphs_bit_for_bit(case, monkeypatch):

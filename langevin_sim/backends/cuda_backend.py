@@ -480,8 +480,19 @@ def padded_columns(M: int) -> int:
     return -(-M // ck.GEMM_COLUMNS) * ck.GEMM_COLUMNS
 
 
+def gemm_block(dyn, N: int) -> tuple:
+    """`cuda_kernels.gemm_step`'s thread block for dynamics `dyn` on N coordinates (the
+    families build their row rules for it, `gemm_steps` launches it): ``(R, L)``, L =
+    `cuda_kernels.GEMM_LANES` threads per replica (at most N, each slice at least one
+    coordinate) for overdamped Langevin and Leimkuhler-Matthews (GEMM_LANE_RULES), R
+    replicas per block (`cuda_runtime.lane_block`); (0, 1), one thread per replica, else."""
+    lanes = ck.GEMM_LANES if type(dyn) in (OverdampedLangevin, LeimkuhlerMatthews) else 1
+    lanes = -(-N // -(-N // lanes)) if lanes > 1 else 1     # no empty slice
+    return rt.lane_block(lanes)
+
+
 def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
-               prime=None, energy_constant: float = 0.0) -> None:
+               prime=None, energy_constant: float = 0.0, block: tuple = (0, 1)) -> None:
     """Steps t0 .. t0+K-1 of overdamped Langevin for a dense family (the fused "cuda"
     kernels of Quadratic, LinearRegression and SphericalPSpin, and their Leimkuhler-Matthews,
     Heun and full-batch SGD and AdamW (the velocity, or the moments,
@@ -499,7 +510,8 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     updated in place; GT carries the raw gradient, and g = GT - aux[0] at the end.
     The steps are queued by `DeviceRun.queue_steps` (replays of CUDA graphs), so XT, GT, X2,
     G2 and the schedule codes live in a run `Workspace`, and `gemm` and `aux` must use arrays
-    that persist for the run; XT is transposed back into the state at the end."""
+    that persist for the run; XT is transposed back into the state at the end.  block:
+    `gemm_block`(sim.dynamics, N), the block the family built `row` and `refresh` for."""
     from ..kernels.common import schedule_code
 
     xp, x, dyn = run.xp, run.state["x"], sim.dynamics
@@ -529,7 +541,7 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
                                                           for _ in range(4 - len(aux))))
 
     key = ("gemm", x.dtype, rules, row, refresh, tuple(map(id, aux)), tuple(ecode),
-           tuple(tcode), q, run.regions is not None)
+           tuple(tcode), q, run.regions is not None, block)
     ws = run.workspace(key, build)
     w = ws.arrays
     XT, GT, X2, G2 = w["XT"], w["GT"], w["X2"], w["G2"]
@@ -543,7 +555,7 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
         ua = (run.state["u"], run.state["accepted"])
     else:
         ua = w.setdefault("ua", (xp.empty(0), xp.empty(0)))
-    kernels = [ck.gemm_step(row, refresh, run.f32, N, rule) for rule in rules]
+    kernels = [ck.gemm_step(row, refresh, run.f32, N, rule, block) for rule in rules]
     head = rt.kernel_arrays(XT, GT, X2, G2, run.dstep, run.tv)
     esk, tsk, *auxk = rt.kernel_arrays(w["es"], w["ts"], *w["aux"])
     rest = (run.k0, run.k1, run.rep0, esk, tsk, run.bound, *q, *rt.kernel_arrays(*ua), *auxk)
@@ -556,7 +568,7 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
         for i, kernel in enumerate(kernels):
             if i:
                 gemm(X2, G2)
-            rt.launch(kernel, M, *head, k, *rest)
+            rt.launch(kernel, M, *head, k, *rest, block=block)
         observe(k)
 
     run.queue_steps(ws, t0, K, step)

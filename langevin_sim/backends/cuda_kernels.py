@@ -411,8 +411,51 @@ GEMM_COLUMNS = 16   # replica columns of the transposed state padded to a multip
 GEMM_OVERDAMPED, GEMM_LM, GEMM_PREDICT, GEMM_CORRECT, GEMM_SGD, GEMM_ADAMW, GEMM_MALA = range(7)
 
 
+GEMM_LANES = 1      # threads per replica in `gemm_step`'s GEMM_LANE_RULES launches
+# (`cuda_backend.gemm_block`): 1, one thread per replica (as measured on the H200); more split
+# a replica's N coordinates into contiguous slices, one per thread (design_changes 65;
+# gpu_throughput measures 4 and 8 against 1)
+GEMM_LANE_RULES = (GEMM_OVERDAMPED, GEMM_LM)
+
+
 @functools.lru_cache(maxsize=None)
-def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
+def lane_ops(f32: bool, block: tuple):
+    """(total, every): device functions across the L threads of one replica in `gemm_step`'s
+    block (R, L) (thread (x, y): replica x of the block's R, slice y): total(v), v summed in
+    the state's dtype over the replica's threads in slice order (`kernels.pspin.lane_sum` on
+    this target); every(ok), whether ok holds on all of them.  Every thread of the block
+    must call them (they wait for each other).  They exchange values through the launch's
+    dynamic shared memory (`cuda_runtime.launch` gives L R float64 to a sliced block): a
+    static shared array in a device function that several compiled functions call is defined
+    once per caller and fails to link ("symbol multiply defined"), a dynamic one is only
+    declared."""
+    from numba import float32, float64
+
+    R, L = block
+    ftype = np.float32 if f32 else np.float64
+    stype = float32 if f32 else float64     # (the simulator's dynamic array needs a numba type)
+
+    @cuda.jit(device=True)
+    def total(v):
+        sh = cuda.shared.array(0, stype)
+        x, y = cuda.threadIdx.x, cuda.threadIdx.y
+        sh[y * R + x] = v
+        cuda.syncthreads()
+        acc = sh[x]
+        for j in range(1, L):
+            acc += sh[j * R + x]
+        cuda.syncthreads()
+        return acc
+
+    @cuda.jit(device=True)
+    def every(ok):
+        return total(ftype(1.0 if ok else 0.0)) == L
+    return total, every
+
+
+@functools.lru_cache(maxsize=None)
+def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
+              block: tuple = (0, 1)):
     """One fused overdamped step of the dense families on "cuda", after the step's GEMM
     produced every replica's gradient: one thread per replica r on the transposed state
     XT (N, MP) and gradient GT (N, MP) (replica r in column r: coalesced across a warp;
@@ -424,10 +467,19 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     n = t N + i (purpose NOISE) into a per-thread array, then the family's row rule
     ``row(x, g, z, eta, sigma, zero, bound, new, a0)`` on the columns x = XT[:, r],
     g = GT[:, r] (a device function returning whether every new value passes the
-    divergence test).  A good step is committed to XT and ``refresh(XT, r, a0, a1, a2, a3)``
-    prepares the next GEMM's operand from it; a bad one freezes the replica
+    divergence test).  A good step is committed to XT and ``refresh(XT, r, 0, 1, a0, a1, a2,
+    a3)`` prepares the next GEMM's operand from it; a bad one freezes the replica
     (dstep = t + 1).  a0..a3 are the family's arrays; compiled per (row, refresh, dtype, N,
-    rule).  X2, G2 (N, MP): Heun's predictor and its gradient (unused by the other rules).
+    rule, block).
+
+    block = (R, L) with L > 1 (`cuda_backend.gemm_block`; rules GEMM_LANE_RULES): L threads
+    per replica in blocks of R replicas x L, thread (x, y) holding slice y, coordinates
+    [y C, min((y + 1) C, N)) with C = ceil(N / L), of replica r = R blockIdx.x + x (a warp:
+    one slice of consecutive replicas, coalesced).  Each thread draws its slice's normals
+    (the same stream positions), runs the row on its slices of XT, GT and a0, the row's
+    sums completed across the slices by `lane_ops`' total (`kernels.pspin.lane_sum`); the
+    replica steps if every slice passed (`lane_ops`' every), and ``refresh(XT, r, y, L, ...)``
+    then prepares the y-th share of the next GEMM's operand, after every slice is written.  X2, G2 (N, MP): Heun's predictor and its gradient (unused by the other rules).
     Rules: GEMM_OVERDAMPED; GEMM_LM, Leimkuhler-Matthews: the noise is the sum of the normals
     of steps t and t + 1 (at t N + i and (t + 1) N + i) with sigma / 2, which is
     `lm_update(0, g, eta, sigma / 2, xi_t, xi_t+1)` in the row's `overdamped_update`;
@@ -471,16 +523,57 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
     lm = rule == GEMM_LM
 
     @cuda.jit(device=True)
-    def normals_into(z, k0, k1, purpose, rep, n0, scale, add):
+    def normals_into(z, k0, k1, purpose, rep, n0, n, scale, add):
         """z[j] = scale xi_j, or z[j] + scale xi_j with `add`, for the normals xi_j of
-        `purpose` at stream positions n0 + j, j < N (each Philox block once)."""
-        for b in range(n0 // 4, (n0 + N - 1) // 4 + 1):
+        `purpose` at stream positions n0 + j, j < n (each Philox block once)."""
+        for b in range(n0 // 4, (n0 + n - 1) // 4 + 1):
             z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(b))
             for w in range(4):
                 j = 4 * b + w - n0
-                if j >= 0 and j < N:
+                if j >= 0 and j < n:
                     v = scale * pick(w, z0, z1, z2, z3)
                     z[j] = z[j] + v if add else v
+
+    R, L = block
+    if L > 1:
+        if rule not in GEMM_LANE_RULES:
+            raise ValueError(f"gemm_step: rule {rule} runs one thread per replica")
+        C = -(-N // L)
+        every = lane_ops(f32, block)[1]
+
+        @cuda.jit
+        def sliced(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3,
+                   u, nacc, a0, a1, a2, a3):
+            M = dstep.shape[0]
+            y = cuda.threadIdx.y
+            r = cuda.blockIdx.x * R + cuda.threadIdx.x
+            rr = r if r < M else M - 1             # a column that exists: every thread must reach the
+            live = r < M and dstep[rr] < 0     # barriers, even past M or frozen
+            t = tv[0] + k
+            i0 = y * C if y * C < N else N
+            i1 = i0 + C if i0 + C < N else N
+            z = cuda.local.array(C, ftype)
+            new = cuda.local.array(C, ftype)
+            e = sched(int(es[0]), es[1], es[2], es[3], t)
+            T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
+            rep = rep0 + np.uint64(rr)
+            for s in range(2 if lm else 1):
+                normals_into(z, k0, k1, NOISE, rep, (np.int64(t) + s) * N + i0, i1 - i0,
+                             cast(1.0), s > 0)
+            sigma = noise_scale(e, T)
+            ok = every(row(XT[i0:i1, rr], GT[i0:i1, rr], z, cast(e),
+                           cast(0.5 * sigma if lm else sigma), cast(0.0), bound, new,
+                           a0[i0:i1]))
+            if live and ok:
+                for j in range(i1 - i0):
+                    XT[i0 + j, rr] = new[j]
+            cuda.syncthreads()
+            if live:
+                if ok:
+                    refresh(XT, rr, y, L, a0, a1, a2, a3)
+                elif y == 0:
+                    dstep[rr] = t + 1
+        return sliced
 
     @cuda.jit
     def kernel(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3, u,
@@ -497,13 +590,13 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
         T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
         rep = rep0 + np.uint64(r)
         for s in range(0 if rule in (GEMM_ADAMW, GEMM_MALA) else 2 if lm else 1):
-            normals_into(z, k0, k1, NOISE, rep, (np.int64(t) + s) * N, cast(1.0), s > 0)
+            normals_into(z, k0, k1, NOISE, rep, (np.int64(t) + s) * N, N, cast(1.0), s > 0)
         sigma = noise_scale(e, T)
         if rule == GEMM_PREDICT:
             row(XT[:, r], GT[:, r], z, cast(e), cast(sigma), cast(0.0), bound, new, a0)
             for i in range(N):
                 X2[i, r] = new[i]
-            refresh(X2, r, a0, a1, a2, a3)
+            refresh(X2, r, 0, 1, a0, a1, a2, a3)
             return
         if rule == GEMM_MALA:
             ew, fwd, bwd, uy = cast(e), 0.0, 0.0, q0
@@ -538,7 +631,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
             for i in range(N):
                 gq[i] = GT[i, r]
             if q1 > 0:
-                normals_into(gq, k0, k1, GRAD_NOISE, rep, np.int64(t) * N, cast(q1), True)
+                normals_into(gq, k0, k1, GRAD_NOISE, rep, np.int64(t) * N, N, cast(q1), True)
             ok = row(XT[:, r], gq, X2[:, r], z, cast(e), cast(q0), cast(q3), cast(sigma),
                      cast(0.0), bound, new, vn, a0)
             if ok:
@@ -566,7 +659,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED):
         if ok:
             for i in range(N):
                 XT[i, r] = new[i]
-            refresh(XT, r, a0, a1, a2, a3)
+            refresh(XT, r, 0, 1, a0, a1, a2, a3)
         else:
             dstep[r] = t + 1
     return kernel

@@ -535,28 +535,42 @@ def kernel_arrays(*arrays) -> tuple:
 _LAUNCH_STREAM: list = []   # numba's handle of the capturing stream, while one captures
 
 
-def launch(kernel, n: int, *args) -> None:
+def launch(kernel, n: int, *args, block: tuple = (0, 1)) -> None:
     """Run `kernel` on n threads (one per replica), arguments as device arrays or scalars,
-    on the default stream (on the capturing stream inside `capture`, where it is recorded).
-    In simulator mode the stand-in arrays are handed to numba as the NumPy arrays they wrap
-    (the simulator copies them in and back); inside `capture` the launch is recorded with
-    these arguments and runs when the graph is launched."""
+    on the default stream (on the capturing stream inside `capture`, where it is recorded);
+    block = (R, L) with L > 1: blocks of R replicas x L threads each, ceil(n / R) of them
+    (`cuda_kernels.gemm_step`'s sliced kernel).  In simulator mode the stand-in arrays are
+    handed to numba as the NumPy arrays they wrap (the simulator copies them in and back);
+    inside `capture` the launch is recorded with these arguments and runs when the graph is
+    launched."""
     if n <= 0:
         return
-    tpb = threads_per_block()
+    tpb = threads_per_block() if block[1] == 1 else block
+    per = tpb if block[1] == 1 else block[0]
+    grid = (n + per - 1) // per
+    smem = 0 if block[1] == 1 else 8 * block[0] * block[1]   # `cuda_kernels.lane_ops`' sums
     if simulated():
         from . import cuda_fakecupy as fake
         args = tuple(a._a if isinstance(a, fake.ndarray) else a for a in args)
-        configured = kernel[(n + tpb - 1) // tpb, tpb]
+        configured = kernel[grid, tpb, 0, smem] if smem else kernel[grid, tpb]
         if fake.capturing():
             fake.record(lambda: configured(*args))
         else:
             configured(*args)
         return
-    if _LAUNCH_STREAM:
-        kernel[(n + tpb - 1) // tpb, tpb, _LAUNCH_STREAM[-1]](*args)
+    if _LAUNCH_STREAM or smem:
+        kernel[grid, tpb, _LAUNCH_STREAM[-1] if _LAUNCH_STREAM else 0, smem](*args)
     else:
-        kernel[(n + tpb - 1) // tpb, tpb](*args)
+        kernel[grid, tpb](*args)
+
+
+def lane_block(lanes: int) -> tuple:
+    """(R, lanes): a block of R replicas x `lanes` threads each (`launch`'s block): R = 32 on
+    a GPU (a warp holds one lane of 32 consecutive replicas), `threads_per_block` (4) in the
+    simulator; (0, 1) for one thread per replica."""
+    if lanes <= 1:
+        return (0, 1)
+    return (min(32, threads_per_block()), lanes)
 
 
 # ---------------------------------------------------------------- GEMM

@@ -54,12 +54,21 @@ from .gemm import dot_rows
 
 # ---------------------------------------------------------------- step functions, every target
 
+def lane_sum(v):
+    """v summed over the threads that share one replica's row, each holding a slice of it:
+    the identity where one thread holds the whole row (the CPU, one thread per replica on
+    "cuda"); `cuda_kernels.lane_sum`'s shared-memory sum in the lane order where the
+    fused dense kernel gives a replica several threads (`cuda_kernels.gemm_block`)."""
+    return v
+
+
 def tangent_dot(a, x, zero):
-    """a.x of two rows (or strided columns) (N,), summed in order from `zero`."""
+    """a.x of two rows (or strided columns) (N,), summed in order from `zero` (each thread's
+    slice in order, then over the threads: `lane_sum`)."""
     dot = zero
     for i in range(x.shape[0]):
         dot += a[i] * x[i]
-    return dot
+    return lane_sum(dot)
 
 
 def sphere_project_into(a, x, zero, n, bound):
@@ -77,8 +86,9 @@ def sphere_project_into(a, x, zero, n, bound):
 def sphere_move(x, new, zero, n, bound):
     """The sphere's tangent step of one replica: new (N,) holds a step d on entry and the
     reference's retract(x + project(x, d)) on exit (`pspin.sphere_project`,
-    `pspin.sphere_retract`; the row sums in order); x (N,) a row or strided column, zero = 0
-    and n = N in x's dtype.  Returns whether every new value is finite and within bound."""
+    `pspin.sphere_retract`; the row sums in order); x (N,) a row or strided column (or this
+    thread's slice of one, the sums completed by `lane_sum`), zero = 0 and n = N in x's
+    dtype.  Returns whether every new value is finite and within bound."""
     N = x.shape[0]
     c = tangent_dot(new, x, zero) / n
     norm = zero
@@ -86,7 +96,7 @@ def sphere_move(x, new, zero, n, bound):
         y = x[i] + (new[i] - c * x[i])
         new[i] = y
         norm += y * y
-    scale = sqrt(norm / n)
+    scale = sqrt(lane_sum(norm) / n)
     good = True
     for i in range(N):
         v = new[i] / scale
@@ -142,7 +152,7 @@ def sphere_adamw_step(x, g, m, s, lr, beta1, beta2, a1, a2, eps, c1, c2, zero, n
     return sphere_project_into(mnew, new, zero, n, bound) & good
 
 
-STEPS = ("tangent_dot", "sphere_project_into", "sphere_move", "sphere_row_step",
+STEPS = ("lane_sum", "tangent_dot", "sphere_project_into", "sphere_move", "sphere_row_step",
          "sphere_sgd_step", "sphere_adamw_step")
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
@@ -382,21 +392,27 @@ cuda = None          # numba.cuda, set by `_cuda_rules` (the simulator swaps thi
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_target(f32: bool) -> tuple:
+def _cuda_target(f32: bool, block: tuple = (0, 1)) -> tuple:
     """(this module's step functions compiled for numba-cuda, the state's dtype); sets the
-    module's `cuda` (numba.cuda) for the device functions defined after it."""
+    module's `cuda` (numba.cuda) for the device functions defined after it.  With `gemm_step`'s
+    block (R, L), L > 1, `lane_sum` sums over a replica's L threads (`cuda_kernels.lane_ops`)."""
     global cuda
+    from ..backends import cuda_kernels as ck
     from ..backends import cuda_runtime as rt
 
     cuda = rt.cuda()
-    steps = compile_steps(sys.modules[__name__], cuda.jit(device=True), rt.primitives())
+    prims = rt.primitives()
+    if block[1] > 1:
+        prims = dict(prims, lane_sum=ck.lane_ops(f32, block)[0])
+    steps = compile_steps(sys.modules[__name__], cuda.jit(device=True), prims)
     return steps, (np.float32 if f32 else np.float64)
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_rules(f32: bool, N: int):
-    """(row, refresh, products) device functions / kernel of `gemm_step` for N spins."""
-    step, ftype = _cuda_target(f32)
+def _cuda_rules(f32: bool, N: int, block: tuple = (0, 1)):
+    """(row, refresh, products) device functions / kernel of `gemm_step` for N spins, its
+    thread block `block` (`cuda_backend.gemm_block`)."""
+    step, ftype = _cuda_target(f32, block)
     step = step.sphere_row_step
 
     @cuda.jit(device=True)
@@ -408,9 +424,10 @@ def _cuda_rules(f32: bool, N: int):
         return step(x, g, z, eta, sigma, zero, cast(N), bound, new)
 
     @cuda.jit(device=True)
-    def refresh(XT, r, YT, runs, starts, offsets):
-        """Column r of YT <- the packed products of column r of XT (`packed_rows`' order)."""
-        for s in range(starts.shape[0]):
+    def refresh(XT, r, lane, lanes, YT, runs, starts, offsets):
+        """Column r of YT <- the packed products of column r of XT (`packed_rows`' order);
+        this thread the runs s = lane, lane + lanes, ... of it."""
+        for s in range(lane, starts.shape[0], lanes):
             a = cast(1.0)
             for u in range(runs.shape[1]):
                 a = a * XT[runs[s, u], r]
@@ -422,7 +439,7 @@ def _cuda_rules(f32: bool, N: int):
     def products(XT, YT, runs, starts, offsets):
         r = cuda.grid(1)
         if r < XT.shape[1]:
-            refresh(XT, r, YT, runs, starts, offsets)
+            refresh(XT, r, 0, 1, YT, runs, starts, offsets)
     return row, refresh, products
 
 
@@ -460,7 +477,7 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
     and AdamW (full batch) with their row rules `sphere_sgd_step`, `sphere_adamw_step`;
     first-passage observers after every step (`cuda_kernels.first_passage_columns`)."""
     from ..backends import cuda_runtime as rt
-    from ..backends.cuda_backend import gemm_steps, padded_columns
+    from ..backends.cuda_backend import gemm_block, gemm_steps, padded_columns
 
     xp, x = run.xp, run.state["x"]
     M, N = x.shape
@@ -468,7 +485,8 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
     if key not in run.pot.cache:
         run.pot.cache[key] = tuple(xp.asarray(a) for a in packed_gradient(sim.potential, x.dtype))
     CT, runs, starts, offsets = run.pot.cache[key]
-    row, refresh, products = _cuda_rules(run.f32, N)
+    block = gemm_block(sim.dynamics, N)
+    row, refresh, products = _cuda_rules(run.f32, N, block)
     if isinstance(sim.dynamics, (SGD, AdamW)):
         row = _cuda_optimizer_row(run.f32, N, isinstance(sim.dynamics, AdamW))
     YT = run.workspace(("pspin products", x.dtype),     # persists: graphs hold its address
@@ -481,7 +499,8 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
     def gemm(XT, GT):
         rt.gemm(CT, YT, GT)
 
-    gemm_steps(run, sim, t0, K, gemm, row, refresh, (YT, runs, starts, offsets), prime)
+    gemm_steps(run, sim, t0, K, gemm, row, refresh, (YT, runs, starts, offsets), prime,
+               block=block)
 
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)

@@ -253,7 +253,8 @@ def _cuda_steps():
 
 @functools.lru_cache(maxsize=None)
 def _cuda_rules():
-    """(row, refresh) device functions of `gemm_step` for the dense Quadratic."""
+    """(row, refresh) device functions of `gemm_step` for the dense Quadratic (elementwise:
+    the same row serves a replica's slices when it has several threads)."""
     step = _cuda_steps().offset_row_step
 
     @cuda.jit(device=True)
@@ -261,7 +262,7 @@ def _cuda_rules():
         return step(x, g, off, z, eta, sigma, zero, bound, new)
 
     @cuda.jit(device=True)
-    def refresh(XT, r, a0, a1, a2, a3):
+    def refresh(XT, r, lane, lanes, a0, a1, a2, a3):
         return
     return row, refresh
 
@@ -427,7 +428,7 @@ def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
     (d, d), o (d,), c0) in float64, H and o cast to the state's dtype once and cached per
     dtype on the run's device potential under `name`."""
     from ..backends import cuda_runtime as rt
-    from ..backends.cuda_backend import gemm_steps
+    from ..backends.cuda_backend import gemm_block, gemm_steps
 
     xp, x = run.xp, run.state["x"]
     key = (name, x.dtype)
@@ -449,7 +450,7 @@ def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
         baoab_form_steps(run, sim, t0, K, gemm, o)
     else:
         gemm_steps(run, sim, t0, K, gemm, row, refresh, (o, o2),    # o2: Heun's corrector
-                   energy_constant=c0)
+                   energy_constant=c0, block=gemm_block(dyn, x.shape[1]))
 
 
 FORM_OR_ROWS = (LeimkuhlerMatthews, Heun, MALA, SGD, AdamW)   # dynamics of `form_or_rows`
