@@ -8,7 +8,8 @@ Workloads (the issue's GPU sizes; float32 and float64):
   W2  Quadratic dense H, d=256, 2^16 replicas, overdamped Langevin
   W3  spherical p=3 spin glass, N=64, 2^14 replicas, overdamped Langevin
   W4  TeacherStudentMLP d_in=16, hidden=32, 2^12 replicas, SGD batch 32, momentum 0.9
-W2 and W3 also with their GEMMs left out (where a dense step's time goes).
+W2 and W3 also with their GEMMs left out (where a dense step's time goes), and both by the
+dense step kernel with 1, 4 and 8 threads per replica (cuda_kernels.GEMM_LANES).
 Beside them (first dtype only): W3's landscape at 256 replicas with and without CUDA graphs,
 and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 256 replicas)
 by the fused toy-net kernel and by the generic path; and W4 by the toy-net kernel with its
@@ -361,6 +362,34 @@ def regcap_gain(w1: Workload, tiny: bool, dtypes: list, backend_cls, seconds: fl
     return out
 
 
+LANES = (1, 4, 8)    # threads per replica `lanes_gain` measures
+
+
+def lanes_gain(W: dict, names: list, tiny: bool, dtypes: list, backend_cls, seconds: float,
+               sync) -> dict:
+    """W2 and W3 (those in `names`) by `gemm_step` with each of LANES threads per replica
+    (`cuda_kernels.GEMM_LANES`; 1: the default, one thread looping over the N coordinates;
+    more: the sliced kernel, design_changes 65): chain-steps per second of the whole step and
+    with the GEMMs left out (`without_gemm_rate`), {"W2 float32": {lanes: rate, ...}}."""
+    from langevin_sim.backends import cuda_kernels as ck
+
+    out = {}
+    saved = ck.GEMM_LANES
+    try:
+        for name in (n for n in ("W2", "W3") if n in names):
+            for dt in dtypes:
+                got = out[f"{name} {dt}"] = {"replicas": W[name].replicas}
+                for lanes in LANES:
+                    ck.GEMM_LANES = lanes
+                    got[f"{lanes}"] = device_rate(W[name].build(dt, backend_cls), seconds, sync,
+                                                  1 if tiny else 3)
+                    got[f"{lanes} without GEMM"] = without_gemm_rate(W[name], dt, backend_cls,
+                                                                     seconds, sync, tiny)
+    finally:
+        ck.GEMM_LANES = saved
+    return out
+
+
 def rows_gain(tiny: bool, backend_cls, seconds: float, sync) -> dict:
     """The dense Quadratic at d = quadratic.FORM_ROWS_MAX_D and at the row kernel's limit
     rows.MAX_D (2^14 replicas, float64; the row kernel's local arrays spill most at MAX_D:
@@ -585,7 +614,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="markdown report path (JSON next to it)")
     ap.add_argument("--ab-only", action="store_true",
                     help="skip the workloads' table: only the A/B sections of the workloads "
-                         "named (CUDA graphs, fused toy net, W4 unrolled, W1 register cap, row kernel vs GEMM)")
+                         "named (threads per replica, CUDA graphs, fused toy net, W4 unrolled, "
+                         "W1 register cap, row kernel vs GEMM)")
     a = ap.parse_args(argv)
     xp, backend_cls, desc, sync = setup()
     seconds = 0.05 if a.tiny else a.seconds
@@ -625,6 +655,8 @@ def main(argv=None) -> int:
         print(json.dumps({label: out}), flush=True)
         return out
 
+    lanes = optional("lanes_gain", "W2" in names or "W3" in names, lanes_gain, W, names,
+                     a.tiny, dtypes, backend_cls, seconds, sync)
     gain = optional("graph_gain", "W3" in names, graph_gain, a.tiny, dtypes[0], backend_cls,
                     seconds, sync)
     nets = optional("toynet_gain", "W4" in names, toynet_gain, a.tiny, dtypes[0], backend_cls,
@@ -691,6 +723,21 @@ def main(argv=None) -> int:
                   1e6 * r["replicas"] * w.flops_per_chain_step / r["gemm_flops_per_s"]]
             lines.append(f"| {r['workload']} | {r['dtype']} | {us[0]:.3g} | {us[1]:.3g} | "
                          f"{us[2]:.3g} | {us[1] / us[2]:.2f} |")
+    if lanes:
+        lines += ["", "## Threads per replica in the dense step kernel (cuda_kernels.GEMM_LANES)",
+                  "", "Chain-steps per second by `gemm_step` with L threads per replica (1: one "
+                  "thread looping over the coordinates, the default; more: each thread a slice "
+                  "of them, design_changes 65), the whole step and with the GEMMs left out.", "",
+                  "| workload | dtype | L | chain-steps/s | / L = 1 | without the GEMM | / L = 1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, r in lanes.items():
+            for L in LANES:
+                whole, bare = r[f"{L}"], r[f"{L} without GEMM"]
+                lines.append(f"| {key.split()[0]} | {key.split()[1]} | {L} | {whole:.3g} | "
+                             f"{whole / r['1']:.2f} | {bare:.3g} | "
+                             f"{bare / r['1 without GEMM']:.2f} |")
+        lines += ["", "Above 1, more threads per replica pay: set cuda_kernels.GEMM_LANES to the "
+                  "best L (design_changes 65)."]
     if gain:
         lines += ["", "## CUDA graphs at a launch-bound size", "",
                   f"W3's landscape at N={gain['N']}, {gain['replicas']} replicas, {gain['dtype']}: "
@@ -767,7 +814,8 @@ def main(argv=None) -> int:
     with open(os.path.splitext(out)[0] + ".json", "w") as fh:
         json.dump({"device": desc, "versions": versions(), "limits": limits, "rows": rows,
                    "graph_gain": gain, "toynet_gain": nets, "unroll_gain": unroll,
-                   "rows_gain": crossover, "regcap_gain": regcap, "cut": cut[0] if cut else None,
+                   "rows_gain": crossover, "regcap_gain": regcap, "lanes_gain": lanes,
+                   "cut": cut[0] if cut else None,
                    "tiny": a.tiny}, fh, indent=1)
     print(f"wrote {out}", file=sys.stderr)
     return 1 if cut else 0

@@ -150,6 +150,45 @@ def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
                                atol=tol * 300)
 
 
+@pytest.mark.parametrize("pair,dtype,lanes", [
+    ("pspin", "float64", 8), ("pspin", "float32", 8), ("pspin", "float64", 4),
+    ("pspin-lm", "float32", 8), ("quadratic", "float64", 8), ("quadratic", "float32", 4)])
+def test_sliced_dense_step_kernel_matches_reference_on_the_device(pair, dtype, lanes,
+                                                                   monkeypatch):
+    """`gemm_step` with 4 and 8 threads per replica (`cuda_kernels.GEMM_LANES`; blocks of 32
+    replicas x L, the sphere's sums through dynamic shared memory): SphericalPSpin (N = 30,
+    p = 3: slices of 8 or 4 coordinates, the last shorter) x OverdampedLangevin and
+    Leimkuhler-Matthews, the dense Quadratic (d = 48) x OverdampedLangevin, 300 replicas (the
+    last block partly empty), to the reference's and one thread per replica's rounding; an
+    uneven first_replica split equal bit for bit."""
+    from langevin_sim.backends import cuda_kernels as ck
+    from langevin_sim.dynamics import LeimkuhlerMatthews, OverdampedLangevin, Schedule
+    from langevin_sim.potentials import Quadratic, SphericalPSpin
+
+    if pair.startswith("pspin"):
+        make = lambda: SphericalPSpin(N=30, p=3, seed=1, planted=0.3)   # noqa: E731
+        dyn = (LeimkuhlerMatthews if pair == "pspin-lm" else OverdampedLangevin)(
+            Schedule("linear", 0.02, 0.01, 30), 0.7)
+    else:
+        make = lambda: Quadratic(spectrum=np.linspace(0.2, 3.0, 48), seed=1)   # noqa: E731
+        dyn = OverdampedLangevin(0.05, Schedule("cosine", 0.8, 0.3, 30))
+    tol = 1e-9 if dtype == "float64" else 5e-4
+    kw = dict(seed=5, dtype=dtype)
+    one = Simulation(make(), dyn, 300, backend="cuda", **kw)
+    one.advance(20)
+    monkeypatch.setattr(ck, "GEMM_LANES", lanes)
+    ref, whole = backends_agree("cuda", make, dyn, 300, (7, 13), rtol=tol, atol=tol, what=pair,
+                                **kw)
+    parts = []
+    for r0, n in ((0, 117), (117, 183)):
+        p = Simulation(make(), dyn, n, backend="cuda", first_replica=r0, **kw)
+        p.advance(20)
+        parts.append(p)
+    np.testing.assert_array_equal(np.concatenate([p.state["x"] for p in parts]),
+                                  whole.state["x"])
+    np.testing.assert_allclose(whole.state["x"], one.state["x"], rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_grokking_net_runs_fused_in_tiles_on_the_device(dtype):
     """The grokking scenario's default net (p = 23, hidden 64, one-hot, 317 training pairs)
