@@ -10,9 +10,11 @@
 #    are bound by kernel compilation, one CPU core each), each test at most GPU_TEST_TIMEOUT
 #    (150) s where pytest-timeout is installed;
 # 3. the throughput benchmark (benchmarks/gpu_throughput.py: W1-W4, float32 and float64, next
-#    to the Philox-only rate, copy bandwidth, cuBLAS GEMM and JAX when installed; CUDA graphs
-#    at a launch-bound size; the grokking net fused against the generic path; W4 with its
-#    batch loops opaque and unrolled; W2 and W3 without their GEMMs; W1 with its registers
+#    to the Philox-only rate, copy bandwidth, cuBLAS GEMM and JAX when installed (true
+#    float32 matmuls; its TF32 default beside it); W2 and W3 without their GEMMs and by the
+#    dense step kernel at 1, 4 and 8 threads per replica; CUDA graphs at a launch-bound size;
+#    the grokking net fused against the generic path; W4 with its batch loops opaque and
+#    unrolled; W1 with its registers
 #    capped at 64; the dense Quadratic at d = 32 and 64 by the row kernel and by the GEMM
 #    path), <= 250 s; cut short by the budget, it still writes its report with what
 #    it measured, saying where it was cut (exit status 124).
