@@ -369,8 +369,9 @@ def lanes_gain(W: dict, names: list, tiny: bool, dtypes: list, backend_cls, seco
                sync) -> dict:
     """W2 and W3 (those in `names`) by `gemm_step` with each of LANES threads per replica
     (`cuda_kernels.GEMM_LANES`; 1: the default, one thread looping over the N coordinates;
-    more: the sliced kernel, design_changes 65): chain-steps per second of the whole step and
-    with the GEMMs left out (`without_gemm_rate`), {"W2 float32": {lanes: rate, ...}}."""
+    more: the sliced kernel, design_changes 65): chain-steps per second of the whole step,
+    {"W2 float32": {"1": rate, "4": ..., "8": ...}} (the step without its GEMM at L = 1 is in
+    the workloads' table)."""
     from langevin_sim.backends import cuda_kernels as ck
 
     out = {}
@@ -383,8 +384,6 @@ def lanes_gain(W: dict, names: list, tiny: bool, dtypes: list, backend_cls, seco
                     ck.GEMM_LANES = lanes
                     got[f"{lanes}"] = device_rate(W[name].build(dt, backend_cls), seconds, sync,
                                                   1 if tiny else 3)
-                    got[f"{lanes} without GEMM"] = without_gemm_rate(W[name], dt, backend_cls,
-                                                                     seconds, sync, tiny)
     finally:
         ck.GEMM_LANES = saved
     return out
@@ -727,15 +726,12 @@ def main(argv=None) -> int:
         lines += ["", "## Threads per replica in the dense step kernel (cuda_kernels.GEMM_LANES)",
                   "", "Chain-steps per second by `gemm_step` with L threads per replica (1: one "
                   "thread looping over the coordinates, the default; more: each thread a slice "
-                  "of them, design_changes 65), the whole step and with the GEMMs left out.", "",
-                  "| workload | dtype | L | chain-steps/s | / L = 1 | without the GEMM | / L = 1 |",
-                  "|---|---|---|---|---|---|---|"]
+                  "of them, design_changes 65), GEMM included.", "",
+                  "| workload | dtype | L | chain-steps/s | / L = 1 |", "|---|---|---|---|---|"]
         for key, r in lanes.items():
             for L in LANES:
-                whole, bare = r[f"{L}"], r[f"{L} without GEMM"]
-                lines.append(f"| {key.split()[0]} | {key.split()[1]} | {L} | {whole:.3g} | "
-                             f"{whole / r['1']:.2f} | {bare:.3g} | "
-                             f"{bare / r['1 without GEMM']:.2f} |")
+                lines.append(f"| {key.split()[0]} | {key.split()[1]} | {L} | {r[f'{L}']:.3g} | "
+                             f"{r[f'{L}'] / r['1']:.2f} |")
         lines += ["", "Above 1, more threads per replica pay: set cuda_kernels.GEMM_LANES to the "
                   "best L (design_changes 65)."]
     if gain:
