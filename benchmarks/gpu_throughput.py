@@ -9,7 +9,7 @@ Workloads (the issue's GPU sizes; float32 and float64):
   W3  spherical p=3 spin glass, N=64, 2^14 replicas, overdamped Langevin
   W4  TeacherStudentMLP d_in=16, hidden=32, 2^12 replicas, SGD batch 32, momentum 0.9
 W2 and W3 also with their GEMMs left out (where a dense step's time goes), and both by the
-dense step kernel with 1, 4 and 8 threads per replica (cuda_kernels.GEMM_LANES).
+dense step kernel with 1, 4, 8 and 16 threads per replica (cuda_kernels.GEMM_LANES).
 Beside them (first dtype only): W3's landscape at 256 replicas with and without CUDA graphs,
 and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 256 replicas)
 by the fused toy-net kernel and by the generic path; and W4 by the toy-net kernel with its
@@ -362,7 +362,7 @@ def regcap_gain(w1: Workload, tiny: bool, dtypes: list, backend_cls, seconds: fl
     return out
 
 
-LANES = (1, 4, 8)    # threads per replica `lanes_gain` measures
+LANES = (1, 4, 8, 16)    # threads per replica `lanes_gain` measures
 
 
 def lanes_gain(W: dict, names: list, tiny: bool, dtypes: list, backend_cls, seconds: float,
@@ -370,7 +370,7 @@ def lanes_gain(W: dict, names: list, tiny: bool, dtypes: list, backend_cls, seco
     """W2 and W3 (those in `names`) by `gemm_step` with each of LANES threads per replica
     (`cuda_kernels.GEMM_LANES`; 1: the default, one thread looping over the N coordinates;
     more: the sliced kernel, design_changes 65): chain-steps per second of the whole step,
-    {"W2 float32": {"1": rate, "4": ..., "8": ...}} (the step without its GEMM at L = 1 is in
+    {"W2 float32": {"1": rate, "4": ..., ...}} (the step without its GEMM at L = 1 is in
     the workloads' table)."""
     from langevin_sim.backends import cuda_kernels as ck
 

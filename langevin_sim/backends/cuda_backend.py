@@ -483,10 +483,12 @@ def padded_columns(M: int) -> int:
 def gemm_block(dyn, N: int) -> tuple:
     """`cuda_kernels.gemm_step`'s thread block for dynamics `dyn` on N coordinates (the
     families build their row rules for it, `gemm_steps` launches it): ``(R, L)``, L =
-    `cuda_kernels.GEMM_LANES` threads per replica (at most N, each slice at least one
-    coordinate) for overdamped Langevin and Leimkuhler-Matthews (GEMM_LANE_RULES), R
-    replicas per block (`cuda_runtime.lane_block`); (0, 1), one thread per replica, else."""
-    lanes = ck.GEMM_LANES if type(dyn) in (OverdampedLangevin, LeimkuhlerMatthews) else 1
+    `cuda_kernels.GEMM_LANES` threads per replica (at most 32, so that a block of 32 replicas
+    stays within CUDA's 1024 threads, and at most N, each slice at least one coordinate) for
+    overdamped Langevin and Leimkuhler-Matthews (GEMM_LANE_RULES), R replicas per block
+    (`cuda_runtime.lane_block`); (0, 1), one thread per replica, else."""
+    lanes = min(ck.GEMM_LANES, 32) if type(dyn) in (OverdampedLangevin, LeimkuhlerMatthews) \
+        else 1
     lanes = -(-N // -(-N // lanes)) if lanes > 1 else 1     # no empty slice
     return rt.lane_block(lanes)
 
