@@ -128,7 +128,7 @@ def _block_cached(block):
         if b != blk:
             c0, c1, c2, c3 = block(k0, k1, purpose, rep, np.uint64(b))
             blk = b
-        return pick(n - 4 * b, c0, c1, c2, c3), b, c0, c1, c2, c3
+        return pick(np.int32(n - 4 * b), c0, c1, c2, c3), b, c0, c1, c2, c3
     return value
 
 

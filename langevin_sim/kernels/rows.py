@@ -272,14 +272,18 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
             for j in range(B):
                 idx[j] = j
         a1, a2 = cast(1.0 - q0), cast(1.0 - q1)    # AdamW: 1 - beta1, 1 - beta2 (`complements`)
-        # the noise scale as the kind uses it (LM: sigma / 2) and BAOAB's (c1, c2), from float64
-        # (a sqrt; an exp): once where both schedules are constant (kind 0), else every step
+        # the step size and temperature, the step size in the state's dtype (and half of it),
+        # the noise scale as the kind uses it (LM: sigma / 2) and BAOAB's (c1, c2), from
+        # float64 (a sqrt; an exp): once where both schedules are constant (kind 0), else
+        # every step
         fixed = int(es[0]) == 0 and (KIND == ADAMW or int(ts[0]) == 0)
-        sc = bc1 = bc2 = zero
+        sc = bc1 = bc2 = ec = eh = zero
+        eta = T = 0.0
         for t in range(t0, t0 + K):
-            eta = sched(int(es[0]), es[1], es[2], es[3], t)
-            T = 0.0 if KIND == ADAMW else sched(int(ts[0]), ts[1], ts[2], ts[3], t)
-            if t == t0 or not fixed:
+            if t == t0 or not fixed:   # (the codes' loads too: stores in the loop keep the
+                eta = sched(int(es[0]), es[1], es[2], es[3], t)    # compiler from hoisting)
+                T = 0.0 if KIND == ADAMW else sched(int(ts[0]), ts[1], ts[2], ts[3], t)
+                ec, eh = cast(eta), cast(0.5 * eta)
                 sig = noise_scale(eta, T)
                 sc = cast(0.5 * sig) if KIND == LM else cast(sig)
                 if KIND == BAOAB:
@@ -320,7 +324,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                 row(xs, g, w, args, idx, NB_, lab, False)
             good = True
             if KIND == OVERDAMPED or KIND == LM:
-                e, s1 = cast(eta), sc
+                e, s1 = ec, sc
                 for i in range(D):
                     n = np.int64(t) * D + i
                     z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
@@ -333,7 +337,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     xn[i] = v
                     good = good and ok_(v, bound)
             elif KIND == HEUN:
-                e, h, s1 = cast(eta), cast(0.5 * eta), sc
+                e, h, s1 = ec, eh, sc
                 for i in range(D):
                     n = np.int64(t) * D + i
                     z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
@@ -346,7 +350,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     xn[i] = v
                     good = good and ok_(v, bound)
             elif KIND == BAOAB:
-                h, inv_m, s1, s2 = cast(0.5 * eta), cast(1.0 / q1), bc1, bc2
+                h, inv_m, s1, s2 = eh, cast(1.0 / q1), bc1, bc2
                 for i in range(D):
                     n = np.int64(t) * D + i
                     z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
@@ -361,7 +365,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     Bn[i] = gv
                     good = good and ok_(xn[i], bound) and ok_(pv, bound) and ok_(gv, bound)
             elif KIND == SGD_:
-                lr, s1 = cast(eta), sc
+                lr, s1 = ec, sc
                 for i in range(D):
                     n = np.int64(t) * D + i
                     gi = cast(g[i])
@@ -377,7 +381,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     An[i] = vv
                     good = good and ok_(xv, bound) and ok_(vv, bound)
             elif KIND == MALA_:
-                e, s1 = cast(eta), sc
+                e, s1 = ec, sc
                 for i in range(D):
                     n = np.int64(t) * D + i
                     z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
@@ -406,7 +410,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     ur = uy
                     acc[r] += 1.0
             else:   # ADAMW
-                lr = cast(eta)
+                lr = ec
                 c1, c2 = cast(1.0 - math.pow(q0, t + 1)), cast(1.0 - math.pow(q1, t + 1))
                 for i in range(D):
                     xv, mv, sv = adamw_update(xs[i], As[i], Bs[i], cast(g[i]), lr, c0, c1_,
