@@ -510,6 +510,8 @@ if not SIM:
 # ---------------------------------------------------------------- under the simulator
 
 if SIM:
+    from numba import cuda    # a module global: the simulator swaps it in a kernel's globals
+
     from langevin_sim import open_run
     from langevin_sim.backends import cuda_backend, cuda_runtime
     from langevin_sim.first_passage import Ball, FirstPassage, HalfSpace
@@ -943,6 +945,41 @@ if SIM:
         def host_sort(run, epoch):
             raise AssertionError("the epoch's permutation was sorted outside the kernel")
         monkeypatch.setattr(cuda_backend.DeviceRun, "permutations", host_sort)
+
+    def test_state_bound_passes_exactly_the_values_the_float64_bound_passes():
+        """`cuda_kernels.state_bound`: a float32 value v passes |v| <= state_bound(bound) in
+        float32 exactly when |v| <= bound in float64 -- for bounds that round up, down or
+        exactly to float32, beyond float32's range, inf, and powers of two (whose float32
+        below is half a step closer), and values at, around and between them, inf and NaN;
+        float64 states keep the bound."""
+        from langevin_sim.backends import cuda_kernels as ck
+
+        within = ck.steps().within_bound
+        rng = np.random.default_rng(4)
+        bounds = np.concatenate([np.exp(rng.uniform(-40, 80, 300)), 2.0 ** np.arange(-20, 40),
+                                 [1e8, 20.0, 1.9, 1e300, 3.4028235e38, 3.4028236e38,
+                                  np.inf, np.float64(np.float32(1.9)) + 1e-12]])
+        for f32 in (True, False):
+            ftype = np.float32 if f32 else np.float64
+            bound_of = ck.state_bound(f32)
+
+            @cuda.jit
+            def kernel(v, bound, out):
+                i = cuda.grid(1)
+                if i < v.shape[0]:
+                    out[i] = within(v[i], bound_of(bound))
+
+            for bound in bounds:
+                with np.errstate(over="ignore"):
+                    b = ftype(bound) if np.isfinite(ftype(bound)) else np.finfo(ftype).max
+                near = np.array([b, np.nextafter(b, ftype(0)), np.nextafter(b, ftype(np.inf)),
+                                 np.inf, np.nan, 0, b / 3], ftype)
+                v = np.concatenate([near, -near])
+                out = np.zeros(v.shape, np.bool_)
+                kernel[4, 4](v, float(bound), out)
+                with np.errstate(invalid="ignore"):
+                    np.testing.assert_array_equal(out, np.abs(v.astype(np.float64)) <= bound,
+                                                  err_msg=f"bound {bound!r}, {ftype.__name__}")
 
     def test_row_kernels_take_epoch_permutations_from_the_host_beyond_max_perm(monkeypatch):
         """Epoch sampling of more than MAX_PERM samples: the permutations come from the

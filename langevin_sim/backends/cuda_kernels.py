@@ -104,6 +104,31 @@ def helpers():
     return pick, row_ok, copy_row
 
 
+F32_INF, F32_MAX = np.float32(np.inf), np.finfo(np.float32).max
+ONE_DOWN = np.float32(1.0 - 2.0 ** -24)  # b * ONE_DOWN: the float32 below a positive normal b
+
+
+@functools.lru_cache(maxsize=None)
+def state_bound(f32: bool):
+    """Device function: the divergence bound (float64, > 0) for values of the state's dtype.
+    Float32 states test against the largest float32 <= bound, which passes exactly the
+    float32 v with |v| <= bound (`within_bound` in float32: no conversion to float64 and
+    float64 compare per test); float64 states against the bound itself."""
+    ftype = np.float32 if f32 else np.float64
+
+    @cuda.jit(device=True)
+    def bound_of(bound):
+        b = ftype(bound)
+        if not f32:
+            return b
+        if b == F32_INF and bound < math.inf:      # beyond float32's largest finite value
+            return F32_MAX
+        if np.float64(b) > bound:                  # rounded up: the float32 below it
+            return b * ONE_DOWN
+        return b
+    return bound_of
+
+
 def _normals_fn(f32: bool):
     dev = device_rng()
     return dev.block_normals_f32 if f32 else dev.block_normals

@@ -192,6 +192,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
         return ftype(v)
 
     draw, word = ck.cached_draws(f32)        # normals / words with a cached Philox block
+    state_bound = ck.state_bound(f32)
 
     @cuda.jit(device=True)
     def sift(keys, root, end):
@@ -276,6 +277,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
         # the noise scale as the kind uses it (LM: sigma / 2) and BAOAB's (c1, c2), from
         # float64 (a sqrt; an exp): once where both schedules are constant (kind 0), else
         # every step
+        bs = state_bound(bound)         # for values of the state's dtype (U, counts: bound)
         fixed = int(es[0]) == 0 and (KIND == ADAMW or int(ts[0]) == 0)
         sc = bc1 = bc2 = ec = eh = zero
         eta = T = 0.0
@@ -335,7 +337,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                                                          u2, u3)
                         v = xs[i] + lm(zero, cast(g[i]), e, s1, z, z2n)
                     xn[i] = v
-                    good = good and ok_(v, bound)
+                    good = good and ok_(v, bs)
             elif KIND == HEUN:
                 e, h, s1 = ec, eh, sc
                 for i in range(D):
@@ -348,7 +350,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                 for i in range(D):
                     v = xs[i] + heun(zero, cast(g0[i]), cast(g[i]), h, s1, zs[i])
                     xn[i] = v
-                    good = good and ok_(v, bound)
+                    good = good and ok_(v, bs)
             elif KIND == BAOAB:
                 h, inv_m, s1, s2 = eh, cast(1.0 / q1), bc1, bc2
                 for i in range(D):
@@ -363,7 +365,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     pv = last(An[i], gv, h)
                     An[i] = pv
                     Bn[i] = gv
-                    good = good and ok_(xn[i], bound) and ok_(pv, bound) and ok_(gv, bound)
+                    good = good and ok_(xn[i], bs) and ok_(pv, bs) and ok_(gv, bs)
             elif KIND == SGD_:
                 lr, s1 = ec, sc
                 for i in range(D):
@@ -379,7 +381,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     xv, vv = sgd_update(xs[i], As[i], gi, lr, c0, c1_, s1, z)
                     xn[i] = xv
                     An[i] = vv
-                    good = good and ok_(xv, bound) and ok_(vv, bound)
+                    good = good and ok_(xv, bs) and ok_(vv, bs)
             elif KIND == MALA_:
                 e, s1 = ec, sc
                 for i in range(D):
@@ -398,11 +400,11 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                 take = accept(uniform(wd), log_alpha(uy, ur, bwd, fwd, eta, T))
                 if take:
                     for i in range(D):
-                        good = good and ok_(xn[i], bound) and ok_(An[i], bound)
+                        good = good and ok_(xn[i], bs) and ok_(An[i], bs)
                     good = good and ok_(uy, bound) and ok_(acc[r] + 1.0, bound)
                 else:
                     for i in range(D):
-                        good = good and ok_(xs[i], bound) and ok_(As[i], bound)
+                        good = good and ok_(xs[i], bs) and ok_(As[i], bs)
                         xn[i] = xs[i]
                         An[i] = As[i]
                     good = good and ok_(ur, bound) and ok_(acc[r], bound)
@@ -418,7 +420,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     xn[i] = xv
                     An[i] = mv
                     Bn[i] = sv
-                    good = good and ok_(xv, bound) and ok_(mv, bound) and ok_(sv, bound)
+                    good = good and ok_(xv, bs) and ok_(mv, bs) and ok_(sv, bs)
             if not good:
                 dstep[r] = t + 1
                 observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t + 1)
