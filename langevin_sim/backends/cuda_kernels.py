@@ -495,7 +495,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
     divergence test).  A good step is committed to XT and ``refresh(XT, r, 0, 1, a0, a1, a2,
     a3)`` prepares the next GEMM's operand from it; a bad one freezes the replica
     (dstep = t + 1).  a0..a3 are the family's arrays; compiled per (row, refresh, dtype, N,
-    rule, block).
+    rule, block).  The divergence test of state values takes `state_bound`(bound).
 
     block = (R, L) with L > 1 (`cuda_backend.gemm_block`; rules GEMM_LANE_RULES): L threads
     per replica in blocks of R replicas x L, thread (x, y) holding slice y, coordinates
@@ -539,6 +539,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
                                                      st.within_bound)
     word = cached_draws(f32)[1]
     pick = helpers()[0]
+    bound_of = state_bound(f32)
     ftype = np.float32 if f32 else np.float64
 
     @cuda.jit(device=True)
@@ -587,7 +588,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
                              cast(1.0), s > 0)
             sigma = noise_scale(e, T)
             ok = every(row(XT[i0:i1, rr], GT[i0:i1, rr], z, cast(e),
-                           cast(0.5 * sigma if lm else sigma), cast(0.0), bound, new,
+                           cast(0.5 * sigma if lm else sigma), cast(0.0), bound_of(bound), new,
                            a0[i0:i1]))
             if live and ok:
                 for j in range(i1 - i0):
@@ -611,6 +612,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
         t = tv[0] + k
         z = cuda.local.array(N, ftype)
         new = cuda.local.array(N, ftype)
+        bs = bound_of(bound)       # for values of the state's dtype (MALA's U, counts: bound)
         e = sched(int(es[0]), es[1], es[2], es[3], t)
         T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
         rep = rep0 + np.uint64(r)
@@ -618,7 +620,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
             normals_into(z, k0, k1, NOISE, rep, (np.int64(t) + s) * N, N, cast(1.0), s > 0)
         sigma = noise_scale(e, T)
         if rule == GEMM_PREDICT:
-            row(XT[:, r], GT[:, r], z, cast(e), cast(sigma), cast(0.0), bound, new, a0)
+            row(XT[:, r], GT[:, r], z, cast(e), cast(sigma), cast(0.0), bs, new, a0)
             for i in range(N):
                 X2[i, r] = new[i]
             refresh(X2, r, 0, 1, a0, a1, a2, a3)
@@ -638,9 +640,9 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
             good = within(uy, bound) and within(nacc[r] + (1.0 if take else 0.0), bound)
             for i in range(N):
                 if take:
-                    good = good and within(X2[i, r], bound) and within(G2[i, r] - a0[i], bound)
+                    good = good and within(X2[i, r], bs) and within(G2[i, r] - a0[i], bs)
                 else:
-                    good = good and within(XT[i, r], bound) and within(GT[i, r] - a0[i], bound)
+                    good = good and within(XT[i, r], bs) and within(GT[i, r] - a0[i], bs)
             if not good:
                 dstep[r] = t + 1
             elif take:
@@ -658,7 +660,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
             if q1 > 0:
                 normals_into(gq, k0, k1, GRAD_NOISE, rep, np.int64(t) * N, N, cast(q1), True)
             ok = row(XT[:, r], gq, X2[:, r], z, cast(e), cast(q0), cast(q3), cast(sigma),
-                     cast(0.0), bound, new, vn, a0)
+                     cast(0.0), bs, new, vn, a0)
             if ok:
                 for i in range(N):
                     X2[i, r] = vn[i]
@@ -668,7 +670,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
             ok = row(XT[:, r], GT[:, r], X2[:, r], G2[:, r], cast(e), cast(q0), cast(q1),
                      cast(1.0 - q0), cast(1.0 - q1), cast(q2), cast(q3),
                      cast(1.0 - math.pow(q0, t + 1)),
-                     cast(1.0 - math.pow(q1, t + 1)), cast(0.0), bound, new, mn, sn, a0)
+                     cast(1.0 - math.pow(q1, t + 1)), cast(0.0), bs, new, mn, sn, a0)
             if ok:
                 for i in range(N):
                     X2[i, r] = mn[i]
@@ -677,10 +679,10 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
             g = cuda.local.array(N, ftype)
             for i in range(N):
                 g[i] = GT[i, r] + G2[i, r]
-            ok = row(XT[:, r], g, z, cast(0.5 * e), cast(sigma), cast(0.0), bound, new, a1)
+            ok = row(XT[:, r], g, z, cast(0.5 * e), cast(sigma), cast(0.0), bs, new, a1)
         else:
             ok = row(XT[:, r], GT[:, r], z, cast(e), cast(0.5 * sigma if lm else sigma),
-                     cast(0.0), bound, new, a0)
+                     cast(0.0), bs, new, a0)
         if ok:
             for i in range(N):
                 XT[i, r] = new[i]
