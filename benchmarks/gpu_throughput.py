@@ -23,12 +23,12 @@ Limits, measured on the same device in the same run: the Philox-only normal rate
 project's own generator (rng.block_normals compiled for numba-cuda, every normal consumed),
 device copy bandwidth, the cuBLAS GEMM rate at each dense workload's shape, and (when JAX is
 installed) a JAX jit + lax.scan implementation of the same workload (its matmuls in true
-float32, `JAX_PRECISION`; in float32 also at JAX's TF32 default, for information).  Rates are medians of
-repeats; each repeat runs enough steps to last about --seconds / 4.  Targets (issue 12): W1 >=
-50% of the Philox-only rate; W2, W3 >= 50% of the GEMM rate at their shape; every workload
-ahead of JAX.  `--tiny` shrinks every size so that the script runs under the CUDA simulator
-(NUMBA_ENABLE_CUDASIM=1; the numbers then mean nothing).  Writes markdown and JSON to --out
-(default benchmarks/results/gpu-<device model>.md).
+float32, `JAX_PRECISION`; in float32 also at JAX's TF32 default, for information).  Rates
+are medians of repeats; each repeat runs enough steps to last about --seconds / 4.  Targets
+(issue 12): W1 >= 50% of the Philox-only rate; W2, W3 >= 50% of the GEMM rate at their
+shape; every workload ahead of JAX.  `--tiny` shrinks every size so that the script runs
+under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1; the numbers then mean nothing).  Writes
+markdown and JSON to --out (default benchmarks/results/gpu-<device model>.md).
 """
 from __future__ import annotations
 

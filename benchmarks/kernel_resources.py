@@ -182,13 +182,13 @@ def specimens(only: set[str]):
                    ck.gemm_step(row, refresh, f32, 256), ck.gemm_signature(f32, (ft[::1],) * 4),
                    threads)
             blk = (32, 8)                                 # the sliced kernel (GEMM_LANES 8)
-            yield ("gemm", "W2 Quadratic d=256 overdamped, 8 threads a replica (+2 KiB dynamic shared)", dtype,
+            wide = ", 8 threads a replica (+2 KiB dynamic shared)"
+            yield ("gemm", "W2 Quadratic d=256 overdamped" + wide, dtype,
                    ck.gemm_step(row, refresh, f32, 256, ck.GEMM_OVERDAMPED, blk),
                    ck.gemm_signature(f32, (ft[::1],) * 4), blk[0] * blk[1])
             for b in ((0, 1), blk):
                 row, refresh, _ = pspin._cuda_rules(f32, 64, b)   # the packed couplings' operands
-                yield ("gemm", "W3 p-spin N=64 overdamped"
-                       + (", 8 threads a replica (+2 KiB dynamic shared)" if b[1] > 1 else ""), dtype,
+                yield ("gemm", "W3 p-spin N=64 overdamped" + (wide if b[1] > 1 else ""), dtype,
                        ck.gemm_step(row, refresh, f32, 64, ck.GEMM_OVERDAMPED, b),
                        ck.gemm_signature(f32, (ft[:, ::1], int64[:, ::1], int64[::1],
                                                int64[::1])), b[0] * b[1] if b[1] > 1 else threads)

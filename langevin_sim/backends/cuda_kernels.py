@@ -439,7 +439,7 @@ GEMM_OVERDAMPED, GEMM_LM, GEMM_PREDICT, GEMM_CORRECT, GEMM_SGD, GEMM_ADAMW, GEMM
 GEMM_LANES = 1      # threads per replica in `gemm_step`'s GEMM_LANE_RULES launches
 # (`cuda_backend.gemm_block`): 1, one thread per replica (as measured on the H200); more split
 # a replica's N coordinates into contiguous slices, one per thread (design_changes 65;
-# gpu_throughput measures 4 and 8 against 1)
+# gpu_throughput measures 4, 8 and 16 against 1)
 GEMM_LANE_RULES = (GEMM_OVERDAMPED, GEMM_LM)
 
 
@@ -504,7 +504,9 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
     (the same stream positions), runs the row on its slices of XT, GT and a0, the row's
     sums completed across the slices by `lane_ops`' total (`kernels.pspin.lane_sum`); the
     replica steps if every slice passed (`lane_ops`' every), and ``refresh(XT, r, y, L, ...)``
-    then prepares the y-th share of the next GEMM's operand, after every slice is written.  X2, G2 (N, MP): Heun's predictor and its gradient (unused by the other rules).
+    then prepares the y-th share of the next GEMM's operand, after every slice is written.
+
+    X2, G2 (N, MP): Heun's predictor and its gradient (unused by the other rules).
     Rules: GEMM_OVERDAMPED; GEMM_LM, Leimkuhler-Matthews: the noise is the sum of the normals
     of steps t and t + 1 (at t N + i and (t + 1) N + i) with sigma / 2, which is
     `lm_update(0, g, eta, sigma / 2, xi_t, xi_t+1)` in the row's `overdamped_update`;
@@ -573,8 +575,8 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
             M = dstep.shape[0]
             y = cuda.threadIdx.y
             r = cuda.blockIdx.x * R + cuda.threadIdx.x
-            rr = r if r < M else M - 1             # a column that exists: every thread must reach the
-            live = r < M and dstep[rr] < 0     # barriers, even past M or frozen
+            rr = r if r < M else M - 1      # a column that exists: every thread must reach
+            live = r < M and dstep[rr] < 0  # the barriers, even past M or frozen
             t = tv[0] + k
             i0 = y * C if y * C < N else N
             i1 = i0 + C if i0 + C < N else N

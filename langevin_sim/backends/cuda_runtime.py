@@ -566,7 +566,7 @@ def launch(kernel, n: int, *args, block: tuple = (0, 1)) -> None:
 
 def lane_block(lanes: int) -> tuple:
     """(R, lanes): a block of R replicas x `lanes` threads each (`launch`'s block): R = 32 on
-    a GPU (a warp holds one lane of 32 consecutive replicas), `threads_per_block` (4) in the
+    a GPU (a warp holds one slice of 32 consecutive replicas), `threads_per_block` (4) in the
     simulator; (0, 1) for one thread per replica."""
     if lanes <= 1:
         return (0, 1)

@@ -57,8 +57,8 @@ from .gemm import dot_rows
 def lane_sum(v):
     """v summed over the threads that share one replica's row, each holding a slice of it:
     the identity where one thread holds the whole row (the CPU, one thread per replica on
-    "cuda"); `cuda_kernels.lane_sum`'s shared-memory sum in the lane order where the
-    fused dense kernel gives a replica several threads (`cuda_kernels.gemm_block`)."""
+    "cuda"); `cuda_kernels.lane_ops`' shared-memory sum in slice order where the fused
+    dense kernel gives a replica several threads (`cuda_backend.gemm_block`)."""
     return v
 
 
