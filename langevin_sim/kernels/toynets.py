@@ -1122,6 +1122,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
     bn, bw, bi = ck._normals_fn(f32), bits.block_words, bits.bounded_index
     pick = ck.helpers()[0]
     draw = ck.cached_draws(f32)[0]       # normals with a cached Philox block
+    bound_of = ck.state_bound(f32)
     sched, noise_scale, ok_ = dev.schedule_value, dev.noise_scale, dev.within_bound
     sgd_update, adamw_update = dev.sgd_update, dev.adamw_update
     od_lane, lm_update = dev.overdamped_lane, dev.lm_update
@@ -1336,6 +1337,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
         lane = cuda.threadIdx.x
         if dstep[r] >= 0:                 # frozen before this launch (uniform in the block)
             return
+        bs = bound_of(bound)   # for values of the state's dtype (MALA's U, counts: bound)
         A = cuda.shared.array((1 if GATHER else TB, DIN), ftype)   # a tile's inputs,
         S = cuda.shared.array((TB, HP), ftype)            # activations, dout
         W2 = cuda.shared.array((KO, H), ftype)
@@ -1671,20 +1673,20 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                         for k in range(E):
                             i = q * E + k
                             if take:
-                                ok = ok and ok_(P[i], bound) and ok_(G[i], bound)
+                                ok = ok and ok_(P[i], bs) and ok_(G[i], bs)
                             else:
-                                ok = ok and ok_(X0[i], bound) and ok_(Sa[i], bound)
+                                ok = ok and ok_(X0[i], bs) and ok_(Sa[i], bs)
                 for c in range(KO):
                     if take:
-                        ok = ok and ok_(P2[c], bound) and ok_(G2[c], bound)
+                        ok = ok and ok_(P2[c], bs) and ok_(G2[c], bs)
                     else:
-                        ok = ok and ok_(X02[c], bound) and ok_(Sa2[c], bound)
+                        ok = ok and ok_(X02[c], bs) and ok_(Sa2[c], bs)
                 for q in range(EPL):
                     if lane + NT * q < PE:
                         if take:
-                            ok = ok and ok_(Q[q], bound) and ok_(QG[q], bound)
+                            ok = ok and ok_(Q[q], bs) and ok_(QG[q], bs)
                         else:
-                            ok = ok and ok_(Q0[q], bound) and ok_(Qa[q], bound)
+                            ok = ok and ok_(Q0[q], bs) and ok_(Qa[q], bs)
                 if take:
                     ok = ok and ok_(uy, bound) and ok_(ar + 1.0, bound)
                 else:
@@ -1779,12 +1781,12 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
             for q in range(HPL):
                 if lane + NT * q < H:
                     for k in range(E):
-                        ok = ok and rule_ok(P, Sa, Sb, G, XI, q * E + k, h, co, noisy, bound)
+                        ok = ok and rule_ok(P, Sa, Sb, G, XI, q * E + k, h, co, noisy, bs)
             for c in range(KO):
-                ok = ok and rule_ok(P2, Sa2, Sb2, G2, XI2, c, h, co, noisy, bound)
+                ok = ok and rule_ok(P2, Sa2, Sb2, G2, XI2, c, h, co, noisy, bs)
             for q in range(EPL):
                 if lane + NT * q < PE:
-                    ok = ok and rule_ok(Q, Qa, Qb, QG, QXI, q, h, co, noisy, bound)
+                    ok = ok and rule_ok(Q, Qa, Qb, QG, QXI, q, h, co, noisy, bs)
             if cuda.syncthreads_and(1 if ok else 0) == 0:
                 if BA:                    # the state before the step: x back from X0
                     copy_owned(P, P2, Q, X0, X02, Q0)
