@@ -1337,7 +1337,6 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
         lane = cuda.threadIdx.x
         if dstep[r] >= 0:                 # frozen before this launch (uniform in the block)
             return
-        bs = bound_of(bound)   # for values of the state's dtype (MALA's U, counts: bound)
         A = cuda.shared.array((1 if GATHER else TB, DIN), ftype)   # a tile's inputs,
         S = cuda.shared.array((TB, HP), ftype)            # activations, dout
         W2 = cuda.shared.array((KO, H), ftype)
@@ -1666,27 +1665,27 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                 w0, w1, w2, w3 = bw(k0, k1, ACCEPT, rep, np.uint64(t // 4))
                 take = accept(uniform(pick(t - 4 * (t // 4), w0, w1, w2, w3)),
                               log_alpha(uy, ur, bwd, fwd, eta, T))
-                ok = True
+                ok = True        # (against the float64 bound: `state_bound` here spills)
                 for q in range(HPL):
                     j = lane + NT * q
                     if j < H:
                         for k in range(E):
                             i = q * E + k
                             if take:
-                                ok = ok and ok_(P[i], bs) and ok_(G[i], bs)
+                                ok = ok and ok_(P[i], bound) and ok_(G[i], bound)
                             else:
-                                ok = ok and ok_(X0[i], bs) and ok_(Sa[i], bs)
+                                ok = ok and ok_(X0[i], bound) and ok_(Sa[i], bound)
                 for c in range(KO):
                     if take:
-                        ok = ok and ok_(P2[c], bs) and ok_(G2[c], bs)
+                        ok = ok and ok_(P2[c], bound) and ok_(G2[c], bound)
                     else:
-                        ok = ok and ok_(X02[c], bs) and ok_(Sa2[c], bs)
+                        ok = ok and ok_(X02[c], bound) and ok_(Sa2[c], bound)
                 for q in range(EPL):
                     if lane + NT * q < PE:
                         if take:
-                            ok = ok and ok_(Q[q], bs) and ok_(QG[q], bs)
+                            ok = ok and ok_(Q[q], bound) and ok_(QG[q], bound)
                         else:
-                            ok = ok and ok_(Q0[q], bs) and ok_(Qa[q], bs)
+                            ok = ok and ok_(Q0[q], bound) and ok_(Qa[q], bound)
                 if take:
                     ok = ok and ok_(uy, bound) and ok_(ar + 1.0, bound)
                 else:
@@ -1778,6 +1777,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                         zg, cy, y0, y1, y2, y3 = draw(k0, k1, GNOISE, rep, n, cy, y0, y1, y2, y3)
                         G2[k] = G2[k] + h[2] * zg
             ok = True                     # the test: the rule's new values, not kept
+            bs = bound_of(bound)          # (in the state's dtype)
             for q in range(HPL):
                 if lane + NT * q < H:
                     for k in range(E):
