@@ -43,6 +43,7 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
+from unittest import mock
 
 import numpy as np
 
@@ -263,18 +264,14 @@ def graph_gain(tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
 
     N, M = (4, 8) if tiny else (64, 256)
     out = {"N": N, "replicas": M, "dtype": dt}
-    saved = os.environ.pop(rt.GRAPH_ENV, None)
-    try:
+    with mock.patch.dict(os.environ):
+        os.environ.pop(rt.GRAPH_ENV, None)
         for label, steps in (("graphs", None), ("one_by_one", "0")):
             if steps is not None:
                 os.environ[rt.GRAPH_ENV] = steps
             sim = cuda_simulation(SphericalPSpin(N, 3, seed=1), OverdampedLangevin(1e-2, 0.5), M,
                                   dt, backend_cls)
             out[label] = device_rate(sim, seconds, sync, 1 if tiny else 3)
-    finally:
-        os.environ.pop(rt.GRAPH_ENV, None)
-        if saved is not None:
-            os.environ[rt.GRAPH_ENV] = saved
     if rt._GRAPHS_FAILED:
         out["graphs_failed"] = rt._GRAPHS_FAILED[0]
     return out
@@ -294,18 +291,14 @@ def toynet_gain(tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
     p, hidden, M = (3, 2, 2) if tiny else (23, 64, 256)
     pot = ModularArithmeticMLP(p=p, hidden=hidden, train_fraction=0.6, seed=1)
     out = {"p": p, "hidden": hidden, "samples": pot.n_samples, "replicas": M, "dtype": dt}
-    saved = toynets.MAX_OWNED
-    try:
-        for label in ("fused", "generic"):
-            if label == "generic":
-                toynets.MAX_OWNED = 0
+    for label in ("fused", "generic"):
+        with mock.patch.object(toynets, "MAX_OWNED",
+                               0 if label == "generic" else toynets.MAX_OWNED):
             sim = cuda_simulation(pot, AdamW(1e-3, None, weight_decay=1.0), M, dt, backend_cls)
             assert (fused_kernel(sim) is not None) == (label == "fused"), label
             if label == "fused":
                 out["warps"], out["tile"], _ = toynets.layout(sim)
             out[label] = device_rate(sim, seconds, sync, 1 if tiny else 3)
-    finally:
-        toynets.MAX_OWNED = saved
     return out
 
 
@@ -327,15 +320,11 @@ def unroll_gain(w4: Workload, tiny: bool, dt: str, backend_cls, seconds: float, 
     from langevin_sim.kernels import toynets
 
     out = {"dtype": dt, "replicas": w4.replicas}
-    saved = toynets.OPAQUE_BATCH
-    try:
-        for label, opaque in (("opaque", True), ("unrolled", False)):
-            toynets.OPAQUE_BATCH = opaque
+    for label, opaque in (("opaque", True), ("unrolled", False)):
+        with mock.patch.object(toynets, "OPAQUE_BATCH", opaque):
             sim = w4.build(dt, backend_cls)
             out[label] = device_rate(sim, seconds, sync, 1 if tiny else 3)
             out[f"{label}_resources"] = kernel_resources(toynets.kernel_of(sim))
-    finally:
-        toynets.OPAQUE_BATCH = saved
     return out
 
 
@@ -348,17 +337,13 @@ def regcap_gain(w1: Workload, tiny: bool, dtypes: list, backend_cls, seconds: fl
     from langevin_sim.kernels import rows
 
     out = {}
-    saved = rows.MAX_REGISTERS
-    try:
-        for dt in dtypes:
-            got = out[dt] = {"replicas": w1.replicas}
-            for label, cap in (("default", 0), ("cap64", 64)):
-                rows.MAX_REGISTERS = cap
+    for dt in dtypes:
+        got = out[dt] = {"replicas": w1.replicas}
+        for label, cap in (("default", 0), ("cap64", 64)):
+            with mock.patch.object(rows, "MAX_REGISTERS", cap):
                 sim = w1.build(dt, backend_cls)
                 got[label] = device_rate(sim, seconds, sync, 1 if tiny else 3)
                 got[f"{label}_resources"] = kernel_resources(rows.kernel_of(sim))
-    finally:
-        rows.MAX_REGISTERS = saved
     return out
 
 
@@ -375,17 +360,13 @@ def lanes_gain(W: dict, names: list, tiny: bool, dtypes: list, backend_cls, seco
     from langevin_sim.backends import cuda_kernels as ck
 
     out = {}
-    saved = ck.GEMM_LANES
-    try:
-        for name in (n for n in ("W2", "W3") if n in names):
-            for dt in dtypes:
-                got = out[f"{name} {dt}"] = {"replicas": W[name].replicas}
-                for lanes in LANES:
-                    ck.GEMM_LANES = lanes
+    for name in (n for n in ("W2", "W3") if n in names):
+        for dt in dtypes:
+            got = out[f"{name} {dt}"] = {"replicas": W[name].replicas}
+            for lanes in LANES:
+                with mock.patch.object(ck, "GEMM_LANES", lanes):
                     got[f"{lanes}"] = device_rate(W[name].build(dt, backend_cls), seconds, sync,
                                                   1 if tiny else 3)
-    finally:
-        ck.GEMM_LANES = saved
     return out
 
 
@@ -401,22 +382,18 @@ def rows_gain(tiny: bool, backend_cls, seconds: float, sync) -> dict:
     from langevin_sim.kernels import quadratic, rows
     from langevin_sim.potentials import Quadratic
 
-    saved = quadratic.FORM_ROWS_MAX_D
     M = 8 if tiny else 1 << 14
     out = {"replicas": M, "dtype": "float64"}
-    try:
-        for d in ((2, 4) if tiny else sorted({saved, rows.MAX_D})):
-            pot = Quadratic(spectrum=np.linspace(0.1, 1.0, d), seed=1)
-            got = out[d] = {}
-            for rule, dyn in (("sgd", SGD(0.05, None, momentum=0.9, temperature=0.1)),
-                              ("mala", MALA(0.05, 0.5))):
-                for label, max_d in (("rows", d), ("gemm", 0)):
-                    quadratic.FORM_ROWS_MAX_D = max_d
+    for d in ((2, 4) if tiny else sorted({quadratic.FORM_ROWS_MAX_D, rows.MAX_D})):
+        pot = Quadratic(spectrum=np.linspace(0.1, 1.0, d), seed=1)
+        got = out[d] = {}
+        for rule, dyn in (("sgd", SGD(0.05, None, momentum=0.9, temperature=0.1)),
+                          ("mala", MALA(0.05, 0.5))):
+            for label, max_d in (("rows", d), ("gemm", 0)):
+                with mock.patch.object(quadratic, "FORM_ROWS_MAX_D", max_d):
                     sim = cuda_simulation(pot, dyn, M, "float64", backend_cls)
                     assert quadratic.by_rows(sim) == (label == "rows"), label
                     got[f"{rule}_{label}"] = device_rate(sim, seconds, sync, 1 if tiny else 3)
-    finally:
-        quadratic.FORM_ROWS_MAX_D = saved
     return out
 
 
@@ -555,11 +532,8 @@ def without_gemm_rate(w: Workload, dt: str, backend_cls, seconds: float, sync,
         if not done:
             real(a, b, out)
             done.append(True)
-    rt.gemm = first_only
-    try:
+    with mock.patch.object(rt, "gemm", first_only):
         return device_rate(w.build(dt, backend_cls), seconds, sync, 1 if tiny else 5)
-    finally:
-        rt.gemm = real
 
 
 def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float, sync,
