@@ -136,20 +136,31 @@ class Run:
         return [k for k in rec if rec[k].maxshape and rec[k].maxshape[0] is None
                 and k not in ("step", "time")]
 
+    def _committed(self, name: str) -> tuple[h5py.Dataset, int]:
+        """(record dataset `name`, the committed record count n), its extent covering n: a
+        live SWMR reader reads the commit marker's data fresh but a dataset's extent from
+        metadata cached until refreshed, so a marker newer than the extent refreshes it."""
+        n, ds = self.n_records, self.f["records"][name]
+        if self.f.swmr_mode and ds.shape[0] < n:
+            ds.refresh()
+        return ds, n
+
     def __getitem__(self, name: str) -> Series:
         if name not in self.f["records"]:
             raise KeyError(f"no record series {name!r}; have {self.names}")
-        return Series(self.f["records"][name], self.n_records)
+        return Series(*self._committed(name))
 
     @property
     def step(self) -> np.ndarray:
-        return self.f["records/step"][: self.n_records]
+        ds, n = self._committed("step")
+        return ds[:n]
 
     @property
     def time(self) -> np.ndarray:
         """Time of each record: the sum of the step sizes (or learning rates) before it."""
         if "time" in self.f["records"]:
-            return self.f["records/time"][: self.n_records]
+            ds, n = self._committed("time")
+            return ds[:n]
         return self.step.astype(np.float64) * self.dt  # format version 1
 
     @property
