@@ -136,11 +136,13 @@ class Run:
         return [k for k in rec if rec[k].maxshape and rec[k].maxshape[0] is None
                 and k not in ("step", "time")]
 
-    def _committed(self, name: str) -> tuple[h5py.Dataset, int]:
-        """(record dataset `name`, the committed record count n), its extent covering n: a
-        live SWMR reader reads the commit marker's data fresh but a dataset's extent from
-        metadata cached until refreshed, so a marker newer than the extent refreshes it."""
-        n, ds = self.n_records, self.f["records"][name]
+    def _committed(self, name: str, n: int | None = None) -> tuple[h5py.Dataset, int]:
+        """(record dataset `name`, the committed record count n (read now unless given)), its
+        extent covering n: a live SWMR reader reads the commit marker's data fresh but a
+        dataset's extent from metadata cached until refreshed, so a marker newer than the
+        extent refreshes it."""
+        n = self.n_records if n is None else n
+        ds = self.f["records"][name]
         if self.f.swmr_mode and ds.shape[0] < n:
             ds.refresh()
         return ds, n
@@ -152,16 +154,22 @@ class Run:
 
     @property
     def step(self) -> np.ndarray:
-        ds, n = self._committed("step")
-        return ds[:n]
+        return self._step()
 
     @property
     def time(self) -> np.ndarray:
         """Time of each record: the sum of the step sizes (or learning rates) before it."""
+        return self._time()
+
+    def _step(self, n: int | None = None) -> np.ndarray:
+        ds, n = self._committed("step", n)
+        return ds[:n]
+
+    def _time(self, n: int | None = None) -> np.ndarray:
         if "time" in self.f["records"]:
-            ds, n = self._committed("time")
+            ds, n = self._committed("time", n)
             return ds[:n]
-        return self.step.astype(np.float64) * self.dt  # format version 1
+        return self._step(n).astype(np.float64) * self.dt  # format version 1
 
     @property
     def energy(self) -> Series:
@@ -214,11 +222,12 @@ class Run:
         rec = self.f["records"]
         data = {}
         for name in self.names:
-            ds = rec[name]
+            ds = self._committed(name, n)[0]
             dims = ["step", "replica"] + (["coord"] if name == "positions" else
                                           [f"{name}_dim{j}" for j in range(ds.ndim - 2)])
             data[name] = (dims, ds[:n])
-        coords = {"step": self.step, "replica": rec["replica"][()], "time": ("step", self.time)}
+        coords = {"step": self._step(n), "replica": rec["replica"][()],
+                  "time": ("step", self._time(n))}
         coords.update({k: rec[k][()] for k in rec if k not in coords and rec[k].attrs.get("CLASS")
                        == b"DIMENSION_SCALE"})
         out = xr.Dataset(data, coords=coords)
