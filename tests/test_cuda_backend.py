@@ -1866,7 +1866,7 @@ if SIM:
         "embed-heun": (_embedding_net("tanh"), Heun(Schedule("linear", 0.5, 1.0, 6), 0.1),
                        4.0, 3, "float32"),
         "teacher-sgd-label-noise": (lambda: TeacherStudentMLP(
-            n=7, d_in=2, hidden=3, teacher_hidden=1, n_test=4, seed=1, activation="tanh"),
+            n=13, d_in=2, hidden=3, teacher_hidden=1, n_test=4, seed=1, activation="tanh"),
             SGD(2.0, 5, momentum=0.5, label_noise=0.3, temperature=0.01), 5.0, 2, "float64"),
     }
 
@@ -1902,6 +1902,39 @@ if SIM:
         np.testing.assert_array_equal(gather.diverged_step, runs["dense"].diverged_step)
         for k in ref.state:
             np.testing.assert_array_equal(gather.state[k], runs["dense"].state[k], err_msg=k)
+
+    @pytest.mark.parametrize("tiled", [False, True])
+    def test_fused_dw1_sums_in_either_loop_order_give_the_same_bits(tiled, monkeypatch,
+                                                                    narrow_warps):
+        """dW1's sums samples-outer (`toynets.samples_outer`: a lane's parameters in
+        registers) and one entry at a time (forced with `REG_OWNED` = 0, as for parameters in
+        local memory) are the same sums in the same order: the same bits, the batch in one
+        tile or in tiles, and the reference's states to rounding with the same flags."""
+        from langevin_sim.kernels import toynets
+
+        make, dyn, bound, tile, dtype = TILED["teacher-sgd-label-noise"]
+        no_generic_steps(monkeypatch)
+        init = make().default_init(np.random.default_rng(3).normal(size=(4, make().d)))
+        init[[1, 3]] *= 3.0
+        kw = dict(seed=7, dtype=dtype, init=init, divergence_bound=bound)
+        runs = {}
+        for name in ("numpy", "outer", "entrywise"):
+            if name == "entrywise":
+                monkeypatch.setattr(toynets, "REG_OWNED", 0)
+            sim = Simulation(make(), dyn, 4, backend="numpy" if name == "numpy" else "cuda",
+                             **kw)
+            if name != "numpy":
+                assert toynets.samples_outer(sim.potential) == (name == "outer")
+                if tiled:
+                    _force_tile(monkeypatch, sim, tile)
+            sim.advance(6)
+            runs[name] = sim
+        ref, got = runs["numpy"], runs["entrywise"]
+        assert 0 < (ref.diverged_step >= 0).sum() < 4
+        assert_states_close(got, ref, dtype)
+        np.testing.assert_array_equal(got.diverged_step, runs["outer"].diverged_step)
+        for k in ref.state:
+            np.testing.assert_array_equal(got.state[k], runs["outer"].state[k], err_msg=k)
 
     def _force_tile(monkeypatch, sim, tile):
         """Shrink `toynets.SHARED_BYTES` to the block of `sim` with `tile` samples a tile."""

@@ -844,9 +844,11 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 #    or (softmax(out_b)_c - [c = y_b]) / B (classes: the reference's max-shifted exp);
 # 5. backward, lanes over hidden units, samples summed in order b = 0 .. B - 1 in scalar
 #    accumulators: dz_bj = (sum_c dout_bc W2_cj) phi'_bj (written over column j of S), db1_j,
-#    dW2_cj = sum_b dout_bc h_bj, then dW1_ji = sum_b dz_bj A_bi; db2 = sum_b dout_b on every
-#    lane (the embedding's sums over first and second operands carried apart, added at the
-#    end, as Xa^T dA_a + Xb^T dA_b);
+#    dW2_cj = sum_b dout_bc h_bj, then dW1_ji = sum_b dz_bj A_bi (samples outer where the
+#    lane's parameters are in registers, `samples_outer`: per sample one dz_bj times the row
+#    A[b], read in vector loads, d_in independent sums; else an entry at a time, its sum in
+#    one register); db2 = sum_b dout_b on every lane (the embedding's sums over first and
+#    second operands carried apart, added at the end, as Xa^T dA_a + Xb^T dA_b);
 # 6. the update of every owned parameter by the rule compiled in (`update`): SGD's
 #    `sgd_update` (dynamics/sgd.py) with its normal at the reference's stream position t d + p
 #    (purpose NOISE, only when the temperature of step t is > 0; each Philox block once; SGD's
@@ -890,6 +892,16 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # unrolled steps 3 and 5 whole and ptxas spilled (W4 SGD float32: 255 registers, 1.7 KB of
 # spill stores per thread; opaque: 164 registers, none; benchmarks/kernel_resources.py).  With
 # several tiles it is left alone: there the unrolled tile loop spills less than the opaque one.
+# Loops over samples, units and sort pairs with a run-time bound are `while` loops: numba
+# lowers `range` through a general iterator (a 64-bit trip count and selects on every trip)
+# that NVVM unrolls but cannot simplify, and keeps the index's negative-index fix-up; W4's
+# dW1 loop took 77 instructions for 4 FMAs (from its SASS, `cuobjdump -sass`).  A `while`
+# loop's index is a plain induction variable.  W4 SGD float32 from the SASS's loop bodies
+# times their trip counts: about 16 600 instructions per step before, about 5 000 after
+# (dW1 samples outer, `while` loops, the sort over pairs), 156 -> 151 registers, the
+# same bits; the regression read-out (K = 1) is unrolled whole, 8 units a trip.  `range`
+# stays where the `while` form spilled: the K sums of a softmax head (unrolled whole, in
+# float64) and the input gather of step 2 (the grokking net's MALA kernel in float32).
 #
 # Learning rate and temperature come from the schedules' codes per step (`schedule_value`,
 # float64, cast to the state's dtype as the reference casts its Python scalars).  Shared memory
@@ -991,6 +1003,14 @@ def gathers(pot) -> bool:
         owned(pot) > REG_OWNED
 
 
+def samples_outer(pot) -> bool:
+    """Whether the kernel sums dW1 samples-outer (per sample, one dz_bj times the row A[b]:
+    `d_in` independent sums, A read in vector loads) rather than one entry at a time: where a
+    lane's parameters are in registers (at most `REG_OWNED`); in local memory, each term would
+    load and store its sum.  The same sums in the same order either way."""
+    return owned(pot) <= REG_OWNED
+
+
 def batch_of(sim) -> int:
     """Samples per step: the batch size, or n for full batches (the Langevin dynamics)."""
     B = getattr(sim.dynamics, "batch_size", None)
@@ -1055,7 +1075,7 @@ def permutes_in_kernel(sim) -> bool:
 def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: int = 0,
                 grad_noise: bool = False, label_noise: bool = False, subset: bool = False,
                 permute: int = 0, embed: int = 0, warps: int = 1, tile: int = 0,
-                gather: bool = False, opaque: bool = True):
+                gather: bool = False, opaque: bool = True, outer: bool = True):
     """The fused kernel of the update rule of `rule` (a class of RULE_CODES: SGD, AdamW, or
     the full-batch OverdampedLangevin, LeimkuhlerMatthews, UnderdampedLangevin, Heun or
     MALA) for float32
@@ -1067,11 +1087,12 @@ def cuda_kernel(f32: bool, d_in: int, hidden: int, B: int, rule=SGD, classes: in
     the samples' operand pairs), for blocks of `warps` warps, the batch's samples taken `tile`
     at a time (0: all B at once), with `gather` one-hot inputs given as the operand pairs
     (n, 2) and gathered (`gathers`), with `opaque` the sample count of a batch in one tile
-    hidden from the compiler (`OPAQUE_BATCH`), compiled on first use (cached)."""
+    hidden from the compiler (`OPAQUE_BATCH`), with `outer` dW1's sums samples-outer
+    (`samples_outer`), compiled on first use (cached)."""
     return _cuda_kernel(bool(f32), int(d_in), int(hidden), int(B), int(classes),
                         RULE_CODES[rule], bool(grad_noise), bool(label_noise), bool(subset),
                         int(permute), int(embed), WARP * int(warps), int(tile) or int(B),
-                        bool(gather), bool(opaque))
+                        bool(gather), bool(opaque), bool(outer))
 
 
 def kernel_of(sim):
@@ -1084,7 +1105,7 @@ def kernel_of(sim):
     return cuda_kernel(sim.dtype == np.float32, d_in, hidden, batch_of(sim), type(dyn),
                        classes, *noises(dyn), mode_of(dyn) == SUBSET,
                        pot.n_samples if inside else 0, embed_of(pot), warps, tile,
-                       gathers(pot), OPAQUE_BATCH)
+                       gathers(pot), OPAQUE_BATCH, samples_outer(pot))
 
 
 def cuda_signature(sim) -> tuple:
@@ -1110,7 +1131,8 @@ def launch_types(f32: bool, classes: int = 0, pairs: bool = False) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GATHER, OPQ):
+def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GATHER, OPQ,
+                 SO):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -1453,14 +1475,16 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                 k = 2
                 while k <= NP:                # bitonic sort, ascending
                     j = k // 2
-                    while j > 0:
-                        for i in range(lane, NP, NT):
-                            m = i ^ j
-                            if m > i:
-                                u, v = keys[i], keys[m]
-                                if (u > v) == ((i & k) == 0):
-                                    keys[i] = v
-                                    keys[m] = u
+                    while j > 0:              # lanes over the NP / 2 pairs (i, i + j):
+                        e = lane              # i is e with a 0 bit inserted at j's place
+                        while e < NP // 2:
+                            i = e + (e & ~(j - 1))
+                            m = i + j
+                            u, v = keys[i], keys[m]
+                            if (u > v) == ((i & k) == 0):
+                                keys[i] = v
+                                keys[m] = u
+                            e += NT
                         cuda.syncthreads()
                         j //= 2
                     k *= 2
@@ -1513,16 +1537,17 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                     cuda.syncthreads()
                     for q in range(HPL):      # 3. forward, lanes over hidden units
                         j = lane + NT * q
-                        if j < H:
-                            for b_ in range(nb):
-                                if GATHER:    # the one-hot row's two ones
-                                    z = P[q * E + inputs[idx[b0 + b_], 0]] + \
-                                        P[q * E + CLASSES + inputs[idx[b0 + b_], 1]]
-                                else:
-                                    z = zero
-                                    for i in range(DIN):
-                                        z += A[b_, i] * P[q * E + i]
-                                S[b_, j] = stored(z + P[q * E + DIN], kind)
+                        b_ = 0
+                        while j < H and b_ < nb:
+                            if GATHER:        # the one-hot row's two ones
+                                z = P[q * E + inputs[idx[b0 + b_], 0]] + \
+                                    P[q * E + CLASSES + inputs[idx[b0 + b_], 1]]
+                            else:
+                                z = zero
+                                for i in range(DIN):
+                                    z += A[b_, i] * P[q * E + i]
+                            S[b_, j] = stored(z + P[q * E + DIN], kind)
+                            b_ += 1
                     cuda.syncthreads()
                     for s in range(TPL):      # 4. read-out and loss head, lanes over samples
                         b_ = lane + NT * s
@@ -1530,8 +1555,17 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                             y_ = labels[idx[b0 + b_]]
                             for c in range(KO):
                                 o = zero
-                                for j in range(H):
-                                    o += unit(S[b_, j], kind)[0] * W2[c, j]
+                                if KO == 1:       # units in order, 8 per trip (unrolled)
+                                    j0 = 0
+                                    while j0 < H:
+                                        for jj in range(8):
+                                            if j0 + jj < H:
+                                                o += unit(S[b_, j0 + jj], kind)[0] * \
+                                                    W2[c, j0 + jj]
+                                        j0 += 8
+                                else:             # K sums: a loop (unrolled, they spilled)
+                                    for j in range(H):
+                                        o += unit(S[b_, j], kind)[0] * W2[c, j]
                                 dout[b_, c] = o + B2[c]
                             if CLASSES:       # softmax: exp(out - max) / sum, minus the one-hot
                                 mx = dout[b_, 0]
@@ -1561,14 +1595,17 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                                     Lb[b0 + b_] = np.float64(res) * np.float64(res)
                                 dout[b_, 0] = res / fB
                     cuda.syncthreads()
-                    for b_ in range(nb):      # 5. backward, lanes over hidden units (classes
-                        for c in range(KO):   # inner: unrolled, G2 stays in registers)
+                    b_ = 0                    # 5. backward, lanes over hidden units (classes
+                    while b_ < nb:            # inner: unrolled, G2 stays in registers)
+                        for c in range(KO):
                             G2[c] += dout[b_, c]
+                        b_ += 1
                     for q in range(HPL):
                         j = lane + NT * q
                         if j < H:
                             gb1 = G[q * E + DIN]
-                            for b_ in range(nb):
+                            b_ = 0
+                            while b_ < nb:
                                 hb, d1 = unit(S[b_, j], kind)
                                 dh = zero
                                 for c in range(KO):
@@ -1578,15 +1615,25 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                                 dz = dh * d1
                                 gb1 += dz
                                 S[b_, j] = dz     # column j is this lane's: dZ replaces phi
+                                b_ += 1
                             if GATHER:        # dz into the entries of the two ones
                                 for b_ in range(nb):
                                     G[q * E + inputs[idx[b0 + b_], 0]] += S[b_, j]
                                     G[q * E + CLASSES + inputs[idx[b0 + b_], 1]] += S[b_, j]
-                            else:
+                            elif SO:          # samples outer: DIN independent sums
+                                b_ = 0
+                                while b_ < nb:
+                                    dz = S[b_, j]
+                                    for i in range(DIN):
+                                        G[q * E + i] += dz * A[b_, i]
+                                    b_ += 1
+                            else:             # a sum at a time (G in local memory)
                                 for i in range(DIN):
                                     acc = G[q * E + i]
-                                    for b_ in range(nb):
+                                    b_ = 0
+                                    while b_ < nb:
                                         acc += S[b_, j] * A[b_, i]
+                                        b_ += 1
                                     G[q * E + i] = acc
                             G[q * E + DIN] = gb1
                     if EMB:               # the embedding's gradient: dA = dZ W1 (lanes over
