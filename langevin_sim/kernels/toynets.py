@@ -897,11 +897,13 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # that NVVM unrolls but cannot simplify, and keeps the index's negative-index fix-up; W4's
 # dW1 loop took 77 instructions for 4 FMAs (from its SASS, `cuobjdump -sass`).  A `while`
 # loop's index is a plain induction variable.  W4 SGD float32 from the SASS's loop bodies
-# times their trip counts: about 16 600 instructions per step before, about 5 000 after
-# (dW1 samples outer, `while` loops, the sort over pairs), 156 -> 151 registers, the
-# same bits; the regression read-out (K = 1) is unrolled whole, 8 units a trip.  `range`
-# stays where the `while` form spilled: the K sums of a softmax head (unrolled whole, in
-# float64) and the input gather of step 2 (the grokking net's MALA kernel in float32).
+# times their trip counts: about 16 600 instructions per step before, about 4 600 after
+# (dW1 samples outer, `while` loops, the sort over pairs, the gather below), the same bits;
+# the regression read-out (K = 1) is unrolled whole, 8 units a trip.  `range` stays where
+# the `while` form spilled: the K sums of a softmax head (unrolled whole, in
+# float64) and the input gather of step 2 (the grokking net's MALA kernel in float32), which
+# indexes with unsigned integers instead (no fix-ups; numba adds them to signed indices
+# only): 51 -> 25 instructions an entry, and W4 SGD float32 151 -> 128 registers.
 #
 # Learning rate and temperature come from the schedules' codes per step (`schedule_value`,
 # float64, cast to the state's dtype as the reference casts its Python scalars).  Shared memory
@@ -1180,6 +1182,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
     LB, RW = (B, NT) if MH else (1, 1)    # freeze's); MALA's sample losses, lanes' residuals
     NX, NX2 = (1, 1) if ADAM else (NPL, KO)      # the normals (AdamW: none)
     HP = H + 1                           # activation rows padded: step 4 reads them row-wise
+    DU = np.uint64(DIN)
     PE = KO * EMB                        # a learned embedding's entries E (p, e), flat at 0
     EPL = -(-PE // NT)                   # entries per lane (lane l owns f = l, l + NT, ..)
     NQ, NEM, NW1 = max(EPL, 1), max(PE, 1), H * DIN if EMB else 1
@@ -1527,13 +1530,14 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                     if OPQ and NTB == 1 and inputs.shape[0] < nb:   # never (n >= B): a
                         nb = inputs.shape[0]      # batch in one tile, not unrolled whole
                     for e in range(lane, 0 if GATHER else nb * DIN, NT):   # 2. the tile's
-                        b_ = e // DIN                     # inputs (an embedding's rows
-                        i = e - b_ * DIN                  # [E_a; E_b]: at Heun's predictor too)
-                        if EMB:
+                        if EMB:                           # inputs (an embedding's rows
+                            b_ = e // DIN                 # [E_a; E_b]: at Heun's predictor
+                            i = e - b_ * DIN              # too)
                             w = int(inputs[idx[b0 + b_], 0 if i < EMB else 1])
                             A[b_, i] = EM[w * EMB + (i if i < EMB else i - EMB)]
-                        else:
-                            A[b_, i] = inputs[idx[b0 + b_], i]
+                        else:                             # unsigned: no index fix-ups
+                            ub, ui = np.uint64(e) // DU, np.uint64(e) % DU
+                            A[ub, ui] = inputs[np.uint64(idx[np.uint64(b0) + ub]), ui]
                     cuda.syncthreads()
                     for q in range(HPL):      # 3. forward, lanes over hidden units
                         j = lane + NT * q
