@@ -897,13 +897,14 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # that NVVM unrolls but cannot simplify, and keeps the index's negative-index fix-up; W4's
 # dW1 loop took 77 instructions for 4 FMAs (from its SASS, `cuobjdump -sass`).  A `while`
 # loop's index is a plain induction variable.  W4 SGD float32 from the SASS's loop bodies
-# times their trip counts: about 16 600 instructions per step before, about 4 600 after
+# times their trip counts: about 16 600 instructions per step before, about 4 400 after
 # (dW1 samples outer, `while` loops, the sort over pairs, the gather below), the same bits;
 # the regression read-out (K = 1) is unrolled whole, 8 units a trip.  `range` stays where
 # the `while` form spilled: the K sums of a softmax head (unrolled whole, in
 # float64) and the input gather of step 2 (the grokking net's MALA kernel in float32), which
 # indexes with unsigned integers instead (no fix-ups; numba adds them to signed indices
-# only): 51 -> 25 instructions an entry, and W4 SGD float32 151 -> 128 registers.
+# only): 51 -> 25 instructions an entry, and W4 SGD float32 151 -> 128 registers; the sort's
+# keys too (24 -> 18 a compare-exchange).
 #
 # Learning rate and temperature come from the schedules' codes per step (`schedule_value`,
 # float64, cast to the state's dtype as the reference casts its Python scalars).  Shared memory
@@ -1482,11 +1483,11 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                         e = lane              # i is e with a 0 bit inserted at j's place
                         while e < NP // 2:
                             i = e + (e & ~(j - 1))
-                            m = i + j
-                            u, v = keys[i], keys[m]
+                            ui, um = np.uint64(i), np.uint64(i + j)   # (no index fix-ups)
+                            u, v = keys[ui], keys[um]
                             if (u > v) == ((i & k) == 0):
-                                keys[i] = v
-                                keys[m] = u
+                                keys[ui] = v
+                                keys[um] = u
                             e += NT
                         cuda.syncthreads()
                         j //= 2
