@@ -149,11 +149,11 @@ def _block_cached(block):
 
     @cuda.jit(device=True)
     def value(k0, k1, purpose, rep, n, blk, c0, c1, c2, c3):
-        b = n // 4
-        if b != blk:
+        b = np.int64(np.uint64(n) >> np.uint64(2))   # n >= 0: a shift, not a signed floor
+        if b != blk:                                 # division (12 SASS instructions)
             c0, c1, c2, c3 = block(k0, k1, purpose, rep, np.uint64(b))
             blk = b
-        return pick(np.int32(n - 4 * b), c0, c1, c2, c3), b, c0, c1, c2, c3
+        return pick(np.int32(n & 3), c0, c1, c2, c3), b, c0, c1, c2, c3
     return value
 
 
