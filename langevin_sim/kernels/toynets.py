@@ -1424,7 +1424,10 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
         ur = ux[r] if MH else 0.0         # MALA's U(x) and acceptance count (every lane)
         ar = nacc[r] if MH else 0.0
         cuda.syncthreads()
-        for t in range(t0, t0 + K):
+        ep = t0 % per_epoch - 1 if NS else 0   # t's slot in its epoch, t mod n/B, counted where
+        for t in range(t0, t0 + K):       # the kernel sorts (a run-time 64-bit modulo is a call)
+            if NS:
+                ep = ep + 1 if ep + 1 < per_epoch else 0
             half = zero                   # BAOAB's and Heun's eta / 2
             if MH:                        # 0. MALA's proposal y = x - eta g + sigma xi into P
                 eta = sched(int(es[0]), es[1], es[2], es[3], t)   # (x kept in X0), with the
@@ -1465,7 +1468,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                         QXI[q] = pv
                         EM[f] = xv
                 cuda.syncthreads()
-            if NS and (t == t0 or t % per_epoch == 0):   # 0. the epoch's permutation
+            if NS and (t == t0 or ep == 0):   # 0. the epoch's permutation
                 epoch = np.int64(t // per_epoch)
                 for i in range(lane, NP, NT):     # keys (word << 32 | i): unique, so their
                     key = TOP                     # order is the stable argsort's
@@ -1503,7 +1506,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                         top = inputs.shape[0] - (B - b_ - 1 if mode == SUBSET else 0)
                         idx[b_] = bi(pick(n - 4 * blk, w0, w1, w2, w3), top)
                     elif mode == EPOCH and NS:
-                        idx[b_] = np.int64(keys[(t % per_epoch) * B + b_] & LOW32)
+                        idx[b_] = np.int64(keys[ep * B + b_] & LOW32)
                     elif mode == EPOCH:
                         idx[b_] = perm[r, (t % per_epoch) * B + b_]
                     else:
