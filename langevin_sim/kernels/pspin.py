@@ -414,6 +414,7 @@ def _cuda_rules(f32: bool, N: int, block: tuple = (0, 1)):
     thread block `block` (`cuda_backend.gemm_block`)."""
     step, ftype = _cuda_target(f32, block)
     step = step.sphere_row_step
+    NU = np.uint64(N)
 
     @cuda.jit(device=True)
     def cast(v):
@@ -431,9 +432,11 @@ def _cuda_rules(f32: bool, N: int, block: tuple = (0, 1)):
             a = cast(1.0)
             for u in range(runs.shape[1]):
                 a = a * XT[runs[s, u], r]
-            k0, o = starts[s], offsets[s]
-            for k in range(N - k0):
-                YT[o + k, r] = a * XT[k0 + k, r]
+            k0, o, ur = np.uint64(starts[s]), np.uint64(offsets[s]), np.uint64(r)
+            k, one = np.uint64(0), np.uint64(1)   # unsigned indices, a `while` loop: see
+            while k < NU - k0:                    # `toynets`' kernel on numba's `range`
+                YT[o + k, ur] = a * XT[k0 + k, ur]
+                k += one
 
     @cuda.jit
     def products(XT, YT, runs, starts, offsets):
