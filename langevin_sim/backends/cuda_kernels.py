@@ -551,6 +551,16 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
     lm = rule == GEMM_LM
 
     @cuda.jit(device=True)
+    def store(XT, r, i0, n, new):
+        """XT[i0 + j, r] = new[j] for j < n: unsigned indices in a `while` loop (numba's
+        `range` and signed indices cost ~27 SASS instructions a store; see `toynets`)."""
+        ur, u0, un, j, one = np.uint64(r), np.uint64(i0), np.uint64(n), np.uint64(0), \
+            np.uint64(1)
+        while j < un:
+            XT[u0 + j, ur] = new[j]
+            j += one
+
+    @cuda.jit(device=True)
     def normals_into(z, k0, k1, purpose, rep, n0, n, scale, add):
         """z[j] = scale xi_j, or z[j] + scale xi_j with `add`, for the normals xi_j of
         `purpose` at stream positions n0 + j, j < n (each Philox block once)."""
@@ -593,8 +603,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
                            cast(0.5 * sigma if lm else sigma), cast(0.0), bound_of(bound), new,
                            a0[i0:i1]))
             if live and ok:
-                for j in range(i1 - i0):
-                    XT[i0 + j, rr] = new[j]
+                store(XT, rr, i0, i1 - i0, new)
             cuda.syncthreads()
             if live:
                 if ok:
@@ -686,8 +695,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
             ok = row(XT[:, r], GT[:, r], z, cast(e), cast(0.5 * sigma if lm else sigma),
                      cast(0.0), bs, new, a0)
         if ok:
-            for i in range(N):
-                XT[i, r] = new[i]
+            store(XT, r, 0, N, new)
             refresh(XT, r, 0, 1, a0, a1, a2, a3)
         else:
             dstep[r] = t + 1
