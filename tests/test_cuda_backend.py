@@ -1865,6 +1865,7 @@ if SIM:
         # the default suite's learned-embedding case (all rules: test_fused_embedding_...)
         "embed-heun": (_embedding_net("tanh"), Heun(Schedule("linear", 0.5, 1.0, 6), 0.1),
                        4.0, 3, "float32"),
+        # n = 13: the epoch sort's 16 keys give each of the 4 lanes two pairs per stage
         "teacher-sgd-label-noise": (lambda: TeacherStudentMLP(
             n=13, d_in=2, hidden=3, teacher_hidden=1, n_test=4, seed=1, activation="tanh"),
             SGD(2.0, 5, momentum=0.5, label_noise=0.3, temperature=0.01), 5.0, 2, "float64"),

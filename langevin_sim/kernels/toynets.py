@@ -1571,7 +1571,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                                                 o += unit(S[b_, j0 + jj], kind)[0] * \
                                                     W2[c, j0 + jj]
                                         j0 += 8
-                                else:             # K sums: a loop (unrolled, they spilled)
+                                else:             # K sums: `range` (a `while` unrolled
+                                                  # them whole: spills in float64)
                                     for j in range(H):
                                         o += unit(S[b_, j], kind)[0] * W2[c, j]
                                 dout[b_, c] = o + B2[c]
