@@ -281,7 +281,9 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
         fixed = int(es[0]) == 0 and (KIND == ADAMW or int(ts[0]) == 0)
         sc = bc1 = bc2 = ec = eh = zero
         eta = T = 0.0
-        for t in range(t0, t0 + K):
+        t = t0 - 1                      # (a `while` loop: see `toynets`' kernel on `range`)
+        while t < t0 + K - 1:
+            t += 1
             if t == t0 or not fixed:   # (the codes' loads too: stores in the loop keep the
                 eta = sched(int(es[0]), es[1], es[2], es[3], t)    # compiler from hoisting)
                 T = 0.0 if KIND == ADAMW else sched(int(ts[0]), ts[1], ts[2], ts[3], t)
