@@ -632,8 +632,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
         sigma = noise_scale(e, T)
         if rule == GEMM_PREDICT:
             row(XT[:, r], GT[:, r], z, cast(e), cast(sigma), cast(0.0), bs, new, a0)
-            for i in range(N):
-                X2[i, r] = new[i]
+            store(X2, r, 0, N, new)
             refresh(X2, r, 0, 1, a0, a1, a2, a3)
             return
         if rule == GEMM_MALA:
@@ -673,8 +672,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
             ok = row(XT[:, r], gq, X2[:, r], z, cast(e), cast(q0), cast(q3), cast(sigma),
                      cast(0.0), bs, new, vn, a0)
             if ok:
-                for i in range(N):
-                    X2[i, r] = vn[i]
+                store(X2, r, 0, N, vn)
         elif rule == GEMM_ADAMW:
             mn = cuda.local.array(N, ftype)
             sn = cuda.local.array(N, ftype)
@@ -683,9 +681,8 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
                      cast(1.0 - math.pow(q0, t + 1)),
                      cast(1.0 - math.pow(q1, t + 1)), cast(0.0), bs, new, mn, sn, a0)
             if ok:
-                for i in range(N):
-                    X2[i, r] = mn[i]
-                    G2[i, r] = sn[i]
+                store(X2, r, 0, N, mn)
+                store(G2, r, 0, N, sn)
         elif rule == GEMM_CORRECT:
             g = cuda.local.array(N, ftype)
             for i in range(N):
