@@ -34,14 +34,17 @@ class Recycler:
         self._lock = threading.Lock()
 
     def empty(self, shape, dtype) -> np.ndarray:
-        """An uninitialized C-contiguous array of `shape` and `dtype`, recycled if one is free."""
+        """An uninitialized C-contiguous array of `shape` and `dtype`, recycled if one is free
+        (the one given back longest ago: with last-in first-out, a writer that keeps up gave
+        the same buffer back before each record and the other kept ones idled, so whether a
+        second run reused them depended on the writer thread's timing)."""
         dtype = np.dtype(dtype)
         shape = (int(shape),) if np.isscalar(shape) else tuple(int(n) for n in shape)
         if int(np.prod(shape)) * dtype.itemsize < self.min_bytes:
             return self.alloc(shape, dtype)
         with self._lock:
-            free = self._free.get((shape, dtype.str))
-            a = free.pop() if free else None
+            free = self._free.get((shape, dtype.str))   # the longest free first: a run
+            a = free.pop(0) if free else None           # cycles through every kept buffer
         if a is None:
             a = self.alloc(shape, dtype)
             self.allocated += 1
