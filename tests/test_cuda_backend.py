@@ -580,6 +580,32 @@ if SIM:
             #                                          steps are ~lr whatever the gradient
             assert (ref.diverged_step[far] > 0).all() and (ref.diverged_step >= 0).sum() == far.size
 
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("d", [1, 2, 3, 4])
+    def test_row_kernel_noise_blocks_whatever_step_a_launch_starts_at(d, dtype, monkeypatch):
+        """d = 1, 2, 4: a step's normals lie in one Philox block of 4 / d steps, which the row
+        kernel computes once and shifts after each step (d = 3: cached draws).  Launches of at
+        most 3 steps, called in chunks of 1, 2, 5, 3 steps, start at every offset within a
+        block: the same bits as one launch of 11 steps, and the reference's states."""
+        from langevin_sim.kernels import rows
+
+        f32 = dtype == "float32"
+        tol = dict(rtol=2e-4, atol=2e-4) if f32 else {}
+        for dyn in (OverdampedLangevin(0.05, 0.7), UnderdampedLangevin(0.05, 0.8, 0.7),
+                    Heun(0.05, 0.7), MALA(0.05, 0.7)):
+            make = lambda: DoubleWell(d=d, barrier=1.0, a=0.8, tilt=0.1)      # noqa: E731
+            if f32 and isinstance(dyn, MALA):    # decisions may flip on U's float32 rounding
+                continue
+            one = Simulation(make(), dyn, 5, backend="cuda", seed=7, dtype=dtype)
+            one.advance(11)
+            with monkeypatch.context() as m:
+                m.setattr(rows, "CUDA_CALL_STEPS", 3)
+                ref, got = backends_agree("cuda", make, dyn, 5, (1, 2, 5, 3), seed=7,
+                                          dtype=dtype, what=f"d={d} {type(dyn).__name__}",
+                                          **tol)
+            for k in one.state:
+                np.testing.assert_array_equal(got.state[k], one.state[k], err_msg=k)
+
     @pytest.mark.parametrize("dyn", [OverdampedLangevin(0.3, 2.0), SGD(0.3, None, momentum=0.5,
                                                                        temperature=2.0)],
                              ids=["overdamped", "sgd"])

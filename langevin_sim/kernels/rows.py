@@ -29,7 +29,9 @@ label shifts (s_l times LABEL_NOISE normals at t B + b, in the state's dtype; a 
 with label noise is the minibatch of all n samples in order, as in the reference); the row; the
 dynamics' own scalar rules of `common.STEPS` lane by lane, with normals drawn in the kernel at
 the reference's stream positions (n = t d + i; Leimkuhler-Matthews also (t + 1) d + i; SGD's
-GRAD_NOISE at t d + i), four per Philox block, each block computed once; MALA's energy, the
+GRAD_NOISE at t d + i), four per Philox block, each block computed once (d = 1, 2, 4 with
+the kinds that draw NOISE every step: the block at the first of its 4 / d steps, shifted by d
+after each, so that lane i reads its word i: no block index, no run-time pick); MALA's energy, the
 proposal's residuals summed in float64 and its ACCEPT word at n = t; then the divergence test
 on every new value: a replica with a bad one keeps its state, gets dstep = t + 1 and stops.
 First-passage observers are updated after every step (float64 membership in the reference's
@@ -192,7 +194,29 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
         return ftype(v)
 
     draw, word = ck.cached_draws(f32)        # normals / words with a cached Philox block
+    pick, block_normals = ck.helpers()[0], ck._normals_fn(f32)
+    # D = 1, 2, 4 with a kind that draws the NOISE normals t d + i every step: one Philox
+    # block holds G = 4 / d whole steps; it is computed at the first of them and shifted down
+    # by d after each, so that lane i reads word i (a compile-time pick; no block index kept)
+    BLOCKS = KIND in (OVERDAMPED, BAOAB, HEUN, MALA_) and 4 % D == 0
+    G = 4 // D if BLOCKS else 1
     state_bound = ck.state_bound(f32)
+
+    @cuda.jit(device=True)
+    def noise(i, k0, k1, rep, n, blk, z0, z1, z2, z3):
+        """The NOISE normal of lane i at stream position n (= t d + i), as `draw`."""
+        if BLOCKS:
+            return pick(i, z0, z1, z2, z3), blk, z0, z1, z2, z3
+        return draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+
+    @cuda.jit(device=True)
+    def shift(z0, z1, z2, z3):
+        """The block's words after a step of d lanes (G = 4: one word, G = 2: two)."""
+        if G == 4:
+            return z1, z2, z3, z3
+        if G == 2:
+            return z2, z3, z2, z3
+        return z0, z1, z2, z3
 
     @cuda.jit(device=True)
     def sift(keys, root, end):
@@ -281,11 +305,21 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
         fixed = int(es[0]) == 0 and (KIND == ADAMW or int(ts[0]) == 0)
         sc = bc1 = bc2 = ec = eh = zero
         eta = T = 0.0
-        t = t0 - 1                      # (a `while` loop: see `toynets`' kernel on `range`)
-        while t < t0 + K - 1:
+        watch = kinds.shape[0] > 0      # first-passage regions to observe
+        fresh = True
+        t, t_end = t0 - 1, t0 + K - 1   # (a `while` loop: see `toynets`' kernel on `range`)
+        while t < t_end:
             t += 1
-            if t == t0 or not fixed:   # (the codes' loads too: stores in the loop keep the
-                eta = sched(int(es[0]), es[1], es[2], es[3], t)    # compiler from hoisting)
+            if BLOCKS and (fresh or (t & (G - 1)) == 0):
+                z0, z1, z2, z3 = block_normals(k0, k1, NOISE, rep,
+                                               np.uint64(t * D) >> np.uint64(2))
+                j = t & (G - 1)         # the launch's first step inside the block
+                while j > 0:
+                    z0, z1, z2, z3 = shift(z0, z1, z2, z3)
+                    j -= 1
+            if fresh or not fixed:     # (the codes' loads too: stores in the loop keep the
+                fresh = False          # compiler from hoisting)
+                eta = sched(int(es[0]), es[1], es[2], es[3], t)
                 T = 0.0 if KIND == ADAMW else sched(int(ts[0]), ts[1], ts[2], ts[3], t)
                 ec, eh = cast(eta), cast(0.5 * eta)
                 sig = noise_scale(eta, T)
@@ -331,7 +365,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                 e, s1 = ec, sc
                 for i in range(D):
                     n = np.int64(t) * D + i
-                    z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    z, blk, z0, z1, z2, z3 = noise(i, k0, k1, rep, n, blk, z0, z1, z2, z3)
                     if KIND == OVERDAMPED:
                         v = od_lane(xs[i], cast(g[i]), z, e, s1, zero)
                     else:
@@ -344,7 +378,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                 e, h, s1 = ec, eh, sc
                 for i in range(D):
                     n = np.int64(t) * D + i
-                    z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    z, blk, z0, z1, z2, z3 = noise(i, k0, k1, rep, n, blk, z0, z1, z2, z3)
                     zs[i] = z
                     g0[i] = g[i]
                     xn[i] = xs[i] + od_update(zero, cast(g[i]), e, s1, z)
@@ -357,7 +391,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                 h, inv_m, s1, s2 = eh, cast(1.0 / q1), bc1, bc2
                 for i in range(D):
                     n = np.int64(t) * D + i
-                    z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    z, blk, z0, z1, z2, z3 = noise(i, k0, k1, rep, n, blk, z0, z1, z2, z3)
                     xv, pv = first(xs[i], As[i], Bs[i], h, inv_m, s1, s2, z)
                     xn[i] = xv
                     An[i] = pv
@@ -388,7 +422,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                 e, s1 = ec, sc
                 for i in range(D):
                     n = np.int64(t) * D + i
-                    z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    z, blk, z0, z1, z2, z3 = noise(i, k0, k1, rep, n, blk, z0, z1, z2, z3)
                     xn[i] = od_update(xs[i], As[i], e, s1, z)
                 uy = row(xn, g, w, args, idx, 0, lab, True)
                 fwd = 0.0
@@ -433,7 +467,10 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     As[i] = An[i]
                 if NB > 0:
                     Bs[i] = Bn[i]
-            observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t + 1)
+            if BLOCKS:
+                z0, z1, z2, z3 = shift(z0, z1, z2, z3)
+            if watch:
+                observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t + 1)
         for i in range(D):
             x[r, i] = xs[i]
             if NA > 0:
