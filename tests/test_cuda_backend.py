@@ -1570,7 +1570,7 @@ if SIM:
         else:   # room for the kernel's data but not for the 4 sort keys
             need = toynets.shared_bytes(2, 2, 2, 8)
             monkeypatch.setattr(toynets, "SHARED_BYTES",
-                                toynets.SHARED_SLACK + need + 8 * 4 - 1)
+                                toynets.SHARED_SLACK + need + toynets.KEY_BYTES * 4 - 1)
 
         def make():
             return TeacherStudentMLP(n=4, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1,

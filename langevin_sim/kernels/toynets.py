@@ -819,8 +819,9 @@ for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_row
 # result does not depend on TB):
 #
 # 0. at an epoch's first step (and a launch's), with epoch sampling: the epoch's permutation,
-#    sorted in shared memory: keys (PERMUTE word e n + i << 32 | i), unique, so their ascending
-#    order is the reference's stable argsort, by a bitonic network over the power of two >= n
+#    sorted in shared memory: keys (PERMUTE word e n + i, i), unique, compared as pairs, so
+#    their ascending order is the reference's stable argsort (a uint32 word and a uint16 index
+#    in two arrays: 6 bytes a key), by a bitonic network over the power of two >= n
 #    (lanes over compare-exchange pairs, a barrier per stage; n log^2 n / 64 per lane per
 #    epoch); where the keys do not fit in shared memory beside the rest
 #    (`permutes_in_kernel`), the generic path's row sort computes it between launches instead
@@ -930,6 +931,8 @@ MAX_OWNED = 128      # parameters per lane (hidden units per lane x (d_in + 1 + 
 OPAQUE_BATCH = True  # a one-tile batch's sample count hidden from the compiler (see above;
                      # benchmarks/gpu_throughput.py measures W4 both ways)
 REG_OWNED = 64       # beyond this many per lane (local memory), one-hot inputs are gathered
+KEY_BYTES = 6        # shared memory per sort key: its PERMUTE word (uint32) and sample index
+                     # (uint16: the keys that fit in shared memory number far below 2^16)
 EPOCH, IID, SUBSET, FULL = (SAMPLING_CODES["epoch"], SAMPLING_CODES["iid"],
                             SAMPLING_CODES["subset"], -1)
 TANH, RELU = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
@@ -980,11 +983,11 @@ def shared_bytes(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0
 def tile_of(d_in: int, hidden: int, B: int, itemsize: int, classes: int = 0,
             mala: bool = False, embed: int = 0, keys: int = 0, gather: bool = False) -> int:
     """Samples per tile: the most, up to B, whose block fits in `SHARED_BYTES` less
-    `SHARED_SLACK` beside `keys` sort keys (8 bytes each); 0 where not even one fits."""
+    `SHARED_SLACK` beside `keys` sort keys (`KEY_BYTES` each); 0 where not even one fits."""
     def block(tile):
         return shared_bytes(d_in, hidden, B, itemsize, classes, mala, embed, tile,
                             warps_of(hidden), gather)
-    fixed = block(0) + 8 * keys
+    fixed = block(0) + KEY_BYTES * keys
     return max(0, min(int(B), (SHARED_BYTES - SHARED_SLACK - fixed) // (block(1) - block(0))))
 
 
@@ -1166,7 +1169,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
         rng.GRAD_NOISE)
     LABEL, SUBSET_, ACCEPT = (np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET),
                               np.uint64(rng.ACCEPT))
-    PERMUTE, LOW32, TOP = np.uint64(rng.PERMUTE), np.uint64(0xFFFFFFFF), np.uint64(2 ** 64 - 1)
+    PERMUTE, LAST_WORD, LAST_INDEX = np.uint64(rng.PERMUTE), np.uint32(0xFFFFFFFF), \
+        np.uint16(0xFFFF)
     NP = sort_slots(NS) if NS else 1        # the epoch's sort keys (NS = 0: perm from the host)
     ftype = np.float32 if f32 else np.float64
     zero, one, two, fB = ftype(0), ftype(1), ftype(2), ftype(B)
@@ -1369,7 +1373,8 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
         B2 = cuda.shared.array(KO, ftype)
         dout = cuda.shared.array((TB, KO), ftype)
         idx = cuda.shared.array(B, np.int64)
-        keys = cuda.shared.array(NP, np.uint64)
+        kw = cuda.shared.array(NP, np.uint32)    # the sort keys' words
+        ki = cuda.shared.array(NP, np.uint16)    # and sample indices (`KEY_BYTES`)
         EM = cuda.shared.array(NEM, ftype)       # a learned embedding E (p, e), flat
         W1M = cuda.shared.array(NW1, ftype)      # and W1 (h, d_in), flat, mirrored
         Lb = cuda.shared.array(LB, np.float64)   # MALA: the samples' losses at y
@@ -1470,14 +1475,15 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                 cuda.syncthreads()
             if NS and (t == t0 or ep == 0):   # 0. the epoch's permutation
                 epoch = np.int64(t // per_epoch)
-                for i in range(lane, NP, NT):     # keys (word << 32 | i): unique, so their
-                    key = TOP                     # order is the stable argsort's
-                    if i < NS:
+                for i in range(lane, NP, NT):     # keys (word, i): unique, so their
+                    wd, ix = LAST_WORD, LAST_INDEX   # order is the stable argsort's (the
+                    if i < NS:                       # padding's (2^32 - 1, 2^16 - 1) last)
                         n = epoch * NS + i
                         blk = n // 4
                         w0, w1, w2, w3 = bw(k0, k1, PERMUTE, rep, np.uint64(blk))
-                        key = (pick(n - 4 * blk, w0, w1, w2, w3) << np.uint64(32)) | np.uint64(i)
-                    keys[i] = key
+                        wd, ix = np.uint32(pick(n - 4 * blk, w0, w1, w2, w3)), np.uint16(i)
+                    kw[i] = wd
+                    ki[i] = ix
                 cuda.syncthreads()
                 k = 2
                 while k <= NP:                # bitonic sort, ascending
@@ -1487,10 +1493,12 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                         while e < NP // 2:
                             i = e + (e & ~(j - 1))
                             ui, um = np.uint64(i), np.uint64(i + j)   # (no index fix-ups)
-                            u, v = keys[ui], keys[um]
-                            if (u > v) == ((i & k) == 0):
-                                keys[ui] = v
-                                keys[um] = u
+                            uw, vw, ux, vx = kw[ui], kw[um], ki[ui], ki[um]
+                            if (uw > vw or (uw == vw and ux > vx)) == ((i & k) == 0):
+                                kw[ui] = vw
+                                kw[um] = uw
+                                ki[ui] = vx
+                                ki[um] = ux
                             e += NT
                         cuda.syncthreads()
                         j //= 2
@@ -1506,7 +1514,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                         top = inputs.shape[0] - (B - b_ - 1 if mode == SUBSET else 0)
                         idx[b_] = bi(pick(n - 4 * blk, w0, w1, w2, w3), top)
                     elif mode == EPOCH and NS:
-                        idx[b_] = np.int64(keys[ep * B + b_] & LOW32)
+                        idx[b_] = np.int64(ki[ep * B + b_])
                     elif mode == EPOCH:
                         idx[b_] = perm[r, (t % per_epoch) * B + b_]
                     else:
