@@ -15,7 +15,7 @@
 #    dense step kernel at 1, 4, 8 and 16 threads per replica; CUDA graphs at a launch-bound size;
 #    the grokking net fused against the generic path; W4 with its batch loops opaque and
 #    unrolled; W1 with its registers
-#    capped at 64; the dense Quadratic at d = 32 and 64 by the row kernel and by the GEMM
+#    capped at 40; the dense Quadratic at d = 32 and 64 by the row kernel and by the GEMM
 #    path), <= 250 s; cut short by the budget, it still writes its report with what
 #    it measured, saying where it was cut (exit status 124).
 # Everything is printed, and written to ONE file: benchmarks/results/gpu-<model>.md (the

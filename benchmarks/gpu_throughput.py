@@ -15,7 +15,7 @@ and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 25
 by the fused toy-net kernel and by the generic path; and W4 by the toy-net kernel with its
 one-tile batch loops opaque to the compiler (the default) and unrolled whole, with the
 registers and local memory the device reports for each; W1 with the row kernel's registers
-capped at 64 and not; and the dense Quadratic at
+capped at REGCAP and not; and the dense Quadratic at
 d = quadratic.FORM_ROWS_MAX_D and at the row kernel's limit rows.MAX_D (float64, SGD and
 MALA) by the row kernel and by the GEMM path.
 
@@ -330,16 +330,16 @@ def unroll_gain(w4: Workload, tiny: bool, dt: str, backend_cls, seconds: float, 
 
 def regcap_gain(w1: Workload, tiny: bool, dtypes: list, backend_cls, seconds: float,
                 sync) -> dict:
-    """W1 by the row kernel with the compiler's register count (80 float32, 87 float64 on
-    sm_90 by ptxas: 6 and 5 blocks of 128 per SM) and capped at 64 (`rows.MAX_REGISTERS`: 8
+    """W1 by the row kernel with the compiler's register count (45 float32, 48 float64 on
+    sm_90 by ptxas: 10 blocks of 128 per SM) and capped at REGCAP (`rows.MAX_REGISTERS`: 12
     blocks, a few dozen bytes spilled): chain-steps per second of each and the resources the
-    device reports, per dtype (design_changes 64)."""
+    device reports, per dtype (design_changes 64, 75)."""
     from langevin_sim.kernels import rows
 
     out = {}
     for dt in dtypes:
         got = out[dt] = {"replicas": w1.replicas}
-        for label, cap in (("default", 0), ("cap64", 64)):
+        for label, cap in (("default", 0), ("capped", REGCAP)):
             with mock.patch.object(rows, "MAX_REGISTERS", cap):
                 sim = w1.build(dt, backend_cls)
                 got[label] = device_rate(sim, seconds, sync, 1 if tiny else 3)
@@ -348,6 +348,7 @@ def regcap_gain(w1: Workload, tiny: bool, dtypes: list, backend_cls, seconds: fl
 
 
 LANES = (1, 4, 8, 16)    # threads per replica `lanes_gain` measures
+REGCAP = 40              # registers per thread `regcap_gain` caps W1's row kernel at
 
 
 def lanes_gain(W: dict, names: list, tiny: bool, dtypes: list, backend_cls, seconds: float,
@@ -734,12 +735,12 @@ def main(argv=None) -> int:
                          f"{u['opaque'] / u['unrolled']:.2f} | {u['opaque_resources']} | "
                          f"{u['unrolled_resources']} |")
     if regcap:
-        lines += ["", "## W1's row kernel with its registers capped at 64 (rows.MAX_REGISTERS)", "",
-                  "| dtype | default chain-steps/s | capped at 64 | cap / default | resources "
+        lines += ["", f"## W1's row kernel with its registers capped at {REGCAP} (rows.MAX_REGISTERS)",
+                  "", f"| dtype | default chain-steps/s | capped at {REGCAP} | cap / default | resources "
                   "default | resources capped |", "|---|---|---|---|---|---|",
-                  *(f"| {dt} | {r['default']:.3g} | {r['cap64']:.3g} | "
-                    f"{r['cap64'] / r['default']:.2f} | {r['default_resources']} | "
-                    f"{r['cap64_resources']} |" for dt, r in regcap.items()),
+                  *(f"| {dt} | {r['default']:.3g} | {r['capped']:.3g} | "
+                    f"{r['capped'] / r['default']:.2f} | {r['default_resources']} | "
+                    f"{r['capped_resources']} |" for dt, r in regcap.items()),
                   "", "Above 1, the cap pays: set rows.MAX_REGISTERS (design_changes 64)."]
     if crossover:
         from langevin_sim.kernels import quadratic

@@ -132,9 +132,10 @@ def resident(u: Usage, threads: int, arch: str) -> tuple[int, str, float]:
     return limits[why], why, limits[why] * warps / warps_max
 
 
-def sim(pot, dyn, dtype: str):
+def sim(pot, dyn, dtype: str, first_passage=None):
     from langevin_sim import Simulation
-    return Simulation(pot, dyn, replicas=2, backend="numpy", dtype=dtype)
+    return Simulation(pot, dyn, replicas=2, backend="numpy", dtype=dtype,
+                      first_passage=first_passage)
 
 
 def specimens(only: set[str]):
@@ -142,6 +143,7 @@ def specimens(only: set[str]):
     from langevin_sim.backends import cuda_kernels as ck
     from langevin_sim.dynamics import (MALA, SGD, AdamW, OverdampedLangevin,
                                        UnderdampedLangevin)
+    from langevin_sim.first_passage import FirstPassage, HalfSpace
     from langevin_sim.kernels import pspin, quadratic, rows, toynets
     from langevin_sim.potentials import (DoubleWell, ModularArithmeticMLP, Quadratic,
                                          TeacherStudentMLP)
@@ -151,6 +153,8 @@ def specimens(only: set[str]):
     rows_cases = [
         ("W1 DoubleWell d=1 overdamped", DoubleWell(), OverdampedLangevin(step=1e-3)),
         ("W1 DoubleWell d=1 BAOAB", DoubleWell(), UnderdampedLangevin(step=1e-2)),
+        ("W1 DoubleWell d=1 overdamped, first passage", DoubleWell(),
+         OverdampedLangevin(step=1e-3), FirstPassage(HalfSpace([1.0], 0.0, "right"))),
         ("Quadratic d=64 SGD momentum", Quadratic(np.eye(64) + 0.1),
          SGD(lr=1e-2, momentum=0.9, temperature=0.1)),
         *((f"Quadratic d={d} MALA", Quadratic(np.eye(d) + 0.1), MALA(step=1e-2))
@@ -172,8 +176,8 @@ def specimens(only: set[str]):
     for dtype in ("float32", "float64"):
         f32, ft = dtype == "float32", float32 if dtype == "float32" else float64
         if "rows" in only:
-            for name, pot, dyn in rows_cases:
-                s = sim(pot, dyn, dtype)
+            for name, pot, dyn, *fp in rows_cases:
+                s = sim(pot, dyn, dtype, *fp)
                 assert rows.accepts(s), name
                 yield "rows", name, dtype, rows.kernel_of(s), rows.cuda_signature(s), threads
         if "gemm" in only:

@@ -35,7 +35,8 @@ after each, so that lane i reads its word i: no block index, no run-time pick); 
 proposal's residuals summed in float64 and its ACCEPT word at n = t; then the divergence test
 on every new value: a replica with a bad one keeps its state, gets dstep = t + 1 and stops.
 First-passage observers are updated after every step (float64 membership in the reference's
-summation order) and once more after a freeze.  Why one thread per replica and not per
+summation order) and once more after a freeze, by a kernel compiled with them (`watch`; the
+observer's code otherwise left out: it set the W1 kernel's register count, 72 -> 45).  Why one thread per replica and not per
 coordinate: four lanes share a Philox block, the freeze of a replica's lanes would need a
 cross-thread vote each step, the gradient couples the lanes, and d = 1 (W1) has one lane per
 replica anyway.
@@ -74,7 +75,7 @@ MAX_D = 64               # coordinates per replica run here (local arrays: 8-10 
 MAX_LABELS = 1024        # label shifts per step held per thread (a full batch with label noise)
 MAX_PERM = 1024          # samples whose epoch permutation a thread sorts itself (8 bytes each)
 MAX_REGISTERS = 0        # registers per thread a row kernel may use; 0: the compiler's choice
-                         # (design_changes 64: gpu_throughput measures W1 capped at 64)
+                         # (design_changes 64, 75: gpu_throughput measures W1 capped at 40)
 
 
 @dataclass(frozen=True)
@@ -146,18 +147,20 @@ def permutes_in_kernel(sim) -> bool:
 
 
 def row_kernel(potential_cls: type, kind: int, f32: bool, d: int, samp: int = FULL, batch: int = 1,
-               labels: bool = False, permute: int = 0):
+               labels: bool = False, permute: int = 0, watch: bool = False):
     """The fused kernel of `kind` for the row family `potential_cls`, float32 (f32) or float64
     states of d coordinates, minibatches of `batch` samples taken by `samp` (FULL, IID, EPOCH
     or SUBSET; with `labels`, FULL means all `batch` = n samples in order; EPOCH with
     `permute` = n > 0: each epoch's permutation of the n samples sorted in the kernel), label
-    noise when `labels` (SGD), compiled on first use (cached)."""
+    noise when `labels` (SGD), first-passage observers updated when `watch` (without, the
+    kernel has no observer code: W1 float32 45 registers instead of 72), compiled on first use
+    (cached)."""
     return _row_kernel(potential_cls, int(kind), bool(f32), int(d), int(samp), int(batch),
-                       bool(labels), int(permute), int(MAX_REGISTERS))
+                       bool(labels), int(permute), bool(watch), int(MAX_REGISTERS))
 
 
 @functools.lru_cache(maxsize=None)
-def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
+def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, MAXREG):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -284,7 +287,8 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
             if NB > 0:
                 Bs[i] = b[r, i]
         if dstep[r] >= 0:          # frozen before this call
-            observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t0 + 1)
+            if WATCH:
+                observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t0 + 1)
             return
         zero = cast(0.0)
         rep = rep0 + np.uint64(r)
@@ -305,7 +309,6 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
         fixed = int(es[0]) == 0 and (KIND == ADAMW or int(ts[0]) == 0)
         sc = bc1 = bc2 = ec = eh = zero
         eta = T = 0.0
-        watch = kinds.shape[0] > 0      # first-passage regions to observe
         fresh = True
         t, t_end = t0 - 1, t0 + K - 1   # (a `while` loop: see `toynets`' kernel on `range`)
         while t < t_end:
@@ -459,7 +462,8 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     good = good and ok_(xv, bs) and ok_(mv, bs) and ok_(sv, bs)
             if not good:
                 dstep[r] = t + 1
-                observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t + 1)
+                if WATCH:
+                    observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t + 1)
                 break
             for i in range(D):
                 xs[i] = xn[i]
@@ -469,7 +473,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, MAXREG):
                     Bs[i] = Bn[i]
             if BLOCKS:
                 z0, z1, z2, z3 = shift(z0, z1, z2, z3)
-            if watch:
+            if WATCH:
                 observe(xs, r, kinds, vecs, thr, fe, fx, lc, cr, ins, t + 1)
         for i in range(D):
             x[r, i] = xs[i]
@@ -490,7 +494,8 @@ def kernel_of(sim):
     return row_kernel(type(pot), RULES[type(dyn)][0], sim.dtype == np.float32,
                       sim.state["x"].shape[1], samp,
                       nl or (1 if samp == FULL else int(dyn.batch_size)), nl > 0,
-                      int(pot.n_samples) if permutes_in_kernel(sim) else 0)
+                      int(pot.n_samples) if permutes_in_kernel(sim) else 0,
+                      getattr(sim, "first_passage", None) is not None)
 
 
 def cuda_signature(sim) -> tuple:
