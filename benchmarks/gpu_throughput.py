@@ -330,10 +330,11 @@ def unroll_gain(w4: Workload, tiny: bool, dt: str, backend_cls, seconds: float, 
 
 def regcap_gain(w1: Workload, tiny: bool, dtypes: list, backend_cls, seconds: float,
                 sync) -> dict:
-    """W1 by the row kernel with the compiler's register count (45 float32, 48 float64 on
-    sm_90 by ptxas: 10 blocks of 128 per SM) and capped at REGCAP (`rows.MAX_REGISTERS`: 12
-    blocks, a few dozen bytes spilled): chain-steps per second of each and the resources the
-    device reports, per dtype (design_changes 64, 75)."""
+    """W1 by the row kernel with the compiler's register count (31 float32, 42 float64 on
+    sm_90 by ptxas: 16 and 10 blocks of 128 per SM) and capped at REGCAP (`rows.MAX_REGISTERS`:
+    float64 12 blocks, a few bytes spilled; float32 unchanged, a control): chain-steps per
+    second of each and the resources the device reports, per dtype (design_changes 64, 75,
+    76)."""
     from langevin_sim.kernels import rows
 
     out = {}

@@ -141,7 +141,7 @@ def sim(pot, dyn, dtype: str, first_passage=None):
 def specimens(only: set[str]):
     """(group, name, dtype, kernel, argument types, threads per block) of every kernel."""
     from langevin_sim.backends import cuda_kernels as ck
-    from langevin_sim.dynamics import (MALA, SGD, AdamW, OverdampedLangevin,
+    from langevin_sim.dynamics import (MALA, SGD, AdamW, OverdampedLangevin, Schedule,
                                        UnderdampedLangevin)
     from langevin_sim.first_passage import FirstPassage, HalfSpace
     from langevin_sim.kernels import pspin, quadratic, rows, toynets
@@ -155,6 +155,8 @@ def specimens(only: set[str]):
         ("W1 DoubleWell d=1 BAOAB", DoubleWell(), UnderdampedLangevin(step=1e-2)),
         ("W1 DoubleWell d=1 overdamped, first passage", DoubleWell(),
          OverdampedLangevin(step=1e-3), FirstPassage(HalfSpace([1.0], 0.0, "right"))),
+        ("W1 DoubleWell d=1 overdamped, cosine temperature schedule", DoubleWell(),
+         OverdampedLangevin(step=1e-3, temperature=Schedule("cosine", 1.0, 0.1, 10 ** 6))),
         ("Quadratic d=64 SGD momentum", Quadratic(np.eye(64) + 0.1),
          SGD(lr=1e-2, momentum=0.9, temperature=0.1)),
         *((f"Quadratic d={d} MALA", Quadratic(np.eye(d) + 0.1), MALA(step=1e-2))

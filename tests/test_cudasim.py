@@ -277,7 +277,7 @@ PTX_CODE = textwrap.dedent("""
     # a tuple of arrays as args), ScaleSymmetric's MALA and minibatch SGD, Valley's overdamped,
     # SGD with label noise on LinearRegression (i.i.d. minibatches) and ScaleSymmetric (full),
     # the dense Quadratic's Heun, epoch permutations of 12 samples sorted in the kernel, and
-    # DoubleWell's overdamped kernel with first-passage observers
+    # DoubleWell's kernels with first-passage observers and for constant schedules only
     from numba import int64, types as nt
     from langevin_sim.kernels import rows
     from langevin_sim.potentials import (DoubleWell, LinearRegression, MultiWell, Quadratic,
@@ -299,7 +299,9 @@ PTX_CODE = textwrap.dedent("""
               (ScaleSymmetric, rows.SGD_, float32, nt.Tuple((float64,) * 3 + (F1, F1)),
                rows.EPOCH, 3, False, 12),
               (DoubleWell, rows.OVERDAMPED, float32, nt.UniTuple(float32, 7), rows.FULL, 1, False,
-               0, True)]                                  # with first-passage observers
+               0, True),                                  # with first-passage observers
+              (DoubleWell, rows.BAOAB, float64, nt.UniTuple(float64, 7), rows.FULL, 1, False,
+               0, False, True)]                           # for constant schedules only
     for pcls, kind, ft, args, *samp in cases:
         W = ft[:, ::1]
         k = rows.row_kernel(pcls, kind, ft is float32, 2, *samp, *(3,) * (len(samp) == 1))

@@ -147,20 +147,23 @@ def permutes_in_kernel(sim) -> bool:
 
 
 def row_kernel(potential_cls: type, kind: int, f32: bool, d: int, samp: int = FULL, batch: int = 1,
-               labels: bool = False, permute: int = 0, watch: bool = False):
+               labels: bool = False, permute: int = 0, watch: bool = False,
+               fixed: bool = False):
     """The fused kernel of `kind` for the row family `potential_cls`, float32 (f32) or float64
     states of d coordinates, minibatches of `batch` samples taken by `samp` (FULL, IID, EPOCH
     or SUBSET; with `labels`, FULL means all `batch` = n samples in order; EPOCH with
     `permute` = n > 0: each epoch's permutation of the n samples sorted in the kernel), label
     noise when `labels` (SGD), first-passage observers updated when `watch` (without, the
-    kernel has no observer code: W1 float32 45 registers instead of 72), compiled on first use
-    (cached)."""
+    kernel has no observer code: W1 float32 72 -> 45 registers), for constant schedules of
+    step size (learning rate) and temperature only when `fixed` (`constant_schedules`; the
+    other schedules' code left out: W1 float32 45 -> 31), compiled on first use (cached)."""
     return _row_kernel(potential_cls, int(kind), bool(f32), int(d), int(samp), int(batch),
-                       bool(labels), int(permute), bool(watch), int(MAX_REGISTERS))
+                       bool(labels), int(permute), bool(watch), bool(fixed),
+                       int(MAX_REGISTERS))
 
 
 @functools.lru_cache(maxsize=None)
-def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, MAXREG):
+def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, FIXED, MAXREG):
     global cuda
     from .. import rng
     from ..backends import cuda_kernels as ck
@@ -303,10 +306,9 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, MAXREG):
         a1, a2 = cast(1.0 - q0), cast(1.0 - q1)    # AdamW: 1 - beta1, 1 - beta2 (`complements`)
         # the step size and temperature, the step size in the state's dtype (and half of it),
         # the noise scale as the kind uses it (LM: sigma / 2) and BAOAB's (c1, c2), from
-        # float64 (a sqrt; an exp): once where both schedules are constant (kind 0), else
-        # every step
+        # float64 (a sqrt; an exp): once where both schedules are constant (FIXED: kind 0
+        # compiled in, so the schedules' other kinds are not), else every step
         bs = state_bound(bound)         # for values of the state's dtype (U, counts: bound)
-        fixed = int(es[0]) == 0 and (KIND == ADAMW or int(ts[0]) == 0)
         sc = bc1 = bc2 = ec = eh = zero
         eta = T = 0.0
         fresh = True
@@ -320,10 +322,11 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, MAXREG):
                 while j > 0:
                     z0, z1, z2, z3 = shift(z0, z1, z2, z3)
                     j -= 1
-            if fresh or not fixed:     # (the codes' loads too: stores in the loop keep the
+            if fresh or not FIXED:     # (the codes' loads too: stores in the loop keep the
                 fresh = False          # compiler from hoisting)
-                eta = sched(int(es[0]), es[1], es[2], es[3], t)
-                T = 0.0 if KIND == ADAMW else sched(int(ts[0]), ts[1], ts[2], ts[3], t)
+                eta = sched(0 if FIXED else int(es[0]), es[1], es[2], es[3], t)
+                T = 0.0 if KIND == ADAMW else sched(0 if FIXED else int(ts[0]), ts[1], ts[2],
+                                                    ts[3], t)
                 ec, eh = cast(eta), cast(0.5 * eta)
                 sig = noise_scale(eta, T)
                 sc = cast(0.5 * sig) if KIND == LM else cast(sig)
@@ -495,7 +498,22 @@ def kernel_of(sim):
                       sim.state["x"].shape[1], samp,
                       nl or (1 if samp == FULL else int(dyn.batch_size)), nl > 0,
                       int(pot.n_samples) if permutes_in_kernel(sim) else 0,
-                      getattr(sim, "first_passage", None) is not None)
+                      getattr(sim, "first_passage", None) is not None,
+                      constant_schedules(dyn))
+
+
+def schedule_codes(dyn) -> tuple:
+    """The `schedule_code`s (es, ts) of the dynamics' step size (SGD, AdamW: learning rate)
+    and temperature (AdamW: es again)."""
+    kind = RULES[type(dyn)][0]
+    es = schedule_code(dyn.lr if kind in (SGD_, ADAMW) else dyn.step)
+    return es, es if kind == ADAMW else schedule_code(dyn.temperature)
+
+
+def constant_schedules(dyn) -> bool:
+    """Whether the step size (learning rate) and temperature are constant (schedule kind 0):
+    the row kernel then evaluates them once per launch, compiled without the other kinds."""
+    return all(code[0] == 0 for code in schedule_codes(dyn))
 
 
 def cuda_signature(sim) -> tuple:
@@ -523,8 +541,7 @@ def kernel_arguments(run, sim) -> tuple:
     """(es, ts, q0, q1, q2, q3) of `row_kernel` for the run's dynamics."""
     dyn, xp = sim.dynamics, run.xp
     kind = RULES[type(dyn)][0]
-    es = schedule_code(dyn.lr if kind in (SGD_, ADAMW) else dyn.step)
-    ts = es if kind == ADAMW else schedule_code(dyn.temperature)
+    es, ts = schedule_codes(dyn)
     q = (0.0, 0.0, 0.0, 0.0)
     if kind == BAOAB:
         q = (float(dyn.friction), float(dyn.mass), 0.0, 0.0)
