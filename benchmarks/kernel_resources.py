@@ -96,12 +96,14 @@ def find_ptxas() -> str:
     return max(found, key=ptxas_release)
 
 
-def assemble(ptxas: str, ptx: str, arch: str, workdir: str) -> Usage:
-    """ptxas -v of one kernel's PTX for `arch`: the entry function's resources."""
+def assemble(ptxas: str, ptx: str, arch: str, workdir: str, max_registers: int = 0) -> Usage:
+    """ptxas -v of one kernel's PTX for `arch` (registers capped at `max_registers`, the
+    kernel's `cuda.jit(max_registers=...)`; 0: none): the entry function's resources."""
     path = os.path.join(workdir, "kernel.ptx")
     with open(path, "w") as f:
         f.write(ptx)
-    r = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", path, "-o", os.devnull],
+    cap = [f"--maxrregcount={max_registers}"] if max_registers else []
+    r = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", *cap, path, "-o", os.devnull],
                        capture_output=True, text=True)
     out = r.stdout + r.stderr
     if r.returncode != 0:
@@ -245,8 +247,9 @@ def main(argv=None) -> int:
                 cc = (int(arch[3:-1]), int(arch[-1]))
                 rt.offline_compiler(cc)
                 ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=cc)
+                cap = getattr(kernel, "targetoptions", {}).get("max_registers") or 0
                 try:
-                    u = assemble(ptxas, ptx, arch, work)
+                    u = assemble(ptxas, ptx, arch, work, cap)
                 except BackendUnavailableError as e:
                     print(f"kernel_resources: {e}", file=sys.stderr)
                     return UNAVAILABLE

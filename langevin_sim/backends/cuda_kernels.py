@@ -441,6 +441,10 @@ GEMM_LANES = 1      # threads per replica in `gemm_step`'s GEMM_LANE_RULES launc
 # a replica's N coordinates into contiguous slices, one per thread (design_changes 65;
 # gpu_throughput measures 4, 8 and 16 against 1)
 GEMM_LANE_RULES = (GEMM_OVERDAMPED, GEMM_LM)
+GEMM_MAX_REGISTERS = 64   # registers per thread of the sliced kernel (0: the compiler's
+# choice): 32 warps per SM whatever L; ptxas gave W3's 71 / 80 (float32 / float64, L = 8),
+# 3 blocks per SM, so 2^14 replicas took two waves; capped, p-spin N = 32..256 and
+# L = 4..16 and W2 spill at most 4 bytes (design_changes 77). Read when a kernel compiles.
 
 
 @functools.lru_cache(maxsize=None)
@@ -579,7 +583,9 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
         C = -(-N // L)
         every = lane_ops(f32, block)[1]
 
-        @cuda.jit
+        cap = GEMM_MAX_REGISTERS if not rt.simulated() else 0
+
+        @cuda.jit(**({"max_registers": cap} if cap else {}))
         def sliced(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3,
                    u, nacc, a0, a1, a2, a3):
             M = dstep.shape[0]
