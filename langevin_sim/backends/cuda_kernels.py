@@ -774,14 +774,14 @@ def observer():
                     y = xi - vecs[k, i]
                     s = add(s, mul(y, y))
             now = s > thr[k] if kinds[k] == HALF else s < thr[k]
-            if now != (inside[r, k] != 0):
-                crossings[r, k] += 1
-                last_crossing[r, k] = step
-            if now and first_entry[r, k] < 0:
-                first_entry[r, k] = step
-            if (not now) and first_exit[r, k] < 0:
-                first_exit[r, k] = step
-            inside[r, k] = 1 if now else 0
+            if now != (inside[r, k] != 0):      # a crossing: the only step at which the
+                crossings[r, k] += 1            # arrays change (first_entry < 0 means never
+                last_crossing[r, k] = step      # inside, so inside = 0 then; first_exit < 0
+                inside[r, k] = 1 if now else 0  # never outside: `FirstPassage.init_state`),
+                if now and first_entry[r, k] < 0:   # so a step without one reads inside
+                    first_entry[r, k] = step        # alone and writes nothing
+                if (not now) and first_exit[r, k] < 0:
+                    first_exit[r, k] = step
     return observe
 
 
