@@ -299,7 +299,7 @@ PTX_CODE = textwrap.dedent("""
               (ScaleSymmetric, rows.SGD_, float32, nt.Tuple((float64,) * 3 + (F1, F1)),
                rows.EPOCH, 3, False, 12),
               (DoubleWell, rows.OVERDAMPED, float32, nt.UniTuple(float32, 7), rows.FULL, 1, False,
-               0, True),                                  # with first-passage observers
+               0, 2),                                     # with two first-passage regions
               (DoubleWell, rows.BAOAB, float64, nt.UniTuple(float64, 7), rows.FULL, 1, False,
                0, False, True)]                           # for constant schedules only
     for pcls, kind, ft, args, *samp in cases:

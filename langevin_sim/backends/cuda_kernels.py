@@ -750,9 +750,11 @@ def rounded():
 
 
 @functools.lru_cache(maxsize=None)
-def observer():
+def observer(regions: int = 0):
     """`FirstPassage.update` of one replica as a device function ``observe(xs, r, kinds, vecs,
-    thr, first_entry, first_exit, last_crossing, crossings, inside, step)``: membership of
+    thr, first_entry, first_exit, last_crossing, crossings, inside, step)`` for `regions`
+    regions compiled in (0: kinds.shape[0] of them; the row kernels compile the count in,
+    which unrolls the loop: W1 with one region 80 -> 60 registers in float32): membership of
     the positions xs (d,) in float64 summed over coordinates 0, 1, .. (the reference's
     order, so the flags agree bit for bit), then row r of the five (M, R) int64 arrays at
     step count `step` (the generic path's kernel below, and the row kernels).  Products and
@@ -760,11 +762,12 @@ def observer():
     rounds twice and could flip a flag at a region's boundary."""
     HALF = fpass.HALF_SPACE
     mul, add = rounded()
+    R = int(regions)
 
     @cuda.jit(device=True)
     def observe(xs, r, kinds, vecs, thr, first_entry, first_exit, last_crossing, crossings,
                 inside, step):
-        for k in range(kinds.shape[0]):
+        for k in range(R if R else kinds.shape[0]):
             s = 0.0
             for i in range(xs.shape[0]):
                 xi = np.float64(xs[i])

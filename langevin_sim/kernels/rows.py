@@ -35,8 +35,9 @@ after each, so that lane i reads its word i: no block index, no run-time pick); 
 proposal's residuals summed in float64 and its ACCEPT word at n = t; then the divergence test
 on every new value: a replica with a bad one keeps its state, gets dstep = t + 1 and stops.
 First-passage observers are updated after every step (float64 membership in the reference's
-summation order) and once more after a freeze, by a kernel compiled with them (`watch`; the
-observer's code otherwise left out: it set the W1 kernel's register count, 72 -> 45).  Why one thread per replica and not per
+summation order) and once more after a freeze, by a kernel compiled with their number of
+regions (`watch`; the observer's code otherwise left out: it set the W1 kernel's register
+count, 72 -> 45).  Why one thread per replica and not per
 coordinate: four lanes share a Philox block, the freeze of a replica's lanes would need a
 cross-thread vote each step, the gradient couples the lanes, and d = 1 (W1) has one lane per
 replica anyway.
@@ -147,18 +148,18 @@ def permutes_in_kernel(sim) -> bool:
 
 
 def row_kernel(potential_cls: type, kind: int, f32: bool, d: int, samp: int = FULL, batch: int = 1,
-               labels: bool = False, permute: int = 0, watch: bool = False,
+               labels: bool = False, permute: int = 0, watch: int = 0,
                fixed: bool = False):
     """The fused kernel of `kind` for the row family `potential_cls`, float32 (f32) or float64
     states of d coordinates, minibatches of `batch` samples taken by `samp` (FULL, IID, EPOCH
     or SUBSET; with `labels`, FULL means all `batch` = n samples in order; EPOCH with
     `permute` = n > 0: each epoch's permutation of the n samples sorted in the kernel), label
-    noise when `labels` (SGD), first-passage observers updated when `watch` (without, the
-    kernel has no observer code: W1 float32 72 -> 45 registers), for constant schedules of
+    noise when `labels` (SGD), a first-passage observer of `watch` regions compiled in (0:
+    none, and no observer code: W1 float32 72 -> 45 registers), for constant schedules of
     step size (learning rate) and temperature only when `fixed` (`constant_schedules`; the
     other schedules' code left out: W1 float32 45 -> 31), compiled on first use (cached)."""
     return _row_kernel(potential_cls, int(kind), bool(f32), int(d), int(samp), int(batch),
-                       bool(labels), int(permute), bool(watch), bool(fixed),
+                       bool(labels), int(permute), int(watch), bool(fixed),
                        int(MAX_REGISTERS))
 
 
@@ -173,7 +174,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, FIXED, MAXREG):
     fam = FAMILIES[pcls]
     dev = compile_steps(fam.module, cuda.jit(device=True), rt.primitives())
     row = getattr(dev, fam.row)
-    bounded, observe = ck.device_rng().bounded_index, ck.observer()
+    bounded, observe = ck.device_rng().bounded_index, ck.observer(WATCH)
     NOISE, GNOISE = np.uint64(rng.NOISE), np.uint64(rng.GRAD_NOISE)
     MINIBATCH, ACCEPT, LABEL, SUBSET_ = (np.uint64(rng.MINIBATCH), np.uint64(rng.ACCEPT),
                                          np.uint64(rng.LABEL_NOISE), np.uint64(rng.SUBSET))
@@ -498,7 +499,7 @@ def kernel_of(sim):
                       sim.state["x"].shape[1], samp,
                       nl or (1 if samp == FULL else int(dyn.batch_size)), nl > 0,
                       int(pot.n_samples) if permutes_in_kernel(sim) else 0,
-                      getattr(sim, "first_passage", None) is not None,
+                      len(getattr(sim, "first_passage", None) or ()),
                       constant_schedules(dyn))
 
 
