@@ -567,14 +567,18 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
     @cuda.jit(device=True)
     def normals_into(z, k0, k1, purpose, rep, n0, n, scale, add):
         """z[j] = scale xi_j, or z[j] + scale xi_j with `add`, for the normals xi_j of
-        `purpose` at stream positions n0 + j, j < n (each Philox block once)."""
-        for b in range(n0 // 4, (n0 + n - 1) // 4 + 1):
-            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(b))
+        `purpose` at stream positions n0 + j, j < n (each Philox block once; unsigned
+        positions in a `while` loop, see `store`)."""
+        first, stop = np.uint64(n0), np.uint64(n0) + np.uint64(n)
+        b, end, one = first >> np.uint64(2), (stop + np.uint64(3)) >> np.uint64(2), np.uint64(1)
+        while b < end:
+            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, b)
             for w in range(4):
-                j = 4 * b + w - n0
-                if j >= 0 and j < n:
+                p = (b << np.uint64(2)) + np.uint64(w)
+                if p >= first and p < stop:
                     v = scale * pick(w, z0, z1, z2, z3)
-                    z[j] = z[j] + v if add else v
+                    z[p - first] = z[p - first] + v if add else v
+            b += one
 
     R, L = block
     if L > 1:
