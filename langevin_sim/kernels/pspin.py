@@ -54,9 +54,10 @@ from .gemm import dot_rows
 
 # ---------------------------------------------------------------- step functions, every target
 
-# The row loops are `while` loops over unsigned indices: numba's `range` over a run-time
-# bound and its signed indices' fix-ups cost ~28 SASS instructions a coordinate on "cuda",
-# ~6 this way (design_changes 78); the CPU compilation runs as fast either way.
+# The row loops are `while` loops over unsigned indices: as `range` loops with signed
+# indices (numba's negative-index fix-ups) over the strided columns XT[:, r] they cost
+# ~23-28 SASS instructions a coordinate on "cuda", ~6 this way (design_changes 78); the CPU
+# compilation runs as fast either way.
 
 def lane_sum(v):
     """v summed over the threads that share one replica's row, each holding a slice of it:
