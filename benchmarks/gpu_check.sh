@@ -16,7 +16,9 @@
 #    the grokking net fused against the generic path; W4 with its batch loops opaque and
 #    unrolled; W1 with its registers
 #    capped at 40; the dense Quadratic at d = 32 and 64 by the row kernel and by the GEMM
-#    path), <= 250 s; cut short by the budget, it still writes its report with what
+#    path), <= 250 s; the threads-per-replica and register-cap A/Bs first, the workloads'
+#    table then at the settings they chose (the report's "Settings" section names the
+#    defaults to set); cut short by the budget, it still writes its report with what
 #    it measured, saying where it was cut (exit status 124).
 # Everything is printed, and written to ONE file: benchmarks/results/gpu-<model>.md (the
 # benchmark report, then the test summary, then this script's full log of both steps); when

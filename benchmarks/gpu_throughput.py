@@ -1,7 +1,8 @@
 """Chain-steps per second of the cuda backend, next to the device's limits measured here.
 
 usage: python benchmarks/gpu_throughput.py [--only W1,W2] [--dtypes float32,float64]
-           [--seconds S] [--no-jax] [--tiny] [--ab-only] [--out benchmarks/results/gpu-MODEL.md]
+           [--seconds S] [--no-jax] [--tiny] [--ab-only] [--no-tune]
+           [--out benchmarks/results/gpu-MODEL.md]
 
 Workloads (the issue's GPU sizes; float32 and float64):
   W1  DoubleWell d=1, 2^24 replicas, overdamped Langevin
@@ -19,6 +20,11 @@ capped at REGCAP and not; and the dense Quadratic at
 d = quadratic.FORM_ROWS_MAX_D and at the row kernel's limit rows.MAX_D (float64, SGD and
 MALA) by the row kernel and by the GEMM path.
 
+The threads-per-replica and register-cap A/Bs run first, and the workloads' table runs at the
+settings they choose (`tuned`: the library's default unless another setting is TUNE_MARGIN
+faster; the report's "Settings" section says which, and which defaults to set); --no-tune
+measures the table at the library's defaults.
+
 Limits, measured on the same device in the same run: the Philox-only normal rate of the
 project's own generator (rng.block_normals compiled for numba-cuda, every normal consumed),
 device copy bandwidth, the cuBLAS GEMM rate at each dense workload's shape, and (when JAX is
@@ -33,6 +39,7 @@ markdown and JSON to --out (default benchmarks/results/gpu-<device model>.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -372,6 +379,59 @@ def lanes_gain(W: dict, names: list, tiny: bool, dtypes: list, backend_cls, seco
     return out
 
 
+TUNE_MARGIN = 1.02       # a setting replaces the library's default when this much faster
+
+
+def geometric_mean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def tuned(lanes: dict | None, regcap: dict | None) -> dict:
+    """The settings the workloads' table runs with, from the A/B sections measured before it:
+    `cuda_kernels.GEMM_LANES` the L of LANES with the highest geometric mean of chain-steps/s
+    over the rows of `lanes_gain` (W2, W3 x dtypes), `rows.MAX_REGISTERS` REGCAP where
+    capping W1 was faster in the geometric mean over the dtypes; a library default stays
+    unless the other setting is TUNE_MARGIN faster.  {"GEMM_LANES": {"value", "default",
+    "gain", "best_per_row"}, "MAX_REGISTERS": {...}}: gain is the chosen setting's geometric
+    mean over the default's (1 where the default stays)."""
+    from langevin_sim.backends import cuda_kernels as ck
+    from langevin_sim.kernels import rows
+
+    out = {}
+    if lanes:
+        base = ck.GEMM_LANES
+        gains = {L: geometric_mean(r[f"{L}"] / r[f"{base}"] for r in lanes.values())
+                 for L in LANES}
+        best = max(gains, key=gains.get)
+        pick = best if gains[best] >= TUNE_MARGIN else base
+        out["GEMM_LANES"] = {"value": pick, "default": base, "gain": gains[pick],
+                             "best_per_row": {k: max(LANES, key=lambda L: r[f"{L}"])
+                                              for k, r in lanes.items()}}
+    if regcap:
+        base = rows.MAX_REGISTERS
+        gain = geometric_mean(r["capped"] / r["default"] for r in regcap.values())
+        if base:       # the default caps already: "default" ran uncapped
+            gain = 1.0 / gain
+        other = 0 if base else REGCAP
+        pick = other if gain >= TUNE_MARGIN else base
+        out["MAX_REGISTERS"] = {"value": pick, "default": base,
+                                "gain": gain if pick != base else 1.0}
+    return out
+
+
+def applied(settings: dict) -> contextlib.ExitStack:
+    """A context in which `tuned`'s settings replace the library's defaults."""
+    from langevin_sim.backends import cuda_kernels as ck
+    from langevin_sim.kernels import rows
+
+    stack = contextlib.ExitStack()
+    for name, module in (("GEMM_LANES", ck), ("MAX_REGISTERS", rows)):
+        if name in settings:
+            stack.enter_context(mock.patch.object(module, name, settings[name]["value"]))
+    return stack
+
+
 def rows_gain(tiny: bool, backend_cls, seconds: float, sync) -> dict:
     """The dense Quadratic at d = quadratic.FORM_ROWS_MAX_D and at the row kernel's limit
     rows.MAX_D (2^14 replicas, float64; the row kernel's local arrays spill most at MAX_D:
@@ -577,6 +637,33 @@ def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float,
     return row
 
 
+def settings_lines(settings: dict) -> list:
+    """The report's section on the settings the table ran with (`tuned`)."""
+    if not settings:
+        return []
+    where = {"GEMM_LANES": ("cuda_kernels.GEMM_LANES", "threads per replica in the dense "
+                            "step kernel, design_changes 65"),
+             "MAX_REGISTERS": ("rows.MAX_REGISTERS", "registers per thread of the row "
+                               "kernels, 0: the compiler's choice, design_changes 64")}
+    out = ["## Settings the table ran with", "",
+           "Chosen by the A/B sections below, measured first (a setting replaces the library's "
+           f"default where it was {TUNE_MARGIN:g}x faster in the geometric mean over the "
+           "workloads and dtypes it measured):", ""]
+    changed = []
+    for key, s in settings.items():
+        name, what = where[key]
+        gain = f", {s['gain']:.2f}x" if s["value"] != s["default"] else ""
+        extra = f", best per row: {s['best_per_row']}" if "best_per_row" in s else ""
+        out.append(f"- {name} = {s['value']} ({what}; library default {s['default']}{gain}"
+                   f"{extra})")
+        if s["value"] != s["default"]:
+            changed.append(f"{name} = {s['value']}")
+    out += ["", f"**Set {' and '.join(changed)} as the library's default** (the table's numbers "
+            "are at these settings)." if changed else "The library's defaults won: the table "
+            "ran at them.", ""]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated workload names (default all)")
@@ -591,6 +678,9 @@ def main(argv=None) -> int:
                     help="skip the workloads' table: only the A/B sections of the workloads "
                          "named (threads per replica, CUDA graphs, fused toy net, W4 unrolled, "
                          "W1 register cap, row kernel vs GEMM)")
+    ap.add_argument("--no-tune", action="store_true",
+                    help="measure the workloads' table at the library's defaults, not at the "
+                         "settings the threads-per-replica and register-cap A/Bs choose")
     a = ap.parse_args(argv)
     xp, backend_cls, desc, sync = setup()
     seconds = 0.05 if a.tiny else a.seconds
@@ -607,15 +697,6 @@ def main(argv=None) -> int:
             xp, 16 if a.tiny else 1 << 22, dt, seconds, sync)
     print(f"limits: {limits}", flush=True)
     rows, cut = [], []      # cut: where the time budget's SIGINT stopped the measurements
-    try:
-        for name in ([] if a.ab_only else names):
-            w = W[name]
-            for dt in dtypes:
-                rows.append(measure(w, dt, backend_cls, xp, limits, seconds, sync, record_every,
-                                    a.tiny, use_jax))
-                print(json.dumps(rows[-1]), flush=True)
-    except KeyboardInterrupt:
-        cut.append(f"{name} {dt}")
 
     def optional(label: str, wanted: bool, fn, *args):
         """fn(*args) unless not wanted or cut short before; None when the budget's SIGINT
@@ -630,12 +711,24 @@ def main(argv=None) -> int:
         print(json.dumps({label: out}), flush=True)
         return out
 
-    # the A/B sections whose answers are settings still open first (the budget may cut the
-    # rest: graphs, the fused net and W4's loops were measured on the H200 already)
+    # the A/B sections whose answers are settings still open first, then the workloads'
+    # table at the settings they chose (`tuned`), then the rest (the budget may cut it:
+    # graphs, the fused net and W4's loops were measured on the H200 already)
     lanes = optional("lanes_gain", "W2" in names or "W3" in names, lanes_gain, W, names,
                      a.tiny, dtypes, backend_cls, seconds, sync)
     regcap = optional("regcap_gain", "W1" in names, regcap_gain, W["W1"], a.tiny, dtypes,
                       backend_cls, seconds, sync)
+    settings = {} if a.no_tune else tuned(lanes, regcap)
+    print(json.dumps({"settings": settings}), flush=True)
+    try:
+        with applied(settings):
+            for name in ([] if a.ab_only or cut else names):
+                for dt in dtypes:
+                    rows.append(measure(W[name], dt, backend_cls, xp, limits, seconds, sync,
+                                        record_every, a.tiny, use_jax))
+                    print(json.dumps(rows[-1]), flush=True)
+    except KeyboardInterrupt:
+        cut.append(f"{name} {dt}")
     crossover = optional("rows_gain", "W2" in names, rows_gain, a.tiny, backend_cls, seconds,
                          sync)
     gain = optional("graph_gain", "W3" in names, graph_gain, a.tiny, dtypes[0], backend_cls,
@@ -665,7 +758,7 @@ def main(argv=None) -> int:
              *(f"- Philox-only {dt} normals (the project's generator, rng.block_normals"
                f"{'_f32' if dt == 'float32' else ''} on the device): "
                f"{limits[f'philox_normals_per_s_{dt}']:.3g} /s" for dt in dtypes), "",
-             "## Chain-steps per second (medians)", "",
+             *settings_lines(settings), "## Chain-steps per second (medians)", "",
              "| workload | dtype | path | cuda | with records | GEMM rate at its shape (FLOP/s) "
              "| % of GEMM | % of Philox | JAX jit+scan | cuda / JAX | JAX, TF32 matmuls "
              "| host-run methods |",
@@ -701,17 +794,22 @@ def main(argv=None) -> int:
             lines.append(f"| {r['workload']} | {r['dtype']} | {us[0]:.3g} | {us[1]:.3g} | "
                          f"{us[2]:.3g} | {us[1] / us[2]:.2f} |")
     if lanes:
+        gemm = {f"{r['workload']} {r['dtype']}": r["gemm_flops_per_s"] for r in rows
+                if "gemm_flops_per_s" in r}
         lines += ["", "## Threads per replica in the dense step kernel (cuda_kernels.GEMM_LANES)",
                   "", "Chain-steps per second by `gemm_step` with L threads per replica (1: one "
-                  "thread looping over the coordinates, the default; more: each thread a slice "
-                  "of them, design_changes 65), GEMM included.", "",
-                  "| workload | dtype | L | chain-steps/s | / L = 1 |", "|---|---|---|---|---|"]
+                  "thread looping over the coordinates; more: each thread a slice of them, "
+                  "design_changes 65), GEMM included, and the share of the GEMM rate at the "
+                  "workload's shape (from the table) that makes.", "",
+                  "| workload | dtype | L | chain-steps/s | / L = 1 | % of GEMM |",
+                  "|---|---|---|---|---|---|"]
         for key, r in lanes.items():
+            g = gemm.get(key)
             for L in LANES:
+                share = f"{100 * r[f'{L}'] * W[key.split()[0]].flops_per_chain_step / g:.0f}%" \
+                    if g else "–"
                 lines.append(f"| {key.split()[0]} | {key.split()[1]} | {L} | {r[f'{L}']:.3g} | "
-                             f"{r[f'{L}'] / r['1']:.2f} |")
-        lines += ["", "Above 1, more threads per replica pay: set cuda_kernels.GEMM_LANES to the "
-                  "best L (design_changes 65)."]
+                             f"{r[f'{L}'] / r['1']:.2f} | {share} |")
     if gain:
         lines += ["", "## CUDA graphs at a launch-bound size", "",
                   f"W3's landscape at N={gain['N']}, {gain['replicas']} replicas, {gain['dtype']}: "
@@ -742,7 +840,7 @@ def main(argv=None) -> int:
                   *(f"| {dt} | {r['default']:.3g} | {r['capped']:.3g} | "
                     f"{r['capped'] / r['default']:.2f} | {r['default_resources']} | "
                     f"{r['capped_resources']} |" for dt, r in regcap.items()),
-                  "", "Above 1, the cap pays: set rows.MAX_REGISTERS (design_changes 64)."]
+                  "", "Above 1, the cap pays (design_changes 64)."]
     if crossover:
         from langevin_sim.kernels import quadratic
 
@@ -789,6 +887,7 @@ def main(argv=None) -> int:
         json.dump({"device": desc, "versions": versions(), "limits": limits, "rows": rows,
                    "graph_gain": gain, "toynet_gain": nets, "unroll_gain": unroll,
                    "rows_gain": crossover, "regcap_gain": regcap, "lanes_gain": lanes,
+                   "settings": settings,
                    "cut": cut[0] if cut else None,
                    "tiny": a.tiny}, fh, indent=1)
     print(f"wrote {out}", file=sys.stderr)

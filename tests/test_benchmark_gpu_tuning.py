@@ -1,0 +1,61 @@
+"""benchmarks/gpu_throughput.py's choice of the settings its table runs with (no device)."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+_spec = importlib.util.spec_from_file_location("benchmark_gpu_throughput",
+                                               BENCH / "gpu_throughput.py")
+gt = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)   # for dataclasses
+_spec.loader.exec_module(gt)
+
+
+def lanes_rows(*rates):
+    """lanes_gain's rows: one dict per (workload, dtype), rates at LANES = 1, 4, 8, 16."""
+    return {f"W{i} float32": dict(zip(map(str, gt.LANES), r), replicas=64)
+            for i, r in enumerate(rates, 2)}
+
+
+def test_lanes_take_the_best_geometric_mean_and_say_each_rows_best():
+    from langevin_sim.backends import cuda_kernels as ck
+
+    # L = 8 best on W2, L = 16 on W3; geometric means over L = 1: 4: 1.5, 8: 2, 16: 1.73
+    got = gt.tuned(lanes_rows((1.0, 1.5, 2.0, 1.0), (1.0, 1.5, 2.0, 3.0)), None)["GEMM_LANES"]
+    assert got["value"] == 8 and got["default"] == ck.GEMM_LANES == 1
+    assert got["gain"] == pytest.approx(2.0)
+    assert got["best_per_row"] == {"W2 float32": 8, "W3 float32": 16}
+
+
+def test_a_default_stays_unless_another_setting_beats_it_by_the_margin():
+    got = gt.tuned(lanes_rows((1.0, 1.01, 0.5, 0.5)), {"float64": {"default": 1.0,
+                                                                    "capped": 1.01}})
+    assert got["GEMM_LANES"]["value"] == 1 and got["GEMM_LANES"]["gain"] == pytest.approx(1.0)
+    assert got["MAX_REGISTERS"] == {"value": 0, "default": 0, "gain": 1.0}
+
+
+def test_the_register_cap_is_chosen_from_every_dtype_and_applied_then_undone(monkeypatch):
+    from langevin_sim.backends import cuda_kernels as ck
+    from langevin_sim.kernels import rows
+
+    caps = {"float32": {"default": 1.0, "capped": 1.0}, "float64": {"default": 1.0,
+                                                                   "capped": 1.21}}
+    settings = gt.tuned(lanes_rows((1.0, 3.0, 2.0, 1.0)), caps)
+    assert settings["MAX_REGISTERS"]["value"] == gt.REGCAP
+    assert settings["MAX_REGISTERS"]["gain"] == pytest.approx(1.1)
+    with gt.applied(settings):
+        assert (ck.GEMM_LANES, rows.MAX_REGISTERS) == (4, gt.REGCAP)
+    assert (ck.GEMM_LANES, rows.MAX_REGISTERS) == (1, 0)
+    text = "\n".join(gt.settings_lines(settings))
+    assert "cuda_kernels.GEMM_LANES = 4" in text and "3.00x" in text
+    assert f"**Set cuda_kernels.GEMM_LANES = 4 and rows.MAX_REGISTERS = {gt.REGCAP} as the " \
+           "library's default**" in text
+    # where the library's default caps already, the A/B's uncapped run is the alternative
+    monkeypatch.setattr(rows, "MAX_REGISTERS", gt.REGCAP)
+    assert gt.tuned(None, caps)["MAX_REGISTERS"]["value"] == gt.REGCAP
+    slower = {dt: {"default": 1.0, "capped": 0.8} for dt in caps}
+    assert gt.tuned(None, slower)["MAX_REGISTERS"] == {"value": 0, "default": gt.REGCAP,
+                                                       "gain": pytest.approx(1.25)}
+    assert "defaults won" in "\n".join(gt.settings_lines(gt.tuned(lanes_rows((1, 1, 1, 1)),
+                                                                  None)))
