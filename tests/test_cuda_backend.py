@@ -791,6 +791,22 @@ if SIM:
         backends_agree("cuda", make, dyn, 5, (3,), seed=2, first_passage=fp)
         assert len(calls) == 2
 
+    GENERIC_PAIRS = [n for n in PAIRS if n.split("-")[0] in ("LinearRegression", "SphericalPSpin")]
+
+    @pytest.mark.parametrize("name", GENERIC_PAIRS)
+    def test_generic_path_matches_reference(name, monkeypatch):
+        """Every dynamics by the generic per-step path (the path of any pair, size or option
+        no fused kernel takes: its update kernels, `ck.overdamped`, `ck.sgd`, `ck.adamw`,
+        `ck.baoab_first` / `baoab_last`, or the dynamics' reference step on device arrays),
+        on a finite-sum potential (SGD's samplings and noises) and on the sphere (candidate
+        steps, projection, retraction): float64 parity with the reference over 3 + 4 steps
+        (d = 3 and N = 4 coordinates, so that a step's normals straddle Philox blocks)."""
+        make, dyn = PAIRS[name]
+        monkeypatch.setattr(cuda_backend, "fused_kernel", lambda sim: None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            backends_agree("cuda", make, dyn, 5, (3, 4), what=name, seed=4)
+
     def test_state_and_instance_arrays_live_on_the_device():
         make, dyn = PAIRS["LinearRegression-SGD"]
         sim = Simulation(make(), dyn, 4, backend="cuda", seed=1)

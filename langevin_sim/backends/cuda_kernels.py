@@ -104,6 +104,37 @@ def helpers():
     return pick, row_ok, copy_row
 
 
+@functools.lru_cache(maxsize=None)
+def stream_window():
+    """(span, slot, one): device functions over the Philox blocks that hold stream positions
+    n0 .. n0 + n - 1 (four a block), for a kernel that draws them in order, each block once::
+
+        b, end = span(n0, n)
+        while b < end:
+            z0, z1, z2, z3 = block(..., b)
+            for w in range(4):
+                j = slot(b, w, n0, n)
+                if j < n: ... position n0 + j is word w of block b
+
+    span(n0, n) -> (first block, end block), slot(b, w, n0, n) -> j, the index from n0 of
+    word w of block b (n for a position before n0), all unsigned: numba's `range` over a
+    run-time start and its signed indices' fix-ups cost ~27 SASS instructions a block
+    (design_changes 81, 83).  one: the loop's uint64 step."""
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+
+    @cuda.jit(device=True)
+    def span(n0, n):
+        first = np.uint64(n0)
+        return first >> two, (first + np.uint64(n) + three) >> two
+
+    @cuda.jit(device=True)
+    def slot(b, w, n0, n):
+        p, first = (b << two) + np.uint64(w), np.uint64(n0)
+        return p - first if p >= first else np.uint64(n)
+
+    return span, slot, one
+
+
 F32_INF, F32_MAX = np.float32(np.inf), np.finfo(np.float32).max
 ONE_DOWN = np.float32(1.0 - 2.0 ** -24)  # b * ONE_DOWN: the float32 below a positive normal b
 
@@ -164,20 +195,23 @@ def normals(f32: bool):
     """out[r, j] = the normal at stream position start + j of replica rep0 + r."""
     bn = _normals_fn(f32)
     pick = helpers()[0]
+    span, slot, one = stream_window()
 
     @cuda.jit
     def kernel(out, k0, k1, purpose, rep0, start):
         r = cuda.grid(1)
         if r >= out.shape[0]:
             return
-        C = out.shape[1]
-        rep = rep0 + np.uint64(r)
-        for b in range(start // 4, (start + C - 1) // 4 + 1):
-            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, np.uint64(b))
+        C, ur = np.uint64(out.shape[1]), np.uint64(r)
+        rep = rep0 + ur
+        b, end = span(start, C)
+        while b < end:
+            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, b)
             for w in range(4):
-                j = 4 * b + w - start
-                if j >= 0 and j < C:
-                    out[r, j] = pick(w, z0, z1, z2, z3)
+                j = slot(b, w, start, C)
+                if j < C:
+                    out[ur, j] = pick(w, z0, z1, z2, z3)
+            b += one
     return kernel
 
 
@@ -188,24 +222,27 @@ def words():
     dev = device_rng()
     bw, bi = dev.block_words, dev.bounded_index
     pick = helpers()[0]
+    span, slot, one = stream_window()
 
     @cuda.jit
     def kernel(out, k0, k1, purpose, rep0, start, n):
         r = cuda.grid(1)
         if r >= out.shape[0]:
             return
-        C = out.shape[1]
-        rep = rep0 + np.uint64(r)
-        for b in range(start // 4, (start + C - 1) // 4 + 1):
-            w0, w1, w2, w3 = bw(k0, k1, purpose, rep, np.uint64(b))
+        C, ur = np.uint64(out.shape[1]), np.uint64(r)
+        rep = rep0 + ur
+        b, end = span(start, C)
+        while b < end:
+            w0, w1, w2, w3 = bw(k0, k1, purpose, rep, b)
             for w in range(4):
-                j = 4 * b + w - start
-                if j >= 0 and j < C:
+                j = slot(b, w, start, C)
+                if j < C:
                     word = pick(w, w0, w1, w2, w3)
                     if n > 0:
-                        out[r, j] = bi(word, n)
+                        out[ur, j] = bi(word, n)
                     else:
-                        out[r, j] = word
+                        out[ur, j] = word
+            b += one
     return kernel
 
 
@@ -219,6 +256,7 @@ def overdamped(f32: bool):
     st = steps()
     upd, lane, ok_ = st.overdamped_update, st.overdamped_lane, st.within_bound
     pick, _, copy_row = helpers()
+    span, slot, one = stream_window()
 
     @cuda.jit
     def kernel(x, g, out, dstep, t, k0, k1, rep0, eta, sigma, zero, bound, candidate):
@@ -229,20 +267,23 @@ def overdamped(f32: bool):
         alive = dstep[r] < 0
         ok = True
         if alive:
-            rep = rep0 + np.uint64(r)
+            ur, ud = np.uint64(r), np.uint64(d)
+            rep = rep0 + ur
             n0 = t * d
-            for b in range(n0 // 4, (n0 + d - 1) // 4 + 1):
-                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
+            b, end = span(n0, ud)
+            while b < end:
+                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
                 for w in range(4):
-                    j = 4 * b + w - n0
-                    if j >= 0 and j < d:
+                    j = slot(b, w, n0, ud)
+                    if j < ud:
                         z = pick(w, z0, z1, z2, z3)
                         if candidate:
-                            v = upd(zero, g[r, j], eta, sigma, z)
+                            v = upd(zero, g[ur, j], eta, sigma, z)
                         else:
-                            v = lane(x[r, j], g[r, j], z, eta, sigma, zero)
-                        out[r, j] = v
+                            v = lane(x[ur, j], g[ur, j], z, eta, sigma, zero)
+                        out[ur, j] = v
                         ok = ok and ok_(v, bound)
+                b += one
         if candidate:
             return
         if not (alive and ok):
@@ -258,6 +299,7 @@ def sgd(f32: bool):
     bn = _normals_fn(f32)
     upd, ok_ = steps().sgd_update, steps().within_bound
     pick, _, copy_row = helpers()
+    span, slot, one = stream_window()
 
     @cuda.jit
     def kernel(x, v, g, xo, vo, dstep, t, k0, k1, rep0, lr, momentum, wd, sigma, zero, noisy,
@@ -269,23 +311,27 @@ def sgd(f32: bool):
         alive = dstep[r] < 0
         ok = True
         if alive:
-            rep = rep0 + np.uint64(r)
+            ur, ud = np.uint64(r), np.uint64(d)
+            rep = rep0 + ur
             n0 = t * d
-            for b in range(n0 // 4, (n0 + d - 1) // 4 + 1):
+            b, end = span(n0, ud)
+            while b < end:
                 z0 = z1 = z2 = z3 = zero
                 if noisy:
-                    z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
+                    z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
                 for w in range(4):
-                    j = 4 * b + w - n0
-                    if j >= 0 and j < d:
+                    j = slot(b, w, n0, ud)
+                    if j < ud:
                         xi = pick(w, z0, z1, z2, z3)
                         if candidate:
-                            xn, vn = upd(zero, v[r, j], g[r, j], lr, momentum, zero, sigma, xi)
+                            xn, vn = upd(zero, v[ur, j], g[ur, j], lr, momentum, zero, sigma, xi)
                         else:
-                            xn, vn = upd(x[r, j], v[r, j], g[r, j], lr, momentum, wd, sigma, xi)
-                        xo[r, j] = xn
-                        vo[r, j] = vn
+                            xn, vn = upd(x[ur, j], v[ur, j], g[ur, j], lr, momentum, wd, sigma,
+                                         xi)
+                        xo[ur, j] = xn
+                        vo[ur, j] = vn
                         ok = ok and ok_(xn, bound) and ok_(vn, bound)
+                b += one
         if candidate:
             return
         if not (alive and ok):
@@ -341,6 +387,7 @@ def baoab_first(f32: bool):
     bn = _normals_fn(f32)
     first = steps().baoab_first
     pick, _, copy_row = helpers()
+    span, slot, one = stream_window()
 
     @cuda.jit
     def kernel(x, p, g, xo, po, dstep, t, k0, k1, rep0, h, inv_mass, c1, c2):
@@ -351,18 +398,20 @@ def baoab_first(f32: bool):
             copy_row(x, xo, r)
             copy_row(p, po, r)
             return
-        d = x.shape[1]
-        rep = rep0 + np.uint64(r)
-        n0 = t * d
-        for b in range(n0 // 4, (n0 + d - 1) // 4 + 1):
-            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
+        ur, ud = np.uint64(r), np.uint64(x.shape[1])
+        rep = rep0 + ur
+        n0 = t * x.shape[1]
+        b, end = span(n0, ud)
+        while b < end:
+            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
             for w in range(4):
-                j = 4 * b + w - n0
-                if j >= 0 and j < d:
-                    xn, pn = first(x[r, j], p[r, j], g[r, j], h, inv_mass, c1, c2,
+                j = slot(b, w, n0, ud)
+                if j < ud:
+                    xn, pn = first(x[ur, j], p[ur, j], g[ur, j], h, inv_mass, c1, c2,
                                    pick(w, z0, z1, z2, z3))
-                    xo[r, j] = xn
-                    po[r, j] = pn
+                    xo[ur, j] = xn
+                    po[ur, j] = pn
+            b += one
     return kernel
 
 
@@ -545,6 +594,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
                                                      st.within_bound)
     word = cached_draws(f32)[1]
     pick = helpers()[0]
+    span, slot, one = stream_window()
     bound_of = state_bound(f32)
     ftype = np.float32 if f32 else np.float64
 
@@ -569,15 +619,15 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
         """z[j] = scale xi_j, or z[j] + scale xi_j with `add`, for the normals xi_j of
         `purpose` at stream positions n0 + j, j < n (each Philox block once; unsigned
         positions in a `while` loop, see `store`)."""
-        first, stop = np.uint64(n0), np.uint64(n0) + np.uint64(n)
-        b, end, one = first >> np.uint64(2), (stop + np.uint64(3)) >> np.uint64(2), np.uint64(1)
+        un = np.uint64(n)
+        b, end = span(n0, un)
         while b < end:
             z0, z1, z2, z3 = bn(k0, k1, purpose, rep, b)
             for w in range(4):
-                p = (b << np.uint64(2)) + np.uint64(w)
-                if p >= first and p < stop:
+                j = slot(b, w, n0, un)
+                if j < un:
                     v = scale * pick(w, z0, z1, z2, z3)
-                    z[p - first] = z[p - first] + v if add else v
+                    z[j] = z[j] + v if add else v
             b += one
 
     R, L = block

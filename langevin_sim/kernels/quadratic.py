@@ -318,6 +318,7 @@ def baoab_kernel(f32: bool):
     sched, coeffs, first, last, ok_ = (st.schedule_value, st.baoab_coeffs, st.baoab_first,
                                        st.baoab_last, st.within_bound)
     bn, pick = ck._normals_fn(f32), ck.helpers()[0]
+    span, slot, one = ck.stream_window()
     NOISE = np.uint64(rng.NOISE)
     ftype = np.float32 if f32 else np.float64
 
@@ -354,17 +355,20 @@ def baoab_kernel(f32: bool):
             e = sched(int(es[0]), es[1], es[2], es[3], t)
             c1, c2 = coeffs(e, friction, sched(int(ts[0]), ts[1], ts[2], ts[3], t), mass)
             h, inv_m, c1, c2 = cast(0.5 * e), cast(1.0 / mass), cast(c1), cast(c2)
-            rep = rep0 + np.uint64(r)
+            ur, un = np.uint64(r), np.uint64(N)
+            rep = rep0 + ur
             n0 = np.int64(t) * N
-            for b in range(n0 // 4, (n0 + N - 1) // 4 + 1):
-                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, np.uint64(b))
+            b, end = span(n0, un)
+            while b < end:
+                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
                 for w in range(4):
-                    j = 4 * b + w - n0
-                    if j >= 0 and j < N:
-                        xv, pv = first(XT[j, r], PT[j, r], GT[j, r], h, inv_m, c1, c2,
+                    j = slot(b, w, n0, un)
+                    if j < un:
+                        xv, pv = first(XT[j, ur], PT[j, ur], GT[j, ur], h, inv_m, c1, c2,
                                        pick(w, z0, z1, z2, z3))
-                        YT[j, r] = xv
-                        QT[j, r] = pv
+                        YT[j, ur] = xv
+                        QT[j, ur] = pv
+                b += one
     return kernel
 
 
