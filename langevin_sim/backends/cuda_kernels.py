@@ -109,28 +109,29 @@ def stream_window():
     """(span, slot, one): device functions over the Philox blocks that hold stream positions
     n0 .. n0 + n - 1 (four a block), for a kernel that draws them in order, each block once::
 
-        b, end = span(n0, n)
+        b, end, lo, hi = span(n0, n)
         while b < end:
             z0, z1, z2, z3 = block(..., b)
             for w in range(4):
-                j = slot(b, w, n0, n)
-                if j < n: ... position n0 + j is word w of block b
+                pos = slot(b, w)
+                if pos >= lo and pos < hi:
+                    j = pos - lo   ... position n0 + j is word w of block b
+            b += one
 
-    span(n0, n) -> (first block, end block), slot(b, w, n0, n) -> j, the index from n0 of
-    word w of block b (n for a position before n0), all unsigned: numba's `range` over a
-    run-time start and its signed indices' fix-ups cost ~27 SASS instructions a block
-    (design_changes 81, 83).  one: the loop's uint64 step."""
+    span(n0, n) -> (first block, end block, n0, n0 + n), slot(b, w) -> the stream position of
+    word w of block b, all uint64: numba's `range` over a run-time start and signed position
+    tests cost ~27 SASS instructions a block (design_changes 81, 83)."""
     one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
 
     @cuda.jit(device=True)
     def span(n0, n):
-        first = np.uint64(n0)
-        return first >> two, (first + np.uint64(n) + three) >> two
+        lo = np.uint64(n0)
+        hi = lo + np.uint64(n)
+        return lo >> two, (hi + three) >> two, lo, hi
 
     @cuda.jit(device=True)
-    def slot(b, w, n0, n):
-        p, first = (b << two) + np.uint64(w), np.uint64(n0)
-        return p - first if p >= first else np.uint64(n)
+    def slot(b, w):
+        return (b << two) + np.uint64(w)
 
     return span, slot, one
 
@@ -204,12 +205,13 @@ def normals(f32: bool):
             return
         C, ur = np.uint64(out.shape[1]), np.uint64(r)
         rep = rep0 + ur
-        b, end = span(start, C)
+        b, end, lo, hi = span(start, C)
         while b < end:
             z0, z1, z2, z3 = bn(k0, k1, purpose, rep, b)
             for w in range(4):
-                j = slot(b, w, start, C)
-                if j < C:
+                pos = slot(b, w)
+                if pos >= lo and pos < hi:
+                    j = pos - lo
                     out[ur, j] = pick(w, z0, z1, z2, z3)
             b += one
     return kernel
@@ -231,12 +233,13 @@ def words():
             return
         C, ur = np.uint64(out.shape[1]), np.uint64(r)
         rep = rep0 + ur
-        b, end = span(start, C)
+        b, end, lo, hi = span(start, C)
         while b < end:
             w0, w1, w2, w3 = bw(k0, k1, purpose, rep, b)
             for w in range(4):
-                j = slot(b, w, start, C)
-                if j < C:
+                pos = slot(b, w)
+                if pos >= lo and pos < hi:
+                    j = pos - lo
                     word = pick(w, w0, w1, w2, w3)
                     if n > 0:
                         out[ur, j] = bi(word, n)
@@ -270,12 +273,13 @@ def overdamped(f32: bool):
             ur, ud = np.uint64(r), np.uint64(d)
             rep = rep0 + ur
             n0 = t * d
-            b, end = span(n0, ud)
+            b, end, lo, hi = span(n0, ud)
             while b < end:
                 z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
                 for w in range(4):
-                    j = slot(b, w, n0, ud)
-                    if j < ud:
+                    pos = slot(b, w)
+                    if pos >= lo and pos < hi:
+                        j = pos - lo
                         z = pick(w, z0, z1, z2, z3)
                         if candidate:
                             v = upd(zero, g[ur, j], eta, sigma, z)
@@ -314,14 +318,15 @@ def sgd(f32: bool):
             ur, ud = np.uint64(r), np.uint64(d)
             rep = rep0 + ur
             n0 = t * d
-            b, end = span(n0, ud)
+            b, end, lo, hi = span(n0, ud)
             while b < end:
                 z0 = z1 = z2 = z3 = zero
                 if noisy:
                     z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
                 for w in range(4):
-                    j = slot(b, w, n0, ud)
-                    if j < ud:
+                    pos = slot(b, w)
+                    if pos >= lo and pos < hi:
+                        j = pos - lo
                         xi = pick(w, z0, z1, z2, z3)
                         if candidate:
                             xn, vn = upd(zero, v[ur, j], g[ur, j], lr, momentum, zero, sigma, xi)
@@ -401,12 +406,13 @@ def baoab_first(f32: bool):
         ur, ud = np.uint64(r), np.uint64(x.shape[1])
         rep = rep0 + ur
         n0 = t * x.shape[1]
-        b, end = span(n0, ud)
+        b, end, lo, hi = span(n0, ud)
         while b < end:
             z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
             for w in range(4):
-                j = slot(b, w, n0, ud)
-                if j < ud:
+                pos = slot(b, w)
+                if pos >= lo and pos < hi:
+                    j = pos - lo
                     xn, pn = first(x[ur, j], p[ur, j], g[ur, j], h, inv_mass, c1, c2,
                                    pick(w, z0, z1, z2, z3))
                     xo[ur, j] = xn
@@ -619,13 +625,13 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
         """z[j] = scale xi_j, or z[j] + scale xi_j with `add`, for the normals xi_j of
         `purpose` at stream positions n0 + j, j < n (each Philox block once; unsigned
         positions in a `while` loop, see `store`)."""
-        un = np.uint64(n)
-        b, end = span(n0, un)
+        b, end, lo, hi = span(n0, n)
         while b < end:
             z0, z1, z2, z3 = bn(k0, k1, purpose, rep, b)
             for w in range(4):
-                j = slot(b, w, n0, un)
-                if j < un:
+                pos = slot(b, w)
+                if pos >= lo and pos < hi:
+                    j = pos - lo
                     v = scale * pick(w, z0, z1, z2, z3)
                     z[j] = z[j] + v if add else v
             b += one

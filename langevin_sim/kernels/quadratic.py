@@ -358,12 +358,13 @@ def baoab_kernel(f32: bool):
             ur, un = np.uint64(r), np.uint64(N)
             rep = rep0 + ur
             n0 = np.int64(t) * N
-            b, end = span(n0, un)
+            b, end, lo, hi = span(n0, un)
             while b < end:
                 z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
                 for w in range(4):
-                    j = slot(b, w, n0, un)
-                    if j < un:
+                    pos = slot(b, w)
+                    if pos >= lo and pos < hi:
+                        j = pos - lo
                         xv, pv = first(XT[j, ur], PT[j, ur], GT[j, ur], h, inv_m, c1, c2,
                                        pick(w, z0, z1, z2, z3))
                         YT[j, ur] = xv
