@@ -616,6 +616,7 @@ def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float,
            "finite": bool(np.isfinite(sim.state["x"]).all())}
     row["recorded_chain_steps_per_s"] = recorded_rate(
         sim, record_every, 1 if tiny else 4, sync, repeats=1 if tiny else 3, warm=not tiny)
+    row["record_bytes"] = M * 8 + sim.state["x"].nbytes     # energies (float64), positions
     if w.gemm_shape:
         g = gemm_rate(xp, w.gemm_shape, dt, seconds, sync)
         row["gemm_flops_per_s"] = g
@@ -863,7 +864,12 @@ def main(argv=None) -> int:
     lines += ["", f"'with records': `Simulation.run` recording energies and positions every "
               f"{record_every} steps into an in-memory run file (each record computed on the "
               "device and copied to page-locked host memory while the next block computes; the "
-              "HDF5 writer in its own thread), and its percentage of the device-only rate.",
+              "HDF5 writer in its own thread), and its percentage of the device-only rate. "
+              "A record's bytes and the rate the host took them at (where the recorded rate "
+              "falls far below the device's, the host's writes bound it): " + "; ".join(
+                  f"{r['workload']} {r['dtype']} {r['record_bytes'] / 1e6:.3g} MB, "
+                  f"{r['record_bytes'] * r['recorded_chain_steps_per_s'] / (r['replicas'] * record_every) / 1e9:.3g} GB/s"
+                  for r in rows if "record_bytes" in r) + ".",
               "", "Path: 'fused' is the pair's registered numba-cuda kernel "
               "(langevin_sim/kernels/<family>.py; W1 one multi-step kernel per launch, W4 one "
               "multi-step kernel per launch with a block per replica (each epoch's permutation "
