@@ -329,7 +329,7 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
 
 
 PTX_CODE = """
-from numba import boolean, float32, float64, int64, uint64
+from numba import boolean, float32, float64, int32, int64, uint64
 from langevin_sim.backends import cuda_kernels as ck
 from langevin_sim.dynamics import MALA, SGD, AdamW, Heun, UnderdampedLangevin
 from langevin_sim.kernels import pspin, quadratic, toynets
@@ -409,6 +409,23 @@ for ft in (float32, float64):
     # its static shared memory (the arrays' sizes, each padded to 8 bytes) within 48 KiB
     shared = re.findall(r"\\.shared \\.align \\d+ \\.b8 \\S+\\[(\\d+)\\]", ptx)
     assert sum(-(-int(n) // 8) * 8 for n in shared) <= 48 * 1024, shared
+    # the generic path's elementwise kernels, with the types `DeviceRun.launch_chunks` and
+    # `DeviceRun.freeze` launch them with (bad: int32 flags)
+    B1, U4 = int32[::1], (uint64,) * 4
+    for kernel, sig in ((ck.normals(f32), (W,) + U4 + (int64,)),
+                        (ck.overdamped(f32), (W, W, W, I1, B1, int64) + U4[:3] + (ft,) * 3
+                         + (float64, boolean)),
+                        (ck.sgd(f32), (W,) * 5 + (I1, B1, int64) + U4[:3] + (ft,) * 5
+                         + (boolean, float64, boolean)),
+                        (ck.adamw(f32), (W,) * 7 + (I1, B1, int64) + (ft,) * 10
+                         + (float64, boolean)),
+                        (ck.baoab_first(f32), (W,) * 5 + (I1, int64) + U4[:3] + (ft,) * 4),
+                        (ck.baoab_last(), (W,) * 6 + (I1, B1, ft, float64)),
+                        (ck.commit(), (I1, B1, float64, int64) + (W,) * 6),
+                        (ck.freeze(), (I1, B1, int64, int64) + (W,) * 6)):
+        cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+for out in (int64[:, ::1], uint64[:, ::1]):
+    cuda.compile_ptx(ck.words().py_func, (out,) + (uint64,) * 4 + (int64, int64), cc=(9, 0))
 print("ok")
 """
 
@@ -416,8 +433,9 @@ print("ok")
 if not SIM:
     @starts_early(ptx_compilation(PTX_CODE), timeout=600)
     def test_fused_dense_kernels_compile_for_the_real_cuda_target():
-        """The fused GEMM-step kernel with the p-spin and Quadratic row rules (and the packed
-        products kernel), the dense quadratic forms' BAOAB kernel, and the fused toy-net kernel
+        """The generic path's elementwise kernels, the fused GEMM-step kernel with the p-spin
+        and Quadratic row rules (and the packed products kernel), the dense quadratic forms'
+        BAOAB kernel, and the fused toy-net kernel
         (TeacherStudentMLP, ModularArithmeticMLP) with SGD's and AdamW's rules, compile to PTX
         with numba's CUDA target, float32 and float64: the typing the simulator does not do
         (column views, local and shared arrays, block votes, libdevice primitives).
@@ -568,8 +586,12 @@ if SIM:
                                      SGD(0.01, None, momentum=0.5, temperature=0.1),
                                      AdamW(0.5, None, weight_decay=0.0), MALA(0.01, 0.4)],
                              ids=["overdamped", "baoab", "sgd", "adamw", "mala"])
-    def test_divergence_flags_and_frozen_states_match_reference(dyn):
-        """Replicas started far out overflow at different steps: same flags, frozen states."""
+    @pytest.mark.parametrize("path", ["fused", "generic"])
+    def test_divergence_flags_and_frozen_states_match_reference(dyn, path, monkeypatch):
+        """Replicas started far out overflow at different steps: same flags, frozen states, by
+        the fused row kernel and by the generic path (elementwise kernels, `ck.freeze`)."""
+        if path == "generic":
+            monkeypatch.setattr(cuda_backend, "fused_kernel", lambda sim: None)
         M, d = 17, 3
         init = np.random.default_rng(0).uniform(-1.5, 1.5, (M, d))
         far = np.arange(2, M, 4)
@@ -579,6 +601,54 @@ if SIM:
         if not isinstance(dyn, (MALA, AdamW)):   # MALA rejects blown-up proposals, AdamW's
             #                                          steps are ~lr whatever the gradient
             assert (ref.diverged_step[far] > 0).all() and (ref.diverged_step >= 0).sum() == far.size
+
+    @pytest.mark.parametrize("dyn", [OverdampedLangevin(1e-2, 0.4), UnderdampedLangevin(0.05, 1.0, 0.4),
+                                     SGD(0.01, None, momentum=0.5, temperature=0.1),
+                                     AdamW(0.5, None, weight_decay=0.0)],
+                             ids=["overdamped", "baoab", "sgd", "adamw"])
+    def test_generic_path_resumes_a_run_with_frozen_replicas(dyn, tmp_path, monkeypatch):
+        """A run whose far-out replicas froze, resumed on cuda by the generic path: its first
+        steps write into fresh scratch arrays (poisoned by the stand-in's `empty`), so the
+        frozen replicas' rows must be carried into them entry by entry; the final checkpoint
+        equals the uninterrupted reference's."""
+        monkeypatch.setattr(cuda_backend, "fused_kernel", lambda sim: None)
+        M, d = 9, 3
+        init = np.random.default_rng(0).uniform(-1.5, 1.5, (M, d))
+        init[::4, -1] = [20.0, 40.0, 60.0]
+        make = lambda: DoubleWell(d=d)       # noqa: E731
+        kw = dict(seed=5, init=init)
+        ref = Simulation(make(), dyn, M, backend="numpy", **kw)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)    # the DivergenceWarning expected
+            ref.advance(10)
+            path = tmp_path / "run.h5"
+            Simulation(make(), dyn, M, backend="cuda", **kw).run(5, record_every=5, out=path,
+                                                                 progress=False).close()
+            resume(path, steps=10, backend="cuda", progress=False).close()
+        assert (ref.diverged_step[::4][:2] >= 0).all() or isinstance(dyn, AdamW)
+        with open_run(path) as run:
+            step, state, dstep = run.checkpoint()
+            assert step == 10
+            np.testing.assert_array_equal(dstep, ref.diverged_step)
+            for k, v in ref.state.items():
+                np.testing.assert_allclose(state[k], v, rtol=1e-9, atol=1e-11, err_msg=k)
+
+    @pytest.mark.parametrize("dyn", [OverdampedLangevin(0.05, 0.8),
+                                     SGD(0.05, None, momentum=0.5, temperature=0.1),
+                                     AdamW(0.2, None, weight_decay=0.0)],
+                             ids=["overdamped", "sgd", "adamw"])
+    @pytest.mark.parametrize("path", ["fused", "generic"])
+    def test_constrained_steps_freeze_as_the_reference_does(dyn, path, monkeypatch):
+        """On the sphere (N = 4, |x| = 2) with a divergence bound of 1.7 on the coordinates,
+        replicas freeze when a coordinate passes it: the same flags and frozen states by the
+        fused p-spin kernels and by the generic path (candidate step, `project` / `retract`
+        in array code, then `commit` and `freeze`)."""
+        if path == "generic":
+            monkeypatch.setattr(cuda_backend, "fused_kernel", lambda sim: None)
+        make = lambda: SphericalPSpin(N=4, p=3, seed=1)       # noqa: E731
+        ref, _ = backends_agree("cuda", make, dyn, 9, (3, 5), seed=3, divergence_bound=1.7,
+                                what=type(dyn).__name__)
+        assert 0 < (ref.diverged_step >= 0).sum() < 9, ref.diverged_step
 
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     @pytest.mark.parametrize("d", [1, 2, 3, 4])

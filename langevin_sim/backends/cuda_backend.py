@@ -248,6 +248,8 @@ class DeviceRun:
         self.host = (sim.state, tuple(sim.state.items()), sim.diverged_step)
         self.state = {k: xp.ascontiguousarray(xp.asarray(v)) for k, v in sim.state.items()}
         self.dstep = xp.asarray(sim.diverged_step, dtype=xp.int64)
+        self.bad = xp.zeros(sim.n_replicas, dtype=xp.int32)   # the generic kernels' divergence
+        #                                                       flags (`freeze` clears them)
         self.dtype = sim.dtype
         self.M = sim.n_replicas
         self.k0, self.k1 = rng.key_of(sim.seed)
@@ -396,20 +398,40 @@ class DeviceRun:
     def launch(self, kernel, *args) -> None:
         rt.launch(kernel, self.M, *args)
 
+    def launch_chunks(self, kernel, n: int, *args) -> None:
+        """`kernel` on M `ck.chunks_of(n)` threads: the generic path's elementwise kernels
+        over rows of n entries."""
+        rt.launch(kernel, self.M * ck.chunks_of(n), *args)
+
+    def freeze(self, t: int, pairs: list) -> None:
+        """`ck.freeze` after an elementwise step: replicas flagged in `bad` freeze at step t,
+        their old rows put back into the new arrays; pairs [(old, new)] (up to 3)."""
+        self.launch(ck.freeze(), self.dstep, self.bad, int(t), len(pairs),
+                    *(a for pair in self.padded(pairs) for a in pair))
+
+    def padded(self, pairs: list) -> list:
+        """pairs of arrays padded to three with distinct zero-width arrays (never aliases: the
+        simulator copies each argument back)."""
+        pairs = list(pairs)
+        while len(pairs) < 3:
+            pairs.append((self.xp.empty((self.M, 0), self.dtype),
+                          self.xp.empty((self.M, 0), self.dtype)))
+        return pairs
+
     # -- random numbers on the device -----------------------------------------------------
     def normals(self, start: int, count: int, purpose: int = rng.NOISE, dtype=np.float64):
         out = self.xp.empty((self.M, count), dtype=np.float32 if np.dtype(dtype) == np.float32
                             else np.float64)
-        self.launch(ck.normals(out.dtype == np.float32), out, self.k0, self.k1,
-                    np.uint64(purpose), self.rep0, int(start))
+        self.launch_chunks(ck.normals(out.dtype == np.float32), count, out, self.k0, self.k1,
+                           np.uint64(purpose), self.rep0, int(start))
         return out
 
     def words(self, purpose: int, start: int, count: int, n: int = 0):
         """(M, count) uint64 words at stream positions start..; with n > 0 the indices
         `rng.bounded_index(word, n)` as int64."""
         out = self.xp.empty((self.M, count), dtype=np.int64 if n > 0 else np.uint64)
-        self.launch(ck.words(), out, self.k0, self.k1, np.uint64(purpose), self.rep0, int(start),
-                    int(n))
+        self.launch_chunks(ck.words(), count, out, self.k0, self.k1, np.uint64(purpose),
+                           self.rep0, int(start), int(n))
         return out
 
     def minibatch(self, t: int, batch_size: int, replacement: bool):
@@ -453,11 +475,9 @@ class DeviceRun:
         """Divergence test and freeze of the new arrays [(name, array)] (up to 3), which
         then become the state."""
         pairs = [(self.state[k], v) for k, v in news]
-        while len(pairs) < 3:      # unused slots: distinct zero-width arrays (never aliases:
-            pairs.append((self.xp.empty((self.M, 0), self.dtype),   # the simulator copies
-                          self.xp.empty((self.M, 0), self.dtype)))  # each argument back)
-        self.launch(ck.commit(), self.dstep, int(t), self.bound, len(news),
-                    *(a for pair in pairs for a in pair))
+        self.launch_chunks(ck.commit(), pairs[0][0].shape[1], self.dstep, self.bad, self.bound,
+                           len(pairs), *(a for pair in self.padded(pairs) for a in pair))
+        self.freeze(t, pairs)
         for k, v in news:
             old, self.state[k] = self.state[k], v
             if self.scratch.get(k) is v:       # a scratch buffer became the state
@@ -595,12 +615,14 @@ def overdamped_rule(run: DeviceRun, dyn, t: int) -> None:
     x, pot = run.state["x"], run.pot
     eta, T = dyn.step(t), dyn.temperature(t)
     out = run.buffer("x", x)
-    run.launch(ck.overdamped(run.f32), x, run.grad(x), out, run.dstep, int(t), run.k0, run.k1,
-               run.rep0, run.cast(eta), run.cast(noise_scale(eta, T)), run.cast(0.0),
-               run.bound, bool(pot.constrained))
+    run.launch_chunks(ck.overdamped(run.f32), x.shape[1], x, run.grad(x), out, run.dstep,
+                      run.bad, int(t), run.k0, run.k1, run.rep0, run.cast(eta),
+                      run.cast(noise_scale(eta, T)), run.cast(0.0), run.bound,
+                      bool(pot.constrained))
     if pot.constrained:
         run.commit(t, [("x", run.device(pot.retract(x + pot.project(x, out))))])
     else:
+        run.freeze(t, [(x, out)])
         run.swap("x", out)
 
 
@@ -612,14 +634,15 @@ def sgd_rule(run: DeviceRun, dyn, t: int) -> None:
     if pot.constrained:
         g = run.device(pot.project(x, g))
     xo, vo = run.buffer("x", x), run.buffer("v", v)
-    run.launch(ck.sgd(run.f32), x, v, g, xo, vo, run.dstep, int(t), run.k0, run.k1, run.rep0,
-               run.cast(lr), run.cast(dyn.momentum), run.cast(dyn.weight_decay),
-               run.cast(noise_scale(lr, T)), run.cast(0.0), bool(T > 0), run.bound,
-               bool(pot.constrained))
+    run.launch_chunks(ck.sgd(run.f32), x.shape[1], x, v, g, xo, vo, run.dstep, run.bad, int(t),
+                      run.k0, run.k1, run.rep0, run.cast(lr), run.cast(dyn.momentum),
+                      run.cast(dyn.weight_decay), run.cast(noise_scale(lr, T)), run.cast(0.0),
+                      bool(T > 0), run.bound, bool(pot.constrained))
     if pot.constrained:
         xn = run.device(pot.retract(x + pot.project(x, xo)))
         run.commit(t, [("x", xn), ("v", run.device(pot.project(xn, vo)))])
     else:
+        run.freeze(t, [(x, xo), (v, vo)])
         run.swap("x", xo)
         run.swap("v", vo)
 
@@ -635,13 +658,15 @@ def adamw_rule(run: DeviceRun, dyn, t: int) -> None:
     a1, a2 = complements(dyn.beta1, dyn.beta2)
     xo, mo, so = run.buffer("x", x), run.buffer("m", m), run.buffer("s", s)
     c = run.cast
-    run.launch(ck.adamw(run.f32), x, m, s, g, xo, mo, so, run.dstep, int(t), c(dyn.lr(t)),
-               c(dyn.beta1), c(dyn.beta2), c(a1), c(a2), c(dyn.eps), c(dyn.weight_decay), c(c1),
-               c(c2), c(0.0), run.bound, bool(pot.constrained))
+    run.launch_chunks(ck.adamw(run.f32), x.shape[1], x, m, s, g, xo, mo, so, run.dstep, run.bad,
+                      int(t), c(dyn.lr(t)), c(dyn.beta1), c(dyn.beta2), c(a1), c(a2), c(dyn.eps),
+                      c(dyn.weight_decay), c(c1), c(c2), c(0.0), run.bound,
+                      bool(pot.constrained))
     if pot.constrained:
         xn = run.device(pot.retract(x + pot.project(x, xo)))
         run.commit(t, [("x", xn), ("m", run.device(pot.project(xn, mo))), ("s", so)])
     else:
+        run.freeze(t, [(x, xo), (m, mo), (s, so)])
         run.swap("x", xo)
         run.swap("m", mo)
         run.swap("s", so)
@@ -654,10 +679,13 @@ def baoab_rule(run: DeviceRun, dyn, t: int) -> None:
     c1, c2 = baoab_coeffs(eta, dyn.friction, T, dyn.mass)
     h = run.cast(0.5 * eta)
     xo, po = run.buffer("x", x), run.buffer("p", p)
-    run.launch(ck.baoab_first(run.f32), x, p, g, xo, po, run.dstep, int(t), run.k0, run.k1,
-               run.rep0, h, run.cast(1.0 / dyn.mass), run.cast(c1), run.cast(c2))
+    run.launch_chunks(ck.baoab_first(run.f32), x.shape[1], x, p, g, xo, po, run.dstep, int(t),
+                      run.k0, run.k1, run.rep0, h, run.cast(1.0 / dyn.mass), run.cast(c1),
+                      run.cast(c2))
     gn = run.grad(xo)
-    run.launch(ck.baoab_last(), x, p, g, xo, po, gn, run.dstep, int(t), h, run.bound)
+    run.launch_chunks(ck.baoab_last(), x.shape[1], x, p, g, xo, po, gn, run.dstep, run.bad, h,
+                      run.bound)
+    run.freeze(t, [(x, xo), (p, po), (g, gn)])
     run.swap("x", xo)
     run.swap("p", po)
     run.state["g"] = gn

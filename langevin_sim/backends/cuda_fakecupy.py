@@ -24,6 +24,9 @@ array and behaves like a CuPy array where that matters for correctness on a real
   allocate from the memory pool inside the graph, or not be captured); ``Graph.launch`` runs
   the recorded work again, so a captured step that baked a host value (a step index) replays
   it unchanged here as on a GPU;
+- `empty` and `empty_like` hand out poisoned memory (NaN, or a large integer pattern), as a
+  GPU's memory pool hands out freed memory unchanged: code that reads an entry before
+  writing it fails here;
 - NumPy functions applied to it dispatch here (``__array_function__`` / ``__array_ufunc__``),
   as they dispatch to CuPy;
 - the NumPy functions and array methods CuPy does not have (`NOT_IN_CUPY`,
@@ -351,6 +354,29 @@ def asnumpy(a, stream=None, out=None):
 def empty_pinned(shape, dtype=float, order="C") -> np.ndarray:
     """`cupyx.empty_pinned`: an uninitialized NumPy array (page-locked on a GPU; plain here)."""
     return np.empty(shape, dtype, order)
+
+
+def _poisoned(a: np.ndarray) -> "ndarray":
+    """`a` filled with what fresh device memory may hold, as far as a test can tell: NaN in
+    floats, a large pattern in integers, so that code reading an `empty` array before writing
+    it fails here as it would (by chance) on a GPU, whose pool hands out freed memory as is."""
+    if a.dtype.kind in "fc":
+        a.fill(np.nan)
+    elif a.dtype.kind in "iu":
+        a.fill(np.iinfo(a.dtype).max - 12345)
+    return ndarray(a)
+
+
+def empty(shape, dtype=float, order="C"):
+    """`cupy.empty`: uninitialized memory (poisoned here, `_poisoned`)."""
+    _no_capture("empty")
+    return _poisoned(np.empty(shape, dtype, order))
+
+
+def empty_like(a, dtype=None, order="K", shape=None):
+    """`cupy.empty_like`: uninitialized memory (poisoned here, `_poisoned`)."""
+    _no_capture("empty_like")
+    return _poisoned(np.empty_like(_unwrap(a, "empty_like"), dtype, order, shape=shape))
 
 
 def get_array_module(*args):

@@ -1,5 +1,6 @@
-"""numba-cuda kernels of the cuda backend's generic path, and the fused step kernel of the
-dense families (`gemm_step`): one thread per replica.
+"""numba-cuda kernels of the cuda backend's generic path (elementwise: a thread per replica
+and Philox block of its row), and the fused step kernel of the dense families (`gemm_step`:
+one thread, or a slice of threads, per replica).
 
 Nothing here is a new step rule.  The scalar rules are the ones every target compiles
 (`kernels.common.STEPS`, compiled for numba-cuda by `kernels.common.compile_steps`, the same
@@ -11,17 +12,19 @@ call the fused kernels use), plus AdamW's:
     within_bound                       backends/numpy_backend.py (the divergence test)
     block_normals(_f32), block_words, bounded_index     rng.py (Philox4x32-10, Box-Muller)
 
-and each kernel applies one of them to every lane of its replica after drawing the lane's
-normal at the reference's stream position (n = step * d + lane, purpose NOISE; word n % 4 of
-Philox block n // 4; float32 states draw `block_normals_f32`), then tests the replica's new
-state for divergence (every entry finite and |.| <= bound) and freezes it (old state kept,
-`dstep` = step + 1), as `numpy_backend.reference_advance` does.  The kernel writes the new
-state into separate output arrays (the backend swaps them with the state), so a replica's
-old state is intact until its divergence test is done.
+and each generic kernel applies one of them to the lanes of its chunk of a replica's row
+after drawing the lanes' normals at the reference's stream positions (n = step * d + lane,
+purpose NOISE; word n % 4 of Philox block n // 4, one block a thread; float32 states draw
+`block_normals_f32`), tests each new entry for divergence (finite and |.| <= bound) and
+flags its replica in `bad` if one fails; `freeze` then freezes a flagged replica (old state
+kept, `dstep` = step + 1), as `numpy_backend.reference_advance` does.  The kernels write the
+new state into separate output arrays (the backend swaps them with the state), so a
+replica's old state is intact until `freeze` has run.
 
 Constrained potentials: with ``candidate=True`` a kernel writes the tangent-step candidate
 (the rule applied from the origin, as the reference does) and leaves the divergence test to
-`commit`, after the potential's own `project` / `retract` ran on the device arrays.
+`commit` and `freeze`, after the potential's own `project` / `retract` ran on the device
+arrays.
 
 Kernels are built per state dtype (float32 states draw float32 normals and run float32
 arithmetic: scalars are passed in the state's dtype) and cached.
@@ -86,22 +89,12 @@ def helpers():
             return z2
         return z3
 
-    within_bound = steps().within_bound
-
-    @cuda.jit(device=True)
-    def row_ok(a, r, bound):
-        """Every entry of row r passes the divergence test `within_bound`."""
-        for j in range(a.shape[1]):
-            if not within_bound(a[r, j], bound):
-                return False
-        return True
-
     @cuda.jit(device=True)
     def copy_row(src, dst, r):
         for j in range(src.shape[1]):
             dst[r, j] = src[r, j]
 
-    return pick, row_ok, copy_row
+    return pick, copy_row
 
 
 @functools.lru_cache(maxsize=None)
@@ -189,293 +182,349 @@ def _block_cached(block):
     return value
 
 
-# ---------------------------------------------------------------- random numbers
+# ---------------------------------------------------------------- the generic path's kernels
+# Elementwise over (replica, chunk): thread i of a launch of M `chunks_of(n)` threads
+# (`DeviceRun.launch_chunks`) takes replica r = i // Q and the r-th row's chunk q = i mod Q,
+# Q = chunks_of(n): the entries whose stream positions n0 + j (the step's normals, or j
+# itself where no stream is drawn) fall in Philox block n0 / 4 + q, each block computed once;
+# a warp covers ~128 consecutive entries of a row (coalesced).  One thread per replica looping
+# over the row would have M threads in all, each waiting on its loads in turn: a large net on
+# this path (tens of thousands of parameters, hundreds of replicas) ran a few warps on the
+# whole device.  The divergence test is per entry; a failure flags the replica in the run's
+# `bad` array (benign: every writer writes 1), and `freeze`, one thread per replica, then
+# gives a flagged replica its old rows and freezes it (design_changes 84).
+
+def chunks_of(n: int) -> int:
+    """Threads per replica of the generic path's elementwise kernels for rows of n entries:
+    the Philox blocks n stream positions can touch, wherever they start."""
+    return (int(n) + 6) // 4
+
+
+@functools.lru_cache(maxsize=None)
+def chunk_of():
+    """at(i, M, n, n0) -> (r, b, end, lo, hi): thread i's replica r and Philox block b (r >=
+    M or b >= end: nothing to do) of a row of n entries at stream positions lo = n0 .. hi =
+    n0 + n (`stream_window`'s span), all uint64."""
+    span = stream_window()[0]
+    six, two = np.uint64(6), np.uint64(2)
+
+    @cuda.jit(device=True)
+    def at(i, M, n, n0):
+        Q = (np.uint64(n) + six) >> two
+        ui = np.uint64(i)
+        r = ui // Q
+        b0, end, lo, hi = span(n0, n)
+        return r, b0 + (ui - r * Q), end, lo, hi
+    return at
+
 
 @functools.lru_cache(maxsize=None)
 def normals(f32: bool):
-    """out[r, j] = the normal at stream position start + j of replica rep0 + r."""
+    """out[r, j] = the normal at stream position start + j of replica rep0 + r (launched on
+    M chunks_of(out.shape[1]) threads)."""
     bn = _normals_fn(f32)
     pick = helpers()[0]
-    span, slot, one = stream_window()
+    slot = stream_window()[1]
+    at = chunk_of()
 
     @cuda.jit
     def kernel(out, k0, k1, purpose, rep0, start):
-        r = cuda.grid(1)
-        if r >= out.shape[0]:
+        M = np.uint64(out.shape[0])
+        r, b, end, lo, hi = at(cuda.grid(1), M, out.shape[1], start)
+        if r >= M or b >= end:
             return
-        C, ur = np.uint64(out.shape[1]), np.uint64(r)
-        rep = rep0 + ur
-        b, end, lo, hi = span(start, C)
-        while b < end:
-            z0, z1, z2, z3 = bn(k0, k1, purpose, rep, b)
-            for w in range(4):
-                pos = slot(b, w)
-                if pos >= lo and pos < hi:
-                    j = pos - lo
-                    out[ur, j] = pick(w, z0, z1, z2, z3)
-            b += one
+        z0, z1, z2, z3 = bn(k0, k1, purpose, rep0 + r, b)
+        for w in range(4):
+            pos = slot(b, w)
+            if pos >= lo and pos < hi:
+                out[r, pos - lo] = pick(w, z0, z1, z2, z3)
     return kernel
 
 
 @functools.lru_cache(maxsize=None)
 def words():
     """out[r, j] = the 32-bit word at stream position start + j of replica rep0 + r (uint64);
-    with n > 0, the index `bounded_index(word, n)` instead (out int64): minibatch draws."""
+    with n > 0, the index `bounded_index(word, n)` instead (out int64): minibatch draws
+    (launched on M chunks_of(out.shape[1]) threads)."""
     dev = device_rng()
     bw, bi = dev.block_words, dev.bounded_index
     pick = helpers()[0]
-    span, slot, one = stream_window()
+    slot = stream_window()[1]
+    at = chunk_of()
 
     @cuda.jit
     def kernel(out, k0, k1, purpose, rep0, start, n):
-        r = cuda.grid(1)
-        if r >= out.shape[0]:
+        M = np.uint64(out.shape[0])
+        r, b, end, lo, hi = at(cuda.grid(1), M, out.shape[1], start)
+        if r >= M or b >= end:
             return
-        C, ur = np.uint64(out.shape[1]), np.uint64(r)
-        rep = rep0 + ur
-        b, end, lo, hi = span(start, C)
-        while b < end:
-            w0, w1, w2, w3 = bw(k0, k1, purpose, rep, b)
-            for w in range(4):
-                pos = slot(b, w)
-                if pos >= lo and pos < hi:
-                    j = pos - lo
-                    word = pick(w, w0, w1, w2, w3)
-                    if n > 0:
-                        out[ur, j] = bi(word, n)
-                    else:
-                        out[ur, j] = word
-            b += one
+        w0, w1, w2, w3 = bw(k0, k1, purpose, rep0 + r, b)
+        for w in range(4):
+            pos = slot(b, w)
+            if pos >= lo and pos < hi:
+                word = pick(w, w0, w1, w2, w3)
+                if n > 0:
+                    out[r, pos - lo] = bi(word, n)
+                else:
+                    out[r, pos - lo] = word
     return kernel
 
-
-# ---------------------------------------------------------------- update rules
 
 @functools.lru_cache(maxsize=None)
 def overdamped(f32: bool):
     """Euler-Maruyama: out = `overdamped_lane` = x + (0 - eta g + sigma xi), or the candidate
-    step `overdamped_update`(0, g, ...) alone (candidate=True, constrained potentials)."""
+    step `overdamped_update`(0, g, ...) alone (candidate=True, constrained potentials: no test,
+    `commit` follows); a frozen replica's row carried (M chunks_of(d) threads; `freeze`
+    after it)."""
     bn = _normals_fn(f32)
     st = steps()
     upd, lane, ok_ = st.overdamped_update, st.overdamped_lane, st.within_bound
-    pick, _, copy_row = helpers()
-    span, slot, one = stream_window()
+    pick = helpers()[0]
+    slot = stream_window()[1]
+    at = chunk_of()
 
     @cuda.jit
-    def kernel(x, g, out, dstep, t, k0, k1, rep0, eta, sigma, zero, bound, candidate):
-        r = cuda.grid(1)
-        if r >= x.shape[0]:
+    def kernel(x, g, out, dstep, bad, t, k0, k1, rep0, eta, sigma, zero, bound, candidate):
+        M = np.uint64(x.shape[0])
+        r, b, end, lo, hi = at(cuda.grid(1), M, x.shape[1], t * x.shape[1])
+        if r >= M or b >= end:
             return
-        d = x.shape[1]
         alive = dstep[r] < 0
-        ok = True
+        z0 = z1 = z2 = z3 = zero
         if alive:
-            ur, ud = np.uint64(r), np.uint64(d)
-            rep = rep0 + ur
-            n0 = t * d
-            b, end, lo, hi = span(n0, ud)
-            while b < end:
-                z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
-                for w in range(4):
-                    pos = slot(b, w)
-                    if pos >= lo and pos < hi:
-                        j = pos - lo
-                        z = pick(w, z0, z1, z2, z3)
-                        if candidate:
-                            v = upd(zero, g[ur, j], eta, sigma, z)
-                        else:
-                            v = lane(x[ur, j], g[ur, j], z, eta, sigma, zero)
-                        out[ur, j] = v
-                        ok = ok and ok_(v, bound)
-                b += one
-        if candidate:
-            return
-        if not (alive and ok):
-            copy_row(x, out, r)
-            if alive:
-                dstep[r] = t + 1
+            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep0 + r, b)
+        ok = True
+        for w in range(4):
+            pos = slot(b, w)
+            if pos >= lo and pos < hi:
+                j = pos - lo
+                if alive:
+                    z = pick(w, z0, z1, z2, z3)
+                    if candidate:
+                        v = upd(zero, g[r, j], eta, sigma, z)
+                    else:
+                        v = lane(x[r, j], g[r, j], z, eta, sigma, zero)
+                    out[r, j] = v
+                    ok = ok and ok_(v, bound)
+                elif not candidate:
+                    out[r, j] = x[r, j]
+        if not (ok or candidate):
+            bad[r] = 1
     return kernel
 
 
 @functools.lru_cache(maxsize=None)
 def sgd(f32: bool):
-    """Heavy ball (`sgd_update`) with optional Langevin noise (noisy: temperature > 0)."""
+    """Heavy ball (`sgd_update`) with optional Langevin noise (noisy: temperature > 0); the
+    candidate step from 0 where `candidate`; a frozen replica's rows carried (M chunks_of(d)
+    threads; `freeze` after it)."""
     bn = _normals_fn(f32)
     upd, ok_ = steps().sgd_update, steps().within_bound
-    pick, _, copy_row = helpers()
-    span, slot, one = stream_window()
+    pick = helpers()[0]
+    slot = stream_window()[1]
+    at = chunk_of()
 
     @cuda.jit
-    def kernel(x, v, g, xo, vo, dstep, t, k0, k1, rep0, lr, momentum, wd, sigma, zero, noisy,
-               bound, candidate):
-        r = cuda.grid(1)
-        if r >= x.shape[0]:
+    def kernel(x, v, g, xo, vo, dstep, bad, t, k0, k1, rep0, lr, momentum, wd, sigma, zero,
+               noisy, bound, candidate):
+        M = np.uint64(x.shape[0])
+        r, b, end, lo, hi = at(cuda.grid(1), M, x.shape[1], t * x.shape[1])
+        if r >= M or b >= end:
             return
-        d = x.shape[1]
         alive = dstep[r] < 0
+        z0 = z1 = z2 = z3 = zero
+        if alive and noisy:
+            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep0 + r, b)
         ok = True
-        if alive:
-            ur, ud = np.uint64(r), np.uint64(d)
-            rep = rep0 + ur
-            n0 = t * d
-            b, end, lo, hi = span(n0, ud)
-            while b < end:
-                z0 = z1 = z2 = z3 = zero
-                if noisy:
-                    z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
-                for w in range(4):
-                    pos = slot(b, w)
-                    if pos >= lo and pos < hi:
-                        j = pos - lo
-                        xi = pick(w, z0, z1, z2, z3)
-                        if candidate:
-                            xn, vn = upd(zero, v[ur, j], g[ur, j], lr, momentum, zero, sigma, xi)
-                        else:
-                            xn, vn = upd(x[ur, j], v[ur, j], g[ur, j], lr, momentum, wd, sigma,
-                                         xi)
-                        xo[ur, j] = xn
-                        vo[ur, j] = vn
-                        ok = ok and ok_(xn, bound) and ok_(vn, bound)
-                b += one
-        if candidate:
-            return
-        if not (alive and ok):
-            copy_row(x, xo, r)
-            copy_row(v, vo, r)
-            if alive:
-                dstep[r] = t + 1
+        for w in range(4):
+            pos = slot(b, w)
+            if pos >= lo and pos < hi:
+                j = pos - lo
+                if alive:
+                    xi = pick(w, z0, z1, z2, z3)
+                    if candidate:
+                        xn, vn = upd(zero, v[r, j], g[r, j], lr, momentum, zero, sigma, xi)
+                    else:
+                        xn, vn = upd(x[r, j], v[r, j], g[r, j], lr, momentum, wd, sigma, xi)
+                    xo[r, j] = xn
+                    vo[r, j] = vn
+                    ok = ok and ok_(xn, bound) and ok_(vn, bound)
+                elif not candidate:
+                    xo[r, j] = x[r, j]
+                    vo[r, j] = v[r, j]
+        if not (ok or candidate):
+            bad[r] = 1
     return kernel
 
 
 @functools.lru_cache(maxsize=None)
 def adamw(f32: bool):
     """AdamW (`adamw_update`); no noise.  a1, a2: 1 - beta1, 1 - beta2; c1, c2: the step's
-    bias corrections."""
+    bias corrections; the candidate step from 0 where `candidate`; a frozen replica's rows
+    carried (M chunks_of(d) threads; `freeze` after it)."""
     upd, ok_ = steps().adamw_update, steps().within_bound
-    _, _, copy_row = helpers()
+    slot = stream_window()[1]
+    at = chunk_of()
 
     @cuda.jit
-    def kernel(x, m, s, g, xo, mo, so, dstep, t, lr, beta1, beta2, a1, a2, eps, wd, c1, c2, zero,
-               bound, candidate):
-        r = cuda.grid(1)
-        if r >= x.shape[0]:
+    def kernel(x, m, s, g, xo, mo, so, dstep, bad, t, lr, beta1, beta2, a1, a2, eps, wd, c1,
+               c2, zero, bound, candidate):
+        M = np.uint64(x.shape[0])
+        r, b, end, lo, hi = at(cuda.grid(1), M, x.shape[1], 0)
+        if r >= M or b >= end:
             return
-        d = x.shape[1]
         alive = dstep[r] < 0
         ok = True
-        if alive:
-            for j in range(d):
-                if candidate:
-                    xn, mn, sn = upd(zero, m[r, j], s[r, j], g[r, j], lr, beta1, beta2, a1, a2,
-                                     eps, zero, c1, c2)
-                else:
-                    xn, mn, sn = upd(x[r, j], m[r, j], s[r, j], g[r, j], lr, beta1, beta2, a1,
-                                     a2, eps, wd, c1, c2)
-                xo[r, j] = xn
-                mo[r, j] = mn
-                so[r, j] = sn
-                ok = ok and ok_(xn, bound) and ok_(mn, bound) and ok_(sn, bound)
-        if candidate:
-            return
-        if not (alive and ok):
-            copy_row(x, xo, r)
-            copy_row(m, mo, r)
-            copy_row(s, so, r)
-            if alive:
-                dstep[r] = t + 1
+        for w in range(4):
+            pos = slot(b, w)
+            if pos >= lo and pos < hi:
+                j = pos - lo
+                if alive:
+                    if candidate:
+                        xn, mn, sn = upd(zero, m[r, j], s[r, j], g[r, j], lr, beta1, beta2, a1,
+                                         a2, eps, zero, c1, c2)
+                    else:
+                        xn, mn, sn = upd(x[r, j], m[r, j], s[r, j], g[r, j], lr, beta1, beta2,
+                                         a1, a2, eps, wd, c1, c2)
+                    xo[r, j] = xn
+                    mo[r, j] = mn
+                    so[r, j] = sn
+                    ok = ok and ok_(xn, bound) and ok_(mn, bound) and ok_(sn, bound)
+                elif not candidate:
+                    xo[r, j] = x[r, j]
+                    mo[r, j] = m[r, j]
+                    so[r, j] = s[r, j]
+        if not (ok or candidate):
+            bad[r] = 1
     return kernel
 
 
 @functools.lru_cache(maxsize=None)
 def baoab_first(f32: bool):
-    """B, A, O, A of BAOAB (`baoab_first`) into xo, po; frozen replicas carry x, p."""
+    """B, A, O, A of BAOAB (`baoab_first`) into xo, po; frozen replicas carry x into xo (M
+    chunks_of(d) threads)."""
     bn = _normals_fn(f32)
     first = steps().baoab_first
-    pick, _, copy_row = helpers()
-    span, slot, one = stream_window()
+    pick = helpers()[0]
+    slot = stream_window()[1]
+    at = chunk_of()
 
     @cuda.jit
     def kernel(x, p, g, xo, po, dstep, t, k0, k1, rep0, h, inv_mass, c1, c2):
-        r = cuda.grid(1)
-        if r >= x.shape[0]:
+        M = np.uint64(x.shape[0])
+        r, b, end, lo, hi = at(cuda.grid(1), M, x.shape[1], t * x.shape[1])
+        if r >= M or b >= end:
             return
-        if dstep[r] >= 0:
-            copy_row(x, xo, r)
-            copy_row(p, po, r)
-            return
-        ur, ud = np.uint64(r), np.uint64(x.shape[1])
-        rep = rep0 + ur
-        n0 = t * x.shape[1]
-        b, end, lo, hi = span(n0, ud)
-        while b < end:
-            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep, b)
-            for w in range(4):
-                pos = slot(b, w)
-                if pos >= lo and pos < hi:
-                    j = pos - lo
-                    xn, pn = first(x[ur, j], p[ur, j], g[ur, j], h, inv_mass, c1, c2,
+        alive = dstep[r] < 0
+        z0 = z1 = z2 = z3 = h - h
+        if alive:
+            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep0 + r, b)
+        for w in range(4):
+            pos = slot(b, w)
+            if pos >= lo and pos < hi:
+                j = pos - lo
+                if alive:
+                    xn, pn = first(x[r, j], p[r, j], g[r, j], h, inv_mass, c1, c2,
                                    pick(w, z0, z1, z2, z3))
-                    xo[ur, j] = xn
-                    po[ur, j] = pn
-            b += one
+                    xo[r, j] = xn
+                    po[r, j] = pn
+                else:           # the gradient is taken at every row: a frozen one's own x
+                    xo[r, j] = x[r, j]   # (`baoab_last` carries x, p, g)
     return kernel
 
 
 @functools.lru_cache(maxsize=None)
 def baoab_last():
-    """The closing B (`baoab_last`: p - h grad U(x_new)), the divergence test of (x, p, g),
-    the freeze."""
+    """The closing B (`baoab_last`: p - h grad U(x_new)) and the divergence test of (x, p, g)
+    entry by entry, frozen replicas carrying x, p, g (M chunks_of(d) threads; `freeze` after
+    it)."""
     last, ok_ = steps().baoab_last, steps().within_bound
-    _, row_ok, copy_row = helpers()
+    slot = stream_window()[1]
+    at = chunk_of()
 
     @cuda.jit
-    def kernel(x, p, g, xo, po, gn, dstep, t, h, bound):
-        r = cuda.grid(1)
-        if r >= x.shape[0]:
+    def kernel(x, p, g, xo, po, gn, dstep, bad, h, bound):
+        M = np.uint64(x.shape[0])
+        r, b, end, lo, hi = at(cuda.grid(1), M, x.shape[1], 0)
+        if r >= M or b >= end:
             return
         alive = dstep[r] < 0
         ok = True
-        if alive:
-            for j in range(x.shape[1]):
-                pv = last(po[r, j], gn[r, j], h)
-                po[r, j] = pv
-                ok = ok and ok_(pv, bound)
-            ok = ok and row_ok(xo, r, bound) and row_ok(gn, r, bound)
-        if not (alive and ok):
-            copy_row(x, xo, r)
-            copy_row(p, po, r)
-            copy_row(g, gn, r)
-            if alive:
-                dstep[r] = t + 1
+        for w in range(4):
+            pos = slot(b, w)
+            if pos >= lo and pos < hi:
+                j = pos - lo
+                if alive:
+                    pv = last(po[r, j], gn[r, j], h)
+                    po[r, j] = pv
+                    ok = ok and ok_(pv, bound) and ok_(xo[r, j], bound) and ok_(gn[r, j], bound)
+                else:           # g too: the frozen state is the stored one, whether or
+                    xo[r, j] = x[r, j]   # not the gradient's bits repeat
+                    po[r, j] = p[r, j]
+                    gn[r, j] = g[r, j]
+        if not ok:
+            bad[r] = 1
     return kernel
 
 
 @functools.lru_cache(maxsize=None)
 def commit():
-    """Divergence test and freeze for up to three (M, d) state arrays after a device step
-    that ran outside a kernel (the constraint): the new arrays an, bn, cn keep their rows
-    where the replica is alive and finite and bounded, else get the old rows back."""
-    _, row_ok, copy_row = helpers()
+    """Divergence test of up to three (M, d) new arrays after a device step that ran outside a
+    kernel (the constraint), entry by entry: where the replica is alive a failure flags it in
+    `bad`, where it is frozen the new arrays an, bn, cn get the old entries (M chunks_of(d)
+    threads; `freeze` after it)."""
+    ok_ = steps().within_bound
+    slot = stream_window()[1]
+    at = chunk_of()
 
     @cuda.jit
-    def kernel(dstep, t, bound, S, a, an, b, bn, c, cn):
-        r = cuda.grid(1)
-        if r >= a.shape[0]:
+    def kernel(dstep, bad, bound, S, a, an, b_, bn, c, cn):
+        M = np.uint64(a.shape[0])
+        r, b, end, lo, hi = at(cuda.grid(1), M, a.shape[1], 0)
+        if r >= M or b >= end:
             return
         alive = dstep[r] < 0
-        ok = alive and row_ok(an, r, bound)
-        if S > 1:
-            ok = ok and row_ok(bn, r, bound)
-        if S > 2:
-            ok = ok and row_ok(cn, r, bound)
+        ok = True
+        for w in range(4):
+            pos = slot(b, w)
+            if pos >= lo and pos < hi:
+                j = pos - lo
+                if alive:
+                    ok = ok and ok_(an[r, j], bound)
+                    if S > 1:
+                        ok = ok and ok_(bn[r, j], bound)
+                    if S > 2:
+                        ok = ok and ok_(cn[r, j], bound)
+                else:
+                    an[r, j] = a[r, j]
+                    if S > 1:
+                        bn[r, j] = b_[r, j]
+                    if S > 2:
+                        cn[r, j] = c[r, j]
         if not ok:
-            copy_row(a, an, r)
-            if S > 1:
-                copy_row(b, bn, r)
-            if S > 2:
-                copy_row(c, cn, r)
-            if alive:
-                dstep[r] = t + 1
+            bad[r] = 1
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def freeze():
+    """After an elementwise step (one thread per replica): a replica flagged in `bad` freezes
+    at step t (dstep = t + 1) with its old rows a, b, c (up to S = 3) put back into the new
+    arrays an, bn, cn; the flag is cleared."""
+    copy_row = helpers()[1]
+
+    @cuda.jit
+    def kernel(dstep, bad, t, S, a, an, b, bn, c, cn):
+        r = cuda.grid(1)
+        if r >= dstep.shape[0] or bad[r] == 0:
+            return
+        bad[r] = 0
+        dstep[r] = t + 1
+        copy_row(a, an, r)
+        if S > 1:
+            copy_row(b, bn, r)
+        if S > 2:
+            copy_row(c, cn, r)
     return kernel
 
 
