@@ -99,6 +99,18 @@ F32_PAIRS = ["DoubleWell-OverdampedLangevin", "DoubleWell-UnderdampedLangevin",
              "MultiWell-MALA", "ScaleSymmetric-AdamW"]
 
 
+# the pairs the generic path is tested on: every dynamics of a finite-sum potential and of the
+# sphere (tests/test_gpu.py too)
+GENERIC_PAIRS = [n for n in PAIRS if n.split("-")[0] in ("LinearRegression", "SphericalPSpin")]
+# long rows for it: many chunks a replica, straddling Philox blocks and thread blocks
+WIDE_GENERIC = {"sgd": SGD(0.005, 8, momentum=0.5, temperature=0.05, label_noise=0.1),
+                "baoab": UnderdampedLangevin(0.01, 1.0, 0.3), "adamw": AdamW(0.01, 8)}
+
+
+def wide_regression():
+    return LinearRegression(n=40, d=37, seed=3)
+
+
 def test_pair_cases_cover_the_registries():
     assert set(POTENTIAL_CASES) == set(POTENTIALS), set(POTENTIAL_CASES) ^ set(POTENTIALS)
     covered = {name.split("-")[1] for name in PAIRS}
@@ -861,8 +873,6 @@ if SIM:
         backends_agree("cuda", make, dyn, 5, (3,), seed=2, first_passage=fp)
         assert len(calls) == 2
 
-    GENERIC_PAIRS = [n for n in PAIRS if n.split("-")[0] in ("LinearRegression", "SphericalPSpin")]
-
     @pytest.mark.parametrize("name", GENERIC_PAIRS)
     def test_generic_path_matches_reference(name, monkeypatch):
         """Every dynamics by the generic per-step path (the path of any pair, size or option
@@ -876,6 +886,15 @@ if SIM:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             backends_agree("cuda", make, dyn, 5, (3, 4), what=name, seed=4)
+
+    @pytest.mark.parametrize("rule", sorted(WIDE_GENERIC))
+    def test_generic_path_steps_long_rows(rule, monkeypatch):
+        """Rows of 37 entries by the generic path: 10 chunks a replica (`ck.chunks_of`), a
+        step's normals straddling Philox blocks at every offset, the threads of a replica in
+        several thread blocks (4 threads a block here): the reference's states."""
+        monkeypatch.setattr(cuda_backend, "fused_kernel", lambda sim: None)
+        backends_agree("cuda", wide_regression, WIDE_GENERIC[rule], 3, (3, 2), what=rule,
+                       seed=6)
 
     def test_state_and_instance_arrays_live_on_the_device():
         make, dyn = PAIRS["LinearRegression-SGD"]

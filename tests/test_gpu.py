@@ -5,6 +5,7 @@ or a GPU is missing, or under the simulator (tests/test_cuda_backend.py covers t
 - Philox integers bit-identical to the CPU reference, normals to rounding;
 - every (potential, dynamics) pair of the registries (tests/test_cuda_backend.pair_cases)
   equal to the NumPy reference to rounding, float64 and float32, with partition invariance;
+  every dynamics by the generic path's elementwise kernels too;
 - the fused dense kernels (SphericalPSpin, Quadratic x OverdampedLangevin: cuBLAS GEMM + one
   fused kernel per step) at sizes where cuBLAS tiles, and the device record energies;
 - a run killed with SIGKILL resumes to the same final state as an uninterrupted run; records
@@ -30,7 +31,8 @@ import pytest
 
 from langevin_sim import Simulation, open_run, rng
 
-from .test_cuda_backend import F32_PAIRS, PAIRS, backends_agree, use_cuda_backend
+from .test_cuda_backend import (F32_PAIRS, GENERIC_PAIRS, PAIRS, WIDE_GENERIC, backends_agree,
+                                use_cuda_backend, wide_regression)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,13 +64,14 @@ def test_philox_integers_bit_identical_and_normals_to_rounding():
     M, start, count, seed = 1000, 12345, 37, 2 ** 40 + 7
     k0, k1 = rng.key_of(seed)
     w = xp.empty((M, count), dtype=np.uint64)
-    rt.launch(ck.words(), M, w, k0, k1, np.uint64(rng.MINIBATCH), np.uint64(5), start, 0)
+    threads = M * ck.chunks_of(count)     # a thread per replica and Philox block
+    rt.launch(ck.words(), threads, w, k0, k1, np.uint64(rng.MINIBATCH), np.uint64(5), start, 0)
     ref = rng.stream_words(seed, rng.MINIBATCH, np.arange(5, 5 + M), start, count)
     np.testing.assert_array_equal(rt.asnumpy(w), ref)
     for dt in (np.float64, np.float32):
         z = xp.empty((M, count), dtype=dt)
-        rt.launch(ck.normals(dt == np.float32), M, z, k0, k1, np.uint64(rng.NOISE), np.uint64(5),
-                  start)
+        rt.launch(ck.normals(dt == np.float32), threads, z, k0, k1, np.uint64(rng.NOISE),
+                  np.uint64(5), start)
         ref = rng.stream_normals(seed, rng.NOISE, np.arange(5, 5 + M), start, count, dt)
         tol = 1e-13 if dt == np.float64 else 2e-6      # FMA contraction on the device
         np.testing.assert_allclose(rt.asnumpy(z), ref, rtol=tol, atol=tol)
@@ -92,6 +95,22 @@ def test_every_pair_matches_reference_on_the_device(name):
     for k in whole.state:     # cuBLAS may block differently for other row counts: to rounding
         np.testing.assert_allclose(np.concatenate([p.state[k] for p in parts]), whole.state[k],
                                    rtol=1e-10, atol=1e-12, err_msg=f"{name}: partition, {k}")
+
+
+@pytest.mark.parametrize("name", GENERIC_PAIRS + [f"wide-{r}" for r in sorted(WIDE_GENERIC)])
+def test_generic_path_matches_reference_on_the_device(name, monkeypatch):
+    """Every dynamics of a finite-sum potential and of the sphere, and rows of 37 entries
+    (LinearRegression d = 37: SGD with label noise, BAOAB, AdamW), by the generic path's
+    elementwise kernels (the fused kernels declined): the reference's states to rounding,
+    with its divergence flags."""
+    from langevin_sim.backends import cuda_backend
+
+    monkeypatch.setattr(cuda_backend, "fused_kernel", lambda sim: None)
+    make, dyn = (wide_regression, WIDE_GENERIC[name[5:]]) if name.startswith("wide-") \
+        else PAIRS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        backends_agree("cuda", make, dyn, 37, (5, 6), rtol=1e-8, atol=1e-10, what=name, seed=11)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
