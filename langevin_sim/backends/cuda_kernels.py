@@ -202,20 +202,25 @@ def chunks_of(n: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def chunk_of():
-    """at(i, M, n, n0) -> (r, b, end, lo, hi): thread i's replica r and Philox block b (r >=
-    M or b >= end: nothing to do) of a row of n entries at stream positions lo = n0 .. hi =
-    n0 + n (`stream_window`'s span), all uint64."""
-    span = stream_window()[0]
+    """(at, slot): device functions of the generic path's elementwise kernels.
+    at(i, a, n0) -> (live, r, b, lo, hi): thread i's replica r (a row of the (M, n) array a)
+    and Philox block b of that row's stream positions lo = n0 .. hi = n0 + n (`stream_window`'s
+    span); live: whether the thread has a block to take.  slot: `stream_window`'s (a word's
+    position pos, entry pos - lo where lo <= pos < hi).  All uint64."""
+    span, slot, _ = stream_window()
     six, two = np.uint64(6), np.uint64(2)
 
     @cuda.jit(device=True)
-    def at(i, M, n, n0):
-        Q = (np.uint64(n) + six) >> two
+    def at(i, a, n0):
+        M, n = np.uint64(a.shape[0]), np.uint64(a.shape[1])
+        Q = (n + six) >> two
         ui = np.uint64(i)
         r = ui // Q
         b0, end, lo, hi = span(n0, n)
-        return r, b0 + (ui - r * Q), end, lo, hi
-    return at
+        b = b0 + (ui - r * Q)
+        return r < M and b < end, r, b, lo, hi
+
+    return at, slot
 
 
 @functools.lru_cache(maxsize=None)
@@ -224,20 +229,19 @@ def normals(f32: bool):
     M chunks_of(out.shape[1]) threads)."""
     bn = _normals_fn(f32)
     pick = helpers()[0]
-    slot = stream_window()[1]
-    at = chunk_of()
+    at, slot = chunk_of()
 
     @cuda.jit
     def kernel(out, k0, k1, purpose, rep0, start):
-        M = np.uint64(out.shape[0])
-        r, b, end, lo, hi = at(cuda.grid(1), M, out.shape[1], start)
-        if r >= M or b >= end:
+        live, r, b, lo, hi = at(cuda.grid(1), out, start)
+        if not live:
             return
         z0, z1, z2, z3 = bn(k0, k1, purpose, rep0 + r, b)
         for w in range(4):
             pos = slot(b, w)
             if pos >= lo and pos < hi:
-                out[r, pos - lo] = pick(w, z0, z1, z2, z3)
+                j = pos - lo
+                out[r, j] = pick(w, z0, z1, z2, z3)
     return kernel
 
 
@@ -249,24 +253,23 @@ def words():
     dev = device_rng()
     bw, bi = dev.block_words, dev.bounded_index
     pick = helpers()[0]
-    slot = stream_window()[1]
-    at = chunk_of()
+    at, slot = chunk_of()
 
     @cuda.jit
     def kernel(out, k0, k1, purpose, rep0, start, n):
-        M = np.uint64(out.shape[0])
-        r, b, end, lo, hi = at(cuda.grid(1), M, out.shape[1], start)
-        if r >= M or b >= end:
+        live, r, b, lo, hi = at(cuda.grid(1), out, start)
+        if not live:
             return
         w0, w1, w2, w3 = bw(k0, k1, purpose, rep0 + r, b)
         for w in range(4):
             pos = slot(b, w)
             if pos >= lo and pos < hi:
+                j = pos - lo
                 word = pick(w, w0, w1, w2, w3)
                 if n > 0:
-                    out[r, pos - lo] = bi(word, n)
+                    out[r, j] = bi(word, n)
                 else:
-                    out[r, pos - lo] = word
+                    out[r, j] = word
     return kernel
 
 
@@ -280,14 +283,12 @@ def overdamped(f32: bool):
     st = steps()
     upd, lane, ok_ = st.overdamped_update, st.overdamped_lane, st.within_bound
     pick = helpers()[0]
-    slot = stream_window()[1]
-    at = chunk_of()
+    at, slot = chunk_of()
 
     @cuda.jit
     def kernel(x, g, out, dstep, bad, t, k0, k1, rep0, eta, sigma, zero, bound, candidate):
-        M = np.uint64(x.shape[0])
-        r, b, end, lo, hi = at(cuda.grid(1), M, x.shape[1], t * x.shape[1])
-        if r >= M or b >= end:
+        live, r, b, lo, hi = at(cuda.grid(1), x, t * x.shape[1])
+        if not live:
             return
         alive = dstep[r] < 0
         z0 = z1 = z2 = z3 = zero
@@ -321,15 +322,13 @@ def sgd(f32: bool):
     bn = _normals_fn(f32)
     upd, ok_ = steps().sgd_update, steps().within_bound
     pick = helpers()[0]
-    slot = stream_window()[1]
-    at = chunk_of()
+    at, slot = chunk_of()
 
     @cuda.jit
     def kernel(x, v, g, xo, vo, dstep, bad, t, k0, k1, rep0, lr, momentum, wd, sigma, zero,
                noisy, bound, candidate):
-        M = np.uint64(x.shape[0])
-        r, b, end, lo, hi = at(cuda.grid(1), M, x.shape[1], t * x.shape[1])
-        if r >= M or b >= end:
+        live, r, b, lo, hi = at(cuda.grid(1), x, t * x.shape[1])
+        if not live:
             return
         alive = dstep[r] < 0
         z0 = z1 = z2 = z3 = zero
@@ -363,15 +362,13 @@ def adamw(f32: bool):
     bias corrections; the candidate step from 0 where `candidate`; a frozen replica's rows
     carried (M chunks_of(d) threads; `freeze` after it)."""
     upd, ok_ = steps().adamw_update, steps().within_bound
-    slot = stream_window()[1]
-    at = chunk_of()
+    at, slot = chunk_of()
 
     @cuda.jit
     def kernel(x, m, s, g, xo, mo, so, dstep, bad, t, lr, beta1, beta2, a1, a2, eps, wd, c1,
                c2, zero, bound, candidate):
-        M = np.uint64(x.shape[0])
-        r, b, end, lo, hi = at(cuda.grid(1), M, x.shape[1], 0)
-        if r >= M or b >= end:
+        live, r, b, lo, hi = at(cuda.grid(1), x, 0)
+        if not live:
             return
         alive = dstep[r] < 0
         ok = True
@@ -406,14 +403,12 @@ def baoab_first(f32: bool):
     bn = _normals_fn(f32)
     first = steps().baoab_first
     pick = helpers()[0]
-    slot = stream_window()[1]
-    at = chunk_of()
+    at, slot = chunk_of()
 
     @cuda.jit
     def kernel(x, p, g, xo, po, dstep, t, k0, k1, rep0, h, inv_mass, c1, c2):
-        M = np.uint64(x.shape[0])
-        r, b, end, lo, hi = at(cuda.grid(1), M, x.shape[1], t * x.shape[1])
-        if r >= M or b >= end:
+        live, r, b, lo, hi = at(cuda.grid(1), x, t * x.shape[1])
+        if not live:
             return
         alive = dstep[r] < 0
         z0 = z1 = z2 = z3 = h - h
@@ -439,14 +434,12 @@ def baoab_last():
     entry by entry, frozen replicas carrying x, p, g (M chunks_of(d) threads; `freeze` after
     it)."""
     last, ok_ = steps().baoab_last, steps().within_bound
-    slot = stream_window()[1]
-    at = chunk_of()
+    at, slot = chunk_of()
 
     @cuda.jit
     def kernel(x, p, g, xo, po, gn, dstep, bad, h, bound):
-        M = np.uint64(x.shape[0])
-        r, b, end, lo, hi = at(cuda.grid(1), M, x.shape[1], 0)
-        if r >= M or b >= end:
+        live, r, b, lo, hi = at(cuda.grid(1), x, 0)
+        if not live:
             return
         alive = dstep[r] < 0
         ok = True
@@ -474,14 +467,12 @@ def commit():
     `bad`, where it is frozen the new arrays an, bn, cn get the old entries (M chunks_of(d)
     threads; `freeze` after it)."""
     ok_ = steps().within_bound
-    slot = stream_window()[1]
-    at = chunk_of()
+    at, slot = chunk_of()
 
     @cuda.jit
     def kernel(dstep, bad, bound, S, a, an, b_, bn, c, cn):
-        M = np.uint64(a.shape[0])
-        r, b, end, lo, hi = at(cuda.grid(1), M, a.shape[1], 0)
-        if r >= M or b >= end:
+        live, r, b, lo, hi = at(cuda.grid(1), a, 0)
+        if not live:
             return
         alive = dstep[r] < 0
         ok = True
