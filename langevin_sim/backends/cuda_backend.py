@@ -238,8 +238,9 @@ class CudaBackend:
 # ---------------------------------------------------------------- device state
 
 class DeviceRun:
-    """One Simulation's device arrays: `state` (name -> array), `dstep` (M,) int64, the
-    potential (`DevicePotential`), scratch buffers, and the cache of minibatch permutations."""
+    """One Simulation's device arrays: `state` (name -> array), `dstep` (M,) int64, `bad`
+    (M,) int32 (the generic kernels' divergence flags, zero between steps), the potential
+    (`DevicePotential`), scratch buffers, and the cache of minibatch permutations."""
 
     def __init__(self, sim, pot=None):
         xp = rt.xp()
