@@ -15,7 +15,9 @@ Beside them (first dtype only): W3's landscape at 256 replicas with and without 
 and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 256 replicas)
 by the fused toy-net kernel and by the generic path; and W4 by the toy-net kernel with its
 one-tile batch loops opaque to the compiler (the default) and unrolled whole, with the
-registers and local memory the device reports for each; W1 with the row kernel's registers
+registers and local memory the device reports for each; a p = 97 grokking net (beyond the
+fused kernel) by the generic path, its step against its gradient alone; W1 with the row
+kernel's registers
 capped at REGCAP and not; and the dense Quadratic at
 d = quadratic.FORM_ROWS_MAX_D and at the row kernel's limit rows.MAX_D (float64, SGD and
 MALA) by the row kernel and by the GEMM path.
@@ -306,6 +308,35 @@ def toynet_gain(tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
             if label == "fused":
                 out["warps"], out["tile"], _ = toynets.layout(sim)
             out[label] = device_rate(sim, seconds, sync, 1 if tiny else 3)
+    return out
+
+
+def generic_split(tiny: bool, dt: str, backend_cls, seconds: float, sync) -> dict:
+    """A net beyond the fused toy-net kernel (ModularArithmeticMLP one-hot p = 97, hidden 128:
+    ~37 000 parameters, the canonical grokking size; full-batch AdamW, 64 replicas) on the
+    generic path: chain-steps per second of the whole step and of its gradient alone (the
+    potential's array code), so that 1 - step / gradient is the share of the step the
+    update kernels and `freeze` take (design_changes 84: elementwise, a thread per replica
+    and Philox block of its row)."""
+    from langevin_sim.backends.cuda_backend import fused_kernel
+    from langevin_sim.dynamics import AdamW
+    from langevin_sim.kernels import toynets
+    from langevin_sim.potentials import ModularArithmeticMLP
+
+    p, hidden, M = (3, 2, 2) if tiny else (97, 128, 64)
+    pot = ModularArithmeticMLP(p=p, hidden=hidden, train_fraction=0.5, seed=1)
+    out = {"p": p, "hidden": hidden, "parameters": pot.d, "samples": pot.n_samples,
+           "replicas": M, "dtype": dt}
+    with mock.patch.object(toynets, "MAX_OWNED", 0 if tiny else toynets.MAX_OWNED):
+        sim = cuda_simulation(pot, AdamW(1e-3, None, weight_decay=1.0), M, dt, backend_cls)
+        assert fused_kernel(sim) is None     # (tiny: declined; p = 97: beyond the kernel)
+        out["step"] = device_rate(sim, seconds, sync, 1 if tiny else 3)
+    run = sim.backend.device_run(sim)
+
+    def grads(k):
+        for _ in range(k):
+            run.grad(run.state["x"])
+    out["gradient"] = median_rate(grads, M, seconds, sync, repeats=1 if tiny else 3)
     return out
 
 
@@ -738,6 +769,8 @@ def main(argv=None) -> int:
                     seconds, sync)
     unroll = optional("unroll_gain", "W4" in names, lambda: {dtypes[0]: unroll_gain(
         W["W4"], a.tiny, dtypes[0], backend_cls, seconds, sync)})
+    beyond = optional("generic_split", "W4" in names, generic_split, a.tiny, dtypes[0],
+                      backend_cls, seconds, sync)
     checks = []
     for r in rows:
         tag = f"{r['workload']} {r['dtype']}"
@@ -834,6 +867,15 @@ def main(argv=None) -> int:
             lines.append(f"| {dt} | {u['opaque']:.3g} | {u['unrolled']:.3g} | "
                          f"{u['opaque'] / u['unrolled']:.2f} | {u['opaque_resources']} | "
                          f"{u['unrolled_resources']} |")
+    if beyond:
+        g = beyond
+        lines += ["", "## A net beyond the fused kernel: the generic path's step and its gradient",
+                  "", f"ModularArithmeticMLP p={g['p']}, hidden {g['hidden']} ({g['parameters']} "
+                  f"parameters), {g['samples']} training pairs, full-batch AdamW, "
+                  f"{g['replicas']} replicas, {g['dtype']}: {g['step']:.3g} chain-steps/s, its "
+                  f"gradient alone (array code) {g['gradient']:.3g}: the update kernels and "
+                  f"`freeze` take {100 * max(0.0, 1 - g['step'] / g['gradient']):.0f}% of the "
+                  "step (design_changes 84)."]
     if regcap:
         lines += ["", f"## W1's row kernel with its registers capped at {REGCAP} (rows.MAX_REGISTERS)",
                   "", f"| dtype | default chain-steps/s | capped at {REGCAP} | cap / default | resources "
@@ -893,7 +935,7 @@ def main(argv=None) -> int:
         json.dump({"device": desc, "versions": versions(), "limits": limits, "rows": rows,
                    "graph_gain": gain, "toynet_gain": nets, "unroll_gain": unroll,
                    "rows_gain": crossover, "regcap_gain": regcap, "lanes_gain": lanes,
-                   "settings": settings,
+                   "settings": settings, "generic_split": beyond,
                    "cut": cut[0] if cut else None,
                    "tiny": a.tiny}, fh, indent=1)
     print(f"wrote {out}", file=sys.stderr)

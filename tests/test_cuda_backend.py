@@ -930,6 +930,7 @@ if SIM:
         for w in ("W1", "W2", "W3", "W4", "float32", "float64", "Philox",
                   "A large toy net: the fused kernel against the generic path",
                   "## Settings the table ran with",
+                  "A net beyond the fused kernel: the generic path's step and its gradient",
                   "## GPU tests (pytest -m gpu tests/test_gpu.py): exit status 0",
                   "skipped", "simulator mode", "benchmark exit status: 0"):
             assert w in text, (w, text[-3000:])
