@@ -103,7 +103,9 @@ F32_PAIRS = ["DoubleWell-OverdampedLangevin", "DoubleWell-UnderdampedLangevin",
 # sphere (tests/test_gpu.py too)
 GENERIC_PAIRS = [n for n in PAIRS if n.split("-")[0] in ("LinearRegression", "SphericalPSpin")]
 # long rows for it: many chunks a replica, straddling Philox blocks and thread blocks
-WIDE_GENERIC = {"sgd": SGD(0.005, 8, momentum=0.5, temperature=0.05, label_noise=0.1),
+# (rules with a device kernel: SGD's label noise would run its reference step instead)
+WIDE_GENERIC = {"overdamped": OverdampedLangevin(0.005, 0.3),
+                "sgd": SGD(0.005, 8, momentum=0.5, weight_decay=0.01, temperature=0.05),
                 "baoab": UnderdampedLangevin(0.01, 1.0, 0.3), "adamw": AdamW(0.01, 8)}
 
 

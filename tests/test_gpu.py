@@ -100,7 +100,7 @@ def test_every_pair_matches_reference_on_the_device(name):
 @pytest.mark.parametrize("name", GENERIC_PAIRS + [f"wide-{r}" for r in sorted(WIDE_GENERIC)])
 def test_generic_path_matches_reference_on_the_device(name, monkeypatch):
     """Every dynamics of a finite-sum potential and of the sphere, and rows of 37 entries
-    (LinearRegression d = 37: SGD with label noise, BAOAB, AdamW), by the generic path's
+    (LinearRegression d = 37: overdamped, SGD, BAOAB, AdamW), by the generic path's
     elementwise kernels (the fused kernels declined): the reference's states to rounding,
     with its divergence flags."""
     from langevin_sim.backends import cuda_backend
