@@ -22,7 +22,9 @@
 #    it measured, saying where it was cut (exit status 124).
 # Everything is printed, and written to ONE file: benchmarks/results/gpu-<model>.md (the
 # benchmark report, then the test summary, then this script's full log of both steps); when
-# $OUT names a folder (the device tool's output folder), the file is copied there too.
+# $OUT names a folder (the device tool's output folder), the file is copied there too. The
+# output ends with a summary (the tests' counts and failures, the settings the benchmark chose,
+# the targets), for a caller that keeps only its tail.
 #
 # It needs no install and no network: with `pip install -e ".[cuda12,dev]"` (or cuda13) done
 # it uses that; otherwise it puts the repository on PYTHONPATH (the package is pure Python:
@@ -136,4 +138,9 @@ echo "wrote $REPORT ($(( $(date +%s) - start )) s)"
 if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
     cp "$REPORT" "$OUT"/ && echo "copied to $OUT/$(basename "$REPORT")"
 fi
+# the answers last, where a caller that keeps only the output's tail sees them
+echo "== summary: tests exit $TESTS, benchmark exit $BENCH"
+grep -E "^[0-9]+ (passed|failed|skipped)|^FAILED|^ERROR" "$LOG" | tail -25
+awk '/^## GPU tests/ {exit} /^## Settings the table ran with/ {on = 1} /^## Chain-steps/ {on = 0}
+     /^## Targets/ {on = 1} /^.with records.:/ {on = 0} on' "$REPORT"
 [[ $TESTS -eq 0 && $BENCH -eq 0 ]]
