@@ -253,6 +253,8 @@ class DeviceRun:
         #                                                       flags (`freeze` clears them)
         self.dtype = sim.dtype
         self.M = sim.n_replicas
+        self.unused = [tuple(xp.empty((self.M, 0), self.dtype) for _ in range(2))
+                       for _ in range(2)]    # `padded`'s zero-width arrays
         self.k0, self.k1 = rng.key_of(sim.seed)
         self.rep0 = np.uint64(sim.first_replica)
         self.bound = float(sim.divergence_bound)
@@ -412,12 +414,8 @@ class DeviceRun:
 
     def padded(self, pairs: list) -> list:
         """pairs of arrays padded to three with distinct zero-width arrays (never aliases: the
-        simulator copies each argument back)."""
-        pairs = list(pairs)
-        while len(pairs) < 3:
-            pairs.append((self.xp.empty((self.M, 0), self.dtype),
-                          self.xp.empty((self.M, 0), self.dtype)))
-        return pairs
+        simulator copies each argument back), made once per run: `freeze` runs every step."""
+        return list(pairs) + self.unused[: 3 - len(pairs)]
 
     # -- random numbers on the device -----------------------------------------------------
     def normals(self, start: int, count: int, purpose: int = rng.NOISE, dtype=np.float64):
