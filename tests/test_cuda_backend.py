@@ -343,7 +343,7 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
 
 
 PTX_CODE = """
-from numba import boolean, float32, float64, int32, int64, uint64
+from numba import boolean, float32, float64, int32, int64, types, uint64
 from langevin_sim.backends import cuda_kernels as ck
 from langevin_sim.dynamics import MALA, SGD, AdamW, Heun, UnderdampedLangevin
 from langevin_sim.kernels import pspin, quadratic, toynets
@@ -423,21 +423,20 @@ for ft in (float32, float64):
     # its static shared memory (the arrays' sizes, each padded to 8 bytes) within 48 KiB
     shared = re.findall(r"\\.shared \\.align \\d+ \\.b8 \\S+\\[(\\d+)\\]", ptx)
     assert sum(-(-int(n) // 8) * 8 for n in shared) <= 48 * 1024, shared
-    # the generic path's elementwise kernels, with the types `DeviceRun.launch_chunks` and
+    # the generic path's elementwise kernels, with the types `DeviceRun.elementwise` and
     # `DeviceRun.freeze` launch them with (bad: int32 flags)
     B1, U4 = int32[::1], (uint64,) * 4
-    for kernel, sig in ((ck.normals(f32), (W,) + U4 + (int64,)),
-                        (ck.overdamped(f32), (W, W, W, I1, B1, int64) + U4[:3] + (ft,) * 3
-                         + (float64, boolean)),
-                        (ck.sgd(f32), (W,) * 5 + (I1, B1, int64) + U4[:3] + (ft,) * 5
-                         + (boolean, float64, boolean)),
-                        (ck.adamw(f32), (W,) * 7 + (I1, B1, int64) + (ft,) * 10
-                         + (float64, boolean)),
-                        (ck.baoab_first(f32), (W,) * 5 + (I1, int64) + U4[:3] + (ft,) * 4),
-                        (ck.baoab_last(), (W,) * 6 + (I1, B1, ft, float64)),
-                        (ck.commit(), (I1, B1, float64, int64) + (W,) * 6),
-                        (ck.freeze(), (I1, B1, int64, int64) + (W,) * 6)):
-        cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+    cuda.compile_ptx(ck.normals(f32).py_func, (W,) + U4 + (int64,), cc=(9, 0))
+    for rule, ins, outs, p in ((ck.EW_OVERDAMPED, 2, 1, 2), (ck.EW_SGD, 3, 2, 4),
+                               (ck.EW_ADAMW, 4, 3, 9), (ck.EW_BAOAB_FIRST, 3, 2, 4),
+                               (ck.EW_BAOAB_LAST, 3, 3, 1), (ck.EW_COMMIT, 2, 2, 0)):
+        tup = lambda n: types.UniTuple(W, n)
+        cuda.compile_ptx(ck.elementwise(rule, f32).py_func,
+                         (tup(ins), tup(outs), I1, B1, int64) + U4[:3]
+                         + (types.UniTuple(ft, p) if p else types.Tuple(()), ft, boolean,
+                            float64, boolean), cc=(9, 0))
+    cuda.compile_ptx(ck.freeze().py_func, (I1, B1, int64, types.UniTuple(W, 3),
+                                           types.UniTuple(W, 3)), cc=(9, 0))
 for out in (int64[:, ::1], uint64[:, ::1]):
     cuda.compile_ptx(ck.words().py_func, (out,) + (uint64,) * 4 + (int64, int64), cc=(9, 0))
 print("ok")
@@ -878,8 +877,8 @@ if SIM:
     @pytest.mark.parametrize("name", GENERIC_PAIRS)
     def test_generic_path_matches_reference(name, monkeypatch):
         """Every dynamics by the generic per-step path (the path of any pair, size or option
-        no fused kernel takes: its update kernels, `ck.overdamped`, `ck.sgd`, `ck.adamw`,
-        `ck.baoab_first` / `baoab_last`, or the dynamics' reference step on device arrays),
+        no fused kernel takes: `ck.elementwise` with each rule, or the dynamics' reference
+        step on device arrays),
         on a finite-sum potential (SGD's samplings and noises) and on the sphere (candidate
         steps, projection, retraction): float64 parity with the reference over 3 + 4 steps
         (d = 3 and N = 4 coordinates, so that a step's normals straddle Philox blocks)."""

@@ -25,14 +25,15 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   (`DeviceRun.queue_steps`: the kernels read the step from a device counter); the
   low-dimensional families, `kernels.rows`;
 - otherwise the generic path: the gradient from the potential's own array code on the
-  device arrays (cuBLAS behind CuPy's matmul for dense potentials), then ONE kernel of
-  `cuda_kernels` per step applying the dynamics' own scalar update rule with in-kernel
-  Philox noise, the divergence test and the freeze.  Rules: OverdampedLangevin, SGD
+  device arrays (cuBLAS behind CuPy's matmul for dense potentials), then ONE elementwise
+  kernel (`cuda_kernels.elementwise`) per step applying the dynamics' own scalar update rule
+  with in-kernel Philox noise and the divergence test, and `cuda_kernels.freeze`.  Rules:
+  OverdampedLangevin, SGD
   (minibatch indices drawn on the device: i.i.d. words, or per-epoch permutations by a
   stable sort of PERMUTE-stream words), AdamW, UnderdampedLangevin (BAOAB: a kernel before
   and one after the gradient at the new position).  Constrained potentials: the kernel
   writes the tangent-step candidate, the potential's own `project` / `retract` run on the
-  device arrays, and `cuda_kernels.commit` tests and freezes;
+  device arrays, and `DeviceRun.commit` tests and freezes;
 - a dynamics without a rule here (MALA; any new Dynamics; SGD with sampling="subset",
   label_noise or grad_noise, see `device_rule`) runs its own `reference_step` on
   the device arrays with a device noise source (normals and words from Philox kernels), and
@@ -253,8 +254,6 @@ class DeviceRun:
         #                                                       flags (`freeze` clears them)
         self.dtype = sim.dtype
         self.M = sim.n_replicas
-        self.unused = [tuple(xp.empty((self.M, 0), self.dtype) for _ in range(2))
-                       for _ in range(2)]    # `padded`'s zero-width arrays
         self.k0, self.k1 = rng.key_of(sim.seed)
         self.rep0 = np.uint64(sim.first_replica)
         self.bound = float(sim.divergence_bound)
@@ -406,16 +405,22 @@ class DeviceRun:
         over rows of n entries."""
         rt.launch(kernel, self.M * ck.chunks_of(n), *args)
 
-    def freeze(self, t: int, pairs: list) -> None:
-        """`ck.freeze` after an elementwise step: replicas flagged in `bad` freeze at step t,
-        their old rows put back into the new arrays; pairs [(old, new)] (up to 3)."""
-        self.launch(ck.freeze(), self.dstep, self.bad, int(t), len(pairs),
-                    *(a for pair in self.padded(pairs) for a in pair))
+    def elementwise(self, rule: int, t: int, ins: tuple, outs: tuple, p: tuple = (),
+                    noisy: bool = False, candidate: bool = False, freeze: bool = True) -> None:
+        """`ck.elementwise(rule)` on (M, d) arrays ins -> outs, p: the rule's scalars (cast
+        to the state's dtype); then, with `freeze` and unless `candidate` (`commit` follows),
+        `freeze` of outs by the first len(outs) of ins."""
+        self.launch_chunks(ck.elementwise(rule, self.f32), ins[0].shape[1], ins, outs,
+                           self.dstep, self.bad, int(t), self.k0, self.k1, self.rep0,
+                           tuple(self.cast(v) for v in p), self.cast(0.0), bool(noisy),
+                           self.bound, bool(candidate))
+        if freeze and not candidate:
+            self.freeze(t, ins[:len(outs)], outs)
 
-    def padded(self, pairs: list) -> list:
-        """pairs of arrays padded to three with distinct zero-width arrays (never aliases: the
-        simulator copies each argument back), made once per run: `freeze` runs every step."""
-        return list(pairs) + self.unused[: 3 - len(pairs)]
+    def freeze(self, t: int, olds: tuple, news: tuple) -> None:
+        """`ck.freeze` after an elementwise step: replicas flagged in `bad` freeze at step t,
+        their old rows olds[k] put back into the new arrays news[k]."""
+        self.launch(ck.freeze(), self.dstep, self.bad, int(t), olds, news)
 
     # -- random numbers on the device -----------------------------------------------------
     def normals(self, start: int, count: int, purpose: int = rng.NOISE, dtype=np.float64):
@@ -471,12 +476,10 @@ class DeviceRun:
                         int(t + 1))
 
     def commit(self, t: int, news: list) -> None:
-        """Divergence test and freeze of the new arrays [(name, array)] (up to 3), which
-        then become the state."""
-        pairs = [(self.state[k], v) for k, v in news]
-        self.launch_chunks(ck.commit(), pairs[0][0].shape[1], self.dstep, self.bad, self.bound,
-                           len(pairs), *(a for pair in self.padded(pairs) for a in pair))
-        self.freeze(t, pairs)
+        """Divergence test and freeze of the new arrays [(name, array)], which then become
+        the state."""
+        self.elementwise(ck.EW_COMMIT, t, tuple(self.state[k] for k, _ in news),
+                         tuple(v for _, v in news))
         for k, v in news:
             old, self.state[k] = self.state[k], v
             if self.scratch.get(k) is v:       # a scratch buffer became the state
@@ -614,14 +617,11 @@ def overdamped_rule(run: DeviceRun, dyn, t: int) -> None:
     x, pot = run.state["x"], run.pot
     eta, T = dyn.step(t), dyn.temperature(t)
     out = run.buffer("x", x)
-    run.launch_chunks(ck.overdamped(run.f32), x.shape[1], x, run.grad(x), out, run.dstep,
-                      run.bad, int(t), run.k0, run.k1, run.rep0, run.cast(eta),
-                      run.cast(noise_scale(eta, T)), run.cast(0.0), run.bound,
-                      bool(pot.constrained))
+    run.elementwise(ck.EW_OVERDAMPED, t, (x, run.grad(x)), (out,), (eta, noise_scale(eta, T)),
+                    noisy=T > 0, candidate=pot.constrained)
     if pot.constrained:
         run.commit(t, [("x", run.device(pot.retract(x + pot.project(x, out))))])
     else:
-        run.freeze(t, [(x, out)])
         run.swap("x", out)
 
 
@@ -633,15 +633,13 @@ def sgd_rule(run: DeviceRun, dyn, t: int) -> None:
     if pot.constrained:
         g = run.device(pot.project(x, g))
     xo, vo = run.buffer("x", x), run.buffer("v", v)
-    run.launch_chunks(ck.sgd(run.f32), x.shape[1], x, v, g, xo, vo, run.dstep, run.bad, int(t),
-                      run.k0, run.k1, run.rep0, run.cast(lr), run.cast(dyn.momentum),
-                      run.cast(dyn.weight_decay), run.cast(noise_scale(lr, T)), run.cast(0.0),
-                      bool(T > 0), run.bound, bool(pot.constrained))
+    run.elementwise(ck.EW_SGD, t, (x, v, g), (xo, vo),
+                    (lr, dyn.momentum, dyn.weight_decay, noise_scale(lr, T)), noisy=T > 0,
+                    candidate=pot.constrained)
     if pot.constrained:
         xn = run.device(pot.retract(x + pot.project(x, xo)))
         run.commit(t, [("x", xn), ("v", run.device(pot.project(xn, vo)))])
     else:
-        run.freeze(t, [(x, xo), (v, vo)])
         run.swap("x", xo)
         run.swap("v", vo)
 
@@ -656,35 +654,29 @@ def adamw_rule(run: DeviceRun, dyn, t: int) -> None:
     c2 = 1.0 - math.pow(dyn.beta2, t + 1)
     a1, a2 = complements(dyn.beta1, dyn.beta2)
     xo, mo, so = run.buffer("x", x), run.buffer("m", m), run.buffer("s", s)
-    c = run.cast
-    run.launch_chunks(ck.adamw(run.f32), x.shape[1], x, m, s, g, xo, mo, so, run.dstep, run.bad,
-                      int(t), c(dyn.lr(t)), c(dyn.beta1), c(dyn.beta2), c(a1), c(a2), c(dyn.eps),
-                      c(dyn.weight_decay), c(c1), c(c2), c(0.0), run.bound,
-                      bool(pot.constrained))
+    run.elementwise(ck.EW_ADAMW, t, (x, m, s, g), (xo, mo, so),
+                    (dyn.lr(t), dyn.beta1, dyn.beta2, a1, a2, dyn.eps, dyn.weight_decay, c1, c2),
+                    candidate=pot.constrained)
     if pot.constrained:
         xn = run.device(pot.retract(x + pot.project(x, xo)))
         run.commit(t, [("x", xn), ("m", run.device(pot.project(xn, mo))), ("s", so)])
     else:
-        run.freeze(t, [(x, xo), (m, mo), (s, so)])
         run.swap("x", xo)
         run.swap("m", mo)
         run.swap("s", so)
 
 
 def baoab_rule(run: DeviceRun, dyn, t: int) -> None:
-    """`UnderdampedLangevin.reference_step` on the device: BAOA kernel, gradient, B kernel."""
+    """`UnderdampedLangevin.reference_step` on the device: B A O A, the gradient, the closing B
+    (a frozen replica carries x, p and g)."""
     x, p, g = run.state["x"], run.state["p"], run.state["g"]
     eta, T = dyn.step(t), dyn.temperature(t)
     c1, c2 = baoab_coeffs(eta, dyn.friction, T, dyn.mass)
-    h = run.cast(0.5 * eta)
     xo, po = run.buffer("x", x), run.buffer("p", p)
-    run.launch_chunks(ck.baoab_first(run.f32), x.shape[1], x, p, g, xo, po, run.dstep, int(t),
-                      run.k0, run.k1, run.rep0, h, run.cast(1.0 / dyn.mass), run.cast(c1),
-                      run.cast(c2))
+    run.elementwise(ck.EW_BAOAB_FIRST, t, (x, p, g), (xo, po), (0.5 * eta, 1.0 / dyn.mass, c1, c2),
+                    noisy=True, freeze=False)     # (it tests nothing: the closing B does)
     gn = run.grad(xo)
-    run.launch_chunks(ck.baoab_last(), x.shape[1], x, p, g, xo, po, gn, run.dstep, run.bad, h,
-                      run.bound)
-    run.freeze(t, [(x, xo), (p, po), (g, gn)])
+    run.elementwise(ck.EW_BAOAB_LAST, t, (x, p, g), (xo, po, gn), (0.5 * eta,))
     run.swap("x", xo)
     run.swap("p", po)
     run.state["g"] = gn

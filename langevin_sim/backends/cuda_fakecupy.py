@@ -101,6 +101,16 @@ def _unwrap(v, what: str):
     return v
 
 
+def unwrapped(arg):
+    """A kernel argument as the simulator takes it: a stand-in array (in a tuple too) as the
+    NumPy array under it."""
+    if isinstance(arg, ndarray):
+        return arg._a
+    if isinstance(arg, tuple):
+        return tuple(unwrapped(a) for a in arg)
+    return arg
+
+
 def _unwrap_index(key):
     """Indices may mix device arrays, NumPy integer arrays (CuPy copies those), slices, ints."""
     if isinstance(key, ndarray):

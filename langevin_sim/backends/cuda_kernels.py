@@ -273,26 +273,111 @@ def words():
     return kernel
 
 
+# the generic path's step rules (`elementwise`'s `rule`): Euler-Maruyama, the heavy ball (SGD),
+# AdamW, BAOAB's B A O A and its closing B, and the divergence test alone (`DeviceRun.commit`)
+EW_OVERDAMPED, EW_SGD, EW_ADAMW, EW_BAOAB_FIRST, EW_BAOAB_LAST, EW_COMMIT = range(6)
+EW_DRAWS = (EW_OVERDAMPED, EW_SGD, EW_BAOAB_FIRST)   # the rules that draw the step's normals
+
+
 @functools.lru_cache(maxsize=None)
-def overdamped(f32: bool):
-    """Euler-Maruyama: out = `overdamped_lane` = x + (0 - eta g + sigma xi), or the candidate
-    step `overdamped_update`(0, g, ...) alone (candidate=True, constrained potentials: no test,
-    `commit` follows); a frozen replica's row carried (M chunks_of(d) threads; `freeze`
-    after it)."""
-    bn = _normals_fn(f32)
+def _entry(rule: int):
+    """Device function entry(ins, outs, r, j, z, p, zero, bound, candidate) -> ok: `rule` at
+    entry (r, j) of a live replica (ins, outs: tuples of (M, d) arrays; z: the entry's normal,
+    zero where the rule draws none; p: the rule's scalars), writing the new entries into outs;
+    ok: they pass the divergence test (always True where the rule leaves it to a later
+    kernel).  With `candidate` the step runs from the origin (constrained potentials)."""
     st = steps()
-    upd, lane, ok_ = st.overdamped_update, st.overdamped_lane, st.within_bound
+    ok_ = st.within_bound
+    if rule == EW_OVERDAMPED:     # ins (x, g), outs (x',), p (eta, sigma): overdamped_lane
+        upd, lane = st.overdamped_update, st.overdamped_lane
+
+        @cuda.jit(device=True)
+        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+            if candidate:
+                v = upd(zero, ins[1][r, j], p[0], p[1], z)
+            else:
+                v = lane(ins[0][r, j], ins[1][r, j], z, p[0], p[1], zero)
+            outs[0][r, j] = v
+            return ok_(v, bound)
+    elif rule == EW_SGD:        # ins (x, v, g), outs (x', v'), p (lr, momentum, decay, sigma)
+        sgd = st.sgd_update
+
+        @cuda.jit(device=True)
+        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+            x = zero if candidate else ins[0][r, j]    # (the decay of x = 0 is 0)
+            xn, vn = sgd(x, ins[1][r, j], ins[2][r, j], p[0], p[1], p[2], p[3], z)
+            outs[0][r, j] = xn
+            outs[1][r, j] = vn
+            return ok_(xn, bound) and ok_(vn, bound)
+    elif rule == EW_ADAMW:      # ins (x, m, s, g), outs (x', m', s'),
+        adamw = st.adamw_update  # p (lr, beta1, beta2, 1 - beta1, 1 - beta2, eps, decay, c1, c2)
+
+        @cuda.jit(device=True)
+        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+            x = zero if candidate else ins[0][r, j]    # (the decay of x = 0 is 0)
+            xn, mn, sn = adamw(x, ins[1][r, j], ins[2][r, j], ins[3][r, j], p[0], p[1], p[2],
+                               p[3], p[4], p[5], p[6], p[7], p[8])
+            outs[0][r, j] = xn
+            outs[1][r, j] = mn
+            outs[2][r, j] = sn
+            return ok_(xn, bound) and ok_(mn, bound) and ok_(sn, bound)
+    elif rule == EW_BAOAB_FIRST:   # ins (x, p, g), outs (x', p'), p (h, 1 / mass, c1, c2);
+        first = st.baoab_first     # no test (the gradient at x' comes between)
+
+        @cuda.jit(device=True)
+        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+            xn, pn = first(ins[0][r, j], ins[1][r, j], ins[2][r, j], p[0], p[1], p[2], p[3], z)
+            outs[0][r, j] = xn
+            outs[1][r, j] = pn
+            return True
+    elif rule == EW_BAOAB_LAST:    # ins (x, p, g), outs (x', p', g' = grad U(x')), p (h,):
+        last = st.baoab_last       # p' - h g' into p', the test of x', p', g'
+
+        @cuda.jit(device=True)
+        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+            pv = last(outs[1][r, j], outs[2][r, j], p[0])
+            outs[1][r, j] = pv
+            return ok_(pv, bound) and ok_(outs[0][r, j], bound) and ok_(outs[2][r, j], bound)
+    elif rule == EW_COMMIT:        # ins: the old arrays, outs: the new ones, tested
+
+        @cuda.jit(device=True)
+        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+            ok = True
+            for k in range(len(outs)):
+                ok = ok and ok_(outs[k][r, j], bound)
+            return ok
+    else:
+        raise ValueError(f"no generic rule {rule}")
+    return entry
+
+
+@functools.lru_cache(maxsize=None)
+def elementwise(rule: int, f32: bool):
+    """The generic path's step kernel of `rule` (EW_*), launched on M chunks_of(d) threads::
+
+        kernel(ins, outs, dstep, bad, t, k0, k1, rep0, p, zero, noisy, bound, candidate)
+
+    ins, outs: tuples of (M, d) arrays of the state's dtype (the old state, the gradient;
+    the new state: see `_entry`); p: the rule's scalars in the state's dtype, zero = 0 in it;
+    a live replica's entries get the rule (the normals of step t at stream positions t d + j
+    drawn first where the rule draws and `noisy`), a failing entry flags the replica in
+    `bad`; a frozen replica's entries are carried, outs[k] = ins[k] (not with `candidate`:
+    `commit` follows, which carries); `freeze` follows."""
+    draws = rule in EW_DRAWS
+    bn = _normals_fn(f32)
+    entry = _entry(rule)
     pick = helpers()[0]
     at, slot = chunk_of()
 
     @cuda.jit
-    def kernel(x, g, out, dstep, bad, t, k0, k1, rep0, eta, sigma, zero, bound, candidate):
-        live, r, b, lo, hi = at(cuda.grid(1), x, t * x.shape[1])
+    def kernel(ins, outs, dstep, bad, t, k0, k1, rep0, p, zero, noisy, bound, candidate):
+        d = ins[0].shape[1]
+        live, r, b, lo, hi = at(cuda.grid(1), ins[0], t * d if draws else 0)
         if not live:
             return
         alive = dstep[r] < 0
         z0 = z1 = z2 = z3 = zero
-        if alive:
+        if draws and alive and noisy:
             z0, z1, z2, z3 = bn(k0, k1, NOISE, rep0 + r, b)
         ok = True
         for w in range(4):
@@ -300,199 +385,12 @@ def overdamped(f32: bool):
             if pos >= lo and pos < hi:
                 j = pos - lo
                 if alive:
-                    z = pick(w, z0, z1, z2, z3)
-                    if candidate:
-                        v = upd(zero, g[r, j], eta, sigma, z)
-                    else:
-                        v = lane(x[r, j], g[r, j], z, eta, sigma, zero)
-                    out[r, j] = v
-                    ok = ok and ok_(v, bound)
+                    ok = entry(ins, outs, r, j, pick(w, z0, z1, z2, z3), p, zero, bound,
+                               candidate) and ok
                 elif not candidate:
-                    out[r, j] = x[r, j]
+                    for k in range(len(outs)):
+                        outs[k][r, j] = ins[k][r, j]
         if not (ok or candidate):
-            bad[r] = 1
-    return kernel
-
-
-@functools.lru_cache(maxsize=None)
-def sgd(f32: bool):
-    """Heavy ball (`sgd_update`) with optional Langevin noise (noisy: temperature > 0); the
-    candidate step from 0 where `candidate`; a frozen replica's rows carried (M chunks_of(d)
-    threads; `freeze` after it)."""
-    bn = _normals_fn(f32)
-    upd, ok_ = steps().sgd_update, steps().within_bound
-    pick = helpers()[0]
-    at, slot = chunk_of()
-
-    @cuda.jit
-    def kernel(x, v, g, xo, vo, dstep, bad, t, k0, k1, rep0, lr, momentum, wd, sigma, zero,
-               noisy, bound, candidate):
-        live, r, b, lo, hi = at(cuda.grid(1), x, t * x.shape[1])
-        if not live:
-            return
-        alive = dstep[r] < 0
-        z0 = z1 = z2 = z3 = zero
-        if alive and noisy:
-            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep0 + r, b)
-        ok = True
-        for w in range(4):
-            pos = slot(b, w)
-            if pos >= lo and pos < hi:
-                j = pos - lo
-                if alive:
-                    xi = pick(w, z0, z1, z2, z3)
-                    if candidate:
-                        xn, vn = upd(zero, v[r, j], g[r, j], lr, momentum, zero, sigma, xi)
-                    else:
-                        xn, vn = upd(x[r, j], v[r, j], g[r, j], lr, momentum, wd, sigma, xi)
-                    xo[r, j] = xn
-                    vo[r, j] = vn
-                    ok = ok and ok_(xn, bound) and ok_(vn, bound)
-                elif not candidate:
-                    xo[r, j] = x[r, j]
-                    vo[r, j] = v[r, j]
-        if not (ok or candidate):
-            bad[r] = 1
-    return kernel
-
-
-@functools.lru_cache(maxsize=None)
-def adamw(f32: bool):
-    """AdamW (`adamw_update`); no noise.  a1, a2: 1 - beta1, 1 - beta2; c1, c2: the step's
-    bias corrections; the candidate step from 0 where `candidate`; a frozen replica's rows
-    carried (M chunks_of(d) threads; `freeze` after it)."""
-    upd, ok_ = steps().adamw_update, steps().within_bound
-    at, slot = chunk_of()
-
-    @cuda.jit
-    def kernel(x, m, s, g, xo, mo, so, dstep, bad, t, lr, beta1, beta2, a1, a2, eps, wd, c1,
-               c2, zero, bound, candidate):
-        live, r, b, lo, hi = at(cuda.grid(1), x, 0)
-        if not live:
-            return
-        alive = dstep[r] < 0
-        ok = True
-        for w in range(4):
-            pos = slot(b, w)
-            if pos >= lo and pos < hi:
-                j = pos - lo
-                if alive:
-                    if candidate:
-                        xn, mn, sn = upd(zero, m[r, j], s[r, j], g[r, j], lr, beta1, beta2, a1,
-                                         a2, eps, zero, c1, c2)
-                    else:
-                        xn, mn, sn = upd(x[r, j], m[r, j], s[r, j], g[r, j], lr, beta1, beta2,
-                                         a1, a2, eps, wd, c1, c2)
-                    xo[r, j] = xn
-                    mo[r, j] = mn
-                    so[r, j] = sn
-                    ok = ok and ok_(xn, bound) and ok_(mn, bound) and ok_(sn, bound)
-                elif not candidate:
-                    xo[r, j] = x[r, j]
-                    mo[r, j] = m[r, j]
-                    so[r, j] = s[r, j]
-        if not (ok or candidate):
-            bad[r] = 1
-    return kernel
-
-
-@functools.lru_cache(maxsize=None)
-def baoab_first(f32: bool):
-    """B, A, O, A of BAOAB (`baoab_first`) into xo, po; frozen replicas carry x into xo (M
-    chunks_of(d) threads)."""
-    bn = _normals_fn(f32)
-    first = steps().baoab_first
-    pick = helpers()[0]
-    at, slot = chunk_of()
-
-    @cuda.jit
-    def kernel(x, p, g, xo, po, dstep, t, k0, k1, rep0, h, inv_mass, c1, c2):
-        live, r, b, lo, hi = at(cuda.grid(1), x, t * x.shape[1])
-        if not live:
-            return
-        alive = dstep[r] < 0
-        z0 = z1 = z2 = z3 = h - h
-        if alive:
-            z0, z1, z2, z3 = bn(k0, k1, NOISE, rep0 + r, b)
-        for w in range(4):
-            pos = slot(b, w)
-            if pos >= lo and pos < hi:
-                j = pos - lo
-                if alive:
-                    xn, pn = first(x[r, j], p[r, j], g[r, j], h, inv_mass, c1, c2,
-                                   pick(w, z0, z1, z2, z3))
-                    xo[r, j] = xn
-                    po[r, j] = pn
-                else:           # the gradient is taken at every row: a frozen one's own x
-                    xo[r, j] = x[r, j]   # (`baoab_last` carries x, p, g)
-    return kernel
-
-
-@functools.lru_cache(maxsize=None)
-def baoab_last():
-    """The closing B (`baoab_last`: p - h grad U(x_new)) and the divergence test of (x, p, g)
-    entry by entry, frozen replicas carrying x, p, g (M chunks_of(d) threads; `freeze` after
-    it)."""
-    last, ok_ = steps().baoab_last, steps().within_bound
-    at, slot = chunk_of()
-
-    @cuda.jit
-    def kernel(x, p, g, xo, po, gn, dstep, bad, h, bound):
-        live, r, b, lo, hi = at(cuda.grid(1), x, 0)
-        if not live:
-            return
-        alive = dstep[r] < 0
-        ok = True
-        for w in range(4):
-            pos = slot(b, w)
-            if pos >= lo and pos < hi:
-                j = pos - lo
-                if alive:
-                    pv = last(po[r, j], gn[r, j], h)
-                    po[r, j] = pv
-                    ok = ok and ok_(pv, bound) and ok_(xo[r, j], bound) and ok_(gn[r, j], bound)
-                else:           # g too: the frozen state is the stored one, whether or
-                    xo[r, j] = x[r, j]   # not the gradient's bits repeat
-                    po[r, j] = p[r, j]
-                    gn[r, j] = g[r, j]
-        if not ok:
-            bad[r] = 1
-    return kernel
-
-
-@functools.lru_cache(maxsize=None)
-def commit():
-    """Divergence test of up to three (M, d) new arrays after a device step that ran outside a
-    kernel (the constraint), entry by entry: where the replica is alive a failure flags it in
-    `bad`, where it is frozen the new arrays an, bn, cn get the old entries (M chunks_of(d)
-    threads; `freeze` after it)."""
-    ok_ = steps().within_bound
-    at, slot = chunk_of()
-
-    @cuda.jit
-    def kernel(dstep, bad, bound, S, a, an, b_, bn, c, cn):
-        live, r, b, lo, hi = at(cuda.grid(1), a, 0)
-        if not live:
-            return
-        alive = dstep[r] < 0
-        ok = True
-        for w in range(4):
-            pos = slot(b, w)
-            if pos >= lo and pos < hi:
-                j = pos - lo
-                if alive:
-                    ok = ok and ok_(an[r, j], bound)
-                    if S > 1:
-                        ok = ok and ok_(bn[r, j], bound)
-                    if S > 2:
-                        ok = ok and ok_(cn[r, j], bound)
-                else:
-                    an[r, j] = a[r, j]
-                    if S > 1:
-                        bn[r, j] = b_[r, j]
-                    if S > 2:
-                        cn[r, j] = c[r, j]
-        if not ok:
             bad[r] = 1
     return kernel
 
@@ -500,22 +398,19 @@ def commit():
 @functools.lru_cache(maxsize=None)
 def freeze():
     """After an elementwise step (one thread per replica): a replica flagged in `bad` freezes
-    at step t (dstep = t + 1) with its old rows a, b, c (up to S = 3) put back into the new
-    arrays an, bn, cn; the flag is cleared."""
+    at step t (dstep = t + 1) with its old rows olds[k] put back into the new arrays news[k]
+    (tuples of (M, d) arrays); the flag is cleared."""
     copy_row = helpers()[1]
 
     @cuda.jit
-    def kernel(dstep, bad, t, S, a, an, b, bn, c, cn):
+    def kernel(dstep, bad, t, olds, news):
         r = cuda.grid(1)
         if r >= dstep.shape[0] or bad[r] == 0:
             return
         bad[r] = 0
         dstep[r] = t + 1
-        copy_row(a, an, r)
-        if S > 1:
-            copy_row(b, bn, r)
-        if S > 2:
-            copy_row(c, cn, r)
+        for k in range(len(news)):
+            copy_row(olds[k], news[k], r)
     return kernel
 
 

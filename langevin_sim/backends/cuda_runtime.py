@@ -551,7 +551,7 @@ def launch(kernel, n: int, *args, block: tuple = (0, 1)) -> None:
     smem = 0 if block[1] == 1 else 8 * block[0] * block[1]   # `cuda_kernels.lane_ops`' sums
     if simulated():
         from . import cuda_fakecupy as fake
-        args = tuple(a._a if isinstance(a, fake.ndarray) else a for a in args)
+        args = tuple(fake.unwrapped(a) for a in args)
         configured = kernel[grid, tpb, 0, smem] if smem else kernel[grid, tpb]
         if fake.capturing():
             fake.record(lambda: configured(*args))
