@@ -106,7 +106,8 @@ GENERIC_PAIRS = [n for n in PAIRS if n.split("-")[0] in ("LinearRegression", "Sp
 # (rules with a device kernel: SGD's label noise would run its reference step instead)
 WIDE_GENERIC = {"overdamped": OverdampedLangevin(0.005, 0.3),
                 "sgd": SGD(0.005, 8, momentum=0.5, weight_decay=0.01, temperature=0.05),
-                "baoab": UnderdampedLangevin(0.01, 1.0, 0.3), "adamw": AdamW(0.01, 8)}
+                "baoab": UnderdampedLangevin(0.01, 1.0, 0.3), "adamw": AdamW(0.01, 8),
+                "heun": Heun(0.005, 0.3)}
 
 
 def wide_regression():
@@ -429,7 +430,8 @@ for ft in (float32, float64):
     cuda.compile_ptx(ck.normals(f32).py_func, (W,) + U4 + (int64,), cc=(9, 0))
     for rule, ins, outs, p in ((ck.EW_OVERDAMPED, 2, 1, 2), (ck.EW_SGD, 3, 2, 4),
                                (ck.EW_ADAMW, 4, 3, 9), (ck.EW_BAOAB_FIRST, 3, 2, 4),
-                               (ck.EW_BAOAB_LAST, 3, 3, 1), (ck.EW_COMMIT, 2, 2, 0)):
+                               (ck.EW_BAOAB_LAST, 3, 3, 1), (ck.EW_COMMIT, 2, 2, 0),
+                               (ck.EW_HEUN_PREDICT, 2, 1, 2), (ck.EW_HEUN_CORRECT, 3, 1, 2)):
         tup = lambda n: types.UniTuple(W, n)
         cuda.compile_ptx(ck.elementwise(rule, f32).py_func,
                          (tup(ins), tup(outs), I1, B1, int64) + U4[:3]
@@ -597,8 +599,9 @@ if SIM:
 
     @pytest.mark.parametrize("dyn", [OverdampedLangevin(1e-2, 0.4), UnderdampedLangevin(0.05, 1.0, 0.4),
                                      SGD(0.01, None, momentum=0.5, temperature=0.1),
-                                     AdamW(0.5, None, weight_decay=0.0), MALA(0.01, 0.4)],
-                             ids=["overdamped", "baoab", "sgd", "adamw", "mala"])
+                                     AdamW(0.5, None, weight_decay=0.0), MALA(0.01, 0.4),
+                                     Heun(1e-2, 0.4)],
+                             ids=["overdamped", "baoab", "sgd", "adamw", "mala", "heun"])
     @pytest.mark.parametrize("path", ["fused", "generic"])
     def test_divergence_flags_and_frozen_states_match_reference(dyn, path, monkeypatch):
         """Replicas started far out overflow at different steps: same flags, frozen states, by
@@ -615,10 +618,22 @@ if SIM:
             #                                          steps are ~lr whatever the gradient
             assert (ref.diverged_step[far] > 0).all() and (ref.diverged_step >= 0).sum() == far.size
 
+    @pytest.mark.parametrize("path", ["fused", "generic"])
+    def test_heun_tests_only_the_corrected_step(path, monkeypatch):
+        """Heun on a unit quadratic at eta = 1: the predictor is sigma xi (sigma = 2 here),
+        the corrector (x + sigma xi) / 2, so under a bound of 2.5 many predictors exceed it
+        at steps whose corrected x do not; as in the reference only x' is tested (the flags
+        equal the reference's, and replicas live on)."""
+        if path == "generic":
+            monkeypatch.setattr(cuda_backend, "fused_kernel", lambda sim: None)
+        ref, _ = backends_agree("cuda", lambda: Quadratic(H=np.eye(3)), Heun(1.0, 2.0), 16,
+                                (2, 3), seed=3, divergence_bound=2.5, what="heun")
+        assert 0 < (ref.diverged_step < 0).sum() < 16
+
     @pytest.mark.parametrize("dyn", [OverdampedLangevin(1e-2, 0.4), UnderdampedLangevin(0.05, 1.0, 0.4),
                                      SGD(0.01, None, momentum=0.5, temperature=0.1),
-                                     AdamW(0.5, None, weight_decay=0.0)],
-                             ids=["overdamped", "baoab", "sgd", "adamw"])
+                                     AdamW(0.5, None, weight_decay=0.0), Heun(1e-2, 0.4)],
+                             ids=["overdamped", "baoab", "sgd", "adamw", "heun"])
     def test_generic_path_resumes_a_run_with_frozen_replicas(dyn, tmp_path, monkeypatch):
         """A run whose far-out replicas froze, resumed on cuda by the generic path: its first
         steps write into fresh scratch arrays (poisoned by the stand-in's `empty`), so the

@@ -31,10 +31,11 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   OverdampedLangevin, SGD
   (minibatch indices drawn on the device: i.i.d. words, or per-epoch permutations by a
   stable sort of PERMUTE-stream words), AdamW, UnderdampedLangevin (BAOAB: a kernel before
-  and one after the gradient at the new position).  Constrained potentials: the kernel
+  and one after the gradient at the new position), Heun (the predictor's kernel, its
+  gradient, the corrector's kernel on the same normals).  Constrained potentials: the kernel
   writes the tangent-step candidate, the potential's own `project` / `retract` run on the
   device arrays, and `DeviceRun.commit` tests and freezes;
-- a dynamics without a rule here (MALA; any new Dynamics; SGD with sampling="subset",
+- a dynamics without a rule here (MALA, Leimkuhler-Matthews; any new Dynamics; SGD with sampling="subset",
   label_noise or grad_noise, see `device_rule`) runs its own `reference_step` on
   the device arrays with a device noise source (normals and words from Philox kernels), and
   the freeze in array code.
@@ -682,8 +683,29 @@ def baoab_rule(run: DeviceRun, dyn, t: int) -> None:
     run.state["g"] = gn
 
 
+def heun_rule(run: DeviceRun, dyn, t: int) -> None:
+    """`Heun.reference_step` on the device: the predictor (untested: the reference tests the
+    step's end), its gradient, the corrector on the same normals."""
+    x, pot = run.state["x"], run.pot
+    eta, T = dyn.step(t), dyn.temperature(t)
+    sigma = noise_scale(eta, T)
+    g = run.grad(x)
+    xt = run.buffer("x~", x)
+    run.elementwise(ck.EW_HEUN_PREDICT, t, (x, g), (xt,), (eta, sigma), noisy=T > 0,
+                    candidate=pot.constrained, freeze=False)
+    if pot.constrained:
+        xt = run.device(pot.retract(x + pot.project(x, xt)))
+    out = run.buffer("x", x)
+    run.elementwise(ck.EW_HEUN_CORRECT, t, (x, g, run.grad(xt)), (out,), (0.5 * eta, sigma),
+                    noisy=T > 0, candidate=pot.constrained)
+    if pot.constrained:
+        run.commit(t, [("x", run.device(pot.retract(x + pot.project(x, out))))])
+    else:
+        run.swap("x", out)
+
+
 RULES = {OverdampedLangevin: overdamped_rule, SGD: sgd_rule, AdamW: adamw_rule,
-         UnderdampedLangevin: baoab_rule}
+         UnderdampedLangevin: baoab_rule, Heun: heun_rule}
 
 
 def device_rule(dyn):

@@ -274,9 +274,12 @@ def words():
 
 
 # the generic path's step rules (`elementwise`'s `rule`): Euler-Maruyama, the heavy ball (SGD),
-# AdamW, BAOAB's B A O A and its closing B, and the divergence test alone (`DeviceRun.commit`)
-EW_OVERDAMPED, EW_SGD, EW_ADAMW, EW_BAOAB_FIRST, EW_BAOAB_LAST, EW_COMMIT = range(6)
-EW_DRAWS = (EW_OVERDAMPED, EW_SGD, EW_BAOAB_FIRST)   # the rules that draw the step's normals
+# AdamW, BAOAB's B A O A and its closing B, the divergence test alone (`DeviceRun.commit`),
+# Heun's predictor and corrector
+(EW_OVERDAMPED, EW_SGD, EW_ADAMW, EW_BAOAB_FIRST, EW_BAOAB_LAST, EW_COMMIT, EW_HEUN_PREDICT,
+ EW_HEUN_CORRECT) = range(8)
+EW_DRAWS = (EW_OVERDAMPED, EW_SGD, EW_BAOAB_FIRST, EW_HEUN_PREDICT, EW_HEUN_CORRECT)
+# (the rules that draw the step's normals: Heun's two stages the same ones)
 
 
 @functools.lru_cache(maxsize=None)
@@ -288,8 +291,9 @@ def _entry(rule: int):
     kernel).  With `candidate` the step runs from the origin (constrained potentials)."""
     st = steps()
     ok_ = st.within_bound
-    if rule == EW_OVERDAMPED:     # ins (x, g), outs (x',), p (eta, sigma): overdamped_lane
-        upd, lane = st.overdamped_update, st.overdamped_lane
+    if rule in (EW_OVERDAMPED, EW_HEUN_PREDICT):   # ins (x, g), outs (x',), p (eta, sigma):
+        upd, lane = st.overdamped_update, st.overdamped_lane   # overdamped_lane; Heun's
+        tested = rule == EW_OVERDAMPED     # predictor is not tested (the reference tests x')
 
         @cuda.jit(device=True)
         def entry(ins, outs, r, j, z, p, zero, bound, candidate):
@@ -297,6 +301,16 @@ def _entry(rule: int):
                 v = upd(zero, ins[1][r, j], p[0], p[1], z)
             else:
                 v = lane(ins[0][r, j], ins[1][r, j], z, p[0], p[1], zero)
+            outs[0][r, j] = v
+            return not tested or ok_(v, bound)
+    elif rule == EW_HEUN_CORRECT:  # ins (x, g, g~ = grad U(predictor)), outs (x',), p (eta / 2,
+        heun = st.heun_update      # sigma): x + heun_update(0, g, g~, eta / 2, sigma, z)
+
+        @cuda.jit(device=True)
+        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+            v = heun(zero, ins[1][r, j], ins[2][r, j], p[0], p[1], z)
+            if not candidate:
+                v = ins[0][r, j] + v
             outs[0][r, j] = v
             return ok_(v, bound)
     elif rule == EW_SGD:        # ins (x, v, g), outs (x', v'), p (lr, momentum, decay, sigma)
