@@ -107,7 +107,7 @@ GENERIC_PAIRS = [n for n in PAIRS if n.split("-")[0] in ("LinearRegression", "Sp
 WIDE_GENERIC = {"overdamped": OverdampedLangevin(0.005, 0.3),
                 "sgd": SGD(0.005, 8, momentum=0.5, weight_decay=0.01, temperature=0.05),
                 "baoab": UnderdampedLangevin(0.01, 1.0, 0.3), "adamw": AdamW(0.01, 8),
-                "heun": Heun(0.005, 0.3)}
+                "heun": Heun(0.005, 0.3), "lm": LeimkuhlerMatthews(0.005, 0.3)}
 
 
 def wide_regression():
@@ -431,7 +431,8 @@ for ft in (float32, float64):
     for rule, ins, outs, p in ((ck.EW_OVERDAMPED, 2, 1, 2), (ck.EW_SGD, 3, 2, 4),
                                (ck.EW_ADAMW, 4, 3, 9), (ck.EW_BAOAB_FIRST, 3, 2, 4),
                                (ck.EW_BAOAB_LAST, 3, 3, 1), (ck.EW_COMMIT, 2, 2, 0),
-                               (ck.EW_HEUN_PREDICT, 2, 1, 2), (ck.EW_HEUN_CORRECT, 3, 1, 2)):
+                               (ck.EW_HEUN_PREDICT, 2, 1, 2), (ck.EW_HEUN_CORRECT, 3, 1, 2),
+                               (ck.EW_LM, 2, 1, 2)):
         tup = lambda n: types.UniTuple(W, n)
         cuda.compile_ptx(ck.elementwise(rule, f32).py_func,
                          (tup(ins), tup(outs), I1, B1, int64) + U4[:3]
@@ -600,8 +601,8 @@ if SIM:
     @pytest.mark.parametrize("dyn", [OverdampedLangevin(1e-2, 0.4), UnderdampedLangevin(0.05, 1.0, 0.4),
                                      SGD(0.01, None, momentum=0.5, temperature=0.1),
                                      AdamW(0.5, None, weight_decay=0.0), MALA(0.01, 0.4),
-                                     Heun(1e-2, 0.4)],
-                             ids=["overdamped", "baoab", "sgd", "adamw", "mala", "heun"])
+                                     Heun(1e-2, 0.4), LeimkuhlerMatthews(1e-2, 0.4)],
+                             ids=["overdamped", "baoab", "sgd", "adamw", "mala", "heun", "lm"])
     @pytest.mark.parametrize("path", ["fused", "generic"])
     def test_divergence_flags_and_frozen_states_match_reference(dyn, path, monkeypatch):
         """Replicas started far out overflow at different steps: same flags, frozen states, by
@@ -632,8 +633,9 @@ if SIM:
 
     @pytest.mark.parametrize("dyn", [OverdampedLangevin(1e-2, 0.4), UnderdampedLangevin(0.05, 1.0, 0.4),
                                      SGD(0.01, None, momentum=0.5, temperature=0.1),
-                                     AdamW(0.5, None, weight_decay=0.0), Heun(1e-2, 0.4)],
-                             ids=["overdamped", "baoab", "sgd", "adamw", "heun"])
+                                     AdamW(0.5, None, weight_decay=0.0), Heun(1e-2, 0.4),
+                                     LeimkuhlerMatthews(1e-2, 0.4)],
+                             ids=["overdamped", "baoab", "sgd", "adamw", "heun", "lm"])
     def test_generic_path_resumes_a_run_with_frozen_replicas(dyn, tmp_path, monkeypatch):
         """A run whose far-out replicas froze, resumed on cuda by the generic path: its first
         steps write into fresh scratch arrays (poisoned by the stand-in's `empty`), so the

@@ -32,10 +32,10 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   (minibatch indices drawn on the device: i.i.d. words, or per-epoch permutations by a
   stable sort of PERMUTE-stream words), AdamW, UnderdampedLangevin (BAOAB: a kernel before
   and one after the gradient at the new position), Heun (the predictor's kernel, its
-  gradient, the corrector's kernel on the same normals).  Constrained potentials: the kernel
+  gradient, the corrector's kernel on the same normals), Leimkuhler-Matthews.  Constrained potentials: the kernel
   writes the tangent-step candidate, the potential's own `project` / `retract` run on the
   device arrays, and `DeviceRun.commit` tests and freezes;
-- a dynamics without a rule here (MALA, Leimkuhler-Matthews; any new Dynamics; SGD with sampling="subset",
+- a dynamics without a rule here (MALA; any new Dynamics; SGD with sampling="subset",
   label_noise or grad_noise, see `device_rule`) runs its own `reference_step` on
   the device arrays with a device noise source (normals and words from Philox kernels), and
   the freeze in array code.
@@ -614,12 +614,16 @@ def _argsort_stable(xp, a):
 # ---------------------------------------------------------------- update rules
 
 def overdamped_rule(run: DeviceRun, dyn, t: int) -> None:
-    """`OverdampedLangevin.reference_step` on the device."""
+    """`OverdampedLangevin.reference_step` and `LeimkuhlerMatthews.reference_step` (the
+    normals of steps t and t + 1, sigma / 2) on the device."""
     x, pot = run.state["x"], run.pot
     eta, T = dyn.step(t), dyn.temperature(t)
+    lm = isinstance(dyn, LeimkuhlerMatthews)
+    sigma = noise_scale(eta, T)
     out = run.buffer("x", x)
-    run.elementwise(ck.EW_OVERDAMPED, t, (x, run.grad(x)), (out,), (eta, noise_scale(eta, T)),
-                    noisy=T > 0, candidate=pot.constrained)
+    run.elementwise(ck.EW_LM if lm else ck.EW_OVERDAMPED, t, (x, run.grad(x)), (out,),
+                    (eta, 0.5 * sigma if lm else sigma), noisy=T > 0,
+                    candidate=pot.constrained)
     if pot.constrained:
         run.commit(t, [("x", run.device(pot.retract(x + pot.project(x, out))))])
     else:
@@ -705,7 +709,7 @@ def heun_rule(run: DeviceRun, dyn, t: int) -> None:
 
 
 RULES = {OverdampedLangevin: overdamped_rule, SGD: sgd_rule, AdamW: adamw_rule,
-         UnderdampedLangevin: baoab_rule, Heun: heun_rule}
+         UnderdampedLangevin: baoab_rule, Heun: heun_rule, LeimkuhlerMatthews: overdamped_rule}
 
 
 def device_rule(dyn):

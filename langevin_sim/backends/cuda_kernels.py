@@ -275,18 +275,20 @@ def words():
 
 # the generic path's step rules (`elementwise`'s `rule`): Euler-Maruyama, the heavy ball (SGD),
 # AdamW, BAOAB's B A O A and its closing B, the divergence test alone (`DeviceRun.commit`),
-# Heun's predictor and corrector
+# Heun's predictor and corrector, Leimkuhler-Matthews
 (EW_OVERDAMPED, EW_SGD, EW_ADAMW, EW_BAOAB_FIRST, EW_BAOAB_LAST, EW_COMMIT, EW_HEUN_PREDICT,
- EW_HEUN_CORRECT) = range(8)
-EW_DRAWS = (EW_OVERDAMPED, EW_SGD, EW_BAOAB_FIRST, EW_HEUN_PREDICT, EW_HEUN_CORRECT)
+ EW_HEUN_CORRECT, EW_LM) = range(9)
+EW_DRAWS = (EW_OVERDAMPED, EW_SGD, EW_BAOAB_FIRST, EW_HEUN_PREDICT, EW_HEUN_CORRECT, EW_LM)
 # (the rules that draw the step's normals: Heun's two stages the same ones)
+EW_NEXT = (EW_LM,)   # the rules that draw the next step's normals of their entries too
 
 
 @functools.lru_cache(maxsize=None)
 def _entry(rule: int):
-    """Device function entry(ins, outs, r, j, z, p, zero, bound, candidate) -> ok: `rule` at
-    entry (r, j) of a live replica (ins, outs: tuples of (M, d) arrays; z: the entry's normal,
-    zero where the rule draws none; p: the rule's scalars), writing the new entries into outs;
+    """Device function entry(ins, outs, r, j, z, zn, p, zero, bound, candidate) -> ok: `rule`
+    at entry (r, j) of a live replica (ins, outs: tuples of (M, d) arrays; z: the entry's
+    normal, zero where the rule draws none; zn: its normal of the next step, for EW_NEXT; p:
+    the rule's scalars), writing the new entries into outs;
     ok: they pass the divergence test (always True where the rule leaves it to a later
     kernel).  With `candidate` the step runs from the origin (constrained potentials)."""
     st = steps()
@@ -296,7 +298,7 @@ def _entry(rule: int):
         tested = rule == EW_OVERDAMPED     # predictor is not tested (the reference tests x')
 
         @cuda.jit(device=True)
-        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+        def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
             if candidate:
                 v = upd(zero, ins[1][r, j], p[0], p[1], z)
             else:
@@ -307,8 +309,18 @@ def _entry(rule: int):
         heun = st.heun_update      # sigma): x + heun_update(0, g, g~, eta / 2, sigma, z)
 
         @cuda.jit(device=True)
-        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+        def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
             v = heun(zero, ins[1][r, j], ins[2][r, j], p[0], p[1], z)
+            if not candidate:
+                v = ins[0][r, j] + v
+            outs[0][r, j] = v
+            return ok_(v, bound)
+    elif rule == EW_LM:            # ins (x, g), outs (x',), p (eta, sigma / 2):
+        lm = st.lm_update          # x + lm_update(0, g, eta, sigma / 2, z, zn)
+
+        @cuda.jit(device=True)
+        def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
+            v = lm(zero, ins[1][r, j], p[0], p[1], z, zn)
             if not candidate:
                 v = ins[0][r, j] + v
             outs[0][r, j] = v
@@ -317,7 +329,7 @@ def _entry(rule: int):
         sgd = st.sgd_update
 
         @cuda.jit(device=True)
-        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+        def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
             x = zero if candidate else ins[0][r, j]    # (the decay of x = 0 is 0)
             xn, vn = sgd(x, ins[1][r, j], ins[2][r, j], p[0], p[1], p[2], p[3], z)
             outs[0][r, j] = xn
@@ -327,7 +339,7 @@ def _entry(rule: int):
         adamw = st.adamw_update  # p (lr, beta1, beta2, 1 - beta1, 1 - beta2, eps, decay, c1, c2)
 
         @cuda.jit(device=True)
-        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+        def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
             x = zero if candidate else ins[0][r, j]    # (the decay of x = 0 is 0)
             xn, mn, sn = adamw(x, ins[1][r, j], ins[2][r, j], ins[3][r, j], p[0], p[1], p[2],
                                p[3], p[4], p[5], p[6], p[7], p[8])
@@ -339,7 +351,7 @@ def _entry(rule: int):
         first = st.baoab_first     # no test (the gradient at x' comes between)
 
         @cuda.jit(device=True)
-        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+        def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
             xn, pn = first(ins[0][r, j], ins[1][r, j], ins[2][r, j], p[0], p[1], p[2], p[3], z)
             outs[0][r, j] = xn
             outs[1][r, j] = pn
@@ -348,14 +360,14 @@ def _entry(rule: int):
         last = st.baoab_last       # p' - h g' into p', the test of x', p', g'
 
         @cuda.jit(device=True)
-        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+        def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
             pv = last(outs[1][r, j], outs[2][r, j], p[0])
             outs[1][r, j] = pv
             return ok_(pv, bound) and ok_(outs[0][r, j], bound) and ok_(outs[2][r, j], bound)
     elif rule == EW_COMMIT:        # ins: the old arrays, outs: the new ones, tested
 
         @cuda.jit(device=True)
-        def entry(ins, outs, r, j, z, p, zero, bound, candidate):
+        def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
             ok = True
             for k in range(len(outs)):
                 ok = ok and ok_(outs[k][r, j], bound)
@@ -374,14 +386,16 @@ def elementwise(rule: int, f32: bool):
     ins, outs: tuples of (M, d) arrays of the state's dtype (the old state, the gradient;
     the new state: see `_entry`); p: the rule's scalars in the state's dtype, zero = 0 in it;
     a live replica's entries get the rule (the normals of step t at stream positions t d + j
-    drawn first where the rule draws and `noisy`), a failing entry flags the replica in
+    drawn first where the rule draws and `noisy`; for EW_NEXT those of step t + 1 too, the
+    one or two Philox blocks d positions on), a failing entry flags the replica in
     `bad`; a frozen replica's entries are carried, outs[k] = ins[k] (not with `candidate`:
     `commit` follows, which carries); `freeze` follows."""
-    draws = rule in EW_DRAWS
+    draws, nxt = rule in EW_DRAWS, rule in EW_NEXT
     bn = _normals_fn(f32)
     entry = _entry(rule)
     pick = helpers()[0]
     at, slot = chunk_of()
+    two, three = np.uint64(2), np.uint64(3)
 
     @cuda.jit
     def kernel(ins, outs, dstep, bad, t, k0, k1, rep0, p, zero, noisy, bound, candidate):
@@ -391,15 +405,26 @@ def elementwise(rule: int, f32: bool):
             return
         alive = dstep[r] < 0
         z0 = z1 = z2 = z3 = zero
+        y0 = y1 = y2 = y3 = y4 = y5 = y6 = y7 = zero
+        ud = np.uint64(d)
+        e = (slot(b, 0) + ud) >> two     # the block of word 0's position d on (the next step)
         if draws and alive and noisy:
             z0, z1, z2, z3 = bn(k0, k1, NOISE, rep0 + r, b)
+            if nxt:
+                y0, y1, y2, y3 = bn(k0, k1, NOISE, rep0 + r, e)
+                if ud & three:             # the four positions d on straddle two blocks
+                    y4, y5, y6, y7 = bn(k0, k1, NOISE, rep0 + r, e + np.uint64(1))
         ok = True
         for w in range(4):
             pos = slot(b, w)
             if pos >= lo and pos < hi:
                 j = pos - lo
                 if alive:
-                    ok = entry(ins, outs, r, j, pick(w, z0, z1, z2, z3), p, zero, bound,
+                    zn = zero
+                    if nxt:
+                        q = np.int32(pos + ud - (e << two))   # word q of blocks e, e + 1
+                        zn = pick(q, y0, y1, y2, y3) if q < 4 else pick(q - 4, y4, y5, y6, y7)
+                    ok = entry(ins, outs, r, j, pick(w, z0, z1, z2, z3), zn, p, zero, bound,
                                candidate) and ok
                 elif not candidate:
                     for k in range(len(outs)):
