@@ -1,8 +1,8 @@
-"""What the cuda backend's fused kernels ask of a GPU, without one: registers, local memory
+"""What the cuda backend's kernels ask of a GPU, without one: registers, local memory
 (stack frame, spills) and static shared memory per kernel, from the PTX numba-cuda compiles
 (libNVVM) assembled by the CUDA toolkit's `ptxas -v`, and the occupancy those allow.
 
-usage: python benchmarks/kernel_resources.py [--arch sm_90,sm_80] [--only toynets,rows,gemm]
+usage: python benchmarks/kernel_resources.py [--arch sm_90,sm_80] [--only toynets,rows,gemm,generic]
            [--out benchmarks/results/kernel-resources.md]
 
 Kernels (each compiled for the argument types the backend launches it with, from the same
@@ -17,6 +17,8 @@ listed as run by the generic path):
            nets at the edge of what the fused kernel `accepts` (MAX_OWNED parameters per lane):
            one-hot p=41 with hidden 128 (gathered inputs), a learned embedding (p=59, e=8,
            hidden 64), TeacherStudentMLP d_in=100 with hidden 256 (8 warps) and batch 128
+  generic  `cuda_kernels.elementwise`: the generic path's step kernel of each rule (EW_ARITY,
+           `elementwise_signature`)
 Per kernel: ptxas' registers per thread, stack frame and spill bytes (local memory, per
 thread), static shared memory (bytes per block), then per architecture the resident blocks
 per SM (the least of the register, shared-memory, warp and block limits) and the occupancy
@@ -200,6 +202,12 @@ def specimens(only: set[str]):
                        ck.gemm_step(row, refresh, f32, 64, ck.GEMM_OVERDAMPED, b),
                        ck.gemm_signature(f32, (ft[:, ::1], int64[:, ::1], int64[::1],
                                                int64[::1])), b[0] * b[1] if b[1] > 1 else threads)
+        if "generic" in only:
+            names = {v: k[3:].lower() for k, v in vars(ck).items() if k.startswith("EW_")
+                     and isinstance(v, int)}
+            for rule in ck.EW_ARITY:
+                yield ("generic", f"elementwise {names[rule]}", dtype, ck.elementwise(rule, f32),
+                       ck.elementwise_signature(rule, f32), threads)
         if "toynets" in only:
             for name, pot, dyn in net_cases:
                 s = sim(pot, dyn, dtype)
@@ -215,7 +223,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="sm_90,sm_80",
                     help=f"architectures, comma-separated (of {', '.join(ARCHS)})")
-    ap.add_argument("--only", default="rows,gemm,toynets")
+    ap.add_argument("--only", default="rows,gemm,toynets,generic")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "kernel-resources.md"))
     a = ap.parse_args(argv)
     archs = a.arch.split(",")
@@ -268,7 +276,7 @@ def main(argv=None) -> int:
                         f"{blocks} ({why}) | {occ:.0%} |")
                 print(line, flush=True)
                 lines.append(line)
-    report = [f"# Fused kernels' resources ({', '.join(archs)}), from ptxas without a GPU", "",
+    report = [f"# The cuda kernels' resources, fused and generic ({', '.join(archs)}), from ptxas without a GPU", "",
               f"{datetime.date.today()}, `python benchmarks/kernel_resources.py --arch "
               f"{a.arch}` ({platform.machine()}, no GPU): numba {numba.__version__}, ptxas "
               f"{version}.  Registers per thread, stack frame and spills per thread (local "

@@ -428,16 +428,9 @@ for ft in (float32, float64):
     # `DeviceRun.freeze` launch them with (bad: int32 flags)
     B1, U4 = int32[::1], (uint64,) * 4
     cuda.compile_ptx(ck.normals(f32).py_func, (W,) + U4 + (int64,), cc=(9, 0))
-    for rule, ins, outs, p in ((ck.EW_OVERDAMPED, 2, 1, 2), (ck.EW_SGD, 3, 2, 4),
-                               (ck.EW_ADAMW, 4, 3, 9), (ck.EW_BAOAB_FIRST, 3, 2, 4),
-                               (ck.EW_BAOAB_LAST, 3, 3, 1), (ck.EW_COMMIT, 2, 2, 0),
-                               (ck.EW_HEUN_PREDICT, 2, 1, 2), (ck.EW_HEUN_CORRECT, 3, 1, 2),
-                               (ck.EW_LM, 2, 1, 2)):
-        tup = lambda n: types.UniTuple(W, n)
-        cuda.compile_ptx(ck.elementwise(rule, f32).py_func,
-                         (tup(ins), tup(outs), I1, B1, int64) + U4[:3]
-                         + (types.UniTuple(ft, p) if p else types.Tuple(()), ft, boolean,
-                            float64, boolean), cc=(9, 0))
+    for rule in ck.EW_ARITY:
+        cuda.compile_ptx(ck.elementwise(rule, f32).py_func, ck.elementwise_signature(rule, f32),
+                         cc=(9, 0))
     cuda.compile_ptx(ck.freeze().py_func, (I1, B1, int64, types.UniTuple(W, 3),
                                            types.UniTuple(W, 3)), cc=(9, 0))
 for out in (int64[:, ::1], uint64[:, ::1]):
@@ -548,6 +541,7 @@ if SIM:
 
     from langevin_sim import open_run
     from langevin_sim.backends import cuda_backend, cuda_runtime
+    from langevin_sim.backends import cuda_kernels as ck
     from langevin_sim.first_passage import Ball, FirstPassage, HalfSpace
     from langevin_sim.simulation import resume
 
@@ -904,6 +898,33 @@ if SIM:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             backends_agree("cuda", make, dyn, 5, (3, 4), what=name, seed=4)
+
+    def test_generic_rules_launch_with_their_registered_arity(monkeypatch):
+        """Every rule of `ck.EW_ARITY` is launched by some dynamics of the generic path, each
+        with the arrays and scalars EW_ARITY gives it (`ck.elementwise_signature`, which the
+        PTX compilation test and benchmarks/kernel_resources.py compile, types them from it;
+        EW_COMMIT with at most its three pairs)."""
+        monkeypatch.setattr(cuda_backend, "fused_kernel", lambda sim: None)
+        seen = {}
+        launch = cuda_backend.DeviceRun.elementwise
+
+        def recording(run, rule, t, ins, outs, p=(), **kw):
+            seen.setdefault(rule, set()).add((len(ins), len(outs), len(p)))
+            return launch(run, rule, t, ins, outs, p, **kw)
+
+        monkeypatch.setattr(cuda_backend.DeviceRun, "elementwise", recording)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for name in GENERIC_PAIRS:
+                make, dyn = PAIRS[name]
+                Simulation(make(), dyn, 2, backend="cuda", seed=1).advance(1)
+        assert set(seen) == set(ck.EW_ARITY)
+        for rule, arities in seen.items():
+            if rule == ck.EW_COMMIT:
+                assert all(a[0] == a[1] <= 3 and a[2] == 0 for a in arities), arities
+                assert (3, 3, 0) in arities            # AdamW on the sphere: x, m, s
+            else:
+                assert arities == {ck.EW_ARITY[rule]}, (rule, arities)
 
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     @pytest.mark.parametrize("rule", sorted(WIDE_GENERIC))

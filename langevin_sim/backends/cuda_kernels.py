@@ -281,6 +281,11 @@ def words():
 EW_DRAWS = (EW_OVERDAMPED, EW_SGD, EW_BAOAB_FIRST, EW_HEUN_PREDICT, EW_HEUN_CORRECT, EW_LM)
 # (the rules that draw the step's normals: Heun's two stages the same ones)
 EW_NEXT = (EW_LM,)   # the rules that draw the next step's normals of their entries too
+# (ins, outs, scalars): the arrays and scalars each rule is launched with (`DeviceRun.
+# elementwise`; EW_COMMIT with one to three (old, new) pairs: its largest)
+EW_ARITY = {EW_OVERDAMPED: (2, 1, 2), EW_SGD: (3, 2, 4), EW_ADAMW: (4, 3, 9),
+            EW_BAOAB_FIRST: (3, 2, 4), EW_BAOAB_LAST: (3, 3, 1), EW_COMMIT: (3, 3, 0),
+            EW_HEUN_PREDICT: (2, 1, 2), EW_HEUN_CORRECT: (3, 1, 2), EW_LM: (2, 1, 2)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -432,6 +437,17 @@ def elementwise(rule: int, f32: bool):
         if not (ok or candidate):
             bad[r] = 1
     return kernel
+
+
+def elementwise_signature(rule: int, f32: bool) -> tuple:
+    """The numba types `DeviceRun.elementwise` launches `elementwise(rule, f32)` with (EW_ARITY's
+    arrays and scalars) -- for compiling it ahead of a launch (`numba.cuda.compile_ptx`)."""
+    from numba import boolean, float32, float64, int32, int64, types, uint64
+    ft = float32 if f32 else float64
+    n_in, n_out, n_p = EW_ARITY[rule]
+    return (types.UniTuple(ft[:, ::1], n_in), types.UniTuple(ft[:, ::1], n_out), int64[::1],
+            int32[::1], int64, uint64, uint64, uint64,
+            types.UniTuple(ft, n_p) if n_p else types.Tuple(()), ft, boolean, float64, boolean)
 
 
 @functools.lru_cache(maxsize=None)
