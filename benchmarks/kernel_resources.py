@@ -276,7 +276,8 @@ def main(argv=None) -> int:
                         f"{blocks} ({why}) | {occ:.0%} |")
                 print(line, flush=True)
                 lines.append(line)
-    report = [f"# The cuda kernels' resources, fused and generic ({', '.join(archs)}), from ptxas without a GPU", "",
+    report = [f"# The cuda kernels' resources, fused and generic ({', '.join(archs)}), "
+              "from ptxas without a GPU", "",
               f"{datetime.date.today()}, `python benchmarks/kernel_resources.py --arch "
               f"{a.arch}` ({platform.machine()}, no GPU): numba {numba.__version__}, ptxas "
               f"{version}.  Registers per thread, stack frame and spills per thread (local "

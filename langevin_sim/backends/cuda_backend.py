@@ -32,9 +32,9 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   (minibatch indices drawn on the device: i.i.d. words, or per-epoch permutations by a
   stable sort of PERMUTE-stream words), AdamW, UnderdampedLangevin (BAOAB: a kernel before
   and one after the gradient at the new position), Heun (the predictor's kernel, its
-  gradient, the corrector's kernel on the same normals), Leimkuhler-Matthews.  Constrained potentials: the kernel
-  writes the tangent-step candidate, the potential's own `project` / `retract` run on the
-  device arrays, and `DeviceRun.commit` tests and freezes;
+  gradient, the corrector's kernel on the same normals), Leimkuhler-Matthews.  Constrained
+  potentials: the kernel writes the tangent-step candidate, the potential's own `project` /
+  `retract` run on the device arrays, and `DeviceRun.commit` tests and freezes;
 - a dynamics without a rule here (MALA; any new Dynamics; SGD with sampling="subset",
   label_noise or grad_noise, see `device_rule`) runs its own `reference_step` on
   the device arrays with a device noise source (normals and words from Philox kernels), and
