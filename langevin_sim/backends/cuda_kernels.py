@@ -7,13 +7,15 @@ Nothing here is a new step rule.  The scalar rules are the ones every target com
 call the fused kernels use), plus AdamW's:
 
     overdamped_update, overdamped_lane, baoab_first, baoab_last   dynamics/langevin.py, kernels/common.py
+    lm_update                          dynamics/langevin.py
+    heun_update                        dynamics/heun.py
     sgd_update                         dynamics/sgd.py
     adamw_update                       dynamics/adamw.py
     within_bound                       backends/numpy_backend.py (the divergence test)
     block_normals(_f32), block_words, bounded_index     rng.py (Philox4x32-10, Box-Muller)
 
-and each generic kernel applies one of them to the lanes of its chunk of a replica's row
-after drawing the lanes' normals at the reference's stream positions (n = step * d + lane,
+and the generic kernel (`elementwise`, one skeleton over the rules' entry functions) applies
+one of them to the lanes of its chunk of a replica's row after drawing the lanes' normals at the reference's stream positions (n = step * d + lane,
 purpose NOISE; word n % 4 of Philox block n // 4, one block a thread; float32 states draw
 `block_normals_f32`), tests each new entry for divergence (finite and |.| <= bound) and
 flags its replica in `bad` if one fails; `freeze` then freezes a flagged replica (old state
@@ -23,8 +25,8 @@ replica's old state is intact until `freeze` has run.
 
 Constrained potentials: with ``candidate=True`` a kernel writes the tangent-step candidate
 (the rule applied from the origin, as the reference does) and leaves the divergence test to
-`commit` and `freeze`, after the potential's own `project` / `retract` ran on the device
-arrays.
+the EW_COMMIT rule and `freeze`, after the potential's own `project` / `retract` ran on the
+device arrays.
 
 Kernels are built per state dtype (float32 states draw float32 normals and run float32
 arithmetic: scalars are passed in the state's dtype) and cached.
