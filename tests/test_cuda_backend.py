@@ -102,12 +102,14 @@ F32_PAIRS = ["DoubleWell-OverdampedLangevin", "DoubleWell-UnderdampedLangevin",
 # the pairs the generic path is tested on: every dynamics of a finite-sum potential and of the
 # sphere (tests/test_gpu.py too)
 GENERIC_PAIRS = [n for n in PAIRS if n.split("-")[0] in ("LinearRegression", "SphericalPSpin")]
-# long rows for it: many chunks a replica, straddling Philox blocks and thread blocks
-# (rules with a device kernel: SGD's label noise would run its reference step instead)
+# long rows for it: many chunks a replica, straddling Philox blocks and thread blocks (every
+# rule with a device kernel; SGD with each of its noise models)
 WIDE_GENERIC = {"overdamped": OverdampedLangevin(0.005, 0.3),
                 "sgd": SGD(0.005, 8, momentum=0.5, weight_decay=0.01, temperature=0.05),
                 "baoab": UnderdampedLangevin(0.01, 1.0, 0.3), "adamw": AdamW(0.01, 8),
-                "heun": Heun(0.005, 0.3), "lm": LeimkuhlerMatthews(0.005, 0.3)}
+                "heun": Heun(0.005, 0.3), "lm": LeimkuhlerMatthews(0.005, 0.3),
+                "sgd-noises": SGD(0.005, 8, momentum=0.5, sampling="subset", label_noise=0.1,
+                                  grad_noise=0.05, temperature=0.05)}
 
 
 def wide_regression():

@@ -28,15 +28,16 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   device arrays (cuBLAS behind CuPy's matmul for dense potentials), then ONE elementwise
   kernel (`cuda_kernels.elementwise`) per step applying the dynamics' own scalar update rule
   with in-kernel Philox noise and the divergence test, and `cuda_kernels.freeze`.  Rules:
-  OverdampedLangevin, SGD
-  (minibatch indices drawn on the device: i.i.d. words, or per-epoch permutations by a
-  stable sort of PERMUTE-stream words), AdamW, UnderdampedLangevin (BAOAB: a kernel before
+  OverdampedLangevin, SGD (minibatch indices drawn on the device: i.i.d. words, per-epoch
+  permutations by a stable sort of PERMUTE-stream words, or Floyd's subsets of SUBSET
+  words; label noise by the potential's `grad_noisy_labels` and gradient noise added in
+  array code, with LABEL_NOISE / GRAD_NOISE normals from the Philox kernels), AdamW, UnderdampedLangevin (BAOAB: a kernel before
   and one after the gradient at the new position), Heun (the predictor's kernel, its
   gradient, the corrector's kernel on the same normals), Leimkuhler-Matthews.  Constrained
   potentials: the kernel writes the tangent-step candidate, the potential's own `project` /
   `retract` run on the device arrays, and `DeviceRun.commit` tests and freezes;
-- a dynamics without a rule here (MALA; any new Dynamics; SGD with sampling="subset",
-  label_noise or grad_noise, see `device_rule`) runs its own `reference_step` on
+- a dynamics without a rule here (MALA; any new Dynamics; see `device_rule`) runs its own
+  `reference_step` on
   the device arrays with a device noise source (normals and words from Philox kernels), and
   the freeze in array code.
 
@@ -70,6 +71,7 @@ from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLa
                         UnderdampedLangevin)
 from ..dynamics.adamw import complements
 from ..dynamics.langevin import baoab_coeffs, noise_scale
+from ..dynamics.sgd import floyd_subset, sampling_of
 from ..first_passage import STATE_KEYS as FP_KEYS
 from ..potentials.base import Potential
 from . import cuda_kernels as ck
@@ -439,11 +441,15 @@ class DeviceRun:
                            self.rep0, int(start), int(n))
         return out
 
-    def minibatch(self, t: int, batch_size: int, replacement: bool):
-        """(M, B) int64 sample indices of step t, as `dynamics.sgd.minibatch` draws them."""
+    def minibatch(self, t: int, batch_size: int, sampling):
+        """(M, B) int64 sample indices of step t, as `dynamics.sgd.minibatch` draws them
+        (`sampling` as it takes it)."""
         n = self.sim.potential.n_samples
-        if replacement:
+        sampling = sampling_of(sampling)
+        if sampling == "iid":
             return self.words(rng.MINIBATCH, t * batch_size, batch_size, n)
+        if sampling == "subset":
+            return floyd_subset(self.words(rng.SUBSET, t * batch_size, batch_size), n, self.xp)
         epoch, j = divmod(t, n // batch_size)
         perms = self.permutations(epoch)
         return self.xp.ascontiguousarray(perms[:, j * batch_size:(j + 1) * batch_size])
@@ -459,9 +465,25 @@ class DeviceRun:
         return self.perms
 
     def batch_grad(self, x, t: int, dyn):
-        if dyn.batch_size is None:
-            return self.grad(x)
-        return self.grad(x, self.minibatch(t, dyn.batch_size, dyn.replacement))
+        """`dynamics.sgd.batch_gradient` of SGD's or AdamW's step t on the device (minibatch,
+        label noise), plus SGD's gradient noise, as `SGD.reference_step` adds it."""
+        B, label_noise = dyn.batch_size, getattr(dyn, "label_noise", 0.0)
+        if label_noise > 0:
+            n = self.sim.potential.n_samples
+            batch = (self.minibatch(t, B, dyn.sampling) if B is not None else
+                     self.xp.broadcast_to(self.xp.arange(n, dtype=np.int64), (self.M, n)))
+            eps = self.normals(t * (B or n), B or n, rng.LABEL_NOISE, x.dtype)
+            g = self.device(self.pot.grad_noisy_labels(x, batch,
+                                                       x.dtype.type(label_noise) * eps))
+        elif B is None:
+            g = self.grad(x)
+        else:
+            g = self.grad(x, self.minibatch(t, B, getattr(dyn, "sampling", dyn.replacement)))
+        if getattr(dyn, "grad_noise", 0.0) > 0:
+            d = x.shape[1]
+            g = g + x.dtype.type(dyn.grad_noise) * self.normals(t * d, d, rng.GRAD_NOISE,
+                                                                 x.dtype)
+        return g
 
     # -- one step --------------------------------------------------------------------------
     def step(self, t: int) -> None:
@@ -713,13 +735,7 @@ RULES = {OverdampedLangevin: overdamped_rule, SGD: sgd_rule, AdamW: adamw_rule,
 
 
 def device_rule(dyn):
-    """The rule of `RULES` for `dyn`, or None: its `reference_step` on the device arrays.
-    SGD's rule covers sampling "iid" / "epoch" without noise models; sampling="subset",
-    label_noise and grad_noise run the reference step (Floyd's subsets, label and gradient
-    normals from the device noise source), bit-identical random numbers either way."""
-    if isinstance(dyn, SGD) and (dyn.sampling == "subset" or dyn.label_noise > 0
-                                 or dyn.grad_noise > 0):
-        return None
+    """The rule of `RULES` for `dyn`, or None: its `reference_step` on the device arrays."""
     return RULES.get(type(dyn))
 
 
