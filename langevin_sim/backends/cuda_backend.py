@@ -31,9 +31,10 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   OverdampedLangevin, SGD (minibatch indices drawn on the device: i.i.d. words, per-epoch
   permutations by a stable sort of PERMUTE-stream words, or Floyd's subsets of SUBSET
   words; label noise by the potential's `grad_noisy_labels` and gradient noise added in
-  array code, with LABEL_NOISE / GRAD_NOISE normals from the Philox kernels), AdamW, UnderdampedLangevin (BAOAB: a kernel before
-  and one after the gradient at the new position), Heun (the predictor's kernel, its
-  gradient, the corrector's kernel on the same normals), Leimkuhler-Matthews.  Constrained
+  array code, with LABEL_NOISE / GRAD_NOISE normals from the Philox kernels), AdamW,
+  UnderdampedLangevin (BAOAB: a kernel before and one after the gradient at the new
+  position), Heun (the predictor's kernel, its gradient, the corrector's kernel on the same
+  normals), Leimkuhler-Matthews.  Constrained
   potentials: the kernel writes the tangent-step candidate, the potential's own `project` /
   `retract` run on the device arrays, and `DeviceRun.commit` tests and freezes;
 - a dynamics without a rule here (MALA; any new Dynamics; see `device_rule`) runs its own
