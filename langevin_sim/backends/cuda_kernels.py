@@ -16,9 +16,10 @@ call the fused kernels use), plus AdamW's:
 
 and the generic kernel (`elementwise`, one skeleton over the rules' entry functions) applies
 one of them to the lanes of its chunk of a replica's row after drawing the lanes' normals
-at the reference's stream positions (n = step * d + lane, purpose NOISE; word n % 4 of Philox block n // 4, one block a thread; float32 states draw
-`block_normals_f32`), tests each new entry for divergence (finite and |.| <= bound) and
-flags its replica in `bad` if one fails; `freeze` then freezes a flagged replica (old state
+at the reference's stream positions (n = step * d + lane, purpose NOISE; word n % 4 of
+Philox block n // 4, one block a thread; float32 states draw `block_normals_f32`), tests
+each new entry for divergence (finite and |.| <= bound) and flags its replica in `bad` if
+one fails; `freeze` then freezes a flagged replica (old state
 kept, `dstep` = step + 1), as `numpy_backend.reference_advance` does.  The kernels write the
 new state into separate output arrays (the backend swaps them with the state), so a
 replica's old state is intact until `freeze` has run.
