@@ -163,6 +163,27 @@ def backends_agree(backend, make, dyn, replicas, steps, rtol=1e-9, atol=1e-11, w
 
 # ---------------------------------------------------------------- without the simulator
 
+@pytest.mark.parametrize("builtin", [True, False])
+def test_launch_gives_numbas_builtin_target_views_of_tuples_of_arrays(builtin, monkeypatch):
+    """numba's built-in CUDA target cannot type a tuple of CuPy arrays (numba#8483; the
+    generic path's `elementwise` and `freeze` take tuples): `launch` hands it numba device
+    views of them (`kernel_arrays`); numba-cuda gets the tuples as they are."""
+    from langevin_sim.backends import cuda_runtime as rt
+    calls = []
+
+    class Kernel:
+        def __getitem__(self, config):
+            return lambda *args: calls.append(args)
+
+    monkeypatch.setattr(rt, "simulated", lambda: False)
+    monkeypatch.setattr(rt, "builtin_target", lambda: builtin)
+    monkeypatch.setattr(rt, "kernel_arrays",
+                        lambda *a: tuple(("view", v) if isinstance(v, str) else v for v in a))
+    rt.launch(Kernel(), 10, "d", ("x", "g"), (0.5, 2.0), ())
+    views = (("view", "x"), ("view", "g")) if builtin else ("x", "g")
+    assert calls == [("d", views, (0.5, 2.0), ())]
+
+
 def test_fake_cupy_refuses_what_cupy_refuses():
     from langevin_sim.backends import cuda_fakecupy as cp
 

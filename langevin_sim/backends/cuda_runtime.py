@@ -295,12 +295,18 @@ def targets() -> str:
     mod = xp()
     arrays = "" if is_fake(mod) else f"CuPy {mod.__version__}, "
     import numba
-    from numba import cuda as target
-    if "numba_cuda" in (getattr(target, "__file__", None) or ""):
-        kernels = f"numba-cuda {importlib.metadata.version('numba-cuda')}"
-    else:
+    if builtin_target():
         kernels = f"numba {numba.__version__}'s built-in CUDA target"
+    else:
+        kernels = f"numba-cuda {importlib.metadata.version('numba-cuda')}"
     return f"{arrays}kernels by {kernels}"
+
+
+@functools.lru_cache(maxsize=None)
+def builtin_target() -> bool:
+    """Whether `numba.cuda` is numba's built-in CUDA target (not the numba-cuda package)."""
+    from numba import cuda as target
+    return "numba_cuda" not in (getattr(target, "__file__", None) or "")
 
 
 def _driver_version(runtime) -> int:
@@ -539,8 +545,10 @@ def launch(kernel, n: int, *args, block: tuple = (0, 1)) -> None:
     """Run `kernel` on n threads (one per replica), arguments as device arrays or scalars,
     on the default stream (on the capturing stream inside `capture`, where it is recorded);
     block = (R, L) with L > 1: blocks of R replicas x L threads each, ceil(n / R) of them
-    (`cuda_kernels.gemm_step`'s sliced kernel).  In simulator mode the stand-in arrays are
-    handed to numba as the NumPy arrays they wrap (the simulator copies them in and back);
+    (`cuda_kernels.gemm_step`'s sliced kernel).  Tuples of arrays are arguments too (the
+    generic path's kernels); numba's built-in target gets numba views of their CuPy arrays.
+    In simulator mode the stand-in arrays are handed to numba as the NumPy arrays they wrap
+    (the simulator copies top-level ones in and back);
     inside `capture` the launch is recorded with these arguments and runs when the graph is
     launched."""
     if n <= 0:
@@ -558,6 +566,8 @@ def launch(kernel, n: int, *args, block: tuple = (0, 1)) -> None:
         else:
             configured(*args)
         return
+    if builtin_target():   # it types no tuple of CuPy arrays (numba#8483; numba-cuda does):
+        args = tuple(kernel_arrays(*a) if isinstance(a, tuple) else a for a in args)  # views
     if _LAUNCH_STREAM or smem:
         kernel[grid, tpb, _LAUNCH_STREAM[-1] if _LAUNCH_STREAM else 0, smem](*args)
     else:
