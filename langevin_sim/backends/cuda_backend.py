@@ -421,6 +421,11 @@ class DeviceRun:
         if freeze and not candidate:
             self.freeze(t, ins[:len(outs)], outs)
 
+    def tangent_step(self, x, dx):
+        """retract(x + project(x, dx)) on the device: a constrained step from its candidate
+        dx, as the reference takes it."""
+        return self.device(self.pot.retract(x + self.pot.project(x, dx)))
+
     def freeze(self, t: int, olds: tuple, news: tuple) -> None:
         """`ck.freeze` after an elementwise step: replicas flagged in `bad` freeze at step t,
         their old rows olds[k] put back into the new arrays news[k]."""
@@ -648,7 +653,7 @@ def overdamped_rule(run: DeviceRun, dyn, t: int) -> None:
                     (eta, 0.5 * sigma if lm else sigma), noisy=T > 0,
                     candidate=pot.constrained)
     if pot.constrained:
-        run.commit(t, [("x", run.device(pot.retract(x + pot.project(x, out))))])
+        run.commit(t, [("x", run.tangent_step(x, out))])
     else:
         run.swap("x", out)
 
@@ -665,7 +670,7 @@ def sgd_rule(run: DeviceRun, dyn, t: int) -> None:
                     (lr, dyn.momentum, dyn.weight_decay, noise_scale(lr, T)), noisy=T > 0,
                     candidate=pot.constrained)
     if pot.constrained:
-        xn = run.device(pot.retract(x + pot.project(x, xo)))
+        xn = run.tangent_step(x, xo)
         run.commit(t, [("x", xn), ("v", run.device(pot.project(xn, vo)))])
     else:
         run.swap("x", xo)
@@ -686,7 +691,7 @@ def adamw_rule(run: DeviceRun, dyn, t: int) -> None:
                     (dyn.lr(t), dyn.beta1, dyn.beta2, a1, a2, dyn.eps, dyn.weight_decay, c1, c2),
                     candidate=pot.constrained)
     if pot.constrained:
-        xn = run.device(pot.retract(x + pot.project(x, xo)))
+        xn = run.tangent_step(x, xo)
         run.commit(t, [("x", xn), ("m", run.device(pot.project(xn, mo))), ("s", so)])
     else:
         run.swap("x", xo)
@@ -721,12 +726,12 @@ def heun_rule(run: DeviceRun, dyn, t: int) -> None:
     run.elementwise(ck.EW_HEUN_PREDICT, t, (x, g), (xt,), (eta, sigma), noisy=T > 0,
                     candidate=pot.constrained, freeze=False)
     if pot.constrained:
-        xt = run.device(pot.retract(x + pot.project(x, xt)))
+        xt = run.tangent_step(x, xt)
     out = run.buffer("x", x)
     run.elementwise(ck.EW_HEUN_CORRECT, t, (x, g, run.grad(xt)), (out,), (0.5 * eta, sigma),
                     noisy=T > 0, candidate=pot.constrained)
     if pot.constrained:
-        run.commit(t, [("x", run.device(pot.retract(x + pot.project(x, out))))])
+        run.commit(t, [("x", run.tangent_step(x, out))])
     else:
         run.swap("x", out)
 

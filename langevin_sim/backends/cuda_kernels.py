@@ -19,10 +19,10 @@ one of them to the lanes of its chunk of a replica's row after drawing the lanes
 at the reference's stream positions (n = step * d + lane, purpose NOISE; word n % 4 of
 Philox block n // 4, one block a thread; float32 states draw `block_normals_f32`), tests
 each new entry for divergence (finite and |.| <= bound) and flags its replica in `bad` if
-one fails; `freeze` then freezes a flagged replica (old state
-kept, `dstep` = step + 1), as `numpy_backend.reference_advance` does.  The kernels write the
-new state into separate output arrays (the backend swaps them with the state), so a
-replica's old state is intact until `freeze` has run.
+one fails; `freeze` then freezes a flagged replica (old state kept, `dstep` = step + 1), as
+`numpy_backend.reference_advance` does.  The kernels write the new state into separate
+output arrays (the backend swaps them with the state), so a replica's old state is intact
+until `freeze` has run.
 
 Constrained potentials: with ``candidate=True`` a kernel writes the tangent-step candidate
 (the rule applied from the origin, as the reference does) and leaves the divergence test to
