@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import subprocess
 import sys
 import time
@@ -996,6 +997,18 @@ if SIM:
                   "## GPU tests (pytest -m gpu tests/test_gpu.py): exit status 0",
                   "skipped", "simulator mode", "benchmark exit status: 0"):
             assert w in text, (w, text[-3000:])
+
+    def test_gpu_check_script_runs_a_part_for_a_second_call(tmp_path):
+        """GPU_TESTS passes a quoted -k expression to pytest whole; GPU_BENCH=none skips the
+        benchmark (and the report says so)."""
+        env = dict(os.environ, GPU_CHECK_DRY="1", PYTHON=sys.executable, OUT=str(tmp_path),
+                   GPU_TEST_WORKERS="1", GPU_TESTS='-k "philox or resume"', GPU_BENCH="none")
+        r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        assert re.search(r"\d+ skipped, \d+ deselected", r.stdout), r.stdout[-3000:]
+        text = (tmp_path / "gpu-simulator.md").read_text()
+        assert "skipped (GPU_BENCH=none)" in text and "gpu_throughput" not in text
 
     # ------------------------------------------------------------ fused DoubleWell kernels
 
