@@ -6,9 +6,10 @@
 # 1. the device and versions (nvidia-smi, CuPy, numba-cuda);
 # 2. the GPU-marked tests (tests/test_gpu.py: Philox bits, every pair's parity with the NumPy
 #    reference, SIGKILL + resume, the physics oracles with backend="cuda"), <= 200 s, spread
-#    over pytest-xdist workers when it is installed (GPU_TEST_WORKERS, default 8: the tests
-#    are bound by kernel compilation, one CPU core each), each test at most GPU_TEST_TIMEOUT
-#    (150) s where pytest-timeout is installed;
+#    over pytest-xdist workers when it is installed (GPU_TEST_WORKERS, default: the CPU cores
+#    less 4, 12 at most: the tests are bound by kernel compilation, one CPU core each; run 1
+#    ran 114 of them on 8), each test at most GPU_TEST_TIMEOUT (150) s where pytest-timeout
+#    is installed;
 # 3. the throughput benchmark (benchmarks/gpu_throughput.py: W1-W4, float32 and float64, next
 #    to the Philox-only rate, copy bandwidth, cuBLAS GEMM and JAX when installed (true
 #    float32 matmuls; its TF32 default beside it); W2 and W3 without their GEMMs and by the
@@ -54,7 +55,8 @@ fi
 PY=${PYTHON:-python3}
 TEST_BUDGET=${TEST_BUDGET:-200}
 BENCH_BUDGET=${BENCH_BUDGET:-250}
-WORKERS=${GPU_TEST_WORKERS:-8}
+CORES=$(nproc 2>/dev/null || echo 8)
+WORKERS=${GPU_TEST_WORKERS:-$(( CORES > 16 ? 12 : (CORES > 5 ? CORES - 4 : 1) ))}
 LOG=$(mktemp -t gpu_check.XXXXXX.log)
 start=$(date +%s)
 export PYTHONUNBUFFERED=1
