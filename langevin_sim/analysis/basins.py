@@ -14,7 +14,8 @@ eigenvalues at the minimum (energy / length^2), U_b the minimum's energy.  The p
 equilibrium occupancy of basin b is Z_b / sum_c Z_c.  `find_basins` does all of this and
 counts which minimum each start reaches (basin-of-attraction fractions with binomial
 errors); `exact_basin_log_z` integrates exp(-U/T) over each gradient-flow basin by
-quadrature (d <= 2, or separable potentials with a 1-D `marginal_energy`);
+quadrature (d <= 2, or separable potentials with a 1-D `marginal_energy`),
+`isotropic_pair_log_z` in closed form for two isotropic wells at any d;
 `run_occupancy` follows the fraction of replicas in each basin over a run's records.
 """
 from __future__ import annotations
@@ -272,6 +273,43 @@ def occupancy_from_log_z(log_z) -> np.ndarray:
     out = np.zeros_like(lz)
     out[ok] = np.exp(lz[ok] - logsumexp(lz[ok]))
     return out
+
+
+def isotropic_pair_log_z(d: int, temperature: float, separation: float, curvatures,
+                         depths=(0.0, 0.0)) -> np.ndarray:
+    """log Z_b (2,) of the two label basins {x : q_b(x) < q_c(x)} of two isotropic wells
+    q_j(x) = E_j + (k_j / 2)|x - c_j|^2 in d dimensions, centres `separation` apart
+    (`curvatures` (k_0, k_1) energy / length^2, `depths` (E_0, E_1) energy), at temperature
+    T: exact at any d and T, in the units of `laplace_log_z` (length^d).  The basins are the
+    hard minimum min_j q_j's (`MultiWell`'s recorded `basin` label; its smooth minimum of
+    softness tau differs by at most tau ln 2 in energy).  For k_0 > k_1 the sharp well's
+    basin is a ball (an Apollonius sphere, shifted by the depth gap), so each Z_b is
+    exp(-E_b/T) (2 pi T/k_b)^(d/2) times a noncentral chi-square probability of the
+    Gaussian N(c_b, T/k_b I); for k_0 = k_1 a half-space (a normal probability)."""
+    T, D = float(temperature), float(separation)
+    k = np.asarray(curvatures, np.float64).reshape(2)
+    E = np.asarray(depths, np.float64).reshape(2)
+    if not (int(d) == d and d >= 1):
+        raise ConfigError(f"d must be a positive integer, got {d}")
+    if not (T > 0 and D > 0 and np.all(k > 0)):
+        raise ConfigError(f"temperature, separation and curvatures must be > 0, got "
+                          f"{temperature}, {separation}, {curvatures}")
+    if k[0] < k[1]:                      # the sharper well first
+        return isotropic_pair_log_z(d, T, D, k[::-1], E[::-1])[::-1]
+    from scipy.stats import ncx2, norm
+    gauss = 0.5 * d * np.log(2 * np.pi * T / k) - E / T
+    if k[0] == k[1]:                     # q_0 < q_1 where x_1 < s (c_0 = 0, c_1 = D e_1)
+        s = D / 2 + (E[1] - E[0]) / (k[0] * D)
+        sd = np.sqrt(T / k[0])
+        return gauss + np.array([norm.logcdf(s / sd), norm.logsf((s - D) / sd)])
+    gap = k[0] - k[1]                    # the ball |x - m| < R, m = -(k_1 D / gap) e_1
+    r2 = (k[1] * D / gap) ** 2 + (k[1] * D * D - 2 * (E[0] - E[1])) / gap
+    if r2 <= 0:                          # the sharp well is nowhere the lower one
+        return np.array([-np.inf, gauss[1]])
+    to_m = np.array([k[1] * D / gap, k[0] * D / gap])   # |c_b - m|
+    inside = ncx2.logcdf(r2 * k[0] / T, d, to_m[0] ** 2 * k[0] / T)
+    outside = ncx2.logsf(r2 * k[1] / T, d, to_m[1] ** 2 * k[1] / T)
+    return gauss + np.array([inside, outside])
 
 
 @dataclass(frozen=True)
