@@ -11,6 +11,7 @@ from langevin_sim.analysis.covariance import (gradient_noise_covariance, lineari
                                               sgd_law)
 from langevin_sim.analysis.sgd_basins import basin_noise, blowtorch_occupancy, label_occupancy
 from langevin_sim.dynamics import SGD
+from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import LinearRegression, MultiWell
 from langevin_sim.potentials.multiwell import ShiftedMultiWell, random_shifts
 
@@ -33,16 +34,16 @@ def test_shifted_wells_noise_is_hessian_aligned_and_full_loss_is_raised():
     np.testing.assert_allclose(pot.grad(x), plain.grad(x), atol=1e-12)   # centred shifts
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_linearized_law_matches_sgd_on_one_shifted_well(dtype):
-    """On one shifted well SGD is exactly the linear recursion with additive noise: the
-    sampled covariance matches `linearized_sgd`'s discrete law (4 se), not the continuous
-    one at lr lam_max = 0.9."""
+@pytest.mark.parametrize("dtype,momentum", [("float64", 0.0), ("float32", 0.0), ("float64", 0.6)])
+def test_linearized_law_matches_sgd_on_one_shifted_well(dtype, momentum):
+    """On one shifted well SGD (with or without heavy-ball momentum) is exactly the linear
+    recursion with additive noise: the sampled covariance matches `linearized_sgd`'s
+    discrete law (4 se), not the continuous one at lr lam_max = 0.9."""
     pot = one_well()
     lin = linearized_sgd(pot.hessians[0], gradient_noise_covariance(pot, pot.centers[0]),
-                         lr=0.4, batch_size=2, n=pot.n_samples)
-    sim = Simulation(pot, SGD(lr=0.4, batch_size=2, sampling="iid"), 4000, backend="numpy",
-                     dtype=dtype, seed=1, init=pot.centers[0])
+                         lr=0.4, batch_size=2, n=pot.n_samples, momentum=momentum)
+    sim = Simulation(pot, SGD(lr=0.4, batch_size=2, sampling="iid", momentum=momentum), 4000,
+                     backend="numpy", dtype=dtype, seed=1, init=pot.centers[0])
     sim.advance(60)
     y = (sim.state["x"].astype(np.float64) - pot.centers[0]) @ lin.V
     v = y.var(axis=0)
@@ -68,6 +69,14 @@ def test_linearized_law_equations_and_limits():
     exact = lin.V.T @ sgd_law(pot, 0.05, 3).cov @ lin.V
     np.testing.assert_allclose(lin.discrete.cov, exact, rtol=0.1)
     assert lin.temperature == pytest.approx(0.05 * np.trace(C) / (2 * 3 * 3))
+    # heavy ball in 1-D: Var = lr^2 f c (1 + mu) / (lr lam (1 - mu) (2 (1 + mu) - lr lam))
+    for mu, lr in ((0.0, 0.5), (0.5, 1.2), (0.9, 0.1), (0.9, 2.8)):
+        one = linearized_sgd([[1.3]], [[0.7]], lr, 2, 50, momentum=mu)
+        want = lr ** 2 * 0.5 * 0.7 * (1 + mu) / (lr * 1.3 * (1 - mu) * (2 * (1 + mu) - lr * 1.3))
+        assert one.discrete.cov[0, 0] == pytest.approx(want, rel=1e-10), (mu, lr)
+        assert one.temperature == pytest.approx(lr * 0.5 * 0.7 / (2 * (1 - mu)))
+    with pytest.raises(ConfigError, match="2 \\(1 \\+ momentum\\)"):
+        linearized_sgd([[1.3]], [[0.7]], 3.0, 2, 50, momentum=0.1)
 
 
 def two_wells_1d():

@@ -462,17 +462,20 @@ def gradient_noise_covariance(potential, x) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LinearizedSGD:
-    """Plain SGD (no momentum) linearized at a minimum x*: y' = (I - lr H) y + lr zeta,
-    y = x - x*, zeta the batch gradient noise, Cov zeta = f C (f = `_noise_factor`), in the
-    coordinates of H's top-k eigenvectors V (d, k) (ascending eigenvalues lam (k,)), where
-    the linear dynamics decouples from the other directions exactly.
+    """SGD with heavy-ball momentum mu (0: plain) linearized at a minimum x*: v' = mu v +
+    H y + zeta, y' = y - lr v' (plain: y' = (I - lr H) y - lr zeta), y = x - x*, zeta the
+    batch gradient noise, Cov zeta = f C (f = `_noise_factor`), in the coordinates of H's
+    top-k eigenvectors V (d, k) (ascending eigenvalues lam (k,)), where the linear dynamics
+    decouples from the other directions exactly.
 
-    discrete: the exact stationary law of that linear recursion (discrete Lyapunov,
-    S = (I - lr L) S (I - lr L) + lr^2 f C_k); continuous: Mandt et al., L S + S L =
-    lr f C_k; gibbs: isotropic Langevin's Gibbs law T L^-1 at the matched temperature
-    T = lr f tr(C) / (2 d) (tr over all d directions, as in claim 1); euler_maruyama: the
-    Euler-Maruyama chain at that T with step lr.  All four are (k, k) covariances of V^T y.
-    Units: covariances length^2, T energy.
+    discrete: the exact stationary law of that linear recursion (discrete Lyapunov of
+    z = (y, v), z' = A z + B zeta, A = [[I - lr L, -lr mu I], [L, mu I]], B = [-lr I; I];
+    its y block); continuous: Mandt et al. at the effective step lr / (1 - mu),
+    L S + S L = lr f C_k / (1 - mu); gibbs: isotropic Langevin's Gibbs law T L^-1 at the
+    matched temperature T = lr f tr(C) / (2 d (1 - mu)) (tr over all d directions, as in
+    claim 1); euler_maruyama: the Euler-Maruyama chain at that T with step lr / (1 - mu)
+(None where that step is unstable, lr lam_max >= 2 (1 - mu), while heavy ball is not).
+    All four are (k, k) covariances of V^T y.  Units: covariances length^2, T energy.
     """
 
     lam: np.ndarray
@@ -484,7 +487,8 @@ class LinearizedSGD:
     discrete: StationaryLaw
     continuous: StationaryLaw
     gibbs: StationaryLaw
-    euler_maruyama: StationaryLaw
+    euler_maruyama: StationaryLaw | None
+    momentum: float = 0.0
 
     @property
     def temperatures(self) -> np.ndarray:
@@ -492,14 +496,16 @@ class LinearizedSGD:
         return self.lam * np.diag(self.discrete.cov)
 
     def table(self) -> str:
-        rows = [f"SGD linearized at a minimum: lr = {self.lr:g}, f = {self.noise_factor:.4g}, "
-                f"matched T = {self.temperature:.4g}",
+        rows = [f"SGD linearized at a minimum: lr = {self.lr:g}, momentum = {self.momentum:g}, "
+                f"f = {self.noise_factor:.4g}, matched T = {self.temperature:.4g}",
                 f"{'lam':>9} {'lr lam':>7} {'Var exact':>10} {'continuous':>10} "
                 f"{'Gibbs T':>10} {'EM T':>10} {'T_i/T':>7}"]
+        em = np.full(self.lam.size, np.nan) if self.euler_maruyama is None else \
+            np.diag(self.euler_maruyama.cov)
         for i in range(self.lam.size):
             rows.append(f"{self.lam[i]:9.4g} {self.lr * self.lam[i]:7.3f} "
                         f"{self.discrete.cov[i, i]:10.4g} {self.continuous.cov[i, i]:10.4g} "
-                        f"{self.gibbs.cov[i, i]:10.4g} {self.euler_maruyama.cov[i, i]:10.4g} "
+                        f"{self.gibbs.cov[i, i]:10.4g} {em[i]:10.4g} "
                         f"{self.temperatures[i] / self.temperature:7.3f}")
         return "\n".join(rows)
 
@@ -512,38 +518,46 @@ class LinearizedSGD:
 
 
 def linearized_sgd(H, C, lr: float, batch_size: int | None, n: int, sampling: str = "iid",
-                   k: int | None = None) -> LinearizedSGD:
+                   k: int | None = None, momentum: float = 0.0) -> LinearizedSGD:
     """`LinearizedSGD` from the Hessian H (d, d) and per-sample gradient covariance C (d, d)
-    at a minimum (`gradient_noise_covariance`), for SGD with learning rate lr and batches of
-    `batch_size` of n samples drawn by `sampling` ("iid" or "subset"), on the top k
-    eigen-directions of H (default: all; they must have lam > 0, and lr lam < 2)."""
+    at a minimum (`gradient_noise_covariance`), for SGD with learning rate lr, heavy-ball
+    `momentum` mu in [0, 1) and batches of `batch_size` of n samples drawn by `sampling`
+    ("iid" or "subset"), on the top k eigen-directions of H (default: all; they must have
+    lam > 0, and lr lam < 2 (1 + mu))."""
     H, C = (0.5 * (np.asarray(a, np.float64) + np.asarray(a, np.float64).T) for a in (H, C))
     d = H.shape[0]
     if H.shape != (d, d) or C.shape != (d, d):
         raise ConfigError(f"H and C must be (d, d) matrices, got {H.shape} and {C.shape}")
+    mu = float(momentum)
+    if not 0.0 <= mu < 1.0:
+        raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
     f = _noise_factor(int(n), batch_size, sampling)
     lam, V = np.linalg.eigh(H)
     k = d if k is None else int(k)
     if not 1 <= k <= d:
         raise ConfigError(f"k must be in 1..{d}, got {k}")
     lam, V = lam[-k:], V[:, -k:]
-    if lam[0] <= 0 or _unstable(lr * lam[-1]):
-        raise ConfigError(f"the linearized SGD law needs 0 < lr lam < 2 on the chosen directions; "
-                          f"got lam in [{lam[0]:.3g}, {lam[-1]:.3g}] at lr = {lr:g} (lower k or lr)")
+    if lam[0] <= 0 or _unstable(lr * lam[-1] / (1 + mu)):
+        raise ConfigError(f"the linearized SGD law needs 0 < lr lam < 2 (1 + momentum) on the "
+                          f"chosen directions; got lam in [{lam[0]:.3g}, {lam[-1]:.3g}] at "
+                          f"lr = {lr:g}, momentum = {mu:g} (lower k or lr)")
     Ck = V.T @ C @ V
-    A = np.eye(k) - lr * np.diag(lam)
-    S = linalg.solve_discrete_lyapunov(A, lr ** 2 * f * Ck)
-    Sc = linalg.solve_continuous_lyapunov(np.diag(lam), lr * f * Ck)
-    T = lr * f * np.trace(C) / (2 * d)
-    L, zero = np.diag(lam), np.zeros(k)
-    what = f"lr = {lr:g}, S = {batch_size}, {sampling}"
+    I, L = np.eye(k), np.diag(lam)
+    A = np.block([[I - lr * L, -lr * mu * I], [L, mu * I]])
+    B = np.vstack([-lr * I, I])
+    S = linalg.solve_discrete_lyapunov(A, f * B @ Ck @ B.T)[:k, :k]
+    step = lr / (1 - mu)                 # the effective step of heavy-ball momentum
+    Sc = linalg.solve_continuous_lyapunov(L, step * f * Ck)
+    T = step * f * np.trace(C) / (2 * d)
+    what = f"lr = {lr:g}, momentum = {mu:g}, S = {batch_size}, {sampling}"
     return LinearizedSGD(
         lam, V, Ck, float(lr), f, float(T),
-        StationaryLaw("linear SGD exact", zero, 0.5 * (S + S.T),
-                      f"{what}: S = (I - lr H) S (I - lr H) + lr^2 f C"),
-        StationaryLaw("continuous (Mandt)", zero, 0.5 * (Sc + Sc.T),
-                      f"{what}: H S + S H = lr f C, an O(lr lam) approximation"),
-        gibbs_law(L, T), euler_maruyama_law(L, lr, T))
+        StationaryLaw("linear SGD exact", np.zeros(k), 0.5 * (S + S.T),
+                      f"{what}: the linear recursion's discrete Lyapunov equation"),
+        StationaryLaw("continuous (Mandt)", np.zeros(k), 0.5 * (Sc + Sc.T),
+                      f"{what}: H S + S H = lr f C / (1 - mu), an O(lr lam) approximation"),
+        gibbs_law(L, T), None if _unstable(step * lam[-1]) else euler_maruyama_law(L, step, T),
+        mu)
 
 
 # ------------------------------------------------------------------ laws of a run
