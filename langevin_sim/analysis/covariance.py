@@ -474,7 +474,7 @@ class LinearizedSGD:
     L S + S L = lr f C_k / (1 - mu); gibbs: isotropic Langevin's Gibbs law T L^-1 at the
     matched temperature T = lr f tr(C) / (2 d (1 - mu)) (tr over all d directions, as in
     claim 1); euler_maruyama: the Euler-Maruyama chain at that T with step lr / (1 - mu)
-(None where that step is unstable, lr lam_max >= 2 (1 - mu), while heavy ball is not).
+    (None where that step is unstable, lr lam_max >= 2 (1 - mu), while heavy ball is not).
     All four are (k, k) covariances of V^T y.  Units: covariances length^2, T energy.
     """
 
