@@ -474,9 +474,10 @@ class DeviceRun:
         """`dynamics.sgd.batch_gradient` of SGD's or AdamW's step t on the device (minibatch,
         label noise), plus SGD's gradient noise, as `SGD.reference_step` adds it."""
         B, label_noise = dyn.batch_size, getattr(dyn, "label_noise", 0.0)
+        sampling = getattr(dyn, "sampling", dyn.replacement)    # (AdamW: replacement only)
         if label_noise > 0:
             n = self.sim.potential.n_samples
-            batch = (self.minibatch(t, B, dyn.sampling) if B is not None else
+            batch = (self.minibatch(t, B, sampling) if B is not None else
                      self.xp.broadcast_to(self.xp.arange(n, dtype=np.int64), (self.M, n)))
             eps = self.normals(t * (B or n), B or n, rng.LABEL_NOISE, x.dtype)
             g = self.device(self.pot.grad_noisy_labels(x, batch,
@@ -484,7 +485,7 @@ class DeviceRun:
         elif B is None:
             g = self.grad(x)
         else:
-            g = self.grad(x, self.minibatch(t, B, getattr(dyn, "sampling", dyn.replacement)))
+            g = self.grad(x, self.minibatch(t, B, sampling))
         if getattr(dyn, "grad_noise", 0.0) > 0:
             d = x.shape[1]
             g = g + x.dtype.type(dyn.grad_noise) * self.normals(t * d, d, rng.GRAD_NOISE,
