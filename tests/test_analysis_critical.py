@@ -1,7 +1,16 @@
-"""Critical points by minimizing |grad U|^2, on landscapes whose critical points are known."""
-import numpy as np
+"""Critical points by minimizing |grad U|^2, on landscapes whose critical points are known;
+the Kac-Rice counts of the p-spin against a direct Kac-Rice integral and against minima
+counted on coupling instances."""
+import math
 
-from langevin_sim.analysis.critical import critical_points, semicircle_index_fraction
+import numpy as np
+import pytest
+from scipy.special import gammaln
+
+from langevin_sim.analysis.critical import (MinimaCount, abc_complexity, count_minima,
+                                            critical_points, kac_rice, pspin_minima_census,
+                                            semicircle_index_fraction)
+from langevin_sim.analysis.spinglass import landmarks
 from langevin_sim.potentials import DoubleWell, SphericalPSpin
 
 
@@ -51,9 +60,90 @@ def test_critical_points_script_prints_the_table_and_saves_the_figure(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     png = tmp_path / "crit.png"
     out = subprocess.run([sys.executable, os.path.join(root, "analysis", "critical_points.py"),
-                          "--N", "6", "--widths", "1", "--starts", "12", "--max-iter", "300",
-                          "--png", str(png)], capture_output=True, text=True, cwd=root)
+                          "--N", "6", "--seeds", "0,1", "--widths", "1", "--starts", "12",
+                          "--max-iter", "300", "--census", "4:3:20,5:2:20", "--png", str(png)], capture_output=True, text=True, cwd=root)
     assert out.returncode == 0, out.stderr
     assert "index" in out.stdout and "p-spin" in out.stdout.lower(), out.stdout
+    assert "24 starts converged" in out.stdout or "/24 starts" in out.stdout, out.stdout
+    assert "| 5 | 2 × 20 |" in out.stdout and "Kac-Rice" in out.stdout, out.stdout
     img = plt.imread(png)
     assert img.shape[0] >= 200 and (img[..., :3].min(axis=-1) < 0.5).mean() > 0.01
+
+
+def test_kac_rice_p2_has_two_points_of_each_index():
+    kr = kac_rice(5, 2, 0.5, samples=200)
+    for k in range(5):
+        assert kr.expected(k) == (pytest.approx(2.0, abs=1e-12), pytest.approx(0.0, abs=1e-12))
+    assert kr.expected(None)[0] == pytest.approx(10.0)
+    minima = count_minima(SphericalPSpin(5, 2, seed=4),
+                          SphericalPSpin(5, 2).default_init(
+                              np.random.default_rng(0).standard_normal((60, 5))))
+    assert minima.count == 2 and minima.saddles == 0              # +- the lowest eigenvector
+    assert minima.energy[0] == pytest.approx(minima.energy[1], abs=1e-9)
+
+
+def _direct_kac_rice(N, p, V, e_max, samples, rng):
+    """Kac-Rice written out on the sphere |s|^2 = N: area x density of the tangent gradient at 0
+    (N(0, V p) per direction) x E|det Hess| 1{index = k, e < e_max}, with the Riemannian Hessian
+    A - p e I, A symmetric Gaussian (off-diagonal variance V p (p-1)/N, diagonal twice that),
+    e = H/N ~ N(0, V/N) independent of A."""
+    n = N - 1
+    a = rng.standard_normal((samples, n, n)) * math.sqrt(V * p * (p - 1) / N)
+    e = rng.standard_normal(samples) * math.sqrt(V / N)
+    lam = np.linalg.eigvalsh((a + a.transpose(0, 2, 1)) / math.sqrt(2)
+                             - p * e[:, None, None] * np.eye(n))
+    log_area = math.log(2) + N / 2 * math.log(math.pi) - gammaln(N / 2) + n / 2 * math.log(N)
+    pre = math.exp(log_area - n / 2 * math.log(2 * math.pi * V * p))
+    w = pre * np.abs(np.prod(lam, axis=1)) * (e < e_max)
+    idx = np.sum(lam < 0, axis=1)
+    return [(np.mean(w * (idx == k)), np.std(w * (idx == k)) / math.sqrt(samples))
+            for k in range(N)]
+
+
+@pytest.mark.parametrize("N, e_max", [(3, np.inf), (4, np.inf), (4, -0.3)])
+def test_kac_rice_matches_the_direct_integral(N, e_max):
+    """The GOE(N) form against the Kac-Rice integral over the (N - 1)-dimensional Hessian, at
+    every index; e_max checks the energy scale sqrt(2 V (p - 1)/p) l_k."""
+    kr = kac_rice(N, 3, 0.5, samples=40000, seed=1)
+    direct = _direct_kac_rice(N, 3, 0.5, e_max, 200000, np.random.default_rng(2))
+    for k, (m, se) in enumerate(direct):
+        got, got_se = kr.expected(k, e_max=e_max)
+        assert abs(got - m) < 4 * math.hypot(se, got_se), (k, got, m, se, got_se)
+    assert kr.expected(0, e_max=e_max)[0] > 1.0 and kr.expected(N - 1, e_max=e_max)[1] > 0
+
+
+def test_minima_counted_on_instances_match_kac_rice():
+    """N = 3, p = 3: every minimum of 150 coupling instances found by quenching 80 starts (no
+    start reaches a minimum only once or twice); the mean count and the mean summed energy of
+    the minima per instance against Kac-Rice's E[number of minima] = 3.14 and E[sum of their
+    energies], 4 se.  A factor sqrt(p - 1) (GOE(N - 1) for GOE(N)) would be off by 41 %."""
+    census = pspin_minima_census(3, 3, seeds=range(150), starts=80, samples=40000)
+    r = census.row()
+    assert abs(r["z"]) < 4, r
+    assert r["kac"] == pytest.approx(3.14, abs=0.03) and r["se"] < 0.1 * r["mean"]
+    assert np.all(census.unseen == 0)
+    kr = census.kac
+    e_sum = kr.weight[:, 0] * kr.energy[:, 0]
+    counts, e = census.counts.astype(int), census.energies
+    sums = np.array([s.sum() for s in np.split(e, np.cumsum(counts)[:-1])])
+    se = math.hypot(sums.std(ddof=1) / math.sqrt(sums.size), e_sum.std() / math.sqrt(e_sum.size))
+    assert abs(sums.mean() - e_sum.mean()) < 4 * se, (sums.mean(), e_sum.mean(), se)
+    assert r["energy"] == pytest.approx(e.mean()) and r["kac_energy"] < 0
+
+
+def test_abc_complexity_at_the_threshold_of_the_1rsb_solution():
+    """Minima complexity 1/2 ln(p-1) - (p-2)/(4(p-1)) u^2 at u = -E_inf, with E_inf = |e_th| /
+    sqrt(V) from the 1RSB marginal solution: the same (p - 2)/p."""
+    for p in (3, 4):
+        total, minima = abc_complexity(p)
+        lm = landmarks(p, 0.5)
+        assert total == pytest.approx(0.5 * math.log(p - 1))
+        assert minima == pytest.approx(total - (p - 2) / (4 * (p - 1)) * lm.e_th ** 2 / 0.5,
+                                       rel=1e-9)
+    assert abc_complexity(3)[1] == pytest.approx(0.01324, abs=1e-5)
+
+
+def test_chao1_unseen_estimate():
+    c = MinimaCount(np.zeros(5), np.array([1, 1, 1, 2, 5]), 10, 10, 0)
+    assert c.count == 5 and c.unseen == pytest.approx(1.5)        # 3 * 2 / (2 * 2)
+    assert MinimaCount(np.zeros(2), np.array([4, 6]), 10, 10, 0).unseen == 0

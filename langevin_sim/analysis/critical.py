@@ -11,16 +11,23 @@ of U and are dropped), merges duplicates (`cluster_minima`) and counts the negat
 eigenvalues of each one's Hessian (`basins.hessian_spectrum`: dense, tangent space on the
 sphere).  Minimizing |grad U|^2 finds critical points of every index, but with a bias set by
 the sizes of their basins under this flow: the fractions it reports are those of the points
-found, not of all critical points.  Imports neither numba nor cupy.
+found, not of all critical points.
+
+On the pure spherical p-spin the expected numbers are known exactly at every N (Kac-Rice,
+`kac_rice`), and minima are few enough to be counted outright: `count_minima` quenches U
+itself from many starts (every minimum that a start reaches is found; Chao1 estimates the
+ones no start reached) and `pspin_minima_census` does so over coupling instances, against
+`kac_rice`.  Imports neither numba nor cupy.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ConfigError
-from .basins import cluster_minima, hessian_spectrum, quench
+from .basins import cluster_minima, find_basins, hessian_spectrum, quench
 
 
 class GradNormSquared:
@@ -74,6 +81,17 @@ class CriticalPoints:
     dim: int
     starts: int
     found: int
+
+    @classmethod
+    def pooled(cls, parts) -> "CriticalPoints":
+        """The points of several searches (e.g. several coupling instances) as one set."""
+        parts = list(parts)
+        cat = {f: np.concatenate([getattr(c, f) for c in parts])
+               for f in ("x", "energy", "grad_norm", "index", "lowest", "hits")}
+        if len({c.dim for c in parts}) != 1:
+            raise ConfigError("pooled critical points must share their dimension")
+        return cls(**cat, dim=parts[0].dim, starts=sum(c.starts for c in parts),
+                   found=sum(c.found for c in parts))
 
     @property
     def fraction_minima(self) -> float:
@@ -161,3 +179,166 @@ def semicircle_index_fraction(e, e_th: float) -> np.ndarray:
     s = e / |e_th| (0 for e <= e_th = -|e_th|, 1/2 at e = 0, 1 for e >= |e_th|)."""
     s = np.clip(np.asarray(e, np.float64) / abs(e_th), -1.0, 1.0)
     return 0.5 + (s * np.sqrt(1 - s * s) + np.arcsin(s)) / np.pi
+
+
+# ----------------------------------------------------------------------------- counting
+
+@dataclass(frozen=True)
+class KacRice:
+    """Expected numbers of critical points of the pure spherical p-spin, xi(q) = V q^p, at N
+    spins, by index k = 0 .. N - 1 and energy per spin (Auffinger, Ben Arous & Cerny 2013,
+    Theorem 2.8; exact at every N):
+
+        E Crt_{N,k}(B) = 2 sqrt(2/p) (p-1)^(N/2) E_GOE[exp(-N (p-2)/(2p) l_k^2) 1{e_k in B}],
+        e_k = sqrt(2 V (p-1)/p) l_k,
+
+    l_k the (k+1)-th smallest eigenvalue of an N x N GOE matrix (off-diagonal variance
+    1/(2N), diagonal 1/N).  The GOE average is a Monte Carlo mean over `samples` matrices:
+    energy (S, N) holds e_k per sample, weight (S, N) the bracket's weight times the prefactor.
+    p = 2 gives exactly 2 points of each index (the +- eigenvectors)."""
+
+    N: int
+    p: int
+    variance: float
+    energy: np.ndarray
+    weight: np.ndarray
+
+    @property
+    def samples(self) -> int:
+        return self.weight.shape[0]
+
+    def expected(self, index: int | None = 0, e_min: float = -np.inf,
+                 e_max: float = np.inf) -> tuple[float, float]:
+        """(mean, Monte Carlo se) of the number of critical points of `index` (None: all) with
+        energy per spin in [e_min, e_max)."""
+        cols = slice(None) if index is None else slice(int(index), int(index) + 1)
+        w = np.where((self.energy[:, cols] >= e_min) & (self.energy[:, cols] < e_max),
+                     self.weight[:, cols], 0.0).sum(axis=1)
+        return float(w.mean()), float(w.std(ddof=1) / math.sqrt(w.size))
+
+    def mean_energy(self, index: int = 0) -> float:
+        """Mean energy per spin of the critical points of `index` (all energies)."""
+        w = self.weight[:, index]
+        return float(np.sum(w * self.energy[:, index]) / np.sum(w))
+
+    def fraction_minima(self) -> float:
+        """E[number of minima] / E[number of critical points]."""
+        return self.expected(0)[0] / self.expected(None)[0]
+
+
+def kac_rice(N: int, p: int, variance: float, samples: int = 20000, seed: int = 0,
+             chunk: int = 1000) -> KacRice:
+    """`KacRice` for N spins: `samples` GOE(N) matrices from numpy's generator at `seed`,
+    diagonalized `chunk` at a time (memory chunk N^2 floats)."""
+    N, p = int(N), int(p)
+    if N < 2 or p < 2 or samples < 2 or not variance > 0:
+        raise ConfigError(f"kac_rice needs N >= 2, p >= 2, samples >= 2, variance > 0; got "
+                          f"N={N}, p={p}, samples={samples}, variance={variance}")
+    rng = np.random.default_rng(seed)
+    lam = np.empty((int(samples), N))
+    for i in range(0, int(samples), int(chunk)):
+        a = rng.standard_normal((min(int(chunk), int(samples) - i), N, N))
+        lam[i:i + a.shape[0]] = np.linalg.eigvalsh((a + a.transpose(0, 2, 1)) / (2 * math.sqrt(N)))
+    log_c = math.log(2 * math.sqrt(2 / p)) + 0.5 * N * math.log(p - 1)
+    weight = np.exp(log_c - N * (p - 2) / (2 * p) * lam ** 2)
+    return KacRice(N, p, float(variance), math.sqrt(2 * variance * (p - 1) / p) * lam, weight)
+
+
+def abc_complexity(p: int) -> tuple[float, float]:
+    """(total, minima): N -> infinity limits of (1/N) ln E[number of critical points] and of
+    minima for the pure spherical p-spin (ABC 2013): 1/2 ln(p - 1) and
+    1/2 ln(p - 1) - (p - 2)/p (the latter at the threshold energy; no minima above it)."""
+    if int(p) < 2:
+        raise ConfigError(f"the spherical p-spin needs p >= 2, got p={p}")
+    return 0.5 * math.log(p - 1), 0.5 * math.log(p - 1) - (p - 2) / p
+
+
+@dataclass(frozen=True)
+class MinimaCount:
+    """Distinct minima reached by quenching U from `starts` starts on one landscape: energy (K,)
+    (of U), hits (K,) starts that reached each; converged starts; saddles = distinct
+    non-minimum end points (quench stopped at a saddle)."""
+
+    energy: np.ndarray
+    hits: np.ndarray
+    starts: int
+    converged: int
+    saddles: int
+
+    @property
+    def count(self) -> int:
+        return int(self.energy.size)
+
+    @property
+    def unseen(self) -> float:
+        """Chao1 (bias-corrected) estimate of the minima no start reached:
+        f1 (f1 - 1) / (2 (f2 + 1)), f1 / f2 = minima reached by exactly one / two starts."""
+        f1, f2 = int(np.sum(self.hits == 1)), int(np.sum(self.hits == 2))
+        return f1 * (f1 - 1) / (2 * (f2 + 1))
+
+
+def count_minima(potential, starts, tol: float | None = None, gtol: float = 1e-9,
+                 max_iter: int = 2000) -> MinimaCount:
+    """Quench U (`basins.find_basins`) from every row of `starts` (M, d), merge end points within
+    `tol` (default 1e-4 sqrt(d)), keep those whose Hessian (tangent space on the sphere) has
+    no negative eigenvalue."""
+    starts = np.asarray(starts, np.float64)
+    b = find_basins(potential, starts, tol=1e-4 * math.sqrt(potential.d) if tol is None
+                    else float(tol), gtol=gtol, max_iter=max_iter)
+    m = b.index == 0
+    return MinimaCount(b.energy[m], b.counts[m], b.n_starts, b.n_starts - b.n_unconverged,
+                       int(np.sum(~m)))
+
+
+@dataclass(frozen=True)
+class MinimaCensus:
+    """Minima of the pure spherical p-spin counted on `seeds` coupling instances at N spins,
+    against Kac-Rice: counts (I,) per instance, unseen (I,) Chao1 estimates, energies
+    (all minima found, per spin), kac (`KacRice`)."""
+
+    N: int
+    p: int
+    seeds: tuple
+    starts: int
+    counts: np.ndarray
+    unseen: np.ndarray
+    energies: np.ndarray
+    kac: KacRice
+
+    def row(self) -> dict:
+        """Mean count +- se over instances, Kac-Rice expectation +- se and their z, the mean
+        energy of the minima found against Kac-Rice's, the Kac-Rice fraction of minima."""
+        n = self.counts.size
+        mean = float(self.counts.mean())
+        se = float(self.counts.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        ek, ek_se = self.kac.expected(0)
+        return {"N": self.N, "instances": n, "starts": self.starts, "mean": mean, "se": se,
+                "unseen": float(self.unseen.mean()), "kac": ek, "kac_se": ek_se,
+                "z": (mean - ek) / math.hypot(se, ek_se),
+                "energy": float(self.energies.mean()) if self.energies.size else float("nan"),
+                "kac_energy": self.kac.mean_energy(0),
+                "fraction": self.kac.fraction_minima()}
+
+
+def pspin_minima_census(N: int, p: int = 3, seeds=range(8), starts: int = 1000,
+                        convention: str = "crisanti-sommers", start_seed: int = 1,
+                        samples: int = 20000, max_iter: int = 2000) -> MinimaCensus:
+    """`count_minima` on `SphericalPSpin(N, p, convention, seed=s)` for every s in `seeds`,
+    from `starts` uniform starts on the sphere (numpy generator at start_seed + s), and
+    `kac_rice` at the same N, p, variance."""
+    from ..potentials import SphericalPSpin
+
+    counts, unseen, energies = [], [], []
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ConfigError("pspin_minima_census needs at least one coupling seed")
+    for s in seeds:
+        pot = SphericalPSpin(int(N), int(p), convention=convention, seed=s)
+        z = np.random.default_rng(start_seed + s).standard_normal((int(starts), int(N)))
+        c = count_minima(pot, pot.default_init(z), max_iter=max_iter)
+        counts.append(c.count)
+        unseen.append(c.unseen)
+        energies.append(c.energy / N)
+    kac = kac_rice(N, p, pot.variance, samples=samples)
+    return MinimaCensus(int(N), int(p), seeds, int(starts), np.asarray(counts, np.float64),
+                        np.asarray(unseen), np.concatenate(energies), kac)
