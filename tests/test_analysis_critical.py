@@ -122,6 +122,8 @@ def test_minima_counted_on_instances_match_kac_rice():
     assert abs(r["z"]) < 4, r
     assert r["kac"] == pytest.approx(3.14, abs=0.03) and r["se"] < 0.1 * r["mean"]
     assert np.all(census.unseen == 0)
+    assert census.hits.size == census.energies.size and census.hits.min() >= 3
+    assert r["energy_reached"] == pytest.approx(np.average(census.energies, weights=census.hits))
     kr = census.kac
     e_sum = kr.weight[:, 0] * kr.energy[:, 0]
     counts, e = census.counts.astype(int), census.energies

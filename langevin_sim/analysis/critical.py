@@ -186,8 +186,8 @@ def semicircle_index_fraction(e, e_th: float) -> np.ndarray:
 @dataclass(frozen=True)
 class KacRice:
     """Expected numbers of critical points of the pure spherical p-spin, xi(q) = V q^p, at N
-    spins, by index k = 0 .. N - 1 and energy per spin (Auffinger, Ben Arous & Cerny 2013,
-    Theorem 2.8; exact at every N):
+    spins, by index k = 0 .. N - 1 and energy per spin (the Kac-Rice formula in the form of
+    Auffinger, Ben Arous & Cerny 2013, exact at every N):
 
         E Crt_{N,k}(B) = 2 sqrt(2/p) (p-1)^(N/2) E_GOE[exp(-N (p-2)/(2p) l_k^2) 1{e_k in B}],
         e_k = sqrt(2 V (p-1)/p) l_k,
@@ -293,8 +293,8 @@ def count_minima(potential, starts, tol: float | None = None, gtol: float = 1e-9
 @dataclass(frozen=True)
 class MinimaCensus:
     """Minima of the pure spherical p-spin counted on `seeds` coupling instances at N spins,
-    against Kac-Rice: counts (I,) per instance, unseen (I,) Chao1 estimates, energies
-    (all minima found, per spin), kac (`KacRice`)."""
+    against Kac-Rice: counts (I,) per instance, unseen (I,) Chao1 estimates, energies (all
+    minima found, per spin) and hits (how many starts reached each), kac (`KacRice`)."""
 
     N: int
     p: int
@@ -303,11 +303,13 @@ class MinimaCensus:
     counts: np.ndarray
     unseen: np.ndarray
     energies: np.ndarray
+    hits: np.ndarray
     kac: KacRice
 
     def row(self) -> dict:
         """Mean count +- se over instances, Kac-Rice expectation +- se and their z, the mean
-        energy of the minima found against Kac-Rice's, the Kac-Rice fraction of minima."""
+        energy of the minima found against Kac-Rice's, the mean energy descent reaches from a
+        uniform start (minima weighted by their hits), the Kac-Rice fraction of minima."""
         n = self.counts.size
         mean = float(self.counts.mean())
         se = float(self.counts.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
@@ -316,6 +318,8 @@ class MinimaCensus:
                 "unseen": float(self.unseen.mean()), "kac": ek, "kac_se": ek_se,
                 "z": (mean - ek) / math.hypot(se, ek_se),
                 "energy": float(self.energies.mean()) if self.energies.size else float("nan"),
+                "energy_reached": float(np.average(self.energies, weights=self.hits))
+                if self.energies.size else float("nan"),
                 "kac_energy": self.kac.mean_energy(0),
                 "fraction": self.kac.fraction_minima()}
 
@@ -328,7 +332,7 @@ def pspin_minima_census(N: int, p: int = 3, seeds=range(8), starts: int = 1000,
     `kac_rice` at the same N, p, variance."""
     from ..potentials import SphericalPSpin
 
-    counts, unseen, energies = [], [], []
+    counts, unseen, energies, hits = [], [], [], []
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
         raise ConfigError("pspin_minima_census needs at least one coupling seed")
@@ -339,6 +343,7 @@ def pspin_minima_census(N: int, p: int = 3, seeds=range(8), starts: int = 1000,
         counts.append(c.count)
         unseen.append(c.unseen)
         energies.append(c.energy / N)
+        hits.append(c.hits)
     kac = kac_rice(N, p, pot.variance, samples=samples)
     return MinimaCensus(int(N), int(p), seeds, int(starts), np.asarray(counts, np.float64),
-                        np.asarray(unseen), np.concatenate(energies), kac)
+                        np.asarray(unseen), np.concatenate(energies), np.concatenate(hits), kac)
