@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
-from langevin_sim.analysis.grokking import (delay_scaling, points_table, run_files,  # noqa: E402
-                                            run_grokking)
+from langevin_sim.analysis.grokking import delay_scaling, points_table, run_grokking  # noqa: E402
+from langevin_sim.analysis.scan import figure_next_to, run_files  # noqa: E402
 
 
 def main(argv=None):
@@ -67,9 +67,7 @@ def main(argv=None):
     for a_ in ax:
         if a_.get_legend_handles_labels()[0]:
             a_.legend(fontsize="xx-small")
-    path = Path(a.path)
-    png = Path(a.png) if a.png else (path / "grokking.png" if path.is_dir()
-                                     else path.with_name(path.stem + "_grokking.png"))
+    png = Path(a.png) if a.png else figure_next_to(a.path, "grokking")
     fig.tight_layout()
     fig.savefig(png, dpi=80)
     print(f"figure: {png}")

@@ -27,7 +27,7 @@ def test_there_is_a_notebook_per_claim_in_scope():
     assert {"claim1_sgd_samples_boltzmann.ipynb", "claim2_flat_minima_volume.ipynb",
             "claim3_saddles_and_minima.ipynb", "claim4_spin_glass_threshold.ipynb",
             "claim5_grokking_diffusion.ipynb", "claim5c_grokking_delay.ipynb",
-            "claim6_overparameterization.ipynb"} <= names, names
+            "claim6_overparameterization.ipynb", "claim7_flat_minima_generalize.ipynb"} <= names, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)

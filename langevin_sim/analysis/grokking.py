@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -388,15 +387,6 @@ def delay_scaling(points) -> DelayScaling:
     c = math.exp(b)
     return DelayScaling(len(S), -slope, slope_se, c, c * b_se, chi2, len(S) - 2,
                         -s_lr, s_lr_se, -s_wd, s_wd_se, A, A_se, B, B_se, chi2_aff)
-
-
-def run_files(path) -> list[Path]:
-    """The run files of `path`: itself (a .h5 file) or a scan directory's points/*.h5."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted((path / "points").glob("*.h5"))
-    if not files:
-        raise ConfigError(f"{path}: neither a run file nor a scan directory with points/*.h5")
-    return files
 
 
 def points_table(points) -> str:

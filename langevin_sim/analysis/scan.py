@@ -9,7 +9,27 @@ xarray and pandas are imported when called.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from ..errors import ConfigError
+
+
+def run_files(path) -> list[Path]:
+    """The run files of `path`: itself (a .h5 file) or a scan directory's points/*.h5."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted((path / "points").glob("*.h5"))
+    if not files:
+        raise ConfigError(f"{path}: neither a run file nor a scan directory with points/*.h5")
+    return files
+
+
+def figure_next_to(path, name: str) -> Path:
+    """Default figure path of an analysis of `path`: DIR/<name>.png in a scan directory,
+    <run stem>_<name>.png next to a run file."""
+    path = Path(path)
+    return path / f"{name}.png" if path.is_dir() else path.with_name(f"{path.stem}_{name}.png")
 
 
 def energy_summary(run, burn: float = 0.5) -> dict:

@@ -1,0 +1,107 @@
+"""Flatness against generalization: sharpness against test loss, within and across points.
+
+usage: python analysis/flatness.py RUN.h5 | SCAN_DIR [--measure sharpness|hessian_trace]
+       [--png PATH]
+Reads runs that record a flatness measure and the test loss (scenarios/teacher_student.py
+with sharpness_every > 0; a scan of it over lr and batch size).  Prints per point the
+rank correlation of the measure (at the last record that has it) with the test loss over
+the replicas, also given the train loss (`langevin_sim.analysis.flatness`), then the same
+across points on the points' medians, and a verdict; saves a figure (test loss against the
+measure, one point per replica, coloured by point; the points' medians).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from langevin_sim import LangevinSimError, open_run  # noqa: E402
+from langevin_sim.analysis.flatness import (MEASURES, flatness_vs_generalization,  # noqa: E402
+                                            pooled, run_flatness)
+from langevin_sim.analysis.scan import figure_next_to, run_files  # noqa: E402
+
+KEYS = ("lr", "batch_size", "momentum", "hidden", "weight_decay", "temperature")
+
+
+def points(path, measure: str = "sharpness") -> list[tuple[dict, object]]:
+    """[(params, FlatnessGeneralization)] for every run of `path`, sorted by the KEYS; params
+    holds the KEYS that differ between the runs (lr and batch_size for a single run; the
+    file's name for a run made without a scenario)."""
+    out = []
+    for f in run_files(path):
+        with open_run(f) as run:
+            p = run.config.get("meta", {}).get("params", {})
+            out.append(({k: p[k] for k in KEYS if k in p}, run_flatness(run, measure=measure),
+                        f.stem))
+    vary = [k for k in KEYS if len({str(p.get(k)) for p, _, _ in out}) > 1] or ["lr", "batch_size"]
+    out = [({k: p[k] for k in vary if k in p} or {"run": stem}, fg) for p, fg, stem in out]
+    def key(t):
+        return tuple((0, float(v), "") if isinstance(v, (int, float)) else (1, 0.0, str(v))
+                     for v in (t[0].get(k) for k in vary))
+
+    return sorted(out, key=key)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("path", help="a run file or a scan directory")
+    ap.add_argument("--measure", choices=MEASURES, default="sharpness")
+    ap.add_argument("--png", help="figure path (default: next to the run or in the scan dir)")
+    a = ap.parse_args(argv)
+    try:
+        pts = points(a.path, a.measure)
+    except LangevinSimError as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for p, fg in pts:
+        print(", ".join(f"{k} {v}" for k, v in p.items()) + f" ({a.measure}): {fg.table()}")
+    pos = sum(fg.ci[0] > 0 for _, fg in pts)
+    neg = sum(fg.ci[1] < 0 for _, fg in pts)
+    ppos = sum(fg.partial_ci[0] > 0 for _, fg in pts)
+    print(f"within points: rho > 0 (95 % interval above 0) at {pos} of {len(pts)}, < 0 at {neg}; "
+          f"given the train loss > 0 at {ppos}")
+    within = pooled([fg for _, fg in pts])
+    print(within.table())
+    if all(fg.train_loss is not None for _, fg in pts):
+        print(pooled([fg for _, fg in pts], partial=True).table())
+    across = None
+    if len(pts) >= 5:
+        med = np.array([[np.median(fg.sharpness), np.median(fg.test_loss),
+                         np.median(fg.train_loss) if fg.train_loss is not None else np.nan]
+                        for _, fg in pts])
+        across = flatness_vs_generalization(med[:, 0], med[:, 1],
+                                            med[:, 2] if np.all(np.isfinite(med[:, 2])) else None)
+        print(f"across points (medians): {across.table(unit='points')}")
+    def said(c):
+        return "yes" if c.ci[0] > 0 else "reversed" if c.ci[1] < 0 else "not shown"
+
+    print(f"verdict: flatter ({a.measure}) end points have lower test loss at 95 %: within points "
+          f"(pooled) {said(within)}" + ("" if across is None else f"; across points {said(across)}"))
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for p, fg in pts:
+        fg.plot(ax[0], label=", ".join(f"{k} {v}" for k, v in p.items()), alpha=0.6)
+    ax[0].set_xlabel(a.measure)
+    ax[0].legend(fontsize="xx-small")
+    for p, fg in pts:
+        ax[1].errorbar(np.median(fg.sharpness), np.median(fg.test_loss),
+                       xerr=np.abs(np.quantile(fg.sharpness, [0.25, 0.75])[:, None]
+                                   - np.median(fg.sharpness)),
+                       yerr=np.abs(np.quantile(fg.test_loss, [0.25, 0.75])[:, None]
+                                   - np.median(fg.test_loss)), fmt="o", capsize=2,
+                       label=", ".join(f"{k} {v}" for k, v in p.items()))
+    ax[1].set(xscale="log", yscale="log", xlabel=f"{a.measure} (median, quartiles)",
+              ylabel="test loss (median, quartiles)", title="per point")
+    ax[1].legend(fontsize="xx-small")
+    png = Path(a.png) if a.png else figure_next_to(a.path, "flatness")
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    print(f"figure: {png}")
+    return pts, within, across
+
+
+if __name__ == "__main__":
+    main()

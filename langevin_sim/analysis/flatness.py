@@ -1,0 +1,173 @@
+"""Flatness against generalization across replicas: is a flatter end point a better one?
+
+Per replica, at one record: sharpness s (the top Hessian eigenvalue of the training loss,
+energy / length^2, as `SharpnessObserver` records it; or its Hessian trace, the mean
+curvature times d), train loss and test loss.  The
+association of s with the test loss is Spearman's rank correlation rho (invariant to any
+monotone rescaling of either), with a 95 % interval on the Fisher scale, atanh(rho) +-
+1.96 sqrt(1.06 / (n - 3)) (Fieller, Hartley & Pearson 1957), and the two-sided p of the
+t statistic rho sqrt((n - 2) / (1 - rho^2)).  Because a replica that fits the training set
+worse can be both sharper and worse on the test set, the partial rank correlation given the
+train loss is reported too: the ranks of s and of the test loss each residualized on the
+ranks of the train loss, then correlated (n - 3 degrees of freedom, interval with n - 4).
+Several points (settings) are pooled by `pooled` (fixed effect on the Fisher scale, with
+Cochran's Q for their heterogeneity).  Sharpness is not invariant to reparameterizations
+that leave the function unchanged (Dinh et al. 2017): the comparison is meaningful within
+one architecture and parameterization only.  Imports neither numba nor cupy.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from ..errors import ConfigError
+from ..io.reader import Run
+
+
+def _rank_corr(a: np.ndarray, b: np.ndarray, dof: int) -> tuple[float, tuple[float, float], float]:
+    """(rho, 95 % Fisher interval, two-sided p) of the Pearson correlation of rank vectors a, b
+    with `dof` + 2 effective observations."""
+    a, b = a - a.mean(), b - b.mean()
+    den = math.sqrt(float(a @ a) * float(b @ b))
+    rho = float(a @ b) / den if den > 0 else float("nan")
+    r = min(max(rho, -1 + 1e-15), 1 - 1e-15)
+    h = 1.96 * math.sqrt(1.06 / (dof - 1))
+    z = math.atanh(r)
+    t = r * math.sqrt(dof / (1 - r * r))
+    return rho, (math.tanh(z - h), math.tanh(z + h)), float(2 * stats.t.sf(abs(t), dof))
+
+
+@dataclass(frozen=True)
+class FlatnessGeneralization:
+    """Per-replica sharpness (M,), test_loss (M,), train_loss (M,) (None if not given);
+    rho / ci / p: Spearman correlation of sharpness with the test loss; partial_rho /
+    partial_ci / partial_p: the same given the train loss (NaN without it)."""
+
+    sharpness: np.ndarray
+    test_loss: np.ndarray
+    train_loss: np.ndarray | None
+    rho: float
+    ci: tuple[float, float]
+    p: float
+    partial_rho: float
+    partial_ci: tuple[float, float]
+    partial_p: float
+
+    @property
+    def n(self) -> int:
+        return int(self.sharpness.size)
+
+    def table(self, unit: str = "replicas") -> str:
+        s = (f"{self.n} {unit}: sharpness median {np.median(self.sharpness):.4g} "
+             f"[{np.quantile(self.sharpness, 0.1):.4g}, {np.quantile(self.sharpness, 0.9):.4g}], "
+             f"test loss median {np.median(self.test_loss):.4g}; Spearman rho(sharpness, test) = "
+             f"{self.rho:+.3f} [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}] (p = {self.p:.2g})")
+        if self.train_loss is not None:
+            s += (f"; given the train loss {self.partial_rho:+.3f} [{self.partial_ci[0]:+.3f}, "
+                  f"{self.partial_ci[1]:+.3f}] (p = {self.partial_p:.2g})")
+        return s
+
+    def plot(self, ax, **kw):
+        """Test loss against sharpness, one point per replica (log-log)."""
+        ax.scatter(self.sharpness, self.test_loss, s=kw.pop("s", 8), **kw)
+        ax.set(xscale="log", yscale="log", xlabel="sharpness (top Hessian eigenvalue)",
+               ylabel="test loss")
+        return ax
+
+
+def flatness_vs_generalization(sharpness, test_loss, train_loss=None) -> FlatnessGeneralization:
+    """Rank correlations of per-replica sharpness (M,) with test loss (M,), also given the
+    train loss (M,) when one is passed (module docstring); non-finite replicas are dropped."""
+    cols = [np.asarray(v, np.float64).ravel() for v in (sharpness, test_loss)
+            + (() if train_loss is None else (train_loss,))]
+    if len({c.size for c in cols}) != 1:
+        raise ConfigError(f"sharpness, test_loss (and train_loss) need one value per replica; "
+                          f"got sizes {[c.size for c in cols]}")
+    keep = np.all(np.isfinite(np.vstack(cols)), axis=0)
+    cols = [c[keep] for c in cols]
+    n = cols[0].size
+    if n < 5:
+        raise ConfigError(f"flatness_vs_generalization needs >= 5 finite replicas, got {n}")
+    ranks = [stats.rankdata(c) for c in cols]
+    rho, ci, p = _rank_corr(ranks[0], ranks[1], n - 2)
+    prho, pci, pp = float("nan"), (float("nan"), float("nan")), float("nan")
+    if train_loss is not None:
+        X = np.column_stack([np.ones(n), ranks[2]])
+        res = [r - X @ np.linalg.lstsq(X, r, rcond=None)[0] for r in ranks[:2]]
+        prho, pci, pp = _rank_corr(res[0], res[1], n - 3)
+    return FlatnessGeneralization(cols[0], cols[1], cols[2] if train_loss is not None else None,
+                                  rho, ci, p, prho, pci, pp)
+
+
+@dataclass(frozen=True)
+class PooledCorrelation:
+    """Within-point rank correlations of k points pooled: rho with 95 % interval and p;
+    Cochran's q (k - 1 degrees of freedom) and its p (small: the points disagree)."""
+
+    rho: float
+    ci: tuple[float, float]
+    p: float
+    q: float
+    q_p: float
+    k: int
+    partial: bool
+
+    def table(self) -> str:
+        what = "given the train loss" if self.partial else "raw"
+        return (f"pooled over {self.k} points ({what}): rho = {self.rho:+.3f} [{self.ci[0]:+.3f}, "
+                f"{self.ci[1]:+.3f}] (p = {self.p:.2g}); heterogeneity Q = {self.q:.1f} on "
+                f"{self.k - 1} dof (p = {self.q_p:.2g})")
+
+
+def pooled(fgs, partial: bool = False) -> PooledCorrelation:
+    """Fixed-effect pooling of the points' correlations (`FlatnessGeneralization` each; the
+    partial ones with `partial`): z_i = atanh(rho_i) with variance v_i = 1.06 / (n_i - 3)
+    (n_i - 4 for partial), z = sum(z_i / v_i) / sum(1 / v_i), var z = 1 / sum(1 / v_i);
+    Q = sum((z_i - z)^2 / v_i)."""
+    fgs = list(fgs)
+    if not fgs:
+        raise ConfigError("pooled needs at least one point")
+    r = np.array([f.partial_rho if partial else f.rho for f in fgs], np.float64)
+    if not np.all(np.isfinite(r)):
+        raise ConfigError("every point needs a finite correlation (a train loss for partial)")
+    v = np.array([1.06 / (f.n - (4 if partial else 3)) for f in fgs])
+    z = np.arctanh(np.clip(r, -1 + 1e-15, 1 - 1e-15))
+    w = 1 / v
+    zbar, se = float(np.sum(w * z) / w.sum()), float(1 / math.sqrt(w.sum()))
+    q = float(np.sum(w * (z - zbar) ** 2))
+    q_p = float(stats.chi2.sf(q, len(fgs) - 1)) if len(fgs) > 1 else float("nan")
+    return PooledCorrelation(math.tanh(zbar), (math.tanh(zbar - 1.96 * se),
+                                               math.tanh(zbar + 1.96 * se)),
+                             float(2 * stats.norm.sf(abs(zbar) / se)), q, q_p, len(fgs),
+                             bool(partial))
+
+
+MEASURES = ("sharpness", "hessian_trace")
+
+
+def run_flatness(run: Run, record: int | None = None,
+                 measure: str = "sharpness") -> FlatnessGeneralization:
+    """`flatness_vs_generalization` of a run's recorded `measure` (one of MEASURES),
+    `test_loss` and `train_loss` at `record` (default: the last record with the measure for
+    every live replica); diverged replicas dropped."""
+    if measure not in MEASURES:
+        raise ConfigError(f"measure must be one of {MEASURES}, got {measure!r}")
+    missing = [k for k in (measure, "test_loss") if k not in run.names]
+    if missing:
+        raise ConfigError(f"the run has no {', '.join(missing)} records; rerun with "
+                          "sharpness_every > 0 (e.g. --set sharpness_every=1000) on a potential "
+                          "with a test set")
+    alive = run.diverged_step < 0
+    S = np.asarray(run[measure], np.float64)[:, alive]
+    if record is None:
+        ok = np.flatnonzero(np.all(np.isfinite(S), axis=1))
+        if not ok.size:
+            raise ConfigError(f"no record holds a {measure} for every live replica")
+        record = int(ok[-1])
+    train = (np.asarray(run["train_loss"][record], np.float64)[alive]
+             if "train_loss" in run.names else None)
+    return flatness_vs_generalization(S[record], np.asarray(run["test_loss"][record],
+                                                            np.float64)[alive], train)
