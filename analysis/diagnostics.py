@@ -19,7 +19,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.diagnostics import (Records, burn_in, diagnose,  # noqa: E402
@@ -79,6 +78,7 @@ def main(argv=None):
     png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_diagnostics.png")
     fig.tight_layout()
     fig.savefig(png, dpi=80)
+    plt.close(fig)
     print(f"figure: {png}")
 
 

@@ -77,6 +77,7 @@ def main(argv=None):
     png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_drift.png")
     fig.tight_layout()
     fig.savefig(png, dpi=80)
+    plt.close(fig)
     print(f"figure: {png}")
 
 

@@ -76,6 +76,7 @@ def main(argv=None):
     fig.tight_layout()
     png = Path(a.png) if a.png else paths[0].with_name(paths[0].stem + "_escape.png")
     fig.savefig(png, dpi=80)
+    plt.close(fig)
     print(f"figure: {png}")
 
 

@@ -99,6 +99,7 @@ def main(argv=None):
     png = Path(a.png) if a.png else figure_next_to(a.path, "flatness")
     fig.tight_layout()
     fig.savefig(png, dpi=80)
+    plt.close(fig)
     print(f"figure: {png}")
     return pts, within, across
 

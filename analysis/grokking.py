@@ -70,6 +70,7 @@ def main(argv=None):
     png = Path(a.png) if a.png else figure_next_to(a.path, "grokking")
     fig.tight_layout()
     fig.savefig(png, dpi=80)
+    plt.close(fig)
     print(f"figure: {png}")
 
 

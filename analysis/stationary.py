@@ -49,6 +49,7 @@ def main(argv=None):
     png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_stationary.png")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
+    plt.close(fig)
     print(f"figure: {png}")
 
 
