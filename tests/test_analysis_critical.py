@@ -131,6 +131,7 @@ def test_minima_counted_on_instances_match_kac_rice():
     se = math.hypot(sums.std(ddof=1) / math.sqrt(sums.size), e_sum.std() / math.sqrt(e_sum.size))
     assert abs(sums.mean() - e_sum.mean()) < 4 * se, (sums.mean(), e_sum.mean(), se)
     assert r["energy"] == pytest.approx(e.mean()) and r["kac_energy"] < 0
+    assert r["fraction"] == pytest.approx(r["kac"] / r["total"])
 
 
 def test_abc_complexity_at_the_threshold_of_the_1rsb_solution():

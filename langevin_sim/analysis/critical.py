@@ -309,7 +309,8 @@ class MinimaCensus:
     def row(self) -> dict:
         """Mean count +- se over instances, Kac-Rice expectation +- se and their z, the mean
         energy of the minima found against Kac-Rice's, the mean energy descent reaches from a
-        uniform start (minima weighted by their hits), the Kac-Rice fraction of minima."""
+        uniform start (minima weighted by their hits), the Kac-Rice number of all critical
+        points and fraction of minima."""
         n = self.counts.size
         mean = float(self.counts.mean())
         se = float(self.counts.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
@@ -321,7 +322,7 @@ class MinimaCensus:
                 "energy_reached": float(np.average(self.energies, weights=self.hits))
                 if self.energies.size else float("nan"),
                 "kac_energy": self.kac.mean_energy(0),
-                "fraction": self.kac.fraction_minima()}
+                "total": self.kac.expected(None)[0], "fraction": self.kac.fraction_minima()}
 
 
 def pspin_minima_census(N: int, p: int = 3, seeds=range(8), starts: int = 1000,

@@ -2,9 +2,9 @@
 
 Per replica, at one record: sharpness s (the top Hessian eigenvalue of the training loss,
 energy / length^2, as `SharpnessObserver` records it; or its Hessian trace, the mean
-curvature times d), train loss and test loss.  The
-association of s with the test loss is Spearman's rank correlation rho (invariant to any
-monotone rescaling of either), with a 95 % interval on the Fisher scale, atanh(rho) +-
+curvature times d), train loss and test loss.  The association of s with the test loss is
+Spearman's rank correlation rho (invariant to any monotone rescaling of either), with a
+95 % interval on the Fisher scale, atanh(rho) +-
 1.96 sqrt(1.06 / (n - 3)) (Fieller, Hartley & Pearson 1957), and the two-sided p of the
 t statistic rho sqrt((n - 2) / (1 - rho^2)).  Because a replica that fits the training set
 worse can be both sharper and worse on the test set, the partial rank correlation given the
@@ -27,7 +27,8 @@ from ..errors import ConfigError
 from ..io.reader import Run
 
 
-def _rank_corr(a: np.ndarray, b: np.ndarray, dof: int) -> tuple[float, tuple[float, float], float]:
+def _rank_corr(a: np.ndarray, b: np.ndarray,
+               dof: int) -> tuple[float, tuple[float, float], float]:
     """(rho, 95 % Fisher interval, two-sided p) of the Pearson correlation of rank vectors a, b
     with `dof` + 2 effective observations."""
     a, b = a - a.mean(), b - b.mean()
