@@ -1,15 +1,19 @@
 """Flatness against generalization: sharpness against test loss, within and across points.
 
 usage: python analysis/flatness.py RUN.h5 | SCAN_DIR [--measure sharpness|hessian_trace]
-       [--png PATH]
+       [--matched LEVEL,... | auto | none] [--png PATH]
 Reads runs that record a flatness measure and the test loss (scenarios/teacher_student.py
 with sharpness_every > 0; a scan of it over lr and batch size).  Prints per point the
 rank correlation of the measure (at the last record that has it) with the test loss over
 the replicas, also given the train loss (`langevin_sim.analysis.flatness`), then the same
-across points on the points' medians, and a verdict; saves a figure (test loss against the
-measure, one point per replica, coloured by point; the points' medians).
+across points on the points' medians, and a verdict; then the same at each replica's record
+of lowest test loss (early stopped), and the points compared at equal train loss (`--matched`;
+auto: the highest of the points' final median train losses, a level every point has
+reached); saves a figure (test loss against the measure, one point per replica, coloured by
+point; the points' medians).
 """
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -20,25 +24,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
-from langevin_sim.analysis.flatness import (MEASURES, flatness_vs_generalization,  # noqa: E402
-                                            pooled, run_flatness)
+from langevin_sim.analysis.flatness import (MEASURES, early_stopped,  # noqa: E402
+                                            flatness_vs_generalization, matched_fit, pooled,
+                                            run_flatness)
 from langevin_sim.analysis.scan import figure_next_to, run_files  # noqa: E402
 
 KEYS = ("lr", "batch_size", "momentum", "hidden", "weight_decay", "temperature")
 
 
-def points(path, measure: str = "sharpness") -> list[tuple[dict, object]]:
-    """[(params, FlatnessGeneralization)] for every run of `path`, sorted by the KEYS; params
-    holds the KEYS that differ between the runs (lr and batch_size for a single run; the
-    file's name for a run made without a scenario)."""
+def labelled(path) -> list[tuple[dict, Path]]:
+    """[(params, run file)] for every run of `path`, sorted by the KEYS; params holds the KEYS
+    that differ between the runs (lr and batch_size for a single run; the file's name for a
+    run made without a scenario)."""
     out = []
     for f in run_files(path):
         with open_run(f) as run:
             p = run.config.get("meta", {}).get("params", {})
-            out.append(({k: p[k] for k in KEYS if k in p}, run_flatness(run, measure=measure),
-                        f.stem))
-    vary = [k for k in KEYS if len({str(p.get(k)) for p, _, _ in out}) > 1] or ["lr", "batch_size"]
-    out = [({k: p[k] for k in vary if k in p} or {"run": stem}, fg) for p, fg, stem in out]
+        out.append(({k: p[k] for k in KEYS if k in p}, f))
+    vary = [k for k in KEYS if len({str(p.get(k)) for p, _ in out}) > 1] or ["lr", "batch_size"]
+    out = [({k: p[k] for k in vary if k in p} or {"run": f.stem}, f) for p, f in out]
+
     def key(t):
         return tuple((0, float(v), "") if isinstance(v, (int, float)) else (1, 0.0, str(v))
                      for v in (t[0].get(k) for k in vary))
@@ -46,10 +51,57 @@ def points(path, measure: str = "sharpness") -> list[tuple[dict, object]]:
     return sorted(out, key=key)
 
 
+def points(path, measure: str = "sharpness", at=run_flatness) -> list[tuple[dict, object]]:
+    """[(params, FlatnessGeneralization)] for every run of `path` (`labelled`), each at the
+    records `at(run, measure=...)` picks (default: the last with the measure)."""
+    out = []
+    for p, f in labelled(path):
+        with open_run(f) as run:
+            out.append((p, at(run, measure=measure)))
+    return out
+
+
+def label(p: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in p.items())
+
+
+def said(c, partial: bool = False) -> str:
+    """Whether a correlation's 95 % interval lies above 0 (yes), below (reversed) or not."""
+    lo, hi = c.partial_ci if partial else c.ci
+    return "yes" if lo > 0 else "reversed" if hi < 0 else "not shown"
+
+
+def across(pts):
+    """The points' medians correlated (None for fewer than 5 points)."""
+    if len(pts) < 5:
+        return None
+    med = np.array([[np.median(fg.sharpness), np.median(fg.test_loss),
+                     np.median(fg.train_loss) if fg.train_loss is not None else np.nan]
+                    for _, fg in pts])
+    return flatness_vs_generalization(med[:, 0], med[:, 1],
+                                      med[:, 2] if np.all(np.isfinite(med[:, 2])) else None)
+
+
+def matched(path, levels, measure: str = "sharpness"):
+    """[MatchedFit] of the runs of `path` at each train-loss level ("auto": the highest of
+    the points' final median train losses), with the points' labels."""
+    runs = labelled(path)
+    with contextlib.ExitStack() as stack:
+        opened = [stack.enter_context(open_run(f)) for _, f in runs]
+        if levels == "auto":
+            levels = [max(float(np.median(run_flatness(r, measure=measure).train_loss))
+                          for r in opened)]
+        return [matched_fit(opened, lv, measure=measure) for lv in levels], \
+            [label(p) for p, _ in runs]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("path", help="a run file or a scan directory")
     ap.add_argument("--measure", choices=MEASURES, default="sharpness")
+    ap.add_argument("--matched", default="auto",
+                    help="train-loss levels to compare the points at, comma-separated; auto: "
+                         "the highest final median train loss of the points; none: skip")
     ap.add_argument("--png", help="figure path (default: next to the run or in the scan dir)")
     a = ap.parse_args(argv)
     try:
@@ -58,7 +110,7 @@ def main(argv=None):
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
     for p, fg in pts:
-        print(", ".join(f"{k} {v}" for k, v in p.items()) + f" ({a.measure}): {fg.table()}")
+        print(f"{label(p)} ({a.measure}): {fg.table()}")
     pos = sum(fg.ci[0] > 0 for _, fg in pts)
     neg = sum(fg.ci[1] < 0 for _, fg in pts)
     ppos = sum(fg.partial_ci[0] > 0 for _, fg in pts)
@@ -68,22 +120,35 @@ def main(argv=None):
     print(within.table())
     if all(fg.train_loss is not None for _, fg in pts):
         print(pooled([fg for _, fg in pts], partial=True).table())
-    across = None
-    if len(pts) >= 5:
-        med = np.array([[np.median(fg.sharpness), np.median(fg.test_loss),
-                         np.median(fg.train_loss) if fg.train_loss is not None else np.nan]
-                        for _, fg in pts])
-        across = flatness_vs_generalization(med[:, 0], med[:, 1],
-                                            med[:, 2] if np.all(np.isfinite(med[:, 2])) else None)
-        print(f"across points (medians): {across.table(unit='points')}")
-    def said(c):
-        return "yes" if c.ci[0] > 0 else "reversed" if c.ci[1] < 0 else "not shown"
-
+    acr = across(pts)
+    if acr is not None:
+        print(f"across points (medians): {acr.table(unit='points')}")
     print(f"verdict: flatter ({a.measure}) end points have lower test loss at 95 %: within points "
-          f"(pooled) {said(within)}" + ("" if across is None else f"; across points {said(across)}"))
+          f"(pooled) {said(within)}" + ("" if acr is None else f"; across points {said(acr)}"))
+    early = points(a.path, a.measure, at=early_stopped)
+    print("early stopped (each replica at its record of lowest test loss):")
+    for p, fg in early:
+        print(f"  {label(p)}: step median {np.median(fg.step):.0f}; {fg.table()}")
+    print(f"  {pooled([fg for _, fg in early]).table()}")
+    e_acr = across(early)
+    if e_acr is not None:
+        print(f"  across points (medians): {e_acr.table(unit='points')}")
+    fits = []
+    if a.matched != "none":
+        try:
+            levels = "auto" if a.matched == "auto" else [float(v) for v in a.matched.split(",")]
+            fits, labels = matched(a.path, levels, a.measure)
+        except (LangevinSimError, ValueError) as e:
+            print(f"{ap.prog}: error: --matched: {e}", file=sys.stderr)
+            sys.exit(2)
+        for mf in fits:
+            print("at equal fit, " + mf.table(labels))
+            print(f"  verdict at train loss {mf.level:.4g}: flatter replicas test better across "
+                  f"points {said(mf.fg)}, given the train loss {said(mf.fg, partial=True)}"
+                  + ("" if mf.within is None else f"; within points {said(mf.within)}"))
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for p, fg in pts:
-        fg.plot(ax[0], label=", ".join(f"{k} {v}" for k, v in p.items()), alpha=0.6)
+        fg.plot(ax[0], label=label(p), alpha=0.6)
     ax[0].set_xlabel(a.measure)
     ax[0].legend(fontsize="xx-small")
     for p, fg in pts:
@@ -92,7 +157,7 @@ def main(argv=None):
                                    - np.median(fg.sharpness)),
                        yerr=np.abs(np.quantile(fg.test_loss, [0.25, 0.75])[:, None]
                                    - np.median(fg.test_loss)), fmt="o", capsize=2,
-                       label=", ".join(f"{k} {v}" for k, v in p.items()))
+                       label=label(p))
     ax[1].set(xscale="log", yscale="log", xlabel=f"{a.measure} (median, quartiles)",
               ylabel="test loss (median, quartiles)", title="per point")
     ax[1].legend(fontsize="xx-small")
@@ -101,7 +166,7 @@ def main(argv=None):
     fig.savefig(png, dpi=80)
     plt.close(fig)
     print(f"figure: {png}")
-    return pts, within, across
+    return pts, within, acr, early, fits
 
 
 if __name__ == "__main__":

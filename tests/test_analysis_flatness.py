@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from langevin_sim.analysis.flatness import flatness_vs_generalization, pooled, run_flatness
+from langevin_sim.analysis.flatness import (early_stopped, flatness_vs_generalization, matched_fit,
+                                            pooled, run_flatness)
 from langevin_sim.errors import ConfigError
 
 
@@ -126,5 +127,91 @@ def test_flatness_script_prints_the_table_and_saves_the_figure(tmp_path, capsys,
     with open_run(path) as r:
         assert run_flatness(r).table() in text
     assert "pooled over 1 points" in text and "verdict:" in text
+    with open_run(path) as r:
+        assert early_stopped(r).table() in text
+        assert matched_fit([r], np.median(run_flatness(r).train_loss)).table(["run ts"]) in text
     img = plt.imread(png)
     assert img.shape[0] >= 200 and (img[..., :3].min(axis=-1) < 0.5).mean() > 0.01
+
+
+class _Records:
+    """A run's records as `analysis.flatness` reads them: names, step, diverged_step, [name]."""
+
+    def __init__(self, step, diverged_step=None, **series):
+        self.step = np.asarray(step)
+        self._series = {k: np.asarray(v, np.float64) for k, v in series.items()}
+        M = next(iter(self._series.values())).shape[1]
+        self.diverged_step = (np.full(M, -1) if diverged_step is None
+                              else np.asarray(diverged_step))
+        self.names = list(self._series)
+
+    def __getitem__(self, name):
+        return self._series[name]
+
+
+def test_early_stop_takes_each_replica_at_its_lowest_test_loss_among_measured_records():
+    """Sharpness at steps 0, 20, 40 only; a lower test loss at an unmeasured record (step 10) is
+    not taken; the diverged replica is dropped."""
+    nan = np.nan
+    S = [[1, 2, 3, 4, 5, 6], [nan] * 6, [2, 3, 4, 5, 6, 7], [nan] * 6, [3, 4, 5, 6, 7, 8]]
+    test = [[5, 5, 1, 5, 5, 5], [0, 0, 0, 0, 0, 0], [4, 1, 5, 1, 9, 2], [0] * 6,
+            [1, 2, 3, 4, 9, 9]]
+    train = np.arange(30.0).reshape(5, 6)
+    run = _Records([0, 10, 20, 30, 40], diverged_step=[-1, -1, -1, -1, 7, -1],
+                   sharpness=S, test_loss=test, train_loss=train)
+    fg = early_stopped(run)
+    pick = np.array([4, 2, 0, 2, 2])                   # record index of each live replica
+    live = np.array([0, 1, 2, 3, 5])
+    assert np.array_equal(fg.step, np.array([0, 10, 20, 30, 40])[pick])
+    assert np.array_equal(fg.sharpness, np.asarray(S, float)[pick, live])
+    assert np.array_equal(fg.test_loss, np.asarray(test, float)[pick, live])
+    assert np.array_equal(fg.train_loss, train[pick, live])
+    last = run_flatness(run)
+    assert np.array_equal(last.sharpness, np.asarray(S, float)[4, live]) and set(last.step) == {40}
+    assert np.array_equal(run_flatness(run, record=2).sharpness, np.asarray(S, float)[2, live])
+    with pytest.raises(ConfigError, match="holds no sharpness"):
+        run_flatness(run, record=1)
+
+
+def test_matched_fit_takes_the_first_record_in_the_band_and_separates_across_from_within():
+    """Two points whose replicas are flatter -> better within each point (rank correlation
+    ~0.6), while the flatter point is the worse one: at equal train loss the correlation over
+    all replicas is negative, the pooled within-point one positive.  Each replica's train loss
+    falls by a factor 2 per record; the one that jumps past the band, and the one that never
+    reaches it, are left out; each replica is taken at its first record in the band."""
+    rng = np.random.default_rng(4)
+    M, R = 200, 12
+    steps = 10 * np.arange(R)
+
+    def point(flat_shift, test_shift, start):
+        u = rng.standard_normal(M)
+        s = np.exp(0.3 * u + flat_shift)
+        t = test_shift + 0.6 * u + 0.8 * rng.standard_normal(M)
+        train = start[None, :] * 0.5 ** np.arange(R)[:, None]
+        S = np.tile(s, (R, 1)) * (1 + 0.01 * np.arange(R))[:, None]   # record-dependent
+        return _Records(steps, sharpness=S, test_loss=np.tile(t, (R, 1)) + 0.001 * steps[:, None],
+                        train_loss=train), s, t
+
+    start_a = rng.uniform(1, 2, M)
+    start_a[0] = 1e-9                                   # never in the band: below from the start
+    start_b = rng.uniform(1, 2, M)
+    a, sa, ta = point(0.0, 3.0, start_a)                # flat and worse
+    b, sb, tb = point(1.0, 0.0, start_b)                # sharp and better
+    a._series["train_loss"][:, 1] = np.array([1.0, 1e-3] + [1e-4] * (R - 2))  # jumps past
+    mf = matched_fit([a, b], level=0.05, factor=2.0)
+    assert list(mf.live) == [M, M] and list(mf.reached) == [M - 2, M]
+    for k, run in enumerate((a, b)):
+        tr = run["train_loss"]
+        on = mf.point == k
+        first = np.argmax(tr <= 0.1, axis=0)
+        keep = (tr[first, np.arange(M)] >= 0.025) & (tr <= 0.1).any(axis=0)
+        assert np.array_equal(mf.fg.step[on], steps[first[keep]])
+        assert np.array_equal(mf.fg.sharpness[on], run["sharpness"][first[keep], np.arange(M)[keep]])
+        assert np.all((mf.fg.train_loss[on] <= 0.1) & (mf.fg.train_loss[on] >= 0.025))
+    assert mf.fg.ci[1] < -0.3, mf.table()
+    assert mf.within.k == 2 and mf.within.ci[0] > 0.4, mf.table()
+    assert "across points" in mf.table(["a", "b"]) and "a: 198 of 200" in mf.table(["a", "b"])
+    with pytest.raises(ConfigError, match="only 0 replicas"):
+        matched_fit([a, b], level=1e-30)
+    with pytest.raises(ConfigError, match="level > 0 and factor > 1"):
+        matched_fit([a], level=0.05, factor=1.0)

@@ -11,7 +11,11 @@ worse can be both sharper and worse on the test set, the partial rank correlatio
 train loss is reported too: the ranks of s and of the test loss each residualized on the
 ranks of the train loss, then correlated (n - 3 degrees of freedom, interval with n - 4).
 Several points (settings) are pooled by `pooled` (fixed effect on the Fisher scale, with
-Cochran's Q for their heterogeneity).  Sharpness is not invariant to reparameterizations
+Cochran's Q for their heterogeneity).  Along a run: `early_stopped` takes each replica at
+its record of lowest test loss (an oracle early stop); `matched_fit` compares replicas of
+several points (learning rates, batch sizes) at equal training loss, each at the first record
+where its train loss has come down to a given level, so that a point that has fitted more
+is not compared with one that has fitted less.  Sharpness is not invariant to reparameterizations
 that leave the function unchanged (Dinh et al. 2017): the comparison is meaningful within
 one architecture and parameterization only.  Imports neither numba nor cupy.
 """
@@ -45,7 +49,8 @@ def _rank_corr(a: np.ndarray, b: np.ndarray,
 class FlatnessGeneralization:
     """Per-replica sharpness (M,), test_loss (M,), train_loss (M,) (None if not given);
     rho / ci / p: Spearman correlation of sharpness with the test loss; partial_rho /
-    partial_ci / partial_p: the same given the train loss (NaN without it)."""
+    partial_ci / partial_p: the same given the train loss (NaN without it); step (M,): the
+    step each replica's values were taken at, when read from a run's records (else None)."""
 
     sharpness: np.ndarray
     test_loss: np.ndarray
@@ -56,6 +61,7 @@ class FlatnessGeneralization:
     partial_rho: float
     partial_ci: tuple[float, float]
     partial_p: float
+    step: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -79,16 +85,22 @@ class FlatnessGeneralization:
         return ax
 
 
-def flatness_vs_generalization(sharpness, test_loss, train_loss=None) -> FlatnessGeneralization:
+def flatness_vs_generalization(sharpness, test_loss, train_loss=None,
+                               step=None) -> FlatnessGeneralization:
     """Rank correlations of per-replica sharpness (M,) with test loss (M,), also given the
-    train loss (M,) when one is passed (module docstring); non-finite replicas are dropped."""
+    train loss (M,) when one is passed (module docstring); non-finite replicas are dropped.
+    `step` (M,), optional: the step of each replica's values, carried along."""
     cols = [np.asarray(v, np.float64).ravel() for v in (sharpness, test_loss)
             + (() if train_loss is None else (train_loss,))]
+    if step is not None and np.size(step) != cols[0].size:
+        raise ConfigError(f"step needs one value per replica; got {np.size(step)}, "
+                          f"not {cols[0].size}")
     if len({c.size for c in cols}) != 1:
         raise ConfigError(f"sharpness, test_loss (and train_loss) need one value per replica; "
                           f"got sizes {[c.size for c in cols]}")
     keep = np.all(np.isfinite(np.vstack(cols)), axis=0)
     cols = [c[keep] for c in cols]
+    step = None if step is None else np.asarray(step).ravel()[keep]
     n = cols[0].size
     if n < 5:
         raise ConfigError(f"flatness_vs_generalization needs >= 5 finite replicas, got {n}")
@@ -100,7 +112,7 @@ def flatness_vs_generalization(sharpness, test_loss, train_loss=None) -> Flatnes
         res = [r - X @ np.linalg.lstsq(X, r, rcond=None)[0] for r in ranks[:2]]
         prho, pci, pp = _rank_corr(res[0], res[1], n - 3)
     return FlatnessGeneralization(cols[0], cols[1], cols[2] if train_loss is not None else None,
-                                  rho, ci, p, prho, pci, pp)
+                                  rho, ci, p, prho, pci, pp, step)
 
 
 @dataclass(frozen=True)
@@ -149,11 +161,9 @@ def pooled(fgs, partial: bool = False) -> PooledCorrelation:
 MEASURES = ("sharpness", "hessian_trace")
 
 
-def run_flatness(run: Run, record: int | None = None,
-                 measure: str = "sharpness") -> FlatnessGeneralization:
-    """`flatness_vs_generalization` of a run's recorded `measure` (one of MEASURES),
-    `test_loss` and `train_loss` at `record` (default: the last record with the measure for
-    every live replica); diverged replicas dropped."""
+def _records(run: Run, measure: str):
+    """(step (R,), measure, train loss, test loss (R, M)) at the R records that hold `measure`
+    for every live replica, diverged replicas dropped (train loss NaN if not recorded)."""
     if measure not in MEASURES:
         raise ConfigError(f"measure must be one of {MEASURES}, got {measure!r}")
     missing = [k for k in (measure, "test_loss") if k not in run.names]
@@ -163,12 +173,108 @@ def run_flatness(run: Run, record: int | None = None,
                           "with a test set")
     alive = run.diverged_step < 0
     S = np.asarray(run[measure], np.float64)[:, alive]
-    if record is None:
-        ok = np.flatnonzero(np.all(np.isfinite(S), axis=1))
-        if not ok.size:
-            raise ConfigError(f"no record holds a {measure} for every live replica")
-        record = int(ok[-1])
-    train = (np.asarray(run["train_loss"][record], np.float64)[alive]
-             if "train_loss" in run.names else None)
-    return flatness_vs_generalization(S[record], np.asarray(run["test_loss"][record],
-                                                            np.float64)[alive], train)
+    ok = np.flatnonzero(np.all(np.isfinite(S), axis=1))
+    if not ok.size:
+        raise ConfigError(f"no record holds a {measure} for every live replica")
+    test = np.asarray(run["test_loss"], np.float64)[ok][:, alive]
+    train = (np.asarray(run["train_loss"], np.float64)[ok][:, alive]
+             if "train_loss" in run.names else np.full_like(test, np.nan))
+    return np.asarray(run.step)[ok], S[ok], train, test
+
+
+def run_flatness(run: Run, record: int | None = None,
+                 measure: str = "sharpness") -> FlatnessGeneralization:
+    """`flatness_vs_generalization` of a run's recorded `measure` (one of MEASURES),
+    `test_loss` and `train_loss` at `record` (an index into all records; default: the last
+    record with the measure for every live replica); diverged replicas dropped."""
+    if record is not None:
+        step = int(np.asarray(run.step)[record])
+    steps, S, train, test = _records(run, measure)
+    i = len(steps) - 1 if record is None else np.flatnonzero(steps == step)
+    if record is not None and not i.size:
+        raise ConfigError(f"record {record} (step {step}) holds no {measure} for every live "
+                          f"replica; records with it: steps {steps.tolist()}")
+    i = int(np.atleast_1d(i)[0])
+    M = S.shape[1]
+    return flatness_vs_generalization(S[i], test[i], None if np.isnan(train[i]).all()
+                                      else train[i], np.full(M, steps[i]))
+
+
+def early_stopped(run: Run, measure: str = "sharpness") -> FlatnessGeneralization:
+    """Each live replica at its record (among those holding `measure`) of lowest test loss:
+    an early stop chosen with the test set itself, the best the replica reached.  Its
+    `step` holds the chosen steps."""
+    steps, S, train, test = _records(run, measure)
+    i = np.argmin(test, axis=0)
+    m = np.arange(S.shape[1])
+    return flatness_vs_generalization(S[i, m], test[i, m], None if np.isnan(train).all()
+                                      else train[i, m], steps[i])
+
+
+@dataclass(frozen=True)
+class MatchedFit:
+    """Replicas of several points at equal training loss (`matched_fit`): `fg` the rank
+    correlation over all of them (across points; its `step` the steps used), `point` (m,)
+    the index of each one's point, `reached` (k,) how many of each point's `live` (k,)
+    replicas came into the band, `within` the points' own correlations pooled (points with >= 8
+    replicas in the band; None if fewer than one)."""
+
+    level: float
+    factor: float
+    fg: FlatnessGeneralization
+    point: np.ndarray
+    reached: np.ndarray
+    live: np.ndarray
+    within: PooledCorrelation | None
+
+    def table(self, labels=None) -> str:
+        """Per point: replicas in the band, median step, measure and test loss; then the
+        correlations across and within points."""
+        labels = labels or [f"point {i}" for i in range(len(self.reached))]
+        lines = [f"train loss in [{self.level / self.factor:.4g}, {self.level * self.factor:.4g}]"
+                 f" (level {self.level:.4g}), each replica at the first record at or below "
+                 f"{self.level * self.factor:.4g}:"]
+        for k, lab in enumerate(labels):
+            on = self.point == k
+            if not on.any():
+                lines.append(f"  {lab}: none of {self.live[k]} replicas in the band")
+                continue
+            lines.append(f"  {lab}: {on.sum()} of {self.live[k]} replicas, step median {np.median(self.fg.step[on]):.0f}"
+                         f", measure median {np.median(self.fg.sharpness[on]):.4g}, test loss "
+                         f"median {np.median(self.fg.test_loss[on]):.4g}")
+        lines.append(f"  across points, all replicas: {self.fg.table()}")
+        if self.within is not None:
+            lines.append(f"  within points: {self.within.table()}")
+        return "\n".join(lines)
+
+
+def matched_fit(runs, level: float, factor: float = 1.5,
+                measure: str = "sharpness") -> MatchedFit:
+    """Compare the replicas of several runs (points) at equal training loss: each live
+    replica at the first record holding `measure` whose train loss is <= level * factor,
+    kept if that train loss is >= level / factor (a replica that jumps past the band between
+    two such records, or never gets there, is left out; `reached` counts who is in)."""
+    if not (level > 0 and factor > 1):
+        raise ConfigError(f"matched_fit needs level > 0 and factor > 1, got {level}, {factor}")
+    cols, per = [], []
+    for k, run in enumerate(runs):
+        steps, S, train, test = _records(run, measure)
+        if np.isnan(train).all():
+            raise ConfigError("matched_fit needs train_loss records")
+        below = train <= level * factor
+        first = np.argmax(below, axis=0)
+        m = np.flatnonzero(below.any(axis=0) & (train[first, np.arange(S.shape[1])]
+                                                >= level / factor))
+        i = first[m]
+        cols.append((S[i, m], test[i, m], train[i, m], steps[i], np.full(m.size, k)))
+        per.append((m.size, S.shape[1]))
+    S, test, train, step, point = (np.concatenate(c) for c in zip(*cols))
+    if S.size < 5:
+        raise ConfigError(f"only {S.size} replicas reach a train loss within a factor "
+                          f"{factor} of {level}; choose a level the runs pass through")
+    fg = flatness_vs_generalization(S, test, train, step)
+    inner = [flatness_vs_generalization(S[point == k], test[point == k], train[point == k])
+             for k in range(len(per)) if per[k][0] >= 8]
+    reached, live = np.asarray(per).T
+    return MatchedFit(float(level), float(factor), fg, point, reached, live,
+                      pooled(inner, partial=False) if inner else None)
