@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
+from langevin_sim.errors import ConfigError  # noqa: E402
 from langevin_sim.analysis.flatness import (MEASURES, early_stopped,  # noqa: E402
                                             flatness_vs_generalization, matched_fit, pooled,
                                             run_flatness)
@@ -83,16 +84,22 @@ def across(pts):
 
 
 def matched(path, levels, measure: str = "sharpness"):
-    """[MatchedFit] of the runs of `path` at each train-loss level ("auto": the highest of
-    the points' final median train losses), with the points' labels."""
+    """([MatchedFit or the reason there is none (str)] at each train-loss level ("auto": the
+    highest of the points' final median train losses), the points' labels) for the runs of
+    `path`."""
     runs = labelled(path)
+    out = []
     with contextlib.ExitStack() as stack:
         opened = [stack.enter_context(open_run(f)) for _, f in runs]
         if levels == "auto":
             levels = [max(float(np.median(run_flatness(r, measure=measure).train_loss))
                           for r in opened)]
-        return [matched_fit(opened, lv, measure=measure) for lv in levels], \
-            [label(p) for p, _ in runs]
+        for lv in levels:
+            try:
+                out.append(matched_fit(opened, lv, measure=measure))
+            except ConfigError as e:
+                out.append(f"at equal fit (train loss {lv:.4g}): {e}")
+    return out, [label(p) for p, _ in runs]
 
 
 def main(argv=None):
@@ -142,25 +149,39 @@ def main(argv=None):
             print(f"{ap.prog}: error: --matched: {e}", file=sys.stderr)
             sys.exit(2)
         for mf in fits:
+            if isinstance(mf, str):
+                print(mf)
+                continue
             print("at equal fit, " + mf.table(labels))
             print(f"  verdict at train loss {mf.level:.4g}: flatter replicas test better across "
                   f"points {said(mf.fg)}, given the train loss {said(mf.fg, partial=True)}"
                   + ("" if mf.within is None else f"; within points {said(mf.within)}"))
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    for p, fg in pts:
-        fg.plot(ax[0], label=label(p), alpha=0.6)
+    fits = [mf for mf in fits if not isinstance(mf, str)]
+    fig, ax = plt.subplots(1, 3 if fits else 2, figsize=(16 if fits else 11, 4))
+    for k, (p, fg) in enumerate(pts):
+        fg.plot(ax[0], label=label(p), alpha=0.6, color=f"C{k % 10}")
     ax[0].set_xlabel(a.measure)
     ax[0].legend(fontsize="xx-small")
-    for p, fg in pts:
+    for k, (p, fg) in enumerate(pts):
         ax[1].errorbar(np.median(fg.sharpness), np.median(fg.test_loss),
                        xerr=np.abs(np.quantile(fg.sharpness, [0.25, 0.75])[:, None]
                                    - np.median(fg.sharpness)),
                        yerr=np.abs(np.quantile(fg.test_loss, [0.25, 0.75])[:, None]
                                    - np.median(fg.test_loss)), fmt="o", capsize=2,
-                       label=label(p))
+                       label=label(p), color=f"C{k % 10}")
     ax[1].set(xscale="log", yscale="log", xlabel=f"{a.measure} (median, quartiles)",
               ylabel="test loss (median, quartiles)", title="per point")
     ax[1].legend(fontsize="xx-small")
+    if fits:
+        mf = fits[0]
+        for k, lab in enumerate(labels):
+            on = mf.point == k
+            if on.any():
+                ax[2].scatter(mf.fg.sharpness[on], mf.fg.test_loss[on], s=8, alpha=0.6, label=lab,
+                              color=f"C{k % 10}")
+        ax[2].set(xscale="log", yscale="log", xlabel=a.measure, ylabel="test loss",
+                  title=f"at equal train loss ({mf.level:.3g}, factor {mf.factor:g})")
+        ax[2].legend(fontsize="xx-small")
     png = Path(a.png) if a.png else figure_next_to(a.path, "flatness")
     fig.tight_layout()
     fig.savefig(png, dpi=80)
