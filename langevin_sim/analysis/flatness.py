@@ -187,14 +187,15 @@ def run_flatness(run: Run, record: int | None = None,
     """`flatness_vs_generalization` of a run's recorded `measure` (one of MEASURES),
     `test_loss` and `train_loss` at `record` (an index into all records; default: the last
     record with the measure for every live replica); diverged replicas dropped."""
+    steps, S, train, test = _records(run, measure)
+    i = len(steps) - 1
     if record is not None:
         step = int(np.asarray(run.step)[record])
-    steps, S, train, test = _records(run, measure)
-    i = len(steps) - 1 if record is None else np.flatnonzero(steps == step)
-    if record is not None and not i.size:
-        raise ConfigError(f"record {record} (step {step}) holds no {measure} for every live "
-                          f"replica; records with it: steps {steps.tolist()}")
-    i = int(np.atleast_1d(i)[0])
+        at = np.flatnonzero(steps == step)
+        if not at.size:
+            raise ConfigError(f"record {record} (step {step}) holds no {measure} for every "
+                              f"live replica; records with it: steps {steps.tolist()}")
+        i = int(at[0])
     M = S.shape[1]
     return flatness_vs_generalization(S[i], test[i], None if np.isnan(train[i]).all()
                                       else train[i], np.full(M, steps[i]))
