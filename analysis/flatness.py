@@ -30,7 +30,7 @@ from langevin_sim.analysis.flatness import (MEASURES, early_stopped,  # noqa: E4
                                             run_flatness)
 from langevin_sim.analysis.scan import figure_next_to, run_files  # noqa: E402
 
-KEYS = ("lr", "batch_size", "momentum", "hidden", "weight_decay", "temperature")
+KEYS = ("lr", "batch_size", "momentum", "hidden", "n", "noise", "weight_decay", "temperature")
 
 
 def labelled(path) -> list[tuple[dict, Path]]:
