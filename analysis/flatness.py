@@ -92,8 +92,10 @@ def matched(path, levels, measure: str = "sharpness"):
     with contextlib.ExitStack() as stack:
         opened = [stack.enter_context(open_run(f)) for _, f in runs]
         if levels == "auto":
-            levels = [max(float(np.median(run_flatness(r, measure=measure).train_loss))
-                          for r in opened)]
+            final = [run_flatness(r, measure=measure).train_loss for r in opened]
+            if any(t is None for t in final):
+                return ["at equal fit: the runs record no train_loss"], []
+            levels = [max(float(np.median(t)) for t in final)]
         for lv in levels:
             try:
                 out.append(matched_fit(opened, lv, measure=measure))
