@@ -1,7 +1,8 @@
 """Flatness against generalization: sharpness against test loss, within and across points.
 
-usage: python analysis/flatness.py RUN.h5 | SCAN_DIR [--measure sharpness|hessian_trace]
-       [--matched LEVEL,... | auto | none] [--png PATH]
+usage: python analysis/flatness.py RUN.h5 | SCAN_DIR
+       [--measure sharpness|hessian_trace|weight_norm] [--matched LEVEL,... | auto | none]
+       [--png PATH]
 Reads runs that record a flatness measure and the test loss (scenarios/teacher_student.py
 with sharpness_every > 0; a scan of it over lr and batch size).  Prints per point the
 rank correlation of the measure (at the last record that has it) with the test loss over
@@ -107,7 +108,7 @@ def matched(path, levels, measure: str = "sharpness"):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("path", help="a run file or a scan directory")
-    ap.add_argument("--measure", choices=MEASURES, default="sharpness")
+    ap.add_argument("--measure", choices=list(MEASURES), default="sharpness")
     ap.add_argument("--matched", default="auto",
                     help="train-loss levels to compare the points at, comma-separated; auto: "
                          "the highest final median train loss of the points; none: skip")

@@ -107,6 +107,11 @@ def test_run_flatness_reads_the_last_sharpness_record(tmp_path):
         assert np.array_equal(tr.sharpness, np.asarray(r["hessian_trace"][-1]))
         with pytest.raises(ConfigError, match="measure must be one of"):
             run_flatness(r, measure="trace")
+        wn = run_flatness(r, measure="weight_norm")             # recorded at every record
+        assert np.array_equal(wn.sharpness, np.asarray(r["weight_norm"][-1]))
+        assert wn.measure == "weight_norm" and "weight_norm median" in wn.table()
+        assert early_stopped(r, measure="weight_norm").step.max() <= 60
+        assert set(early_stopped(r, measure="weight_norm").step) - {0, 20, 40, 60}
 
 
 def test_flatness_script_prints_the_table_and_saves_the_figure(tmp_path, capsys, monkeypatch):
@@ -206,7 +211,8 @@ def test_matched_fit_takes_the_first_record_in_the_band_and_separates_across_fro
         first = np.argmax(tr <= 0.1, axis=0)
         keep = (tr[first, np.arange(M)] >= 0.025) & (tr <= 0.1).any(axis=0)
         assert np.array_equal(mf.fg.step[on], steps[first[keep]])
-        assert np.array_equal(mf.fg.sharpness[on], run["sharpness"][first[keep], np.arange(M)[keep]])
+        assert np.array_equal(mf.fg.sharpness[on],
+                              run["sharpness"][first[keep], np.arange(M)[keep]])
         assert np.all((mf.fg.train_loss[on] <= 0.1) & (mf.fg.train_loss[on] >= 0.025))
     assert mf.fg.ci[1] < -0.3, mf.table()
     assert mf.within.k == 2 and mf.within.ci[0] > 0.4, mf.table()

@@ -2,9 +2,10 @@
 
 Per replica, at one record: sharpness s (the top Hessian eigenvalue of the training loss,
 energy / length^2, as `SharpnessObserver` records it; or its Hessian trace, the mean
-curvature times d), train loss and test loss.  The association of s with the test loss is
-Spearman's rank correlation rho (invariant to any monotone rescaling of either), with a
-95 % interval on the Fisher scale, atanh(rho) +-
+curvature times d; or, for comparison, the weight norm |x|, a norm-based capacity measure
+that the toy-net scenarios record at every record), train loss and test loss.  The
+association of s with the test loss is Spearman's rank correlation rho (invariant to any
+monotone rescaling of either), with a 95 % interval on the Fisher scale, atanh(rho) +-
 1.96 sqrt(1.06 / (n - 3)) (Fieller, Hartley & Pearson 1957), and the two-sided p of the
 t statistic rho sqrt((n - 2) / (1 - rho^2)).  Because a replica that fits the training set
 worse can be both sharper and worse on the test set, the partial rank correlation given the
@@ -30,6 +31,10 @@ from scipy import stats
 from ..errors import ConfigError
 from ..io.reader import Run
 
+MEASURES = {"sharpness": "sharpness (top Hessian eigenvalue)",
+            "hessian_trace": "Hessian trace",
+            "weight_norm": "weight norm |x|"}   # the last one for comparison: not a flatness
+
 
 def _rank_corr(a: np.ndarray, b: np.ndarray,
                dof: int) -> tuple[float, tuple[float, float], float]:
@@ -50,7 +55,8 @@ class FlatnessGeneralization:
     """Per-replica sharpness (M,), test_loss (M,), train_loss (M,) (None if not given);
     rho / ci / p: Spearman correlation of sharpness with the test loss; partial_rho /
     partial_ci / partial_p: the same given the train loss (NaN without it); step (M,): the
-    step each replica's values were taken at, when read from a run's records (else None)."""
+    step each replica's values were taken at, when read from a run's records (else None);
+    measure: what the `sharpness` column holds (one of MEASURES)."""
 
     sharpness: np.ndarray
     test_loss: np.ndarray
@@ -62,15 +68,17 @@ class FlatnessGeneralization:
     partial_ci: tuple[float, float]
     partial_p: float
     step: np.ndarray | None = None
+    measure: str = "sharpness"
 
     @property
     def n(self) -> int:
         return int(self.sharpness.size)
 
     def table(self, unit: str = "replicas") -> str:
-        s = (f"{self.n} {unit}: sharpness median {np.median(self.sharpness):.4g} "
+        m = self.measure
+        s = (f"{self.n} {unit}: {m} median {np.median(self.sharpness):.4g} "
              f"[{np.quantile(self.sharpness, 0.1):.4g}, {np.quantile(self.sharpness, 0.9):.4g}], "
-             f"test loss median {np.median(self.test_loss):.4g}; Spearman rho(sharpness, test) = "
+             f"test loss median {np.median(self.test_loss):.4g}; Spearman rho({m}, test) = "
              f"{self.rho:+.3f} [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}] (p = {self.p:.2g})")
         if self.train_loss is not None:
             s += (f"; given the train loss {self.partial_rho:+.3f} [{self.partial_ci[0]:+.3f}, "
@@ -78,18 +86,21 @@ class FlatnessGeneralization:
         return s
 
     def plot(self, ax, **kw):
-        """Test loss against sharpness, one point per replica (log-log)."""
+        """Test loss against the measure, one point per replica (log-log)."""
         ax.scatter(self.sharpness, self.test_loss, s=kw.pop("s", 8), **kw)
-        ax.set(xscale="log", yscale="log", xlabel="sharpness (top Hessian eigenvalue)",
+        ax.set(xscale="log", yscale="log", xlabel=MEASURES[self.measure],
                ylabel="test loss")
         return ax
 
 
-def flatness_vs_generalization(sharpness, test_loss, train_loss=None,
-                               step=None) -> FlatnessGeneralization:
+def flatness_vs_generalization(sharpness, test_loss, train_loss=None, step=None,
+                               measure: str = "sharpness") -> FlatnessGeneralization:
     """Rank correlations of per-replica sharpness (M,) with test loss (M,), also given the
     train loss (M,) when one is passed (module docstring); non-finite replicas are dropped.
-    `step` (M,), optional: the step of each replica's values, carried along."""
+    `step` (M,), optional: the step of each replica's values, carried along; `measure` names
+    what `sharpness` holds (one of MEASURES)."""
+    if measure not in MEASURES:
+        raise ConfigError(f"measure must be one of {tuple(MEASURES)}, got {measure!r}")
     cols = [np.asarray(v, np.float64).ravel() for v in (sharpness, test_loss)
             + (() if train_loss is None else (train_loss,))]
     if step is not None and np.size(step) != cols[0].size:
@@ -112,7 +123,7 @@ def flatness_vs_generalization(sharpness, test_loss, train_loss=None,
         res = [r - X @ np.linalg.lstsq(X, r, rcond=None)[0] for r in ranks[:2]]
         prho, pci, pp = _rank_corr(res[0], res[1], n - 3)
     return FlatnessGeneralization(cols[0], cols[1], cols[2] if train_loss is not None else None,
-                                  rho, ci, p, prho, pci, pp, step)
+                                  rho, ci, p, prho, pci, pp, step, measure)
 
 
 @dataclass(frozen=True)
@@ -158,19 +169,19 @@ def pooled(fgs, partial: bool = False) -> PooledCorrelation:
                              bool(partial))
 
 
-MEASURES = ("sharpness", "hessian_trace")
 
 
 def _records(run: Run, measure: str):
     """(step (R,), measure, train loss, test loss (R, M)) at the R records that hold `measure`
     for every live replica, diverged replicas dropped (train loss NaN if not recorded)."""
     if measure not in MEASURES:
-        raise ConfigError(f"measure must be one of {MEASURES}, got {measure!r}")
+        raise ConfigError(f"measure must be one of {tuple(MEASURES)}, got {measure!r}")
     missing = [k for k in (measure, "test_loss") if k not in run.names]
     if missing:
-        raise ConfigError(f"the run has no {', '.join(missing)} records; rerun with "
-                          "sharpness_every > 0 (e.g. --set sharpness_every=1000) on a potential "
-                          "with a test set")
+        raise ConfigError(f"the run has no {', '.join(missing)} records; rerun on a potential "
+                          "with a test set" + (" with sharpness_every > 0 (e.g. --set "
+                                               "sharpness_every=1000)" if measure in missing
+                                               and measure != "weight_norm" else ""))
     alive = run.diverged_step < 0
     S = np.asarray(run[measure], np.float64)[:, alive]
     ok = np.flatnonzero(np.all(np.isfinite(S), axis=1))
@@ -198,7 +209,7 @@ def run_flatness(run: Run, record: int | None = None,
         i = int(at[0])
     M = S.shape[1]
     return flatness_vs_generalization(S[i], test[i], None if np.isnan(train[i]).all()
-                                      else train[i], np.full(M, steps[i]))
+                                      else train[i], np.full(M, steps[i]), measure)
 
 
 def early_stopped(run: Run, measure: str = "sharpness") -> FlatnessGeneralization:
@@ -209,7 +220,7 @@ def early_stopped(run: Run, measure: str = "sharpness") -> FlatnessGeneralizatio
     i = np.argmin(test, axis=0)
     m = np.arange(S.shape[1])
     return flatness_vs_generalization(S[i, m], test[i, m], None if np.isnan(train).all()
-                                      else train[i, m], steps[i])
+                                      else train[i, m], steps[i], measure)
 
 
 @dataclass(frozen=True)
@@ -240,8 +251,9 @@ class MatchedFit:
             if not on.any():
                 lines.append(f"  {lab}: none of {self.live[k]} replicas in the band")
                 continue
-            lines.append(f"  {lab}: {on.sum()} of {self.live[k]} replicas, step median {np.median(self.fg.step[on]):.0f}"
-                         f", measure median {np.median(self.fg.sharpness[on]):.4g}, test loss "
+            lines.append(f"  {lab}: {on.sum()} of {self.live[k]} replicas, step median "
+                         f"{np.median(self.fg.step[on]):.0f}, {self.fg.measure} median "
+                         f"{np.median(self.fg.sharpness[on]):.4g}, test loss "
                          f"median {np.median(self.fg.test_loss[on]):.4g}")
         lines.append(f"  across points, all replicas: {self.fg.table()}")
         if self.within is not None:
@@ -273,8 +285,9 @@ def matched_fit(runs, level: float, factor: float = 1.5,
     if S.size < 5:
         raise ConfigError(f"only {S.size} replicas reach a train loss within a factor "
                           f"{factor} of {level}; choose a level the runs pass through")
-    fg = flatness_vs_generalization(S, test, train, step)
-    inner = [flatness_vs_generalization(S[point == k], test[point == k], train[point == k])
+    fg = flatness_vs_generalization(S, test, train, step, measure)
+    inner = [flatness_vs_generalization(S[point == k], test[point == k], train[point == k],
+                                        measure=measure)
              for k in range(len(per)) if per[k][0] >= 8]
     reached, live = np.asarray(per).T
     return MatchedFit(float(level), float(factor), fg, point, reached, live,
