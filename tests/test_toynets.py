@@ -79,6 +79,27 @@ def test_hessian_matches_gradient_differences(name):
     np.testing.assert_allclose(pot.hvp(x, v, batch), fdb, rtol=0, atol=1e-7 * np.abs(fdb).max())
 
 
+@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_hvp_at_gives_hvp_bit_for_bit(name, chunk, monkeypatch):
+    """The operator `hvp_at(x)` (x's passes done once, for Lanczos and Hutchinson) returns
+    exactly `hvp(x, v)` for several v in turn, in both dtypes; with replica chunks (each
+    product redoing its passes) too."""
+    from langevin_sim.potentials import toynets
+
+    if chunk is not None:
+        monkeypatch.setattr(toynets, "CHUNK_ELEMENTS", chunk)
+    pot = NETS[name]()
+    rng = np.random.default_rng(7)
+    for dtype in (np.float64, np.float32):
+        x = random_point(pot, M=4, seed=8).astype(dtype)
+        op = pot.hvp_at(x)
+        for _ in range(3):
+            v = rng.standard_normal(x.shape).astype(dtype)
+            hv = op(v)
+            assert hv.dtype == dtype and np.array_equal(hv, pot.hvp(x, v))
+
+
 def naive_mlp(a, W1, b1, W2, b2, activation):
     """One sample through the network with explicit loops (the test's own reference)."""
     h = [act(np.array(sum(W1[j, i] * a[i] for i in range(a.size)) + b1[j]), ACTIVATIONS[activation])

@@ -37,7 +37,8 @@ def _rowdot(a, b):
 
 
 def hessian_operator(potential, x: np.ndarray, riemannian: bool | None = None):
-    """v (M, d) -> H v (M, d) at x (M, d) in float64: the ambient `hvp`, or for constrained
+    """v (M, d) -> H v (M, d) at x (M, d) in float64: the ambient `hvp` (through the
+    potential's `hvp_at(x)` operator when it has one: the same numbers), or for constrained
     potentials (default when `riemannian` is None) `riemannian_hvp` restricted to the tangent
     space.  Returns (operator, project, dim): project maps vectors into the operator's domain,
     of dimension dim (d ambient; d - 1 on a codimension-1 constraint such as the sphere)."""
@@ -45,7 +46,9 @@ def hessian_operator(potential, x: np.ndarray, riemannian: bool | None = None):
     if riemannian is None:
         riemannian = bool(potential.constrained)
     if not riemannian:
-        return (lambda v: np.asarray(potential.hvp(x, v), np.float64)), (lambda v: v), x.shape[1]
+        at = getattr(potential, "hvp_at", None)     # products at one x sharing its passes
+        hv = at(x) if at is not None else (lambda v: potential.hvp(x, v))
+        return (lambda v: np.asarray(hv(v), np.float64)), (lambda v: v), x.shape[1]
     if not hasattr(potential, "riemannian_hvp"):
         raise ConfigError(f"{type(potential).__name__} has no riemannian_hvp; pass "
                           "riemannian=False for the ambient Hessian")

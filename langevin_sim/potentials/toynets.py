@@ -27,6 +27,7 @@ d of them (`Potential.hessian`).  Losses are dimensionless; energy = full traini
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -88,13 +89,10 @@ def mlp_forward(A, W1, b1, W2, b2, kind):
     return Z, H, mm_nt(H, W2) + b2
 
 
-def mlp_backward(A, Z, H, W2, dout, kind):
-    """Backprop of dout = dL/dout (.., B, k): returns (dW1, db1, dW2, db2, dZ).
-
-    dZ = (dout W2) * phi'(Z); dW1 = dZ^T A; db1 = sum_B dZ; dW2 = dout^T H; db2 = sum_B dout.
-    """
-    dZ = (dout @ W2) * act_d1(Z, H, kind)
-    return mm_tn(dZ, A), dZ.sum(axis=-2), mm_tn(dout, H), dout.sum(axis=-2), dZ
+def mlp_backward(A, H, dout, dZ):
+    """Backprop of dout = dL/dout (.., B, k), given dZ = dL/dZ = (dout W2) * phi'(Z) (.., B, h):
+    returns (dW1, db1, dW2, db2) = (dZ^T A, sum_B dZ, dout^T H, sum_B dout)."""
+    return mm_tn(dZ, A), dZ.sum(axis=-2), mm_tn(dout, H), dout.sum(axis=-2)
 
 
 def squared_error_dout(out, y, B):
@@ -102,29 +100,79 @@ def squared_error_dout(out, y, B):
     return (out - y) / B
 
 
-def mlp_rforward(A, RA, Z, W1, W2, H, VW1, Vb1, VW2, Vb2, kind):
+def mlp_rforward(A, RA, W1, W2, H, VW1, Vb1, VW2, Vb2, d1):
     """R-operator (directional derivative along V) of the forward pass: (RZ, RH, Rout).
 
-    RA is the derivative of the inputs, None when they do not depend on the parameters.
+    RA is the derivative of the inputs, None when they do not depend on the parameters;
+    d1 = phi'(Z).
     """
     RZ = mm_nt(A, VW1) + Vb1
     if RA is not None:
         RZ = RZ + mm_nt(RA, W1)
-    RH = act_d1(Z, H, kind) * RZ
+    RH = d1 * RZ
     return RZ, RH, mm_nt(RH, W2) + mm_nt(H, VW2) + Vb2
 
 
-def mlp_rbackward(A, RA, Z, H, RZ, RH, W2, VW2, dout, Rdout, kind):
-    """R-operator of `mlp_backward`: (RdW1, RdB1, RdW2, RdB2, dZ, RdZ)."""
-    d1 = act_d1(Z, H, kind)
-    dH = dout @ W2
-    dZ = dH * d1
-    RdZ = (Rdout @ W2 + dout @ VW2) * d1 + dH * act_d2(Z, H, kind) * RZ
+def mlp_rbackward(A, RA, H, RZ, RH, W2, VW2, dout, Rdout, d1, dH, dZ, d2):
+    """R-operator of the backward pass, given d1 = phi'(Z), dH = dout W2, dZ = dH d1 and
+    d2 = phi''(Z): (RdW1, RdB1, RdW2, RdB2, RdZ)."""
+    RdZ = (Rdout @ W2 + dout @ VW2) * d1 + dH * d2 * RZ
     RdW1 = mm_tn(RdZ, A)
     if RA is not None:
         RdW1 = RdW1 + mm_tn(dZ, RA)
     return (RdW1, RdZ.sum(axis=-2), mm_tn(Rdout, H) + mm_tn(dout, RH), Rdout.sum(axis=-2),
-            dZ, RdZ)
+            RdZ)
+
+
+class _Pass:
+    """One forward pass of a net's loss at x (M, d) over `rows` (None: all training samples)
+    and the pieces its gradient and Hessian-vector products share, each computed on first use
+    and kept: phi'(Z) `d1`, dH = dout W2, dZ = dH d1, phi''(Z) `d2`.  `loss` (M,) float64."""
+
+    def __init__(self, net, x, rows, label_shift=None):
+        self.net, self.rows, self.dtype = net, rows, x.dtype
+        self.P = P = net.layout.unpack(x)
+        self.A = net._inputs(P, rows, x.dtype)[0]
+        self.Z, self.H, self.out = mlp_forward(self.A, P["W1"], P["b1"][:, None, :], P["W2"],
+                                               P["b2"][:, None, :], net.kind)
+        self.loss, self.dout, _ = (net._head(self.out, rows, None) if label_shift is None else
+                                   net._head(self.out, rows, None, label_shift))
+
+    @functools.cached_property
+    def d1(self):
+        return act_d1(self.Z, self.H, self.net.kind)
+
+    @functools.cached_property
+    def dH(self):
+        return self.dout @ self.P["W2"]
+
+    @functools.cached_property
+    def dZ(self):
+        return self.dH * self.d1
+
+    @functools.cached_property
+    def d2(self):
+        return act_d2(self.Z, self.H, self.net.kind)
+
+    def grad(self):
+        """Gradient (M, d) of the loss."""
+        g = dict(zip(("W1", "b1", "W2", "b2"), mlp_backward(self.A, self.H, self.dout, self.dZ)))
+        g.update(self.net._embed_grads(self.P, self.rows, self.dZ))
+        return self.net.layout.pack(g)
+
+    def hvp(self, V):
+        """Hessian-vector product (M, d) of the loss along V (M, d)."""
+        P, PV = self.P, self.net.layout.unpack(V)
+        RA = self.net._inputs(P, self.rows, self.dtype, PV)[1]
+        RZ, RH, Rout = mlp_rforward(self.A, RA, P["W1"], P["W2"], self.H, PV["W1"],
+                                    PV["b1"][:, None, :], PV["W2"], PV["b2"][:, None, :], self.d1)
+        Rdout = self.net._head(self.out, self.rows, Rout)[2]
+        RdW1, Rdb1, RdW2, Rdb2, RdZ = mlp_rbackward(self.A, RA, self.H, RZ, RH, P["W2"],
+                                                    PV["W2"], self.dout, Rdout, self.d1, self.dH,
+                                                    self.dZ, self.d2)
+        hv = {"W1": RdW1, "b1": Rdb1, "W2": RdW2, "b2": Rdb2}
+        hv.update(self.net._embed_hvp(P, PV, self.rows, self.dZ, RdZ))
+        return self.net.layout.pack(hv)
 
 
 # ------------------------------------------------------------------ parameter layout
@@ -187,41 +235,22 @@ class _MLPLoss:
         """(loss (M,), dout, Rdout) of the mean loss over `rows` given logits `out`."""
         raise NotImplementedError
 
-    def _embed_grads(self, P, PV, rows, dZ, RdZ):
-        """Gradient and Hessian-vector blocks of input layers (embeddings) from dL/dZ and
-        its R-derivative (RdZ None: no Hessian-vector product); ({}, {}) when inputs are fixed."""
-        return {}, {}
+    def _embed_grads(self, P, rows, dZ):
+        """Gradient blocks of input layers (embeddings) from dL/dZ; {} when inputs are fixed."""
+        return {}
+
+    def _embed_hvp(self, P, PV, rows, dZ, RdZ):
+        """Hessian-vector blocks of input layers from dL/dZ and its R-derivative RdZ; {} when
+        inputs are fixed."""
+        return {}
 
     # -- engine ---------------------------------------------------------------------------
     def _evaluate(self, x, rows, V=None, grad=True, label_shift=None):
-        """Mean loss over `rows` (M,) float64, its gradient (M, d) and Hessian-vector product
-        (label_shift (M, B): labels y + label_shift, regression heads only)."""
-        P = self.layout.unpack(x)
-        PV = self.layout.unpack(V) if V is not None else None
-        A, RA = self._inputs(P, rows, x.dtype, PV)
-        b1, b2 = P["b1"][:, None, :], P["b2"][:, None, :]
-        Z, H, out = mlp_forward(A, P["W1"], b1, P["W2"], b2, self.kind)
-        Rout = None
-        if PV is not None:
-            RZ, RH, Rout = mlp_rforward(A, RA, Z, P["W1"], P["W2"], H, PV["W1"],
-                                        PV["b1"][:, None, :], PV["W2"], PV["b2"][:, None, :],
-                                        self.kind)
-        loss, dout, Rdout = (self._head(out, rows, Rout) if label_shift is None else
-                             self._head(out, rows, Rout, label_shift))
-        if not grad:
-            return loss, None, None
-        dW1, db1, dW2, db2, dZ = mlp_backward(A, Z, H, P["W2"], dout, self.kind)
-        g = {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
-        hv, RdZ = None, None
-        if PV is not None:
-            RdW1, Rdb1, RdW2, Rdb2, _, RdZ = mlp_rbackward(A, RA, Z, H, RZ, RH, P["W2"], PV["W2"],
-                                                           dout, Rdout, self.kind)
-            hv = {"W1": RdW1, "b1": Rdb1, "W2": RdW2, "b2": Rdb2}
-        ge, he = self._embed_grads(P, PV, rows, dZ, RdZ)
-        g.update(ge)
-        if hv is not None:
-            hv.update(he)
-        return loss, self.layout.pack(g), None if hv is None else self.layout.pack(hv)
+        """Mean loss over `rows` (M,) float64, its gradient (M, d) (None without `grad`) and
+        Hessian-vector product along V (M, d) (None without V) (label_shift (M, B): labels
+        y + label_shift, regression heads only)."""
+        p = _Pass(self, x, rows, label_shift)
+        return p.loss, p.grad() if grad else None, None if V is None else p.hvp(V)
 
     def _chunks(self, M: int, n: int):
         step = max(1, CHUNK_ELEMENTS // max(1, n * self.width))
@@ -259,8 +288,20 @@ class _MLPLoss:
         xp = array_module(x)
         v = xp.broadcast_to(xp.asarray(v, dtype=x.dtype), x.shape)
         if batch is None:
-            return self._full(x, v)[2]
-        return self._evaluate(x, self._check_batch(batch, x.shape[0]), v)[2]
+            return self._full(x, v, grad=False)[2]
+        return self._evaluate(x, self._check_batch(batch, x.shape[0]), v, grad=False)[2]
+
+    def hvp_at(self, x):
+        """Operator v (M, d) -> hvp(x, v) (full training loss), the same numbers, for many
+        products at one x (Lanczos, Hutchinson): x's forward pass and what the products share
+        are computed once and kept when all replicas fit in one chunk of CHUNK_ELEMENTS
+        activations (otherwise each product redoes them, as `hvp`)."""
+        x = self.check_x(x)
+        if len(self._chunks(x.shape[0], self.n_samples)) > 1:
+            return lambda v: self.hvp(x, v)
+        xp = array_module(x)
+        p = _Pass(self, x, None)
+        return lambda v: p.hvp(xp.broadcast_to(xp.asarray(v, dtype=x.dtype), x.shape))
 
     def _check_batch(self, batch, M: int) -> np.ndarray:
         batch = array_module(batch).asarray(batch)
@@ -489,18 +530,22 @@ class ModularArithmeticMLP(_MLPLoss, Potential):
         RA = None if V is None else np.concatenate([Xa @ V["E"], Xb @ V["E"]], axis=-1)
         return A, RA
 
-    def _embed_grads(self, P, PV, rows, dZ, RdZ):
-        """dL/dE = Xa^T dA_a + Xb^T dA_b with dA = dZ W1 (and its R-derivative)."""
-        if self.embed is None:
-            return {}, {}
-        Xa, Xb = self._onehots(rows, dZ.dtype)
+    def _embed_back(self, rows, dA):
+        """Xa^T dA_a + Xb^T dA_b: a derivative with respect to the inputs A = [Xa E, Xb E]
+        carried back to E."""
+        Xa, Xb = self._onehots(rows, dA.dtype)
         e = self.embed
-        dA = dZ @ P["W1"]
-        g = {"E": mm_tn(Xa, dA[..., :e]) + mm_tn(Xb, dA[..., e:])}
-        if RdZ is None:
-            return g, {}
-        RdA = RdZ @ P["W1"] + dZ @ PV["W1"]
-        return g, {"E": mm_tn(Xa, RdA[..., :e]) + mm_tn(Xb, RdA[..., e:])}
+        return mm_tn(Xa, dA[..., :e]) + mm_tn(Xb, dA[..., e:])
+
+    def _embed_grads(self, P, rows, dZ):
+        """dL/dE = Xa^T dA_a + Xb^T dA_b with dA = dZ W1."""
+        return {} if self.embed is None else {"E": self._embed_back(rows, dZ @ P["W1"])}
+
+    def _embed_hvp(self, P, PV, rows, dZ, RdZ):
+        """The R-derivative of dL/dE: dA's is RdZ W1 + dZ VW1."""
+        if self.embed is None:
+            return {}
+        return {"E": self._embed_back(rows, RdZ @ P["W1"] + dZ @ PV["W1"])}
 
     def _head(self, out, rows, Rout):
         c = _gather(self.train_labels, rows)
