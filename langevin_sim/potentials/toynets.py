@@ -17,10 +17,10 @@ so W1[j, i] sits at x[:, off_W1 + j * d_in + i].  `ParamLayout` holds the offset
 with phi one of ``tanh``, ``relu`` (max(z, 0)) or ``quadratic`` (z^2).
 
 The math below is written once as plain-Python functions on arrays whose last two axes are
-(samples, features): with NumPy they run batched over replicas ((M, B, .) @ (M, ., .));
-`langevin_sim.kernels.toynets` compiles the same functions with Numba for one
-replica's 2-D arrays, swapping in only the transposed matrix products `mm_nt`/`mm_tn`.
-Constants in these functions are integers, so float32 inputs stay float32 under Numba.
+(samples, features): with NumPy they run batched over replicas ((M, B, .) @ (M, ., .)), and
+on CuPy arrays for the cuda backend's generic path; `langevin_sim.kernels.toynets` runs the
+same steps per replica with its own products and loops (tested against these functions).
+Constants in these functions are integers, so float32 inputs stay float32.
 Gradients are hand-written backprop; Hessian-vector products are analytic (Pearlmutter's
 R-operator applied to the forward and backward passes), and `hessian(x)` (small d) stacks
 d of them (`Potential.hessian`).  Losses are dimensionless; energy = full training loss.
