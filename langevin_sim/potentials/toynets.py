@@ -132,7 +132,7 @@ class _Pass:
     def __init__(self, net, x, rows, label_shift=None):
         self.net, self.rows, self.dtype = net, rows, x.dtype
         self.P = P = net.layout.unpack(x)
-        self.A = net._inputs(P, rows, x.dtype)[0]
+        self.A = net._inputs(P, rows, x.dtype)
         self.Z, self.H, self.out = mlp_forward(self.A, P["W1"], P["b1"][:, None, :], P["W2"],
                                                P["b2"][:, None, :], net.kind)
         self.loss, self.dout, _ = (net._head(self.out, rows, None) if label_shift is None else
@@ -163,7 +163,7 @@ class _Pass:
     def hvp(self, V):
         """Hessian-vector product (M, d) of the loss along V (M, d)."""
         P, PV = self.P, self.net.layout.unpack(V)
-        RA = self.net._inputs(P, self.rows, self.dtype, PV)[1]
+        RA = self.net._input_tangent(self.rows, self.dtype, PV)
         RZ, RH, Rout = mlp_rforward(self.A, RA, P["W1"], P["W2"], self.H, PV["W1"],
                                     PV["b1"][:, None, :], PV["W2"], PV["b2"][:, None, :], self.d1)
         Rdout = self.net._head(self.out, self.rows, Rout)[2]
@@ -217,8 +217,8 @@ class _MLPLoss:
     """Shared machinery (not a Potential itself, so it is not registered).
 
     Subclasses set `layout`, `kind`, `n_samples`, `d`, `init_scale`, `width` (the widest
-    per-sample activation, to size replica chunks) and define `_inputs(P, rows, dtype, V)`
-    -> (A, RA) and `_head(out, rows, Rout)`.  `rows` is None (all training samples) or an
+    per-sample activation, to size replica chunks) and define `_inputs(P, rows, dtype)` -> A,
+    `_input_tangent(rows, dtype, V)` -> RA and `_head(out, rows, Rout)`.  `rows` is None (all training samples) or an
     (M, B) index array (one minibatch per replica).
     """
 
@@ -227,9 +227,13 @@ class _MLPLoss:
     init_scale: float
 
     # -- per-subclass hooks -------------------------------------------------------------
-    def _inputs(self, P, rows, dtype, V=None):
-        """(A, RA): network inputs of `rows` and their derivative along V (None if fixed)."""
+    def _inputs(self, P, rows, dtype):
+        """A: the network inputs of `rows`."""
         raise NotImplementedError
+
+    def _input_tangent(self, rows, dtype, V):
+        """RA: the inputs' derivative along V (unpacked blocks); None when they are fixed."""
+        return None
 
     def _head(self, out, rows, Rout):
         """(loss (M,), dout, Rdout) of the mean loss over `rows` given logits `out`."""
@@ -410,8 +414,8 @@ class TeacherStudentMLP(_MLPLoss, Potential):
                 "test_labels": self.test_labels, "teacher_W1": self.teacher_W1,
                 "teacher_W2": self.teacher_W2}
 
-    def _inputs(self, P, rows, dtype, V=None):
-        return _gather(self._cast("inputs", dtype), rows), None
+    def _inputs(self, P, rows, dtype):
+        return _gather(self._cast("inputs", dtype), rows)
 
     def grad_noisy_labels(self, x, batch, shift):
         """Gradient (M, d) of the minibatch loss with labels y_i + shift (batch, shift (M, B)):
@@ -521,14 +525,17 @@ class ModularArithmeticMLP(_MLPLoss, Potential):
         X = _gather(self._cast("test_onehot" if test else "train_onehot", dtype), rows)
         return X[..., : self.p], X[..., self.p:]
 
-    def _inputs(self, P, rows, dtype, V=None, test=False):
+    def _inputs(self, P, rows, dtype, test=False):
         if self.embed is None:
-            return _gather(self._cast("test_onehot" if test else "train_onehot", dtype), rows), None
+            return _gather(self._cast("test_onehot" if test else "train_onehot", dtype), rows)
         Xa, Xb = self._onehots(rows, dtype, test)
-        E = P["E"]
-        A = np.concatenate([Xa @ E, Xb @ E], axis=-1)
-        RA = None if V is None else np.concatenate([Xa @ V["E"], Xb @ V["E"]], axis=-1)
-        return A, RA
+        return np.concatenate([Xa @ P["E"], Xb @ P["E"]], axis=-1)
+
+    def _input_tangent(self, rows, dtype, V):
+        if self.embed is None:
+            return None
+        Xa, Xb = self._onehots(rows, dtype)
+        return np.concatenate([Xa @ V["E"], Xb @ V["E"]], axis=-1)
 
     def _embed_back(self, rows, dA):
         """Xa^T dA_a + Xb^T dA_b: a derivative with respect to the inputs A = [Xa E, Xb E]
@@ -561,7 +568,7 @@ class ModularArithmeticMLP(_MLPLoss, Potential):
 
     def _logits(self, x, test: bool) -> np.ndarray:
         P = self.layout.unpack(x)
-        A, _ = self._inputs(P, None, x.dtype, test=test)
+        A = self._inputs(P, None, x.dtype, test=test)
         return mlp_forward(A, P["W1"], P["b1"][:, None, :], P["W2"], P["b2"][:, None, :], self.kind)[2]
 
     def metrics(self, x, test: bool) -> tuple[np.ndarray, np.ndarray]:
