@@ -8,7 +8,8 @@ with sharpness_every > 0; a scan of it over lr and batch size).  Prints per poin
 rank correlation of the measure (at the last record that has it) with the test loss over
 the replicas, also given the train loss (`langevin_sim.analysis.flatness`), then the same
 across points on the points' medians, and a verdict; then the same at each replica's record
-of lowest test loss (early stopped), and the points compared at equal train loss (`--matched`;
+of lowest validation loss (early stopped; runs with n_val > 0 record it) or, without one, of
+lowest test loss (an oracle stop), and the points compared at equal train loss (`--matched`;
 auto: the highest of the points' final median train losses, a level every point has
 reached); saves a figure (test loss against the measure, one point per replica, coloured by
 point; the points' medians).
@@ -136,7 +137,9 @@ def main(argv=None):
     print(f"verdict: flatter ({a.measure}) end points have lower test loss at 95 %: within points "
           f"(pooled) {said(within)}" + ("" if acr is None else f"; across points {said(acr)}"))
     early = points(a.path, a.measure, at=early_stopped)
-    print("early stopped (each replica at its record of lowest test loss):")
+    by = {fg.stopped_by for _, fg in early}
+    print(f"early stopped (each replica at its record of lowest {' or '.join(sorted(by))}"
+          + ("; the test set chose it: an oracle" if "test_loss" in by else "") + "):")
     for p, fg in early:
         print(f"  {label(p)}: step median {np.median(fg.step):.0f}; {fg.table()}")
     print(f"  {pooled([fg for _, fg in early]).table()}")

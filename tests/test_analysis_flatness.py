@@ -173,9 +173,31 @@ def test_early_stop_takes_each_replica_at_its_lowest_test_loss_among_measured_re
     assert np.array_equal(fg.train_loss, train[pick, live])
     last = run_flatness(run)
     assert np.array_equal(last.sharpness, np.asarray(S, float)[4, live]) and set(last.step) == {40}
+    assert fg.stopped_by == "test_loss" and "(each at its lowest test_loss)" in fg.table()
     assert np.array_equal(run_flatness(run, record=2).sharpness, np.asarray(S, float)[2, live])
     with pytest.raises(ConfigError, match="holds no sharpness"):
         run_flatness(run, record=1)
+    with pytest.raises(ConfigError, match="n_val"):
+        early_stopped(run, by="val_loss")
+
+
+def test_early_stop_by_the_validation_loss_reports_the_test_loss_there():
+    """With val_loss recorded the stop is its minimum (by default), not the test loss's: the
+    replicas' picks differ from the oracle's, and the test loss is read at the picked record."""
+    nan = np.nan
+    S = [[1, 2, 3, 4, 5], [nan] * 5, [2, 3, 4, 5, 6], [3, 4, 5, 6, 7]]
+    test = [[5, 5, 1, 5, 5], [0] * 5, [4, 1, 5, 1, 9], [1, 2, 3, 4, 9]]
+    val = [[1, 9, 9, 2, 2], [0] * 5, [3, 1, 0, 3, 1], [2, 0, 1, 1, 4]]
+    run = _Records([0, 10, 20, 30], sharpness=S, test_loss=test, val_loss=val,
+                   train_loss=np.ones((4, 5)))
+    fg = early_stopped(run)
+    pick = np.array([0, 3, 2, 3, 2])
+    assert fg.stopped_by == "val_loss" and "(each at its lowest val_loss)" in fg.table()
+    assert np.array_equal(fg.step, np.array([0, 10, 20, 30])[pick])
+    assert np.array_equal(fg.test_loss, np.asarray(test, float)[pick, np.arange(5)])
+    assert np.array_equal(fg.sharpness, np.asarray(S, float)[pick, np.arange(5)])
+    oracle = early_stopped(run, by="test_loss")
+    assert np.all(oracle.test_loss <= fg.test_loss) and np.any(oracle.test_loss < fg.test_loss)
 
 
 def test_matched_fit_takes_the_first_record_in_the_band_and_separates_across_from_within():

@@ -48,7 +48,7 @@ POTENTIAL_CASES = {
     "Quadratic": lambda: Quadratic(spectrum=[0.5, 1.5, 3.0], seed=2, center=[0.1, 0.2, -0.1]),
     "LinearRegression": lambda: LinearRegression(n=12, d=3, seed=3),
     "TeacherStudentMLP": lambda: TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1,
-                                                   n_test=4, seed=1),
+                                                   n_test=4, seed=1, n_val=3),
     "ModularArithmeticMLP": lambda: ModularArithmeticMLP(p=3, hidden=2, embed=1, seed=1),
     "SphericalPSpin": lambda: SphericalPSpin(N=4, p=3, seed=1),
     "ScaleSymmetric": lambda: ScaleSymmetric(depth=3, n=4, noise=0.1, seed=1),

@@ -30,7 +30,8 @@ POTS = {
                                                            seed=1),
     "Valley": lambda: POTENTIALS["Valley"](d=3, curve="circle", profile="cos", alpha=0.5),
     "SphericalPSpin": lambda: POTENTIALS["SphericalPSpin"](6, 3, seed=1),
-    "TeacherStudentMLP": lambda: POTENTIALS["TeacherStudentMLP"](n=10, d_in=3, hidden=4, seed=1),
+    "TeacherStudentMLP": lambda: POTENTIALS["TeacherStudentMLP"](n=10, d_in=3, hidden=4, seed=1,
+                                                                 n_val=5),
     "ModularArithmeticMLP": lambda: POTENTIALS["ModularArithmeticMLP"](p=5, hidden=4, seed=1),
     "ShiftedMultiWell": lambda: POTENTIALS["ShiftedMultiWell"](
         centers=[[-1.0, 0.0], [1.0, 0.5]], shifts=[[0.1, 0.2], [-0.2, 0.1], [0.1, -0.3]],

@@ -15,7 +15,8 @@ from langevin_sim.potentials.toynets import ACTIVATIONS, act
 from .conftest import both_backends
 
 NETS = {
-    "ts-tanh": lambda: TeacherStudentMLP(n=23, d_in=3, hidden=5, teacher_hidden=2, n_test=7, seed=1),
+    "ts-tanh": lambda: TeacherStudentMLP(n=23, d_in=3, hidden=5, teacher_hidden=2, n_test=7, seed=1,
+                                         n_val=4),
     "ts-relu": lambda: TeacherStudentMLP(n=19, d_in=4, hidden=3, teacher_hidden=3, n_test=5,
                                          activation="relu", seed=2),
     "ts-quadratic": lambda: TeacherStudentMLP(n=17, d_in=2, hidden=4, teacher_hidden=1, n_test=5,
@@ -108,18 +109,20 @@ def naive_mlp(a, W1, b1, W2, b2, activation):
 
 
 def test_teacher_student_losses_against_naive_loops():
-    pot = TeacherStudentMLP(n=11, d_in=3, hidden=4, teacher_hidden=2, n_test=6, seed=8)
+    pot = TeacherStudentMLP(n=11, d_in=3, hidden=4, teacher_hidden=2, n_test=6, seed=8, n_val=5)
     x = random_point(pot, M=2)
     P = pot.layout.unpack(x)
+    obs = pot.observables(x)
+    assert list(obs) == ["train_loss", "test_loss", "val_loss", "weight_norm"]
     for m in range(2):
         net = [P[k][m] for k in ("W1", "b1", "W2", "b2")]
-        train = [0.5 * (naive_mlp(a, *net, "tanh")[0] - y) ** 2 for a, y in zip(pot.inputs, pot.labels)]
-        test = [0.5 * (naive_mlp(a, *net, "tanh")[0] - y) ** 2
-                for a, y in zip(pot.test_inputs, pot.test_labels)]
-        obs = pot.observables(x)
-        assert math.isclose(pot.energy(x)[m], np.mean(train), rel_tol=1e-12)
-        assert math.isclose(obs["train_loss"][m], np.mean(train), rel_tol=1e-12)
-        assert math.isclose(obs["test_loss"][m], np.mean(test), rel_tol=1e-12)
+        losses = {name: np.mean([0.5 * (naive_mlp(a, *net, "tanh")[0] - y) ** 2 for a, y in zip(A, Y)])
+                  for name, A, Y in (("train", pot.inputs, pot.labels),
+                                     ("test", pot.test_inputs, pot.test_labels),
+                                     ("val", pot.val_inputs, pot.val_labels))}
+        assert math.isclose(pot.energy(x)[m], losses["train"], rel_tol=1e-12)
+        for name, want in losses.items():
+            assert math.isclose(obs[f"{name}_loss"][m], want, rel_tol=1e-12)
         assert math.isclose(obs["weight_norm"][m], math.sqrt(np.sum(x[m] ** 2)), rel_tol=1e-12)
     # parameter layout: W1 row-major first, then b1, W2, b2
     assert pot.d == 4 * 3 + 4 + 4 + 1
@@ -156,11 +159,39 @@ def test_modular_split():
 
 def test_teacher_student_labels_are_teacher_plus_noise():
     """Residuals y - f*(a) are the label noise: their std over N = 4096 samples is noise
-    within 4 standard errors (SE of a normal sample std = noise / sqrt(2N))."""
-    pot = TeacherStudentMLP(n=2048, n_test=2048, d_in=5, teacher_hidden=3, noise=0.3, seed=5)
+    within 4 standard errors (SE of a normal sample std = noise / sqrt(2N)); the same for the
+    validation set alone (N = 2048), whose inputs are standard normal too."""
+    pot = TeacherStudentMLP(n=2048, n_test=2048, d_in=5, teacher_hidden=3, noise=0.3, seed=5,
+                            n_val=2048)
     r = np.concatenate([pot.labels - pot.teacher(pot.inputs), pot.test_labels - pot.teacher(pot.test_inputs)])
-    assert abs(r.std() - 0.3) <= 4 * 0.3 / math.sqrt(2 * r.size)
-    assert abs(r.mean()) <= 4 * 0.3 / math.sqrt(r.size)
+    rv = pot.val_labels - pot.teacher(pot.val_inputs)
+    for r in (r, rv):
+        assert abs(r.std() - 0.3) <= 4 * 0.3 / math.sqrt(2 * r.size)
+        assert abs(r.mean()) <= 4 * 0.3 / math.sqrt(r.size)
+    a = pot.val_inputs.ravel()
+    assert abs(a.std() - 1) <= 4 / math.sqrt(2 * a.size) and abs(a.mean()) <= 4 / math.sqrt(a.size)
+
+
+def test_a_validation_set_leaves_the_training_and_test_sets_as_they_were():
+    """n_val adds samples of its own (not copies of training or test samples) and changes
+    neither the data, the teacher nor the observables already recorded; without it there is
+    no val_loss (and asking for one says how to get it)."""
+    base = TeacherStudentMLP(n=13, d_in=3, teacher_hidden=2, n_test=9, noise=0.2, seed=4)
+    pot = TeacherStudentMLP(n=13, d_in=3, teacher_hidden=2, n_test=9, noise=0.2, seed=4, n_val=6)
+    for k, v in base.arrays().items():
+        assert np.array_equal(getattr(pot, k), v), k
+    assert pot.val_inputs.shape == (6, 3) and base.val_inputs.shape == (0, 3)
+    seen = np.concatenate([pot.inputs, pot.test_inputs])
+    assert not np.isin(pot.val_inputs, seen).any()
+    x = random_point(pot, M=3)
+    obs, obs0 = pot.observables(x), base.observables(x)
+    assert "val_loss" not in obs0 and set(obs) == set(obs0) | {"val_loss"}
+    for k, v in obs0.items():
+        assert np.array_equal(obs[k], v), k
+    with pytest.raises(ConfigError, match="n_val > 0"):
+        base.val_loss(x)
+    with pytest.raises(ConfigError, match="n_val"):
+        TeacherStudentMLP(n_val=-1)
 
 
 @pytest.mark.parametrize("name", ["ts-tanh", "mod-embed-tanh"])
@@ -172,7 +203,9 @@ def test_instance_round_trip_through_run_file(name, tmp_run):
     assert type(back) is type(pot) and back.params() == pot.params()
     x = np.asarray(run.positions[-1])
     np.testing.assert_array_equal(back.energy(x), pot.energy(x))
-    np.testing.assert_array_equal(run["test_loss"][-1], pot.observables(x)["test_loss"])
+    for k in ("test_loss", "val_loss") if "val_loss" in run.names else ("test_loss",):
+        np.testing.assert_array_equal(run[k][-1], pot.observables(x)[k])
+    assert name != "ts-tanh" or back.n_val == 4 and np.array_equal(back.val_labels, pot.val_labels)
 
 
 def test_config_errors():

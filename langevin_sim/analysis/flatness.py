@@ -13,7 +13,9 @@ train loss is reported too: the ranks of s and of the test loss each residualize
 ranks of the train loss, then correlated (n - 3 degrees of freedom, interval with n - 4).
 Several points (settings) are pooled by `pooled` (fixed effect on the Fisher scale, with
 Cochran's Q for their heterogeneity).  Along a run: `early_stopped` takes each replica at
-its record of lowest test loss (an oracle early stop); `matched_fit` compares replicas of
+its record of lowest validation loss (when the run records one, `val_loss`: an honest early
+stop, the test set untouched) or of lowest test loss (an oracle: the best it reached);
+`matched_fit` compares replicas of
 several points (learning rates, batch sizes) at equal training loss, each at the first record
 where its train loss has come down to a given level, so that a point that has fitted more
 is not compared with one that has fitted less.  Sharpness is not invariant to reparameterizations
@@ -22,6 +24,7 @@ one architecture and parameterization only.  Imports neither numba nor cupy.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -56,7 +59,8 @@ class FlatnessGeneralization:
     rho / ci / p: Spearman correlation of sharpness with the test loss; partial_rho /
     partial_ci / partial_p: the same given the train loss (NaN without it); step (M,): the
     step each replica's values were taken at, when read from a run's records (else None);
-    measure: what the `sharpness` column holds (one of MEASURES)."""
+    measure: what the `sharpness` column holds (one of MEASURES); stopped_by: for an early
+    stop, the recorded loss whose minimum chose each replica's record (else None)."""
 
     sharpness: np.ndarray
     test_loss: np.ndarray
@@ -69,6 +73,7 @@ class FlatnessGeneralization:
     partial_p: float
     step: np.ndarray | None = None
     measure: str = "sharpness"
+    stopped_by: str | None = None
 
     @property
     def n(self) -> int:
@@ -83,6 +88,8 @@ class FlatnessGeneralization:
         if self.train_loss is not None:
             s += (f"; given the train loss {self.partial_rho:+.3f} [{self.partial_ci[0]:+.3f}, "
                   f"{self.partial_ci[1]:+.3f}] (p = {self.partial_p:.2g})")
+        if self.stopped_by is not None:
+            s += f" (each at its lowest {self.stopped_by})"
         return s
 
     def plot(self, ax, **kw):
@@ -171,17 +178,20 @@ def pooled(fgs, partial: bool = False) -> PooledCorrelation:
 
 
 
-def _records(run: Run, measure: str):
-    """(step (R,), measure, train loss, test loss (R, M)) at the R records that hold `measure`
-    for every live replica, diverged replicas dropped (train loss NaN if not recorded)."""
+def _records(run: Run, measure: str, by: str = "test_loss"):
+    """(step (R,), measure, train loss, test loss, `by` (R, M)) at the R records that hold
+    `measure` for every live replica, diverged replicas dropped (train loss NaN if not
+    recorded)."""
     if measure not in MEASURES:
         raise ConfigError(f"measure must be one of {tuple(MEASURES)}, got {measure!r}")
-    missing = [k for k in (measure, "test_loss") if k not in run.names]
+    missing = [k for k in (measure, "test_loss", by) if k not in run.names]
     if missing:
-        raise ConfigError(f"the run has no {', '.join(missing)} records; rerun on a potential "
-                          "with a test set" + (" with sharpness_every > 0 (e.g. --set "
-                                               "sharpness_every=1000)" if measure in missing
-                                               and measure != "weight_norm" else ""))
+        raise ConfigError(f"the run has no {', '.join(dict.fromkeys(missing))} records; rerun on "
+                          "a potential with a test set"
+                          + (" and a validation set (e.g. --set n_val=1024)" if by in missing
+                             else "")
+                          + (" with sharpness_every > 0 (e.g. --set sharpness_every=1000)"
+                             if measure in missing and measure != "weight_norm" else ""))
     alive = run.diverged_step < 0
     S = np.asarray(run[measure], np.float64)[:, alive]
     ok = np.flatnonzero(np.all(np.isfinite(S), axis=1))
@@ -190,7 +200,8 @@ def _records(run: Run, measure: str):
     test = np.asarray(run["test_loss"], np.float64)[ok][:, alive]
     train = (np.asarray(run["train_loss"], np.float64)[ok][:, alive]
              if "train_loss" in run.names else np.full_like(test, np.nan))
-    return np.asarray(run.step)[ok], S[ok], train, test
+    chooser = test if by == "test_loss" else np.asarray(run[by], np.float64)[ok][:, alive]
+    return np.asarray(run.step)[ok], S[ok], train, test, chooser
 
 
 def run_flatness(run: Run, record: int | None = None,
@@ -198,7 +209,7 @@ def run_flatness(run: Run, record: int | None = None,
     """`flatness_vs_generalization` of a run's recorded `measure` (one of MEASURES),
     `test_loss` and `train_loss` at `record` (an index into all records; default: the last
     record with the measure for every live replica); diverged replicas dropped."""
-    steps, S, train, test = _records(run, measure)
+    steps, S, train, test, _ = _records(run, measure)
     i = len(steps) - 1
     if record is not None:
         step = int(np.asarray(run.step)[record])
@@ -212,15 +223,20 @@ def run_flatness(run: Run, record: int | None = None,
                                       else train[i], np.full(M, steps[i]), measure)
 
 
-def early_stopped(run: Run, measure: str = "sharpness") -> FlatnessGeneralization:
-    """Each live replica at its record (among those holding `measure`) of lowest test loss:
-    an early stop chosen with the test set itself, the best the replica reached.  Its
-    `step` holds the chosen steps."""
-    steps, S, train, test = _records(run, measure)
-    i = np.argmin(test, axis=0)
+def early_stopped(run: Run, measure: str = "sharpness",
+                  by: str | None = None) -> FlatnessGeneralization:
+    """Each live replica at its record (among those holding `measure`) of lowest `by`:
+    "val_loss", a validation set's loss (an early stop as in practice; its test loss is an
+    honest estimate), or "test_loss" (chosen with the test set itself: the best the replica
+    reached, an oracle).  Default: val_loss where the run records it, else test_loss.  Its
+    `step` holds the chosen steps, `stopped_by` the choice."""
+    by = by or ("val_loss" if "val_loss" in run.names else "test_loss")
+    steps, S, train, test, chooser = _records(run, measure, by)
+    i = np.argmin(chooser, axis=0)
     m = np.arange(S.shape[1])
-    return flatness_vs_generalization(S[i, m], test[i, m], None if np.isnan(train).all()
-                                      else train[i, m], steps[i], measure)
+    fg = flatness_vs_generalization(S[i, m], test[i, m], None if np.isnan(train).all()
+                                    else train[i, m], steps[i], measure)
+    return dataclasses.replace(fg, stopped_by=by)
 
 
 @dataclass(frozen=True)
@@ -271,7 +287,7 @@ def matched_fit(runs, level: float, factor: float = 1.5,
         raise ConfigError(f"matched_fit needs level > 0 and factor > 1, got {level}, {factor}")
     cols, per = [], []
     for k, run in enumerate(runs):
-        steps, S, train, test = _records(run, measure)
+        steps, S, train, test, _ = _records(run, measure)
         if np.isnan(train).all():
             raise ConfigError("matched_fit needs train_loss records")
         below = train <= level * factor

@@ -747,12 +747,13 @@ def metrics(pot, x: np.ndarray, out: np.ndarray, args: tuple) -> None:
                rows=max(1, -(-x.shape[0] // numba.get_num_threads())))
 
 
-def _metric_args(pot, test: bool) -> tuple:
-    """`net_metrics` args: the training or test samples of a net, in float64."""
+def _metric_args(pot, name: str) -> tuple:
+    """`net_metrics` args: a net's samples of set `name` ("train", "test"; "val": the
+    regression net's validation set), in float64."""
     kind, dims, A, y, pairs, cls, hot, emb = _net_args(pot, np.float64)
-    if test and isinstance(pot, TeacherStudentMLP):
-        A, y = pot.test_inputs, pot.test_labels
-    elif test:
+    if name != "train" and isinstance(pot, TeacherStudentMLP):
+        A, y = getattr(pot, f"{name}_inputs"), getattr(pot, f"{name}_labels")
+    elif name == "test":
         pairs, cls = pot.test_pairs, pot.test_labels.astype(np.int64)
     n = y.shape[0] if isinstance(pot, TeacherStudentMLP) else cls.shape[0]
     return (kind, dims, A, y, pairs, cls, hot, emb, np.arange(n, dtype=np.int64), np.zeros(n))
@@ -762,7 +763,7 @@ def net_energy(pot):
     """(x (M, d), out (M,) float64 or None) -> the training loss of each row, by `net_metrics`
     (the records' observables compile it anyway; `net_energy_block` then compiles only for
     MALA): the values of `net_energy_block`, the same float64 rows through `mlp_loss`."""
-    args = _metric_args(pot, False)
+    args = _metric_args(pot, "train")
 
     def energy(x, out=None):
         x, M = np.ascontiguousarray(x), x.shape[0]
@@ -777,9 +778,11 @@ def net_energy(pot):
 def net_observables(pot):
     """x (M, d), energy (M,) -> the observables of `pot.observables(x, energy)`."""
     regression = isinstance(pot, TeacherStudentMLP)
-    sets = {"test": _metric_args(pot, True)}
+    sets = {"test": _metric_args(pot, "test")}
+    if regression and pot.n_val:
+        sets["val"] = _metric_args(pot, "val")
     if not regression:      # the regression net's training loss is the energy
-        sets["train"] = _metric_args(pot, False)
+        sets["train"] = _metric_args(pot, "train")
 
     def observables(x, energy):
         x, M = np.ascontiguousarray(x), x.shape[0]

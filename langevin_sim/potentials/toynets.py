@@ -352,20 +352,26 @@ class TeacherStudentMLP(_MLPLoss, Potential):
     f*(a) = sum_j w2*_j phi(w1*_j . a), w1* ~ N(0, I/d_in) (teacher_hidden, d_in),
     w2* ~ N(0, 1/teacher_hidden) (teacher_hidden,), no biases; labels y = f*(a) + noise *
     eps, eps ~ N(0, 1) (test labels are noisy too, so the test loss is >= noise^2/2 on
-    average).  A student with hidden >= teacher_hidden can fit the teacher exactly.
-    d = hidden * d_in + 2 * hidden + 1 (layout in the module docstring).  Observables:
-    train_loss (= energy), test_loss (same normalization on the test set), weight_norm.
-    No accuracy is reported: the task is regression.
+    average).  With n_val > 0, a validation set of n_val more samples from the same teacher
+    and noise (replica 1 of the DATA stream: n_val * d_in inputs, then n_val noises; the
+    training and test sets do not change with n_val): the set an early stop may choose by,
+    leaving the test set untouched.  A student with hidden >= teacher_hidden can fit the
+    teacher exactly.  d = hidden * d_in + 2 * hidden + 1 (layout in the module docstring).
+    Observables: train_loss (= energy), test_loss (same normalization on the test set),
+    val_loss (on the validation set; only with n_val > 0), weight_norm.  No accuracy is
+    reported: the task is regression.
     """
 
     def __init__(self, n: int = 256, d_in: int = 8, hidden: int = 16, teacher_hidden: int = 4,
                  activation: str = "tanh", noise: float = 0.1, seed: int = 0, n_test: int = 1024,
-                 init_scale: float = 1.0, inputs=None, labels=None, test_inputs=None,
-                 test_labels=None, teacher_W1=None, teacher_W2=None):
+                 init_scale: float = 1.0, n_val: int = 0, inputs=None, labels=None,
+                 test_inputs=None, test_labels=None, teacher_W1=None, teacher_W2=None,
+                 val_inputs=None, val_labels=None):
         n, d_in = _positive_int("n", n), _positive_int("d_in", d_in)
         hidden = _positive_int("hidden", hidden)
         teacher_hidden = _positive_int("teacher_hidden", teacher_hidden)
         n_test = _positive_int("n_test", n_test)
+        n_val = _positive_int("n_val", n_val, minimum=0)
         if not noise >= 0:
             raise ConfigError(f"label noise must be >= 0, got {noise}")
         if not init_scale > 0:
@@ -373,7 +379,7 @@ class TeacherStudentMLP(_MLPLoss, Potential):
         self.kind = _activation_code(activation)
         self.activation, self.noise, self.seed = activation, float(noise), int(seed)
         self.n_samples, self.d_in, self.hidden, self.teacher_hidden = n, d_in, hidden, teacher_hidden
-        self.n_test, self.init_scale, self.width = n_test, float(init_scale), hidden
+        self.n_test, self.n_val, self.init_scale, self.width = n_test, n_val, float(init_scale), hidden
         self.layout = ParamLayout([("W1", (hidden, d_in)), ("b1", (hidden,)), ("W2", (1, hidden)),
                                    ("b2", (1,))])
         self.d = self.layout.d
@@ -386,12 +392,21 @@ class TeacherStudentMLP(_MLPLoss, Potential):
             teacher_W2 = z[o + th * d_in: o + th * d_in + th] / math.sqrt(th)
             y = self.teacher(a, teacher_W1, teacher_W2) + noise * z[o + th * d_in + th:]
             inputs, test_inputs, labels, test_labels = a[:n], a[n:], y[:n], y[n:]
-        self.inputs, self.labels, self.test_inputs, self.test_labels, self.teacher_W1, self.teacher_W2 = (
+        if val_inputs is None:
+            z = (rng.stream_normals(seed, rng.DATA, [1], 0, n_val * (d_in + 1))[0] if n_val
+                 else np.zeros(0))
+            val_inputs = z[: n_val * d_in].reshape(n_val, d_in)
+            val_labels = (self.teacher(val_inputs, np.asarray(teacher_W1, np.float64),
+                                       np.asarray(teacher_W2, np.float64))
+                          + noise * z[n_val * d_in:])
+        (self.inputs, self.labels, self.test_inputs, self.test_labels, self.teacher_W1,
+         self.teacher_W2, self.val_inputs, self.val_labels) = (
             np.asarray(v, np.float64) for v in (inputs, labels, test_inputs, test_labels,
-                                                teacher_W1, teacher_W2))
+                                                teacher_W1, teacher_W2, val_inputs, val_labels))
         expect = {"inputs": (n, d_in), "labels": (n,), "test_inputs": (n_test, d_in),
                   "test_labels": (n_test,), "teacher_W1": (teacher_hidden, d_in),
-                  "teacher_W2": (teacher_hidden,)}
+                  "teacher_W2": (teacher_hidden,), "val_inputs": (n_val, d_in),
+                  "val_labels": (n_val,)}
         for k, shape in expect.items():
             if getattr(self, k).shape != shape:
                 raise ConfigError(f"{k} must have shape {shape}, got {getattr(self, k).shape}")
@@ -407,12 +422,13 @@ class TeacherStudentMLP(_MLPLoss, Potential):
         return {"n": self.n_samples, "d_in": self.d_in, "hidden": self.hidden,
                 "teacher_hidden": self.teacher_hidden, "activation": self.activation,
                 "noise": self.noise, "seed": self.seed, "n_test": self.n_test,
-                "init_scale": self.init_scale}
+                "init_scale": self.init_scale, **({"n_val": self.n_val} if self.n_val else {})}
 
     def arrays(self):
+        val = {"val_inputs": self.val_inputs, "val_labels": self.val_labels} if self.n_val else {}
         return {"inputs": self.inputs, "labels": self.labels, "test_inputs": self.test_inputs,
                 "test_labels": self.test_labels, "teacher_W1": self.teacher_W1,
-                "teacher_W2": self.teacher_W2}
+                "teacher_W2": self.teacher_W2, **val}
 
     def _inputs(self, P, rows, dtype):
         return _gather(self._cast("inputs", dtype), rows)
@@ -436,19 +452,31 @@ class TeacherStudentMLP(_MLPLoss, Potential):
 
     def test_loss(self, x) -> np.ndarray:
         """1/(2 n_test) sum over the test set of (f(a) - y)^2, (M,) float64."""
+        return self._set_loss(x, "test")
+
+    def val_loss(self, x) -> np.ndarray:
+        """1/(2 n_val) sum over the validation set of (f(a) - y)^2, (M,) float64 (n_val > 0)."""
+        if not self.n_val:
+            raise ConfigError("this TeacherStudentMLP has no validation set; give n_val > 0")
+        return self._set_loss(x, "val")
+
+    def _set_loss(self, x, name: str) -> np.ndarray:
+        """Half the mean squared error of each row of x on the `name` set ("test", "val")."""
         x = self.check_x(x)
+        A, y = getattr(self, f"{name}_inputs"), getattr(self, f"{name}_labels")
         out = []
-        for s in self._chunks(x.shape[0], self.n_test):
+        for s in self._chunks(x.shape[0], y.shape[0]):
             P = self.layout.unpack(x[s])
-            _, _, o = mlp_forward(self.test_inputs.astype(x.dtype), P["W1"], P["b1"][:, None, :],
+            _, _, o = mlp_forward(A.astype(x.dtype), P["W1"], P["b1"][:, None, :],
                                   P["W2"], P["b2"][:, None, :], self.kind)
-            r = o[..., 0].astype(np.float64) - self.test_labels
+            r = o[..., 0].astype(np.float64) - y
             out.append(0.5 * np.mean(r ** 2, axis=1))
         return np.concatenate(out)
 
     def observables(self, x, energy=None):
+        val = {"val_loss": self.val_loss(x)} if self.n_val else {}
         return {"train_loss": self.energy(x) if energy is None else energy,
-                "test_loss": self.test_loss(x),
+                "test_loss": self.test_loss(x), **val,
                 "weight_norm": self.weight_norm(x)}
 
 
