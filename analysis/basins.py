@@ -9,7 +9,6 @@ Made for scenarios/flat_vs_sharp.py runs; any run with a constant temperature wo
 """
 import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -18,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.basins import run_occupancy  # noqa: E402
+from langevin_sim.analysis.scan import save_figure  # noqa: E402
 
 
 def main(argv=None):
@@ -44,11 +44,7 @@ def main(argv=None):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     occ.plot(ax1)
     basins.plot(ax2)
-    png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_basins.png")
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, a.run, "basins")
 
 
 if __name__ == "__main__":

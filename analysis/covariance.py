@@ -11,7 +11,6 @@ BAOAB, of the energy) by quadrature.  Saves a two-panel figure.
 """
 import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -23,6 +22,7 @@ from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.covariance import (compare_covariance,  # noqa: E402
                                               gaussian_marginal_fits, gibbs_energy_fit,
                                               lyapunov_gap, predicted_laws)
+from langevin_sim.analysis.scan import save_figure  # noqa: E402
 
 
 def main(argv=None):
@@ -86,11 +86,7 @@ def main(argv=None):
         a2.set(xlabel="y", ylabel="density", title=f"chi2/dof = {f.chi2:.1f}/{f.dof}, "
                                                   f"p = {f.p_value:.2g}")
         a2.legend(fontsize="small")
-    png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_covariance.png")
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, a.run, "covariance")
 
 
 if __name__ == "__main__":

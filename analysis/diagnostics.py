@@ -13,7 +13,6 @@ The figure shows the energy's burn-in and the autocorrelation of the slowest com
 """
 import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -25,6 +24,7 @@ from langevin_sim.analysis.diagnostics import (Records, burn_in, diagnose,  # no
                                                diagnostics_table, load_records)
 
 RHAT_OK = 1.01
+from langevin_sim.analysis.scan import save_figure  # noqa: E402
 
 
 def main(argv=None):
@@ -75,11 +75,7 @@ def main(argv=None):
     burns.get("energy", next(iter(burns.values()))).plot(a1)
     slow.plot(a2)
     a2.set_title(f"slowest component: {slow.label}", fontsize="small")
-    png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_diagnostics.png")
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, a.run, "diagnostics")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ figure (mean and mean squared displacement, density of s over time, fraction rea
 """
 import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -20,6 +19,7 @@ import numpy as np  # noqa: E402
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.drift import (run_density, run_drift, run_time_to_target,  # noqa: E402
                                          run_traces)
+from langevin_sim.analysis.scan import save_figure  # noqa: E402
 
 
 def default_target(pot):
@@ -74,11 +74,7 @@ def main(argv=None):
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
     for ax, part in zip(np.atleast_1d(axes), panels):
         part.plot(ax)
-    png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_drift.png")
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, a.run, "drift")
 
 
 if __name__ == "__main__":

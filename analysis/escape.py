@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.escape import escape_summary  # noqa: E402
+from langevin_sim.analysis.scan import save_figure  # noqa: E402
 from langevin_sim.first_passage import HalfSpace  # noqa: E402
 
 
@@ -73,11 +74,7 @@ def main(argv=None):
     print(summary.table())
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     summary.plot(axes)
-    fig.tight_layout()
-    png = Path(a.png) if a.png else paths[0].with_name(paths[0].stem + "_escape.png")
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, paths[0], "escape")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from langevin_sim.errors import ConfigError  # noqa: E402
 from langevin_sim.analysis.flatness import (MEASURES, early_stopped,  # noqa: E402
                                             flatness_vs_generalization, matched_fit, pooled,
                                             run_flatness)
-from langevin_sim.analysis.scan import figure_next_to, run_files  # noqa: E402
+from langevin_sim.analysis.scan import run_files, save_figure  # noqa: E402
 
 KEYS = ("lr", "batch_size", "momentum", "hidden", "n", "noise", "weight_decay", "temperature")
 
@@ -188,11 +188,7 @@ def main(argv=None):
         ax[2].set(xscale="log", yscale="log", xlabel=a.measure, ylabel="test loss",
                   title=f"at equal train loss ({mf.level:.3g}, factor {mf.factor:g})")
         ax[2].legend(fontsize="xx-small")
-    png = Path(a.png) if a.png else figure_next_to(a.path, "flatness")
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, a.path, "flatness")
     return pts, within, acr, early, fits
 
 

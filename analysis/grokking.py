@@ -11,7 +11,6 @@ figure (test accuracy, weight norm and sharpness over steps; delay against lr wd
 """
 import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -21,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.grokking import delay_scaling, points_table, run_grokking  # noqa: E402
-from langevin_sim.analysis.scan import figure_next_to, run_files  # noqa: E402
+from langevin_sim.analysis.scan import run_files, save_figure  # noqa: E402
 
 
 def main(argv=None):
@@ -67,11 +66,7 @@ def main(argv=None):
     for a_ in ax:
         if a_.get_legend_handles_labels()[0]:
             a_.legend(fontsize="xx-small")
-    png = Path(a.png) if a.png else figure_next_to(a.path, "grokking")
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, a.path, "grokking")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from langevin_sim.analysis.scan import energy_summary, gather, reduce_repeats  # noqa: E402
+from langevin_sim.analysis.scan import energy_summary, gather, reduce_repeats, save_figure  # noqa: E402
 from langevin_sim.scan import open_scan  # noqa: E402
 
 
@@ -50,11 +50,7 @@ def main(argv=None):
            title=f"{Path(scan.spec['scenario']).name}: last {1 - a.burn:.0%} of records")
     if others:
         ax.legend(fontsize="small")
-    png = Path(a.png) if a.png else Path(a.dir) / "scan_summary.png"
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, a.dir, "scan_summary", dpi=120)
     return table
 
 

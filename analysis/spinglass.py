@@ -10,7 +10,6 @@ times, replica overlaps and Hessian indices of the final states.  Saves a figure
 """
 import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -19,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
+from langevin_sim.analysis.scan import save_figure  # noqa: E402
 from langevin_sim.analysis.spinglass import (overlaps, run_aging, run_hessian_index,  # noqa: E402
                                              run_relaxation)
 
@@ -70,11 +70,7 @@ def main(argv=None):
         part.plot(ax)
     for ax in np.ravel(axes)[len(panels):]:
         ax.set_axis_off()
-    png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_spinglass.png")
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, a.run, "spinglass")
 
 
 if __name__ == "__main__":

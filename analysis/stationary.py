@@ -6,7 +6,6 @@ Needs a separable potential (DoubleWell); other runs get a one-line error.
 """
 import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -16,6 +15,7 @@ import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis import run_marginal_fit  # noqa: E402
+from langevin_sim.analysis.scan import save_figure  # noqa: E402
 
 
 def main(argv=None):
@@ -46,11 +46,7 @@ def main(argv=None):
     ax.plot(y, dens, "k-", label=r"exact $e^{-U/T}/Z$")
     ax.set(xlabel="x", ylabel="density", title=f"T = {T}: chi2/dof = {fit.chi2:.1f}/{fit.dof}, p = {fit.p_value:.2g}")
     ax.legend()
-    png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_stationary.png")
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, a.run, "stationary", dpi=120)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ d = 1, b = 1; Monte Carlo otherwise).  Prints both and the verdict; saves a Hill
 """
 import argparse
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -16,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
+from langevin_sim.analysis.scan import save_figure  # noqa: E402
 from langevin_sim.analysis.tails import run_tail_index  # noqa: E402
 
 
@@ -38,11 +38,7 @@ def main(argv=None):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     tc.plot(ax1)
     tc.kesten.plot(ax2)
-    png = Path(a.png) if a.png else Path(a.run).with_name(Path(a.run).stem + "_tails.png")
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
-    print(f"figure: {png}")
+    save_figure(fig, a.png, a.run, "tails")
 
 
 if __name__ == "__main__":

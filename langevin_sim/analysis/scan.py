@@ -32,6 +32,19 @@ def figure_next_to(path, name: str) -> Path:
     return path / f"{name}.png" if path.is_dir() else path.with_name(f"{path.stem}_{name}.png")
 
 
+def save_figure(fig, png=None, next_to=None, name: str = "figure", dpi: int = 80) -> Path:
+    """Lay out, save and close an analysis script's figure: to `png`, or by default to
+    `figure_next_to(next_to, name)`; prints "figure: PATH" and returns the path."""
+    import matplotlib.pyplot as plt
+
+    png = Path(png) if png else figure_next_to(next_to, name)
+    fig.tight_layout()
+    fig.savefig(png, dpi=dpi)
+    plt.close(fig)
+    print(f"figure: {png}")
+    return png
+
+
 def energy_summary(run, burn: float = 0.5) -> dict:
     """Mean energy over the last (1 - burn) of the records and the replicas that never diverged.
 
