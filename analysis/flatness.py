@@ -2,7 +2,7 @@
 
 usage: python analysis/flatness.py RUN.h5 | SCAN_DIR
        [--measure sharpness|hessian_trace|weight_norm] [--matched LEVEL,... | auto | none]
-       [--png PATH]
+       [--pick first|last] [--png PATH]
 Reads runs that record a flatness measure and the test loss (scenarios/teacher_student.py
 with sharpness_every > 0; a scan of it over lr and batch size).  Prints per point the
 rank correlation of the measure (at the last record that has it) with the test loss over
@@ -11,8 +11,9 @@ across points on the points' medians, and a verdict; then the same at each repli
 of lowest validation loss (early stopped; runs with n_val > 0 record it) or, without one, of
 lowest test loss (an oracle stop), and the points compared at equal train loss (`--matched`;
 auto: the highest of the points' final median train losses, a level every point has
-reached); saves a figure (test loss against the measure, one point per replica, coloured by
-point; the points' medians).
+reached; `--pick last`: each replica at its last record in the band instead of its first);
+saves a figure (test loss against the measure, one point per replica, coloured by point;
+the points' medians).
 """
 import argparse
 import contextlib
@@ -85,10 +86,10 @@ def across(pts):
                                       med[:, 2] if np.all(np.isfinite(med[:, 2])) else None)
 
 
-def matched(path, levels, measure: str = "sharpness"):
+def matched(path, levels, measure: str = "sharpness", pick: str = "first"):
     """([MatchedFit or the reason there is none (str)] at each train-loss level ("auto": the
     highest of the points' final median train losses), the points' labels) for the runs of
-    `path`."""
+    `path`; `pick`: `matched_fit`'s record in the band."""
     runs = labelled(path)
     out = []
     with contextlib.ExitStack() as stack:
@@ -100,7 +101,7 @@ def matched(path, levels, measure: str = "sharpness"):
             levels = [max(float(np.median(t)) for t in final)]
         for lv in levels:
             try:
-                out.append(matched_fit(opened, lv, measure=measure))
+                out.append(matched_fit(opened, lv, measure=measure, pick=pick))
             except ConfigError as e:
                 out.append(f"at equal fit (train loss {lv:.4g}): {e}")
     return out, [label(p) for p, _ in runs]
@@ -113,6 +114,9 @@ def main(argv=None):
     ap.add_argument("--matched", default="auto",
                     help="train-loss levels to compare the points at, comma-separated; auto: "
                          "the highest final median train loss of the points; none: skip")
+    ap.add_argument("--pick", choices=["first", "last"], default="first",
+                    help="at equal fit, each replica at its first record in the train-loss band "
+                         "or at the last one before it leaves the band for good")
     ap.add_argument("--png", help="figure path (default: next to the run or in the scan dir)")
     a = ap.parse_args(argv)
     try:
@@ -150,7 +154,7 @@ def main(argv=None):
     if a.matched != "none":
         try:
             levels = "auto" if a.matched == "auto" else [float(v) for v in a.matched.split(",")]
-            fits, labels = matched(a.path, levels, a.measure)
+            fits, labels = matched(a.path, levels, a.measure, a.pick)
         except (LangevinSimError, ValueError) as e:
             print(f"{ap.prog}: error: --matched: {e}", file=sys.stderr)
             sys.exit(2)

@@ -238,8 +238,39 @@ def test_matched_fit_takes_the_first_record_in_the_band_and_separates_across_fro
         assert np.all((mf.fg.train_loss[on] <= 0.1) & (mf.fg.train_loss[on] >= 0.025))
     assert mf.fg.ci[1] < -0.3, mf.table()
     assert mf.within.k == 2 and mf.within.ci[0] > 0.4, mf.table()
+    assert mf.pick == "first" and "the first record at or below 0.1" in mf.table()
     assert "across points" in mf.table(["a", "b"]) and "a: 198 of 200" in mf.table(["a", "b"])
     with pytest.raises(ConfigError, match="only 0 replicas"):
         matched_fit([a, b], level=1e-30)
     with pytest.raises(ConfigError, match="level > 0 and factor > 1"):
         matched_fit([a], level=0.05, factor=1.0)
+
+
+def test_matched_fit_last_pick_takes_the_record_where_a_replica_leaves_the_band():
+    """A noisy replica dips into the band [0.05, 0.2] (level 0.1, factor 2) early, leaves it
+    and comes back: pick="first" takes the dip, pick="last" its last record >= 0.05; a
+    replica with one record in the band is taken there either way; one that jumps past the
+    band is left out by both."""
+    train = np.array([[1.0, 0.15, 0.5, 0.3, 0.12, 0.01],     # dips into the band at 1
+                      [1.0, 0.6, 0.3, 0.1, 0.01, 0.01],      # one record in the band
+                      [1.0, 0.3, 0.01, 0.01, 0.01, 0.01],    # jumps past the band
+                      [1.0, 0.5, 0.15, 0.15, 0.06, 0.01],
+                      [1.0, 0.5, 0.3, 0.09, 0.09, 0.01],
+                      [1.0, 0.5, 0.3, 0.15, 0.09, 0.09]]).T  # (records, replicas)
+    S = np.arange(36.0).reshape(6, 6) + 1
+    test = np.arange(36.0).reshape(6, 6)[::-1] * 0.1
+    run = _Records(np.arange(6) * 10, sharpness=S, test_loss=test, train_loss=train)
+    first = matched_fit([run], 0.1, factor=2.0)
+    last = matched_fit([run], 0.1, factor=2.0, pick="last")
+    want_first = {0: 1, 1: 3, 3: 2, 4: 3, 5: 3}     # replica: record
+    want_last = {0: 4, 1: 3, 3: 4, 4: 4, 5: 5}
+    for mf, want in ((first, want_first), (last, want_last)):
+        cols = np.array(sorted(want))
+        rows = np.array([want[c] for c in cols])
+        assert np.array_equal(mf.fg.step, 10 * rows), (mf.pick, mf.fg.step)
+        assert np.array_equal(mf.fg.sharpness, S[rows, cols])
+        assert np.array_equal(mf.fg.test_loss, test[rows, cols])
+        assert list(mf.reached) == [5] and list(mf.live) == [6]
+    assert "the last record at or above 0.05" in last.table()
+    with pytest.raises(ConfigError, match="pick"):
+        matched_fit([run], 0.1, pick="middle")

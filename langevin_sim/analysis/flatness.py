@@ -17,7 +17,8 @@ its record of lowest validation loss (when the run records one, `val_loss`: an h
 stop, the test set untouched) or of lowest test loss (an oracle: the best it reached);
 `matched_fit` compares replicas of
 several points (learning rates, batch sizes) at equal training loss, each at the first record
-where its train loss has come down to a given level, so that a point that has fitted more
+where its train loss has come down to a given level (or, as a check on fluctuations into the
+band, the last record before it leaves the band for good), so that a point that has fitted more
 is not compared with one that has fitted less.  Sharpness is not invariant to reparameterizations
 that leave the function unchanged (Dinh et al. 2017): the comparison is meaningful within
 one architecture and parameterization only.  Imports neither numba nor cupy.
@@ -245,7 +246,7 @@ class MatchedFit:
     correlation over all of them (across points; its `step` the steps used), `point` (m,)
     the index of each one's point, `reached` (k,) how many of each point's `live` (k,)
     replicas came into the band, `within` the points' own correlations pooled (points with >= 8
-    replicas in the band; None if fewer than one)."""
+    replicas in the band; None if fewer than one); `pick` which record in the band."""
 
     level: float
     factor: float
@@ -254,14 +255,17 @@ class MatchedFit:
     reached: np.ndarray
     live: np.ndarray
     within: PooledCorrelation | None
+    pick: str = "first"
 
     def table(self, labels=None) -> str:
         """Per point: replicas in the band, median step, measure and test loss; then the
         correlations across and within points."""
         labels = labels or [f"point {i}" for i in range(len(self.reached))]
-        lines = [f"train loss in [{self.level / self.factor:.4g}, {self.level * self.factor:.4g}]"
-                 f" (level {self.level:.4g}), each replica at the first record at or below "
-                 f"{self.level * self.factor:.4g}:"]
+        lo, hi = self.level / self.factor, self.level * self.factor
+        where = (f"the first record at or below {hi:.4g}" if self.pick == "first"
+                 else f"the last record at or above {lo:.4g}")
+        lines = [f"train loss in [{lo:.4g}, {hi:.4g}] (level {self.level:.4g}), each replica at "
+                 f"{where}:"]
         for k, lab in enumerate(labels):
             on = self.point == k
             if not on.any():
@@ -277,24 +281,35 @@ class MatchedFit:
         return "\n".join(lines)
 
 
-def matched_fit(runs, level: float, factor: float = 1.5,
-                measure: str = "sharpness") -> MatchedFit:
+def matched_fit(runs, level: float, factor: float = 1.5, measure: str = "sharpness",
+                pick: str = "first") -> MatchedFit:
     """Compare the replicas of several runs (points) at equal training loss: each live
     replica at the first record holding `measure` whose train loss is <= level * factor,
     kept if that train loss is >= level / factor (a replica that jumps past the band between
-    two such records, or never gets there, is left out; `reached` counts who is in)."""
+    two such records, or never gets there, is left out; `reached` counts who is in).
+    pick="last": instead at the last such record whose train loss is >= level / factor, kept
+    if <= level * factor: where a replica leaves the band for good, not where it first dips
+    into it (a noisy setting may dip into the band early by a fluctuation; the two picks
+    bracket that effect)."""
     if not (level > 0 and factor > 1):
         raise ConfigError(f"matched_fit needs level > 0 and factor > 1, got {level}, {factor}")
+    if pick not in ("first", "last"):
+        raise ConfigError(f"pick must be 'first' or 'last', got {pick!r}")
     cols, per = [], []
     for k, run in enumerate(runs):
         steps, S, train, test, _ = _records(run, measure)
         if np.isnan(train).all():
             raise ConfigError("matched_fit needs train_loss records")
-        below = train <= level * factor
-        first = np.argmax(below, axis=0)
-        m = np.flatnonzero(below.any(axis=0) & (train[first, np.arange(S.shape[1])]
-                                                >= level / factor))
-        i = first[m]
+        if pick == "first":
+            past = train <= level * factor
+            at = np.argmax(past, axis=0)
+            inside = train[at, np.arange(S.shape[1])] >= level / factor
+        else:
+            past = train >= level / factor
+            at = len(steps) - 1 - np.argmax(past[::-1], axis=0)
+            inside = train[at, np.arange(S.shape[1])] <= level * factor
+        m = np.flatnonzero(past.any(axis=0) & inside)
+        i = at[m]
         cols.append((S[i, m], test[i, m], train[i, m], steps[i], np.full(m.size, k)))
         per.append((m.size, S.shape[1]))
     S, test, train, step, point = (np.concatenate(c) for c in zip(*cols))
@@ -307,4 +322,4 @@ def matched_fit(runs, level: float, factor: float = 1.5,
              for k in range(len(per)) if per[k][0] >= 8]
     reached, live = np.asarray(per).T
     return MatchedFit(float(level), float(factor), fg, point, reached, live,
-                      pooled(inner, partial=False) if inner else None)
+                      pooled(inner, partial=False) if inner else None, pick)
