@@ -137,3 +137,26 @@ def test_errors():
         top_eigenvalue(q, x, replicas=[0, 1, 2])
     with pytest.raises(ConfigError, match="every"):
         SharpnessObserver(every=0)
+
+
+def test_toy_net_sharpness_in_replica_chunks_equals_the_whole_and_shares_each_chunks_pass(
+        monkeypatch):
+    """With the nets' chunk cut to 2 replicas (of 5), `sharpness` measures the replicas two at
+    a time: the numbers equal those of all five at once (one chunk), bit for bit, and every
+    product reuses its chunk's forward pass (one pass per chunk and measure, not one per
+    product)."""
+    from langevin_sim.potentials import TeacherStudentMLP, toynets
+
+    pot = TeacherStudentMLP(n=12, d_in=3, hidden=4, teacher_hidden=2, n_test=5, seed=3)
+    x = 0.7 * np.random.default_rng(2).standard_normal((5, pot.d))
+    whole = sharpness(pot, x, iters=6, probes=4, seed=3, step=2, replicas=[7, 1, 4, 0, 9])
+    passes = []
+    real = toynets._Pass.__init__
+    monkeypatch.setattr(toynets._Pass, "__init__",
+                        lambda self, *a: passes.append(a[1].shape[0]) or real(self, *a))
+    monkeypatch.setattr(toynets, "CHUNK_ELEMENTS", 2 * 12 * 4)
+    assert pot.hvp_rows() == 2
+    got = sharpness(pot, x, iters=6, probes=4, seed=3, step=2, replicas=[7, 1, 4, 0, 9])
+    assert passes == [2, 2, 1, 2, 2, 1]                  # trace, then Lanczos, per chunk
+    for k, v in whole.items():
+        assert v.shape == (5,) and np.array_equal(got[k], v), k

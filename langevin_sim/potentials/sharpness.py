@@ -22,6 +22,8 @@ Simulation at record time (see its docstring).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import rng
@@ -73,6 +75,25 @@ def _replica_ids(replicas, M):
     return reps
 
 
+def _in_chunks(measure):
+    """`measure(potential, x, ..., replicas=...)` over chunks of `potential.hvp_rows()`
+    replicas when the potential has it (each chunk's products then share one pass,
+    `hvp_at`), the rows' results concatenated: every row's numbers depend on that row
+    and its global replica id only."""
+    def run(potential, x, *args, replicas=None, **kw):
+        rows = getattr(potential, "hvp_rows", None)
+        M = np.shape(x)[0]
+        if rows is None or rows() >= M:
+            return measure(potential, x, *args, replicas=replicas, **kw)
+        reps, n = _replica_ids(replicas, M), rows()
+        parts = [measure(potential, x[lo:lo + n], *args, replicas=reps[lo:lo + n], **kw)
+                 for lo in range(0, M, n)]
+        if isinstance(parts[0], tuple):
+            return tuple(np.concatenate(p) for p in zip(*parts))
+        return np.concatenate(parts)
+    return functools.wraps(measure)(run)
+
+
 def _orthonormalize(w, Q, j):
     """w minus its components along Q[0..j] (twice, classical Gram-Schmidt), and its norm."""
     for _ in range(2):
@@ -81,6 +102,7 @@ def _orthonormalize(w, Q, j):
     return w, np.sqrt(_rowdot(w, w))
 
 
+@_in_chunks
 def top_eigenvalue(potential, x: np.ndarray, iters: int = 30, seed: int = 0, step: int = 0,
                    replicas=None, riemannian: bool | None = None) -> np.ndarray:
     """Largest Hessian eigenvalue (M,) per replica by `iters` Lanczos steps (hvp calls).
@@ -125,6 +147,7 @@ def top_eigenvalue(potential, x: np.ndarray, iters: int = 30, seed: int = 0, ste
     return np.linalg.eigvalsh(T)[:, -1]
 
 
+@_in_chunks
 def hessian_trace(potential, x: np.ndarray, probes: int = 16, seed: int = 0, step: int = 0,
                   replicas=None, riemannian: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Hutchinson estimate of tr H (M,) and its standard error (M,) from `probes` Rademacher

@@ -257,8 +257,18 @@ class _MLPLoss:
         return p.loss, p.grad() if grad else None, None if V is None else p.hvp(V)
 
     def _chunks(self, M: int, n: int):
-        step = max(1, CHUNK_ELEMENTS // max(1, n * self.width))
+        step = self._chunk_rows(n)
         return [slice(lo, min(M, lo + step)) for lo in range(0, M, step)]
+
+    def _chunk_rows(self, n: int) -> int:
+        """Replicas per chunk of a pass over n samples: <= CHUNK_ELEMENTS activations."""
+        return max(1, CHUNK_ELEMENTS // max(1, n * self.width))
+
+    def hvp_rows(self) -> int:
+        """Replicas whose full-data pass fits one chunk of CHUNK_ELEMENTS activations: callers
+        making many products (`sharpness`) take replicas this many at a time, so that
+        `hvp_at` keeps each chunk's pass."""
+        return self._chunk_rows(self.n_samples)
 
     def _full(self, x, V=None, grad=True):
         """`_evaluate` on all training samples, in replica chunks to bound memory."""
@@ -299,7 +309,8 @@ class _MLPLoss:
         """Operator v (M, d) -> hvp(x, v) (full training loss), the same numbers, for many
         products at one x (Lanczos, Hutchinson): x's forward pass and what the products share
         are computed once and kept when all replicas fit in one chunk of CHUNK_ELEMENTS
-        activations (otherwise each product redoes them, as `hvp`)."""
+        activations (otherwise each product redoes them, as `hvp`; `hvp_rows` says how many
+        replicas fit)."""
         x = self.check_x(x)
         if len(self._chunks(x.shape[0], self.n_samples)) > 1:
             return lambda v: self.hvp(x, v)
