@@ -7,6 +7,7 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -229,17 +230,17 @@ class Simulation:
         steps, record_every = int(steps), int(record_every)
         if steps < 0 or record_every < 1:
             raise ConfigError(f"need steps >= 0 and record_every >= 1, got {steps}, {record_every}")
+        probe = self.snapshot(record_positions)      # before the file: it may compile, measure
         f = _create_file(out, overwrite, swmr)
         try:
-            probe = self.snapshot(record_positions)
             writer = self.create_writer(f, probe, record_every, record_positions,
                                         self.step + steps, compression, swmr)
+            _publish(writer, out)
             first = [probe] if self.step % record_every == 0 else []
             self._loop(writer, self.step + steps, record_every, record_positions, first,
                        checkpoint_every, progress, flush_seconds)
         except BaseException:
-            if f.id.valid:
-                f.close()
+            _close_unpublished(f, out)
             raise
         report_divergence(self.diverged_step, self.replica_ids)
         return Run(out, file=f) if out is None else _reopen(f, out)
@@ -362,8 +363,8 @@ class Simulation:
         where = (f"checkpoint at step {int(c[CKPT_STEP])}" if c[CKPT_SLOT] >= 0 else "no checkpoint yet")
         if f.driver == "core":
             return f"{why} at step {self.step} of {target}; the run was in memory, nothing to resume"
-        return (f"{why} at step {self.step} of {target}; {where} in {f.filename}; resume with: "
-                f"langevin-sim resume {shlex.quote(f.filename)}")
+        return (f"{why} at step {self.step} of {target}; {where} in {writer.path}; resume with: "
+                f"langevin-sim resume {shlex.quote(writer.path)}")
 
 
 def _nan_diverged(rec: dict, dead: np.ndarray) -> dict:
@@ -455,6 +456,10 @@ def _observer(spec: dict):
 
 
 def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
+    """A new HDF5 file for run file `out` (None: in memory).  On POSIX it is made under a
+    hidden temporary name beside `out` and takes the name only when laid out and flushed
+    (`_publish`), so a process killed while laying it out never leaves an unreadable file at
+    `out` (at worst a hidden `.NAME.*.creating` file)."""
     if out is None:
         return h5py.File(f"mem-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False)
     out = os.fspath(out)
@@ -463,7 +468,37 @@ def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
                           "overwrite=True (--overwrite on the command line)")
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    return h5py.File(out, "w", libver="latest" if swmr else None, **ALIGN)
+    path = out
+    if os.name == "posix":
+        fd, path = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(out)}.",
+                                    suffix=".creating")
+        os.close(fd)
+    try:
+        return h5py.File(path, "w", libver="latest" if swmr else None, **ALIGN)
+    except BaseException:
+        if path != out:
+            os.unlink(path)
+        raise
+
+
+def _publish(writer: RunWriter, out) -> None:
+    """Give the writer's laid-out run file its name `out` (an atomic rename of the flushed
+    file; no-op in memory or where `_create_file` made it under that name)."""
+    f = writer.f
+    if out is not None and f.filename != os.fspath(out):
+        f.flush()
+        os.replace(f.filename, os.fspath(out))
+        writer.path = os.fspath(out)
+
+
+def _close_unpublished(f: h5py.File, out) -> None:
+    """Close `f` after an error; a file still under its temporary name (never published as
+    `out`) is removed."""
+    temp = f.filename if f.id.valid and out is not None and f.filename != os.fspath(out) else None
+    if f.id.valid:
+        f.close()
+    if temp is not None and os.path.exists(temp):
+        os.unlink(temp)
 
 
 def _reopen(f: h5py.File, path) -> Run:

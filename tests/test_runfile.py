@@ -158,6 +158,64 @@ def test_sigkill_leaves_readable_file_that_resumes_exactly(tmp_path, swmr, capsy
     h5py.File(path, "r").close()     # flags cleared: plain HDF5 opens it again
 
 
+SLOW_FIRST_RECORD = textwrap.dedent("""
+    import pathlib, sys, time
+    import numpy as np
+    from langevin_sim import Simulation
+    from langevin_sim.dynamics import OverdampedLangevin
+    from langevin_sim.potentials import DoubleWell
+
+    class Slow:                       # a first record that takes long (compiling, measuring)
+        def __call__(self, sim):
+            pathlib.Path(sys.argv[2]).touch()
+            time.sleep(60)
+            return {"slow": np.zeros(sim.n_replicas)}
+
+        def to_dict(self):
+            return {"class": "Slow"}
+
+    Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 8, backend="numpy", seed=1,
+               observers=[Slow()]).run(100, 10, out=sys.argv[1], progress=False)
+""")
+
+
+def test_a_run_killed_or_failing_before_its_file_is_laid_out_leaves_no_file(tmp_path,
+                                                                              monkeypatch):
+    """The first record is taken before the run file exists, and the file is laid out under
+    a hidden temporary name and renamed once flushed: a run killed while its first record is
+    measured leaves no file (not an unreadable one that blocks the rerun), and a run whose
+    layout fails leaves nothing either."""
+    script, flag, path = tmp_path / "slow.py", tmp_path / "measuring", tmp_path / "run.h5"
+    script.write_text(SLOW_FIRST_RECORD)
+    proc = subprocess.Popen([sys.executable, str(script), str(path), str(flag)], cwd=ROOT)
+    try:
+        t0 = time.time()
+        while not flag.exists():
+            assert proc.poll() is None and time.time() - t0 < 60, "the first record never began"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["measuring", "slow.py"]
+
+    from langevin_sim.io import writer as writer_module
+
+    real = writer_module.RunWriter.create.__func__
+
+    def failing(cls, f, **kw):
+        real(cls, f, **kw)
+        raise OSError("disk full (simulated)")
+    monkeypatch.setattr(writer_module.RunWriter, "create", classmethod(failing))
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
+    with pytest.raises(OSError, match="disk full"):
+        sim.run(20, 10, out=path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["measuring", "slow.py"]
+    monkeypatch.undo()
+    run = sim.run(20, 10, out=path, progress=False)     # no "exists" error: nothing was left
+    assert run.complete and run.n_records == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["measuring", "run.h5", "slow.py"]
+
+
 def test_resume_refuses_a_live_swmr_writer_and_reads_it(tmp_path):
     path = tmp_path / "live.h5"
     proc = _start(tmp_path, path, 10**7, "swmr")

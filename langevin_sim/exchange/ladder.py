@@ -27,7 +27,8 @@ from ..errors import ConfigError, RunStopped, RunTerminated
 from ..io import Run, RunWriter
 from ..io import format as F
 from ..scan.ids import splitmix64
-from ..simulation import Simulation, _create_file, _signals_stop, report_divergence
+from ..simulation import (Simulation, _close_unpublished, _create_file, _publish, _signals_stop,
+                          report_divergence)
 from . import log
 
 # Boltzmann samplers a swap is valid for; SGD / AdamW do not sample exp(-U/T).
@@ -155,9 +156,9 @@ class ReplicaExchange:
         try:
             for k, (sim, path) in enumerate(zip(self.rungs, files)):
                 sim.meta = dict(self.meta, exchange=self.exchange_config(k, files))
+                probe = sim.snapshot(record_positions)
                 f = _create_file(path, overwrite, swmr)
                 handles.append(f)
-                probe = sim.snapshot(record_positions)
                 writers.append(sim.create_writer(f, probe, record_every, record_positions, target,
                                                  compression, swmr=swmr and k > 0))
                 if k == 0:
@@ -165,13 +166,13 @@ class ReplicaExchange:
                     f.flush()
                     if swmr:
                         f.swmr_mode = True
+                _publish(writers[-1], path)
                 pending.append([probe] if self.step % record_every == 0 else [])
             self._loop(writers, target, record_every, record_positions, pending, progress,
                        flush_seconds)
         except BaseException:
-            for f in handles:
-                if f.id.valid:
-                    f.close()
+            for f, path in zip(handles, files):
+                _close_unpublished(f, path)
             raise
         return self._finish(handles, files)
 
@@ -246,8 +247,8 @@ class ReplicaExchange:
         if f.driver == "core":
             return f"{why} at step {self.step} of {target}; the run was in memory, nothing to resume"
         return (f"{why} at step {self.step} of {target}; the ladder is committed at step "
-                f"{int(c[F.STEPS_DONE])} in {f.filename} (and its .rung<k> files); resume with: "
-                f"langevin-sim resume {shlex.quote(f.filename)}")
+                f"{int(c[F.STEPS_DONE])} in {writer.path} (and its .rung<k> files); resume with: "
+                f"langevin-sim resume {shlex.quote(writer.path)}")
 
 
 def _live(sim: Simulation) -> tuple:

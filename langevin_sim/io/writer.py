@@ -88,6 +88,7 @@ class RunWriter:
 
     def __init__(self, f: h5py.File):
         self.f = f
+        self.path = f.filename   # the run file's name (a new file's, once published)
         self.commit = f[F.COMMIT][()].copy()
         self.rows = self.n_records   # record rows written, committed or not
         self._held: dict[str, np.ndarray] = {}   # dataset path -> what this writer last wrote there
