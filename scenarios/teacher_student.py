@@ -6,10 +6,10 @@ momentum, weight decay and optional Langevin noise (temperature > 0: SGLD).  Wit
 hidden >= teacher_hidden the task is realizable: at the defaults, after 2000 steps the test
 loss of the 64 replicas is 0.17% (median) and at most 0.5% of its initial value, on its way
 to the noise floor noise^2 / 2.  Records the train loss (energy, also `train_loss`), test
-loss (and with n_val > 0 a validation loss) and weight norm of every replica, and with sharpness_every > 0 the top Hessian
-eigenvalue (`sharpness`, Lanczos on hvp) every sharpness_every steps (NaN at the other
-records).  The fused Numba kernel runs it: ~2.5 ms per step for the 64 replicas on 2 busy
-cores.
+loss (and with n_val > 0 a validation loss) and weight norm of every replica, and with
+sharpness_every > 0 the top Hessian eigenvalue (`sharpness`, Lanczos on hvp) every
+sharpness_every steps (NaN at the other records).  The fused Numba kernel runs it: ~2.5 ms
+per step for the 64 replicas on 2 busy cores.
 
 start=minimum starts every replica at one minimum of the training loss (L-BFGS, `minimum`),
 for the stationary law of SGD around it (claim 1 of docs/results.md).

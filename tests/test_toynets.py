@@ -116,7 +116,8 @@ def test_teacher_student_losses_against_naive_loops():
     assert list(obs) == ["train_loss", "test_loss", "val_loss", "weight_norm"]
     for m in range(2):
         net = [P[k][m] for k in ("W1", "b1", "W2", "b2")]
-        losses = {name: np.mean([0.5 * (naive_mlp(a, *net, "tanh")[0] - y) ** 2 for a, y in zip(A, Y)])
+        losses = {name: np.mean([0.5 * (naive_mlp(a, *net, "tanh")[0] - y) ** 2
+                                 for a, y in zip(A, Y)])
                   for name, A, Y in (("train", pot.inputs, pot.labels),
                                      ("test", pot.test_inputs, pot.test_labels),
                                      ("val", pot.val_inputs, pot.val_labels))}

@@ -15,11 +15,11 @@ Several points (settings) are pooled by `pooled` (fixed effect on the Fisher sca
 Cochran's Q for their heterogeneity).  Along a run: `early_stopped` takes each replica at
 its record of lowest validation loss (when the run records one, `val_loss`: an honest early
 stop, the test set untouched) or of lowest test loss (an oracle: the best it reached);
-`matched_fit` compares replicas of
-several points (learning rates, batch sizes) at equal training loss, each at the first record
-where its train loss has come down to a given level (or, as a check on fluctuations into the
-band, the last record before it leaves the band for good), so that a point that has fitted more
-is not compared with one that has fitted less.  Sharpness is not invariant to reparameterizations
+`matched_fit` compares replicas of several points (learning rates, batch sizes) at equal
+training loss, each at the first record where its train loss has come down to a given
+level (or, as a check on fluctuations into the band, the last record before it leaves the
+band for good), so that a point that has fitted more is not compared with one that has
+fitted less.  Sharpness is not invariant to reparameterizations
 that leave the function unchanged (Dinh et al. 2017): the comparison is meaningful within
 one architecture and parameterization only.  Imports neither numba nor cupy.
 """

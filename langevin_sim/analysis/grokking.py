@@ -312,6 +312,7 @@ def run_grokking(run, train_threshold: float = 1.0, test_threshold: float = 0.9,
               "weight_decay": float(dyn.get("weight_decay", 0.0)),
               "activation": pot.get("activation", "?"),
               "train_fraction": float(pot.get("train_fraction", math.nan)),
+              "hidden": int(pot.get("hidden", 0)),
               "diverged": int((~alive).sum())}
     return GrokkingPoint(params, times, _at(norm, steps, times.fit), _at(norm, steps, gen_at),
                          _next_measured(sharp, steps, times.fit),
@@ -392,18 +393,20 @@ def delay_scaling(points) -> DelayScaling:
 
 
 def points_table(points) -> str:
-    """One row per point, sorted by (lr, weight decay, training fraction): the fraction of
-    the pairs trained on, fitted/replicas, fraction of the fitted that generalized ± binomial se, median fit step, median delay ± bootstrap se and
+    """One row per point, sorted by (lr, weight decay, training fraction, width): the width,
+    the fraction of the pairs trained on, fitted/replicas, fraction of the fitted that
+    generalized ± binomial se, median fit step, median delay ± bootstrap se and
     its 10/90 % Kaplan-Meier quantiles, lr wd x median delay, weight norm and sharpness
     (λ, top Hessian eigenvalue) at fit and generalization (means), ln(|w|_fit/|w|_gen)."""
-    rows = [f"{'act':>9} {'lr':>7} {'wd':>6} {'lr*wd':>8} {'train':>5} {'fit/M':>7} {'gen frac':>13} "
+    rows = [f"{'act':>9} {'hidden':>6} {'lr':>7} {'wd':>6} {'lr*wd':>8} {'train':>5} {'fit/M':>7} "
+            f"{'gen frac':>13} "
             f"{'fit t50':>8} {'delay t50 ± se':>15} {'[10%, 90%]':>13} {'lr wd t50':>12} "
             f"{'|w| fit':>8} {'|w| gen':>8} {'ln ratio':>8} {'λ fit':>7} {'λ gen':>7}"]
     for s in sorted((p.summary() for p in points),
-                    key=lambda s: (s["lr"], s["weight_decay"], s["train_fraction"])):
+                    key=lambda s: (s["lr"], s["weight_decay"], s["train_fraction"], s["hidden"])):
         rows.append(
-            f"{s['activation']:>9} {s['lr']:7.3g} {s['weight_decay']:6.3g} {s['lr_wd']:8.2e} "
-            f"{s['train_fraction']:5.2f} "
+            f"{s['activation']:>9} {s['hidden']:6d} {s['lr']:7.3g} {s['weight_decay']:6.3g} "
+            f"{s['lr_wd']:8.2e} {s['train_fraction']:5.2f} "
             f"{s['fitted']:3d}/{s['replicas']:<3d} {s['frac_gen']:6.3f} ± {s['frac_gen_se']:.3f} "
             f"{s['fit_median']:8.0f} {s['delay_median']:7.0f} ± {s['delay_se']:5.0f} "
             f"[{s['delay_q10']:4.0f}, {s['delay_q90']:5.0f}] "

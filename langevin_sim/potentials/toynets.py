@@ -390,7 +390,8 @@ class TeacherStudentMLP(_MLPLoss, Potential):
         self.kind = _activation_code(activation)
         self.activation, self.noise, self.seed = activation, float(noise), int(seed)
         self.n_samples, self.d_in, self.hidden, self.teacher_hidden = n, d_in, hidden, teacher_hidden
-        self.n_test, self.n_val, self.init_scale, self.width = n_test, n_val, float(init_scale), hidden
+        self.n_test, self.n_val, self.width = n_test, n_val, hidden
+        self.init_scale = float(init_scale)
         self.layout = ParamLayout([("W1", (hidden, d_in)), ("b1", (hidden,)), ("W2", (1, hidden)),
                                    ("b2", (1,))])
         self.d = self.layout.d
