@@ -26,7 +26,8 @@ os.environ["NUMBA_CACHE_DIR"] = os.path.join(ROOT, ".numba-cache", f"tests-O{os.
 # those of the test's parametrization. When collection ends, these subprocesses are queued in
 # collection order and run BACKGROUND_SLOTS at a time at low priority (`nice`): they fill the
 # core the tests' process leaves idle (Numba compiles on one) without slowing it. The tests
-# that take their results (`early_result`) run last, when the subprocesses are done.
+# that take their results (`early_result`) run last, when the subprocesses are done. Under
+# pytest-xdist (`-n N`) the workers run them as they come instead.
 
 BACKGROUND_SLOTS = 2
 _pool = None
@@ -87,7 +88,10 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_collection_finish(session):
-    if session.config.option.collectonly:
+    # an xdist worker collects every test but runs only its share: queuing all the
+    # subprocesses in each worker would run each of them once per worker; there each one
+    # starts when its test runs (`early_result`), beside the other workers' tests
+    if session.config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     for item in session.items:
         fn = getattr(item, "function", None)
