@@ -7,7 +7,6 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -469,10 +468,8 @@ def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     path = out
-    if os.name == "posix":
-        fd, path = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(out)}.",
-                                    suffix=".creating")
-        os.close(fd)
+    if os.name == "posix":      # (not mkstemp: its files are private, 0600; these get the umask's)
+        path = os.path.join(parent, f".{os.path.basename(out)}.{uuid.uuid4().hex[:12]}.creating")
     try:
         return h5py.File(path, "w", libver="latest" if swmr else None, **ALIGN)
     except BaseException:

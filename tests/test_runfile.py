@@ -214,6 +214,9 @@ def test_a_run_killed_or_failing_before_its_file_is_laid_out_leaves_no_file(tmp_
     run = sim.run(20, 10, out=path, progress=False)     # no "exists" error: nothing was left
     assert run.complete and run.n_records == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["measuring", "run.h5", "slow.py"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask     # as any new file, not private
 
 
 def test_resume_refuses_a_live_swmr_writer_and_reads_it(tmp_path):
