@@ -364,3 +364,37 @@ def test_grokking_delay():
         grok = np.argmax(test[:, m] >= 0.9)
         assert step[grok] >= 5 * step[fit], (step[fit], step[grok])
         assert test[fit, m] < 0.1
+
+
+@pytest.mark.parametrize("name", ["ts-relu", "ts-quadratic", "mod-onehot-relu", "mod-onehot-quadratic"])
+def test_rescaled_units_keep_the_function_and_transform_the_hessian(name):
+    """Rescaling hidden units (W1, b1 by c, W2 by c^-k) is a symmetry of relu (k = 1) and
+    quadratic (k = 2) nets: energy and every observable are unchanged, and since L(D z) = L(z)
+    for the diagonal map D, the Hessian at D x is D^-1 H(x) D^-1: hvp(Dx, v) = D^-1 hvp(x,
+    D^-1 v), so the top eigenvalue moves while nothing the net computes does."""
+    from langevin_sim.potentials.sharpness import top_eigenvalue
+
+    pot = NETS[name]()
+    x = random_point(pot, M=3, seed=5)
+    c = np.exp(np.random.default_rng(6).uniform(-1, 1, (3, pot.hidden)))
+    y = pot.rescaled(x, c)
+    np.testing.assert_allclose(pot.energy(y), pot.energy(x), rtol=1e-12)
+    for k, v in pot.observables(x).items():
+        if k != "weight_norm":
+            np.testing.assert_allclose(pot.observables(y)[k], v, rtol=1e-11, atol=1e-14, err_msg=k)
+    D = pot.rescaled(np.ones_like(x), c)                 # the diagonal of the map, per replica
+    assert np.allclose(y, D * x) and not np.allclose(D, 1)
+    v = np.random.default_rng(7).standard_normal(x.shape)
+    np.testing.assert_allclose(pot.hvp(y, v), pot.hvp(x, v / D) / D, rtol=1e-9,
+                               atol=1e-9 * np.abs(pot.hvp(y, v)).max())
+    s0, s1 = top_eigenvalue(pot, x, iters=pot.d), top_eigenvalue(pot, y, iters=pot.d)
+    assert np.all(np.abs(np.log(s1 / s0)) > 0.05), (s0, s1)
+    assert np.array_equal(pot.rescaled(x, 1.0), x)
+
+
+def test_rescaling_errors():
+    with pytest.raises(ConfigError, match="no rescaling symmetry"):
+        NETS["ts-tanh"]().rescaled(np.zeros((1, NETS["ts-tanh"]().d)), 2.0)
+    pot = NETS["ts-relu"]()
+    with pytest.raises(ConfigError, match="> 0"):
+        pot.rescaled(np.zeros((2, pot.d)), -1.0)

@@ -336,6 +336,27 @@ class _MLPLoss:
             x[:, lo:hi] = self.init_scale * z[:, lo:hi] / math.sqrt(fan_in)
         return x
 
+    def rescaled(self, x, c) -> np.ndarray:
+        """The same networks with each hidden unit rescaled: W1[j], b1[j] times c_j and W2[:, j]
+        divided by c_j^k, where phi(c z) = c^k phi(z) for c > 0 (relu: k = 1, quadratic:
+        k = 2; tanh has no such symmetry).  Every output, loss and accuracy is unchanged (to
+        rounding) while the Hessian is not: sharpness is not a property of the function
+        (Dinh et al. 2017).  x (M, d); c > 0 scalar, (hidden,) or (M, hidden).  Returns a new
+        (M, d) array of x's dtype."""
+        k = {1: 1, 2: 2}.get(self.kind)
+        if k is None:
+            raise ConfigError(f"a {self.activation} network has no rescaling symmetry; relu "
+                              "(degree 1) and quadratic (degree 2) units have one")
+        x = self.check_x(x)
+        c = np.broadcast_to(np.asarray(c, np.float64), (x.shape[0], self.hidden))
+        if not np.all(c > 0):
+            raise ConfigError("rescaling factors must be > 0")
+        P = {name: np.array(v, dtype=np.float64) for name, v in self.layout.unpack(x).items()}
+        P["W1"] *= c[:, :, None]
+        P["b1"] *= c
+        P["W2"] /= c[:, None, :] ** k
+        return self.layout.pack(P).astype(x.dtype)
+
     def weight_norm(self, x) -> np.ndarray:
         """Euclidean norm of all parameters, sqrt(sum_i x_i^2) (M,) float64 (x's array module)."""
         xp = array_module(x)
