@@ -43,12 +43,16 @@ def main(argv=None):
     print(points_table(points))
     S = [p.summary() for p in points]
     done = [s for s in S if np.isfinite(s["delay_median"]) and np.isfinite(s["delay_se"])]
-    fit = delay_scaling(done) if len(done) >= 3 else None
+    spread = len({s["lr_wd"] for s in done}) >= 2
+    fit = delay_scaling(done) if len(done) >= 3 and spread else None
     if fit is not None:
         print(fit.table())
         print(f"verdict: median delay ~ (lr wd)^(-{fit.a:.2f} +- {fit.a_se:.2f}): "
               f"{'consistent' if abs(fit.z) <= 3 else 'NOT consistent'} with the drift "
               f"picture's 1/(lr wd) within 3 SE (chi2/dof {fit.chi2:.1f}/{fit.dof})")
+    elif len(done) >= 3:
+        print(f"verdict: the {len(done)} points with a median delay share lr wd = "
+              f"{done[0]['lr_wd']:.3g}: no 1/(lr wd) fit (it needs points at two or more values)")
     else:
         print(f"verdict: {len(done)} of {len(S)} points have a median delay (more than half of the "
               "fitted replicas generalized); the 1/(lr wd) fit needs 3 of them")

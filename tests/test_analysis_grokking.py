@@ -110,6 +110,9 @@ def test_delay_scaling_recovers_exponents_and_errors():
     assert abs(f2.A - 300) < 1e-6 and abs(f2.B - 4) < 1e-9 and f2.a < 0.95
     with pytest.raises(ConfigError):
         delay_scaling(pts[:2])
+    one = [dict(p, lr=1e-3, weight_decay=1.0) for p in pts[:4]]      # a width scan: one lr wd
+    with pytest.raises(ConfigError, match="share one lr"):
+        delay_scaling(one)
 
 
 def test_bad_shapes_are_config_errors():

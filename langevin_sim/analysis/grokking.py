@@ -376,6 +376,9 @@ def delay_scaling(points) -> DelayScaling:
          and s["delay_se"] > 0]
     if len(S) < 3:
         raise ConfigError(f"need >= 3 points with a finite median delay and error, got {len(S)}")
+    if len({s["lr"] * s["weight_decay"] for s in S}) < 2:
+        raise ConfigError("the points share one lr * weight_decay: the delay's scaling with it "
+                          "needs points at two or more values (a scan over lr or weight_decay)")
     y = np.log([s["delay_median"] for s in S])
     se = np.array([s["delay_se"] / s["delay_median"] for s in S])
     lr, wd = np.log([s["lr"] for s in S]), np.log([s["weight_decay"] for s in S])
