@@ -229,6 +229,7 @@ class Simulation:
         steps, record_every = int(steps), int(record_every)
         if steps < 0 or record_every < 1:
             raise ConfigError(f"need steps >= 0 and record_every >= 1, got {steps}, {record_every}")
+        _check_out(out, overwrite)                    # refuse at once, not after the probe
         probe = self.snapshot(record_positions)      # before the file: it may compile, measure
         f = _create_file(out, overwrite, swmr)
         try:
@@ -461,10 +462,8 @@ def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
     `out` (at worst a hidden `.NAME.*.creating` file)."""
     if out is None:
         return h5py.File(f"mem-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False)
+    _check_out(out, overwrite)
     out = os.fspath(out)
-    if os.path.exists(out) and not overwrite:
-        raise ConfigError(f"output {out} exists; choose another path, delete it, or pass "
-                          "overwrite=True (--overwrite on the command line)")
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     path = out
@@ -473,9 +472,16 @@ def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
     try:
         return h5py.File(path, "w", libver="latest" if swmr else None, **ALIGN)
     except BaseException:
-        if path != out:
+        if path != out and os.path.exists(path):
             os.unlink(path)
         raise
+
+
+def _check_out(out, overwrite: bool) -> None:
+    """Refuse an existing run file `out` unless `overwrite` (None: in memory, never refused)."""
+    if out is not None and os.path.exists(out) and not overwrite:
+        raise ConfigError(f"output {os.fspath(out)} exists; choose another path, delete it, or "
+                          "pass overwrite=True (--overwrite on the command line)")
 
 
 def _publish(writer: RunWriter, out) -> None:

@@ -217,6 +217,13 @@ def test_a_run_killed_or_failing_before_its_file_is_laid_out_leaves_no_file(tmp_
     mask = os.umask(0)
     os.umask(mask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask     # as any new file, not private
+    taken = []                        # an existing file is refused before the first record
+    monkeypatch.setattr(sim, "snapshot", lambda *a, **k: taken.append(1))
+    with pytest.raises(ls.ConfigError, match="exists; choose another path"):
+        sim.run(20, 10, out=path, progress=False)
+    assert taken == []
+    with open_run(path) as run:
+        assert run.complete
 
 
 def test_resume_refuses_a_live_swmr_writer_and_reads_it(tmp_path):

@@ -27,8 +27,8 @@ from ..errors import ConfigError, RunStopped, RunTerminated
 from ..io import Run, RunWriter
 from ..io import format as F
 from ..scan.ids import splitmix64
-from ..simulation import (Simulation, _close_unpublished, _create_file, _publish, _signals_stop,
-                          report_divergence)
+from ..simulation import (Simulation, _check_out, _close_unpublished, _create_file, _publish,
+                          _signals_stop, report_divergence)
 from . import log
 
 # Boltzmann samplers a swap is valid for; SGD / AdamW do not sample exp(-U/T).
@@ -153,6 +153,8 @@ class ReplicaExchange:
         files = [rung_path(out, k) for k in range(len(self.rungs))]
         target = self.step + steps
         handles, writers, pending = [], [], []
+        for path in files:
+            _check_out(path, overwrite)              # at once, not after the first probes
         try:
             for k, (sim, path) in enumerate(zip(self.rungs, files)):
                 sim.meta = dict(self.meta, exchange=self.exchange_config(k, files))
