@@ -177,8 +177,6 @@ def pooled(fgs, partial: bool = False) -> PooledCorrelation:
                              bool(partial))
 
 
-
-
 def _records(run: Run, measure: str, by: str = "test_loss"):
     """(step (R,), measure, train loss, test loss, `by` (R, M)) at the R records that hold
     `measure` for every live replica, diverged replicas dropped (train loss NaN if not

@@ -81,11 +81,11 @@ def _in_chunks(measure):
     `hvp_at`), the rows' results concatenated: every row's numbers depend on that row
     and its global replica id only."""
     def run(potential, x, *args, replicas=None, **kw):
-        rows = getattr(potential, "hvp_rows", None)
         M = np.shape(x)[0]
-        if rows is None or rows() >= M:
+        n = potential.hvp_rows() if hasattr(potential, "hvp_rows") else M
+        if n >= M:
             return measure(potential, x, *args, replicas=replicas, **kw)
-        reps, n = _replica_ids(replicas, M), rows()
+        reps = _replica_ids(replicas, M)
         parts = [measure(potential, x[lo:lo + n], *args, replicas=reps[lo:lo + n], **kw)
                  for lo in range(0, M, n)]
         if isinstance(parts[0], tuple):

@@ -343,7 +343,7 @@ class _MLPLoss:
         rounding) while the Hessian is not: sharpness is not a property of the function
         (Dinh et al. 2017).  x (M, d); c > 0 scalar, (hidden,) or (M, hidden).  Returns a new
         (M, d) array of x's dtype."""
-        k = {1: 1, 2: 2}.get(self.kind)
+        k = {"relu": 1, "quadratic": 2}.get(self.activation)     # phi's degree of homogeneity
         if k is None:
             raise ConfigError(f"a {self.activation} network has no rescaling symmetry; relu "
                               "(degree 1) and quadratic (degree 2) units have one")
