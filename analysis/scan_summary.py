@@ -15,7 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from langevin_sim.analysis.scan import energy_summary, gather, reduce_repeats, save_figure  # noqa: E402
+from langevin_sim.analysis.scan import (energy_summary, gather, reduce_repeats,  # noqa: E402
+                                        save_figure)
 from langevin_sim.scan import open_scan  # noqa: E402
 
 

@@ -366,7 +366,8 @@ def test_grokking_delay():
         assert test[fit, m] < 0.1
 
 
-@pytest.mark.parametrize("name", ["ts-relu", "ts-quadratic", "mod-onehot-relu", "mod-onehot-quadratic"])
+@pytest.mark.parametrize("name", ["ts-relu", "ts-quadratic", "mod-onehot-relu",
+                                  "mod-onehot-quadratic"])
 def test_rescaled_units_keep_the_function_and_transform_the_hessian(name):
     """Rescaling hidden units (W1, b1 by c, W2 by c^-k) is a symmetry of relu (k = 1) and
     quadratic (k = 2) nets: energy and every observable are unchanged, and since L(D z) = L(z)

@@ -218,8 +218,8 @@ class _MLPLoss:
 
     Subclasses set `layout`, `kind`, `n_samples`, `d`, `init_scale`, `width` (the widest
     per-sample activation, to size replica chunks) and define `_inputs(P, rows, dtype)` -> A,
-    `_input_tangent(rows, dtype, V)` -> RA and `_head(out, rows, Rout)`.  `rows` is None (all training samples) or an
-    (M, B) index array (one minibatch per replica).
+    `_input_tangent(rows, dtype, V)` -> RA and `_head(out, rows, Rout)`.  `rows` is None
+    (all training samples) or an (M, B) index array (one minibatch per replica).
     """
 
     layout: ParamLayout
