@@ -9,7 +9,7 @@ import pytest
 
 from langevin_sim import Simulation
 from langevin_sim.dynamics import OverdampedLangevin, Schedule
-from langevin_sim.errors import ConfigError
+from langevin_sim.errors import ConfigError, RunFileError
 from langevin_sim.potentials import Potential, SphericalPSpin
 
 from .conftest import assert_split_matches, assert_within_se, both_backends
@@ -162,6 +162,53 @@ def test_instance_round_trips_through_the_run_file():
     x = sphere_points(6, 4, 8)
     np.testing.assert_array_equal(back.energy(x), pot.energy(x))
     np.testing.assert_array_equal(back.J, pot.J)
+
+
+def test_run_file_keeps_digests_of_seed_drawn_couplings_and_custom_ones_whole(tmp_path):
+    """Couplings and spike drawn from the seed are not stored, their SHA-256 digests are and
+    are checked at the rebuild; couplings passed in are stored whole; a file whose digest the
+    rebuilt tensor does not match (another generator) is refused naming the version."""
+    pot = SphericalPSpin(24, 3, seed=5, planted=0.2)
+    custom = SphericalPSpin(24, 3, seed=5, J=-pot.J)
+    x = sphere_points(24, 3, 4)
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.attrs["package_version"] = "0.0-test"
+        pot.to_hdf5(f.create_group("drawn"))
+        custom.to_hdf5(f.create_group("custom"))
+    with h5py.File(tmp_path / "a.h5", "r+") as f:
+        assert set(f["drawn"]) == set() and set(f["custom"]) == {"J"}
+        assert {k for k in f["drawn"].attrs if k.startswith("sha256:")} == {"sha256:J",
+                                                                           "sha256:spike"}
+        for name, orig in (("drawn", pot), ("custom", custom)):
+            back = Potential.from_hdf5(f[name])
+            np.testing.assert_array_equal(back.J, orig.J)
+            np.testing.assert_array_equal(back.spike, orig.spike)
+            np.testing.assert_array_equal(back.energy(x), orig.energy(x))
+        assert back.regenerated() == ("spike",) and custom.regenerated() == ("spike",)
+        f["drawn"].attrs["sha256:J"] = "0" * 64
+        with pytest.raises(RunFileError, match=r"'J' is not stored .* differs .*0\.0-test"):
+            Potential.from_hdf5(f["drawn"])
+
+
+def test_a_pspin_run_file_holds_no_couplings_and_resumes(tmp_path):
+    """A run of a seed-drawn instance (N = 64: 2 MiB of couplings) writes no couplings (the
+    same run of the same couplings passed in writes them); its potential rebuilds bit for bit
+    and the run resumes to the uninterrupted run's state."""
+    from langevin_sim import open_run, resume
+
+    def sim(J=None):
+        return Simulation(SphericalPSpin(64, 3, seed=2, J=J), OverdampedLangevin(1e-2, 0.5), 4,
+                          seed=1, backend="numpy")
+
+    J = sim().potential.J
+    for name, s, steps in (("whole", sim(), 40), ("part", sim(), 20), ("given", sim(J), 40)):
+        s.run(steps, 10, out=tmp_path / f"{name}.h5", progress=False).close()
+    size = {name: (tmp_path / f"{name}.h5").stat().st_size for name in ("whole", "given")}
+    assert size["given"] - size["whole"] >= J.nbytes, size
+    resume(tmp_path / "part.h5", 40, progress=False).close()
+    with open_run(tmp_path / "whole.h5") as a, open_run(tmp_path / "part.h5") as b:
+        np.testing.assert_array_equal(b.potential.J, sim().potential.J)
+        np.testing.assert_array_equal(b.positions[:], a.positions[:])
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -113,7 +113,7 @@ def test_large_rows_are_written_as_whole_chunks(tmp_path, dtype, monkeypatch):
 
 
 def test_large_potential_arrays_and_pieces_go_past_the_page_cache(tmp_path, monkeypatch):
-    """A potential's large array (a p-spin coupling tensor, 2 MiB) is allocated at layout and
+    """A potential's large array (a p-spin's own coupling tensor, 2 MiB) is allocated at layout and
     written like checkpoints (`write_whole`); writes split into pieces of a small buffer
     (PIECE of 8 KiB) give the file an unsplit write gives."""
     from langevin_sim.potentials import SphericalPSpin
@@ -125,8 +125,10 @@ def test_large_potential_arrays_and_pieces_go_past_the_page_cache(tmp_path, monk
                         or whole[-1][1])
 
     def sim():
-        return Simulation(SphericalPSpin(64, 3, seed=2), OverdampedLangevin(1e-2, 0.5), 2048,
-                          seed=1)
+        return Simulation(SphericalPSpin(64, 3, seed=2, J=J), OverdampedLangevin(1e-2, 0.5),
+                          2048, seed=1)
+
+    J = SphericalPSpin(64, 3, seed=2).J     # passed in: stored (seed-drawn ones are not)
 
     a = sim().run(10, 5, out=tmp_path / "a.h5", progress=False)
     with monkeypatch.context() as m:

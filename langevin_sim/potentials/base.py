@@ -1,6 +1,7 @@
 """Potential base class: the loss surface U(x) on replica batches x of shape (M, d)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, ClassVar
 
@@ -9,6 +10,15 @@ import numpy as np
 from ..errors import ConfigError, RunFileError
 
 REGISTRY: dict[str, type["Potential"]] = {}
+DIGEST = "sha256:"      # attribute prefix of a regenerated array's digest in /potential
+
+
+def array_digest(a) -> str:
+    """SHA-256 (hex) of an array's dtype, shape and C-order bytes."""
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.data)
+    return h.hexdigest()
 
 
 def array_module(x):
@@ -57,6 +67,12 @@ class Potential:
     def arrays(self) -> dict[str, np.ndarray]:
         return {}
 
+    def regenerated(self) -> tuple[str, ...]:
+        """Names of `arrays()` entries that `cls(**params())` alone rebuilds bit for bit (drawn
+        from the instance's seed): a run file keeps their SHA-256 digests instead of the arrays
+        and checks them when it rebuilds the potential (design_changes 95).  Default: none."""
+        return ()
+
     def observables(self, x, energy=None) -> dict[str, np.ndarray]:
         """Extra per-replica observables recorded with the energy: name -> (M, ...).  `energy`
         (M,) float64: x's energies where the caller has them (a record does), so that
@@ -93,11 +109,15 @@ class Potential:
     # -- storage ----------------------------------------------------------
     def to_hdf5(self, group, put=None) -> None:
         """Class, parameters (JSON attributes) and arrays of the potential into the HDF5
-        group; put(group, name, array) writes each array (default: `create_dataset`)."""
+        group; put(group, name, array) writes each array (default: `create_dataset`).  The
+        `regenerated()` arrays are not written: their digests are (attribute `sha256:NAME`)."""
         group.attrs["class"] = type(self).__name__
         group.attrs["params"] = json.dumps(self.params())
+        regenerated = self.regenerated()
         for k, v in self.arrays().items():
-            if put is None:
+            if k in regenerated:
+                group.attrs[DIGEST + k] = array_digest(v)
+            elif put is None:
                 group.create_dataset(k, data=np.asarray(v))
             else:
                 put(group, k, np.asarray(v))
@@ -110,7 +130,19 @@ class Potential:
                                "import the module defining it before opening the run")
         params = json.loads(group.attrs["params"])
         arrays = {k: v[()] for k, v in group.items() if not v.is_scale}  # scales label dims
-        return REGISTRY[cls_name](**params, **arrays)
+        potential = REGISTRY[cls_name](**params, **arrays)
+        rebuilt = potential.arrays()
+        for key, digest in group.attrs.items():
+            if key.startswith(DIGEST):
+                name = key[len(DIGEST):]
+                if name not in rebuilt or array_digest(rebuilt[name]) != digest:
+                    raise RunFileError(
+                        f"{cls_name}'s array {name!r} is not stored in the run file but rebuilt "
+                        f"from its parameters {params}, and the rebuilt one differs from the one "
+                        "the run used (SHA-256): this version of langevin_sim generates it "
+                        "differently; open the file with the version that wrote it "
+                        f"(package_version {group.file.attrs.get('package_version', '?')!s})")
+        return potential
 
     def describe(self) -> dict[str, Any]:
         return {"class": type(self).__name__, **self.params()}

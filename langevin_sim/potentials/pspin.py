@@ -47,8 +47,13 @@ def sphere_retract(x):
 
 def coupling_tensor(N: int, p: int, seed: int, scale: float) -> np.ndarray:
     """J = scale * sym(G), G an i.i.d. N(0, 1) tensor (N,)*p from the DATA stream of `seed`
-    (stream positions 0 .. N**p - 1, C order); sym averages over the p! index permutations."""
-    G = rng.standard_normal(seed, rng.DATA, (N,) * p)
+    (stream positions 0 .. N**p - 1, C order, drawn in pieces of ROW_CHUNK_ENTRIES so that
+    the generator's temporaries stay small); sym averages over the p! index permutations."""
+    G = np.empty(N ** p)
+    for start in range(0, N ** p, ROW_CHUNK_ENTRIES):
+        stop = min(N ** p, start + ROW_CHUNK_ENTRIES)
+        G[start:stop] = rng.stream_normals(seed, rng.DATA, [0], start, stop - start)[0]
+    G = G.reshape((N,) * p)
     S = np.zeros_like(G)
     perms = list(itertools.permutations(range(p)))
     for perm in perms:
@@ -118,18 +123,20 @@ class SphericalPSpin(Potential):
             raise ConfigError(f"planted must be a finite signal strength, got {planted}")
         self.N, self.d, self.p = N, N, p
         self.convention, self.seed, self.planted = convention, int(seed), planted
+        self._regenerated = tuple(k for k, v in (("J", J), ("spike", spike)) if v is None)
         if J is None:
             J = coupling_tensor(N, p, self.seed, math.sqrt(VARIANCE[convention] / N ** (p - 1)))
-        J = np.asarray(J, dtype=np.float64)
-        if J.shape != (N,) * p:
-            raise ConfigError(f"J must have shape {(N,) * p} for N={N}, p={p}, got {J.shape}")
-        scale = np.abs(J).max()
-        for a in range(p - 1):  # adjacent transpositions generate all permutations
-            perm = list(range(p))
-            perm[a], perm[a + 1] = perm[a + 1], perm[a]
-            if not np.allclose(J, J.transpose(perm), rtol=0.0, atol=1e-12 * scale):
-                raise ConfigError(f"J is not symmetric under swapping indices {a} and {a + 1}; "
-                                  "pass the average of J over all index permutations")
+        else:
+            J = np.asarray(J, dtype=np.float64)
+            if J.shape != (N,) * p:
+                raise ConfigError(f"J must have shape {(N,) * p} for N={N}, p={p}, got {J.shape}")
+            scale = np.abs(J).max()
+            for a in range(p - 1):  # adjacent transpositions generate all permutations
+                perm = list(range(p))
+                perm[a], perm[a + 1] = perm[a + 1], perm[a]
+                if not np.allclose(J, J.transpose(perm), rtol=0.0, atol=1e-12 * scale):
+                    raise ConfigError(f"J is not symmetric under swapping indices {a} and "
+                                      f"{a + 1}; pass the average of J over all index permutations")
         self.J = J
         self.spike = spike_direction(N, p, self.seed) if spike is None else \
             np.asarray(spike, dtype=np.float64)
@@ -149,6 +156,11 @@ class SphericalPSpin(Potential):
 
     def arrays(self):
         return {"J": self.J, "spike": self.spike}
+
+    def regenerated(self):
+        """J and the spike where drawn from `seed` (not passed in): a run file stores their
+        digests, not the N**p couplings (1.07 GB at N = 512, p = 3)."""
+        return self._regenerated
 
     def gradient_matrix(self, dtype=np.float64) -> np.ndarray:
         """-p J_eff reshaped to (N**(p-1), N) in `dtype` (C-contiguous; cached)."""
