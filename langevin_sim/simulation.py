@@ -1,11 +1,14 @@
 """Simulation: replicas, initial state, the run loop, recording, divergence, checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import shlex
 import signal
+import socket
 import sys
 import threading
 import time
@@ -459,7 +462,8 @@ def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
     """A new HDF5 file for run file `out` (None: in memory).  On POSIX it is made under a
     hidden temporary name beside `out` and takes the name only when laid out and flushed
     (`_publish`), so a process killed while laying it out never leaves an unreadable file at
-    `out` (at worst a hidden `.NAME.*.creating` file)."""
+    `out` (at worst a hidden `.NAME.HOST-PID.*.creating` file, which the next run file made
+    at `out` on that host removes once process PID is gone)."""
     if out is None:
         return h5py.File(f"mem-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False)
     _check_out(out, overwrite)
@@ -468,13 +472,34 @@ def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
     os.makedirs(parent, exist_ok=True)
     path = out
     if os.name == "posix":      # (not mkstemp: its files are private, 0600; these get the umask's)
-        path = os.path.join(parent, f".{os.path.basename(out)}.{uuid.uuid4().hex[:12]}.creating")
+        _remove_orphans(parent, os.path.basename(out))
+        path = os.path.join(parent, f".{os.path.basename(out)}.{socket.gethostname()}-"
+                                    f"{os.getpid()}.{uuid.uuid4().hex[:12]}.creating")
     try:
         return h5py.File(path, "w", libver="latest" if swmr else None, **ALIGN)
     except BaseException:
         if path != out and os.path.exists(path):
             os.unlink(path)
         raise
+
+
+def _remove_orphans(parent: str, name: str) -> None:
+    """Remove the temporary files `_create_file` left for run file `name` in `parent` on this
+    host whose process no longer exists (killed while laying the file out).  Files of other
+    hosts (a shared file system) and of live processes are left alone."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(.+)-(\d+)\.[0-9a-f]{{12}}\.creating")
+    host = socket.gethostname()
+    for entry in os.listdir(parent):
+        m = pattern.fullmatch(entry)
+        if m is None or m[1] != host:
+            continue
+        try:
+            os.kill(int(m[2]), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(parent, entry))
+        except (PermissionError, OverflowError):      # alive (another user's), or no such pid
+            pass
 
 
 def _check_out(out, overwrite: bool) -> None:

@@ -226,6 +226,27 @@ def test_a_run_killed_or_failing_before_its_file_is_laid_out_leaves_no_file(tmp_
         assert run.complete
 
 
+def test_a_new_run_file_removes_the_temporary_files_of_dead_processes_only(tmp_path):
+    """Temporary files a killed process left for the same run file on this host go when the
+    next run at that name lays out its file; a live process's, another host's and another
+    run file's stay."""
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    names = {"orphan": f".run.h5.{host}-{dead.pid}.0123456789ab.creating",
+             "live": f".run.h5.{host}-{os.getpid()}.0123456789ab.creating",
+             "other host": f".run.h5.elsewhere-{dead.pid}.0123456789ab.creating",
+             "other run": f".other.h5.{host}-{dead.pid}.0123456789ab.creating"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"")
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
+    sim.run(20, 10, out=tmp_path / "run.h5", progress=False).close()
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"run.h5"} | set(names.values()) - {names["orphan"]}, left
+
+
 def test_resume_refuses_a_live_swmr_writer_and_reads_it(tmp_path):
     path = tmp_path / "live.h5"
     proc = _start(tmp_path, path, 10**7, "swmr")
