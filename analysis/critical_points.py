@@ -10,7 +10,9 @@ Families: the spherical p = 3 spin glass (Crisanti-Sommers, coupling seeds `--se
 at N spins, against the semicircle law of the index (`semicircle_index_fraction`, threshold
 e_th from `spinglass.landmarks`); the TeacherStudentMLP training loss (n = 64, d_in = 3,
 teacher width 2, tanh, no label noise) at student widths `--widths` (d = 5 w + 1), starts
-from its default initialization.  Census (`--census N:instances:starts,...`): the p-spin's
+from its default initialization; "escaped": searches that ended far out (|x| > 10 x the
+starts'), where saturated or linearized units make the gradient vanish only asymptotically:
+not critical points, counted apart.  Census (`--census N:instances:starts,...`): the p-spin's
 minima found by quenching the energy from `starts` uniform starts on each of `instances`
 coupling instances (seeds 0 ..), their mean number against the Kac-Rice expectation
 (`kac_rice`, exact at every N), which also gives the expected number of all critical points.
@@ -50,6 +52,7 @@ def mlp(width: int, starts: int, seed: int = 1, max_iter: int = 1000):
 def summary(name, size, cp, scale, e_th=None):
     e = cp.energy / scale
     row = {"family": name, "size": size, "dim": cp.dim, "starts": cp.starts, "found": cp.found,
+           "escaped": cp.escaped,
            "distinct": cp.index.size, "f0": cp.fraction_minima, "f0_se": cp.fraction_minima_se,
            "mean_index": float(np.mean(cp.index / cp.dim)) if cp.index.size else np.nan,
            "e_min0": float(e[cp.index == 0].max()) if np.any(cp.index == 0) else np.nan,
@@ -78,11 +81,13 @@ def run(Ns, widths, starts, max_iter=1000, couplings=(0,)):
 
 
 def table(out) -> str:
-    lines = ["| family | N or width | dim | converged/starts | distinct | index 0 fraction | "
-             "mean index/dim | max energy of a minimum | median energy of saddles | "
-             "index/dim − semicircle |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| family | N or width | dim | converged/starts | escaped | distinct | "
+             "index 0 fraction | mean index/dim | max energy of a minimum | "
+             "median energy of saddles | index/dim − semicircle |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, _, _ in out:
         lines.append(f"| {r['family']} | {r['size']} | {r['dim']} | {r['found']}/{r['starts']} | "
+                     f"{r['escaped']} | "
                      f"{r['distinct']} | {r['f0']:.3f} ± {r['f0_se']:.3f} | {r['mean_index']:.3f} | "
                      f"{r['e_min0']:.4g} | {r['e_saddle']:.4g} | "
                      f"{r.get('dev', float('nan')):+.3f} |")

@@ -29,6 +29,29 @@ def test_double_well_minima_saddles_and_maximum():
     assert abs(cp.fraction_minima - np.mean(cp.index == 0)) < 1e-12
 
 
+def test_end_points_escaped_to_infinity_are_counted_not_kept():
+    """On a tanh teacher-student loss some |grad L|^2 descents end where |grad L| <= tol only
+    because they ran off to |x| > 100 x the starts' (saturated or linearized units, where
+    the gradient decays): they are counted as escaped, not kept as critical points, and
+    `far=inf` keeps them (the same end points)."""
+    from langevin_sim.potentials.toynets import TeacherStudentMLP
+
+    pot = TeacherStudentMLP(n=64, d_in=3, hidden=2, teacher_hidden=2, noise=0.0, seed=0)
+    starts = pot.default_init(np.random.default_rng(1).standard_normal((60, pot.d)))
+    cp = critical_points(pot, starts, tol=1e-6, max_iter=1000)
+    everything = critical_points(pot, starts, tol=1e-6, max_iter=1000, far=np.inf)
+    r0 = np.linalg.norm(starts, axis=1).max()
+    radius = np.linalg.norm(everything.x, axis=1)
+    assert cp.escaped > 0 and everything.escaped == 0
+    assert everything.hits[radius > 10 * r0].sum() == cp.escaped
+    assert cp.found + cp.escaped == everything.found
+    assert radius[radius > 10 * r0].min() > 100 * r0 and radius[radius <= 10 * r0].max() < 3 * r0
+    assert np.all(np.linalg.norm(cp.x, axis=1) <= 10 * r0)
+    assert "escaped to infinity" in cp.table()
+    pooled = type(cp).pooled([cp, cp])
+    assert pooled.escaped == 2 * cp.escaped and pooled.found == 2 * cp.found
+
+
 def test_p2_sphere_eigenvectors_have_index_equal_to_rank():
     """p = 2: U = x^T A x / 2 on |x|^2 = N; critical points are +-sqrt(N) times A's
     eigenvectors, the k-th lowest has Riemannian index k and energy per spin a_k / 2."""

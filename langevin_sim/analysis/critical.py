@@ -7,7 +7,9 @@ Riemannian gradient g = P grad U and the Riemannian gradient of f is Hess_R g
 (`riemannian_hvp(x, g)`): D f[v] = <g, D g[v]> = <g, Hess_R v> because g is tangent.
 `critical_points` runs the batched L-BFGS of `basins.quench` on f from every start at once,
 keeps the end points with |grad U| <= `tol` (minima of f with f > 0 are not critical points
-of U and are dropped), merges duplicates (`cluster_minima`) and counts the negative
+of U and are dropped), sets aside those far out (|x| above `far` times the largest start's:
+asymptotes, where |grad U| decays along an escape to infinity -- a toy net's saturated or
+linearized units -- not critical points; counted as `escaped`), merges duplicates (`cluster_minima`) and counts the negative
 eigenvalues of each one's Hessian (`basins.hessian_spectrum`: dense, tangent space on the
 sphere).  Minimizing |grad U|^2 finds critical points of every index, but with a bias set by
 the sizes of their basins under this flow: the fractions it reports are those of the points
@@ -70,7 +72,9 @@ class CriticalPoints:
     """Distinct critical points found: x (K, d), energy (K,) of U, grad_norm (K,) = |grad U|,
     index (K,) = number of Hessian eigenvalues below -rtol max|lambda| over the `dim`
     directions (d, or d - 1 on the sphere), lowest (K,) eigenvalue, hits (K,) = how many
-    starts ended there; starts = number of starts, found = how many of them converged."""
+    starts ended there; starts = number of starts, found = how many of them converged to
+    these points, escaped = how many converged far out (`critical_points`' `far`: asymptotes
+    at infinity, not among the points)."""
 
     x: np.ndarray
     energy: np.ndarray
@@ -81,6 +85,7 @@ class CriticalPoints:
     dim: int
     starts: int
     found: int
+    escaped: int = 0
 
     @classmethod
     def pooled(cls, parts) -> "CriticalPoints":
@@ -91,7 +96,7 @@ class CriticalPoints:
         if len({c.dim for c in parts}) != 1:
             raise ConfigError("pooled critical points must share their dimension")
         return cls(**cat, dim=parts[0].dim, starts=sum(c.starts for c in parts),
-                   found=sum(c.found for c in parts))
+                   found=sum(c.found for c in parts), escaped=sum(c.escaped for c in parts))
 
     @property
     def fraction_minima(self) -> float:
@@ -123,7 +128,8 @@ class CriticalPoints:
     def table(self) -> str:
         idx = self.index
         lines = [f"{self.found}/{self.starts} starts converged to {idx.size} distinct critical "
-                 f"points (dim {self.dim}): index 0: {np.sum(idx == 0)} "
+                 f"points (dim {self.dim}; {self.escaped} more escaped to infinity): "
+                 f"index 0: {np.sum(idx == 0)} "
                  f"(fraction {self.fraction_minima:.3f} +- {self.fraction_minima_se:.3f}), "
                  f"index dim: {np.sum(idx == self.dim)}, mean index/dim "
                  f"{np.mean(idx) / self.dim if idx.size else np.nan:.3f}"]
@@ -135,29 +141,35 @@ class CriticalPoints:
 
 def critical_points(potential, starts, tol: float = 1e-6, max_iter: int = 3000,
                     memory: int = 10, cluster_tol: float | None = None,
-                    rtol: float = 1e-7) -> CriticalPoints:
+                    rtol: float = 1e-7, far: float = 10.0) -> CriticalPoints:
     """Critical points of `potential` reached by minimizing |grad U|^2 / 2 (module docstring)
     from every row of `starts` (M, d) at once.
 
     tol: |grad U| (energy / length) below which an end point is a critical point;
     cluster_tol: distance under which two end points are the same point (default
-    1e-4 sqrt(d)); rtol: an eigenvalue is negative when below -rtol max|lambda|.  The
-    Hessians are dense (d up to a few hundred)."""
+    1e-4 sqrt(d)); rtol: an eigenvalue is negative when below -rtol max|lambda|; far: an end
+    point with |x| > far * max |start| escaped (an asymptote, counted, not kept; inf keeps
+    all).  The Hessians are dense (d up to a few hundred)."""
     starts = np.asarray(starts, np.float64)
     if starts.ndim != 2 or starts.shape[1] != potential.d:
         raise ConfigError(f"starts must have shape (M, {potential.d}), got {starts.shape}")
     if not tol > 0:
         raise ConfigError(f"tol must be > 0, got {tol}")
+    if not far > 1:
+        raise ConfigError(f"far must be > 1 (a multiple of the starts' largest norm), got {far}")
     f = GradNormSquared(potential)
     q = quench(f, starts, gtol=1e-3 * tol, max_iter=max_iter, memory=memory)
     ok = np.isfinite(q.energy) & (np.sqrt(2 * np.maximum(q.energy, 0)) <= tol)
+    out = np.linalg.norm(q.x, axis=1) > far * np.linalg.norm(starts, axis=1).max()
+    escaped = int(np.sum(ok & out))
+    ok &= ~out
     x = q.x[ok]
     d = potential.d
     dim = d - 1 if f.constrained else d
     if x.shape[0] == 0:
         e = np.zeros(0)
         return CriticalPoints(x, e, e, np.zeros(0, np.int64), e, np.zeros(0, np.int64), dim,
-                              starts.shape[0], 0)
+                              starts.shape[0], 0, escaped)
     energy = np.asarray(potential.energy(x), np.float64)
     reps, labels = cluster_minima(x, energy, 1e-4 * np.sqrt(d) if cluster_tol is None
                                   else float(cluster_tol))
@@ -168,7 +180,7 @@ def critical_points(potential, starts, tol: float = 1e-6, max_iter: int = 3000,
     index = np.sum(lam < -rtol * scale[:, None], axis=1)
     gn = np.sqrt(2 * f.energy(xr))
     return CriticalPoints(xr, energy[reps], gn, index, lam[:, 0], hits, dim,
-                          starts.shape[0], int(ok.sum()))
+                          starts.shape[0], int(ok.sum()), escaped)
 
 
 def semicircle_index_fraction(e, e_th: float) -> np.ndarray:
