@@ -164,6 +164,24 @@ def test_instance_round_trips_through_the_run_file():
     np.testing.assert_array_equal(back.J, pot.J)
 
 
+def test_large_coupling_tensors_come_from_the_compiled_generator_bit_for_bit(monkeypatch):
+    """Beyond ROW_CHUNK_ENTRIES normals the couplings come from `stream_normals_into` (numba,
+    parallel pieces): the same bits as the NumPy reference, at any start (not a multiple of
+    4) and across pieces; forcing the compiled path on a small tensor changes nothing."""
+    from langevin_sim import rng
+    from langevin_sim.kernels.common import PIECE, stream_normals_into
+    from langevin_sim.potentials import pspin
+
+    k0, k1 = rng.key_of(11)
+    for start, n in ((0, 2 * PIECE + 5), (3, PIECE - 1), (PIECE + 2, 7)):
+        out = np.full(n, np.nan)
+        stream_normals_into(k0, k1, np.uint64(rng.DATA), np.uint64(0), start, out)
+        np.testing.assert_array_equal(out, rng.stream_normals(11, rng.DATA, [0], start, n)[0])
+    reference = pspin.coupling_tensor(20, 3, 4, 0.1)
+    monkeypatch.setattr(pspin, "ROW_CHUNK_ENTRIES", 100)
+    np.testing.assert_array_equal(pspin.coupling_tensor(20, 3, 4, 0.1), reference)
+
+
 def test_run_file_keeps_digests_of_seed_drawn_couplings_and_custom_ones_whole(tmp_path):
     """Couplings and spike drawn from the seed are not stored, their SHA-256 digests are and
     are checked at the rebuild; couplings passed in are stored whole; a file whose digest the

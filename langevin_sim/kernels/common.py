@@ -35,7 +35,7 @@ from numba.extending import overload
 
 from .. import first_passage as fpass
 from .. import rng
-from ..backends.jit import CPU_PRIMITIVES, compile_functions, ijit, jit
+from ..backends.jit import CPU_PRIMITIVES, compile_functions, ijit, jit, pjit
 from ..backends.numpy_backend import within_bound
 from ..dynamics.adamw import adamw_update
 from ..dynamics.heun import heun_update
@@ -165,6 +165,22 @@ def noise_chunk(k0, k1, purpose, rep, n0, count, buf):
         z[4 * b + 2] = z2
         z[4 * b + 3] = z3
     return z, n0 - 4 * first
+
+
+PIECE = 1 << 16  # normals per parallel piece of `stream_normals_into`
+
+
+@pjit
+def stream_normals_into(k0, k1, purpose, rep, start, out):
+    """out (n,) float64 = the normals of stream `purpose`, replica `rep` at positions start ..
+    start + n - 1 (`rng.stream_normals`, bit for bit), in parallel pieces of PIECE: instance
+    data too large for the NumPy generator's pace (a p-spin's couplings)."""
+    n = out.shape[0]
+    for c in numba.prange((n + PIECE - 1) // PIECE):
+        lo = c * PIECE
+        count = min(PIECE, n - lo)
+        z, off = noise_chunk(k0, k1, purpose, rep, start + lo, count, noise_buffer(count, out))
+        out[lo:lo + count] = z[off:off + count]
 
 
 @jit

@@ -47,12 +47,20 @@ def sphere_retract(x):
 
 def coupling_tensor(N: int, p: int, seed: int, scale: float) -> np.ndarray:
     """J = scale * sym(G), G an i.i.d. N(0, 1) tensor (N,)*p from the DATA stream of `seed`
-    (stream positions 0 .. N**p - 1, C order, drawn in pieces of ROW_CHUNK_ENTRIES so that
-    the generator's temporaries stay small); sym averages over the p! index permutations."""
+    (stream positions 0 .. N**p - 1, C order); sym averages over the p! index permutations.
+    Up to ROW_CHUNK_ENTRIES normals come from the NumPy reference `rng.stream_normals`, more
+    from its compiled copy (`kernels.common.stream_normals_into`, parallel; the same bits):
+    the reference takes ~20 s and several GB of temporaries at N = 512."""
     G = np.empty(N ** p)
-    for start in range(0, N ** p, ROW_CHUNK_ENTRIES):
-        stop = min(N ** p, start + ROW_CHUNK_ENTRIES)
-        G[start:stop] = rng.stream_normals(seed, rng.DATA, [0], start, stop - start)[0]
+    if G.size <= ROW_CHUNK_ENTRIES:
+        G[:] = rng.stream_normals(seed, rng.DATA, [0], 0, G.size)[0]
+    else:
+        from ..kernels.common import stream_normals_into
+        from ..warmup import compile_notice
+
+        k0, k1 = rng.key_of(seed)
+        with compile_notice("the p-spin coupling generator"):
+            stream_normals_into(k0, k1, np.uint64(rng.DATA), np.uint64(0), 0, G)
     G = G.reshape((N,) * p)
     S = np.zeros_like(G)
     perms = list(itertools.permutations(range(p)))
