@@ -11,8 +11,8 @@ at N spins, against the semicircle law of the index (`semicircle_index_fraction`
 e_th from `spinglass.landmarks`); the TeacherStudentMLP training loss (n = 64, d_in = 3,
 teacher width 2, tanh, no label noise) at student widths `--widths` (d = 5 w + 1), starts
 from its default initialization; "escaped": searches that ended far out (|x| > 10 x the
-starts'), where saturated or linearized units make the gradient vanish only asymptotically:
-not critical points, counted apart.  Census (`--census N:instances:starts,...`): the p-spin's
+starts'), where tanh units turning into step functions make the gradient vanish only
+asymptotically: not critical points, counted apart.  Census (`--census N:instances:starts,...`): the p-spin's
 minima found by quenching the energy from `starts` uniform starts on each of `instances`
 coupling instances (seeds 0 ..), their mean number against the Kac-Rice expectation
 (`kac_rice`, exact at every N), which also gives the expected number of all critical points.
@@ -87,8 +87,8 @@ def table(out) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, _, _ in out:
         lines.append(f"| {r['family']} | {r['size']} | {r['dim']} | {r['found']}/{r['starts']} | "
-                     f"{r['escaped']} | "
-                     f"{r['distinct']} | {r['f0']:.3f} ± {r['f0_se']:.3f} | {r['mean_index']:.3f} | "
+                     f"{r['escaped']} | {r['distinct']} | {r['f0']:.3f} ± {r['f0_se']:.3f} | "
+                     f"{r['mean_index']:.3f} | "
                      f"{r['e_min0']:.4g} | {r['e_saddle']:.4g} | "
                      f"{r.get('dev', float('nan')):+.3f} |")
     return "\n".join(lines)

@@ -31,7 +31,7 @@ def test_double_well_minima_saddles_and_maximum():
 
 def test_end_points_escaped_to_infinity_are_counted_not_kept():
     """On a tanh teacher-student loss some |grad L|^2 descents end where |grad L| <= tol only
-    because they ran off to |x| > 100 x the starts' (saturated or linearized units, where
+    because they ran off to |x| > 100 x the starts' (units turning into step functions, where
     the gradient decays): they are counted as escaped, not kept as critical points, and
     `far=inf` keeps them (the same end points)."""
     from langevin_sim.potentials.toynets import TeacherStudentMLP

@@ -8,10 +8,10 @@ Riemannian gradient g = P grad U and the Riemannian gradient of f is Hess_R g
 `critical_points` runs the batched L-BFGS of `basins.quench` on f from every start at once,
 keeps the end points with |grad U| <= `tol` (minima of f with f > 0 are not critical points
 of U and are dropped), sets aside those far out (|x| above `far` times the largest start's:
-asymptotes, where |grad U| decays along an escape to infinity -- a toy net's saturated or
-linearized units -- not critical points; counted as `escaped`), merges duplicates (`cluster_minima`) and counts the negative
-eigenvalues of each one's Hessian (`basins.hessian_spectrum`: dense, tangent space on the
-sphere).  Minimizing |grad U|^2 finds critical points of every index, but with a bias set by
+asymptotes, where |grad U| decays along an escape to infinity -- a toy net's tanh units
+turning into step functions -- not critical points; counted as `escaped`), merges duplicates
+(`cluster_minima`) and counts the negative eigenvalues of each one's Hessian
+(`basins.hessian_spectrum`: dense, tangent space on the sphere).  Minimizing |grad U|^2 finds critical points of every index, but with a bias set by
 the sizes of their basins under this flow: the fractions it reports are those of the points
 found, not of all critical points.
 

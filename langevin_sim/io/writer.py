@@ -308,9 +308,9 @@ class RunWriter:
 
 def _write_potential(f: h5py.File, potential) -> None:
     """The potential's group /potential (`Potential.to_hdf5`), its large arrays (a p-spin's
-    couplings passed in: 134 MB at N = 256) allocated at creation and written past the page cache
-    (`DirectRows.write_whole`): through it each run paid ~1 s of first touches of fresh pages
-    on this VM (design_changes 28)."""
+    couplings passed in: 134 MB at N = 256) allocated at creation and written past the page
+    cache (`DirectRows.write_whole`): through it each run paid ~1 s of first touches of fresh
+    pages on this VM (design_changes 28)."""
     large = []
 
     def put(group, name, value):
