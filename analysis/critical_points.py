@@ -16,6 +16,11 @@ asymptotically: not critical points, counted apart.  Census (`--census N:instanc
 minima found by quenching the energy from `starts` uniform starts on each of `instances`
 coupling instances (seeds 0 ..), their mean number against the Kac-Rice expectation
 (`kac_rice`, exact at every N), which also gives the expected number of all critical points.
+Descent census (`--descent-widths`): where L-BFGS on the MLP's training loss itself ends from
+`--descent-starts` default initializations on each data/teacher instance `--descent-seeds`
+(`descent_census`): at the bottom (zero loss at widths >= the teacher's), stuck above it at a
+minimum, a saddle or not converged, or escaped to infinity; `--descent-net n:d_in:teacher`
+(default claim 3's 64:3:2; claim 6's is 256:8:4).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import time
 import numpy as np
 
 from langevin_sim.analysis.critical import (CriticalPoints, abc_complexity, critical_points,
+                                            descent_census, descent_summary,
                                             pspin_minima_census, semicircle_index_fraction)
 from langevin_sim.analysis.spinglass import landmarks
 from langevin_sim.potentials import SphericalPSpin
@@ -42,8 +48,19 @@ def pspin(N: int, starts: int, seed: int = 1, max_iter: int = 1000, couplings=(0
     return CriticalPoints.pooled(parts), N
 
 
+NET = (64, 3, 2)   # claim 3's net: n samples, d_in, teacher width (tanh, no label noise)
+
+
+def mlp_potential(width: int, seed: int = 0, net=NET) -> TeacherStudentMLP:
+    """The tanh teacher-student training loss of `net` = (n, d_in, teacher width), no label
+    noise, data/teacher instance `seed`, student `width`."""
+    n, d_in, teacher = (int(v) for v in net)
+    return TeacherStudentMLP(n=n, d_in=d_in, hidden=width, teacher_hidden=teacher, noise=0.0,
+                             seed=seed)
+
+
 def mlp(width: int, starts: int, seed: int = 1, max_iter: int = 1000):
-    pot = TeacherStudentMLP(n=64, d_in=3, hidden=width, teacher_hidden=2, noise=0.0, seed=0)
+    pot = mlp_potential(width)
     z = np.random.default_rng(seed).standard_normal((starts, pot.d))
     return critical_points(pot, pot.default_init(z), tol=1e-6, max_iter=max_iter,
                            rtol=1e-6), 1
@@ -108,6 +125,40 @@ def census(spec, max_iter=2000):
     return rows
 
 
+def descent(widths, seeds, starts, max_iter=4000, net=NET):
+    """Rows of `descent_summary` per width over the data/teacher instances `seeds` of `net`
+    (start seed 1 + instance), with the censuses."""
+    rows = []
+    for w in widths:
+        t = time.time()
+        cs = []
+        for s in seeds:
+            pot = mlp_potential(w, s, net)
+            z = np.random.default_rng(1 + s).standard_normal((starts, pot.d))
+            cs.append(descent_census(pot, pot.default_init(z), max_iter=max_iter))
+        r = {"width": w, "dim": pot.d, "n": int(net[0]), "d_in": int(net[1]),
+             "teacher": int(net[2]), **descent_summary(cs)}
+        rows.append((r, cs))
+        print(f"descent MLP width={w}: " + "; ".join(c.table() for c in cs)
+              + f" ({time.time() - t:.0f} s)")
+    return rows
+
+
+def descent_table(rows) -> str:
+    lines = ["| width | d | instances × starts | at the bottom | stuck: at minima | at saddles | "
+             "not converged | escaped | bad-minimum losses per instance | stuck excess loss / drop "
+             "(median, max) | bottom |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r, _ in rows:
+        def f(k):
+            return f"{r[k]:.3f} ± {r[k + '_se']:.3f} ({r[k + '_n']})"
+        lines.append(f"| {r['width']} | {r['dim']} | {r['landscapes']} × "
+                     f"{r['starts'] // r['landscapes']} | {f('at_bottom')} | {f('minima')} | "
+                     f"{f('saddles')} | {f('undecided')} | {f('escaped')} | {r['levels']:.2f} | "
+                     f"{r['excess_median']:.2g}, {r['excess_max']:.2g} | {r['bottom']:.2g} |")
+    return "\n".join(lines)
+
+
 def census_table(rows) -> str:
     tot, mins = abc_complexity(P)
     lines = ["| N | instances × starts | minima found per instance | Chao1 unseen | Kac-Rice "
@@ -125,28 +176,38 @@ def census_table(rows) -> str:
     return "\n".join(lines)
 
 
-def figure(lm, out, png, rows=()):
+def figure(lm, out, png, rows=(), drows=()):
+    """One panel per part that ran: p-spin and MLP critical points (index vs energy), the
+    p-spin census against Kac-Rice, the MLP descent census."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3 if rows else 2, figsize=(15 if rows else 10, 4))
-    a, b = axes[:2]
+    families = [f for f in ("pspin", "mlp") if any(r["family"] == f for r, _, _ in out)]
+    n = len(families) + bool(rows) + bool(drows)
+    if n == 0:
+        return
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
+    axes = list(axes[0])
+    panel = dict(zip(families, axes))
     for r, cp, s in out:
-        e = cp.energy / s
-        ax = a if r["family"] == "pspin" else b
         lab = f"N={r['size']}" if r["family"] == "pspin" else f"width {r['size']} (d={r['dim']})"
-        ax.scatter(e, cp.index / cp.dim, s=8, alpha=0.6, label=lab)
-    ee = np.linspace(-1.3, 1.3, 400)
-    a.plot(ee, semicircle_index_fraction(ee, lm.e_th), "k-", lw=1, label="semicircle (ABC)")
-    a.axvline(lm.e_th, color="r", ls="--", lw=1, label=f"e_th = {lm.e_th:.4f}")
-    a.axvline(lm.e_gs, color="gray", ls=":", lw=1, label=f"E_gs = {lm.e_gs:.4f}")
-    a.set(xlabel="energy per spin", ylabel="index / (N − 1)", title="p = 3 spherical spin glass")
-    b.set(xscale="log", xlabel="training loss", ylabel="index / d",
-          title="TeacherStudentMLP loss")
-    a.legend(fontsize=7)
-    b.legend(fontsize=7)
+        panel[r["family"]].scatter(cp.energy / s, cp.index / cp.dim, s=8, alpha=0.6, label=lab)
+    if "pspin" in panel:
+        a = panel["pspin"]
+        ee = np.linspace(-1.3, 1.3, 400)
+        a.plot(ee, semicircle_index_fraction(ee, lm.e_th), "k-", lw=1, label="semicircle (ABC)")
+        a.axvline(lm.e_th, color="r", ls="--", lw=1, label=f"e_th = {lm.e_th:.4f}")
+        a.axvline(lm.e_gs, color="gray", ls=":", lw=1, label=f"E_gs = {lm.e_gs:.4f}")
+        a.set(xlabel="energy per spin", ylabel="index / (N − 1)",
+              title="p = 3 spherical spin glass")
+        a.legend(fontsize=7)
+    if "mlp" in panel:
+        b = panel["mlp"]
+        b.set(xscale="log", xlabel="training loss", ylabel="index / d",
+              title="TeacherStudentMLP loss")
+        b.legend(fontsize=7)
     if rows:
-        c = axes[2]
+        c = axes[len(families)]
         Ns = [r["N"] for r in rows]
         c.errorbar(Ns, [r["mean"] for r in rows], [r["se"] for r in rows], fmt="o", ms=4,
                    label="minima found per instance")
@@ -155,6 +216,21 @@ def figure(lm, out, png, rows=()):
         c.set(yscale="log", xlabel="N", ylabel="number per instance",
               title="p = 3: minima counted vs Kac-Rice")
         c.legend(fontsize=7)
+    if drows:
+        ax = axes[-1]
+        ws = [str(r["width"]) for r, _ in drows]
+        base = np.zeros(len(drows))
+        for k, lab in (("at_bottom", "at the bottom"), ("minima", "stuck at a minimum"),
+                       ("saddles", "stuck at a saddle"), ("undecided", "not converged"),
+                       ("escaped", "escaped to infinity")):
+            v = np.array([r[k] for r, _ in drows])
+            ax.bar(ws, v, bottom=base, label=lab)
+            base += v
+        r0 = drows[0][0]
+        ax.set(xlabel=f"student width (teacher: {r0['teacher']}; n = {r0['n']}, "
+                      f"d_in = {r0['d_in']})", ylabel="fraction of descents",
+               title="MLP: where L-BFGS on the loss ends")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=80)
     plt.close(fig)
@@ -162,24 +238,35 @@ def figure(lm, out, png, rows=()):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--N", default="8,16,24")
-    ap.add_argument("--widths", default="1,2,4")
+    ap.add_argument("--N", default="", help="p-spin sizes, e.g. 8,16,24")
+    ap.add_argument("--widths", default="", help="MLP widths for the |grad L|^2 search")
     ap.add_argument("--starts", type=int, default=200)
     ap.add_argument("--max-iter", type=int, default=1000)
     ap.add_argument("--seeds", default="0", help="p-spin coupling seeds, pooled")
     ap.add_argument("--census", default="", help="N:instances:starts,... minima counted")
+    ap.add_argument("--descent-widths", default="", help="MLP widths for the descent census")
+    ap.add_argument("--descent-seeds", default="0", help="data/teacher instances")
+    ap.add_argument("--descent-starts", type=int, default=500)
+    ap.add_argument("--descent-iter", type=int, default=4000)
+    ap.add_argument("--descent-net", default="64:3:2", help="n:d_in:teacher width")
     ap.add_argument("--png", default="critical_points.png")
     a = ap.parse_args(argv)
     Ns = [int(v) for v in a.N.split(",") if v]
     widths = [int(v) for v in a.widths.split(",") if v]
     seeds = [int(v) for v in a.seeds.split(",") if v]
     lm, out = run(Ns, widths, a.starts, a.max_iter, seeds)
-    print(table(out))
+    if out:
+        print(table(out))
     rows = census([v for v in a.census.split(",") if v])
     if rows:
         print(census_table(rows))
-    figure(lm, out, a.png, rows)
-    return lm, out, rows
+    drows = descent([int(v) for v in a.descent_widths.split(",") if v],
+                    [int(v) for v in a.descent_seeds.split(",") if v], a.descent_starts,
+                    a.descent_iter, tuple(int(v) for v in a.descent_net.split(":")))
+    if drows:
+        print(descent_table(drows))
+    figure(lm, out, a.png, rows, drows)
+    return lm, out, rows, drows
 
 
 if __name__ == "__main__":

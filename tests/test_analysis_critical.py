@@ -8,9 +8,10 @@ import pytest
 from scipy.special import gammaln
 
 from langevin_sim.analysis.critical import (MinimaCount, abc_complexity, count_minima,
-                                            critical_points, kac_rice, pspin_minima_census,
-                                            semicircle_index_fraction)
+                                            critical_points, descent_census, kac_rice,
+                                            pspin_minima_census, semicircle_index_fraction)
 from langevin_sim.analysis.spinglass import landmarks
+from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import DoubleWell, SphericalPSpin
 
 
@@ -52,6 +53,67 @@ def test_end_points_escaped_to_infinity_are_counted_not_kept():
     assert pooled.escaped == 2 * cp.escaped and pooled.found == 2 * cp.found
 
 
+def test_descent_census_tilted_double_well_basins_are_the_flow_s():
+    """U = (x^2 - 1)^2 + 0.3 x (d = 1): the gradient flow (max_step 0.01) from x0 ends in the
+    lower left well exactly when x0 < x*, the local maximum (root of 4x^3 - 4x + 0.3); the
+    others are stuck at the one bad minimum, whose loss is the only level."""
+    pot = DoubleWell(d=1, tilt=0.3)
+    x0 = np.random.default_rng(0).uniform(-2, 2, (400, 1))
+    c = descent_census(pot, x0, gtol=1e-10, max_iter=2000, max_step=0.01)
+    roots = np.roots([4.0, 0.0, -4.0, 0.3]).real
+    xstar = roots[np.argsort(np.abs(roots))[0]]
+    right = np.sort(roots)[-1]
+    left = x0[:, 0] < xstar
+    assert np.array_equal(c.at_bottom, left) and np.array_equal(c.stuck, ~left)
+    assert c.converged.all() and not c.escaped.any()
+    assert np.array_equal(c.minima, ~left) and not c.saddles.any() and not c.undecided.any()
+    (level, n), = c.levels()
+    assert n == (~left).sum() and abs(level - pot.energy(np.array([[right]]))[0]) < 1e-12
+    assert np.all(c.index[left] == -1) and np.all(c.index[~left] == 0)
+    assert np.all(c.lowest[~left] > 0) and np.isnan(c.lowest[left]).all()
+    assert abs(c.scale - (np.median(pot.energy(x0)) - c.bottom)) < 1e-12
+    assert f"{(~left).sum()} stuck above it ({(~left).sum()} at minima" in c.table()
+
+
+def test_descent_census_stops_on_the_stable_manifold_of_a_saddle():
+    """Separable double well in d = 2: starts with a coordinate exactly 0 keep it (its gradient
+    vanishes), so descent ends at a saddle of index = the zero coordinates; the others reach
+    one of the four minima, U = 0, the bottom."""
+    pot = DoubleWell(d=2)
+    x0 = np.vstack([np.random.default_rng(1).uniform(-1.5, 1.5, (50, 2)),
+                    [[0.0, 0.5], [-0.7, 0.0], [0.0, 0.0]]])
+    c = descent_census(pot, x0, gtol=1e-10, max_iter=500)
+    assert c.at_bottom[:50].all() and c.bottom < 1e-18
+    assert np.array_equal(c.saddles, np.r_[np.zeros(50, bool), True, True, True])
+    assert c.index[50:].tolist() == [1, 1, 2] and c.minima.sum() == 0
+    assert np.allclose(c.loss[50:], [1.0, 1.0, 2.0]) and c.levels() == []
+
+
+def test_descent_census_sets_escaped_end_points_apart():
+    """Tanh teacher-student loss at the teacher's width (starts picked from 400 default
+    initializations): ten descents reach zero loss, one stops at a bad minimum (loss 1.2e-5,
+    |grad| <= 1e-9, no negative eigenvalue), three run off above the bottom to |x| > 10 x the
+    starts' (escaped); with far = inf those count as stuck, and the classes partition the
+    starts."""
+    from langevin_sim.potentials.toynets import TeacherStudentMLP
+
+    pot = TeacherStudentMLP(n=64, d_in=3, hidden=2, teacher_hidden=2, noise=0.0, seed=0)
+    starts = pot.default_init(np.random.default_rng(1).standard_normal((400, pot.d)))
+    starts = starts[[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 18, 23, 136]]
+    c = descent_census(pot, starts, max_iter=3000)
+    inf = descent_census(pot, starts, max_iter=3000, far=np.inf)
+    assert c.at_bottom[:10].all() and c.bottom < 1e-12 * c.scale
+    assert c.minima.tolist() == [False] * 10 + [True, False, False, False]
+    assert abs(c.levels()[0][0] - 1.15285e-5) < 1e-9 and c.lowest[10] > 0
+    assert c.escaped.tolist() == [False] * 11 + [True] * 3 and not inf.escaped.any()
+    assert np.all(c.radius[c.escaped] > 10) and np.all(c.index[c.escaped] == -1)
+    assert np.array_equal(inf.stuck, c.stuck | c.escaped)
+    parts = c.at_bottom.astype(int) + c.escaped + c.minima + c.saddles + c.undecided
+    assert np.all(parts == 1)
+    with pytest.raises(ConfigError, match="far > 1"):
+        descent_census(pot, starts, far=1.0)
+
+
 def test_p2_sphere_eigenvectors_have_index_equal_to_rank():
     """p = 2: U = x^T A x / 2 on |x|^2 = N; critical points are +-sqrt(N) times A's
     eigenvectors, the k-th lowest has Riemannian index k and energy per spin a_k / 2."""
@@ -84,11 +146,15 @@ def test_critical_points_script_prints_the_table_and_saves_the_figure(tmp_path):
     png = tmp_path / "crit.png"
     out = subprocess.run([sys.executable, os.path.join(root, "analysis", "critical_points.py"),
                           "--N", "6", "--seeds", "0,1", "--widths", "1", "--starts", "12",
-                          "--max-iter", "300", "--census", "4:3:20,5:2:20", "--png", str(png)], capture_output=True, text=True, cwd=root)
+                          "--max-iter", "300", "--census", "4:3:20,5:2:20", "--descent-widths",
+                          "1,2", "--descent-seeds", "0,1", "--descent-starts", "10",
+                          "--descent-iter", "200", "--png", str(png)],
+                         capture_output=True, text=True, cwd=root)
     assert out.returncode == 0, out.stderr
     assert "index" in out.stdout and "p-spin" in out.stdout.lower(), out.stdout
     assert "24 starts converged" in out.stdout or "/24 starts" in out.stdout, out.stdout
     assert "| 5 | 2 × 20 |" in out.stdout and "Kac-Rice" in out.stdout, out.stdout
+    assert "| 2 | 11 | 2 × 10 |" in out.stdout and "descent MLP width=1" in out.stdout
     img = plt.imread(png)
     assert img.shape[0] >= 200 and (img[..., :3].min(axis=-1) < 0.5).mean() > 0.01
 

@@ -9,7 +9,8 @@ frozen dataclasses with `.table()` and `.plot(ax)` (docs/analysis.md):
     basins       quench, Hessian spectra, Laplace volumes, occupancy vs quadrature
     sgd_basins   per-basin SGD temperatures, Gibbs and blowtorch occupancy of basin labels
     critical     critical points from minimizing |grad U|^2, their Hessian indices;
-                 the p-spin's Kac-Rice counts and its minima counted per instance
+                 the p-spin's Kac-Rice counts and its minima counted per instance;
+                 where descent ends (bottom, bad minimum, saddle, escaped)
     flatness     sharpness against test loss across replicas (rank correlations)
     escape       first-passage times, Kaplan-Meier, rates, Arrhenius, Kramers, exact MFPT
     drift        drift and diffusion along a manifold of minima, time to target
@@ -24,7 +25,7 @@ from . import (basins, covariance, critical, diagnostics, drift, escape, flatnes
                scan, sgd_basins, spinglass, stationary, tails)
 from .basins import find_basins, quench, run_occupancy
 from .covariance import compare_covariance, predicted_laws, sample_moments
-from .critical import critical_points, kac_rice, pspin_minima_census
+from .critical import critical_points, descent_census, kac_rice, pspin_minima_census
 from .diagnostics import burn_in, diagnose, ess
 from .drift import compare_runs, fit_drift, run_drift
 from .escape import analyze_run, escape_rate, escape_summary, kaplan_meier, mfpt_1d
@@ -40,7 +41,7 @@ __all__ = ["basins", "covariance", "critical", "diagnostics", "drift", "escape",
            "stationary", "tails",
            "find_basins", "quench", "run_occupancy",
            "compare_covariance", "predicted_laws", "sample_moments", "critical_points",
-           "kac_rice", "pspin_minima_census",
+           "descent_census", "kac_rice", "pspin_minima_census",
            "burn_in", "diagnose", "ess",
            "compare_runs", "fit_drift", "run_drift",
            "analyze_run", "escape_rate", "escape_summary", "kaplan_meier", "mfpt_1d",

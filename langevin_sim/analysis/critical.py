@@ -19,7 +19,10 @@ On the pure spherical p-spin the expected numbers are known exactly at every N (
 `kac_rice`), and minima are few enough to be counted outright: `count_minima` quenches U
 itself from many starts (every minimum that a start reaches is found; Chao1 estimates the
 ones no start reached) and `pspin_minima_census` does so over coupling instances, against
-`kac_rice`.  Imports neither numba nor cupy.
+`kac_rice`.  On landscapes with degenerate minima (networks) `descent_census` asks the
+question of the essays directly: where does descent from the usual initialization end -- at
+the bottom, stuck at a bad minimum or a saddle, or escaped to infinity.  Imports neither
+numba nor cupy.
 """
 from __future__ import annotations
 
@@ -335,6 +338,153 @@ class MinimaCensus:
                 if self.energies.size else float("nan"),
                 "kac_energy": self.kac.mean_energy(0),
                 "total": self.kac.expected(None)[0], "fraction": self.kac.fraction_minima()}
+
+
+@dataclass(frozen=True)
+class DescentCensus:
+    """Where descent on U ends from each of M starts (`descent_census`): loss (M,) and
+    start_loss (M,) U at the end and at the start, grad_norm (M,) |grad U| at the end
+    (Riemannian on the sphere), radius (M,) |x_end| / max |start|, converged (M,)
+    grad_norm <= gtol, index (M,) Hessian eigenvalues below -rtol max|lambda| and lowest (M,)
+    the lowest one (-1 and nan where not computed: at the bottom or escaped).  bottom: the
+    lowest end loss found, the estimate of the global minimum; an end point is at the bottom
+    when loss - bottom <= bottom_rtol * scale, scale = median(start_loss) - bottom."""
+
+    loss: np.ndarray
+    start_loss: np.ndarray
+    grad_norm: np.ndarray
+    radius: np.ndarray
+    converged: np.ndarray
+    index: np.ndarray
+    lowest: np.ndarray
+    bottom: float
+    bottom_rtol: float
+    far: float
+    gtol: float
+
+    @property
+    def starts(self) -> int:
+        return int(self.loss.size)
+
+    @property
+    def scale(self) -> float:
+        """median(start_loss) - bottom (energy): the descent's drop from a typical start."""
+        return float(np.median(self.start_loss) - self.bottom)
+
+    @property
+    def at_bottom(self) -> np.ndarray:
+        """(M,) ended within bottom_rtol * scale of the lowest loss found."""
+        return np.isfinite(self.loss) & (self.loss - self.bottom <= self.bottom_rtol * self.scale)
+
+    @property
+    def escaped(self) -> np.ndarray:
+        """(M,) ended above the bottom beyond far x the starts' largest norm (an asymptote)."""
+        return np.isfinite(self.loss) & ~self.at_bottom & (self.radius > self.far)
+
+    @property
+    def stuck(self) -> np.ndarray:
+        """(M,) ended above the bottom at a finite place."""
+        return np.isfinite(self.loss) & ~self.at_bottom & ~self.escaped
+
+    @property
+    def minima(self) -> np.ndarray:
+        """(M,) stuck at a converged point with no negative Hessian eigenvalue: a bad minimum
+        (to second order; degenerate directions are not resolved)."""
+        return self.stuck & self.converged & (self.index == 0)
+
+    @property
+    def saddles(self) -> np.ndarray:
+        """(M,) stuck at a converged point with a negative Hessian eigenvalue."""
+        return self.stuck & self.converged & (self.index > 0)
+
+    @property
+    def undecided(self) -> np.ndarray:
+        """(M,) stuck but not converged within the iteration budget (a slow valley or plateau)."""
+        return self.stuck & ~self.converged
+
+    def levels(self, rtol: float = 1e-3) -> list[tuple[float, int]]:
+        """Distinct losses of the bad minima (`minima`), merged within relative `rtol`: rows
+        (loss, starts that ended there), lowest first."""
+        e = np.sort(self.loss[self.minima])
+        out: list[tuple[float, int]] = []
+        for v in e:
+            if out and v - out[-1][0] <= rtol * abs(out[-1][0]):
+                out[-1] = (out[-1][0], out[-1][1] + 1)
+            else:
+                out.append((float(v), 1))
+        return out
+
+    def table(self) -> str:
+        n = self.starts
+        ex = (self.loss[self.stuck] - self.bottom) / self.scale
+        return (f"descent from {n} starts: {self.at_bottom.sum()} at the bottom (loss "
+                f"{self.bottom:.4g} + {self.bottom_rtol:g} x {self.scale:.4g}), "
+                f"{self.stuck.sum()} stuck above it ({self.minima.sum()} at minima, "
+                f"{self.saddles.sum()} at saddles, {self.undecided.sum()} not converged), "
+                f"{self.escaped.sum()} escaped, {n - np.isfinite(self.loss).sum()} non-finite; "
+                f"stuck excess loss / scale: "
+                + (f"{np.median(ex):.2e} median, {ex.max():.2e} max" if ex.size else "none")
+                + f"; {len(self.levels())} distinct bad minimum losses")
+
+
+def descent_census(potential, starts, gtol: float = 1e-9, max_iter: int = 4000,
+                   memory: int = 10, bottom_rtol: float = 1e-6, far: float = 10.0,
+                   rtol: float = 1e-6, **quench_kw) -> DescentCensus:
+    """Quench U (`basins.quench`, L-BFGS) from every row of `starts` (M, d) and classify each
+    end point (`DescentCensus`): at the bottom (within bottom_rtol of the drop from a typical
+    start above the lowest loss found), escaped (beyond `far` x the starts' largest norm),
+    or stuck above the bottom -- at a minimum or a saddle (Hessian index, eigenvalues below
+    -rtol max|lambda|; dense Hessians, computed for the stuck points only) or not converged
+    (|grad U| > gtol, energy / length, after max_iter iterations).  Where minima are
+    degenerate (a network's symmetries, manifolds of minima) losses, not points, are what can
+    be counted: `levels`.  quench_kw: e.g. max_step to follow the gradient flow."""
+    starts = np.asarray(starts, np.float64)
+    if starts.ndim != 2 or starts.shape[1] != potential.d or starts.shape[0] < 1:
+        raise ConfigError(f"starts must have shape (M >= 1, {potential.d}), got {starts.shape}")
+    if not far > 1 or not bottom_rtol > 0:
+        raise ConfigError(f"need far > 1 (a multiple of the starts' largest norm) and "
+                          f"bottom_rtol > 0, got {far}, {bottom_rtol}")
+    q = quench(potential, starts, gtol=gtol, max_iter=max_iter, memory=memory, **quench_kw)
+    start_loss = np.asarray(potential.energy(starts), np.float64)
+    finite = np.isfinite(q.energy)
+    if not finite.any():
+        raise ConfigError("no descent ended at a finite loss")
+    radius = np.linalg.norm(q.x, axis=1) / np.linalg.norm(starts, axis=1).max()
+    index = np.full(q.energy.size, -1, np.int64)
+    lowest = np.full(q.energy.size, np.nan)
+    c = DescentCensus(q.energy, start_loss, q.grad_norm, radius, q.converged, index, lowest,
+                      float(q.energy[finite].min()), float(bottom_rtol), float(far), float(gtol))
+    k = np.flatnonzero(c.stuck)
+    if k.size:
+        lam = hessian_spectrum(potential, q.x[k])
+        index[k] = np.sum(lam < -rtol * np.abs(lam).max(axis=1)[:, None], axis=1)
+        lowest[k] = lam[:, 0]
+    return c
+
+
+def descent_summary(censuses) -> dict:
+    """One row for several landscapes' `DescentCensus`es (e.g. data instances of one net):
+    the fractions of starts at the bottom, stuck (at minima, at saddles, not converged) and
+    escaped, each the mean over landscapes +- its se (nan for one landscape); pooled counts;
+    the stuck end points' excess loss over the bottom in units of `scale` (median and max,
+    pooled) and the distinct bad-minimum losses per landscape (mean)."""
+    cs = list(censuses)
+    if not cs:
+        raise ConfigError("descent_summary needs at least one census")
+    row: dict = {"landscapes": len(cs), "starts": sum(c.starts for c in cs)}
+    for name in ("at_bottom", "stuck", "minima", "saddles", "undecided", "escaped"):
+        f = np.array([getattr(c, name).mean() for c in cs])
+        row[name] = float(f.mean())
+        row[name + "_se"] = float(f.std(ddof=1) / math.sqrt(f.size)) if f.size > 1 else math.nan
+        row[name + "_n"] = int(sum(getattr(c, name).sum() for c in cs))
+    ex = np.concatenate([(c.loss[c.stuck] - c.bottom) / c.scale for c in cs])
+    row["excess_median"] = float(np.median(ex)) if ex.size else math.nan
+    row["excess_max"] = float(ex.max()) if ex.size else math.nan
+    row["levels"] = float(np.mean([len(c.levels()) for c in cs]))
+    row["bottom"] = float(np.median([c.bottom for c in cs]))
+    row["scale"] = float(np.median([c.scale for c in cs]))
+    row["converged"] = float(np.mean([c.converged.mean() for c in cs]))
+    return row
 
 
 def pspin_minima_census(N: int, p: int = 3, seeds=range(8), starts: int = 1000,
