@@ -19,8 +19,11 @@ coupling instances (seeds 0 ..), their mean number against the Kac-Rice expectat
 Descent census (`--descent-widths`): where L-BFGS on the MLP's training loss itself ends from
 `--descent-starts` default initializations on each data/teacher instance `--descent-seeds`
 (`descent_census`): at the bottom (zero loss at widths >= the teacher's), stuck above it at a
-minimum, a saddle or not converged, or escaped to infinity; `--descent-net n:d_in:teacher`
-(default claim 3's 64:3:2; claim 6's is 256:8:4).
+minimum, a saddle or not converged, or escaped to infinity, with the loss above the bottom
+in units of L_null = mean(y^2) / 2, the zero predictor's; `--descent-net n:d_in:teacher`
+(default claim 3's 64:3:2; claim 6's is 256:8:4).  `--descent-gd LR:STEPS`: where full-batch
+gradient descent ends instead (the engine runs STEPS steps of step LR from every start, then
+L-BFGS with steps <= `--descent-max-step` finishes): L-BFGS's long steps jump between basins.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from langevin_sim.analysis.critical import (CriticalPoints, abc_complexity, crit
                                             descent_census, descent_summary,
                                             pspin_minima_census, semicircle_index_fraction)
 from langevin_sim.analysis.spinglass import landmarks
+from langevin_sim.dynamics import SGD
 from langevin_sim.potentials import SphericalPSpin
 from langevin_sim.potentials.toynets import TeacherStudentMLP
 
@@ -125,29 +129,43 @@ def census(spec, max_iter=2000):
     return rows
 
 
-def descent(widths, seeds, starts, max_iter=4000, net=NET):
+def descent(widths, seeds, starts, max_iter=4000, net=NET, gd=None, max_step=0.01,
+            backend="numba"):
     """Rows of `descent_summary` per width over the data/teacher instances `seeds` of `net`
-    (start seed 1 + instance), with the censuses."""
+    (start seed 1 + instance), with the censuses.  gd = (lr, steps): full-batch gradient
+    descent first (the engine's SGD, batch_size=None), then L-BFGS with steps <= max_step
+    (length) finishes, the engine's `backend` running it; None: L-BFGS alone."""
     rows = []
+    kw = {} if gd is None else {"dynamics": SGD(lr=float(gd[0])), "steps": int(gd[1]),
+                                "max_step": float(max_step), "backend": backend}
+    method = "L-BFGS" if gd is None else f"GD (lr {gd[0]:g}, t = {gd[0] * gd[1]:g})"
     for w in widths:
         t = time.time()
-        cs = []
+        cs, above = [], []
         for s in seeds:
             pot = mlp_potential(w, s, net)
             z = np.random.default_rng(1 + s).standard_normal((starts, pot.d))
-            cs.append(descent_census(pot, pot.default_init(z), max_iter=max_iter))
+            c = descent_census(pot, pot.default_init(z), max_iter=max_iter, **kw)
+            cs.append(c)
+            # loss above the bottom in units of L_null = mean(y^2) / 2 (the zero predictor's)
+            above.append((c.loss[c.stuck | c.escaped] - c.bottom) / (np.mean(pot.labels ** 2) / 2))
+        above = np.concatenate(above)
         r = {"width": w, "dim": pot.d, "n": int(net[0]), "d_in": int(net[1]),
-             "teacher": int(net[2]), **descent_summary(cs)}
+             "teacher": int(net[2]), "method": method, **descent_summary(cs),
+             "above_null_median": float(np.median(above)) if above.size else np.nan,
+             "above_null_max": float(above.max()) if above.size else np.nan}
         rows.append((r, cs))
-        print(f"descent MLP width={w}: " + "; ".join(c.table() for c in cs)
+        print(f"descent ({method}) MLP width={w}: " + "; ".join(c.table() for c in cs)
               + f" ({time.time() - t:.0f} s)")
     return rows
 
 
 def descent_table(rows) -> str:
-    lines = ["| width | d | instances × starts | at the bottom | stuck: at minima | at saddles | "
-             "not converged | escaped | bad-minimum losses per instance | stuck excess loss / drop "
-             "(median, max) | bottom |",
+    lines = [f"descent: {rows[0][0]['method']}; replicas diverged in it: "
+             f"{sum(r['diverged'] for r, _ in rows)}",
+             "| width | d | instances × starts | at the bottom | stuck: at minima | at saddles | "
+             "not converged | escaped | bad-minimum losses per instance | loss above the bottom / "
+             "L_null (median, max) | bottom |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, _ in rows:
         def f(k):
@@ -155,7 +173,8 @@ def descent_table(rows) -> str:
         lines.append(f"| {r['width']} | {r['dim']} | {r['landscapes']} × "
                      f"{r['starts'] // r['landscapes']} | {f('at_bottom')} | {f('minima')} | "
                      f"{f('saddles')} | {f('undecided')} | {f('escaped')} | {r['levels']:.2f} | "
-                     f"{r['excess_median']:.2g}, {r['excess_max']:.2g} | {r['bottom']:.2g} |")
+                     f"{r['above_null_median']:.2g}, {r['above_null_max']:.2g} | "
+                     f"{r['bottom']:.2g} |")
     return "\n".join(lines)
 
 
@@ -229,7 +248,7 @@ def figure(lm, out, png, rows=(), drows=()):
         r0 = drows[0][0]
         ax.set(xlabel=f"student width (teacher: {r0['teacher']}; n = {r0['n']}, "
                       f"d_in = {r0['d_in']})", ylabel="fraction of descents",
-               title="MLP: where L-BFGS on the loss ends")
+               title=f"MLP: where {r0['method']} on the loss ends")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=80)
@@ -249,7 +268,13 @@ def main(argv=None):
     ap.add_argument("--descent-starts", type=int, default=500)
     ap.add_argument("--descent-iter", type=int, default=4000)
     ap.add_argument("--descent-net", default="64:3:2", help="n:d_in:teacher width")
-    ap.add_argument("--png", default="critical_points.png")
+    ap.add_argument("--descent-gd", default="", help="LR:STEPS of gradient descent before the "
+                                                     "L-BFGS finish (default: L-BFGS alone)")
+    ap.add_argument("--descent-max-step", type=float, default=0.01,
+                    help="step cap of the L-BFGS finish after gradient descent")
+    ap.add_argument("--descent-backend", default="numba", help="engine backend of the gradient "
+                                                                "descent")
+    ap.add_argument("--png", default="", help="save the figure to this file")
     a = ap.parse_args(argv)
     Ns = [int(v) for v in a.N.split(",") if v]
     widths = [int(v) for v in a.widths.split(",") if v]
@@ -262,10 +287,13 @@ def main(argv=None):
         print(census_table(rows))
     drows = descent([int(v) for v in a.descent_widths.split(",") if v],
                     [int(v) for v in a.descent_seeds.split(",") if v], a.descent_starts,
-                    a.descent_iter, tuple(int(v) for v in a.descent_net.split(":")))
+                    a.descent_iter, tuple(int(v) for v in a.descent_net.split(":")),
+                    tuple(float(v) for v in a.descent_gd.split(":")) if a.descent_gd else None,
+                    a.descent_max_step, a.descent_backend)
     if drows:
         print(descent_table(drows))
-    figure(lm, out, a.png, rows, drows)
+    if a.png:
+        figure(lm, out, a.png, rows, drows)
     return lm, out, rows, drows
 
 

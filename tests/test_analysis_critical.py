@@ -11,7 +11,7 @@ from langevin_sim.analysis.critical import (MinimaCount, abc_complexity, count_m
                                             critical_points, descent_census, kac_rice,
                                             pspin_minima_census, semicircle_index_fraction)
 from langevin_sim.analysis.spinglass import landmarks
-from langevin_sim.errors import ConfigError
+from langevin_sim.errors import ConfigError, DivergenceWarning
 from langevin_sim.potentials import DoubleWell, SphericalPSpin
 
 
@@ -73,6 +73,30 @@ def test_descent_census_tilted_double_well_basins_are_the_flow_s():
     assert np.all(c.lowest[~left] > 0) and np.isnan(c.lowest[left]).all()
     assert abs(c.scale - (np.median(pot.energy(x0)) - c.bottom)) < 1e-12
     assert f"{(~left).sum()} stuck above it ({(~left).sum()} at minima" in c.table()
+
+
+def test_descent_census_after_gradient_descent_keeps_its_basins():
+    """The same tilted double well, gradient descent first (the engine's full-batch SGD, lr
+    0.01, 300 steps, numpy backend) then the capped quench: in 1-D gradient descent at a
+    small step stays in the gradient flow's basin, so the classes are the flow's; at lr 1
+    the replicas started far out diverge, are counted, and are finished from their last
+    finite state."""
+    from langevin_sim.dynamics import SGD
+
+    pot = DoubleWell(d=1, tilt=0.3)
+    x0 = np.random.default_rng(0).uniform(-2, 2, (200, 1))
+    xstar = min(np.roots([4.0, 0.0, -4.0, 0.3]).real, key=abs)
+    c = descent_census(pot, x0, gtol=1e-10, dynamics=SGD(lr=0.01), steps=300,
+                       backend="numpy", max_step=0.01)
+    keep = np.abs(x0[:, 0] - xstar) > 0.01
+    assert np.array_equal(c.at_bottom[keep], x0[keep, 0] < xstar) and c.diverged == 0
+    assert np.array_equal(c.minima, c.stuck) and len(c.levels()) == 1
+    assert abs(c.scale - (np.median(pot.energy(x0)) - c.bottom)) < 1e-12   # from the starts
+    with pytest.warns(DivergenceWarning):
+        wild = descent_census(pot, x0, gtol=1e-10, dynamics=SGD(lr=1.0), steps=20,
+                              backend="numpy", max_step=0.01)
+    assert wild.diverged > 0 and f"{wild.diverged} diverged" in wild.table()
+    assert np.isfinite(wild.loss).all()
 
 
 def test_descent_census_stops_on_the_stable_manifold_of_a_saddle():
@@ -154,7 +178,7 @@ def test_critical_points_script_prints_the_table_and_saves_the_figure(tmp_path):
     assert "index" in out.stdout and "p-spin" in out.stdout.lower(), out.stdout
     assert "24 starts converged" in out.stdout or "/24 starts" in out.stdout, out.stdout
     assert "| 5 | 2 × 20 |" in out.stdout and "Kac-Rice" in out.stdout, out.stdout
-    assert "| 2 | 11 | 2 × 10 |" in out.stdout and "descent MLP width=1" in out.stdout
+    assert "| 2 | 11 | 2 × 10 |" in out.stdout and "descent (L-BFGS) MLP width=1" in out.stdout
     img = plt.imread(png)
     assert img.shape[0] >= 200 and (img[..., :3].min(axis=-1) < 0.5).mean() > 0.01
 

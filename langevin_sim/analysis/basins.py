@@ -70,8 +70,11 @@ def quench(potential, x, gtol: float = 1e-8, max_iter: int = 1000, memory: int =
     Each replica keeps its own `memory` curvature pairs (s, y) and stops when
     |grad U| <= gtol (energy / length) or its line search stalls at rounding level.
     `max_step` caps |dx| per iteration (length units): set it below the basin size to
-    follow the gradient flow, so that the end point is the minimum of the start's basin of
-    attraction.  Constrained potentials: Riemannian L-BFGS, gradient and direction
+    keep the descent from jumping over barriers.  The path then follows the direction of
+    L-BFGS, a quasi-Newton one: its end point is the minimum of the start's gradient-flow
+    basin where the two directions agree in sign (1-D, separable wells), not in general (on a
+    network's loss the basins it reaches change with max_step; for the gradient flow's run
+    gradient descent, e.g. `critical.descent_census(dynamics=SGD(lr))`).  Constrained potentials: Riemannian L-BFGS, gradient and direction
     projected with `project`, steps `retract`ed, pairs transported by projection.  Rows
     with non-finite entries are returned unchanged and unconverged.  Float64.
     """
@@ -397,7 +400,8 @@ def find_basins(potential, starts, temperature: float | None = None, tol: float 
     """Quench `starts` (M, d), cluster the converged end points within `tol` (length) into
     minima, and compute each minimum's full Hessian spectrum and (with a temperature)
     Laplace log Z.  counts / n_starts are the basin-of-attraction fractions of the start
-    distribution (use `max_step` in `quench_kw` to follow the gradient flow closely)."""
+    distribution (use `max_step` in `quench_kw` to keep each start in its basin; see
+    `quench` for when that basin is the gradient flow's)."""
     q = quench(potential, starts, **quench_kw)
     reps, labels = cluster_minima(q.x[q.converged], q.energy[q.converged], tol)
     if reps.size == 0:

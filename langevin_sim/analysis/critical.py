@@ -348,7 +348,9 @@ class DescentCensus:
     grad_norm <= gtol, index (M,) Hessian eigenvalues below -rtol max|lambda| and lowest (M,)
     the lowest one (-1 and nan where not computed: at the bottom or escaped).  bottom: the
     lowest end loss found, the estimate of the global minimum; an end point is at the bottom
-    when loss - bottom <= bottom_rtol * scale, scale = median(start_loss) - bottom."""
+    when loss - bottom <= bottom_rtol * scale, scale = median(start_loss) - bottom.
+    diverged: how many replicas of a `dynamics` run before the quench diverged (frozen at
+    their last finite state, then quenched from there)."""
 
     loss: np.ndarray
     start_loss: np.ndarray
@@ -361,6 +363,7 @@ class DescentCensus:
     bottom_rtol: float
     far: float
     gtol: float
+    diverged: int = 0
 
     @property
     def starts(self) -> int:
@@ -416,20 +419,22 @@ class DescentCensus:
 
     def table(self) -> str:
         n = self.starts
-        ex = (self.loss[self.stuck] - self.bottom) / self.scale
+        ex = (self.loss[self.stuck | self.escaped] - self.bottom) / self.scale
         return (f"descent from {n} starts: {self.at_bottom.sum()} at the bottom (loss "
                 f"{self.bottom:.4g} + {self.bottom_rtol:g} x {self.scale:.4g}), "
                 f"{self.stuck.sum()} stuck above it ({self.minima.sum()} at minima, "
                 f"{self.saddles.sum()} at saddles, {self.undecided.sum()} not converged), "
                 f"{self.escaped.sum()} escaped, {n - np.isfinite(self.loss).sum()} non-finite; "
-                f"stuck excess loss / scale: "
+                f"excess loss / scale above the bottom: "
                 + (f"{np.median(ex):.2e} median, {ex.max():.2e} max" if ex.size else "none")
-                + f"; {len(self.levels())} distinct bad minimum losses")
+                + f"; {len(self.levels())} distinct bad minimum losses"
+                + (f"; {self.diverged} diverged in the dynamics" if self.diverged else ""))
 
 
 def descent_census(potential, starts, gtol: float = 1e-9, max_iter: int = 4000,
                    memory: int = 10, bottom_rtol: float = 1e-6, far: float = 10.0,
-                   rtol: float = 1e-6, **quench_kw) -> DescentCensus:
+                   rtol: float = 1e-6, dynamics=None, steps: int = 0, backend: str = "numba",
+                   **quench_kw) -> DescentCensus:
     """Quench U (`basins.quench`, L-BFGS) from every row of `starts` (M, d) and classify each
     end point (`DescentCensus`): at the bottom (within bottom_rtol of the drop from a typical
     start above the lowest loss found), escaped (beyond `far` x the starts' largest norm),
@@ -437,14 +442,29 @@ def descent_census(potential, starts, gtol: float = 1e-9, max_iter: int = 4000,
     -rtol max|lambda|; dense Hessians, computed for the stuck points only) or not converged
     (|grad U| > gtol, energy / length, after max_iter iterations).  Where minima are
     degenerate (a network's symmetries, manifolds of minima) losses, not points, are what can
-    be counted: `levels`.  quench_kw: e.g. max_step to follow the gradient flow."""
+    be counted: `levels`.
+
+    L-BFGS's long steps decide which basin a start ends in.  To ask where a dynamics ends
+    instead, pass `dynamics` (e.g. `SGD(lr, batch_size=None)`: gradient descent) and `steps`:
+    the engine (`Simulation`, one replica per start, seed 0, `backend`) runs it first, and the
+    quench, with quench_kw's `max_step` (length) below the basins' size, only finishes the
+    descent from where it stopped.  A replica that diverges is frozen at its last finite state
+    (the Simulation's rule) and finished from there."""
     starts = np.asarray(starts, np.float64)
     if starts.ndim != 2 or starts.shape[1] != potential.d or starts.shape[0] < 1:
         raise ConfigError(f"starts must have shape (M >= 1, {potential.d}), got {starts.shape}")
     if not far > 1 or not bottom_rtol > 0:
         raise ConfigError(f"need far > 1 (a multiple of the starts' largest norm) and "
                           f"bottom_rtol > 0, got {far}, {bottom_rtol}")
-    q = quench(potential, starts, gtol=gtol, max_iter=max_iter, memory=memory, **quench_kw)
+    x, diverged = starts, 0
+    if dynamics is not None and int(steps) > 0:
+        from ..simulation import Simulation
+
+        sim = Simulation(potential, dynamics, starts.shape[0], backend=backend, init=starts)
+        sim.run(int(steps), record_every=int(steps), record_positions=False, progress=False)
+        x = np.asarray(sim.state["x"], np.float64)
+        diverged = int(np.sum(sim.diverged_step >= 0))
+    q = quench(potential, x, gtol=gtol, max_iter=max_iter, memory=memory, **quench_kw)
     start_loss = np.asarray(potential.energy(starts), np.float64)
     finite = np.isfinite(q.energy)
     if not finite.any():
@@ -453,7 +473,8 @@ def descent_census(potential, starts, gtol: float = 1e-9, max_iter: int = 4000,
     index = np.full(q.energy.size, -1, np.int64)
     lowest = np.full(q.energy.size, np.nan)
     c = DescentCensus(q.energy, start_loss, q.grad_norm, radius, q.converged, index, lowest,
-                      float(q.energy[finite].min()), float(bottom_rtol), float(far), float(gtol))
+                      float(q.energy[finite].min()), float(bottom_rtol), float(far), float(gtol),
+                      diverged)
     k = np.flatnonzero(c.stuck)
     if k.size:
         lam = hessian_spectrum(potential, q.x[k])
@@ -466,8 +487,9 @@ def descent_summary(censuses) -> dict:
     """One row for several landscapes' `DescentCensus`es (e.g. data instances of one net):
     the fractions of starts at the bottom, stuck (at minima, at saddles, not converged) and
     escaped, each the mean over landscapes +- its se (nan for one landscape); pooled counts;
-    the stuck end points' excess loss over the bottom in units of `scale` (median and max,
-    pooled) and the distinct bad-minimum losses per landscape (mean)."""
+    the excess loss over the bottom of the end points above it (stuck or escaped) in units of
+    `scale` (median and max, pooled) and the distinct bad-minimum losses per landscape
+    (mean)."""
     cs = list(censuses)
     if not cs:
         raise ConfigError("descent_summary needs at least one census")
@@ -477,13 +499,14 @@ def descent_summary(censuses) -> dict:
         row[name] = float(f.mean())
         row[name + "_se"] = float(f.std(ddof=1) / math.sqrt(f.size)) if f.size > 1 else math.nan
         row[name + "_n"] = int(sum(getattr(c, name).sum() for c in cs))
-    ex = np.concatenate([(c.loss[c.stuck] - c.bottom) / c.scale for c in cs])
+    ex = np.concatenate([(c.loss[c.stuck | c.escaped] - c.bottom) / c.scale for c in cs])
     row["excess_median"] = float(np.median(ex)) if ex.size else math.nan
     row["excess_max"] = float(ex.max()) if ex.size else math.nan
     row["levels"] = float(np.mean([len(c.levels()) for c in cs]))
     row["bottom"] = float(np.median([c.bottom for c in cs]))
     row["scale"] = float(np.median([c.scale for c in cs]))
     row["converged"] = float(np.mean([c.converged.mean() for c in cs]))
+    row["diverged"] = int(sum(c.diverged for c in cs))
     return row
 
 
