@@ -21,9 +21,10 @@ Descent census (`--descent-widths`): where L-BFGS on the MLP's training loss its
 (`descent_census`): at the bottom (zero loss at widths >= the teacher's), stuck above it at a
 minimum, a saddle or not converged, or escaped to infinity, with the loss above the bottom
 in units of L_null = mean(y^2) / 2, the zero predictor's; `--descent-net n:d_in:teacher`
-(default claim 3's 64:3:2; claim 6's is 256:8:4).  `--descent-gd LR:STEPS`: where full-batch
-gradient descent ends instead (the engine runs STEPS steps of step LR from every start, then
-L-BFGS with steps <= `--descent-max-step` finishes): L-BFGS's long steps jump between basins.
+(default claim 3's 64:3:2; claim 6's is 256:8:4).  `--descent-gd LR:STEPS[:BATCH[:MOMENTUM]]`: where
+gradient descent (full batch, or minibatch SGD with momentum) ends instead (the engine runs
+STEPS steps of step LR from every start, then L-BFGS with steps <= `--descent-max-step`
+finishes): L-BFGS's long steps jump between basins.
 """
 from __future__ import annotations
 
@@ -132,13 +133,20 @@ def census(spec, max_iter=2000):
 def descent(widths, seeds, starts, max_iter=4000, net=NET, gd=None, max_step=0.01,
             backend="numba"):
     """Rows of `descent_summary` per width over the data/teacher instances `seeds` of `net`
-    (start seed 1 + instance), with the censuses.  gd = (lr, steps): full-batch gradient
-    descent first (the engine's SGD, batch_size=None), then L-BFGS with steps <= max_step
-    (length) finishes, the engine's `backend` running it; None: L-BFGS alone."""
+    (start seed 1 + instance), with the censuses.  gd = (lr, steps[, batch, momentum]):
+    gradient descent first (the engine's SGD; batch 0 or absent: full batch), then L-BFGS
+    with steps <= max_step (length) finishes, the engine's `backend` running it; None:
+    L-BFGS alone."""
     rows = []
-    kw = {} if gd is None else {"dynamics": SGD(lr=float(gd[0])), "steps": int(gd[1]),
-                                "max_step": float(max_step), "backend": backend}
-    method = "L-BFGS" if gd is None else f"GD (lr {gd[0]:g}, t = {gd[0] * gd[1]:g})"
+    if gd is None:
+        kw, method = {}, "L-BFGS"
+    else:
+        lr, steps, batch, mom = (tuple(gd) + (0, 0))[:4]
+        dyn = SGD(lr=float(lr), batch_size=int(batch) or None, momentum=float(mom))
+        kw = {"dynamics": dyn, "steps": int(steps), "max_step": float(max_step),
+              "backend": backend}
+        method = ("GD" if not batch else f"SGD (B = {int(batch)}, momentum {mom:g})") + \
+            f" (lr {lr:g}, {int(steps)} steps)"
     for w in widths:
         t = time.time()
         cs, above = [], []
@@ -268,8 +276,9 @@ def main(argv=None):
     ap.add_argument("--descent-starts", type=int, default=500)
     ap.add_argument("--descent-iter", type=int, default=4000)
     ap.add_argument("--descent-net", default="64:3:2", help="n:d_in:teacher width")
-    ap.add_argument("--descent-gd", default="", help="LR:STEPS of gradient descent before the "
-                                                     "L-BFGS finish (default: L-BFGS alone)")
+    ap.add_argument("--descent-gd", default="",
+                    help="LR:STEPS[:BATCH[:MOMENTUM]] of (minibatch) gradient descent before "
+                         "the L-BFGS finish (default: L-BFGS alone)")
     ap.add_argument("--descent-max-step", type=float, default=0.01,
                     help="step cap of the L-BFGS finish after gradient descent")
     ap.add_argument("--descent-backend", default="numba", help="engine backend of the gradient "
