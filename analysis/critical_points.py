@@ -254,10 +254,12 @@ def figure(lm, out, png, rows=(), drows=()):
             ax.bar(ws, v, bottom=base, label=lab)
             base += v
         r0 = drows[0][0]
+        lo = min(0.8, np.floor(min(r["at_bottom"] for r, _ in drows) * 20) / 20 - 0.05)
+        ax.set(ylim=(max(lo, 0.0), 1.0))      # the classes above the bottom are a few %
         ax.set(xlabel=f"student width (teacher: {r0['teacher']}; n = {r0['n']}, "
-                      f"d_in = {r0['d_in']})", ylabel="fraction of descents",
+                      f"d_in = {r0['d_in']})", ylabel=f"fraction of descents (from {max(lo, 0):.2f})",
                title=f"MLP: where {r0['method']} on the loss ends")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(png, dpi=80)
     plt.close(fig)
