@@ -21,9 +21,9 @@ Descent census (`--descent-widths`): where L-BFGS on the MLP's training loss its
 (`descent_census`): at the bottom (zero loss at widths >= the teacher's), stuck above it at a
 minimum, a saddle or not converged, or escaped to infinity, with the loss above the bottom
 in units of L_null = mean(y^2) / 2, the zero predictor's; `--descent-net n:d_in:teacher`
-(default claim 3's 64:3:2; claim 6's is 256:8:4).  `--descent-gd LR:STEPS[:BATCH[:MOMENTUM]]`: where
-gradient descent (full batch, or minibatch SGD with momentum) ends instead (the engine runs
-STEPS steps of step LR from every start, then L-BFGS with steps <= `--descent-max-step`
+(default claim 3's 64:3:2; claim 6's is 256:8:4).  `--descent-gd LR:STEPS[:BATCH[:MOMENTUM]]`:
+where gradient descent (full batch, or minibatch SGD with momentum) ends instead (the engine
+runs STEPS steps of step LR from every start, then L-BFGS with steps <= `--descent-max-step`
 finishes): L-BFGS's long steps jump between basins.
 """
 from __future__ import annotations
@@ -156,7 +156,7 @@ def descent(widths, seeds, starts, max_iter=4000, net=NET, gd=None, max_step=0.0
             c = descent_census(pot, pot.default_init(z), max_iter=max_iter, **kw)
             cs.append(c)
             # loss above the bottom in units of L_null = mean(y^2) / 2 (the zero predictor's)
-            above.append((c.loss[c.stuck | c.escaped] - c.bottom) / (np.mean(pot.labels ** 2) / 2))
+            above.append(c.excess() / (np.mean(pot.labels ** 2) / 2))
         above = np.concatenate(above)
         r = {"width": w, "dim": pot.d, "n": int(net[0]), "d_in": int(net[1]),
              "teacher": int(net[2]), "method": method, **descent_summary(cs),
@@ -257,7 +257,8 @@ def figure(lm, out, png, rows=(), drows=()):
         lo = min(0.8, np.floor(min(r["at_bottom"] for r, _ in drows) * 20) / 20 - 0.05)
         ax.set(ylim=(max(lo, 0.0), 1.0))      # the classes above the bottom are a few %
         ax.set(xlabel=f"student width (teacher: {r0['teacher']}; n = {r0['n']}, "
-                      f"d_in = {r0['d_in']})", ylabel=f"fraction of descents (from {max(lo, 0):.2f})",
+                      f"d_in = {r0['d_in']})",
+               ylabel=f"fraction of descents (from {max(lo, 0):.2f})",
                title=f"MLP: where {r0['method']} on the loss ends")
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

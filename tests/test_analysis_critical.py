@@ -71,6 +71,7 @@ def test_descent_census_tilted_double_well_basins_are_the_flow_s():
     assert n == (~left).sum() and abs(level - pot.energy(np.array([[right]]))[0]) < 1e-12
     assert np.all(c.index[left] == -1) and np.all(c.index[~left] == 0)
     assert np.all(c.lowest[~left] > 0) and np.isnan(c.lowest[left]).all()
+    assert np.allclose(c.excess(), level - c.bottom) and c.excess().size == n
     assert abs(c.scale - (np.median(pot.energy(x0)) - c.bottom)) < 1e-12
     assert f"{(~left).sum()} stuck above it ({(~left).sum()} at minima" in c.table()
 

@@ -405,6 +405,10 @@ class DescentCensus:
         """(M,) stuck but not converged within the iteration budget (a slow valley or plateau)."""
         return self.stuck & ~self.converged
 
+    def excess(self) -> np.ndarray:
+        """Loss above the bottom (energy) of the end points above it, stuck or escaped."""
+        return self.loss[self.stuck | self.escaped] - self.bottom
+
     def levels(self, rtol: float = 1e-3) -> list[tuple[float, int]]:
         """Distinct losses of the bad minima (`minima`), merged within relative `rtol`: rows
         (loss, starts that ended there), lowest first."""
@@ -419,7 +423,7 @@ class DescentCensus:
 
     def table(self) -> str:
         n = self.starts
-        ex = (self.loss[self.stuck | self.escaped] - self.bottom) / self.scale
+        ex = self.excess() / self.scale
         return (f"descent from {n} starts: {self.at_bottom.sum()} at the bottom (loss "
                 f"{self.bottom:.4g} + {self.bottom_rtol:g} x {self.scale:.4g}), "
                 f"{self.stuck.sum()} stuck above it ({self.minima.sum()} at minima, "
@@ -499,7 +503,7 @@ def descent_summary(censuses) -> dict:
         row[name] = float(f.mean())
         row[name + "_se"] = float(f.std(ddof=1) / math.sqrt(f.size)) if f.size > 1 else math.nan
         row[name + "_n"] = int(sum(getattr(c, name).sum() for c in cs))
-    ex = np.concatenate([(c.loss[c.stuck | c.escaped] - c.bottom) / c.scale for c in cs])
+    ex = np.concatenate([c.excess() / c.scale for c in cs])
     row["excess_median"] = float(np.median(ex)) if ex.size else math.nan
     row["excess_max"] = float(ex.max()) if ex.size else math.nan
     row["levels"] = float(np.mean([len(c.levels()) for c in cs]))
