@@ -155,8 +155,8 @@ def small_instances() -> tuple[dict, dict]:
     variants that compile kernels of their own (DoubleWell: d = 1 and d > 1 noise paths;
     dynamics: minibatch and full batch): a pair runs each one its potential accepts."""
     from .dynamics import SGD, AdamW
-    from .potentials import (DoubleWell, ModularArithmeticMLP, MultiWell, Quadratic,
-                             ShiftedMultiWell, SphericalPSpin, TeacherStudentMLP)
+    from .potentials import (ClassifierMLP, DoubleWell, ModularArithmeticMLP, MultiWell,
+                             Quadratic, ShiftedMultiWell, SphericalPSpin, TeacherStudentMLP)
 
     pots = {"DoubleWell": lambda: [DoubleWell(d=1), DoubleWell(d=2)],
             "Quadratic": lambda: Quadratic(spectrum=[0.5, 1.0, 2.0], seed=1),
@@ -168,7 +168,11 @@ def small_instances() -> tuple[dict, dict]:
             "SphericalPSpin": lambda: SphericalPSpin(8, 3, seed=1),
             "TeacherStudentMLP": lambda: TeacherStudentMLP(n=16, d_in=3, hidden=4,
                                                            teacher_hidden=2, seed=1),
-            "ModularArithmeticMLP": lambda: ModularArithmeticMLP(p=5, hidden=3, seed=1)}
+            "ModularArithmeticMLP": lambda: ModularArithmeticMLP(p=5, hidden=3, seed=1),
+            "ClassifierMLP": lambda: ClassifierMLP("arrays", hidden=3, inputs=np.eye(6, 4),
+                                                   labels=np.arange(6) % 3,
+                                                   test_inputs=np.eye(3, 4),
+                                                   test_labels=np.arange(3))}
     dyns = {"SGD": lambda: [SGD(1e-2, 4, momentum=0.5), SGD(1e-2, None, momentum=0.5)],
             "AdamW": lambda: [AdamW(1e-3, 4, weight_decay=0.0), AdamW(1e-3, None, weight_decay=0.0)]}
     return pots, dyns

@@ -30,7 +30,8 @@ from langevin_sim.dynamics import (MALA, REGISTRY as DYNAMICS, SGD, AdamW, Heun,
                                    LeimkuhlerMatthews, OverdampedLangevin, Schedule,
                                    UnderdampedLangevin)
 from langevin_sim.errors import BackendUnavailableError
-from langevin_sim.potentials import (REGISTRY as POTENTIALS, DoubleWell, LinearRegression,
+from langevin_sim.potentials import (REGISTRY as POTENTIALS, ClassifierMLP, DoubleWell,
+                                     LinearRegression,
                                      ModularArithmeticMLP, MultiWell, Quadratic, ScaleSymmetric,
                                      ShiftedMultiWell, SphericalPSpin, TeacherStudentMLP, Valley)
 
@@ -50,6 +51,7 @@ POTENTIAL_CASES = {
     "TeacherStudentMLP": lambda: TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1,
                                                    n_test=4, seed=1, n_val=3),
     "ModularArithmeticMLP": lambda: ModularArithmeticMLP(p=3, hidden=2, embed=1, seed=1),
+    "ClassifierMLP": lambda: ClassifierMLP("iris", n=9, n_test=5, hidden=2, seed=1),
     "SphericalPSpin": lambda: SphericalPSpin(N=4, p=3, seed=1),
     "ScaleSymmetric": lambda: ScaleSymmetric(depth=3, n=4, noise=0.1, seed=1),
     "Valley": lambda: Valley(d=3, curve="circle", radius=1.5, profile="cos", alpha=0.3,
@@ -425,6 +427,10 @@ for ft in (float32, float64):
         depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
         budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is not AdamW else 0
         assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
+    # ClassifierMLP on digits (d_in 64, hidden 32, 10 classes, dense inputs): 75 parameters
+    # per lane, in local memory, dW1 summed an entry at a time (`samples_outer` False)
+    cuda.compile_ptx(toynets.cuda_kernel(f32, 64, 32, 32, SGD, 10, outer=False).py_func,
+                     toynets.launch_types(f32, 10), cc=(9, 0))
     # a learned embedding (p = 7, e = 4, hidden 16; inputs the operand pairs, int64): the
     # lane's embedding entry stays out of local memory too (SGD in float32: the unit's 16
     # normals only; AdamW in float64: nothing)
@@ -468,10 +474,10 @@ if not SIM:
     def test_fused_dense_kernels_compile_for_the_real_cuda_target():
         """The generic path's elementwise kernels, the fused GEMM-step kernel with the p-spin
         and Quadratic row rules (and the packed products kernel), the dense quadratic forms'
-        BAOAB kernel, and the fused toy-net kernel
-        (TeacherStudentMLP, ModularArithmeticMLP) with SGD's and AdamW's rules, compile to PTX
-        with numba's CUDA target, float32 and float64: the typing the simulator does not do
-        (column views, local and shared arrays, block votes, libdevice primitives).
+        BAOAB kernel, and the fused toy-net kernel (TeacherStudentMLP, ModularArithmeticMLP,
+        ClassifierMLP) with SGD's and AdamW's rules, compile to PTX with numba's CUDA target,
+        float32 and float64: the typing the simulator does not do (column views, local and
+        shared arrays, block votes, libdevice primitives).
         No GPU needed; skipped where libNVVM is missing."""
         check_ptx_compilation(test_fused_dense_kernels_compile_for_the_real_cuda_target)
 
@@ -574,13 +580,16 @@ if SIM:
 
     # the fused MLP kernel runs a warp per replica in the simulator (16-20 s each here); its
     # parity, sampling modes, partition and chunking are test_fused_teacher_student_*'s and
-    # test_fused_embedding_*'s (the registry's ModularArithmeticMLP has a learned embedding)
+    # test_fused_embedding_*'s (the registry's ModularArithmeticMLP has a learned embedding);
+    # ClassifierMLP's dense inputs and softmax head: its i.i.d. SGD pair by default
     SLOW_PAIRS = {"TeacherStudentMLP-SGD", "TeacherStudentMLP-SGD-iid",
                   "TeacherStudentMLP-AdamW", "TeacherStudentMLP-SGD-labelnoise",
                   "TeacherStudentMLP-SGD-subset-gradnoise", "TeacherStudentMLP-OverdampedLangevin",
                   "TeacherStudentMLP-LeimkuhlerMatthews", "TeacherStudentMLP-UnderdampedLangevin",
                   "TeacherStudentMLP-Heun", "TeacherStudentMLP-MALA"} | {
-                      n for n in PAIRS if n.startswith("ModularArithmeticMLP-")}   # embedding
+                      n for n in PAIRS if n.startswith("ModularArithmeticMLP-")} | {   # embedding
+                      n for n in PAIRS
+                      if n.startswith("ClassifierMLP-") and n != "ClassifierMLP-SGD-iid"}
 
     @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
     @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PAIRS

@@ -29,6 +29,7 @@ SMALL = {
     "LinearRegression": dict(n=11, d=4, noise=0.3, seed=2),
     "TeacherStudentMLP": dict(n=9, d_in=3, hidden=4, teacher_hidden=2, n_test=3, seed=1),
     "ModularArithmeticMLP": dict(p=4, hidden=3, embed=2, activation="tanh", seed=6),
+    "ClassifierMLP": dict(dataset="wine", n=10, n_test=4, hidden=3, seed=2, label_corruption=0.3),
     "SphericalPSpin": dict(N=6, p=3, seed=5, planted=0.8),
     "ScaleSymmetric": dict(depth=3, n=7, noise=0.5, l2=0.3, seed=1),
     "Valley": dict(d=3, profile="cos", k0=1.5, alpha=0.8, omega=2.0, weights=[1.0, 2.0]),

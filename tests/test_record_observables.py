@@ -15,7 +15,7 @@ OBSERVED = sorted(c.__name__ for c, h in drivers.FAMILIES.items() if h.observabl
 
 
 def test_the_toy_nets_have_compiled_observables():
-    assert {"TeacherStudentMLP", "ModularArithmeticMLP"} <= set(OBSERVED)
+    assert {"TeacherStudentMLP", "ModularArithmeticMLP", "ClassifierMLP"} <= set(OBSERVED)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -75,4 +75,4 @@ def test_a_familys_record_energy_equals_its_energy_driver(name, dtype):
     out = np.full(9, np.nan)
     got = drivers.energy_kernel(pot)(x, out)
     assert got is out and got.tobytes() == want.tobytes()
-    assert {"TeacherStudentMLP", "ModularArithmeticMLP"} <= set(ENERGY_HOOKED)
+    assert {"TeacherStudentMLP", "ModularArithmeticMLP", "ClassifierMLP"} <= set(ENERGY_HOOKED)

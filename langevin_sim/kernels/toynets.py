@@ -1,5 +1,6 @@
-"""TeacherStudentMLP and ModularArithmeticMLP: one CPU kernel for minibatch SGD and AdamW, and
-one fused numba-cuda kernel for both nets (one-hot inputs or a learned embedding) x SGD, AdamW
+"""TeacherStudentMLP, ModularArithmeticMLP and ClassifierMLP: one CPU kernel for minibatch SGD and
+AdamW, and one fused numba-cuda kernel for the nets (ClassifierMLP: dense inputs and a softmax
+head; modular arithmetic: one-hot inputs or a learned embedding) x SGD, AdamW
 and the full-batch OverdampedLangevin, LeimkuhlerMatthews, UnderdampedLangevin (BAOAB), Heun
 and MALA (its section at the end).
 
@@ -52,7 +53,8 @@ from ..backends.registry import register
 from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
 from ..dynamics.sgd import SAMPLING_CODES, sampling_of
-from ..potentials.toynets import ACTIVATIONS, ModularArithmeticMLP, TeacherStudentMLP
+from ..potentials.toynets import (ACTIVATIONS, ClassifierMLP, ModularArithmeticMLP,
+                                  TeacherStudentMLP)
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_level,
                      sampling_args, sched, schedule_code, sgd_scratch, sgd_step, temperature_code)
 from .gemm import axpy_rows, dot_rows
@@ -566,16 +568,24 @@ def bound_like(bound: float, dt) -> np.floating:
 def _net_args(pot, dt) -> tuple:
     """(kind, dims, A, y, pairs, cls, hot, emb) of `mlp_grad` for a toy net, data in dtype dt:
     TeacherStudentMLP A, y its inputs and labels (pairs, cls, hot, emb None);
+    ClassifierMLP A, cls its inputs and the classes it fits (y, pairs, hot, emb None);
     ModularArithmeticMLP pairs, cls its operands and classes (A, y None) and hot = True
     (one-hot inputs, emb None) or emb = True (a learned embedding, hot None)."""
     if isinstance(pot, TeacherStudentMLP):
         dims = np.array([pot.d_in, pot.hidden, 1, 0, 0], np.int64)
         return (pot.kind, dims, pot._cast("inputs", dt), pot._cast("labels", dt), None, None,
                 None, None)
+    if isinstance(pot, ClassifierMLP):
+        dims = np.array([pot.d_in, pot.hidden, pot.classes, 0, 0], np.int64)
+        return (pot.kind, dims, pot._cast("inputs", dt), None, None, pot.train_labels, None,
+                None)
     e = pot.embed or 0
     dims = np.array([2 * (e or pot.p), pot.hidden, pot.p, pot.p, e], np.int64)
     return (pot.kind, dims, None, None, pot.train_pairs, pot.train_labels.astype(np.int64),
             None if e else True, True if e else None)
+
+
+NETS = (TeacherStudentMLP, ModularArithmeticMLP, ClassifierMLP)
 
 
 def _train(sim, t0, K, k0, k1):
@@ -605,7 +615,7 @@ def _train(sim, t0, K, k0, k1):
             f.result()
 
 
-for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
+for _pot in NETS:
     for _dyn in (SGD, AdamW):
         register(_pot, _dyn, "numba")(_train)
 
@@ -753,6 +763,8 @@ def _metric_args(pot, name: str) -> tuple:
     kind, dims, A, y, pairs, cls, hot, emb = _net_args(pot, np.float64)
     if name != "train" and isinstance(pot, TeacherStudentMLP):
         A, y = getattr(pot, f"{name}_inputs"), getattr(pot, f"{name}_labels")
+    elif name == "test" and isinstance(pot, ClassifierMLP):
+        A, cls = pot.test_inputs, pot.test_labels
     elif name == "test":
         pairs, cls = pot.test_pairs, pot.test_labels.astype(np.int64)
     n = y.shape[0] if isinstance(pot, TeacherStudentMLP) else cls.shape[0]
@@ -798,7 +810,8 @@ def net_observables(pot):
     return observables
 
 
-for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_rows",))):
+for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_rows",)),
+                      (ClassifierMLP, ("dot_rows",))):
     family(_pot, Hooks(net_grad_block, net_energy_block, _hook_args, blas=True,
                        observables=net_observables, energy=net_energy, callees=_callees))
 
@@ -949,9 +962,11 @@ RULE_CODES = {SGD: 0, AdamW: 1, OverdampedLangevin: 2, LeimkuhlerMatthews: 3,
 def net_sizes(pot) -> tuple[int, int, int]:
     """(d_in, hidden, classes) of a toy net: classes 0 for TeacherStudentMLP's one regression
     output, p for ModularArithmeticMLP's logits (d_in = 2p with one-hot inputs, 2e with a
-    learned embedding of width e)."""
+    learned embedding of width e), K for ClassifierMLP's."""
     if isinstance(pot, ModularArithmeticMLP):
         return 2 * (pot.p if pot.embed is None else pot.embed), pot.hidden, pot.p
+    if isinstance(pot, ClassifierMLP):
+        return pot.d_in, pot.hidden, pot.classes
     return pot.d_in, pot.hidden, 0
 
 
@@ -1906,14 +1921,16 @@ def _data(run, pot, gather: bool = False):
     """The training inputs (n, d_in) in the state's dtype (as the reference casts them,
     `_cast`; ModularArithmeticMLP: the one-hot rows, or with a learned embedding or `gather`
     the operand pairs (n, 2) int64) and the labels (n,) (the targets in the
-    state's dtype; ModularArithmeticMLP: the classes, int64), on the device, kept on the run's
-    device potential."""
+    state's dtype; ModularArithmeticMLP, ClassifierMLP: the classes, int64), on the device,
+    kept on the run's device potential."""
     key = ("mlp_data", run.dtype.str, gather)
     if key not in run.pot.cache:
         if isinstance(pot, ModularArithmeticMLP) and (pot.embed is not None or gather):
             data = (pot.train_pairs.astype(np.int64), pot.train_labels.astype(np.int64))
         elif isinstance(pot, ModularArithmeticMLP):
             data = (pot._cast("train_onehot", run.dtype), pot.train_labels.astype(np.int64))
+        elif isinstance(pot, ClassifierMLP):
+            data = (pot._cast("inputs", run.dtype), pot.train_labels)
         else:
             data = (pot._cast("inputs", run.dtype), pot._cast("labels", run.dtype))
         run.pot.cache[key] = tuple(run.xp.asarray(v) for v in data)
@@ -1975,6 +1992,6 @@ def _train_toynet_cuda(run, sim, t0: int, K: int) -> None:
         t = end
 
 
-for _pot in (TeacherStudentMLP, ModularArithmeticMLP):
+for _pot in NETS:
     for _dyn in RULE_CODES:
         register(_pot, _dyn, "cuda", accepts=accepts)(_train_toynet_cuda)

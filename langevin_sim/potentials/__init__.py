@@ -5,9 +5,9 @@ from .linear_regression import LinearRegression
 from .quadratic import Quadratic
 
 __all__ = ["REGISTRY", "Potential", "DoubleWell", "LinearRegression", "Quadratic"]
-from .toynets import ModularArithmeticMLP, TeacherStudentMLP  # noqa: E402
+from .toynets import ClassifierMLP, ModularArithmeticMLP, TeacherStudentMLP  # noqa: E402
 
-__all__ += ["ModularArithmeticMLP", "TeacherStudentMLP"]
+__all__ += ["ClassifierMLP", "ModularArithmeticMLP", "TeacherStudentMLP"]
 from .pspin import SphericalPSpin  # noqa: E402
 
 __all__ += ["SphericalPSpin"]

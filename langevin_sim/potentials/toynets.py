@@ -1,6 +1,7 @@
-"""Toy neural networks as finite-sum losses: teacher-student regression and modular addition.
+"""Toy neural networks as finite-sum losses: teacher-student regression, modular addition and
+classifiers of real data sets.
 
-Both are one-hidden-layer perceptrons whose parameters, for all M replicas, are ONE (M, d)
+All are one-hidden-layer perceptrons whose parameters, for all M replicas, are ONE (M, d)
 array.  Per replica the flat vector is the concatenation, in this order, of
 
     [E      (p, e)     only ModularArithmeticMLP with embed=e]
@@ -369,6 +370,50 @@ class _MLPLoss:
         return self._cache[key]
 
 
+class _SoftmaxHead:
+    """The classifiers' head (mixed into ModularArithmeticMLP and ClassifierMLP): K logits,
+    loss per sample l = logsumexp(out) - out_c (natural log, nats), the mean over samples.
+    Subclasses set `train_labels` (n,) int64 (the classes the loss fits), `train_Y` (n, K) its
+    one-hot rows, `test_labels`, and `_inputs(P, rows, dtype, test=False)`."""
+
+    def _head(self, out, rows, Rout):
+        c = _gather(self.train_labels, rows)
+        B = c.shape[-1]
+        s = out - out.max(axis=-1, keepdims=True)
+        e = np.exp(s)
+        norm = e.sum(axis=-1, keepdims=True)
+        s_c = np.take_along_axis(s, np.broadcast_to(c, out.shape[:-1])[..., None], -1)
+        loss = np.mean((np.log(norm) - s_c)[..., 0].astype(np.float64), axis=-1)
+        q = e / norm
+        Rdout = None if Rout is None else q * (Rout - (q * Rout).sum(axis=-1, keepdims=True)) / B
+        return loss, (q - _gather(self._cast("train_Y", out.dtype), rows)) / B, Rdout
+
+    def _logits(self, x, test: bool) -> np.ndarray:
+        P = self.layout.unpack(x)
+        A = self._inputs(P, None, x.dtype, test=test)
+        return mlp_forward(A, P["W1"], P["b1"][:, None, :], P["W2"], P["b2"][:, None, :], self.kind)[2]
+
+    def metrics(self, x, test: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(mean cross-entropy, accuracy) on the test or training pairs, each (M,) float64."""
+        x = self.check_x(x)
+        labels = self.test_labels if test else self.train_labels
+        losses, accs = [], []
+        for s in self._chunks(x.shape[0], labels.size):
+            out = self._logits(x[s], test).astype(np.float64)
+            m = out.max(axis=-1, keepdims=True)
+            lse = (m + np.log(np.exp(out - m).sum(axis=-1, keepdims=True)))[..., 0]
+            picked = np.take_along_axis(out, np.broadcast_to(labels, out.shape[:-1])[..., None], -1)[..., 0]
+            losses.append(np.mean(lse - picked, axis=-1))
+            accs.append(np.mean(out.argmax(axis=-1) == labels, axis=-1))
+        return np.concatenate(losses), np.concatenate(accs)
+
+    def observables(self, x, energy=None):
+        train_loss, train_acc = self.metrics(x, test=False)
+        test_loss, test_acc = self.metrics(x, test=True)
+        return {"train_loss": train_loss, "test_loss": test_loss, "train_accuracy": train_acc,
+                "test_accuracy": test_acc, "weight_norm": self.weight_norm(x)}
+
+
 def _gather(data: np.ndarray, rows):
     """Rows of a dataset: all of it (rows None) or one minibatch per replica (rows (M, B))."""
     return data if rows is None else data[rows]
@@ -513,7 +558,7 @@ class TeacherStudentMLP(_MLPLoss, Potential):
                 "weight_norm": self.weight_norm(x)}
 
 
-class ModularArithmeticMLP(_MLPLoss, Potential):
+class ModularArithmeticMLP(_SoftmaxHead, _MLPLoss, Potential):
     """Modular addition c = (a + b) mod p learned by an MLP with cross-entropy: grokking.
 
     All p^2 pairs (a, b) are split into n = round(train_fraction p^2) training pairs and the
@@ -615,39 +660,91 @@ class ModularArithmeticMLP(_MLPLoss, Potential):
             return {}
         return {"E": self._embed_back(rows, RdZ @ P["W1"] + dZ @ PV["W1"])}
 
-    def _head(self, out, rows, Rout):
-        c = _gather(self.train_labels, rows)
-        B = c.shape[-1]
-        s = out - out.max(axis=-1, keepdims=True)
-        e = np.exp(s)
-        norm = e.sum(axis=-1, keepdims=True)
-        s_c = np.take_along_axis(s, np.broadcast_to(c, out.shape[:-1])[..., None], -1)
-        loss = np.mean((np.log(norm) - s_c)[..., 0].astype(np.float64), axis=-1)
-        q = e / norm
-        Rdout = None if Rout is None else q * (Rout - (q * Rout).sum(axis=-1, keepdims=True)) / B
-        return loss, (q - _gather(self._cast("train_Y", out.dtype), rows)) / B, Rdout
 
-    def _logits(self, x, test: bool) -> np.ndarray:
-        P = self.layout.unpack(x)
-        A = self._inputs(P, None, x.dtype, test=test)
-        return mlp_forward(A, P["W1"], P["b1"][:, None, :], P["W2"], P["b2"][:, None, :], self.kind)[2]
+class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
+    """A one-hidden-layer MLP classifier of a real data set, fitted by cross-entropy.
 
-    def metrics(self, x, test: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(mean cross-entropy, accuracy) on the test or training pairs, each (M,) float64."""
-        x = self.check_x(x)
-        labels = self.test_labels if test else self.train_labels
-        losses, accs = [], []
-        for s in self._chunks(x.shape[0], labels.size):
-            out = self._logits(x[s], test).astype(np.float64)
-            m = out.max(axis=-1, keepdims=True)
-            lse = (m + np.log(np.exp(out - m).sum(axis=-1, keepdims=True)))[..., 0]
-            picked = np.take_along_axis(out, np.broadcast_to(labels, out.shape[:-1])[..., None], -1)[..., 0]
-            losses.append(np.mean(lse - picked, axis=-1))
-            accs.append(np.mean(out.argmax(axis=-1) == labels, axis=-1))
-        return np.concatenate(losses), np.concatenate(accs)
+    Data: `dataset` one of `datasets.CLASSIFICATION` ("digits": 1797 8x8 images, 64
+    features, 10 classes; "iris", "wine", "breast_cancer"), loaded by scikit-learn (the
+    ``datasets`` extra) and split by `datasets.split`: samples ordered by the DATA stream of
+    `seed`, n for training (None: half of them), the next n_test for testing (None: all the
+    rest), features standardized by the training set's mean and std.  Or your own arrays:
+    inputs (n, d_in), labels (n,) int in 0 .. K-1, test_inputs, test_labels, used as given
+    (`dataset` then only names them; a run file stores the arrays, so analysis never needs
+    scikit-learn).  With label_corruption q > 0, round(q n) training labels are wrong
+    (`datasets.corrupt`: a uniform other class; `train_labels` are the labels the loss
+    fits, `labels` the true ones; the test labels are never corrupted).
+    Network and loss as ModularArithmeticMLP's: z = W1 a + b1, h = phi(z), K logits
+    out = W2 h + b2; l = logsumexp(out) - out_c (nats); L = mean over the training set (the
+    energy), a minibatch loss the mean over its samples.  d = hidden (d_in + 1) + K (hidden
+    + 1).  Observables: train_loss (= energy), test_loss, train_accuracy (against the
+    labels fitted), test_accuracy, weight_norm.
+    """
 
-    def observables(self, x, energy=None):
-        train_loss, train_acc = self.metrics(x, test=False)
-        test_loss, test_acc = self.metrics(x, test=True)
-        return {"train_loss": train_loss, "test_loss": test_loss, "train_accuracy": train_acc,
-                "test_accuracy": test_acc, "weight_norm": self.weight_norm(x)}
+    def __init__(self, dataset: str = "digits", n: int | None = None, n_test: int | None = None,
+                 hidden: int = 32, activation: str = "tanh", seed: int = 0,
+                 init_scale: float = 1.0, label_corruption: float = 0.0, inputs=None,
+                 labels=None, test_inputs=None, test_labels=None):
+        from .. import datasets
+        hidden = _positive_int("hidden", hidden)
+        if not init_scale > 0:
+            raise ConfigError(f"init_scale must be > 0, got {init_scale}")
+        if not 0 <= label_corruption <= 1:
+            raise ConfigError(f"label_corruption must be in [0, 1], got {label_corruption}")
+        self.kind = _activation_code(activation)
+        self.dataset, self.hidden, self.activation = str(dataset), hidden, activation
+        self.seed, self.init_scale = int(seed), float(init_scale)
+        self.label_corruption = float(label_corruption)
+        if inputs is None:
+            X, y = datasets.load(self.dataset)
+            n = X.shape[0] // 2 if n is None else _positive_int("n", n)
+            n_test = X.shape[0] - n if n_test is None else _positive_int("n_test", n_test)
+            inputs, labels, test_inputs, test_labels = datasets.split(X, y, n, n_test, seed)
+        self.inputs, self.test_inputs = (np.ascontiguousarray(v, np.float64)
+                                         for v in (inputs, test_inputs))
+        self.labels, self.test_labels = (np.asarray(v).astype(np.int64)
+                                         for v in (labels, test_labels))
+        if self.inputs.ndim != 2 or self.test_inputs.ndim != 2 or \
+                self.test_inputs.shape[1] != self.inputs.shape[1]:
+            raise ConfigError(f"inputs and test_inputs must be 2-d with the same number of "
+                              f"features, got {self.inputs.shape} and {self.test_inputs.shape}")
+        for name, a, y in (("", self.inputs, self.labels),
+                           ("test_", self.test_inputs, self.test_labels)):
+            if y.shape != (a.shape[0],) or (y.size and y.min() < 0):
+                raise ConfigError(f"{name}labels must be ({a.shape[0]},) classes >= 0, got "
+                                  f"{y.shape}")
+        for key, have in (("n", self.inputs.shape[0]), ("n_test", self.test_inputs.shape[0])):
+            want = n if key == "n" else n_test
+            if want is not None and want != have:
+                raise ConfigError(f"{key}={want} but the arrays hold {have} samples")
+        self.n_samples, self.n_test = self.inputs.shape[0], self.test_inputs.shape[0]
+        if self.n_samples < 1 or self.n_test < 1:
+            raise ConfigError("ClassifierMLP needs at least one training and one test sample")
+        self.d_in = self.inputs.shape[1]
+        self.classes = int(max(self.labels.max(), self.test_labels.max())) + 1
+        if self.classes < 2:
+            raise ConfigError("the labels hold one class; a classifier needs two or more")
+        self.train_labels = datasets.corrupt(self.labels, self.classes, self.label_corruption,
+                                             self.seed)
+        self.train_Y = np.eye(self.classes)[self.train_labels]
+        self.width = max(hidden, self.classes)
+        self.layout = ParamLayout([("W1", (hidden, self.d_in)), ("b1", (hidden,)),
+                                   ("W2", (self.classes, hidden)), ("b2", (self.classes,))])
+        self.d = self.layout.d
+        self._cache: dict = {}
+
+    def params(self):
+        return {"dataset": self.dataset, "n": self.n_samples, "n_test": self.n_test,
+                "hidden": self.hidden, "activation": self.activation, "seed": self.seed,
+                "init_scale": self.init_scale, "label_corruption": self.label_corruption}
+
+    def arrays(self):
+        return {"inputs": self.inputs, "labels": self.labels, "test_inputs": self.test_inputs,
+                "test_labels": self.test_labels}
+
+    def corrupted(self) -> np.ndarray:
+        """Boolean (n,): the training samples whose fitted label is wrong."""
+        return self.train_labels != self.labels
+
+    def _inputs(self, P, rows, dtype, test=False):
+        return _gather(self._cast("test_inputs" if test else "inputs", dtype), rows)
