@@ -1,19 +1,19 @@
-"""The fused toy-net kernel (kernels/toynets.py: SGD and AdamW on TeacherStudentMLP and
-ModularArithmeticMLP) against the NumPy reference in both dtypes, with partition, resume and
+"""The fused toy-net kernel (kernels/toynets.py: SGD and AdamW on TeacherStudentMLP,
+ModularArithmeticMLP and ClassifierMLP) against the NumPy reference in both dtypes, with partition, resume and
 divergence checks, its vectorizable tanh / exp against NumPy's, and the epoch permutation of
 `common.minibatch_rows` against `rng.epoch_permutation`, and SGD's noises compiled away
 (None arguments) equal to the noises at zero, bit for bit.
 
 The kernel compiles per net, dynamics, set of SGD noises on and dtype, so the default run
 keeps to one SGD and one AdamW case per net (between them: label noise, gradient noise, a
-temperature that reaches 0, one-hot and embedded inputs); the other option combinations are
+temperature that reaches 0, one-hot, embedded and dense inputs to a softmax); the other option combinations are
 marked slow."""
 import numpy as np
 import pytest
 
 from langevin_sim import Simulation
 from langevin_sim.dynamics import SGD, AdamW, Schedule
-from langevin_sim.potentials import ModularArithmeticMLP, TeacherStudentMLP
+from langevin_sim.potentials import ClassifierMLP, ModularArithmeticMLP, TeacherStudentMLP
 
 from .conftest import both_backends
 
@@ -26,6 +26,11 @@ def ts(activation="tanh"):
 def mod(embed=None, activation="quadratic"):
     return ModularArithmeticMLP(p=5, hidden=6, train_fraction=0.6, embed=embed,
                                 activation=activation, seed=3)
+
+
+def wine(activation="tanh"):
+    return ClassifierMLP("wine", n=30, n_test=10, hidden=5, activation=activation, seed=4,
+                         label_corruption=0.2)
 
 
 CASES = {
@@ -47,13 +52,17 @@ CASES = {
     "mod-adamw-full": (mod, AdamW(0.01, None, weight_decay=1.0, beta2=0.98)),
     "mod-adamw-iid-embed": (lambda: mod(2, "relu"), AdamW(0.01, 4, replacement=True,
                                                           weight_decay=0.5)),
+    "wine-sgd-epoch-tanh": (wine, SGD(0.1, 6, momentum=0.9, weight_decay=1e-3,
+                                      temperature=1e-4)),
+    "wine-adamw-epoch-relu": (lambda: wine("relu"), AdamW(0.01, 7, weight_decay=0.1)),
 }
 
 
 # each (case, dtype) compiles a kernel of its own (per-option pruning): the default suite
 # runs every net, dynamics, sampling and noise path in one dtype at least
 DEFAULT = {"ts-sgd-epoch-label-cooling": ("float64", "float32"), "ts-adamw-epoch": ("float64",),
-           "mod-sgd-subset-embed": ("float64",), "mod-adamw-full": ("float32",)}
+           "mod-sgd-subset-embed": ("float64",), "mod-adamw-full": ("float32",),
+           "wine-sgd-epoch-tanh": ("float64", "float32")}
 
 
 @pytest.mark.parametrize("name, dtype", [
