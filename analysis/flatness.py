@@ -4,7 +4,8 @@ usage: python analysis/flatness.py RUN.h5 | SCAN_DIR
        [--measure sharpness|hessian_trace|weight_norm] [--matched LEVEL,... | auto | none]
        [--pick first|last] [--png PATH]
 Reads runs that record a flatness measure and the test loss (scenarios/teacher_student.py
-with sharpness_every > 0; a scan of it over lr and batch size).  Prints per point the
+or scenarios/classifier.py with sharpness_every > 0; a scan of either over lr and batch
+size).  Prints per point the
 rank correlation of the measure (at the last record that has it) with the test loss over
 the replicas, also given the train loss (`langevin_sim.analysis.flatness`), then the same
 across points on the points' medians, and a verdict; then the same at each replica's record
@@ -33,7 +34,8 @@ from langevin_sim.analysis.flatness import (MEASURES, early_stopped,  # noqa: E4
                                             run_flatness)
 from langevin_sim.analysis.scan import run_files, save_figure  # noqa: E402
 
-KEYS = ("lr", "batch_size", "momentum", "hidden", "n", "noise", "weight_decay", "temperature")
+KEYS = ("lr", "batch_size", "momentum", "hidden", "n", "noise", "label_corruption",
+        "weight_decay", "temperature")
 
 
 def labelled(path) -> list[tuple[dict, Path]]:

@@ -28,6 +28,7 @@ SCRIPTS = {"double_well": ("stationary.py", "chi2 ="),
            "valley_drift": ("drift.py", "verdict:"),
            "pspin_threshold": ("spinglass.py", "verdict:"),
            "teacher_student": ("diagnostics.py", "verdict:"),
+           "classifier": ("flatness.py", "verdict:"),
            "grokking": ("grokking.py", "verdict:"),
            "exchange_double_well": None,  # read with langevin_sim.exchange (tests/test_exchange.py)
            "scale_symmetric": None}   # analysed in the claim 5 notebook (analysis.drift)
