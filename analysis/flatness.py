@@ -2,7 +2,7 @@
 
 usage: python analysis/flatness.py RUN.h5 | SCAN_DIR
        [--measure sharpness|hessian_trace|weight_norm] [--matched LEVEL,... | auto | none]
-       [--pick first|last] [--png PATH]
+       [--pick first|last] [--target test_loss|test_error] [--png PATH]
 Reads runs that record a flatness measure and the test loss (scenarios/teacher_student.py
 or scenarios/classifier.py with sharpness_every > 0; a scan of either over lr and batch
 size).  Prints per point the
@@ -14,7 +14,8 @@ lowest test loss (an oracle stop), and the points compared at equal train loss (
 auto: the highest of the points' final median train losses, a level every point has
 reached; `--pick last`: each replica at its last record in the band instead of its first);
 saves a figure (test loss against the measure, one point per replica, coloured by point;
-the points' medians).
+the points' medians).  --target test_error: the test error 1 - test_accuracy instead of the
+test loss (runs of a classifier, scenarios/classifier.py).
 """
 import argparse
 import contextlib
@@ -29,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.errors import ConfigError  # noqa: E402
-from langevin_sim.analysis.flatness import (MEASURES, early_stopped,  # noqa: E402
+from langevin_sim.analysis.flatness import (MEASURES, TARGETS, early_stopped,  # noqa: E402
                                             flatness_vs_generalization, matched_fit, pooled,
                                             run_flatness)
 from langevin_sim.analysis.scan import run_files, save_figure  # noqa: E402
@@ -57,13 +58,14 @@ def labelled(path) -> list[tuple[dict, Path]]:
     return sorted(out, key=key)
 
 
-def points(path, measure: str = "sharpness", at=run_flatness) -> list[tuple[dict, object]]:
+def points(path, measure: str = "sharpness", at=run_flatness,
+           target: str = "test_loss") -> list[tuple[dict, object]]:
     """[(params, FlatnessGeneralization)] for every run of `path` (`labelled`), each at the
-    records `at(run, measure=...)` picks (default: the last with the measure)."""
+    records `at(run, measure=..., target=...)` picks (default: the last with the measure)."""
     out = []
     for p, f in labelled(path):
         with open_run(f) as run:
-            out.append((p, at(run, measure=measure)))
+            out.append((p, at(run, measure=measure, target=target)))
     return out
 
 
@@ -85,10 +87,12 @@ def across(pts):
                      np.median(fg.train_loss) if fg.train_loss is not None else np.nan]
                     for _, fg in pts])
     return flatness_vs_generalization(med[:, 0], med[:, 1],
-                                      med[:, 2] if np.all(np.isfinite(med[:, 2])) else None)
+                                      med[:, 2] if np.all(np.isfinite(med[:, 2])) else None,
+                                      target=pts[0][1].target)
 
 
-def matched(path, levels, measure: str = "sharpness", pick: str = "first"):
+def matched(path, levels, measure: str = "sharpness", pick: str = "first",
+            target: str = "test_loss"):
     """([MatchedFit or the reason there is none (str)] at each train-loss level ("auto": the
     highest of the points' final median train losses), the points' labels) for the runs of
     `path`; `pick`: `matched_fit`'s record in the band."""
@@ -103,7 +107,7 @@ def matched(path, levels, measure: str = "sharpness", pick: str = "first"):
             levels = [max(float(np.median(t)) for t in final)]
         for lv in levels:
             try:
-                out.append(matched_fit(opened, lv, measure=measure, pick=pick))
+                out.append(matched_fit(opened, lv, measure=measure, pick=pick, target=target))
             except ConfigError as e:
                 out.append(f"at equal fit (train loss {lv:.4g}): {e}")
     return out, [label(p) for p, _ in runs]
@@ -119,10 +123,14 @@ def main(argv=None):
     ap.add_argument("--pick", choices=["first", "last"], default="first",
                     help="at equal fit, each replica at its first record in the train-loss band "
                          "or at the last one before it leaves the band for good")
+    ap.add_argument("--target", choices=list(TARGETS), default="test_loss",
+                    help="the generalization measure: test loss, or test error = 1 - "
+                         "test_accuracy (classifiers)")
     ap.add_argument("--png", help="figure path (default: next to the run or in the scan dir)")
     a = ap.parse_args(argv)
+    what = TARGETS[a.target]
     try:
-        pts = points(a.path, a.measure)
+        pts = points(a.path, a.measure, target=a.target)
     except LangevinSimError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -140,12 +148,12 @@ def main(argv=None):
     acr = across(pts)
     if acr is not None:
         print(f"across points (medians): {acr.table(unit='points')}")
-    print(f"verdict: flatter ({a.measure}) end points have lower test loss at 95 %: within points "
+    print(f"verdict: flatter ({a.measure}) end points have lower {what} at 95 %: within points "
           f"(pooled) {said(within)}" + ("" if acr is None else f"; across points {said(acr)}"))
-    early = points(a.path, a.measure, at=early_stopped)
+    early = points(a.path, a.measure, at=early_stopped, target=a.target)
     by = {fg.stopped_by for _, fg in early}
     print(f"early stopped (each replica at its record of lowest {' or '.join(sorted(by))}"
-          + ("; the test set chose it: an oracle" if "test_loss" in by else "") + "):")
+          + ("; the test set chose it: an oracle" if by & set(TARGETS) else "") + "):")
     for p, fg in early:
         print(f"  {label(p)}: step median {np.median(fg.step):.0f}; {fg.table()}")
     print(f"  {pooled([fg for _, fg in early]).table()}")
@@ -156,7 +164,7 @@ def main(argv=None):
     if a.matched != "none":
         try:
             levels = "auto" if a.matched == "auto" else [float(v) for v in a.matched.split(",")]
-            fits, labels = matched(a.path, levels, a.measure, a.pick)
+            fits, labels = matched(a.path, levels, a.measure, a.pick, a.target)
         except (LangevinSimError, ValueError) as e:
             print(f"{ap.prog}: error: --matched: {e}", file=sys.stderr)
             sys.exit(2)
@@ -182,7 +190,7 @@ def main(argv=None):
                                    - np.median(fg.test_loss)), fmt="o", capsize=2,
                        label=label(p), color=f"C{k % 10}")
     ax[1].set(xscale="log", yscale="log", xlabel=f"{a.measure} (median, quartiles)",
-              ylabel="test loss (median, quartiles)", title="per point")
+              ylabel=f"{what} (median, quartiles)", title="per point")
     ax[1].legend(fontsize="xx-small")
     if fits:
         mf = fits[0]
@@ -191,7 +199,7 @@ def main(argv=None):
             if on.any():
                 ax[2].scatter(mf.fg.sharpness[on], mf.fg.test_loss[on], s=8, alpha=0.6, label=lab,
                               color=f"C{k % 10}")
-        ax[2].set(xscale="log", yscale="log", xlabel=a.measure, ylabel="test loss",
+        ax[2].set(xscale="log", yscale="log", xlabel=a.measure, ylabel=what,
                   title=f"at equal train loss ({mf.level:.3g}, factor {mf.factor:g})")
         ax[2].legend(fontsize="xx-small")
     save_figure(fig, a.png, a.path, "flatness")

@@ -200,6 +200,37 @@ def test_early_stop_by_the_validation_loss_reports_the_test_loss_there():
     assert np.all(oracle.test_loss <= fg.test_loss) and np.any(oracle.test_loss < fg.test_loss)
 
 
+def test_test_error_target_reads_one_minus_the_test_accuracy():
+    """target="test_error": the column is 1 - test_accuracy at the same records (last, early
+    stopped at its own minimum, at equal fit), the test loss ignored; labelled so; a run
+    without accuracies says which target it can take."""
+    nan = np.nan
+    S = [[1, 2, 3, 4, 5], [nan] * 5, [2, 3, 4, 5, 6], [3, 4, 5, 6, 7]]
+    acc = np.array([[0.5, 0.9, 0.7, 0.6, 0.8], [1.0] * 5, [0.6, 0.7, 0.8, 0.9, 0.5],
+                    [0.7, 0.8, 0.9, 0.5, 0.9]])
+    test = [[9, 9, 9, 9, 9], [0] * 5, [1, 2, 3, 4, 5], [5, 4, 3, 2, 1]]
+    train = np.array([[1.0] * 5, [0.5] * 5, [0.1] * 5, [0.05] * 5])
+    run = _Records([0, 10, 20, 30], sharpness=S, test_loss=test, test_accuracy=acc,
+                   train_loss=train)
+    last = run_flatness(run, target="test_error")
+    np.testing.assert_array_equal(last.test_loss, 1 - acc[3])
+    assert last.target == "test_error" and "test error median" in last.table()
+    fg = early_stopped(run, target="test_error")
+    pick = np.argmax(acc[[0, 2, 3]], axis=0)
+    pick = np.array([0, 2, 3])[pick]
+    assert fg.stopped_by == "test_error"
+    np.testing.assert_array_equal(fg.test_loss, 1 - acc[pick, np.arange(5)])
+    np.testing.assert_array_equal(fg.sharpness, np.asarray(S, float)[pick, np.arange(5)])
+    mf = matched_fit([run], 0.1, factor=1.2, target="test_error")
+    np.testing.assert_array_equal(mf.fg.test_loss, 1 - acc[2])
+    assert "test error median" in mf.table()
+    no_acc = _Records([0, 10], sharpness=[[1, 2, 3, 4, 5]] * 2, test_loss=[[1] * 5] * 2)
+    with pytest.raises(ConfigError, match="test_accuracy records.*take target test_loss"):
+        run_flatness(no_acc, target="test_error")
+    with pytest.raises(ConfigError, match="target must be one of"):
+        run_flatness(run, target="accuracy")
+
+
 def test_matched_fit_takes_the_first_record_in_the_band_and_separates_across_from_within():
     """Two points whose replicas are flatter -> better within each point (rank correlation
     ~0.6), while the flatter point is the worse one: at equal train loss the correlation over

@@ -21,7 +21,10 @@ level (or, as a check on fluctuations into the band, the last record before it l
 band for good), so that a point that has fitted more is not compared with one that has
 fitted less.  Sharpness is not invariant to reparameterizations
 that leave the function unchanged (Dinh et al. 2017): the comparison is meaningful within
-one architecture and parameterization only.  Imports neither numba nor cupy.
+one architecture and parameterization only.  The generalization measure (`target`) is the
+test loss, or for classifiers the test error 1 - test accuracy (a cross-entropy test loss
+also grows with the logits' scale on samples already classified right).  Imports neither
+numba nor cupy.
 """
 from __future__ import annotations
 
@@ -38,6 +41,15 @@ from ..io.reader import Run
 MEASURES = {"sharpness": "sharpness (top Hessian eigenvalue)",
             "hessian_trace": "Hessian trace",
             "weight_norm": "weight norm |x|"}   # the last one for comparison: not a flatness
+TARGETS = {"test_loss": "test loss",
+           "test_error": "test error"}   # 1 - test_accuracy (the classifiers' records)
+
+
+def _check(measure: str, target: str) -> None:
+    if measure not in MEASURES:
+        raise ConfigError(f"measure must be one of {tuple(MEASURES)}, got {measure!r}")
+    if target not in TARGETS:
+        raise ConfigError(f"target must be one of {tuple(TARGETS)}, got {target!r}")
 
 
 def _rank_corr(a: np.ndarray, b: np.ndarray,
@@ -60,8 +72,9 @@ class FlatnessGeneralization:
     rho / ci / p: Spearman correlation of sharpness with the test loss; partial_rho /
     partial_ci / partial_p: the same given the train loss (NaN without it); step (M,): the
     step each replica's values were taken at, when read from a run's records (else None);
-    measure: what the `sharpness` column holds (one of MEASURES); stopped_by: for an early
-    stop, the recorded loss whose minimum chose each replica's record (else None)."""
+    measure: what the `sharpness` column holds (one of MEASURES); target: what the
+    `test_loss` column holds (one of TARGETS); stopped_by: for an early stop, the recorded
+    loss whose minimum chose each replica's record (else None)."""
 
     sharpness: np.ndarray
     test_loss: np.ndarray
@@ -75,6 +88,7 @@ class FlatnessGeneralization:
     step: np.ndarray | None = None
     measure: str = "sharpness"
     stopped_by: str | None = None
+    target: str = "test_loss"
 
     @property
     def n(self) -> int:
@@ -84,7 +98,8 @@ class FlatnessGeneralization:
         m = self.measure
         s = (f"{self.n} {unit}: {m} median {np.median(self.sharpness):.4g} "
              f"[{np.quantile(self.sharpness, 0.1):.4g}, {np.quantile(self.sharpness, 0.9):.4g}], "
-             f"test loss median {np.median(self.test_loss):.4g}; Spearman rho({m}, test) = "
+             f"{TARGETS[self.target]} median {np.median(self.test_loss):.4g}; Spearman "
+             f"rho({m}, test) = "
              f"{self.rho:+.3f} [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}] (p = {self.p:.2g})")
         if self.train_loss is not None:
             s += (f"; given the train loss {self.partial_rho:+.3f} [{self.partial_ci[0]:+.3f}, "
@@ -94,21 +109,22 @@ class FlatnessGeneralization:
         return s
 
     def plot(self, ax, **kw):
-        """Test loss against the measure, one point per replica (log-log)."""
+        """The target (test loss or error) against the measure, one point per replica
+        (log-log)."""
         ax.scatter(self.sharpness, self.test_loss, s=kw.pop("s", 8), **kw)
         ax.set(xscale="log", yscale="log", xlabel=MEASURES[self.measure],
-               ylabel="test loss")
+               ylabel=TARGETS[self.target])
         return ax
 
 
 def flatness_vs_generalization(sharpness, test_loss, train_loss=None, step=None,
-                               measure: str = "sharpness") -> FlatnessGeneralization:
+                               measure: str = "sharpness",
+                               target: str = "test_loss") -> FlatnessGeneralization:
     """Rank correlations of per-replica sharpness (M,) with test loss (M,), also given the
     train loss (M,) when one is passed (module docstring); non-finite replicas are dropped.
     `step` (M,), optional: the step of each replica's values, carried along; `measure` names
-    what `sharpness` holds (one of MEASURES)."""
-    if measure not in MEASURES:
-        raise ConfigError(f"measure must be one of {tuple(MEASURES)}, got {measure!r}")
+    what `sharpness` holds (one of MEASURES), `target` what `test_loss` holds (TARGETS)."""
+    _check(measure, target)
     cols = [np.asarray(v, np.float64).ravel() for v in (sharpness, test_loss)
             + (() if train_loss is None else (train_loss,))]
     if step is not None and np.size(step) != cols[0].size:
@@ -131,7 +147,7 @@ def flatness_vs_generalization(sharpness, test_loss, train_loss=None, step=None,
         res = [r - X @ np.linalg.lstsq(X, r, rcond=None)[0] for r in ranks[:2]]
         prho, pci, pp = _rank_corr(res[0], res[1], n - 3)
     return FlatnessGeneralization(cols[0], cols[1], cols[2] if train_loss is not None else None,
-                                  rho, ci, p, prho, pci, pp, step, measure)
+                                  rho, ci, p, prho, pci, pp, step, measure, target=target)
 
 
 @dataclass(frozen=True)
@@ -177,18 +193,31 @@ def pooled(fgs, partial: bool = False) -> PooledCorrelation:
                              bool(partial))
 
 
-def _records(run: Run, measure: str, by: str = "test_loss"):
-    """(step (R,), measure, train loss, test loss, `by` (R, M)) at the R records that hold
-    `measure` for every live replica, diverged replicas dropped (train loss NaN if not
-    recorded)."""
-    if measure not in MEASURES:
-        raise ConfigError(f"measure must be one of {tuple(MEASURES)}, got {measure!r}")
-    missing = [k for k in (measure, "test_loss", by) if k not in run.names]
+def _recorded(name: str) -> str:
+    """The record a measure, target or early-stop choice is read from."""
+    return "test_accuracy" if name == "test_error" else name
+
+
+def _series(run: Run, name: str) -> np.ndarray:
+    """Records (R, M) float64 of `name`; test_error: 1 - test_accuracy."""
+    v = np.asarray(run[_recorded(name)], np.float64)
+    return 1.0 - v if name == "test_error" else v
+
+
+def _records(run: Run, measure: str, by: str | None = None, target: str = "test_loss"):
+    """(step (R,), measure, train loss, target, `by` (R, M); by None: the target) at the R
+    records that hold `measure` for every live replica, diverged replicas dropped (train loss
+    NaN if not recorded)."""
+    _check(measure, target)
+    by = by or target
+    missing = [_recorded(k) for k in (measure, target, by) if _recorded(k) not in run.names]
     if missing:
         raise ConfigError(f"the run has no {', '.join(dict.fromkeys(missing))} records; rerun on "
                           "a potential with a test set"
-                          + (" and a validation set (e.g. --set n_val=1024)" if by in missing
-                             else "")
+                          + (" and a validation set (e.g. --set n_val=1024)"
+                             if "val_loss" in missing else "")
+                          + (" that records accuracies (a classifier), or take target "
+                             "test_loss" if "test_accuracy" in missing else "")
                           + (" with sharpness_every > 0 (e.g. --set sharpness_every=1000)"
                              if measure in missing and measure != "weight_norm" else ""))
     alive = run.diverged_step < 0
@@ -196,19 +225,20 @@ def _records(run: Run, measure: str, by: str = "test_loss"):
     ok = np.flatnonzero(np.all(np.isfinite(S), axis=1))
     if not ok.size:
         raise ConfigError(f"no record holds a {measure} for every live replica")
-    test = np.asarray(run["test_loss"], np.float64)[ok][:, alive]
+    test = _series(run, target)[ok][:, alive]
     train = (np.asarray(run["train_loss"], np.float64)[ok][:, alive]
              if "train_loss" in run.names else np.full_like(test, np.nan))
-    chooser = test if by == "test_loss" else np.asarray(run[by], np.float64)[ok][:, alive]
+    chooser = test if by == target else _series(run, by)[ok][:, alive]
     return np.asarray(run.step)[ok], S[ok], train, test, chooser
 
 
-def run_flatness(run: Run, record: int | None = None,
-                 measure: str = "sharpness") -> FlatnessGeneralization:
+def run_flatness(run: Run, record: int | None = None, measure: str = "sharpness",
+                 target: str = "test_loss") -> FlatnessGeneralization:
     """`flatness_vs_generalization` of a run's recorded `measure` (one of MEASURES),
-    `test_loss` and `train_loss` at `record` (an index into all records; default: the last
-    record with the measure for every live replica); diverged replicas dropped."""
-    steps, S, train, test, _ = _records(run, measure)
+    `target` (test_loss, or test_error = 1 - test_accuracy) and `train_loss` at `record` (an
+    index into all records; default: the last record with the measure for every live
+    replica); diverged replicas dropped."""
+    steps, S, train, test, _ = _records(run, measure, target=target)
     i = len(steps) - 1
     if record is not None:
         step = int(np.asarray(run.step)[record])
@@ -219,22 +249,22 @@ def run_flatness(run: Run, record: int | None = None,
         i = int(at[0])
     M = S.shape[1]
     return flatness_vs_generalization(S[i], test[i], None if np.isnan(train[i]).all()
-                                      else train[i], np.full(M, steps[i]), measure)
+                                      else train[i], np.full(M, steps[i]), measure, target)
 
 
-def early_stopped(run: Run, measure: str = "sharpness",
-                  by: str | None = None) -> FlatnessGeneralization:
+def early_stopped(run: Run, measure: str = "sharpness", by: str | None = None,
+                  target: str = "test_loss") -> FlatnessGeneralization:
     """Each live replica at its record (among those holding `measure`) of lowest `by`:
     "val_loss", a validation set's loss (an early stop as in practice; its test loss is an
-    honest estimate), or "test_loss" (chosen with the test set itself: the best the replica
-    reached, an oracle).  Default: val_loss where the run records it, else test_loss.  Its
-    `step` holds the chosen steps, `stopped_by` the choice."""
-    by = by or ("val_loss" if "val_loss" in run.names else "test_loss")
-    steps, S, train, test, chooser = _records(run, measure, by)
+    honest estimate), or "test_loss" / "test_error" (chosen with the test set itself: the
+    best the replica reached, an oracle).  Default: val_loss where the run records it, else
+    the target.  Its `step` holds the chosen steps, `stopped_by` the choice."""
+    by = by or ("val_loss" if "val_loss" in run.names else target)
+    steps, S, train, test, chooser = _records(run, measure, by, target)
     i = np.argmin(chooser, axis=0)
     m = np.arange(S.shape[1])
     fg = flatness_vs_generalization(S[i, m], test[i, m], None if np.isnan(train).all()
-                                    else train[i, m], steps[i], measure)
+                                    else train[i, m], steps[i], measure, target)
     return dataclasses.replace(fg, stopped_by=by)
 
 
@@ -271,8 +301,9 @@ class MatchedFit:
                 continue
             lines.append(f"  {lab}: {on.sum()} of {self.live[k]} replicas, step median "
                          f"{np.median(self.fg.step[on]):.0f}, {self.fg.measure} median "
-                         f"{np.median(self.fg.sharpness[on]):.4g}, test loss "
-                         f"median {np.median(self.fg.test_loss[on]):.4g}")
+                         f"{np.median(self.fg.sharpness[on]):.4g}, "
+                         f"{TARGETS[self.fg.target]} median "
+                         f"{np.median(self.fg.test_loss[on]):.4g}")
         lines.append(f"  across points, all replicas: {self.fg.table()}")
         if self.within is not None:
             lines.append(f"  within points: {self.within.table()}")
@@ -280,7 +311,7 @@ class MatchedFit:
 
 
 def matched_fit(runs, level: float, factor: float = 1.5, measure: str = "sharpness",
-                pick: str = "first") -> MatchedFit:
+                pick: str = "first", target: str = "test_loss") -> MatchedFit:
     """Compare the replicas of several runs (points) at equal training loss: each live
     replica at the first record holding `measure` whose train loss is <= level * factor,
     kept if that train loss is >= level / factor (a replica that jumps past the band between
@@ -288,14 +319,14 @@ def matched_fit(runs, level: float, factor: float = 1.5, measure: str = "sharpne
     pick="last": instead at the last such record whose train loss is >= level / factor, kept
     if <= level * factor: where a replica leaves the band for good, not where it first dips
     into it (a noisy setting may dip into the band early by a fluctuation; the two picks
-    bracket that effect)."""
+    bracket that effect).  `target`: test_loss or test_error, as `run_flatness`'s."""
     if not (level > 0 and factor > 1):
         raise ConfigError(f"matched_fit needs level > 0 and factor > 1, got {level}, {factor}")
     if pick not in ("first", "last"):
         raise ConfigError(f"pick must be 'first' or 'last', got {pick!r}")
     cols, per = [], []
     for k, run in enumerate(runs):
-        steps, S, train, test, _ = _records(run, measure)
+        steps, S, train, test, _ = _records(run, measure, target=target)
         if np.isnan(train).all():
             raise ConfigError("matched_fit needs train_loss records")
         if pick == "first":
@@ -314,9 +345,9 @@ def matched_fit(runs, level: float, factor: float = 1.5, measure: str = "sharpne
     if S.size < 5:
         raise ConfigError(f"only {S.size} replicas reach a train loss within a factor "
                           f"{factor} of {level}; choose a level the runs pass through")
-    fg = flatness_vs_generalization(S, test, train, step, measure)
+    fg = flatness_vs_generalization(S, test, train, step, measure, target)
     inner = [flatness_vs_generalization(S[point == k], test[point == k], train[point == k],
-                                        measure=measure)
+                                        measure=measure, target=target)
              for k in range(len(per)) if per[k][0] >= 8]
     reached, live = np.asarray(per).T
     return MatchedFit(float(level), float(factor), fg, point, reached, live,
