@@ -99,6 +99,16 @@ def test_errors_name_the_fix(kw, match):
         ClassifierMLP(**kw)
 
 
+def test_predictions_are_what_the_accuracies_count():
+    pot = ClassifierMLP("iris", n=60, n_test=30, hidden=3, seed=1, label_corruption=0.2)
+    x = pot.default_init(np.random.default_rng(0).standard_normal((5, pot.d)))
+    obs = pot.observables(x)
+    train, test = pot.predictions(x), pot.predictions(x, test=True)
+    assert train.shape == (5, 60) and test.shape == (5, 30)
+    np.testing.assert_array_equal((train == pot.train_labels).mean(axis=1), obs["train_accuracy"])
+    np.testing.assert_array_equal((test == pot.test_labels).mean(axis=1), obs["test_accuracy"])
+
+
 def test_sgd_learns_the_digits():
     """Minibatch SGD (lr 0.1, batch 32, 1500 steps ~ 53 epochs) on 898 digits: the training
     and the held-out accuracy both far above chance (0.1), as a small net reaches on this data

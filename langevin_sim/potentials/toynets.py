@@ -393,6 +393,14 @@ class _SoftmaxHead:
         A = self._inputs(P, None, x.dtype, test=test)
         return mlp_forward(A, P["W1"], P["b1"][:, None, :], P["W2"], P["b2"][:, None, :], self.kind)[2]
 
+    def predictions(self, x, test: bool = False) -> np.ndarray:
+        """The predicted classes (M, n) int64 (first arg-max logit, as the accuracies count)
+        of each replica on the training samples (or the test samples)."""
+        x = self.check_x(x)
+        n = (self.test_labels if test else self.train_labels).size
+        return np.concatenate([self._logits(x[s], test).argmax(axis=-1)
+                               for s in self._chunks(x.shape[0], n)])
+
     def metrics(self, x, test: bool) -> tuple[np.ndarray, np.ndarray]:
         """(mean cross-entropy, accuracy) on the test or training pairs, each (M,) float64."""
         x = self.check_x(x)
