@@ -11,7 +11,7 @@ Layout:
     quadratic.py          Quadratic x OverdampedLangevin, UnderdampedLangevin
     linear_regression.py  LinearRegression: hooks only (every dynamics by the generic drivers)
     pspin.py              SphericalPSpin x OverdampedLangevin
-    toynets.py            TeacherStudentMLP, ModularArithmeticMLP x SGD, AdamW
+    toynets.py            TeacherStudentMLP, ModularArithmeticMLP, ClassifierMLP x SGD, AdamW
     manifolds.py          ScaleSymmetric, Valley, MultiWell, ShiftedMultiWell: hooks and row
                           functions only
     rows.py               "cuda": one fused kernel per dynamics for every family that gives a
