@@ -13,8 +13,9 @@ listed as run by the generic path):
            MALA at d = 16, 32, 64 (where registers run out)
   gemm     `cuda_kernels.gemm_step`: W2 (Quadratic d=256) and W3 (p-spin N=64), overdamped
   toynets  `kernels/toynets.py`: W4 (TeacherStudentMLP d_in=16, hidden=32, SGD batch 32), the
-           grokking scenario's default net (p=23, hidden 64, full-batch AdamW), its MALA, and
-           nets at the edge of what the fused kernel `accepts` (MAX_OWNED parameters per lane):
+           grokking scenario's default net (p=23, hidden 64, full-batch AdamW), its MALA,
+           ClassifierMLP at the digits' shapes (d_in=64, hidden 32, 10 classes, SGD batch 32:
+           75 parameters per lane, in local memory), and nets at the edge of what the fused kernel `accepts` (MAX_OWNED parameters per lane):
            one-hot p=41 with hidden 128 (gathered inputs), a learned embedding (p=59, e=8,
            hidden 64), TeacherStudentMLP d_in=100 with hidden 256 (8 warps) and batch 128
   generic  `cuda_kernels.elementwise`: the generic path's step kernel of each rule (EW_ARITY,
@@ -149,8 +150,8 @@ def specimens(only: set[str]):
                                        UnderdampedLangevin)
     from langevin_sim.first_passage import FirstPassage, HalfSpace
     from langevin_sim.kernels import pspin, quadratic, rows, toynets
-    from langevin_sim.potentials import (DoubleWell, ModularArithmeticMLP, Quadratic,
-                                         TeacherStudentMLP)
+    from langevin_sim.potentials import (ClassifierMLP, DoubleWell, ModularArithmeticMLP,
+                                         Quadratic, TeacherStudentMLP)
     from numba import float32, float64, int64
 
     threads = rt.threads_per_block()
@@ -167,6 +168,9 @@ def specimens(only: set[str]):
           for d in (16, 32, 64))]
     w4 = TeacherStudentMLP(n=1024, d_in=16, hidden=32, teacher_hidden=8)
     grok = ModularArithmeticMLP(p=23, hidden=64, train_fraction=0.6)
+    z = np.random.default_rng(0).standard_normal((1798, 64))    # the digits' shapes, 10 classes
+    digits = ClassifierMLP("digits-shaped", hidden=32, inputs=z[:898], labels=np.arange(898) % 10,
+                           test_inputs=z[898:], test_labels=np.arange(900) % 10)
     net_cases = [
         ("W4 TeacherStudentMLP 16x32 SGD B=32", w4, SGD(lr=0.05, batch_size=32, momentum=0.9)),
         ("W4 TeacherStudentMLP 16x32 BAOAB", w4, UnderdampedLangevin(step=1e-3)),
@@ -176,6 +180,8 @@ def specimens(only: set[str]):
          ModularArithmeticMLP(p=41, hidden=128, train_fraction=0.5), AdamW()),
         ("embedding p=59 e=8 h=64 AdamW",
          ModularArithmeticMLP(p=59, hidden=64, embed=8, train_fraction=0.3), AdamW()),
+        ("ClassifierMLP digits 64x32x10 SGD B=32 (75 per lane, local)", digits,
+         SGD(lr=0.1, batch_size=32)),
         ("TeacherStudentMLP 100x256 SGD B=128",
          TeacherStudentMLP(n=4096, d_in=100, hidden=256, teacher_hidden=16),
          SGD(lr=0.01, batch_size=128, momentum=0.9))]
