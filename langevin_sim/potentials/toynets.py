@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from .. import rng
+from .. import datasets, rng
 from ..errors import ConfigError
 from .base import Potential, array_module
 
@@ -402,7 +402,7 @@ class _SoftmaxHead:
                                for s in self._chunks(x.shape[0], n)])
 
     def metrics(self, x, test: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(mean cross-entropy, accuracy) on the test or training pairs, each (M,) float64."""
+        """(mean cross-entropy, accuracy) on the test or training samples, each (M,) float64."""
         x = self.check_x(x)
         labels = self.test_labels if test else self.train_labels
         losses, accs = [], []
@@ -693,7 +693,6 @@ class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
                  hidden: int = 32, activation: str = "tanh", seed: int = 0,
                  init_scale: float = 1.0, label_corruption: float = 0.0, inputs=None,
                  labels=None, test_inputs=None, test_labels=None):
-        from .. import datasets
         hidden = _positive_int("hidden", hidden)
         if not init_scale > 0:
             raise ConfigError(f"init_scale must be > 0, got {init_scale}")
