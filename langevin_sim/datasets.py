@@ -41,22 +41,24 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(bunch.data, np.float64), np.asarray(bunch.target, np.int64)
 
 
-def split(X: np.ndarray, y: np.ndarray, n: int, n_test: int, seed: int
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train X (n, F), train y (n,), test X (n_test, F), test y (n_test,)): the samples in
-    the order of a stable argsort of the DATA-stream words of `seed` (replica 0), the first
-    n for training and the next n_test for testing; features centred and scaled by the
-    training set's mean and standard deviation (a feature constant on the training set:
-    centred only)."""
+def split(X: np.ndarray, y: np.ndarray, n: int, n_test: int, seed: int, n_val: int = 0
+          ) -> tuple[np.ndarray, ...]:
+    """(train X (n, F), train y (n,), test X (n_test, F), test y (n_test,), val X (n_val, F),
+    val y (n_val,)): the samples in the order of a stable argsort of the DATA-stream words of
+    `seed` (replica 0), the first n for training, the next n_test for testing and the last
+    n_val for validation (so that a validation set leaves the training and test sets as they
+    were wherever n + n_test + n_val <= N); features centred and scaled by the training set's
+    mean and standard deviation (a feature constant on the training set: centred only)."""
     N = X.shape[0]
-    if n < 1 or n_test < 1 or n + n_test > N:
+    if n < 1 or n_test < 1 or n_val < 0 or n + n_test + n_val > N:
         raise ConfigError(f"the data set has {N} samples: n ({n}) and n_test ({n_test}) must "
-                          f"be >= 1 with n + n_test <= {N}")
+                          f"be >= 1, n_val ({n_val}) >= 0, with n + n_test + n_val <= {N}")
     order = np.argsort(rng.stream_words(seed, rng.DATA, [0], 0, N)[0], kind="mergesort")
-    train, test = order[:n], order[n:n + n_test]
+    train, test, val = order[:n], order[n:n + n_test], order[N - n_val:]
     mean, std = X[train].mean(axis=0), X[train].std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    return (X[train] - mean) / std, y[train], (X[test] - mean) / std, y[test]
+    return ((X[train] - mean) / std, y[train], (X[test] - mean) / std, y[test],
+            (X[val] - mean) / std, y[val])
 
 
 def corrupt(y: np.ndarray, classes: int, fraction: float, seed: int) -> np.ndarray:

@@ -2,14 +2,16 @@
 
 The data set (`dataset`: scikit-learn's digits, iris, wine or breast_cancer; the ``datasets``
 extra) is split by `data_seed` into n training and n_test test samples (defaults: half and
-the rest), features standardized by the training set; with label_corruption q, a fraction q
-of the training labels is replaced by wrong classes (memorization, Zhang et al. 2017).  A
-net of width `hidden` is fitted by cross-entropy with minibatch SGD (momentum, weight decay,
-temperature > 0: SGLD).  Records the training loss (energy, also `train_loss`), test loss,
-train and test accuracy and weight norm of every replica, and with sharpness_every > 0 the
-top Hessian eigenvalue (`sharpness`) every sharpness_every steps (NaN at the other records).
-At the defaults (digits, 898 training images, width 32, lr 0.1, batch 32) every replica
-fits the training set and reaches ~97 % test accuracy; the fused Numba kernel runs it.
+the rest) and, with n_val > 0, a validation set; features standardized by the training set;
+with label_corruption q, a fraction q of the training labels is replaced by wrong classes
+(memorization, Zhang et al. 2017).  A net of width `hidden` is fitted by cross-entropy with
+minibatch SGD (momentum, weight decay, temperature > 0: SGLD).  Records the training loss
+(energy, also `train_loss`), test loss, train and test accuracy (with n_val > 0 the
+validation set's loss and accuracy) and weight norm of every replica, and with
+sharpness_every > 0 the top Hessian eigenvalue (`sharpness`) every sharpness_every steps
+(NaN at the other records).  At the defaults (digits, 898 training images, width 32, lr
+0.1, batch 32) every replica fits the training set and reaches ~97 % test accuracy; the
+fused Numba kernel runs it.
 """
 from dataclasses import dataclass
 from typing import Literal
@@ -34,7 +36,10 @@ class Params(RunParams):
     dataset: Literal["digits", "iris", "wine", "breast_cancer"] = param(
         "digits", "the data set (langevin_sim.datasets.CLASSIFICATION)")
     n: int | None = param(None, "number of training samples (none: half the data set)")
-    n_test: int | None = param(None, "number of test samples (none: all the others)")
+    n_test: int | None = param(None, "number of test samples (none: all the others but the "
+                                     "validation set)")
+    n_val: int = param(0, "number of validation samples (recorded as val_loss, val_accuracy; "
+                          "0: none), for an early stop that leaves the test set untouched")
     hidden: int = param(32, "width of the hidden layer")
     activation: Literal["tanh", "relu", "quadratic"] = param("tanh", "hidden activation")
     label_corruption: float = param(0.0, "fraction of training labels made wrong")
@@ -53,7 +58,7 @@ def potential(p: Params) -> ClassifierMLP:
     """The split data set and the net of `p`."""
     return ClassifierMLP(p.dataset, n=p.n, n_test=p.n_test, hidden=p.hidden,
                          activation=p.activation, seed=p.data_seed, init_scale=p.init_scale,
-                         label_corruption=p.label_corruption)
+                         label_corruption=p.label_corruption, n_val=p.n_val)
 
 
 def build(p: Params) -> Simulation:

@@ -224,6 +224,16 @@ def test_test_error_target_reads_one_minus_the_test_accuracy():
     mf = matched_fit([run], 0.1, factor=1.2, target="test_error")
     np.testing.assert_array_equal(mf.fg.test_loss, 1 - acc[2])
     assert "test error median" in mf.table()
+    # with a validation set's accuracy recorded, the stop is its lowest validation error
+    val_acc = np.array([[0.9, 0.1, 0.1, 0.1, 0.9], [0.0] * 5, [0.1, 0.9, 0.1, 0.1, 0.1],
+                        [0.1, 0.1, 0.9, 0.9, 0.1]])
+    run_v = _Records([0, 10, 20, 30], sharpness=S, test_loss=test, test_accuracy=acc,
+                     train_loss=train, val_accuracy=val_acc)
+    fv = early_stopped(run_v, target="test_error")
+    pick = np.array([0, 2, 3, 3, 0])
+    assert fv.stopped_by == "val_error"
+    np.testing.assert_array_equal(fv.test_loss, 1 - acc[pick, np.arange(5)])
+    assert early_stopped(run_v, target="test_error", by="test_error").stopped_by == "test_error"
     no_acc = _Records([0, 10], sharpness=[[1, 2, 3, 4, 5]] * 2, test_loss=[[1] * 5] * 2)
     with pytest.raises(ConfigError, match="test_accuracy records.*take target test_loss"):
         run_flatness(no_acc, target="test_error")

@@ -57,6 +57,30 @@ def test_label_corruption_makes_exactly_that_many_training_labels_wrong():
     assert ClassifierMLP("iris", n=50, n_test=10, hidden=2, label_corruption=1.0).corrupted().all()
 
 
+def test_a_validation_set_leaves_the_training_and_test_sets_as_they_were():
+    a = ClassifierMLP("digits", n=400, n_test=900, hidden=2, seed=2)
+    b = ClassifierMLP("digits", n=400, n_test=900, hidden=2, seed=2, n_val=300)
+    for k in ("inputs", "labels", "test_inputs", "test_labels"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+    assert b.val_inputs.shape == (300, 64) and b.params()["n_val"] == 300
+    assert "n_val" not in a.params() and "val_inputs" not in a.arrays()
+    # the last 300 of the seed's order: none of them a training or test image
+    rows = {r.tobytes() for r in np.vstack([b.inputs, b.test_inputs])}
+    assert not any(r.tobytes() in rows for r in b.val_inputs)
+    # without n_test, the test set is the rest less the validation set
+    c = ClassifierMLP("digits", n=400, hidden=2, seed=2, n_val=300)
+    assert c.n_test == 1797 - 400 - 300
+    x = b.default_init(np.random.default_rng(0).standard_normal((3, b.d)))
+    obs = b.observables(x)
+    loss, acc = b.metrics(x, test="val")
+    np.testing.assert_array_equal(obs["val_loss"], loss)
+    np.testing.assert_array_equal(obs["val_accuracy"], acc)
+    np.testing.assert_array_equal((b.predictions(x, "val") == b.val_labels).mean(axis=1), acc)
+    with pytest.raises(ConfigError, match="n_val=5 but the arrays hold 300"):
+        ClassifierMLP(**{**b.params(), "n_val": 5}, **b.arrays())
+    assert np.array_equal(ClassifierMLP(**b.params(), **b.arrays()).val_labels, b.val_labels)
+
+
 def test_given_arrays_are_used_as_they_are():
     rng = np.random.default_rng(0)
     A, T = rng.normal(size=(12, 3)), rng.normal(size=(5, 3))

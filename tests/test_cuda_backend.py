@@ -51,7 +51,7 @@ POTENTIAL_CASES = {
     "TeacherStudentMLP": lambda: TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1,
                                                    n_test=4, seed=1, n_val=3),
     "ModularArithmeticMLP": lambda: ModularArithmeticMLP(p=3, hidden=2, embed=1, seed=1),
-    "ClassifierMLP": lambda: ClassifierMLP("iris", n=9, n_test=5, hidden=2, seed=1),
+    "ClassifierMLP": lambda: ClassifierMLP("iris", n=9, n_test=5, hidden=2, seed=1, n_val=3),
     "SphericalPSpin": lambda: SphericalPSpin(N=4, p=3, seed=1),
     "ScaleSymmetric": lambda: ScaleSymmetric(depth=3, n=4, noise=0.1, seed=1),
     "Valley": lambda: Valley(d=3, curve="circle", radius=1.5, profile="cos", alpha=0.3,

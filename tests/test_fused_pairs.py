@@ -34,7 +34,7 @@ POTS = {
                                                                  n_val=5),
     "ModularArithmeticMLP": lambda: POTENTIALS["ModularArithmeticMLP"](p=5, hidden=4, seed=1),
     "ClassifierMLP": lambda: POTENTIALS["ClassifierMLP"]("iris", n=12, n_test=6, hidden=4,
-                                                         seed=1, label_corruption=0.25),
+                                                         seed=1, label_corruption=0.25, n_val=5),
     "ShiftedMultiWell": lambda: POTENTIALS["ShiftedMultiWell"](
         centers=[[-1.0, 0.0], [1.0, 0.5]], shifts=[[0.1, 0.2], [-0.2, 0.1], [0.1, -0.3]],
         spectra=[[1.0, 2.0], [2.0, 4.0]], softness=0.3),

@@ -193,15 +193,18 @@ def pooled(fgs, partial: bool = False) -> PooledCorrelation:
                              bool(partial))
 
 
+ERRORS = {"test_error": "test_accuracy", "val_error": "val_accuracy"}   # 1 - the accuracy
+
+
 def _recorded(name: str) -> str:
     """The record a measure, target or early-stop choice is read from."""
-    return "test_accuracy" if name == "test_error" else name
+    return ERRORS.get(name, name)
 
 
 def _series(run: Run, name: str) -> np.ndarray:
-    """Records (R, M) float64 of `name`; test_error: 1 - test_accuracy."""
+    """Records (R, M) float64 of `name`; test_error, val_error: 1 - the accuracy."""
     v = np.asarray(run[_recorded(name)], np.float64)
-    return 1.0 - v if name == "test_error" else v
+    return 1.0 - v if name in ERRORS else v
 
 
 def _records(run: Run, measure: str, by: str | None = None, target: str = "test_loss"):
@@ -215,7 +218,7 @@ def _records(run: Run, measure: str, by: str | None = None, target: str = "test_
         raise ConfigError(f"the run has no {', '.join(dict.fromkeys(missing))} records; rerun on "
                           "a potential with a test set"
                           + (" and a validation set (e.g. --set n_val=1024)"
-                             if "val_loss" in missing else "")
+                             if {"val_loss", "val_accuracy"} & set(missing) else "")
                           + (" that records accuracies (a classifier), or take target "
                              "test_loss" if "test_accuracy" in missing else "")
                           + (" with sharpness_every > 0 (e.g. --set sharpness_every=1000)"
@@ -255,11 +258,15 @@ def run_flatness(run: Run, record: int | None = None, measure: str = "sharpness"
 def early_stopped(run: Run, measure: str = "sharpness", by: str | None = None,
                   target: str = "test_loss") -> FlatnessGeneralization:
     """Each live replica at its record (among those holding `measure`) of lowest `by`:
-    "val_loss", a validation set's loss (an early stop as in practice; its test loss is an
-    honest estimate), or "test_loss" / "test_error" (chosen with the test set itself: the
-    best the replica reached, an oracle).  Default: val_loss where the run records it, else
-    the target.  Its `step` holds the chosen steps, `stopped_by` the choice."""
-    by = by or ("val_loss" if "val_loss" in run.names else target)
+    "val_loss" or "val_error" (1 - val_accuracy), a validation set's (an early stop as in
+    practice; its test loss is an honest estimate), or "test_loss" / "test_error" (chosen
+    with the test set itself: the best the replica reached, an oracle).  Default: the
+    validation set's counterpart of the target where the run records it (val_error for
+    test_error, val_loss for test_loss), else the target.  Its `step` holds the chosen
+    steps, `stopped_by` the choice."""
+    if by is None:
+        val = "val_error" if target == "test_error" else "val_loss"
+        by = val if _recorded(val) in run.names else target
     steps, S, train, test, chooser = _records(run, measure, by, target)
     i = np.argmin(chooser, axis=0)
     m = np.arange(S.shape[1])

@@ -759,12 +759,12 @@ def metrics(pot, x: np.ndarray, out: np.ndarray, args: tuple) -> None:
 
 def _metric_args(pot, name: str) -> tuple:
     """`net_metrics` args: a net's samples of set `name` ("train", "test"; "val": the
-    regression net's validation set), in float64."""
+    regression net's or the classifier's validation set), in float64."""
     kind, dims, A, y, pairs, cls, hot, emb = _net_args(pot, np.float64)
     if name != "train" and isinstance(pot, TeacherStudentMLP):
         A, y = getattr(pot, f"{name}_inputs"), getattr(pot, f"{name}_labels")
-    elif name == "test" and isinstance(pot, ClassifierMLP):
-        A, cls = pot.test_inputs, pot.test_labels
+    elif name != "train" and isinstance(pot, ClassifierMLP):
+        A, cls = getattr(pot, f"{name}_inputs"), getattr(pot, f"{name}_labels")
     elif name == "test":
         pairs, cls = pot.test_pairs, pot.test_labels.astype(np.int64)
     n = y.shape[0] if isinstance(pot, TeacherStudentMLP) else cls.shape[0]
@@ -791,7 +791,7 @@ def net_observables(pot):
     """x (M, d), energy (M,) -> the observables of `pot.observables(x, energy)`."""
     regression = isinstance(pot, TeacherStudentMLP)
     sets = {"test": _metric_args(pot, "test")}
-    if regression and pot.n_val:
+    if getattr(pot, "n_val", 0):
         sets["val"] = _metric_args(pot, "val")
     if not regression:      # the regression net's training loss is the energy
         sets["train"] = _metric_args(pot, "train")

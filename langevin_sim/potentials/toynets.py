@@ -374,7 +374,9 @@ class _SoftmaxHead:
     """The classifiers' head (mixed into ModularArithmeticMLP and ClassifierMLP): K logits,
     loss per sample l = logsumexp(out) - out_c (natural log, nats), the mean over samples.
     Subclasses set `train_labels` (n,) int64 (the classes the loss fits), `train_Y` (n, K) its
-    one-hot rows, `test_labels`, and `_inputs(P, rows, dtype, test=False)`."""
+    one-hot rows, `test_labels`, and `_inputs(P, rows, dtype, test=False)`; with a
+    validation set (`n_val` > 0) `val_labels` too, and `_inputs` takes test="val".  `test`
+    below: False (the training set), True (the test set) or "val"."""
 
     def _head(self, out, rows, Rout):
         c = _gather(self.train_labels, rows)
@@ -393,18 +395,22 @@ class _SoftmaxHead:
         A = self._inputs(P, None, x.dtype, test=test)
         return mlp_forward(A, P["W1"], P["b1"][:, None, :], P["W2"], P["b2"][:, None, :], self.kind)[2]
 
-    def predictions(self, x, test: bool = False) -> np.ndarray:
+    def _labels(self, test) -> np.ndarray:
+        return self.val_labels if test == "val" else self.test_labels if test else self.train_labels
+
+    def predictions(self, x, test: bool | str = False) -> np.ndarray:
         """The predicted classes (M, n) int64 (first arg-max logit, as the accuracies count)
-        of each replica on the training samples (or the test samples)."""
+        of each replica on the training samples (or the test samples, or "val")."""
         x = self.check_x(x)
-        n = (self.test_labels if test else self.train_labels).size
+        n = self._labels(test).size
         return np.concatenate([self._logits(x[s], test).argmax(axis=-1)
                                for s in self._chunks(x.shape[0], n)])
 
-    def metrics(self, x, test: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(mean cross-entropy, accuracy) on the test or training samples, each (M,) float64."""
+    def metrics(self, x, test: bool | str) -> tuple[np.ndarray, np.ndarray]:
+        """(mean cross-entropy, accuracy) on the test, training or ("val") validation samples,
+        each (M,) float64."""
         x = self.check_x(x)
-        labels = self.test_labels if test else self.train_labels
+        labels = self._labels(test)
         losses, accs = [], []
         for s in self._chunks(x.shape[0], labels.size):
             out = self._logits(x[s], test).astype(np.float64)
@@ -418,8 +424,12 @@ class _SoftmaxHead:
     def observables(self, x, energy=None):
         train_loss, train_acc = self.metrics(x, test=False)
         test_loss, test_acc = self.metrics(x, test=True)
+        val = {}
+        if getattr(self, "n_val", 0):
+            val_loss, val_acc = self.metrics(x, test="val")
+            val = {"val_loss": val_loss, "val_accuracy": val_acc}
         return {"train_loss": train_loss, "test_loss": test_loss, "train_accuracy": train_acc,
-                "test_accuracy": test_acc, "weight_norm": self.weight_norm(x)}
+                "test_accuracy": test_acc, **val, "weight_norm": self.weight_norm(x)}
 
 
 def _gather(data: np.ndarray, rows):
@@ -676,23 +686,25 @@ class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
     features, 10 classes; "iris", "wine", "breast_cancer"), loaded by scikit-learn (the
     ``datasets`` extra) and split by `datasets.split`: samples ordered by the DATA stream of
     `seed`, n for training (None: half of them), the next n_test for testing (None: all the
-    rest), features standardized by the training set's mean and std.  Or your own arrays:
-    inputs (n, d_in), labels (n,) int in 0 .. K-1, test_inputs, test_labels, used as given
-    (`dataset` then only names them; a run file stores the arrays, so analysis never needs
-    scikit-learn).  With label_corruption q > 0, round(q n) training labels are wrong
+    rest but the validation set), with n_val > 0 the last n_val for validation (an early
+    stop that leaves the test set untouched), features standardized by the training set's
+    mean and std.  Or your own arrays: inputs (n, d_in), labels (n,) int in 0 .. K-1,
+    test_inputs, test_labels (and val_inputs, val_labels), used as given (`dataset` then
+    only names them; a run file stores the arrays, so analysis never needs scikit-learn).  With label_corruption q > 0, round(q n) training labels are wrong
     (`datasets.corrupt`: a uniform other class; `train_labels` are the labels the loss
     fits, `labels` the true ones; the test labels are never corrupted).
     Network and loss as ModularArithmeticMLP's: z = W1 a + b1, h = phi(z), K logits
     out = W2 h + b2; l = logsumexp(out) - out_c (nats); L = mean over the training set (the
     energy), a minibatch loss the mean over its samples.  d = hidden (d_in + 1) + K (hidden
     + 1).  Observables: train_loss (= energy), test_loss, train_accuracy (against the
-    labels fitted), test_accuracy, weight_norm.
+    labels fitted), test_accuracy, val_loss and val_accuracy (n_val > 0), weight_norm.
     """
 
     def __init__(self, dataset: str = "digits", n: int | None = None, n_test: int | None = None,
                  hidden: int = 32, activation: str = "tanh", seed: int = 0,
-                 init_scale: float = 1.0, label_corruption: float = 0.0, inputs=None,
-                 labels=None, test_inputs=None, test_labels=None):
+                 init_scale: float = 1.0, label_corruption: float = 0.0, n_val: int = 0,
+                 inputs=None, labels=None, test_inputs=None, test_labels=None, val_inputs=None,
+                 val_labels=None):
         hidden = _positive_int("hidden", hidden)
         if not init_scale > 0:
             raise ConfigError(f"init_scale must be > 0, got {init_scale}")
@@ -702,33 +714,43 @@ class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
         self.dataset, self.hidden, self.activation = str(dataset), hidden, activation
         self.seed, self.init_scale = int(seed), float(init_scale)
         self.label_corruption = float(label_corruption)
+        n_val = _positive_int("n_val", n_val, minimum=0)
         if inputs is None:
             X, y = datasets.load(self.dataset)
             n = X.shape[0] // 2 if n is None else _positive_int("n", n)
-            n_test = X.shape[0] - n if n_test is None else _positive_int("n_test", n_test)
-            inputs, labels, test_inputs, test_labels = datasets.split(X, y, n, n_test, seed)
-        self.inputs, self.test_inputs = (np.ascontiguousarray(v, np.float64)
-                                         for v in (inputs, test_inputs))
-        self.labels, self.test_labels = (np.asarray(v).astype(np.int64)
-                                         for v in (labels, test_labels))
-        if self.inputs.ndim != 2 or self.test_inputs.ndim != 2 or \
-                self.test_inputs.shape[1] != self.inputs.shape[1]:
-            raise ConfigError(f"inputs and test_inputs must be 2-d with the same number of "
-                              f"features, got {self.inputs.shape} and {self.test_inputs.shape}")
+            n_test = (X.shape[0] - n - n_val if n_test is None
+                      else _positive_int("n_test", n_test))
+            (inputs, labels, test_inputs, test_labels, val_inputs,
+             val_labels) = datasets.split(X, y, n, n_test, seed, n_val)
+        if val_inputs is None:
+            val_inputs, val_labels = np.zeros((0, np.shape(inputs)[1])), np.zeros(0, np.int64)
+        self.inputs, self.test_inputs, self.val_inputs = (
+            np.ascontiguousarray(v, np.float64) for v in (inputs, test_inputs, val_inputs))
+        self.labels, self.test_labels, self.val_labels = (
+            np.asarray(v).astype(np.int64) for v in (labels, test_labels, val_labels))
+        if self.inputs.ndim != 2 or self.test_inputs.ndim != 2 or self.val_inputs.ndim != 2 or \
+                not self.test_inputs.shape[1] == self.val_inputs.shape[1] == self.inputs.shape[1]:
+            raise ConfigError(f"inputs, test_inputs and val_inputs must be 2-d with the same "
+                              f"number of features, got {self.inputs.shape}, "
+                              f"{self.test_inputs.shape} and {self.val_inputs.shape}")
         for name, a, y in (("", self.inputs, self.labels),
-                           ("test_", self.test_inputs, self.test_labels)):
+                           ("test_", self.test_inputs, self.test_labels),
+                           ("val_", self.val_inputs, self.val_labels)):
             if y.shape != (a.shape[0],) or (y.size and y.min() < 0):
                 raise ConfigError(f"{name}labels must be ({a.shape[0]},) classes >= 0, got "
                                   f"{y.shape}")
-        for key, have in (("n", self.inputs.shape[0]), ("n_test", self.test_inputs.shape[0])):
-            want = n if key == "n" else n_test
+        for key, want, have in (("n", n, self.inputs.shape[0]),
+                                ("n_test", n_test, self.test_inputs.shape[0]),
+                                ("n_val", n_val or None, self.val_inputs.shape[0] or None)):
             if want is not None and want != have:
-                raise ConfigError(f"{key}={want} but the arrays hold {have} samples")
+                raise ConfigError(f"{key}={want} but the arrays hold {have or 0} samples")
         self.n_samples, self.n_test = self.inputs.shape[0], self.test_inputs.shape[0]
+        self.n_val = self.val_inputs.shape[0]
         if self.n_samples < 1 or self.n_test < 1:
             raise ConfigError("ClassifierMLP needs at least one training and one test sample")
         self.d_in = self.inputs.shape[1]
-        self.classes = int(max(self.labels.max(), self.test_labels.max())) + 1
+        self.classes = int(max(self.labels.max(), self.test_labels.max(),
+                               self.val_labels.max(initial=0))) + 1
         if self.classes < 2:
             raise ConfigError("the labels hold one class; a classifier needs two or more")
         self.train_labels = datasets.corrupt(self.labels, self.classes, self.label_corruption,
@@ -743,15 +765,18 @@ class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
     def params(self):
         return {"dataset": self.dataset, "n": self.n_samples, "n_test": self.n_test,
                 "hidden": self.hidden, "activation": self.activation, "seed": self.seed,
-                "init_scale": self.init_scale, "label_corruption": self.label_corruption}
+                "init_scale": self.init_scale, "label_corruption": self.label_corruption,
+                **({"n_val": self.n_val} if self.n_val else {})}
 
     def arrays(self):
+        val = {"val_inputs": self.val_inputs, "val_labels": self.val_labels} if self.n_val else {}
         return {"inputs": self.inputs, "labels": self.labels, "test_inputs": self.test_inputs,
-                "test_labels": self.test_labels}
+                "test_labels": self.test_labels, **val}
 
     def corrupted(self) -> np.ndarray:
         """Boolean (n,): the training samples whose fitted label is wrong."""
         return self.train_labels != self.labels
 
     def _inputs(self, P, rows, dtype, test=False):
-        return _gather(self._cast("test_inputs" if test else "inputs", dtype), rows)
+        name = {False: "inputs", True: "test_inputs", "val": "val_inputs"}[test]
+        return _gather(self._cast(name, dtype), rows)
