@@ -579,3 +579,26 @@ def test_gpu_scan_runs_one_point_per_gpu_at_a_time(tmp_path):
     for p in (out / "points").glob("*.h5"):
         with open_run(p) as run:
             assert run.config["backend"] == "cuda" and run.complete
+
+
+def test_a_parameter_added_to_the_scenario_at_its_default_keeps_the_scan(tmp_path):
+    """A scan made before the scenario gained a parameter resumes (its finished points
+    skipped, their files untouched) when the new parameter is asked for at its default, the
+    scenarios' convention for keeping the old behaviour; at another value it is refused."""
+    old = tmp_path / "well.py"
+    shutil.copy(SCEN, old)
+    out = tmp_path / "scan"
+    run_scan(old, grid={"temperature": [0.5, 1.0]}, sets=["steps=20"], out=out, workers=1)
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "points").glob("*.h5")}
+    src = old.read_text()
+    assert src.count('    step: float = param(0.05, "Euler-Maruyama time step")\n') == 1
+    old.write_text(src.replace('    step: float = param(0.05, "Euler-Maruyama time step")\n',
+                               '    step: float = param(0.05, "Euler-Maruyama time step")\n'
+                               '    friction: float = param(0.0, "added later; 0: as before")\n'))
+    again = run_scan(old, grid={"temperature": [0.5, 1.0]}, sets=["steps=20"], out=out, workers=1)
+    assert (again.manifest["status"] == "done").all()
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert json.loads((out / "scan.json").read_text())["base"]["friction"] == 0.0
+    with pytest.raises(ConfigError, match=r"other base parameters \(friction: 0.0 -> 0.5\)"):
+        run_scan(old, grid={"temperature": [0.5, 1.0]}, sets=["steps=20", "friction=0.5"],
+                 out=out, workers=1)

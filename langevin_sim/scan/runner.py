@@ -3,6 +3,7 @@ finished (serially or on Dask) and keep the sidecars and the manifest up to date
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -55,11 +56,12 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
             "repeat": int(repeat), "scan_seed": base["seed"], "base": base,
             "points": [{"id": p.id, "coords": p.coords, "repeat": p.repeat, "seed": p.seed}
                        for p in points]}
+    added = _defaults(mod.Params)
     with dir_lock(root):
-        _check_previous(root, spec)
+        _check_previous(root, spec, added)
         atomic_write(root / "scan.json", json.dumps(spec, indent=1))
         infos = {p.id: inspect_run(root / p.path) for p in points}
-        _check_params(root, points, infos)
+        _check_params(root, points, infos, added)
         rows = [point_row(root, p.id, p.coords, p.repeat, p.seed, infos[p.id]) for p in points]
         todo = [p for p, r in zip(points, rows) if r["status"] not in FINISHED]
         serial = workers is not None and int(workers) == 1
@@ -83,8 +85,28 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
     return open_scan(root)
 
 
-def _check_previous(root: Path, spec: dict) -> None:
-    """Refuse a directory holding another scan (scenario, scan keys or base parameters)."""
+def _defaults(params_cls) -> dict:
+    """The scenario's parameter defaults (JSON values, as resolved parameters store them): a
+    parameter that an earlier scan or run file does not hold at all, asked for at its default,
+    is one added to the scenario since (at a default that keeps the old behaviour, the
+    scenarios' convention), not a difference."""
+    return {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
+            for f in dataclasses.fields(params_cls) if f.default is not dataclasses.MISSING}
+
+
+_ABSENT = object()
+
+
+def _differs(old: dict, key: str, new, added: dict) -> bool:
+    have = old.get(key, _ABSENT)
+    if have is _ABSENT:
+        return added.get(key, _ABSENT) != new
+    return have != new
+
+
+def _check_previous(root: Path, spec: dict, added: dict) -> None:
+    """Refuse a directory holding another scan (scenario, scan keys or base parameters;
+    parameters added to the scenario since, at their defaults, excepted: `_defaults`)."""
     old = read_json(root / "scan.json")
     if old is None:
         return
@@ -97,21 +119,27 @@ def _check_previous(root: Path, spec: dict) -> None:
             or set(old["zip"]) != set(spec["zip"]):
         raise ConfigError(f"{root} holds a scan over grid {old['grid']} zip {old['zip']}, this one "
                           f"is over grid {spec['grid']} zip {spec['zip']}; use a new --out directory")
-    diff = {k: (old["base"].get(k), v) for k, v in spec["base"].items() if old["base"].get(k) != v}
+    diff = {k: (old["base"].get(k), v) for k, v in spec["base"].items()
+            if _differs(old["base"], k, v, added)}
     if diff:
         shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
         raise ConfigError(f"{root} holds a scan with other base parameters ({shown}); rerun with "
                           "the same --set/--config to resume it, or use a new --out directory")
 
 
-def _check_params(root: Path, points: list[Point], infos: dict) -> None:
-    """Refuse run files in the directory that were written with other parameters."""
+def _check_params(root: Path, points: list[Point], infos: dict, added: dict) -> None:
+    """Refuse run files in the directory that were written with other parameters (those added
+    to the scenario since, at their defaults, excepted: `_defaults`)."""
     bad = []
     for p in points:
         info = infos[p.id]
         if info["state"] in ("complete", "incomplete") and info["params"] != p.params:
-            diff = {k: (info["params"].get(k) if info["params"] else None, v)
-                    for k, v in p.params.items() if not info["params"] or info["params"].get(k) != v}
+            old = info["params"] or {}
+            diff = {k: (old.get(k), v) for k, v in p.params.items()
+                    if not old or _differs(old, k, v, added)}
+            diff.update({k: (v, None) for k, v in old.items() if k not in p.params})
+            if not diff:
+                continue
             bad.append(f"{root / p.path}: " + ", ".join(f"{k} {a!r} != {b!r}" for k, (a, b) in diff.items()))
     if bad:
         raise ConfigError("run files in the scan directory were written with other parameters:\n  "
