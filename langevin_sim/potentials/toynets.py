@@ -741,9 +741,9 @@ class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
                                   f"{y.shape}")
         for key, want, have in (("n", n, self.inputs.shape[0]),
                                 ("n_test", n_test, self.test_inputs.shape[0]),
-                                ("n_val", n_val or None, self.val_inputs.shape[0] or None)):
-            if want is not None and want != have:
-                raise ConfigError(f"{key}={want} but the arrays hold {have or 0} samples")
+                                ("n_val", n_val or None, self.val_inputs.shape[0])):
+            if want is not None and want != have:     # (n_val 0: as many as given)
+                raise ConfigError(f"{key}={want} but the arrays hold {have} samples")
         self.n_samples, self.n_test = self.inputs.shape[0], self.test_inputs.shape[0]
         self.n_val = self.val_inputs.shape[0]
         if self.n_samples < 1 or self.n_test < 1:
@@ -778,5 +778,5 @@ class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
         return self.train_labels != self.labels
 
     def _inputs(self, P, rows, dtype, test=False):
-        name = {False: "inputs", True: "test_inputs", "val": "val_inputs"}[test]
+        name = "val_inputs" if test == "val" else "test_inputs" if test else "inputs"
         return _gather(self._cast(name, dtype), rows)
