@@ -22,7 +22,8 @@ import math
 import numpy as np
 
 from langevin_sim.dynamics import SGD, OverdampedLangevin
-from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, TeacherStudentMLP
+from langevin_sim.potentials import (ClassifierMLP, DoubleWell, Quadratic, SphericalPSpin,
+                                     TeacherStudentMLP)
 
 
 def jax_module():
@@ -64,13 +65,19 @@ def sphere_step(xp, x, dx):
     return y / xp.sqrt(xp.sum(y * y, axis=1) / N)[:, None]
 
 
-def mlp_grad(xp, params, A, y):
-    """Gradient of the squared-error batch loss 1/(2B) sum_b (f(A_b) - y_b)^2 of a tanh MLP
-    f(a) = W2 tanh(W1 a + b1) + b2 per replica: params (W1 (M, h, i), b1 (M, h), W2 (M, 1, h),
-    b2 (M, 1)), inputs A (M, B, i), labels y (M, B); returns the gradients in params' shapes."""
+def mlp_grad(xp, params, A, target, softmax):
+    """Gradient of the batch loss of a tanh MLP out = W2 tanh(W1 a + b1) + b2 per replica:
+    params (W1 (M, h, i), b1 (M, h), W2 (M, K, h), b2 (M, K)), inputs A (M, B, i), targets
+    (M, B, K); the loss the squared error 1/(2B) sum_b |out_b - y_b|^2, or with softmax the
+    mean cross-entropy of the logits out against one-hot targets; returns the gradients in
+    params' shapes."""
     W1, b1, W2, b2 = params
     H = xp.tanh(A @ xp.swapaxes(W1, 1, 2) + b1[:, None, :])            # (M, B, h)
-    dout = ((H @ xp.swapaxes(W2, 1, 2))[..., 0] + b2 - y)[..., None] / A.shape[1]
+    out = H @ xp.swapaxes(W2, 1, 2) + b2[:, None, :]                    # (M, B, K)
+    if softmax:
+        e = xp.exp(out - out.max(axis=-1, keepdims=True))
+        out = e / e.sum(axis=-1, keepdims=True)
+    dout = (out - target) / A.shape[1]
     dZ = (dout @ W2) * (1 - H * H)
     return (xp.swapaxes(dZ, 1, 2) @ A, dZ.sum(axis=1), xp.swapaxes(dout, 1, 2) @ H,
             dout.sum(axis=1))
@@ -115,10 +122,12 @@ class Langevin:
 
 class MLPSGD:
     """Heavy-ball minibatch SGD (v <- mu v + g; x <- x - lr v) with per-epoch reshuffled
-    batches on a tanh TeacherStudentMLP, parameters kept as per-block arrays (M, ...)."""
+    batches on a tanh TeacherStudentMLP (squared error) or ClassifierMLP (cross-entropy),
+    parameters kept as per-block arrays (M, ...)."""
 
     def __init__(self, potential, dynamics, dtype):
-        if not isinstance(potential, TeacherStudentMLP) or potential.activation != "tanh":
+        if not isinstance(potential, (TeacherStudentMLP, ClassifierMLP)) \
+                or potential.activation != "tanh":
             raise ValueError(f"no SGD peer for {potential!r}")
         d = dynamics
         plain = isinstance(d, SGD) and d.sampling == "epoch" and d.batch_size is not None and not (
@@ -130,7 +139,9 @@ class MLPSGD:
         self.lr, self.momentum, self.batch = float(d.lr.start), d.momentum, d.batch_size
         self.n, self.layout = potential.n_samples, potential.layout
         self.per_epoch = self.n // self.batch
-        self.data = (potential.inputs.astype(dt), potential.labels.astype(dt))
+        self.softmax = isinstance(potential, ClassifierMLP)
+        targets = potential.train_Y if self.softmax else potential.labels[:, None]
+        self.data = (potential.inputs.astype(dt), targets.astype(dt))
 
     def init(self, x):
         """(params, velocities) from flat positions x (M, d)."""
@@ -142,9 +153,9 @@ class MLPSGD:
 
     def step(self, xp, state, idx, data):
         """One step from state (params, velocities) on the batches idx (M, B) int."""
-        inputs, labels = data
+        inputs, targets = data
         params, vel = state
-        g = mlp_grad(xp, params, inputs[idx], labels[idx])
+        g = mlp_grad(xp, params, inputs[idx], targets[idx], self.softmax)
         vel = tuple(self.momentum * v + gi for v, gi in zip(vel, g))
         return tuple(p - self.lr * v for p, v in zip(params, vel)), vel
 

@@ -9,7 +9,8 @@ from langevin_sim import Simulation
 from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.dynamics.base import NoiseSource
 from langevin_sim.dynamics.sgd import minibatch
-from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin, TeacherStudentMLP
+from langevin_sim.potentials import (ClassifierMLP, DoubleWell, Quadratic, SphericalPSpin,
+                                     TeacherStudentMLP)
 
 _spec = importlib.util.spec_from_file_location(
     "benchmark_peers", Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py")
@@ -57,14 +58,25 @@ def test_langevin_peer_step_is_the_reference_step(name, dtype):
     check(step(x, z, tuple(jax.numpy.asarray(a) for a in problem.data)), want, dtype, f"jax {name}")
 
 
+def sgd_cases():
+    """Squared-error and cross-entropy nets (40 training samples: 5 batches of 8)."""
+    inputs = np.random.default_rng(3).standard_normal((60, 5))
+    labels = np.arange(60) % 3
+    return {"teacher-student": TeacherStudentMLP(n=40, d_in=3, hidden=4, teacher_hidden=2, seed=1),
+            "classifier": ClassifierMLP("toy", hidden=4, inputs=inputs[:40], labels=labels[:40],
+                                        test_inputs=inputs[40:], test_labels=labels[40:])}
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_sgd_peer_step_is_the_reference_step(dtype):
-    pot = TeacherStudentMLP(n=40, d_in=3, hidden=4, teacher_hidden=2, seed=1)
+@pytest.mark.parametrize("name", sorted(sgd_cases()))
+def test_sgd_peer_step_is_the_reference_step(name, dtype):
+    pot = sgd_cases()[name]
     dyn = SGD(0.05, 8, momentum=0.9)
     r = np.random.default_rng(6)
     x, v = (r.standard_normal((M, pot.d)).astype(dtype) for _ in range(2))
     noise = NoiseSource(11, np.arange(M))
     want = dyn.reference_step(pot, {"x": x, "v": v}, T, noise)
+    assert np.abs(want["x"] - (x - 0.05 * 0.9 * v)).max() > 1e-3   # the gradient counts
     idx = minibatch(noise, T, 8, 40, "epoch")
     problem = peers.MLPSGD(pot, dyn, dtype)
     state = problem.init(x)[0], problem.init(v)[0]
