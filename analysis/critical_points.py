@@ -20,8 +20,13 @@ Descent census (`--descent-widths`): where L-BFGS on the MLP's training loss its
 `--descent-starts` default initializations on each data/teacher instance `--descent-seeds`
 (`descent_census`): at the bottom (zero loss at widths >= the teacher's), stuck above it at a
 minimum, a saddle or not converged, or escaped to infinity, with the loss above the bottom
-in units of L_null = mean(y^2) / 2, the zero predictor's; `--descent-net n:d_in:teacher`
-(default claim 3's 64:3:2; claim 6's is 256:8:4).  `--descent-gd LR:STEPS[:BATCH[:MOMENTUM]]`:
+in units of the trivial predictor's, L_null = mean(y^2) / 2 (zero output) or ln K (uniform
+over K classes); `--descent-net n:d_in:teacher` (default claim 3's 64:3:2; claim 6's is
+256:8:4), or `DATASET:n`: the tanh ClassifierMLP of n training samples of a real data set
+(e.g. digits:512; split by the instance seed; the rows add the training and test accuracy
+of the end points).  `--descent-wd WD`: the census is of the loss + WD |x|^2 / 2 (the
+objective SGD with that weight decay descends), whose minima are finite where a
+classifier's cross-entropy on separable data has none.  `--descent-gd LR:STEPS[:BATCH[:MOMENTUM]]`:
 where gradient descent (full batch, or minibatch SGD with momentum) ends instead (the engine
 runs STEPS steps of step LR from every start, then L-BFGS with steps <= `--descent-max-step`
 finishes): L-BFGS's long steps jump between basins.
@@ -39,7 +44,7 @@ from langevin_sim.analysis.critical import (CriticalPoints, abc_complexity, crit
 from langevin_sim.analysis.spinglass import landmarks
 from langevin_sim.dynamics import SGD
 from langevin_sim.potentials import SphericalPSpin
-from langevin_sim.potentials.toynets import TeacherStudentMLP
+from langevin_sim.potentials.toynets import ClassifierMLP, TeacherStudentMLP
 
 P = 3
 
@@ -56,12 +61,24 @@ def pspin(N: int, starts: int, seed: int = 1, max_iter: int = 1000, couplings=(0
 NET = (64, 3, 2)   # claim 3's net: n samples, d_in, teacher width (tanh, no label noise)
 
 
-def mlp_potential(width: int, seed: int = 0, net=NET) -> TeacherStudentMLP:
-    """The tanh teacher-student training loss of `net` = (n, d_in, teacher width), no label
-    noise, data/teacher instance `seed`, student `width`."""
+def mlp_potential(width: int, seed: int = 0, net=NET):
+    """The training loss of `net`: (n, d_in, teacher width) the tanh teacher-student loss, no
+    label noise, data/teacher instance `seed`; (dataset, n) the tanh ClassifierMLP of n
+    training samples of the data set (e.g. ("digits", 512)), split by `seed`; student
+    `width`."""
+    if isinstance(net[0], str):
+        return ClassifierMLP(net[0], n=int(net[1]), hidden=width, seed=seed)
     n, d_in, teacher = (int(v) for v in net)
     return TeacherStudentMLP(n=n, d_in=d_in, hidden=width, teacher_hidden=teacher, noise=0.0,
                              seed=seed)
+
+
+def null_loss(pot) -> float:
+    """The loss of the trivial predictor (energy): mean(y^2) / 2 (zero output) for the
+    teacher-student net, ln K (uniform over K classes) for a classifier."""
+    if isinstance(pot, ClassifierMLP):
+        return float(np.log(pot.classes))
+    return float(np.mean(pot.labels ** 2) / 2)
 
 
 def mlp(width: int, starts: int, seed: int = 1, max_iter: int = 1000):
@@ -131,50 +148,78 @@ def census(spec, max_iter=2000):
 
 
 def descent(widths, seeds, starts, max_iter=4000, net=NET, gd=None, max_step=0.01,
-            backend="numba"):
+            backend="numba", weight_decay=0.0):
     """Rows of `descent_summary` per width over the data/teacher instances `seeds` of `net`
     (start seed 1 + instance), with the censuses.  gd = (lr, steps[, batch, momentum]):
     gradient descent first (the engine's SGD; batch 0 or absent: full batch), then L-BFGS
     with steps <= max_step (length) finishes, the engine's `backend` running it; None:
-    L-BFGS alone."""
+    L-BFGS alone.  weight_decay: the census is of the loss + wd |x|^2 / 2 (and the SGD
+    carries that decay).  A classifier's rows add the training and test accuracy of the end
+    points at the bottom and above it (medians)."""
     rows = []
     if gd is None:
         kw, method = {}, "L-BFGS"
     else:
         lr, steps, batch, mom = (tuple(gd) + (0, 0))[:4]
-        dyn = SGD(lr=float(lr), batch_size=int(batch) or None, momentum=float(mom))
+        dyn = SGD(lr=float(lr), batch_size=int(batch) or None, momentum=float(mom),
+                  weight_decay=weight_decay)
         kw = {"dynamics": dyn, "steps": int(steps), "max_step": float(max_step),
               "backend": backend}
         method = ("GD" if not batch else f"SGD (B = {int(batch)}, momentum {mom:g})") + \
             f" (lr {lr:g}, {int(steps)} steps)"
+    if weight_decay:
+        method += f" (+ {weight_decay:g} |x|^2 / 2)"
     for w in widths:
         t = time.time()
-        cs, above = [], []
+        cs, above, acc = [], [], {"bottom": [], "above": []}
         for s in seeds:
             pot = mlp_potential(w, s, net)
             z = np.random.default_rng(1 + s).standard_normal((starts, pot.d))
-            c = descent_census(pot, pot.default_init(z), max_iter=max_iter, **kw)
+            c = descent_census(pot, pot.default_init(z), max_iter=max_iter,
+                               weight_decay=weight_decay, **kw)
             cs.append(c)
-            # loss above the bottom in units of L_null = mean(y^2) / 2 (the zero predictor's)
-            above.append(c.excess() / (np.mean(pot.labels ** 2) / 2))
+            # loss above the bottom in units of the trivial predictor's loss
+            above.append(c.excess() / null_loss(pot))
+            if isinstance(pot, ClassifierMLP):
+                for part, rows_ in (("bottom", c.at_bottom), ("above", c.stuck | c.escaped)):
+                    if rows_.any():
+                        acc[part].append(np.stack([pot.metrics(c.x[rows_], test=False)[1],
+                                                   pot.metrics(c.x[rows_], test=True)[1]], 1))
         above = np.concatenate(above)
-        r = {"width": w, "dim": pot.d, "n": int(net[0]), "d_in": int(net[1]),
-             "teacher": int(net[2]), "method": method, **descent_summary(cs),
+        r = {"width": w, "dim": pot.d, "net": ":".join(str(v) for v in net), "method": method,
+             **descent_summary(cs),
              "above_null_median": float(np.median(above)) if above.size else np.nan,
-             "above_null_max": float(above.max()) if above.size else np.nan}
+             "above_null_max": float(above.max()) if above.size else np.nan,
+             "null_loss": null_loss(pot)}
+        if isinstance(pot, ClassifierMLP):
+            for part, a in acc.items():
+                a = np.concatenate(a) if a else np.full((0, 2), np.nan)
+                r[f"train_acc_{part}"], r[f"test_acc_{part}"] = (
+                    float(np.median(a[:, j])) if a.size else np.nan for j in (0, 1))
         rows.append((r, cs))
         print(f"descent ({method}) MLP width={w}: " + "; ".join(c.table() for c in cs)
               + f" ({time.time() - t:.0f} s)")
     return rows
 
 
+def net_label(net: str) -> str:
+    """The descent rows' "net" in words."""
+    parts = net.split(":")
+    if not parts[0].isdigit():
+        return f"tanh ClassifierMLP of {parts[1]} {parts[0]} training samples"
+    return f"teacher width {parts[2]}; n = {parts[0]}, d_in = {parts[1]}"
+
+
 def descent_table(rows) -> str:
-    lines = [f"descent: {rows[0][0]['method']}; replicas diverged in it: "
+    r0 = rows[0][0]
+    accs = "train_acc_bottom" in r0
+    lines = [f"descent: {r0['method']}; {net_label(r0['net'])}; replicas diverged in it: "
              f"{sum(r['diverged'] for r, _ in rows)}",
              "| width | d | instances × starts | at the bottom | stuck: at minima | at saddles | "
              "not converged | escaped | bad-minimum losses per instance | loss above the bottom / "
-             "L_null (median, max) | bottom |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "trivial predictor's (median, max) | bottom |"
+             + (" train / test accuracy at the bottom | above it |" if accs else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if accs else "")]
     for r, _ in rows:
         def f(k):
             return f"{r[k]:.3f} ± {r[k + '_se']:.3f} ({r[k + '_n']})"
@@ -182,7 +227,9 @@ def descent_table(rows) -> str:
                      f"{r['starts'] // r['landscapes']} | {f('at_bottom')} | {f('minima')} | "
                      f"{f('saddles')} | {f('undecided')} | {f('escaped')} | {r['levels']:.2f} | "
                      f"{r['above_null_median']:.2g}, {r['above_null_max']:.2g} | "
-                     f"{r['bottom']:.2g} |")
+                     f"{r['bottom']:.4g} |"
+                     + (f" {r['train_acc_bottom']:.3f} / {r['test_acc_bottom']:.3f} | "
+                        f"{r['train_acc_above']:.3f} / {r['test_acc_above']:.3f} |" if accs else ""))
     return "\n".join(lines)
 
 
@@ -210,7 +257,8 @@ def figure(lm, out, png, rows=(), drows=()):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     families = [f for f in ("pspin", "mlp") if any(r["family"] == f for r, _, _ in out)]
-    n = len(families) + bool(rows) + bool(drows)
+    spread = bool(drows) and any(r["levels"] or r["minima_n"] for r, _ in drows)
+    n = len(families) + bool(rows) + bool(drows) + spread
     if n == 0:
         return
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
@@ -243,8 +291,21 @@ def figure(lm, out, png, rows=(), drows=()):
         c.set(yscale="log", xlabel="N", ylabel="number per instance",
               title="p = 3: minima counted vs Kac-Rice")
         c.legend(fontsize=7)
-    if drows:
+    if spread:      # the losses of the end points above the lowest one found, per width
         ax = axes[-1]
+        for i, (r, cs) in enumerate(drows):
+            ex = np.concatenate([(c.loss - c.bottom)[np.isfinite(c.loss)] for c in cs])
+            ex = ex / r["null_loss"]
+            x = i + np.random.default_rng(i).uniform(-0.25, 0.25, ex.size)
+            ax.scatter(x, np.maximum(ex, 1e-8), s=6, alpha=0.5, color="C0")
+            ax.plot([i - 0.3, i + 0.3], [max(np.median(ex), 1e-8)] * 2, "k-", lw=1.5)
+        ax.set(yscale="log", xticks=range(len(drows)),
+               xticklabels=[str(r["width"]) for r, _ in drows],
+               xlabel="width (at 1e-8: the lowest minimum found)",
+               ylabel="(loss − lowest found) / trivial predictor's",
+               title="where descent ends: loss above the best (bar: median)")
+    if drows:
+        ax = axes[-1 - spread]
         ws = [str(r["width"]) for r, _ in drows]
         base = np.zeros(len(drows))
         for k, lab in (("at_bottom", "at the bottom"), ("minima", "stuck at a minimum"),
@@ -256,8 +317,7 @@ def figure(lm, out, png, rows=(), drows=()):
         r0 = drows[0][0]
         lo = min(0.8, np.floor(min(r["at_bottom"] for r, _ in drows) * 20) / 20 - 0.05)
         ax.set(ylim=(max(lo, 0.0), 1.0))      # the classes above the bottom are a few %
-        ax.set(xlabel=f"student width (teacher: {r0['teacher']}; n = {r0['n']}, "
-                      f"d_in = {r0['d_in']})",
+        ax.set(xlabel=f"width ({net_label(r0['net'])})",
                ylabel=f"fraction of descents (from {max(lo, 0):.2f})",
                title=f"MLP: where {r0['method']} on the loss ends")
         ax.legend(fontsize=7, loc="lower right")
@@ -278,7 +338,12 @@ def main(argv=None):
     ap.add_argument("--descent-seeds", default="0", help="data/teacher instances")
     ap.add_argument("--descent-starts", type=int, default=500)
     ap.add_argument("--descent-iter", type=int, default=4000)
-    ap.add_argument("--descent-net", default="64:3:2", help="n:d_in:teacher width")
+    ap.add_argument("--descent-net", default="64:3:2",
+                    help="n:d_in:teacher width (TeacherStudentMLP), or DATASET:n (ClassifierMLP "
+                         "of n training samples, e.g. digits:512)")
+    ap.add_argument("--descent-wd", type=float, default=0.0,
+                    help="weight decay wd: the census is of the loss + wd |x|^2 / 2 (finite "
+                         "minima for a classifier's cross-entropy)")
     ap.add_argument("--descent-gd", default="",
                     help="LR:STEPS[:BATCH[:MOMENTUM]] of (minibatch) gradient descent before "
                          "the L-BFGS finish (default: L-BFGS alone)")
@@ -299,9 +364,10 @@ def main(argv=None):
         print(census_table(rows))
     drows = descent([int(v) for v in a.descent_widths.split(",") if v],
                     [int(v) for v in a.descent_seeds.split(",") if v], a.descent_starts,
-                    a.descent_iter, tuple(int(v) for v in a.descent_net.split(":")),
+                    a.descent_iter, tuple(int(v) if v.isdigit() else v
+                                          for v in a.descent_net.split(":")),
                     tuple(float(v) for v in a.descent_gd.split(":")) if a.descent_gd else None,
-                    a.descent_max_step, a.descent_backend)
+                    a.descent_max_step, a.descent_backend, a.descent_wd)
     if drows:
         print(descent_table(drows))
     if a.png:

@@ -100,6 +100,42 @@ def test_descent_census_after_gradient_descent_keeps_its_basins():
     assert np.isfinite(wild.loss).all()
 
 
+def test_descent_census_with_weight_decay_is_of_the_decayed_objective():
+    """Tilted double well plus wd x^2 / 2 (wd = 0.5): the end points are the roots of
+    U'(x) + wd x = 4x^3 - 3.5x + 0.3, the bad minimum's loss U(x) + wd x^2 / 2 and its Hessian
+    U''(x) + wd; gradient descent first (SGD with the same coupled decay) ends alike; another
+    decay in the dynamics, AdamW's decoupled one, or a constrained landscape are refused."""
+    from langevin_sim.dynamics import SGD, AdamW
+
+    pot, wd = DoubleWell(d=1, tilt=0.3), 0.5
+    x0 = np.random.default_rng(0).uniform(-2, 2, (200, 1))
+    c = descent_census(pot, x0, gtol=1e-10, max_iter=2000, max_step=0.01, weight_decay=wd)
+    roots = np.sort(np.roots([4.0, 0.0, -4.0 + wd, 0.3]).real)
+    left = x0[:, 0] < roots[1]
+    assert np.array_equal(c.at_bottom, left) and np.array_equal(c.minima, ~left)
+    assert np.allclose(c.x[left, 0], roots[0], atol=1e-9)
+    assert np.allclose(c.x[~left, 0], roots[2], atol=1e-9)
+    objective = lambda x: pot.energy(np.array([[x]]))[0] + wd * x * x / 2  # noqa: E731
+    (level, n), = c.levels()
+    assert abs(level - objective(roots[2])) < 1e-12 and abs(c.bottom - objective(roots[0])) < 1e-12
+    assert np.allclose(c.lowest[~left], 12 * roots[2] ** 2 - 4 + wd)
+    assert c.weight_decay == wd and "on U + 0.5 |x|^2 / 2" in c.table()
+    plain = descent_census(pot, x0, gtol=1e-10, max_iter=2000, max_step=0.01)
+    assert abs(plain.bottom - c.bottom) > 0.01      # the decay changes the answer
+    gd = descent_census(pot, x0, gtol=1e-10, dynamics=SGD(lr=0.01, weight_decay=wd), steps=300,
+                        backend="numpy", max_step=0.01, weight_decay=wd)
+    keep = np.abs(x0[:, 0] - roots[1]) > 0.01
+    assert np.array_equal(gd.at_bottom[keep], left[keep])
+    with pytest.raises(ConfigError, match="weight_decay 0.0 is not the census's 0.5"):
+        descent_census(pot, x0, dynamics=SGD(lr=0.01), steps=10, weight_decay=wd)
+    with pytest.raises(ConfigError, match="decoupled"):
+        descent_census(pot, x0, dynamics=AdamW(lr=0.01, weight_decay=wd), steps=10,
+                       weight_decay=wd)
+    sphere = SphericalPSpin(8, 3, seed=0)
+    with pytest.raises(ConfigError, match="constrained"):
+        descent_census(sphere, sphere.default_init(np.ones((2, 8))), weight_decay=wd)
+
+
 def test_descent_census_stops_on_the_stable_manifold_of_a_saddle():
     """Separable double well in d = 2: starts with a coordinate exactly 0 keep it (its gradient
     vanishes), so descent ends at a saddle of index = the zero coordinates; the others reach

@@ -350,7 +350,9 @@ class DescentCensus:
     lowest end loss found, the estimate of the global minimum; an end point is at the bottom
     when loss - bottom <= bottom_rtol * scale, scale = median(start_loss) - bottom.
     diverged: how many replicas of a `dynamics` run before the quench diverged (frozen at
-    their last finite state, then quenched from there)."""
+    their last finite state, then quenched from there).  x (M, d): the end points.
+    weight_decay: wd of the objective U + wd |x|^2 / 2 that `loss` (and the classes) are of
+    (0: U itself)."""
 
     loss: np.ndarray
     start_loss: np.ndarray
@@ -364,6 +366,8 @@ class DescentCensus:
     far: float
     gtol: float
     diverged: int = 0
+    x: np.ndarray | None = None
+    weight_decay: float = 0.0
 
     @property
     def starts(self) -> int:
@@ -424,7 +428,9 @@ class DescentCensus:
     def table(self) -> str:
         n = self.starts
         ex = self.excess() / self.scale
-        return (f"descent from {n} starts: {self.at_bottom.sum()} at the bottom (loss "
+        return (f"descent from {n} starts"
+                + (f" on U + {self.weight_decay:g} |x|^2 / 2" if self.weight_decay else "")
+                + f": {self.at_bottom.sum()} at the bottom (loss "
                 f"{self.bottom:.4g} + {self.bottom_rtol:g} x {self.scale:.4g}), "
                 f"{self.stuck.sum()} stuck above it ({self.minima.sum()} at minima, "
                 f"{self.saddles.sum()} at saddles, {self.undecided.sum()} not converged), "
@@ -435,10 +441,45 @@ class DescentCensus:
                 + (f"; {self.diverged} diverged in the dynamics" if self.diverged else ""))
 
 
+class WeightDecayed:
+    """The objective U(x) + weight_decay |x|^2 / 2 (energy) of an unconstrained potential U:
+    the loss that SGD with (coupled) weight decay descends; energy, grad, hvp and dense
+    hessian in float64, for `basins.quench` and `hessian_spectrum`."""
+
+    constrained = False
+
+    def __init__(self, potential, weight_decay: float):
+        if potential.constrained:
+            raise ConfigError(f"weight decay on the constrained {type(potential).__name__} "
+                              "changes nothing (|x| is fixed); pass weight_decay=0")
+        if not weight_decay >= 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.potential, self.weight_decay, self.d = potential, float(weight_decay), potential.d
+
+    def energy(self, x) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        return (np.asarray(self.potential.energy(x), np.float64)
+                + 0.5 * self.weight_decay * np.einsum("md,md->m", x, x))
+
+    def grad(self, x, batch=None) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        return np.asarray(self.potential.grad(x, batch), np.float64) + self.weight_decay * x
+
+    def hvp(self, x, v) -> np.ndarray:
+        v = np.broadcast_to(np.asarray(v, np.float64), np.shape(x))
+        return np.asarray(self.potential.hvp(np.asarray(x, np.float64), v), np.float64) \
+            + self.weight_decay * v
+
+    def hessian(self, x) -> np.ndarray:
+        H = np.array(self.potential.hessian(np.asarray(x, np.float64)), np.float64)
+        H[:, np.arange(self.d), np.arange(self.d)] += self.weight_decay
+        return H
+
+
 def descent_census(potential, starts, gtol: float = 1e-9, max_iter: int = 4000,
                    memory: int = 10, bottom_rtol: float = 1e-6, far: float = 10.0,
                    rtol: float = 1e-6, dynamics=None, steps: int = 0, backend: str = "numba",
-                   **quench_kw) -> DescentCensus:
+                   weight_decay: float = 0.0, **quench_kw) -> DescentCensus:
     """Quench U (`basins.quench`, L-BFGS) from every row of `starts` (M, d) and classify each
     end point (`DescentCensus`): at the bottom (within bottom_rtol of the drop from a typical
     start above the lowest loss found), escaped (beyond `far` x the starts' largest norm),
@@ -453,13 +494,26 @@ def descent_census(potential, starts, gtol: float = 1e-9, max_iter: int = 4000,
     the engine (`Simulation`, one replica per start, seed 0, `backend`) runs it first, and the
     quench, with quench_kw's `max_step` (length) below the basins' size, only finishes the
     descent from where it stopped.  A replica that diverges is frozen at its last finite state
-    (the Simulation's rule) and finished from there."""
+    (the Simulation's rule) and finished from there.
+
+    weight_decay wd > 0: the census is of U + wd |x|^2 / 2 (`WeightDecayed`), whose minima are
+    finite where U's run off to infinity (a classifier's cross-entropy on separable data);
+    a `dynamics` then must carry the same weight decay (SGD(..., weight_decay=wd): its
+    coupled decay descends that objective)."""
     starts = np.asarray(starts, np.float64)
     if starts.ndim != 2 or starts.shape[1] != potential.d or starts.shape[0] < 1:
         raise ConfigError(f"starts must have shape (M >= 1, {potential.d}), got {starts.shape}")
     if not far > 1 or not bottom_rtol > 0:
         raise ConfigError(f"need far > 1 (a multiple of the starts' largest norm) and "
                           f"bottom_rtol > 0, got {far}, {bottom_rtol}")
+    objective = WeightDecayed(potential, weight_decay) if weight_decay else potential
+    if dynamics is not None and getattr(dynamics, "weight_decay", 0.0) != weight_decay:
+        raise ConfigError(f"the dynamics' weight_decay {getattr(dynamics, 'weight_decay', 0.0)} "
+                          f"is not the census's {weight_decay}: pass the same to both (the "
+                          "dynamics would descend another objective)")
+    if dynamics is not None and weight_decay and type(dynamics).__name__ != "SGD":
+        raise ConfigError(f"{type(dynamics).__name__}'s weight decay is decoupled from the "
+                          "gradient: only SGD's descends U + wd |x|^2 / 2; use SGD")
     x, diverged = starts, 0
     if dynamics is not None and int(steps) > 0:
         from ..simulation import Simulation
@@ -468,8 +522,8 @@ def descent_census(potential, starts, gtol: float = 1e-9, max_iter: int = 4000,
         sim.run(int(steps), record_every=int(steps), record_positions=False, progress=False)
         x = np.asarray(sim.state["x"], np.float64)
         diverged = int(np.sum(sim.diverged_step >= 0))
-    q = quench(potential, x, gtol=gtol, max_iter=max_iter, memory=memory, **quench_kw)
-    start_loss = np.asarray(potential.energy(starts), np.float64)
+    q = quench(objective, x, gtol=gtol, max_iter=max_iter, memory=memory, **quench_kw)
+    start_loss = np.asarray(objective.energy(starts), np.float64)
     finite = np.isfinite(q.energy)
     if not finite.any():
         raise ConfigError("no descent ended at a finite loss")
@@ -478,10 +532,10 @@ def descent_census(potential, starts, gtol: float = 1e-9, max_iter: int = 4000,
     lowest = np.full(q.energy.size, np.nan)
     c = DescentCensus(q.energy, start_loss, q.grad_norm, radius, q.converged, index, lowest,
                       float(q.energy[finite].min()), float(bottom_rtol), float(far), float(gtol),
-                      diverged)
+                      diverged, q.x, float(weight_decay))
     k = np.flatnonzero(c.stuck)
     if k.size:
-        lam = hessian_spectrum(potential, q.x[k])
+        lam = hessian_spectrum(objective, q.x[k])
         index[k] = np.sum(lam < -rtol * np.abs(lam).max(axis=1)[:, None], axis=1)
         lowest[k] = lam[:, 0]
     return c
