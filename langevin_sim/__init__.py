@@ -3,10 +3,11 @@ __version__ = "0.1.0"
 
 from . import dynamics, potentials  # noqa: E402
 from .errors import (BackendUnavailableError, ConfigError, DivergenceWarning,  # noqa: E402
-                     LangevinSimError, RunFileError, RunStopped, RunTerminated)
+                     LangevinSimError, MissingExtraError, RunFileError, RunStopped,
+                     RunTerminated)
 from .io import Run, open_run  # noqa: E402
 from .simulation import Simulation, resume  # noqa: E402
 
 __all__ = ["Simulation", "resume", "open_run", "Run", "potentials", "dynamics",
            "LangevinSimError", "ConfigError", "BackendUnavailableError", "RunFileError",
-           "DivergenceWarning", "RunStopped", "RunTerminated", "__version__"]
+           "MissingExtraError", "DivergenceWarning", "RunStopped", "RunTerminated", "__version__"]

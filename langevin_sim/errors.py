@@ -13,6 +13,23 @@ class BackendUnavailableError(LangevinSimError, RuntimeError):
     """The requested backend cannot run here (missing package or device)."""
 
 
+class MissingExtraError(LangevinSimError, ImportError):
+    """An optional package is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, extra: str, needed_for: str):
+    """`importlib.import_module(module)`, or MissingExtraError naming the extra
+    (pip install -e ".[extra]") that installs it and what needs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtraError(f"{needed_for} needs {e.name or module}, which is not installed: "
+                                f"pip install -e \".[{extra}]\" (or pip install "
+                                f"\"langevin_sim[{extra}]\")") from None
+
+
 class RunFileError(LangevinSimError, OSError):
     """A run file is missing, not a run file, or inconsistent."""
 

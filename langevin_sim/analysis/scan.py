@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 
 
 def run_files(path) -> list[Path]:
@@ -78,8 +78,7 @@ def gather(scan, fn=None, **kwargs):
     become coordinates along it) and ``repeat``.  Variables also hold ``seed`` and
     ``status`` per point.  Points whose status is not "done" get NaN.
     """
-    import pandas as pd
-
+    pd = require("pandas", "analysis", "gathering a scan's summaries")
     fn = energy_summary if fn is None else fn
     man = scan.manifest
     zip_index: dict = {}
@@ -112,8 +111,7 @@ def reduce_repeats(ds, mean: str = "energy_mean", se: str = "energy_se"):
 
     Returns a Dataset with `mean`, `se` and ``n_repeat`` over the remaining dimensions.
     """
-    import xarray as xr
-
+    xr = require("xarray", "analysis", "combining a scan's repeats")
     ok = ds[mean].notnull()
     n = ok.sum("repeat")
     m = ds[mean].where(ok).sum("repeat") / n

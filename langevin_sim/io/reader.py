@@ -7,7 +7,7 @@ import os
 import h5py
 import numpy as np
 
-from ..errors import RunFileError
+from ..errors import RunFileError, require
 from . import format as F
 from . import swmr as swmr_file
 from .direct import ALIGN
@@ -216,7 +216,7 @@ class Run:
 
     def to_xarray(self):
         """All committed records as an xarray.Dataset with dims (step, replica, ...)."""
-        import xarray as xr
+        xr = require("xarray", "analysis", "Run.to_xarray")
 
         n = self.n_records
         rec = self.f["records"]

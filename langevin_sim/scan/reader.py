@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import RunFileError
+from ..errors import RunFileError, require
 from ..io import Run, open_run
 from .manifest import MANIFEST_COLUMNS_TAIL, SCAN_FORMAT, axes_of, read_json, rebuild_rows
 
@@ -18,7 +18,7 @@ class Scan:
     """
 
     def __init__(self, root):
-        import pandas as pd
+        pd = require("pandas", "scan", "reading a scan (open_scan)")
 
         self.root = Path(root)
         spec = read_json(self.root / "scan.json")

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 from ..scenario import load_scenario
 from .cluster import run_on_dask
 from .lock import dir_lock
@@ -42,6 +42,9 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
         raise ConfigError("give workers=N or scheduler=ADDRESS, not both")
     if workers is not None and int(workers) < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if workers is None or int(workers) > 1:       # before any file is written
+        require("distributed", "scan", "a scan on a Dask cluster (workers > 1, a scheduler "
+                "or the default local cluster; workers=1 runs serially without it)")
     if threads is not None and int(threads) < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
     scenario = os.path.abspath(os.fspath(scenario))
