@@ -5,7 +5,8 @@ import argparse
 import sys
 import warnings
 
-from .errors import DivergenceWarning, LangevinSimError, RunStopped, RunTerminated
+from .errors import (DivergenceWarning, LangevinSimError, LangevinSimWarning, RunStopped,
+                     RunTerminated)
 
 
 def _run(a) -> int:
@@ -20,7 +21,7 @@ def _run(a) -> int:
 def _resume(a) -> int:
     from .simulation import resume
 
-    run = resume(a.path, steps=a.steps, backend=a.backend, progress=a.progress)
+    run = resume(a.path, steps=a.steps, backend=a.backend, progress=a.progress, swmr=a.swmr)
     if run.resumed_from is None:
         print(f"{a.path} is already complete at step {run.steps_done}; nothing to do "
               "(pass --steps N to extend it to N steps in all)")
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path")
     s.add_argument("--steps", type=int, help="total step count to reach (default: the planned total)")
     s.add_argument("--backend", choices=BACKENDS)
+    s.add_argument("--swmr", action=argparse.BooleanOptionalAction, default=None,
+                   help="write in SWMR mode for live readers (default: as the run was started)")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     s.set_defaults(fn=_resume)
     i = sub.add_parser("info", help="print a run file's config, progress, records, divergences")
@@ -110,14 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
 def guarded(fn, *args, prog: str = "langevin-sim") -> int:
     """Call `fn(*args)` as a command: exit status 0, a one-line error (status 2) for a
     LangevinSimError, one line for a run stopped by a signal (status 128 + signal), and
-    DivergenceWarnings as one `warning:` line each.  Warnings are shown as they come (under
+    the package's warnings (LangevinSimWarning: divergences, unrecorded steps) as one
+    `warning:` line each.  Warnings are shown as they come (under
     the filters in force), not recorded: a run's warnings could number millions."""
     with warnings.catch_warnings():
         warnings.simplefilter("always", DivergenceWarning)
         show = warnings.showwarning
 
         def one_line(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, DivergenceWarning):
+            if issubclass(category, LangevinSimWarning):
                 print(f"{prog}: warning: {message}", file=sys.stderr)
             else:
                 show(message, category, filename, lineno, file, line)

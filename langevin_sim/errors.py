@@ -17,6 +17,20 @@ class MissingExtraError(LangevinSimError, ImportError):
     """An optional package is not installed; the message names the extra that installs it."""
 
 
+def check_int(name: str, value, minimum: int | None = 1) -> int:
+    """`value` as an int, or ConfigError when it is not integral (1.5, True, "3") or below
+    `minimum` (None: no bound)."""
+    ok = not isinstance(value, (bool, str, bytes))
+    try:
+        ok = ok and int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok or (minimum is not None and int(value) < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ConfigError(f"{name} must be an integer{bound}, got {value!r}")
+    return int(value)
+
+
 def require(module: str, extra: str, needed_for: str):
     """`importlib.import_module(module)`, or MissingExtraError naming the extra
     (pip install -e ".[extra]") that installs it and what needs it."""
@@ -34,8 +48,16 @@ class RunFileError(LangevinSimError, OSError):
     """A run file is missing, not a run file, or inconsistent."""
 
 
-class DivergenceWarning(UserWarning):
+class LangevinSimWarning(UserWarning):
+    """Base class of the package's warnings (the CLI shows each as one `warning:` line)."""
+
+
+class DivergenceWarning(LangevinSimWarning):
     """Some replicas of a run diverged (non-finite or beyond `divergence_bound`)."""
+
+
+class UnrecordedStepsWarning(LangevinSimWarning):
+    """A run ends between records: its last steps are in the checkpoint, not the records."""
 
 
 class RunStopped(KeyboardInterrupt):

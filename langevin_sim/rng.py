@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, check_int
 
 PHILOX_M0 = np.uint64(0xD2511F53)
 PHILOX_M1 = np.uint64(0xCD9E8D57)
@@ -288,7 +288,7 @@ def bounded_index(word, n):
 
 def key_of(seed: int) -> tuple[np.uint64, np.uint64]:
     """Philox key (k0, k1) of a 64-bit seed."""
-    seed = int(seed)
+    seed = check_int("seed", seed, minimum=None)
     if not 0 <= seed < 2 ** 64:
         raise ConfigError(f"seed must be an integer in [0, 2**64), got {seed}; pick a non-negative seed")
     return np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)

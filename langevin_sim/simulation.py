@@ -23,8 +23,8 @@ from . import rng
 from .backends import get_backend
 from .backends.jit import one_blas_thread
 from .dynamics.base import Dynamics
-from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped,
-                     RunTerminated)
+from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped, RunTerminated,
+                     UnrecordedStepsWarning, check_int)
 from .first_passage import STATE_KEYS as FP_KEYS
 from .first_passage import FirstPassage
 from .io import Run, RunWriter
@@ -65,8 +65,8 @@ class Simulation:
             raise ConfigError(f"potential must be a langevin_sim Potential, got {type(potential).__name__}")
         if not isinstance(dynamics, Dynamics):
             raise ConfigError(f"dynamics must be a langevin_sim Dynamics, got {type(dynamics).__name__}")
-        if int(replicas) < 1:
-            raise ConfigError(f"replicas must be >= 1, got {replicas}")
+        replicas = check_int("replicas", replicas)
+        first_replica = check_int("first_replica", first_replica, minimum=0)
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if not divergence_bound > 0:
@@ -229,10 +229,19 @@ class Simulation:
         checkpoint goes with every flush (or every `checkpoint_every` steps).  Returns the
         Run, open for reading.
         """
-        steps, record_every = int(steps), int(record_every)
-        if steps < 0 or record_every < 1:
-            raise ConfigError(f"need steps >= 0 and record_every >= 1, got {steps}, {record_every}")
+        steps = check_int("steps", steps, minimum=0)
+        record_every = check_int("record_every", record_every)
+        for obs in self.observers:
+            check = getattr(obs, "check_record_every", None)
+            if check is not None:
+                check(record_every)
         _check_out(out, overwrite)                    # refuse at once, not after the probe
+        end = self.step + steps
+        if end % record_every:
+            warnings.warn(f"the run ends at step {end}, between records (record_every="
+                          f"{record_every}): its last {end % record_every} steps are in the "
+                          "checkpoint, not in the records; end on a multiple of record_every "
+                          "to record the final state", UnrecordedStepsWarning, stacklevel=2)
         probe = self.snapshot(record_positions)      # before the file: it may compile, measure
         f = _create_file(out, overwrite, swmr)
         try:
@@ -255,7 +264,7 @@ class Simulation:
         recording plan and the target step), potential, record datasets shaped like the
         snapshot `probe`, the current state as checkpoint, first-passage observers."""
         cfg = dict(self.config(), record_every=record_every, record_positions=bool(record_positions),
-                   steps_target=target)
+                   steps_target=target, swmr=bool(swmr))
         obs = {k: (v.shape[1:], v.dtype) for k, v in probe.items()
                if k not in ("step", "time", "energy", "positions")}
         return RunWriter.create(f, config=cfg, potential=self.potential, replicas=self.replica_ids,
@@ -502,11 +511,38 @@ def _remove_orphans(parent: str, name: str) -> None:
             pass
 
 
+def _record_resume(cfg: dict, step: int, target: int, backend: str) -> bool:
+    """Update a run's config for a resume from `step` to `target` on `backend`: the target
+    (and a scenario's `steps` parameter), the backend with its history; True if it changed."""
+    changed = False
+    if target != cfg["steps_target"]:
+        cfg["steps_target"], changed = target, True
+        params = (cfg.get("meta") or {}).get("params")
+        if isinstance(params, dict) and "steps" in params:
+            params["steps"] = target
+    if backend != cfg["backend"]:
+        cfg.setdefault("backend_history", [[0, cfg["backend"]]]).append([step, backend])
+        cfg["backend"], changed = backend, True
+    return changed
+
+
 def _check_out(out, overwrite: bool) -> None:
-    """Refuse an existing run file `out` unless `overwrite` (None: in memory, never refused)."""
-    if out is not None and os.path.exists(out) and not overwrite:
+    """Refuse an existing run file `out` unless `overwrite`, a directory, or a place where no
+    file can be made (None: in memory, never refused)."""
+    if out is None:
+        return
+    if os.path.isdir(out):
+        raise ConfigError(f"output {os.fspath(out)} is a directory; give a file path, e.g. "
+                          f"{os.path.join(os.fspath(out), 'run.h5')}")
+    if os.path.exists(out) and not overwrite:
         raise ConfigError(f"output {os.fspath(out)} exists; choose another path, delete it, or "
                           "pass overwrite=True (--overwrite on the command line)")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):       # the nearest existing folder must take new files
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the run file {os.fspath(out)}: {parent} is not a "
+                          "writable folder; choose another path")
 
 
 def _publish(writer: RunWriter, out) -> None:
@@ -535,15 +571,25 @@ def _reopen(f: h5py.File, path) -> Run:
 
 
 def resume(path, steps: int | None = None, backend: str | None = None,
-           progress: bool | None = None, flush_seconds: float = 1.0) -> Run:
+           progress: bool | None = None, flush_seconds: float = 1.0,
+           swmr: bool | None = None) -> Run:
     """Continue the run in `path` from its last checkpoint until `steps` total steps
     (default: the target it was started with).  The continuation is bit-for-bit the
     uninterrupted run's.  A complete run at that target is left untouched (the returned
     Run's `resumed_from` is None); a file that reached its target but was not marked
-    complete is repaired.  A file whose SWMR writer was killed is recovered first."""
+    complete is repaired.  A file whose SWMR writer was killed is recovered first.
+    swmr: write in SWMR mode, for live readers (default: as the run was started; only a run
+    started with swmr=True can).  The config records the new target (and the scenario
+    parameter `steps` with it) and, when `backend` differs, the backend from this step on
+    (`backend_history`: [step, backend] pairs)."""
     path = os.fspath(path)
     with Run(path) as run:
         cfg = run.config
+    swmr = bool(cfg.get("swmr", False)) if swmr is None else bool(swmr)
+    if swmr and not cfg.get("swmr", False):
+        raise ConfigError(f"{path} was not started in SWMR mode, and HDF5 cannot switch a file to "
+                          "it later; resume without --swmr (swmr=False)")
+    with Run(path) as run:
         ladder = "exchange" in (cfg.get("meta") or {})  # a rung of a replica-exchange run
         if not ladder and run.complete and (steps is None or int(steps) == run.steps_done):
             done = Run(path)
@@ -553,7 +599,7 @@ def resume(path, steps: int | None = None, backend: str | None = None,
         from .exchange import resume as resume_ladder
 
         return resume_ladder(path, steps, backend, progress, flush_seconds)
-    run = Run(path, mode="r+")
+    run = Run(path, mode="r+", latest=swmr)
     f = run.f
     try:
         step, state, dstep = run.checkpoint()
@@ -572,12 +618,14 @@ def resume(path, steps: int | None = None, backend: str | None = None,
         if target < step:
             raise ConfigError(f"--steps {target} is before the checkpoint at step {step}; "
                               "give a total step count >= it")
-        if target != cfg["steps_target"]:
-            cfg["steps_target"] = target
+        if _record_resume(cfg, step, target, sim.backend_name):
             f["config"].attrs["json"] = json.dumps(cfg)
         f.attrs["writer"] = writer_info()
         writer = RunWriter(f)
         writer.truncate_to_checkpoint()
+        if swmr:
+            f.flush()
+            f.swmr_mode = True
         sim._loop(writer, target, cfg["record_every"], cfg["record_positions"], [], None,
                   progress, flush_seconds)
     except BaseException:

@@ -114,7 +114,12 @@ def test_run_file_round_trip_needs_no_scikit_learn(tmp_path, monkeypatch):
     (dict(dataset="iris", n=140, n_test=20), "has 150 samples"),
     (dict(dataset="iris", label_corruption=1.5), "label_corruption must be in"),
     (dict(dataset="x", inputs=np.ones((3, 2)), labels=[0, 1], test_inputs=np.ones((1, 2)),
-          test_labels=[0]), r"labels must be \(3,\)"),
+          test_labels=[0]), r"labels must have shape \(3,\), one class per inputs row"),
+    (dict(dataset="x", inputs=np.ones((3, 2)), labels=[0, 1, -1], test_inputs=np.ones((1, 2)),
+          test_labels=[0]), "labels must be classes >= 0, got -1"),
+    (dict(dataset="x", inputs=np.ones((3, 2)), labels=[0, 1.5, 1], test_inputs=np.ones((1, 2)),
+          test_labels=[0]), r"labels must be integer classes 0 \.\. K-1, got float64 values such "
+                            r"as \[0\.0, 1\.5, 1\.0\]"),
     (dict(dataset="x", inputs=np.ones((3, 2)), labels=[0, 0, 0], test_inputs=np.ones((1, 2)),
           test_labels=[0]), "one class"),
 ])

@@ -109,6 +109,80 @@ def test_other_inputs():
         Simulation(DoubleWell(), OverdampedLangevin(), 2, seed=-3)
 
 
+@pytest.mark.parametrize("kw, match", [
+    (dict(replicas=10.5), "replicas must be an integer >= 1, got 10.5"),
+    (dict(replicas=True), "replicas must be an integer >= 1, got True"),
+    (dict(replicas="3"), "replicas must be an integer >= 1, got '3'"),
+    (dict(replicas=2, seed=1.5), "seed must be an integer, got 1.5"),
+    (dict(replicas=2, first_replica=-1), "first_replica must be an integer >= 0"),
+])
+def test_counts_and_seeds_must_be_integers(kw, match):
+    """No silent truncation: 10.5 replicas is an error, not 10."""
+    with pytest.raises(ConfigError, match=match):
+        Simulation(DoubleWell(), OverdampedLangevin(), backend="numpy", **kw)
+
+
+def test_run_arguments_and_the_record_grid(tmp_path):
+    """steps and record_every are integers; a run that ends between records warns that its
+    last steps are only in the checkpoint (the records end at the last multiple of
+    record_every); one that ends on the grid does not; a sharpness observer off the record
+    grid is refused, naming the spacing it would really have."""
+    import warnings
+
+    from langevin_sim.errors import UnrecordedStepsWarning
+    from langevin_sim.potentials.sharpness import SharpnessObserver
+
+    sim = Simulation(DoubleWell(), OverdampedLangevin(), 2, backend="numpy")
+    with pytest.raises(ConfigError, match="steps must be an integer >= 0, got 'abc'"):
+        sim.run("abc", 5)
+    with pytest.raises(ConfigError, match="record_every must be an integer >= 1, got 0"):
+        sim.run(10, 0)
+    with pytest.warns(UnrecordedStepsWarning, match="ends at step 12, between records "
+                                                    r"\(record_every=5\): its last 2 steps"):
+        run = sim.run(12, 5, progress=False)
+    assert run.step.tolist() == [0, 5, 10]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sim.run(3, 5, progress=False)           # 12 -> 15: ends on a record
+    obs = Simulation(Quadratic(spectrum=[1.0, 2.0]), OverdampedLangevin(), 2, backend="numpy",
+                     observers=[SharpnessObserver(every=75)])
+    with pytest.raises(ConfigError, match="every 150; make sharpness_every .* a multiple of 50"):
+        obs.run(150, 50, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_output_path_that_cannot_be_a_file(tmp_path):
+    sim = Simulation(DoubleWell(), OverdampedLangevin(), 2, backend="numpy")
+    with pytest.raises(ConfigError, match="is a directory; give a file path"):
+        sim.run(10, 5, out=tmp_path, overwrite=True, progress=False)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is not a writable folder"):
+        sim.run(10, 5, out=tmp_path / "file" / "run.h5", progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_a_missing_extra_is_named(monkeypatch, tmp_path):
+    """An optional package missing: one error naming the extra, before a scan writes files."""
+    import builtins
+
+    from langevin_sim.errors import MissingExtraError, require
+    from langevin_sim.scan import run_scan
+
+    with pytest.raises(MissingExtraError, match=r"X needs no_such_module, which is not "
+                                                r"installed: pip install -e \"\.\[analysis\]\""):
+        require("no_such_module", "analysis", "X")
+    real_import = builtins.__import__
+
+    def no_dask(name, *a, **k):
+        if name.split(".")[0] in ("distributed", "dask"):
+            raise ImportError(name=name)
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_dask)
+    with pytest.raises(MissingExtraError, match=r"needs distributed.*\.\[scan\]"):
+        run_scan(DOUBLE_WELL, grid={"temperature": [0.5, 1.0]}, out=tmp_path / "s", workers=2)
+    assert not (tmp_path / "s").exists()
+
+
 def test_output_exists(tmp_run):
     sim = Simulation(DoubleWell(), OverdampedLangevin(), 2)
     sim.run(10, 5, out=tmp_run, progress=False).close()

@@ -267,12 +267,13 @@ def test_reading_a_run_written_without_swmr_names_the_writer_and_swmr(tmp_path):
     proc = _start(tmp_path, path, 10**7)
     try:
         _wait_records(path, 3, proc)
-        for open_it in (open_run, lambda p: resume(p, progress=False),
-                        lambda p: open_run(p).to_xarray()):
+        for open_it in (open_run, lambda p: open_run(p).to_xarray()):
             with pytest.raises(ls.RunFileError) as e:
                 open_it(path)
             msg = str(e.value)
             assert "another process is writing" in msg and "--swmr" in msg and "h5clear" not in msg
+        with pytest.raises(ls.RunFileError, match="another process is writing"):
+            resume(path, progress=False)
         with pytest.raises(BlockingIOError):      # xarray itself can only say this
             xr.open_dataset(path, group="records", engine="h5netcdf")
     finally:
@@ -361,6 +362,52 @@ def test_not_a_run_file(tmp_path):
     txt.write_text("hello")
     with pytest.raises(ls.RunFileError, match="not HDF5"):
         open_run(txt)
+
+
+def test_resume_keeps_swmr_and_records_target_and_backend(tmp_path):
+    """A run started in SWMR mode resumes in it (a live reader follows the continuation);
+    --steps updates the target and the scenario's `steps`; another backend is recorded with
+    the step it took over; a run not started in SWMR mode cannot resume in it; a reader
+    holding the file makes resume say so."""
+    live = tmp_path / "live.h5"
+    _start(tmp_path, live, 20, "swmr").wait(timeout=60)
+    proc = subprocess.Popen([sys.executable, "-m", "langevin_sim.cli", "resume", str(live),
+                             "--steps", str(10**7), "--no-progress"], cwd=ROOT)
+    try:
+        assert _wait_records(live, 8, proc, swmr=True) >= 8    # read live while it resumes
+    finally:
+        proc.kill()
+        proc.wait()
+    sim = Simulation(ls.potentials.DoubleWell(d=2), OverdampedLangevin(0.01, 1.0), 3,
+                     backend="numpy", meta={"params": {"steps": 20}})
+    sim.run(20, 10, out=tmp_path / "s.h5", swmr=True, progress=False).close()
+    resume(tmp_path / "s.h5", steps=40, backend="numba", progress=False).close()
+    with open_run(tmp_path / "s.h5") as run:
+        cfg = run.config
+        assert cfg["swmr"] and cfg["steps_target"] == 40 and cfg["meta"]["params"]["steps"] == 40
+        assert cfg["backend"] == "numba" and cfg["backend_history"] == [[0, "numpy"], [20, "numba"]]
+    plain = Simulation(ls.potentials.DoubleWell(d=2), OverdampedLangevin(0.01, 1.0), 3,
+                       backend="numpy")
+    plain.run(10, 10, out=tmp_path / "p.h5", progress=False).close()
+    with pytest.raises(ls.ConfigError, match="was not started in SWMR mode"):
+        resume(tmp_path / "p.h5", steps=20, swmr=True)
+    resume(tmp_path / "p.h5", steps=20, progress=False).close()
+    with open_run(tmp_path / "p.h5") as run:
+        assert not run.config["swmr"] and "backend_history" not in run.config
+    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from langevin_sim import open_run
+        run = open_run({str(tmp_path / "p.h5")!r})
+        print("open", flush=True)
+        time.sleep(60)""")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        with pytest.raises(ls.RunFileError, match="another process has .* open .a run writing "
+                                                  "it, or a reader such as open_run"):
+            resume(tmp_path / "p.h5", steps=30, progress=False)
+    finally:
+        reader.kill()
+        reader.wait()
 
 
 def test_sharpness_observer_is_recorded_and_survives_resume(tmp_path):

@@ -52,7 +52,8 @@ class Series:
 class Run:
     """An open run file. Records are lazy `Series`; `to_xarray()` loads them with labels."""
 
-    def __init__(self, path, swmr: bool = False, mode: str = "r", file: h5py.File | None = None):
+    def __init__(self, path, swmr: bool = False, mode: str = "r", file: h5py.File | None = None,
+                 latest: bool = False):
         self.path = "<memory>" if path is None else os.fspath(path)
         self._potential = None
         self.resumed_from: int | None = None  # set by `resume`: the checkpoint step it continued
@@ -64,7 +65,7 @@ class Run:
         if not h5py.is_hdf5(self.path):
             raise RunFileError(f"{self.path} is not a langevin_sim run file (not HDF5); pass a "
                                "file written by Simulation.run or `langevin-sim run`")
-        self.f = _open_file(self.path, mode, swmr)
+        self.f = _open_file(self.path, mode, swmr, latest)
         if self.f.attrs.get("format") != F.FORMAT:
             self.f.close()
             raise RunFileError(f"{self.path} is not a langevin_sim run file (no format="
@@ -264,22 +265,31 @@ class Run:
         return "\n".join(lines)
 
 
-def _plain(path: str, mode: str) -> h5py.File:
-    """h5py.File(path, mode); for writing with the alignment that `DirectRows` needs."""
-    return h5py.File(path, mode, **(ALIGN if mode != "r" else {}))
+def _plain(path: str, mode: str, latest: bool = False) -> h5py.File:
+    """h5py.File(path, mode); for writing with the alignment that `DirectRows` needs (and
+    with latest, the latest file format, which SWMR writing needs)."""
+    if mode == "r":
+        return h5py.File(path, mode)
+    return h5py.File(path, mode, libver="latest" if latest else None, **ALIGN)
 
 
-def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
+def _open_file(path: str, mode: str, swmr: bool, latest: bool = False) -> h5py.File:
     """Open `path` with h5py, turning HDF5's open failures into errors that name the fix.
 
     A file whose SWMR writer was killed is opened read-only in SWMR mode; for writing
     (`mode="r+"`, i.e. resume) its consistency flags are cleared first, once no process
-    is writing it any more (see `swmr.py`)."""
+    is writing it any more (see `swmr.py`).  latest: open for writing with the latest file
+    format (a resume that writes in SWMR mode)."""
     try:
         if swmr:
             return h5py.File(path, "r", libver="latest", swmr=True)
-        return _plain(path, mode)
+        return _plain(path, mode, latest)
     except BlockingIOError:
+        if mode != "r":
+            raise RunFileError(
+                f"another process has {path} open (a run writing it, or a reader such as "
+                "open_run in a notebook, which holds the file's lock): close it, or wait for "
+                "the run to finish or stop it, then try again") from None
         raise RunFileError(
             f"another process is writing {path} (it holds the file's lock): wait for that run "
             "to finish or stop it; to read a run while it is written, start it with --swmr "
@@ -303,7 +313,7 @@ def _open_file(path: str, mode: str, swmr: bool) -> h5py.File:
             raise RunFileError(f"{path} is being written (SWMR) by {live}; wait for it to "
                                "finish or stop it, then resume")
     swmr_file.clear_flags(path)
-    return _plain(path, mode)
+    return _plain(path, mode, latest)
 
 
 def open_run(path, swmr: bool = False) -> Run:

@@ -23,6 +23,7 @@ Simulation at record time (see its docstring).
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -191,6 +192,15 @@ class SharpnessObserver:
             raise ConfigError(f"every must be >= 1 step, got {every}")
         self.every, self.iters, self.probes = int(every), int(iters), int(probes)
         self.riemannian = riemannian
+
+    def check_record_every(self, record_every: int) -> None:
+        """ConfigError unless `every` is a multiple of the run's record spacing (otherwise it
+        would measure only every lcm(every, record_every) steps)."""
+        if self.every % record_every:
+            raise ConfigError(f"the sharpness is measured every {self.every} steps, at records: "
+                              f"with records every {record_every} steps that is every "
+                              f"{math.lcm(self.every, record_every)}; make sharpness_every "
+                              f"(SharpnessObserver's every) a multiple of {record_every}")
 
     def to_dict(self) -> dict:
         """JSON form stored in the run config, so `resume` rebuilds the observer."""

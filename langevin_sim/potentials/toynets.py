@@ -34,7 +34,7 @@ import math
 import numpy as np
 
 from .. import datasets, rng
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from .base import Potential, array_module
 
 ACTIVATIONS = {"tanh": 0, "relu": 1, "quadratic": 2}
@@ -206,12 +206,6 @@ def _activation_code(activation: str) -> int:
     if activation not in ACTIVATIONS:
         raise ConfigError(f"activation {activation!r} is not supported; use one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[activation]
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if int(value) != value or int(value) < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class _MLPLoss:
@@ -462,11 +456,11 @@ class TeacherStudentMLP(_MLPLoss, Potential):
                  init_scale: float = 1.0, n_val: int = 0, inputs=None, labels=None,
                  test_inputs=None, test_labels=None, teacher_W1=None, teacher_W2=None,
                  val_inputs=None, val_labels=None):
-        n, d_in = _positive_int("n", n), _positive_int("d_in", d_in)
-        hidden = _positive_int("hidden", hidden)
-        teacher_hidden = _positive_int("teacher_hidden", teacher_hidden)
-        n_test = _positive_int("n_test", n_test)
-        n_val = _positive_int("n_val", n_val, minimum=0)
+        n, d_in = check_int("n", n), check_int("d_in", d_in)
+        hidden = check_int("hidden", hidden)
+        teacher_hidden = check_int("teacher_hidden", teacher_hidden)
+        n_test = check_int("n_test", n_test)
+        n_val = check_int("n_val", n_val, minimum=0)
         if not noise >= 0:
             raise ConfigError(f"label noise must be >= 0, got {noise}")
         if not init_scale > 0:
@@ -595,9 +589,9 @@ class ModularArithmeticMLP(_SoftmaxHead, _MLPLoss, Potential):
     def __init__(self, p: int = 7, hidden: int = 16, train_fraction: float = 0.5,
                  embed: int | None = None, activation: str = "relu", seed: int = 0,
                  init_scale: float = 1.0, train_pairs=None, test_pairs=None):
-        p, hidden = _positive_int("p", p, 2), _positive_int("hidden", hidden)
+        p, hidden = check_int("p", p, 2), check_int("hidden", hidden)
         if embed is not None:
-            embed = _positive_int("embed", embed)
+            embed = check_int("embed", embed)
         if not 0 < train_fraction < 1:
             raise ConfigError(f"train_fraction must be in (0, 1), got {train_fraction}")
         n_train = int(round(train_fraction * p * p))
@@ -705,7 +699,7 @@ class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
                  init_scale: float = 1.0, label_corruption: float = 0.0, n_val: int = 0,
                  inputs=None, labels=None, test_inputs=None, test_labels=None, val_inputs=None,
                  val_labels=None):
-        hidden = _positive_int("hidden", hidden)
+        hidden = check_int("hidden", hidden)
         if not init_scale > 0:
             raise ConfigError(f"init_scale must be > 0, got {init_scale}")
         if not 0 <= label_corruption <= 1:
@@ -714,18 +708,24 @@ class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
         self.dataset, self.hidden, self.activation = str(dataset), hidden, activation
         self.seed, self.init_scale = int(seed), float(init_scale)
         self.label_corruption = float(label_corruption)
-        n_val = _positive_int("n_val", n_val, minimum=0)
+        n_val = check_int("n_val", n_val, minimum=0)
         if inputs is None:
             X, y = datasets.load(self.dataset)
-            n = X.shape[0] // 2 if n is None else _positive_int("n", n)
+            n = X.shape[0] // 2 if n is None else check_int("n", n)
             n_test = (X.shape[0] - n - n_val if n_test is None
-                      else _positive_int("n_test", n_test))
+                      else check_int("n_test", n_test))
             (inputs, labels, test_inputs, test_labels, val_inputs,
              val_labels) = datasets.split(X, y, n, n_test, seed, n_val)
         if val_inputs is None:
             val_inputs, val_labels = np.zeros((0, np.shape(inputs)[1])), np.zeros(0, np.int64)
         self.inputs, self.test_inputs, self.val_inputs = (
             np.ascontiguousarray(v, np.float64) for v in (inputs, test_inputs, val_inputs))
+        for name, y in (("labels", labels), ("test_labels", test_labels),
+                        ("val_labels", val_labels)):
+            y = np.asarray(y)
+            if y.size and (y.dtype.kind not in "iuf" or not np.all(np.round(y) == y)):
+                raise ConfigError(f"{name} must be integer classes 0 .. K-1, got {y.dtype} "
+                                  f"values such as {y.ravel()[:3].tolist()}")
         self.labels, self.test_labels, self.val_labels = (
             np.asarray(v).astype(np.int64) for v in (labels, test_labels, val_labels))
         if self.inputs.ndim != 2 or self.test_inputs.ndim != 2 or self.val_inputs.ndim != 2 or \
@@ -736,9 +736,11 @@ class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
         for name, a, y in (("", self.inputs, self.labels),
                            ("test_", self.test_inputs, self.test_labels),
                            ("val_", self.val_inputs, self.val_labels)):
-            if y.shape != (a.shape[0],) or (y.size and y.min() < 0):
-                raise ConfigError(f"{name}labels must be ({a.shape[0]},) classes >= 0, got "
-                                  f"{y.shape}")
+            if y.shape != (a.shape[0],):
+                raise ConfigError(f"{name}labels must have shape ({a.shape[0]},), one class per "
+                                  f"{name}inputs row, got {y.shape}")
+            if y.size and y.min() < 0:
+                raise ConfigError(f"{name}labels must be classes >= 0, got {y.min()}")
         for key, want, have in (("n", n, self.inputs.shape[0]),
                                 ("n_test", n_test, self.test_inputs.shape[0]),
                                 ("n_val", n_val or None, self.val_inputs.shape[0])):
