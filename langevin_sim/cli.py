@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
-from .errors import (DivergenceWarning, LangevinSimError, LangevinSimWarning, RunStopped,
-                     RunTerminated)
+from .errors import (DivergenceWarning, LangevinSimError, LangevinSimWarning, RunFileError,
+                     RunStopped, RunTerminated)
 
 
 def _run(a) -> int:
@@ -33,6 +34,10 @@ def _resume(a) -> int:
 def _info(a) -> int:
     from .io import open_run
 
+    if os.path.isfile(os.path.join(a.path, "scan.json")):
+        raise RunFileError(f"{a.path} is a scan directory, not a run file: summarize it with "
+                           f"python analysis/scan_summary.py {a.path} (or open_scan in Python), "
+                           "or give one of its points' files")
     with open_run(a.path) as run:
         print(run.summary())
     return 0

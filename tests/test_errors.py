@@ -183,6 +183,22 @@ def test_a_missing_extra_is_named(monkeypatch, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_info_on_a_scan_directory_points_to_the_scan_tools(tmp_path, capsys):
+    (tmp_path / "scan.json").write_text("{}")
+    assert cli(["info", str(tmp_path)]) == 2
+    line = one_error_line(capsys.readouterr().err, "langevin-sim")
+    assert "is a scan directory, not a run file" in line and "scan_summary.py" in line
+
+
+def test_classifier_train_set_too_large_says_so():
+    from langevin_sim.potentials import ClassifierMLP
+
+    pytest.importorskip("sklearn")
+    with pytest.raises(ConfigError, match="n=2000 and n_val=0 leave no test samples: the "
+                                          "'digits' data set has 1797; choose n"):
+        ClassifierMLP("digits", n=2000)
+
+
 def test_output_exists(tmp_run):
     sim = Simulation(DoubleWell(), OverdampedLangevin(), 2)
     sim.run(10, 5, out=tmp_run, progress=False).close()

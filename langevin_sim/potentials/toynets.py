@@ -712,6 +712,10 @@ class ClassifierMLP(_SoftmaxHead, _MLPLoss, Potential):
         if inputs is None:
             X, y = datasets.load(self.dataset)
             n = X.shape[0] // 2 if n is None else check_int("n", n)
+            if n_test is None and X.shape[0] - n - n_val < 1:
+                raise ConfigError(f"n={n} and n_val={n_val} leave no test samples: the "
+                                  f"{self.dataset!r} data set has {X.shape[0]}; choose n + n_val "
+                                  f"< {X.shape[0]}")
             n_test = (X.shape[0] - n - n_val if n_test is None
                       else check_int("n_test", n_test))
             (inputs, labels, test_inputs, test_labels, val_inputs,
