@@ -5,35 +5,47 @@ components, the run-file layout -- or a `Run` and a series name.  Replicas are t
 and records the draws of ArviZ; every statistic is computed per trailing component with
 `arviz_stats.base.array_stats` (rank-normalized split R-hat, nested R-hat, bulk / tail /
 mean ESS with Geyer's initial monotone sequence, MCSE, FFT autocovariance).  Units: ESS
-in samples, integrated autocorrelation times in records (x steps per record for steps).
+in samples, integrated autocorrelation times in records of the series (x steps per record
+for steps).
+
+A sparse series -- an observable recorded every k-th record, NaN for every replica at the
+records in between (SharpnessObserver's sharpness and hessian_trace) -- is analysed on the
+records where it was recorded: its records are then k run records apart.  A statistic
+undefined for a component (a constant series; R-hat of one replica; nested R-hat with fewer
+than 2 replicas per superchain) is NaN, with the reason in `SeriesDiagnostics.undefined`.
 
 `burn_in` detects the end of the initial transient with MSER (White 1997) on the
 replica-mean series.  Imports neither numba nor cupy.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 from ..io.reader import Run
 
 QUANTILES = (0.05, 0.5, 0.95)
+MIN_DRAWS = 4   # ArviZ's minimum number of draws (records) per chain (replica)
+CONSTANT_RTOL = 64 * np.finfo(float).eps   # spread / max |value| of a constant (to rounding)
 
 
 @dataclass(frozen=True)
 class Records:
-    """A recorded series with diverged replicas removed.
+    """A series at the records where it was recorded, with diverged replicas removed.
 
     values: (n, M', ...) float64; step: (n,) step of each record (the record index for a
-    bare array); dropped: replicas removed (diverged, or non-finite anywhere).
+    bare array); dropped: replicas removed (diverged, or non-finite at a kept record);
+    unrecorded: records left out because no live replica has a value there (a sparse
+    series, recorded every k-th record).
     """
 
     name: str
     values: np.ndarray
     step: np.ndarray
     dropped: int
+    unrecorded: int = 0
 
     @property
     def steps_per_record(self) -> float:
@@ -41,15 +53,22 @@ class Records:
 
     def after(self, burn: int) -> "Records":
         """The records from index `burn` on."""
-        return Records(self.name, self.values[burn:], self.step[burn:], self.dropped)
+        return replace(self, values=self.values[burn:], step=self.step[burn:])
+
+    def since(self, step: int) -> "Records":
+        """The records at steps >= `step`."""
+        return self.after(int(np.searchsorted(self.step, step)))
 
 
 def load_records(data, name: str | None = None) -> Records:
     """`Records` of an (n_records, M, ...) array or of series `name` of a `Run` (a `Records`
     is returned as is).
 
-    A run's replicas with diverged_step >= 0 are dropped; for an array, replicas holding any
-    non-finite value are (the run file writes NaN after a divergence)."""
+    Records at which every live replica is non-finite are left out (a sparse series: an
+    observable recorded every k-th record is NaN in between).  Then a run's replicas with
+    diverged_step >= 0 are dropped, and replicas non-finite at a kept record (the run file
+    writes NaN after a divergence).  For an array, all replicas diverging at one record are
+    indistinguishable from a series no longer recorded: its records up to there are kept."""
     if isinstance(data, Records):
         return data
     if isinstance(data, Run):
@@ -66,10 +85,15 @@ def load_records(data, name: str | None = None) -> Records:
         alive = np.ones(values.shape[1], bool)
         step = np.arange(values.shape[0])
         name = "series" if name is None else name
-    alive &= np.isfinite(values).reshape(values.shape[0], values.shape[1], -1).all(axis=(0, 2))
-    if not alive.any():
+    if values.size == 0:
+        raise ConfigError(f"{name!r} holds no values: shape {values.shape}")
+    finite = np.isfinite(values).reshape(values.shape[0], values.shape[1], -1).all(axis=2)
+    recorded = finite[:, alive].any(axis=1)
+    alive &= finite[recorded].all(axis=0)
+    if not (recorded.any() and alive.any()):
         raise ConfigError(f"every replica of {name!r} diverged or holds non-finite values")
-    return Records(name, values[:, alive], step, int(alive.size - alive.sum()))
+    return Records(name, values[recorded][:, alive], step[recorded],
+                   int(alive.size - alive.sum()), int(recorded.size - recorded.sum()))
 
 
 def _chains_draws(values: np.ndarray) -> np.ndarray:
@@ -82,8 +106,7 @@ def ess(values: np.ndarray, method: str = "bulk", prob=None) -> np.ndarray:
 
     method "bulk" (rank-normalized), "mean", "tail" (min of the 5% and 95% quantile ESS
     unless `prob` says otherwise), or any other `array_stats.ess` method."""
-    from arviz_stats.base import array_stats
-
+    array_stats = require("arviz_stats.base", "analysis", "convergence diagnostics").array_stats
     if method == "tail" and prob is None:
         prob = (QUANTILES[0], QUANTILES[-1])
     return np.asarray(array_stats.ess(_chains_draws(values), method=method, prob=prob))
@@ -97,17 +120,31 @@ def integrated_autocorrelation_time(values: np.ndarray) -> np.ndarray:
     return n * m / ess(values, "mean")
 
 
+COLUMNS = {"ess_bulk": "ESS bulk", "ess_tail": "ESS tail", "ess_mean": "IAT", "mcse_mean": "mcse",
+           "rhat": "R-hat", "rhat_nested": "nR-hat"}   # statistic -> its column in the table
+
+
+def _fmt(value: float, width: int, spec: str) -> str:
+    """`value` formatted as `width` + `spec`, or n/a right-aligned in `width` when NaN."""
+    return f"{'n/a':>{width}}" if np.isnan(value) else f"{value:{width}{spec}}"
+
+
 @dataclass(frozen=True)
 class SeriesDiagnostics:
     """ArviZ diagnostics of one component of one series (draws = records, chains = replicas).
 
     mean, sd, quantiles: pooled over records and replicas.  ess_*: effective sample sizes
-    (bulk, tail, of the mean).  iat = n_draws n_chains / ess_mean, in records.  mcse_mean =
-    sd / sqrt(ess_mean); mcse_quantiles: ArviZ's quantile MCSE at QUANTILES.  rhat:
-    rank-normalized split R-hat over replicas; rhat_nested: nested R-hat with `superchains`
-    groups of consecutive replicas (the remainder of M / superchains left out; NaN if
-    fewer than 2 per group).  acf: the multi-chain autocorrelation at lags 0.. (records),
-    the one ArviZ's ESS sums (so iat ~ 1 + 2 sum acf).
+    (bulk, tail, of the mean).  iat = n_draws n_chains / ess_mean, in records of the series
+    (steps_per_record steps each).  mcse_mean = sd / sqrt(ess_mean); mcse_quantiles:
+    ArviZ's quantile MCSE at QUANTILES.  rhat: rank-normalized split R-hat over replicas;
+    rhat_nested: nested R-hat with `superchains` groups of consecutive replicas (the
+    remainder of M / superchains left out).  acf: the multi-chain autocorrelation at lags
+    0.. (records), the one ArviZ's ESS sums (so iat ~ 1 + 2 sum acf).  undefined:
+    {statistic: reason} for the statistics (keys of COLUMNS) undefined here, which are NaN:
+    a constant component (spread <= CONSTANT_RTOL max |value|) has no ESS, IAT, R-hat or
+    nested R-hat (its MCSE is ~0); one whose replicas are each constant, at different
+    values, has no ESS, IAT or MCSE (R-hat inf or >> 1: not mixed); R-hat needs >= 2 replicas,
+    nested R-hat >= 2 per superchain.
     """
 
     name: str
@@ -128,6 +165,7 @@ class SeriesDiagnostics:
     rhat_nested: float
     superchains: int
     acf: np.ndarray
+    undefined: dict = field(default_factory=dict)
 
     @property
     def iat(self) -> float:
@@ -144,19 +182,23 @@ class SeriesDiagnostics:
         return f"{self.name}[{comp}]" if self.component else self.name
 
     HEADER = (f"{'series':<16} {'mean':>11} {'mcse':>9} {'sd':>9} {'ESS bulk':>9} {'ESS tail':>9}"
-              f" {'IAT[rec]':>9} {'R-hat':>7} {'nR-hat':>7}")
+              f" {'IAT[rec]':>9} {'IAT[step]':>9} {'R-hat':>7} {'nR-hat':>7}")
 
     def row(self) -> str:
-        return (f"{self.label:<16} {self.mean:11.4g} {self.mcse_mean:9.2g} {self.sd:9.3g} "
-                f"{self.ess_bulk:9.0f} {self.ess_tail:9.0f} {self.iat:9.2f} {self.rhat:7.4f} "
-                f"{self.rhat_nested:7.4f}")
+        return (f"{self.label:<16} {self.mean:11.4g} {_fmt(self.mcse_mean, 9, '.2g')} "
+                f"{self.sd:9.3g} {_fmt(self.ess_bulk, 9, '.0f')} {_fmt(self.ess_tail, 9, '.0f')} "
+                f"{_fmt(self.iat, 9, '.2f')} {_fmt(self.iat_steps, 9, '.4g')} "
+                + " ".join(_fmt(r, 7, ".1e" if r >= 1e3 else ".4f")   # stuck replicas: >> 1
+                           for r in (self.rhat, self.rhat_nested)))
 
     def table(self) -> str:
         q = "  ".join(f"q{p:g} = {v:.4g} ± {e:.2g}" for p, v, e in
                       zip(QUANTILES, self.quantiles, self.mcse_quantiles))
         return "\n".join([self.HEADER, self.row(),
-                          f"{self.n_draws} records x {self.n_chains} replicas ({self.dropped} "
-                          f"dropped), IAT = {self.iat_steps:.4g} steps; {q}"])
+                          f"{self.n_draws} records ({self.steps_per_record:g} steps apart) x "
+                          f"{self.n_chains} replicas ({self.dropped} dropped), IAT = "
+                          f"{_fmt(self.iat_steps, 0, '.4g')} steps; {q}",
+                          *undefined_notes([self])])
 
     def plot(self, ax):
         """Autocorrelation function against lag, with the AR(1) law of the same IAT."""
@@ -166,7 +208,8 @@ class SeriesDiagnostics:
         ax.plot(lag, np.sign(rho) ** lag * np.abs(rho) ** lag, "k--",
                 label=f"AR(1) with IAT {self.iat:.3g}")
         ax.axhline(0, color="0.6", lw=0.8)
-        ax.set(xlabel="lag [records]", ylabel="autocorrelation")
+        ax.set(xlabel=f"lag [records, {self.steps_per_record:g} steps each]",
+               ylabel="autocorrelation")
         ax.legend(fontsize="small")
 
 
@@ -174,51 +217,81 @@ def diagnose(data, name: str | None = None, *, burn: int = 0, superchains: int =
              max_lag: int = 50) -> tuple[SeriesDiagnostics, ...]:
     """ArviZ diagnostics of every trailing component of a series, after `burn` records.
 
-    data: (n_records, M, ...) array, or a `Run` with series `name` (diverged replicas
-    dropped).  Needs >= 4 records after burn-in (ArviZ's minimum draws) and >= 2 replicas
-    for R-hat (NaN otherwise).  Returns one `SeriesDiagnostics` per component, C order."""
-    from arviz_stats.base import array_stats
-
+    data: (n_records, M, ...) array, `Records`, or a `Run` with series `name` (diverged
+    replicas dropped; a sparse series on the records where it was recorded).  Needs >=
+    MIN_DRAWS records after burn-in.  Statistics undefined for a component are NaN, the
+    reason in its `undefined`.  Returns one `SeriesDiagnostics` per component, C order."""
+    array_stats = require("arviz_stats.base", "analysis", "convergence diagnostics").array_stats
+    if superchains < 0:
+        raise ConfigError(f"superchains must be >= 0 (0: no nested R-hat), got {superchains}")
     rec = load_records(data, name).after(int(burn))
     x = rec.values
     n, m = x.shape[:2]
-    if n < 4:
-        raise ConfigError(f"{rec.name}: {n} records after burn-in {burn}; ArviZ needs >= 4 "
-                          "(record more often, run longer or lower the burn-in)")
+    if n < MIN_DRAWS:
+        raise ConfigError(f"{rec.name}: {n} records after burn-in {burn}; ArviZ needs >= "
+                          f"{MIN_DRAWS} (record more often, run longer or lower the burn-in)")
     cd = _chains_draws(x)
     per_group = m // superchains if superchains > 0 else 0
-    if per_group >= 2:
-        ids = np.repeat(np.arange(superchains), per_group)
-        nested = array_stats.rhat_nested(cd[..., : ids.size, :], superchain_ids=ids)
-    else:
-        nested = np.full(x.shape[2:], np.nan)
-    stats = {
-        "mean": x.mean(axis=(0, 1)), "sd": x.std(axis=(0, 1), ddof=1),
-        "ess_bulk": ess(x, "bulk"), "ess_tail": ess(x, "tail"), "ess_mean": ess(x, "mean"),
-        "mcse_mean": array_stats.mcse(cd, method="mean"),
-        "rhat": array_stats.rhat(cd) if m >= 2 else np.full(x.shape[2:], np.nan),
-        "rhat_nested": nested,
-    }
+    with np.errstate(divide="ignore", invalid="ignore"):    # 0 / 0 where undefined: see below
+        if per_group >= 2:
+            ids = np.repeat(np.arange(superchains), per_group)
+            nested = array_stats.rhat_nested(cd[..., : ids.size, :], superchain_ids=ids)
+        else:
+            nested = np.full(x.shape[2:], np.nan)
+        stats = {
+            "mean": x.mean(axis=(0, 1)), "sd": x.std(axis=(0, 1), ddof=1),
+            "ess_bulk": ess(x, "bulk"), "ess_tail": ess(x, "tail"), "ess_mean": ess(x, "mean"),
+            "mcse_mean": array_stats.mcse(cd, method="mean"),
+            "rhat": array_stats.rhat(cd) if m >= 2 else np.full(x.shape[2:], np.nan),
+            "rhat_nested": nested,
+        }
+        mcse_q = np.stack([array_stats.mcse(cd, method="quantile", prob=p) for p in QUANTILES],
+                          -1)
+        acf = _multichain_acf(cd, min(max_lag, n - 1) + 1)
     quant = np.moveaxis(np.quantile(x, QUANTILES, axis=(0, 1)), 0, -1)
-    mcse_q = np.stack([array_stats.mcse(cd, method="quantile", prob=p) for p in QUANTILES], -1)
-    lags = min(max_lag, n - 1) + 1
-    acf = _multichain_acf(cd, lags)
     out = []
     for idx in np.ndindex(x.shape[2:]):
+        s = {k: float(np.asarray(v)[idx]) for k, v in stats.items()}
+        why = _undefined(x[(slice(None), slice(None)) + idx], s, superchains)
+        s.update(dict.fromkeys(why, np.nan))
         out.append(SeriesDiagnostics(
-            rec.name, idx, n, m, rec.dropped, rec.steps_per_record,
-            **{k: float(np.asarray(v)[idx]) for k, v in stats.items()},
+            rec.name, idx, n, m, rec.dropped, rec.steps_per_record, **s,
             quantiles=quant[idx], mcse_quantiles=mcse_q[idx],
-            superchains=superchains if per_group >= 2 else 0, acf=acf[idx]))
+            superchains=superchains if per_group >= 2 else 0, acf=acf[idx], undefined=why))
     return tuple(out)
+
+
+def _undefined(v: np.ndarray, stats: dict, superchains: int) -> dict[str, str]:
+    """{statistic: reason} for the statistics of one component's (n, M) values `v` that are
+    undefined, given ArviZ's values `stats`; in COLUMNS order."""
+    m = v.shape[1]
+    why = {}
+    if m < 2:
+        why["rhat"] = "1 replica; R-hat compares >= 2"
+    if superchains == 0:
+        why["rhat_nested"] = "no superchains (superchains = 0)"
+    elif m // superchains < 2:
+        why["rhat_nested"] = (f"{m} replicas in {superchains} superchains; nested R-hat needs "
+                              ">= 2 replicas per superchain")
+    tol = CONSTANT_RTOL * np.abs(v).max()
+    if np.ptp(v) <= tol:
+        for k in ("ess_bulk", "ess_tail", "ess_mean", "rhat", "rhat_nested"):
+            why.setdefault(k, f"constant (every value is {v.flat[0]:.6g} up to rounding)")
+    elif (np.ptp(v, axis=0) <= tol).all():
+        for k in ("ess_bulk", "ess_tail", "ess_mean", "mcse_mean"):
+            why[k] = ("each replica constant, at different values: no within-replica "
+                      "variance (replicas not mixed: R-hat >> 1)")
+    for k in COLUMNS:
+        if np.isnan(stats[k]):               # e.g. split halves constant (n odd)
+            why.setdefault(k, "0 / 0 in ArviZ: no variance within or between split replicas")
+    return {k: why[k] for k in COLUMNS if k in why}
 
 
 def _multichain_acf(cd: np.ndarray, lags: int) -> np.ndarray:
     """Multi-chain autocorrelation (Vehtari et al. 2021, eq. 10) of (..., M, n) draws, the
     one ArviZ's ESS sums: rho_t = 1 - (W - mean_m acov_m(t)) / var+, with W the mean
     within-chain variance and var+ = W (n-1)/n + Var_m(chain means)."""
-    from arviz_stats.base import array_stats
-
+    array_stats = require("arviz_stats.base", "analysis", "convergence diagnostics").array_stats
     n = cd.shape[-1]
     acov = np.asarray(array_stats.autocov(cd, axis=-1)).mean(axis=-2)[..., :lags]
     w = acov[..., :1] * n / (n - 1)
@@ -226,9 +299,24 @@ def _multichain_acf(cd: np.ndarray, lags: int) -> np.ndarray:
     return 1 - (w - acov) / (w * (n - 1) / n + chain_var)
 
 
+def undefined_notes(results) -> list[str]:
+    """One line per reason some statistic of `results` is undefined (n/a in the table): its
+    columns, the rows it concerns ("every row" when all do) and the reason."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        cols: dict[str, list[str]] = {}
+        for stat, why in r.undefined.items():
+            cols.setdefault(why, []).append(COLUMNS[stat])
+        for why, c in cols.items():
+            groups.setdefault((", ".join(c), why), []).append(r.label)
+    return [f"n/a {c} of {'every row' if 1 < len(rows) == len(results) else ', '.join(rows)}: "
+            f"{why}" for (c, why), rows in groups.items()]
+
+
 def diagnostics_table(results) -> str:
-    """One header and one row per `SeriesDiagnostics` in `results`."""
-    return "\n".join([SeriesDiagnostics.HEADER] + [r.row() for r in results])
+    """One header and one row per `SeriesDiagnostics` in `results`, then `undefined_notes`."""
+    return "\n".join([SeriesDiagnostics.HEADER] + [r.row() for r in results]
+                     + undefined_notes(results))
 
 
 @dataclass(frozen=True)
