@@ -13,7 +13,8 @@ from langevin_sim import Simulation, open_run
 from langevin_sim.analysis.escape import (BETA_MONITORING, analyze_run, arrhenius_fit,
                                           double_well_landmarks, escape_rate, escape_summary,
                                           kaplan_meier, kramers_rate, mfpt_1d, monitoring_shift,
-                                          waiting_times, waiting_times_from_records)
+                                          summarize_escape, waiting_times,
+                                          waiting_times_from_records)
 from langevin_sim.dynamics import OverdampedLangevin, UnderdampedLangevin
 from langevin_sim.first_passage import FirstPassage, HalfSpace
 from langevin_sim.potentials import DoubleWell
@@ -154,6 +155,42 @@ def test_records_fallback_equals_the_observer_at_record_every_step(tmp_path):
         rec = waiting_times_from_records(run, HalfSpace([1.0], 0.0, "right"))
         assert rec.resolution == 0.5 and np.all(rec.time[obs.event] >= obs.time[obs.event])
         assert "from records" in analyze_run(run, region=HalfSpace([1.0], 0.0, "right")).table()
+
+
+def test_records_give_an_upper_bound_and_no_verdict(tmp_path, capsys, monkeypatch):
+    """Overdamped double well at T = 0.5 (512 replicas, both wells, NumPy), records every 250
+    steps (0.5 time units): replicas enter and leave between records, so the record-based
+    entry times are >= the observer's on the same paths, elementwise, and their MFPT is far
+    above it (measured 7.1 +- 0.7 against 4.39 +- 0.35, the observer within 1.6 SE of the
+    quadrature 4.91).  The verdict calls it an upper bound and compares nothing, unless the
+    bound lies below the quadrature; the script says how to attach the observer."""
+    import dataclasses
+    import runpy
+
+    with double_well_run(tmp_path / "obs.h5", 0.5, 512, 2e-3, 2000, backend="numpy", seed=7,
+                         record_every=250, init=None) as run:
+        obs = analyze_run(run)
+    path = tmp_path / "rec.h5"     # the same paths without the observer
+    Simulation(DoubleWell(d=1), OverdampedLangevin(2e-3, 0.5), 512, backend="numpy",
+               seed=7).run(2000, 250, out=path, progress=False).close()
+    with open_run(path) as run:
+        assert run.first_passage is None
+        rec = analyze_run(run, region=HalfSpace([1.0], 0.0, "right"))
+    assert obs.agrees and np.array_equal(obs.waiting.replica, rec.waiting.replica)
+    assert np.all(rec.waiting.time >= obs.waiting.time)
+    assert np.all(obs.waiting.event >= rec.waiting.event)
+    assert rec.rate.mfpt > obs.rate.mfpt + 3 * obs.rate.mfpt_se
+    assert rec.bound and rec.agrees is None and rec.quadrature == pytest.approx(obs.quadrature)
+    text = summarize_escape([rec]).table()
+    assert "is only an upper bound" in text and "first_passage=FirstPassage" in text
+    assert "AGREES" not in text and "DISAGREES" not in text and " bound\n" in text
+    low = dataclasses.replace(rec, quadrature=rec.rate.mfpt + 4 * rec.rate.mfpt_se)
+    assert low.agrees is False and "DISAGREES with the quadrature" in low.verdict()
+    monkeypatch.setattr(sys, "argv", ["escape.py", str(path), "--png", str(tmp_path / "e.png")])
+    runpy.run_path(os.path.join(ROOT, "analysis", "escape.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "upper bound" in out and "AGREES" not in out and "DISAGREES" not in out, out
+    assert "--set start=left --set first_passage=true" in out
 
 
 def test_simulated_escape_matches_the_exact_mfpt(tmp_path):

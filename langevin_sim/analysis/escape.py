@@ -5,9 +5,12 @@ Data.  `waiting_times(run, label)` takes a run's per-step first-passage observer
 start outside the region are at risk, an entry at step n is an event at time t = n * dt,
 and a replica that has not entered by the last step (or diverged first) is right-censored
 there.  `waiting_times_from_records(run, region)` does the same from the recorded positions
-when no observer was attached: the event is the first *record* inside, so times are upper
-bounds, late by up to the record spacing (`resolution`), and excursions between records
-are missed.
+when no observer was attached: the event is the first *record* inside, an upper bound on
+the entry time that can be late by many record spacings, not at most one: a replica that
+enters and leaves again between two records is found inside only at a later record, or
+never (then it is censored).  Each record-based time is >= the observer's on the same path
+and fewer entries are seen, so the MFPT from records is >= the observer's estimate: an
+upper bound on the first-passage time, not an estimate of it.
 
 Estimators (all on (time, event) pairs):
 
@@ -75,8 +78,9 @@ class WaitingTimes:
 
     time (n,) float64: entry time where `event`, else the censoring time (time units =
     steps x step size); event (n,) bool; replica (n,) global ids; x0 (n, d) starting
-    positions (None when not recorded); resolution: time resolution of the entries (one step
-    for the observer, the record spacing from records); source "observer" | "records".
+    positions (None when not recorded); resolution: one step for the observer, the record
+    spacing from records (there entries can be late by many spacings: the times are upper
+    bounds); source "observer" | "records".
     """
 
     time: np.ndarray
@@ -101,7 +105,9 @@ class WaitingTimes:
     def table(self) -> str:
         t = self.time[self.event]
         med = f"{np.median(t):.4g}" if t.size else "-"
-        return (f"region {self.label!r} ({self.source}, resolution {self.resolution:.3g}): "
+        how = (f"observer, resolution {self.resolution:.3g}" if self.source == "observer" else
+               f"records every {self.resolution:.3g}: entry times are upper bounds")
+        return (f"region {self.label!r} ({how}): "
                 f"{self.n} replicas at risk ({self.n_started_inside} started inside), "
                 f"{self.events} entered (median time {med}), {self.n - self.events} censored "
                 f"at <= {self.time.max() if self.n else float('nan'):.4g}")
@@ -166,10 +172,10 @@ def waiting_times(run, label: str | None = None) -> WaitingTimes:
 
 def waiting_times_from_records(run, region) -> WaitingTimes:
     """Entry times into `region` (a HalfSpace or Ball of `langevin_sim.first_passage`) from
-    the recorded positions: the first record inside (an upper bound on the entry, late by
-    up to the record spacing, given as `resolution`); replicas inside at the first record
-    (which must be step 0) are not at risk; the others are censored at the last record (or
-    the last record before they diverged)."""
+    the recorded positions: the first record inside, an upper bound on the entry that can
+    be many record spacings late (entries followed by exits between records are missed);
+    replicas inside at the first record (which must be step 0) are not at risk; the others
+    are censored at the last record (or the last record before they diverged)."""
     from ..first_passage import FirstPassage
 
     if "positions" not in run.names:
@@ -615,10 +621,11 @@ class EscapeAnalysis:
     for DoubleWell runs with an axis-aligned half-space, the predictions.
 
     quadrature: the exact overdamped MFPT (`mfpt_1d`) averaged over the at-risk replicas'
-    starting points, with the boundary moved by `monitoring_shift` (the observer checks once
-    per step; records: none, their resolution is stated instead); quadrature_continuous
-    without that shift; kramers: the `KramersRate` (None when not a DoubleWell);
-    kramers_mfpt its MFPT to the region's boundary; z = (mfpt - quadrature) / mfpt_se."""
+    starting points, with the boundary moved by `monitoring_shift` (the chain is checked
+    once per step); quadrature_continuous without that shift; kramers: the `KramersRate`
+    (None when not a DoubleWell); kramers_mfpt its MFPT to the region's boundary; z =
+    (mfpt - quadrature) / mfpt_se.  From records the MFPT is an upper bound (`bound`): only
+    z < -3 (below the quadrature) is a disagreement, anything else tests nothing."""
 
     name: str
     temperature: float
@@ -640,27 +647,47 @@ class EscapeAnalysis:
         return (self.rate.mfpt - self.quadrature) / self.rate.mfpt_se
 
     @property
+    def bound(self) -> bool:
+        """True when the waiting times come from records: the MFPT is then an upper bound."""
+        return self.waiting.source == "records"
+
+    @property
     def agrees(self) -> bool | None:
-        """|z| <= 3 (None when there is no quadrature to compare with)."""
-        return None if self.z is None else abs(self.z) <= 3.0
+        """|z| <= 3; from records False when z < -3, else None (a bound tests nothing above
+        it); None when there is no quadrature to compare with."""
+        if self.z is None:
+            return None
+        if self.bound:
+            return False if self.z < -3.0 else None
+        return abs(self.z) <= 3.0
 
     def verdict(self) -> str:
         if self.rate.events == 0:
             return (f"verdict: {self.name}: no replica entered {self.waiting.label!r}; rate < "
                     f"{self.rate.upper:.3g} ({self.rate.confidence:.0%})")
+        mfpt = f"{self.rate.mfpt:.4g} +- {self.rate.mfpt_se:.2g}"
+        if self.bound:
+            head = (f"verdict: {self.name}: from records (no first-passage observer) the MFPT "
+                    f"{mfpt} is only an upper bound (each record-based entry time is >= the "
+                    "true one)")
+            if self.agrees is False:
+                return (f"{head}, yet it lies below the quadrature {self.quadrature:.4g} "
+                        f"(z = {self.z:+.2f}): DISAGREES with the quadrature")
+            quad = "" if self.z is None else f", not compared with the quadrature {self.quadrature:.4g}"
+            return (f"{head}{quad}; for first-passage times rerun with "
+                    "Simulation(..., first_passage=FirstPassage(...))")
         if self.z is None:
-            return (f"verdict: {self.name}: MFPT {self.rate.mfpt:.4g} +- {self.rate.mfpt_se:.2g} "
-                    "(no exact prediction for this run)")
+            return f"verdict: {self.name}: MFPT {mfpt} (no exact prediction for this run)"
         word = "AGREES with" if self.agrees else "DISAGREES with"
-        return (f"verdict: {self.name}: simulated MFPT {self.rate.mfpt:.4g} +- "
-                f"{self.rate.mfpt_se:.2g} {word} the quadrature {self.quadrature:.4g} "
-                f"(z = {self.z:+.2f})")
+        return (f"verdict: {self.name}: simulated MFPT {mfpt} {word} the quadrature "
+                f"{self.quadrature:.4g} (z = {self.z:+.2f})")
 
     def table(self, verdict: bool = True) -> str:
         fmt = (lambda v: "n/a" if v is None else f"{v:.5g}")
+        sim = "upper bound (records)" if self.bound else "simulated"
         lines = [f"== {self.name}: T = {self.temperature:g}, dt = {self.dt:g}, {self.dynamics}",
                  self.waiting.table(), self.rate.table(),
-                 f"MFPT: simulated {self.rate.mfpt:.5g} +- {self.rate.mfpt_se:.2g} | quadrature "
+                 f"MFPT: {sim} {self.rate.mfpt:.5g} +- {self.rate.mfpt_se:.2g} | quadrature "
                  f"{fmt(self.quadrature)} (continuous time {fmt(self.quadrature_continuous)}) | "
                  f"Kramers {fmt(self.kramers_mfpt)}"]
         if self.kramers is not None:
@@ -696,8 +723,9 @@ def analyze_run(run, label: str | None = None, confidence: float = 0.95, region=
     else:
         wt = waiting_times_from_records(run, region)
         reg = region.to_dict()
-        notes.append(f"from records: entry times are the first record inside, late by up to "
-                     f"{wt.resolution:g} (the record spacing)")
+        notes.append("from records: an entry time is the first record inside (records every "
+                     f"{wt.resolution:g}), late by one or many spacings (entries followed by "
+                     "exits between records are missed); the MFPT is an upper bound")
     surv = kaplan_meier(wt, confidence=confidence)
     rate = escape_rate(wt, confidence=confidence)
     cfg = run.config
@@ -726,13 +754,12 @@ def analyze_run(run, label: str | None = None, confidence: float = 0.95, region=
             if wt.x0 is None:
                 notes.append("starting positions not recorded: quadrature from the minimum")
             U = (lambda y: pot.marginal_energy(sign * y))  # noqa: E731
-            shift = monitoring_shift(T, dt) if wt.source == "observer" else 0.0
+            shift = monitoring_shift(T, dt)
             x0s = sign * x0
             quad_c = float(np.mean(mfpt_1d(U, T, x0s, b)))
             quad = float(np.mean(mfpt_1d(U, T, x0s, b + shift)))
-            if wt.source == "observer":
-                notes.append(f"quadrature boundary moved by the per-step monitoring shift "
-                             f"0.5826 sqrt(2 T dt) = {shift:.3g}")
+            notes.append(f"quadrature boundary moved by the per-step monitoring shift "
+                         f"0.5826 sqrt(2 T dt) = {shift:.3g}")
         else:
             notes.append("exact quadrature is for overdamped dynamics; compare with Kramers")
     elif wt.events == 0:
@@ -757,7 +784,10 @@ class EscapeSummary:
     def verdict(self) -> list[str]:
         out = [r.verdict() for r in self.runs]
         a = self.arrhenius
-        if a is not None and self.barrier is not None:
+        if a is not None and any(r.bound for r in self.runs):
+            out.append(f"verdict: Arrhenius barrier {a.barrier:.4g} +- {a.barrier_se:.2g} from "
+                       "record-based MFPT upper bounds: no test of the barrier")
+        elif a is not None and self.barrier is not None:
             z = (a.barrier - self.barrier) / a.barrier_se
             out.append(f"verdict: Arrhenius barrier {a.barrier:.4g} +- {a.barrier_se:.2g} "
                        f"{'AGREES with' if abs(z) <= 3 else 'DISAGREES with'} the potential's "
@@ -773,7 +803,8 @@ class EscapeSummary:
             du = r.kramers.barrier / r.temperature if r.kramers else float("nan")
             q = f"{r.quadrature:10.4g}" if r.quadrature is not None else f"{'n/a':>10}"
             k = f"{r.kramers_mfpt:10.4g}" if r.kramers_mfpt is not None else f"{'n/a':>10}"
-            z = f"{r.z:+6.2f}" if r.z is not None else f"{'':>6}"
+            z = (f"{'':>6}" if r.z is None else f"{'bound':>6}" if r.bound and r.agrees is None
+                 else f"{r.z:+6.2f}")
             ci = f"[{r.rate.lower:.4g}, {r.rate.upper:.4g}]"
             rows.append(f"{r.name[-16:]:>16} {r.temperature:7.4g} {du:6.3g} {r.rate.n:6d} "
                         f"{r.rate.events:6d} {r.rate.rate:10.4g} {ci:>21} {r.rate.mfpt:10.4g} "
