@@ -180,3 +180,65 @@ def test_results_tables_and_plots():
     assert "k = 70 of n = 5000" in h.table()
     assert len(hp.table().splitlines()) == hp.ks.size + 1
     assert "alpha = 2.000 (exact" in k.table()
+
+
+def test_verdict_when_kesten_predicts_light_tails_and_when_it_predicts_a_power_law(tmp_path):
+    """d = 1, batch 1 on 200 rows with max a^2 = 6.50: at lr = 0.2 every |1 - lr a^2| <= 1, so
+    the exact Kesten index is infinite (light tails); at lr = 0.6 it is 3.152.  8192 replicas
+    x 3 records each.  Light: Hill's index (measured 20.1 +- 1.6) is > 2 by >= 3 se:
+    CONSISTENT; Pareto(1.5) samples against the same prediction are INCONSISTENT, Pareto(2)
+    ones UNDECIDED.  Power law: Hill matches 3.152 (measured 3.25 +- 0.26), and the light
+    run's samples against it are INCONSISTENT.  The script prints the light verdict."""
+    from langevin_sim import open_run
+    from langevin_sim.analysis.tails import TailComparison
+
+    res = {}
+    for lr in (0.2, 0.6):
+        path = tmp_path / f"sgd_lr{lr}.h5"
+        pot = LinearRegression(n=200, d=1, noise=0.5, seed=1)
+        Simulation(pot, SGD(lr=lr, batch_size=1, replacement=True), 8192, backend="numpy",
+                   init="zeros", seed=2).run(800, record_every=200, out=path).close()
+        with open_run(path) as run:
+            res[lr] = run_tail_index(run, records=3)
+    light, power = res[0.2], res[0.6]
+    assert light.kesten.method == "exact" and light.kesten.alpha == np.inf and light.light
+    assert light.consistent and light.z >= 3, light.table()
+    assert "light tails predicted" in light.table() and "CONSISTENT" in light.table()
+    assert light.hill_plot.reference is None
+    for alpha, word in ((1.5, "INCONSISTENT"), (2.0, "UNDECIDED")):
+        x = np.random.default_rng(9).pareto(alpha, size=24_576) + 1.0
+        tc = TailComparison(hill(x), light.kesten, hill_plot(x))
+        assert not tc.consistent and f": {word} (" in tc.verdict(), tc.verdict()
+    assert not power.light and abs(power.kesten.alpha - 3.152) < 1e-3
+    assert power.consistent and "CONSISTENT (|z| <= 3)" in power.table(), power.table()
+    wrong = TailComparison(light.hill, power.kesten, light.hill_plot)
+    assert not wrong.consistent and "INCONSISTENT (|z| <= 3)" in wrong.table()
+    png = tmp_path / "light.png"
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "analysis", "tails.py"),
+                          str(tmp_path / "sgd_lr0.2.h5"), "--records", "3", "--png", str(png)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert "light tails predicted" in out.stdout and ": CONSISTENT (no heavy tail" in out.stdout
+
+
+def test_run_tail_index_checks_records_and_diverged_runs(tmp_path):
+    """records outside 1..n_records and an all-diverged run are ConfigErrors naming the fix."""
+    from langevin_sim import open_run
+    from langevin_sim.errors import ConfigError
+
+    path = tmp_path / "sgd.h5"
+    Simulation(LinearRegression(n=50, d=1, noise=0.5, seed=1), SGD(lr=0.2, batch_size=1),
+               64, backend="numpy", seed=2).run(40, record_every=20, out=path).close()
+    with open_run(path) as run:
+        for bad in (0, -3, 4):
+            with pytest.raises(ConfigError, match=r"records must be in 1\.\.3 \(the run has 3 "):
+                run_tail_index(run, records=bad)
+    with pytest.raises(ConfigError, match="needs >= 3 finite samples, got 2"):
+        hill([1.0, 2.0, np.nan])
+    path = tmp_path / "div.h5"
+    with pytest.warns(Warning, match="8 of 8 replicas diverged"):
+        Simulation(LinearRegression(n=50, d=1, noise=0.5, seed=1), SGD(lr=5.0, batch_size=1),
+                   8, backend="numpy", seed=2).run(200, record_every=100, out=path).close()
+    with open_run(path) as run:
+        with pytest.raises(ConfigError, match="all 8 replicas diverged.*smaller learning rate"):
+            run_tail_index(run)

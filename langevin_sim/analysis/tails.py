@@ -95,6 +95,8 @@ def hill(samples, k: int | None = None) -> HillEstimate:
     standard deviation for independent samples).  k defaults to `default_k(n)`."""
     s = _positive(samples)
     n = s.size
+    if n < 3:
+        raise ConfigError(f"Hill needs >= 3 finite samples, got {n}")
     k = default_k(n) if k is None else int(k)
     if not 2 <= k < n or s[k] <= 0:
         raise ConfigError(f"k must be in 2..{n - 1} with X_(k+1) > 0 for {n} samples, got k={k}")
@@ -289,8 +291,13 @@ def kesten_alpha(A, lr: float, batch_size: int = 1, alpha_max: float = 64.0, wal
 # -- runs -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TailComparison:
-    """Hill estimate of |x - x*| at stationarity against Kesten's alpha: z = (Hill - Kesten) /
-    sqrt(se_H^2 + se_K^2), consistent when |z| <= 3."""
+    """Hill estimate of |x - x*| at stationarity against Kesten's alpha.
+
+    Finite Kesten alpha: z = (Hill - Kesten) / sqrt(se_H^2 + se_K^2), consistent when
+    |z| <= 3.  Infinite (`light`: no power law): Hill's index of a light tail is finite and
+    grows as k shrinks, so it has no target; what the theory fixes exactly is h(2) < 0, a
+    finite variance (any power-law index >= 2).  Then z = (Hill - 2) / se_H: consistent
+    when z >= 3, inconsistent when z <= -3, undecided in between."""
 
     hill: HillEstimate
     kesten: KestenIndex
@@ -298,17 +305,38 @@ class TailComparison:
     note: str = ""
 
     @property
+    def light(self) -> bool:
+        """Kesten's alpha is infinite: light tails predicted."""
+        return not np.isfinite(self.kesten.alpha)
+
+    @property
     def z(self) -> float:
+        if self.light:
+            return (self.hill.alpha - 2.0) / self.hill.se
         return (self.hill.alpha - self.kesten.alpha) / np.hypot(self.hill.se, self.kesten.se)
 
     @property
     def consistent(self) -> bool:
-        return bool(abs(self.z) <= 3)
+        return bool(self.z >= 3 if self.light else abs(self.z) <= 3)
+
+    def verdict(self) -> str:
+        if not self.light:
+            return (f"z = {self.z:.2f}: {'CONSISTENT' if self.consistent else 'INCONSISTENT'} "
+                    "(|z| <= 3)")
+        head = (f"light tails predicted (Kesten alpha = inf: no power law; exact h(2) = "
+                f"{self.kesten.h2:.4f}: finite variance); measured Hill alpha = "
+                f"{self.hill.alpha:.3f} +- {self.hill.se:.3f}")
+        if self.consistent:
+            return (f"{head}, above 2 by z = {self.z:+.2f} se: CONSISTENT (no heavy tail; a "
+                    "light tail's Hill index is finite and grows as k shrinks)")
+        if self.z <= -3:
+            return (f"{head}, below 2 by z = {self.z:+.2f} se: INCONSISTENT (a tail heavier "
+                    "than the finite variance allows)")
+        return (f"{head}, within 3 se of 2 (z = {self.z:+.2f}): UNDECIDED (more samples "
+                "needed)")
 
     def table(self) -> str:
-        lines = [self.hill.table(), self.kesten.table(),
-                 f"z = {self.z:.2f}: {'CONSISTENT' if self.consistent else 'INCONSISTENT'} "
-                 "(|z| <= 3)"]
+        lines = [self.hill.table(), self.kesten.table(), self.verdict()]
         return "\n".join(lines + ([self.note] if self.note else []))
 
     def plot(self, ax):
@@ -339,10 +367,16 @@ def run_tail_index(run, records: int = 1, k: int | None = None, **kesten_kw) -> 
     if "positions" not in run.names:
         raise ConfigError("the run recorded no positions; rerun it with record_positions true")
     n = run.n_records
-    x = np.asarray(run.positions[n - int(records):], np.float64)
-    x = x[:, run.diverged_step < 0]
+    if not 1 <= int(records) <= n:
+        raise ConfigError(f"records must be in 1..{n} (the run has {n} records), got {records}")
+    alive = run.diverged_step < 0
+    if not alive.any():
+        raise ConfigError(f"all {alive.size} replicas diverged: no samples; rerun with a smaller "
+                          "learning rate")
+    x = np.asarray(run.positions[n - int(records):], np.float64)[:, alive]
     r = np.linalg.norm(x - pot.minimizer(), axis=2)
     kes = kesten_alpha(pot.A, float(dyn["lr"]["start"]), int(dyn["batch_size"]), **kesten_kw)
     note = "" if dyn["replacement"] else ("note: batches are per-epoch permutations, not i.i.d. "
                                           "(replacement=false): Kesten's alpha is approximate")
-    return TailComparison(hill(r, k), kes, hill_plot(r, reference=kes.alpha), note)
+    ref = kes.alpha if np.isfinite(kes.alpha) else None
+    return TailComparison(hill(r, k), kes, hill_plot(r, reference=ref), note)
