@@ -244,3 +244,28 @@ def test_basins_script_on_flat_vs_sharp(tmp_path):
     rgb = img[..., :3]
     assert (rgb.max(axis=-1) - rgb.min(axis=-1) > 0.1).mean() > 0.01, "no coloured curves"
     assert (rgb.max(axis=-1) < 0.3).mean() > 0.002, "no axes or text drawn"
+
+
+def test_run_occupancy_refuses_zero_temperature_before_quenching(tmp_path):
+    """A zero-temperature SGD run (the quick teacher-student net, 161 weights, whose quench
+    ran > 60 s before the temperature was checked) is refused at once, naming sgd_basins;
+    an explicit temperature <= 0 likewise; AdamW (no temperature) too."""
+    import time
+
+    out = tmp_path / "ts.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "teacher_student.py"), [], out=out, quick=True,
+                 progress=False).close()
+    with open_run(out) as run:
+        t = time.perf_counter()
+        with pytest.raises(ConfigError, match=r"need a temperature > 0; this run's is 0 \(SGD "
+                                              r"without Langevin noise\)\.  For SGD runs use "
+                                              r"langevin_sim\.analysis\.sgd_basins"):
+            run_occupancy(run)
+        assert time.perf_counter() - t < 2
+        with pytest.raises(ConfigError, match="need a temperature > 0; got -1"):
+            run_occupancy(run, temperature=-1)
+    out = tmp_path / "adamw.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "grokking.py"), [], out=out, quick=True,
+                 progress=False).close()
+    with open_run(out) as run, pytest.raises(ConfigError, match="AdamW dynamics has no temp"):
+        run_occupancy(run)

@@ -648,6 +648,14 @@ def run_occupancy(run, basins: Basins | None = None, method: str = "quench", tai
         raise ConfigError(f"method must be 'quench', 'nearest' or 'observable', got {method!r}")
     pot = run.potential
     T = constant_temperature(run.config) if temperature is None else float(temperature)
+    if not T > 0:
+        got = (f"this run's is {T:g} ({run.config['dynamics']['class']} without Langevin "
+               "noise)" if temperature is None else f"got {temperature}")
+        raise ConfigError(
+            f"Boltzmann basin weights need a temperature > 0; {got}.  For SGD runs use "
+            "langevin_sim.analysis.sgd_basins: basin_noise (each basin's matched temperature, "
+            "to pass as run_occupancy(run, temperature=...)), label_occupancy, "
+            "blowtorch_occupancy (analysis/notebooks/claim2b_flat_minima_sgd.ipynb)")
     idx = np.arange(run.n_records) if records is None else np.arange(run.n_records)[records]
     if basins is None:
         basins = default_basins(pot, T, **quench_kw)

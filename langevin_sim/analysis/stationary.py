@@ -91,8 +91,14 @@ def fit_marginal(samples: np.ndarray, energy_1d, temperature: float, bins: int =
 
 
 def constant_temperature(config: dict) -> float:
-    """The constant temperature of a run's dynamics (ConfigError if it is scheduled)."""
-    t = config["dynamics"]["temperature"]
+    """The constant temperature of a run's dynamics (energy units); ConfigError if it is
+    scheduled or the dynamics has none (AdamW)."""
+    dyn = config["dynamics"]
+    t = dyn.get("temperature")
+    if t is None:
+        raise ConfigError(f"the run's {dyn['class']} dynamics has no temperature; this analysis "
+                          "needs a run at a constant temperature (Langevin dynamics, or SGD with "
+                          "temperature > 0)")
     if t["kind"] != "constant":
         raise ConfigError("the run's temperature is scheduled; pass the temperature explicitly")
     return float(t["start"])
