@@ -16,14 +16,28 @@ import numpy as np  # noqa: E402
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis import run_marginal_fit  # noqa: E402
 from langevin_sim.analysis.scan import save_figure  # noqa: E402
+from langevin_sim.analysis.stationary import boltzmann_bin_probabilities  # noqa: E402
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+    return parse
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
-    ap.add_argument("--records", type=int, default=1,
-                    help="pool the last K records (space them beyond the correlation time)")
-    ap.add_argument("--bins", type=int, default=40)
+    ap.add_argument("--records", type=int_at_least(1), default=1,
+                    help="pool the last K >= 1 records (space them beyond the correlation time)")
+    ap.add_argument("--bins", type=int_at_least(1), default=40, help="histogram bins (>= 1)")
     ap.add_argument("--png", help="figure path (default: next to the run, *_stationary.png)")
     a = ap.parse_args(argv)
     try:
@@ -36,13 +50,16 @@ def main(argv=None):
     except LangevinSimError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    y = np.linspace(fit.edges[1], fit.edges[-2], 400)
-    dens = np.exp(-(pot.marginal_energy(y) - pot.marginal_energy(y).min()) / T)
-    dens /= np.trapezoid(dens, y) / (fit.expected[1:-1].sum() / fit.n)
+    # the figure bins the samples on their own range (the fit's merged bins may hold no
+    # finite interval); the exact density is normalized on the whole line
+    edges = np.histogram_bin_edges(x.ravel(), bins=a.bins)
+    y = np.linspace(edges[0], edges[-1], 400)
+    u = pot.marginal_energy(y)
+    dens = np.exp(-(u - u.min()) / T)
+    mass = boltzmann_bin_probabilities(pot.marginal_energy, T, edges[[0, -1]])[0]
+    dens *= mass / np.trapezoid(dens, y)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist(x.ravel(), bins=fit.edges[1:-1], density=False,
-            weights=np.full(x.size, 1.0 / (x.size * np.diff(fit.edges[1:-1]).mean())),
-            alpha=0.5, label="sampled")
+    ax.hist(x.ravel(), bins=edges, density=True, alpha=0.5, label="sampled")
     ax.plot(y, dens, "k-", label=r"exact $e^{-U/T}/Z$")
     ax.set(xlabel="x", ylabel="density", title=f"T = {T}: chi2/dof = {fit.chi2:.1f}/{fit.dof}, p = {fit.p_value:.2g}")
     ax.legend()

@@ -55,10 +55,16 @@ def fit_marginal(samples: np.ndarray, energy_1d, temperature: float, bins: int =
 
     Samples must be independent (e.g. distinct replicas at one record, or records spaced
     beyond the correlation time).  Bins with fewer than `min_expected` expected counts are
-    merged into their neighbours; samples outside [lo, hi] form two tail bins.
+    merged into their neighbours; samples outside [lo, hi] form two tail bins.  ConfigError
+    when bins < 1 or the samples are too few for >= 2 merged bins (a test with >= 1 dof).
     """
+    if int(bins) < 1:
+        raise ConfigError(f"bins must be >= 1, got {bins}")
     s = np.asarray(samples, dtype=np.float64).ravel()
     s = s[np.isfinite(s)]
+    if s.size < 2 * min_expected:
+        raise ConfigError(f"{s.size} finite samples are too few for a chi-square test (it needs "
+                          f">= {2 * min_expected:g}: two bins of >= {min_expected:g} expected)")
     lo = np.quantile(s, 0.001) if lo is None else lo
     hi = np.quantile(s, 0.999) if hi is None else hi
     edges = np.linspace(lo, hi, bins + 1)
@@ -80,10 +86,13 @@ def fit_marginal(samples: np.ndarray, energy_1d, temperature: float, bins: int =
             e_m.append(acc_e)
             ed.append(full_edges[k + 1])
             acc_c = acc_e = 0.0
-    if acc_e > 0:
+    if acc_e > 0 and c_m:
         c_m[-1] += acc_c
         e_m[-1] += acc_e
         ed[-1] = full_edges[-1]
+    if len(c_m) < 2:
+        raise ConfigError(f"{n} samples fill fewer than 2 bins of >= {min_expected:g} expected "
+                          "counts: no chi-square test; pool more records or run more replicas")
     c_m, e_m = np.array(c_m), np.array(e_m)
     chi2 = float(np.sum((c_m - e_m) ** 2 / e_m))
     dof = len(c_m) - 1
@@ -125,7 +134,12 @@ def run_marginal_fit(run, record: int = -1, temperature: float | None = None, bi
                           "true (--set record_positions=true)")
     T = constant_temperature(run.config) if temperature is None else temperature
     n = run.n_records
+    if not 1 <= records <= n:
+        raise ConfigError(f"records must be in 1..{n} (the run has {n} records), got {records}")
     sel = slice(n - records, n) if record == -1 else slice(record, record + 1)
     alive = run.diverged_step < 0
+    if not alive.any():
+        raise ConfigError(f"all {alive.size} replicas diverged: nothing to fit; rerun with a "
+                          "smaller step")
     x = run.positions[sel][:, alive, :]
     return fit_marginal(x, pot.marginal_energy, T, bins=bins)

@@ -1,0 +1,55 @@
+"""Stationary marginals: the checks of `fit_marginal`, `run_marginal_fit` and
+`constant_temperature` (the fit itself is tested in test_analysis_scripts.py)."""
+import warnings
+
+import numpy as np
+import pytest
+
+from langevin_sim import Simulation
+from langevin_sim.analysis.stationary import (constant_temperature, fit_marginal,
+                                              run_marginal_fit)
+from langevin_sim.dynamics import OverdampedLangevin
+from langevin_sim.errors import ConfigError
+from langevin_sim.potentials import DoubleWell
+
+
+def test_constant_temperature_of_dynamics_without_one():
+    assert constant_temperature({"dynamics": {"class": "OverdampedLangevin", "temperature": {
+        "kind": "constant", "start": 0.5}}}) == 0.5
+    with pytest.raises(ConfigError, match="the run's AdamW dynamics has no temperature; this "
+                                          "analysis needs a run at a constant temperature"):
+        constant_temperature({"dynamics": {"class": "AdamW", "lr": {"kind": "constant"}}})
+
+
+def test_fit_marginal_refuses_too_few_samples_and_bins():
+    """No samples, 3 samples, 39 samples (< two bins of 20 expected) and bins = 0 are
+    ConfigErrors; 200 samples fit without warnings."""
+    U = DoubleWell(d=1).marginal_energy
+    for n in (0, 3, 39):
+        with pytest.raises(ConfigError, match=f"{n} finite samples are too few"):
+            fit_marginal(np.full(n, 0.5), U, 0.5)
+    g = np.random.default_rng(1)
+    x = g.choice([-1.0, 1.0], 200) + 0.3 * g.normal(size=200)
+    with pytest.raises(ConfigError, match="bins must be >= 1, got 0"):
+        fit_marginal(x, U, 0.5, bins=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_marginal(x, U, 0.5)
+    assert fit.n == 200 and fit.dof >= 1
+
+
+def test_run_marginal_fit_checks_records_and_divergence(tmp_path):
+    """records outside 1..n_records and an all-diverged run are ConfigErrors naming the fix."""
+    run = Simulation(DoubleWell(d=1), OverdampedLangevin(2e-3, 0.5), 64, backend="numpy",
+                     seed=1).run(40, 20, out=tmp_path / "dw.h5", progress=False)
+    for bad in (0, -3, 4):
+        with pytest.raises(ConfigError, match=r"records must be in 1\.\.3 \(the run has 3 "):
+            run_marginal_fit(run, records=bad)
+    run.close()
+    with pytest.warns(Warning, match="diverged"):
+        run = Simulation(DoubleWell(d=1), OverdampedLangevin(0.5, 0.5), 16, backend="numpy",
+                         seed=1).run(200, 100, out=tmp_path / "div.h5", progress=False)
+    with pytest.raises(ConfigError, match="all 16 replicas diverged: nothing to fit; rerun with "
+                                          "a smaller step"):
+        run_marginal_fit(run)
+    run.close()
