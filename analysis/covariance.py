@@ -25,10 +25,24 @@ from langevin_sim.analysis.covariance import (compare_covariance,  # noqa: E402
 from langevin_sim.analysis.scan import save_figure  # noqa: E402
 
 
+def burn_arg(text: str):
+    """--burn: 'auto' or a number of records >= 0."""
+    if text == "auto":
+        return text
+    try:
+        burn = int(text)
+    except ValueError:
+        burn = -1
+    if burn < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of records >= 0, "
+                                         f"got {text!r}")
+    return burn
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
-    ap.add_argument("--burn", default="auto",
+    ap.add_argument("--burn", default="auto", type=burn_arg,
                     help="records to drop, or 'auto' for the MSER burn-in (default)")
     ap.add_argument("--png", help="figure path (default: next to the run, *_covariance.png)")
     a = ap.parse_args(argv)
@@ -37,8 +51,7 @@ def main(argv=None):
             cfg = run.config
             dyn = cfg["dynamics"]
             laws = predicted_laws(run)
-            cmp = compare_covariance(run, laws[0], laws[1:],
-                                     burn=a.burn if a.burn == "auto" else int(a.burn))
+            cmp = compare_covariance(run, laws[0], laws[1:], burn=a.burn)
             print(f"{a.run}: {type(run.potential).__name__} (d = {run.potential.d}), "
                   f"{dyn['class']}, {cfg['replicas']} replicas, steps {run.steps_done}")
             print(cmp.table())

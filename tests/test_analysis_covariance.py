@@ -20,7 +20,7 @@ from langevin_sim.analysis.covariance import (StationaryLaw, baoab_law, compare_
                                               gaussian_marginal_fits, gaussian_w2, gibbs_energy_fit,
                                               gibbs_law, lyapunov_gap, predicted_laws,
                                               sample_moments, sgd_law, sgd_lyapunov_law)
-from langevin_sim.dynamics import SGD, OverdampedLangevin, Schedule, UnderdampedLangevin
+from langevin_sim.dynamics import SGD, AdamW, OverdampedLangevin, Schedule, UnderdampedLangevin
 from langevin_sim.dynamics.langevin import baoab_coeffs, baoab_first
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import DoubleWell, LinearRegression, Quadratic
@@ -326,6 +326,12 @@ def test_predicted_laws_choices():
         predicted_laws((q, OverdampedLangevin(step=Schedule("linear", 0.1, 0.01, 100))))
     with pytest.raises(ConfigError, match="no predicted stationary law for DoubleWell"):
         predicted_laws((DoubleWell(d=2), OverdampedLangevin(step=0.1)))
+    with pytest.raises(ConfigError, match="no predicted stationary law for Quadratic with AdamW"):
+        predicted_laws((q, AdamW(lr=0.1)))        # AdamW has no temperature
+    x = np.random.default_rng(0).normal(size=(8, 16, 2))
+    for bad in (-1, "abc", 1.5):
+        with pytest.raises(ConfigError, match="burn must be 'auto' or a number of records >= 0"):
+            compare_covariance(x, StationaryLaw("N(0, I)", np.zeros(2), np.eye(2), ""), burn=bad)
     with pytest.raises(ConfigError, match="mean-square"):
         sgd_law(pot, 3.0, batch_size=2)
     with pytest.raises(ConfigError, match="batch orders"):

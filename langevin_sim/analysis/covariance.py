@@ -585,6 +585,12 @@ def predicted_laws(source) -> tuple[StationaryLaw, ...]:
         record_every = int(source.config["record_every"])
     else:
         pot, dyn = source
+    if not (isinstance(pot, Quadratic) and isinstance(dyn, (OverdampedLangevin,
+                                                             UnderdampedLangevin, SGD))
+            or isinstance(pot, LinearRegression) and isinstance(dyn, SGD)):
+        raise ConfigError(f"no predicted stationary law for {type(pot).__name__} with "
+                          f"{type(dyn).__name__}; supported: Quadratic with OverdampedLangevin, "
+                          "UnderdampedLangevin or full-batch SGD, LinearRegression with SGD")
     for key in ("step", "lr", "temperature"):
         s = getattr(dyn, key, None)
         if s is not None and s.kind != "constant":
@@ -596,39 +602,36 @@ def predicted_laws(source) -> tuple[StationaryLaw, ...]:
         return (euler_maruyama_law(pot.H, eta, T, pot.center), gibbs_law(pot.H, T, pot.center))
     if isinstance(pot, Quadratic) and isinstance(dyn, UnderdampedLangevin):
         return (baoab_law(pot.H, dyn.step.start, T, dyn.mass, pot.center),)
-    if isinstance(pot, (Quadratic, LinearRegression)) and isinstance(dyn, SGD):
-        kw = dict(batch_size=dyn.batch_size, momentum=dyn.momentum,
-                  weight_decay=dyn.weight_decay, temperature=T)
-        lr = dyn.lr.start
-        if dyn.label_noise or dyn.grad_noise:      # exact law only (no continuous analogue here)
-            nkw = dict(kw, label_noise=dyn.label_noise, grad_noise=dyn.grad_noise)
-            if dyn.batch_size is None or dyn.sampling != "epoch":
-                return (sgd_law(pot, lr, sampling=dyn.sampling if dyn.batch_size else "iid",
-                                **nkw),)
-            laws = [sgd_law(pot, lr, sampling="subset", **nkw)]
-            if record_every is not None and record_every % (pot.n_samples // dyn.batch_size) == 0:
-                try:
-                    laws.insert(0, sgd_law(pot, lr, sampling="epoch", **nkw))
-                except ConfigError:
-                    pass
-            return tuple(laws)
-        if dyn.sampling == "iid" or dyn.batch_size is None:
-            return (sgd_law(pot, lr, **kw), sgd_lyapunov_law(pot, lr, **kw))
-        if dyn.sampling == "subset":
-            return (sgd_law(pot, lr, sampling="subset", **kw), sgd_law(pot, lr, **kw),
-                    sgd_lyapunov_law(pot, lr, sampling="subset", **kw))
-        laws = [sgd_law(pot, lr, sampling="subset", **kw), sgd_law(pot, lr, **kw),
-                sgd_lyapunov_law(pot, lr, sampling="subset", **kw)]
-        per_epoch = pot.n_samples // dyn.batch_size
-        if record_every is not None and record_every % per_epoch == 0:
+    # SGD on Quadratic or LinearRegression
+    kw = dict(batch_size=dyn.batch_size, momentum=dyn.momentum,
+              weight_decay=dyn.weight_decay, temperature=T)
+    lr = dyn.lr.start
+    if dyn.label_noise or dyn.grad_noise:      # exact law only (no continuous analogue here)
+        nkw = dict(kw, label_noise=dyn.label_noise, grad_noise=dyn.grad_noise)
+        if dyn.batch_size is None or dyn.sampling != "epoch":
+            return (sgd_law(pot, lr, sampling=dyn.sampling if dyn.batch_size else "iid",
+                            **nkw),)
+        laws = [sgd_law(pot, lr, sampling="subset", **nkw)]
+        if record_every is not None and record_every % (pot.n_samples // dyn.batch_size) == 0:
             try:
-                laws.insert(0, sgd_law(pot, lr, sampling="epoch", **kw))
-            except ConfigError:       # too many batch orders to enumerate
+                laws.insert(0, sgd_law(pot, lr, sampling="epoch", **nkw))
+            except ConfigError:
                 pass
         return tuple(laws)
-    raise ConfigError(f"no predicted stationary law for {type(pot).__name__} with "
-                      f"{type(dyn).__name__}; supported: Quadratic with OverdampedLangevin, "
-                      "UnderdampedLangevin or full-batch SGD, LinearRegression with SGD")
+    if dyn.sampling == "iid" or dyn.batch_size is None:
+        return (sgd_law(pot, lr, **kw), sgd_lyapunov_law(pot, lr, **kw))
+    if dyn.sampling == "subset":
+        return (sgd_law(pot, lr, sampling="subset", **kw), sgd_law(pot, lr, **kw),
+                sgd_lyapunov_law(pot, lr, sampling="subset", **kw))
+    laws = [sgd_law(pot, lr, sampling="subset", **kw), sgd_law(pot, lr, **kw),
+            sgd_lyapunov_law(pot, lr, sampling="subset", **kw)]
+    per_epoch = pot.n_samples // dyn.batch_size
+    if record_every is not None and record_every % per_epoch == 0:
+        try:
+            laws.insert(0, sgd_law(pot, lr, sampling="epoch", **kw))
+        except ConfigError:       # too many batch orders to enumerate
+            pass
+    return tuple(laws)
 
 
 # --------------------------------------------------------------- sampled moments
@@ -856,6 +859,8 @@ def compare_covariance(data, law: StationaryLaw, alternatives=(), *, name: str =
     y = (x - law.mean) @ basis
     if burn == "auto":
         burn = burn_in(np.concatenate([y, y ** 2], axis=2)).record
+    elif not (isinstance(burn, (int, np.integer)) and burn >= 0):
+        raise ConfigError(f"burn must be 'auto' or a number of records >= 0, got {burn!r}")
     y = y[int(burn):]
     if y.shape[0] < 4:
         raise ConfigError(f"{y.shape[0]} records after burn-in {burn}; need >= 4 (run longer)")
