@@ -8,6 +8,7 @@ and plots mean energy (with standard errors) against KEY (default: the first sca
 one line per value of the other scan keys.
 """
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from langevin_sim import ConfigError, LangevinSimError  # noqa: E402
 from langevin_sim.analysis.scan import (energy_summary, gather, reduce_repeats,  # noqa: E402
                                         save_figure)
 from langevin_sim.scan import open_scan  # noqa: E402
@@ -28,12 +30,19 @@ def main(argv=None):
                     help="fraction of the records dropped as burn-in (default 0.5)")
     ap.add_argument("--png", help="figure path (default DIR/scan_summary.png)")
     a = ap.parse_args(argv)
-    scan = open_scan(a.dir)
-    print(scan.describe())
-    x = a.x or scan.keys[0]
-    if x not in scan.keys:
-        ap.error(f"--x {x}: not a scan key; this scan varies {scan.keys}")
-    red = reduce_repeats(gather(scan, energy_summary, burn=a.burn))
+    try:
+        if not 0 <= a.burn < 1:
+            raise ConfigError(f"--burn {a.burn:g}: the fraction of records dropped must be in "
+                              "[0, 1)")
+        scan = open_scan(a.dir)
+        print(scan.describe())
+        x = a.x or scan.keys[0]
+        if x not in scan.keys:
+            ap.error(f"--x {x}: not a scan key; this scan varies {scan.keys}")
+        red = reduce_repeats(gather(scan, energy_summary, burn=a.burn))
+    except LangevinSimError as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
     table = red.to_dataframe().reset_index()
     keys = [k for k in scan.keys if k in table.columns]
     table = table[keys + ["energy_mean", "energy_se", "n_repeat"]].sort_values(keys)
