@@ -16,9 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from langevin_sim import LangevinSimError, open_run  # noqa: E402
-from langevin_sim.analysis.drift import (run_density, run_drift, run_time_to_target,  # noqa: E402
-                                         run_traces)
+from langevin_sim import ConfigError, LangevinSimError, open_run  # noqa: E402
+from langevin_sim.analysis.drift import (has_default_coordinate, run_density,  # noqa: E402
+                                         run_drift, run_time_to_target, run_traces)
 from langevin_sim.analysis.scan import save_figure  # noqa: E402
 
 
@@ -46,8 +46,15 @@ def main(argv=None):
     a = ap.parse_args(argv)
     region = None if a.no_region else (tuple(a.region) if a.region else "auto")
     try:
+        for flag, pair in (("--target", a.target), ("--region", a.region)):
+            if pair is not None and not pair[0] <= pair[1]:
+                raise ConfigError(f"{flag} LO HI needs LO <= HI, got {pair[0]:g} {pair[1]:g}")
         with open_run(a.run) as run:
             pot = run.potential
+            if a.coordinate is None and not has_default_coordinate(run):
+                raise ConfigError("no manifold coordinate: the run has no 's' record and is no "
+                                  "Valley run with positions; pass --coordinate NAME, one of its "
+                                  f"recorded series: {', '.join(run.names)}")
             fit = run_drift(run, a.coordinate, a.t_min, a.t_max, region)
             target = tuple(a.target) if a.target else default_target(pot)
             fp = None if target is None else run_time_to_target(run, target, a.coordinate)

@@ -275,3 +275,23 @@ def test_sgd_versus_langevin_on_the_same_manifold():
     assert "SGD" in cmp.table() and "Langevin" in cmp.table()
     assert sgd.v / sgd.v_se < -20 and abs(sgd.v / v_pred - 1) < 0.15   # first order in t
     assert abs(lang.v / lang.v_se) < 4
+
+
+def test_reversed_intervals_and_a_missing_coordinate_are_refused(tmp_path):
+    """A target or region with lo > hi is a ConfigError; a run with neither `s` nor a Valley
+    has no default coordinate, and the error names the Python keyword (the script's names
+    its flag: test_analysis_script_errors.py)."""
+    from langevin_sim.analysis.drift import has_default_coordinate, manifold_coordinate
+    from langevin_sim.potentials import DoubleWell
+
+    t, s = np.arange(5.0), np.zeros((5, 3))
+    with pytest.raises(ConfigError, match=r"target must be \(lo, hi\) with lo <= hi, got \(5, 1\)"):
+        time_to_target(t, s, (5, 1))
+    with pytest.raises(ConfigError, match=r"region must be \(lo, hi\) with lo <= hi"):
+        fit_drift(t, s, region=(5, 1))
+    run = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 0.5), 4, backend="numpy",
+                     seed=1).run(20, 10, out=tmp_path / "dw.h5", progress=False)
+    assert not has_default_coordinate(run)
+    with pytest.raises(ConfigError, match="no manifold coordinate.*pass coordinate= a recorded"):
+        manifold_coordinate(run)
+    run.close()

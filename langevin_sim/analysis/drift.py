@@ -129,6 +129,8 @@ def fit_drift(times, s, t_min: float | None = None, t_max: float | None = None,
     diverged replica) are not counted; see the module docstring for the estimators.
     """
     t, s = _as_series(times, s)
+    if region is not None and not region[0] <= region[1]:
+        raise ConfigError(f"region must be (lo, hi) with lo <= hi, got {tuple(region)}")
     lo_t = t[0] if t_min is None else t_min
     hi_t = t[-1] if t_max is None else t_max
     w = (t >= lo_t) & (t <= hi_t)
@@ -231,6 +233,8 @@ def time_to_target(times, s, target: tuple[float, float]) -> TimeToTarget:
     (use +-inf for a one-sided target); censored at each replica's last finite record."""
     t, s = _as_series(times, s)
     lo, hi = (float(b) for b in target)
+    if not lo <= hi:
+        raise ConfigError(f"target must be (lo, hi) with lo <= hi, got ({lo:g}, {hi:g})")
     inside = (s >= lo) & (s <= hi)
     hit = inside.any(axis=0)
     finite = np.isfinite(s)
@@ -384,6 +388,13 @@ def trace(times, values, name: str = "observable") -> Trace:
 
 # ----------------------------------------------------------------------------- runs
 
+def has_default_coordinate(run: Run) -> bool:
+    """Whether `manifold_coordinate(run)` finds a coordinate without being told one: a
+    recorded `s`, or a Valley run with recorded positions."""
+    return "s" in run.names or ("positions" in run.names
+                                and type(run.potential).__name__ == "Valley")
+
+
 def manifold_coordinate(run: Run, coordinate: str | Callable | None = None) -> np.ndarray:
     """The coordinate (n_records, M) of a run, NaN for diverged replicas' records.
 
@@ -406,7 +417,7 @@ def manifold_coordinate(run: Run, coordinate: str | Callable | None = None) -> n
             raise ConfigError(f"the run recorded no {name!r}; recorded series: {names}")
         s = np.asarray(run[name], np.float64)
         s = s.reshape(s.shape[0], s.shape[1], -1)[:, :, 0]
-    elif "positions" in names and type(run.potential).__name__ == "Valley":
+    elif has_default_coordinate(run):
         pos = run.positions
         s = np.stack([run.potential.observables(np.asarray(pos[j], np.float64))["s"]
                       for j in range(run.n_records)])
@@ -431,7 +442,8 @@ def default_region(run: Run) -> tuple[float, float] | None:
     lo, hi = pot.bounds[0] + m, pot.bounds[1] - m
     if not lo < hi:
         raise ConfigError(f"the walls at {pot.bounds} are closer than twice the margin {m:.3g} "
-                          "(records too sparse); pass region= explicitly")
+                          "(records too sparse); pass region=(lo, hi) or region=None "
+                          "(analysis/drift.py: --region LO HI or --no-region)")
     return (lo, hi)
 
 
