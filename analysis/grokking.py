@@ -2,7 +2,8 @@
 
 usage: python analysis/grokking.py RUN.h5 | SCAN_DIR [--train-threshold A] [--test-threshold A]
        [--png PATH]
-Reads a run of scenarios/grokking.py or a scan directory of them (DIR/points/*.h5), prints
+Reads a run of scenarios/grokking.py (or any run recording train and test accuracy and the
+weight norm) or a scan directory of them (DIR/points/*.h5), prints
 per point the fraction of fitted replicas that generalized, the Kaplan-Meier median steps
 to fit, and the median delay from fit to generalization +- bootstrap se (censored replicas
 kept), the weight norm and sharpness at both times, then the fit of median delay =
@@ -42,7 +43,9 @@ def main(argv=None):
         print(p.table())
     print(points_table(points))
     S = [p.summary() for p in points]
-    done = [s for s in S if np.isfinite(s["delay_median"]) and np.isfinite(s["delay_se"])]
+    # the log-log fit and panel take points with lr wd > 0 and a median delay > 0 with an error
+    done = [s for s in S if s["lr_wd"] > 0 and 0 < s["delay_median"] < np.inf
+            and 0 < s["delay_se"] < np.inf]
     spread = len({s["lr_wd"] for s in done}) >= 2
     fit = delay_scaling(done) if len(done) >= 3 and spread else None
     if fit is not None:
@@ -54,8 +57,9 @@ def main(argv=None):
         print(f"verdict: the {len(done)} points with a median delay share lr wd = "
               f"{done[0]['lr_wd']:.3g}: no 1/(lr wd) fit (it needs points at two or more values)")
     else:
-        print(f"verdict: {len(done)} of {len(S)} points have a median delay (more than half of the "
-              "fitted replicas generalized); the 1/(lr wd) fit needs 3 of them")
+        print(f"verdict: {len(done)} of {len(S)} points have weight decay and a positive median "
+              "delay with an error (more than half of the fitted replicas generalized); the "
+              "1/(lr wd) fit needs 3 of them")
     fig, ax = plt.subplots(1, 4, figsize=(16, 3.6))
     for p in points:
         p.plot(ax[:3])
