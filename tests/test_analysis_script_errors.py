@@ -1,0 +1,151 @@
+"""The analysis scripts on runs they cannot analyse or with bad options: exit status 2 and one
+line on stderr naming what is wrong and what to do, fast, with no traceback or warning; and
+the grokking script's figure on a run without weight decay draws no warning."""
+import os
+import runpy
+import sys
+import time
+import warnings
+from unittest import mock
+
+import pytest
+
+from langevin_sim.scenario import run_scenario
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+RUNS = {   # name: (scenario, settings), quick presets
+    "adamw": ("grokking.py", []),
+    "sgd_t0": ("teacher_student.py", []),
+    "dw": ("double_well.py", []),
+    "diverged": ("double_well.py", ["step=0.5"]),
+    "few_alive": ("double_well.py", ["replicas=64", "steps=200", "record_every=50",
+                                     "step=0.2"]),
+    "quadratic": ("quadratic.py", []),
+    "sgd_b1": ("sgd_least_squares.py", ["batch_size=1", "replicas=256", "steps=200"]),
+    "valley": ("valley_drift.py", []),
+    "classifier": ("classifier.py", ["dataset=iris"]),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One quick run file per entry of RUNS (about 8 s in all, NumPy backends)."""
+    d = tmp_path_factory.mktemp("runs")
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # the diverged runs warn when written
+        for name, (scenario, sets) in RUNS.items():
+            out[name] = d / f"{name}.h5"
+            run_scenario(os.path.join(ROOT, "scenarios", scenario), sets, out=out[name],
+                         quick=True, progress=False).close()
+    return out
+
+
+def script(name, argv, capsys):
+    """Run analysis/NAME.py's main(argv) in-process, warnings as errors: (status, stdout,
+    stderr)."""
+    main = runpy.run_path(os.path.join(ROOT, "analysis", f"{name}.py"))["main"]
+    with warnings.catch_warnings(), mock.patch.object(sys, "argv", [f"{name}.py"]):
+        warnings.simplefilter("error")
+        try:
+            main([str(a) for a in argv])
+            status = 0
+        except SystemExit as e:
+            status = e.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def one_line_error(name, argv, capsys, *parts):
+    """The script exits with status 2 and a last stderr line '<name>.py: error: ...' holding
+    every one of `parts` (argparse prints its usage above its own errors)."""
+    status, _, err = script(name, argv, capsys)
+    lines = err.strip().splitlines()
+    assert status == 2 and lines, err
+    assert lines[-1].startswith(f"{name}.py: error: "), err
+    assert all(not line.startswith(("Traceback", "  ")) for line in lines[:-1]
+               if not line.startswith("usage:")), err
+    for part in parts:
+        assert part in lines[-1], err
+    return lines[-1]
+
+
+def test_basins_refuses_runs_without_a_positive_temperature_at_once(runs, capsys):
+    """AdamW has no temperature; zero-temperature SGD (a 161-weight teacher-student net,
+    whose quench took > 60 s before failing) is refused before any quench, naming
+    langevin_sim.analysis.sgd_basins."""
+    one_line_error("basins", [runs["adamw"]], capsys,
+                   "AdamW dynamics has no temperature", "constant temperature")
+    t = time.perf_counter()
+    one_line_error("basins", [runs["sgd_t0"]], capsys, "need a temperature > 0",
+                   "this run's is 0 (SGD without Langevin noise)",
+                   "langevin_sim.analysis.sgd_basins", "basin_noise")
+    assert time.perf_counter() - t < 5
+
+
+def test_covariance_refuses_unsupported_runs_and_bad_burn_in(runs, capsys):
+    one_line_error("covariance", [runs["adamw"]], capsys,
+                   "no predicted stationary law for ModularArithmeticMLP with AdamW",
+                   "supported: Quadratic")
+    for bad in ("abc", "-1", "1.5"):
+        one_line_error("covariance", [runs["quadratic"], f"--burn={bad}"], capsys,
+                       "argument --burn: expected 'auto' or a number of records >= 0",
+                       repr(bad))
+
+
+def test_scan_summary_on_a_run_file(runs, capsys):
+    one_line_error("scan_summary", [runs["dw"]], capsys, "holds no scan",
+                   "langevin-sim scan --out DIR")
+    one_line_error("scan_summary", [runs["dw"], "--burn", "1"], capsys,
+                   "--burn 1: the fraction of records dropped must be in [0, 1)")
+
+
+def test_stationary_refuses_diverged_runs_and_bad_counts(runs, capsys, tmp_path):
+    """All replicas diverged, 3 of 64 alive (too few to bin), --records or --bins < 1,
+    --records beyond the run: one line each.  A run with 55 of 64 alive fits without
+    warnings."""
+    one_line_error("stationary", [runs["diverged"]], capsys, "all 512 replicas diverged",
+                   "smaller step")
+    one_line_error("stationary", [runs["few_alive"]], capsys,
+                   "3 finite samples are too few for a chi-square test")
+    for flag, value in (("--records", "0"), ("--records", "-3"), ("--bins", "0")):
+        one_line_error("stationary", [runs["dw"], flag, value], capsys,
+                       f"argument {flag}: expected an integer >= 1, got '{value}'")
+    one_line_error("stationary", [runs["dw"], "--records", "30"], capsys,
+                   "records must be in 1..9 (the run has 9 records), got 30")
+    path = tmp_path / "some_diverged.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_scenario(os.path.join(ROOT, "scenarios", "double_well.py"),
+                     ["replicas=64", "steps=200", "record_every=50", "step=0.15",
+                      "backend=numpy"], out=path, progress=False).close()
+    status, out, err = script("stationary", [path, "--png", tmp_path / "s.png"], capsys)
+    assert status == 0 and err == "" and "n = 55" in out, err
+
+
+def test_tails_records_below_one(runs, capsys):
+    one_line_error("tails", [runs["sgd_b1"], "--records", "0"], capsys,
+                   "argument --records: expected an integer >= 1, got '0'")
+    one_line_error("tails", [runs["sgd_b1"], "--records", "100"], capsys,
+                   "records must be in 1..")
+
+
+def test_drift_refuses_reversed_intervals_and_names_the_flag(runs, capsys):
+    one_line_error("drift", [runs["valley"], "--target", "5", "1"], capsys,
+                   "--target LO HI needs LO <= HI, got 5 1")
+    one_line_error("drift", [runs["valley"], "--region", "5", "1"], capsys,
+                   "--region LO HI needs LO <= HI, got 5 1")
+    line = one_line_error("drift", [runs["dw"]], capsys, "no manifold coordinate",
+                          "pass --coordinate NAME", "energy, positions")
+    assert "coordinate=" not in line
+
+
+def test_grokking_on_a_classifier_run_without_weight_decay(runs, capsys, tmp_path):
+    """A classifier run has lr wd = 0 and a zero median delay: no point for the log-log
+    delay panel or fit, said in the verdict, and no log-scale warning."""
+    status, out, err = script("grokking", [runs["classifier"], "--png", tmp_path / "g.png"],
+                              capsys)
+    assert status == 0 and err == "", err
+    assert "verdict: 0 of 1 points have weight decay and a positive median delay" in out
+    assert (tmp_path / "g.png").stat().st_size > 0
