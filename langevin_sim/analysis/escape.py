@@ -673,7 +673,8 @@ class EscapeAnalysis:
             if self.agrees is False:
                 return (f"{head}, yet it lies below the quadrature {self.quadrature:.4g} "
                         f"(z = {self.z:+.2f}): DISAGREES with the quadrature")
-            quad = "" if self.z is None else f", not compared with the quadrature {self.quadrature:.4g}"
+            quad = ("" if self.z is None else
+                    f", not compared with the quadrature {self.quadrature:.4g}")
             return (f"{head}{quad}; for first-passage times rerun with "
                     "Simulation(..., first_passage=FirstPassage(...))")
         if self.z is None:
