@@ -1,8 +1,9 @@
 """First passage into labelled regions, updated after every step (not only at records).
 
-Records resolve an escape only to the record spacing; `FirstPassage` is updated by the
-backend after every step, per replica and region, from the positions alone (it draws no
-random numbers and changes no trajectory).  Regions, each with a label:
+From records an escape is found only at the first record inside, which can be many record
+spacings late (a replica can enter and leave again between two records); `FirstPassage` is
+updated by the backend after every step, per replica and region, from the positions alone
+(it draws no random numbers and changes no trajectory).  Regions, each with a label:
 
     HalfSpace(normal, offset, label)   {x : normal . x > offset}  (the double well's barrier
                                         crossing: HalfSpace([1], 0, "right"), or along x_1)

@@ -5,8 +5,11 @@ finite-sum loss L(w) = 1/(2n) sum_i (a_i . w - y_i)^2 of a synthetic regression 
 The iterates settle into a stationary law around the least-squares solution whose second
 moment is known exactly (`analysis/covariance.py`: the exact discrete law for i.i.d. batches,
 independent subsets or, for small n, the engine's epoch reshuffling, next to the continuous
-Lyapunov approximation of Mandt et al.), and with batch_size=1 its tails are power laws of
-Kesten's index (`analysis/tails.py`).  Defaults: replacement (i.i.d. batches), d = 4.
+Lyapunov approximation of Mandt et al.), and with batch_size=1 and a learning rate at which
+some lr |a_i|^2 > 2 its tails are power laws of Kesten's index (`analysis/tails.py`, e.g.
+--set d=1 --set n=200 --set batch_size=1 --set lr=0.6); at the defaults (d = 4, lr = 0.1)
+every lr |a_i|^2 < 2, every step contracts and the tails are light (Kesten's index is
+infinite).  Defaults: replacement (i.i.d. batches), d = 4.
 
 Claim 1 of docs/results.md ("SGD samples exp(-L/T)") uses two more switches.  `spectrum`
 whitens the Gaussian inputs and rescales them so that the Hessian H = A^T A / n is exactly
