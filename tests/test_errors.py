@@ -162,22 +162,16 @@ def test_output_path_that_cannot_be_a_file(tmp_path):
 
 
 def test_a_missing_extra_is_named(monkeypatch, tmp_path):
-    """An optional package missing: one error naming the extra, before a scan writes files."""
-    import builtins
-
+    """An optional package missing: one error naming the extra, before a scan writes files
+    (None in sys.modules makes an import fail, whether or not another test imported it)."""
     from langevin_sim.errors import MissingExtraError, require
     from langevin_sim.scan import run_scan
 
     with pytest.raises(MissingExtraError, match=r"X needs no_such_module, which is not "
                                                 r"installed: pip install -e \"\.\[analysis\]\""):
         require("no_such_module", "analysis", "X")
-    real_import = builtins.__import__
-
-    def no_dask(name, *a, **k):
-        if name.split(".")[0] in ("distributed", "dask"):
-            raise ImportError(name=name)
-        return real_import(name, *a, **k)
-    monkeypatch.setattr(builtins, "__import__", no_dask)
+    for name in ("distributed", "dask"):
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingExtraError, match=r"needs distributed.*\.\[scan\]"):
         run_scan(DOUBLE_WELL, grid={"temperature": [0.5, 1.0]}, out=tmp_path / "s", workers=2)
     assert not (tmp_path / "s").exists()

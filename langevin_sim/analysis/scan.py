@@ -5,10 +5,12 @@ scan (a `langevin_sim.scan.Scan`, from `open_scan(DIR)`) and returns a Dataset w
 dimension per grid key, one ``zip`` dimension for keys varied together (those keys become
 coordinates along it), and ``repeat``; points that did not finish are NaN.  Imports
 neither numba, dask nor `langevin_sim.scan` (whose `Scan.summarize` calls `gather`);
-xarray and pandas are imported when called.
+xarray and pandas are imported when called.  Also the analysis scripts' small helpers:
+run files of a path, figure paths, `save_figure`, the argparse type `int_at_least`.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,19 @@ def save_figure(fig, png=None, next_to=None, name: str = "figure", dpi: int = 80
     plt.close(fig)
     print(f"figure: {png}")
     return png
+
+
+def int_at_least(low: int):
+    """An argparse type for the analysis scripts: an integer >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+    return parse
 
 
 def energy_summary(run, burn: float = 0.5) -> dict:
