@@ -157,6 +157,33 @@ def test_run_grokking_reads_norms_and_sharpness_at_the_fit_and_generalization_re
     assert "3/3 fitted" in g.table() and "2 generalized" in g.table()
 
 
+def test_sharpness_panel_is_logarithmic_only_while_every_curve_is_positive():
+    """Two points on the same axes: positive sharpness gives a log axis; a second point
+    whose median sharpness is negative (a saddle's top eigenvalue) turns it linear, with no
+    log-scale warning."""
+    import warnings
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(0, 1001, 50.0)
+    tr, te = _curves(steps, np.array([100.0, 200]), np.array([600.0, 400]), 2)
+    norm = np.ones((steps.size, 2))
+    fig, axes = plt.subplots(1, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for sign, scale in ((1.0, "log"), (-1.0, "linear")):
+            sharp = np.full(norm.shape, np.nan)
+            sharp[::5] = sign * (1 + steps[::5, None] / 100)
+            run = _FakeRun(steps, {"train_accuracy": tr, "test_accuracy": te,
+                                   "weight_norm": norm, "sharpness": sharp}, lr=1e-3, wd=1.0)
+            run_grokking(run, n_boot=10).plot(axes)
+            fig.canvas.draw()
+            assert axes[2].get_yscale() == scale
+    plt.close(fig)
+
+
 def test_script_reads_a_scan_directory(tmp_path, capsys, monkeypatch):
     """analysis/grokking.py on a directory of two short runs (NumPy, 2 replicas, 150 steps:
     both fit, none generalizes yet): it prints the library's table, a verdict, a figure."""

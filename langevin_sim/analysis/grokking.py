@@ -259,7 +259,11 @@ class GrokkingPoint:
         if rows.size:
             ax2.plot(st[rows], np.nanmedian(self.sharpness[rows], axis=1), "o-",
                      color=line.get_color(), ms=3, label=lab)
-        ax2.set(xlabel="step", ylabel="top Hessian eigenvalue (median)", yscale="log")
+        # a log axis only while every curve on it is positive (a top eigenvalue can be <= 0)
+        ys = np.concatenate([np.asarray(c.get_ydata(), float) for c in ax2.lines] or [[]])
+        ys = ys[np.isfinite(ys)]
+        ax2.set_yscale("log" if ys.size and np.all(ys > 0) else "linear")
+        ax2.set(xlabel="step", ylabel="top Hessian eigenvalue (median)")
 
     def plot_delay(self, ax, scaled: bool = True, **kw) -> None:
         """Kaplan-Meier fraction of the fitted replicas generalized against the delay, in
