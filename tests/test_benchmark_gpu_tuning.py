@@ -12,6 +12,15 @@ gt = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)   # for da
 _spec.loader.exec_module(gt)
 
 
+@pytest.fixture(autouse=True)
+def library_default_of_one_lane(monkeypatch):
+    """The choices below are worked out from a library default of one thread per replica (the
+    library's own default is whatever the last GPU run chose)."""
+    from langevin_sim.backends import cuda_kernels as ck
+
+    monkeypatch.setattr(ck, "GEMM_LANES", 1)
+
+
 def lanes_rows(*rates):
     """lanes_gain's rows: one dict per (workload, dtype), rates at LANES = 1, 4, 8, 16."""
     return {f"W{i} float32": dict(zip(map(str, gt.LANES), r), replicas=64)

@@ -578,6 +578,14 @@ if SIM:
     use_cuda_backend()
     DEVICE_BACKENDS = ["cuda"]
 
+    @pytest.fixture(autouse=True)
+    def one_lane_per_replica(monkeypatch):
+        """The simulator runs a CUDA thread as a Python thread: the library's hardware default
+        of 16 threads per replica in the dense step kernel (`cuda_kernels.GEMM_LANES`, chosen
+        on the H200) makes those tests ~10x slower here, so they run with one, and the sliced
+        kernel is tested with an explicit count (`..._with_several_threads_per_replica`)."""
+        monkeypatch.setattr(ck, "GEMM_LANES", 1)
+
     # the fused MLP kernel runs a warp per replica in the simulator (16-20 s each here); its
     # parity, sampling modes, partition and chunking are test_fused_teacher_student_*'s and
     # test_fused_embedding_*'s (the registry's ModularArithmeticMLP has a learned embedding);

@@ -171,15 +171,18 @@ def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
 
 @pytest.mark.parametrize("pair,dtype,lanes", [
     ("pspin", "float64", 8), ("pspin", "float32", 8), ("pspin", "float64", 4),
-    ("pspin-lm", "float32", 8), ("quadratic", "float64", 8), ("quadratic", "float32", 4)])
+    ("pspin-lm", "float32", 8), ("quadratic", "float64", 8), ("quadratic", "float32", 4),
+    ("pspin", "float64", 16), ("quadratic", "float32", 16)])
 def test_sliced_dense_step_kernel_matches_reference_on_the_device(pair, dtype, lanes,
                                                                    monkeypatch):
-    """`gemm_step` with 4 and 8 threads per replica (`cuda_kernels.GEMM_LANES`; blocks of 32
+    """`gemm_step` with 4, 8 and 16 threads per replica (`cuda_kernels.GEMM_LANES`; blocks of 32
     replicas x L, the sphere's sums through dynamic shared memory): SphericalPSpin (N = 30,
     p = 3: slices of 8 or 4 coordinates, the last shorter) x OverdampedLangevin and
     Leimkuhler-Matthews, the dense Quadratic (d = 48) x OverdampedLangevin, 300 replicas (the
     last block partly empty), to the reference's and one thread per replica's rounding; an
-    uneven first_replica split equal bit for bit."""
+    uneven first_replica split to rounding (cuBLAS may block a product of 117 replicas
+    otherwise than one of 300: design_changes 31; run 2 on the H200 saw 1-ulp differences for
+    the p-spin, whose product has 465 terms)."""
     from langevin_sim.backends import cuda_kernels as ck
     from langevin_sim.dynamics import LeimkuhlerMatthews, OverdampedLangevin, Schedule
     from langevin_sim.potentials import Quadratic, SphericalPSpin
@@ -203,8 +206,8 @@ def test_sliced_dense_step_kernel_matches_reference_on_the_device(pair, dtype, l
         p = Simulation(make(), dyn, n, backend="cuda", first_replica=r0, **kw)
         p.advance(20)
         parts.append(p)
-    np.testing.assert_array_equal(np.concatenate([p.state["x"] for p in parts]),
-                                  whole.state["x"])
+    np.testing.assert_allclose(np.concatenate([p.state["x"] for p in parts]), whole.state["x"],
+                               rtol=tol, atol=tol)
     np.testing.assert_allclose(whole.state["x"], one.state["x"], rtol=tol, atol=tol)
 
 

@@ -484,10 +484,10 @@ GEMM_COLUMNS = 16   # replica columns of the transposed state padded to a multip
 GEMM_OVERDAMPED, GEMM_LM, GEMM_PREDICT, GEMM_CORRECT, GEMM_SGD, GEMM_ADAMW, GEMM_MALA = range(7)
 
 
-GEMM_LANES = 1      # threads per replica in `gemm_step`'s GEMM_LANE_RULES launches
-# (`cuda_backend.gemm_block`): 1, one thread per replica (as measured on the H200); more split
-# a replica's N coordinates into contiguous slices, one per thread (design_changes 65;
-# gpu_throughput measures 4, 8 and 16 against 1)
+GEMM_LANES = 16     # threads per replica in `gemm_step`'s GEMM_LANE_RULES launches
+# (`cuda_backend.gemm_block`): 1, one thread per replica; more split a replica's N coordinates
+# into contiguous slices, one per thread (design_changes 65). 16 since run 2 on the H200
+# (gpu_throughput's A/B: 1.35x over 1 in the geometric mean of W2 and W3, 16 best on every row)
 GEMM_LANE_RULES = (GEMM_OVERDAMPED, GEMM_LM)
 GEMM_MAX_REGISTERS = 64   # registers per thread of the sliced kernel (0: the compiler's
 # choice): 32 warps per SM whatever L; ptxas gave W3's 71 / 80 (float32 / float64, L = 8),
