@@ -487,3 +487,18 @@ def test_scenario_runs_unchanged_with_backend_cuda(tmp_path):
     with open_run(tmp_path / "dw.h5") as run:
         assert run.complete and run.config["backend"] == "cuda"
         print(json.dumps({"records": run.n_records}))
+
+
+def test_scan_runs_unchanged_with_backend_cuda(tmp_path):
+    """`langevin-sim scan ... --set backend=cuda` on the default local cluster: one worker per
+    visible GPU (each declaring GPU=1), every point done on the cuda backend."""
+    from langevin_sim.scan import open_scan
+
+    out = tmp_path / "scan"
+    _Cli(tmp_path, "scan", "scenarios/double_well.py", "--grid", "temperature=0.5,1",
+         "--set", "backend=cuda", "--set", "steps=2000", "--out", str(out), dump=150).ok(timeout=180)
+    scan = open_scan(out)
+    assert list(scan.manifest["status"]) == ["done", "done"]
+    for pid in scan.manifest["id"]:
+        with scan.open(pid) as run:
+            assert run.complete and run.config["backend"] == "cuda"
