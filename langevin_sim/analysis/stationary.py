@@ -129,17 +129,26 @@ def run_marginal_fit(run, record: int = -1, temperature: float | None = None, bi
             "for a Quadratic the variance of each eigen-coordinate of the positions against "
             "T / eigenvalue (the README's Python example), or the recorded energies and "
             "observables")
+    T = constant_temperature(run.config) if temperature is None else temperature
+    x = alive_positions(run, records, record, smaller="step")
+    return fit_marginal(x, pot.marginal_energy, T, bins=bins)
+
+
+def alive_positions(run, records: int = 1, record: int = -1, smaller: str = "step"
+                    ) -> np.ndarray:
+    """Positions (records, M', d) float64 of the replicas that never diverged, at the last
+    `records` records (or at record `record` alone); ConfigError when the run recorded no
+    positions, records is outside 1..n_records, or every replica diverged (then the fix named
+    is a smaller `smaller`, the dynamics' step parameter)."""
     if "positions" not in run.names:
         raise ConfigError("the run recorded no positions; rerun it with record_positions "
                           "true (--set record_positions=true)")
-    T = constant_temperature(run.config) if temperature is None else temperature
     n = run.n_records
-    if not 1 <= records <= n:
+    if not 1 <= int(records) <= n:
         raise ConfigError(f"records must be in 1..{n} (the run has {n} records), got {records}")
-    sel = slice(n - records, n) if record == -1 else slice(record, record + 1)
     alive = run.diverged_step < 0
     if not alive.any():
         raise ConfigError(f"all {alive.size} replicas diverged: nothing to fit; rerun with a "
-                          "smaller step")
-    x = run.positions[sel][:, alive, :]
-    return fit_marginal(x, pot.marginal_energy, T, bins=bins)
+                          f"smaller {smaller}")
+    sel = slice(n - int(records), n) if record == -1 else slice(record, record + 1)
+    return np.asarray(run.positions[sel], np.float64)[:, alive]

@@ -31,6 +31,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from ..errors import ConfigError
+from .stationary import alive_positions
 
 
 # -- Hill estimator ---------------------------------------------------------------------------
@@ -364,16 +365,7 @@ def run_tail_index(run, records: int = 1, k: int | None = None, **kesten_kw) -> 
         raise ConfigError("Kesten's recursion here assumes momentum 0, weight_decay 0 and a "
                           f"constant lr; this run has momentum {dyn['momentum']}, weight_decay "
                           f"{dyn['weight_decay']}, lr {dyn['lr']['kind']}")
-    if "positions" not in run.names:
-        raise ConfigError("the run recorded no positions; rerun it with record_positions true")
-    n = run.n_records
-    if not 1 <= int(records) <= n:
-        raise ConfigError(f"records must be in 1..{n} (the run has {n} records), got {records}")
-    alive = run.diverged_step < 0
-    if not alive.any():
-        raise ConfigError(f"all {alive.size} replicas diverged: no samples; rerun with a smaller "
-                          "learning rate")
-    x = np.asarray(run.positions[n - int(records):], np.float64)[:, alive]
+    x = alive_positions(run, records, smaller="learning rate")
     r = np.linalg.norm(x - pot.minimizer(), axis=2)
     kes = kesten_alpha(pot.A, float(dyn["lr"]["start"]), int(dyn["batch_size"]), **kesten_kw)
     note = "" if dyn["replacement"] else ("note: batches are per-epoch permutations, not i.i.d. "
