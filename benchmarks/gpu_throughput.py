@@ -10,7 +10,8 @@ Workloads (the issue's GPU sizes; float32 and float64):
   W3  spherical p=3 spin glass, N=64, 2^14 replicas, overdamped Langevin
   W4  TeacherStudentMLP d_in=16, hidden=32, 2^12 replicas, SGD batch 32, momentum 0.9
 W2 and W3 also with their GEMMs left out (where a dense step's time goes), and both by the
-dense step kernel with 1, 4, 8 and 16 threads per replica (cuda_kernels.GEMM_LANES).
+dense step kernel with 1, 4, 8 and 16 threads per replica (cuda_kernels.GEMM_LANES), and at 16
+with per-thread arrays instead of streaming (cuda_kernels.GEMM_STREAM).
 Beside them (first dtype only): W3's landscape at 256 replicas with and without CUDA graphs,
 and the grokking scenario's default net (p = 23, hidden 64, full-batch AdamW, 256 replicas)
 by the fused toy-net kernel and by the generic path; and W4 by the toy-net kernel with its
@@ -394,19 +395,21 @@ def lanes_gain(W: dict, names: list, tiny: bool, dtypes: list, backend_cls, seco
                sync) -> dict:
     """W2 and W3 (those in `names`) by `gemm_step` with each of LANES threads per replica
     (`cuda_kernels.GEMM_LANES`; 1: the default, one thread looping over the N coordinates;
-    more: the sliced kernel, design_changes 65): chain-steps per second of the whole step,
-    {"W2 float32": {"1": rate, "4": ..., ...}} (the step without its GEMM at L = 1 is in
-    the workloads' table)."""
+    more: the sliced kernel, design_changes 65, streamed), and at L = LANES[-1] the sliced
+    kernel's other form (`cuda_kernels.GEMM_STREAM` off: per-thread arrays, design_changes
+    103): chain-steps per second of the whole step, {"W2 float32": {"1": rate, "4": ...,
+    "16 arrays": ...}} (the step without its GEMM is in the workloads' table)."""
     from langevin_sim.backends import cuda_kernels as ck
 
     out = {}
     for name in (n for n in ("W2", "W3") if n in names):
         for dt in dtypes:
             got = out[f"{name} {dt}"] = {"replicas": W[name].replicas}
-            for lanes in LANES:
-                with mock.patch.object(ck, "GEMM_LANES", lanes):
-                    got[f"{lanes}"] = device_rate(W[name].build(dt, backend_cls), seconds, sync,
-                                                  1 if tiny else 3)
+            for lanes, stream in [(L, True) for L in LANES] + [(LANES[-1], False)]:
+                with mock.patch.object(ck, "GEMM_LANES", lanes), \
+                        mock.patch.object(ck, "GEMM_STREAM", stream):
+                    got[f"{lanes}" + ("" if stream else " arrays")] = device_rate(
+                        W[name].build(dt, backend_cls), seconds, sync, 1 if tiny else 3)
     return out
 
 
@@ -423,9 +426,11 @@ def tuned(lanes: dict | None, regcap: dict | None) -> dict:
     `cuda_kernels.GEMM_LANES` the L of LANES with the highest geometric mean of chain-steps/s
     over the rows of `lanes_gain` (W2, W3 x dtypes), `rows.MAX_REGISTERS` REGCAP where
     capping W1 was faster in the geometric mean over the dtypes; a library default stays
-    unless the other setting is TUNE_MARGIN faster.  {"GEMM_LANES": {"value", "default",
-    "gain", "best_per_row"}, "MAX_REGISTERS": {...}}: gain is the chosen setting's geometric
-    mean over the default's (1 where the default stays)."""
+    unless the other setting is TUNE_MARGIN faster; `cuda_kernels.GEMM_STREAM` off where
+    the sliced kernel with per-thread arrays was that much faster than streamed at L =
+    LANES[-1].  {"GEMM_LANES": {"value", "default", "gain", "best_per_row"}, "GEMM_STREAM":
+    {...}, "MAX_REGISTERS": {...}}: gain is the chosen setting's geometric mean over the
+    default's (1 where the default stays)."""
     from langevin_sim.backends import cuda_kernels as ck
     from langevin_sim.kernels import rows
 
@@ -439,6 +444,14 @@ def tuned(lanes: dict | None, regcap: dict | None) -> dict:
         out["GEMM_LANES"] = {"value": pick, "default": base, "gain": gains[pick],
                              "best_per_row": {k: max(LANES, key=lambda L: r[f"{L}"])
                                               for k, r in lanes.items()}}
+        L = LANES[-1]
+        base = ck.GEMM_STREAM
+        gain = geometric_mean(r[f"{L} arrays"] / r[f"{L}"] for r in lanes.values())
+        if not base:
+            gain = 1.0 / gain
+        pick = (not base) if gain >= TUNE_MARGIN else base
+        out["GEMM_STREAM"] = {"value": pick, "default": base,
+                              "gain": gain if pick != base else 1.0}
     if regcap:
         base = rows.MAX_REGISTERS
         gain = geometric_mean(r["capped"] / r["default"] for r in regcap.values())
@@ -457,7 +470,7 @@ def applied(settings: dict) -> contextlib.ExitStack:
     from langevin_sim.kernels import rows
 
     stack = contextlib.ExitStack()
-    for name, module in (("GEMM_LANES", ck), ("MAX_REGISTERS", rows)):
+    for name, module in (("GEMM_LANES", ck), ("GEMM_STREAM", ck), ("MAX_REGISTERS", rows)):
         if name in settings:
             stack.enter_context(mock.patch.object(module, name, settings[name]["value"]))
     return stack
@@ -675,6 +688,8 @@ def settings_lines(settings: dict) -> list:
         return []
     where = {"GEMM_LANES": ("cuda_kernels.GEMM_LANES", "threads per replica in the dense "
                             "step kernel, design_changes 65"),
+             "GEMM_STREAM": ("cuda_kernels.GEMM_STREAM", "the sliced kernel streams each "
+                             "coordinate, no per-thread arrays, design_changes 103"),
              "MAX_REGISTERS": ("rows.MAX_REGISTERS", "registers per thread of the row "
                                "kernels, 0: the compiler's choice, design_changes 64")}
     out = ["## Settings the table ran with", "",
@@ -833,17 +848,19 @@ def main(argv=None) -> int:
         lines += ["", "## Threads per replica in the dense step kernel (cuda_kernels.GEMM_LANES)",
                   "", "Chain-steps per second by `gemm_step` with L threads per replica (1: one "
                   "thread looping over the coordinates; more: each thread a slice of them, "
-                  "design_changes 65), GEMM included, and the share of the GEMM rate at the "
+                  "design_changes 65, streaming each coordinate; 'arrays': the slice's normals "
+                  "and new values in per-thread arrays, `cuda_kernels.GEMM_STREAM` off, "
+                  "design_changes 103), GEMM included, and the share of the GEMM rate at the "
                   "workload's shape (from the table) that makes.", "",
                   "| workload | dtype | L | chain-steps/s | / L = 1 | % of GEMM |",
                   "|---|---|---|---|---|---|"]
         for key, r in lanes.items():
             g = gemm.get(key)
-            for L in LANES:
-                share = f"{100 * r[f'{L}'] * W[key.split()[0]].flops_per_chain_step / g:.0f}%" \
+            for L in [f"{L}" for L in LANES] + [f"{LANES[-1]} arrays"]:
+                share = f"{100 * r[L] * W[key.split()[0]].flops_per_chain_step / g:.0f}%" \
                     if g else "–"
-                lines.append(f"| {key.split()[0]} | {key.split()[1]} | {L} | {r[f'{L}']:.3g} | "
-                             f"{r[f'{L}'] / r['1']:.2f} | {share} |")
+                lines.append(f"| {key.split()[0]} | {key.split()[1]} | {L} | {r[L]:.3g} | "
+                             f"{r[L] / r['1']:.2f} | {share} |")
     if gain:
         lines += ["", "## CUDA graphs at a launch-bound size", "",
                   f"W3's landscape at N={gain['N']}, {gain['replicas']} replicas, {gain['dtype']}: "

@@ -197,17 +197,25 @@ def specimens(only: set[str]):
             yield ("gemm", "W2 Quadratic d=256 overdamped", dtype,
                    ck.gemm_step(row, refresh, f32, 256), ck.gemm_signature(f32, (ft[::1],) * 4),
                    threads)
-            blk = (32, 8)                                 # the sliced kernel (GEMM_LANES 8)
-            wide = ", 8 threads a replica (+2 KiB dynamic shared)"
-            yield ("gemm", "W2 Quadratic d=256 overdamped" + wide, dtype,
-                   ck.gemm_step(row, refresh, f32, 256, ck.GEMM_OVERDAMPED, blk),
-                   ck.gemm_signature(f32, (ft[::1],) * 4), blk[0] * blk[1])
-            for b in ((0, 1), blk):
-                row, refresh, _ = pspin._cuda_rules(f32, 64, b)   # the packed couplings' operands
-                yield ("gemm", "W3 p-spin N=64 overdamped" + (wide if b[1] > 1 else ""), dtype,
-                       ck.gemm_step(row, refresh, f32, 64, ck.GEMM_OVERDAMPED, b),
-                       ck.gemm_signature(f32, (ft[:, ::1], int64[:, ::1], int64[::1],
-                                               int64[::1])), b[0] * b[1] if b[1] > 1 else threads)
+            L = ck.GEMM_LANES                             # the sliced kernel, both forms
+            blk = (32, L)
+            wide = f", {L} threads a replica (+{8 * 32 * L // 1024} KiB dynamic shared)"
+            forms = ((", streamed", quadratic._cuda_stages()), (", per-thread arrays", None))
+            for form, stages in forms:
+                yield ("gemm", "W2 Quadratic d=256 overdamped" + wide + form, dtype,
+                       ck.gemm_step(row, refresh, f32, 256, ck.GEMM_OVERDAMPED, blk, stages),
+                       ck.gemm_signature(f32, (ft[::1],) * 4), blk[0] * blk[1])
+            pspin_args = ck.gemm_signature(f32, (ft[:, ::1], int64[:, ::1], int64[::1],
+                                                 int64[::1]))   # the packed couplings' operands
+            row, refresh, _ = pspin._cuda_rules(f32, 64)
+            yield ("gemm", "W3 p-spin N=64 overdamped", dtype,
+                   ck.gemm_step(row, refresh, f32, 64), pspin_args, threads)
+            row, refresh, _ = pspin._cuda_rules(f32, 64, blk)
+            for form, stages in ((", streamed", pspin._cuda_stages(f32, 64, blk)),
+                                 (", per-thread arrays", None)):
+                yield ("gemm", "W3 p-spin N=64 overdamped" + wide + form, dtype,
+                       ck.gemm_step(row, refresh, f32, 64, ck.GEMM_OVERDAMPED, blk, stages),
+                       pspin_args, blk[0] * blk[1])
         if "generic" in only:
             names = {v: k[3:].lower() for k, v in vars(ck).items() if k.startswith("EW_")
                      and isinstance(v, int)}

@@ -21,9 +21,11 @@ def library_default_of_one_lane(monkeypatch):
     monkeypatch.setattr(ck, "GEMM_LANES", 1)
 
 
-def lanes_rows(*rates):
-    """lanes_gain's rows: one dict per (workload, dtype), rates at LANES = 1, 4, 8, 16."""
-    return {f"W{i} float32": dict(zip(map(str, gt.LANES), r), replicas=64)
+def lanes_rows(*rates, arrays=1.0):
+    """lanes_gain's rows: one dict per (workload, dtype), rates at LANES = 1, 4, 8, 16, and at
+    16 with per-thread arrays (`arrays` times the streamed rate)."""
+    return {f"W{i} float32": dict(zip(map(str, gt.LANES), r), replicas=64,
+                                  **{f"{gt.LANES[-1]} arrays": arrays * r[-1]})
             for i, r in enumerate(rates, 2)}
 
 
@@ -68,3 +70,23 @@ def test_the_register_cap_is_chosen_from_every_dtype_and_applied_then_undone(mon
                                                        "gain": pytest.approx(1.25)}
     assert "defaults won" in "\n".join(gt.settings_lines(gt.tuned(lanes_rows((1, 1, 1, 1)),
                                                                   None)))
+
+
+def test_the_per_thread_arrays_replace_streaming_only_by_the_margin(monkeypatch):
+    """`cuda_kernels.GEMM_STREAM`: streamed by default; the sliced kernel's per-thread arrays
+    where they were TUNE_MARGIN faster at L = 16 (geometric mean over the rows), and back."""
+    from langevin_sim.backends import cuda_kernels as ck
+
+    assert ck.GEMM_STREAM is True
+    rates = ((1.0, 1.5, 2.0, 3.0), (1.0, 1.5, 2.0, 3.0))
+    assert gt.tuned(lanes_rows(*rates, arrays=1.01), None)["GEMM_STREAM"] == {
+        "value": True, "default": True, "gain": 1.0}
+    got = gt.tuned(lanes_rows(*rates, arrays=1.1), None)
+    assert got["GEMM_STREAM"] == {"value": False, "default": True, "gain": pytest.approx(1.1)}
+    with gt.applied(got):
+        assert ck.GEMM_STREAM is False and ck.GEMM_LANES == 16
+    assert ck.GEMM_STREAM is True and ck.GEMM_LANES == 1
+    assert "cuda_kernels.GEMM_STREAM = False" in "\n".join(gt.settings_lines(got))
+    monkeypatch.setattr(ck, "GEMM_STREAM", False)    # a default of arrays: streaming must win
+    got = gt.tuned(lanes_rows(*rates, arrays=0.5), None)["GEMM_STREAM"]
+    assert got == {"value": True, "default": False, "gain": pytest.approx(2.0)}

@@ -1401,24 +1401,40 @@ if SIM:
     @pytest.mark.parametrize("dtype", ["float64", "float32"])
     @pytest.mark.parametrize("case", SLICED)
     def test_fused_dense_kernels_with_several_threads_per_replica(case, dtype, monkeypatch):
-        """The same checks with `cuda_kernels.GEMM_LANES` = 3 (`gemm_step`'s sliced kernel:
-        the N = 3, 4, 5 coordinates in slices of 1 or 2 (the last one shorter), so slices
-        share Philox blocks and straddle them; the sphere's sums completed across the slices):
-        the reference to rounding, the split bit for bit, and the quadratic forms (elementwise:
-        the same operations) equal bit for bit to one thread per replica."""
+        """The same checks with `cuda_kernels.GEMM_LANES` = 3 (`gemm_step`'s sliced kernel,
+        streamed (`GEMM_STREAM`): the N = 3, 4, 5 coordinates in slices of 1 or 2 (the last
+        one shorter), so slices share Philox blocks and straddle them; the sphere's sums
+        completed across the slices): the reference to rounding, the split bit for bit, and
+        the quadratic forms (elementwise: the same operations) equal bit for bit to one
+        thread per replica."""
+        check_sliced(case, dtype, monkeypatch, stream=True)
+
+    @pytest.mark.parametrize("case", ["pspin-lm", "quadratic"])
+    def test_sliced_kernel_with_per_thread_arrays(case, monkeypatch):
+        """The same with `GEMM_STREAM` off (the sliced kernel's other form, the row rule
+        whole on per-thread arrays), float64."""
+        check_sliced(case, "float64", monkeypatch, stream=False)
+
+    def check_sliced(case, dtype, monkeypatch, stream):
         from langevin_sim.backends import cuda_backend as cb
         from langevin_sim.backends import cuda_kernels as ck
 
-        blocks = []
-        real = cb.gemm_block
+        blocks, streamed = [], []
+        real, real_step = cb.gemm_block, ck.gemm_step
         monkeypatch.setattr(cb, "gemm_block", lambda dyn, N: blocks.append(real(dyn, N))
                             or blocks[-1])
+        monkeypatch.setattr(ck, "gemm_step", lambda *a: streamed.append(a[-1] is not None)
+                            or real_step(*a))           # stages given: the streamed kernel
+        monkeypatch.setattr(ck, "GEMM_STREAM", stream)
         one = check_fused_dense(case, dtype, monkeypatch)
         assert blocks and all(b == (0, 1) for b in blocks)
+        assert streamed and not any(streamed)
         blocks.clear()
+        streamed.clear()
         monkeypatch.setattr(ck, "GEMM_LANES", 3)
         sliced = check_fused_dense(case, dtype, monkeypatch)
         assert blocks and all(b[1] in (2, 3) and b[0] > 1 for b in blocks), blocks
+        assert streamed and set(streamed) == {stream}
         assert (sliced.diverged_step >= 0).any() or DENSE_FUSED[case][2] >= 1e8
         if not case.startswith("pspin"):
             for k in one.state:

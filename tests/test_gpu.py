@@ -169,14 +169,17 @@ def test_fused_dense_kernels_match_reference_on_the_device(pair, dtype):
                                atol=tol * 300)
 
 
-@pytest.mark.parametrize("pair,dtype,lanes", [
-    ("pspin", "float64", 8), ("pspin", "float32", 8), ("pspin", "float64", 4),
-    ("pspin-lm", "float32", 8), ("quadratic", "float64", 8), ("quadratic", "float32", 4),
-    ("pspin", "float64", 16), ("quadratic", "float32", 16)])
-def test_sliced_dense_step_kernel_matches_reference_on_the_device(pair, dtype, lanes,
+@pytest.mark.parametrize("pair,dtype,lanes,stream", [
+    ("pspin", "float64", 8, True), ("pspin", "float32", 8, True), ("pspin", "float64", 4, True),
+    ("pspin-lm", "float32", 8, True), ("quadratic", "float64", 8, True),
+    ("quadratic", "float32", 4, True), ("pspin", "float64", 16, True),
+    ("quadratic", "float32", 16, True), ("pspin-lm", "float64", 16, True),
+    ("pspin-lm", "float64", 16, False), ("quadratic", "float64", 16, False)])
+def test_sliced_dense_step_kernel_matches_reference_on_the_device(pair, dtype, lanes, stream,
                                                                    monkeypatch):
     """`gemm_step` with 4, 8 and 16 threads per replica (`cuda_kernels.GEMM_LANES`; blocks of 32
-    replicas x L, the sphere's sums through dynamic shared memory): SphericalPSpin (N = 30,
+    replicas x L, the sphere's sums through dynamic shared memory; streamed, and with
+    per-thread arrays: `cuda_kernels.GEMM_STREAM`): SphericalPSpin (N = 30,
     p = 3: slices of 8 or 4 coordinates, the last shorter) x OverdampedLangevin and
     Leimkuhler-Matthews, the dense Quadratic (d = 48) x OverdampedLangevin, 300 replicas (the
     last block partly empty), to the reference's and one thread per replica's rounding; an
@@ -196,9 +199,11 @@ def test_sliced_dense_step_kernel_matches_reference_on_the_device(pair, dtype, l
         dyn = OverdampedLangevin(0.05, Schedule("cosine", 0.8, 0.3, 30))
     tol = 1e-9 if dtype == "float64" else 5e-4
     kw = dict(seed=5, dtype=dtype)
+    monkeypatch.setattr(ck, "GEMM_LANES", 1)
     one = Simulation(make(), dyn, 300, backend="cuda", **kw)
     one.advance(20)
     monkeypatch.setattr(ck, "GEMM_LANES", lanes)
+    monkeypatch.setattr(ck, "GEMM_STREAM", stream)
     ref, whole = backends_agree("cuda", make, dyn, 300, (7, 13), rtol=tol, atol=tol, what=pair,
                                 **kw)
     parts = []

@@ -546,7 +546,8 @@ def gemm_block(dyn, N: int) -> tuple:
 
 
 def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
-               prime=None, energy_constant: float = 0.0, block: tuple = (0, 1)) -> None:
+               prime=None, energy_constant: float = 0.0, block: tuple = (0, 1),
+               stages: tuple | None = None) -> None:
     """Steps t0 .. t0+K-1 of overdamped Langevin for a dense family (the fused "cuda"
     kernels of Quadratic, LinearRegression and SphericalPSpin, and their Leimkuhler-Matthews,
     Heun and full-batch SGD and AdamW (the velocity, or the moments,
@@ -565,7 +566,9 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     The steps are queued by `DeviceRun.queue_steps` (replays of CUDA graphs), so XT, GT, X2,
     G2 and the schedule codes live in a run `Workspace`, and `gemm` and `aux` must use arrays
     that persist for the run; XT is transposed back into the state at the end.  block:
-    `gemm_block`(sim.dynamics, N), the block the family built `row` and `refresh` for."""
+    `gemm_block`(sim.dynamics, N), the block the family built `row` and `refresh` for;
+    stages: the row rule's (lane, finish) for the sliced kernel (`cuda_kernels.gemm_step`),
+    given to it while `cuda_kernels.GEMM_STREAM` is on."""
     from ..kernels.common import schedule_code
 
     xp, x, dyn = run.xp, run.state["x"], sim.dynamics
@@ -609,7 +612,9 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
         ua = (run.state["u"], run.state["accepted"])
     else:
         ua = w.setdefault("ua", (xp.empty(0), xp.empty(0)))
-    kernels = [ck.gemm_step(row, refresh, run.f32, N, rule, block) for rule in rules]
+    kernels = [ck.gemm_step(row, refresh, run.f32, N, rule, block,
+                            stages if ck.GEMM_STREAM and block[1] > 1 else None)
+               for rule in rules]
     head = rt.kernel_arrays(XT, GT, X2, G2, run.dstep, run.tv)
     esk, tsk, *auxk = rt.kernel_arrays(w["es"], w["ts"], *w["aux"])
     rest = (run.k0, run.k1, run.rep0, esk, tsk, run.bound, *q, *rt.kernel_arrays(*ua), *auxk)

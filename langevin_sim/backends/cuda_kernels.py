@@ -489,6 +489,11 @@ GEMM_LANES = 16     # threads per replica in `gemm_step`'s GEMM_LANE_RULES launc
 # into contiguous slices, one per thread (design_changes 65). 16 since run 2 on the H200
 # (gpu_throughput's A/B: 1.35x over 1 in the geometric mean of W2 and W3, 16 best on every row)
 GEMM_LANE_RULES = (GEMM_OVERDAMPED, GEMM_LM)
+GEMM_STREAM = True  # `gemm_steps` gives the sliced kernel the family's stages: each
+# coordinate streamed from its Philox block into the gradient's column, no per-thread arrays
+# (ptxas gave W2 float64 a 304-byte stack at L = 16, local memory the SM's L1 cannot hold
+# at 1024 threads: 40 bytes streamed); False: the slice's normals and new values in
+# per-thread arrays, the row rule whole (design_changes 103; gpu_throughput measures both)
 GEMM_MAX_REGISTERS = 64   # registers per thread of the sliced kernel (0: the compiler's
 # choice): 32 warps per SM whatever L; ptxas gave W3's 71 / 80 (float32 / float64, L = 8),
 # 3 blocks per SM, so 2^14 replicas took two waves; capped, p-spin N = 32..256 and
@@ -532,7 +537,7 @@ def lane_ops(f32: bool, block: tuple):
 
 @functools.lru_cache(maxsize=None)
 def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
-              block: tuple = (0, 1)):
+              block: tuple = (0, 1), stages: tuple | None = None):
     """One fused overdamped step of the dense families on "cuda", after the step's GEMM
     produced every replica's gradient: one thread per replica r on the transposed state
     XT (N, MP) and gradient GT (N, MP) (replica r in column r: coalesced across a warp;
@@ -557,6 +562,17 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
     sums completed across the slices by `lane_ops`' total (`kernels.pspin.lane_sum`); the
     replica steps if every slice passed (`lane_ops`' every), and ``refresh(XT, r, y, L, ...)``
     then prepares the y-th share of the next GEMM's operand, after every slice is written.
+
+    stages = (lane, finish), the row rule in two parts for the sliced kernel:
+    ``lane(x, g, z, eta, sigma, zero, a0, i)``, the new value of coordinate i from its own
+    x, g and normal z, and ``finish(x, new, zero, bound, a0) -> ok`` on the slices of x and
+    of the lanes' values (the sphere's move; None: every lane value is tested as it is
+    written).  The row rule is the lanes' loop followed by finish (`kernels.quadratic`,
+    `kernels.pspin`), so both kernels compute the same numbers.  The streamed kernel draws
+    each coordinate's normal (LM: the sum of two) from a cached Philox block, writes the
+    lane's value over the gradient in GT (read just before), runs finish on GT's slice and,
+    if every slice passed, copies it into XT: no per-thread arrays (a thread past the last
+    replica, or of a frozen one, writes a local spare instead).
 
     X2, G2 (N, MP): Heun's predictor and its gradient (unused by the other rules).
     Rules: GEMM_OVERDAMPED; GEMM_LM, Leimkuhler-Matthews: the noise is the sum of the normals
@@ -637,30 +653,27 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
         every = lane_ops(f32, block)[1]
 
         cap = GEMM_MAX_REGISTERS if not rt.simulated() else 0
+        options = {"max_registers": cap} if cap else {}
 
-        @cuda.jit(**({"max_registers": cap} if cap else {}))
-        def sliced(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3,
-                   u, nacc, a0, a1, a2, a3):
+        @cuda.jit(device=True)
+        def place(dstep, tv, k, es, ts):
+            """(y, rr, live, t, i0, i1, eta, T): this thread's slice y, coordinates i0 .. i1,
+            of replica rr (a column that exists: every thread must reach the barriers, even
+            past M or frozen; live: it steps), the step t, its step size and temperature."""
             M = dstep.shape[0]
             y = cuda.threadIdx.y
             r = cuda.blockIdx.x * R + cuda.threadIdx.x
-            rr = r if r < M else M - 1      # a column that exists: every thread must reach
-            live = r < M and dstep[rr] < 0  # the barriers, even past M or frozen
+            rr = r if r < M else M - 1
             t = tv[0] + k
             i0 = y * C if y * C < N else N
-            i1 = i0 + C if i0 + C < N else N
-            z = cuda.local.array(C, ftype)
-            new = cuda.local.array(C, ftype)
-            e = sched(int(es[0]), es[1], es[2], es[3], t)
-            T = sched(int(ts[0]), ts[1], ts[2], ts[3], t)
-            rep = rep0 + np.uint64(rr)
-            for s in range(2 if lm else 1):
-                normals_into(z, k0, k1, NOISE, rep, (np.int64(t) + s) * N + i0, i1 - i0,
-                             cast(1.0), s > 0)
-            sigma = noise_scale(e, T)
-            ok = every(row(XT[i0:i1, rr], GT[i0:i1, rr], z, cast(e),
-                           cast(0.5 * sigma if lm else sigma), cast(0.0), bound_of(bound), new,
-                           a0[i0:i1]))
+            return (y, rr, r < M and dstep[rr] < 0, t, i0, i0 + C if i0 + C < N else N,
+                    sched(int(es[0]), es[1], es[2], es[3], t),
+                    sched(int(ts[0]), ts[1], ts[2], ts[3], t))
+
+        @cuda.jit(device=True)
+        def settle(XT, dstep, new, y, rr, live, ok, t, i0, i1, a0, a1, a2, a3):
+            """Commit the slice's new values if every slice passed, then (every slice written)
+            the family's refresh, or freeze the replica."""
             if live and ok:
                 store(XT, rr, i0, i1 - i0, new)
             cuda.syncthreads()
@@ -669,6 +682,25 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
                     refresh(XT, rr, y, L, a0, a1, a2, a3)
                 elif y == 0:
                     dstep[rr] = t + 1
+
+        if stages is not None:
+            return streamed_kernel(stages, place, settle, every, cast, f32, N, C, lm, options)
+
+        @cuda.jit(**options)
+        def sliced(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3,
+                   u, nacc, a0, a1, a2, a3):
+            y, rr, live, t, i0, i1, e, T = place(dstep, tv, k, es, ts)
+            z = cuda.local.array(C, ftype)
+            new = cuda.local.array(C, ftype)
+            rep = rep0 + np.uint64(rr)
+            for s in range(2 if lm else 1):
+                normals_into(z, k0, k1, NOISE, rep, (np.int64(t) + s) * N + i0, i1 - i0,
+                             cast(1.0), s > 0)
+            sigma = noise_scale(e, T)
+            ok = every(row(XT[i0:i1, rr], GT[i0:i1, rr], z, cast(e),
+                           cast(0.5 * sigma if lm else sigma), cast(0.0), bound_of(bound), new,
+                           a0[i0:i1]))
+            settle(XT, dstep, new, y, rr, live, ok, t, i0, i1, a0, a1, a2, a3)
         return sliced
 
     @cuda.jit
@@ -756,6 +788,69 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
         else:
             dstep[r] = t + 1
     return kernel
+
+
+def streamed_kernel(stages: tuple, place, settle, every, cast, f32: bool, N: int, C: int,
+                    lm: bool, options: dict):
+    """`gemm_step`'s sliced kernel for a family's `stages` (GEMM_OVERDAMPED, or GEMM_LM with
+    `lm`; slices of C coordinates): the same launch arguments and numbers as the kernel with
+    per-thread arrays, from `gemm_step`'s device functions place, settle, every, cast."""
+    lane, finish = stages
+    test_lanes = finish is None
+    if test_lanes:
+        @cuda.jit(device=True)
+        def finish(x, new, zero, bound, a0):
+            return True
+    st = steps()
+    noise_scale, within = st.noise_scale, st.within_bound
+    draw = cached_draws(f32)[0]
+    bound_of = state_bound(f32)
+    ftype = np.float32 if f32 else np.float64
+    one = np.uint64(1)
+
+    @cuda.jit(device=True)
+    def lanes(XT, GT, c, i0, i1, n0, k0, k1, rep, eta, sigma, zero, bound, a0):
+        """GT[i, c] <- lane(XT[i, c], GT[i, c], z_i, ...) for i0 <= i < i1, z_i the normal at
+        stream position n0 + i - i0 (with lm, plus the one N later); returns whether every
+        value is within bound (unsigned indices in a `while` loop: see `gemm_step`'s store)."""
+        blk = blk2 = np.int64(-1)
+        z0 = z1 = z2 = z3 = w0 = w1 = w2 = w3 = zero
+        uc, i, end = np.uint64(c), np.uint64(i0), np.uint64(i1)
+        n = np.int64(n0)
+        good = True
+        while i < end:
+            z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+            if lm:
+                w, blk2, w0, w1, w2, w3 = draw(k0, k1, NOISE, rep, n + N, blk2, w0, w1, w2, w3)
+                z = z + w
+            v = lane(XT[i, uc], GT[i, uc], z, eta, sigma, zero, a0, i)
+            GT[i, uc] = v
+            if test_lanes:
+                good = good & within(v, bound)
+            n += 1
+            i += one
+        return good
+
+    @cuda.jit(**options)
+    def streamed(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3, u,
+                 nacc, a0, a1, a2, a3):
+        y, rr, live, t, i0, i1, e, T = place(dstep, tv, k, es, ts)
+        sigma = noise_scale(e, T)
+        zero, bs = cast(0.0), bound_of(bound)
+        spare = cuda.local.array((C, 1), ftype)
+        good = True
+        if live:
+            good = lanes(XT, GT, rr, i0, i1, np.int64(t) * N + i0, k0, k1,
+                         rep0 + np.uint64(rr), cast(e), cast(0.5 * sigma if lm else sigma),
+                         zero, bs, a0)
+            new = GT[i0:i1, rr]
+        else:
+            for j in range(i1 - i0):
+                spare[j, 0] = zero
+            new = spare[:i1 - i0, 0]
+        ok = every(finish(XT[i0:i1, rr], new, zero, bs, a0[i0:i1]) & good)
+        settle(XT, dstep, GT[i0:i1, rr], y, rr, live, ok, t, i0, i1, a0, a1, a2, a3)
+    return streamed
 
 
 def gemm_signature(f32: bool, aux: tuple) -> tuple:

@@ -466,6 +466,24 @@ def _cuda_rules(f32: bool, N: int, block: tuple = (0, 1)):
 
 
 @functools.lru_cache(maxsize=None)
+def _cuda_stages(f32: bool, N: int, block: tuple):
+    """`gemm_step`'s stages of `sphere_row_step` for its streamed kernel (N spins, the sliced
+    block `block`): the lane is its first loop's coordinate (the step from the origin,
+    `overdamped_update`), finish its `sphere_move`."""
+    steps, ftype = _cuda_target(f32, block)
+    update, move, n = steps.overdamped_update, steps.sphere_move, ftype(N)
+
+    @cuda.jit(device=True)
+    def lane(x, g, z, eta, sigma, zero, a0, i):
+        return update(zero, g, eta, sigma, z)
+
+    @cuda.jit(device=True)
+    def finish(x, new, zero, bound, a0):
+        return move(x, new, zero, n, bound)
+    return lane, finish
+
+
+@functools.lru_cache(maxsize=None)
 def _cuda_optimizer_row(f32: bool, N: int, adam: bool):
     """The row rule of `gemm_step` for N spins of SGD (GEMM_SGD: `sphere_sgd_step`) or, with
     `adam`, AdamW (GEMM_ADAMW: `sphere_adamw_step`); the weight decay wd is 0 on the sphere
@@ -522,7 +540,7 @@ def _overdamped_pspin_cuda(run, sim, t0, K):
         rt.gemm(CT, YT, GT)
 
     gemm_steps(run, sim, t0, K, gemm, row, refresh, (YT, runs, starts, offsets), prime,
-               block=block)
+               block=block, stages=_cuda_stages(run.f32, N, block))
 
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)

@@ -41,6 +41,12 @@ from .rows import row_family
 
 # ---------------------------------------------------------------- step functions, every target
 
+def offset_lane(x, g, z, eta, sigma, zero, off, i):
+    """Coordinate i of `offset_row_step` (x, g, z its scalars): `overdamped_lane` with the
+    gradient g - off[i] (`cuda_kernels.gemm_step`'s lane stage)."""
+    return overdamped_lane(x, g - off[i], z, eta, sigma, zero)
+
+
 def offset_row_step(x, g, off, z, eta, sigma, zero, bound, new):
     """One overdamped step of one replica whose gradient is g - off (x, g, z, new: (d,) rows
     or strided columns of x's dtype; off (d,) a constant offset, c H for the dense kernels'
@@ -50,7 +56,7 @@ def offset_row_step(x, g, off, z, eta, sigma, zero, bound, new):
     good = True
     i, n, one = np.uint64(0), np.uint64(x.shape[0]), np.uint64(1)
     while i < n:
-        v = overdamped_lane(x[i], g[i] - off[i], z[i], eta, sigma, zero)
+        v = offset_lane(x[i], g[i], z[i], eta, sigma, zero, off, i)
         new[i] = v
         good = good & within_bound(v, bound)
         i += one
@@ -109,7 +115,7 @@ def quadratic_row(x, g, w, args, idx, nb, lab, energy):
     return 0.5 * u
 
 
-STEPS = ("offset_row_step", "offset_sgd_step", "offset_adamw_step", "quadratic_row")
+STEPS = ("offset_lane", "offset_row_step", "offset_sgd_step", "offset_adamw_step", "quadratic_row")
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
@@ -268,6 +274,13 @@ def _cuda_rules():
     def refresh(XT, r, lane, lanes, a0, a1, a2, a3):
         return
     return row, refresh
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_stages():
+    """`gemm_step`'s stages of `offset_row_step` for its streamed kernel: the lane
+    `offset_lane`, no finish (every value tested as it is written)."""
+    return _cuda_steps().offset_lane, None
 
 
 @functools.lru_cache(maxsize=None)
@@ -458,7 +471,8 @@ def quadratic_form_steps(run, sim, t0: int, K: int, name: str, form) -> None:
         baoab_form_steps(run, sim, t0, K, gemm, o)
     else:
         gemm_steps(run, sim, t0, K, gemm, row, refresh, (o, o2),    # o2: Heun's corrector
-                   energy_constant=c0, block=gemm_block(dyn, x.shape[1]))
+                   energy_constant=c0, block=gemm_block(dyn, x.shape[1]),
+                   stages=_cuda_stages())
 
 
 FORM_OR_ROWS = (LeimkuhlerMatthews, Heun, MALA, SGD, AdamW)   # dynamics of `form_or_rows`
