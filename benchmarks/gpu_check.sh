@@ -13,7 +13,8 @@
 # 3. the throughput benchmark (benchmarks/gpu_throughput.py: W1-W4, float32 and float64,
 #    next to the Philox-only rate, copy bandwidth, cuBLAS GEMM and JAX when installed (true
 #    float32 matmuls; its TF32 default beside it); W2 and W3 without their GEMMs and by the
-#    dense step kernel at 1, 4, 8 and 16 threads per replica; CUDA graphs at a launch-bound
+#    dense step kernel at 1, 4, 8 and 16 threads per replica (at 16 also with per-thread
+#    arrays instead of streaming, cuda_kernels.GEMM_STREAM); CUDA graphs at a launch-bound
 #    size; the grokking net fused against the generic path; W4 with its batch loops opaque
 #    and unrolled; W1 with its registers capped at 40; the dense Quadratic at d = 32 and 64
 #    by the row kernel and by the GEMM path), in what the tests left of 470 s (>= 250 s);
