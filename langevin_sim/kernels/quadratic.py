@@ -115,7 +115,8 @@ def quadratic_row(x, g, w, args, idx, nb, lab, energy):
     return 0.5 * u
 
 
-STEPS = ("offset_lane", "offset_row_step", "offset_sgd_step", "offset_adamw_step", "quadratic_row")
+STEPS = ("offset_lane", "offset_row_step", "offset_sgd_step", "offset_adamw_step",
+         "quadratic_row")
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
 
