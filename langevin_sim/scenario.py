@@ -63,7 +63,8 @@ class RunParams:
     record_every: int = param(100, "steps between two records")
     seed: int = param(0, "seed of every random number: noise, minibatches, initial states")
     backend: Backend = param("numba", "numpy: the float64 reference; numba: compiled CPU "
-                                      "kernels; cuda: GPU (pip install 'langevin_sim[gpu]')")
+                                      "kernels; cuda: GPU (pip install -e \".[cuda12]\" or "
+                                      "\".[cuda13]\", by the driver's CUDA major)")
     dtype: Dtype = param("float64", "floating-point type of the state")
     record_positions: bool = param(True, "record every replica's position (false: energies and "
                                          "observables only)")

@@ -288,10 +288,10 @@ def test_errors_are_one_line_and_name_the_fix():
             str(rt.no_gpu_error("cudaErrorNoDevice")), str(rt.driver_mismatch_error(12040, 13000)),
             str(rt.cupy_broken_error("ImportError: libnvrtc.so.13: cannot open shared object\nmore"))]
     assert all("\n" not in m for m in msgs)
-    # tests/test_errors.py holds get_backend("cuda") to naming 'langevin_sim[gpu]'
-    assert "pip install 'langevin_sim[gpu]'" in msgs[0] and "langevin_sim[cuda13]" in msgs[0]
+    # tests/test_errors.py holds get_backend("cuda") to naming the extras
+    assert 'pip install -e ".[cuda12]"' in msgs[0] and '-e ".[cuda13]"' in msgs[0]
     assert "backend='numba'" in msgs[0]
-    assert "numba-cuda" in msgs[1] and "langevin_sim[gpu]" in msgs[1]
+    assert "numba-cuda" in msgs[1] and 'pip install -e ".[cuda12]"' in msgs[1]
     assert "no GPU" in msgs[2]
     assert "12.4" in msgs[3] and "13.0" in msgs[3] and "langevin_sim[cuda12]" in msgs[3]
     assert "libnvrtc" in msgs[4] and "does not load" in msgs[4] and "langevin_sim[cuda13]" in msgs[4]

@@ -31,7 +31,7 @@ def test_cuda_without_cupy_names_the_install():
         pytest.skip("CuPy is installed")
     except ImportError:
         pass
-    with pytest.raises(BackendUnavailableError, match=r"pip install 'langevin_sim\[gpu\]'"):
+    with pytest.raises(BackendUnavailableError, match=r'pip install -e "\.\[cuda12\]"'):
         Simulation(DoubleWell(), OverdampedLangevin(), 4, backend="cuda")
 
 
@@ -51,7 +51,7 @@ def test_backends_command_says_what_runs_here_and_the_fix_for_what_does_not(caps
     assert [line.split()[0] for line in lines] == ["numpy", "numba", "cuda"]
     assert f"numba {numba.__version__}" in lines[1] and f"on {numba.get_num_threads()} threads" in lines[1]
     assert lines[2].startswith("cuda   unavailable: backend 'cuda' needs CuPy: pip install "
-                               "'langevin_sim[gpu]'")
+                               '-e ".[cuda12]" (CUDA 12 driver) or -e ".[cuda13]"')
     assert cli(["backends", "numpy", "numba"]) == 0
     assert cli(["backends", "cuda"]) == 1
     assert cli(["backends", "gpu"]) == 1

@@ -35,8 +35,8 @@ from ..errors import BackendUnavailableError, ConfigError
 SIM_ENV = "LANGEVIN_SIM_CUDA_SIM"
 THREADS_ENV = "LANGEVIN_SIM_CUDA_THREADS"
 GRAPH_ENV = "LANGEVIN_SIM_CUDA_GRAPH_STEPS"
-INSTALL = ("pip install 'langevin_sim[gpu]' (CUDA 12 driver; the same as [cuda12]) or "
-           "'langevin_sim[cuda13]' (CUDA 13 driver)")
+INSTALL = ('pip install -e ".[cuda12]" (CUDA 12 driver) or -e ".[cuda13]" (CUDA 13 driver) '
+           '(or pip install "langevin_sim[cuda12]" / "langevin_sim[cuda13]")')
 
 
 # ---------------------------------------------------------------- simulator mode
@@ -456,7 +456,7 @@ def offline_compiler(cc: tuple[int, int] = (9, 0)):
         available = nvvm.is_available() and hasattr(dispatcher, "get_current_device")
     except Exception as e:           # any import failure: the same fix
         raise BackendUnavailableError(f"offline compilation needs numba-cuda ({e!r:.120}): "
-                                      "pip install 'langevin_sim[gpu]'") from None
+                                      + INSTALL) from None
     if not available:
         raise BackendUnavailableError("offline compilation needs libNVVM: install the CUDA "
                                       "toolkit (set CUDA_HOME) or pip install "
