@@ -5,6 +5,7 @@ import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
 from langevin_sim import open_run
 from langevin_sim.analysis import run_marginal_fit
@@ -31,6 +32,11 @@ def test_stationary_script(tmp_path, capsys, monkeypatch):
     assert fit.table() in text
     assert fit.n == 2048 and fit.dof >= 20 and fit.p_value > 0.01, fit.table()
     assert wrong.p_value < 1e-6, wrong.table()
+    assert "verdict: consistent with the Boltzmann marginal" in text
+    assert wrong.table().endswith("verdict: INCONSISTENT with the Boltzmann marginal exp(-U/T)/Z "
+                                  f"(p = {wrong.p_value:.3g}, level 0.001)")
+    with pytest.raises(TypeError):      # its options keyword-only: (run, 30, 5) was a record
+        run_marginal_fit(out, 30, 5)    # index and a temperature, silently
     img = plt.imread(png)
     assert img.shape == (480, 720, 4)
     rgb = img[..., :3]

@@ -34,6 +34,18 @@ class MarginalFit:
     dof: int
     p_value: float
     n: int
+    p_threshold: float = 1e-3     # the verdict's level (as `covariance`'s)
+
+    @property
+    def consistent(self) -> bool:
+        """Whether the chi-square test passes at `p_threshold`."""
+        return self.p_value > self.p_threshold
+
+    @property
+    def verdict(self) -> str:
+        word = "consistent" if self.consistent else "INCONSISTENT"
+        return (f"verdict: {word} with the Boltzmann marginal exp(-U/T)/Z (p = "
+                f"{self.p_value:.3g}, level {self.p_threshold:g})")
 
     @property
     def z(self) -> np.ndarray:
@@ -45,7 +57,7 @@ class MarginalFit:
         for a, b, k, e, zi in zip(self.edges[:-1], self.edges[1:], self.counts, self.expected, self.z):
             rows.append(f"[{a:7.3f},{b:7.3f}) {k / self.n:9.5f} {e / self.n:9.5f} {zi:6.2f}")
         rows.append(f"chi2 = {self.chi2:.1f} on {self.dof} dof, p = {self.p_value:.3g}, n = {self.n}")
-        return "\n".join(rows)
+        return "\n".join(rows + [self.verdict])
 
 
 def fit_marginal(samples: np.ndarray, energy_1d, temperature: float, bins: int = 40,
@@ -113,8 +125,8 @@ def constant_temperature(config: dict) -> float:
     return float(t["start"])
 
 
-def run_marginal_fit(run, record: int = -1, temperature: float | None = None, bins: int = 40,
-                     records: int = 1) -> MarginalFit:
+def run_marginal_fit(run, *, record: int = -1, temperature: float | None = None,
+                     bins: int = 40, records: int = 1) -> MarginalFit:
     """Fit the last `records` records' (or `record`'s) coordinates of a separable-potential
     run to the exact marginal.  Coordinates and replicas are independent samples when the
     potential is separable; records should be spaced beyond the correlation time.
@@ -126,9 +138,8 @@ def run_marginal_fit(run, record: int = -1, temperature: float | None = None, bi
             "the stationary-marginal analysis needs a separable potential (independent "
             f"coordinates with one 1-D `marginal_energy`, such as DoubleWell); this run's {name} "
             f"is not.  Compare the run's records with {name}'s own stationary law instead: e.g. "
-            "for a Quadratic the variance of each eigen-coordinate of the positions against "
-            "T / eigenvalue (the README's Python example), or the recorded energies and "
-            "observables")
+            "for a Quadratic its exact Gaussian law by analysis/covariance.py "
+            "(`langevin_sim.analysis.covariance`), or the recorded energies and observables")
     T = constant_temperature(run.config) if temperature is None else temperature
     x = alive_positions(run, records, record, smaller="step")
     return fit_marginal(x, pot.marginal_energy, T, bins=bins)
