@@ -470,6 +470,25 @@ def test_scheduler_address_and_dashboard_note(cluster, capsys):
         assert "/status" in err
 
 
+def test_an_unreachable_scheduler_is_one_line_and_the_rerun_takes_the_points(tmp_path, capsys):
+    """--scheduler at an address where none listens: a one-line error naming the fix (it was
+    Dask's 60-line traceback after 30 s), exit status 2; the points stay pending."""
+    import dask
+
+    with socket.socket() as s:          # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "unreached"
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = cli(["scan", SCEN, "--grid", "temperature=1.0", "--set", "steps=20", "--out",
+                    str(out), "--scheduler", f"tcp://127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"langevin-sim: error: cannot reach the Dask scheduler at "
+                             f"tcp://127.0.0.1:{port}") and "leave out --scheduler" in err[0]
+    assert set(pd.read_csv(out / "manifest.csv")["status"]) == {"pending"}
+
+
 def test_scan_directory_lock_refuses_a_second_scan(tmp_path):
     out = tmp_path / "locked"
     (out / "points").mkdir(parents=True)

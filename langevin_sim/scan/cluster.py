@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
+from ..errors import ConfigError
 from .point import run_point, warm_numba_cache
 
 THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -141,7 +142,13 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
                                    dashboard_address=":0")
         client = Client(cluster, set_as_default=False)
     elif isinstance(scheduler, str):
-        client = Client(scheduler, set_as_default=False)
+        try:
+            client = Client(scheduler, set_as_default=False)
+        except OSError as e:            # (TimeoutError too): refused, unknown host, no answer
+            raise ConfigError(f"cannot reach the Dask scheduler at {scheduler} ({e}): start it "
+                              "(`dask scheduler`, or the SLURM job of docs/scans.md) or leave "
+                              "out --scheduler for a local cluster; the scan's points stay "
+                              "pending, a rerun takes them") from None
     else:
         client = scheduler
     try:
