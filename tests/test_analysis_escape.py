@@ -191,6 +191,7 @@ def test_records_give_an_upper_bound_and_no_verdict(tmp_path, capsys, monkeypatc
     out = capsys.readouterr().out
     assert "upper bound" in out and "AGREES" not in out and "DISAGREES" not in out, out
     assert "--set start=left --set first_passage=true" in out
+    assert f"\n{path} " in out, out        # the run's name whole in the table (was cut to 16)
 
 
 def test_simulated_escape_matches_the_exact_mfpt(tmp_path):
