@@ -798,7 +798,7 @@ class EscapeSummary:
 
     def table(self) -> str:
         w = max([3] + [len(r.name) for r in self.runs])     # names whole, however long
-        head = (f"{'run':>{w}} {'T':>7} {'dU/T':>6} {'n':>6} {'esc':>6} {'rate':>10} "
+        head = (f"{'run':<{w}} {'T':>7} {'dU/T':>6} {'n':>6} {'esc':>6} {'rate':>10} "
                 f"{'rate CI':>21} {'MFPT':>10} {'+-':>8} {'quad':>10} {'Kramers':>10} {'z':>6}")
         rows = [head]
         for r in self.runs:
@@ -808,7 +808,7 @@ class EscapeSummary:
             z = (f"{'':>6}" if r.z is None else f"{'bound':>6}" if r.bound and r.agrees is None
                  else f"{r.z:+6.2f}")
             ci = f"[{r.rate.lower:.4g}, {r.rate.upper:.4g}]"
-            rows.append(f"{r.name:>{w}} {r.temperature:7.4g} {du:6.3g} {r.rate.n:6d} "
+            rows.append(f"{r.name:<{w}} {r.temperature:7.4g} {du:6.3g} {r.rate.n:6d} "
                         f"{r.rate.events:6d} {r.rate.rate:10.4g} {ci:>21} {r.rate.mfpt:10.4g} "
                         f"{r.rate.mfpt_se:8.2g} {q} {k} {z}")
         if self.arrhenius is not None:
