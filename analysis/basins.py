@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.basins import run_occupancy  # noqa: E402
-from langevin_sim.analysis.scan import save_figure  # noqa: E402
+from langevin_sim.analysis.scan import save_figure, script  # noqa: E402
 
 
 def main(argv=None):
@@ -49,4 +49,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

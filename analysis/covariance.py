@@ -22,7 +22,7 @@ from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.covariance import (compare_covariance,  # noqa: E402
                                               gaussian_marginal_fits, gibbs_energy_fit,
                                               lyapunov_gap, predicted_laws)
-from langevin_sim.analysis.scan import save_figure  # noqa: E402
+from langevin_sim.analysis.scan import save_figure, script  # noqa: E402
 
 
 def burn_arg(text: str):
@@ -103,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -41,6 +41,7 @@ import numpy as np
 from langevin_sim.analysis.critical import (CriticalPoints, abc_complexity, critical_points,
                                             descent_census, descent_summary,
                                             pspin_minima_census, semicircle_index_fraction)
+from langevin_sim.analysis.scan import script
 from langevin_sim.analysis.spinglass import landmarks
 from langevin_sim.dynamics import SGD
 from langevin_sim.potentials import SphericalPSpin
@@ -376,4 +377,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.diagnostics import (MIN_DRAWS, burn_in, diagnose,  # noqa: E402
                                                diagnostics_table, load_records)
-from langevin_sim.analysis.scan import save_figure  # noqa: E402
+from langevin_sim.analysis.scan import save_figure, script  # noqa: E402
 from langevin_sim.errors import ConfigError  # noqa: E402
 
 RHAT_OK = 1.01
@@ -139,4 +139,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from langevin_sim import ConfigError, LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.drift import (has_default_coordinate, run_density,  # noqa: E402
                                          run_drift, run_time_to_target, run_traces)
-from langevin_sim.analysis.scan import save_figure  # noqa: E402
+from langevin_sim.analysis.scan import save_figure, script  # noqa: E402
 
 
 def default_target(pot):
@@ -85,4 +85,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.escape import escape_summary  # noqa: E402
-from langevin_sim.analysis.scan import save_figure  # noqa: E402
+from langevin_sim.analysis.scan import save_figure, script  # noqa: E402
 from langevin_sim.first_passage import HalfSpace  # noqa: E402
 
 
@@ -85,4 +85,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -33,7 +33,7 @@ from langevin_sim.errors import ConfigError  # noqa: E402
 from langevin_sim.analysis.flatness import (MEASURES, TARGETS, early_stopped,  # noqa: E402
                                             flatness_vs_generalization, matched_fit, pooled,
                                             run_flatness)
-from langevin_sim.analysis.scan import run_files, save_figure  # noqa: E402
+from langevin_sim.analysis.scan import run_files, save_figure, script  # noqa: E402
 
 KEYS = ("lr", "batch_size", "momentum", "hidden", "n", "noise", "label_corruption",
         "weight_decay", "temperature")
@@ -207,4 +207,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.grokking import delay_scaling, points_table, run_grokking  # noqa: E402
-from langevin_sim.analysis.scan import run_files, save_figure  # noqa: E402
+from langevin_sim.analysis.scan import run_files, save_figure, script  # noqa: E402
 
 
 def main(argv=None):
@@ -78,4 +78,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from langevin_sim import ConfigError, LangevinSimError  # noqa: E402
 from langevin_sim.analysis.scan import (energy_summary, gather, reduce_repeats,  # noqa: E402
-                                        save_figure)
+                                        save_figure, script)
 from langevin_sim.scan import open_scan  # noqa: E402
 
 
@@ -65,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
-from langevin_sim.analysis.scan import save_figure  # noqa: E402
+from langevin_sim.analysis.scan import save_figure, script  # noqa: E402
 from langevin_sim.analysis.spinglass import (overlaps, run_aging, run_hessian_index,  # noqa: E402
                                              run_relaxation)
 
@@ -74,4 +74,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis import run_marginal_fit  # noqa: E402
-from langevin_sim.analysis.scan import int_at_least, save_figure  # noqa: E402
+from langevin_sim.analysis.scan import int_at_least, save_figure, script  # noqa: E402
 from langevin_sim.analysis.stationary import boltzmann_bin_probabilities  # noqa: E402
 
 
@@ -54,4 +54,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
-from langevin_sim.analysis.scan import int_at_least, save_figure  # noqa: E402
+from langevin_sim.analysis.scan import int_at_least, save_figure, script  # noqa: E402
 from langevin_sim.analysis.tails import run_tail_index  # noqa: E402
 
 
@@ -46,4 +46,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script(main)

@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from .errors import (DivergenceWarning, LangevinSimError, LangevinSimWarning, RunFileError,
-                     RunStopped, RunTerminated)
+                     RunStopped, RunTerminated, closed_stdout)
 
 
 def _run(a) -> int:
@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def guarded(fn, *args, prog: str = "langevin-sim") -> int:
     """Call `fn(*args)` as a command: exit status 0, a one-line error (status 2) for a
-    LangevinSimError, one line for a run stopped by a signal (status 128 + signal), and
+    LangevinSimError, one line for a run stopped by a signal (status 128 + signal), nothing
+    where stdout's reader closed it (`errors.closed_stdout`), and
     the package's warnings (LangevinSimWarning: divergences, unrecorded steps) as one
     `warning:` line each.  Warnings are shown as they come (under
     the filters in force), not recorded: a run's warnings could number millions."""
@@ -134,12 +135,15 @@ def guarded(fn, *args, prog: str = "langevin-sim") -> int:
         warnings.showwarning = one_line
         try:
             status = fn(*args)
+            sys.stdout.flush()          # (a pipe's buffer is written here, not at exit)
         except LangevinSimError as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
         except (RunStopped, RunTerminated) as e:
             print(f"{prog}: {e}", file=sys.stderr)
             return e.exit_code
+        except BrokenPipeError:         # `langevin-sim info RUN | head`: quiet, as a shell tool
+            return closed_stdout()
     return status or 0
 
 

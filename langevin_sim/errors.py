@@ -1,4 +1,8 @@
 """Exception hierarchy: every error says what was wrong, the value, and the fix."""
+import os
+import sys
+
+BROKEN_PIPE = 128 + 13     # exit status of a command whose reader closed stdout (SIGPIPE's)
 
 
 class LangevinSimError(Exception):
@@ -83,3 +87,13 @@ class RunTerminated(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+def closed_stdout() -> int:
+    """After a BrokenPipeError (stdout's reader, e.g. `head`, closed it): stdout pointed at
+    /dev/null, so that nothing more (the interpreter's last flush) raises; returns the exit
+    status BROKEN_PIPE, as a shell tool stopped by SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return BROKEN_PIPE

@@ -272,7 +272,7 @@ def test_stationary_analysis_needs_separable_potential_and_positions(tmp_path, m
     blind = tmp_path / "blind.h5"
     run_scenario(DOUBLE_WELL, ["replicas=2", "steps=4", "record_every=2",
                                "record_positions=false"], out=blind, progress=False).close()
-    separable = ["needs a separable potential", "eigen-coordinate", "energies and observables"]
+    separable = ["needs a separable potential", "analysis/covariance.py", "energies and observables"]
     for path, expect in ((pspin, separable + ["this run's SphericalPSpin is not"]),
                          (quad, separable + ["this run's Quadratic is not"]),
                          (blind, ["recorded no positions", "--set record_positions=true"])):
@@ -308,3 +308,21 @@ def test_scenario_help_needs_every_meaning(tmp_path, capsys):
     P = load_scenario(path).Params
     assert field_help(P, "replicas") == field_help(RunParams, "replicas")
     assert field_help(P, "gain") == "gain"
+
+
+@pytest.mark.parametrize("command", [["-m", "langevin_sim.cli", "backends"],
+                                     ["analysis/stationary.py", "--help"]])
+def test_a_closed_stdout_ends_a_command_quietly(command):
+    """`... | head`: a reader that closed stdout before the command wrote (here before it
+    started) ends it with exit status 141 and nothing on stderr (it was a BrokenPipeError
+    traceback, or 'Exception ignored' at exit)."""
+    import subprocess
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, *command], stdout=w, stderr=subprocess.PIPE,
+                           text=True, cwd=ROOT, timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode in (0, 141) and p.stderr == "", (p.returncode, p.stderr[-2000:])

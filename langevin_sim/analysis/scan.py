@@ -6,16 +6,17 @@ dimension per grid key, one ``zip`` dimension for keys varied together (those ke
 coordinates along it), and ``repeat``; points that did not finish are NaN.  Imports
 neither numba, dask nor `langevin_sim.scan` (whose `Scan.summarize` calls `gather`);
 xarray and pandas are imported when called.  Also the analysis scripts' small helpers:
-run files of a path, figure paths, `save_figure`, the argparse type `int_at_least`.
+run files of a path, figure paths, `save_figure`, the argparse type `int_at_least`, `script`.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, require
+from ..errors import ConfigError, closed_stdout, require
 
 
 def run_files(path) -> list[Path]:
@@ -45,6 +46,19 @@ def save_figure(fig, png=None, next_to=None, name: str = "figure", dpi: int = 80
     plt.close(fig)
     print(f"figure: {png}")
     return png
+
+
+def script(main) -> None:
+    """Run an analysis script's main(); where stdout's reader closed it (`python
+    analysis/x.py RUN | head`), exit quietly with status BROKEN_PIPE (a traceback, or
+    'Exception ignored' at exit, before)."""
+    try:
+        try:
+            main()
+        finally:
+            sys.stdout.flush()          # (a pipe's buffer is written here, not at exit)
+    except BrokenPipeError:
+        sys.exit(closed_stdout())
 
 
 def int_at_least(low: int):
