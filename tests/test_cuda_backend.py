@@ -393,9 +393,13 @@ for ft in (float32, float64):
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 3, ck.GEMM_MALA).py_func, QS, cc=(9, 0))
     blk = (32, 4)       # the sliced kernel: 4 threads per replica (shared-memory sums, votes)
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 10, ck.GEMM_LM, blk).py_func, QS, cc=(9, 0))
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 10, ck.GEMM_OVERDAMPED, blk,
+                                  quadratic._cuda_stages()).py_func, QS, cc=(9, 0))   # streamed
     row, refresh, _ = pspin._cuda_rules(f32, 7, blk)
     cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 7, ck.GEMM_OVERDAMPED, blk).py_func, PS,
                      cc=(9, 0))
+    cuda.compile_ptx(ck.gemm_step(row, refresh, f32, 7, ck.GEMM_LM, blk,
+                                  pspin._cuda_stages(f32, 7, blk)).py_func, PS, cc=(9, 0))
     cuda.compile_ptx(quadratic.baoab_kernel(f32).py_func,
                      (W,) * 6 + (V, I1, I1, int64, boolean, boolean, uint64, uint64, uint64, F1,
                                  F1, float64, float64, float64), cc=(9, 0))
