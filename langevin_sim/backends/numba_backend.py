@@ -35,7 +35,9 @@ class NumbaBackend:
         kernel = registry.kernel_for(sim.potential, sim.dynamics, self.name)
         if kernel is None:
             _warn_once((pot, dyn), f"numba backend has no fused kernel for {pot} x {dyn}; "
-                                   "running the NumPy reference (correct, slower)")
+                                   "running the NumPy reference (correct, slower; a new "
+                                   "potential gets the generic kernels from its family's hooks "
+                                   "in langevin_sim/kernels/: docs/extending.md)")
         elif getattr(sim, "first_passage", None) is not None and not kernel.first_passage:
             _warn_once((pot, dyn, "first_passage"),
                        f"numba backend's fused kernel for {pot} x {dyn} does not update "

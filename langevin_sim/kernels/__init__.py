@@ -38,9 +38,11 @@ Adding a fused kernel for a new pair touches the potential family's module only:
 On "cuda", a low-dimensional family needs only its row function: a step function
 ``row(x, g, w, args, idx, nb, energy)`` named in `STEPS`, registered with `rows.row_family`
 (see `rows`).
-A new family is a new module here, added to the import line below.  Test the pair against the
-reference as tests/test_backends.py does (add it to its `PAIRS`), and its step functions
-under the CUDA simulator as tests/test_cudasim.py does.
+A new family is a new module here, added to the import line below and to `FAMILIES`; its
+`drivers.Hooks` (``family(Cls, Hooks(...))``) give every dynamics a fused generic kernel.
+tests/test_fused_pairs.py runs every registered pair against the reference (give the class a
+small instance in its `POTS`), tests/test_cudasim.py a new family's step functions under the
+CUDA simulator; docs/extending.md lists every step of adding a potential.
 """
 from . import double_well, drivers, linear_regression, manifolds, pspin, quadratic, rows, toynets
 

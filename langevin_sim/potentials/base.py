@@ -37,7 +37,9 @@ class Potential:
     Subclasses define `energy(x) -> (M,)`, `grad(x) -> (M, d)`, `params()` (JSON-able
     scalars) and `arrays()` (the instance's arrays, stored in the run file), and are
     rebuilt by `cls(**params, **arrays)`.  Finite-sum losses also set `n_samples` and
-    accept `grad(x, batch)` with `batch` an (M, B) int array of sample indices.
+    accept `grad(x, batch)` with `batch` an (M, B) int array of sample indices.  Methods
+    take device arrays too (backend "cuda"): NumPy functions that dispatch to CuPy
+    (`np.zeros_like`, not `np.zeros`) or `array_module(x)`.  Adding one: docs/extending.md.
     """
 
     name: ClassVar[str] = ""
