@@ -6,8 +6,8 @@ import os
 import sys
 import warnings
 
-from .errors import (DivergenceWarning, LangevinSimError, LangevinSimWarning, RunFileError,
-                     RunStopped, RunTerminated, closed_stdout)
+from .errors import (ConfigError, DivergenceWarning, LangevinSimError, LangevinSimWarning,
+                     RunFileError, RunStopped, RunTerminated, closed_stdout)
 
 
 def _run(a) -> int:
@@ -19,9 +19,33 @@ def _run(a) -> int:
     return 0
 
 
+def import_modules(names: list[str] | None) -> None:
+    """Import each of `names` (a module name, or the path of a .py file): the potentials and
+    dynamics they define join the registries, so that run files naming them open."""
+    import importlib
+    import importlib.util
+
+    for name in names or ():
+        try:
+            if name.endswith(".py"):
+                spec = importlib.util.spec_from_file_location(
+                    os.path.splitext(os.path.basename(name))[0], name)
+                if spec is None or not os.path.isfile(name):
+                    raise FileNotFoundError(f"no file {name}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(name)
+        except (ImportError, OSError) as e:
+            raise ConfigError(f"--import {name}: {e}; give a module importable from here "
+                              "(on PYTHONPATH) or the path of a .py file") from None
+
+
 def _resume(a) -> int:
     from .simulation import resume
 
+    import_modules(a.imports)
     run = resume(a.path, steps=a.steps, backend=a.backend, progress=a.progress, swmr=a.swmr)
     if run.resumed_from is None:
         print(f"{a.path} is already complete at step {run.steps_done}; nothing to do "
@@ -89,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--swmr", action=argparse.BooleanOptionalAction, default=None,
                    help="write in SWMR mode for live readers (default: as the run was started)")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                   help="import MODULE (a module name or a .py file) first: the potentials or "
+                        "dynamics it defines, for a run made with them (repeatable)")
     s.set_defaults(fn=_resume)
     i = sub.add_parser("info", help="print a run file's config, progress, records, divergences")
     i.add_argument("path")

@@ -575,3 +575,62 @@ def test_records_of_a_diverged_replica_do_not_touch_the_state(tmp_run):
     assert sim.diverged_step[2] >= 0 and np.isnan(run["accepted"][-1][2])
     assert all(np.all(np.isfinite(v)) for v in sim.state.values())
     run.close()
+
+
+BOWL = '''
+import numpy as np
+from langevin_sim.potentials.base import Potential
+
+
+class Bowl(Potential):
+    """U = k |x|^2 / 2 (a potential defined outside the package)."""
+
+    def __init__(self, d=2, k=1.5):
+        self.d, self.k = int(d), float(k)
+
+    def energy(self, x):
+        return 0.5 * self.k * np.sum(np.asarray(x, dtype=np.float64) ** 2, axis=1)
+
+    def grad(self, x, batch=None):
+        return self.k * x
+
+    def params(self):
+        return {"d": self.d, "k": self.k}
+'''
+
+
+def test_resume_imports_a_potential_defined_outside_the_package(tmp_path):
+    """A run of a potential from the user's own file: `langevin-sim resume` in a fresh process
+    says which option imports it, and with `--import FILE.py` finishes the run, equal to the
+    uninterrupted one."""
+    (tmp_path / "bowl.py").write_text(BOWL)
+    make = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from bowl import Bowl; "
+            "from langevin_sim import Simulation; "
+            "from langevin_sim.dynamics import OverdampedLangevin; "
+            "s = Simulation(Bowl(), OverdampedLangevin(0.05, 0.5), 8, backend='numpy', seed=3); "
+            "s.run({steps}, 10, out={out!r}, progress=False).close()")
+    for steps, out in ((20, "part.h5"), (40, "whole.h5")):
+        subprocess.run([sys.executable, "-c", make.format(steps=steps, out=str(tmp_path / out))],
+                       check=True, cwd=tmp_path)
+    cmd = [sys.executable, "-m", "langevin_sim.cli", "resume", str(tmp_path / "part.h5"),
+           "--steps", "40", "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "unknown potential class 'Bowl'" in r.stderr, r.stderr
+    assert "--import MODULE" in r.stderr
+    r = subprocess.run(cmd + ["--import", str(tmp_path / "nope.py")], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--import" in r.stderr, r.stderr
+    r = subprocess.run(cmd + ["--import", str(tmp_path / "bowl.py")], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import bowl  # noqa: F401  (registers Bowl here, for open_run)
+        with open_run(tmp_path / "part.h5") as a, open_run(tmp_path / "whole.h5") as b:
+            assert a.steps_done == b.steps_done == 40
+            np.testing.assert_array_equal(np.asarray(a.positions), np.asarray(b.positions))
+    finally:        # (the registries are the process's: other tests iterate over them)
+        from langevin_sim.potentials import REGISTRY
+        REGISTRY.pop("Bowl", None)
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("bowl", None)

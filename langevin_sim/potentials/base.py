@@ -129,7 +129,8 @@ class Potential:
         cls_name = group.attrs.get("class")
         if cls_name not in REGISTRY:
             raise RunFileError(f"unknown potential class {cls_name!r} in run file; "
-                               "import the module defining it before opening the run")
+                               "import the module defining it before opening the run "
+                               "(langevin-sim resume --import MODULE)")
         params = json.loads(group.attrs["params"])
         arrays = {k: v[()] for k, v in group.items() if not v.is_scale}  # scales label dims
         potential = REGISTRY[cls_name](**params, **arrays)
