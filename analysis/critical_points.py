@@ -29,7 +29,8 @@ objective SGD with that weight decay descends), whose minima are finite where a
 classifier's cross-entropy on separable data has none.  `--descent-gd LR:STEPS[:BATCH[:MOMENTUM]]`:
 where gradient descent (full batch, or minibatch SGD with momentum) ends instead (the engine
 runs STEPS steps of step LR from every start, then L-BFGS with steps <= `--descent-max-step`
-finishes): L-BFGS's long steps jump between basins.
+(0.01) finishes): L-BFGS's long steps jump between basins; `--descent-max-step` alone caps
+L-BFGS's own steps.
 """
 from __future__ import annotations
 
@@ -148,24 +149,26 @@ def census(spec, max_iter=2000):
     return rows
 
 
-def descent(widths, seeds, starts, max_iter=4000, net=NET, gd=None, max_step=0.01,
+def descent(widths, seeds, starts, max_iter=4000, net=NET, gd=None, max_step=None,
             backend="numba", weight_decay=0.0):
     """Rows of `descent_summary` per width over the data/teacher instances `seeds` of `net`
     (start seed 1 + instance), with the censuses.  gd = (lr, steps[, batch, momentum]):
     gradient descent first (the engine's SGD; batch 0 or absent: full batch), then L-BFGS
-    with steps <= max_step (length) finishes, the engine's `backend` running it; None:
-    L-BFGS alone.  weight_decay: the census is of the loss + wd |x|^2 / 2 (and the SGD
+    with steps <= max_step (length; default 0.01) finishes, the engine's `backend` running
+    it; None: L-BFGS alone, its steps capped at max_step where given.  weight_decay: the
+    census is of the loss + wd |x|^2 / 2 (and the SGD
     carries that decay).  A classifier's rows add the training and test accuracy of the end
     points at the bottom and above it (medians)."""
     rows = []
     if gd is None:
-        kw, method = {}, "L-BFGS"
+        kw = {} if max_step is None else {"max_step": float(max_step)}
+        method = "L-BFGS" + ("" if max_step is None else f" (steps <= {max_step:g})")
     else:
         lr, steps, batch, mom = (tuple(gd) + (0, 0))[:4]
         dyn = SGD(lr=float(lr), batch_size=int(batch) or None, momentum=float(mom),
                   weight_decay=weight_decay)
-        kw = {"dynamics": dyn, "steps": int(steps), "max_step": float(max_step),
-              "backend": backend}
+        kw = {"dynamics": dyn, "steps": int(steps),
+              "max_step": 0.01 if max_step is None else float(max_step), "backend": backend}
         method = ("GD" if not batch else f"SGD (B = {int(batch)}, momentum {mom:g})") + \
             f" (lr {lr:g}, {int(steps)} steps)"
     if weight_decay:
@@ -348,8 +351,9 @@ def main(argv=None):
     ap.add_argument("--descent-gd", default="",
                     help="LR:STEPS[:BATCH[:MOMENTUM]] of (minibatch) gradient descent before "
                          "the L-BFGS finish (default: L-BFGS alone)")
-    ap.add_argument("--descent-max-step", type=float, default=0.01,
-                    help="step cap of the L-BFGS finish after gradient descent")
+    ap.add_argument("--descent-max-step", type=float, default=None,
+                    help="step cap (length) of L-BFGS: of its finish after gradient descent "
+                         "(default 0.01), or of L-BFGS alone (default: none)")
     ap.add_argument("--descent-backend", default="numba", help="engine backend of the gradient "
                                                                 "descent")
     ap.add_argument("--png", default="", help="save the figure to this file")

@@ -218,6 +218,13 @@ def test_critical_points_script_prints_the_table_and_saves_the_figure(tmp_path):
     assert "| 2 | 11 | 2 × 10 |" in out.stdout and "descent (L-BFGS) MLP width=1" in out.stdout
     img = plt.imread(png)
     assert img.shape[0] >= 200 and (img[..., :3].min(axis=-1) < 0.5).mean() > 0.01
+    capped = subprocess.run([sys.executable, os.path.join(root, "analysis", "critical_points.py"),
+                             "--descent-widths", "2", "--descent-seeds", "0",
+                             "--descent-starts", "10", "--descent-iter", "200",
+                             "--descent-max-step", "0.05"], capture_output=True, text=True,
+                            cwd=root)           # L-BFGS alone with its steps capped
+    assert capped.returncode == 0, capped.stderr
+    assert "descent: L-BFGS (steps <= 0.05); teacher width 2" in capped.stdout, capped.stdout
 
 
 def test_kac_rice_p2_has_two_points_of_each_index():
