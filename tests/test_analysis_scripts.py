@@ -4,7 +4,6 @@ import runpy
 import sys
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pytest
 
 from langevin_sim import open_run
