@@ -175,7 +175,14 @@ def guarded(fn, *args, prog: str = "langevin-sim") -> int:
 
 
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
+    try:
+        a = build_parser().parse_args(argv)
+    except SystemExit:                  # --help, or argparse's error: its exit, unless stdout's
+        try:                            # reader closed it (`langevin-sim --help | head`)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return closed_stdout()
+        raise
     return guarded(a.fn, a)
 
 

@@ -311,6 +311,7 @@ def test_scenario_help_needs_every_meaning(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", [["-m", "langevin_sim.cli", "backends"],
+                                     ["-m", "langevin_sim.cli", "--help"],
                                      ["analysis/stationary.py", "--help"]])
 def test_a_closed_stdout_ends_a_command_quietly(command):
     """`... | head`: a reader that closed stdout before the command wrote (here before it
