@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from .errors import (ConfigError, DivergenceWarning, LangevinSimError, LangevinSimWarning,
-                     RunFileError, RunStopped, RunTerminated, closed_stdout)
+                     RunFileError, RunStopped, RunTerminated, quiet_closed_stdout)
 
 
 def _run(a) -> int:
@@ -28,10 +28,10 @@ def import_modules(names: list[str] | None) -> None:
     for name in names or ():
         try:
             if name.endswith(".py"):
+                if not os.path.isfile(name):
+                    raise FileNotFoundError(f"no file {name}")
                 spec = importlib.util.spec_from_file_location(
                     os.path.splitext(os.path.basename(name))[0], name)
-                if spec is None or not os.path.isfile(name):
-                    raise FileNotFoundError(f"no file {name}")
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[spec.name] = module
                 spec.loader.exec_module(module)
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 def guarded(fn, *args, prog: str = "langevin-sim") -> int:
     """Call `fn(*args)` as a command: exit status 0, a one-line error (status 2) for a
     LangevinSimError, one line for a run stopped by a signal (status 128 + signal), nothing
-    where stdout's reader closed it (`errors.closed_stdout`), and
+    where stdout's reader closed it (`errors.quiet_closed_stdout`), and
     the package's warnings (LangevinSimWarning: divergences, unrecorded steps) as one
     `warning:` line each.  Warnings are shown as they come (under
     the filters in force), not recorded: a run's warnings could number millions."""
@@ -161,28 +161,20 @@ def guarded(fn, *args, prog: str = "langevin-sim") -> int:
 
         warnings.showwarning = one_line
         try:
-            status = fn(*args)
-            sys.stdout.flush()          # (a pipe's buffer is written here, not at exit)
+            with quiet_closed_stdout():     # `langevin-sim info RUN | head`
+                status = fn(*args)
         except LangevinSimError as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
         except (RunStopped, RunTerminated) as e:
             print(f"{prog}: {e}", file=sys.stderr)
             return e.exit_code
-        except BrokenPipeError:         # `langevin-sim info RUN | head`: quiet, as a shell tool
-            return closed_stdout()
     return status or 0
 
 
 def main(argv=None) -> int:
-    try:
+    with quiet_closed_stdout():         # `langevin-sim --help | head`
         a = build_parser().parse_args(argv)
-    except SystemExit:                  # --help, or argparse's error: its exit, unless stdout's
-        try:                            # reader closed it (`langevin-sim --help | head`)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            return closed_stdout()
-        raise
     return guarded(a.fn, a)
 
 

@@ -1,4 +1,5 @@
 """Exception hierarchy: every error says what was wrong, the value, and the fix."""
+import contextlib
 import os
 import sys
 
@@ -89,11 +90,20 @@ class RunTerminated(SystemExit):
         return self.message
 
 
-def closed_stdout() -> int:
-    """After a BrokenPipeError (stdout's reader, e.g. `head`, closed it): stdout pointed at
-    /dev/null, so that nothing more (the interpreter's last flush) raises; returns the exit
-    status BROKEN_PIPE, as a shell tool stopped by SIGPIPE."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return BROKEN_PIPE
+@contextlib.contextmanager
+def quiet_closed_stdout():
+    """The body of a command-line entry point: stdout flushed at its end (a pipe's buffer is
+    written there, not at exit), and where stdout's reader closed it (`... | head`) the
+    process exits with status BROKEN_PIPE, as a shell tool stopped by SIGPIPE, instead of a
+    BrokenPipeError traceback (stdout pointed at /dev/null first, so that the interpreter's
+    last flush stays quiet).  Other exceptions, SystemExit included, pass through."""
+    try:
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        sys.exit(BROKEN_PIPE)

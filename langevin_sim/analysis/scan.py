@@ -11,12 +11,11 @@ run files of a path, figure paths, `save_figure`, the argparse type `int_at_leas
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, closed_stdout, require
+from ..errors import ConfigError, quiet_closed_stdout, require
 
 
 def run_files(path) -> list[Path]:
@@ -49,16 +48,10 @@ def save_figure(fig, png=None, next_to=None, name: str = "figure", dpi: int = 80
 
 
 def script(main) -> None:
-    """Run an analysis script's main(); where stdout's reader closed it (`python
-    analysis/x.py RUN | head`), exit quietly with status BROKEN_PIPE (a traceback, or
-    'Exception ignored' at exit, before)."""
-    try:
-        try:
-            main()
-        finally:
-            sys.stdout.flush()          # (a pipe's buffer is written here, not at exit)
-    except BrokenPipeError:
-        sys.exit(closed_stdout())
+    """Run an analysis script's main() under `errors.quiet_closed_stdout`
+    (`python analysis/x.py RUN | head` exits quietly, status 141)."""
+    with quiet_closed_stdout():
+        main()
 
 
 def int_at_least(low: int):
