@@ -629,7 +629,9 @@ def without_gemm_rate(w: Workload, dt: str, backend_cls, seconds: float, sync,
     run whose `cuda_runtime.gemm` computes the first step's product only (outside the graphs,
     which are captured afterwards without it), so every later step reuses that gradient and
     the rate is that of everything else (the fused step kernel, W3's products, the graphs'
-    launches).  Set against the GEMM rate at the shape it says where a step's time goes."""
+    launches; where the streamed kernel's state and gradient buffers trade places, a step's
+    "gradient" is then an older state: the same memory traffic).  Set against the GEMM rate
+    at the shape it says where a step's time goes."""
     from langevin_sim.backends import cuda_runtime as rt
 
     real, done = rt.gemm, []

@@ -581,6 +581,29 @@ if SIM:
     use_cuda_backend()
     DEVICE_BACKENDS = ["cuda"]
 
+    def test_captured_launch_replays_its_own_grid(monkeypatch):
+        """A launch recorded by `cuda_runtime.capture` replays on the grid it was captured with,
+        whatever the same kernel was launched on since: the simulator's ``kernel[config]`` sets
+        the one kernel object's grid (two runs of different sizes share a compiled kernel, and a
+        graph of the smaller one replayed after it ran the larger one's blocks)."""
+        from langevin_sim.backends import cuda_fakecupy as cp
+        from langevin_sim.backends import cuda_runtime as rt
+
+        monkeypatch.setattr(rt, "threads_per_block", lambda: 2)
+
+        @cuda.jit
+        def count(a):
+            i = cuda.grid(1)
+            if i < a.shape[0]:
+                a[i] += 1.0
+
+        small, large = cp.zeros(8), cp.zeros(8)
+        graph = rt.capture(lambda: rt.launch(count, 2, *rt.kernel_arrays(small)))   # one block
+        rt.launch(count, 8, *rt.kernel_arrays(large))                               # four blocks
+        graph.launch()
+        np.testing.assert_array_equal(cp.asnumpy(small), [1, 1, 0, 0, 0, 0, 0, 0])
+        np.testing.assert_array_equal(cp.asnumpy(large), np.ones(8))
+
     @pytest.fixture(autouse=True)
     def one_lane_per_replica(monkeypatch):
         """The simulator runs a CUDA thread as a Python thread: the library's hardware default
@@ -1480,18 +1503,27 @@ if SIM:
                                           whole.state[k], err_msg=f"partition, {k}")
         return whole
 
-    @pytest.mark.parametrize("case", ["pspin-heun", "pspin-sgd", "baoab"])
+    @pytest.mark.parametrize("case", ["pspin-heun", "pspin-sgd", "baoab", "pspin-lm-sliced",
+                                      "quadratic-sliced"])
     def test_dense_steps_replay_cuda_graphs_bit_for_bit(case, monkeypatch):
         """The dense paths queue their steps as replays of CUDA graphs (`DeviceRun.queue_steps`;
         3 steps a graph in the simulator, a shorter chunk for the rest, the first step of a
         run as queued): calls of 3, 1, 6, 4 and 5 steps replay graphs of 2, 1, 3, 3, 3, 1, 3, 2
         steps (BAOAB, whose first and last launch of a call are not in graphs: 1, 3, 2, 3, 3,
-        1), three captured graphs in all, and x, the dynamics' state and the divergence flags
+        1), three captured graphs in all (the streamed sliced kernel's, whose state and
+        gradient buffers trade places every step, one per chunk length and starting phase,
+        five, four kept: six captures), and x, the dynamics' state and the divergence flags
         equal bit for bit those of the same run with graphs off
         (LANGEVIN_SIM_CUDA_GRAPH_STEPS=0), as they equal the reference
         (test_fused_dense_kernels_equal_reference)."""
         from langevin_sim.backends import cuda_fakecupy, cuda_runtime
+        from langevin_sim.backends import cuda_kernels as ck
 
+        captures = 3
+        if case.endswith("-sliced"):
+            case, captures = case[:-len("-sliced")], 6
+            monkeypatch.setattr(ck, "GEMM_LANES", 3)
+            monkeypatch.setattr(ck, "GEMM_STREAM", True)
         if case == "baoab":
             make, mass, bound, start = DENSE_BAOAB["quadratic"]
             dyn = UnderdampedLangevin(Schedule("linear", 0.52, 0.49, 12), 1.3,
@@ -1519,7 +1551,7 @@ if SIM:
                 assert not launched, "graphs off: nothing may be replayed"
             else:
                 assert len(launched) == (6 if case == "baoab" else 8)
-                assert len(set(map(id, launched))) == 3
+                assert len(set(map(id, launched))) == captures
         assert (runs[""].diverged_step >= 0).any()
         for k in runs[""].state:
             np.testing.assert_array_equal(runs[""].state[k], runs["0"].state[k], err_msg=k)
@@ -1593,14 +1625,18 @@ if SIM:
                                                  Ball([-0.8, 0, 0], 0.5, "left"))),
     }
 
-    @pytest.mark.parametrize("case", list(DENSE_OBSERVED))
+    @pytest.mark.parametrize("case", list(DENSE_OBSERVED) + ["pspin-sliced", "linreg-lm-sliced"])
     def test_dense_paths_update_first_passage_arrays_like_reference(case, monkeypatch):
         """The dense paths (p-spin's and the quadratic forms' GEMM + fused kernel, beyond
         rows.MAX_D, lowered here, for the forms' other dynamics) update first-passage
         observers after every step on the device (`first_passage_columns`, replayed in the
-        CUDA graphs): the reference's arrays exactly, over several calls."""
+        CUDA graphs): the reference's arrays exactly, over several calls (odd and even: with
+        2 threads per replica, the streamed kernel's state alternates between two buffers)."""
         from langevin_sim.kernels import rows
 
+        if case.endswith("-sliced"):
+            case = case[:-len("-sliced")]
+            monkeypatch.setattr(ck, "GEMM_LANES", 2)
         make, dyn, fp = DENSE_OBSERVED[case]
         no_generic_steps(monkeypatch)
         monkeypatch.setattr(rows, "MAX_D", 2)

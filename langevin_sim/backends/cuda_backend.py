@@ -311,40 +311,42 @@ class DeviceRun:
             ws = self.workspaces[key] = Workspace(build())
         return ws
 
-    def queue_steps(self, ws: "Workspace", t0: int, n: int, body: Callable[[int], None]) -> None:
-        """Queue steps t0 .. t0+n-1 on the device: ``body(k)`` queues one step's GEMMs and
-        launches, whose kernels take the step t = tv[0] + k from the device counter `tv` (set
-        to t0 here; a `cuda_kernels.step_counter` launch after every m steps adds m).  The
+    def queue_steps(self, ws: "Workspace", t0: int, n: int, body: Callable[[int, int], None],
+                    period: int = 1) -> None:
+        """Queue steps t0 .. t0+n-1 on the device: ``body(k, phase)`` queues one step's GEMMs
+        and launches, whose kernels take the step t = tv[0] + k from the device counter `tv`
+        (set to t0 here; a `cuda_kernels.step_counter` launch after every m steps adds m);
+        phase = (t - t0) % period (`gemm_steps`' buffers alternate with period 2).  The
         first step of a workspace runs as queued (kernels compile, libraries initialize);
         then the steps go in chunks of `rt.graph_steps()` (and one shorter chunk), each the
-        replay of a CUDA graph captured once per chunk length on `ws` (`rt.capture`; up to
-        four lengths kept), so the host queues one graph launch per chunk instead of one
-        launch per kernel and GEMM.  With graphs off (`rt.graphs_enabled`) every step is
-        queued as is; the numbers are the same."""
+        replay of a CUDA graph captured once per chunk length and starting phase on `ws`
+        (`rt.capture`; up to four kept), so the host queues one graph launch per chunk
+        instead of one launch per kernel and GEMM.  With graphs off (`rt.graphs_enabled`)
+        every step is queued as is; the numbers are the same."""
         self.tv.fill(t0)
         tv, counter = rt.kernel_arrays(self.tv)[0], ck.step_counter()
 
-        def chunk(m: int) -> None:
+        def chunk(m: int, start: int) -> None:
             for k in range(m):
-                body(k)
+                body(k, (start + k) % period)
             rt.launch(counter, 1, tv, m)
 
         done, S = 0, rt.graph_steps() if rt.graphs_enabled() else 0
         if n > 0 and (S == 0 or not ws.warm):
             done = n if S == 0 else 1
-            chunk(done)
+            chunk(done, 0)
             ws.warm = True
         while done < n:
-            m = min(S, n - done)
-            graph = ws.graphs.get(m)
+            m, key = min(S, n - done), (min(S, n - done), done % period)
+            graph = ws.graphs.get(key)
             if graph is None:
-                graph = rt.capture(lambda: chunk(m))
+                graph = rt.capture(lambda: chunk(m, key[1]))
                 if graph is None:          # capture failed (warned): queue the rest as is
-                    chunk(n - done)
+                    chunk(n - done, done % period)
                     return
                 if len(ws.graphs) >= 4:
                     ws.graphs.pop(next(iter(ws.graphs)))
-                ws.graphs[m] = graph
+                ws.graphs[key] = graph
             graph.launch()
             done += m
 
@@ -568,7 +570,10 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
     that persist for the run; XT is transposed back into the state at the end.  block:
     `gemm_block`(sim.dynamics, N), the block the family built `row` and `refresh` for;
     stages: the row rule's (lane, finish) for the sliced kernel (`cuda_kernels.gemm_step`),
-    given to it while `cuda_kernels.GEMM_STREAM` is on."""
+    given to it while `cuda_kernels.GEMM_STREAM` is on: that streamed kernel leaves the new
+    state in the gradient's buffer, so XT and GT trade places every step (the GEMM of an odd
+    step reads GT and writes XT; graphs are captured per starting phase) and the state is
+    transposed back from the buffer that holds it."""
     from ..kernels.common import schedule_code
 
     xp, x, dyn = run.xp, run.state["x"], sim.dynamics
@@ -597,8 +602,9 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
                     ts=xp.asarray(tcode), aux=aux + tuple(xp.empty(0, x.dtype)
                                                           for _ in range(4 - len(aux))))
 
+    streamed = stages is not None and ck.GEMM_STREAM and block[1] > 1
     key = ("gemm", x.dtype, rules, row, refresh, tuple(map(id, aux)), tuple(ecode),
-           tuple(tcode), q, run.regions is not None, block)
+           tuple(tcode), q, run.regions is not None, block, streamed)
     ws = run.workspace(key, build)
     w = ws.arrays
     XT, GT, X2, G2 = w["XT"], w["GT"], w["X2"], w["G2"]
@@ -612,26 +618,28 @@ def gemm_steps(run: DeviceRun, sim, t0: int, K: int, gemm, row, refresh, aux=(),
         ua = (run.state["u"], run.state["accepted"])
     else:
         ua = w.setdefault("ua", (xp.empty(0), xp.empty(0)))
-    kernels = [ck.gemm_step(row, refresh, run.f32, N, rule, block,
-                            stages if ck.GEMM_STREAM and block[1] > 1 else None)
+    kernels = [ck.gemm_step(row, refresh, run.f32, N, rule, block, stages if streamed else None)
                for rule in rules]
-    head = rt.kernel_arrays(XT, GT, X2, G2, run.dstep, run.tv)
+    # (state, gradient) by step phase: the streamed kernel leaves the new state in the
+    # gradient's buffer, so the two trade places every step
+    pairs = ((XT, GT), (GT, XT)) if streamed else ((XT, GT),)
+    heads = [rt.kernel_arrays(a, b, X2, G2, run.dstep, run.tv) for a, b in pairs]
     esk, tsk, *auxk = rt.kernel_arrays(w["es"], w["ts"], *w["aux"])
     rest = (run.k0, run.k1, run.rep0, esk, tsk, run.bound, *q, *rt.kernel_arrays(*ua), *auxk)
+    observers = [run.observer_launch(pairs[(p + 1) % len(pairs)][0])
+                 for p in range(len(pairs))]
 
-    observe = run.observer_launch(XT)
-
-    def step(k: int) -> None:
+    def step(k: int, phase: int) -> None:
         if not mala:
-            gemm(XT, GT)
+            gemm(*pairs[phase])
         for i, kernel in enumerate(kernels):
             if i:
                 gemm(X2, G2)
-            rt.launch(kernel, M, *head, k, *rest, block=block)
-        observe(k)
+            rt.launch(kernel, M, *heads[phase], k, *rest, block=block)
+        observers[phase](k)
 
-    run.queue_steps(ws, t0, K, step)
-    x[...] = XT[:, :M].T
+    run.queue_steps(ws, t0, K, step, len(pairs))
+    x[...] = pairs[K % len(pairs)][0][:, :M].T
     for k, a in zip(state, (X2, G2)):
         run.state[k][...] = a[:, :M].T
     if mala:

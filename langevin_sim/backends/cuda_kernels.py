@@ -570,9 +570,11 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
     written).  The row rule is the lanes' loop followed by finish (`kernels.quadratic`,
     `kernels.pspin`), so both kernels compute the same numbers.  The streamed kernel draws
     each coordinate's normal (LM: the sum of two) from a cached Philox block, writes the
-    lane's value over the gradient in GT (read just before), runs finish on GT's slice and,
-    if every slice passed, copies it into XT: no per-thread arrays (a thread past the last
-    replica, or of a frozen one, writes a local spare instead).
+    lane's value over the gradient in GT (read just before) and runs finish on GT's slice:
+    no per-thread arrays (a thread past the last replica, or of a frozen one, finishes a
+    local spare instead).  The new state stays in GT, refreshed from there: XT and GT
+    trade places every step (`cuda_backend.gemm_steps`), and a replica that did not step
+    (frozen, or a slice failed now) has its slice of XT copied into GT.
 
     X2, G2 (N, MP): Heun's predictor and its gradient (unused by the other rules).
     Rules: GEMM_OVERDAMPED; GEMM_LM, Leimkuhler-Matthews: the noise is the sum of the normals
@@ -657,24 +659,26 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
 
         @cuda.jit(device=True)
         def place(dstep, tv, k, es, ts):
-            """(y, rr, live, t, i0, i1, eta, T): this thread's slice y, coordinates i0 .. i1,
-            of replica rr (a column that exists: every thread must reach the barriers, even
-            past M or frozen; live: it steps), the step t, its step size and temperature."""
+            """(y, rr, real, live, t, i0, i1, eta, T): this thread's slice y, coordinates
+            i0 .. i1, of replica rr (a column that exists: every thread must reach the
+            barriers, even past M or frozen; real: rr is its own replica, live: it steps), the
+            step t, its step size and temperature."""
             M = dstep.shape[0]
             y = cuda.threadIdx.y
             r = cuda.blockIdx.x * R + cuda.threadIdx.x
             rr = r if r < M else M - 1
             t = tv[0] + k
             i0 = y * C if y * C < N else N
-            return (y, rr, r < M and dstep[rr] < 0, t, i0, i0 + C if i0 + C < N else N,
-                    sched(int(es[0]), es[1], es[2], es[3], t),
+            return (y, rr, r < M, r < M and dstep[rr] < 0, t, i0,
+                    i0 + C if i0 + C < N else N, sched(int(es[0]), es[1], es[2], es[3], t),
                     sched(int(ts[0]), ts[1], ts[2], ts[3], t))
 
         @cuda.jit(device=True)
-        def settle(XT, dstep, new, y, rr, live, ok, t, i0, i1, a0, a1, a2, a3):
-            """Commit the slice's new values if every slice passed, then (every slice written)
-            the family's refresh, or freeze the replica."""
-            if live and ok:
+        def settle(XT, dstep, new, write, y, rr, live, ok, t, i0, i1, a0, a1, a2, a3):
+            """Write the slice `new` into XT's column rr where `write`, then (every slice
+            written) the family's refresh of a replica that stepped (ok: every slice passed),
+            or freeze it."""
+            if write:
                 store(XT, rr, i0, i1 - i0, new)
             cuda.syncthreads()
             if live:
@@ -689,7 +693,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
         @cuda.jit(**options)
         def sliced(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3,
                    u, nacc, a0, a1, a2, a3):
-            y, rr, live, t, i0, i1, e, T = place(dstep, tv, k, es, ts)
+            y, rr, real, live, t, i0, i1, e, T = place(dstep, tv, k, es, ts)
             z = cuda.local.array(C, ftype)
             new = cuda.local.array(C, ftype)
             rep = rep0 + np.uint64(rr)
@@ -700,7 +704,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
             ok = every(row(XT[i0:i1, rr], GT[i0:i1, rr], z, cast(e),
                            cast(0.5 * sigma if lm else sigma), cast(0.0), bound_of(bound), new,
                            a0[i0:i1]))
-            settle(XT, dstep, new, y, rr, live, ok, t, i0, i1, a0, a1, a2, a3)
+            settle(XT, dstep, new, live and ok, y, rr, live, ok, t, i0, i1, a0, a1, a2, a3)
         return sliced
 
     @cuda.jit
@@ -793,8 +797,9 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
 def streamed_kernel(stages: tuple, place, settle, every, cast, f32: bool, N: int, C: int,
                     lm: bool, options: dict):
     """`gemm_step`'s sliced kernel for a family's `stages` (GEMM_OVERDAMPED, or GEMM_LM with
-    `lm`; slices of C coordinates): the same launch arguments and numbers as the kernel with
-    per-thread arrays, from `gemm_step`'s device functions place, settle, every, cast."""
+    `lm`; slices of C coordinates): the launch arguments and numbers of the kernel with
+    per-thread arrays, from `gemm_step`'s device functions place, settle, every, cast, but
+    the new state left in GT (the state and gradient buffers alternate by step)."""
     lane, finish = stages
     test_lanes = finish is None
     if test_lanes:
@@ -834,7 +839,7 @@ def streamed_kernel(stages: tuple, place, settle, every, cast, f32: bool, N: int
     @cuda.jit(**options)
     def streamed(XT, GT, X2, G2, dstep, tv, k, k0, k1, rep0, es, ts, bound, q0, q1, q2, q3, u,
                  nacc, a0, a1, a2, a3):
-        y, rr, live, t, i0, i1, e, T = place(dstep, tv, k, es, ts)
+        y, rr, real, live, t, i0, i1, e, T = place(dstep, tv, k, es, ts)
         sigma = noise_scale(e, T)
         zero, bs = cast(0.0), bound_of(bound)
         spare = cuda.local.array((C, 1), ftype)
@@ -849,7 +854,8 @@ def streamed_kernel(stages: tuple, place, settle, every, cast, f32: bool, N: int
                 spare[j, 0] = zero
             new = spare[:i1 - i0, 0]
         ok = every(finish(XT[i0:i1, rr], new, zero, bs, a0[i0:i1]) & good)
-        settle(XT, dstep, GT[i0:i1, rr], y, rr, live, ok, t, i0, i1, a0, a1, a2, a3)
+        settle(GT, dstep, XT[i0:i1, rr], real and not (live and ok), y, rr, live, ok, t, i0,
+               i1, a0, a1, a2, a3)
     return streamed
 
 

@@ -560,11 +560,11 @@ def launch(kernel, n: int, *args, block: tuple = (0, 1)) -> None:
     if simulated():
         from . import cuda_fakecupy as fake
         args = tuple(fake.unwrapped(a) for a in args)
-        configured = kernel[grid, tpb, 0, smem] if smem else kernel[grid, tpb]
-        if fake.capturing():
-            fake.record(lambda: configured(*args))
+        config = (grid, tpb, 0, smem) if smem else (grid, tpb)
+        if fake.capturing():    # configured at replay: the simulator's kernel[config] sets
+            fake.record(lambda: kernel[config](*args))     # the shared kernel object's grid
         else:
-            configured(*args)
+            kernel[config](*args)
         return
     if builtin_target():   # it types no tuple of CuPy arrays (numba#8483; numba-cuda does):
         args = tuple(kernel_arrays(*a) if isinstance(a, tuple) else a for a in args)  # views

@@ -428,7 +428,7 @@ def baoab_form_steps(run, sim, t0: int, K: int, gemm, off) -> None:
     run.tv.fill(t0)
     rt.launch(kernel, M, *arrays, 0, False, True, *rest)
 
-    def step(k: int) -> None:             # closes step t - 1, opens t = tv[0] + k
+    def step(k: int, phase: int) -> None:   # closes step t - 1, opens t = tv[0] + k
         gemm(YT, FT)
         rt.launch(kernel, M, *arrays, k, True, True, *rest)
         observe(k - 1)
