@@ -309,6 +309,50 @@ def test_errors_are_one_line_and_name_the_fix():
     assert err.startswith(f"{numba_} is set but {cupy_} is not") and "\n" not in err
 
 
+
+FAKE_CUPY_RUNTIME = """
+import os
+MODE = os.environ["FAKE_CUPY_MODE"]
+class CUDARuntimeError(RuntimeError):
+    pass
+def getDeviceCount():      # what cudart answers with no driver, or one too old
+    raise CUDARuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient "
+                           "for CUDA runtime version")
+def driverGetVersion():    # 0: no driver installed (cudaDriverGetVersion's answer then)
+    return {"nodriver": 0, "driver11": 11080, "driver12": 12040}[MODE]
+def runtimeGetVersion():
+    return 13000 if MODE == "driver12" else 12090
+"""
+
+
+def test_no_driver_and_a_driver_without_an_extra_are_said_as_such(tmp_path):
+    """CuPy installed where no NVIDIA driver is (a laptop, a container started without its
+    GPUs): cudart answers getDeviceCount with cudaErrorInsufficientDriver and the driver
+    version 0, which is no GPU, not a driver "up to CUDA 0.0" needing 'langevin_sim[cuda0]'; a
+    CUDA 11 driver has no extra to install: the fix is a newer driver."""
+    pkg = tmp_path / "cupy"
+    (pkg / "cuda").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from . import cuda\n__version__ = '14.2.0'\n")
+    (pkg / "cuda" / "__init__.py").write_text("from . import runtime\n")
+    (pkg / "cuda" / "runtime.py").write_text(FAKE_CUPY_RUNTIME)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    lines = {}
+    for mode in ("nodriver", "driver11", "driver12"):
+        r = subprocess.run([sys.executable, "-m", "langevin_sim.cli", "backends", "cuda"],
+                           env=dict(env, FAKE_CUPY_MODE=mode), capture_output=True, text=True,
+                           timeout=120, cwd=tmp_path)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+        lines[mode] = r.stdout.strip()
+        assert "\n" not in lines[mode], lines[mode]
+    assert "found no GPU" in lines["nodriver"] and "no NVIDIA driver" in lines["nodriver"]
+    assert "cuda0" not in lines["nodriver"] and "0.0" not in lines["nodriver"]
+    assert "11.8" in lines["driver11"] and "cuda11" not in lines["driver11"]
+    assert "update the driver" in lines["driver11"] and "langevin_sim[cuda12]" in lines["driver11"]
+    assert "12.4" in lines["driver12"] and "13.0" in lines["driver12"]
+    assert "install the CuPy for your driver ('langevin_sim[cuda12]')" in lines["driver12"]
+
 ARRAY_INTERFACE_SYNC = """
 import importlib
 from langevin_sim.backends import cuda_runtime as rt

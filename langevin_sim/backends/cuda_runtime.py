@@ -184,11 +184,21 @@ def no_gpu_error(detail: str = "") -> BackendUnavailableError:
                                    "backend='numba'")
 
 
+EXTRA_MAJORS = (12, 13)    # the CUDA majors with an extra (setup.cfg: cuda12, cuda13)
+
+
 def driver_mismatch_error(driver: int, runtime: int) -> BackendUnavailableError:
+    """The driver (CUDA version `driver`, e.g. 12040) is older than the toolkit CuPy was
+    built for (`runtime`); the fix names the extra for the driver's CUDA major when there is
+    one, else says to update the driver."""
+    major = driver // 1000
+    fix = (f"install the CuPy for your driver ('langevin_sim[cuda{major}]'), or update the driver"
+           if major in EXTRA_MAJORS else
+           "update the driver: the extras need CUDA " + " or ".join(map(str, EXTRA_MAJORS)) +
+           " (" + ", ".join(f"'langevin_sim[cuda{m}]'" for m in EXTRA_MAJORS) + ")")
     return BackendUnavailableError(
         f"the NVIDIA driver supports CUDA up to {_version(driver)} but CuPy was built for CUDA "
-        f"{_version(runtime)}: install the CuPy for your driver ('langevin_sim[cuda{driver // 1000}]'"
-        f"), or update the driver")
+        f"{_version(runtime)}: {fix}")
 
 
 PER_THREAD_STREAM = ("CUPY_CUDA_PER_THREAD_DEFAULT_STREAM", "NUMBA_CUDA_PER_THREAD_DEFAULT_STREAM")
@@ -242,7 +252,10 @@ def require() -> str:
     except mod.cuda.runtime.CUDARuntimeError as e:
         msg = str(e)
         if "InsufficientDriver" in msg or "insufficient" in msg.lower():
-            raise driver_mismatch_error(_driver_version(runtime), runtime.runtimeGetVersion()) from None
+            drv = _driver_version(runtime)
+            if drv == 0:   # no driver at all: the CUDA runtime calls that an insufficient one
+                raise no_gpu_error(f"no NVIDIA driver: {msg}") from None
+            raise driver_mismatch_error(drv, runtime.runtimeGetVersion()) from None
         raise no_gpu_error(msg) from None
     if n < 1:
         raise no_gpu_error()
