@@ -310,6 +310,24 @@ def test_errors_are_one_line_and_name_the_fix():
 
 
 
+
+def test_out_of_memory_error_never_asks_for_what_already_failed():
+    """Raised after the device ran out (CuPy's error in a step): where the estimate fits the
+    replicas asked for, the path needed more, so it asks for fewer, never "replicas <= K" with
+    K at or above those that failed; where not one replica fits, it says the memory is held."""
+    from langevin_sim.backends import cuda_runtime as rt
+
+    sim = Simulation(DoubleWell(d=4), OverdampedLangevin(0.01), 1000, backend="numpy",
+                     init="zeros")
+    per, gib = rt.bytes_per_replica(sim), 1 << 30
+    err = str(rt.out_of_memory_error(sim, free=100 * per * 1000, total=80 * gib))
+    assert "\n" not in err and "replicas <= 500" in err and "needs more than" in err
+    err = str(rt.out_of_memory_error(sim, free=0, total=80 * gib))
+    assert "replicas <= 0" not in err and "not one replica fits" in err
+    fit = rt.replicas_that_fit(sim, 100 * per)
+    assert 0 < fit < 1000 and f"use replicas <= {fit}," in str(
+        rt.out_of_memory_error(sim, free=100 * per, total=80 * gib))
+
 FAKE_CUPY_RUNTIME = """
 import os
 MODE = os.environ["FAKE_CUPY_MODE"]
@@ -1059,6 +1077,24 @@ if SIM:
         assert isinstance(run.dstep, xp.ndarray) and isinstance(run.pot.dev.A, xp.ndarray)
         assert isinstance(sim.state["x"], np.ndarray)                   # the host mirror
         assert "simulator" in sim.backend.device
+
+
+    @pytest.mark.parametrize("where", ["positions64", "copy_to_host"])
+    def test_out_of_memory_at_a_record_or_checkpoint_is_the_one_line_error(where, monkeypatch):
+        """CuPy's OutOfMemoryError where a record's or a checkpoint's device arrays are made
+        (outside `advance`) is the same one-line error as in a step, not CuPy's own."""
+        from langevin_sim.backends import cuda_backend
+
+        class OutOfMemoryError(MemoryError):     # the name of cupy.cuda.memory's
+            pass
+
+        def refuse(self, *a, **k):
+            raise OutOfMemoryError("Out of memory allocating 8,589,934,592 bytes")
+        monkeypatch.setattr(cuda_backend.DeviceRun, where, refuse)
+        sim = Simulation(DoubleWell(d=2), OverdampedLangevin(0.01, 0.5), 4, backend="cuda",
+                         seed=1)
+        with pytest.raises(BackendUnavailableError, match="^out of GPU memory: 4 replicas"):
+            sim.run(steps=4, record_every=2)
 
     def test_backends_command_names_the_simulator_and_the_kernel_target(capsys):
         from langevin_sim.cli import main as cli

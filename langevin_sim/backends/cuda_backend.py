@@ -60,6 +60,7 @@ the random numbers are bit-identical (same Philox, same stream positions).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 import weakref
@@ -98,6 +99,21 @@ def fused_kernel(sim):
     return k.fn
 
 
+def _one_line_out_of_memory(method):
+    """`method(self, sim, ...)` with CuPy's or numba-cuda's out-of-memory error turned into
+    the one-line `cuda_runtime.out_of_memory_error` (the records' and checkpoints' device
+    arrays are allocated outside `advance`)."""
+    @functools.wraps(method)
+    def wrapped(self, sim, *args, **kwargs):
+        try:
+            return method(self, sim, *args, **kwargs)
+        except Exception as e:
+            if rt.is_out_of_memory(e):
+                raise rt.out_of_memory_error(sim) from None
+            raise
+    return wrapped
+
+
 class CudaBackend:
     """Device-resident stepping on CuPy + numba-cuda (or the simulator); see the module
     docstring.  `device` describes where it runs."""
@@ -130,6 +146,7 @@ class CudaBackend:
         if not callable(getattr(sim, "sync", None)):
             self.to_host(sim)
 
+    @_one_line_out_of_memory
     def to_host(self, sim) -> None:
         """Copy the device state, divergence flags and first-passage arrays into the host
         arrays of `sim` (in place, through the run's page-locked buffers), if the device
@@ -182,6 +199,7 @@ class CudaBackend:
         run.host_stale = True
         return run.xp, run.state, flags, energy
 
+    @_one_line_out_of_memory
     def record_energy(self, sim, out: np.ndarray | None = None) -> np.ndarray:
         """U (M,) float64 of `sim`'s positions for a record (into `out` when given), computed
         on the device: the potential's own `energy` on a float64 copy of the device state (as
@@ -191,6 +209,7 @@ class CudaBackend:
         e = run.energy64(run.positions64())
         return run.copy_to_host("energy", e, np.empty(e.shape, e.dtype) if out is None else out)
 
+    @_one_line_out_of_memory
     def record_observables(self, sim, energy: np.ndarray) -> dict | None:
         """The potential's observables {name: (M, ...)} of `sim`'s positions for a record, as
         new host arrays: its own `observables` run on the device copy of the potential, on a
@@ -201,6 +220,7 @@ class CudaBackend:
         obs = run.observables64(run.positions64(), run.xp.asarray(energy, dtype=np.float64))
         return None if obs is None else {k: rt.asnumpy(v) for k, v in obs.items()}
 
+    @_one_line_out_of_memory
     def begin_record(self, sim, record_positions: bool,
                      empty=np.empty) -> Callable[[], dict] | None:
         """Start one record of `sim`'s device state and return the function that completes it,

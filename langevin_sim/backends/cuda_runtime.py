@@ -389,12 +389,18 @@ def free_device_bytes() -> tuple[int, int]:
 
 
 def replicas_that_fit(sim, free: int) -> int:
+    """Replicas of `sim` whose estimate (`bytes_per_replica`) fits in `free` bytes of device
+    memory beside the potential's data, with a 10 % margin."""
     per = bytes_per_replica(sim)
     return max(0, int((free - potential_bytes(sim.potential)) * 0.9 // per))
 
 
 def out_of_memory_error(sim, free: int | None = None, total: int | None = None) -> BackendUnavailableError:
-    """One line: the replicas asked for, the estimate per replica, and how many would fit."""
+    """One line: the replicas asked for, the estimate per replica, and how many would fit
+    (free, total: device bytes; measured now when not given).  Where the device ran out
+    although the estimate fits the replicas asked for (a path needing more than the
+    estimate), it says so and asks for half; where not one replica fits, that the memory is
+    held elsewhere."""
     if free is None:
         try:
             free, total = free_device_bytes()
@@ -403,12 +409,19 @@ def out_of_memory_error(sim, free: int | None = None, total: int | None = None) 
     per, M = bytes_per_replica(sim), sim.n_replicas
     fit = replicas_that_fit(sim, free)
     gib = 2.0 ** 30
+    if fit >= M:
+        fix = (f"this run's path needs more than that estimate: use fewer replicas (replicas <= "
+               f"{max(1, M // 2)}, say), or split them over runs with first_replica=")
+    elif fit == 0:
+        fix = ("not one replica fits: free the GPU's memory (nvidia-smi lists the processes "
+               "holding it) or use another GPU")
+    else:
+        fix = f"use replicas <= {fit}, or split them over runs with first_replica="
     return BackendUnavailableError(
         f"out of GPU memory: {M} replicas of {type(sim.potential).__name__} x "
         f"{type(sim.dynamics).__name__} need about {M * per / gib:.2f} GiB ({per} bytes per replica, "
         f"plus {potential_bytes(sim.potential) / gib:.2f} GiB of potential data) but "
-        f"{free / gib:.2f} of {total / gib:.2f} GiB are free: use replicas <= {fit}, or split them "
-        f"over runs with first_replica=")
+        f"{free / gib:.2f} of {total / gib:.2f} GiB are free: {fix}")
 
 
 def check_memory(sim) -> None:
