@@ -600,6 +600,54 @@ def test_gpu_scan_runs_one_point_per_gpu_at_a_time(tmp_path):
             assert run.config["backend"] == "cuda" and run.complete
 
 
+
+def test_a_local_cuda_scan_without_cupy_or_a_gpu_is_one_error_before_any_file(tmp_path,
+                                                                              monkeypatch):
+    """Every point on backend=cuda and no GPU here (CuPy missing, or CUDA_VISIBLE_DEVICES
+    hiding them all): the scan says so once, as `require` would, before it writes anything or
+    starts a cluster, instead of one failed point per point (or a "--gpus 1" never given)."""
+    from langevin_sim.backends import cuda_runtime as rt
+    from langevin_sim.errors import BackendUnavailableError
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    if rt.simulated():
+        pytest.skip("the CUDA simulator has no GPU to miss")
+    for workers in (None, 1):
+        out = tmp_path / f"scan-{workers}"
+        with pytest.raises(BackendUnavailableError,
+                           match="^backend 'cuda' (needs CuPy|found no GPU)"):
+            run_scan(SCEN, grid={"temperature": [0.5, 1.0]}, sets={"backend": "cuda",
+                                                                   "steps": 20},
+                     out=out, workers=workers)
+        assert not out.exists()
+
+
+def test_gpu_points_wait_for_a_worker_to_see_that_workers_declare_the_gpu(tmp_path):
+    """On an external scheduler whose workers are not up yet (dask-jobqueue's jobs queued
+    when the scan starts), the GPU resource is decided once the first worker is there: a
+    worker declaring GPU=1 with 2 threads still runs one point at a time."""
+    import threading
+
+    from langevin_sim.scan.cluster import requested_gpus
+
+    scen, log = tmp_path / "gpu_scenario.py", tmp_path / "log"
+    scen.write_text(GPU_SCENARIO.replace('"device": self.backend.device',
+                                         '"device": getattr(self.backend, "device", "")'))
+    log.mkdir()
+    with LocalCluster(n_workers=0, processes=False, threads_per_worker=2,
+                      resources={"GPU": 1}, dashboard_address=":0") as cluster:
+        threading.Timer(1.5, cluster.scale, (1,)).start()
+        with requested_gpus(1):                    # GPU points, on numpy (no GPU needed)
+            scan = run_scan(scen, grid={"temperature": [0.5, 1.0, 1.5, 2.0]},
+                            sets={"backend": "numpy", "log": str(log)}, out=tmp_path / "scan",
+                            scheduler=cluster.scheduler_address)
+    assert list(scan.manifest["status"]) == ["done"] * 4
+    recs = sorted((json.loads(p.read_text()) for p in log.glob("*.json")),
+                  key=lambda x: x["start"])
+    assert len(recs) == 4
+    for a, b in zip(recs, recs[1:]):
+        assert b["start"] >= a["end"], f"one GPU ran two points at once: {a} {b}"
+
 def test_a_parameter_added_to_the_scenario_at_its_default_keeps_the_scan(tmp_path):
     """A scan made before the scenario gained a parameter resumes (its finished points
     skipped, their files untouched) when the new parameter is asked for at its default, the

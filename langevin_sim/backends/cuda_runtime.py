@@ -353,6 +353,20 @@ def device_count() -> int:
         return 0
 
 
+def preflight() -> None:
+    """The checks of `require` that need no CUDA context in this process, for a launcher that
+    hands the GPUs to worker processes (a local scan of cuda points): CuPy installed and at
+    least one GPU visible (`device_count`), else `require`'s one-line errors.  Nothing in
+    simulator mode."""
+    if simulated():
+        return
+    import importlib.util
+    if importlib.util.find_spec("cupy") is None:
+        raise cupy_missing_error()
+    if device_count() < 1:
+        raise no_gpu_error()
+
+
 # ---------------------------------------------------------------- memory
 
 def state_bytes_per_replica(sim) -> int:

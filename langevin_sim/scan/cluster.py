@@ -68,6 +68,9 @@ def gpu_ids(n: int | None) -> list[str]:
     vis = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [v.strip() for v in vis.split(",") if v.strip() not in ("", "-1")] if vis is not None else None
     if n is None:
+        if ids is not None and not ids:
+            raise ConfigError(f"the scan's cuda points need a GPU but CUDA_VISIBLE_DEVICES={vis!r} "
+                              "lists none: unset it, or list the GPUs to use")
         from ..backends.cuda_runtime import device_count
         n = max(1, len(ids) if ids is not None else device_count())
     if ids is None:
@@ -155,6 +158,12 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
         announce(client)
         resources = None
         if gpu_mode:
+            if cluster is None and not client.scheduler_info().get("workers"):
+                # (dask-jobqueue: the jobs may still be queued) whether the workers declare GPU=1
+                # is known once one is there; deciding on none would let a GPU run many points
+                print("waiting for the scheduler's first worker (whether its workers declare the "
+                      "GPU resource)", file=sys.stderr)
+                client.wait_for_workers(1)
             if cluster is not None or _workers_declare_gpus(client):
                 resources = {GPU: 1}
             else:

@@ -53,6 +53,10 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
     if backend is not None:
         sets["backend"] = backend
     base, points, grid_keys, zip_keys = plan_scan(mod.Params, grid, zipped, repeat, sets, toml_path)
+    if scheduler is None and points and all(p.params.get("backend") == "cuda" for p in points):
+        # here, not in each point: one line (CuPy missing, no GPU), before any file is written
+        from ..backends.cuda_runtime import preflight
+        preflight()
     root = Path(out)
     (root / "points").mkdir(parents=True, exist_ok=True)
     spec = {"format": SCAN_FORMAT, "scenario": scenario, "grid": grid_keys, "zip": zip_keys,
