@@ -1078,7 +1078,6 @@ if SIM:
         assert isinstance(sim.state["x"], np.ndarray)                   # the host mirror
         assert "simulator" in sim.backend.device
 
-
     @pytest.mark.parametrize("where", ["positions64", "copy_to_host"])
     def test_out_of_memory_at_a_record_or_checkpoint_is_the_one_line_error(where, monkeypatch):
         """CuPy's OutOfMemoryError where a record's or a checkpoint's device arrays are made
