@@ -57,6 +57,8 @@ fi
 PY=${PYTHON:-python3}
 TEST_BUDGET=${TEST_BUDGET:-200}
 TOTAL_BUDGET=${TOTAL_BUDGET:-470}      # both steps and the setup: under 8 minutes
+KILL_AFTER=${KILL_AFTER:-20}           # a step deaf to its budget's SIGINT (a hung kernel, a
+#                                        wedged xdist worker) is killed this much later
 CORES=$(nproc 2>/dev/null || echo 8)
 WORKERS=${GPU_TEST_WORKERS:-$(( CORES > 16 ? 12 : (CORES > 5 ? CORES - 4 : 1) ))}
 LOG=$(mktemp -t gpu_check.XXXXXX.log)
@@ -123,7 +125,7 @@ if [[ "${GPU_TESTS:-}" == none ]]; then
     echo "skipped (GPU_TESTS=none)" | tee -a "$LOG"
     TESTS=0
 else
-    timeout --signal=INT "$TEST_BUDGET" "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    timeout --signal=INT --kill-after="$KILL_AFTER" "$TEST_BUDGET" "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
         "${OPTS[@]}" -ra --durations=10 "${TEST_SEL[@]}" 2>&1 | tee -a "$LOG"
     TESTS=${PIPESTATUS[0]}
 fi
@@ -137,7 +139,7 @@ if [[ "${GPU_BENCH:-}" == none ]]; then
     echo "skipped (GPU_BENCH=none)" | tee -a "$LOG"
     BENCH=0
 else
-    timeout --signal=INT "$BENCH_BUDGET" "$PY" benchmarks/gpu_throughput.py "${BENCH_ARGS[@]}" "${BENCH_MORE[@]}" \
+    timeout --signal=INT --kill-after="$KILL_AFTER" "$BENCH_BUDGET" "$PY" benchmarks/gpu_throughput.py "${BENCH_ARGS[@]}" "${BENCH_MORE[@]}" \
         --out "$REPORT" 2>&1 | tee -a "$LOG"
     BENCH=${PIPESTATUS[0]}
 fi

@@ -1120,6 +1120,23 @@ if SIM:
                   "skipped", "simulator mode", "benchmark exit status: 0"):
             assert w in text, (w, text[-3000:])
 
+    def test_gpu_check_script_kills_a_step_deaf_to_its_budget(tmp_path):
+        """A step that ignores the budget's SIGINT (a kernel that never returns holds Python
+        off its signal handler) is killed KILL_AFTER seconds later, so that the script still
+        writes its report within the device call's time."""
+        fake = tmp_path / "python"
+        fake.write_text("#!/usr/bin/env bash\n"
+                        'if [[ "$1 $2" == "-m pytest" ]]; then trap "" INT; sleep 120; exit 0; fi\n'
+                        f'exec {sys.executable} "$@"\n')
+        fake.chmod(0o755)
+        env = dict(os.environ, GPU_CHECK_DRY="1", PYTHON=str(fake), OUT=str(tmp_path),
+                   TEST_BUDGET="2", KILL_AFTER="2", GPU_BENCH="none")
+        t0 = time.time()
+        r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env,
+                           capture_output=True, text=True, timeout=100, cwd=ROOT)
+        assert time.time() - t0 < 60, r.stdout[-2000:]
+        assert "pytest exit status: 137" in r.stdout and r.returncode != 0, r.stdout[-2000:]
+
     def test_gpu_check_script_runs_a_part_for_a_second_call(tmp_path):
         """GPU_TESTS passes a quoted -k expression to pytest whole; GPU_BENCH=none skips the
         benchmark (and the report says so)."""
