@@ -309,6 +309,22 @@ def test_errors_are_one_line_and_name_the_fix():
     assert err.startswith(f"{numba_} is set but {cupy_} is not") and "\n" not in err
 
 
+def test_memory_estimate_counts_a_fused_kernels_own_buffers():
+    """The p-spin's fused path holds its packed products (C(N+p-2, p-1) rows) and the
+    transposed state and gradient per replica: N = 64, p = 3, float32 needs > 9000 bytes a
+    replica, 5x the generic path's estimate (which it was), and what fits shrinks to match."""
+    from langevin_sim.backends import cuda_runtime as rt
+
+    def sim(dyn):
+        return Simulation(SphericalPSpin(N=64, p=3, seed=1), dyn, 8, backend="numpy",
+                          dtype="float32")
+    state = 2 * rt.state_bytes_per_replica(sim(OverdampedLangevin(0.05, 0.5)))
+    assert rt.bytes_per_replica(sim(OverdampedLangevin(0.05, 0.5))) == state + (2080 + 2 * 64) * 4
+    assert rt.bytes_per_replica(sim(Heun(0.05, 0.5))) == state + (2080 + 4 * 64) * 4
+    assert rt.bytes_per_replica(sim(Heun(0.05, 0.5))) > 9000
+    dw = Simulation(DoubleWell(d=64), OverdampedLangevin(0.05, 0.5), 8, backend="numpy",
+                    dtype="float32")
+    assert rt.bytes_per_replica(dw) == 2 * rt.state_bytes_per_replica(dw) + 5 * 64 * 4
 
 
 def test_out_of_memory_error_never_asks_for_what_already_failed():
@@ -328,18 +344,27 @@ def test_out_of_memory_error_never_asks_for_what_already_failed():
     assert 0 < fit < 1000 and f"use replicas <= {fit}," in str(
         rt.out_of_memory_error(sim, free=100 * per, total=80 * gib))
 
+
 FAKE_CUPY_RUNTIME = """
 import os
 MODE = os.environ["FAKE_CUPY_MODE"]
 class CUDARuntimeError(RuntimeError):
     pass
 def getDeviceCount():      # what cudart answers with no driver, or one too old
+    if MODE == "nvrtc":
+        return 1
     raise CUDARuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient "
                            "for CUDA runtime version")
 def driverGetVersion():    # 0: no driver installed (cudaDriverGetVersion's answer then)
-    return {"nodriver": 0, "driver11": 11080, "driver12": 12040}[MODE]
+    return {"nodriver": 0, "driver11": 11080, "driver12": 12040, "nvrtc": 12040}[MODE]
 def runtimeGetVersion():
     return 13000 if MODE == "driver12" else 12090
+"""
+FAKE_CUPY = """
+from . import cuda
+__version__ = '14.2.0'
+def arange(n):             # the first elementwise kernel: NVRTC does not load
+    raise RuntimeError("CompileException: nvrtc: error: failed to open libnvrtc-builtins.so.12.9")
 """
 
 
@@ -347,17 +372,19 @@ def test_no_driver_and_a_driver_without_an_extra_are_said_as_such(tmp_path):
     """CuPy installed where no NVIDIA driver is (a laptop, a container started without its
     GPUs): cudart answers getDeviceCount with cudaErrorInsufficientDriver and the driver
     version 0, which is no GPU, not a driver "up to CUDA 0.0" needing 'langevin_sim[cuda0]'; a
-    CUDA 11 driver has no extra to install: the fix is a newer driver."""
+    CUDA 11 driver has no extra to install: the fix is a newer driver; a GPU where CuPy's
+    first kernel fails to compile (its NVRTC libraries) is CuPy's broken install, said before
+    a run starts, not a traceback inside its first step."""
     pkg = tmp_path / "cupy"
     (pkg / "cuda").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("from . import cuda\n__version__ = '14.2.0'\n")
+    (pkg / "__init__.py").write_text(FAKE_CUPY)
     (pkg / "cuda" / "__init__.py").write_text("from . import runtime\n")
     (pkg / "cuda" / "runtime.py").write_text(FAKE_CUPY_RUNTIME)
     env = {k: v for k, v in os.environ.items()
            if k not in ("NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM")}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
     lines = {}
-    for mode in ("nodriver", "driver11", "driver12"):
+    for mode in ("nodriver", "driver11", "driver12", "nvrtc"):
         r = subprocess.run([sys.executable, "-m", "langevin_sim.cli", "backends", "cuda"],
                            env=dict(env, FAKE_CUPY_MODE=mode), capture_output=True, text=True,
                            timeout=120, cwd=tmp_path)
@@ -370,6 +397,8 @@ def test_no_driver_and_a_driver_without_an_extra_are_said_as_such(tmp_path):
     assert "update the driver" in lines["driver11"] and "langevin_sim[cuda12]" in lines["driver11"]
     assert "12.4" in lines["driver12"] and "13.0" in lines["driver12"]
     assert "install the CuPy for your driver ('langevin_sim[cuda12]')" in lines["driver12"]
+    assert lines["nvrtc"].startswith("cuda") and "CuPy is installed but does not load" in \
+        lines["nvrtc"] and "libnvrtc-builtins" in lines["nvrtc"]
 
 ARRAY_INTERFACE_SYNC = """
 import importlib
@@ -1699,6 +1728,21 @@ if SIM:
                                        err_msg=k)
             np.testing.assert_array_equal(np.concatenate([p.state[k] for p in parts]),
                                           whole.state[k], err_msg=f"partition, {k}")
+
+    @pytest.mark.parametrize("dyn", [OverdampedLangevin(0.05, 0.5), Heun(0.05, 0.5)])
+    def test_pspin_workspace_estimate_is_its_buffers(dyn):
+        """`pspin._cuda_workspace` (the memory estimate's share of the fused p-spin path) is
+        the bytes per replica of the buffers that path allocates: YT, XT, GT, X2, G2."""
+        from langevin_sim.kernels import pspin
+
+        sim = Simulation(SphericalPSpin(N=5, p=3, seed=1), dyn, 6, backend="cuda", seed=1)
+        sim.advance(2)
+        run = sim.backend.device_run(sim)
+        arrays = [a for ws in run.workspaces.values() for a in ws.arrays.values()
+                  if getattr(a, "ndim", 0) == 2 and a.shape[1] == cuda_backend.padded_columns(6)]
+        own = sum(a.shape[0] for a in arrays) * 8
+        assert len(arrays) == (5 if isinstance(dyn, Heun) else 3)      # X2, G2: Heun's
+        assert pspin._cuda_workspace(sim) == own > 15 * 8
 
     DENSE_OBSERVED = {   # the dense paths with an observer: pair, regions (d = 4 or 3)
         "pspin": (lambda: SphericalPSpin(N=4, p=2, seed=3), OverdampedLangevin(0.05, 1.0),

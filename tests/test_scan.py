@@ -600,6 +600,23 @@ def test_gpu_scan_runs_one_point_per_gpu_at_a_time(tmp_path):
             assert run.config["backend"] == "cuda" and run.complete
 
 
+def test_gpus_beyond_the_machines_are_one_error(monkeypatch):
+    """`--gpus N` with CUDA_VISIBLE_DEVICES unset is held to the GPUs the machine shows (a
+    worker pinned to a device that does not exist failed each of its points instead)."""
+    from langevin_sim.backends import cuda_runtime as rt
+    from langevin_sim.errors import ConfigError
+    from langevin_sim.scan import cluster
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(rt, "simulated", lambda: False)
+    monkeypatch.setattr(rt, "device_count", lambda: 2)
+    assert cluster.gpu_ids(2) == ["0", "1"] and cluster.gpu_ids(None) == ["0", "1"]
+    with pytest.raises(ConfigError, match=r"^--gpus 3 but this machine shows 2 GPU\(s\)"):
+        cluster.gpu_ids(3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with pytest.raises(ConfigError, match="lists 1 device"):
+        cluster.gpu_ids(2)
+
 
 def test_a_local_cuda_scan_without_cupy_or_a_gpu_is_one_error_before_any_file(tmp_path,
                                                                               monkeypatch):

@@ -85,10 +85,10 @@ NAME = "cuda"
 _warned: set = set()
 
 
-def fused_kernel(sim):
-    """The fused "cuda" kernel registered for the pair of `sim` (`backends.registry`), or
-    None: the generic path (also when a first-passage observer is attached and the kernel
-    does not update it, or when its `accepts(sim)` declines the run's options or sizes)."""
+def fused_entry(sim):
+    """The `registry.Kernel` of the fused "cuda" kernel that runs `sim`, or None: the generic
+    path (also when a first-passage observer is attached and the kernel does not update it,
+    or when its `accepts(sim)` declines the run's options or sizes)."""
     import langevin_sim.kernels  # noqa: F401  (importing the families registers their kernels)
 
     k = kernel_for(sim.potential, sim.dynamics, NAME)
@@ -96,7 +96,13 @@ def fused_kernel(sim):
         return None
     if k.accepts is not None and not k.accepts(sim):
         return None
-    return k.fn
+    return k
+
+
+def fused_kernel(sim):
+    """The fused "cuda" kernel function that runs `sim` (`fused_entry`), or None."""
+    k = fused_entry(sim)
+    return None if k is None else k.fn
 
 
 def _one_line_out_of_memory(method):
@@ -421,9 +427,12 @@ class DeviceRun:
         return self.xp.ascontiguousarray(a, dtype=self.dtype)
 
     def grad(self, x, batch=None):
+        """The potential's gradient (M, d) at the device positions x (M, d) (over the sample
+        indices `batch` (M, B) when given), C-contiguous in the state's dtype."""
         return self.device(self.pot.grad(x, batch))
 
     def launch(self, kernel, *args) -> None:
+        """`kernel` on one thread per replica (M threads; `cuda_runtime.launch`)."""
         rt.launch(kernel, self.M, *args)
 
     def launch_chunks(self, kernel, n: int, *args) -> None:
@@ -455,6 +464,9 @@ class DeviceRun:
 
     # -- random numbers on the device -----------------------------------------------------
     def normals(self, start: int, count: int, purpose: int = rng.NOISE, dtype=np.float64):
+        """(M, count) standard normals on the device, float32 for a float32 `dtype` else
+        float64: each replica's `purpose` stream at positions start .. start+count-1 (the
+        reference's `rng.stream_normals`, bit for bit)."""
         out = self.xp.empty((self.M, count), dtype=np.float32 if np.dtype(dtype) == np.float32
                             else np.float64)
         self.launch_chunks(ck.normals(out.dtype == np.float32), count, out, self.k0, self.k1,
@@ -516,6 +528,8 @@ class DeviceRun:
 
     # -- one step --------------------------------------------------------------------------
     def step(self, t: int) -> None:
+        """Step t of every live replica by the generic path: the dynamics' device rule (or
+        its `reference_step` on device arrays), then the first-passage update."""
         sim = self.sim
         if self.rule is not None:
             self.rule(self, sim.dynamics, t)

@@ -172,7 +172,8 @@ def cupy_broken_error(detail: str) -> BackendUnavailableError:
 def numba_cuda_missing_error(detail: str = "") -> BackendUnavailableError:
     why = f" ({detail})" if detail else ""
     return BackendUnavailableError(f"backend 'cuda' needs numba-cuda{why}: {INSTALL} (it brings "
-                                   "numba-cuda), or pip install 'numba-cuda[cu12]'")
+                                   "numba-cuda), or pip install 'numba-cuda[cu12]' (CUDA 12 driver) or "
+                                   "'numba-cuda[cu13]' (CUDA 13)")
 
 
 def no_gpu_error(detail: str = "") -> BackendUnavailableError:
@@ -262,6 +263,10 @@ def require() -> str:
     drv, rt = _driver_version(runtime), runtime.runtimeGetVersion()
     if drv and rt and drv < rt and drv // 1000 != rt // 1000:
         raise driver_mismatch_error(drv, rt)
+    try:          # CuPy's own kernels compile (NVRTC) and run: not first inside a step
+        (mod.arange(2) + 1).sum().item()
+    except Exception as e:  # noqa: BLE001 - any failure there is CuPy's libraries'
+        raise cupy_broken_error(f"{type(e).__name__}: {e}") from None
     try:
         cuda.current_context()
     except Exception as e:  # numba's driver binding failed while CuPy works
@@ -375,11 +380,16 @@ def state_bytes_per_replica(sim) -> int:
 
 
 def bytes_per_replica(sim, work_factor: float = 4.0) -> int:
-    """Estimated device bytes per replica for the generic path: the state twice (it is
-    double-buffered), the gradient, and `work_factor` gradient-sized temporaries of the
-    potential's own array code."""
+    """Estimated device bytes per replica: the state twice (double-buffered), then the larger
+    of the generic path's gradient and `work_factor` gradient-sized temporaries of the
+    potential's own array code and the buffers of the fused kernel that runs `sim` (its
+    registered `workspace(sim)`, e.g. p-spin's packed products)."""
+    from .cuda_backend import fused_entry
+
     d, item = sim.potential.d, sim.dtype.itemsize
-    return int(2 * state_bytes_per_replica(sim) + (1 + work_factor) * d * item)
+    k = fused_entry(sim)
+    own = k.workspace(sim) if k is not None and k.workspace is not None else 0
+    return int(2 * state_bytes_per_replica(sim) + max((1 + work_factor) * d * item, own))
 
 
 def potential_bytes(potential) -> int:
@@ -439,7 +449,9 @@ def out_of_memory_error(sim, free: int | None = None, total: int | None = None) 
 
 
 def check_memory(sim) -> None:
-    """Raise `out_of_memory_error` before uploading when the estimate exceeds free memory."""
+    """Raise `out_of_memory_error` before uploading when the estimate (bytes:
+    `bytes_per_replica` times the replicas, plus the potential's arrays) exceeds the device's
+    free bytes."""
     free, total = free_device_bytes()
     need = sim.n_replicas * bytes_per_replica(sim) + potential_bytes(sim.potential)
     if need > free:

@@ -23,22 +23,27 @@ class Kernel:
     """A registered kernel: `fn`, called by its backend's convention; `first_passage` says
     whether it updates a first-passage observer (`sim.first_passage`) after every step, as the
     reference does; `accepts(sim)`, when given, says whether it runs this simulation's options
-    and sizes (False: the backend's fallback runs it)."""
+    and sizes (False: the backend's fallback runs it); `workspace(sim)`, when given, the bytes
+    per replica of the kernel's own device buffers (the "cuda" backend's memory estimate,
+    `cuda_runtime.bytes_per_replica`)."""
 
     fn: Callable
     first_passage: bool = False
     accepts: Callable | None = None
+    workspace: Callable | None = None
 
 
 KERNELS: dict[tuple[type, type, str], Kernel] = {}
 
 
 def register(potential_cls: type, dynamics_cls: type, backend: str, *, first_passage: bool = False,
-             accepts: Callable | None = None):
+             accepts: Callable | None = None, workspace: Callable | None = None):
     """Decorator: `fn` is `backend`'s fused kernel for the pair (potential_cls, dynamics_cls);
     `first_passage=True` when it updates first-passage observers (without it, a run with an
     observer attached takes the backend's fallback); `accepts(sim) -> bool` declines the
-    options or sizes it does not run (they take the fallback).  One kernel per pair and backend."""
+    options or sizes it does not run (they take the fallback); `workspace(sim) -> int`: its
+    own device buffers' bytes per replica, where they outgrow the generic estimate (`Kernel`).
+    One kernel per pair and backend."""
     if backend not in NAMES:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(NAMES)}")
 
@@ -48,7 +53,7 @@ def register(potential_cls: type, dynamics_cls: type, backend: str, *, first_pas
         if old is not None and _name(old.fn) != _name(fn):   # the same name again: a reload
             raise ValueError(f"two {backend} kernels for {potential_cls.__name__} x "
                              f"{dynamics_cls.__name__}: {_name(old.fn)} and {_name(fn)}")
-        KERNELS[key] = Kernel(fn, first_passage, accepts)
+        KERNELS[key] = Kernel(fn, first_passage, accepts, workspace)
         return fn
     return deco
 

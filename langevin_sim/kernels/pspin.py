@@ -506,11 +506,21 @@ def _cuda_optimizer_row(f32: bool, N: int, adam: bool):
     return row
 
 
-@register(SphericalPSpin, OverdampedLangevin, "cuda", first_passage=True)
-@register(SphericalPSpin, LeimkuhlerMatthews, "cuda", first_passage=True)
-@register(SphericalPSpin, Heun, "cuda", first_passage=True)
-@register(SphericalPSpin, SGD, "cuda", first_passage=True)
-@register(SphericalPSpin, AdamW, "cuda", first_passage=True)
+def _cuda_workspace(sim) -> int:
+    """Bytes per replica of `_overdamped_pspin_cuda`'s buffers: the packed products YT (P =
+    C(N+p-2, p-1) rows, `packed_gradient`) and `gemm_steps`' transposed XT, GT (and X2, G2:
+    Heun's predictor and its gradient, AdamW's moments, SGD's velocity), in the state's dtype."""
+    pot, dyn = sim.potential, sim.dynamics
+    rows = 2 + (2 if isinstance(dyn, (Heun, AdamW)) else 1 if isinstance(dyn, SGD) else 0)
+    return (math.comb(pot.N + pot.p - 2, pot.p - 1) + rows * pot.N) * sim.dtype.itemsize
+
+
+@register(SphericalPSpin, OverdampedLangevin, "cuda", first_passage=True, workspace=_cuda_workspace)
+@register(SphericalPSpin, LeimkuhlerMatthews, "cuda", first_passage=True,
+          workspace=_cuda_workspace)
+@register(SphericalPSpin, Heun, "cuda", first_passage=True, workspace=_cuda_workspace)
+@register(SphericalPSpin, SGD, "cuda", first_passage=True, workspace=_cuda_workspace)
+@register(SphericalPSpin, AdamW, "cuda", first_passage=True, workspace=_cuda_workspace)
 def _overdamped_pspin_cuda(run, sim, t0, K):
     """`cuda_backend.gemm_steps` with the packed GEMM (tables on the device, cached per dtype
     on the run's device potential); SGD (full batch, momentum, temperature, gradient noise)

@@ -48,7 +48,6 @@ def requested_gpus(n: int | None) -> Iterator[None]:
     """While active, `run_on_dask` uses n GPU workers (the CLI's ``--gpus N``; None: one per
     visible GPU when the points use backend=cuda)."""
     if n is not None and int(n) < 1:
-        from ..errors import ConfigError
         raise ConfigError(f"--gpus must be >= 1, got {n}")
     _requested_gpus.append(None if n is None else int(n))
     try:
@@ -65,18 +64,21 @@ def uses_gpu(tasks: list[dict]) -> bool:
 def gpu_ids(n: int | None) -> list[str]:
     """Device ids for n GPU workers: the first n of this process's CUDA_VISIBLE_DEVICES when
     set, else 0 .. n-1; n None: every visible GPU (at least one)."""
+    from ..backends.cuda_runtime import device_count, simulated
+
     vis = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [v.strip() for v in vis.split(",") if v.strip() not in ("", "-1")] if vis is not None else None
     if n is None:
         if ids is not None and not ids:
             raise ConfigError(f"the scan's cuda points need a GPU but CUDA_VISIBLE_DEVICES={vis!r} "
                               "lists none: unset it, or list the GPUs to use")
-        from ..backends.cuda_runtime import device_count
         n = max(1, len(ids) if ids is not None else device_count())
+    elif ids is None and not simulated() and n > device_count():
+        raise ConfigError(f"--gpus {n} but this machine shows {device_count()} GPU(s) "
+                          "(nvidia-smi -L): ask for at most that many")
     if ids is None:
         return [str(i) for i in range(n)]
     if n > len(ids):
-        from ..errors import ConfigError
         raise ConfigError(f"--gpus {n} but CUDA_VISIBLE_DEVICES={vis!r} lists {len(ids)} device(s)")
     return ids[:n]
 
