@@ -149,9 +149,16 @@ class Run:
         return ds, n
 
     def __getitem__(self, name: str) -> Series:
-        if name not in self.f["records"]:
-            raise KeyError(f"no record series {name!r}; have {self.names}")
+        if name not in self.names and name not in ("step", "time") \
+                or name not in self.f["records"]:
+            attr = " (per replica, not per record: use run.diverged_step)" \
+                if name == "diverged_step" else ""
+            raise KeyError(f"no record series {name!r}{attr}; have {self.names}")
         return Series(*self._committed(name))
+
+    def __contains__(self, name) -> bool:
+        """Whether `name` is a recorded series (`run.names`)."""
+        return name in self.names
 
     @property
     def step(self) -> np.ndarray:

@@ -1,0 +1,31 @@
+"""The Python API as a notebook uses it: a mistake gets one clear error naming the fix, never a
+deep NumPy/h5py traceback or a silently wrong array."""
+import numpy as np
+import pytest
+
+from langevin_sim import Simulation
+from langevin_sim.dynamics import OverdampedLangevin
+from langevin_sim.potentials import DoubleWell
+
+
+def small_run(out=None, steps=100, replicas=4):
+    return Simulation(DoubleWell(), OverdampedLangevin(0.01, 0.5), replicas,
+                      backend="numpy", seed=1).run(steps, 10, out=out)
+
+
+def test_indexing_a_run_by_a_non_series_name_is_refused():
+    """`run["diverged_step"]` (M,) used to come back as a Series of n_records rows: its
+    `shape` said (11,) while the array held the 4 replicas."""
+    run = small_run()
+    with pytest.raises(KeyError, match=r"run\.diverged_step"):
+        run["diverged_step"]
+    with pytest.raises(KeyError, match="no record series 'replica'"):
+        run["replica"]
+    assert run["step"].shape == (11,)
+    assert np.asarray(run["step"]).shape == (11,)
+
+
+def test_membership_test_on_a_run():
+    run = small_run()
+    assert "energy" in run and "positions" in run
+    assert "sharpness" not in run and "diverged_step" not in run
