@@ -3,7 +3,7 @@ deep NumPy/h5py traceback or a silently wrong array."""
 import numpy as np
 import pytest
 
-from langevin_sim import Simulation
+from langevin_sim import RunFileError, Simulation, open_run, resume
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.potentials import DoubleWell
 
@@ -29,3 +29,26 @@ def test_membership_test_on_a_run():
     run = small_run()
     assert "energy" in run and "positions" in run
     assert "sharpness" not in run and "diverged_step" not in run
+
+
+def test_a_closed_run_says_so(tmp_path):
+    run = small_run(out=tmp_path / "r.h5")
+    run.close()
+    with pytest.raises(RunFileError, match=r"closed.*open_run"):
+        run.n_records
+    with pytest.raises(RunFileError, match="closed"):
+        run.positions
+    mem = small_run()
+    mem.close()
+    with pytest.raises(RunFileError, match="in memory"):
+        mem.energy
+
+def test_resume_while_this_process_reads_the_file(tmp_path):
+    path = tmp_path / "r.h5"
+    Simulation(DoubleWell(), OverdampedLangevin(0.01, 0.5), 4, backend="numpy",
+               seed=1).run(50, 10, out=path).close()
+    reader = open_run(path)
+    with pytest.raises(RunFileError, match=r"this process.*close\(\)"):
+        resume(path, steps=100)
+    reader.close()
+    assert resume(path, steps=100).steps_done == 100

@@ -31,6 +31,9 @@ class Series:
         return self.n
 
     def __getitem__(self, key):
+        if not self.ds.id.valid:
+            raise RunFileError("this series' run file is closed; reopen it with open_run(path) "
+                               "and index the new Run")
         if not isinstance(key, tuple):
             key = (key,)
         first = key[0]
@@ -81,16 +84,27 @@ class Run:
     def __exit__(self, *exc):
         self.close()
 
+    def _file(self) -> h5py.File:
+        """The open HDF5 file, or RunFileError naming the fix once the Run is closed."""
+        if not self.f.id.valid:
+            fix = ("it was in memory, so its records are gone: keep the Run open, or write the "
+                   "run to a file (out=...)" if self.path == "<memory>" else
+                   f"reopen it: open_run({self.path!r})")
+            raise RunFileError(f"this Run of {self.path} is closed (run.close() or a `with` "
+                               f"block ended); {fix}")
+        return self.f
+
     def refresh(self) -> None:
         """Re-read the commit marker and extents (for live SWMR reading)."""
-        for obj in (self.f[F.COMMIT], *self.f["records"].values()):
-            if self.f.swmr_mode:
+        f = self._file()
+        for obj in (f[F.COMMIT], *f["records"].values()):
+            if f.swmr_mode:
                 obj.refresh()
 
     # -- metadata -----------------------------------------------------------------
     @property
     def commit(self) -> np.ndarray:
-        return self.f[F.COMMIT][()]
+        return self._file()[F.COMMIT][()]
 
     @property
     def n_records(self) -> int:
@@ -106,22 +120,22 @@ class Run:
 
     @property
     def config(self) -> dict:
-        return json.loads(self.f["config"].attrs["json"])
+        return json.loads(self._file()["config"].attrs["json"])
 
     @property
     def potential(self):
         if self._potential is None:
             from ..potentials.base import Potential
 
-            self._potential = Potential.from_hdf5(self.f["potential"])
+            self._potential = Potential.from_hdf5(self._file()["potential"])
         return self._potential
 
     @property
     def diverged_step(self) -> np.ndarray:
         """(M,) step count at which each replica diverged, -1 where never."""
-        if "diverged_step" in self.f["records"]:
-            return self.f["records/diverged_step"][()]
-        return self.f["replicas/diverged_step"][()]  # format version 1
+        if "diverged_step" in self._file()["records"]:
+            return self._file()["records/diverged_step"][()]
+        return self._file()["replicas/diverged_step"][()]  # format version 1
 
     @property
     def dt(self) -> float:
@@ -133,7 +147,7 @@ class Run:
     # -- records ------------------------------------------------------------------
     @property
     def names(self) -> list[str]:
-        rec = self.f["records"]
+        rec = self._file()["records"]
         return [k for k in rec if rec[k].maxshape and rec[k].maxshape[0] is None
                 and k not in ("step", "time")]
 
@@ -143,14 +157,14 @@ class Run:
         dataset's extent from metadata cached until refreshed, so a marker newer than the
         extent refreshes it."""
         n = self.n_records if n is None else n
-        ds = self.f["records"][name]
-        if self.f.swmr_mode and ds.shape[0] < n:
+        ds = self._file()["records"][name]
+        if self._file().swmr_mode and ds.shape[0] < n:
             ds.refresh()
         return ds, n
 
     def __getitem__(self, name: str) -> Series:
         if name not in self.names and name not in ("step", "time") \
-                or name not in self.f["records"]:
+                or name not in self._file()["records"]:
             attr = " (per replica, not per record: use run.diverged_step)" \
                 if name == "diverged_step" else ""
             raise KeyError(f"no record series {name!r}{attr}; have {self.names}")
@@ -174,7 +188,7 @@ class Run:
         return ds[:n]
 
     def _time(self, n: int | None = None) -> np.ndarray:
-        if "time" in self.f["records"]:
+        if "time" in self._file()["records"]:
             ds, n = self._committed("time", n)
             return ds[:n]
         return self._step(n).astype(np.float64) * self.dt  # format version 1
@@ -194,15 +208,15 @@ class Run:
         commit marker names), so a killed or live file gives a consistent set, valid at the
         checkpoint's step (= steps_done for finished runs and, by default, after every flush);
         /first_passage holds the same arrays for plain-HDF5 readers, exact once complete."""
-        if "first_passage" not in self.f:
+        if "first_passage" not in self._file():
             return None
         from ..first_passage import NAMES, STATE_KEYS, FirstPassageData
 
-        g = self.f["first_passage"]
+        g = self._file()["first_passage"]
         spec = json.loads(g.attrs["definition"])
         c = self.commit
         if c[F.CKPT_SLOT] >= 0:
-            ck = self.f[f"checkpoint/slot{int(c[F.CKPT_SLOT])}"]
+            ck = self._file()[f"checkpoint/slot{int(c[F.CKPT_SLOT])}"]
             arrays = {name: ck[key][()] for key, name in zip(STATE_KEYS, NAMES)}
             step, dstep = int(c[F.CKPT_STEP]), ck["diverged_step"][()]
         else:  # nothing committed yet: the arrays at the start
@@ -218,7 +232,7 @@ class Run:
         c = self.commit
         if c[F.CKPT_SLOT] < 0:
             raise RunFileError(f"{self.path} holds no checkpoint yet; start the run again")
-        g = self.f[f"checkpoint/slot{int(c[F.CKPT_SLOT])}"]
+        g = self._file()[f"checkpoint/slot{int(c[F.CKPT_SLOT])}"]
         state = {k: g[k][()] for k in g if k != "diverged_step"}
         return int(c[F.CKPT_STEP]), state, g["diverged_step"][()]
 
@@ -227,7 +241,7 @@ class Run:
         xr = require("xarray", "analysis", "Run.to_xarray")
 
         n = self.n_records
-        rec = self.f["records"]
+        rec = self._file()["records"]
         data = {}
         for name in self.names:
             ds = self._committed(name, n)[0]
@@ -249,7 +263,7 @@ class Run:
         div = self.diverged_step
         bad = np.flatnonzero(div >= 0)
         lines = [f"run file   {self.path}",
-                 f"created    {self.f.attrs['created']}  (langevin_sim {self.f.attrs['package_version']})",
+                 f"created    {self._file().attrs['created']}  (langevin_sim {self._file().attrs['package_version']})",
                  f"potential  {json.dumps(cfg['potential'])}",
                  f"dynamics   {json.dumps(cfg['dynamics'])}",
                  f"replicas   {cfg['replicas']} (first id {cfg['first_replica']}), dtype {cfg['dtype']}, "
@@ -303,6 +317,12 @@ def _open_file(path: str, mode: str, swmr: bool, latest: bool = False) -> h5py.F
             "(swmr=True) and read it with open_run(path, swmr=True)") from None
     except OSError as e:
         if not swmr_file.flags_set(path):
+            if "already open" in str(e):
+                raise RunFileError(
+                    f"this process has {path} open already (a Run from open_run or "
+                    "Simulation.run, e.g. in another notebook cell) and HDF5 cannot open it a "
+                    "second time this way: call that Run's close() first (or read it in a "
+                    "`with` block)") from None
             raise RunFileError(f"{path} is not a readable HDF5 file ({e})") from None
     # The superblock says a writer has the file open: a live or killed SWMR writer, or a
     # killed plain one (a live plain writer holds the file lock, caught above).
