@@ -38,6 +38,7 @@ def test_a_closed_run_says_so(tmp_path):
         run.n_records
     with pytest.raises(RunFileError, match="closed"):
         run.positions
+    assert "closed" in repr(run)
     mem = small_run()
     mem.close()
     with pytest.raises(RunFileError, match="in memory"):
@@ -52,3 +53,20 @@ def test_resume_while_this_process_reads_the_file(tmp_path):
         resume(path, steps=100)
     reader.close()
     assert resume(path, steps=100).steps_done == 100
+
+
+def test_series_reversed_and_unsorted_record_indices():
+    run = small_run()
+    x = np.asarray(run.positions)
+    assert np.array_equal(run.positions[::-1], x[::-1])
+    assert np.array_equal(run.positions[::-3, :, 0], x[::-3, :, 0])
+    assert np.array_equal(run.positions[[3, 1, 3]], x[[3, 1, 3]])
+    assert np.array_equal(run.energy[np.array([-1, 0])], np.asarray(run.energy)[[-1, 0]])
+
+def test_reprs_say_what_a_notebook_holds(tmp_path):
+    run = small_run(out=tmp_path / "r.h5")
+    text = repr(run)
+    assert "r.h5" in text and "11 records" in text and "complete" in text
+    assert "positions(11, 4, 1)" in text
+    assert repr(run.energy) == "Series('energy', shape=(11, 4), dtype=float64)"
+    assert run.energy.ndim == 2

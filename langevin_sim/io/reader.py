@@ -38,6 +38,12 @@ class Series:
             key = (key,)
         first = key[0]
         if isinstance(first, slice):
+            if first.step is not None and first.step < 0:
+                # h5py reads forward only: read the same records forward, then reverse
+                idx = np.arange(self.n)[first]
+                if idx.size == 0:
+                    return self.ds[(slice(0, 0),) + key[1:]]
+                return self.ds[(slice(idx[-1], idx[0] + 1, -first.step),) + key[1:]][::-1]
             first = slice(*first.indices(self.n))
         elif isinstance(first, (int, np.integer)):
             first = int(first) + self.n if first < 0 else int(first)
@@ -45,7 +51,19 @@ class Series:
                 raise IndexError(f"record {key[0]} out of range for {self.n} records")
         else:
             first = np.arange(self.n)[first]
+            if first.ndim == 1 and first.size and np.any(np.diff(first) <= 0):
+                # h5py takes increasing indices only: read the distinct ones, then reorder
+                uniq, back = np.unique(first, return_inverse=True)
+                return self.ds[(uniq,) + key[1:]][back]
         return self.ds[(first,) + key[1:]]
+
+    @property
+    def ndim(self) -> int:
+        return self.ds.ndim
+
+    def __repr__(self) -> str:
+        name = self.ds.name.rsplit("/", 1)[-1] if self.ds.id.valid else "?"
+        return f"Series({name!r}, shape={self.shape}, dtype={self.dtype})"
 
     def __array__(self, dtype=None, copy=None):
         a = self.ds[: self.n]
@@ -73,6 +91,18 @@ class Run:
             self.f.close()
             raise RunFileError(f"{self.path} is not a langevin_sim run file (no format="
                                f"'{F.FORMAT}' attribute); pass a file written by Simulation.run")
+
+    def __repr__(self) -> str:
+        if not self.f.id.valid:
+            return f"<Run {self.path} (closed)>"
+        try:
+            cfg = self.config
+            series = ", ".join(f"{k}{self[k].shape}" for k in self.names)
+            return (f"<Run {self.path}: {cfg['potential']['class']} x {cfg['dynamics']['class']}, "
+                    f"{self.n_records} records, {self.steps_done}/{cfg.get('steps_target', '?')} "
+                    f"steps, {'complete' if self.complete else 'INCOMPLETE'}; {series}>")
+        except Exception:       # a repr never raises
+            return f"<Run {self.path}>"
 
     # -- lifecycle --------------------------------------------------------------
     def close(self) -> None:
