@@ -3,9 +3,9 @@ deep NumPy/h5py traceback or a silently wrong array."""
 import numpy as np
 import pytest
 
-from langevin_sim import RunFileError, Simulation, open_run, resume
-from langevin_sim.dynamics import OverdampedLangevin
-from langevin_sim.potentials import DoubleWell
+from langevin_sim import ConfigError, RunFileError, Simulation, open_run, resume
+from langevin_sim.dynamics import SGD, AdamW, OverdampedLangevin
+from langevin_sim.potentials import DoubleWell, LinearRegression, SphericalPSpin, Valley
 
 
 def small_run(out=None, steps=100, replicas=4):
@@ -70,3 +70,47 @@ def test_reprs_say_what_a_notebook_holds(tmp_path):
     assert "positions(11, 4, 1)" in text
     assert repr(run.energy) == "Series('energy', shape=(11, 4), dtype=float64)"
     assert run.energy.ndim == 2
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: DoubleWell(d=1.5), "d"),
+    (lambda: SphericalPSpin(N=8.5), "N"),
+    (lambda: SphericalPSpin(N=8, p=3.5), "p"),
+    (lambda: Valley(d=2.5), "d"),
+    (lambda: LinearRegression(n=10.5, d=2), "n"),
+    (lambda: LinearRegression(n=10, d="2"), "d"),
+    (lambda: SGD(lr=0.1, batch_size=2.5), "batch_size"),
+    (lambda: SGD(lr=0.1, batch_size="4"), "batch_size"),
+    (lambda: AdamW(lr=0.1, batch_size=2.5), "batch_size"),
+])
+def test_a_non_integer_size_is_refused_not_truncated(make, name):
+    """DoubleWell(d=1.5) was a d = 1 well, SphericalPSpin(N=8.5) an N = 8 one; SGD's
+    batch_size=2.5 ran on numba and crashed inside the NumPy reference's slicing."""
+    with pytest.raises(ConfigError, match=rf"{name} must be an integer"):
+        make()
+
+
+def test_integral_floats_still_work():
+    assert DoubleWell(d=2.0).d == 2 and SphericalPSpin(N=8.0).N == 8
+    assert SGD(lr=0.1, batch_size=4.0).batch_size == 4
+    pot = LinearRegression(n=8.0, d=2.0)
+    run = Simulation(pot, SGD(lr=0.1, batch_size=4.0), 4, backend="numpy").run(20, 10)
+    assert run.n_records == 3
+
+
+def test_linear_regression_data_must_match_n_and_d():
+    """A (20, 5) data set with n=10 ran silently: the energy averaged all 20 rows while SGD
+    drew its batches from the first 10.  Without n and d it failed inside a matmul."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((20, 5))
+    w = rng.standard_normal(5)
+    with pytest.raises(ConfigError, match=r"A has shape \(20, 5\).*n=20, d=5"):
+        LinearRegression(n=10, d=5, A=A, y=A @ w, w_star=w)
+    with pytest.raises(ConfigError, match=r"A has shape \(20, 5\).*n=20, d=5"):
+        LinearRegression(A=A, y=A @ w, w_star=w)
+    with pytest.raises(ConfigError, match=r"y.*w_star"):
+        LinearRegression(n=20, d=5, A=A)
+    with pytest.raises(ConfigError, match=r"y has shape \(19,\)"):
+        LinearRegression(n=20, d=5, A=A, y=(A @ w)[:19], w_star=w)
+    pot = LinearRegression(n=20, d=5, A=A, y=A @ w, w_star=w)
+    assert pot.n_samples == 20 and pot.d == 5

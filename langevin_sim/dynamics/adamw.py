@@ -71,7 +71,7 @@ class AdamW(Dynamics):
             raise ConfigError(f"eps must be > 0, got {self.eps}; the default is 1e-8")
         if not self.weight_decay >= 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        check_batch_size(self.batch_size)
+        object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
 
     def check_potential(self, potential):
         check_finite_sum("AdamW", self.batch_size, potential)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import rng
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from ..potentials.base import array_module
 from .base import Dynamics, NoiseSource
 from .langevin import noise_scale
@@ -61,9 +61,14 @@ def minibatch(noise: NoiseSource, t: int, batch_size: int, n: int, sampling):
     return np.stack(perms)[:, j * batch_size:(j + 1) * batch_size].astype(np.int64)
 
 
-def check_batch_size(batch_size) -> None:
-    if batch_size is not None and int(batch_size) < 1:
+def check_batch_size(batch_size) -> int | None:
+    """`batch_size` as an int (None: full batch); ConfigError unless it is an integer >= 1."""
+    if batch_size is None:
+        return None
+    batch_size = check_int("batch_size", batch_size, minimum=None)
+    if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1 or None (full batch), got {batch_size}")
+    return batch_size
 
 
 def check_finite_sum(dynamics: str, batch_size, potential) -> None:
@@ -184,7 +189,7 @@ class SGD(Dynamics):
         for key in ("label_noise", "grad_noise"):
             if not getattr(self, key) >= 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
-        check_batch_size(self.batch_size)
+        object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
         sampling = self.sampling
         if sampling is not None and sampling not in SAMPLINGS:
             raise ConfigError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")

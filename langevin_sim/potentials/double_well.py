@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from .base import Potential
 
 
@@ -32,7 +32,8 @@ class DoubleWell(Potential):
 
     def __init__(self, d: int = 1, barrier: float = 1.0, a: float = 1.0, center: float = 0.0,
                  tilt: float = 0.0):
-        if int(d) < 1:
+        d = check_int("d", d, minimum=None)
+        if d < 1:
             raise ConfigError(f"DoubleWell needs d >= 1, got {d}")
         if not barrier > 0 or not a > 0:
             raise ConfigError(f"DoubleWell needs barrier > 0 and a > 0, got barrier={barrier}, a={a}")

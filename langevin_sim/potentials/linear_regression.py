@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import rng
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from .base import Potential
 
 
@@ -20,7 +20,8 @@ class LinearRegression(Potential):
 
     def __init__(self, n: int = 256, d: int = 8, noise: float = 0.1, seed: int = 0,
                  A=None, y=None, w_star=None):
-        if int(n) < 1 or int(d) < 1:
+        n, d = check_int("n", n, minimum=None), check_int("d", d, minimum=None)
+        if n < 1 or d < 1:
             raise ConfigError(f"LinearRegression needs n >= 1 and d >= 1, got n={n}, d={d}")
         if noise < 0:
             raise ConfigError(f"label noise must be >= 0, got {noise}")
@@ -30,7 +31,18 @@ class LinearRegression(Potential):
             A = z[: n * d].reshape(n, d)
             w_star = z[n * d: n * d + d]
             y = A @ w_star + noise * z[n * d + d:]
+        elif y is None or w_star is None:
+            raise ConfigError("LinearRegression with your own A needs y (n,) and w_star (d,) "
+                              "too (w_star: the weights the error is measured against, e.g. "
+                              "the teacher's, or np.linalg.lstsq(A, y)[0])")
         self.A, self.y, self.w_star = (np.asarray(v, np.float64) for v in (A, y, w_star))
+        for name, want in (("A", (n, d)), ("y", (n,)), ("w_star", (d,))):
+            got = getattr(self, name).shape
+            if got != want:
+                fix = (f"pass n={got[0]}, d={got[1]} to match A" if name == "A" and len(got) == 2
+                       else f"pass an array of shape {want}")
+                raise ConfigError(f"LinearRegression: {name} has shape {got} but n={n}, d={d} "
+                                  f"need {want}; {fix}")
 
     def params(self):
         return {"n": self.n_samples, "d": self.d, "noise": self.noise, "seed": self.seed}

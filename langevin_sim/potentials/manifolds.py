@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .. import rng
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from ..rng import row_sum, set_column, sqrt
 from .base import Potential, array_module
 
@@ -326,7 +326,8 @@ class Valley(Potential):
     def __init__(self, d: int = 2, curve: str = "line", radius: float = 1.0, profile: str = "exp",
                  k0: float = 1.0, alpha: float = 0.0, omega: float = 1.0, nodes_s=None,
                  nodes_k=None, bounds=None, wall: float = 100.0, weights=None):
-        if int(d) < 2:
+        d = check_int("d", d, minimum=None)
+        if d < 2:
             raise ConfigError(f"Valley needs d >= 2 (a curve and a transverse direction), got d={d}")
         if curve not in CURVES:
             raise ConfigError(f"unknown curve {curve!r}; use one of {sorted(CURVES)}")

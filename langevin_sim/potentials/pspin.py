@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .. import rng
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from .base import Potential, array_module
 
 # E[H(s) H(s')] = VARIANCE[convention] * N * q^p with q = s.s'/N.
@@ -115,7 +115,7 @@ class SphericalPSpin(Potential):
 
     def __init__(self, N: int, p: int = 3, convention: str = "crisanti-sommers", seed: int = 0,
                  planted: float = 0.0, J=None, spike=None):
-        N, p = int(N), int(p)
+        N, p = check_int("N", N, minimum=None), check_int("p", p, minimum=None)
         if p not in (2, 3, 4):
             raise ConfigError(f"SphericalPSpin supports p = 2, 3, 4; got p={p}")
         if N < 2:
