@@ -28,7 +28,7 @@ from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped, R
 from .first_passage import STATE_KEYS as FP_KEYS
 from .first_passage import FirstPassage
 from .io import Run, RunWriter
-from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE
+from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE, json_default
 from .io.swmr import writer_info
 from .io.direct import ALIGN
 from .io.recycle import Recycler
@@ -85,6 +85,12 @@ class Simulation:
         self.dtype, self.seed = np.dtype(dtype), int(seed)
         self.divergence_bound = float(divergence_bound)
         self.meta = dict(meta or {})
+        for key, value in self.meta.items():
+            try:
+                json.dumps(value, default=json_default)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"meta[{key!r}] cannot be stored in the run file ({e}); give "
+                                  "numbers, strings, lists or dicts of them") from None
         self.observers = tuple(observers)
         self.init_desc = init if isinstance(init, str) else "array"
         x0 = self._initial_positions(init)
@@ -619,7 +625,7 @@ def resume(path, steps: int | None = None, backend: str | None = None,
             raise ConfigError(f"--steps {target} is before the checkpoint at step {step}; "
                               "give a total step count >= it")
         if _record_resume(cfg, step, target, sim.backend_name):
-            f["config"].attrs["json"] = json.dumps(cfg)
+            f["config"].attrs["json"] = json.dumps(cfg, default=json_default)
         f.attrs["writer"] = writer_info()
         writer = RunWriter(f)
         writer.truncate_to_checkpoint()

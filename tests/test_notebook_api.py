@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from langevin_sim import ConfigError, RunFileError, Simulation, open_run, resume
-from langevin_sim.dynamics import SGD, AdamW, OverdampedLangevin
+from langevin_sim.dynamics import SGD, AdamW, OverdampedLangevin, UnderdampedLangevin
 from langevin_sim.potentials import DoubleWell, LinearRegression, SphericalPSpin, Valley
 
 
@@ -114,3 +114,26 @@ def test_linear_regression_data_must_match_n_and_d():
         LinearRegression(n=20, d=5, A=A, y=(A @ w)[:19], w_star=w)
     pot = LinearRegression(n=20, d=5, A=A, y=A @ w, w_star=w)
     assert pot.n_samples == 20 and pot.d == 5
+
+
+def test_numpy_scalars_and_arrays_in_parameters_reach_the_run_file(tmp_path):
+    """A parameter swept with np.float32 / np.int64 values, or a NumPy array in `meta`, made
+    Simulation.run fail with json's "Object of type float32 is not JSON serializable"."""
+    dyn = UnderdampedLangevin(0.01, friction=np.float32(0.5), temperature=0.5,
+                              mass=np.int64(2))
+    meta = {"T": np.float32(0.5), "grid": np.arange(3), "n": np.int64(7)}
+    run = Simulation(DoubleWell(), dyn, 4, backend="numpy", meta=meta).run(
+        20, 10, out=tmp_path / "np.h5")
+    cfg = run.config
+    assert cfg["dynamics"]["friction"] == 0.5 and cfg["dynamics"]["mass"] == 2
+    assert cfg["meta"] == {"T": 0.5, "grid": [0, 1, 2], "n": 7}
+    run.close()
+    assert resume(tmp_path / "np.h5", steps=40).steps_done == 40
+    sgd = SGD(lr=0.05, momentum=np.float32(0.5), weight_decay=np.float64(0.01))
+    Simulation(LinearRegression(n=8, d=2), sgd, 4, backend="numpy").run(20, 10).close()
+
+
+def test_a_meta_value_json_cannot_hold_is_named():
+    with pytest.raises(ConfigError, match=r"meta\['f'\].*function"):
+        Simulation(DoubleWell(), OverdampedLangevin(0.01, 0.5), 4, backend="numpy",
+                   meta={"f": len}).run(10, 10)

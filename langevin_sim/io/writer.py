@@ -53,7 +53,7 @@ def _first_passage_layout(f: h5py.File, fp, replicas, state: dict, step: int) ->
         ds.dims[0].attach_scale(sc["replica"])
         ds.dims[1].attach_scale(sc["region"])
     g.create_dataset("step", data=np.int64(step))
-    g.attrs["definition"] = json.dumps(fp.to_dict())
+    g.attrs["definition"] = json.dumps(fp.to_dict(), default=F.json_default)
 
 
 def _write_first_passage(g: h5py.Group, arrays: dict, step: int) -> None:
@@ -111,7 +111,7 @@ class RunWriter:
         f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         f.attrs["command"] = " ".join(sys.argv)
         f.attrs["writer"] = writer_info()
-        f.create_group("config").attrs["json"] = json.dumps(config)
+        f.create_group("config").attrs["json"] = json.dumps(config, default=F.json_default)
         _write_potential(f, potential)
         M = len(replicas)
         rec = f.create_group("records")

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigError, RunFileError
+from ..io.format import json_default
 
 REGISTRY: dict[str, type["Potential"]] = {}
 DIGEST = "sha256:"      # attribute prefix of a regenerated array's digest in /potential
@@ -114,7 +115,7 @@ class Potential:
         group; put(group, name, array) writes each array (default: `create_dataset`).  The
         `regenerated()` arrays are not written: their digests are (attribute `sha256:NAME`)."""
         group.attrs["class"] = type(self).__name__
-        group.attrs["params"] = json.dumps(self.params())
+        group.attrs["params"] = json.dumps(self.params(), default=json_default)
         regenerated = self.regenerated()
         for k, v in self.arrays().items():
             if k in regenerated:
