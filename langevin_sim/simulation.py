@@ -129,6 +129,16 @@ class Simulation:
                               f"d={d}: pass an array of shape ({M}, {d}) (or ({d},) for all replicas)")
         if not np.all(np.isfinite(x)):
             raise ConfigError("init contains non-finite values; pass finite positions")
+        if self.potential.constrained:
+            on = np.asarray(self.potential.retract(x), np.float64)
+            off = np.abs(on - x).max(axis=1) > 1e-5 * np.maximum(1.0, np.abs(x).max(axis=1))
+            if off.any():
+                r2 = np.sum(x[off] * x[off], axis=1)
+                span = f"{r2.min():.6g}" + ("" if r2.min() == r2.max() else f" to {r2.max():.6g}")
+                raise ConfigError(
+                    f"init puts {int(off.sum())} of {M} replicas off the constraint of "
+                    f"{type(self.potential).__name__} (d = {d}): their |x|^2 = {span}, and its "
+                    "retract(x) moves them; pass potential.retract(x), or init='default'")
         return x.astype(self.dtype)
 
     def config(self) -> dict:

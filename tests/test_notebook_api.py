@@ -137,3 +137,15 @@ def test_a_meta_value_json_cannot_hold_is_named():
     with pytest.raises(ConfigError, match=r"meta\['f'\].*function"):
         Simulation(DoubleWell(), OverdampedLangevin(0.01, 0.5), 4, backend="numpy",
                    meta={"f": len}).run(10, 10)
+
+
+def test_an_init_off_the_sphere_is_refused():
+    """SphericalPSpin(N=8) started from an array with |x|^2 = 72 recorded that state (and its
+    energy, -2.4 per spin) as record 0; only the first step retracted it onto |x|^2 = N."""
+    pot = SphericalPSpin(N=8, seed=0)
+    with pytest.raises(ConfigError, match=r"\|x\|\^2 = 72.*retract"):
+        Simulation(pot, OverdampedLangevin(0.01, 0.5), 4, backend="numpy",
+                   init=np.full((4, 8), 3.0))
+    x = pot.retract(np.random.default_rng(0).standard_normal((4, 8)))
+    run = Simulation(pot, OverdampedLangevin(0.01, 0.5), 4, backend="numpy", init=x).run(10, 10)
+    np.testing.assert_allclose((np.asarray(run.positions) ** 2).sum(-1), 8.0)
