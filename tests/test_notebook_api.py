@@ -149,3 +149,25 @@ def test_an_init_off_the_sphere_is_refused():
     x = pot.retract(np.random.default_rng(0).standard_normal((4, 8)))
     run = Simulation(pot, OverdampedLangevin(0.01, 0.5), 4, backend="numpy", init=x).run(10, 10)
     np.testing.assert_allclose((np.asarray(run.positions) ** 2).sum(-1), 8.0)
+
+
+def test_an_analysis_handed_a_path_names_open_run(tmp_path):
+    """run_marginal_fit("x.h5") raised AttributeError ('str' object has no attribute
+    'potential'), diagnose / compare_covariance ValueError ('could not convert string to
+    float')."""
+    from langevin_sim.analysis import basins, covariance, diagnostics, escape, stationary
+
+    path = tmp_path / "r.h5"
+    small_run(out=path, replicas=64).close()
+    for call in (lambda p: stationary.run_marginal_fit(p),
+                 lambda p: diagnostics.diagnose(p, "energy"),
+                 lambda p: diagnostics.burn_in(p, "energy"),
+                 lambda p: covariance.sample_moments(p),
+                 lambda p: covariance.predicted_laws(p),
+                 lambda p: basins.run_occupancy(p),
+                 lambda p: escape.analyze_run(p)):
+        for p in (str(path), path):
+            with pytest.raises(ConfigError, match=r"takes an open Run.*open_run\("):
+                call(p)
+    with open_run(path) as run:
+        assert stationary.run_marginal_fit(run).n == 64

@@ -27,6 +27,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from scipy.special import logsumexp
 
 from ..errors import ConfigError
+from ..io.reader import check_run
 from ..potentials.sharpness import hessian_operator
 from .stationary import constant_temperature
 
@@ -644,6 +645,7 @@ def run_occupancy(run, basins: Basins | None = None, method: str = "quench", tai
     exact one `exact_basin_log_z` where that applies (d <= 2 or a separable potential; None
     otherwise or with exact=False).
     """
+    run = check_run(run, "run_occupancy")
     if method not in ("quench", "nearest", "observable"):
         raise ConfigError(f"method must be 'quench', 'nearest' or 'observable', got {method!r}")
     pot = run.potential

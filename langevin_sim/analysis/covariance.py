@@ -38,7 +38,7 @@ import numpy as np
 from scipy import linalg, stats
 
 from ..errors import ConfigError
-from ..io.reader import Run
+from ..io.reader import Run, check_run
 from .diagnostics import burn_in, ess, load_records
 from .stationary import MarginalFit, fit_marginal
 
@@ -575,6 +575,7 @@ def predicted_laws(source) -> tuple[StationaryLaw, ...]:
     boundary (record_every a multiple of n // S), then the independent-subset law (first
     when the epoch law is not available), i.i.d. exact, continuous.  ConfigError for
     scheduled step sizes or temperatures and for other potentials or dynamics."""
+    source = check_run(source, "predicted_laws")
     from ..dynamics import SGD, OverdampedLangevin, UnderdampedLangevin
     from ..dynamics.base import Dynamics
     from ..potentials import LinearRegression, Quadratic

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import ConfigError, require
-from ..io.reader import Run
+from ..io.reader import Run, check_run
 
 QUANTILES = (0.05, 0.5, 0.95)
 MIN_DRAWS = 4   # ArviZ's minimum number of draws (records) per chain (replica)
@@ -69,6 +69,7 @@ def load_records(data, name: str | None = None) -> Records:
     diverged_step >= 0 are dropped, and replicas non-finite at a kept record (the run file
     writes NaN after a divergence).  For an array, all replicas diverging at one record are
     indistinguishable from a series no longer recorded: its records up to there are kept."""
+    data = check_run(data, "load_records")
     if isinstance(data, Records):
         return data
     if isinstance(data, Run):

@@ -41,7 +41,7 @@ import numpy as np
 from scipy import stats
 
 from ..errors import ConfigError
-from ..io.reader import Run
+from ..io.reader import Run, check_run
 from .escape import kaplan_meier
 from .stationary import constant_temperature
 
@@ -403,6 +403,7 @@ def manifold_coordinate(run: Run, coordinate: str | Callable | None = None) -> n
     a multi-component one such as `log_ratio` (n, M, k-1) gives its first component); a
     callable: f(positions (M, d)) -> (M,) applied to each record's positions.
     """
+    run = check_run(run, "manifold_coordinate")
     names = run.names
     if callable(coordinate):
         if "positions" not in names:
@@ -454,6 +455,7 @@ def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float |
     `default_region` (inside a walled line Valley's walls; everything otherwise).  For an
     overdamped-Langevin run on an "exp" line Valley the predictions -alpha(d-1)T/2 and its
     first-order correction over the counted positions are attached, with D = T."""
+    run = check_run(run, "run_drift")
     s = manifold_coordinate(run, coordinate)
     pot = run.potential
     if coordinate is None and getattr(pot, "curve", None) == "circle":

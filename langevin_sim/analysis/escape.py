@@ -64,6 +64,7 @@ import numpy as np
 from scipy import integrate, optimize, special, stats
 
 from ..errors import ConfigError
+from ..io.reader import check_run
 
 BETA_MONITORING = 0.5825971579390106  # -zeta(1/2) / sqrt(2 pi)
 
@@ -151,6 +152,7 @@ def waiting_times(run, label: str | None = None) -> WaitingTimes:
     """Entry times into region `label` (default: the first) from the run's first-passage
     observer: replicas that started outside are at risk; an entry at step n is an event at
     n * dt; the others are censored at the observer's step (or at their divergence)."""
+    run = check_run(run, "waiting_times")
     fp = run.first_passage
     if fp is None:
         raise ConfigError(f"{run.path} has no first-passage observer; rerun with "
@@ -176,6 +178,7 @@ def waiting_times_from_records(run, region) -> WaitingTimes:
     be many record spacings late (entries followed by exits between records are missed);
     replicas inside at the first record (which must be step 0) are not at risk; the others
     are censored at the last record (or the last record before they diverged)."""
+    run = check_run(run, "waiting_times_from_records")
     from ..first_passage import FirstPassage
 
     if "positions" not in run.names:
@@ -717,6 +720,7 @@ def analyze_run(run, label: str | None = None, confidence: float = 0.95, region=
     with `region` given, from its records).  DoubleWell runs whose region is a half-space
     along one coordinate get the exact 1-D quadrature (overdamped dynamics) and the Kramers
     prediction (both dynamics)."""
+    run = check_run(run, "analyze_run")
     notes = []
     if region is None:
         wt = waiting_times(run, label)

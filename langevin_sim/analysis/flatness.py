@@ -36,7 +36,7 @@ import numpy as np
 from scipy import stats
 
 from ..errors import ConfigError
-from ..io.reader import Run
+from ..io.reader import Run, check_run
 
 MEASURES = {"sharpness": "sharpness (top Hessian eigenvalue)",
             "hessian_trace": "Hessian trace",
@@ -241,6 +241,7 @@ def run_flatness(run: Run, record: int | None = None, measure: str = "sharpness"
     `target` (test_loss, or test_error = 1 - test_accuracy) and `train_loss` at `record` (an
     index into all records; default: the last record with the measure for every live
     replica); diverged replicas dropped."""
+    run = check_run(run, "run_flatness")
     steps, S, train, test, _ = _records(run, measure, target=target)
     i = len(steps) - 1
     if record is not None:
@@ -264,6 +265,7 @@ def early_stopped(run: Run, measure: str = "sharpness", by: str | None = None,
     validation set's counterpart of the target where the run records it (val_error for
     test_error, val_loss for test_loss), else the target.  Its `step` holds the chosen
     steps, `stopped_by` the choice."""
+    run = check_run(run, "early_stopped")
     if by is None:
         val = "val_error" if target == "test_error" else "val_loss"
         by = val if _recorded(val) in run.names else target

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from ..io.reader import check_run
 from .escape import kaplan_meier
 
 
@@ -296,6 +297,7 @@ def run_grokking(run, train_threshold: float = 1.0, test_threshold: float = 0.9,
                  n_boot: int = 1000) -> GrokkingPoint:
     """`GrokkingPoint` of a run of scenarios/grokking.py (or any run recording
     train_accuracy, test_accuracy and weight_norm; sharpness optional)."""
+    run = check_run(run, "run_grokking")
     need = {"train_accuracy", "test_accuracy", "weight_norm"} - set(run.names)
     if need:
         raise ConfigError(f"the run does not record {sorted(need)}: not a grokking run "

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from ..errors import ConfigError
-from ..io.reader import Run
+from ..io.reader import Run, check_run
 from .stationary import constant_temperature
 
 EPS = 1e-12
@@ -354,6 +354,7 @@ def run_relaxation(run: Run, t_min: float | None = None, t_max: float | None = N
                    late_from: float | None = None) -> Relaxation:
     """`relaxation` of a SphericalPSpin run (energy / N on `run.time`, its p, variance and
     constant temperature; diverged replicas dropped)."""
+    run = check_run(run, "run_relaxation")
     pot = run.potential
     if type(pot).__name__ != "SphericalPSpin":
         raise ConfigError(f"spin-glass relaxation needs a SphericalPSpin run, got {type(pot).__name__}")
@@ -464,6 +465,7 @@ def two_time_correlation(times, x, waiting_times=None, level: float = 0.5) -> Ag
 
 def run_aging(run: Run, waiting_times=None, level: float = 0.5) -> Aging:
     """`two_time_correlation` of a run's recorded positions on `run.time`."""
+    run = check_run(run, "run_aging")
     if "positions" not in run.names:
         raise ConfigError("aging needs recorded positions; rerun with record_positions true "
                           "(--set record_positions=true)")
@@ -545,6 +547,7 @@ def hessian_index(potential, x, rtol: float = 1e-10) -> HessianIndex:
 
 def run_hessian_index(run: Run, record: int = -1) -> HessianIndex:
     """`hessian_index` of a run's recorded positions at `record` (diverged replicas dropped)."""
+    run = check_run(run, "run_hessian_index")
     if "positions" not in run.names:
         raise ConfigError("the Hessian index needs recorded positions; rerun with "
                           "record_positions true (--set record_positions=true)")

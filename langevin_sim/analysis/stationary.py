@@ -7,6 +7,7 @@ import numpy as np
 from scipy import integrate, stats
 
 from ..errors import ConfigError
+from ..io.reader import check_run
 
 
 def boltzmann_bin_probabilities(energy_1d, temperature: float, edges: np.ndarray) -> np.ndarray:
@@ -131,6 +132,7 @@ def run_marginal_fit(run, *, record: int = -1, temperature: float | None = None,
     run to the exact marginal.  Coordinates and replicas are independent samples when the
     potential is separable; records should be spaced beyond the correlation time.
     ConfigError if the potential has no `marginal_energy`."""
+    run = check_run(run, "run_marginal_fit")
     pot = run.potential
     if not hasattr(pot, "marginal_energy"):
         name = type(pot).__name__

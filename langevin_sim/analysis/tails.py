@@ -31,6 +31,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from ..errors import ConfigError
+from ..io.reader import check_run
 from .stationary import alive_positions
 
 
@@ -354,6 +355,7 @@ def run_tail_index(run, records: int = 1, k: int | None = None, **kesten_kw) -> 
     `records` records of an SGD run on LinearRegression (records pooled: space them beyond
     the mixing time), against `kesten_alpha` of the run's data set, lr and batch size.
     ConfigError for other potentials or dynamics, momentum, weight decay or scheduled lr."""
+    run = check_run(run, "run_tail_index")
     pot, dyn = run.potential, run.config["dynamics"]
     if not hasattr(pot, "minimizer") or pot.n_samples is None:
         raise ConfigError(f"the tail analysis needs SGD on LinearRegression; this run's potential "

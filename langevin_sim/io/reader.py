@@ -7,7 +7,7 @@ import os
 import h5py
 import numpy as np
 
-from ..errors import RunFileError, require
+from ..errors import ConfigError, RunFileError, require
 from . import format as F
 from . import swmr as swmr_file
 from .direct import ALIGN
@@ -376,3 +376,13 @@ def _open_file(path: str, mode: str, swmr: bool, latest: bool = False) -> h5py.F
 def open_run(path, swmr: bool = False) -> Run:
     """Open a run file for reading; `swmr=True` to follow a live SWMR run (call `refresh`)."""
     return Run(path, swmr=swmr)
+
+
+def check_run(run, where: str):
+    """`run` itself, or ConfigError when it is a path (str or os.PathLike): the analyses take
+    an open `Run`, and `where` (the function's name) says which one was handed a path."""
+    if isinstance(run, (str, bytes, os.PathLike)):
+        path = os.fsdecode(run)
+        raise ConfigError(f"{where} takes an open Run (or an array), not the path {path!r}: "
+                          f"pass open_run({path!r})")
+    return run
