@@ -171,3 +171,30 @@ def test_an_analysis_handed_a_path_names_open_run(tmp_path):
                 call(p)
     with open_run(path) as run:
         assert stationary.run_marginal_fit(run).n == 64
+
+
+@pytest.mark.parametrize("x, got", [
+    (np.zeros((3, 5)), r"shape \(3, 5\)"),
+    (np.zeros(2), r"shape \(2,\)"),
+    (np.zeros((1, 1, 2)), r"shape \(1, 1, 2\)"),
+    (0.5, "float"),
+])
+@pytest.mark.parametrize("method", ["energy", "grad"])
+def test_potential_methods_check_the_shape_of_x(x, got, method):
+    """DoubleWell(d=2).energy(np.zeros((3, 5))) returned the energies of 5-d points; a 1-D x
+    failed in NumPy (AxisError, an einsum subscripts error, a broadcast error)."""
+    from langevin_sim.potentials import MultiWell, Quadratic
+
+    for pot in (DoubleWell(d=2), Quadratic(spectrum=[1.0, 2.0]), SphericalPSpin(N=2, p=2),
+                LinearRegression(n=8, d=2), MultiWell(centers=[[-1.0, 0.0], [1.0, 0.0]], spectra=[[1.0, 1.0], [2.0, 2.0]])):
+        with pytest.raises(ConfigError, match=rf"\(M, 2\) for {type(pot).__name__}, got {got}"):
+            getattr(pot, method)(x)
+
+
+def test_potential_methods_take_a_list_and_keep_arrays_as_they_are():
+    pot = DoubleWell(d=2)
+    assert pot.energy([[0, 0], [1, 1]]).tolist() == [2.0, 0.0]
+    x = np.zeros((3, 2), np.float32)
+    assert pot.check_x(x) is x
+    assert pot.grad(x).dtype == np.float32
+

@@ -1,6 +1,7 @@
 """Potential base class: the loss surface U(x) on replica batches x of shape (M, d)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any, ClassVar
@@ -32,6 +33,17 @@ def array_module(x):
     return np
 
 
+def _checking_x(method):
+    """`method(self, x, ...)` behind `self.check_x(x)`: the one shape check of the public
+    energy and grad of every potential."""
+    @functools.wraps(method)
+    def checked(self, x, *args, **kw):
+        return method(self, self.check_x(x), *args, **kw)
+
+    checked.checks_x = True
+    return checked
+
+
 class Potential:
     """A loss surface U: R^d -> R evaluated on (M, d) replica batches.
 
@@ -56,6 +68,10 @@ class Potential:
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         REGISTRY[cls.__name__] = cls
+        for name in ("energy", "grad"):     # the public methods check x's shape (check_x)
+            method = getattr(cls, name)
+            if not getattr(method, "checks_x", False):
+                setattr(cls, name, _checking_x(method))
 
     # -- contract ---------------------------------------------------------
     def energy(self, x):
@@ -98,11 +114,16 @@ class Potential:
             H[:, :, j] = self.hvp(x, e)
         return 0.5 * (H + H.transpose(0, 2, 1))
 
-    def check_x(self, x) -> np.ndarray:
-        x = array_module(x).asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.d:
-            raise ConfigError(
-                f"positions must have shape (M, {self.d}) for {type(self).__name__}, got {x.shape}")
+    def check_x(self, x):
+        """`x` itself (a list as a NumPy array), or ConfigError unless it has shape (M, d).
+        Cheap: reads `.shape` only, never copies a NumPy or device array."""
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x, dtype=np.float64)
+        shape = getattr(x, "shape", None)
+        if shape is None or len(shape) != 2 or shape[1] != self.d:
+            got = f"shape {tuple(shape)}" if shape is not None else type(x).__name__
+            raise ConfigError(f"positions must have shape (M, {self.d}) for "
+                              f"{type(self).__name__}, got {got}; one point p is x = p[None, :]")
         return x
 
     def default_init(self, z: np.ndarray) -> np.ndarray:
