@@ -198,3 +198,24 @@ def test_potential_methods_take_a_list_and_keep_arrays_as_they_are():
     assert pot.check_x(x) is x
     assert pot.grad(x).dtype == np.float32
 
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(spectrum=[1.0, 2.0], d=5), r"d=5 but its spectrum has d = 2"),
+    (dict(H=np.eye(2), d=3), r"d=3 but its H has d = 2"),
+    (dict(H=np.eye(2), spectrum=[1.0, 2.0, 3.0]), "H or spectrum, not both"),
+    (dict(spectrum=[[1.0, 2.0], [3.0, 4.0]]), r"1-D.*shape \(2, 2\)"),
+    (dict(spectrum=[1.0, 2.0], d=2.5), "d must be an integer"),
+])
+def test_quadratic_refuses_conflicting_arguments(kw, match):
+    """Quadratic(spectrum=[1, 2], d=5) was 2-d, Quadratic(H=eye(2), spectrum=[1, 2, 3]) dropped
+    the spectrum, and a 2-D spectrum was raveled into 4 eigenvalues."""
+    from langevin_sim.potentials import Quadratic
+
+    with pytest.raises(ConfigError, match=match):
+        Quadratic(**kw)
+
+
+def test_quadratic_takes_a_matching_d():
+    from langevin_sim.potentials import Quadratic
+
+    assert Quadratic(spectrum=[1.0, 2.0], d=2).d == 2 and Quadratic(H=np.eye(3), d=3.0).d == 3

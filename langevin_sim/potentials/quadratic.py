@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import rng
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from .base import Potential
 
 
@@ -17,22 +17,32 @@ def random_rotation(d: int, seed: int) -> np.ndarray:
 class Quadratic(Potential):
     """U(x) = 1/2 (x - c)^T H (x - c) with H symmetric positive-definite (d, d).
 
-    Give `H`, or `spectrum` (d eigenvalues) and `seed` for H = Q diag(spectrum) Q^T with a
-    Haar-random rotation Q.  `center` c (d,) defaults to 0.  Units: H is energy / length^2.
+    Give `H`, or `spectrum` (d eigenvalues, 1-D) and `seed` for H = Q diag(spectrum) Q^T with
+    a Haar-random rotation Q, not both.  `d`, if given, must equal H's size.  `center` c (d,) defaults to 0.  Units: H is energy / length^2.
     """
 
     batched_products = True
 
     def __init__(self, H=None, spectrum=None, seed: int = 0, center=None, d: int | None = None):
+        if H is not None and spectrum is not None:
+            raise ConfigError("Quadratic takes H or spectrum, not both; pass H alone, or "
+                              "spectrum (and seed) alone")
         if H is None:
             if spectrum is None:
                 raise ConfigError("Quadratic needs H or spectrum; e.g. Quadratic(spectrum=[1, 10])")
-            spectrum = np.asarray(spectrum, dtype=np.float64).ravel()
+            spectrum = np.asarray(spectrum, dtype=np.float64)
+            if spectrum.ndim != 1 or spectrum.size == 0:
+                raise ConfigError(f"spectrum must be a 1-D list of d eigenvalues, got shape "
+                                  f"{spectrum.shape}; for a full matrix pass H")
             Q = random_rotation(spectrum.size, seed)
             H = (Q * spectrum) @ Q.T
         H = np.asarray(H, dtype=np.float64)
         if H.ndim != 2 or H.shape[0] != H.shape[1]:
             raise ConfigError(f"H must be a square (d, d) matrix, got shape {H.shape}")
+        if d is not None and check_int("d", d) != H.shape[0]:
+            raise ConfigError(f"Quadratic got d={d} but its {'H' if spectrum is None else 'spectrum'}"
+                              f" has d = {H.shape[0]}; leave d out (it follows from "
+                              f"{'H' if spectrum is None else 'spectrum'})")
         if not np.allclose(H, H.T, rtol=1e-10, atol=1e-12 * np.abs(H).max()):
             raise ConfigError("H is not symmetric; pass (H + H.T) / 2 or a spectrum")
         H = 0.5 * (H + H.T)
