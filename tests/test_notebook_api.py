@@ -219,3 +219,21 @@ def test_quadratic_takes_a_matching_d():
     from langevin_sim.potentials import Quadratic
 
     assert Quadratic(spectrum=[1.0, 2.0], d=2).d == 2 and Quadratic(H=np.eye(3), d=3.0).d == 3
+
+
+def test_collection_analyses_handed_paths_name_open_run(tmp_path):
+    """compare_runs, matched_fit, escape_summary and energy_summary failed on paths with an
+    AttributeError (or iterated over the path's characters)."""
+    from langevin_sim.analysis import drift, escape, flatness, scan
+
+    path = tmp_path / "r.h5"
+    small_run(out=path).close()
+    for call in (lambda p: drift.compare_runs(p), lambda p: drift.compare_runs({"a": p}),
+                 lambda p: flatness.matched_fit(p, 0.1), lambda p: flatness.matched_fit([p], 0.1),
+                 lambda p: escape.escape_summary(p), lambda p: escape.escape_summary([p]),
+                 lambda p: scan.energy_summary(p)):
+        for p in (str(path), path):
+            with pytest.raises(ConfigError, match=r"takes an open Run.*open_run\("):
+                call(p)
+    with open_run(path) as run:
+        assert scan.energy_summary(run)["alive"] == 1.0

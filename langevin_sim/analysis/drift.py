@@ -536,6 +536,7 @@ def compare_runs(runs: Mapping[str, Run], coordinate: str | Callable | None = No
                  ) -> DriftComparison:
     """`run_drift` (and `run_time_to_target` when `target` is given) of each labelled run with
     the same coordinate, window and region."""
+    runs = {k: check_run(r, "compare_runs") for k, r in check_run(runs, "compare_runs").items()}
     drifts = tuple(run_drift(r, coordinate, t_min, t_max, region) for r in runs.values())
     fps = tuple(None if target is None else run_time_to_target(r, target, coordinate)
                 for r in runs.values())

@@ -854,6 +854,7 @@ def escape_summary(runs, label: str | None = None, names=None, confidence: float
                    region=None) -> EscapeSummary:
     """`analyze_run` on each run (Run objects; runs without a first-passage observer use
     `region` on their records), then `summarize_escape`."""
+    runs = [check_run(r, "escape_summary") for r in check_run(runs, "escape_summary")]
     names = names or [None] * len(runs)
     return summarize_escape(tuple(
         analyze_run(r, label=label, confidence=confidence, name=n,

@@ -334,8 +334,8 @@ def matched_fit(runs, level: float, factor: float = 1.5, measure: str = "sharpne
     if pick not in ("first", "last"):
         raise ConfigError(f"pick must be 'first' or 'last', got {pick!r}")
     cols, per = [], []
-    for k, run in enumerate(runs):
-        steps, S, train, test, _ = _records(run, measure, target=target)
+    for k, run in enumerate(check_run(runs, "matched_fit")):
+        steps, S, train, test, _ = _records(check_run(run, "matched_fit"), measure, target=target)
         if np.isnan(train).all():
             raise ConfigError("matched_fit needs train_loss records")
         if pick == "first":

@@ -77,6 +77,9 @@ def energy_summary(run, burn: float = 0.5) -> dict:
                     so this standard error needs no autocorrelation estimate; NaN if M' < 2),
       alive       = M' / M.
     """
+    from ..io.reader import check_run
+
+    run = check_run(run, "energy_summary")
     if not 0 <= burn < 1:
         raise ValueError(f"burn must be in [0, 1), got {burn}")
     n = run.n_records
