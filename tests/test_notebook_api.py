@@ -237,3 +237,20 @@ def test_collection_analyses_handed_paths_name_open_run(tmp_path):
                 call(p)
     with open_run(path) as run:
         assert scan.energy_summary(run)["alive"] == 1.0
+
+
+def test_drift_names_the_expected_containers():
+    """compare_runs([a, b]) raised "'list' object has no attribute 'values'", and
+    run_time_to_target(run, 3.0) "'float' object is not iterable" (drift.py, in the loop)."""
+    from langevin_sim.analysis import drift
+
+    a, b = small_run(), small_run()
+    with pytest.raises(ConfigError, match=r"mapping \{name: Run\}.*dict\(sgd=run_a"):
+        drift.compare_runs([a, b])
+    for call in (lambda: drift.run_time_to_target(a, 3.0),
+                 lambda: drift.compare_runs({"a": a}, target=3.0),
+                 lambda: drift.time_to_target(np.arange(3.0), np.zeros((3, 2)), (1, 2, 3))):
+        with pytest.raises(ConfigError, match=r"target must be an interval \(lo, hi\).*np\.inf"):
+            call()
+    assert drift.time_to_target(np.arange(3.0), np.arange(6.0).reshape(3, 2), (2.0, np.inf)
+                                ).observed.all()

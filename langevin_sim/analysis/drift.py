@@ -228,13 +228,23 @@ class TimeToTarget:
         ax.set(xlabel="time", ylabel="fraction reached", ylim=(0, 1))
 
 
+def check_target(target, where: str) -> tuple[float, float]:
+    """`target` as floats (lo, hi), or ConfigError naming `where` unless it is a pair lo <= hi."""
+    try:
+        lo, hi = (float(b) for b in target)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: target must be an interval (lo, hi), e.g. (3.0, np.inf), "
+                          f"got {target!r}") from None
+    if not lo <= hi:
+        raise ConfigError(f"target must be (lo, hi) with lo <= hi, got ({lo:g}, {hi:g})")
+    return lo, hi
+
+
 def time_to_target(times, s, target: tuple[float, float]) -> TimeToTarget:
     """First record time at which s (n, M) lies in the closed interval `target` = (lo, hi)
     (use +-inf for a one-sided target); censored at each replica's last finite record."""
+    lo, hi = check_target(target, "time_to_target")
     t, s = _as_series(times, s)
-    lo, hi = (float(b) for b in target)
-    if not lo <= hi:
-        raise ConfigError(f"target must be (lo, hi) with lo <= hi, got ({lo:g}, {hi:g})")
     inside = (s >= lo) & (s <= hi)
     hit = inside.any(axis=0)
     finite = np.isfinite(s)
@@ -481,6 +491,7 @@ def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float |
 def run_time_to_target(run: Run, target: tuple[float, float],
                       coordinate: str | Callable | None = None) -> TimeToTarget:
     """`time_to_target` of a run's coordinate (see `manifold_coordinate`) on `run.time`."""
+    check_target(target, "run_time_to_target")
     return time_to_target(run.time, manifold_coordinate(run, coordinate), target)
 
 
@@ -536,7 +547,12 @@ def compare_runs(runs: Mapping[str, Run], coordinate: str | Callable | None = No
                  ) -> DriftComparison:
     """`run_drift` (and `run_time_to_target` when `target` is given) of each labelled run with
     the same coordinate, window and region."""
-    runs = {k: check_run(r, "compare_runs") for k, r in check_run(runs, "compare_runs").items()}
+    if not isinstance(check_run(runs, "compare_runs"), Mapping):
+        raise ConfigError(f"compare_runs takes a mapping {{name: Run}}, e.g. "
+                          f"dict(sgd=run_a, langevin=run_b), not a {type(runs).__name__}")
+    if target is not None:
+        check_target(target, "compare_runs")
+    runs = {k: check_run(r, "compare_runs") for k, r in runs.items()}
     drifts = tuple(run_drift(r, coordinate, t_min, t_max, region) for r in runs.values())
     fps = tuple(None if target is None else run_time_to_target(r, target, coordinate)
                 for r in runs.values())
