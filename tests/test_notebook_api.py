@@ -254,3 +254,28 @@ def test_drift_names_the_expected_containers():
             call()
     assert drift.time_to_target(np.arange(3.0), np.arange(6.0).reshape(3, 2), (2.0, np.inf)
                                 ).observed.all()
+
+
+def test_basins_keyword_typos_are_named_where_made():
+    """run_occupancy(run, tails=3) raised "quench() got an unexpected keyword argument
+    'tails'" from a function the user never called."""
+    from langevin_sim.analysis import basins
+
+    run = small_run()
+    pot = DoubleWell(d=1)
+    for call, where, bad, hint in (
+            (lambda: basins.run_occupancy(run, tails=3), "run_occupancy", "tails", "tail"),
+            (lambda: basins.run_occupancy(run, T=0.7), "run_occupancy", "T", None),
+            (lambda: basins.find_basins(pot, np.zeros((2, 1)), gtoll=1e-6), "find_basins",
+             "gtoll", "gtol"),
+            (lambda: basins.default_basins(pot, 0.5, start=10), "default_basins", "start",
+             "starts")):
+        with pytest.raises(ConfigError) as e:
+            call()
+        msg = str(e.value)
+        assert msg.startswith(f"{where} got an unexpected keyword {bad!r}"), msg
+        assert "temperature" in msg and "max_step" in msg
+        if hint:
+            assert f"did you mean {hint!r}" in msg
+    b = basins.default_basins(pot, 0.5, starts=20, max_step=0.5, tol=1e-3)
+    assert b.points.shape == (2, 1)

@@ -20,6 +20,8 @@ quadrature (d <= 2, or separable potentials with a 1-D `marginal_energy`),
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -170,6 +172,24 @@ def quench(potential, x, gtol: float = 1e-8, max_iter: int = 1000, memory: int =
 
 
 # -- minima -------------------------------------------------------------------------------
+QUENCH_KW = ("gtol", "max_iter", "memory", "max_step")   # quench's keywords, forwarded
+
+
+def check_forwarded(fn, kw: dict, forwarded=QUENCH_KW) -> None:
+    """ConfigError naming `fn` and its keywords when `kw` (the **kw that `fn` passes on to
+    `quench`) holds a name outside `forwarded`: a typo is reported where it was made."""
+    bad = [k for k in kw if k not in forwarded]
+    if not bad:
+        return
+    own = [p.name for p in inspect.signature(fn).parameters.values()
+           if p.kind is not p.VAR_KEYWORD]
+    valid = own + [k for k in forwarded if k not in own]
+    close = difflib.get_close_matches(bad[0], valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"{fn.__name__} got an unexpected keyword {bad[0]!r}{hint}; its keywords: "
+                      f"{', '.join(valid)}")
+
+
 def cluster_minima(x, energy, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Group points x (M, d) within distance `tol` (length) of a representative.
 
@@ -403,6 +423,7 @@ def find_basins(potential, starts, temperature: float | None = None, tol: float 
     Laplace log Z.  counts / n_starts are the basin-of-attraction fractions of the start
     distribution (use `max_step` in `quench_kw` to keep each start in its basin; see
     `quench` for when that basin is the gradient flow's)."""
+    check_forwarded(find_basins, quench_kw)
     q = quench(potential, starts, **quench_kw)
     reps, labels = cluster_minima(q.x[q.converged], q.energy[q.converged], tol)
     if reps.size == 0:
@@ -423,6 +444,7 @@ def assign_basins(potential, x, basins: Basins, method: str = "quench", tol: flo
     within `tol` (default basins.tol) of the end point, -1 if none (a minimum not in
     `basins`, or unconverged); "nearest" takes the nearest minimum (a Voronoi region rule,
     exact only when the basin boundaries are the bisectors).  Non-finite rows get -1."""
+    check_forwarded(assign_basins, quench_kw)
     x = np.asarray(x, np.float64)
     finite = np.all(np.isfinite(x), axis=1)
     labels = np.full(x.shape[0], -1, np.int64)
@@ -484,6 +506,7 @@ def exact_basin_log_z(potential, basins: Basins, temperature: float, bounds=None
     +- 10 sqrt(T / lam_min); ConfigError if exp(-U/T) is not negligible (1e-12) at them, or
     for other potentials.  Same units as `laplace_log_z` (length^d), so the two compare.
     """
+    check_forwarded(exact_basin_log_z, quench_kw, ("method", "tol") + QUENCH_KW)
     T = float(temperature)
     pts = basins.points
     d = pts.shape[1]
@@ -628,6 +651,7 @@ def default_basins(potential, temperature: float | None = None, starts: int = 10
     """`find_basins` from `starts` draws of the potential's own initial distribution
     (`default_init` of standard normals from numpy's Generator(seed)): the wells a
     potential is built around, e.g. every MultiWell centre, every DoubleWell corner."""
+    check_forwarded(default_basins, kw, ("tol",) + QUENCH_KW)
     z = np.random.default_rng(seed).standard_normal((int(starts), potential.d))
     return find_basins(potential, potential.default_init(z), temperature=temperature, **kw)
 
@@ -646,6 +670,7 @@ def run_occupancy(run, basins: Basins | None = None, method: str = "quench", tai
     otherwise or with exact=False).
     """
     run = check_run(run, "run_occupancy")
+    check_forwarded(run_occupancy, quench_kw, ("tol",) + QUENCH_KW)
     if method not in ("quench", "nearest", "observable"):
         raise ConfigError(f"method must be 'quench', 'nearest' or 'observable', got {method!r}")
     pot = run.potential
