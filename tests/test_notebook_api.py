@@ -279,3 +279,17 @@ def test_basins_keyword_typos_are_named_where_made():
             assert f"did you mean {hint!r}" in msg
     b = basins.default_basins(pot, 0.5, starts=20, max_step=0.5, tol=1e-3)
     assert b.points.shape == (2, 1)
+
+
+def test_ess_of_a_single_chain_says_which_shape():
+    """diagnostics.ess(x) on a 1-D array raised numpy's AxisError ('destination: axis -2 is
+    out of bounds')."""
+    from langevin_sim.analysis import diagnostics
+
+    x = np.random.default_rng(0).standard_normal(100)
+    for fn in (diagnostics.ess, diagnostics.integrated_autocorrelation_time):
+        with pytest.raises(ConfigError, match=r"\(n_records, replicas, \.\.\.\), got \(100,\); "
+                                              r"one chain x is x\[:, None\]"):
+            fn(x)
+    pytest.importorskip("arviz_stats")
+    assert diagnostics.ess(x[:, None]).shape == ()

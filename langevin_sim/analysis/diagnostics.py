@@ -102,11 +102,21 @@ def _chains_draws(values: np.ndarray) -> np.ndarray:
     return np.moveaxis(np.moveaxis(values, 0, -1), 0, -2)
 
 
+def _as_chains(values, where: str) -> np.ndarray:
+    """`values` as an array of shape (n_records, replicas, ...), or ConfigError naming `where`."""
+    values = np.asarray(values)
+    if values.ndim < 2:
+        raise ConfigError(f"{where} needs a series of shape (n_records, replicas, ...), got "
+                          f"{values.shape}; one chain x is x[:, None]")
+    return values
+
+
 def ess(values: np.ndarray, method: str = "bulk", prob=None) -> np.ndarray:
     """ArviZ effective sample size of (n, M, ...) values, per trailing component (...).
 
     method "bulk" (rank-normalized), "mean", "tail" (min of the 5% and 95% quantile ESS
     unless `prob` says otherwise), or any other `array_stats.ess` method."""
+    values = _as_chains(values, "ess")
     array_stats = require("arviz_stats.base", "analysis", "convergence diagnostics").array_stats
     if method == "tail" and prob is None:
         prob = (QUANTILES[0], QUANTILES[-1])
@@ -117,6 +127,7 @@ def integrated_autocorrelation_time(values: np.ndarray) -> np.ndarray:
     """tau = n M / ESS_mean in records, per trailing component of (n, M, ...) values.
 
     For an AR(1) series of coefficient phi, tau = (1 + phi) / (1 - phi)."""
+    values = _as_chains(values, "integrated_autocorrelation_time")
     n, m = values.shape[:2]
     return n * m / ess(values, "mean")
 
