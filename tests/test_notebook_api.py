@@ -293,3 +293,15 @@ def test_ess_of_a_single_chain_says_which_shape():
             fn(x)
     pytest.importorskip("arviz_stats")
     assert diagnostics.ess(x[:, None]).shape == ()
+
+
+def test_mfpt_1d_with_a_d_dimensional_energy_names_marginal_energy():
+    """escape.mfpt_1d(pot.energy, ...) raised numpy's AxisError ('axis 1 is out of bounds')."""
+    from langevin_sim.analysis import escape
+
+    pot = DoubleWell(d=1)
+    with pytest.raises(ConfigError, match=r"1-D grid \(n,\) to \(n,\).*marginal_energy"):
+        escape.mfpt_1d(pot.energy, 0.3, -1.0, 0.0)
+    with pytest.raises(ConfigError, match=r"returned shape \(1,\)"):
+        escape.mfpt_1d(lambda y: np.zeros(1), 0.3, -1.0, 0.0, lower=-3.0)
+    assert escape.mfpt_1d(pot.marginal_energy, 0.3, -1.0, 0.0) > 0

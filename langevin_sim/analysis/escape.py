@@ -549,6 +549,21 @@ def monitoring_shift(temperature: float, step: float) -> float:
     return BETA_MONITORING * math.sqrt(2.0 * temperature * step)
 
 
+def _energy_on_grid(energy, y: np.ndarray) -> np.ndarray:
+    """energy(y) (n,) float64 of the 1-D grid y (n,), or ConfigError saying what mfpt_1d needs."""
+    need = ("mfpt_1d: energy must map a 1-D grid (n,) to (n,); for a separable potential "
+            "pass potential.marginal_energy")
+    try:
+        u = np.asarray(energy(y), np.float64)
+    except (ValueError, IndexError, TypeError) as e:     # ConfigError and AxisError included
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(f"{need} (on a grid of shape {y.shape} it raised "
+                          f"{type(e).__name__}: {first})") from e
+    if u.shape != y.shape:
+        raise ConfigError(f"{need} (on a grid of shape {y.shape} it returned shape {u.shape})")
+    return u
+
+
 def mfpt_1d(energy, temperature: float, x0, boundary: float, lower: float | None = None,
             points: int = 20001) -> np.ndarray:
     """Exact overdamped mean first-passage time from x0 (< boundary; array) to `boundary`
@@ -571,13 +586,13 @@ def mfpt_1d(energy, temperature: float, x0, boundary: float, lower: float | None
     if lower is None:
         for _ in range(60):
             y = np.linspace(lo, b, 4001)
-            u = np.asarray(energy(y), np.float64)
+            u = _energy_on_grid(energy, y)
             if u[0] - u.min() > 40 * T and np.all(np.diff(u[:20]) < 0):
                 break
             w *= 2
             lo = left - w
     y = np.linspace(lo, b, int(points) | 1)
-    u = np.asarray(energy(y), np.float64)
+    u = _energy_on_grid(energy, y)
     u0 = u.min()
     inner = integrate.cumulative_simpson(np.exp(-(u - u0) / T), x=y, initial=0.0)
     k0 = max(0, min(np.searchsorted(y, left, side="right") - 1, y.size - 3))
