@@ -28,6 +28,7 @@ from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped, R
 from .first_passage import STATE_KEYS as FP_KEYS
 from .first_passage import FirstPassage
 from .io import Run, RunWriter
+from .io.reader import run_path
 from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE, json_default
 from .io.swmr import writer_info
 from .io.direct import ALIGN
@@ -586,7 +587,7 @@ def _reopen(f: h5py.File, path) -> Run:
     return Run(path)
 
 
-def resume(path, steps: int | None = None, backend: str | None = None,
+def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: str | None = None,
            progress: bool | None = None, flush_seconds: float = 1.0,
            swmr: bool | None = None) -> Run:
     """Continue the run in `path` from its last checkpoint until `steps` total steps
@@ -597,8 +598,8 @@ def resume(path, steps: int | None = None, backend: str | None = None,
     swmr: write in SWMR mode, for live readers (default: as the run was started; only a run
     started with swmr=True can).  The config records the new target (and the scenario
     parameter `steps` with it) and, when `backend` differs, the backend from this step on
-    (`backend_history`: [step, backend] pairs)."""
-    path = os.fspath(path)
+    (`backend_history`: [step, backend] pairs).  `path` may be a closed Run (its `path`)."""
+    source, path = path, run_path(path, "resume")
     with Run(path) as run:
         cfg = run.config
     swmr = bool(cfg.get("swmr", False)) if swmr is None else bool(swmr)
@@ -615,7 +616,14 @@ def resume(path, steps: int | None = None, backend: str | None = None,
         from .exchange import resume as resume_ladder
 
         return resume_ladder(path, steps, backend, progress, flush_seconds)
-    run = Run(path, mode="r+", latest=swmr)
+    try:
+        run = Run(path, mode="r+", latest=swmr)
+    except RunFileError:
+        if isinstance(source, Run) and source.f.id.valid:
+            raise RunFileError(f"resume(run) writes to {path}, which the Run passed to it holds "
+                               "open for reading: call run.close() first, then resume(run)"
+                               ) from None
+        raise
     f = run.f
     try:
         step, state, dstep = run.checkpoint()

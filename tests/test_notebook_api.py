@@ -305,3 +305,21 @@ def test_mfpt_1d_with_a_d_dimensional_energy_names_marginal_energy():
     with pytest.raises(ConfigError, match=r"returned shape \(1,\)"):
         escape.mfpt_1d(lambda y: np.zeros(1), 0.3, -1.0, 0.0, lower=-3.0)
     assert escape.mfpt_1d(pot.marginal_energy, 0.3, -1.0, 0.0) > 0
+
+
+def test_open_run_and_resume_take_a_run(tmp_path):
+    """open_run(run) and resume(run) raised "expected str, bytes or os.PathLike object, not
+    Run"; resume(run) on the open Run now says to close that Run."""
+    path = tmp_path / "r.h5"
+    run = small_run(out=path, steps=50)
+    again = open_run(run)
+    assert again.path == run.path and again.n_records == run.n_records
+    again.close()
+    with pytest.raises(RunFileError, match=r"resume\(run\) writes to .*r\.h5.*call run\.close\(\) "
+                                           r"first, then resume\(run\)"):
+        resume(run, steps=100)
+    run.close()
+    longer = resume(run, steps=100)
+    assert longer.steps_done == 100 and longer.resumed_from == 50
+    longer.close()
+

@@ -75,7 +75,7 @@ class Run:
 
     def __init__(self, path, swmr: bool = False, mode: str = "r", file: h5py.File | None = None,
                  latest: bool = False):
-        self.path = "<memory>" if path is None else os.fspath(path)
+        self.path = MEMORY if path is None else os.fspath(path)
         self._potential = None
         self.resumed_from: int | None = None  # set by `resume`: the checkpoint step it continued
         if file is not None:
@@ -373,9 +373,25 @@ def _open_file(path: str, mode: str, swmr: bool, latest: bool = False) -> h5py.F
     return _plain(path, mode, latest)
 
 
-def open_run(path, swmr: bool = False) -> Run:
-    """Open a run file for reading; `swmr=True` to follow a live SWMR run (call `refresh`)."""
-    return Run(path, swmr=swmr)
+MEMORY = "<memory>"      # the `path` of a Run held in memory (Simulation.run without out=)
+
+
+def run_path(source: "str | os.PathLike | Run", where: str) -> str:
+    """The file path of `source`: a path, or a Run's `path`; ConfigError for an in-memory Run
+    (or its path "<memory>"), which has no file: `where` names the caller."""
+    path = source.path if isinstance(source, Run) else os.fspath(source)
+    if path == MEMORY:
+        fix = ("an in-memory run cannot be resumed: call sim.run(...) again, with out=PATH for a "
+               "resumable file" if where == "resume" else
+               "use that Run itself (it is open until closed), or write the run to a file (out=PATH)")
+        raise ConfigError(f"{where}: this run was held in memory and has no file; {fix}")
+    return path
+
+
+def open_run(path: "str | os.PathLike | Run", swmr: bool = False) -> Run:
+    """Open a run file for reading; `swmr=True` to follow a live SWMR run (call `refresh`).
+    `path` may be a Run: its file is opened again (a new Run)."""
+    return Run(run_path(path, "open_run"), swmr=swmr)
 
 
 def check_run(run, where: str):
