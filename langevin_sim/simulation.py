@@ -640,8 +640,8 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
         sim.diverged_step, sim.step = dstep.astype(np.int64), step
         target = int(cfg["steps_target"] if steps is None else steps)
         if target < step:
-            raise ConfigError(f"--steps {target} is before the checkpoint at step {step}; "
-                              "give a total step count >= it")
+            raise ConfigError(f"steps={target} (--steps {target}) is before the checkpoint at "
+                              f"step {step}; give a total step count >= {step}")
         if _record_resume(cfg, step, target, sim.backend_name):
             f["config"].attrs["json"] = json.dumps(cfg, default=json_default)
         f.attrs["writer"] = writer_info()

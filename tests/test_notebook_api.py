@@ -323,3 +323,18 @@ def test_open_run_and_resume_take_a_run(tmp_path):
     assert longer.steps_done == 100 and longer.resumed_from == 50
     longer.close()
 
+
+def test_resume_messages_for_python_callers(tmp_path):
+    """resume(path, steps=...) below the checkpoint said '--steps 10 is before ...';
+    resume of an in-memory run said 'no run file at <memory>'."""
+    path = tmp_path / "r.h5"
+    small_run(out=path, steps=50).close()
+    with pytest.raises(ConfigError, match=r"steps=10 \(--steps 10\) is before the checkpoint at "
+                                          r"step 50; give a total step count >= 50"):
+        resume(path, steps=10)
+    mem = small_run()
+    for source in (mem, mem.path):
+        with pytest.raises(ConfigError, match="in-memory run cannot be resumed"):
+            resume(source, steps=200)
+    with pytest.raises(ConfigError, match=r"open_run: this run was held in memory"):
+        open_run(mem)

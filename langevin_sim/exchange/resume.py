@@ -51,8 +51,8 @@ def resume(path, steps: int | None = None, backend: str | None = None,
         cfg0 = runs[0].config
         target = int(cfg0["steps_target"] if steps is None else steps)
         if target < S:
-            raise ConfigError(f"--steps {target} is before the checkpoint at step {S}; "
-                              "give a total step count >= it")
+            raise ConfigError(f"steps={target} (--steps {target}) is before the checkpoint at "
+                              f"step {S}; give a total step count >= {S}")
         for run in runs[1:]:
             _roll_back(run, S)
         if c0[F.COMPLETE] and target == S:
