@@ -58,7 +58,7 @@ class Simulation:
     """
 
     def __init__(self, potential: Potential, dynamics: Dynamics, replicas: int,
-                 backend: str = "numba", dtype: str = "float64", seed: int = 0,
+                 backend: str = "numba", dtype: "str | type | np.dtype" = "float64", seed: int = 0,
                  init="default", first_replica: int = 0, divergence_bound: float = 1e8,
                  observers=(), meta: dict | None = None,
                  first_passage: FirstPassage | None = None):
@@ -68,8 +68,14 @@ class Simulation:
             raise ConfigError(f"dynamics must be a langevin_sim Dynamics, got {type(dynamics).__name__}")
         replicas = check_int("replicas", replicas)
         first_replica = check_int("first_replica", first_replica, minimum=0)
-        if dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        try:
+            name = np.dtype(dtype).name if dtype is not None else None   # np.float32, "f4"
+        except (TypeError, ValueError):
+            name = None
+        if name not in DTYPES:
+            raise ConfigError(f"dtype must be one of {DTYPES} (or np.float64, np.float32), "
+                              f"got {dtype!r}")
+        dtype = name
         if not divergence_bound > 0:
             raise ConfigError(f"divergence_bound must be > 0, got {divergence_bound}")
         rng.key_of(seed)

@@ -338,3 +338,38 @@ def test_resume_messages_for_python_callers(tmp_path):
             resume(source, steps=200)
     with pytest.raises(ConfigError, match=r"open_run: this run was held in memory"):
         open_run(mem)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, "f4", np.dtype("float32"), "float32"])
+def test_simulation_takes_numpy_spellings_of_float32(dtype):
+    """Simulation(..., dtype=np.float32) said "dtype must be one of ('float64', 'float32'),
+    got <class 'numpy.float32'>"; "f4" was refused too."""
+    sim = Simulation(DoubleWell(), OverdampedLangevin(0.01, 0.5), 4, backend="numpy", dtype=dtype)
+    assert sim.dtype == np.float32 and sim.config()["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("dtype", [np.float16, "int64", "float", None, "nope"])
+def test_simulation_refuses_other_dtypes(dtype):
+    if dtype == "float":        # np.dtype("float") is float64: accepted
+        assert Simulation(DoubleWell(), OverdampedLangevin(0.01, 0.5), 4, backend="numpy",
+                          dtype=dtype).dtype == np.float64
+        return
+    with pytest.raises(ConfigError, match=r"dtype must be one of \('float64', 'float32'\)"):
+        Simulation(DoubleWell(), OverdampedLangevin(0.01, 0.5), 4, backend="numpy", dtype=dtype)
+
+
+def test_numeric_strings_in_dynamics_parameters_are_read_as_numbers():
+    """OverdampedLangevin("0.01", 0.5) was accepted (as_schedule reads the string), while
+    UnderdampedLangevin(friction="1") and SGD(momentum="0.9") failed with a str/int
+    comparison: every scalar parameter now reads a number the way as_schedule does."""
+    assert OverdampedLangevin("0.01", "0.5").step(0) == 0.01
+    dyn = UnderdampedLangevin(0.01, friction="1", mass="2")
+    assert dyn.friction == 1.0 and dyn.mass == 2.0
+    assert SGD(lr="0.1", momentum="0.9", weight_decay="0.01").momentum == 0.9
+    assert AdamW(beta1="0.8", eps="1e-6").beta1 == 0.8
+    for make, name in ((lambda: UnderdampedLangevin(friction="fast"), "friction"),
+                       (lambda: SGD(momentum=[0.9]), "momentum"),
+                       (lambda: AdamW(weight_decay=None), "weight_decay"),
+                       (lambda: OverdampedLangevin("small"), "step")):
+        with pytest.raises(ConfigError, match=rf"^{name} must be a number"):
+            make()

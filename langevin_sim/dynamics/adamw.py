@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..rng import sqrt
 from .base import Dynamics, NoiseSource
-from .schedules import Schedule, as_schedule
+from .schedules import Schedule, as_number, as_schedule
 from .sgd import batch_gradient, check_batch_size, check_constrained_weight_decay, check_finite_sum
 
 
@@ -64,6 +64,8 @@ class AdamW(Dynamics):
 
     def __post_init__(self):
         object.__setattr__(self, "lr", as_schedule(self.lr, "lr", positive=True))
+        for name in ("beta1", "beta2", "eps", "weight_decay"):
+            object.__setattr__(self, name, as_number(getattr(self, name), name))
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")

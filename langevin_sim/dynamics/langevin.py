@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import Dynamics, NoiseSource, project, retract
-from .schedules import Schedule, as_schedule
+from .schedules import Schedule, as_number, as_schedule
 
 
 # Scalar step rules (arrays or scalars): the reference steps below use them, and the fused
@@ -128,6 +128,8 @@ class UnderdampedLangevin(Dynamics):
     def __post_init__(self):
         object.__setattr__(self, "step", as_schedule(self.step, "step", positive=True))
         object.__setattr__(self, "temperature", as_schedule(self.temperature, "temperature", False))
+        for name in ("friction", "mass"):
+            object.__setattr__(self, name, as_number(getattr(self, name), name))
         if not self.friction >= 0:
             raise ConfigError(f"friction must be >= 0, got {self.friction}")
         if not self.mass > 0:

@@ -60,6 +60,17 @@ class Schedule:
         return {"kind": self.kind, "start": self.start, "end": self.end, "steps": int(self.steps)}
 
 
+def as_number(value, name: str) -> float:
+    """`value` as a float: a number, or a string float() reads (as `as_schedule` takes a
+    constant); ConfigError naming `name` otherwise."""
+    if isinstance(value, (Schedule, dict)):
+        raise ConfigError(f"{name} must be a number (it cannot follow a schedule), got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
 def as_schedule(value, name: str, positive: bool) -> Schedule:
     """Coerce a float, dict or Schedule to a Schedule and check its sign."""
     if isinstance(value, Schedule):
@@ -70,7 +81,7 @@ def as_schedule(value, name: str, positive: bool) -> Schedule:
         try:
             s = Schedule("constant", float(value))
         except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number or a schedule, got {value!r}") from None
+            raise ConfigError(f"{name} must be a number or a Schedule, got {value!r}") from None
     lo, hi = s.bounds()
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ConfigError(f"{name} must be finite, got {value!r}")

@@ -10,7 +10,7 @@ from ..errors import ConfigError, check_int
 from ..potentials.base import array_module
 from .base import Dynamics, NoiseSource
 from .langevin import noise_scale
-from .schedules import Schedule, as_schedule
+from .schedules import Schedule, as_number, as_schedule
 
 
 def sgd_update(x, v, g, lr, momentum, weight_decay, sigma, xi):
@@ -182,6 +182,8 @@ class SGD(Dynamics):
     def __post_init__(self):
         object.__setattr__(self, "lr", as_schedule(self.lr, "lr", positive=True))
         object.__setattr__(self, "temperature", as_schedule(self.temperature, "temperature", False))
+        for name in ("momentum", "weight_decay", "label_noise", "grad_noise"):
+            object.__setattr__(self, name, as_number(getattr(self, name), name))
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not self.weight_decay >= 0:
