@@ -84,7 +84,7 @@ def build(p: Params) -> Simulation:
         dyn = OverdampedLangevin(step=p.lr, temperature=p.temperature)
     else:
         dyn = SGD(lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,
-                  temperature=p.temperature, replacement=True)
+                  temperature=p.temperature, sampling="iid")
     return Simulation(pot, dyn, replicas=p.replicas, backend=p.backend, dtype=p.dtype,
                       seed=p.seed, init=initial_positions(p, pot))
 

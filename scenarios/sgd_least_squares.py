@@ -108,7 +108,7 @@ def build(p: Params) -> Simulation:
     else:
         dyn = SGD(lr=p.lr, batch_size=p.batch_size, momentum=p.momentum,
                   weight_decay=p.weight_decay, temperature=p.temperature,
-                  replacement=p.replacement)
+                  sampling="iid" if p.replacement else "epoch")
     return Simulation(pot, dyn, replicas=p.replicas, backend=p.backend, dtype=p.dtype, seed=p.seed,
                       init=data_set(p).w_star)
 

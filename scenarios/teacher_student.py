@@ -81,7 +81,7 @@ def minimum(p: Params) -> np.ndarray:
 def build(p: Params) -> Simulation:
     pot = potential(p)
     dyn = SGD(lr=p.lr, batch_size=p.batch_size, momentum=p.momentum, weight_decay=p.weight_decay,
-              temperature=p.temperature, replacement=p.replacement)
+              temperature=p.temperature, sampling="iid" if p.replacement else "epoch")
     obs = (SharpnessObserver(every=p.sharpness_every),) if p.sharpness_every > 0 else ()
     return Simulation(pot, dyn, replicas=p.replicas, backend=p.backend, dtype=p.dtype, seed=p.seed,
                       observers=obs, init=minimum(p) if p.start == "minimum" else "default")

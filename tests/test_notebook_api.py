@@ -373,3 +373,36 @@ def test_numeric_strings_in_dynamics_parameters_are_read_as_numbers():
                        (lambda: OverdampedLangevin("small"), "step")):
         with pytest.raises(ConfigError, match=rf"^{name} must be a number"):
             make()
+
+
+def test_adamw_takes_sampling_like_sgd():
+    """AdamW(sampling="iid") raised TypeError (only the deprecated replacement= existed), and
+    replacement= gave no DeprecationWarning."""
+    import warnings
+
+    from langevin_sim.dynamics.base import Dynamics
+
+    assert AdamW(0.01, 2).sampling == "epoch" and AdamW(0.01, 2).replacement is False
+    iid = AdamW(0.01, 2, sampling="iid")
+    assert iid.replacement is True and Dynamics.from_dict(iid.to_dict()) == iid
+    with pytest.raises(ConfigError, match=r"AdamW sampling must be one of \('iid', 'epoch'\), "
+                                          r"got 'subset'.*compiled kernels"):
+        AdamW(0.01, 2, sampling="subset")
+    with pytest.raises(ConfigError, match="contradicts"):
+        AdamW(0.01, 2, replacement=False, sampling="iid")
+    for make in (lambda: AdamW(0.01, 2, replacement=True), lambda: SGD(0.1, 2, replacement=True)):
+        with pytest.warns(DeprecationWarning, match="sampling='iid'"):
+            assert make().sampling == "iid"
+    old = {"class": "AdamW", "lr": 0.01, "batch_size": 2, "beta1": 0.9, "beta2": 0.999,
+           "eps": 1e-8, "weight_decay": 0.0, "replacement": True}   # a run written before sampling
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Dynamics.from_dict(old).sampling == "iid"
+    pot = LinearRegression(n=8, d=2)
+    runs = [Simulation(pot, AdamW(0.01, 2, weight_decay=0.0, **kw), 4, backend="numpy",
+                       seed=3).run(20, 10) for kw in (dict(sampling="iid"), dict(sampling="epoch"))]
+    with pytest.warns(DeprecationWarning):
+        legacy = Simulation(pot, AdamW(0.01, 2, weight_decay=0.0, replacement=True), 4,
+                            backend="numpy", seed=3).run(20, 10)
+    assert np.array_equal(np.asarray(legacy.positions), np.asarray(runs[0].positions))
+    assert not np.array_equal(np.asarray(runs[1].positions), np.asarray(runs[0].positions))

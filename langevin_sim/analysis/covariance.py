@@ -305,7 +305,7 @@ def sgd_law(potential, lr: float, batch_size: int | None = None, momentum: float
     the ridge solution (H + wd)^-1 qbar and the covariance solves the linear equation of
     `_affine_moments` (size (2d)^2; cost O(d^6)).
 
-    sampling="epoch" is the engine's replacement=False: a fresh permutation per epoch cut
+    sampling="epoch" is the engine's SGD(sampling="epoch") (the default): a fresh permutation per epoch cut
     into n // S consecutive batches.  Batches within an epoch are not independent, so
     neither formula above applies; this law is exact at records `phase` batches into an
     epoch (phase 0: epoch boundaries, i.e. record_every a multiple of n // S), computed by
@@ -341,7 +341,7 @@ def sgd_law(potential, lr: float, batch_size: int | None = None, momentum: float
             raise ConfigError(f"phase must be in [0, {n // int(batch_size)}), got {phase}")
         m, S, rho = _epoch_moments(T, batch_size, Q, phase, Qi)
         name, note = "SGD exact (epoch reshuffling)", (
-            f"{what}; the engine's replacement=False, exact at records {phase} batches into "
+            f"{what}; the engine's sampling='epoch', exact at records {phase} batches into "
             "an epoch (enumerated batch orders)")
     else:
         Tbar = T.mean(axis=0)

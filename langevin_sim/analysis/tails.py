@@ -7,7 +7,7 @@ at learning rate eta is the random affine recursion
     x_{t+1} - x* = A_t (x_t - x*) + eta/b sum_{i in B_t} a_i r_i,
     A_t = I - (eta/b) sum_{i in B_t} a_i a_i^T,          r_i = y_i - a_i.x*,
 
-with x* the least-squares minimizer and B_t drawn i.i.d. (`SGD(replacement=True)`).  By
+with x* the least-squares minimizer and B_t drawn i.i.d. (`SGD(sampling="iid")`).  By
 Kesten-Goldie, when E log|A| < 0 < P(|A| > 1) the stationary law has a power tail
 P(|x - x*| > u) ~ C u^(-alpha), alpha > 0 the root of the moment exponent
 
@@ -370,7 +370,8 @@ def run_tail_index(run, records: int = 1, k: int | None = None, **kesten_kw) -> 
     x = alive_positions(run, records, smaller="learning rate")
     r = np.linalg.norm(x - pot.minimizer(), axis=2)
     kes = kesten_alpha(pot.A, float(dyn["lr"]["start"]), int(dyn["batch_size"]), **kesten_kw)
-    note = "" if dyn["replacement"] else ("note: batches are per-epoch permutations, not i.i.d. "
-                                          "(replacement=false): Kesten's alpha is approximate")
+    sampling = dyn.get("sampling") or ("iid" if dyn["replacement"] else "epoch")
+    note = "" if sampling == "iid" else (f"note: batches are not i.i.d. (sampling={sampling!r}): "
+                                         "Kesten's alpha is approximate")
     ref = kes.alpha if np.isfinite(kes.alpha) else None
     return TailComparison(hill(r, k), kes, hill_plot(r, reference=ref), note)

@@ -10,7 +10,8 @@ from ..errors import ConfigError
 from ..rng import sqrt
 from .base import Dynamics, NoiseSource
 from .schedules import Schedule, as_number, as_schedule
-from .sgd import batch_gradient, check_batch_size, check_constrained_weight_decay, check_finite_sum
+from .sgd import (batch_gradient, check_batch_size, check_constrained_weight_decay,
+                  check_finite_sum, resolve_sampling)
 
 
 def adamw_update(x, m, s, g, lr, beta1, beta2, a1, a2, eps, weight_decay, c1, c2):
@@ -37,9 +38,10 @@ def complements(beta1: float, beta2: float) -> tuple[float, float]:
 class AdamW(Dynamics):
     """AdamW on a finite-sum loss L = mean_i l_i, with the minibatches of `SGD`.
 
-    g is the gradient of the batch mean (batches as in `SGD`: i.i.d. with replacement, or
-    slices of per-epoch permutations, from the MINIBATCH / PERMUTE streams; None = full
-    batch); the update is `adamw_update` with the step t counted from 0 over the whole run,
+    g is the gradient of the batch mean (batches as in `SGD`, `sampling=` "epoch" (default:
+    slices of per-epoch permutations) or "iid" (with replacement), from the PERMUTE /
+    MINIBATCH streams; "subset" is SGD's only; `replacement` is the deprecated bool alias;
+    `batch_size` None = full batch); the update is `adamw_update` with the step t counted from 0 over the whole run,
     so a resumed run continues the bias corrections exactly.  Units: `lr` is parameter units
     per step (Adam's steps have size ~lr regardless of the gradient scale); `weight_decay`
     is per unit lr (decay factor 1 - lr * weight_decay per step).  State: x, the first
@@ -58,7 +60,8 @@ class AdamW(Dynamics):
     beta2: float = 0.999
     eps: float = 1e-8
     weight_decay: float = 0.01
-    replacement: bool = False
+    replacement: bool | None = None
+    sampling: str | None = None
 
     state_names = ("x", "m", "s")
 
@@ -74,6 +77,9 @@ class AdamW(Dynamics):
         if not self.weight_decay >= 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
+        sampling = resolve_sampling("AdamW", self.sampling, self.replacement, ("iid", "epoch"))
+        object.__setattr__(self, "sampling", sampling)
+        object.__setattr__(self, "replacement", sampling == "iid")   # what the kernels read
 
     def check_potential(self, potential):
         check_finite_sum("AdamW", self.batch_size, potential)
@@ -84,7 +90,7 @@ class AdamW(Dynamics):
 
     def reference_step(self, potential, state, t, noise: NoiseSource):
         x, m, s = state["x"], state["m"], state["s"]
-        g = batch_gradient(potential, x, noise, t, self.batch_size, self.replacement)
+        g = batch_gradient(potential, x, noise, t, self.batch_size, self.sampling)
         c1 = 1.0 - math.pow(self.beta1, t + 1)
         c2 = 1.0 - math.pow(self.beta2, t + 1)
         a1, a2 = complements(self.beta1, self.beta2)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -69,7 +70,9 @@ class Dynamics:
         name = d.pop("class")
         if name not in REGISTRY:
             raise ConfigError(f"unknown dynamics {name!r}; choose one of {sorted(REGISTRY)}")
-        return REGISTRY[name](**d)
+        with warnings.catch_warnings():     # a stored config's legacy keys are not the caller's
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return REGISTRY[name](**d)
 
 
 def project(potential, x, v):

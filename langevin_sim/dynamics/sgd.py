@@ -1,6 +1,7 @@
 """Minibatch SGD with momentum, weight decay and optional Langevin noise (SGLD)."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,27 @@ def sampling_of(sampling) -> str:
     """A sampling name; the legacy `replacement` bools map to "iid" (True) / "epoch" (False)."""
     if isinstance(sampling, (bool, np.bool_)):
         return "iid" if sampling else "epoch"
+    return sampling
+
+
+def resolve_sampling(dynamics: str, sampling, replacement, allowed=SAMPLINGS) -> str:
+    """The sampling name of `sampling=` and the deprecated `replacement=` (True: "iid", False:
+    "epoch"; a DeprecationWarning naming sampling= when it comes alone); ConfigError for a
+    name outside `allowed` or a contradiction.  Default: "epoch"."""
+    if sampling is not None and sampling not in allowed:
+        extra = (f"; {dynamics}'s compiled kernels support {' and '.join(map(repr, allowed))} only"
+                 if sampling in SAMPLINGS else "")
+        raise ConfigError(f"{dynamics} sampling must be one of {allowed}, got {sampling!r}{extra}")
+    if replacement is None:
+        return sampling or "epoch"
+    legacy = sampling_of(bool(replacement))
+    if sampling is None:
+        warnings.warn(f"{dynamics}(replacement={bool(replacement)}) is deprecated; pass "
+                      f"sampling={legacy!r}", DeprecationWarning, stacklevel=4)
+        return legacy
+    if (sampling == "iid") != bool(replacement):
+        raise ConfigError(f"replacement={replacement} contradicts sampling={sampling!r}; drop "
+                          "replacement (deprecated) and keep sampling")
     return sampling
 
 
@@ -192,16 +214,7 @@ class SGD(Dynamics):
             if not getattr(self, key) >= 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
-        sampling = self.sampling
-        if sampling is not None and sampling not in SAMPLINGS:
-            raise ConfigError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-        if self.replacement is not None:
-            legacy = sampling_of(bool(self.replacement))
-            if sampling is not None and (sampling == "iid") != bool(self.replacement):
-                raise ConfigError(f"replacement={self.replacement} contradicts sampling="
-                                  f"{sampling!r}; drop replacement (deprecated) and keep sampling")
-            sampling = sampling or legacy
-        sampling = sampling or "epoch"
+        sampling = resolve_sampling("SGD", self.sampling, self.replacement)
         object.__setattr__(self, "sampling", sampling)
         object.__setattr__(self, "replacement", sampling == "iid")
 
