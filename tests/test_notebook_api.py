@@ -406,3 +406,17 @@ def test_adamw_takes_sampling_like_sgd():
                             backend="numpy", seed=3).run(20, 10)
     assert np.array_equal(np.asarray(legacy.positions), np.asarray(runs[0].positions))
     assert not np.array_equal(np.asarray(runs[1].positions), np.asarray(runs[0].positions))
+
+
+def test_run_rebuilds_its_dynamics(tmp_path):
+    """Run had .potential but no .dynamics: the temperature was only at
+    run.config["dynamics"]["temperature"]["start"]."""
+    from langevin_sim.dynamics import Schedule
+
+    dyn = UnderdampedLangevin(0.01, friction=2.0, temperature=Schedule("linear", 1.0, 0.5, 100))
+    run = Simulation(DoubleWell(), dyn, 4, backend="numpy").run(20, 10, out=tmp_path / "u.h5")
+    assert run.dynamics == dyn and run.dynamics.temperature(100) == 0.5
+    run.close()
+    with open_run(tmp_path / "u.h5") as again:
+        assert again.dynamics == dyn
+    assert small_run().dynamics == OverdampedLangevin(0.01, 0.5)

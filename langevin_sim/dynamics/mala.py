@@ -43,7 +43,9 @@ class MALA(Dynamics):
     min(1, exp(-(U(y) - U(x))/T) q(x|y) / q(y|x)), q(y|x) = N(y; x - eta grad U(x), 2 eta T).
 
     Samples exp(-U/T) exactly at any step.  State: x, U(x) (M,), grad U(x), and the
-    per-replica count of accepted proposals `accepted` (M,).
+    per-replica count of accepted proposals `accepted` (M,) float64, cumulative since step 0
+    (resumes included): the observable recorded as `accepted` is that running count, so the
+    acceptance rate between records i < j is (accepted[j] - accepted[i]) / (step[j] - step[i]).
     """
 
     step: float | Schedule = 1e-2

@@ -161,6 +161,14 @@ class Run:
         return self._potential
 
     @property
+    def dynamics(self):
+        """The run's Dynamics, rebuilt from its config (`Dynamics.from_dict`, as `resume`
+        does): e.g. `run.dynamics.temperature(step)`, `run.dynamics.step(0)`."""
+        from ..dynamics.base import Dynamics
+
+        return Dynamics.from_dict(self.config["dynamics"])
+
+    @property
     def diverged_step(self) -> np.ndarray:
         """(M,) step count at which each replica diverged, -1 where never."""
         if "diverged_step" in self._file()["records"]:
