@@ -16,7 +16,6 @@ import numpy as np  # noqa: E402
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis import run_marginal_fit  # noqa: E402
 from langevin_sim.analysis.scan import int_at_least, save_figure, script  # noqa: E402
-from langevin_sim.analysis.stationary import boltzmann_bin_probabilities  # noqa: E402
 
 
 def main(argv=None):
@@ -39,17 +38,9 @@ def main(argv=None):
         sys.exit(2)
     # the figure bins the samples on their own range (the fit's merged bins may hold no
     # finite interval); the exact density is normalized on the whole line
-    edges = np.histogram_bin_edges(x.ravel(), bins=a.bins)
-    y = np.linspace(edges[0], edges[-1], 400)
-    u = pot.marginal_energy(y)
-    dens = np.exp(-(u - u.min()) / T)
-    mass = boltzmann_bin_probabilities(pot.marginal_energy, T, edges[[0, -1]])[0]
-    dens *= mass / np.trapezoid(dens, y)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist(x.ravel(), bins=edges, density=True, alpha=0.5, label="sampled")
-    ax.plot(y, dens, "k-", label=r"exact $e^{-U/T}/Z$")
-    ax.set(xlabel="x", ylabel="density", title=f"T = {T}: chi2/dof = {fit.chi2:.1f}/{fit.dof}, p = {fit.p_value:.2g}")
-    ax.legend()
+    fit.plot(ax, x, pot.marginal_energy, T, bins=a.bins)
+    ax.set_title(f"T = {T}: {ax.get_title()}")
     save_figure(fig, a.png, a.run, "stationary", dpi=120)
 
 

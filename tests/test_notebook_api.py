@@ -420,3 +420,27 @@ def test_run_rebuilds_its_dynamics(tmp_path):
     with open_run(tmp_path / "u.h5") as again:
         assert again.dynamics == dyn
     assert small_run().dynamics == OverdampedLangevin(0.01, 0.5)
+
+
+def test_marginal_fit_is_frozen_and_plots(tmp_path):
+    """docs/analysis.md promises every result is a frozen dataclass with .table() and
+    .plot(ax); MarginalFit was mutable and had no plot."""
+    import dataclasses
+
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from langevin_sim.analysis import stationary
+
+    pot = DoubleWell(d=1)
+    x = Simulation(pot, OverdampedLangevin(0.01, 0.5), 400, backend="numpy", seed=2).run(
+        400, 400).positions[-1]
+    fit = stationary.fit_marginal(x, pot.marginal_energy, 0.5, bins=10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fit.p_threshold = 0.5
+    fig, (a, b) = plt.subplots(1, 2)
+    assert fit.plot(a) is a and len(a.patches) == 2 and "chi2/dof" in a.get_title()
+    fit.plot(b, x, pot.marginal_energy, 0.5)
+    assert len(b.lines) == 1 and len(b.patches) == 40
+    plt.close(fig)

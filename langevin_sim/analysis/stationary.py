@@ -24,9 +24,12 @@ def boltzmann_bin_probabilities(energy_1d, temperature: float, edges: np.ndarray
     return np.array([integrate.quad(dens, a, b)[0] for a, b in zip(edges[:-1], edges[1:])]) / z
 
 
-@dataclass
+@dataclass(frozen=True)
 class MarginalFit:
-    """Histogram of samples against exact bin probabilities, with a chi-square test."""
+    """Histogram of samples against exact bin probabilities, with a chi-square test.
+
+    edges (B+1,) of the merged bins (the outer ones reach -inf / +inf), counts and expected
+    (B,) sample counts and exact expectations, chi2 on dof, its p_value, n samples."""
 
     edges: np.ndarray
     counts: np.ndarray
@@ -59,6 +62,36 @@ class MarginalFit:
             rows.append(f"[{a:7.3f},{b:7.3f}) {k / self.n:9.5f} {e / self.n:9.5f} {zi:6.2f}")
         rows.append(f"chi2 = {self.chi2:.1f} on {self.dof} dof, p = {self.p_value:.3g}, n = {self.n}")
         return "\n".join(rows + [self.verdict])
+
+    def plot(self, ax, samples=None, energy_1d=None, temperature: float | None = None,
+             bins: int = 40):
+        """Sampled against exact density (per unit x).  Default: the fit's own finite bins
+        (the outer tail bins are left out).  With `samples` (any shape), `energy_1d` and
+        `temperature`: a histogram of the samples in `bins` bins on their range against the
+        exact density exp(-U/T)/Z, normalized on the whole line."""
+        if samples is not None and energy_1d is not None and temperature is not None:
+            x = np.asarray(samples, np.float64).ravel()
+            x = x[np.isfinite(x)]
+            edges = np.histogram_bin_edges(x, bins=bins)
+            y = np.linspace(edges[0], edges[-1], 400)
+            u = np.asarray(energy_1d(y), np.float64)
+            dens = np.exp(-(u - u.min()) / temperature)
+            mass = boltzmann_bin_probabilities(energy_1d, temperature, edges[[0, -1]])[0]
+            ax.hist(x, bins=edges, density=True, alpha=0.5, label="sampled")
+            ax.plot(y, dens * mass / np.trapezoid(dens, y), "k-", label=r"exact $e^{-U/T}/Z$")
+        else:
+            finite = np.isfinite(self.edges[:-1]) & np.isfinite(self.edges[1:])
+            if finite.any():
+                e = self.edges[np.r_[finite, False] | np.r_[False, finite]]
+                width = np.diff(e)
+                ax.stairs(self.counts[finite] / (self.n * width), e, fill=True, alpha=0.5,
+                          label="sampled")
+                ax.stairs(self.expected[finite] / (self.n * width), e, color="k",
+                          label="exact (bin average)")
+        ax.set(xlabel="x", ylabel="density",
+               title=f"chi2/dof = {self.chi2:.1f}/{self.dof}, p = {self.p_value:.2g}")
+        ax.legend()
+        return ax
 
 
 def fit_marginal(samples: np.ndarray, energy_1d, temperature: float, bins: int = 40,
