@@ -444,3 +444,32 @@ def test_marginal_fit_is_frozen_and_plots(tmp_path):
     fit.plot(b, x, pot.marginal_energy, 0.5)
     assert len(b.lines) == 1 and len(b.patches) == 40
     plt.close(fig)
+
+
+def test_potential_reprs_rebuild_the_instance():
+    """Quadratic(spectrum=[0.5, 2.0], seed=1) printed Quadratic(seed=1), which raises
+    "Quadratic needs H or spectrum"; MultiWell printed only softness and seed."""
+    from numpy import array  # noqa: F401  (what a repr of a large array would need)
+
+    from langevin_sim.potentials import MultiWell, Quadratic, ShiftedMultiWell
+
+    q = Quadratic(spectrum=[0.5, 2.0], seed=1)
+    assert repr(q) == "Quadratic(d=2, spectrum=[0.5, 2.0], seed=1)"
+    h = Quadratic(H=np.diag([1.0, 3.0]), center=[1.0, 0.0])
+    assert repr(h) == "Quadratic(d=2, H=[[1.0, 0.0], [0.0, 3.0]], center=[1.0, 0.0])"
+    assert repr(Quadratic(H=np.eye(9))) == "Quadratic(d=9, H=<(9, 9) array>)"
+    mw = MultiWell(centers=[[-1.0, 0.0], [1.0, 0.0]], spectra=[[1.0, 1.0], [4.0, 4.0]],
+                   depths=[0.0, 0.2])
+    assert repr(mw) == ("MultiWell(centers=[[-1.0, 0.0], [1.0, 0.0]], spectra=[[1.0, 1.0], "
+                        "[4.0, 4.0]], depths=[0.0, 0.2], softness=0.05, seed=0)")
+    assert "shifts=<(40, 1) array>" in repr(ShiftedMultiWell(
+        centers=[[-1.0], [1.0]], shifts=np.zeros((40, 1)), spectra=[[1.0], [2.0]]))
+    for pot in (q, h, mw, DoubleWell(d=2, tilt=0.1)):
+        again = eval(repr(pot))
+        assert repr(again) == repr(pot)
+        for k, v in pot.arrays().items():
+            np.testing.assert_array_equal(again.arrays()[k], v)
+    A = np.eye(2)
+    mine = LinearRegression(n=2, d=2, A=A, y=[1.0, 2.0], w_star=[1.0, 2.0])
+    assert "A=[[1.0, 0.0], [0.0, 1.0]], y=[1.0, 2.0], w_star=[1.0, 2.0]" in repr(mine)
+    assert repr(LinearRegression(n=4, d=2)) == "LinearRegression(n=4, d=2, noise=0.1, seed=0)"

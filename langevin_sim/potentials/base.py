@@ -44,6 +44,16 @@ def _checking_x(method):
     return checked
 
 
+def short_repr(value, max_size: int = 8) -> str:
+    """repr of a parameter: an array of at most `max_size` numbers as a list (re-runnable),
+    a larger one as <(shape) array>."""
+    if isinstance(value, np.ndarray) or (isinstance(value, (list, tuple)) and value
+                                         and isinstance(value[0], (list, tuple, np.ndarray))):
+        a = np.asarray(value)
+        return repr(a.tolist()) if a.size <= max_size else f"<{a.shape} array>"
+    return repr(value)
+
+
 class Potential:
     """A loss surface U: R^d -> R evaluated on (M, d) replica batches.
 
@@ -172,6 +182,11 @@ class Potential:
     def describe(self) -> dict[str, Any]:
         return {"class": type(self).__name__, **self.params()}
 
+    def repr_args(self) -> dict[str, Any]:
+        """The keyword arguments `repr` shows: `params()`, by default (arrays drawn from the
+        seed follow from it); a potential defined by arrays it was given adds those."""
+        return self.params()
+
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        args = ", ".join(f"{k}={short_repr(v)}" for k, v in self.repr_args().items())
         return f"{type(self).__name__}({args})"

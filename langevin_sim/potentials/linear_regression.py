@@ -26,6 +26,7 @@ class LinearRegression(Potential):
         if noise < 0:
             raise ConfigError(f"label noise must be >= 0, got {noise}")
         self.n_samples, self.d, self.noise, self.seed = int(n), int(d), float(noise), int(seed)
+        self._given = A is not None       # the data set is the caller's, not drawn from seed
         if A is None:
             z = rng.standard_normal(seed, rng.DATA, (n * d + d + n,))
             A = z[: n * d].reshape(n, d)
@@ -49,6 +50,9 @@ class LinearRegression(Potential):
 
     def arrays(self):
         return {"A": self.A, "y": self.y, "w_star": self.w_star}
+
+    def repr_args(self):
+        return {**self.params(), **(self.arrays() if self._given else {})}
 
     def energy(self, x):
         r = x @ self.A.T.astype(x.dtype) - self.y.astype(x.dtype)

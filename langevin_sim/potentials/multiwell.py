@@ -70,6 +70,7 @@ class MultiWell(Potential):
         if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < 1:
             raise ConfigError(f"centers must be a (K, d) array of K >= 1 well centres, got shape {c.shape}")
         K, d = c.shape
+        self.spectra = None
         if not np.all(np.isfinite(c)):
             raise ConfigError("centers must be finite")
         if hessians is None:
@@ -81,6 +82,7 @@ class MultiWell(Potential):
                 raise ConfigError(f"spectra must have shape ({K}, {d}), got {lam.shape}")
             if not np.all(lam > 0):
                 raise ConfigError(f"spectra must be positive (minima), got {lam}")
+            self.spectra = lam      # as given, for the repr
             rots = [random_rotation(d, int(seed) + j) for j in range(K)]
             hessians = np.stack([(Q * lam[j]) @ Q.T for j, Q in enumerate(rots)])
         H = np.asarray(hessians, dtype=np.float64)
@@ -107,6 +109,12 @@ class MultiWell(Potential):
 
     def params(self):
         return {"softness": self.softness, "seed": self.seed}
+
+    def repr_args(self):
+        wells = {"spectra": self.spectra} if self.spectra is not None else {"hessians": self.hessians}
+        extra = {k: v for k, v in self.arrays().items() if k not in ("centers", "hessians", "depths")}
+        return {"centers": self.centers, **extra, **wells,
+                **({"depths": self.depths} if self.depths.any() else {}), **self.params()}
 
     def arrays(self):
         return {"centers": self.centers, "hessians": self.hessians, "depths": self.depths}

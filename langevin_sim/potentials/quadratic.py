@@ -53,6 +53,7 @@ class Quadratic(Potential):
             raise ConfigError(f"H is not positive-definite (smallest eigenvalue {lo:.3g}); "
                               "use a spectrum of positive eigenvalues") from None
         self.H = H
+        self.spectrum = spectrum          # the eigenvalues it was built from (None: given H)
         self.d = H.shape[0]
         self.seed = int(seed)
         self.center = np.zeros(self.d) if center is None else np.asarray(center, np.float64)
@@ -65,6 +66,11 @@ class Quadratic(Potential):
 
     def arrays(self):
         return {"H": self.H, "center": self.center}
+
+    def repr_args(self):
+        defined = ({"spectrum": self.spectrum, "seed": self.seed} if self.spectrum is not None
+                   else {"H": self.H})
+        return {"d": self.d, **defined, **({"center": self.center} if self.center.any() else {})}
 
     @property
     def eigh(self) -> tuple[np.ndarray, np.ndarray]:
