@@ -148,6 +148,12 @@ class Simulation:
                     "retract(x) moves them; pass potential.retract(x), or init='default'")
         return x.astype(self.dtype)
 
+    def __repr__(self) -> str:
+        return (f"Simulation({self.potential!r}, {self.dynamics!r}, replicas={self.n_replicas}, "
+                f"backend={self.backend_name!r}, dtype={self.dtype.name!r}, seed={self.seed}"
+                f"{f', first_replica={self.first_replica}' if self.first_replica else ''}; "
+                f"{self.step} steps done)")
+
     def config(self) -> dict:
         """The resolved configuration stored in the run file's /config."""
         return {"potential": self.potential.describe(), "dynamics": self.dynamics.to_dict(),

@@ -473,3 +473,38 @@ def test_potential_reprs_rebuild_the_instance():
     mine = LinearRegression(n=2, d=2, A=A, y=[1.0, 2.0], w_star=[1.0, 2.0])
     assert "A=[[1.0, 0.0], [0.0, 1.0]], y=[1.0, 2.0], w_star=[1.0, 2.0]" in repr(mine)
     assert repr(LinearRegression(n=4, d=2)) == "LinearRegression(n=4, d=2, noise=0.1, seed=0)"
+
+
+def test_simulation_and_dynamics_reprs():
+    """Simulation printed as <langevin_sim.simulation.Simulation object at 0x...>, and a
+    constant step as Schedule(kind='constant', start=0.1, end=0.1, steps=1)."""
+    from langevin_sim.dynamics import Schedule
+
+    dyn = OverdampedLangevin(0.1, 0.5)
+    assert repr(dyn) == "OverdampedLangevin(step=0.1, temperature=0.5)"
+    assert eval(repr(dyn)) == dyn
+    sgd = SGD(Schedule("linear", 0.1, 0.01, 100), 4, momentum=0.9)
+    assert "lr=Schedule(kind='linear'" in repr(sgd) and eval(repr(sgd)) == sgd
+    sim = Simulation(DoubleWell(d=2), dyn, 4, backend="numpy", seed=3, dtype="float32")
+    text = ("Simulation(DoubleWell(d=2, barrier=1.0, a=1.0, center=0.0, tilt=0.0), "
+            "OverdampedLangevin(step=0.1, temperature=0.5), replicas=4, backend='numpy', "
+            "dtype='float32', seed=3; {} steps done)")
+    assert repr(sim) == text.format(0)
+    sim.run(20, 10)
+    assert repr(sim) == text.format(20)
+
+
+def test_a_notebook_shows_a_result_as_its_table():
+    """A result in a notebook cell showed the dataclass repr (raw arrays); IPython now prints
+    its table(), and repr / == stay the dataclass's."""
+    pretty = pytest.importorskip("IPython.lib.pretty").pretty
+    from langevin_sim.analysis import stationary, tails
+
+    x = np.random.default_rng(0).pareto(3.0, 2000) + 1.0
+    h = tails.hill(x)
+    assert pretty(h) == h.table() and repr(h).startswith("HillEstimate(alpha=")
+    assert h == tails.hill(x)
+    pot = DoubleWell(d=1)
+    y = np.random.default_rng(1).choice([-1.0, 1.0], 500) + 0.1 * np.random.default_rng(2).standard_normal(500)
+    fit = stationary.fit_marginal(y, pot.marginal_energy, 0.5, bins=8)
+    assert pretty(fit) == fit.table() and repr(fit).startswith("MarginalFit(edges=")

@@ -32,6 +32,7 @@ from ..errors import ConfigError
 from ..io.reader import check_run
 from ..potentials.sharpness import hessian_operator
 from .stationary import constant_temperature
+from .result import Result
 
 
 def _rowdot(a, b):
@@ -40,7 +41,7 @@ def _rowdot(a, b):
 
 # -- quench ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Quench:
+class Quench(Result):
     """End points of a batched quench: x (M, d), energy (M,), gradient norm (M,) (Riemannian
     on constrained potentials), iterations (M,) and converged (M,) = grad_norm <= gtol."""
 
@@ -337,7 +338,7 @@ def isotropic_pair_log_z(d: int, temperature: float, separation: float, curvatur
 
 
 @dataclass(frozen=True)
-class Basins:
+class Basins(Result):
     """Distinct minima found by quenching `n_starts` starts, with their basin statistics.
 
     points (K, d) representatives ordered by energy (K,); eigenvalues (K, m) full Hessian
@@ -539,7 +540,7 @@ def exact_basin_log_z(potential, basins: Basins, temperature: float, bounds=None
 
 # -- occupancy over time ----------------------------------------------------------------------
 @dataclass(frozen=True)
-class Occupancy:
+class Occupancy(Result):
     """Fraction of replicas in each basin at each record, against predictions.
 
     time (n,); counts (n, K) replicas per basin; alive (n,) finite replicas; final (K,) and

@@ -41,6 +41,7 @@ from ..errors import ConfigError
 from ..io.reader import Run, check_run
 from .diagnostics import burn_in, ess, load_records
 from .stationary import MarginalFit, fit_marginal
+from .result import Result
 
 SAMPLINGS = ("iid", "subset", "epoch")
 MAX_SEQUENCES = 20000
@@ -49,7 +50,7 @@ MAX_SEQUENCES = 20000
 # ---------------------------------------------------------------------------- laws
 
 @dataclass(frozen=True)
-class StationaryLaw:
+class StationaryLaw(Result):
     """A predicted Gaussian stationary law: mean (d,), cov (d, d) of the positions.
 
     name: short label; note: the dynamics and sampling it is exact for (or why it is an
@@ -390,7 +391,7 @@ def sgd_lyapunov_law(potential, lr: float, batch_size: int | None = None, moment
 
 
 @dataclass(frozen=True)
-class LyapunovGap:
+class LyapunovGap(Result):
     """Distance of the continuous approximation from the exact SGD law over a grid of lr.
 
     lr (k,); eta_lambda_max = lr lam_max(H + wd) (k,); rel_diff = |Sigma_L - Sigma_exact|_F /
@@ -461,7 +462,7 @@ def gradient_noise_covariance(potential, x) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class LinearizedSGD:
+class LinearizedSGD(Result):
     """SGD with heavy-ball momentum mu (0: plain) linearized at a minimum x*: v' = mu v +
     H y + zeta, y' = y - lr v' (plain: y' = (I - lr H) y - lr zeta), y = x - x*, zeta the
     batch gradient noise, Cov zeta = f C (f = `_noise_factor`), in the coordinates of H's
@@ -638,7 +639,7 @@ def predicted_laws(source) -> tuple[StationaryLaw, ...]:
 # --------------------------------------------------------------- sampled moments
 
 @dataclass(frozen=True)
-class SampleMoments:
+class SampleMoments(Result):
     """Pooled mean (d,) and covariance (d, d) of (n, M, d) records x replicas, with standard
     errors se = sd / sqrt(ESS) from the ArviZ ESS (method "mean") of each entry's series:
     x_i for the mean, (x_i - mean_i)(x_j - mean_j) for the covariance (so autocorrelation
@@ -736,7 +737,7 @@ def _jackknife(y: np.ndarray, groups: int, stat) -> tuple[float, float, float]:
 # ------------------------------------------------------------------- comparison
 
 @dataclass(frozen=True)
-class CovarianceComparison:
+class CovarianceComparison(Result):
     """Sampled mean and covariance against a predicted `law` (and `alternatives`).
 
     Everything is expressed in the eigenbasis `basis` (d, d) of law.cov, centred on

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .basins import cluster_minima, find_basins, hessian_spectrum, quench
+from .result import Result
 
 
 class GradNormSquared:
@@ -71,7 +72,7 @@ class GradNormSquared:
 
 
 @dataclass(frozen=True)
-class CriticalPoints:
+class CriticalPoints(Result):
     """Distinct critical points found: x (K, d), energy (K,) of U, grad_norm (K,) = |grad U|,
     index (K,) = number of Hessian eigenvalues below -rtol max|lambda| over the `dim`
     directions (d, or d - 1 on the sphere), lowest (K,) eigenvalue, hits (K,) = how many
@@ -341,7 +342,7 @@ class MinimaCensus:
 
 
 @dataclass(frozen=True)
-class DescentCensus:
+class DescentCensus(Result):
     """Where descent on U ends from each of M starts (`descent_census`): loss (M,) and
     start_loss (M,) U at the end and at the start, grad_norm (M,) |grad U| at the end
     (Riemannian on the sphere), radius (M,) |x_end| / max |start|, converged (M,)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError, require
 from ..io.reader import Run, check_run
+from .result import Result
 
 QUANTILES = (0.05, 0.5, 0.95)
 MIN_DRAWS = 4   # ArviZ's minimum number of draws (records) per chain (replica)
@@ -142,7 +143,7 @@ def _fmt(value: float, width: int, spec: str) -> str:
 
 
 @dataclass(frozen=True)
-class SeriesDiagnostics:
+class SeriesDiagnostics(Result):
     """ArviZ diagnostics of one component of one series (draws = records, chains = replicas).
 
     mean, sd, quantiles: pooled over records and replicas.  ess_*: effective sample sizes
@@ -332,7 +333,7 @@ def diagnostics_table(results) -> str:
 
 
 @dataclass(frozen=True)
-class BurnIn:
+class BurnIn(Result):
     """MSER truncation point of a series (White 1997).
 
     With Y_t the replica mean of component c at record t (batched in means of `batch`

@@ -44,6 +44,7 @@ from ..errors import ConfigError
 from ..io.reader import Run, check_run
 from .escape import kaplan_meier
 from .stationary import constant_temperature
+from .result import Result
 
 TRACES = ("sharpness", "hessian_trace", "curvature", "weight_norm", "test_accuracy")
 
@@ -72,7 +73,7 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- drift
 
 @dataclass(frozen=True)
-class DriftFit:
+class DriftFit(Result):
     """Drift velocity v and diffusion coefficient D of a coordinate, with standard errors.
 
     v in coordinate units per time unit, D in coordinate units^2 per time unit.  Curves
@@ -180,7 +181,7 @@ def valley_velocity(potential, temperature: float, step: float = 0.0, s=None) ->
 # ----------------------------------------------------------------------------- first passage
 
 @dataclass(frozen=True)
-class TimeToTarget:
+class TimeToTarget(Result):
     """Time at which each replica first enters `target`, right-censored when it never does.
 
     durations (M,): the first record time in the target, or the censoring time (last finite
@@ -257,7 +258,7 @@ def time_to_target(times, s, target: tuple[float, float]) -> TimeToTarget:
 # ----------------------------------------------------------------------------- density
 
 @dataclass(frozen=True)
-class DensityEvolution:
+class DensityEvolution(Result):
     """Histograms of s at selected records against the stationary law, on [edges[0], edges[-1]].
 
     times (k,); density (k, B) per unit s and `expected` (B,) bin-averaged predicted density,
@@ -357,7 +358,7 @@ def _pearson(counts: np.ndarray, expected: np.ndarray, min_expected: float = 5.0
 # ----------------------------------------------------------------------------- traces
 
 @dataclass(frozen=True)
-class Trace:
+class Trace(Result):
     """Replica statistics of an observable over time (records where it was measured).
 
     times, mean, se, median, q10, q90: (n,); se from the spread of the finite replicas.
@@ -517,7 +518,7 @@ def run_traces(run: Run, names=TRACES) -> tuple[Trace, ...]:
 
 
 @dataclass(frozen=True)
-class DriftComparison:
+class DriftComparison(Result):
     """Drift, diffusion and time to target of several runs side by side (e.g. SGD vs
     isotropic Langevin on the same manifold)."""
 

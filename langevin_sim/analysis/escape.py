@@ -65,6 +65,7 @@ from scipy import integrate, optimize, special, stats
 
 from ..errors import ConfigError
 from ..io.reader import check_run
+from .result import Result
 
 BETA_MONITORING = 0.5825971579390106  # -zeta(1/2) / sqrt(2 pi)
 
@@ -74,7 +75,7 @@ BETA_MONITORING = 0.5825971579390106  # -zeta(1/2) / sqrt(2 pi)
 # ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class WaitingTimes:
+class WaitingTimes(Result):
     """First-passage times of the at-risk replicas into one region, right-censored.
 
     time (n,) float64: entry time where `event`, else the censoring time (time units =
@@ -223,7 +224,7 @@ def _pairs(times, event):
 # ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class Survival:
+class Survival(Result):
     """Kaplan-Meier survival S(t) at the distinct event times `time`, with Greenwood's
     standard error `se` and the pointwise `confidence` band [lower, upper] (linear, clipped);
     n_at_risk, n_events per time; n replicas, events in all."""
@@ -307,7 +308,7 @@ def kaplan_meier(times, event=None, confidence: float = 0.95) -> Survival:
 # ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class EscapeRate:
+class EscapeRate(Result):
     """Exponential MLE of the escape rate with censoring: rate k = events / exposure,
     [lower, upper] its `confidence` interval (`method` "chi2" or "profile"); mfpt = 1/k =
     exposure / events with SE mfpt / sqrt(events) and interval [1/upper, 1/lower]."""
@@ -386,7 +387,7 @@ def escape_rate(times, event=None, confidence: float = 0.95, method: str = "chi2
 # ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class ArrheniusFit:
+class ArrheniusFit(Result):
     """ln tau = ln tau0 + barrier / T by weighted least squares over runs.
 
     temperature, tau, tau_se (k,); barrier (energy units) and log_prefactor (ln tau0, tau0
@@ -471,7 +472,7 @@ def arrhenius_fit(temperature, tau, tau_se=None, scale: bool = True) -> Arrheniu
 # ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class KramersRate:
+class KramersRate(Result):
     """Kramers-Eyring-Langer rate k = (kappa / 2 pi) sqrt(det H_min / |det H_s|) e^(-dU/T).
 
     barrier dU = U(saddle) - U(min); lambda_saddle < 0 the unstable eigenvalue; kappa its
@@ -634,7 +635,7 @@ def _axis_region(region: dict, d: int):
 
 
 @dataclass(frozen=True, eq=False)
-class EscapeAnalysis:
+class EscapeAnalysis(Result):
     """One run's escape into one region: waiting times, Kaplan-Meier, exponential rate and,
     for DoubleWell runs with an axis-aligned half-space, the predictions.
 
@@ -791,7 +792,7 @@ def analyze_run(run, label: str | None = None, confidence: float = 0.95, region=
 
 
 @dataclass(frozen=True, eq=False)
-class EscapeSummary:
+class EscapeSummary(Result):
     """Escape analyses of several runs and, with two or more temperatures, the Arrhenius fit
     of their simulated MFPTs (and of the quadrature's, for comparison); barrier: the
     potential's barrier when all runs share one (DoubleWell), else None."""

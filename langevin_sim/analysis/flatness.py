@@ -37,6 +37,7 @@ from scipy import stats
 
 from ..errors import ConfigError
 from ..io.reader import Run, check_run
+from .result import Result
 
 MEASURES = {"sharpness": "sharpness (top Hessian eigenvalue)",
             "hessian_trace": "Hessian trace",
@@ -67,7 +68,7 @@ def _rank_corr(a: np.ndarray, b: np.ndarray,
 
 
 @dataclass(frozen=True)
-class FlatnessGeneralization:
+class FlatnessGeneralization(Result):
     """Per-replica sharpness (M,), test_loss (M,), train_loss (M,) (None if not given);
     rho / ci / p: Spearman correlation of sharpness with the test loss; partial_rho /
     partial_ci / partial_p: the same given the train loss (NaN without it); step (M,): the
@@ -151,7 +152,7 @@ def flatness_vs_generalization(sharpness, test_loss, train_loss=None, step=None,
 
 
 @dataclass(frozen=True)
-class PooledCorrelation:
+class PooledCorrelation(Result):
     """Within-point rank correlations of k points pooled: rho with 95 % interval and p;
     Cochran's q (k - 1 degrees of freedom) and its p (small: the points disagree)."""
 
@@ -278,7 +279,7 @@ def early_stopped(run: Run, measure: str = "sharpness", by: str | None = None,
 
 
 @dataclass(frozen=True)
-class MatchedFit:
+class MatchedFit(Result):
     """Replicas of several points at equal training loss (`matched_fit`): `fg` the rank
     correlation over all of them (across points; its `step` the steps used), `point` (m,)
     the index of each one's point, `reached` (k,) how many of each point's `live` (k,)

@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..io.reader import check_run
 from .escape import kaplan_meier
+from .result import Result
 
 
 # ----------------------------------------------------------------------------- medians
@@ -170,7 +171,7 @@ def _mean_se(v: np.ndarray) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
-class GrokkingPoint:
+class GrokkingPoint(Result):
     """One run's grokking summary.  `params`: the run's optimizer settings (lr, weight_decay,
     optimizer, activation); `times`; per replica (M,) weight norms and sharpness (top Hessian
     eigenvalue, first measured record at or after; nan if none) at the fit and generalization
@@ -329,7 +330,7 @@ def run_grokking(run, train_threshold: float = 1.0, test_threshold: float = 0.9,
 # ----------------------------------------------------------------------------- scans
 
 @dataclass(frozen=True)
-class DelayScaling:
+class DelayScaling(Result):
     """Weighted least squares of ln(median delay) over scan points with finite medians:
     ln D = ln c - a ln(lr wd) (`a`, `a_se`, `c`; a = 1 predicted, z = (a - 1)/a_se) and
     ln D = b0 - a_lr ln lr - a_wd ln wd (`a_lr`, `a_wd` ± se; equal if only lr wd matters);

@@ -35,6 +35,7 @@ from scipy.optimize import brentq
 from ..errors import ConfigError
 from ..io.reader import Run, check_run
 from .stationary import constant_temperature
+from .result import Result
 
 EPS = 1e-12
 
@@ -165,7 +166,7 @@ def zero_temperature_energy(p: int, variance: float, marginal: bool = False) -> 
 
 
 @dataclass(frozen=True)
-class Landmarks:
+class Landmarks(Result):
     """Energies per spin and temperatures of the spherical p-spin with xi = variance q^p."""
 
     p: int
@@ -197,7 +198,7 @@ def landmarks(p: int, variance: float) -> Landmarks:
 # ----------------------------------------------------------------------------- energy decay
 
 @dataclass(frozen=True)
-class PowerLawFit:
+class PowerLawFit(Result):
     """e(t) - e_inf = c t^(-a) fitted to the replica-mean energy over records in `window`.
 
     a_se: jackknife over replicas.  times, excess, excess_se (k,): the fitted points."""
@@ -263,7 +264,7 @@ def fit_power_law(times, e, e_inf: float, t_min: float | None = None,
 
 
 @dataclass(frozen=True)
-class Relaxation:
+class Relaxation(Result):
     """Energy per spin over time with the landmarks, a power-law fit and the late mean.
 
     times, mean, se (n,): replica mean and its standard error; late: records with
@@ -369,7 +370,7 @@ def run_relaxation(run: Run, t_min: float | None = None, t_max: float | None = N
 # ----------------------------------------------------------------------------- aging
 
 @dataclass(frozen=True)
-class Aging:
+class Aging(Result):
     """Two-time correlations C(t_w + tau, t_w) = x(t_w).x(t_w + tau) / N, mean over replicas.
 
     waiting (k,) waiting times; lags, C, se (k, L) padded with NaN; decay_time (k,): first
@@ -475,7 +476,7 @@ def run_aging(run: Run, waiting_times=None, level: float = 0.5) -> Aging:
 # ----------------------------------------------------------------------------- overlaps, index
 
 @dataclass(frozen=True)
-class Overlaps:
+class Overlaps(Result):
     """Overlaps q_ab = x_a.x_b / N of all replica pairs a < b (M (M-1) / 2,) at one record.
     Independent uniform points on the sphere: mean 0, variance 1 / N."""
 
@@ -505,7 +506,7 @@ def overlaps(x) -> Overlaps:
 
 
 @dataclass(frozen=True)
-class HessianIndex:
+class HessianIndex(Result):
     """Riemannian Hessian spectra at states x: index (M,) = number of negative eigenvalues
     on the tangent space, lowest (M,) lowest eigenvalue, energy (M,) per spin."""
 

@@ -8,6 +8,7 @@ from scipy import integrate, stats
 
 from ..errors import ConfigError
 from ..io.reader import check_run
+from .result import Result
 
 
 def boltzmann_bin_probabilities(energy_1d, temperature: float, edges: np.ndarray) -> np.ndarray:
@@ -25,7 +26,7 @@ def boltzmann_bin_probabilities(energy_1d, temperature: float, edges: np.ndarray
 
 
 @dataclass(frozen=True)
-class MarginalFit:
+class MarginalFit(Result):
     """Histogram of samples against exact bin probabilities, with a chi-square test.
 
     edges (B+1,) of the merged bins (the outer ones reach -inf / +inf), counts and expected

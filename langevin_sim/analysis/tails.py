@@ -33,6 +33,7 @@ from scipy.optimize import brentq
 from ..errors import ConfigError
 from ..io.reader import check_run
 from .stationary import alive_positions
+from .result import Result
 
 
 # -- Hill estimator ---------------------------------------------------------------------------
@@ -43,7 +44,7 @@ def default_k(n: int) -> int:
 
 
 @dataclass(frozen=True)
-class HillEstimate:
+class HillEstimate(Result):
     """Hill tail index alpha from the k largest of n samples; threshold X_(k+1); se
     alpha / sqrt(k)."""
 
@@ -107,7 +108,7 @@ def hill(samples, k: int | None = None) -> HillEstimate:
 
 
 @dataclass(frozen=True)
-class HillPlot:
+class HillPlot(Result):
     """Hill estimates alpha (K,) +- se (K,) over ks (K,) upper order statistics of n samples;
     `reference` an optional predicted alpha (e.g. Kesten's) drawn as a line."""
 
@@ -208,7 +209,7 @@ def moment_exponent(A, lr: float, alpha: float, batch_size: int = 1, walkers: in
 
 
 @dataclass(frozen=True)
-class KestenIndex:
+class KestenIndex(Result):
     """Kesten's tail index alpha (inf when every A_t contracts: no power tail) +- se (0 when
     exact), `method` "exact" (d = 1, b = 1) or "Monte Carlo"; the moment exponent h on a
     grid (alphas, h) for plotting; h2 the exact h(2)."""
@@ -292,7 +293,7 @@ def kesten_alpha(A, lr: float, batch_size: int = 1, alpha_max: float = 64.0, wal
 
 # -- runs -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TailComparison:
+class TailComparison(Result):
     """Hill estimate of |x - x*| at stationarity against Kesten's alpha.
 
     Finite Kesten alpha: z = (Hill - Kesten) / sqrt(se_H^2 + se_K^2), consistent when

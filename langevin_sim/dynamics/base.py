@@ -43,6 +43,18 @@ class Dynamics:
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         REGISTRY[cls.__name__] = cls
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = Dynamics.__repr__   # set before @dataclass, which then keeps it
+
+    def __repr__(self) -> str:
+        """The dataclass repr with a constant Schedule as its plain value (step=0.01), so
+        that eval(repr(d)) == d still holds."""
+        args = []
+        for f in dataclasses.fields(self):
+            if f.repr:
+                v = getattr(self, f.name)
+                args.append(f"{f.name}={v.start if isinstance(v, Schedule) and v.kind == 'constant' else v!r}")
+        return f"{type(self).__name__}({', '.join(args)})"
 
     def init_state(self, potential, x: np.ndarray) -> dict[str, np.ndarray]:
         return {"x": x}
