@@ -6,7 +6,7 @@ import pytest
 
 from langevin_sim import Simulation
 from langevin_sim.backends import numba_backend
-from langevin_sim.dynamics import (MALA, SGD, Heun, LeimkuhlerMatthews, OverdampedLangevin, Schedule,
+from langevin_sim.dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin, Schedule,
                                    UnderdampedLangevin)
 from langevin_sim.potentials import DoubleWell, LinearRegression, Quadratic
 
@@ -39,6 +39,8 @@ def pairs():
                                    SGD(0.05, 8, label_noise=0.5, temperature=1e-3)),
         "linreg-gd-label-noise": (LinearRegression(n=50, d=5, seed=3),
                                   SGD(0.05, None, momentum=0.5, label_noise=0.3)),
+        "linreg-adamw-subset": (LinearRegression(n=50, d=5, seed=3),
+                                AdamW(0.05, 7, weight_decay=1e-2, sampling="subset")),
         "linreg-sgd-grad-noise": (LinearRegression(n=50, d=5, seed=3),
                                   SGD(0.05, 8, momentum=0.5, sampling="iid", grad_noise=0.3,
                                       temperature=1e-3)),

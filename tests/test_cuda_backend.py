@@ -81,6 +81,7 @@ def dynamics_cases(pot) -> dict:
         out["SGD-iid"] = SGD(0.02, 4, replacement=True)
         out["SGD-subset-gradnoise"] = SGD(0.02, 3, momentum=0.5, sampling="subset",
                                           grad_noise=0.05)
+        out["AdamW-subset"] = AdamW(0.01, 3, weight_decay=0.01, sampling="subset")
     if callable(getattr(pot, "grad_noisy_labels", None)):
         out["SGD-labelnoise"] = SGD(0.02, 3, label_noise=0.1)
     return out
@@ -711,7 +712,8 @@ if SIM:
                   "TeacherStudentMLP-AdamW", "TeacherStudentMLP-SGD-labelnoise",
                   "TeacherStudentMLP-SGD-subset-gradnoise", "TeacherStudentMLP-OverdampedLangevin",
                   "TeacherStudentMLP-LeimkuhlerMatthews", "TeacherStudentMLP-UnderdampedLangevin",
-                  "TeacherStudentMLP-Heun", "TeacherStudentMLP-MALA"} | {
+                  "TeacherStudentMLP-Heun", "TeacherStudentMLP-MALA",
+                  "TeacherStudentMLP-AdamW-subset"} | {
                       n for n in PAIRS if n.startswith("ModularArithmeticMLP-")} | {   # embedding
                       n for n in PAIRS
                       if n.startswith("ClassifierMLP-") and n != "ClassifierMLP-SGD-iid"}

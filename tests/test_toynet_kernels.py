@@ -44,6 +44,7 @@ CASES = {
                                            weight_decay=1e-2, label_noise=0.1,
                                            temperature=Schedule("linear", 1e-4, 0.0, 30))),
     "ts-adamw-epoch": (ts, AdamW(0.01, 6, weight_decay=0.1)),
+    "ts-adamw-subset": (ts, AdamW(0.01, 6, weight_decay=0.1, sampling="subset")),
     "ts-adamw-iid": (lambda: ts("relu"), AdamW(Schedule("cosine", 0.02, 0.002, 60), 5,
                                                replacement=True, beta2=0.98)),
     "mod-sgd-epoch": (mod, SGD(0.1, 4, momentum=0.9, weight_decay=1e-2)),

@@ -508,7 +508,7 @@ class DeviceRun:
         """`dynamics.sgd.batch_gradient` of SGD's or AdamW's step t on the device (minibatch,
         label noise), plus SGD's gradient noise, as `SGD.reference_step` adds it."""
         B, label_noise = dyn.batch_size, getattr(dyn, "label_noise", 0.0)
-        sampling = getattr(dyn, "sampling", dyn.replacement)    # (AdamW: replacement only)
+        sampling = dyn.sampling
         if label_noise > 0:
             n = self.sim.potential.n_samples
             batch = (self.minibatch(t, B, sampling) if B is not None else

@@ -39,9 +39,9 @@ class AdamW(Dynamics):
     """AdamW on a finite-sum loss L = mean_i l_i, with the minibatches of `SGD`.
 
     g is the gradient of the batch mean (batches as in `SGD`, `sampling=` "epoch" (default:
-    slices of per-epoch permutations) or "iid" (with replacement), from the PERMUTE /
-    MINIBATCH streams; "subset" is SGD's only; `replacement` is the deprecated bool alias;
-    `batch_size` None = full batch); the update is `adamw_update` with the step t counted from 0 over the whole run,
+    slices of per-epoch permutations), "iid" (with replacement) or "subset" (a fresh random
+    subset each step), from the PERMUTE / MINIBATCH streams; `replacement` is the deprecated
+    bool alias; `batch_size` None = full batch); the update is `adamw_update` with the step t counted from 0 over the whole run,
     so a resumed run continues the bias corrections exactly.  Units: `lr` is parameter units
     per step (Adam's steps have size ~lr regardless of the gradient scale); `weight_decay`
     is per unit lr (decay factor 1 - lr * weight_decay per step).  State: x, the first
@@ -77,9 +77,9 @@ class AdamW(Dynamics):
         if not self.weight_decay >= 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         object.__setattr__(self, "batch_size", check_batch_size(self.batch_size))
-        sampling = resolve_sampling("AdamW", self.sampling, self.replacement, ("iid", "epoch"))
+        sampling = resolve_sampling("AdamW", self.sampling, self.replacement)
         object.__setattr__(self, "sampling", sampling)
-        object.__setattr__(self, "replacement", sampling == "iid")   # what the kernels read
+        object.__setattr__(self, "replacement", sampling == "iid")   # (the legacy field)
 
     def check_potential(self, potential):
         check_finite_sum("AdamW", self.batch_size, potential)

@@ -44,7 +44,6 @@ from ..backends.jit import compile_functions, jit, one_blas_thread
 from ..backends.numpy_backend import reference_advance
 from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
-from ..dynamics.sgd import sampling_of
 from . import gemm
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_buffer, noise_chunk,
                      noise_level, sampling_args, sched, schedule_code, sgd_scratch, sgd_step,
@@ -630,7 +629,7 @@ def generic_adamw(sim, t0, K, k0, k1):
             return _fallback(sim, t0, K, "minibatches")
         run_blocks(drv.adamw_batch_driver, M, hooks, s["x"], s["m"], s["s"], sim.diverged_step, t0,
                    K, k0, k1, sim.first_replica, *coeffs, n, int(dyn.batch_size or 0),
-                   *sampling_args(sampling_of(dyn.replacement)), args, sim.divergence_bound)
+                   *sampling_args(dyn.sampling), args, sim.divergence_bound)
     else:
         run_blocks(drv.adamw_driver, M, hooks, s["x"], s["m"], s["s"], sim.diverged_step, t0, K,
                    sim.first_replica, *coeffs, sim.potential.constrained, args,

@@ -60,7 +60,6 @@ import numpy as np
 from ..backends.registry import KERNELS, register
 from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
-from ..dynamics.sgd import sampling_of
 from ..first_passage import STATE_KEYS as FP_KEYS
 from .common import compile_steps, schedule_code
 
@@ -110,7 +109,7 @@ def sampling(dyn) -> int:
     if getattr(dyn, "batch_size", None) is None:
         return FULL
     return {"iid": IID, "epoch": EPOCH, "subset": SUBSET}[
-        sampling_of(getattr(dyn, "sampling", dyn.replacement))]
+        dyn.sampling]
 
 
 def label_slots(dyn, pot) -> int:

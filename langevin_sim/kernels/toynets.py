@@ -52,7 +52,7 @@ from ..backends.jit import CPU_PRIMITIVES, ijit, jit, one_blas_thread, select_cp
 from ..backends.registry import register
 from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
-from ..dynamics.sgd import SAMPLING_CODES, sampling_of
+from ..dynamics.sgd import SAMPLING_CODES
 from ..potentials.toynets import (ACTIVATIONS, ClassifierMLP, ModularArithmeticMLP,
                                   TeacherStudentMLP)
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_level,
@@ -595,7 +595,7 @@ def _train(sim, t0, K, k0, k1):
         v, m, s = None, st["m"], st["s"]
         coef = (0.0, dyn.weight_decay, dyn.beta1, dyn.beta2, dyn.eps)
         ts = lsig = gsig = None
-        sampling = sampling_of(dyn.replacement)
+        sampling = dyn.sampling
     else:
         v, m, s = st["v"], None, None
         coef = (dyn.momentum, dyn.weight_decay, 0.0, 0.0, 0.0)
@@ -1043,12 +1043,11 @@ def batch_of(sim) -> int:
 
 def mode_of(dyn) -> int:
     """The kernel's sampling code of the dynamics: FULL (full batch: SGD's or AdamW's without
-    a batch size, the Langevin dynamics), IID, EPOCH or SUBSET (SGD's `sampling`, AdamW's
-    `replacement`)."""
+    a batch size, the Langevin dynamics), IID, EPOCH or SUBSET (SGD's and AdamW's
+    `sampling`)."""
     if getattr(dyn, "batch_size", None) is None:
         return FULL
-    name = dyn.sampling if isinstance(dyn, SGD) else sampling_of(dyn.replacement)
-    return {"iid": IID, "epoch": EPOCH, "subset": SUBSET}[name]
+    return {"iid": IID, "epoch": EPOCH, "subset": SUBSET}[dyn.sampling]
 
 
 def noises(dyn) -> tuple[bool, bool]:
