@@ -1,8 +1,9 @@
 """The first run after install: a one-line notice while Numba compiles, and `warmup`, which
 compiles every fused numba kernel ahead (`langevin-sim warmup`) so that runs start at once.
 
-Numba caches compiled kernels on disk (next to the sources, or in NUMBA_CACHE_DIR); an empty
-cache costs 1-60 s per kernel and dtype on the first call.  `compile_notice` tells the user
+Numba caches compiled kernels on disk (in a folder named by a digest of the kernels' sources,
+under NUMBA_CACHE_DIR or the package's __pycache__: `numba_cache`); an empty cache costs 1-60 s
+per kernel and dtype on the first call.  `compile_notice` tells the user
 why a run is silent meanwhile: it listens for Numba's "numba:compile" events, which fire only
 for real compilations (not for cache loads).  Numba compiles on one core; while a cold run
 compiles its step kernel, `compile_aside` compiles in a helper process on another core what
