@@ -90,7 +90,8 @@ class Simulation:
         self.backend = get_backend(backend)
         self.n_replicas, self.first_replica = int(replicas), int(first_replica)
         self.dtype, self.seed = np.dtype(dtype), int(seed)
-        self.divergence_bound = float(divergence_bound)
+        # (an infinite bound still refuses infinite states: |inf| > the dtype's largest float)
+        self.divergence_bound = min(float(divergence_bound), float(np.finfo(self.dtype).max))
         self.meta = dict(meta or {})
         for key, value in self.meta.items():
             try:

@@ -1,11 +1,13 @@
-"""A NaN freezes its replica: the divergence test is |v| <= bound, False for NaN, in every
-backend.  The overflow tests in test_backends cross a finite bound long before a NaN can
-appear, so they pass whether or not NaN is flagged; here the bound is infinite, so the
-replica is frozen only because its state becomes NaN (x0 = 1e30 in a double well:
--4e88, +2.6e264, -inf, then -inf - eta * grad(-inf) = -inf + inf = NaN)."""
+"""A NaN or an infinite state freezes its replica in every backend.  The overflow tests in
+test_backends cross a finite bound long before a NaN can appear, so they pass whether or not
+NaN is flagged; here a replica starts at x = 1e200 in a double well under a bound of 1e300:
+its gradient overflows to inf, so overdamped Langevin and Leimkuhler-Matthews step it to -inf
+(beyond any finite bound) and Heun's corrector to NaN (x - eta/2 (inf + (-inf))), which only
+the NaN test of the divergence check (|v| <= bound, False for NaN) catches."""
 import numpy as np
 import pytest
 
+from langevin_sim import Simulation
 from langevin_sim.dynamics import Heun, LeimkuhlerMatthews, OverdampedLangevin
 from langevin_sim.potentials import DoubleWell
 
@@ -18,11 +20,24 @@ from .conftest import both_backends
 def test_a_nan_state_freezes_its_replica_in_every_backend(dyn):
     M = 6
     init = np.zeros((M, 1))
-    init[2, 0] = 1e30
-    out = both_backends(DoubleWell(d=1), dyn, M, 8, seed=1, init=init,
-                        divergence_bound=np.inf)
+    init[2, 0] = 1e200
+    out = both_backends(DoubleWell(d=1), dyn, M, 8, seed=1, init=init, divergence_bound=1e300)
     for b, sim in out.items():
         flagged = np.flatnonzero(sim.diverged_step >= 0)
-        assert flagged.tolist() == [2], f"{b}: replicas flagged {flagged}, want [2] (the NaN one)"
-        assert not np.isnan(sim.state["x"]).any(), f"{b}: a NaN state was committed"
+        assert flagged.tolist() == [2], f"{b}: replicas flagged {flagged}, want [2]"
+        assert sim.diverged_step[2] == 1, f"{b}: flagged at {sim.diverged_step[2]}, not step 1"
+        assert np.isfinite(sim.state["x"]).all(), f"{b}: a non-finite state was committed"
     np.testing.assert_array_equal(out["numba"].diverged_step, out["numpy"].diverged_step)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_an_infinite_bound_still_refuses_infinite_states(dtype):
+    """divergence_bound=inf is the dtype's largest float (|inf| <= inf would let -inf in)."""
+    init = np.zeros((3, 1))
+    init[1, 0] = 1e30 if dtype == "float32" else 1e200
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 0.5), 3, backend="numpy",
+                     seed=1, init=init, dtype=dtype, divergence_bound=np.inf)
+    assert sim.divergence_bound == np.finfo(dtype).max
+    with np.errstate(all="ignore"):
+        sim.advance(3)
+    assert sim.diverged_step.tolist() == [-1, 1, -1] and np.isfinite(sim.state["x"]).all()
