@@ -82,6 +82,22 @@ def test_mala_exact_where_ula_is_biased():
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_weight_decay_moves_the_fixed_point_to_the_ridge_solution(backend):
+    """Full-batch heavy ball with weight decay wd on least squares converges to the ridge
+    solution (H + wd I)^-1 A^T y / n exactly (a flipped sign would give (H - wd I)^-1 ...,
+    another point, or diverge; no other default test has an exact oracle with wd)."""
+    pot = LinearRegression(n=64, d=6, noise=0.1, seed=7)
+    H, wd = pot.hessian_matrix, 0.3
+    ridge = np.linalg.solve(H + wd * np.eye(6), pot.A.T @ pot.y / pot.n_samples)
+    lr = 1.0 / (np.linalg.eigvalsh(H).max() + wd)
+    sim = Simulation(pot, SGD(lr, None, momentum=0.5, weight_decay=wd), 5, backend=backend,
+                     seed=1)
+    sim.advance(2000)
+    np.testing.assert_allclose(sim.state["x"], np.broadcast_to(ridge, (5, 6)), atol=1e-9)
+    assert np.abs(ridge - pot.minimizer()).max() > 1e-2    # wd moves it visibly
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_sgd_momentum_stability_limit(backend):
     pot = LinearRegression(n=64, d=6, noise=0.1, seed=7)
     lam = np.linalg.eigvalsh(pot.hessian_matrix).max()
