@@ -315,7 +315,7 @@ def test_predicted_laws_choices():
         "Euler-Maruyama exact", "Gibbs T H^-1"]
     assert names(predicted_laws((q, UnderdampedLangevin(step=0.1)))) == ["BAOAB exact"]
     pot = least_squares(n=6, d=2, spectrum=(0.5, 1.0))
-    assert names(predicted_laws((pot, SGD(lr=0.1, batch_size=2, replacement=True)))) == [
+    assert names(predicted_laws((pot, SGD(lr=0.1, batch_size=2, sampling="iid")))) == [
         "SGD exact (i.i.d. batches)", "continuous Lyapunov (iid)"]
     no_repl = SGD(lr=0.1, batch_size=2)
     assert names(predicted_laws((pot, no_repl)))[0] == "SGD exact (independent subsets)"
@@ -383,7 +383,7 @@ def test_sgd_with_replacement_on_least_squares():
     the continuous Lyapunov law, 14..50 % of the exact variances there, is rejected by > 10
     standard errors in every eigen-direction."""
     pot = least_squares()
-    run = Simulation(pot, SGD(lr=0.4, batch_size=2, replacement=True), replicas=1000,
+    run = Simulation(pot, SGD(lr=0.4, batch_size=2, sampling="iid"), replicas=1000,
                      backend="numpy", seed=3, init=pot.minimizer()).run(steps=600, record_every=5)
     exact, lyap = predicted_laws(run)
     c = compare_covariance(run, exact, (lyap,))
@@ -393,7 +393,7 @@ def test_sgd_with_replacement_on_least_squares():
 
 
 def test_epoch_reshuffling_is_neither_textbook_law():
-    """The engine's replacement=False (per-epoch permutation, n = 6, S = 2, lr lam_max = 0.6,
+    """The engine's sampling="epoch" (per-epoch permutation, n = 6, S = 2, lr lam_max = 0.6,
     64 replicas, 96 records at epoch boundaries): consistent with the enumerated epoch law.
     The independent-subset and i.i.d. laws put 1.8-4.8 x and 2.4-6.4 x its variance along
     its eigen-directions (measured) and are rejected with every eigen-variance z < -30."""
@@ -415,7 +415,7 @@ def test_covariance_script(tmp_path):
     in-process on an Euler-Maruyama run it prints the marginal fits."""
     pot = least_squares(n=6, d=2, spectrum=(0.5, 1.0))
     out = tmp_path / "sgd.h5"
-    Simulation(pot, SGD(lr=0.4, batch_size=2, replacement=True), replicas=400, backend="numpy",
+    Simulation(pot, SGD(lr=0.4, batch_size=2, sampling="iid"), replicas=400, backend="numpy",
                seed=5, init=pot.minimizer()).run(steps=300, record_every=5, out=out).close()
     png = tmp_path / "cov.png"
     res = subprocess.run([sys.executable, os.path.join(ROOT, "analysis", "covariance.py"),
@@ -449,7 +449,7 @@ def test_sgld_momentum_weight_decay_on_the_engine():
     continuous law is rejected."""
     pot = least_squares()
     dyn = SGD(lr=0.3, batch_size=2, momentum=0.5, weight_decay=0.1, temperature=1e-3,
-              replacement=True)
+              sampling="iid")
     run = Simulation(pot, dyn, replicas=4000, backend="numba", seed=6,
                      init=pot.minimizer()).run(steps=3000, record_every=10)
     exact, lyap = predicted_laws(run)

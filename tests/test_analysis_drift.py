@@ -268,7 +268,7 @@ def test_sgd_versus_langevin_on_the_same_manifold():
     r2 = np.mean((a0.prod() * pot.inputs - pot.targets) ** 2 * pot.inputs ** 2)
     v_pred = -lr * r2 * (a0[0] ** 2 - a0[1] ** 2)
     runs = {name: Simulation(pot, dyn, 2000, seed=1, init=a0, backend="numpy").run(40, 2)
-            for name, dyn in [("SGD", SGD(lr=lr, batch_size=1, replacement=True)),
+            for name, dyn in [("SGD", SGD(lr=lr, batch_size=1, sampling="iid")),
                               ("Langevin", OverdampedLangevin(step=lr, temperature=0.01))]}
     cmp = compare_runs(runs, coordinate="imbalance", region=None)
     sgd, lang = cmp.drifts

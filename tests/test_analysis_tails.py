@@ -84,7 +84,7 @@ def test_sgd_step_is_the_kesten_recursion():
     to (1 - lr a a^T) x + lr a y for the drawn row (here the only row), to rounding."""
     pot = LinearRegression(n=1, d=2, noise=0.3, seed=4)
     x0 = np.array([[0.7, -1.3], [2.0, 0.5]])
-    sim = Simulation(pot, SGD(lr=0.3, batch_size=1, replacement=True), 2, backend="numpy",
+    sim = Simulation(pot, SGD(lr=0.3, batch_size=1, sampling="iid"), 2, backend="numpy",
                      init=x0)
     sim.advance(1)
     a, y = pot.A[0], pot.y[0]
@@ -94,7 +94,7 @@ def test_sgd_step_is_the_kesten_recursion():
 
 def _sgd_run(path, d, lr, replicas, steps, record_every):
     pot = LinearRegression(n=200, d=d, noise=0.5, seed=1)
-    sim = Simulation(pot, SGD(lr=lr, batch_size=1, replacement=True), replicas, backend="numpy",
+    sim = Simulation(pot, SGD(lr=lr, batch_size=1, sampling="iid"), replicas, backend="numpy",
                      init="zeros", seed=2)
     sim.run(steps, record_every=record_every, out=path).close()
     return path
@@ -196,7 +196,7 @@ def test_verdict_when_kesten_predicts_light_tails_and_when_it_predicts_a_power_l
     for lr in (0.2, 0.6):
         path = tmp_path / f"sgd_lr{lr}.h5"
         pot = LinearRegression(n=200, d=1, noise=0.5, seed=1)
-        Simulation(pot, SGD(lr=lr, batch_size=1, replacement=True), 8192, backend="numpy",
+        Simulation(pot, SGD(lr=lr, batch_size=1, sampling="iid"), 8192, backend="numpy",
                    init="zeros", seed=2).run(800, record_every=200, out=path).close()
         with open_run(path) as run:
             res[lr] = run_tail_index(run, records=3)

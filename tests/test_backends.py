@@ -31,7 +31,7 @@ def pairs():
                          LeimkuhlerMatthews(0.1, Schedule("cosine", 0.5, 0.2, 600))),
         "linreg-sgd": (LinearRegression(n=50, d=5, seed=3),
                        SGD(0.05, 8, momentum=0.3, weight_decay=1e-3, temperature=1e-3)),
-        "linreg-sgd-replacement": (LinearRegression(n=50, d=5, seed=3), SGD(0.05, 7, replacement=True)),
+        "linreg-sgd-replacement": (LinearRegression(n=50, d=5, seed=3), SGD(0.05, 7, sampling="iid")),
         "linreg-gd": (LinearRegression(n=50, d=5, seed=3), SGD(0.05, None, momentum=0.5)),
         "linreg-sgd-subset": (LinearRegression(n=50, d=5, seed=3),
                               SGD(0.05, 7, momentum=0.3, sampling="subset")),

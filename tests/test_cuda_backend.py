@@ -78,7 +78,7 @@ def dynamics_cases(pot) -> dict:
         out["UnderdampedLangevin"] = UnderdampedLangevin(0.05, 1.5, Schedule("cosine", 0.5, 0.2, 10))
         out["MALA"] = MALA(0.02, 0.5)
     if fs:
-        out["SGD-iid"] = SGD(0.02, 4, replacement=True)
+        out["SGD-iid"] = SGD(0.02, 4, sampling="iid")
         out["SGD-subset-gradnoise"] = SGD(0.02, 3, momentum=0.5, sampling="subset",
                                           grad_noise=0.05)
         out["AdamW-subset"] = AdamW(0.01, 3, weight_decay=0.01, sampling="subset")
@@ -1398,7 +1398,7 @@ if SIM:
             k = cuda_backend.fused_kernel(sim)
             return k is rows.advance or (k in forms and quadratic.by_rows(sim))
         assert fused(shifted(), SGD(0.01, None)) and fused(shifted(), MALA(0.01, 0.5))
-        assert fused(shifted(), SGD(0.01, 2)) and fused(shifted(), AdamW(0.01, 2, replacement=True))
+        assert fused(shifted(), SGD(0.01, 2)) and fused(shifted(), AdamW(0.01, 2, sampling="iid"))
         assert fused(shifted(), SGD(0.01, 2, sampling="subset"))
         assert fused(ScaleSymmetric(depth=3, n=4, seed=1), SGD(0.01, None, label_noise=0.1))
         big = LinearRegression(n=rows.MAX_LABELS + 1, d=2)
@@ -2067,7 +2067,7 @@ if SIM:
 
     MLP_ADAMW = {   # activation, AdamW, divergence bound (replicas 1 and 3 start 3x out)
         "tanh-epoch": ("tanh", AdamW(Schedule("linear", 0.5, 1.0, 6), 3, weight_decay=1e-2), 7.1),
-        "relu-iid": ("relu", AdamW(2.0, 4, replacement=True, weight_decay=0.0), 8.0),
+        "relu-iid": ("relu", AdamW(2.0, 4, sampling="iid", weight_decay=0.0), 8.0),
         "quadratic-full": ("quadratic", AdamW(0.3, None, beta1=0.8, beta2=0.99, eps=1e-6,
                                               weight_decay=1e-3), 60.0),
     }
@@ -2078,7 +2078,7 @@ if SIM:
     def test_fused_teacher_student_adamw_equals_reference(case, dtype, monkeypatch,
                                                           narrow_warps):
         """TeacherStudentMLP x AdamW by the fused kernel (epoch permutations, i.i.d. draws
-        (replacement=True), full batch; each activation; lr schedule, betas, eps, weight decay;
+        (sampling="iid"), full batch; each activation; lr schedule, betas, eps, weight decay;
         replicas started far out, some diverging after step 1): the reference's x, m, s to
         rounding over calls of 2, 1, 3 steps, the same flags, and an uneven first_replica split
         advanced in one call equal to the whole run bit for bit."""
@@ -2116,7 +2116,7 @@ if SIM:
             return k is not None and k.__module__ == toynets.__name__
 
         small = TeacherStudentMLP(n=10, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1)
-        assert fused(small, AdamW(0.01, 3)) and fused(small, AdamW(0.01, 3, replacement=True))
+        assert fused(small, AdamW(0.01, 3)) and fused(small, AdamW(0.01, 3, sampling="iid"))
         assert fused(small, AdamW(0.01, None), "float32")
         w4 = TeacherStudentMLP(n=1024, d_in=16, hidden=32, teacher_hidden=8, noise=0.01,
                                n_test=4, seed=1)
@@ -2131,7 +2131,7 @@ if SIM:
     MA_FUSED = {   # activation, dynamics, divergence bound (replicas 1 and 3 start 3x out)
         "relu-sgd-epoch": ("relu", SGD(Schedule("linear", 0.5, 1.0, 6), 2, momentum=0.5,
                                        weight_decay=1e-2, temperature=0.05), 3.0),
-        "tanh-adamw-iid": ("tanh", AdamW(Schedule("linear", 0.5, 1.0, 6), 3, replacement=True,
+        "tanh-adamw-iid": ("tanh", AdamW(Schedule("linear", 0.5, 1.0, 6), 3, sampling="iid",
                                          weight_decay=1e-2), 4.0),
         "quadratic-sgd-full": ("quadratic", SGD(1.0, None, momentum=0.3), 8.0),
         # the full-batch Langevin rules with the softmax head
@@ -2145,7 +2145,7 @@ if SIM:
         "relu-sgd-epoch": ("relu", SGD(Schedule("linear", 0.5, 1.0, 6), 2, momentum=0.5,
                                        weight_decay=1e-2, temperature=0.05), 6.0),
         # (tanh here: float32 rounding grows to ~1% by step 6 in the reference itself)
-        "relu-adamw-iid": ("relu", AdamW(Schedule("linear", 0.5, 1.0, 6), 3, replacement=True,
+        "relu-adamw-iid": ("relu", AdamW(Schedule("linear", 0.5, 1.0, 6), 3, sampling="iid",
                                          weight_decay=1e-2), 4.0),
         "tanh-lm": ("tanh", LeimkuhlerMatthews(Schedule("linear", 0.5, 1.0, 6), 0.1), 4.0),
         "tanh-baoab": ("tanh", UnderdampedLangevin(Schedule("linear", 0.5, 1.0, 6), 1.0, 0.1),

@@ -314,7 +314,7 @@ def test_label_noise_sgd_drives_to_balance():
     a0 = np.array([2.0, 0.5]) * math.sqrt(pot.p_star)         # on the manifold, imbalanced
     eta, N, M, B = 0.01, 10_000, 200, 1
     sigma2 = pot.batch_residual_second_moment(a0[None], B)[0]
-    dyn = SGD(eta, B, replacement=True)
+    dyn = SGD(eta, B, sampling="iid")
     # exact per-step identity with the batch residual (numpy reference, first steps)
     sim = Simulation(pot, dyn, M, backend="numpy", seed=5, init=a0)
     noise = NoiseSource(5, np.arange(M))

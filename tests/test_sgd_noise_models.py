@@ -25,8 +25,10 @@ from .test_analysis_covariance import least_squares
 
 def test_sampling_api_and_the_deprecated_replacement_alias():
     assert SGD(0.1, 2).sampling == "epoch" and SGD(0.1, 2).replacement is False
-    assert SGD(0.1, 2, replacement=True).sampling == "iid"
-    assert SGD(0.1, 2, replacement=False).sampling == "epoch"
+    with pytest.warns(DeprecationWarning, match="sampling='iid'"):
+        assert SGD(0.1, 2, replacement=True).sampling == "iid"
+    with pytest.warns(DeprecationWarning, match="sampling='epoch'"):
+        assert SGD(0.1, 2, replacement=False).sampling == "epoch"
     sub = SGD(0.1, 2, sampling="subset", label_noise=0.2, grad_noise=0.1)
     assert sub.replacement is False
     assert Dynamics.from_dict(sub.to_dict()) == sub

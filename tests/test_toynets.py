@@ -228,7 +228,7 @@ TS_SMALL = TeacherStudentMLP(n=37, d_in=3, hidden=5, teacher_hidden=2, n_test=11
 SGD_CASES = {
     "permutation": SGD(Schedule("linear", 0.08, 0.02, 250), 7, momentum=0.3, weight_decay=1e-3,
                        temperature=1e-4),
-    "replacement": SGD(0.05, 6, replacement=True),
+    "replacement": SGD(0.05, 6, sampling="iid"),
     "full-batch": SGD(0.05, None, momentum=0.5),
     "noise-models": SGD(0.05, 6, momentum=0.5, sampling="subset", label_noise=0.1,
                         grad_noise=0.05),
@@ -267,7 +267,7 @@ STREAM_PAIRS = {
     "ts-sgd-noise-models": (TS_SMALL, SGD_CASES["noise-models"]),
     "mod-adamw-permutation": (ModularArithmeticMLP(p=5, hidden=4, seed=2), AdamW(0.01, 4, weight_decay=0.5)),
     "mod-adamw-replacement": (ModularArithmeticMLP(p=5, hidden=4, embed=2, seed=2),
-                              AdamW(0.01, 3, replacement=True)),
+                              AdamW(0.01, 3, sampling="iid")),
 }
 
 
