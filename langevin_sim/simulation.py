@@ -14,7 +14,8 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -35,6 +36,19 @@ from .io.direct import ALIGN
 from .io.recycle import Recycler
 from .io.writer import WriterThread
 from .potentials.base import Potential
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from numpy.typing import ArrayLike
+
+    class Observer(Protocol):
+        """What `Simulation(observers=...)` takes: obs(sim) -> {name: (M, ...)} at every
+        record, and to_dict() for the run's config (so that `resume` rebuilds it)."""
+
+        def __call__(self, sim: Simulation, /) -> Mapping[str, ArrayLike]: ...
+
+        def to_dict(self) -> dict: ...
 
 DTYPES = ("float64", "float32")
 _BATCH_BYTES = 1 << 20   # records gathered before they go to the writer thread together
@@ -59,9 +73,11 @@ class Simulation:
 
     def __init__(self, potential: Potential, dynamics: Dynamics, replicas: int,
                  backend: str = "numba", dtype: "str | type | np.dtype" = "float64", seed: int = 0,
-                 init="default", first_replica: int = 0, divergence_bound: float = 1e8,
-                 observers=(), meta: dict | None = None,
-                 first_passage: FirstPassage | None = None):
+                 init: "str | ArrayLike" = "default", first_replica: int = 0,
+                 divergence_bound: float = 1e8,
+                 observers: Iterable[Observer] = (),
+                 meta: dict | None = None,
+                 first_passage: FirstPassage | None = None) -> None:
         if not isinstance(potential, Potential):
             raise ConfigError(f"potential must be a langevin_sim Potential, got {type(potential).__name__}")
         if not isinstance(dynamics, Dynamics):
@@ -248,7 +264,8 @@ class Simulation:
         return _nan_diverged(rec, self.diverged_step >= 0)
 
     # -- running -----------------------------------------------------------------------
-    def run(self, steps: int, record_every: int = 100, out=None, record_positions: bool = True,
+    def run(self, steps: int, record_every: int = 100, out: "str | os.PathLike | None" = None,
+            record_positions: bool = True,
             checkpoint_every: int | None = None, progress: bool | None = None,
             overwrite: bool = False, swmr: bool = False, compression: str | None = None,
             flush_seconds: float = 1.0) -> Run:
@@ -287,7 +304,7 @@ class Simulation:
         report_divergence(self.diverged_step, self.replica_ids)
         return Run(out, file=f) if out is None else _reopen(f, out)
 
-    def create_writer(self, f, probe: dict, record_every: int, record_positions: bool,
+    def create_writer(self, f: h5py.File, probe: dict, record_every: int, record_positions: bool,
                       target: int, compression: str | None = None,
                       swmr: bool = False) -> RunWriter:
         """Lay out the open HDF5 file f as this simulation's run file: config (with the

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING, TypeVar
 
 import h5py
 import numpy as np
@@ -11,6 +12,15 @@ from ..errors import ConfigError, RunFileError, require
 from . import format as F
 from . import swmr as swmr_file
 from .direct import ALIGN
+
+if TYPE_CHECKING:
+    import xarray
+
+    from ..dynamics.base import Dynamics
+    from ..first_passage import FirstPassageData
+    from ..potentials.base import Potential
+
+_T = TypeVar("_T")
 
 
 class Series:
@@ -24,7 +34,7 @@ class Series:
         return (self.n,) + self.ds.shape[1:]
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self.ds.dtype
 
     def __len__(self) -> int:
@@ -73,10 +83,10 @@ class Series:
 class Run:
     """An open run file. Records are lazy `Series`; `to_xarray()` loads them with labels."""
 
-    def __init__(self, path, swmr: bool = False, mode: str = "r", file: h5py.File | None = None,
-                 latest: bool = False):
+    def __init__(self, path: "str | os.PathLike | None", swmr: bool = False, mode: str = "r",
+                 file: h5py.File | None = None, latest: bool = False) -> None:
         self.path = MEMORY if path is None else os.fspath(path)
-        self._potential = None
+        self._potential: Potential | None = None
         self.resumed_from: int | None = None  # set by `resume`: the checkpoint step it continued
         if file is not None:
             self.f = file
@@ -108,10 +118,10 @@ class Run:
     def close(self) -> None:
         self.f.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _file(self) -> h5py.File:
@@ -153,7 +163,7 @@ class Run:
         return json.loads(self._file()["config"].attrs["json"])
 
     @property
-    def potential(self):
+    def potential(self) -> Potential:
         if self._potential is None:
             from ..potentials.base import Potential
 
@@ -161,7 +171,7 @@ class Run:
         return self._potential
 
     @property
-    def dynamics(self):
+    def dynamics(self) -> Dynamics:
         """The run's Dynamics, rebuilt from its config (`Dynamics.from_dict`, as `resume`
         does): e.g. `run.dynamics.temperature(step)`, `run.dynamics.step(0)`."""
         from ..dynamics.base import Dynamics
@@ -240,7 +250,7 @@ class Run:
         return self["positions"]
 
     @property
-    def first_passage(self):
+    def first_passage(self) -> FirstPassageData | None:
         """The first-passage observer's arrays (`langevin_sim.first_passage.FirstPassageData`),
         or None when the run had none.  Taken from the committed checkpoint (the slot the
         commit marker names), so a killed or live file gives a consistent set, valid at the
@@ -274,7 +284,7 @@ class Run:
         state = {k: g[k][()] for k in g if k != "diverged_step"}
         return int(c[F.CKPT_STEP]), state, g["diverged_step"][()]
 
-    def to_xarray(self):
+    def to_xarray(self) -> xarray.Dataset:
         """All committed records as an xarray.Dataset with dims (step, replica, ...)."""
         xr = require("xarray", "analysis", "Run.to_xarray")
 
@@ -316,11 +326,13 @@ class Run:
         if bad.size > 20:
             lines.append(f"           ... and {bad.size - 20} more")
         fp = self.first_passage
-        for k, lab in enumerate(fp.labels if fp is not None else ()):
-            e = fp.first_entry_step[:, k]
-            lines.append(f"{'passage' if k == 0 else '':10s} region {lab!r}: {int(np.sum(e > 0))} of "
-                         f"{int(np.sum(e != 0))} starting outside entered by step {fp.step}, "
-                         f"{int(fp.crossings[:, k].sum())} crossings")
+        if fp is not None:
+            for k, lab in enumerate(fp.labels):
+                e = fp.first_entry_step[:, k]
+                lines.append(f"{'passage' if k == 0 else '':10s} region {lab!r}: "
+                             f"{int(np.sum(e > 0))} of {int(np.sum(e != 0))} starting outside "
+                             f"entered by step {fp.step}, {int(fp.crossings[:, k].sum())} "
+                             "crossings")
         return "\n".join(lines)
 
 
@@ -402,7 +414,7 @@ def open_run(path: "str | os.PathLike | Run", swmr: bool = False) -> Run:
     return Run(run_path(path, "open_run"), swmr=swmr)
 
 
-def check_run(run, where: str):
+def check_run(run: _T, where: str) -> _T:
     """`run` itself, or ConfigError when it is a path (str or os.PathLike): the analyses take
     an open `Run`, and `where` (the function's name) says which one was handed a path."""
     if isinstance(run, (str, bytes, os.PathLike)):
