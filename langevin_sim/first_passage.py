@@ -30,10 +30,14 @@ on the same positions.  Time is step * step size (constant steps).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 HALF_SPACE, BALL = 0, 1
 STATE_KEYS = ("fp_first_entry", "fp_first_exit", "fp_last_crossing", "fp_crossings", "fp_inside")
@@ -110,7 +114,7 @@ class Ball:
                 "label": self.label}
 
 
-REGIONS = {"HalfSpace": HalfSpace, "Ball": Ball}
+REGIONS: dict[str, type[HalfSpace] | type[Ball]] = {"HalfSpace": HalfSpace, "Ball": Ball}
 
 
 class FirstPassage:
@@ -123,7 +127,8 @@ class FirstPassage:
     for the definitions.
     """
 
-    def __init__(self, *regions):
+    def __init__(self, *regions: HalfSpace | Ball | list[HalfSpace | Ball]
+                 | tuple[HalfSpace | Ball, ...]) -> None:
         if len(regions) == 1 and isinstance(regions[0], (list, tuple)):
             regions = tuple(regions[0])
         if not regions:
@@ -133,10 +138,11 @@ class FirstPassage:
             if not isinstance(r, (HalfSpace, Ball)):
                 raise ConfigError(f"FirstPassage regions must be HalfSpace or Ball, got "
                                   f"{type(r).__name__}")
-        labels = [r.label for r in regions]
+        checked = cast("tuple[HalfSpace | Ball, ...]", tuple(regions))   # (checked above)
+        labels = [r.label for r in checked]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"FirstPassage region labels must be unique, got {labels}")
-        self.regions = tuple(regions)
+        self.regions = checked
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -187,7 +193,7 @@ class FirstPassage:
         return kinds, np.ascontiguousarray(vecs), thr
 
     # -- the reference -----------------------------------------------------------
-    def membership(self, x) -> np.ndarray:
+    def membership(self, x: ArrayLike) -> np.ndarray:
         """(M, R) bool: x (M, d) in each region, in float64 summed over coordinates 0, 1, ..
         in that order (the compiled kernels do the same, so they agree bit for bit)."""
         x = np.asarray(x, dtype=np.float64)
@@ -205,7 +211,7 @@ class FirstPassage:
             out[:, k] = s > thr[k] if kinds[k] == HALF_SPACE else s < thr[k]
         return out
 
-    def init_state(self, x) -> dict[str, np.ndarray]:
+    def init_state(self, x: ArrayLike) -> dict[str, np.ndarray]:
         """The state arrays (STATE_KEYS -> (M, R) int64) at the starting positions x."""
         now = self.membership(x)
         M, R = now.shape
@@ -215,7 +221,7 @@ class FirstPassage:
                 "fp_crossings": np.zeros((M, R), np.int64),
                 "fp_inside": now.astype(np.int64)}
 
-    def update(self, fp: dict, x, step: int) -> None:
+    def update(self, fp: dict[str, np.ndarray], x: ArrayLike, step: int) -> None:
         """Update the state arrays `fp` (STATE_KEYS -> (m, R), in place) with positions x (m, d)
         at step count `step` (the count after the step just taken)."""
         now = self.membership(x)
