@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
@@ -33,6 +35,14 @@ from ..io.reader import check_run
 from ..potentials.sharpness import hessian_operator
 from .stationary import constant_temperature
 from .result import Result
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from ..io.reader import Run
+    from ..potentials.base import Potential
+    from .critical import GradNormSquared, WeightDecayed
 
 
 def _rowdot(a, b):
@@ -59,7 +69,7 @@ class Quench(Result):
                 f"max |grad| {np.nanmax(self.grad_norm):.2e}, energies "
                 f"[{np.nanmin(self.energy):.6g}, {np.nanmax(self.energy):.6g}]")
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> Axes:
         """Histogram of the end points' energies."""
         ax.hist(self.energy[np.isfinite(self.energy)], bins=50)
         ax.set(xlabel="energy at end point", ylabel="count",
@@ -67,7 +77,7 @@ class Quench(Result):
         return ax
 
 
-def quench(potential, x, gtol: float = 1e-8, max_iter: int = 1000, memory: int = 8,
+def quench(potential: Potential | GradNormSquared | WeightDecayed, x: ArrayLike, gtol: float = 1e-8, max_iter: int = 1000, memory: int = 8,
            max_step: float | None = None) -> Quench:
     """Minimize U from every row of x (M, d) at once by L-BFGS with Armijo backtracking.
 
@@ -176,7 +186,7 @@ def quench(potential, x, gtol: float = 1e-8, max_iter: int = 1000, memory: int =
 QUENCH_KW = ("gtol", "max_iter", "memory", "max_step")   # quench's keywords, forwarded
 
 
-def check_forwarded(fn, kw: dict, forwarded=QUENCH_KW) -> None:
+def check_forwarded(fn: Callable, kw: dict, forwarded: Collection[str] = QUENCH_KW) -> None:
     """ConfigError naming `fn` and its keywords when `kw` (the **kw that `fn` passes on to
     `quench`) holds a name outside `forwarded`: a typo is reported where it was made."""
     bad = [k for k in kw if k not in forwarded]
@@ -191,7 +201,7 @@ def check_forwarded(fn, kw: dict, forwarded=QUENCH_KW) -> None:
                       f"{', '.join(valid)}")
 
 
-def cluster_minima(x, energy, tol: float) -> tuple[np.ndarray, np.ndarray]:
+def cluster_minima(x: ArrayLike, energy: ArrayLike, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Group points x (M, d) within distance `tol` (length) of a representative.
 
     Greedy leader clustering in order of increasing energy: the lowest unassigned point
@@ -242,8 +252,8 @@ def _tangent_maps(potential, x, riemannian: bool):
     return up, (lambda v: reflect(v)[1:]), x.size - 1
 
 
-def hessian_spectrum(potential, x, k: int | None = None, riemannian: bool | None = None
-                     ) -> np.ndarray:
+def hessian_spectrum(potential: Potential | WeightDecayed, x: ArrayLike, k: int | None = None,
+                     riemannian: bool | None = None) -> np.ndarray:
     """Hessian eigenvalues at points x (K, d) (energy / length^2), ascending.
 
     k=None: the full spectrum (K, m) from the dense Hessian (`potential.hessian`, or
@@ -277,7 +287,7 @@ def hessian_spectrum(potential, x, k: int | None = None, riemannian: bool | None
     return np.asarray(out)
 
 
-def laplace_log_z(energy, eigenvalues, temperature: float) -> np.ndarray:
+def laplace_log_z(energy: ArrayLike, eigenvalues: ArrayLike, temperature: float) -> np.ndarray:
     """log Z_b = -U_b/T + (m/2) log(2 pi T) - 1/2 sum_i log lam_i  (K,) for energies U_b (K,)
     and full Hessian spectra (K, m); NaN where some lam_i <= 0 (not a minimum).  Z_b has
     units length^m."""
@@ -291,7 +301,7 @@ def laplace_log_z(energy, eigenvalues, temperature: float) -> np.ndarray:
         - 0.5 * logdet
 
 
-def occupancy_from_log_z(log_z) -> np.ndarray:
+def occupancy_from_log_z(log_z: ArrayLike) -> np.ndarray:
     """Occupancies Z_b / sum_c Z_c (K,) from log Z (K,), NaN entries (saddles) left out."""
     lz = np.asarray(log_z, np.float64)
     ok = np.isfinite(lz)
@@ -300,8 +310,9 @@ def occupancy_from_log_z(log_z) -> np.ndarray:
     return out
 
 
-def isotropic_pair_log_z(d: int, temperature: float, separation: float, curvatures,
-                         depths=(0.0, 0.0)) -> np.ndarray:
+def isotropic_pair_log_z(d: int, temperature: float, separation: float,
+                         curvatures: Sequence[float] | np.ndarray,
+                         depths: Sequence[float] | np.ndarray = (0.0, 0.0)) -> np.ndarray:
     """log Z_b (2,) of the two label basins {x : q_b(x) < q_c(x)} of two isotropic wells
     q_j(x) = E_j + (k_j / 2)|x - c_j|^2 in d dimensions, centres `separation` apart
     (`curvatures` (k_0, k_1) energy / length^2, `depths` (E_0, E_1) energy), at temperature
@@ -397,7 +408,7 @@ class Basins(Result):
                         f"{lz:>9} {pr:>9} {self.fraction[b]:8.4f} +- {self.fraction_se[b]:.4f}")
         return "\n".join(rows)
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> Axes:
         """Hessian spectrum of each minimum (eigenvalue against rank, log scale where all are
         positive), labelled with its energy and, with a temperature, Laplace occupancy."""
         from matplotlib.ticker import MaxNLocator, NullFormatter
@@ -417,8 +428,8 @@ class Basins(Result):
         return ax
 
 
-def find_basins(potential, starts, temperature: float | None = None, tol: float = 1e-4,
-                **quench_kw) -> Basins:
+def find_basins(potential: Potential, starts: ArrayLike, temperature: float | None = None,
+                tol: float = 1e-4, **quench_kw: Any) -> Basins:
     """Quench `starts` (M, d), cluster the converged end points within `tol` (length) into
     minima, and compute each minimum's full Hessian spectrum and (with a temperature)
     Laplace log Z.  counts / n_starts are the basin-of-attraction fractions of the start
@@ -439,8 +450,8 @@ def find_basins(potential, starts, temperature: float | None = None, tol: float 
                   log_z, float(tol))
 
 
-def assign_basins(potential, x, basins: Basins, method: str = "quench", tol: float | None = None,
-                  **quench_kw) -> np.ndarray:
+def assign_basins(potential: Potential, x: ArrayLike, basins: Basins, method: str = "quench",
+                  tol: float | None = None, **quench_kw: Any) -> np.ndarray:
     """(M,) basin labels of points x (M, d): "quench" quenches them and takes the minimum
     within `tol` (default basins.tol) of the end point, -1 if none (a minimum not in
     `basins`, or unconverged); "nearest" takes the nearest minimum (a Voronoi region rule,
@@ -493,8 +504,9 @@ def _check_edge(u_edge, u_min, T):
                           f"(U - U_min = {np.min(u_edge) - u_min:.3g} at T = {T:g}); widen bounds")
 
 
-def exact_basin_log_z(potential, basins: Basins, temperature: float, bounds=None,
-                      n_grid: int | None = None, **quench_kw) -> np.ndarray:
+def exact_basin_log_z(potential: Potential, basins: Basins, temperature: float,
+                      bounds: ArrayLike | None = None, n_grid: int | None = None,
+                      **quench_kw: Any) -> np.ndarray:
     """log int_{basin b} exp(-U/T) dx (K,) by quadrature over each minimum's gradient-flow
     basin, for `basins.points`.
 
@@ -603,7 +615,7 @@ class Occupancy(Result):
         name = "exact quadrature" if which == "exact" else "the Laplace approximation"
         return f"sampled occupancy {ok} {name} (max |z| = {zmax:.2f}, tolerance {k:g} se)"
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> Axes:
         """Fraction in each basin over time (+- 2 se band), Laplace (dashed) and exact
         (dotted) predictions."""
         p, se = self.fractions, self.se
@@ -621,8 +633,9 @@ class Occupancy(Result):
         return ax
 
 
-def occupancy(labels, n_basins: int, time=None, tail: int = 1, alive=None, laplace=None,
-              exact=None) -> Occupancy:
+def occupancy(labels: ArrayLike, n_basins: int, time: ArrayLike | None = None, tail: int = 1,
+              alive: ArrayLike | None = None, laplace: ArrayLike | None = None,
+              exact: ArrayLike | None = None) -> Occupancy:
     """Occupancy from basin labels (n, M) in 0..n_basins-1 (-1: in none of them) of records
     at `time` (n,) (default 0..n-1); `alive` (n, M) bool leaves out diverged replicas
     (default all alive).  The pooled estimate uses the replicas alive in all `tail` last
@@ -647,8 +660,8 @@ def occupancy(labels, n_basins: int, time=None, tail: int = 1, alive=None, lapla
                      None if exact is None else np.asarray(exact))
 
 
-def default_basins(potential, temperature: float | None = None, starts: int = 1000,
-                   seed: int = 0, **kw) -> Basins:
+def default_basins(potential: Potential, temperature: float | None = None, starts: int = 1000,
+                   seed: int = 0, **kw: Any) -> Basins:
     """`find_basins` from `starts` draws of the potential's own initial distribution
     (`default_init` of standard normals from numpy's Generator(seed)): the wells a
     potential is built around, e.g. every MultiWell centre, every DoubleWell corner."""
@@ -657,9 +670,10 @@ def default_basins(potential, temperature: float | None = None, starts: int = 10
     return find_basins(potential, potential.default_init(z), temperature=temperature, **kw)
 
 
-def run_occupancy(run, basins: Basins | None = None, method: str = "quench", tail: int = 1,
-                  temperature: float | None = None, records=None, exact: bool = True,
-                  **quench_kw) -> tuple[Basins, Occupancy]:
+def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench", tail: int = 1,
+                  temperature: float | None = None,
+                  records: slice | Sequence[int] | np.ndarray | None = None, exact: bool = True,
+                  **quench_kw: Any) -> tuple[Basins, Occupancy]:
     """Basins of a run's potential and the occupancy of each over the run's records.
 
     basins default to `default_basins` at the run's constant temperature.  records: indices

@@ -31,8 +31,10 @@ potential's length units, covariances in length^2, temperature in energy units, 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy import linalg, stats
@@ -42,6 +44,15 @@ from ..io.reader import Run, check_run
 from .diagnostics import burn_in, ess, load_records
 from .stationary import MarginalFit, fit_marginal
 from .result import Result
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from ..dynamics.base import Dynamics
+    from ..potentials import LinearRegression, Quadratic
+    from ..potentials.base import Potential
+    from .diagnostics import Records
 
 SAMPLINGS = ("iid", "subset", "epoch")
 MAX_SEQUENCES = 20000
@@ -73,7 +84,7 @@ class StationaryLaw(Result):
         v = " ".join(f"{x:.4g}" for x in self.variances)
         return f"{self.name}: eigen-variances [{v}]\n  {self.note}"
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> None:
         """Eigen-variances of the law (log scale)."""
         ax.semilogy(np.arange(self.cov.shape[0]), self.variances, "o", label=self.name)
         ax.set(xlabel="eigen-direction", ylabel="variance")
@@ -102,7 +113,7 @@ def _center(center, d: int) -> np.ndarray:
     return np.zeros(d) if center is None else np.asarray(center, dtype=np.float64).reshape(d)
 
 
-def gibbs_law(H, temperature: float, center=None) -> StationaryLaw:
+def gibbs_law(H: ArrayLike, temperature: float, center: ArrayLike | None = None) -> StationaryLaw:
     """exp(-U/T)/Z for U = (x-c)^T H (x-c)/2: N(c, T H^-1)."""
     H = _spd(H)
     return StationaryLaw("Gibbs T H^-1", _center(center, H.shape[0]),
@@ -111,7 +122,8 @@ def gibbs_law(H, temperature: float, center=None) -> StationaryLaw:
                          "stable step, the eta -> 0 limit of Euler-Maruyama")
 
 
-def euler_maruyama_law(H, step: float, temperature: float, center=None) -> StationaryLaw:
+def euler_maruyama_law(H: ArrayLike, step: float, temperature: float,
+                       center: ArrayLike | None = None) -> StationaryLaw:
     """Exact stationary law of x' = x - eta H (x-c) + sqrt(2 eta T) xi.
 
     Per eigenvalue lam of H, sigma^2 (1 - (1 - eta lam)^2) = 2 eta T, so
@@ -127,8 +139,8 @@ def euler_maruyama_law(H, step: float, temperature: float, center=None) -> Stati
                          "T / (lam (1 - eta lam / 2)) per eigenvalue")
 
 
-def baoab_law(H, step: float, temperature: float, mass: float = 1.0,
-              center=None) -> StationaryLaw:
+def baoab_law(H: ArrayLike, step: float, temperature: float, mass: float = 1.0,
+              center: ArrayLike | None = None) -> StationaryLaw:
     """Exact stationary law of BAOAB (UnderdampedLangevin) on U = (x-c)^T H (x-c)/2.
 
     Per eigen-mode the one-step map of (x, p) is linear with additive noise; its discrete
@@ -285,7 +297,7 @@ def _epoch_moments(T, batch_size: int, Q, phase: int, Qi=None):
     return m0 + shift, 0.5 * (cov + cov.T), rho
 
 
-def sgd_law(potential, lr: float, batch_size: int | None = None, momentum: float = 0.0,
+def sgd_law(potential: LinearRegression | Quadratic, lr: float, batch_size: int | None = None, momentum: float = 0.0,
             weight_decay: float = 0.0, temperature: float = 0.0, sampling: str = "iid",
             phase: int = 0, label_noise: float = 0.0, grad_noise: float = 0.0) -> StationaryLaw:
     """Exact stationary law of SGD (dynamics.sgd.SGD) on a quadratic finite-sum loss.
@@ -362,7 +374,7 @@ def sgd_law(potential, lr: float, batch_size: int | None = None, momentum: float
                          f"{note}; mean-square spectral radius {rho:.4f}", momentum_cov=S[d:, d:])
 
 
-def sgd_lyapunov_law(potential, lr: float, batch_size: int | None = None, momentum: float = 0.0,
+def sgd_lyapunov_law(potential: LinearRegression | Quadratic, lr: float, batch_size: int | None = None, momentum: float = 0.0,
                      weight_decay: float = 0.0, temperature: float = 0.0,
                      sampling: str = "iid") -> StationaryLaw:
     """Continuous-time (Ornstein-Uhlenbeck) approximation of SGD's stationary law.
@@ -410,7 +422,7 @@ class LyapunovGap(Result):
                  zip(self.lr, self.eta_lambda_max, self.rel_diff, self.top_ratio)]
         return "\n".join(rows)
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> None:
         """Relative difference and 1 - top_ratio against lr lam_max (log-log)."""
         from matplotlib.ticker import NullFormatter
 
@@ -422,7 +434,7 @@ class LyapunovGap(Result):
         ax.legend(fontsize="small")
 
 
-def lyapunov_gap(potential, lrs, batch_size: int | None = None, momentum: float = 0.0,
+def lyapunov_gap(potential: LinearRegression | Quadratic, lrs: ArrayLike, batch_size: int | None = None, momentum: float = 0.0,
                  weight_decay: float = 0.0, temperature: float = 0.0,
                  sampling: str = "iid") -> LyapunovGap:
     """`sgd_lyapunov_law` against `sgd_law` at each lr of `lrs` (same other arguments)."""
@@ -447,7 +459,7 @@ def lyapunov_gap(potential, lrs, batch_size: int | None = None, momentum: float 
 
 # ------------------------------------------------- SGD linearized at a minimum
 
-def gradient_noise_covariance(potential, x) -> np.ndarray:
+def gradient_noise_covariance(potential: Potential, x: ArrayLike) -> np.ndarray:
     """Per-sample gradient covariance C = (1/n) sum_i g_i g_i^T - gbar gbar^T (d, d) of a
     finite-sum potential at one point x (d,), g_i = grad l_i(x) from `grad(x, [[i]])`
     (energy^2 / length^2).  An i.i.d. batch of S samples has gradient noise C / S."""
@@ -510,7 +522,7 @@ class LinearizedSGD(Result):
                         f"{self.temperatures[i] / self.temperature:7.3f}")
         return "\n".join(rows)
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> None:
         """Variance along each eigen-direction: exact linear SGD, continuous, Gibbs (log-log)."""
         for law, mk in ((self.discrete, "o"), (self.continuous, "x"), (self.gibbs, "s")):
             ax.loglog(self.lam, np.diag(law.cov), mk, mfc="none", label=law.name)
@@ -518,7 +530,7 @@ class LinearizedSGD(Result):
         ax.legend(fontsize="small")
 
 
-def linearized_sgd(H, C, lr: float, batch_size: int | None, n: int, sampling: str = "iid",
+def linearized_sgd(H: ArrayLike, C: ArrayLike, lr: float, batch_size: int | None, n: int, sampling: str = "iid",
                    k: int | None = None, momentum: float = 0.0) -> LinearizedSGD:
     """`LinearizedSGD` from the Hessian H (d, d) and per-sample gradient covariance C (d, d)
     at a minimum (`gradient_noise_covariance`), for SGD with learning rate lr, heavy-ball
@@ -563,7 +575,7 @@ def linearized_sgd(H, C, lr: float, batch_size: int | None, n: int, sampling: st
 
 # ------------------------------------------------------------------ laws of a run
 
-def predicted_laws(source) -> tuple[StationaryLaw, ...]:
+def predicted_laws(source: Run | tuple[Potential, Dynamics]) -> tuple[StationaryLaw, ...]:
     """The stationary laws that apply to a run (a `Run` or a (potential, dynamics) pair),
     the exact one first, then approximations and alternatives for comparison.
 
@@ -662,14 +674,14 @@ class SampleMoments(Result):
                  f"{self.ess_cov[i, j]:9.0f}" for i in range(d) for j in range(i, d)]
         return "\n".join(rows)
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> None:
         """Covariance entries with their error bars."""
         iu = np.triu_indices(self.mean.size)
         ax.errorbar(np.arange(iu[0].size), self.cov[iu], 2 * self.cov_se[iu], fmt="o", ms=3)
         ax.set(xlabel="entry (i <= j, row-major)", ylabel="covariance ± 2 se")
 
 
-def sample_moments(data, name: str = "positions", burn: int = 0) -> SampleMoments:
+def sample_moments(data: Run | Records | ArrayLike, name: str = "positions", burn: int = 0) -> SampleMoments:
     """`SampleMoments` of an (n_records, M, d) array, or of a `Run`'s series `name`, after
     `burn` records (diverged replicas dropped; >= 4 records needed for the ESS)."""
     x = load_records(data, name).after(int(burn)).values
@@ -691,7 +703,7 @@ def sample_moments(data, name: str = "positions", burn: int = 0) -> SampleMoment
 
 # ------------------------------------------------------------ Gaussian distances
 
-def gaussian_kl(mean0, cov0, mean1, cov1) -> float:
+def gaussian_kl(mean0: ArrayLike, cov0: ArrayLike, mean1: ArrayLike, cov1: ArrayLike) -> float:
     """KL(N0 || N1) = (tr(S1^-1 S0) - d + dm^T S1^-1 dm + ln det S1 - ln det S0) / 2, nats."""
     mean0, cov0, mean1, cov1 = (np.asarray(a, np.float64) for a in (mean0, cov0, mean1, cov1))
     L = np.linalg.cholesky(cov1)
@@ -701,7 +713,7 @@ def gaussian_kl(mean0, cov0, mean1, cov1) -> float:
     return float(0.5 * (np.trace(W) - len(dm) + dm @ dm + 2 * np.log(np.diag(L)).sum() - ld0))
 
 
-def gaussian_w2(mean0, cov0, mean1, cov1) -> float:
+def gaussian_w2(mean0: ArrayLike, cov0: ArrayLike, mean1: ArrayLike, cov1: ArrayLike) -> float:
     """2-Wasserstein distance: W2^2 = |m0 - m1|^2 + tr S0 + tr S1 - 2 tr (S1^1/2 S0 S1^1/2)^1/2."""
     mean0, cov0, mean1, cov1 = (np.asarray(a, np.float64) for a in (mean0, cov0, mean1, cov1))
     lam, V = np.linalg.eigh(cov1)
@@ -824,7 +836,7 @@ class CovarianceComparison(Result):
         rows.append(self.verdict)
         return "\n".join(rows)
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> None:
         """Sampled / predicted variance per eigen-direction (± 2 se), with alternatives."""
         s, pred = self.sampled, self.predicted
         k = np.arange(pred.size)
@@ -841,8 +853,10 @@ class CovarianceComparison(Result):
         ax.legend(fontsize="small")
 
 
-def compare_covariance(data, law: StationaryLaw, alternatives=(), *, name: str = "positions",
-                       burn="auto", groups: int = 20) -> CovarianceComparison:
+def compare_covariance(data: Run | Records | ArrayLike, law: StationaryLaw,
+                       alternatives: Iterable[StationaryLaw] = (), *, name: str = "positions",
+                       burn: int | Literal["auto"] = "auto",
+                       groups: int = 20) -> CovarianceComparison:
     """Compare an (n_records, M, d) series (or a `Run`'s series `name`) with `law`.
 
     burn: records to drop, or "auto" for the MSER burn-in (`diagnostics.burn_in`) of the
@@ -876,7 +890,7 @@ def compare_covariance(data, law: StationaryLaw, alternatives=(), *, name: str =
 
 # --------------------------------------------------------------------- marginals
 
-def gaussian_marginal_fits(data, law: StationaryLaw, *, name: str = "positions",
+def gaussian_marginal_fits(data: Run | Records | ArrayLike, law: StationaryLaw, *, name: str = "positions",
                            record: int = -1, bins: int = 30) -> tuple[MarginalFit, ...]:
     """Chi-square fits of each eigen-coordinate y_k = ((x - law.mean) @ basis)_k of one
     record (replicas are independent samples) to its predicted density N(0, var_k),
@@ -888,7 +902,7 @@ def gaussian_marginal_fits(data, law: StationaryLaw, *, name: str = "positions",
                  for k, v in enumerate(var))
 
 
-def gibbs_energy_fit(energies, d: int, temperature: float, bins: int = 30) -> MarginalFit:
+def gibbs_energy_fit(energies: ArrayLike, d: int, temperature: float, bins: int = 30) -> MarginalFit:
     """Chi-square fit of independent energies U - U_min of a d-dimensional quadratic under
     Gibbs, U / T ~ Gamma(d / 2): density exp(-(u - (d/2 - 1) T ln u) / T) on u > 0
     (`stationary.fit_marginal`).  Exact for BAOAB positions; not for Euler-Maruyama or SGD,

@@ -27,7 +27,9 @@ numba nor cupy.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,13 +37,19 @@ from ..errors import ConfigError
 from .basins import cluster_minima, find_basins, hessian_spectrum, quench
 from .result import Result
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..dynamics.base import Dynamics
+    from ..potentials.base import Potential
+
 
 class GradNormSquared:
     """f(x) = |grad U(x)|^2 / 2 of a potential U (Riemannian on constrained ones), with
     gradient H grad U; the interface `basins.quench` needs (d, constrained, energy, grad,
     project, retract)."""
 
-    def __init__(self, potential):
+    def __init__(self, potential: Potential) -> None:
         self.potential = potential
         self.d = potential.d
         self.constrained = bool(potential.constrained)
@@ -49,22 +57,22 @@ class GradNormSquared:
             raise ConfigError(f"{type(potential).__name__} is constrained but has no "
                               "riemannian_hvp")
 
-    def project(self, x, v):
+    def project(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         return self.potential.project(x, v)
 
-    def retract(self, x):
+    def retract(self, x: np.ndarray) -> np.ndarray:
         return self.potential.retract(x)
 
-    def gradient_u(self, x):
+    def gradient_u(self, x: np.ndarray) -> np.ndarray:
         """grad U (M, d), projected onto the tangent space on constrained potentials."""
         g = np.asarray(self.potential.grad(x), np.float64)
         return self.potential.project(x, g) if self.constrained else g
 
-    def energy(self, x):
+    def energy(self, x: np.ndarray) -> np.ndarray:
         g = self.gradient_u(x)
         return 0.5 * np.einsum("md,md->m", g, g)
 
-    def grad(self, x, batch=None):
+    def grad(self, x: np.ndarray, batch: np.ndarray | None = None) -> np.ndarray:
         g = self.gradient_u(x)
         if self.constrained:
             return self.potential.project(x, self.potential.riemannian_hvp(x, g))
@@ -92,7 +100,7 @@ class CriticalPoints(Result):
     escaped: int = 0
 
     @classmethod
-    def pooled(cls, parts) -> "CriticalPoints":
+    def pooled(cls, parts: Iterable[CriticalPoints]) -> CriticalPoints:
         """The points of several searches (e.g. several coupling instances) as one set."""
         parts = list(parts)
         cat = {f: np.concatenate([getattr(c, f) for c in parts])
@@ -113,7 +121,7 @@ class CriticalPoints(Result):
         f = self.fraction_minima
         return float(np.sqrt(f * (1 - f) / k)) if k else float("nan")
 
-    def by_energy(self, edges) -> list[tuple[float, float, int, float, float, float]]:
+    def by_energy(self, edges: ArrayLike) -> list[tuple[float, float, int, float, float, float]]:
         """Rows (lo, hi, count, fraction with index 0, mean index / dim, its se) per energy
         bin [lo, hi) (energies in the units of `energy`)."""
         rows = []
@@ -143,7 +151,7 @@ class CriticalPoints(Result):
         return "\n".join(lines)
 
 
-def critical_points(potential, starts, tol: float = 1e-6, max_iter: int = 3000,
+def critical_points(potential: Potential, starts: ArrayLike, tol: float = 1e-6, max_iter: int = 3000,
                     memory: int = 10, cluster_tol: float | None = None,
                     rtol: float = 1e-7, far: float = 10.0) -> CriticalPoints:
     """Critical points of `potential` reached by minimizing |grad U|^2 / 2 (module docstring)
@@ -187,7 +195,7 @@ def critical_points(potential, starts, tol: float = 1e-6, max_iter: int = 3000,
                           starts.shape[0], int(ok.sum()), escaped)
 
 
-def semicircle_index_fraction(e, e_th: float) -> np.ndarray:
+def semicircle_index_fraction(e: ArrayLike, e_th: float) -> np.ndarray:
     """Expected index / (N - 1) of a typical critical point of the pure spherical p-spin at
     energy per spin e (N -> infinity; Auffinger, Ben Arous & Cerny 2013): its Riemannian
     Hessian is a GOE matrix of semicircle radius R = 2 sqrt(xi''(1)) shifted by -p e, and
@@ -293,7 +301,7 @@ class MinimaCount:
         return f1 * (f1 - 1) / (2 * (f2 + 1))
 
 
-def count_minima(potential, starts, tol: float | None = None, gtol: float = 1e-9,
+def count_minima(potential: Potential, starts: ArrayLike, tol: float | None = None, gtol: float = 1e-9,
                  max_iter: int = 2000) -> MinimaCount:
     """Quench U (`basins.find_basins`) from every row of `starts` (M, d), merge end points within
     `tol` (default 1e-4 sqrt(d)), keep those whose Hessian (tangent space on the sphere) has
@@ -449,7 +457,7 @@ class WeightDecayed:
 
     constrained = False
 
-    def __init__(self, potential, weight_decay: float):
+    def __init__(self, potential: Potential, weight_decay: float) -> None:
         if potential.constrained:
             raise ConfigError(f"weight decay on the constrained {type(potential).__name__} "
                               "changes nothing (|x| is fixed); pass weight_decay=0")
@@ -457,30 +465,31 @@ class WeightDecayed:
             raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
         self.potential, self.weight_decay, self.d = potential, float(weight_decay), potential.d
 
-    def energy(self, x) -> np.ndarray:
+    def energy(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, np.float64)
         return (np.asarray(self.potential.energy(x), np.float64)
                 + 0.5 * self.weight_decay * np.einsum("md,md->m", x, x))
 
-    def grad(self, x, batch=None) -> np.ndarray:
+    def grad(self, x: ArrayLike, batch: np.ndarray | None = None) -> np.ndarray:
         x = np.asarray(x, np.float64)
         return np.asarray(self.potential.grad(x, batch), np.float64) + self.weight_decay * x
 
-    def hvp(self, x, v) -> np.ndarray:
+    def hvp(self, x: ArrayLike, v: ArrayLike) -> np.ndarray:
         v = np.broadcast_to(np.asarray(v, np.float64), np.shape(x))
         return np.asarray(self.potential.hvp(np.asarray(x, np.float64), v), np.float64) \
             + self.weight_decay * v
 
-    def hessian(self, x) -> np.ndarray:
+    def hessian(self, x: ArrayLike) -> np.ndarray:
         H = np.array(self.potential.hessian(np.asarray(x, np.float64)), np.float64)
         H[:, np.arange(self.d), np.arange(self.d)] += self.weight_decay
         return H
 
 
-def descent_census(potential, starts, gtol: float = 1e-9, max_iter: int = 4000,
+def descent_census(potential: Potential, starts: ArrayLike, gtol: float = 1e-9, max_iter: int = 4000,
                    memory: int = 10, bottom_rtol: float = 1e-6, far: float = 10.0,
-                   rtol: float = 1e-6, dynamics=None, steps: int = 0, backend: str = "numba",
-                   weight_decay: float = 0.0, **quench_kw) -> DescentCensus:
+                   rtol: float = 1e-6, dynamics: Dynamics | None = None, steps: int = 0,
+                   backend: str = "numba", weight_decay: float = 0.0,
+                   **quench_kw: Any) -> DescentCensus:
     """Quench U (`basins.quench`, L-BFGS) from every row of `starts` (M, d) and classify each
     end point (`DescentCensus`): at the bottom (within bottom_rtol of the drop from a typical
     start above the lowest loss found), escaped (beyond `far` x the starts' largest norm),
@@ -542,7 +551,7 @@ def descent_census(potential, starts, gtol: float = 1e-9, max_iter: int = 4000,
     return c
 
 
-def descent_summary(censuses) -> dict:
+def descent_summary(censuses: Iterable[DescentCensus]) -> dict:
     """One row for several landscapes' `DescentCensus`es (e.g. data instances of one net):
     the fractions of starts at the bottom, stuck (at minima, at saddles, not converged) and
     escaped, each the mean over landscapes +- its se (nan for one landscape); pooled counts;
@@ -569,7 +578,7 @@ def descent_summary(censuses) -> dict:
     return row
 
 
-def pspin_minima_census(N: int, p: int = 3, seeds=range(8), starts: int = 1000,
+def pspin_minima_census(N: int, p: int = 3, seeds: Iterable[int] = range(8), starts: int = 1000,
                         convention: str = "crisanti-sommers", start_seed: int = 1,
                         samples: int = 20000, max_iter: int = 2000) -> MinimaCensus:
     """`count_minima` on `SphericalPSpin(N, p, convention, seed=s)` for every s in `seeds`,

@@ -19,13 +19,19 @@ replica-mean series.  Imports neither numba nor cupy.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ConfigError, require
 from ..io.reader import Run, check_run
 from .result import Result
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
 
 QUANTILES = (0.05, 0.5, 0.95)
 MIN_DRAWS = 4   # ArviZ's minimum number of draws (records) per chain (replica)
@@ -61,7 +67,7 @@ class Records:
         return self.after(int(np.searchsorted(self.step, step)))
 
 
-def load_records(data, name: str | None = None) -> Records:
+def load_records(data: Run | Records | ArrayLike, name: str | None = None) -> Records:
     """`Records` of an (n_records, M, ...) array or of series `name` of a `Run` (a `Records`
     is returned as is).
 
@@ -112,7 +118,8 @@ def _as_chains(values, where: str) -> np.ndarray:
     return values
 
 
-def ess(values: np.ndarray, method: str = "bulk", prob=None) -> np.ndarray:
+def ess(values: np.ndarray, method: str = "bulk",
+        prob: float | tuple[float, float] | None = None) -> np.ndarray:
     """ArviZ effective sample size of (n, M, ...) values, per trailing component (...).
 
     method "bulk" (rank-normalized), "mean", "tail" (min of the 5% and 95% quantile ESS
@@ -213,7 +220,7 @@ class SeriesDiagnostics(Result):
                           f"{_fmt(self.iat_steps, 0, '.4g')} steps; {q}",
                           *undefined_notes([self])])
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> None:
         """Autocorrelation function against lag, with the AR(1) law of the same IAT."""
         lag = np.arange(self.acf.size)
         rho = (self.iat - 1) / (self.iat + 1)
@@ -226,7 +233,7 @@ class SeriesDiagnostics(Result):
         ax.legend(fontsize="small")
 
 
-def diagnose(data, name: str | None = None, *, burn: int = 0, superchains: int = 4,
+def diagnose(data: Run | Records | ArrayLike, name: str | None = None, *, burn: int = 0, superchains: int = 4,
              max_lag: int = 50) -> tuple[SeriesDiagnostics, ...]:
     """ArviZ diagnostics of every trailing component of a series, after `burn` records.
 
@@ -312,7 +319,7 @@ def _multichain_acf(cd: np.ndarray, lags: int) -> np.ndarray:
     return 1 - (w - acov) / (w * (n - 1) / n + chain_var)
 
 
-def undefined_notes(results) -> list[str]:
+def undefined_notes(results: Sequence[SeriesDiagnostics]) -> list[str]:
     """One line per reason some statistic of `results` is undefined (n/a in the table): its
     columns, the rows it concerns ("every row" when all do) and the reason."""
     groups: dict[tuple[str, str], list[str]] = {}
@@ -326,7 +333,7 @@ def undefined_notes(results) -> list[str]:
             f"{why}" for (c, why), rows in groups.items()]
 
 
-def diagnostics_table(results) -> str:
+def diagnostics_table(results: Sequence[SeriesDiagnostics]) -> str:
     """One header and one row per `SeriesDiagnostics` in `results`, then `undefined_notes`."""
     return "\n".join([SeriesDiagnostics.HEADER] + [r.row() for r in results]
                      + undefined_notes(results))
@@ -365,7 +372,7 @@ class BurnIn(Result):
                 f"{self.record} of {self.n_records} (step {self.step}), set by component "
                 f"{worst}; {verdict}")
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> None:
         """The replica-mean series of the deciding component, +-2 se, and the burn-in."""
         c = int(np.argmax(self.per_component))
         t = np.arange(self.n_records)
@@ -386,7 +393,7 @@ def mser(y: np.ndarray) -> np.ndarray:
     return (s2 - s1 ** 2 / count) / count ** 2
 
 
-def burn_in(data, name: str | None = None, *, batch: int = 1) -> BurnIn:
+def burn_in(data: Run | Records | ArrayLike, name: str | None = None, *, batch: int = 1) -> BurnIn:
     """MSER burn-in of every component of a (n, M, ...) series (or a `Run`'s series `name`).
 
     Returns the first record to keep: the largest over components of the MSER truncation

@@ -18,6 +18,8 @@ Units: x length, U and T energy, lr time per step.  Imports neither numba nor cu
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
 
@@ -25,8 +27,14 @@ from ..errors import ConfigError
 from .basins import Basins
 from .covariance import LinearizedSGD, _noise_factor, gradient_noise_covariance, linearized_sgd
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def basin_noise(potential, basins: Basins, lr: float, batch_size: int | None,
+    from ..potentials.base import Potential
+    from ..potentials.multiwell import MultiWell, ShiftedMultiWell
+
+
+def basin_noise(potential: Potential, basins: Basins, lr: float, batch_size: int | None,
                 sampling: str = "iid") -> list[LinearizedSGD]:
     """`linearized_sgd` at each minimum of `basins` (Hessian and per-sample gradient
     covariance of `potential` there): one per basin, with its matched temperature."""
@@ -50,7 +58,7 @@ def _grid(potential, bounds, n_grid: int) -> tuple[np.ndarray, float]:
     return X, float(np.prod([g[1] - g[0] for g in axes]))
 
 
-def label_occupancy(potential, temperature: float, bounds, n_grid: int = 2001,
+def label_occupancy(potential: MultiWell, temperature: float, bounds: ArrayLike, n_grid: int = 2001,
                     n_basins: int | None = None) -> np.ndarray:
     """Gibbs probability of each `basin` label, int 1[basin(x) = b] exp(-U/T) / Z (K,), by
     the midpoint rule on an n_grid^d grid over bounds (d, 2) (d <= 2); ConfigError if
@@ -69,7 +77,7 @@ def label_occupancy(potential, temperature: float, bounds, n_grid: int = 2001,
     return np.bincount(lab, weights=w, minlength=K)[:K] / w.sum()
 
 
-def blowtorch_occupancy(potential, lr: float, batch_size: int | None, bounds,
+def blowtorch_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int | None, bounds: ArrayLike,
                         sampling: str = "iid", n_grid: int = 20001) -> np.ndarray:
     """Occupancy of each `basin` label (K,) under the small-lr diffusion limit of SGD in
     d = 1: p(x) ∝ exp(-Phi(x)) / D(x), Phi = int U'/D, D(x) = lr f Var_i(l_i'(x)) / 2, on a

@@ -1,7 +1,9 @@
 """Stationary distributions: sampled marginals against exact Boltzmann densities."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import integrate, stats
@@ -10,8 +12,15 @@ from ..errors import ConfigError
 from ..io.reader import check_run
 from .result import Result
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
 
-def boltzmann_bin_probabilities(energy_1d, temperature: float, edges: np.ndarray) -> np.ndarray:
+    from ..io.reader import Run
+
+
+def boltzmann_bin_probabilities(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float,
+                                edges: np.ndarray) -> np.ndarray:
     """P(bin) under exp(-U(y)/T)/Z for a 1-D energy `energy_1d(y)`, by adaptive quadrature.
 
     Z is integrated over the whole line; the returned (len(edges)-1,) probabilities sum to
@@ -64,8 +73,9 @@ class MarginalFit(Result):
         rows.append(f"chi2 = {self.chi2:.1f} on {self.dof} dof, p = {self.p_value:.3g}, n = {self.n}")
         return "\n".join(rows + [self.verdict])
 
-    def plot(self, ax, samples=None, energy_1d=None, temperature: float | None = None,
-             bins: int = 40):
+    def plot(self, ax: Axes, samples: ArrayLike | None = None,
+             energy_1d: Callable[[np.ndarray], np.ndarray] | None = None,
+             temperature: float | None = None, bins: int = 40) -> Axes:
         """Sampled against exact density (per unit x).  Default: the fit's own finite bins
         (the outer tail bins are left out).  With `samples` (any shape), `energy_1d` and
         `temperature`: a histogram of the samples in `bins` bins on their range against the
@@ -95,7 +105,8 @@ class MarginalFit(Result):
         return ax
 
 
-def fit_marginal(samples: np.ndarray, energy_1d, temperature: float, bins: int = 40,
+def fit_marginal(samples: ArrayLike, energy_1d: Callable[[np.ndarray], np.ndarray],
+                 temperature: float, bins: int = 40,
                  lo: float | None = None, hi: float | None = None,
                  min_expected: float = 20.0) -> MarginalFit:
     """Chi-square goodness of fit of independent `samples` (any shape) to exp(-U/T).
@@ -160,7 +171,7 @@ def constant_temperature(config: dict) -> float:
     return float(t["start"])
 
 
-def run_marginal_fit(run, *, record: int = -1, temperature: float | None = None,
+def run_marginal_fit(run: Run, *, record: int = -1, temperature: float | None = None,
                      bins: int = 40, records: int = 1) -> MarginalFit:
     """Fit the last `records` records' (or `record`'s) coordinates of a separable-potential
     run to the exact marginal.  Coordinates and replicas are independent samples when the
@@ -181,7 +192,7 @@ def run_marginal_fit(run, *, record: int = -1, temperature: float | None = None,
     return fit_marginal(x, pot.marginal_energy, T, bins=bins)
 
 
-def alive_positions(run, records: int = 1, record: int = -1, smaller: str = "step"
+def alive_positions(run: Run, records: int = 1, record: int = -1, smaller: str = "step"
                     ) -> np.ndarray:
     """Positions (records, M', d) float64 of the replicas that never diverged, at the last
     `records` records (or at record `record` alone); ConfigError when the run recorded no
