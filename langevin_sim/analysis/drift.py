@@ -34,8 +34,9 @@ Imports neither numba nor cupy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
@@ -45,6 +46,12 @@ from ..io.reader import Run, check_run
 from .escape import kaplan_meier
 from .stationary import constant_temperature
 from .result import Result
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from ..potentials.manifolds import Valley
 
 TRACES = ("sharpness", "hessian_trace", "curvature", "weight_norm", "test_accuracy")
 
@@ -110,7 +117,7 @@ class DriftFit(Result):
             rows.append(f"  prediction {label}: v = {v:.5g} (z = {zv:+.2f}), D = {D:.5g} (z = {zd:+.2f})")
         return "\n".join(rows)
 
-    def plot(self, ax) -> None:
+    def plot(self, ax: Axes) -> None:
         """Mean displacement and MSD against counted time, with the lines v t and 2 D t."""
         ax.plot(self.elapsed, self.mean, "o", ms=3, label=r"$\langle\Delta s\rangle$")
         ax.plot(self.elapsed, self.msd, "s", ms=3, label=r"$\langle(\Delta s - vt)^2\rangle$")
@@ -121,7 +128,7 @@ class DriftFit(Result):
         ax.legend(fontsize=7)
 
 
-def fit_drift(times, s, t_min: float | None = None, t_max: float | None = None,
+def fit_drift(times: ArrayLike, s: ArrayLike, t_min: float | None = None, t_max: float | None = None,
               region: tuple[float, float] | None = None,
               predictions: tuple[tuple[str, float, float], ...] = ()) -> DriftFit:
     """v and D of coordinate `s` (n, M) at record `times` (n,) over records in [t_min, t_max].
@@ -159,7 +166,8 @@ def fit_drift(times, s, t_min: float | None = None, t_max: float | None = None,
                     T.mean(axis=1), X.mean(axis=1), e2.mean(axis=1), tuple(predictions))
 
 
-def valley_velocity(potential, temperature: float, step: float = 0.0, s=None) -> float:
+def valley_velocity(potential: Valley, temperature: float, step: float = 0.0,
+                    s: ArrayLike | None = None) -> float:
     """Drift velocity of s on a line Valley with profile "exp" at temperature T.
 
     Without `s`: v0 = -alpha (d-1) T / 2 (time units of the dynamics).  With the positions
@@ -196,7 +204,7 @@ class TimeToTarget(Result):
     survival: np.ndarray
     survival_var: np.ndarray
 
-    def survival_at(self, t) -> tuple[np.ndarray, np.ndarray]:
+    def survival_at(self, t: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """S(t) and its standard error at times t (array), from the Kaplan-Meier step curve."""
         t = np.asarray(t, np.float64)
         S, var = np.append(1.0, self.survival), np.append(0.0, self.survival_var)
@@ -222,14 +230,14 @@ class TimeToTarget(Result):
                 f"replicas reached it; Kaplan-Meier fraction {self.fraction_reached:.3f} +- "
                 f"{float(se.sum()):.3f}\n  {qs}  (nan: not reached by that fraction)")
 
-    def plot(self, ax) -> None:
+    def plot(self, ax: Axes) -> None:
         """Kaplan-Meier fraction reached 1 - S(t) as a step curve."""
         ax.step(np.concatenate([[0.0], self.event_times]), np.concatenate([[0.0], 1 - self.survival]),
                 where="post", label="reached (Kaplan-Meier)")
         ax.set(xlabel="time", ylabel="fraction reached", ylim=(0, 1))
 
 
-def check_target(target, where: str) -> tuple[float, float]:
+def check_target(target: Iterable[float], where: str) -> tuple[float, float]:
     """`target` as floats (lo, hi), or ConfigError naming `where` unless it is a pair lo <= hi."""
     try:
         lo, hi = (float(b) for b in target)
@@ -241,7 +249,7 @@ def check_target(target, where: str) -> tuple[float, float]:
     return lo, hi
 
 
-def time_to_target(times, s, target: tuple[float, float]) -> TimeToTarget:
+def time_to_target(times: ArrayLike, s: ArrayLike, target: tuple[float, float]) -> TimeToTarget:
     """First record time at which s (n, M) lies in the closed interval `target` = (lo, hi)
     (use +-inf for a one-sided target); censored at each replica's last finite record."""
     lo, hi = check_target(target, "time_to_target")
@@ -285,7 +293,7 @@ class DensityEvolution(Result):
             rows.append(f"{t:10.4g} {int(n):7d} {tv:7.3f} {c:7.1f}/{int(k):<4d} {p:9.3g}")
         return "\n".join(rows)
 
-    def plot(self, ax) -> None:
+    def plot(self, ax: Axes) -> None:
         """Each selected record's histogram (colour = time) and the stationary density (log
         axis: an exponential law is a line)."""
         mid = 0.5 * (self.edges[1:] + self.edges[:-1])
@@ -302,8 +310,9 @@ class DensityEvolution(Result):
         ax.legend(fontsize=7)
 
 
-def density_evolution(times, s, log_density: Callable[[np.ndarray], np.ndarray],
-                      records=None, bins: int = 30, lo: float | None = None,
+def density_evolution(times: ArrayLike, s: ArrayLike,
+                      log_density: Callable[[np.ndarray], np.ndarray],
+                      records: ArrayLike | None = None, bins: int = 30, lo: float | None = None,
                       hi: float | None = None) -> DensityEvolution:
     """Histograms of s (n, M) at `records` (indices; default 6 spread over the run) against
     exp(log_density(s)) (unnormalized, e.g. `lambda s: valley.log_density(s, T)`), both
@@ -379,13 +388,13 @@ class Trace(Result):
                        f"{self.median[j]:.5g} [{self.q10[j]:.4g}, {self.q90[j]:.4g}]")
         return "\n".join(out)
 
-    def plot(self, ax) -> None:
+    def plot(self, ax: Axes) -> None:
         ax.fill_between(self.times, self.q10, self.q90, alpha=0.3)
         ax.plot(self.times, self.median, "-", label=f"{self.name} (median, 10-90%)")
         ax.set(xlabel="time", ylabel=self.name)
 
 
-def trace(times, values, name: str = "observable") -> Trace:
+def trace(times: ArrayLike, values: ArrayLike, name: str = "observable") -> Trace:
     """`Trace` of values (n, M); records where no replica is finite (e.g. a sharpness
     observer's unmeasured records, NaN) are left out."""
     t, v = _as_series(times, values)
@@ -496,7 +505,7 @@ def run_time_to_target(run: Run, target: tuple[float, float],
     return time_to_target(run.time, manifold_coordinate(run, coordinate), target)
 
 
-def run_density(run: Run, records=None, bins: int = 30, temperature: float | None = None
+def run_density(run: Run, records: ArrayLike | None = None, bins: int = 30, temperature: float | None = None
                 ) -> DensityEvolution:
     """`density_evolution` of a Valley run's s against Valley.log_density(s, T) on the walls'
     interval (line with bounds) or the range of the samples."""
@@ -510,7 +519,7 @@ def run_density(run: Run, records=None, bins: int = 30, temperature: float | Non
                              records, bins, lo, hi)
 
 
-def run_traces(run: Run, names=TRACES) -> tuple[Trace, ...]:
+def run_traces(run: Run, names: Iterable[str] = TRACES) -> tuple[Trace, ...]:
     """`trace` of each recorded observable among `names` (sharpness, weight norm, ...)."""
     alive = run.diverged_step < 0
     return tuple(trace(run.time, np.asarray(run[n], np.float64)[:, alive], n)
@@ -534,7 +543,7 @@ class DriftComparison(Result):
                         f"{reach[0]:>8} {reach[1]:>9}")
         return "\n".join(rows)
 
-    def plot(self, ax) -> None:
+    def plot(self, ax: Axes) -> None:
         """Mean counted displacement against counted time for each run."""
         for lab, f in zip(self.labels, self.drifts):
             ax.plot(f.elapsed, f.mean, "-", label=f"{lab}: v = {f.v:.3g} +- {f.v_se:.1g}")

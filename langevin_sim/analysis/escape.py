@@ -58,7 +58,9 @@ fit across temperatures.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import integrate, optimize, special, stats
@@ -66,6 +68,15 @@ from scipy import integrate, optimize, special, stats
 from ..errors import ConfigError
 from ..io.reader import check_run
 from .result import Result
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from ..first_passage import Ball, HalfSpace
+    from ..io.reader import Run
+    from ..potentials.base import Potential
+    from ..potentials.double_well import DoubleWell
 
 BETA_MONITORING = 0.5825971579390106  # -zeta(1/2) / sqrt(2 pi)
 
@@ -114,7 +125,7 @@ class WaitingTimes(Result):
                 f"{self.events} entered (median time {med}), {self.n - self.events} censored "
                 f"at <= {self.time.max() if self.n else float('nan'):.4g}")
 
-    def plot(self, ax, bins: int = 40, **kw):
+    def plot(self, ax: Axes, bins: int = 40, **kw: Any) -> Axes:
         """Histogram of the entry times (censored replicas not shown)."""
         ax.hist(self.time[self.event], bins=bins, **kw)
         ax.set(xlabel="first-passage time", ylabel="replicas")
@@ -149,7 +160,7 @@ def _start_positions(run, replicas_mask):
     return np.asarray(run.positions[0], dtype=np.float64)[replicas_mask]
 
 
-def waiting_times(run, label: str | None = None) -> WaitingTimes:
+def waiting_times(run: Run, label: str | None = None) -> WaitingTimes:
     """Entry times into region `label` (default: the first) from the run's first-passage
     observer: replicas that started outside are at risk; an entry at step n is an event at
     n * dt; the others are censored at the observer's step (or at their divergence)."""
@@ -173,7 +184,7 @@ def waiting_times(run, label: str | None = None) -> WaitingTimes:
                         temperature=T, dt=dt, n_started_inside=int(np.sum(~at_risk)))
 
 
-def waiting_times_from_records(run, region) -> WaitingTimes:
+def waiting_times_from_records(run: Run, region: HalfSpace | Ball) -> WaitingTimes:
     """Entry times into `region` (a HalfSpace or Ball of `langevin_sim.first_passage`) from
     the recorded positions: the first record inside, an upper bound on the entry that can
     be many record spacings late (entries followed by exits between records are missed);
@@ -242,12 +253,12 @@ class Survival(Result):
     label: str = ""
     t_max: float = float("nan")
 
-    def at(self, t) -> np.ndarray:
+    def at(self, t: ArrayLike) -> np.ndarray:
         """S at times t (right-continuous step function; 1 before the first event)."""
         i = np.searchsorted(self.time, np.asarray(t, dtype=np.float64), side="right")
         return np.concatenate([[1.0], self.survival])[i]
 
-    def se_at(self, t) -> np.ndarray:
+    def se_at(self, t: ArrayLike) -> np.ndarray:
         i = np.searchsorted(self.time, np.asarray(t, dtype=np.float64), side="right")
         return np.concatenate([[0.0], self.se])[i]
 
@@ -262,7 +273,7 @@ class Survival(Result):
                            f"{self.se[i]:8.4f} {self.lower[i]:8.4f} {self.upper[i]:8.4f}")
         return "\n".join(out)
 
-    def plot(self, ax, label: str | None = None, **kw):
+    def plot(self, ax: Axes, label: str | None = None, **kw: Any) -> Axes:
         # the step function from t = 0 (S = 1) to the last observed time
         end = max(self.t_max, self.time[-1]) if self.time.size else self.t_max
         t = np.concatenate([[0.0], self.time, [end]])
@@ -277,7 +288,7 @@ class Survival(Result):
         return ax
 
 
-def kaplan_meier(times, event=None, confidence: float = 0.95) -> Survival:
+def kaplan_meier(times: WaitingTimes | ArrayLike, event: ArrayLike | None = None, confidence: float = 0.95) -> Survival:
     """Kaplan-Meier survival of right-censored times (a WaitingTimes, or times (n,) and
     event (n,) bool, True = observed entry) by `scipy.stats.ecdf`, with Greenwood's variance."""
     t, e, label = _pairs(times, event)
@@ -335,7 +346,7 @@ class EscapeRate(Result):
     def mfpt_interval(self) -> tuple[float, float]:
         return (1.0 / self.upper, 1.0 / self.lower if self.lower > 0 else float("inf"))
 
-    def survival(self, t) -> np.ndarray:
+    def survival(self, t: ArrayLike) -> np.ndarray:
         return np.exp(-self.rate * np.asarray(t, dtype=np.float64))
 
     def table(self) -> str:
@@ -346,7 +357,8 @@ class EscapeRate(Result):
                 f"mean first-passage time 1/k = {self.mfpt:.5g} +- {self.mfpt_se:.2g} "
                 f"[{lo:.5g}, {hi:.5g}]")
 
-    def plot(self, ax, t_max: float | None = None, label: str | None = None, **kw):
+    def plot(self, ax: Axes, t_max: float | None = None, label: str | None = None,
+             **kw: Any) -> Axes:
         """exp(-k t) with its band, on the axes of a survival plot."""
         t = np.linspace(0, t_max if t_max else 3 * self.mfpt, 200)
         line, = ax.plot(t, self.survival(t), "--",
@@ -357,7 +369,8 @@ class EscapeRate(Result):
         return ax
 
 
-def escape_rate(times, event=None, confidence: float = 0.95, method: str = "chi2") -> EscapeRate:
+def escape_rate(times: WaitingTimes | ArrayLike, event: ArrayLike | None = None,
+                confidence: float = 0.95, method: str = "chi2") -> EscapeRate:
     """Exponential-model MLE k = D / sum t of right-censored times (WaitingTimes, or times
     and event flags), with a chi-square ("chi2") or profile-likelihood ("profile") interval."""
     t, e, label = _pairs(times, event)
@@ -410,7 +423,7 @@ class ArrheniusFit(Result):
     def prefactor(self) -> float:
         return math.exp(self.log_prefactor)
 
-    def predict(self, temperature) -> np.ndarray:
+    def predict(self, temperature: ArrayLike) -> np.ndarray:
         return np.exp(self.log_prefactor + self.barrier / np.asarray(temperature, np.float64))
 
     def table(self) -> str:
@@ -425,7 +438,7 @@ class ArrheniusFit(Result):
                     f" (p = {p:.3g}){', errors scaled' if self.scaled else ''}")
         return "\n".join(rows)
 
-    def plot(self, ax, label: str = "simulated", **kw):
+    def plot(self, ax: Axes, label: str = "simulated", **kw: Any) -> Axes:
         x = 1.0 / self.temperature
         ax.errorbar(x, np.log(self.tau), yerr=self.tau_se / self.tau, fmt="o", label=label, **kw)
         xs = np.linspace(x.min(), x.max(), 50)
@@ -435,7 +448,8 @@ class ArrheniusFit(Result):
         return ax
 
 
-def arrhenius_fit(temperature, tau, tau_se=None, scale: bool = True) -> ArrheniusFit:
+def arrhenius_fit(temperature: ArrayLike, tau: ArrayLike, tau_se: ArrayLike | None = None,
+                  scale: bool = True) -> ArrheniusFit:
     """Fit ln tau = ln tau0 + dU / T (weights 1/sigma^2, sigma = tau_se / tau; unweighted
     with the residual scatter as the error when tau_se is None).  `scale`: multiply the
     covariance by chi2/dof when that exceeds 1 (the Birge ratio)."""
@@ -509,7 +523,8 @@ class KramersRate(Result):
                 f"lambda_s = {self.lambda_saddle:.4g}, det ratio = {self.det_ratio:.4g}: "
                 f"k = {self.rate:.5g}, 1/k = {1 / self.rate:.5g}")
 
-    def plot(self, ax, t_max: float | None = None, offset: float | None = None, **kw):
+    def plot(self, ax: Axes, t_max: float | None = None, offset: float | None = None,
+             **kw: Any) -> Axes:
         """exp(-t / mfpt(offset)) on a survival plot."""
         tau = self.mfpt(offset)
         t = np.linspace(0, t_max if t_max else 3 * tau, 200)
@@ -517,7 +532,7 @@ class KramersRate(Result):
         return ax
 
 
-def kramers_rate(potential, x_min, x_saddle, temperature: float, friction: float | None = None,
+def kramers_rate(potential: Potential, x_min: ArrayLike, x_saddle: ArrayLike, temperature: float, friction: float | None = None,
                  mass: float = 1.0) -> KramersRate:
     """Kramers-Eyring rate out of the minimum x_min (d,) over the saddle x_saddle (d,) of
     `potential` at temperature T, from their Hessians (`potential.hessian`); overdamped
@@ -565,7 +580,8 @@ def _energy_on_grid(energy, y: np.ndarray) -> np.ndarray:
     return u
 
 
-def mfpt_1d(energy, temperature: float, x0, boundary: float, lower: float | None = None,
+def mfpt_1d(energy: Callable[[np.ndarray], np.ndarray], temperature: float, x0: ArrayLike,
+            boundary: float, lower: float | None = None,
             points: int = 20001) -> np.ndarray:
     """Exact overdamped mean first-passage time from x0 (< boundary; array) to `boundary`
     for dx = -U'(x) dt + sqrt(2 T) dW, reflecting at -infinity:
@@ -610,7 +626,7 @@ def mfpt_1d(energy, temperature: float, x0, boundary: float, lower: float | None
 # one run, several runs
 # ---------------------------------------------------------------------------------------
 
-def double_well_landmarks(potential) -> tuple[float, float, float]:
+def double_well_landmarks(potential: DoubleWell) -> tuple[float, float, float]:
     """(left minimum, saddle, right minimum) of each coordinate of a DoubleWell (they are
     alike): the real roots of k y (y^2 - a^2) + tilt = 0 (y = x - center), sorted.
     ConfigError when the tilt leaves a single well."""
@@ -717,7 +733,7 @@ class EscapeAnalysis(Result):
             lines.append(self.verdict())
         return "\n".join(lines)
 
-    def plot(self, ax, **kw):
+    def plot(self, ax: Axes, **kw: Any) -> Axes:
         """Kaplan-Meier curve with its band, the fitted exponential and the predictions."""
         t_max = float(self.waiting.time.max())
         self.survival.plot(ax, label=kw.pop("label", f"{self.name} (KM)"), **kw)
@@ -730,7 +746,8 @@ class EscapeAnalysis(Result):
         return ax
 
 
-def analyze_run(run, label: str | None = None, confidence: float = 0.95, region=None,
+def analyze_run(run: Run, label: str | None = None, confidence: float = 0.95,
+                region: HalfSpace | Ball | None = None,
                 name: str | None = None) -> EscapeAnalysis:
     """Escape analysis of one run into region `label` of its first-passage observer (or,
     with `region` given, from its records).  DoubleWell runs whose region is a half-space
@@ -840,7 +857,7 @@ class EscapeSummary(Result):
         rows += self.verdict()
         return "\n".join(rows)
 
-    def plot(self, axes):
+    def plot(self, axes: Sequence[Axes] | np.ndarray) -> Sequence[Axes] | np.ndarray:
         """axes[0]: survival curves; axes[1]: Arrhenius plot (ln tau vs 1/T)."""
         ax0, ax1 = axes
         for r in self.runs:
@@ -866,8 +883,9 @@ class EscapeSummary(Result):
         return axes
 
 
-def escape_summary(runs, label: str | None = None, names=None, confidence: float = 0.95,
-                   region=None) -> EscapeSummary:
+def escape_summary(runs: Iterable[Run], label: str | None = None,
+                   names: Sequence[str | None] | None = None, confidence: float = 0.95,
+                   region: HalfSpace | Ball | None = None) -> EscapeSummary:
     """`analyze_run` on each run (Run objects; runs without a first-passage observer use
     `region` on their records), then `summarize_escape`."""
     runs = [check_run(r, "escape_summary") for r in check_run(runs, "escape_summary")]
@@ -878,7 +896,7 @@ def escape_summary(runs, label: str | None = None, names=None, confidence: float
         for r, n in zip(runs, names)))
 
 
-def summarize_escape(analyses) -> EscapeSummary:
+def summarize_escape(analyses: Iterable[EscapeAnalysis]) -> EscapeSummary:
     """EscapeSummary of `EscapeAnalysis` results: the Arrhenius fit of the simulated MFPTs
     across temperatures (when there are >= 2 distinct ones, all with events), and of the
     quadrature MFPTs when every run has one."""

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
@@ -38,6 +40,10 @@ from scipy import stats
 from ..errors import ConfigError
 from ..io.reader import Run, check_run
 from .result import Result
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
 
 MEASURES = {"sharpness": "sharpness (top Hessian eigenvalue)",
             "hessian_trace": "Hessian trace",
@@ -109,7 +115,7 @@ class FlatnessGeneralization(Result):
             s += f" (each at its lowest {self.stopped_by})"
         return s
 
-    def plot(self, ax, **kw):
+    def plot(self, ax: Axes, **kw: Any) -> Axes:
         """The target (test loss or error) against the measure, one point per replica
         (log-log)."""
         ax.scatter(self.sharpness, self.test_loss, s=kw.pop("s", 8), **kw)
@@ -118,7 +124,8 @@ class FlatnessGeneralization(Result):
         return ax
 
 
-def flatness_vs_generalization(sharpness, test_loss, train_loss=None, step=None,
+def flatness_vs_generalization(sharpness: ArrayLike, test_loss: ArrayLike,
+                               train_loss: ArrayLike | None = None, step: ArrayLike | None = None,
                                measure: str = "sharpness",
                                target: str = "test_loss") -> FlatnessGeneralization:
     """Rank correlations of per-replica sharpness (M,) with test loss (M,), also given the
@@ -171,7 +178,7 @@ class PooledCorrelation(Result):
                 f"{self.k - 1} dof (p = {self.q_p:.2g})")
 
 
-def pooled(fgs, partial: bool = False) -> PooledCorrelation:
+def pooled(fgs: Iterable[FlatnessGeneralization], partial: bool = False) -> PooledCorrelation:
     """Fixed-effect pooling of the points' correlations (`FlatnessGeneralization` each; the
     partial ones with `partial`): z_i = atanh(rho_i) with variance v_i = 1.06 / (n_i - 3)
     (n_i - 4 for partial), z = sum(z_i / v_i) / sum(1 / v_i), var z = 1 / sum(1 / v_i);
@@ -295,7 +302,7 @@ class MatchedFit(Result):
     within: PooledCorrelation | None
     pick: str = "first"
 
-    def table(self, labels=None) -> str:
+    def table(self, labels: Sequence[str] | None = None) -> str:
         """Per point: replicas in the band, median step, measure and test loss; then the
         correlations across and within points."""
         labels = labels or [f"point {i}" for i in range(len(self.reached))]
@@ -320,7 +327,7 @@ class MatchedFit(Result):
         return "\n".join(lines)
 
 
-def matched_fit(runs, level: float, factor: float = 1.5, measure: str = "sharpness",
+def matched_fit(runs: Iterable[Run], level: float, factor: float = 1.5, measure: str = "sharpness",
                 pick: str = "first", target: str = "test_loss") -> MatchedFit:
     """Compare the replicas of several runs (points) at equal training loss: each live
     replica at the first record holding `measure` whose train loss is <= level * factor,

@@ -21,7 +21,9 @@ weights received with the shrinkage they showed (equal if the gradient did not r
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +31,13 @@ from ..errors import ConfigError
 from ..io.reader import check_run
 from .escape import kaplan_meier
 from .result import Result
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from ..io.reader import Run
+    from .escape import Survival
 
 
 # ----------------------------------------------------------------------------- medians
@@ -47,7 +56,7 @@ def km_median(t: np.ndarray, event: np.ndarray) -> float:
     return float(t[hit[0]]) if hit.size else math.inf
 
 
-def bootstrap_median(t, event, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_median(t: ArrayLike, event: ArrayLike, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """(KM median, bootstrap standard error, fraction of resamples with a finite median)
     of right-censored times; the se uses the finite resamples (nan if fewer than 10)."""
     t, event = np.asarray(t, np.float64), np.asarray(event, bool)
@@ -111,20 +120,21 @@ class GrokkingTimes:
         hit = np.isfinite(t)
         return bootstrap_median(np.where(hit, t, self.end), hit, n_boot, seed)
 
-    def delay_survival(self):
+    def delay_survival(self) -> Survival:
         """Kaplan-Meier curve of the delay (`escape.Survival`) over the fitted replicas."""
         f = self.fitted
         if not f.any():
             raise ConfigError("no replica fitted the training set: no delay to analyse")
         return kaplan_meier(self.delay[f], self.generalized[f])
 
-    def fraction_generalized_by(self, t) -> np.ndarray:
+    def fraction_generalized_by(self, t: ArrayLike) -> np.ndarray:
         """1 - S(delay) at delays t (steps), Kaplan-Meier, with censored replicas at risk
         until their end."""
         return 1 - self.delay_survival().at(t)
 
 
-def grokking_times(steps, train_accuracy, test_accuracy, train_threshold: float = 1.0,
+def grokking_times(steps: ArrayLike, train_accuracy: ArrayLike, test_accuracy: ArrayLike,
+                   train_threshold: float = 1.0,
                    test_threshold: float = 0.9) -> GrokkingTimes:
     """`GrokkingTimes` from record steps (n,) and accuracies (n, M) (nan after divergence)."""
     steps = np.asarray(steps, np.float64)
@@ -244,7 +254,7 @@ class GrokkingPoint(Result):
             f"{_pm(s['sharp_fit'], s['sharp_fit_se'], 4)}, at generalization "
             f"{_pm(s['sharp_gen'], s['sharp_gen_se'], 4)}"])
 
-    def plot(self, axes) -> None:
+    def plot(self, axes: Sequence[Axes] | np.ndarray) -> None:
         """Three panels: median accuracies over steps; weight norm (median, 10-90 %) with
         the fit and generalization medians marked; sharpness (median over replicas)."""
         ax0, ax1, ax2 = axes
@@ -267,7 +277,7 @@ class GrokkingPoint(Result):
         ax2.set_yscale("log" if ys.size and np.all(ys > 0) else "linear")
         ax2.set(xlabel="step", ylabel="top Hessian eigenvalue (median)")
 
-    def plot_delay(self, ax, scaled: bool = True, **kw) -> None:
+    def plot_delay(self, ax: Axes, scaled: bool = True, **kw: Any) -> None:
         """Kaplan-Meier fraction of the fitted replicas generalized against the delay, in
         units of 1/(lr wd) when `scaled` (curves collapse if the delay is c/(lr wd))."""
         km = self.times.delay_survival()
@@ -294,7 +304,7 @@ def _pm(v: float, se: float, digits: int = 0) -> str:
     return out + (f" +- {fmt.format(se)}" if np.isfinite(v) and np.isfinite(se) else "")
 
 
-def run_grokking(run, train_threshold: float = 1.0, test_threshold: float = 0.9,
+def run_grokking(run: Run, train_threshold: float = 1.0, test_threshold: float = 0.9,
                  n_boot: int = 1000) -> GrokkingPoint:
     """`GrokkingPoint` of a run of scenarios/grokking.py (or any run recording
     train_accuracy, test_accuracy and weight_norm; sharpness optional)."""
@@ -376,7 +386,7 @@ def _wls(X: np.ndarray, y: np.ndarray, se: np.ndarray):
     return coef, np.sqrt(np.diag(cov)), chi2
 
 
-def delay_scaling(points) -> DelayScaling:
+def delay_scaling(points: Iterable[GrokkingPoint | Mapping[str, Any]]) -> DelayScaling:
     """`DelayScaling` over `GrokkingPoint`s' (or their summaries') median delays."""
     S = [p.summary() if isinstance(p, GrokkingPoint) else p for p in points]
     S = [s for s in S if np.isfinite(s["delay_median"]) and np.isfinite(s["delay_se"])
@@ -402,7 +412,7 @@ def delay_scaling(points) -> DelayScaling:
                         -s_lr, s_lr_se, -s_wd, s_wd_se, A, A_se, B, B_se, chi2_aff)
 
 
-def points_table(points) -> str:
+def points_table(points: Iterable[GrokkingPoint]) -> str:
     """One row per point, sorted by (lr, weight decay, training fraction, width): the width,
     the fraction of the pairs trained on, fitted/replicas, fraction of the fitted that
     generalized ± binomial se, median fit step, median delay ± bootstrap se and
