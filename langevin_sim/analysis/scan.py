@@ -11,14 +11,24 @@ run files of a path, figure paths, `save_figure`, the argparse type `int_at_leas
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError, quiet_closed_stdout, require
 
+if TYPE_CHECKING:
+    import xarray
+    from matplotlib.figure import Figure
 
-def run_files(path) -> list[Path]:
+    from ..io.reader import Run
+    from ..scan import Scan
+
+
+def run_files(path: str | os.PathLike) -> list[Path]:
     """The run files of `path`: itself (a .h5 file) or a scan directory's points/*.h5."""
     path = Path(path)
     files = [path] if path.is_file() else sorted((path / "points").glob("*.h5"))
@@ -27,14 +37,16 @@ def run_files(path) -> list[Path]:
     return files
 
 
-def figure_next_to(path, name: str) -> Path:
+def figure_next_to(path: str | os.PathLike, name: str) -> Path:
     """Default figure path of an analysis of `path`: DIR/<name>.png in a scan directory,
     <run stem>_<name>.png next to a run file."""
     path = Path(path)
     return path / f"{name}.png" if path.is_dir() else path.with_name(f"{path.stem}_{name}.png")
 
 
-def save_figure(fig, png=None, next_to=None, name: str = "figure", dpi: int = 80) -> Path:
+def save_figure(fig: Figure, png: str | os.PathLike | None = None,
+                next_to: str | os.PathLike | None = None, name: str = "figure",
+                dpi: int = 80) -> Path:
     """Lay out, save and close an analysis script's figure: to `png`, or by default to
     `figure_next_to(next_to, name)`; prints "figure: PATH" and returns the path."""
     import matplotlib.pyplot as plt
@@ -47,14 +59,14 @@ def save_figure(fig, png=None, next_to=None, name: str = "figure", dpi: int = 80
     return png
 
 
-def script(main) -> None:
+def script(main: Callable[[], object]) -> None:
     """Run an analysis script's main() under `errors.quiet_closed_stdout`
     (`python analysis/x.py RUN | head` exits quietly, status 141)."""
     with quiet_closed_stdout():
         main()
 
 
-def int_at_least(low: int):
+def int_at_least(low: int) -> Callable[[str], int]:
     """An argparse type for the analysis scripts: an integer >= low."""
     def parse(text: str) -> int:
         try:
@@ -67,7 +79,7 @@ def int_at_least(low: int):
     return parse
 
 
-def energy_summary(run, burn: float = 0.5) -> dict:
+def energy_summary(run: Run, burn: float = 0.5) -> dict[str, float]:
     """Mean energy over the last (1 - burn) of the records and the replicas that never diverged.
 
     With E[t, m] the recorded energies (float64, energy units) of records t >= burn * n and
@@ -95,7 +107,8 @@ def energy_summary(run, burn: float = 0.5) -> dict:
             "alive": float(alive.mean())}
 
 
-def gather(scan, fn=None, **kwargs):
+def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = None,
+           **kwargs: Any) -> xarray.Dataset:
     """xarray.Dataset of `fn(run, **kwargs)` over the points of `scan` (a `Scan`).
 
     fn returns a float (variable ``fn.__name__``) or a dict {name: float}; default
@@ -130,7 +143,8 @@ def gather(scan, fn=None, **kwargs):
     return ds
 
 
-def reduce_repeats(ds, mean: str = "energy_mean", se: str = "energy_se"):
+def reduce_repeats(ds: xarray.Dataset, mean: str = "energy_mean",
+                   se: str = "energy_se") -> xarray.Dataset:
     """Combine the ``repeat`` dimension: mean of the per-repeat means and their standard
     error sqrt(sum_r se_r^2) / R over the R repeats present (NaN repeats skipped).
 

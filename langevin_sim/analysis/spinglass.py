@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import brentq
@@ -36,6 +37,13 @@ from ..errors import ConfigError
 from ..io.reader import Run, check_run
 from .stationary import constant_temperature
 from .result import Result
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from ..io.reader import Series
+    from ..potentials import SphericalPSpin
 
 EPS = 1e-12
 
@@ -217,7 +225,7 @@ class PowerLawFit(Result):
                 f"{self.window[1]:.4g}] ({self.times.size} records): a = {self.a:.4f} +- "
                 f"{self.a_se:.4f}, c = {self.c:.4g}")
 
-    def plot(self, ax) -> None:
+    def plot(self, ax: Axes) -> None:
         """Log-log excess energy with error bars and the fitted line."""
         ax.errorbar(self.times, self.excess, self.excess_se, fmt="o", ms=3, label="mean e - e_inf")
         ax.plot(self.times, self.c * self.times ** -self.a, "k-",
@@ -233,7 +241,7 @@ def _loglog_slope(lt: np.ndarray, ly: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return slope, ly.mean(axis=-1) - slope * lt.mean()
 
 
-def fit_power_law(times, e, e_inf: float, t_min: float | None = None,
+def fit_power_law(times: ArrayLike, e: ArrayLike, e_inf: float, t_min: float | None = None,
                   t_max: float | None = None) -> PowerLawFit:
     """Fit log(<e>(t) - e_inf) = log c - a log t over records with t in [t_min, t_max], t > 0.
 
@@ -306,7 +314,7 @@ class Relaxation(Result):
                    f"{self.reference:.5f}: z = {self.z:+.2f}")
         return "\n".join(out)
 
-    def plot(self, ax) -> None:
+    def plot(self, ax: Axes) -> None:
         """e(t) on a log time axis with e_th, E_gs and the late-time reference."""
         pos = self.times > 0
         ax.fill_between(self.times[pos], (self.mean - 2 * self.se)[pos], (self.mean + 2 * self.se)[pos],
@@ -321,7 +329,7 @@ class Relaxation(Result):
         ax.legend(fontsize=7)
 
 
-def relaxation(times, e, p: int, variance: float, temperature: float = 0.0,
+def relaxation(times: ArrayLike, e: ArrayLike, p: int, variance: float, temperature: float = 0.0,
                t_min: float | None = None, t_max: float | None = None,
                late_from: float | None = None) -> Relaxation:
     """`Relaxation` of energies per spin e (n, M) at `times` (n,).  Below T_d the power law
@@ -417,7 +425,7 @@ class Aging(Result):
             return f"no aging resolved: C at the common lag changes by {z:+.1f} se with t_w"
         return f"not aging: C at the common lag falls with t_w ({z:+.1f} se)"
 
-    def plot(self, ax) -> None:
+    def plot(self, ax: Axes) -> None:
         """C against tau (log axis), one curve per waiting time."""
         for tw, lag, c in zip(self.waiting, self.lags, self.C):
             ok = np.isfinite(c) & (lag > 0)
@@ -427,7 +435,8 @@ class Aging(Result):
         ax.legend(fontsize=7)
 
 
-def two_time_correlation(times, x, waiting_times=None, level: float = 0.5) -> Aging:
+def two_time_correlation(times: ArrayLike, x: np.ndarray | Series,
+                         waiting_times: ArrayLike | None = None, level: float = 0.5) -> Aging:
     """C(t_w + tau, t_w) from positions x (n, M, N) (an array or a run's lazy `positions`)
     at the first records with t >= each waiting time (default: 4 log-spaced between the
     first record after t = 0 and a quarter of the run).  Replicas with non-finite positions
@@ -464,7 +473,7 @@ def two_time_correlation(times, x, waiting_times=None, level: float = 0.5) -> Ag
     return Aging(t[iw], lags, Cm, Cs, float(level), np.array(decay))
 
 
-def run_aging(run: Run, waiting_times=None, level: float = 0.5) -> Aging:
+def run_aging(run: Run, waiting_times: ArrayLike | None = None, level: float = 0.5) -> Aging:
     """`two_time_correlation` of a run's recorded positions on `run.time`."""
     run = check_run(run, "run_aging")
     if "positions" not in run.names:
@@ -490,12 +499,12 @@ class Overlaps(Result):
                 f"|q| quantiles 50/90/max {np.quantile(np.abs(q), 0.5):.3f} / "
                 f"{np.quantile(np.abs(q), 0.9):.3f} / {np.abs(q).max():.3f}")
 
-    def plot(self, ax) -> None:
+    def plot(self, ax: Axes) -> None:
         ax.hist(self.q, bins=40, range=(-1, 1), density=True, alpha=0.6, label="q_ab")
         ax.set(xlabel=r"$q_{ab}$", ylabel="density")
 
 
-def overlaps(x) -> Overlaps:
+def overlaps(x: ArrayLike) -> Overlaps:
     """`Overlaps` of positions x (M, N) (rows with non-finite entries dropped)."""
     x = np.asarray(x, np.float64)
     x = x[np.isfinite(x).all(axis=1)]
@@ -521,7 +530,7 @@ class HessianIndex(Result):
                 f"minima {np.mean(self.index == 0):.3f}; lowest eigenvalue median "
                 f"{np.median(self.lowest):.4g} [min {self.lowest.min():.4g}]")
 
-    def plot(self, ax) -> None:
+    def plot(self, ax: Axes) -> None:
         """Lowest Hessian eigenvalue against energy per spin, coloured by index."""
         sc = ax.scatter(self.energy, self.lowest, c=self.index, s=12, cmap="viridis")
         ax.axhline(0.0, color="k", lw=0.5)
@@ -529,7 +538,7 @@ class HessianIndex(Result):
         ax.set(xlabel="energy per spin", ylabel="lowest Hessian eigenvalue")
 
 
-def hessian_index(potential, x, rtol: float = 1e-10) -> HessianIndex:
+def hessian_index(potential: SphericalPSpin, x: ArrayLike, rtol: float = 1e-10) -> HessianIndex:
     """Index of the Riemannian Hessian (`potential.riemannian_hessian`) at x (M, N).
 
     The normal direction x (eigenvalue 0 of P H P) is lifted to a large positive value by

@@ -26,6 +26,7 @@ statistics, standard error alpha/sqrt(k); `hill_plot` shows it over k.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.optimize import brentq
@@ -34,6 +35,12 @@ from ..errors import ConfigError
 from ..io.reader import check_run
 from .stationary import alive_positions
 from .result import Result
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from numpy.typing import ArrayLike
+
+    from ..io.reader import Run
 
 
 # -- Hill estimator ---------------------------------------------------------------------------
@@ -58,7 +65,7 @@ class HillEstimate(Result):
         return (f"Hill alpha = {self.alpha:.3f} +- {self.se:.3f} (k = {self.k} of n = {self.n}, "
                 f"threshold {self.threshold:.4g})")
 
-    def plot(self, ax, samples=None):
+    def plot(self, ax: Axes, samples: ArrayLike | None = None) -> Axes:
         """Log-log survival function of `samples` above the threshold, with the Pareto fit
         (k/n) (u / threshold)^(-alpha) (the fit line alone without samples)."""
         u = np.geomspace(self.threshold, self.threshold * 10 ** (3 / self.alpha), 50)
@@ -91,7 +98,7 @@ def _hill_sorted(s, ks):
     return 1.0 / (csum[ks - 1] / ks - logs[ks])
 
 
-def hill(samples, k: int | None = None) -> HillEstimate:
+def hill(samples: ArrayLike, k: int | None = None) -> HillEstimate:
     """Hill estimate of the tail index alpha of P(X > u) ~ C u^-alpha from positive samples
     (any shape, non-finite ones dropped): alpha = 1 / mean_{i<=k} log(X_(i) / X_(k+1)),
     X_(1) >= X_(2) >= ... the order statistics; se = alpha / sqrt(k) (its asymptotic
@@ -123,7 +130,7 @@ class HillPlot(Result):
         rows += [f"{k:7d} {a:8.3f} {e:7.3f}" for k, a, e in zip(self.ks, self.alpha, self.se)]
         return "\n".join(rows)
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> Axes:
         """alpha_k +- 2 se against k (log axis), and the reference value."""
         ax.fill_between(self.ks, self.alpha - 2 * self.se, self.alpha + 2 * self.se, alpha=0.3)
         ax.semilogx(self.ks, self.alpha, "-", label="Hill estimate +- 2 se")
@@ -136,7 +143,7 @@ class HillPlot(Result):
         return ax
 
 
-def hill_plot(samples, ks=None, reference: float | None = None) -> HillPlot:
+def hill_plot(samples: ArrayLike, ks: ArrayLike | None = None, reference: float | None = None) -> HillPlot:
     """Hill estimates over ks (default 40 values log-spaced from 10 to n/5)."""
     s = _positive(samples)
     n = s.size
@@ -149,7 +156,7 @@ def hill_plot(samples, ks=None, reference: float | None = None) -> HillPlot:
 
 
 # -- Kesten's tail index ---------------------------------------------------------------------
-def _check_data(A, lr, batch_size):
+def _check_data(A: ArrayLike, lr: float, batch_size: int) -> np.ndarray:
     A = np.asarray(A, np.float64)
     if A.ndim != 2 or A.shape[0] < 1:
         raise ConfigError(f"A must be the (n, d) data matrix, got shape {A.shape}")
@@ -158,7 +165,7 @@ def _check_data(A, lr, batch_size):
     return A
 
 
-def moment_exponent_2(A, lr: float, batch_size: int = 1) -> float:
+def moment_exponent_2(A: ArrayLike, lr: float, batch_size: int = 1) -> float:
     """h(2) = log rho(E[A_t (x) A_t]) exactly (A_t = I - eta S, S = (1/b) sum_{B} a a^T with b
     i.i.d. rows): E|A_k...A_1 u|^2 = u^T E[..] u grows like rho^k.  Uses
     E[S (x) S] = (1/b) E[a a^T (x) a a^T] + (1 - 1/b) E[a a^T] (x) E[a a^T]; d^2 x d^2."""
@@ -173,7 +180,7 @@ def moment_exponent_2(A, lr: float, batch_size: int = 1) -> float:
     return float(np.log(np.max(np.abs(np.linalg.eigvals(K)))))
 
 
-def moment_exponent(A, lr: float, alpha: float, batch_size: int = 1, walkers: int = 4000,
+def moment_exponent(A: ArrayLike, lr: float, alpha: float, batch_size: int = 1, walkers: int = 4000,
                     steps: int = 400, burn: int = 50, seed: int = 0) -> tuple[float, float]:
     """Monte Carlo h(alpha) = lim (1/k) log E|A_k ... A_1 u|^alpha and its standard error.
 
@@ -231,7 +238,7 @@ class KestenIndex(Result):
                 f"{self.batch_size}, n = {self.n}, d = {self.d}); exact h(2) = {self.h2:.4f} "
                 f"({'alpha < 2' if self.h2 > 0 else 'alpha >= 2'})")
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> Axes:
         """The moment exponent h(alpha) and its root."""
         ax.plot(self.alphas, self.h, ".-", label="h(alpha)")
         ax.axhline(0.0, color="k", lw=0.5)
@@ -242,7 +249,7 @@ class KestenIndex(Result):
         return ax
 
 
-def kesten_alpha(A, lr: float, batch_size: int = 1, alpha_max: float = 64.0, walkers: int = 4000,
+def kesten_alpha(A: ArrayLike, lr: float, batch_size: int = 1, alpha_max: float = 64.0, walkers: int = 4000,
                  steps: int = 400, seed: int = 0) -> KestenIndex:
     """Tail index alpha of stationary SGD on least squares with data rows A (n, d), learning
     rate lr and i.i.d. batches of `batch_size`: the positive root of h(alpha) (module
@@ -342,7 +349,7 @@ class TailComparison(Result):
         lines = [self.hill.table(), self.kesten.table(), self.verdict()]
         return "\n".join(lines + ([self.note] if self.note else []))
 
-    def plot(self, ax):
+    def plot(self, ax: Axes) -> Axes:
         """Hill plot with Kesten's alpha and the chosen k marked."""
         self.hill_plot.plot(ax)
         ax.errorbar([self.hill.k], [self.hill.alpha], yerr=[2 * self.hill.se], fmt="o", color="C3",
@@ -351,7 +358,8 @@ class TailComparison(Result):
         return ax
 
 
-def run_tail_index(run, records: int = 1, k: int | None = None, **kesten_kw) -> TailComparison:
+def run_tail_index(run: Run, records: int = 1, k: int | None = None,
+                   **kesten_kw: Any) -> TailComparison:
     """Hill estimate of |x - x*| (x* = `minimizer()`) over the live replicas of the last
     `records` records of an SGD run on LinearRegression (records pooled: space them beyond
     the mixing time), against `kesten_alpha` of the run's data set, lr and batch size.
