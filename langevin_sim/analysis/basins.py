@@ -77,8 +77,9 @@ class Quench(Result):
         return ax
 
 
-def quench(potential: Potential | GradNormSquared | WeightDecayed, x: ArrayLike, gtol: float = 1e-8, max_iter: int = 1000, memory: int = 8,
-           max_step: float | None = None) -> Quench:
+def quench(potential: Potential | GradNormSquared | WeightDecayed, x: ArrayLike,
+           gtol: float = 1e-8, max_iter: int = 1000, memory: int = 8, max_step: float | None = None
+           ) -> Quench:
     """Minimize U from every row of x (M, d) at once by L-BFGS with Armijo backtracking.
 
     Each replica keeps its own `memory` curvature pairs (s, y) and stops when

@@ -297,9 +297,10 @@ def _epoch_moments(T, batch_size: int, Q, phase: int, Qi=None):
     return m0 + shift, 0.5 * (cov + cov.T), rho
 
 
-def sgd_law(potential: LinearRegression | Quadratic, lr: float, batch_size: int | None = None, momentum: float = 0.0,
-            weight_decay: float = 0.0, temperature: float = 0.0, sampling: str = "iid",
-            phase: int = 0, label_noise: float = 0.0, grad_noise: float = 0.0) -> StationaryLaw:
+def sgd_law(potential: LinearRegression | Quadratic, lr: float, batch_size: int | None = None,
+            momentum: float = 0.0, weight_decay: float = 0.0, temperature: float = 0.0,
+            sampling: str = "iid", phase: int = 0, label_noise: float = 0.0,
+            grad_noise: float = 0.0) -> StationaryLaw:
     """Exact stationary law of SGD (dynamics.sgd.SGD) on a quadratic finite-sum loss.
 
     Noise models of `SGD` (additive, mean 0 given the batch, so they only add to the noise
@@ -374,9 +375,10 @@ def sgd_law(potential: LinearRegression | Quadratic, lr: float, batch_size: int 
                          f"{note}; mean-square spectral radius {rho:.4f}", momentum_cov=S[d:, d:])
 
 
-def sgd_lyapunov_law(potential: LinearRegression | Quadratic, lr: float, batch_size: int | None = None, momentum: float = 0.0,
-                     weight_decay: float = 0.0, temperature: float = 0.0,
-                     sampling: str = "iid") -> StationaryLaw:
+def sgd_lyapunov_law(potential: LinearRegression | Quadratic, lr: float,
+                     batch_size: int | None = None, momentum: float = 0.0,
+                     weight_decay: float = 0.0, temperature: float = 0.0, sampling: str = "iid"
+                     ) -> StationaryLaw:
     """Continuous-time (Ornstein-Uhlenbeck) approximation of SGD's stationary law.
 
     A Sigma + Sigma A = lr f C / (1 - mu) + 2 T (1 - mu) I  (Mandt, Hoffman & Blei 2017 for
@@ -434,9 +436,9 @@ class LyapunovGap(Result):
         ax.legend(fontsize="small")
 
 
-def lyapunov_gap(potential: LinearRegression | Quadratic, lrs: ArrayLike, batch_size: int | None = None, momentum: float = 0.0,
-                 weight_decay: float = 0.0, temperature: float = 0.0,
-                 sampling: str = "iid") -> LyapunovGap:
+def lyapunov_gap(potential: LinearRegression | Quadratic, lrs: ArrayLike,
+                 batch_size: int | None = None, momentum: float = 0.0, weight_decay: float = 0.0,
+                 temperature: float = 0.0, sampling: str = "iid") -> LyapunovGap:
     """`sgd_lyapunov_law` against `sgd_law` at each lr of `lrs` (same other arguments)."""
     P, q = _samples(potential)
     _noise_factor(q.shape[0], batch_size, sampling)              # validate before the loop
@@ -530,8 +532,9 @@ class LinearizedSGD(Result):
         ax.legend(fontsize="small")
 
 
-def linearized_sgd(H: ArrayLike, C: ArrayLike, lr: float, batch_size: int | None, n: int, sampling: str = "iid",
-                   k: int | None = None, momentum: float = 0.0) -> LinearizedSGD:
+def linearized_sgd(H: ArrayLike, C: ArrayLike, lr: float, batch_size: int | None, n: int,
+                   sampling: str = "iid", k: int | None = None, momentum: float = 0.0
+                   ) -> LinearizedSGD:
     """`LinearizedSGD` from the Hessian H (d, d) and per-sample gradient covariance C (d, d)
     at a minimum (`gradient_noise_covariance`), for SGD with learning rate lr, heavy-ball
     `momentum` mu in [0, 1) and batches of `batch_size` of n samples drawn by `sampling`
@@ -681,7 +684,8 @@ class SampleMoments(Result):
         ax.set(xlabel="entry (i <= j, row-major)", ylabel="covariance ± 2 se")
 
 
-def sample_moments(data: Run | Records | ArrayLike, name: str = "positions", burn: int = 0) -> SampleMoments:
+def sample_moments(data: Run | Records | ArrayLike, name: str = "positions", burn: int = 0
+                   ) -> SampleMoments:
     """`SampleMoments` of an (n_records, M, d) array, or of a `Run`'s series `name`, after
     `burn` records (diverged replicas dropped; >= 4 records needed for the ESS)."""
     x = load_records(data, name).after(int(burn)).values
@@ -890,8 +894,9 @@ def compare_covariance(data: Run | Records | ArrayLike, law: StationaryLaw,
 
 # --------------------------------------------------------------------- marginals
 
-def gaussian_marginal_fits(data: Run | Records | ArrayLike, law: StationaryLaw, *, name: str = "positions",
-                           record: int = -1, bins: int = 30) -> tuple[MarginalFit, ...]:
+def gaussian_marginal_fits(data: Run | Records | ArrayLike, law: StationaryLaw, *,
+                           name: str = "positions", record: int = -1, bins: int = 30
+                           ) -> tuple[MarginalFit, ...]:
     """Chi-square fits of each eigen-coordinate y_k = ((x - law.mean) @ basis)_k of one
     record (replicas are independent samples) to its predicted density N(0, var_k),
     by `stationary.fit_marginal` (quadrature of exp(-y^2 / (2 var_k)))."""
@@ -902,7 +907,8 @@ def gaussian_marginal_fits(data: Run | Records | ArrayLike, law: StationaryLaw, 
                  for k, v in enumerate(var))
 
 
-def gibbs_energy_fit(energies: ArrayLike, d: int, temperature: float, bins: int = 30) -> MarginalFit:
+def gibbs_energy_fit(energies: ArrayLike, d: int, temperature: float, bins: int = 30
+                     ) -> MarginalFit:
     """Chi-square fit of independent energies U - U_min of a d-dimensional quadratic under
     Gibbs, U / T ~ Gamma(d / 2): density exp(-(u - (d/2 - 1) T ln u) / T) on u > 0
     (`stationary.fit_marginal`).  Exact for BAOAB positions; not for Euler-Maruyama or SGD,

@@ -151,8 +151,8 @@ class CriticalPoints(Result):
         return "\n".join(lines)
 
 
-def critical_points(potential: Potential, starts: ArrayLike, tol: float = 1e-6, max_iter: int = 3000,
-                    memory: int = 10, cluster_tol: float | None = None,
+def critical_points(potential: Potential, starts: ArrayLike, tol: float = 1e-6,
+                    max_iter: int = 3000, memory: int = 10, cluster_tol: float | None = None,
                     rtol: float = 1e-7, far: float = 10.0) -> CriticalPoints:
     """Critical points of `potential` reached by minimizing |grad U|^2 / 2 (module docstring)
     from every row of `starts` (M, d) at once.
@@ -301,8 +301,8 @@ class MinimaCount:
         return f1 * (f1 - 1) / (2 * (f2 + 1))
 
 
-def count_minima(potential: Potential, starts: ArrayLike, tol: float | None = None, gtol: float = 1e-9,
-                 max_iter: int = 2000) -> MinimaCount:
+def count_minima(potential: Potential, starts: ArrayLike, tol: float | None = None,
+                 gtol: float = 1e-9, max_iter: int = 2000) -> MinimaCount:
     """Quench U (`basins.find_basins`) from every row of `starts` (M, d), merge end points within
     `tol` (default 1e-4 sqrt(d)), keep those whose Hessian (tangent space on the sphere) has
     no negative eigenvalue."""
@@ -485,10 +485,10 @@ class WeightDecayed:
         return H
 
 
-def descent_census(potential: Potential, starts: ArrayLike, gtol: float = 1e-9, max_iter: int = 4000,
-                   memory: int = 10, bottom_rtol: float = 1e-6, far: float = 10.0,
-                   rtol: float = 1e-6, dynamics: Dynamics | None = None, steps: int = 0,
-                   backend: str = "numba", weight_decay: float = 0.0,
+def descent_census(potential: Potential, starts: ArrayLike, gtol: float = 1e-9,
+                   max_iter: int = 4000, memory: int = 10, bottom_rtol: float = 1e-6,
+                   far: float = 10.0, rtol: float = 1e-6, dynamics: Dynamics | None = None,
+                   steps: int = 0, backend: str = "numba", weight_decay: float = 0.0,
                    **quench_kw: Any) -> DescentCensus:
     """Quench U (`basins.quench`, L-BFGS) from every row of `starts` (M, d) and classify each
     end point (`DescentCensus`): at the bottom (within bottom_rtol of the drop from a typical

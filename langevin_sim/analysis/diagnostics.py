@@ -233,8 +233,8 @@ class SeriesDiagnostics(Result):
         ax.legend(fontsize="small")
 
 
-def diagnose(data: Run | Records | ArrayLike, name: str | None = None, *, burn: int = 0, superchains: int = 4,
-             max_lag: int = 50) -> tuple[SeriesDiagnostics, ...]:
+def diagnose(data: Run | Records | ArrayLike, name: str | None = None, *, burn: int = 0,
+             superchains: int = 4, max_lag: int = 50) -> tuple[SeriesDiagnostics, ...]:
     """ArviZ diagnostics of every trailing component of a series, after `burn` records.
 
     data: (n_records, M, ...) array, `Records`, or a `Run` with series `name` (diverged

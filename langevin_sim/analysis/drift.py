@@ -128,8 +128,8 @@ class DriftFit(Result):
         ax.legend(fontsize=7)
 
 
-def fit_drift(times: ArrayLike, s: ArrayLike, t_min: float | None = None, t_max: float | None = None,
-              region: tuple[float, float] | None = None,
+def fit_drift(times: ArrayLike, s: ArrayLike, t_min: float | None = None,
+              t_max: float | None = None, region: tuple[float, float] | None = None,
               predictions: tuple[tuple[str, float, float], ...] = ()) -> DriftFit:
     """v and D of coordinate `s` (n, M) at record `times` (n,) over records in [t_min, t_max].
 
@@ -505,8 +505,8 @@ def run_time_to_target(run: Run, target: tuple[float, float],
     return time_to_target(run.time, manifold_coordinate(run, coordinate), target)
 
 
-def run_density(run: Run, records: ArrayLike | None = None, bins: int = 30, temperature: float | None = None
-                ) -> DensityEvolution:
+def run_density(run: Run, records: ArrayLike | None = None, bins: int = 30,
+                temperature: float | None = None) -> DensityEvolution:
     """`density_evolution` of a Valley run's s against Valley.log_density(s, T) on the walls'
     interval (line with bounds) or the range of the samples."""
     pot = run.potential

@@ -288,7 +288,8 @@ class Survival(Result):
         return ax
 
 
-def kaplan_meier(times: WaitingTimes | ArrayLike, event: ArrayLike | None = None, confidence: float = 0.95) -> Survival:
+def kaplan_meier(times: WaitingTimes | ArrayLike, event: ArrayLike | None = None,
+                 confidence: float = 0.95) -> Survival:
     """Kaplan-Meier survival of right-censored times (a WaitingTimes, or times (n,) and
     event (n,) bool, True = observed entry) by `scipy.stats.ecdf`, with Greenwood's variance."""
     t, e, label = _pairs(times, event)
@@ -532,8 +533,8 @@ class KramersRate(Result):
         return ax
 
 
-def kramers_rate(potential: Potential, x_min: ArrayLike, x_saddle: ArrayLike, temperature: float, friction: float | None = None,
-                 mass: float = 1.0) -> KramersRate:
+def kramers_rate(potential: Potential, x_min: ArrayLike, x_saddle: ArrayLike, temperature: float,
+                 friction: float | None = None, mass: float = 1.0) -> KramersRate:
     """Kramers-Eyring rate out of the minimum x_min (d,) over the saddle x_saddle (d,) of
     `potential` at temperature T, from their Hessians (`potential.hessian`); overdamped
     (friction None: dx = -grad U dt + sqrt(2T) dW) or underdamped with friction gamma."""

@@ -56,7 +56,8 @@ def km_median(t: np.ndarray, event: np.ndarray) -> float:
     return float(t[hit[0]]) if hit.size else math.inf
 
 
-def bootstrap_median(t: ArrayLike, event: ArrayLike, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_median(t: ArrayLike, event: ArrayLike, n_boot: int = 1000, seed: int = 0
+                     ) -> tuple[float, float, float]:
     """(KM median, bootstrap standard error, fraction of resamples with a finite median)
     of right-censored times; the se uses the finite resamples (nan if fewer than 10)."""
     t, event = np.asarray(t, np.float64), np.asarray(event, bool)

@@ -77,8 +77,9 @@ def label_occupancy(potential: MultiWell, temperature: float, bounds: ArrayLike,
     return np.bincount(lab, weights=w, minlength=K)[:K] / w.sum()
 
 
-def blowtorch_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int | None, bounds: ArrayLike,
-                        sampling: str = "iid", n_grid: int = 20001) -> np.ndarray:
+def blowtorch_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int | None,
+                        bounds: ArrayLike, sampling: str = "iid", n_grid: int = 20001
+                        ) -> np.ndarray:
     """Occupancy of each `basin` label (K,) under the small-lr diffusion limit of SGD in
     d = 1: p(x) ∝ exp(-Phi(x)) / D(x), Phi = int U'/D, D(x) = lr f Var_i(l_i'(x)) / 2, on a
     grid of n_grid points over bounds (1, 2).  Exact for that diffusion (zero flux in 1-D);

@@ -143,7 +143,8 @@ class HillPlot(Result):
         return ax
 
 
-def hill_plot(samples: ArrayLike, ks: ArrayLike | None = None, reference: float | None = None) -> HillPlot:
+def hill_plot(samples: ArrayLike, ks: ArrayLike | None = None, reference: float | None = None
+              ) -> HillPlot:
     """Hill estimates over ks (default 40 values log-spaced from 10 to n/5)."""
     s = _positive(samples)
     n = s.size
@@ -249,8 +250,8 @@ class KestenIndex(Result):
         return ax
 
 
-def kesten_alpha(A: ArrayLike, lr: float, batch_size: int = 1, alpha_max: float = 64.0, walkers: int = 4000,
-                 steps: int = 400, seed: int = 0) -> KestenIndex:
+def kesten_alpha(A: ArrayLike, lr: float, batch_size: int = 1, alpha_max: float = 64.0,
+                 walkers: int = 4000, steps: int = 400, seed: int = 0) -> KestenIndex:
     """Tail index alpha of stationary SGD on least squares with data rows A (n, d), learning
     rate lr and i.i.d. batches of `batch_size`: the positive root of h(alpha) (module
     docstring).  d = 1, b = 1: exact root of log mean_i |1 - lr a_i^2|^alpha (brentq).
