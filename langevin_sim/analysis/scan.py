@@ -11,7 +11,6 @@ run files of a path, figure paths, `save_figure`, the argparse type `int_at_leas
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,8 @@ import numpy as np
 from ..errors import ConfigError, quiet_closed_stdout, require
 
 if TYPE_CHECKING:
+    import os
+
     import xarray
     from matplotlib.figure import Figure
 
