@@ -5,7 +5,7 @@ Rebuilds the scan's manifest from its files (langevin_sim.scan.open_scan), takes
 finished point's mean energy over the last (1 - F) of its records and its surviving
 replicas (langevin_sim.analysis.scan.energy_summary), combines repeats, prints the table
 and plots mean energy (with standard errors) against KEY (default: the first scan key),
-one line per value of the other scan keys.
+one line per value of the other scan keys (per zip row when KEY is a grid key).
 """
 import argparse
 import sys
@@ -47,7 +47,9 @@ def main(argv=None):
     keys = [k for k in scan.keys if k in table.columns]
     table = table[keys + ["energy_mean", "energy_se", "n_repeat"]].sort_values(keys)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
-    others = [k for k in scan.grid if k != x] if x in scan.grid else list(scan.grid)
+    # one line per value of every other scan key: the other grid keys, and the zip keys
+    # unless x is one of them (the zip keys vary together with it)
+    others = [k for k in scan.grid if k != x] + ([] if x in scan.zip else list(scan.zip))
     fig, ax = plt.subplots(figsize=(6, 4))
     groups = table.groupby(others, sort=True) if others else [((), table)]
     for key, g in groups:

@@ -686,3 +686,24 @@ def test_a_parameter_added_to_the_scenario_at_its_default_keeps_the_scan(tmp_pat
     with pytest.raises(ConfigError, match=r"other base parameters \(friction: 0.0 -> 0.5\)"):
         run_scan(old, grid={"temperature": [0.5, 1.0]}, sets=["steps=20", "friction=0.5"],
                  out=out, workers=1)
+
+
+def test_scan_summary_plot_keeps_zip_rows_apart(tmp_path, monkeypatch):
+    """--x a grid key of a scan that also has zip keys: one line per zip row (and per value of
+    the other grid keys), not one line zigzagging through the zip rows' points."""
+    import matplotlib.axes
+
+    scan = run_scan(SCEN, grid={"curvature": [1.0, 2.0]},
+                    zipped={"temperature": [0.5, 2.0], "step": [0.02, 0.05]},
+                    sets={"steps": 40, "record_every": 10, "replicas": 8}, out=tmp_path / "z",
+                    workers=1, progress=False)
+    lines = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
+                        lambda self, x, y, **kw: lines.append((list(x), kw.get("label"))))
+    main = runpy.run_path(str(ROOT / "analysis" / "scan_summary.py"))["main"]
+    table = main([str(scan.root), "--x", "curvature", "--png", str(tmp_path / "s.png")])
+    assert len(table) == 4
+    assert len(lines) == 2, lines                     # one per zip row (temperature, step)
+    assert all(x == [1.0, 2.0] for x, _ in lines), lines
+    assert {label for _, label in lines} == {"temperature=0.5, step=0.02",
+                                             "temperature=2, step=0.05"}
