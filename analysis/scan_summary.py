@@ -4,6 +4,7 @@ usage: python analysis/scan_summary.py DIR [--x KEY] [--burn F] [--png PATH]
 Rebuilds the scan's manifest from its files (langevin_sim.scan.open_scan), takes each
 finished point's mean energy over the last (1 - F) of its records and its surviving
 replicas (langevin_sim.analysis.scan.energy_summary), combines repeats, prints the table
+(with `alive`, the fraction of replicas that never diverged, and a note when it is < 1)
 and plots mean energy (with standard errors) against KEY (default: the first scan key),
 one line per value of the other scan keys (per zip row when KEY is a grid key).
 """
@@ -45,8 +46,12 @@ def main(argv=None):
         sys.exit(2)
     table = red.to_dataframe().reset_index()
     keys = [k for k in scan.keys if k in table.columns]
-    table = table[keys + ["energy_mean", "energy_se", "n_repeat"]].sort_values(keys)
+    table = table[keys + ["energy_mean", "energy_se", "n_repeat", "alive"]].sort_values(keys)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    lost = int((table["alive"] < 1).sum())
+    if lost:
+        print(f"note: {lost} point(s) lost replicas to divergence (alive < 1: the fraction of "
+              "replicas that never diverged): their mean energy is over the survivors only")
     # one line per value of every other scan key: the other grid keys, and the zip keys
     # unless x is one of them (the zip keys vary together with it)
     others = [k for k in scan.grid if k != x] + ([] if x in scan.zip else list(scan.zip))

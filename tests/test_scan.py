@@ -707,3 +707,26 @@ def test_scan_summary_plot_keeps_zip_rows_apart(tmp_path, monkeypatch):
     assert all(x == [1.0, 2.0] for x, _ in lines), lines
     assert {label for _, label in lines} == {"temperature=0.5, step=0.02",
                                              "temperature=2, step=0.05"}
+
+
+def test_scan_summary_shows_points_that_lost_replicas_to_divergence(tmp_path, capsys):
+    """A point where some (not all) replicas diverged is `done` and its mean energy is over the
+    survivors only: the table must say so (alive < 1), not print it like any other point."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scan = run_scan(str(ROOT / "scenarios" / "double_well.py"), grid={"step": [0.002, 0.1]},
+                        sets={"steps": 2000, "record_every": 200, "replicas": 32,
+                              "temperature": 1.0, "backend": "numpy"},
+                        out=tmp_path / "pd", workers=1, progress=False)
+    from langevin_sim.analysis.scan import reduce_repeats
+
+    red = reduce_repeats(scan.summarize())
+    alive = red["alive"].to_series()
+    assert alive[0.002] == 1.0 and 0 < alive[0.1] < 1, alive
+    main = runpy.run_path(str(ROOT / "analysis" / "scan_summary.py"))["main"]
+    table = main([str(scan.root), "--png", str(tmp_path / "s.png")])
+    assert list(table["alive"]) == [1.0, alive[0.1]]
+    out = capsys.readouterr().out
+    assert "1 point(s) lost replicas to divergence" in out, out

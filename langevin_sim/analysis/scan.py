@@ -149,11 +149,16 @@ def reduce_repeats(ds: xarray.Dataset, mean: str = "energy_mean",
     """Combine the ``repeat`` dimension: mean of the per-repeat means and their standard
     error sqrt(sum_r se_r^2) / R over the R repeats present (NaN repeats skipped).
 
-    Returns a Dataset with `mean`, `se` and ``n_repeat`` over the remaining dimensions.
+    Returns a Dataset with `mean`, `se` and ``n_repeat`` over the remaining dimensions, and
+    ``alive`` (the mean over those repeats of the fraction of replicas that never diverged)
+    when `ds` has it: below 1, `mean` is over the surviving replicas only.
     """
     xr = require("xarray", "analysis", "combining a scan's repeats")
     ok = ds[mean].notnull()
     n = ok.sum("repeat")
     m = ds[mean].where(ok).sum("repeat") / n
     s = np.sqrt((ds[se].where(ok) ** 2).sum("repeat")) / n
-    return xr.Dataset({mean: m.where(n > 0), se: s.where(n > 0), "n_repeat": n})
+    out = {mean: m.where(n > 0), se: s.where(n > 0), "n_repeat": n}
+    if "alive" in ds:
+        out["alive"] = (ds["alive"].where(ok).sum("repeat") / n).where(n > 0)
+    return xr.Dataset(out)
