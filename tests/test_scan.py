@@ -730,3 +730,16 @@ def test_scan_summary_shows_points_that_lost_replicas_to_divergence(tmp_path, ca
     assert list(table["alive"]) == [1.0, alive[0.1]]
     out = capsys.readouterr().out
     assert "1 point(s) lost replicas to divergence" in out, out
+
+
+def test_a_scheduler_address_of_another_scheme_is_one_line_before_any_file(tmp_path, capsys):
+    """--scheduler http://HOST:8787 (the dashboard's URL): one line naming tcp://HOST:PORT,
+    nothing written (it was a ValueError traceback, then a 60 s hang closing the client)."""
+    out = tmp_path / "dash"
+    code = cli(["scan", SCEN, "--grid", "temperature=1.0", "--set", "steps=20", "--out",
+                str(out), "--scheduler", "http://127.0.0.1:8787"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("langevin-sim: error: --scheduler http://127.0.0.1:8787") \
+        and "tcp://" in err[0], err
+    assert not out.exists()

@@ -45,6 +45,8 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
     if workers is None or int(workers) > 1:       # before any file is written
         require("distributed", "scan", "a scan on a Dask cluster (workers > 1, a scheduler "
                 "or the default local cluster; workers=1 runs serially without it)")
+    if isinstance(scheduler, str):
+        _check_scheduler_address(scheduler)
     if threads is not None and int(threads) < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
     scenario = os.path.abspath(os.fspath(scenario))
@@ -90,6 +92,20 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
         finally:
             state.close()
     return open_scan(root)
+
+
+def _check_scheduler_address(address: str) -> None:
+    """Refuse, before any file is written, an address Dask cannot connect to by its scheme
+    (http://HOST:8787 is the dashboard's URL, not the scheduler's address)."""
+    from distributed.comm.addressing import parse_address
+    from distributed.comm.registry import get_backend
+
+    try:
+        get_backend(parse_address(address)[0])
+    except ValueError as e:
+        raise ConfigError(f"--scheduler {address}: not a Dask scheduler address ({e}); give "
+                          "tcp://HOST:PORT, the port the scheduler listens on (8786 by default, "
+                          "not the dashboard's 8787)") from None
 
 
 def _defaults(params_cls) -> dict:
