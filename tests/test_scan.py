@@ -679,13 +679,43 @@ def test_a_parameter_added_to_the_scenario_at_its_default_keeps_the_scan(tmp_pat
     old.write_text(src.replace('    step: float = param(0.05, "Euler-Maruyama time step")\n',
                                '    step: float = param(0.05, "Euler-Maruyama time step")\n'
                                '    friction: float = param(0.0, "added later; 0: as before")\n'))
-    again = run_scan(old, grid={"temperature": [0.5, 1.0]}, sets=["steps=20"], out=out, workers=1)
+    with pytest.raises(ConfigError, match=r"well.py changed since .* --scenario-edited"):
+        run_scan(old, grid={"temperature": [0.5, 1.0]}, sets=["steps=20"], out=out, workers=1)
+    again = run_scan(old, grid={"temperature": [0.5, 1.0]}, sets=["steps=20"], out=out, workers=1,
+                     scenario_edited=True)
     assert (again.manifest["status"] == "done").all()
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert json.loads((out / "scan.json").read_text())["base"]["friction"] == 0.0
     with pytest.raises(ConfigError, match=r"other base parameters \(friction: 0.0 -> 0.5\)"):
         run_scan(old, grid={"temperature": [0.5, 1.0]}, sets=["steps=20", "friction=0.5"],
-                 out=out, workers=1)
+                 out=out, workers=1, scenario_edited=True)
+
+
+def test_an_edited_scenario_does_not_extend_its_scan_silently(tmp_path, capsys):
+    """A scenario file edited after its scan began (here: every temperature x 4, a wider
+    grid) is refused on the rerun, before anything is written, naming the way out; the CLI
+    says it in one line and resumes with --scenario-edited."""
+    scen = tmp_path / "well.py"
+    shutil.copy(SCEN, scen)
+    out = tmp_path / "scan"
+    run_scan(scen, grid={"temperature": [0.5, 1.0]}, sets=["steps=20"], out=out, workers=1)
+    before = (out / "scan.json").read_text()
+    src = scen.read_text()
+    assert src.count("temperature=p.temperature") == 1
+    scen.write_text(src.replace("temperature=p.temperature", "temperature=4 * p.temperature"))
+    with pytest.raises(ConfigError, match="changed since"):
+        run_scan(scen, grid={"temperature": [0.5, 1.0, 2.0]}, sets=["steps=20"], out=out,
+                 workers=1)
+    assert (out / "scan.json").read_text() == before and len(list((out / "points").glob("*.h5"))) == 2
+    from langevin_sim.cli import main as cli
+
+    args = ["scan", str(scen), "--grid", "temperature=0.5,1.0,2.0", "--set", "steps=20",
+            "--out", str(out), "--workers", "1"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--scenario-edited" in err[0], err
+    assert cli(args + ["--scenario-edited"]) == 0
+    assert len(list((out / "points").glob("*.h5"))) == 3
 
 
 def test_scan_summary_plot_keeps_zip_rows_apart(tmp_path, monkeypatch):
@@ -743,3 +773,50 @@ def test_a_scheduler_address_of_another_scheme_is_one_line_before_any_file(tmp_p
     assert err[0].startswith("langevin-sim: error: --scheduler http://127.0.0.1:8787") \
         and "tcp://" in err[0], err
     assert not out.exists()
+
+
+def test_a_stopped_scan_says_so_in_one_line_with_a_manifest_read_from_the_files(
+        tmp_path, monkeypatch, capsys):
+    """Ctrl-C while a point is in flight (here: its file finished, its report never came
+    back): one line with the points' states and how to resume, status 130, and a manifest
+    that says what the files say (it kept the in-flight point 'pending')."""
+    import pandas as pd
+
+    from langevin_sim.cli import main as cli
+    from langevin_sim.scan import runner
+
+    real, calls = runner.run_point, []
+
+    def interrupted(task):
+        calls.append(task)
+        if len(calls) == 2:
+            real(task)                 # finished on disk, never reported
+            raise KeyboardInterrupt
+        return real(task)
+    monkeypatch.setattr(runner, "run_point", interrupted)
+    out = tmp_path / "scan"
+    args = ["scan", SCEN, "--grid", "temperature=0.5,1.0,2.0", "--set", "steps=20",
+            "--out", str(out), "--workers", "1"]
+    assert cli(args) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["langevin-sim: scan stopped (2 done, 1 pending); rerun the same command to "
+                   "resume it"], err
+    status = pd.read_csv(out / "manifest.csv")["status"]
+    assert sorted(status) == ["done", "done", "pending"]
+    monkeypatch.setattr(runner, "run_point", real)
+    assert cli(args) == 0 and len(calls) == 2
+
+
+def test_a_scan_that_ran_nothing_does_not_hold_its_directory(tmp_path):
+    """A base value every point refuses (replicas=0: each fails before writing a file) leaves
+    no run file; the corrected command then runs in the same directory (it was refused as
+    'other base parameters')."""
+    out = tmp_path / "scan"
+    bad = run_scan(SCEN, grid={"temperature": [0.5, 1.0]}, sets=["steps=20", "replicas=0"],
+                   out=out, workers=1)
+    assert (bad.manifest["status"] == "failed").all() and not list((out / "points").glob("*.h5"))
+    good = run_scan(SCEN, grid={"temperature": [0.5, 1.0]}, sets=["steps=20", "replicas=4"],
+                    out=out, workers=1)
+    assert (good.manifest["status"] == "done").all()
+    assert json.loads((out / "scan.json").read_text())["base"]["replicas"] == 4
+

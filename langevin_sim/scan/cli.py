@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 
 from ..backends import NAMES as BACKENDS
+from .reader import open_scan
 from .runner import run_scan
 
 
@@ -86,15 +87,33 @@ def add_scan_parser(sub: argparse._SubParsersAction, fn) -> None:
                    help="flush records and checkpoint at least this often (default 1)")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
+    s.add_argument("--scenario-edited", action="store_true",
+                   help="resume a scan whose scenario file changed since it began (refused "
+                        "otherwise: its finished points ran the earlier file)")
     s.set_defaults(fn=fn)
 
 
 def cli_scan(a: argparse.Namespace) -> int:
-    """`langevin-sim scan`: exit status 0 when every point is done, 1 otherwise."""
+    """`langevin-sim scan`: exit status 0 when every point is done, 1 otherwise; stopped by
+    Ctrl-C or SIGTERM, one line with the points' states (128 + the signal)."""
+    import sys
+
+    from ..errors import RunTerminated
     from .cluster import requested_gpus
 
-    with requested_gpus(a.gpus):
-        scan = run_scan(a.scenario, a.grid, a.zip, a.repeat, a.set, a.out, a.workers, a.scheduler,
-                        a.threads, a.config, a.backend, a.progress, a.flush_seconds)
+    try:
+        with requested_gpus(a.gpus):
+            scan = run_scan(a.scenario, a.grid, a.zip, a.repeat, a.set, a.out, a.workers,
+                            a.scheduler, a.threads, a.config, a.backend, a.progress,
+                            a.flush_seconds, a.scenario_edited)
+    except (KeyboardInterrupt, RunTerminated) as e:   # (RunStopped is a KeyboardInterrupt)
+        try:
+            counts = open_scan(a.out).manifest["status"].value_counts()
+            states = ", ".join(f"{n} {s}" for s, n in counts.items())
+        except Exception:   # noqa: BLE001 - the line is said whatever the directory holds
+            states = "states unknown"
+        print(f"langevin-sim: scan stopped ({states}); rerun the same command to resume it",
+              file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     print(scan.describe())
     return 0 if (scan.manifest["status"] == "done").all() else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ from .reader import Scan, open_scan
 def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=None,
              workers: int | None = None, scheduler=None, threads: int | None = None,
              toml_path=None, backend: str | None = None, progress: bool | None = None,
-             flush_seconds: float = 1.0) -> Scan:
+             flush_seconds: float = 1.0, scenario_edited: bool = False) -> Scan:
     """Run `scenario` over a grid of parameters; returns the `Scan` of directory `out`.
 
     grid: {key: [values]} or ['key=v1,v2', ...] (Cartesian product); zipped: the same for
@@ -34,7 +35,9 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
     None = one per core / threads; scheduler: address of a running Dask scheduler (or a
     distributed.Client) to submit to instead; threads: threads per point (default 1 on
     workers, unchanged in serial mode).  Finished points in `out` are skipped; failed,
-    killed and incomplete ones run again.  Ids, seeds and files: docs/scans.md.
+    killed and incomplete ones run again.  A directory whose scan ran an earlier version of
+    the scenario file (its SHA-256 in scan.json) is refused unless `scenario_edited` says the
+    edit leaves the points' physics as it was.  Ids, seeds and files: docs/scans.md.
     """
     if out is None:
         raise ConfigError("run_scan needs out=DIR (--out DIR), the scan directory")
@@ -61,13 +64,15 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
         preflight()
     root = Path(out)
     (root / "points").mkdir(parents=True, exist_ok=True)
-    spec = {"format": SCAN_FORMAT, "scenario": scenario, "grid": grid_keys, "zip": zip_keys,
+    source = hashlib.sha256(Path(scenario).read_bytes()).hexdigest()
+    spec = {"format": SCAN_FORMAT, "scenario": scenario, "scenario_sha256": source,
+            "grid": grid_keys, "zip": zip_keys,
             "repeat": int(repeat), "scan_seed": base["seed"], "base": base,
             "points": [{"id": p.id, "coords": p.coords, "repeat": p.repeat, "seed": p.seed}
                        for p in points]}
     added = _defaults(mod.Params)
     with dir_lock(root):
-        _check_previous(root, spec, added)
+        _check_previous(root, spec, added, scenario_edited)
         atomic_write(root / "scan.json", json.dumps(spec, indent=1))
         infos = {p.id: inspect_run(root / p.path) for p in points}
         _check_params(root, points, infos, added)
@@ -89,6 +94,9 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
                     state.finished(t, run_point(t))
             elif tasks:
                 run_on_dask(tasks, state.finished, scenario, workers, scheduler, threads or 1)
+        except BaseException:   # (Ctrl-C, a dead scheduler) points in flight ended as they did
+            state.reread()
+            raise
         finally:
             state.close()
     return open_scan(root)
@@ -127,17 +135,26 @@ def _differs(old: dict, key: str, new, added: dict) -> bool:
     return have != new
 
 
-def _check_previous(root: Path, spec: dict, added: dict) -> None:
+def _check_previous(root: Path, spec: dict, added: dict, edited: bool = False) -> None:
     """Refuse a directory holding another scan (scenario, scan keys or base parameters;
-    parameters added to the scenario since, at their defaults, excepted: `_defaults`)."""
+    parameters added to the scenario since, at their defaults, excepted: `_defaults`), or a
+    scan of another version of the scenario file unless `edited` accepts it."""
     old = read_json(root / "scan.json")
     if old is None:
         return
     if old.get("format") != SCAN_FORMAT:
         raise ConfigError(f"{root} holds a scan.json that is not a langevin_sim scan; use a new --out")
+    if not any((root / "points").glob("*.h5")):
+        return     # it ran nothing (every point failed at once, no scheduler): this one replaces it
     if os.path.basename(old["scenario"]) != os.path.basename(spec["scenario"]):
         raise ConfigError(f"{root} holds a scan of {old['scenario']}, not of {spec['scenario']}; "
                           "use a new --out directory")
+    was = old.get("scenario_sha256")
+    if was is not None and was != spec["scenario_sha256"] and not edited:
+        raise ConfigError(f"{spec['scenario']} changed since {root} began (its finished points ran "
+                          "the earlier file, whose results would mix with the new one's): use a "
+                          "new --out directory, or --scenario-edited if the edit leaves the "
+                          "points' physics as it was (a comment, a print)")
     if set(old["grid"]) | set(old["zip"]) != set(spec["grid"]) | set(spec["zip"]) \
             or set(old["zip"]) != set(spec["zip"]):
         raise ConfigError(f"{root} holds a scan over grid {old['grid']} zip {old['zip']}, this one "
@@ -202,6 +219,14 @@ class _Progress:
     def _write(self) -> None:
         write_manifest(self.root, [self.rows[i] for i in self.order] + self.others)
         self.last_write = time.monotonic()
+
+    def reread(self) -> None:
+        """The unfinished points' rows from their files again (a scan stopped midway: points
+        in flight may have finished, or stopped partway, without reporting back)."""
+        for i, r in self.rows.items():
+            if r["status"] not in FINISHED:
+                p = self.points[i]
+                self.rows[i] = point_row(self.root, i, p.coords, p.repeat, p.seed)
 
     def close(self) -> None:
         self.bar.close()
