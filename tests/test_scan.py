@@ -820,3 +820,33 @@ def test_a_scan_that_ran_nothing_does_not_hold_its_directory(tmp_path):
     assert (good.manifest["status"] == "done").all()
     assert json.loads((out / "scan.json").read_text())["base"]["replicas"] == 4
 
+
+
+def test_a_scheduler_address_that_answers_as_something_else_is_one_line(tmp_path, capsys,
+                                                                       monkeypatch):
+    """--scheduler tcp://HOST:PORT where a server accepts but never answers as a Dask
+    scheduler (the dashboard's port, a worker's): one line within seconds (a Client waited
+    on it for ever)."""
+    import threading
+
+    import dask
+
+    from langevin_sim.scan import cluster
+
+    monkeypatch.setattr(cluster, "probe_scheduler",
+                        lambda address, seconds=10.0, real=cluster.probe_scheduler:
+                        real(address, 1.0))
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held = []
+    threading.Thread(target=lambda: held.extend(srv.accept() for _ in range(4)),
+                     daemon=True).start()
+    port = srv.getsockname()[1]
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = cli(["scan", SCEN, "--grid", "temperature=1.0", "--set", "steps=20", "--out",
+                    str(tmp_path / "silent"), "--scheduler", f"tcp://127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    srv.close()
+    assert code == 2 and len(err) == 1, err
+    assert "answers, but not as a Dask scheduler" in err[0] and "8786" in err[0], err

@@ -102,6 +102,43 @@ def gpu_cluster(ids: list[str], threads: int):
                            silence_logs=logging.WARNING)
 
 
+def probe_scheduler(address: str, seconds: float = 10.0) -> None:
+    """Ask `address` for its identity before a Client connects: OSError where nothing
+    listens (Dask's connect timeout), ConfigError where something answers but not as a Dask
+    scheduler within `seconds` (a Client would wait on it for ever: the dashboard's port, a
+    worker's, another service).  Run in a thread of its own (a notebook's loop may be running)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.comm import connect
+
+    limit = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+
+    async def identity():      # (connect's own handshake waits for ever on a silent peer)
+        comm = await asyncio.wait_for(connect(address), limit + seconds)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await asyncio.wait_for(comm.read(), seconds)
+        finally:
+            comm.abort()
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            info = pool.submit(asyncio.run, identity()).result()
+        except TimeoutError:      # (an OSError: ours, a peer that accepted and fell silent)
+            info = "no answer"
+        except OSError:           # Dask's: nothing listens there
+            raise
+        except Exception as e:    # noqa: BLE001 - silence, garbage: not a scheduler either way
+            info = f"{type(e).__name__} {e}".strip()
+    if not isinstance(info, dict) or info.get("type") != "Scheduler":
+        what = info.get("type") if isinstance(info, dict) else info or "no answer"
+        raise ConfigError(f"{address} answers, but not as a Dask scheduler ({what} within "
+                          f"{seconds:g} s): give the scheduler's own address, tcp://HOST:PORT "
+                          "(8786 by default; not the dashboard's 8787 or a worker's port)")
+
+
 def _workers_declare_gpus(client) -> bool:
     workers = client.scheduler_info().get("workers", {})
     return any(GPU in (w.get("resources") or {}) for w in workers.values())
@@ -148,6 +185,7 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
         client = Client(cluster, set_as_default=False)
     elif isinstance(scheduler, str):
         try:
+            probe_scheduler(scheduler)
             client = Client(scheduler, set_as_default=False)
         except OSError as e:            # (TimeoutError too): refused, unknown host, no answer
             raise ConfigError(f"cannot reach the Dask scheduler at {scheduler} ({e}): start it "
@@ -159,6 +197,9 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
     try:
         announce(client)
         resources = None
+        if cluster is None and not gpu_mode and not client.scheduler_info().get("workers"):
+            print("no worker has joined the scheduler yet: the points wait for the first "
+                  "(dask worker ADDRESS, or the SLURM jobs of docs/scans.md)", file=sys.stderr)
         if gpu_mode:
             if cluster is None and not client.scheduler_info().get("workers"):
                 # (dask-jobqueue: the jobs may still be queued) whether the workers declare GPU=1
