@@ -45,9 +45,10 @@ Workers.  The default is a `distributed.LocalCluster` of spawned worker processe
 core, each with ``threads`` (default 1) threads; NUMBA_NUM_THREADS, OMP_NUM_THREADS,
 MKL_NUM_THREADS and OPENBLAS_NUM_THREADS are set to ``threads`` before they start, and each
 point also caps Numba and BLAS threads at ``threads`` while it runs (this is what applies
-on an external scheduler).  Before fanning out, the parent builds the first pending point
-with 2 replicas and takes one step, so the Numba on-disk cache is written once and the
-workers load it instead of racing to compile.  ``workers=1`` runs every point in this
+on an external scheduler).  Before fanning out, the parent builds, for each combination of
+the pending points' string and boolean values (what can change the kernels), the first
+such point with 2 replicas and takes one step, so the Numba on-disk cache is written once
+and the workers load it instead of racing to compile.  ``workers=1`` runs every point in this
 process, in order, with no cluster; it writes the same files.
 """
 from __future__ import annotations
