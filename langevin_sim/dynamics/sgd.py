@@ -31,14 +31,12 @@ def sampling_of(sampling) -> str:
     return sampling
 
 
-def resolve_sampling(dynamics: str, sampling, replacement, allowed=SAMPLINGS) -> str:
+def resolve_sampling(dynamics: str, sampling, replacement) -> str:
     """The sampling name of `sampling=` and the deprecated `replacement=` (True: "iid", False:
     "epoch"; a DeprecationWarning naming sampling= when it comes alone); ConfigError for a
-    name outside `allowed` or a contradiction.  Default: "epoch"."""
-    if sampling is not None and sampling not in allowed:
-        extra = (f"; {dynamics}'s compiled kernels support {' and '.join(map(repr, allowed))} only"
-                 if sampling in SAMPLINGS else "")
-        raise ConfigError(f"{dynamics} sampling must be one of {allowed}, got {sampling!r}{extra}")
+    name outside SAMPLINGS or a contradiction.  Default: "epoch"."""
+    if sampling is not None and sampling not in SAMPLINGS:
+        raise ConfigError(f"{dynamics} sampling must be one of {SAMPLINGS}, got {sampling!r}")
     if replacement is None:
         return sampling or "epoch"
     legacy = sampling_of(bool(replacement))

@@ -128,7 +128,7 @@ class Run:
         """The open HDF5 file, or RunFileError naming the fix once the Run is closed."""
         if not self.f.id.valid:
             fix = ("it was in memory, so its records are gone: keep the Run open, or write the "
-                   "run to a file (out=...)" if self.path == "<memory>" else
+                   "run to a file (out=...)" if self.path == MEMORY else
                    f"reopen it: open_run({self.path!r})")
             raise RunFileError(f"this Run of {self.path} is closed (run.close() or a `with` "
                                f"block ended); {fix}")

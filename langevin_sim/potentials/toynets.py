@@ -276,8 +276,8 @@ class _MLPLoss:
 
     # -- Potential contract -----------------------------------------------------------
     def energy(self, x):
-        """Full training loss (M,), float64."""
-        return self._full(self.check_x(x), grad=False)[0]
+        """Full training loss (M,), float64 (x checked by the base class's wrapper)."""
+        return self._full(x, grad=False)[0]
 
     def batch_loss(self, x, batch):
         """Minibatch loss (M,): the mean loss over samples batch[m] (batch (M, B) int)."""
@@ -285,8 +285,8 @@ class _MLPLoss:
         return self._evaluate(x, self._check_batch(batch, x.shape[0]), grad=False)[0]
 
     def grad(self, x, batch=None):
-        """Gradient (M, d) of the full training loss, or of the minibatch loss of batch (M, B)."""
-        x = self.check_x(x)
+        """Gradient (M, d) of the full training loss, or of the minibatch loss of batch (M, B)
+        (x checked by the base class's wrapper)."""
         if batch is None:
             return self._full(x)[1]
         return self._evaluate(x, self._check_batch(batch, x.shape[0]))[1]
