@@ -508,3 +508,29 @@ def test_a_notebook_shows_a_result_as_its_table():
     y = np.random.default_rng(1).choice([-1.0, 1.0], 500) + 0.1 * np.random.default_rng(2).standard_normal(500)
     fit = stationary.fit_marginal(y, pot.marginal_energy, 0.5, bins=8)
     assert pretty(fit) == fit.table() and repr(fit).startswith("MarginalFit(edges=")
+
+
+def test_results_compare_by_their_numbers():
+    """`fit_a == fit_b` on two results holding arrays raised NumPy's "truth value of an array
+    is ambiguous" (the dataclass `==` compares field tuples); it answers one bool now, arrays
+    element by element, NaN equal to NaN, nested results and tuples of them too."""
+    import dataclasses
+
+    from langevin_sim.analysis import diagnostics, stationary
+
+    pot = DoubleWell(d=1)
+    x = Simulation(pot, OverdampedLangevin(0.01, 0.5), 200, backend="numpy", seed=2).run(
+        200, 200).positions[-1]
+    fit = stationary.fit_marginal(x, pot.marginal_energy, 0.5, bins=8)
+    again = stationary.fit_marginal(x.copy(), pot.marginal_energy, 0.5, bins=8)
+    assert fit == again and not fit != again and fit is not again
+    assert fit != dataclasses.replace(fit, counts=fit.counts[::-1].copy())
+    assert fit != dataclasses.replace(fit, counts=fit.counts[:-1])      # shapes differ
+    assert fit != stationary.fit_marginal(x[1:], pot.marginal_energy, 0.5, bins=8)
+    assert (fit == "fit") is False
+    run = small_run(steps=200, replicas=8)
+    first, second = diagnostics.diagnose(run, "energy"), diagnostics.diagnose(run, "energy")
+    assert first == second                  # tuples of results with arrays and dicts
+    nan = dataclasses.replace(first[0], acf=np.full_like(first[0].acf, np.nan))
+    assert nan == dataclasses.replace(first[0], acf=np.full_like(first[0].acf, np.nan))
+    assert nan != first[0]
