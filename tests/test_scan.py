@@ -509,7 +509,7 @@ def test_scan_directory_lock_refuses_a_second_scan(tmp_path):
 
 
 GPU_SCENARIO = '''
-"""Scan test scenario for GPU workers: scan_scenario's well on the cuda backend, and a log
+"""Scan test scenario (GPU or CPU workers): scan_scenario's well on `backend`, and a log
 of when and where each point ran (pid, CUDA_VISIBLE_DEVICES, start, end)."""
 import json, os, time
 from dataclasses import dataclass
@@ -549,7 +549,7 @@ class Timed(Simulation):
         time.sleep(0.4)              # long enough that two points on one worker would overlap
         out = super().run(*a, **k)
         rec = {"pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
-               "backend": self.backend.name, "device": self.backend.device,
+               "backend": self.backend.name, "device": getattr(self.backend, "device", "cpu"),
                "start": t0, "end": time.time()}
         with open(os.path.join(self.meta["log"], f"{os.getpid()}-{t0}.json"), "w") as fh:
             json.dump(rec, fh)
@@ -567,6 +567,35 @@ if __name__ == "__main__":
 '''
 
 
+def _points_by_worker(log) -> dict:
+    """The Timed scenario's records, by worker process, in start order."""
+    by_pid: dict = {}
+    for x in (json.loads(p.read_text()) for p in log.glob("*.json")):
+        by_pid.setdefault(x["pid"], []).append(x)
+    for xs in by_pid.values():
+        xs.sort(key=lambda x: x["start"])
+        for a, b in zip(xs, xs[1:]):
+            assert b["start"] >= a["end"], f"a worker ran two points at once: {a} {b}"
+    return by_pid
+
+
+def test_cpu_scan_runs_one_point_per_worker_at_a_time(tmp_path):
+    """`--threads 2` means 2 threads for each point, not 2 points on each worker: the local
+    workers had threads_per_worker=2, so each ran two points at once, each with 2 Numba
+    threads (4 threads per core's worth)."""
+    scen, log, out = tmp_path / "scenario.py", tmp_path / "log", tmp_path / "scan"
+    scen.write_text(GPU_SCENARIO)
+    log.mkdir()
+    r = subprocess.run([sys.executable, "-m", "langevin_sim.cli", "scan", str(scen),
+                        "--grid", "temperature=0.5,1,1.5,2", "--set", "backend=numpy",
+                        "--set", f"log={log}", "--workers", "2", "--threads", "2",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert list(open_scan(out).manifest["status"]) == ["done"] * 4
+    by_pid = _points_by_worker(log)
+    assert sum(map(len, by_pid.values())) == 4 and len(by_pid) <= 2
+
+
 def test_gpu_scan_runs_one_point_per_gpu_at_a_time(tmp_path):
     """`scan --set backend=cuda --gpus 2` under the CUDA simulator: 2 workers, each pinned to
     its own CUDA_VISIBLE_DEVICES and declaring GPU=1, with 2 threads each (so only the
@@ -582,19 +611,13 @@ def test_gpu_scan_runs_one_point_per_gpu_at_a_time(tmp_path):
                        env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert list(open_scan(out).manifest["status"]) == ["done"] * 4
-    recs = [json.loads(p.read_text()) for p in log.glob("*.json")]
+    by_pid = _points_by_worker(log)
+    recs = [x for xs in by_pid.values() for x in xs]
     assert len(recs) == 4 and {x["backend"] for x in recs} == {"cuda"}
     assert all("simulator" in x["device"] for x in recs)
-    by_pid: dict = {}
-    for x in recs:
-        by_pid.setdefault(x["pid"], []).append(x)
     gpus = {pid: {x["gpu"] for x in xs} for pid, xs in by_pid.items()}
     assert all(len(g) == 1 and g <= {"0", "1"} for g in gpus.values()), gpus   # pinned
     assert len({next(iter(g)) for g in gpus.values()}) == len(gpus)            # one GPU each
-    for xs in by_pid.values():
-        xs.sort(key=lambda x: x["start"])
-        for a, b in zip(xs, xs[1:]):
-            assert b["start"] >= a["end"], f"a worker ran two points at once: {a} {b}"
     for p in (out / "points").glob("*.h5"):
         with open_run(p) as run:
             assert run.config["backend"] == "cuda" and run.complete
@@ -648,8 +671,7 @@ def test_gpu_points_wait_for_a_worker_to_see_that_workers_declare_the_gpu(tmp_pa
     from langevin_sim.scan.cluster import requested_gpus
 
     scen, log = tmp_path / "gpu_scenario.py", tmp_path / "log"
-    scen.write_text(GPU_SCENARIO.replace('"device": self.backend.device',
-                                         '"device": getattr(self.backend, "device", "")'))
+    scen.write_text(GPU_SCENARIO)
     log.mkdir()
     with LocalCluster(n_workers=0, processes=False, threads_per_worker=2,
                       resources={"GPU": 1}, dashboard_address=":0") as cluster:

@@ -42,7 +42,8 @@ runs one point at a time.  On ``--scheduler`` the points request GPU=1 when the 
 declare it (``dask worker ADDRESS --nthreads 1 --resources GPU=1``, one per GPU).
 
 Workers.  The default is a `distributed.LocalCluster` of spawned worker processes, one per
-core, each with ``threads`` (default 1) threads; NUMBA_NUM_THREADS, OMP_NUM_THREADS,
+core (per ``threads`` cores), each running one point at a time with ``threads`` (default 1)
+threads; NUMBA_NUM_THREADS, OMP_NUM_THREADS,
 MKL_NUM_THREADS and OPENBLAS_NUM_THREADS are set to ``threads`` before they start, and each
 point also caps Numba and BLAS threads at ``threads`` while it runs (this is what applies
 on an external scheduler).  Before fanning out, the parent builds, for each combination of

@@ -180,7 +180,9 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
                               "distributed.worker.multiprocessing-method": "spawn",
                               "distributed.nanny.pre-spawn-environ":
                                   dict(dask.config.get("distributed.nanny.pre-spawn-environ"), **env)}):
-            cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
+            # one task slot per worker: a point's own Numba/BLAS threads are the `threads`
+            # (Dask's nthreads would run that many points at once, each with `threads`)
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                    dashboard_address=":0")
         client = Client(cluster, set_as_default=False)
     elif isinstance(scheduler, str):
