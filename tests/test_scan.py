@@ -293,6 +293,7 @@ def test_failing_and_diverging_points_are_recorded(cluster, tmp_path, capsys):
     out = tmp_path / "fail"
     scan = run_scan(SCEN, grid={"curvature": [1.0, -1.0, 100.0]}, repeat=2, out=out,
                     scheduler=cluster.scheduler_address, sets=["steps=200"])
+    err = capsys.readouterr().err
     man = scan.manifest.set_index("id")
     assert len(man) == 6 and man["seed"].is_unique
     assert sorted(man["curvature"]) == [-1.0] * 2 + [1.0] * 2 + [100.0] * 2
@@ -313,6 +314,14 @@ def test_failing_and_diverging_points_are_recorded(cluster, tmp_path, capsys):
             assert run.complete and (run.diverged_step >= 0).all()
             first = int(run.diverged_step.min())
         assert row["error"] == f"all 64 replicas diverged (first at step {first})"
+        # the worker's DivergenceWarning comes back with the point: in its sidecar, and one
+        # line of the parent's (a worker's stderr showed it raw, without the point)
+        warned = [w for w in sidecar(out, pid)["warnings"] if "DivergenceWarning" in w]
+        assert len(warned) == 1 and warned[0].startswith(
+            "DivergenceWarning: 64 of 64 replicas diverged, the first (replica"), warned
+        assert (f"point {pid} {{'curvature': 100.0}} repeat {row['repeat']}: warning: "
+                f"{warned[0]}") in err
+    assert all(sidecar(out, pid)["warnings"] == [] for pid in by[1.0].index)
     ds = scan.summarize()
     assert np.isnan(ds["energy_mean"].sel(curvature=[-1.0, 100.0])).all()
     assert (ds["status"].sel(curvature=-1.0) == "failed").all()

@@ -238,7 +238,8 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
                 if name == "KilledWorker":
                     msg += " (the worker process died: killed, out of memory, or crashed)"
                 res = {"id": t["scan"]["id"], "status": "failed", "error": msg,
-                       "traceback": "", "wall_s": None, "resumed_from": None, "worker": ""}
+                       "traceback": "", "wall_s": None, "resumed_from": None, "worker": "",
+                       "warnings": []}
             fut.release()
             finished(t, res)
     finally:

@@ -11,6 +11,7 @@ import os
 import socket
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,12 +46,25 @@ def run_point(task: dict) -> dict:
     the file), threads, flush_seconds.  An incomplete file (a killed worker's, or one at its
     target step but not marked complete) is resumed from its checkpoint when its parameters
     match, else replaced.  Returns {id, status: done | diverged | failed, wall_s, error,
-    traceback, resumed_from, worker}; a file still incomplete afterwards is ``failed``.
+    traceback, resumed_from, worker, warnings}; a file still incomplete afterwards is
+    ``failed``; `warnings` holds the distinct "Category: message" lines the point raised (a
+    worker's own stderr would show them raw, once per process, without the point).
     """
     t0 = time.perf_counter()
     pid, out = task["scan"]["id"], Path(task["out"])
     res = {"id": pid, "resumed_from": None, "error": "", "traceback": "",
            "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)   # the package's own; others as filtered
+        warnings.simplefilter("always", RuntimeWarning)
+        _run_point(task, out, res)
+    res["warnings"] = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    res["wall_s"] = round(time.perf_counter() - t0, 6)
+    return res
+
+
+def _run_point(task: dict, out: Path, res: dict) -> None:
+    """`run_point`'s attempt: status, error, traceback and resumed_from into `res`."""
     try:
         with _thread_limits(task["threads"]):
             run = None
@@ -78,8 +92,6 @@ def run_point(task: dict) -> dict:
                     res["status"] = "done"
     except Exception as e:
         res.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-    res["wall_s"] = round(time.perf_counter() - t0, 6)
-    return res
 
 
 def _fresh_run(task: dict) -> Run:

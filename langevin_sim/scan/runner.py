@@ -210,6 +210,9 @@ class _Progress:
         atomic_write(self.root / "points" / f"{p.id}.json", json.dumps(side, indent=1))
         self.rows[p.id] = point_row(self.root, p.id, p.coords, p.repeat, p.seed)
         self.bar.update(1)
+        for w in res["warnings"]:
+            self.bar.write(f"point {p.id} {p.coords} repeat {p.repeat}: warning: {w}",
+                           file=sys.stderr)
         if self.rows[p.id]["status"] != "done":
             self.bar.write(f"point {p.id} {p.coords} repeat {p.repeat}: "
                            f"{self.rows[p.id]['status']}: {self.rows[p.id]['error']}", file=sys.stderr)
