@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -480,14 +481,40 @@ def report_divergence(diverged_step: np.ndarray, replica_ids: np.ndarray) -> Non
                       DivergenceWarning, stacklevel=3)
 
 
+_RUNNING: weakref.WeakSet = weakref.WeakSet()   # simulations inside run(), any thread
+_STOP_LATER = [0]      # the signal every later run of this process stops by (0: none)
+
+
+def stop_runs(signum: int = signal.SIGINT, later: bool = False) -> int:
+    """Ask every run in progress in this process, in any thread, to flush, checkpoint and
+    stop at its next record boundary, as a first Ctrl-C does in the main thread; with
+    `later`, every run started afterwards too, at its first (for a process about to close:
+    a scan's local workers).  Their `run` raises RunStopped (SIGINT) or RunTerminated.
+    Returns how many runs in progress were asked."""
+    if later:
+        _STOP_LATER[0] = signum
+    sims = list(_RUNNING)
+    for sim in sims:
+        sim._stop = signum
+    return len(sims)
+
+
+def stopping() -> int:
+    """The signal `stop_runs(..., later=True)` set in this process, 0 if none."""
+    return _STOP_LATER[0]
+
+
 class _signals_stop:
     """While active in the main thread, SIGTERM and a first SIGINT (Ctrl-C) ask the run loop
-    to flush, checkpoint and stop at the next record boundary; a second SIGINT aborts."""
+    to flush, checkpoint and stop at the next record boundary; a second SIGINT aborts.  In
+    any thread, the run is one `stop_runs` reaches."""
 
     def __init__(self, sim):
         self.sim, self.old = sim, {}
 
     def __enter__(self):
+        _RUNNING.add(self.sim)
+        self.sim._stop = self.sim._stop or _STOP_LATER[0]
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.old[sig] = signal.signal(sig, self._handle)
@@ -498,6 +525,7 @@ class _signals_stop:
         self.sim._stop = signum
 
     def __exit__(self, *exc):
+        _RUNNING.discard(self.sim)
         for sig, old in self.old.items():
             signal.signal(sig, old)
 

@@ -30,7 +30,7 @@ pytest.importorskip("xarray")
 import pandas as pd  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
-from langevin_sim import open_run  # noqa: E402
+from langevin_sim import open_run, resume  # noqa: E402
 from langevin_sim.cli import main as cli  # noqa: E402
 from langevin_sim.errors import ConfigError, RunFileError  # noqa: E402
 from langevin_sim.io import format as F  # noqa: E402
@@ -881,3 +881,41 @@ def test_a_scheduler_address_that_answers_as_something_else_is_one_line(tmp_path
     srv.close()
     assert code == 2 and len(err) == 1, err
     assert "answers, but not as a Dask scheduler" in err[0] and "8786" in err[0], err
+
+
+def test_ctrl_c_of_a_scan_on_its_local_cluster_stops_points_at_a_record(tmp_path):
+    """Ctrl-C reaches the whole process group: the local workers died of it mid-point
+    ("workers died" errors, tracebacks, leaked semaphores) or were killed after 4 s, losing
+    what their points ran since the last checkpoint.  Now the workers ignore SIGINT; the scan
+    asks the points running to stop at their next record, with a checkpoint, and starts no
+    other: two lines, status 130, and the rerun resumes the stopped point from there."""
+    out = tmp_path / "scan"
+    slow = point_id({"temperature": 2.0, "steps": 10_000_000, "record_every": 500}, 0)
+    args = [sys.executable, "-m", "langevin_sim.cli", "scan", SCEN, "--zip",
+            "temperature=0.5,2.0", "--zip", "steps=200,10000000", "--zip",
+            "record_every=10,500", "--workers", "2", "--flush-seconds", "0.05",
+            "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, start_new_session=True)
+    fast = point_id({"temperature": 0.5, "steps": 200, "record_every": 10}, 0)
+    deadline = time.monotonic() + 120
+    while not (_committed_checkpoint(out / "points" / f"{slow}.h5")
+               and (out / "points" / f"{fast}.json").exists()) \
+            and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)               # what a terminal's Ctrl-C does
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    assert stderr.splitlines()[1:] == [
+        "langevin-sim: stopping: the points running stop at their next record, with a "
+        "checkpoint (Ctrl-C again: at once)",
+        "langevin-sim: scan stopped (1 done, 1 incomplete); rerun the same command to resume "
+        "it"], stderr
+    with open_run(out / "points" / f"{slow}.h5") as run:
+        stopped = run.steps_done
+        assert not run.complete and 0 < stopped < 10_000_000 and stopped % 500 == 0
+        assert run.checkpoint()[0] == stopped          # the state at the stop, kept
+    assert not (out / "points" / f"{slow}.json").exists()   # no attempt's report: it stopped
+    with resume(out / "points" / f"{slow}.h5", steps=stopped + 1000, progress=False) as run:
+        assert run.resumed_from == stopped and run.steps_done == stopped + 1000
+        np.testing.assert_array_equal(run.step, np.arange(0, stopped + 1001, 500))

@@ -13,8 +13,11 @@ workers declare it (``dask worker ... --resources GPU=1``, one worker per GPU).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 
 from ..errors import ConfigError
@@ -22,6 +25,9 @@ from .point import run_point, warm_numba_cache
 
 THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 GPU = "GPU"                # the Dask resource a GPU worker declares and a cuda point requests
+# the local clusters' Dask log level: its warnings (tasks cancelled and workers killed on
+# Ctrl-C, unmanaged memory) are noise beside the scan's own lines; errors still show
+QUIET = logging.ERROR
 _requested_gpus: list = [None]   # `--gpus N` of the CLI (see `requested_gpus`)
 
 
@@ -83,23 +89,39 @@ def gpu_ids(n: int | None) -> list[str]:
     return ids[:n]
 
 
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """While the local workers are spawned, SIGINT is ignored here, so they inherit it
+    ignored: a terminal's Ctrl-C reaches the whole process group, and a worker took it as a
+    KeyboardInterrupt in its event loop and died mid-point (the scheduler's "workers died"
+    errors); now only this process stops, and closes the cluster.  (Off the main thread,
+    where signal handlers cannot be set, nothing changes.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def gpu_cluster(ids: list[str], threads: int):
     """A local Dask cluster of one spawned worker per GPU id: CUDA_VISIBLE_DEVICES=id, resource
     GPU=1, `threads` threads (the resource, not the thread count, keeps a GPU to one point)."""
-    import logging
-
     import dask
     from distributed import Nanny, Scheduler, SpecCluster
 
     env = {k: str(threads) for k in THREAD_VARS}
     specs = {f"gpu-{i}": {"cls": Nanny, "options": {
-        "nthreads": threads, "resources": {GPU: 1}, "silence_logs": logging.WARNING,
+        "nthreads": threads, "resources": {GPU: 1}, "silence_logs": QUIET,
         "env": dict(env, CUDA_VISIBLE_DEVICES=i)}} for i in ids}
     with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                          "distributed.worker.multiprocessing-method": "spawn"}):
+                          "distributed.worker.multiprocessing-method": "spawn"}), \
+            _workers_ignore_sigint():
         return SpecCluster(workers=specs, scheduler={"cls": Scheduler,
                                                      "options": {"dashboard_address": ":0"}},
-                           silence_logs=logging.WARNING)
+                           silence_logs=QUIET)
 
 
 def probe_scheduler(address: str, seconds: float = 10.0) -> None:
@@ -159,7 +181,7 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
                          workers: int | None, scheduler, threads: int,
                          gpus: int | None = None) -> None:
     import dask
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, LocalCluster
 
     cluster, futures = None, {}
     gpu_mode = gpus is not None or uses_gpu(tasks)
@@ -179,11 +201,12 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
         with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                               "distributed.worker.multiprocessing-method": "spawn",
                               "distributed.nanny.pre-spawn-environ":
-                                  dict(dask.config.get("distributed.nanny.pre-spawn-environ"), **env)}):
+                                  dict(dask.config.get("distributed.nanny.pre-spawn-environ"), **env)}), \
+                _workers_ignore_sigint():
             # one task slot per worker: a point's own Numba/BLAS threads are the `threads`
             # (Dask's nthreads would run that many points at once, each with `threads`)
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0")
+                                   dashboard_address=":0", silence_logs=QUIET)
         client = Client(cluster, set_as_default=False)
     elif isinstance(scheduler, str):
         try:
@@ -227,21 +250,18 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
             key = f"point-{t['scan']['id']}-{os.urandom(4).hex()}"
             futures[client.submit(run_point, t, key=key, pure=False, retries=0,
                                   resources=resources)] = t
-        for fut in as_completed(futures, loop=client.loop):
-            t = futures.pop(fut)
-            if fut.status == "finished":
-                res = fut.result()
-            else:
-                exc = fut.exception()
-                name = type(exc).__name__
-                msg = f"{name}: {exc}"
-                if name == "KilledWorker":
-                    msg += " (the worker process died: killed, out of memory, or crashed)"
-                res = {"id": t["scan"]["id"], "status": "failed", "error": msg,
-                       "traceback": "", "wall_s": None, "resumed_from": None, "worker": "",
-                       "warnings": []}
-            fut.release()
-            finished(t, res)
+        try:
+            _collect(futures, finished, client)
+        except KeyboardInterrupt:
+            if cluster is None or not futures:   # an external cluster's workers are not ours
+                raise
+            print("langevin-sim: stopping: the points running stop at their next record, with "
+                  "a checkpoint (Ctrl-C again: at once)", file=sys.stderr)
+            from ..simulation import stop_runs
+
+            client.run(stop_runs, signal.SIGINT, True)
+            _collect(futures, finished, client)
+            raise
     finally:
         for fut in list(futures):
             fut.cancel()
@@ -249,6 +269,27 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
             client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _collect(futures: dict, finished: Callable[[dict, dict], None], client) -> None:
+    """Hand each point's result to `finished` as its future completes (popped from
+    `futures`: {future: task}); a future's error becomes a ``failed`` result."""
+    from distributed import as_completed
+
+    for fut in as_completed(futures, loop=client.loop):
+        t = futures.pop(fut)
+        if fut.status == "finished":
+            res = fut.result()
+        else:
+            exc = fut.exception()
+            name = type(exc).__name__
+            msg = f"{name}: {exc}"
+            if name == "KilledWorker":
+                msg += " (the worker process died: killed, out of memory, or crashed)"
+            res = {"id": t["scan"]["id"], "status": "failed", "error": msg, "traceback": "",
+                   "wall_s": None, "resumed_from": None, "worker": "", "warnings": []}
+        fut.release()
+        finished(t, res)
 
 
 def _has_bokeh() -> bool:

@@ -15,9 +15,10 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import RunStopped, RunTerminated
 from ..io import Run
 from ..scenario import load_scenario, resolve_params
-from ..simulation import resume
+from ..simulation import resume, stopping
 from .manifest import inspect_run
 
 
@@ -45,15 +46,20 @@ def run_point(task: dict) -> dict:
     task: scenario (path), params (full, JSON), out (run-file path), scan (meta stored in
     the file), threads, flush_seconds.  An incomplete file (a killed worker's, or one at its
     target step but not marked complete) is resumed from its checkpoint when its parameters
-    match, else replaced.  Returns {id, status: done | diverged | failed, wall_s, error,
-    traceback, resumed_from, worker, warnings}; a file still incomplete afterwards is
+    match, else replaced.  Returns {id, status: done | diverged | failed | stopped, wall_s,
+    error, traceback, resumed_from, worker, warnings}; a file still incomplete afterwards is
     ``failed``; `warnings` holds the distinct "Category: message" lines the point raised (a
-    worker's own stderr would show them raw, once per process, without the point).
+    worker's own stderr would show them raw, once per process, without the point).  In a
+    process told to stop (`simulation.stop_runs(later=True)`: a stopping scan's worker) a
+    point is ``stopped``: not begun, or stopped at a record with a checkpoint.
     """
     t0 = time.perf_counter()
     pid, out = task["scan"]["id"], Path(task["out"])
     res = {"id": pid, "resumed_from": None, "error": "", "traceback": "",
-           "worker": f"{socket.gethostname()}:{os.getpid()}"}
+           "worker": f"{socket.gethostname()}:{os.getpid()}", "warnings": [], "status": "stopped"}
+    if stopping():
+        res["wall_s"] = 0.0
+        return res
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)   # the package's own; others as filtered
         warnings.simplefilter("always", RuntimeWarning)
@@ -90,6 +96,10 @@ def _run_point(task: dict, out: Path, res: dict) -> None:
                                                         f"(first at step {int(div.min())})")
                 else:
                     res["status"] = "done"
+    except (RunStopped, RunTerminated) as e:
+        if not stopping():          # this process's own Ctrl-C / SIGTERM: the scan stops
+            raise
+        res.update(status="stopped", error=str(e))
     except Exception as e:
         res.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
 

@@ -204,6 +204,8 @@ class _Progress:
         self._write()
 
     def finished(self, task: dict, res: dict) -> None:
+        if res["status"] == "stopped":  # a stopping scan's: the last reread reads its file
+            return
         p = self.points[task["scan"]["id"]]
         side = dict(res, coords=p.coords, repeat=p.repeat, seed=p.seed,
                     finished=datetime.datetime.now(datetime.timezone.utc).isoformat())
