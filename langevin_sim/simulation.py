@@ -482,18 +482,20 @@ def report_divergence(diverged_step: np.ndarray, replica_ids: np.ndarray) -> Non
 
 
 _RUNNING: weakref.WeakSet = weakref.WeakSet()   # simulations inside run(), any thread
+_RUNNING_LOCK = threading.Lock()
 _STOP_LATER = [0]      # the signal every later run of this process stops by (0: none)
 
 
 def stop_runs(signum: int = signal.SIGINT, later: bool = False) -> int:
     """Ask every run in progress in this process, in any thread, to flush, checkpoint and
     stop at its next record boundary, as a first Ctrl-C does in the main thread; with
-    `later`, every run started afterwards too, at its first (for a process about to close:
-    a scan's local workers).  Their `run` raises RunStopped (SIGINT) or RunTerminated.
+    `later`, every run started afterwards too, before its first step (for a process about
+    to close: a scan's local workers).  Their `run` raises RunStopped (SIGINT) or RunTerminated.
     Returns how many runs in progress were asked."""
     if later:
         _STOP_LATER[0] = signum
-    sims = list(_RUNNING)
+    with _RUNNING_LOCK:
+        sims = list(_RUNNING)
     for sim in sims:
         sim._stop = signum
     return len(sims)
@@ -513,7 +515,8 @@ class _signals_stop:
         self.sim, self.old = sim, {}
 
     def __enter__(self):
-        _RUNNING.add(self.sim)
+        with _RUNNING_LOCK:
+            _RUNNING.add(self.sim)
         self.sim._stop = self.sim._stop or _STOP_LATER[0]
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -525,7 +528,8 @@ class _signals_stop:
         self.sim._stop = signum
 
     def __exit__(self, *exc):
-        _RUNNING.discard(self.sim)
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self.sim)
         for sig, old in self.old.items():
             signal.signal(sig, old)
 

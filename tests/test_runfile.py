@@ -634,3 +634,37 @@ def test_resume_imports_a_potential_defined_outside_the_package(tmp_path):
         REGISTRY.pop("Bowl", None)
         sys.path.remove(str(tmp_path))
         sys.modules.pop("bowl", None)
+
+
+def test_stop_runs_reaches_a_run_in_another_thread_and_later_ones(tmp_path, monkeypatch):
+    """`simulation.stop_runs` (what a stopping scan asks of its workers, whose points run in
+    worker threads, out of reach of signal handlers) stops a run in progress at its next
+    record with a checkpoint; with later=True, a run started afterwards before its first
+    step."""
+    import threading
+
+    from langevin_sim import simulation as S
+    from langevin_sim.errors import RunStopped
+
+    monkeypatch.setattr(S, "_STOP_LATER", [0])
+    sim = Simulation(DoubleWell(), OverdampedLangevin(0.01, 0.5), 4, backend="numpy", seed=1)
+    raised = []
+
+    def run(path):
+        try:
+            sim.run(10**9, 100, out=path, progress=False, flush_seconds=0.01)
+        except RunStopped as e:
+            raised.append(str(e))
+    th = threading.Thread(target=run, args=(tmp_path / "a.h5",))
+    th.start()
+    while sim.step == 0:
+        time.sleep(0.01)
+    assert S.stopping() == 0 and S.stop_runs() == 1
+    th.join(30)
+    assert not th.is_alive() and raised[0].startswith("stopped by SIGINT at step ")
+    with open_run(tmp_path / "a.h5") as a:
+        assert not a.complete and a.steps_done % 100 == 0 and a.checkpoint()[0] == a.steps_done
+    assert S.stop_runs(later=True) == 0 and S.stopping() == signal.SIGINT
+    other = Simulation(DoubleWell(), OverdampedLangevin(0.01, 0.5), 4, backend="numpy", seed=2)
+    with pytest.raises(RunStopped, match="at step 0 of 100000; checkpoint at step 0"):
+        other.run(100_000, 100, out=tmp_path / "b.h5", progress=False)
