@@ -506,6 +506,10 @@ def rows_gain(tiny: bool, backend_cls, seconds: float, sync) -> dict:
 # ------------------------------------------------------------------ JAX peers
 
 def _jax(dtype):
+    """(jax, jax.numpy, the JAX dtype of `dtype`) with 64-bit types on; beside CuPy's pool
+    JAX allocates as it goes (as `peers.jax_module`), not 75 % of the device at its first
+    array, which left the workloads after the first peer a quarter of the GPU."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import jax
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
