@@ -299,37 +299,42 @@ def test_own_cublas_gemm_equals_cupy_matmul_and_captures_in_a_graph(dtype):
     np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(a) @ cp.asnumpy(b), **tol)
 
 
-@pytest.mark.parametrize("pair", ["pspin-heun", "quadratic-baoab"])
+@pytest.mark.parametrize("pair", ["pspin-heun", "quadratic-baoab", "pspin-streamed"])
 def test_dense_steps_as_cuda_graphs_equal_one_launch_at_a_time(pair, monkeypatch):
     """The dense paths' steps queued as replays of captured CUDA graphs (cuBLAS GEMMs and
     numba-cuda launches on a capturing stream; the kernels read the step from the device
     counter) give bit for bit the state of the same run launched one step at a time
-    (LANGEVIN_SIM_CUDA_GRAPH_STEPS=0), first-passage arrays included (BAOAB's observer
-    launches are in the graphs), and the capture did not fail (it would warn and fall back to
-    launching one by one)."""
+    (LANGEVIN_SIM_CUDA_GRAPH_STEPS=0), first-passage arrays included (BAOAB's and the
+    streamed kernel's observer launches are in the graphs), and the capture did not fail (it
+    would warn and fall back to launching one by one).  The streamed sliced kernel's XT and
+    GT trade places every step (design_changes 106): calls of 40, 1, 7 and 33 steps capture
+    graphs starting at both phases (five, four kept) and end on either buffer."""
     from langevin_sim.backends import cuda_runtime as rt
-    from langevin_sim.dynamics import Heun, Schedule, UnderdampedLangevin
+    from langevin_sim.dynamics import Heun, OverdampedLangevin, Schedule, UnderdampedLangevin
     from langevin_sim.first_passage import FirstPassage, HalfSpace
     from langevin_sim.potentials import Quadratic, SphericalPSpin
 
-    if pair == "pspin-heun":
+    if pair.startswith("pspin"):
         make = lambda: SphericalPSpin(N=24, p=3, seed=1, planted=0.3)   # noqa: E731
-        dyn = Heun(Schedule("linear", 0.02, 0.01, 60), 0.7)
+        dyn = (Heun if pair == "pspin-heun" else OverdampedLangevin)(
+            Schedule("linear", 0.02, 0.01, 60), 0.7)
     else:
         make = lambda: Quadratic(spectrum=np.linspace(0.2, 3.0, 48), seed=1)   # noqa: E731
         dyn = UnderdampedLangevin(0.05, 1.0, Schedule("cosine", 0.8, 0.3, 60))
     kw = {} if pair == "pspin-heun" else dict(
-        first_passage=FirstPassage(HalfSpace(np.eye(48)[0], 0.0, "right")))
+        first_passage=FirstPassage(HalfSpace(np.eye(make().d)[0], 0.0, "right")))
     out = {}
     for steps in ("", "0"):
         monkeypatch.setenv(rt.GRAPH_ENV, steps)
         sim = Simulation(make(), dyn, 1 << 12, backend="cuda", seed=5, dtype="float32", **kw)
-        for K in (1, 40, 7, 33):
+        for K in (40, 1, 7, 33):
             sim.advance(K)
         out[steps] = sim
     assert not rt._GRAPHS_FAILED, rt._GRAPHS_FAILED
     run = out[""].backend.device_run(out[""])
     assert any(ws.graphs for ws in run.workspaces.values()), "no graph was captured"
+    if pair == "pspin-streamed":      # (the workspace key ends with whether it streams)
+        assert [k[-1] for k in run.workspaces if k[0] == "gemm"] == [True]
     for k in out[""].state:
         np.testing.assert_array_equal(out[""].state[k], out["0"].state[k], err_msg=k)
     np.testing.assert_array_equal(out[""].diverged_step, out["0"].diverged_step)
