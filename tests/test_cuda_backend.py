@@ -303,11 +303,6 @@ def test_errors_are_one_line_and_name_the_fix():
     fit = rt.replicas_that_fit(sim, 1 << 24)
     assert 0 < fit < 1 << 16 and f"replicas <= {fit}" in str(err) and "\n" not in str(err)
     assert "65536 replicas" in str(err) and fit * per <= 1 << 24
-    cupy_, numba_ = rt.PER_THREAD_STREAM
-    for agree in ({}, {cupy_: "1", numba_: "1"}, {cupy_: "0"}):
-        assert rt.stream_mismatch_error(agree) is None
-    err = str(rt.stream_mismatch_error({numba_: "1"}))
-    assert err.startswith(f"{numba_} is set but {cupy_} is not") and "\n" not in err
 
 
 def test_memory_estimate_counts_a_fused_kernels_own_buffers():

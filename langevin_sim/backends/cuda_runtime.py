@@ -202,23 +202,6 @@ def driver_mismatch_error(driver: int, runtime: int) -> BackendUnavailableError:
         f"{_version(runtime)}: {fix}")
 
 
-PER_THREAD_STREAM = ("CUPY_CUDA_PER_THREAD_DEFAULT_STREAM", "NUMBA_CUDA_PER_THREAD_DEFAULT_STREAM")
-
-
-def stream_mismatch_error(env=None) -> BackendUnavailableError | None:
-    """The error when CuPy and numba-cuda would launch on different default streams (one of
-    them set to per-thread default streams, the other not), None when they agree: the backend
-    orders CuPy's GEMMs and numba's kernels by sharing one stream."""
-    env = os.environ if env is None else env
-    on = {k: env.get(k, "0").strip() not in ("", "0") for k in PER_THREAD_STREAM}
-    if len(set(on.values())) == 1:
-        return None
-    set_, unset = (k for want in (True, False) for k in PER_THREAD_STREAM if on[k] == want)
-    return BackendUnavailableError(
-        f"{set_} is set but {unset} is not: CuPy and numba-cuda would launch on different "
-        f"default streams and race; set both to 1 or unset both")
-
-
 def _version(v: int) -> str:
     return f"{v // 1000}.{(v % 1000) // 10}"
 
@@ -244,9 +227,6 @@ def require() -> str:
         raise numba_cuda_missing_error(str(e)) from None
     if is_fake(mod):
         return "CUDA simulator (numba) with the NumPy stand-in for CuPy"
-    mismatch = stream_mismatch_error()
-    if mismatch is not None:
-        raise mismatch
     runtime = mod.cuda.runtime
     try:
         n = runtime.getDeviceCount()
@@ -287,9 +267,10 @@ def configure_numba() -> list[str]:
 
     - CUDA_ARRAY_INTERFACE_SYNC off: numba synchronizes the stream a CuPy array names (its
       CUDA array interface) at every conversion of a CuPy kernel argument, a host-blocking
-      wait per launch (and an error inside a stream capture); CuPy and numba-cuda share the
-      default stream (legacy, or per-thread for both: `stream_mismatch_error`), so their work
-      is ordered already.
+      wait per launch (and an error inside a stream capture); numba-cuda launches on the
+      legacy default stream and CuPy on it too, or on its per-thread default stream (with
+      CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1), which synchronizes with the legacy one, so their
+      work is ordered already.
     - CUDA_LOW_OCCUPANCY_WARNINGS off, unless NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS is set: the
       grid is the run's replica count (the warning comes at every launch of fewer than 128
       blocks, 16384 replicas), so it says nothing to act on (design_changes 63)."""
