@@ -833,6 +833,12 @@ def main(argv=None) -> int:
             + (f"{r['jax_default_chain_steps_per_s']:.3g} | "
                if "jax_default_chain_steps_per_s" in r else "– | ")
             + (", ".join(r["host_bridged"]) or "none") + " |")
+    if use_jax:
+        lines += ["", "The JAX peers are written as a user would write them, not as this "
+                  "engine computes: W3's takes the p-spin gradient as one (M, N^2) @ (N^2, N) "
+                  "product (twice the multiply-adds of the engine's packed C(N+1, 2) "
+                  "products); W4's draws each minibatch i.i.d. (`jax.random.randint`) where "
+                  "the engine's SGD runs per-epoch permutations (less work for JAX)."]
     split = [r for r in rows if "without_gemm_chain_steps_per_s" in r]
     if split:
         lines += ["", "## Where a dense step's time goes (W2, W3)", "",
