@@ -126,7 +126,7 @@ class Simulation:
             self.state.update(first_passage.init_state(self.state["x"]))
         self.diverged_step = np.full(self.n_replicas, -1, dtype=np.int64)
         self.step = 0
-        self._clock = (0, 0.0)  # (step, time) of scheduled step sizes, summed incrementally
+        self._clock = (0, 0)  # (t, the exact sum of the step sizes before step t, as `_exact`)
         self._stop = False
         self._buffers: Recycler | None = None   # `run`'s copies for its writer, kept across runs
 
@@ -187,18 +187,22 @@ class Simulation:
 
     @property
     def time(self) -> float:
-        """Time at the current step: the sum of the step sizes (`step` or `lr`) before it."""
+        """Time at the current step: the sum of the step sizes (`step` or `lr`) before it,
+        correctly rounded, so a pure function of the step whatever the records and resumes
+        were.  A schedule is constant from step ceil(steps) on: its tail is one product."""
         eta = getattr(self.dynamics, "step", getattr(self.dynamics, "lr", None))
         if eta is None:
             return float("nan")
         if eta.kind == "constant":
             return self.step * float(eta.start)
+        ramp = math.ceil(eta.steps)
+        end = min(self.step, ramp)
         t0, acc = self._clock
-        if t0 > self.step:
-            t0, acc = 0, 0.0
-        acc += math.fsum(eta(k) for k in range(t0, self.step))
-        self._clock = (self.step, acc)
-        return acc
+        if t0 > end:
+            t0, acc = 0, 0
+        acc += sum(_exact(eta(k)) for k in range(t0, end))
+        self._clock = (end, acc)
+        return (acc + (self.step - end) * _exact(eta(ramp))) / (1 << _TINY)
 
     # -- stepping ----------------------------------------------------------------------
     def advance(self, steps: int, sync: bool = True) -> None:
@@ -425,6 +429,15 @@ class Simulation:
             return f"{why} at step {self.step} of {target}; the run was in memory, nothing to resume"
         return (f"{why} at step {self.step} of {target}; {where} in {writer.path}; resume with: "
                 f"langevin-sim resume {shlex.quote(writer.path)}")
+
+
+_TINY = 1074   # float64 values are whole multiples of 2**-1074
+
+
+def _exact(x: float) -> int:
+    """float64 x in units of 2**-1074, exactly (sums of these ints are exact)."""
+    num, den = float(x).as_integer_ratio()
+    return num << (_TINY + 1 - den.bit_length())
 
 
 def _nan_diverged(rec: dict, dead: np.ndarray) -> dict:

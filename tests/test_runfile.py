@@ -1,4 +1,5 @@
 """Run files: format, resume bit-for-bit, SIGKILL durability, divergence, SWMR, xarray."""
+import math
 import os
 import signal
 import subprocess
@@ -61,6 +62,32 @@ def test_resume_is_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(done.energy[:], ref.energy[:])
     np.testing.assert_array_equal(done.checkpoint()[1]["p"], ref.checkpoint()[1]["p"])
 
+
+def test_time_under_a_schedule_is_the_exact_sum_however_the_run_was_cut(tmp_path, monkeypatch):
+    """`time` under a step-size schedule is the correctly rounded sum of the step sizes before
+    the step, whatever the records and resumes were (a running float sum drifted by ulps, so
+    a resumed run's times differed from the uninterrupted run's), and past the schedule's end
+    it costs no loop over the steps (it summed every step in Python: minutes at 1e9 steps)."""
+    from fractions import Fraction
+
+    from langevin_sim.dynamics import Schedule
+
+    eta = Schedule("linear", 0.1, 0.3, 50)
+    exact = [math.fsum(eta(k) for k in range(n)) for n in range(61)]
+
+    def sim():
+        return Simulation(DoubleWell(d=1), OverdampedLangevin(eta, 0.01), 1, backend="numpy")
+    np.testing.assert_array_equal(sim().run(60, 1, progress=False).time, exact)
+    sim().run(30, 3, out=tmp_path / "part.h5", progress=False).close()
+    done = resume(tmp_path / "part.h5", steps=60, progress=False)
+    np.testing.assert_array_equal(done.time, exact[::3])
+    late = sim()
+    late.step = 10**15 + 7
+    want = sum(Fraction(eta(k)) for k in range(50)) + (late.step - 50) * Fraction(eta(50))
+    calls = []
+    call = Schedule.__call__
+    monkeypatch.setattr(Schedule, "__call__", lambda s, k: calls.append(k) or call(s, k))
+    assert late.time == float(want) and len(calls) == 51
 
 def test_float32_run_keeps_counters_exact(tmp_run):
     sim = Simulation(DoubleWell(d=3), OverdampedLangevin(1e-3, 0.5), 32, dtype="float32", seed=1)
