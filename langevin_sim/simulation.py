@@ -59,17 +59,18 @@ _BETWEEN_RUNS = 2      # recycled buffers a simulation keeps per shape between r
 class Simulation:
     """M replicas of `dynamics` on `potential`, stepped by `backend`.
 
-    replicas: M, the number of chains; their global ids are first_replica .. first_replica+M-1,
-    and every random number depends only on (seed, id, step), so splitting replicas over
-    Simulations (workers) gives identical trajectories.  init: an (M, d) array, "default"
-    (the potential's `default_init` of INIT-stream normals), "zeros" or "normal" (N(0, 1)).
-    A replica whose state becomes non-finite or exceeds `divergence_bound` in absolute value is
-    frozen at its last good state, `diverged_step[m]` records the step count at which it went
-    bad, and its records are NaN from then on.  `observers`: callables `obs(sim) -> {name: (M,
-    ...)}` evaluated at every record (e.g. `SharpnessObserver(every=k * record_every)`), with a
-    `to_dict()` so that `resume` rebuilds them.  `first_passage`: a `FirstPassage` observer,
-    updated by the backend after every step (first entry into labelled regions, crossing
-    counts; its arrays are part of `state`, so they are checkpointed and resumed).
+    replicas: M, the number of chains; their global ids are first_replica .. first_replica+M-1
+    (below 2**32), and every random number depends only on (seed, id, step), so splitting
+    replicas over Simulations (workers) gives identical trajectories. init: an (M, d) array,
+    "default" (the potential's `default_init` of INIT-stream normals), "zeros" or "normal"
+    (N(0, 1)). A replica whose state becomes non-finite or exceeds `divergence_bound` in
+    absolute value is frozen at its last good state, `diverged_step[m]` records the step count
+    at which it went bad, and its records are NaN from then on. `observers`: callables
+    `obs(sim) -> {name: (M, ...)}` evaluated at every record (e.g. `SharpnessObserver(every=k *
+    record_every)`), with a `to_dict()` so that `resume` rebuilds them. `first_passage`: a
+    `FirstPassage` observer, updated by the backend after every step (first entry into labelled
+    regions, crossing counts; its arrays are part of `state`, so they are checkpointed and
+    resumed).
     """
 
     def __init__(self, potential: Potential, dynamics: Dynamics, replicas: int,
@@ -85,6 +86,10 @@ class Simulation:
             raise ConfigError(f"dynamics must be a langevin_sim Dynamics, got {type(dynamics).__name__}")
         replicas = check_int("replicas", replicas)
         first_replica = check_int("first_replica", first_replica, minimum=0)
+        if first_replica + replicas > 2**32:
+            raise ConfigError(f"replica ids must be below 2**32 (the Philox counter's replica "
+                              f"word), got {first_replica} + {replicas}; pass first_replica <= "
+                              f"{2**32 - replicas}")
         try:
             name = np.dtype(dtype).name if dtype is not None else None   # np.float32, "f4"
         except (TypeError, ValueError):
@@ -289,6 +294,7 @@ class Simulation:
                 check(record_every)
         _check_out(out, overwrite)                    # refuse at once, not after the probe
         end = self.step + steps
+        _check_end(end, f"steps={steps}")
         if end % record_every:
             warnings.warn(f"the run ends at step {end}, between records (record_every="
                           f"{record_every}): its last {end % record_every} steps are in the "
@@ -618,6 +624,13 @@ def _record_resume(cfg: dict, step: int, target: int, backend: str) -> bool:
     return changed
 
 
+def _check_end(end: int, what: str) -> None:
+    """Refuse a run ending at step `end` >= 2**63: the run file counts steps in int64."""
+    if end >= 2**63:
+        raise ConfigError(f"{what} ends the run at step 2**63 or later ({end}), past the run "
+                          "file's int64 step counts; end it before step 2**63")
+
+
 def _check_out(out, overwrite: bool) -> None:
     """Refuse an existing run file `out` unless `overwrite`, a directory, or a place where no
     file can be made (None: in memory, never refused)."""
@@ -717,6 +730,7 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
         if target < step:
             raise ConfigError(f"steps={target} (--steps {target}) is before the checkpoint at "
                               f"step {step}; give a total step count >= {step}")
+        _check_end(target, f"steps={target} (--steps {target})")
         if _record_resume(cfg, step, target, sim.backend_name):
             f["config"].attrs["json"] = json.dumps(cfg, default=json_default)
         f.attrs["writer"] = writer_info()

@@ -122,6 +122,24 @@ def test_counts_and_seeds_must_be_integers(kw, match):
         Simulation(DoubleWell(), OverdampedLangevin(), backend="numpy", **kw)
 
 
+def test_replica_ids_and_steps_stay_within_their_counter_words():
+    """Replica ids are the Philox counter's 32-bit replica word: ids from 2**32 on were taken
+    silently (outside the documented layout; 2**64 an OverflowError), and a run's end step
+    past int64 an OverflowError after its first record."""
+    last = Simulation(DoubleWell(), OverdampedLangevin(), 3, backend="numpy",
+                      first_replica=2**32 - 3)
+    assert last.replica_ids[-1] == 2**32 - 1
+    for first in (2**32 - 2, 2**64):
+        with pytest.raises(ConfigError, match=r"replica ids must be below 2\*\*32 .* got "
+                                              rf"{first} \+ 3; pass first_replica <= "
+                                              f"{2**32 - 3}"):
+            Simulation(DoubleWell(), OverdampedLangevin(), 3, backend="numpy",
+                       first_replica=first)
+    last.step = 2**63 - 5
+    with pytest.raises(ConfigError, match=r"steps=5 ends the run at step 2\*\*63 or later"):
+        last.run(5, 1, progress=False)
+
+
 def test_run_arguments_and_the_record_grid(tmp_path):
     """steps and record_every are integers; a run that ends between records warns that its
     last steps are only in the checkpoint (the records end at the last multiple of
