@@ -209,6 +209,16 @@ class Simulation:
         self._clock = (end, acc)
         return (acc + (self.step - end) * _exact(eta(ramp))) / (1 << _TINY)
 
+    def _check_end(self, end: int, what: str) -> None:
+        """Refuse a run ending at step `end` whose stream positions n = step * lanes (lanes:
+        d, or the samples of a finite sum: its minibatch draws) pass 2**63: the kernels count
+        them in int64 (past it they wrap onto earlier steps' noise), the run file its steps."""
+        lanes = max(self.potential.d, self.potential.n_samples or 1)
+        if end >= 2**63 or end * lanes > 2**63:
+            raise ConfigError(f"{what} ends the run at step {end}, past int64 (the step count, "
+                              f"and {lanes} stream positions a step); end it by step "
+                              f"{min(2**63 // lanes, 2**63 - 1)}")
+
     # -- stepping ----------------------------------------------------------------------
     def advance(self, steps: int, sync: bool = True) -> None:
         """Run `steps` steps without recording; `sync=False` leaves a device backend's state
@@ -294,7 +304,7 @@ class Simulation:
                 check(record_every)
         _check_out(out, overwrite)                    # refuse at once, not after the probe
         end = self.step + steps
-        _check_end(end, f"steps={steps}")
+        self._check_end(end, f"steps={steps}")
         if end % record_every:
             warnings.warn(f"the run ends at step {end}, between records (record_every="
                           f"{record_every}): its last {end % record_every} steps are in the "
@@ -624,13 +634,6 @@ def _record_resume(cfg: dict, step: int, target: int, backend: str) -> bool:
     return changed
 
 
-def _check_end(end: int, what: str) -> None:
-    """Refuse a run ending at step `end` >= 2**63: the run file counts steps in int64."""
-    if end >= 2**63:
-        raise ConfigError(f"{what} ends the run at step 2**63 or later ({end}), past the run "
-                          "file's int64 step counts; end it before step 2**63")
-
-
 def _check_out(out, overwrite: bool) -> None:
     """Refuse an existing run file `out` unless `overwrite`, a directory, or a place where no
     file can be made (None: in memory, never refused)."""
@@ -730,7 +733,7 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
         if target < step:
             raise ConfigError(f"steps={target} (--steps {target}) is before the checkpoint at "
                               f"step {step}; give a total step count >= {step}")
-        _check_end(target, f"steps={target} (--steps {target})")
+        sim._check_end(target, f"steps={target} (--steps {target})")
         if _record_resume(cfg, step, target, sim.backend_name):
             f["config"].attrs["json"] = json.dumps(cfg, default=json_default)
         f.attrs["writer"] = writer_info()

@@ -136,8 +136,32 @@ def test_replica_ids_and_steps_stay_within_their_counter_words():
             Simulation(DoubleWell(), OverdampedLangevin(), 3, backend="numpy",
                        first_replica=first)
     last.step = 2**63 - 5
-    with pytest.raises(ConfigError, match=r"steps=5 ends the run at step 2\*\*63 or later"):
+    with pytest.raises(ConfigError, match=r"steps=5 ends the run at step 9223372036854775808, "
+                                          r"past int64 .* end it by step 9223372036854775807"):
         last.run(5, 1, progress=False)
+
+
+def test_a_run_whose_stream_positions_pass_int64_is_refused():
+    """The kernels count stream positions n = step * lanes in int64: at d = 4 the numba
+    kernel's step 2**62 drew step 0's noise (the reference's n = 2**64 is exact)."""
+    sim = Simulation(DoubleWell(d=4), OverdampedLangevin(), 2, backend="numba", init="zeros")
+    sim.step = 2**61 - 1
+    sim.run(1, 1, progress=False)                       # the last position is 2**63 - 1
+    with pytest.raises(ConfigError, match=r"steps=1 ends the run at step 2305843009213693953, "
+                                          r"past int64 .*4 stream positions a step.* end it by "
+                                          r"step 2305843009213693952"):
+        sim.run(1, 1, progress=False)
+    sgd = Simulation(LinearRegression(n=12, d=3, seed=1), SGD(0.01, 6), 1, backend="numpy")
+    sgd.step = 2**63 // 12 - 1
+    with pytest.raises(ConfigError, match=r"12 stream positions a step"):
+        sgd.run(2, 1, progress=False)
+    from langevin_sim.exchange import ReplicaExchange
+
+    ladder = ReplicaExchange(DoubleWell(d=4), OverdampedLangevin(), [0.5, 1.0], 1,
+                             backend="numpy")
+    ladder.step = 2**61
+    with pytest.raises(ConfigError, match=r"steps=1 ends the run .*4 stream positions a step"):
+        ladder.run(1, 1, progress=False)
 
 
 def test_run_arguments_and_the_record_grid(tmp_path):

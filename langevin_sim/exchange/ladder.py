@@ -152,6 +152,7 @@ class ReplicaExchange:
             raise ConfigError(f"need steps >= 0 and record_every >= 1, got {steps}, {record_every}")
         files = [rung_path(out, k) for k in range(len(self.rungs))]
         target = self.step + steps
+        self.rungs[0]._check_end(target, f"steps={steps}")
         handles, writers, pending = [], [], []
         for path in files:
             _check_out(path, overwrite)              # at once, not after the first probes

@@ -61,6 +61,7 @@ def resume(path, steps: int | None = None, backend: str | None = None,
                 ladder._commit([RunWriter(r.f) for r in runs], [[] for _ in runs], [], True)
             return _done(ladder, runs, files, None)
         ladder = _ladder(runs, ex, backend, S)
+        ladder.rungs[0]._check_end(target, f"steps={target} (--steps {target})")
         for run in runs:
             cfg = run.config
             if cfg["steps_target"] != target:
