@@ -223,8 +223,10 @@ class Simulation:
     def advance(self, steps: int, sync: bool = True) -> None:
         """Run `steps` steps without recording; `sync=False` leaves a device backend's state
         on the device (the run loop syncs at records and checkpoints)."""
-        self.backend.advance(self, self.step, int(steps))
-        self.step += int(steps)
+        steps = check_int("steps", steps, minimum=0)
+        self._check_end(self.step + steps, f"steps={steps}")
+        self.backend.advance(self, self.step, steps)
+        self.step += steps
         if sync:
             self.sync()
 

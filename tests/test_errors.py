@@ -155,6 +155,12 @@ def test_a_run_whose_stream_positions_pass_int64_is_refused():
     sgd.step = 2**63 // 12 - 1
     with pytest.raises(ConfigError, match=r"12 stream positions a step"):
         sgd.run(2, 1, progress=False)
+    for bad, match in ((-3, "steps must be an integer >= 0, got -3"),
+                       (2.5, "steps must be an integer >= 0, got 2.5"),
+                       (2**61, "steps=2305843009213693952 ends the run")):
+        with pytest.raises(ConfigError, match=match):    # -3 set the step back, 2.5 ran 2
+            sim.advance(bad)
+    assert sim.step == 2**61
     from langevin_sim.exchange import ReplicaExchange
 
     ladder = ReplicaExchange(DoubleWell(d=4), OverdampedLangevin(), [0.5, 1.0], 1,
