@@ -141,9 +141,10 @@ def test_replica_ids_and_steps_stay_within_their_counter_words():
         last.run(5, 1, progress=False)
 
 
-def test_a_run_whose_stream_positions_pass_int64_is_refused():
+def test_step_counts_are_integers_within_the_int64_stream_positions():
     """The kernels count stream positions n = step * lanes in int64: at d = 4 the numba
-    kernel's step 2**62 drew step 0's noise (the reference's n = 2**64 is exact)."""
+    kernel's step 2**62 drew step 0's noise (the reference's n = 2**64 is exact).  Step
+    counts are integers >= 0 in advance and in the ladder's run, as in run."""
     sim = Simulation(DoubleWell(d=4), OverdampedLangevin(), 2, backend="numba", init="zeros")
     sim.step = 2**61 - 1
     sim.run(1, 1, progress=False)                       # the last position is 2**63 - 1
@@ -165,6 +166,12 @@ def test_a_run_whose_stream_positions_pass_int64_is_refused():
 
     ladder = ReplicaExchange(DoubleWell(d=4), OverdampedLangevin(), [0.5, 1.0], 1,
                              backend="numpy")
+    for bad, match in ((10.5, "steps must be an integer >= 0, got 10.5"),     # ran 10
+                       (-1, "steps must be an integer >= 0, got -1")):
+        with pytest.raises(ConfigError, match=match):
+            ladder.run(bad, 1, progress=False)
+    with pytest.raises(ConfigError, match="record_every must be an integer >= 1, got 2.5"):
+        ladder.run(10, 2.5, progress=False)
     ladder.step = 2**61
     with pytest.raises(ConfigError, match=r"steps=1 ends the run .*4 stream positions a step"):
         ladder.run(1, 1, progress=False)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import rng
 from ..dynamics import MALA, Heun, LeimkuhlerMatthews, OverdampedLangevin, UnderdampedLangevin
-from ..errors import ConfigError, RunStopped, RunTerminated
+from ..errors import ConfigError, RunStopped, RunTerminated, check_int
 from ..io import Run, RunWriter
 from ..io import format as F
 from ..scan.ids import splitmix64
@@ -147,9 +147,8 @@ class ReplicaExchange:
         """Advance `steps` steps with exchanges every `every`, recording every `record_every`;
         rung k writes `rung_path(out, k)` (out=None: in memory, all in `self.runs`).  Every
         flush checkpoints every rung.  Returns rung 0's Run (the lowest temperature)."""
-        steps, record_every = int(steps), int(record_every)
-        if steps < 0 or record_every < 1:
-            raise ConfigError(f"need steps >= 0 and record_every >= 1, got {steps}, {record_every}")
+        steps = check_int("steps", steps, minimum=0)
+        record_every = check_int("record_every", record_every)
         files = [rung_path(out, k) for k in range(len(self.rungs))]
         target = self.step + steps
         self.rungs[0]._check_end(target, f"steps={steps}")
