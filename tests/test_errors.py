@@ -177,6 +177,17 @@ def test_step_counts_are_integers_within_the_int64_stream_positions():
         ladder.run(1, 1, progress=False)
 
 
+def test_schedule_steps_are_an_integer_that_survives_the_run_file():
+    """steps=2.7 was taken and stored as int(2.7) = 2: a resumed run annealed on another
+    schedule than the run it continued; steps=inf was an OverflowError."""
+    for bad in (2.7, "10", True, float("inf"), 0):
+        with pytest.raises(ConfigError, match=rf"schedule steps must be an integer >= 1, got "
+                                              rf"{bad!r}"):
+            Schedule("linear", 0.1, 0.2, bad)
+    s = Schedule("linear", 0.1, 0.2, 1e4)
+    assert s.steps == 10_000 and Schedule(**s.to_dict()) == s
+
+
 def test_run_arguments_and_the_record_grid(tmp_path):
     """steps and record_every are integers; a run that ends between records warns that its
     last steps are only in the checkpoint (the records end at the last multiple of

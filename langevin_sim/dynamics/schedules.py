@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 
 KINDS = {"constant": 0, "linear": 1, "exponential": 2, "cosine": 3}
 
@@ -40,8 +40,7 @@ class Schedule:
             raise ConfigError(f"unknown schedule kind {self.kind!r}; use one of {sorted(KINDS)}")
         if self.end is None:
             object.__setattr__(self, "end", self.start)
-        if int(self.steps) < 1:
-            raise ConfigError(f"schedule steps must be >= 1, got {self.steps}")
+        object.__setattr__(self, "steps", check_int("schedule steps", self.steps))
         if self.kind == "exponential" and (self.start <= 0 or self.end <= 0):
             raise ConfigError("an exponential schedule needs start > 0 and end > 0")
 
@@ -57,7 +56,7 @@ class Schedule:
         return min(self.start, self.end), max(self.start, self.end)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "start": self.start, "end": self.end, "steps": int(self.steps)}
+        return {"kind": self.kind, "start": self.start, "end": self.end, "steps": self.steps}
 
 
 def as_number(value, name: str) -> float:
