@@ -194,13 +194,13 @@ class Simulation:
     def time(self) -> float:
         """Time at the current step: the sum of the step sizes (`step` or `lr`) before it,
         correctly rounded, so a pure function of the step whatever the records and resumes
-        were.  A schedule is constant from step ceil(steps) on: its tail is one product."""
+        were.  A schedule is constant from its step `steps` on: that tail is one product."""
         eta = getattr(self.dynamics, "step", getattr(self.dynamics, "lr", None))
         if eta is None:
             return float("nan")
         if eta.kind == "constant":
             return self.step * float(eta.start)
-        ramp = math.ceil(eta.steps)
+        ramp = eta.steps
         end = min(self.step, ramp)
         t0, acc = self._clock
         if t0 > end:
