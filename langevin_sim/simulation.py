@@ -212,8 +212,8 @@ class Simulation:
         """Refuse a run ending at step `end` whose stream positions n = step * lanes (lanes:
         d, or the samples of a finite sum: its minibatch draws) pass 2**63: the kernels count
         them in int64 (past it they wrap onto earlier steps' noise), the run file its steps."""
-        lanes = max(self.potential.d, self.potential.n_samples or 1)
-        if end >= 2**63 or end * lanes > 2**63:
+        end, lanes = int(end), max(self.potential.d, self.potential.n_samples or 1)
+        if end >= 2**63 or end * lanes > 2**63:       # (Python ints: a NumPy step would wrap)
             raise ConfigError(f"{what} ends the run at step {end}, past int64 (the step count, "
                               f"and {lanes} stream positions a step); end it by step "
                               f"{min(2**63 // lanes, 2**63 - 1)}")

@@ -146,7 +146,7 @@ def test_step_counts_are_integers_within_the_int64_stream_positions():
     kernel's step 2**62 drew step 0's noise (the reference's n = 2**64 is exact).  Step
     counts are integers >= 0 in advance and in the ladder's run, as in run."""
     sim = Simulation(DoubleWell(d=4), OverdampedLangevin(), 2, backend="numba", init="zeros")
-    sim.step = 2**61 - 1
+    sim.step = np.int64(2**61 - 1)                      # as NumPy int64: no wrap in the check
     sim.run(1, 1, progress=False)                       # the last position is 2**63 - 1
     with pytest.raises(ConfigError, match=r"steps=1 ends the run at step 2305843009213693953, "
                                           r"past int64 .*4 stream positions a step.* end it by "
