@@ -57,6 +57,7 @@ def append(f: h5py.File, rows: list[dict], n0: int) -> None:
         if ds.shape[0] < n1:
             ds.resize(n1, axis=0)
         ds[n0:n1] = np.stack([r[name] for r in rows])
+        ds.flush()   # a failed write raises here, not unseen when `ds` is dropped (RunWriter._ds)
 
 
 def truncate(f: h5py.File, n: int) -> None:

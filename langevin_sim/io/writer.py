@@ -92,7 +92,18 @@ class RunWriter:
         self.commit = f[F.COMMIT][()].copy()
         self.rows = self.n_records   # record rows written, committed or not
         self._held: dict[str, np.ndarray] = {}   # dataset path -> what this writer last wrote there
+        self._open: dict[str, h5py.Dataset] = {}  # datasets kept open (`_ds`)
         self._direct = DirectRows.open(f)
+
+    def _ds(self, path: str) -> h5py.Dataset:
+        """Chunked dataset `path`, kept open while the writer lives: its chunk cache is then
+        written by the commit's flush, which raises a failed write, not when a dropped h5py
+        object closes it, which only prints the error (a full disk left records unwritten under
+        a marker that counted them)."""
+        ds = self._open.get(path)
+        if ds is None:
+            ds = self._open[path] = self.f[path]
+        return ds
 
     # -- creation -----------------------------------------------------------
     @classmethod
@@ -212,7 +223,7 @@ class RunWriter:
         for name in records[0]:
             if name == "time" and name not in rec:
                 continue  # format version 1 files have no /records/time
-            ds = rec[name]
+            ds = self._ds(f"records/{name}")
             if ds.shape[0] < n1:
                 ds.resize(n1, axis=0)
             rows = [r[name] for r in records]
