@@ -666,10 +666,12 @@ def _publish(writer: RunWriter, out) -> None:
 
 def _close_unpublished(f: h5py.File, out) -> None:
     """Close `f` after an error; a file still under its temporary name (never published as
-    `out`) is removed."""
+    `out`) is removed.  A close that fails (the file's writes failed: the error being raised
+    says so) is let pass."""
     temp = f.filename if f.id.valid and out is not None and f.filename != os.fspath(out) else None
     if f.id.valid:
-        f.close()
+        with contextlib.suppress(OSError, RuntimeError):
+            f.close()
     if temp is not None and os.path.exists(temp):
         os.unlink(temp)
 
@@ -746,8 +748,7 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
         sim._loop(writer, target, cfg["record_every"], cfg["record_positions"], [], None,
                   progress, flush_seconds)
     except BaseException:
-        if f.id.valid:
-            f.close()
+        _close_unpublished(f, path)
         raise
     report_divergence(sim.diverged_step, sim.replica_ids)
     done = _reopen(f, path)

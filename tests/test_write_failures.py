@@ -5,8 +5,10 @@ import io
 import h5py
 import pytest
 
+import langevin_sim as ls
 from langevin_sim import Simulation
 from langevin_sim.dynamics import OverdampedLangevin
+from langevin_sim.io.writer import WriterThread
 from langevin_sim.potentials import DoubleWell
 
 
@@ -42,3 +44,20 @@ def test_a_record_chunk_that_cannot_be_written_is_never_committed():
         writer.write_block([probe], sim.state, 0, sim.diverged_step)
     fh.big = None
     assert writer.f["commit"][0] == 0 and writer.f["commit"][2] == -1
+
+
+def test_a_failed_write_stops_the_writer_with_one_line_naming_the_fix():
+    sim, probe, fh, writer = _full_writer()
+    writer.write_block([probe], sim.state, 0, sim.diverged_step)
+    sim.advance(10)
+    thread = WriterThread(writer)
+    fh.big = 1 << 16
+    thread.submit("write_block", [sim.snapshot()] * 64, sim.state, 10, sim.diverged_step)
+    with pytest.raises(ls.RunFileError) as e:
+        thread.close()
+    fh.big = None
+    assert str(e.value) == (
+        f"writing {writer.path} failed (No space left on device): the records committed up to "
+        "step 0 and the checkpoint at step 0 stand; make room on its file system, then: "
+        f"langevin-sim resume {writer.path}")
+    assert list(writer.f["commit"][:2]) == [1, 0]

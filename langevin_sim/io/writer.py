@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import queue
+import re
 import sys
 import threading
 
 import h5py
 import numpy as np
 
+from ..errors import LangevinSimError, RunFileError
 from . import format as F
 from .direct import DirectRows, early_allocation
 from .recycle import Recycler
@@ -362,7 +365,7 @@ class WriterThread:
                 try:
                     getattr(self.writer, job[0])(*job[1])
                 except BaseException as e:  # raised in the submitting thread
-                    self._error = e
+                    self._error = write_failed(self.writer, e)
                 else:
                     if self.recycler is not None:
                         self.recycler.give(job[1])
@@ -387,3 +390,37 @@ class WriterThread:
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+def write_failed(writer: RunWriter, e: BaseException) -> BaseException:
+    """The error to raise for `e`, raised while `writer` wrote its file: an OS-level write
+    failure (a full disk, the file-size limit) becomes one RunFileError line naming the cause,
+    the last commit and the fix, and the file is detached (`detach`); anything else as it is."""
+    if not isinstance(e, (OSError, RuntimeError)) or isinstance(e, LangevinSimError):
+        return e
+    m = re.search(r"errno = (\d+)", str(e))
+    code = e.errno if isinstance(e, OSError) and e.errno else int(m[1]) if m else None
+    why = os.strerror(code) if code else str(e).splitlines()[0]
+    fix = {errno.ENOSPC: "make room on its file system", errno.EDQUOT: "make room in your quota",
+           errno.EFBIG: "raise the file-size limit (`ulimit -f`)"}.get(code, "fix that")
+    c, path = writer.commit, writer.path
+    where = (f"the records committed up to step {int(c[F.STEPS_DONE])} and the checkpoint at step "
+             f"{int(c[F.CKPT_STEP])} stand; {fix}, then: langevin-sim resume {path}"
+             if c[F.CKPT_SLOT] >= 0 else
+             f"no checkpoint was committed yet; {fix}, then start the run again (--overwrite)")
+    detach(writer.f)
+    return RunFileError(f"writing {path} failed ({why}): {where}")
+
+
+def detach(f: h5py.File) -> None:
+    """Point HDF5's descriptor of `f` at an anonymous in-memory file (Linux memfd), so that
+    nothing more reaches the run file after a failed write: closing `f` (its flush, its length
+    change) then succeeds and leaves the file's last commit as it is on disk.  Without this the
+    close fails again and HDF5 crashes the interpreter at exit.  No-op elsewhere."""
+    if not hasattr(os, "memfd_create") or not f.id.valid or f.driver != "sec2":
+        return
+    mem = os.memfd_create("langevin-sim-detached")
+    try:
+        os.dup2(mem, f.id.get_vfd_handle())
+    finally:
+        os.close(mem)
