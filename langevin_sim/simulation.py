@@ -29,7 +29,7 @@ from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped, R
 from .first_passage import STATE_KEYS as FP_KEYS
 from .first_passage import FirstPassage
 from .io import Run, RunWriter
-from .io.reader import run_path
+from .io.reader import lengthen, run_path
 from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE, json_default
 from .io.swmr import writer_info
 from .io.direct import ALIGN
@@ -694,6 +694,8 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
     parameter `steps` with it) and, when `backend` differs, the backend from this step on
     (`backend_history`: [step, backend] pairs).  `path` may be a closed Run (its `path`)."""
     source, path = path, run_path(path, "resume")
+    if os.path.isfile(path):
+        lengthen(path)
     with Run(path) as run:
         cfg = run.config
     swmr = bool(cfg.get("swmr", False)) if swmr is None else bool(swmr)

@@ -17,6 +17,7 @@ from ..dynamics.base import Dynamics
 from ..errors import ConfigError, RunFileError
 from ..io import Run, RunWriter
 from ..io import format as F
+from ..io.reader import lengthen
 from ..io.swmr import writer_info
 from ..simulation import Simulation
 from . import log
@@ -42,6 +43,8 @@ def resume(path, steps: int | None = None, backend: str | None = None,
     with Run(path) as run:
         ex = run.config["meta"]["exchange"]
     files = [os.path.join(os.path.dirname(path), name) for name in ex["files"]]
+    for p in files:
+        lengthen(p)
     runs = [Run(p, mode="r+") for p in files]
     try:
         c0 = runs[0].commit

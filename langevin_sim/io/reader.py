@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import TYPE_CHECKING, TypeVar
 
 import h5py
@@ -366,6 +367,16 @@ def _open_file(path: str, mode: str, swmr: bool, latest: bool = False) -> h5py.F
             "to finish or stop it; to read a run while it is written, start it with --swmr "
             "(swmr=True) and read it with open_run(path, swmr=True)") from None
     except OSError as e:
+        short = _short(e)
+        if short is not None:
+            if mode == "r":
+                raise RunFileError(
+                    f"{path} is shorter than HDF5 expects ({short[0]} of {short[1]} bytes): its "
+                    "writer failed (a full disk, or the file-size limit `ulimit -f`) or the copy "
+                    f"is incomplete; `langevin-sim resume {path}` restores its length, checks "
+                    "that every committed record is in it, and continues the run") from None
+            _restore_length(path, *short)
+            return _open_file(path, mode, swmr, latest)
         if not swmr_file.flags_set(path):
             if "already open" in str(e):
                 raise RunFileError(
@@ -391,6 +402,86 @@ def _open_file(path: str, mode: str, swmr: bool, latest: bool = False) -> h5py.F
                                "finish or stop it, then resume")
     swmr_file.clear_flags(path)
     return _plain(path, mode, latest)
+
+
+_SHORT = re.compile(r"truncated file: eof = (\d+), sblock->base_addr = \d+, stored_eof = (\d+)")
+
+
+def _short(e: OSError) -> tuple[int, int] | None:
+    """(file size, end of file the superblock expects) in bytes when HDF5 refused to open a
+    file for being shorter than its superblock says, else None."""
+    m = _SHORT.search(str(e))
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def lengthen(path: "str | os.PathLike") -> None:
+    """Restore the length of run file `path` where it is shorter than its superblock says
+    (`_restore_length`, what `resume` does first); nothing otherwise."""
+    try:
+        h5py.File(path, "r").close()
+    except OSError as e:
+        short = _short(e)
+        if short is not None:
+            _restore_length(os.fspath(path), *short)
+
+
+def _restore_length(path: str, size: int, stored: int) -> None:
+    """Lengthen run file `path` from `size` to the `stored` bytes its superblock expects, as
+    HDF5 would have at close: a writer whose write failed (ENOSPC, EFBIG) flushed metadata that
+    allocates space it never wrote.  Kept only if everything committed (`_past_end`) lies
+    within the first `size` bytes; else (an incomplete copy) the file is cut back to `size`
+    and refused."""
+    try:
+        os.truncate(path, stored)
+    except OSError as e:
+        raise RunFileError(f"{path} is shorter than HDF5 expects ({size} of {stored} bytes) and "
+                           f"cannot be lengthened ({e.strerror}): make room on its file system "
+                           "or raise the file-size limit (`ulimit -f`), then try again") from None
+    try:
+        try:
+            f = h5py.File(path, "r")
+        except OSError:         # a killed SWMR writer's flags are set too
+            f = h5py.File(path, "r", libver="latest", swmr=True)
+        with f:
+            past = _past_end(f, size)
+    except Exception as e:      # metadata in the missing part: unreadable
+        past = f"its metadata ({e})"
+    if past is not None:
+        os.truncate(path, size)
+        raise RunFileError(f"{path} is cut short: {past} lies past its {size} bytes (an "
+                           "incomplete copy?); copy the file again")
+
+
+def _past_end(f: h5py.File, size: int) -> str | None:
+    """The name of the first dataset of run file `f` whose committed storage (rows within the
+    commit marker, the valid checkpoint slot, everything else) reaches past byte `size`, or
+    None."""
+    c = f[F.COMMIT][()]
+    rows = {"records": int(c[F.N_RECORDS])}
+    if "exchange" in f:
+        rows["exchange"] = int(c[F.STEPS_DONE]) // int(f["exchange"].attrs["every"])
+    slot = int(c[F.CKPT_SLOT])
+    skip = tuple(f"checkpoint/slot{k}/" for k in (0, 1) if k != slot)
+    found = []
+
+    def check(name: str, ds) -> None:
+        if found or not isinstance(ds, h5py.Dataset) or name.startswith(skip):
+            return
+        if ds.chunks is None:
+            at = ds.id.get_offset()
+            if at is not None and at + ds.id.get_storage_size() > size:
+                found.append(name)
+            return
+        group = name.split("/", 1)[0]
+        limit = rows[group] if group in rows and ds.maxshape[0] is None else None
+        for i in range(ds.id.get_num_chunks()):
+            info = ds.id.get_chunk_info(i)
+            if (limit is None or info.chunk_offset[0] < limit) and \
+                    info.byte_offset + info.size > size:
+                found.append(name)
+                return
+    f.visititems(check)
+    return found[0] if found else None
 
 
 MEMORY = "<memory>"      # the `path` of a Run held in memory (Simulation.run without out=)
