@@ -316,7 +316,7 @@ class Simulation:
         try:
             writer = self.create_writer(f, probe, record_every, record_positions,
                                         self.step + steps, compression, swmr)
-            _publish(writer, out)
+            _publish(writer, out, overwrite)
             first = [probe] if self.step % record_every == 0 else []
             self._loop(writer, self.step + steps, record_every, record_positions, first,
                        checkpoint_every, progress, flush_seconds)
@@ -654,14 +654,30 @@ def _check_out(out, overwrite: bool) -> None:
                           "writable folder; choose another path")
 
 
-def _publish(writer: RunWriter, out) -> None:
+def _publish(writer: RunWriter, out, overwrite: bool) -> None:
     """Give the writer's laid-out run file its name `out` (an atomic rename of the flushed
-    file; no-op in memory or where `_create_file` made it under that name)."""
+    file; no-op in memory or where `_create_file` made it under that name).  Unless
+    `overwrite`, a file that took the name meanwhile (another run given the same path) is
+    refused, not replaced: the name is made as a hard link, which never replaces (a plain
+    rename where the file system has no hard links)."""
     f = writer.f
-    if out is not None and f.filename != os.fspath(out):
-        f.flush()
-        os.replace(f.filename, os.fspath(out))
-        writer.path = os.fspath(out)
+    if out is None or f.filename == os.fspath(out):
+        return
+    f.flush()
+    out = os.fspath(out)
+    if overwrite:
+        os.replace(f.filename, out)
+    else:
+        try:
+            os.link(f.filename, out)
+        except FileExistsError:
+            _check_out(out, overwrite)      # the one-line "exists" error
+            raise
+        except OSError:                     # no hard links on this file system
+            os.replace(f.filename, out)
+        else:
+            os.unlink(f.filename)
+    writer.path = out
 
 
 def _close_unpublished(f: h5py.File, out) -> None:

@@ -253,6 +253,29 @@ def test_a_run_killed_or_failing_before_its_file_is_laid_out_leaves_no_file(tmp_
         assert run.complete
 
 
+def test_a_run_never_replaces_a_file_published_meanwhile(tmp_path, monkeypatch):
+    """Two runs given one output path: the one whose layout ends second is refused, and the
+    first one's file stays (its publishing rename replaced it, and both runs said they had
+    finished, the first one's records in an unlinked file)."""
+    from langevin_sim.io import writer as writer_module
+
+    path = tmp_path / "run.h5"
+    real = writer_module.RunWriter.create.__func__
+
+    def racing(cls, f, **kw):         # another run publishes at `path` while this one lays out
+        w = real(cls, f, **kw)
+        path.write_bytes(b"another run's file")
+        return w
+    monkeypatch.setattr(writer_module.RunWriter, "create", classmethod(racing))
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
+    with pytest.raises(ls.ConfigError, match="run.h5 exists; choose another path"):
+        sim.run(20, 10, out=path, progress=False)
+    assert path.read_bytes() == b"another run's file"
+    assert os.listdir(tmp_path) == ["run.h5"]
+    with sim.run(20, 10, out=path, progress=False, overwrite=True) as run:
+        assert run.complete
+
+
 def test_a_new_run_file_removes_the_temporary_files_of_dead_processes_only(tmp_path):
     """Temporary files a killed process left for the same run file on this host go when the
     next run at that name lays out its file; a live process's, another host's and another

@@ -168,7 +168,7 @@ class ReplicaExchange:
                     f.flush()
                     if swmr:
                         f.swmr_mode = True
-                _publish(writers[-1], path)
+                _publish(writers[-1], path, overwrite)
                 pending.append([probe] if self.step % record_every == 0 else [])
             self._loop(writers, target, record_every, record_positions, pending, progress,
                        flush_seconds)
