@@ -1,4 +1,5 @@
 """Run files whose writes fail (a full disk, the file-size limit): nothing committed is lost."""
+import contextlib
 import errno
 import io
 import os
@@ -31,6 +32,15 @@ class FullDisk(io.BytesIO):
         return super().write(b)
 
 
+def _close(writer, fh: FullDisk) -> None:
+    """Make room again and close the writer's file (HDF5's first flush after a failed one
+    fails; an unclosed broken file would crash the interpreter at exit)."""
+    fh.big = None
+    with contextlib.suppress(RuntimeError):
+        writer.f.flush()
+    writer.f.close()
+
+
 def _full_writer():
     """(simulation of 2048 replicas, its first record, a file object, its run writer)."""
     sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 2048, backend="numpy",
@@ -51,6 +61,7 @@ def test_a_record_chunk_that_cannot_be_written_is_never_committed():
         writer.write_block([probe], sim.state, 0, sim.diverged_step)
     fh.big = None
     assert writer.f["commit"][0] == 0 and writer.f["commit"][2] == -1
+    _close(writer, fh)
 
 
 def test_a_failed_write_stops_the_writer_with_one_line_naming_the_fix():
@@ -62,12 +73,12 @@ def test_a_failed_write_stops_the_writer_with_one_line_naming_the_fix():
     thread.submit("write_block", [sim.snapshot()] * 64, sim.state, 10, sim.diverged_step)
     with pytest.raises(ls.RunFileError) as e:
         thread.close()
-    fh.big = None
     assert str(e.value) == (
         f"writing {writer.path} failed (No space left on device): the records committed up to "
         "step 0 and the checkpoint at step 0 stand; make room on its file system, then: "
         f"langevin-sim resume {writer.path}")
     assert list(writer.f["commit"][:2]) == [1, 0]
+    _close(writer, fh)
 
 
 LIMITED = textwrap.dedent("""

@@ -394,15 +394,18 @@ class WriterThread:
 
 def write_failed(writer: RunWriter, e: BaseException) -> BaseException:
     """The error to raise for `e`, raised while `writer` wrote its file: an OS-level write
-    failure (a full disk, the file-size limit) becomes one RunFileError line naming the cause,
-    the last commit and the fix, and the file is detached (`detach`); anything else as it is."""
+    failure (an errno: a full disk, the file-size limit) becomes one RunFileError line naming
+    the cause, the last commit and the fix, and the file is detached (`detach`); anything else
+    is returned as it is."""
     if not isinstance(e, (OSError, RuntimeError)) or isinstance(e, LangevinSimError):
         return e
-    m = re.search(r"errno = (\d+)", str(e))
+    m = re.search(r"errno = (\d+)", str(e))     # h5py's errors carry it in their message
     code = e.errno if isinstance(e, OSError) and e.errno else int(m[1]) if m else None
-    why = os.strerror(code) if code else str(e).splitlines()[0]
+    if not code:
+        return e
+    why = os.strerror(code)
     fix = {errno.ENOSPC: "make room on its file system", errno.EDQUOT: "make room in your quota",
-           errno.EFBIG: "raise the file-size limit (`ulimit -f`)"}.get(code, "fix that")
+           errno.EFBIG: "raise the file-size limit (`ulimit -f`)"}.get(code, "fix its cause")
     c, path = writer.commit, writer.path
     where = (f"the records committed up to step {int(c[F.STEPS_DONE])} and the checkpoint at step "
              f"{int(c[F.CKPT_STEP])} stand; {fix}, then: langevin-sim resume {path}"
