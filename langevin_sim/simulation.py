@@ -316,9 +316,12 @@ class Simulation:
         try:
             writer = self.create_writer(f, probe, record_every, record_positions,
                                         self.step + steps, compression, swmr)
+            # published with its first record and a checkpoint: resumable from the start
+            writer.write_block([probe] if self.step % record_every == 0 else [], self.state,
+                               self.step, self.diverged_step,
+                               first_passage=self.first_passage_state())
             _publish(writer, out, overwrite)
-            first = [probe] if self.step % record_every == 0 else []
-            self._loop(writer, self.step + steps, record_every, record_positions, first,
+            self._loop(writer, self.step + steps, record_every, record_positions, [],
                        checkpoint_every, progress, flush_seconds)
         except BaseException:
             _close_unpublished(f, out)

@@ -34,7 +34,7 @@ def writer_threads():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_records_hold_the_state_at_each_record_step(tmp_run, dtype, monkeypatch):
-    """Written on the writer thread, each record equals an independent twin's positions at that
+    """Written on the writer thread (the first with the layout), each record equals an independent twin's positions at that
     step, its float64 energy and observables; small records go in batches."""
     calls = []
     real = RunWriter.append
@@ -56,7 +56,9 @@ def test_records_hold_the_state_at_each_record_step(tmp_run, dtype, monkeypatch)
             np.testing.assert_allclose(run["weight_error"][i],
                                        ((x64 - twin.potential.w_star) ** 2).sum(axis=1), rtol=1e-12)
             twin.advance(10)
-    assert {name for name, _ in calls} == {"langevin-sim writer"}
+    # the first record is committed with the file's layout, before the writer thread starts
+    assert calls[0] == ("MainThread", 1)
+    assert {name for name, _ in calls[1:]} == {"langevin-sim writer"}
     assert sum(n for _, n in calls) == 21 and max(n for _, n in calls) > 1
 
 
@@ -240,7 +242,7 @@ def test_error_in_the_writer_thread_reaches_the_caller(tmp_run, monkeypatch):
 
     def failing(self, *args, **kw):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 4:     # the third after the layout's
             raise OSError("disk full")
         real(self, *args, **kw)
 
@@ -265,7 +267,7 @@ def test_diverged_step_in_checkpoints_as_replicas_diverge(tmp_run, monkeypatch, 
 
     def dying(self, commit):
         calls.append(1)
-        if len(calls) == stop_at:
+        if len(calls) == stop_at + 1:     # the layout's commit comes first
             raise RuntimeError("killed")
         real(self, commit)
 

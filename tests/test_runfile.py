@@ -276,6 +276,48 @@ def test_a_run_never_replaces_a_file_published_meanwhile(tmp_path, monkeypatch):
         assert run.complete
 
 
+SLOW_FIRST_BLOCK = textwrap.dedent("""
+    import pathlib, sys, time
+    from langevin_sim import Simulation
+    from langevin_sim.dynamics import OverdampedLangevin
+    from langevin_sim.potentials import DoubleWell
+
+    def slow(self, steps, sync=True):     # a first block that takes long (a large run's)
+        pathlib.Path(sys.argv[2]).touch()
+        time.sleep(60)
+    Simulation.advance = slow
+    Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 8, backend="numpy", seed=1
+               ).run(100, 10, out=sys.argv[1], progress=False)
+""")
+
+
+def test_a_run_killed_during_its_first_block_resumes_exactly(tmp_path):
+    """A run file is published with its first record and a checkpoint of the initial state,
+    so a run killed at any moment after its file appears resumes (it said to start again,
+    and the file it left made the rerun refuse its path)."""
+    script, flag, path = tmp_path / "slow.py", tmp_path / "stepping", tmp_path / "run.h5"
+    script.write_text(SLOW_FIRST_BLOCK)
+    proc = subprocess.Popen([sys.executable, str(script), str(path), str(flag)], cwd=ROOT)
+    try:
+        t0 = time.time()
+        while not flag.exists():
+            assert proc.poll() is None and time.time() - t0 < 60, "the first block never began"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    with open_run(path) as run:
+        assert run.n_records == 1 and run.checkpoint()[0] == 0 and not run.complete
+    ref = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 8, backend="numpy",
+                     seed=1).run(100, 10, out=tmp_path / "ref.h5", progress=False)
+    with resume(path, progress=False) as run:
+        assert run.complete and run.resumed_from == 0
+        np.testing.assert_array_equal(run.step, ref.step)
+        np.testing.assert_array_equal(run.positions[:], ref.positions[:])
+        np.testing.assert_array_equal(run.checkpoint()[1]["x"], ref.checkpoint()[1]["x"])
+    ref.close()
+
+
 def test_a_new_run_file_removes_the_temporary_files_of_dead_processes_only(tmp_path):
     """Temporary files a killed process left for the same run file on this host go when the
     next run at that name lays out its file; a live process's, another host's and another
