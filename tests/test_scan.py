@@ -346,11 +346,11 @@ def test_failing_and_diverging_points_are_recorded(cluster, tmp_path, capsys):
 
 
 def _committed_checkpoint(path: Path) -> bool:
-    """Whether a run file being written elsewhere has committed a checkpoint (read without
-    HDF5 file locking; a torn read just means 'not yet')."""
+    """Whether a run file being written elsewhere has committed a checkpoint past its start
+    (read without HDF5 file locking; a torn read just means 'not yet')."""
     try:
         with h5py.File(path, "r", locking=False) as f:
-            return int(f[F.COMMIT][F.CKPT_SLOT]) >= 0 and not f[F.COMMIT][F.COMPLETE]
+            return int(f[F.COMMIT][F.CKPT_STEP]) > 0 and not f[F.COMMIT][F.COMPLETE]
     except (OSError, KeyError):
         return False
 
