@@ -456,6 +456,26 @@ def test_not_a_run_file(tmp_path):
         open_run(txt)
 
 
+@pytest.mark.parametrize("part", ["records/energy", "config"])
+def test_a_damaged_run_file_is_one_error_naming_the_part(tmp_run, part, capsys):
+    """A run file whose bytes were altered (not by a kill: that leaves it readable) is refused
+    on opening with one line naming the damaged part, not a KeyError or a JSON traceback
+    from deep in a command."""
+    dw_sim(backend="numpy").run(100, 10, out=tmp_run, progress=False).close()
+    with h5py.File(tmp_run, "r") as f:
+        at = h5py.h5o.get_info(f[part].id).addr
+    with open(tmp_run, "r+b") as fh:     # garble its object header (or the config's JSON)
+        fh.seek(at)
+        fh.write(b"\xff" * 8 if part != "config" else b"")
+    if part == "config":
+        with h5py.File(tmp_run, "r+") as f:
+            f["config"].attrs["json"] = f["config"].attrs["json"][:-7]
+    for command in (["info", str(tmp_run)], ["resume", str(tmp_run), "--no-progress"]):
+        assert cli(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{tmp_run} is damaged: {part} cannot be read" in err[0], err
+
+
 def test_resume_keeps_swmr_and_records_target_and_backend(tmp_path):
     """A run started in SWMR mode resumes in it (a live reader follows the continuation);
     --steps updates the target and the scenario's `steps`; another backend is recorded with

@@ -102,6 +102,30 @@ class Run:
             self.f.close()
             raise RunFileError(f"{self.path} is not a langevin_sim run file (no format="
                                f"'{F.FORMAT}' attribute); pass a file written by Simulation.run")
+        self._check_parts()
+
+    def _check_parts(self) -> None:
+        """Open what every reader needs (the commit marker, the config, the record datasets,
+        the committed checkpoint), so that a damaged file is one RunFileError naming the part
+        instead of an h5py KeyError or a JSON error deep in a command."""
+        f, part = self.f, F.COMMIT
+        try:
+            c = f[F.COMMIT][()]
+            part = "config"
+            json.loads(f["config"].attrs["json"])
+            groups = ["records"] + ([f"checkpoint/slot{int(c[F.CKPT_SLOT])}"]
+                                    if c[F.CKPT_SLOT] >= 0 else [])
+            for g in groups:
+                part = g
+                for name in f[g]:
+                    part = f"{g}/{name}"
+                    f[part].shape
+        except (KeyError, ValueError, OSError, RuntimeError) as e:
+            f.close()
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise RunFileError(f"{self.path} is damaged: {part} cannot be read ({why}); a killed "
+                               "run leaves a readable file, so this one was altered since: "
+                               "restore it from a copy or run it again") from None
 
     def __repr__(self) -> str:
         if not self.f.id.valid:
