@@ -143,6 +143,40 @@ def test_resume_after_a_kill_between_rung_commits_is_bit_identical(tmp_path, mon
     again.close()
 
 
+def test_a_full_disk_stops_a_ladder_with_one_line_and_it_resumes(tmp_path, monkeypatch):
+    """A rung whose write fails (ENOSPC) stops the ladder with the one-line write failure
+    naming that rung's file and how to resume, not h5py's traceback; resume ends bit-identical
+    to the uninterrupted run."""
+    import errno
+
+    from langevin_sim.io import RunWriter
+
+    def make():
+        return ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.02), [0.2, 0.5], 3,
+                               every=5, backend="numpy", seed=4)
+
+    ref = make().run(100, 10, out=tmp_path / "ref.h5", progress=False, flush_seconds=0)
+    real, calls = RunWriter.write_block, []
+
+    def full(self, *args, **kw):
+        calls.append(1)
+        if len(calls) == 5 and self.path.endswith("rung1.h5"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, *args, **kw)
+    monkeypatch.setattr(RunWriter, "write_block", full)
+    with pytest.raises(langevin_sim.RunFileError) as e:
+        make().run(100, 10, out=tmp_path / "cut.h5", progress=False, flush_seconds=0)
+    monkeypatch.setattr(RunWriter, "write_block", real)
+    rung1 = tmp_path / "cut.rung1.h5"
+    assert str(e.value) == (f"writing {rung1} failed (No space left on device): the records "
+                            "committed up to step 10 and the checkpoint at step 10 stand; make "
+                            f"room on its file system, then: langevin-sim resume {rung1}")
+    with langevin_sim.resume(rung1, progress=False) as done:
+        assert done.complete and done.resumed_from == 10
+        np.testing.assert_array_equal(np.asarray(done.positions), np.asarray(ref.positions))
+    ref.close()
+
+
 def test_acceptance_rate_matches_the_exact_gibbs_prediction():
     """Quadratic, d = 4, sampled exactly by MALA: in equilibrium U_k ~ T_k chi2_4 / 2
     independently across rungs, so the rate of pair (k, k+1) is

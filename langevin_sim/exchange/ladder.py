@@ -26,6 +26,7 @@ from ..dynamics import MALA, Heun, LeimkuhlerMatthews, OverdampedLangevin, Under
 from ..errors import ConfigError, RunStopped, RunTerminated, check_int
 from ..io import Run, RunWriter
 from ..io import format as F
+from ..io.writer import write_failed
 from ..scan.ids import splitmix64
 from ..simulation import (Simulation, _check_out, _close_unpublished, _create_file, _publish,
                           _signals_stop, report_divergence)
@@ -232,14 +233,18 @@ class ReplicaExchange:
         for sim in self.rungs:
             sim.sync()
         state = [(sim.state, sim.step, sim.diverged_step) for sim in self.rungs]
-        for k in range(len(self.rungs) - 1, 0, -1):
-            writers[k].write_block(pending[k], *state[k], complete=False)
-        f0 = writers[0].f
-        log.append(f0, rows, log.committed(f0, writers[0].commit[F.STEPS_DONE]))
-        writers[0].write_block(pending[0], *state[0], complete=complete)
-        if complete:
-            for k in range(1, len(self.rungs)):
-                writers[k].write_block([], *state[k], complete=True)
+        k = len(self.rungs) - 1
+        try:     # k: the rung being written
+            for k in range(len(self.rungs) - 1, 0, -1):
+                writers[k].write_block(pending[k], *state[k], complete=False)
+            k, f0 = 0, writers[0].f
+            log.append(f0, rows, log.committed(f0, writers[0].commit[F.STEPS_DONE]))
+            writers[0].write_block(pending[0], *state[0], complete=complete)
+            if complete:
+                for k in range(1, len(self.rungs)):
+                    writers[k].write_block([], *state[k], complete=True)
+        except (OSError, RuntimeError) as e:    # a full disk: one line (`write_failed`)
+            raise write_failed(writers[k], e) from None
         for p in pending:
             p.clear()
         rows.clear()

@@ -19,7 +19,7 @@ from ..io import Run, RunWriter
 from ..io import format as F
 from ..io.reader import lengthen
 from ..io.swmr import writer_info
-from ..simulation import Simulation
+from ..simulation import Simulation, _close_unpublished
 from . import log
 from .ladder import ReplicaExchange
 
@@ -79,8 +79,7 @@ def resume(path, steps: int | None = None, backend: str | None = None,
                      [[] for _ in runs], progress, flush_seconds)
     except BaseException:
         for r in runs:
-            if r.f.id.valid:
-                r.f.close()
+            _close_unpublished(r.f, r.path)
         raise
     return _done(ladder, runs, files, S)
 
