@@ -177,6 +177,24 @@ def test_a_full_disk_stops_a_ladder_with_one_line_and_it_resumes(tmp_path, monke
     ref.close()
 
 
+def test_a_ladder_stopped_before_its_first_commit_says_how_to_start_again(tmp_path,
+                                                                          monkeypatch):
+    def make():
+        return ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.02), [0.2, 0.5], 3,
+                               every=5, backend="numpy", seed=4)
+
+    def killed(f, rows, n0):
+        raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(log, "append", killed)
+    with pytest.raises(KeyboardInterrupt):
+        make().run(100, 10, out=tmp_path / "cut.h5", progress=False, flush_seconds=0)
+    monkeypatch.undo()
+    with pytest.raises(langevin_sim.RunFileError, match="start the run again with --overwrite"):
+        langevin_sim.resume(tmp_path / "cut.rung1.h5", progress=False)
+    with make().run(100, 10, out=tmp_path / "cut.h5", progress=False, overwrite=True) as run:
+        assert run.complete
+
+
 def test_acceptance_rate_matches_the_exact_gibbs_prediction():
     """Quadratic, d = 4, sampled exactly by MALA: in equilibrium U_k ~ T_k chi2_4 / 2
     independently across rungs, so the rate of pair (k, k+1) is

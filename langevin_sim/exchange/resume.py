@@ -49,7 +49,9 @@ def resume(path, steps: int | None = None, backend: str | None = None,
     try:
         c0 = runs[0].commit
         if c0[F.CKPT_SLOT] < 0:
-            raise RunFileError(f"{path} holds no checkpoint yet; start the run again")
+            raise RunFileError(f"{path} holds no checkpoint yet (the ladder was stopped before "
+                               "its first commit): start the run again with --overwrite "
+                               "(overwrite=True), which replaces its files")
         S = int(c0[F.CKPT_STEP])
         cfg0 = runs[0].config
         target = int(cfg0["steps_target"] if steps is None else steps)

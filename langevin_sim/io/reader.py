@@ -304,7 +304,9 @@ class Run:
         """(step, state arrays, diverged_step) of the last valid checkpoint."""
         c = self.commit
         if c[F.CKPT_SLOT] < 0:
-            raise RunFileError(f"{self.path} holds no checkpoint yet; start the run again")
+            raise RunFileError(f"{self.path} holds no checkpoint yet (it was stopped before its "
+                               "first commit): start the run again with --overwrite "
+                               "(overwrite=True), which replaces it")
         g = self._file()[f"checkpoint/slot{int(c[F.CKPT_SLOT])}"]
         state = {k: g[k][()] for k in g if k != "diverged_step"}
         return int(c[F.CKPT_STEP]), state, g["diverged_step"][()]
