@@ -31,6 +31,10 @@ class FullDisk(io.BytesIO):
             raise OSError(errno.ENOSPC, "No space left on device")
         return super().write(b)
 
+    def truncate(self, size=None) -> int:
+        """(h5py's file-object driver missed the inherited one in some test orders)"""
+        return super().truncate(size)
+
 
 def _close(writer, fh: FullDisk) -> None:
     """Make room again and close the writer's file (HDF5's first flush after a failed one
