@@ -195,6 +195,24 @@ def test_a_ladder_stopped_before_its_first_commit_says_how_to_start_again(tmp_pa
         assert run.complete
 
 
+def test_a_ladder_continued_into_a_new_file_logs_its_own_exchanges():
+    """`run` called again on a ladder writes a file whose log holds the exchanges of that
+    run only, equal to those of one uninterrupted run (the second file's log began with
+    the first run's count of empty rows)."""
+    def make():
+        return ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.02), [0.2, 0.5], 3,
+                               every=5, backend="numpy", seed=4)
+
+    whole, ex = make(), make()
+    ex.run(100, 10, progress=False).close()
+    with whole.run(200, 10, progress=False) as w, \
+            ex.run(100, 10, progress=False, flush_seconds=0) as b:     # a commit per record
+        a_log, b_log = w.f["exchange"], b.f["exchange"]
+        np.testing.assert_array_equal(b_log["step"][()], np.arange(105, 201, 5))
+        for name in ("walker", "accepted", "energy"):
+            np.testing.assert_array_equal(b_log[name][()], a_log[name][20:], err_msg=name)
+
+
 def test_acceptance_rate_matches_the_exact_gibbs_prediction():
     """Quadratic, d = 4, sampled exactly by MALA: in equilibrium U_k ~ T_k chi2_4 / 2
     independently across rungs, so the rate of pair (k, k+1) is

@@ -6,7 +6,8 @@ Datasets (n = exchanges, M = ladders, K = rungs), appended before that file's co
   accepted (n, M, K-1) int8  per rung pair (k, k+1): 1 swapped, 0 refused, -1 not attempted
   energy (n, M, K) float64 U on each rung just before it (what the acceptance used)
 plus scales ladder (replica ids), rung, pair and temperature (K,).  Committed rows: the
-first steps_done // every (the commit marker of the file is the exchange commit).
+first steps_done // every - start // every (the commit marker of the file is the exchange
+commit), with start (attribute, 0 when absent) the ladder's step when the file was laid out.
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ GROUP = "exchange"
 SERIES = {"walker": (np.int16, "rung"), "accepted": (np.int8, "pair"), "energy": (np.float64, "rung")}
 
 
-def create(f: h5py.File, ladders: np.ndarray, temperatures, every: int) -> None:
-    """Lay out an empty /exchange group for ladders `ladders` (ids) and K temperatures."""
+def create(f: h5py.File, ladders: np.ndarray, temperatures, every: int,
+           start: int = 0) -> None:
+    """Lay out an empty /exchange group for ladders `ladders` (ids) and K temperatures, for
+    a run from step `start`."""
     g = f.create_group(GROUP)
     K = len(temperatures)
     step = g.create_dataset("step", (0,), np.int64, maxshape=(None,), chunks=(4096,))
@@ -40,11 +43,15 @@ def create(f: h5py.File, ladders: np.ndarray, temperatures, every: int) -> None:
         for i, sc in enumerate((step, scales["ladder"], scales[last])):
             ds.dims[i].attach_scale(sc)
     g.attrs["every"] = int(every)
+    g.attrs["start"] = int(start)
 
 
 def committed(f: h5py.File, steps_done: int) -> int:
-    """Number of committed exchanges of a file whose marker says `steps_done`."""
-    return int(steps_done) // int(f[GROUP].attrs["every"])
+    """Number of committed exchanges of a file whose marker says `steps_done` (0 before the
+    first commit of a file laid out at a later step)."""
+    g = f[GROUP]
+    every = int(g.attrs["every"])
+    return max(0, int(steps_done) // every - int(g.attrs.get("start", 0)) // every)
 
 
 def append(f: h5py.File, rows: list[dict], n0: int) -> None:
