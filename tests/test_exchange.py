@@ -1,5 +1,7 @@
 """Replica exchange (langevin_sim.exchange): physics against the exact Boltzmann law,
 partition invariance, crash-safe resume, the exchange log and its acceptance rates."""
+import os
+
 import numpy as np
 import pytest
 
@@ -169,30 +171,42 @@ def test_a_full_disk_stops_a_ladder_with_one_line_and_it_resumes(tmp_path, monke
     monkeypatch.setattr(RunWriter, "write_block", real)
     rung1 = tmp_path / "cut.rung1.h5"
     assert str(e.value) == (f"writing {rung1} failed (No space left on device): the records "
-                            "committed up to step 10 and the checkpoint at step 10 stand; make "
+                            "committed up to step 5 and the checkpoint at step 5 stand; make "
                             f"room on its file system, then: langevin-sim resume {rung1}")
     with langevin_sim.resume(rung1, progress=False) as done:
-        assert done.complete and done.resumed_from == 10
+        assert done.complete and done.resumed_from == 5
         np.testing.assert_array_equal(np.asarray(done.positions), np.asarray(ref.positions))
     ref.close()
 
 
-def test_a_ladder_stopped_before_its_first_commit_says_how_to_start_again(tmp_path,
-                                                                          monkeypatch):
+def test_a_ladder_killed_before_its_files_appear_leaves_none_and_one_killed_after_resumes(
+        tmp_path, monkeypatch):
+    """Every rung's first commit comes before any rung file takes its name (rung 0 last): a
+    ladder stopped in its first commit leaves no file to block the rerun, and one killed
+    right after its files appear resumes from step 0 (it held no checkpoint: resume said to
+    start again, and the rerun met 'output exists')."""
     def make():
         return ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.02), [0.2, 0.5], 3,
                                every=5, backend="numpy", seed=4)
 
+    append, calls = log.append, []
+
     def killed(f, rows, n0):
-        raise KeyboardInterrupt("killed")
+        calls.append(1)
+        if len(calls) in (1, 3):       # the layout's commit; the first commit after it
+            raise KeyboardInterrupt("killed")
+        append(f, rows, n0)
     monkeypatch.setattr(log, "append", killed)
     with pytest.raises(KeyboardInterrupt):
         make().run(100, 10, out=tmp_path / "cut.h5", progress=False, flush_seconds=0)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(KeyboardInterrupt):
+        make().run(100, 10, out=tmp_path / "cut.h5", progress=False, flush_seconds=0)
     monkeypatch.undo()
-    with pytest.raises(langevin_sim.RunFileError, match="start the run again with --overwrite"):
-        langevin_sim.resume(tmp_path / "cut.rung1.h5", progress=False)
-    with make().run(100, 10, out=tmp_path / "cut.h5", progress=False, overwrite=True) as run:
-        assert run.complete
+    with langevin_sim.resume(tmp_path / "cut.rung1.h5", progress=False) as run, \
+            make().run(100, 10, out=tmp_path / "ref.h5", progress=False) as ref:
+        assert run.complete and run.resumed_from == 0
+        np.testing.assert_array_equal(np.asarray(run.positions), np.asarray(ref.positions))
 
 
 def test_a_ladder_continued_into_a_new_file_logs_its_own_exchanges():

@@ -169,8 +169,12 @@ class ReplicaExchange:
                     f.flush()
                     if swmr:
                         f.swmr_mode = True
-                _publish(writers[-1], path, overwrite)
                 pending.append([probe] if self.step % record_every == 0 else [])
+            # every rung's first record and initial state committed, then the names, rung 0
+            # (the ladder's entry) last: a ladder whose files appear resumes from the start
+            self._commit(writers, pending, [], complete=False)
+            for writer, path in reversed(list(zip(writers, files))):
+                _publish(writer, path, overwrite)
             self._loop(writers, target, record_every, record_positions, pending, progress,
                        flush_seconds)
         except BaseException:
