@@ -19,7 +19,8 @@ Box-Muller code generates normals alone, and memory bandwidth.  Each row (worklo
 dtype) runs in a new process, as a user's script starts; then its cold start is timed in
 another, with an empty Numba cache.  Each workload states the criteria it is held to; W1 and
 W2 are also compared with a committed result of the same machine (--baseline; by default the
-result that --out replaces).
+result that --out replaces).  A "## Notes (... by hand ...)" section of the report --out
+replaces is carried over to the new one, marked as written for the earlier run.
 """
 from __future__ import annotations
 
@@ -476,6 +477,30 @@ def fmt(v) -> str:
     return "–" if v is None else f"{v:.3g}"
 
 
+def kept_notes(path: str | None) -> list[str]:
+    """The hand-written notes section ("## Notes ... by hand ...", up to the next "## " heading)
+    of the report at `path` that --out is about to replace, marked as the earlier run's, so
+    a rerun does not drop them; [] where there is none."""
+    try:
+        lines = Path(path).read_text().splitlines() if path else []
+    except FileNotFoundError:
+        return []
+    start = next((i for i, l in enumerate(lines) if l.startswith("## Notes") and "by hand" in l),
+                 None)
+    if start is None:
+        return []
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+               len(lines))
+    kept = ("*Kept from the report this run replaced, written for that run's numbers: check "
+            "that each still holds, then drop this line.*")
+    body = [line for line in lines[start + 1:end] if line != kept]
+    while body and not body[-1].strip():
+        body.pop()
+    while body and not body[0].strip():
+        body.pop(0)
+    return ["", lines[start], "", kept, "", *body]
+
+
 def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args, wall_s: float) -> str:
     blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']} "
                      f"({b['num_threads']} threads)" for b in info["blas"])
@@ -590,7 +615,7 @@ def main(argv=None):
     baseline, why = baseline_of(a.baseline, info)
     checks = criteria(rows, limits, baseline, why)
     wall_s = time.perf_counter() - start
-    text = report(info, limits, rows, checks, a, wall_s)
+    text = "\n".join([report(info, limits, rows, checks, a, wall_s), *kept_notes(a.out)])
     print(text)
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

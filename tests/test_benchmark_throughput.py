@@ -64,3 +64,19 @@ def test_criteria_pass_fail_and_skip(tmp_path):
     assert verdicts(info) == ["PASS", "PASS", "SKIP", "FAIL", "PASS", "PASS",
                               "PASS", "PASS", "FAIL", "FAIL", "FAIL", "SKIP"]
     assert verdicts({"cpu": "Other CPU", "cores": 2})[4] == "SKIP"
+
+
+def test_a_rerun_keeps_the_hand_written_notes_of_the_report_it_replaces(tmp_path):
+    """--out rewrote the results file whole: the notes written by hand after a run (what the
+    machine was, why a criterion fails there) were lost at every rerun."""
+    old = tmp_path / "m.md"
+    assert tp.kept_notes(str(old)) == [] and tp.kept_notes(None) == []
+    old.write_text("# Throughput\n\n## Criteria\n\n- PASS: x\n\n## Notes (added by hand)\n\n"
+                   "- W5 fails here: Xeon, not EPYC.\n- run at abc123.\n\n\n")
+    kept = tp.kept_notes(str(old))
+    assert kept[1] == "## Notes (added by hand)" and kept[3].startswith("*Kept from the report")
+    assert kept[-2:] == ["- W5 fails here: Xeon, not EPYC.", "- run at abc123."]
+    old.write_text("# Throughput\n" + "\n".join(kept) + "\n\n## Later section\n\nnot a note\n")
+    assert tp.kept_notes(str(old)) == kept           # a second rerun: the same, once
+    old.write_text("# Throughput\n\n## Notes on the method\n\nprinted by the script\n")
+    assert tp.kept_notes(str(old)) == []             # only the hand-written section
