@@ -115,6 +115,27 @@ def test_delay_scaling_recovers_exponents_and_errors():
         delay_scaling(one)
 
 
+def test_delay_scaling_z_is_calibrated_when_the_quoted_se_are_too_small():
+    """D = 5 / (lr wd) exactly in law, with a scatter 10x the quoted se (medians whose se
+    understate their spread): chi2/dof ~ 100, and a z from the fit's own se would reject
+    a = 1 and a_lr = a_wd at most seeds; widened by sqrt(chi2/dof) they reject rarely."""
+    big, big_lw = 0, 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        pts = []
+        for lr in (1e-3, 3e-3, 6e-3):
+            for wd in (0.5, 1.0, 2.0):
+                D, rel = 5.0 / (lr * wd), 0.02
+                pts.append({"lr": lr, "weight_decay": wd, "delay_se": D * rel,
+                            "delay_median": D * math.exp(10 * rel * rng.normal())})
+        fit = delay_scaling(pts)
+        assert fit.scale > 1 and fit.scale_separate > 1
+        assert fit.z == pytest.approx((fit.a - 1) / (fit.a_se * math.sqrt(fit.chi2 / fit.dof)))
+        big += abs(fit.z) > 3
+        big_lw += abs(fit.z_lr_wd) > 3
+    assert big <= 2 and big_lw <= 2, (big, big_lw)
+
+
 def test_bad_shapes_are_config_errors():
     with pytest.raises(ConfigError):
         grokking_times(np.arange(3), np.zeros((3, 2)), np.zeros((4, 2)))

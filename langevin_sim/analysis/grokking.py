@@ -345,7 +345,10 @@ class DelayScaling(Result):
     """Weighted least squares of ln(median delay) over scan points with finite medians:
     ln D = ln c - a ln(lr wd) (`a`, `a_se`, `c`; a = 1 predicted, z = (a - 1)/a_se) and
     ln D = b0 - a_lr ln lr - a_wd ln wd (`a_lr`, `a_wd` ± se; equal if only lr wd matters);
-    chi2/dof of the first fit (se of ln D = se(D)/D).  And the drift picture with a fixed
+    chi2/dof of the first fit (se of ln D = se(D)/D), `chi2_separate` of the second on
+    n - 3 dof.  The se are the fits' own; where a fit's chi2/dof > 1 the model does not
+    describe the points within their errors and `z`, `z_lr_wd` use the se
+    times sqrt(chi2/dof) (`scale`, `scale_separate`).  And the drift picture with a fixed
     lag, D = A + B/(lr wd) (`A`, `B` ± se, `chi2_affine` on dof)."""
 
     n: int
@@ -364,17 +367,41 @@ class DelayScaling(Result):
     B: float
     B_se: float
     chi2_affine: float
+    chi2_separate: float
+
+    @property
+    def scale(self) -> float:
+        """sqrt(chi2/dof) of the product fit, at least 1: the factor its se is widened by."""
+        return math.sqrt(max(1.0, self.chi2 / self.dof)) if self.dof > 0 else 1.0
+
+    @property
+    def scale_separate(self) -> float:
+        """The same for the separate lr, wd fit (n - 3 dof; 1 where it was not made)."""
+        dof = self.n - 3
+        if dof <= 0 or not math.isfinite(self.chi2_separate):
+            return 1.0
+        return math.sqrt(max(1.0, self.chi2_separate / dof))
 
     @property
     def z(self) -> float:
-        return (self.a - 1) / self.a_se
+        """(a - 1) / (a_se scale): a = 1 against the widened se."""
+        return (self.a - 1) / (self.a_se * self.scale)
+
+    @property
+    def z_lr_wd(self) -> float:
+        """(a_lr - a_wd) / their widened se: do lr and wd enter only through lr wd?"""
+        return ((self.a_lr - self.a_wd) / math.hypot(self.a_lr_se, self.a_wd_se)
+                / self.scale_separate)
 
     def table(self) -> str:
         return (f"median delay = c (lr wd)^(-a) over {self.n} points: a = {self.a:.3f} +- "
-                f"{self.a_se:.3f} (1 predicted, z = {self.z:+.2f}), c = {self.c:.3g} +- "
-                f"{self.c_se:.2g}, chi2/dof = {self.chi2:.1f}/{self.dof}\n"
+                f"{self.a_se:.3f} (x {self.scale:.2g} for chi2/dof: 1 predicted, z = "
+                f"{self.z:+.2f}), c = {self.c:.3g} +- {self.c_se:.2g}, chi2/dof = "
+                f"{self.chi2:.1f}/{self.dof}\n"
                 f"  separately: delay ~ lr^(-{self.a_lr:.3f} +- {self.a_lr_se:.3f}) "
-                f"wd^(-{self.a_wd:.3f} +- {self.a_wd_se:.3f})\n"
+                f"wd^(-{self.a_wd:.3f} +- {self.a_wd_se:.3f}) (x {self.scale_separate:.2g}; "
+                f"chi2/dof = {self.chi2_separate:.1f}/{self.n - 3}; a_lr - a_wd: z = "
+                f"{self.z_lr_wd:+.2f})\n"
                 f"  lag + 1/(lr wd): delay = {self.A:.4g} +- {self.A_se:.2g} + ({self.B:.3g} +- "
                 f"{self.B_se:.2g})/(lr wd), chi2/dof = {self.chi2_affine:.1f}/{self.dof}")
 
@@ -403,14 +430,14 @@ def delay_scaling(points: Iterable[GrokkingPoint | Mapping[str, Any]]) -> DelayS
     one = np.ones(len(S))
     (b, slope), (b_se, slope_se), chi2 = _wls(np.stack([one, lr + wd], 1), y, se)
     if np.ptp(lr) > 0 and np.ptp(wd) > 0 and len(S) >= 4:
-        (_, s_lr, s_wd), (_, s_lr_se, s_wd_se), _ = _wls(np.stack([one, lr, wd], 1), y, se)
+        (_, s_lr, s_wd), (_, s_lr_se, s_wd_se), chi2_sep = _wls(np.stack([one, lr, wd], 1), y, se)
     else:
-        s_lr = s_wd = s_lr_se = s_wd_se = math.nan
+        s_lr = s_wd = s_lr_se = s_wd_se = chi2_sep = math.nan
     D = np.exp(y)
     (A, B), (A_se, B_se), chi2_aff = _wls(np.stack([one, np.exp(-(lr + wd))], 1), D, se * D)
     c = math.exp(b)
     return DelayScaling(len(S), -slope, slope_se, c, c * b_se, chi2, len(S) - 2,
-                        -s_lr, s_lr_se, -s_wd, s_wd_se, A, A_se, B, B_se, chi2_aff)
+                        -s_lr, s_lr_se, -s_wd, s_wd_se, A, A_se, B, B_se, chi2_aff, chi2_sep)
 
 
 def points_table(points: Iterable[GrokkingPoint]) -> str:
