@@ -279,3 +279,35 @@ def test_refusals_are_one_line_config_errors(make, says):
     with pytest.raises(ConfigError, match=says) as e:
         make()
     assert "\n" not in str(e.value)
+
+
+def test_a_continued_ladder_killed_before_its_first_exchange_row_resumes_its_walkers(
+        tmp_path, monkeypatch):
+    """A ladder continued into a new file and killed before that file logged an exchange
+    resumes with the walker permutation it had (logged as walker_start), not the identity:
+    its log equals the uninterrupted continuation's."""
+    def make():
+        return ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.02), [0.2, 0.5], 3,
+                               every=5, backend="numpy", seed=4)
+
+    ref, cut = make(), make()
+    for ex, name in ((ref, "a"), (cut, "b")):
+        ex.run(100, 10, out=tmp_path / f"{name}0.h5", progress=False).close()
+    ref.run(100, 10, out=tmp_path / "a1.h5", progress=False).close()
+    assert (cut.walker != np.arange(2)).any()          # seed 4: some ladder swapped by step 100
+    append, calls = log.append, []
+
+    def killed(f, rows, n0):
+        calls.append(1)
+        if len(calls) == 2:            # the first commit with rows, after the layout's
+            raise KeyboardInterrupt("killed")
+        append(f, rows, n0)
+    monkeypatch.setattr(log, "append", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cut.run(100, 10, out=tmp_path / "b1.h5", progress=False, flush_seconds=0)
+    monkeypatch.undo()
+    langevin_sim.resume(tmp_path / "b1.h5", progress=False).close()
+    with open_exchange(tmp_path / "a1.h5") as a, open_exchange(tmp_path / "b1.h5") as b:
+        assert len(b.step) == 20
+        for name in ("step", "walker", "accepted", "energy"):
+            np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)

@@ -165,7 +165,8 @@ class ReplicaExchange:
                 writers.append(sim.create_writer(f, probe, record_every, record_positions, target,
                                                  compression, swmr=swmr and k > 0))
                 if k == 0:
-                    log.create(f, self.ladder_ids, self.temperatures, self.every, self.step)
+                    log.create(f, self.ladder_ids, self.temperatures, self.every, self.step,
+                               self.walker)
                     f.flush()
                     if swmr:
                         f.swmr_mode = True

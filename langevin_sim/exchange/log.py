@@ -5,6 +5,8 @@ Datasets (n = exchanges, M = ladders, K = rungs), appended before that file's co
   walker (n, M, K) int16   which walker (its starting rung) sits on each rung after it
   accepted (n, M, K-1) int8  per rung pair (k, k+1): 1 swapped, 0 refused, -1 not attempted
   energy (n, M, K) float64 U on each rung just before it (what the acceptance used)
+  walker_start (M, K) int16  the walker on each rung when the file was laid out (identity
+                             from step 0; a ladder continued into a new file carries its own)
 plus scales ladder (replica ids), rung, pair and temperature (K,).  Committed rows: the
 first steps_done // every - start // every (the commit marker of the file is the exchange
 commit), with start (attribute, 0 when absent) the ladder's step when the file was laid out.
@@ -20,10 +22,10 @@ GROUP = "exchange"
 SERIES = {"walker": (np.int16, "rung"), "accepted": (np.int8, "pair"), "energy": (np.float64, "rung")}
 
 
-def create(f: h5py.File, ladders: np.ndarray, temperatures, every: int,
-           start: int = 0) -> None:
+def create(f: h5py.File, ladders: np.ndarray, temperatures, every: int, start: int,
+           walker: np.ndarray) -> None:
     """Lay out an empty /exchange group for ladders `ladders` (ids) and K temperatures, for
-    a run from step `start`."""
+    a run from step `start` whose walker permutation (M, K) is then `walker`."""
     g = f.create_group(GROUP)
     K = len(temperatures)
     step = g.create_dataset("step", (0,), np.int64, maxshape=(None,), chunks=(4096,))
@@ -42,6 +44,9 @@ def create(f: h5py.File, ladders: np.ndarray, temperatures, every: int,
                               chunks=(rows, M, n_last))
         for i, sc in enumerate((step, scales["ladder"], scales[last])):
             ds.dims[i].attach_scale(sc)
+    ds = g.create_dataset("walker_start", data=np.asarray(walker, np.int16))
+    ds.dims[0].attach_scale(scales["ladder"])
+    ds.dims[1].attach_scale(scales["rung"])
     g.attrs["every"] = int(every)
     g.attrs["start"] = int(start)
 
@@ -65,6 +70,15 @@ def append(f: h5py.File, rows: list[dict], n0: int) -> None:
             ds.resize(n1, axis=0)
         ds[n0:n1] = np.stack([r[name] for r in rows])
         ds.flush()   # a failed write raises here, not unseen when `ds` is dropped (RunWriter._ds)
+
+
+def walker_start(f: h5py.File) -> np.ndarray:
+    """(M, K) int16 walker permutation at the file's first step (identity in files written
+    before `walker_start` was logged)."""
+    g = f[GROUP]
+    if "walker_start" in g:
+        return g["walker_start"][()]
+    return np.tile(np.arange(len(g["rung"]), dtype=np.int16), (len(g["ladder"]), 1))
 
 
 def truncate(f: h5py.File, n: int) -> None:

@@ -108,9 +108,8 @@ def _ladder(runs: list[Run], ex: dict, backend: str | None, S: int) -> ReplicaEx
     ladder.meta = dict(ladder.rungs[0].meta)
     ladder.meta.pop("exchange", None)
     n = log.committed(runs[0].f, S)
-    K = len(runs)
     ladder.walker = (runs[0].f[log.GROUP]["walker"][n - 1].copy() if n else
-                     np.tile(np.arange(K, dtype=np.int16), (ladder.rungs[0].n_replicas, 1)))
+                     log.walker_start(runs[0].f))
     ladder.step, ladder._stop, ladder.runs = S, 0, []
     return ladder
 
