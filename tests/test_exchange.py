@@ -311,3 +311,38 @@ def test_a_continued_ladder_killed_before_its_first_exchange_row_resumes_its_wal
         assert len(b.step) == 20
         for name in ("step", "walker", "accepted", "energy"):
             np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)
+
+
+def round_trips_by_hand(start: np.ndarray, walker: np.ndarray) -> np.ndarray:
+    """Per ladder, each walker's rung sequence through a bottom -> top -> bottom machine."""
+    n, M, K = walker.shape
+    trips = np.zeros(M, np.int64)
+    for m in range(M):
+        for w in range(K):
+            state = "bottom" if start[m, 0] == w else "none"
+            for i in range(n):
+                r = int(np.flatnonzero(walker[i, m] == w)[0])
+                if r == 0:
+                    trips[m] += state == "top"
+                    state = "bottom"
+                elif r == K - 1 and state == "bottom":
+                    state = "top"
+    return trips
+
+
+def test_round_trips_of_a_continued_ladder_start_from_its_walkers():
+    """The second file of a ladder continued by `run` counts round trips from the walkers it
+    started with (walker_start), as a hand count of each walker's rung sequence does."""
+    ex = ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.02), [0.2, 0.3, 0.5], 4,
+                         every=5, backend="numpy", seed=1)
+    first = ex.run(300, 50, progress=False)
+    with ExchangeRun(ex.runs) as e:
+        identity = np.tile(np.arange(3), (4, 1))
+        np.testing.assert_array_equal(e.round_trips(), round_trips_by_hand(identity, e.walker))
+    first.close()
+    start = ex.walker.copy()
+    assert (start[:, 0] != 0).all()                 # seed 1: every bottom walker moved
+    ex.run(300, 50, progress=False)
+    with ExchangeRun(ex.runs) as e:
+        np.testing.assert_array_equal(e.round_trips(), round_trips_by_hand(start, e.walker))
+        np.testing.assert_array_equal(e.walker_start, start)

@@ -16,7 +16,7 @@ class ExchangeRun:
     """The rung Runs of one ladder run (index k: temperature T_k, rung 0 the lowest) and
     the exchange log rows committed by rung 0's marker: `step` (n,), `walker` (n, M, K),
     `accepted` (n, M, K-1) (1 / 0 / -1 not attempted), `energy` (n, M, K) before each
-    exchange."""
+    exchange, and `walker_start` (M, K), the walker on each rung at the file's first step."""
 
     def __init__(self, runs: list[Run]):
         self.runs = runs
@@ -28,6 +28,7 @@ class ExchangeRun:
         self.ladder = g["ladder"][()]
         self.step = g["step"][:n]
         self.walker, self.accepted, self.energy = (g[k][:n] for k in ("walker", "accepted", "energy"))
+        self.walker_start = log.walker_start(f)
 
     def close(self) -> None:
         for r in self.runs:
@@ -60,12 +61,12 @@ class ExchangeRun:
 
     def round_trips(self) -> np.ndarray:
         """(M,) completed round trips per ladder: a walker that has visited the lowest rung,
-        then the highest, arriving at the lowest again (summed over the ladder's walkers)."""
+        then the highest, arriving at the lowest again (summed over the ladder's walkers),
+        counted from the file's first step (the walker then on the lowest rung has visited it)."""
         n, M, K = self.walker.shape
         rung = np.argsort(self.walker, axis=2, kind="stable")   # (n, M, walker) -> its rung
-        seen = np.zeros((M, K), bool)                            # visited the bottom
+        seen = np.arange(K) == self.walker_start[:, :1]          # (M, walker) visited the bottom
         up = np.zeros((M, K), bool)                              # bottom ... top since then
-        seen[:, 0] = True
         trips = np.zeros(M, np.int64)
         for i in range(n):
             r = rung[i]
