@@ -274,6 +274,14 @@ def test_logged_energies_are_the_rungs_energies():
     (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), [1.0, 0.5], 2), "T_1 < T_2"),
     (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), [1.0], 2), ">= 2"),
     (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), [1, 2], 2, every=0), "every"),
+    (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), [1, 2], 2, every=2.5),
+     "every .* integer"),
+    (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), [0.1, 0.5, 0.3], 2),
+     r"pass them sorted, \[0.1, 0.3, 0.5\]"),
+    (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), [0.1, 0.3, 0.3], 2),
+     "distinct, 0.3 appears twice .* remove the duplicate"),
+    (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), [0.0, 0.3], 2), "> 0, got 0.0"),
+    (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), 0.3, 2), "list of numbers"),
 ])
 def test_refusals_are_one_line_config_errors(make, says):
     with pytest.raises(ConfigError, match=says) as e:

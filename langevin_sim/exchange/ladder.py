@@ -44,6 +44,33 @@ def rung_seed(seed: int, k: int) -> int:
     return splitmix64(splitmix64(int(seed)) ^ int(k)) >> 1
 
 
+def check_temperatures(temperatures) -> list[float]:
+    """The ladder's temperatures (K,) as floats, or a one-line ConfigError naming the fix:
+    K >= 2 finite values 0 < T_1 < ... < T_K (energy units; rung 0 the lowest)."""
+    try:
+        T = [float(t) for t in temperatures] if np.ndim(temperatures) == 1 else None
+    except (TypeError, ValueError):
+        T = None
+    if T is None:
+        raise ConfigError(f"temperatures must be a list of numbers T_1 < ... < T_K, got "
+                          f"{temperatures!r}")
+    if len(T) < 2:
+        raise ConfigError(f"replica exchange needs >= 2 temperatures T_1 < T_2 < ..., got {T}; "
+                          "add the higher rungs (e.g. a geometric ladder up to where the "
+                          "barriers are crossed)")
+    bad = [t for t in T if not (t > 0 and math.isfinite(t))]
+    if bad:
+        raise ConfigError(f"temperatures must be finite and > 0, got {bad[0]} in {T}")
+    same = sorted({t for t in T if T.count(t) > 1})
+    if same:
+        raise ConfigError(f"temperatures must be distinct, {same[0]} appears twice in {T}: "
+                          "remove the duplicate rung")
+    if T != sorted(T):
+        raise ConfigError(f"temperatures must increase, T_1 < T_2 < ... (rung 0 the lowest), got "
+                          f"{T}: pass them sorted, {sorted(T)}")
+    return T
+
+
 def rung_path(out, k: int):
     """Run file of rung k: `out` itself for k = 0, else <stem>.rung<k>.h5 beside it."""
     if out is None or k == 0:
@@ -69,18 +96,14 @@ class ReplicaExchange:
                  backend: str = "numba", dtype: str = "float64", seed: int = 0,
                  init="default", first_replica: int = 0, divergence_bound: float = 1e8,
                  meta: dict | None = None):
-        T = [float(t) for t in temperatures]
-        if len(T) < 2 or not all(t > 0 and math.isfinite(t) for t in T) or \
-                any(b <= a for a, b in zip(T, T[1:])):
-            raise ConfigError(f"temperatures must be >= 2 finite values 0 < T_1 < T_2 < ..., got {T}")
+        T = check_temperatures(temperatures)
         if not isinstance(dynamics, SAMPLERS):
             raise ConfigError(f"replica exchange needs a Boltzmann sampler ({', '.join(c.__name__ for c in SAMPLERS)}); "
                               f"{type(dynamics).__name__} does not sample exp(-U/T), so the swap rule would be wrong")
         if dynamics.temperature.kind != "constant":
             raise ConfigError("replica exchange sets each rung's temperature; give the dynamics a constant temperature")
-        if int(every) < 1:
-            raise ConfigError(f"every (steps between exchanges) must be >= 1, got {every}")
-        self.temperatures, self.every, self.seed = T, int(every), int(seed)
+        every = check_int("every (steps between exchanges)", every)
+        self.temperatures, self.every, self.seed = T, every, int(seed)
         self.meta = dict(meta or {})
         self.rungs = [Simulation(potential, dataclasses.replace(dynamics, temperature=t), replicas,
                                  backend=backend, dtype=dtype, seed=rung_seed(seed, k), init=init,
