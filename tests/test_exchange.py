@@ -266,6 +266,19 @@ def test_logged_energies_are_the_rungs_energies():
     np.testing.assert_allclose(e.energy[0], U, rtol=1e-14)
 
 
+def test_expected_acceptance_skips_the_pairs_of_diverged_walkers():
+    """With divergence_bound=inf the diverged walkers' logged energies are inf; a pair with
+    both untried (inf - inf = nan) must not turn the expected rate into nan."""
+    ex = ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.2), [0.1, 0.5, 3.0], 16,
+                         every=5, backend="numpy", seed=0, divergence_bound=float("inf"))
+    with pytest.warns(UserWarning):
+        ex.run(200, 50, progress=False)
+    e = ExchangeRun(ex.runs)
+    assert (np.isinf(e.energy[..., 1]) & np.isinf(e.energy[..., 2])).any()
+    expected, (rate, se) = e.expected_acceptance(), e.acceptance()
+    assert np.isfinite(expected).all() and np.isfinite(rate).all()
+
+
 @pytest.mark.parametrize("make,says", [
     (lambda: ReplicaExchange(LinearRegression(n=8, d=2), SGD(lr=0.1, batch_size=2), [1, 2], 2),
      "Boltzmann sampler"),

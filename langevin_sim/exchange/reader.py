@@ -54,10 +54,10 @@ class ExchangeRun:
         """(K-1,) mean Metropolis probability min(1, exp((1/T_k - 1/T_{k+1})(U_k - U_{k+1})))
         over the attempted swaps' logged energies (a lower-variance estimate of the rate)."""
         b = 1.0 / self.temperatures
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):   # diverged walkers: U = inf
             p = np.minimum(1.0, np.exp((b[:-1] - b[1:]) * (self.energy[..., :-1] - self.energy[..., 1:])))
         tried = self.accepted >= 0
-        return (p * tried).sum(axis=(0, 1)) / np.maximum(tried.sum(axis=(0, 1)), 1)
+        return np.where(tried, p, 0.0).sum(axis=(0, 1)) / np.maximum(tried.sum(axis=(0, 1)), 1)
 
     def round_trips(self) -> np.ndarray:
         """(M,) completed round trips per ladder: a walker that has visited the lowest rung,
