@@ -7,8 +7,8 @@ import pytest
 
 import langevin_sim
 from langevin_sim import ConfigError, Simulation
-from langevin_sim.dynamics import (MALA, SGD, OverdampedLangevin, Schedule,
-                                   UnderdampedLangevin)
+from langevin_sim.dynamics import (MALA, SGD, LeimkuhlerMatthews, OverdampedLangevin,
+                                   Schedule, UnderdampedLangevin)
 from langevin_sim.exchange import ExchangeRun, ReplicaExchange, log, open_exchange
 from langevin_sim.potentials import DoubleWell, LinearRegression, Quadratic
 
@@ -282,6 +282,8 @@ def test_expected_acceptance_skips_the_pairs_of_diverged_walkers():
 @pytest.mark.parametrize("make,says", [
     (lambda: ReplicaExchange(LinearRegression(n=8, d=2), SGD(lr=0.1, batch_size=2), [1, 2], 2),
      "Boltzmann sampler"),
+    (lambda: ReplicaExchange(tilted_well(), LeimkuhlerMatthews(), [1, 2], 2),
+     "cannot use LeimkuhlerMatthews.* use OverdampedLangevin"),
     (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(temperature=Schedule(
         "linear", 1.0, 0.5, 10)), [1, 2], 2), "constant temperature"),
     (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), [1.0, 0.5], 2), "T_1 < T_2"),

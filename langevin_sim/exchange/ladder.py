@@ -32,8 +32,9 @@ from ..simulation import (Simulation, _check_out, _close_unpublished, _create_fi
                           _signals_stop, report_divergence)
 from . import log
 
-# Boltzmann samplers a swap is valid for; SGD / AdamW do not sample exp(-U/T).
-SAMPLERS = (OverdampedLangevin, LeimkuhlerMatthews, Heun, UnderdampedLangevin, MALA)
+# Boltzmann samplers a swap is valid for; SGD / AdamW do not sample exp(-U/T), and a swap
+# breaks Leimkuhler-Matthews' noise carried from one step into the next (docs/exchange.md).
+SAMPLERS = (OverdampedLangevin, Heun, UnderdampedLangevin, MALA)
 SWAPPED = ("x", "g", "u")   # functions of the configuration: they travel with it
 RESCALED = ("p",)           # momenta: p -> p sqrt(T_new / T_old) (Sugita & Okamoto 2000)
 KEPT = ("accepted",)        # MALA's acceptance counter stays with its rung (temperature)
@@ -97,6 +98,11 @@ class ReplicaExchange:
                  init="default", first_replica: int = 0, divergence_bound: float = 1e8,
                  meta: dict | None = None):
         T = check_temperatures(temperatures)
+        if isinstance(dynamics, LeimkuhlerMatthews):
+            raise ConfigError("replica exchange cannot use LeimkuhlerMatthews: its x carries half "
+                              "of the next step's noise, which a swap breaks, biasing every rung "
+                              "by O(acceptance / every) at any step; use OverdampedLangevin, "
+                              "UnderdampedLangevin or MALA")
         if not isinstance(dynamics, SAMPLERS):
             raise ConfigError(f"replica exchange needs a Boltzmann sampler ({', '.join(c.__name__ for c in SAMPLERS)}); "
                               f"{type(dynamics).__name__} does not sample exp(-U/T), so the swap rule would be wrong")
