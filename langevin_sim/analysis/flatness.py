@@ -12,7 +12,8 @@ worse can be both sharper and worse on the test set, the partial rank correlatio
 train loss is reported too: the ranks of s and of the test loss each residualized on the
 ranks of the train loss, then correlated (n - 3 degrees of freedom, interval with n - 4).
 Several points (settings) are pooled by `pooled` (fixed effect on the Fisher scale, with
-Cochran's Q for their heterogeneity).  Along a run: `early_stopped` takes each replica at
+Cochran's Q for their heterogeneity, and the DerSimonian-Laird random-effects interval to
+quote where Q rejects).  Along a run: `early_stopped` takes each replica at
 its record of lowest validation loss (when the run records one, `val_loss`: an honest early
 stop, the test set untouched) or of lowest test loss (an oracle: the best it reached);
 `matched_fit` compares replicas of several points (learning rates, batch sizes) at equal
@@ -160,8 +161,12 @@ def flatness_vs_generalization(sharpness: ArrayLike, test_loss: ArrayLike,
 
 @dataclass(frozen=True)
 class PooledCorrelation(Result):
-    """Within-point rank correlations of k points pooled: rho with 95 % interval and p;
-    Cochran's q (k - 1 degrees of freedom) and its p (small: the points disagree)."""
+    """Within-point rank correlations of k points pooled: rho with 95 % interval and p (fixed
+    effect); Cochran's q (k - 1 degrees of freedom) and its p (small: the points disagree); the
+    DerSimonian-Laird between-point variance tau2 (Fisher scale) and the random-effects rho,
+    95 % interval and p (re_rho, re_ci, re_p: equal to the fixed-effect ones when q <= k - 1).
+    `quoted(level)` is the one to quote: the random-effects estimate where Q rejects
+    homogeneity at `level`, the fixed-effect one otherwise."""
 
     rho: float
     ci: tuple[float, float]
@@ -170,19 +175,40 @@ class PooledCorrelation(Result):
     q_p: float
     k: int
     partial: bool
+    tau2: float = 0.0
+    re_rho: float = float("nan")
+    re_ci: tuple[float, float] = (float("nan"), float("nan"))
+    re_p: float = float("nan")
+
+    def heterogeneous(self, level: float = 0.05) -> bool:
+        """Does Cochran's Q reject homogeneity of the points at `level`?"""
+        return bool(self.k > 1 and self.q_p < level)
+
+    def quoted(self, level: float = 0.05) -> tuple[float, tuple[float, float], float]:
+        """(rho, 95 % interval, p): random effects where Q rejects at `level`, else fixed effect."""
+        if self.heterogeneous(level):
+            return self.re_rho, self.re_ci, self.re_p
+        return self.rho, self.ci, self.p
 
     def table(self) -> str:
         what = "given the train loss" if self.partial else "raw"
-        return (f"pooled over {self.k} points ({what}): rho = {self.rho:+.3f} [{self.ci[0]:+.3f}, "
+        text = (f"pooled over {self.k} points ({what}): rho = {self.rho:+.3f} [{self.ci[0]:+.3f}, "
                 f"{self.ci[1]:+.3f}] (p = {self.p:.2g}); heterogeneity Q = {self.q:.1f} on "
                 f"{self.k - 1} dof (p = {self.q_p:.2g})")
+        if self.heterogeneous():
+            text += (f"; random effects (DerSimonian-Laird, tau^2 = {self.tau2:.3g}): rho = "
+                     f"{self.re_rho:+.3f} [{self.re_ci[0]:+.3f}, {self.re_ci[1]:+.3f}] (p = {self.re_p:.2g})")
+        return text
 
 
 def pooled(fgs: Iterable[FlatnessGeneralization], partial: bool = False) -> PooledCorrelation:
-    """Fixed-effect pooling of the points' correlations (`FlatnessGeneralization` each; the
-    partial ones with `partial`): z_i = atanh(rho_i) with variance v_i = 1.06 / (n_i - 3)
-    (n_i - 4 for partial), z = sum(z_i / v_i) / sum(1 / v_i), var z = 1 / sum(1 / v_i);
-    Q = sum((z_i - z)^2 / v_i)."""
+    """Pooling of the points' correlations (`FlatnessGeneralization` each; the partial ones
+    with `partial`) on the Fisher scale: z_i = atanh(rho_i) with variance v_i = 1.06 / (n_i - 3)
+    (n_i - 4 for partial).  Fixed effect: w_i = 1 / v_i, z = sum(w_i z_i) / sum(w_i),
+    var z = 1 / sum(w_i); Q = sum(w_i (z_i - z)^2).  Random effects (DerSimonian & Laird 1986):
+    tau2 = max(0, (Q - (k - 1)) / (sum w_i - sum w_i^2 / sum w_i)), w*_i = 1 / (v_i + tau2),
+    z* = sum(w*_i z_i) / sum(w*_i), var z* = 1 / sum(w*_i).  Intervals z +- 1.96 se mapped back
+    by tanh; p two-sided normal."""
     fgs = list(fgs)
     if not fgs:
         raise ConfigError("pooled needs at least one point")
@@ -194,11 +220,18 @@ def pooled(fgs: Iterable[FlatnessGeneralization], partial: bool = False) -> Pool
     w = 1 / v
     zbar, se = float(np.sum(w * z) / w.sum()), float(1 / math.sqrt(w.sum()))
     q = float(np.sum(w * (z - zbar) ** 2))
-    q_p = float(stats.chi2.sf(q, len(fgs) - 1)) if len(fgs) > 1 else float("nan")
-    return PooledCorrelation(math.tanh(zbar), (math.tanh(zbar - 1.96 * se),
-                                               math.tanh(zbar + 1.96 * se)),
-                             float(2 * stats.norm.sf(abs(zbar) / se)), q, q_p, len(fgs),
-                             bool(partial))
+    k = len(fgs)
+    q_p = float(stats.chi2.sf(q, k - 1)) if k > 1 else float("nan")
+    tau2 = max(0.0, (q - (k - 1)) / float(w.sum() - np.sum(w * w) / w.sum())) if k > 1 else 0.0
+    ws = 1 / (v + tau2)
+    zre, sre = float(np.sum(ws * z) / ws.sum()), float(1 / math.sqrt(ws.sum()))
+
+    def est(m: float, s: float) -> tuple[float, tuple[float, float], float]:
+        return (math.tanh(m), (math.tanh(m - 1.96 * s), math.tanh(m + 1.96 * s)),
+                float(2 * stats.norm.sf(abs(m) / s)))
+
+    fe, re = est(zbar, se), est(zre, sre)
+    return PooledCorrelation(*fe, q, q_p, k, bool(partial), tau2, *re)
 
 
 ERRORS = {"test_error": "test_accuracy", "val_error": "val_accuracy"}   # 1 - the accuracy
