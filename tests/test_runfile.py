@@ -206,23 +206,30 @@ SLOW_FIRST_RECORD = textwrap.dedent("""
 """)
 
 
+def _kill_once_flagged(script_text: str, tmp_path, flag_name: str):
+    """Run `script_text` (argv: run path, flag path) as slow.py in tmp_path, SIGKILL it once it
+    has made the flag file; returns the run path (tmp_path / run.h5)."""
+    script, flag, path = tmp_path / "slow.py", tmp_path / flag_name, tmp_path / "run.h5"
+    script.write_text(script_text)
+    proc = subprocess.Popen([sys.executable, str(script), str(path), str(flag)], cwd=ROOT)
+    try:
+        t0 = time.time()
+        while not flag.exists():
+            assert proc.poll() is None and time.time() - t0 < 60, f"{flag_name} never began"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    return path
+
+
 def test_a_run_killed_or_failing_before_its_file_is_laid_out_leaves_no_file(tmp_path,
                                                                               monkeypatch):
     """The first record is taken before the run file exists, and the file is laid out under
     a hidden temporary name and renamed once flushed: a run killed while its first record is
     measured leaves no file (not an unreadable one that blocks the rerun), and a run whose
     layout fails leaves nothing either."""
-    script, flag, path = tmp_path / "slow.py", tmp_path / "measuring", tmp_path / "run.h5"
-    script.write_text(SLOW_FIRST_RECORD)
-    proc = subprocess.Popen([sys.executable, str(script), str(path), str(flag)], cwd=ROOT)
-    try:
-        t0 = time.time()
-        while not flag.exists():
-            assert proc.poll() is None and time.time() - t0 < 60, "the first record never began"
-            time.sleep(0.05)
-    finally:
-        proc.kill()
-        proc.wait()
+    path = _kill_once_flagged(SLOW_FIRST_RECORD, tmp_path, "measuring")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["measuring", "slow.py"]
 
     from langevin_sim.io import writer as writer_module
@@ -295,17 +302,7 @@ def test_a_run_killed_during_its_first_block_resumes_exactly(tmp_path):
     """A run file is published with its first record and a checkpoint of the initial state,
     so a run killed at any moment after its file appears resumes (it said to start again,
     and the file it left made the rerun refuse its path)."""
-    script, flag, path = tmp_path / "slow.py", tmp_path / "stepping", tmp_path / "run.h5"
-    script.write_text(SLOW_FIRST_BLOCK)
-    proc = subprocess.Popen([sys.executable, str(script), str(path), str(flag)], cwd=ROOT)
-    try:
-        t0 = time.time()
-        while not flag.exists():
-            assert proc.poll() is None and time.time() - t0 < 60, "the first block never began"
-            time.sleep(0.05)
-    finally:
-        proc.kill()
-        proc.wait()
+    path = _kill_once_flagged(SLOW_FIRST_BLOCK, tmp_path, "stepping")
     with open_run(path) as run:
         assert run.n_records == 1 and run.checkpoint()[0] == 0 and not run.complete
     ref = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 8, backend="numpy",
