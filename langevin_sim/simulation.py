@@ -29,7 +29,7 @@ from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped, R
 from .first_passage import STATE_KEYS as FP_KEYS
 from .first_passage import FirstPassage
 from .io import Run, RunWriter
-from .io.reader import lengthen, run_path
+from .io.reader import RunFileLocked, lengthen, run_path
 from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE, json_default
 from .io.swmr import writer_info
 from .io.direct import ALIGN
@@ -695,9 +695,20 @@ def _close_unpublished(f: h5py.File, out) -> None:
         os.unlink(temp)
 
 
-def _reopen(f: h5py.File, path) -> Run:
+def _reopen(f: h5py.File, path, wait: float = 2.0) -> Run:
+    """Close the writer's handle `f` and open the finished file at `path` for reading.  A
+    lock still held for up to `wait` seconds is waited for: a child process that another
+    thread forked while `f` was open holds HDF5's descriptor (not close-on-exec), and with it
+    the lock, until it closes it before its exec."""
     f.close()
-    return Run(path)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return Run(path)
+        except RunFileLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: str | None = None,

@@ -778,3 +778,32 @@ def test_stop_runs_reaches_a_run_in_another_thread_and_later_ones(tmp_path, monk
     other = Simulation(DoubleWell(), OverdampedLangevin(0.01, 0.5), 4, backend="numpy", seed=2)
     with pytest.raises(RunStopped, match="at step 0 of 100000; checkpoint at step 0"):
         other.run(100_000, 100, out=tmp_path / "b.h5", progress=False)
+
+
+def test_a_run_returns_its_file_while_a_forked_child_still_holds_the_lock(tmp_path, monkeypatch):
+    """HDF5 opens files without close-on-exec: a child process started (by another thread, as
+    the test suite's background notebooks are) while a run writes keeps HDF5's descriptor, and
+    its lock, until it closes it; the run's reopen for reading failed with "another process is
+    writing" (it did once in CI).  The reopen now waits for such a lock, up to 2 s."""
+    from langevin_sim import simulation as S
+
+    real, children = S._reopen, []
+
+    def reopen(f, path, wait=2.0):       # a child inherits the open descriptor, lives 0.3 s
+        children.append(subprocess.Popen(["sleep", "0.3"], close_fds=False))
+        return real(f, path, wait)
+    monkeypatch.setattr(S, "_reopen", reopen)
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
+    run = sim.run(20, 10, out=tmp_path / "r.h5", progress=False)
+    assert run.complete and run.n_records == 3 and children[0].poll() is not None
+    run.close()
+    sim2 = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
+    holder = []
+
+    def held(f, path):
+        holder.append(subprocess.Popen(["sleep", "0.5"], close_fds=False))
+        return real(f, path, wait=0.0)
+    monkeypatch.setattr(S, "_reopen", held)
+    with pytest.raises(ls.RunFileError, match="holds the file's lock"):
+        sim2.run(20, 10, out=tmp_path / "s.h5", progress=False)      # without the wait
+    holder[0].wait()

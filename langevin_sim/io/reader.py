@@ -371,6 +371,11 @@ def _plain(path: str, mode: str, latest: bool = False) -> h5py.File:
     return h5py.File(path, mode, libver="latest" if latest else None, **ALIGN)
 
 
+class RunFileLocked(RunFileError):
+    """HDF5's lock on a run file is held elsewhere (another process's handle: a run, a reader,
+    or a child that inherited the descriptor, since HDF5 opens files without close-on-exec)."""
+
+
 def _open_file(path: str, mode: str, swmr: bool, latest: bool = False) -> h5py.File:
     """Open `path` with h5py, turning HDF5's open failures into errors that name the fix.
 
@@ -384,11 +389,11 @@ def _open_file(path: str, mode: str, swmr: bool, latest: bool = False) -> h5py.F
         return _plain(path, mode, latest)
     except BlockingIOError:
         if mode != "r":
-            raise RunFileError(
+            raise RunFileLocked(
                 f"another process has {path} open (a run writing it, or a reader such as "
                 "open_run in a notebook, which holds the file's lock): close it, or wait for "
                 "the run to finish or stop it, then try again") from None
-        raise RunFileError(
+        raise RunFileLocked(
             f"another process is writing {path} (it holds the file's lock): wait for that run "
             "to finish or stop it; to read a run while it is written, start it with --swmr "
             "(swmr=True) and read it with open_run(path, swmr=True)") from None
