@@ -29,7 +29,7 @@ from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped, R
 from .first_passage import STATE_KEYS as FP_KEYS
 from .first_passage import FirstPassage
 from .io import Run, RunWriter
-from .io.reader import RunFileLocked, lengthen, run_path
+from .io.reader import RunFileLocked, lengthen, private, run_path
 from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE, json_default
 from .io.swmr import writer_info
 from .io.direct import ALIGN
@@ -597,7 +597,7 @@ def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
         path = os.path.join(parent, f".{os.path.basename(out)}.{socket.gethostname()}-"
                                     f"{os.getpid()}.{uuid.uuid4().hex[:12]}.creating")
     try:
-        return h5py.File(path, "w", libver="latest" if swmr else None, **ALIGN)
+        return private(h5py.File(path, "w", libver="latest" if swmr else None, **ALIGN))
     except BaseException:
         if path != out and os.path.exists(path):
             os.unlink(path)

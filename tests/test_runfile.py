@@ -780,30 +780,71 @@ def test_stop_runs_reaches_a_run_in_another_thread_and_later_ones(tmp_path, monk
         other.run(100_000, 100, out=tmp_path / "b.h5", progress=False)
 
 
+def _forked_child(seconds: float) -> int:
+    """A child forked now that sleeps `seconds` and exits: it holds every descriptor of this
+    process meanwhile (as a child between its fork and its exec does, or a multiprocessing
+    child for its whole life), close-on-exec or not."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(seconds)
+        os._exit(0)
+    return pid
+
+
 def test_a_run_returns_its_file_while_a_forked_child_still_holds_the_lock(tmp_path, monkeypatch):
-    """HDF5 opens files without close-on-exec: a child process started (by another thread, as
-    the test suite's background notebooks are) while a run writes keeps HDF5's descriptor, and
-    its lock, until it closes it; the run's reopen for reading failed with "another process is
-    writing" (it did once in CI).  The reopen now waits for such a lock, up to 2 s."""
+    """A child process forked (by another thread, as the test suite's background notebooks
+    are) while a run writes keeps HDF5's descriptor, and its lock, until it closes it or
+    execs; the run's reopen for reading failed with "another process is writing" (it did once
+    in CI).  The reopen now waits for such a lock, up to 2 s."""
     from langevin_sim import simulation as S
 
     real, children = S._reopen, []
 
-    def reopen(f, path, wait=2.0):       # a child inherits the open descriptor, lives 0.3 s
-        children.append(subprocess.Popen(["sleep", "0.3"], close_fds=False))
+    def reopen(f, path, wait=2.0):       # a child holding the open descriptor for 0.3 s
+        children.append(_forked_child(0.3))
         return real(f, path, wait)
     monkeypatch.setattr(S, "_reopen", reopen)
     sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
     run = sim.run(20, 10, out=tmp_path / "r.h5", progress=False)
-    assert run.complete and run.n_records == 3 and children[0].poll() is not None
+    assert run.complete and run.n_records == 3
+    assert os.waitpid(children[0], os.WNOHANG)[0] != 0          # it had exited
     run.close()
     sim2 = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
     holder = []
 
     def held(f, path):
-        holder.append(subprocess.Popen(["sleep", "0.5"], close_fds=False))
+        holder.append(_forked_child(0.5))
         return real(f, path, wait=0.0)
     monkeypatch.setattr(S, "_reopen", held)
     with pytest.raises(ls.RunFileError, match="holds the file's lock"):
         sim2.run(20, 10, out=tmp_path / "s.h5", progress=False)      # without the wait
-    holder[0].wait()
+    os.waitpid(holder[0], 0)
+
+
+def test_a_program_started_while_a_run_writes_does_not_hold_its_file(tmp_path, monkeypatch):
+    """Run files are opened close-on-exec: a program exec'd while a run writes (os.system, or
+    subprocess with close_fds=False) does not inherit HDF5's descriptor, so the run's file is
+    free the moment the run is done, for this process and for others, however long the
+    program lives."""
+    from langevin_sim import simulation as S
+
+    real, children = S._reopen, []
+
+    def reopen(f, path):                 # no waiting for a lock
+        children.append(subprocess.Popen(["sleep", "30"], close_fds=False))
+        return real(f, path, wait=0.0)
+    monkeypatch.setattr(S, "_reopen", reopen)
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
+    try:
+        run = sim.run(20, 10, out=tmp_path / "r.h5", progress=False)
+        assert run.complete and run.n_records == 3
+        run.close()
+        code = (f"import langevin_sim as ls; r = ls.resume({str(tmp_path / 'r.h5')!r}, 40, "
+                "progress=False); print(r.n_records)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.split()[-1] == "5", out.stderr
+        assert children[0].poll() is None                         # still alive
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()

@@ -363,6 +363,15 @@ class Run:
         return "\n".join(lines)
 
 
+def private(f: h5py.File) -> h5py.File:
+    """`f`, its descriptor made close-on-exec (HDF5 opens files inheritable: a program that a
+    child process execs while the file is open would otherwise hold the file, and HDF5's lock
+    on it, for its whole life).  Files in memory are left as they are."""
+    if f.driver == "sec2":
+        os.set_inheritable(f.id.get_vfd_handle(), False)
+    return f
+
+
 def _plain(path: str, mode: str, latest: bool = False) -> h5py.File:
     """h5py.File(path, mode); for writing with the alignment that `DirectRows` needs (and
     with latest, the latest file format, which SWMR writing needs)."""
@@ -377,12 +386,18 @@ class RunFileLocked(RunFileError):
 
 
 def _open_file(path: str, mode: str, swmr: bool, latest: bool = False) -> h5py.File:
-    """Open `path` with h5py, turning HDF5's open failures into errors that name the fix.
+    """Open `path` with h5py (close-on-exec, `private`), turning HDF5's open failures into
+    errors that name the fix.
 
     A file whose SWMR writer was killed is opened read-only in SWMR mode; for writing
     (`mode="r+"`, i.e. resume) its consistency flags are cleared first, once no process
     is writing it any more (see `swmr.py`).  latest: open for writing with the latest file
     format (a resume that writes in SWMR mode)."""
+    return private(_open_any(path, mode, swmr, latest))
+
+
+def _open_any(path: str, mode: str, swmr: bool, latest: bool) -> h5py.File:
+    """`_open_file`'s work, the descriptor left as HDF5 made it."""
     try:
         if swmr:
             return h5py.File(path, "r", libver="latest", swmr=True)
@@ -407,7 +422,7 @@ def _open_file(path: str, mode: str, swmr: bool, latest: bool = False) -> h5py.F
                     f"is incomplete; `langevin-sim resume {path}` restores its length, checks "
                     "that every committed record is in it, and continues the run") from None
             _restore_length(path, *short)
-            return _open_file(path, mode, swmr, latest)
+            return _open_any(path, mode, swmr, latest)
         if not swmr_file.flags_set(path):
             if "already open" in str(e):
                 raise RunFileError(

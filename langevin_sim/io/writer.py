@@ -424,6 +424,6 @@ def detach(f: h5py.File) -> None:
         return
     mem = os.memfd_create("langevin-sim-detached")
     try:
-        os.dup2(mem, f.id.get_vfd_handle())
+        os.dup2(mem, f.id.get_vfd_handle(), inheritable=False)
     finally:
         os.close(mem)
