@@ -414,15 +414,12 @@ def _open_any(path: str, mode: str, swmr: bool, latest: bool) -> h5py.File:
             "(swmr=True) and read it with open_run(path, swmr=True)") from None
     except OSError as e:
         short = _short(e)
-        if short is not None:
-            if mode == "r":
-                raise RunFileError(
-                    f"{path} is shorter than HDF5 expects ({short[0]} of {short[1]} bytes): its "
-                    "writer failed (a full disk, or the file-size limit `ulimit -f`) or the copy "
-                    f"is incomplete; `langevin-sim resume {path}` restores its length, checks "
-                    "that every committed record is in it, and continues the run") from None
-            _restore_length(path, *short)
-            return _open_any(path, mode, swmr, latest)
+        if short is not None:       # (resume lengthens the file first: `lengthen`)
+            raise RunFileError(
+                f"{path} is shorter than HDF5 expects ({short[0]} of {short[1]} bytes): its "
+                "writer failed (a full disk, or the file-size limit `ulimit -f`) or the copy "
+                f"is incomplete; `langevin-sim resume {path}` restores its length, checks "
+                "that every committed record is in it, and continues the run") from None
         if not swmr_file.flags_set(path):
             if "already open" in str(e):
                 raise RunFileError(
