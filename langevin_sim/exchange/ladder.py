@@ -85,7 +85,8 @@ class ReplicaExchange:
 
     temperatures: T_1 < ... < T_K (energy units, K >= 2); `dynamics` must be a Boltzmann
     sampler (SAMPLERS) with a constant temperature, which is replaced by T_k on rung k.
-    every: steps between exchanges.  replicas: M ladders with ids first_replica ...; init
+    every: steps between exchanges (even and odd pairs alternate: with K = 2 its one pair is
+    tried every 2 every steps).  replicas: M ladders with ids first_replica ...; init
     as for Simulation ("default": each rung draws its own).  Swaps exchange x (and g, u);
     BAOAB momenta are rescaled by sqrt(T_new / T_old), which leaves the acceptance rule on U
     exact for the joint (x, p) law; MALA's `accepted` count stays with its rung.  A ladder
