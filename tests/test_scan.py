@@ -919,3 +919,46 @@ def test_ctrl_c_of_a_scan_on_its_local_cluster_stops_points_at_a_record(tmp_path
     with resume(out / "points" / f"{slow}.h5", steps=stopped + 1000, progress=False) as run:
         assert run.resumed_from == stopped and run.steps_done == stopped + 1000
         np.testing.assert_array_equal(run.step, np.arange(0, stopped + 1001, 500))
+
+
+def test_points_running_in_threads_of_one_worker_keep_their_own_warnings():
+    """An external `dask worker` with several threads runs points concurrently in one
+    process: each point's warnings are its own, a warning from a thread running no point is
+    shown as usual, and when the last point ends the process's filters and `showwarning` are
+    as before (with `catch_warnings` per point, entered A, B and left A, B, every later
+    warning of the process went into A's finished list, and B recorded A's warnings)."""
+    import threading
+    import warnings
+
+    from langevin_sim.scan.point import point_warnings
+
+    before = list(warnings.filters), warnings.showwarning, warnings._showwarnmsg_impl
+    caught = {"a": [], "b": []}
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def point(name, first, then):
+        with point_warnings(caught[name]):
+            first.set()
+            then.wait(5)
+            warnings.warn(f"from {name}", RuntimeWarning)
+            warnings.warn(f"from {name}", RuntimeWarning)     # every time, not once
+            if name == "a":
+                a_out.set()
+
+    ta = threading.Thread(target=point, args=("a", a_in, b_in))
+    ta.start()
+    a_in.wait(5)
+    tb = threading.Thread(target=point, args=("b", b_in, a_out))
+    tb.start()
+    ta.join(5)
+    tb.join(5)
+    assert caught == {"a": ["RuntimeWarning: from a"] * 2, "b": ["RuntimeWarning: from b"] * 2}
+    assert (warnings.filters, warnings.showwarning, warnings._showwarnmsg_impl) == before
+    with point_warnings(caught["a"]):
+        with warnings.catch_warnings(record=True) as outside:
+            warnings.simplefilter("always")
+            t = threading.Thread(target=lambda: warnings.warn("no point here", UserWarning))
+            t.start()
+            t.join(5)
+    assert [str(w.message) for w in outside] == ["no point here"]
+    assert caught["a"] == ["RuntimeWarning: from a"] * 2

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import os
 import socket
+import threading
 import time
 import traceback
 import warnings
@@ -40,6 +41,55 @@ def _thread_limits(threads: int | None) -> Iterator[None]:
         numba.set_num_threads(before)
 
 
+class _Router:
+    """Where a warning raised while scan points run goes: into the list of the point running
+    in the raising thread, else where Python shows warnings.  `warnings.catch_warnings` alone
+    is process-wide state: points run in threads of one worker (an external `dask worker`
+    with several threads) would record each other's warnings, and the one to exit last
+    would leave the process's filters and `showwarning` as the other had set them."""
+
+    lock = threading.Lock()
+    active = 0
+    saved: "warnings.catch_warnings | None" = None
+    shown = staticmethod(warnings.showwarning)     # where others' warnings go
+    local = threading.local()
+
+    @classmethod
+    def show(cls, message, category, filename, lineno, file=None, line=None) -> None:
+        sink = getattr(cls.local, "sink", None)
+        if sink is None:
+            cls.shown(message, category, filename, lineno, file, line)
+        else:
+            sink.append(f"{category.__name__}: {message}")
+
+
+@contextlib.contextmanager
+def point_warnings(into: list) -> Iterator[None]:
+    """Collect as "Category: message" into `into` the warnings this thread raises meanwhile
+    (UserWarning and RuntimeWarning, the package's own, every time; others as filtered).
+    Thread-safe: the first point to enter installs the routing, the last to leave restores
+    the process's warning filters and `showwarning`."""
+    with _Router.lock:
+        if _Router.active == 0:
+            _Router.saved = warnings.catch_warnings()
+            _Router.saved.__enter__()
+            _Router.shown = warnings.showwarning
+            warnings.simplefilter("always", UserWarning)
+            warnings.simplefilter("always", RuntimeWarning)
+            warnings.showwarning = _Router.show
+        _Router.active += 1
+    _Router.local.sink = into
+    try:
+        yield
+    finally:
+        _Router.local.sink = None
+        with _Router.lock:
+            _Router.active -= 1
+            if _Router.active == 0 and _Router.saved is not None:
+                _Router.saved.__exit__(None, None, None)
+                _Router.saved = None
+
+
 def run_point(task: dict) -> dict:
     """Run one scan point (on a worker or in-process); never raises for a failing point.
 
@@ -60,11 +110,10 @@ def run_point(task: dict) -> dict:
     if stopping():
         res["wall_s"] = 0.0
         return res
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)   # the package's own; others as filtered
-        warnings.simplefilter("always", RuntimeWarning)
+    caught: list[str] = []
+    with point_warnings(caught):
         _run_point(task, out, res)
-    res["warnings"] = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    res["warnings"] = list(dict.fromkeys(caught))
     res["wall_s"] = round(time.perf_counter() - t0, 6)
     return res
 
