@@ -369,3 +369,30 @@ def test_round_trips_of_a_continued_ladder_start_from_its_walkers():
     with ExchangeRun(ex.runs) as e:
         np.testing.assert_array_equal(e.round_trips(), round_trips_by_hand(start, e.walker))
         np.testing.assert_array_equal(e.walker_start, start)
+
+
+@pytest.mark.parametrize("rescaled", [True, False], ids=["rescaled", "not-rescaled"])
+def test_baoab_momenta_rescaled_at_a_swap_keep_each_rung_at_its_temperature(rescaled, monkeypatch):
+    """BAOAB samples the configuration of a quadratic exactly at any step, and the momenta
+    travel with a swap rescaled by sqrt(T_new / T_old): each rung's <x^2> lambda / T is 1.
+    Swapped as they are (the ablation), a walker brings the hot rung's kinetic energy down
+    and the friction (0.5) only slowly removes it: rung 0 sits ~13 % high (z ~ 20 here)."""
+    from langevin_sim.exchange import ladder
+
+    if not rescaled:
+        monkeypatch.setattr(ladder, "SWAPPED", ladder.SWAPPED + ladder.RESCALED)
+        monkeypatch.setattr(ladder, "RESCALED", ())
+    T = [1.0, 2.0, 4.0]
+    ex = ReplicaExchange(Quadratic(spectrum=[1.0, 1.0], seed=0),
+                         UnderdampedLangevin(step=0.1, friction=0.5), T, 256, every=1,
+                         backend="numpy", seed=5)
+    ex.run(2000, record_every=10, progress=False)
+    q = np.stack([(np.asarray(r.positions)[50:] ** 2).mean(axis=(0, 2)) / t   # per ladder
+                  for r, t in zip(ex.runs, T)])
+    est, se = q.mean(axis=1), q.std(axis=1, ddof=1) / np.sqrt(q.shape[1])
+    assert np.all(se < 0.01)
+    assert 0.6 < ExchangeRun(ex.runs).acceptance()[0].min()
+    if rescaled:
+        assert_within_se(est, 1.0, se, what="<x^2> lambda / T per rung")
+    else:
+        assert (est[0] - 1.0) / se[0] > 8, (est, se)
