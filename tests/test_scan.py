@@ -962,3 +962,35 @@ def test_points_running_in_threads_of_one_worker_keep_their_own_warnings():
             t.join(5)
     assert [str(w.message) for w in outside] == ["no point here"]
     assert caught["a"] == ["RuntimeWarning: from a"] * 2
+
+
+def test_points_running_in_threads_of_one_worker_share_its_blas_limit():
+    """The BLAS thread limit is process-wide: with per-point limits, A, B in and A out let B
+    run on the machine's BLAS threads, and B out left the process at one thread for good."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from langevin_sim.scan.point import _thread_limits
+
+    def blas():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas()
+    if not before or max(before) < 2:
+        pytest.skip("no multi-threaded BLAS here")
+    a_in, a_out, seen = threading.Event(), threading.Event(), []
+
+    def point_a():
+        with _thread_limits(1):
+            a_in.set()
+            a_out.wait(5)
+
+    ta = threading.Thread(target=point_a)
+    ta.start()
+    a_in.wait(5)
+    with _thread_limits(1):
+        a_out.set()
+        ta.join(5)
+        seen.append(blas())                 # A has left, B still runs
+    assert seen == [[1] * len(before)] and blas() == before

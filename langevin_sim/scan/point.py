@@ -23,9 +23,39 @@ from ..simulation import resume, stopping
 from .manifest import inspect_run
 
 
+class _Shared:
+    """A process-wide context (warning filters, BLAS thread limits) that the scan points
+    running in threads of one process share: the first point to come in enters it, the last
+    to leave exits it.  Entered and left per point instead, A, B in and A, B out leaves the
+    process as A had set it (an external `dask worker` with several threads runs points at
+    once in one process)."""
+
+    def __init__(self) -> None:
+        self.lock, self.users, self.stack = threading.Lock(), 0, contextlib.ExitStack()
+
+    @contextlib.contextmanager
+    def __call__(self, enter) -> Iterator[None]:
+        """While active: `enter()`'s context (a context manager), unless another point's is."""
+        with self.lock:
+            if self.users == 0:
+                self.stack.enter_context(enter())
+            self.users += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.users -= 1
+                if self.users == 0:
+                    self.stack.close()
+
+
+_blas_limits, _routing = _Shared(), _Shared()
+
+
 @contextlib.contextmanager
 def _thread_limits(threads: int | None) -> Iterator[None]:
-    """Cap Numba parallel threads (this thread) and BLAS/OpenMP threads at `threads`."""
+    """Cap Numba parallel threads (this thread) and BLAS/OpenMP threads (the process; points
+    running at once in one process share the first's limit) at `threads`."""
     if threads is None:
         yield
         return
@@ -35,59 +65,47 @@ def _thread_limits(threads: int | None) -> Iterator[None]:
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     try:
-        with threadpool_limits(limits=int(threads)):
+        with _blas_limits(lambda: threadpool_limits(limits=int(threads))):
             yield
     finally:
         numba.set_num_threads(before)
 
 
-class _Router:
-    """Where a warning raised while scan points run goes: into the list of the point running
-    in the raising thread, else where Python shows warnings.  `warnings.catch_warnings` alone
-    is process-wide state: points run in threads of one worker (an external `dask worker`
-    with several threads) would record each other's warnings, and the one to exit last
-    would leave the process's filters and `showwarning` as the other had set them."""
+_sink = threading.local()
 
-    lock = threading.Lock()
-    active = 0
-    saved: "warnings.catch_warnings | None" = None
-    shown = staticmethod(warnings.showwarning)     # where others' warnings go
-    local = threading.local()
 
-    @classmethod
-    def show(cls, message, category, filename, lineno, file=None, line=None) -> None:
-        sink = getattr(cls.local, "sink", None)
-        if sink is None:
-            cls.shown(message, category, filename, lineno, file, line)
-        else:
-            sink.append(f"{category.__name__}: {message}")
+@contextlib.contextmanager
+def _routed() -> Iterator[None]:
+    """UserWarning and RuntimeWarning (the package's own) shown every time, and every
+    warning shown into the list of the point running in the raising thread (`_sink`), else
+    where the process showed it before."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.simplefilter("always", RuntimeWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            into = getattr(_sink, "into", None)
+            if into is None:
+                shown(message, category, filename, lineno, file, line)
+            else:
+                into.append(f"{category.__name__}: {message}")
+        warnings.showwarning = show
+        yield
 
 
 @contextlib.contextmanager
 def point_warnings(into: list) -> Iterator[None]:
     """Collect as "Category: message" into `into` the warnings this thread raises meanwhile
-    (UserWarning and RuntimeWarning, the package's own, every time; others as filtered).
-    Thread-safe: the first point to enter installs the routing, the last to leave restores
-    the process's warning filters and `showwarning`."""
-    with _Router.lock:
-        if _Router.active == 0:
-            _Router.saved = warnings.catch_warnings()
-            _Router.saved.__enter__()
-            _Router.shown = warnings.showwarning
-            warnings.simplefilter("always", UserWarning)
-            warnings.simplefilter("always", RuntimeWarning)
-            warnings.showwarning = _Router.show
-        _Router.active += 1
-    _Router.local.sink = into
-    try:
-        yield
-    finally:
-        _Router.local.sink = None
-        with _Router.lock:
-            _Router.active -= 1
-            if _Router.active == 0 and _Router.saved is not None:
-                _Router.saved.__exit__(None, None, None)
-                _Router.saved = None
+    (UserWarning and RuntimeWarning every time; others as filtered).  Thread-safe: points
+    in other threads collect their own, and the last to leave restores the process's
+    filters and `showwarning`."""
+    with _routing(_routed):
+        _sink.into = into
+        try:
+            yield
+        finally:
+            _sink.into = None
 
 
 def run_point(task: dict) -> dict:
