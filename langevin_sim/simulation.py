@@ -698,8 +698,8 @@ def _close_unpublished(f: h5py.File, out) -> None:
 def _reopen(f: h5py.File, path, wait: float = 2.0) -> Run:
     """Close the writer's handle `f` and open the finished file at `path` for reading.  A
     lock still held for up to `wait` seconds is waited for: a child process that another
-    thread forked while `f` was open holds HDF5's descriptor (not close-on-exec), and with it
-    the lock, until it closes it before its exec."""
+    thread started while `f` was open holds HDF5's descriptor, and with it the lock, between
+    its fork and its exec (`io.reader.private` covers the rest of its life)."""
     f.close()
     deadline = time.monotonic() + wait
     while True:

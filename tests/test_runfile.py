@@ -781,9 +781,7 @@ def test_stop_runs_reaches_a_run_in_another_thread_and_later_ones(tmp_path, monk
 
 
 def _forked_child(seconds: float) -> int:
-    """A child forked now that sleeps `seconds` and exits: it holds every descriptor of this
-    process meanwhile (as a child between its fork and its exec does, or a multiprocessing
-    child for its whole life), close-on-exec or not."""
+    """A child forked now that sleeps `seconds` and exits (os._exit: no Python shutdown)."""
     pid = os.fork()
     if pid == 0:
         time.sleep(seconds)
@@ -791,34 +789,39 @@ def _forked_child(seconds: float) -> int:
     return pid
 
 
+def _holder(f, seconds: float) -> subprocess.Popen:
+    """A program holding writer `f`'s descriptor for `seconds`: what a child started by
+    another thread holds between its fork and its exec (passed on explicitly here)."""
+    return subprocess.Popen(["sleep", str(seconds)], pass_fds=(f.id.get_vfd_handle(),))
+
+
 def test_a_run_returns_its_file_while_a_forked_child_still_holds_the_lock(tmp_path, monkeypatch):
-    """A child process forked (by another thread, as the test suite's background notebooks
-    are) while a run writes keeps HDF5's descriptor, and its lock, until it closes it or
-    execs; the run's reopen for reading failed with "another process is writing" (it did once
+    """A child process started (by another thread, as the test suite's background notebooks
+    are) while a run writes holds HDF5's descriptor, and its lock, between its fork and its
+    exec; the run's reopen for reading failed with "another process is writing" (it did once
     in CI).  The reopen now waits for such a lock, up to 2 s."""
     from langevin_sim import simulation as S
 
     real, children = S._reopen, []
 
     def reopen(f, path, wait=2.0):       # a child holding the open descriptor for 0.3 s
-        children.append(_forked_child(0.3))
+        children.append(_holder(f, 0.3))
         return real(f, path, wait)
     monkeypatch.setattr(S, "_reopen", reopen)
     sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
     run = sim.run(20, 10, out=tmp_path / "r.h5", progress=False)
-    assert run.complete and run.n_records == 3
-    assert os.waitpid(children[0], os.WNOHANG)[0] != 0          # it had exited
+    assert run.complete and run.n_records == 3 and children[0].poll() is not None
     run.close()
     sim2 = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
     holder = []
 
     def held(f, path):
-        holder.append(_forked_child(0.5))
+        holder.append(_holder(f, 0.5))
         return real(f, path, wait=0.0)
     monkeypatch.setattr(S, "_reopen", held)
     with pytest.raises(ls.RunFileError, match="holds the file's lock"):
         sim2.run(20, 10, out=tmp_path / "s.h5", progress=False)      # without the wait
-    os.waitpid(holder[0], 0)
+    holder[0].wait()
 
 
 def test_a_program_started_while_a_run_writes_does_not_hold_its_file(tmp_path, monkeypatch):
@@ -848,3 +851,24 @@ def test_a_program_started_while_a_run_writes_does_not_hold_its_file(tmp_path, m
         for c in children:
             c.kill()
             c.wait()
+
+
+def test_a_child_forked_while_a_run_file_is_open_does_not_hold_it(tmp_path):
+    """A child forked without exec (os.fork, multiprocessing's fork) while this process has a
+    run file open would hold HDF5's descriptor, and its lock, for its whole life; run files
+    are detached in the child at the fork (`io.reader._leave_in_child`), so once this process
+    closes the file another one resumes it while the child still lives."""
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="numpy", seed=1)
+    sim.run(20, 10, out=tmp_path / "r.h5", progress=False).close()
+    run = open_run(tmp_path / "r.h5")
+    child = _forked_child(30)
+    try:
+        run.close()
+        code = (f"import langevin_sim as ls; r = ls.resume({str(tmp_path / 'r.h5')!r}, 40, "
+                "progress=False); print(r.n_records)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.split()[-1] == "5", out.stderr
+        assert os.waitpid(child, os.WNOHANG)[0] == 0                # still alive
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import weakref
 from typing import TYPE_CHECKING, TypeVar
 
 import h5py
@@ -363,13 +364,46 @@ class Run:
         return "\n".join(lines)
 
 
+_held: "weakref.WeakKeyDictionary[h5py.File, tuple[int, int, int]]" = weakref.WeakKeyDictionary()
+
+
 def private(f: h5py.File) -> h5py.File:
-    """`f`, its descriptor made close-on-exec (HDF5 opens files inheritable: a program that a
-    child process execs while the file is open would otherwise hold the file, and HDF5's lock
-    on it, for its whole life).  Files in memory are left as they are."""
+    """`f`, kept from child processes: its descriptor close-on-exec (HDF5 opens files
+    inheritable: a program that a child execs while the file is open would otherwise hold
+    the file, and HDF5's lock on it, for its whole life), and detached in a child forked
+    without exec (`_leave_in_child`).  Files in memory are left as they are."""
     if f.driver == "sec2":
-        os.set_inheritable(f.id.get_vfd_handle(), False)
+        fd = f.id.get_vfd_handle()
+        os.set_inheritable(fd, False)
+        st = os.fstat(fd)
+        _held[f] = (fd, st.st_dev, st.st_ino)
     return f
+
+
+def _leave_in_child() -> None:
+    """In a child just forked (os.fork, multiprocessing's fork): point the descriptors of the
+    run files this process has open at /dev/null, so that the child neither holds their
+    locks for its life nor writes into them (HDF5 flushes open files when a child exits
+    through Python's shutdown).  No HDF5 call: another thread of the parent may have held
+    h5py's lock at the fork; a descriptor is detached only while it is still that file's."""
+    null = -1
+    try:
+        for fd, dev, ino in list(_held.values()):
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                if null < 0:
+                    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                os.dup2(null, fd, inheritable=False)
+    finally:
+        if null >= 0:
+            os.close(null)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_leave_in_child)
 
 
 def _plain(path: str, mode: str, latest: bool = False) -> h5py.File:
