@@ -67,6 +67,10 @@ def test_notebook_runs_on_the_quick_runs(path):
     done = json.loads(r.stdout.strip().splitlines()[-1])
     text = done["stdout"]
     assert "VERDICT" in text, "the notebook printed no verdict"
+    for line in text.splitlines():
+        if line.startswith("VERDICT"):
+            word = line.split(":", 1)[1].strip()
+            assert word.startswith(WORDS), f"not one of the verdict words {WORDS}: {line}"
     assert done["figures"], "the notebook saved no figure"
     with open(os.path.join(ROOT, "docs", "results.md")) as fh:
         results = " ".join(fh.read().replace("\\\n", " ").split())
@@ -76,6 +80,8 @@ def test_notebook_runs_on_the_quick_runs(path):
         assert " ".join(cmd.split()) in results, f"docs/results.md does not quote: {cmd}"
 
 
+# the words a verdict may say (docs/results.md's header)
+WORDS = ("holds only under stated conditions", "holds", "fails as stated", "undecided")
 VERDICT_LINE = r"VERDICT[^:{]*: \{"        # print(f"VERDICT claim N ...: {word}: ...")
 
 
