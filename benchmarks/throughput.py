@@ -398,17 +398,35 @@ def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, lim
 
 # ------------------------------------------------------------------ criteria and report
 
+def cpu_id(cpuinfo: str) -> str | None:
+    """"vendor family F model M" of the first CPU in /proc/cpuinfo's text, or None: the model
+    name alone ("AMD EPYC", "Intel(R) Xeon(R) Processor" on these VMs) names several machines
+    (a Zen 4 and a Zen 5 EPYC both read "AMD EPYC")."""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break
+        k, _, v = line.partition(":")
+        fields[k.strip()] = v.strip()
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    return f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields['model']}"
+
+
 def machine() -> dict:
-    cpu = platform.processor()
+    cpu, ident = platform.processor(), None
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+            text = fh.read()
+        ident = cpu_id(text)
+        cpu = next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                   if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     blas = [{k: i.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
             for i in threadpool_info() if i.get("user_api") == "blas"]
     jax = peers.jax_module()
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+    return {"cpu": cpu, "cpu_id": ident, "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "numba_threads": numba.get_num_threads(),
             "numpy": np.__version__, "numba": numba.__version__, "blas": blas,
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
@@ -419,7 +437,9 @@ def machine() -> dict:
 
 def baseline_of(path, info: dict) -> tuple[dict | None, str]:
     """Numba rates {(workload, dtype): chain-steps/s} of a committed result on the same
-    machine (cpu name and cores), or None and why not."""
+    machine (cpu name, family and model, and cores), or None and why not.  A result that
+    does not record the family and model (made before `cpu_id`) is not compared: its cpu
+    name may be another machine's."""
     try:
         with open(path) as fh:
             base = json.load(fh)
@@ -428,6 +448,9 @@ def baseline_of(path, info: dict) -> tuple[dict | None, str]:
     m = base["machine"]
     if (m["cpu"], m["cores"]) != (info["cpu"], info["cores"]):
         return None, f"baseline machine {m['cpu']} ({m['cores']} cores) is not this one"
+    if not m.get("cpu_id") or m.get("cpu_id") != info.get("cpu_id"):
+        was = m.get("cpu_id") or "family and model not recorded"
+        return None, f"baseline machine {m['cpu']} ({was}) may not be this one ({info.get('cpu_id')})"
     return {(r["workload"], r["dtype"]): r["numba_chain_steps_per_s"] for r in base["rows"]}, ""
 
 
@@ -504,7 +527,8 @@ def kept_notes(path: str | None) -> list[str]:
 def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args, wall_s: float) -> str:
     blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']} "
                      f"({b['num_threads']} threads)" for b in info["blas"])
-    lines = [f"# Throughput on {info['cpu']} ({info['cores']} cores)", "",
+    lines = [f"# Throughput on {info['cpu']} ({info.get('cpu_id') or 'family and model unknown'}, "
+             f"{info['cores']} cores)", "",
              f"{info['platform']}, Python {info['python']}; numpy {info['numpy']}, numba "
              f"{info['numba']} ({info['numba_threads']} threads, "
              f"{info['numba_threading_layer']} layer); BLAS {blas}, "

@@ -45,7 +45,7 @@ def row(workload, **rates):
 
 
 def test_criteria_pass_fail_and_skip(tmp_path):
-    info = {"cpu": "Some CPU", "cores": 2}
+    info = {"cpu": "Some CPU", "cpu_id": "AuthenticAMD family 25 model 17", "cores": 2}
     path = tmp_path / "base.json"
     path.write_text(json.dumps({"machine": info, "rows": [
         {"workload": "W1", "dtype": "float32", "numba_chain_steps_per_s": 100.0}]}))
@@ -64,6 +64,25 @@ def test_criteria_pass_fail_and_skip(tmp_path):
     assert verdicts(info) == ["PASS", "PASS", "SKIP", "FAIL", "PASS", "PASS",
                               "PASS", "PASS", "FAIL", "FAIL", "FAIL", "SKIP"]
     assert verdicts({"cpu": "Other CPU", "cores": 2})[4] == "SKIP"
+
+
+def test_the_baseline_is_the_same_machine_only_when_family_and_model_match(tmp_path):
+    """Both EPYC results read cpu "AMD EPYC", 2 cores: the Zen 5 run's "no slower than the
+    committed result" rows compared it with the Zen 4's figures (its notes said so)."""
+    zen4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n\n" \
+           "processor\t: 1\ncpu family\t: 99\n"
+    assert tp.cpu_id(zen4) == "AuthenticAMD family 25 model 17"
+    assert tp.cpu_id("model name\t: AMD EPYC\n") is None
+    path = tmp_path / "base.json"
+    rows = [{"workload": "W1", "dtype": "float32", "numba_chain_steps_per_s": 1.0}]
+    here = {"cpu": "AMD EPYC", "cpu_id": "AuthenticAMD family 26 model 2", "cores": 2}
+    for base_id, same in [("AuthenticAMD family 26 model 2", True),
+                          ("AuthenticAMD family 25 model 17", False), (None, False)]:
+        m = {"cpu": "AMD EPYC", "cores": 2, **({"cpu_id": base_id} if base_id else {})}
+        path.write_text(json.dumps({"machine": m, "rows": rows}))
+        base, why = tp.baseline_of(path, here)
+        assert (base is not None) == same, why
+        assert same or "may not be this one" in why
 
 
 def test_a_rerun_keeps_the_hand_written_notes_of_the_report_it_replaces(tmp_path):
