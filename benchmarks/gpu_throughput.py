@@ -742,6 +742,8 @@ def main(argv=None) -> int:
     names = a.only.split(",") if a.only else list(W)
     dtypes = a.dtypes.split(",")
     use_jax = have_jax() and not a.no_jax
+    # what the JAX column says where JAX did not run
+    no_jax = "" if use_jax else "skipped (--no-jax)" if a.no_jax else "not installed"
     print(f"device: {desc}; {versions()}", flush=True)
 
     limits = {"copy_GBps": copy_bandwidth(xp, (1 << 16) if a.tiny else (1 << 28), seconds, sync) / 1e9}
@@ -829,7 +831,7 @@ def main(argv=None) -> int:
             + (f"{g:.3g} | {100 * r['gemm_fraction']:.0f}% | " if g else "– | – | ")
             + (f"{100 * r['philox_fraction']:.0f}% | " if "philox_fraction" in r else "– | ")
             + (f"{j:.3g} | {r['cuda_chain_steps_per_s'] / j:.2f} | " if j else
-               f"{r.get('jax_error', 'not installed' if not use_jax else '–')} | – | ")
+               f"{r.get('jax_error', no_jax or '–')} | – | ")
             + (f"{r['jax_default_chain_steps_per_s']:.3g} | "
                if "jax_default_chain_steps_per_s" in r else "– | ")
             + (", ".join(r["host_bridged"]) or "none") + " |")
