@@ -413,6 +413,21 @@ def cpu_id(cpuinfo: str) -> str | None:
     return f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields['model']}"
 
 
+def revision(root: Path = ROOT) -> str:
+    """The checkout the run measured: `git describe --always --dirty` of `root` and the commit's
+    date, or why not (the results' rule: regenerated after kernel changes, so a reader must
+    see which code a file's numbers are of)."""
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        date = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%cd",
+                               "--date=short"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        return f"{rev} ({date})"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
 def machine() -> dict:
     cpu, ident = platform.processor(), None
     try:
@@ -534,6 +549,7 @@ def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args
              f"{info['numba_threading_layer']} layer); BLAS {blas}, "
              f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}; JAX {info['jax'] or '(not installed)'} "
              f"{info['jax_devices']}, XLA_FLAGS={info['XLA_FLAGS']}.", "",
+             f"Code at {info.get('revision', 'unknown')}, run {info.get('date', 'at an unknown date')}.  "
              f"Medians of {args.repeats} interleaved repeats{' (--quick)' if args.quick else ''}; "
              f"whole benchmark {wall_s:.0f} s.  numba: `sim.advance(steps)`; numba_run: "
              "`sim.run(steps, record_every=steps // 10, out=file.h5)` (positions recorded; the same "
@@ -618,6 +634,8 @@ def main(argv=None):
         ap.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
     start = time.perf_counter()
     info = machine()
+    info["revision"] = revision()
+    info["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
     print(f"machine: {info['cpu']}, {info['cores']} cores, BLAS {info['blas']}, "
           f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}, JAX {info['jax']}", flush=True)
     limits = {"memory_GBps": memory_bandwidth(a.repeats) / 1e9}
