@@ -553,7 +553,10 @@ def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args
              f"Medians of {args.repeats} interleaved repeats{' (--quick)' if args.quick else ''}; "
              f"whole benchmark {wall_s:.0f} s.  numba: `sim.advance(steps)`; numba_run: "
              "`sim.run(steps, record_every=steps // 10, out=file.h5)` (positions recorded; the same "
-             "steps per call as numba, below: ~2-6 s here, ten records each; recording cost: "
+             "steps per call as numba, below: "
+             + ("an eighth of the full run's ~2-6 s (--quick: per-call costs weigh 8x more, "
+                "so the recording costs and their criteria overstate)" if args.quick
+                else "~2-6 s here") + ", ten records each; recording cost: "
              "median over the rounds of 1 - t(numba) / t(numba_run)); "
              f"numpy_loop / jax: benchmarks/peers.py.  Run files in {tempfile.gettempdir()}.  "
              "W5 times both engine backends with one BLAS thread, as scenarios/grokking.py "

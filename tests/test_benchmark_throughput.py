@@ -122,3 +122,6 @@ def test_the_report_names_the_code_it_measured(tmp_path):
         repeats, quick, baseline = 5, False, "base.json"
     text = tp.report(info, limits, [], [], Args, 1.0)
     assert f"Code at {rev}, run 2026-12-06 05:00 UTC." in text
+    assert "~2-6 s here" in text and "--quick" not in text
+    Args.quick = True
+    assert "an eighth of the full run's ~2-6 s (--quick" in tp.report(info, limits, [], [], Args, 1.0)
