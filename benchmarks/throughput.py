@@ -212,6 +212,19 @@ class Workload:
     # time the NumPy reference once more after `keep_freed_memory` (its temporaries then reuse
     # memory: no first-touch page faults), next to its rate in the process as a user starts it
     kept_memory_reference: bool = False
+    needs: tuple = ()          # modules its build imports beyond the package's requirements
+
+
+def missing_modules(names) -> dict[str, list[str]]:
+    """{module: [workloads]} of the modules the named workloads need that are not installed
+    (checked before the run: a row whose build fails ended the whole run, with no report)."""
+    import importlib.util
+    out: dict[str, list[str]] = {}
+    for n in names:
+        for mod in WORKLOADS[n].needs:
+            if importlib.util.find_spec(mod) is None:
+                out.setdefault(mod, []).append(n)
+    return out
 
 
 WORKLOADS: dict[str, Workload] = {}
@@ -285,7 +298,8 @@ workload(Workload(
     {"numpy": 50, "numba": 8000, "numpy_loop": 320, "jax": 1024},
     # forward A W1^T, H W2^T and backward dout W2, dZ^T A, dout^T H: 2 B h (2 d_in + 3 K)
     flops_per_chain_step=2.0 * 32 * 32 * (2 * 64 + 3 * 10), gemm_shape=(32, 64, 32),
-    multiple={"jax": 16}))          # the JAX peer runs whole epochs of 512 / 32 batches
+    multiple={"jax": 16},           # the JAX peer runs whole epochs of 512 / 32 batches
+    needs=("sklearn",)))            # the digits are scikit-learn's
 
 
 def steps_of(w: Workload, impl: str, quick: bool) -> int:
@@ -635,6 +649,11 @@ def main(argv=None):
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         ap.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    missing = missing_modules(names)
+    if missing:
+        ap.error("; ".join(f"{', '.join(ws)} need(s) {mod}, which is not installed"
+                           for mod, ws in missing.items())
+                 + ": pip install -e \".[bench]\", or leave them out with --only")
     start = time.perf_counter()
     info = machine()
     info["revision"] = revision()

@@ -125,3 +125,21 @@ def test_the_report_names_the_code_it_measured(tmp_path):
     assert "~2-6 s here" in text and "--quick" not in text
     Args.quick = True
     assert "an eighth of the full run's ~2-6 s (--quick" in tp.report(info, limits, [], [], Args, 1.0)
+
+
+def test_a_workload_whose_module_is_missing_is_refused_before_the_run(monkeypatch, capsys):
+    """W6 builds scikit-learn's digits: without scikit-learn its row raised after W1-W5 had
+    run (~10 minutes on 2 cores) and the benchmark ended with no report."""
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sklearn" else real(name, *a))
+    assert tp.missing_modules(["W1", "W6"]) == {"sklearn": ["W6"]}
+    assert tp.missing_modules(["W1", "W4"]) == {}
+    try:
+        tp.main(["--only", "W1,W6"])
+    except SystemExit as e:
+        assert e.code == 2
+    else:
+        raise AssertionError("main ran without scikit-learn")
+    assert "W6 need(s) sklearn" in capsys.readouterr().err
