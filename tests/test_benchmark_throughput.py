@@ -66,6 +66,9 @@ def test_criteria_pass_fail_and_skip(tmp_path):
     assert verdicts(info) == ["PASS", "PASS", "SKIP", "FAIL", "PASS", "PASS",
                               "PASS", "PASS", "FAIL", "FAIL", "FAIL", "SKIP"]
     assert verdicts({"cpu": "Other CPU", "cores": 2})[4] == "SKIP"
+    # the engine's NumPy reference is not a peer: no criterion reads as if it were plain NumPy
+    texts = [t for t, *_ in tp.criteria(rows, limits, None, "")]
+    assert not [t for t in texts if "numpy" in t.lower() and "NumPy reference" not in t]
 
 
 def test_the_baseline_is_the_same_machine_only_when_family_and_model_match(tmp_path):
