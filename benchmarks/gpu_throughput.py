@@ -960,8 +960,11 @@ def main(argv=None) -> int:
     print(report)
     out = a.out or os.path.join(HERE, "results", f"gpu-{device_model(desc)}.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    sys.path.insert(0, HERE)
+    from notes import kept_notes      # the "## Notes ... by hand" of the file replaced
+    notes = kept_notes(out)
     with open(out, "w") as fh:
-        fh.write(report + "\n")
+        fh.write("\n".join([report, *notes]) + "\n")
     with open(os.path.splitext(out)[0] + ".json", "w") as fh:
         json.dump({"device": desc, "versions": versions(), "limits": limits, "rows": rows,
                    "graph_gain": gain, "toynet_gain": nets, "unroll_gain": unroll,

@@ -58,6 +58,7 @@ from langevin_sim.scenario import load_scenario
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402  (benchmarks/ is not a package)
+from notes import kept_notes  # noqa: E402,F401  (also gpu_throughput's)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "benchmarks" / "results" / "epyc-2core-ci-class.json"
@@ -527,30 +528,6 @@ def verdict(value, op: str, need: float) -> str:
 
 def fmt(v) -> str:
     return "–" if v is None else f"{v:.3g}"
-
-
-def kept_notes(path: str | None) -> list[str]:
-    """The hand-written notes section ("## Notes ... by hand ...", up to the next "## " heading)
-    of the report at `path` that --out is about to replace, marked as the earlier run's, so
-    a rerun does not drop them; [] where there is none."""
-    try:
-        lines = Path(path).read_text().splitlines() if path else []
-    except FileNotFoundError:
-        return []
-    start = next((i for i, l in enumerate(lines) if l.startswith("## Notes") and "by hand" in l),
-                 None)
-    if start is None:
-        return []
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-               len(lines))
-    kept = ("*Kept from the report this run replaced, written for that run's numbers: check "
-            "that each still holds, then drop this line.*")
-    body = [line for line in lines[start + 1:end] if line != kept]
-    while body and not body[-1].strip():
-        body.pop()
-    while body and not body[0].strip():
-        body.pop(0)
-    return ["", lines[start], "", kept, "", *body]
 
 
 def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args, wall_s: float) -> str:

@@ -110,3 +110,22 @@ def test_jax_peer_allocates_as_it_goes_beside_cupy(monkeypatch):
     monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
     gt._jax("float64")
     assert imported == ["false", "true"]
+
+
+def test_gpu_report_keeps_the_hand_written_notes_of_the_file_it_replaces(tmp_path):
+    """gpu_throughput --out (and gpu_check.sh through it) rewrote the results file whole: the
+    notes written by hand after run 2 (why the four tests failed, what the FAILs mean) would
+    go at the next run.  The notes sit before the test summary gpu_check.sh appends."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from notes import kept_notes
+    finally:
+        sys.path.remove(str(BENCH))
+    old = tmp_path / "gpu-X.md"
+    old.write_text("# GPU throughput\n\n## Targets\n\n- FAIL: W2\n\n## Notes (written by hand "
+                   "after the run)\n\n- W2 float64 fails: the step kernel.\n\n"
+                   "## GPU tests (pytest -m gpu): exit status 1\n\n```\nlog\n```\n")
+    kept = kept_notes(str(old))
+    assert kept[1].startswith("## Notes") and kept[-1] == "- W2 float64 fails: the step kernel."
+    src = (BENCH / "gpu_throughput.py").read_text()
+    assert "kept_notes(out)" in src     # main() appends them to the report it writes
