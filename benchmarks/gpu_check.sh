@@ -167,6 +167,10 @@ fi
 echo "wrote $REPORT ($(( $(date +%s) - start )) s)"
 if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then
     cp "$REPORT" "$OUT"/ && echo "copied to $OUT/$(basename "$REPORT")"
+    # the benchmark's JSON (its rows, limits and settings in full) beside it
+    if [[ -f "${REPORT%.md}.json" ]]; then
+        cp "${REPORT%.md}.json" "$OUT"/ && echo "copied to $OUT/$(basename "${REPORT%.md}.json")"
+    fi
 fi
 # the answers last, where a caller that keeps only the output's tail sees them
 echo "== summary: tests exit $TESTS, benchmark exit $BENCH"
