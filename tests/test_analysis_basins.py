@@ -269,3 +269,24 @@ def test_run_occupancy_refuses_zero_temperature_before_quenching(tmp_path):
                  progress=False).close()
     with open_run(out) as run, pytest.raises(ConfigError, match="AdamW dynamics has no temp"):
         run_occupancy(run)
+
+
+def test_observable_occupancy_is_compared_with_the_labels_gibbs_weight(tmp_path):
+    """With method="observable" the sampled fractions are of the recorded `basin` labels; on
+    a ShiftedMultiWell (claim 2b's Langevin check) the labels split x at -0.45, the saddle
+    at 0, so the gradient-flow basins' quadrature (0.41 sharp) is not what they sample
+    (0.36, the notebook's label_occupancy): the exact column must be the labels' weight."""
+    from langevin_sim.analysis.sgd_basins import label_occupancy
+
+    out = tmp_path / "shifted.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "flat_vs_sharp_sgd.py"),
+                 ["dynamics=langevin", "lr=0.02", "temperature=0.5242", "replicas=16",
+                  "steps=100"], out=out, quick=True, progress=False).close()
+    with open_run(out) as run:
+        basins, occ = run_occupancy(run, method="observable")
+        pot = run.potential
+    well = pot.basin(basins.points)
+    want = label_occupancy(pot, 0.5242, [[-20, 20]], n_grid=20001)[well]
+    np.testing.assert_allclose(occ.exact, want, atol=2e-3)
+    flow = occupancy_from_log_z(exact_basin_log_z(pot, basins, 0.5242))
+    assert np.max(np.abs(flow - want)) > 0.03

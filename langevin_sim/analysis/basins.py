@@ -671,6 +671,30 @@ def default_basins(potential: Potential, temperature: float | None = None, start
     return find_basins(potential, potential.default_init(z), temperature=temperature, **kw)
 
 
+def _label_gibbs(potential: Potential, to_basin: np.ndarray, basins: Basins,
+                 T: float) -> np.ndarray:
+    """Gibbs probability (K,) of the region whose `basin` label maps (`to_basin`) to each
+    of `basins`, by the midpoint rule on a grid over `_default_bounds` (d <= 2: 20001
+    points in d = 1, 401 x 401 in d = 2).  On a ShiftedMultiWell the labels (unshifted
+    wells) do not split space at the saddles, so the gradient-flow basins' weights
+    (`exact_basin_log_z`) are not what a recorded label samples."""
+    d = potential.d
+    B = _default_bounds(basins, T)
+    n = 20001 if d == 1 else 401
+    axes = [np.linspace(a, b, n + 1) for a, b in B]
+    mids = [0.5 * (g[1:] + g[:-1]) for g in axes]
+    X = np.stack(np.meshgrid(*mids, indexing="ij"), axis=-1).reshape(-1, d)
+    u = np.concatenate([np.asarray(potential.energy(c), np.float64)
+                        for c in np.array_split(X, max(1, X.shape[0] // 4096))])
+    edge = np.any(np.isclose(X, X.min(axis=0)) | np.isclose(X, X.max(axis=0)), axis=1)
+    _check_edge(u[edge], u.min(), T)
+    w = np.exp(-(u - u.min()) / T)
+    raw = np.asarray(potential.basin(X), np.int64)
+    lab = np.where(raw < to_basin.size, to_basin[np.minimum(raw, to_basin.size - 1)], -1)
+    K = basins.points.shape[0]
+    return np.bincount(lab[lab >= 0], weights=w[lab >= 0], minlength=K)[:K] / w.sum()
+
+
 def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench", tail: int = 1,
                   temperature: float | None = None,
                   records: slice | Sequence[int] | np.ndarray | None = None, exact: bool = True,
@@ -683,7 +707,8 @@ def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench"
     MultiWell's lowest-quadratic label), mapped to the minima by the potential's `basin` of
     each minimum; no positions needed.  The Laplace prediction is the basins' occupancy, the
     exact one `exact_basin_log_z` where that applies (d <= 2 or a separable potential; None
-    otherwise or with exact=False).
+    otherwise or with exact=False); with method "observable" the exact one is the Gibbs
+    probability of each label's region (d <= 2), which is what the labels sample.
     """
     run = check_run(run, "run_occupancy")
     check_forwarded(run_occupancy, quench_kw, ("tol",) + QUENCH_KW)
@@ -727,7 +752,10 @@ def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench"
             L[r] = assign_basins(pot, np.asarray(run.positions[int(i)], np.float64), basins,
                                  method, **quench_kw)
     ex = None
-    if exact and (pot.d <= 2 or hasattr(pot, "marginal_energy")):
+    if exact and method == "observable":
+        if pot.d <= 2:      # the labels' regions, not the gradient-flow basins
+            ex = _label_gibbs(pot, to_basin, basins, T)
+    elif exact and (pot.d <= 2 or hasattr(pot, "marginal_energy")):
         ex = occupancy_from_log_z(exact_basin_log_z(pot, basins, T))
     return basins, occupancy(L, basins.points.shape[0], run.time[idx], tail, alive,
                              basins.predicted, ex)
