@@ -453,6 +453,19 @@ def test_not_a_run_file(tmp_path):
         open_run(txt)
 
 
+def test_a_directory_is_not_a_run_file(tmp_path):
+    """A scan directory given where a run file is expected (every analysis script but
+    escape.py) names its points' files, not 'not HDF5'."""
+    scan = tmp_path / "scan"
+    (scan / "points").mkdir(parents=True)
+    (scan / "scan.json").write_text("{}")
+    with pytest.raises(ls.RunFileError, match=r"scan is a scan directory, not a run file: give "
+                                              r"one of its points' files \(.*points/<id>\.h5"):
+        open_run(scan)
+    with pytest.raises(ls.RunFileError, match="is a directory, not a run file"):
+        open_run(tmp_path)
+
+
 @pytest.mark.parametrize("part", ["records/energy", "config"])
 def test_a_damaged_run_file_is_one_error_naming_the_part(tmp_run, part, capsys):
     """A run file whose bytes were altered (not by a kill: that leaves it readable) is refused

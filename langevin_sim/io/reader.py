@@ -95,6 +95,12 @@ class Run:
             return
         if not os.path.exists(self.path):
             raise RunFileError(f"no run file at {self.path}")
+        if os.path.isdir(self.path):
+            scan = os.path.isfile(os.path.join(self.path, "scan.json"))
+            raise RunFileError(
+                f"{self.path} is a {'scan ' if scan else ''}directory, not a run file: give "
+                + (f"one of its points' files ({os.path.join(self.path, 'points', '<id>.h5')}, "
+                   "listed in its manifest.csv)" if scan else "the path of a .h5 run file"))
         if not h5py.is_hdf5(self.path):
             raise RunFileError(f"{self.path} is not a langevin_sim run file (not HDF5); pass a "
                                "file written by Simulation.run or `langevin-sim run`")
