@@ -36,15 +36,19 @@ def main(argv=None):
     ap.add_argument("run")
     ap.add_argument("--coordinate", help="recorded series to use as the coordinate (default: s)")
     ap.add_argument("--target", nargs=2, type=float, metavar=("LO", "HI"),
-                    help="target interval for the first-passage time (default: the flat end)")
+                    help="target interval for the first-passage time (default: the flat end "
+                         "of s; none for another --coordinate)")
     ap.add_argument("--region", nargs=2, type=float, metavar=("LO", "HI"),
-                    help="count increments only inside this interval (default: inside the walls)")
+                    help="count increments only inside this interval (default: inside the "
+                         "walls of s; everything for another --coordinate)")
     ap.add_argument("--no-region", action="store_true", help="count every increment")
     ap.add_argument("--t-min", type=float)
     ap.add_argument("--t-max", type=float)
     ap.add_argument("--png", help="figure path (default: next to the run, *_drift.png)")
     a = ap.parse_args(argv)
     region = None if a.no_region else (tuple(a.region) if a.region else "auto")
+    if a.coordinate == "s":
+        a.coordinate = None     # the default, with its walls, target, predictions and density
     try:
         for flag, pair in (("--target", a.target), ("--region", a.region)):
             if pair is not None and not pair[0] <= pair[1]:
@@ -56,7 +60,8 @@ def main(argv=None):
                                   "Valley run with positions; pass --coordinate NAME, one of its "
                                   f"recorded series: {', '.join(run.names)}")
             fit = run_drift(run, a.coordinate, a.t_min, a.t_max, region)
-            target = tuple(a.target) if a.target else default_target(pot)
+            target = (tuple(a.target) if a.target else
+                      default_target(pot) if a.coordinate is None else None)
             fp = None if target is None else run_time_to_target(run, target, a.coordinate)
             dens = run_density(run) if a.coordinate is None and hasattr(pot, "log_density") else None
             traces = run_traces(run)

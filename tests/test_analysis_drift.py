@@ -295,3 +295,31 @@ def test_reversed_intervals_and_a_missing_coordinate_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="no manifold coordinate.*pass coordinate= a recorded"):
         manifold_coordinate(run)
     run.close()
+
+
+def test_coordinate_s_is_the_default_and_another_gets_no_walls_or_target(tmp_path, capsys,
+                                                                         monkeypatch):
+    """--coordinate s (the documented default) fits as the default does, predictions,
+    target and density included; another series (here `distance`) gets neither s's
+    walls as its region nor s's flat end as its target (they printed 'increments counted
+    for s in [...]' and 'first passage into [5, inf]' for the distance from the axis)."""
+    out = tmp_path / "valley.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "valley_drift.py"),
+                 ["replicas=64", "steps=1000", "record_every=100", "backend=numpy"], out=out,
+                 progress=False).close()
+    with open_run(out) as run:
+        default, named = run_drift(run), run_drift(run, "s")
+        other = run_drift(run, "distance")
+    assert named.region == default.region is not None and named.v == default.v
+    assert named.predictions == default.predictions and default.predictions
+    assert other.region is None and not other.predictions
+
+    def main(*argv):
+        monkeypatch.setattr(sys, "argv", ["drift.py", str(out), "--png",
+                                          str(tmp_path / "d.png"), *argv])
+        runpy.run_path(os.path.join(ROOT, "analysis", "drift.py"), run_name="__main__")
+        return capsys.readouterr().out
+
+    assert main("--coordinate", "s") == main()
+    text = main("--coordinate", "distance")
+    assert "counted for all" in text and "first passage" not in text and "density of s" not in text

@@ -474,14 +474,20 @@ def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float |
     """`fit_drift` of a run's manifold coordinate on `run.time`.  region "auto":
     `default_region` (inside a walled line Valley's walls; everything otherwise).  For an
     overdamped-Langevin run on an "exp" line Valley the predictions -alpha(d-1)T/2 and its
-    first-order correction over the counted positions are attached, with D = T."""
+    first-order correction over the counted positions are attached, with D = T.  The
+    walls, "auto" and the predictions are of the manifold coordinate s: coordinate "s" is
+    the default (None); any other series is fitted with no default region (everything)
+    and no prediction."""
     run = check_run(run, "run_drift")
+    if coordinate == "s":
+        coordinate = None
     s = manifold_coordinate(run, coordinate)
     pot = run.potential
     if coordinate is None and getattr(pot, "curve", None) == "circle":
         s = np.unwrap(s, period=2 * math.pi * pot.radius, axis=0)   # arclength travelled
     t = run.time
-    region = default_region(run) if region == "auto" else region
+    if region == "auto":
+        region = default_region(run) if coordinate is None else None
     fit = fit_drift(t, s, t_min, t_max, region)
     dyn = run.config["dynamics"]
     if (coordinate is None and type(pot).__name__ == "Valley" and pot.profile == "exp"
