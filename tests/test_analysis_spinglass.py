@@ -21,9 +21,10 @@ from threadpoolctl import threadpool_limits
 from langevin_sim import Simulation, open_run
 from langevin_sim.analysis.spinglass import (Aging, dynamical_transition, fit_power_law,
                                              hessian_index, landmarks, one_rsb, overlaps,
-                                             run_hessian_index, run_relaxation,
+                                             relaxation, run_hessian_index, run_relaxation,
                                              static_transition, two_time_correlation)
 from langevin_sim.dynamics import OverdampedLangevin
+from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import SphericalPSpin
 from langevin_sim.scenario import run_scenario
 
@@ -305,3 +306,15 @@ def test_aging_verdict_needs_more_than_noise():
                   C=Cw + 0.001 * rng.standard_normal(C.shape), se=np.full(C.shape, 0.05),
                   level=0.5, decay_time=np.full(3, np.nan))
         assert expect in a.verdict(), (shift, a.verdict())
+
+
+def test_late_from_past_the_last_record_is_refused():
+    """late_from beyond the run (spinglass.py --late-from 1000 on a t = 500 run) averaged
+    an empty slice: a RuntimeWarning, then 'late e = nan +- nan ... z = +nan' and a verdict
+    on it.  Now one ConfigError naming the last record's time and the flag."""
+    t = np.linspace(0.5, 10, 20)
+    e = -1.0 + 0.1 / np.sqrt(t)[:, None] + 0.001 * np.arange(4)[None, :]
+    assert relaxation(t, e, 3, 0.5, 1.0, late_from=10).late_mean < -0.9
+    with pytest.raises(ConfigError, match=r"late_from = 11 is past the last record \(t = 10\)"
+                                          r".*--late-from"):
+        relaxation(t, e, 3, 0.5, 1.0, late_from=11)

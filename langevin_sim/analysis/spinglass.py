@@ -353,6 +353,10 @@ def relaxation(times: ArrayLike, e: ArrayLike, p: int, variance: float, temperat
         fit = fit_power_law(t, e, ref, 1.0 if t_min is None else t_min,
                             t[-1] / 10 if t_max is None else t_max)
     late_from = t[-1] / 2 if late_from is None else float(late_from)
+    if not np.any(t >= late_from):
+        raise ConfigError(f"late_from = {late_from:g} is past the last record (t = {t[-1]:.4g}): "
+                          "no record to average; give a time within the run (analysis/"
+                          "spinglass.py: --late-from)")
     per = e[t >= late_from].mean(axis=0)
     return Relaxation(t, e.mean(axis=1), e.std(axis=1, ddof=1) / math.sqrt(M), T, lm, fit,
                       late_from, float(per.mean()), float(per.std(ddof=1) / math.sqrt(M)),
