@@ -318,3 +318,14 @@ def test_late_from_past_the_last_record_is_refused():
     with pytest.raises(ConfigError, match=r"late_from = 11 is past the last record \(t = 10\)"
                                           r".*--late-from"):
         relaxation(t, e, 3, 0.5, 1.0, late_from=11)
+
+
+def test_a_decay_level_outside_minus_one_one_is_refused():
+    """C(t_w + tau, t_w) is 1 at tau = 0 and never below -1: --level 1.5 printed
+    'tau(C=1.5) = not reached' for every t_w without saying why."""
+    t = np.linspace(0, 2, 5)
+    x = np.random.default_rng(1).standard_normal((5, 4, 3))
+    two_time_correlation(t, x, [0.5], level=0.9)
+    for bad in (1.0, 1.5, -1.0):
+        with pytest.raises(ConfigError, match=r"level must be in \(-1, 1\).*--level"):
+            two_time_correlation(t, x, [0.5], level=bad)

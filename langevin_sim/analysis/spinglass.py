@@ -446,6 +446,9 @@ def two_time_correlation(times: ArrayLike, x: np.ndarray | Series,
     first record after t = 0 and a quarter of the run).  Replicas with non-finite positions
     are dropped; se from the spread over replicas."""
     t = np.asarray(times, np.float64)
+    if not -1 < float(level) < 1:
+        raise ConfigError(f"level must be in (-1, 1) (C is 1 at lag 0 and >= -1), got {level:g}: "
+                          "a decay time to it is never reached (analysis/spinglass.py: --level)")
     if waiting_times is None:
         t0 = t[t > 0][0]
         waiting_times = np.geomspace(t0, max(t0, t[-1] / 4), 4)
