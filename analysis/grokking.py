@@ -50,9 +50,7 @@ def main(argv=None):
     fit = delay_scaling(done) if len(done) >= 3 and spread else None
     if fit is not None:
         print(fit.table())
-        print(f"verdict: median delay ~ (lr wd)^(-{fit.a:.2f} +- {fit.a_se:.2f}): "
-              f"{'consistent' if abs(fit.z) <= 3 else 'NOT consistent'} with the drift "
-              f"picture's 1/(lr wd) within 3 SE (chi2/dof {fit.chi2:.1f}/{fit.dof})")
+        print(fit.verdict())
     elif len(done) >= 3:
         print(f"verdict: the {len(done)} points with a median delay share lr wd = "
               f"{done[0]['lr_wd']:.3g}: no 1/(lr wd) fit (it needs points at two or more values)")

@@ -236,3 +236,19 @@ def test_script_reads_a_scan_directory(tmp_path, capsys, monkeypatch):
     assert all(p.times.fitted.all() and not p.times.generalized.any() for p in pts)
     img = plt.imread(png)
     assert img.shape[0] >= 200 and np.mean(img[..., :3].min(axis=-1) < 0.5) > 0.01
+
+
+def test_delay_scaling_verdict_quotes_the_se_its_z_uses():
+    """The verdict judged a = 1 with the se widened by sqrt(chi2/dof) but printed the
+    fit's own: 'a = 0.83 +- 0.01: consistent ... within 3 SE' on claim 5 (c)'s scan
+    (z = -1.9 with +- 0.09).  It now quotes the widened se and says so."""
+    pts = [{"lr": lr, "weight_decay": wd, "delay_se": 0.02 * D, "delay_median": D}
+           for lr, wd, D in ((1e-3, 0.5, 6625), (1e-3, 1, 4150), (2e-3, 0.5, 2650),
+                             (2e-3, 1, 1800), (6e-3, 0.5, 1300), (6e-3, 1, 1050))]
+    fit = delay_scaling(pts)
+    assert fit.scale > 2
+    line = fit.verdict()
+    assert f"+- {fit.a_se * fit.scale:.2f}, se widened x {fit.scale:.2g}" in line, line
+    assert ("NOT consistent" in line) == (abs(fit.z) > 3)
+    exact = [dict(p, delay_median=7.0 / (p["lr"] * p["weight_decay"])) for p in pts]
+    assert "widened" not in delay_scaling(exact).verdict()

@@ -406,6 +406,14 @@ class DelayScaling(Result):
                 f"{self.B_se:.2g})/(lr wd), chi2/dof = {self.chi2_affine:.1f}/{self.dof}")
 
 
+    def verdict(self) -> str:
+        """One line: a = 1 against the widened se (`z`), quoting that se, the one z uses."""
+        return (f"verdict: median delay ~ (lr wd)^(-{self.a:.2f} +- {self.a_se * self.scale:.2f}"
+                + (f", se widened x {self.scale:.2g} for chi2/dof" if self.scale > 1 else "")
+                + f"): {'consistent' if abs(self.z) <= 3 else 'NOT consistent'} with the drift "
+                f"picture's 1/(lr wd) within 3 SE (chi2/dof {self.chi2:.1f}/{self.dof})")
+
+
 def _wls(X: np.ndarray, y: np.ndarray, se: np.ndarray):
     w = 1 / se
     coef, *_ = np.linalg.lstsq(X * w[:, None], y * w, rcond=None)
