@@ -252,3 +252,16 @@ def test_delay_scaling_verdict_quotes_the_se_its_z_uses():
     assert ("NOT consistent" in line) == (abs(fit.z) > 3)
     exact = [dict(p, delay_median=7.0 / (p["lr"] * p["weight_decay"])) for p in pts]
     assert "widened" not in delay_scaling(exact).verdict()
+
+
+def test_thresholds_outside_zero_one_are_refused():
+    """Accuracies are fractions: --test-threshold 1.5 reported '0 generalized' and
+    --test-threshold -1 'delay 0' at every replica, without a word."""
+    steps = np.arange(4.0)
+    acc = np.full((4, 2), 0.5)
+    grokking_times(steps, acc, acc, 1.0, 0.5)
+    for kw, flag in ((dict(test_threshold=1.5), "--test-threshold"),
+                     (dict(test_threshold=-1), "--test-threshold"),
+                     (dict(train_threshold=0), "--train-threshold")):
+        with pytest.raises(ConfigError, match=f"must be an accuracy in \\(0, 1\\].*{flag}"):
+            grokking_times(steps, acc, acc, **kw)

@@ -138,6 +138,10 @@ def grokking_times(steps: ArrayLike, train_accuracy: ArrayLike, test_accuracy: A
                    train_threshold: float = 1.0,
                    test_threshold: float = 0.9) -> GrokkingTimes:
     """`GrokkingTimes` from record steps (n,) and accuracies (n, M) (nan after divergence)."""
+    for name, v in (("train_threshold", train_threshold), ("test_threshold", test_threshold)):
+        if not 0 < float(v) <= 1:
+            raise ConfigError(f"{name} must be an accuracy in (0, 1], got {v:g} (analysis/"
+                              f"grokking.py: --{name.replace('_', '-')})")
     steps = np.asarray(steps, np.float64)
     tr = np.asarray(train_accuracy, np.float64)
     te = np.asarray(test_accuracy, np.float64)
