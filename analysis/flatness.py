@@ -113,11 +113,25 @@ def matched(path, levels, measure: str = "sharpness", pick: str = "first",
     return out, [label(p) for p, _ in runs]
 
 
+def matched_levels(text: str):
+    """argparse type of --matched: 'auto', 'none' or comma-separated train losses > 0."""
+    if text in ("auto", "none"):
+        return text
+    try:
+        levels = [float(v) for v in text.split(",")]
+    except ValueError:
+        levels = []
+    if not levels or not all(np.isfinite(v) and v > 0 for v in levels):
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or train losses > 0, "
+                                         f"comma-separated, got {text!r}")
+    return levels
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("path", help="a run file or a scan directory")
     ap.add_argument("--measure", choices=list(MEASURES), default="sharpness")
-    ap.add_argument("--matched", default="auto",
+    ap.add_argument("--matched", default="auto", type=matched_levels,
                     help="train-loss levels to compare the points at, comma-separated; auto: "
                          "the highest final median train loss of the points; none: skip")
     ap.add_argument("--pick", choices=["first", "last"], default="first",
@@ -163,9 +177,8 @@ def main(argv=None):
     fits = []
     if a.matched != "none":
         try:
-            levels = "auto" if a.matched == "auto" else [float(v) for v in a.matched.split(",")]
-            fits, labels = matched(a.path, levels, a.measure, a.pick, a.target)
-        except (LangevinSimError, ValueError) as e:
+            fits, labels = matched(a.path, a.matched, a.measure, a.pick, a.target)
+        except LangevinSimError as e:
             print(f"{ap.prog}: error: --matched: {e}", file=sys.stderr)
             sys.exit(2)
         for mf in fits:

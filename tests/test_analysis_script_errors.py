@@ -149,3 +149,15 @@ def test_grokking_on_a_classifier_run_without_weight_decay(runs, capsys, tmp_pat
     assert status == 0 and err == "", err
     assert "verdict: 0 of 1 points have weight decay and a positive median delay" in out
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_flatness_refuses_bad_matched_levels_before_analysing(runs, capsys):
+    """--matched abc ran the whole analysis, then failed; --matched 0 or -1 printed a line
+    and exited 0.  Now argparse refuses them at once, nothing on stdout."""
+    for bad in ("abc", "0", "-1", "0.1,x", "nan"):
+        status, out, err = script("flatness", [runs["classifier"], "--matched", bad], capsys)
+        assert status == 2 and out == "", (bad, out)
+        line = err.strip().splitlines()[-1]
+        assert line.startswith("flatness.py: error: argument --matched: expected 'auto', "
+                               "'none' or train losses > 0"), err
+        assert repr(bad) in line
