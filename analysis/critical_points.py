@@ -35,6 +35,7 @@ L-BFGS's own steps.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -42,7 +43,8 @@ import numpy as np
 from langevin_sim.analysis.critical import (CriticalPoints, abc_complexity, critical_points,
                                             descent_census, descent_summary,
                                             pspin_minima_census, semicircle_index_fraction)
-from langevin_sim.analysis.scan import script
+from langevin_sim import LangevinSimError
+from langevin_sim.analysis.scan import int_at_least, script
 from langevin_sim.analysis.spinglass import landmarks
 from langevin_sim.dynamics import SGD
 from langevin_sim.potentials import SphericalPSpin
@@ -330,25 +332,88 @@ def figure(lm, out, png, rows=(), drows=()):
     plt.close(fig)
 
 
+def _ints(low: int, what: str):
+    """argparse type: comma-separated integers >= low (empty: none)."""
+    def parse(text: str) -> list[int]:
+        try:
+            v = [int(x) for x in text.split(",") if x]
+        except ValueError:
+            v = None
+        if v is None or any(x < low for x in v):
+            raise argparse.ArgumentTypeError(f"expected {what}: comma-separated integers >= "
+                                             f"{low}, got {text!r}")
+        return v
+    return parse
+
+
+def _census_spec(text: str) -> list[str]:
+    """argparse type of --census: N:instances:starts,... (N >= 2, the others >= 1)."""
+    items = [v for v in text.split(",") if v]
+    for item in items:
+        try:
+            N, inst, starts = (int(v) for v in item.split(":"))
+        except ValueError:
+            N = inst = starts = 0
+        if N < 2 or inst < 1 or starts < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected N:instances:starts,... (N >= 2, instances and starts >= 1), "
+                f"got {item!r}")
+    return items
+
+
+def _net_spec(text: str) -> tuple:
+    """argparse type of --descent-net: n:d_in:teacher (integers >= 1) or DATASET:n."""
+    parts = text.split(":")
+    if len(parts) == 3 and all(v.isdigit() and int(v) >= 1 for v in parts):
+        return tuple(int(v) for v in parts)
+    if len(parts) == 2 and not parts[0].isdigit() and parts[1].isdigit() and int(parts[1]) >= 1:
+        return (parts[0], int(parts[1]))
+    raise argparse.ArgumentTypeError(f"expected n:d_in:teacher_width (e.g. 64:3:2) or "
+                                     f"DATASET:n (e.g. digits:512), got {text!r}")
+
+
+def _gd_spec(text: str):
+    """argparse type of --descent-gd: LR:STEPS[:BATCH[:MOMENTUM]] ('' : none)."""
+    if not text:
+        return None
+    try:
+        v = tuple(float(x) for x in text.split(":"))
+    except ValueError:
+        v = ()
+    if not 2 <= len(v) <= 4 or not (v[0] > 0 and v[1] >= 1 and v[1] == int(v[1])) or \
+            (len(v) > 2 and not (v[2] >= 0 and v[2] == int(v[2]))) or \
+            (len(v) > 3 and not 0 <= v[3] < 1):
+        raise argparse.ArgumentTypeError(
+            "expected LR:STEPS[:BATCH[:MOMENTUM]] (lr > 0, steps >= 1, batch >= 0 with 0 the "
+            f"full batch, 0 <= momentum < 1), got {text!r}")
+    return v
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--N", default="", help="p-spin sizes, e.g. 8,16,24")
-    ap.add_argument("--widths", default="", help="MLP widths for the |grad L|^2 search")
-    ap.add_argument("--starts", type=int, default=200)
-    ap.add_argument("--max-iter", type=int, default=1000)
-    ap.add_argument("--seeds", default="0", help="p-spin coupling seeds, pooled")
-    ap.add_argument("--census", default="", help="N:instances:starts,... minima counted")
-    ap.add_argument("--descent-widths", default="", help="MLP widths for the descent census")
-    ap.add_argument("--descent-seeds", default="0", help="data/teacher instances")
-    ap.add_argument("--descent-starts", type=int, default=500)
-    ap.add_argument("--descent-iter", type=int, default=4000)
-    ap.add_argument("--descent-net", default="64:3:2",
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("--N", default=[], type=_ints(2, "p-spin sizes"),
+                    help="p-spin sizes, e.g. 8,16,24")
+    ap.add_argument("--widths", default=[], type=_ints(1, "widths"),
+                    help="MLP widths for the |grad L|^2 search")
+    ap.add_argument("--starts", type=int_at_least(1), default=200)
+    ap.add_argument("--max-iter", type=int_at_least(1), default=1000)
+    ap.add_argument("--seeds", default=[0], type=_ints(0, "seeds"),
+                    help="p-spin coupling seeds, pooled")
+    ap.add_argument("--census", default=[], type=_census_spec,
+                    help="N:instances:starts,... minima counted")
+    ap.add_argument("--descent-widths", default=[], type=_ints(1, "widths"),
+                    help="MLP widths for the descent census")
+    ap.add_argument("--descent-seeds", default=[0], type=_ints(0, "seeds"),
+                    help="data/teacher instances")
+    ap.add_argument("--descent-starts", type=int_at_least(1), default=500)
+    ap.add_argument("--descent-iter", type=int_at_least(1), default=4000)
+    ap.add_argument("--descent-net", default=NET, type=_net_spec,
                     help="n:d_in:teacher width (TeacherStudentMLP), or DATASET:n (ClassifierMLP "
                          "of n training samples, e.g. digits:512)")
     ap.add_argument("--descent-wd", type=float, default=0.0,
                     help="weight decay wd: the census is of the loss + wd |x|^2 / 2 (finite "
                          "minima for a classifier's cross-entropy)")
-    ap.add_argument("--descent-gd", default="",
+    ap.add_argument("--descent-gd", default=None, type=_gd_spec,
                     help="LR:STEPS[:BATCH[:MOMENTUM]] of (minibatch) gradient descent before "
                          "the L-BFGS finish (default: L-BFGS alone)")
     ap.add_argument("--descent-max-step", type=float, default=None,
@@ -358,21 +423,19 @@ def main(argv=None):
                                                                 "descent")
     ap.add_argument("--png", default="", help="save the figure to this file")
     a = ap.parse_args(argv)
-    Ns = [int(v) for v in a.N.split(",") if v]
-    widths = [int(v) for v in a.widths.split(",") if v]
-    seeds = [int(v) for v in a.seeds.split(",") if v]
-    lm, out = run(Ns, widths, a.starts, a.max_iter, seeds)
-    if out:
-        print(table(out))
-    rows = census([v for v in a.census.split(",") if v])
-    if rows:
-        print(census_table(rows))
-    drows = descent([int(v) for v in a.descent_widths.split(",") if v],
-                    [int(v) for v in a.descent_seeds.split(",") if v], a.descent_starts,
-                    a.descent_iter, tuple(int(v) if v.isdigit() else v
-                                          for v in a.descent_net.split(":")),
-                    tuple(float(v) for v in a.descent_gd.split(":")) if a.descent_gd else None,
-                    a.descent_max_step, a.descent_backend, a.descent_wd)
+    try:
+        lm, out = run(a.N, a.widths, a.starts, a.max_iter, a.seeds)
+        if out:
+            print(table(out))
+        rows = census(a.census)
+        if rows:
+            print(census_table(rows))
+        drows = descent(a.descent_widths, a.descent_seeds, a.descent_starts, a.descent_iter,
+                        a.descent_net, a.descent_gd, a.descent_max_step, a.descent_backend,
+                        a.descent_wd)
+    except LangevinSimError as e:
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
     if drows:
         print(descent_table(drows))
     if a.png:

@@ -161,3 +161,30 @@ def test_flatness_refuses_bad_matched_levels_before_analysing(runs, capsys):
         assert line.startswith("flatness.py: error: argument --matched: expected 'auto', "
                                "'none' or train losses > 0"), err
         assert repr(bad) in line
+
+
+def test_critical_points_bad_options_are_one_line_errors(capsys):
+    """critical_points.py parsed its specs inside the computation: --descent-gd 0.05,
+    --descent-net 64:3, --starts 0, --census 8:0:10 ended in ValueError tracebacks and an
+    unknown data set in a ConfigError traceback.  Each is now one line; the specs of
+    docs/results.md still parse."""
+    for argv, parts in ((["--descent-widths", "2", "--descent-gd", "0.05"],
+                         ["argument --descent-gd: expected LR:STEPS[:BATCH[:MOMENTUM]]"]),
+                        (["--descent-widths", "2", "--descent-net", "64:3"],
+                         ["argument --descent-net: expected n:d_in:teacher_width"]),
+                        (["--N", "8", "--starts", "0"],
+                         ["argument --starts: expected an integer >= 1"]),
+                        (["--census", "8:0:10"], ["argument --census: expected N:instances"]),
+                        (["--N", "x"], ["argument --N: expected p-spin sizes"]),
+                        (["--descent-widths", "2", "--descent-starts", "2", "--descent-net",
+                          "nosuch:10"], ["unknown data set 'nosuch'"])):
+        status, _, err = script("critical_points", argv, capsys)   # its usage wraps: no
+        line = err.strip().splitlines()[-1]                         # one_line_error
+        assert status == 2 and "Traceback" not in err, err
+        assert line.startswith("critical_points.py: error: ") and all(p in line for p in parts), err
+    ns = runpy.run_path(os.path.join(ROOT, "analysis", "critical_points.py"))
+    assert ns["_gd_spec"]("0.05:20000:32:0.9") == (0.05, 20000, 32, 0.9)
+    assert ns["_gd_spec"]("0.1:20000:32") == (0.1, 20000, 32)
+    assert ns["_net_spec"]("256:8:4") == (256, 8, 4)
+    assert ns["_net_spec"]("digits:512") == ("digits", 512)
+    assert ns["_census_spec"]("8:64:500,96:4:8000") == ["8:64:500", "96:4:8000"]
