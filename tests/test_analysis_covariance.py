@@ -475,3 +475,15 @@ def test_epoch_reshuffling_phases():
     cov = np.mean([law.cov + np.outer(law.mean - mean, law.mean - mean) for law in laws], axis=0)
     c = compare_covariance(x, StationaryLaw("phase mixture", mean, cov, ""), burn=0)
     assert c.consistent, c.table()
+
+
+def test_too_few_records_for_the_auto_burn_in_name_the_series_and_the_fix():
+    """A run of 3 records (covariance.py on quadratic --quick --set steps=40
+    --set record_every=20) said 'series: burn-in detection needs >= 4 batches of 1
+    records': neither the series nor what to do."""
+    x = gaussian_ar1(np.random.default_rng(1), COV, 0.0, 3, 50)
+    law = StationaryLaw("true", np.zeros(3), COV, "")
+    with pytest.raises(ConfigError, match=r"^positions: 3 records; the burn-in detection and "
+                                          r"the comparison need >= 4: run longer or record "
+                                          r"more often$"):
+        compare_covariance(x, law)

@@ -877,6 +877,9 @@ def compare_covariance(data: Run | Records | ArrayLike, law: StationaryLaw,
                           f"{var[0]:.3g}): a point mass (deterministic dynamics) has no "
                           "Gaussian comparison")
     y = (x - law.mean) @ basis
+    if burn == "auto" and y.shape[0] < 4:
+        raise ConfigError(f"{rec.name}: {y.shape[0]} records; the burn-in detection and the "
+                          "comparison need >= 4: run longer or record more often")
     if burn == "auto":
         burn = burn_in(np.concatenate([y, y ** 2], axis=2)).record
     elif not (isinstance(burn, (int, np.integer)) and burn >= 0):
