@@ -41,7 +41,7 @@ from scipy import linalg, stats
 
 from ..errors import ConfigError
 from ..io.reader import Run, check_run
-from .diagnostics import burn_in, ess, load_records
+from .diagnostics import MIN_ESS_DRAWS, burn_in, ess, load_records
 from .stationary import MarginalFit, fit_marginal
 from .result import Result
 
@@ -689,8 +689,10 @@ def sample_moments(data: Run | Records | ArrayLike, name: str = "positions", bur
     """`SampleMoments` of an (n_records, M, d) array, or of a `Run`'s series `name`, after
     `burn` records (diverged replicas dropped; >= 4 records needed for the ESS)."""
     x = load_records(data, name).after(int(burn)).values
-    if x.ndim != 3 or x.shape[0] < 4:
-        raise ConfigError(f"sample moments need (n >= 4, M, d) records, got {x.shape}")
+    if x.ndim != 3 or x.shape[0] < MIN_ESS_DRAWS:
+        raise ConfigError(f"sample moments need (n >= {MIN_ESS_DRAWS}, M, d) records, got "
+                          f"{x.shape}: their errors come from ArviZ's ESS, biased high (errors "
+                          f"too small) on fewer records; run longer or record more often")
     n, M, d = x.shape
     mean = x.mean(axis=(0, 1))
     y = x - mean
@@ -885,8 +887,10 @@ def compare_covariance(data: Run | Records | ArrayLike, law: StationaryLaw,
     elif not (isinstance(burn, (int, np.integer)) and burn >= 0):
         raise ConfigError(f"burn must be 'auto' or a number of records >= 0, got {burn!r}")
     y = y[int(burn):]
-    if y.shape[0] < 4:
-        raise ConfigError(f"{y.shape[0]} records after burn-in {burn}; need >= 4 (run longer)")
+    if y.shape[0] < MIN_ESS_DRAWS:
+        raise ConfigError(f"{y.shape[0]} records after burn-in {burn}; the errors (ArviZ's ESS, "
+                          f"biased high on fewer records) need >= {MIN_ESS_DRAWS}: run longer or "
+                          "record more often")
     pred_cov = np.diag(np.diag(basis.T @ law.cov @ basis))
     zero = np.zeros(y.shape[2])
     kl = _jackknife(y, groups, lambda m, c: gaussian_kl(m, c, zero, pred_cov))
