@@ -327,3 +327,18 @@ def test_double_well_scenario_records_escapes_for_the_analysis(tmp_path):
     assert res.rate.events > 500
     assert_within_se(res.rate.mfpt, res.quadrature, res.rate.mfpt_se,
                      what="scenario MFPT vs quadrature")
+
+
+def test_a_region_every_replica_starts_in_is_one_config_error(tmp_path):
+    """escape.py on a run without an observer whose default half-space x_0 > 0 holds every
+    start (data/claim1/iso_sgd.h5, or --offset -10 on a double well) ended in 'ValueError:
+    zero-size array to reduction operation maximum' from kaplan_meier.  Now one ConfigError
+    that names the region and the options."""
+    from langevin_sim.errors import ConfigError
+
+    run = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 0.5), 16, backend="numpy",
+                     seed=1).run(40, 10, out=tmp_path / "dw.h5", progress=False)
+    with pytest.raises(ConfigError, match=r"no replica is at risk of entering 'all': all 16 "
+                                          r"finite replicas start inside it.*--normal, --offset"):
+        analyze_run(run, region=HalfSpace([1.0], -10.0, "all"))
+    run.close()

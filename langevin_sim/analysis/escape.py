@@ -765,6 +765,12 @@ def analyze_run(run: Run, label: str | None = None, confidence: float = 0.95,
         notes.append("from records: an entry time is the first record inside (records every "
                      f"{wt.resolution:g}), late by one or many spacings (entries followed by "
                      "exits between records are missed); the MFPT is an upper bound")
+    if wt.time.size == 0:
+        how = ("the half-space --normal, --offset of analysis/escape.py (region= here)"
+               if region is not None else "the run's first-passage region")
+        raise ConfigError(f"no replica is at risk of entering {wt.label!r}: all "
+                          f"{wt.n_started_inside} finite replicas start inside it, so there is "
+                          f"no escape to time; choose a region they start outside ({how})")
     surv = kaplan_meier(wt, confidence=confidence)
     rate = escape_rate(wt, confidence=confidence)
     cfg = run.config
