@@ -793,6 +793,28 @@ def test_scan_summary_shows_points_that_lost_replicas_to_divergence(tmp_path, ca
     assert "1 point(s) lost replicas to divergence" in out, out
 
 
+def test_scan_summary_of_a_scan_with_no_finished_point_is_one_line(tmp_path, capsys):
+    """A scan whose points are all pending, incomplete (killed) or diverged has no summary
+    variables: scan_summary.py ended in "KeyError: 'energy_mean'" from reduce_repeats.
+    gather now says which statuses there are and what to do."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scan = run_scan(str(ROOT / "scenarios" / "double_well.py"), grid={"step": [0.5, 0.6]},
+                        sets={"steps": 200, "record_every": 100, "replicas": 8,
+                              "backend": "numpy"}, out=tmp_path / "div", workers=1,
+                        progress=False)
+    with pytest.raises(ConfigError, match=r"no point of the scan .*div is done \(2 diverged\): "
+                                          r"nothing to summarize"):
+        scan.summarize()
+    main = runpy.run_path(str(ROOT / "analysis" / "scan_summary.py"))["main"]
+    with pytest.raises(SystemExit) as e:
+        main([str(scan.root), "--png", str(tmp_path / "s.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and ": error: no point of the scan" in err[-1], err
+
+
 def test_a_scheduler_address_of_another_scheme_is_one_line_before_any_file(tmp_path, capsys):
     """--scheduler http://HOST:8787 (the dashboard's URL): one line naming tcp://HOST:PORT,
     nothing written (it was a ValueError traceback, then a 60 s hang closing the client)."""

@@ -120,6 +120,12 @@ def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = N
     pd = require("pandas", "analysis", "gathering a scan's summaries")
     fn = energy_summary if fn is None else fn
     man = scan.manifest
+    if not (man["status"] == "done").any():
+        counts = ", ".join(f"{n} {st}" for st, n in man["status"].value_counts().items())
+        raise ConfigError(f"no point of the scan {scan.root} is done ({counts or 'no points'}): "
+                          "nothing to summarize; rerunning its `langevin-sim scan` command "
+                          "finishes pending, incomplete and failed points (diverged ones need "
+                          "other parameters, e.g. a smaller step)")
     zip_index: dict = {}
     records = []
     for _, row in man.iterrows():
