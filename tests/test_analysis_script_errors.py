@@ -188,3 +188,16 @@ def test_critical_points_bad_options_are_one_line_errors(capsys):
     assert ns["_net_spec"]("256:8:4") == (256, 8, 4)
     assert ns["_net_spec"]("digits:512") == ("digits", 512)
     assert ns["_census_spec"]("8:64:500,96:4:8000") == ["8:64:500", "96:4:8000"]
+
+
+def test_a_figure_path_that_cannot_be_written_is_one_line(runs, capsys, tmp_path):
+    """--png in a folder that does not exist (or a format matplotlib lacks) ended in a
+    FileNotFoundError / ValueError traceback after the table; the default path next to a
+    run in a read-only folder likewise.  Now one line naming the path and --png."""
+    for png, why in ((tmp_path / "no" / "such" / "x.png", "No such file or directory"),
+                     (tmp_path / "x.xyz", "Format 'xyz' is not supported")):
+        status, out, err = script("stationary", [runs["dw"], "--png", png], capsys)
+        line = err.strip().splitlines()[-1]
+        assert status == 2 and "verdict:" in out and "Traceback" not in err, err
+        assert line.startswith(f"stationary.py: error: cannot save the figure to {png}: "
+                               f"{why}") and "pass --png PATH" in line, err

@@ -11,6 +11,8 @@ run files of a path, figure paths, `save_figure`, the argparse type `int_at_leas
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,8 +22,6 @@ import numpy as np
 from ..errors import ConfigError, quiet_closed_stdout, require
 
 if TYPE_CHECKING:
-    import os
-
     import xarray
     from matplotlib.figure import Figure
 
@@ -54,7 +54,14 @@ def save_figure(fig: Figure, png: str | os.PathLike | None = None,
 
     png = Path(png) if png else figure_next_to(next_to, name)
     fig.tight_layout()
-    fig.savefig(png, dpi=dpi)
+    try:
+        fig.savefig(png, dpi=dpi)
+    except (OSError, ValueError) as e:      # no such folder, not writable, unknown format
+        plt.close(fig)
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"{os.path.basename(sys.argv[0])}: error: cannot save the figure to {png}: {why}; "
+              "pass --png PATH (a writable folder, a .png name)", file=sys.stderr)
+        sys.exit(2)
     plt.close(fig)
     print(f"figure: {png}")
     return png
