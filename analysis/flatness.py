@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.errors import ConfigError  # noqa: E402
-from langevin_sim.analysis.flatness import (MEASURES, TARGETS, early_stopped,  # noqa: E402
-                                            flatness_vs_generalization, matched_fit, pooled,
-                                            run_flatness)
+from langevin_sim.analysis.flatness import (MEASURES, TARGETS, PooledCorrelation,  # noqa: E402
+                                            early_stopped, flatness_vs_generalization,
+                                            matched_fit, pooled, run_flatness)
 from langevin_sim.analysis.scan import run_files, save_figure, script  # noqa: E402
 
 KEYS = ("lr", "batch_size", "momentum", "hidden", "n", "noise", "label_corruption",
@@ -74,8 +74,12 @@ def label(p: dict) -> str:
 
 
 def said(c, partial: bool = False) -> str:
-    """Whether a correlation's 95 % interval lies above 0 (yes), below (reversed) or not."""
-    lo, hi = c.partial_ci if partial else c.ci
+    """Whether a correlation's 95 % interval lies above 0 (yes), below (reversed) or not; of
+    a pooled one, the interval it quotes (random effects where the points disagree)."""
+    if isinstance(c, PooledCorrelation):
+        lo, hi = c.quoted()[1]
+    else:
+        lo, hi = c.partial_ci if partial else c.ci
     return "yes" if lo > 0 else "reversed" if hi < 0 else "not shown"
 
 

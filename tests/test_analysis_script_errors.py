@@ -201,3 +201,19 @@ def test_a_figure_path_that_cannot_be_written_is_one_line(runs, capsys, tmp_path
         assert status == 2 and "verdict:" in out and "Traceback" not in err, err
         assert line.startswith(f"stationary.py: error: cannot save the figure to {png}: "
                                f"{why}") and "pass --png PATH" in line, err
+
+
+def test_flatness_verdict_of_pooled_points_uses_the_interval_it_quotes():
+    """Where Cochran's Q rejects homogeneity the pooled correlation quotes the random-effects
+    interval, but the verdict word read the fixed-effect one: data/claim6/width at equal fit
+    printed 'random effects ... rho = -0.083 [-0.361, +0.208]' and 'within points
+    reversed' (from the fixed effect's [-0.285, -0.045])."""
+    from langevin_sim.analysis.flatness import PooledCorrelation
+
+    said = runpy.run_path(os.path.join(ROOT, "analysis", "flatness.py"))["said"]
+    het = PooledCorrelation(-0.168, (-0.285, -0.045), 0.0076, 32.8, 1.2e-5, 7, False, 0.127,
+                            -0.083, (-0.361, 0.208), 0.58)
+    assert het.heterogeneous() and said(het) == "not shown"
+    homo = PooledCorrelation(0.152, (0.062, 0.240), 0.001, 4.3, 0.75, 8, False, 0.0,
+                             0.152, (0.062, 0.240), 0.001)
+    assert said(homo) == "yes"
