@@ -290,3 +290,16 @@ def test_observable_occupancy_is_compared_with_the_labels_gibbs_weight(tmp_path)
     np.testing.assert_allclose(occ.exact, want, atol=2e-3)
     flow = occupancy_from_log_z(exact_basin_log_z(pot, basins, 0.5242))
     assert np.max(np.abs(flow - want)) > 0.03
+
+
+def test_quench_without_positions_names_the_scripts_flag(tmp_path):
+    """basins.py --method quench on a run without positions said "use
+    method='observable'", the Python keyword only."""
+    out = tmp_path / "fs.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "flat_vs_sharp.py"),
+                 ["replicas=8", "steps=20", "record_every=10"], out=out, quick=True,
+                 progress=False).close()
+    with open_run(out) as run, pytest.raises(ConfigError, match=r"use method='observable' "
+                                                               r"\(analysis/basins.py: --method "
+                                                               r"observable\)"):
+        run_occupancy(run, method="quench")

@@ -745,7 +745,8 @@ def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench"
         L = to_basin[raw]
     elif "positions" not in run.names:
         raise ConfigError("the run recorded no positions: rerun it with record_positions true "
-                          "(--set record_positions=true), or use method='observable'")
+                          "(--set record_positions=true), or use method='observable' "
+                          "(analysis/basins.py: --method observable)")
     else:
         L = np.empty((idx.size, M), np.int64)
         for r, i in enumerate(idx):
