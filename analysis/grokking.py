@@ -20,7 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
-from langevin_sim.analysis.grokking import delay_scaling, points_table, run_grokking  # noqa: E402
+from langevin_sim.analysis.grokking import (constant_product, delay_scaling, points_table,  # noqa: E402
+                                            run_grokking)
 from langevin_sim.analysis.scan import run_files, save_figure, script  # noqa: E402
 
 
@@ -49,8 +50,10 @@ def main(argv=None):
     spread = len({s["lr_wd"] for s in done}) >= 2
     fit = delay_scaling(done) if len(done) >= 3 and spread else None
     if fit is not None:
+        product = constant_product(done)
         print(fit.table())
-        print(fit.verdict())
+        print(product.table())
+        print(fit.verdict(product))
     elif len(done) >= 3:
         print(f"verdict: the {len(done)} points with a median delay share lr wd = "
               f"{done[0]['lr_wd']:.3g}: no 1/(lr wd) fit (it needs points at two or more values)")

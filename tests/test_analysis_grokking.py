@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from langevin_sim.analysis.escape import kaplan_meier
-from langevin_sim.analysis.grokking import (bootstrap_median, delay_scaling, grokking_times,
+from langevin_sim.analysis.grokking import (bootstrap_median, constant_product, delay_scaling, grokking_times,
                                             km_median, run_grokking)
 from langevin_sim.errors import ConfigError
 
@@ -252,6 +252,33 @@ def test_delay_scaling_verdict_quotes_the_se_its_z_uses():
     assert ("NOT consistent" in line) == (abs(fit.z) > 3)
     exact = [dict(p, delay_median=7.0 / (p["lr"] * p["weight_decay"])) for p in pts]
     assert "widened" not in delay_scaling(exact).verdict()
+
+
+def test_the_verdict_also_asks_whether_lr_wd_times_the_delay_is_constant():
+    """grokking.py judged the drift picture by the power law's slope alone (z = -1.9 with
+    the se widened: "consistent") while the notebook's own test, lr wd x delay constant,
+    rejects it (chi2 225 on 5 dof on claim 5 (c)'s scan): script and notebook gave
+    opposite words.  `constant_product` is that test, and the verdict reads both."""
+    pts = []
+    for lr, wd, D, se in ((1e-3, 0.5, 6625, 192), (1e-3, 1, 4150, 197), (2e-3, 0.5, 2650, 146),
+                          (2e-3, 1, 1800, 59), (6e-3, 0.5, 1300, 17), (6e-3, 1, 1050, 37)):
+        pts.append({"lr": lr, "weight_decay": wd, "delay_median": D, "delay_se": se,
+                    "decay_units": lr * wd * D, "decay_units_se": lr * wd * se})
+    cp = constant_product(pts)
+    u, e = np.array([p["decay_units"] for p in pts]), np.array([p["decay_units_se"] for p in pts])
+    mean = np.sum(u / e ** 2) / np.sum(1 / e ** 2)
+    assert cp.dof == 5 and cp.mean == pytest.approx(mean)
+    assert cp.chi2 == pytest.approx(np.sum(((u - mean) / e) ** 2)) and cp.p < 1e-20
+    fit = delay_scaling(pts)
+    assert abs(fit.z) < 3                                 # the slope alone passes
+    assert "NOT consistent" in fit.verdict(cp) and "not constant: chi2" in fit.verdict(cp)
+    assert "NOT consistent" not in fit.verdict()
+    exact = [dict(p, delay_median=7.0 / (p["lr"] * p["weight_decay"]), decay_units=7.0,
+                  decay_units_se=7.0 * p["delay_se"] / p["delay_median"]) for p in pts]
+    assert constant_product(exact).chi2 < 1e-20
+    assert "NOT" not in delay_scaling(exact).verdict(constant_product(exact))
+    with pytest.raises(ConfigError, match=">= 2 points"):
+        constant_product(pts[:1])
 
 
 def test_thresholds_outside_zero_one_are_refused():

@@ -410,12 +410,58 @@ class DelayScaling(Result):
                 f"{self.B_se:.2g})/(lr wd), chi2/dof = {self.chi2_affine:.1f}/{self.dof}")
 
 
-    def verdict(self) -> str:
-        """One line: a = 1 against the widened se (`z`), quoting that se, the one z uses."""
+    def verdict(self, product: "ConstantProduct | None" = None, alpha: float = 0.05) -> str:
+        """One line: a = 1 against the widened se (`z`, within 3 of it), quoting that se, the
+        one z uses; with `product` (`constant_product` of the same points), also whether lr wd
+        x delay is constant (chi2 p >= alpha): consistent only if both hold."""
+        slope = abs(self.z) <= 3
+        const = product is None or product.p >= alpha
+        why = "" if slope and const else " (" + "; ".join(x for x in (
+            "" if slope else f"a is {self.z:+.1f} widened se from 1",
+            "" if const else f"lr wd x delay is not constant: chi2 {product.chi2:.1f} on "
+                             f"{product.dof} dof, p = {product.p:.2g} < {alpha:g}") if x) + ")"
         return (f"verdict: median delay ~ (lr wd)^(-{self.a:.2f} +- {self.a_se * self.scale:.2f}"
                 + (f", se widened x {self.scale:.2g} for chi2/dof" if self.scale > 1 else "")
-                + f"): {'consistent' if abs(self.z) <= 3 else 'NOT consistent'} with the drift "
-                f"picture's 1/(lr wd) within 3 SE (chi2/dof {self.chi2:.1f}/{self.dof})")
+                + f"): {'consistent' if slope and const else 'NOT consistent'} with the drift "
+                f"picture's 1/(lr wd){why} (power-law chi2/dof {self.chi2:.1f}/{self.dof})")
+
+
+@dataclass(frozen=True)
+class ConstantProduct(Result):
+    """The drift picture's prediction itself, lr wd x median delay the same at every point
+    (`constant_product`): `units` (n,) ± `units_se` per point, their inverse-variance
+    weighted `mean`, and `chi2` of the points about it on n - 1 dof with its `p`."""
+
+    units: np.ndarray
+    units_se: np.ndarray
+    mean: float
+    chi2: float
+    dof: int
+    p: float
+
+    def table(self) -> str:
+        return (f"lr wd x median delay over {self.units.size} points: "
+                + ", ".join(f"{u:.2f} ± {e:.2f}" for u, e in zip(self.units, self.units_se))
+                + f"; weighted mean {self.mean:.3f}, constant: chi2 = {self.chi2:.1f} on "
+                f"{self.dof} dof, p = {self.p:.2g}")
+
+
+def constant_product(points: Iterable[GrokkingPoint | Mapping[str, Any]]) -> ConstantProduct:
+    """`ConstantProduct` over the points (`GrokkingPoint`s or their summaries) with a finite
+    median delay and error (at least 2)."""
+    from scipy import stats
+
+    S = [p.summary() if isinstance(p, GrokkingPoint) else p for p in points]
+    S = [s for s in S if np.isfinite(s["delay_median"]) and np.isfinite(s["delay_se"])
+         and s["decay_units_se"] > 0]
+    if len(S) < 2:
+        raise ConfigError(f"need >= 2 points with a finite median delay and error, got {len(S)}")
+    u = np.array([s["decay_units"] for s in S])
+    se = np.array([s["decay_units_se"] for s in S])
+    w = 1 / se ** 2
+    mean = float(np.sum(w * u) / np.sum(w))
+    chi2 = float(np.sum(w * (u - mean) ** 2))
+    return ConstantProduct(u, se, mean, chi2, u.size - 1, float(stats.chi2.sf(chi2, u.size - 1)))
 
 
 def _wls(X: np.ndarray, y: np.ndarray, se: np.ndarray):
