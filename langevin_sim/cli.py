@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 
-from .errors import (ConfigError, DivergenceWarning, LangevinSimError, LangevinSimWarning,
-                     RunFileError, RunStopped, RunTerminated, quiet_closed_stdout)
+from .errors import (ConfigError, LangevinSimError, RunFileError, RunStopped, RunTerminated,
+                     one_line_warnings, quiet_closed_stdout)
 
 
 def _run(a) -> int:
@@ -149,17 +148,7 @@ def guarded(fn, *args, prog: str = "langevin-sim") -> int:
     the package's warnings (LangevinSimWarning: divergences, unrecorded steps) as one
     `warning:` line each.  Warnings are shown as they come (under
     the filters in force), not recorded: a run's warnings could number millions."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", DivergenceWarning)
-        show = warnings.showwarning
-
-        def one_line(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, LangevinSimWarning):
-                print(f"{prog}: warning: {message}", file=sys.stderr)
-            else:
-                show(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = one_line
+    with one_line_warnings(prog):
         try:
             with quiet_closed_stdout():     # `langevin-sim info RUN | head`
                 status = fn(*args)

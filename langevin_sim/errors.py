@@ -2,6 +2,7 @@
 import contextlib
 import os
 import sys
+import warnings
 
 BROKEN_PIPE = 128 + 13     # exit status of a command whose reader closed stdout (SIGPIPE's)
 
@@ -65,6 +66,11 @@ class UnrecordedStepsWarning(LangevinSimWarning):
     """A run ends between records: its last steps are in the checkpoint, not the records."""
 
 
+class IncompleteRunWarning(LangevinSimWarning):
+    """A run analysed before it reached its target step (killed, stopped, or still being
+    written): the analysis sees the records so far."""
+
+
 class RunStopped(KeyboardInterrupt):
     """A run stopped by Ctrl-C (SIGINT) after committing its records and checkpoint.
 
@@ -107,3 +113,23 @@ def quiet_closed_stdout():
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         sys.exit(BROKEN_PIPE)
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str):
+    """The package's warnings (LangevinSimWarning: divergences, unrecorded steps, incomplete
+    runs analysed) shown as one `PROG: warning: ...` line each on stderr, divergences every
+    time; other warnings as Python shows them.  Shown as they come (under the filters in
+    force), not recorded: a run's warnings could number millions."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DivergenceWarning)
+        show = warnings.showwarning
+
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, LangevinSimWarning):
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = one_line
+        yield

@@ -42,3 +42,42 @@ def test_stationary_script(tmp_path, capsys, monkeypatch):
     coloured = rgb.max(axis=-1) - rgb.min(axis=-1) > 0.1
     assert coloured.mean() > 0.05, "no histogram drawn"
     assert (rgb.max(axis=-1) < 0.3).mean() > 0.002, "no axes, text or curve drawn"
+
+
+def test_an_incomplete_run_is_analysed_with_one_warning_line(tmp_path, capsys, monkeypatch):
+    """A run stopped short of its target (killed, stopped, still written) is analysed as far
+    as it got, which the output said nowhere ("steps 2600" of a 2,000,000-step run): the
+    analyses warn (IncompleteRunWarning, once per run file however many functions read it)
+    and a script prints it as one line."""
+    import json
+    import warnings
+
+    import h5py
+
+    from langevin_sim import Simulation
+    from langevin_sim.dynamics import OverdampedLangevin
+    from langevin_sim.errors import IncompleteRunWarning
+    from langevin_sim.io import format as F
+    from langevin_sim.potentials import DoubleWell
+
+    out = tmp_path / "inc.h5"
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 64, backend="numpy", seed=1)
+    sim.run(300, 100, out=out, progress=False).close()
+    with h5py.File(out, "r+") as f:             # as a run started for 2,000,000 steps, stopped
+        cfg = json.loads(f["config"].attrs["json"])
+        f["config"].attrs["json"] = json.dumps(dict(cfg, steps_target=2_000_000))
+        commit = f["commit"][()]
+        commit[list(F.COMMIT_FIELDS).index("complete")] = 0
+        f["commit"][...] = commit
+    with open_run(out) as run, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        assert not run.complete
+        run_marginal_fit(run)
+        run_marginal_fit(run, temperature=0.5)
+    said = [str(w.message) for w in caught if issubclass(w.category, IncompleteRunWarning)]
+    assert said == [f"{out} is incomplete (step 300 of 2000000): analysed as far as it got; "
+                    f"`langevin-sim resume {out}` finishes it"]
+    monkeypatch.setattr(sys, "argv", ["stationary.py", str(out), "--png", str(tmp_path / "f.png")])
+    runpy.run_path(os.path.join(ROOT, "analysis", "stationary.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert err.count("stationary.py: warning: ") == 1 and "is incomplete (step 300 of" in err, err

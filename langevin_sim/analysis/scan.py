@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, quiet_closed_stdout, require
+from ..errors import ConfigError, one_line_warnings, quiet_closed_stdout, require
 
 if TYPE_CHECKING:
     import xarray
@@ -69,8 +69,9 @@ def save_figure(fig: Figure, png: str | os.PathLike | None = None,
 
 def script(main: Callable[[], object]) -> None:
     """Run an analysis script's main() under `errors.quiet_closed_stdout`
-    (`python analysis/x.py RUN | head` exits quietly, status 141)."""
-    with quiet_closed_stdout():
+    (`python analysis/x.py RUN | head` exits quietly, status 141), the package's warnings
+    (an incomplete run analysed, ...) one line each (`errors.one_line_warnings`)."""
+    with one_line_warnings(os.path.basename(sys.argv[0]) or "analysis"), quiet_closed_stdout():
         main()
 
 

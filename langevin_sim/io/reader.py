@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import weakref
 from typing import TYPE_CHECKING, TypeVar
 
 import h5py
 import numpy as np
 
-from ..errors import ConfigError, RunFileError, require
+from ..errors import ConfigError, IncompleteRunWarning, RunFileError, require
 from . import format as F
 from . import swmr as swmr_file
 from .direct import ALIGN
@@ -590,9 +591,16 @@ def open_run(path: "str | os.PathLike | Run", swmr: bool = False) -> Run:
 
 def check_run(run: _T, where: str) -> _T:
     """`run` itself, or ConfigError when it is a path (str or os.PathLike): the analyses take
-    an open `Run`, and `where` (the function's name) says which one was handed a path."""
+    an open `Run`, and `where` (the function's name) says which one was handed a path.  A
+    Run short of its target step (killed, stopped, still written) is analysed as far as it
+    got, with an `IncompleteRunWarning` (once per run file)."""
     if isinstance(run, (str, bytes, os.PathLike)):
         path = os.fsdecode(run)
         raise ConfigError(f"{where} takes an open Run (or an array), not the path {path!r}: "
                           f"pass open_run({path!r})")
+    if isinstance(run, Run) and not run.complete:
+        warnings.warn(IncompleteRunWarning(
+            f"{run.path} is incomplete (step {run.steps_done} of "
+            f"{run.config.get('steps_target', '?')}): analysed as far as it got; `langevin-sim "
+            f"resume {run.path}` finishes it"), stacklevel=1)
     return run
