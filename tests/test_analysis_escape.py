@@ -212,6 +212,8 @@ def test_simulated_escape_matches_the_exact_mfpt(tmp_path):
     assert (a.rate.mfpt - a.quadrature_continuous) / a.rate.mfpt_se > 4, a.table()
     assert a.agrees and "AGREES" in a.verdict()
     assert a.kramers_mfpt == pytest.approx(1 / (2 * a.kramers.rate))
+    # the MFPT line says why its Kramers value is half the 1/k of the Kramers line below it
+    assert "Kramers" in a.table() and "(= 0.5/k: the time to reach the region's plane" in a.table()
     assert 0.8 < a.kramers_mfpt / a.quadrature_continuous < 0.95   # O(T) below the exact value
     S = a.survival.at([5.0, 10.0, 20.0])
     assert_within_se(S, np.exp(-np.array([5.0, 10.0, 20.0]) / a.quadrature), a.survival.se_at(

@@ -719,6 +719,15 @@ class EscapeAnalysis(Result):
         return (f"verdict: {self.name}: simulated MFPT {mfpt} {word} the quadrature "
                 f"{self.quadrature:.4g} (z = {self.z:+.2f})")
 
+    def _kramers_factor(self) -> str:
+        """Why the Kramers MFPT is not the 1/k its line below prints: the dividing plane."""
+        if self.kramers is None or self.kramers_mfpt is None:
+            return ""
+        f = self.kramers_mfpt * self.kramers.rate
+        return "" if abs(f - 1) < 1e-9 else (
+            f" (= {f:.3g}/k: the time to reach the region's plane, Phi(offset sqrt(|lambda_s|/T))"
+            "/k for a plane at that offset past the saddle; 1/(2k) at the saddle itself)")
+
     def table(self, verdict: bool = True) -> str:
         fmt = (lambda v: "n/a" if v is None else f"{v:.5g}")
         sim = "upper bound (records)" if self.bound else "simulated"
@@ -726,7 +735,7 @@ class EscapeAnalysis(Result):
                  self.waiting.table(), self.rate.table(),
                  f"MFPT: {sim} {self.rate.mfpt:.5g} +- {self.rate.mfpt_se:.2g} | quadrature "
                  f"{fmt(self.quadrature)} (continuous time {fmt(self.quadrature_continuous)}) | "
-                 f"Kramers {fmt(self.kramers_mfpt)}"]
+                 f"Kramers {fmt(self.kramers_mfpt)}" + self._kramers_factor()]
         if self.kramers is not None:
             lines.append(self.kramers.table())
         lines += list(self.notes)
