@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.basins import run_occupancy  # noqa: E402
-from langevin_sim.analysis.scan import save_figure, script  # noqa: E402
+from langevin_sim.analysis.scan import int_at_least, save_figure, script  # noqa: E402
 
 
 def main(argv=None):
@@ -29,12 +29,19 @@ def main(argv=None):
     ap.add_argument("--method", choices=["quench", "nearest", "observable"],
                     help="how replicas are assigned to basins (default: quench the recorded "
                          "positions, or the recorded `basin` observable without positions)")
+    ap.add_argument("--starts", type=int_at_least(1), default=1000,
+                    help="draws of the potential's initial distribution quenched to find its "
+                         "basins (default 1000)")
     ap.add_argument("--png", help="figure path (default: next to the run, *_basins.png)")
     a = ap.parse_args(argv)
     try:
         with open_run(a.run) as run:
             method = a.method or ("quench" if "positions" in run.names else "observable")
-            basins, occ = run_occupancy(run, method=method, tail=a.tail)
+            pot = run.potential
+            print(f"{ap.prog}: finding the basins of {type(pot).__name__} (d = {pot.d}): "
+                  f"quenching {a.starts} starts" + (", then the records' positions"
+                                                    if method == "quench" else ""), file=sys.stderr)
+            basins, occ = run_occupancy(run, method=method, tail=a.tail, starts=a.starts)
             print(f"{a.run}: {type(run.potential).__name__}, d = {run.potential.d}, "
                   f"T = {basins.temperature:g}, steps {run.steps_done}, assignment: {method}")
     except LangevinSimError as e:

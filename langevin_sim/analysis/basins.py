@@ -698,10 +698,11 @@ def _label_gibbs(potential: Potential, to_basin: np.ndarray, basins: Basins,
 def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench", tail: int = 1,
                   temperature: float | None = None,
                   records: slice | Sequence[int] | np.ndarray | None = None, exact: bool = True,
-                  **quench_kw: Any) -> tuple[Basins, Occupancy]:
+                  starts: int = 1000, **quench_kw: Any) -> tuple[Basins, Occupancy]:
     """Basins of a run's potential and the occupancy of each over the run's records.
 
-    basins default to `default_basins` at the run's constant temperature.  records: indices
+    basins default to `default_basins` (from `starts` draws) at the run's constant
+    temperature.  records: indices
     of the records to use (default all).  method: "quench" or "nearest" label the recorded
     positions (`assign_basins`); "observable" uses the recorded `basin` observable (e.g.
     MultiWell's lowest-quadratic label), mapped to the minima by the potential's `basin` of
@@ -726,7 +727,7 @@ def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench"
             "blowtorch_occupancy (analysis/notebooks/claim2b_flat_minima_sgd.ipynb)")
     idx = np.arange(run.n_records) if records is None else np.arange(run.n_records)[records]
     if basins is None:
-        basins = default_basins(pot, T, **quench_kw)
+        basins = default_basins(pot, T, starts=starts, **quench_kw)
     elif basins.temperature != T:
         basins = replace(basins, temperature=T,
                          log_z=laplace_log_z(basins.energy, basins.eigenvalues, T))
