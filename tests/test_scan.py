@@ -1016,3 +1016,23 @@ def test_points_running_in_threads_of_one_worker_share_its_blas_limit():
         ta.join(5)
         seen.append(blas())                 # A has left, B still runs
     assert seen == [[1] * len(before)] and blas() == before
+
+
+def test_a_quick_scan_starts_every_point_from_the_scenarios_quick_preset(tmp_path, capsys):
+    """`scan --quick` (a scan of seconds to try a grid; there was no such flag): each point's
+    parameters are the quick preset's, less the scanned keys, with --set over it."""
+    scen = str(ROOT / "scenarios" / "double_well.py")
+    quick = load_scenario(scen).QUICK
+    assert cli(["scan", scen, "--grid", "temperature=0.5,1.0", "--grid", "steps=250,500", "--quick",
+                "--set", "replicas=8", "--workers", "1", "--out", str(tmp_path / "q"),
+                "--no-progress"]) == 0
+    scan = open_scan(tmp_path / "q")
+    assert (scan.manifest["status"] == "done").all() and len(scan.manifest) == 4
+    for path in scan.manifest["path"]:
+        with open_run(tmp_path / "q" / path) as run:
+            p = run.config["meta"]["params"]
+        assert p["replicas"] == 8 and p["steps"] in (250, 500) and p["temperature"] in (0.5, 1.0)
+        assert all(p[k] == v for k, v in quick.items() if k not in ("replicas", "steps"))
+    base, points, _, _ = plan_scan(load_scenario(scen).Params, {"steps": [250]},
+                                   preset=quick)
+    assert base["steps"] != quick["steps"] and points[0].params["steps"] == 250

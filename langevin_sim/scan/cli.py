@@ -74,6 +74,9 @@ def add_scan_parser(sub: argparse._SubParsersAction, fn) -> None:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario parameter for every point (repeatable)")
     s.add_argument("--config", metavar="TOML", help="TOML file of scenario parameters")
+    s.add_argument("--quick", action="store_true",
+                   help="every point starts from the scenario's quick preset (QUICK, less the "
+                        "scanned keys; --set over it): a scan of seconds to try a grid")
     s.add_argument("--backend", choices=BACKENDS, help="override the backend")
     s.add_argument("--out", required=True, metavar="DIR", help="scan directory (resumed if it exists)")
     g = s.add_mutually_exclusive_group()
@@ -107,7 +110,7 @@ def cli_scan(a: argparse.Namespace) -> int:
         with requested_gpus(a.gpus):
             scan = run_scan(a.scenario, a.grid, a.zip, a.repeat, a.set, a.out, a.workers,
                             a.scheduler, a.threads, a.config, a.backend, a.progress,
-                            a.flush_seconds, a.scenario_edited)
+                            a.flush_seconds, a.scenario_edited, a.quick)
     except (KeyboardInterrupt, RunTerminated) as e:   # (RunStopped is a KeyboardInterrupt)
         try:
             counts = open_scan(a.out).manifest["status"].value_counts()

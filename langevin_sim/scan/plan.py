@@ -98,12 +98,14 @@ def _jsonable(obj):
 
 
 def plan_scan(params_cls: type, grid=None, zipped=None, repeat: int = 1, sets=None,
-              toml_path=None) -> tuple[dict, list[Point], list[str], list[str]]:
+              toml_path=None, preset: dict | None = None
+              ) -> tuple[dict, list[Point], list[str], list[str]]:
     """Resolve the points of a scan of a scenario's `Params` class.
 
     Returns (base, points, grid_keys, zip_keys): `base` the JSON-normalized base parameters
-    (defaults <- TOML <- sets; its ``seed`` is the scan seed), `points` a list of `Point` in
-    order (grid axes in the order given, last fastest; then the zip axis; repeats fastest).
+    (defaults <- preset <- TOML <- sets; its ``seed`` is the scan seed), `points` a list of
+    `Point` in order (grid axes in the order given, last fastest; then the zip axis; repeats
+    fastest).  preset: the scenario's quick preset (``--quick``), less the scanned keys.
     """
     grid, zipped, sets = _parse_axes(grid, "--grid"), _parse_axes(zipped, "--zip"), parse_sets(sets)
     sets = _canonical(params_cls, sets)
@@ -128,14 +130,15 @@ def plan_scan(params_cls: type, grid=None, zipped=None, repeat: int = 1, sets=No
     lengths = {k: len(v) for k, v in zipped.items()}
     if len(set(lengths.values())) > 1:
         raise ConfigError(f"--zip keys need lists of equal length, got {lengths}")
-    base = _jsonable(dataclasses.asdict(resolve_params(params_cls, toml_path, sets)))
+    preset = {k: v for k, v in (preset or {}).items() if k not in scanned} or None
+    base = _jsonable(dataclasses.asdict(resolve_params(params_cls, toml_path, sets, preset)))
     scan_seed = base["seed"]
     zip_rows = [dict(zip(zipped, vals)) for vals in zip(*zipped.values())] if zipped else [{}]
     points, seen = [], {}
     for gvals in itertools.product(*grid.values()):
         for zrow in zip_rows:
             raw = _canonical(params_cls, dict(zip(grid, gvals), **zrow))
-            p = resolve_params(params_cls, toml_path, {**sets, **raw})
+            p = resolve_params(params_cls, toml_path, {**sets, **raw}, preset)
             coords = _jsonable({k: getattr(p, k) for k in raw})
             for r in range(int(repeat)):
                 pid = point_id(coords, r)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, require
-from ..scenario import load_scenario
+from ..scenario import load_scenario, quick_preset
 from .cluster import run_on_dask
 from .lock import dir_lock
 from .manifest import (FINISHED, SCAN_FORMAT, atomic_write, inspect_run, other_rows, point_row,
@@ -26,7 +26,8 @@ from .reader import Scan, open_scan
 def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=None,
              workers: int | None = None, scheduler=None, threads: int | None = None,
              toml_path=None, backend: str | None = None, progress: bool | None = None,
-             flush_seconds: float = 1.0, scenario_edited: bool = False) -> Scan:
+             flush_seconds: float = 1.0, scenario_edited: bool = False,
+             quick: bool = False) -> Scan:
     """Run `scenario` over a grid of parameters; returns the `Scan` of directory `out`.
 
     grid: {key: [values]} or ['key=v1,v2', ...] (Cartesian product); zipped: the same for
@@ -37,7 +38,9 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
     workers, unchanged in serial mode).  Finished points in `out` are skipped; failed,
     killed and incomplete ones run again.  A directory whose scan ran an earlier version of
     the scenario file (its SHA-256 in scan.json) is refused unless `scenario_edited` says the
-    edit leaves the points' physics as it was.  Ids, seeds and files: docs/scans.md.
+    edit leaves the points' physics as it was.  quick: every point starts from the
+    scenario's quick preset (its scanned keys left out; `sets` over it), a scan of seconds
+    to try a grid.  Ids, seeds and files: docs/scans.md.
     """
     if out is None:
         raise ConfigError("run_scan needs out=DIR (--out DIR), the scan directory")
@@ -57,7 +60,8 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
     sets = parse_sets(sets)
     if backend is not None:
         sets["backend"] = backend
-    base, points, grid_keys, zip_keys = plan_scan(mod.Params, grid, zipped, repeat, sets, toml_path)
+    base, points, grid_keys, zip_keys = plan_scan(mod.Params, grid, zipped, repeat, sets, toml_path,
+                                                  quick_preset(mod) if quick else None)
     if scheduler is None and points and all(p.params.get("backend") == "cuda" for p in points):
         # here, not in each point: one line (CuPy missing, no GPU), before any file is written
         from ..backends.cuda_runtime import preflight
