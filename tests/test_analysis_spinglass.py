@@ -329,3 +329,14 @@ def test_a_decay_level_outside_minus_one_one_is_refused():
     for bad in (1.0, 1.5, -1.0):
         with pytest.raises(ConfigError, match=r"level must be in \(-1, 1\).*--level"):
             two_time_correlation(t, x, [0.5], level=bad)
+
+
+def test_waiting_times_past_the_run_are_refused():
+    """--waiting 1 10 1000 on a t = 500 run dropped 1000 without a word (and showed curves
+    for the other two as if all had been taken)."""
+    t = np.linspace(0, 2, 5)
+    x = np.random.default_rng(1).standard_normal((5, 4, 3))
+    assert two_time_correlation(t, x, [0.5, 2.0]).waiting.size == 2
+    with pytest.raises(ConfigError, match=r"waiting time\(s\) \[3.0\] lie past the last record "
+                                          r"\(t = 2\).*--waiting"):
+        two_time_correlation(t, x, [0.5, 3.0])

@@ -452,10 +452,11 @@ def two_time_correlation(times: ArrayLike, x: np.ndarray | Series,
     if waiting_times is None:
         t0 = t[t > 0][0]
         waiting_times = np.geomspace(t0, max(t0, t[-1] / 4), 4)
-    iw = np.unique([int(np.searchsorted(t, tw)) for tw in np.atleast_1d(waiting_times)
-                    if tw <= t[-1]])
-    if iw.size == 0:
-        raise ConfigError(f"no waiting time within the records (t <= {t[-1]:.4g})")
+    past = [float(tw) for tw in np.atleast_1d(waiting_times) if not tw <= t[-1]]
+    if past:
+        raise ConfigError(f"waiting time(s) {past} lie past the last record (t = {t[-1]:.4g}): "
+                          "choose waiting times within the run (analysis/spinglass.py: --waiting)")
+    iw = np.unique([int(np.searchsorted(t, tw)) for tw in np.atleast_1d(waiting_times)])
     xw = np.stack([np.asarray(x[j], np.float64) for j in iw])          # (k, M, N)
     N = xw.shape[-1]
     C = np.full((iw.size, t.size, xw.shape[1]), np.nan)
