@@ -63,7 +63,9 @@ def test_pooled_points_recover_a_common_correlation_and_flag_disagreement():
     pc = pooled([point(0.21) for _ in range(12)])
     truth = 6 / np.pi * np.arcsin(0.21 / 2)
     assert pc.ci[0] < truth < pc.ci[1] and pc.ci[0] > 0.05 and pc.q_p > 0.01, pc.table()
-    assert pc.k == 12 and "raw" in pc.table()
+    assert pc.k == 12 and "raw" in pc.table() and "on 11 dof" in pc.table()
+    one = pooled([point(0.21)])        # printed "Q = 0.0 on 0 dof (p = nan)"
+    assert one.k == 1 and "one point: no heterogeneity test" in one.table() and "nan" not in one.table()
     mixed = pooled([point(0.6) for _ in range(4)] + [point(-0.6) for _ in range(4)])
     assert abs(mixed.rho) < 0.15 and mixed.q_p < 1e-6, mixed.table()
     part = pooled([point(0.21) for _ in range(12)], partial=True)

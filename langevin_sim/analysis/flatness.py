@@ -193,8 +193,9 @@ class PooledCorrelation(Result):
     def table(self) -> str:
         what = "given the train loss" if self.partial else "raw"
         text = (f"pooled over {self.k} points ({what}): rho = {self.rho:+.3f} [{self.ci[0]:+.3f}, "
-                f"{self.ci[1]:+.3f}] (p = {self.p:.2g}); heterogeneity Q = {self.q:.1f} on "
-                f"{self.k - 1} dof (p = {self.q_p:.2g})")
+                f"{self.ci[1]:+.3f}] (p = {self.p:.2g}); "
+                + (f"heterogeneity Q = {self.q:.1f} on {self.k - 1} dof (p = {self.q_p:.2g})"
+                   if self.k > 1 else "one point: no heterogeneity test"))
         if self.heterogeneous():
             text += (f"; random effects (DerSimonian-Laird, tau^2 = {self.tau2:.3g}): rho = "
                      f"{self.re_rho:+.3f} [{self.re_ci[0]:+.3f}, {self.re_ci[1]:+.3f}] (p = {self.re_p:.2g})")
