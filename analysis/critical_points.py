@@ -226,14 +226,18 @@ def descent_table(rows) -> str:
              "trivial predictor's (median, max) | bottom |"
              + (" train / test accuracy at the bottom | above it |" if accs else ""),
              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if accs else "")]
+    if all(r["landscapes"] == 1 for r, _ in rows):
+        lines[0] += " (one instance a width: fractions without an se)"
     for r, _ in rows:
-        def f(k):
-            return f"{r[k]:.3f} ± {r[k + '_se']:.3f} ({r[k + '_n']})"
+        def f(k):       # (one instance: no spread to give an se)
+            se = r[k + "_se"]
+            return f"{r[k]:.3f}" + (f" ± {se:.3f}" if se == se else "") + f" ({r[k + '_n']})"
         lines.append(f"| {r['width']} | {r['dim']} | {r['landscapes']} × "
                      f"{r['starts'] // r['landscapes']} | {f('at_bottom')} | {f('minima')} | "
                      f"{f('saddles')} | {f('undecided')} | {f('escaped')} | {r['levels']:.2f} | "
-                     f"{r['above_null_median']:.2g}, {r['above_null_max']:.2g} | "
-                     f"{r['bottom']:.4g} |"
+                     + (f"{r['above_null_median']:.2g}, {r['above_null_max']:.2g} | "
+                        if r["above_null_max"] == r["above_null_max"] else "— (none above) | ")
+                     + f"{r['bottom']:.4g} |"
                      + (f" {r['train_acc_bottom']:.3f} / {r['test_acc_bottom']:.3f} | "
                         f"{r['train_acc_above']:.3f} / {r['test_acc_above']:.3f} |" if accs else ""))
     return "\n".join(lines)

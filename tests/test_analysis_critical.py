@@ -225,6 +225,8 @@ def test_critical_points_script_prints_the_table_and_saves_the_figure(tmp_path):
                             cwd=root)           # L-BFGS alone with its steps capped
     assert capped.returncode == 0, capped.stderr
     assert "descent: L-BFGS (steps <= 0.05); teacher width 2" in capped.stdout, capped.stdout
+    # one instance a width: its fractions have no se (they printed "± nan")
+    assert "fractions without an se" in capped.stdout and "nan" not in capped.stdout, capped.stdout
 
 
 def test_kac_rice_p2_has_two_points_of_each_index():
