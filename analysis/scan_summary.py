@@ -48,6 +48,10 @@ def main(argv=None):
     keys = [k for k in scan.keys if k in table.columns]
     table = table[keys + ["energy_mean", "energy_se", "n_repeat", "alive"]].sort_values(keys)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    print(f"energy_mean: each point's mean energy (energy units) over the last {1 - a.burn:g} of "
+          "its records and its surviving replicas, averaged over repeats; energy_se: its standard "
+          "error (over replicas, combined over repeats); alive: the fraction of replicas that "
+          "never diverged")
     lost = int((table["alive"] < 1).sum())
     if lost:
         print(f"note: {lost} point(s) lost replicas to divergence (alive < 1: the fraction of "

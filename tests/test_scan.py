@@ -432,6 +432,7 @@ def test_scan_summary_script_writes_table_and_png(grid_scan, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"scan {grid_scan.root}: 6 points: 6 done\n" in printed and f"figure: {png}" in printed
     assert table.to_string(index=False, float_format=lambda v: f"{v:.6g}") in printed
+    assert "energy_mean: each point's mean energy (energy units) over the last 0.5" in printed
 
 
 def test_import_langevin_sim_needs_no_dask_and_analysis_needs_no_scan(tmp_path):
