@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from langevin_sim import LangevinSimError, open_run  # noqa: E402
+from langevin_sim import ConfigError, LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.escape import escape_summary  # noqa: E402
 from langevin_sim.analysis.scan import save_figure, script  # noqa: E402
 from langevin_sim.first_passage import HalfSpace  # noqa: E402
@@ -48,8 +48,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="run files or scan directories")
     ap.add_argument("--label", help="first-passage region label (default: the first)")
-    ap.add_argument("--normal", default="1", help="records only: half-space normal, e.g. 1,0")
-    ap.add_argument("--offset", type=float, default=0.0, help="records only: half-space offset")
+    ap.add_argument("--normal", help="records only: half-space normal, e.g. 1,0 (default 1)")
+    ap.add_argument("--offset", type=float, help="records only: half-space offset (default 0)")
     ap.add_argument("--png", help="figure path (default: next to the first run, *_escape.png)")
     a = ap.parse_args(argv)
     runs = []
@@ -60,9 +60,13 @@ def main(argv=None):
         runs = [open_run(p) for p in paths]
         region = None
         if any(r.first_passage is None for r in runs):
-            normal = [float(v) for v in a.normal.split(",")]
+            normal = [float(v) for v in (a.normal or "1").split(",")]
             d = runs[0].potential.d
-            region = HalfSpace(normal + [0.0] * (d - len(normal)), a.offset, "region")
+            region = HalfSpace(normal + [0.0] * (d - len(normal)), a.offset or 0.0, "region")
+        elif a.normal is not None or a.offset is not None:
+            raise ConfigError("--normal and --offset define a region for runs without a "
+                              "first-passage observer; these runs have one, whose regions are "
+                              "their own: choose among them with --label")
         summary = escape_summary(runs, label=a.label, names=[Path(r.path).stem for r in runs],
                                  region=region)
     except LangevinSimError as e:

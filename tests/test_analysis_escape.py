@@ -306,6 +306,11 @@ def test_escape_script_prints_the_table_and_saves_the_figure(tmp_path, three_run
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "analysis", "escape.py"),
                           str(tmp_path / "missing.h5")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "error" in bad.stderr
+    # runs with a first-passage observer: --normal/--offset were ignored without a word
+    moot = subprocess.run([sys.executable, os.path.join(ROOT, "analysis", "escape.py"),
+                           str(paths[0]), "--normal", "0,1", "--png", str(png)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert moot.returncode == 2 and "choose among them with --label" in moot.stderr, moot.stderr
 
 
 def test_stats_helpers_agree_with_scipy():
