@@ -621,6 +621,10 @@ def main(argv=None):
     if a.cold_one:
         return _cold_one(*a.cold_one)
     a.repeats = a.repeats or (3 if a.quick else 5)
+    if a.out and not a.out.endswith(".md"):
+        # (--out results/x wrote a file "x" beside "x.md", whose hand notes it did not keep)
+        ap.error(f"--out {a.out}: the report is markdown; name it {a.out}.md (the JSON goes "
+                 "next to it)")
     if a.baseline is None:
         replaced = a.out and os.path.splitext(a.out)[0] + ".json"
         a.baseline = replaced if replaced and os.path.exists(replaced) else str(BASELINE)

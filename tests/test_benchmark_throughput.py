@@ -146,3 +146,11 @@ def test_a_workload_whose_module_is_missing_is_refused_before_the_run(monkeypatc
     else:
         raise AssertionError("main ran without scikit-learn")
     assert "W6 need(s) sklearn" in capsys.readouterr().err
+
+
+def test_out_must_name_the_markdown_report(capsys):
+    """--out benchmarks/results/x (no .md) wrote a report file "x" beside "x.md", whose hand
+    notes it neither kept nor replaced; refused before anything runs."""
+    with pytest.raises(SystemExit) as e:
+        tp.main(["--only", "W1", "--out", "results/x"])
+    assert e.value.code == 2 and "name it results/x.md" in capsys.readouterr().err
