@@ -228,6 +228,8 @@ def test_basins_script_on_flat_vs_sharp(tmp_path):
     with open_run(out) as run:
         _, by_quench = run_occupancy(run, tail=3)
         _, by_label = run_occupancy(run, tail=3, method="observable")
+        assert "(no exact column" not in by_quench.table()
+        assert "(no exact column" in run_occupancy(run, tail=3, exact=False)[1].table()
         with pytest.raises(ConfigError, match="'nearest' or 'observable'"):
             run_occupancy(run, method="voronoi")
     np.testing.assert_allclose(by_label.final, by_quench.final, atol=0.02)

@@ -603,6 +603,10 @@ class Occupancy(Result):
         rest = 1.0 - self.final.sum()
         if rest > 1e-12:
             rows.append(f"{'none':>5} {rest:9.4f}   (in no listed basin)")
+        if ze is None:
+            rows.append("(no exact column: quadrature of the basins' weights is for d <= 2 or a "
+                        "separable potential; a flat/sharp pair in any d has "
+                        "basins.isotropic_pair_log_z)")
         return "\n".join(rows + [self.verdict()])
 
     def verdict(self, k: float = 4.0) -> str:
