@@ -54,7 +54,13 @@ def quadratic_grad(xp, x, H, center):
 
 
 def pspin_grad(xp, x, gmat):
-    """p-spin gradient x^{(x)(p-1)} @ gmat, gmat = -p J reshaped to (N**(p-1), N), x (M, N)."""
+    """p-spin gradient x^{(x)(p-1)} @ gmat, gmat = -p J reshaped to (N**(p-1), N), x (M, N).
+
+    The full contraction, as a user writes it: for p = 3 one (M, N^2) @ (N^2, N) product,
+    2 N^3 multiply-adds per replica, twice the engine's (its kernel multiplies the N(N+1)/2
+    distinct products x_j x_k by the symmetric J folded onto them, kernels/pspin.py).
+    Packing the pairs here would halve the product, but that is the engine's optimization,
+    not the way the workload is naturally written: the peer keeps the full one."""
     M, N = x.shape
     rows = x
     while rows.shape[1] < gmat.shape[0]:
@@ -203,29 +209,50 @@ class NumpyLoop:
 class JaxScan:
     """``jax.jit`` + ``lax.scan`` over steps from the Simulation's initial state (one
     compilation per distinct step count); `advance(steps)` blocks until done.  SGD runs
-    whole epochs: steps must be a multiple of the batches per epoch."""
+    whole epochs: steps must be a multiple of `multiple`, the batches per epoch (else 1).
 
-    def __init__(self, sim, seed: int = 0):
+    precision: the `jax.default_matmul_precision` the steps are traced and run at (None:
+    JAX's default, which on NVIDIA GPUs since Ampere rounds float32 matmul operands to TF32;
+    "highest": true float32)."""
+
+    def __init__(self, sim, seed: int = 0, precision: str | None = None):
         self.jax = jax_module()
         if self.jax is None:
             raise ImportError("JaxScan needs jax (pip install -e '.[bench]')")
         jnp = self.jax.numpy
         self.problem = problem_of(sim)
+        self.multiple = getattr(self.problem, "per_epoch", 1)
+        self.precision = precision
         self.data = tuple(jnp.asarray(a) for a in self.problem.data)
         self.state = self.jax.tree_util.tree_map(jnp.asarray, self.problem.init(sim.state["x"]))
         self.key = self.jax.random.key(seed)
         self.t = 0
         self._compiled = {}
 
+    def normals(self, key, t, x):
+        """The normals of step t, x's shape (M, d) and dtype: ``jax.random`` of key folded
+        with t."""
+        random = self.jax.random
+        return random.normal(random.fold_in(key, t), x.shape, x.dtype)
+
+    def batches(self, key, epoch, M: int):
+        """The batches of an epoch, (batches per epoch, M, B) int: a ``jax.random``
+        permutation of the n samples per replica (key folded with the epoch, split over the
+        replicas), cut into batches of B (a remainder of n left out, as the engine's SGD)."""
+        jax, pr = self.jax, self.problem
+        keys = jax.random.split(jax.random.fold_in(key, epoch), M)
+        perm = jax.vmap(lambda k: jax.random.permutation(k, pr.n))(keys)
+        idx = perm[:, :pr.per_epoch * pr.batch].reshape(M, pr.per_epoch, pr.batch)
+        return jax.numpy.swapaxes(idx, 0, 1)
+
     def _scan(self, steps: int):
         jax, pr = self.jax, self.problem
-        jnp, lax, random = jax.numpy, jax.lax, jax.random
+        jnp, lax = jax.numpy, jax.lax
 
         if isinstance(pr, Langevin):
             def run(x, key, t0, data):
                 def body(x, t):
-                    z = random.normal(random.fold_in(key, t), x.shape, x.dtype)
-                    return pr.step(jnp, x, z, data), None
+                    return pr.step(jnp, x, self.normals(key, t, x), data), None
                 return lax.scan(body, x, t0 + jnp.arange(steps))[0]
             return jax.jit(run)
         if steps % pr.per_epoch:
@@ -233,21 +260,17 @@ class JaxScan:
                              f"of {pr.per_epoch}")
 
         def run(state, key, t0, data):
-            M = state[0][0].shape[0]
-
             def epoch(state, e):
-                keys = random.split(random.fold_in(key, e), M)
-                perm = jax.vmap(lambda k: random.permutation(k, pr.n))(keys)
-                idx = perm[:, :pr.per_epoch * pr.batch].reshape(M, pr.per_epoch, pr.batch)
                 body = lambda s, i: (pr.step(jnp, s, i, data), None)  # noqa: E731
-                return lax.scan(body, state, jnp.swapaxes(idx, 0, 1))[0], None
+                return lax.scan(body, state, self.batches(key, e, state[0][0].shape[0]))[0], None
             return lax.scan(epoch, state, t0 // pr.per_epoch + jnp.arange(steps // pr.per_epoch))[0]
         return jax.jit(run)
 
     def advance(self, steps: int) -> None:
         if steps not in self._compiled:
             self._compiled[steps] = self._scan(steps)
-        self.state = self._compiled[steps](self.state, self.key, self.t, self.data)
+        with self.jax.default_matmul_precision(self.precision):   # traced and run at it
+            self.state = self._compiled[steps](self.state, self.key, self.t, self.data)
         self.jax.block_until_ready(self.state)
         self.t += steps
 

@@ -12,8 +12,8 @@ from langevin_sim.dynamics.sgd import minibatch
 from langevin_sim.potentials import (ClassifierMLP, DoubleWell, Quadratic, SphericalPSpin,
                                      TeacherStudentMLP)
 
-_spec = importlib.util.spec_from_file_location(
-    "benchmark_peers", Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py")
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+_spec = importlib.util.spec_from_file_location("benchmark_peers", BENCH / "peers.py")
 peers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(peers)
 
@@ -41,21 +41,25 @@ def check(got, want, dtype, what):
     np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale, err_msg=what)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("name", sorted(langevin_cases()))
-def test_langevin_peer_step_is_the_reference_step(name, dtype):
-    pot = langevin_cases()[name]
-    dyn = OverdampedLangevin(0.05, 0.7)
+def check_langevin(problem, pot, dyn, dtype, what):
+    """problem.step (NumPy and jitted JAX) from a state of M replicas is dyn's reference step."""
     x = np.random.default_rng(5).standard_normal((M, pot.d)) + 0.3
     x = (pot.retract(x) if pot.constrained else x).astype(dtype)
     noise = NoiseSource(11, np.arange(M))
     z = noise.normals(T, pot.d, dtype=np.dtype(dtype))
     want = dyn.reference_step(pot, {"x": x}, T, noise)["x"]
-    assert np.abs(want - x).max() > 0.05    # the step moves: the comparison can fail
-    problem = peers.Langevin(pot, dyn, dtype)
-    check(problem.step(np, x, z, problem.data), want, dtype, f"numpy {name}")
+    assert np.abs(want - x).max() > 0.02    # the step moves: the comparison can fail
+    check(problem.step(np, x, z, problem.data), want, dtype, f"numpy {what}")
     step, jax = jax_step(problem)
-    check(step(x, z, tuple(jax.numpy.asarray(a) for a in problem.data)), want, dtype, f"jax {name}")
+    check(step(x, z, tuple(jax.numpy.asarray(a) for a in problem.data)), want, dtype, f"jax {what}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(langevin_cases()))
+def test_langevin_peer_step_is_the_reference_step(name, dtype):
+    pot = langevin_cases()[name]
+    dyn = OverdampedLangevin(0.05, 0.7)
+    check_langevin(peers.Langevin(pot, dyn, dtype), pot, dyn, dtype, name)
 
 
 def sgd_cases():
@@ -67,26 +71,32 @@ def sgd_cases():
                                         test_inputs=inputs[40:], test_labels=labels[40:])}
 
 
+def check_sgd(problem, pot, dyn, dtype, what):
+    """problem.step (NumPy and jitted JAX) from a state (x, v) of M replicas on the reference's
+    batches of step T is dyn's reference step."""
+    r = np.random.default_rng(6)
+    x, v = (r.standard_normal((M, pot.d)).astype(dtype) for _ in range(2))
+    noise = NoiseSource(11, np.arange(M))
+    want = dyn.reference_step(pot, {"x": x, "v": v}, T, noise)
+    lr, mu = dyn.lr.start, dyn.momentum
+    assert np.abs(want["x"] - (x - lr * mu * v)).max() > 1e-3   # the gradient counts
+    idx = minibatch(noise, T, dyn.batch_size, pot.n_samples, "epoch")
+    state = problem.init(x)[0], problem.init(v)[0]
+    out = problem.step(np, state, idx, problem.data)
+    check(problem.positions(out), want["x"], dtype, f"numpy x {what}")
+    check(problem.positions((out[1], None)), want["v"], dtype, f"numpy v {what}")
+    step, jax = jax_step(problem)
+    out = step(state, idx, tuple(jax.numpy.asarray(a) for a in problem.data))
+    check(problem.positions(out), want["x"], dtype, f"jax x {what}")
+    check(problem.positions((out[1], None)), want["v"], dtype, f"jax v {what}")
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", sorted(sgd_cases()))
 def test_sgd_peer_step_is_the_reference_step(name, dtype):
     pot = sgd_cases()[name]
     dyn = SGD(0.05, 8, momentum=0.9)
-    r = np.random.default_rng(6)
-    x, v = (r.standard_normal((M, pot.d)).astype(dtype) for _ in range(2))
-    noise = NoiseSource(11, np.arange(M))
-    want = dyn.reference_step(pot, {"x": x, "v": v}, T, noise)
-    assert np.abs(want["x"] - (x - 0.05 * 0.9 * v)).max() > 1e-3   # the gradient counts
-    idx = minibatch(noise, T, 8, 40, "epoch")
-    problem = peers.MLPSGD(pot, dyn, dtype)
-    state = problem.init(x)[0], problem.init(v)[0]
-    out = problem.step(np, state, idx, problem.data)
-    check(problem.positions(out), want["x"], dtype, "numpy x")
-    check(problem.positions((out[1], None)), want["v"], dtype, "numpy v")
-    step, jax = jax_step(problem)
-    out = step(state, idx, tuple(jax.numpy.asarray(a) for a in problem.data))
-    check(problem.positions(out), want["x"], dtype, "jax x")
-    check(problem.positions((out[1], None)), want["v"], dtype, "jax v")
+    check_sgd(peers.MLPSGD(pot, dyn, dtype), pot, dyn, dtype, name)
 
 
 @pytest.mark.parametrize("runner", ["NumpyLoop", "JaxScan"])
@@ -105,3 +115,34 @@ def test_runners_keep_dtype_and_move(runner):
         assert np.abs(x - sim.state["x"]).max() > 1e-3
         if sim.potential.constrained:
             np.testing.assert_allclose((x.astype(np.float64) ** 2).sum(axis=1), 8, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["langevin", "sgd"])
+def test_jax_scan_advances_by_the_problems_steps(case):
+    """JaxScan.advance is the problem's step repeated, on its own normals (Langevin) or on
+    per-epoch permutations of the samples cut into batches (SGD, as the engine's): each
+    replica's epoch takes every sample once."""
+    if peers.jax_module() is None:
+        pytest.skip("jax is not installed")
+    if case == "langevin":
+        sim = Simulation(SphericalPSpin(8, 3, seed=1), OverdampedLangevin(0.05, 0.7), 5,
+                         backend="numpy", dtype="float64")
+    else:
+        sim = Simulation(TeacherStudentMLP(n=40, d_in=3, hidden=4, teacher_hidden=2, seed=1),
+                         SGD(0.05, 8, momentum=0.9), 5, backend="numpy", dtype="float64")
+    peer = peers.JaxScan(sim, seed=3, precision="highest")
+    pr, steps = peer.problem, 2 * peer.multiple if case == "sgd" else 3
+    peer.advance(steps)
+    state = pr.init(sim.state["x"])
+    for t in range(steps):
+        if case == "langevin":
+            state = pr.step(np, state, np.asarray(peer.normals(peer.key, t, state)), pr.data)
+            continue
+        epoch, j = divmod(t, pr.per_epoch)
+        idx = np.asarray(peer.batches(peer.key, epoch, 5))          # (batches, M, B)
+        np.testing.assert_array_equal(np.sort(np.swapaxes(idx, 0, 1).reshape(5, -1), axis=1),
+                                      np.tile(np.arange(pr.n), (5, 1)))
+        state = pr.step(np, state, idx[j], pr.data)
+    assert np.abs(pr.positions(state) - sim.state["x"]).max() > 1e-3
+    np.testing.assert_allclose(peer.positions, pr.positions(state), rtol=1e-10, atol=1e-12)
+
