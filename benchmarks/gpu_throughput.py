@@ -31,8 +31,10 @@ measures the table at the library's defaults.
 Limits, measured on the same device in the same run: the Philox-only normal rate of the
 project's own generator (rng.block_normals compiled for numba-cuda, every normal consumed),
 device copy bandwidth, the cuBLAS GEMM rate at each dense workload's shape, and (when JAX is
-installed) a JAX jit + lax.scan implementation of the same workload (its matmuls in true
-float32, `JAX_PRECISION`; in float32 also at JAX's TF32 default, for information).  Rates
+installed) a JAX jit + lax.scan implementation of the same workload (peers.JaxScan: the step
+tests/test_benchmark_peers.py checks against the engine's reference step, from the
+workload's initial state; its matmuls in true float32, `JAX_PRECISION`; in float32 also at
+JAX's TF32 default, for information).  Rates
 are medians of repeats; each repeat runs enough steps to last about --seconds / 4.  Targets
 (issue 12): W1 >= 50% of the Philox-only rate; W2, W3 >= 50% of the GEMM rate at their
 shape; every workload ahead of JAX.  `--tiny` shrinks every size so that the script runs
@@ -58,6 +60,10 @@ from unittest import mock
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import peers  # noqa: E402  (benchmarks/ is not a package)
+from notes import kept_notes  # noqa: E402  (the "## Notes ... by hand" of the file replaced)
+
 cuda = None   # numba.cuda, set by `setup()` (a module global: the simulator swaps it in kernels)
 
 
@@ -219,8 +225,6 @@ class Workload:
     build: Callable                 # (dtype, backend class) -> Simulation
     gemm_shape: tuple | None = None
     flops_per_chain_step: float = 0.0
-    jax: Callable | None = None     # (dtype, replicas[, matmul precision]) -> run(k)
-    #                                 (JAX jit + lax.scan)
 
 
 def workloads(tiny: bool) -> dict:
@@ -239,26 +243,22 @@ def workloads(tiny: bool) -> dict:
     out = {
         "W1": Workload("W1", f"DoubleWell d=1, {M1} replicas, overdamped Langevin", M1,
                        lambda dt, be: cuda_simulation(DoubleWell(d=1), OverdampedLangevin(1e-3, 0.5),
-                                                      M1, dt, be),
-                       jax=lambda dt, M, p=None: jax_double_well(dt, M, p)),
+                                                      M1, dt, be)),
         "W2": Workload("W2", f"Quadratic dense H, d={d2}, {M2} replicas, overdamped Langevin", M2,
                        lambda dt, be: cuda_simulation(quad, OverdampedLangevin(1e-2, 0.5), M2, dt, be),
                        # the fused kernel's GEMM: H^T (d, d) @ XT (d, M), state transposed
-                       gemm_shape=(d2, d2, M2), flops_per_chain_step=2.0 * d2 * d2,
-                       jax=lambda dt, M, p=None: jax_quadratic(dt, M, quad.H, p)),
+                       gemm_shape=(d2, d2, M2), flops_per_chain_step=2.0 * d2 * d2),
         "W3": Workload("W3", f"spherical p=3 spin glass, N={N3}, {M3} replicas, overdamped Langevin",
                        M3, lambda dt, be: cuda_simulation(pspin, OverdampedLangevin(1e-2, 0.5), M3,
                                                           dt, be),
                        # the fused kernel's packed GEMM: CT (N, P) @ YT (P, M)
-                       gemm_shape=(N3, P3, M3), flops_per_chain_step=2.0 * N3 * P3,
-                       jax=lambda dt, M, p=None: jax_pspin(dt, M, pspin.gradient_matrix(), p)),
+                       gemm_shape=(N3, P3, M3), flops_per_chain_step=2.0 * N3 * P3),
         "W4": Workload("W4", f"TeacherStudentMLP d_in={din}, hidden={hid}, {M4} replicas, SGD "
                              f"batch {B}", M4,
                        lambda dt, be: cuda_simulation(mlp, SGD(0.02, B, momentum=0.9), M4, dt, be),
                        gemm_shape=(M4, B, din, hid),
                        # forward A W1^T, H W2^T; backward dout W2, dZ^T A, dout^T H
-                       flops_per_chain_step=2.0 * B * hid * (2 * din + 3),
-                       jax=lambda dt, M, p=None: jax_mlp(dt, M, mlp, B, p)),
+                       flops_per_chain_step=2.0 * B * hid * (2 * din + 3)),
     }
     return out
 
@@ -505,109 +505,18 @@ def rows_gain(tiny: bool, backend_cls, seconds: float, sync) -> dict:
 
 # ------------------------------------------------------------------ JAX peers
 
-def _jax(dtype):
-    """(jax, jax.numpy, the JAX dtype of `dtype`) with 64-bit types on; beside CuPy's pool
-    JAX allocates as it goes (as `peers.jax_module`), not 75 % of the device at its first
-    array, which left the workloads after the first peer a quarter of the GPU."""
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    import jax
-    jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
-    return jax, jnp, (jnp.float32 if dtype == "float32" else jnp.float64)
-
-
 JAX_PRECISION = "highest"   # JAX's matmuls in true float32, as cuBLAS computes ours; JAX's
 # default on NVIDIA GPUs since Ampere rounds float32 operands to TF32 (10-bit mantissas)
 
 
-def _scan_runner(jax, step, carry0, precision=None):
-    """run(k): k steps of `step` under jit + lax.scan, blocking until done; the matmuls traced
-    at `jax_default_matmul_precision` = precision (None: `JAX_PRECISION`; "default": JAX's
-    own default)."""
-    runs: dict = {}
-    state = {"carry": carry0}
-    precision = JAX_PRECISION if precision is None else precision
-
-    def run(k):
-        if k not in runs:
-            runs[k] = jax.jit(lambda c: jax.lax.scan(lambda c, _: (step(c), None), c, None,
-                                                     length=k)[0])
-        with jax.default_matmul_precision(None if precision == "default" else precision):
-            state["carry"] = runs[k](state["carry"])
-        jax.block_until_ready(state["carry"])
-    return run
-
-
-def jax_double_well(dtype, M, precision=None):
-    jax, jnp, dt = _jax(dtype)
-    eta, sig = 1e-3, math.sqrt(2 * 1e-3 * 0.5)
-
-    def step(c):
-        x, key = c
-        key, sub = jax.random.split(key)
-        g = 4.0 * x * (x * x - 1.0)
-        return x - eta * g + sig * jax.random.normal(sub, x.shape, dt), key
-    return _scan_runner(jax, step, (jnp.ones((M, 1), dt), jax.random.PRNGKey(0)), precision)
-
-
-def jax_quadratic(dtype, M, H, precision=None):
-    jax, jnp, dt = _jax(dtype)
-    Hd = jnp.asarray(H, dt)
-    eta, sig = 1e-2, math.sqrt(2 * 1e-2 * 0.5)
-
-    def step(c):
-        x, key = c
-        key, sub = jax.random.split(key)
-        return x - eta * (x @ Hd) + sig * jax.random.normal(sub, x.shape, dt), key
-    return _scan_runner(jax, step, (jnp.zeros((M, H.shape[0]), dt), jax.random.PRNGKey(0)),
-                        precision)
-
-
-def jax_pspin(dtype, M, gmat, precision=None):
-    jax, jnp, dt = _jax(dtype)
-    G = jnp.asarray(gmat, dt)
-    N = G.shape[1]
-    eta, sig = 1e-2, math.sqrt(2 * 1e-2 * 0.5)
-
-    def step(c):
-        x, key = c
-        key, sub = jax.random.split(key)
-        g = (x[:, :, None] * x[:, None, :]).reshape(M, N * N) @ G
-        dx = -eta * g + sig * jax.random.normal(sub, x.shape, dt)
-        dx = dx - (jnp.sum(dx * x, axis=1) / N)[:, None] * x
-        x = x + dx
-        return x / jnp.sqrt(jnp.sum(x * x, axis=1) / N)[:, None], key
-    return _scan_runner(jax, step, (jnp.ones((M, N), dt), jax.random.PRNGKey(0)), precision)
-
-
-def jax_mlp(dtype, M, mlp, B, precision=None):
-    jax, jnp, dt = _jax(dtype)
-    A, y = jnp.asarray(mlp.inputs, dt), jnp.asarray(mlp.labels, dt)
-    lay = mlp.layout
-    n = A.shape[0]
-
-    def loss(w, idx):
-        W1 = w[slice(*lay.offsets["W1"])].reshape(mlp.hidden, mlp.d_in)
-        b1 = w[slice(*lay.offsets["b1"])]
-        W2 = w[slice(*lay.offsets["W2"])].reshape(1, mlp.hidden)
-        b2 = w[slice(*lay.offsets["b2"])]
-        out = jnp.tanh(A[idx] @ W1.T + b1) @ W2.T + b2
-        return 0.5 * jnp.mean((out[:, 0] - y[idx]) ** 2)
-    grad = jax.vmap(jax.grad(loss))
-
-    def step(c):
-        x, v, key = c
-        key, sub = jax.random.split(key)
-        g = grad(x, jax.random.randint(sub, (M, B), 0, n))
-        v = 0.9 * v + g
-        return x - 0.02 * v, v, key
-    x0 = jnp.asarray(np.random.default_rng(0).standard_normal((M, mlp.d)) * 0.3, dt)
-    return _scan_runner(jax, step, (x0, jnp.zeros_like(x0), jax.random.PRNGKey(0)), precision)
-
-
-def have_jax() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("jax") is not None
+def jax_run(sim, precision: str | None) -> tuple[Callable[[int], None], int]:
+    """(run, chain-steps per run(1)) of the JAX peer of sim's workload: run(k) advances a
+    `peers.JaxScan` from sim's state now (build it before the device moves sim) by k of its
+    units of steps (1 step; SGD a whole epoch of batches, per-epoch permutations as the
+    engine's), blocking until done, its matmuls at `jax_default_matmul_precision` =
+    precision (None: JAX's default)."""
+    peer = peers.JaxScan(sim, seed=1, precision=precision)
+    return (lambda k: peer.advance(k * peer.multiple)), sim.n_replicas * peer.multiple
 
 
 # ------------------------------------------------------------------ report
@@ -656,6 +565,17 @@ def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float,
 
     sim = w.build(dt, backend_cls)
     M = sim.n_replicas
+    # the JAX peers start from the engine's initial state: built before the device moves it;
+    # in float32 where the step has matmuls also at JAX's TF32 default, for information
+    columns = {"jax_chain_steps_per_s": JAX_PRECISION}
+    if dt == "float32" and w.name != "W1":
+        columns["jax_default_chain_steps_per_s"] = None
+    jax_runs, jax_error = {}, None
+    if use_jax:
+        try:
+            jax_runs = {col: jax_run(sim, p) for col, p in columns.items()}
+        except Exception as e:   # a peer that fails is reported, not fatal
+            jax_error = e
     t0 = time.perf_counter()
     rate = device_rate(sim, seconds, sync, 1 if tiny else 5)
     sim.sync()
@@ -676,15 +596,14 @@ def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float,
                                                                       seconds, sync, tiny)
     if w.name == "W1":
         row["philox_fraction"] = rate / limits[f"philox_normals_per_s_{dt}"]
-    if use_jax and w.jax is not None:
-        try:
-            row["jax_chain_steps_per_s"] = median_rate(w.jax(dt, M), M, seconds, lambda: None,
-                                                       repeats=1 if tiny else 5)
-            if dt == "float32" and w.name != "W1":    # information: JAX's TF32 matmuls
-                row["jax_default_chain_steps_per_s"] = median_rate(
-                    w.jax(dt, M, "default"), M, seconds, lambda: None, repeats=1 if tiny else 5)
-        except Exception as e:   # a peer that fails is reported, not fatal
-            row["jax_error"] = f"{type(e).__name__}: {e}"[:200]
+    try:
+        for col, (run, chain_steps) in jax_runs.items():
+            row[col] = median_rate(run, chain_steps, seconds, lambda: None,
+                                   repeats=1 if tiny else 5)
+    except Exception as e:
+        jax_error = e
+    if jax_error is not None:
+        row["jax_error"] = f"{type(jax_error).__name__}: {jax_error}"[:200]
     return row
 
 
@@ -741,7 +660,7 @@ def main(argv=None) -> int:
     W = workloads(a.tiny)
     names = a.only.split(",") if a.only else list(W)
     dtypes = a.dtypes.split(",")
-    use_jax = have_jax() and not a.no_jax
+    use_jax = not a.no_jax and peers.jax_module() is not None
     # what the JAX column says where JAX did not run
     no_jax = "" if use_jax else "skipped (--no-jax)" if a.no_jax else "not installed"
     print(f"device: {desc}; {versions()}", flush=True)
@@ -836,11 +755,13 @@ def main(argv=None) -> int:
                if "jax_default_chain_steps_per_s" in r else "– | ")
             + (", ".join(r["host_bridged"]) or "none") + " |")
     if use_jax:
-        lines += ["", "The JAX peers are written as a user would write them, not as this "
-                  "engine computes: W3's takes the p-spin gradient as one (M, N^2) @ (N^2, N) "
-                  "product (twice the multiply-adds of the engine's packed C(N+1, 2) "
-                  "products); W4's draws each minibatch i.i.d. (`jax.random.randint`) where "
-                  "the engine's SGD runs per-epoch permutations (less work for JAX)."]
+        lines += ["", "The JAX peers are benchmarks/peers.py's `JaxScan` (each step written "
+                  "once, checked against the engine's reference step by "
+                  "tests/test_benchmark_peers.py), from the workload's initial state, written "
+                  "as a user would write them, not as this engine computes: W3's takes the "
+                  "p-spin gradient as one (M, N^2) @ (N^2, N) product (twice the "
+                  "multiply-adds of the engine's packed C(N+1, 2) products); W4's runs "
+                  "per-epoch permutations, as the engine's SGD, timed by whole epochs."]
     split = [r for r in rows if "without_gemm_chain_steps_per_s" in r]
     if split:
         lines += ["", "## Where a dense step's time goes (W2, W3)", "",
@@ -960,8 +881,6 @@ def main(argv=None) -> int:
     print(report)
     out = a.out or os.path.join(HERE, "results", f"gpu-{device_model(desc)}.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    sys.path.insert(0, HERE)
-    from notes import kept_notes      # the "## Notes ... by hand" of the file replaced
     notes = kept_notes(out)
     with open(out, "w") as fh:
         fh.write("\n".join([report, *notes]) + "\n")

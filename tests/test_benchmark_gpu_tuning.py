@@ -93,22 +93,21 @@ def test_the_per_thread_arrays_replace_streaming_only_by_the_margin(monkeypatch)
 
 
 def test_jax_peer_allocates_as_it_goes_beside_cupy(monkeypatch):
-    """The benchmark's JAX peers switch off XLA's preallocation (75 % of the GPU at the first
-    JAX array, which would leave the workloads after the first peer a quarter of the device)
-    before JAX is imported, as `peers.jax_module` does; a value already set stays."""
+    """The benchmark's JAX peers (peers.JaxScan, through `peers.jax_module`) switch off XLA's
+    preallocation (75 % of the GPU at the first JAX array, which would leave the workloads
+    after the first peer a quarter of the device) before JAX is imported; a value already
+    set stays."""
     import types
 
     imported = []
     fake = types.ModuleType("jax")
     fake.config = types.SimpleNamespace(update=lambda *a: imported.append(
         gt.os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")))      # at JAX's first use
-    fake.numpy = types.SimpleNamespace(float32="f4", float64="f8")
     monkeypatch.setitem(sys.modules, "jax", fake)
-    monkeypatch.setitem(sys.modules, "jax.numpy", fake.numpy)
     monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
-    assert gt._jax("float32")[2] == "f4" and imported == ["false"]
+    assert gt.peers.jax_module() is fake and imported == ["false"]
     monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
-    gt._jax("float64")
+    gt.peers.jax_module()
     assert imported == ["false", "true"]
 
 

@@ -1,5 +1,6 @@
 """The benchmark's peers (benchmarks/peers.py) take the engine's reference step."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,10 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 _spec = importlib.util.spec_from_file_location("benchmark_peers", BENCH / "peers.py")
 peers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(peers)
+_spec = importlib.util.spec_from_file_location("benchmark_gpu_throughput",
+                                               BENCH / "gpu_throughput.py")
+gt = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)   # for dataclasses
+_spec.loader.exec_module(gt)
 
 M, T = 7, 3   # replicas, the step compared
 RTOL = {"float64": 1e-12, "float32": 2e-6}
@@ -99,6 +104,18 @@ def test_sgd_peer_step_is_the_reference_step(name, dtype):
     check_sgd(peers.MLPSGD(pot, dyn, dtype), pot, dyn, dtype, name)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["W1", "W2", "W3", "W4"])
+def test_gpu_benchmark_peers_step_is_the_reference_step(name, dtype):
+    """The JAX peers of gpu_throughput.py's workloads (W1-W4, their potentials, dynamics and
+    step sizes; tiny sizes) are `JaxScan`s of `problem_of` their Simulation: that problem's
+    step is the engine's reference step (the Simulation's cuda backend is not used)."""
+    sim = gt.workloads(tiny=True)[name].build(dtype, lambda: None)
+    pot, dyn = sim.potential, sim.dynamics
+    check_ = check_sgd if isinstance(dyn, SGD) else check_langevin
+    check_(peers.problem_of(sim), pot, dyn, dtype, name)
+
+
 @pytest.mark.parametrize("runner", ["NumpyLoop", "JaxScan"])
 def test_runners_keep_dtype_and_move(runner):
     if runner == "JaxScan" and peers.jax_module() is None:
@@ -146,3 +163,16 @@ def test_jax_scan_advances_by_the_problems_steps(case):
     assert np.abs(pr.positions(state) - sim.state["x"]).max() > 1e-3
     np.testing.assert_allclose(peer.positions, pr.positions(state), rtol=1e-10, atol=1e-12)
 
+
+@pytest.mark.parametrize("name", ["W1", "W4"])
+def test_gpu_benchmark_times_the_jax_peer_by_its_units(name):
+    """gpu_throughput's JAX runs advance the peer by whole units (SGD: epochs; run(1) of a
+    lone step would be refused) and count the chain-steps of each."""
+    if peers.jax_module() is None:
+        pytest.skip("jax is not installed")
+    sim = gt.workloads(tiny=True)[name].build("float32", lambda: None)
+    run, chain_steps = gt.jax_run(sim, gt.JAX_PRECISION)
+    run(1)
+    per_epoch = sim.potential.n_samples // sim.dynamics.batch_size if name == "W4" else 1
+    assert per_epoch > 1 or name == "W1"
+    assert chain_steps == sim.n_replicas * per_epoch
