@@ -9,9 +9,11 @@ state, update rule and gradient as the engine's `Simulation`):
 - `JaxScan`: ``jax.jit`` of ``lax.scan`` over steps (SGD: over epochs, then over the
   epoch's batches), ``jax.random`` (its default PRNG) normals of the state's dtype and
   permutations.  `jax_module` switches 64-bit JAX on, so float32 and float64 runs share a
-  process; every array keeps its own dtype (Python scalars are weakly typed).
+  process; every array keeps its own dtype (Python scalars are weakly typed; AdamW's bias
+  corrections, float64 of the traced step count, are cast to the state's dtype).
 
-The problems (`Langevin`, `MLPSGD`) hold one step each, written once on the array module
+Full-batch AdamW (`MLPAdamW`) draws nothing: its step takes the step count.  The problems
+(`Langevin`, `MLPSGD`, `MLPAdamW`) hold one step each, written once on the array module
 ``xp`` (``numpy`` or ``jax.numpy``), and the data in NumPy arrays of the run's dtype.
 tests/test_benchmark_peers.py checks each step against the engine's reference step.
 """
@@ -22,9 +24,9 @@ import os
 
 import numpy as np
 
-from langevin_sim.dynamics import SGD, OverdampedLangevin
-from langevin_sim.potentials import (ClassifierMLP, DoubleWell, Quadratic, SphericalPSpin,
-                                     TeacherStudentMLP)
+from langevin_sim.dynamics import SGD, AdamW, OverdampedLangevin
+from langevin_sim.potentials import (ClassifierMLP, DoubleWell, ModularArithmeticMLP, Quadratic,
+                                     SphericalPSpin, TeacherStudentMLP)
 
 
 def jax_module():
@@ -75,20 +77,21 @@ def sphere_step(xp, x, dx):
     return y / xp.sqrt(xp.sum(y * y, axis=1) / N)[:, None]
 
 
-def mlp_grad(xp, params, A, target, softmax):
-    """Gradient of the batch loss of a tanh MLP out = W2 tanh(W1 a + b1) + b2 per replica:
-    params (W1 (M, h, i), b1 (M, h), W2 (M, K, h), b2 (M, K)), inputs A (M, B, i), targets
-    (M, B, K); the loss the squared error 1/(2B) sum_b |out_b - y_b|^2, or with softmax the
-    mean cross-entropy of the logits out against one-hot targets; returns the gradients in
-    params' shapes."""
+def mlp_grad(xp, params, A, target, softmax, activation="tanh"):
+    """Gradient of the batch loss of an MLP out = W2 phi(W1 a + b1) + b2 per replica, phi tanh
+    or quadratic (z^2): params (W1 (M, h, i), b1 (M, h), W2 (M, K, h), b2 (M, K)), inputs A
+    (M, B, i) or, shared by the replicas, (B, i), targets (M, B, K) or (B, K); the loss the
+    squared error 1/(2B) sum_b |out_b - y_b|^2, or with softmax the mean cross-entropy of the
+    logits out against one-hot targets; returns the gradients in params' shapes."""
     W1, b1, W2, b2 = params
-    H = xp.tanh(A @ xp.swapaxes(W1, 1, 2) + b1[:, None, :])            # (M, B, h)
+    Z = A @ xp.swapaxes(W1, 1, 2) + b1[:, None, :]                      # (M, B, h)
+    H = xp.tanh(Z) if activation == "tanh" else Z * Z
     out = H @ xp.swapaxes(W2, 1, 2) + b2[:, None, :]                    # (M, B, K)
     if softmax:
         e = xp.exp(out - out.max(axis=-1, keepdims=True))
         out = e / e.sum(axis=-1, keepdims=True)
-    dout = (out - target) / A.shape[1]
-    dZ = (dout @ W2) * (1 - H * H)
+    dout = (out - target) / A.shape[-2]
+    dZ = (dout @ W2) * ((1 - H * H) if activation == "tanh" else 2 * Z)
     return (xp.swapaxes(dZ, 1, 2) @ A, dZ.sum(axis=1), xp.swapaxes(dout, 1, 2) @ H,
             dout.sum(axis=1))
 
@@ -170,9 +173,56 @@ class MLPSGD:
         return tuple(p - self.lr * v for p, v in zip(params, vel)), vel
 
 
+class MLPAdamW:
+    """Full-batch AdamW (decoupled weight decay; PyTorch's update, as the engine's
+    `adamw_update`) on a ModularArithmeticMLP with one-hot inputs, tanh or quadratic units
+    and cross-entropy: per step t (from 0)
+
+        m <- b1 m + (1 - b1) g;  s <- b2 s + (1 - b2) g^2;
+        x <- x - lr (wd x + (m / c1) / (sqrt(s / c2) + eps)),  c_i = 1 - b_i^(t+1),
+
+    g the gradient of the mean loss over all n training pairs (inputs (n, 2p) one-hot rows,
+    the same for every replica); parameters and moments kept as per-block arrays (M, ...)."""
+
+    def __init__(self, potential, dynamics, dtype):
+        if not isinstance(potential, ModularArithmeticMLP) or potential.embed is not None \
+                or potential.activation not in ("tanh", "quadratic"):
+            raise ValueError(f"no AdamW peer for {potential!r}")
+        d = dynamics
+        if not isinstance(d, AdamW) or d.batch_size is not None or d.lr.kind != "constant":
+            raise ValueError("AdamW peers run full batch at a constant lr")
+        dt = np.dtype(dtype)
+        self.lr, self.beta1, self.beta2 = float(d.lr.start), d.beta1, d.beta2
+        self.eps, self.weight_decay = d.eps, d.weight_decay
+        self.layout, self.activation = potential.layout, potential.activation
+        self.data = (potential.train_onehot.astype(dt), potential.train_Y.astype(dt))
+
+    def init(self, x):
+        """(params, m, s) from flat positions x (M, d), the moments zero."""
+        params = tuple(np.ascontiguousarray(v) for v in self.layout.unpack(np.asarray(x)).values())
+        return params, tuple(np.zeros_like(p) for p in params), tuple(np.zeros_like(p) for p in params)
+
+    def positions(self, state):
+        return np.concatenate([np.asarray(p).reshape(p.shape[0], -1) for p in state[0]], axis=1)
+
+    def step(self, xp, state, t, data):
+        """Step t (0-based int, traced under JAX) from state (params, m, s)."""
+        params, m, s = state
+        g = mlp_grad(xp, params, *data, True, self.activation)
+        dt = params[0].dtype       # (a float64 correction would widen float32 JAX states)
+        c1 = xp.asarray(1 - self.beta1 ** (t + 1), dt)
+        c2 = xp.asarray(1 - self.beta2 ** (t + 1), dt)
+        m = tuple(self.beta1 * mi + (1 - self.beta1) * gi for mi, gi in zip(m, g))
+        s = tuple(self.beta2 * si + (1 - self.beta2) * gi * gi for si, gi in zip(s, g))
+        u = tuple((mi / c1) / (xp.sqrt(si / c2) + self.eps) for mi, si in zip(m, s))
+        params = tuple(p - self.lr * (self.weight_decay * p + ui) for p, ui in zip(params, u))
+        return params, m, s
+
+
 def problem_of(sim):
     """The peer problem of a Simulation's (potential, dynamics) pair in its dtype."""
-    cls = MLPSGD if isinstance(sim.dynamics, SGD) else Langevin
+    d = sim.dynamics
+    cls = MLPSGD if isinstance(d, SGD) else MLPAdamW if isinstance(d, AdamW) else Langevin
     return cls(sim.potential, sim.dynamics, sim.dtype)
 
 
@@ -193,6 +243,9 @@ class NumpyLoop:
         for t in range(self.t, self.t + steps):
             if isinstance(pr, Langevin):
                 state = pr.step(np, state, self.rng.standard_normal(state.shape, state.dtype), pr.data)
+                continue
+            if isinstance(pr, MLPAdamW):
+                state = pr.step(np, state, t, pr.data)
                 continue
             epoch, j = divmod(t, pr.per_epoch)
             if j == 0 or self._perm is None:
@@ -249,10 +302,11 @@ class JaxScan:
         jax, pr = self.jax, self.problem
         jnp, lax = jax.numpy, jax.lax
 
-        if isinstance(pr, Langevin):
+        if not isinstance(pr, MLPSGD):     # one step per t: Langevin's on its normals
             def run(x, key, t0, data):
                 def body(x, t):
-                    return pr.step(jnp, x, self.normals(key, t, x), data), None
+                    r = self.normals(key, t, x) if isinstance(pr, Langevin) else t
+                    return pr.step(jnp, x, r, data), None
                 return lax.scan(body, x, t0 + jnp.arange(steps))[0]
             return jax.jit(run)
         if steps % pr.per_epoch:

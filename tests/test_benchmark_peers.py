@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from langevin_sim import Simulation
-from langevin_sim.dynamics import SGD, OverdampedLangevin
+from langevin_sim.dynamics import SGD, AdamW, OverdampedLangevin
 from langevin_sim.dynamics.base import NoiseSource
 from langevin_sim.dynamics.sgd import minibatch
-from langevin_sim.potentials import (ClassifierMLP, DoubleWell, Quadratic, SphericalPSpin,
-                                     TeacherStudentMLP)
+from langevin_sim.potentials import (ClassifierMLP, DoubleWell, ModularArithmeticMLP, Quadratic,
+                                     SphericalPSpin, TeacherStudentMLP)
+from langevin_sim.scenario import load_scenario
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 _spec = importlib.util.spec_from_file_location("benchmark_peers", BENCH / "peers.py")
@@ -102,6 +103,54 @@ def test_sgd_peer_step_is_the_reference_step(name, dtype):
     pot = sgd_cases()[name]
     dyn = SGD(0.05, 8, momentum=0.9)
     check_sgd(peers.MLPSGD(pot, dyn, dtype), pot, dyn, dtype, name)
+
+
+def check_adamw(problem, pot, dyn, dtype, what):
+    """problem.step (NumPy and jitted JAX, the step count traced) at step T from a state
+    (x, m, s) of M replicas is dyn's reference step: x, m and s."""
+    r = np.random.default_rng(7)
+    x = r.standard_normal((M, pot.d)).astype(dtype)
+    m = (0.1 * r.standard_normal((M, pot.d))).astype(dtype)
+    s = (0.01 + 0.1 * r.random((M, pot.d))).astype(dtype)    # sqrt(s) >> eps: u ~ m / sqrt(s)
+    want = dyn.reference_step(pot, {"x": x, "m": m, "s": s}, T, NoiseSource(11, np.arange(M)))
+    assert np.abs(want["m"] - dyn.beta1 * m).max() > 1e-3     # the gradient counts
+    assert np.abs(want["x"] - x).max() > 0.01                 # the step moves
+    state = tuple(problem.init(a)[0] for a in (x, m, s))
+
+    def compare(out, name):
+        for part, key in zip(out, "xms"):
+            check(problem.positions((part,)), want[key], dtype, f"{name} {key} {what}")
+    compare(problem.step(np, state, T, problem.data), "numpy")
+    step, jax = jax_step(problem)
+    compare(step(state, T, tuple(jax.numpy.asarray(a) for a in problem.data)), "jax")
+
+
+def adamw_cases():
+    """W5's net (one-hot quadratic, cross-entropy) and a tanh one, tiny (p = 5: 15 of 25
+    training pairs, hidden 4)."""
+    return {act: ModularArithmeticMLP(p=5, hidden=4, train_fraction=0.6, activation=act, seed=1)
+            for act in ("quadratic", "tanh")}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(adamw_cases()))
+def test_adamw_peer_step_is_the_reference_step(name, dtype):
+    pot = adamw_cases()[name]
+    dyn = AdamW(lr=0.05, beta1=0.9, beta2=0.98, weight_decay=1.0)
+    check_adamw(peers.MLPAdamW(pot, dyn, dtype), pot, dyn, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_w5_peer_is_the_grokking_scenarios_step(dtype):
+    """throughput.py's W5 (scenarios/grokking.py's net and AdamW, its defaults) gets the AdamW
+    peer through `problem_of`, and its step is the reference step at that size (3 replicas)."""
+    from threadpoolctl import threadpool_limits
+    mod = load_scenario(BENCH.parent / "scenarios" / "grokking.py")
+    with threadpool_limits(limits=None):     # build() limits BLAS for good
+        sim = mod.build(mod.Params(replicas=3, backend="numpy", dtype=dtype))
+    problem = peers.problem_of(sim)
+    assert isinstance(problem, peers.MLPAdamW) and problem.activation == "quadratic"
+    check_adamw(problem, sim.potential, sim.dynamics, dtype, "W5")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
