@@ -44,7 +44,7 @@ from typing import Callable
 import numba
 import numpy as np
 from numba import prange
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
 
 from langevin_sim import Simulation, rng
 from langevin_sim.backends import registry
@@ -204,8 +204,8 @@ class Workload:
     steps: dict                                  # implementation -> steps per timed call
     # (numba and numba_run: the same steps, a run of ~2-6 s on a 2-core machine)
     dtypes: tuple = ("float32", "float64")
-    peers: bool = True                           # time the NumPy-loop and JAX peers
-    blas_threads: int | None = None              # BLAS threads while timed (None: as set)
+    # BLAS threads of the engine's backends while timed (None: as set; the peers run as set)
+    blas_threads: int | None = None
     flops_per_chain_step: float = 0.0            # for GEMM-bound workloads
     gemm_shape: tuple | None = None              # (m, k, n) of one step's product
     normals_per_chain_step: int = 0              # noise drawn besides the product
@@ -288,7 +288,7 @@ workload(Workload(
 workload(Workload(
     "W5", "grokking: ModularArithmeticMLP p=23, hidden=64, quadratic, full batch, AdamW, "
           "64 replicas (scenarios/grokking.py)",
-    grokking, {"numpy": 10, "numba": 1000}, peers=False, blas_threads=1,
+    grokking, {"numpy": 10, "numba": 1000, "numpy_loop": 20, "jax": 100}, blas_threads=1,
     kept_memory_reference=True))
 
 
@@ -313,27 +313,38 @@ def steps_of(w: Workload, impl: str, quick: bool) -> int:
 
 def entries(w: Workload, dtype: str, quick: bool,
             folder: str) -> tuple[dict[str, Entry], dict, Simulation]:
-    """The timed entries of one workload and dtype, their steps per call, the numba Simulation."""
+    """The timed entries of one workload and dtype, their steps per call, the numba Simulation.
+    The engine's entries run with `w.blas_threads` BLAS threads, the peers' with those set."""
     nb = w.build("numba", dtype)
     M = nb.n_replicas
     out, steps = {}, {}
     impls = [i for i in IMPLEMENTATIONS if i in w.steps or i == "numba_run"]
-    if not w.peers:
-        impls = [i for i in impls if i not in ("numpy_loop", "jax")]
-    elif peers.jax_module() is None:
+    if "jax" in impls and peers.jax_module() is None:
         impls.remove("jax")
+    blas = ThreadpoolController()
+
+    def engine(fn):
+        if w.blas_threads is None:
+            return fn
+
+        def limited():
+            with blas.limit(limits=w.blas_threads, user_api="blas"):
+                return fn()
+        return limited
+
     for impl in impls:
         s = steps[impl] = steps_of(w, impl, quick)
         if impl == "numpy":
             ref = w.build("numpy", dtype)
-            out[impl] = Entry(lambda ref=ref, s=s: ref.advance(s), M * s, lambda ref=ref: ref.advance(1))
+            out[impl] = Entry(engine(lambda ref=ref, s=s: ref.advance(s)), M * s,
+                              engine(lambda ref=ref: ref.advance(1)))
         elif impl == "numba":
-            out[impl] = Entry(lambda s=s: nb.advance(s), M * s)
+            out[impl] = Entry(engine(lambda s=s: nb.advance(s)), M * s)
         elif impl == "numba_run":
             path = os.path.join(folder, f"{w.name}-{dtype}.h5")
-            out[impl] = Entry(lambda s=s: nb.run(s, record_every=s // 10, out=path, overwrite=True,
-                                                 progress=False).close(), M * s,
-                              nb.snapshot)    # compiles the record-time energy and observables
+            out[impl] = Entry(engine(lambda s=s: nb.run(s, record_every=s // 10, out=path,
+                                                        overwrite=True, progress=False).close()),
+                              M * s, engine(nb.snapshot))  # compiles the record-time functions
         else:        # peers start from the engine's initial state: build them before it moves
             peer = (peers.NumpyLoop if impl == "numpy_loop" else peers.JaxScan)(nb, seed=1)
             call = lambda peer=peer, s=s: peer.advance(s)  # noqa: E731
@@ -381,12 +392,11 @@ def _cold_one(name: str, dtype: str) -> None:
 
 def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, limits: dict) -> dict:
     """One row: rates (work per second, medians of interleaved repeats) of every entry."""
-    with threadpool_limits(w.blas_threads, user_api="blas"):
-        es, steps, sim = entries(w, dtype, quick, folder)
-        times = interleaved(es, repeats)
-        kept = None
-        if w.kept_memory_reference and "numpy" in es and keep_freed_memory():
-            kept = es["numpy"].work / median_time(es["numpy"].call, repeats)
+    es, steps, sim = entries(w, dtype, quick, folder)
+    times = interleaved(es, repeats)
+    kept = None
+    if w.kept_memory_reference and "numpy" in es and keep_freed_memory():
+        kept = es["numpy"].work / median_time(es["numpy"].call, repeats)
     med = {k: float(np.median(v)) for k, v in times.items()}
     row = {"workload": w.name, "title": w.title, "dtype": dtype, "steps_per_call": steps,
            "numba_fused": registry.kernel_for(sim.potential, sim.dynamics, "numba") is not None,
@@ -551,7 +561,8 @@ def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args
              "median over the rounds of 1 - t(numba) / t(numba_run)); "
              f"numpy_loop / jax: benchmarks/peers.py.  Run files in {tempfile.gettempdir()}.  "
              "W5 times both engine backends with one BLAS thread, as scenarios/grokking.py "
-             "runs.  Each row is measured in a new process (as a user's script starts: "
+             "runs; its peers, as a user's script, with the BLAS threads above and XLA's own.  "
+             "Each row is measured in a new process (as a user's script starts: "
              "malloc's state, which decides the NumPy implementations' page faults here, does not "
              f"carry over from the rows before).  Committed result W1 and W2 are compared with: "
              f"{args.baseline}.", "",
