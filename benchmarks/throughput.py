@@ -20,7 +20,11 @@ dtype) runs in a new process, as a user's script starts; then its cold start is 
 another, with an empty Numba cache.  Each workload states the criteria it is held to; W1 and
 W2 are also compared with a committed result of the same machine (--baseline; by default the
 result that --out replaces).  A "## Notes (... by hand ...)" section of the report --out
-replaces is carried over to the new one, marked as written for the earlier run.
+replaces is carried over to the new one, marked as written for the earlier run.  With --only,
+--out naming an existing report of this machine (same CPU family and model) and results
+`FORMAT` updates only the named workloads' rows and criteria in it (.md and .json) and keeps
+the others; its header then lists the runs the rows come from (code revision, date, settings,
+machine limits of each).  A report of another machine or format is refused.
 """
 from __future__ import annotations
 
@@ -485,13 +489,22 @@ def baseline_of(path, info: dict) -> tuple[dict | None, str]:
             base = json.load(fh)
     except OSError as e:
         return None, f"no baseline ({e.strerror}: {path})"
-    m = base["machine"]
+    why = other_machine(base["machine"], info)
+    if why:
+        return None, f"baseline {why}"
+    return {(r["workload"], r["dtype"]): r["numba_chain_steps_per_s"] for r in base["rows"]}, ""
+
+
+def other_machine(m: dict, info: dict) -> str:
+    """Why the machine `m` of a result may not be this one (`info`), or "" where it is: cpu
+    name, family and model, and cores (a result that does not record the family and model,
+    made before `cpu_id`, may be another machine of the same name)."""
     if (m["cpu"], m["cores"]) != (info["cpu"], info["cores"]):
-        return None, f"baseline machine {m['cpu']} ({m['cores']} cores) is not this one"
+        return f"machine {m['cpu']} ({m['cores']} cores) is not this one"
     if not m.get("cpu_id") or m.get("cpu_id") != info.get("cpu_id"):
         was = m.get("cpu_id") or "family and model not recorded"
-        return None, f"baseline machine {m['cpu']} ({was}) may not be this one ({info.get('cpu_id')})"
-    return {(r["workload"], r["dtype"]): r["numba_chain_steps_per_s"] for r in base["rows"]}, ""
+        return f"machine {m['cpu']} ({was}) may not be this one ({info.get('cpu_id')})"
+    return ""
 
 
 def criteria(rows: list[dict], limits: dict, baseline: dict | None, why: str) -> list[tuple]:
@@ -540,7 +553,117 @@ def fmt(v) -> str:
     return "–" if v is None else f"{v:.3g}"
 
 
-def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args, wall_s: float) -> str:
+# ------------------------------------------------------------------ results and merges
+
+FORMAT = 1   # the results' layout (the JSON's "format"; files made before it was recorded have
+# this one): --only merges into a result of the same layout only
+SOFTWARE = ("platform", "python", "numpy", "numba", "numba_threads", "numba_threading_layer",
+            "blas", "OPENBLAS_CORETYPE", "jax", "jax_devices", "XLA_FLAGS")
+
+
+def result(info: dict, settings: dict, wall_s: float, limits: dict, rows: list[dict],
+           checks: list[tuple]) -> dict:
+    """The JSON of one run: machine (with the code's revision and the date), settings, wall time
+    (s), machine limits, rows, criteria; "earlier": the runs whose rows a merge kept (none)."""
+    return {"format": FORMAT, "machine": info, "settings": settings, "wall_s": wall_s,
+            "limits": limits, "rows": rows,
+            "criteria": [{"text": t, "measured": v, "op": op, "need": n,
+                          "verdict": verdict(v, op, n)} for t, v, op, n in checks],
+            "earlier": []}
+
+
+def runs(data: dict) -> list[dict]:
+    """The runs a result's rows were measured in, earliest first, each {"workloads", "machine",
+    "settings", "wall_s", "limits"}: its "earlier" runs, then its own (the other workloads)."""
+    earlier = data.get("earlier", [])
+    done = {w for r in earlier for w in r["workloads"]}
+    own = [w for w in dict.fromkeys(r["workload"] for r in data["rows"]) if w not in done]
+    return [*earlier, {"workloads": own, **{k: data[k] for k in ("machine", "settings", "wall_s",
+                                                                  "limits")}}]
+
+
+def merged(old: dict, new: dict) -> dict:
+    """`new` (a run of some workloads) with `old`'s rows, criteria and runs of the others kept:
+    rows and criteria in WORKLOADS' order (then those of workloads no longer defined), each
+    workload's from the run that measured it last.  A criterion's workload is its text's
+    first word ("W1 float32: ...")."""
+    fresh = {r["workload"] for r in new["rows"]}
+    order = {w: i for i, w in enumerate(WORKLOADS)}
+
+    def kept(key: str, workload: Callable[[dict], str]) -> list[dict]:
+        items = [x for x in old[key] if workload(x) not in fresh] + new[key]
+        return sorted(items, key=lambda x: order.get(workload(x), len(order)))   # stable
+
+    earlier = [dict(r, workloads=[w for w in r["workloads"] if w not in fresh]) for r in runs(old)]
+    return {**new, "rows": kept("rows", lambda r: r["workload"]),
+            "criteria": kept("criteria", lambda c: c["text"].split(" ", 1)[0]),
+            "earlier": [r for r in earlier if r["workloads"]]}
+
+
+def merge_base(out: str, info: dict) -> dict:
+    """The result at `out` (the report; its JSON next to it) that a run of some workloads
+    (--only) updates, {} where there is none; ValueError (one line) where it may not be merged
+    into: a report without its JSON, another layout (`FORMAT`) or another machine."""
+    path = os.path.splitext(out)[0] + ".json"
+    if not os.path.exists(path):
+        if os.path.exists(out):
+            raise ValueError(f"--only into {out}: there is no {path} to merge the rows into")
+        return {}
+    with open(path) as fh:
+        base = json.load(fh)
+    fix = "measure every workload (no --only) or write another --out"
+    if base.get("format", 1) != FORMAT:
+        raise ValueError(f"--only into {out}: {path} is of results format {base.get('format', 1)}, "
+                         f"this script writes format {FORMAT}: {fix}")
+    why = other_machine(base["machine"], info)
+    if why:
+        raise ValueError(f"--only into {out}: {path}'s {why}: {fix}")
+    return base
+
+
+def limit_lines(limits: dict) -> list[str]:
+    """The machine limits of one run, as list items."""
+    return [f"- memory bandwidth (copy): {limits['memory_GBps']:.1f} GB/s",
+            *(f"- Philox + Box-Muller {dt} normals alone (the kernels' code: across replicas for "
+              f"d=1, per replica stream for d=256), d=1: "
+              f"{limits[f'normals_per_s_d1_{dt}']:.3g} /s, d=256: "
+              f"{limits[f'normals_per_s_d256_{dt}']:.3g} /s" for dt in ("float32", "float64"))]
+
+
+def run_text(run: dict, info: dict) -> str:
+    """Which code one run measured, when, how: its revision, date, repeats, wall time, the
+    result W1 and W2 were compared with (where it ran them), and its software where it is not
+    `info`'s."""
+    m, st = run["machine"], run["settings"]
+    other = [f"{k} {m.get(k)}" for k in SOFTWARE if m.get(k) != info.get(k)]
+    return (f"{', '.join(run['workloads'])}: code at {m.get('revision', 'unknown')}, run "
+            f"{m.get('date', 'at an unknown date')}, medians of {st['repeats']} interleaved "
+            f"repeats{' (--quick)' if st['quick'] else ''}, whole benchmark {run['wall_s']:.0f} s"
+            + (f", W1 and W2 compared with {st['baseline']}"
+               if {"W1", "W2"} & set(run["workloads"]) else "")
+            + (f", with {', '.join(other)}" if other else ""))
+
+
+def report(data: dict) -> str:
+    """The markdown report of a result (`result`, `merged`)."""
+    info, rows, parts = data["machine"], data["rows"], runs(data)
+    quick = any(r["settings"]["quick"] for r in parts)
+    if len(parts) == 1:
+        st = data["settings"]
+        when = (f"Code at {info.get('revision', 'unknown')}, run "
+                f"{info.get('date', 'at an unknown date')}.  Medians of {st['repeats']} interleaved "
+                f"repeats{' (--quick)' if quick else ''}; whole benchmark {data['wall_s']:.0f} s.  ")
+        compared = f"  Committed result W1 and W2 are compared with: {st['baseline']}."
+        limits = ["## Machine limits (measured in this run)", "", *limit_lines(data["limits"])]
+    else:
+        when = (f"Rows measured in {len(parts)} runs (`--only` merged into this report; the "
+                "software line above is the last run's): "
+                + "; ".join(run_text(r, info) for r in parts) + ".  ")
+        compared = ""
+        limits = ["## Machine limits (measured in each run)", ""]
+        for r in parts:
+            limits += [f"- the run of {', '.join(r['workloads'])}:",
+                       *("  " + line for line in limit_lines(r["limits"]))]
     blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']} "
                      f"({b['num_threads']} threads)" for b in info["blas"])
     lines = [f"# Throughput on {info['cpu']} ({info.get('cpu_id') or 'family and model unknown'}, "
@@ -550,28 +673,20 @@ def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args
              f"{info['numba_threading_layer']} layer); BLAS {blas}, "
              f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}; JAX {info['jax'] or '(not installed)'} "
              f"{info['jax_devices']}, XLA_FLAGS={info['XLA_FLAGS']}.", "",
-             f"Code at {info.get('revision', 'unknown')}, run {info.get('date', 'at an unknown date')}.  "
-             f"Medians of {args.repeats} interleaved repeats{' (--quick)' if args.quick else ''}; "
-             f"whole benchmark {wall_s:.0f} s.  numba: `sim.advance(steps)`; numba_run: "
+             when + "numba: `sim.advance(steps)`; numba_run: "
              "`sim.run(steps, record_every=steps // 10, out=file.h5)` (positions recorded; the same "
              "steps per call as numba, below: "
              + ("an eighth of the full run's ~2-6 s (--quick: per-call costs weigh 8x more, "
-                "so the recording costs and their criteria overstate)" if args.quick
+                "so the recording costs and their criteria overstate)" if quick
                 else "~2-6 s here") + ", ten records each; recording cost: "
              "median over the rounds of 1 - t(numba) / t(numba_run)); "
-             f"numpy_loop / jax: benchmarks/peers.py.  Run files in {tempfile.gettempdir()}.  "
+             "numpy_loop / jax: benchmarks/peers.py.  Run files in "
+             f"{data['settings']['run_files_in']}.  "
              "W5 times both engine backends with one BLAS thread, as scenarios/grokking.py "
              "runs; its peers, as a user's script, with the BLAS threads above and XLA's own.  "
              "Each row is measured in a new process (as a user's script starts: "
              "malloc's state, which decides the NumPy implementations' page faults here, does not "
-             f"carry over from the rows before).  Committed result W1 and W2 are compared with: "
-             f"{args.baseline}.", "",
-             "## Machine limits (measured in this run)", "",
-             f"- memory bandwidth (copy): {limits['memory_GBps']:.1f} GB/s",
-             *(f"- Philox + Box-Muller {dt} normals alone (the kernels' code: across replicas for "
-               f"d=1, per replica stream for d=256), d=1: "
-               f"{limits[f'normals_per_s_d1_{dt}']:.3g} /s, d=256: "
-               f"{limits[f'normals_per_s_d256_{dt}']:.3g} /s" for dt in ("float32", "float64")),
+             "carry over from the rows before)." + compared, "", *limits,
              "- GEMM of each workload's shape: in the table (timed in its round-robin)", "",
              "## Chain-steps per second", "",
              "| workload | dtype | numpy | numba | numba_run | numpy_loop | jax | numba/numpy "
@@ -609,15 +724,29 @@ def report(info: dict, limits: dict, rows: list[dict], checks: list[tuple], args
               "Steps per call: "
               + "; ".join(f"{r['workload']} {r['dtype']} {r['steps_per_call']}" for r in rows
                           if r["dtype"] == rows[0]["dtype"]) + ".", "", "## Criteria", ""]
-    for text, value, op, need in checks:
-        lines.append(f"- {verdict(value, op, need)}: {text}"
-                     + ("" if value is None else f" (measured {value:.3g}, need {op} {need:g})"))
+    for c in data["criteria"]:
+        lines.append(f"- {c['verdict']}: {c['text']}" + ("" if c["measured"] is None else
+                     f" (measured {c['measured']:.3g}, need {c['op']} {c['need']:g})"))
     return "\n".join(lines)
+
+
+def write(data: dict, out: str | None) -> None:
+    """Print the report of `data` and, with `out`, write it there (the hand notes of the report
+    it replaces kept) and the JSON next to it."""
+    text = "\n".join([report(data), *kept_notes(out)])
+    print(text)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as fh:
+            fh.write(text + "\n")
+        with open(os.path.splitext(out)[0] + ".json", "w") as fh:
+            json.dump(data, fh, indent=1)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="comma-separated workload names (of " + ", ".join(WORKLOADS) + ")")
+    ap.add_argument("--only", help="comma-separated workload names (of " + ", ".join(WORKLOADS)
+                    + "); with --out naming an existing report, only their rows are replaced")
     ap.add_argument("--quick", action="store_true",
                     help="an eighth of the steps, 3 repeats (smoke test)")
     ap.add_argument("--repeats", type=int,
@@ -652,6 +781,10 @@ def main(argv=None):
     info = machine()
     info["revision"] = revision()
     info["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    try:
+        base = merge_base(a.out, info) if a.only and a.out else {}
+    except ValueError as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     print(f"machine: {info['cpu']}, {info['cores']} cores, BLAS {info['blas']}, "
           f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}, JAX {info['jax']}", flush=True)
     limits = {"memory_GBps": memory_bandwidth(a.repeats) / 1e9}
@@ -673,20 +806,9 @@ def main(argv=None):
     baseline, why = baseline_of(a.baseline, info)
     checks = criteria(rows, limits, baseline, why)
     wall_s = time.perf_counter() - start
-    text = "\n".join([report(info, limits, rows, checks, a, wall_s), *kept_notes(a.out)])
-    print(text)
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as fh:
-            fh.write(text + "\n")
-        with open(os.path.splitext(a.out)[0] + ".json", "w") as fh:
-            json.dump({"machine": info, "settings": {"quick": a.quick, "repeats": a.repeats,
-                                                     "baseline": a.baseline,
-                                                     "run_files_in": tempfile.gettempdir()},
-                       "wall_s": wall_s, "limits": limits, "rows": rows,
-                       "criteria": [{"text": t, "measured": v, "op": op, "need": n,
-                                     "verdict": verdict(v, op, n)} for t, v, op, n in checks]},
-                      fh, indent=1)
+    data = result(info, {"quick": a.quick, "repeats": a.repeats, "baseline": a.baseline,
+                         "run_files_in": tempfile.gettempdir()}, wall_s, limits, rows, checks)
+    write(merged(base, data) if base else data, a.out)
     print(f"wall time of the whole benchmark: {wall_s:.0f} s")
 
 

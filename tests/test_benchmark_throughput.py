@@ -121,13 +121,13 @@ def test_the_report_names_the_code_it_measured(tmp_path):
     limits = {"memory_GBps": 1.0, **{f"normals_per_s_d{d}_{t}": 1.0 for d in (1, 256)
                                      for t in ("float32", "float64")}}
 
-    class Args:
-        repeats, quick, baseline = 5, False, "base.json"
-    text = tp.report(info, limits, [], [], Args, 1.0)
+    settings = {"repeats": 5, "quick": False, "baseline": "base.json", "run_files_in": "/tmp"}
+    text = tp.report(tp.result(info, settings, 1.0, limits, [], []))
     assert f"Code at {rev}, run 2026-12-06 05:00 UTC." in text
     assert "~2-6 s here" in text and "--quick" not in text
-    Args.quick = True
-    assert "an eighth of the full run's ~2-6 s (--quick" in tp.report(info, limits, [], [], Args, 1.0)
+    settings["quick"] = True
+    assert "an eighth of the full run's ~2-6 s (--quick" in tp.report(
+        tp.result(info, settings, 1.0, limits, [], []))
 
 
 def test_a_workload_whose_module_is_missing_is_refused_before_the_run(monkeypatch, capsys):
@@ -154,3 +154,104 @@ def test_out_must_name_the_markdown_report(capsys):
     with pytest.raises(SystemExit) as e:
         tp.main(["--only", "W1", "--out", "results/x"])
     assert e.value.code == 2 and "name it results/x.md" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ --only into an existing report
+
+HERE = {"cpu": "Some CPU", "cpu_id": "GenuineIntel family 6 model 207", "cores": 2, "platform": "p",
+        "python": "3", "numpy": "2", "numba": "0", "numba_threads": 2,
+        "numba_threading_layer": "omp", "blas": [], "OPENBLAS_CORETYPE": "(unset)", "jax": None,
+        "jax_devices": [], "XLA_FLAGS": "(unset)"}
+LIMITS = {"memory_GBps": 1.0, **{f"normals_per_s_d{d}_{t}": 1e9 for d in (1, 256)
+                                 for t in ("float32", "float64")}}
+
+
+def fake_row(name, dtype, rate):
+    """A measured row of every implementation at `rate` chain-steps/s (numba 20x that)."""
+    return {"workload": name, "title": f"{name} title", "dtype": dtype, "numba_fused": True,
+            "steps_per_call": {"numba": 10}, "spread": {"numba": 0.01}, "recording_cost": 0.01,
+            "seconds_per_record": 0.001, "cold_start_s": 1.0,
+            **{f"{i}_chain_steps_per_s": rate * (20 if i == "numba" else 1)
+               for i in ("numpy", "numba", "numba_run", "numpy_loop", "jax")}}
+
+
+def fake_run(monkeypatch, rate, revision, info=HERE):
+    """main() measures every row at `rate` (numba 20x) in no time, on the machine `info`."""
+    monkeypatch.setattr(tp, "machine", lambda: dict(info))
+    monkeypatch.setattr(tp, "revision", lambda: revision)
+    monkeypatch.setattr(tp, "memory_bandwidth", lambda repeats: 1e9)
+    monkeypatch.setattr(tp, "normal_rate", lambda *a: 1e9)
+    monkeypatch.setattr(tp.numba, "threading_layer", lambda: "omp")
+    monkeypatch.setattr(tp, "measure_fresh", lambda name, dtype, *a: fake_row(name, dtype, rate))
+    monkeypatch.setattr(tp, "cold_start", lambda name, dtype: 1.0)
+
+
+def test_only_updates_its_workloads_rows_in_the_existing_report(tmp_path, monkeypatch, capsys):
+    """`--only W4 --out existing.md` replaced the whole report with W4's rows: it now replaces
+    only the named workloads' rows and criteria (in the .md and the .json), keeps the others
+    and the hand notes, and says which run measured which rows."""
+    out = tmp_path / "m.md"
+    fake_run(monkeypatch, 100.0, "old1234 (2026-12-01)")
+    tp.main(["--only", "W1,W4,W5", "--out", str(out)])
+    with open(out, "a") as fh:
+        fh.write("\n## Notes (added by hand)\n\n- W5 is slow here.\n")
+    first = json.loads(out.with_suffix(".json").read_text())
+    assert first["format"] == tp.FORMAT and first["earlier"] == []
+    assert "Code at old1234 (2026-12-01), run" in out.read_text()
+
+    fake_run(monkeypatch, 300.0, "new5678 (2026-12-07)")
+    tp.main(["--only", "W5", "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    rates = {(r["workload"], r["dtype"]): r["numpy_chain_steps_per_s"] for r in data["rows"]}
+    assert rates == {("W1", "float32"): 100.0, ("W1", "float64"): 100.0, ("W4", "float32"): 100.0,
+                     ("W4", "float64"): 100.0, ("W5", "float32"): 300.0, ("W5", "float64"): 300.0}
+    assert [c for c in data["criteria"] if not c["text"].startswith("W5")] \
+        == [c for c in first["criteria"] if not c["text"].startswith("W5")]
+    assert [c["text"].split()[0] for c in data["criteria"]] \
+        == sorted((c["text"].split()[0] for c in data["criteria"]), key=list(tp.WORKLOADS).index)
+    assert [r["workloads"] for r in tp.runs(data)] == [["W1", "W4"], ["W5"]]
+    assert tp.runs(data)[0]["machine"]["revision"] == "old1234 (2026-12-01)"
+    text = out.read_text()
+    assert "Rows measured in 2 runs" in text and "W1, W4: code at old1234 (2026-12-01)" in text
+    assert "W5: code at new5678 (2026-12-07)" in text
+    assert "| W1 W1 title | float32 | 100 | 2e+03 |" in text
+    assert "| W5 W5 title | float32 | 300 | 6e+03 |" in text
+    assert text.count("## Notes (added by hand)") == 1 and "- W5 is slow here." in text
+    assert "## Machine limits (measured in each run)" in text
+
+    fake_run(monkeypatch, 500.0, "newer999 (2026-12-08)")     # a third run: W1 again
+    tp.main(["--only", "W1", "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert [r["workloads"] for r in tp.runs(data)] == [["W4"], ["W5"], ["W1"]]
+    assert [r["workload"] for r in data["rows"]] == ["W1", "W1", "W4", "W4", "W5", "W5"]
+    assert data["rows"][0]["numpy_chain_steps_per_s"] == 500.0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("case", ["other machine", "other format", "no json"])
+def test_only_refuses_to_merge_into_another_machines_or_formats_report(case, tmp_path,
+                                                                       monkeypatch, capsys):
+    """A merge keeps rows measured elsewhere only where they are comparable: the same CPU
+    family and model (as the baseline check) and the same results format; refused before
+    anything is measured, in one line, the files untouched."""
+    out = tmp_path / "m.md"
+    fake_run(monkeypatch, 100.0, "old1234 (2026-12-01)")
+    tp.main(["--only", "W1", "--out", str(out)])
+    js = out.with_suffix(".json")
+    if case == "other machine":
+        fake_run(monkeypatch, 300.0, "new", dict(HERE, cpu_id="GenuineIntel family 6 model 143"))
+        want = "may not be this one"
+    elif case == "other format":
+        js.write_text(json.dumps(dict(json.loads(js.read_text()), format=tp.FORMAT + 1)))
+        want = f"format {tp.FORMAT + 1}"
+    else:
+        js.unlink()
+        want = "no " + str(js)
+    before = [f.read_text() for f in (out, js) if f.exists()]
+    monkeypatch.setattr(tp, "measure_fresh", lambda *a: pytest.fail("measured before refusing"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        tp.main(["--only", "W5", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and want in err, err
+    assert [f.read_text() for f in (out, js) if f.exists()] == before
