@@ -172,7 +172,9 @@ def test_runners_keep_dtype_and_move(runner):
     sims = [Simulation(SphericalPSpin(8, 3, seed=1), OverdampedLangevin(0.05, 0.7), 5,
                        backend="numpy", dtype="float32"),
             Simulation(TeacherStudentMLP(n=40, d_in=3, hidden=4, teacher_hidden=2, seed=1),
-                       SGD(0.05, 8, momentum=0.9), 5, backend="numpy", dtype="float32")]
+                       SGD(0.05, 8, momentum=0.9), 5, backend="numpy", dtype="float32"),
+            Simulation(adamw_cases()["quadratic"], AdamW(lr=0.05), 5, backend="numpy",
+                       dtype="float32")]
     for sim in sims[1:] if runner == "JaxScan" else sims:   # JAX compiles cost ~1 s each
         peer = getattr(peers, runner)(sim, seed=3)
         peer.advance(10)     # two epochs of 5 batches for SGD
@@ -183,26 +185,34 @@ def test_runners_keep_dtype_and_move(runner):
             np.testing.assert_allclose((x.astype(np.float64) ** 2).sum(axis=1), 8, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["langevin", "sgd"])
+@pytest.mark.parametrize("case", ["langevin", "sgd", "adamw"])
 def test_jax_scan_advances_by_the_problems_steps(case):
-    """JaxScan.advance is the problem's step repeated, on its own normals (Langevin) or on
+    """JaxScan.advance is the problem's step repeated, on its own normals (Langevin), on
     per-epoch permutations of the samples cut into batches (SGD, as the engine's): each
-    replica's epoch takes every sample once."""
+    replica's epoch takes every sample once, or at the step count (AdamW's bias corrections:
+    counted on across advance calls)."""
     if peers.jax_module() is None:
         pytest.skip("jax is not installed")
     if case == "langevin":
         sim = Simulation(SphericalPSpin(8, 3, seed=1), OverdampedLangevin(0.05, 0.7), 5,
                          backend="numpy", dtype="float64")
-    else:
+    elif case == "sgd":
         sim = Simulation(TeacherStudentMLP(n=40, d_in=3, hidden=4, teacher_hidden=2, seed=1),
                          SGD(0.05, 8, momentum=0.9), 5, backend="numpy", dtype="float64")
+    else:
+        sim = Simulation(adamw_cases()["quadratic"], AdamW(lr=0.05), 5, backend="numpy",
+                         dtype="float64")
     peer = peers.JaxScan(sim, seed=3, precision="highest")
     pr, steps = peer.problem, 2 * peer.multiple if case == "sgd" else 3
-    peer.advance(steps)
+    for n in (steps,) if case == "sgd" else (1, steps - 1):
+        peer.advance(n)
     state = pr.init(sim.state["x"])
     for t in range(steps):
         if case == "langevin":
             state = pr.step(np, state, np.asarray(peer.normals(peer.key, t, state)), pr.data)
+            continue
+        if case == "adamw":
+            state = pr.step(np, state, t, pr.data)
             continue
         epoch, j = divmod(t, pr.per_epoch)
         idx = np.asarray(peer.batches(peer.key, epoch, 5))          # (batches, M, B)
