@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -85,10 +86,65 @@ def median_time(fn: Callable[[], object], repeats: int = 5) -> float:
 @dataclass
 class Entry:
     """One timed implementation: `call` does `work` units (chain-steps or FLOP); `warm`
-    compiles it before timing (other first-call costs are left to the median)."""
+    compiles it before timing (other first-call costs are left to the median); `close`
+    frees what it holds."""
     call: Callable[[], object]
     work: float
     warm: Callable[[], object] = lambda: None
+    close: Callable[[], object] = lambda: None
+
+
+class PeerProcess:
+    """The JAX peer of one row (`peers.JaxScan` of workload `name`'s numba Simulation in
+    `dtype`, from its initial state) in a process of its own, as a user's JAX script runs:
+    once JAX has run in a process, glibc's heap there serves NumPy's temporaries from pages
+    already touched (W5's NumPy reference 1.8x faster after one JAX call, design_changes
+    119), which no NumPy script without JAX sees.  `call()` advances it by `steps` and waits
+    (the row's round-robin times it as the others: the pipe's round trip, well under a
+    millisecond, is in it); `positions()` its state's positions (M, d)."""
+
+    def __init__(self, name: str, dtype: str, steps: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve_peer, args=(child, name, dtype, steps), daemon=True)
+        self.proc.start()
+        self._ask("ready")
+
+    def _ask(self, what: str):
+        if what != "ready":
+            self.conn.send(what)
+        ok, value = self.conn.recv()
+        if not ok:
+            raise RuntimeError(f"the JAX peer's process failed: {value}")
+        return value
+
+    def call(self) -> None:
+        self._ask("advance")
+
+    def positions(self) -> np.ndarray:
+        return self._ask("positions")
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.conn.send(None)
+            self.proc.join(30)
+        self.conn.close()
+
+
+def _serve_peer(conn, name: str, dtype: str, steps: int) -> None:
+    """`PeerProcess`'s side: build the peer, then answer "advance" and "positions" with
+    (True, value) or (False, the error) until None."""
+    try:
+        peer = peers.JaxScan(WORKLOADS[name].build("numba", dtype), seed=1)
+    except BaseException as e:
+        conn.send((False, f"{type(e).__name__}: {e}"))
+        return
+    conn.send((True, None))
+    while (what := conn.recv()) is not None:
+        try:
+            conn.send((True, peer.advance(steps) if what == "advance" else peer.positions))
+        except BaseException as e:
+            conn.send((False, f"{type(e).__name__}: {e}"))
 
 
 def interleaved(entries: dict[str, Entry], repeats: int) -> dict[str, list[float]]:
@@ -223,7 +279,6 @@ class Workload:
 def missing_modules(names) -> dict[str, list[str]]:
     """{module: [workloads]} of the modules the named workloads need that are not installed
     (checked before the run: a row whose build fails ended the whole run, with no report)."""
-    import importlib.util
     out: dict[str, list[str]] = {}
     for n in names:
         for mod in WORKLOADS[n].needs:
@@ -323,7 +378,7 @@ def entries(w: Workload, dtype: str, quick: bool,
     M = nb.n_replicas
     out, steps = {}, {}
     impls = [i for i in IMPLEMENTATIONS if i in w.steps or i == "numba_run"]
-    if "jax" in impls and peers.jax_module() is None:
+    if "jax" in impls and importlib.util.find_spec("jax") is None:   # (not imported here)
         impls.remove("jax")
     blas = ThreadpoolController()
 
@@ -349,10 +404,12 @@ def entries(w: Workload, dtype: str, quick: bool,
             out[impl] = Entry(engine(lambda s=s: nb.run(s, record_every=s // 10, out=path,
                                                         overwrite=True, progress=False).close()),
                               M * s, engine(nb.snapshot))  # compiles the record-time functions
-        else:        # peers start from the engine's initial state: build them before it moves
-            peer = (peers.NumpyLoop if impl == "numpy_loop" else peers.JaxScan)(nb, seed=1)
-            call = lambda peer=peer, s=s: peer.advance(s)  # noqa: E731
-            out[impl] = Entry(call, M * s, call if impl == "jax" else lambda: None)
+        elif impl == "numpy_loop":   # from the engine's initial state: built before it moves
+            peer = peers.NumpyLoop(nb, seed=1)
+            out[impl] = Entry(lambda peer=peer, s=s: peer.advance(s), M * s)
+        else:
+            jax = PeerProcess(w.name, dtype, s)
+            out[impl] = Entry(jax.call, M * s, jax.call, jax.close)
     if w.gemm_shape:
         out["gemm"] = gemm_entry(*w.gemm_shape, np.dtype(dtype))
     nb.advance(1)    # compiles; off the record grid: each run then writes ten records
@@ -397,7 +454,11 @@ def _cold_one(name: str, dtype: str) -> None:
 def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, limits: dict) -> dict:
     """One row: rates (work per second, medians of interleaved repeats) of every entry."""
     es, steps, sim = entries(w, dtype, quick, folder)
-    times = interleaved(es, repeats)
+    try:
+        times = interleaved(es, repeats)
+    finally:
+        for e in es.values():
+            e.close()
     kept = None
     if w.kept_memory_reference and "numpy" in es and keep_freed_memory():
         kept = es["numpy"].work / median_time(es["numpy"].call, repeats)

@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -255,3 +256,36 @@ def test_only_refuses_to_merge_into_another_machines_or_formats_report(case, tmp
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and want in err, err
     assert [f.read_text() for f in (out, js) if f.exists()] == before
+
+
+def _throughput_module(monkeypatch):
+    """benchmarks/throughput.py imported by its own name, as a spawned process imports it."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import throughput
+    return throughput
+
+
+def test_the_jax_peer_runs_in_a_process_of_its_own_with_the_same_numbers(monkeypatch):
+    """The JAX peer runs in its own process (JAX having run in a row's process sped the NumPy
+    reference there 1.8x): its positions after two calls of 2 steps are an in-process
+    JaxScan's after 4."""
+    pytest.importorskip("jax")
+    throughput = _throughput_module(monkeypatch)
+    import peers
+    proc = throughput.PeerProcess("W3b", "float64", 2)
+    try:
+        proc.call()
+        proc.call()
+        there = proc.positions()
+    finally:
+        proc.close()
+    assert not proc.proc.is_alive()
+    here = peers.JaxScan(throughput.WORKLOADS["W3b"].build("numba", "float64"), seed=1)
+    here.advance(4)
+    np.testing.assert_allclose(there, here.positions, rtol=1e-12, atol=1e-12)
+
+
+def test_the_jax_peer_process_reports_its_failure_in_one_line(monkeypatch):
+    throughput = _throughput_module(monkeypatch)
+    with pytest.raises(RuntimeError, match="^the JAX peer's process failed: KeyError: 'W0'$"):
+        throughput.PeerProcess("W0", "float64", 1)
