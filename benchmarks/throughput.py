@@ -13,7 +13,8 @@ user records ten times, and per-call costs weigh as in a run; the seconds per re
 reported, so other lengths can be read off; the recording cost is the median over the
 rounds of 1 - t(numba) / t(numba_run), both timed in the same round),
 and the peers of `peers.py`: a plain NumPy loop (`numpy_loop`) and JAX jit + lax.scan (`jax`;
-skipped where JAX is missing).  The GEMM of the workload's shape is timed in the same
+skipped where JAX is missing; in a process of its own, `PeerProcess`, so that the row's
+NumPy implementations run as in a script without JAX).  The GEMM of the workload's shape is timed in the same
 round-robin.  Limits measured once per run: the rate at which the kernels' own Philox +
 Box-Muller code generates normals alone, and memory bandwidth.  Each row (workload and
 dtype) runs in a new process, as a user's script starts; then its cold start is timed in
