@@ -577,7 +577,8 @@ def criteria(rows: list[dict], limits: dict, baseline: dict | None, why: str) ->
         nb, npy = r["numba_chain_steps_per_s"], r.get("numpy_chain_steps_per_s")
         jx = r.get("jax_chain_steps_per_s")
         rel = lambda other: None if other is None else nb / other  # noqa: E731
-        jax_need = {"W1": 1.0, "W2": 1.0, "W3": 1.5, "W3b": 1.5, "W4": 2.5, "W6": 1.0}.get(w)
+        jax_need = {"W1": 1.0, "W2": 1.0, "W3": 1.5, "W3b": 1.5, "W4": 2.5, "W5": 1.0,
+                    "W6": 1.0}.get(w)
         if w == "W1":
             out += [(f"W1 {dt}: numba >= 10x the NumPy reference", rel(npy), ">=", 10.0),
                     (f"W1 {dt}: numba >= 0.5x normals-alone rate",
