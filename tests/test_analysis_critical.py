@@ -28,6 +28,15 @@ def test_double_well_minima_saddles_and_maximum():
     assert len({tuple(p) for p in np.round(cp.x)}) == cp.x.shape[0]       # merged
     assert cp.dim == 2 and cp.found == cp.hits.sum()
     assert abs(cp.fraction_minima - np.mean(cp.index == 0)) < 1e-12
+    # energy bins [-0.5, 0.5), [0.5, 1.5), [1.5, 2.5), [2.5, 3.5): minima, saddles, the maximum,
+    # none; the index / dim of each point is its energy / 2 here
+    rows = cp.by_energy([-0.5, 0.5, 1.5, 2.5, 3.5])
+    counts = [int(np.sum(zeros == k)) for k in range(3)]
+    assert [r[2] for r in rows] == counts + [0]
+    for k, (lo, hi, n, f0, mean, se) in enumerate(rows[:3]):
+        assert (lo, hi) == (k - 0.5, k + 0.5) and f0 == (k == 0) and mean == k / 2
+        assert se == 0.0 if n > 1 else np.isnan(se)
+    assert all(np.isnan(v) for v in rows[3][3:])
 
 
 def test_end_points_escaped_to_infinity_are_counted_not_kept():

@@ -301,7 +301,7 @@ class DeviceRun:
             self.regions = (xp.asarray(kinds), xp.asarray(vecs), xp.asarray(thr))
         self.rule = device_rule(sim.dynamics)
         self.pot = pot if pot is not None else DevicePotential(
-            sim.potential, xp, self.state["x"][: min(self.M, 2)], sim.dynamics, self.rule is None)
+            sim.potential, xp, self.state["x"][: min(self.M, 2)], sim.dynamics)
         self.f32 = self.dtype == np.float32
 
     def owns(self, sim) -> bool:
@@ -852,7 +852,7 @@ class DevicePotential:
     `observes`: whether the potential has observables (records take them on the device
     unless "observables" is in `bridged`)."""
 
-    def __init__(self, potential, xp, x_probe, dynamics, all_methods: bool):
+    def __init__(self, potential, xp, x_probe, dynamics):
         self.host, self.xp = potential, xp
         self.dev = device_copy(potential, xp)
         self.bridged: dict[str, str] = {}
