@@ -1,4 +1,5 @@
-"""Overdamped (Euler-Maruyama, Leimkuhler-Matthews) and underdamped (BAOAB) Langevin dynamics."""
+"""Overdamped (Euler-Maruyama, Leimkuhler-Matthews) and underdamped (BAOAB, OBABO) Langevin
+dynamics."""
 from __future__ import annotations
 
 import math
@@ -46,6 +47,19 @@ def baoab_first(x, p, g, h, inv_mass, c1, c2, xi):
 def baoab_last(p, g, h):
     """The closing B of a BAOAB step (h = eta/2): p - h grad U(x) at the new x."""
     return p - h * g
+
+
+def obabo_first(x, p, g, eta, inv_mass, c1, c2, xi):
+    """O, B, A of one OBABO step (half-step O: c1 = exp(-gamma eta / 2)): p <- c1 p + c2 xi,
+    p <- p - (eta/2) g, x <- x + eta p / m; the caller then applies `obabo_last` with grad U(x)."""
+    p = c1 * p + c2 * xi
+    p = p - 0.5 * eta * g
+    return x + eta * inv_mass * p, p
+
+
+def obabo_last(p, g, eta, c1, c2, xi):
+    """The closing B and O of an OBABO step: c1 (p - (eta/2) grad U(x)) + c2 xi at the new x."""
+    return c1 * (p - 0.5 * eta * g) + c2 * xi
 
 
 @dataclass(frozen=True)
@@ -151,3 +165,48 @@ class UnderdampedLangevin(Dynamics):
         x, p = baoab_first(x, p, g, 0.5 * eta, 1.0 / self.mass, c1, c2, xi)
         g = potential.grad(x).astype(x.dtype)
         return {"x": x, "p": baoab_last(p, g, 0.5 * eta), "g": g}
+
+
+@dataclass(frozen=True)
+class OBABO(Dynamics):
+    """OBABO splitting of the same SDE as `UnderdampedLangevin` (Bussi & Parrinello 2007):
+
+        O: p <- c1 p + c2 xi1;  B: p -= eta/2 grad U(x);  A: x += eta p/m;
+        B: p -= eta/2 grad U(x);  O: p <- c1 p + c2 xi2,
+
+    c1 = exp(-gamma eta / 2), c2 = sqrt((1 - c1^2) m T) (`baoab_coeffs` at eta / 2).  On a
+    harmonic potential the kinetic temperature <p^2>/m = T is exact at any stable step
+    (eta^2 lam / m < 4); the position variance is not (T / (lam (1 - eta^2 lam / (4 m))),
+    where BAOAB's is T / lam).  State: x, p and the gradient g at x (M, d).  Random numbers:
+    step t takes the 2d NOISE normals at stream positions n = 2 t d + i, i < 2d
+    (`NoiseSource.normals(t, 2 d)`): xi1 the first d, xi2 the last d, so they stay a pure
+    function of (seed, replica, step).  `friction` gamma is 1/time; `mass` m.
+    """
+
+    step: float | Schedule = 1e-2
+    friction: float = 1.0
+    temperature: float | Schedule = 1.0
+    mass: float = 1.0
+
+    state_names = ("x", "p", "g")
+
+    def __post_init__(self):
+        UnderdampedLangevin.__post_init__(self)
+
+    def check_potential(self, potential):
+        if potential.constrained:
+            raise ConfigError(f"OBABO does not support the constrained "
+                              f"{type(potential).__name__}; use OverdampedLangevin")
+
+    def init_state(self, potential, x):
+        return {"x": x, "p": np.zeros_like(x), "g": potential.grad(x).astype(x.dtype)}
+
+    def reference_step(self, potential, state, t, noise):
+        x, p, g = state["x"], state["p"], state["g"]
+        eta, T = self.step(t), self.temperature(t)
+        c1, c2 = baoab_coeffs(0.5 * eta, self.friction, T, self.mass)
+        d = x.shape[1]
+        xi = noise.normals(t, 2 * d, dtype=x.dtype)
+        x, p = obabo_first(x, p, g, eta, 1.0 / self.mass, c1, c2, xi[:, :d])
+        g = potential.grad(x).astype(x.dtype)
+        return {"x": x, "p": obabo_last(p, g, eta, c1, c2, xi[:, d:]), "g": g}
