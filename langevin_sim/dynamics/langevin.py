@@ -49,17 +49,18 @@ def baoab_last(p, g, h):
     return p - h * g
 
 
-def obabo_first(x, p, g, eta, inv_mass, c1, c2, xi):
-    """O, B, A of one OBABO step (half-step O: c1 = exp(-gamma eta / 2)): p <- c1 p + c2 xi,
-    p <- p - (eta/2) g, x <- x + eta p / m; the caller then applies `obabo_last` with grad U(x)."""
+def obabo_first(x, p, g, h, eta, inv_mass, c1, c2, xi):
+    """O, B, A of one OBABO step (h = eta/2; c1, c2 of the half-step O): p <- c1 p + c2 xi,
+    p <- p - h g, x <- x + eta p / m; the caller then applies `obabo_last` with grad U(x)."""
     p = c1 * p + c2 * xi
-    p = p - 0.5 * eta * g
+    p = p - h * g
     return x + eta * inv_mass * p, p
 
 
-def obabo_last(p, g, eta, c1, c2, xi):
-    """The closing B and O of an OBABO step: c1 (p - (eta/2) grad U(x)) + c2 xi at the new x."""
-    return c1 * (p - 0.5 * eta * g) + c2 * xi
+def obabo_last(p, g, h, c1, c2, xi):
+    """The closing B and O of an OBABO step (h = eta/2): c1 (p - h grad U(x)) + c2 xi at the
+    new x."""
+    return c1 * (p - h * g) + c2 * xi
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,6 @@ class OBABO(Dynamics):
         c1, c2 = baoab_coeffs(0.5 * eta, self.friction, T, self.mass)
         d = x.shape[1]
         xi = noise.normals(t, 2 * d, dtype=x.dtype)
-        x, p = obabo_first(x, p, g, eta, 1.0 / self.mass, c1, c2, xi[:, :d])
+        x, p = obabo_first(x, p, g, 0.5 * eta, eta, 1.0 / self.mass, c1, c2, xi[:, :d])
         g = potential.grad(x).astype(x.dtype)
-        return {"x": x, "p": obabo_last(p, g, eta, c1, c2, xi[:, d:]), "g": g}
+        return {"x": x, "p": obabo_last(p, g, 0.5 * eta, c1, c2, xi[:, d:]), "g": g}

@@ -40,7 +40,7 @@ from ..backends.numpy_backend import within_bound
 from ..dynamics.adamw import adamw_update
 from ..dynamics.heun import heun_update
 from ..dynamics.langevin import (baoab_coeffs, baoab_first, baoab_last, lm_update, noise_scale,
-                                 overdamped_update)
+                                 obabo_first, obabo_last, overdamped_update)
 from ..dynamics.mala import accept_uniform, mala_accept, mala_log_alpha, proposal_residual2
 from ..dynamics.schedules import KINDS, schedule_value
 from ..dynamics.sgd import sgd_update
@@ -58,6 +58,7 @@ def overdamped_lane(x, g, z, eta, sigma, zero):
 _SHARED = dict(within_bound=within_bound, schedule_value=schedule_value, noise_scale=noise_scale,
                overdamped_update=overdamped_update, overdamped_lane=overdamped_lane,
                baoab_coeffs=baoab_coeffs, baoab_first=baoab_first, baoab_last=baoab_last,
+               obabo_first=obabo_first, obabo_last=obabo_last,
                sgd_update=sgd_update, heun_update=heun_update, lm_update=lm_update,
                sqrt=sqrt, adamw_update=adamw_update, proposal_residual2=proposal_residual2,
                mala_log_alpha=mala_log_alpha, accept_uniform=accept_uniform,

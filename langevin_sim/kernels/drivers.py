@@ -15,7 +15,7 @@ Every driver is serial and GIL-free on one block of replicas (lo..hi-1, `BLOCK` 
 and `run_blocks` spreads the blocks over a thread pool (as `kernels.pspin`: a prange
 wrapper would add a parfor compilation per family, dynamics and dtype).  Per step and
 block: the block's normals from the in-kernel Philox at the reference's stream positions (NOISE at n = t*d + i;
-Leimkuhler-Matthews also those of step t + 1, SGD's GRAD_NOISE, MALA's uniform ACCEPT word
+Leimkuhler-Matthews also those of step t + 1, OBABO its 2d at n = 2 t d + i, SGD's GRAD_NOISE, MALA's uniform ACCEPT word
 n = t), the gradient of the block, the update by the step rules of `common.STEPS` (the same
 scalar functions as each `reference_step`), and divergence freezing (a replica with a
 non-finite or out-of-bound new value keeps its state, dstep = t + 1).  Scalars are cast to
@@ -42,7 +42,7 @@ from .. import rng
 from ..backends import registry
 from ..backends.jit import compile_functions, jit, one_blas_thread
 from ..backends.numpy_backend import reference_advance
-from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+from ..dynamics import (MALA, OBABO, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
 from . import gemm
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_buffer, noise_chunk,
@@ -263,6 +263,25 @@ def baoab_driver(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, ar
         commit3(x, p, g, nx, cpu.baoab_last(np_, ng, h), ng, dstep, lo, t, bound)
 
 
+def obabo_driver(x, p, g, dstep, t0, K, k0, k1, rep0, es, ts, friction, mass, args, bound,
+                 lo, hi):
+    """OBABO: state x, p and the gradient g at x; the 2d normals of step t (`obabo_first` on
+    the first d, the gradient, `obabo_last` on the last d)."""
+    d = x.shape[1]
+    xi = np.zeros((hi - lo, 2 * d), x.dtype)
+    buf = noise_buffer(2 * d, x)
+    for t in range(t0, t0 + K):
+        eta = sched(es, t)
+        c1, c2 = cpu.baoab_coeffs(0.5 * eta, friction, sched(ts, t), mass)
+        h, a1, a2 = like(0.5 * eta, x), like(c1, x), like(c2, x)
+        block_noise(xi, dstep, lo, t, 1, rng.NOISE, k0, k1, rep0, buf)
+        nx, np_ = cpu.obabo_first(x[lo:hi], p[lo:hi], g[lo:hi], h, like(eta, x),
+                                  like(1.0 / mass, x), a1, a2, xi[:, :d])
+        ng = grad_block(nx, args)
+        commit3(x, p, g, nx, cpu.obabo_last(np_, ng, h, a1, a2, xi[:, d:]), ng, dstep, lo, t,
+                bound)
+
+
 def mala_driver(x, u, g, acc, dstep, t0, K, k0, k1, rep0, es, ts, args, bound, lo, hi):
     """MALA: state x, u = U(x) (M,), g = grad U(x), acc (M,) accepted proposals."""
     d = x.shape[1]
@@ -441,7 +460,8 @@ def energy_driver(x, out, args, lo, hi):
             out[a + r] = u[r]
 
 
-DRIVERS = ("overdamped_driver", "lm_driver", "heun_driver", "baoab_driver", "mala_driver",
+DRIVERS = ("overdamped_driver", "lm_driver", "heun_driver", "baoab_driver", "obabo_driver",
+           "mala_driver",
            "sgd_driver", "sgd_batch_driver", "adamw_driver", "adamw_batch_driver", "energy_driver")
 
 
@@ -591,6 +611,15 @@ def generic_baoab(sim, t0, K, k0, k1):
                sim.divergence_bound)
 
 
+def generic_obabo(sim, t0, K, k0, k1):
+    drv, hooks, args = _common(sim)
+    dyn, s = sim.dynamics, sim.state
+    run_blocks(drv.obabo_driver, s["x"].shape[0], hooks, s["x"], s["p"], s["g"], sim.diverged_step,
+               t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
+               schedule_code(dyn.temperature), float(dyn.friction), float(dyn.mass), args,
+               sim.divergence_bound)
+
+
 def generic_mala(sim, t0, K, k0, k1):
     drv, hooks, args = _common(sim)
     dyn, s = sim.dynamics, sim.state
@@ -649,7 +678,7 @@ def _fallback(sim, t0, K, what: str) -> None:
 
 ADAPTERS = {OverdampedLangevin: _langevin("overdamped_driver"), Heun: _langevin("heun_driver"),
             LeimkuhlerMatthews: _langevin("lm_driver"), UnderdampedLangevin: generic_baoab,
-            MALA: generic_mala, SGD: generic_sgd, AdamW: generic_adamw}
+            OBABO: generic_obabo, MALA: generic_mala, SGD: generic_sgd, AdamW: generic_adamw}
 
 
 def register_generic() -> None:
