@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from langevin_sim import Simulation
-from langevin_sim.dynamics import (MALA, REGISTRY as DYNAMICS, SGD, AdamW, Heun,
+from langevin_sim.dynamics import (MALA, OBABO, REGISTRY as DYNAMICS, SGD, AdamW, Heun,
                                    LeimkuhlerMatthews, OverdampedLangevin, Schedule,
                                    UnderdampedLangevin)
 from langevin_sim.errors import BackendUnavailableError
@@ -76,6 +76,7 @@ def dynamics_cases(pot) -> dict:
            "LeimkuhlerMatthews": LeimkuhlerMatthews(0.02, Schedule("cosine", 0.5, 0.2, 10))}
     if not c:
         out["UnderdampedLangevin"] = UnderdampedLangevin(0.05, 1.5, Schedule("cosine", 0.5, 0.2, 10))
+        out["OBABO"] = OBABO(Schedule("linear", 0.05, 0.03, 10), 1.5, Schedule("cosine", 0.5, 0.2, 10))
         out["MALA"] = MALA(0.02, 0.5)
     if fs:
         out["SGD-iid"] = SGD(0.02, 4, sampling="iid")

@@ -47,6 +47,7 @@ def dynamics(name: str, pot):
     return {
         "OverdampedLangevin": lambda: DYNAMICS[name](2e-2, 0.4),
         "UnderdampedLangevin": lambda: DYNAMICS[name](5e-2, 1.5, 0.4),
+        "OBABO": lambda: DYNAMICS[name](5e-2, 1.5, 0.4),
         "Heun": lambda: DYNAMICS[name](2e-2, 0.4),
         "LeimkuhlerMatthews": lambda: DYNAMICS[name](2e-2, 0.4),
         "MALA": lambda: DYNAMICS[name](5e-2, 0.4),
@@ -75,7 +76,7 @@ GENERIC = {f"{p.__name__}-{d.__name__}" for p, d, b in registry.KERNELS
            if b == "numba" and registry.KERNELS[p, d, b].fn.__module__ == drivers.__name__}
 # one pair per generic driver (and the sphere) by default; every pair with -m slow
 DEFAULT = {"DoubleWell-MALA", "SphericalPSpin-Heun", "LinearRegression-AdamW",
-           "LinearRegression-UnderdampedLangevin"}
+           "LinearRegression-UnderdampedLangevin", "DoubleWell-OBABO"}
 FLOAT32_DEFAULT = {"DoubleWell-MALA"}
 
 

@@ -1,5 +1,5 @@
-"""Exact oracles of the second-order overdamped integrators: stochastic Heun and
-Leimkuhler-Matthews (LM) on quadratics.
+"""Exact oracles of the second-order overdamped integrators, stochastic Heun and
+Leimkuhler-Matthews (LM), and of the underdamped OBABO splitting, on quadratics.
 
 Deterministic (T = 0): Heun's one-step map and its order of convergence to the exact flow.
 Stochastic: the exact stationary variances of the linear recursions (derivations in the
@@ -9,9 +9,11 @@ correlation time (replicas x records independent), as in tests/test_physics.py.
 """
 import numpy as np
 import pytest
+from scipy.linalg import solve_discrete_lyapunov
 
 from langevin_sim import Simulation
-from langevin_sim.dynamics import Dynamics, Heun, LeimkuhlerMatthews, OverdampedLangevin, Schedule
+from langevin_sim.dynamics import (OBABO, Dynamics, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+                                   Schedule)
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import Quadratic
 
@@ -118,6 +120,50 @@ def test_leimkuhler_matthews_lag_one_covariance():
     assert np.all(np.abs(cov - (1 - eta * lam) * T / (lam * (1 - eta * lam / 2))) > 10 * se)
 
 
+def obabo_stationary_covariance(eta, lam, gamma, T, m):
+    """Stationary covariance (2, 2) of (x, p) under OBABO's linear one-step map on U = lam x^2/2:
+    (x, p) -> A (x, p) + B (xi1, xi2), A and B composed from the O, B, A, B, O maps (half-step
+    O: c1 = exp(-gamma eta / 2), c2 = sqrt((1 - c1^2) m T)); Sigma = A Sigma A^T + B B^T."""
+    c1 = np.exp(-gamma * eta / 2)
+    c2 = np.sqrt((1 - c1 * c1) * m * T)
+    O = np.array([[1.0, 0.0], [0.0, c1]])
+    kick = np.array([[1.0, 0.0], [-eta / 2 * lam, 1.0]])
+    drift = np.array([[1.0, eta / m], [0.0, 1.0]])
+    A = O @ kick @ drift @ kick @ O
+    B = np.column_stack([O @ kick @ drift @ kick @ [0.0, c2], [0.0, c2]])
+    return solve_discrete_lyapunov(A, B @ B.T)
+
+
+@pytest.mark.parametrize("backend,dtype", BACKENDS)
+def test_obabo_kinetic_temperature_is_exact_and_position_variance_is_not(backend, dtype):
+    """var p = m T exactly at any stable step; var x = T / (lam (1 - eta^2 lam / (4 m))) (the
+    discrete Lyapunov equation), 1.6 T / lam at eta^2 lam / m = 1.5 (stable below 4), where
+    BAOAB has T / lam."""
+    eta, gamma, T, m = 0.5, 2.0, 0.7, 1.3
+    lam = SPECTRUM
+    exact = np.array([obabo_stationary_covariance(eta, v, gamma, T, m) for v in lam])
+    np.testing.assert_allclose(exact[:, 1, 1], m * T, rtol=1e-12)
+    np.testing.assert_allclose(exact[:, 0, 0], T / (lam * (1 - eta * eta * lam / (4 * m))),
+                               rtol=1e-12)
+    pot = Quadratic(spectrum=lam, seed=1)
+    sim = Simulation(pot, OBABO(eta, gamma, T, m), 2000, backend=backend, seed=2, dtype=dtype)
+    # slowest mode: spectral radius 0.85 per step, 60 steps -> 6e-5 correlation between records
+    sim.advance(200)
+    _, Q = pot.eigh
+    ys, qs = [], []
+    for _ in range(12):
+        sim.advance(60)
+        ys.append(sim.state["x"] @ Q)
+        qs.append(sim.state["p"] @ Q)
+    y, q = np.concatenate(ys), np.concatenate(qs)
+    for name, v, want in (("var x", y, exact[:, 0, 0]), ("var p", q, exact[:, 1, 1])):
+        var = np.mean(v ** 2, axis=0)              # the mean is known to be 0
+        se = var * np.sqrt(2.0 / v.shape[0])
+        assert_within_se(var, want, se, what=f"OBABO {name}")
+        if name == "var x":                        # not BAOAB's Gibbs variance T / lam
+            assert np.abs(var - T / lam)[-1] > 10 * se[-1]
+
+
 # ---------------------------------------------------------------- parameters
 
 @pytest.mark.parametrize("cls", [Heun, LeimkuhlerMatthews])
@@ -130,10 +176,11 @@ def test_parameters_validate_and_round_trip(cls):
             cls(**bad)
 
 
-@pytest.mark.parametrize("cls", [Heun, LeimkuhlerMatthews])
+@pytest.mark.parametrize("cls", [Heun, LeimkuhlerMatthews, OBABO])
 def test_resume_and_partition_give_the_same_bits(cls):
-    """LM reads the noise of step t + 1 at step t from its stream position: a run split in
-    calls and over replicas equals the whole run bit for bit (reference backend)."""
+    """LM reads the noise of step t + 1 at step t from its stream position, OBABO its two
+    normals of step t at 2 t d + i: a run split in calls and over replicas equals the whole
+    run bit for bit (reference backend)."""
     pot = Quadratic(spectrum=[0.5, 2.0, 3.0], seed=4)
     dyn = cls(0.1, 0.5)
     whole = Simulation(pot, dyn, 6, backend="numpy", seed=8)
