@@ -113,6 +113,7 @@ WIDE_GENERIC = {"overdamped": OverdampedLangevin(0.005, 0.3),
                 "sgd": SGD(0.005, 8, momentum=0.5, weight_decay=0.01, temperature=0.05),
                 "baoab": UnderdampedLangevin(0.01, 1.0, 0.3), "adamw": AdamW(0.01, 8),
                 "heun": Heun(0.005, 0.3), "lm": LeimkuhlerMatthews(0.005, 0.3),
+                "obabo": OBABO(0.01, 1.0, 0.3),
                 "sgd-noises": SGD(0.005, 8, momentum=0.5, sampling="subset", label_noise=0.1,
                                   grad_noise=0.05, temperature=0.05)}
 
@@ -751,8 +752,10 @@ if SIM:
     @pytest.mark.parametrize("dyn", [OverdampedLangevin(1e-2, 0.4), UnderdampedLangevin(0.05, 1.0, 0.4),
                                      SGD(0.01, None, momentum=0.5, temperature=0.1),
                                      AdamW(0.5, None, weight_decay=0.0), MALA(0.01, 0.4),
-                                     Heun(1e-2, 0.4), LeimkuhlerMatthews(1e-2, 0.4)],
-                             ids=["overdamped", "baoab", "sgd", "adamw", "mala", "heun", "lm"])
+                                     Heun(1e-2, 0.4), LeimkuhlerMatthews(1e-2, 0.4),
+                                     OBABO(0.05, 1.0, 0.4)],
+                             ids=["overdamped", "baoab", "sgd", "adamw", "mala", "heun", "lm",
+                                  "obabo"])
     @pytest.mark.parametrize("path", ["fused", "generic"])
     def test_divergence_flags_and_frozen_states_match_reference(dyn, path, monkeypatch):
         """Replicas started far out overflow at different steps: same flags, frozen states, by
@@ -784,8 +787,8 @@ if SIM:
     @pytest.mark.parametrize("dyn", [OverdampedLangevin(1e-2, 0.4), UnderdampedLangevin(0.05, 1.0, 0.4),
                                      SGD(0.01, None, momentum=0.5, temperature=0.1),
                                      AdamW(0.5, None, weight_decay=0.0), Heun(1e-2, 0.4),
-                                     LeimkuhlerMatthews(1e-2, 0.4)],
-                             ids=["overdamped", "baoab", "sgd", "adamw", "heun", "lm"])
+                                     LeimkuhlerMatthews(1e-2, 0.4), OBABO(0.05, 1.0, 0.4)],
+                             ids=["overdamped", "baoab", "sgd", "adamw", "heun", "lm", "obabo"])
     def test_generic_path_resumes_a_run_with_frozen_replicas(dyn, tmp_path, monkeypatch):
         """A run whose far-out replicas froze, resumed on cuda by the generic path: its first
         steps write into fresh scratch arrays (poisoned by the stand-in's `empty`), so the

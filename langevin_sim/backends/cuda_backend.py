@@ -33,7 +33,7 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   words; label noise by the potential's `grad_noisy_labels` and gradient noise added in
   array code, with LABEL_NOISE / GRAD_NOISE normals from the Philox kernels), AdamW,
   UnderdampedLangevin (BAOAB: a kernel before and one after the gradient at the new
-  position), Heun (the predictor's kernel, its gradient, the corrector's kernel on the same
+  position), OBABO (the same two kernels' shape; its normals of step t at 2 t d + i), Heun (the predictor's kernel, its gradient, the corrector's kernel on the same
   normals), Leimkuhler-Matthews.  Constrained
   potentials: the kernel writes the tangent-step candidate, the potential's own `project` /
   `retract` run on the device arrays, and `DeviceRun.commit` tests and freezes;
@@ -69,7 +69,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import rng
-from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+from ..dynamics import (MALA, OBABO, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
 from ..dynamics.adamw import complements
 from ..dynamics.langevin import baoab_coeffs, noise_scale
@@ -763,6 +763,26 @@ def baoab_rule(run: DeviceRun, dyn, t: int) -> None:
     run.state["g"] = gn
 
 
+def obabo_rule(run: DeviceRun, dyn, t: int) -> None:
+    """`OBABO.reference_step` on the device: O B A, the gradient, the closing B O (a frozen
+    replica carries x, p and g).  The kernels draw at stream positions s d + i of the step s
+    they are given: 2 t for the first O's normals, 2 t + 1 for the second's (n = 2 t d + i,
+    i < 2 d); the freeze then flags step t."""
+    x, p, g = run.state["x"], run.state["p"], run.state["g"]
+    eta, T = dyn.step(t), dyn.temperature(t)
+    c1, c2 = baoab_coeffs(0.5 * eta, dyn.friction, T, dyn.mass)
+    xo, po = run.buffer("x", x), run.buffer("p", p)
+    run.elementwise(ck.EW_OBABO_FIRST, 2 * t, (x, p, g), (xo, po),
+                    (0.5 * eta, eta, 1.0 / dyn.mass, c1, c2), noisy=True, freeze=False)
+    gn = run.grad(xo)
+    run.elementwise(ck.EW_OBABO_LAST, 2 * t + 1, (x, p, g), (xo, po, gn), (0.5 * eta, c1, c2),
+                    noisy=True, freeze=False)
+    run.freeze(t, (x, p, g), (xo, po, gn))
+    run.swap("x", xo)
+    run.swap("p", po)
+    run.state["g"] = gn
+
+
 def heun_rule(run: DeviceRun, dyn, t: int) -> None:
     """`Heun.reference_step` on the device: the predictor (untested: the reference tests the
     step's end), its gradient, the corrector on the same normals."""
@@ -785,7 +805,8 @@ def heun_rule(run: DeviceRun, dyn, t: int) -> None:
 
 
 RULES = {OverdampedLangevin: overdamped_rule, SGD: sgd_rule, AdamW: adamw_rule,
-         UnderdampedLangevin: baoab_rule, Heun: heun_rule, LeimkuhlerMatthews: overdamped_rule}
+         UnderdampedLangevin: baoab_rule, Heun: heun_rule, LeimkuhlerMatthews: overdamped_rule,
+         OBABO: obabo_rule}
 
 
 def device_rule(dyn):

@@ -278,17 +278,19 @@ def words():
 
 # the generic path's step rules (`elementwise`'s `rule`): Euler-Maruyama, the heavy ball (SGD),
 # AdamW, BAOAB's B A O A and its closing B, the divergence test alone (`DeviceRun.commit`),
-# Heun's predictor and corrector, Leimkuhler-Matthews
+# Heun's predictor and corrector, Leimkuhler-Matthews, OBABO's O B A and its closing B O
 (EW_OVERDAMPED, EW_SGD, EW_ADAMW, EW_BAOAB_FIRST, EW_BAOAB_LAST, EW_COMMIT, EW_HEUN_PREDICT,
- EW_HEUN_CORRECT, EW_LM) = range(9)
-EW_DRAWS = (EW_OVERDAMPED, EW_SGD, EW_BAOAB_FIRST, EW_HEUN_PREDICT, EW_HEUN_CORRECT, EW_LM)
+ EW_HEUN_CORRECT, EW_LM, EW_OBABO_FIRST, EW_OBABO_LAST) = range(11)
+EW_DRAWS = (EW_OVERDAMPED, EW_SGD, EW_BAOAB_FIRST, EW_HEUN_PREDICT, EW_HEUN_CORRECT, EW_LM,
+            EW_OBABO_FIRST, EW_OBABO_LAST)
 # (the rules that draw the step's normals: Heun's two stages the same ones)
 EW_NEXT = (EW_LM,)   # the rules that draw the next step's normals of their entries too
 # (ins, outs, scalars): the arrays and scalars each rule is launched with (`DeviceRun.
 # elementwise`; EW_COMMIT with one to three (old, new) pairs: its largest)
 EW_ARITY = {EW_OVERDAMPED: (2, 1, 2), EW_SGD: (3, 2, 4), EW_ADAMW: (4, 3, 9),
             EW_BAOAB_FIRST: (3, 2, 4), EW_BAOAB_LAST: (3, 3, 1), EW_COMMIT: (3, 3, 0),
-            EW_HEUN_PREDICT: (2, 1, 2), EW_HEUN_CORRECT: (3, 1, 2), EW_LM: (2, 1, 2)}
+            EW_HEUN_PREDICT: (2, 1, 2), EW_HEUN_CORRECT: (3, 1, 2), EW_LM: (2, 1, 2),
+            EW_OBABO_FIRST: (3, 2, 5), EW_OBABO_LAST: (3, 3, 3)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -370,6 +372,24 @@ def _entry(rule: int):
         @cuda.jit(device=True)
         def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
             pv = last(outs[1][r, j], outs[2][r, j], p[0])
+            outs[1][r, j] = pv
+            return ok_(pv, bound) and ok_(outs[0][r, j], bound) and ok_(outs[2][r, j], bound)
+    elif rule == EW_OBABO_FIRST:   # ins (x, p, g), outs (x', p'), p (h, eta, 1 / mass, c1, c2);
+        ofirst = st.obabo_first    # no test (the gradient at x' comes between)
+
+        @cuda.jit(device=True)
+        def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
+            xn, pn = ofirst(ins[0][r, j], ins[1][r, j], ins[2][r, j], p[0], p[1], p[2], p[3],
+                            p[4], z)
+            outs[0][r, j] = xn
+            outs[1][r, j] = pn
+            return True
+    elif rule == EW_OBABO_LAST:    # ins (x, p, g), outs (x', p', g' = grad U(x')), p (h, c1,
+        olast = st.obabo_last      # c2): obabo_last(p', g') into p', the test of x', p', g'
+
+        @cuda.jit(device=True)
+        def entry(ins, outs, r, j, z, zn, p, zero, bound, candidate):
+            pv = olast(outs[1][r, j], outs[2][r, j], p[0], p[1], p[2], z)
             outs[1][r, j] = pv
             return ok_(pv, bound) and ok_(outs[0][r, j], bound) and ok_(outs[2][r, j], bound)
     elif rule == EW_COMMIT:        # ins: the old arrays, outs: the new ones, tested
