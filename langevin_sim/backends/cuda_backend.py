@@ -33,7 +33,8 @@ Paths, per step t (scalars of schedules are evaluated on the host, as by the ref
   words; label noise by the potential's `grad_noisy_labels` and gradient noise added in
   array code, with LABEL_NOISE / GRAD_NOISE normals from the Philox kernels), AdamW,
   UnderdampedLangevin (BAOAB: a kernel before and one after the gradient at the new
-  position), OBABO (the same two kernels' shape; its normals of step t at 2 t d + i), Heun (the predictor's kernel, its gradient, the corrector's kernel on the same
+  position), OBABO (the same two kernels' shape; its normals of step t at 2 t d + i),
+  Heun (the predictor's kernel, its gradient, the corrector's kernel on the same
   normals), Leimkuhler-Matthews.  Constrained
   potentials: the kernel writes the tangent-step candidate, the potential's own `project` /
   `retract` run on the device arrays, and `DeviceRun.commit` tests and freezes;

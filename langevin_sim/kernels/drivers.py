@@ -15,8 +15,8 @@ Every driver is serial and GIL-free on one block of replicas (lo..hi-1, `BLOCK` 
 and `run_blocks` spreads the blocks over a thread pool (as `kernels.pspin`: a prange
 wrapper would add a parfor compilation per family, dynamics and dtype).  Per step and
 block: the block's normals from the in-kernel Philox at the reference's stream positions (NOISE at n = t*d + i;
-Leimkuhler-Matthews also those of step t + 1, OBABO its 2d at n = 2 t d + i, SGD's GRAD_NOISE, MALA's uniform ACCEPT word
-n = t), the gradient of the block, the update by the step rules of `common.STEPS` (the same
+Leimkuhler-Matthews also those of step t + 1, OBABO its 2d at n = 2 t d + i, SGD's
+GRAD_NOISE, MALA's uniform ACCEPT word n = t), the gradient of the block, the update by the step rules of `common.STEPS` (the same
 scalar functions as each `reference_step`), and divergence freezing (a replica with a
 non-finite or out-of-bound new value keeps its state, dstep = t + 1).  Scalars are cast to
 the state's dtype (`like`), as NumPy does with Python scalars.  `register_generic` (called
