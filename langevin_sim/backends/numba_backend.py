@@ -37,7 +37,8 @@ class NumbaBackend:
             _warn_once((pot, dyn), f"numba backend has no fused kernel for {pot} x {dyn}; "
                                    "running the NumPy reference (correct, slower; a new "
                                    "potential gets the generic kernels from its family's hooks "
-                                   "in langevin_sim/kernels/: docs/extending.md)")
+                                   "in langevin_sim/kernels/, a new dynamics its driver in "
+                                   "kernels/drivers.py: docs/extending.md)")
         elif getattr(sim, "first_passage", None) is not None and not kernel.first_passage:
             _warn_once((pot, dyn, "first_passage"),
                        f"numba backend's fused kernel for {pot} x {dyn} does not update "

@@ -124,14 +124,11 @@ class LeimkuhlerMatthews(Dynamics):
 
 
 @dataclass(frozen=True)
-class UnderdampedLangevin(Dynamics):
-    """BAOAB splitting of dx = p/m dt, dp = -grad U dt - gamma p dt + sqrt(2 gamma m T) dW.
-
-    B: p -= eta/2 grad U; A: x += eta/2 p/m; O: p <- c1 p + c2 xi; A; B, with
-    c1 = exp(-gamma eta), c2 = sqrt((1 - c1^2) m T).  For a harmonic potential the
-    configurational marginal is exactly N(0, T/lam) at any stable step.  State: x, p and
-    the gradient g at x (M, d).  `friction` gamma is 1/time; `mass` m.
-    """
+class _Underdamped:
+    """What the underdamped schemes (`UnderdampedLangevin`, `OBABO`) share: their parameters
+    (`step` eta, `friction` gamma in 1/time, `temperature` T, `mass` m; eta and T numbers or
+    Schedules), validation, state (x, p and the gradient g at x, (M, d)) and their refusal of
+    constrained potentials.  Not a `Dynamics`: not registered."""
 
     step: float | Schedule = 1e-2
     friction: float = 1.0
@@ -152,11 +149,22 @@ class UnderdampedLangevin(Dynamics):
 
     def check_potential(self, potential):
         if potential.constrained:
-            raise ConfigError(f"UnderdampedLangevin does not support the constrained "
+            raise ConfigError(f"{type(self).__name__} does not support the constrained "
                               f"{type(potential).__name__}; use OverdampedLangevin")
 
     def init_state(self, potential, x):
         return {"x": x, "p": np.zeros_like(x), "g": potential.grad(x).astype(x.dtype)}
+
+
+@dataclass(frozen=True)
+class UnderdampedLangevin(_Underdamped, Dynamics):
+    """BAOAB splitting of dx = p/m dt, dp = -grad U dt - gamma p dt + sqrt(2 gamma m T) dW.
+
+    B: p -= eta/2 grad U; A: x += eta/2 p/m; O: p <- c1 p + c2 xi; A; B, with
+    c1 = exp(-gamma eta), c2 = sqrt((1 - c1^2) m T).  For a harmonic potential the
+    configurational marginal is exactly N(0, T/lam) at any stable step.  State: x, p and
+    the gradient g at x (M, d).  `friction` gamma is 1/time; `mass` m.
+    """
 
     def reference_step(self, potential, state, t, noise):
         x, p, g = state["x"], state["p"], state["g"]
@@ -169,7 +177,7 @@ class UnderdampedLangevin(Dynamics):
 
 
 @dataclass(frozen=True)
-class OBABO(Dynamics):
+class OBABO(_Underdamped, Dynamics):
     """OBABO splitting of the same SDE as `UnderdampedLangevin` (Bussi & Parrinello 2007):
 
         O: p <- c1 p + c2 xi1;  B: p -= eta/2 grad U(x);  A: x += eta p/m;
@@ -183,24 +191,6 @@ class OBABO(Dynamics):
     (`NoiseSource.normals(t, 2 d)`): xi1 the first d, xi2 the last d, so they stay a pure
     function of (seed, replica, step).  `friction` gamma is 1/time; `mass` m.
     """
-
-    step: float | Schedule = 1e-2
-    friction: float = 1.0
-    temperature: float | Schedule = 1.0
-    mass: float = 1.0
-
-    state_names = ("x", "p", "g")
-
-    def __post_init__(self):
-        UnderdampedLangevin.__post_init__(self)
-
-    def check_potential(self, potential):
-        if potential.constrained:
-            raise ConfigError(f"OBABO does not support the constrained "
-                              f"{type(potential).__name__}; use OverdampedLangevin")
-
-    def init_state(self, potential, x):
-        return {"x": x, "p": np.zeros_like(x), "g": potential.grad(x).astype(x.dtype)}
 
     def reference_step(self, potential, state, t, noise):
         x, p, g = state["x"], state["p"], state["g"]

@@ -14,12 +14,13 @@ dispatchers as arguments is never loaded from the cache).
 Every driver is serial and GIL-free on one block of replicas (lo..hi-1, `BLOCK` rows),
 and `run_blocks` spreads the blocks over a thread pool (as `kernels.pspin`: a prange
 wrapper would add a parfor compilation per family, dynamics and dtype).  Per step and
-block: the block's normals from the in-kernel Philox at the reference's stream positions (NOISE at n = t*d + i;
-Leimkuhler-Matthews also those of step t + 1, OBABO its 2d at n = 2 t d + i, SGD's
-GRAD_NOISE, MALA's uniform ACCEPT word n = t), the gradient of the block, the update by the step rules of `common.STEPS` (the same
-scalar functions as each `reference_step`), and divergence freezing (a replica with a
-non-finite or out-of-bound new value keeps its state, dstep = t + 1).  Scalars are cast to
-the state's dtype (`like`), as NumPy does with Python scalars.  `register_generic` (called
+block: the block's normals from the in-kernel Philox at the reference's stream positions
+(NOISE at n = t*d + i; Leimkuhler-Matthews also those of step t + 1, OBABO its 2d at
+n = 2 t d + i, SGD's GRAD_NOISE, MALA's uniform ACCEPT word n = t), the gradient of the
+block, the update by the step rules of `common.STEPS` (the same scalar functions as each
+`reference_step`), and divergence freezing (a replica with a non-finite or out-of-bound new
+value keeps its state, dstep = t + 1).  Scalars are cast to the state's dtype (`like`), as
+NumPy does with Python scalars.  `register_generic` (called
 by `kernels/__init__`) registers the drivers for every pair of a family with hooks and a
 dynamics below that has no dedicated kernel.  `energy_kernel(potential)` gives recording a
 compiled float64 energy.
@@ -461,8 +462,8 @@ def energy_driver(x, out, args, lo, hi):
 
 
 DRIVERS = ("overdamped_driver", "lm_driver", "heun_driver", "baoab_driver", "obabo_driver",
-           "mala_driver",
-           "sgd_driver", "sgd_batch_driver", "adamw_driver", "adamw_batch_driver", "energy_driver")
+           "mala_driver", "sgd_driver", "sgd_batch_driver", "adamw_driver", "adamw_batch_driver",
+           "energy_driver")
 
 
 def compiled(potential_cls: type):
@@ -602,22 +603,17 @@ def _langevin(name):
     return fn
 
 
-def generic_baoab(sim, t0, K, k0, k1):
-    drv, hooks, args = _common(sim)
-    dyn, s = sim.dynamics, sim.state
-    run_blocks(drv.baoab_driver, s["x"].shape[0], hooks, s["x"], s["p"], s["g"], sim.diverged_step,
-               t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
-               schedule_code(dyn.temperature), float(dyn.friction), float(dyn.mass), args,
-               sim.divergence_bound)
-
-
-def generic_obabo(sim, t0, K, k0, k1):
-    drv, hooks, args = _common(sim)
-    dyn, s = sim.dynamics, sim.state
-    run_blocks(drv.obabo_driver, s["x"].shape[0], hooks, s["x"], s["p"], s["g"], sim.diverged_step,
-               t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
-               schedule_code(dyn.temperature), float(dyn.friction), float(dyn.mass), args,
-               sim.divergence_bound)
+def _underdamped(name):
+    """The adapter of an (x, p, g) underdamped driver (BAOAB, OBABO)."""
+    def fn(sim, t0, K, k0, k1):
+        drv, hooks, args = _common(sim)
+        dyn, s = sim.dynamics, sim.state
+        run_blocks(getattr(drv, name), s["x"].shape[0], hooks, s["x"], s["p"], s["g"],
+                   sim.diverged_step, t0, K, k0, k1, sim.first_replica, schedule_code(dyn.step),
+                   schedule_code(dyn.temperature), float(dyn.friction), float(dyn.mass), args,
+                   sim.divergence_bound)
+    fn.__name__ = fn.__qualname__ = f"generic_{name}"
+    return fn
 
 
 def generic_mala(sim, t0, K, k0, k1):
@@ -677,8 +673,9 @@ def _fallback(sim, t0, K, what: str) -> None:
 
 
 ADAPTERS = {OverdampedLangevin: _langevin("overdamped_driver"), Heun: _langevin("heun_driver"),
-            LeimkuhlerMatthews: _langevin("lm_driver"), UnderdampedLangevin: generic_baoab,
-            OBABO: generic_obabo, MALA: generic_mala, SGD: generic_sgd, AdamW: generic_adamw}
+            LeimkuhlerMatthews: _langevin("lm_driver"),
+            UnderdampedLangevin: _underdamped("baoab_driver"), OBABO: _underdamped("obabo_driver"),
+            MALA: generic_mala, SGD: generic_sgd, AdamW: generic_adamw}
 
 
 def register_generic() -> None:
