@@ -22,7 +22,8 @@ import time
 import numpy as np
 
 from .. import rng
-from ..dynamics import MALA, Heun, LeimkuhlerMatthews, OverdampedLangevin, UnderdampedLangevin
+from ..dynamics import (MALA, OBABO, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+                        UnderdampedLangevin)
 from ..errors import ConfigError, RunStopped, RunTerminated, check_int
 from ..io import Run, RunWriter
 from ..io import format as F
@@ -34,7 +35,7 @@ from . import log
 
 # Boltzmann samplers a swap is valid for; SGD / AdamW do not sample exp(-U/T), and a swap
 # breaks Leimkuhler-Matthews' noise carried from one step into the next (docs/exchange.md).
-SAMPLERS = (OverdampedLangevin, Heun, UnderdampedLangevin, MALA)
+SAMPLERS = (OverdampedLangevin, Heun, UnderdampedLangevin, OBABO, MALA)
 SWAPPED = ("x", "g", "u")   # functions of the configuration: they travel with it
 RESCALED = ("p",)           # momenta: p -> p sqrt(T_new / T_old) (Sugita & Okamoto 2000)
 KEPT = ("accepted",)        # MALA's acceptance counter stays with its rung (temperature)
@@ -88,8 +89,8 @@ class ReplicaExchange:
     every: steps between exchanges (even and odd pairs alternate: with K = 2 its one pair is
     tried every 2 every steps).  replicas: M ladders with ids first_replica ...; init
     as for Simulation ("default": each rung draws its own).  Swaps exchange x (and g, u);
-    BAOAB momenta are rescaled by sqrt(T_new / T_old), which leaves the acceptance rule on U
-    exact for the joint (x, p) law; MALA's `accepted` count stays with its rung.  A ladder
+    BAOAB and OBABO momenta are rescaled by sqrt(T_new / T_old), which leaves the acceptance
+    rule on U exact for the joint (x, p) law; MALA's `accepted` count stays with its rung.  A ladder
     whose walker diverged on either rung of a pair does not swap there.  `run` writes one
     ordinary run file per rung (`rung_path`) and the exchange log in rung 0's file.
     """
