@@ -76,7 +76,8 @@ def dynamics_cases(pot) -> dict:
            "LeimkuhlerMatthews": LeimkuhlerMatthews(0.02, Schedule("cosine", 0.5, 0.2, 10))}
     if not c:
         out["UnderdampedLangevin"] = UnderdampedLangevin(0.05, 1.5, Schedule("cosine", 0.5, 0.2, 10))
-        out["OBABO"] = OBABO(Schedule("linear", 0.05, 0.03, 10), 1.5, Schedule("cosine", 0.5, 0.2, 10))
+        out["OBABO"] = OBABO(Schedule("linear", 0.05, 0.03, 10), 1.5,
+                             Schedule("cosine", 0.5, 0.2, 10))
         out["MALA"] = MALA(0.02, 0.5)
     if fs:
         out["SGD-iid"] = SGD(0.02, 4, sampling="iid")
@@ -1256,6 +1257,8 @@ if SIM:
                   UnderdampedLangevin(0.05, 1.3, Schedule("cosine", 0.5, 0.2, 9), mass=1.5)),
         "heun": (POTENTIAL_CASES["ShiftedMultiWell"],
                  Heun(Schedule("linear", 0.05, 0.02, 12), 0.4)),
+        "obabo": (POTENTIAL_CASES["MultiWell"],
+                  OBABO(Schedule("linear", 0.05, 0.02, 12), 1.3, 0.4, mass=1.5)),
         "lm": (lambda: Valley(d=3, profile="table", nodes_s=[-1.0, 0.0, 0.5, 2.0],
                               nodes_k=[1.0, 3.0, 2.0, 4.0], bounds=(-0.8, 1.5)),
                LeimkuhlerMatthews(0.05, Schedule("cosine", 0.5, 0.2, 9))),

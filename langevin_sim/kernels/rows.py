@@ -28,10 +28,11 @@ subset: Floyd's algorithm on SUBSET words t B + k, as `dynamics.sgd.floyd_subset
 label shifts (s_l times LABEL_NOISE normals at t B + b, in the state's dtype; a full batch
 with label noise is the minibatch of all n samples in order, as in the reference); the row; the
 dynamics' own scalar rules of `common.STEPS` lane by lane, with normals drawn in the kernel at
-the reference's stream positions (n = t d + i; Leimkuhler-Matthews also (t + 1) d + i; SGD's
-GRAD_NOISE at t d + i), four per Philox block, each block computed once (d = 1, 2, 4 with
-the kinds that draw NOISE every step: the block at the first of its 4 / d steps, shifted by d
-after each, so that lane i reads its word i: no block index, no run-time pick); MALA's energy, the
+the reference's stream positions (n = t d + i; Leimkuhler-Matthews also (t + 1) d + i; OBABO
+2 t d + i and 2 t d + d + i; SGD's GRAD_NOISE at t d + i), four per Philox block, each block
+computed once (d = 1, 2, 4 with the kinds that draw NOISE t d + i every step: the block at the
+first of its 4 / d steps, shifted by d after each, so that lane i reads its word i: no block
+index, no run-time pick); MALA's energy, the
 proposal's residuals summed in float64 and its ACCEPT word at n = t; then the divergence test
 on every new value: a replica with a bad one keeps its state, gets dstep = t + 1 and stops.
 First-passage observers are updated after every step (float64 membership in the reference's
@@ -58,16 +59,17 @@ from typing import Callable
 import numpy as np
 
 from ..backends.registry import KERNELS, register
-from ..dynamics import (MALA, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
+from ..dynamics import (MALA, OBABO, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
 from ..first_passage import STATE_KEYS as FP_KEYS
 from .common import compile_steps, schedule_code
 
-OVERDAMPED, BAOAB, HEUN, LM, SGD_, ADAMW, MALA_ = range(7)
+OVERDAMPED, BAOAB, HEUN, LM, SGD_, ADAMW, MALA_, OBABO_ = range(8)
 # dynamics -> (kernel kind, its (M, d) state arrays after x, its (M,) state arrays)
 RULES = {OverdampedLangevin: (OVERDAMPED, (), ()), UnderdampedLangevin: (BAOAB, ("p", "g"), ()),
          Heun: (HEUN, (), ()), LeimkuhlerMatthews: (LM, (), ()), SGD: (SGD_, ("v",), ()),
-         AdamW: (ADAMW, ("m", "s"), ()), MALA: (MALA_, ("g",), ("u", "accepted"))}
+         AdamW: (ADAMW, ("m", "s"), ()), MALA: (MALA_, ("g",), ("u", "accepted")),
+         OBABO: (OBABO_, ("p", "g"), ())}
 FULL, IID, EPOCH, SUBSET = 0, 1, 2, 3   # how SGD / AdamW take samples (FULL: other dynamics)
 cuda = None          # numba.cuda, set by `row_kernel` (the simulator swaps this global)
 CUDA_CALL_STEPS = 4096   # steps per kernel launch (results do not depend on it)
@@ -188,10 +190,11 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, FIXED, MAXREG):
     od_lane, od_update, heun, lm = (dev.overdamped_lane, dev.overdamped_update, dev.heun_update,
                                     dev.lm_update)
     first, last, coeffs = dev.baoab_first, dev.baoab_last, dev.baoab_coeffs
+    ofirst, olast = dev.obabo_first, dev.obabo_last
     sgd_update, adamw_update = dev.sgd_update, dev.adamw_update
     S = fam.scratch
     NA = 0 if KIND in (OVERDAMPED, HEUN, LM) else D      # second state array (p, v, m, g)
-    NB = D if KIND in (BAOAB, ADAMW) else 0              # third (g, s)
+    NB = D if KIND in (BAOAB, ADAMW, OBABO_) else 0      # third (g, s)
     NG = D if KIND == HEUN else 0                        # Heun's predictor gradient
     LA, LB, LG = max(NA, 1), max(NB, 1), max(NG, 1)      # local arrays' sizes
 
@@ -261,7 +264,7 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, FIXED, MAXREG):
                perm, nsamp, kinds, vecs, thr, fe, fx, lc, cr, ins):
         """K steps of replica r from t0; a, b: the second and third (M, d) state arrays, u, acc:
         MALA's (M,) energies and acceptance counts; es, ts: schedule codes (step size or
-        learning rate, temperature; AdamW: ts unused); q0..q3 per kind: BAOAB friction, mass;
+        learning rate, temperature; AdamW: ts unused); q0..q3 per kind: BAOAB, OBABO friction, mass;
         SGD momentum, weight decay, grad_noise, label_noise; AdamW beta1, beta2, eps, weight
         decay; perm (M, nsamp): the epoch's permutations (EPOCH), nsamp the potential's
         samples."""
@@ -330,8 +333,8 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, FIXED, MAXREG):
                 ec, eh = cast(eta), cast(0.5 * eta)
                 sig = noise_scale(eta, T)
                 sc = cast(0.5 * sig) if KIND == LM else cast(sig)
-                if KIND == BAOAB:
-                    c1, c2 = coeffs(eta, q0, T, q1)
+                if KIND == BAOAB or KIND == OBABO_:    # (OBABO: O's half step)
+                    c1, c2 = coeffs(eta if KIND == BAOAB else 0.5 * eta, q0, T, q1)
                     bc1, bc2 = cast(c1), cast(c2)
             if SAMP == IID:
                 for j in range(B):
@@ -405,6 +408,23 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, FIXED, MAXREG):
                 for i in range(D):
                     gv = cast(g[i])
                     pv = last(An[i], gv, h)
+                    An[i] = pv
+                    Bn[i] = gv
+                    good = good and ok_(xn[i], bs) and ok_(pv, bs) and ok_(gv, bs)
+            elif KIND == OBABO_:   # the 2d normals of step t: 2 t d + i (O B A), + d (B O)
+                h, inv_m, s1, s2 = eh, cast(1.0 / q1), bc1, bc2
+                for i in range(D):
+                    n = np.int64(t) * (2 * D) + i
+                    z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    xv, pv = ofirst(xs[i], As[i], Bs[i], h, ec, inv_m, s1, s2, z)
+                    xn[i] = xv
+                    An[i] = pv
+                row(xn, g, w, args, idx, NB_, lab, False)
+                for i in range(D):
+                    n = np.int64(t) * (2 * D) + D + i
+                    z, blk, z0, z1, z2, z3 = draw(k0, k1, NOISE, rep, n, blk, z0, z1, z2, z3)
+                    gv = cast(g[i])
+                    pv = olast(An[i], gv, h, s1, s2, z)
                     An[i] = pv
                     Bn[i] = gv
                     good = good and ok_(xn[i], bs) and ok_(pv, bs) and ok_(gv, bs)
@@ -543,7 +563,7 @@ def kernel_arguments(run, sim) -> tuple:
     kind = RULES[type(dyn)][0]
     es, ts = schedule_codes(dyn)
     q = (0.0, 0.0, 0.0, 0.0)
-    if kind == BAOAB:
+    if kind in (BAOAB, OBABO_):
         q = (float(dyn.friction), float(dyn.mass), 0.0, 0.0)
     elif kind == SGD_:
         q = (float(dyn.momentum), float(dyn.weight_decay), float(dyn.grad_noise),
