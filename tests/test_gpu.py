@@ -10,9 +10,9 @@ or a GPU is missing, or under the simulator (tests/test_cuda_backend.py covers t
   fused kernel per step) at sizes where cuBLAS tiles, and the device record energies;
 - a run killed with SIGKILL resumes to the same final state as an uninterrupted run; records
   copied while the next block computes equal the CPU's;
-- the physics oracles (Euler-Maruyama variance, BAOAB, double-well Boltzmann, p-spin
-  paramagnet) with backend="cuda": the test bodies of tests/test_physics.py and
-  tests/test_pspin.py, run with the cuda backend; replica exchange's rung-0 Boltzmann
+- the physics oracles (Euler-Maruyama variance, BAOAB, OBABO, double-well Boltzmann, p-spin
+  paramagnet) with backend="cuda": the test bodies of tests/test_physics.py,
+  tests/test_integrators.py and tests/test_pspin.py, run with the cuda backend; replica exchange's rung-0 Boltzmann
   occupancy (tests/test_exchange.py) with every rung on the device.
 """
 from __future__ import annotations
@@ -463,6 +463,15 @@ def test_baoab_variance_on_cuda():
     from tests import test_physics
 
     test_physics.test_baoab_configurational_variance_is_exact("cuda")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_obabo_variances_on_cuda(dtype):
+    """OBABO's var p = m T and var x (the discrete Lyapunov equation) by the row kernel."""
+    from tests import test_integrators
+
+    test_integrators.test_obabo_kinetic_temperature_is_exact_and_position_variance_is_not(
+        "cuda", dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
