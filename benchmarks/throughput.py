@@ -472,6 +472,8 @@ def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, lim
            **{f"{k}_chain_steps_per_s": es[k].work / med[k] for k in es if k != "gemm"}}
     if kept is not None:
         row["numpy_kept_memory_chain_steps_per_s"] = kept
+    if "jax" in times:   # its speed switches between modes on a 2-vCPU VM (`report`'s note)
+        row["jax_fastest_chain_steps_per_s"] = es["jax"].work / min(times["jax"])
     rate = row["numba_chain_steps_per_s"]
     # paired by round: both calls of a round ran under the same conditions
     adv, run = np.array(times["numba"]), np.array(times["numba_run"])
@@ -575,7 +577,7 @@ def criteria(rows: list[dict], limits: dict, baseline: dict | None, why: str) ->
     for r in rows:
         w, dt = r["workload"], r["dtype"]
         nb, npy = r["numba_chain_steps_per_s"], r.get("numpy_chain_steps_per_s")
-        jx = r.get("jax_chain_steps_per_s")
+        jx = r.get("jax_fastest_chain_steps_per_s", r.get("jax_chain_steps_per_s"))
         rel = lambda other: None if other is None else nb / other  # noqa: E731
         jax_need = {"W1": 1.0, "W2": 1.0, "W3": 1.5, "W3b": 1.5, "W4": 2.5, "W5": 1.0,
                     "W6": 1.0}.get(w)
@@ -589,7 +591,7 @@ def criteria(rows: list[dict], limits: dict, baseline: dict | None, why: str) ->
         if w in ("W4", "W6"):
             out += [(f"{w} {dt}: numba >= 2x the NumPy reference", rel(npy), ">=", 2.0)]
         if jax_need:
-            out += [(f"{w} {dt}: numba >= {jax_need:g}x JAX"
+            out += [(f"{w} {dt}: numba >= {jax_need:g}x JAX (at its fastest call)"
                      + ("" if jx else " (jax is not installed)"), rel(jx), ">=", jax_need)]
         if w in ("W1", "W2", "W3", "W4", "W6"):
             out += [(f"{w} {dt}: recording cost (1 - advance/run time, 10 records) <= 10%",
@@ -604,6 +606,12 @@ def criteria(rows: list[dict], limits: dict, baseline: dict | None, why: str) ->
             out += [(f"{w} {dt}: cold start (empty Numba cache) <= 10 s", r.get("cold_start_s"),
                      "<=", 10.0)]
     return out
+
+
+def fastest(r: dict) -> float | None:
+    """numba / JAX's fastest call of row r (None without JAX or in rows measured before it)."""
+    jf = r.get("jax_fastest_chain_steps_per_s")
+    return None if jf is None else r["numba_chain_steps_per_s"] / jf
 
 
 def verdict(value, op: str, need: float) -> str:
@@ -753,9 +761,9 @@ def report(data: dict) -> str:
              "- GEMM of each workload's shape: in the table (timed in its round-robin)", "",
              "## Chain-steps per second", "",
              "| workload | dtype | numpy | numba | numba_run | numpy_loop | jax | numba/numpy "
-             "| numba/numpy_loop | numba/jax | recording cost | s per record | GEMM FLOP/s "
-             "| numba % of GEMM | max spread | cold start s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| numba/numpy_loop | numba/jax | numba/jax's fastest | recording cost "
+             "| s per record | GEMM FLOP/s | numba % of GEMM | max spread | cold start s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rate = {i: r.get(f"{i}_chain_steps_per_s") for i in IMPLEMENTATIONS}
         ratio = lambda i: None if rate[i] is None else rate["numba"] / rate[i]  # noqa: E731
@@ -764,7 +772,8 @@ def report(data: dict) -> str:
                  for i in IMPLEMENTATIONS]
         lines.append(f"| {r['workload']} {r['title']} | {r['dtype']} | " + " | ".join(cells) + " | "
                      + " | ".join(fmt(ratio(i)) for i in ("numpy", "numpy_loop", "jax"))
-                     + f" | {100 * r['recording_cost']:.1f}% | {r['seconds_per_record']:.3g} | "
+                     + f" | {fmt(fastest(r))} | {100 * r['recording_cost']:.1f}% | "
+                     + f"{r['seconds_per_record']:.3g} | "
                      + (f"{g:.3g} | {100 * r['numba_gemm_fraction']:.0f}%" if g else "– | –")
                      + f" | {100 * max(r['spread'].values()):.0f}% | "
                      + f"{fmt(r.get('cold_start_s'))} |")
@@ -780,6 +789,11 @@ def report(data: dict) -> str:
     lines += ["", "numpy: the engine's own NumPy reference backend, not a peer; the peers (what a user "
               "would otherwise write) are numpy_loop and jax.",
               "†: no fused numba kernel for the pair, the numba backend ran the NumPy reference.",
+              "numba/jax's fastest: against JAX's fastest call of the row.  On a 2-vCPU VM JAX's "
+              "calls switch between speeds up to 4x apart, in runs of several calls, with "
+              "nothing else running (W1 float32 alone: 0.21 s a call, then 0.89 s for four "
+              "calls, then 0.21 s again); the median lands on either.  The criteria \"ahead of "
+              "JAX\" take its fastest call, the conservative side.",
               "Spread: interquartile range / median of a row's timings, the largest over its "
               "implementations.  Cold start: seconds from building the numba Simulation to the end "
               "of its first step and first record, with an empty Numba cache, in a new process "
