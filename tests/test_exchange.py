@@ -281,7 +281,7 @@ def test_expected_acceptance_skips_the_pairs_of_diverged_walkers():
 
 @pytest.mark.parametrize("make,says", [
     (lambda: ReplicaExchange(LinearRegression(n=8, d=2), SGD(lr=0.1, batch_size=2), [1, 2], 2),
-     "Boltzmann sampler"),
+     r"Boltzmann sampler \(Heun, MALA, OBABO, OverdampedLangevin, UnderdampedLangevin\); SGD"),
     (lambda: ReplicaExchange(tilted_well(), LeimkuhlerMatthews(), [1, 2], 2),
      "cannot use LeimkuhlerMatthews.* use OverdampedLangevin"),
     (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(temperature=Schedule(

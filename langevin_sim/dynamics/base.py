@@ -39,6 +39,9 @@ class Dynamics:
     """
 
     state_names: ClassVar[tuple[str, ...]] = ("x",)
+    # whether the chain samples exp(-U/T) at its temperature (to its discretization's order):
+    # replica exchange swaps configurations between rungs of such dynamics only
+    samples_boltzmann: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

@@ -36,6 +36,8 @@ class Heun(Dynamics):
     `temperature` T are numbers or Schedules.  Two gradients per step.
     """
 
+    samples_boltzmann = True
+
     step: float | Schedule = 1e-2
     temperature: float | Schedule = 1.0
 

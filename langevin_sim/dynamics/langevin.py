@@ -72,6 +72,8 @@ class OverdampedLangevin(Dynamics):
     T / (lam (1 - eta lam / 2)); as eta -> 0 the stationary law is exp(-U/T).
     """
 
+    samples_boltzmann = True
+
     step: float | Schedule = 1e-2
     temperature: float | Schedule = 1.0
 
@@ -107,6 +109,8 @@ class LeimkuhlerMatthews(Dynamics):
     retraction.  `step` and `temperature` are numbers or Schedules (sigma of step t).
     """
 
+    samples_boltzmann = True     # (replica exchange refuses it all the same: `exchange.samplers`)
+
     step: float | Schedule = 1e-2
     temperature: float | Schedule = 1.0
 
@@ -129,6 +133,8 @@ class _Underdamped:
     (`step` eta, `friction` gamma in 1/time, `temperature` T, `mass` m; eta and T numbers or
     Schedules), validation, state (x, p and the gradient g at x, (M, d)) and their refusal of
     constrained potentials.  Not a `Dynamics`: not registered."""
+
+    samples_boltzmann = True
 
     step: float | Schedule = 1e-2
     friction: float = 1.0

@@ -48,6 +48,8 @@ class MALA(Dynamics):
     acceptance rate between records i < j is (accepted[j] - accepted[i]) / (step[j] - step[i]).
     """
 
+    samples_boltzmann = True
+
     step: float | Schedule = 1e-2
     temperature: float | Schedule = 1.0
 

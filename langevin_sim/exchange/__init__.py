@@ -4,9 +4,9 @@ ladder: `ReplicaExchange` (K rungs, each a Simulation, swaps between neighbours,
 loop); log: the exchange log in the lowest rung's run file; resume: `resume` (all rungs
 back to the ladder's commit); reader: `open_exchange` / `ExchangeRun` (acceptance, round trips).
 """
-from .ladder import SAMPLERS, ReplicaExchange, rung_path, rung_seed
+from .ladder import ReplicaExchange, rung_path, rung_seed, samplers
 from .reader import ExchangeRun, open_exchange
 from .resume import resume
 
-__all__ = ["SAMPLERS", "ExchangeRun", "ReplicaExchange", "open_exchange", "resume", "rung_path",
-           "rung_seed"]
+__all__ = ["ExchangeRun", "ReplicaExchange", "open_exchange", "resume", "rung_path",
+           "rung_seed", "samplers"]

@@ -22,8 +22,8 @@ import time
 import numpy as np
 
 from .. import rng
-from ..dynamics import (MALA, OBABO, Heun, LeimkuhlerMatthews, OverdampedLangevin,
-                        UnderdampedLangevin)
+from ..dynamics import REGISTRY as DYNAMICS
+from ..dynamics import LeimkuhlerMatthews
 from ..errors import ConfigError, RunStopped, RunTerminated, check_int
 from ..io import Run, RunWriter
 from ..io import format as F
@@ -33,9 +33,15 @@ from ..simulation import (Simulation, _check_out, _close_unpublished, _create_fi
                           _signals_stop, report_divergence)
 from . import log
 
-# Boltzmann samplers a swap is valid for; SGD / AdamW do not sample exp(-U/T), and a swap
-# breaks Leimkuhler-Matthews' noise carried from one step into the next (docs/exchange.md).
-SAMPLERS = (OverdampedLangevin, Heun, UnderdampedLangevin, OBABO, MALA)
+
+def samplers() -> list[str]:
+    """The registered dynamics a swap is valid for: Boltzmann samplers (their
+    `samples_boltzmann`; SGD / AdamW do not sample exp(-U/T)), less Leimkuhler-Matthews, whose
+    noise carried from one step into the next a swap breaks (docs/exchange.md)."""
+    return sorted(n for n, c in DYNAMICS.items()
+                  if c.samples_boltzmann and not issubclass(c, LeimkuhlerMatthews))
+
+
 SWAPPED = ("x", "g", "u")   # functions of the configuration: they travel with it
 RESCALED = ("p",)           # momenta: p -> p sqrt(T_new / T_old) (Sugita & Okamoto 2000)
 KEPT = ("accepted",)        # MALA's acceptance counter stays with its rung (temperature)
@@ -85,7 +91,7 @@ class ReplicaExchange:
     """M ladders of K rungs of `dynamics` on `potential`, one `Simulation` per rung.
 
     temperatures: T_1 < ... < T_K (energy units, K >= 2); `dynamics` must be a Boltzmann
-    sampler (SAMPLERS) with a constant temperature, which is replaced by T_k on rung k.
+    sampler (`samplers()`) with a constant temperature, which is replaced by T_k on rung k.
     every: steps between exchanges (even and odd pairs alternate: with K = 2 its one pair is
     tried every 2 every steps).  replicas: M ladders with ids first_replica ...; init
     as for Simulation ("default": each rung draws its own).  Swaps exchange x (and g, u);
@@ -105,8 +111,8 @@ class ReplicaExchange:
                               "of the next step's noise, which a swap breaks, biasing every rung "
                               "by O(acceptance / every) at any step; use OverdampedLangevin, "
                               "UnderdampedLangevin or MALA")
-        if not isinstance(dynamics, SAMPLERS):
-            raise ConfigError(f"replica exchange needs a Boltzmann sampler ({', '.join(c.__name__ for c in SAMPLERS)}); "
+        if not type(dynamics).samples_boltzmann:
+            raise ConfigError(f"replica exchange needs a Boltzmann sampler ({', '.join(samplers())}); "
                               f"{type(dynamics).__name__} does not sample exp(-U/T), so the swap rule would be wrong")
         if dynamics.temperature.kind != "constant":
             raise ConfigError("replica exchange sets each rung's temperature; give the dynamics a constant temperature")
