@@ -18,10 +18,11 @@ from langevin_sim import Simulation
 from langevin_sim.analysis.covariance import (StationaryLaw, baoab_law, compare_covariance,
                                               euler_maruyama_law, gaussian_kl,
                                               gaussian_marginal_fits, gaussian_w2, gibbs_energy_fit,
-                                              gibbs_law, lyapunov_gap, predicted_laws,
+                                              gibbs_law, lyapunov_gap, obabo_law, predicted_laws,
                                               sample_moments, sgd_law, sgd_lyapunov_law)
-from langevin_sim.dynamics import SGD, AdamW, OverdampedLangevin, Schedule, UnderdampedLangevin
-from langevin_sim.dynamics.langevin import baoab_coeffs, baoab_first
+from langevin_sim.dynamics import (OBABO, SGD, AdamW, OverdampedLangevin, Schedule,
+                                   UnderdampedLangevin)
+from langevin_sim.dynamics.langevin import baoab_coeffs, baoab_first, obabo_first, obabo_last
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import DoubleWell, LinearRegression, Quadratic
 
@@ -189,6 +190,32 @@ def test_baoab_law_against_the_engine_map():
     law = baoab_law(q.H, eta, T, m)
     assert np.allclose(S[:3, :3], law.cov) and np.allclose(S[3:, 3:], law.momentum_cov)
     assert np.allclose(S[:3, 3:], 0, atol=1e-12)
+
+
+def test_obabo_law_against_the_engine_map():
+    """The one-step map of (x, p) built from the engine's OBABO pieces (`obabo_first`, the
+    gradient at the new x, `obabo_last`) on unit vectors, and its two noise blocks' columns:
+    scipy's discrete Lyapunov solution is `obabo_law` (Var p = m T exactly, Cov(x, p) = 0)."""
+    q = Quadratic(spectrum=[0.5, 1.0, 3.0], seed=1)
+    eta, gamma, T, m = 0.7, 0.8, 0.6, 1.5
+    c1, c2 = baoab_coeffs(eta / 2, gamma, T, m)
+
+    def step(x, p, xi1, xi2):
+        x, p = obabo_first(x, p, x @ q.H, eta / 2, eta, 1 / m, c1, c2, xi1)
+        return x, obabo_last(p, x @ q.H, eta / 2, c1, c2, xi2)
+
+    eye, zero = np.eye(3), np.zeros((3, 3))
+    F = np.vstack([np.hstack(step(eye, zero, zero, zero)),
+                   np.hstack(step(zero, eye, zero, zero))]).T
+    G = np.hstack([np.hstack(step(zero, zero, eye, zero)).T,     # column j: xi1 = e_j, then
+                   np.hstack(step(zero, zero, zero, eye)).T])    # xi2 = e_j
+    S = linalg.solve_discrete_lyapunov(F, G @ G.T)
+    law = obabo_law(q.H, eta, T, m)
+    assert np.allclose(S[:3, :3], law.cov) and np.allclose(S[3:, 3:], law.momentum_cov)
+    assert np.allclose(S[:3, 3:], 0, atol=1e-12)
+    assert not np.allclose(law.cov, gibbs_law(q.H, T).cov, rtol=1e-2)
+    with pytest.raises(ConfigError, match="unstable"):
+        obabo_law(q.H, 2.0, T, m)
 
 
 def test_lyapunov_law_and_its_small_lr_limit():
@@ -375,6 +402,29 @@ def test_baoab_covariance_positions_and_momenta():
     cp = compare_covariance(np.array(ps), p_law, burn=0)
     assert cp.consistent, cp.table()
     assert cp.chi2(StationaryLaw("m T", np.zeros(4), 0.8 * np.eye(4), ""))[2] < 1e-10
+
+
+def test_obabo_covariance_positions_and_momenta():
+    """OBABO on the same quadratic and step: `predicted_laws` gives its exact law first,
+    Gibbs second; the positions match the exact law, which Gibbs misses by up to 33 % at
+    eta sqrt(lam_max) = 1 (rejected), and the momenta match m T I."""
+    q = Quadratic(spectrum=[0.5, 1.0, 2.0, 4.0], seed=4)
+    dyn = OBABO(step=0.5, friction=1.0, temperature=0.8)
+    sim = Simulation(q, dyn, replicas=1000, backend="numpy", seed=2)
+    sim.advance(200)
+    xs, ps = [], []
+    for _ in range(60):
+        sim.advance(20)
+        xs.append(sim.state["x"].copy())
+        ps.append(sim.state["p"].copy())
+    law, gibbs = predicted_laws((q, dyn))
+    assert law.name == "OBABO exact" and gibbs.name.startswith("Gibbs")
+    cx = compare_covariance(np.array(xs), law, (gibbs,), burn=0)
+    assert cx.consistent, cx.table()
+    assert cx.chi2(gibbs)[2] < 1e-10, cx.table()
+    cp = compare_covariance(np.array(ps), StationaryLaw("m T", np.zeros(4), law.momentum_cov,
+                                                        ""), burn=0)
+    assert cp.consistent, cp.table()
 
 
 def test_sgd_with_replacement_on_least_squares():

@@ -10,6 +10,9 @@ with autocorrelation-aware standard errors (the ArviZ ESS of each entry's series
 - `baoab_law`            BAOAB (dynamics.langevin.UnderdampedLangevin), exact: positions
                          Sigma_x = T H^-1 (Gibbs at any stable step), stored momenta
                          Sigma_p = T (m I - eta^2 H / 4), Cov(x, p) = 0.
+- `obabo_law`            OBABO (dynamics.langevin.OBABO), exact: positions
+                         Sigma_x = T (H - eta^2 H^2 / (4 m))^-1, momenta Sigma_p = m T I
+                         (the kinetic temperature exact), Cov(x, p) = 0.
 - `sgd_law`              minibatch SGD (+ momentum, weight decay, SGLD temperature) on least
                          squares, exact discrete-time second moment (a linear equation, solved
                          on vec Sigma) for i.i.d. batches, independent random subsets, or the
@@ -157,6 +160,26 @@ def baoab_law(H: ArrayLike, step: float, temperature: float, mass: float = 1.0,
                          f"UnderdampedLangevin at eta = {step:g}, T = {temperature:g}, "
                          f"m = {mass:g}: positions exactly Gibbs; momenta T (m I - eta^2 H / 4)",
                          momentum_cov=temperature * (mass * np.eye(d) - step ** 2 * H / 4))
+
+
+def obabo_law(H: ArrayLike, step: float, temperature: float, mass: float = 1.0,
+              center: ArrayLike | None = None) -> StationaryLaw:
+    """Exact stationary law of OBABO (`dynamics.OBABO`) on U = (x-c)^T H (x-c)/2.
+
+    Per eigen-mode the discrete Lyapunov equation of its linear one-step map gives
+    Var x = T / (lam (1 - eta^2 lam / (4 m))), Var p = m T, Cov(x, p) = 0 (momenta stored
+    after the closing O), at any friction; stable iff eta sqrt(lam / m) < 2."""
+    H = _spd(H)
+    lam, Q = np.linalg.eigh(H)
+    if _unstable(step * math.sqrt(lam[-1] / mass)):
+        raise ConfigError(f"OBABO is unstable at eta sqrt(lam_max / m) = "
+                          f"{step * math.sqrt(lam[-1] / mass):.3g} >= 2; lower the step")
+    var = temperature / (lam * (1 - step ** 2 * lam / (4 * mass)))
+    d = H.shape[0]
+    return StationaryLaw("OBABO exact", _center(center, d), (Q * var) @ Q.T,
+                         f"OBABO at eta = {step:g}, T = {temperature:g}, m = {mass:g}: "
+                         "T / (lam (1 - eta^2 lam / (4 m))) per eigenvalue; momenta m T I",
+                         momentum_cov=temperature * mass * np.eye(d))
 
 
 # ---------------------------------------------------------------- SGD on least squares
@@ -583,7 +606,8 @@ def predicted_laws(source: Run | tuple[Potential, Dynamics]) -> tuple[Stationary
     the exact one first, then approximations and alternatives for comparison.
 
     Quadratic + OverdampedLangevin: Euler-Maruyama exact, Gibbs.  Quadratic +
-    UnderdampedLangevin: BAOAB exact.  Quadratic + full-batch SGD: SGD exact, continuous.
+    UnderdampedLangevin: BAOAB exact.  Quadratic + OBABO: OBABO exact, Gibbs.  Quadratic +
+    full-batch SGD: SGD exact, continuous.
     LinearRegression + SGD, sampling="iid": i.i.d. exact, continuous; "subset": subset
     exact, i.i.d. exact, continuous; with label_noise / grad_noise: the exact law of the
     sampling only (epoch: when recorded at epoch boundaries).  sampling="epoch":
@@ -592,7 +616,7 @@ def predicted_laws(source: Run | tuple[Potential, Dynamics]) -> tuple[Stationary
     when the epoch law is not available), i.i.d. exact, continuous.  ConfigError for
     scheduled step sizes or temperatures and for other potentials or dynamics."""
     source = check_run(source, "predicted_laws")
-    from ..dynamics import SGD, OverdampedLangevin, UnderdampedLangevin
+    from ..dynamics import OBABO, SGD, OverdampedLangevin, UnderdampedLangevin
     from ..dynamics.base import Dynamics
     from ..potentials import LinearRegression, Quadratic
 
@@ -603,11 +627,12 @@ def predicted_laws(source: Run | tuple[Potential, Dynamics]) -> tuple[Stationary
     else:
         pot, dyn = source
     if not (isinstance(pot, Quadratic) and isinstance(dyn, (OverdampedLangevin,
-                                                             UnderdampedLangevin, SGD))
+                                                             UnderdampedLangevin, OBABO, SGD))
             or isinstance(pot, LinearRegression) and isinstance(dyn, SGD)):
         raise ConfigError(f"no predicted stationary law for {type(pot).__name__} with "
                           f"{type(dyn).__name__}; supported: Quadratic with OverdampedLangevin, "
-                          "UnderdampedLangevin or full-batch SGD, LinearRegression with SGD")
+                          "UnderdampedLangevin, OBABO or full-batch SGD, LinearRegression with "
+                          "SGD")
     for key in ("step", "lr", "temperature"):
         s = getattr(dyn, key, None)
         if s is not None and s.kind != "constant":
@@ -619,6 +644,9 @@ def predicted_laws(source: Run | tuple[Potential, Dynamics]) -> tuple[Stationary
         return (euler_maruyama_law(pot.H, eta, T, pot.center), gibbs_law(pot.H, T, pot.center))
     if isinstance(pot, Quadratic) and isinstance(dyn, UnderdampedLangevin):
         return (baoab_law(pot.H, dyn.step.start, T, dyn.mass, pot.center),)
+    if isinstance(pot, Quadratic) and isinstance(dyn, OBABO):
+        return (obabo_law(pot.H, dyn.step.start, T, dyn.mass, pot.center),
+                gibbs_law(pot.H, T, pot.center))
     # SGD on Quadratic or LinearRegression
     kw = dict(batch_size=dyn.batch_size, momentum=dyn.momentum,
               weight_decay=dyn.weight_decay, temperature=T)

@@ -796,7 +796,8 @@ def analyze_run(run: Run, label: str | None = None, confidence: float = 0.95,
         xm[i] = start_min
         xs = xm.copy()
         xs[i] = s
-        friction = float(cfg["dynamics"]["friction"]) if dyn == "UnderdampedLangevin" else None
+        friction = (float(cfg["dynamics"]["friction"])
+                    if dyn in ("UnderdampedLangevin", "OBABO") else None)
         mass = float(cfg["dynamics"].get("mass", 1.0))
         try:
             kr = kramers_rate(pot, xm, xs, T, friction=friction, mass=mass)
