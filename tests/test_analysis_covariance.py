@@ -459,6 +459,21 @@ def test_epoch_reshuffling_is_neither_textbook_law():
         assert np.all(ratio > 1.5), (law.name, ratio)
 
 
+def test_quadratic_scenario_with_obabo_and_its_analysis(tmp_path):
+    """scenarios/quadratic.py --set dynamics=obabo (quick preset) and analysis/covariance.py
+    on its run: the OBABO exact law is the one compared, Gibbs beside it."""
+    out = tmp_path / "obabo.h5"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "scenarios", "quadratic.py"),
+                          "--quick", "--set", "dynamics=obabo", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "analysis", "covariance.py"),
+                          str(out), "--png", str(tmp_path / "obabo.png")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "verdict: consistent with OBABO exact" in res.stdout, res.stdout
+
+
 def test_covariance_script(tmp_path):
     """analysis/covariance.py on an SGD run file (subprocess) prints the table with the
     verdict "consistent" and the Lyapunov gap, and saves a non-blank two-panel PNG; run
