@@ -1,8 +1,8 @@
 """Compare a run's sampled mean and covariance with its exact predicted stationary law.
 
 usage: python analysis/covariance.py RUN.h5 [--burn auto|K] [--png PATH]
-For Quadratic runs (Euler-Maruyama, BAOAB, OBABO, full-batch SGD) and LinearRegression + SGD runs
-(langevin_sim.analysis.covariance.predicted_laws): prints the variances along the predicted
+For Quadratic runs (Euler-Maruyama, BAOAB, OBABO, full-batch SGD) and LinearRegression + SGD
+runs (langevin_sim.analysis.covariance.predicted_laws): prints the variances along the predicted
 law's eigen-directions (sampled ± se, predicted, z, and the alternative laws), a chi-square
 test of means and covariances, KL and W2 distances, and a verdict; for SGD runs also how far
 the continuous Lyapunov approximation is from the exact law over a grid of learning rates;

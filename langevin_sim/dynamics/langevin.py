@@ -131,8 +131,9 @@ class LeimkuhlerMatthews(Dynamics):
 class _Underdamped:
     """What the underdamped schemes (`UnderdampedLangevin`, `OBABO`) share: their parameters
     (`step` eta, `friction` gamma in 1/time, `temperature` T, `mass` m; eta and T numbers or
-    Schedules), validation, state (x, p and the gradient g at x, (M, d)) and their refusal of
-    constrained potentials.  Not a `Dynamics`: not registered."""
+    Schedules), validation, state (x, p and the gradient g at x, (M, d)), their refusal of
+    constrained potentials and their recorded observable `kinetic_energy`.  Not a
+    `Dynamics`: not registered."""
 
     samples_boltzmann = True
 
@@ -160,6 +161,13 @@ class _Underdamped:
 
     def init_state(self, potential, x):
         return {"x": x, "p": np.zeros_like(x), "g": potential.grad(x).astype(x.dtype)}
+
+    def observables(self, state):
+        """kinetic_energy (M,) float64: |p|^2 / (2 m) of each replica's stored momenta (energy
+        units; 2 <kinetic_energy> / d is the kinetic temperature: T exactly for OBABO on a
+        quadratic, T (1 - eta^2 lam / (4 m)) per mode for BAOAB)."""
+        p = state["p"].astype(np.float64)
+        return {"kinetic_energy": (p * p).sum(axis=1) / (2.0 * self.mass)}
 
 
 @dataclass(frozen=True)
