@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.covariance import (compare_covariance,  # noqa: E402
                                               gaussian_marginal_fits, gibbs_energy_fit,
-                                              lyapunov_gap, predicted_laws)
+                                              kinetic_energy_check, lyapunov_gap,
+                                              predicted_laws)
 from langevin_sim.analysis.scan import save_figure, script  # noqa: E402
 
 
@@ -55,6 +56,11 @@ def main(argv=None):
             print(f"{a.run}: {type(run.potential).__name__} (d = {run.potential.d}), "
                   f"{dyn['class']}, {cfg['replicas']} replicas, steps {run.steps_done}")
             print(cmp.table())
+            if "kinetic_energy" in run and laws[0].momentum_cov is not None:
+                ke, se, want = kinetic_energy_check(run, laws[0], cmp.burn)
+                print(f"kinetic energy per replica: {ke:.5g} +- {se:.2g}, {laws[0].name} "
+                      f"predicts {want:.5g} (z = {(ke - want) / se:.2f}; d T / 2 = "
+                      f"{run.potential.d * dyn['temperature']['start'] / 2:.5g})")
             gap = fits = None
             if dyn["class"] == "SGD":
                 lr = dyn["lr"]["start"]

@@ -472,6 +472,9 @@ def test_quadratic_scenario_with_obabo_and_its_analysis(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "verdict: consistent with OBABO exact" in res.stdout, res.stdout
+    ke = [line for line in res.stdout.splitlines() if line.startswith("kinetic energy")]
+    assert len(ke) == 1 and "OBABO exact predicts 2 " in ke[0], res.stdout   # d T / 2, d = 4
+    assert abs(float(ke[0].split("z = ")[1].split(";")[0])) < 4, ke
 
 
 def test_covariance_script(tmp_path):

@@ -24,7 +24,8 @@ with autocorrelation-aware standard errors (the ArviZ ESS of each entry's series
                          (`gradient_noise_covariance`), exact discrete, continuous, and
                          Gibbs / Euler-Maruyama at the matched T on H's top eigen-directions.
 
-`compare_covariance` puts the two side by side in the eigenbasis of the predicted
+`kinetic_energy_check` compares an underdamped run's recorded kinetic energies with the law's
+momenta.  `compare_covariance` puts the two side by side in the eigenbasis of the predicted
 covariance (z-scores, a chi-square test, Gaussian KL divergence and 2-Wasserstein distance
 with jackknife errors over replicas); `gaussian_marginal_fits` and `gibbs_energy_fit` test
 1-D marginals with `stationary.fit_marginal` (quadrature).  Units: positions in the
@@ -885,6 +886,22 @@ class CovarianceComparison(Result):
                ylabel="variance / predicted", title=self.verdict.replace("verdict: ", ""))
         ax.title.set_fontsize("small")
         ax.legend(fontsize="small")
+
+
+def kinetic_energy_check(run: Run, law: StationaryLaw, burn: int = 0) -> tuple[float, float,
+                                                                              float]:
+    """(sampled mean, its se, predicted) kinetic energy per replica (energy units) of an
+    underdamped run's recorded `kinetic_energy` after `burn` records, against the law's
+    momenta: tr(momentum_cov) / (2 m).  se from the replicas' time averages (independent
+    replicas; diverged ones dropped)."""
+    run = check_run(run, "kinetic_energy_check")
+    if "kinetic_energy" not in run or law.momentum_cov is None:
+        raise ConfigError("kinetic_energy_check needs a run that records kinetic_energy "
+                          "(UnderdampedLangevin, OBABO) and a law with momentum_cov")
+    ke = np.asarray(run["kinetic_energy"])[burn:][:, run.diverged_step < 0]
+    per = ke.mean(axis=0)
+    return (float(per.mean()), float(per.std(ddof=1) / math.sqrt(per.size)),
+            float(np.trace(law.momentum_cov) / (2.0 * run.dynamics.mass)))
 
 
 def compare_covariance(data: Run | Records | ArrayLike, law: StationaryLaw,
