@@ -382,24 +382,31 @@ def test_euler_maruyama_covariance_on_a_dense_quadratic():
     assert np.allclose(c.basis @ c.sampled.cov @ c.basis.T, raw.cov)
 
 
-def test_baoab_covariance_positions_and_momenta():
-    """BAOAB on a dense 4-d quadratic at eta sqrt(lam_max) = 1 (1000 replicas, 60 records 20
-    steps apart after 200 steps): positions match Gibbs T H^-1 and the stored momenta match
-    T (m I - eta^2 H / 4), which differs from the continuous m T I by up to 25 % (rejected)."""
-    q = Quadratic(spectrum=[0.5, 1.0, 2.0, 4.0], seed=4)
-    sim = Simulation(q, UnderdampedLangevin(step=0.5, friction=1.0, temperature=0.8),
-                     replicas=1000, backend="numpy", seed=2)
+def underdamped_samples(q, dyn) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and momenta (60, 1000, d) of 1000 replicas of `dyn` on `q`, 60 states 20
+    steps apart after 200 steps (reference backend)."""
+    sim = Simulation(q, dyn, replicas=1000, backend="numpy", seed=2)
     sim.advance(200)
     xs, ps = [], []
     for _ in range(60):
         sim.advance(20)
         xs.append(sim.state["x"].copy())
         ps.append(sim.state["p"].copy())
+    return np.array(xs), np.array(ps)
+
+
+def test_baoab_covariance_positions_and_momenta():
+    """BAOAB on a dense 4-d quadratic at eta sqrt(lam_max) = 1 (1000 replicas, 60 records 20
+    steps apart after 200 steps): positions match Gibbs T H^-1 and the stored momenta match
+    T (m I - eta^2 H / 4), which differs from the continuous m T I by up to 25 % (rejected)."""
+    q = Quadratic(spectrum=[0.5, 1.0, 2.0, 4.0], seed=4)
+    xs, ps = underdamped_samples(q, UnderdampedLangevin(step=0.5, friction=1.0,
+                                                        temperature=0.8))
     law = baoab_law(q.H, 0.5, 0.8)
-    cx = compare_covariance(np.array(xs), law, burn=0)
+    cx = compare_covariance(xs, law, burn=0)
     assert cx.consistent, cx.table()
     p_law = StationaryLaw("BAOAB momenta", np.zeros(4), law.momentum_cov, "")
-    cp = compare_covariance(np.array(ps), p_law, burn=0)
+    cp = compare_covariance(ps, p_law, burn=0)
     assert cp.consistent, cp.table()
     assert cp.chi2(StationaryLaw("m T", np.zeros(4), 0.8 * np.eye(4), ""))[2] < 1e-10
 
@@ -410,20 +417,13 @@ def test_obabo_covariance_positions_and_momenta():
     eta sqrt(lam_max) = 1 (rejected), and the momenta match m T I."""
     q = Quadratic(spectrum=[0.5, 1.0, 2.0, 4.0], seed=4)
     dyn = OBABO(step=0.5, friction=1.0, temperature=0.8)
-    sim = Simulation(q, dyn, replicas=1000, backend="numpy", seed=2)
-    sim.advance(200)
-    xs, ps = [], []
-    for _ in range(60):
-        sim.advance(20)
-        xs.append(sim.state["x"].copy())
-        ps.append(sim.state["p"].copy())
+    xs, ps = underdamped_samples(q, dyn)
     law, gibbs = predicted_laws((q, dyn))
     assert law.name == "OBABO exact" and gibbs.name.startswith("Gibbs")
-    cx = compare_covariance(np.array(xs), law, (gibbs,), burn=0)
+    cx = compare_covariance(xs, law, (gibbs,), burn=0)
     assert cx.consistent, cx.table()
     assert cx.chi2(gibbs)[2] < 1e-10, cx.table()
-    cp = compare_covariance(np.array(ps), StationaryLaw("m T", np.zeros(4), law.momentum_cov,
-                                                        ""), burn=0)
+    cp = compare_covariance(ps, StationaryLaw("m T", np.zeros(4), law.momentum_cov, ""), burn=0)
     assert cp.consistent, cp.table()
 
 
