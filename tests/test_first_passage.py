@@ -8,7 +8,7 @@ import pytest
 
 from langevin_sim import Simulation, open_run
 from langevin_sim.backends import numba_backend
-from langevin_sim.dynamics import OverdampedLangevin, UnderdampedLangevin
+from langevin_sim.dynamics import OBABO, OverdampedLangevin, UnderdampedLangevin
 from langevin_sim.errors import ConfigError
 from langevin_sim.first_passage import NAMES, STATE_KEYS, Ball, FirstPassage, HalfSpace
 from langevin_sim.io.writer import RunWriter
@@ -30,7 +30,7 @@ def random_init(M, d, seed=1):
 
 
 DYNAMICS = {"overdamped": OverdampedLangevin(0.01, 0.5),
-            "baoab": UnderdampedLangevin(0.03, 1.0, 0.5)}
+            "baoab": UnderdampedLangevin(0.03, 1.0, 0.5), "obabo": OBABO(0.03, 1.0, 0.5)}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

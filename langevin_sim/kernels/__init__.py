@@ -6,7 +6,7 @@ Layout:
                           schedules, the divergence test) and `compile_steps`; the CPU pieces
                           every family uses (in-kernel normals, divergence freezing, step
                           coefficients, SGD and overdamped row updates, first-passage regions)
-    double_well.py        DoubleWell x OverdampedLangevin, UnderdampedLangevin (CPU); its row
+    double_well.py        DoubleWell x OverdampedLangevin, UnderdampedLangevin, OBABO (CPU); its row
                           function for `rows`
     quadratic.py          Quadratic x OverdampedLangevin, UnderdampedLangevin
     linear_regression.py  LinearRegression: hooks only (every dynamics by the generic drivers)

@@ -257,7 +257,7 @@ def finite_row(v, bound):
 
 TILE_CALL_STEPS = 1 << 16  # steps per kernel call where a kernel tabulates its step coefficients
 GEMM_BLOCK_BYTES = 1 << 20  # cap on a GEMM block's state + gradient rows (stays in L2)
-OVERDAMPED, BAOAB = 0, 1    # the Langevin dynamics of `langevin_step_table`
+OVERDAMPED, BAOAB, OBABO = 0, 1, 2    # the Langevin dynamics of `langevin_step_table`
 
 
 def schedule_code(schedule) -> np.ndarray:
@@ -299,7 +299,8 @@ def sched(code, t):
 @jit
 def langevin_step_table(kind, es, ts, t0, K, friction, mass, x):
     """Per-step coefficients (3, K) of steps t0 .. t0+K-1 in x's dtype, computed once per call:
-    OVERDAMPED (eta, sqrt(2 eta T), 0), BAOAB (eta / 2, c1, c2) of `langevin.baoab_coeffs`."""
+    OVERDAMPED (eta, sqrt(2 eta T), 0), BAOAB (eta / 2, c1, c2) of `langevin.baoab_coeffs`,
+    OBABO (eta / 2, c1, c2 of its half-step O: `baoab_coeffs` at eta / 2)."""
     c = np.zeros((3, K), dtype=x.dtype)
     for k in range(K):
         eta, T = sched(es, t0 + k), sched(ts, t0 + k)
@@ -307,7 +308,7 @@ def langevin_step_table(kind, es, ts, t0, K, friction, mass, x):
             c[0, k] = eta
             c[1, k] = cpu.noise_scale(eta, T)
         else:
-            c1, c2 = cpu.baoab_coeffs(eta, friction, T, mass)
+            c1, c2 = cpu.baoab_coeffs(eta if kind == BAOAB else 0.5 * eta, friction, T, mass)
             c[0, k] = 0.5 * eta
             c[1, k] = c1
             c[2, k] = c2

@@ -2,13 +2,14 @@
 the fused numba-cuda kernels of `kernels.rows` (every dynamics, first-passage observers).
 
 DoubleWell is separable, so a step is the same scalar function on every coordinate of every
-replica: `overdamped_step` and `baoab_step` below, from the potential's `dw_grad` and the shared
-rules of `common.STEPS`.  The CPU kernel runs them on tiles of R = max(1, TILE // d)
+replica: `overdamped_step`, `baoab_step` and `obabo_step` below, from the potential's `dw_grad`
+and the shared rules of `common.STEPS`.  The CPU kernel runs them on tiles of R = max(1, TILE // d)
 replicas: each step updates the tile's R*d lanes in one loop that vectorizes across replicas
 (frozen lanes masked, divergence found by one and-reduction); noise comes in chunks of
 S = max(1, CHUNK // d) steps per replica (a tile's noise, S x R*d, stays in L2), for d = 1
-generated across replicas.  One serial driver serves both dynamics (one compilation per
-dtype); a thread pool runs it on contiguous groups of tiles.
+generated across replicas (OBABO: its 2 d normals a step per replica, as a d-lane run of
+2 d).  One serial driver serves the three dynamics (one compilation per dtype, OBABO's a
+compilation of its own); a thread pool runs it on contiguous groups of tiles.
 """
 from __future__ import annotations
 
@@ -19,14 +20,15 @@ import numpy as np
 
 from ..backends.jit import compile_functions, jit
 from ..backends.registry import register
-from ..dynamics import OverdampedLangevin, UnderdampedLangevin
+from ..dynamics import OBABO, OverdampedLangevin, UnderdampedLangevin
 from ..first_passage import STATE_KEYS as FP_KEYS
 from ..potentials import double_well as potentials_double_well
 from ..potentials.double_well import DoubleWell, dw_energy, dw_grad
+from .common import OBABO as OBABO_KIND
 from .common import (BAOAB, CHUNK, OVERDAMPED, TILE, TILE_CALL_STEPS, baoab_first, baoab_last,
                      compile_steps, fill_noise_tile, fill_noise_tile_d1, freeze_tile,
-                     langevin_step_table, like, no_regions, noise_buffer, overdamped_lane,
-                     region_changes, region_flags, region_scratch, schedule_code)
+                     langevin_step_table, like, no_regions, noise_buffer, obabo_first, obabo_last,
+                     overdamped_lane, region_changes, region_flags, region_scratch, schedule_code)
 from .drivers import FAMILIES, Hooks, family, row_sums, run_blocks
 from .rows import row_family
 
@@ -47,6 +49,14 @@ def baoab_step(x, p, g, z, h, inv_m, c1, c2, c, a2, k, tilt):
     return x, baoab_last(p, g, h), g
 
 
+def obabo_step(x, p, g, z1, z2, h, eta, inv_m, c1, c2, c, a2, k, tilt):
+    """One OBABO step (h = eta / 2, c1 and c2 of its half-step O) of one coordinate with the
+    step's two normals z1, z2: (x, p, g) -> the new ones."""
+    x, p = obabo_first(x, p, g, h, eta, inv_m, c1, c2, z1)
+    g = dw_grad(x, c, a2, k, tilt)
+    return x, obabo_last(p, g, h, c1, c2, z2), g
+
+
 def dw_row(x, g, w, args, idx, nb, lab, energy):
     """U (float64) of one replica x (d,), and its gradient into g (d,) float64: `dw_grad` per
     coordinate in x's dtype (`kernels.rows`; w, idx, nb, lab unused: no samples); args: `dw_args`
@@ -60,7 +70,7 @@ def dw_row(x, g, w, args, idx, nb, lab, energy):
     return u
 
 
-STEPS = ("dw_grad", "dw_energy", "overdamped_step", "baoab_step", "dw_row")
+STEPS = ("dw_grad", "dw_energy", "overdamped_step", "baoab_step", "obabo_step", "dw_row")
 
 
 # ---------------------------------------------------------------- CPU kernels (backend "numba")
@@ -103,8 +113,31 @@ def baoab_lanes(a, b, live, z, h, c1, c2, inv_m, coef, bound):
 
 
 @jit
+def obabo_lanes(a, b, live, z, d, h, c1, c2, inv_m, coef, bound):
+    """One OBABO step of a DoubleWell tile, as `baoab_lanes`; z (2 L,): each replica's 2 d
+    normals of the step (`fill_noise_tile` of 2 d lanes), the first d for the opening O, the
+    last d for the closing one."""
+    c, a2, k, tilt = coef[0], coef[1], coef[2], coef[3]
+    eta = h + h           # eta / 2 doubled: exact, eta in the state's dtype
+    good = True
+    for r in range(live.shape[0] // d):
+        for i in range(d):
+            j = r * d + i
+            x0, p0, g0 = a[3 * j], a[3 * j + 1], a[3 * j + 2]
+            xv, pv, gv = cpu.obabo_step(x0, p0, g0, z[2 * r * d + i], z[2 * r * d + d + i], h,
+                                        eta, inv_m, c1, c2, c, a2, k, tilt)
+            keep = not live[j]
+            b[3 * j] = x0 if keep else xv
+            b[3 * j + 1] = p0 if keep else pv
+            b[3 * j + 2] = g0 if keep else gv
+            good = (good & cpu.within_bound(b[3 * j], bound)
+                    & cpu.within_bound(b[3 * j + 1], bound) & cpu.within_bound(b[3 * j + 2], bound))
+    return good
+
+
+@jit
 def double_well_tile_steps(kind, st, new, live, Z, row, c, inv_m, coef, bound, dstep, lo, d, t,
-                           nlive, regions, fp, now, ins):
+                           nlive, regions, fp, now, ins, obabo):
     """Steps t, t+1, .. (one per column of the step table c) of one DoubleWell tile: state st
     (L,) positions (OVERDAMPED) or (3 L,) position, momentum, gradient per lane (BAOAB); noise of
     step t + s in Z[row + s]; new is scratch like st.  Ends with the state in st; returns the
@@ -113,13 +146,17 @@ def double_well_tile_steps(kind, st, new, live, Z, row, c, inv_m, coef, bound, d
     compiled ~5x slower, and with the swapped buffers in one function the BAOAB loop did not
     vectorize at all.  With first-passage regions (regions = `FirstPassage.arrays`, not
     empty) `region_flags` runs after every step on the new state and `region_changes` records
-    the changes (rare) in fp; now, ins: `region_scratch`."""
+    the changes (rare) in fp; now, ins: `region_scratch`.  obabo: True for OBABO (kind
+    OBABO, Z rows of 2 L normals), None otherwise (that branch then not compiled)."""
     a, b = st, new
     odd = False
     nq = 1 if kind == OVERDAMPED else 3
     kinds, vecs, thr = regions
     for s in range(c.shape[1]):
-        if kind == OVERDAMPED:
+        if obabo is not None:
+            good = obabo_lanes(a, b, live, Z[row + s], d, c[0, s], c[1, s], c[2, s], inv_m, coef,
+                               bound)
+        elif kind == OVERDAMPED:
             good = overdamped_lanes(a, b, live, Z[row + s], c[0, s], c[1, s], coef, bound)
         else:
             good = baoab_lanes(a, b, live, Z[row + s], c[0, s], c[1, s], c[2, s], inv_m, coef,
@@ -141,7 +178,7 @@ def double_well_tile_steps(kind, st, new, live, Z, row, c, inv_m, coef, bound, d
 
 @jit
 def double_well_tiles(kind, state, dstep, t0, table, k0, k1, rep0, inv_m, coef, bound, regions,
-                      fp, one, many, b0, b1):
+                      fp, one, many, obabo, b0, b1):
     """Overdamped Langevin (kind OVERDAMPED, state (1, M, d) positions) or BAOAB (kind BAOAB,
     state (3, M, d) positions, momenta, gradients at the positions) on DoubleWell, in place,
     for tiles b0..b1-1 (of R = max(1, TILE // d) replicas) and steps t0 .. t0 + K - 1 (table:
@@ -150,6 +187,8 @@ def double_well_tiles(kind, state, dstep, t0, table, k0, k1, rep0, inv_m, coef, 
     None) for d = 1 (noise generated across replicas), (None, True) for d > 1: Numba drops a
     branch under `x is not None` at compile time when x is None (and only then), so each
     kernel compiles one noise path (each alone ~2-3.5 s shorter to compile than both).
+    obabo: True for OBABO (kind OBABO, state as BAOAB's; with `many`: its 2 d normals a step
+    per replica at 2 t d + i), else None.
     coef = `DoubleWell.grad_coeffs`, inv_m = 1 / mass in the state's dtype (cast as NumPy
     does).  Serial and GIL-free: `_double_well` spreads the tiles over a thread pool (a prange
     kernel compiled ~5 s longer).  Tiles, noise chunks: see the module docstring."""
@@ -176,22 +215,31 @@ def double_well_tiles(kind, state, dstep, t0, table, k0, k1, rep0, inv_m, coef, 
                     live[r * d + i] = alive
                     st[(r * d + i) * nq + q] = src[lo + r, i]
         new = np.empty(L * nq, dtype=state.dtype)
-        Z = np.empty((S + 4, L), dtype=state.dtype)
+        nz = 1 if obabo is None else 2       # normals a step per lane
+        Z = np.empty((S + 4, nz * L), dtype=state.dtype)
         W = np.empty((4, L), dtype=state.dtype)
-        buf = noise_buffer(S * d, state)
+        buf = noise_buffer(S * nz * d, state)
+        zlive = live
+        if obabo is not None:            # the lane mask of 2 d normals per replica
+            zlive = np.empty(nz * L, dtype=np.bool_)
         now, ins = region_scratch(fp, lo, n, regions[0].shape[0])
         t = t0
         while t < t0 + K and nlive > 0:
             sn = min(S, t0 + K - t)
             row = 0
-            if many is not None:
+            if obabo is not None:
+                for j in range(L):
+                    zlive[2 * j] = live[j]
+                    zlive[2 * j + 1] = live[j]
+                fill_noise_tile(Z, buf, k0, k1, rep, 2 * d, t, sn, zlive)
+            elif many is not None:
                 fill_noise_tile(Z, buf, k0, k1, rep, d, t, sn, live)
             if one is not None:
                 fill_noise_tile_d1(Z, W, k0, k1, rep, t, sn)
                 row = t % 4
             nlive = double_well_tile_steps(kind, st, new, live, Z, row, table[:, t - t0:t - t0 + sn],
                                            inv_m, coef, bound, dstep, lo, d, t, nlive, regions, fp,
-                                           now, ins)
+                                           now, ins, obabo)
             t += sn
         for q in range(nq):
             dst = state[q]
@@ -221,9 +269,10 @@ def _double_well(sim, t0, K, k0, k1, kind, names, friction=0.0, mass=1.0):
     for t in range(t0, t0 + K, TILE_CALL_STEPS):
         table = langevin_step_table(kind, es, ts, t, min(TILE_CALL_STEPS, t0 + K - t), friction,
                                     mass, state)
+        one_many = (True, None) if x.shape[1] == 1 and kind != OBABO_KIND else (None, True)
         run_blocks(double_well_tiles, tiles, FAMILIES[DoubleWell], kind, state, sim.diverged_step,
                    t, table, k0, k1, sim.first_replica, inv_m, coef, sim.divergence_bound,
-                   regions, fp, *((True, None) if x.shape[1] == 1 else (None, True)),
+                   regions, fp, *one_many, True if kind == OBABO_KIND else None,
                    rows=per_task)
     if not view:
         for k, v in zip(names, state):
@@ -242,6 +291,13 @@ def _overdamped_double_well(sim, t0, K, k0, k1):
 def _baoab_double_well(sim, t0, K, k0, k1):
     dyn = sim.dynamics
     _double_well(sim, t0, K, k0, k1, BAOAB, ("x", "p", "g"), float(dyn.friction), float(dyn.mass))
+
+
+@register(DoubleWell, OBABO, "numba", first_passage=True)
+def _obabo_double_well(sim, t0, K, k0, k1):
+    dyn = sim.dynamics
+    _double_well(sim, t0, K, k0, k1, OBABO_KIND, ("x", "p", "g"), float(dyn.friction),
+                 float(dyn.mass))
 
 
 # ---------------------------------------------------------------- generic drivers' hooks (CPU)
