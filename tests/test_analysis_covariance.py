@@ -355,6 +355,9 @@ def test_predicted_laws_choices():
         predicted_laws((DoubleWell(d=2), OverdampedLangevin(step=0.1)))
     with pytest.raises(ConfigError, match="no predicted stationary law for Quadratic with AdamW"):
         predicted_laws((q, AdamW(lr=0.1)))        # AdamW has no temperature
+    for dyn in (UnderdampedLangevin(step=0.1, friction=0.0), OBABO(step=0.1, friction=0.0)):
+        with pytest.raises(ConfigError, match="friction 0: deterministic Hamiltonian"):
+            predicted_laws((q, dyn))
     x = np.random.default_rng(0).normal(size=(8, 16, 2))
     for bad in (-1, "abc", 1.5):
         with pytest.raises(ConfigError, match="burn must be 'auto' or a number of records >= 0"):

@@ -297,6 +297,8 @@ def test_expected_acceptance_skips_the_pairs_of_diverged_walkers():
      "distinct, 0.3 appears twice .* remove the duplicate"),
     (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), [0.0, 0.3], 2), "> 0, got 0.0"),
     (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), 0.3, 2), "list of numbers"),
+    (lambda: ReplicaExchange(tilted_well(), OBABO(friction=0.0), [1, 2], 2),
+     "OBABO with friction 0 is deterministic Hamiltonian .* friction > 0"),
 ])
 def test_refusals_are_one_line_config_errors(make, says):
     with pytest.raises(ConfigError, match=says) as e:

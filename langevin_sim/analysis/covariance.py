@@ -615,7 +615,8 @@ def predicted_laws(source: Run | tuple[Potential, Dynamics]) -> tuple[Stationary
     the epoch-reshuffling law when it is enumerable and every record falls at an epoch
     boundary (record_every a multiple of n // S), then the independent-subset law (first
     when the epoch law is not available), i.i.d. exact, continuous.  ConfigError for
-    scheduled step sizes or temperatures and for other potentials or dynamics."""
+    scheduled step sizes or temperatures, for underdamped dynamics without friction
+    (Hamiltonian: no noise, no stationary law) and for other potentials or dynamics."""
     source = check_run(source, "predicted_laws")
     from ..dynamics import OBABO, SGD, OverdampedLangevin, UnderdampedLangevin
     from ..dynamics.base import Dynamics
@@ -639,6 +640,10 @@ def predicted_laws(source: Run | tuple[Potential, Dynamics]) -> tuple[Stationary
         if s is not None and s.kind != "constant":
             raise ConfigError(f"the run's {key} is scheduled ({s.kind}); stationary laws need a "
                               "constant step size and temperature")
+    if isinstance(dyn, (UnderdampedLangevin, OBABO)) and dyn.friction == 0:
+        raise ConfigError(f"the run's {type(dyn).__name__} has friction 0: deterministic "
+                          "Hamiltonian dynamics (velocity Verlet), which keeps each replica's "
+                          "energy and has no stationary law; give it friction > 0")
     T = dyn.temperature.start
     if isinstance(pot, Quadratic) and isinstance(dyn, OverdampedLangevin):
         eta = dyn.step.start

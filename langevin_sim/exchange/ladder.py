@@ -114,6 +114,10 @@ class ReplicaExchange:
         if not type(dynamics).samples_boltzmann:
             raise ConfigError(f"replica exchange needs a Boltzmann sampler ({', '.join(samplers())}); "
                               f"{type(dynamics).__name__} does not sample exp(-U/T), so the swap rule would be wrong")
+        if getattr(dynamics, "friction", None) == 0:
+            raise ConfigError(f"replica exchange needs a Boltzmann sampler; {type(dynamics).__name__} "
+                              "with friction 0 is deterministic Hamiltonian dynamics (no noise: "
+                              "each rung keeps its energy); give it friction > 0")
         if dynamics.temperature.kind != "constant":
             raise ConfigError("replica exchange sets each rung's temperature; give the dynamics a constant temperature")
         every = check_int("every (steps between exchanges)", every)
