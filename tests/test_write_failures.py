@@ -85,7 +85,7 @@ def test_a_record_chunk_that_cannot_be_written_is_never_committed(tmp_path):
     the marker: it was written when a dropped h5py dataset closed, whose error h5py only
     prints, and the marker then counted a record of zeros."""
     out = _full(tmp_path, "commit")
-    assert out["type"] == "RuntimeError" and f"errno = {errno.EFBIG}" in out["message"], out
+    assert out["type"] == "RunFileError" and "failed (File too large)" in out["message"], out
     assert out["commit"][0] == 0 and out["commit"][2] == -1
 
 
@@ -119,17 +119,37 @@ def test_a_full_disk_or_quota_names_its_fix(tmp_path, code, fix):
                       f"then: langevin-sim resume {writer.path}")
 
 
+# The run under a hard file-size limit, as `ulimit -f` sets it; the error caught, as a notebook
+# would, then everything freed: the process must live on (exit 3), not crash (HDF5 freed a
+# half-closed file's datasets: a segfault at the next garbage collection or at exit).
 LIMITED = textwrap.dedent("""
-    import resource, sys
-    from langevin_sim import Simulation
+    import gc, resource, sys
+    from langevin_sim import RunFileError, Simulation
     from langevin_sim.dynamics import OverdampedLangevin
     from langevin_sim.potentials import DoubleWell
 
     limit = int(sys.argv[2])
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 2048, backend="numpy",
-               seed=1).run(400, 2, out=sys.argv[1], progress=False, flush_seconds=0)
+    try:
+        Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 2048, backend="numpy",
+                   seed=1).run(400, 2, out=sys.argv[1], progress=False, flush_seconds=0)
+    except RunFileError as e:
+        print(e, file=sys.stderr)
+    gc.collect()
+    print("alive", file=sys.stderr)
+    sys.exit(3)
 """)
+
+
+def _limited(tmp_path, path, limit: int) -> str:
+    """Run LIMITED on `path` under a hard file-size limit of `limit` bytes; its stderr."""
+    script = tmp_path / "limited.py"
+    script.write_text(LIMITED)
+    proc = subprocess.run([sys.executable, str(script), str(path), str(limit)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 3 and proc.stderr.endswith("alive\n"), (proc.returncode,
+                                                                       proc.stderr[-2000:])
+    return proc.stderr
 
 
 def test_a_run_stopped_by_the_file_size_limit_resumes_bit_for_bit(tmp_path):
@@ -139,11 +159,8 @@ def test_a_run_stopped_by_the_file_size_limit_resumes_bit_for_bit(tmp_path):
     ref = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 2048, backend="numpy",
                      seed=1).run(400, 2, out=tmp_path / "ref.h5", progress=False)
     path = tmp_path / "limited.h5"
-    script = tmp_path / "limited.py"
-    script.write_text(LIMITED)
-    proc = subprocess.run([sys.executable, str(script), str(path), str(6 << 20)], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert proc.returncode != 0 and "File too large" in proc.stderr, proc.stderr[-2000:]
+    err = _limited(tmp_path, path, 6 << 20)
+    assert f"writing {path} failed (File too large): the records committed up to step" in err
     size = os.path.getsize(path)
     assert size <= 6 << 20
     with pytest.raises(ls.RunFileError, match="shorter than HDF5 expects.*langevin-sim resume"):
@@ -163,3 +180,15 @@ def test_a_run_stopped_by_the_file_size_limit_resumes_bit_for_bit(tmp_path):
     assert os.path.getsize(cut) == size
     ref.close()
 
+
+
+def test_a_file_size_limit_hit_before_the_first_commit_is_one_line_and_leaves_no_file(tmp_path):
+    """Under a limit below the first commit's size the run's first write (before the file is
+    published under its name) fails with the same one line, not HDF5's traceback, and the
+    temporary file is removed."""
+    path = tmp_path / "tiny.h5"
+    err = _limited(tmp_path, path, 1 << 20)
+    assert f"writing {path} failed (File too large): nothing was committed and the new file " \
+           "is removed; raise the file-size limit (`ulimit -f`), then start the run again" in err
+    assert "Traceback" not in err
+    assert os.listdir(tmp_path) == ["limited.py"]

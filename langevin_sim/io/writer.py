@@ -210,9 +210,13 @@ class RunWriter:
         checkpoint of `state` at `steps_done`; then commit. Safe against a kill anywhere.
         `first_passage`: the observer's arrays at `steps_done` (first_passage.STATE_KEYS ->
         (M, R)), rewritten in /first_passage before the marker (a plain-HDF5 view; readers
-        take the committed checkpoint's copy, see `Run.first_passage`)."""
-        self.append(records)
-        self.commit_block(state, steps_done, diverged_step, complete, first_passage)
+        take the committed checkpoint's copy, see `Run.first_passage`).  A write that fails
+        (a full disk, the file-size limit) raises `write_failed`'s one line."""
+        try:
+            self.append(records)
+            self.commit_block(state, steps_done, diverged_step, complete, first_passage)
+        except (OSError, RuntimeError) as e:
+            raise write_failed(self, e) from None
 
     def append(self, records: list[dict]) -> None:
         """Write `records` after the rows written so far, uncommitted: readers ignore them
@@ -392,6 +396,25 @@ class WriterThread:
             raise self._error
 
 
+# a new run file's hidden name until it is laid out and flushed (`simulation._create_file`)
+CREATING = re.compile(r"\.(?P<name>.+)\.(?P<host>.+)-(?P<pid>\d+)\.[0-9a-f]{12}\.creating")
+
+
+def creating_name(out: str, host: str, pid: int, token: str) -> str:
+    """The hidden name beside `out` under which process `pid` of `host` lays out run file
+    `out` (`token`: 12 hex digits), matched by `CREATING`."""
+    parent, name = os.path.split(out)
+    return os.path.join(parent, f".{name}.{host}-{pid}.{token}.creating")
+
+
+def published_name(path: str) -> str:
+    """The name run file `path` has or will have: `path` itself, or `out` for the hidden
+    name `creating_name` gave it."""
+    parent, name = os.path.split(path)
+    m = CREATING.fullmatch(name)
+    return path if m is None else os.path.join(parent, m["name"])
+
+
 def write_failed(writer: RunWriter, e: BaseException) -> BaseException:
     """The error to raise for `e`, raised while `writer` wrote its file: an OS-level write
     failure (an errno: a full disk, the file-size limit) becomes one RunFileError line naming
@@ -406,23 +429,30 @@ def write_failed(writer: RunWriter, e: BaseException) -> BaseException:
     why = os.strerror(code)
     fix = {errno.ENOSPC: "make room on its file system", errno.EDQUOT: "make room in your quota",
            errno.EFBIG: "raise the file-size limit (`ulimit -f`)"}.get(code, "fix its cause")
-    c, path = writer.commit, writer.path
+    c, path = writer.commit, published_name(writer.path)
     where = (f"the records committed up to step {int(c[F.STEPS_DONE])} and the checkpoint at step "
              f"{int(c[F.CKPT_STEP])} stand; {fix}, then: langevin-sim resume {path}"
              if c[F.CKPT_SLOT] >= 0 else
-             f"no checkpoint was committed yet; {fix}, then start the run again (--overwrite)")
-    detach(writer.f)
+             f"nothing was committed and the new file is removed; {fix}, then start the run "
+             "again")
+    detach(writer.f, code)
     return RunFileError(f"writing {path} failed ({why}): {where}")
 
 
-def detach(f: h5py.File) -> None:
+def detach(f: h5py.File, code: int = errno.ENOSPC) -> None:
     """Point HDF5's descriptor of `f` at an anonymous in-memory file (Linux memfd), so that
-    nothing more reaches the run file after a failed write: closing `f` (its flush, its length
-    change) then succeeds and leaves the file's last commit as it is on disk.  Without this the
-    close fails again and HDF5 crashes the interpreter at exit.  No-op elsewhere."""
+    nothing more reaches the run file after a failed write (errno `code`): closing `f` (its
+    flush, its length change) then succeeds and leaves the file's last commit as it is on
+    disk.  Without this the close fails again, leaves the file's datasets open on a
+    half-closed file, and HDF5 crashes the interpreter when they are freed (at exit, or at a
+    notebook's next garbage collection).  After EFBIG (the file-size limit, `ulimit -f`,
+    which binds every regular file, a memfd too) the descriptor goes to /dev/null instead: a
+    character device takes writes at any offset; only the close's length change then fails,
+    after every dataset is closed.  No-op elsewhere."""
     if not hasattr(os, "memfd_create") or not f.id.valid or f.driver != "sec2":
         return
-    mem = os.memfd_create("langevin-sim-detached")
+    mem = (os.open(os.devnull, os.O_RDWR) if code == errno.EFBIG
+           else os.memfd_create("langevin-sim-detached"))
     try:
         os.dup2(mem, f.id.get_vfd_handle(), inheritable=False)
     finally:
