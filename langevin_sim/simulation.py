@@ -29,7 +29,7 @@ from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped, R
 from .first_passage import STATE_KEYS as FP_KEYS
 from .first_passage import FirstPassage
 from .io import Run, RunWriter
-from .io.reader import RunFileLocked, lengthen, private, run_path
+from .io.reader import RunFileLocked, lengthen, private, refuse_if_written, run_path
 from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE, json_default
 from .io.swmr import writer_info
 from .io.direct import ALIGN
@@ -639,8 +639,9 @@ def _record_resume(cfg: dict, step: int, target: int, backend: str) -> bool:
 
 
 def _check_out(out, overwrite: bool) -> None:
-    """Refuse an existing run file `out` unless `overwrite`, a directory, or a place where no
-    file can be made (None: in memory, never refused)."""
+    """Refuse an existing run file `out` unless `overwrite` (and even then one that a live
+    process writes), a directory, or a place where no file can be made (None: in memory,
+    never refused)."""
     if out is None:
         return
     if os.path.isdir(out):
@@ -649,6 +650,8 @@ def _check_out(out, overwrite: bool) -> None:
     if os.path.exists(out) and not overwrite:
         raise ConfigError(f"output {os.fspath(out)} exists; choose another path, delete it, or "
                           "pass overwrite=True (--overwrite on the command line)")
+    if overwrite and os.path.isfile(out):
+        refuse_if_written(os.fspath(out))
     parent = os.path.dirname(os.path.abspath(out))
     while not os.path.exists(parent):       # the nearest existing folder must take new files
         parent = os.path.dirname(parent)
@@ -662,13 +665,15 @@ def _publish(writer: RunWriter, out, overwrite: bool) -> None:
     file; no-op in memory or where `_create_file` made it under that name).  Unless
     `overwrite`, a file that took the name meanwhile (another run given the same path) is
     refused, not replaced: the name is made as a hard link, which never replaces (a plain
-    rename where the file system has no hard links)."""
+    rename where the file system has no hard links).  With it, one that a live process
+    writes is refused (`refuse_if_written`)."""
     f = writer.f
     if out is None or f.filename == os.fspath(out):
         return
     f.flush()
     out = os.fspath(out)
     if overwrite:
+        refuse_if_written(out)              # a writer may have started since `_check_out`
         os.replace(f.filename, out)
     else:
         try:

@@ -370,6 +370,43 @@ def test_reading_a_run_written_without_swmr_names_the_writer_and_swmr(tmp_path):
         proc.wait()
 
 
+@pytest.mark.parametrize("swmr", [False, True], ids=["plain", "swmr"])
+def test_overwrite_refuses_a_file_another_process_writes(tmp_path, swmr, monkeypatch, capsys):
+    """--overwrite of a file that a live run writes is refused (it replaced the file, and
+    the other run then reported success on the new one): at the start, and at the rename
+    that publishes the new file, where a writer that started meanwhile is caught."""
+    from langevin_sim import simulation as S
+
+    path = tmp_path / "busy.h5"
+    proc = _start(tmp_path, path, 10**7, *(["swmr"] if swmr else []))
+    try:
+        _wait_records(path, 3, proc, swmr=swmr)
+        with pytest.raises(ls.RunFileError, match="overwrite=True. would replace it") as e:
+            dw_sim(backend="numpy").run(20, 10, out=path, overwrite=True, progress=False)
+        assert "\n" not in str(e.value)
+        assert cli(["run", os.path.join(ROOT, "scenarios", "double_well.py"), "--quick",
+                    "--set", "backend=numpy", "--out", str(path), "--overwrite"]) == 2
+        assert "would replace it" in capsys.readouterr().err
+        later = tmp_path / "later.h5"
+        real = S._create_file
+
+        def create(out, overwrite, swmr_):    # another run takes the name after the check
+            f = real(out, overwrite, swmr_)
+            os.link(path, later)
+            return f
+        monkeypatch.setattr(S, "_create_file", create)
+        with pytest.raises(ls.RunFileError, match="would replace it"):
+            dw_sim(backend="numpy").run(20, 10, out=later, overwrite=True, progress=False)
+        assert proc.poll() is None and os.path.samefile(path, later)
+        monkeypatch.setattr(S, "_create_file", real)
+        dw_sim(backend="numpy").run(20, 10, out=tmp_path / "new.h5", overwrite=True,
+                                    progress=False).close()      # no file yet: no check
+        assert not [p for p in os.listdir(tmp_path) if p.endswith(".creating")]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_sigterm_flushes_and_stops(tmp_path):
     path = tmp_path / "term.h5"
     proc = _start(tmp_path, path, 10**6)

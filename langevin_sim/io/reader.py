@@ -488,6 +488,35 @@ def _open_any(path: str, mode: str, swmr: bool, latest: bool) -> h5py.File:
     return _plain(path, mode, latest)
 
 
+def refuse_if_written(path: str) -> None:
+    """RunFileLocked if a live process is writing run file `path` (it holds HDF5's lock, or
+    writes it in SWMR mode), before the file is replaced (--overwrite).  A missing file, one
+    only read elsewhere, and one that is not HDF5 pass."""
+    if not os.path.isfile(path):
+        return
+    fix = "wait for that run to finish or stop it, or write the new run to another path"
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except BlockingIOError:
+        raise RunFileLocked(f"another process is writing {path} (it holds the file's lock); "
+                            f"--overwrite (overwrite=True) would replace it under that run: "
+                            f"{fix}") from None
+    except OSError:
+        pass
+    if not swmr_file.flags_set(path):
+        return
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            info = f.attrs.get("writer")
+    except OSError:
+        return
+    live = swmr_file.writer_alive(path, info)
+    if live is not None:
+        raise RunFileLocked(f"{path} is being written (SWMR) by {live}; --overwrite "
+                            f"(overwrite=True) would replace it under that run: {fix}")
+
+
 _SHORT = re.compile(r"truncated file: eof = (\d+), sblock->base_addr = \d+, stored_eof = (\d+)")
 
 
