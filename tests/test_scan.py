@@ -795,6 +795,22 @@ def test_scan_summary_shows_points_that_lost_replicas_to_divergence(tmp_path, ca
     assert "1 point(s) lost replicas to divergence" in out, out
 
 
+def test_a_scan_of_replica_exchange_has_its_points_not_their_rung_files(tmp_path, capsys):
+    """A replica-exchange point writes <id>.h5 and <id>.rung<k>.h5: the rung files were taken
+    for points of an earlier plan ("10 points: 10 done" for 2, rows p<id>.rung1 ... in the
+    manifest), and scan_summary.py failed on the repeated coordinates (non-unique index)."""
+    scan = run_scan(str(ROOT / "scenarios" / "exchange_double_well.py"),
+                    grid={"exchange_every": [10, 20]}, quick=True, sets={"steps": 200},
+                    out=tmp_path / "x", workers=1, progress=False)
+    assert len(list((scan.root / "points").glob("*.rung*.h5"))) == 8
+    assert list(scan.manifest["status"]) == ["done", "done"], scan.manifest
+    assert list(open_scan(scan.root).manifest["id"]) == list(scan.manifest["id"])
+    main = runpy.run_path(str(ROOT / "analysis" / "scan_summary.py"))["main"]
+    table = main([str(scan.root), "--png", str(tmp_path / "s.png")])
+    assert list(table["exchange_every"]) == [10, 20]
+    assert "2 points" in capsys.readouterr().out
+
+
 def test_scan_summary_of_a_scan_with_no_finished_point_is_one_line(tmp_path, capsys):
     """A scan whose points are all pending, incomplete (killed) or diverged has no summary
     variables: scan_summary.py ended in "KeyError: 'energy_mean'" from reduce_repeats.

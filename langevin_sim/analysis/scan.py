@@ -30,9 +30,12 @@ if TYPE_CHECKING:
 
 
 def run_files(path: str | os.PathLike) -> list[Path]:
-    """The run files of `path`: itself (a .h5 file) or a scan directory's points/*.h5."""
+    """The run files of `path`: itself (a .h5 file) or a scan directory's points/<id>.h5
+    (rung 0's file of a replica-exchange point: its other rungs' files are not points)."""
+    from ..scan.manifest import point_files
+
     path = Path(path)
-    files = [path] if path.is_file() else sorted((path / "points").glob("*.h5"))
+    files = [path] if path.is_file() else point_files(path / "points", ".h5")
     if not files:
         raise ConfigError(f"{path}: neither a run file nor a scan directory with points/*.h5")
     return files

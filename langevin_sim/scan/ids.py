@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 _MASK64 = (1 << 64) - 1
+_ID = re.compile(r"p[0-9a-f]{16}")
 
 
 def splitmix64(z: int) -> int:
@@ -24,6 +26,12 @@ def point_id(coords: dict, repeat: int) -> str:
     canon = json.dumps({"coords": coords, "repeat": int(repeat)}, sort_keys=True,
                        separators=(",", ":"))
     return "p" + hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def is_point_id(name: str) -> bool:
+    """Whether `name` is a point id (`point_id`'s form), e.g. a point file's stem; a
+    replica-exchange point's rung file <id>.rung<k>.h5 has the stem <id>.rung<k>, not one."""
+    return _ID.fullmatch(name) is not None
 
 
 def point_seed(scan_seed: int, pid: str) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import RunFileError
 from ..io import Run
 from ..io import format as F
+from .ids import is_point_id
 
 SCAN_FORMAT = "langevin_sim-scan"
 MANIFEST_COLUMNS_TAIL = ("repeat", "seed", "status", "path", "wall_s", "error")
@@ -104,9 +105,16 @@ def rebuild_rows(root, plan: list[dict] | None = None) -> list[dict]:
 def other_rows(root: Path, known: set) -> list[dict]:
     """Rows of the points on disk that are not in `known` (left by an earlier plan)."""
     pts = root / "points"
-    ids = sorted({f.stem for f in pts.glob("p*.h5")} | {f.stem for f in pts.glob("p*.json")}) \
-        if pts.is_dir() else []
+    ids = sorted({f.stem for f in point_files(pts, ".h5") + point_files(pts, ".json")})
     return [point_row(root, pid, None, None, None) for pid in ids if pid not in known]
+
+
+def point_files(folder: Path, suffix: str) -> list[Path]:
+    """The points' own files <id><suffix> in `folder` (none if it is missing), sorted: not
+    the rung files <id>.rung<k>.h5 of a replica-exchange point, nor any other file."""
+    if not folder.is_dir():
+        return []
+    return sorted(f for f in folder.glob(f"p*{suffix}") if is_point_id(f.name[:-len(suffix)]))
 
 
 def axes_of(rows: list[dict]) -> list[str]:
