@@ -638,6 +638,16 @@ def _record_resume(cfg: dict, step: int, target: int, backend: str) -> bool:
     return changed
 
 
+def _resume_swmr(path, started: bool, swmr: bool | None) -> bool:
+    """Whether a resume of run file `path` writes in SWMR mode: `swmr`, by default as the run
+    was `started`; ConfigError for SWMR where it was started without."""
+    swmr = started if swmr is None else bool(swmr)
+    if swmr and not started:
+        raise ConfigError(f"{path} was not started in SWMR mode, and HDF5 cannot switch a file to "
+                          "it later; resume without --swmr (swmr=False)")
+    return swmr
+
+
 def _check_out(out, overwrite: bool) -> None:
     """Refuse an existing run file `out` unless `overwrite` (and even then one that a live
     process writes), a directory, or a place where no file can be made (None: in memory,
@@ -733,20 +743,16 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
         lengthen(path)
     with Run(path) as run:
         cfg = run.config
-    swmr = bool(cfg.get("swmr", False)) if swmr is None else bool(swmr)
-    if swmr and not cfg.get("swmr", False):
-        raise ConfigError(f"{path} was not started in SWMR mode, and HDF5 cannot switch a file to "
-                          "it later; resume without --swmr (swmr=False)")
+    if "exchange" in (cfg.get("meta") or {}):       # a rung of a replica-exchange run
+        from .exchange import resume as resume_ladder
+
+        return resume_ladder(path, steps, backend, progress, flush_seconds, swmr)
+    swmr = _resume_swmr(path, bool(cfg.get("swmr", False)), swmr)
     with Run(path) as run:
-        ladder = "exchange" in (cfg.get("meta") or {})  # a rung of a replica-exchange run
-        if not ladder and run.complete and (steps is None or int(steps) == run.steps_done):
+        if run.complete and (steps is None or int(steps) == run.steps_done):
             done = Run(path)
             done.resumed_from = None
             return done
-    if ladder:
-        from .exchange import resume as resume_ladder
-
-        return resume_ladder(path, steps, backend, progress, flush_seconds)
     try:
         run = Run(path, mode="r+", latest=swmr)
     except RunFileError:

@@ -145,6 +145,59 @@ def test_resume_after_a_kill_between_rung_commits_is_bit_identical(tmp_path, mon
     again.close()
 
 
+SWMR_LADDER = """
+import sys
+from langevin_sim.dynamics import OverdampedLangevin
+from langevin_sim.exchange import ReplicaExchange
+from langevin_sim.potentials import DoubleWell
+ReplicaExchange(DoubleWell(d=1), OverdampedLangevin(step=0.01), [0.2, 0.4, 0.8], 8, every=10,
+                backend="numpy", seed=3).run(10**8, 10, out=sys.argv[1], progress=False,
+                                             swmr=True, flush_seconds=0.02)
+"""
+
+
+@pytest.mark.parametrize("swmr", [None, True], ids=["as-started", "swmr"])
+def test_a_killed_swmr_ladder_resumes_in_swmr_mode(tmp_path, monkeypatch, swmr):
+    """Every rung of a ladder run with swmr=True says so in its config (rung 0 said False),
+    and its resume writes every rung in SWMR mode, by default and with swmr=True (the first
+    wrote none, the second was refused as 'not started in SWMR mode')."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "exs.h5"
+    proc = subprocess.Popen([sys.executable, "-c", SWMR_LADDER, str(path)])
+    try:
+        for _ in range(1200):
+            assert proc.poll() is None
+            try:
+                with langevin_sim.open_run(path, swmr=True) as run:
+                    if run.n_records >= 3:
+                        break
+            except (OSError, KeyError):
+                pass
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    files = [path] + [tmp_path / f"exs.rung{k}.h5" for k in (1, 2)]
+    for p in files:
+        with langevin_sim.open_run(p) as run:
+            assert run.config["swmr"] is True, p
+    with langevin_sim.open_run(path) as run:
+        target = run.steps_done + 40
+    modes, loop = [], ReplicaExchange._loop
+
+    def watched(self, writers, *a):
+        modes.extend(w.f.swmr_mode for w in writers)
+        return loop(self, writers, *a)
+    monkeypatch.setattr(ReplicaExchange, "_loop", watched)
+    done = langevin_sim.resume(path, steps=target, progress=False, swmr=swmr)
+    assert done.complete and done.steps_done == target and modes == [True] * 3
+    done.close()
+
+
 def test_a_full_disk_stops_a_ladder_with_one_line_and_it_resumes(tmp_path, monkeypatch):
     """A rung whose write fails (ENOSPC) stops the ladder with the one-line write failure
     naming that rung's file and how to resume, not h5py's traceback; resume ends bit-identical

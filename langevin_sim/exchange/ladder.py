@@ -203,14 +203,11 @@ class ReplicaExchange:
                 probe = sim.snapshot(record_positions)
                 f = _create_file(path, overwrite, swmr)
                 handles.append(f)
-                writers.append(sim.create_writer(f, probe, record_every, record_positions, target,
-                                                 compression, swmr=swmr and k > 0))
-                if k == 0:
+                if k == 0:      # before the layout, which enters SWMR mode (no new objects)
                     log.create(f, self.ladder_ids, self.temperatures, self.every, self.step,
                                self.walker)
-                    f.flush()
-                    if swmr:
-                        f.swmr_mode = True
+                writers.append(sim.create_writer(f, probe, record_every, record_positions, target,
+                                                 compression, swmr=swmr))
                 pending.append([probe] if self.step % record_every == 0 else [])
             # every rung's first record and initial state committed, then the names, rung 0
             # (the ladder's entry) last: a ladder whose files appear resumes from the start

@@ -19,7 +19,7 @@ from ..io import Run, RunWriter
 from ..io import format as F
 from ..io.reader import lengthen
 from ..io.swmr import writer_info
-from ..simulation import Simulation, _close_unpublished
+from ..simulation import Simulation, _close_unpublished, _resume_swmr
 from . import log
 from .ladder import ReplicaExchange
 
@@ -35,17 +35,21 @@ def lowest_rung(path) -> str:
 
 
 def resume(path, steps: int | None = None, backend: str | None = None,
-           progress: bool | None = None, flush_seconds: float = 1.0) -> Run:
+           progress: bool | None = None, flush_seconds: float = 1.0,
+           swmr: bool | None = None) -> Run:
     """Continue the replica-exchange run that `path` (any rung's file) belongs to until
     `steps` total steps (default: its planned total), bit for bit as if uninterrupted;
-    returns rung 0's Run (`resumed_from`: the step it continued from, None if complete)."""
+    returns rung 0's Run (`resumed_from`: the step it continued from, None if complete).
+    swmr: write every rung in SWMR mode (default: as the ladder was started)."""
     path = lowest_rung(path)
     with Run(path) as run:
         ex = run.config["meta"]["exchange"]
     files = [os.path.join(os.path.dirname(path), name) for name in ex["files"]]
     for p in files:
         lengthen(p)
-    runs = [Run(p, mode="r+") for p in files]
+    started = any(_started_swmr(p) for p in files)   # (rung 0 recorded False in older files)
+    swmr = _resume_swmr(path, started, swmr)
+    runs = [Run(p, mode="r+", latest=swmr) for p in files]
     try:
         c0 = runs[0].commit
         if c0[F.CKPT_SLOT] < 0:
@@ -69,14 +73,18 @@ def resume(path, steps: int | None = None, backend: str | None = None,
         ladder.rungs[0]._check_end(target, f"steps={target} (--steps {target})")
         for run in runs:
             cfg = run.config
-            if cfg["steps_target"] != target:
-                cfg["steps_target"] = target
+            if cfg["steps_target"] != target or cfg.get("swmr", False) != started:
+                cfg["steps_target"], cfg["swmr"] = target, started
                 run.f["config"].attrs["json"] = json.dumps(cfg)
             run.f.attrs["writer"] = writer_info()
         writers = [RunWriter(r.f) for r in runs]
         for w in writers:
             w.truncate_to_checkpoint()
         log.truncate(runs[0].f, log.committed(runs[0].f, S))
+        if swmr:
+            for w in writers:
+                w.f.flush()
+                w.f.swmr_mode = True
         ladder._loop(writers, target, cfg0["record_every"], cfg0["record_positions"],
                      [[] for _ in runs], progress, flush_seconds)
     except BaseException:
@@ -84,6 +92,12 @@ def resume(path, steps: int | None = None, backend: str | None = None,
             _close_unpublished(r.f, r.path)
         raise
     return _done(ladder, runs, files, S)
+
+
+def _started_swmr(path: str) -> bool:
+    """Whether rung file `path` says its ladder was started in SWMR mode."""
+    with Run(path) as run:
+        return bool(run.config.get("swmr", False))
 
 
 def _roll_back(run: Run, S: int) -> None:
