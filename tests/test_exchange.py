@@ -198,6 +198,28 @@ def test_a_killed_swmr_ladder_resumes_in_swmr_mode(tmp_path, monkeypatch, swmr):
     done.close()
 
 
+@pytest.mark.parametrize("backends", [("numpy", "numba"), ("numba", "numpy")],
+                         ids=["numpy-numba", "numba-numpy"])
+def test_a_resumed_ladder_records_its_new_target_and_backend_on_every_rung(tmp_path, backends):
+    """`resume --steps --backend` of a ladder records on every rung what a plain resume
+    records: steps_target and the scenario's `steps`, the backend and `backend_history`
+    (only steps_target was rewritten)."""
+    first, then = backends
+    path = tmp_path / "exc.h5"
+    ex = ReplicaExchange(DoubleWell(d=1), OverdampedLangevin(step=0.01), [0.2, 0.4, 0.8], 4,
+                         every=10, backend=first, seed=3, meta={"params": {"steps": 100}})
+    ex.run(100, 50, out=path, progress=False)
+    for run in ex.runs:
+        run.close()
+    langevin_sim.resume(path, steps=200, backend=then, progress=False).close()
+    for p in [path] + [tmp_path / f"exc.rung{k}.h5" for k in (1, 2)]:
+        with langevin_sim.open_run(p) as run:
+            cfg = run.config
+            assert run.complete and run.steps_done == cfg["steps_target"] == 200, p
+            assert cfg["meta"]["params"]["steps"] == 200, p
+            assert cfg["backend"] == then and cfg["backend_history"] == [[0, first], [100, then]]
+
+
 def test_a_full_disk_stops_a_ladder_with_one_line_and_it_resumes(tmp_path, monkeypatch):
     """A rung whose write fails (ENOSPC) stops the ladder with the one-line write failure
     naming that rung's file and how to resume, not h5py's traceback; resume ends bit-identical

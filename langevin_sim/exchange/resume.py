@@ -19,7 +19,7 @@ from ..io import Run, RunWriter
 from ..io import format as F
 from ..io.reader import lengthen
 from ..io.swmr import writer_info
-from ..simulation import Simulation, _close_unpublished, _resume_swmr
+from ..simulation import Simulation, _close_unpublished, _record_resume, _resume_swmr
 from . import log
 from .ladder import ReplicaExchange
 
@@ -40,7 +40,8 @@ def resume(path, steps: int | None = None, backend: str | None = None,
     """Continue the replica-exchange run that `path` (any rung's file) belongs to until
     `steps` total steps (default: its planned total), bit for bit as if uninterrupted;
     returns rung 0's Run (`resumed_from`: the step it continued from, None if complete).
-    swmr: write every rung in SWMR mode (default: as the ladder was started)."""
+    swmr: write every rung in SWMR mode (default: as the ladder was started).  Every rung's
+    config records the new target and backend as a plain resume's does (`_record_resume`)."""
     path = lowest_rung(path)
     with Run(path) as run:
         ex = run.config["meta"]["exchange"]
@@ -71,11 +72,12 @@ def resume(path, steps: int | None = None, backend: str | None = None,
             return _done(ladder, runs, files, None)
         ladder = _ladder(runs, ex, backend, S)
         ladder.rungs[0]._check_end(target, f"steps={target} (--steps {target})")
-        for run in runs:
+        for run, sim in zip(runs, ladder.rungs):
             cfg = run.config
-            if cfg["steps_target"] != target or cfg.get("swmr", False) != started:
-                cfg["steps_target"], cfg["swmr"] = target, started
-                run.f["config"].attrs["json"] = json.dumps(cfg)
+            repair = cfg.get("swmr", False) != started
+            cfg["swmr"] = started
+            if _record_resume(cfg, S, target, sim.backend_name) or repair:
+                run.f["config"].attrs["json"] = json.dumps(cfg, default=F.json_default)
             run.f.attrs["writer"] = writer_info()
         writers = [RunWriter(r.f) for r in runs]
         for w in writers:
