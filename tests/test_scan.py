@@ -923,12 +923,15 @@ def test_a_scheduler_address_that_answers_as_something_else_is_one_line(tmp_path
     assert "answers, but not as a Dask scheduler" in err[0] and "8786" in err[0], err
 
 
-def test_ctrl_c_of_a_scan_on_its_local_cluster_stops_points_at_a_record(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_of_a_scan_on_its_local_cluster_stops_points_at_a_record(tmp_path, sig):
     """Ctrl-C reaches the whole process group: the local workers died of it mid-point
     ("workers died" errors, tracebacks, leaked semaphores) or were killed after 4 s, losing
     what their points ran since the last checkpoint.  Now the workers ignore SIGINT; the scan
     asks the points running to stop at their next record, with a checkpoint, and starts no
-    other: two lines, status 130, and the rerun resumes the stopped point from there."""
+    other: two lines, status 130, and the rerun resumes the stopped point from there.
+    SIGTERM to the scan (a SLURM time limit) does the same, status 143 (it killed the scan,
+    no line, its workers' semaphores leaked)."""
     out = tmp_path / "scan"
     slow = point_id({"temperature": 2.0, "steps": 10_000_000, "record_every": 500}, 0)
     args = [sys.executable, "-m", "langevin_sim.cli", "scan", SCEN, "--zip",
@@ -943,9 +946,12 @@ def test_ctrl_c_of_a_scan_on_its_local_cluster_stops_points_at_a_record(tmp_path
                and (out / "points" / f"{fast}.json").exists()) \
             and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)               # what a terminal's Ctrl-C does
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)                     # what a terminal's Ctrl-C does
+    else:
+        proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stdout + stderr
+    assert proc.returncode == 128 + sig, stdout + stderr
     assert stderr.splitlines()[1:] == [
         "langevin-sim: stopping: the points running stop at their next record, with a "
         "checkpoint (Ctrl-C again: at once)",

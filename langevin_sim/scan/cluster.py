@@ -106,6 +106,32 @@ def _workers_ignore_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, before)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM while a scan waits for its points (`_sigterm_stops`): it stops the scan as
+    Ctrl-C does; `exit_code` 128 + SIGTERM."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While active in the main thread, SIGTERM (a SLURM time limit, `kill`) raises
+    `_Terminated`, a KeyboardInterrupt, where the scan waits: it stops as after Ctrl-C, not
+    killed with its cluster's workers mid-point (elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def gpu_cluster(ids: list[str], threads: int):
     """A local Dask cluster of one spawned worker per GPU id: CUDA_VISIBLE_DEVICES=id, resource
     GPU=1, `threads` threads (the resource, not the thread count, keeps a GPU to one point)."""
@@ -250,18 +276,20 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
             key = f"point-{t['scan']['id']}-{os.urandom(4).hex()}"
             futures[client.submit(run_point, t, key=key, pure=False, retries=0,
                                   resources=resources)] = t
-        try:
-            _collect(futures, finished, client)
-        except KeyboardInterrupt:
-            if cluster is None or not futures:   # an external cluster's workers are not ours
-                raise
-            print("langevin-sim: stopping: the points running stop at their next record, with "
-                  "a checkpoint (Ctrl-C again: at once)", file=sys.stderr)
-            from ..simulation import stop_runs
+        with _sigterm_stops():
+            try:
+                _collect(futures, finished, client)
+            except KeyboardInterrupt as e:
+                if cluster is None or not futures:   # an external cluster's workers are not ours
+                    raise
+                print("langevin-sim: stopping: the points running stop at their next record, "
+                      "with a checkpoint (Ctrl-C again: at once)", file=sys.stderr)
+                from ..simulation import stop_runs
 
-            client.run(stop_runs, signal.SIGINT, True)
-            _collect(futures, finished, client)
-            raise
+                sig = signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT
+                client.run(stop_runs, sig, True)
+                _collect(futures, finished, client)
+                raise
     finally:
         for fut in list(futures):
             fut.cancel()
