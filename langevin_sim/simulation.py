@@ -299,6 +299,7 @@ class Simulation:
         """
         steps = check_int("steps", steps, minimum=0)
         record_every = check_int("record_every", record_every)
+        _check_write_options(compression, flush_seconds, checkpoint_every)
         for obs in self.observers:
             check = getattr(obs, "check_record_every", None)
             if check is not None:
@@ -638,6 +639,26 @@ def _record_resume(cfg: dict, step: int, target: int, backend: str) -> bool:
     return changed
 
 
+def _check_write_options(compression: str | int | None, flush_seconds: float,
+                         checkpoint_every: int | None = None) -> None:
+    """ConfigError for a compression filter that HDF5 lacks here, `flush_seconds` not a
+    number of seconds >= 0, or `checkpoint_every` not a step count >= 1 (None: every flush)."""
+    if compression is not None:
+        names = [c for c in ("gzip", "lzf", "szip") if c in h5py.filters.encode]
+        if isinstance(compression, bool) or not (
+                compression in names if isinstance(compression, str) else
+                isinstance(compression, int) and 0 <= compression <= h5py.h5z.FILTER_MAX
+                and h5py.h5z.filter_avail(compression)):
+            raise ConfigError(f"compression {compression!r} is not available here; give one of "
+                              f"{', '.join(names)} or None (uncompressed)")
+    if isinstance(flush_seconds, bool) or not isinstance(flush_seconds, (int, float)) \
+            or not flush_seconds >= 0:
+        raise ConfigError(f"flush_seconds must be a number of seconds >= 0 (0: commit after "
+                          f"every block), got {flush_seconds!r}")
+    if checkpoint_every is not None:
+        check_int("checkpoint_every", checkpoint_every)
+
+
 def _resume_swmr(path, started: bool, swmr: bool | None) -> bool:
     """Whether a resume of run file `path` writes in SWMR mode: `swmr`, by default as the run
     was `started`; ConfigError for SWMR where it was started without."""
@@ -738,6 +759,7 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
     started with swmr=True can).  The config records the new target (and the scenario
     parameter `steps` with it) and, when `backend` differs, the backend from this step on
     (`backend_history`: [step, backend] pairs).  `path` may be a closed Run (its `path`)."""
+    _check_write_options(None, flush_seconds)
     source, path = path, run_path(path, "resume")
     if os.path.isfile(path):
         lengthen(path)

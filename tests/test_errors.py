@@ -217,6 +217,37 @@ def test_run_arguments_and_the_record_grid(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("kw, match", [
+    (dict(compression="zstdx"), "compression 'zstdx' is not available here; give one of "
+                                "gzip, lzf"),
+    (dict(compression=60000), "compression 60000 is not available here"),
+    (dict(compression=2**40), "compression 1099511627776 is not available here"),
+    (dict(checkpoint_every=0), "checkpoint_every must be an integer >= 1, got 0"),
+    (dict(checkpoint_every=2.5), "checkpoint_every must be an integer >= 1, got 2.5"),
+    (dict(flush_seconds=-1), "flush_seconds must be a number of seconds >= 0 .*, got -1"),
+    (dict(flush_seconds=float("nan")), "flush_seconds must be .*, got nan"),
+    (dict(flush_seconds="1"), "flush_seconds must be .*, got '1'"),
+])
+def test_write_options_are_one_line_errors_before_any_file(tmp_path, kw, match):
+    """A compression filter HDF5 lacks was h5py's ValueError from inside the file's layout
+    (naming no alternative); checkpoint_every=0 and flush_seconds=-1 were taken silently."""
+    from langevin_sim import resume
+    from langevin_sim.exchange import ReplicaExchange
+
+    sim = Simulation(DoubleWell(), OverdampedLangevin(), 2, backend="numpy")
+    with pytest.raises(ConfigError, match=match):
+        sim.run(10, 5, out=tmp_path / "run.h5", progress=False, **kw)
+    if "checkpoint_every" not in kw:
+        ladder = ReplicaExchange(DoubleWell(), OverdampedLangevin(), [0.5, 1.0], 2,
+                                 backend="numpy")
+        with pytest.raises(ConfigError, match=match):
+            ladder.run(10, 5, out=tmp_path / "ladder.h5", progress=False, **kw)
+    if "flush_seconds" in kw:
+        with pytest.raises(ConfigError, match=match):
+            resume(tmp_path / "run.h5", progress=False, **kw)
+    assert not list(tmp_path.iterdir())
+
+
 def test_output_path_that_cannot_be_a_file(tmp_path):
     sim = Simulation(DoubleWell(), OverdampedLangevin(), 2, backend="numpy")
     with pytest.raises(ConfigError, match="is a directory; give a file path"):

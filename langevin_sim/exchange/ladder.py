@@ -29,8 +29,8 @@ from ..io import Run, RunWriter
 from ..io import format as F
 from ..io.writer import write_failed
 from ..scan.ids import splitmix64
-from ..simulation import (Simulation, _check_out, _close_unpublished, _create_file, _publish,
-                          _signals_stop, report_divergence)
+from ..simulation import (Simulation, _check_out, _check_write_options, _close_unpublished,
+                          _create_file, _publish, _signals_stop, report_divergence)
 from . import log
 
 
@@ -191,6 +191,7 @@ class ReplicaExchange:
         flush checkpoints every rung.  Returns rung 0's Run (the lowest temperature)."""
         steps = check_int("steps", steps, minimum=0)
         record_every = check_int("record_every", record_every)
+        _check_write_options(compression, flush_seconds)
         files = [rung_path(out, k) for k in range(len(self.rungs))]
         target = self.step + steps
         self.rungs[0]._check_end(target, f"steps={steps}")
