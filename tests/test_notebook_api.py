@@ -63,6 +63,35 @@ def test_series_reversed_and_unsorted_record_indices():
     assert np.array_equal(run.positions[[3, 1, 3]], x[[3, 1, 3]])
     assert np.array_equal(run.energy[np.array([-1, 0])], np.asarray(run.energy)[[-1, 0]])
 
+
+_MASK = np.array([True, False, True, False])
+_KEYS = [..., (..., 0), (..., -1), (..., slice(0, 1)), (..., [0, 0]), (0, ...), (-1, ...),
+         (2, ..., 0), (..., slice(None, None, -1)), (slice(1, 8, 3), ..., [0, 0]),
+         ([3, 1, 3], ..., 0), (..., _MASK, slice(None)), (..., _MASK, 0), (slice(None), _MASK),
+         (None, ...), (..., None), (slice(None), None, 1), ([1, 2], [0, 3]),
+         ([[1], [2]], [0, 3]), (3, slice(None), [0, -1]), (slice(5, 2), ...), ([],), (..., []),
+         (np.int64(-2), ...), (slice(None, None, -2), _MASK), ([0, 9], [3, 0], [0, 0])]
+
+
+@pytest.mark.parametrize("name", ["energy", "positions"])
+def test_series_indexing_is_numpys(name):
+    """`run.positions[..., 0]` was (n_records, d): a leading Ellipsis read all records and the
+    next index fell on the replica axis.  Every key is now NumPy's, on every series shape."""
+    series = small_run()[name]
+    x = np.asarray(series)
+    for key in _KEYS:
+        try:
+            want = x[key]
+        except IndexError:
+            with pytest.raises(IndexError):
+                series[key]
+            continue
+        got = series[key]
+        assert got.shape == want.shape and np.array_equal(got, want), key
+    for key in [(..., ...), (11,), (..., 4), (np.ones(3, bool),), (0, 0, 0, 0)]:
+        with pytest.raises(IndexError):
+            series[key]
+
 def test_reprs_say_what_a_notebook_holds(tmp_path):
     run = small_run(out=tmp_path / "r.h5")
     text = repr(run)

@@ -44,31 +44,16 @@ class Series:
         return self.n
 
     def __getitem__(self, key):
+        """`np.asarray(series)[key]` for any NumPy index (Ellipsis anywhere, None, ints,
+        slices, integer and boolean arrays), reading only the block that `_plan` picks."""
         if not self.ds.id.valid:
             raise RunFileError("this series' run file is closed; reopen it with open_run(path) "
                                "and index the new Run")
-        if not isinstance(key, tuple):
-            key = (key,)
-        first = key[0]
-        if isinstance(first, slice):
-            if first.step is not None and first.step < 0:
-                # h5py reads forward only: read the same records forward, then reverse
-                idx = np.arange(self.n)[first]
-                if idx.size == 0:
-                    return self.ds[(slice(0, 0),) + key[1:]]
-                return self.ds[(slice(idx[-1], idx[0] + 1, -first.step),) + key[1:]][::-1]
-            first = slice(*first.indices(self.n))
-        elif isinstance(first, (int, np.integer)):
-            first = int(first) + self.n if first < 0 else int(first)
-            if not 0 <= first < self.n:
-                raise IndexError(f"record {key[0]} out of range for {self.n} records")
-        else:
-            first = np.arange(self.n)[first]
-            if first.ndim == 1 and first.size and np.any(np.diff(first) <= 0):
-                # h5py takes increasing indices only: read the distinct ones, then reorder
-                uniq, back = np.unique(first, return_inverse=True)
-                return self.ds[(uniq,) + key[1:]][back]
-        return self.ds[(first,) + key[1:]]
+        read, post = _plan(key, self.shape)
+        size = [len(range(*r.indices(n))) if isinstance(r, slice) else r.size
+                for r, n in zip(read, self.shape)]
+        block = self.ds[read] if all(size) else np.empty(size, self.dtype)
+        return block[post]
 
     @property
     def ndim(self) -> int:
@@ -81,6 +66,67 @@ class Series:
     def __array__(self, dtype=None, copy=None):
         a = self.ds[: self.n]
         return a if dtype is None else a.astype(dtype)
+
+
+def _plan(key, shape: tuple[int, ...]) -> tuple[tuple, tuple]:
+    """(read, post) for NumPy index `key` into an array of `shape`, with `block[post]` equal
+    to `a[key]` where block = a[read]: `read` keeps every axis as h5py reads it (a forward
+    slice, or on one axis at most an increasing index array: its bounding slice elsewhere),
+    `post` is `key` renumbered into the block (a reversed slice flipped, None kept).
+    IndexError as NumPy's for an out-of-range index or too many indices."""
+    key = [np.asarray(k) if isinstance(k, list) else k
+           for k in (key if isinstance(key, tuple) else (key,))]
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    used = sum(0 if k is None or k is Ellipsis or isinstance(k, (bool, np.bool_)) else
+               k.ndim if isinstance(k, np.ndarray) and k.dtype == bool else 1 for k in key)
+    if used > len(shape):
+        raise IndexError(f"too many indices for a series of shape {shape}: {used} given")
+    at = next((i for i, k in enumerate(key) if k is Ellipsis), len(key))
+    key[at:at + 1] = [slice(None)] * (len(shape) - used)
+    read, post, picks = [], [], []
+    for k in key:
+        if k is None or isinstance(k, (bool, np.bool_)):
+            post.append(k)          # a new axis: nothing to read
+        elif isinstance(k, slice):
+            idx = np.arange(shape[len(read)])[k]
+            back = k.step is not None and k.step < 0 and idx.size
+            lo, hi = (idx[-1], idx[0]) if back else (idx[0], idx[-1]) if idx.size else (0, -1)
+            read.append(slice(int(lo), int(hi) + 1, abs(k.step or 1)))
+            post.append(slice(None, None, -1) if back else slice(None))
+        else:
+            k = np.asarray(k)
+            if k.dtype == bool:
+                axes = shape[len(read):len(read) + k.ndim]
+                if k.shape != axes:
+                    raise IndexError(f"boolean index of shape {k.shape} does not match the "
+                                     f"series' axes {axes}")
+                parts = np.nonzero(k)
+            elif k.size == 0 or np.issubdtype(k.dtype, np.integer):
+                parts = (k.astype(np.intp),)
+            else:
+                raise IndexError("only integers, slices, '...', None and integer or boolean "
+                                 f"arrays are valid indices, not {k.dtype}")
+            for p in parts:
+                n = shape[len(read)]
+                if np.any((p < -n) | (p >= n)):
+                    raise IndexError(f"index {p[(p < -n) | (p >= n)].flat[0]} is out of "
+                                     f"bounds for axis {len(read)} with size {n}")
+                p = np.where(p < 0, p + n, p)
+                picks.append((len(read), len(post), p, np.unique(p)))
+                read.append(None)
+                post.append(None)
+    # h5py takes one index array per read: the sparsest pick; the others read their span
+    waste = [u[-1] - u[0] + 1 - u.size if u.size else 0 for *_, u in picks]
+    listed = int(np.argmax(waste)) if picks and max(waste) > 0 else -1
+    for j, (i, at, p, uniq) in enumerate(picks):
+        if j == listed:
+            read[i], q = uniq, np.searchsorted(uniq, p)
+        else:
+            lo = int(uniq[0]) if uniq.size else 0
+            read[i], q = slice(lo, int(uniq[-1]) + 1 if uniq.size else 0), p - lo
+        post[at] = int(q) if q.ndim == 0 else q
+    return tuple(read), tuple(post)
 
 
 class Run:
