@@ -12,7 +12,8 @@ from scipy.optimize import brentq
 from langevin_sim import Simulation, open_run
 from langevin_sim.analysis.basins import (exact_basin_log_z, find_basins, hessian_spectrum,
                                           isotropic_pair_log_z, laplace_log_z,
-                                          occupancy_from_log_z, quench, run_occupancy)
+                                          occupancy, occupancy_from_log_z, quench,
+                                          run_occupancy)
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import DoubleWell, MultiWell, Quadratic, SphericalPSpin
@@ -209,6 +210,25 @@ def test_langevin_occupancy_flat_vs_sharp_2d(tmp_path):
         basins, occ = run_occupancy(run, tail=10)
     np.testing.assert_allclose(occ.laplace, occ.exact, atol=0.02 * occ.exact.max())
     assert_within_se(occ.final, occ.exact, occ.final_se, what="flat/sharp occupancy")
+
+
+def test_occupancy_z_when_none_or_all_replicas_are_in_a_basin():
+    """0 of 2048 replicas in a basin of predicted occupancy 2e-4 (flat_vs_sharp at d = 8) has
+    final_se = 0: z was -2e296 and the verdict DIFFERS.  The se under the prediction,
+    sqrt(p (1 - p) / M), makes it -0.64; a wrong prediction (5%) stays far out, and with
+    replicas in both basins (final nearer 1/2 than p) z is the measured final_se's."""
+    lap = np.array([2e-4, 1 - 2e-4])
+    occ = occupancy(np.ones((3, 2048), int), 2, tail=3, laplace=lap)
+    np.testing.assert_allclose(occ.z("laplace"), [-0.64, 0.64], atol=0.01)
+    assert "CONSISTENT" in occ.verdict()
+    wrong = occupancy(np.ones((3, 2048), int), 2, laplace=[0.05, 0.95])
+    np.testing.assert_allclose(wrong.z("laplace"), [-10.4, 10.4], atol=0.05)
+    assert "DIFFERS" in wrong.verdict()
+    np.testing.assert_array_equal(occupancy(np.ones((1, 4), int), 2, laplace=[0, 1]).z("laplace"),
+                                  [0, 0])
+    labels = (np.random.default_rng(0).random((3, 400)) < 0.5).astype(int)
+    mixed = occupancy(labels, 2, tail=3, laplace=[0.6, 0.4])
+    np.testing.assert_allclose(mixed.z("laplace"), (mixed.final - [0.6, 0.4]) / mixed.final_se)
 
 
 def test_occupancy_from_log_z():

@@ -559,8 +559,9 @@ class Occupancy(Result):
     time (n,); counts (n, K) replicas per basin; alive (n,) finite replicas; final (K,) and
     final_se (K,) the occupancy pooled over the last `tail` records: the mean over replicas
     of each replica's time-averaged indicator, se = their standard deviation / sqrt(M)
-    (replicas are independent; correlation between records is accounted for).  laplace (K,)
-    and exact (K,) predicted occupancies (None when unavailable).
+    (replicas are independent; correlation between records is accounted for); replicas: that
+    M, the replicas alive in all `tail` records.  laplace (K,) and exact (K,) predicted
+    occupancies (None when unavailable).
     """
 
     time: np.ndarray
@@ -569,6 +570,7 @@ class Occupancy(Result):
     final: np.ndarray
     final_se: np.ndarray
     tail: int
+    replicas: int
     laplace: np.ndarray | None = None
     exact: np.ndarray | None = None
 
@@ -584,11 +586,26 @@ class Occupancy(Result):
         return np.sqrt(p * (1 - p) / np.maximum(self.alive, 1)[:, None])
 
     def z(self, which: str = "exact") -> np.ndarray:
-        """(K,) (final - prediction) / final_se for which = "exact" or "laplace"."""
+        """(K,) (final - p) / se against prediction p, which = "exact" or "laplace".
+
+        se is the larger of the measured final_se (Wald) and the se that p implies (score):
+        sqrt(p (1 - p) c / M) over the M replicas, c = final_se^2 M / (final (1 - final)) the
+        measured ratio of the variance of a replica's time average to one draw's (1 at
+        tail = 1, < 1 where records decorrelate), c = 1 (the largest) where final is 0 or 1
+        and cannot measure it.  final_se alone is 0 there: none of 2048 replicas at p = 2e-4
+        was |z| ~ 1e296, and is now -sqrt(M p / (1 - p)) = -0.64.  se = 0 (p and final both
+        0 or 1) gives z = 0 when they agree, +-inf when not."""
         ref = self.exact if which == "exact" else self.laplace
         if ref is None:
             raise ConfigError(f"no {which} prediction in this Occupancy")
-        return (self.final - ref) / np.maximum(self.final_se, 1e-300)
+        f, p = self.final, np.clip(ref, 0.0, 1.0)
+        spread = f * (1 - f)
+        c = np.where(spread > 0, self.final_se ** 2 * self.replicas / np.where(spread > 0,
+                                                                                 spread, 1), 1.0)
+        se = np.maximum(self.final_se, np.sqrt(p * (1 - p) * c / self.replicas))
+        diff = f - ref
+        return np.where(se > 0, diff / np.where(se > 0, se, 1.0),
+                        np.where(diff == 0, 0.0, np.copysign(np.inf, diff)))
 
     def table(self) -> str:
         rows = [f"occupancy over the last {self.tail} record(s) (mean over {self.alive[-1]} "
@@ -660,7 +677,7 @@ def occupancy(labels: ArrayLike, n_basins: int, time: ArrayLike | None = None, t
         raise ConfigError(f"need >= 2 replicas alive in the last {tail} records, got {Mk}")
     time = np.arange(n, dtype=np.float64) if time is None else np.asarray(time, np.float64)
     return Occupancy(time, counts, alive.sum(axis=1), ind.mean(axis=1),
-                     ind.std(axis=1, ddof=1) / np.sqrt(Mk), int(tail),
+                     ind.std(axis=1, ddof=1) / np.sqrt(Mk), int(tail), Mk,
                      None if laplace is None else np.asarray(laplace),
                      None if exact is None else np.asarray(exact))
 
