@@ -574,3 +574,36 @@ def test_fewer_than_ten_records_after_burn_in_are_refused():
         sample_moments(x)
     x = gaussian_ar1(np.random.default_rng(2), COV, 0.0, 10, 256)
     assert compare_covariance(x, law, burn=0).sampled.n_records == 10
+
+
+def covariance_script(argv, capsys, monkeypatch):
+    """analysis/covariance.py's main(argv) in-process: (status, stdout, stderr)."""
+    main = runpy.run_path(os.path.join(ROOT, "analysis", "covariance.py"))["main"]
+    monkeypatch.setattr(sys, "argv", ["covariance.py"])
+    try:
+        main([str(a) for a in argv])
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_a_run_without_positions_is_one_line_error(tmp_path, capsys, monkeypatch):
+    """quadratic.py and sgd_least_squares.py with record_positions=false: covariance.py
+    ended in KeyError "no record series 'positions'"; now one line naming the setting, as
+    stationary.py, tails.py and escape.py say it."""
+    pot = least_squares(n=6, d=2, spectrum=(0.5, 1.0))
+    for name, sim in [("q", Simulation(Quadratic(spectrum=[1.0, 2.0], seed=0),
+                                       OverdampedLangevin(step=0.2), 8, backend="numpy")),
+                      ("sgd", Simulation(pot, SGD(lr=0.4, batch_size=2, sampling="iid"), 8,
+                                         backend="numpy"))]:
+        run = sim.run(steps=40, record_every=4, out=tmp_path / f"{name}.h5",
+                      record_positions=False)
+        with pytest.raises(ConfigError, match=r"record_positions true"):
+            compare_covariance(run, predicted_laws(run)[0])
+        run.close()
+        status, _, err = covariance_script([tmp_path / f"{name}.h5"], capsys, monkeypatch)
+        assert status == 2 and err == ("covariance.py: error: the run recorded no positions; "
+                                       "rerun it with record_positions true (--set "
+                                       "record_positions=true)\n"), err

@@ -76,13 +76,19 @@ def load_records(data: Run | Records | ArrayLike, name: str | None = None) -> Re
     observable recorded every k-th record is NaN in between).  Then a run's replicas with
     diverged_step >= 0 are dropped, and replicas non-finite at a kept record (the run file
     writes NaN after a divergence).  For an array, all replicas diverging at one record are
-    indistinguishable from a series no longer recorded: its records up to there are kept."""
+    indistinguishable from a series no longer recorded: its records up to there are kept.
+    ConfigError for a series the run did not record."""
     data = check_run(data, "load_records")
     if isinstance(data, Records):
         return data
     if isinstance(data, Run):
         if name is None:
             raise ConfigError(f"name the series to analyse: one of {data.names}")
+        if name == "positions" and name not in data:
+            raise ConfigError("the run recorded no positions; rerun it with record_positions "
+                              "true (--set record_positions=true)")
+        if name not in data:
+            raise ConfigError(f"the run recorded no {name!r} series; name one of {data.names}")
         values = np.asarray(data[name], dtype=np.float64)
         alive = data.diverged_step < 0
         step = np.asarray(data.step)
