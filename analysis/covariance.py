@@ -7,7 +7,8 @@ law's eigen-directions (sampled ± se, predicted, z, and the alternative laws), 
 test of means and covariances, KL and W2 distances, and a verdict; for SGD runs also how far
 the continuous Lyapunov approximation is from the exact law over a grid of learning rates;
 otherwise the chi-square fits of the last record's eigen-coordinate marginals (and, for
-BAOAB, of the energy) by quadrature.  Saves a two-panel figure.
+BAOAB, of the energy) by quadrature, skipped (one line says so) below 40 replicas.  Saves a
+figure: the comparison, and the Lyapunov gap or the widest marginal's fit beside it.
 """
 import argparse
 import sys
@@ -24,6 +25,7 @@ from langevin_sim.analysis.covariance import (compare_covariance,  # noqa: E402
                                               kinetic_energy_check, lyapunov_gap,
                                               predicted_laws)
 from langevin_sim.analysis.scan import save_figure, script  # noqa: E402
+from langevin_sim.analysis.stationary import MIN_EXPECTED  # noqa: E402
 
 
 def burn_arg(text: str):
@@ -71,6 +73,9 @@ def main(argv=None):
                 print(f"continuous Lyapunov vs exact SGD law ({sampling} batches) over lr "
                       f"(this run: lr = {lr:g}):")
                 print(gap.table())
+            elif cmp.sampled.n_replicas < 2 * MIN_EXPECTED:
+                print(f"marginal fits of the last record skipped: {cmp.sampled.n_replicas} "
+                      f"replicas, a chi-square test needs >= {2 * MIN_EXPECTED:g}")
             else:
                 fits = gaussian_marginal_fits(run, laws[0])
                 for k, f in enumerate(fits):
@@ -85,14 +90,16 @@ def main(argv=None):
     except LangevinSimError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    cmp.plot(a1)
+    panels = 1 if gap is None and fits is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
+    cmp.plot(axes[0, 0])
+    a2 = axes[0, -1]
     if gap is not None:
         gap.plot(a2)
         a2.axvline(gap.eta_lambda_max[np.argmin(abs(gap.lr - lr))], color="r", ls="--",
                    label="this run")
         a2.legend(fontsize="small")
-    else:
+    elif fits is not None:
         k = int(np.argmax(cmp.predicted))
         f = fits[k]
         edges = f.edges[1:-1]

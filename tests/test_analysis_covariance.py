@@ -607,3 +607,21 @@ def test_a_run_without_positions_is_one_line_error(tmp_path, capsys, monkeypatch
         assert status == 2 and err == ("covariance.py: error: the run recorded no positions; "
                                        "rerun it with record_positions true (--set "
                                        "record_positions=true)\n"), err
+
+
+@pytest.mark.parametrize("replicas", [32, 3, 1])
+def test_covariance_script_skips_the_marginal_fits_below_40_replicas(tmp_path, capsys,
+                                                                     monkeypatch, replicas):
+    """quadratic.py --quick --set replicas=32 (also 3, 1): covariance.py printed the whole
+    comparison, then "32 finite samples are too few for a chi-square test", exit 2, no
+    figure.  The last record's marginal fits are skipped, one line says so, and the
+    comparison's figure is saved."""
+    out, png = tmp_path / "q.h5", tmp_path / "q.png"
+    Simulation(Quadratic(spectrum=[1.0, 2.0], seed=0), OverdampedLangevin(step=0.2), replicas,
+               backend="numpy").run(steps=400, record_every=10, out=out).close()
+    status, text, err = covariance_script([out, "--png", png], capsys, monkeypatch)
+    assert status == 0 and err == "", err
+    assert "verdict:" in text and "marginal (last record" not in text, text
+    assert (f"marginal fits of the last record skipped: {replicas} replicas, a chi-square test "
+            "needs >= 40") in text, text
+    assert plt.imread(png).shape[:2] == (336, 440)

@@ -105,10 +105,13 @@ class MarginalFit(Result):
         return ax
 
 
+MIN_EXPECTED = 20.0     # fit_marginal's least expected count per bin; it needs 2x the samples
+
+
 def fit_marginal(samples: ArrayLike, energy_1d: Callable[[np.ndarray], np.ndarray],
                  temperature: float, bins: int = 40,
                  lo: float | None = None, hi: float | None = None,
-                 min_expected: float = 20.0) -> MarginalFit:
+                 min_expected: float = MIN_EXPECTED) -> MarginalFit:
     """Chi-square goodness of fit of independent `samples` (any shape) to exp(-U/T).
 
     Samples must be independent (e.g. distinct replicas at one record, or records spaced
