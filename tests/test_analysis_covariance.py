@@ -345,7 +345,8 @@ def test_predicted_laws_choices():
     assert names(predicted_laws((pot, SGD(lr=0.1, batch_size=2, sampling="iid")))) == [
         "SGD exact (i.i.d. batches)", "continuous Lyapunov (iid)"]
     no_repl = SGD(lr=0.1, batch_size=2)
-    assert names(predicted_laws((pot, no_repl)))[0] == "SGD exact (independent subsets)"
+    assert names(predicted_laws((pot, no_repl)))[0] == (
+        "SGD independent subsets (approximation: no exact epoch law)")
     run = Simulation(pot, no_repl, replicas=2, backend="numpy").run(steps=6, record_every=3)
     assert names(predicted_laws(run))[:2] == ["SGD exact (epoch reshuffling)",
                                               "SGD exact (independent subsets)"]
@@ -625,3 +626,25 @@ def test_covariance_script_skips_the_marginal_fits_below_40_replicas(tmp_path, c
     assert (f"marginal fits of the last record skipped: {replicas} replicas, a chi-square test "
             "needs >= 40") in text, text
     assert plt.imread(png).shape[:2] == (336, 440)
+
+
+def test_epoch_sampling_without_an_exact_law_is_not_called_exact():
+    """sgd_least_squares.py --quick --set replacement=false (epoch sampling, records off the
+    epoch boundaries): covariance.py said "INCONSISTENT with SGD exact (independent
+    subsets)", a law of another process.  Where no epoch law applies, the subset law leads
+    renamed an approximation, its note saying why; the alternatives are unchanged."""
+    pot = least_squares(n=6, d=2, spectrum=(0.5, 1.0))
+    run = Simulation(pot, SGD(lr=0.4, batch_size=2), replicas=64, backend="numpy", seed=4,
+                     init=pot.minimizer()).run(steps=200, record_every=2)
+    laws = predicted_laws(run)
+    assert [law.name for law in laws] == [
+        "SGD independent subsets (approximation: no exact epoch law)",
+        "SGD exact (i.i.d. batches)", "continuous Lyapunov (subset)"]
+    assert laws[0].note.startswith("no exact law for this epoch sampling: records every 2 "
+                                   "steps are off the epoch boundaries (every 3 steps)")
+    verdict = compare_covariance(run, laws[0], laws[1:]).verdict
+    assert "with SGD independent subsets (approximation" in verdict, verdict
+    big = least_squares(n=16, d=2, spectrum=(0.5, 1.0))
+    run = Simulation(big, SGD(lr=0.1, batch_size=2), replicas=2, backend="numpy").run(
+        steps=16, record_every=8)
+    assert "too many to enumerate" in predicted_laws(run)[0].note

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import TYPE_CHECKING, Literal
 
@@ -614,9 +614,10 @@ def predicted_laws(source: Run | tuple[Potential, Dynamics]) -> tuple[Stationary
     sampling only (epoch: when recorded at epoch boundaries).  sampling="epoch":
     the epoch-reshuffling law when it is enumerable and every record falls at an epoch
     boundary (record_every a multiple of n // S), then the independent-subset law (first
-    when the epoch law is not available), i.i.d. exact, continuous.  ConfigError for
-    scheduled step sizes or temperatures, for underdamped dynamics without friction
-    (Hamiltonian: no noise, no stationary law) and for other potentials or dynamics."""
+    when the epoch law is not available, then renamed an approximation: no exact law
+    applies), i.i.d. exact, continuous.  ConfigError for scheduled step sizes or
+    temperatures, for underdamped dynamics without friction (Hamiltonian: no noise, no
+    stationary law) and for other potentials or dynamics."""
     source = check_run(source, "predicted_laws")
     from ..dynamics import OBABO, SGD, OverdampedLangevin, UnderdampedLangevin
     from ..dynamics.base import Dynamics
@@ -662,27 +663,38 @@ def predicted_laws(source: Run | tuple[Potential, Dynamics]) -> tuple[Stationary
         if dyn.batch_size is None or dyn.sampling != "epoch":
             return (sgd_law(pot, lr, sampling=dyn.sampling if dyn.batch_size else "iid",
                             **nkw),)
-        laws = [sgd_law(pot, lr, sampling="subset", **nkw)]
-        if record_every is not None and record_every % (pot.n_samples // dyn.batch_size) == 0:
-            try:
-                laws.insert(0, sgd_law(pot, lr, sampling="epoch", **nkw))
-            except ConfigError:
-                pass
-        return tuple(laws)
+        return _epoch_first(pot, lr, nkw, record_every, [sgd_law(pot, lr, sampling="subset",
+                                                                 **nkw)])
     if dyn.sampling == "iid" or dyn.batch_size is None:
         return (sgd_law(pot, lr, **kw), sgd_lyapunov_law(pot, lr, **kw))
     if dyn.sampling == "subset":
         return (sgd_law(pot, lr, sampling="subset", **kw), sgd_law(pot, lr, **kw),
                 sgd_lyapunov_law(pot, lr, sampling="subset", **kw))
-    laws = [sgd_law(pot, lr, sampling="subset", **kw), sgd_law(pot, lr, **kw),
-            sgd_lyapunov_law(pot, lr, sampling="subset", **kw)]
-    per_epoch = pot.n_samples // dyn.batch_size
-    if record_every is not None and record_every % per_epoch == 0:
+    return _epoch_first(pot, lr, kw, record_every,
+                        [sgd_law(pot, lr, sampling="subset", **kw), sgd_law(pot, lr, **kw),
+                         sgd_lyapunov_law(pot, lr, sampling="subset", **kw)])
+
+
+def _epoch_first(pot: LinearRegression, lr: float, kw: dict, record_every: int | None,
+                 laws: list[StationaryLaw]) -> tuple[StationaryLaw, ...]:
+    """`laws` (the independent-subset law first) of an epoch-sampling SGD run, led by the
+    exact epoch law when records fall on epoch boundaries (record_every a multiple of
+    n // S) and its batch orders can be enumerated; else no exact law applies and the
+    subset law, first, is renamed an approximation, so that no verdict calls it exact."""
+    per_epoch = pot.n_samples // kw["batch_size"]
+    if record_every is None:
+        why = "the records' place in an epoch is unknown (pass the Run)"
+    elif record_every % per_epoch:
+        why = (f"records every {record_every} steps are off the epoch boundaries (every "
+               f"{per_epoch} steps)")
+    else:
         try:
-            laws.insert(0, sgd_law(pot, lr, sampling="epoch", **kw))
-        except ConfigError:       # too many batch orders to enumerate
-            pass
-    return tuple(laws)
+            return (sgd_law(pot, lr, sampling="epoch", **kw), *laws)
+        except ConfigError:
+            why = f"its batch orders are too many to enumerate (> {MAX_SEQUENCES})"
+    sub = laws[0]
+    return (replace(sub, name="SGD independent subsets (approximation: no exact epoch law)",
+                    note=f"no exact law for this epoch sampling: {why}; {sub.note}"), *laws[1:])
 
 
 # --------------------------------------------------------------- sampled moments
