@@ -772,6 +772,27 @@ def test_scan_summary_plot_keeps_zip_rows_apart(tmp_path, monkeypatch):
                                              "temperature=2, step=0.05"}
 
 
+def test_a_list_valued_scan_key_summarizes(tmp_path, capsys):
+    """--grid spectrum=1,3 on quadratic.py ran, then summarize() and scan_summary.py ended in
+    "TypeError: unhashable type: 'list'": a list-valued key's coordinates are its values'
+    JSON text, on a grid axis and along zip."""
+    quad, sets = str(ROOT / "scenarios" / "quadratic.py"), {"steps": 40, "record_every": 10,
+                                                             "replicas": 8, "backend": "numpy"}
+    scan = run_scan(quad, grid={"spectrum": [[1.0], [3.0], [1.0, 2.0]]}, sets=sets,
+                    out=tmp_path / "g", workers=1, progress=False)
+    ds = scan.summarize()
+    assert sorted(ds["spectrum"].values) == ["[1.0, 2.0]", "[1.0]", "[3.0]"]
+    assert ds.sel(spectrum="[1.0, 2.0]", repeat=0)["status"] == "done"
+    main = runpy.run_path(str(ROOT / "analysis" / "scan_summary.py"))["main"]
+    table = main([str(scan.root), "--png", str(tmp_path / "g.png")])
+    assert sorted(table["spectrum"]) == ["[1.0, 2.0]", "[1.0]", "[3.0]"], table
+    assert "[1.0, 2.0]" in capsys.readouterr().out
+    zipped = run_scan(quad, zipped={"spectrum": [[1.0], [2.0, 3.0]], "temperature": [0.5, 1.0]},
+                      sets=sets, out=tmp_path / "z", workers=1, progress=False).summarize()
+    assert list(zipped["spectrum"].values) == ["[1.0]", "[2.0, 3.0]"]
+    assert list(zipped["temperature"].values) == [0.5, 1.0]
+
+
 def test_scan_summary_shows_points_that_lost_replicas_to_divergence(tmp_path, capsys):
     """A point where some (not all) replicas diverged is `done` and its mean energy is over the
     survivors only: the table must say so (alive < 1), not print it like any other point."""

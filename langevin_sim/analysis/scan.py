@@ -11,6 +11,7 @@ run files of a path, figure paths, `save_figure`, the argparse type `int_at_leas
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -126,7 +127,9 @@ def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = N
     fn returns a float (variable ``fn.__name__``) or a dict {name: float}; default
     `energy_summary`.  Dimensions: the grid keys, ``zip`` (when the scan has zip keys, which
     become coordinates along it) and ``repeat``.  Variables also hold ``seed`` and
-    ``status`` per point.  Points whose status is not "done" get NaN.
+    ``status`` per point.  Points whose status is not "done" get NaN.  A list-valued key
+    (e.g. a spectrum) has its values' JSON text as coordinates (`coordinate`), since an
+    index needs hashable scalars: ``ds.sel(spectrum="[1.0, 3.0]")``.
     """
     pd = require("pandas", "analysis", "gathering a scan's summaries")
     fn = energy_summary if fn is None else fn
@@ -145,9 +148,10 @@ def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = N
             with scan.open(row["id"]) as run:
                 out = fn(run, **kwargs)
             values = out if isinstance(out, dict) else {getattr(fn, "__name__", "value"): out}
-        rec = {k: row[k] for k in scan.grid}
+        rec = {k: coordinate(row[k]) for k in scan.grid}
         if scan.zip:
-            rec["zip"] = zip_index.setdefault(tuple(row[k] for k in scan.zip), len(zip_index))
+            rec["zip"] = zip_index.setdefault(tuple(coordinate(row[k]) for k in scan.zip),
+                                              len(zip_index))
         rec.update(repeat=int(row["repeat"]), seed=int(row["seed"]), status=row["status"],
                    **{k: float(v) for k, v in values.items()})
         records.append(rec)
@@ -159,6 +163,12 @@ def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = N
     ds.attrs.update(scan=str(scan.root), scenario=scan.spec["scenario"],
                     scan_seed=scan.spec["scan_seed"])
     return ds
+
+
+def coordinate(value: Any) -> Any:
+    """A scan key's value as an xarray coordinate: a list or dict (unhashable) as its JSON
+    text, e.g. [1.0, 3.0] -> "[1.0, 3.0]" (json.loads gives it back); others as they are."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def reduce_repeats(ds: xarray.Dataset, mean: str = "energy_mean",
