@@ -89,9 +89,9 @@ def _plan(key, shape: tuple[int, ...]) -> tuple[tuple, tuple]:
         if k is None or isinstance(k, (bool, np.bool_)):
             post.append(k)          # a new axis: nothing to read
         elif isinstance(k, slice):
-            idx = np.arange(shape[len(read)])[k]
-            back = k.step is not None and k.step < 0 and idx.size
-            lo, hi = (idx[-1], idx[0]) if back else (idx[0], idx[-1]) if idx.size else (0, -1)
+            idx = range(*k.indices(shape[len(read)]))     # (lazy: an axis may hold 2^24)
+            back = k.step is not None and k.step < 0 and len(idx)
+            lo, hi = (idx[-1], idx[0]) if back else (idx[0], idx[-1]) if len(idx) else (0, -1)
             read.append(slice(int(lo), int(hi) + 1, abs(k.step or 1)))
             post.append(slice(None, None, -1) if back else slice(None))
         else:
