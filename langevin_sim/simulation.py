@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shlex
 import signal
 import socket
@@ -34,7 +33,7 @@ from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE, json_default
 from .io.swmr import writer_info
 from .io.direct import ALIGN
 from .io.recycle import Recycler
-from .io.writer import WriterThread
+from .io.writer import WriterThread, creating_name, creating_pattern
 from .potentials.base import Potential
 
 if TYPE_CHECKING:
@@ -595,8 +594,7 @@ def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
     path = out
     if os.name == "posix":      # (not mkstemp: its files are private, 0600; these get the umask's)
         _remove_orphans(parent, os.path.basename(out))
-        path = os.path.join(parent, f".{os.path.basename(out)}.{socket.gethostname()}-"
-                                    f"{os.getpid()}.{uuid.uuid4().hex[:12]}.creating")
+        path = creating_name(os.path.join(parent, os.path.basename(out)))
     try:
         return private(h5py.File(path, "w", libver="latest" if swmr else None, **ALIGN))
     except BaseException:
@@ -609,14 +607,13 @@ def _remove_orphans(parent: str, name: str) -> None:
     """Remove the temporary files `_create_file` left for run file `name` in `parent` on this
     host whose process no longer exists (killed while laying the file out).  Files of other
     hosts (a shared file system) and of live processes are left alone."""
-    pattern = re.compile(rf"\.{re.escape(name)}\.(.+)-(\d+)\.[0-9a-f]{{12}}\.creating")
-    host = socket.gethostname()
+    pattern, host = creating_pattern(name), socket.gethostname()
     for entry in os.listdir(parent):
         m = pattern.fullmatch(entry)
-        if m is None or m[1] != host:
+        if m is None or m["host"] != host:
             continue
         try:
-            os.kill(int(m[2]), 0)
+            os.kill(int(m["pid"]), 0)
         except ProcessLookupError:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(parent, entry))

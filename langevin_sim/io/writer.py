@@ -7,8 +7,10 @@ import json
 import os
 import queue
 import re
+import socket
 import sys
 import threading
+import uuid
 
 import h5py
 import numpy as np
@@ -396,23 +398,27 @@ class WriterThread:
             raise self._error
 
 
-# a new run file's hidden name until it is laid out and flushed (`simulation._create_file`)
-CREATING = re.compile(r"\.(?P<name>.+)\.(?P<host>.+)-(?P<pid>\d+)\.[0-9a-f]{12}\.creating")
-
-
-def creating_name(out: str, host: str, pid: int, token: str) -> str:
-    """The hidden name beside `out` under which process `pid` of `host` lays out run file
-    `out` (`token`: 12 hex digits), matched by `CREATING`."""
+def creating_name(out: str) -> str:
+    """The hidden name beside run file `out` under which this process lays it out until it
+    is flushed and published (`simulation._create_file`): `.NAME.HOST-PID.TOKEN.creating`."""
     parent, name = os.path.split(out)
-    return os.path.join(parent, f".{name}.{host}-{pid}.{token}.creating")
+    return os.path.join(parent, f".{name}.{socket.gethostname()}-{os.getpid()}."
+                                f"{uuid.uuid4().hex[:12]}.creating")
+
+
+def creating_pattern(name: str) -> re.Pattern:
+    """Matches the hidden names `creating_name` gives run file `name` in any process (groups
+    host and pid)."""
+    return re.compile(rf"\.{re.escape(name)}\.(?P<host>.+)-(?P<pid>\d+)\.[0-9a-f]{{12}}\.creating")
 
 
 def published_name(path: str) -> str:
     """The name run file `path` has or will have: `path` itself, or `out` for the hidden
-    name `creating_name` gave it."""
+    name `creating_name(out)` of this process."""
     parent, name = os.path.split(path)
-    m = CREATING.fullmatch(name)
-    return path if m is None else os.path.join(parent, m["name"])
+    m = re.fullmatch(rf"\.(.+)\.{re.escape(socket.gethostname())}-{os.getpid()}\.[0-9a-f]{{12}}"
+                     r"\.creating", name)
+    return path if m is None else os.path.join(parent, m[1])
 
 
 def write_failed(writer: RunWriter, e: BaseException) -> BaseException:
