@@ -31,12 +31,14 @@ if TYPE_CHECKING:
 
 
 def run_files(path: str | os.PathLike) -> list[Path]:
-    """The run files of `path`: itself (a .h5 file) or a scan directory's points/<id>.h5
-    (rung 0's file of a replica-exchange point: its other rungs' files are not points)."""
-    from ..scan.manifest import point_files
+    """The run files of `path`: itself (a .h5 file) or the .h5 files in a directory's
+    points/ (a scan's, or any made by hand), less the upper rungs' files of a replica-exchange
+    run (`exchange.ladder.is_upper_rung`: its rung 0 file stands for the ladder)."""
+    from ..exchange.ladder import is_upper_rung
 
     path = Path(path)
-    files = [path] if path.is_file() else point_files(path / "points", ".h5")
+    files = [path] if path.is_file() else sorted(
+        f for f in (path / "points").glob("*.h5") if not is_upper_rung(f))
     if not files:
         raise ConfigError(f"{path}: neither a run file nor a scan directory with points/*.h5")
     return files

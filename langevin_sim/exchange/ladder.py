@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -85,6 +86,14 @@ def rung_path(out, k: int):
         return out
     root, ext = os.path.splitext(os.fspath(out))
     return f"{root}.rung{k}{ext or '.h5'}"
+
+
+def is_upper_rung(path) -> bool:
+    """Whether run file `path` is the file of a rung k >= 1 (`rung_path`) whose rung 0 file
+    lies beside it: part of that ladder, not a run of its own."""
+    m = re.fullmatch(r"(.+)\.rung[1-9]\d*(\.[^.]*)", os.path.basename(os.fspath(path)))
+    return m is not None and os.path.isfile(os.path.join(os.path.dirname(os.fspath(path)),
+                                                         m[1] + m[2]))
 
 
 class ReplicaExchange:
