@@ -112,6 +112,16 @@ def test_mfpt_quadrature_matches_closed_forms():
     np.testing.assert_allclose(mfpt_1d(lambda y: lam * y * y / 2, T, x0, 0.0), exact, rtol=1e-7)
 
 
+def test_mfpt_quadrature_from_far_up_the_wall_is_finite():
+    """Starts where U - min U > 709 T (e^(U/T) beyond float64) slide down in negligible time:
+    tau is that from the well's far side, not an OverflowError (a run started with
+    init="normal" at T = 0.15 crashed analyze_run)."""
+    U = DoubleWell(d=1).marginal_energy
+    near, far = mfpt_1d(U, 0.25, [-3.5, -3.8], 0.0), mfpt_1d(U, 0.25, [-30.0], 0.0)
+    assert np.all(np.isfinite(far)) and abs(far[0] - near[0]) < 1e-3 * near[0], (near, far)
+    assert near[1] >= near[0] - 1e-6
+
+
 def test_kramers_matches_the_quadrature_to_first_order_in_T():
     """U = (x^2 - 1)^2: lam_min = 8, lam_s = -4, dU = 1.  Laplace's method on both integrals
     of the exact MFPT from -1 to +1 gives tau k = 1 + c T + O(T^2) with c = (5 U'''^2 /

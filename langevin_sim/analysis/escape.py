@@ -615,11 +615,15 @@ def mfpt_1d(energy: Callable[[np.ndarray], np.ndarray], temperature: float, x0: 
     inner = integrate.cumulative_simpson(np.exp(-(u - u0) / T), x=y, initial=0.0)
     k0 = max(0, min(np.searchsorted(y, left, side="right") - 1, y.size - 3))
     y, u, inner = y[k0:], u[k0:], inner[k0:]     # the outer integral spans [x0, b] only
-    umax = u.max()
-    f = np.exp((u - umax) / T) * inner
-    # tau on the grid: (1/T) e^((umax - u0)/T) int_y^b f
-    tail = integrate.cumulative_simpson(f[::-1], x=-y[::-1], initial=0.0)[::-1]
-    tau = tail * math.exp((umax - u0) / T) / T
+    # the outer integrand e^((U - u0)/T) inner in logs: far up a wall both factors are beyond
+    # float64 (a start at U - u0 > 709 T overflowed) while their product stays moderate
+    with np.errstate(divide="ignore"):
+        log_f = (u - u0) / T + np.log(np.maximum(inner, 0.0))   # (Simpson: tiny < 0)
+    top = log_f.max()
+    # tau on the grid: (1/T) e^top int_y^b e^(log_f - top) (inf where tau is beyond float64)
+    tail = integrate.cumulative_simpson(np.exp(log_f - top)[::-1], x=-y[::-1], initial=0.0)[::-1]
+    with np.errstate(over="ignore"):
+        tau = tail * np.exp(top) / T
     return np.interp(x0, y, tau)
 
 
