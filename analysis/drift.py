@@ -63,7 +63,9 @@ def main(argv=None):
             target = (tuple(a.target) if a.target else
                       default_target(pot) if a.coordinate is None else None)
             fp = None if target is None else run_time_to_target(run, target, a.coordinate)
-            dens = run_density(run) if a.coordinate is None and hasattr(pot, "log_density") else None
+            scheduled = run.config["dynamics"].get("temperature", {}).get("kind") != "constant"
+            dens = (run_density(run) if a.coordinate is None and hasattr(pot, "log_density")
+                    and not scheduled else None)
             traces = run_traces(run)
             print(f"{a.run}: {type(pot).__name__}, {run.config['dynamics']['class']}, "
                   f"{run.config['replicas']} replicas, t = {run.time[-1]:.4g}")
@@ -79,6 +81,8 @@ def main(argv=None):
               f"z = {z:+.2f}: {'consistent' if abs(z) <= 4 else 'NOT consistent'} within 4 SE{extra}")
     else:
         print(f"verdict: drift velocity v = {fit.v:.4g} +- {fit.v_se:.2g} (no prediction for this run)")
+    if scheduled and a.coordinate is None and hasattr(pot, "log_density"):
+        print("density of s against the stationary law: skipped (the temperature is scheduled)")
     for part in (fp, dens, *traces):
         if part is not None:
             print(part.table())

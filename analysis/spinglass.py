@@ -31,12 +31,15 @@ def main(argv=None):
     ap.add_argument("--late-from", type=float, help="late-time average from (default: half the run)")
     ap.add_argument("--waiting", type=float, nargs="+", help="waiting times for the aging curves")
     ap.add_argument("--level", type=float, default=0.5, help="C level for the decay time")
+    ap.add_argument("--temperature", type=float,
+                    help="the temperature whose landmarks to compare with (default: the run's; "
+                         "needed for a scheduled one, e.g. an anneal's final temperature)")
     ap.add_argument("--png", help="figure path (default: next to the run, *_spinglass.png)")
     a = ap.parse_args(argv)
     try:
         with open_run(a.run) as run:
             pot = run.potential
-            rel = run_relaxation(run, a.t_min, a.t_max, a.late_from)
+            rel = run_relaxation(run, a.t_min, a.t_max, a.late_from, a.temperature)
             parts = []
             if "positions" in run.names:
                 alive = run.diverged_step < 0

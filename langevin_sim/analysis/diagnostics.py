@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError, require
+from ..errors import ConfigError, check_int, require
 from ..io.reader import Run, check_run
 from .result import Result
 
@@ -60,7 +60,8 @@ class Records:
         return float(np.median(np.diff(self.step))) if self.step.size > 1 else 1.0
 
     def after(self, burn: int) -> "Records":
-        """The records from index `burn` on."""
+        """The records from index `burn` on (a count of records to drop, >= 0)."""
+        burn = check_int("burn (records to drop)", burn, minimum=0)
         return replace(self, values=self.values[burn:], step=self.step[burn:])
 
     def since(self, step: int) -> "Records":
@@ -419,6 +420,7 @@ def burn_in(data: Run | Records | ArrayLike, name: str | None = None, *, batch: 
 
     Returns the first record to keep: the largest over components of the MSER truncation
     point of the replica-mean series (see `BurnIn`)."""
+    batch = check_int("batch (records per batch)", batch)
     rec = load_records(data, name)
     x = rec.values.reshape(rec.values.shape[0], rec.values.shape[1], -1)
     n = x.shape[0]

@@ -319,7 +319,11 @@ def density_evolution(times: ArrayLike, s: ArrayLike,
     conditioned on [lo, hi] (default: the range of all finite samples)."""
     t, s = _as_series(times, s)
     idx = np.unique(np.linspace(0, t.size - 1, 6).round().astype(int)) if records is None \
-        else np.atleast_1d(np.asarray(records, int)) % t.size
+        else np.atleast_1d(np.asarray(records, int))
+    if np.any((idx < -t.size) | (idx >= t.size)):
+        raise ConfigError(f"records {idx.tolist()} reach outside the {t.size} records (0..{t.size - 1}, "
+                          f"or -{t.size}..-1 from the end)")
+    idx = idx % t.size
     fin = s[np.isfinite(s)]
     lo = float(fin.min()) if lo is None else float(lo)
     hi = float(fin.max()) if hi is None else float(hi)
@@ -399,6 +403,8 @@ def trace(times: ArrayLike, values: ArrayLike, name: str = "observable") -> Trac
     observer's unmeasured records, NaN) are left out."""
     t, v = _as_series(times, values)
     keep = np.isfinite(v).any(axis=1)
+    if not keep.any():
+        raise ConfigError(f"{name}: no record has a finite value (every replica NaN or inf)")
     t, v = t[keep], v[keep]
     n = np.isfinite(v).sum(axis=1)
     q = np.nanquantile(v, [0.1, 0.5, 0.9], axis=1)
@@ -452,11 +458,15 @@ def manifold_coordinate(run: Run, coordinate: str | Callable | None = None) -> n
 def default_region(run: Run) -> tuple[float, float] | None:
     """For a line Valley with walls (s_lo, s_hi): (s_lo + m, s_hi - m), the margin m =
     4 sqrt(2 T dt_rec) + |v0| dt_rec keeping counted record intervals off the walls
-    (dt_rec the time between records); None for anything else."""
+    (dt_rec the time between records; T a scheduled temperature's largest); None for
+    anything else."""
     pot = run.potential
     if type(pot).__name__ != "Valley" or pot.curve != "line" or pot.bounds is None:
         return None
-    T = constant_temperature(run.config)
+    t = run.config["dynamics"].get("temperature") or {}
+    # a scheduled temperature: its largest (start or end), the widest margin
+    T = constant_temperature(run.config) if t.get("kind") == "constant" else \
+        max(float(t["start"]), float(t["end"])) if t else constant_temperature(run.config)
     dtr = float(np.median(np.diff(run.time)))
     v0 = abs(valley_velocity(pot, T)) if pot.profile == "exp" else 0.0
     m = 4 * math.sqrt(2 * T * dtr) + v0 * dtr
@@ -526,10 +536,11 @@ def run_density(run: Run, records: ArrayLike | None = None, bins: int = 30,
 
 
 def run_traces(run: Run, names: Iterable[str] = TRACES) -> tuple[Trace, ...]:
-    """`trace` of each recorded observable among `names` (sharpness, weight norm, ...)."""
+    """`trace` of each recorded observable among `names` (sharpness, weight norm, ...) with
+    a finite value somewhere among the live replicas."""
     alive = run.diverged_step < 0
-    return tuple(trace(run.time, np.asarray(run[n], np.float64)[:, alive], n)
-                 for n in names if n in run.names)
+    series = {n: np.asarray(run[n], np.float64)[:, alive] for n in names if n in run.names}
+    return tuple(trace(run.time, v, n) for n, v in series.items() if np.isfinite(v).any())
 
 
 @dataclass(frozen=True)

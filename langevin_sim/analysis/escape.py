@@ -456,11 +456,20 @@ def arrhenius_fit(temperature: ArrayLike, tau: ArrayLike, tau_se: ArrayLike | No
     covariance by chi2/dof when that exceeds 1 (the Birge ratio)."""
     T = np.asarray(temperature, np.float64).ravel()
     tau = np.asarray(tau, np.float64).ravel()
-    if T.size < 2 or tau.shape != T.shape or np.any(T <= 0) or np.any(tau <= 0):
+    if T.size < 2 or tau.shape != T.shape or not np.all(T > 0) or not np.all(tau > 0):
         raise ConfigError("arrhenius_fit needs >= 2 positive temperatures and times of equal length")
+    if np.unique(T).size < 2:
+        raise ConfigError(f"arrhenius_fit needs >= 2 distinct temperatures (the slope dU is "
+                          f"along 1/T); got only T = {T[0]:g}")
+    if not np.all(np.isfinite(tau)):
+        raise ConfigError(f"arrhenius_fit needs finite times; tau = {tau.tolist()} (a run without "
+                          "escapes has no mean first-passage time: run it longer or leave it out)")
     x, y = 1.0 / T, np.log(tau)
     weighted = tau_se is not None
     se = np.asarray(tau_se, np.float64).ravel() if weighted else np.full(T.size, np.nan)
+    if weighted and (se.shape != T.shape or not np.all((se > 0) & np.isfinite(se))):
+        raise ConfigError(f"arrhenius_fit's tau_se must be finite and > 0, one per temperature; "
+                          f"got {se.tolist()} (or pass tau_se=None for an unweighted fit)")
     sig = se / tau if weighted else np.ones(T.size)
     A = np.stack([x, np.ones_like(x)], axis=1)
     W = 1.0 / sig ** 2

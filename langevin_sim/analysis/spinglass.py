@@ -364,9 +364,10 @@ def relaxation(times: ArrayLike, e: ArrayLike, p: int, variance: float, temperat
 
 
 def run_relaxation(run: Run, t_min: float | None = None, t_max: float | None = None,
-                   late_from: float | None = None) -> Relaxation:
+                   late_from: float | None = None, temperature: float | None = None) -> Relaxation:
     """`relaxation` of a SphericalPSpin run (energy / N on `run.time`, its p, variance and
-    constant temperature; diverged replicas dropped)."""
+    constant temperature, or `temperature` whose landmarks to compare with: needed for a
+    scheduled one, e.g. an anneal's final temperature; diverged replicas dropped)."""
     run = check_run(run, "run_relaxation")
     pot = run.potential
     if type(pot).__name__ != "SphericalPSpin":
@@ -375,8 +376,8 @@ def run_relaxation(run: Run, t_min: float | None = None, t_max: float | None = N
         raise ConfigError("the 1RSB landmarks are for the pure p-spin; this run has planted = "
                           f"{pot.planted}")
     e = np.asarray(run.energy, np.float64)[:, run.diverged_step < 0] / pot.N
-    return relaxation(run.time, e, pot.p, pot.variance, constant_temperature(run.config),
-                      t_min, t_max, late_from)
+    T = constant_temperature(run.config) if temperature is None else float(temperature)
+    return relaxation(run.time, e, pot.p, pot.variance, T, t_min, t_max, late_from)
 
 
 # ----------------------------------------------------------------------------- aging

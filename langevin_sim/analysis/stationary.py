@@ -170,7 +170,8 @@ def constant_temperature(config: dict) -> float:
                           "needs a run at a constant temperature (Langevin dynamics, or SGD with "
                           "temperature > 0)")
     if t["kind"] != "constant":
-        raise ConfigError("the run's temperature is scheduled; pass the temperature explicitly")
+        raise ConfigError("the run's temperature is scheduled (no stationary law at one "
+                          "temperature); pass temperature= to compare with one")
     return float(t["start"])
 
 
@@ -191,6 +192,11 @@ def run_marginal_fit(run: Run, *, record: int = -1, temperature: float | None = 
             "for a Quadratic its exact Gaussian law by analysis/covariance.py "
             "(`langevin_sim.analysis.covariance`), or the recorded energies and observables")
     T = constant_temperature(run.config) if temperature is None else temperature
+    if not T > 0:
+        raise ConfigError(f"the Boltzmann marginal exp(-U/T) needs a temperature > 0; "
+                          + (f"this run's {run.config['dynamics']['class']} has T = {T:g} (no "
+                             "Langevin noise: it samples no Boltzmann law at T = 0)"
+                             if temperature is None else f"got temperature={temperature}"))
     x = alive_positions(run, records, record, smaller="step")
     return fit_marginal(x, pot.marginal_energy, T, bins=bins)
 
@@ -207,6 +213,9 @@ def alive_positions(run: Run, records: int = 1, record: int = -1, smaller: str =
     n = run.n_records
     if not 1 <= int(records) <= n:
         raise ConfigError(f"records must be in 1..{n} (the run has {n} records), got {records}")
+    if not -n <= int(record) < n:
+        raise ConfigError(f"record {record} is outside the run's {n} records (0..{n - 1}, or "
+                          f"-{n}..-1 from the end)")
     alive = run.diverged_step < 0
     if not alive.any():
         raise ConfigError(f"all {alive.size} replicas diverged: nothing to fit; rerun with a "
