@@ -802,7 +802,9 @@ def report(data: dict) -> str:
               "Spread: interquartile range / median of a row's timings, the largest over its "
               "implementations.  Cold start: seconds from building the numba Simulation to the end "
               "of its first step and first record, with an empty Numba cache, in a new process "
-              "(`cold_start`; what a first run waits, the kernels then load from the cache).  "
+              "(`cold_start`; what a first run waits, the kernels then load from the cache; the "
+              "workload's third-party modules, scikit-learn for W6, imported first: every run, "
+              "cold or warm, pays them).  "
               "Steps per call: "
               + "; ".join(f"{r['workload']} {r['dtype']} {r['steps_per_call']}" for r in rows
                           if r["dtype"] == rows[0]["dtype"]) + ".", "", "## Criteria", ""]
