@@ -816,6 +816,40 @@ def test_scan_summary_shows_points_that_lost_replicas_to_divergence(tmp_path, ca
     assert "1 point(s) lost replicas to divergence" in out, out
 
 
+def test_reduce_repeats_keeps_the_error_of_one_replica_repeats_and_counts_diverged_ones():
+    """A repeat of one surviving replica has no se (NaN), which the sum took for 0 (8 repeats
+    of 1 replica: se 0, "perfect"); now the spread of the repeats' means stands in.  A repeat
+    whose every replica diverged (alive 0) was left out of `alive`."""
+    import xarray as xr
+
+    from langevin_sim.analysis.scan import reduce_repeats
+
+    means = np.array([[0.13, 0.29, 0.2, 0.25], [1.0, 1.1, np.nan, np.nan]])
+    ds = xr.Dataset({"energy_mean": (("step", "repeat"), means),
+                     "energy_se": (("step", "repeat"), [[np.nan] * 4, [0.1, 0.2, np.nan, np.nan]]),
+                     "alive": (("step", "repeat"), [[1.0] * 4, [1.0, 0.5, 0.0, 0.0]])},
+                    coords={"step": [0.1, 0.3], "repeat": range(4)})
+    red = reduce_repeats(ds)
+    assert red["energy_se"].sel(step=0.1) == pytest.approx(means[0].std(ddof=1) / 2)
+    assert red["energy_se"].sel(step=0.3) == pytest.approx(np.sqrt(0.1 ** 2 + 0.2 ** 2) / 2)
+    assert red["alive"].values.tolist() == [1.0, 0.375]
+    assert red["n_repeat"].values.tolist() == [4, 2]
+
+
+def test_a_point_whose_replicas_all_diverged_is_alive_zero(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scan = run_scan(str(ROOT / "scenarios" / "double_well.py"), grid={"step": [0.002, 5.0]},
+                        sets={"steps": 20, "record_every": 10, "replicas": 2,
+                              "temperature": 1.0, "backend": "numpy"},
+                        out=tmp_path / "dv", workers=1, progress=False)
+    ds = scan.summarize()
+    assert list(ds["status"].values.ravel()) == ["done", "diverged"]
+    assert ds["alive"].values.ravel().tolist() == [1.0, 0.0]
+
+
 def test_a_scan_of_replica_exchange_has_its_points_not_their_rung_files(tmp_path, capsys):
     """A replica-exchange point writes <id>.h5 and <id>.rung<k>.h5: the rung files were taken
     for points of an earlier plan ("10 points: 10 done" for 2, rows p<id>.rung1 ... in the

@@ -129,7 +129,8 @@ def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = N
     fn returns a float (variable ``fn.__name__``) or a dict {name: float}; default
     `energy_summary`.  Dimensions: the grid keys, ``zip`` (when the scan has zip keys, which
     become coordinates along it) and ``repeat``.  Variables also hold ``seed`` and
-    ``status`` per point.  Points whose status is not "done" get NaN.  A list-valued key
+    ``status`` per point.  Points whose status is not "done" get NaN (a "diverged" one, every
+    replica diverged, has ``alive`` 0 where fn returns an ``alive``).  A list-valued key
     (e.g. a spectrum) has its values' JSON text as coordinates (`coordinate`), since an
     index needs hashable scalars: ``ds.sel(spectrum="[1.0, 3.0]")``.
     """
@@ -159,6 +160,8 @@ def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = N
         records.append(rec)
     index = list(scan.grid) + (["zip"] if scan.zip else []) + ["repeat"]
     df = pd.DataFrame(records)
+    if "alive" in df.columns:
+        df.loc[df["status"] == "diverged", "alive"] = 0.0
     ds = df.set_index(index).to_xarray()
     if scan.zip:
         ds = ds.assign_coords({k: ("zip", [t[j] for t in zip_index]) for j, k in enumerate(scan.zip)})
@@ -175,19 +178,25 @@ def coordinate(value: Any) -> Any:
 
 def reduce_repeats(ds: xarray.Dataset, mean: str = "energy_mean",
                    se: str = "energy_se") -> xarray.Dataset:
-    """Combine the ``repeat`` dimension: mean of the per-repeat means and their standard
-    error sqrt(sum_r se_r^2) / R over the R repeats present (NaN repeats skipped).
+    """Combine the ``repeat`` dimension: the mean of the per-repeat means over the R repeats
+    that have one, and its standard error: sqrt(sum_r se_r^2) / R where each of them has a
+    se, else (a repeat of one surviving replica has none) the spread of the R means,
+    std_r / sqrt(R) (NaN for R < 2).
 
-    Returns a Dataset with `mean`, `se` and ``n_repeat`` over the remaining dimensions, and
-    ``alive`` (the mean over those repeats of the fraction of replicas that never diverged)
-    when `ds` has it: below 1, `mean` is over the surviving replicas only.
+    Returns a Dataset with `mean`, `se` and ``n_repeat`` (R) over the remaining dimensions,
+    and ``alive`` when `ds` has it: the mean over every repeat that ran (its whole replicas
+    diverged included, at 0) of the fraction of replicas that never diverged; below 1,
+    `mean` is over the surviving replicas only.
     """
     xr = require("xarray", "analysis", "combining a scan's repeats")
     ok = ds[mean].notnull()
     n = ok.sum("repeat")
-    m = ds[mean].where(ok).sum("repeat") / n
-    s = np.sqrt((ds[se].where(ok) ** 2).sum("repeat")) / n
+    means = ds[mean].where(ok)
+    m = means.sum("repeat") / n
+    each = np.sqrt((ds[se].where(ok) ** 2).sum("repeat")) / n
+    spread = means.std("repeat", ddof=1) / np.sqrt(n)
+    s = xr.where((ds[se].notnull() & ok).sum("repeat") == n, each, spread)
     out = {mean: m.where(n > 0), se: s.where(n > 0), "n_repeat": n}
     if "alive" in ds:
-        out["alive"] = (ds["alive"].where(ok).sum("repeat") / n).where(n > 0)
+        out["alive"] = ds["alive"].mean("repeat", skipna=True)
     return xr.Dataset(out)
