@@ -27,6 +27,7 @@ from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import DoubleWell, LinearRegression, Quadratic
 
 from .conftest import assert_within_se
+from .test_analysis_script_errors import script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COV = np.array([[2.0, 0.6, -0.3], [0.6, 1.0, 0.2], [-0.3, 0.2, 0.5]])
@@ -577,20 +578,7 @@ def test_fewer_than_ten_records_after_burn_in_are_refused():
     assert compare_covariance(x, law, burn=0).sampled.n_records == 10
 
 
-def covariance_script(argv, capsys, monkeypatch):
-    """analysis/covariance.py's main(argv) in-process: (status, stdout, stderr)."""
-    main = runpy.run_path(os.path.join(ROOT, "analysis", "covariance.py"))["main"]
-    monkeypatch.setattr(sys, "argv", ["covariance.py"])
-    try:
-        main([str(a) for a in argv])
-        status = 0
-    except SystemExit as e:
-        status = e.code
-    out = capsys.readouterr()
-    return status, out.out, out.err
-
-
-def test_a_run_without_positions_is_one_line_error(tmp_path, capsys, monkeypatch):
+def test_a_run_without_positions_is_one_line_error(tmp_path, capsys):
     """quadratic.py and sgd_least_squares.py with record_positions=false: covariance.py
     ended in KeyError "no record series 'positions'"; now one line naming the setting, as
     stationary.py, tails.py and escape.py say it."""
@@ -604,15 +592,14 @@ def test_a_run_without_positions_is_one_line_error(tmp_path, capsys, monkeypatch
         with pytest.raises(ConfigError, match=r"record_positions true"):
             compare_covariance(run, predicted_laws(run)[0])
         run.close()
-        status, _, err = covariance_script([tmp_path / f"{name}.h5"], capsys, monkeypatch)
+        status, _, err = script("covariance", [tmp_path / f"{name}.h5"], capsys)
         assert status == 2 and err == ("covariance.py: error: the run recorded no positions; "
                                        "rerun it with record_positions true (--set "
                                        "record_positions=true)\n"), err
 
 
 @pytest.mark.parametrize("replicas", [32, 3, 1])
-def test_covariance_script_skips_the_marginal_fits_below_40_replicas(tmp_path, capsys,
-                                                                     monkeypatch, replicas):
+def test_covariance_script_skips_the_marginal_fits_below_40_replicas(tmp_path, capsys, replicas):
     """quadratic.py --quick --set replicas=32 (also 3, 1): covariance.py printed the whole
     comparison, then "32 finite samples are too few for a chi-square test", exit 2, no
     figure.  The last record's marginal fits are skipped, one line says so, and the
@@ -620,7 +607,7 @@ def test_covariance_script_skips_the_marginal_fits_below_40_replicas(tmp_path, c
     out, png = tmp_path / "q.h5", tmp_path / "q.png"
     Simulation(Quadratic(spectrum=[1.0, 2.0], seed=0), OverdampedLangevin(step=0.2), replicas,
                backend="numpy").run(steps=400, record_every=10, out=out).close()
-    status, text, err = covariance_script([out, "--png", png], capsys, monkeypatch)
+    status, text, err = script("covariance", [out, "--png", png], capsys)
     assert status == 0 and err == "", err
     assert "verdict:" in text and "marginal (last record" not in text, text
     assert (f"marginal fits of the last record skipped: {replicas} replicas, a chi-square test "
