@@ -793,17 +793,23 @@ def test_a_list_valued_scan_key_summarizes(tmp_path, capsys):
     assert list(zipped["temperature"].values) == [0.5, 1.0]
 
 
-def test_scan_summary_shows_points_that_lost_replicas_to_divergence(tmp_path, capsys):
-    """A point where some (not all) replicas diverged is `done` and its mean energy is over the
-    survivors only: the table must say so (alive < 1), not print it like any other point."""
+def _double_well_steps(out, steps_grid, **sets):
+    """A serial numpy scan of scenarios/double_well.py at T = 1 over `steps_grid` step sizes
+    (`sets`: steps, record_every, replicas), its divergence warnings silenced."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scan = run_scan(str(ROOT / "scenarios" / "double_well.py"), grid={"step": [0.002, 0.1]},
-                        sets={"steps": 2000, "record_every": 200, "replicas": 32,
-                              "temperature": 1.0, "backend": "numpy"},
-                        out=tmp_path / "pd", workers=1, progress=False)
+        return run_scan(str(ROOT / "scenarios" / "double_well.py"), grid={"step": steps_grid},
+                        sets=dict(sets, temperature=1.0, backend="numpy"), out=out, workers=1,
+                        progress=False)
+
+
+def test_scan_summary_shows_points_that_lost_replicas_to_divergence(tmp_path, capsys):
+    """A point where some (not all) replicas diverged is `done` and its mean energy is over the
+    survivors only: the table must say so (alive < 1), not print it like any other point."""
+    scan = _double_well_steps(tmp_path / "pd", [0.002, 0.1], steps=2000, record_every=200,
+                              replicas=32)
     from langevin_sim.analysis.scan import reduce_repeats
 
     red = reduce_repeats(scan.summarize())
@@ -837,14 +843,7 @@ def test_reduce_repeats_keeps_the_error_of_one_replica_repeats_and_counts_diverg
 
 
 def test_a_point_whose_replicas_all_diverged_is_alive_zero(tmp_path):
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scan = run_scan(str(ROOT / "scenarios" / "double_well.py"), grid={"step": [0.002, 5.0]},
-                        sets={"steps": 20, "record_every": 10, "replicas": 2,
-                              "temperature": 1.0, "backend": "numpy"},
-                        out=tmp_path / "dv", workers=1, progress=False)
+    scan = _double_well_steps(tmp_path / "dv", [0.002, 5.0], steps=20, record_every=10, replicas=2)
     ds = scan.summarize()
     assert list(ds["status"].values.ravel()) == ["done", "diverged"]
     assert ds["alive"].values.ravel().tolist() == [1.0, 0.0]
