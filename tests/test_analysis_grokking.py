@@ -39,6 +39,16 @@ def test_times_delays_and_censoring_on_known_curves():
     assert km_median(t.delay[t.fitted], t.generalized[t.fitted]) == 300
     np.testing.assert_allclose(t.fraction_generalized_by([0, 299, 300, 500, 800]),
                                [0.4, 0.4, 0.6, 0.6, 1.0])
+    # the table a notebook shows: 5 of 6 fitted, 4 generalized; Kaplan-Meier medians (fit:
+    # 100, 100, 150 of 6 -> 150; gen: 150, 250, 400 of 6, two censored -> 400; delay 300)
+    s = t.summary(n_boot=50)
+    assert (s["replicas"], s["fitted"], s["generalized"], s["early"]) == (6, 5, 4, 2)
+    assert (s["fit_median"], s["gen_median"], s["delay_median"], s["end"]) == (150, 400, 300,
+                                                                              1000)
+    text = t.table()
+    assert text.startswith("grokking times: 5/6 fitted the training set (train accuracy >= 1)"
+                           ", 4 generalized (test accuracy >= 0.9) by step 1000"), text
+    assert "delay 300 +-" in text and "censored 1)" in text, text
 
 
 def test_km_median_matches_scipy_kaplan_meier_with_ties_and_censoring():

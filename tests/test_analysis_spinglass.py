@@ -340,3 +340,21 @@ def test_waiting_times_past_the_run_are_refused():
     with pytest.raises(ConfigError, match=r"waiting time\(s\) \[3.0\] lie past the last record "
                                           r"\(t = 2\).*--waiting"):
         two_time_correlation(t, x, [0.5, 3.0])
+
+
+def test_aging_verdict_of_frozen_replicas_and_of_one_replica():
+    """Replicas frozen at a minimum (T = 0) have C = 1 at every lag with se 0: the verdict
+    read 'not aging: C at the common lag falls with t_w (+nan se)' (0 / 0).  One replica
+    has no se at all (and warned 'Degrees of freedom <= 0'); no replica left is one line."""
+    t = np.linspace(0, 4, 9)
+    x = np.broadcast_to(np.array([1.0, -1.0, 1.0]), (9, 5, 3))       # |x|^2 = N: C = 1
+    ag = two_time_correlation(t, x, [1.0, 2.0])
+    np.testing.assert_array_equal(ag.se[np.isfinite(ag.se)], 0.0)
+    assert ag.verdict() == "no aging resolved: C at the common lag changes by +0.0 se with t_w"
+    one = two_time_correlation(t, x[:, :1], [1.0, 2.0])
+    assert np.isnan(one.se).all() and "at least 2 replicas" in one.verdict()
+    assert "no verdict" in one.table()
+    dead = np.array(x)
+    dead[5:] = np.nan
+    with pytest.raises(ConfigError, match="every replica's positions are non-finite"):
+        two_time_correlation(t, dead, [1.0, 3.0])

@@ -79,10 +79,11 @@ def _first(ok: np.ndarray, steps: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- one run
 
 @dataclass(frozen=True)
-class GrokkingTimes:
+class GrokkingTimes(Result):
     """Per-replica times in steps (M,): `fit`, `gen` (nan: not reached by `end`, the last
     finite record), `delay` = max(gen, fit) - fit for fitted replicas, censored at end - fit
-    where `generalized` is False (nan for replicas that never fitted)."""
+    where `generalized` is False (nan for replicas that never fitted).  `table()` prints the
+    counts and the Kaplan-Meier medians."""
 
     steps: np.ndarray
     fit: np.ndarray
@@ -132,6 +133,39 @@ class GrokkingTimes:
         """1 - S(delay) at delays t (steps), Kaplan-Meier, with censored replicas at risk
         until their end."""
         return 1 - self.delay_survival().at(t)
+
+    def summary(self, n_boot: int = 1000) -> dict:
+        """Scalars: replicas, fitted, generalized (of the fitted; + binomial se), early, the
+        medians +- bootstrap se in steps (fit, gen, delay; inf: fewer than half reached),
+        the delay's 10 / 90 % quantiles (Kaplan-Meier, inf beyond the run), end (the last
+        finite record of any replica)."""
+        fitted = self.fitted
+        m, k = int(fitted.sum()), int((fitted & self.generalized).sum())
+        frac = k / m if m else math.nan
+        d_med, d_se, d_ok = self.median_delay(n_boot)
+        f_med, f_se, _ = self.median_time("fit", n_boot)
+        g_med, g_se, _ = self.median_time("gen", n_boot)
+        km = self.delay_survival() if m else None
+        q10, q90 = ((_km_quantile(km, 0.1), _km_quantile(km, 0.9)) if km is not None
+                    else (math.nan, math.nan))
+        return dict(replicas=self.fit.size, fitted=m, generalized=k, frac_gen=frac,
+                    frac_gen_se=math.sqrt(frac * (1 - frac) / m) if m else math.nan,
+                    early=self.early, fit_median=f_med, fit_se=f_se, gen_median=g_med,
+                    gen_se=g_se, delay_median=d_med, delay_se=d_se, delay_defined=d_ok,
+                    delay_q10=q10, delay_q90=q90, end=float(np.nanmax(self.end)))
+
+    def table(self, summary: dict | None = None, prefix: str = "grokking times: ") -> str:
+        """Two lines: who fitted and generalized by when, and the median steps (`summary`:
+        this `summary()`, when already computed)."""
+        s = self.summary() if summary is None else summary
+        return "\n".join([
+            f"{prefix}{s['fitted']}/{s['replicas']} fitted the training set (train accuracy "
+            f">= {self.train_threshold:g}), {s['generalized']} generalized (test accuracy >= "
+            f"{self.test_threshold:g}) by step {s['end']:.0f}",
+            f"  median steps: fit {_pm(s['fit_median'], s['fit_se'])}, generalize "
+            f"{_pm(s['gen_median'], s['gen_se'])}, delay {_pm(s['delay_median'], s['delay_se'])} "
+            f"[10 %, 90 %: {s['delay_q10']:.0f}, {s['delay_q90']:.0f}] (Kaplan-Meier, censored "
+            f"{s['fitted'] - s['generalized']})"])
 
 
 def grokking_times(steps: ArrayLike, train_accuracy: ArrayLike, test_accuracy: ArrayLike,
@@ -215,22 +249,12 @@ class GrokkingPoint(Result):
         (Kaplan-Meier, inf beyond the run), lr wd x delay, norms and sharpness at fit and gen
         (mean ± se over the replicas that reached them), ln(norm_fit / norm_gen)."""
         t = self.times
-        fitted, gen = t.fitted, t.fitted & t.generalized
-        m, k = int(fitted.sum()), int(gen.sum())
-        frac = k / m if m else math.nan
-        d_med, d_se, d_ok = t.median_delay(self.n_boot)
-        f_med, f_se, _ = t.median_time("fit", self.n_boot)
-        g_med, g_se, _ = t.median_time("gen", self.n_boot)
-        km = t.delay_survival() if m else None
-        q10, q90 = ((_km_quantile(km, 0.1), _km_quantile(km, 0.9)) if km is not None
-                    else (math.nan, math.nan))
+        gen = t.fitted & t.generalized
+        out = dict(self.params, **t.summary(self.n_boot))
+        d_med, d_se = out["delay_median"], out["delay_se"]
         shrink = np.log(self.norm_fit / self.norm_gen)
-        out = dict(self.params, replicas=t.fit.size, fitted=m, generalized=k, frac_gen=frac,
-                   frac_gen_se=math.sqrt(frac * (1 - frac) / m) if m else math.nan,
-                   early=t.early, fit_median=f_med, fit_se=f_se, gen_median=g_med, gen_se=g_se,
-                   delay_median=d_med, delay_se=d_se, delay_defined=d_ok, delay_q10=q10,
-                   delay_q90=q90, end=float(np.nanmax(t.end)), lr_wd=self.lr_wd,
-                   decay_units=self.lr_wd * d_med, decay_units_se=self.lr_wd * d_se)
+        out.update(lr_wd=self.lr_wd, decay_units=self.lr_wd * d_med,
+                   decay_units_se=self.lr_wd * d_se)
         for name, v in (("norm_fit", self.norm_fit), ("norm_gen", self.norm_gen),
                         ("shrink", shrink[gen]), ("sharp_fit", self.sharp_fit),
                         ("sharp_gen", self.sharp_gen)):
@@ -242,14 +266,8 @@ class GrokkingPoint(Result):
     def table(self) -> str:
         s = self.summary()
         return "\n".join([
-            f"{s['optimizer']} lr {s['lr']:g}, weight decay {s['weight_decay']:g}, "
-            f"{s['activation']}: {s['fitted']}/{s['replicas']} fitted the training set "
-            f"(train accuracy >= {self.times.train_threshold:g}), {s['generalized']} generalized "
-            f"(test accuracy >= {self.times.test_threshold:g}) by step {s['end']:.0f}",
-            f"  median steps: fit {_pm(s['fit_median'], s['fit_se'])}, generalize "
-            f"{_pm(s['gen_median'], s['gen_se'])}, delay {_pm(s['delay_median'], s['delay_se'])} "
-            f"[10 %, 90 %: {s['delay_q10']:.0f}, {s['delay_q90']:.0f}] (Kaplan-Meier, censored "
-            f"{s['fitted'] - s['generalized']})",
+            self.times.table(s, f"{s['optimizer']} lr {s['lr']:g}, weight decay "
+                                f"{s['weight_decay']:g}, {s['activation']}: "),
             f"  lr wd x median delay = {_pm(s['decay_units'], s['decay_units_se'], 3)}; weight "
             f"norm at fit {_pm(s['norm_fit'], s['norm_fit_se'], 4)} -> at generalization "
             f"{_pm(s['norm_gen'], s['norm_gen_se'], 4)}, ln(fit/gen) "

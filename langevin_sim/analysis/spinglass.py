@@ -422,7 +422,12 @@ class Aging(Result):
         """Aging when C at the common lag grows from the first to the last waiting time by more
         than 3 standard errors and never falls by more than 3 between neighbours."""
         c, se = self.at_lag(self.common_lag)
-        z = (c[-1] - c[0]) / np.hypot(se[-1], se[0]) if c.size > 1 else 0.0
+        if c.size < 2:
+            return "no aging resolved: one waiting time"
+        if not np.isfinite(se).all():
+            return "no verdict: a standard error needs at least 2 replicas"
+        d, s = c[-1] - c[0], float(np.hypot(se[-1], se[0]))
+        z = d / s if s > 0 else math.copysign(math.inf, d) if d else 0.0   # se 0: exact C
         drops = np.diff(c) < -3 * np.hypot(se[1:], se[:-1])
         if z > 3 and not drops.any():
             return f"older systems decorrelate more slowly (aging; C grows by {z:.1f} se)"
@@ -464,8 +469,13 @@ def two_time_correlation(times: ArrayLike, x: np.ndarray | Series,
     for j in range(iw[0], t.size):
         C[:, j] = np.einsum("kmn,mn->km", xw, np.asarray(x[j], np.float64)) / N
     alive = np.isfinite(C[:, iw[-1]:]).all(axis=(0, 1))
+    if not alive.any():
+        raise ConfigError("every replica's positions are non-finite from the last waiting "
+                          "time on: no correlation to measure (choose earlier waiting times)")
     C = C[:, :, alive]
-    mean, se = C.mean(axis=2), C.std(axis=2, ddof=1) / math.sqrt(alive.sum())
+    mean = C.mean(axis=2)
+    se = (C.std(axis=2, ddof=1) / math.sqrt(alive.sum()) if alive.sum() > 1
+          else np.full_like(mean, np.nan))
     L = t.size - iw[0]
     lags, Cm, Cs = (np.full((iw.size, L), np.nan) for _ in range(3))
     decay = []
