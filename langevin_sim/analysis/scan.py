@@ -132,7 +132,8 @@ def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = N
     ``status`` per point.  Points whose status is not "done" get NaN (a "diverged" one, every
     replica diverged, has ``alive`` 0 where fn returns an ``alive``).  A list-valued key
     (e.g. a spectrum) has its values' JSON text as coordinates (`coordinate`), since an
-    index needs hashable scalars: ``ds.sel(spectrum="[1.0, 3.0]")``.
+    index needs hashable scalars: ``ds.sel(spectrum="[1.0, 3.0]")``, in the order the scan
+    lists them (as text, "[10.0]" would sort before "[2.0]").
     """
     pd = require("pandas", "analysis", "gathering a scan's summaries")
     fn = energy_summary if fn is None else fn
@@ -144,6 +145,7 @@ def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = N
                           "finishes pending, incomplete and failed points (diverged ones need "
                           "other parameters, e.g. a smaller step)")
     zip_index: dict = {}
+    listed: dict = {k: {} for k in scan.grid}      # JSON-text coordinates in the scan's order
     records = []
     for _, row in man.iterrows():
         values: dict = {}
@@ -152,6 +154,9 @@ def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = N
                 out = fn(run, **kwargs)
             values = out if isinstance(out, dict) else {getattr(fn, "__name__", "value"): out}
         rec = {k: coordinate(row[k]) for k in scan.grid}
+        for k in scan.grid:
+            if isinstance(row[k], (list, dict)):
+                listed[k].setdefault(rec[k], None)
         if scan.zip:
             rec["zip"] = zip_index.setdefault(tuple(coordinate(row[k]) for k in scan.zip),
                                               len(zip_index))
@@ -163,6 +168,7 @@ def gather(scan: Scan, fn: Callable[..., float | Mapping[str, float]] | None = N
     if "alive" in df.columns:
         df.loc[df["status"] == "diverged", "alive"] = 0.0
     ds = df.set_index(index).to_xarray()
+    ds = ds.reindex({k: list(v) for k, v in listed.items() if v})   # not sorted as text
     if scan.zip:
         ds = ds.assign_coords({k: ("zip", [t[j] for t in zip_index]) for j, k in enumerate(scan.zip)})
     ds.attrs.update(scan=str(scan.root), scenario=scan.spec["scenario"],
