@@ -66,6 +66,11 @@ class UnrecordedStepsWarning(LangevinSimWarning):
     """A run ends between records: its last steps are in the checkpoint, not the records."""
 
 
+class UnusedParameterWarning(LangevinSimWarning):
+    """A scenario parameter set away from its default where it has no effect (e.g. friction
+    with overdamped dynamics)."""
+
+
 class IncompleteRunWarning(LangevinSimWarning):
     """A run analysed before it reached its target step (killed, stopped, or still being
     written): the analysis sees the records so far."""

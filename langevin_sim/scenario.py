@@ -38,10 +38,12 @@ import textwrap
 import tomllib
 import types
 import typing
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 from .backends import NAMES as BACKENDS
-from .errors import ConfigError
+from .errors import ConfigError, UnusedParameterWarning
 from .io import Run
 
 Backend = typing.Literal[BACKENDS]
@@ -68,6 +70,20 @@ class RunParams:
     dtype: Dtype = param("float64", "floating-point type of the state")
     record_positions: bool = param(True, "record every replica's position (false: energies and "
                                          "observables only)")
+
+
+def unused(p, names: Iterable[str], when: str) -> None:
+    """Warn (`UnusedParameterWarning`, one line) for each parameter of `p` in `names` set
+    away from its default, which has no effect `when` (e.g. "with dynamics=overdamped"): a
+    scenario's build calls it where it leaves options out, so that an option the user set is
+    never ignored silently (a warning, not an error: a scan over the dynamics shares its
+    other settings)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(p)}
+    for name in names:
+        v = getattr(p, name)
+        if v != defaults[name]:
+            warnings.warn(f"{name}={v} has no effect {when} (default {defaults[name]}); the run "
+                          "goes on without it", UnusedParameterWarning, stacklevel=2)
 
 
 def load_scenario(path) -> types.ModuleType:

@@ -99,6 +99,7 @@ class Simulation:
         if not divergence_bound > 0:
             raise ConfigError(f"divergence_bound must be > 0, got {divergence_bound}")
         rng.key_of(seed)
+        potential.check_finite()
         dynamics.check_potential(potential)
         if first_passage is not None:
             if not isinstance(first_passage, FirstPassage):

@@ -24,7 +24,7 @@ from langevin_sim import Simulation
 from langevin_sim.analysis.basins import quench
 from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.potentials.multiwell import ShiftedMultiWell, random_shifts
-from langevin_sim.scenario import RunParams, main, param
+from langevin_sim.scenario import RunParams, main, param, unused
 
 # --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
 QUICK = {"replicas": 256, "steps": 2000, "record_every": 50, "backend": "numpy"}
@@ -70,6 +70,8 @@ def landscape(p: Params) -> ShiftedMultiWell:
 
 def build(p: Params) -> Simulation:
     pot = landscape(p)
+    unused(p, ["temperature"] if p.dynamics == "sgd" else ["batch_size"],
+           f"with dynamics={p.dynamics}")
     dyn = (SGD(lr=p.lr, batch_size=p.batch_size, sampling="iid") if p.dynamics == "sgd" else
            OverdampedLangevin(step=p.lr, temperature=p.temperature))
     return Simulation(pot, dyn, replicas=p.replicas, backend=p.backend, dtype=p.dtype, seed=p.seed,

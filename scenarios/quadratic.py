@@ -13,7 +13,7 @@ from typing import Literal
 from langevin_sim import Simulation
 from langevin_sim.dynamics import OBABO, OverdampedLangevin, UnderdampedLangevin
 from langevin_sim.potentials import Quadratic
-from langevin_sim.scenario import RunParams, main, param
+from langevin_sim.scenario import RunParams, main, param, unused
 
 
 # --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
@@ -40,6 +40,7 @@ class Params(RunParams):
 def build(p: Params) -> Simulation:
     pot = Quadratic(spectrum=p.spectrum, seed=p.rotation_seed)
     if p.dynamics == "overdamped":
+        unused(p, ["friction"], "with dynamics=overdamped")
         dyn = OverdampedLangevin(step=p.step, temperature=p.temperature)
     else:
         dyn = {"baoab": UnderdampedLangevin, "obabo": OBABO}[p.dynamics](

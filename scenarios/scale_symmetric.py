@@ -33,7 +33,7 @@ import numpy as np
 from langevin_sim import Simulation
 from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.potentials import ScaleSymmetric
-from langevin_sim.scenario import RunParams, main, param
+from langevin_sim.scenario import RunParams, main, param, unused
 
 
 # --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
@@ -81,6 +81,7 @@ def initial_positions(p: Params, pot: ScaleSymmetric) -> np.ndarray:
 def build(p: Params) -> Simulation:
     pot = potential(p)
     if p.dynamics == "langevin":
+        unused(p, ["batch_size"], "with dynamics=langevin")
         dyn = OverdampedLangevin(step=p.lr, temperature=p.temperature)
     else:
         dyn = SGD(lr=p.lr, batch_size=p.batch_size, weight_decay=p.weight_decay,

@@ -35,7 +35,7 @@ import numpy as np
 from langevin_sim import ConfigError, Simulation
 from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.potentials import LinearRegression, Quadratic
-from langevin_sim.scenario import RunParams, main, param
+from langevin_sim.scenario import RunParams, main, param, unused
 
 
 # --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
@@ -102,6 +102,8 @@ def matched_temperature(pot: LinearRegression, lr: float, batch_size: int | None
 def build(p: Params) -> Simulation:
     pot = data_set(p)
     if p.dynamics == "matched_langevin":
+        unused(p, ["momentum", "weight_decay", "temperature", "replacement"],
+               "with dynamics=matched_langevin (its temperature is the matched one)")
         T = matched_temperature(pot, p.lr, p.batch_size)["T"]
         pot, dyn = (Quadratic(H=pot.hessian_matrix, center=pot.minimizer()),
                     OverdampedLangevin(step=p.lr, temperature=T))

@@ -1,4 +1,6 @@
 """Numba kernels against the NumPy reference; partition and resume invariance."""
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -189,6 +191,20 @@ def test_numba_fused_pair_does_not_warn(monkeypatch):
     pot, dyn = DoubleWell(d=2), OverdampedLangevin(0.01, 0.5)
     assert numba_backend.has_kernel(pot, dyn)
     assert fallback_warnings(lambda: Simulation(pot, dyn, 5, backend="numba", seed=1).advance(20)) == []
+
+
+def test_kernel_for_answers_in_a_fresh_process():
+    """docs/extending.md's way to see which kernel a pair takes answered None ("the
+    reference") for every pair until something had imported langevin_sim.kernels."""
+    code = ("from langevin_sim.backends import registry\n"
+            "from langevin_sim.dynamics import Heun, OverdampedLangevin\n"
+            "from langevin_sim.potentials import DoubleWell\n"
+            "print(registry.kernel_for(DoubleWell(), OverdampedLangevin(), 'numba').fn.__name__,"
+            " registry.kernel_for(DoubleWell(), Heun(), 'numba').fn.__name__,"
+            " len(registry.pairs('numba')) > 10)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.stdout.split() == ["_overdamped_double_well", "generic_heun_driver", "True"], out
 
 
 def test_registry_holds_every_fused_pair_once_and_refuses_unknown_backends():

@@ -188,6 +188,43 @@ def test_schedule_steps_are_an_integer_that_survives_the_run_file():
     assert s.steps == 10_000 and Schedule(**s.to_dict()) == s
 
 
+def test_schedule_values_are_finite_numbers_and_its_keys_known():
+    """Schedule("linear", 0.01, nan, 100) was accepted (bounds() takes min/max, which drop a
+    NaN in second place): as a step it ended in a ValueError inside Simulation.time, as a
+    temperature every replica 'diverged' at step 1 with nothing naming the cause; a None or
+    a text start and a misspelt dict key were TypeErrors."""
+    nan = float("nan")
+    for args, match in ((("linear", 0.01, nan, 100), "the schedule's end must be finite"),
+                        (("linear", 1.0, float("inf"), 100), "the schedule's end must be finite"),
+                        (("linear", None, 2.0, 5), "the schedule's start must be a number"),
+                        (("linear", "x", 2.0, 5), "the schedule's start must be a number")):
+        with pytest.raises(ConfigError, match=match):
+            Schedule(*args)
+    with pytest.raises(ConfigError, match=r"step: unknown schedule key\(s\) \['stop'\]"):
+        OverdampedLangevin(step={"kind": "linear", "start": 0.1, "stop": 0.01, "steps": 10})
+    assert Schedule("linear", "0.1", 1, 5).to_dict() == {"kind": "linear", "start": 0.1,
+                                                         "end": 1.0, "steps": 5}
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: SGD(weight_decay=float("inf")), "weight_decay must be finite"),
+    (lambda: SGD(grad_noise=float("inf")), "grad_noise must be finite"),
+    (lambda: UnderdampedLangevin(mass=float("inf")), "mass must be finite"),
+    (lambda: Simulation(DoubleWell(tilt=float("nan")), OverdampedLangevin(0.1), 4,
+                        backend="numpy"), "DoubleWell: tilt must be finite, got nan"),
+    (lambda: Simulation(LinearRegression(noise=float("nan")), SGD(0.1), 4, backend="numpy"),
+     "LinearRegression: noise must be finite"),
+    (lambda: Simulation(Quadratic(spectrum=[1.0, 2.0], center=[0.0, float("inf")]),
+                        OverdampedLangevin(0.1), 4, backend="numpy"),
+     "Quadratic: the array 'center' holds inf or NaN"),
+])
+def test_non_finite_parameters_are_refused(make, match):
+    """SGD(weight_decay=inf) or mass=inf froze or diverged every replica at step 1 (NaN was
+    refused, inf not); a potential's NaN tilt or label noise likewise."""
+    with pytest.raises(ConfigError, match=match):
+        make()
+
+
 def test_run_arguments_and_the_record_grid(tmp_path):
     """steps and record_every are integers; a run that ends between records warns that its
     last steps are only in the checkpoint (the records end at the last multiple of

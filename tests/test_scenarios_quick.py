@@ -112,3 +112,37 @@ def test_teacher_student_records_sharpness_every_k_steps(tmp_path):
         measured = np.isfinite(s).all(axis=1)
         assert (measured == (steps % 250 == 0)).all(), (steps, measured)
         assert (s[measured] > 0).all()
+
+
+@pytest.mark.parametrize("scenario, sets, names", [
+    ("quadratic", {"friction": 3.0}, ["friction"]),
+    ("sgd_least_squares", {"dynamics": "matched_langevin", "momentum": 0.9,
+                           "weight_decay": 5.0, "temperature": 3.0},
+     ["momentum", "weight_decay", "temperature"]),
+    ("flat_vs_sharp_sgd", {"temperature": 0.5}, ["temperature"]),
+    ("flat_vs_sharp_sgd", {"dynamics": "langevin", "batch_size": 4}, ["batch_size"]),
+    ("scale_symmetric", {"dynamics": "langevin", "batch_size": 4}, ["batch_size"]),
+])
+def test_an_option_the_dynamics_leaves_out_is_named(scenario, sets, names):
+    """--set dynamics=matched_langevin --set momentum=0.9 --set weight_decay=5 --set
+    temperature=3 ran plain Langevin at the matched temperature without a word (and the
+    run file's params said momentum 0.9); so did friction with overdamped dynamics."""
+    import warnings
+
+    from langevin_sim.errors import UnusedParameterWarning
+    from langevin_sim.scenario import resolve_params
+
+    mod = load_scenario(os.path.join(ROOT, "scenarios", f"{scenario}.py"))
+    p = resolve_params(mod.Params, sets={**sets, "backend": "numpy", "replicas": 2})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        mod.build(p)
+    said = [str(w.message) for w in seen if issubclass(w.category, UnusedParameterWarning)]
+    assert [m.split("=")[0] for m in said] == names, said
+    assert all("has no effect with dynamics=" in m for m in said), said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnusedParameterWarning)   # the defaults: no warning
+        mod.build(resolve_params(mod.Params, sets={"backend": "numpy", "replicas": 2,
+                                                   "dynamics": sets.get("dynamics",
+                                                                        mod.Params.dynamics)}))
+

@@ -2,8 +2,8 @@
 
 The kernels live in `langevin_sim.kernels`, one module per potential family, and register
 themselves there with ``@register(Potential, Dynamics, "numba")``.  This module imports
-nothing from them: a backend imports `langevin_sim.kernels` once (which imports every family
-module, filling the registry) and looks a simulation's pair up with `kernel_for`; where it
+them only when asked (`kernel_for`, `pairs`: importing `langevin_sim.kernels` imports every
+family module, filling the registry); a backend looks a simulation's pair up with `kernel_for`; where it
 finds none it runs its fallback (the numba backend: the NumPy reference, saying so once).
 
 How a kernel is called is its backend's convention.  "numba": ``fn(sim, t0, K, k0, k1)`` runs
@@ -62,11 +62,19 @@ def _name(fn) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
+def _registered() -> dict[tuple[type, type, str], Kernel]:
+    """KERNELS, filled: importing `langevin_sim.kernels` registers every family's kernels (in
+    a fresh process, before any numba simulation, the registry was empty and `kernel_for`
+    answered None, "the reference", for every pair)."""
+    from .. import kernels  # noqa: F401
+    return KERNELS
+
+
 def kernel_for(potential, dynamics, backend: str) -> Kernel | None:
     """`backend`'s kernel for the pair of these instances, None where it has none."""
-    return KERNELS.get((type(potential), type(dynamics), backend))
+    return _registered().get((type(potential), type(dynamics), backend))
 
 
 def pairs(backend: str) -> list[tuple[type, type]]:
     """The (potential class, dynamics class) pairs with a `backend` kernel."""
-    return [(p, d) for p, d, b in KERNELS if b == backend]
+    return [(p, d) for p, d, b in _registered() if b == backend]

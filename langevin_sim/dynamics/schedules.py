@@ -40,6 +40,9 @@ class Schedule:
             raise ConfigError(f"unknown schedule kind {self.kind!r}; use one of {sorted(KINDS)}")
         if self.end is None:
             object.__setattr__(self, "end", self.start)
+        for field in ("start", "end"):
+            object.__setattr__(self, field, as_number(getattr(self, field),
+                                                      f"the schedule's {field}"))
         object.__setattr__(self, "steps", check_int("schedule steps", self.steps))
         if self.kind == "exponential" and (self.start <= 0 or self.end <= 0):
             raise ConfigError("an exponential schedule needs start > 0 and end > 0")
@@ -60,14 +63,18 @@ class Schedule:
 
 
 def as_number(value, name: str) -> float:
-    """`value` as a float: a number, or a string float() reads (as `as_schedule` takes a
-    constant); ConfigError naming `name` otherwise."""
+    """`value` as a finite float: a number, or a string float() reads (as `as_schedule`
+    takes a constant); ConfigError naming `name` otherwise (inf and NaN included: an
+    infinite weight decay or mass froze or diverged every replica at step 1)."""
     if isinstance(value, (Schedule, dict)):
         raise ConfigError(f"{name} must be a number (it cannot follow a schedule), got {value!r}")
     try:
-        return float(value)
+        out = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    return out
 
 
 def as_schedule(value, name: str, positive: bool) -> Schedule:
@@ -75,6 +82,11 @@ def as_schedule(value, name: str, positive: bool) -> Schedule:
     if isinstance(value, Schedule):
         s = value
     elif isinstance(value, dict):
+        unknown = sorted(set(value) - set(Schedule.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"{name}: unknown schedule key(s) {unknown}; a schedule is "
+                              f"{{kind, start, end, steps}}, e.g. {{'kind': 'linear', "
+                              f"'start': 0.1, 'end': 0.01, 'steps': 1000}}")
         s = Schedule(**value)
     else:
         try:
