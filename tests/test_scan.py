@@ -772,6 +772,25 @@ def test_scan_summary_plot_keeps_zip_rows_apart(tmp_path, monkeypatch):
                                              "temperature=2, step=0.05"}
 
 
+def test_a_list_valued_grid_key_on_the_command_line():
+    """--grid spectrum=1,3 made two points, spectra (1) and (3), where --set spectrum=1,3 is
+    one two-element spectrum, and no command line gave a point two elements: a list-valued
+    key's points are separated by ';', its elements by ','; the same points as from Python."""
+    from langevin_sim.scan.plan import plan_scan
+    from langevin_sim.scenario import load_scenario
+
+    P = load_scenario(ROOT / "scenarios" / "quadratic.py").Params
+    coords = lambda grid: [p.coords for p in plan_scan(P, grid=grid)[1]]   # noqa: E731
+    assert coords(["spectrum=1,3;2,4"]) == [{"spectrum": [1.0, 3.0]}, {"spectrum": [2.0, 4.0]}]
+    assert coords(["spectrum=1,3"]) == [{"spectrum": [1.0, 3.0]}]
+    assert coords(["spectrum=1;3"]) == coords({"spectrum": [[1], [3]]})
+    assert [p.id for p in plan_scan(P, grid=["spectrum=1,3;2,4"])[1]] == \
+        [p.id for p in plan_scan(P, grid={"spectrum": [[1.0, 3.0], [2.0, 4.0]]})[1]]
+    assert coords(["step=0.1,0.2"]) == [{"step": 0.1}, {"step": 0.2}]
+    with pytest.raises(ConfigError, match=r"'spectrum=1,3;2,4' \(points separated by ';'\)"):
+        plan_scan(P, grid=["spectrum=1,3;"])
+
+
 def test_a_list_valued_scan_key_summarizes(tmp_path, capsys):
     """--grid spectrum=1,3 on quadratic.py ran, then summarize() and scan_summary.py ended in
     "TypeError: unhashable type: 'list'": a list-valued key's coordinates are its values'

@@ -67,7 +67,8 @@ def add_scan_parser(sub: argparse._SubParsersAction, fn) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("scenario", help="path of a scenarios/*.py script")
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="a scan axis (repeatable; the axes form a Cartesian product)")
+                   help="a scan axis (repeatable; the axes form a Cartesian product); a "
+                        "list-valued key's points are separated by ';': 'spectrum=1,3;2,4'")
     s.add_argument("--zip", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="keys varied together, as one axis (repeatable; equal lengths)")
     s.add_argument("--repeat", type=int, default=1, help="seeds per point (default 1)")

@@ -33,8 +33,20 @@ class Point:
         return f"points/{self.id}.h5"
 
 
-def _parse_axes(items, flag: str) -> dict:
-    """['key=v1,v2', ...] or {key: [values]} -> {key: [values]} (values as given)."""
+def _is_list(params_cls, key: str) -> bool:
+    """Whether `key` is a list-valued field of `params_cls` (a tuple type, or one | None)."""
+    hint = typing.get_type_hints(params_cls).get(key)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    return typing.get_origin(hint) in (tuple, list)
+
+
+def _parse_axes(items, flag: str, params_cls) -> dict:
+    """['key=v1,v2', ...] or {key: [values]} -> {key: [values]} (values as given).  A
+    list-valued key's points are separated by ';' and its elements by ',', as --set reads
+    one: spectrum=1,3;2,4 is two points, (1, 3) and (2, 4) (with ',' between points, the
+    two-element --set spectrum=1,3 became two one-element spectra in a scan)."""
     if items is None:
         return {}
     if isinstance(items, dict):
@@ -48,10 +60,12 @@ def _parse_axes(items, flag: str) -> dict:
             k = k.strip()
             if k in out:
                 raise ConfigError(f"{flag} {k} given twice; list all its values in one {flag} {k}=v1,v2")
-            out[k] = [s.strip() for s in v.split(",")]
+            out[k] = [s.strip() for s in v.split(";" if _is_list(params_cls, k) else ",")]
     for k, vals in out.items():
         if not vals or any(isinstance(s, str) and s == "" for s in vals):
-            raise ConfigError(f"{flag} {k}={vals!r}: give a comma-separated list of values, e.g. {k}=0.5,1")
+            example = f"'{k}=1,3;2,4' (points separated by ';')" if _is_list(params_cls, k) \
+                else f"{k}=0.5,1"
+            raise ConfigError(f"{flag} {k}={vals!r}: give a list of values, e.g. {example}")
     return out
 
 
@@ -107,7 +121,8 @@ def plan_scan(params_cls: type, grid=None, zipped=None, repeat: int = 1, sets=No
     `Point` in order (grid axes in the order given, last fastest; then the zip axis; repeats
     fastest).  preset: the scenario's quick preset (``--quick``), less the scanned keys.
     """
-    grid, zipped, sets = _parse_axes(grid, "--grid"), _parse_axes(zipped, "--zip"), parse_sets(sets)
+    grid = _parse_axes(grid, "--grid", params_cls)
+    zipped, sets = _parse_axes(zipped, "--zip", params_cls), parse_sets(sets)
     sets = _canonical(params_cls, sets)
     if int(repeat) < 1:
         raise ConfigError(f"--repeat must be >= 1, got {repeat}")
