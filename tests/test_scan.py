@@ -649,6 +649,15 @@ def test_gpus_beyond_the_machines_are_one_error(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     with pytest.raises(ConfigError, match="lists 1 device"):
         cluster.gpu_ids(2)
+    # under the simulator each "GPU" is a worker process on the CPUs: --gpus 64 on 2 cores
+    # started 64 workers that ran nothing for minutes
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(rt, "simulated", lambda: True)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert cluster.gpu_ids(2) == ["0", "1"]
+    with pytest.raises(ConfigError, match=r"^--gpus 64 under the CUDA simulator: .* 2 CPU\(s\); "
+                                          r"ask for at most 2$"):
+        cluster.gpu_ids(64)
 
 
 def test_a_local_cuda_scan_without_cupy_or_a_gpu_is_one_error_before_any_file(tmp_path,
@@ -787,7 +796,8 @@ def test_a_list_valued_grid_key_on_the_command_line():
     assert [p.id for p in plan_scan(P, grid=["spectrum=1,3;2,4"])[1]] == \
         [p.id for p in plan_scan(P, grid={"spectrum": [[1.0, 3.0], [2.0, 4.0]]})[1]]
     assert coords(["step=0.1,0.2"]) == [{"step": 0.1}, {"step": 0.2}]
-    with pytest.raises(ConfigError, match=r"'spectrum=1,3;2,4' \(points separated by ';'\)"):
+    with pytest.raises(ConfigError, match=r"a ';'-separated list of points, e.g. "
+                                          r"'spectrum=1,3;2,4'"):
         plan_scan(P, grid=["spectrum=1,3;"])
 
 
@@ -1039,6 +1049,28 @@ def test_ctrl_c_of_a_scan_on_its_local_cluster_stops_points_at_a_record(tmp_path
     with resume(out / "points" / f"{slow}.h5", steps=stopped + 1000, progress=False) as run:
         assert run.resumed_from == stopped and run.steps_done == stopped + 1000
         np.testing.assert_array_equal(run.step, np.arange(0, stopped + 1001, 500))
+
+
+def test_sigterm_while_the_local_cluster_starts_stops_the_scan_with_its_line(tmp_path):
+    """SIGTERM while the cluster started (Numba cache warmed, workers spawned) ended the scan
+    at once, status 143 without a word, its scan.lock left behind: it is now remembered and
+    stops the scan, with its line, as soon as it waits for its points."""
+    out = tmp_path / "scan"
+    args = [sys.executable, "-m", "langevin_sim.cli", "scan", SCEN, "--grid",
+            "temperature=0.5,2.0", "--set", "steps=10000000", "--set", "record_every=500",
+            "--workers", "2", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (out / "scan.lock").exists() and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stdout + stderr
+    assert "langevin-sim: scan stopped (" in stderr and "rerun the same command" in stderr, \
+        stderr
+    assert not (out / "scan.lock").exists()
 
 
 def test_points_running_in_threads_of_one_worker_keep_their_own_warnings():

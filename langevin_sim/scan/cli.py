@@ -105,10 +105,10 @@ def cli_scan(a: argparse.Namespace) -> int:
     import sys
 
     from ..errors import RunTerminated
-    from .cluster import requested_gpus
+    from .cluster import requested_gpus, sigterm_stops
 
     try:
-        with requested_gpus(a.gpus):
+        with requested_gpus(a.gpus), sigterm_stops():
             scan = run_scan(a.scenario, a.grid, a.zip, a.repeat, a.set, a.out, a.workers,
                             a.scheduler, a.threads, a.config, a.backend, a.progress,
                             a.flush_seconds, a.scenario_edited, a.quick)

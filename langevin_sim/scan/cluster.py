@@ -82,6 +82,12 @@ def gpu_ids(n: int | None) -> list[str]:
     elif ids is None and not simulated() and n > device_count():
         raise ConfigError(f"--gpus {n} but this machine shows {device_count()} GPU(s) "
                           "(nvidia-smi -L): ask for at most that many")
+    elif simulated() and n > max(2, os.cpu_count() or 1):
+        # each simulated GPU is a worker process on this machine's CPUs (--gpus 64 on 2 cores
+        # started 64 workers that ran nothing for minutes)
+        raise ConfigError(f"--gpus {n} under the CUDA simulator: each simulated GPU is a worker "
+                          f"process on this machine's {os.cpu_count()} CPU(s); ask for at most "
+                          f"{max(2, os.cpu_count() or 1)}")
     if ids is None:
         return [str(i) for i in range(n)]
     if n > len(ids):
@@ -107,27 +113,46 @@ def _workers_ignore_sigint() -> Iterator[None]:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM while a scan waits for its points (`_sigterm_stops`): it stops the scan as
+    """SIGTERM while a scan runs (`sigterm_stops`): it stops the scan as
     Ctrl-C does; `exit_code` 128 + SIGTERM."""
 
     exit_code = 128 + signal.SIGTERM
 
 
-def _raise_terminated(signum, frame):
-    raise _Terminated
+class _SigtermGate:
+    """The SIGTERM handler of a scan.  Armed, it raises `_Terminated` at once; not armed
+    (while a local cluster starts: the Numba cache warmed, workers spawned) it only
+    remembers the signal -- raising inside Dask's start-up left a half-built cluster and
+    ended the scan without a word and with its lock -- and `arm()`, once the scan waits for
+    its points, raises for a signal remembered."""
+
+    def __init__(self, armed: bool) -> None:
+        self.pending, self.armed = False, armed
+
+    def __call__(self, signum, frame) -> None:
+        if self.armed:
+            raise _Terminated
+        self.pending = True
+
+    def arm(self) -> None:
+        self.armed = True
+        if self.pending:
+            raise _Terminated
 
 
 @contextlib.contextmanager
-def _sigterm_stops() -> Iterator[None]:
-    """While active in the main thread, SIGTERM (a SLURM time limit, `kill`) raises
-    `_Terminated`, a KeyboardInterrupt, where the scan waits: it stops as after Ctrl-C, not
-    killed with its cluster's workers mid-point (elsewhere nothing changes)."""
+def sigterm_stops(armed: bool = True) -> Iterator[_SigtermGate]:
+    """While active in the main thread, SIGTERM (a SLURM time limit, `kill`) stops the scan
+    as Ctrl-C does, a `_Terminated` (a KeyboardInterrupt, exit status 143), not killed with
+    its cluster's workers mid-point; `armed` False defers it to the gate's `arm()` (see
+    `_SigtermGate`).  Off the main thread nothing changes."""
+    gate = _SigtermGate(armed)
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield gate
         return
-    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    before = signal.signal(signal.SIGTERM, gate)
     try:
-        yield
+        yield gate
     finally:
         signal.signal(signal.SIGTERM, before)
 
@@ -199,13 +224,13 @@ def run_on_dask(tasks: list[dict], finished: Callable[[dict, dict], None], scena
     GPU when a point uses backend=cuda)."""
     if gpus is None:
         gpus = _requested_gpus[-1]
-    with _environ_restored(THREAD_VARS):
-        _run_on_dask_cluster(tasks, finished, scenario, workers, scheduler, threads, gpus)
+    with _environ_restored(THREAD_VARS), sigterm_stops(armed=False) as gate:
+        _run_on_dask_cluster(tasks, finished, scenario, workers, scheduler, threads, gpus, gate)
 
 
 def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], None], scenario: str,
                          workers: int | None, scheduler, threads: int,
-                         gpus: int | None = None) -> None:
+                         gpus: int | None, gate: _SigtermGate) -> None:
     import dask
     from distributed import Client, LocalCluster
 
@@ -276,20 +301,20 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
             key = f"point-{t['scan']['id']}-{os.urandom(4).hex()}"
             futures[client.submit(run_point, t, key=key, pure=False, retries=0,
                                   resources=resources)] = t
-        with _sigterm_stops():
-            try:
-                _collect(futures, finished, client)
-            except KeyboardInterrupt as e:
-                if cluster is None or not futures:   # an external cluster's workers are not ours
-                    raise
-                print("langevin-sim: stopping: the points running stop at their next record, "
-                      "with a checkpoint (Ctrl-C again: at once)", file=sys.stderr)
-                from ..simulation import stop_runs
-
-                sig = signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT
-                client.run(stop_runs, sig, True)
-                _collect(futures, finished, client)
+        try:
+            gate.arm()
+            _collect(futures, finished, client)
+        except KeyboardInterrupt as e:
+            if cluster is None or not futures:   # an external cluster's workers are not ours
                 raise
+            print("langevin-sim: stopping: the points running stop at their next record, "
+                  "with a checkpoint (Ctrl-C again: at once)", file=sys.stderr)
+            from ..simulation import stop_runs
+
+            sig = signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT
+            client.run(stop_runs, sig, True)
+            _collect(futures, finished, client)
+            raise
     finally:
         for fut in list(futures):
             fut.cancel()

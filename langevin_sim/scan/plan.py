@@ -63,9 +63,10 @@ def _parse_axes(items, flag: str, params_cls) -> dict:
             out[k] = [s.strip() for s in v.split(";" if _is_list(params_cls, k) else ",")]
     for k, vals in out.items():
         if not vals or any(isinstance(s, str) and s == "" for s in vals):
-            example = f"'{k}=1,3;2,4' (points separated by ';')" if _is_list(params_cls, k) \
-                else f"{k}=0.5,1"
-            raise ConfigError(f"{flag} {k}={vals!r}: give a list of values, e.g. {example}")
+            example = (f"a ';'-separated list of points, e.g. '{k}=1,3;2,4'"
+                       if _is_list(params_cls, k) else f"a comma-separated list of values, "
+                                                       f"e.g. {k}=0.5,1")
+            raise ConfigError(f"{flag} {k}={vals!r}: give {example}")
     return out
 
 
