@@ -44,7 +44,7 @@ from langevin_sim.analysis.critical import (CriticalPoints, abc_complexity, crit
                                             descent_census, descent_summary,
                                             pspin_minima_census, semicircle_index_fraction)
 from langevin_sim import LangevinSimError
-from langevin_sim.analysis.scan import int_at_least, script
+from langevin_sim.analysis.scan import int_at_least, save_figure, script
 from langevin_sim.analysis.spinglass import landmarks
 from langevin_sim.dynamics import SGD
 from langevin_sim.potentials import SphericalPSpin
@@ -260,6 +260,19 @@ def census_table(rows) -> str:
     return "\n".join(lines)
 
 
+def census_verdict(rows, cut: float = 3.0) -> str:
+    """The census's verdict: the minima found per instance against Kac-Rice's E[minima] at
+    every N (|z| <= cut; a count below it may be minima not found: see Chao1 unseen)."""
+    zs = ", ".join(f"N = {r['N']}: z = {r['z']:+.1f}" for r in rows)
+    off = [r for r in rows if not abs(r["z"]) <= cut]
+    if not off:
+        return f"verdict: minima per instance consistent with Kac-Rice at every N ({zs}; |z| <= {cut:g})"
+    return (f"verdict: minima per instance DIFFER from Kac-Rice at N = "
+            f"{', '.join(str(r['N']) for r in off)} ({zs}; |z| > {cut:g}"
+            + ("; below it: minima the starts did not find?" if any(r["z"] < 0 for r in off)
+               else "") + ")")
+
+
 def figure(lm, out, png, rows=(), drows=()):
     """One panel per part that ran: p-spin and MLP critical points (index vs energy), the
     p-spin census against Kac-Rice, the MLP descent census."""
@@ -331,9 +344,7 @@ def figure(lm, out, png, rows=(), drows=()):
                ylabel=f"fraction of descents (from {max(lo, 0):.2f})",
                title=f"MLP: where {r0['method']} on the loss ends")
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
+    save_figure(fig, png)
 
 
 def _ints(low: int, what: str):
@@ -434,6 +445,7 @@ def main(argv=None):
         rows = census(a.census)
         if rows:
             print(census_table(rows))
+            print(census_verdict(rows))
         drows = descent(a.descent_widths, a.descent_seeds, a.descent_starts, a.descent_iter,
                         a.descent_net, a.descent_gd, a.descent_max_step, a.descent_backend,
                         a.descent_wd)

@@ -225,6 +225,11 @@ def test_critical_points_script_prints_the_table_and_saves_the_figure(tmp_path):
     assert "24 starts converged" in out.stdout or "/24 starts" in out.stdout, out.stdout
     assert "| 5 | 2 × 20 |" in out.stdout and "Kac-Rice" in out.stdout, out.stdout
     assert "| 2 | 11 | 2 × 10 |" in out.stdout and "descent (L-BFGS) MLP width=1" in out.stdout
+    # the census's verdict and the figure's line, as every analysis script prints them
+    verdict = [ln for ln in out.stdout.splitlines() if ln.startswith("verdict: ")]
+    assert len(verdict) == 1 and "Kac-Rice" in verdict[0] and "N = 5: z = " in verdict[0], \
+        out.stdout
+    assert f"figure: {png}" in out.stdout.splitlines(), out.stdout
     img = plt.imread(png)
     assert img.shape[0] >= 200 and (img[..., :3].min(axis=-1) < 0.5).mean() > 0.01
     capped = subprocess.run([sys.executable, os.path.join(root, "analysis", "critical_points.py"),

@@ -273,6 +273,8 @@ def test_sgd_versus_langevin_on_the_same_manifold():
     cmp = compare_runs(runs, coordinate="imbalance", region=None)
     sgd, lang = cmp.drifts
     assert "SGD" in cmp.table() and "Langevin" in cmp.table()
+    # the table names the coordinate fitted (it said "counted for all of s")
+    assert "increments counted for all of imbalance:" in sgd.table(), sgd.table()
     assert sgd.v / sgd.v_se < -20 and abs(sgd.v / v_pred - 1) < 0.15   # first order in t
     assert abs(lang.v / lang.v_se) < 4
 

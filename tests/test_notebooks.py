@@ -28,6 +28,9 @@ def test_there_is_a_notebook_per_claim_in_scope():
             "claim3_saddles_and_minima.ipynb", "claim4_spin_glass_threshold.ipynb",
             "claim5_grokking_diffusion.ipynb", "claim5c_grokking_delay.ipynb",
             "claim6_overparameterization.ipynb", "claim7_flat_minima_generalize.ipynb"} <= names, names
+    with open(os.path.join(ROOT, "analysis", "notebooks", "README.md")) as fh:   # the index
+        index = fh.read()
+    assert [n for n in sorted(names) if f"`{n}`" not in index] == [], "list them in README.md"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)

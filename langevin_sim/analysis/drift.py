@@ -86,7 +86,8 @@ class DriftFit(Result):
     v in coordinate units per time unit, D in coordinate units^2 per time unit.  Curves
     (n,) at the window's records: `elapsed` <T(t)> (counted time per replica), `mean`
     <X(t)> (counted displacement) and `msd` <(X - v T)^2>; for a drifted Brownian motion
-    mean = v elapsed and msd = 2 D elapsed.  `predictions`: rows (label, v, D) to compare.
+    mean = v elapsed and msd = 2 D elapsed.  `predictions`: rows (label, v, D) to compare;
+    `coordinate`: the coordinate's name in the table.
     """
 
     v: float
@@ -101,6 +102,7 @@ class DriftFit(Result):
     mean: np.ndarray
     msd: np.ndarray
     predictions: tuple[tuple[str, float, float], ...] = ()
+    coordinate: str = "s"
 
     def z(self, v: float, D: float | None = None) -> tuple[float, float]:
         """z-scores (v_hat - v) / se and (D_hat - D) / se (nan when D is None)."""
@@ -108,7 +110,9 @@ class DriftFit(Result):
         return (self.v - v) / self.v_se, zd
 
     def table(self) -> str:
-        reg = "all of s" if self.region is None else f"s in [{self.region[0]:.3g}, {self.region[1]:.3g}]"
+        c = self.coordinate
+        reg = (f"all of {c}" if self.region is None
+               else f"{c} in [{self.region[0]:.3g}, {self.region[1]:.3g}]")
         rows = [f"drift over t in [{self.window[0]:.4g}, {self.window[1]:.4g}], increments counted "
                 f"for {reg}: {self.replicas} replicas, {self.exposure:.4g} replica-time units",
                 f"  v = {self.v:.5g} +- {self.v_se:.2g}    D = {self.D:.5g} +- {self.D_se:.2g}"]
@@ -499,6 +503,9 @@ def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float |
     if region == "auto":
         region = default_region(run) if coordinate is None else None
     fit = fit_drift(t, s, t_min, t_max, region)
+    if coordinate is not None:
+        fit = replace(fit, coordinate=coordinate if isinstance(coordinate, str)
+                      else getattr(coordinate, "__name__", "the coordinate"))
     dyn = run.config["dynamics"]
     if (coordinate is None and type(pot).__name__ == "Valley" and pot.profile == "exp"
             and pot.curve == "line" and dyn["class"] == "OverdampedLangevin"
