@@ -315,6 +315,70 @@ def test_a_run_killed_during_its_first_block_resumes_exactly(tmp_path):
     ref.close()
 
 
+_DIE_AT_COMMIT = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from langevin_sim import Simulation, resume
+    from langevin_sim.dynamics import OverdampedLangevin
+    from langevin_sim.io import writer as W
+    from langevin_sim.potentials import DoubleWell
+    out, mode = sys.argv[1], sys.argv[2]
+    orig = W.RunWriter._commit
+
+    def commit(self, c):
+        if mode == "diverged" and (self._held["records/diverged_step"] >= 0).any():
+            self.f.flush()              # the data (diverged_step too) out, the marker not
+            os._exit(9)
+        if mode == "resume":            # a resume's first commit: truncate_to_checkpoint's
+            self.f.flush()
+            os._exit(9)
+        orig(self, c)
+        if mode == "run" and c[1] >= 150:
+            os._exit(9)                 # records past the checkpoint at 100, committed
+    W.RunWriter._commit = commit
+    if mode == "resume":
+        resume(out, progress=False)
+    x0 = np.full((8, 1), -1.0)
+    x0[5] = 30.0 if mode == "diverged" else -1.0         # replica 5 diverges at once
+    Simulation(DoubleWell(d=1), OverdampedLangevin(2e-3, 0.5), 8, backend="numpy", seed=0,
+               init=x0).run(300, 10, out=out, progress=False, flush_seconds=0,
+                            checkpoint_every=None if mode == "diverged" else 100)
+""")
+
+
+def _die_at_commit(path, mode: str) -> int:
+    return subprocess.run([sys.executable, "-c", _DIE_AT_COMMIT, str(path), mode],
+                          capture_output=True, timeout=300).returncode
+
+
+def test_killed_between_data_and_marker_the_file_keeps_to_its_marker(tmp_path):
+    """A kill after a commit's data flush but before its marker: the diverged_step series
+    (written with the data) said replica 5 diverged at step 3 of a file at step 0.  A resume
+    killed in truncate_to_checkpoint (records committed past the last checkpoint) shrank the
+    datasets before it moved the marker: 16 records counted, 11 held, `np.asarray` of a
+    series 11 rows long.  Each file now keeps to its marker, and resumes exactly."""
+    path = tmp_path / "div.h5"
+    assert _die_at_commit(path, "diverged") == 9
+    with open_run(path) as run:
+        assert run.steps_done == 0
+        np.testing.assert_array_equal(run.diverged_step, -1)
+        np.testing.assert_array_equal(run.checkpoint()[2], -1)
+    path = tmp_path / "trunc.h5"
+    assert _die_at_commit(path, "run") == 9 and _die_at_commit(path, "resume") == 9
+    with open_run(path) as run:
+        n = run.n_records
+        assert run.steps_done == 150 and n == 16 and np.asarray(run.energy).shape == (n, 8)
+        assert run.f["records/energy"].shape[0] >= n
+    ref = Simulation(DoubleWell(d=1), OverdampedLangevin(2e-3, 0.5), 8, backend="numpy",
+                     seed=0, init=np.full((8, 1), -1.0)).run(300, 10, out=tmp_path / "ref.h5",
+                                                             progress=False)
+    with resume(path, progress=False) as run:
+        assert run.complete
+        for name in ("step", "energy", "positions"):
+            np.testing.assert_array_equal(np.asarray(run[name]), np.asarray(ref[name]))
+    ref.close()
+
+
 def test_a_new_run_file_removes_the_temporary_files_of_dead_processes_only(tmp_path):
     """Temporary files a killed process left for the same run file on this host go when the
     next run at that name lays out its file; a live process's, another host's and another

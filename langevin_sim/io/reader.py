@@ -259,9 +259,12 @@ class Run:
 
     @property
     def diverged_step(self) -> np.ndarray:
-        """(M,) step count at which each replica diverged, -1 where never."""
+        """(M,) step count at which each replica diverged, -1 where never (by the committed
+        step: the writer updates the series before it moves the commit marker, so a file
+        killed between the two held divergences past `steps_done`, which count as none)."""
         if "diverged_step" in self._file()["records"]:
-            return self._file()["records/diverged_step"][()]
+            d = self._file()["records/diverged_step"][()]
+            return np.where(d > self.steps_done, -1, d)
         return self._file()["replicas/diverged_step"][()]  # format version 1
 
     @property

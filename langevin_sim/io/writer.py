@@ -313,16 +313,19 @@ class RunWriter:
             pass
 
     def truncate_to_checkpoint(self) -> None:
-        """Drop records beyond the last checkpoint (before resuming from it)."""
+        """Drop records beyond the last checkpoint (before resuming from it): the marker
+        first, then the datasets (shrunk first, a file killed in between had a marker
+        counting records its datasets no longer held)."""
         step_at = int(self.commit[F.CKPT_STEP])
         steps = self.f["records/step"][: self.n_records]
         keep = int(np.searchsorted(steps, step_at, side="right"))
-        for ds in self.f["records"].values():
-            if ds.maxshape[0] is None and ds.shape[0] > keep:
-                ds.resize(keep, axis=0)
         commit = self.commit.copy()
         commit[F.N_RECORDS], commit[F.STEPS_DONE], commit[F.COMPLETE] = keep, step_at, 0
         self._commit(commit)
+        for ds in self.f["records"].values():
+            if ds.maxshape[0] is None and ds.shape[0] > keep:
+                ds.resize(keep, axis=0)
+        self.f.flush()
         self.rows = keep
 
 
