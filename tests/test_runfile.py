@@ -414,6 +414,47 @@ def test_resume_refuses_a_live_swmr_writer_and_reads_it(tmp_path):
         proc.wait()
 
 
+_LIVE_WRITER = textwrap.dedent("""
+    import sys
+    from langevin_sim import Simulation
+    from langevin_sim.dynamics import OverdampedLangevin
+    from langevin_sim.first_passage import FirstPassage, HalfSpace
+    from langevin_sim.potentials import DoubleWell
+    Simulation(DoubleWell(d=2), OverdampedLangevin(2e-3, 0.5), 128, backend="numpy", seed=7,
+               first_passage=FirstPassage(HalfSpace([1.0, 0.0], 0.0, "right"))).run(
+        10**7, 50, out=sys.argv[1], swmr=True, flush_seconds=0, progress=False)
+""")
+
+
+def test_live_reads_of_the_checkpoint_are_the_markers_state(tmp_path):
+    """A live SWMR reader's `checkpoint()` read the marker, then the slot it names, while
+    the writer could refill that slot two commits later: about 1 read in 100 returned a
+    later step's state as the marker's (and `first_passage` likewise), and opening a slot
+    sometimes raised KeyError 'invalid dataset size'.  Reads now check the marker before and
+    after (stochastic: with a commit at every record, ~150 reads in 3 s)."""
+    path = tmp_path / "live.h5"
+    proc = subprocess.Popen([sys.executable, "-c", _LIVE_WRITER, str(path)])
+    try:
+        _wait_records(path, 3, proc, swmr=True)
+        checked = 0
+        with open_run(path, swmr=True) as run:
+            end = time.monotonic() + 3
+            while time.monotonic() < end:
+                run.refresh()
+                step, state, _ = run.checkpoint()
+                fp = run.first_passage
+                assert fp.step >= step
+                steps = run.step
+                i = int(np.searchsorted(steps, step))
+                if i < steps.size and steps[i] == step:
+                    np.testing.assert_array_equal(run.positions[i], state["x"])
+                    checked += 1
+        assert checked > 20
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_reading_a_run_written_without_swmr_names_the_writer_and_swmr(tmp_path):
     xr = pytest.importorskip("xarray")
     path = tmp_path / "busy.h5"

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import h5py
@@ -344,14 +346,16 @@ class Run:
 
         g = self._file()["first_passage"]
         spec = json.loads(g.attrs["definition"])
-        c = self.commit
-        if c[F.CKPT_SLOT] >= 0:
-            ck = self._file()[f"checkpoint/slot{int(c[F.CKPT_SLOT])}"]
-            arrays = {name: ck[key][()] for key, name in zip(STATE_KEYS, NAMES)}
-            step, dstep = int(c[F.CKPT_STEP]), ck["diverged_step"][()]
-        else:  # nothing committed yet: the arrays at the start
-            arrays = {name: g[name][()] for name in NAMES}
-            step, dstep = int(g["step"][()]), np.full(len(g["replica"]), -1, np.int64)
+
+        def read(c, ck):
+            if ck is not None:
+                return ({name: ck[key][()] for key, name in zip(STATE_KEYS, NAMES)},
+                        int(c[F.CKPT_STEP]), ck["diverged_step"][()])
+            # nothing committed yet: the arrays at the start
+            return ({name: g[name][()] for name in NAMES}, int(g["step"][()]),
+                    np.full(len(g["replica"]), -1, np.int64))
+
+        arrays, step, dstep = self._read_checkpoint(read)
         labels = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in g["label"][()])
         return FirstPassageData(labels=labels, regions=tuple(spec["regions"]),
                                 replica=g["replica"][()], step=step, dt=self.dt,
@@ -359,14 +363,46 @@ class Run:
 
     def checkpoint(self) -> tuple[int, dict, np.ndarray]:
         """(step, state arrays, diverged_step) of the last valid checkpoint."""
-        c = self.commit
-        if c[F.CKPT_SLOT] < 0:
-            raise RunFileError(f"{self.path} holds no checkpoint yet (it was stopped before its "
-                               "first commit): start the run again with --overwrite "
-                               "(overwrite=True), which replaces it")
-        g = self._file()[f"checkpoint/slot{int(c[F.CKPT_SLOT])}"]
-        state = {k: g[k][()] for k in g if k != "diverged_step"}
-        return int(c[F.CKPT_STEP]), state, g["diverged_step"][()]
+        def read(c, g):
+            if g is None:
+                raise RunFileError(f"{self.path} holds no checkpoint yet (it was stopped before "
+                                   "its first commit): start the run again with --overwrite "
+                                   "(overwrite=True), which replaces it")
+            return (int(c[F.CKPT_STEP]), {k: g[k][()] for k in g if k != "diverged_step"},
+                    g["diverged_step"][()])
+
+        return self._read_checkpoint(read)
+
+    def _read_checkpoint(self, read: Callable, tries: int = 200):
+        """read(marker, the checkpoint slot's group it names, None before the first commit),
+        consistent in a file a live writer changes (SWMR): the writer fills the other slot
+        and then moves the marker, so a read is the marker's state when the marker is the
+        same before and after it; else (the slot rewritten meanwhile: a state of a later step
+        returned as the marker's), or where HDF5 sees a dataset mid-change ("invalid dataset
+        size"), it is read again with the marker refreshed."""
+        f = self._file()
+        marker = f[F.COMMIT]
+        for _ in range(tries):
+            c = marker[()]
+            slot = int(c[F.CKPT_SLOT])
+            try:
+                g = f[f"checkpoint/slot{slot}"] if slot >= 0 else None
+                if g is not None and f.swmr_mode:
+                    for ds in g.values():
+                        ds.refresh()
+                out = read(c, g)
+            except (KeyError, OSError):
+                if not f.swmr_mode:
+                    raise
+                out = None
+            if not f.swmr_mode:
+                return out
+            marker.refresh()
+            if out is not None and np.array_equal(marker[()], c):
+                return out
+            time.sleep(0.005)
+        raise RunFileError(f"{self.path}: no consistent checkpoint read in {tries} tries while "
+                           "its writer commits; read it again (or after the run)")
 
     def to_xarray(self) -> xarray.Dataset:
         """All committed records as an xarray.Dataset with dims (step, replica, ...)."""
