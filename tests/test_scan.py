@@ -500,22 +500,46 @@ def test_an_unreachable_scheduler_is_one_line_and_the_rerun_takes_the_points(tmp
 
 
 def test_scan_directory_lock_refuses_a_second_scan(tmp_path):
+    from langevin_sim.scan.lock import dir_lock
+
     out = tmp_path / "locked"
     (out / "points").mkdir(parents=True)
-    live = f"{socket.gethostname()}:{os.getpid()}"
-    (out / "scan.lock").write_text(live)
-    with pytest.raises(ConfigError, match=f"another scan \\({live}\\) is running"):
-        run_scan(SCEN, grid={"temperature": [1.0]}, out=out, workers=1)
-    # refused before writing anything; the live owner keeps its lock
-    assert (out / "scan.lock").read_text() == live
-    assert sorted(p.name for p in out.rglob("*")) == ["points", "scan.lock"]
-    (out / "scan.lock").write_text(f"{socket.gethostname()}:999999999")   # a dead owner
+    with dir_lock(out):                          # a live scan holds the directory
+        live = (out / "scan.lock").read_text()
+        assert live == f"{socket.gethostname()}:{os.getpid()}"
+        with pytest.raises(ConfigError, match=f"another scan \\({live}\\) is running"):
+            run_scan(SCEN, grid={"temperature": [1.0]}, out=out, workers=1)
+        # refused before writing anything; the live owner keeps its lock
+        assert (out / "scan.lock").read_text() == live
+        assert sorted(p.name for p in out.rglob("*")) == ["points", "scan.lock"]
+    # a killed scan's file, its flock gone with its process: free
+    (out / "scan.lock").write_text(f"{socket.gethostname()}:999999999")
     scan = run_scan(SCEN, grid={"temperature": [1.0]}, sets=["steps=20"], out=out, workers=1)
     assert list(scan.manifest["status"]) == ["done"] and not (out / "scan.lock").exists()
     # a scan refused inside the lock (other base parameters) releases it too
     with pytest.raises(ConfigError, match="other base parameters"):
         run_scan(SCEN, grid={"temperature": [1.0]}, sets=["steps=40"], out=out, workers=1)
     assert not (out / "scan.lock").exists()
+    # two takers of a dead scan's lock at once: the check-then-remove takeover let both
+    # hold it (one removed the other's fresh lock); only one holds it now
+    (out / "scan.lock").write_text(f"{socket.gethostname()}:999999999")
+    held, barrier = [], threading.Barrier(8)
+
+    def take():
+        barrier.wait()
+        try:
+            with dir_lock(out):
+                held.append(1)
+                time.sleep(0.3)
+        except ConfigError:
+            held.append(0)
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(held) == [0] * 7 + [1] and not (out / "scan.lock").exists()
 
 
 GPU_SCENARIO = '''
