@@ -71,6 +71,11 @@ class UnusedParameterWarning(LangevinSimWarning):
     with overdamped dynamics)."""
 
 
+class UnfinishedStartWarning(LangevinSimWarning):
+    """Files left by a start killed before it published all of them were removed (a replica
+    exchange's upper rungs without their rung 0)."""
+
+
 class IncompleteRunWarning(LangevinSimWarning):
     """A run analysed before it reached its target step (killed, stopped, or still being
     written): the analysis sees the records so far."""

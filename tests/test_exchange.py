@@ -284,6 +284,44 @@ def test_a_ladder_killed_before_its_files_appear_leaves_none_and_one_killed_afte
         np.testing.assert_array_equal(np.asarray(run.positions), np.asarray(ref.positions))
 
 
+def test_a_start_killed_while_it_publishes_its_rungs_is_rerun_as_it_was(tmp_path,
+                                                                         monkeypatch):
+    """Rungs K-1 .. 1 take their names before rung 0: a start killed in between left
+    cut.rung1.h5 alone, and the rerun of the same command met 'output exists' (resume of the
+    rung: 'no run file at cut.h5').  The rerun removes such files (step 0 only, naming the
+    missing rung 0) with a warning; resume names the missing rung 0 and the rerun."""
+    from langevin_sim.errors import RunFileError, UnfinishedStartWarning
+    from langevin_sim.exchange import ladder as L
+
+    def make():
+        return ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.02), [0.2, 0.5], 3,
+                               every=5, backend="numpy", seed=4)
+
+    publish = L._publish
+
+    def killed(writer, path, overwrite):
+        if os.path.basename(path) == "cut.h5":
+            raise KeyboardInterrupt("killed")
+        publish(writer, path, overwrite)
+    monkeypatch.setattr(L, "_publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        make().run(100, 10, out=tmp_path / "cut.h5", progress=False)
+    monkeypatch.undo()
+    assert [p for p in os.listdir(tmp_path) if not p.startswith(".")] == ["cut.rung1.h5"]
+    with pytest.raises(RunFileError, match="rung 0 file .*cut.h5 is missing.* run the command"):
+        langevin_sim.resume(tmp_path / "cut.rung1.h5", progress=False)
+    with pytest.warns(UnfinishedStartWarning, match="removed cut.rung1.h5: a start of this "
+                                                    "ladder killed before it published cut.h5"):
+        run = make().run(100, 10, out=tmp_path / "cut.h5", progress=False)
+    with run, make().run(100, 10, out=tmp_path / "ref.h5", progress=False) as ref:
+        assert run.complete
+        np.testing.assert_array_equal(np.asarray(run.positions), np.asarray(ref.positions))
+    # a rung file that ran past the start is never removed: the rerun refuses its path
+    os.remove(tmp_path / "cut.h5")
+    with pytest.raises(ConfigError, match="cut.rung1.h5"):
+        make().run(100, 10, out=tmp_path / "cut.h5", progress=False)
+
+
 def test_a_ladder_continued_into_a_new_file_logs_its_own_exchanges():
     """`run` called again on a ladder writes a file whose log holds the exchanges of that
     run only, equal to those of one uninterrupted run (the second file's log began with

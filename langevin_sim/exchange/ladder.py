@@ -19,13 +19,14 @@ import shlex
 import signal
 import sys
 import time
+import warnings
 
 import numpy as np
 
 from .. import rng
 from ..dynamics import REGISTRY as DYNAMICS
 from ..dynamics import LeimkuhlerMatthews
-from ..errors import ConfigError, RunStopped, RunTerminated, check_int
+from ..errors import ConfigError, RunStopped, RunTerminated, UnfinishedStartWarning, check_int
 from ..io import Run, RunWriter
 from ..io import format as F
 from ..io.writer import write_failed
@@ -205,6 +206,8 @@ class ReplicaExchange:
         target = self.step + steps
         self.rungs[0]._check_end(target, f"steps={steps}")
         handles, writers, pending = [], [], []
+        if not overwrite:
+            self._remove_unfinished_start(files)
         for path in files:
             _check_out(path, overwrite)              # at once, not after the first probes
         try:
@@ -231,6 +234,32 @@ class ReplicaExchange:
                 _close_unpublished(f, path)
             raise
         return self._finish(handles, files)
+
+    def _remove_unfinished_start(self, files: list) -> None:
+        """Remove the upper rungs' files of a start of this ladder killed while it published
+        its files (rungs K-1 .. 1 take their names before rung 0): rung 0's file absent,
+        theirs naming it as their lowest rung and holding nothing past this start's step.
+        Without rung 0 they cannot resume, and they made the rerun of the same command
+        refuse its paths (`--overwrite`, found by the user)."""
+        if files[0] is None or os.path.exists(files[0]):
+            return
+        left = [p for p in files[1:] if os.path.exists(p)]
+        for path in left:
+            try:
+                with Run(path) as run:
+                    ex = run.config.get("meta", {}).get("exchange", {})
+                    if (ex.get("lowest") != os.path.basename(files[0])
+                            or run.steps_done > self.step):
+                        return
+            except Exception:       # noqa: BLE001 - not such a file: _check_out refuses it
+                return
+        for path in left:
+            os.remove(path)
+        if left:
+            warnings.warn(f"removed {', '.join(map(os.path.basename, left))}: a start of this "
+                          f"ladder killed before it published {os.path.basename(files[0])} "
+                          f"left them (at step {self.step}, nothing to resume)",
+                          UnfinishedStartWarning, stacklevel=3)
 
     def _finish(self, handles, files) -> Run:
         for sim in self.rungs:

@@ -31,7 +31,15 @@ def lowest_rung(path) -> str:
         ex = run.config.get("meta", {}).get("exchange")
     if ex is None:
         raise RunFileError(f"{path} is not part of a replica-exchange run")
-    return path if ex["rung"] == 0 else os.path.join(os.path.dirname(path), ex["lowest"])
+    if ex["rung"] == 0:
+        return path
+    lowest = os.path.join(os.path.dirname(path), ex["lowest"])
+    if not os.path.exists(lowest):
+        raise RunFileError(f"{path} is rung {ex['rung']} of a replica-exchange run whose rung 0 "
+                           f"file {lowest} is missing: without it the ladder cannot resume (a "
+                           "start killed before it published rung 0 left only step 0: run the "
+                           "command that started it again, which replaces these files)")
+    return lowest
 
 
 def resume(path, steps: int | None = None, backend: str | None = None,
