@@ -210,13 +210,23 @@ class Simulation:
 
     def _check_end(self, end: int, what: str) -> None:
         """Refuse a run ending at step `end` whose stream positions n = step * lanes (lanes:
-        d, or the samples of a finite sum: its minibatch draws) pass 2**63: the kernels count
-        them in int64 (past it they wrap onto earlier steps' noise), the run file its steps."""
-        end, lanes = int(end), max(self.potential.d, self.potential.n_samples or 1)
-        if end >= 2**63 or end * lanes > 2**63:       # (Python ints: a NumPy step would wrap)
+        d times the dynamics' normals per coordinate, or the samples of a finite sum: its
+        minibatch draws; the last step reading `steps_ahead` steps further) pass 2**63: the
+        kernels count them in int64 (past it they wrap onto earlier steps' noise), the run
+        file its steps.  Observers with a `check_end(end)` of their own are asked too."""
+        dyn = self.dynamics
+        end = int(end)
+        lanes = max(self.potential.d * dyn.normals_per_coordinate, self.potential.n_samples or 1)
+        last = 2**63 // lanes - dyn.steps_ahead          # the last end within int64
+        if end >= 2**63 or end > last:                  # (Python ints: a NumPy step would wrap)
             raise ConfigError(f"{what} ends the run at step {end}, past int64 (the step count, "
-                              f"and {lanes} stream positions a step); end it by step "
-                              f"{min(2**63 // lanes, 2**63 - 1)}")
+                              f"and {lanes} stream positions a step"
+                              + (f", {dyn.steps_ahead} step ahead" if dyn.steps_ahead else "")
+                              + f"); end it by step {min(last, 2**63 - 1)}")
+        for obs in self.observers:
+            check = getattr(obs, "check_end", None)
+            if check is not None:
+                check(end)
 
     # -- stepping ----------------------------------------------------------------------
     def advance(self, steps: int, sync: bool = True) -> None:

@@ -152,6 +152,27 @@ def test_step_counts_are_integers_within_the_int64_stream_positions():
                                           r"past int64 .*4 stream positions a step.* end it by "
                                           r"step 2305843009213693952"):
         sim.run(1, 1, progress=False)
+    # OBABO draws 2 d normals a step (numba wrapped from step 2**62 at d = 1), LM's step t
+    # reads step t + 1's (its last allowed step read 2**63 ... at end * d = 2**63)
+    from langevin_sim.dynamics import OBABO, LeimkuhlerMatthews
+    from langevin_sim.potentials.sharpness import SharpnessObserver
+
+    for dyn, d, last, says in ((OBABO(), 1, 2**62, "2 stream positions a step"),
+                               (LeimkuhlerMatthews(), 4, 2**61 - 1,
+                                "4 stream positions a step, 1 step ahead")):
+        edge = Simulation(DoubleWell(d=d), dyn, 2, backend="numpy", init="zeros")
+        edge.step = last - 1
+        edge.run(1, 1, progress=False)
+        with pytest.raises(ConfigError, match=rf"ends the run at step {last + 1}, past int64 "
+                                              rf"\(.*{says}\); end it by step {last}"):
+            edge.run(1, 1, progress=False)
+    # a sharpness observer's probes sit at step * 2**32: an OverflowError from step 2**34 on
+    sharp = Simulation(Quadratic(spectrum=[1.0, 3.0]), OverdampedLangevin(), 2,
+                       backend="numpy", observers=[SharpnessObserver(1, iters=5, probes=2)])
+    sharp.step = 2**34 - 2
+    sharp.run(1, 1, progress=False)
+    with pytest.raises(ConfigError, match=r"sharpness observer ends by step 17179869183"):
+        sharp.run(1, 1, progress=False)
     sgd = Simulation(LinearRegression(n=12, d=3, seed=1), SGD(0.01, 6), 1, backend="numpy")
     sgd.step = 2**63 // 12 - 1
     with pytest.raises(ConfigError, match=r"12 stream positions a step"):

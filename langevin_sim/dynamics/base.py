@@ -42,6 +42,11 @@ class Dynamics:
     # whether the chain samples exp(-U/T) at its temperature (to its discretization's order):
     # replica exchange swaps configurations between rungs of such dynamics only
     samples_boltzmann: ClassVar[bool] = False
+    # NOISE stream positions a step draws per coordinate (OBABO: 2, its two O half-steps),
+    # and the steps past t whose normals step t reads (Leimkuhler-Matthews: 1): the run's
+    # end is held to stream positions below 2**63 by them (`Simulation._check_end`)
+    normals_per_coordinate: ClassVar[int] = 1
+    steps_ahead: ClassVar[int] = 0
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

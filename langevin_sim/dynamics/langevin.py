@@ -109,6 +109,8 @@ class LeimkuhlerMatthews(Dynamics):
     retraction.  `step` and `temperature` are numbers or Schedules (sigma of step t).
     """
 
+    steps_ahead = 1
+
     samples_boltzmann = True     # (replica exchange refuses it all the same: `exchange.samplers`)
 
     step: float | Schedule = 1e-2
@@ -205,6 +207,8 @@ class OBABO(_Underdamped, Dynamics):
     (`NoiseSource.normals(t, 2 d)`): xi1 the first d, xi2 the last d, so they stay a pure
     function of (seed, replica, step).  `friction` gamma is 1/time; `mass` m.
     """
+
+    normals_per_coordinate = 2
 
     def reference_step(self, potential, state, t, noise):
         x, p, g = state["x"], state["p"], state["g"]

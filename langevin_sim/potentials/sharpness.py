@@ -202,6 +202,15 @@ class SharpnessObserver:
                               f"{math.lcm(self.every, record_every)}; make sharpness_every "
                               f"(SharpnessObserver's every) a multiple of {record_every}")
 
+    def check_end(self, end: int) -> None:
+        """ConfigError for a run ending past the observer's stream: its probes of step s sit
+        at positions s * 2**32 + offset, whose Philox blocks (4 positions each) pass 2**64
+        from step 2**34 on (an OverflowError at the first record there)."""
+        last = (2**64 * 4) // STEP_STRIDE - 1
+        if end > last:
+            raise ConfigError(f"a run with a sharpness observer ends by step {last} (its probes "
+                              f"of step s are drawn at stream positions s * 2**32), got {end}")
+
     def to_dict(self) -> dict:
         """JSON form stored in the run config, so `resume` rebuilds the observer."""
         return {"class": "SharpnessObserver", "every": self.every, "iters": self.iters,
