@@ -1,6 +1,7 @@
 """Stationary distributions: sampled marginals against exact Boltzmann densities."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,19 +20,63 @@ if TYPE_CHECKING:
     from ..io.reader import Run
 
 
+def boltzmann_masses(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float,
+                     cuts: ArrayLike) -> np.ndarray:
+    """The Boltzmann law exp(-U(y)/T)/Z of a 1-D energy `energy_1d(y)` split at the sorted
+    `cuts` (k,): the masses (k + 1,) of (-inf, c_0], [c_0, c_1], ..., [c_{k-1}, inf), summing
+    to 1, by adaptive quadrature with a breakpoint at every local minimum of U on a fine grid
+    over [c_0 - w, c_{k-1} + w] (w = c_{k-1} - c_0): at low T the density is a spike of width
+    ~sqrt(T / U'') that fixed panels missed (a double well's left tail bin read 3e-10 for
+    1e-3 at T = 0.01, and at T = 1e-6 bins summed to 1e22)."""
+    c = np.sort(np.asarray(cuts, np.float64))
+    w = max(float(c[-1] - c[0]), 1e-12)
+    y = np.linspace(c[0] - w, c[-1] + w, 20001)
+    u = np.asarray(energy_1d(y), np.float64)
+    u0 = float(np.min(u))
+    inner = (u[1:-1] < u[:-2]) & (u[1:-1] <= u[2:])            # a plateau's first point
+    minima = y[1:-1][inner][np.argsort(u[1:-1][inner])[:50]]   # the 50 lowest
+    dens = lambda x: np.exp(-(float(energy_1d(np.array([x]))[0]) - u0) / temperature)  # noqa: E731
+
+    def width(c0: float) -> float:
+        """How far from c0 U rises by T (the density falls by e), from the grid: at least
+        one grid spacing."""
+        j = int(np.clip(np.searchsorted(y, c0), 0, y.size - 1))
+        up = np.flatnonzero(u - u[j] > temperature)
+        near = np.abs(y[up] - y[j]).min() if up.size else y[-1] - y[0]
+        return max(float(near), float(y[1] - y[0]))
+
+    def mass(a: float, b: float) -> float:
+        # breakpoints at U's minima inside and at the grid's lowest U of the piece (an end,
+        # where the mass sits against a cut), each ringed by points at width * 2**k: the
+        # adaptive rule then resolves a spike far narrower than the piece
+        inside = (y > a) & (y < b)
+        peaks = [m for m in minima if a < m < b]
+        if inside.any():
+            peaks.append(float(y[inside][np.argmin(u[inside])]))
+        pts = set()
+        for c0 in peaks:
+            ring = width(c0) * 2.0 ** np.arange(0, max(0, math.ceil(math.log2(
+                (b - a) / width(c0)))) + 1)
+            pts.update(float(q) for q in np.concatenate([[c0], c0 - ring, c0 + ring])
+                       if a < q < b)
+        pts = sorted(pts)[::max(1, math.ceil(len(pts) / 300))]      # quad's own limit
+        return integrate.quad(dens, a, b, points=pts or None, limit=max(400, 2 * len(pts)))[0]
+
+    bounds = np.concatenate([[y[0]], c, [y[-1]]])
+    m = np.array([mass(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
+    m[0] += integrate.quad(dens, -np.inf, y[0])[0]
+    m[-1] += integrate.quad(dens, y[-1], np.inf)[0]
+    return m / m.sum()
+
+
 def boltzmann_bin_probabilities(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float,
                                 edges: np.ndarray) -> np.ndarray:
-    """P(bin) under exp(-U(y)/T)/Z for a 1-D energy `energy_1d(y)`, by adaptive quadrature.
+    """P(bin) under exp(-U(y)/T)/Z for a 1-D energy `energy_1d(y)` (`boltzmann_masses`).
 
     Z is integrated over the whole line; the returned (len(edges)-1,) probabilities sum to
     the mass inside [edges[0], edges[-1]].
     """
-    u0 = float(np.min(energy_1d(np.linspace(edges[0], edges[-1], 2001))))
-    dens = lambda y: np.exp(-(float(energy_1d(np.array([y]))[0]) - u0) / temperature)  # noqa: E731
-    pts = np.linspace(edges[0], edges[-1], 9)
-    z = integrate.quad(dens, -np.inf, edges[0])[0] + integrate.quad(dens, edges[-1], np.inf)[0]
-    z += sum(integrate.quad(dens, a, b, limit=200)[0] for a, b in zip(pts[:-1], pts[1:]))
-    return np.array([integrate.quad(dens, a, b)[0] for a, b in zip(edges[:-1], edges[1:])]) / z
+    return boltzmann_masses(energy_1d, temperature, edges)[1:-1]
 
 
 @dataclass(frozen=True)
@@ -129,9 +174,7 @@ def fit_marginal(samples: ArrayLike, energy_1d: Callable[[np.ndarray], np.ndarra
     lo = np.quantile(s, 0.001) if lo is None else lo
     hi = np.quantile(s, 0.999) if hi is None else hi
     edges = np.linspace(lo, hi, bins + 1)
-    p_in = boltzmann_bin_probabilities(energy_1d, temperature, edges)
-    p_lo = boltzmann_bin_probabilities(energy_1d, temperature, np.array([lo - 50 * (hi - lo), lo]))[0]
-    p = np.concatenate([[p_lo], p_in, [max(0.0, 1.0 - p_lo - p_in.sum())]])
+    p = boltzmann_masses(energy_1d, temperature, edges)     # tails, the bins, the right tail
     counts = np.concatenate([[np.sum(s < lo)], np.histogram(s, edges)[0], [np.sum(s > hi)]])
     full_edges = np.concatenate([[-np.inf], edges, [np.inf]])
     n = s.size
