@@ -76,8 +76,10 @@ class MALA(Dynamics):
         y = overdamped_update(x, g, eta, noise_scale(eta, T),
                               noise.normals(t, x.shape[1], dtype=x.dtype))
         uy, gy = potential.energy(y), potential.grad(y)
-        fwd = np.sum(proposal_residual2(y, x, g, eta), axis=1)
-        bwd = np.sum(proposal_residual2(x, y, gy, eta), axis=1)
+        # summed in float64, as the kernels do (in float32 at |U| / T ~ 1e7 the sums' rounding
+        # was of order 1 in log alpha: acceptance 0.15 where float64 and numba gave ~0.9)
+        fwd = np.sum(proposal_residual2(y, x, g, eta), axis=1, dtype=np.float64)
+        bwd = np.sum(proposal_residual2(x, y, gy, eta), axis=1, dtype=np.float64)
         log_alpha = mala_log_alpha(uy, u, bwd, fwd, eta, T)
         acc = mala_accept(accept_uniform(noise.words(rng.ACCEPT, t, 1)[:, 0]), log_alpha)
         a = acc[:, None]

@@ -49,7 +49,7 @@ class DoubleWell(Potential):
                 "tilt": self.tilt}
 
     def energy(self, x):
-        return dw_energy(x, *self.coeffs).sum(axis=1)
+        return dw_energy(x, *self.coeffs).sum(axis=1, dtype=np.float64)   # as the kernels
 
     @property
     def grad_coeffs(self) -> tuple[float, float, float, float]:
