@@ -223,6 +223,8 @@ def test_schedule_values_are_finite_numbers_and_its_keys_known():
             Schedule(*args)
     with pytest.raises(ConfigError, match=r"step: unknown schedule key\(s\) \['stop'\]"):
         OverdampedLangevin(step={"kind": "linear", "start": 0.1, "stop": 0.01, "steps": 10})
+    with pytest.raises(ConfigError, match="end / start is beyond float64"):
+        Schedule("exponential", 1e-10, 1e300, 100)     # inf from step 1 on
     assert Schedule("linear", "0.1", 1, 5).to_dict() == {"kind": "linear", "start": 0.1,
                                                          "end": 1.0, "steps": 5}
 

@@ -46,6 +46,10 @@ class Schedule:
         object.__setattr__(self, "steps", check_int("schedule steps", self.steps))
         if self.kind == "exponential" and (self.start <= 0 or self.end <= 0):
             raise ConfigError("an exponential schedule needs start > 0 and end > 0")
+        if self.kind == "exponential" and not 0 < self.end / self.start < math.inf:
+            raise ConfigError(f"an exponential schedule from {self.start:g} to {self.end:g}: "
+                              "end / start is beyond float64 (its values would be inf or 0 "
+                              "mid-ramp)")
 
     @property
     def code(self) -> tuple[int, float, float, float]:
