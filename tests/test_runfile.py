@@ -136,22 +136,28 @@ def _start(tmp_path, path, steps, *extra):
 
 
 def _wait_records(path, n, proc, timeout=60, swmr=False):
+    """Wait for `n` committed records of the run `proc` writes, peeking at the marker without
+    a lock: a reader holding the file while the writer opens it makes the writer refuse (a
+    resume polled by `open_run` exited 'another process has ... open').  swmr: then read the
+    file once with `open_run(swmr=True)`, live."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         assert proc.poll() is None, "run finished before it could be killed; make it longer"
         try:
-            if swmr:
-                with open_run(path, swmr=True) as run:
-                    if run.n_records >= n:
-                        return run.n_records
-            else:   # a file open for writing without SWMR: peek at the marker, no lock
-                with h5py.File(path, "r", locking=False) as f:
-                    if f["commit"][0] >= n:
-                        return int(f["commit"][0])
-        except (ls.RunFileError, OSError, KeyError, ValueError):
+            with h5py.File(path, "r", locking=False, **({"libver": "latest", "swmr": True}
+                                                        if swmr else {})) as f:
+                if f["commit"][0] >= n:
+                    break
+        except (OSError, KeyError, ValueError):
             pass
         time.sleep(0.05)
-    raise AssertionError("run produced no records in time")
+    else:
+        raise AssertionError("run produced no records in time")
+    if not swmr:
+        with h5py.File(path, "r", locking=False) as f:
+            return int(f["commit"][0])
+    with open_run(path, swmr=True) as run:
+        return run.n_records
 
 
 @pytest.mark.parametrize("swmr", [False, True], ids=["plain", "swmr"])
