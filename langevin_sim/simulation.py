@@ -23,6 +23,7 @@ from . import rng
 from .backends import get_backend
 from .backends.jit import one_blas_thread
 from .dynamics.base import Dynamics
+from .dynamics.schedules import exact_units
 from .errors import (ConfigError, DivergenceWarning, RunFileError, RunStopped, RunTerminated,
                      UnrecordedStepsWarning, check_int)
 from .first_passage import STATE_KEYS as FP_KEYS
@@ -130,7 +131,7 @@ class Simulation:
             self.state.update(first_passage.init_state(self.state["x"]))
         self.diverged_step = np.full(self.n_replicas, -1, dtype=np.int64)
         self.step = 0
-        self._clock = (0, 0)  # (t, the exact sum of the step sizes before step t, as `_exact`)
+        self._clock = (0, 0)  # (t, the exact sum of the step sizes before step t, as `exact_units`)
         self._stop = False
         self._buffers: Recycler | None = None   # `run`'s copies for its writer, kept across runs
 
@@ -204,9 +205,9 @@ class Simulation:
         t0, acc = self._clock
         if t0 > end:
             t0, acc = 0, 0
-        acc += sum(_exact(eta(k)) for k in range(t0, end))
+        acc += eta.exact_sum(t0, end)
         self._clock = (end, acc)
-        return (acc + (self.step - end) * _exact(eta(ramp))) / (1 << _TINY)
+        return (acc + (self.step - end) * exact_units(eta(ramp))) / (1 << 1074)
 
     def _check_end(self, end: int, what: str) -> None:
         """Refuse a run ending at step `end` whose stream positions n = step * lanes (lanes:
@@ -460,15 +461,6 @@ class Simulation:
             return f"{why} at step {self.step} of {target}; the run was in memory, nothing to resume"
         return (f"{why} at step {self.step} of {target}; {where} in {writer.path}; resume with: "
                 f"langevin-sim resume {shlex.quote(writer.path)}")
-
-
-_TINY = 1074   # float64 values are whole multiples of 2**-1074
-
-
-def _exact(x: float) -> int:
-    """float64 x in units of 2**-1074, exactly (sums of these ints are exact)."""
-    num, den = float(x).as_integer_ratio()
-    return num << (_TINY + 1 - den.bit_length())
 
 
 def _nan_diverged(rec: dict, dead: np.ndarray) -> dict:

@@ -89,6 +89,33 @@ def test_time_under_a_schedule_is_the_exact_sum_however_the_run_was_cut(tmp_path
     monkeypatch.setattr(Schedule, "__call__", lambda s, k: calls.append(k) or call(s, k))
     assert late.time == float(want) and len(calls) == 51
 
+@pytest.mark.parametrize("eta", [("cosine", 0.1, 0.003, 20_000), ("exponential", 1e-315, 1e-12, 9_000),
+                                 ("linear", 3e-5, 7.0, 5_000)])
+def test_long_ramps_sum_exactly_in_compiled_code(eta, monkeypatch):
+    """A ramp longer than `EXACT_SUM_PYTHON` steps is summed by `schedule_digits` (a resume at
+    step 1e8 of a 1e8-step ramp summed it in Python: ~100 s): its sum equals the Python loop's
+    and the exact rational sum, subnormal values and carries across exponents included."""
+    from fractions import Fraction
+
+    from langevin_sim.dynamics import Schedule
+    from langevin_sim.dynamics.schedules import EXACT_SUM_PYTHON, exact_units
+
+    eta = Schedule(*eta)
+    n = eta.steps
+    assert n > EXACT_SUM_PYTHON
+    loop = sum(exact_units(eta(k)) for k in range(n))
+    assert Fraction(loop, 2**1074) == sum(Fraction(eta(k)) for k in range(n))
+    assert eta.exact_sum(0, n) == loop and eta.exact_sum(7, n) == loop - eta.exact_sum(0, 7)
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(eta, 0.01), 1, backend="numpy")
+    sim.step = n + 10**12
+    want = float(Fraction(loop, 2**1074) + 10**12 * Fraction(eta(n)))
+    calls = []
+    call = Schedule.__call__
+    monkeypatch.setattr(Schedule, "__call__", lambda s, k: calls.append(k) or call(s, k))
+    assert sim.time == want
+    assert len(calls) == 1     # the tail's value: no Python loop over the ramp
+
+
 def test_float32_run_keeps_counters_exact(tmp_run):
     sim = Simulation(DoubleWell(d=3), OverdampedLangevin(1e-3, 0.5), 32, dtype="float32", seed=1)
     sim.step = 2**24 - 2     # continue a long run past 2**24, where float32 cannot count

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import ConfigError, check_int
 
 KINDS = {"constant": 0, "linear": 1, "exponential": 2, "cosine": 3}
@@ -59,11 +61,32 @@ class Schedule:
     def __call__(self, step: int) -> float:
         return schedule_value(*self.code, step)
 
+    def exact_sum(self, t0: int, t1: int) -> int:
+        """The sum of the values at steps t0 .. t1-1 (>= 0) exactly, in units of 2**-1074
+        (every float64 is a whole number of them).  Long ranges are summed by compiled code
+        (`kernels.common.schedule_digits`: ~20 ns a step, where this loop takes ~1 us); both
+        are exact, so they agree."""
+        if t1 - t0 <= EXACT_SUM_PYTHON:
+            return sum(exact_units(self(k)) for k in range(t0, t1))
+        from ..kernels.common import schedule_digits
+        digits = schedule_digits(np.array(self.code, dtype=np.float64), t0, t1)
+        return sum(int(digits[i]) << int(i) for i in np.flatnonzero(digits))
+
     def bounds(self) -> tuple[float, float]:
         return min(self.start, self.end), max(self.start, self.end)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "start": self.start, "end": self.end, "steps": self.steps}
+
+
+EXACT_SUM_PYTHON = 4096   # `Schedule.exact_sum` over at most this many steps: a Python loop
+_UNIT = 1074              # float64 values are whole multiples of 2**-1074
+
+
+def exact_units(x: float) -> int:
+    """Finite float64 x in units of 2**-1074, exactly (sums of these ints are exact)."""
+    num, den = float(x).as_integer_ratio()
+    return num << (_UNIT + 1 - den.bit_length())
 
 
 def as_number(value, name: str) -> float:

@@ -296,6 +296,35 @@ def sched(code, t):
     return cpu.schedule_value(int(code[0]), code[1], code[2], code[3], t)
 
 
+SUM_DIGITS = 2200   # binary digits of `schedule_digits`: 2**(2199 - 1074) > 2**63 * max float
+
+
+@jit
+def schedule_digits(code, t0, t1):
+    """The exact sum of the schedule's values (finite, >= 0) at steps t0 .. t1-1 as digits
+    acc (SUM_DIGITS,) int64: sum = sum_i acc[i] 2**(i - 1074).  Each value's 53-bit mantissa
+    is added at its exponent's digit (a subnormal's, whose low bits are zero, shifted to digit
+    0), and every 512 values each digit's excess over 1 carries to the next, so no digit
+    overflows int64.  `Schedule.exact_sum` adds the digits up."""
+    acc = np.zeros(SUM_DIGITS, np.int64)
+    n = 0
+    for t in range(t0, t1):
+        m, e = math.frexp(sched(code, t))        # value = m 2**e, 0.5 <= m < 1
+        mant = np.int64(m * 9007199254740992.0)  # m 2**53, exact
+        i = e + 1021                             # value = mant 2**(i - 1074)
+        if i < 0:
+            mant = mant >> -i
+            i = 0
+        acc[i] += mant
+        n += 1
+        if n == 512:
+            n = 0
+            for j in range(SUM_DIGITS - 1):
+                acc[j + 1] += acc[j] >> 1
+                acc[j] &= 1
+    return acc
+
+
 @jit
 def langevin_step_table(kind, es, ts, t0, K, friction, mass, x):
     """Per-step coefficients (3, K) of steps t0 .. t0+K-1 in x's dtype, computed once per call:
