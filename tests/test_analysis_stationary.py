@@ -1,5 +1,6 @@
 """Stationary marginals: the checks of `fit_marginal`, `run_marginal_fit` and
 `constant_temperature` (the fit itself is tested in test_analysis_scripts.py)."""
+import math
 import warnings
 
 import numpy as np
@@ -79,3 +80,29 @@ def test_boltzmann_masses_resolve_the_spikes_of_low_temperatures():
         assert fit_marginal(samples, U, T).p_value > 1e-3
     p = boltzmann_bin_probabilities(U, 1e-6, np.linspace(-1.5, 1.5, 31))
     assert p.sum() == pytest.approx(1.0, abs=1e-9) and p[15:].sum() == pytest.approx(0.5)
+
+
+def test_boltzmann_masses_find_a_well_beyond_the_cuts():
+    """Bins over one well of a symmetric double well at T = 0.01: the other well's half of
+    the mass was found 8e-5 (the tail's quadrature stepped over a spike of width 0.035), and
+    samples from one well only passed the fit (p = 0.97); a deeper well beyond the cuts gave
+    NaN.  A law that is not normalizable is refused."""
+    from scipy import integrate
+
+    from langevin_sim.analysis.stationary import boltzmann_masses
+    from langevin_sim.errors import ConfigError
+
+    U, T = DoubleWell(d=1, barrier=2.0).marginal_energy, 0.01
+    f = lambda y: math.exp(-U(np.array([y]))[0] / T)  # noqa: E731
+    left = integrate.quad(f, -3, 0.9, points=[-1.0], limit=500)[0]
+    exact = left / (left + integrate.quad(f, 0.9, 3, points=[1.0], limit=500)[0])
+    m = boltzmann_masses(U, T, np.linspace(0.9, 1.1, 21))
+    assert m[0] == pytest.approx(exact, rel=1e-9) and exact == pytest.approx(0.5, abs=1e-3)
+    y = np.linspace(0.0, 3.0, 300_001)
+    p = np.exp(-U(y) / T)
+    one_well = np.random.default_rng(0).choice(y, size=4000, p=p / p.sum())
+    assert not fit_marginal(one_well, U, T, bins=20, lo=0.9, hi=1.1).consistent
+    tilted = boltzmann_masses(DoubleWell(tilt=0.5).marginal_energy, 1e-3, [0.95, 1.0, 1.05])
+    np.testing.assert_allclose(tilted, [1.0, 0.0, 0.0, 0.0], atol=1e-300)
+    with pytest.raises(ConfigError, match="not normalizable|no normalizable"):
+        boltzmann_masses(lambda y: -np.asarray(y), 1.0, [0.0, 1.0])

@@ -24,26 +24,27 @@ def boltzmann_masses(energy_1d: Callable[[np.ndarray], np.ndarray], temperature:
                      cuts: ArrayLike) -> np.ndarray:
     """The Boltzmann law exp(-U(y)/T)/Z of a 1-D energy `energy_1d(y)` split at the sorted
     `cuts` (k,): the masses (k + 1,) of (-inf, c_0], [c_0, c_1], ..., [c_{k-1}, inf), summing
-    to 1, by adaptive quadrature with breakpoints at U's local minima (the 50 lowest) on a fine
-    grid over [c_0 - w, c_{k-1} + w] (w = c_{k-1} - c_0): at low T the density is a spike of width
-    ~sqrt(T / U'') that fixed panels missed (a double well's left tail bin read 3e-10 for
-    1e-3 at T = 0.01, and at T = 1e-6 bins summed to 1e22)."""
+    to 1, by adaptive quadrature with breakpoints at U's local minima (the 50 lowest) on a
+    grid (`_scan`: fine over the cuts, then shells of doubling width outward until U is 40 T
+    above its lowest and rising): at low T the density is a spike of width ~sqrt(T / U'') that
+    fixed panels missed (a double well's left tail bin read 3e-10 for 1e-3 at T = 0.01, and
+    at T = 1e-6 bins summed to 1e22), and that a quadrature over an infinite tail steps over
+    (bins on one well of a symmetric double well at T = 0.01 gave the other well's half of
+    the mass 8e-5).  U may be inf (or NaN: taken as inf) where the law has no mass."""
     c = np.sort(np.asarray(cuts, np.float64))
-    w = max(float(c[-1] - c[0]), 1e-12)
-    y = np.linspace(c[0] - w, c[-1] + w, 20001)
-    u = np.asarray(energy_1d(y), np.float64)
+    y, u = _scan(energy_1d, temperature, c)
     u0 = float(np.min(u))
     inner = (u[1:-1] < u[:-2]) & (u[1:-1] <= u[2:])            # a plateau's first point
     minima = y[1:-1][inner][np.argsort(u[1:-1][inner])[:50]]   # the 50 lowest
-    dens = lambda x: np.exp(-(float(energy_1d(np.array([x]))[0]) - u0) / temperature)  # noqa: E731
+    dens = lambda x: float(np.exp(-(_energy(energy_1d, np.array([x]))[0] - u0) / temperature))  # noqa: E731
 
     def width(c0: float) -> float:
         """How far from c0 U rises by T (the density falls by e), from the grid: at least
         one grid spacing."""
-        j = int(np.clip(np.searchsorted(y, c0), 0, y.size - 1))
+        j = int(np.clip(np.searchsorted(y, c0), 1, y.size - 2))
         up = np.flatnonzero(u - u[j] > temperature)
         near = np.abs(y[up] - y[j]).min() if up.size else y[-1] - y[0]
-        return max(float(near), float(y[1] - y[0]))
+        return max(float(near), float(y[j + 1] - y[j - 1]) / 2)
 
     def mass(a: float, b: float) -> float:
         # breakpoints at U's minima inside and at the grid's lowest U of the piece (an end,
@@ -67,6 +68,46 @@ def boltzmann_masses(energy_1d: Callable[[np.ndarray], np.ndarray], temperature:
     m[0] += integrate.quad(dens, -np.inf, y[0])[0]
     m[-1] += integrate.quad(dens, y[-1], np.inf)[0]
     return m / m.sum()
+
+
+def _scan(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float, c: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(y, U(y)) on a sorted grid for `boltzmann_masses`: 20001 points over [c_0 - w,
+    c_{k-1} + w] (w = c_{k-1} - c_0), then on each side shells of 2000 points out to distances
+    w 2**j from the cuts, until past 64 w and 4 max |c| (a well beyond the cuts, as where
+    all samples sit in one well) and U at the outer end is 40 T above the lowest U seen and
+    not falling outward (its tail then holds no mass the quadrature could step over).
+    ConfigError where U does not rise so within 2**200 w (no normalizable Boltzmann law)."""
+    w = max(float(c[-1] - c[0]), 1e-12)
+    ys, us = [np.linspace(c[0] - w, c[-1] + w, 20001)], []
+    us.append(_energy(energy_1d, ys[0]))
+    far = max(64 * w, 4 * float(np.max(np.abs(c))))
+    for side, edge in ((-1.0, c[0]), (1.0, c[-1])):
+        for j in range(200):
+            near_end, far_end = w * 2.0 ** j, w * 2.0 ** (j + 1)
+            shell = edge + side * np.linspace(near_end, far_end, 2001)[1:]
+            u = _energy(energy_1d, shell)
+            ys.append(shell)
+            us.append(u)
+            low = min(float(np.min(v)) for v in us)
+            rising = u[-1] >= u[-2]     # (or flat: a wall of +huge, as some tests write)
+            if far_end >= far and u[-1] - low > 40 * temperature and rising:
+                break
+        else:
+            raise ConfigError(f"the energy does not rise 40 T = {40 * temperature:g} above its "
+                              f"lowest on the {'left' if side < 0 else 'right'} within "
+                              f"{far_end:.3g} of the cuts: exp(-U/T) has no normalizable "
+                              "Boltzmann law to compare with")
+    y = np.concatenate(ys)
+    order = np.argsort(y, kind="stable")
+    return y[order], np.concatenate(us)[order]
+
+
+def _energy(energy_1d: Callable[[np.ndarray], np.ndarray], y: np.ndarray) -> np.ndarray:
+    """U(y) float64 with NaN as inf (no mass there), overflow quiet."""
+    with np.errstate(all="ignore"):
+        u = np.asarray(energy_1d(y), np.float64)
+    return np.where(np.isnan(u), np.inf, u)
 
 
 def boltzmann_bin_probabilities(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float,
