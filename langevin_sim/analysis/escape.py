@@ -501,7 +501,8 @@ class KramersRate(Result):
 
     barrier dU = U(saddle) - U(min); lambda_saddle < 0 the unstable eigenvalue; kappa its
     growth rate (|lambda_s| overdamped, sqrt(gamma^2/4 + |lambda_s|/m) - gamma/2 underdamped);
-    friction None for overdamped dynamics."""
+    friction None for overdamped dynamics; speed: the dynamics' time per unit of the run's
+    time, which multiplies the rate (1 / (1 - momentum) for heavy-ball SGD: `sgd_limit`)."""
 
     rate: float
     barrier: float
@@ -511,11 +512,12 @@ class KramersRate(Result):
     kappa: float
     friction: float | None = None
     mass: float = 1.0
+    speed: float = 1.0
 
     @property
     def prefactor(self) -> float:
         """k e^(dU/T): the attempt rate (1 / time)."""
-        return self.kappa / (2 * math.pi) * math.sqrt(self.det_ratio)
+        return self.speed * self.kappa / (2 * math.pi) * math.sqrt(self.det_ratio)
 
     def mfpt(self, offset: float | None = None) -> float:
         """Mean first-passage time to a dividing plane at signed distance `offset` past the
@@ -529,6 +531,8 @@ class KramersRate(Result):
 
     def table(self) -> str:
         dyn = "overdamped" if self.friction is None else f"underdamped, gamma = {self.friction:g}"
+        if self.speed != 1.0:
+            dyn += f", time x {self.speed:.4g}"
         return (f"Kramers ({dyn}): dU = {self.barrier:.4g}, dU/T = {self.barrier / self.temperature:.3g}, "
                 f"lambda_s = {self.lambda_saddle:.4g}, det ratio = {self.det_ratio:.4g}: "
                 f"k = {self.rate:.5g}, 1/k = {1 / self.rate:.5g}")
@@ -543,10 +547,12 @@ class KramersRate(Result):
 
 
 def kramers_rate(potential: Potential, x_min: ArrayLike, x_saddle: ArrayLike, temperature: float,
-                 friction: float | None = None, mass: float = 1.0) -> KramersRate:
+                 friction: float | None = None, mass: float = 1.0,
+                 speed: float = 1.0) -> KramersRate:
     """Kramers-Eyring rate out of the minimum x_min (d,) over the saddle x_saddle (d,) of
     `potential` at temperature T, from their Hessians (`potential.hessian`); overdamped
-    (friction None: dx = -grad U dt + sqrt(2T) dW) or underdamped with friction gamma."""
+    (friction None: dx = -grad U dt + sqrt(2T) dW) or underdamped with friction gamma; per
+    unit of a time that runs `speed` times slower than the SDE's (`sgd_limit`)."""
     xm = np.asarray(x_min, np.float64).reshape(1, -1)
     xs = np.asarray(x_saddle, np.float64).reshape(1, -1)
     Hm = np.asarray(potential.hessian(xm), np.float64)[0]
@@ -564,9 +570,28 @@ def kramers_rate(potential: Potential, x_min: ArrayLike, x_saddle: ArrayLike, te
     else:
         g = float(friction)
         kappa = math.sqrt(g * g / 4 - lam / mass) - g / 2
-    rate = kappa / (2 * math.pi) * math.sqrt(det_ratio) * math.exp(-dU / temperature)
+    rate = speed * kappa / (2 * math.pi) * math.sqrt(det_ratio) * math.exp(-dU / temperature)
     return KramersRate(rate=rate, barrier=dU, temperature=float(temperature), lambda_saddle=lam,
-                       det_ratio=det_ratio, kappa=kappa, friction=friction, mass=float(mass))
+                       det_ratio=det_ratio, kappa=kappa, friction=friction, mass=float(mass),
+                       speed=float(speed))
+
+
+def sgd_limit(dynamics: dict, temperature: float, lr: float) -> tuple[float, float]:
+    """(T_eff, speed) of full-gradient SGD (a run config's `dynamics`) as overdamped Langevin
+    for slow modes (lr lam << 1 - momentum): heavy ball v <- mu v + g + s_g xi_g,
+    x <- x - lr v + sqrt(2 lr T) xi moves as Euler-Maruyama with step lr / (1 - mu), whose
+    noise 2 lr T + lr^2 s_g^2 / (1 - mu)^2 per step is 2 (lr / (1 - mu)) T_eff:
+    T_eff = T (1 - mu) + lr s_g^2 / (2 (1 - mu)); its time runs speed = 1 / (1 - mu) times the
+    run's (time = step * lr).  ConfigError where weight decay changes the potential or no
+    noise is left."""
+    mu = float(dynamics.get("momentum") or 0.0)
+    sg = float(dynamics.get("grad_noise") or 0.0)
+    if float(dynamics.get("weight_decay") or 0.0) != 0.0:
+        raise ConfigError("weight decay adds wd |x|^2 / 2 to the potential the rate is for")
+    t_eff = temperature * (1.0 - mu) + lr * sg * sg / (2.0 * (1.0 - mu))
+    if not t_eff > 0:
+        raise ConfigError("SGD without temperature or gradient noise has no thermal escape")
+    return t_eff, 1.0 / (1.0 - mu)
 
 
 def monitoring_shift(temperature: float, step: float) -> float:
@@ -774,8 +799,10 @@ def analyze_run(run: Run, label: str | None = None, confidence: float = 0.95,
                 name: str | None = None) -> EscapeAnalysis:
     """Escape analysis of one run into region `label` of its first-passage observer (or,
     with `region` given, from its records).  DoubleWell runs whose region is a half-space
-    along one coordinate get the exact 1-D quadrature (overdamped dynamics) and the Kramers
-    prediction (both dynamics)."""
+    along one coordinate get the exact 1-D quadrature (the Euler-Maruyama chain: overdamped
+    Langevin, SGD without momentum, gradient noise or weight decay) and the Kramers prediction
+    (overdamped and underdamped Langevin, MALA, Heun, Leimkuhler-Matthews; heavy-ball SGD in
+    its slow-mode limit, `sgd_limit`; none for AdamW)."""
     run = check_run(run, "analyze_run")
     notes = []
     if region is None:
@@ -812,12 +839,24 @@ def analyze_run(run: Run, label: str | None = None, confidence: float = 0.95,
         friction = (float(cfg["dynamics"]["friction"])
                     if dyn in ("UnderdampedLangevin", "OBABO") else None)
         mass = float(cfg["dynamics"].get("mass", 1.0))
+        T_kr, speed = T, 1.0
+        euler = dyn == "OverdampedLangevin"
         try:
-            kr = kramers_rate(pot, xm, xs, T, friction=friction, mass=mass)
+            if dyn == "AdamW":
+                raise ConfigError("AdamW's per-coordinate step sizes have no Langevin limit "
+                                  "at one temperature")
+            if dyn == "SGD":
+                T_kr, speed = sgd_limit(cfg["dynamics"], T if np.isfinite(T) else 0.0, dt)
+                euler = speed == 1.0 and T_kr == T     # no momentum, no gradient noise
+                if not euler:
+                    notes.append(f"Kramers for heavy-ball SGD in its slow-mode limit: "
+                                 f"overdamped at T_eff = {T_kr:.4g}, time x {speed:.4g} "
+                                 "(`sgd_limit`; O(lr lam / (1 - momentum)) corrections)")
+            kr = kramers_rate(pot, xm, xs, T_kr, friction=friction, mass=mass, speed=speed)
             kr_mfpt = kr.mfpt(b - sign * s)  # offset of the plane y = b past the saddle
         except ConfigError as e:
             notes.append(f"no Kramers prediction: {e}")
-        if dyn == "OverdampedLangevin":
+        if euler:   # Euler-Maruyama: also SGD without momentum, gradient noise or decay
             x0 = wt.x0[:, i] if wt.x0 is not None else np.array([start_min])
             if wt.x0 is None:
                 notes.append("starting positions not recorded: quadrature from the minimum")
@@ -829,7 +868,8 @@ def analyze_run(run: Run, label: str | None = None, confidence: float = 0.95,
             notes.append(f"quadrature boundary moved by the per-step monitoring shift "
                          f"0.5826 sqrt(2 T dt) = {shift:.3g}")
         else:
-            notes.append("exact quadrature is for overdamped dynamics; compare with Kramers")
+            notes.append("exact quadrature is for the Euler-Maruyama chain (overdamped "
+                          "Langevin, SGD without momentum); compare with Kramers")
     elif wt.events == 0:
         notes.append("no replica entered the region: no rate beyond the upper bound")
     return EscapeAnalysis(name=name or str(run.path), temperature=T, dt=dt, dynamics=dyn,
