@@ -287,14 +287,18 @@ def test_gemm_args_compute_a_row_major_product_with_column_major_cublas(m, k, n,
 def test_errors_are_one_line_and_name_the_fix():
     from langevin_sim.backends import cuda_runtime as rt
 
-    msgs = [str(rt.cupy_missing_error()), str(rt.numba_cuda_missing_error("no module")),
-            str(rt.no_gpu_error("cudaErrorNoDevice")), str(rt.driver_mismatch_error(12040, 13000)),
+    numba_init = ("Error at driver init: \n\nCUDA driver library cannot be found.\nIf you are "
+                  "sure that a CUDA driver is installed,\ntry setting NUMBA_CUDA_DRIVER " * 3)
+    msgs = [str(rt.cupy_missing_error()), str(rt.numba_cuda_missing_error(numba_init)),
+            str(rt.no_gpu_error(f"numba-cuda: {numba_init}")),
+            str(rt.driver_mismatch_error(12040, 13000)),
             str(rt.cupy_broken_error("ImportError: libnvrtc.so.13: cannot open shared object\nmore"))]
     assert all("\n" not in m for m in msgs)
     # tests/test_errors.py holds get_backend("cuda") to naming the extras
     assert 'pip install -e ".[cuda12]"' in msgs[0] and '-e ".[cuda13]"' in msgs[0]
     assert "backend='numba'" in msgs[0]
     assert "numba-cuda" in msgs[1] and 'pip install -e ".[cuda12]"' in msgs[1]
+    assert "driver library cannot be found" in msgs[1] and len(msgs[1]) < 600
     assert "no GPU" in msgs[2]
     assert "12.4" in msgs[3] and "13.0" in msgs[3] and "langevin_sim[cuda12]" in msgs[3]
     assert "libnvrtc" in msgs[4] and "does not load" in msgs[4] and "langevin_sim[cuda13]" in msgs[4]

@@ -162,6 +162,13 @@ def cupy_missing_error() -> BackendUnavailableError:
                                    "NVIDIA GPU; or use backend='numba'")
 
 
+def one_line(detail: str, limit: int = 200) -> str:
+    """An exception's text as one line of at most `limit` characters (numba's CUDA errors
+    span several lines: "Error at driver init: \n\nCUDA driver library cannot be found...")."""
+    text = " ".join(str(detail).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def cupy_broken_error(detail: str) -> BackendUnavailableError:
     first = detail.splitlines()[0][:200] if detail else ""
     return BackendUnavailableError(f"CuPy is installed but does not load ({first}): its CUDA "
@@ -170,7 +177,7 @@ def cupy_broken_error(detail: str) -> BackendUnavailableError:
 
 
 def numba_cuda_missing_error(detail: str = "") -> BackendUnavailableError:
-    why = f" ({detail})" if detail else ""
+    why = f" ({one_line(detail)})" if detail else ""
     return BackendUnavailableError(f"backend 'cuda' needs numba-cuda{why}: {INSTALL} (it brings "
                                    "numba-cuda), or pip install 'numba-cuda[cu12]' (CUDA 12 driver) or "
                                    "'numba-cuda[cu13]' (CUDA 13)")
@@ -179,7 +186,7 @@ def numba_cuda_missing_error(detail: str = "") -> BackendUnavailableError:
 def no_gpu_error(detail: str = "") -> BackendUnavailableError:
     vis = os.environ.get("CUDA_VISIBLE_DEVICES")
     shown = f"; CUDA_VISIBLE_DEVICES={vis!r}" if vis is not None else ""
-    why = f" ({detail})" if detail else ""
+    why = f" ({one_line(detail)})" if detail else ""
     return BackendUnavailableError(f"backend 'cuda' found no GPU{why}{shown}: run on a machine "
                                    "with an NVIDIA GPU and driver (nvidia-smi lists it), or use "
                                    "backend='numba'")
