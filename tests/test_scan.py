@@ -684,6 +684,20 @@ def test_gpus_beyond_the_machines_are_one_error(monkeypatch):
         cluster.gpu_ids(64)
 
 
+def test_gpus_beyond_the_visible_devices_are_refused_before_any_file(tmp_path, monkeypatch):
+    """`--gpus 2` with CUDA_VISIBLE_DEVICES listing one device: the error came from the
+    cluster's start, after scan.json, the manifest and points/ were written (docs/gpu.md:
+    "one error line before anything is written")."""
+    from langevin_sim.errors import ConfigError
+    from langevin_sim.scan.cluster import requested_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    out = tmp_path / "scan"
+    with requested_gpus(2), pytest.raises(ConfigError, match="^--gpus 2 but CUDA_VISIBLE_DEVICES"):
+        run_scan(SCEN, grid={"temperature": [0.5, 1.0]}, sets={"steps": 20}, out=out)
+    assert not out.exists()
+
+
 def test_a_local_cuda_scan_without_cupy_or_a_gpu_is_one_error_before_any_file(tmp_path,
                                                                               monkeypatch):
     """Every point on backend=cuda and no GPU here (CuPy missing, or CUDA_VISIBLE_DEVICES

@@ -67,6 +67,15 @@ def uses_gpu(tasks: list[dict]) -> bool:
     return any(t["params"].get("backend") == "cuda" for t in tasks)
 
 
+def check_local_gpus(params: list[dict]) -> None:
+    """Raise `gpu_ids`' one-line error now where a local cluster for points with these
+    params would start GPU workers (`--gpus N`, or a point with backend=cuda) that this
+    machine does not show: the scan calls it before it writes any file."""
+    gpus = _requested_gpus[-1]
+    if gpus is not None or any(p.get("backend") == "cuda" for p in params):
+        gpu_ids(gpus)
+
+
 def gpu_ids(n: int | None) -> list[str]:
     """Device ids for n GPU workers: the first n of this process's CUDA_VISIBLE_DEVICES when
     set, else 0 .. n-1; n None: every visible GPU (at least one)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, require
 from ..scenario import load_scenario, quick_preset
-from .cluster import run_on_dask
+from .cluster import check_local_gpus, run_on_dask
 from .lock import dir_lock
 from .manifest import (FINISHED, SCAN_FORMAT, atomic_write, inspect_run, other_rows, point_row,
                        read_json, write_manifest)
@@ -66,6 +66,8 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
         # here, not in each point: one line (CuPy missing, no GPU), before any file is written
         from ..backends.cuda_runtime import preflight
         preflight()
+    if scheduler is None and not (workers is not None and int(workers) == 1):
+        check_local_gpus([p.params for p in points])   # --gpus beyond the GPUs shown
     root = Path(out)
     (root / "points").mkdir(parents=True, exist_ok=True)
     source = hashlib.sha256(Path(scenario).read_bytes()).hexdigest()
