@@ -17,7 +17,7 @@ from typing import Literal
 from langevin_sim.dynamics import MALA, OverdampedLangevin, UnderdampedLangevin
 from langevin_sim.exchange import ReplicaExchange
 from langevin_sim.potentials import DoubleWell
-from langevin_sim.scenario import RunParams, main, param
+from langevin_sim.scenario import RunParams, main, param, unused
 
 # --quick: the same experiment in seconds, for the tests and notebooks (numpy: no compiling)
 QUICK = {"replicas": 16, "steps": 1000, "record_every": 100, "backend": "numpy"}
@@ -42,6 +42,8 @@ class Params(RunParams):
 
 
 def build(p: Params) -> ReplicaExchange:
+    if p.dynamics != "underdamped":
+        unused(p, ["friction"], f"with dynamics={p.dynamics}")
     dyn = {"overdamped": OverdampedLangevin(step=p.step),
            "underdamped": UnderdampedLangevin(step=p.step, friction=p.friction),
            "mala": MALA(step=p.step)}[p.dynamics]

@@ -530,3 +530,86 @@ def test_baoab_momenta_rescaled_at_a_swap_keep_each_rung_at_its_temperature(resc
         assert_within_se(est, 1.0, se, what="<x^2> lambda / T per rung")
     else:
         assert (est[0] - 1.0) / se[0] > 8, (est, se)
+
+
+def test_a_ladder_run_or_resumed_to_a_step_it_reached_is_complete(tmp_path, monkeypatch):
+    """`run(0, ...)` of a ladder, and a resume to the step where a SIGTERM stopped it, wrote
+    no commit with the complete flag: the files stayed INCOMPLETE however often resumed (a
+    plain Simulation's are complete), and a scan reported the point failed."""
+    import signal
+
+    def make():
+        return ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.02), [0.5, 1.0], 3,
+                               every=5, backend="numpy", seed=4)
+
+    with make().run(0, 10, out=tmp_path / "zero.h5", progress=False) as r:
+        assert r.complete
+    ex, real = make(), ReplicaExchange.exchange
+
+    def exchange(self):
+        if self.step == 40:
+            self._stop = signal.SIGTERM
+        return real(self)
+    monkeypatch.setattr(ReplicaExchange, "exchange", exchange)
+    with pytest.raises(langevin_sim.RunTerminated):
+        ex.run(100, 10, out=tmp_path / "s.h5", progress=False)
+    monkeypatch.setattr(ReplicaExchange, "exchange", real)
+    with langevin_sim.resume(tmp_path / "s.h5", steps=40, progress=False) as r:
+        assert r.complete and r.config["steps_target"] == 40
+
+
+def test_acceptance_without_attempts_is_nan_and_its_se_counts_the_ladders_that_tried():
+    """No attempt gave a rate of 0 +- 0; ladders that never attempted a pair entered the
+    spread as rates of 0 (the se divided by sqrt(all ladders))."""
+    e = ExchangeRun.__new__(ExchangeRun)
+    e.temperatures = np.array([0.5, 1.0, 2.0])
+    acc = np.full((4, 5, 2), -1, np.int8)              # (exchanges, ladders, pairs)
+    acc[:, :3, 0] = [[1, 0, 1], [1, 1, 0], [0, 0, 1], [1, 0, 0]]   # ladders 3, 4: no attempt
+    e.accepted, e.energy = acc, np.zeros((4, 5, 3))
+    rate, se = e.acceptance()
+    per = np.array([3, 1, 2]) / 4
+    assert rate[0] == 6 / 12 and se[0] == pytest.approx(per.std(ddof=1) / np.sqrt(3))
+    assert np.isnan(rate[1]) and np.isnan(se[1]) and np.isnan(e.expected_acceptance()[1])
+
+
+def test_a_continued_ladders_log_is_measured_from_its_own_start(tmp_path):
+    """The file-size check of `lengthen` counted a continued ladder's committed log rows from
+    step 0 (steps_done // every, not less its `start`): uncommitted rows in a new chunk read
+    as committed storage past the end, and resume refused the file as cut short."""
+    import h5py
+
+    from langevin_sim.io.reader import _past_end
+
+    ex = ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.01), [0.5, 1.0], 512, every=1,
+                         backend="numpy", seed=0)
+    ex.run(400, 100, progress=False).close()
+    ex.run(100, 100, out=tmp_path / "c.h5", progress=False).close()
+    with h5py.File(tmp_path / "c.h5", "r+") as f:     # uncommitted rows in a new chunk
+        e = f["exchange/energy"]
+        n = e.shape[0]
+        e.resize(n + 300, axis=0)
+        e[n:] = 1.0
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        e = f["exchange/energy"]
+        last = max(e.id.get_chunk_info(i).byte_offset for i in range(e.id.get_num_chunks()))
+        assert _past_end(f, last) is None
+
+
+def test_the_exchange_scenario_warns_of_friction_it_does_not_use_and_warms_the_cache(monkeypatch):
+    """friction= without dynamics=underdamped was ignored silently; `warm_numba_cache`
+    called `advance` on the ladder, which has none, and skipped it silently."""
+    from langevin_sim.errors import UnusedParameterWarning
+    from langevin_sim.scan.point import warm_numba_cache
+    from langevin_sim.scenario import load_scenario, resolve_params
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scenarios",
+                        "exchange_double_well.py")
+    mod = load_scenario(path)
+    with pytest.warns(UnusedParameterWarning, match="friction=5.0 has no effect"):
+        mod.build(resolve_params(mod.Params, sets={"friction": 5.0, "backend": "numpy"}))
+    steps = []
+    real = Simulation.advance
+    monkeypatch.setattr(Simulation, "advance", lambda self, n, **kw: steps.append(n) or real(self, n, **kw))
+    warm_numba_cache(path, [{"scan": {"coords": {"backend": "numpy"}},
+                             "params": {"backend": "numpy", "replicas": 4, "steps": 100}}])
+    assert steps == [1]

@@ -295,8 +295,11 @@ class ReplicaExchange:
                     if time.monotonic() - last_flush >= flush_seconds or nxt == target:
                         self._commit(writers, pending, rows, complete=nxt == target)
                         rows, last_flush = [], time.monotonic()
-                if rows or any(pending) or writers[0].commit[F.STEPS_DONE] != self.step:
-                    self._commit(writers, pending, rows, complete=self.step == target)
+                done = self.step == target   # (a run to its own step, or a resume to one
+                #                               reached before a stop, commits only that)
+                if (rows or any(pending) or writers[0].commit[F.STEPS_DONE] != self.step
+                        or (done and not writers[0].commit[F.COMPLETE])):
+                    self._commit(writers, pending, rows, complete=done)
             except KeyboardInterrupt:
                 raise RunStopped(self._stopped(writers[0], target, "aborted by a second Ctrl-C"),
                                  128 + signal.SIGINT) from None

@@ -42,12 +42,18 @@ class ExchangeRun:
 
     def acceptance(self) -> tuple[np.ndarray, np.ndarray]:
         """(rate, se), each (K-1,): the fraction of attempted swaps of pair (k, k+1) that
-        were accepted, and its standard error from the spread of the per-ladder rates."""
+        were accepted, and its standard error from the spread of the per-ladder rates over the
+        ladders that attempted the pair (NaN: no attempt, or the se of fewer than two such
+        ladders; a ladder whose walker diverged before any attempt is not a rate of 0)."""
         tried = (self.accepted >= 0).sum(axis=0)                 # (M, K-1)
         took = (self.accepted == 1).sum(axis=0)
-        rate = took.sum(axis=0) / np.maximum(tried.sum(axis=0), 1)
-        per = took / np.maximum(tried, 1)
-        se = per.std(axis=0, ddof=1) / np.sqrt(per.shape[0]) if per.shape[0] > 1 else np.full_like(rate, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = took.sum(axis=0) / tried.sum(axis=0)
+            per = np.where(tried > 0, took / np.maximum(tried, 1), np.nan)
+        n = (tried > 0).sum(axis=0)
+        se = np.full(rate.shape, np.nan)
+        for k in np.flatnonzero(n > 1):
+            se[k] = np.nanstd(per[:, k], ddof=1) / np.sqrt(n[k])
         return rate, se
 
     def expected_acceptance(self) -> np.ndarray:
@@ -57,7 +63,8 @@ class ExchangeRun:
         with np.errstate(over="ignore", invalid="ignore"):   # diverged walkers: U = inf
             p = np.minimum(1.0, np.exp((b[:-1] - b[1:]) * (self.energy[..., :-1] - self.energy[..., 1:])))
         tried = self.accepted >= 0
-        return np.where(tried, p, 0.0).sum(axis=(0, 1)) / np.maximum(tried.sum(axis=(0, 1)), 1)
+        with np.errstate(invalid="ignore", divide="ignore"):   # NaN: no attempt
+            return np.where(tried, p, 0.0).sum(axis=(0, 1)) / tried.sum(axis=(0, 1))
 
     def round_trips(self) -> np.ndarray:
         """(M,) completed round trips per ladder: a walker that has visited the lowest rung,

@@ -657,7 +657,8 @@ def _past_end(f: h5py.File, size: int) -> str | None:
     c = f[F.COMMIT][()]
     rows = {"records": int(c[F.N_RECORDS])}
     if "exchange" in f:
-        rows["exchange"] = int(c[F.STEPS_DONE]) // int(f["exchange"].attrs["every"])
+        from ..exchange.log import committed   # (a continued ladder's log starts later)
+        rows["exchange"] = committed(f, int(c[F.STEPS_DONE]))
     slot = int(c[F.CKPT_SLOT])
     skip = tuple(f"checkpoint/slot{k}/" for k in (0, 1) if k != slot)
     found = []

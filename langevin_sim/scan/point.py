@@ -198,7 +198,10 @@ def warm_numba_cache(scenario: str, tasks: list[dict], tries: int = 3) -> None:
         for task in group[:tries]:
             try:
                 p = resolve_params(mod.Params, sets=task["params"])
-                mod.build(dataclasses.replace(p, replicas=min(p.replicas, 2))).advance(1)
+                built = mod.build(dataclasses.replace(p, replicas=min(p.replicas, 2)))
+                # a ladder (`ReplicaExchange`): its rungs differ only in temperature, so one
+                # rung compiles the kernels of all
+                (built.rungs[0] if hasattr(built, "rungs") else built).advance(1)
                 break
             except Exception:
                 continue
