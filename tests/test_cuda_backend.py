@@ -2619,3 +2619,35 @@ if SIM:
                 a.get(out=out)
         out = np.empty((2, 3))
         assert a.get(out=out) is out and np.array_equal(out, np.arange(6.0).reshape(2, 3))
+
+
+def test_memory_estimate_counts_a_finite_sums_samples_and_records_run_in_blocks(monkeypatch):
+    """A finite sum's generic path gathers (M, B, d) minibatch rows and its records evaluate
+    every sample, (M, n) float64: the estimate counted neither (592 bytes a replica for
+    LinearRegression n = 4096, d = 8, where a record took 98 KB: 'use replicas <= K' on 8 GiB
+    named 13 million, which needed 816 GiB).  Now the step's samples count per replica, and
+    records run in blocks of `record_rows` replicas, equal to one block of all to rounding."""
+    from langevin_sim.backends import cuda_backend as cb
+    from langevin_sim.backends import cuda_runtime as rt
+
+    pot = LinearRegression(n=4096, d=8, seed=1)
+    sim = Simulation(pot, SGD(0.01, 32, momentum=0.9), 64, backend="numpy", seed=0)
+    per_sample = rt.potential_bytes(pot) / 4096
+    fused = rt.bytes_per_replica(sim)        # the dense form's kernel: no per-sample buffers
+    with monkeypatch.context() as m:         # the generic path gathers a minibatch's rows
+        m.setattr(cb, "fused_entry", lambda sim: None)
+        assert per_sample >= 8 * 9 and rt.bytes_per_replica(sim) >= 5 * 32 * per_sample > fused
+    assert rt.record_bytes_per_row(pot) >= 5 * 4096 * 8 * 9
+    fit = rt.replicas_that_fit(sim, 8 << 30)
+    assert fit * rt.bytes_per_replica(sim) + rt.fixed_bytes(sim) <= 8 << 30
+    assert fit * rt.record_bytes_per_row(pot) > rt.RECORD_BLOCK_BYTES   # records need blocks
+    assert rt.record_rows(pot, fit) * rt.record_bytes_per_row(pot) <= rt.RECORD_BLOCK_BYTES
+    if not rt.simulated():
+        pytest.skip("the device records run under the CUDA simulator (or on a GPU)")
+    run = Simulation(pot, SGD(0.01, 32, momentum=0.9), 7, backend="cuda", seed=0)
+    whole = run.snapshot()
+    monkeypatch.setattr(rt, "record_rows", lambda potential, M: 3)     # blocks of 3, 3, 1
+    parts = run.snapshot()
+    assert parts.keys() == whole.keys()
+    for k in whole:     # (a product over fewer rows may round differently: BLAS's blocking)
+        np.testing.assert_allclose(parts[k], whole[k], rtol=1e-13, atol=0, err_msg=k)

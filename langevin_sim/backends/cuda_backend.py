@@ -399,18 +399,31 @@ class DeviceRun:
         return self.xp.asarray(self.state["x"], dtype=np.float64)
 
     def energy64(self, x64):
-        """U (M,) float64 of the float64 positions `x64` (M, d): the potential's own `energy`."""
-        return self.xp.asarray(self.pot.energy(x64), dtype=np.float64)
+        """U (M,) float64 of the float64 positions `x64` (M, d): the potential's own `energy`,
+        on blocks of `rt.record_rows` replicas (a finite sum's per-sample temporaries stay
+        within `rt.RECORD_BLOCK_BYTES`)."""
+        rows = rt.record_rows(self.sim_potential, self.M)
+        if rows >= self.M:
+            return self.xp.asarray(self.pot.energy(x64), dtype=np.float64)
+        out = self.xp.empty(self.M, dtype=np.float64)
+        for lo in range(0, self.M, rows):
+            out[lo:lo + rows] = self.xp.asarray(self.pot.energy(x64[lo:lo + rows]), np.float64)
+        return out
 
     def observables64(self, x64, energy) -> dict | None:
         """The potential's observables {name: device array} of `x64` (M, d) float64 and the
         energies `energy` (M,) float64 ({} when it has none; None when they are not
-        device-clean)."""
+        device-clean), on blocks of rows as `energy64`."""
         if not self.pot.observes:
             return {}
         if "observables" in self.pot.bridged:
             return None
-        return self.pot.dev.observables(x64, energy)
+        rows = rt.record_rows(self.sim_potential, self.M)
+        if rows >= self.M:
+            return self.pot.dev.observables(x64, energy)
+        parts = [self.pot.dev.observables(x64[lo:lo + rows], energy[lo:lo + rows])
+                 for lo in range(0, self.M, rows)]
+        return {k: self.xp.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def copy_to_host(self, name: str, dev, host: np.ndarray) -> np.ndarray:
         """Copy the device array `dev` into the host array `host` (in place, any layout;

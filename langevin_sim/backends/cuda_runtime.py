@@ -367,17 +367,63 @@ def state_bytes_per_replica(sim) -> int:
     return int(sum(v.nbytes // max(1, v.shape[0]) for v in sim.state.values())) + 8
 
 
-def bytes_per_replica(sim, work_factor: float = 4.0) -> int:
+RECORD_BLOCK_BYTES = 128 << 20   # a record's potential code runs on blocks of rows of this
+WORK_FACTOR = 4.0                # temporaries of the potential's array code, per array it maps
+
+
+def sample_bytes(potential) -> float:
+    """Bytes of the potential's data per sample of a finite sum (its arrays over
+    `n_samples`: a row of inputs and its label, test sets included), 0 for other potentials:
+    what its array code makes per replica and sample (a minibatch's gathered rows, a net's
+    activations, the residuals of every sample at a record)."""
+    n = getattr(potential, "n_samples", None)
+    return potential_bytes(potential) / n if n else 0.0
+
+
+def record_bytes_per_row(potential) -> int:
+    """Device bytes the potential's own code takes per replica at a record: the float64
+    positions and `WORK_FACTOR` copies, and per sample of a finite sum (all of them: the
+    training loss, and the test and validation sets of observables) as many of its data."""
+    return int((1 + WORK_FACTOR) * (8 * potential.d + potential_bytes(potential)
+                                    * (getattr(potential, "n_samples", None) is not None)))
+
+
+def record_rows(potential, M: int) -> int:
+    """Replicas per block of a record's energy and observables on the device: all M, or as
+    many as keep `record_bytes_per_row` within RECORD_BLOCK_BYTES (a finite sum of 4096
+    samples held (M, n) float64 temporaries for all M replicas: 98 KB a replica, 166x the
+    step's estimate)."""
+    return int(max(1, min(M, RECORD_BLOCK_BYTES // max(1, record_bytes_per_row(potential)))))
+
+
+def bytes_per_replica(sim, work_factor: float = WORK_FACTOR) -> int:
     """Estimated device bytes per replica: the state twice (double-buffered), then the larger
     of the generic path's gradient and `work_factor` gradient-sized temporaries of the
-    potential's own array code and the buffers of the fused kernel that runs `sim` (its
-    registered `workspace(sim)`, e.g. p-spin's packed products)."""
+    potential's own array code (on a finite sum, also per sample of a step's minibatch, or
+    of all samples without one: `sample_bytes` each) and the buffers of the fused kernel that
+    runs `sim` (its registered `workspace(sim)`, e.g. p-spin's packed products).  A record's
+    potential code runs in blocks of bounded size (`record_rows`): `check_memory` adds one."""
     from .cuda_backend import fused_entry
 
-    d, item = sim.potential.d, sim.dtype.itemsize
+    pot, item = sim.potential, sim.dtype.itemsize
     k = fused_entry(sim)
     own = k.workspace(sim) if k is not None and k.workspace is not None else 0
-    return int(2 * state_bytes_per_replica(sim) + max((1 + work_factor) * d * item, own))
+    generic = (1 + work_factor) * pot.d * item
+    if k is None and getattr(pot, "n_samples", None):
+        per_step = getattr(sim.dynamics, "batch_size", None) or pot.n_samples
+        generic += (1 + work_factor) * per_step * sample_bytes(pot)
+    return int(2 * state_bytes_per_replica(sim) + max(generic, own))
+
+
+def fixed_bytes(sim) -> int:
+    """Device bytes beside `bytes_per_replica` times the replicas: the potential's arrays,
+    and on a finite sum one block of a record's per-sample temporaries (`record_rows`: at
+    most RECORD_BLOCK_BYTES whatever the replicas; other potentials' record temporaries are
+    those of a step, within the per-replica estimate)."""
+    pot = sim.potential
+    if getattr(pot, "n_samples", None) is None:
+        return potential_bytes(pot)
+    return potential_bytes(pot) + record_rows(pot, sim.n_replicas) * record_bytes_per_row(pot)
 
 
 def potential_bytes(potential) -> int:
@@ -404,7 +450,7 @@ def replicas_that_fit(sim, free: int) -> int:
     """Replicas of `sim` whose estimate (`bytes_per_replica`) fits in `free` bytes of device
     memory beside the potential's data, with a 10 % margin."""
     per = bytes_per_replica(sim)
-    return max(0, int((free - potential_bytes(sim.potential)) * 0.9 // per))
+    return max(0, int((free - fixed_bytes(sim)) * 0.9 // per))
 
 
 def out_of_memory_error(sim, free: int | None = None, total: int | None = None) -> BackendUnavailableError:
@@ -432,16 +478,16 @@ def out_of_memory_error(sim, free: int | None = None, total: int | None = None) 
     return BackendUnavailableError(
         f"out of GPU memory: {M} replicas of {type(sim.potential).__name__} x "
         f"{type(sim.dynamics).__name__} need about {M * per / gib:.2f} GiB ({per} bytes per replica, "
-        f"plus {potential_bytes(sim.potential) / gib:.2f} GiB of potential data) but "
+        f"plus {fixed_bytes(sim) / gib:.2f} GiB of potential data and record blocks) but "
         f"{free / gib:.2f} of {total / gib:.2f} GiB are free: {fix}")
 
 
 def check_memory(sim) -> None:
     """Raise `out_of_memory_error` before uploading when the estimate (bytes:
-    `bytes_per_replica` times the replicas, plus the potential's arrays) exceeds the device's
+    `bytes_per_replica` times the replicas, plus `fixed_bytes`) exceeds the device's
     free bytes."""
     free, total = free_device_bytes()
-    need = sim.n_replicas * bytes_per_replica(sim) + potential_bytes(sim.potential)
+    need = sim.n_replicas * bytes_per_replica(sim) + fixed_bytes(sim)
     if need > free:
         raise out_of_memory_error(sim, free, total)
 
