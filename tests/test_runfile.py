@@ -488,6 +488,35 @@ def test_live_reads_of_the_checkpoint_are_the_markers_state(tmp_path):
         proc.wait()
 
 
+def test_a_reader_opened_before_the_second_commit_reads_every_checkpoint(tmp_path):
+    """Checkpoint slot 1 was allocated at the second commit (small arrays: late allocation),
+    and a SWMR reader that had opened the file before could never open those datasets
+    ("invalid dataset size", which `g.values()` turned into None): `checkpoint()` and
+    `first_passage` raised AttributeError on ~40 % of live reads of a BAOAB run with an
+    observer.  Every slot dataset is now allocated at creation."""
+    writer = _LIVE_WRITER.replace("OverdampedLangevin(2e-3, 0.5)", "UnderdampedLangevin(2e-3)")
+    writer = writer.replace("import OverdampedLangevin", "import UnderdampedLangevin")
+    writer = writer.replace("10**7, 50,", "10**7, 4000,")
+    assert "UnderdampedLangevin(2e-3)" in writer and "4000" in writer
+    path = tmp_path / "live.h5"
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(path)])
+    try:
+        _wait_records(path, 1, proc, swmr=True)
+        slots = set()
+        with open_run(path, swmr=True) as run:
+            end = time.monotonic() + 4
+            while time.monotonic() < end and len(slots) < 4:
+                run.refresh()
+                step, state, _ = run.checkpoint()
+                assert run.first_passage.step >= step and set(state) >= {"x", "p", "g"}
+                slots.add(step)
+                time.sleep(0.01)
+        assert len(slots) >= 3, slots
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_reading_a_run_written_without_swmr_names_the_writer_and_swmr(tmp_path):
     xr = pytest.importorskip("xarray")
     path = tmp_path / "busy.h5"

@@ -388,10 +388,10 @@ class Run:
             try:
                 g = f[f"checkpoint/slot{slot}"] if slot >= 0 else None
                 if g is not None and f.swmr_mode:
-                    for ds in g.values():
-                        ds.refresh()
+                    for name in g:          # (g.values() turns an open's KeyError into None)
+                        g[name].refresh()
                 out = read(c, g)
-            except (KeyError, OSError):
+            except (KeyError, OSError, RuntimeError):
                 if not f.swmr_mode:
                     raise
                 out = None

@@ -172,8 +172,14 @@ class RunWriter:
             # shapes only: the first commit writes a slot (no slot is valid before it)
             for k, v in dict(state, diverged_step=np.empty(M, np.int64)).items():
                 # large state arrays: storage allocated now, written past the page cache
-                early = early_allocation() \
-                    if k != "diverged_step" and v.nbytes >= F.CHUNK_BYTES // 2 else {}
+                # every slot dataset allocated now: a live SWMR reader that saw a dataset
+                # unallocated cannot open it once the writer allocates it ("invalid dataset size")
+                if k != "diverged_step":
+                    early = early_allocation()
+                else:
+                    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+                    early = {"dcpl": dcpl, "fill_time": "alloc"}
                 ds = g.create_dataset(k, v.shape, v.dtype,
                                       fillvalue=-1 if k == "diverged_step" else None, **early)
                 for i, n in enumerate(ds.shape):
