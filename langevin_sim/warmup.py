@@ -225,7 +225,15 @@ def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout) -> list
     todo = {f"{p.__name__},{d.__name__}": (p, d) for p, d in pairs("numba")}
     for name in only or ():
         if name.replace(" ", "") not in todo:
-            raise ConfigError(f"no numba kernel for {name!r}; the pairs are: {', '.join(sorted(todo))}")
+            pot = name.split(",")[0].strip()
+            mine = sorted(k for k in todo if k.startswith(pot + ","))
+            if "," not in name:
+                raise ConfigError(f"--only takes POTENTIAL,DYNAMICS pairs (e.g. "
+                                  f"DoubleWell,OverdampedLangevin), got {name!r}"
+                                  + (f"; {pot}'s pairs: {' '.join(mine)}" if mine else ""))
+            raise ConfigError(f"no numba kernel for {name!r}; "
+                              + (f"{pot}'s pairs: {' '.join(mine)}" if mine else
+                                 f"the pairs are: {' '.join(sorted(todo))}"))
     if only:
         todo = {k: v for k, v in todo.items() if k in {n.replace(" ", "") for n in only}}
     results = []

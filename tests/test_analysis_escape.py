@@ -400,3 +400,23 @@ def test_a_region_every_replica_starts_in_is_one_config_error(tmp_path):
                                           r"finite replicas start inside it.*--normal, --offset"):
         analyze_run(run, region=HalfSpace([1.0], -10.0, "all"))
     run.close()
+
+
+def test_estimators_on_no_replica_at_risk_or_no_exposure_say_why():
+    """`kaplan_meier(waiting_times(run))` with every replica starting inside the region raised
+    NumPy's "zero-size array to reduction operation"; `escape_rate` of a 0-step run said
+    "the replicas were not observed"."""
+    from langevin_sim.errors import ConfigError
+
+    run = Simulation(DoubleWell(d=1), OverdampedLangevin(0.002, 0.3), 10, backend="numpy",
+                     init=[-1.0], first_passage=FirstPassage(HalfSpace([1.0], -5.0, "all"))
+                     ).run(20, 10, progress=False)
+    wt = waiting_times(run)
+    for fn in (kaplan_meier, escape_rate):
+        with pytest.raises(ConfigError, match="no replica is at risk of entering 'all': all 10"):
+            fn(wt)
+    run = Simulation(DoubleWell(d=1), OverdampedLangevin(0.002, 0.3), 10, backend="numpy",
+                     init=[-1.0], first_passage=FirstPassage(HalfSpace([1.0], 0.0, "right"))
+                     ).run(0, 10, progress=False)
+    with pytest.raises(ConfigError, match="exposure time is 0: .* run it longer"):
+        escape_rate(waiting_times(run))

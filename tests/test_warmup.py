@@ -47,7 +47,14 @@ def test_warmup_one_pair_prints_its_time_then_a_run_loads_silently():
 
 def test_warmup_rejects_unknown_pairs_and_dtypes(capsys):
     assert cli(["warmup", "--only", "DoubleWell,Nothing"]) == 2
-    assert "no numba kernel for 'DoubleWell,Nothing'; the pairs are: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no numba kernel for 'DoubleWell,Nothing'; DoubleWell's pairs: " in err
+    assert "DoubleWell,OverdampedLangevin" in err and "Quadratic," not in err
+    assert cli(["warmup", "--only", "Nothing,Else"]) == 2
+    assert "the pairs are: " in capsys.readouterr().err
+    assert cli(["warmup", "--only", "DoubleWell"]) == 2      # a potential alone: say the form
+    err = capsys.readouterr().err
+    assert "--only takes POTENTIAL,DYNAMICS pairs" in err and "DoubleWell,OBABO" in err
     assert cli(["warmup", "--dtype", "float16", "--only", "DoubleWell,OverdampedLangevin"]) == 2
     assert "unknown dtype 'float16'" in capsys.readouterr().err
 

@@ -220,6 +220,10 @@ def waiting_times_from_records(run: Run, region: HalfSpace | Ball) -> WaitingTim
 
 def _pairs(times, event):
     if isinstance(times, WaitingTimes):
+        if times.time.size == 0:
+            raise ConfigError(f"no replica is at risk of entering {times.label!r}: all "
+                              f"{times.n_started_inside} finite replicas start inside it; "
+                              "choose a region they start outside")
         return times.time, times.event, times.label
     t = np.asarray(times, dtype=np.float64).ravel()
     e = np.ones(t.shape, bool) if event is None else np.asarray(event, bool).ravel()
@@ -377,7 +381,9 @@ def escape_rate(times: WaitingTimes | ArrayLike, event: ArrayLike | None = None,
     t, e, label = _pairs(times, event)
     D, S = int(e.sum()), float(t.sum())
     if S <= 0:
-        raise ConfigError("total exposure time is 0; the replicas were not observed")
+        raise ConfigError("total exposure time is 0: every replica at risk was censored at "
+                          "time 0 (a run of 0 steps, or its replicas diverged at once); run "
+                          "it longer")
     a = 1.0 - confidence
     k = D / S
     if method == "chi2":
