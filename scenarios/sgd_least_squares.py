@@ -76,6 +76,9 @@ def data_set(p: Params) -> LinearRegression:
     if len(p.spectrum) != p.d or min(p.spectrum) <= 0:
         raise ConfigError(f"spectrum must hold d = {p.d} positive eigenvalues, got {p.spectrum}")
     w, V = np.linalg.eigh(pot.A.T @ pot.A / p.n)
+    if p.n < p.d or not w.min() > 1e-12 * w.max():
+        raise ConfigError(f"a spectrum needs inputs of full rank d = {p.d} (A^T A / n is "
+                          f"rank <= n): give n >= d samples, got n = {p.n}")
     A = pot.A @ (V / np.sqrt(w)) @ V.T * np.sqrt(np.asarray(p.spectrum))  # A^T A/n = diag(spec.)
     y = A @ pot.w_star + (pot.y - pot.A @ pot.w_star)                 # same teacher, same noise
     return LinearRegression(n=p.n, d=p.d, noise=p.noise, seed=p.data_seed, A=A, y=y,

@@ -146,3 +146,16 @@ def test_an_option_the_dynamics_leaves_out_is_named(scenario, sets, names):
                                                    "dynamics": sets.get("dynamics",
                                                                         mod.Params.dynamics)}))
 
+
+
+def test_a_spectrum_with_fewer_samples_than_dimensions_is_one_error():
+    """sgd_least_squares with spectrum= and n < d said "the array 'A' holds inf or NaN"
+    (A^T A / n is singular: its whitening divided by zero eigenvalues)."""
+    from langevin_sim.errors import ConfigError
+    from langevin_sim.scenario import resolve_params
+
+    mod = load_scenario(os.path.join(ROOT, "scenarios", "sgd_least_squares.py"))
+    p = resolve_params(mod.Params, sets={"n": 3, "d": 4, "spectrum": [1, 2, 3, 4],
+                                         "backend": "numpy", "replicas": 2})
+    with pytest.raises(ConfigError, match="give n >= d samples, got n = 3"):
+        mod.build(p)

@@ -98,3 +98,24 @@ def test_label_occupancy_and_blowtorch_against_gibbs():
     Ts = [b.temperature for b in basin_noise(pot, bas, 0.5, 4)]
     assert max(Ts) / min(Ts) == pytest.approx(16, rel=0.05)   # (k_sharp / k_flat)^2
     assert blowtorch_occupancy(pot, 0.5, 4, [[-8, 10]])[0] < label_occupancy(pot, max(Ts), [[-8, 10]])[0]
+
+
+def test_laws_of_independent_batches_refuse_epoch_sampling():
+    """`linearized_sgd` (and `basin_noise` through it) and `blowtorch_occupancy` took
+    sampling="epoch" (SGD's default) for independent subsets: at n = 6, S = 1, lr = 0.1 the
+    linearized variance read 0.0921 where the exact epoch law (`sgd_law`) and a simulation
+    give 0.0034."""
+    from langevin_sim.analysis.covariance import linearized_sgd
+    from langevin_sim.analysis.sgd_basins import blowtorch_occupancy
+    from langevin_sim.errors import ConfigError
+    from langevin_sim.potentials.multiwell import ShiftedMultiWell, random_shifts
+
+    H, C = np.eye(1), np.eye(1)
+    with pytest.raises(ConfigError, match="sampling='epoch'"):
+        linearized_sgd(H, C, 0.1, 1, 6, "epoch")
+    assert linearized_sgd(H, C, 0.1, 6, 6, "epoch").noise_factor == 0.0   # full batch
+    sm = ShiftedMultiWell(centers=[[-1.5], [1.5]], shifts=random_shifts(16, 1, 0.8, 0),
+                          spectra=[[4.0], [1.0]], softness=0.02)
+    with pytest.raises(ConfigError, match="sampling='epoch'"):
+        blowtorch_occupancy(sm, 0.2, 1, [[-8, 8]], sampling="epoch")
+    assert blowtorch_occupancy(sm, 0.2, 1, [[-8, 8]], sampling="subset").sum() == pytest.approx(1)

@@ -399,3 +399,14 @@ def test_rescaling_errors():
     pot = NETS["ts-relu"]()
     with pytest.raises(ConfigError, match="> 0"):
         pot.rescaled(np.zeros((2, pot.d)), -1.0)
+
+
+def test_own_data_without_a_teacher_is_one_error_naming_it():
+    """Own inputs= without teacher_W1/teacher_W2 crashed in NumPy's matmul (the validation
+    set's labels call the teacher)."""
+    from langevin_sim.errors import ConfigError
+
+    X = np.random.default_rng(0).normal(size=(6, 2))
+    with pytest.raises(ConfigError, match=r"teacher_W1 \(2, 2\) and teacher_W2 \(2,\)"):
+        TeacherStudentMLP(n=4, d_in=2, teacher_hidden=2, n_test=2, inputs=X[:4], labels=X[:4, 0],
+                          test_inputs=X[4:], test_labels=X[4:, 0])

@@ -201,6 +201,20 @@ def _samples(potential) -> tuple[np.ndarray, np.ndarray]:
                       f"got {type(potential).__name__}")
 
 
+def _independent_noise_factor(n: int, batch_size, sampling: str, what: str) -> float:
+    """`_noise_factor` for a law that takes the step's minibatch noise independent across
+    steps (a linearization, a diffusion limit): ConfigError for per-epoch reshuffling, whose
+    batches within an epoch are not (its noise nearly cancels over an epoch: the "iid"
+    factor read a variance 27x the exact one at n = 6, S = 1)."""
+    f = _noise_factor(n, batch_size, sampling)
+    if sampling == "epoch" and f > 0:
+        raise ConfigError(f"{what} assumes minibatches independent across steps; "
+                          "sampling='epoch' (reshuffled per epoch) has no such form: use "
+                          "'iid' or 'subset', or covariance.sgd_law(..., sampling='epoch') on a "
+                          "quadratic loss")
+    return f
+
+
 def _noise_factor(n: int, batch_size, sampling: str) -> float:
     """f with Cov(batch mean) = f Cov_population: 1/S i.i.d.; (n-S)/(S(n-1)) without
     replacement; 0 for the full batch."""
@@ -571,7 +585,7 @@ def linearized_sgd(H: ArrayLike, C: ArrayLike, lr: float, batch_size: int | None
     mu = float(momentum)
     if not 0.0 <= mu < 1.0:
         raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
-    f = _noise_factor(int(n), batch_size, sampling)
+    f = _independent_noise_factor(int(n), batch_size, sampling, "linearized_sgd")
     lam, V = np.linalg.eigh(H)
     k = d if k is None else int(k)
     if not 1 <= k <= d:

@@ -25,7 +25,8 @@ from scipy.integrate import cumulative_trapezoid
 
 from ..errors import ConfigError
 from .basins import Basins
-from .covariance import LinearizedSGD, _noise_factor, gradient_noise_covariance, linearized_sgd
+from .covariance import (LinearizedSGD, _independent_noise_factor, gradient_noise_covariance,
+                         linearized_sgd)
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -88,7 +89,7 @@ def blowtorch_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int 
     if potential.d != 1:
         raise ConfigError(f"the blowtorch density is exact in d = 1 only, got d = {potential.d}")
     n = potential.n_samples
-    f = _noise_factor(n, batch_size, sampling)
+    f = _independent_noise_factor(n, batch_size, sampling, "blowtorch_occupancy")
     if f == 0:
         raise ConfigError("full-batch SGD has no minibatch noise (batch_size none)")
     lo, hi = np.asarray(bounds, np.float64).ravel()

@@ -482,6 +482,11 @@ class TeacherStudentMLP(_MLPLoss, Potential):
             teacher_W2 = z[o + th * d_in: o + th * d_in + th] / math.sqrt(th)
             y = self.teacher(a, teacher_W1, teacher_W2) + noise * z[o + th * d_in + th:]
             inputs, test_inputs, labels, test_labels = a[:n], a[n:], y[:n], y[n:]
+        elif teacher_W1 is None or teacher_W2 is None:
+            raise ConfigError(f"TeacherStudentMLP with your own inputs= needs the teacher that "
+                              f"labels them too: teacher_W1 ({teacher_hidden}, {d_in}) and "
+                              f"teacher_W2 ({teacher_hidden},) (its validation set and "
+                              "observables use it)")
         if val_inputs is None:
             z = (rng.stream_normals(seed, rng.DATA, [1], 0, n_val * (d_in + 1))[0] if n_val
                  else np.zeros(0))
