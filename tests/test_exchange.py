@@ -582,7 +582,7 @@ def test_a_continued_ladders_log_is_measured_from_its_own_start(tmp_path):
 
     ex = ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.01), [0.5, 1.0], 512, every=1,
                          backend="numpy", seed=0)
-    ex.run(400, 100, progress=False).close()
+    ex.run(200, 100, progress=False).close()
     ex.run(100, 100, out=tmp_path / "c.h5", progress=False).close()
     with h5py.File(tmp_path / "c.h5", "r+") as f:     # uncommitted rows in a new chunk
         e = f["exchange/energy"]

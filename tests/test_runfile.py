@@ -496,8 +496,8 @@ def test_a_reader_opened_before_the_second_commit_reads_every_checkpoint(tmp_pat
     observer.  Every slot dataset is now allocated at creation."""
     writer = _LIVE_WRITER.replace("OverdampedLangevin(2e-3, 0.5)", "UnderdampedLangevin(2e-3)")
     writer = writer.replace("import OverdampedLangevin", "import UnderdampedLangevin")
-    writer = writer.replace("10**7, 50,", "10**7, 4000,")
-    assert "UnderdampedLangevin(2e-3)" in writer and "4000" in writer
+    writer = writer.replace("10**7, 50,", "10**7, 1500,")
+    assert "UnderdampedLangevin(2e-3)" in writer and "1500" in writer
     path = tmp_path / "live.h5"
     proc = subprocess.Popen([sys.executable, "-c", writer, str(path)])
     try:
@@ -505,7 +505,7 @@ def test_a_reader_opened_before_the_second_commit_reads_every_checkpoint(tmp_pat
         slots = set()
         with open_run(path, swmr=True) as run:
             end = time.monotonic() + 4
-            while time.monotonic() < end and len(slots) < 4:
+            while time.monotonic() < end and len(slots) < 3:
                 run.refresh()
                 step, state, _ = run.checkpoint()
                 assert run.first_passage.step >= step and set(state) >= {"x", "p", "g"}
