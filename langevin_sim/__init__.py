@@ -10,8 +10,9 @@ from .errors import (BackendUnavailableError, ConfigError, DivergenceWarning,  #
                      LangevinSimError, MissingExtraError, RunFileError, RunStopped,
                      RunTerminated)
 from .io import Run, open_run  # noqa: E402
+from .observers import Observer  # noqa: E402
 from .simulation import Simulation, resume  # noqa: E402
 
-__all__ = ["Simulation", "resume", "open_run", "Run", "potentials", "dynamics",
+__all__ = ["Simulation", "resume", "open_run", "Run", "Observer", "potentials", "dynamics",
            "LangevinSimError", "ConfigError", "BackendUnavailableError", "RunFileError",
            "MissingExtraError", "DivergenceWarning", "RunStopped", "RunTerminated", "__version__"]

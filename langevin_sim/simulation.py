@@ -13,7 +13,7 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import h5py
@@ -34,21 +34,13 @@ from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE, json_default
 from .io.swmr import writer_info
 from .io.direct import ALIGN
 from .io.recycle import Recycler
+from .observers import Observer, check_observer
+from .observers import rebuild as rebuild_observer
 from .io.writer import WriterThread, creating_name, creating_pattern
 from .potentials.base import Potential
 
 if TYPE_CHECKING:
-    from typing import Protocol
-
     from numpy.typing import ArrayLike
-
-    class Observer(Protocol):
-        """What `Simulation(observers=...)` takes: obs(sim) -> {name: (M, ...)} at every
-        record, and to_dict() for the run's config (so that `resume` rebuilds it)."""
-
-        def __call__(self, sim: Simulation, /) -> Mapping[str, ArrayLike]: ...
-
-        def to_dict(self) -> dict: ...
 
 DTYPES = ("float64", "float32")
 _BATCH_BYTES = 1 << 20   # records gathered before they go to the writer thread together
@@ -64,9 +56,9 @@ class Simulation:
     "default" (the potential's `default_init` of INIT-stream normals), "zeros" or "normal"
     (N(0, 1)). A replica whose state becomes non-finite or exceeds `divergence_bound` in
     absolute value is frozen at its last good state, `diverged_step[m]` records the step count
-    at which it went bad, and its records are NaN from then on. `observers`: callables
+    at which it went bad, and its records are NaN from then on. `observers`: `Observer`s,
     `obs(sim) -> {name: (M, ...)}` evaluated at every record (e.g. `SharpnessObserver(every=k *
-    record_every)`), with a `to_dict()` so that `resume` rebuilds them. `first_passage`: a
+    record_every)`), registered by class so that `resume` rebuilds them (docs/extending.md). `first_passage`: a
     `FirstPassage` observer, updated by the backend after every step (first entry into labelled
     regions, crossing counts; its arrays are part of `state`, so they are checkpointed and
     resumed).
@@ -122,6 +114,8 @@ class Simulation:
                 raise ConfigError(f"meta[{key!r}] cannot be stored in the run file ({e}); give "
                                   "numbers, strings, lists or dicts of them") from None
         self.observers = tuple(observers)
+        for o in self.observers:
+            check_observer(o)
         self.init_desc = init if isinstance(init, str) else "array"
         x0 = self._initial_positions(init)
         self.state = {k: np.ascontiguousarray(v, dtype=self.dtype if np.ndim(v) == 2 else np.float64)
@@ -570,18 +564,6 @@ class _signals_stop:
             signal.signal(sig, old)
 
 
-def _observer(spec: dict):
-    """Rebuild a recorded observer from its `to_dict()` form."""
-    from .potentials.sharpness import SharpnessObserver
-
-    spec = dict(spec)
-    kinds = {"SharpnessObserver": SharpnessObserver}
-    name = spec.pop("class")
-    if name not in kinds:
-        raise RunFileError(f"unknown observer {name!r} in run config; known: {sorted(kinds)}")
-    return kinds[name](**spec)
-
-
 def _create_file(out, overwrite: bool, swmr: bool) -> h5py.File:
     """A new HDF5 file for run file `out` (None: in memory).  On POSIX it is made under a
     hidden temporary name beside `out` and takes the name only when laid out and flushed
@@ -791,7 +773,7 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
                          dtype=cfg["dtype"], seed=cfg["seed"], init=state["x"],
                          first_replica=cfg["first_replica"],
                          divergence_bound=cfg["divergence_bound"],
-                         observers=[_observer(o) for o in cfg.get("observers", [])],
+                         observers=[rebuild_observer(o) for o in cfg.get("observers", [])],
                          meta=cfg.get("meta"),
                          first_passage=FirstPassage.from_dict(cfg["first_passage"])
                          if cfg.get("first_passage") else None)

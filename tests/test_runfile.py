@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import langevin_sim as ls
-from langevin_sim import Simulation, open_run, resume
+from langevin_sim import ConfigError, RunFileError, Simulation, open_run, resume
 from langevin_sim.cli import main as cli
 from langevin_sim.dynamics import OverdampedLangevin, UnderdampedLangevin
 from langevin_sim.potentials import DoubleWell
@@ -221,11 +221,11 @@ def test_sigkill_leaves_readable_file_that_resumes_exactly(tmp_path, swmr, capsy
 SLOW_FIRST_RECORD = textwrap.dedent("""
     import pathlib, sys, time
     import numpy as np
-    from langevin_sim import Simulation
+    from langevin_sim import Observer, Simulation
     from langevin_sim.dynamics import OverdampedLangevin
     from langevin_sim.potentials import DoubleWell
 
-    class Slow:                       # a first record that takes long (compiling, measuring)
+    class Slow(Observer):             # a first record that takes long (compiling, measuring)
         def __call__(self, sim):
             pathlib.Path(sys.argv[2]).touch()
             time.sleep(60)
@@ -1089,3 +1089,68 @@ def test_a_child_forked_while_a_run_file_is_open_does_not_hold_it(tmp_path):
     finally:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
+
+
+def test_a_fortran_ordered_data_set_resumes_bit_for_bit(tmp_path):
+    """LinearRegression kept a Fortran-ordered A (X.T, pandas' to_numpy()) where the run
+    file and so the rebuilt potential hold it in C order: BLAS rounded the gradients
+    differently and the resume differed by 2e-16."""
+    from langevin_sim.potentials import LinearRegression
+
+    g = np.random.default_rng(0)
+    pot = LinearRegression(n=40, d=17, A=np.asfortranarray(g.normal(size=(40, 17))),
+                           y=g.normal(size=40), w_star=np.zeros(17))
+    assert pot.A.flags.c_contiguous
+
+    def sim():
+        return Simulation(pot, OverdampedLangevin(0.01, 0.1), 8, backend="numpy", seed=3)
+    with sim().run(20, 2, out=tmp_path / "u.h5", progress=False) as u:
+        whole = np.asarray(u.positions)
+    sim().run(10, 2, out=tmp_path / "r.h5", progress=False).close()
+    with resume(tmp_path / "r.h5", steps=20, progress=False) as r:
+        np.testing.assert_array_equal(np.asarray(r.positions), whole)
+
+
+OBSERVER_MODULE = textwrap.dedent("""
+    import numpy as np
+    from langevin_sim import Observer
+
+    class Radius(Observer):
+        def __init__(self, scale):
+            self.scale = scale
+
+        def __call__(self, sim):
+            return {"radius": self.scale * np.linalg.norm(sim.state["x"], axis=1)}
+
+        def to_dict(self):
+            return {"class": "Radius", "scale": self.scale}
+""")
+
+
+def test_a_user_observer_resumes_with_its_module_imported(tmp_path, monkeypatch):
+    """A user observer with a to_dict() was written without complaint but its run could never
+    be resumed ("unknown observer 'Radius'; known: ['SharpnessObserver']", --import or not);
+    one without to_dict failed with an AttributeError at the run.  Observers subclass
+    `Observer` (registered by class name); anything else is refused at once."""
+    import importlib
+
+    from langevin_sim.observers import REGISTRY
+
+    (tmp_path / "my_observers.py").write_text(OBSERVER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("my_observers")
+
+    def sim():
+        return Simulation(DoubleWell(d=2), OverdampedLangevin(0.01, 1.0), 4, backend="numpy",
+                          seed=1, observers=[mod.Radius(2.0)])
+    with sim().run(8, 2, out=tmp_path / "u.h5", progress=False) as u:
+        whole = np.asarray(u["radius"])
+    sim().run(4, 2, out=tmp_path / "r.h5", progress=False).close()
+    with resume(tmp_path / "r.h5", steps=8, progress=False) as r:
+        np.testing.assert_array_equal(np.asarray(r["radius"]), whole)
+    monkeypatch.delitem(REGISTRY, "Radius")      # a new process that did not import it
+    with pytest.raises(RunFileError, match="unknown observer 'Radius'.*--import MODULE"):
+        resume(tmp_path / "r.h5", steps=10, progress=False)
+    for bad in (lambda sim: {}, np.zeros(3)):
+        with pytest.raises(ConfigError, match="subclasses langevin_sim.observers.Observer"):
+            Simulation(DoubleWell(d=2), OverdampedLangevin(0.01, 1.0), 4, observers=[bad])

@@ -36,7 +36,9 @@ class LinearRegression(Potential):
             raise ConfigError("LinearRegression with your own A needs y (n,) and w_star (d,) "
                               "too (w_star: the weights the error is measured against, e.g. "
                               "the teacher's, or np.linalg.lstsq(A, y)[0])")
-        self.A, self.y, self.w_star = (np.asarray(v, np.float64) for v in (A, y, w_star))
+        # C order, as the run file stores them: a Fortran-ordered A's products round
+        # differently in BLAS, and its resume was not bit for bit
+        self.A, self.y, self.w_star = (np.ascontiguousarray(v, np.float64) for v in (A, y, w_star))
         for name, want in (("A", (n, d)), ("y", (n,)), ("w_star", (d,))):
             got = getattr(self, name).shape
             if got != want:

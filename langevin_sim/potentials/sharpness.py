@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import rng
 from ..errors import ConfigError
+from ..observers import Observer
 
 STEP_STRIDE = 1 << 32   # stream positions per measurement step
 PROBE_OFFSET = 1 << 31  # first stream position of the Hutchinson probes within a step
@@ -178,7 +179,7 @@ def sharpness(potential, x: np.ndarray, iters: int = 30, probes: int = 16, seed:
             "hessian_trace_se": se}
 
 
-class SharpnessObserver:
+class SharpnessObserver(Observer):
     """Record-time hook: `observer(sim)` -> {name: (M,)} at the Simulation's current state.
 
     Computes `sharpness` (float64, stream step = sim.step, the Simulation's seed and global
