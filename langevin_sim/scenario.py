@@ -141,7 +141,7 @@ def _choices(hint) -> tuple:
 
 
 def _type_name(hint) -> str:
-    if typing.get_origin(hint) is tuple:
+    if typing.get_origin(hint) in (tuple, list):
         return f"list of {typing.get_args(hint)[0].__name__}"
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in typing.get_args(hint))
@@ -180,15 +180,30 @@ def _coerce(hint, value, where: str):
             if value == c or isinstance(value, str) and value == str(c):
                 return c
         raise ConfigError(f"{where}: expected one of {', '.join(map(str, _choices(hint)))}")
-    if typing.get_origin(hint) is tuple:  # tuple[kind, ...]: "1,2" / "[1, 2]" or a TOML array
-        kind = typing.get_args(hint)[0]
-        items = value.strip().strip("[]()").split(",") if isinstance(value, str) else value
+    if typing.get_origin(hint) in (tuple, list):   # tuple[kind, ...], tuple[a, b], list[kind]:
+        args = typing.get_args(hint)                # "1,2" / "[1, 2]" or a TOML array
+        variable = typing.get_origin(hint) is list or args[1:] == (Ellipsis,)
+        kinds = args[:1] if variable else args
+        if isinstance(value, str):
+            inner = value.strip().strip("[]()")
+            items = [v.strip() for v in inner.split(",")] if inner.strip() else []
+        else:
+            items = value
+        what = (f"a list of {kinds[0].__name__}" if variable
+                else f"{len(kinds)} items ({', '.join(k.__name__ for k in kinds)})")
+        if not variable and len(items) != len(kinds):
+            raise ConfigError(f"{where}: expected {what}, got {len(items)}")
         try:
-            return tuple(_parse(kind, v) for v in items if not (isinstance(v, str) and not v.strip()))
+            if any(isinstance(v, str) and not v for v in items):
+                raise ValueError("an empty item")
+            out = [_parse(kinds[min(i, len(kinds) - 1)], v) for i, v in enumerate(items)]
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{where}: expected a list of {kind.__name__}") from None
+            raise ConfigError(f"{where}: expected {what}") from None
+        return out if typing.get_origin(hint) is list else tuple(out)
     if hint not in (bool, int, float, str):
-        return value
+        raise ConfigError(f"{where}: a field of type {_type_name(hint)} cannot be set from "
+                          "--set or --config; a scenario's Params use bool, int, float, str, a "
+                          "Literal, tuple[T, ...], tuple[T1, T2], list[T], or one of them | None")
     try:
         return _parse(hint, value)
     except (ValueError, OverflowError):

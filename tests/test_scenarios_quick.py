@@ -159,3 +159,29 @@ def test_a_spectrum_with_fewer_samples_than_dimensions_is_one_error():
                                          "backend": "numpy", "replicas": 2})
     with pytest.raises(ConfigError, match="give n >= d samples, got n = 3"):
         mod.build(p)
+
+
+def test_list_and_fixed_tuple_params_are_parsed_and_others_refused():
+    """Params of type list[float], tuple[int, int] or dict reached build() as the raw strings
+    ("1,4", a 1-tuple (7,), "{kind='linear'}"); "a, b" kept the space of " b"; "1,,2"
+    dropped the empty item silently."""
+    import dataclasses
+
+    from langevin_sim.errors import ConfigError
+    from langevin_sim.scenario import RunParams, param, resolve_params
+
+    @dataclasses.dataclass(frozen=True)
+    class Params(RunParams):
+        spectrum: list[float] = param((1.0, 2.0), "eigenvalues")
+        pair: tuple[int, int] = param((1, 2), "two well indices")
+        names: tuple[str, ...] = param(("a",), "labels")
+        temps: tuple[float, ...] = param((1.0,), "temperatures")
+        lr: dict | None = param(None, "a schedule")
+
+    p = resolve_params(Params, sets=["spectrum=1,4", "pair=7, 8", "names=[a, b]", "temps="])
+    assert p.spectrum == [1.0, 4.0] and p.pair == (7, 8) and p.names == ("a", "b")
+    assert p.temps == ()
+    for bad, says in (("pair=7", "expected 2 items"), ("temps=1,,2", "a list of float"),
+                      ("spectrum=1,x", "a list of float"), ("lr={kind='linear'}", "cannot be set")):
+        with pytest.raises(ConfigError, match=says):
+            resolve_params(Params, sets=[bad])

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from .. import rng
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from ..observers import Observer
 
 STEP_STRIDE = 1 << 32   # stream positions per measurement step
@@ -189,9 +189,9 @@ class SharpnessObserver(Observer):
 
     def __init__(self, every: int, iters: int = 30, probes: int = 16,
                  riemannian: bool | None = None):
-        if int(every) < 1:
-            raise ConfigError(f"every must be >= 1 step, got {every}")
-        self.every, self.iters, self.probes = int(every), int(iters), int(probes)
+        every = check_int("every", every)
+        self.every, self.iters = every, check_int("iters", iters)
+        self.probes = check_int("probes", probes)
         self.riemannian = riemannian
 
     def check_record_every(self, record_every: int) -> None:
