@@ -152,3 +152,45 @@ def test_riemannian_derivatives(name):
         w = r.standard_normal(x.shape)
         close(pot.riemannian_hvp(x, w), np.einsum("mij,mj->mi", R, w), f"{name}: riemannian_hvp",
               rtol=1e-10)
+
+
+def test_potential_arguments_are_checked_where_they_went_wrong_silently():
+    """A zero in Quadratic's spectrum was accepted or refused by the seed (the rotated H's
+    smallest eigenvalue rounded to +-1e-16: 20 seeds of 40 accepted, the exact variance then
+    4e15 or negative), and a positive tiny one was told to be positive; NaN read as "not
+    symmetric", inf was accepted; a p-spin spike of norm 2 (or 0) scaled (or dropped) the
+    planted term; MultiWell dropped spectra given beside hessians; ScaleSymmetric truncated
+    depth=2.5; Valley(bounds=(1.0,)) unpacked into a ValueError; the p-spin's size limit
+    read N <= 511 for p = 3 where 512 is allowed."""
+    from langevin_sim.errors import ConfigError
+    from langevin_sim.potentials import MultiWell, Quadratic, SphericalPSpin
+    from langevin_sim.potentials.manifolds import ScaleSymmetric, Valley
+    from langevin_sim.potentials.pspin import MAX_TENSOR_ENTRIES, _largest_n
+
+    for seed in range(8):
+        with pytest.raises(ConfigError, match="finite positive eigenvalues"):
+            Quadratic(spectrum=[0.0, 1.0, 2.0], seed=seed)
+    with pytest.raises(ConfigError, match="condition number"):
+        Quadratic(spectrum=[1e-16, 1.0, 2.0])
+    assert Quadratic(spectrum=[1e-12, 1.0, 2.0], seed=5).eigh[0][0] > 0
+    for bad in ([1.0, np.nan], [1.0, np.inf]):
+        with pytest.raises(ConfigError, match="finite positive"):
+            Quadratic(spectrum=bad)
+    with pytest.raises(ConfigError, match="H holds inf or NaN"):
+        Quadratic(H=[[1.0, 0.0], [0.0, np.nan]])
+    with pytest.raises(ConfigError, match="hessians hold inf or NaN"):
+        MultiWell(centers=[[0.0, 0.0]], hessians=[[[1.0, 0.0], [0.0, np.nan]]])
+    with pytest.raises(ConfigError, match="hessians or spectra, not both"):
+        MultiWell(centers=[[0.0, 0.0]], hessians=[np.eye(2)], spectra=[[5.0, 50.0]])
+    with pytest.raises(ConfigError, match="J holds inf or NaN"):
+        SphericalPSpin(N=3, p=2, J=np.full((3, 3), np.nan))
+    for spike in ([1.0, 1.0, 1.0, 1.0], [0.0] * 4):
+        with pytest.raises(ConfigError, match="spike must be a unit vector"):
+            SphericalPSpin(N=4, p=3, planted=1.0, spike=spike)
+    with pytest.raises(ConfigError, match="depth must be an integer"):
+        ScaleSymmetric(depth=2.5)
+    with pytest.raises(ConfigError, match=r"bounds must be \(s_lo, s_hi\)"):
+        Valley(bounds=(1.0,))
+    assert _largest_n(3) == 512 and 512 ** 3 <= MAX_TENSOR_ENTRIES < 513 ** 3
+    with pytest.raises(ConfigError, match="use N <= 512 for p=3"):
+        SphericalPSpin(N=513, p=3)

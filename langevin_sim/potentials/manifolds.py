@@ -88,7 +88,8 @@ class ScaleSymmetric(Potential):
 
     def __init__(self, depth: int = 2, n: int = 1, teacher: float = 1.0, noise: float = 0.0,
                  seed: int = 0, l2: float = 0.0, inputs=None, targets=None):
-        if int(depth) < 2:
+        depth = check_int("depth", depth, minimum=None)
+        if depth < 2:
             raise ConfigError(f"ScaleSymmetric needs depth >= 2 layers, got depth={depth}")
         if not noise >= 0:
             raise ConfigError(f"label noise must be >= 0, got noise={noise}")
@@ -97,9 +98,10 @@ class ScaleSymmetric(Potential):
         self.d, self.depth = int(depth), int(depth)
         self.teacher, self.noise, self.seed, self.l2 = float(teacher), float(noise), int(seed), float(l2)
         if inputs is None:
-            if int(n) < 1:
+            n = check_int("n", n, minimum=None)
+            if n < 1:
                 raise ConfigError(f"ScaleSymmetric needs n >= 1 samples, got n={n}")
-            inputs = np.ones(int(n))
+            inputs = np.ones(n)
         inputs = np.asarray(inputs, dtype=np.float64).ravel()
         if targets is None:
             targets = self.teacher * inputs + self.noise * rng.standard_normal(seed, rng.DATA, inputs.size)
@@ -376,6 +378,8 @@ class Valley(Potential):
                                   f"(+-{period / 2:.6g}) with equal end curvatures")
         self.bounds = None
         if bounds is not None:
+            if np.ndim(bounds) != 1 or len(bounds) != 2:
+                raise ConfigError(f"bounds must be (s_lo, s_hi), got {bounds!r}")
             lo, hi = (float(b) for b in bounds)
             if not lo < hi:
                 raise ConfigError(f"bounds must be (s_lo, s_hi) with s_lo < s_hi, got {bounds}")

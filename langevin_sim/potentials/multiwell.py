@@ -73,6 +73,8 @@ class MultiWell(Potential):
         self.spectra = None
         if not np.all(np.isfinite(c)):
             raise ConfigError("centers must be finite")
+        if hessians is not None and spectra is not None:
+            raise ConfigError("MultiWell takes hessians or spectra, not both")
         if hessians is None:
             if spectra is None:
                 raise ConfigError("MultiWell needs hessians (K, d, d) or spectra (K, d); e.g. "
@@ -80,18 +82,24 @@ class MultiWell(Potential):
             lam = np.asarray(spectra, dtype=np.float64)
             if lam.shape != (K, d):
                 raise ConfigError(f"spectra must have shape ({K}, {d}), got {lam.shape}")
-            if not np.all(lam > 0):
-                raise ConfigError(f"spectra must be positive (minima), got {lam}")
+            if not np.all(np.isfinite(lam)) or not np.all(lam > 0):
+                raise ConfigError(f"spectra must be finite and positive (minima), got {lam}")
+            if np.any(lam.max(axis=1) / lam.min(axis=1) > 1e14):
+                raise ConfigError("a well's spectrum has a condition number beyond 1e14, more "
+                                  "than a float64 Hessian holds: keep each well's max / min "
+                                  "<= 1e14")
             self.spectra = lam      # as given, for the repr
             rots = [random_rotation(d, int(seed) + j) for j in range(K)]
             hessians = np.stack([(Q * lam[j]) @ Q.T for j, Q in enumerate(rots)])
         H = np.asarray(hessians, dtype=np.float64)
         if H.shape != (K, d, d):
             raise ConfigError(f"hessians must have shape ({K}, {d}, {d}), got {H.shape}")
+        if not np.all(np.isfinite(H)):
+            raise ConfigError(f"hessians hold inf or NaN ({int((~np.isfinite(H)).sum())} entries)")
         if not np.allclose(H, H.transpose(0, 2, 1), rtol=1e-10, atol=1e-12 * np.abs(H).max()):
             raise ConfigError("hessians must be symmetric; pass (H + H^T)/2 or spectra")
         H = 0.5 * (H + H.transpose(0, 2, 1))
-        for j in range(K):
+        for j in range(K if self.spectra is None else 0):   # (checked spectra: positive)
             try:
                 np.linalg.cholesky(H[j])
             except np.linalg.LinAlgError:

@@ -77,6 +77,16 @@ def spike_direction(N: int, p: int, seed: int) -> np.ndarray:
     return z / np.linalg.norm(z)
 
 
+def _largest_n(p: int) -> int:
+    """The largest N with N**p <= MAX_TENSOR_ENTRIES (exactly: 512 for p = 3, where the float
+    root read 511)."""
+    n = round(MAX_TENSOR_ENTRIES ** (1 / p))
+    while n ** p > MAX_TENSOR_ENTRIES:
+        n -= 1
+    while (n + 1) ** p <= MAX_TENSOR_ENTRIES:
+        n += 1
+    return n
+
 class SphericalPSpin(Potential):
     """Spherical p-spin glass H(s) = -sum_{i1..ip} J_{i1..ip} s_i1 ... s_ip - N * planted * m^p.
 
@@ -123,7 +133,7 @@ class SphericalPSpin(Potential):
         if N ** p > MAX_TENSOR_ENTRIES:
             raise ConfigError(f"SphericalPSpin(N={N}, p={p}) needs a tensor of N**p = {N ** p} "
                               f"entries ({8 * N ** p / 2 ** 30:.1f} GiB); use N <= "
-                              f"{int(MAX_TENSOR_ENTRIES ** (1 / p))} for p={p}")
+                              f"{_largest_n(p)} for p={p}")
         if convention not in VARIANCE:
             raise ConfigError(f"unknown convention {convention!r}; use one of {sorted(VARIANCE)}")
         planted = float(planted)
@@ -138,6 +148,8 @@ class SphericalPSpin(Potential):
             J = np.asarray(J, dtype=np.float64)
             if J.shape != (N,) * p:
                 raise ConfigError(f"J must have shape {(N,) * p} for N={N}, p={p}, got {J.shape}")
+            if not np.all(np.isfinite(J)):
+                raise ConfigError(f"J holds inf or NaN ({int((~np.isfinite(J)).sum())} entries)")
             scale = np.abs(J).max()
             for a in range(p - 1):  # adjacent transpositions generate all permutations
                 perm = list(range(p))
@@ -150,6 +162,11 @@ class SphericalPSpin(Potential):
             np.asarray(spike, dtype=np.float64)
         if self.spike.shape != (N,):
             raise ConfigError(f"spike must have shape ({N},), got {self.spike.shape}")
+        norm = float(np.linalg.norm(self.spike))
+        if not abs(norm - 1.0) <= 1e-12:     # (NaN too)
+            raise ConfigError(f"spike must be a unit vector (|u| = 1: the overlap m = u.s / "
+                              f"sqrt(N) is then in [-1, 1]), got |u| = {norm:.6g}; pass "
+                              "spike / np.linalg.norm(spike)")
         J_eff = J
         if planted != 0.0:
             u = self.spike

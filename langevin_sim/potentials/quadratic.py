@@ -34,6 +34,14 @@ class Quadratic(Potential):
             if spectrum.ndim != 1 or spectrum.size == 0:
                 raise ConfigError(f"spectrum must be a 1-D list of d eigenvalues, got shape "
                                   f"{spectrum.shape}; for a full matrix pass H")
+            if not np.all(np.isfinite(spectrum)) or not np.all(spectrum > 0):
+                raise ConfigError(f"spectrum must hold finite positive eigenvalues (H positive-"
+                                  f"definite), got {spectrum}; a flat direction needs lam > 0")
+            if spectrum.max() / spectrum.min() > 1e14:
+                raise ConfigError(f"spectrum's condition number {spectrum.max() / spectrum.min():.3g}"
+                                  " is beyond what a float64 H holds (its rotation rounds the "
+                                  "smallest eigenvalues to +-1e-16 of the largest): keep it "
+                                  "<= 1e14")
             Q = random_rotation(spectrum.size, seed)
             H = (Q * spectrum) @ Q.T
         H = np.asarray(H, dtype=np.float64)
@@ -43,11 +51,14 @@ class Quadratic(Potential):
             raise ConfigError(f"Quadratic got d={d} but its {'H' if spectrum is None else 'spectrum'}"
                               f" has d = {H.shape[0]}; leave d out (it follows from "
                               f"{'H' if spectrum is None else 'spectrum'})")
+        if not np.all(np.isfinite(H)):
+            raise ConfigError(f"H holds inf or NaN ({int((~np.isfinite(H)).sum())} entries)")
         if not np.allclose(H, H.T, rtol=1e-10, atol=1e-12 * np.abs(H).max()):
             raise ConfigError("H is not symmetric; pass (H + H.T) / 2 or a spectrum")
         H = 0.5 * (H + H.T)
         try:
-            np.linalg.cholesky(H)
+            if spectrum is None:     # (a checked spectrum's H is positive-definite)
+                np.linalg.cholesky(H)
         except np.linalg.LinAlgError:
             lo = np.linalg.eigvalsh(H).min()
             raise ConfigError(f"H is not positive-definite (smallest eigenvalue {lo:.3g}); "
