@@ -1154,3 +1154,25 @@ def test_a_user_observer_resumes_with_its_module_imported(tmp_path, monkeypatch)
     for bad in (lambda sim: {}, np.zeros(3)):
         with pytest.raises(ConfigError, match="subclasses langevin_sim.observers.Observer"):
             Simulation(DoubleWell(d=2), OverdampedLangevin(0.01, 1.0), 4, observers=[bad])
+
+
+def test_seed_drawn_data_sets_are_stored_as_digests_and_rebuilt(tmp_path):
+    """The README says a potential's seed-drawn arrays are kept as digests; only the p-spin's
+    were (LinearRegression(n=200000, d=64) wrote 110 MB per run file).  Given arrays are
+    still stored whole."""
+    from langevin_sim.potentials import LinearRegression, TeacherStudentMLP
+
+    drawn = [LinearRegression(n=300, d=4, seed=2),
+             TeacherStudentMLP(n=16, d_in=3, hidden=4, teacher_hidden=2, n_val=5, seed=1)]
+    given = LinearRegression(n=300, d=4, A=drawn[0].A, y=drawn[0].y, w_star=drawn[0].w_star)
+    for i, pot in enumerate(drawn + [given]):
+        path = tmp_path / f"p{i}.h5"
+        Simulation(pot, OverdampedLangevin(1e-3, 0.1), 2, backend="numpy").run(
+            2, 1, out=path, progress=False).close()
+        with h5py.File(path, "r") as f:
+            stored = set(f["potential"].keys()) - {k for k, v in f["potential"].items() if v.is_scale}
+        assert stored == (set() if pot in drawn else {"A", "y", "w_star"})
+        with open_run(path) as run:
+            back = run.potential
+            for k, v in pot.arrays().items():
+                np.testing.assert_array_equal(back.arrays()[k], v, err_msg=k)
