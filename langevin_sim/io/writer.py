@@ -69,6 +69,9 @@ def _write_first_passage(g: h5py.Group, arrays: dict, step: int) -> None:
     g["step"][()] = np.int64(step)
 
 
+MIN_CHUNK_ROWS = 64   # record rows a chunk holds at least (unless a row passes CHUNK_BYTES)
+
+
 def _chunk_rows(row_bytes: int) -> int:
     return max(1, F.CHUNK_BYTES // max(1, row_bytes))
 
@@ -136,10 +139,19 @@ class RunWriter:
         rep = rec.create_dataset("replica", data=np.asarray(replicas, np.int64))
         rep.make_scale("replica")
         kw = {"compression": compression} if compression else {}
+        # records this file will hold at most: chunks of CHUNK_BYTES held 3 records of a tiny
+        # run in 1 MB per series (2 MB a file; 420 MB for a scan of 200 tiny points); a
+        # resume that extends the run adds chunks of this size
+        try:
+            planned = int(config["steps_target"]) // int(config["record_every"]) + 1
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            planned = None
 
         def series(name, trailing, dtype, dims):
             row = int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize
             rows = _chunk_rows(row)
+            if planned is not None:
+                rows = min(rows, max(MIN_CHUNK_ROWS, planned))
             # a row a chunk: allocated on extension, written past the page cache (DirectRows)
             early = early_allocation() if rows == 1 and not compression else {}
             ds = rec.create_dataset(name, (0,) + trailing, dtype, maxshape=(None,) + trailing,
