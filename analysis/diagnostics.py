@@ -18,7 +18,6 @@ longest IAT in steps).
 """
 import argparse
 import sys
-from dataclasses import replace
 
 import matplotlib
 import numpy as np
@@ -68,11 +67,7 @@ def main(argv=None):
                          f"{steps.size - 1})")
             series = {}
             for name in names:
-                rec = load_records(run, name)
-                v = rec.values
-                if v.ndim > 2:
-                    v = v.reshape(v.shape[0], v.shape[1], -1)[..., : a.components]
-                series[name] = replace(rec, values=v)
+                series[name] = load_records(run, name, components=a.components)
             print(f"{a.run}: {type(run.potential).__name__}, {run.config['dynamics']['class']}, "
                   f"{run.n_records} records, steps {run.steps_done}")
         for r in list(series.values()):

@@ -184,3 +184,24 @@ def test_ess_of_too_few_records_is_undefined_not_biased_high():
         + 0.1 * rng.standard_normal((12, 1000))
     d = diagnose(anti)[0]                      # antithetic: ESS clipped at ArviZ's cap
     assert np.isnan(d.ess_mean) and "ArviZ's cap" in d.undefined["ess_mean"]
+
+
+def test_load_records_reads_only_the_components_asked_for(tmp_path):
+    """The diagnostics script loaded every component of positions as float64 and then kept 8
+    (~4x the series in memory); `load_records(components=C)` reads the first C only, equal to
+    slicing the whole."""
+    from langevin_sim import Simulation, open_run
+    from langevin_sim.analysis.diagnostics import load_records
+    from langevin_sim.dynamics import OverdampedLangevin
+    from langevin_sim.potentials import DoubleWell
+
+    Simulation(DoubleWell(d=12), OverdampedLangevin(0.01, 0.5), 6, backend="numpy",
+               seed=1).run(40, 5, out=tmp_path / "r.h5", progress=False).close()
+    with open_run(tmp_path / "r.h5") as run:
+        whole = load_records(run, "positions")
+        part = load_records(run, "positions", components=3)
+    assert part.values.shape == whole.values.shape[:2] + (3,)
+    np.testing.assert_array_equal(part.values, whole.values[..., :3])
+    arr = np.random.default_rng(0).standard_normal((5, 4, 2, 3))
+    np.testing.assert_array_equal(load_records(arr, components=4).values,
+                                  arr.reshape(5, 4, 6)[..., :4])

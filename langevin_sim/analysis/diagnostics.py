@@ -69,9 +69,12 @@ class Records:
         return self.after(int(np.searchsorted(self.step, step)))
 
 
-def load_records(data: Run | Records | ArrayLike, name: str | None = None) -> Records:
+def load_records(data: Run | Records | ArrayLike, name: str | None = None,
+                 components: int | None = None) -> Records:
     """`Records` of an (n_records, M, ...) array or of series `name` of a `Run` (a `Records`
-    is returned as is).
+    is returned as is).  components: keep the first C components of each record (the trailing
+    dimensions flattened, (n_records, M, C)), read from a run file as a slice: only they are
+    loaded (all d components of positions took ~4x the series in memory for 8 diagnosed).
 
     Records at which every live replica is non-finite are left out (a sparse series: an
     observable recorded every k-th record is NaN in between).  Then a run's replicas with
@@ -90,7 +93,10 @@ def load_records(data: Run | Records | ArrayLike, name: str | None = None) -> Re
                               "true (--set record_positions=true)")
         if name not in data:
             raise ConfigError(f"the run recorded no {name!r} series; name one of {data.names}")
-        values = np.asarray(data[name], dtype=np.float64)
+        series = data[name]
+        if components is not None and len(series.shape) == 3:
+            series = series[:, :, :int(components)]
+        values = np.asarray(series, dtype=np.float64)
         alive = data.diverged_step < 0
         step = np.asarray(data.step)
     else:
@@ -101,6 +107,9 @@ def load_records(data: Run | Records | ArrayLike, name: str | None = None) -> Re
         alive = np.ones(values.shape[1], bool)
         step = np.arange(values.shape[0])
         name = "series" if name is None else name
+    if components is not None and values.ndim > 2:
+        components = check_int("components", components)
+        values = values.reshape(values.shape[0], values.shape[1], -1)[..., :components]
     if values.size == 0:
         raise ConfigError(f"{name!r} holds no values: shape {values.shape}")
     finite = np.isfinite(values).reshape(values.shape[0], values.shape[1], -1).all(axis=2)
