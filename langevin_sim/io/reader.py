@@ -673,12 +673,16 @@ def _past_end(f: h5py.File, size: int) -> str | None:
             return
         group = name.split("/", 1)[0]
         limit = rows[group] if group in rows and ds.maxshape[0] is None else None
-        for i in range(ds.id.get_num_chunks()):
-            info = ds.id.get_chunk_info(i)
+        def visit(info) -> bool | None:
             if (limit is None or info.chunk_offset[0] < limit) and \
                     info.byte_offset + info.size > size:
                 found.append(name)
-                return
+                return True        # (stops chunk_iter)
+            return None
+        if hasattr(ds.id, "chunk_iter"):   # one pass (get_chunk_info(i) costs O(i): 9.5 s
+            ds.id.chunk_iter(visit)        # for 20000 chunks, a file of ~20 GB)
+        else:
+            any(visit(ds.id.get_chunk_info(i)) for i in range(ds.id.get_num_chunks()))
     f.visititems(check)
     return found[0] if found else None
 
