@@ -327,3 +327,25 @@ def test_quench_without_positions_names_the_scripts_flag(tmp_path):
                                                                r"\(analysis/basins.py: --method "
                                                                r"observable\)"):
         run_occupancy(run, method="quench")
+
+
+def test_spectra_within_a_decade_keep_their_tick_labels():
+    """The Hessian-spectra panel (log axis) dropped its minor tick labels: eigenvalues 1 and 8
+    sat on one labelled tick, 10^0."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from langevin_sim.analysis.basins import find_basins
+    from langevin_sim.potentials import MultiWell
+
+    pot = MultiWell(centers=[[-1.5, 0.0], [1.5, 0.0]], spectra=[[8.0, 8.0], [1.0, 1.0]])
+    b = find_basins(pot, np.random.default_rng(0).uniform(-3, 3, (200, 2)), temperature=1.0)
+    fig, ax = plt.subplots()
+    b.plot(ax)
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    labels = [t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels()
+              if lo <= t.get_position()[1] <= hi and t.get_text()]
+    assert len(labels) >= 3, labels
+    plt.close(fig)

@@ -325,3 +325,21 @@ def test_coordinate_s_is_the_default_and_another_gets_no_walls_or_target(tmp_pat
     assert main("--coordinate", "s") == main()
     text = main("--coordinate", "distance")
     assert "counted for all" in text and "first passage" not in text and "density of s" not in text
+
+
+def test_time_to_target_plot_spans_the_observed_time_when_none_reached():
+    """With no replica reaching the target the curve was one point at t = 0 (the panel came
+    out empty, its x-axis -0.05 .. 0.05); it is flat at 0 out to the censoring time."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from langevin_sim.analysis.drift import time_to_target
+
+    t = np.linspace(0, 2, 11)
+    tt = time_to_target(t, np.zeros((11, 50)), (5.0, np.inf))
+    fig, ax = plt.subplots()
+    tt.plot(ax)
+    x, y = ax.lines[0].get_data()
+    assert x[-1] == 2.0 and np.all(np.asarray(y) == 0)
+    plt.close(fig)

@@ -349,3 +349,15 @@ def test_matched_fit_last_pick_takes_the_record_where_a_replica_leaves_the_band(
     assert "the last record at or above 0.05" in last.table()
     with pytest.raises(ConfigError, match="pick"):
         matched_fit([run], 0.1, pick="middle")
+
+
+def test_the_sharpness_bracket_says_what_it_is():
+    """The table printed "median 1.785 [1.534, 2.161]", a 10-90 % range beside a 95 % CI and
+    a panel of quartiles: the bracket is labelled now."""
+    from langevin_sim.analysis.flatness import flatness_vs_generalization
+
+    g = np.random.default_rng(0)
+    s = g.lognormal(0, 0.3, 64)
+    text = flatness_vs_generalization(s, s * g.lognormal(0, 0.3, 64)).table()
+    lo, hi = np.quantile(s, [0.1, 0.9])
+    assert f"[10-90 %: {lo:.4g}, {hi:.4g}]" in text

@@ -302,3 +302,25 @@ def test_thresholds_outside_zero_one_are_refused():
                      (dict(train_threshold=0), "--train-threshold")):
         with pytest.raises(ConfigError, match=f"must be an accuracy in \\(0, 1\\].*{flag}"):
             grokking_times(steps, acc, acc, **kw)
+
+
+def test_unrecorded_sharpness_and_one_varied_rate_say_so():
+    """Without sharpness records its panel was empty axes; a scan over lr alone printed
+    "delay ~ lr^(-nan +- nan) wd^(-nan +- nan)"."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(0, 1001, 50.0)
+    tr, te = _curves(steps, np.array([100.0, 200]), np.array([600.0, 400]), 2)
+    run = _FakeRun(steps, {"train_accuracy": tr, "test_accuracy": te,
+                           "weight_norm": np.ones((steps.size, 2)),
+                           "sharpness": np.full((steps.size, 2), np.nan)}, lr=1e-3, wd=1.0)
+    fig, axes = plt.subplots(1, 3)
+    run_grokking(run, n_boot=10).plot(axes)
+    assert "sharpness not recorded" in " ".join(t.get_text() for t in axes[2].texts)
+    plt.close(fig)
+    pts = [{"lr": lr, "weight_decay": 1.0, "delay_median": 5.0 / lr, "delay_se": 0.25 / lr}
+           for lr in (1e-3, 2e-3, 4e-3, 8e-3)]
+    text = delay_scaling(pts).table()
+    assert "nan" not in text and "no exponents" in text

@@ -421,7 +421,9 @@ class Basins(Result):
             ax.plot(np.arange(1, lam.size + 1), lam, "o-", ms=3, label=lab)
         if np.all(self.eigenvalues > 0):
             ax.set_yscale("log")
-            ax.yaxis.set_minor_formatter(NullFormatter())
+            lo, hi = float(np.min(self.eigenvalues)), float(np.max(self.eigenvalues))
+            if hi / lo >= 10:     # (within a decade the minor labels are the only ones)
+                ax.yaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="eigenvalue rank", ylabel="Hessian eigenvalue",
                title="Hessian spectra at the minima")

@@ -235,9 +235,14 @@ class TimeToTarget(Result):
                 f"{float(se.sum()):.3f}\n  {qs}  (nan: not reached by that fraction)")
 
     def plot(self, ax: Axes) -> None:
-        """Kaplan-Meier fraction reached 1 - S(t) as a step curve."""
-        ax.step(np.concatenate([[0.0], self.event_times]), np.concatenate([[0.0], 1 - self.survival]),
-                where="post", label="reached (Kaplan-Meier)")
+        """Kaplan-Meier fraction reached 1 - S(t) as a step curve, out to the last time
+        observed (flat at 0 when no replica reached the target: it drew one point)."""
+        end = float(np.max(self.durations)) if self.durations.size else 0.0
+        F = np.concatenate([[0.0], 1 - self.survival])
+        t = np.concatenate([[0.0], self.event_times])
+        if end > t[-1]:
+            t, F = np.append(t, end), np.append(F, F[-1])
+        ax.step(t, F, where="post", label="reached (Kaplan-Meier)")
         ax.set(xlabel="time", ylabel="fraction reached", ylim=(0, 1))
 
 

@@ -105,7 +105,8 @@ class FlatnessGeneralization(Result):
     def table(self, unit: str = "replicas") -> str:
         m = self.measure
         s = (f"{self.n} {unit}: {m} median {np.median(self.sharpness):.4g} "
-             f"[{np.quantile(self.sharpness, 0.1):.4g}, {np.quantile(self.sharpness, 0.9):.4g}], "
+             f"[10-90 %: {np.quantile(self.sharpness, 0.1):.4g}, "
+             f"{np.quantile(self.sharpness, 0.9):.4g}], "
              f"{TARGETS[self.target]} median {np.median(self.test_loss):.4g}; Spearman "
              f"rho({m}, test) = "
              f"{self.rho:+.3f} [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}] (p = {self.p:.2g})")

@@ -294,6 +294,9 @@ class GrokkingPoint(Result):
         if rows.size:
             ax2.plot(st[rows], np.nanmedian(self.sharpness[rows], axis=1), "o-",
                      color=line.get_color(), ms=3, label=lab)
+        elif not ax2.lines:   # (another run's curve may be there already)
+            ax2.text(0.5, 0.5, "sharpness not recorded\n(--set sharpness_every=K)",
+                     transform=ax2.transAxes, ha="center", va="center")
         # a log axis only while every curve on it is positive (a top eigenvalue can be <= 0)
         ys = np.concatenate([np.asarray(c.get_ydata(), float) for c in ax2.lines] or [[]])
         ys = ys[np.isfinite(ys)]
@@ -420,11 +423,13 @@ class DelayScaling(Result):
                 f"{self.a_se:.3f} (x {self.scale:.2g} for chi2/dof: 1 predicted, z = "
                 f"{self.z:+.2f}), c = {self.c:.3g} +- {self.c_se:.2g}, chi2/dof = "
                 f"{self.chi2:.1f}/{self.dof}\n"
-                f"  separately: delay ~ lr^(-{self.a_lr:.3f} +- {self.a_lr_se:.3f}) "
-                f"wd^(-{self.a_wd:.3f} +- {self.a_wd_se:.3f}) (x {self.scale_separate:.2g}; "
-                f"chi2/dof = {self.chi2_separate:.1f}/{self.n - 3}; a_lr - a_wd: z = "
-                f"{self.z_lr_wd:+.2f})\n"
-                f"  lag + 1/(lr wd): delay = {self.A:.4g} +- {self.A_se:.2g} + ({self.B:.3g} +- "
+                + (f"  separately: delay ~ lr^(-{self.a_lr:.3f} +- {self.a_lr_se:.3f}) "
+                   f"wd^(-{self.a_wd:.3f} +- {self.a_wd_se:.3f}) (x {self.scale_separate:.2g}; "
+                   f"chi2/dof = {self.chi2_separate:.1f}/{self.n - 3}; a_lr - a_wd: z = "
+                   f"{self.z_lr_wd:+.2f})\n" if np.isfinite(self.a_lr) and np.isfinite(self.a_wd)
+                   else "  separately: no exponents (they need both lr and wd varied, at "
+                        ">= 4 points)\n")
+                + f"  lag + 1/(lr wd): delay = {self.A:.4g} +- {self.A_se:.2g} + ({self.B:.3g} +- "
                 f"{self.B_se:.2g})/(lr wd), chi2/dof = {self.chi2_affine:.1f}/{self.dof}")
 
 
