@@ -777,6 +777,19 @@ if SIM:
             #                                          steps are ~lr whatever the gradient
             assert (ref.diverged_step[far] > 0).all() and (ref.diverged_step >= 0).sum() == far.size
 
+    @pytest.mark.parametrize("path", ["fused", "generic", "gemm"])
+    def test_mala_is_not_frozen_by_its_count_of_accepted_moves(path, monkeypatch):
+        """MALA's `accepted` count was held to the divergence bound on every path (rows,
+        generic, GEMM): at a bound of 8 each replica froze after 8 accepted moves.  Now the
+        flags equal the reference's, none."""
+        if path == "generic":
+            monkeypatch.setattr(cuda_backend, "fused_kernel", lambda sim: None)
+        pot = (lambda: Quadratic(spectrum=np.linspace(0.5, 2.0, 70), seed=1)) if path == "gemm" \
+            else (lambda: Quadratic(H=np.eye(2)))
+        ref, _ = backends_agree("cuda", pot, MALA(0.05, 0.01), 3, (6, 8), seed=3,
+                                init="zeros", divergence_bound=8.0, what="mala")
+        assert (ref.diverged_step < 0).all() and (ref.state["accepted"] > 8).all()
+
     @pytest.mark.parametrize("path", ["fused", "generic"])
     def test_heun_tests_only_the_corrected_step(path, monkeypatch):
         """Heun on a unit quadratic at eta = 1: the predictor is sigma xi (sigma = 2 here),
@@ -1930,6 +1943,25 @@ if SIM:
     # ------------------------------------------------------------ fused TeacherStudentMLP x AdamW
     # The same kernel with `adamw_update` compiled in (`toynets.cuda_kernel(..., AdamW)`).
 
+    def bound_passed_once(make, dyn, dtype, init, steps) -> float:
+        """A divergence bound that exactly one replica's bounded state (x, g, U) passes first
+        at a step in `steps` (its flag t + 1 there), found on an unbounded reference run."""
+        sim = Simulation(make(), dyn, init.shape[0], backend="numpy", seed=7, dtype=dtype,
+                         init=init)
+        peak = []                                  # (steps, M): running max of |state|
+        for _ in range(max(steps)):
+            sim.advance(1)
+            now = np.max([np.abs(v.reshape(v.shape[0], -1)).max(axis=1)
+                          for v in sim.dynamics.bounded(sim.state)], axis=0)
+            peak.append(now if not peak else np.maximum(peak[-1], now))
+        peak = np.array(peak)
+        for b in np.unique(peak)[::-1]:
+            first = np.argmax(peak > b * 0.999, axis=0) + 1   # the flag: the step after
+            hit = (peak > b * 0.999).any(axis=0)
+            if hit.sum() == 1 and first[hit][0] in steps:
+                return float(b * 0.999)
+        raise AssertionError(f"no bound passed once in {steps}: {peak}")
+
     def toynet_runs(make, dyn, bound, dtype, init, calls, splits=()):
         """(reference, fused whole, fused parts) of the toy net `make()` x `dyn` from `init`
         (M, d): the whole run advanced in `calls` (steps per call), each first_replica part
@@ -2027,21 +2059,22 @@ if SIM:
         sigma xi (NOISE normals at t d + p) before the passes, the loss at y summed in float64
         over the samples (squared error / cross-entropy), the proposal's residuals summed over
         the lanes, the Metropolis test with the ACCEPT word of step t, then y, g(y), U(y) or
-        x, g, U kept, and the divergence test of that state.  3 replicas (one started farther
-        out), step and temperature schedules, two calls: proposals accepted and rejected, a
-        replica frozen in the second call (its acceptance count passes the bound: the
-        reference tests every state array), x, g, U and the counts as the reference's to
-        rounding, the same flags (a first_replica split: the slow tanh-mala case)."""
+        x, g, U kept, and the divergence test of that state (not of the count).  3 replicas
+        (one started farther out), step and temperature schedules, two calls: proposals
+        accepted and rejected, a replica frozen in the second call (a bound that one replica's
+        x, g or U passes first at step 5..7, from an unbounded reference run), x, g, U and
+        the counts as the reference's to rounding, the same flags (a first_replica split: the
+        slow tanh-mala case)."""
         no_generic_steps(monkeypatch)
         if net == "modular":
-            make, step, bound = (lambda: ModularArithmeticMLP(p=3, hidden=2, seed=1)), 1.0, 4.5
+            make, step = (lambda: ModularArithmeticMLP(p=3, hidden=2, seed=1)), 1.0
         else:
-            make, step, bound = (lambda: TeacherStudentMLP(
-                n=5, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1, activation="tanh")), \
-                0.3, 6.0
+            make, step = (lambda: TeacherStudentMLP(
+                n=5, d_in=2, hidden=2, teacher_hidden=1, n_test=4, seed=1, activation="tanh")), 0.3
         init = make().default_init(np.random.default_rng(3).normal(size=(3, make().d)))
         init[2] *= 3
         dyn = MALA(Schedule("linear", step, step / 3, 6), Schedule("linear", 0.5, 0.1, 6))
+        bound = bound_passed_once(make, dyn, dtype, init, range(5, 8))
         ref, whole, _ = toynet_runs(make, dyn, bound, dtype, init, (4, 3))
         frozen = ref.diverged_step[ref.diverged_step >= 0]
         assert len(frozen) == 1 and 4 < frozen[0] <= 7, ref.diverged_step   # in the 2nd call

@@ -41,3 +41,25 @@ def test_an_infinite_bound_still_refuses_infinite_states(dtype):
     with np.errstate(all="ignore"):
         sim.advance(3)
     assert sim.diverged_step.tolist() == [-1, 1, -1] and np.isfinite(sim.state["x"]).all()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_mala_is_not_frozen_by_its_count_of_accepted_moves(backend):
+    """The divergence bound held MALA's `accepted` count too: at divergence_bound=1e3 every
+    replica froze after 1000 accepted moves (|x| <= 2.4), and at the default 1e8 after 1e8."""
+    import warnings
+
+    from langevin_sim.dynamics import MALA
+    from langevin_sim.potentials import Quadratic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")     # no DivergenceWarning
+        sim = Simulation(Quadratic(spectrum=[1.0]), MALA(step=0.1, temperature=1.0), 4,
+                         backend=backend, seed=0, divergence_bound=1e3)
+        sim.advance(3000)
+        assert (sim.diverged_step < 0).all() and (sim.state["accepted"] > 2000).all()
+        sim = Simulation(Quadratic(spectrum=[1.0]), MALA(step=0.1, temperature=1.0), 4,
+                         backend=backend, seed=0)
+        sim.state["accepted"][:] = 1e8 - 5
+        sim.advance(100)
+        assert (sim.diverged_step < 0).all()

@@ -853,7 +853,7 @@ def xp_reference_step(run: DeviceRun, dyn, t: int) -> None:
     xp = run.xp
     state = {k: v for k, v in run.state.items() if k not in FP_KEYS}
     new = dyn.reference_step(run.pot, state, t, DeviceNoise(run))
-    ok = finite_and_bounded(new.values(), run.bound)
+    ok = finite_and_bounded(dyn.bounded(new), run.bound)
     live = run.dstep < 0
     run.dstep = xp.where(live & ~ok, np.int64(t + 1), run.dstep)
     keep = live & ok

@@ -619,8 +619,8 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
     quadratic form (gradient GEMM - a0, energy U(y) = y.(G2 / 2 - a0) + q0 summed in
     float64): the forward and backward proposal residuals (`proposal_residual2`, summed in
     float64), U(x) = u[r], the ACCEPT word at n = t (`mala_log_alpha`, `accept_uniform`,
-    `mala_accept`); the new state (y, its raw gradient G2, U(y), nacc[r] + 1, or the old
-    one) is tested whole, as the reference tests it, then committed (XT, GT, u, nacc) or the
+    `mala_accept`); the new state (y, its raw gradient G2, U(y), or the old one; not the count
+    nacc) is tested, as the reference tests it, then committed (XT, GT, u, nacc) or the
     replica frozen.  u and nacc (M,) float64 are MALA's U and acceptance count (unused by
     the other rules); GT then holds the raw gradient GEMM(x) across steps."""
     bn = _normals_fn(f32)
@@ -762,7 +762,7 @@ def gemm_step(row, refresh, f32: bool, N: int, rule: int = GEMM_OVERDAMPED,
             take = accept(uniform(wd), log_alpha(uy, u[r], bwd, fwd, e, T))
             if not take:
                 uy = u[r]
-            good = within(uy, bound) and within(nacc[r] + (1.0 if take else 0.0), bound)
+            good = within(uy, bound)       # (not the count nacc)
             for i in range(N):
                 if take:
                     good = good and within(X2[i, r], bs) and within(G2[i, r] - a0[i], bs)

@@ -51,7 +51,7 @@ def reference_advance(sim, t0: int, K: int, replicas=None) -> None:
     with np.errstate(all="ignore"):
         for t in range(t0, t0 + K):
             new = sim.dynamics.reference_step(sim.potential, state, t, noise)
-            ok = finite_and_bounded(new.values(), sim.divergence_bound)
+            ok = finite_and_bounded(sim.dynamics.bounded(new), sim.divergence_bound)
             bad = live & ~ok
             if bad.any():
                 sim.diverged_step[alive[bad]] = t + 1

@@ -47,6 +47,13 @@ class Dynamics:
     # end is held to stream positions below 2**63 by them (`Simulation._check_end`)
     normals_per_coordinate: ClassVar[int] = 1
     steps_ahead: ClassVar[int] = 0
+    # state arrays that count (MALA's `accepted`): not held to the divergence bound, which
+    # froze a MALA replica after `bound` accepted moves (1000 at divergence_bound=1e3)
+    counters: ClassVar[tuple[str, ...]] = ()
+
+    def bounded(self, state: dict) -> list:
+        """The arrays of `state` the divergence test holds to the bound (all but `counters`)."""
+        return [v for k, v in state.items() if k not in self.counters]
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

@@ -54,6 +54,7 @@ class MALA(Dynamics):
     temperature: float | Schedule = 1.0
 
     state_names = ("x", "u", "g", "accepted")
+    counters = ("accepted",)
 
     def __post_init__(self):
         object.__setattr__(self, "step", as_schedule(self.step, "step", positive=True))

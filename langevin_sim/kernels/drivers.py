@@ -310,11 +310,10 @@ def mala_driver(x, u, g, acc, dstep, t0, K, k0, k1, rep0, es, ts, args, bound, l
             take = cpu.mala_accept(uni, log_alpha)
             if take:   # the divergence test sees the whole new state, as the reference's
                 good = (row_ok(y, r, bound) and row_ok(gy, r, bound)
-                        and cpu.within_bound(uy[r], bound)
-                        and cpu.within_bound(acc[m] + 1.0, bound))
+                        and cpu.within_bound(uy[r], bound))    # (not the count `acc`)
             else:
                 good = (row_ok(xb, r, bound) and row_ok(gb, r, bound)
-                        and cpu.within_bound(u[m], bound) and cpu.within_bound(acc[m], bound))
+                        and cpu.within_bound(u[m], bound))
             if not good:
                 dstep[m] = t + 1
             elif take:

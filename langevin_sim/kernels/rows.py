@@ -463,13 +463,13 @@ def _row_kernel(pcls, KIND, f32, D, SAMP, B, LABELS, NS, WATCH, FIXED, MAXREG):
                 if take:
                     for i in range(D):
                         good = good and ok_(xn[i], bs) and ok_(An[i], bs)
-                    good = good and ok_(uy, bound) and ok_(acc[r] + 1.0, bound)
+                    good = good and ok_(uy, bound)     # (not the count acc)
                 else:
                     for i in range(D):
                         good = good and ok_(xs[i], bs) and ok_(As[i], bs)
                         xn[i] = xs[i]
                         An[i] = As[i]
-                    good = good and ok_(ur, bound) and ok_(acc[r], bound)
+                    good = good and ok_(ur, bound)
                 if good and take:
                     ur = uy
                     acc[r] += 1.0

@@ -1767,10 +1767,7 @@ def _cuda_kernel(f32, DIN, H, B, CLASSES, RULE, GN, LN, SUB, NS, EMB, NT, TB, GA
                             ok = ok and ok_(Q[q], bound) and ok_(QG[q], bound)
                         else:
                             ok = ok and ok_(Q0[q], bound) and ok_(Qa[q], bound)
-                if take:
-                    ok = ok and ok_(uy, bound) and ok_(ar + 1.0, bound)
-                else:
-                    ok = ok and ok_(ur, bound) and ok_(ar, bound)
+                ok = ok and ok_(uy if take else ur, bound)    # (not the count ar)
                 good = cuda.syncthreads_and(1 if ok else 0) != 0
                 if take and good:         # y, g(y), U(y) become the state
                     copy_owned(Sa, Sa2, Qa, G, G2, QG)
