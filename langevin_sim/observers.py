@@ -34,7 +34,8 @@ def check_observer(obs) -> None:
     """ConfigError unless `obs` can be stored and rebuilt: callable, with a `to_dict()` naming
     a registered `Observer` subclass (a run file of anything else can never be resumed)."""
     spec = obs.to_dict() if callable(getattr(obs, "to_dict", None)) else None
-    if not callable(obs) or not isinstance(spec, dict) or spec.get("class") not in REGISTRY:
+    if (not callable(obs) or not isinstance(spec, dict)
+            or REGISTRY.get(spec.get("class")) is not type(obs)):   # (its own class, by name)
         raise ConfigError(f"observer {obs!r}: an observer subclasses langevin_sim.observers."
                           "Observer, whose to_dict() returns {'class': its class name, "
                           "**the arguments that rebuild it} (so that resume can)")
@@ -49,5 +50,6 @@ def rebuild(spec: dict) -> Observer:
     if name not in REGISTRY:
         raise RunFileError(f"unknown observer {name!r} in run config (known: {sorted(REGISTRY)}); "
                            "import the module defining it first (langevin-sim resume --import "
-                           "MODULE)")
+                           "MODULE), whose class must subclass langevin_sim.Observer (a class "
+                           "with only __call__ and to_dict, as older versions took, is not found)")
     return REGISTRY[name](**spec)

@@ -187,10 +187,14 @@ def _coerce(hint, value, where: str):
         if isinstance(value, str):
             inner = value.strip().strip("[]()")
             items = [v.strip() for v in inner.split(",")] if inner.strip() else []
-        else:
+        elif isinstance(value, (list, tuple)):
             items = value
+        else:
+            items = None
         what = (f"a list of {kinds[0].__name__}" if variable
                 else f"{len(kinds)} items ({', '.join(k.__name__ for k in kinds)})")
+        if items is None:
+            raise ConfigError(f"{where}: expected {what}")
         if not variable and len(items) != len(kinds):
             raise ConfigError(f"{where}: expected {what}, got {len(items)}")
         try:

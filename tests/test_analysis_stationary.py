@@ -106,3 +106,21 @@ def test_boltzmann_masses_find_a_well_beyond_the_cuts():
     np.testing.assert_allclose(tilted, [1.0, 0.0, 0.0, 0.0], atol=1e-300)
     with pytest.raises(ConfigError, match="not normalizable|no normalizable"):
         boltzmann_masses(lambda y: -np.asarray(y), 1.0, [0.0, 1.0])
+
+
+def test_a_lower_well_far_beyond_the_cuts_is_found():
+    """A deeper well far beyond the cuts (samples stuck in a metastable well at 0, the
+    global minimum at 50): NaN masses at T = 1e-4, and 0.44 at T = 1 in a tail whose exact
+    mass is 0.996 (the scan stopped at 13 and the tail's quadrature stepped over the well).
+    The scan looks 12 doublings past where U has risen."""
+    from scipy import integrate
+
+    from langevin_sim.analysis.stationary import boltzmann_masses
+
+    U = lambda y: np.minimum((np.asarray(y) - 50) ** 2, np.asarray(y) ** 2 + 5)  # noqa: E731
+    for T in (1e-4, 1e-2, 1.0):
+        f = lambda y: math.exp(-float(U(y)) / T)  # noqa: E731
+        parts = [integrate.quad(f, a, b, points=p, limit=500)[0]
+                 for a, b, p in ((-60, -0.1, [0.0]), (-0.1, 0.1, [0.0]), (0.1, 120, [50.0]))]
+        np.testing.assert_allclose(boltzmann_masses(U, T, [-0.1, 0.1]),
+                                   np.array(parts) / sum(parts), rtol=1e-6, atol=1e-12)

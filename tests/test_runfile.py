@@ -1156,26 +1156,26 @@ def test_a_user_observer_resumes_with_its_module_imported(tmp_path, monkeypatch)
             Simulation(DoubleWell(d=2), OverdampedLangevin(0.01, 1.0), 4, observers=[bad])
 
 
-def test_seed_drawn_data_sets_are_stored_as_digests_and_rebuilt(tmp_path):
-    """The README says a potential's seed-drawn arrays are kept as digests; only the p-spin's
-    were (LinearRegression(n=200000, d=64) wrote 110 MB per run file).  Given arrays are
-    still stored whole."""
-    from langevin_sim.potentials import LinearRegression, TeacherStudentMLP
+def test_data_sets_built_by_a_product_are_stored_whole(tmp_path):
+    """Labels computed by a BLAS product (LinearRegression's y = A w*, a teacher's outputs)
+    round differently on another machine's BLAS: stored as digests, a run file written on one
+    node was refused on another.  They are stored whole; the p-spin's couplings (drawn, no
+    product) stay digests."""
+    from langevin_sim.potentials import LinearRegression, SphericalPSpin, TeacherStudentMLP
 
-    drawn = [LinearRegression(n=300, d=4, seed=2),
-             TeacherStudentMLP(n=16, d_in=3, hidden=4, teacher_hidden=2, n_val=5, seed=1)]
-    given = LinearRegression(n=300, d=4, A=drawn[0].A, y=drawn[0].y, w_star=drawn[0].w_star)
-    for i, pot in enumerate(drawn + [given]):
-        path = tmp_path / f"p{i}.h5"
+    pots = {"lr": LinearRegression(n=300, d=4, seed=2),
+            "ts": TeacherStudentMLP(n=16, d_in=3, hidden=4, teacher_hidden=2, n_val=5, seed=1),
+            "ps": SphericalPSpin(N=8, p=3, seed=1)}
+    for key, pot in pots.items():
+        path = tmp_path / f"{key}.h5"
         Simulation(pot, OverdampedLangevin(1e-3, 0.1), 2, backend="numpy").run(
             2, 1, out=path, progress=False).close()
         with h5py.File(path, "r") as f:
-            stored = set(f["potential"].keys()) - {k for k, v in f["potential"].items() if v.is_scale}
-        assert stored == (set() if pot in drawn else {"A", "y", "w_star"})
+            stored = {k for k, v in f["potential"].items() if not v.is_scale}
+        assert stored == (set() if key == "ps" else set(pot.arrays())), (key, stored)
         with open_run(path) as run:
-            back = run.potential
             for k, v in pot.arrays().items():
-                np.testing.assert_array_equal(back.arrays()[k], v, err_msg=k)
+                np.testing.assert_array_equal(run.potential.arrays()[k], v, err_msg=k)
 
 
 def test_a_tiny_run_makes_a_small_file_and_extends(tmp_path):
@@ -1193,3 +1193,23 @@ def test_a_tiny_run_makes_a_small_file_and_extends(tmp_path):
             sim().run(10_000, 50, progress=False) as whole:
         assert r.n_records == 201
         np.testing.assert_array_equal(np.asarray(r.positions), np.asarray(whole.positions))
+
+
+def test_an_observer_must_be_its_own_registered_class(tmp_path, monkeypatch):
+    """A subclass of SharpnessObserver stored itself as "SharpnessObserver" and resumed as
+    the base class (then an HDF5 KeyError for its own series); an observer whose class was
+    shadowed by another of the same name passed the check.  Each stores its own class name,
+    and the check wants that name to rebuild that very class."""
+    from langevin_sim.observers import REGISTRY
+    from langevin_sim.potentials.sharpness import SharpnessObserver
+
+    class TopEig(SharpnessObserver):
+        pass
+    assert TopEig(every=2).to_dict()["class"] == "TopEig"
+    obs = TopEig(every=2)
+
+    class TopEig(SharpnessObserver):       # noqa: F811  (a second class of the same name)
+        pass
+    with pytest.raises(ConfigError, match="subclasses langevin_sim.observers.Observer"):
+        Simulation(DoubleWell(d=2), OverdampedLangevin(0.01, 1.0), 4, observers=[obs])
+    monkeypatch.delitem(REGISTRY, "TopEig")

@@ -65,9 +65,19 @@ def boltzmann_masses(energy_1d: Callable[[np.ndarray], np.ndarray], temperature:
 
     bounds = np.concatenate([[y[0]], c, [y[-1]]])
     m = np.array([mass(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
-    m[0] += integrate.quad(dens, -np.inf, y[0])[0]
-    m[-1] += integrate.quad(dens, y[-1], np.inf)[0]
+    with np.errstate(all="ignore"):
+        tails = (integrate.quad(dens, -np.inf, y[0])[0], integrate.quad(dens, y[-1], np.inf)[0])
+    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(tails))
+            and sum(tails) <= 1e-6 * m.sum()):
+        raise ConfigError(f"exp(-U/T) holds mass beyond the scanned range [{y[0]:.4g}, "
+                          f"{y[-1]:.4g}] (a lower well farther out, at T = {temperature:g}): "
+                          "give cuts (or samples) that reach it")
+    m[0] += tails[0]
+    m[-1] += tails[1]
     return m / m.sum()
+
+
+LOOKAHEAD = 12   # `_scan`'s shells past the first where U has risen, that must stay risen
 
 
 def _scan(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float, c: np.ndarray
@@ -76,13 +86,16 @@ def _scan(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float, c: 
     c_{k-1} + w] (w = c_{k-1} - c_0), then on each side shells of 2000 points out to distances
     w 2**j from the cuts, until past 64 w and 4 max |c| (a well beyond the cuts, as where
     all samples sit in one well) and U at the outer end is 40 T above the lowest U seen and
-    not falling outward (its tail then holds no mass the quadrature could step over).
-    ConfigError where U does not rise so within 2**200 w (no normalizable Boltzmann law)."""
+    not falling outward, and then LOOKAHEAD more shells (a factor 4096 farther) stay 40 T
+    above it (a deeper well at 50 beside cuts at +-0.1 was stepped over: NaN or wrong
+    masses); its tail then holds no mass the quadrature could miss.  ConfigError where U
+    does not rise so within 2**200 w (no normalizable Boltzmann law)."""
     w = max(float(c[-1] - c[0]), 1e-12)
     ys, us = [np.linspace(c[0] - w, c[-1] + w, 20001)], []
     us.append(_energy(energy_1d, ys[0]))
     far = max(64 * w, 4 * float(np.max(np.abs(c))))
     for side, edge in ((-1.0, c[0]), (1.0, c[-1])):
+        quiet = 0       # shells in a row past `far`, 40 T above the lowest U and not falling
         for j in range(200):
             near_end, far_end = w * 2.0 ** j, w * 2.0 ** (j + 1)
             shell = edge + side * np.linspace(near_end, far_end, 2001)[1:]
@@ -91,7 +104,10 @@ def _scan(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float, c: 
             us.append(u)
             low = min(float(np.min(v)) for v in us)
             rising = u[-1] >= u[-2]     # (or flat: a wall of +huge, as some tests write)
-            if far_end >= far and u[-1] - low > 40 * temperature and rising:
+            high = float(np.min(u)) - low > 40 * temperature
+            ok = far_end >= far and u[-1] - low > 40 * temperature and rising
+            quiet = quiet + 1 if ok and (high or quiet == 0) else 0
+            if quiet > LOOKAHEAD:
                 break
         else:
             raise ConfigError(f"the energy does not rise 40 T = {40 * temperature:g} above its "

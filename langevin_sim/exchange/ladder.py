@@ -218,7 +218,7 @@ class ReplicaExchange:
                 handles.append(f)
                 if k == 0:      # before the layout, which enters SWMR mode (no new objects)
                     log.create(f, self.ladder_ids, self.temperatures, self.every, self.step,
-                               self.walker)
+                               self.walker, target)
                 writers.append(sim.create_writer(f, probe, record_every, record_positions, target,
                                                  compression, swmr=swmr))
                 pending.append([probe] if self.step % record_every == 0 else [])

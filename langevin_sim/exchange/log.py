@@ -23,9 +23,11 @@ SERIES = {"walker": (np.int16, "rung"), "accepted": (np.int8, "pair"), "energy":
 
 
 def create(f: h5py.File, ladders: np.ndarray, temperatures, every: int, start: int,
-           walker: np.ndarray) -> None:
+           walker: np.ndarray, target: int | None = None) -> None:
     """Lay out an empty /exchange group for ladders `ladders` (ids) and K temperatures, for
-    a run from step `start` whose walker permutation (M, K) is then `walker`."""
+    a run from step `start` whose walker permutation (M, K) is then `walker`; with the run's
+    `target` step its chunks hold at most the planned exchanges (64 rows at least: 1 MB
+    chunks made a tiny ladder's rung 0 3.3 MB), a resume past it adds chunks."""
     g = f.create_group(GROUP)
     K = len(temperatures)
     step = g.create_dataset("step", (0,), np.int64, maxshape=(None,), chunks=(4096,))
@@ -40,6 +42,8 @@ def create(f: h5py.File, ladders: np.ndarray, temperatures, every: int, start: i
     for name, (dtype, last) in SERIES.items():
         n_last = K if last == "rung" else K - 1
         rows = max(1, F.CHUNK_BYTES // (M * n_last * np.dtype(dtype).itemsize))
+        if target is not None:
+            rows = min(rows, max(64, (int(target) - int(start)) // int(every) + 1))
         ds = g.create_dataset(name, (0, M, n_last), dtype, maxshape=(None, M, n_last),
                               chunks=(rows, M, n_last))
         for i, sc in enumerate((step, scales["ladder"], scales[last])):

@@ -53,12 +53,6 @@ class LinearRegression(Potential):
     def arrays(self):
         return {"A": self.A, "y": self.y, "w_star": self.w_star}
 
-    def regenerated(self):
-        """The data set where drawn from `seed` (not passed in): a run file stores the
-        digests, not n (d + 1) numbers per file (110 MB at n = 200000, d = 64, per scan
-        point)."""
-        return () if self._given else ("A", "y", "w_star")
-
     def repr_args(self):
         return {**self.params(), **(self.arrays() if self._given else {})}
 

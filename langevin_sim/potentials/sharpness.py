@@ -214,7 +214,7 @@ class SharpnessObserver(Observer):
 
     def to_dict(self) -> dict:
         """JSON form stored in the run config, so `resume` rebuilds the observer."""
-        return {"class": "SharpnessObserver", "every": self.every, "iters": self.iters,
+        return {"class": type(self).__name__, "every": self.every, "iters": self.iters,
                 "probes": self.probes, "riemannian": self.riemannian}
 
     def __call__(self, sim) -> dict[str, np.ndarray]:

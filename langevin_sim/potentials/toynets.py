@@ -473,10 +473,6 @@ class TeacherStudentMLP(_MLPLoss, Potential):
         self.layout = ParamLayout([("W1", (hidden, d_in)), ("b1", (hidden,)), ("W2", (1, hidden)),
                                    ("b2", (1,))])
         self.d = self.layout.d
-        self._regenerated = ((("inputs", "labels", "test_inputs", "test_labels", "teacher_W1",
-                               "teacher_W2") if inputs is None else ())
-                             + (("val_inputs", "val_labels") if val_inputs is None and n_val
-                                else ()))
         if inputs is None:
             nt, th = n + n_test, teacher_hidden
             z = rng.standard_normal(seed, rng.DATA, (nt * d_in + th * d_in + th + nt,))
@@ -528,11 +524,6 @@ class TeacherStudentMLP(_MLPLoss, Potential):
         return {"inputs": self.inputs, "labels": self.labels, "test_inputs": self.test_inputs,
                 "test_labels": self.test_labels, "teacher_W1": self.teacher_W1,
                 "teacher_W2": self.teacher_W2, **val}
-
-    def regenerated(self):
-        """The data sets and teacher where drawn from `seed` (not passed in): a run file stores
-        their digests."""
-        return self._regenerated
 
     def _inputs(self, P, rows, dtype):
         return _gather(self._cast("inputs", dtype), rows)
