@@ -1185,13 +1185,13 @@ def test_a_tiny_run_makes_a_small_file_and_extends(tmp_path):
     def sim():
         return Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 0.5), 4, backend="numpy",
                           seed=2)
-    sim().run(100, 50, out=tmp_path / "small.h5", progress=False).close()
+    sim().run(50, 25, out=tmp_path / "small.h5", progress=False).close()
     assert os.path.getsize(tmp_path / "small.h5") < 200_000
     with h5py.File(tmp_path / "small.h5", "r") as f:
         assert f["records/energy"].chunks == (64, 4)
-    with resume(tmp_path / "small.h5", steps=10_000, progress=False) as r, \
-            sim().run(10_000, 50, progress=False) as whole:
-        assert r.n_records == 201
+    with resume(tmp_path / "small.h5", steps=2_000, progress=False) as r, \
+            sim().run(2_000, 25, progress=False) as whole:
+        assert r.n_records == 81
         np.testing.assert_array_equal(np.asarray(r.positions), np.asarray(whole.positions))
 
 
