@@ -107,7 +107,10 @@ def _scan(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float, c: 
             high = float(np.min(u)) - low > 40 * temperature
             ok = far_end >= far and u[-1] - low > 40 * temperature and rising
             quiet = quiet + 1 if ok and (high or quiet == 0) else 0
+            if quiet == 1:
+                kept = len(ys)    # the look-ahead shells past this one add nothing to the grid
             if quiet > LOOKAHEAD:
+                del ys[kept:], us[kept:]     # (their points cost each fit ~2x in quad)
                 break
         else:
             raise ConfigError(f"the energy does not rise 40 T = {40 * temperature:g} above its "
