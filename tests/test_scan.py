@@ -1058,8 +1058,8 @@ def test_ctrl_c_of_a_scan_on_its_local_cluster_stops_points_at_a_record(tmp_path
     slow = point_id({"temperature": 2.0, "steps": 10_000_000, "record_every": 500}, 0)
     args = [sys.executable, "-m", "langevin_sim.cli", "scan", SCEN, "--zip",
             "temperature=0.5,2.0", "--zip", "steps=200,10000000", "--zip",
-            "record_every=10,500", "--workers", "2", "--flush-seconds", "0.05",
-            "--out", str(out)]
+            "record_every=10,500", "--workers", "2", "--flush-seconds", "0.5",
+            "--out", str(out)]         # flushes 0.5 s apart: a read between them is whole
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT, start_new_session=True)
     fast = point_id({"temperature": 0.5, "steps": 200, "record_every": 10}, 0)
