@@ -187,9 +187,6 @@ for pot, dyn in ((DoubleWell(d=2), MALA(1e-2, 0.5)), (DoubleWell(d=2), Leimkuhle
 """
 
 
-# slow: ~46 s of CPU compiling three drivers into an empty cache (a cold start's speed-up
-# is what it guards, not a result); the default suite ran at its 10-minute limit
-@pytest.mark.slow
 @starts_early(in_empty_cache(SHARED, "0"), timeout=600)
 def test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside():
     """What `compile_aside` compiles for a generic driver (`drivers.shared_signatures` of its
