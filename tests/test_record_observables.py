@@ -7,9 +7,10 @@ import pytest
 
 from langevin_sim import Simulation
 from langevin_sim.backends import numba_backend
+from langevin_sim.dynamics import SGD, AdamW
 from langevin_sim.kernels import drivers
 
-from .test_fused_pairs import POTS, dynamics
+from .test_fused_pairs import POTS
 
 OBSERVED = sorted(c.__name__ for c, h in drivers.FAMILIES.items() if h.observables is not None)
 
@@ -37,6 +38,13 @@ def test_compiled_observables_equal_the_potentials(name, dtype):
             np.testing.assert_allclose(got[k], v, rtol=1e-12, atol=1e-14, err_msg=k)
 
 
+# the dynamics whose records are compared: options (sampling, noises) whose fused kernels the
+# toy nets' own tests compile too (test_toynets, test_toynet_kernels), ~3 s of compilation each
+RECORDED_DYNAMICS = {"TeacherStudentMLP": SGD(2e-2, 4, momentum=0.5),
+                     "ClassifierMLP": SGD(2e-2, 4, momentum=0.5),
+                     "ModularArithmeticMLP": AdamW(1e-2, 4)}
+
+
 @pytest.mark.parametrize("name", OBSERVED)
 def test_numba_records_take_the_compiled_observables(monkeypatch, name):
     """With the size threshold at 1 every numba record takes the compiled observables; the
@@ -46,7 +54,7 @@ def test_numba_records_take_the_compiled_observables(monkeypatch, name):
     real = drivers.observables_kernel
     monkeypatch.setattr(drivers, "observables_kernel", lambda p: calls.append(p) or real(p))
     monkeypatch.setattr(numba_backend, "COMPILED_ENERGY_SIZE", 1)
-    runs = [Simulation(pot, dynamics("SGD", pot), 5, backend=be, seed=4).run(6, record_every=3)
+    runs = [Simulation(pot, RECORDED_DYNAMICS[name], 5, backend=be, seed=4).run(6, record_every=3)
             for be in ("numba", "numpy")]
     assert len(calls) == 3       # the probe record and two more
     names = [k for k in runs[1].names if k not in ("energy", "positions", "diverged_step")]

@@ -53,8 +53,7 @@ CASES = {
     "mod-adamw-full": (mod, AdamW(0.01, None, weight_decay=1.0, beta2=0.98)),
     "mod-adamw-iid-embed": (lambda: mod(2, "relu"), AdamW(0.01, 4, sampling="iid",
                                                           weight_decay=0.5)),
-    "wine-sgd-epoch-tanh": (wine, SGD(0.1, 6, momentum=0.9, weight_decay=1e-3,
-                                      temperature=1e-4)),
+    "wine-sgd-epoch-tanh": (wine, SGD(0.1, 6, momentum=0.9, weight_decay=1e-3)),
     "wine-adamw-epoch-relu": (lambda: wine("relu"), AdamW(0.01, 7, weight_decay=0.1)),
 }
 

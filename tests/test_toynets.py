@@ -235,9 +235,13 @@ SGD_CASES = {
 }
 
 
+# each (case, dtype) compiles a kernel of its own (the sampling and the noises are compile-time
+# options, the activation a run-time one): float32 takes the case with the most code (subset
+# sampling, label and gradient noise) by default, the others with -m slow
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("case", sorted(SGD_CASES))
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype, case", [
+    pytest.param(dt, c, marks=() if dt == "float64" or c == "noise-models" else pytest.mark.slow)
+    for dt in ("float64", "float32") for c in sorted(SGD_CASES)])
 def test_numba_matches_numpy(dtype, case, activation):
     """Fused kernel vs reference over 250 steps, M = 5 replicas (odd), n = 37, B = 7 or 6,
     d = 26.  float64: both evaluate the same formulas, differences are summation order
