@@ -679,6 +679,61 @@ if SIM:
     use_cuda_backend()
     DEVICE_BACKENDS = ["cuda"]
 
+    def test_simulated_blocks_synchronize_by_condition_barriers():
+        """The simulator's blocks wait on a condition variable (`cuda_simulator`), not numba's
+        polling loop, with numba's barrier semantics: a shared-memory rotation read after
+        each barrier, block votes (count, and, or), threads that return early leaving the
+        barrier to the live ones, and blocks run one after another."""
+        from numba.cuda.simulator import kernel
+
+        assert kernel.BlockManager.condition_barriers
+
+        @cuda.jit
+        def rotate(out, votes, rounds):
+            s = cuda.shared.array(8, dtype=np.int64)
+            i = cuda.threadIdx.x
+            n = cuda.blockDim.x
+            v = i + 100 * cuda.blockIdx.x
+            for _ in range(rounds):
+                s[i] = v
+                cuda.syncthreads()
+                v = s[(i + 1) % n]
+                cuda.syncthreads()
+            votes[cuda.blockIdx.x, i, 0] = cuda.syncthreads_count(v % 2 == 0)
+            votes[cuda.blockIdx.x, i, 1] = cuda.syncthreads_and(v >= 0)
+            votes[cuda.blockIdx.x, i, 2] = cuda.syncthreads_or(v == 3)
+            if i >= n - 2:      # two threads leave; the others' barrier opens without them
+                out[cuda.blockIdx.x, i] = v
+                return
+            cuda.syncthreads()
+            out[cuda.blockIdx.x, i] = -v
+
+        out, votes = np.zeros((3, 8), np.int64), np.zeros((3, 8, 3), np.int64)
+        rotate[3, 8](out, votes, 5)
+        want = (np.arange(8)[None, :] + 5) % 8 + 100 * np.arange(3)[:, None]
+        sign = np.where(np.arange(8) >= 6, 1, -1)
+        np.testing.assert_array_equal(out, sign * want)
+        np.testing.assert_array_equal(votes[..., 0], 4)
+        np.testing.assert_array_equal(votes[..., 1], 1)
+        np.testing.assert_array_equal(votes[..., 2], [[1] * 8, [0] * 8, [0] * 8])
+
+    def test_an_exception_in_a_simulated_thread_aborts_its_block_and_is_raised():
+        """A thread that raises before a barrier the others wait at: the launch raises its
+        error (naming the thread) instead of hanging, and the next launch runs normally."""
+        @cuda.jit
+        def fails(a, bad):
+            i = cuda.threadIdx.x
+            if i == bad:
+                a[100] = 1.0        # out of bounds: IndexError in this thread
+            cuda.syncthreads()
+            a[i] = i
+
+        a = np.zeros(4)
+        with pytest.raises(IndexError, match=r"tid=\[2, 0, 0\]"):
+            fails[1, 4](a, 2)
+        fails[1, 4](a, -1)
+        np.testing.assert_array_equal(a, np.arange(4.0))
+
     def test_captured_launch_replays_its_own_grid(monkeypatch):
         """A launch recorded by `cuda_runtime.capture` replays on the grid it was captured with,
         whatever the same kernel was launched on since: the simulator's ``kernel[config]`` sets

@@ -517,10 +517,15 @@ def numpy_compat() -> None:
 
 
 def cuda():
-    """numba.cuda (the simulator in simulator mode)."""
+    """numba.cuda (the simulator in simulator mode, its blocks synchronized without a busy
+    wait: `cuda_simulator`)."""
     _enable_numba_simulator()
     numpy_compat()
     from numba import cuda as mod
+    from numba.core import config
+    if config.ENABLE_CUDASIM:
+        from .cuda_simulator import use_condition_barriers
+        use_condition_barriers()
     return mod
 
 
