@@ -61,7 +61,13 @@ print(json.dumps({"stdout": text, "figures": figures}))
 """
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+# the two longest quick notebooks (~40 s each of the suite's tail on 2 cores) run with -m slow
+SLOW_NOTEBOOKS = ("claim1b_teacher_student.ipynb", "claim7_flat_minima_generalize.ipynb")
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow)
+                                  if os.path.basename(p) in SLOW_NOTEBOOKS else p
+                                  for p in NOTEBOOKS], ids=os.path.basename)
 @starts_early(lambda path: ([sys.executable, "-c", EXECUTE, path], dict(os.environ)), timeout=600)
 def test_notebook_runs_on_the_quick_runs(path):
     """(Its notebook runs in a subprocess queued when collection ends.)"""
