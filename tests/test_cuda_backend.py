@@ -645,7 +645,7 @@ if not SIM:
         assert len(fused) >= 20 and all(1 <= int(c[5]) <= 255 for c in fused), table
 
     # the simulator process selects as this one does: its default tests with the default
-    # suite (setup.cfg's -m), its slow ones (the registry's toy-net pairs, ~13 min on 2 cores)
+    # suite (setup.cfg's -m), its slow ones (the registry's toy-net pairs, ~3 min on 2 cores)
     # with -m slow
     @pytest.mark.parametrize("selection", [pytest.param(None, id="default"),
                                            pytest.param("slow", marks=pytest.mark.slow)])
