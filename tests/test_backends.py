@@ -63,9 +63,12 @@ def test_numba_matches_numpy_float64(name):
 
 # every kernel in float32 too; LinearRegression x SGD compiles per sampling and set of noises,
 # so float32 takes the two cases that between them turn on every noise (epoch and iid draws)
+# by default, the others with -m slow
 @pytest.mark.parametrize("name", ["dw-overdamped", "dw-baoab", "quadratic-overdamped", "quadratic-baoab",
                                   "quadratic-heun", "quadratic-lm", "linreg-sgd-label-noise",
-                                  "linreg-sgd-grad-noise"])
+                                  "linreg-sgd-grad-noise"]
+                         + [pytest.param(n, marks=pytest.mark.slow)
+                            for n in ("linreg-sgd", "linreg-sgd-subset")])
 def test_numba_matches_numpy_float32(name):
     pot, dyn = PAIRS[name]
     out = both_backends(pot, dyn, 9, 200, seed=1, dtype="float32")
