@@ -190,8 +190,10 @@ def main(argv=None):
                 print(mf)
                 continue
             print("at equal fit, " + mf.table(labels))
-            print(f"  verdict at train loss {mf.level:.4g}: flatter replicas test better across "
-                  f"points {said(mf.fg)}, given the train loss {said(mf.fg, partial=True)}"
+            settings = ("fewer than 5 points" if mf.settings is None else said(mf.settings))
+            print(f"  verdict at train loss {mf.level:.4g}: flatter settings test better across "
+                  f"points (their medians) {settings}; all replicas across points {said(mf.fg)}, "
+                  f"given the train loss {said(mf.fg, partial=True)}"
                   + ("" if mf.within is None else f"; within points {said(mf.within)}"))
     fits = [mf for mf in fits if not isinstance(mf, str)]
     fig, ax = plt.subplots(1, 3 if fits else 2, figsize=(16 if fits else 11, 4))

@@ -361,3 +361,32 @@ def test_the_sharpness_bracket_says_what_it_is():
     text = flatness_vs_generalization(s, s * g.lognormal(0, 0.3, 64)).table()
     lo, hi = np.quantile(s, [0.1, 0.9])
     assert f"[10-90 %: {lo:.4g}, {hi:.4g}]" in text
+
+
+def test_matched_fit_tests_settings_with_the_points_as_units():
+    """Eight points whose medians are unrelated (flatness and test loss drawn independently
+    per point) while flatter replicas test better within each: the correlation over all
+    replicas mixes the two, and its interval excludes 0 in most draws; the one over the
+    points' medians (`settings`) stays near its nominal 5 % (8 points, 60 draws: at most 9
+    exclude 0, where the replicas' interval does in at least 30)."""
+    rng = np.random.default_rng(11)
+    M, steps = 64, np.array([0, 10])
+    replicas, settings = 0, 0
+    for _ in range(60):
+        runs = []
+        for _k in range(8):
+            u = rng.standard_normal(M)
+            s = np.exp(0.3 * u + rng.standard_normal())         # the point's own flatness
+            t = rng.standard_normal() + 0.15 * u + 0.2 * rng.standard_normal(M)
+            runs.append(_Records(steps, sharpness=np.tile(s, (2, 1)), test_loss=np.tile(t, (2, 1)),
+                                 train_loss=np.full((2, M), 0.05)))
+        mf = matched_fit(runs, level=0.05, factor=2.0)
+        replicas += mf.fg.ci[0] > 0 or mf.fg.ci[1] < 0
+        settings += mf.settings.ci[0] > 0 or mf.settings.ci[1] < 0
+        assert mf.settings.sharpness.size == 8
+    assert replicas >= 30 and settings <= 9, (replicas, settings)
+    meds = [np.median(mf.fg.sharpness[mf.point == k]) for k in range(8)]
+    np.testing.assert_array_equal(mf.settings.sharpness, meds)
+    assert "the points' medians as units" in mf.table()
+    few = matched_fit(runs[:4], level=0.05, factor=2.0)
+    assert few.settings is None and "fewer than 5 points" in few.table()

@@ -323,10 +323,14 @@ def early_stopped(run: Run, measure: str = "sharpness", by: str | None = None,
 @dataclass(frozen=True)
 class MatchedFit(Result):
     """Replicas of several points at equal training loss (`matched_fit`): `fg` the rank
-    correlation over all of them (across points; its `step` the steps used), `point` (m,)
-    the index of each one's point, `reached` (k,) how many of each point's `live` (k,)
-    replicas came into the band, `within` the points' own correlations pooled (points with >= 8
-    replicas in the band; None if fewer than one); `pick` which record in the band."""
+    correlation over all of them (its `step` the steps used; replicas as the units, so it
+    mixes the association within points with the one between them), `point` (m,) the index
+    of each one's point, `reached` (k,) how many of each point's `live` (k,) replicas came
+    into the band, `within` the points' own correlations pooled (points with >= 8 replicas in
+    the band; None if fewer than one); `settings` the rank correlation across points with
+    the points as the units (each point's median measure and target, points with >=
+    SETTINGS_MIN replicas in the band; None with fewer than 5 such points): the test of "the
+    flatter settings generalize worse / better"; `pick` which record in the band."""
 
     level: float
     factor: float
@@ -336,6 +340,7 @@ class MatchedFit(Result):
     live: np.ndarray
     within: PooledCorrelation | None
     pick: str = "first"
+    settings: FlatnessGeneralization | None = None
 
     def table(self, labels: Sequence[str] | None = None) -> str:
         """Per point: replicas in the band, median step, measure and test loss; then the
@@ -357,9 +362,15 @@ class MatchedFit(Result):
                          f"{TARGETS[self.fg.target]} median "
                          f"{np.median(self.fg.test_loss[on]):.4g}")
         lines.append(f"  across points, all replicas: {self.fg.table()}")
+        lines.append("  across points, the points' medians as units: "
+                     + (self.settings.table() if self.settings is not None else
+                        f"fewer than 5 points with >= {SETTINGS_MIN} replicas in the band"))
         if self.within is not None:
             lines.append(f"  within points: {self.within.table()}")
         return "\n".join(lines)
+
+
+SETTINGS_MIN = 3     # replicas in the band for a point to count in `MatchedFit.settings`
 
 
 def matched_fit(runs: Iterable[Run], level: float, factor: float = 1.5, measure: str = "sharpness",
@@ -371,7 +382,11 @@ def matched_fit(runs: Iterable[Run], level: float, factor: float = 1.5, measure:
     pick="last": instead at the last such record whose train loss is >= level / factor, kept
     if <= level * factor: where a replica leaves the band for good, not where it first dips
     into it (a noisy setting may dip into the band early by a fluctuation; the two picks
-    bracket that effect).  `target`: test_loss or test_error, as `run_flatness`'s."""
+    bracket that effect).  `target`: test_loss or test_error, as `run_flatness`'s.  Across
+    points the result has both the correlation over all replicas (`fg`) and the one over the
+    points' medians (`settings`): a claim about settings has the points as its units (with a
+    within-point association, the replicas' interval excludes 0 across points that are
+    unrelated, far more often than its 5 %)."""
     if not (level > 0 and factor > 1):
         raise ConfigError(f"matched_fit needs level > 0 and factor > 1, got {level}, {factor}")
     if pick not in ("first", "last"):
@@ -402,5 +417,11 @@ def matched_fit(runs: Iterable[Run], level: float, factor: float = 1.5, measure:
                                         measure=measure, target=target)
              for k in range(len(per)) if per[k][0] >= 8]
     reached, live = np.asarray(per).T
+    units = [k for k in range(len(per)) if per[k][0] >= SETTINGS_MIN]
+    settings = None
+    if len(units) >= 5:
+        meds = np.array([[np.median(v[point == k]) for v in (S, test, step)] for k in units])
+        settings = flatness_vs_generalization(meds[:, 0], meds[:, 1], step=meds[:, 2],
+                                              measure=measure, target=target)
     return MatchedFit(float(level), float(factor), fg, point, reached, live,
-                      pooled(inner, partial=False) if inner else None, pick)
+                      pooled(inner, partial=False) if inner else None, pick, settings)
