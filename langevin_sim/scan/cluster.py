@@ -280,6 +280,10 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
     else:
         client = scheduler
     try:
+        if cluster is not None:
+            from .worker_logs import QuietHeartbeatLoss
+
+            client.register_plugin(QuietHeartbeatLoss())
         announce(client)
         resources = None
         if cluster is None and not gpu_mode and not client.scheduler_info().get("workers"):
