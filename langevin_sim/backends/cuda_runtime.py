@@ -516,9 +516,11 @@ def numpy_compat() -> None:
             setattr(np, old, getattr(np, new))
 
 
+@functools.lru_cache(maxsize=None)
 def cuda():
     """numba.cuda (the simulator in simulator mode, its blocks synchronized without a busy
-    wait: `cuda_simulator`)."""
+    wait: `cuda_simulator`).  Set up once per process (numba.cuda's mode is fixed at its
+    import); `kernel_arrays` calls it at every launch."""
     _enable_numba_simulator()
     numpy_compat()
     from numba import cuda as mod
