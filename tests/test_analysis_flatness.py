@@ -1,6 +1,7 @@
 """Flatness against generalization: rank correlations on data whose association is known, and
 on a teacher-student run that records sharpness."""
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -213,6 +214,30 @@ def test_early_stop_takes_each_replica_at_its_lowest_test_loss_among_measured_re
         run_flatness(run, record=1)
     with pytest.raises(ConfigError, match="n_val"):
         early_stopped(run, by="val_loss")
+
+
+def test_a_record_with_the_measure_for_only_some_live_replicas_is_left_out_with_a_warning():
+    """A sharpness non-finite for one replica not flagged diverged (its power iteration
+    overflowed) at the last record: the analyses read the earlier record where every live
+    replica has one, and say which records they left out (silently, before)."""
+    from langevin_sim.errors import LangevinSimWarning
+
+    nan = np.nan
+    S = [[1, 2, 3, 4, 5, 6], [nan] * 6, [2, 3, 4, 5, 6, 7], [nan] * 6, [3, 4, nan, 6, 7, 8]]
+    test = np.arange(30.0).reshape(5, 6) % 7
+    run = _Records([0, 10, 20, 30, 40], sharpness=S, test_loss=test, train_loss=test + 1)
+    with pytest.warns(LangevinSimWarning, match=r"1 record\(s\) \(steps 40\) hold a sharpness "
+                      r"for only some live replicas \(1 replica\(s\) non-finite.*the last: "
+                      r"step 20\)"):
+        last = run_flatness(run)
+    assert set(last.step) == {20}
+    np.testing.assert_array_equal(last.sharpness, np.asarray(S, float)[2])
+    with pytest.warns(LangevinSimWarning, match="steps 40"):
+        assert set(early_stopped(run).step) <= {0, 20}
+    clean = _Records([0, 10, 20], sharpness=S[:3], test_loss=test[:3], train_loss=test[:3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # unmeasured records are not "partial"
+        assert set(run_flatness(clean).step) == {20}
 
 
 def test_early_stop_by_the_validation_loss_reports_the_test_loss_there():

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LangevinSimWarning
 from ..io.reader import Run, check_run
 from .result import Result
 
@@ -253,7 +254,7 @@ def _series(run: Run, name: str) -> np.ndarray:
 def _records(run: Run, measure: str, by: str | None = None, target: str = "test_loss"):
     """(step (R,), measure, train loss, target, `by` (R, M); by None: the target) at the R
     records that hold `measure` for every live replica, diverged replicas dropped (train loss
-    NaN if not recorded)."""
+    NaN if not recorded); a warning names the records left out that hold it for only some."""
     _check(measure, target)
     by = by or target
     missing = [_recorded(k) for k in (measure, target, by) if _recorded(k) not in run.names]
@@ -268,9 +269,19 @@ def _records(run: Run, measure: str, by: str | None = None, target: str = "test_
                              if measure in missing and measure != "weight_norm" else ""))
     alive = run.diverged_step < 0
     S = np.asarray(run[measure], np.float64)[:, alive]
-    ok = np.flatnonzero(np.all(np.isfinite(S), axis=1))
+    finite = np.isfinite(S)
+    ok = np.flatnonzero(np.all(finite, axis=1))
     if not ok.size:
         raise ConfigError(f"no record holds a {measure} for every live replica")
+    partial = np.flatnonzero(finite.any(axis=1) & ~finite.all(axis=1))
+    if partial.size:       # (records between sharpness_every ones hold none: not these)
+        steps = np.asarray(run.step)[partial]
+        warnings.warn(f"{partial.size} record(s) (steps {', '.join(map(str, steps[:5]))}"
+                      f"{', ...' if partial.size > 5 else ''}) hold a {measure} for only some "
+                      f"live replicas ({int((~finite[partial]).any(axis=0).sum())} replica(s) "
+                      "non-finite there, not flagged diverged): left out, so the analysis "
+                      f"reads the records where every live replica has one (the last: step "
+                      f"{int(np.asarray(run.step)[ok[-1]])})", LangevinSimWarning, stacklevel=3)
     test = _series(run, target)[ok][:, alive]
     train = (np.asarray(run["train_loss"], np.float64)[ok][:, alive]
              if "train_loss" in run.names else np.full_like(test, np.nan))
