@@ -539,7 +539,9 @@ def stopping() -> int:
 class _signals_stop:
     """While active in the main thread, SIGTERM and a first SIGINT (Ctrl-C) ask the run loop
     to flush, checkpoint and stop at the next record boundary; a second SIGINT aborts.  In
-    any thread, the run is one `stop_runs` reaches."""
+    any thread, the run is one `stop_runs` reaches.  A process started with SIGINT ignored
+    (`nohup`, a background job of a script: the terminal's Ctrl-C reaches it too) keeps
+    ignoring it, the Unix convention a scan follows; SIGTERM still stops it."""
 
     def __init__(self, sim):
         self.sim, self.old = sim, {}
@@ -550,6 +552,8 @@ class _signals_stop:
         self.sim._stop = self.sim._stop or _STOP_LATER[0]
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
+                if sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
+                    continue
                 self.old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):

@@ -585,6 +585,29 @@ def test_sigterm_flushes_and_stops(tmp_path):
         assert run.checkpoint()[0] == run.steps_done
 
 
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path):
+    """A background job of a script (`python job.py &`, nohup) starts with SIGINT ignored, so
+    that the terminal's Ctrl-C, which reaches it too, leaves it running: the run installed its
+    Ctrl-C handler whatever it inherited and stopped (a scan kept ignoring it).  It now keeps
+    the inherited SIG_IGN, and SIGTERM still stops it at a record with its checkpoint."""
+    path = tmp_path / "bg.h5"
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(path), str(10**6)], cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        n = _wait_records(path, 3, proc)
+        proc.send_signal(signal.SIGINT)
+        _wait_records(path, n + 3, proc)                  # (asserts it is still running)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+    with open_run(path) as run:
+        assert not run.complete and run.checkpoint()[0] == run.steps_done
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_cli_stop_prints_one_line_with_the_resume_command(tmp_path, sig):
     path = tmp_path / "stop.h5"
