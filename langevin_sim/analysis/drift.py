@@ -23,7 +23,10 @@ region, X_r is the displacement over the window and T_r its duration: v is the e
 Valley prediction (`valley_velocity`): for k(s) = k0 e^(alpha s) the entropic force
 -dU/ds = -(alpha/2) sum_i k w_i y_i^2 averages, by equipartition, to v0 = -alpha (d-1) T/2
 (Valley's docstring), with D = T.  To first order the transverse variances carry the
-Euler-Maruyama factor 1 + eta k w_i / 2 and lag behind k(s(t)) by alpha v0 / (2 k w_i).
+Euler-Maruyama factor 1 + eta k w_i / 2 and lag behind k(s(t)) by alpha v0 / (2 k w_i) in
+transit; replicas in the stationary phase start each record interval at equilibrium and lag
+only along it, so their increments between records carry a lag growing from 0 (alpha v0 dt/2
+over a short interval dt) to that level (`valley_velocity(..., record_dt=dt)`).
 
 Time to a target (`time_to_target`): the first record time at which s enters a target
 interval, right-censored at the last finite record (Kaplan-Meier survival, Greenwood
@@ -171,13 +174,21 @@ def fit_drift(times: ArrayLike, s: ArrayLike, t_min: float | None = None,
 
 
 def valley_velocity(potential: Valley, temperature: float, step: float = 0.0,
-                    s: ArrayLike | None = None) -> float:
+                    s: ArrayLike | None = None, record_dt: float | None = None) -> float:
     """Drift velocity of s on a line Valley with profile "exp" at temperature T.
 
     Without `s`: v0 = -alpha (d-1) T / 2 (time units of the dynamics).  With the positions
     `s` (any shape) at which increments were counted: v0 times the mean over s of
     mean_i (1 + step k(s) w_i / 2 + alpha v0 / (2 k(s) w_i)), the first-order Euler-Maruyama
-    (step) and adiabatic-lag corrections of the transverse variances T / (k w_i).
+    (step) and adiabatic-lag corrections of the transverse variances T / (k w_i): the speed
+    of replicas in transit, whose variances lag at that steady level.
+
+    record_dt: the mean increment per unit time over records record_dt apart for replicas
+    that start each interval at equilibrium (the stationary phase, away from the walls):
+    their variances start at T / (k w_i) and fall behind as they move, so the lag term is
+    weighted by g(2 k w_i dt), g(x) = 1 - (1 - e^-x) / x: alpha v0 dt / 2 for short
+    intervals (exact to first order in dt: at equilibrium the generator takes the force
+    f = -dU/ds to E[Lf | s] = alpha v0^2), the transit's lag for long ones.
     """
     if type(potential).__name__ != "Valley" or potential.profile != "exp" or potential.curve != "line":
         raise ConfigError("a constant drift velocity is predicted for a line Valley with profile "
@@ -187,7 +198,13 @@ def valley_velocity(potential: Valley, temperature: float, step: float = 0.0,
     if s is None:
         return v0
     kw = potential.curvature(np.asarray(s, np.float64).ravel())[:, None] * potential.weights
-    return float(v0 * np.mean(1 + step * kw / 2 + potential.alpha * v0 / (2 * kw)))
+    lag = potential.alpha * v0 / (2 * kw)
+    if record_dt is not None:
+        if not record_dt > 0:
+            raise ConfigError(f"record_dt must be > 0 (time between records), got {record_dt}")
+        x = 2 * kw * float(record_dt)
+        lag = lag * (1 + np.expm1(-x) / x)
+    return float(v0 * np.mean(1 + step * kw / 2 + lag))
 
 
 # ----------------------------------------------------------------------------- first passage
@@ -488,15 +505,17 @@ def default_region(run: Run) -> tuple[float, float] | None:
 
 
 def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float | None = None,
-              t_max: float | None = None, region: tuple[float, float] | None | str = "auto"
-              ) -> DriftFit:
+              t_max: float | None = None, region: tuple[float, float] | None | str = "auto",
+              stationary: bool = False) -> DriftFit:
     """`fit_drift` of a run's manifold coordinate on `run.time`.  region "auto":
     `default_region` (inside a walled line Valley's walls; everything otherwise).  For an
     overdamped-Langevin run on an "exp" line Valley the predictions -alpha(d-1)T/2 and its
-    first-order correction over the counted positions are attached, with D = T.  The
-    walls, "auto" and the predictions are of the manifold coordinate s: coordinate "s" is
-    the default (None); any other series is fitted with no default region (everything)
-    and no prediction."""
+    first-order correction over the counted positions are attached, with D = T: the
+    transit's steady lag, or with `stationary` (a window where the replicas are at
+    equilibrium) the lag that grows along each record interval (`valley_velocity`'s
+    record_dt).  The walls, "auto" and the predictions are of the manifold coordinate s:
+    coordinate "s" is the default (None); any other series is fitted with no default region
+    (everything) and no prediction."""
     run = check_run(run, "run_drift")
     if coordinate == "s":
         coordinate = None
@@ -520,8 +539,14 @@ def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float |
         at = s[w]
         if region is not None:
             at = at[(at >= region[0]) & (at <= region[1])]
-        preds = (("-alpha(d-1)T/2", valley_velocity(pot, T), T),
-                 ("first order (EM, lag)", valley_velocity(pot, T, eta, at[np.isfinite(at)]), T))
+        at = at[np.isfinite(at)]
+        if stationary:
+            dt = float(np.median(np.diff(t[(t >= fit.window[0]) & (t <= fit.window[1])])))
+            first = ("first order (EM, lag along a record)",
+                     valley_velocity(pot, T, eta, at, record_dt=dt), T)
+        else:
+            first = ("first order (EM, lag)", valley_velocity(pot, T, eta, at), T)
+        preds = (("-alpha(d-1)T/2", valley_velocity(pot, T), T), first)
         fit = replace(fit, predictions=preds)
     return fit
 
