@@ -1000,6 +1000,78 @@ def test_a_stopped_scan_says_so_in_one_line_with_a_manifest_read_from_the_files(
     assert cli(args) == 0 and len(calls) == 2
 
 
+def test_a_point_waits_while_another_copy_of_it_writes_its_file(tmp_path, monkeypatch):
+    """An external scheduler's worker that retires (`dask worker --lifetime`) runs its point to
+    the end while the scheduler sends the point to another worker, and a rerun right after a
+    stopped scan finds the old attempt still writing: the second copy replaced the file under
+    the first and failed (RunFileLocked), the scan exiting 1 on a point that finished.  It
+    now waits for the writer to let go, then reports what the file holds, with a warning."""
+    from langevin_sim.scan import point as P
+
+    out = tmp_path / "scan"
+    run_scan(SCEN, grid={"temperature": [0.5]}, sets=["steps=40"], out=out, workers=1)
+    (path,) = (out / "points").glob("*.h5")
+    with open_run(path) as run:
+        meta = run.config["meta"]
+    task = {"scenario": SCEN, "params": meta["params"], "out": str(path), "scan": meta["scan"],
+            "threads": 1, "flush_seconds": 1.0}
+    holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys; f = h5py.File(sys.argv[1], "
+                               "'r+'); print('held', flush=True); sys.stdin.read()", str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(P, "WAIT_POLL_S", 0.05)
+        stamp, res = path.stat().st_mtime_ns, {}
+        th = threading.Thread(target=lambda: res.update(P.run_point(task)))
+        th.start()
+        time.sleep(1.0)
+        assert th.is_alive() and path.stat().st_mtime_ns == stamp     # waiting, file untouched
+    finally:
+        holder.communicate("")                                      # the writer lets go
+    th.join(30)
+    assert not th.is_alive() and res["status"] == "done", res
+    assert any("waited 1 s for another process writing" in w for w in res["warnings"]), res
+
+
+def test_the_manifest_says_what_the_files_hold_when_a_failed_point_finished_anyway(
+        tmp_path, monkeypatch):
+    """A point's attempt that failed while another copy of it ran on (its file complete by the
+    scan's end) was written to manifest.csv as failed while the summary and the exit status,
+    read from the files, said done: the unfinished rows are now reread before the last
+    write."""
+    import pandas as pd
+
+    from langevin_sim.scan import runner
+
+    real, first = runner.run_point, []
+
+    def attempt(task):
+        if not first:                   # the first point's attempt fails at once ...
+            first.append(task)
+            return {"id": task["scan"]["id"], "status": "failed", "wall_s": 0.0,
+                    "error": "RunFileLocked: another process is writing it", "traceback": "",
+                    "resumed_from": None, "worker": "", "warnings": []}
+        real(first[0])                  # ... while its other copy runs on and finishes
+        return real(task)
+    monkeypatch.setattr(runner, "run_point", attempt)
+    out = tmp_path / "scan"
+    scan = run_scan(SCEN, grid={"temperature": [0.5, 1.0]}, sets=["steps=20"], out=out,
+                    workers=1)
+    assert list(scan.manifest["status"]) == ["done", "done"]
+    assert list(pd.read_csv(out / "manifest.csv")["status"]) == ["done", "done"]
+
+
+def test_gpus_with_a_scheduler_is_refused_before_any_file(tmp_path, capsys):
+    """--gpus N asks for a local cluster of GPU workers: with --scheduler it sent the CPU
+    points to the scheduler's GPU workers, its other workers idle."""
+    out = tmp_path / "scan"
+    code = cli(["scan", SCEN, "--grid", "temperature=0.5,1.0", "--out", str(out),
+                "--scheduler", "tcp://127.0.0.1:1", "--gpus", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--gpus N starts a local cluster of GPU workers" in err, err
+    assert not out.exists()
+
+
 def test_a_scan_that_ran_nothing_does_not_hold_its_directory(tmp_path):
     """A base value every point refuses (replicas=0: each fails before writing a file) leaves
     no run file; the corrected command then runs in the same directory (it was refused as
@@ -1124,6 +1196,71 @@ def test_sigterm_while_the_local_cluster_starts_stops_the_scan_with_its_line(tmp
     assert "langevin-sim: scan stopped (" in stderr and "rerun the same command" in stderr, \
         stderr
     assert not (out / "scan.lock").exists()
+
+
+def test_sigterm_while_waiting_for_an_external_schedulers_first_worker_stops_the_scan(tmp_path):
+    """A scan on a scheduler no worker has joined yet (a SLURM job's workers still queued)
+    deferred SIGTERM until a worker came, and was killed instead by the job's end; it now
+    stops at once, with its line, status 143."""
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=":0") as c:
+        out = tmp_path / "scan"
+        proc = subprocess.Popen([sys.executable, "-m", "langevin_sim.cli", "scan", SCEN, "--grid",
+                                 "temperature=0.5,1.0", "--set", "steps=20", "--out", str(out),
+                                 "--scheduler", c.scheduler_address], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not c.scheduler.clients.keys() - {"fire-and-forget"} and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "no worker has joined the scheduler yet" in err and "scan stopped (2 pending)" in err, err
+
+
+@pytest.mark.slow
+def test_the_slurm_recipe_runs_a_scan_end_to_end_under_stand_ins(tmp_path):
+    """scenarios/slurm/scan_claim.sbatch as docs/scans.md says to run it, on this machine:
+    `srun` and `scontrol` stand-ins (srun starts --ntasks copies and forwards SIGTERM), its
+    EDIT lines pointed at this environment and repository, its scan made tiny.  It starts the
+    scheduler and 2 workers, runs the scan on them, writes the summary and ends them: status
+    0, every point done (an audit ran it so; nothing else exercises the script)."""
+    import stat
+
+    bin_, home = tmp_path / "bin", tmp_path / "home"
+    bin_.mkdir()
+    (bin_ / "scontrol").write_text("#!/bin/bash\necho 127.0.0.1\n")
+    (bin_ / "srun").write_text(
+        "#!/bin/bash\nn=1\nwhile [[ $# -gt 0 ]]; do case \"$1\" in\n"
+        "  -w) shift 2;; --ntasks=*) n=${1#--ntasks=}; shift;; -*) shift;; *) break;; esac; done\n"
+        "pids=()\nfor _ in $(seq \"$n\"); do \"$@\" & pids+=($!); done\n"
+        "trap 'kill -TERM \"${pids[@]}\" 2>/dev/null' TERM INT\nwait\n")
+    for f in ("scontrol", "srun"):
+        (bin_ / f).chmod((bin_ / f).stat().st_mode | stat.S_IEXEC)
+    (home / "venvs").mkdir(parents=True)
+    (home / "venvs" / "langevin").symlink_to(sys.prefix)
+    repo = home / "langevin_sim"
+    (repo / "logs").mkdir(parents=True)
+    for d in ("scenarios", "analysis"):
+        (repo / d).symlink_to(Path(ROOT) / d)
+    script = (Path(ROOT) / "scenarios" / "slurm" / "scan_claim.sbatch").read_text()
+    big = "--set softness=0.02 --set replicas=2048 --set steps=40000 --set record_every=20"
+    assert script.count(big) == 1 and script.count("--grid d=1,2,3,4,6,8") == 1
+    script = script.replace(big, "--set softness=0.02 --set replicas=16 --set steps=200 "
+                                 "--set record_every=20").replace("--grid d=1,2,3,4,6,8",
+                                                                  "--grid d=1,2")
+    env = dict(os.environ, HOME=str(home), PATH=f"{bin_}:{os.environ['PATH']}",
+               SLURM_JOB_ID="7", SLURM_JOB_NODELIST="node1", SLURM_NTASKS="2",
+               SLURM_MEM_PER_CPU="2000", MPLBACKEND="Agg")
+    r = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    scan = open_scan(repo / "data" / "claim2" / "d_scan")
+    assert list(scan.manifest["status"]) == ["done", "done"], r.stdout + r.stderr
 
 
 def test_the_local_cluster_workers_drop_only_the_heartbeat_lost_at_close(caplog):

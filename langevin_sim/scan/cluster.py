@@ -62,6 +62,16 @@ def requested_gpus(n: int | None) -> Iterator[None]:
         _requested_gpus.pop()
 
 
+def check_gpus_with(scheduler) -> None:
+    """ConfigError for ``--gpus N`` (a local cluster of GPU workers) with a scheduler, whose
+    workers are its own: the CPU points went to its GPU workers, its other workers idle."""
+    if scheduler is not None and _requested_gpus[-1] is not None:
+        raise ConfigError("--gpus N starts a local cluster of GPU workers; with --scheduler the "
+                          "workers are the scheduler's: start one per GPU there with "
+                          "CUDA_VISIBLE_DEVICES set and `--resources GPU=1` (docs/gpu.md), and "
+                          "leave out --gpus")
+
+
 def uses_gpu(tasks: list[dict]) -> bool:
     """Whether any of the points runs on the cuda backend."""
     return any(t["params"].get("backend") == "cuda" for t in tasks)
@@ -233,7 +243,9 @@ def run_on_dask(tasks: list[dict], finished: Callable[[dict, dict], None], scena
     GPU when a point uses backend=cuda)."""
     if gpus is None:
         gpus = _requested_gpus[-1]
-    with _environ_restored(THREAD_VARS), sigterm_stops(armed=False) as gate:
+    # (deferred only while a local cluster starts; waiting on an external scheduler's first
+    # worker, SIGTERM stops the scan at once)
+    with _environ_restored(THREAD_VARS), sigterm_stops(armed=scheduler is not None) as gate:
         _run_on_dask_cluster(tasks, finished, scenario, workers, scheduler, threads, gpus, gate)
 
 

@@ -16,8 +16,9 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import RunStopped, RunTerminated
+from ..errors import LangevinSimWarning, RunStopped, RunTerminated
 from ..io import Run
+from ..io.reader import RunFileLocked, refuse_if_written
 from ..scenario import load_scenario, resolve_params
 from ..simulation import resume, stopping
 from .manifest import inspect_run
@@ -136,9 +137,35 @@ def run_point(task: dict) -> dict:
     return res
 
 
+WAIT_POLL_S = 2.0   # how often a point polls a run file another process is writing
+
+
+def _wait_while_written(out: Path) -> float:
+    """Wait while another process writes the point's run file: another copy of this point,
+    still running (an external scheduler's worker that retires, `--lifetime`, runs its point
+    to the end while the scheduler sends it elsewhere; a rerun right after a stopped scan
+    finds the old attempt still writing).  Its end leaves the file complete (this attempt
+    then reports it done) or resumable; replacing it under that run failed the point
+    (RunFileLocked).  Returns the seconds waited; RunStopped if this process is told to stop
+    meanwhile."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            refuse_if_written(os.fspath(out))
+            return time.monotonic() - t0
+        except RunFileLocked:
+            if stopping():
+                raise RunStopped(f"stopped while another process was writing {out}") from None
+            time.sleep(WAIT_POLL_S)
+
+
 def _run_point(task: dict, out: Path, res: dict) -> None:
     """`run_point`'s attempt: status, error, traceback and resumed_from into `res`."""
     try:
+        waited = _wait_while_written(out)
+        if waited > 0.5:
+            warnings.warn(f"waited {waited:.0f} s for another process writing {out} (another "
+                          "copy of this point) to finish", LangevinSimWarning, stacklevel=2)
         with _thread_limits(task["threads"]):
             run = None
             info = inspect_run(out)

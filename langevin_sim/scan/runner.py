@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, require
 from ..scenario import load_scenario, quick_preset
-from .cluster import check_local_gpus, run_on_dask
+from .cluster import check_gpus_with, check_local_gpus, run_on_dask
 from .lock import dir_lock
 from .manifest import (FINISHED, SCAN_FORMAT, atomic_write, inspect_run, other_rows, point_row,
                        read_json, write_manifest)
@@ -53,6 +53,7 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
                 "or the default local cluster; workers=1 runs serially without it)")
     if isinstance(scheduler, str):
         _check_scheduler_address(scheduler)
+    check_gpus_with(scheduler)
     if threads is not None and int(threads) < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
     scenario = os.path.abspath(os.fspath(scenario))
@@ -100,9 +101,6 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
                     state.finished(t, run_point(t))
             elif tasks:
                 run_on_dask(tasks, state.finished, scenario, workers, scheduler, threads or 1)
-        except BaseException:   # (Ctrl-C, a dead scheduler) points in flight ended as they did
-            state.reread()
-            raise
         finally:
             state.close()
     return open_scan(root)
@@ -240,5 +238,9 @@ class _Progress:
                 self.rows[i] = point_row(self.root, i, p.coords, p.repeat, p.seed)
 
     def close(self) -> None:
+        """The unfinished points' rows reread (a point's attempt that failed while another
+        copy of it still ran, since finished; a scan stopped midway, Ctrl-C or a dead
+        scheduler: points in flight ended as they did), then the manifest written."""
         self.bar.close()
+        self.reread()
         self._write()
