@@ -374,7 +374,7 @@ class MatchedFit(Result):
                          f"{np.median(self.fg.test_loss[on]):.4g}")
         lines.append(f"  across points, all replicas: {self.fg.table()}")
         lines.append("  across points, the points' medians as units: "
-                     + (self.settings.table() if self.settings is not None else
+                     + (self.settings.table("points") if self.settings is not None else
                         f"fewer than 5 points with >= {SETTINGS_MIN} replicas in the band"))
         if self.within is not None:
             lines.append(f"  within points: {self.within.table()}")
