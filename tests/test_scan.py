@@ -719,24 +719,25 @@ def test_a_local_cuda_scan_without_cupy_or_a_gpu_is_one_error_before_any_file(tm
         assert not out.exists()
 
 
-def test_gpu_points_wait_for_a_worker_to_see_that_workers_declare_the_gpu(tmp_path):
+def test_gpu_points_wait_for_a_worker_to_see_that_workers_declare_the_gpu(tmp_path,
+                                                                         monkeypatch):
     """On an external scheduler whose workers are not up yet (dask-jobqueue's jobs queued
     when the scan starts), the GPU resource is decided once the first worker is there: a
     worker declaring GPU=1 with 2 threads still runs one point at a time."""
     import threading
 
-    from langevin_sim.scan.cluster import requested_gpus
+    from langevin_sim.scan import cluster as C
 
     scen, log = tmp_path / "gpu_scenario.py", tmp_path / "log"
     scen.write_text(GPU_SCENARIO)
     log.mkdir()
+    monkeypatch.setattr(C, "uses_gpu", lambda tasks: True)   # GPU points, on numpy (no GPU)
     with LocalCluster(n_workers=0, processes=False, threads_per_worker=2,
                       resources={"GPU": 1}, dashboard_address=":0") as cluster:
         threading.Timer(1.5, cluster.scale, (1,)).start()
-        with requested_gpus(1):                    # GPU points, on numpy (no GPU needed)
-            scan = run_scan(scen, grid={"temperature": [0.5, 1.0, 1.5, 2.0]},
-                            sets={"backend": "numpy", "log": str(log)}, out=tmp_path / "scan",
-                            scheduler=cluster.scheduler_address)
+        scan = run_scan(scen, grid={"temperature": [0.5, 1.0, 1.5, 2.0]},
+                        sets={"backend": "numpy", "log": str(log)}, out=tmp_path / "scan",
+                        scheduler=cluster.scheduler_address)
     assert list(scan.manifest["status"]) == ["done"] * 4
     recs = sorted((json.loads(p.read_text()) for p in log.glob("*.json")),
                   key=lambda x: x["start"])
