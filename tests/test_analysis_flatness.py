@@ -240,6 +240,27 @@ def test_a_record_with_the_measure_for_only_some_live_replicas_is_left_out_with_
         assert set(run_flatness(clean).step) == {20}
 
 
+def test_a_hutchinson_trace_mostly_noise_is_flagged():
+    """The trace's recorded standard errors against its spread across replicas: probe noise
+    above 20 % of the variance warns (correlations attenuated toward 0); a precise trace
+    does not."""
+    from langevin_sim.errors import LangevinSimWarning
+
+    rng = np.random.default_rng(1)
+    true = rng.normal(40, 1.6, 64)
+    test = np.vstack([rng.uniform(size=64), rng.uniform(size=64)])
+    noisy = _Records([0, 10], hessian_trace=np.vstack([true, true + rng.normal(0, 4, 64)]),
+                     hessian_trace_se=np.full((2, 64), 4.0), test_loss=test)
+    with pytest.warns(LangevinSimWarning, match=r"hessian_trace at step 10: its probes' noise "
+                      r"is \d+% of its variance .*reliability -?0\.\d\d\).*exact_hessian_trace"):
+        run_flatness(noisy, measure="hessian_trace")
+    precise = _Records([0, 10], hessian_trace=np.vstack([true, true]),
+                       hessian_trace_se=np.full((2, 64), 0.3), test_loss=test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_flatness(precise, measure="hessian_trace")
+
+
 def test_early_stop_by_the_validation_loss_reports_the_test_loss_there():
     """With val_loss recorded the stop is its minimum (by default), not the test loss's: the
     replicas' picks differ from the oracle's, and the test loss is read at the picked record."""

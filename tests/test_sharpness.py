@@ -8,8 +8,8 @@ from langevin_sim import Simulation
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import DoubleWell, Quadratic, SphericalPSpin
-from langevin_sim.potentials.sharpness import (SharpnessObserver, hessian_trace, sharpness,
-                                               top_eigenvalue)
+from langevin_sim.potentials.sharpness import (SharpnessObserver, exact_hessian_trace,
+                                               hessian_trace, sharpness, top_eigenvalue)
 
 from .conftest import assert_within_se
 
@@ -93,6 +93,28 @@ def test_hutchinson_riemannian_trace_pspin():
     amb, amb_se = hessian_trace(pot, x, probes=200, seed=1, riemannian=False)
     assert_within_se(amb, np.trace(pot.hessian(x), axis1=1, axis2=2), amb_se, k=4.5,
                      what="ambient Hutchinson trace")
+
+
+def test_exact_trace_equals_the_dense_one_ambient_riemannian_and_on_a_net():
+    """d unit-vector products: tr H of a Quadratic, the tangent-space trace of the p-spin's
+    Riemannian Hessian (and the ambient one), and a toy net's, against their
+    dense Hessian from d products done by hand."""
+    q = Quadratic(spectrum=np.random.default_rng(4).uniform(0.5, 3.0, 12), seed=5)
+    np.testing.assert_allclose(exact_hessian_trace(q, np.zeros((3, 12))), np.trace(q.H),
+                               rtol=1e-12)
+    pot = SphericalPSpin(10, 3, seed=8)
+    x = sphere_points(10, 4, 9)
+    np.testing.assert_allclose(exact_hessian_trace(pot, x), tangent_spectra(pot, x).sum(axis=1),
+                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(exact_hessian_trace(pot, x, riemannian=False),
+                               np.trace(pot.hessian(x), axis1=1, axis2=2), rtol=1e-9, atol=1e-9)
+    from langevin_sim.potentials import TeacherStudentMLP
+
+    net = TeacherStudentMLP(n=24, d_in=3, hidden=4, seed=2)
+    y = np.random.default_rng(3).standard_normal((5, net.d)) * 0.5
+    dense = np.stack([net.hvp(y, np.tile(e, (5, 1))) for e in np.eye(net.d)], axis=1)
+    np.testing.assert_allclose(exact_hessian_trace(net, y),
+                               np.trace(dense, axis1=1, axis2=2), rtol=1e-10)
 
 
 def test_results_depend_on_global_replica_ids_only():

@@ -251,6 +251,27 @@ def _series(run: Run, name: str) -> np.ndarray:
     return 1.0 - v if name in ERRORS else v
 
 
+RELIABLE = 0.8   # `_warn_if_noisy`: the share of a measure's spread that must be signal
+
+
+def _warn_if_noisy(values: np.ndarray, se: np.ndarray, step: int) -> None:
+    """Warn when a Hutchinson trace's own noise (its recorded standard errors `se`) is more
+    than 1 - RELIABLE of its variance across the replicas (values, se: (M,)): a correlation
+    of the estimate is then attenuated toward 0 by about sqrt(reliability) (at claim 7's
+    toy-net end points the 16 probes' noise was 2-3 times the spread of the exact trace)."""
+    var = float(np.var(values, ddof=1)) if values.size > 1 else 0.0
+    noise = float(np.mean(se ** 2))
+    if noise <= (1 - RELIABLE) * var:
+        return
+    share, rel = (f"{noise / var:.0%}", f"{1 - noise / var:.2f}") if var > 0 else ("all", "0")
+    warnings.warn(f"hessian_trace at step {step}: its probes' noise is {share} of its "
+                  f"variance across the replicas (reliability {rel}), so its correlations are "
+                  "attenuated toward 0 by "
+                  "about sqrt(reliability): take the exact trace at the checkpoints "
+                  "(potentials.sharpness.exact_hessian_trace) or record more probes",
+                  LangevinSimWarning, stacklevel=4)
+
+
 def _records(run: Run, measure: str, by: str | None = None, target: str = "test_loss"):
     """(step (R,), measure, train loss, target, `by` (R, M); by None: the target) at the R
     records that hold `measure` for every live replica, diverged replicas dropped (train loss
@@ -282,6 +303,9 @@ def _records(run: Run, measure: str, by: str | None = None, target: str = "test_
                       "non-finite there, not flagged diverged): left out, so the analysis "
                       f"reads the records where every live replica has one (the last: step "
                       f"{int(np.asarray(run.step)[ok[-1]])})", LangevinSimWarning, stacklevel=3)
+    if measure == "hessian_trace" and "hessian_trace_se" in run.names:
+        _warn_if_noisy(S[ok[-1]], np.asarray(run["hessian_trace_se"], np.float64)[ok[-1], alive],
+                       int(np.asarray(run.step)[ok[-1]]))
     test = _series(run, target)[ok][:, alive]
     train = (np.asarray(run["train_loss"], np.float64)[ok][:, alive]
              if "train_loss" in run.names else np.full_like(test, np.nan))
