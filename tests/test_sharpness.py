@@ -117,6 +117,24 @@ def test_exact_trace_equals_the_dense_one_ambient_riemannian_and_on_a_net():
                                np.trace(dense, axis1=1, axis2=2), rtol=1e-10)
 
 
+def test_observer_records_the_exact_trace_when_asked_and_resumes_so(tmp_path):
+    """SharpnessObserver(probes="exact"): the recorded trace is `exact_hessian_trace` at the
+    recorded positions, its se 0; the run resumes with the same observer."""
+    from langevin_sim import open_run, resume
+
+    q = Quadratic(spectrum=np.linspace(0.5, 2.0, 6), seed=1)
+    sim = Simulation(q, OverdampedLangevin(0.01, 0.5), 4, seed=2, backend="numpy",
+                     observers=[SharpnessObserver(every=5, probes="exact")])
+    path = tmp_path / "exact.h5"
+    sim.run(10, 5, out=path, progress=False).close()
+    with resume(path, steps=15, progress=False) as run:
+        np.testing.assert_allclose(run["hessian_trace"][1:], np.trace(q.H), rtol=1e-12)
+        assert not np.any(run["hessian_trace_se"][1:])
+        assert run.config["observers"][0]["probes"] == "exact"
+    with pytest.raises(ConfigError, match="probes"):
+        SharpnessObserver(every=5, probes="many")
+
+
 def test_results_depend_on_global_replica_ids_only():
     pot = SphericalPSpin(12, 3, seed=2)
     x = sphere_points(12, 5, 1)

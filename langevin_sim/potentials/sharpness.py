@@ -191,13 +191,18 @@ def exact_hessian_trace(potential, x: np.ndarray, riemannian: bool | None = None
     return tr
 
 
-def sharpness(potential, x: np.ndarray, iters: int = 30, probes: int = 16, seed: int = 0,
+def sharpness(potential, x: np.ndarray, iters: int = 30, probes: int | str = 16, seed: int = 0,
               step: int = 0, replicas=None, riemannian: bool | None = None
               ) -> dict[str, np.ndarray]:
     """{"sharpness": top Hessian eigenvalue (M,), "hessian_trace": Hutchinson trace (M,),
-    "hessian_trace_se": its standard error (M,)} at positions x (M, d); float64."""
+    "hessian_trace_se": its standard error (M,)} at positions x (M, d); float64.  probes
+    "exact": the trace from d products (`exact_hessian_trace`), its standard error 0."""
     kw = dict(seed=seed, step=step, replicas=replicas, riemannian=riemannian)
-    tr, se = hessian_trace(potential, x, probes=probes, **kw)
+    if probes == "exact":
+        tr = exact_hessian_trace(potential, x, riemannian=riemannian, replicas=replicas)
+        se = np.zeros_like(tr)
+    else:
+        tr, se = hessian_trace(potential, x, probes=probes, **kw)
     return {"sharpness": top_eigenvalue(potential, x, iters=iters, **kw), "hessian_trace": tr,
             "hessian_trace_se": se}
 
@@ -208,13 +213,15 @@ class SharpnessObserver(Observer):
     Computes `sharpness` (float64, stream step = sim.step, the Simulation's seed and global
     replica ids) when sim.step is a multiple of `every` and returns NaN otherwise, so every
     record has the same fields.  Use every = k * record_every to measure every k records.
+    probes: Hutchinson probes of the trace, or "exact" (d products a replica: where the
+    trace varies between replicas by less than the probes' noise, as at small toy nets).
     """
 
-    def __init__(self, every: int, iters: int = 30, probes: int = 16,
+    def __init__(self, every: int, iters: int = 30, probes: int | str = 16,
                  riemannian: bool | None = None):
         every = check_int("every", every)
         self.every, self.iters = every, check_int("iters", iters)
-        self.probes = check_int("probes", probes)
+        self.probes = probes if probes == "exact" else check_int("probes", probes)
         self.riemannian = riemannian
 
     def check_record_every(self, record_every: int) -> None:
