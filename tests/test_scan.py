@@ -1221,8 +1221,8 @@ def test_sigterm_while_waiting_for_an_external_schedulers_first_worker_stops_the
             _, err = proc.communicate(timeout=30)
         finally:
             proc.kill()
-    assert proc.returncode == 143, err
-    assert "no worker has joined the scheduler yet" in err and "scan stopped (2 pending)" in err, err
+    assert proc.returncode == 143, err          # (no worker ever joins: it waited for ever)
+    assert "scan stopped (2 pending)" in err, err
 
 
 @pytest.mark.slow
