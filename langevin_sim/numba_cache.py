@@ -8,20 +8,25 @@ package points Numba's cache at a folder named by a digest of every source a ker
 compiled from (`SOURCES`), set before any cached function is made (`langevin_sim/__init__`):
 changed sources compile afresh into a new folder.  The folder sits under NUMBA_CACHE_DIR when
 that is set, else in the package's own ``__pycache__/numba`` (Numba's default place, the
-sources' folder; where that is read-only, ~/.cache/langevin_sim/numba), where folders of
-older digests are removed.  Numba's cache setting is process-wide: functions of other
-packages made afterwards cache there too.
+sources' folder), where folders of older digests are removed.  Where that is read-only it
+sits in ~/.cache/langevin_sim/numba, which every such install of the user shares: there
+another digest's folder is removed only once unused for STALE_DAYS (two versions in use
+removed each other's kernels at every import, and each started cold).  Numba's cache
+setting is process-wide: functions of other packages made afterwards cache there too.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 # what the numba and cuda kernels compile: their own modules and the step rules they inline
 SOURCES = ("rng.py", "first_passage.py", "backends", "kernels", "dynamics", "potentials")
 PREFIX = "langevin_sim-"
+STALE_DAYS = 30   # the shared fallback folder keeps other digests' folders this long unused
 
 
 def source_digest(root: Path | None = None) -> str:
@@ -50,7 +55,7 @@ def key_cache_to_sources(default_base: Path | None = None) -> str:
     __pycache__/numba; old digests' folders removed there), else ~/.cache/langevin_sim/numba."""
     from numba.core import config
 
-    base, own = os.environ.get("NUMBA_CACHE_DIR") or config.CACHE_DIR, False
+    base, own, shared = os.environ.get("NUMBA_CACHE_DIR") or config.CACHE_DIR, False, False
     if not base:
         own = True
         base = Path(__file__).parent / "__pycache__" / "numba" if default_base is None \
@@ -58,11 +63,17 @@ def key_cache_to_sources(default_base: Path | None = None) -> str:
         if not _writable(base):
             base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
                 "langevin_sim" / "numba"
+            shared = True
     name = PREFIX + source_digest()
     path = Path(base) / name
     if own and path.parent.is_dir():
+        stale = time.time() - STALE_DAYS * 86400
         for old in path.parent.glob(PREFIX + "*"):
-            if old.name != name:
+            if old.name != name and not (shared and old.stat().st_mtime > stale):
                 shutil.rmtree(old, ignore_errors=True)
+    if shared:                      # this digest's folder in use: its time of last use
+        with contextlib.suppress(OSError):
+            path.mkdir(parents=True, exist_ok=True)
+            os.utime(path)
     config.CACHE_DIR = str(path)
     return str(path)

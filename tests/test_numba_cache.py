@@ -55,3 +55,26 @@ def test_the_default_folder_drops_older_digests(tmp_path, monkeypatch):
     path = Path(numba_cache.key_cache_to_sources(tmp_path))
     assert path.parent == tmp_path and config.CACHE_DIR == str(path)
     assert not old.exists() and (tmp_path / "other").exists()
+
+
+def test_the_shared_fallback_keeps_other_versions_in_use(tmp_path, monkeypatch):
+    """Where the package's folder is read-only the cache goes to ~/.cache/langevin_sim/numba,
+    shared by every such install of the user: two versions in use removed each other's
+    folder at every import (each run then compiled cold).  There another digest's folder is
+    removed only once unused for STALE_DAYS, and this one's time of use is refreshed."""
+    import os
+    import time
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(config, "CACHE_DIR", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "file").write_text("")
+    shared = tmp_path / "xdg" / "langevin_sim" / "numba"
+    recent, stale = (shared / (numba_cache.PREFIX + c * 16) for c in "01")
+    recent.mkdir(parents=True)
+    stale.mkdir()
+    old = time.time() - (numba_cache.STALE_DAYS + 1) * 86400
+    os.utime(stale, (old, old))
+    path = Path(numba_cache.key_cache_to_sources(tmp_path / "file" / "numba"))  # not writable
+    assert path.parent == shared and path.is_dir() and time.time() - path.stat().st_mtime < 60
+    assert recent.exists() and not stale.exists()
