@@ -541,7 +541,7 @@ def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float |
             at = at[(at >= region[0]) & (at <= region[1])]
         at = at[np.isfinite(at)]
         if stationary:
-            dt = float(np.median(np.diff(t[(t >= fit.window[0]) & (t <= fit.window[1])])))
+            dt = float(np.median(np.diff(t[w | (t == fit.window[1])])))   # record spacing
             first = ("first order (EM, lag along a record)",
                      valley_velocity(pot, T, eta, at, record_dt=dt), T)
         else:

@@ -266,8 +266,8 @@ def _warn_if_noisy(values: np.ndarray, se: np.ndarray, step: int) -> None:
     share, rel = (f"{noise / var:.0%}", f"{1 - noise / var:.2f}") if var > 0 else ("all", "0")
     warnings.warn(f"hessian_trace at step {step}: its probes' noise is {share} of its "
                   f"variance across the replicas (reliability {rel}), so its correlations are "
-                  "attenuated toward 0 by "
-                  "about sqrt(reliability): take the exact trace at the checkpoints "
+                  "attenuated toward 0 by about sqrt(reliability): take the exact trace at the "
+                  "checkpoints "
                   "(potentials.sharpness.exact_hessian_trace) or record more probes",
                   LangevinSimWarning, stacklevel=4)
 
