@@ -1,4 +1,8 @@
 """The CPU kernels' own product (`kernels.gemm`) against float64 NumPy on random inputs."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -83,3 +87,47 @@ def test_axpy_product_bits_do_not_depend_on_the_row_position(dtype):
     E = np.empty_like(C)
     gemm.row_axpys(np.asfortranarray(A), Bm, E)
     np.testing.assert_array_equal(E, C)
+
+
+
+BITS = """
+import hashlib
+import numpy as np
+from langevin_sim.kernels import gemm
+
+
+def digest(shapes, axpy_shapes):
+    out = []
+    for dtype in ("float64", "float32"):
+        rng = np.random.default_rng(6)
+        for N, K, B, i0, i1 in shapes:
+            A = rng.standard_normal((N, K)).astype(dtype)
+            Y = rng.standard_normal((B, K)).astype(dtype)
+            G = np.zeros((B, N), dtype)
+            gemm.row_dots(A, Y, G, i0, i1)
+            out.append(G.tobytes())
+        for m, K, n in axpy_shapes:
+            A = rng.standard_normal((m, K)).astype(dtype)
+            Bm = rng.standard_normal((K, n)).astype(dtype)
+            C = np.empty((m, n), dtype)
+            gemm.row_axpys(A, Bm, C)
+            out.append(C.tobytes())
+    return hashlib.sha1(b"".join(out)).hexdigest()
+"""
+
+
+@pytest.mark.skipif(not gemm.OWN_PRODUCT, reason="the own products run on AVX-512 CPUs only")
+def test_own_products_bits_do_not_depend_on_the_cpu_compiled_for(tmp_path):
+    """`row_dots` and `row_axpys` compiled for another AVX-512 CPU (x86-64-v4, whose tuning
+    prefers 256-bit vectors, as Intel's; this machine class's Zen 4: 512) give the same bits:
+    a run resumed, or a scan point rerun, on another kind of node follows the same trajectory.
+    A sum reassociated by LLVM (the old `row_dots`) split into as many partial sums as the
+    target's vector width: other bits."""
+    here: dict = {}
+    exec(BITS, here)
+    main = BITS + f"\nprint(digest({SHAPES!r}, {AXPY_SHAPES!r}))\n"
+    r = subprocess.run([sys.executable, "-c", main], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, NUMBA_CPU_NAME="x86-64-v4",
+                                NUMBA_CACHE_DIR=str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == here["digest"](SHAPES, AXPY_SHAPES)

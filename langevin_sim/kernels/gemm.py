@@ -12,8 +12,12 @@ its Haswell kernels (`OPENBLAS_CORETYPE=Haswell`, as that machine's environment 
 for AVX2 only (16 registers) it ran at 29 (float64), so there `dot_rows` calls BLAS instead
 (`OWN_PRODUCT`).  Every entry is computed by the same instructions wherever its row of Y sits
 when B is a multiple of TILE (the callers pad): a replica's gradient does not depend on the
-block it came in.  Reassociation (`fastmath` reassoc + contract only, no finite-math
-assumptions) lets LLVM vectorize the sums; the order is fixed per compiled kernel.
+block it came in.  The sums' order is written out (`kernels.lanes`): within a chunk, lane l of
+64 bytes of lanes collects the terms q = l (mod lanes) in order by fused multiply-adds (the
+last, partial lanes zero-filled), then the lanes are added in a halving tree, so the bits do
+not depend on the CPU compiled for (a sum LLVM reassociated, as before, split by the target's
+vector width: a Xeon and a Zen 4 gave other trajectories).  `row_axpys` needs no reduction
+order: its sums run along K in order, one FMA per term (`fastmath` contract only).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import numba
 import numpy as np
 
 from ..backends.jit import ijit, jit
+from .lanes import lane_count, lane_fma, lane_load, lane_load_head, lane_sum, lane_zeros
 
 TILE = 4            # rows of Y (replicas) and of A per tile: callers pad B to a multiple of it
 KC_BYTES = 4096     # bytes of each row of A and Y per chunk along K (4 + 4 rows: 32 KiB, L1)
@@ -39,79 +44,83 @@ def _avx512() -> bool:
 OWN_PRODUCT = _avx512()
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+@jit
 def row_dots(A, Y, G, i0, i1):
     """G[m, i] <- A[i] . Y[m] for every row m of Y and i0 <= i < i1 (4 x 4 tiles; the rows of
-    Y beyond the last multiple of TILE, and of A beyond the last full tile, one at a time)."""
+    Y beyond the last multiple of TILE, and of A beyond the last full tile, one at a time by
+    `single_dot`, in the same order: every entry has the same bits wherever it is computed)."""
     K = A.shape[1]
     B = Y.shape[0]
     KC = max(1, KC_BYTES // Y.itemsize)
+    L = lane_count(Y)
     BT = B - B % TILE
     for m in range(B):
         for i in range(i0, i1):
             G[m, i] = 0
     for q0 in range(0, K, KC):
         q1 = min(K, q0 + KC)
-        n = q1 - q0
+        qv = q1 - (q1 - q0) % L
         i = i0
         while i + TILE <= i1:
-            a0, a1, a2, a3 = A[i, q0:q1], A[i + 1, q0:q1], A[i + 2, q0:q1], A[i + 3, q0:q1]
             for m in range(0, BT, TILE):
-                y0, y1, y2, y3 = Y[m, q0:q1], Y[m + 1, q0:q1], Y[m + 2, q0:q1], Y[m + 3, q0:q1]
-                c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = G[m, i] - G[m, i]
-                c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = c00
-                for q in range(n):
-                    u0, u1, u2, u3 = a0[q], a1[q], a2[q], a3[q]
-                    v0, v1, v2, v3 = y0[q], y1[q], y2[q], y3[q]
-                    c00 += u0 * v0
-                    c01 += u0 * v1
-                    c02 += u0 * v2
-                    c03 += u0 * v3
-                    c10 += u1 * v0
-                    c11 += u1 * v1
-                    c12 += u1 * v2
-                    c13 += u1 * v3
-                    c20 += u2 * v0
-                    c21 += u2 * v1
-                    c22 += u2 * v2
-                    c23 += u2 * v3
-                    c30 += u3 * v0
-                    c31 += u3 * v1
-                    c32 += u3 * v2
-                    c33 += u3 * v3
-                G[m, i] += c00
-                G[m + 1, i] += c01
-                G[m + 2, i] += c02
-                G[m + 3, i] += c03
-                G[m, i + 1] += c10
-                G[m + 1, i + 1] += c11
-                G[m + 2, i + 1] += c12
-                G[m + 3, i + 1] += c13
-                G[m, i + 2] += c20
-                G[m + 1, i + 2] += c21
-                G[m + 2, i + 2] += c22
-                G[m + 3, i + 2] += c23
-                G[m, i + 3] += c30
-                G[m + 1, i + 3] += c31
-                G[m + 2, i + 3] += c32
-                G[m + 3, i + 3] += c33
+                z = lane_zeros(Y)
+                c = (z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z)
+                for q in range(q0, qv, L):
+                    c = tile_lanes(A, Y, i, m, q, L, L, c)
+                if qv < q1:
+                    c = tile_lanes(A, Y, i, m, qv, q1 - qv, L, c)
+                for j in range(TILE):   # c[4 k + j]: A[i + k] . Y[m + j]
+                    g = G[m + j]
+                    g[i] += lane_sum(c[j])
+                    g[i + 1] += lane_sum(c[4 + j])
+                    g[i + 2] += lane_sum(c[8 + j])
+                    g[i + 3] += lane_sum(c[12 + j])
             i += TILE
         for m in range(B):
             for r in range(i, i1):
-                G[m, r] += single_dot(A[r, q0:q1], Y[m, q0:q1])
+                G[m, r] += single_dot(A, r, Y, m, q0, q1)
         for m in range(BT, B):
             for r in range(i0, i):
-                G[m, r] += single_dot(A[r, q0:q1], Y[m, q0:q1])
+                G[m, r] += single_dot(A, r, Y, m, q0, q1)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"},
-            inline="always")
-def single_dot(a, y):
-    """a . y (one accumulator, vectorized by the same reassociation)."""
-    s = a[0] - a[0]
-    for q in range(a.shape[0]):
-        s += a[q] * y[q]
-    return s
+@ijit
+def lanes_at(a, i, q, r, L):
+    """The lanes of row i of a at q: all L of them (r = L, a constant: the test folds), or the
+    r left (`lane_load_head`)."""
+    if r == L:
+        return lane_load(a, i, q)
+    return lane_load_head(a, i, q, r)
+
+
+@ijit
+def tile_lanes(A, Y, i, m, q, r, L, c):
+    """The lanes c (16) of a 4 x 4 tile plus the products of the lanes at q (`lanes_at`) of the
+    rows i..i+3 of A and m..m+3 of Y: c[4 k + j] collects A[i + k] . Y[m + j], each lane by
+    one fused multiply-add (indices, not row views: each view kept reference-count calls)."""
+    u0, u1, u2, u3 = lanes_at(A, i, q, r, L), lanes_at(A, i + 1, q, r, L), \
+        lanes_at(A, i + 2, q, r, L), lanes_at(A, i + 3, q, r, L)
+    v0, v1, v2, v3 = lanes_at(Y, m, q, r, L), lanes_at(Y, m + 1, q, r, L), \
+        lanes_at(Y, m + 2, q, r, L), lanes_at(Y, m + 3, q, r, L)
+    return (lane_fma(u0, v0, c[0]), lane_fma(u0, v1, c[1]), lane_fma(u0, v2, c[2]),
+            lane_fma(u0, v3, c[3]), lane_fma(u1, v0, c[4]), lane_fma(u1, v1, c[5]),
+            lane_fma(u1, v2, c[6]), lane_fma(u1, v3, c[7]), lane_fma(u2, v0, c[8]),
+            lane_fma(u2, v1, c[9]), lane_fma(u2, v2, c[10]), lane_fma(u2, v3, c[11]),
+            lane_fma(u3, v0, c[12]), lane_fma(u3, v1, c[13]), lane_fma(u3, v2, c[14]),
+            lane_fma(u3, v3, c[15]))
+
+
+@jit
+def single_dot(A, r, Y, m, q0, q1):
+    """A[r, q0:q1] . Y[m, q0:q1] in `row_dots`' order: one entry of its tiles."""
+    L = lane_count(Y)
+    qv = q1 - (q1 - q0) % L
+    c = lane_zeros(Y)
+    for q in range(q0, qv, L):
+        c = lane_fma(lane_load(A, r, q), lane_load(Y, m, q), c)
+    if qv < q1:
+        c = lane_fma(lane_load_head(A, r, qv, q1 - qv), lane_load_head(Y, m, qv, q1 - qv), c)
+    return lane_sum(c)
 
 
 @jit
