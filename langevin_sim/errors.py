@@ -66,6 +66,12 @@ class UnrecordedStepsWarning(LangevinSimWarning):
     """A run ends between records: its last steps are in the checkpoint, not the records."""
 
 
+class MachineChangeWarning(LangevinSimWarning):
+    """A run resumed on a machine whose arithmetic may round differently from the one that
+    wrote its earlier steps (another instruction set, BLAS kernels or library version:
+    `io.machine`)."""
+
+
 class UnusedParameterWarning(LangevinSimWarning):
     """A scenario parameter set away from its default where it has no effect (e.g. friction
     with overdamped dynamics)."""

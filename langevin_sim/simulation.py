@@ -31,6 +31,7 @@ from .first_passage import FirstPassage
 from .io import Run, RunWriter
 from .io.reader import RunFileLocked, lengthen, private, refuse_if_written, run_path
 from .io.format import CKPT_SLOT, CKPT_STEP, COMPLETE, STEPS_DONE, json_default
+from .io.machine import record_machine
 from .io.swmr import writer_info
 from .io.direct import ALIGN
 from .io.recycle import Recycler
@@ -345,11 +346,14 @@ class Simulation:
                    steps_target=target, swmr=bool(swmr))
         obs = {k: (v.shape[1:], v.dtype) for k, v in probe.items()
                if k not in ("step", "time", "energy", "positions")}
-        return RunWriter.create(f, config=cfg, potential=self.potential, replicas=self.replica_ids,
-                                d=self.potential.d, pos_dtype=self.dtype,
-                                record_positions=record_positions, observables=obs,
-                                state=self.state, compression=compression, swmr=swmr,
-                                first_passage=self.first_passage, first_passage_step=self.step)
+        writer = RunWriter.create(f, config=cfg, potential=self.potential,
+                                  replicas=self.replica_ids, d=self.potential.d,
+                                  pos_dtype=self.dtype, record_positions=record_positions,
+                                  observables=obs, state=self.state, compression=compression,
+                                  swmr=swmr, first_passage=self.first_passage,
+                                  first_passage_step=self.step)
+        record_machine(f, self.step)
+        return writer
 
     def _loop(self, writer: RunWriter, target: int, record_every: int, record_positions: bool,
               pending: list, checkpoint_every: int | None, progress: bool | None,
@@ -791,6 +795,7 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
         if _record_resume(cfg, step, target, sim.backend_name):
             f["config"].attrs["json"] = json.dumps(cfg, default=json_default)
         f.attrs["writer"] = writer_info()
+        record_machine(f, step, path)
         writer = RunWriter(f)
         writer.truncate_to_checkpoint()
         if swmr:

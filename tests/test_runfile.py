@@ -63,6 +63,44 @@ def test_resume_is_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(done.checkpoint()[1]["p"], ref.checkpoint()[1]["p"])
 
 
+def test_machines_are_recorded_and_a_resume_elsewhere_warns(tmp_path):
+    """The run file lists the machine of each stretch (start, each resume) with what decides
+    its rounding; a resume where that differs (here the stored entry says AVX2 and another
+    BLAS) warns once, naming what changed, and still runs; a file written before the list
+    existed resumes without a warning and starts it; `info` names the machines."""
+    import json
+    import warnings
+
+    from langevin_sim.errors import MachineChangeWarning
+
+    dw_sim().run(200, 50, out=tmp_path / "a.h5", progress=False).close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resume(tmp_path / "a.h5", steps=400, progress=False).close()   # same machine: quiet
+    with open_run(tmp_path / "a.h5") as run:
+        m = run.machines
+        assert [e["step"] for e in m] == [0, 200] and m[0] == dict(m[1], step=0)
+        assert set(m[0]["arithmetic"]) >= {"isa", "blas", "numpy", "numba", "langevin_sim"}
+        assert m[0]["host"] in run.summary()
+    with h5py.File(tmp_path / "a.h5", "r+") as f:
+        entries = json.loads(f.attrs["machines"])
+        entries[-1]["arithmetic"].update(isa="avx2,fma", blas="openblas Haswell")
+        f.attrs["machines"] = json.dumps(entries)
+    with pytest.warns(MachineChangeWarning, match=r"up to step 400 on .*isa avx2,fma -> .*blas "
+                                                  r"openblas Haswell -> "):
+        done = resume(tmp_path / "a.h5", steps=600, progress=False)
+    assert done.complete and [e["step"] for e in done.machines] == [0, 200, 400]
+    done.close()
+    dw_sim().run(200, 50, out=tmp_path / "old.h5", progress=False).close()
+    with h5py.File(tmp_path / "old.h5", "r+") as f:
+        del f.attrs["machines"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resume(tmp_path / "old.h5", steps=400, progress=False).close()
+    with open_run(tmp_path / "old.h5") as run:
+        assert [e["step"] for e in run.machines] == [200]
+
+
 def test_time_under_a_schedule_is_the_exact_sum_however_the_run_was_cut(tmp_path, monkeypatch):
     """`time` under a step-size schedule is the correctly rounded sum of the step sizes before
     the step, whatever the records and resumes were (a running float sum drifted by ulps, so

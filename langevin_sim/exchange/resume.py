@@ -17,6 +17,7 @@ from ..dynamics.base import Dynamics
 from ..errors import ConfigError, RunFileError
 from ..io import Run, RunWriter
 from ..io import format as F
+from ..io.machine import record_machine
 from ..io.reader import lengthen
 from ..io.swmr import writer_info
 from ..simulation import Simulation, _close_unpublished, _record_resume, _resume_swmr
@@ -80,13 +81,14 @@ def resume(path, steps: int | None = None, backend: str | None = None,
             return _done(ladder, runs, files, None)
         ladder = _ladder(runs, ex, backend, S)
         ladder.rungs[0]._check_end(target, f"steps={target} (--steps {target})")
-        for run, sim in zip(runs, ladder.rungs):
+        for k, (run, sim) in enumerate(zip(runs, ladder.rungs)):
             cfg = run.config
             repair = cfg.get("swmr", False) != started
             cfg["swmr"] = started
             if _record_resume(cfg, S, target, sim.backend_name) or repair:
                 run.f["config"].attrs["json"] = json.dumps(cfg, default=F.json_default)
             run.f.attrs["writer"] = writer_info()
+            record_machine(run.f, S, run.path, warn=k == 0)   # the rungs ran together
         writers = [RunWriter(r.f) for r in runs]
         for w in writers:
             w.truncate_to_checkpoint()

@@ -260,6 +260,15 @@ class Run:
         return Dynamics.from_dict(self.config["dynamics"])
 
     @property
+    def machines(self) -> list[dict]:
+        """The machines that wrote the run, one entry per start and resume (`io.machine`):
+        {"step" (the first step written there), "host", "cpu", "arithmetic" (instruction set,
+        BLAS kernels, library versions)}; [] for a file written before they were recorded."""
+        from .machine import machines
+
+        return machines(self._file())
+
+    @property
     def diverged_step(self) -> np.ndarray:
         """(M,) step count at which each replica diverged, -1 where never (by the committed
         step: the writer updates the series before it moves the commit marker, so a file
@@ -441,6 +450,9 @@ class Run:
                  f"{'complete' if self.complete else 'INCOMPLETE (resume with `langevin-sim resume`)'}",
                  f"records    {', '.join(f'{k}{self[k].shape}' for k in self.names)}",
                  f"diverged   {bad.size} of {div.size} replicas"]
+        for k, m in enumerate(self.machines):
+            lines.insert(-1, f"{'machines' if k == 0 else '':<10} from step {m['step']}: "
+                             f"{m['host']}, {m['cpu']}")
         for m in bad[:20]:
             lines.append(f"           replica {int(m)} diverged at step {int(div[m])}")
         if bad.size > 20:
