@@ -346,14 +346,11 @@ class Simulation:
                    steps_target=target, swmr=bool(swmr))
         obs = {k: (v.shape[1:], v.dtype) for k, v in probe.items()
                if k not in ("step", "time", "energy", "positions")}
-        writer = RunWriter.create(f, config=cfg, potential=self.potential,
-                                  replicas=self.replica_ids, d=self.potential.d,
-                                  pos_dtype=self.dtype, record_positions=record_positions,
-                                  observables=obs, state=self.state, compression=compression,
-                                  swmr=swmr, first_passage=self.first_passage,
-                                  first_passage_step=self.step)
-        record_machine(f, self.step)
-        return writer
+        return RunWriter.create(f, config=cfg, potential=self.potential, replicas=self.replica_ids,
+                                d=self.potential.d, pos_dtype=self.dtype,
+                                record_positions=record_positions, observables=obs,
+                                state=self.state, compression=compression, swmr=swmr,
+                                first_passage=self.first_passage, start_step=self.step)
 
     def _loop(self, writer: RunWriter, target: int, record_every: int, record_positions: bool,
               pending: list, checkpoint_every: int | None, progress: bool | None,

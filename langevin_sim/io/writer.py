@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import LangevinSimError, RunFileError
 from . import format as F
 from .direct import DirectRows, early_allocation
+from .machine import record_machine
 from .recycle import Recycler
 from .swmr import writer_info
 
@@ -118,10 +119,10 @@ class RunWriter:
     def create(cls, f: h5py.File, *, config: dict, potential, replicas: np.ndarray, d: int,
                pos_dtype, record_positions: bool, observables: dict, state: dict,
                compression: str | None, swmr: bool, first_passage=None,
-               first_passage_step: int = 0) -> "RunWriter":
-        """Lay out a new run file. `observables`: name -> (trailing shape, dtype).
-        `first_passage`: the Simulation's `FirstPassage` observer (its arrays are in `state`),
-        laid out in /first_passage."""
+               start_step: int = 0) -> "RunWriter":
+        """Lay out a new run file of a run starting at `start_step`. `observables`: name ->
+        (trailing shape, dtype). `first_passage`: the Simulation's `FirstPassage` observer
+        (its arrays are in `state`), laid out in /first_passage."""
         from .. import __version__
 
         f.attrs["format"] = F.FORMAT
@@ -130,6 +131,7 @@ class RunWriter:
         f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         f.attrs["command"] = " ".join(sys.argv)
         f.attrs["writer"] = writer_info()
+        record_machine(f, start_step)
         f.create_group("config").attrs["json"] = json.dumps(config, default=F.json_default)
         _write_potential(f, potential)
         M = len(replicas)
@@ -204,7 +206,7 @@ class RunWriter:
                     ds.dims[i].attach_scale(ck_scales[name])
         _scale_the_rest(f["potential"])
         if first_passage is not None:
-            _first_passage_layout(f, first_passage, replicas, state, first_passage_step)
+            _first_passage_layout(f, first_passage, replicas, state, start_step)
         fields = f.create_dataset("commit_field", data=np.array(F.COMMIT_FIELDS, dtype="S"))
         fields.make_scale("commit_field")
         f.create_dataset(F.COMMIT, data=np.array([0, 0, -1, -1, 0], np.int64)).dims[0] \
