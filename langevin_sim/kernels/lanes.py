@@ -94,38 +94,38 @@ def _at(context, builder, sig, args, j=0):
 
 
 @intrinsic
-def lane_load(typingctx, a, i, q):
-    """Lanes of a[i, q], a[i, q + 1], ... (a a C-contiguous 2-D float array; q + lanes <=
-    a.shape[1], not checked)."""
-    if not _row(a, i, q):
-        return None
-    ty = _lanes_of(a.dtype)
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(ty)
-        return builder.load(builder.bitcast(_at(context, builder, sig, args), vty.as_pointer()),
-                            align=a.dtype.bitwidth // 8)
-    return ty(a, i, q), codegen
-
-
-@intrinsic
-def lane_load_head(typingctx, a, i, q, r):
-    """Lanes of a[i, q], .., a[i, q + r - 1] and zeros after them (1 <= r <= lanes, q + r <=
-    a.shape[1], not checked): the last, partial lanes of a sum, which add +0 to the others."""
+def lane_load(typingctx, a, i, q, r):
+    """Lanes of a[i, q], a[i, q + 1], .. of a C-contiguous 2-D float array, r of them left in
+    the row (r >= 1; q + min(r, lanes) <= a.shape[1], not checked): one vector load where
+    r >= lanes (a constant r folds the test away), else the r entries and zeros after them,
+    the last, partial lanes of a sum (they add +0 to the others)."""
     if not (_row(a, i, q) and isinstance(r, types.Integer)):
         return None
     ty = _lanes_of(a.dtype)
 
     def codegen(context, builder, sig, args):
+        vty = context.get_value_type(ty)
         r = context.cast(builder, args[3], sig.args[3], types.intp)
-        zero = ir.Constant(context.get_value_type(a.dtype), 0)
-        out = ir.Constant(context.get_value_type(ty), None)
-        for j in range(ty.n):   # lane j reads a[i, q + j] if j < r, else a[i, q] (in bounds)
-            inside = builder.icmp_signed("<", ir.Constant(r.type, j), r)
-            at = builder.select(inside, _at(context, builder, sig, args, j),
-                                _at(context, builder, sig, args))
-            v = builder.select(inside, builder.load(at), zero)
-            out = builder.insert_element(out, v, cgutils.int32_t(j))
+        full = builder.icmp_signed(">=", r, ir.Constant(r.type, ty.n))
+        with builder.if_else(full) as (whole, part):
+            with whole:
+                at_whole = builder.block
+                v_whole = builder.load(builder.bitcast(_at(context, builder, sig, args),
+                                                       vty.as_pointer()),
+                                       align=a.dtype.bitwidth // 8)
+            with part:
+                zero = ir.Constant(context.get_value_type(a.dtype), 0)
+                v_part = ir.Constant(vty, None)
+                for j in range(ty.n):   # lane j: a[i, q + j] if j < r, else 0 (reading a[i, q])
+                    inside = builder.icmp_signed("<", ir.Constant(r.type, j), r)
+                    at = builder.select(inside, _at(context, builder, sig, args, j),
+                                        _at(context, builder, sig, args))
+                    v = builder.select(inside, builder.load(at), zero)
+                    v_part = builder.insert_element(v_part, v, cgutils.int32_t(j))
+                at_part = builder.block
+        out = builder.phi(vty)
+        out.add_incoming(v_whole, at_whole)
+        out.add_incoming(v_part, at_part)
         return out
     return ty(a, i, q, r), codegen
 
