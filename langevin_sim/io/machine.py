@@ -6,10 +6,11 @@ start and one per `resume` (a first entry for files written before it existed).
 set the kernels and libm use (AVX-512, AVX2 and FMA), the BLAS kernels NumPy's OpenBLAS picked
 for this CPU, the versions of the libraries that compute (NumPy, SciPy, Numba, llvmlite) and
 of this package, and the digest of the kernels' sources (`numba_cache.source_digest`: an edit
-of a step rule between a start and its resume).  Where two entries differ in it, the run after the later step follows the
-same law but need not follow the uninterrupted run bit for bit: `resume` warns then
-(`MachineChangeWarning`).  The kernels' own products have the same bits on every AVX-512 CPU
-(`kernels.lanes`); BLAS products and NumPy's vectorized exp / log / tanh do not.
+of a step rule between a start and its resume).  Where two entries differ in it, the run
+after the later step follows the same law but need not follow the uninterrupted run bit for
+bit: `resume` warns then (`MachineChangeWarning`).  The kernels' own products have the same
+bits on every AVX-512 CPU (`kernels.lanes`); BLAS products and NumPy's vectorized exp / log /
+tanh do not.
 """
 from __future__ import annotations
 
@@ -35,9 +36,16 @@ def _arithmetic() -> tuple:
     from .. import __version__
     from ..numba_cache import source_digest
 
-    features = ll.get_host_cpu_features()
-    blas = sorted({f"{i.get('internal_api')} {i.get('architecture')}" for i in threadpool_info()
-                   if i.get("user_api") == "blas" and "numpy" in i.get("filepath", "")})
+    try:    # provenance only: a platform without these must still write its runs
+        features = ll.get_host_cpu_features()
+    except Exception:
+        features = {}
+    try:
+        blas = sorted({f"{i.get('internal_api')} {i.get('architecture')}"
+                       for i in threadpool_info()
+                       if i.get("user_api") == "blas" and "numpy" in i.get("filepath", "")})
+    except Exception:
+        blas = []
 
     def version(name: str) -> str | None:
         try:
