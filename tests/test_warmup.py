@@ -14,7 +14,6 @@ from langevin_sim.backends import registry
 from langevin_sim.cli import main as cli
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.errors import ConfigError
-from langevin_sim.kernels import gemm
 from langevin_sim.potentials import DoubleWell
 
 from .conftest import early_result, starts_early
@@ -194,10 +193,9 @@ def test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside():
     (nothing aside) call them with exactly those signatures, so on a cold run with the
     helper they load from the cache instead of compiling again.  MALA: one step's normals
     per call and the accept word; Leimkuhler-Matthews: two steps' normals; the grokking net's
-    kernel (AdamW): its own product `row_dots` (on AVX-512; else nothing)."""
+    own kernel (AdamW): nothing."""
     r = result_in_empty_cache(
         test_drivers_call_their_shared_callees_with_the_signatures_compiled_aside, SHARED)
     assert r.returncode == 0, r.stderr
-    net = ["AdamW row_dots True"] if gemm.OWN_PRODUCT else []
     assert r.stdout.split("\n")[:-1] == ["MALA block_noise True", "MALA accept_word True",
-                                          "LeimkuhlerMatthews block_noise True"] + net, r.stdout
+                                          "LeimkuhlerMatthews block_noise True"], r.stdout

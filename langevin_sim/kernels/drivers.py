@@ -45,7 +45,6 @@ from ..backends.jit import compile_functions, jit, one_blas_thread
 from ..backends.numpy_backend import reference_advance
 from ..dynamics import (MALA, OBABO, SGD, AdamW, Heun, LeimkuhlerMatthews, OverdampedLangevin,
                         UnderdampedLangevin)
-from . import gemm
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_buffer, noise_chunk,
                      noise_level, sampling_args, sched, schedule_code, sgd_scratch, sgd_step,
                      stream_word, temperature_code)
@@ -65,8 +64,7 @@ class Hooks:
     computed by compiled code (float64 accumulation), for records; `energy(potential)`: None
     (records take `energy_driver` over `energy_block`), or the records' energy function
     (x, out) as `energy_kernel` returns it, where the family computes it with code its
-    observables compile anyway; `callees`: jobs of `shared_signatures` that the family's own
-    fused kernels call (not its blocks), compiled aside on their cold run (`shared_callees`)."""
+    observables compile anyway."""
 
     grad_block: Callable
     energy_block: Callable | None
@@ -77,7 +75,6 @@ class Hooks:
     blas: bool = False
     observables: Callable | None = None
     energy: Callable | None = None
-    callees: tuple = ()
 
 
 FAMILIES: dict[type, Hooks] = {}
@@ -547,15 +544,12 @@ def _prime(sim, hooks: Hooks, args: tuple, energy: bool) -> None:
 
 def shared_callees(sim, fn) -> tuple:
     """What the kernel run by the adapter `fn` on `sim` calls that a helper process can
-    compile meanwhile on a cold run (`compile_shared`): for the family's own kernels its
-    `Hooks.callees`; for a generic driver what it calls besides the family's blocks and
-    compiles after them, the same for every family: `block_noise` with one ("noise1") or two
-    ("noise2") steps' normals per call, MALA's `accept_word` ("accept"); none for the
-    drivers of minibatches and AdamW (no such callee, or not primed)."""
-    if fn not in ADAPTERS.values():
-        hooks = FAMILIES.get(type(sim.potential))
-        return hooks.callees if hooks is not None else ()
-    if isinstance(sim.dynamics, AdamW):
+    compile meanwhile on a cold run (`compile_shared`): for a generic driver what it calls
+    besides the family's blocks and compiles after them, the same for every family:
+    `block_noise` with one ("noise1") or two ("noise2") steps' normals per call, MALA's
+    `accept_word` ("accept"); none for the drivers of minibatches and AdamW (no such callee,
+    or not primed) and for the families' own kernels."""
+    if fn not in ADAPTERS.values() or isinstance(sim.dynamics, AdamW):
         return ()
     if isinstance(sim.dynamics, SGD):
         return () if sim.potential.n_samples is not None else ("noise1",)
@@ -567,8 +561,7 @@ def shared_callees(sim, fn) -> tuple:
 def shared_signatures(dtype, jobs: tuple) -> list:
     """(dispatcher, signature) of the `shared_callees` `jobs` for states of `dtype`, with the
     argument types the kernels call them with (a literal step count or first row: Numba types
-    the constant argument so); "dot_rows": `gemm.dot_rows` from its first row (on AVX-512:
-    `row_dots`, ~1 s cold; the BLAS wrapper compiles in a moment)."""
+    the constant argument so)."""
     ft, i64, u64 = numba.from_dtype(np.dtype(dtype)), numba.types.int64, numba.types.uint64
     out = []
     for job in jobs:
@@ -578,9 +571,6 @@ def shared_signatures(dtype, jobs: tuple) -> list:
                                       i64, numba.types.Array(ft, 1, "C"))))
         elif job == "accept":
             out.append((accept_word, (u64, u64, u64, i64)))
-        elif job == "dot_rows" and gemm.OWN_PRODUCT:
-            C2 = numba.types.Array(ft, 2, "C")
-            out.append((gemm.row_dots, (C2, C2, C2, numba.types.literal(0), i64)))
     return out
 
 

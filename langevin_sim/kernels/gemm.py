@@ -104,7 +104,7 @@ def tile_lanes(A, Y, i, m, q, r, c):
             lane_fma(u3, v3, c[15]))
 
 
-@jit
+@ijit
 def single_dot(A, r, Y, m, q0, q1):
     """A[r, q0:q1] . Y[m, q0:q1] in `row_dots`' order: one entry of its tiles."""
     L = lane_count(Y)

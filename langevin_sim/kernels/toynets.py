@@ -14,8 +14,10 @@ without the GIL) owns every T-th replica and reuses one scratch for all its K st
 
 The SGD / AdamW kernel's products are the CPU kernels' own (`kernels.gemm`, on AVX-512; BLAS
 with one thread elsewhere): `axpy_rows` for Z = A W1^T (W1^T transposed into scratch first),
-dW1 = dZ^T A, the logits outT = W2 H^T and, for the classes, dH = dout^T W2; `dot_rows` for
-the classes' dW2 = dout H (dot products of rows of dout and H^T, K = B long).  One Zen 5
+dW1 = dZ^T A, the logits outT = W2 H^T and, for the classes, dH = dout^T W2 and dW2 = dout H
+(`row_axpys`: sums along K in order, the same bits on every AVX-512 CPU; dW2 as `dot_rows`'
+dot products of K = B terms was slower at these shapes once their order was fixed, and
+cost ~1.4 s of compilation: design_changes 135).  One Zen 5
 thread, us per replica-step: W4 float64 5.9 -> 5.6, the grokking net float32 62 -> 55; on two
 threads W4 float64 gained ~20% (OpenBLAS's small GEMMs scaled ~1.5x there).  The generic
 drivers' blocks (`net_grad_block`, `net_energy_block`) and the records' metrics keep BLAS
@@ -57,7 +59,7 @@ from ..potentials.toynets import (ACTIVATIONS, ClassifierMLP, ModularArithmeticM
                                   TeacherStudentMLP)
 from .common import (compile_steps, label_shifts, like, minibatch_rows, noise_level,
                      sampling_args, sched, schedule_code, sgd_scratch, sgd_step, temperature_code)
-from .gemm import axpy_rows, dot_rows
+from .gemm import axpy_rows
 
 STEPS = ()   # the shared rules suffice: `sgd_update`, `adamw_update` (with `sqrt`)
 
@@ -434,11 +436,8 @@ def mlp_grad(x, g, idx, shift, kind, dims, A, y, pairs, cls, hot, emb, S2, S1, o
             for j in range(h):
                 gw[j] = gw[j] + ob * hr[j]
                 gr[j] = ob * w[j]
-    if cls is not None:     # own: gW2 = dout H as dot products of rows of dout and of H^T
-        if own is not None:
-            dot_rows(HT, outT, g[oW2:ob2].reshape(k, h), 0, h)
-        else:
-            np.dot(outT, H, g[oW2:ob2].reshape(k, h))
+    if cls is not None:     # gW2 = dout H (k, h), and G = dout^T W2
+        product(outT, H, g[oW2:ob2].reshape(k, h), own)
         product(outT.T, W2, G, own)
     gb1 = g[ob1:oW2]
     gb1[:] = 0.0
@@ -810,10 +809,9 @@ def net_observables(pot):
     return observables
 
 
-for _pot, _callees in ((TeacherStudentMLP, ()), (ModularArithmeticMLP, ("dot_rows",)),
-                      (ClassifierMLP, ("dot_rows",))):
+for _pot in NETS:
     family(_pot, Hooks(net_grad_block, net_energy_block, _hook_args, blas=True,
-                       observables=net_observables, energy=net_energy, callees=_callees))
+                       observables=net_observables, energy=net_energy))
 
 
 # ---------------------------------------------------------------- CUDA kernels (backend "cuda")
