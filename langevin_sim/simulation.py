@@ -792,7 +792,8 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
         if _record_resume(cfg, step, target, sim.backend_name):
             f["config"].attrs["json"] = json.dumps(cfg, default=json_default)
         f.attrs["writer"] = writer_info()
-        record_machine(f, step, path)
+        if target > step:   # a stretch of steps written here (not a repair at the target)
+            record_machine(f, step, path)
         writer = RunWriter(f)
         writer.truncate_to_checkpoint()
         if swmr:

@@ -1,6 +1,7 @@
 """The machines a run was written on: the file attribute `machines`, a JSON list of
 {"step": the first step written there, "host", "cpu", "arithmetic": {...}}, one entry at the
-start and one per `resume` (a first entry for files written before it existed).
+start and one per `resume` that runs steps (not for a repair at the target; a first entry for
+files written before the list existed).
 
 `arithmetic` holds what decides a trajectory's rounding besides the seed: the instruction
 set the kernels and libm use (AVX-512, AVX2 and FMA), the BLAS kernels NumPy's OpenBLAS picked
