@@ -261,7 +261,8 @@ class Run:
 
     @property
     def machines(self) -> list[dict]:
-        """The machines that wrote the run, one entry per start and resume (`io.machine`):
+        """The machines that wrote the run, one entry at the start and one per resume that ran
+        steps (`io.machine`):
         {"step" (the first step written there), "host", "cpu", "arithmetic" (instruction set,
         BLAS kernels, library versions)}; [] for a file written before they were recorded."""
         from .machine import machines
