@@ -1,12 +1,15 @@
 """The CPU kernels' own product (`kernels.gemm`) against float64 NumPy on random inputs."""
 import os
-import subprocess
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 
 from langevin_sim.kernels import gemm
+
+from .conftest import early_result, starts_early
 
 SHAPES = [  # (N rows of A, K, B rows of Y, i0, i1): tiles, leftover rows of A and Y, chunks
     (9, 45, 8, 0, 9), (10, 1300, 7, 3, 10), (64, 2080, 12, 0, 64), (5, 3, 4, 1, 2),
@@ -116,18 +119,32 @@ def digest(shapes, axpy_shapes):
 """
 
 
+_CACHE: list = []   # the other process's Numba cache folder
+
+
+def compiled_for_x86_64_v4():
+    """`starts_early` spec: `BITS`' digest printed by a process compiling for x86-64-v4 into
+    a Numba cache of its own (nothing to run without AVX-512: the test is skipped there)."""
+    if not gemm.OWN_PRODUCT:
+        return [sys.executable, "-c", "pass"], dict(os.environ)
+    _CACHE.append(tempfile.mkdtemp(prefix="numba-x86-64-v4-"))
+    main = BITS + f"\nprint(digest({SHAPES!r}, {AXPY_SHAPES!r}))\n"
+    return [sys.executable, "-c", main], dict(os.environ, NUMBA_CPU_NAME="x86-64-v4",
+                                               NUMBA_CACHE_DIR=_CACHE[-1])
+
+
 @pytest.mark.skipif(not gemm.OWN_PRODUCT, reason="the own products run on AVX-512 CPUs only")
-def test_own_products_bits_do_not_depend_on_the_cpu_compiled_for(tmp_path):
+@starts_early(compiled_for_x86_64_v4, timeout=300)
+def test_own_products_bits_do_not_depend_on_the_cpu_compiled_for():
     """`row_dots` and `row_axpys` compiled for another AVX-512 CPU (x86-64-v4, whose tuning
     prefers 256-bit vectors, as Intel's; this machine class's Zen 4: 512) give the same bits:
     a run resumed, or a scan point rerun, on another kind of node follows the same trajectory.
     A sum reassociated by LLVM (the old `row_dots`) split into as many partial sums as the
-    target's vector width: other bits."""
+    target's vector width: other bits.  (The other process starts with the session.)"""
     here: dict = {}
     exec(BITS, here)
-    main = BITS + f"\nprint(digest({SHAPES!r}, {AXPY_SHAPES!r}))\n"
-    r = subprocess.run([sys.executable, "-c", main], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, NUMBA_CPU_NAME="x86-64-v4",
-                                NUMBA_CACHE_DIR=str(tmp_path)))
+    r = early_result(test_own_products_bits_do_not_depend_on_the_cpu_compiled_for)
+    for folder in _CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == here["digest"](SHAPES, AXPY_SHAPES)
