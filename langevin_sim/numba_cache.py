@@ -27,6 +27,7 @@ from pathlib import Path
 SOURCES = ("rng.py", "first_passage.py", "backends", "kernels", "dynamics", "potentials")
 PREFIX = "langevin_sim-"
 STALE_DAYS = 30   # the shared fallback folder keeps other digests' folders this long unused
+DIGEST: str | None = None   # `source_digest` of the sources this process keyed its cache to
 
 
 def source_digest(root: Path | None = None) -> str:
@@ -55,6 +56,7 @@ def key_cache_to_sources(default_base: Path | None = None) -> str:
     __pycache__/numba; old digests' folders removed there), else ~/.cache/langevin_sim/numba."""
     from numba.core import config
 
+    global DIGEST
     base, own, shared = os.environ.get("NUMBA_CACHE_DIR") or config.CACHE_DIR, False, False
     if not base:
         own = True
@@ -64,7 +66,8 @@ def key_cache_to_sources(default_base: Path | None = None) -> str:
             base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
                 "langevin_sim" / "numba"
             shared = True
-    name = PREFIX + source_digest()
+    DIGEST = source_digest()
+    name = PREFIX + DIGEST
     path = Path(base) / name
     if own and path.parent.is_dir():
         stale = time.time() - STALE_DAYS * 86400

@@ -6,12 +6,12 @@ files written before the list existed).
 `arithmetic` holds what decides a trajectory's rounding besides the seed: the instruction
 set the kernels and libm use (AVX-512, AVX2 and FMA), the BLAS kernels NumPy's OpenBLAS picked
 for this CPU, the versions of the libraries that compute (NumPy, SciPy, Numba, llvmlite) and
-of this package, and the digest of the kernels' sources (`numba_cache.source_digest`: an edit
-of a step rule between a start and its resume).  Where two entries differ in it, the run
-after the later step follows the same law but need not follow the uninterrupted run bit for
-bit: `resume` warns then (`MachineChangeWarning`).  The kernels' own products have the same
-bits on every AVX-512 CPU (`kernels.lanes`); BLAS products and NumPy's vectorized exp / log /
-tanh do not.
+of this package, and the digest of the kernels' sources this process loaded
+(`numba_cache.DIGEST`: an edit of a step rule between a start and its resume).  Where two
+entries differ in it, the run after the later step follows the same law but need not follow
+the uninterrupted run bit for bit: `resume` warns then (`MachineChangeWarning`).  The
+kernels' own products have the same bits on every AVX-512 CPU (`kernels.lanes`); BLAS
+products and NumPy's vectorized exp / log / tanh do not.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _arithmetic() -> tuple:
     from threadpoolctl import threadpool_info
 
     from .. import __version__
-    from ..numba_cache import source_digest
+    from .. import numba_cache
 
     try:    # provenance only: a platform without these must still write its runs
         features = ll.get_host_cpu_features()
@@ -57,7 +57,7 @@ def _arithmetic() -> tuple:
             ("blas", "; ".join(blas) or None), ("numpy", np.__version__),
             ("scipy", version("scipy")), ("numba", version("numba")),
             ("llvmlite", version("llvmlite")), ("langevin_sim", __version__),
-            ("kernels", source_digest()))
+            ("kernels", numba_cache.DIGEST))
 
 
 @functools.lru_cache(maxsize=None)
