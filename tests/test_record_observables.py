@@ -38,6 +38,33 @@ def test_compiled_observables_equal_the_potentials(name, dtype):
             np.testing.assert_allclose(got[k], v, rtol=1e-12, atol=1e-14, err_msg=k)
 
 
+@pytest.mark.parametrize("name", OBSERVED)
+def test_a_records_observables_reuse_its_energys_training_pass(monkeypatch, name):
+    """A record's observables take the training set's losses and accuracies from the energy
+    pass over the same x that returned the energy array they get (a classifier's training set
+    is evaluated once a record, not twice); the same values bit for bit as their own pass,
+    which they make for any other array of energies."""
+    from langevin_sim.kernels import toynets
+    pot = POTS[name]()
+    x = pot.default_init(np.random.default_rng(5).normal(size=(6, pot.d))).astype(np.float32)
+    passes = []
+    real = toynets.metrics
+    monkeypatch.setattr(toynets, "metrics", lambda *a: passes.append(1) or real(*a))
+    energy = drivers.energy_kernel(pot)(x)
+    reused = drivers.observables_kernel(pot)(x, energy)
+    n_reused = len(passes) - 1
+    passes.clear()
+    own = drivers.observables_kernel(pot)(x, energy.copy())
+    assert len(passes) == n_reused + ("train_accuracy" in own)
+    assert sorted(reused) == sorted(own)
+    for k in own:
+        np.testing.assert_array_equal(reused[k], own[k], err_msg=k)
+    passes.clear()
+    energy[0] += 1.0            # no longer the pass's values: the observables make their own
+    drivers.observables_kernel(pot)(x, energy)
+    assert len(passes) == n_reused + ("train_accuracy" in own)
+
+
 # the dynamics whose records are compared: options (sampling, noises) whose fused kernels the
 # toy nets' own tests compile too (test_toynets, test_toynet_kernels), ~3 s of compilation each
 RECORDED_DYNAMICS = {"TeacherStudentMLP": SGD(2e-2, 4, momentum=0.5),
