@@ -1,6 +1,8 @@
 """Spherical p-spin glass: exact algebra, normalization, constraint, fused kernel, physics."""
 import itertools
 import math
+import os
+import sys
 
 import h5py
 import numba
@@ -12,7 +14,8 @@ from langevin_sim.dynamics import OverdampedLangevin, Schedule
 from langevin_sim.errors import ConfigError, RunFileError
 from langevin_sim.potentials import Potential, SphericalPSpin
 
-from .conftest import assert_split_matches, assert_within_se, both_backends
+from .conftest import (assert_split_matches, assert_within_se, both_backends,
+                       early_result, starts_early)
 
 CONVENTIONS = ["crisanti-sommers", "abc"]
 
@@ -180,6 +183,40 @@ def test_large_coupling_tensors_come_from_the_compiled_generator_bit_for_bit(mon
     reference = pspin.coupling_tensor(20, 3, 4, 0.1)
     monkeypatch.setattr(pspin, "ROW_CHUNK_ENTRIES", 100)
     np.testing.assert_array_equal(pspin.coupling_tensor(20, 3, 4, 0.1), reference)
+
+
+THREADS_DRAWING = """
+import threading, numpy as np
+from langevin_sim.potentials import pspin
+pspin.ROW_CHUNK_ENTRIES = 100          # the compiled, parallel generator
+got = {}
+def draw(seed):
+    got[seed] = pspin.coupling_tensor(24, 3, seed % 2, 0.1)
+threads = [threading.Thread(target=draw, args=(s,)) for s in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+import numba
+assert numba.threading_layer() == "workqueue", numba.threading_layer()
+assert all(np.array_equal(got[s], got[s % 2]) for s in got), "differ"
+print("ok")
+"""
+
+
+def workqueue_threads():
+    """`starts_early` spec: six threads drawing p-spin couplings at once by the parallel
+    generator, under Numba's workqueue threading layer."""
+    return ([sys.executable, "-c", THREADS_DRAWING],
+            dict(os.environ, NUMBA_THREADING_LAYER="workqueue", NUMBA_NUM_THREADS="2"))
+
+
+@starts_early(workqueue_threads, timeout=300)
+def test_threads_drawing_couplings_at_once_under_the_workqueue_layer():
+    """Instances built in several threads at once (a scan's points on a Dask worker with
+    several threads) draw their couplings one thread at a time: Numba's workqueue layer, left
+    where neither TBB nor OpenMP loads, aborts the process at a concurrent parallel launch.
+    (The other process starts with the session.)"""
+    r = early_result(test_threads_drawing_couplings_at_once_under_the_workqueue_layer)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
 
 
 def test_run_file_keeps_digests_of_seed_drawn_couplings_and_custom_ones_whole(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 
 import numpy as np
 
@@ -45,6 +46,13 @@ def sphere_retract(x):
 
 # ---------------------------------------------------------------- instance data
 
+# one thread at a time in the parallel generator: Numba's workqueue threading layer (the one
+# left where neither TBB nor OpenMP loads) aborts the process when two threads launch parallel
+# regions at once (instances built in threads: points of a scan on a Dask worker with
+# --nthreads > 1, a notebook's thread pool)
+_GENERATOR_LOCK = threading.Lock()
+
+
 def coupling_tensor(N: int, p: int, seed: int, scale: float) -> np.ndarray:
     """J = scale * sym(G), G an i.i.d. N(0, 1) tensor (N,)*p from the DATA stream of `seed`
     (stream positions 0 .. N**p - 1, C order); sym averages over the p! index permutations.
@@ -59,7 +67,7 @@ def coupling_tensor(N: int, p: int, seed: int, scale: float) -> np.ndarray:
         from ..warmup import compile_notice
 
         k0, k1 = rng.key_of(seed)
-        with compile_notice("the p-spin coupling generator"):
+        with _GENERATOR_LOCK, compile_notice("the p-spin coupling generator"):
             stream_normals_into(k0, k1, np.uint64(rng.DATA), np.uint64(0), 0, G)
     G = G.reshape((N,) * p)
     S = np.zeros_like(G)
