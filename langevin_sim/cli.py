@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from .errors import (ConfigError, LangevinSimError, RunFileError, RunStopped, RunTerminated,
                      one_line_warnings, quiet_closed_stdout)
@@ -67,12 +68,15 @@ def _info(a) -> int:
 
 
 def _warmup(a) -> int:
-    from .warmup import warmup
+    from .warmup import usable_cpus, warmup
 
-    results = [r for _, _, r in warmup(dtypes=a.dtype.split(","), only=a.only)]
+    t = time.perf_counter()
+    results = [r for _, _, r in warmup(dtypes=a.dtype.split(","), only=a.only,
+                                       jobs=usable_cpus() if a.jobs is None else a.jobs)]
     done = [r for r in results if isinstance(r, float)]
     failed = sum(str(r).startswith("failed") for r in results)
-    print(f"{len(done)} kernels ready in {sum(done):.1f} s" + (f"; {failed} failed" if failed else ""))
+    print(f"{len(done)} kernels ready in {time.perf_counter() - t:.1f} s"
+          + (f"; {failed} failed" if failed else ""))
     return 1 if failed else 0
 
 
@@ -125,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: float32,float64)")
     w.add_argument("--only", action="append", metavar="POTENTIAL,DYNAMICS",
                    help="one pair by class names, e.g. DoubleWell,OverdampedLangevin (repeatable)")
+    w.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="processes compiling pairs at once (default: the cores this process "
+                        "may use; 1: one pair after the other, in this process)")
     w.set_defaults(fn=_warmup)
     b = sub.add_parser("backends", help="say which backends run here and how (versions, "
                                         "threads, GPU), or why not and the fix")

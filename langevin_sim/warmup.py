@@ -73,6 +73,11 @@ ASIDE_WAIT_S = 60.0    # the longest a first record waits for the helper (its co
 _aside: dict = {}       # (potential class, dtype) -> the helper process, or None once awaited
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity where the OS says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def compile_aside(potential, x: np.ndarray, records: bool, shared: tuple = ()) -> None:
     """In a helper process, once per potential class and dtype per process, compile into
     Numba's on-disk cache first the kernel's callees `shared` (`drivers.shared_callees`,
@@ -81,9 +86,7 @@ def compile_aside(potential, x: np.ndarray, records: bool, shared: tuple = ()) -
     for it.  Called at a cold run's first compilation, so both processes compile at once;
     not on a machine with one core, where they would only take turns."""
     key = (type(potential), x.dtype.str)
-    cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1)
-    if os.environ.get(ASIDE_ENV, "1") == "0" or cpus < 2:
+    if os.environ.get(ASIDE_ENV, "1") == "0" or usable_cpus() < 2:
         return
     with _lock:
         if key in _aside:
@@ -206,18 +209,22 @@ def _variants(pcls: type, dcls: type) -> tuple:
     return ok, why
 
 
-def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout) -> list[tuple]:
+def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout,
+           jobs: int = 1) -> list[tuple]:
     """Run a tiny simulation (3 replicas, 2 steps and a record; the compiled record-time
-    energy and observables of the family too) of every pair with a numba kernel (`registry.pairs("numba")`), or of the pairs named "Potential,Dynamics" in `only`,
-    for each dtype, so that Numba's on-disk cache holds them before the first real run.
-    Prints one line per pair and dtype to `out`: the seconds it took, or why it failed.
-    Returns [(pair name, dtype, seconds or the error)]."""
-    global _quiet
+    energy and observables of the family too) of every pair with a numba kernel
+    (`registry.pairs("numba")`), or of the pairs named "Potential,Dynamics" in `only`, for
+    each dtype, so that Numba's on-disk cache holds them before the first real run.  `jobs`
+    spawned processes compile pairs at once (Numba compiles on one core; `langevin-sim
+    warmup` takes `usable_cpus()`; from a script, call it under `if __name__ == "__main__":`,
+    as multiprocessing's spawned processes import the script again); 1: in this process, one
+    pair after the other.  Prints one line per pair and dtype to `out` as it is done: the
+    seconds it took, or why it failed.  Returns [(pair name, dtype, seconds or the error)]
+    in the pairs' order."""
     from .backends import numba_backend  # noqa: F401  (fills the registry)
     from .backends.registry import pairs
-    from .errors import ConfigError
+    from .errors import ConfigError, check_int
     from .simulation import DTYPES as SIM_DTYPES
-    from .simulation import Simulation
 
     bad = [d for d in dtypes if d not in SIM_DTYPES]
     if bad:
@@ -236,31 +243,66 @@ def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout) -> list
                                  f"the pairs are: {' '.join(sorted(todo))}"))
     if only:
         todo = {k: v for k, v in todo.items() if k in {n.replace(" ", "") for n in only}}
-    results = []
-    _quiet = True
+    tasks = [(name, dtype) for name in todo for dtype in dtypes]
+    jobs = min(len(tasks), check_int("jobs", jobs))
+    done: dict = {}
+
+    def said(task, label, res):
+        _said.add(label)
+        done[task] = (label, task[1], res)
+        print(f"{label}: " + (f"{res:.1f} s" if isinstance(res, float) else res), file=out,
+              flush=True)
+
+    if jobs <= 1:
+        for task in tasks:
+            said(task, *_warm_pair(*task))
+        return [done[t] for t in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawned, not forked: a fork of a process whose Numba threads run is not safe
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        for pcls, dcls in todo.values():
-            for dtype in dtypes:
-                label = f"{pcls.__name__} x {dcls.__name__} ({dtype})"
-                t = time.perf_counter()
-                try:
-                    variants, why = _variants(pcls, dcls)
-                    states = {}
-                    for pot, dyn in variants:
-                        sim = Simulation(pot, dyn, 3, backend="numba", dtype=dtype, seed=0)
-                        sim.advance(2)
-                        sim.snapshot()
-                        states[id(pot)] = (pot, sim.state["x"])
-                    for pot, x in states.values():   # what records of large states use
-                        _record_kernels(pot, x)
-                    res = (time.perf_counter() - t if variants else
-                           f"skipped: no small instance ({why})")
-                except Exception as e:  # one pair's failure must not stop the others
-                    res = f"failed: {type(e).__name__}: {e}"
-                _said.add(label)
-                results.append((label, dtype, res))
-                print(f"{label}: " + (f"{res:.1f} s" if isinstance(res, float) else res),
-                      file=out, flush=True)
+        futures = {pool.submit(_warm_pair, *task): task for task in tasks}
+        for f in as_completed(futures):
+            task = futures[f]
+            try:
+                said(task, *f.result())
+            except Exception as e:   # its process died (a crash in a compiler, killed)
+                said(task, _label(*task), f"failed: {type(e).__name__}: {e}")
     finally:
-        _quiet = False
-    return results
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [done[t] for t in tasks]
+
+
+def _label(name: str, dtype: str) -> str:
+    return f"{name.replace(',', ' x ')} ({dtype})"
+
+
+def _warm_pair(name: str, dtype: str) -> tuple[str, float | str]:
+    """(label, seconds or why it failed) of warming the pair "Potential,Dynamics" in dtype:
+    its small variants' tiny simulations and their record kernels, without the compile
+    notice or a helper process (also in `warmup`'s worker processes)."""
+    global _quiet
+    from .backends.registry import pairs
+    from .simulation import Simulation
+
+    pcls, dcls = next((p, d) for p, d in pairs("numba") if f"{p.__name__},{d.__name__}" == name)
+    t = time.perf_counter()
+    quiet, _quiet = _quiet, True
+    try:
+        variants, why = _variants(pcls, dcls)
+        states = {}
+        for pot, dyn in variants:
+            sim = Simulation(pot, dyn, 3, backend="numba", dtype=dtype, seed=0)
+            sim.advance(2)
+            sim.snapshot()
+            states[id(pot)] = (pot, sim.state["x"])
+        for pot, x in states.values():   # what records of large states use
+            _record_kernels(pot, x)
+        res = time.perf_counter() - t if variants else f"skipped: no small instance ({why})"
+    except Exception as e:  # one pair's failure must not stop the others
+        res = f"failed: {type(e).__name__}: {e}"
+    finally:
+        _quiet = quiet
+    return _label(name, dtype), res

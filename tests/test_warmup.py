@@ -44,6 +44,31 @@ def test_warmup_one_pair_prints_its_time_then_a_run_loads_silently():
     assert NOTICE not in r.stderr
 
 
+TWO_PAIRS = ("DoubleWell,OverdampedLangevin", "Quadratic,OverdampedLangevin")
+
+
+def warmup_in_two_processes():
+    """`starts_early` spec: `warmup --jobs 2` of two pairs in float64."""
+    argv = [sys.executable, "-m", "langevin_sim.cli", "warmup", "--dtype", "float64", "--jobs", "2"]
+    for pair in TWO_PAIRS:
+        argv += ["--only", pair]
+    return argv, dict(os.environ)
+
+
+@starts_early(warmup_in_two_processes, timeout=300)
+def test_warmup_compiles_pairs_in_processes_at_once():
+    """`warmup --jobs 2` warms each pair in a spawned process of its own and prints each
+    pair's line as it is done, then the summary; no compile notice.  (The other process
+    starts with the session.)"""
+    r = early_result(test_warmup_compiles_pairs_in_processes_at_once)
+    assert r.returncode == 0, r.stderr[-3000:]
+    *pairs, last = r.stdout.splitlines()
+    want = {p.replace(",", " x ") + " (float64)" for p in TWO_PAIRS}
+    assert {line.split(": ")[0] for line in pairs} == want and len(pairs) == 2, r.stdout
+    assert all(line.endswith(" s") for line in pairs), r.stdout
+    assert last.startswith("2 kernels ready in ") and NOTICE not in r.stderr
+
+
 def test_warmup_rejects_unknown_pairs_and_dtypes(capsys):
     assert cli(["warmup", "--only", "DoubleWell,Nothing"]) == 2
     err = capsys.readouterr().err
@@ -56,6 +81,8 @@ def test_warmup_rejects_unknown_pairs_and_dtypes(capsys):
     assert "--only takes POTENTIAL,DYNAMICS pairs" in err and "DoubleWell,OBABO" in err
     assert cli(["warmup", "--dtype", "float16", "--only", "DoubleWell,OverdampedLangevin"]) == 2
     assert "unknown dtype 'float16'" in capsys.readouterr().err
+    assert cli(["warmup", "--jobs", "0", "--only", "DoubleWell,OverdampedLangevin"]) == 2
+    assert "jobs must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_every_numba_pair_has_a_small_instance():
