@@ -359,9 +359,10 @@ def overdamped_rows(x, G, off, lo, dstep, t, k0, k1, rep0, eta, sigma, bound, ne
         if dstep[m] >= 0:
             continue
         z, o = noise_chunk(k0, k1, rng.NOISE, np.uint64(rep0 + m), t * d, d, buf)
+        zs = z[o:o + d]     # from 0: `z[o + i]` (wraparound tested) kept LLVM from vectorizing
         good = True
         for i in range(d):
-            new[i] = cpu.overdamped_lane(x[m, i], G[r, i] - off[i], z[o + i], eta, sigma, zero)
+            new[i] = cpu.overdamped_lane(x[m, i], G[r, i] - off[i], zs[i], eta, sigma, zero)
             good = good & cpu.within_bound(new[i], bound)
         if good:
             for i in range(d):
@@ -476,8 +477,9 @@ def label_shifts(shift, t, k0, k1, rep, sigma, buf):
     B = shift.shape[0]
     if sigma > 0:
         z, off = noise_chunk(k0, k1, rng.LABEL_NOISE, rep, t * B, B, buf)
+        zs = z[off:off + B]
         for b in range(B):
-            shift[b] = like(sigma, shift) * z[off + b]
+            shift[b] = like(sigma, shift) * zs[b]
     else:
         shift[:] = 0.0
 
@@ -497,9 +499,9 @@ def sgd_step(x, v, g, t, k0, k1, rep, lr, ts, momentum, wd, bound, buf, nx, nv, 
     if gsig is not None:
         if gsig > 0:
             zg, og = noise_chunk(k0, k1, rng.GRAD_NOISE, rep, t * d, d, buf)
-            s = like(gsig, g)
+            s, zgs = like(gsig, g), zg[og:og + d]
             for i in range(d):
-                g[i] = g[i] + s * zg[og + i]
+                g[i] = g[i] + s * zgs[i]
     zero = like(0.0, x)
     sigma, z, off, noisy = zero, buf[buf.shape[0] // 2:], 0, False
     if ts is not None:
@@ -509,9 +511,10 @@ def sgd_step(x, v, g, t, k0, k1, rep, lr, ts, momentum, wd, bound, buf, nx, nv, 
             z, off = noise_chunk(k0, k1, rng.NOISE, rep, t * d, d, buf)
             noisy = True
     lr_, mu, wd_ = like(lr, x), like(momentum, x), like(wd, x)
+    zs = z[off:off + d]     # indices from 0 (see `overdamped_rows`)
     good = True
     for i in range(d):
-        xi = z[off + i] if noisy else zero
+        xi = zs[i] if noisy else zero
         xv, vv = cpu.sgd_update(x[i], v[i], g[i], lr_, mu, wd_, sigma, xi)
         nx[i] = xv
         nv[i] = vv

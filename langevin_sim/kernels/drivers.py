@@ -112,8 +112,9 @@ def block_noise(xi, dstep, lo, t, steps, purpose, k0, k1, rep0, buf):
         if dstep[lo + r] < 0:
             rep = np.uint64(rep0 + lo + r)
             z, off = noise_chunk(k0, k1, purpose, rep, t * (n // steps), n, buf)
+            zs, dst = z[off:off + n], xi[r]
             for i in range(n):
-                xi[r, i] = z[off + i]
+                dst[i] = zs[i]
 
 
 @jit

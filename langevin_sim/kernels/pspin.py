@@ -245,7 +245,9 @@ def packed_gradient(pot: SphericalPSpin, dtype) -> tuple:
 def packed_rows(x, lo, hi, runs, starts, offsets, Y):
     """Rows 0 .. hi-lo-1 of Y (BP, P) <- the packed products of rows lo .. hi-1 of x: entry
     offsets[s] + k - starts[s] is (1 * x[runs[s, 0]] * .. * x[runs[s, -1]]) * x[k], the
-    factors multiplied in the order of `pspin.tensor_rows`; the padding rows <- 0."""
+    factors multiplied in the order of `pspin.tensor_rows`; the padding rows <- 0.  A run is
+    a loop over views from 0 (`yr[o + k]`, `xr[k0 + k]` with run-time offsets: Numba's
+    negative-index wraparound on each kept LLVM from vectorizing it, 5x slower)."""
     N = x.shape[1]
     for r in range(hi - lo):
         xr, yr = x[lo + r], Y[r]
@@ -254,8 +256,9 @@ def packed_rows(x, lo, hi, runs, starts, offsets, Y):
             for u in range(runs.shape[1]):
                 a = a * xr[runs[s, u]]
             k0, o = starts[s], offsets[s]
-            for k in range(N - k0):
-                yr[o + k] = a * xr[k0 + k]
+            src, dst = xr[k0:], yr[o:o + N - k0]
+            for k in range(src.shape[0]):
+                dst[k] = a * src[k]
     for r in range(hi - lo, Y.shape[0]):
         for q in range(Y.shape[1]):
             Y[r, q] = 0
