@@ -71,8 +71,13 @@ def _warmup(a) -> int:
     from .warmup import usable_cpus, warmup
 
     t = time.perf_counter()
-    results = [r for _, _, r in warmup(dtypes=a.dtype.split(","), only=a.only,
-                                       jobs=usable_cpus() if a.jobs is None else a.jobs)]
+    try:
+        results = [r for _, _, r in warmup(dtypes=a.dtype.split(","), only=a.only,
+                                           jobs=usable_cpus() if a.jobs is None else a.jobs)]
+    except KeyboardInterrupt:
+        print("langevin-sim: warmup interrupted: the pairs said above are in the cache, the "
+              "others compile at their first run", file=sys.stderr)
+        return 130
     done = [r for r in results if isinstance(r, float)]
     failed = sum(str(r).startswith("failed") for r in results)
     print(f"{len(done)} kernels ready in {time.perf_counter() - t:.1f} s"

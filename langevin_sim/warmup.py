@@ -270,6 +270,10 @@ def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout,
                 said(task, *f.result())
             except Exception as e:   # its process died (a crash in a compiler, killed)
                 said(task, _label(*task), f"failed: {type(e).__name__}: {e}")
+    except KeyboardInterrupt:   # a compilation does not stop at Ctrl-C: its process does
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return [done[t] for t in tasks]

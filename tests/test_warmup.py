@@ -85,6 +85,18 @@ def test_warmup_rejects_unknown_pairs_and_dtypes(capsys):
     assert "jobs must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
+def test_warmup_interrupted_says_one_line(monkeypatch, capsys):
+    """Ctrl-C during `warmup` (its processes are then terminated: a compilation does not stop
+    at SIGINT) ends with one line and status 130, not a traceback."""
+    def interrupted(**kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(warmup, "warmup", interrupted)
+    assert cli(["warmup", "--only", "DoubleWell,OverdampedLangevin"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == ("langevin-sim: warmup interrupted: the pairs said above are in the "
+                           "cache, the others compile at their first run")
+
+
 def test_every_numba_pair_has_a_small_instance():
     """warmup builds every registered pair (new kernels included) small, without compiling;
     where the dynamics refuses the potential altogether it skips the pair."""
