@@ -1396,3 +1396,30 @@ def test_a_quick_scan_starts_every_point_from_the_scenarios_quick_preset(tmp_pat
     base, points, _, _ = plan_scan(load_scenario(scen).Params, {"steps": [250]},
                                    preset=quick)
     assert base["steps"] != quick["steps"] and points[0].params["steps"] == 250
+
+
+PRIMED: list = []
+
+
+def record_priming(scenario, tasks, tries=3):
+    """Stands in for `warm_numba_cache` on the workers (in this process): the dtypes of the
+    points it was given."""
+    PRIMED.append(sorted({t["scan"]["coords"]["dtype"] for t in tasks}))
+
+
+def test_an_external_cluster_primes_each_group_of_kernels_as_a_task_of_its_own(tmp_path,
+                                                                              monkeypatch):
+    """On an external scheduler the Numba cache is warmed on the workers, one task per group
+    of points with kernels of their own (here a dtype each), so that the groups compile at
+    once on several workers rather than one after the other on one."""
+    from langevin_sim.scan import cluster as C
+
+    monkeypatch.setattr(C, "warm_numba_cache", record_priming)
+    PRIMED.clear()
+    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
+                      dashboard_address=":0") as cluster:
+        scan = run_scan(SCEN, grid={"dtype": ["float32", "float64"], "temperature": [0.5, 1.0]},
+                        sets={"steps": 20, "backend": "numpy"}, out=tmp_path / "scan",
+                        scheduler=cluster.scheduler_address)
+    assert list(scan.manifest["status"]) == ["done"] * 4
+    assert sorted(PRIMED) == [["float32"], ["float64"]]

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from ..errors import ConfigError
-from .point import run_point, warm_numba_cache
+from .point import priming_groups, run_point, warm_numba_cache
 
 THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 GPU = "GPU"                # the Dask resource a GPU worker declares and a cuda point requests
@@ -316,9 +316,12 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
                       file=sys.stderr)
         if cluster is None:
             # an external cluster's nodes may have another CPU than this machine: warm the
-            # (shared) Numba cache on one of its workers, before fanning out
+            # (shared) Numba cache on its workers before fanning out, a task per group of
+            # points with kernels of their own (a dtype, a backend), the groups at once
             try:
-                client.submit(warm_numba_cache, scenario, tasks, pure=False, retries=0).result()
+                for f in [client.submit(warm_numba_cache, scenario, group, pure=False, retries=0)
+                          for group in priming_groups(tasks)]:
+                    f.result()
             except Exception as e:
                 print(f"warming the Numba cache on a worker failed ({type(e).__name__}: {e}); "
                       "workers compile on their own", file=sys.stderr)

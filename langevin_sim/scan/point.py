@@ -210,18 +210,23 @@ def _fresh_run(task: dict) -> Run:
                    overwrite=True, progress=False, flush_seconds=task["flush_seconds"])
 
 
-def warm_numba_cache(scenario: str, tasks: list[dict], tries: int = 3) -> None:
-    """Compile the Numba kernels of the pending points into the on-disk cache, in this
-    process, before workers start: for each distinct combination of the points' str/bool
-    coordinates (a backend, a dtype, a model switch: what can change the kernels; numbers
-    only change their arguments), build the first buildable point with 2 replicas and take
-    one step.  A point whose build fails is skipped here; its own run reports why."""
-    mod = load_scenario(scenario)
+def priming_groups(tasks: list[dict]) -> list[list[dict]]:
+    """The pending points grouped by their str/bool coordinates (a backend, a dtype, a model
+    switch: what can change the kernels; numbers only change their arguments), in order."""
     groups: dict = {}
     for t in tasks:
         key = tuple((k, v) for k, v in sorted(t["scan"]["coords"].items()) if isinstance(v, (str, bool)))
         groups.setdefault(key, []).append(t)
-    for group in groups.values():
+    return list(groups.values())
+
+
+def warm_numba_cache(scenario: str, tasks: list[dict], tries: int = 3) -> None:
+    """Compile the Numba kernels of the pending points into the on-disk cache, in this
+    process, before the points fan out: for each of their `priming_groups`, build the first
+    buildable point with 2 replicas and take one step.  A point whose build fails is skipped
+    here; its own run reports why."""
+    mod = load_scenario(scenario)
+    for group in priming_groups(tasks):
         for task in group[:tries]:
             try:
                 p = resolve_params(mod.Params, sets=task["params"])
