@@ -16,8 +16,9 @@ block it came in.  The sums' order is written out (`kernels.lanes`): within a ch
 64 bytes of lanes collects the terms q = l (mod lanes) in order by fused multiply-adds (the
 last, partial lanes zero-filled), then the lanes are added in a halving tree, so the bits do
 not depend on the CPU compiled for (a sum LLVM reassociated, as before, split by the target's
-vector width: compiled for an Intel AVX-512 core and for a Zen 4 it gave other trajectories).  `row_axpys` needs no reduction
-order: its sums run along K in order, one FMA per term (`fastmath` contract only).
+vector width: compiled for an Intel AVX-512 core and for a Zen 4 it gave other trajectories).
+`row_axpys` needs no reduction order: its sums run along K in order, one FMA per term
+(`fastmath` contract only).
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from ..errors import ConfigError
+from ..warmup import usable_cpus
 from .point import priming_groups, run_point, warm_numba_cache
 
 THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -265,7 +266,7 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
         cluster = gpu_cluster(ids, threads)
         client = Client(cluster, set_as_default=False)
     elif scheduler is None:
-        n = int(workers) if workers is not None else max(1, len(os.sched_getaffinity(0)) // threads)
+        n = int(workers) if workers is not None else max(1, usable_cpus() // threads)
         warm_numba_cache(scenario, tasks)
         env = {k: str(threads) for k in THREAD_VARS}
         # allowed-failures 0: a point whose worker dies is recorded as failed at once (the
