@@ -590,6 +590,13 @@ class Timed(Simulation):
             json.dump(rec, fh)
         return out
 
+    def advance(self, steps, sync=True):
+        if sync and steps == 1:      # the scan's priming step (`warm_numba_cache`)
+            with open(os.path.join(self.meta["log"], f"{os.getpid()}-{time.time()}.prime"),
+                      "w") as fh:
+                json.dump({"pid": os.getpid(), "dtype": self.dtype.name}, fh)
+        return super().advance(steps, sync)
+
 
 def build(p):
     cuda_backend()
@@ -617,18 +624,23 @@ def _points_by_worker(log) -> dict:
 def test_cpu_scan_runs_one_point_per_worker_at_a_time(tmp_path):
     """`--threads 2` means 2 threads for each point, not 2 points on each worker: the local
     workers had threads_per_worker=2, so each ran two points at once, each with 2 Numba
-    threads (4 threads per core's worth)."""
+    threads (4 threads per core's worth).  The Numba cache is primed on the workers, one
+    task per dtype (it was primed in the launching process, one dtype after the other)."""
     scen, log, out = tmp_path / "scenario.py", tmp_path / "log", tmp_path / "scan"
     scen.write_text(GPU_SCENARIO)
     log.mkdir()
     r = subprocess.run([sys.executable, "-m", "langevin_sim.cli", "scan", str(scen),
-                        "--grid", "temperature=0.5,1,1.5,2", "--set", "backend=numpy",
+                        "--grid", "temperature=0.5,1", "--grid", "dtype=float32,float64",
+                        "--set", "backend=numpy",
                         "--set", f"log={log}", "--workers", "2", "--threads", "2",
                         "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert list(open_scan(out).manifest["status"]) == ["done"] * 4
     by_pid = _points_by_worker(log)
     assert sum(map(len, by_pid.values())) == 4 and len(by_pid) <= 2
+    primed = [json.loads(p.read_text()) for p in log.glob("*.prime")]
+    assert sorted(x["dtype"] for x in primed) == ["float32", "float64"]
+    assert {x["pid"] for x in primed} <= set(by_pid), (primed, list(by_pid))
 
 
 def test_gpu_scan_runs_one_point_per_gpu_at_a_time(tmp_path):

@@ -267,7 +267,6 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
         client = Client(cluster, set_as_default=False)
     elif scheduler is None:
         n = int(workers) if workers is not None else max(1, usable_cpus() // threads)
-        warm_numba_cache(scenario, tasks)
         env = {k: str(threads) for k in THREAD_VARS}
         # allowed-failures 0: a point whose worker dies is recorded as failed at once (the
         # rerun resumes it) instead of being retried on, and possibly killing, other workers
@@ -315,10 +314,10 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
                 print("the scheduler's workers declare no GPU resource, so cuda points may share "
                       "a GPU; start one worker per GPU with `--resources GPU=1` (docs/gpu.md)",
                       file=sys.stderr)
-        if cluster is None:
-            # an external cluster's nodes may have another CPU than this machine: warm the
-            # (shared) Numba cache on its workers before fanning out, a task per group of
-            # points with kernels of their own (a dtype, a backend), the groups at once
+        if not gpu_mode:
+            # warm the (shared) Numba cache on the workers before fanning out, a task per
+            # group of points with kernels of their own (a dtype, a backend), so the groups
+            # compile at once (and an external cluster's nodes compile for their own CPU)
             try:
                 for f in [client.submit(warm_numba_cache, scenario, group, pure=False, retries=0)
                           for group in priming_groups(tasks)]:
