@@ -217,10 +217,10 @@ def warmup(dtypes=DTYPES, only: list[str] | None = None, out=sys.stdout,
     each dtype, so that Numba's on-disk cache holds them before the first real run.  `jobs`
     spawned processes compile pairs at once (Numba compiles on one core; `langevin-sim
     warmup` takes `usable_cpus()`; from a script, call it under `if __name__ == "__main__":`,
-    as multiprocessing's spawned processes import the script again); 1: in this process, one
-    pair after the other.  Prints one line per pair and dtype to `out` as it is done: the
-    seconds it took, or why it failed.  Returns [(pair name, dtype, seconds or the error)]
-    in the pairs' order."""
+    as multiprocessing's spawned processes import the script again; a Jupyter notebook needs
+    no guard); 1: in this process, one pair after the other.  Prints one line per pair and
+    dtype to `out` as it is done: the seconds it took, or why it failed.  Returns [(pair
+    name, dtype, seconds or the error)] in the pairs' order."""
     from .backends import numba_backend  # noqa: F401  (fills the registry)
     from .backends.registry import pairs
     from .errors import ConfigError, check_int
