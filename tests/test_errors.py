@@ -405,6 +405,31 @@ def test_cli_errors_are_one_line(case, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "o.h5").exists()
 
 
+@pytest.mark.parametrize("case", ["grid type", "grid empty", "out a file", "out under a file"])
+def test_scan_cli_errors_are_one_line(case, tmp_path, capsys):
+    """A scan's bad axis value names its --grid; an --out that is a file (or under one) is
+    one line, not a traceback from mkdir."""
+    (tmp_path / "afile").write_text("")
+    out = str(tmp_path / "scan")
+    argv, expect = {
+        "grid type": (["--grid", "temperature=0.5,hot"],
+                      ["--grid temperature=0.5,hot: 'hot': expected float"]),
+        "grid empty": (["--grid", "temperature="],
+                       ["--grid temperature=: give a comma-separated list of values"]),
+        "out a file": (["--grid", "temperature=0.5"],
+                       [f"--out {tmp_path / 'afile'} is a file; a scan writes a directory"]),
+        "out under a file": (["--grid", "temperature=0.5"],
+                             [f"cannot make the scan directory --out {tmp_path / 'afile' / 's'}"]),
+    }[case]
+    if case.startswith("out"):
+        out = str(tmp_path / "afile") if case == "out a file" else str(tmp_path / "afile" / "s")
+    assert cli(["scan", DOUBLE_WELL, *argv, "--set", "steps=20", "--workers", "1",
+                "--out", out]) == 2
+    line = one_error_line(capsys.readouterr().err, "langevin-sim")
+    assert all(e in line for e in expect), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_scenario_script_error_is_one_line(tmp_path):
     bad = write(tmp_path / "bad.toml", "temperature = \n")
     r = subprocess.run([sys.executable, DOUBLE_WELL, "--config", bad, "--out",

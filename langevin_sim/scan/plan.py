@@ -13,7 +13,7 @@ import types
 import typing
 
 from ..errors import ConfigError
-from ..scenario import resolve_params
+from ..scenario import _coerce, resolve_params
 from .ids import point_id, point_seed
 
 
@@ -61,12 +61,17 @@ def _parse_axes(items, flag: str, params_cls) -> dict:
             if k in out:
                 raise ConfigError(f"{flag} {k} given twice; list all its values in one {flag} {k}=v1,v2")
             out[k] = [s.strip() for s in v.split(";" if _is_list(params_cls, k) else ",")]
+    hints = typing.get_type_hints(params_cls)
     for k, vals in out.items():
+        sep = ";" if _is_list(params_cls, k) else ","
+        given = f"{flag} {k}={sep.join(map(str, vals))}"
         if not vals or any(isinstance(s, str) and s == "" for s in vals):
             example = (f"a ';'-separated list of points, e.g. '{k}=1,3;2,4'"
-                       if _is_list(params_cls, k) else f"a comma-separated list of values, "
-                                                       f"e.g. {k}=0.5,1")
-            raise ConfigError(f"{flag} {k}={vals!r}: give {example}")
+                       if sep == ";" else f"a comma-separated list of values, e.g. {k}=0.5,1")
+            raise ConfigError(f"{given}: give {example}")
+        if k in hints:      # (an unknown key: `plan_scan` names the scenario's parameters)
+            for v in vals:
+                _coerce(hints[k], v, f"{given}: {v!r}")
     return out
 
 

@@ -70,7 +70,14 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
     if scheduler is None and not (workers is not None and int(workers) == 1):
         check_local_gpus([p.params for p in points])   # --gpus beyond the GPUs shown
     root = Path(out)
-    (root / "points").mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--out {out} is a file; a scan writes a directory (its scan.json, "
+                          "manifest and points/): give a new or an existing scan's directory")
+    try:
+        (root / "points").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot make the scan directory --out {out}: {e.strerror or e}"
+                          ) from None
     source = hashlib.sha256(Path(scenario).read_bytes()).hexdigest()
     spec = {"format": SCAN_FORMAT, "scenario": scenario, "scenario_sha256": source,
             "grid": grid_keys, "zip": zip_keys,
