@@ -6,7 +6,9 @@ finished point's mean energy over the last (1 - F) of its records and its surviv
 replicas (langevin_sim.analysis.scan.energy_summary), combines repeats, prints the table
 (with `alive`, the fraction of replicas that never diverged, and a note when it is < 1)
 and plots mean energy (with standard errors) against KEY (default: the first scan key),
-one line per value of the other scan keys (per zip row when KEY is a grid key).
+one line per value of the other scan keys (per zip row when KEY is a grid key); points
+that lost replicas ringed, those that lost all as crosses on the x axis, the energy axis
+logarithmic where positive means span more than 1e3.
 """
 import argparse
 import sys
@@ -55,7 +57,8 @@ def main(argv=None):
     lost = int((table["alive"] < 1).sum())
     if lost:
         print(f"note: {lost} point(s) lost replicas to divergence (alive < 1: the fraction of "
-              "replicas that never diverged): their mean energy is over the survivors only")
+              "replicas that never diverged): their mean energy is over the survivors only, "
+              "which may be diverging too (ringed in the figure; no mean where none survived)")
     # one line per value of every other scan key: the other grid keys, and the zip keys
     # unless x is one of them (the zip keys vary together with it)
     others = [k for k in scan.grid if k != x] + ([] if x in scan.zip else list(scan.zip))
@@ -66,10 +69,28 @@ def main(argv=None):
         g = g.sort_values(x)
         label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in zip(others, key)) or None
-        ax.errorbar(g[x], g["energy_mean"], yerr=g["energy_se"], marker="o", capsize=3, label=label)
+        line = ax.errorbar(g[x], g["energy_mean"], yerr=g["energy_se"], marker="o", capsize=3,
+                           label=label)[0]
+        # a point that lost replicas: a ring around its marker (its mean is over survivors,
+        # which may be diverging too); one that lost all: a cross on the x axis (no mean)
+        part = g[(g["alive"] > 0) & (g["alive"] < 1)]
+        ax.plot(part[x], part["energy_mean"], "o", ms=12, mfc="none", color=line.get_color())
+        gone = g[~(g["alive"] > 0)]
+        ax.plot(gone[x], [0.02] * len(gone), "x", ms=9, mew=2, color=line.get_color(),
+                transform=ax.get_xaxis_transform(), clip_on=False)
+    flags = [(table["alive"] > 0) & (table["alive"] < 1), ~(table["alive"] > 0)]
+    for flag, marker, text in zip(flags, ("o", "x"), (
+            "ringed: lost replicas to divergence (mean over the survivors)",
+            "x on the axis: every replica diverged (no mean)")):
+        if flag.any():
+            ax.plot([], [], marker, color="gray", mfc="none", ms=9, mew=1.5, ls="none",
+                    label=text)
+    finite = table["energy_mean"][table["alive"] > 0]
+    if len(finite) and (finite > 0).all() and finite.max() > 1e3 * finite.min():
+        ax.set_yscale("log")        # (diverging points' means dwarf the others)
     ax.set(xlabel=x, ylabel="mean energy",
            title=f"{Path(scan.spec['scenario']).name}: last {1 - a.burn:.0%} of records")
-    if others:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     save_figure(fig, a.png, a.dir, "scan_summary", dpi=120)
     return table

@@ -811,7 +811,6 @@ def test_an_edited_scenario_does_not_extend_its_scan_silently(tmp_path, capsys):
     assert len(list((out / "points").glob("*.h5"))) == 3
 
 
-@pytest.mark.filterwarnings("ignore:No artists with labels")     # (errorbar is stubbed out)
 def test_scan_summary_plot_keeps_zip_rows_apart(tmp_path, monkeypatch):
     """--x a grid key of a scan that also has zip keys: one line per zip row (and per value of
     the other grid keys), not one line zigzagging through the zip rows' points."""
@@ -821,9 +820,9 @@ def test_scan_summary_plot_keeps_zip_rows_apart(tmp_path, monkeypatch):
                     zipped={"temperature": [0.5, 2.0], "step": [0.02, 0.05]},
                     sets={"steps": 40, "record_every": 10, "replicas": 8}, out=tmp_path / "z",
                     workers=1, progress=False)
-    lines = []
-    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
-                        lambda self, x, y, **kw: lines.append((list(x), kw.get("label"))))
+    lines, errorbar = [], matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", lambda self, x, y, **kw: (
+        lines.append((list(x), kw.get("label"))), errorbar(self, x, y, **kw))[1])
     main = runpy.run_path(str(ROOT / "analysis" / "scan_summary.py"))["main"]
     table = main([str(scan.root), "--x", "curvature", "--png", str(tmp_path / "s.png")])
     assert len(table) == 4
@@ -887,21 +886,34 @@ def _double_well_steps(out, steps_grid, **sets):
                         progress=False)
 
 
-def test_scan_summary_shows_points_that_lost_replicas_to_divergence(tmp_path, capsys):
+def test_scan_summary_shows_points_that_lost_replicas_to_divergence(tmp_path, capsys,
+                                                                     monkeypatch):
     """A point where some (not all) replicas diverged is `done` and its mean energy is over the
-    survivors only: the table must say so (alive < 1), not print it like any other point."""
-    scan = _double_well_steps(tmp_path / "pd", [0.002, 0.1], steps=2000, record_every=200,
+    survivors only: the table must say so (alive < 1), not print it like any other point, and
+    the figure ring it; a point where all diverged has no mean: the figure drew nothing for it
+    (now a cross on the x axis)."""
+    import matplotlib.axes
+
+    scan = _double_well_steps(tmp_path / "pd", [0.002, 0.1, 5.0], steps=2000, record_every=200,
                               replicas=32)
     from langevin_sim.analysis.scan import reduce_repeats
 
     red = reduce_repeats(scan.summarize())
     alive = red["alive"].to_series()
-    assert alive[0.002] == 1.0 and 0 < alive[0.1] < 1, alive
+    assert alive[0.002] == 1.0 and 0 < alive[0.1] < 1 and alive[5.0] == 0, alive
+    marks, plot = [], matplotlib.axes.Axes.plot
+
+    def spy(self, x, y, fmt, **kw):
+        marks.append((fmt, list(x), kw.get("transform") is self.get_xaxis_transform()))
+        return plot(self, x, y, fmt, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
     main = runpy.run_path(str(ROOT / "analysis" / "scan_summary.py"))["main"]
     table = main([str(scan.root), "--png", str(tmp_path / "s.png")])
-    assert list(table["alive"]) == [1.0, alive[0.1]]
+    assert list(table["alive"]) == [1.0, alive[0.1], 0.0]
     out = capsys.readouterr().out
-    assert "1 point(s) lost replicas to divergence" in out, out
+    assert "2 point(s) lost replicas to divergence" in out, out
+    assert ("o", [0.1], False) in marks and ("x", [5.0], True) in marks, marks
 
 
 def test_reduce_repeats_keeps_the_error_of_one_replica_repeats_and_counts_diverged_ones():
