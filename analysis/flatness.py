@@ -74,13 +74,14 @@ def label(p: dict) -> str:
 
 
 def said(c, partial: bool = False) -> str:
-    """Whether a correlation's 95 % interval lies above 0 (yes), below (reversed) or not; of
+    """Whether a correlation's 95 % interval lies above 0 (yes), below (reversed) or holds 0
+    (not established: the claim is neither shown nor refuted at 95 %); of
     a pooled one, the interval it quotes (random effects where the points disagree)."""
     if isinstance(c, PooledCorrelation):
         lo, hi = c.quoted()[1]
     else:
         lo, hi = c.partial_ci if partial else c.ci
-    return "yes" if lo > 0 else "reversed" if hi < 0 else "not shown"
+    return "yes" if lo > 0 else "reversed" if hi < 0 else "not established (0 inside)"
 
 
 def across(pts):

@@ -213,7 +213,7 @@ def test_flatness_verdict_of_pooled_points_uses_the_interval_it_quotes():
     said = runpy.run_path(os.path.join(ROOT, "analysis", "flatness.py"))["said"]
     het = PooledCorrelation(-0.168, (-0.285, -0.045), 0.0076, 32.8, 1.2e-5, 7, False, 0.127,
                             -0.083, (-0.361, 0.208), 0.58)
-    assert het.heterogeneous() and said(het) == "not shown"
+    assert het.heterogeneous() and said(het) == "not established (0 inside)"
     homo = PooledCorrelation(0.152, (0.062, 0.240), 0.001, 4.3, 0.75, 8, False, 0.0,
                              0.152, (0.062, 0.240), 0.001)
     assert said(homo) == "yes"

@@ -382,8 +382,11 @@ class MatchedFit(Result):
         correlations across and within points."""
         labels = labels or [f"point {i}" for i in range(len(self.reached))]
         lo, hi = self.level / self.factor, self.level * self.factor
-        where = (f"the first record at or below {hi:.4g}" if self.pick == "first"
-                 else f"the last record at or above {lo:.4g}")
+        where = (f"the first record at or below {hi:.4g} that holds its {self.fg.measure} "
+                 f"(left out if already below {lo:.4g} there: it jumped past the band)"
+                 if self.pick == "first" else
+                 f"the last record at or above {lo:.4g} that holds its {self.fg.measure} (left "
+                 f"out if above {hi:.4g} there)")
         lines = [f"train loss in [{lo:.4g}, {hi:.4g}] (level {self.level:.4g}), each replica at "
                  f"{where}:"]
         for k, lab in enumerate(labels):
