@@ -129,6 +129,25 @@ def test_bounded_index_and_permutation():
     assert not np.array_equal(p, rng.epoch_permutation(3, 5, 3, 17))
 
 
+def test_reference_epoch_minibatches_are_each_replicas_permutation_sliced():
+    """The NumPy reference's epoch minibatches: slices of every replica's
+    `rng.epoch_permutation` (made once per epoch for all replicas; they were made per step and
+    replica, ~50x slower than iid sampling), across an epoch's end; a caller writing into a
+    batch does not change the next."""
+    from langevin_sim.dynamics.base import NoiseSource
+    from langevin_sim.dynamics.sgd import minibatch
+
+    noise, n, B = NoiseSource(7, np.arange(5, 45)), 20, 4
+    for t in (0, 3, 4, 5, 9, 13, 4):
+        epoch, j = divmod(t, n // B)
+        want = np.stack([rng.epoch_permutation(7, r, epoch, n) for r in range(5, 45)])
+        got = minibatch(noise, t, B, n, "epoch")
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want[:, j * B:(j + 1) * B])
+        got[:] = -1
+    np.testing.assert_array_equal(minibatch(noise, 0, n, n, "epoch"), want)
+
+
 def test_bad_seed():
     with pytest.raises(ConfigError, match="seed"):
         rng.key_of(-1)

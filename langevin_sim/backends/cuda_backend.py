@@ -846,6 +846,9 @@ class DeviceNoise:
     def words(self, purpose: int, start: int, count: int):
         return self.run.words(purpose, start, count)
 
+    def permutations(self, epoch: int, n: int):
+        return self.run.permutations(epoch)
+
 
 def xp_reference_step(run: DeviceRun, dyn, t: int) -> None:
     """A dynamics without a device rule (MALA, new ones): its own `reference_step` on the

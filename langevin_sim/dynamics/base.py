@@ -19,6 +19,7 @@ class NoiseSource:
 
     def __init__(self, seed: int, replicas: np.ndarray):
         self.seed, self.replicas = int(seed), np.asarray(replicas, dtype=np.uint64)
+        self._perms: tuple | None = None
 
     def normals(self, step: int, lanes: int, purpose: int = rng.NOISE,
                 dtype=np.float64) -> np.ndarray:
@@ -28,6 +29,16 @@ class NoiseSource:
     def words(self, purpose: int, start: int, count: int) -> np.ndarray:
         """(M, count) uint64 words at stream positions start..start+count-1."""
         return rng.stream_words(self.seed, purpose, self.replicas, start, count)
+
+    def permutations(self, epoch: int, n: int) -> np.ndarray:
+        """(M, n) int64: every replica's `rng.epoch_permutation` of `epoch` (a stable sort of
+        its PERMUTE words), kept for the latest epoch: its steps' minibatches are slices of
+        it (made again at every step, one replica at a time, epoch sampling ran ~50x slower
+        than "iid" on this backend)."""
+        if self._perms is None or self._perms[0] != (epoch, n):
+            w = self.words(rng.PERMUTE, epoch * n, n)
+            self._perms = ((epoch, n), np.argsort(w, axis=1, kind="stable").astype(np.int64))
+        return self._perms[1]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,8 +77,7 @@ def minibatch(noise: NoiseSource, t: int, batch_size: int, n: int, sampling):
         return floyd_subset(w, n, array_module(w))
     per_epoch = n // batch_size
     epoch, j = divmod(t, per_epoch)
-    perms = [rng.epoch_permutation(noise.seed, int(r), epoch, n) for r in noise.replicas]
-    return np.stack(perms)[:, j * batch_size:(j + 1) * batch_size].astype(np.int64)
+    return noise.permutations(epoch, n)[:, j * batch_size:(j + 1) * batch_size].copy()
 
 
 def check_batch_size(batch_size) -> int | None:
