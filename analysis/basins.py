@@ -4,7 +4,8 @@ usage: python analysis/basins.py RUN.h5 [--tail K] [--method quench|nearest|obse
                                  [--png PATH]
 Prints the basins table (minimum, energy, Hessian spectrum summary, Laplace log Z and
 occupancy) and the sampled occupancy (pooled over the last K records) against the Laplace
-prediction and, for d <= 2 or separable potentials, exact quadrature; saves a figure.
+prediction and, for d <= 2 or separable potentials, exact quadrature (in any d, two
+isotropic wells' closed form with --method observable); saves a figure.
 Made for scenarios/flat_vs_sharp.py runs; any run with a constant temperature > 0 works
 (SGD runs without Langevin noise: langevin_sim.analysis.sgd_basins in Python).
 """

@@ -14,6 +14,7 @@ from langevin_sim.analysis.basins import (exact_basin_log_z, find_basins, hessia
                                           isotropic_pair_log_z, laplace_log_z,
                                           occupancy, occupancy_from_log_z, quench,
                                           run_occupancy)
+from langevin_sim.analysis.stationary import constant_temperature
 from langevin_sim.dynamics import OverdampedLangevin
 from langevin_sim.errors import ConfigError
 from langevin_sim.potentials import DoubleWell, MultiWell, Quadratic, SphericalPSpin
@@ -268,6 +269,34 @@ def test_basins_script_on_flat_vs_sharp(tmp_path):
     rgb = img[..., :3]
     assert (rgb.max(axis=-1) - rgb.min(axis=-1) > 0.1).mean() > 0.01, "no coloured curves"
     assert (rgb.max(axis=-1) < 0.3).mean() > 0.002, "no axes or text drawn"
+
+
+def test_observable_occupancy_of_an_isotropic_pair_in_d_4_has_the_exact_column(tmp_path):
+    """flat_vs_sharp at d = 4 (wells k = 8 and 1, 3 apart, T = 1): beyond d = 2 there was no
+    exact column although `isotropic_pair_log_z` is exact for these labels in any d; the
+    sampled labels (1000 replicas, t = 25) agree with it.  A MultiWell with anisotropic
+    wells still has none, and the figure's title names no dotted line then."""
+    out = tmp_path / "fs4.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "flat_vs_sharp.py"),
+                 ["d=4", "replicas=1000", "steps=2500", "step=0.01", "record_every=250",
+                  "backend=numpy"], out=out, progress=False).close()
+    with open_run(out) as run:
+        basins, occ = run_occupancy(run, tail=3, method="observable")
+        pot, T = run.potential, constant_temperature(run.config)
+    lz = isotropic_pair_log_z(4, T, 3.0, pot.hessians[:, 0, 0], pot.depths)
+    well = pot.basin(basins.points)
+    np.testing.assert_allclose(occ.exact, occupancy_from_log_z(lz)[well], rtol=1e-12)
+    assert 0.01 < occ.exact[0] < 0.02 and occ.exact[0] != pytest.approx(occ.laplace[0], abs=5e-4)
+    assert "CONSISTENT with the exact isotropic pair" in occ.verdict(), occ.table()
+    aniso = MultiWell([[-1.5, 0, 0], [1.5, 0, 0]], spectra=[[1, 2, 3], [4, 5, 6]])
+    sim = Simulation(aniso, OverdampedLangevin(0.01, 1.0), 8, backend="numpy")
+    sim.run(20, 10, out=tmp_path / "aniso.h5", progress=False).close()
+    with open_run(tmp_path / "aniso.h5") as run:
+        _, occ = run_occupancy(run, method="observable", starts=50)
+    assert occ.exact is None and "(no exact column" in occ.table()
+    fig, ax = plt.subplots()
+    assert occ.plot(ax).get_title() == "occupancy (dashed: Laplace)"
+    plt.close(fig)
 
 
 def test_run_occupancy_refuses_zero_temperature_before_quenching(tmp_path):

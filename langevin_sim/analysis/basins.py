@@ -563,7 +563,7 @@ class Occupancy(Result):
     of each replica's time-averaged indicator, se = their standard deviation / sqrt(M)
     (replicas are independent; correlation between records is accounted for); replicas: that
     M, the replicas alive in all `tail` records.  laplace (K,) and exact (K,) predicted
-    occupancies (None when unavailable).
+    occupancies (None when unavailable); exact_by names how the exact one was computed.
     """
 
     time: np.ndarray
@@ -575,6 +575,7 @@ class Occupancy(Result):
     replicas: int
     laplace: np.ndarray | None = None
     exact: np.ndarray | None = None
+    exact_by: str = "exact quadrature"
 
     @property
     def fractions(self) -> np.ndarray:
@@ -624,8 +625,8 @@ class Occupancy(Result):
             rows.append(f"{'none':>5} {rest:9.4f}   (in no listed basin)")
         if ze is None:
             rows.append("(no exact column: quadrature of the basins' weights is for d <= 2 or a "
-                        "separable potential; a flat/sharp pair in any d has "
-                        "basins.isotropic_pair_log_z)")
+                        "separable potential; in any d, a MultiWell of two isotropic wells has "
+                        "its closed form by method='observable' (--method observable))")
         return "\n".join(rows + [self.verdict()])
 
     def verdict(self, k: float = 4.0) -> str:
@@ -636,7 +637,7 @@ class Occupancy(Result):
             return "no prediction to compare with"
         zmax = float(np.max(np.abs(self.z(which))))
         ok = "CONSISTENT with" if zmax <= k else "DIFFERS from"
-        name = "exact quadrature" if which == "exact" else "the Laplace approximation"
+        name = self.exact_by if which == "exact" else "the Laplace approximation"
         return f"sampled occupancy {ok} {name} (max |z| = {zmax:.2f}, tolerance {k:g} se)"
 
     def plot(self, ax: Axes) -> Axes:
@@ -651,19 +652,21 @@ class Occupancy(Result):
                 ax.axhline(self.laplace[b], color=line.get_color(), ls="--", lw=1)
             if self.exact is not None:
                 ax.axhline(self.exact[b], color=line.get_color(), ls=":", lw=1.5)
+        keys = ([] if self.laplace is None else ["dashed: Laplace"]) + \
+            ([] if self.exact is None else ["dotted: exact"])
         ax.set(xlabel="time", ylabel="fraction of replicas",
-               title="occupancy (dashed: Laplace, dotted: exact)")
+               title="occupancy" + (f" ({', '.join(keys)})" if keys else ""))
         ax.legend(fontsize="small")
         return ax
 
 
 def occupancy(labels: ArrayLike, n_basins: int, time: ArrayLike | None = None, tail: int = 1,
               alive: ArrayLike | None = None, laplace: ArrayLike | None = None,
-              exact: ArrayLike | None = None) -> Occupancy:
+              exact: ArrayLike | None = None, exact_by: str = "exact quadrature") -> Occupancy:
     """Occupancy from basin labels (n, M) in 0..n_basins-1 (-1: in none of them) of records
     at `time` (n,) (default 0..n-1); `alive` (n, M) bool leaves out diverged replicas
     (default all alive).  The pooled estimate uses the replicas alive in all `tail` last
-    records."""
+    records; exact_by: how `exact` was computed, for the verdict."""
     L = np.asarray(labels, np.int64)
     if L.ndim != 2:
         raise ConfigError(f"labels must have shape (n_records, M), got {L.shape}")
@@ -681,7 +684,7 @@ def occupancy(labels: ArrayLike, n_basins: int, time: ArrayLike | None = None, t
     return Occupancy(time, counts, alive.sum(axis=1), ind.mean(axis=1),
                      ind.std(axis=1, ddof=1) / np.sqrt(Mk), int(tail), Mk,
                      None if laplace is None else np.asarray(laplace),
-                     None if exact is None else np.asarray(exact))
+                     None if exact is None else np.asarray(exact), exact_by)
 
 
 def default_basins(potential: Potential, temperature: float | None = None, starts: int = 1000,
@@ -732,7 +735,10 @@ def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench"
     each minimum; no positions needed.  The Laplace prediction is the basins' occupancy, the
     exact one `exact_basin_log_z` where that applies (d <= 2 or a separable potential; None
     otherwise or with exact=False); with method "observable" the exact one is the Gibbs
-    probability of each label's region (d <= 2), which is what the labels sample.
+    probability of each label's region, which is what the labels sample: by quadrature for
+    d <= 2, and in any d for a MultiWell of two isotropic wells (H_j = k_j I) by
+    `isotropic_pair_log_z` (of the wells' hard minimum: the smooth minimum of softness tau
+    differs by at most tau ln 2 in energy, near the wells' boundary).
     """
     run = check_run(run, "run_occupancy")
     check_forwarded(run_occupancy, quench_kw, ("tol",) + QUENCH_KW)
@@ -776,11 +782,37 @@ def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench"
         for r, i in enumerate(idx):
             L[r] = assign_basins(pot, np.asarray(run.positions[int(i)], np.float64), basins,
                                  method, **quench_kw)
-    ex = None
+    ex, by = None, "exact quadrature"
     if exact and method == "observable":
         if pot.d <= 2:      # the labels' regions, not the gradient-flow basins
             ex = _label_gibbs(pot, to_basin, basins, T)
+        else:
+            ex = _isotropic_pair_gibbs(pot, to_basin, basins.points.shape[0], T)
+            by = "the exact isotropic pair (isotropic_pair_log_z)"
     elif exact and (pot.d <= 2 or hasattr(pot, "marginal_energy")):
         ex = occupancy_from_log_z(exact_basin_log_z(pot, basins, T))
     return basins, occupancy(L, basins.points.shape[0], run.time[idx], tail, alive,
-                             basins.predicted, ex)
+                             basins.predicted, ex, by)
+
+
+def _isotropic_pair_gibbs(potential: Potential, to_basin: np.ndarray, K: int,
+                          T: float) -> np.ndarray | None:
+    """Gibbs probability (K,) of the regions whose `basin` label maps (`to_basin`) to each
+    basin, for a `MultiWell` (the class itself: a subclass may shift the energy) of two wells
+    with isotropic Hessians k_j I, by `isotropic_pair_log_z`; None for any other potential."""
+    from ..potentials.multiwell import MultiWell
+
+    if type(potential) is not MultiWell or potential.n_wells != 2:
+        return None
+    H, d = potential.hessians, potential.d
+    k = np.array([H[j].trace() / d for j in range(2)])
+    if not all(np.allclose(H[j], k[j] * np.eye(d), rtol=0, atol=1e-10 * k[j]) for j in range(2)):
+        return None
+    c = potential.centers
+    lz = isotropic_pair_log_z(d, T, float(np.linalg.norm(c[1] - c[0])), k, potential.depths)
+    p = occupancy_from_log_z(lz)
+    out = np.zeros(K)
+    for j in range(2):
+        if j < to_basin.size and to_basin[j] >= 0:
+            out[to_basin[j]] += p[j]
+    return out
