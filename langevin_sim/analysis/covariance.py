@@ -45,7 +45,7 @@ from scipy import linalg, stats
 
 from ..errors import ConfigError
 from ..io.reader import Run, check_run
-from .diagnostics import MIN_ESS_DRAWS, burn_in, ess, load_records
+from .diagnostics import MIN_ESS_DRAWS, REPLICA_SE_MIN, burn_in, ess, load_records, replica_mcse
 from .stationary import MarginalFit, fit_marginal
 from .result import Result
 
@@ -716,9 +716,12 @@ def _epoch_first(pot: LinearRegression, lr: float, kw: dict, record_every: int |
 @dataclass(frozen=True)
 class SampleMoments(Result):
     """Pooled mean (d,) and covariance (d, d) of (n, M, d) records x replicas, with standard
-    errors se = sd / sqrt(ESS) from the ArviZ ESS (method "mean") of each entry's series:
-    x_i for the mean, (x_i - mean_i)(x_j - mean_j) for the covariance (so autocorrelation
-    across records is accounted for; replicas are independent chains)."""
+    errors of each entry's series, x_i for the mean and (x_i - mean_i)(x_j - mean_j) for the
+    covariance (autocorrelation across records accounted for; replicas are independent
+    chains): with M >= REPLICA_SE_MIN replicas the spread of the replicas' own averages over
+    their records / sqrt(M), exact at any number of records; with fewer, sd / sqrt(ESS) from
+    ArviZ's ESS (method "mean"), biased by up to +-50 % where the records span fewer than
+    ~60 autocorrelation times (`diagnostics.replica_mcse`).  ess_*: sd^2 / se^2."""
 
     mean: np.ndarray
     mean_se: np.ndarray
@@ -750,33 +753,48 @@ COV_BLOCK_BYTES = 64 << 20   # `sample_moments` forms the products y_i y_j in bl
 def sample_moments(data: Run | Records | ArrayLike, name: str = "positions", burn: int = 0
                    ) -> SampleMoments:
     """`SampleMoments` of an (n_records, M, d) array, or of a `Run`'s series `name`, after
-    `burn` records (diverged replicas dropped; >= 4 records needed for the ESS)."""
+    `burn` records (diverged replicas dropped; >= MIN_ESS_DRAWS records needed for ArviZ's
+    ESS where M < REPLICA_SE_MIN, one where M is larger)."""
     x = load_records(data, name).after(int(burn)).values
-    if x.ndim != 3 or x.shape[0] < MIN_ESS_DRAWS:
+    by_replicas = x.ndim == 3 and x.shape[1] >= REPLICA_SE_MIN
+    if x.ndim != 3 or x.shape[0] < (1 if by_replicas else MIN_ESS_DRAWS):
         raise ConfigError(f"sample moments need (n >= {MIN_ESS_DRAWS}, M, d) records, got "
-                          f"{x.shape}: their errors come from ArviZ's ESS, biased high (errors "
-                          f"too small) on fewer records; run longer or record more often")
+                          f"{x.shape}: with fewer than {REPLICA_SE_MIN} replicas their errors "
+                          "come from ArviZ's ESS, biased high (errors too small) on fewer "
+                          "records; run longer, record more often or run more replicas")
     n, M, d = x.shape
     N = n * M
     mean = x.mean(axis=(0, 1))
     y = x - mean
     # ArviZ's ESS of short chains reads above n M for independent draws (x 1.09 at 50 records,
     # x 1.22 at 20): capped at n M, or the se are too small and a chi2 over d (d + 3) / 2
-    # entries rejects exact samples
-    ess_mean = np.minimum(ess(x, "mean"), N)
-    cov, sd, ess_c = (np.zeros((d, d)) for _ in range(3))
+    # entries rejects exact samples (the replicas' spread needs no cap)
+    sd_x = x.std(axis=(0, 1), ddof=1)
+    if by_replicas:
+        mean_se = replica_mcse(x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ess_mean = sd_x ** 2 / mean_se ** 2
+    else:
+        ess_mean = np.minimum(ess(x, "mean"), N)
+        mean_se = sd_x / np.sqrt(ess_mean)
+    cov, sd, se_c, ess_c = (np.zeros((d, d)) for _ in range(4))
     iu = np.triu_indices(d)
     per = max(1, COV_BLOCK_BYTES // (8 * N))     # entries y_i y_j per block: (n, M, per)
     for a in range(0, iu[0].size, per):          # (all d^2 at once: n M d^2 floats, 2 copies)
         i, j = iu[0][a:a + per], iu[1][a:a + per]
         prod = y[..., i] * y[..., j]
-        e = np.minimum(ess(prod, "mean"), N)
         m, v = prod.mean(axis=(0, 1)) * (N / (N - 1)), prod.std(axis=(0, 1), ddof=1)
-        for out, val in ((ess_c, e), (cov, m), (sd, v)):
+        if by_replicas:
+            se = replica_mcse(prod) * (N / (N - 1))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                e = v ** 2 / se ** 2
+        else:
+            e = np.minimum(ess(prod, "mean"), N)
+            se = v / np.sqrt(e)
+        for out, val in ((ess_c, e), (se_c, se), (cov, m), (sd, v)):
             out[i, j] = val
             out[j, i] = val
-    return SampleMoments(mean, x.std(axis=(0, 1), ddof=1) / np.sqrt(ess_mean), cov,
-                         sd / np.sqrt(ess_c), ess_mean, ess_c, n, M)
+    return SampleMoments(mean, mean_se, cov, se_c, ess_mean, ess_c, n, M)
 
 
 # ------------------------------------------------------------ Gaussian distances
@@ -975,10 +993,11 @@ def compare_covariance(data: Run | Records | ArrayLike, law: StationaryLaw,
     elif not (isinstance(burn, (int, np.integer)) and burn >= 0):
         raise ConfigError(f"burn must be 'auto' or a number of records >= 0, got {burn!r}")
     y = y[int(burn):]
-    if y.shape[0] < MIN_ESS_DRAWS:
-        raise ConfigError(f"{y.shape[0]} records after burn-in {burn}; the errors (ArviZ's ESS, "
-                          f"biased high on fewer records) need >= {MIN_ESS_DRAWS}: run longer or "
-                          "record more often")
+    if y.shape[0] < MIN_ESS_DRAWS and y.shape[1] < REPLICA_SE_MIN:
+        raise ConfigError(f"{y.shape[0]} records after burn-in {burn}; with fewer than "
+                          f"{REPLICA_SE_MIN} replicas the errors (ArviZ's ESS, biased high on "
+                          f"fewer records) need >= {MIN_ESS_DRAWS}: run longer, record more "
+                          "often or run more replicas")
     pred_cov = np.diag(np.diag(basis.T @ law.cov @ basis))
     zero = np.zeros(y.shape[2])
     kl = _jackknife(y, groups, lambda m, c: gaussian_kl(m, c, zero, pred_cov))

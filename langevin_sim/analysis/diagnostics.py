@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 QUANTILES = (0.05, 0.5, 0.95)
 MIN_DRAWS = 4   # ArviZ's minimum number of draws (records) per chain (replica)
 MIN_ESS_DRAWS = 10   # below: ArviZ's ESS of independent draws is 2.9-3.9 x theirs (at 10: 1.4)
+REPLICA_SE_MIN = 64  # replicas from which a mean's MCSE is their averages' spread (`replica_mcse`)
 CONSTANT_RTOL = 64 * np.finfo(float).eps   # spread / max |value| of a constant (to rounding)
 
 
@@ -148,6 +149,19 @@ def ess(values: np.ndarray, method: str = "bulk",
     return np.asarray(array_stats.ess(_chains_draws(values), method=method, prob=prob))
 
 
+def replica_mcse(values: np.ndarray) -> np.ndarray:
+    """Standard error of the pooled mean of (n, M, ...) values over records and replicas, per
+    trailing component: the spread of the M replicas' own means over their n records /
+    sqrt(M).  The replicas are independent chains, so this is exact at any n, with no model
+    of the autocorrelation (its own relative error ~ 1 / sqrt(2 (M - 1))).  ArviZ's
+    sd / sqrt(ESS) is not, for many short chains: on AR(1) series with 256 chains its IAT
+    read 0.52-1.47x the exact one at n = 1-30 IATs (x 1.34 at n = 6, x 1.13 at 25; within
+    2 % beyond ~60)."""
+    values = np.asarray(values, np.float64)
+    m = values.shape[1]
+    return values.mean(axis=0).std(axis=0, ddof=1) / np.sqrt(m)
+
+
 def integrated_autocorrelation_time(values: np.ndarray) -> np.ndarray:
     """tau = n M / ESS_mean in records, per trailing component of (n, M, ...) values.
 
@@ -172,7 +186,8 @@ class SeriesDiagnostics(Result):
 
     mean, sd, quantiles: pooled over records and replicas.  ess_*: effective sample sizes
     (bulk, tail, of the mean).  iat = n_draws n_chains / ess_mean, in records of the series
-    (steps_per_record steps each).  mcse_mean = sd / sqrt(ess_mean); mcse_quantiles:
+    (steps_per_record steps each).  mcse_mean: `replica_mcse` (the spread of the replicas'
+    means) with >= REPLICA_SE_MIN replicas, else ArviZ's sd / sqrt(ess_mean); mcse_quantiles:
     ArviZ's quantile MCSE at QUANTILES.  rhat: rank-normalized split R-hat over replicas;
     rhat_nested: nested R-hat with `superchains` groups of consecutive replicas (the
     remainder of M / superchains left out).  acf: the multi-chain autocorrelation at lags
@@ -278,7 +293,8 @@ def diagnose(data: Run | Records | ArrayLike, name: str | None = None, *, burn: 
         stats = {
             "mean": x.mean(axis=(0, 1)), "sd": x.std(axis=(0, 1), ddof=1),
             "ess_bulk": ess(x, "bulk"), "ess_tail": ess(x, "tail"), "ess_mean": ess(x, "mean"),
-            "mcse_mean": array_stats.mcse(cd, method="mean"),
+            "mcse_mean": (replica_mcse(x) if m >= REPLICA_SE_MIN else
+                          array_stats.mcse(cd, method="mean")),
             "rhat": array_stats.rhat(cd) if m >= 2 else np.full(x.shape[2:], np.nan),
             "rhat_nested": nested,
         }
