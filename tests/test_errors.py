@@ -240,10 +240,14 @@ def test_schedule_values_are_finite_numbers_and_its_keys_known():
     (lambda: Simulation(Quadratic(spectrum=[1.0, 2.0], center=[0.0, float("inf")]),
                         OverdampedLangevin(0.1), 4, backend="numpy"),
      "Quadratic: the array 'center' holds inf or NaN"),
+    (lambda: OverdampedLangevin(0.1, temperature=True),
+     "temperature must be a number or a Schedule, got True"),
+    (lambda: SGD(0.1, momentum=np.True_), "momentum must be a number, got "),
 ])
 def test_non_finite_parameters_are_refused(make, match):
     """SGD(weight_decay=inf) or mass=inf froze or diverged every replica at step 1 (NaN was
-    refused, inf not); a potential's NaN tilt or label noise likewise."""
+    refused, inf not); a potential's NaN tilt or label noise likewise; a bool was taken as
+    1.0 or 0.0 (temperature=True ran at T = 1)."""
     with pytest.raises(ConfigError, match=match):
         make()
 

@@ -31,6 +31,20 @@ def test_membership_test_on_a_run():
     assert "sharpness" not in run and "diverged_step" not in run
 
 
+def test_a_series_read_as_an_attribute_names_the_indexing():
+    """run.basin was a bare AttributeError; energy and positions are the only attributes."""
+    from langevin_sim.potentials import MultiWell
+
+    run = Simulation(MultiWell([[-1.0, 0.0], [1.0, 0.0]], spectra=[[1, 1], [8, 8]]),
+                     OverdampedLangevin(0.01, 0.5), 4, backend="numpy").run(20, 10)
+    with pytest.raises(AttributeError, match=r"no attribute 'basin'; the record series is "
+                                             r"run\['basin'\]"):
+        run.basin
+    with pytest.raises(AttributeError, match=r"no attribute 'nothing'$"):
+        run.nothing
+    assert not hasattr(run, "basin") and run["basin"].shape == (3, 4)
+
+
 def test_a_closed_run_says_so(tmp_path):
     run = small_run(out=tmp_path / "r.h5")
     run.close()

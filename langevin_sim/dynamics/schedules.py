@@ -91,10 +91,12 @@ def exact_units(x: float) -> int:
 
 def as_number(value, name: str) -> float:
     """`value` as a finite float: a number, or a string float() reads (as `as_schedule`
-    takes a constant); ConfigError naming `name` otherwise (inf and NaN included: an
+    takes a constant); ConfigError naming `name` otherwise (a bool, inf and NaN included: an
     infinite weight decay or mass froze or diverged every replica at step 1)."""
     if isinstance(value, (Schedule, dict)):
         raise ConfigError(f"{name} must be a number (it cannot follow a schedule), got {value!r}")
+    if isinstance(value, (bool, np.bool_)):     # (float(True) is 1.0: a notebook's slip)
+        raise ConfigError(f"{name} must be a number, got {value!r}")
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -115,6 +117,8 @@ def as_schedule(value, name: str, positive: bool) -> Schedule:
                               f"{{kind, start, end, steps}}, e.g. {{'kind': 'linear', "
                               f"'start': 0.1, 'end': 0.01, 'steps': 1000}}")
         s = Schedule(**value)
+    elif isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be a number or a Schedule, got {value!r}")
     else:
         try:
             s = Schedule("constant", float(value))

@@ -316,6 +316,19 @@ class Run:
         """Whether `name` is a recorded series (`run.names`)."""
         return name in self.names
 
+    def __getattr__(self, name: str):
+        """Only for the message: run.basin where run["basin"] is meant (energy and positions
+        alone are attributes)."""
+        if not name.startswith("_") and "f" in self.__dict__:
+            try:
+                recorded = name in self.names
+            except Exception:       # (a closed file: the plain error)
+                recorded = False
+            if recorded:
+                raise AttributeError(f"'Run' object has no attribute {name!r}; the record "
+                                     f"series is run[{name!r}] (series: {self.names})")
+        raise AttributeError(f"'Run' object has no attribute {name!r}")
+
     @property
     def step(self) -> np.ndarray:
         return self._step()
