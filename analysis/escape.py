@@ -5,8 +5,9 @@ usage: python analysis/escape.py RUN.h5 [RUN.h5 ... | SCAN_DIR] [--label L] [--p
 Reads the runs' first-passage observer (Simulation(..., first_passage=FirstPassage(...));
 scenarios/double_well.py: --set start=left --set first_passage=true).  Runs without one are
 analysed from their records: the entry time is the first record inside the half-space
-{normal . x > offset}, which can be many record spacings late (a replica can enter and
-leave again between two records), so their MFPT is only an upper bound and is not
+{normal . x > offset} (default x_1 > 0, on DoubleWell runs only), which can be many record
+spacings late (a replica can enter and leave again between two records), so their MFPT is
+only an upper bound and is not
 compared with the quadrature (a bound below it still disagrees).  A scan directory
 contributes its finished points.  Prints per run the escape rate with its 95% interval, the
 mean first-passage time against the exact quadrature and Kramers (DoubleWell runs), a
@@ -60,6 +61,13 @@ def main(argv=None):
         runs = [open_run(p) for p in paths]
         region = None
         if any(r.first_passage is None for r in runs):
+            kinds = sorted({type(r.potential).__name__ for r in runs} - {"DoubleWell"})
+            if kinds and a.normal is None and a.offset is None:
+                raise ConfigError(
+                    f"these runs have no first-passage observer, and the default region "
+                    f"x_1 > 0 (a DoubleWell's right well) means nothing for {', '.join(kinds)}: "
+                    "give the region to reach, --normal N1,N2,... --offset A for "
+                    "{N . x > A}, or run with a first-passage observer")
             normal = [float(v) for v in (a.normal or "1").split(",")]
             d = runs[0].potential.d
             region = HalfSpace(normal + [0.0] * (d - len(normal)), a.offset or 0.0, "region")

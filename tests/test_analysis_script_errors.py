@@ -94,6 +94,17 @@ def test_covariance_refuses_unsupported_runs_and_bad_burn_in(runs, capsys):
                        repr(bad))
 
 
+def test_escape_needs_a_region_for_runs_other_than_a_double_well(runs, capsys):
+    """A least-squares run without a first-passage observer read "no replica entered
+    'region'; rate < ..." with exit 0: the default half-space x_1 > 0 is a DoubleWell's right
+    well.  Given --normal, the same run is analysed."""
+    one_line_error("escape", [runs["sgd_b1"]], capsys, "no first-passage observer",
+                   "means nothing for LinearRegression", "--normal N1,N2,... --offset A")
+    status, out, _ = script("escape", [runs["sgd_b1"], "--normal", "1", "--offset", "1e3"],
+                            capsys)
+    assert status == 0 and "no replica entered 'region'" in out, out
+
+
 def test_scan_summary_on_a_run_file(runs, capsys):
     one_line_error("scan_summary", [runs["dw"]], capsys, "holds no scan",
                    "langevin-sim scan --out DIR")
