@@ -832,6 +832,19 @@ def test_scan_summary_plot_keeps_zip_rows_apart(tmp_path, monkeypatch):
                                              "temperature=2, step=0.05"}
 
 
+def test_a_rerun_listing_the_axes_in_another_order_keeps_the_scans_order(tmp_path):
+    """Rerunning a scan with its --grid flags in another order rewrote scan.json's axis order:
+    the manifest's columns and scan_summary's default --x changed under the user."""
+    out = tmp_path / "order"
+    first = run_scan(SCEN, grid={"temperature": [0.5, 1.0], "step": [0.02]},
+                     sets={"steps": 20}, out=out, workers=1, progress=False)
+    again = run_scan(SCEN, grid={"step": [0.02, 0.05], "temperature": [0.5, 1.0]},
+                     sets={"steps": 20}, out=out, workers=1, progress=False)
+    assert json.loads((out / "scan.json").read_text())["grid"] == ["temperature", "step"]
+    assert again.keys == first.keys == ["temperature", "step"]
+    assert list(again.manifest["status"]) == ["done"] * 4
+
+
 def test_a_list_valued_grid_key_on_the_command_line():
     """--grid spectrum=1,3 made two points, spectra (1) and (3), where --set spectrum=1,3 is
     one two-element spectrum, and no command line gave a point two elements: a list-valued

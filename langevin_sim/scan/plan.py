@@ -118,7 +118,7 @@ def _jsonable(obj):
 
 
 def plan_scan(params_cls: type, grid=None, zipped=None, repeat: int = 1, sets=None,
-              toml_path=None, preset: dict | None = None
+              toml_path=None, preset: dict | None = None, axis_order: list | None = None
               ) -> tuple[dict, list[Point], list[str], list[str]]:
     """Resolve the points of a scan of a scenario's `Params` class.
 
@@ -126,8 +126,12 @@ def plan_scan(params_cls: type, grid=None, zipped=None, repeat: int = 1, sets=No
     (defaults <- preset <- TOML <- sets; its ``seed`` is the scan seed), `points` a list of
     `Point` in order (grid axes in the order given, last fastest; then the zip axis; repeats
     fastest).  preset: the scenario's quick preset (``--quick``), less the scanned keys.
+    axis_order: the grid keys' order to keep when they are these keys in another order (a
+    rerun of a scan).
     """
     grid = _parse_axes(grid, "--grid", params_cls)
+    if axis_order is not None and sorted(axis_order) == sorted(grid):
+        grid = {k: grid[k] for k in axis_order}
     zipped, sets = _parse_axes(zipped, "--zip", params_cls), parse_sets(sets)
     sets = _canonical(params_cls, sets)
     if int(repeat) < 1:

@@ -61,8 +61,12 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
     sets = parse_sets(sets)
     if backend is not None:
         sets["backend"] = backend
+    # a rerun that lists the axes in another order keeps the scan's own (its manifest's
+    # columns, the points' order and scan_summary's default --x)
+    previous = read_json(Path(out) / "scan.json") if Path(out).is_dir() else None
     base, points, grid_keys, zip_keys = plan_scan(mod.Params, grid, zipped, repeat, sets, toml_path,
-                                                  quick_preset(mod) if quick else None)
+                                                  quick_preset(mod) if quick else None,
+                                                  axis_order=(previous or {}).get("grid"))
     if scheduler is None and points and all(p.params.get("backend") == "cuda" for p in points):
         # here, not in each point: one line (CuPy missing, no GPU), before any file is written
         from ..backends.cuda_runtime import preflight
