@@ -1203,7 +1203,7 @@ def test_ctrl_c_of_a_scan_on_its_local_cluster_stops_points_at_a_record(tmp_path
     # (after the scheduler's line; on a cold Numba cache the compile notice comes first)
     assert [line for line in stderr.splitlines() if "compiling numba" not in line][1:] == [
         "langevin-sim: stopping: the points running stop at their next record, with a "
-        "checkpoint (Ctrl-C again: at once)",
+        f"checkpoint ({'Ctrl-C' if sig == signal.SIGINT else 'SIGTERM'} again: at once)",
         "langevin-sim: scan stopped (1 done, 1 incomplete); rerun the same command to resume "
         "it"], stderr
     with open_run(out / "points" / f"{slow}.h5") as run:

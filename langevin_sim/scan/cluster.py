@@ -335,11 +335,13 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
         except KeyboardInterrupt as e:
             if cluster is None or not futures:   # an external cluster's workers are not ours
                 raise
+            term = isinstance(e, _Terminated)
             print("langevin-sim: stopping: the points running stop at their next record, "
-                  "with a checkpoint (Ctrl-C again: at once)", file=sys.stderr)
+                  f"with a checkpoint ({'SIGTERM' if term else 'Ctrl-C'} again: at once)",
+                  file=sys.stderr)
             from ..simulation import stop_runs
 
-            sig = signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT
+            sig = signal.SIGTERM if term else signal.SIGINT
             client.run(stop_runs, sig, True)
             _collect(futures, finished, client)
             raise
