@@ -222,8 +222,22 @@ def main(argv=None):
         ax[2].set(xscale="log", yscale="log", xlabel=a.measure, ylabel=what,
                   title=f"at equal train loss ({mf.level:.3g}, factor {mf.factor:g})")
         ax[2].legend(fontsize="xx-small")
+    for axis in ax:
+        plain_within_a_decade(axis)
     save_figure(fig, a.png, a.path, "flatness")
     return pts, within, acr, early, fits
+
+
+def plain_within_a_decade(ax) -> None:
+    """A log axis spanning less than a decade labels its minor ticks as 1.7x10^0,
+    1.75x10^0, ..., which overlap: plain numbers there."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() == "log" and 0 < lo < hi < 10 * lo:
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(plain)
 
 
 if __name__ == "__main__":
