@@ -88,7 +88,9 @@ def main(argv=None):
     finite = table["energy_mean"][table["alive"] > 0]
     if len(finite) and (finite > 0).all() and finite.max() > 1e3 * finite.min():
         ax.set_yscale("log")        # (diverging points' means dwarf the others)
-    ax.set(xlabel=x, ylabel="mean energy",
+    along = [k for k in scan.zip if k != x] if x in scan.zip else []
+    ax.set(xlabel=x + (f" (zipped: {', '.join(along)} varied with it)" if along else ""),
+           ylabel="mean energy",
            title=f"{Path(scan.spec['scenario']).name}: last {1 - a.burn:.0%} of records")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")

@@ -830,6 +830,11 @@ def test_scan_summary_plot_keeps_zip_rows_apart(tmp_path, monkeypatch):
     assert all(x == [1.0, 2.0] for x, _ in lines), lines
     assert {label for _, label in lines} == {"temperature=0.5, step=0.02",
                                              "temperature=2, step=0.05"}
+    xlabels, set_xlabel = [], matplotlib.axes.Axes.set_xlabel      # a zip key on x: say
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda self, t, *a, **kw: (
+        xlabels.append(t), set_xlabel(self, t, *a, **kw))[1])      # what varies with it
+    main([str(scan.root), "--x", "temperature", "--png", str(tmp_path / "t.png")])
+    assert xlabels == ["temperature (zipped: step varied with it)"], xlabels
 
 
 def test_a_rerun_listing_the_axes_in_another_order_keeps_the_scans_order(tmp_path):
