@@ -396,7 +396,8 @@ def test_expected_acceptance_skips_the_pairs_of_diverged_walkers():
     (lambda: ReplicaExchange(LinearRegression(n=8, d=2), SGD(lr=0.1, batch_size=2), [1, 2], 2),
      r"Boltzmann sampler \(Heun, MALA, OBABO, OverdampedLangevin, UnderdampedLangevin\); SGD"),
     (lambda: ReplicaExchange(tilted_well(), LeimkuhlerMatthews(), [1, 2], 2),
-     "cannot use LeimkuhlerMatthews.* use OverdampedLangevin"),
+     "cannot use LeimkuhlerMatthews.* use Heun, MALA, OBABO, OverdampedLangevin, "
+     "UnderdampedLangevin$"),
     (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(temperature=Schedule(
         "linear", 1.0, 0.5, 10)), [1, 2], 2), "constant temperature"),
     (lambda: ReplicaExchange(tilted_well(), OverdampedLangevin(), [1.0, 0.5], 2), "T_1 < T_2"),

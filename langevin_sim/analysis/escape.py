@@ -438,11 +438,13 @@ class ArrheniusFit(Result):
         for T, tau, se, f in zip(self.temperature, self.tau, self.tau_se,
                                  self.predict(self.temperature)):
             rows.append(f"{T:8.4g} {1 / T:8.4g} {tau:11.5g} {se:9.3g} {f:11.5g}")
-        p = stats.chi2.sf(self.chi2, self.dof) if self.dof > 0 else float("nan")
+        fit = (f"chi2 = {self.chi2:.2f} on {self.dof} dof (p = "
+               f"{stats.chi2.sf(self.chi2, self.dof):.3g})" if self.dof > 0 else
+               "two temperatures: the line passes through both, no test of its fit (the "
+               "barrier's error is the two times')")
         rows.append(f"Arrhenius: barrier dU = {self.barrier:.4g} +- {self.barrier_se:.2g}, "
                     f"tau0 = {self.prefactor:.4g} (ln tau0 = {self.log_prefactor:.4g} +- "
-                    f"{self.log_prefactor_se:.2g}); chi2 = {self.chi2:.2f} on {self.dof} dof"
-                    f" (p = {p:.3g}){', errors scaled' if self.scaled else ''}")
+                    f"{self.log_prefactor_se:.2g}); {fit}{', errors scaled' if self.scaled else ''}")
         return "\n".join(rows)
 
     def plot(self, ax: Axes, label: str = "simulated", **kw: Any) -> Axes:
@@ -768,6 +770,10 @@ class EscapeAnalysis(Result):
         if self.kramers is None or self.kramers_mfpt is None:
             return ""
         f = self.kramers_mfpt * self.kramers.rate
+        if self.kramers.friction is not None:
+            return (" (= 1/k: underdamped Kramers, its transmission factor kappa included, for "
+                    "a plane a few thermal widths sqrt(T/|lambda_s|) past the saddle; nearer, "
+                    "it reads long: crossings the friction sends back count too)")
         return "" if abs(f - 1) < 1e-9 else (
             f" (= {f:.3g}/k: the time to reach the region's plane, Phi(offset sqrt(|lambda_s|/T))"
             "/k for a plane at that offset past the saddle; 1/(2k) at the saddle itself)")

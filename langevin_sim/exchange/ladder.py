@@ -119,8 +119,7 @@ class ReplicaExchange:
         if isinstance(dynamics, LeimkuhlerMatthews):
             raise ConfigError("replica exchange cannot use LeimkuhlerMatthews: its x carries half "
                               "of the next step's noise, which a swap breaks, biasing every rung "
-                              "by O(acceptance / every) at any step; use OverdampedLangevin, "
-                              "UnderdampedLangevin or MALA")
+                              f"by O(acceptance / every) at any step; use {', '.join(samplers())}")
         if not type(dynamics).samples_boltzmann:
             raise ConfigError(f"replica exchange needs a Boltzmann sampler ({', '.join(samplers())}); "
                               f"{type(dynamics).__name__} does not sample exp(-U/T), so the swap rule would be wrong")
