@@ -842,17 +842,12 @@ def analyze_run(run: Run, label: str | None = None, confidence: float = 0.95,
     axis = _axis_region(reg, pot.d)
     if type(pot).__name__ == "DoubleWell" and axis is not None and wt.events > 0:
         i, sign, b = axis
-        lm, s, rm = double_well_landmarks(pot)
-        start_min = lm if sign > 0 else rm
-        xm = np.full(pot.d, lm)
-        xm[i] = start_min
-        xs = xm.copy()
-        xs[i] = s
         friction = (float(cfg["dynamics"]["friction"])
                     if dyn in ("UnderdampedLangevin", "OBABO") else None)
         mass = float(cfg["dynamics"].get("mass", 1.0))
         T_kr, speed = T, 1.0
         euler = dyn == "OverdampedLangevin"
+        start_min = None
         try:
             if dyn == "AdamW":
                 raise ConfigError("AdamW's per-coordinate step sizes have no Langevin limit "
@@ -864,11 +859,24 @@ def analyze_run(run: Run, label: str | None = None, confidence: float = 0.95,
                     notes.append(f"Kramers for heavy-ball SGD in its slow-mode limit: "
                                  f"overdamped at T_eff = {T_kr:.4g}, time x {speed:.4g} "
                                  "(`sgd_limit`; O(lr lam / (1 - momentum)) corrections)")
+            lm, s, rm = double_well_landmarks(pot)    # (a single well: no barrier, no Kramers)
+            start_min = lm if sign > 0 else rm
+            xm = np.full(pot.d, lm)
+            xm[i] = start_min
+            xs = xm.copy()
+            xs[i] = s
             kr = kramers_rate(pot, xm, xs, T_kr, friction=friction, mass=mass, speed=speed)
             kr_mfpt = kr.mfpt(b - sign * s)  # offset of the plane y = b past the saddle
         except ConfigError as e:
             notes.append(f"no Kramers prediction: {e}")
-        if euler:   # Euler-Maruyama: also SGD without momentum, gradient noise or decay
+            if "single well" in str(e):
+                notes.append("without a barrier the waiting times need not be exponential: "
+                             "the MFPT exposure / events is their mean only while few "
+                             "replicas are censored")
+        if euler and wt.x0 is None and start_min is None:
+            notes.append("starting positions not recorded, and no minimum to start from: "
+                         "no quadrature")
+        elif euler:   # Euler-Maruyama: also SGD without momentum, gradient noise or decay
             x0 = wt.x0[:, i] if wt.x0 is not None else np.array([start_min])
             if wt.x0 is None:
                 notes.append("starting positions not recorded: quadrature from the minimum")
