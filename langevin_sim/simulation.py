@@ -94,6 +94,7 @@ class Simulation:
             raise ConfigError(f"divergence_bound must be > 0, got {divergence_bound}")
         rng.key_of(seed)
         potential.check_finite()
+        potential.check_contract()
         dynamics.check_potential(potential)
         if first_passage is not None:
             if not isinstance(first_passage, FirstPassage):
@@ -119,6 +120,8 @@ class Simulation:
             check_observer(o)
         self.init_desc = init if isinstance(init, str) else "array"
         x0 = self._initial_positions(init)
+        if type(potential).__module__.split(".")[0] != "langevin_sim":
+            potential.check_shapes(np.asarray(x0[:2], np.float64))   # a user's: its shapes
         self.state = {k: np.ascontiguousarray(v, dtype=self.dtype if np.ndim(v) == 2 else np.float64)
                       for k, v in dynamics.init_state(potential, x0).items()}
         self.first_passage = first_passage

@@ -577,3 +577,66 @@ def test_results_compare_by_their_numbers():
     nan = dataclasses.replace(first[0], acf=np.full_like(first[0].acf, np.nan))
     assert nan == dataclasses.replace(first[0], acf=np.full_like(first[0].acf, np.nan))
     assert nan != first[0]
+
+
+def _user_potential(name: str, **methods):
+    """A Potential subclass defined here (outside the package), a 2-D bowl unless `methods`
+    replace its __init__, params, energy or grad (None: leave it out)."""
+    from langevin_sim.potentials.base import Potential
+
+    def init(self, k=1.0):
+        self.k, self.d = float(k), 2
+
+    body = {"__init__": init, "params": lambda self: {"k": self.k},
+            "energy": lambda self, x: 0.5 * self.k * (x ** 2).sum(axis=1),
+            "grad": lambda self, x, batch=None: self.k * x}
+    body.update(methods)
+    return type(name, (Potential,), {k: f for k, f in body.items() if f is not None})
+
+
+@pytest.mark.parametrize("case, error, says", [
+    ("grad (M, 1)", ConfigError, r"grad\(x\) returned shape \(2, 1\) for x of shape \(2, 2\); "
+                                 r"it must return \(2, 2\)"),
+    ("grad scalar", ConfigError, r"grad\(x\) returned shape \(\) for x"),
+    ("energy (M, d)", ConfigError, r"energy\(x\) returned shape \(2, 2\) for x of shape \(2, 2\); "
+                                   r"it must return \(2,\)"),
+    ("no d", ConfigError, r"has no dimension d \(got None\): a Potential sets self\.d"),
+    ("params not __init__'s", ConfigError, r"\(\*\*params\(\), \*\*arrays\(\)\) fails .*"
+                                           r"unexpected keyword argument 'kappa'"),
+    ("no energy", NotImplementedError, r"defines no energy\(x\) -> \(M,\)"),
+])
+def test_a_users_potential_that_breaks_the_contract_is_one_error_at_construction(case, error,
+                                                                                   says):
+    """A careful user's custom potentials: a grad of (M, 1) or a scalar broadcast silently into
+    wrong trajectories; an (M, d) energy failed in h5py at the first record; no `d` was an
+    AttributeError; params() keys __init__ does not take wrote a file that open_run could not
+    rebuild; a missing energy was an empty NotImplementedError.  Each is now one error naming
+    the class and the contract, when the Simulation is built."""
+    methods = {
+        "grad (M, 1)": {"grad": lambda self, x, batch=None: x[:, :1]},
+        "grad scalar": {"grad": lambda self, x, batch=None: 1.0},
+        "energy (M, d)": {"energy": lambda self, x: x ** 2},
+        "no d": {"__init__": lambda self, k=1.0: setattr(self, "k", k)},
+        "params not __init__'s": {"params": lambda self: {"kappa": self.k}},
+        "no energy": {"energy": None},
+    }[case]
+    cls = _user_potential("Broken", **methods)
+    with pytest.raises(error, match=says):
+        Simulation(cls(), OverdampedLangevin(0.01), 4, backend="numpy")
+    good = _user_potential("Bowl2")
+    assert Simulation(good(), OverdampedLangevin(0.01), 4, backend="numpy").run(2, 1).n_records == 3
+
+
+def test_numba_hooks_of_a_users_family_register_its_generic_drivers(monkeypatch):
+    """`drivers.family(Cls, Hooks(...))` from a user's module (after the package registered its
+    own) left `kernel_for` None, so the run took the NumPy reference with a warning, unless
+    the user also called the undocumented `register_generic()`."""
+    from langevin_sim.backends import registry
+    from langevin_sim.kernels import drivers
+
+    monkeypatch.setattr(registry, "KERNELS", dict(registry.KERNELS))
+    monkeypatch.setattr(drivers, "FAMILIES", dict(drivers.FAMILIES))
+    cls = _user_potential("HookedBowl")
+    drivers.family(cls, drivers.Hooks(None, None, lambda pot, dtype: ()))
+    kernel = registry.kernel_for(cls(), OverdampedLangevin(0.01), "numba")
+    assert kernel is not None and kernel.fn.__name__ == "generic_overdamped_driver"

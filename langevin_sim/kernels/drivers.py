@@ -85,8 +85,12 @@ _PRIMED: set = set()   # (potential class, dtype, dynamics class) whose blocks `
 
 
 def family(potential_cls: type, hooks: Hooks) -> None:
-    """Give the generic drivers the hooks of `potential_cls`."""
+    """Give the generic drivers the hooks of `potential_cls`; called after the package's own
+    families were registered (a user's module, a notebook), it registers the drivers for the
+    class's pairs at once (`register_generic` ran already)."""
     FAMILIES[potential_cls] = hooks
+    if _generic_registered:
+        _register_family(potential_cls, hooks)
 
 
 # ---------------------------------------------------------------- pieces (hook-free)
@@ -668,15 +672,24 @@ ADAPTERS = {OverdampedLangevin: _langevin("overdamped_driver"), Heun: _langevin(
             MALA: generic_mala, SGD: generic_sgd, AdamW: generic_adamw}
 
 
+_generic_registered = False     # set by `register_generic`: later `family` calls register too
+
+
 def register_generic() -> None:
     """Register the generic drivers for every (family with hooks, dynamics) pair that has no
     numba kernel yet (dedicated kernels are faster and stay)."""
+    global _generic_registered
     for pcls, hooks in FAMILIES.items():
-        for dcls, fn in ADAPTERS.items():
-            if dcls is MALA and hooks.energy_block is None:
-                continue
-            if (pcls, dcls, "numba") not in registry.KERNELS:
-                registry.register(pcls, dcls, "numba")(fn)
+        _register_family(pcls, hooks)
+    _generic_registered = True
+
+
+def _register_family(pcls: type, hooks: Hooks) -> None:
+    for dcls, fn in ADAPTERS.items():
+        if dcls is MALA and hooks.energy_block is None:
+            continue
+        if (pcls, dcls, "numba") not in registry.KERNELS:
+            registry.register(pcls, dcls, "numba")(fn)
 
 
 # ---------------------------------------------------------------- energies for recording

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 from typing import Any, ClassVar
 
@@ -85,10 +86,42 @@ class Potential:
 
     # -- contract ---------------------------------------------------------
     def energy(self, x):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} defines no energy(x) -> (M,) "
+                                  "(docs/extending.md)")
 
     def grad(self, x, batch=None):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} defines no grad(x, batch=None) -> "
+                                  "(M, d) (docs/extending.md)")
+
+    def check_contract(self) -> None:
+        """ConfigError where the instance breaks what a run needs of it: an integer dimension
+        `d` >= 1, and `params()` and `arrays()` that `cls(**params, **arrays)` takes (a run
+        file rebuilds the potential so; a key __init__ does not take wrote a file that
+        `open_run(...).potential` and `resume` then refused with a bare TypeError)."""
+        name = type(self).__name__
+        d = getattr(self, "d", None)
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+            raise ConfigError(f"{name} has no dimension d (got {d!r}): a Potential sets "
+                              "self.d, an int >= 1, in __init__ (docs/extending.md)")
+        regenerated = self.regenerated()
+        kw = {**self.params(), **{k: v for k, v in self.arrays().items() if k not in regenerated}}
+        try:
+            inspect.signature(type(self)).bind(**kw)
+        except TypeError as e:
+            raise ConfigError(f"{name}(**params(), **arrays()) fails ({e}): a run file rebuilds "
+                              f"the potential from them, so their keys {sorted(kw)} must be "
+                              f"{name}.__init__'s arguments (docs/extending.md)") from None
+
+    def check_shapes(self, x: np.ndarray) -> None:
+        """ConfigError unless energy(x) is (M,) and grad(x) is (M, d) at positions x (M, d):
+        a grad of (M, 1) or a scalar broadcast into every coordinate without a word."""
+        name = type(self).__name__
+        M = x.shape[0]
+        for what, f, want in (("energy(x)", self.energy, (M,)), ("grad(x)", self.grad, x.shape)):
+            got = np.shape(f(x))
+            if got != want:
+                raise ConfigError(f"{name}.{what} returned shape {got} for x of shape {x.shape}; "
+                                  f"it must return {want} (docs/extending.md)")
 
     def params(self) -> dict[str, Any]:
         return {}
