@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
-from langevin_sim.analysis.basins import run_occupancy  # noqa: E402
+from langevin_sim.analysis.basins import occupancy_temperature, run_occupancy  # noqa: E402
 from langevin_sim.analysis.scan import int_at_least, save_figure, script  # noqa: E402
 
 
@@ -39,6 +39,7 @@ def main(argv=None):
         with open_run(a.run) as run:
             method = a.method or ("quench" if "positions" in run.names else "observable")
             pot = run.potential
+            occupancy_temperature(run)     # (refused before the quench, not after its line)
             print(f"{ap.prog}: finding the basins of {type(pot).__name__} (d = {pot.d}): "
                   f"quenching {a.starts} starts" + (", then the records' positions"
                                                     if method == "quench" else ""), file=sys.stderr)

@@ -82,6 +82,8 @@ def test_basins_refuses_runs_without_a_positive_temperature_at_once(runs, capsys
                    "this run's is 0 (SGD without Langevin noise)",
                    "langevin_sim.analysis.sgd_basins", "basin_noise")
     assert time.perf_counter() - t < 5
+    status, _, err = script("basins", [runs["sgd_t0"]], capsys)    # no "quenching" line first
+    assert status == 2 and "quenching" not in err, err
 
 
 def test_covariance_refuses_unsupported_runs_and_bad_burn_in(runs, capsys):

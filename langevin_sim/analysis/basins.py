@@ -721,6 +721,21 @@ def _label_gibbs(potential: Potential, to_basin: np.ndarray, basins: Basins,
     return np.bincount(lab[lab >= 0], weights=w[lab >= 0], minlength=K)[:K] / w.sum()
 
 
+def occupancy_temperature(run: Run, temperature: float | None = None) -> float:
+    """The temperature `run_occupancy` weighs the basins at: `temperature`, else the run's
+    constant one; ConfigError (naming `sgd_basins` for SGD runs) unless it is > 0."""
+    T = constant_temperature(run.config) if temperature is None else float(temperature)
+    if not T > 0:
+        got = (f"this run's is {T:g} ({run.config['dynamics']['class']} without Langevin "
+               "noise)" if temperature is None else f"got {temperature}")
+        raise ConfigError(
+            f"Boltzmann basin weights need a temperature > 0; {got}.  For SGD runs use "
+            "langevin_sim.analysis.sgd_basins: basin_noise (each basin's matched temperature, "
+            "to pass as run_occupancy(run, temperature=...)), label_occupancy, "
+            "blowtorch_occupancy (analysis/notebooks/claim2b_flat_minima_sgd.ipynb)")
+    return T
+
+
 def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench", tail: int = 1,
                   temperature: float | None = None,
                   records: slice | Sequence[int] | np.ndarray | None = None, exact: bool = True,
@@ -745,15 +760,7 @@ def run_occupancy(run: Run, basins: Basins | None = None, method: str = "quench"
     if method not in ("quench", "nearest", "observable"):
         raise ConfigError(f"method must be 'quench', 'nearest' or 'observable', got {method!r}")
     pot = run.potential
-    T = constant_temperature(run.config) if temperature is None else float(temperature)
-    if not T > 0:
-        got = (f"this run's is {T:g} ({run.config['dynamics']['class']} without Langevin "
-               "noise)" if temperature is None else f"got {temperature}")
-        raise ConfigError(
-            f"Boltzmann basin weights need a temperature > 0; {got}.  For SGD runs use "
-            "langevin_sim.analysis.sgd_basins: basin_noise (each basin's matched temperature, "
-            "to pass as run_occupancy(run, temperature=...)), label_occupancy, "
-            "blowtorch_occupancy (analysis/notebooks/claim2b_flat_minima_sgd.ipynb)")
+    T = occupancy_temperature(run, temperature)
     idx = np.arange(run.n_records) if records is None else np.arange(run.n_records)[records]
     if basins is None:
         basins = default_basins(pot, T, starts=starts, **quench_kw)
