@@ -62,6 +62,23 @@ def test_end_points_escaped_to_infinity_are_counted_not_kept():
     assert pooled.escaped == 2 * cp.escaped and pooled.found == 2 * cp.found
 
 
+def test_an_end_point_on_a_nearly_flat_slope_is_searched_on_to_its_critical_point():
+    """A careful user's width-2 teacher-student net (claim 3's, 40 starts): one end point at
+    loss 2.167005e-5 passed |grad L| <= 1e-6 (4.1e-7) and was reported with index 2, below the
+    saddles' level; searched on it is the width-1 minimum embedded in the width-2 net, a
+    saddle of index 1 at 2.167259e-5 with |grad L| ~ 1e-11.  Every kept point is now at
+    |grad L| far below tol, and that point is there with its index."""
+    from langevin_sim.potentials.toynets import TeacherStudentMLP
+
+    pot = TeacherStudentMLP(n=64, d_in=3, hidden=2, teacher_hidden=2, noise=0.0, seed=0)
+    starts = pot.default_init(np.random.default_rng(1).standard_normal((40, pot.d)))
+    cp = critical_points(pot, starts, tol=1e-6, max_iter=1000, rtol=1e-6)
+    assert cp.grad_norm.max() < 1e-9, cp.grad_norm
+    low = cp.energy < 1e-3
+    assert np.allclose(cp.energy[low], 2.167259e-5, rtol=1e-6), cp.energy[low]
+    assert set(cp.index[low].tolist()) == {1}, cp.index[low]
+
+
 def test_descent_census_tilted_double_well_basins_are_the_flow_s():
     """U = (x^2 - 1)^2 + 0.3 x (d = 1): the gradient flow (max_step 0.01) from x0 ends in the
     lower left well exactly when x0 < x*, the local maximum (root of 4x^3 - 4x + 0.3); the
