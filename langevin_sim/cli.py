@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import time
 
@@ -153,13 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def guarded(fn, *args, prog: str = "langevin-sim") -> int:
+def guarded(fn, *args, prog: str = "langevin-sim", exiting: bool = False) -> int:
     """Call `fn(*args)` as a command: exit status 0, a one-line error (status 2) for a
     LangevinSimError, one line for a run stopped by a signal (status 128 + signal), nothing
     where stdout's reader closed it (`errors.quiet_closed_stdout`), and
     the package's warnings (LangevinSimWarning: divergences, unrecorded steps) as one
     `warning:` line each.  Warnings are shown as they come (under
-    the filters in force), not recorded: a run's warnings could number millions."""
+    the filters in force), not recorded: a run's warnings could number millions.
+    `exiting`: the process exits after a stop, so further Ctrl-C and SIGTERM are ignored from
+    then on (a second Ctrl-C a few ms after the first, once the run had stopped, printed a
+    KeyboardInterrupt traceback from Python's exit handlers, status -2)."""
     with one_line_warnings(prog):
         try:
             with quiet_closed_stdout():     # `langevin-sim info RUN | head`
@@ -168,16 +173,32 @@ def guarded(fn, *args, prog: str = "langevin-sim") -> int:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
         except (RunStopped, RunTerminated) as e:
+            if exiting:
+                _ignore_stop_signals()
             print(f"{prog}: {e}", file=sys.stderr)
             return e.exit_code
+    if exiting and status and status >= 128:       # (a scan stopped by a signal)
+        _ignore_stop_signals()
     return status or 0
 
 
-def main(argv=None) -> int:
+def _ignore_stop_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):       # (not the main thread)
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def main(argv=None, *, exiting: bool = False) -> int:
+    """The `langevin-sim` command on `argv`; its exit status.  `exiting`: `guarded`'s."""
     with quiet_closed_stdout():         # `langevin-sim --help | head`
         a = build_parser().parse_args(argv)
-    return guarded(a.fn, a)
+    return guarded(a.fn, a, exiting=exiting)
+
+
+def entry() -> None:
+    """The console script: `main`, then exit with its status."""
+    sys.exit(main(exiting=True))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

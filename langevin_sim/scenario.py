@@ -336,7 +336,7 @@ def main(path, argv=None) -> Run:
                                  a.progress, a.swmr, quick=a.quick))
         print(done[0].summary())
 
-    status = guarded(go, prog=prog)
+    status = guarded(go, prog=prog, exiting=True)    # (a nonzero status exits below)
     if status:
         sys.exit(status)
     return done[0]

@@ -393,7 +393,7 @@ class Simulation:
                 thread.submit("append", pending)
                 pending, size = [], 0
 
-        with _signals_stop(self):
+        with _signals_stop(self) as signals:
             try:
                 while self.step < target and not self._stop:
                     K = min(record_every - self.step % record_every, target - self.step)
@@ -429,10 +429,12 @@ class Simulation:
             finally:
                 bar.close()
                 buffers.trim(_BETWEEN_RUNS)
+            if self._stop:      # (a second Ctrl-C now has nothing left to abort but the close)
+                signals.closing = True
+                sig = signal.Signals(self._stop)
+                msg = self._stopped(writer, target, f"stopped by {sig.name}")
+                writer.f.close()
         if self._stop:
-            sig = signal.Signals(self._stop)
-            msg = self._stopped(writer, target, f"stopped by {sig.name}")
-            writer.f.close()
             raise (RunStopped if sig == signal.SIGINT else RunTerminated)(msg, 128 + sig)
 
     def _commit(self, thread: WriterThread, pending: list, checkpoint: bool, complete: bool,
@@ -549,6 +551,7 @@ class _signals_stop:
 
     def __init__(self, sim):
         self.sim, self.old = sim, {}
+        self.closing = False    # set while a stopped run closes its file: no abort then
 
     def __enter__(self):
         with _RUNNING_LOCK:
@@ -559,9 +562,10 @@ class _signals_stop:
                 if sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
                     continue
                 self.old[sig] = signal.signal(sig, self._handle)
+        return self
 
     def _handle(self, signum, frame):
-        if signum == signal.SIGINT and self.sim._stop:
+        if signum == signal.SIGINT and self.sim._stop and not self.closing:
             raise KeyboardInterrupt
         self.sim._stop = signum
 

@@ -278,7 +278,7 @@ class ReplicaExchange:
         show = sys.stderr.isatty() if progress is None else bool(progress)
         bar = tqdm(total=target - self.step, disable=not show, unit="step", leave=False)
         rows, last_flush, self._stop = [], time.monotonic(), 0
-        with _signals_stop(self):
+        with _signals_stop(self) as signals:
             try:
                 while self.step < target and not self._stop:
                     nxt = min(target, _next(self.step, record_every), _next(self.step, self.every))
@@ -304,11 +304,13 @@ class ReplicaExchange:
                                  128 + signal.SIGINT) from None
             finally:
                 bar.close()
+            if self._stop:      # (a second Ctrl-C now has nothing left to abort but the close)
+                signals.closing = True
+                sig = signal.Signals(self._stop)
+                msg = self._stopped(writers[0], target, f"stopped by {sig.name}")
+                for w in writers:
+                    w.f.close()
         if self._stop:
-            sig = signal.Signals(self._stop)
-            msg = self._stopped(writers[0], target, f"stopped by {sig.name}")
-            for w in writers:
-                w.f.close()
             raise (RunStopped if sig == signal.SIGINT else RunTerminated)(msg, 128 + sig)
 
     def _commit(self, writers, pending: list, rows: list, complete: bool) -> None:

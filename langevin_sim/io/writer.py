@@ -385,19 +385,23 @@ class WriterThread:
         self._jobs: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None
         self._drop = self._closed = False
+        self._done = threading.Event()      # set when the thread has left its last call
         self._thread = threading.Thread(target=self._work, name="langevin-sim writer", daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            if self._error is None and not self._drop:
-                try:
-                    getattr(self.writer, job[0])(*job[1])
-                except BaseException as e:  # raised in the submitting thread
-                    self._error = write_failed(self.writer, e)
-                else:
-                    if self.recycler is not None:
-                        self.recycler.give(job[1])
+        try:
+            while (job := self._jobs.get()) is not None:
+                if self._error is None and not self._drop:
+                    try:
+                        getattr(self.writer, job[0])(*job[1])
+                    except BaseException as e:  # raised in the submitting thread
+                        self._error = write_failed(self.writer, e)
+                    else:
+                        if self.recycler is not None:
+                            self.recycler.give(job[1])
+        finally:
+            self._done.set()
 
     def submit(self, method: str, *args) -> None:
         """Queue `writer.<method>(*args)` (blocks while `depth` calls wait)."""
@@ -412,7 +416,18 @@ class WriterThread:
         if not self._closed:
             self._closed = True
             self._jobs.put(None)
-        self._thread.join()
+        # waited on an Event, not Thread.join: a Ctrl-C inside join left Python 3.11's thread
+        # marked stopped while it still wrote (bpo-45274's release of the running thread's
+        # lock), so a second Ctrl-C reported an old checkpoint and the process could hang at
+        # exit on h5py's lock, held by the daemon thread being torn down
+        while True:
+            try:
+                self._done.wait()
+                break
+            except KeyboardInterrupt:
+                if not abort:
+                    raise           # (the caller's abort then waits here, dropping the queue)
+                self._drop = True   # a further Ctrl-C while aborting: the call in flight ends
         if not abort:
             self._raise()
 
