@@ -71,6 +71,9 @@ def main(argv=None):
             print(f"{a.run}: {type(run.potential).__name__}, {run.config['dynamics']['class']}, "
                   f"{run.n_records} records, steps {run.steps_done}")
         for r in list(series.values()):
+            if r.dropped:
+                print(f"{r.name}: {r.dropped} of {r.dropped + r.values.shape[1]} replicas "
+                      "dropped (diverged, or non-finite at a kept record)")
             if r.unrecorded:
                 print(f"{r.name}: recorded at {r.step.size} of {steps.size} records (every "
                       f"{r.steps_per_record:g} steps), diagnosed on those")

@@ -34,7 +34,8 @@ def main(argv=None):
         with open_run(a.run) as run:
             tc = run_tail_index(run, records=a.records, k=a.k)
             print(f"{a.run}: {type(run.potential).__name__}, d = {run.potential.d}, "
-                  f"steps {run.steps_done}, {tc.hill.n} samples of |x - x*|")
+                  f"steps {run.steps_done}, {tc.hill.n} samples of |x - x*|"
+                  + (f" ({tc.diverged} diverged replicas left out)" if tc.diverged else ""))
     except LangevinSimError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         sys.exit(2)

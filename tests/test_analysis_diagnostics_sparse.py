@@ -110,6 +110,8 @@ def test_script_diagnoses_sparse_series_and_skips_short_ones(runs, capsys):
     code, out, err = script([runs[0], "--png", runs[0].with_suffix(".png")], capsys)
     assert code == 0, err
     assert "hessian_trace: recorded at 21 of 41 records (every 20 steps)" in out
+    # (docs/analysis.md: "the number dropped is reported"; the script said nothing of it)
+    assert "energy: 2 of 8 replicas dropped (diverged, or non-finite at a kept record)" in out
     assert "\nhessian_trace " in out and "\nenergy " in out and "verdict:" in out
     # sharpness of a quadratic is its top eigenvalue, 2 at every record: n/a with the reason
     assert "ESS bulk, ESS tail, IAT, R-hat of sharpness: constant (every value is 2 up to " \

@@ -244,6 +244,32 @@ def test_run_tail_index_checks_records_and_diverged_runs(tmp_path):
             run_tail_index(run)
 
 
+def test_diverged_replicas_are_the_tail_and_the_verdict_says_so(tmp_path):
+    """SGD at lr = 2 on a 1-d least squares: most replicas pass the divergence bound, and the
+    script fitted the rest (92 of 256) and printed CONSISTENT without a word about the 164
+    left out, the tail's largest samples.  Where they outnumber Hill's k there is no verdict;
+    where fewer diverged the verdict says they were left out."""
+    import dataclasses
+    import warnings
+
+    from langevin_sim import open_run
+
+    path = tmp_path / "heavy.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Simulation(LinearRegression(n=200, d=1, noise=1.0, seed=0), SGD(lr=2.0, batch_size=1),
+                   128, backend="numpy", seed=2).run(600, record_every=100, out=path).close()
+    with open_run(path) as run:
+        tc = run_tail_index(run)
+        dead = int(np.sum(run.diverged_step >= 0))
+    assert tc.diverged == dead >= tc.hill.k and tc.hill.n == 128 - dead
+    assert tc.verdict().startswith(f"no verdict: {dead} replicas diverged")
+    few = dataclasses.replace(tc, diverged=1)
+    assert few.verdict().endswith("(1 diverged replicas, the tail's largest samples, left out: "
+                                  "they pull the index up)")
+    assert "CONSISTENT" in few.verdict() or "INCONSISTENT" in few.verdict()
+
+
 def test_h2_by_lanczos_equals_the_dense_eigen_solve():
     """h(2) took the spectral radius of the dense d^2 x d^2 matrix (O(d^6): 47 s and 0.8 GB
     at d = 64, on every `kesten_alpha`); above d = 16 it is now the top eigenvalue of the

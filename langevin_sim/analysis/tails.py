@@ -323,12 +323,23 @@ class TailComparison(Result):
     |z| <= 3.  Infinite (`light`: no power law): Hill's index of a light tail is finite and
     grows as k shrinks, so it has no target; what the theory fixes exactly is h(2) < 0, a
     finite variance (any power-law index >= 2).  Then z = (Hill - 2) / se_H: consistent
-    when z >= 3, inconsistent when z <= -3, undecided in between."""
+    when z >= 3, inconsistent when z <= -3, undecided in between.  diverged: replicas left
+    out because they passed the divergence bound, i.e. the largest |x - x*| of all (each
+    missing `records` samples above every kept one): where they are at least the k order
+    statistics Hill uses there is no verdict (the fit is of what lies below them, its index
+    too high); fewer, the verdict says they were left out."""
 
     hill: HillEstimate
     kesten: KestenIndex
     hill_plot: HillPlot
     note: str = ""
+    diverged: int = 0
+    records: int = 1
+
+    @property
+    def censored_out(self) -> bool:
+        """The diverged replicas' samples outnumber the k upper order statistics."""
+        return self.diverged * self.records >= self.hill.k
 
     @property
     def light(self) -> bool:
@@ -346,6 +357,16 @@ class TailComparison(Result):
         return bool(self.z >= 3 if self.light else abs(self.z) <= 3)
 
     def verdict(self) -> str:
+        if self.diverged and self.censored_out:
+            return (f"no verdict: {self.diverged} replicas diverged (past the divergence bound: "
+                    f"the tail's largest samples), more than the k = {self.hill.k} upper order "
+                    "statistics Hill uses, so it fits what lies below them and reads high; rerun "
+                    "with a larger divergence_bound or a smaller learning rate")
+        left = (f" ({self.diverged} diverged replicas, the tail's largest samples, left out: "
+                "they pull the index up)") if self.diverged else ""
+        return self._verdict() + left
+
+    def _verdict(self) -> str:
         if not self.light:
             return (f"z = {self.z:.2f}: {'CONSISTENT' if self.consistent else 'INCONSISTENT'} "
                     "(|z| <= 3)")
@@ -399,4 +420,5 @@ def run_tail_index(run: Run, records: int = 1, k: int | None = None,
     note = "" if sampling == "iid" else (f"note: batches are not i.i.d. (sampling={sampling!r}): "
                                          "Kesten's alpha is approximate")
     ref = kes.alpha if np.isfinite(kes.alpha) else None
-    return TailComparison(hill(r, k), kes, hill_plot(r, reference=ref), note)
+    return TailComparison(hill(r, k), kes, hill_plot(r, reference=ref), note,
+                          diverged=int(np.sum(run.diverged_step >= 0)), records=int(records))
