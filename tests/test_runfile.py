@@ -478,11 +478,15 @@ def test_resume_refuses_a_live_swmr_writer_and_reads_it(tmp_path):
         _wait_records(path, 3, proc, swmr=True)
         with open_run(path) as run:          # read-only: opened in SWMR mode, no flag changes
             assert run.n_records >= 3 and not run.complete
+            # (`info` said "INCOMPLETE (resume with ...)" of a run still being written)
+            assert f"INCOMPLETE: being written by process {proc.pid}" in run.summary()
         with pytest.raises(ls.RunFileError, match=f"being written .SWMR. by process {proc.pid}"):
             resume(path, progress=False)
     finally:
         proc.kill()
         proc.wait()
+    with open_run(path) as run:
+        assert "INCOMPLETE (resume with `langevin-sim resume`)" in run.summary()
 
 
 _LIVE_WRITER = textwrap.dedent("""

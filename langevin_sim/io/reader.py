@@ -448,6 +448,15 @@ class Run:
         out.attrs.update(config=json.dumps(self.config), complete=int(self.complete))
         return out
 
+    def _incomplete(self) -> str:
+        """How `summary` says the run is unfinished: being written (SWMR) by a live process,
+        or stopped (resume it)."""
+        f = self._file()
+        live = (swmr_file.writer_alive(self.path, f.attrs.get("writer")) if f.swmr_mode
+                and f.mode == "r" else None)
+        return (f"INCOMPLETE: being written by {live} (live, SWMR)" if live is not None
+                else "INCOMPLETE (resume with `langevin-sim resume`)")
+
     def summary(self) -> str:
         """Human-readable description (what `langevin-sim info` prints)."""
         cfg = self.config
@@ -461,7 +470,7 @@ class Run:
                  f"backend {cfg['backend']}, seed {cfg['seed']}",
                  f"progress   {self.steps_done} / {cfg.get('steps_target', '?')} steps, "
                  f"{self.n_records} records every {cfg['record_every']} steps, "
-                 f"{'complete' if self.complete else 'INCOMPLETE (resume with `langevin-sim resume`)'}",
+                 f"{'complete' if self.complete else self._incomplete()}",
                  f"records    {', '.join(f'{k}{self[k].shape}' for k in self.names)}",
                  f"diverged   {bad.size} of {div.size} replicas"]
         for k, m in enumerate(self.machines):
