@@ -429,12 +429,13 @@ class Simulation:
             finally:
                 bar.close()
                 buffers.trim(_BETWEEN_RUNS)
-            if self._stop:      # (a second Ctrl-C now has nothing left to abort but the close)
+            stopped = self._stop    # (a signal after this line finds the run ended)
+            if stopped:         # (a second Ctrl-C now has nothing left to abort but the close)
                 signals.closing = True
                 sig = signal.Signals(self._stop)
                 msg = self._stopped(writer, target, f"stopped by {sig.name}")
                 writer.f.close()
-        if self._stop:
+        if stopped:
             raise (RunStopped if sig == signal.SIGINT else RunTerminated)(msg, 128 + sig)
 
     def _commit(self, thread: WriterThread, pending: list, checkpoint: bool, complete: bool,

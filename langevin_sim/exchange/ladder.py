@@ -304,13 +304,14 @@ class ReplicaExchange:
                                  128 + signal.SIGINT) from None
             finally:
                 bar.close()
-            if self._stop:      # (a second Ctrl-C now has nothing left to abort but the close)
+            stopped = self._stop    # (a signal after this line finds the run ended)
+            if stopped:         # (a second Ctrl-C now has nothing left to abort but the close)
                 signals.closing = True
                 sig = signal.Signals(self._stop)
                 msg = self._stopped(writers[0], target, f"stopped by {sig.name}")
                 for w in writers:
                     w.f.close()
-        if self._stop:
+        if stopped:
             raise (RunStopped if sig == signal.SIGINT else RunTerminated)(msg, 128 + sig)
 
     def _commit(self, writers, pending: list, rows: list, complete: bool) -> None:
