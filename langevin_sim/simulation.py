@@ -316,11 +316,7 @@ class Simulation:
         _check_out(out, overwrite)                    # refuse at once, not after the probe
         end = self.step + steps
         self._check_end(end, f"steps={steps}")
-        if end % record_every:
-            warnings.warn(f"the run ends at step {end}, between records (record_every="
-                          f"{record_every}): its last {end % record_every} steps are in the "
-                          "checkpoint, not in the records; end on a multiple of record_every "
-                          "to record the final state", UnrecordedStepsWarning, stacklevel=2)
+        _warn_unrecorded(end, record_every, "end on a multiple of record_every", stacklevel=3)
         probe = self.snapshot(record_positions)      # before the file: it may compile, measure
         f = _create_file(out, overwrite, swmr)
         try:
@@ -742,6 +738,15 @@ def _reopen(f: h5py.File, path, wait: float = 2.0) -> Run:
             time.sleep(0.02)
 
 
+def _warn_unrecorded(end: int, record_every: int, fix: str, stacklevel: int) -> None:
+    """Warn (UnrecordedStepsWarning) when a run's stretch ends at step `end` between records."""
+    if end % record_every:
+        warnings.warn(f"the run ends at step {end}, between records (record_every="
+                      f"{record_every}): its last {end % record_every} steps are in the "
+                      f"checkpoint, not in the records; {fix} to record the final state",
+                      UnrecordedStepsWarning, stacklevel=stacklevel)
+
+
 def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: str | None = None,
            progress: bool | None = None, flush_seconds: float = 1.0,
            swmr: bool | None = None) -> Run:
@@ -797,6 +802,9 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
             raise ConfigError(f"steps={target} (--steps {target}) is before the checkpoint at "
                               f"step {step}; give a total step count >= {step}")
         sim._check_end(target, f"steps={target} (--steps {target})")
+        if target > step:
+            _warn_unrecorded(target, cfg["record_every"],
+                             "resume to a multiple of it (--steps)", stacklevel=3)
         if _record_resume(cfg, step, target, sim.backend_name):
             f["config"].attrs["json"] = json.dumps(cfg, default=json_default)
         f.attrs["writer"] = writer_info()

@@ -259,6 +259,7 @@ def test_run_arguments_and_the_record_grid(tmp_path):
     grid is refused, naming the spacing it would really have."""
     import warnings
 
+    from langevin_sim import resume
     from langevin_sim.errors import UnrecordedStepsWarning
     from langevin_sim.potentials.sharpness import SharpnessObserver
 
@@ -274,6 +275,14 @@ def test_run_arguments_and_the_record_grid(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sim.run(3, 5, progress=False)           # 12 -> 15: ends on a record
+    Simulation(DoubleWell(), OverdampedLangevin(), 2, backend="numpy").run(
+        10, 5, out=tmp_path / "r.h5", progress=False).close()
+    with pytest.warns(UnrecordedStepsWarning, match="ends at step 17, .* resume to a multiple"):
+        resume(tmp_path / "r.h5", steps=17, progress=False).close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resume(tmp_path / "r.h5", steps=20, progress=False).close()
+    (tmp_path / "r.h5").unlink()
     obs = Simulation(Quadratic(spectrum=[1.0, 2.0]), OverdampedLangevin(), 2, backend="numpy",
                      observers=[SharpnessObserver(every=75)])
     with pytest.raises(ConfigError, match="every 150; make sharpness_every .* a multiple of 50"):

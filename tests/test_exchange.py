@@ -7,6 +7,7 @@ import pytest
 
 import langevin_sim
 from langevin_sim import ConfigError, Simulation
+from langevin_sim.errors import UnrecordedStepsWarning
 from langevin_sim.dynamics import (MALA, OBABO, SGD, LeimkuhlerMatthews, OverdampedLangevin,
                                    Schedule, UnderdampedLangevin)
 from langevin_sim.exchange import ExchangeRun, ReplicaExchange, log, open_exchange
@@ -211,6 +212,8 @@ def test_a_resumed_ladder_records_its_new_target_and_backend_on_every_rung(tmp_p
     ex.run(100, 50, out=path, progress=False)
     for run in ex.runs:
         run.close()
+    with pytest.warns(UnrecordedStepsWarning, match="ends at step 120, between"):
+        langevin_sim.resume(path, steps=120, backend=then, progress=False).close()
     langevin_sim.resume(path, steps=200, backend=then, progress=False).close()
     for p in [path] + [tmp_path / f"exc.rung{k}.h5" for k in (1, 2)]:
         with langevin_sim.open_run(p) as run:

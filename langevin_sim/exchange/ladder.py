@@ -32,7 +32,8 @@ from ..io import format as F
 from ..io.writer import write_failed
 from ..scan.ids import splitmix64
 from ..simulation import (Simulation, _check_out, _check_write_options, _close_unpublished,
-                          _create_file, _publish, _signals_stop, report_divergence)
+                          _create_file, _publish, _signals_stop, _warn_unrecorded,
+                          report_divergence)
 from . import log
 
 
@@ -204,6 +205,7 @@ class ReplicaExchange:
         files = [rung_path(out, k) for k in range(len(self.rungs))]
         target = self.step + steps
         self.rungs[0]._check_end(target, f"steps={steps}")
+        _warn_unrecorded(target, record_every, "end on a multiple of record_every", stacklevel=3)
         handles, writers, pending = [], [], []
         if not overwrite:
             self._remove_unfinished_start(files)

@@ -20,7 +20,8 @@ from ..io import format as F
 from ..io.machine import record_machine
 from ..io.reader import lengthen
 from ..io.swmr import writer_info
-from ..simulation import Simulation, _close_unpublished, _record_resume, _resume_swmr
+from ..simulation import (Simulation, _close_unpublished, _record_resume, _resume_swmr,
+                          _warn_unrecorded)
 from . import log
 from .ladder import ReplicaExchange
 
@@ -81,6 +82,9 @@ def resume(path, steps: int | None = None, backend: str | None = None,
             return _done(ladder, runs, files, None)
         ladder = _ladder(runs, ex, backend, S)
         ladder.rungs[0]._check_end(target, f"steps={target} (--steps {target})")
+        if target > S:
+            _warn_unrecorded(target, cfg0["record_every"],
+                             "resume to a multiple of it (--steps)", stacklevel=4)
         for k, (run, sim) in enumerate(zip(runs, ladder.rungs)):
             cfg = run.config
             repair = cfg.get("swmr", False) != started
