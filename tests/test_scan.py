@@ -500,6 +500,19 @@ def test_an_unreachable_scheduler_is_one_line_and_the_rerun_takes_the_points(tmp
     assert set(pd.read_csv(out / "manifest.csv")["status"]) == {"pending"}
 
 
+def test_grid_values_the_scenario_refuses_are_one_error_before_any_file(tmp_path, capsys):
+    """A --grid value the scenario's build refuses with a ConfigError (a negative
+    temperature: the dynamics' own check) stops the scan at once, naming each such point and
+    writing nothing; it was a failed point per value after the others had run."""
+    out = tmp_path / "refused"
+    assert cli(["scan", SCEN, "--grid", "temperature=-1,0.5,-2", "--set", "steps=20",
+                "--workers", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ("the scenario refuses 2 of 3 scan points; change those --grid/--zip/--set values "
+            "(nothing was run or written): [temperature=-1.0] temperature must be >= 0") in err
+    assert "[temperature=-2.0] temperature must be >= 0" in err and not out.exists()
+
+
 def test_scan_directory_lock_refuses_a_second_scan(tmp_path):
     from langevin_sim.scan.lock import dir_lock
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import socket
 import threading
@@ -16,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import LangevinSimWarning, RunStopped, RunTerminated
+from ..errors import ConfigError, LangevinSimWarning, RunStopped, RunTerminated
 from ..io import Run
 from ..io.reader import RunFileLocked, refuse_if_written
 from ..scenario import load_scenario, resolve_params
@@ -208,6 +209,38 @@ def _fresh_run(task: dict) -> Run:
     out.parent.mkdir(parents=True, exist_ok=True)
     return sim.run(p.steps, p.record_every, out=out, record_positions=p.record_positions,
                    overwrite=True, progress=False, flush_seconds=task["flush_seconds"])
+
+
+def check_builds(scenario: str, points: list) -> None:
+    """Refuse, before any file is written, a scan whose points the scenario's `build` refuses
+    (a ConfigError: a negative temperature, a step its dynamics rejects): each distinct
+    point is built on the numpy backend with 2 replicas (again with its own number where that
+    fails), so a bad --grid value is one line now, not a failed point per value at the end.
+    Other errors (a backend missing here, not where the points run) are left to the points."""
+    mod = load_scenario(scenario)
+    bad, seen = [], set()
+    for pt in points:
+        key = json.dumps({k: v for k, v in pt.params.items() if k != "seed"}, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        p = dataclasses.replace(resolve_params(mod.Params, sets=pt.params), backend="numpy")
+        for replicas in dict.fromkeys((min(p.replicas, 2), p.replicas)):
+            try:
+                mod.build(dataclasses.replace(p, replicas=replicas))
+                break
+            except ConfigError as e:
+                error = e
+            except Exception:       # noqa: BLE001 -- the point's own run reports it
+                break
+        else:
+            bad.append((pt.coords, error))
+    if bad:
+        first = " ".join(f"[{', '.join(f'{k}={v}' for k, v in c.items()) or 'every point'}] "
+                         f"{e}." for c, e in bad[:3])
+        raise ConfigError(f"the scenario refuses {len(bad)} of {len(seen)} scan points; change "
+                          "those --grid/--zip/--set values (nothing was run or written): "
+                          + first + (f" [and {len(bad) - 3} more]" if len(bad) > 3 else ""))
 
 
 def priming_groups(tasks: list[dict]) -> list[list[dict]]:

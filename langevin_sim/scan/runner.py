@@ -19,7 +19,7 @@ from .lock import dir_lock
 from .manifest import (FINISHED, SCAN_FORMAT, atomic_write, inspect_run, other_rows, point_row,
                        read_json, write_manifest)
 from .plan import Point, parse_sets, plan_scan
-from .point import run_point
+from .point import check_builds, run_point
 from .reader import Scan, open_scan
 
 
@@ -67,6 +67,7 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
     base, points, grid_keys, zip_keys = plan_scan(mod.Params, grid, zipped, repeat, sets, toml_path,
                                                   quick_preset(mod) if quick else None,
                                                   axis_order=(previous or {}).get("grid"))
+    check_builds(scenario, points)
     if scheduler is None and points and all(p.params.get("backend") == "cuda" for p in points):
         # here, not in each point: one line (CuPy missing, no GPU), before any file is written
         from ..backends.cuda_runtime import preflight
