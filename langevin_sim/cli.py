@@ -69,6 +69,13 @@ def _info(a) -> int:
     return 0
 
 
+def _repair(a) -> int:
+    from .io.reader import repair
+
+    print(repair(a.path))
+    return 0
+
+
 def _warmup(a) -> int:
     from .warmup import usable_cpus, warmup
 
@@ -130,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a run file's config, progress, records, divergences")
     i.add_argument("path")
     i.set_defaults(fn=_info)
+    p = sub.add_parser("repair", help="make a stopped or killed run file readable by h5py and "
+                                      "xarray as it is (clear its writer's flags, drop "
+                                      "uncommitted rows) without running it")
+    p.add_argument("path")
+    p.set_defaults(fn=_repair)
     w = sub.add_parser("warmup", help="compile every numba kernel ahead of the first run "
                                       "(fills Numba's on-disk cache)")
     w.add_argument("--dtype", default="float32,float64", help="comma-separated dtypes "

@@ -1,6 +1,7 @@
 """Run files: format, resume bit-for-bit, SIGKILL durability, divergence, SWMR, xarray."""
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 
 import langevin_sim as ls
 from langevin_sim import ConfigError, RunFileError, Simulation, open_run, resume
@@ -38,7 +40,6 @@ def test_records_layout_and_run_api(tmp_run):
 
 
 def test_xarray_opens_records_with_named_dims(tmp_run):
-    xr = pytest.importorskip("xarray")
     pytest.importorskip("h5netcdf")
     dw_sim().run(500, 100, out=tmp_run, progress=False).close()
     ds = xr.open_dataset(tmp_run, group="records", engine="h5netcdf")
@@ -246,6 +247,19 @@ def test_sigkill_leaves_readable_file_that_resumes_exactly(tmp_path, swmr, capsy
         assert run.checkpoint()[0] < steps, "killed too late for this test's reference"
         np.testing.assert_array_equal(run.positions[:], ref.positions[:n])
         np.testing.assert_array_equal(run.energy[:], ref.energy[:n])
+    # `repair` makes a copy readable by plain HDF5 readers as it is: the flags cleared, rows
+    # past the commit marker (a writer killed while growing the series) dropped
+    copy = tmp_path / "copy.h5"
+    shutil.copyfile(path, copy)
+    assert cli(["repair", str(copy)]) == 0
+    said = capsys.readouterr().out
+    assert f"{n} records to step" in said and ("flags cleared" in said) == swmr, said
+    with h5py.File(copy, "r+") as f:
+        f["records/energy"].resize(n + 2, axis=0)
+    assert cli(["repair", str(copy)]) == 0
+    assert "uncommitted rows dropped: energy (2)" in capsys.readouterr().out
+    with xr.open_dataset(copy, group="records", engine="h5netcdf") as ds:
+        np.testing.assert_array_equal(ds["energy"].values, ref.energy[:n])
     assert cli(["resume", str(path), "--steps", str(steps)]) == 0
     with open_run(path) as run:
         assert run.complete and run.n_records == ref.n_records
@@ -486,7 +500,8 @@ def test_resume_refuses_a_live_swmr_writer_and_reads_it(tmp_path):
         proc.kill()
         proc.wait()
     with open_run(path) as run:
-        assert "INCOMPLETE (resume with `langevin-sim resume`)" in run.summary()
+        assert ("INCOMPLETE (resume with `langevin-sim resume`; its killed writer's flags keep "
+                "h5py and xarray out until then, or until `langevin-sim repair`)") in run.summary()
 
 
 _LIVE_WRITER = textwrap.dedent("""
@@ -560,7 +575,6 @@ def test_a_reader_opened_before_the_second_commit_reads_every_checkpoint(tmp_pat
 
 
 def test_reading_a_run_written_without_swmr_names_the_writer_and_swmr(tmp_path):
-    xr = pytest.importorskip("xarray")
     path = tmp_path / "busy.h5"
     proc = _start(tmp_path, path, 10**7)
     try:
@@ -915,7 +929,6 @@ def test_cli_shows_warnings_as_they_come_and_keeps_none():
 
 @pytest.mark.filterwarnings("error")
 def test_every_group_opens_in_xarray_without_phony_dims(tmp_run):
-    xr = pytest.importorskip("xarray")
     pytest.importorskip("h5netcdf")
     from langevin_sim.dynamics import SGD, Schedule
     from langevin_sim.potentials import LinearRegression

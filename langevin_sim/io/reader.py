@@ -450,12 +450,15 @@ class Run:
 
     def _incomplete(self) -> str:
         """How `summary` says the run is unfinished: being written (SWMR) by a live process,
-        or stopped (resume it)."""
+        or stopped (resume it; a killed writer's flags keep other HDF5 readers out)."""
         f = self._file()
-        live = (swmr_file.writer_alive(self.path, f.attrs.get("writer")) if f.swmr_mode
-                and f.mode == "r" else None)
-        return (f"INCOMPLETE: being written by {live} (live, SWMR)" if live is not None
-                else "INCOMPLETE (resume with `langevin-sim resume`)")
+        flagged = f.swmr_mode and f.mode == "r" and self.path is not None
+        live = swmr_file.writer_alive(self.path, f.attrs.get("writer")) if flagged else None
+        if live is not None:
+            return f"INCOMPLETE: being written by {live} (live, SWMR)"
+        return ("INCOMPLETE (resume with `langevin-sim resume`" + (
+            "; its killed writer's flags keep h5py and xarray out until then, or until "
+            "`langevin-sim repair`)" if flagged and swmr_file.flags_set(self.path) else ")"))
 
     def summary(self) -> str:
         """Human-readable description (what `langevin-sim info` prints)."""
@@ -656,6 +659,31 @@ def lengthen(path: "str | os.PathLike") -> None:
         short = _short(e)
         if short is not None:
             _restore_length(os.fspath(path), *short)
+
+
+def repair(path: "str | os.PathLike") -> str:
+    """Make a stopped or killed run file readable by any HDF5 reader (h5py, xarray) as it is,
+    without running a step: restore its length (`lengthen`), clear a killed writer's
+    open-for-write flags and cut the record series to the committed records (a writer killed
+    between growing them and its commit left rows no marker counts).  Refuses a file a live
+    process writes.  Returns what it did, in words; `resume` continues the file after."""
+    path = run_path(path, "repair")
+    if not os.path.isfile(path):
+        raise RunFileError(f"no run file at {path}")
+    lengthen(path)
+    flagged = swmr_file.flags_set(path)
+    with Run(path, mode="r+") as run:
+        keep, cut = run.n_records, []
+        for name, ds in run.f["records"].items():
+            if ds.maxshape[0] is None and ds.shape[0] > keep:
+                cut.append(f"{name} ({ds.shape[0] - keep})")
+                ds.resize(keep, axis=0)
+        done = run.steps_done
+    said = ["open-for-write flags cleared"] if flagged else []
+    if cut:
+        said.append("uncommitted rows dropped: " + ", ".join(cut))
+    return (f"{path}: " + ("; ".join(said) if said else "nothing to repair")
+            + f"; {keep} records to step {done}, readable by h5py and xarray")
 
 
 def _restore_length(path: str, size: int, stored: int) -> None:
