@@ -146,6 +146,28 @@ def test_delay_scaling_z_is_calibrated_when_the_quoted_se_are_too_small():
     assert big <= 2 and big_lw <= 2, (big, big_lw)
 
 
+def test_z_lr_wd_uses_the_exponents_covariance():
+    """a_lr and a_wd come from one fit and are correlated where lr and wd move together
+    across the points: z_lr_wd divides by the se of their difference from the fit's
+    covariance, not by hypot(a_lr_se, a_wd_se) (which read 1.34 for the spread of z under
+    a_lr = a_wd on this design, and +1.07 instead of +1.20 on claim 5 (c)'s table)."""
+    pts = [(1e-3, 0.5), (2e-3, 0.7), (3e-3, 1.0), (6e-3, 1.5), (1.5e-3, 0.6), (4e-3, 1.2),
+           (2e-3, 1.0)]
+    z = []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        fit = delay_scaling([{"lr": lr, "weight_decay": wd, "delay_se": 0.05 * 5 / (lr * wd),
+                              "delay_median": 5 / (lr * wd) * math.exp(0.05 * rng.normal())}
+                             for lr, wd in pts])
+        z.append((fit.a_lr - fit.a_wd) / fit.a_diff_se)
+    assert 0.85 < np.std(z) < 1.15, np.std(z)
+    table = [(1e-3, 0.5, 6625, 192), (1e-3, 1.0, 4150, 197), (2e-3, 0.5, 2650, 146),
+             (2e-3, 1.0, 1800, 59), (6e-3, 0.5, 1300, 17), (6e-3, 1.0, 1050, 37)]
+    fit = delay_scaling([{"lr": lr, "weight_decay": wd, "delay_median": D, "delay_se": se}
+                         for lr, wd, D, se in table])
+    assert fit.z_lr_wd == pytest.approx(1.2004, abs=1e-3)
+
+
 def test_bad_shapes_are_config_errors():
     with pytest.raises(ConfigError):
         grokking_times(np.arange(3), np.zeros((3, 2)), np.zeros((4, 2)))

@@ -369,7 +369,9 @@ def run_grokking(run: Run, train_threshold: float = 1.0, test_threshold: float =
 class DelayScaling(Result):
     """Weighted least squares of ln(median delay) over scan points with finite medians:
     ln D = ln c - a ln(lr wd) (`a`, `a_se`, `c`; a = 1 predicted, z = (a - 1)/a_se) and
-    ln D = b0 - a_lr ln lr - a_wd ln wd (`a_lr`, `a_wd` ± se; equal if only lr wd matters);
+    ln D = b0 - a_lr ln lr - a_wd ln wd (`a_lr`, `a_wd` ± se, and `a_diff_se` the se of
+    a_lr - a_wd from the fit's covariance: the two exponents are correlated; equal if only
+    lr wd matters);
     chi2/dof of the first fit (se of ln D = se(D)/D), `chi2_separate` of the second on
     n - 3 dof.  The se are the fits' own; where a fit's chi2/dof > 1 the model does not
     describe the points within their errors and `z`, `z_lr_wd` use the se
@@ -387,6 +389,7 @@ class DelayScaling(Result):
     a_lr_se: float
     a_wd: float
     a_wd_se: float
+    a_diff_se: float
     A: float
     A_se: float
     B: float
@@ -414,9 +417,8 @@ class DelayScaling(Result):
 
     @property
     def z_lr_wd(self) -> float:
-        """(a_lr - a_wd) / their widened se: do lr and wd enter only through lr wd?"""
-        return ((self.a_lr - self.a_wd) / math.hypot(self.a_lr_se, self.a_wd_se)
-                / self.scale_separate)
+        """(a_lr - a_wd) / (a_diff_se scale_separate): do lr and wd enter only through lr wd?"""
+        return (self.a_lr - self.a_wd) / (self.a_diff_se * self.scale_separate)
 
     def table(self) -> str:
         return (f"median delay = c (lr wd)^(-a) over {self.n} points: a = {self.a:.3f} +- "
@@ -488,11 +490,13 @@ def constant_product(points: Iterable[GrokkingPoint | Mapping[str, Any]]) -> Con
 
 
 def _wls(X: np.ndarray, y: np.ndarray, se: np.ndarray):
+    """Weighted least squares of y (n,) on X (n, k) with errors se (n,): (coef (k,), their
+    covariance (k, k), chi2)."""
     w = 1 / se
     coef, *_ = np.linalg.lstsq(X * w[:, None], y * w, rcond=None)
     cov = np.linalg.inv((X * w[:, None] ** 2).T @ X)
     chi2 = float(np.sum(((y - X @ coef) * w) ** 2))
-    return coef, np.sqrt(np.diag(cov)), chi2
+    return coef, cov, chi2
 
 
 def delay_scaling(points: Iterable[GrokkingPoint | Mapping[str, Any]]) -> DelayScaling:
@@ -509,16 +513,21 @@ def delay_scaling(points: Iterable[GrokkingPoint | Mapping[str, Any]]) -> DelayS
     se = np.array([s["delay_se"] / s["delay_median"] for s in S])
     lr, wd = np.log([s["lr"] for s in S]), np.log([s["weight_decay"] for s in S])
     one = np.ones(len(S))
-    (b, slope), (b_se, slope_se), chi2 = _wls(np.stack([one, lr + wd], 1), y, se)
+    (b, slope), cov, chi2 = _wls(np.stack([one, lr + wd], 1), y, se)
+    b_se, slope_se = np.sqrt(np.diag(cov))
     if np.ptp(lr) > 0 and np.ptp(wd) > 0 and len(S) >= 4:
-        (_, s_lr, s_wd), (_, s_lr_se, s_wd_se), chi2_sep = _wls(np.stack([one, lr, wd], 1), y, se)
+        (_, s_lr, s_wd), cov_sep, chi2_sep = _wls(np.stack([one, lr, wd], 1), y, se)
+        s_lr_se, s_wd_se = np.sqrt(np.diag(cov_sep))[1:]
+        diff_se = math.sqrt(cov_sep[1, 1] + cov_sep[2, 2] - 2 * cov_sep[1, 2])
     else:
-        s_lr = s_wd = s_lr_se = s_wd_se = chi2_sep = math.nan
+        s_lr = s_wd = s_lr_se = s_wd_se = diff_se = chi2_sep = math.nan
     D = np.exp(y)
-    (A, B), (A_se, B_se), chi2_aff = _wls(np.stack([one, np.exp(-(lr + wd))], 1), D, se * D)
+    (A, B), cov_aff, chi2_aff = _wls(np.stack([one, np.exp(-(lr + wd))], 1), D, se * D)
+    A_se, B_se = np.sqrt(np.diag(cov_aff))
     c = math.exp(b)
     return DelayScaling(len(S), -slope, slope_se, c, c * b_se, chi2, len(S) - 2,
-                        -s_lr, s_lr_se, -s_wd, s_wd_se, A, A_se, B, B_se, chi2_aff, chi2_sep)
+                        -s_lr, s_lr_se, -s_wd, s_wd_se, diff_se, A, A_se, B, B_se, chi2_aff,
+                        chi2_sep)
 
 
 def points_table(points: Iterable[GrokkingPoint]) -> str:
