@@ -208,6 +208,9 @@ def test_run_grokking_reads_norms_and_sharpness_at_the_fit_and_generalization_re
     assert s["delay_median"] == 500 and s["decay_units"] == pytest.approx(0.5)
     assert s["shrink"] == pytest.approx(np.mean([np.log(11 / 16), np.log(13.5 / 16)]))
     assert "3/3 fitted" in g.table() and "2 generalized" in g.table()
+    # the table says how late the sharpness was measured: 150, 50, 100 and 150, 100 steps
+    assert ("(measured a median 100 steps after the fit and 125 steps after the "
+            "generalization)") in g.table()
 
 
 def test_sharpness_panel_is_logarithmic_only_while_every_curve_is_positive():

@@ -275,7 +275,18 @@ class GrokkingPoint(Result):
             f"{_pm(s['decay_gen'], s['decay_gen_se'], 3)}",
             f"  sharpness (top Hessian eigenvalue) at fit "
             f"{_pm(s['sharp_fit'], s['sharp_fit_se'], 4)}, at generalization "
-            f"{_pm(s['sharp_gen'], s['sharp_gen_se'], 4)}"])
+            f"{_pm(s['sharp_gen'], s['sharp_gen_se'], 4)}" + self._measured_after()])
+
+    def _measured_after(self) -> str:
+        """How long after each event (median over replicas, steps) the sharpness was measured:
+        it is taken at the first measured record at or after the fit and the generalization."""
+        t = self.times
+        at = np.where(np.isfinite(self.sharpness), t.steps[:, None], np.nan)
+        gen_at = np.where(t.fitted & t.generalized, np.fmax(t.gen, t.fit), np.nan)
+        said = [f"{np.nanmedian(lag):.0f} steps after the {event}"
+                for event, when in (("fit", t.fit), ("generalization", gen_at))
+                if np.isfinite(lag := _next_measured(at, t.steps, when) - when).any()]
+        return f" (measured a median {' and '.join(said)})" if said else ""
 
     def plot(self, axes: Sequence[Axes] | np.ndarray) -> None:
         """Three panels: median accuracies over steps; weight norm (median, 10-90 %) with
