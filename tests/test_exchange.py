@@ -617,3 +617,19 @@ def test_the_exchange_scenario_warns_of_friction_it_does_not_use_and_warms_the_c
     warm_numba_cache(path, [{"scan": {"coords": {"backend": "numpy"}},
                              "params": {"backend": "numpy", "replicas": 4, "steps": 100}}])
     assert steps == [1]
+
+
+def test_kinetic_analyses_refuse_a_rung_whose_records_jump_at_swaps():
+    """Escape and drift times along a rung's records are not the dynamics': the replicas jump
+    between wells at swaps (escape.py fitted an Arrhenius barrier of 0.26 to barrier 1)."""
+    from langevin_sim.analysis.drift import run_drift
+    from langevin_sim.analysis.escape import analyze_run
+    from langevin_sim.first_passage import HalfSpace
+
+    ex = ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.01), [0.1, 0.3], 4, every=5)
+    ex.run(20, record_every=10, progress=False)
+    for run in ex.runs:
+        with pytest.raises(ConfigError, match="replica-exchange run.*not the dynamics'"):
+            analyze_run(run, region=HalfSpace([1.0], 0.0, "right"))
+        with pytest.raises(ConfigError, match="replica-exchange run"):
+            run_drift(run)

@@ -45,7 +45,7 @@ import numpy as np
 from scipy import stats
 
 from ..errors import ConfigError
-from ..io.reader import Run, check_run
+from ..io.reader import Run, check_run, check_trajectories
 from .escape import kaplan_meier
 from .stationary import constant_temperature
 from .result import Result
@@ -516,7 +516,7 @@ def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float |
     record_dt).  The walls, "auto" and the predictions are of the manifold coordinate s:
     coordinate "s" is the default (None); any other series is fitted with no default region
     (everything) and no prediction."""
-    run = check_run(run, "run_drift")
+    run = check_trajectories(run, "run_drift")
     if coordinate == "s":
         coordinate = None
     s = manifold_coordinate(run, coordinate)
@@ -555,6 +555,7 @@ def run_time_to_target(run: Run, target: tuple[float, float],
                       coordinate: str | Callable | None = None) -> TimeToTarget:
     """`time_to_target` of a run's coordinate (see `manifold_coordinate`) on `run.time`."""
     check_target(target, "run_time_to_target")
+    check_trajectories(run, "run_time_to_target")
     return time_to_target(run.time, manifold_coordinate(run, coordinate), target)
 
 

@@ -66,7 +66,7 @@ import numpy as np
 from scipy import integrate, optimize, special, stats
 
 from ..errors import ConfigError
-from ..io.reader import check_run
+from ..io.reader import check_run, check_trajectories
 from .result import Result
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ def waiting_times_from_records(run: Run, region: HalfSpace | Ball) -> WaitingTim
     be many record spacings late (entries followed by exits between records are missed);
     replicas inside at the first record (which must be step 0) are not at risk; the others
     are censored at the last record (or the last record before they diverged)."""
-    run = check_run(run, "waiting_times_from_records")
+    run = check_trajectories(run, "waiting_times_from_records")
     from ..first_passage import FirstPassage
 
     if "positions" not in run.names:
@@ -815,7 +815,7 @@ def analyze_run(run: Run, label: str | None = None, confidence: float = 0.95,
     Langevin, SGD without momentum, gradient noise or weight decay) and the Kramers prediction
     (overdamped and underdamped Langevin, MALA, Heun, Leimkuhler-Matthews; heavy-ball SGD in
     its slow-mode limit, `sgd_limit`; none for AdamW)."""
-    run = check_run(run, "analyze_run")
+    run = check_trajectories(run, "analyze_run")
     notes = []
     if region is None:
         wt = waiting_times(run, label)

@@ -786,3 +786,19 @@ def check_run(run: _T, where: str) -> _T:
             f"{run.config.get('steps_target', '?')}): analysed as far as it got; `langevin-sim "
             f"resume {run.path}` finishes it"), stacklevel=1)
     return run
+
+
+def check_trajectories(run: _T, where: str) -> _T:
+    """`check_run`, and a ConfigError for a rung of a replica-exchange run: its replicas jump
+    between configurations at accepted swaps, so times along its records (escape, drift) are
+    not its dynamics' (an escape analysis of a ladder's rungs fitted a barrier of 0.26 to a
+    DoubleWell of barrier 1)."""
+    run = check_run(run, where)
+    ex = run.config.get("meta", {}).get("exchange") if isinstance(run, Run) else None
+    if ex is not None:
+        raise ConfigError(f"{where}: {run.path} is rung {ex['rung']} of a replica-exchange run, "
+                          "whose replicas jump between configurations at accepted swaps: its "
+                          "records are samples, not trajectories, so escape or drift times "
+                          "read from them are not the dynamics'; measure kinetics on a plain "
+                          "Simulation at that temperature")
+    return run
