@@ -633,3 +633,14 @@ def test_kinetic_analyses_refuse_a_rung_whose_records_jump_at_swaps():
             analyze_run(run, region=HalfSpace([1.0], 0.0, "right"))
         with pytest.raises(ConfigError, match="replica-exchange run"):
             run_drift(run)
+
+
+def test_info_names_the_ladder_and_says_the_seed_is_the_rungs():
+    """`langevin-sim info` on a rung file said nothing of the ladder and printed the rung's
+    derived seed as if it were the run's."""
+    ex = ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.01), [0.1, 0.3, 0.9], 2,
+                         every=5, seed=7)
+    ex.run(10, record_every=10, progress=False)
+    assert ("rung 0 of 3 of a replica-exchange ladder, T = 0.1, 0.3, 0.9; swaps every 5 steps, "
+            "ladder seed 7") in ex.runs[0].summary()
+    assert "exchange   rung 2 (T = 0.9) of the replica-exchange ladder" in ex.runs[2].summary()

@@ -476,6 +476,9 @@ class Run:
                  f"{'complete' if self.complete else self._incomplete()}",
                  f"records    {', '.join(f'{k}{self[k].shape}' for k in self.names)}",
                  f"diverged   {bad.size} of {div.size} replicas"]
+        ex = cfg.get("meta", {}).get("exchange")
+        if ex is not None:
+            lines.insert(5, _exchange_line(ex, cfg["dynamics"]["temperature"]["start"]))
         for k, m in enumerate(self.machines):
             lines.insert(-1, f"{'machines' if k == 0 else '':<10} from step {m['step']}: "
                              f"{m['host']}, {m['cpu']}")
@@ -492,6 +495,21 @@ class Run:
                              f"entered by step {fp.step}, {int(fp.crossings[:, k].sum())} "
                              "crossings")
         return "\n".join(lines)
+
+
+def _exchange_line(ex: dict, T: float) -> str:
+    """`Run.summary`'s line for a rung of a replica-exchange run (its config's meta.exchange,
+    its temperature T): the ladder, and that the seed printed above is this rung's."""
+    if ex["rung"] == 0:
+        ladder = ", ".join(f"{t:g}" for t in ex["temperatures"])
+        files = [f for f in ex["files"][1:] if f]      # (none in memory)
+        return (f"exchange   rung 0 of {len(ex['temperatures'])} of a replica-exchange ladder, "
+                f"T = {ladder}; swaps every {ex['every']} steps, ladder seed {ex['seed']} (the "
+                "seed above is this rung's)" + (f"; rungs 1..: {', '.join(files)}" if files
+                                                else "") + "; log: open_exchange(path)")
+    return (f"exchange   rung {ex['rung']} (T = {T:g}) of the replica-exchange ladder of "
+            f"{ex['lowest'] or 'rung 0'} (rung 0: ladder, log, resume); the seed above is this "
+            "rung's")
 
 
 _held: "weakref.WeakKeyDictionary[h5py.File, tuple[int, int, int]]" = weakref.WeakKeyDictionary()
