@@ -644,3 +644,24 @@ def test_info_names_the_ladder_and_says_the_seed_is_the_rungs():
     assert ("rung 0 of 3 of a replica-exchange ladder, T = 0.1, 0.3, 0.9; swaps every 5 steps, "
             "ladder seed 7") in ex.runs[0].summary()
     assert "exchange   rung 2 (T = 0.9) of the replica-exchange ladder" in ex.runs[2].summary()
+
+
+def test_a_copied_ladder_is_resumed_and_read_in_its_copy_not_its_original(tmp_path):
+    """The rungs found each other by the names they were written with: `resume` of a copy's
+    rung file extended the original ladder's files, and open_exchange of the copy read them."""
+    import shutil
+
+    ex = ReplicaExchange(tilted_well(), OverdampedLangevin(step=0.01), [0.1, 0.3], 2, every=5)
+    ex.run(20, record_every=10, out=tmp_path / "a.h5", progress=False)
+    for r in ex.runs:
+        r.close()
+    for src, dst in (("a.h5", "b.h5"), ("a.rung1.h5", "b.rung1.h5")):
+        shutil.copy(tmp_path / src, tmp_path / dst)
+    langevin_sim.resume(tmp_path / "b.rung1.h5", steps=30)
+    with open_exchange(tmp_path / "b.h5") as e:
+        assert [r.steps_done for r in e.runs] == [30, 30] and e.step[-1] == 30
+    with open_exchange(tmp_path / "a.rung1.h5") as e:
+        assert [r.steps_done for r in e.runs] == [20, 20] and e.step[-1] == 20
+    os.rename(tmp_path / "b.rung1.h5", tmp_path / "c.h5")
+    with pytest.raises(langevin_sim.RunFileError, match="rung 1 file .*b.rung1.h5 is missing"):
+        open_exchange(tmp_path / "b.h5")

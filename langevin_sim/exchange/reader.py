@@ -2,14 +2,12 @@
 (acceptance per rung pair, round trips)."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..io import Run
 from ..io import format as F
 from . import log
-from .resume import lowest_rung
+from .resume import ladder_files
 
 
 class ExchangeRun:
@@ -87,7 +85,4 @@ class ExchangeRun:
 
 def open_exchange(path) -> ExchangeRun:
     """Open the replica-exchange run that run file `path` (any rung's) belongs to."""
-    path = lowest_rung(path)
-    with Run(path) as run:
-        names = run.config["meta"]["exchange"]["files"]
-    return ExchangeRun([Run(os.path.join(os.path.dirname(path), p)) for p in names])
+    return ExchangeRun([Run(p) for p in ladder_files(path)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from ..io.swmr import writer_info
 from ..simulation import (Simulation, _close_unpublished, _record_resume, _resume_swmr,
                           _warn_unrecorded)
 from . import log
-from .ladder import ReplicaExchange
+from .ladder import ReplicaExchange, rung_path
 
 
 def lowest_rung(path) -> str:
@@ -35,13 +36,41 @@ def lowest_rung(path) -> str:
         raise RunFileError(f"{path} is not part of a replica-exchange run")
     if ex["rung"] == 0:
         return path
-    lowest = os.path.join(os.path.dirname(path), ex["lowest"])
+    k = ex["rung"]
+    m = re.fullmatch(rf"(.+)\.rung{k}(\.[^.]*)", os.path.basename(path))
+    if m is None:
+        raise RunFileError(f"{path} is rung {k} of a replica-exchange run but is not named "
+                           f"<stem>.rung{k}<ext> beside its rung 0 file <stem><ext>: the files "
+                           "of a ladder find each other by name; rename them so")
+    # (rung_path's inverse: rung 0 keeps the extension it was written with, if any)
+    lowest = os.path.join(os.path.dirname(path), m[1] + os.path.splitext(ex["lowest"])[1])
     if not os.path.exists(lowest):
         raise RunFileError(f"{path} is rung {ex['rung']} of a replica-exchange run whose rung 0 "
                            f"file {lowest} is missing: without it the ladder cannot resume (a "
                            "start killed before it published rung 0 left only step 0: run the "
                            "command that started it again, which replaces these files)")
     return lowest
+
+
+def ladder_files(path) -> list[str]:
+    """The run files (K,) of the ladder that run file `path` (any rung's) belongs to, rung 0
+    first, named after rung 0's file as it is now (`rung_path`), not as it was written: a
+    ladder copied or renamed as a whole is read and resumed there, never in its original."""
+    path = lowest_rung(path)
+    with Run(path) as run:
+        ex = run.config["meta"]["exchange"]
+    files = [rung_path(path, k) for k in range(len(ex["temperatures"]))]
+    for k, p in enumerate(files[1:], 1):
+        theirs = None
+        if os.path.exists(p):
+            with Run(p) as run:
+                theirs = run.config.get("meta", {}).get("exchange", {})
+        if theirs is None or theirs.get("rung") != k or theirs.get("lowest") != ex["files"][0]:
+            raise RunFileError(f"{path} is rung 0 of a replica-exchange run whose rung {k} file "
+                               f"{p} is {'missing' if theirs is None else 'of another ladder'}"
+                               ": the files of a ladder find each other by name (<stem>.rung<k>"
+                               "<ext> beside <stem><ext>); rename or copy them together")
+    return files
 
 
 def resume(path, steps: int | None = None, backend: str | None = None,
@@ -52,10 +81,10 @@ def resume(path, steps: int | None = None, backend: str | None = None,
     returns rung 0's Run (`resumed_from`: the step it continued from, None if complete).
     swmr: write every rung in SWMR mode (default: as the ladder was started).  Every rung's
     config records the new target and backend as a plain resume's does (`_record_resume`)."""
-    path = lowest_rung(path)
+    files = ladder_files(path)
+    path = files[0]
     with Run(path) as run:
         ex = run.config["meta"]["exchange"]
-    files = [os.path.join(os.path.dirname(path), name) for name in ex["files"]]
     for p in files:
         lengthen(p)
     started = any(_started_swmr(p) for p in files)   # (rung 0 recorded False in older files)
