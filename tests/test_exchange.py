@@ -643,7 +643,7 @@ def test_info_names_the_ladder_and_says_the_seed_is_the_rungs():
     ex.run(10, record_every=10, progress=False)
     assert ("rung 0 of 3 of a replica-exchange ladder, T = 0.1, 0.3, 0.9; swaps every 5 steps, "
             "ladder seed 7") in ex.runs[0].summary()
-    assert "exchange   rung 2 (T = 0.9) of the replica-exchange ladder" in ex.runs[2].summary()
+    assert "exchange   rung 2 (T = 0.9) of a replica-exchange ladder" in ex.runs[2].summary()
 
 
 def test_a_copied_ladder_is_resumed_and_read_in_its_copy_not_its_original(tmp_path):

@@ -502,14 +502,12 @@ def _exchange_line(ex: dict, T: float) -> str:
     its temperature T): the ladder, and that the seed printed above is this rung's."""
     if ex["rung"] == 0:
         ladder = ", ".join(f"{t:g}" for t in ex["temperatures"])
-        files = [f for f in ex["files"][1:] if f]      # (none in memory)
         return (f"exchange   rung 0 of {len(ex['temperatures'])} of a replica-exchange ladder, "
                 f"T = {ladder}; swaps every {ex['every']} steps, ladder seed {ex['seed']} (the "
-                "seed above is this rung's)" + (f"; rungs 1..: {', '.join(files)}" if files
-                                                else "") + "; log: open_exchange(path)")
-    return (f"exchange   rung {ex['rung']} (T = {T:g}) of the replica-exchange ladder of "
-            f"{ex['lowest'] or 'rung 0'} (rung 0: ladder, log, resume); the seed above is this "
-            "rung's")
+                "seed above is this rung's); rungs k: <stem>.rung<k>.h5 beside this file; log: "
+                "open_exchange(path)")
+    return (f"exchange   rung {ex['rung']} (T = {T:g}) of a replica-exchange ladder whose rung 0 "
+            "file (log, resume) is <stem>.h5 beside it; the seed above is this rung's")
 
 
 _held: "weakref.WeakKeyDictionary[h5py.File, tuple[int, int, int]]" = weakref.WeakKeyDictionary()
