@@ -726,23 +726,25 @@ def test_gpus_beyond_the_visible_devices_are_refused_before_any_file(tmp_path, m
 
 def test_a_local_cuda_scan_without_cupy_or_a_gpu_is_one_error_before_any_file(tmp_path,
                                                                               monkeypatch):
-    """Every point on backend=cuda and no GPU here (CuPy missing, or CUDA_VISIBLE_DEVICES
-    hiding them all): the scan says so once, as `require` would, before it writes anything or
-    starts a cluster, instead of one failed point per point (or a "--gpus 1" never given)."""
+    """Points on backend=cuda (all, or some in a grid mixing backends) and no GPU here (CuPy
+    missing, or CUDA_VISIBLE_DEVICES hiding them all): the scan says so once, as `require`
+    would, before it writes anything or starts a cluster, instead of one failed point per
+    cuda point (or a "--gpus 1" never given)."""
     from langevin_sim.backends import cuda_runtime as rt
     from langevin_sim.errors import BackendUnavailableError
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     if rt.simulated():
         pytest.skip("the CUDA simulator has no GPU to miss")
+    plans = (({"temperature": [0.5, 1.0]}, {"backend": "cuda"}),
+             ({"backend": ["numpy", "cuda"]}, {}))                          # a mixed grid too
     for workers in (None, 1):
-        out = tmp_path / f"scan-{workers}"
-        with pytest.raises(BackendUnavailableError,
-                           match="^backend 'cuda' (needs CuPy|found no GPU)"):
-            run_scan(SCEN, grid={"temperature": [0.5, 1.0]}, sets={"backend": "cuda",
-                                                                   "steps": 20},
-                     out=out, workers=workers)
-        assert not out.exists()
+        for k, (grid, sets) in enumerate(plans):
+            out = tmp_path / f"scan-{workers}-{k}"
+            with pytest.raises(BackendUnavailableError,
+                               match="^backend 'cuda' (needs CuPy|found no GPU)"):
+                run_scan(SCEN, grid=grid, sets={"steps": 20, **sets}, out=out, workers=workers)
+            assert not out.exists()
 
 
 def test_gpu_points_wait_for_a_worker_to_see_that_workers_declare_the_gpu(tmp_path,

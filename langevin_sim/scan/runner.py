@@ -68,8 +68,9 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
                                                   quick_preset(mod) if quick else None,
                                                   axis_order=(previous or {}).get("grid"))
     check_builds(scenario, points)
-    if scheduler is None and points and all(p.params.get("backend") == "cuda" for p in points):
-        # here, not in each point: one line (CuPy missing, no GPU), before any file is written
+    if scheduler is None and any(p.params.get("backend") == "cuda" for p in points):
+        # here, not in each point: one line (CuPy missing, no GPU), before any file is written;
+        # also where the grid mixes backends (its cuda points would fail one by one)
         from ..backends.cuda_runtime import preflight
         preflight()
     if scheduler is None and not (workers is not None and int(workers) == 1):
