@@ -435,6 +435,40 @@ def test_cuda_array_interface_sync_and_occupancy_warnings_are_off_where_numba_cu
     assert "numba.core.config" in p.stdout
 
 
+SWITCH_AFTER_IMPORT = """
+import os, sys
+import langevin_sim                  # imports numba (not numba.cuda) before the switch is set
+if sys.argv[1] == "cuda-imported":
+    import numba.cuda
+os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+from langevin_sim import Simulation
+from langevin_sim.dynamics import OverdampedLangevin
+from langevin_sim.errors import ConfigError
+from langevin_sim.potentials import DoubleWell
+try:
+    Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 1.0), 4, backend="cuda").advance(2)
+    print("ran")
+except ConfigError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("mode", ["numba-imported", "cuda-imported"])
+def test_the_simulator_switch_set_in_python_after_numba_is_imported(mode):
+    """A notebook's `os.environ["NUMBA_ENABLE_CUDASIM"] = "1"` after `import langevin_sim`
+    (which imports numba) was ignored: the real CUDA target raised numba's multi-line
+    CudaSupportError (no driver).  Now numba's config is reloaded, as for
+    LANGEVIN_SIM_CUDA_SIM; once numba.cuda is imported without the simulator it is one line."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_ENABLE_CUDASIM", "LANGEVIN_SIM_CUDA_SIM")}
+    p = subprocess.run([sys.executable, "-c", SWITCH_AFTER_IMPORT, mode], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    expect = ("ran" if mode == "numba-imported" else
+              "NUMBA_ENABLE_CUDASIM=1 but numba.cuda was imported before in this process")
+    assert p.stdout.startswith(expect), p.stdout + p.stderr[-2000:]
+
+
 def test_numpy_compat_gives_numba_cuda_the_row_stack_numpy_2_5_removed(monkeypatch):
     """numba-cuda 0.30.4's typing registry overloads np.row_stack, which NumPy 2.5 (the GPU
     image's) removed: without it every real compilation failed with an AttributeError (seen

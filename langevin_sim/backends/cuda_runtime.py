@@ -5,9 +5,10 @@ Array module.  `xp()` is CuPy on a real GPU.  In simulator mode it is the strict
 stand-in `cuda_fakecupy` (NumPy arrays that refuse implicit host conversions, as CuPy does),
 and numba-cuda kernels run in numba's CUDA simulator.  Simulator mode is on when
 
-    NUMBA_ENABLE_CUDASIM=1     (numba's own switch; must be set before numba is imported), or
-    LANGEVIN_SIM_CUDA_SIM=1    (this package's switch; sets the former if numba.cuda is not
-                                imported yet)
+    NUMBA_ENABLE_CUDASIM=1     (numba's own switch), or
+    LANGEVIN_SIM_CUDA_SIM=1    (this package's switch; sets the former)
+
+set before numba.cuda is imported (numba's config is reloaded where numba itself was).
 
 It is how CI and machines without a GPU run the whole backend, at tiny sizes (the simulator
 runs every CUDA thread as a Python thread).  In simulator mode the stand-in is registered as
@@ -54,21 +55,23 @@ def simulated() -> bool:
 
 
 def _enable_numba_simulator() -> None:
-    """Make numba.cuda the simulator when LANGEVIN_SIM_CUDA_SIM=1 asked for it (call before
-    importing numba.cuda; a no-op outside simulator mode)."""
-    if not simulated() or os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0"):
-        return
-    if "numba.cuda" in sys.modules:
-        from numba.core import config
-        if not config.ENABLE_CUDASIM:
-            raise ConfigError(f"{SIM_ENV}=1 but numba.cuda was imported before in this process "
-                              "without the simulator; set NUMBA_ENABLE_CUDASIM=1 before starting "
-                              "Python instead")
+    """Make numba.cuda the simulator when LANGEVIN_SIM_CUDA_SIM=1 or NUMBA_ENABLE_CUDASIM=1
+    asked for it, also where numba was imported before the switch was set (as `import
+    langevin_sim` does; call before importing numba.cuda; a no-op outside simulator mode)."""
+    if not simulated():
         return
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    if "numba" in sys.modules:
-        from numba.core import config
-        config.reload_config()
+    if "numba" not in sys.modules:
+        return
+    from numba.core import config
+    if config.ENABLE_CUDASIM:
+        return
+    if "numba.cuda" in sys.modules:
+        switch = SIM_ENV if os.environ.get(SIM_ENV, "") not in ("", "0") else "NUMBA_ENABLE_CUDASIM"
+        raise ConfigError(f"{switch}=1 but numba.cuda was imported before in this process "
+                          "without the simulator; set NUMBA_ENABLE_CUDASIM=1 before starting "
+                          "Python instead")
+    config.reload_config()
 
 
 @functools.lru_cache(maxsize=None)
