@@ -472,12 +472,14 @@ def out_of_memory_error(sim, free: int | None = None, total: int | None = None) 
     gib = 2.0 ** 30
     if fit >= M:
         fix = (f"this run's path needs more than that estimate: use fewer replicas (replicas <= "
-               f"{max(1, M // 2)}, say), or split them over runs with first_replica=")
+               f"{max(1, M // 2)}, say), or split them over runs with "
+               "Simulation(first_replica=...)")
     elif fit == 0:
         fix = ("not one replica fits: free the GPU's memory (nvidia-smi lists the processes "
                "holding it) or use another GPU")
     else:
-        fix = f"use replicas <= {fit}, or split them over runs with first_replica="
+        fix = (f"use replicas <= {fit}, or split them over runs with "
+               "Simulation(first_replica=...)")
     return BackendUnavailableError(
         f"out of GPU memory: {M} replicas of {type(sim.potential).__name__} x "
         f"{type(sim.dynamics).__name__} need about {M * per / gib:.2f} GiB ({per} bytes per replica, "
