@@ -1133,11 +1133,17 @@ def test_gpus_with_a_scheduler_is_refused_before_any_file(tmp_path, capsys):
 
 
 def test_a_scan_that_ran_nothing_does_not_hold_its_directory(tmp_path):
-    """A base value every point refuses (replicas=0: each fails before writing a file) leaves
-    no run file; the corrected command then runs in the same directory (it was refused as
-    'other base parameters')."""
+    """A base value every point refuses leaves no run file; the corrected command then runs
+    in the same directory (it was refused as 'other base parameters'). replicas=0, a
+    ConfigError of the build, is refused before the directory is made; curvature=-1, the
+    test scenario's own ValueError, fails each point before it writes a file."""
     out = tmp_path / "scan"
-    bad = run_scan(SCEN, grid={"temperature": [0.5, 1.0]}, sets=["steps=20", "replicas=0"],
+    with pytest.raises(ConfigError, match=r"refuses 2 of 2 scan points.*\[temperature=0.5\] "
+                                          "replicas must be an integer >= 1, got 0"):
+        run_scan(SCEN, grid={"temperature": [0.5, 1.0]}, sets=["steps=20", "replicas=0"],
+                 out=out, workers=1)
+    assert not out.exists()
+    bad = run_scan(SCEN, grid={"temperature": [0.5, 1.0]}, sets=["steps=20", "curvature=-1"],
                    out=out, workers=1)
     assert (bad.manifest["status"] == "failed").all() and not list((out / "points").glob("*.h5"))
     good = run_scan(SCEN, grid={"temperature": [0.5, 1.0]}, sets=["steps=20", "replicas=4"],
