@@ -351,7 +351,8 @@ class Simulation:
                                 d=self.potential.d, pos_dtype=self.dtype,
                                 record_positions=record_positions, observables=obs,
                                 state=self.state, compression=compression, swmr=swmr,
-                                first_passage=self.first_passage, start_step=self.step)
+                                first_passage=self.first_passage, start_step=self.step,
+                                device=getattr(self.backend, "provenance", None))
 
     def _loop(self, writer: RunWriter, target: int, record_every: int, record_positions: bool,
               pending: list, checkpoint_every: int | None, progress: bool | None,
@@ -811,7 +812,7 @@ def resume(path: "str | os.PathLike | Run", steps: int | None = None, backend: s
             f["config"].attrs["json"] = json.dumps(cfg, default=json_default)
         f.attrs["writer"] = writer_info()
         if target > step:   # a stretch of steps written here (not a repair at the target)
-            record_machine(f, step, path)
+            record_machine(f, step, path, device=getattr(sim.backend, "provenance", None))
         writer = RunWriter(f)
         writer.truncate_to_checkpoint()
         if swmr:

@@ -992,15 +992,30 @@ if SIM:
 
     def test_run_file_resumes_across_backends(tmp_path):
         """A run started on cuda resumes on numpy and the other way round: records and final
-        checkpoint equal the uninterrupted reference run to rounding."""
+        checkpoint equal the uninterrupted reference run to rounding.  Each cuda stretch's
+        machine entry names its device stack (here the simulator), a CPU one none; a change
+        of backend is not a MachineChangeWarning (backend_history says it), a change of GPU
+        stack between two cuda stretches is."""
+        import json
+        import warnings
+
+        import h5py
+
+        from langevin_sim.errors import MachineChangeWarning
+
         make, dyn = PAIRS["Quadratic-UnderdampedLangevin"]
         full = Simulation(make(), dyn, 5, backend="numpy", seed=4).run(12, record_every=3,
                                                                       out=tmp_path / "ref.h5")
         for first, then in (("cuda", "numpy"), ("numpy", "cuda"), ("cuda", "cuda")):
             path = tmp_path / f"{first}-{then}.h5"
             Simulation(make(), dyn, 5, backend=first, seed=4).run(6, record_every=3, out=path).close()
-            resume(path, steps=12, backend=then, progress=False).close()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", MachineChangeWarning)
+                resume(path, steps=12, backend=then, progress=False).close()
             with open_run(path) as a, open_run(tmp_path / "ref.h5") as b:
+                devices = [e["arithmetic"].get("device") for e in a.machines]
+                assert [d is not None and "CUDA simulator" in d and "kernels by numba" in d
+                        for d in devices] == [first == "cuda", then == "cuda"], devices
                 assert a.complete and a.steps_done == 12
                 np.testing.assert_allclose(np.asarray(a.positions[:]), np.asarray(b.positions[:]),
                                            rtol=1e-9, atol=1e-11, err_msg=f"{first} -> {then}")
@@ -1008,6 +1023,13 @@ if SIM:
                 sa, sb = a.checkpoint()[1], b.checkpoint()[1]
                 for k in sb:
                     np.testing.assert_allclose(sa[k], sb[k], rtol=1e-9, atol=1e-11, err_msg=k)
+        with h5py.File(path, "r+") as f:              # cuda -> cuda on another GPU stack
+            entries = json.loads(f.attrs["machines"])
+            entries[-1]["arithmetic"]["device"] = "NVIDIA H100; CuPy 13.0, kernels by numba-cuda"
+            f.attrs["machines"] = json.dumps(entries)
+        with pytest.warns(MachineChangeWarning, match="device NVIDIA H100; CuPy 13.0, .* -> CUDA "
+                                                      "simulator"):
+            resume(path, steps=15, progress=False).close()
         full.close()
 
     @pytest.mark.parametrize("dyn", [OverdampedLangevin(0.02), UnderdampedLangevin(0.05, 0.5),

@@ -123,13 +123,15 @@ def _one_line_out_of_memory(method):
 
 class CudaBackend:
     """Device-resident stepping on CuPy + numba-cuda (or the simulator); see the module
-    docstring.  `device` describes where it runs."""
+    docstring.  `device` describes where it runs; `provenance` adds the CuPy and numba CUDA
+    target versions (a run file's `machines` entry records it)."""
 
     name = NAME
     empty_host = staticmethod(rt.empty_pinned)   # host arrays for records and checkpoints
 
     def __init__(self):
         self.device = rt.require()
+        self.provenance = f"{self.device}; {rt.targets()}"
         self._runs: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
     # -- the backend interface -------------------------------------------------------

@@ -121,7 +121,8 @@ def resume(path, steps: int | None = None, backend: str | None = None,
             if _record_resume(cfg, S, target, sim.backend_name) or repair:
                 run.f["config"].attrs["json"] = json.dumps(cfg, default=F.json_default)
             run.f.attrs["writer"] = writer_info()
-            record_machine(run.f, S, run.path, warn=k == 0)   # the rungs ran together
+            record_machine(run.f, S, run.path, warn=k == 0,   # the rungs ran together
+                           device=getattr(sim.backend, "provenance", None))
         writers = [RunWriter(r.f) for r in runs]
         for w in writers:
             w.truncate_to_checkpoint()

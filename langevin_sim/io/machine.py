@@ -7,9 +7,12 @@ files written before the list existed).
 set the kernels and libm use (AVX-512, AVX2 and FMA), the BLAS kernels NumPy's OpenBLAS picked
 for this CPU, the versions of the libraries that compute (NumPy, SciPy, Numba, llvmlite) and
 of this package, and the digest of the kernels' sources this process loaded
-(`numba_cache.DIGEST`: an edit of a step rule between a start and its resume).  Where two
-entries differ in it, the run after the later step follows the same law but need not follow
-the uninterrupted run bit for bit: `resume` warns then (`MachineChangeWarning`).  The
+(`numba_cache.DIGEST`: an edit of a step rule between a start and its resume), and for a
+stretch run on the cuda backend its `device`: the GPU, driver and CUDA runtime, CuPy and the
+numba CUDA target with their versions (or that it ran under the CUDA simulator).  Where two
+entries differ in a key both hold, the run after the later step follows the same law but
+need not follow the uninterrupted run bit for bit: `resume` warns then
+(`MachineChangeWarning`; a change of backend is not warned of, `backend_history` holds it).  The
 kernels' own products have the same bits on every AVX-512 CPU (`kernels.lanes`); BLAS
 products and NumPy's vectorized exp / log / tanh do not.
 """
@@ -72,12 +75,14 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_entry(step: int) -> dict:
-    """This machine's entry for a stretch of a run starting at `step`."""
+def machine_entry(step: int, device: str | None = None) -> dict:
+    """This machine's entry for a stretch of a run starting at `step`; `device`: the GPU
+    stack a cuda backend runs on (`CudaBackend.provenance`), None on the CPU backends."""
     import llvmlite.binding as ll
 
+    arithmetic = dict(_arithmetic(), **({"device": device} if device else {}))
     return {"step": int(step), "host": socket.gethostname(),
-            "cpu": f"{_cpu()} ({ll.get_host_cpu_name()})", "arithmetic": dict(_arithmetic())}
+            "cpu": f"{_cpu()} ({ll.get_host_cpu_name()})", "arithmetic": arithmetic}
 
 
 def machines(f) -> list[dict]:
@@ -86,16 +91,18 @@ def machines(f) -> list[dict]:
     return json.loads(raw) if raw else []
 
 
-def record_machine(f, step: int, path: str = "", warn: bool = True) -> None:
-    """Append this machine's entry at `step` to the writable run file f, warning
-    (`MachineChangeWarning`, if `warn`) where its arithmetic differs from the last entry's."""
+def record_machine(f, step: int, path: str = "", warn: bool = True,
+                   device: str | None = None) -> None:
+    """Append this machine's entry at `step` (`device`: see `machine_entry`) to the writable
+    run file f, warning (`MachineChangeWarning`, if `warn`) where its arithmetic differs from
+    the last entry's in a key both hold."""
     entries = machines(f)
-    new = machine_entry(step)
+    new = machine_entry(step, device)
     if entries and warn:
         last = entries[-1]
         old = last.get("arithmetic", {})
-        changed = [f"{k} {old.get(k)} -> {v}" for k, v in new["arithmetic"].items()
-                   if old.get(k) != v]
+        changed = [f"{k} {old[k]} -> {v}" for k, v in new["arithmetic"].items()
+                   if k in old and old[k] != v]
         if changed:
             warnings.warn(MachineChangeWarning(
                 f"{path or 'the run'} was written up to step {step} on {last.get('host')} "

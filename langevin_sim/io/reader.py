@@ -480,8 +480,9 @@ class Run:
         if ex is not None:
             lines.insert(5, _exchange_line(ex, cfg["dynamics"]["temperature"]["start"]))
         for k, m in enumerate(self.machines):
+            device = m.get("arithmetic", {}).get("device")
             lines.insert(-1, f"{'machines' if k == 0 else '':<10} from step {m['step']}: "
-                             f"{m['host']}, {m['cpu']}")
+                             f"{m['host']}, {m['cpu']}" + (f"; {device}" if device else ""))
         for m in bad[:20]:
             lines.append(f"           replica {int(m)} diverged at step {int(div[m])}")
         if bad.size > 20:

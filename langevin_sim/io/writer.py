@@ -119,10 +119,11 @@ class RunWriter:
     def create(cls, f: h5py.File, *, config: dict, potential, replicas: np.ndarray, d: int,
                pos_dtype, record_positions: bool, observables: dict, state: dict,
                compression: str | None, swmr: bool, first_passage=None,
-               start_step: int = 0) -> "RunWriter":
+               start_step: int = 0, device: str | None = None) -> "RunWriter":
         """Lay out a new run file of a run starting at `start_step`. `observables`: name ->
         (trailing shape, dtype). `first_passage`: the Simulation's `FirstPassage` observer
-        (its arrays are in `state`), laid out in /first_passage."""
+        (its arrays are in `state`), laid out in /first_passage. `device`: the GPU stack of a
+        cuda run (`io.machine.machine_entry`)."""
         from .. import __version__
 
         f.attrs["format"] = F.FORMAT
@@ -131,7 +132,7 @@ class RunWriter:
         f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         f.attrs["command"] = " ".join(sys.argv)
         f.attrs["writer"] = writer_info()
-        record_machine(f, start_step)
+        record_machine(f, start_step, device=device)
         f.create_group("config").attrs["json"] = json.dumps(config, default=F.json_default)
         _write_potential(f, potential)
         M = len(replicas)
