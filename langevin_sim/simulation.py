@@ -62,9 +62,9 @@ class Simulation:
     record_every)`), registered by class so that `resume` rebuilds them (docs/extending.md). `first_passage`: a
     `FirstPassage` observer, updated by the backend after every step (first entry into labelled
     regions, crossing counts; its arrays are part of `state`, so they are checkpointed and
-    resumed). `state` is a dict of (M, ...) arrays; on backend "cuda" it is a host mirror of
-    the device's: assign new arrays (`sim.state = {...}`), or call `sim.backend.upload(sim)`
-    after editing one in place (an in-place edit alone does not reach the device).
+    resumed). `state` is a dict of (M, ...) arrays; on backend "cuda" it is a read-only host
+    mirror of the device's: assign new arrays (`sim.state["x"] = x_new`) to change it (an
+    in-place edit would not reach the device, so it raises).
     """
 
     def __init__(self, potential: Potential, dynamics: Dynamics, replicas: int,

@@ -1121,6 +1121,21 @@ if SIM:
         plain = Simulation(make(), dyn, 6, backend="cuda", seed=3)
         plain.advance(9)
         np.testing.assert_allclose(plain.state["x"], ref.state["x"], rtol=1e-12)
+        # the mirror is read-only: an in-place edit raises (it was dropped at the next step);
+        # one array replaced is taken; an edit made writeable on purpose, then upload
+        with pytest.raises(ValueError, match="read-only"):
+            plain.state["x"][:] = 0
+        plain.state["x"] = np.zeros_like(plain.state["x"])
+        ref.state["x"][:] = 0
+        plain.advance(2)
+        ref.advance(2)
+        np.testing.assert_allclose(plain.state["x"], ref.state["x"], rtol=1e-12)
+        plain.state["x"].flags.writeable = True
+        plain.state["x"][:] = ref.state["x"][:] = 0.5
+        plain.backend.upload(plain)
+        plain.advance(2)
+        ref.advance(2)
+        np.testing.assert_allclose(plain.state["x"], ref.state["x"], rtol=1e-12)
 
     def test_potential_methods_on_device_arrays():
         """Which methods of which potentials use only the array module of x (with the

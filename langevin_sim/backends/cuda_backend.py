@@ -121,6 +121,14 @@ def _one_line_out_of_memory(method):
     return wrapped
 
 
+def _writeable(sim, on: bool) -> None:
+    """Make the host mirror of `sim` (its state arrays and divergence flags) writeable or
+    read-only: while the device holds the truth, an in-place edit of the mirror would be
+    dropped at the next step, so it raises instead; assign a new array to take effect."""
+    for a in (*sim.state.values(), sim.diverged_step):
+        a.flags.writeable = on
+
+
 class CudaBackend:
     """Device-resident stepping on CuPy + numba-cuda (or the simulator); see the module
     docstring.  `device` describes where it runs; `provenance` adds the CuPy and numba CUDA
@@ -163,13 +171,16 @@ class CudaBackend:
         run = self._runs.get(sim)
         if run is None or not run.host_stale or not run.owns(sim):
             return
+        _writeable(sim, True)
         for k, v in run.state.items():
             run.copy_to_host(k, v, sim.state[k])
         run.copy_to_host("diverged_step", run.dstep, sim.diverged_step)
+        _writeable(sim, False)
         run.host_stale = False
 
     def upload(self, sim) -> None:
-        """Take the host arrays of `sim` as the truth again (after editing them in place)."""
+        """Take the host arrays of `sim` as the truth again (after making them writeable and
+        editing them in place)."""
         self._runs.pop(sim, None)
         self.attach(sim)
 
@@ -191,6 +202,7 @@ class CudaBackend:
                 raise rt.out_of_memory_error(sim) from None
             raise
         self._runs[sim] = run
+        _writeable(sim, False)
         return run
 
     def device_run(self, sim) -> "DeviceRun | None":
