@@ -97,6 +97,7 @@ def summary(name, size, cp, scale, e_th=None):
     row = {"family": name, "size": size, "dim": cp.dim, "starts": cp.starts, "found": cp.found,
            "escaped": cp.escaped,
            "distinct": cp.index.size, "f0": cp.fraction_minima, "f0_se": cp.fraction_minima_se,
+           "f0_text": cp.fraction_minima_text(),
            "mean_index": float(np.mean(cp.index / cp.dim)) if cp.index.size else np.nan,
            "e_min0": float(e[cp.index == 0].max()) if np.any(cp.index == 0) else np.nan,
            "e_saddle": float(np.median(e[cp.index > 0])) if np.any(cp.index > 0) else np.nan}
@@ -130,7 +131,7 @@ def table(out) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, _, _ in out:
         lines.append(f"| {r['family']} | {r['size']} | {r['dim']} | {r['found']}/{r['starts']} | "
-                     f"{r['escaped']} | {r['distinct']} | {r['f0']:.3f} ± {r['f0_se']:.3f} | "
+                     f"{r['escaped']} | {r['distinct']} | {r['f0_text'].replace('+-', '±')} | "
                      f"{r['mean_index']:.3f} | "
                      f"{r['e_min0']:.4g} | {r['e_saddle']:.4g} | "
                      f"{r.get('dev', float('nan')):+.3f} |")

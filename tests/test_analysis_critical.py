@@ -1,6 +1,7 @@
 """Critical points by minimizing |grad U|^2, on landscapes whose critical points are known;
 the Kac-Rice counts of the p-spin against a direct Kac-Rice integral and against minima
 counted on coupling instances."""
+import dataclasses
 import math
 
 import numpy as np
@@ -28,6 +29,13 @@ def test_double_well_minima_saddles_and_maximum():
     assert len({tuple(p) for p in np.round(cp.x)}) == cp.x.shape[0]       # merged
     assert cp.dim == 2 and cp.found == cp.hits.sum()
     assert abs(cp.fraction_minima - np.mean(cp.index == 0)) < 1e-12
+    assert cp.fraction_minima_text() == (f"{cp.fraction_minima:.3f} +- "
+                                         f"{cp.fraction_minima_se:.3f}")
+    # no minimum among K points (a large p-spin's search): the 95 % bound, not "0.000 +- 0.000"
+    none = dataclasses.replace(cp, index=np.ones_like(cp.index))
+    k = cp.index.size
+    said = f"0 of {k} (< {1 - 0.05 ** (1 / k):.2g} at 95 %)"
+    assert none.fraction_minima_text() == said and f"(fraction {said})" in none.table()
     # energy bins [-0.5, 0.5), [0.5, 1.5), [1.5, 2.5), [2.5, 3.5): minima, saddles, the maximum,
     # none; the index / dim of each point is its energy / 2 here
     rows = cp.by_energy([-0.5, 0.5, 1.5, 2.5, 3.5])

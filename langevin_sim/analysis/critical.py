@@ -121,6 +121,19 @@ class CriticalPoints(Result):
         f = self.fraction_minima
         return float(np.sqrt(f * (1 - f) / k)) if k else float("nan")
 
+    def fraction_minima_text(self) -> str:
+        """The index-0 fraction as text: "f +- se", or at 0 (or all) of K, where the binomial
+        se is 0, the one-sided 95 % bound (Clopper-Pearson: 1 - 0.05^(1/K), about 3/K)."""
+        k, n0 = self.index.size, int(np.sum(self.index == 0))
+        if k == 0:
+            return "nan"
+        bound = 1 - 0.05 ** (1 / k)
+        if n0 == 0:
+            return f"0 of {k} (< {bound:.2g} at 95 %)"
+        if n0 == k:
+            return f"{k} of {k} (> {1 - bound:.3g} at 95 %)"
+        return f"{self.fraction_minima:.3f} +- {self.fraction_minima_se:.3f}"
+
     def by_energy(self, edges: ArrayLike) -> list[tuple[float, float, int, float, float, float]]:
         """Rows (lo, hi, count, fraction with index 0, mean index / dim, its se) per energy
         bin [lo, hi) (energies in the units of `energy`)."""
@@ -142,7 +155,7 @@ class CriticalPoints(Result):
         lines = [f"{self.found}/{self.starts} starts converged to {idx.size} distinct critical "
                  f"points (dim {self.dim}; {self.escaped} more escaped to infinity): "
                  f"index 0: {np.sum(idx == 0)} "
-                 f"(fraction {self.fraction_minima:.3f} +- {self.fraction_minima_se:.3f}), "
+                 f"(fraction {self.fraction_minima_text()}), "
                  f"index dim: {np.sum(idx == self.dim)}, mean index/dim "
                  f"{np.mean(idx) / self.dim if idx.size else np.nan:.3f}"]
         if idx.size:
