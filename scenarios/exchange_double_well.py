@@ -7,9 +7,10 @@ ladder of K temperatures T_1 < ... < T_K, each a Simulation advanced by the fuse
 swaps configurations between neighbouring rungs every `exchange_every` steps
 (langevin_sim.exchange, docs/exchange.md); the top rung crosses often and the swaps carry
 its crossings down.  The output file is rung 0 (T_1), an ordinary run file; rung k writes
-<out stem>.rung<k>.h5 and rung 0 holds the exchange log.  Check: the fraction of rung-0
-records with x_1 < 0 against the exact exp(-U/T_1) ratio (quadrature), and the acceptance
-per rung pair and round trips with `open_exchange(path)` (docs/exchange.md).
+<out stem>.rung<k>.h5 and rung 0 holds the exchange log.  To check it (the script itself
+only runs the ladder): `python analysis/stationary.py OUT` compares rung 0's marginal with the
+exact exp(-U/T_1) (quadrature; any rung's file at its own T), and `open_exchange(OUT)` gives
+the acceptance per rung pair and the round trips (docs/exchange.md).
 """
 from dataclasses import dataclass
 from typing import Literal
