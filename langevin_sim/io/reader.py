@@ -669,13 +669,17 @@ def _short(e: OSError) -> tuple[int, int] | None:
 
 def lengthen(path: "str | os.PathLike") -> None:
     """Restore the length of run file `path` where it is shorter than its superblock says
-    (`_restore_length`, what `resume` does first); nothing otherwise."""
+    (`_restore_length`, what `resume` does first), or the superblock's end-of-file address
+    where the file is longer (`swmr.raise_end_of_file`: a writer killed mid-flush); nothing
+    otherwise, and nothing to a file another process holds."""
     try:
         h5py.File(path, "r").close()
     except OSError as e:
         short = _short(e)
         if short is not None:
             _restore_length(os.fspath(path), *short)
+        return
+    swmr_file.raise_end_of_file(os.fspath(path))
 
 
 def repair(path: "str | os.PathLike") -> str:

@@ -116,6 +116,39 @@ def writer_alive(path: str, info: str | None) -> str | None:
             f"taken for dead after {STALE_SECONDS:.0f} s without changes)")
 
 
+EOA_V0_AT = 40   # the end-of-file address in a version 0 superblock (8-byte offsets)
+
+
+def raise_end_of_file(path: str) -> bool:
+    """Raise the superblock's end-of-file address to the file's size where it is lower (what
+    `h5clear -i` does), in a version 0 superblock (plain run files) or a version 2/3 one (its
+    checksum rewritten).  A writer killed in the middle of a flush can leave objects past the
+    address its last superblock write recorded: HDF5 then reads them as "addr overflow", and a
+    file opened for writing hands that space out again, over them.  Returns whether it raised
+    it; a file that is not HDF5 with 8-byte offsets is left alone."""
+    with open(path, "rb") as fh:
+        sb = bytearray(fh.read(48))
+    if len(sb) < 48 or sb[:8] != SIGNATURE:
+        return False
+    if sb[8] == 0 and sb[13] == 8:
+        at = EOA_V0_AT
+    elif sb[8] in (2, 3) and sb[9] == 8:
+        sb, at = _superblock(path), EOA_AT
+    else:
+        return False
+    size = os.path.getsize(path)
+    if struct.unpack_from("<Q", sb, at)[0] >= size:
+        return False
+    struct.pack_into("<Q", sb, at, size)
+    if at == EOA_AT:
+        struct.pack_into("<I", sb, CHECKSUM_AT, lookup3(bytes(sb[:CHECKSUM_AT])))
+    with open(path, "r+b") as fh:
+        fh.write(sb)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
 def clear_flags(path: str) -> None:
     """Clear the consistency flags of a killed SWMR writer and raise the end-of-file address
     to the file's size (what `h5clear -s -i` does); rewrites the superblock's checksum."""
