@@ -1,7 +1,7 @@
 """Basins of a run's potential: minima, Hessian spectra, Laplace weights, occupancy over time.
 
 usage: python analysis/basins.py RUN.h5 [--tail K] [--method quench|nearest|observable]
-                                 [--png PATH]
+                                 [--records N] [--png PATH]
 Prints the basins table (minimum, energy, Hessian spectrum summary, Laplace log Z and
 occupancy) and the sampled occupancy (pooled over the last K records) against the Laplace
 prediction and, for d <= 2 or separable potentials, exact quadrature (in any d, two
@@ -11,6 +11,8 @@ Made for scenarios/flat_vs_sharp.py runs; any run with a constant temperature > 
 """
 import argparse
 import sys
+
+import numpy as np
 
 import matplotlib
 
@@ -33,6 +35,10 @@ def main(argv=None):
     ap.add_argument("--starts", type=int_at_least(1), default=1000,
                     help="draws of the potential's initial distribution quenched to find its "
                          "basins (default 1000)")
+    ap.add_argument("--records", type=int_at_least(2), default=200,
+                    help="quench or label at most N records evenly spaced for the occupancy "
+                         "over time, plus the last K pooled (default 200; the recorded "
+                         "`basin` observable is read at every record)")
     ap.add_argument("--png", help="figure path (default: next to the run, *_basins.png)")
     a = ap.parse_args(argv)
     try:
@@ -43,7 +49,12 @@ def main(argv=None):
             print(f"{ap.prog}: finding the basins of {type(pot).__name__} (d = {pot.d}): "
                   f"quenching {a.starts} starts" + (", then the records' positions"
                                                     if method == "quench" else ""), file=sys.stderr)
-            basins, occ = run_occupancy(run, method=method, tail=a.tail, starts=a.starts)
+            n = run.n_records
+            records = None if method == "observable" or n <= a.records else np.union1d(
+                np.linspace(0, n - 1, a.records).round().astype(int),
+                np.arange(max(0, n - a.tail), n))
+            basins, occ = run_occupancy(run, method=method, tail=a.tail, starts=a.starts,
+                                        records=records)
             print(f"{a.run}: {type(run.potential).__name__}, d = {run.potential.d}, "
                   f"T = {basins.temperature:g}, steps {run.steps_done}, assignment: {method}")
     except LangevinSimError as e:

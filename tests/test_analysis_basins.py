@@ -1,8 +1,10 @@
 """Basins: quench, clustering, Hessian spectra, Laplace volumes, attraction fractions and
 occupancy, each against a case with a known answer, then against Langevin simulations."""
 import os
+import runpy
 import subprocess
 import sys
+from unittest import mock
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 from scipy.optimize import brentq
 
 from langevin_sim import Simulation, open_run
-from langevin_sim.analysis.basins import (exact_basin_log_z, find_basins, hessian_spectrum,
+from langevin_sim.analysis.basins import (assign_basins, exact_basin_log_z, find_basins,
+                                          hessian_spectrum,
                                           isotropic_pair_log_z, laplace_log_z,
                                           occupancy, occupancy_from_log_z, quench,
                                           run_occupancy)
@@ -237,7 +240,7 @@ def test_occupancy_from_log_z():
     np.testing.assert_allclose(occupancy_from_log_z([np.log(3), 0.0, np.nan]), [0.75, 0.25, 0])
 
 
-def test_basins_script_on_flat_vs_sharp(tmp_path):
+def test_basins_script_on_flat_vs_sharp(tmp_path, capsys):
     """analysis/basins.py on a quick flat_vs_sharp run (d = 2, 1000 replicas, t = 25 at
     T = 1; the sharp well drains to equilibrium by t ~ 13): prints the basins table with the Hessian
     spectra (1, 1) and (8, 8) and Laplace occupancies 8/9 and 1/9, the sampled occupancy
@@ -264,6 +267,16 @@ def test_basins_script_on_flat_vs_sharp(tmp_path):
     # (a p-spin's 1000 default starts took minutes without a word: it says what it does)
     assert "finding the basins of MultiWell (d = 2): quenching 200 starts" in res.stderr
     assert "CONSISTENT with exact quadrature" in text, text
+    # --records 4 quenches records 0, 3, 7 and 10 and the pooled last 3 (8, 9, 10): the same
+    # pooled occupancy, from 6 of the 11 records
+    main = runpy.run_path(os.path.join(ROOT, "analysis", "basins.py"))["main"]
+    calls = []
+    with mock.patch("langevin_sim.analysis.basins.assign_basins",
+                    side_effect=lambda *a, **k: calls.append(len(a[1])) or assign_basins(*a, **k)):
+        main([str(out), "--tail", "3", "--starts", "200", "--records", "4",
+              "--png", str(tmp_path / "b4.png")])
+    pooled = [line for line in text.splitlines() if "CONSISTENT" in line]
+    assert calls.count(1000) == 6 and pooled and pooled[0] in capsys.readouterr().out
     img = plt.imread(png)
     assert img.shape == (320, 800, 4)
     rgb = img[..., :3]
