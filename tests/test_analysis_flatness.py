@@ -9,7 +9,7 @@ from scipy import stats
 
 from langevin_sim.analysis.flatness import (early_stopped, flatness_vs_generalization, matched_fit,
                                             pooled, run_flatness)
-from langevin_sim.errors import ConfigError
+from langevin_sim.errors import ConfigError, LangevinSimWarning
 
 
 def test_monotone_association_is_found_whatever_the_scale():
@@ -96,6 +96,28 @@ def test_pooled_points_recover_a_common_correlation_and_flag_disagreement():
     assert part.partial and part.ci[0] < truth < part.ci[1]
     with pytest.raises(ConfigError, match="finite correlation"):
         pooled([flatness_vs_generalization(np.arange(9.0), np.arange(9.0) ** 2)], partial=True)
+
+
+def test_a_constant_column_has_no_correlation_and_is_left_out_of_the_pooling():
+    """A classifier's test error the same for every replica (iris, 6 replicas: a real scan's
+    point) gave rho NaN, a partial rho of rounding noise (-0.05), printed "+nan", and pooled
+    stopped the script with a traceback; a measure whose ranks are the train loss's gave a
+    partial rho of rounding noise too."""
+    rng = np.random.default_rng(5)
+    flat = flatness_vs_generalization(rng.random(6), np.full(6, 0.053), rng.random(6),
+                                      target="test_error")
+    assert np.isnan(flat.rho) and np.isnan(flat.partial_rho)
+    assert "no rank correlation: the test error is the same" in flat.table()
+    assert "nan" not in flat.table()
+    fixed = flatness_vs_generalization(np.arange(5.0), [4, 4, 4, 1, 1], np.arange(5.0) ** 2)
+    assert np.isfinite(fixed.rho) and np.isnan(fixed.partial_rho)
+    assert "given the train loss none" in fixed.table() and "nan" not in fixed.table()
+    good = [flatness_vs_generalization(*rng.standard_normal((3, 30))) for _ in range(3)]
+    with pytest.warns(LangevinSimWarning, match="1 of 4 points have no rank correlation"):
+        pc = pooled(good + [flat])
+    assert pc.k == 3 and pc == pooled(good)
+    with pytest.raises(ConfigError, match="no point has a finite correlation"):
+        pooled([flat])
 
 
 def test_pooled_random_effects_match_a_hand_computation():

@@ -92,7 +92,8 @@ def _rank_corr(a: np.ndarray, b: np.ndarray, dof: int,
 class FlatnessGeneralization(Result):
     """Per-replica sharpness (M,), test_loss (M,), train_loss (M,) (None if not given);
     rho / ci / p: Spearman correlation of sharpness with the test loss; partial_rho /
-    partial_ci / partial_p: the same given the train loss (NaN without it); step (M,): the
+    partial_ci / partial_p: the same given the train loss (NaN without it, or where the train
+    loss's ranks fix either column's); rho NaN where either column is constant; step (M,): the
     step each replica's values were taken at, when read from a run's records (else None);
     measure: what the `sharpness` column holds (one of MEASURES); target: what the
     `test_loss` column holds (one of TARGETS); stopped_by: for an early stop, the recorded
@@ -121,10 +122,15 @@ class FlatnessGeneralization(Result):
         s = (f"{self.n} {unit}: {m} median {np.median(self.sharpness):.4g} "
              f"[10-90 %: {np.quantile(self.sharpness, 0.1):.4g}, "
              f"{np.quantile(self.sharpness, 0.9):.4g}], "
-             f"{TARGETS[self.target]} median {np.median(self.test_loss):.4g}; Spearman "
-             f"rho({m}, test) = "
-             f"{self.rho:+.3f} [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}] (p = {self.p:.2g})")
-        if self.train_loss is not None:
+             f"{TARGETS[self.target]} median {np.median(self.test_loss):.4g}; ")
+        if not np.isfinite(self.rho):
+            same = m if np.ptp(self.sharpness) == 0 else TARGETS[self.target]
+            return s + f"no rank correlation: the {same} is the same for every one of them"
+        s += (f"Spearman rho({m}, test) = "
+              f"{self.rho:+.3f} [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}] (p = {self.p:.2g})")
+        if self.train_loss is not None and not np.isfinite(self.partial_rho):
+            s += f"; given the train loss none (its ranks fix the {m}'s or the target's)"
+        elif self.train_loss is not None:
             s += (f"; given the train loss {self.partial_rho:+.3f} [{self.partial_ci[0]:+.3f}, "
                   f"{self.partial_ci[1]:+.3f}] (p = {self.partial_p:.2g})")
         if self.stopped_by is not None:
@@ -146,6 +152,8 @@ def flatness_vs_generalization(sharpness: ArrayLike, test_loss: ArrayLike,
                                target: str = "test_loss") -> FlatnessGeneralization:
     """Rank correlations of per-replica sharpness (M,) with test loss (M,), also given the
     train loss (M,) when one is passed (module docstring); non-finite replicas are dropped.
+    A column the same for every replica (a classifier's test error, at few replicas) has no
+    rank correlation: NaN, which `pooled` leaves out.
     `step` (M,), optional: the step of each replica's values, carried along; `measure` names
     what `sharpness` holds (one of MEASURES), `target` what `test_loss` holds (TARGETS)."""
     _check(measure, target)
@@ -169,7 +177,8 @@ def flatness_vs_generalization(sharpness: ArrayLike, test_loss: ArrayLike,
     if train_loss is not None:
         X = np.column_stack([np.ones(n), ranks[2]])
         res = [r - X @ np.linalg.lstsq(X, r, rcond=None)[0] for r in ranks[:2]]
-        prho, pci, pp = _rank_corr(res[0], res[1], n - 3)
+        if min(np.linalg.norm(r) for r in res) > 1e-9 * n:   # (else rounding noise: none)
+            prho, pci, pp = _rank_corr(res[0], res[1], n - 3)
     return FlatnessGeneralization(cols[0], cols[1], cols[2] if train_loss is not None else None,
                                   rho, ci, p, prho, pci, pp, step, measure, target=target)
 
@@ -229,8 +238,17 @@ def pooled(fgs: Iterable[FlatnessGeneralization], partial: bool = False) -> Pool
     if not fgs:
         raise ConfigError("pooled needs at least one point")
     r = np.array([f.partial_rho if partial else f.rho for f in fgs], np.float64)
-    if not np.all(np.isfinite(r)):
-        raise ConfigError("every point needs a finite correlation (a train loss for partial)")
+    ok = np.isfinite(r)
+    what = ("the measure, the target or its part not fixed by the train loss the same for "
+            "every replica, or no train loss" if partial else
+            "the measure or the target the same for every replica")
+    if not ok.any():
+        raise ConfigError(f"no point has a finite correlation ({what})")
+    if not ok.all():
+        warnings.warn(f"{int((~ok).sum())} of {len(fgs)} points have no "
+                      f"{'partial ' if partial else ''}rank correlation ({what}): left out of "
+                      "the pooling", LangevinSimWarning, stacklevel=2)
+        fgs, r = [f for f, good in zip(fgs, ok) if good], r[ok]
     v = np.array([1.06 / (f.n - (4 if partial else 3)) for f in fgs])
     z = np.arctanh(np.clip(r, -1 + 1e-15, 1 - 1e-15))
     w = 1 / v
