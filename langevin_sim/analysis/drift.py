@@ -37,6 +37,7 @@ Imports neither numba nor cupy.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LangevinSimWarning
 from ..io.reader import Run, check_run, check_trajectories
 from .escape import kaplan_meier
 from .stationary import constant_temperature
@@ -448,7 +449,9 @@ def has_default_coordinate(run: Run) -> bool:
 
 
 def manifold_coordinate(run: Run, coordinate: str | Callable | None = None) -> np.ndarray:
-    """The coordinate (n_records, M) of a run, NaN for diverged replicas' records.
+    """The coordinate (n_records, M) of a run, NaN at every record of a replica that diverged
+    (a warning counts them): the records before its divergence may hold the blow-up itself
+    (a double well at too large a step: s = 3.5e4 a record before, D 18538 instead of 0.13).
 
     None: the recorded observable `s` (Valley), else computed from recorded positions with
     `run.potential.observables(x)["s"]`; a str: that recorded observable (1-D per replica;
@@ -478,6 +481,11 @@ def manifold_coordinate(run: Run, coordinate: str | Callable | None = None) -> n
         raise ConfigError(f"no manifold coordinate: the run has no 's' record and is no Valley "
                           f"run with positions; pass coordinate= a recorded series ({names}) or "
                           "a function of the positions")
+    dead = np.asarray(run.diverged_step) >= 0
+    if dead.any():
+        warnings.warn(f"{int(dead.sum())} of {dead.size} replicas diverged: left out (the records "
+                      "before a divergence can hold the blow-up)", LangevinSimWarning, stacklevel=3)
+        s = np.where(dead, np.nan, s)
     return s
 
 
