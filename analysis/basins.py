@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.basins import occupancy_temperature, run_occupancy  # noqa: E402
-from langevin_sim.analysis.scan import int_at_least, save_figure, script  # noqa: E402
+from langevin_sim.analysis.scan import (diverged_note, int_at_least, save_figure,  # noqa: E402
+                                         script)
 
 
 def main(argv=None):
@@ -57,11 +58,14 @@ def main(argv=None):
                                         records=records)
             print(f"{a.run}: {type(run.potential).__name__}, d = {run.potential.d}, "
                   f"T = {basins.temperature:g}, steps {run.steps_done}, assignment: {method}")
+            note = diverged_note(run, "the sampled occupancy")
     except LangevinSimError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
     print(basins.table())
     print(occ.table())
+    if note:
+        print(note)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     occ.plot(ax1)
     basins.plot(ax2)

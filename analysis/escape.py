@@ -22,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from langevin_sim import ConfigError, LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis.escape import escape_summary  # noqa: E402
@@ -59,6 +60,10 @@ def main(argv=None):
         if not paths:
             raise LangevinSimError("no finished runs found in " + ", ".join(a.runs))
         runs = [open_run(p) for p in paths]
+        notes = [f"{Path(r.path).stem}: {n} of {r.diverged_step.size} replicas diverged; "
+                 "each counts as censored at its divergence (not as escaped): if they diverged "
+                 "because they escaped, the rates above are too low"
+                 for r in runs if (n := int(np.sum(r.diverged_step >= 0)))]
         region = None
         if any(r.first_passage is None for r in runs):
             kinds = sorted({type(r.potential).__name__ for r in runs} - {"DoubleWell"})
@@ -87,6 +92,8 @@ def main(argv=None):
         print(r.table(verdict=False))
         print()
     print(summary.table())
+    for note in notes:
+        print(f"note: {note}")
     if any(r.bound for r in summary.runs):
         print("note: runs without a first-passage observer give upper bounds only; for "
               "first-passage times rerun with one (scenarios/double_well.py: --set start=left "

@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.analysis import run_marginal_fit  # noqa: E402
-from langevin_sim.analysis.scan import int_at_least, save_figure, script  # noqa: E402
+from langevin_sim.analysis.scan import (diverged_note, int_at_least, save_figure,  # noqa: E402
+                                         script)
 
 
 def main(argv=None):
@@ -32,6 +33,9 @@ def main(argv=None):
             pot, T = run.potential, run.config["dynamics"]["temperature"]["start"]
             print(f"{a.run}: {type(pot).__name__}, T = {T}, steps {run.steps_done}")
             print(fit.table())
+            note = diverged_note(run, "the fit")
+            if note:
+                print(note)
             x = np.asarray(run.positions[run.n_records - a.records:])[:, run.diverged_step < 0]
     except LangevinSimError as e:
         print(f"{ap.prog}: error: {e}", file=sys.stderr)

@@ -117,7 +117,7 @@ def test_scan_summary_on_a_run_file(runs, capsys):
 def test_stationary_refuses_diverged_runs_and_bad_counts(runs, capsys, tmp_path):
     """All replicas diverged, 3 of 64 alive (too few to bin), --records or --bins < 1,
     --records beyond the run: one line each.  A run with 55 of 64 alive fits without
-    warnings."""
+    warnings, with a note that it fits the survivors (escape.py's: censored at divergence)."""
     one_line_error("stationary", [runs["diverged"]], capsys, "all 512 replicas diverged",
                    "smaller step")
     one_line_error("stationary", [runs["few_alive"]], capsys,
@@ -135,6 +135,12 @@ def test_stationary_refuses_diverged_runs_and_bad_counts(runs, capsys, tmp_path)
                       "backend=numpy"], out=path, progress=False).close()
     status, out, err = script("stationary", [path, "--png", tmp_path / "s.png"], capsys)
     assert status == 0 and err == "" and "n = 55" in out, err
+    # the fit is of the survivors, and says so (the diverged ones are the far-out ones)
+    assert ("note: 9 of 64 replicas diverged and are left out: the fit is about the 55 "
+            "others") in out
+    status, out, err = script("escape", [path, "--png", tmp_path / "e.png"], capsys)
+    assert status == 0 and ("note: some_diverged: 9 of 64 replicas diverged; each counts as "
+                            "censored at its divergence") in out, err
 
 
 def test_tails_records_below_one(runs, capsys):

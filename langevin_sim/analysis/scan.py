@@ -81,6 +81,19 @@ def script(main: Callable[[], object]) -> None:
         main()
 
 
+def diverged_note(run: Run, what: str) -> str | None:
+    """An analysis script's line for a run some of whose replicas diverged: how many, and
+    that `what` (e.g. "the fit") is about the others, a sample biased to the inner ones (the
+    replicas that diverge are those far out); None where none did."""
+    div = np.asarray(run.diverged_step)
+    n = int(np.sum(div >= 0))
+    if n == 0:
+        return None
+    return (f"note: {n} of {div.size} replicas diverged and are left out: {what} is about the "
+            f"{div.size - n} others, which need not be a fair sample (the replicas that diverge "
+            "are those far out)")
+
+
 def int_at_least(low: int) -> Callable[[str], int]:
     """An argparse type for the analysis scripts: an integer >= low."""
     def parse(text: str) -> int:
