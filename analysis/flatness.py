@@ -30,9 +30,10 @@ import numpy as np  # noqa: E402
 
 from langevin_sim import LangevinSimError, open_run  # noqa: E402
 from langevin_sim.errors import ConfigError  # noqa: E402
-from langevin_sim.analysis.flatness import (MEASURES, TARGETS, PooledCorrelation,  # noqa: E402
-                                            early_stopped, flatness_vs_generalization,
-                                            matched_fit, pooled, run_flatness)
+from langevin_sim.analysis.flatness import (EXACT_MAX, MEASURES, TARGETS,  # noqa: E402
+                                            PooledCorrelation, early_stopped,
+                                            flatness_vs_generalization, matched_fit, pooled,
+                                            run_flatness)
 from langevin_sim.analysis.scan import run_files, save_figure, script  # noqa: E402
 
 KEYS = ("lr", "batch_size", "momentum", "hidden", "n", "noise", "label_corruption",
@@ -75,10 +76,16 @@ def label(p: dict) -> str:
 
 def said(c, partial: bool = False) -> str:
     """Whether a correlation's 95 % interval lies above 0 (yes), below (reversed) or holds 0
-    (not established: the claim is neither shown nor refuted at 95 %); of
-    a pooled one, the interval it quotes (random effects where the points disagree)."""
+    (not established: the claim is neither shown nor refuted at 95 %); of a pooled one, the
+    interval it quotes (random effects where the points disagree); over at most EXACT_MAX
+    values (the points' medians) the exact p decides, at 5 % (the Fisher interval of 5
+    values covered 0 in 92 % of null data sets)."""
     if isinstance(c, PooledCorrelation):
         lo, hi = c.quoted()[1]
+    elif not partial and c.n <= EXACT_MAX:
+        if c.p >= 0.05:
+            return f"not established (exact p = {c.p:.2g})"
+        return "yes" if c.rho > 0 else "reversed"
     else:
         lo, hi = c.partial_ci if partial else c.ci
     return "yes" if lo > 0 else "reversed" if hi < 0 else "not established (0 inside)"

@@ -61,6 +61,21 @@ def test_few_points_get_the_exact_permutation_p():
     assert fg.p == pytest.approx(2 * stats.t.sf(t, 8))
 
 
+def test_the_script_decides_few_points_by_the_exact_p():
+    """analysis/flatness.py's verdict on at most 9 values (points' medians) is the exact p's:
+    rho = 0.9 on 5 points has a Fisher interval above 0 but exact p = 10/120; rho = 1 on 6
+    has p = 2/720."""
+    import os
+    import runpy
+
+    said = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(__file__)), "analysis",
+                                       "flatness.py"))["said"]
+    fg = flatness_vs_generalization([1, 2, 3, 4, 5], [2, 1, 3, 4, 5])
+    assert fg.rho == pytest.approx(0.9) and fg.ci[0] > 0 and fg.p == pytest.approx(10 / 120)
+    assert said(fg) == "not established (exact p = 0.083)"
+    assert said(flatness_vs_generalization(np.arange(6.0), -np.arange(6.0))) == "reversed"
+
+
 def test_a_common_driver_is_removed_by_the_partial_correlation():
     """Train loss u drives both sharpness and test loss, which are otherwise independent: the
     raw correlation is large, the partial one given u is not; with a direct link it stays."""
