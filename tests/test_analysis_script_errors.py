@@ -108,8 +108,11 @@ def test_escape_needs_a_region_for_runs_other_than_a_double_well(runs, capsys):
 
 
 def test_scan_summary_on_a_run_file(runs, capsys):
-    one_line_error("scan_summary", [runs["dw"]], capsys, "holds no scan",
+    one_line_error("scan_summary", [runs["dw"]], capsys, "is a file, not a scan directory",
                    "langevin-sim scan --out DIR")
+    one_line_error("scan_summary", [runs["dw"].parent / "nope"], capsys, "nope does not exist")
+    one_line_error("scan_summary", [runs["dw"].parent], capsys,
+                   "holds no scan (no readable scan.json)")
     one_line_error("scan_summary", [runs["dw"], "--burn", "1"], capsys,
                    "--burn 1: the fraction of records dropped must be in [0, 1)")
 

@@ -315,10 +315,11 @@ def _records(run: Run, measure: str, by: str | None = None, target: str = "test_
                           "a potential with a test set"
                           + (" and a validation set (e.g. --set n_val=1024)"
                              if {"val_loss", "val_accuracy"} & set(missing) else "")
-                          + (" that records accuracies (a classifier), or take target "
-                             "test_loss" if "test_accuracy" in missing else "")
+                          + (" that records accuracies (a classifier)"
+                             if "test_accuracy" in missing else "")
                           + (" with sharpness_every > 0 (e.g. --set sharpness_every=1000)"
-                             if measure in missing and measure != "weight_norm" else ""))
+                             if measure in missing and measure != "weight_norm" else "")
+                          + ("; or take target test_loss" if "test_accuracy" in missing else ""))
     alive = run.diverged_step < 0
     S = np.asarray(run[measure], np.float64)[:, alive]
     finite = np.isfinite(S)

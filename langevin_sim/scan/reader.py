@@ -23,8 +23,11 @@ class Scan:
         self.root = Path(root)
         spec = read_json(self.root / "scan.json")
         if spec is None or spec.get("format") != SCAN_FORMAT:
-            raise RunFileError(f"{self.root} holds no scan (no readable scan.json); pass a directory "
-                               "written by `langevin-sim scan --out DIR`")
+            what = ("does not exist" if not self.root.exists() else
+                    "is a file, not a scan directory" if self.root.is_file() else
+                    "holds no scan (no readable scan.json)")
+            raise RunFileError(f"{self.root} {what}; pass a directory written by `langevin-sim "
+                               "scan --out DIR`")
         self.spec = spec
         self.rows = rebuild_rows(self.root, spec["points"])
         axes = axes_of(self.rows)
