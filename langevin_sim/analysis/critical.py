@@ -383,7 +383,8 @@ class DescentCensus(Result):
     start_loss (M,) U at the end and at the start, grad_norm (M,) |grad U| at the end
     (Riemannian on the sphere), radius (M,) |x_end| / max |start|, converged (M,)
     grad_norm <= gtol, index (M,) Hessian eigenvalues below -rtol max|lambda| and lowest (M,)
-    the lowest one (-1 and nan where not computed: at the bottom or escaped).  bottom: the
+    the lowest one (-1 and nan where not computed: at the bottom, but for the lowest end point
+    itself, `bottom_point`, or escaped).  bottom: the
     lowest end loss found, the estimate of the global minimum; an end point is at the bottom
     when loss - bottom <= bottom_rtol * scale, scale = median(start_loss) - bottom.
     diverged: how many replicas of a `dynamics` run before the quench diverged (frozen at
@@ -446,6 +447,12 @@ class DescentCensus(Result):
         """(M,) stuck but not converged within the iteration budget (a slow valley or plateau)."""
         return self.stuck & ~self.converged
 
+    @property
+    def bottom_point(self) -> int:
+        """The start whose end point has the lowest loss (its Hessian is computed: is the
+        bottom a minimum?)."""
+        return int(np.argmin(np.where(np.isfinite(self.loss), self.loss, np.inf)))
+
     def excess(self) -> np.ndarray:
         """Loss above the bottom (energy) of the end points above it, stuck or escaped."""
         return self.loss[self.stuck | self.escaped] - self.bottom
@@ -475,6 +482,9 @@ class DescentCensus(Result):
                 f"excess loss / scale above the bottom: "
                 + (f"{np.median(ex):.2e} median, {ex.max():.2e} max" if ex.size else "none")
                 + f"; {len(self.levels())} distinct bad minimum losses"
+                + (f"; the lowest end point has Hessian index {self.index[b]} (lowest "
+                   f"eigenvalue {self.lowest[b]:.2g})" if self.index[b := self.bottom_point] >= 0
+                   else "")
                 + (f"; {self.diverged} diverged in the dynamics" if self.diverged else ""))
 
 
@@ -571,7 +581,7 @@ def descent_census(potential: Potential, starts: ArrayLike, gtol: float = 1e-9,
     c = DescentCensus(q.energy, start_loss, q.grad_norm, radius, q.converged, index, lowest,
                       float(q.energy[finite].min()), float(bottom_rtol), float(far), float(gtol),
                       diverged, q.x, float(weight_decay))
-    k = np.flatnonzero(c.stuck)
+    k = np.union1d(np.flatnonzero(c.stuck), [c.bottom_point])
     if k.size:
         lam = hessian_spectrum(objective, q.x[k])
         index[k] = np.sum(lam < -rtol * np.abs(lam).max(axis=1)[:, None], axis=1)
