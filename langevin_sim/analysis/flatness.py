@@ -9,10 +9,10 @@ monotone rescaling of either), with a 95 % interval on the Fisher scale, atanh(r
 1.96 sqrt(1.06 / (n - 3)) (Fieller, Hartley & Pearson 1957), and the two-sided p of the
 t statistic rho sqrt((n - 2) / (1 - rho^2)), or, for at most EXACT_MAX = 9 values (the
 points' medians of a scan), the exact p over all n! pairings.  The interval and the p are
-different approximations: at their 5 % edges they can disagree.  Because a replica that fits the training set
-worse can be both sharper and worse on the test set, the partial rank correlation given the
-train loss is reported too: the ranks of s and of the test loss each residualized on the
-ranks of the train loss, then correlated (n - 3 degrees of freedom, interval with n - 4).
+different approximations: at their 5 % edges they can disagree.  Because a replica that fits
+the training set worse can be both sharper and worse on the test set, the partial rank
+correlation given the train loss is reported too: the ranks of s and of the test loss each
+residualized on the ranks of the train loss, then correlated (n - 3 degrees of freedom, interval with n - 4).
 Several points (settings) are pooled by `pooled` (fixed effect on the Fisher scale, with
 Cochran's Q for their heterogeneity, and the DerSimonian-Laird random-effects interval to
 quote where Q rejects).  Along a run: `early_stopped` takes each replica at
