@@ -232,3 +232,27 @@ def test_generic_pairs_are_registered_after_the_dedicated_kernels():
     assert "DoubleWell-Heun" in GENERIC and "Quadratic-MALA" in GENERIC
     for p, d in ((DoubleWell, OverdampedLangevin), (Quadratic, UnderdampedLangevin)):
         assert registry.KERNELS[p, d, "numba"].fn.__module__ != drivers.__name__
+
+
+# the toy nets' hooks compile a net's forward and backward pass (4-6 s each, cold)
+NET_HOOKS = {"TeacherStudentMLP", "ModularArithmeticMLP", "ClassifierMLP"}
+
+
+@pytest.mark.parametrize("pn", [pytest.param(c.__name__, marks=(pytest.mark.slow,)
+                                             if c.__name__ in NET_HOOKS else ())
+                                for c in sorted(drivers.FAMILIES, key=lambda c: c.__name__)])
+def test_family_hooks_match_the_potential(pn):
+    """Each family's compiled `grad_block` and `energy_block` (`drivers.Hooks`) give the
+    potential's grad and energy (float64) at a few points: a wrong hook of a new family (a
+    factor 2 in its gradient) fails here, in the default suite (~1 s a family cold), and not
+    only in the slow pair tests above."""
+    pot = POTS[pn]()
+    hooks = drivers.FAMILIES[type(pot)]
+    z = np.random.default_rng(0).standard_normal((5, pot.d))
+    x = np.ascontiguousarray(pot.default_init(z), dtype=np.float64)
+    args = hooks.args_of(pot, np.float64)
+    np.testing.assert_allclose(hooks.grad_block(x, args), pot.grad(x), rtol=1e-10, atol=1e-12,
+                               err_msg=f"{pn}'s grad_block")
+    if hooks.energy_block is not None:
+        np.testing.assert_allclose(hooks.energy_block(x, args), pot.energy(x), rtol=1e-10,
+                                   atol=1e-12, err_msg=f"{pn}'s energy_block")
