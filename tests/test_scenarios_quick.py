@@ -36,7 +36,11 @@ SCRIPTS = {"double_well": ("stationary.py", "chi2 ="),
 
 def test_every_scenario_has_a_script_entry():
     assert len(SCENARIOS) >= 8
-    assert {os.path.basename(p)[:-3] for p in SCENARIOS} == set(SCRIPTS)
+    names = {os.path.basename(p)[:-3] for p in SCENARIOS}
+    assert names == set(SCRIPTS), (
+        f"scenarios without an entry in this file's SCRIPTS (the analysis script that reads "
+        f"their runs and what it prints, or None): {sorted(names - set(SCRIPTS))}; entries "
+        f"without a scenario: {sorted(set(SCRIPTS) - names)}")
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: os.path.basename(p)[:-3])
