@@ -124,10 +124,13 @@ def wide_regression():
 
 
 def test_pair_cases_cover_the_registries():
-    assert set(POTENTIAL_CASES) == set(POTENTIALS), set(POTENTIAL_CASES) ^ set(POTENTIALS)
+    assert set(POTENTIAL_CASES) == set(POTENTIALS), (
+        "potentials without a small instance in this file's POTENTIAL_CASES (or entries of no "
+        f"registered class): {sorted(set(POTENTIAL_CASES) ^ set(POTENTIALS))}")
     covered = {name.split("-")[1] for name in PAIRS}
     assert {"OverdampedLangevin", "UnderdampedLangevin", "SGD", "AdamW", "MALA"} <= covered
-    assert set(DYNAMICS) <= covered, set(DYNAMICS) - covered
+    assert set(DYNAMICS) <= covered, ("dynamics without a small instance in this file's "
+                                      f"dynamics_cases: {sorted(set(DYNAMICS) - covered)}")
 
 
 def use_cuda_backend():

@@ -111,8 +111,9 @@ def test_every_pair_has_a_numba_kernel():
     without compiling anything; the slow tests below run every pair."""
     missing = [name for name, (pn, dn) in PAIRS.items()
                if registry.kernel_for(POTS[pn](), dynamics(dn, POTS[pn]()), "numba") is None]
-    assert not missing, ("no numba kernel (register the family's hooks in a module of "
-                         f"langevin_sim/kernels/, docs/extending.md): {missing}")
+    assert not missing, ("no numba kernel (a new potential: its family's hooks in a module of "
+                         "langevin_sim/kernels/; a new dynamics: its driver and adapter in "
+                         f"kernels/drivers.py; docs/extending.md): {missing}")
 
 
 def simulate(pn, dn, M, steps, **kw):
