@@ -100,6 +100,7 @@ def test_partition_invariance(dyn, backend, dtype):
     assert (a.walker != np.arange(3)).any()
 
 
+@pytest.mark.filterwarnings("ignore::langevin_sim.errors.UnrecordedStepsWarning")  # 300 / 40
 def test_resume_after_a_kill_between_rung_commits_is_bit_identical(tmp_path, monkeypatch):
     """A kill after rungs 2, 1 committed a flush but before rung 0 (the ladder's commit):
     `langevin_sim.resume` on any rung's file rolls them back and ends bit-identical to the
