@@ -748,6 +748,27 @@ def test_swmr_reader_sees_the_run_grow(tmp_path):
         proc.wait(timeout=30)
 
 
+def test_swmr_reads_between_refreshes_agree(tmp_path):
+    """A live reader read the commit marker at every access, so `run.step` and `run.energy`
+    read one after the other while the writer committed differed in length (a notebook's
+    plot(run.time, run.energy[:, 0]) failed ~1 cell in 90): the view now moves at `refresh`."""
+    path = tmp_path / "live.h5"
+    proc = subprocess.Popen([sys.executable, "-c", _LIVE_WRITER, str(path)])
+    try:
+        _wait_records(path, 3, proc, swmr=True)
+        with open_run(path, swmr=True) as run:
+            n, t0 = run.n_records, time.monotonic()
+            while run.f["commit"][0] < n + 2 and time.monotonic() - t0 < 30:
+                time.sleep(0.02)                        # the writer commits meanwhile
+            assert len(run.step) == len(run.time) == len(run.energy) == run.n_records == n
+            assert run.to_xarray().sizes["step"] == n and run.steps_done == run.step[-1]
+            run.refresh()
+            assert len(run.step) == len(run.energy) == run.n_records >= n + 2
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_cli_run_info_resume(tmp_path, capsys):
     out = tmp_path / "dw.h5"
     scen = os.path.join(ROOT, "scenarios", "double_well.py")

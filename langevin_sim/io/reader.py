@@ -139,6 +139,7 @@ class Run:
         self.path = MEMORY if path is None else os.fspath(path)
         self._potential: Potential | None = None
         self.resumed_from: int | None = None  # set by `resume`: the checkpoint step it continued
+        self._view: np.ndarray | None = None  # a SWMR reader's commit marker (`refresh`)
         if file is not None:
             self.f = file
             return
@@ -159,6 +160,7 @@ class Run:
             raise RunFileError(f"{self.path} is not a langevin_sim run file (no format="
                                f"'{F.FORMAT}' attribute); pass a file written by Simulation.run")
         self._check_parts()
+        self._hold_view()
 
     def _check_parts(self) -> None:
         """Open what every reader needs (the commit marker, the config, the record datasets,
@@ -216,16 +218,26 @@ class Run:
         return self.f
 
     def refresh(self) -> None:
-        """Re-read the commit marker and extents (for live SWMR reading)."""
+        """Re-read the commit marker and extents (for live SWMR reading): the records, step,
+        time, progress and divergences read until the next refresh are those committed now."""
         f = self._file()
         for obj in (f[F.COMMIT], *f["records"].values()):
             if f.swmr_mode:
                 obj.refresh()
+        self._hold_view()
+
+    def _hold_view(self) -> None:
+        """A SWMR reader's commit marker, read once here (at open and `refresh`), so that the
+        reads between two refreshes agree (read at each access, `run.step` and `run.energy`
+        could differ in length while the writer committed); None: read at each access."""
+        f = self.f
+        self._view = f[F.COMMIT][()] if f.swmr_mode and f.mode == "r" else None
 
     # -- metadata -----------------------------------------------------------------
     @property
     def commit(self) -> np.ndarray:
-        return self._file()[F.COMMIT][()]
+        f = self._file()
+        return f[F.COMMIT][()] if self._view is None else self._view
 
     @property
     def n_records(self) -> int:
