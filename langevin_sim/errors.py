@@ -37,6 +37,18 @@ def check_int(name: str, value, minimum: int | None = 1) -> int:
     return int(value)
 
 
+def check_positive(name: str, value) -> float:
+    """`value` as a float, or ConfigError unless it is > 0 (e.g. a temperature: exp(-U/T) and
+    1/T need T > 0)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not x > 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+    return x
+
+
 def require(module: str, extra: str, needed_for: str):
     """`importlib.import_module(module)`, or MissingExtraError naming the extra
     (pip install -e ".[extra]") that installs it and what needs it."""

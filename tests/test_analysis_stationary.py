@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from langevin_sim import Simulation
+from langevin_sim.analysis.escape import mfpt_1d
 from langevin_sim.analysis.stationary import (constant_temperature, fit_marginal,
                                               run_marginal_fit)
 from langevin_sim.dynamics import OverdampedLangevin
@@ -37,6 +38,18 @@ def test_fit_marginal_refuses_too_few_samples_and_bins():
         warnings.simplefilter("error")
         fit = fit_marginal(x, U, 0.5)
     assert fit.n == 200 and fit.dof >= 1
+
+
+@pytest.mark.parametrize("T", [0.0, -0.5, float("nan")])
+def test_a_temperature_not_above_zero_is_one_error(T):
+    """T <= 0 scanned the energy for mass with ~9000 divide-by-zero warnings, then blamed "a
+    lower well farther out"; mfpt_1d returned NaN with warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ConfigError, match="temperature must be > 0, got"):
+            fit_marginal(np.linspace(-1, 1, 100), DoubleWell(d=1).marginal_energy, T)
+        with pytest.raises(ConfigError, match="temperature must be > 0, got"):
+            mfpt_1d(lambda y: y * y, T, -1.0, 0.0)
 
 
 def test_run_marginal_fit_checks_records_and_divergence(tmp_path):

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 from scipy.special import logsumexp
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_positive
 from ..io.reader import check_run
 from ..potentials.sharpness import hessian_operator
 from .stationary import constant_temperature
@@ -293,9 +293,7 @@ def laplace_log_z(energy: ArrayLike, eigenvalues: ArrayLike, temperature: float)
     and full Hessian spectra (K, m); NaN where some lam_i <= 0 (not a minimum).  Z_b has
     units length^m."""
     lam = np.atleast_2d(np.asarray(eigenvalues, np.float64))
-    T = float(temperature)
-    if not T > 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    T = check_positive("temperature", temperature)
     with np.errstate(invalid="ignore", divide="ignore"):
         logdet = np.where(np.all(lam > 0, axis=1), np.log(np.abs(lam)).sum(axis=1), np.nan)
     return -np.asarray(energy, np.float64) / T + 0.5 * lam.shape[1] * np.log(2 * np.pi * T) \

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import integrate, optimize, special, stats
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_positive
 from ..io.reader import check_run, check_trajectories
 from .result import Result
 
@@ -639,7 +639,7 @@ def mfpt_1d(energy: Callable[[np.ndarray], np.ndarray], temperature: float, x0: 
     b = float(boundary)
     if np.any(x0 > b):
         raise ConfigError(f"x0 must be <= boundary {b} (mirror the problem for regions to the left)")
-    T = float(temperature)
+    T = check_positive("temperature", temperature)
     left = float(min(np.min(x0), b))
     w = max(1.0, b - left)
     lo = left - w if lower is None else float(lower)

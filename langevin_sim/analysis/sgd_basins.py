@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_positive
 from .basins import Basins
 from .covariance import (LinearizedSGD, _independent_noise_factor, gradient_noise_covariance,
                          linearized_sgd)
@@ -64,9 +64,7 @@ def label_occupancy(potential: MultiWell, temperature: float, bounds: ArrayLike,
     """Gibbs probability of each `basin` label, int 1[basin(x) = b] exp(-U/T) / Z (K,), by
     the midpoint rule on an n_grid^d grid over bounds (d, 2) (d <= 2); ConfigError if
     exp(-U/T) is not negligible (1e-12 of its maximum) on the grid's edge."""
-    T = float(temperature)
-    if not T > 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    T = check_positive("temperature", temperature)
     X, _ = _grid(potential, bounds, n_grid)
     u = np.concatenate([potential.energy(c) for c in np.array_split(X, max(1, X.shape[0] // 4096))])
     w = np.exp(-(u - u.min()) / T)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import integrate, stats
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_positive
 from ..io.reader import check_run
 from .result import Result
 
@@ -31,6 +31,7 @@ def boltzmann_masses(energy_1d: Callable[[np.ndarray], np.ndarray], temperature:
     at T = 1e-6 bins summed to 1e22), and that a quadrature over an infinite tail steps over
     (bins on one well of a symmetric double well at T = 0.01 gave the other well's half of
     the mass 8e-5).  U may be inf (or NaN: taken as inf) where the law has no mass."""
+    temperature = check_positive("temperature", temperature)
     c = np.sort(np.asarray(cuts, np.float64))
     y, u = _scan(energy_1d, temperature, c)
     u0 = float(np.min(u))
