@@ -358,3 +358,24 @@ def test_aging_verdict_of_frozen_replicas_and_of_one_replica():
     dead[5:] = np.nan
     with pytest.raises(ConfigError, match="every replica's positions are non-finite"):
         two_time_correlation(t, dead, [1.0, 3.0])
+
+
+def test_small_n_quench_below_e_th_is_analysed_without_the_fit(tmp_path, capsys, monkeypatch):
+    """At N = 6 (coupling seed 2) gradient descent ends near -1.22, below e_th and E_gs (finite
+    N): analysis/spinglass.py stopped with 'the mean energy is not above e_inf ... shorten the
+    window' and no window could fit (the mean is below e_th from t = 1.5).  Now the default
+    window's fit is left out with a note, and the rest is printed."""
+    t = np.linspace(0.5, 40, 80)
+    e = -1.22 + 0.5 * np.exp(-2 * t)[:, None] + 0.001 * np.arange(4)[None, :]
+    rel = relaxation(t, e, 3, 0.5)
+    assert rel.fit is None and "no power-law fit" in rel.table() and "--t-min" in rel.fit_note
+    with pytest.raises(ConfigError, match="not above e_inf"):      # an explicit window still refuses
+        relaxation(t, e, 3, 0.5, t_min=1.0, t_max=4.0)
+    out = tmp_path / "n6.h5"
+    run_scenario(os.path.join(ROOT, "scenarios", "pspin_threshold.py"),
+                 ["N=6", "coupling_seed=2", "replicas=8", "steps=400", "record_every=10",
+                  "backend=numpy"], out=out, progress=False).close()
+    monkeypatch.setattr(sys, "argv", ["spinglass.py", str(out), "--png", str(tmp_path / "f.png")])
+    runpy.run_path(os.path.join(ROOT, "analysis", "spinglass.py"), run_name="__main__")
+    text = capsys.readouterr().out
+    assert "no power-law fit" in text and "verdict:" in text, text

@@ -279,7 +279,8 @@ class Relaxation(Result):
     t >= late_from, averaged per replica, then mean +- se over replicas (one coupling
     instance: the instance-to-instance spread is not included).  reference: the
     N -> infinity prediction of the late energy (paramagnet above T_d; marginal 1RSB
-    energy below T_d, e_th at T = 0) and its label."""
+    energy below T_d, e_th at T = 0) and its label.  fit_note: why `fit` is None below T_d
+    (the mean went below the asymptote inside the default window: small N)."""
 
     times: np.ndarray
     mean: np.ndarray
@@ -293,6 +294,7 @@ class Relaxation(Result):
     late_min: float
     reference: float
     reference_label: str
+    fit_note: str = ""
 
     @property
     def z(self) -> float:
@@ -309,6 +311,8 @@ class Relaxation(Result):
                        f"e - e_th = {self.mean[j] - lm.e_th:+.5f}")
         if self.fit is not None:
             out.append(self.fit.table())
+        elif self.fit_note:
+            out.append(self.fit_note)
         out.append(f"late (t >= {self.late_from:.4g}): e = {self.late_mean:.5f} +- {self.late_se:.5f} "
                    f"(lowest replica {self.late_min:.5f}) vs {self.reference_label} "
                    f"{self.reference:.5f}: z = {self.z:+.2f}")
@@ -334,8 +338,9 @@ def relaxation(times: ArrayLike, e: ArrayLike, p: int, variance: float, temperat
                late_from: float | None = None) -> Relaxation:
     """`Relaxation` of energies per spin e (n, M) at `times` (n,).  Below T_d the power law
     is fitted towards the N -> infinity asymptote (e_th at T = 0, the marginal 1RSB energy
-    at 0 < T < T_d) over [t_min, t_max] (default: t >= 1 up to the tenth of the run);
-    late_from defaults to half the run."""
+    at 0 < T < T_d) over [t_min, t_max] (default: t >= 1 up to the tenth of the run; with
+    neither given, a mean that goes below the asymptote inside it -- possible at small N --
+    leaves the fit out with a note instead of refusing); late_from defaults to half the run."""
     t = np.asarray(times, np.float64)
     e = np.asarray(e, np.float64).reshape(t.size, -1)
     e = e[:, np.isfinite(e).all(axis=0)]
@@ -348,10 +353,16 @@ def relaxation(times: ArrayLike, e: ArrayLike, p: int, variance: float, temperat
         ref, label = one_rsb(T, p, variance, marginal=True).energy, "marginal 1RSB e(T)"
     else:
         ref, label = lm.e_th, "e_th"
-    fit = None
+    fit, note = None, ""
     if T < lm.T_d:
-        fit = fit_power_law(t, e, ref, 1.0 if t_min is None else t_min,
-                            t[-1] / 10 if t_max is None else t_max)
+        lo, hi = 1.0 if t_min is None else t_min, t[-1] / 10 if t_max is None else t_max
+        w = (t > 0) & (t >= lo) & (t <= hi)
+        if t_min is None and t_max is None and np.any(e[w].mean(axis=1) <= ref):
+            note = (f"no power-law fit: the mean energy goes below the N -> infinity "
+                    f"{label} {ref:.5f} inside the default window [{lo:.4g}, {hi:.4g}] "
+                    "(finite N); give --t-min/--t-max to fit an earlier window")
+        else:
+            fit = fit_power_law(t, e, ref, lo, hi)
     late_from = t[-1] / 2 if late_from is None else float(late_from)
     if not np.any(t >= late_from):
         raise ConfigError(f"late_from = {late_from:g} is past the last record (t = {t[-1]:.4g}): "
@@ -360,7 +371,7 @@ def relaxation(times: ArrayLike, e: ArrayLike, p: int, variance: float, temperat
     per = e[t >= late_from].mean(axis=0)
     return Relaxation(t, e.mean(axis=1), e.std(axis=1, ddof=1) / math.sqrt(M), T, lm, fit,
                       late_from, float(per.mean()), float(per.std(ddof=1) / math.sqrt(M)),
-                      float(e[-1].min()), float(ref), label)
+                      float(e[-1].min()), float(ref), label, note)
 
 
 def run_relaxation(run: Run, t_min: float | None = None, t_max: float | None = None,
