@@ -62,10 +62,13 @@ def main(argv=None):
               "finite-N and step-size biases not in the SE)")
     else:
         above = rel.z > 4
+        gs = rel.landmarks.e_gs
+        reached = (f"not reached (lowest replica {rel.late_min:.5f})" if rel.late_min > gs else
+                   f"reached or passed by the lowest replica ({rel.late_min:.5f}; finite N)")
         print(f"verdict: late energy {rel.late_mean:.5f} +- {rel.late_se:.5f} "
               f"{'stays above' if above else 'does NOT stay above'} the N -> infinity "
-              f"{rel.reference_label} {rel.reference:.5f} (z = {rel.z:+.1f}); ground state "
-              f"{rel.landmarks.e_gs:.5f} not reached")
+              f"{rel.reference_label} {rel.reference:.5f} (z = {rel.z:+.1f}); N -> infinity "
+              f"ground state {gs:.5f} {reached}")
     panels = [rel] + ([rel.fit] if rel.fit is not None else []) + parts[:2]
     rows = 1 if len(panels) <= 2 else 2
     fig, axes = plt.subplots(rows, 2, figsize=(9, 3.4 * rows))

@@ -287,6 +287,7 @@ def test_spinglass_script_on_the_default_quench(tmp_path, capsys, monkeypatch):
     runpy.run_path(os.path.join(ROOT, "analysis", "spinglass.py"), run_name="__main__")
     text = capsys.readouterr().out
     assert "stays above the N -> infinity e_th" in text, text
+    assert "ground state -1.17167 not reached (lowest replica" in text, text
     assert "older systems decorrelate more slowly (aging;" in text, text
     with open_run(out) as run:
         assert np.mean(run_hessian_index(run).index == 0) >= 0.9
@@ -379,3 +380,4 @@ def test_small_n_quench_below_e_th_is_analysed_without_the_fit(tmp_path, capsys,
     runpy.run_path(os.path.join(ROOT, "analysis", "spinglass.py"), run_name="__main__")
     text = capsys.readouterr().out
     assert "no power-law fit" in text and "verdict:" in text, text
+    assert "ground state -1.17167 reached or passed by the lowest replica (-1.29" in text, text
