@@ -381,3 +381,22 @@ def test_small_n_quench_below_e_th_is_analysed_without_the_fit(tmp_path, capsys,
     text = capsys.readouterr().out
     assert "no power-law fit" in text and "verdict:" in text, text
     assert "ground state -1.17167 reached or passed by the lowest replica (-1.29" in text, text
+
+
+def test_aging_verdict_flags_replicas_that_stopped():
+    """Descent into a minimum makes C grow with t_w in any landscape (a strongly planted p = 3
+    quench, N = 32: 'aging; C grows by 4.6 se' with C = 1.0000 at t_w = 100).  Replicas
+    x(t) -> x* exponentially on the sphere: the verdict still says C grows, and that they
+    stopped; genuine aging (B(t)/sqrt(t), C = sqrt(t_w/(t_w + tau))) is not flagged."""
+    rng = np.random.default_rng(3)
+    t = np.linspace(0.0, 40.0, 161)
+    M, N = 40, 30
+    xs, z = rng.standard_normal((2, M, N))
+    x = xs[None] + np.exp(-t)[:, None, None] * 3 * z[None]
+    x *= np.sqrt(N) / np.linalg.norm(x, axis=2, keepdims=True)
+    v = two_time_correlation(t, x, [0.25, 1.0, 4.0]).verdict()
+    assert "aging; C grows" in v and "the replicas have stopped" in v, v
+    dB = np.sqrt(np.diff(t[1:], prepend=0.0))[:, None, None] * rng.standard_normal((160, 200, N))
+    v = two_time_correlation(t[1:], np.cumsum(dB, axis=0) / np.sqrt(t[1:])[:, None, None],
+                             [1.0, 3.0, 9.0]).verdict()
+    assert "aging; C grows" in v and "stopped" not in v, v

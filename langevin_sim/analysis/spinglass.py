@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ..potentials import SphericalPSpin
 
 EPS = 1e-12
+ARRESTED = 0.99      # C(t_w + tau, t_w) at or above it: the replicas have (nearly) stopped
 
 
 def _xi(q, p: int, variance: float, order: int = 0):
@@ -431,7 +432,9 @@ class Aging(Result):
 
     def verdict(self) -> str:
         """Aging when C at the common lag grows from the first to the last waiting time by more
-        than 3 standard errors and never falls by more than 3 between neighbours."""
+        than 3 standard errors and never falls by more than 3 between neighbours.  C >= ARRESTED
+        at the last waiting time is flagged: replicas that stopped in minima (finite N, T = 0)
+        make C grow with t_w too, in any landscape."""
         c, se = self.at_lag(self.common_lag)
         if c.size < 2:
             return "no aging resolved: one waiting time"
@@ -441,7 +444,10 @@ class Aging(Result):
         z = d / s if s > 0 else math.copysign(math.inf, d) if d else 0.0   # se 0: exact C
         drops = np.diff(c) < -3 * np.hypot(se[1:], se[:-1])
         if z > 3 and not drops.any():
-            return f"older systems decorrelate more slowly (aging; C grows by {z:.1f} se)"
+            stopped = (f"; but C = {c[-1]:.4f} at the last t_w: the replicas have stopped, and "
+                       "arrest in a minimum makes C grow with t_w in any landscape -- read aging "
+                       "from waiting times before the stop" if c[-1] >= ARRESTED else "")
+            return f"older systems decorrelate more slowly (aging; C grows by {z:.1f} se){stopped}"
         if abs(z) <= 3:
             return f"no aging resolved: C at the common lag changes by {z:+.1f} se with t_w"
         return f"not aging: C at the common lag falls with t_w ({z:+.1f} se)"
