@@ -1,4 +1,5 @@
 """Run files: format, resume bit-for-bit, SIGKILL durability, divergence, SWMR, xarray."""
+import json
 import math
 import os
 import shutil
@@ -46,10 +47,17 @@ def test_xarray_opens_records_with_named_dims(tmp_run):
     assert ds["energy"].dims == ("step", "replica")
     assert ds["positions"].dims == ("step", "replica", "coord")
     assert list(ds["step"].values) == [0, 100, 200, 300, 400, 500]
+    # read alone, the group says what its series are and where the parameters are
+    assert "sum of the step sizes" in ds["time"].attrs["long_name"]
+    assert ds["energy"].attrs["long_name"].startswith("potential energy")
+    assert "/config" in ds.attrs["parameters"]
     ds.close()
     with open_run(tmp_run) as run:
         d2 = run.to_xarray()
         assert d2["positions"].sizes == {"step": 6, "replica": 64, "coord": 2}
+        assert d2["positions"].attrs["long_name"] == "state x of each replica"
+        assert d2["time"].attrs["long_name"] == ds["time"].attrs["long_name"]
+        assert json.loads(d2.attrs["config"])["dynamics"]["class"] == "UnderdampedLangevin"
 
 
 def test_resume_is_bit_for_bit(tmp_path):

@@ -450,9 +450,10 @@ class Run:
             ds = self._committed(name, n)[0]
             dims = ["step", "replica"] + (["coord"] if name == "positions" else
                                           [f"{name}_dim{j}" for j in range(ds.ndim - 2)])
-            data[name] = (dims, ds[:n])
-        coords = {"step": self._step(n), "replica": rec["replica"][()],
-                  "time": ("step", self._time(n))}
+            data[name] = (dims, ds[:n], _long_name(ds))
+        coords = {"step": ("step", self._step(n), _long_name(rec["step"])),
+                  "replica": rec["replica"][()],
+                  "time": ("step", self._time(n), _long_name(rec["time"]))}
         coords.update({k: rec[k][()] for k in rec if k not in coords and rec[k].attrs.get("CLASS")
                        == b"DIMENSION_SCALE"})
         out = xr.Dataset(data, coords=coords)
@@ -508,6 +509,12 @@ class Run:
                              f"entered by step {fp.step}, {int(fp.crossings[:, k].sum())} "
                              "crossings")
         return "\n".join(lines)
+
+
+def _long_name(ds: h5py.Dataset) -> dict:
+    """xarray attrs of a record dataset: its long_name (files of 2026-12-07 on)."""
+    name = ds.attrs.get("long_name")
+    return {} if name is None else {"long_name": name.decode() if isinstance(name, bytes) else name}
 
 
 def _exchange_line(ex: dict, T: float) -> str:

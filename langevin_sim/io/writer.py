@@ -150,7 +150,7 @@ class RunWriter:
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             planned = None
 
-        def series(name, trailing, dtype, dims):
+        def series(name, trailing, dtype, dims, long_name):
             row = int(np.prod(trailing, dtype=np.int64)) * np.dtype(dtype).itemsize
             rows = _chunk_rows(row)
             if planned is not None:
@@ -162,22 +162,28 @@ class RunWriter:
             for i, scale in enumerate(dims):
                 ds.dims[i].attach_scale(scale)
             ds.attrs["coordinates"] = "time"  # CF: xarray makes `time` a coordinate on `step`
+            ds.attrs["long_name"] = long_name
             return ds
 
-        series("energy", (M,), np.float64, (step, rep))
+        series("energy", (M,), np.float64, (step, rep), "potential energy U(x) of each replica")
         if record_positions:
             coord = rec.create_dataset("coord", data=np.arange(d, dtype=np.int64))
             coord.make_scale("coord")
-            series("positions", (M, d), pos_dtype, (step, rep, coord))
+            series("positions", (M, d), pos_dtype, (step, rep, coord), "state x of each replica")
         for name, (trailing, dtype) in observables.items():
             extra = []
             for j, n in enumerate(trailing):
                 sc = rec.create_dataset(f"{name}_dim{j}", data=np.arange(n, dtype=np.int64))
                 sc.make_scale(f"{name}_dim{j}")
                 extra.append(sc)
-            series(name, (M,) + tuple(trailing), dtype, (step, rep, *extra))
+            series(name, (M,) + tuple(trailing), dtype, (step, rep, *extra),
+                   f"observable {name} of each replica")
         tm = rec.create_dataset("time", (0,), np.float64, maxshape=(None,), chunks=(4096,))
         tm.dims[0].attach_scale(step)
+        step.attrs["long_name"] = "steps done at the record"
+        tm.attrs["long_name"] = "time at the record: the sum of the step sizes before it"
+        rec.attrs["parameters"] = ("the run's parameters: JSON in the attribute 'json' of the "
+                                   "group /config; open_run(path).to_xarray() carries them")
         div = rec.create_dataset("diverged_step", (M,), np.int64, fillvalue=-1)
         div.dims[0].attach_scale(rep)
         ck = f.create_group("checkpoint")
