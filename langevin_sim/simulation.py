@@ -352,7 +352,8 @@ class Simulation:
                                 record_positions=record_positions, observables=obs,
                                 state=self.state, compression=compression, swmr=swmr,
                                 first_passage=self.first_passage, start_step=self.step,
-                                device=getattr(self.backend, "provenance", None))
+                                device=getattr(self.backend, "provenance", None),
+                                keep_initial=self.init_desc == "array")
 
     def _loop(self, writer: RunWriter, target: int, record_every: int, record_positions: bool,
               pending: list, checkpoint_every: int | None, progress: bool | None,

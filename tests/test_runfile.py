@@ -1361,3 +1361,22 @@ def test_an_observer_must_be_its_own_registered_class(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="subclasses langevin_sim.observers.Observer"):
         Simulation(DoubleWell(d=2), OverdampedLangevin(0.01, 1.0), 4, observers=[obs])
     monkeypatch.delitem(REGISTRY, "TopEig")
+
+
+def test_a_run_from_an_init_array_keeps_it_and_starts_again_from_it(tmp_path):
+    """A Simulation given an init array (a notebook's random starts) wrote only
+    "init": "array": once its checkpoint slots had turned over, a file without position
+    records could not be remade.  /init keeps the state it started from."""
+    x0 = np.random.default_rng(5).normal(size=(16, 2))
+    make = lambda init: Simulation(DoubleWell(d=2), UnderdampedLangevin(0.02), 16, init=init)
+    run = make(x0).run(600, 100, out=tmp_path / "a.h5", record_positions=False,
+                       checkpoint_every=100, progress=False)
+    step, state = run.initial_state
+    assert step == 0 and set(state) >= {"x", "p"} and run.checkpoint()[0] == 600
+    np.testing.assert_array_equal(state["x"], x0)
+    again = make(state["x"]).run(600, 100, out=tmp_path / "b.h5", record_positions=False,
+                                 progress=False)
+    np.testing.assert_array_equal(again.checkpoint()[1]["x"], run.checkpoint()[1]["x"])
+    xr = pytest.importorskip("xarray")
+    xr.open_dataset(tmp_path / "a.h5", group="init", engine="h5netcdf").close()
+    assert make("default").run(10, 10, out=tmp_path / "c.h5", progress=False).initial_state is None

@@ -396,6 +396,16 @@ class Run:
                                 replica=g["replica"][()], step=step, dt=self.dt,
                                 diverged_step=dstep, **arrays)
 
+    @property
+    def initial_state(self) -> tuple[int, dict] | None:
+        """(step, state arrays (M, d) ...) this file started from, kept where the run began
+        from a given `init` array (config "init": "array", which its seed cannot remake);
+        None for the other inits.  `Simulation(..., init=state["x"])` starts the run again."""
+        g = self._file().get("init")
+        if g is None:
+            return None
+        return int(g.attrs["step"]), {k: v[()] for k, v in g.items() if not v.is_scale}
+
     def checkpoint(self) -> tuple[int, dict, np.ndarray]:
         """(step, state arrays, diverged_step) of the last valid checkpoint."""
         def read(c, g):

@@ -119,11 +119,13 @@ class RunWriter:
     def create(cls, f: h5py.File, *, config: dict, potential, replicas: np.ndarray, d: int,
                pos_dtype, record_positions: bool, observables: dict, state: dict,
                compression: str | None, swmr: bool, first_passage=None,
-               start_step: int = 0, device: str | None = None) -> "RunWriter":
+               start_step: int = 0, device: str | None = None,
+               keep_initial: bool = False) -> "RunWriter":
         """Lay out a new run file of a run starting at `start_step`. `observables`: name ->
         (trailing shape, dtype). `first_passage`: the Simulation's `FirstPassage` observer
         (its arrays are in `state`), laid out in /first_passage. `device`: the GPU stack of a
-        cuda run (`io.machine.machine_entry`)."""
+        cuda run (`io.machine.machine_entry`).  `keep_initial`: `state` is also written to
+        /init, kept for good (a run started from a given array: the seed cannot remake it)."""
         from .. import __version__
 
         f.attrs["format"] = F.FORMAT
@@ -212,6 +214,16 @@ class RunWriter:
                         ck_scales.update(_scales(ck, {name: np.arange(n)}))
                     ds.dims[i].attach_scale(ck_scales[name])
         _scale_the_rest(f["potential"])
+        if keep_initial:
+            init = f.create_group("init")
+            init.attrs["step"] = start_step
+            scales = _scales(init, {"replica": np.asarray(replicas, np.int64), "coord": np.arange(d)})
+            for k, v in state.items():
+                ds = init.create_dataset(k, data=v)
+                for i, n in enumerate(v.shape[:2]):
+                    if n == (M, d)[i]:
+                        ds.dims[i].attach_scale(scales[("replica", "coord")[i]])
+            _scale_the_rest(init)
         if first_passage is not None:
             _first_passage_layout(f, first_passage, replicas, state, start_step)
         fields = f.create_dataset("commit_field", data=np.array(F.COMMIT_FIELDS, dtype="S"))
