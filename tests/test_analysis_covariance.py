@@ -133,6 +133,9 @@ def test_gaussian_distances_closed_forms():
     Q = linalg.qr(np.random.default_rng(0).standard_normal((2, 2)))[0]
     assert np.isclose(gaussian_w2([0, 0], Q @ a @ Q.T, [0, 0], Q @ b @ Q.T),
                       gaussian_w2([0, 0], a, [0, 0], b))
+    for f in (gaussian_kl, gaussian_w2):       # (a NumPy broadcast error before)
+        with pytest.raises(ConfigError, match="same dimension d"):
+            f([0, 0], a, [0, 0, 0], np.eye(3))
     assert abs(gaussian_kl([0, 0], COV[:2, :2], [0, 0], COV[:2, :2])) < 1e-12
     assert gaussian_w2([0] * 3, COV, [0] * 3, COV) < 1e-6
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import integrate, special, stats
 
-from langevin_sim import Simulation, open_run
+from langevin_sim import ConfigError, Simulation, open_run
 from langevin_sim.analysis.escape import (BETA_MONITORING, analyze_run, arrhenius_fit,
                                           double_well_landmarks, escape_rate, escape_summary,
                                           kaplan_meier, kramers_rate, mfpt_1d, monitoring_shift,
@@ -37,6 +37,10 @@ def test_kaplan_meier_within_greenwood_bands_and_matches_the_product_limit():
     t, e = censored_exponential(3000, rate, seed=1, t_end=6.0)
     km = kaplan_meier(t, e)
     assert 0.3 < 1 - e.mean() < 0.6   # heavily censored
+    assert km.table().startswith("Kaplan-Meier: 3000 at risk")     # arrays: no region name
+    assert escape_rate(t, e).table().startswith("escape rate: k =")
+    with pytest.raises(ConfigError, match=r"shape \(n,\)"):       # was silently pooled
+        kaplan_meier(t.reshape(2, -1), e.reshape(2, -1))
     grid = np.array([0.2, 0.5, 1.0, 2.0, 3.0, 5.0])
     assert_within_se(km.at(grid), np.exp(-rate * grid), km.se_at(grid), what="KM survival")
     # the product limit and Greenwood's variance written out, censored at t_j at risk at t_j

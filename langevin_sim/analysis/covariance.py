@@ -799,9 +799,19 @@ def sample_moments(data: Run | Records | ArrayLike, name: str = "positions", bur
 
 # ------------------------------------------------------------ Gaussian distances
 
+def _gaussians(*arrays: ArrayLike) -> tuple[np.ndarray, ...]:
+    """mean0 (d,), cov0 (d, d), mean1 (d,), cov1 (d, d) as float64, or one ConfigError."""
+    m0, c0, m1, c1 = (np.asarray(a, np.float64) for a in arrays)
+    d = m0.shape[-1] if m0.ndim == 1 else -1
+    if not (m0.shape == m1.shape == (d,) and c0.shape == c1.shape == (d, d)):
+        raise ConfigError(f"two Gaussians in the same dimension d: means (d,) and covariances "
+                          f"(d, d), got {m0.shape}, {c0.shape}, {m1.shape}, {c1.shape}")
+    return m0, c0, m1, c1
+
+
 def gaussian_kl(mean0: ArrayLike, cov0: ArrayLike, mean1: ArrayLike, cov1: ArrayLike) -> float:
     """KL(N0 || N1) = (tr(S1^-1 S0) - d + dm^T S1^-1 dm + ln det S1 - ln det S0) / 2, nats."""
-    mean0, cov0, mean1, cov1 = (np.asarray(a, np.float64) for a in (mean0, cov0, mean1, cov1))
+    mean0, cov0, mean1, cov1 = _gaussians(mean0, cov0, mean1, cov1)
     L = np.linalg.cholesky(cov1)
     dm = np.linalg.solve(L, mean1 - mean0)
     W = np.linalg.solve(L, np.linalg.solve(L, cov0).T)          # L^-1 S0 L^-T
@@ -811,7 +821,7 @@ def gaussian_kl(mean0: ArrayLike, cov0: ArrayLike, mean1: ArrayLike, cov1: Array
 
 def gaussian_w2(mean0: ArrayLike, cov0: ArrayLike, mean1: ArrayLike, cov1: ArrayLike) -> float:
     """2-Wasserstein distance: W2^2 = |m0 - m1|^2 + tr S0 + tr S1 - 2 tr (S1^1/2 S0 S1^1/2)^1/2."""
-    mean0, cov0, mean1, cov1 = (np.asarray(a, np.float64) for a in (mean0, cov0, mean1, cov1))
+    mean0, cov0, mean1, cov1 = _gaussians(mean0, cov0, mean1, cov1)
     lam, V = np.linalg.eigh(cov1)
     r = (V * np.sqrt(np.clip(lam, 0, None))) @ V.T
     cross = np.sqrt(np.clip(np.linalg.eigvalsh(r @ cov0 @ r), 0, None)).sum()

@@ -225,13 +225,21 @@ def _pairs(times, event):
                               f"{times.n_started_inside} finite replicas start inside it; "
                               "choose a region they start outside")
         return times.time, times.event, times.label
-    t = np.asarray(times, dtype=np.float64).ravel()
-    e = np.ones(t.shape, bool) if event is None else np.asarray(event, bool).ravel()
+    t = np.asarray(times, dtype=np.float64)
+    if t.ndim != 1:
+        raise ConfigError(f"times must be one waiting time per replica, shape (n,), got "
+                          f"{t.shape}: pass one column (or .ravel() to pool them)")
+    e = np.ones(t.shape, bool) if event is None else np.asarray(event, bool)
     if e.shape != t.shape:
         raise ConfigError(f"event must match times: {e.shape} vs {t.shape}")
     if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ConfigError("times must be a non-empty array of finite times >= 0")
     return t, e, ""
+
+
+def _named(label: str) -> str:
+    """' <label>' for a table's title, nothing for times given as arrays (no region)."""
+    return f" {label!r}" if label else ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -267,7 +275,7 @@ class Survival(Result):
         return np.concatenate([[0.0], self.se])[i]
 
     def table(self, rows: int = 8) -> str:
-        out = [f"Kaplan-Meier {self.label!r}: {self.n} at risk, {self.events} events, "
+        out = [f"Kaplan-Meier{_named(self.label)}: {self.n} at risk, {self.events} events, "
                f"{self.n - self.events} censored (Greenwood {self.confidence:.0%} band)",
                f"{'t':>11} {'at risk':>8} {'S(t)':>8} {'se':>8} {'low':>8} {'high':>8}"]
         if self.time.size:
@@ -356,7 +364,7 @@ class EscapeRate(Result):
 
     def table(self) -> str:
         lo, hi = self.mfpt_interval
-        return (f"escape rate {self.label!r}: k = {self.rate:.5g} [{self.lower:.5g}, {self.upper:.5g}] "
+        return (f"escape rate{_named(self.label)}: k = {self.rate:.5g} [{self.lower:.5g}, {self.upper:.5g}] "
                 f"({self.confidence:.0%}, {self.method}); {self.events} events of {self.n}, "
                 f"exposure {self.exposure:.5g}\n"
                 f"mean first-passage time 1/k = {self.mfpt:.5g} +- {self.mfpt_se:.2g} "
