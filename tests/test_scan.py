@@ -356,6 +356,27 @@ def _committed_checkpoint(path: Path) -> bool:
         return False
 
 
+def test_a_point_whose_task_the_lost_scheduler_cancelled_says_so():
+    """A scheduler that dies mid-scan leaves its points' futures cancelled with no exception:
+    the error said "NoneType: None"."""
+    from langevin_sim.scan.cluster import _finish
+
+    class Cancelled:
+        status = "cancelled"
+
+        def exception(self):
+            return None
+
+        def release(self):
+            pass
+
+    fut, got = Cancelled(), []
+    _finish({fut: {"scan": {"id": "p0"}}}, fut, lambda t, res: got.append(res))
+    assert got[0]["status"] == "failed"
+    assert got[0]["error"].startswith("the point's Dask task was cancelled") and "None" not in \
+        got[0]["error"]
+
+
 def test_killed_worker_then_rerun_completes_without_duplicates(cluster, tmp_path):
     out = tmp_path / "kill"
     slow_steps, slow_every = 100_000, 500

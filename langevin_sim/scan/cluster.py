@@ -377,15 +377,23 @@ def _finish(futures: dict, fut, finished: Callable[[dict, dict], None]) -> None:
     if fut.status == "finished":
         res = fut.result()
     else:
-        exc = fut.exception()
-        name = type(exc).__name__
-        msg = f"{name}: {exc}"
-        if name == "KilledWorker":
-            msg += " (the worker process died: killed, out of memory, or crashed)"
-        res = {"id": t["scan"]["id"], "status": "failed", "error": msg, "traceback": "",
+        res = {"id": t["scan"]["id"], "status": "failed", "error": _failure(fut), "traceback": "",
                "wall_s": None, "resumed_from": None, "worker": "", "warnings": []}
     fut.release()
     finished(t, res)
+
+
+def _failure(fut) -> str:
+    """The error line of a future that did not finish: its exception, or (cancelled or lost,
+    no exception: the client lost its scheduler) what became of it."""
+    exc = fut.exception() if fut.status == "error" else None
+    if exc is None:
+        return (f"the point's Dask task was {fut.status} before it reported (the scheduler "
+                "died, or the scan lost it); a rerun takes the point up")
+    msg = f"{type(exc).__name__}: {exc}"
+    if type(exc).__name__ == "KilledWorker":
+        msg += " (the worker process died: killed, out of memory, or crashed)"
+    return msg
 
 
 def _has_bokeh() -> bool:
