@@ -1315,7 +1315,9 @@ def test_the_slurm_recipe_runs_a_scan_end_to_end_under_stand_ins(tmp_path):
     `srun` and `scontrol` stand-ins (srun starts --ntasks copies and forwards SIGTERM), its
     EDIT lines pointed at this environment and repository, its scan made tiny.  It starts the
     scheduler and 2 workers, runs the scan on them, writes the summary and ends them: status
-    0, every point done (an audit ran it so; nothing else exercises the script)."""
+    0, every point done (an audit ran it so; nothing else exercises the script).  Dask's
+    default scheduler port, 8786, is taken meanwhile, as by another job's scheduler on the
+    node: the script's scheduler listened there, failed, and the job ended without a scan."""
     import stat
 
     bin_, home = tmp_path / "bin", tmp_path / "home"
@@ -1343,8 +1345,14 @@ def test_the_slurm_recipe_runs_a_scan_end_to_end_under_stand_ins(tmp_path):
     env = dict(os.environ, HOME=str(home), PATH=f"{bin_}:{os.environ['PATH']}",
                SLURM_JOB_ID="7", SLURM_JOB_NODELIST="node1", SLURM_NTASKS="2",
                SLURM_MEM_PER_CPU="2000", MPLBACKEND="Agg")
-    r = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True, text=True,
-                       timeout=300)
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 8786))
+            taken.listen()
+        except OSError:         # taken already
+            pass
+        r = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True,
+                           text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     scan = open_scan(repo / "data" / "claim2" / "d_scan")
     assert list(scan.manifest["status"]) == ["done", "done"], r.stdout + r.stderr
