@@ -377,6 +377,21 @@ def test_a_point_whose_task_the_lost_scheduler_cancelled_says_so():
         got[0]["error"]
 
 
+def test_a_ctrl_c_or_sigterm_while_the_cluster_closes_waits_for_the_close():
+    """A second Ctrl-C (or SIGTERM), "at once", landed inside Dask's cluster close, left it half
+    closed, and Dask's exit hook waited 10 s on it: the scan ended in 11 s, one Ctrl-C in 3 s.
+    Now the close runs to its end and the signal is raised after it."""
+    from langevin_sim.scan.cluster import _signals_after_close, _Terminated, sigterm_stops
+
+    for sig, raised in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, _Terminated)):
+        closed = []
+        with pytest.raises(raised), sigterm_stops() as gate, _signals_after_close(gate):
+            signal.raise_signal(sig)
+            closed.append(True)         # (the close goes on)
+        assert closed == [True], sig
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_killed_worker_then_rerun_completes_without_duplicates(cluster, tmp_path):
     out = tmp_path / "kill"
     slow_steps, slow_every = 100_000, 500
