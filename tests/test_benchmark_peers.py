@@ -235,3 +235,26 @@ def test_gpu_benchmark_times_the_jax_peer_by_its_units(name):
     per_epoch = sim.potential.n_samples // sim.dynamics.batch_size if name == "W4" else 1
     assert per_epoch > 1 or name == "W1"
     assert chain_steps == sim.n_replicas * per_epoch
+
+
+def test_numpy_loop_draws_its_normals_into_one_buffer():
+    """The NumPy peer's Langevin noise: default_rng normals of the state's dtype written into
+    one reused buffer (``out=``, as a user keeps a hot loop free of allocations), the same
+    normals a fresh array per step would hold."""
+    sim = Simulation(DoubleWell(d=3), OverdampedLangevin(0.05, 0.7), 4, backend="numpy",
+                     dtype="float32")
+    peer = peers.NumpyLoop(sim, seed=3)
+    rng, calls = peer.rng, []
+
+    class Recording:
+        def standard_normal(self, *args, **kw):
+            calls.append(kw.get("out"))
+            return rng.standard_normal(*args, **kw)
+    peer.rng = Recording()
+    peer.advance(3)
+    assert len(calls) == 3 and calls[0] is not None and all(c is calls[0] for c in calls)
+    fresh = np.random.default_rng(3)
+    x = np.array(sim.state["x"])
+    for _ in range(3):
+        x = peer.problem.step(np, x, fresh.standard_normal(x.shape, np.float32), peer.problem.data)
+    np.testing.assert_array_equal(peer.positions, x)
