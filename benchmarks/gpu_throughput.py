@@ -35,7 +35,9 @@ installed) a JAX jit + lax.scan implementation of the same workload (peers.JaxSc
 tests/test_benchmark_peers.py checks against the engine's reference step, from the
 workload's initial state; its matmuls in true float32, `JAX_PRECISION`; in float32 also at
 JAX's TF32 default, for information).  Rates
-are medians of repeats; each repeat runs enough steps to last about --seconds / 4.  Targets
+are medians of repeats; each repeat runs enough steps to last about --seconds / 4, after one
+untimed call of that many (JAX's compilation of a scan of that length, the engine's graph
+capture for it).  Targets
 (issue 12): W1 >= 50% of the Philox-only rate; W2, W3 >= 50% of the GEMM rate at their
 shape; every workload ahead of JAX.  `--tiny` shrinks every size so that the script runs
 under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1; the numbers then mean nothing).  Writes
@@ -101,7 +103,9 @@ def cuda_simulation(potential, dynamics, replicas, dtype, backend_cls):
 def median_rate(run: Callable[[int], None], work_per_step: float, seconds: float, sync,
                 repeats: int = 5, max_steps: int = 1 << 16) -> float:
     """Median of `repeats` timings of run(k) (k steps, chosen to last ~seconds/4), as work
-    per second; run(1) first compiles and warms up."""
+    per second; run(1) first compiles and warms up, and one untimed run(k) does what a first
+    call at k steps does once (JAX compiles a scan per length, the engine captures a CUDA
+    graph per chunk length)."""
     run(1)
     sync()
     t = time.perf_counter()
@@ -109,6 +113,8 @@ def median_rate(run: Callable[[int], None], work_per_step: float, seconds: float
     sync()
     one = max(time.perf_counter() - t, 1e-6)
     k = int(min(max_steps, max(1, seconds / 4 / one)))
+    run(k)
+    sync()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()

@@ -128,3 +128,16 @@ def test_gpu_report_keeps_the_hand_written_notes_of_the_file_it_replaces(tmp_pat
     assert kept[1].startswith("## Notes") and kept[-1] == "- W2 float64 fails: the step kernel."
     src = (BENCH / "gpu_throughput.py").read_text()
     assert "kept_notes(out)" in src     # main() appends them to the report it writes
+
+
+def test_median_rate_does_not_time_the_first_call_at_its_step_count(monkeypatch):
+    """A run whose first call at each step count costs 10 s more (JAX compiling a scan of
+    that length, a CUDA graph captured for it) is timed at its steady rate, 1000 steps/s."""
+    clock, seen = [0.0], set()
+
+    def run(k):
+        clock[0] += 1e-3 * k + (10.0 if k not in seen else 0.0)
+        seen.add(k)
+    monkeypatch.setattr(gt.time, "perf_counter", lambda: clock[0])
+    assert gt.median_rate(run, 1.0, seconds=0.4, sync=lambda: None, repeats=1) == \
+        pytest.approx(1000.0)
