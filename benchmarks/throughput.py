@@ -3,7 +3,7 @@
 usage: python benchmarks/throughput.py [--only W1,W3b] [--quick] [--repeats N] [--out PATH.md]
 
 Per workload and dtype every implementation is timed in the same run, round-robin: repeat
-r calls each implementation once (in an order rotated by r), and a figure is the median over
+r calls each implementation once (in an order rotated by r, reversed in odd repeats), and a figure is the median over
 the repeats, so each ratio compares timings taken under the same conditions.  The
 implementations: the engine's NumPy reference (`numpy`), the engine's Numba backend
 advancing (`numba`: ``sim.advance(steps)``) and running with ten records of the positions
@@ -150,13 +150,15 @@ def _serve_peer(conn, name: str, dtype: str, steps: int) -> None:
 
 def interleaved(entries: dict[str, Entry], repeats: int) -> dict[str, list[float]]:
     """Wall times (s) of each entry over `repeats` round-robin rounds, the order rotated by
-    one entry per round (so no entry always follows the same neighbour)."""
+    one entry per round and reversed in odd rounds (a rotation alone keeps each entry behind
+    the same neighbour: numpy_loop always ran right after numba_run's threads)."""
     for e in entries.values():
         e.warm()
     names = list(entries)
     times: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
-        for k in names[r % len(names):] + names[:r % len(names)]:
+        order = names[r % len(names):] + names[:r % len(names)]
+        for k in order[::-1] if r % 2 else order:
             times[k].append(wall(entries[k].call))
     return times
 

@@ -29,8 +29,17 @@ def test_interleaved_rotates_the_order_and_warms_once():
     entries = {k: tp.Entry(lambda k=k: calls.append(k), 1.0, lambda k=k: calls.append("warm " + k))
                for k in "abc"}
     times = tp.interleaved(entries, 3)
-    assert calls == ["warm a", "warm b", "warm c", *"abc", *"bca", *"cab"]
+    assert calls == ["warm a", "warm b", "warm c", *"abc", *"acb", *"cab"]
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_interleaved_puts_each_entry_behind_more_than_one_neighbour():
+    """A row's six entries over the default five rounds: no entry always runs right after the
+    same one (whose leftovers, spinning threads or a trimmed heap, it would always meet)."""
+    calls = []
+    tp.interleaved({k: tp.Entry(lambda k=k: calls.append(k), 1.0) for k in "abcdef"}, 5)
+    behind = {k: {a for a, b in zip(calls, calls[1:]) if b == k} for k in "abcdef"}
+    assert all(len(v) >= 2 for v in behind.values()), behind
 
 
 def test_step_counts_respect_records_and_epochs():
