@@ -287,6 +287,7 @@ class Workload:
     multiple: dict = field(default_factory=dict)  # implementation -> steps must be a multiple of
     # time the NumPy reference once more after `keep_freed_memory` (its temporaries then reuse
     # memory: no first-touch page faults), next to its rate in the process as a user starts it
+    # (the NumPy loop peer is, in every row)
     kept_memory_reference: bool = False
     needs: tuple = ()          # modules its build imports beyond the package's requirements
                                # (imported before a cold start is timed: every run pays them)
@@ -479,9 +480,11 @@ def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, lim
     finally:
         for e in es.values():
             e.close()
-    kept = None
-    if w.kept_memory_reference and "numpy" in es and keep_freed_memory():
-        kept = es["numpy"].work / median_time(es["numpy"].call, repeats)
+    # the NumPy loop peer (and W5's reference) once more with freed memory kept: the same code
+    # without this VM's first touches of fresh pages (W4 / W5 float64 peers ~1.7x faster)
+    again = [k for k in ("numpy",) * w.kept_memory_reference + ("numpy_loop",) if k in es]
+    kept = {k: es[k].work / median_time(es[k].call, repeats)
+            for k in again} if again and keep_freed_memory() else {}
     med = {k: float(np.median(v)) for k, v in times.items()}
     row = {"workload": w.name, "title": w.title, "dtype": dtype, "steps_per_call": steps,
            "numba_fused": registry.kernel_for(sim.potential, sim.dynamics, "numba") is not None,
@@ -489,8 +492,8 @@ def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, lim
            "spread": {k: float(np.subtract(*np.percentile(v, [75, 25])) / med[k])
                       for k, v in times.items()},
            **{f"{k}_chain_steps_per_s": es[k].work / med[k] for k in es if k != "gemm"}}
-    if kept is not None:
-        row["numpy_kept_memory_chain_steps_per_s"] = kept
+    for k, rate in kept.items():
+        row[f"{k}_kept_memory_chain_steps_per_s"] = rate
     if "jax" in times:   # its speed switches between modes on a 2-vCPU VM (`report`'s note)
         row["jax_fastest_chain_steps_per_s"] = es["jax"].work / min(times["jax"])
     rate = row["numba_chain_steps_per_s"]
@@ -796,15 +799,16 @@ def report(data: dict) -> str:
                      + (f"{g:.3g} | {100 * r['numba_gemm_fraction']:.0f}%" if g else "– | –")
                      + f" | {100 * max(r['spread'].values()):.0f}% | "
                      + f"{fmt(r.get('cold_start_s'))} |")
-    kept = [r for r in rows if r.get("numpy_kept_memory_chain_steps_per_s")]
-    if kept:
-        lines += ["", "The NumPy reference once more in the same process after glibc was told to "
-                  "keep freed memory (`keep_freed_memory`: its temporaries then reuse pages instead "
-                  "of touching fresh ones, 15-35 us each on this VM), for comparison: "
-                  + "; ".join(f"{r['workload']} {r['dtype']} {r['numpy_kept_memory_chain_steps_per_s']:.3g} "
-                              f"chain-steps/s (numba / that: "
-                              f"{r['numba_chain_steps_per_s'] / r['numpy_kept_memory_chain_steps_per_s']:.3g})"
-                              for r in kept) + "."]
+    for impl, what in (("numpy", "The NumPy reference"), ("numpy_loop", "The NumPy loop peer")):
+        key = f"{impl}_kept_memory_chain_steps_per_s"
+        kept = [r for r in rows if r.get(key)]
+        if kept:
+            lines += ["", f"{what} once more in the same process after glibc was told to keep "
+                      "freed memory (`keep_freed_memory`: its temporaries then reuse pages instead "
+                      "of touching fresh ones, 15-35 us each on this VM), for comparison: "
+                      + "; ".join(f"{r['workload']} {r['dtype']} {r[key]:.3g} chain-steps/s "
+                                  f"(numba / that: {r['numba_chain_steps_per_s'] / r[key]:.3g})"
+                                  for r in kept) + "."]
     lines += ["", "numpy: the engine's own NumPy reference backend, not a peer; the peers (what a user "
               "would otherwise write) are numpy_loop and jax.",
               "†: no fused numba kernel for the pair, the numba backend ran the NumPy reference.",

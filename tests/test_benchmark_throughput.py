@@ -303,3 +303,37 @@ def test_the_jax_peer_process_reports_its_failure_in_one_line(monkeypatch):
     throughput = _throughput_module(monkeypatch)
     with pytest.raises(RuntimeError, match="^the JAX peer's process failed: KeyError: 'W0'$"):
         throughput.PeerProcess("W0", "float64", 1)
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_the_numpy_loop_peer_is_timed_again_with_freed_memory_kept(reference, monkeypatch,
+                                                                   tmp_path):
+    """Only W5's NumPy reference was timed again without this VM's first touches of fresh
+    pages; the NumPy loop peer pays them too (W4 / W5 float64 ~1.7x), so every row times it
+    again and the report prints numba against it."""
+    from langevin_sim import Simulation
+    from langevin_sim.dynamics import OverdampedLangevin
+    from langevin_sim.potentials import DoubleWell
+    sim = Simulation(DoubleWell(d=1), OverdampedLangevin(1e-3, 0.5), 4, backend="numpy", seed=1)
+    calls = {k: 0 for k in ("numpy", "numba", "numba_run", "numpy_loop")}
+
+    def entry(k):
+        return tp.Entry(lambda: calls.__setitem__(k, calls[k] + 1), 100.0)
+    monkeypatch.setattr(tp, "entries", lambda *a: ({k: entry(k) for k in calls}, {}, sim))
+    monkeypatch.setattr(tp, "keep_freed_memory", lambda: True)    # (not this process's malloc)
+    w = tp.Workload("T", "test", None, {}, kept_memory_reference=reference)
+    r = tp.measure(w, "float64", True, 3, str(tmp_path), {})
+    assert calls["numpy_loop"] == 3 + 4 and calls["numpy"] == 3 + 4 * reference
+    assert r["numpy_loop_kept_memory_chain_steps_per_s"] > 0
+    assert ("numpy_kept_memory_chain_steps_per_s" in r) == reference
+    r.update(cold_start_s=1.0)
+    info = {"cpu": "C", "cpu_id": None, "cores": 2, "platform": "p", "python": "3",
+            "numpy": "2", "numba": "0", "numba_threads": 2, "numba_threading_layer": "omp",
+            "blas": [], "OPENBLAS_CORETYPE": "(unset)", "jax": None, "jax_devices": [],
+            "XLA_FLAGS": "(unset)"}
+    limits = {"memory_GBps": 1.0, **{f"normals_per_s_d{d}_{t}": 1.0 for d in (1, 256)
+                                     for t in ("float32", "float64")}}
+    settings = {"repeats": 3, "quick": True, "baseline": "b.json", "run_files_in": "/tmp"}
+    text = tp.report(tp.result(info, settings, 1.0, limits, [r], []))
+    assert "The NumPy loop peer once more" in text
+    assert ("The NumPy reference once more" in text) == reference
