@@ -33,6 +33,7 @@ from typing import Literal
 import numpy as np
 
 from langevin_sim import ConfigError, Simulation
+from langevin_sim.analysis.covariance import noise_eigenbasis
 from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.potentials import LinearRegression, Quadratic
 from langevin_sim.scenario import RunParams, main, param, unused
@@ -89,16 +90,18 @@ def matched_temperature(pot: LinearRegression, lr: float, batch_size: int | None
     """The Langevin temperature matched to SGD's minibatch noise on `pot` at the minimizer m:
     C = (1/n) sum_i g_i g_i^T - gbar gbar^T with g_i = a_i (a_i . m - y_i), noise covariance
     of an i.i.d. batch C / S; T = lr tr(C) / (2 S d) (isotropic Langevin with the same noise
-    power per coordinate).  Returns {"T", "C", "per_direction"}: per_direction[k] =
-    lr C_kk / (2 S) in H's eigenbasis (ascending eigenvalues), the temperature each
-    direction would need; they are all equal only when C is isotropic there."""
+    power per coordinate).  Returns {"T", "C", "lam", "V", "per_direction"}: lam (d,), V
+    (d, d) H's eigenbasis (ascending eigenvalues; a degenerate eigenspace, e.g. an isotropic
+    spectrum, rotated to diagonalize C: `noise_eigenbasis`), per_direction[k] = lr C_kk /
+    (2 S) in it, the temperature each direction would need; they are all equal only when C
+    is isotropic there."""
     if batch_size is None:
         raise ConfigError("full-batch SGD has no minibatch noise to match (batch_size=none)")
     m = pot.minimizer()
     g = pot.A * (pot.A @ m - pot.y)[:, None]
     C = g.T @ g / pot.n_samples - np.outer(g.mean(axis=0), g.mean(axis=0))
-    V = np.linalg.eigh(pot.hessian_matrix)[1]
-    return {"T": lr * np.trace(C) / (2 * batch_size * pot.d), "C": C,
+    lam, V = noise_eigenbasis(pot.hessian_matrix, C)
+    return {"T": lr * np.trace(C) / (2 * batch_size * pot.d), "C": C, "lam": lam, "V": V,
             "per_direction": lr * np.diag(V.T @ C @ V) / (2 * batch_size)}
 
 

@@ -23,6 +23,8 @@ with autocorrelation-aware standard errors (the ArviZ ESS of each entry's series
                          Hessian H and the per-sample gradient covariance C there
                          (`gradient_noise_covariance`), exact discrete, continuous, and
                          Gibbs / Euler-Maruyama at the matched T on H's top eigen-directions.
+- `noise_eigenbasis`     H's eigenbasis with degenerate eigenspaces rotated to diagonalize C,
+                         so that per-direction temperatures lam_k Var_k are well defined.
 
 `kinetic_energy_check` compares an underdamped run's recorded kinetic energies with the law's
 momenta.  `compare_covariance` puts the two side by side in the eigenbasis of the predicted
@@ -511,6 +513,28 @@ def gradient_noise_covariance(potential: Potential, x: ArrayLike) -> np.ndarray:
     g = np.asarray(potential.grad(np.repeat(x, n, axis=0), np.arange(n)[:, None]), np.float64)
     gc = g - g.mean(axis=0)
     return gc.T @ gc / n
+
+
+def noise_eigenbasis(H: ArrayLike, C: ArrayLike, rtol: float = 1e-8
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """H's eigenvalues lam (d,) ascending and eigenvectors V (d, d), with every cluster of
+    eigenvalues equal within rtol * max|lam| rotated to diagonalize C (d, d) there.
+
+    Per-direction quantities such as C_kk = (V^T C V)_kk or lam_k Var_k are defined only up to
+    a rotation inside a degenerate eigenspace; `eigh` alone picks that rotation from rounding
+    noise (H = I to 1e-16 gave max/min C_kk anywhere from 1.04 to 1.26 where C's own
+    eigenvalues span 1.30).  Within a cluster the columns follow C's ascending eigenvalues."""
+    H, C = (0.5 * (np.asarray(a, np.float64) + np.asarray(a, np.float64).T) for a in (H, C))
+    lam, V = np.linalg.eigh(H)
+    tol = rtol * max(np.abs(lam).max(), np.finfo(float).tiny)
+    start = 0
+    for end in range(1, lam.size + 1):
+        if end == lam.size or lam[end] - lam[end - 1] > tol:
+            if end - start > 1:
+                U = V[:, start:end]
+                V[:, start:end] = U @ np.linalg.eigh(U.T @ C @ U)[1]
+            start = end
+    return lam, V
 
 
 @dataclass(frozen=True)
