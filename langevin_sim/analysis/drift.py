@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
+from scipy import integrate, stats
 
 from ..errors import ConfigError, LangevinSimWarning
 from ..io.reader import Run, check_run, check_trajectories
@@ -191,13 +191,24 @@ def valley_velocity(potential: Valley, temperature: float, step: float = 0.0,
     intervals (exact to first order in dt: at equilibrium the generator takes the force
     f = -dU/ds to E[Lf | s] = alpha v0^2), the transit's lag for long ones.
     """
+    _check_exp_line(potential)
+    v0 = -potential.alpha * (potential.d - 1) * float(temperature) / 2
+    if s is None:
+        return v0
+    return float(v0 * np.mean(_first_order_factor(potential, v0, step, s, record_dt)))
+
+
+def _check_exp_line(potential: Valley) -> None:
     if type(potential).__name__ != "Valley" or potential.profile != "exp" or potential.curve != "line":
         raise ConfigError("a constant drift velocity is predicted for a line Valley with profile "
                           f"'exp' only, got {type(potential).__name__} "
                           f"{getattr(potential, 'params', dict)()}; pass your own predictions")
-    v0 = -potential.alpha * (potential.d - 1) * float(temperature) / 2
-    if s is None:
-        return v0
+
+
+def _first_order_factor(potential: Valley, v0: float, step: float, s: ArrayLike,
+                        record_dt: float | None = None) -> np.ndarray:
+    """(n,) at arclengths s (n,): mean_i (1 + step k w_i / 2 + lag_i), `valley_velocity`'s
+    first-order factor of v0 (record_dt: the lag grown along a record interval)."""
     kw = potential.curvature(np.asarray(s, np.float64).ravel())[:, None] * potential.weights
     lag = potential.alpha * v0 / (2 * kw)
     if record_dt is not None:
@@ -205,7 +216,43 @@ def valley_velocity(potential: Valley, temperature: float, step: float = 0.0,
             raise ConfigError(f"record_dt must be > 0 (time between records), got {record_dt}")
         x = 2 * kw * float(record_dt)
         lag = lag * (1 + np.expm1(-x) / x)
-    return float(v0 * np.mean(1 + step * kw / 2 + lag))
+    return np.mean(1 + step * kw / 2 + lag, axis=1)
+
+
+def valley_passage_time(potential: Valley, temperature: float, target: float, step: float = 0.0,
+                        record_dt: float = 0.0, start: float | None = None,
+                        first_order: bool = True, n: int = 20001) -> float:
+    """Mean first-passage time of s from `start` (default: the lower wall) up to `target` on a
+    walled line Valley with profile "exp", for ds = v(s) dt + sqrt(2T) dW (time units).
+
+    v(s): v0 = -alpha(d-1)T/2, times `valley_velocity`'s first-order factor at s (EM and the
+    transit's steady lag) unless `first_order` is False, plus the lower wall's force: the wall
+    is soft, and the time spent behind it counts (about sqrt(pi T / (2 wall)) / v0 more than a
+    reflecting wall; 0.17 at T = 0.5 in scenarios/valley_drift.py).  record_dt > 0: crossings
+    seen only at records, target shifted by Siegmund's 0.5826 sqrt(2 T record_dt).  Quadrature
+    of E[tau] = int_start^target dx int_lo^x exp(Phi(y) - Phi(x)) dy / T, Phi' = v / T, on n
+    points.  Transverse coordinates at equilibrium at the start (on the axis: about
+    1 / (2 k(start)) later).
+    """
+    _check_exp_line(potential)
+    T = float(temperature)
+    if potential.bounds is None or not potential.wall > 0 or not T > 0:
+        raise ConfigError("valley_passage_time needs walls (bounds, wall > 0) and T > 0")
+    s_lo = potential.bounds[0]
+    x0 = s_lo if start is None else float(start)
+    hi = float(target) + (0.5826 * math.sqrt(2 * T * record_dt) if record_dt > 0 else 0.0)
+    if not x0 < hi <= potential.bounds[1]:
+        raise ConfigError(f"need start {x0:g} < target {hi:g} <= the upper wall "
+                          f"{potential.bounds[1]:g}")
+    x = np.linspace(min(x0, s_lo) - 10 * math.sqrt(T / potential.wall), hi, n)
+    v0 = valley_velocity(potential, T)
+    v = v0 * (_first_order_factor(potential, v0, step, x) if first_order else 1.0)
+    v = v + potential.wall * np.maximum(s_lo - x, 0.0)
+    phi = integrate.cumulative_trapezoid(v, x, initial=0.0) / T
+    e = np.exp(phi - phi.max())
+    inner = integrate.cumulative_trapezoid(e, x, initial=0.0) / (T * e)
+    keep = x >= x0
+    return float(integrate.trapezoid(inner[keep], x[keep]))
 
 
 # ----------------------------------------------------------------------------- first passage
