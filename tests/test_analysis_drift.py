@@ -407,6 +407,19 @@ def test_time_to_target_plot_spans_the_observed_time_when_none_reached():
     plt.close(fig)
 
 
+def test_a_replica_without_a_finite_record_is_left_out_of_the_times():
+    """A diverged replica (NaN throughout from `manifold_coordinate`) was a duration of 0,
+    censored: the Kaplan-Meier curve was right, but a mean of the durations (the claim 5
+    notebook's restricted mean) counted it as an arrival at t = 0."""
+    from langevin_sim.analysis.drift import time_to_target
+
+    t = np.arange(4.0)
+    s = np.array([[0, 0, np.nan], [1, 0, np.nan], [6, 0, np.nan], [7, 6, np.nan]])
+    tt = time_to_target(t, s, (5.0, np.inf))
+    np.testing.assert_array_equal(tt.durations, [2.0, 3.0])
+    assert tt.observed.all() and "2 of 2" in tt.table()
+
+
 @pytest.mark.filterwarnings("ignore::langevin_sim.errors.DivergenceWarning")
 def test_a_run_with_diverged_replicas_is_fitted_on_the_others(tmp_path):
     """A double well at too large a step (0.13: a third of the replicas diverge) gave D =

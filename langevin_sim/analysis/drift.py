@@ -261,8 +261,9 @@ def valley_passage_time(potential: Valley, temperature: float, target: float, st
 class TimeToTarget(Result):
     """Time at which each replica first enters `target`, right-censored when it never does.
 
-    durations (M,): the first record time in the target, or the censoring time (last finite
-    record) where `observed` is False.  Kaplan-Meier curve `event_times` (k,), `survival`
+    durations (M',): the first record time in the target, or the censoring time (last finite
+    record) where `observed` is False, for the M' replicas with a finite record (one NaN
+    throughout, as `manifold_coordinate` makes a diverged replica, is left out).  Kaplan-Meier curve `event_times` (k,), `survival`
     (k,) = P(not yet reached) just after each, `survival_var` (k,) (Greenwood).
     """
 
@@ -325,9 +326,11 @@ def check_target(target: Iterable[float], where: str) -> tuple[float, float]:
 
 def time_to_target(times: ArrayLike, s: ArrayLike, target: tuple[float, float]) -> TimeToTarget:
     """First record time at which s (n, M) lies in the closed interval `target` = (lo, hi)
-    (use +-inf for a one-sided target); censored at each replica's last finite record."""
+    (use +-inf for a one-sided target); censored at each replica's last finite record.
+    Replicas with no finite record are left out (they counted as a time of 0 in a mean)."""
     lo, hi = check_target(target, "time_to_target")
     t, s = _as_series(times, s)
+    s = s[:, np.isfinite(s).any(axis=0)]
     inside = (s >= lo) & (s <= hi)
     hit = inside.any(axis=0)
     finite = np.isfinite(s)
