@@ -7,6 +7,7 @@ curvature <= 0 and every replica diverges when step * curvature > 2.
 """
 import hashlib
 import json
+import contextlib
 import os
 import re
 import runpy
@@ -375,6 +376,23 @@ def test_a_point_whose_task_the_lost_scheduler_cancelled_says_so():
     assert got[0]["status"] == "failed"
     assert got[0]["error"].startswith("the point's Dask task was cancelled") and "None" not in \
         got[0]["error"]
+
+
+def test_a_sigterm_whose_raise_was_dropped_still_stops_the_scan():
+    """The gate's `_Terminated`, raised where the main thread ran a weakref callback, was
+    printed as "Exception ignored" and dropped: the scan ran its 10^7-step point to the end
+    (91 s) and exited 0.  The gate remembers the signal, and the scan's wait raises it."""
+    from langevin_sim.scan.cluster import _collect, _SigtermGate, _Terminated
+
+    class Running:
+        def done(self):
+            return False
+
+    gate = _SigtermGate(armed=True)
+    with contextlib.suppress(_Terminated):          # (the raise a callback would drop)
+        gate(signal.SIGTERM, None)
+    with pytest.raises(_Terminated):
+        _collect({Running(): {}}, lambda t, res: None, gate)
 
 
 def test_a_ctrl_c_or_sigterm_while_the_cluster_closes_waits_for_the_close():

@@ -151,9 +151,9 @@ class _SigtermGate:
         self.pending, self.armed = False, armed
 
     def __call__(self, signum, frame) -> None:
-        if self.armed:
+        self.pending = True     # (also when armed: a raise inside a weakref callback or a
+        if self.armed:          # finalizer is printed and dropped; `_collect` then sees this)
             raise _Terminated
-        self.pending = True
 
     def arm(self) -> None:
         self.armed = True
@@ -356,11 +356,12 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
                                   resources=resources)] = t
         try:
             gate.arm()
-            _collect(futures, finished)
+            _collect(futures, finished, gate)
         except KeyboardInterrupt as e:
             if cluster is None or not futures:   # an external cluster's workers are not ours
                 raise
             term = isinstance(e, _Terminated)
+            gate.pending = False                 # (taken: a second SIGTERM stops at once)
             print("langevin-sim: stopping: the points running stop at their next record, "
                   f"with a checkpoint ({'SIGTERM' if term else 'Ctrl-C'} again: at once)",
                   file=sys.stderr)
@@ -368,7 +369,7 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
 
             sig = signal.SIGTERM if term else signal.SIGINT
             client.run(stop_runs, sig, True)
-            _collect(futures, finished)
+            _collect(futures, finished, gate)
             raise
     finally:
         with _signals_after_close(gate):
@@ -380,14 +381,19 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
                 cluster.close()
 
 
-def _collect(futures: dict, finished: Callable[[dict, dict], None]) -> None:
+def _collect(futures: dict, finished: Callable[[dict, dict], None],
+             gate: _SigtermGate | None = None) -> None:
     """Hand each point's result to `finished` as its future completes (popped from
     `futures`: {future: task}); a future's error becomes a ``failed`` result.  Polls
     `done()` between short sleeps, so that a Ctrl-C lands in the sleep: raised inside
     `distributed.as_completed`'s Condition it could leave that lock held, and the client's
     event loop, blocked on it, never delivered another result (a stopped scan hung in
-    1 of ~12 tries)."""
+    1 of ~12 tries).  A SIGTERM the `gate` took whose `_Terminated` was dropped (raised in a
+    weakref callback: Python prints "Exception ignored" and goes on; a scan then ran its
+    10^7-step point to the end) is raised here."""
     while futures:
+        if gate is not None and gate.pending:
+            raise _Terminated
         done = [f for f in futures if f.done()]
         if not done:
             time.sleep(0.05)
