@@ -72,7 +72,11 @@ RECORDED_DYNAMICS = {"TeacherStudentMLP": SGD(2e-2, 4, momentum=0.5),
                      "ModularArithmeticMLP": AdamW(1e-2, 4)}
 
 
-@pytest.mark.parametrize("name", OBSERVED)
+# the wiring is one code path for every net (`drivers.observables_kernel`), each net's
+# compiled numbers are `test_compiled_observables_equal_the_potentials`'; the default suite
+# runs it on the cheapest net (the others: 6 s of compilation each, slow)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "TeacherStudentMLP" else
+                                               pytest.mark.slow) for n in OBSERVED])
 def test_numba_records_take_the_compiled_observables(monkeypatch, name):
     """With the size threshold at 1 every numba record takes the compiled observables; the
     records equal a NumPy-backend run's (float64)."""
