@@ -37,6 +37,7 @@ from langevin_sim.cli import main as cli  # noqa: E402
 from langevin_sim.errors import ConfigError, RunFileError  # noqa: E402
 from langevin_sim.io import format as F  # noqa: E402
 from langevin_sim.scan import open_scan, plan_scan, point_id, point_seed, run_scan, splitmix64  # noqa: E402
+from langevin_sim.scan import manifest as manifest_module  # noqa: E402
 from langevin_sim.scan.cluster import THREAD_VARS, announce  # noqa: E402
 from langevin_sim.scenario import load_scenario, run_scenario  # noqa: E402
 
@@ -222,7 +223,8 @@ def test_summary_matches_records_and_exact_mean_energy(grid_scan):
                      ds["energy_se"].values, what="scan mean energy")
 
 
-def test_serial_scan_gives_identical_files_and_points_rerun_alone(grid_scan, tmp_path):
+def test_serial_scan_gives_identical_files_and_points_rerun_alone(grid_scan, tmp_path,
+                                                                   monkeypatch):
     out = tmp_path / "serial"
     args = ["scan", SCEN, "--grid", "step=0.02,0.05", "--grid", "temperature=0.5,1,2",
             "--workers", "1", "--threads", "1", "--out", str(out)]
@@ -245,6 +247,13 @@ def test_serial_scan_gives_identical_files_and_points_rerun_alone(grid_scan, tmp
     before = mtimes(out, ids)
     assert len(before) == 12 and cli(args) == 0
     assert mtimes(out, ids) == before
+    # ... and opens each point's file once (a rerun of 10^4 finished points reads them all)
+    opened, real = [], manifest_module.Run
+    monkeypatch.setattr(manifest_module, "Run", lambda path: opened.append(str(path)) or real(path))
+    rerun = run_scan(SCEN, grid=GRID, out=out, workers=1, threads=1)
+    monkeypatch.undo()
+    assert sorted(opened) == sorted(str(out / p) for p in rerun.manifest["path"])
+    pd.testing.assert_frame_equal(rerun.manifest, open_scan(out).manifest)
     # a half-written (truncated, unreadable) file is detected and redone from scratch, alone
     victim = out / row["path"]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])

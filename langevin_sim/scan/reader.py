@@ -17,7 +17,9 @@ class Scan:
     xarray.Dataset indexed by the scan parameters (see langevin_sim.analysis.scan.gather).
     """
 
-    def __init__(self, root):
+    def __init__(self, root, rows: list[dict] | None = None):
+        """rows: the manifest rows when the caller has just read them from the files
+        (`run_scan`: not each point's file opened again)."""
         pd = require("pandas", "scan", "reading a scan (open_scan)")
 
         self.root = Path(root)
@@ -29,7 +31,7 @@ class Scan:
             raise RunFileError(f"{self.root} {what}; pass a directory written by `langevin-sim "
                                "scan --out DIR`")
         self.spec = spec
-        self.rows = rebuild_rows(self.root, spec["points"])
+        self.rows = rows if rows is not None else rebuild_rows(self.root, spec["points"])
         axes = axes_of(self.rows)
         self.grid = [k for k in spec["grid"]]
         self.zip = [k for k in spec["zip"]]

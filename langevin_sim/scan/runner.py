@@ -20,7 +20,7 @@ from .manifest import (FINISHED, SCAN_FORMAT, atomic_write, inspect_run, other_r
                        read_json, write_manifest)
 from .plan import Point, parse_sets, plan_scan
 from .point import check_builds, run_point
-from .reader import Scan, open_scan
+from .reader import Scan
 
 
 def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=None,
@@ -116,7 +116,7 @@ def run_scan(scenario, grid=None, zipped=None, repeat: int = 1, sets=None, out=N
                 run_on_dask(tasks, state.finished, scenario, workers, scheduler, threads or 1)
         finally:
             state.close()
-    return open_scan(root)
+    return Scan(root, rows=state.all_rows())
 
 
 def _check_scheduler_address(address: str) -> None:
@@ -238,8 +238,12 @@ class _Progress:
         if time.monotonic() - self.last_write >= 1.0:
             self._write()
 
+    def all_rows(self) -> list[dict]:
+        """The manifest's rows: the planned points in order, then the others on disk."""
+        return [self.rows[i] for i in self.order] + self.others
+
     def _write(self) -> None:
-        write_manifest(self.root, [self.rows[i] for i in self.order] + self.others)
+        write_manifest(self.root, self.all_rows())
         self.last_write = time.monotonic()
 
     def reread(self) -> None:
