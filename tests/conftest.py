@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # inherit both), so that the tests never leave -O1 kernels where a user's runs load theirs.
 # NUMBA_OPT=3 in the environment runs the suite on the kernels users run.
 os.environ.setdefault("NUMBA_OPT", "1")
+
+# The Ctrl-C tests deliver SIGINT to this process and to the runs and scans it starts; a
+# session started as a background job of a script (`pytest &`) has SIGINT ignored, which its
+# children inherit (a run then keeps ignoring it, by design, and those tests failed, leaving
+# their 10^7-step runs behind). A Python handler is not inherited: the children start with
+# the default, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ["NUMBA_CACHE_DIR"] = os.path.join(ROOT, ".numba-cache", f"tests-O{os.environ['NUMBA_OPT']}")
 
 

@@ -721,9 +721,12 @@ def test_cli_stop_prints_one_line_with_the_resume_command(tmp_path, sig):
                              "numpy", "--set", "steps=10000000", "--set", "record_every=100",
                              "--set", "replicas=64", "--out", str(path), "--no-progress"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_records(path, 3, proc)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    try:
+        _wait_records(path, 3, proc)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()                     # (not left running its 10^7 steps when the test fails)
     assert proc.returncode == 128 + sig
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     with open_run(path) as run:
