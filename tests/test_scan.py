@@ -387,21 +387,27 @@ def test_a_point_whose_task_the_lost_scheduler_cancelled_says_so():
         got[0]["error"]
 
 
-def test_a_sigterm_whose_raise_was_dropped_still_stops_the_scan():
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_signal_whose_raise_was_dropped_still_stops_the_scan(sig):
     """The gate's `_Terminated`, raised where the main thread ran a weakref callback, was
     printed as "Exception ignored" and dropped: the scan ran its 10^7-step point to the end
-    (91 s) and exited 0.  The gate remembers the signal, and the scan's wait raises it."""
-    from langevin_sim.scan.cluster import _collect, _SigtermGate, _Terminated
+    (91 s) and exited 0.  The gate remembers the signal, and the scan's wait raises it; so
+    for Ctrl-C, which went through Python's own handler and had the same race."""
+    from langevin_sim.scan.cluster import _collect, _Terminated, sigterm_stops
 
     class Running:
         def done(self):
             return False
 
-    gate = _SigtermGate(armed=True)
-    with contextlib.suppress(_Terminated):          # (the raise a callback would drop)
-        gate(signal.SIGTERM, None)
-    with pytest.raises(_Terminated):
-        _collect({Running(): {}}, lambda t, res: None, gate)
+    raised = _Terminated if sig == signal.SIGTERM else KeyboardInterrupt
+    with sigterm_stops() as gate:
+        assert signal.getsignal(sig) is gate
+        with contextlib.suppress(raised):          # (the raise a callback would drop)
+            signal.raise_signal(sig)
+        with pytest.raises(raised) as e:
+            _collect({Running(): {}}, lambda t, res: None, gate)
+        assert type(e.value) is raised
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_ctrl_c_or_sigterm_while_the_cluster_closes_waits_for_the_close():

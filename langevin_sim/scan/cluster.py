@@ -140,46 +140,58 @@ class _Terminated(KeyboardInterrupt):
     exit_code = 128 + signal.SIGTERM
 
 
-class _SigtermGate:
-    """The SIGTERM handler of a scan.  Armed, it raises `_Terminated` at once; not armed
-    (while a local cluster starts: the Numba cache warmed, workers spawned) it only
-    remembers the signal -- raising inside Dask's start-up left a half-built cluster and
-    ended the scan without a word and with its lock -- and `arm()`, once the scan waits for
-    its points, raises for a signal remembered."""
+class _StopGate:
+    """The SIGTERM and SIGINT handler of a scan.  Ctrl-C raises KeyboardInterrupt at once;
+    SIGTERM, armed, raises `_Terminated` at once, and not armed (while a local cluster
+    starts: the Numba cache warmed, workers spawned) only remembers the signal -- raising
+    inside Dask's start-up left a half-built cluster and ended the scan without a word and
+    with its lock -- and `arm()`, once the scan waits for its points, raises for a signal
+    remembered.  Both are remembered (`pending`: the signal, 0 for none) until the scan takes
+    them: a raise inside a weakref callback or a finalizer is printed ("Exception ignored")
+    and dropped, and `_collect` then raises it."""
 
     def __init__(self, armed: bool) -> None:
-        self.pending, self.armed = False, armed
+        self.pending, self.armed = 0, armed
 
     def __call__(self, signum, frame) -> None:
-        self.pending = True     # (also when armed: a raise inside a weakref callback or a
-        if self.armed:          # finalizer is printed and dropped; `_collect` then sees this)
-            raise _Terminated
+        self.pending = signum
+        if signum == signal.SIGINT or self.armed:
+            raise self.exception()
+
+    def exception(self) -> KeyboardInterrupt:
+        """What the signal pending raises: `_Terminated` for SIGTERM, else KeyboardInterrupt."""
+        return _Terminated() if self.pending == signal.SIGTERM else KeyboardInterrupt()
 
     def arm(self) -> None:
         self.armed = True
         if self.pending:
-            raise _Terminated
+            raise self.exception()
 
 
 @contextlib.contextmanager
-def sigterm_stops(armed: bool = True) -> Iterator[_SigtermGate]:
+def sigterm_stops(armed: bool = True) -> Iterator[_StopGate]:
     """While active in the main thread, SIGTERM (a SLURM time limit, `kill`) stops the scan
     as Ctrl-C does, a `_Terminated` (a KeyboardInterrupt, exit status 143), not killed with
-    its cluster's workers mid-point; `armed` False defers it to the gate's `arm()` (see
-    `_SigtermGate`).  Off the main thread nothing changes."""
-    gate = _SigtermGate(armed)
+    its cluster's workers mid-point; `armed` False defers it to the gate's `arm()`.  Ctrl-C
+    goes through the gate too (unless the scan started with it ignored), raised at once and
+    remembered (see `_StopGate`).  Off the main thread nothing changes."""
+    gate = _StopGate(armed)
     if threading.current_thread() is not threading.main_thread():
         yield gate
         return
-    before = signal.signal(signal.SIGTERM, gate)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)
+              if sig == signal.SIGTERM or signal.getsignal(sig) is not signal.SIG_IGN}
+    for sig in before:
+        signal.signal(sig, gate)
     try:
         yield gate
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for sig, old in before.items():
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager
-def _signals_after_close(gate: _SigtermGate) -> Iterator[None]:
+def _signals_after_close(gate: _StopGate) -> Iterator[None]:
     """While the scan closes its client and cluster, a Ctrl-C or SIGTERM is remembered and
     raised when they are closed.  Raised inside Dask's close (a second Ctrl-C, "at once"), it
     left the cluster half closed, and Dask's exit hook then waited 10 s on it: the scan
@@ -197,7 +209,7 @@ def _signals_after_close(gate: _SigtermGate) -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, before)
     if armed:
-        gate.arm()                       # _Terminated for a SIGTERM meanwhile
+        gate.arm()                       # a SIGTERM meanwhile
     if got:
         raise KeyboardInterrupt
 
@@ -277,7 +289,7 @@ def run_on_dask(tasks: list[dict], finished: Callable[[dict, dict], None], scena
 
 def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], None], scenario: str,
                          workers: int | None, scheduler, threads: int,
-                         gpus: int | None, gate: _SigtermGate) -> None:
+                         gpus: int | None, gate: _StopGate) -> None:
     import dask
     from distributed import Client, LocalCluster
 
@@ -361,7 +373,7 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
             if cluster is None or not futures:   # an external cluster's workers are not ours
                 raise
             term = isinstance(e, _Terminated)
-            gate.pending = False                 # (taken: a second SIGTERM stops at once)
+            gate.pending = 0                     # (taken: a second signal stops at once)
             print("langevin-sim: stopping: the points running stop at their next record, "
                   f"with a checkpoint ({'SIGTERM' if term else 'Ctrl-C'} again: at once)",
                   file=sys.stderr)
@@ -382,18 +394,18 @@ def _run_on_dask_cluster(tasks: list[dict], finished: Callable[[dict, dict], Non
 
 
 def _collect(futures: dict, finished: Callable[[dict, dict], None],
-             gate: _SigtermGate | None = None) -> None:
+             gate: _StopGate | None = None) -> None:
     """Hand each point's result to `finished` as its future completes (popped from
     `futures`: {future: task}); a future's error becomes a ``failed`` result.  Polls
     `done()` between short sleeps, so that a Ctrl-C lands in the sleep: raised inside
     `distributed.as_completed`'s Condition it could leave that lock held, and the client's
     event loop, blocked on it, never delivered another result (a stopped scan hung in
-    1 of ~12 tries).  A SIGTERM the `gate` took whose `_Terminated` was dropped (raised in a
+    1 of ~12 tries).  A SIGTERM or Ctrl-C the `gate` took whose raise was dropped (in a
     weakref callback: Python prints "Exception ignored" and goes on; a scan then ran its
     10^7-step point to the end) is raised here."""
     while futures:
         if gate is not None and gate.pending:
-            raise _Terminated
+            raise gate.exception()
         done = [f for f in futures if f.done()]
         if not done:
             time.sleep(0.05)
