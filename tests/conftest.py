@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import signal
@@ -91,9 +92,114 @@ def _submit(fn, params: dict):
     return _pool.submit(_run, fn, params)
 
 
-def pytest_collection_modifyitems(items):
+# ---------------------------------------------------------------- files run beside the session
+# The tests of the files in BESIDE (Numba compilations, one process, nothing timed) run in a
+# second pytest, queued first among the subprocesses above: once those are done the tests'
+# process would otherwise leave the second core idle for the last third of the suite. Each of
+# their tests keeps its node id here and reports the outcome the second pytest gave it (its
+# failure text, skip reason). Only when the session also runs tests of other files, not under
+# xdist, and not with LANGEVIN_SIM_TESTS_BESIDE=0.
+
+BESIDE = ("tests/test_backends.py", "tests/test_toynet_kernels.py", "tests/test_fused_pairs.py")
+_ONLY, _OUTCOMES = "LANGEVIN_SIM_TESTS_ONLY", "LANGEVIN_SIM_TESTS_OUTCOMES"
+_beside: dict = {}
+
+
+class _BesideFailure(Exception):
+    """A test that failed in the second pytest; its text is that pytest's report."""
+
+
+class _Beside(pytest.Item):
+    """A test run by the second pytest: its outcome there."""
+
+    def runtest(self):
+        reports = _beside_reports().get(self.nodeid)
+        if not reports:
+            r = _beside["job"].result()
+            raise _BesideFailure(f"not run by the tests' second pytest (exit {r.returncode}):\n"
+                                 + (r.stdout + r.stderr)[-3000:])
+        failed = [rep for rep in reports if rep["outcome"] == "failed"]
+        if failed:
+            raise _BesideFailure("\n\n".join(
+                f"{rep['crash']}\n({rep['when']}, in the tests' second pytest)\n{rep['text']}"
+                for rep in failed))
+        for rep in reports:
+            if rep["outcome"] == "skipped":
+                pytest.skip(f"{rep['text']} ({rep['crash']}, in the tests' second pytest)")
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, _BesideFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, self.nodeid
+
+
+def _beside_reports() -> dict:
+    """{node id: [report dicts]} written by the second pytest (once it has ended)."""
+    if "reports" not in _beside:
+        _beside["job"].result()
+        reports: dict = {}
+        with open(_beside["outcomes"]) as f:
+            for line in f:
+                rep = json.loads(line)
+                reports.setdefault(rep["nodeid"], []).append(rep)
+        _beside["reports"] = reports
+    return _beside["reports"]
+
+
+def _beside_spec(files: list, ids: list):
+    tmp = tempfile.mkdtemp(prefix="langevin-sim-beside-")
+    only, outcomes = os.path.join(tmp, "only"), os.path.join(tmp, "outcomes")
+    with open(only, "w") as f:
+        f.write("\n".join(ids))
+    open(outcomes, "w").close()
+    _beside["outcomes"] = outcomes
+    env = dict(os.environ, **{_ONLY: only, _OUTCOMES: outcomes})
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+            *files]
+    return lambda: (argv, env)
+
+
+@pytest.hookimpl(trylast=True)          # after -m and -k have deselected
+def pytest_collection_modifyitems(session, config, items):
     last = [item for item in items if _early_spec(item) is not None]
     items[:] = [item for item in items if _early_spec(item) is None] + last
+    if os.environ.get(_ONLY):           # the second pytest: the tests it was given
+        with open(os.environ[_ONLY]) as f:
+            keep = set(f.read().splitlines())
+        config.hook.pytest_deselected(items=[i for i in items if i.nodeid not in keep])
+        items[:] = [i for i in items if i.nodeid in keep]
+        return
+    if (config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER")
+            or os.environ.get("LANGEVIN_SIM_TESTS_BESIDE") == "0"):
+        return
+    beside = [i for i in items if os.path.relpath(str(i.path), ROOT) in BESIDE]
+    if not beside or len(beside) == len(items):
+        return
+    files = sorted({os.path.relpath(str(i.path), ROOT) for i in beside})
+    fn = _beside_spec(files, [i.nodeid for i in beside])
+    fn.early_spec, fn.early_timeout = fn, 1800
+    _beside["job"] = _submit(fn, {})
+    moved = set(map(id, beside))
+    items[:] = ([i for i in items if id(i) not in moved]
+                + [_Beside.from_parent(i.parent, name=i.name) for i in beside])
+
+
+def pytest_runtest_logreport(report):
+    """In the second pytest: each report, for the session that started it."""
+    path = os.environ.get(_OUTCOMES)
+    if path and (report.when == "call" or report.outcome != "passed"):
+        if report.skipped and isinstance(report.longrepr, tuple):     # (path, line, reason)
+            crash, text = f"{report.longrepr[0]}:{report.longrepr[1]}", report.longrepr[2]
+            text = text.removeprefix("Skipped: ")
+        else:
+            crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", "")
+            text = report.longreprtext
+        with open(path, "a") as f:
+            f.write(json.dumps({"nodeid": report.nodeid, "when": report.when, "crash": crash,
+                                "outcome": report.outcome, "text": text}) + "\n")
 
 
 def pytest_collection_finish(session):
