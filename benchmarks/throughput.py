@@ -283,7 +283,6 @@ class Workload:
     blas_threads: int | None = None
     flops_per_chain_step: float = 0.0            # for GEMM-bound workloads
     gemm_shape: tuple | None = None              # (m, k, n) of one step's product
-    normals_per_chain_step: int = 0              # noise drawn besides the product
     multiple: dict = field(default_factory=dict)  # implementation -> steps must be a multiple of
     # time the NumPy reference once more after `keep_freed_memory` (its temporaries then reuse
     # memory: no first-touch page faults), next to its rate in the process as a user starts it
@@ -334,7 +333,7 @@ workload(Workload(
     sim_of(cache(lambda: Quadratic(spectrum=np.linspace(0.1, 1.0, 256), seed=1)),
            OverdampedLangevin(1e-2, 0.5), 1024),
     {"numpy": 20, "numba": 2000, "numpy_loop": 20, "jax": 100},
-    flops_per_chain_step=2.0 * 256 * 256, gemm_shape=(1024, 256, 256), normals_per_chain_step=256))
+    flops_per_chain_step=2.0 * 256 * 256, gemm_shape=(1024, 256, 256)))
 
 workload(Workload(
     "W3", "Spherical p=3 spin glass, N=64, 256 replicas, overdamped Langevin",
@@ -342,14 +341,13 @@ workload(Workload(
     {"numpy": 40, "numba": 4000, "numpy_loop": 40, "jax": 200},
     # the kernel's product: -p J over the N(N+1)/2 unique pairs (kernels/pspin.py) times the
     # replicas' packed x_j x_k, half the full contraction's 2 N^3 (the peers do all of it)
-    flops_per_chain_step=2.0 * 64 * 2080, gemm_shape=(64, 2080, 256), normals_per_chain_step=64))
+    flops_per_chain_step=2.0 * 64 * 2080, gemm_shape=(64, 2080, 256)))
 
 workload(Workload(
     "W3b", "Spherical p=3 spin glass, N=256, 32 replicas, overdamped Langevin",
     sim_of(cache(lambda: SphericalPSpin(256, 3, seed=1)), OverdampedLangevin(1e-2, 0.5), 32),
     {"numba": 200, "numpy_loop": 20, "jax": 40},
-    flops_per_chain_step=2.0 * 256 * 32896, gemm_shape=(256, 32896, 32),
-    normals_per_chain_step=256))
+    flops_per_chain_step=2.0 * 256 * 32896, gemm_shape=(256, 32896, 32)))
 
 workload(Workload(
     "W4", "TeacherStudentMLP d_in=16, hidden=32, tanh, 64 replicas, SGD batch 32",
@@ -504,10 +502,6 @@ def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, lim
     if "gemm" in es:
         g = row["gemm_flops_per_s"] = es["gemm"].work / med["gemm"]
         row["numba_gemm_fraction"] = rate * w.flops_per_chain_step / g
-        # the best fraction of the GEMM rate when the noise costs what it costs alone
-        t_gemm = w.flops_per_chain_step / g
-        t_noise = w.normals_per_chain_step / limits[f"normals_per_s_d256_{dtype}"]
-        row["gemm_fraction_ceiling_given_rng"] = t_gemm / (t_gemm + t_noise)
     return row
 
 
