@@ -13,12 +13,13 @@ import sys
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import integrate, stats
+from scipy.linalg import eigh_tridiagonal
 
 from langevin_sim import Simulation, open_run
 from langevin_sim.analysis.drift import (compare_runs, density_evolution, fit_drift,
                                          run_drift, run_time_to_target, time_to_target, trace,
-                                         valley_passage_time,
+                                         valley_passage_law, valley_passage_time,
                                          valley_velocity)
 from langevin_sim.analysis.escape import kaplan_meier
 from langevin_sim.dynamics import OverdampedLangevin
@@ -228,6 +229,118 @@ def test_valley_passage_time_counts_the_soft_wall_and_the_lag():
     assert mean - reflecting_v0 > 4 * se
     with pytest.raises(ConfigError, match="walls"):
         valley_passage_time(Valley(d=3, profile="exp", alpha=-0.5), 1.0, 2.0)
+
+
+CLAIM5_VALLEY = dict(d=5, profile="exp", k0=20.0, alpha=math.log(1 / 20) / 6, bounds=(0.0, 6.0))
+
+
+def reflecting_chain(L, v, D, n):
+    """Claim 5's notebook before 2026-12-07: survival spectrum (rates, weights) of the lattice
+    walk with constant drift v, reflecting at 0, absorbed at L, started at 0."""
+    h = L / n
+    up, down = D / h ** 2 + v / (2 * h), D / h ** 2 - v / (2 * h)
+    out = np.full(n, up + down)
+    out[0] = up
+    lam, U = eigh_tridiagonal(-out, np.full(n - 1, math.sqrt(up * down)))
+    return lam, (math.sqrt(up / down) ** np.arange(n) @ U) * U[0]
+
+
+def test_valley_passage_law_mean_is_the_quadrature_to_the_lattice_error():
+    """Claim 5's valley at T = 2, first order, eta = 0.001, records 0.1 (1264 states; v(s)
+    falls from 0.98 to 0.69 of v0 along the path): the lattice's mean 2.483879 is
+    valley_passage_time's quadrature (2.483868 at n = 320001) within 1.5 x the lattice's own
+    O(h^2) error, estimated by halving h (Richardson: 8.9e-6), plus the quadrature's own
+    (the change from n = 80001: 3.4e-6; its integrand has the wall's kink).  The survival
+    starts at 1 and falls monotonically to 0, the weights sum to 1, the restricted mean is
+    the integral of S and rises to the mean.  from_axis shifts the law by 1/(2 k(0)) = 1/40."""
+    pot = Valley(**CLAIM5_VALLEY)
+    T = 2.0
+    law = valley_passage_law(pot, T, 5.0, 1e-3, record_dt=0.1)
+    fine = valley_passage_law(pot, T, 5.0, 1e-3, record_dt=0.1, h=law.h / 2)
+    q80, q320 = (valley_passage_time(pot, T, 5.0, 1e-3, record_dt=0.1, n=n) for n in (80001, 320001))
+    err = abs(law.mean - (4 * fine.mean - law.mean) / 3)
+    assert 1e-7 < err < 1e-5 * law.mean and law.x.size == 1264
+    assert abs(law.mean - q320) < 1.5 * err + abs(q320 - q80)
+    assert law.target == 5.0 + 0.5826 * math.sqrt(2 * T * 0.1) and law.start == 0.0
+    assert abs(law.weights.sum() - 1) < 1e-10 and np.all(law.rates < 0)
+    t = np.linspace(0.0, 12 * law.mean, 6001)
+    S = law.survival(t)
+    assert S[0] == pytest.approx(1.0, abs=1e-10) and np.all(np.diff(S) <= 1e-12)
+    assert S[-1] < 1e-6
+    rm = [law.restricted_mean(x) for x in (0.5 * law.mean, law.mean, 12 * law.mean)]
+    assert rm[0] < rm[1] < rm[2] <= law.mean and abs(rm[2] - law.mean) < 1e-6 * law.mean
+    inside = t <= law.mean
+    assert rm[1] == pytest.approx(integrate.trapezoid(S[inside], t[inside]), rel=1e-4)
+    assert law.restricted_mean(-1.0) == -1.0 and law.survival(np.zeros((2, 3))).shape == (2, 3)
+    assert "1264 states" in law.table()
+    # from the axis: the law shifted by mean_i 1 / (2 k(0) w_i) = 1/40
+    axis = valley_passage_law(pot, T, 5.0, 1e-3, record_dt=0.1, from_axis=True)
+    assert axis.delay == 1 / 40 and axis.mean == pytest.approx(law.mean + 1 / 40, abs=1e-12)
+    assert axis.survival(0.02) == 1.0 and axis.survival(1.025) == pytest.approx(law.survival(1.0))
+    assert axis.restricted_mean(3.0) == pytest.approx(1 / 40 + law.restricted_mean(2.975))
+    assert valley_passage_time(pot, T, 5.0, from_axis=True) == pytest.approx(
+        valley_passage_time(pot, T, 5.0) + 1 / 40, abs=1e-12)
+    with pytest.raises(ConfigError, match="walls"):
+        valley_passage_law(Valley(d=3, profile="exp", alpha=-0.5), 1.0, 2.0)
+    with pytest.raises(ConfigError, match="upper wall"):
+        valley_passage_law(pot, 1.0, 6.5)
+    with pytest.raises(ConfigError, match="h must be"):
+        valley_passage_law(pot, 1.0, 5.0, h=0.0)
+    with pytest.raises(ConfigError, match="6000"):
+        valley_passage_law(Valley(**{**CLAIM5_VALLEY, "wall": 1e8}), 1.0, 5.0)
+
+
+def test_valley_passage_law_with_a_stiff_wall_is_the_reflecting_chain():
+    """first_order=False (constant v0 = 0.999 at T = 1) to L = 3 with a wall of curvature
+    2500 (1604 states): the mean exceeds the reflecting closed form
+    L/v - (D/v^2)(1 - e^(-vL/D)) by the dwell behind the wall, sqrt(pi T / (2 wall)) / v0 =
+    0.025, to 15 % (0.936 of it; 0.879 at wall 100), and the survival curve is the reflecting
+    constant-v chain's within the dwell times its largest density (0.0073 here).  (That
+    chain, the notebook's until 2026-12-07, is O(h) at its reflecting end: its mean is
+    7e-4 long at n = 1000; the soft wall's lattice reflects where the density is e^-50.)"""
+    T, L, wall = 1.0, 3.0, 2500.0
+    pot = Valley(**{**CLAIM5_VALLEY, "wall": wall})
+    v0 = valley_velocity(pot, T)
+    law = valley_passage_law(pot, T, L, first_order=False)
+    closed = L / v0 - T / v0 ** 2 * (1 - math.exp(-v0 * L / T))
+    dwell = math.sqrt(math.pi * T / (2 * wall)) / v0
+    assert abs((law.mean - closed) / dwell - 1) < 0.15
+    lam, c = reflecting_chain(L, v0, T, 1000)
+    assert abs(c @ (-1 / lam) - closed) < 2e-3 * closed      # its reflecting end is O(h): 7e-4
+    t = np.linspace(0.0, 15.0, 1501)
+    S_refl = np.exp(np.outer(t, lam)) @ c
+    density = -np.diff(S_refl) / np.diff(t)
+    gap = np.abs(law.survival(t) - S_refl).max()
+    assert gap < 1.2 * dwell * density.max()
+
+
+def test_valley_passage_law_against_a_simulation_of_the_soft_wall():
+    """Own Euler-Maruyama of ds = v0 (1 + alpha v0 / (2 k(s))) dt + wall max(-s, 0) dt +
+    sqrt(2T) dW (k = 4 e^(-s/2), d = 5, T = 1: v(s) falls from 0.94 to 0.72 of v0 = 1 over
+    [0, 3]; wall 10), 4000 paths from s = 0, step 0.002, first step with s >= 3 (the law's
+    Siegmund shift at record_dt = step), t_end = 12: E[min(tau, t_end)] = 2.631 +- 0.028
+    against the law's 2.608 (z = +0.8).  The wall's dwell (0.40) and a missing sqrt(2) in the
+    noise (0.45 in the constant-v closed form) are both > 10 se; the empirical survival lies
+    within the DKW band at 99.9 % of the law's."""
+    T, L, wall, dt, t_end, M = 1.0, 3.0, 10.0, 2e-3, 12.0, 4000
+    pot = Valley(d=5, profile="exp", k0=4.0, alpha=-0.5, bounds=(0.0, 6.0), wall=wall)
+    v0 = valley_velocity(pot, T)
+    rng = np.random.default_rng(7)
+    x, tau, alive = np.zeros(M), np.full(M, t_end), np.ones(M, bool)
+    for n in range(1, round(t_end / dt) + 1):
+        b = v0 * (1 + pot.alpha * v0 / (2 * 4.0 * np.exp(pot.alpha * x))) + wall * np.maximum(-x, 0)
+        x = x + b * dt + math.sqrt(2 * T * dt) * rng.standard_normal(M)
+        hit = alive & (x >= L)
+        tau[hit], alive = n * dt, alive & ~hit
+    law = valley_passage_law(pot, T, L, record_dt=dt)
+    mean, se = tau.mean(), tau.std(ddof=1) / math.sqrt(M)
+    assert_within_se(mean, law.restricted_mean(t_end), se, what="E[min(tau, t_end)]")
+    closed = lambda D: L / v0 - D / v0 ** 2 * (1 - math.exp(-v0 * L / D))     # noqa: E731
+    assert math.sqrt(math.pi * T / (2 * wall)) / v0 > 10 * se
+    assert abs(closed(T) - closed(T / 2)) > 10 * se
+    grid = np.linspace(0.0, t_end, 241)[1:-1]
+    S_emp = (tau[None, :] > grid[:, None]).mean(axis=1)
+    assert np.abs(S_emp - law.survival(grid)).max() < math.sqrt(math.log(2 / 1e-3) / (2 * M))
 
 
 def test_valley_increments_between_records_from_equilibrium_follow_the_growing_lag():

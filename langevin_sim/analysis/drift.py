@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import integrate, stats
+from scipy import integrate, linalg, stats
 
 from ..errors import ConfigError, LangevinSimWarning
 from ..io.reader import Run, check_run, check_trajectories
@@ -219,9 +219,46 @@ def _first_order_factor(potential: Valley, v0: float, step: float, s: ArrayLike,
     return np.mean(1 + step * kw / 2 + lag, axis=1)
 
 
+def _passage_ends(potential: Valley, temperature: float, target: float, record_dt: float,
+                  start: float | None, where: str) -> tuple[float, float, float, float]:
+    """(T, x0, hi, x_lo) of a first passage on a walled line "exp" Valley: the start (default
+    the lower wall), the target with Siegmund's shift 0.5826 sqrt(2 T record_dt) (crossings
+    seen only at records record_dt apart) and the lower end of the line, 10 thermal widths
+    sqrt(T / wall) behind the lower wall (or the start, if below it).  ConfigError otherwise."""
+    _check_exp_line(potential)
+    T = float(temperature)
+    if potential.bounds is None or not potential.wall > 0 or not T > 0:
+        raise ConfigError(f"{where} needs walls (bounds, wall > 0) and T > 0")
+    if not record_dt >= 0:
+        raise ConfigError(f"{where}: record_dt must be >= 0, got {record_dt}")
+    s_lo = potential.bounds[0]
+    x0 = s_lo if start is None else float(start)
+    hi = float(target) + (0.5826 * math.sqrt(2 * T * record_dt) if record_dt > 0 else 0.0)
+    if not x0 < hi <= potential.bounds[1]:
+        raise ConfigError(f"{where}: need start {x0:g} < target {hi:g} <= the upper wall "
+                          f"{potential.bounds[1]:g}")
+    return T, x0, hi, min(x0, s_lo) - 10 * math.sqrt(T / potential.wall)
+
+
+def _passage_drift(potential: Valley, T: float, step: float, first_order: bool,
+                   x: np.ndarray) -> np.ndarray:
+    """(n,) drift b(x) of s at x (n,): v0 = -alpha (d-1) T / 2, times `valley_velocity`'s
+    first-order factor at x unless not `first_order`, plus the lower wall's force
+    wall (s_lo - x) behind it (the upper wall lies beyond any target)."""
+    v0 = valley_velocity(potential, T)
+    v = v0 * (_first_order_factor(potential, v0, step, x) if first_order else np.ones_like(x))
+    return v + potential.wall * np.maximum(potential.bounds[0] - x, 0.0)
+
+
+def _settle_time(potential: Valley, x0: float) -> float:
+    """mean_i 1 / (2 k(x0) w_i): the delay of a start on the axis (transverse variances 0)."""
+    return float(np.mean(1 / (2 * potential.curvature(np.array([x0]))[0] * potential.weights)))
+
+
 def valley_passage_time(potential: Valley, temperature: float, target: float, step: float = 0.0,
                         record_dt: float = 0.0, start: float | None = None,
-                        first_order: bool = True, n: int = 20001) -> float:
+                        first_order: bool = True, n: int = 20001,
+                        from_axis: bool = False) -> float:
     """Mean first-passage time of s from `start` (default: the lower wall) up to `target` on a
     walled line Valley with profile "exp", for ds = v(s) dt + sqrt(2T) dW (time units).
 
@@ -231,28 +268,135 @@ def valley_passage_time(potential: Valley, temperature: float, target: float, st
     reflecting wall; 0.17 at T = 0.5 in scenarios/valley_drift.py).  record_dt > 0: crossings
     seen only at records, target shifted by Siegmund's 0.5826 sqrt(2 T record_dt).  Quadrature
     of E[tau] = int_start^target dx int_lo^x exp(Phi(y) - Phi(x)) dy / T, Phi' = v / T, on n
-    points.  Transverse coordinates at equilibrium at the start (on the axis: about
-    1 / (2 k(start)) later).
+    points.  Transverse coordinates at equilibrium at the start; `from_axis`: started on the
+    axis instead, mean_i 1 / (2 k(start) w_i) later (`valley_passage_law`'s docstring).
     """
-    _check_exp_line(potential)
-    T = float(temperature)
-    if potential.bounds is None or not potential.wall > 0 or not T > 0:
-        raise ConfigError("valley_passage_time needs walls (bounds, wall > 0) and T > 0")
-    s_lo = potential.bounds[0]
-    x0 = s_lo if start is None else float(start)
-    hi = float(target) + (0.5826 * math.sqrt(2 * T * record_dt) if record_dt > 0 else 0.0)
-    if not x0 < hi <= potential.bounds[1]:
-        raise ConfigError(f"need start {x0:g} < target {hi:g} <= the upper wall "
-                          f"{potential.bounds[1]:g}")
-    x = np.linspace(min(x0, s_lo) - 10 * math.sqrt(T / potential.wall), hi, n)
-    v0 = valley_velocity(potential, T)
-    v = v0 * (_first_order_factor(potential, v0, step, x) if first_order else 1.0)
-    v = v + potential.wall * np.maximum(s_lo - x, 0.0)
+    T, x0, hi, x_lo = _passage_ends(potential, temperature, target, record_dt, start,
+                                    "valley_passage_time")
+    x = np.linspace(x_lo, hi, n)
+    v = _passage_drift(potential, T, step, first_order, x)
     phi = integrate.cumulative_trapezoid(v, x, initial=0.0) / T
     e = np.exp(phi - phi.max())
     inner = integrate.cumulative_trapezoid(e, x, initial=0.0) / (T * e)
     keep = x >= x0
-    return float(integrate.trapezoid(inner[keep], x[keep]))
+    settle = _settle_time(potential, x0) if from_axis else 0.0
+    return float(integrate.trapezoid(inner[keep], x[keep])) + settle
+
+
+@dataclass(frozen=True)
+class PassageLaw(Result):
+    """Survival law S(t) = P(tau > t) of a first passage, as a sum of decaying exponentials.
+
+    S(t) = 1 for t < `delay`, then sum_j weights_j exp(rates_j (t - delay)); `rates` (n,) < 0
+    and `weights` (n,) (summing to 1) are the spectrum of the lattice chain
+    (`valley_passage_law`); `h` its spacing, `x` (n,) its live states, `drift` (n,) b(x).
+    """
+
+    rates: np.ndarray
+    weights: np.ndarray
+    delay: float
+    start: float
+    target: float
+    h: float
+    x: np.ndarray
+    drift: np.ndarray
+
+    def survival(self, t: ArrayLike) -> np.ndarray:
+        """S(t) at times t (any shape; the shape of t)."""
+        t = np.asarray(t, np.float64)
+        u = np.maximum(t - self.delay, 0.0)
+        S = (np.exp(u[..., None] * self.rates) @ self.weights).clip(0.0, 1.0)
+        return np.where(u > 0, S, 1.0)
+
+    def restricted_mean(self, t_end: float) -> float:
+        """E[min(tau, t_end)] = int_0^t_end S(t) dt (a passage not made by t_end counts there)."""
+        u = float(t_end) - self.delay
+        if u <= 0:
+            return float(t_end)
+        return self.delay + float(self.weights @ (np.expm1(self.rates * u) / self.rates))
+
+    @property
+    def mean(self) -> float:
+        """E[tau] = delay + sum_j weights_j / (-rates_j)."""
+        return self.delay + float(self.weights @ (-1 / self.rates))
+
+    def table(self) -> str:
+        q = [self.quantile(p) for p in (0.1, 0.5, 0.9)]
+        return (f"first passage {self.start:.4g} -> {self.target:.4g} (lattice h = {self.h:.3g}, "
+                f"{self.x.size} states): mean {self.mean:.4g}, delay {self.delay:.3g}; "
+                f"10/50/90 %: {q[0]:.4g} / {q[1]:.4g} / {q[2]:.4g}")
+
+    def quantile(self, q: float) -> float:
+        """Time by which a fraction q has passed (bisection on the monotone S)."""
+        lo, hi = self.delay, self.delay + 1.0
+        while 1 - float(self.survival(hi)) < q:
+            lo, hi = hi, self.delay + 2 * (hi - self.delay)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if 1 - float(self.survival(mid)) < q else (lo, mid)
+        return 0.5 * (lo + hi)
+
+    def plot(self, ax: Axes) -> None:
+        """Fraction passed 1 - S(t) out to its 99.9 % quantile."""
+        t = np.linspace(0.0, self.quantile(0.999), 400)
+        ax.plot(t, 1 - self.survival(t), "--", label="first-passage law")
+        ax.set(xlabel="time", ylabel="fraction reached", ylim=(0, 1))
+
+
+def valley_passage_law(potential: Valley, temperature: float, target: float, step: float = 0.0,
+                       record_dt: float = 0.0, start: float | None = None,
+                       first_order: bool = True, from_axis: bool = False,
+                       h: float | None = None) -> PassageLaw:
+    """The whole first-passage law of `valley_passage_time`'s process (time units): s from
+    `start` (default the lower wall) up to `target` (+ Siegmund's shift for `record_dt`) for
+    ds = b(s) dt + sqrt(2T) dW, b = v(s) (first-order or v0) plus the soft lower wall's force.
+
+    Lattice: a birth-death chain on a uniform grid of spacing h (the start a node, the shifted
+    target the absorbing node, reflecting 10 thermal widths behind the wall) with rates
+    T/h^2 +- b(x)/(2h) (central differences: mean and survival O(h^2) exact); default h:
+    (target - start)/1000, cut to T / max|b| so that every rate stays >= T/(2h^2) > 0 (the
+    wall's force, wall * 10 sqrt(T / wall), sets it: 1133 states at T = 0.25 for
+    scenarios/valley_drift.py).  The generator is similar (diagonal scaling) to a symmetric
+    tridiagonal matrix, diagonalized by scipy.linalg.eigh_tridiagonal; ConfigError if more
+    than 6000 states would be needed (a wall too stiff for this grid: use a reflecting law).
+
+    from_axis: the replicas start on the axis (transverse variances 0, as in
+    scenarios/valley_drift.py), not at transverse equilibrium.  The entropic force along s is
+    the transverse variances' deficit relaxing at rates 2 k w_i, so the drift loses
+    v0 mean_i 1/(2 k w_i) of displacement within a few 1/(2k) (0.025 at k = 20): the law is
+    shifted in time by mean_i 1/(2 k(start) w_i) (`PassageLaw.delay`).  An argument rather than
+    an offset the caller adds, because the shift belongs to the start (k and the weights at it),
+    and a shift rather than a second coordinate, because it is short against the transit and
+    the record interval, so the shape it leaves in S(t) cannot be resolved.
+    """
+    T, x0, hi, x_lo = _passage_ends(potential, temperature, target, record_dt, start,
+                                    "valley_passage_law")
+    n_up = 1000
+    if h is not None:
+        if not h > 0:
+            raise ConfigError(f"valley_passage_law: h must be > 0, got {h}")
+        n_up = max(1, math.ceil((hi - x0) / h))
+    x_probe = np.linspace(x_lo, hi, 4001)
+    b_max = float(np.max(np.abs(_passage_drift(potential, T, step, first_order, x_probe))))
+    n_up = max(n_up, math.ceil((hi - x0) * b_max / T))           # h <= T / max|b|
+    h_ = (hi - x0) / n_up
+    n_down = math.ceil((x0 - x_lo) / h_)
+    if n_up + n_down > 6000:
+        raise ConfigError(f"valley_passage_law: {n_up + n_down} lattice states needed for rates "
+                          f">= 0 (wall {potential.wall:g}, T {T:g}, h {h_:.3g}); at most 6000")
+    x = x0 + h_ * np.arange(-n_down, n_up)                          # live states; hi absorbs
+    b = _passage_drift(potential, T, step, first_order, x)
+    up, down = T / h_ ** 2 + b / (2 * h_), T / h_ ** 2 - b / (2 * h_)
+    down[0] = 0.0                                                  # reflecting at x_lo
+    # Q = S A S^-1 with S = diag(sigma), sigma_i+1 / sigma_i = sqrt(down_i+1 / up_i): A symmetric
+    off = np.sqrt(up[:-1] * down[1:])
+    lam, U = linalg.eigh_tridiagonal(-(up + down), off)
+    log_sigma = np.concatenate([[0.0], np.cumsum(0.5 * np.log(down[1:] / up[:-1]))])
+    i0 = n_down
+    # S(t) = e_i0^T e^(Qt) 1 = sum_k e^(lam_k t) U[i0, k] sum_j U[j, k] sigma_i0 / sigma_j
+    w = U[i0] * (np.exp(log_sigma[i0] - log_sigma) @ U)
+    delay = _settle_time(potential, x0) if from_axis else 0.0
+    return PassageLaw(lam, w, delay, x0, hi, h_, x, b)
 
 
 # ----------------------------------------------------------------------------- first passage
