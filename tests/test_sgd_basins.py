@@ -181,23 +181,27 @@ def test_sgd_chain_occupancy_converges_and_matches_a_simulation():
     assert abs(sim - blowtorch_occupancy(pot, 0.2, 1, b)[0]) > 15 * se
 
 
-class _Amplified(ShiftedMultiWell):
-    """Per-sample gradient deviations from the full gradient multiplied by `amp`: the full
-    loss unchanged, Var_i l_i' multiplied by amp^2."""
-    amp = 1.0
-
-    def grad(self, x, batch=None):
-        full = super().grad(x)
-        return full if batch is None else full + self.amp * (super().grad(x, batch) - full)
-
-
-def test_sgd_chain_occupancy_tends_to_the_blowtorch_in_the_diffusion_limit():
+def test_sgd_chain_occupancy_tends_to_the_blowtorch_in_the_diffusion_limit(monkeypatch):
     """lr -> 0 at fixed D(x) = lr Var_i l_i'/2 (deviations amplified by sqrt(1/lr)): the
     chain's sharp-well occupancy approaches the blowtorch density's (+24 % at lr = 0.05, +3 %
     at 0.0125; slowly, as the steps' sd sqrt(lr)).  At a fixed landscape (noise ~ lr) it does
     not: the occupancy is exponentially small in 1/lr and its exponent depends on the noise's
     whole law, not only its variance."""
     from langevin_sim.analysis.sgd_basins import sgd_chain_occupancy
+    from langevin_sim.potentials import base
+
+    # (a subclass registers itself: kept out of the registry the pair-coverage tests read)
+    monkeypatch.setattr(base, "REGISTRY", dict(base.REGISTRY))
+
+    class _Amplified(ShiftedMultiWell):
+        """Per-sample gradient deviations from the full gradient multiplied by `amp`: the
+        full loss unchanged, Var_i l_i' multiplied by amp^2."""
+        amp = 1.0
+
+        def grad(self, x, batch=None):
+            full = super().grad(x)
+            return full if batch is None else full + self.amp * (super().grad(x, batch) - full)
+
     err = []
     for lr in (0.05, 0.0125):
         pot = _Amplified([[-1.0], [1.0]], random_shifts(16, 1, 0.5, 1),
