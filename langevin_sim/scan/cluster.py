@@ -147,15 +147,18 @@ class _StopGate:
     inside Dask's start-up left a half-built cluster and ended the scan without a word and
     with its lock -- and `arm()`, once the scan waits for its points, raises for a signal
     remembered.  Both are remembered (`pending`: the signal, 0 for none) until the scan takes
-    them: a raise inside a weakref callback or a finalizer is printed ("Exception ignored")
-    and dropped, and `_collect` then raises it."""
+    them, and while `_collect` waits for the points (`polled`) neither raises: `_collect`
+    does, within its 50 ms poll.  (Raised from the handler there, the exception could land
+    in a weakref callback of Dask's, where Python prints "Exception ignored" with a traceback
+    and drops it: the scan ran its 10^7-step point to the end, or, once it was remembered,
+    stopped with that traceback on stderr.)"""
 
     def __init__(self, armed: bool) -> None:
-        self.pending, self.armed = 0, armed
+        self.pending, self.armed, self.polled = 0, armed, False
 
     def __call__(self, signum, frame) -> None:
         self.pending = signum
-        if signum == signal.SIGINT or self.armed:
+        if not self.polled and (signum == signal.SIGINT or self.armed):
             raise self.exception()
 
     def exception(self) -> KeyboardInterrupt:
@@ -397,21 +400,25 @@ def _collect(futures: dict, finished: Callable[[dict, dict], None],
              gate: _StopGate | None = None) -> None:
     """Hand each point's result to `finished` as its future completes (popped from
     `futures`: {future: task}); a future's error becomes a ``failed`` result.  Polls
-    `done()` between short sleeps, so that a Ctrl-C lands in the sleep: raised inside
-    `distributed.as_completed`'s Condition it could leave that lock held, and the client's
-    event loop, blocked on it, never delivered another result (a stopped scan hung in
-    1 of ~12 tries).  A SIGTERM or Ctrl-C the `gate` took whose raise was dropped (in a
-    weakref callback: Python prints "Exception ignored" and goes on; a scan then ran its
-    10^7-step point to the end) is raised here."""
-    while futures:
-        if gate is not None and gate.pending:
-            raise gate.exception()
-        done = [f for f in futures if f.done()]
-        if not done:
-            time.sleep(0.05)
-            continue
-        for fut in done:
-            _finish(futures, fut, finished)
+    `done()` between short sleeps, not `distributed.as_completed`: a Ctrl-C raised inside its
+    Condition could leave that lock held, and the client's event loop, blocked on it, never
+    delivered another result (a stopped scan hung in 1 of ~12 tries).  A SIGTERM or Ctrl-C
+    the `gate` took meanwhile is raised here, between polls (see `_StopGate`)."""
+    if gate is not None:
+        gate.polled = True
+    try:
+        while futures:
+            if gate is not None and gate.pending:
+                raise gate.exception()
+            done = [f for f in futures if f.done()]
+            if not done:
+                time.sleep(0.05)
+                continue
+            for fut in done:
+                _finish(futures, fut, finished)
+    finally:
+        if gate is not None:
+            gate.polled = False
 
 
 def _finish(futures: dict, fut, finished: Callable[[dict, dict], None]) -> None:
