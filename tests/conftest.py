@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # inherit both), so that the tests never leave -O1 kernels where a user's runs load theirs.
 # NUMBA_OPT=3 in the environment runs the suite on the kernels users run.
 os.environ.setdefault("NUMBA_OPT", "1")
+os.environ["NUMBA_CACHE_DIR"] = os.path.join(ROOT, ".numba-cache", f"tests-O{os.environ['NUMBA_OPT']}")
 
 # The Ctrl-C tests deliver SIGINT to this process and to the runs and scans it starts; a
 # session started as a background job of a script (`pytest &`) has SIGINT ignored, which its
@@ -27,7 +28,6 @@ os.environ.setdefault("NUMBA_OPT", "1")
 # the default, as from a terminal.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-os.environ["NUMBA_CACHE_DIR"] = os.path.join(ROOT, ".numba-cache", f"tests-O{os.environ['NUMBA_OPT']}")
 
 
 # ---------------------------------------------------------------- subprocesses started early
@@ -228,6 +228,8 @@ def pytest_sessionfinish(session):
         _pool.shutdown(wait=False, cancel_futures=True)
     for proc in list(_running):
         proc.kill()
+    if "outcomes" in _beside:
+        shutil.rmtree(os.path.dirname(_beside["outcomes"]), ignore_errors=True)
 
 
 @pytest.fixture
