@@ -100,7 +100,7 @@ def _submit(fn, params: dict):
 # failure text, skip reason). Only when the session also runs tests of other files, not under
 # xdist, and not with LANGEVIN_SIM_TESTS_BESIDE=0.
 
-BESIDE = ("tests/test_backends.py", "tests/test_toynet_kernels.py", "tests/test_fused_pairs.py")
+BESIDE = ("tests/test_backends.py", "tests/test_toynet_kernels.py")
 _ONLY, _OUTCOMES = "LANGEVIN_SIM_TESTS_ONLY", "LANGEVIN_SIM_TESTS_OUTCOMES"
 _beside: dict = {}
 
