@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 
 from langevin_sim import ConfigError, Simulation
-from langevin_sim.analysis.covariance import noise_eigenbasis
+from langevin_sim.analysis.covariance import gradient_noise_covariance, noise_eigenbasis
 from langevin_sim.dynamics import SGD, OverdampedLangevin
 from langevin_sim.potentials import LinearRegression, Quadratic
 from langevin_sim.scenario import RunParams, main, param, unused
@@ -97,9 +97,7 @@ def matched_temperature(pot: LinearRegression, lr: float, batch_size: int | None
     is isotropic there."""
     if batch_size is None:
         raise ConfigError("full-batch SGD has no minibatch noise to match (batch_size=none)")
-    m = pot.minimizer()
-    g = pot.A * (pot.A @ m - pot.y)[:, None]
-    C = g.T @ g / pot.n_samples - np.outer(g.mean(axis=0), g.mean(axis=0))
+    C = gradient_noise_covariance(pot, pot.minimizer())
     lam, V = noise_eigenbasis(pot.hessian_matrix, C)
     return {"T": lr * np.trace(C) / (2 * batch_size * pot.d), "C": C, "lam": lam, "V": V,
             "per_direction": lr * np.diag(V.T @ C @ V) / (2 * batch_size)}
