@@ -148,6 +148,33 @@ def test_reference_epoch_minibatches_are_each_replicas_permutation_sliced():
     np.testing.assert_array_equal(minibatch(noise, 0, n, n, "epoch"), want)
 
 
+
+@pytest.mark.parametrize("read_ahead", [13, 1 << 16])
+def test_reference_draws_read_ahead_are_the_step_draws(monkeypatch, read_ahead):
+    """With a horizon, the reference's per-step draws come from windows read ahead (windows
+    of `read_ahead` numbers at most, here also 13: a window per step or two); they are the
+    draws of each step made alone, for normals of odd lane counts in both dtypes, per-step
+    words, a step and the one after it (Leimkuhler-Matthews), steps asked again out of order
+    and past a window's end; a caller writing into a draw does not change the next."""
+    from langevin_sim.dynamics.base import NoiseSource
+
+    monkeypatch.setattr(NoiseSource, "READ_AHEAD", read_ahead)
+    reps, H = np.arange(3, 5), 30
+    noise = NoiseSource(11, reps, horizon=H)
+    for t in (0, 1, 2, 1, 5, 6, 28, 29, 3, 0):
+        for lanes, purpose, dt in ((3, rng.NOISE, np.float64), (5, rng.LABEL_NOISE, np.float32)):
+            for s in (t, min(t + 1, H - 1)):
+                got = noise.normals(s, lanes, purpose, dt)
+                assert got.dtype == dt and got.shape == (2, lanes)
+                np.testing.assert_array_equal(got, rng.step_normals(11, reps, s, lanes, purpose, dt))
+                got[:] = np.nan
+        for count, purpose in ((4, rng.MINIBATCH), (1, rng.ACCEPT), (3, rng.SUBSET)):
+            got = noise.words(purpose, t * count, count)
+            np.testing.assert_array_equal(got, rng.stream_words(11, purpose, reps, t * count, count))
+            got[:] = 0
+    np.testing.assert_array_equal(noise.words(rng.MINIBATCH, 6, 4),      # not at a step's start
+                                  rng.stream_words(11, rng.MINIBATCH, reps, 6, 4))
+
 def test_bad_seed():
     with pytest.raises(ConfigError, match="seed"):
         rng.key_of(-1)

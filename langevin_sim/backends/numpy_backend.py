@@ -46,7 +46,8 @@ def reference_advance(sim, t0: int, K: int, replicas=None) -> None:
     fp = getattr(sim, "first_passage", None)
     fp_state = None if fp is None else {k: sim.state[k][alive] for k in FP_KEYS}
     state = {k: v[alive] for k, v in sim.state.items() if k not in FP_KEYS}
-    noise = NoiseSource(sim.seed, sim.first_replica + alive)
+    noise = NoiseSource(sim.seed, sim.first_replica + alive,
+                        horizon=t0 + K + sim.dynamics.steps_ahead)
     live = np.ones(alive.size, bool)
     with np.errstate(all="ignore"):
         for t in range(t0, t0 + K):

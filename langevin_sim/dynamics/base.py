@@ -15,20 +15,52 @@ REGISTRY: dict[str, type["Dynamics"]] = {}
 
 
 class NoiseSource:
-    """Random numbers for replicas `replicas` (global ids) under `seed` (NumPy reference)."""
+    """Random numbers for replicas `replicas` (global ids) under `seed` (NumPy reference).
 
-    def __init__(self, seed: int, replicas: np.ndarray):
+    A step's draws (`normals`, and `words` at start = step * count) are read ahead: the
+    following steps' draws, up to step `horizon` - 1 and `READ_AHEAD` numbers, come from the
+    same call (the same numbers: each is a function of its stream position). Drawn one step
+    at a time for a few replicas, the reference spent most of its time in NumPy's per-call
+    overhead. Without a horizon, each step's draws are made alone."""
+
+    READ_AHEAD = 1 << 16        # numbers per read-ahead draw, at most
+
+    def __init__(self, seed: int, replicas: np.ndarray, horizon: int | None = None):
         self.seed, self.replicas = int(seed), np.asarray(replicas, dtype=np.uint64)
+        self.horizon = horizon
+        self._ahead: dict = {}   # (kind, purpose, count, dtype) -> (first step, (M, steps*count))
         self._perms: tuple | None = None
+
+    def _step(self, key: tuple, step: int, count: int, draw) -> np.ndarray:
+        """(M, count) draws of `step`: from the read-ahead window of `key`, drawn anew
+        (draw(first position, numbers)) when the step lies outside it."""
+        first, block = self._ahead.get(key, (step, None))
+        if block is None or not first <= step < first + block.shape[1] // count:
+            steps = 1
+            if self.horizon is not None:
+                cap = self.READ_AHEAD // (count * max(len(self.replicas), 1))
+                steps = max(1, min(self.horizon - step, cap))
+            first, block = step, draw(step * count, steps * count)
+            self._ahead[key] = (first, block)
+        j = (step - first) * count
+        return block[:, j:j + count].copy()
 
     def normals(self, step: int, lanes: int, purpose: int = rng.NOISE,
                 dtype=np.float64) -> np.ndarray:
         """(M, lanes) normals of one step: float64, or float32 ones for float32 states."""
-        return rng.step_normals(self.seed, self.replicas, step, lanes, purpose, dtype)
+        if lanes <= 0:
+            return rng.step_normals(self.seed, self.replicas, step, lanes, purpose, dtype)
+        return self._step(("normals", purpose, lanes, np.dtype(dtype)), step, lanes,
+                          lambda start, n: rng.stream_normals(self.seed, purpose, self.replicas,
+                                                              start, n, dtype))
 
     def words(self, purpose: int, start: int, count: int) -> np.ndarray:
         """(M, count) uint64 words at stream positions start..start+count-1."""
-        return rng.stream_words(self.seed, purpose, self.replicas, start, count)
+        def draw(first: int, n: int) -> np.ndarray:
+            return rng.stream_words(self.seed, purpose, self.replicas, first, n)
+        if count <= 0 or start % count:
+            return draw(start, count)
+        return self._step(("words", purpose, count, None), start // count, count, draw)
 
     def permutations(self, epoch: int, n: int) -> np.ndarray:
         """(M, n) int64: every replica's `rng.epoch_permutation` of `epoch` (a stable sort of
@@ -36,7 +68,7 @@ class NoiseSource:
         it (made again at every step, one replica at a time, epoch sampling ran ~50x slower
         than "iid" on this backend)."""
         if self._perms is None or self._perms[0] != (epoch, n):
-            w = self.words(rng.PERMUTE, epoch * n, n)
+            w = rng.stream_words(self.seed, rng.PERMUTE, self.replicas, epoch * n, n)
             self._perms = ((epoch, n), np.argsort(w, axis=1, kind="stable").astype(np.int64))
         return self._perms[1]
 
