@@ -283,10 +283,10 @@ def ptx_compilation(code: str):
     return lambda: ([sys.executable, "-c", PTX_PREAMBLE + code], env)
 
 
-def check_ptx_compilation(fn) -> None:
-    """The result of the `ptx_compilation` test function fn: "ok", or the test skipped where
-    libNVVM is missing."""
-    r = early_result(fn)
+def check_ptx_compilation(fn, **params) -> None:
+    """The result of the `ptx_compilation` test function fn (with these parameters): "ok",
+    or the test skipped where libNVVM is missing."""
+    r = early_result(fn, **params)
     assert r.returncode == 0, r.stderr[-3000:]
     if r.stdout.startswith("skip:"):
         pytest.skip(r.stdout.strip())

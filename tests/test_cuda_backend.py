@@ -499,12 +499,15 @@ def test_extras_name_cupy_and_numba_cuda_per_cuda_major():
     assert extras["gpu"] == extras["cuda12"]
 
 
-PTX_CODE = """
+PTX_IMPORTS = """
 from numba import boolean, float32, float64, int32, int64, types, uint64
 from langevin_sim.backends import cuda_kernels as ck
 from langevin_sim.dynamics import MALA, SGD, AdamW, Heun, UnderdampedLangevin
 from langevin_sim.kernels import pspin, quadratic, toynets
 import re
+"""
+
+PTX_DENSE = """
 I1, I2, F1 = int64[::1], int64[:, ::1], float64[::1]
 for ft in (float32, float64):
     f32, W, V = ft is float32, ft[:, ::1], ft[::1]
@@ -540,58 +543,6 @@ for ft in (float32, float64):
                               (W, int64) + (I2,) * 5 + (I1, float64[:, ::1], F1, I1, int64),
                               cc=(9, 0))
     assert "mul.rn.f64" in ptx and not re.search(r"\\b(mul|add|fma)\\.f64", ptx), "fusable"
-    # the toy nets' kernel, batch 32, TeacherStudentMLP at W4's sizes (d_in 16, hidden 32) and
-    # ModularArithmeticMLP p = 7, hidden 16 (one-hot, int64 labels), x SGD / AdamW: parameters
-    # and optimizer states stay out of local memory; only SGD's normals go there (W4: the 18
-    # of the owned parameters; p = 7: 22 owned and 7 of b2, 16-byte aligned: 30 items); W4's
-    # SGD in float32 also with gradient and label noise, subset draws and W4's epoch
-    # permutations of 1024 samples sorted in the kernel (keys in shared memory; the gradient
-    # noise puts the 18 gradients in local memory too: twice the budget); the full-batch
-    # BAOAB (float32) and Heun (float64) as SGD: only their normals; MALA (p = 7) too.
-    # A variant compiles in one dtype (the dtypes differ in the literals' and arrays' types,
-    # which W4's SGD checks in both; each compilation takes ~5 s of the suite)
-    variants = [(16, 32, 0, 18, SGD)]
-    if f32:
-        variants += [(14, 16, 7, 30, AdamW), (16, 32, 0, 18, SGD, True, True, True, 1024),
-                     (16, 32, 0, 18, UnderdampedLangevin),
-                     (14, 16, 7, 30, MALA)]   # x kept, g as state: only the normals too
-    else:
-        variants += [(16, 32, 0, 18, AdamW), (14, 16, 7, 30, SGD), (16, 32, 0, 18, Heun)]
-    for d_in, hidden, classes, normals, rule, *opts in variants:
-        ptx, _ = cuda.compile_ptx(
-            toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
-            toynets.launch_types(f32, classes), cc=(9, 0))
-        depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
-        budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is not AdamW else 0
-        assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
-    # ClassifierMLP on digits (d_in 64, hidden 32, 10 classes, dense inputs): 75 parameters
-    # per lane, in local memory, dW1 summed an entry at a time (`samples_outer` False)
-    if f32:
-        cuda.compile_ptx(toynets.cuda_kernel(f32, 64, 32, 32, SGD, 10, outer=False).py_func,
-                         toynets.launch_types(f32, 10), cc=(9, 0))
-    # a learned embedding (p = 7, e = 4, hidden 16; inputs the operand pairs, int64): the
-    # lane's embedding entry stays out of local memory too (SGD in float32: the unit's 16
-    # normals only; AdamW in float64: nothing)
-    rule = SGD if f32 else AdamW
-    ptx, _ = cuda.compile_ptx(
-        toynets.cuda_kernel(f32, 8, 16, 32, rule, 7, embed=4).py_func,
-        toynets.launch_types(f32, 7, pairs=True), cc=(9, 0))
-    depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
-    assert depot is None or int(depot.group(1)) <= (64 if f32 else 0), ("embed", depot.group(0))
-    # the grokking scenario's default net (p = 23, hidden 64, 317 samples, full batch) x AdamW:
-    # two warps per replica, the batch in tiles, the one-hot inputs gathered (operand pairs,
-    # int64); its 70 parameters per lane and their states go to local memory (at most the four
-    # arrays x, m, s, g, 16-byte aligned)
-    tile = toynets.tile_of(46, 64, 317, ft.bitwidth // 8, 23, gather=True)
-    ptx, _ = cuda.compile_ptx(
-        toynets.cuda_kernel(f32, 46, 64, 317, AdamW, 23, warps=2, tile=tile,
-                            gather=True).py_func,
-        toynets.launch_types(f32, 23, pairs=True), cc=(9, 0))
-    depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
-    assert 0 < tile < 317 and (depot is None or int(depot.group(1)) <= 4 * 72 * ft.bitwidth // 8)
-    # its static shared memory (the arrays' sizes, each padded to 8 bytes) within 48 KiB
-    shared = re.findall(r"\\.shared \\.align \\d+ \\.b8 \\S+\\[(\\d+)\\]", ptx)
-    assert sum(-(-int(n) // 8) * 8 for n in shared) <= 48 * 1024, shared
     # the generic path's elementwise kernels, with the types `DeviceRun.elementwise` and
     # `DeviceRun.freeze` launch them with (bad: int32 flags)
     B1, U4 = int32[::1], (uint64,) * 4
@@ -603,21 +554,89 @@ for ft in (float32, float64):
                                            types.UniTuple(W, 3)), cc=(9, 0))
 for out in (int64[:, ::1], uint64[:, ::1]):
     cuda.compile_ptx(ck.words().py_func, (out,) + (uint64,) * 4 + (int64, int64), cc=(9, 0))
-print("ok")
+"""
+
+PTX_TOYNETS = """
+for ft in (float32, float64):
+    f32 = ft is float32
+    # the toy nets' kernel, batch 32, TeacherStudentMLP at W4's sizes (d_in 16, hidden 32) and
+    # ModularArithmeticMLP p = 7, hidden 16 (one-hot, int64 labels), x SGD / AdamW: parameters
+    # and optimizer states stay out of local memory; only SGD's normals go there (W4: the 18
+    # of the owned parameters; p = 7: 22 owned and 7 of b2, 16-byte aligned: 30 items); W4's
+    # SGD in float32 also with gradient and label noise, subset draws and W4's epoch
+    # permutations of 1024 samples sorted in the kernel (keys in shared memory; the gradient
+    # noise puts the 18 gradients in local memory too: twice the budget); the full-batch
+    # BAOAB (float32) and Heun (float64) as SGD: only their normals; MALA (p = 7) too.
+    # A toy-net kernel takes ~5 s to compile: PART "default" compiles W4's SGD in both dtypes
+    # (the dtypes differ in the literals' and arrays' types), the embedding and the grokking
+    # net each in one; PART "slow" the other variants and dtypes.
+    variants = {"default": [(16, 32, 0, 18, SGD, True, True, True, 1024)] if f32 else
+                [(16, 32, 0, 18, SGD)],
+                "slow": [(14, 16, 7, 30, AdamW), (16, 32, 0, 18, SGD),
+                         (16, 32, 0, 18, UnderdampedLangevin),
+                         (14, 16, 7, 30, MALA)] if f32 else   # x kept, g as state: normals only
+                [(16, 32, 0, 18, AdamW), (14, 16, 7, 30, SGD), (16, 32, 0, 18, Heun)]}
+    for d_in, hidden, classes, normals, rule, *opts in variants[PART]:
+        ptx, _ = cuda.compile_ptx(
+            toynets.cuda_kernel(f32, d_in, hidden, 32, rule, classes, *opts).py_func,
+            toynets.launch_types(f32, classes), cc=(9, 0))
+        depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
+        budget = normals * ft.bitwidth // 8 * (2 if opts else 1) if rule is not AdamW else 0
+        assert depot is None or int(depot.group(1)) <= budget, (rule, classes, depot.group(0))
+    # ClassifierMLP on digits (d_in 64, hidden 32, 10 classes, dense inputs): 75 parameters
+    # per lane, in local memory, dW1 summed an entry at a time (`samples_outer` False)
+    if f32 and PART == "default":
+        cuda.compile_ptx(toynets.cuda_kernel(f32, 64, 32, 32, SGD, 10, outer=False).py_func,
+                         toynets.launch_types(f32, 10), cc=(9, 0))
+    # a learned embedding (p = 7, e = 4, hidden 16; inputs the operand pairs, int64): the
+    # lane's embedding entry stays out of local memory too (SGD in float32: the unit's 16
+    # normals only; AdamW in float64: nothing)
+    rule = SGD if f32 else AdamW
+    if (PART == "default") != f32:
+        ptx, _ = cuda.compile_ptx(
+            toynets.cuda_kernel(f32, 8, 16, 32, rule, 7, embed=4).py_func,
+            toynets.launch_types(f32, 7, pairs=True), cc=(9, 0))
+        depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
+        assert depot is None or int(depot.group(1)) <= (64 if f32 else 0), ("embed", depot.group(0))
+    # the grokking scenario's default net (p = 23, hidden 64, 317 samples, full batch) x AdamW:
+    # two warps per replica, the batch in tiles, the one-hot inputs gathered (operand pairs,
+    # int64); its 70 parameters per lane and their states go to local memory (at most the four
+    # arrays x, m, s, g, 16-byte aligned)
+    if (PART == "default") == f32:
+        tile = toynets.tile_of(46, 64, 317, ft.bitwidth // 8, 23, gather=True)
+        ptx, _ = cuda.compile_ptx(
+            toynets.cuda_kernel(f32, 46, 64, 317, AdamW, 23, warps=2, tile=tile,
+                                gather=True).py_func,
+            toynets.launch_types(f32, 23, pairs=True), cc=(9, 0))
+        depot = re.search(r"__local_depot0\\[(\\d+)\\]", ptx)
+        assert 0 < tile < 317 and (depot is None or int(depot.group(1)) <= 4 * 72 * ft.bitwidth // 8)
+        # its static shared memory (the arrays' sizes, each padded to 8 bytes) within 48 KiB
+        shared = re.findall(r"\\.shared \\.align \\d+ \\.b8 \\S+\\[(\\d+)\\]", ptx)
+        assert sum(-(-int(n) // 8) * 8 for n in shared) <= 48 * 1024, shared
 """
 
 
+def fused_ptx(part: str):
+    """`starts_early` spec: the dense kernels and the toy nets' PART "default", or the toy
+    nets' PART "slow" (-m slow)."""
+    code = PTX_IMPORTS + (PTX_DENSE if part == "default" else "")
+    return ptx_compilation(code + f"PART = {part!r}\n" + PTX_TOYNETS + 'print("ok")\n')()
+
+
 if not SIM:
-    @starts_early(ptx_compilation(PTX_CODE), timeout=600)
-    def test_fused_dense_kernels_compile_for_the_real_cuda_target():
+    @pytest.mark.parametrize("part", ["default", pytest.param("slow", marks=pytest.mark.slow)])
+    @starts_early(fused_ptx, timeout=600)
+    def test_fused_dense_kernels_compile_for_the_real_cuda_target(part):
         """The generic path's elementwise kernels, the fused GEMM-step kernel with the p-spin
         and Quadratic row rules (and the packed products kernel), the dense quadratic forms'
         BAOAB kernel, and the fused toy-net kernel (TeacherStudentMLP, ModularArithmeticMLP,
         ClassifierMLP) with SGD's and AdamW's rules, compile to PTX with numba's CUDA target,
-        float32 and float64 (a toy-net variant in one of them): the typing the simulator does
-        not do (column views, local and shared arrays, block votes, libdevice primitives).
-        No GPU needed; skipped where libNVVM is missing."""
-        check_ptx_compilation(test_fused_dense_kernels_compile_for_the_real_cuda_target)
+        float32 and float64 (a toy-net variant in one of them; "slow": the other toy-net
+        variants, and the embedding's and grokking net's other dtype): the typing the
+        simulator does not do (column views, local and shared arrays, block votes, libdevice
+        primitives).  No GPU needed; skipped where libNVVM is missing."""
+        check_ptx_compilation(test_fused_dense_kernels_compile_for_the_real_cuda_target,
+                              part=part)
 
     def test_kernel_resources_takes_the_newest_ptxas(tmp_path, monkeypatch):
         """libNVVM's PTX needs a ptxas at least as new (numba-cuda 0.30 with the CUDA 13.5
