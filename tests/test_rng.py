@@ -175,6 +175,44 @@ def test_reference_draws_read_ahead_are_the_step_draws(monkeypatch, read_ahead):
     np.testing.assert_array_equal(noise.words(rng.MINIBATCH, 6, 4),      # not at a step's start
                                   rng.stream_words(11, rng.MINIBATCH, reps, 6, 4))
 
+@pytest.mark.parametrize("dyn", ["lm", "sgd-iid", "mala"])
+def test_reference_runs_in_pieces_read_ahead_as_step_by_step(monkeypatch, dyn):
+    """The reference's NoiseSource outlives an advance (its read-ahead windows span record and
+    swap intervals) while its replicas stay: advanced in pieces of 1 to 7 steps, with a
+    replica frozen at its first step and steps asked one ahead (Leimkuhler-Matthews),
+    a run equals the same run drawn a step at a time."""
+    from langevin_sim import Simulation
+    from langevin_sim.backends import numpy_backend
+    from langevin_sim.dynamics import MALA, SGD, LeimkuhlerMatthews
+    from langevin_sim.dynamics.base import NoiseSource
+    from langevin_sim.potentials import DoubleWell, LinearRegression
+
+    make = {"lm": (lambda: DoubleWell(d=2), LeimkuhlerMatthews(0.05, 0.5)),
+            "sgd-iid": (lambda: LinearRegression(n=20, d=3, seed=2),
+                        SGD(0.05, 4, sampling="iid", temperature=0.1)),
+            "mala": (lambda: DoubleWell(d=2), MALA(0.2, 0.5))}[dyn]
+    pieces = [1, 7, 3, 1, 1, 5, 2, 6, 4, 7, 1, 3]
+    runs = []
+    for ahead in (True, False):
+        if not ahead:      # a window of one step, drawn anew at every advance
+            monkeypatch.setattr(NoiseSource, "READ_AHEAD", 1)
+            monkeypatch.setattr(numpy_backend, "READ_PAST", 0)
+        pot, dyn_ = make[0](), make[1]
+        init = np.full((5, pot.d), 0.3)
+        init[2] = 40.0                                    # past the bound: frozen at step 1
+        sim = Simulation(pot, dyn_, 5, backend="numpy", seed=9, first_replica=3, init=init,
+                         divergence_bound=35.0)
+        for k in pieces:
+            sim.advance(k)
+            if not ahead:
+                numpy_backend._NOISE.clear()
+        runs.append(sim)
+    assert runs[0].diverged_step[2] > 0 and (np.delete(runs[0].diverged_step, 2) < 0).all()
+    np.testing.assert_array_equal(runs[0].diverged_step, runs[1].diverged_step)
+    for k, v in runs[1].state.items():
+        np.testing.assert_array_equal(runs[0].state[k], v, err_msg=k)
+
+
 def test_bad_seed():
     with pytest.raises(ConfigError, match="seed"):
         rng.key_of(-1)

@@ -1,6 +1,8 @@
 """NumPy reference backend: one dynamics step at a time, float64-exact specification."""
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ..dynamics.base import NoiseSource
@@ -35,6 +37,23 @@ class NumpyBackend:
         reference_advance(sim, t0, K)
 
 
+# each Simulation's NoiseSource, kept from one advance to the next while its replicas stay
+# (a run advances by a record interval, a replica-exchange ladder by a swap interval: the
+# windows read ahead outlive them)
+_NOISE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+READ_PAST = 1024     # steps read ahead past the advance's end, at most (`NoiseSource.READ_AHEAD`)
+
+
+def _noise_source(sim, replicas: np.ndarray, end: int) -> NoiseSource:
+    """The reference's NoiseSource of `sim` for `replicas` (global ids), reading ahead to
+    step end + READ_PAST."""
+    src = _NOISE.get(sim)
+    if src is None or src.seed != sim.seed or not np.array_equal(src.replicas, replicas):
+        src = _NOISE[sim] = NoiseSource(sim.seed, replicas)
+    src.horizon = end + READ_PAST
+    return src
+
+
 def reference_advance(sim, t0: int, K: int, replicas=None) -> None:
     """Reference steps for all replicas (or the index array `replicas`) of `sim`.  A
     first-passage observer (`sim.first_passage`) is updated after every step from the new
@@ -46,8 +65,7 @@ def reference_advance(sim, t0: int, K: int, replicas=None) -> None:
     fp = getattr(sim, "first_passage", None)
     fp_state = None if fp is None else {k: sim.state[k][alive] for k in FP_KEYS}
     state = {k: v[alive] for k, v in sim.state.items() if k not in FP_KEYS}
-    noise = NoiseSource(sim.seed, sim.first_replica + alive,
-                        horizon=t0 + K + sim.dynamics.steps_ahead)
+    noise = _noise_source(sim, sim.first_replica + alive, t0 + K + sim.dynamics.steps_ahead)
     live = np.ones(alive.size, bool)
     with np.errstate(all="ignore"):
         for t in range(t0, t0 + K):

@@ -39,7 +39,8 @@ class NoiseSource:
             steps = 1
             if self.horizon is not None:
                 cap = self.READ_AHEAD // (count * max(len(self.replicas), 1))
-                steps = max(1, min(self.horizon - step, cap))
+                last = (2**63 - 1) // count       # stream positions stay within int64
+                steps = max(1, min(self.horizon - step, cap, last - step))
             first, block = step, draw(step * count, steps * count)
             self._ahead[key] = (first, block)
         j = (step - first) * count
