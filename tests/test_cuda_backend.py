@@ -1305,12 +1305,14 @@ if SIM:
 
     def test_gpu_check_script_runs_dry_under_the_simulator(tmp_path):
         """benchmarks/gpu_check.sh with GPU_CHECK_DRY=1: its steps as on a GPU (the GPU tests
-        collected and skipped, gpu_throughput.py --tiny), its one report copied to $OUT."""
+        collected and skipped, gpu_throughput.py --tiny), its one report copied to $OUT; the
+        tests of a part (GPU_TESTS passes a quoted -k expression to pytest whole)."""
         env = dict(os.environ, GPU_CHECK_DRY="1", PYTHON=sys.executable, OUT=str(tmp_path),
-                   GPU_TEST_WORKERS="1")
+                   GPU_TEST_WORKERS="1", GPU_TESTS='-k "philox or resume"')
         r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env,
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        assert re.search(r"\d+ skipped, \d+ deselected", r.stdout), r.stdout[-3000:]
         text = (tmp_path / "gpu-simulator.md").read_text()
         for w in ("W1", "W2", "W3", "W4", "float32", "float64", "Philox",
                   "A large toy net: the fused kernel against the generic path",
@@ -1336,17 +1338,7 @@ if SIM:
                            capture_output=True, text=True, timeout=100, cwd=ROOT)
         assert time.time() - t0 < 60, r.stdout[-2000:]
         assert "pytest exit status: 137" in r.stdout and r.returncode != 0, r.stdout[-2000:]
-
-    def test_gpu_check_script_runs_a_part_for_a_second_call(tmp_path):
-        """GPU_TESTS passes a quoted -k expression to pytest whole; GPU_BENCH=none skips the
-        benchmark (and the report says so)."""
-        env = dict(os.environ, GPU_CHECK_DRY="1", PYTHON=sys.executable, OUT=str(tmp_path),
-                   GPU_TEST_WORKERS="1", GPU_TESTS='-k "philox or resume"', GPU_BENCH="none")
-        r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env,
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-        assert re.search(r"\d+ skipped, \d+ deselected", r.stdout), r.stdout[-3000:]
-        text = (tmp_path / "gpu-simulator.md").read_text()
+        text = (tmp_path / "gpu-simulator.md").read_text()     # GPU_BENCH=none: no benchmark
         assert "skipped (GPU_BENCH=none)" in text and "gpu_throughput" not in text
 
     # ------------------------------------------------------------ fused DoubleWell kernels
