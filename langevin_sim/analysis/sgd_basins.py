@@ -130,10 +130,12 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
     The chain's kernel is a finite mixture of deterministic maps, one per batch: with
     batch_size S = 1 the n maps x - lr l_i'(x) (weight 1/n each); S = 2 the n(n + 1)/2
     unordered pairs (i.i.d.: 1/n^2 for i = j, 2/n^2 otherwise; "subset": the n(n - 1)/2
-    pairs i < j, 2/(n(n - 1))).  For i.i.d. batches of S >= 3 the step is x plus the sum of
-    S i.i.d. draws of -lr l_i'(x)/S, whose law on the grid's lattice is the S-fold
-    convolution (FFT) of one draw's; "subset" batches of S >= 3 are refused (no convolution
-    form), and so are "epoch" batches (x alone is not a Markov chain under reshuffling).
+    pairs i < j, 2/(n(n - 1))).  For S >= 3 the step is x plus the sum of S draws of
+    -lr l_i'(x)/S, each split onto the grid's lattice: i.i.d. draws' law is the S-fold
+    convolution of one draw's, a subset's (S distinct samples, each of the C(n, S) batches
+    alike) the elementary symmetric polynomial e_S of the n draws' laws over C(n, S), both
+    by FFT (n S products per frequency for a subset).  "epoch" batches are refused (x alone
+    is not a Markov chain under reshuffling).
     Transfer operator on n_grid points over bounds (1, 2), spacing h: each point's mass goes
     where each map sends it, split linearly between the two nearest points (each draw's
     split separately in the convolution), so a point's weight is its hat function's mass;
@@ -147,7 +149,11 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
     claim 2b's landscape (lr = 0.2, n = 64, bounds of length 23) the sharp label's
     occupancy is 0.017034, 0.017036, 0.017032, 0.017030 at n_grid = 2001 ... 16001 (S = 1),
     0.002070, 0.002067, 0.002065 at 2001 ... 8001 (S = 2), 2.40e-5, 2.28e-5, 2.24e-5
-    (S = 4).  Time: ~1 s at n_grid = 4001, ~10 s at 8001 (S = 2, 4).  ConfigError if the chain sends
+    (S = 4); subset batches 1.12e-4, 1.08e-4, 1.07e-4 (S = 3), 5.7e-6, 5.3e-6, 5.1e-6
+    (S = 4).  The FFT's round-off (each column's law is cut at 1e-14 of its peak) makes
+    occupancies below ~1e-12 meaningless (subset S = 8 there: 2e-17 ... 1e-13 between
+    grids).  Time: ~2 s at n_grid = 4001, ~10-15 s at 8001 (S = 2, 4; half of it the sparse
+    LU).  ConfigError if the chain sends
     more than 1e-12 of its stationary mass per step beyond bounds (widen them), for
     d != 1, a potential without per-sample losses, or a full batch (no noise)."""
     if potential.d != 1:
@@ -167,11 +173,6 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
         raise ConfigError("full-batch SGD (batch_size none or n) has no minibatch noise: the chain "
                           "is gradient descent, with no stationary spread to compute")
     S = int(batch_size)
-    if sampling == "subset" and S > 2:
-        raise ConfigError(f"sampling='subset' with batch_size {S} > 2 has no exact construction "
-                          "here (its batch mean is not a convolution of independent draws, and the "
-                          f"C({n}, {S}) batches are too many to enumerate): use sampling='iid', or "
-                          "batch_size <= 2")
     N = check_int("n_grid", n_grid, 3)
     lo, hi = np.asarray(bounds, np.float64).ravel()
     if not hi > lo:
@@ -179,7 +180,7 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
     x = np.linspace(lo, hi, N)
     g = _sample_gradients(potential, x)                                # (n, N)
     P, lost = (_enumerated_kernel(x, g, lr, S, sampling) if S <= 2 else
-               _convolved_kernel(x, g, lr, S))
+               _convolved_kernel(x, g, lr, S, sampling))
     pi = _stationary(P)
     leak = float(pi @ lost)
     if leak > 1e-12:
@@ -225,10 +226,15 @@ def _enumerated_kernel(x, g, lr, S, sampling):
     return sparse.hstack(parts, format="csc"), lost
 
 
-def _convolved_kernel(x, g, lr, S):
-    """As `_enumerated_kernel` for i.i.d. batches of any S: the step from x_j is the sum of S
-    i.i.d. draws of -lr g_i(x_j)/S, each split onto the grid's lattice (spacing h), so its
-    law is the S-fold convolution of one draw's (by FFT)."""
+def _convolved_kernel(x, g, lr, S, sampling="iid"):
+    """As `_enumerated_kernel` for batches of any S: the step from x_j is the sum of S draws
+    of -lr g_i(x_j)/S, each split onto the grid's lattice (spacing h) as the two-point law
+    q_i(z) = z^m_i ((1 - t_i) + t_i z).  Its generating function is (mean_i q_i)^S for
+    i.i.d. draws, and e_S(q_1 .. q_n) / C(n, S) for a subset (S distinct samples: the
+    elementary symmetric polynomial, by the recursion e_k += q_i e_(k-1) over the samples),
+    both evaluated at the FFT's roots of unity and transformed back."""
+    from math import comb
+
     from scipy import fft
 
     n, N = g.shape
@@ -240,17 +246,28 @@ def _convolved_kernel(x, g, lr, S):
     L1 = int((m.max(axis=0) - base).max()) + 2
     Lf = S * (L1 - 1) + 1
     nfft = fft.next_fast_len(Lf, real=True)
-    chunk = max(1, 4_000_000 // nfft)
+    kk = np.arange(nfft // 2 + 1)
+    z = np.exp(-2j * np.pi * kk / nfft)                                    # rfft's roots
+    zpow = np.exp(-2j * np.pi * (np.arange(L1)[:, None] * kk % nfft) / nfft)   # z^l, (L1, bins)
+    chunk = max(1, 2_000_000 // ((S + 2) * z.size))
     parts, lost = [], np.zeros(N)
     for c0 in range(0, N, chunk):
         cols = np.arange(c0, min(N, c0 + chunk))
         c = cols.size
-        q = np.zeros((c, L1))
-        loc = (m[:, cols] - base[cols]).T                                   # (c, n)
-        rr = np.broadcast_to(np.arange(c)[:, None], loc.shape)
-        np.add.at(q, (rr, loc), (1 - t[:, cols].T) / n)
-        np.add.at(q, (rr, loc + 1), t[:, cols].T / n)
-        r = fft.irfft(fft.rfft(q, nfft, axis=1) ** S, nfft, axis=1)[:, :Lf]
+        e = np.zeros((S + 1, c, z.size), np.complex128)
+        e[0] = 1.0
+        for i in range(n):
+            q = zpow[m[i, cols] - base[cols]]                              # the draw's law
+            q *= (1 - t[i, cols, None]) + t[i, cols, None] * z
+            if sampling == "iid":
+                e[1] += q
+            else:
+                for k in range(min(i + 1, S), 0, -1):
+                    e[k] += q * e[k - 1]
+        if sampling == "iid":
+            e[1] /= n
+        F = e[1] ** S if sampling == "iid" else e[S] / comb(n, S)
+        r = fft.irfft(F, nfft, axis=1)[:, :Lf]
         r[r < 1e-14 * r.max(axis=1, keepdims=True)] = 0.0                 # FFT round-off
         r /= r.sum(axis=1, keepdims=True)
         ci, ri = np.nonzero(r)
