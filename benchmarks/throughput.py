@@ -16,7 +16,8 @@ and the peers of `peers.py`: a plain NumPy loop (`numpy_loop`) and JAX jit + lax
 skipped where JAX is missing; in a process of its own, `PeerProcess`, so that the row's
 NumPy implementations run as in a script without JAX).  The GEMM of the workload's shape is timed in the same
 round-robin.  Limits measured once per run: the rate at which the kernels' own Philox +
-Box-Muller code generates normals alone, and memory bandwidth.  Each row (workload and
+Box-Muller code generates normals alone, memory bandwidth, and the FLOP/s of a square GEMM
+(the ceiling every GEMM-bound row is also read against).  Each row (workload and
 dtype) runs in a new process, as a user's script starts; then its cold start is timed in
 another, with an empty Numba cache.  Each workload states the criteria it is held to; W1 and
 W2 are also compared with a committed result of the same machine (--baseline; by default the
@@ -224,6 +225,9 @@ def normal_rate(d: int, M: int, steps: int, dtype: str, repeats: int) -> float:
     return M * steps * d / median_time(lambda: _normals_only(M, steps, d, k0, k1, like), repeats)
 
 
+GEMM_CEILING_N = 1024    # square products of 512-2048 read within 5 % of each other here
+
+
 def gemm_entry(m: int, k: int, n: int, dtype) -> Entry:
     """The BLAS product (m, k) @ (k, n) in `dtype`, repeated to take ~ as long as a kernel
     call, into one reused output (a fresh 1 MiB result each time paid first touches of new
@@ -243,6 +247,15 @@ def gemm_entry(m: int, k: int, n: int, dtype) -> Entry:
         for _ in range(reps):
             np.matmul(a, b, out=c)
     return Entry(call, flops * reps, call)
+
+
+def gemm_ceiling(dtype: str, repeats: int) -> float:
+    """FLOP/s of a square BLAS product (n = 1024, all BLAS threads): the machine's GEMM
+    ceiling in `dtype`, against which every GEMM-bound row is also read (a product at a
+    workload's own shape can run below it: W3's (64, 2080, 256) reached ~80 % of it here,
+    and our packed kernel beat BLAS there)."""
+    e = gemm_entry(GEMM_CEILING_N, GEMM_CEILING_N, GEMM_CEILING_N, np.dtype(dtype))
+    return e.work / median_time(e.call, repeats)
 
 
 def keep_freed_memory() -> bool:
@@ -502,6 +515,8 @@ def measure(w: Workload, dtype: str, quick: bool, repeats: int, folder: str, lim
     if "gemm" in es:
         g = row["gemm_flops_per_s"] = es["gemm"].work / med["gemm"]
         row["numba_gemm_fraction"] = rate * w.flops_per_chain_step / g
+        row["numba_gemm_ceiling_fraction"] = (rate * w.flops_per_chain_step
+                                              / limits[f"gemm_flops_per_s_{dtype}"])
     return row
 
 
@@ -714,7 +729,11 @@ def limit_lines(limits: dict) -> list[str]:
             *(f"- Philox + Box-Muller {dt} normals alone (the kernels' code: across replicas for "
               f"d=1, per replica stream for d=256), d=1: "
               f"{limits[f'normals_per_s_d1_{dt}']:.3g} /s, d=256: "
-              f"{limits[f'normals_per_s_d256_{dt}']:.3g} /s" for dt in ("float32", "float64"))]
+              f"{limits[f'normals_per_s_d256_{dt}']:.3g} /s" for dt in ("float32", "float64")),
+            *([f"- GEMM ceiling (square {GEMM_CEILING_N} x {GEMM_CEILING_N} BLAS product, its "
+               f"threads above): float32 {limits['gemm_flops_per_s_float32']:.3g} FLOP/s, "
+               f"float64 {limits['gemm_flops_per_s_float64']:.3g} FLOP/s"]
+              if "gemm_flops_per_s_float64" in limits else [])]
 
 
 def run_text(run: dict, info: dict) -> str:
@@ -774,11 +793,13 @@ def report(data: dict) -> str:
              "Each row is measured in a new process (as a user's script starts: "
              "malloc's state, which decides the NumPy implementations' page faults here, does not "
              "carry over from the rows before)." + compared, "", *limits,
-             "- GEMM of each workload's shape: in the table (timed in its round-robin)", "",
+             "- GEMM of each workload's shape: in the table (timed in its round-robin); numba's "
+             "FLOP/s against it and against the ceiling above", "",
              "## Chain-steps per second", "",
              "| workload | dtype | numpy | numba | numba_run | numpy_loop | jax | numba/numpy "
              "| numba/numpy_loop | numba/jax | numba/jax's fastest | recording cost "
-             "| s per record | GEMM FLOP/s | numba % of GEMM | max spread | cold start s |",
+             "| s per record | GEMM FLOP/s | numba % of GEMM (shape / ceiling) | max spread "
+             "| cold start s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rate = {i: r.get(f"{i}_chain_steps_per_s") for i in IMPLEMENTATIONS}
@@ -790,7 +811,9 @@ def report(data: dict) -> str:
                      + " | ".join(fmt(ratio(i)) for i in ("numpy", "numpy_loop", "jax"))
                      + f" | {fmt(fastest(r))} | {100 * r['recording_cost']:.1f}% | "
                      + f"{r['seconds_per_record']:.3g} | "
-                     + (f"{g:.3g} | {100 * r['numba_gemm_fraction']:.0f}%" if g else "– | –")
+                     + (f"{g:.3g} | {100 * r['numba_gemm_fraction']:.0f}%"
+                        + (f" / {100 * r['numba_gemm_ceiling_fraction']:.0f}%"
+                           if "numba_gemm_ceiling_fraction" in r else "") if g else "– | –")
                      + f" | {100 * max(r['spread'].values()):.0f}% | "
                      + f"{fmt(r.get('cold_start_s'))} |")
     for impl, what in (("numpy", "The NumPy reference"), ("numpy_loop", "The NumPy loop peer")):
@@ -887,6 +910,7 @@ def main(argv=None):
     for dtype in ("float32", "float64"):     # float32 runs draw float32 normals
         limits[f"normals_per_s_d1_{dtype}"] = normal_rate(1, 1 << 20, 256, dtype, a.repeats)
         limits[f"normals_per_s_d256_{dtype}"] = normal_rate(256, 1024, 32, dtype, a.repeats)
+        limits[f"gemm_flops_per_s_{dtype}"] = gemm_ceiling(dtype, a.repeats)
     info["numba_threading_layer"] = numba.threading_layer()   # known once a parallel kernel ran
     rows = []
     with tempfile.TemporaryDirectory(prefix="throughput-") as folder:

@@ -145,6 +145,31 @@ def test_the_report_names_the_code_it_measured(tmp_path):
         tp.result(info, settings, 1.0, limits, [], []))
 
 
+def test_gemm_bound_rows_are_read_against_the_square_gemm_ceiling_too():
+    """The GEMM rate at a workload's shape is no ceiling (W3's packed kernel beat BLAS there,
+    103 %): the run measures a square product's FLOP/s per dtype, lists it with the limits,
+    and each GEMM-bound row shows numba's share of both; rows of earlier runs without it
+    show the shape's share alone."""
+    rate = tp.gemm_ceiling("float64", 1)
+    assert 1e8 < rate < 1e14
+    info = {"cpu": "Some CPU", "cpu_id": None, "cores": 2, "platform": "p", "python": "3",
+            "numpy": "2", "numba": "0", "numba_threads": 2, "numba_threading_layer": "omp",
+            "blas": [], "OPENBLAS_CORETYPE": "(unset)", "jax": None, "jax_devices": [],
+            "XLA_FLAGS": "(unset)", "revision": "abc", "date": "2026-12-07 05:00 UTC"}
+    limits = {"memory_GBps": 1.0, "gemm_flops_per_s_float32": 2e11,
+              "gemm_flops_per_s_float64": 1e11,
+              **{f"normals_per_s_d{d}_{t}": 1.0 for d in (1, 256) for t in ("float32", "float64")}}
+    row = {**fake_row("W3", "float64", 1.0), "gemm_flops_per_s": 8e10,
+           "numba_gemm_fraction": 1.03, "numba_gemm_ceiling_fraction": 0.824}
+    old = {**row, "dtype": "float32"}
+    del old["numba_gemm_ceiling_fraction"]
+    settings = {"repeats": 5, "quick": False, "baseline": "base.json", "run_files_in": "/tmp"}
+    text = tp.report(tp.result(info, settings, 1.0, limits, [row, old], []))
+    assert ("- GEMM ceiling (square 1024 x 1024 BLAS product, its threads above): float32 2e+11 "
+            "FLOP/s, float64 1e+11 FLOP/s") in text
+    assert "| 8e+10 | 103% / 82% |" in text and "| 8e+10 | 103% |" in text
+
+
 def test_a_workload_whose_module_is_missing_is_refused_before_the_run(monkeypatch, capsys):
     """W6 builds scikit-learn's digits: without scikit-learn its row raised after W1-W5 had
     run (~10 minutes on 2 cores) and the benchmark ended with no report."""
@@ -196,6 +221,7 @@ def fake_run(monkeypatch, rate, revision, info=HERE):
     monkeypatch.setattr(tp, "revision", lambda: revision)
     monkeypatch.setattr(tp, "memory_bandwidth", lambda repeats: 1e9)
     monkeypatch.setattr(tp, "normal_rate", lambda *a: 1e9)
+    monkeypatch.setattr(tp, "gemm_ceiling", lambda *a: 1e11)
     monkeypatch.setattr(tp.numba, "threading_layer", lambda: "omp")
     monkeypatch.setattr(tp, "measure_fresh", lambda name, dtype, *a: fake_row(name, dtype, rate))
     monkeypatch.setattr(tp, "cold_start", lambda name, dtype: 1.0)
