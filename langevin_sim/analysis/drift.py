@@ -26,7 +26,10 @@ Valley prediction (`valley_velocity`): for k(s) = k0 e^(alpha s) the entropic fo
 Euler-Maruyama factor 1 + eta k w_i / 2 and lag behind k(s(t)) by alpha v0 / (2 k w_i) in
 transit; replicas in the stationary phase start each record interval at equilibrium and lag
 only along it, so their increments between records carry a lag growing from 0 (alpha v0 dt/2
-over a short interval dt) to that level (`valley_velocity(..., record_dt=dt)`).
+over a short interval dt) to that level (`valley_velocity(..., record_dt=dt)`).  The force's
+fluctuations and its response to each step along the valley (the transverse variances
+relax at 2 k w_i) make D = T (1 - sum_i eps_i) over long windows to first order in
+eps_i = alpha^2 T / (4 k w_i) (`valley_diffusion`, for windows counted without a region).
 
 Time to a target (`time_to_target`): the first record time at which s enters a target
 interval, right-censored at the last finite record (Kaplan-Meier survival, Greenwood
@@ -196,6 +199,47 @@ def valley_velocity(potential: Valley, temperature: float, step: float = 0.0,
     if s is None:
         return v0
     return float(v0 * np.mean(_first_order_factor(potential, v0, step, s, record_dt)))
+
+
+def valley_diffusion(potential: Valley, temperature: float, times: ArrayLike,
+                     s: ArrayLike) -> float:
+    """First-order D that `fit_drift` without a region estimates from records `times` (n,)
+    of the arclengths s (n, M) on a line "exp" Valley at temperature T (< T: the transverse
+    variances hold s back).
+
+    In z_i = sqrt(k(s) w_i) y_i (equilibrium N(0, T)) the force along the valley is
+    -(alpha/2) sum_i z_i^2: it fluctuates with autocovariance (alpha^2 T^2 / 2) sum_i
+    e^(-2 k w_i |t|), and answers a displacement ds by -(alpha^2 T / 2) sum_i
+    e^(-2 k w_i t) ds (a step along the valley rescales every z_i^2 by e^(alpha ds), which
+    relaxes at 2 k w_i).  To first order in eps_i = alpha^2 T / (4 k w_i) a replica's
+    counted displacement then has variance 2 T t - alpha^2 T^2 sum_i I_i, where
+    I_i = double integral over counted times u < t' of e^(-2 k w_i (t' - u)) (k piecewise
+    constant at each record's s): T (1 - sum_i eps_i g(2 k w_i t)) over one window of length t
+    at fixed k, g(x) = 1 - (1 - e^-x) / x, so T (1 - sum_i eps_i) over long windows (the
+    fluctuating force adds eps T, the response takes 2 eps T); the next order adds
+    ~T eps^2.  Increments with a non-finite end are not counted, as in `fit_drift`.  No
+    prediction for a `region`: counting increments by position selects them (a region
+    narrow against the diffusion over 1 / (2 k w) reads D close to T)."""
+    _check_exp_line(potential)
+    t, s = _as_series(times, s)
+    T = float(temperature)
+    ds, dt = np.diff(s, axis=0), np.diff(t)[:, None]
+    a = np.isfinite(ds)
+    k = potential.curvature(np.where(a, s[:-1], 0.0).ravel()).reshape(ds.shape)
+    I = 0.0
+    for w in potential.weights:
+        x = 2 * k * w * dt                                        # (n - 1, M)
+        b = -np.expm1(-x) / (2 * k * w)                           # int_interval e^-2kw(end - u)
+        inner = np.where(a, (dt - b) / (2 * k * w), 0.0)          # both times in one interval
+        b = np.where(a, b, 0.0)
+        H = np.zeros(s.shape[1])                                  # earlier intervals, decayed
+        for j in range(ds.shape[0]):
+            I += float(np.sum(inner[j] + b[j] * H))
+            H = H * np.exp(-x[j]) + b[j]
+    counted = float(np.sum(a * dt))
+    if not counted > 0:
+        raise ConfigError("no finite increment between the records: nothing to predict")
+    return T - potential.alpha ** 2 * T * T * I / (2 * counted)
 
 
 def _check_exp_line(potential: Valley) -> None:
@@ -711,13 +755,14 @@ def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float |
               stationary: bool = False) -> DriftFit:
     """`fit_drift` of a run's manifold coordinate on `run.time`.  region "auto":
     `default_region` (inside a walled line Valley's walls; everything otherwise).  For an
-    overdamped-Langevin run on an "exp" line Valley the predictions -alpha(d-1)T/2 and its
-    first-order correction over the counted positions are attached, with D = T: the
+    overdamped-Langevin run on an "exp" line Valley the predictions -alpha(d-1)T/2 with
+    D = T and its first-order correction over the counted positions are attached: the
     transit's steady lag, or with `stationary` (a window where the replicas are at
     equilibrium) the lag that grows along each record interval (`valley_velocity`'s
-    record_dt).  The walls, "auto" and the predictions are of the manifold coordinate s:
-    coordinate "s" is the default (None); any other series is fitted with no default region
-    (everything) and no prediction."""
+    record_dt); its D is `valley_diffusion`'s without a region, T with one.  The walls,
+    "auto" and the predictions are of the manifold coordinate s: coordinate "s" is the
+    default (None); any other series is fitted with no default region (everything) and no
+    prediction."""
     run = check_trajectories(run, "run_drift")
     if coordinate == "s":
         coordinate = None
@@ -742,12 +787,15 @@ def run_drift(run: Run, coordinate: str | Callable | None = None, t_min: float |
         if region is not None:
             at = at[(at >= region[0]) & (at <= region[1])]
         at = at[np.isfinite(at)]
+        # D: the transverse variances' first order without a region (`valley_diffusion`)
+        inside = (t >= fit.window[0]) & (t <= fit.window[1])
+        D1 = T if region is not None else valley_diffusion(pot, T, t[inside], s[inside])
         if stationary:
-            dt = float(np.median(np.diff(t[w | (t == fit.window[1])])))   # record spacing
+            dt = float(np.median(np.diff(t[inside])))                     # record spacing
             first = ("first order (EM, lag along a record)",
-                     valley_velocity(pot, T, eta, at, record_dt=dt), T)
+                     valley_velocity(pot, T, eta, at, record_dt=dt), D1)
         else:
-            first = ("first order (EM, lag)", valley_velocity(pot, T, eta, at), T)
+            first = ("first order (EM, lag)", valley_velocity(pot, T, eta, at), D1)
         preds = (("-alpha(d-1)T/2", valley_velocity(pot, T), T), first)
         fit = replace(fit, predictions=preds)
     return fit
