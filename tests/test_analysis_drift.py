@@ -377,14 +377,15 @@ def test_valley_increments_between_records_from_equilibrium_follow_the_growing_l
 
 def test_valley_diffusion_is_slowed_by_the_transverse_relaxation():
     """From equilibrium at s = 0 (d = 5, k = 8, alpha = -0.5, T = 2: eps = sum_i
-    alpha^2 T / (4 k w_i) = 0.0625) the displacement over 0.5 time units (records every
-    0.05) spreads with D = T (1 - eps g(2 k t)) to first order, k following s: 1.88 against
+    alpha^2 T / (4 k w_i) = 0.0625) the displacement over 0.4 time units (records every
+    0.05) spreads with D = T (1 - eps g(2 k t)) to first order, k following s: 1.878 against
     T = 2 (the force's fluctuations add eps T, its response to each step takes 2 eps T).
-    Measured (`fit_drift` without a region, 40 000 replicas): within 4 se of
-    `valley_diffusion`, more than 6 se below T.  At fixed k its double integral over the
+    Measured (`fit_drift` without a region, 30 000 replicas): 1.867 +- 0.015, within 4 se
+    of `valley_diffusion` and more than 6 se below T (seeds 6, 7: z = -2.4, +0.5 against
+    it, -10.5, -7.3 against T).  At fixed k its double integral over the
     records is the window's closed form, T (1 - eps g(2 k t)), and T (1 - eps) for long
     windows."""
-    d, k0, alpha, T, eta, M = 5, 8.0, -0.5, 2.0, 1e-3, 40_000
+    d, k0, alpha, T, eta, M = 5, 8.0, -0.5, 2.0, 1e-3, 30_000
     pot = Valley(d=d, profile="exp", k0=k0, alpha=alpha)
     eps = (d - 1) * alpha ** 2 * T / (4 * k0)
     g = lambda x: 1 + math.expm1(-x) / x                                   # noqa: E731
@@ -395,7 +396,7 @@ def test_valley_diffusion_is_slowed_by_the_transverse_relaxation():
     z = np.random.default_rng(5).standard_normal((M, d - 1))
     x0 = pot.point(np.zeros(M), z * math.sqrt(T / (k0 * (1 - eta * k0 / 2))))   # EM's law
     sim = Simulation(pot, OverdampedLangevin(eta, T), M, backend="numpy", seed=5, init=x0)
-    run = sim.run(500, 50, record_positions=False, progress=False)
+    run = sim.run(400, 50, record_positions=False, progress=False)
     fit = run_drift(run, region=None)
     want = valley_diffusion(pot, T, run.time, manifold_coordinate(run))
     assert fit.predictions[1][2] == want and fit.predictions[0][2] == T
