@@ -30,8 +30,9 @@ measures the table at the library's defaults.
 
 Limits, measured on the same device in the same run: the Philox-only normal rate of the
 project's own generator (rng.block_normals compiled for numba-cuda, every normal consumed),
-device copy bandwidth, the cuBLAS GEMM rate at each dense workload's shape, and (when JAX is
-installed) a JAX jit + lax.scan implementation of the same workload (peers.JaxScan: the step
+device copy bandwidth, the cuBLAS GEMM rate at each dense workload's shape and of a square
+8192 product (the ceiling), and (when JAX is installed) a JAX jit + lax.scan implementation
+of the same workload (peers.JaxScan: the step
 tests/test_benchmark_peers.py checks against the engine's reference step, from the
 workload's initial state; its matmuls in true float32, `JAX_PRECISION`; in float32 also at
 JAX's TF32 default, for information).  Rates
@@ -199,6 +200,9 @@ def copy_bandwidth(xp, nbytes: int, seconds: float, sync) -> float:
         for _ in range(k):
             b[...] = a
     return median_rate(run, 2.0 * a.nbytes, seconds, sync)
+
+
+GEMM_CEILING_N = 8192    # the square product whose rate is the device's GEMM ceiling
 
 
 def gemm_rate(xp, shape, dtype: str, seconds: float, sync) -> float:
@@ -597,6 +601,8 @@ def measure(w: Workload, dt: str, backend_cls, xp, limits: dict, seconds: float,
         g = gemm_rate(xp, w.gemm_shape, dt, seconds, sync)
         row["gemm_flops_per_s"] = g
         row["gemm_fraction"] = rate * w.flops_per_chain_step / g
+        row["gemm_ceiling_fraction"] = (rate * w.flops_per_chain_step
+                                        / limits[f"gemm_flops_per_s_{dt}"])
         if w.name in ("W2", "W3") and row["path"] == "fused":
             row["without_gemm_chain_steps_per_s"] = without_gemm_rate(w, dt, backend_cls,
                                                                       seconds, sync, tiny)
@@ -675,6 +681,8 @@ def main(argv=None) -> int:
     for dt in dtypes:
         limits[f"philox_normals_per_s_{dt}"] = philox_rate(
             xp, 16 if a.tiny else 1 << 22, dt, seconds, sync)
+        n = 16 if a.tiny else GEMM_CEILING_N
+        limits[f"gemm_flops_per_s_{dt}"] = gemm_rate(xp, (n, n, n), dt, seconds, sync)
     print(f"limits: {limits}", flush=True)
     rows, cut = [], []      # cut: where the time budget's SIGINT stopped the measurements
 
@@ -739,10 +747,14 @@ def main(argv=None) -> int:
              f"- device copy bandwidth: {limits['copy_GBps']:.1f} GB/s (read + write)",
              *(f"- Philox-only {dt} normals (the project's generator, rng.block_normals"
                f"{'_f32' if dt == 'float32' else ''} on the device): "
-               f"{limits[f'philox_normals_per_s_{dt}']:.3g} /s" for dt in dtypes), "",
+               f"{limits[f'philox_normals_per_s_{dt}']:.3g} /s" for dt in dtypes),
+             *(f"- cuBLAS GEMM ceiling {dt} (a square product, n = "
+               f"{16 if a.tiny else GEMM_CEILING_N}): {limits[f'gemm_flops_per_s_{dt}']:.3g} FLOP/s"
+               for dt in dtypes), "",
              *settings_lines(settings), "## Chain-steps per second (medians)", "",
              "| workload | dtype | path | cuda | with records | GEMM rate at its shape (FLOP/s) "
-             "| % of GEMM | % of Philox | JAX jit+scan | cuda / JAX | JAX, TF32 matmuls "
+             "| % of GEMM (shape / ceiling) | % of Philox | JAX jit+scan | cuda / JAX "
+             "| JAX, TF32 matmuls "
              "| host-run methods |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -753,7 +765,8 @@ def main(argv=None) -> int:
             f"{r['cuda_chain_steps_per_s']:.3g} | "
             f"{r['recorded_chain_steps_per_s']:.3g} "
             f"({100 * r['recorded_chain_steps_per_s'] / r['cuda_chain_steps_per_s']:.0f}%) | "
-            + (f"{g:.3g} | {100 * r['gemm_fraction']:.0f}% | " if g else "– | – | ")
+            + (f"{g:.3g} | {100 * r['gemm_fraction']:.0f}% / "
+               f"{100 * r['gemm_ceiling_fraction']:.0f}% | " if g else "– | – | ")
             + (f"{100 * r['philox_fraction']:.0f}% | " if "philox_fraction" in r else "– | ")
             + (f"{j:.3g} | {r['cuda_chain_steps_per_s'] / j:.2f} | " if j else
                f"{r.get('jax_error', no_jax or '–')} | – | ")

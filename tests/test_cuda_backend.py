@@ -1319,6 +1319,8 @@ if SIM:
                   "## Settings the table ran with",
                   "A net beyond the fused kernel: the generic path's step and its gradient",
                   "## GPU tests (pytest -m gpu tests/test_gpu.py): exit status 0",
+                  "- cuBLAS GEMM ceiling float64 (a square product, n = 16): ",
+                  "| % of GEMM (shape / ceiling) |",
                   "skipped", "simulator mode", "benchmark exit status: 0"):
             assert w in text, (w, text[-3000:])
 
