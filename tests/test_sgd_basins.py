@@ -273,8 +273,10 @@ def test_sgd_chain_occupancy_tends_to_the_blowtorch_in_the_diffusion_limit(monke
 
 
 def test_sgd_chain_occupancy_refusals():
-    """d != 1, per-epoch batches (x is no Markov chain), the full batch, and bounds the
-    chain's mass leaves are ConfigErrors naming the fix."""
+    """d != 1, per-epoch batches (x is no Markov chain), the full batch, bounds the chain's
+    mass leaves, and labels that exchange too little mass for the operator to resolve their
+    split (lr = 0.2, S = 3 here: 2e-17 per step, whose occupancies came out as round-off)
+    are ConfigErrors naming the fix."""
     from langevin_sim.analysis.sgd_basins import sgd_chain_occupancy
     pot = two_wells_1d()
     with pytest.raises(ConfigError, match="d = 1"):
@@ -285,4 +287,7 @@ def test_sgd_chain_occupancy_refusals():
         sgd_chain_occupancy(pot, 0.2, None, [[-8, 10]])
     with pytest.raises(ConfigError, match="widen bounds"):
         sgd_chain_occupancy(pot, 0.2, 1, [[-2, 2]], n_grid=501)
-    assert sgd_chain_occupancy(pot, 0.2, 3, [[-8, 10]], n_grid=501).sum() == pytest.approx(1)
+    with pytest.raises(ConfigError, match="labels exchange .* raise lr or lower batch_size"):
+        sgd_chain_occupancy(pot, 0.2, 3, [[-8, 10]], n_grid=501)
+    occ = sgd_chain_occupancy(pot, 0.45, 2, [[-8, 10]], n_grid=501)      # 2.6e-8: resolved
+    assert occ.sum() == pytest.approx(1) and 0 < occ[0] < 1e-6

@@ -34,6 +34,8 @@ from .basins import Basins
 from .covariance import (LinearizedSGD, _independent_noise_factor, gradient_noise_covariance,
                          linearized_sgd)
 
+MIN_LABEL_FLUX = 1e-10     # per step: below it the chain's label split is not resolved
+
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
@@ -150,12 +152,14 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
     occupancy is 0.017034, 0.017036, 0.017032, 0.017030 at n_grid = 2001 ... 16001 (S = 1),
     0.002070, 0.002067, 0.002065 at 2001 ... 8001 (S = 2), 2.40e-5, 2.28e-5, 2.24e-5
     (S = 4); subset batches 1.12e-4, 1.08e-4, 1.07e-4 (S = 3), 5.7e-6, 5.3e-6, 5.1e-6
-    (S = 4).  The FFT's round-off (each column's law is cut at 1e-14 of its peak) makes
-    occupancies below ~1e-12 meaningless (subset S = 8 there: 2e-17 ... 1e-13 between
-    grids).  Time: ~2 s at n_grid = 4001, ~10-15 s at 8001 (S = 2, 4; half of it the sparse
-    LU).  ConfigError if the chain sends
-    more than 1e-12 of its stationary mass per step beyond bounds (widen them), for
-    d != 1, a potential without per-sample losses, or a full batch (no noise)."""
+    (S = 4).  Time: ~2 s at n_grid = 4001, ~10-15 s at 8001 (S = 2, 4; half of it the
+    sparse LU).  ConfigError if the chain sends more than 1e-12 of its stationary mass per
+    step beyond bounds (widen them); if its labels exchange less than MIN_LABEL_FLUX = 1e-10
+    of it per step, where the split between them is below what the operator resolves (the
+    FFT's round-off and the cut tails move more mass than that: on claim 2b's landscape
+    i.i.d. S = 8, flux 3e-12, read 4.3e-9 and 2.8e-9 at n_grid 2001 and 4001, subset S = 16
+    2.6e-7 and 7e-17, subset S = 48 an occupancy of 1 for the sharp label); for d != 1, a
+    potential without per-sample losses, or a full batch (no noise)."""
     if potential.d != 1:
         raise ConfigError(f"the SGD chain's law is computed in d = 1 only, got d = {potential.d}")
     n = getattr(potential, "n_samples", None)
@@ -186,7 +190,19 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
     if leak > 1e-12:
         raise ConfigError(f"the SGD chain sends {leak:.2g} of its stationary mass per step beyond "
                           f"bounds [{lo:g}, {hi:g}]; widen bounds")
-    return _hat_label_mass(potential, x, pi)
+    lab = np.asarray(potential.basin(x[:, None]), np.int64)
+    P = P.tocoo()
+    across = lab[P.row] != lab[P.col]
+    flux = float(np.sum(P.data[across] * pi[P.col[across]]))
+    if np.unique(lab).size > 1 and flux < MIN_LABEL_FLUX:
+        raise ConfigError(
+            f"the SGD chain's labels exchange {flux:.2g} of its stationary mass per step "
+            f"(< {MIN_LABEL_FLUX:g}): their split is below what the grid's transfer operator "
+            "resolves in double precision (round-off and the cut tails are larger moves than "
+            f"that), so no occupancy is returned. At lr {lr:g} and batch_size {S} the chain "
+            f"stays in a basin for more than ~{1 / max(flux, 1e-300):.1g} steps: raise lr or "
+            "lower batch_size, or compare the basins' escape rates")
+    return _hat_label_mass(potential, x, pi, lab)
 
 
 def _columns(x: np.ndarray, dest: np.ndarray, w: np.ndarray, cols: np.ndarray, N: int):
@@ -293,12 +309,14 @@ def _stationary(P) -> np.ndarray:
     return p / p.sum()
 
 
-def _hat_label_mass(potential, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+def _hat_label_mass(potential, x: np.ndarray, w: np.ndarray,
+                    lab: np.ndarray | None = None) -> np.ndarray:
     """(K,) label masses of grid weights w (N,), each the mass of the hat function of width
     2h at its point: where the label changes between x_k and x_k+1 the boundary b is found
     by bisection and the hats' parts beyond it, (x_k + h - b)^2 / (2 h^2) of w_k and
-    (b - x_k)^2 / (2 h^2) of w_k+1, change label."""
-    lab = np.asarray(potential.basin(x[:, None]), np.int64)
+    (b - x_k)^2 / (2 h^2) of w_k+1, change label.  lab: the points' labels, if known."""
+    if lab is None:
+        lab = np.asarray(potential.basin(x[:, None]), np.int64)
     K = potential.n_wells
     out = np.bincount(lab, weights=w, minlength=K).astype(np.float64)
     k = np.nonzero(lab[1:] != lab[:-1])[0]
