@@ -11,7 +11,8 @@ H (x - c - xi_i), so minibatch noise has covariance H Cov(xi) H / S: Hessian-ali
 the matched temperature lr f tr(C) / (2 d) of the sharp well is (k_sharp / k_flat)^2 times
 the flat one's (`analysis.sgd_basins`).
 
-dynamics: "sgd" (plain SGD, batches of batch_size drawn i.i.d.), or "langevin"
+dynamics: "sgd" (plain SGD, batches of batch_size drawn as `sampling` says: "iid" with
+repeats, "subset" S distinct samples each step, "epoch" reshuffled epochs), or "langevin"
 (Euler-Maruyama with step lr on the full loss at `temperature`, for comparison).  All
 replicas start at the sharp minimum.  Records `basin` (0 sharp, 1 flat).
 """
@@ -48,7 +49,10 @@ class Params(RunParams):
     dynamics: Literal["sgd", "langevin"] = param(
         "sgd", "sgd: minibatch SGD; langevin: Euler-Maruyama on the full loss at `temperature`")
     lr: float = param(0.125, "SGD learning rate (langevin: the time step)")
-    batch_size: int = param(1, "minibatch size (i.i.d. draws)")
+    batch_size: int = param(1, "minibatch size")
+    sampling: Literal["iid", "subset", "epoch"] = param(
+        "iid", "how SGD draws its batches: i.i.d. with repeats, a random subset each step, "
+               "or reshuffled epochs")
     temperature: float = param(0.1, "Langevin temperature (dynamics=langevin only)")
 
 
@@ -70,9 +74,9 @@ def landscape(p: Params) -> ShiftedMultiWell:
 
 def build(p: Params) -> Simulation:
     pot = landscape(p)
-    unused(p, ["temperature"] if p.dynamics == "sgd" else ["batch_size"],
+    unused(p, ["temperature"] if p.dynamics == "sgd" else ["batch_size", "sampling"],
            f"with dynamics={p.dynamics}")
-    dyn = (SGD(lr=p.lr, batch_size=p.batch_size, sampling="iid") if p.dynamics == "sgd" else
+    dyn = (SGD(lr=p.lr, batch_size=p.batch_size, sampling=p.sampling) if p.dynamics == "sgd" else
            OverdampedLangevin(step=p.lr, temperature=p.temperature))
     return Simulation(pot, dyn, replicas=p.replicas, backend=p.backend, dtype=p.dtype, seed=p.seed,
                       init=quench(pot, pot.centers[:1]).x[0])

@@ -124,7 +124,8 @@ def test_teacher_student_records_sharpness_every_k_steps(tmp_path):
                            "weight_decay": 5.0, "temperature": 3.0},
      ["momentum", "weight_decay", "temperature"]),
     ("flat_vs_sharp_sgd", {"temperature": 0.5}, ["temperature"]),
-    ("flat_vs_sharp_sgd", {"dynamics": "langevin", "batch_size": 4}, ["batch_size"]),
+    ("flat_vs_sharp_sgd", {"dynamics": "langevin", "batch_size": 4, "sampling": "subset"},
+     ["batch_size", "sampling"]),
     ("scale_symmetric", {"dynamics": "langevin", "batch_size": 4}, ["batch_size"]),
 ])
 def test_an_option_the_dynamics_leaves_out_is_named(scenario, sets, names):
