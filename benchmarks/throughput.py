@@ -252,8 +252,8 @@ def gemm_entry(m: int, k: int, n: int, dtype) -> Entry:
 def gemm_ceiling(dtype: str, repeats: int) -> float:
     """FLOP/s of a square BLAS product (n = 1024, all BLAS threads): the machine's GEMM
     ceiling in `dtype`, against which every GEMM-bound row is also read (a product at a
-    workload's own shape can run below it: W3's (64, 2080, 256) reached ~80 % of it here,
-    and our packed kernel beat BLAS there)."""
+    workload's own shape can run well below it: W3's (64, 2080, 256) at 63-80 % of it
+    here, where our packed kernel beat BLAS)."""
     e = gemm_entry(GEMM_CEILING_N, GEMM_CEILING_N, GEMM_CEILING_N, np.dtype(dtype))
     return e.work / median_time(e.call, repeats)
 
