@@ -225,7 +225,7 @@ def normal_rate(d: int, M: int, steps: int, dtype: str, repeats: int) -> float:
     return M * steps * d / median_time(lambda: _normals_only(M, steps, d, k0, k1, like), repeats)
 
 
-GEMM_CEILING_N = 1024    # square products of 512-2048 read within 5 % of each other here
+GEMM_CEILING_N = 1024    # square products of 512-2048 read within 10 % of each other here
 
 
 def gemm_entry(m: int, k: int, n: int, dtype) -> Entry:

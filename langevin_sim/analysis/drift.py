@@ -217,7 +217,9 @@ def valley_diffusion(potential: Valley, temperature: float, times: ArrayLike,
     constant at each record's s): T (1 - sum_i eps_i g(2 k w_i t)) over one window of length t
     at fixed k, g(x) = 1 - (1 - e^-x) / x, so T (1 - sum_i eps_i) over long windows (the
     fluctuating force adds eps T, the response takes 2 eps T); the next order adds
-    ~T eps^2.  Increments with a non-finite end are not counted, as in `fit_drift`.  No
+    ~T eps^2.  The transverse coordinates are taken at equilibrium given s (a window
+    opening on replicas started on the axis is not: they need ~1 / (2 k w_i) first).
+    Increments with a non-finite end are not counted, as in `fit_drift`.  No
     prediction for a `region`: counting increments by position selects them (a region
     narrow against the diffusion over 1 / (2 k w) reads D close to T)."""
     _check_exp_line(potential)

@@ -34,7 +34,7 @@ from .basins import Basins
 from .covariance import (LinearizedSGD, _independent_noise_factor, gradient_noise_covariance,
                          linearized_sgd)
 
-MIN_LABEL_FLUX = 1e-10     # per step: below it the chain's label split is not resolved
+MIN_LABEL_FLUX = 1e-10     # label changes per step below which their split is not resolved
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -155,10 +155,11 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
     (S = 4).  Time: ~2 s at n_grid = 4001, ~10-15 s at 8001 (S = 2, 4; half of it the
     sparse LU).  ConfigError if the chain sends more than 1e-12 of its stationary mass per
     step beyond bounds (widen them); if its labels exchange less than MIN_LABEL_FLUX = 1e-10
-    of it per step, where the split between them is below what the operator resolves (the
-    FFT's round-off and the cut tails move more mass than that: on claim 2b's landscape
-    i.i.d. S = 8, flux 3e-12, read 4.3e-9 and 2.8e-9 at n_grid 2001 and 4001, subset S = 16
-    2.6e-7 and 7e-17, subset S = 48 an occupancy of 1 for the sharp label); for d != 1, a
+    of it per step (the flux both ways: the label changes per step), where the split
+    between them is below what the operator resolves (the FFT's round-off and the cut tails
+    move more mass than that: on claim 2b's landscape i.i.d. S = 8, flux 6e-12 and 4e-12,
+    read 4.3e-9 and 2.8e-9 at n_grid 2001 and 4001, subset S = 16 2.6e-7 and 7e-17, subset
+    S = 48 an occupancy of 1 for the sharp label); for d != 1, a
     potential without per-sample losses, or a full batch (no noise)."""
     if potential.d != 1:
         raise ConfigError(f"the SGD chain's law is computed in d = 1 only, got d = {potential.d}")
@@ -200,7 +201,7 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
             f"(< {MIN_LABEL_FLUX:g}): their split is below what the grid's transfer operator "
             "resolves in double precision (round-off and the cut tails are larger moves than "
             f"that), so no occupancy is returned. At lr {lr:g} and batch_size {S} the chain "
-            f"stays in a basin for more than ~{1 / max(flux, 1e-300):.1g} steps: raise lr or "
+            f"changes label about once in {1 / max(flux, 1e-300):.1g} steps: raise lr or "
             "lower batch_size, or compare the basins' escape rates")
     return _hat_label_mass(potential, x, pi, lab)
 
