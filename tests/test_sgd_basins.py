@@ -274,9 +274,9 @@ def test_sgd_chain_occupancy_tends_to_the_blowtorch_in_the_diffusion_limit(monke
 
 def test_sgd_chain_occupancy_refusals():
     """d != 1, per-epoch batches (x is no Markov chain), the full batch, bounds the chain's
-    mass leaves, and labels that exchange too little mass for the operator to resolve their
-    split (lr = 0.2, S = 3 here: 2e-17 per step, whose occupancies came out as round-off)
-    are ConfigErrors naming the fix."""
+    mass leaves, and a law that leaves a label with too little mass per step for the
+    operator to resolve the labels' split (lr = 0.2, S = 3 here: 1e-17, whose occupancies
+    came out as round-off) are ConfigErrors naming the fix."""
     from langevin_sim.analysis.sgd_basins import sgd_chain_occupancy
     pot = two_wells_1d()
     with pytest.raises(ConfigError, match="d = 1"):
@@ -287,8 +287,16 @@ def test_sgd_chain_occupancy_refusals():
         sgd_chain_occupancy(pot, 0.2, None, [[-8, 10]])
     with pytest.raises(ConfigError, match="widen bounds"):
         sgd_chain_occupancy(pot, 0.2, 1, [[-2, 2]], n_grid=501)
-    with pytest.raises(ConfigError, match="labels exchange .* raise lr or lower batch_size"):
+    with pytest.raises(ConfigError, match="leaves label .* raise lr or lower batch_size"):
         sgd_chain_occupancy(pot, 0.2, 3, [[-8, 10]], n_grid=501)
+    # three wells, two close ones exchanging 5e-3 of the mass per step, and a third of the
+    # same depth and curvature as the flat one 4.6 away that the chain leaves with ~1e-20:
+    # by symmetry its share is comparable to the flat one's (a ratio of two tiny rates), and
+    # it was computed as 0
+    far = ShiftedMultiWell([[-0.4], [0.4], [5.0]], random_shifts(16, 1, 0.5, 1),
+                           hessians=[[[2.0]], [[1.0]], [[1.0]]], softness=0.05)
+    with pytest.raises(ConfigError, match="leaves label 2 with"):
+        sgd_chain_occupancy(far, 0.2, 1, [[-6, 11]], n_grid=1001)
     occ = sgd_chain_occupancy(pot, 0.45, 2, [[-8, 10]], n_grid=501)   # returned: 2.6e-8 (2.0e-8
     # at n_grid 2001: so rare a label converges slowly in the grid)
     assert occ.sum() == pytest.approx(1) and 0 < occ[0] < 1e-6

@@ -34,7 +34,7 @@ from .basins import Basins
 from .covariance import (LinearizedSGD, _independent_noise_factor, gradient_noise_covariance,
                          linearized_sgd)
 
-MIN_LABEL_FLUX = 1e-10     # label changes per step below which their split is not resolved
+MIN_LABEL_FLUX = 1e-10     # mass leaving a label per step below which the split is not resolved
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -154,12 +154,12 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
     (S = 4); subset batches 1.12e-4, 1.08e-4, 1.07e-4 (S = 3), 5.7e-6, 5.3e-6, 5.1e-6
     (S = 4).  Time: ~2 s at n_grid = 4001, ~10-15 s at 8001 (S = 2, 4; half of it the
     sparse LU).  ConfigError if the chain sends more than 1e-12 of its stationary mass per
-    step beyond bounds (widen them); if its labels exchange less than MIN_LABEL_FLUX = 1e-10
-    of it per step (the flux both ways: the label changes per step), where the split
-    between them is below what the operator resolves (the FFT's round-off and the cut tails
-    move more mass than that: on claim 2b's landscape i.i.d. S = 8, flux 6e-12 and 4e-12,
-    read 4.3e-9 and 2.8e-9 at n_grid 2001 and 4001, subset S = 16 2.6e-7 and 7e-17, subset
-    S = 48 an occupancy of 1 for the sharp label); for d != 1, a
+    step beyond bounds (widen them); if it leaves some label with less than MIN_LABEL_FLUX =
+    1e-10 of it per step, where the split between the labels is below what the operator
+    resolves (the FFT's round-off and the cut tails move more mass than that: on claim 2b's
+    landscape i.i.d. S = 8, 3e-12 and 2e-12 per step each way, read 4.3e-9 and 2.8e-9 at
+    n_grid 2001 and 4001, subset S = 16 2.6e-7 and 7e-17, subset S = 48 an occupancy of 1
+    for the sharp label); for d != 1, a
     potential without per-sample losses, or a full batch (no noise)."""
     if potential.d != 1:
         raise ConfigError(f"the SGD chain's law is computed in d = 1 only, got d = {potential.d}")
@@ -194,15 +194,19 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
     lab = np.asarray(potential.basin(x[:, None]), np.int64)
     P = P.tocoo()
     across = lab[P.row] != lab[P.col]
-    flux = float(np.sum(P.data[across] * pi[P.col[across]]))
-    if np.unique(lab).size > 1 and flux < MIN_LABEL_FLUX:
+    out = np.bincount(lab[P.col[across]], weights=P.data[across] * pi[P.col[across]],
+                      minlength=potential.n_wells)             # mass leaving each label per step
+    present = np.unique(lab)
+    k = present[np.argmin(out[present])]
+    if present.size > 1 and out[k] < MIN_LABEL_FLUX:
         raise ConfigError(
-            f"the SGD chain's labels exchange {flux:.2g} of its stationary mass per step "
-            f"(< {MIN_LABEL_FLUX:g}): their split is below what the grid's transfer operator "
-            "resolves in double precision (round-off and the cut tails are larger moves than "
-            f"that), so no occupancy is returned. At lr {lr:g} and batch_size {S} the chain "
-            f"changes label about once in {1 / max(flux, 1e-300):.1g} steps: raise lr or "
-            "lower batch_size, or compare the basins' escape rates")
+            f"the SGD chain leaves label {k} with {out[k]:.2g} of its stationary mass per step "
+            f"(< {MIN_LABEL_FLUX:g}): the split between the labels is below what the grid's "
+            "transfer operator resolves in double precision (round-off and the cut tails are "
+            f"larger moves than that), so no occupancy is returned. At lr {lr:g} and "
+            f"batch_size {S} the chain leaves that label about once in "
+            f"{1 / max(out[k], 1e-300):.1g} steps: raise lr or lower batch_size, or compare "
+            "the basins' escape rates")
     return _hat_label_mass(potential, x, pi, lab)
 
 
