@@ -159,8 +159,8 @@ def sgd_chain_occupancy(potential: ShiftedMultiWell, lr: float, batch_size: int,
     resolves (the FFT's round-off and the cut tails move more mass than that: on claim 2b's
     landscape i.i.d. S = 8, 3e-12 and 2e-12 per step each way, read 4.3e-9 and 2.8e-9 at
     n_grid 2001 and 4001, subset S = 16 2.6e-7 and 7e-17, subset S = 48 an occupancy of 1
-    for the sharp label); for d != 1, a
-    potential without per-sample losses, or a full batch (no noise)."""
+    for the sharp label); for d != 1, a potential without per-sample losses, or a full
+    batch (no noise)."""
     if potential.d != 1:
         raise ConfigError(f"the SGD chain's law is computed in d = 1 only, got d = {potential.d}")
     n = getattr(potential, "n_samples", None)
