@@ -126,7 +126,7 @@ def test_sgd_chain_law_of_one_shifted_well_is_the_linear_recursion():
     lr k xi_batch (c = 0.3 added back), with stationary variance lr^2 k^2 f Var(xi) /
     (1 - (1 - lr k)^2) (f = 1/S i.i.d., (n - S)/(S (n - 1)) subset): the grid law matches it
     through each construction (S = 1, 2 enumerated; S = 3, 5 convolved, i.i.d. and subset:
-    f = 1/3 against 3/11 at S = 3 differ by 20 %, far beyond the split), with the linear split
+    f = 1/3 against 3/11 at S = 3 differ by 22 %, far beyond the split), with the linear split
     adding at most h^2/4 per draw and step: 0 <= Var - want <= S h^2 / (4 (1 - a^2))."""
     from langevin_sim.analysis.sgd_basins import (_convolved_kernel, _enumerated_kernel,
                                                   _sample_gradients, _stationary)
