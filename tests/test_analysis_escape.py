@@ -417,8 +417,8 @@ def test_a_region_every_replica_starts_in_is_one_config_error(tmp_path):
 
     run = Simulation(DoubleWell(d=1), OverdampedLangevin(0.01, 0.5), 16, backend="numpy",
                      seed=1).run(40, 10, out=tmp_path / "dw.h5", progress=False)
-    with pytest.raises(ConfigError, match=r"no replica is at risk of entering 'all': all 16 "
-                                          r"finite replicas start inside it.*--normal, --offset"):
+    with pytest.raises(ConfigError, match=r"no replica is at risk of entering 'all': 16 "
+                                          r"start inside it and 0 diverged.*--normal, --offset"):
         analyze_run(run, region=HalfSpace([1.0], -10.0, "all"))
     run.close()
 
@@ -434,10 +434,79 @@ def test_estimators_on_no_replica_at_risk_or_no_exposure_say_why():
                      ).run(20, 10, progress=False)
     wt = waiting_times(run)
     for fn in (kaplan_meier, escape_rate):
-        with pytest.raises(ConfigError, match="no replica is at risk of entering 'all': all 10"):
+        with pytest.raises(ConfigError, match="no replica is at risk of entering 'all': 10 start "
+                                              "inside it and 0 diverged"):
             fn(wt)
     run = Simulation(DoubleWell(d=1), OverdampedLangevin(0.002, 0.3), 10, backend="numpy",
                      init=[-1.0], first_passage=FirstPassage(HalfSpace([1.0], 0.0, "right"))
                      ).run(0, 10, progress=False)
     with pytest.raises(ConfigError, match="exposure time is 0: .* run it longer"):
         escape_rate(waiting_times(run))
+
+
+def test_diverged_replicas_are_left_out_not_counted_as_escapes():
+    """A replica on its way to overflow swings through the region (-5 -> 19 -> -1364 -> nan
+    at step 0.05 on a double well): `waiting_times` counted its entry as an escape at t =
+    0.05, and at eta = 0.15 the 263 of 2046 replicas that diverged moved the MFPT by 13 %.
+    Now the diverged replicas are left out, from the observer and from the records alike,
+    and counted (`n_diverged`), as docs/analysis.md promises."""
+    init = np.array([[-1.0]] * 60 + [[-5.0]] * 4)
+    run = Simulation(DoubleWell(d=1), OverdampedLangevin(0.05, 0.3), 64, backend="numpy", seed=2,
+                     init=init, first_passage=FirstPassage(HalfSpace([1.0], 0.0, "right"))
+                     ).run(400, 10, progress=False)
+    assert (run.diverged_step >= 0).sum() == 4
+    for wt in (waiting_times(run), waiting_times_from_records(run, HalfSpace([1.0], 0.0, "right"))):
+        assert wt.n == 60 and wt.n_diverged == 4
+        assert not np.isin(wt.replica, np.arange(60, 64)).any()
+        assert "4 diverged and left out" in wt.table()
+
+
+def test_heavy_ball_arrhenius_is_fitted_against_the_effective_temperature():
+    """SGD with momentum 0.5 at T escapes as Langevin at T_eff = T (1 - 0.5) (`sgd_limit`):
+    the Arrhenius fit against the nominal T read a barrier of ~2x the potential's and said
+    DISAGREES.  It now fits against each run's `effective_temperature`."""
+    res = []
+    for T in (0.5, 0.8):
+        sim = Simulation(DoubleWell(d=1, barrier=0.5), SGD(lr=0.02, momentum=0.5, temperature=T),
+                         200, backend="numpy", seed=3, init=[-1.0],
+                         first_passage=FirstPassage(HalfSpace([1.0], 0.0, "right")))
+        res.append(analyze_run(sim.run(3000, 3000, progress=False)))
+    s = summarize_escape(res)
+    np.testing.assert_allclose(s.arrhenius.temperature, [0.25, 0.4])
+    assert [r.effective_temperature for r in res] == [0.25, 0.4]
+    assert abs(s.arrhenius.barrier - 0.5) < 3 * s.arrhenius.barrier_se
+    assert "against heavy-ball SGD T_eff" in s.verdict()[-1] and "AGREES" in s.verdict()[-1]
+
+
+def test_mfpt_1d_at_small_scales_without_a_wall_and_below_its_lower_end():
+    """The grid spanned at least 2 length units whatever the potential's scale (a double well
+    of width a = 1e-4: +266 % at b = a/2, ~0 at a = 3e-5); a potential with no wall to the
+    left (U = 0, U = y) returned 1e18 or nan for an infinite mean; `lower` above x0 was
+    clamped.  Exact scaling: tau_a(x0 a, b a) = a^2 tau_1(x0, b)."""
+    T = 0.1
+    one = mfpt_1d(lambda y: (y * y - 1) ** 2, T, [-1.0, -1.0], 0.0)
+    for a in (1e-4, 3e-5):
+        for b in (0.0, 0.5):
+            got = mfpt_1d(lambda y: ((y * y - a * a) / (a * a)) ** 2, T, -a, b * a)
+            want = a * a * mfpt_1d(lambda y: (y * y - 1) ** 2, T, -1.0, b)
+            assert abs(got / want - 1) < 1e-6, (a, b, got, want)
+    assert one[0] > 0
+    for U in (lambda y: 0 * y, lambda y: y, np.tanh):
+        with pytest.raises(ConfigError, match="mean first-passage time is infinite"):
+            mfpt_1d(U, 1.0, 0.0, 1.0)
+    with pytest.raises(ConfigError, match="lower must be <= every x0"):
+        mfpt_1d(lambda y: (y * y - 1) ** 2, 0.3, [-1.5, -2.0], 0.0, lower=-1.5 + 0.1)
+
+
+def test_a_confidence_out_of_range_and_non_boolean_events_are_refused():
+    """confidence=95 (a percentage) gave nan intervals and bands, -0.5 a reversed one;
+    event=[0.2, 0, 0.7] counted 2 events and ["no", "no", "no"] 3."""
+    t = [1.0, 2.0, 3.0]
+    for c in (95, -0.5, 1.0):
+        for fn in (escape_rate, kaplan_meier):
+            with pytest.raises(ConfigError, match="confidence must be a level in"):
+                fn(t, confidence=c)
+    for ev in ([0.2, 0, 0.7], ["no", "no", "no"]):
+        with pytest.raises(ConfigError, match="event must be booleans"):
+            escape_rate(t, ev)
+    assert escape_rate(t, [1, 0, 1]).events == 2 == escape_rate(t, [True, False, True]).events

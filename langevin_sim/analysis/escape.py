@@ -93,7 +93,8 @@ class WaitingTimes(Result):
     steps x step size); event (n,) bool; replica (n,) global ids; x0 (n, d) starting
     positions (None when not recorded); resolution: one step for the observer, the record
     spacing from records (there entries can be late by many spacings: the times are upper
-    bounds); source "observer" | "records".
+    bounds); source "observer" | "records"; n_diverged: replicas left out because they
+    diverged (a blow-up swings through regions: its entries are not escapes).
     """
 
     time: np.ndarray
@@ -106,6 +107,7 @@ class WaitingTimes(Result):
     temperature: float | None = None
     dt: float | None = None
     n_started_inside: int = 0
+    n_diverged: int = 0
 
     @property
     def n(self) -> int:
@@ -121,7 +123,8 @@ class WaitingTimes(Result):
         how = (f"observer, resolution {self.resolution:.3g}" if self.source == "observer" else
                f"records every {self.resolution:.3g}: entry times are upper bounds")
         return (f"region {self.label!r} ({how}): "
-                f"{self.n} replicas at risk ({self.n_started_inside} started inside), "
+                f"{self.n} replicas at risk ({self.n_started_inside} started inside, "
+                f"{self.n_diverged} diverged and left out), "
                 f"{self.events} entered (median time {med}), {self.n - self.events} censored "
                 f"at <= {self.time.max() if self.n else float('nan'):.4g}")
 
@@ -163,7 +166,10 @@ def _start_positions(run, replicas_mask):
 def waiting_times(run: Run, label: str | None = None) -> WaitingTimes:
     """Entry times into region `label` (default: the first) from the run's first-passage
     observer: replicas that started outside are at risk; an entry at step n is an event at
-    n * dt; the others are censored at the observer's step (or at their divergence)."""
+    n * dt; the others are censored at the observer's step.  Replicas that diverged are
+    left out (`n_diverged`): on its way to overflow a replica swings through the regions,
+    so its entry may be the blow-up's (docs/analysis.md: the kinetic analyses leave out or
+    censor the whole replica)."""
     run = check_run(run, "waiting_times")
     fp = run.first_passage
     if fp is None:
@@ -173,15 +179,16 @@ def waiting_times(run: Run, label: str | None = None) -> WaitingTimes:
     dt, T = _run_constants(run)
     k = fp.index(label)
     entry = fp.first_entry_step[:, k]
-    at_risk = entry != 0
-    dstep = fp.diverged_step
-    censor = np.where(dstep >= 0, np.minimum(dstep, fp.step), fp.step)
+    diverged = fp.diverged_step >= 0
+    at_risk = (entry != 0) & ~diverged
     event = (entry > 0) & at_risk
-    steps = np.where(event, entry, censor)[at_risk]
+    steps = np.where(event, entry, fp.step)[at_risk]
     return WaitingTimes(time=steps.astype(np.float64) * dt, event=event[at_risk],
                         label=fp.labels[k], resolution=dt, source="observer",
                         replica=fp.replica[at_risk], x0=_start_positions(run, at_risk),
-                        temperature=T, dt=dt, n_started_inside=int(np.sum(~at_risk)))
+                        temperature=T, dt=dt,
+                        n_started_inside=int(np.sum((entry == 0) & ~diverged)),
+                        n_diverged=int(np.sum(diverged)))
 
 
 def waiting_times_from_records(run: Run, region: HalfSpace | Ball) -> WaitingTimes:
@@ -189,7 +196,8 @@ def waiting_times_from_records(run: Run, region: HalfSpace | Ball) -> WaitingTim
     the recorded positions: the first record inside, an upper bound on the entry that can
     be many record spacings late (entries followed by exits between records are missed);
     replicas inside at the first record (which must be step 0) are not at risk; the others
-    are censored at the last record (or the last record before they diverged)."""
+    are censored at the last record.  Replicas that diverged (a non-finite record, or the
+    run's divergence flag) are left out, as in `waiting_times`."""
     run = check_trajectories(run, "waiting_times_from_records")
     from ..first_passage import FirstPassage
 
@@ -202,39 +210,52 @@ def waiting_times_from_records(run: Run, region: HalfSpace | Ball) -> WaitingTim
     obs = FirstPassage(region)
     x = np.asarray(run.positions[:], dtype=np.float64)
     n, M, d = x.shape
-    inside = obs.membership(x.reshape(n * M, d)).reshape(n, M)
     finite = np.all(np.isfinite(x), axis=2)
-    inside &= finite
-    at_risk = ~inside[0]
+    diverged = ~finite.all(axis=0) | (np.asarray(run.diverged_step) >= 0)
+    inside = obs.membership(x.reshape(n * M, d)).reshape(n, M)
+    started_inside = inside[0] & ~diverged
+    at_risk = ~inside[0] & ~diverged
     steps = run.step
     first = np.where(inside.any(axis=0), inside.argmax(axis=0), -1)
-    last_ok = n - 1 - np.argmax(finite[::-1], axis=0)  # last finite record
     event = (first > 0) & at_risk
-    t = np.where(event, steps[np.maximum(first, 0)], steps[last_ok]).astype(np.float64) * dt
+    t = np.where(event, steps[np.maximum(first, 0)], steps[-1]).astype(np.float64) * dt
     spacing = float(np.min(np.diff(steps))) * dt
     return WaitingTimes(time=t[at_risk], event=event[at_risk], label=region.label,
                         resolution=spacing, source="records",
                         replica=run.f["records/replica"][()][at_risk], x0=x[0][at_risk],
-                        temperature=T, dt=dt, n_started_inside=int(np.sum(~at_risk)))
+                        temperature=T, dt=dt, n_started_inside=int(np.sum(started_inside)),
+                        n_diverged=int(np.sum(diverged)))
 
 
 def _pairs(times, event):
     if isinstance(times, WaitingTimes):
         if times.time.size == 0:
-            raise ConfigError(f"no replica is at risk of entering {times.label!r}: all "
-                              f"{times.n_started_inside} finite replicas start inside it; "
-                              "choose a region they start outside")
+            raise ConfigError(f"no replica is at risk of entering {times.label!r}: "
+                              f"{times.n_started_inside} start inside it and "
+                              f"{times.n_diverged} diverged; choose a region they start "
+                              "outside (or a stable step size)")
         return times.time, times.event, times.label
     t = np.asarray(times, dtype=np.float64)
     if t.ndim != 1:
         raise ConfigError(f"times must be one waiting time per replica, shape (n,), got "
                           f"{t.shape}: pass one column (or .ravel() to pool them)")
-    e = np.ones(t.shape, bool) if event is None else np.asarray(event, bool)
+    e = np.ones(t.shape, bool) if event is None else np.asarray(event)
+    if e.dtype != bool:
+        if e.dtype.kind not in "iuf" or not np.all((e == 0) | (e == 1)):
+            raise ConfigError("event must be booleans (True = an observed entry, False = "
+                              f"censored), or 0 / 1; got {e.dtype} values such as "
+                              f"{e.ravel()[:3].tolist()}")
+        e = e.astype(bool)
     if e.shape != t.shape:
         raise ConfigError(f"event must match times: {e.shape} vs {t.shape}")
     if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ConfigError("times must be a non-empty array of finite times >= 0")
     return t, e, ""
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must be a level in (0, 1) such as 0.95, got {confidence}")
 
 
 def _named(label: str) -> str:
@@ -304,6 +325,7 @@ def kaplan_meier(times: WaitingTimes | ArrayLike, event: ArrayLike | None = None
                  confidence: float = 0.95) -> Survival:
     """Kaplan-Meier survival of right-censored times (a WaitingTimes, or times (n,) and
     event (n,) bool, True = observed entry) by `scipy.stats.ecdf`, with Greenwood's variance."""
+    _check_confidence(confidence)
     t, e, label = _pairs(times, event)
     if e.any():
         data = stats.CensoredData(uncensored=t[e], right=t[~e])
@@ -386,12 +408,12 @@ def escape_rate(times: WaitingTimes | ArrayLike, event: ArrayLike | None = None,
                 confidence: float = 0.95, method: str = "chi2") -> EscapeRate:
     """Exponential-model MLE k = D / sum t of right-censored times (WaitingTimes, or times
     and event flags), with a chi-square ("chi2") or profile-likelihood ("profile") interval."""
+    _check_confidence(confidence)
     t, e, label = _pairs(times, event)
     D, S = int(e.sum()), float(t.sum())
     if S <= 0:
         raise ConfigError("total exposure time is 0: every replica at risk was censored at "
-                          "time 0 (a run of 0 steps, or its replicas diverged at once); run "
-                          "it longer")
+                          "time 0 (a run of 0 steps); run it longer")
     a = 1.0 - confidence
     k = D / S
     if method == "chi2":
@@ -639,26 +661,37 @@ def mfpt_1d(energy: Callable[[np.ndarray], np.ndarray], temperature: float, x0: 
 
         tau(x0) = (1/T) int_x0^b dy e^(U(y)/T) int_-inf^y dz e^(-U(z)/T).
 
-    energy: vectorized U(y) (1-D).  The inner integral starts at `lower` (default: far
-    enough left that U - min U > 40 T there); cumulative Simpson on `points` grid points,
-    then linear interpolation at x0.  Time units: those of the dynamics (step x step size).
-    For a region to the left, pass U(-y), -x0, -b."""
+    energy: vectorized U(y) (1-D).  The inner integral starts at `lower` (<= every x0; a
+    reflecting point there), by default far enough left that U - min U > 40 T there and
+    rising (searched from the span b - min x0 outwards by doublings: a potential without
+    such a wall, where the mean is infinite, is a ConfigError); cumulative Simpson on
+    `points` grid points, then linear interpolation at x0.  Time units: those of the
+    dynamics (step x step size).  For a region to the left, pass U(-y), -x0, -b."""
     x0 = np.asarray(x0, np.float64)
     b = float(boundary)
     if np.any(x0 > b):
         raise ConfigError(f"x0 must be <= boundary {b} (mirror the problem for regions to the left)")
     T = check_positive("temperature", temperature)
     left = float(min(np.min(x0), b))
-    w = max(1.0, b - left)
-    lo = left - w if lower is None else float(lower)
-    if lower is None:
-        for _ in range(60):
+    if lower is not None:
+        lo = float(lower)
+        if not lo <= left or not lo < b:
+            raise ConfigError(f"lower must be <= every x0 (min {left:g}) and < the boundary "
+                              f"{b:g}, got {lo:g}")
+    else:
+        w = b - left if b > left else max(abs(b), 1.0)    # the problem's own length scale
+        for _ in range(200):
+            lo = left - w
             y = np.linspace(lo, b, 4001)
             u = _energy_on_grid(energy, y)
             if u[0] - u.min() > 40 * T and np.all(np.diff(u[:20]) < 0):
                 break
             w *= 2
-            lo = left - w
+        else:
+            raise ConfigError(f"U does not rise 40 T to the left of x0 = {left:g} within "
+                              f"{w / 2:.3g}: with nothing to reflect the walk the mean "
+                              "first-passage time is infinite; pass lower= (a reflecting "
+                              "point) if the dynamics has one")
     y = np.linspace(lo, b, int(points) | 1)
     u = _energy_on_grid(energy, y)
     u0 = u.min()
@@ -729,6 +762,12 @@ class EscapeAnalysis(Result):
     kramers: KramersRate | None = None
     kramers_mfpt: float | None = None
     notes: tuple = field(default_factory=tuple)
+
+    @property
+    def effective_temperature(self) -> float:
+        """The temperature of the Langevin limit the predictions use: heavy-ball SGD's T_eff
+        (`sgd_limit`), else the run's T."""
+        return self.kramers.temperature if self.kramers is not None else self.temperature
 
     @property
     def z(self) -> float | None:
@@ -837,9 +876,10 @@ def analyze_run(run: Run, label: str | None = None, confidence: float = 0.95,
     if wt.time.size == 0:
         how = ("the half-space --normal, --offset of analysis/escape.py (region= here)"
                if region is not None else "the run's first-passage region")
-        raise ConfigError(f"no replica is at risk of entering {wt.label!r}: all "
-                          f"{wt.n_started_inside} finite replicas start inside it, so there is "
-                          f"no escape to time; choose a region they start outside ({how})")
+        raise ConfigError(f"no replica is at risk of entering {wt.label!r}: "
+                          f"{wt.n_started_inside} start inside it and {wt.n_diverged} "
+                          f"diverged, so there is no escape to time; choose a region they "
+                          f"start outside ({how}), or a stable step size")
     surv = kaplan_meier(wt, confidence=confidence)
     rate = escape_rate(wt, confidence=confidence)
     cfg = run.config
@@ -925,7 +965,9 @@ class EscapeSummary(Result):
                        "record-based MFPT upper bounds: no test of the barrier")
         elif a is not None and self.barrier is not None:
             z = (a.barrier - self.barrier) / a.barrier_se
+            eff = any(r.effective_temperature != r.temperature for r in self.runs)
             out.append(f"verdict: Arrhenius barrier {a.barrier:.4g} +- {a.barrier_se:.2g} "
+                       f"{'(against heavy-ball SGD T_eff, sgd_limit) ' if eff else ''}"
                        f"{'AGREES with' if abs(z) <= 3 else 'DISAGREES with'} the potential's "
                        f"{self.barrier:.4g} (z = {z:+.2f}; O(T) prefactor corrections shift it "
                        "slightly)")
@@ -937,7 +979,7 @@ class EscapeSummary(Result):
                 f"{'rate CI':>21} {'MFPT':>10} {'+-':>8} {'quad':>10} {'Kramers':>10} {'z':>6}")
         rows = [head]
         for r in self.runs:
-            du = r.kramers.barrier / r.temperature if r.kramers else float("nan")
+            du = r.kramers.barrier / r.effective_temperature if r.kramers else float("nan")
             q = f"{r.quadrature:10.4g}" if r.quadrature is not None else f"{'n/a':>10}"
             k = f"{r.kramers_mfpt:10.4g}" if r.kramers_mfpt is not None else f"{'n/a':>10}"
             z = (f"{'':>6}" if r.z is None else f"{'bound':>6}" if r.bound and r.agrees is None
@@ -997,10 +1039,12 @@ def escape_summary(runs: Iterable[Run], label: str | None = None,
 def summarize_escape(analyses: Iterable[EscapeAnalysis]) -> EscapeSummary:
     """EscapeSummary of `EscapeAnalysis` results: the Arrhenius fit of the simulated MFPTs
     across temperatures (when there are >= 2 distinct ones, all with events), and of the
-    quadrature MFPTs when every run has one."""
+    quadrature MFPTs when every run has one.  The temperatures are the runs'
+    `effective_temperature`s: heavy-ball SGD at T escapes as Langevin at T (1 - momentum),
+    so against its nominal T the slope would read barrier / (1 - momentum)."""
     res = tuple(analyses)
     arr = arr_q = None
-    Ts = np.array([r.temperature for r in res])
+    Ts = np.array([r.effective_temperature for r in res])
     if len(set(Ts.tolist())) >= 2 and all(r.rate.events > 0 for r in res):
         arr = arrhenius_fit(Ts, [r.rate.mfpt for r in res], [r.rate.mfpt_se for r in res])
         if all(r.quadrature is not None for r in res):
