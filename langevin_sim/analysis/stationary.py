@@ -43,7 +43,8 @@ def boltzmann_masses(energy_1d: Callable[[np.ndarray], np.ndarray], temperature:
         """How far from c0 U rises by T (the density falls by e), from the grid: at least
         one grid spacing."""
         j = int(np.clip(np.searchsorted(y, c0), 1, y.size - 2))
-        up = np.flatnonzero(u - u[j] > temperature)
+        with np.errstate(invalid="ignore"):          # inf - inf where U = inf at both
+            up = np.flatnonzero(u - u[j] > temperature)
         near = np.abs(y[up] - y[j]).min() if up.size else y[-1] - y[0]
         return max(float(near), float(y[j + 1] - y[j - 1]) / 2)
 
@@ -89,38 +90,77 @@ def _scan(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float, c: 
     all samples sit in one well) and U at the outer end is 40 T above the lowest U seen and
     not falling outward, and then LOOKAHEAD more shells (a factor 4096 farther) stay 40 T
     above it (a deeper well at 50 beside cuts at +-0.1 was stepped over: NaN or wrong
-    masses); its tail then holds no mass the quadrature could miss.  ConfigError where U
-    does not rise so within 2**200 w (no normalizable Boltzmann law)."""
+    masses); its tail then holds no mass the quadrature could miss.  Then a probe of 40001
+    points spaced evenly in log distance (0.1 % apart) over 20 decades past each side's end:
+    where U comes within 40 T of the lowest there, that side is scanned again out past 4
+    times that far (a single cut at 0 on a tilted double well, whose barrier top rises over
+    a scale of 1e-7, stopped the scan there and missed the other well at 1).  ConfigError
+    where U does not rise so within 2**200 w (no normalizable Boltzmann law)."""
+    T40 = 40 * temperature
     w = max(float(c[-1] - c[0]), 1e-12)
-    ys, us = [np.linspace(c[0] - w, c[-1] + w, 20001)], []
-    us.append(_energy(energy_1d, ys[0]))
+    y0 = np.linspace(c[0] - w, c[-1] + w, 20001)
+    u0 = _energy(energy_1d, y0)
     far = max(64 * w, 4 * float(np.max(np.abs(c))))
-    for side, edge in ((-1.0, c[0]), (1.0, c[-1])):
-        quiet = 0       # shells in a row past `far`, 40 T above the lowest U and not falling
-        for j in range(200):
-            near_end, far_end = w * 2.0 ** j, w * 2.0 ** (j + 1)
-            shell = edge + side * np.linspace(near_end, far_end, 2001)[1:]
-            u = _energy(energy_1d, shell)
-            ys.append(shell)
-            us.append(u)
-            low = min(float(np.min(v)) for v in us)
-            rising = u[-1] >= u[-2]     # (or flat: a wall of +huge, as some tests write)
-            high = float(np.min(u)) - low > 40 * temperature
-            ok = far_end >= far and u[-1] - low > 40 * temperature and rising
-            quiet = quiet + 1 if ok and (high or quiet == 0) else 0
-            if quiet == 1:
-                kept = len(ys)    # the look-ahead shells past this one add nothing to the grid
-            if quiet > LOOKAHEAD:
-                del ys[kept:], us[kept:]     # (their points cost each fit ~2x in quad)
-                break
-        else:
-            raise ConfigError(f"the energy does not rise 40 T = {40 * temperature:g} above its "
-                              f"lowest on the {'left' if side < 0 else 'right'} within "
-                              f"{far_end:.3g} of the cuts: exp(-U/T) has no normalizable "
-                              "Boltzmann law to compare with")
+    sides = {-1.0: (float(c[0]), far), 1.0: (float(c[-1]), far)}
+    shells = {}
+    for _ in range(4):
+        for side, (edge, f) in sides.items():
+            if side not in shells:
+                low = min([float(np.min(u0))] + [float(np.min(v)) for k in shells
+                                                 for v in shells[k][1]])
+                shells[side] = _scan_side(energy_1d, temperature, edge, side, w, f, low,
+                                          float(u0[0] if side < 0 else u0[-1]))
+        low = min([float(np.min(u0))] + [float(np.min(v)) for k in shells for v in shells[k][1]])
+        again = []
+        for side, (edge, f) in sides.items():
+            reach = abs(shells[side][0][-1][-1] - edge)
+            dist = reach * np.logspace(0, 20, 40001)      # 0.1 % apart
+            below = np.flatnonzero(_energy(energy_1d, edge + side * dist) - low <= T40)
+            if below.size:
+                sides[side] = (edge, 4 * float(dist[below[-1]]))
+                again.append(side)
+        if not again:
+            break
+        for side in again:
+            del shells[side]
+    ys = [y0] + [v for k in shells for v in shells[k][0]]
+    us = [u0] + [v for k in shells for v in shells[k][1]]
     y = np.concatenate(ys)
     order = np.argsort(y, kind="stable")
     return y[order], np.concatenate(us)[order]
+
+
+def _scan_side(energy_1d, temperature: float, edge: float, side: float, w: float, far: float,
+               low: float, prev_end: float) -> tuple[list, list]:
+    """`_scan`'s shells on one side of the cuts (points, energies), from the lowest U seen
+    so far (`low`) and U at the central grid's end on that side (`prev_end`)."""
+    ys, us = [], []
+    quiet = 0       # shells in a row past `far`, 40 T above the lowest U and not falling
+    for j in range(200):
+        near_end, far_end = w * 2.0 ** j, w * 2.0 ** (j + 1)
+        shell = edge + side * np.linspace(near_end, far_end, 2001)[1:]
+        u = _energy(energy_1d, shell)
+        ys.append(shell)
+        us.append(u)
+        low = min(low, float(np.min(u)))
+        # not falling at the shell's end, nor from the last shell's end (twice as near): a
+        # barrier's top is flat to rounding between neighbouring points (a single cut at 0
+        # on a double well at T = 1e-5 stopped there and missed the other well), not over
+        # a doubling; a wall of +huge, as some tests write, is flat in both
+        rising = u[-1] >= u[-2] and u[-1] >= prev_end
+        prev_end = float(u[-1])
+        high = float(np.min(u)) - low > 40 * temperature
+        ok = far_end >= far and u[-1] - low > 40 * temperature and rising
+        quiet = quiet + 1 if ok and (high or quiet == 0) else 0
+        if quiet == 1:
+            kept = len(ys)    # the look-ahead shells past this one add nothing to the grid
+        if quiet > LOOKAHEAD:
+            del ys[kept:], us[kept:]     # (their points cost each fit ~2x in quad)
+            return ys, us
+    raise ConfigError(f"the energy does not rise 40 T = {40 * temperature:g} above its "
+                      f"lowest on the {'left' if side < 0 else 'right'} within "
+                      f"{far_end:.3g} of the cuts: exp(-U/T) has no normalizable "
+                      "Boltzmann law to compare with")
 
 
 def _energy(energy_1d: Callable[[np.ndarray], np.ndarray], y: np.ndarray) -> np.ndarray:
@@ -251,7 +291,7 @@ def fit_marginal(samples: ArrayLike, energy_1d: Callable[[np.ndarray], np.ndarra
             e_m.append(acc_e)
             ed.append(full_edges[k + 1])
             acc_c = acc_e = 0.0
-    if acc_e > 0 and c_m:
+    if (acc_e > 0 or acc_c > 0) and c_m:     # samples in trailing bins of no mass count too
         c_m[-1] += acc_c
         e_m[-1] += acc_e
         ed[-1] = full_edges[-1]
