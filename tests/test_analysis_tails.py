@@ -284,3 +284,19 @@ def test_h2_by_lanczos_equals_the_dense_eigen_solve():
         assert moment_exponent_2(A, lr, b) == pytest.approx(dense, abs=1e-12)
     assert np.isfinite(moment_exponent_2(np.random.default_rng(0).standard_normal((500, 64)),
                                          0.5 / 64))
+
+
+def test_kesten_root_between_the_last_doubling_and_alpha_max_is_found():
+    """Two rows with |1 - lr a^2| = 0.5 and 1.08: the root of log mean |.|^alpha is 8.994;
+    the bracket doubled 0.25 ... 8, then 16 > alpha_max = 10 and it returned inf ("light
+    tails") though the root lies below alpha_max."""
+    from scipy.optimize import brentq
+
+    from langevin_sim.errors import ConfigError
+    A = np.sqrt([[0.5], [2.08]])
+    root = brentq(lambda a: np.log((0.5 ** a + 1.08 ** a) / 2), 1.0, 20.0, xtol=1e-12)
+    for amax in (9.5, 10.0, 12.0, 64.0):
+        assert abs(kesten_alpha(A, 1.0, alpha_max=amax).alpha - root) < 1e-5, amax
+    assert np.isinf(kesten_alpha(A, 1.0, alpha_max=8.5).alpha)
+    with pytest.raises(ConfigError, match="largest samples are all equal"):
+        hill([5.0] * 12 + [1.0, 2.0, 3.0], k=10)
