@@ -450,10 +450,13 @@ def test_diverged_replicas_are_left_out_not_counted_as_escapes():
     0.05, and at eta = 0.15 the 263 of 2046 replicas that diverged moved the MFPT by 13 %.
     Now the diverged replicas are left out, from the observer and from the records alike,
     and counted (`n_diverged`), as docs/analysis.md promises."""
+    from langevin_sim.errors import DivergenceWarning
     init = np.array([[-1.0]] * 60 + [[-5.0]] * 4)
-    run = Simulation(DoubleWell(d=1), OverdampedLangevin(0.05, 0.3), 64, backend="numpy", seed=2,
-                     init=init, first_passage=FirstPassage(HalfSpace([1.0], 0.0, "right"))
-                     ).run(400, 10, progress=False)
+    with pytest.warns(DivergenceWarning, match="4 of 64 replicas diverged"):
+        run = Simulation(DoubleWell(d=1), OverdampedLangevin(0.05, 0.3), 64, backend="numpy",
+                         seed=2, init=init,
+                         first_passage=FirstPassage(HalfSpace([1.0], 0.0, "right"))
+                         ).run(400, 10, progress=False)
     assert (run.diverged_step >= 0).sum() == 4
     for wt in (waiting_times(run), waiting_times_from_records(run, HalfSpace([1.0], 0.0, "right"))):
         assert wt.n == 60 and wt.n_diverged == 4
