@@ -513,3 +513,16 @@ def test_a_confidence_out_of_range_and_non_boolean_events_are_refused():
         with pytest.raises(ConfigError, match="event must be booleans"):
             escape_rate(t, ev)
     assert escape_rate(t, [1, 0, 1]).events == 2 == escape_rate(t, [True, False, True]).events
+
+
+def test_kramers_mfpt_is_refused_for_a_plane_far_before_the_saddle():
+    """Phi(offset sqrt(|lambda_s| / T)) / k holds within the barrier's harmonic top: at
+    T = 0.1 a plane at -0.5 (3.2 widths before the saddle) read 19.1 against the exact
+    52.3.  Beyond one width before it is a ConfigError; within, it stays close to
+    `mfpt_1d` (the left well's start at -1, the boundary near the saddle)."""
+    pot = DoubleWell(d=1)
+    kr = kramers_rate(pot, [-1.0], [0.0], 0.1)
+    with pytest.raises(ConfigError, match="thermal widths before the saddle"):
+        kr.mfpt(-0.5)
+    exact = float(mfpt_1d(pot.marginal_energy, 0.1, -1.0, -0.1))
+    assert abs(kr.mfpt(-0.1) / exact - 1) < 0.1
