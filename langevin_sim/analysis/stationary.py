@@ -96,35 +96,25 @@ def _scan(energy_1d: Callable[[np.ndarray], np.ndarray], temperature: float, c: 
     times that far (a single cut at 0 on a tilted double well, whose barrier top rises over
     a scale of 1e-7, stopped the scan there and missed the other well at 1).  ConfigError
     where U does not rise so within 2**200 w (no normalizable Boltzmann law)."""
-    T40 = 40 * temperature
     w = max(float(c[-1] - c[0]), 1e-12)
-    y0 = np.linspace(c[0] - w, c[-1] + w, 20001)
-    u0 = _energy(energy_1d, y0)
+    ys = [np.linspace(c[0] - w, c[-1] + w, 20001)]
+    us = [_energy(energy_1d, ys[0])]
+    low = float(np.min(us[0]))
     far = max(64 * w, 4 * float(np.max(np.abs(c))))
-    sides = {-1.0: (float(c[0]), far), 1.0: (float(c[-1]), far)}
-    shells = {}
-    for _ in range(4):
-        for side, (edge, f) in sides.items():
-            if side not in shells:
-                low = min([float(np.min(u0))] + [float(np.min(v)) for k in shells
-                                                 for v in shells[k][1]])
-                shells[side] = _scan_side(energy_1d, temperature, edge, side, w, f, low,
-                                          float(u0[0] if side < 0 else u0[-1]))
-        low = min([float(np.min(u0))] + [float(np.min(v)) for k in shells for v in shells[k][1]])
-        again = []
-        for side, (edge, f) in sides.items():
-            reach = abs(shells[side][0][-1][-1] - edge)
-            dist = reach * np.logspace(0, 20, 40001)      # 0.1 % apart
-            below = np.flatnonzero(_energy(energy_1d, edge + side * dist) - low <= T40)
-            if below.size:
-                sides[side] = (edge, 4 * float(dist[below[-1]]))
-                again.append(side)
-        if not again:
-            break
-        for side in again:
-            del shells[side]
-    ys = [y0] + [v for k in shells for v in shells[k][0]]
-    us = [u0] + [v for k in shells for v in shells[k][1]]
+    for side, edge in ((-1.0, float(c[0])), (1.0, float(c[-1]))):
+        f = far
+        for _ in range(4):
+            ys_s, us_s = _scan_side(energy_1d, temperature, edge, side, w, f, low,
+                                    float(us[0][0] if side < 0 else us[0][-1]))
+            low = min([low] + [float(np.min(v)) for v in us_s])
+            dist = abs(ys_s[-1][-1] - edge) * np.logspace(0, 20, 40001)     # 0.1 % apart
+            probe = _energy(energy_1d, edge + side * dist)
+            below = np.flatnonzero(probe - low <= 40 * temperature)
+            if not below.size:
+                break
+            f = 4 * float(dist[below[-1]])
+        ys += ys_s
+        us += us_s
     y = np.concatenate(ys)
     order = np.argsort(y, kind="stable")
     return y[order], np.concatenate(us)[order]
